@@ -1,0 +1,281 @@
+import { EventEmitter } from 'eventemitter3';
+import type { Clock } from './clock.js';
+import { BlockError, fromErrno } from './errors.js';
+import type { BlockStatus } from './node/driver.js';
+import type { BlockNode } from './node/node.js';
+import { type DriveStats, IoKind, StatsAccounting } from './stats.js';
+import type { ThrottleMember } from './throttle/member.js';
+
+/** Per-request options. */
+export interface RequestOptions {
+  /** Aborting before the request reaches the driver rejects it with ECANCELED, untouched. */
+  signal?: AbortSignal;
+}
+
+/** Name of an I/O operation, in events and errors. */
+export type IoOperation = 'read' | 'write' | 'write-zeroes' | 'discard' | 'flush';
+
+/** Payload of the `io-error` event. */
+export interface IoErrorEvent {
+  operation: IoOperation;
+  offset: number;
+  length: number;
+  error: BlockError;
+}
+
+/** Typed events of a Drive. Listening is optional; unobserved events cost nothing. */
+export interface DriveEvents {
+  /** A request reached the driver and failed. */
+  'io-error': (event: IoErrorEvent) => void;
+  /** The drive started holding back requests because a limit was reached. */
+  throttled: (event: { direction: 'read' | 'write'; queued: number }) => void;
+  /** The drive's queues emptied again. */
+  unthrottled: (event: { direction: 'read' | 'write'; delayedNs: number }) => void;
+  /** The limits of the drive changed. */
+  'limits-changed': (event: { group: string | null }) => void;
+  /** The drive closed; every request has settled. */
+  closed: () => void;
+}
+
+type State = 'open' | 'closing' | 'closed';
+
+const READ_DIR = 0;
+const WRITE_DIR = 1;
+
+/**
+ * The user's handle on a disk (QEMU: BlockBackend): bounds-checked I/O on the root node of a
+ * graph, accounting, events, AbortSignal, throttling, close/drain.
+ */
+export class Drive extends EventEmitter<DriveEvents> {
+  /** Unique id within the owning layer. */
+  readonly id: string;
+  /** Root node of the drive's graph. */
+  readonly node: BlockNode;
+  /** Whether writes are refused. */
+  readonly readOnly: boolean;
+  protected readonly clock: Clock;
+  private readonly accounting = new StatsAccounting();
+  private state: State = 'open';
+  private inFlight = 0;
+  private idle: (() => void) | null = null;
+  private closing: Promise<void> | null = null;
+  /** @internal throttle membership, set by the layer; null when the drive is not throttled. */
+  throttle: ThrottleMember | null = null;
+  private readonly onClose: (drive: Drive) => Promise<void>;
+
+  /** @internal drives are made by {@link BlockLayer.openDrive}. */
+  constructor(id: string, node: BlockNode, clock: Clock, onClose: (drive: Drive) => Promise<void>) {
+    super();
+    this.id = id;
+    this.node = node;
+    this.clock = clock;
+    this.readOnly = node.readOnly;
+    this.onClose = onClose;
+  }
+
+  /** Size of the drive in bytes. */
+  get length(): number {
+    return this.node.length;
+  }
+
+  /** True once close() was called. */
+  get closed(): boolean {
+    return this.state !== 'open';
+  }
+
+  /** Reads `length` bytes (into a new buffer) or fills the given buffer, from `offset`. */
+  async read(offset: number, target: number | Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
+    const length = typeof target === 'number' ? target : target.length;
+    this.enter(IoKind.Read, 'read', offset, length, options?.signal);
+    const buffer = typeof target === 'number' ? Buffer.allocUnsafe(length) : target;
+    const start = this.clock.now();
+    try {
+      if (this.throttle !== null) await this.throttle.admit(READ_DIR, length, options?.signal);
+      if (options?.signal?.aborted) throw this.canceled('read', offset);
+      await this.node.read(offset, buffer);
+      this.accounting.done(IoKind.Read, length, start, this.clock.now());
+      return buffer;
+    } catch (e) {
+      throw this.failed(IoKind.Read, 'read', offset, length, start, e);
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** Writes `data` at `offset`. */
+  async write(offset: number, data: Uint8Array, options?: RequestOptions): Promise<void> {
+    const length = data.length;
+    this.enter(IoKind.Write, 'write', offset, length, options?.signal);
+    const start = this.clock.now();
+    try {
+      if (this.throttle !== null) await this.throttle.admit(WRITE_DIR, length, options?.signal);
+      if (options?.signal?.aborted) throw this.canceled('write', offset);
+      await this.node.write(offset, data);
+      this.accounting.wrote(offset + length);
+      this.accounting.done(IoKind.Write, length, start, this.clock.now());
+    } catch (e) {
+      throw this.failed(IoKind.Write, 'write', offset, length, start, e);
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** Makes a range read as zeros (counted and throttled as a write, as in QEMU). */
+  async writeZeroes(offset: number, length: number, options?: RequestOptions): Promise<void> {
+    this.enter(IoKind.Write, 'write-zeroes', offset, length, options?.signal);
+    const start = this.clock.now();
+    try {
+      if (this.throttle !== null) await this.throttle.admit(WRITE_DIR, length, options?.signal);
+      if (options?.signal?.aborted) throw this.canceled('write-zeroes', offset);
+      await this.node.writeZeroes(offset, length);
+      this.accounting.wrote(offset + length);
+      this.accounting.done(IoKind.Write, length, start, this.clock.now());
+    } catch (e) {
+      throw this.failed(IoKind.Write, 'write-zeroes', offset, length, start, e);
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** Tells the storage a range is no longer used (not throttled, as in QEMU's drive path). */
+  async discard(offset: number, length: number, options?: RequestOptions): Promise<void> {
+    this.enter(IoKind.Unmap, 'discard', offset, length, options?.signal);
+    const start = this.clock.now();
+    try {
+      await this.node.discard(offset, length);
+      this.accounting.done(IoKind.Unmap, length, start, this.clock.now());
+    } catch (e) {
+      throw this.failed(IoKind.Unmap, 'discard', offset, length, start, e);
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** Makes completed writes durable (not throttled). */
+  async flush(options?: RequestOptions): Promise<void> {
+    this.enter(IoKind.Flush, 'flush', 0, 0, options?.signal);
+    const start = this.clock.now();
+    try {
+      await this.node.flush();
+      this.accounting.done(IoKind.Flush, 0, start, this.clock.now());
+    } catch (e) {
+      throw this.failed(IoKind.Flush, 'flush', 0, 0, start, e);
+    } finally {
+      this.leave();
+    }
+  }
+
+  /** Allocation status of the extent starting at `offset` (data / zero / allocated, and which node). */
+  blockStatus(offset: number, length: number): Promise<BlockStatus> {
+    this.assertOpen('block-status', offset);
+    return this.node.blockStatus(offset, length);
+  }
+
+  /** Every extent of a range (default: the whole drive), like `qemu-img map`. */
+  blockStatusMap(offset = 0, length = this.length - offset): Promise<BlockStatus[]> {
+    this.assertOpen('block-status', offset);
+    return this.node.blockStatusMap(offset, length);
+  }
+
+  /** QEMU query-blockstats counters, plus throttle figures when throttled. */
+  stats(): DriveStats & { throttle?: ReturnType<ThrottleMember['stats']> } {
+    const s: DriveStats & { throttle?: ReturnType<ThrottleMember['stats']> } = this.accounting.snapshot(
+      this.clock.now(),
+      this.inFlight,
+    );
+    if (this.throttle !== null) s.throttle = this.throttle.stats();
+    return s;
+  }
+
+  /** Lets every queued request go now, ignoring limits (still accounted), and waits until none is in flight. */
+  async drain(): Promise<void> {
+    this.throttle?.drain();
+    await this.whenIdle();
+  }
+
+  /** Stops accepting requests, drains queued ones, waits for all to settle, closes the graph. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    this.state = 'closing';
+    this.closing = (async () => {
+      try {
+        await this.drain();
+        await this.onClose(this);
+        await this.node.unref();
+      } finally {
+        this.state = 'closed';
+        this.emit('closed');
+      }
+    })();
+    return this.closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Resolves when no request is in flight. */
+  whenIdle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const previous = this.idle;
+      this.idle = () => {
+        previous?.();
+        resolve();
+      };
+    });
+  }
+
+  private assertOpen(op: IoOperation | 'block-status', offset: number): void {
+    if (this.state !== 'open') {
+      throw new BlockError('ECLOSED', `${op}: drive ${this.id} is ${this.state}`, { node: this.node.name, offset });
+    }
+  }
+
+  /** Checks a request before it counts as in flight; refused ones count as invalid. */
+  private enter(kind: IoKind, op: IoOperation, offset: number, length: number, signal: AbortSignal | undefined): void {
+    this.assertOpen(op, offset);
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      this.accounting.invalidOp(kind);
+      throw new BlockError('EINVAL', `${op}: offset ${offset} and length ${length} must be non-negative safe integers`, {
+        node: this.node.name,
+        offset,
+        length,
+      });
+    }
+    if (offset + length > this.node.length) {
+      this.accounting.invalidOp(kind);
+      throw new BlockError(
+        'EINVAL',
+        `${op}: range ${offset}+${length} is beyond the end of drive ${this.id} (${this.node.length} bytes)`,
+        { node: this.node.name, offset, length },
+      );
+    }
+    if (this.readOnly && kind !== IoKind.Read && kind !== IoKind.Flush) {
+      this.accounting.invalidOp(kind);
+      throw new BlockError('EROFS', `${op}: drive ${this.id} is read-only`, { node: this.node.name, offset, length });
+    }
+    if (signal?.aborted) throw this.canceled(op, offset);
+    this.inFlight++;
+  }
+
+  private leave(): void {
+    if (--this.inFlight === 0 && this.idle !== null) {
+      const idle = this.idle;
+      this.idle = null;
+      idle();
+    }
+  }
+
+  private canceled(op: IoOperation, offset: number): BlockError {
+    return new BlockError('ECANCELED', `${op}: request at offset ${offset} was aborted`, { node: this.node.name, offset });
+  }
+
+  private failed(kind: IoKind, op: IoOperation, offset: number, length: number, start: number, e: unknown): BlockError {
+    const error = fromErrno(e, `${op} at offset ${offset}`, { node: this.node.name, offset, length });
+    if (error.code === 'ECANCELED') return error;
+    this.accounting.failedOp(kind, start, this.clock.now());
+    if (this.listenerCount('io-error') > 0) this.emit('io-error', { operation: op, offset, length, error });
+    return error;
+  }
+}

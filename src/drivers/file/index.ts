@@ -1,0 +1,155 @@
+import fs from 'node:fs';
+import fsExt from 'fs-ext';
+import { z } from 'zod';
+import { BlockError, fromErrno } from '../../errors.js';
+import { type BlockStatus, defineDriver, type DriverInstance } from '../../node/driver.js';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, tryFallocate } from './fallocate.js';
+
+const SEEK_END = 2;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+
+const schema = z
+  .object({
+    /** Path of the image file or block device. */
+    filename: z.string({ error: 'required' }).min(1, 'must not be empty'),
+    /** Image locking (QEMU `locking`): read-write takes an exclusive lock, read-only a shared one. */
+    locking: z.enum(['on', 'off', 'auto']).default('auto'),
+  })
+  .strict();
+
+function seek(fd: number, offset: number, whence: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fsExt.seek(fd, offset, whence, (err, pos) => (err ? reject(err) : resolve(pos)));
+  });
+}
+
+function lock(fd: number, exclusive: boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fsExt.flock(fd, exclusive ? 'exnb' : 'shnb', (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+/** A file or block device on the host (QEMU file-posix): positional I/O on one fd. */
+export const fileDriver = defineDriver({
+  name: 'file',
+  capabilities: { kind: 'protocol' },
+  schema,
+  async open({ options, readOnly, nodeName }): Promise<DriverInstance> {
+    const { filename, locking } = options;
+    const ctx = { node: nodeName, path: filename, field: 'filename' };
+    let fd: number;
+    try {
+      fd = await new Promise<number>((resolve, reject) =>
+        fs.open(filename, readOnly ? 'r' : 'r+', (err, f) => (err ? reject(err) : resolve(f))),
+      );
+    } catch (e) {
+      throw fromErrno(e, `could not open '${filename}'${readOnly ? '' : ' read-write'}`, ctx);
+    }
+    const closeFd = () => new Promise<void>((resolve) => fs.close(fd, () => resolve()));
+    try {
+      if (locking !== 'off') {
+        try {
+          await lock(fd, !readOnly);
+        } catch (e) {
+          const errno = (e as NodeJS.ErrnoException).code;
+          if (errno === 'EAGAIN' || errno === 'EWOULDBLOCK') {
+            throw new BlockError(
+              'ELOCKED',
+              `failed to get ${readOnly ? 'shared' : 'write'} lock on '${filename}': is another process using the image?`,
+              { ...ctx, cause: e },
+            );
+          }
+          // 'auto' tolerates file systems without locks (QEMU does the same); 'on' does not.
+          if (locking === 'on') throw fromErrno(e, `could not lock '${filename}'`, ctx);
+        }
+      }
+      // SEEK_END also gives the size of block devices, where fstat says 0.
+      const size = await seek(fd, 0, SEEK_END);
+      return fileInstance(fd, size, filename, closeFd);
+    } catch (e) {
+      await closeFd();
+      throw e instanceof BlockError ? e : fromErrno(e, `could not open '${filename}'`, ctx);
+    }
+  },
+});
+
+function fileInstance(fd: number, size: number, filename: string, closeFd: () => Promise<void>): DriverInstance {
+  const readAt = (offset: number, buffer: Uint8Array, done: number, resolve: () => void, reject: (e: unknown) => void) => {
+    fs.read(fd, buffer, done, buffer.length - done, offset + done, (err, n) => {
+      if (err) return reject(err);
+      const total = done + n;
+      if (total === buffer.length) return resolve();
+      // The file ended early (it shrank under us): the rest reads as zeros, as beyond EOF in QEMU.
+      if (n === 0) {
+        buffer.fill(0, total);
+        return resolve();
+      }
+      readAt(offset, buffer, total, resolve, reject);
+    });
+  };
+  const writeAt = (offset: number, data: Uint8Array, done: number, resolve: () => void, reject: (e: unknown) => void) => {
+    fs.write(fd, data, done, data.length - done, offset + done, (err, n) => {
+      if (err) return reject(err);
+      const total = done + n;
+      if (total === data.length) return resolve();
+      writeAt(offset, data, total, resolve, reject);
+    });
+  };
+  const zeroFill = async (offset: number, length: number) => {
+    const chunk = new Uint8Array(Math.min(length, 1 << 20));
+    for (let pos = 0; pos < length; pos += chunk.length) {
+      const n = Math.min(chunk.length, length - pos);
+      await new Promise<void>((resolve, reject) => writeAt(offset + pos, chunk.subarray(0, n), 0, resolve, reject));
+    }
+  };
+  return {
+    alignment: 1,
+    length: () => size,
+    read(offset, buffer) {
+      return new Promise((resolve, reject) => readAt(offset, buffer, 0, resolve, reject));
+    },
+    write(offset, data) {
+      return new Promise((resolve, reject) => writeAt(offset, data, 0, resolve, reject));
+    },
+    flush() {
+      return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+    },
+    async discard(offset, length) {
+      // Advisory: a file system without hole punching keeps the data, as QEMU allows.
+      await tryFallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+    },
+    async writeZeroes(offset, length) {
+      if (await tryFallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)) return;
+      if (await tryFallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)) return;
+      await zeroFill(offset, length);
+    },
+    async blockStatus(offset, length): Promise<BlockStatus> {
+      const end = offset + length;
+      let dataAt: number;
+      try {
+        dataAt = await seek(fd, offset, SEEK_DATA);
+      } catch (e) {
+        const errno = (e as NodeJS.ErrnoException).code;
+        // ENXIO: no data after offset, the rest is a hole.
+        if (errno === 'ENXIO') return hole(offset, length);
+        // No SEEK_DATA support: everything counts as data.
+        return { offset, length, data: true, zero: false, allocated: true, depth: 0, hostOffset: offset };
+      }
+      if (dataAt > offset) return hole(offset, Math.min(dataAt, end) - offset);
+      let holeAt: number;
+      try {
+        holeAt = await seek(fd, offset, SEEK_HOLE);
+      } catch {
+        holeAt = end;
+      }
+      return { offset, length: Math.min(holeAt, end) - offset, data: true, zero: false, allocated: true, depth: 0, hostOffset: offset };
+    },
+    close: closeFd,
+    info: () => ({ filename }),
+  };
+}
+
+function hole(offset: number, length: number): BlockStatus {
+  return { offset, length, data: false, zero: true, allocated: true, depth: 0, hostOffset: offset };
+}

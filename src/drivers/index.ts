@@ -1,0 +1,12 @@
+import type { BlockDriver } from '../node/driver.js';
+import { fileDriver } from './file/index.js';
+import { memoryDriver } from './memory.js';
+import { nullDriver } from './null.js';
+import { rawDriver } from './raw.js';
+
+/** The drivers every BlockLayer starts with. */
+export function builtinDrivers(): BlockDriver[] {
+  return [fileDriver, rawDriver, memoryDriver, nullDriver] as BlockDriver[];
+}
+
+export { fileDriver, memoryDriver, nullDriver, rawDriver };

@@ -1,0 +1,90 @@
+import { z } from 'zod';
+import { BlockError } from '../errors.js';
+import { type BlockStatus, defineDriver } from '../node/driver.js';
+import { sizeSchema } from '../options/size.js';
+
+const CHUNK = 64 * 1024;
+
+const schema = z
+  .object({
+    /** Virtual size in bytes (or '64M'). */
+    size: sizeSchema,
+    /** Request alignment to emulate (power of two), e.g. 512 or 4096 for a sector-based disk. */
+    alignment: z.number().int().positive().default(1),
+    /** Largest transfer per driver call (0: none), to exercise request splitting. */
+    maxTransfer: z.number().int().nonnegative().default(0),
+  })
+  .strict();
+
+/** A sparse in-memory disk: 64 KiB chunks allocated on first write. The fake for tests. */
+export const memoryDriver = defineDriver({
+  name: 'memory',
+  capabilities: { kind: 'protocol' },
+  schema,
+  async open({ options, nodeName }) {
+    const { size, alignment, maxTransfer } = options;
+    if (alignment & (alignment - 1)) {
+      throw new BlockError('EINVAL', `alignment: ${alignment} is not a power of two`, { field: 'alignment', node: nodeName });
+    }
+    const chunks = new Map<number, Uint8Array>();
+    const chunkFor = (index: number) => {
+      let c = chunks.get(index);
+      if (!c) {
+        c = new Uint8Array(CHUNK);
+        chunks.set(index, c);
+      }
+      return c;
+    };
+    // Visit each chunk a range touches: (chunk index, offset in chunk, offset in range, length).
+    const each = (offset: number, length: number, fn: (i: number, at: number, pos: number, n: number) => void) => {
+      let pos = 0;
+      while (pos < length) {
+        const abs = offset + pos;
+        const i = Math.floor(abs / CHUNK);
+        const at = abs - i * CHUNK;
+        const n = Math.min(CHUNK - at, length - pos);
+        fn(i, at, pos, n);
+        pos += n;
+      }
+    };
+    const zero = (offset: number, length: number) =>
+      each(offset, length, (i, at, _pos, n) => {
+        if (n === CHUNK) chunks.delete(i);
+        else chunks.get(i)?.fill(0, at, at + n);
+      });
+    return {
+      alignment,
+      maxTransfer,
+      length: () => size,
+      async read(offset, buffer) {
+        each(offset, buffer.length, (i, at, pos, n) => {
+          const c = chunks.get(i);
+          if (c) buffer.set(c.subarray(at, at + n), pos);
+          else buffer.fill(0, pos, pos + n);
+        });
+      },
+      async write(offset, data) {
+        each(offset, data.length, (i, at, pos, n) => chunkFor(i).set(data.subarray(pos, pos + n), at));
+      },
+      async flush() {},
+      async discard(offset, length) {
+        zero(offset, length);
+      },
+      async writeZeroes(offset, length) {
+        zero(offset, length);
+      },
+      async blockStatus(offset, length): Promise<BlockStatus> {
+        const allocated = chunks.has(Math.floor(offset / CHUNK));
+        let end = offset;
+        while (end < offset + length && chunks.has(Math.floor(end / CHUNK)) === allocated) {
+          end = Math.min(offset + length, (Math.floor(end / CHUNK) + 1) * CHUNK);
+        }
+        return { offset, length: end - offset, data: allocated, zero: !allocated, allocated, depth: 0 };
+      },
+      async close() {
+        chunks.clear();
+      },
+      info: () => ({ allocatedBytes: chunks.size * CHUNK }),
+    };
+  },
+});

@@ -1,0 +1,44 @@
+import { z } from 'zod';
+import { defineDriver } from '../node/driver.js';
+import { sizeSchema } from '../options/size.js';
+
+const schema = z
+  .object({
+    /** Virtual size (QEMU null-co default: 1 GiB). */
+    size: sizeSchema.default(2 ** 30),
+    /** Fill read buffers with zeros (QEMU `read-zeroes`); otherwise leave them as they are. */
+    readZeroes: z.boolean().default(true),
+    /** Fixed completion latency per request in nanoseconds (QEMU `latency-ns`). */
+    latencyNs: z.number().int().nonnegative().default(0),
+  })
+  .strict();
+
+/** Reads zeros, forgets writes, optionally after a fixed latency: the backend for benchmarks (QEMU null-co). */
+export const nullDriver = defineDriver({
+  name: 'null',
+  capabilities: { kind: 'protocol' },
+  schema,
+  async open({ options, clock }) {
+    const { size, readZeroes, latencyNs } = options;
+    const wait =
+      latencyNs === 0
+        ? () => Promise.resolve()
+        : () => new Promise<void>((resolve) => clock.setTimer(clock.now() + latencyNs, resolve));
+    return {
+      alignment: 1,
+      length: () => size,
+      read(_offset, buffer) {
+        if (readZeroes) buffer.fill(0);
+        return wait();
+      },
+      write: () => wait(),
+      flush: () => wait(),
+      discard: () => wait(),
+      writeZeroes: () => wait(),
+      async blockStatus(offset, length) {
+        return { offset, length, data: !readZeroes, zero: readZeroes, allocated: true, depth: 0 };
+      },
+      async close() {},
+    };
+  },
+});

@@ -1,0 +1,80 @@
+/** Stable error codes carried by every {@link BlockError}. */
+export type BlockErrorCode =
+  | 'EINVAL' // bad options or an out-of-range request
+  | 'EIO' // the backend failed
+  | 'EROFS' // write to a read-only node
+  | 'ENOSPC' // backend out of space
+  | 'ENOENT' // file, image, pool or group not found
+  | 'EACCES' // permission denied
+  | 'ELOCKED' // image locked by another user
+  | 'ECORRUPT' // image metadata is inconsistent
+  | 'ENOTSUP' // feature or operation not supported
+  | 'ECANCELED' // request aborted before it reached the driver
+  | 'ECLOSED' // drive or node already closed (or closing)
+  | 'EBUSY'; // object still in use
+
+/** Where an error happened: which node, file, field, offset. */
+export interface BlockErrorContext {
+  /** Node name or driver of the node that failed. */
+  node?: string;
+  /** File or image path involved. */
+  path?: string;
+  /** Option field (dotted path) that was rejected. */
+  field?: string;
+  /** Byte offset of the request or of the bad metadata. */
+  offset?: number;
+  /** Byte length of the request. */
+  length?: number;
+  /** The underlying error (errno error, zod error, …). */
+  cause?: unknown;
+}
+
+/** The one error type of the library: a stable `code`, a readable message and context. */
+export class BlockError extends Error {
+  override readonly name = 'BlockError';
+  readonly code: BlockErrorCode;
+  readonly node?: string;
+  readonly path?: string;
+  readonly field?: string;
+  readonly offset?: number;
+  readonly length?: number;
+
+  constructor(code: BlockErrorCode, message: string, context: BlockErrorContext = {}) {
+    super(message, context.cause === undefined ? undefined : { cause: context.cause });
+    this.code = code;
+    if (context.node !== undefined) this.node = context.node;
+    if (context.path !== undefined) this.path = context.path;
+    if (context.field !== undefined) this.field = context.field;
+    if (context.offset !== undefined) this.offset = context.offset;
+    if (context.length !== undefined) this.length = context.length;
+  }
+}
+
+/** True if `e` is a BlockError, optionally with the given code. */
+export function isBlockError(e: unknown, code?: BlockErrorCode): e is BlockError {
+  return e instanceof BlockError && (code === undefined || e.code === code);
+}
+
+const ERRNO_CODES: Record<string, BlockErrorCode> = {
+  ENOENT: 'ENOENT',
+  EACCES: 'EACCES',
+  EPERM: 'EACCES',
+  EROFS: 'EROFS',
+  ENOSPC: 'ENOSPC',
+  EDQUOT: 'ENOSPC',
+  EINVAL: 'EINVAL',
+  ENOTSUP: 'ENOTSUP',
+  EOPNOTSUPP: 'ENOTSUP',
+  EAGAIN: 'ELOCKED',
+  EWOULDBLOCK: 'ELOCKED',
+  EBUSY: 'EBUSY',
+};
+
+/** Wraps a Node.js errno error (or anything thrown) into a BlockError, keeping context. */
+export function fromErrno(e: unknown, what: string, context: BlockErrorContext = {}): BlockError {
+  if (e instanceof BlockError) return e;
+  const errno = (e as NodeJS.ErrnoException | undefined)?.code;
+  const code = (errno && ERRNO_CODES[errno]) || 'EIO';
+  const detail = e instanceof Error ? e.message : String(e);
+  return new BlockError(code, `${what}: ${detail}`, { ...context, cause: e });
+}

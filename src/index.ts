@@ -1,0 +1,19 @@
+export { type Clock, type ClockTimer, RealClock, VirtualClock } from './clock.js';
+export { Drive, type DriveEvents, type IoErrorEvent, type IoOperation, type RequestOptions } from './drive.js';
+export { fileDriver, memoryDriver, nullDriver, rawDriver } from './drivers/index.js';
+export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
+export { BlockLayer, type BlockLayerOptions, type DriveOptions, getDefaultLayer, openDrive } from './layer.js';
+export type {
+  BlockDriver,
+  BlockStatus,
+  DriverCapabilities,
+  DriverInstance,
+  DriverKind,
+  NodeOptions,
+  OpenContext,
+} from './node/driver.js';
+export { defineDriver } from './node/driver.js';
+export { BlockNode } from './node/node.js';
+export { DriverRegistry } from './node/registry.js';
+export { parseSize } from './options/size.js';
+export type { DriveStats } from './stats.js';

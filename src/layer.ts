@@ -1,0 +1,110 @@
+import { z } from 'zod';
+import { type Clock, RealClock } from './clock.js';
+import { Drive } from './drive.js';
+import { builtinDrivers } from './drivers/index.js';
+import { BlockError } from './errors.js';
+import type { BlockDriver, NodeOptions } from './node/driver.js';
+import type { BlockNode } from './node/node.js';
+import { openNode } from './node/open.js';
+import { DriverRegistry } from './node/registry.js';
+
+/** Options of a BlockLayer. */
+export interface BlockLayerOptions {
+  /** Time source for throttling, stats and latency emulation (default: the real clock). */
+  clock?: Clock;
+  /** Extra drivers to register besides the built-in ones. */
+  drivers?: BlockDriver[];
+}
+
+/** Options of a drive: the root node's options (blockdev-add style) plus the drive's own keys. */
+export interface DriveOptions extends NodeOptions {
+  /** Unique id of the drive in its layer (default: drive0, drive1, …). */
+  id?: string;
+}
+
+const driveIdSchema = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, 'must start with a letter and use only letters, digits, _ . -');
+
+/**
+ * A context that owns drivers, drives (by id) and, later, named throttle groups. Several
+ * independent layers can live in one process (e.g. one per test).
+ */
+export class BlockLayer {
+  readonly clock: Clock;
+  readonly drivers = new DriverRegistry();
+  private readonly drives = new Map<string, Drive>();
+  private readonly nodeNames = new Set<string>();
+  private nextId = 0;
+
+  constructor(options: BlockLayerOptions = {}) {
+    this.clock = options.clock ?? new RealClock();
+    for (const d of builtinDrivers()) this.drivers.register(d);
+    for (const d of options.drivers ?? []) this.drivers.register(d);
+  }
+
+  /** Adds a driver under its name. */
+  registerDriver(driver: BlockDriver): void {
+    this.drivers.register(driver);
+  }
+
+  /** Opens a node graph without a drive on top (for tools and custom stacks). */
+  openNode(options: NodeOptions): Promise<BlockNode> {
+    return openNode({ registry: this.drivers, clock: this.clock, nodeNames: this.nodeNames }, options);
+  }
+
+  /** Opens a node graph and puts a drive on top of it. */
+  async openDrive(options: DriveOptions): Promise<Drive> {
+    const { id: askedId, ...nodeOptions } = options;
+    let id: string;
+    if (askedId !== undefined) {
+      const parsed = driveIdSchema.safeParse(askedId);
+      if (!parsed.success) throw new BlockError('EINVAL', `id: ${parsed.error.issues[0].message}`, { field: 'id' });
+      id = askedId;
+    } else {
+      do id = `drive${this.nextId++}`;
+      while (this.drives.has(id));
+    }
+    if (this.drives.has(id)) throw new BlockError('EINVAL', `id: a drive named '${id}' already exists`, { field: 'id' });
+    const node = await this.openNode(nodeOptions as NodeOptions);
+    if (this.drives.has(id)) {
+      await node.unref();
+      throw new BlockError('EINVAL', `id: a drive named '${id}' already exists`, { field: 'id' });
+    }
+    const drive = new Drive(id, node, this.clock, async (d) => {
+      this.drives.delete(d.id);
+    });
+    this.drives.set(id, drive);
+    return drive;
+  }
+
+  /** The open drive with that id. */
+  drive(id: string): Drive | undefined {
+    return this.drives.get(id);
+  }
+
+  /** All open drives. */
+  listDrives(): Drive[] {
+    return [...this.drives.values()];
+  }
+
+  /** Closes every drive. */
+  async close(): Promise<void> {
+    await Promise.all([...this.drives.values()].map((d) => d.close()));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+let defaultLayer: BlockLayer | undefined;
+
+/** The process-wide layer used by {@link openDrive}. */
+export function getDefaultLayer(): BlockLayer {
+  defaultLayer ??= new BlockLayer();
+  return defaultLayer;
+}
+
+/** Opens a drive on the default layer (or the given one): the short way. */
+export function openDrive(options: DriveOptions, layer: BlockLayer = getDefaultLayer()): Promise<Drive> {
+  return layer.openDrive(options);
+}

@@ -1,0 +1,312 @@
+import { BlockError } from '../errors.js';
+import type { BlockDriver, BlockStatus, DriverInstance } from './driver.js';
+
+interface TrackedWrite {
+  start: number;
+  end: number;
+  rmw: boolean;
+  done: Promise<void>;
+}
+
+const ZERO_CHUNK = 1 << 20;
+let zeroBuffer: Uint8Array | undefined;
+function zeroes(length: number): Uint8Array {
+  zeroBuffer ??= new Uint8Array(ZERO_CHUNK);
+  return zeroBuffer.subarray(0, length);
+}
+
+/**
+ * One open node of the graph (QEMU: BlockDriverState): a driver instance, its children by role,
+ * a reference count. It does the generic work once for every driver: bounds, read-only,
+ * alignment (read-modify-write) and splitting over the driver's maximum transfer.
+ */
+export class BlockNode {
+  readonly name: string;
+  readonly driver: BlockDriver;
+  readonly readOnly: boolean;
+  readonly children: ReadonlyMap<string, BlockNode>;
+  /** Options as given (for info and error messages). */
+  readonly options: Readonly<Record<string, unknown>>;
+  private readonly instance: DriverInstance;
+  private refs = 1;
+  private closed = false;
+  private readonly alignMask: number;
+  private readonly maxTransfer: number;
+  private readonly tracked: TrackedWrite[] | null;
+
+  constructor(
+    name: string,
+    driver: BlockDriver,
+    instance: DriverInstance,
+    children: ReadonlyMap<string, BlockNode>,
+    readOnly: boolean,
+    options: Record<string, unknown>,
+    private readonly onClosed?: () => void,
+  ) {
+    this.name = name;
+    this.driver = driver;
+    this.instance = instance;
+    this.children = children;
+    this.readOnly = readOnly;
+    this.options = options;
+    const align = instance.alignment || 1;
+    if (align & (align - 1)) throw new BlockError('EINVAL', `driver ${driver.name}: alignment ${align} is not a power of two`);
+    this.alignMask = align - 1;
+    this.maxTransfer = instance.maxTransfer && instance.maxTransfer > 0 ? instance.maxTransfer : 0;
+    // Overlapping writes only need ordering when read-modify-write can happen.
+    this.tracked = align > 1 ? [] : null;
+  }
+
+  /** Virtual size in bytes. */
+  get length(): number {
+    return this.instance.length();
+  }
+
+  /** Request alignment of the driver. */
+  get alignment(): number {
+    return this.alignMask + 1;
+  }
+
+  /** The child in `role` (`file`, `backing`, …), if any. */
+  child(role: string): BlockNode | undefined {
+    return this.children.get(role);
+  }
+
+  /** Format-specific facts from the driver (cluster size, snapshots, …). */
+  info(): Record<string, unknown> {
+    return this.instance.info?.() ?? {};
+  }
+
+  /** Takes another reference; the node closes when the last one is released. */
+  ref(): this {
+    this.assertOpen();
+    this.refs++;
+    return this;
+  }
+
+  /** Releases a reference; the last one closes the driver, then the children. */
+  async unref(): Promise<void> {
+    if (this.closed) return;
+    if (--this.refs > 0) return;
+    this.closed = true;
+    this.onClosed?.();
+    try {
+      await this.instance.close();
+    } finally {
+      for (const child of this.children.values()) await child.unref();
+    }
+  }
+
+  /** Fills `buffer` from `offset`. */
+  read(offset: number, buffer: Uint8Array): Promise<void> {
+    const length = buffer.length;
+    this.checkRange('read', offset, length);
+    if (length === 0) return Promise.resolve();
+    if (this.isAligned(offset, length)) return this.readAligned(offset, buffer);
+    return this.readUnaligned(offset, buffer);
+  }
+
+  /** Writes `data` at `offset`. */
+  write(offset: number, data: Uint8Array): Promise<void> {
+    const length = data.length;
+    this.checkRange('write', offset, length);
+    this.checkWritable('write', offset);
+    if (length === 0) return Promise.resolve();
+    if (this.tracked === null) return this.writeAligned(offset, data);
+    return this.serialised(offset, length, () =>
+      this.isAligned(offset, length) ? this.writeAligned(offset, data) : this.writeUnaligned(offset, data),
+    );
+  }
+
+  /** Makes a range read as zeros. */
+  writeZeroes(offset: number, length: number): Promise<void> {
+    this.checkRange('write-zeroes', offset, length);
+    this.checkWritable('write-zeroes', offset);
+    if (length === 0) return Promise.resolve();
+    if (this.tracked === null) return this.zeroAligned(offset, length);
+    return this.serialised(offset, length, async () => {
+      const { start, end } = this.split(offset, length);
+      if (end <= start) return this.writeUnaligned(offset, zeroes(length));
+      if (start > offset) await this.writeUnaligned(offset, zeroes(start - offset));
+      await this.zeroAligned(start, end - start);
+      if (offset + length > end) await this.writeUnaligned(end, zeroes(offset + length - end));
+    });
+  }
+
+  /** Drops a range (only its aligned part, as QEMU does). */
+  discard(offset: number, length: number): Promise<void> {
+    this.checkRange('discard', offset, length);
+    this.checkWritable('discard', offset);
+    const { start, end } = this.split(offset, length);
+    if (end <= start) return Promise.resolve();
+    return this.instance.discard(start, end - start);
+  }
+
+  /** Makes completed writes durable. */
+  flush(): Promise<void> {
+    this.assertOpen();
+    if (this.readOnly) return Promise.resolve();
+    return this.instance.flush();
+  }
+
+  /** Status of the extent that starts at `offset` (never longer than `length`, never empty). */
+  async blockStatus(offset: number, length: number): Promise<BlockStatus> {
+    this.checkRange('block-status', offset, length);
+    if (length === 0) throw new BlockError('EINVAL', `block-status: length must be > 0 at offset ${offset}`, { node: this.name, offset });
+    const s = await this.instance.blockStatus(offset, length);
+    if (!(s.length > 0) || s.offset !== offset) {
+      throw new BlockError('EIO', `driver ${this.driver.name} returned an invalid block status at offset ${offset}`, { node: this.name, offset });
+    }
+    if (s.length > length) s.length = length;
+    s.node ??= this.name;
+    return s;
+  }
+
+  /** Every extent of a range, merged where neighbours have the same status. */
+  async blockStatusMap(offset = 0, length = this.length - offset): Promise<BlockStatus[]> {
+    const out: BlockStatus[] = [];
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      const s = await this.blockStatus(pos, end - pos);
+      const last = out[out.length - 1];
+      if (
+        last &&
+        last.data === s.data &&
+        last.zero === s.zero &&
+        last.allocated === s.allocated &&
+        last.depth === s.depth &&
+        last.node === s.node &&
+        last.hostNode === s.hostNode &&
+        (last.hostOffset === undefined
+          ? s.hostOffset === undefined
+          : s.hostOffset === last.hostOffset + last.length)
+      ) {
+        last.length += s.length;
+      } else out.push(s);
+      pos += s.length;
+    }
+    return out;
+  }
+
+  // Offsets exceed 2^31, so no bitwise arithmetic on them.
+  private isAligned(offset: number, length: number): boolean {
+    return this.alignMask === 0 || (offset % this.alignment === 0 && length % this.alignment === 0);
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new BlockError('ECLOSED', `node ${this.name} is closed`, { node: this.name });
+  }
+
+  private checkRange(op: string, offset: number, length: number): void {
+    this.assertOpen();
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+      throw new BlockError('EINVAL', `${op}: offset ${offset} and length ${length} must be non-negative safe integers`, {
+        node: this.name,
+        offset,
+        length,
+      });
+    }
+    const size = this.instance.length();
+    if (offset + length > size) {
+      throw new BlockError('EINVAL', `${op}: range ${offset}+${length} is beyond the end of ${this.name} (${size} bytes)`, {
+        node: this.name,
+        offset,
+        length,
+      });
+    }
+  }
+
+  private checkWritable(op: string, offset: number): void {
+    if (this.readOnly) throw new BlockError('EROFS', `${op}: node ${this.name} is read-only`, { node: this.name, offset });
+  }
+
+  /** The aligned part [start, end) inside a range; empty (end <= start) if there is none. */
+  private split(offset: number, length: number) {
+    const start = Math.ceil(offset / this.alignment) * this.alignment;
+    const end = Math.floor((offset + length) / this.alignment) * this.alignment;
+    return { start, end };
+  }
+
+  private readAligned(offset: number, buffer: Uint8Array): Promise<void> {
+    const max = this.maxTransfer;
+    if (max === 0 || buffer.length <= max) return this.instance.read(offset, buffer);
+    const parts: Promise<void>[] = [];
+    for (let pos = 0; pos < buffer.length; pos += max) {
+      parts.push(this.instance.read(offset + pos, buffer.subarray(pos, Math.min(buffer.length, pos + max))));
+    }
+    return Promise.all(parts).then(() => undefined);
+  }
+
+  private writeAligned(offset: number, data: Uint8Array): Promise<void> {
+    const max = this.maxTransfer;
+    if (max === 0 || data.length <= max) return this.instance.write(offset, data);
+    const parts: Promise<void>[] = [];
+    for (let pos = 0; pos < data.length; pos += max) {
+      parts.push(this.instance.write(offset + pos, data.subarray(pos, Math.min(data.length, pos + max))));
+    }
+    return Promise.all(parts).then(() => undefined);
+  }
+
+  private async zeroAligned(offset: number, length: number): Promise<void> {
+    if (this.instance.writeZeroes) {
+      const max = this.maxTransfer || length;
+      for (let pos = 0; pos < length; pos += max) await this.instance.writeZeroes(offset + pos, Math.min(max, length - pos));
+      return;
+    }
+    for (let pos = 0; pos < length; pos += ZERO_CHUNK) {
+      await this.writeAligned(offset + pos, zeroes(Math.min(ZERO_CHUNK, length - pos)));
+    }
+  }
+
+  /** The aligned window around a range, clamped to the end of the node (its size may be unaligned). */
+  private window(offset: number, length: number): [number, number] {
+    const align = this.alignment;
+    const start = offset - (offset % align);
+    const end = Math.min(this.instance.length(), Math.ceil((offset + length) / align) * align);
+    return [start, end];
+  }
+
+  private async readUnaligned(offset: number, buffer: Uint8Array): Promise<void> {
+    const [start, end] = this.window(offset, buffer.length);
+    const bounce = new Uint8Array(end - start);
+    await this.readAligned(start, bounce);
+    buffer.set(bounce.subarray(offset - start, offset - start + buffer.length));
+  }
+
+  private async writeUnaligned(offset: number, data: Uint8Array): Promise<void> {
+    const [start, end] = this.window(offset, data.length);
+    const bounce = new Uint8Array(end - start);
+    // Only the partial first and last blocks need their old contents.
+    const align = this.alignment;
+    await this.readAligned(start, bounce.subarray(0, Math.min(align, bounce.length)));
+    const lastStart = Math.max(0, bounce.length - align);
+    if (lastStart > 0) await this.readAligned(start + lastStart, bounce.subarray(lastStart));
+    bounce.set(data, offset - start);
+    await this.writeAligned(start, bounce);
+  }
+
+  /**
+   * Orders writes that overlap a read-modify-write (QEMU: serialising requests), so an RMW
+   * never reads old data around a concurrent write and then overwrites it.
+   */
+  private async serialised(offset: number, length: number, op: () => Promise<void>): Promise<void> {
+    const tracked = this.tracked!;
+    const [start, end] = this.window(offset, length);
+    const rmw = !this.isAligned(offset, length);
+    for (;;) {
+      const blocker = tracked.find((t) => t.start < end && start < t.end && (t.rmw || rmw));
+      if (!blocker) break;
+      await blocker.done.catch(() => undefined);
+    }
+    let finish!: () => void;
+    const entry: TrackedWrite = { start, end, rmw, done: new Promise<void>((r) => (finish = r)) };
+    tracked.push(entry);
+    try {
+      await op();
+    } finally {
+      tracked.splice(tracked.indexOf(entry), 1);
+      finish();
+    }
+  }
+}
