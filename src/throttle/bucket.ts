@@ -56,11 +56,9 @@ export function leak(state: ThrottleState, nowNs: number): void {
   const { buckets } = state.config;
   for (let i = 0; i < 6; i++) {
     const b = buckets[i];
-    const level = state.level[i] - (b.avg * delta) / NS_PER_S;
-    state.level[i] = level > 0 ? level : 0;
+    state.level[i] = Math.max(state.level[i] - (b.avg * delta) / NS_PER_S, 0);
     if (b.burstLength > 1) {
-      const burst = state.burstLevel[i] - (b.max * delta) / NS_PER_S;
-      state.burstLevel[i] = burst > 0 ? burst : 0;
+      state.burstLevel[i] = Math.max(state.burstLevel[i] - (b.max * delta) / NS_PER_S, 0);
     }
   }
 }

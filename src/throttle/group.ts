@@ -50,7 +50,9 @@ export class ThrottleGroup {
   /** Names of the members, in round-robin list order. */
   memberNames(): string[] {
     const out: string[] = [];
-    this.forEach((m) => out.push(m.name));
+    this.forEach((m) => {
+      out.push(m.name);
+    });
     return out;
   }
 
