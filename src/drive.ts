@@ -8,6 +8,7 @@ import { parseOptions } from './options/zod-error.js';
 import type { Direction } from './throttle/bucket.js';
 import type { ThrottleGroupRegistry } from './throttle/group.js';
 import { isEnabled, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
+import { DispatchOrder } from './throttle/dispatch-order.js';
 import type { QueueListener, ThrottledRequestQueue, ThrottleQueueStats } from './throttle/queue.js';
 
 /** What a drive needs from the layer that owns it. */
@@ -78,7 +79,9 @@ export class Drive extends EventEmitter<DriveEvents> {
   /** Throttle queue; null while the drive has no limits. */
   private throttle: ThrottledRequestQueue | null = null;
   private readonly host: DriveHost;
+  private readonly order = new DispatchOrder();
   private readonly queueListener: QueueListener = {
+    released: () => this.order.released(),
     throttled: (direction: Direction, queued: number) => {
       if (this.listenerCount('throttled') > 0) this.emit('throttled', { direction: DIRECTION_NAMES[direction], queued });
     },
@@ -165,7 +168,9 @@ export class Drive extends EventEmitter<DriveEvents> {
     const buffer = typeof target === 'number' ? Buffer.allocUnsafe(length) : target;
     const start = this.clock.now();
     try {
-      if (this.throttle !== null) await this.throttle.admit(READ_DIR, length, options?.signal);
+      const wait = this.throttle?.admit(READ_DIR, length, options?.signal);
+      if (wait !== undefined) await wait;
+      else if (this.order.pending) await undefined;
       if (options?.signal?.aborted) throw this.canceled('read', offset);
       await this.node.read(offset, buffer);
       this.accounting.done(IoKind.Read, length, start, this.clock.now());
@@ -183,7 +188,9 @@ export class Drive extends EventEmitter<DriveEvents> {
     this.enter(IoKind.Write, 'write', offset, length, options?.signal);
     const start = this.clock.now();
     try {
-      if (this.throttle !== null) await this.throttle.admit(WRITE_DIR, length, options?.signal);
+      const wait = this.throttle?.admit(WRITE_DIR, length, options?.signal);
+      if (wait !== undefined) await wait;
+      else if (this.order.pending) await undefined;
       if (options?.signal?.aborted) throw this.canceled('write', offset);
       await this.node.write(offset, data);
       this.accounting.wrote(offset + length);
@@ -200,7 +207,9 @@ export class Drive extends EventEmitter<DriveEvents> {
     this.enter(IoKind.Write, 'write-zeroes', offset, length, options?.signal);
     const start = this.clock.now();
     try {
-      if (this.throttle !== null) await this.throttle.admit(WRITE_DIR, length, options?.signal);
+      const wait = this.throttle?.admit(WRITE_DIR, length, options?.signal);
+      if (wait !== undefined) await wait;
+      else if (this.order.pending) await undefined;
       if (options?.signal?.aborted) throw this.canceled('write-zeroes', offset);
       await this.node.writeZeroes(offset, length);
       this.accounting.wrote(offset + length);

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { BlockError } from '../errors.js';
 import { type BlockDriver, defineDriver } from '../node/driver.js';
+import { DispatchOrder } from '../throttle/dispatch-order.js';
 import type { ThrottleGroupRegistry } from '../throttle/group.js';
 
 const schema = z
@@ -31,27 +32,33 @@ export function throttleFilterDriver(groups: ThrottleGroupRegistry): BlockDriver
       }
       const file = children.get('file')!;
       const queue = group.join(nodeName);
+      const order = new DispatchOrder();
+      queue.listener = { released: () => order.released(), throttled() {}, unthrottled() {} };
       return {
         alignment: file.alignment,
         length: () => file.length,
         async read(offset, buffer) {
           const wait = queue.admit(0, buffer.length);
           if (wait !== undefined) await wait;
+          else if (order.pending) await undefined;
           return file.read(offset, buffer);
         },
         async write(offset, data) {
           const wait = queue.admit(1, data.length);
           if (wait !== undefined) await wait;
+          else if (order.pending) await undefined;
           return file.write(offset, data);
         },
         async writeZeroes(offset, length) {
           const wait = queue.admit(1, length);
           if (wait !== undefined) await wait;
+          else if (order.pending) await undefined;
           return file.writeZeroes(offset, length);
         },
         async discard(offset, length) {
           const wait = queue.admit(1, length);
           if (wait !== undefined) await wait;
+          else if (order.pending) await undefined;
           return file.discard(offset, length);
         },
         flush: () => file.flush(),

@@ -17,6 +17,8 @@ interface Waiter {
 
 /** Told when a queue starts or stops holding requests back (the Drive turns it into events). */
 export interface QueueListener {
+  /** A waiting request was admitted (its promise was resolved). */
+  released(): void;
   throttled(direction: Direction, queued: number): void;
   unthrottled(direction: Direction, delayedNs: number): void;
 }
@@ -128,6 +130,7 @@ export class ThrottledRequestQueue {
     if (delay > this.maxDelay) this.maxDelay = delay;
     if (w.onAbort) w.signal!.removeEventListener('abort', w.onAbort);
     w.resolve();
+    this.listener?.released();
     if (this.pending[direction] === 0) this.listener?.unthrottled(direction, now - this.throttledSince[direction]);
     return w.bytes;
   }
