@@ -1,5 +1,5 @@
 export { type Clock, type ClockTimer, RealClock, VirtualClock } from './clock.js';
-export { Drive, type DriveEvents, type IoErrorEvent, type IoOperation, type RequestOptions } from './drive.js';
+export { Drive, type DriveEvents, type DriveHost, type DriveLimits, type IoErrorEvent, type IoOperation, type RequestOptions } from './drive.js';
 export { fileDriver, memoryDriver, nullDriver, rawDriver } from './drivers/index.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
 export { BlockLayer, type BlockLayerOptions, type DriveOptions, getDefaultLayer, openDrive } from './layer.js';
@@ -17,3 +17,17 @@ export { BlockNode } from './node/node.js';
 export { DriverRegistry } from './node/registry.js';
 export { parseSize } from './options/size.js';
 export type { DriveStats } from './stats.js';
+export { ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
+export { ThrottledRequestQueue, type ThrottleQueueStats } from './throttle/queue.js';
+export {
+  BUCKET_NAMES,
+  type BucketName,
+  type ThrottleConfig,
+  type ThrottleLimits,
+  type ThrottleOptions,
+  throttleLimitsSchema,
+  throttleOptionsSchema,
+  toConfig as validateLimits,
+} from './throttle/limits.js';
+export * as bucket from './throttle/bucket.js';
+export { throttleFilterDriver } from './drivers/throttle.js';
