@@ -1,6 +1,6 @@
 export { type Clock, type ClockTimer, RealClock, VirtualClock } from './clock.js';
 export { Drive, type DriveEvents, type DriveHost, type DriveLimits, type IoErrorEvent, type IoOperation, type RequestOptions } from './drive.js';
-export { fileDriver, memoryDriver, nullDriver, rawDriver } from './drivers/index.js';
+export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, rawDriver } from './drivers/index.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
 export { BlockLayer, type BlockLayerOptions, type DriveOptions, getDefaultLayer, openDrive } from './layer.js';
 export type {

@@ -1,4 +1,5 @@
 import type { BlockDriver } from '../node/driver.js';
+import { blkdebugDriver } from './blkdebug.js';
 import { fileDriver } from './file/index.js';
 import { memoryDriver } from './memory.js';
 import { nullDriver } from './null.js';
@@ -6,7 +7,7 @@ import { rawDriver } from './raw.js';
 
 /** The drivers every BlockLayer starts with. */
 export function builtinDrivers(): BlockDriver[] {
-  return [fileDriver, rawDriver, memoryDriver, nullDriver] as BlockDriver[];
+  return [fileDriver, rawDriver, memoryDriver, nullDriver, blkdebugDriver] as BlockDriver[];
 }
 
-export { fileDriver, memoryDriver, nullDriver, rawDriver };
+export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, rawDriver };
