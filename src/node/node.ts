@@ -4,7 +4,6 @@ import type { BlockDriver, BlockStatus, DriverInstance } from './driver.js';
 interface TrackedWrite {
   start: number;
   end: number;
-  rmw: boolean;
   done: Promise<void>;
 }
 
@@ -294,22 +293,19 @@ export class BlockNode {
   }
 
   /**
-   * Orders writes that overlap a read-modify-write (QEMU: serialising requests), so an RMW
-   * never reads old data around a concurrent write and then overwrites it.
+   * Orders overlapping writes in their order of arrival (QEMU: serialising requests) when
+   * read-modify-write can happen, so an RMW never reads old data around a concurrent write
+   * and then overwrites it, and a later write is never overtaken by an earlier one still waiting.
    */
   private async serialised(offset: number, length: number, op: () => Promise<void>): Promise<void> {
     const tracked = this.tracked!;
     const [start, end] = this.window(offset, length);
-    const rmw = !this.isAligned(offset, length);
-    for (;;) {
-      const blocker = tracked.find((t) => t.start < end && start < t.end && (t.rmw || rmw));
-      if (!blocker) break;
-      await blocker.done.catch(() => undefined);
-    }
+    const earlier = tracked.filter((t) => t.start < end && start < t.end);
     let finish!: () => void;
-    const entry: TrackedWrite = { start, end, rmw, done: new Promise<void>((r) => (finish = r)) };
+    const entry: TrackedWrite = { start, end, done: new Promise<void>((r) => (finish = r)) };
     tracked.push(entry);
     try {
+      for (const t of earlier) await t.done;
       await op();
     } finally {
       tracked.splice(tracked.indexOf(entry), 1);
