@@ -3,10 +3,11 @@ import { fileDriver } from './file/index.js';
 import { memoryDriver } from './memory.js';
 import { nullDriver } from './null.js';
 import { rawDriver } from './raw.js';
+import { rbdDriver } from './rbd/adapter.js';
 
 /** The drivers every BlockLayer starts with. */
 export function builtinDrivers(): BlockDriver[] {
-  return [fileDriver, rawDriver, memoryDriver, nullDriver] as BlockDriver[];
+  return [fileDriver, rawDriver, memoryDriver, nullDriver, rbdDriver] as BlockDriver[];
 }
 
-export { fileDriver, memoryDriver, nullDriver, rawDriver };
+export { fileDriver, memoryDriver, nullDriver, rawDriver, rbdDriver };
