@@ -93,8 +93,9 @@ function load(): Api {
     } catch (e) {
       throw new BlockError('ENOTSUP', `rbd: the koffi package could not be loaded: ${(e as Error).message}`, { cause: e });
     }
-    const rados = loadLibrary(koffi, 'librados.so.2');
-    const rbd = loadLibrary(koffi, 'librbd.so.1');
+    // BLOCKLAYER_LIBRADOS / BLOCKLAYER_LIBRBD: other file names or paths (non-standard installs).
+    const rados = loadLibrary(koffi, process.env.BLOCKLAYER_LIBRADOS || 'librados.so.2');
+    const rbd = loadLibrary(koffi, process.env.BLOCKLAYER_LIBRBD || 'librbd.so.1');
     const libc = loadLibrary(koffi, 'libc.so.6');
     // Anonymous: koffi's type names are process-wide and this module may be loaded twice.
     const info = koffi.struct({
