@@ -21,7 +21,7 @@ cluster_dir() { [[ -f $STATE ]] && cat "$STATE"; }
 free_port() {
   local p
   for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 20000))
+    p=$((10000 + RANDOM % 20000)) # below the ephemeral range (32768+), no TIME_WAIT clashes
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
   die "no free port found"
@@ -70,6 +70,7 @@ osd crush chooseleaf type = 0
 mon allow pool size one = true
 mon allow pool delete = true
 mon warn on pool no redundancy = false
+mon data avail warn = 1
 auth allow insecure global id reclaim = false
 ms bind msgr2 = false
 run dir = $d/run
@@ -83,7 +84,7 @@ keyring = $d/mon.keyring
 osd data = $d/osd0
 keyring = $d/osd0/keyring
 osd objectstore = memstore
-memstore device bytes = 1073741824
+memstore device bytes = 4294967296
 osd crush update on start = false
 CONF
   local c=(-c "$d/ceph.conf")
@@ -120,7 +121,8 @@ stop() {
     kill "$pid" 2>/dev/null && pids+=("$pid")
   done
   for pid in "${pids[@]}"; do
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    # Memstore data is thrown away anyway: a daemon slow to exit gets SIGKILL after 3 s.
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
   done
   [[ $d == "${TMPDIR:-/tmp}"/blocklayer-ceph.* ]] && rm -rf "$d"
