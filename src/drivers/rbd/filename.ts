@@ -1,7 +1,8 @@
 import { BlockError } from '../../errors.js';
+import type { NodeOptions } from '../../node/driver.js';
 
 /** Options of the `rbd` driver that an `rbd:` filename can express. */
-export interface RbdFilenameOptions {
+export interface RbdFilenameOptions extends NodeOptions {
   driver: 'rbd';
   pool: string;
   namespace?: string;

@@ -52,7 +52,6 @@ interface Api {
   rbd_set_image_notification: KoffiFunction;
   rbd_poll_io_events: KoffiFunction;
   rbd_aio_create_completion: KoffiFunction;
-  rbd_aio_get_arg: KoffiFunction;
   rbd_aio_get_return_value: KoffiFunction;
   rbd_aio_release: KoffiFunction;
   rbd_aio_read: KoffiFunction;
@@ -132,7 +131,6 @@ function load(): Api {
       rbd_set_image_notification: rbd.func('int rbd_set_image_notification(void *image, int fd, int type)'),
       rbd_poll_io_events: rbd.func('int rbd_poll_io_events(void *image, _Out_ uint64_t *comps, int numcomp)'),
       rbd_aio_create_completion: rbd.func('int rbd_aio_create_completion(intptr_t arg, void *cb, _Out_ uint64_t *c)'),
-      rbd_aio_get_arg: rbd.func('intptr_t rbd_aio_get_arg(uint64_t c)'),
       rbd_aio_get_return_value: rbd.func('intptr_t rbd_aio_get_return_value(uint64_t c)'),
       rbd_aio_release: rbd.func('void rbd_aio_release(uint64_t c)'),
       rbd_aio_read: rbd.func('int rbd_aio_read(void *image, uint64_t off, size_t len, void *buf, uint64_t c)'),
@@ -271,7 +269,6 @@ export async function openLibrbdImage(req: RbdOpenRequest): Promise<RbdImage> {
 
 class LibrbdImage implements RbdImage {
   private readonly pending = new Map<number, Pending>();
-  private nextId = 1;
   private readonly out = new BigUint64Array(1);
   private readonly comps = new BigUint64Array(POLL_BATCH);
   private readonly events: net.Socket;
@@ -341,22 +338,22 @@ class LibrbdImage implements RbdImage {
     if (ret < 0) throw rbdError(ret, `rbd: closing image '${this.where}' failed`, { node: this.nodeName, path: this.where });
   }
 
-  /** Creates a completion tagged with a request id, starts the request, and waits for the pipe. */
+  /** Creates a completion, starts the request, and leaves it to the pipe to settle (keyed by the completion's address). */
   private submit(op: string, offset: number, length: number, buffer: Uint8Array | null, start: (c: bigint) => unknown): Promise<void> {
     if (this.closing) {
       return Promise.reject(new BlockError('ECLOSED', `rbd ${op}: image '${this.where}' is closed`, { node: this.nodeName, path: this.where }));
     }
     return new Promise<void>((resolve, reject) => {
-      const id = this.nextId++;
-      let ret = this.f.rbd_aio_create_completion(id, null, this.out) as number;
+      let ret = this.f.rbd_aio_create_completion(0, null, this.out) as number;
       if (ret < 0) return reject(rbdError(ret, `rbd ${op}: could not create a completion`, { node: this.nodeName }));
       const c = this.out[0];
+      const key = Number(c);
       if (this.pending.size === 0) this.events.ref();
-      this.pending.set(id, { resolve, reject, op, offset, length, buffer });
+      this.pending.set(key, { resolve, reject, op, offset, length, buffer });
       ret = start(c) as number;
       if (ret < 0) {
         this.f.rbd_aio_release(c);
-        this.settled(id);
+        this.settled(key);
         reject(this.requestError(ret, op, offset, length));
       }
     });
@@ -370,12 +367,12 @@ class LibrbdImage implements RbdImage {
       if (n <= 0) return;
       for (let i = 0; i < n; i++) {
         const c = this.comps[i];
-        const id = Number(f.rbd_aio_get_arg(c));
+        const key = Number(c);
         const ret = Number(f.rbd_aio_get_return_value(c));
         f.rbd_aio_release(c);
-        const p = this.pending.get(id);
+        const p = this.pending.get(key);
         if (!p) continue;
-        this.settled(id);
+        this.settled(key);
         if (ret < 0) p.reject(this.requestError(ret, p.op, p.offset, p.length));
         else p.resolve();
       }
