@@ -4,7 +4,23 @@ import { BlockError, fromErrno } from './errors.js';
 import type { BlockStatus } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
 import { type DriveStats, IoKind, StatsAccounting } from './stats.js';
-import type { ThrottleMember } from './throttle/member.js';
+import { parseOptions } from './options/zod-error.js';
+import type { Direction } from './throttle/bucket.js';
+import type { ThrottleGroupRegistry } from './throttle/group.js';
+import { isEnabled, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
+import { DispatchOrder } from './throttle/dispatch-order.js';
+import type { QueueListener, ThrottledRequestQueue, ThrottleQueueStats } from './throttle/queue.js';
+
+/** What a drive needs from the layer that owns it. */
+export interface DriveHost {
+  readonly clock: Clock;
+  readonly groups: ThrottleGroupRegistry;
+  /** Called once when the drive has closed its queues, before its graph closes. */
+  forget(drive: Drive): void;
+}
+
+/** A drive's limits and group, as returned by {@link Drive.getLimits}. */
+export type DriveLimits = Omit<ThrottleOptions, 'group'> & { group: string };
 
 /** Per-request options. */
 export interface RequestOptions {
@@ -41,6 +57,7 @@ type State = 'open' | 'closing' | 'closed';
 
 const READ_DIR = 0;
 const WRITE_DIR = 1;
+const DIRECTION_NAMES = ['read', 'write'] as const;
 
 /**
  * The user's handle on a disk (QEMU: BlockBackend): bounds-checked I/O on the root node of a
@@ -59,18 +76,79 @@ export class Drive extends EventEmitter<DriveEvents> {
   private inFlight = 0;
   private idle: (() => void) | null = null;
   private closing: Promise<void> | null = null;
-  /** @internal throttle membership, set by the layer; null when the drive is not throttled. */
-  throttle: ThrottleMember | null = null;
-  private readonly onClose: (drive: Drive) => Promise<void>;
+  /** Throttle queue; null while the drive has no limits. */
+  private throttle: ThrottledRequestQueue | null = null;
+  private readonly host: DriveHost;
+  private readonly order = new DispatchOrder();
+  private readonly queueListener: QueueListener = {
+    released: () => this.order.released(),
+    throttled: (direction: Direction, queued: number) => {
+      if (this.listenerCount('throttled') > 0) this.emit('throttled', { direction: DIRECTION_NAMES[direction], queued });
+    },
+    unthrottled: (direction: Direction, delayedNs: number) => {
+      if (this.listenerCount('unthrottled') > 0) this.emit('unthrottled', { direction: DIRECTION_NAMES[direction], delayedNs });
+    },
+  };
 
   /** @internal drives are made by {@link BlockLayer.openDrive}. */
-  constructor(id: string, node: BlockNode, clock: Clock, onClose: (drive: Drive) => Promise<void>) {
+  constructor(id: string, node: BlockNode, host: DriveHost) {
     super();
     this.id = id;
     this.node = node;
-    this.clock = clock;
+    this.host = host;
+    this.clock = host.clock;
     this.readOnly = node.readOnly;
-    this.onClose = onClose;
+  }
+
+  /**
+   * Sets the drive's I/O limits with QEMU's block_set_io_throttle semantics: the drive joins
+   * `group` (default: a group named after the drive), or moves to it; the limits replace those
+   * of the whole group and empty its buckets; limits that are all zero take the drive out of
+   * throttling after its queue has drained. `{ group }` alone joins an existing group as it is.
+   */
+  setLimits(options: ThrottleOptions): void {
+    if (this.state !== 'open') throw new BlockError('ECLOSED', `setLimits: drive ${this.id} is ${this.state}`);
+    const { group: groupName, ...limits } = parseOptions(throttleOptionsSchema, options);
+    const joinOnly = groupName !== undefined && Object.keys(limits).length === 0;
+    const config = joinOnly ? null : toConfig(limits);
+    if (config !== null && !isEnabled(config)) {
+      if (this.throttle !== null) {
+        const queue = this.throttle;
+        this.throttle = null;
+        queue.group.leave(queue);
+        this.emitLimitsChanged();
+      }
+      return;
+    }
+    const target = groupName ?? this.throttle?.group.name ?? this.id;
+    let group = this.host.groups.get(target);
+    if (joinOnly && group === undefined) {
+      throw new BlockError('EINVAL', `group: throttle group '${target}' does not exist (give limits to create it)`, {
+        field: 'group',
+      });
+    }
+    group ??= this.host.groups.obtain(target);
+    if (this.throttle !== null && this.throttle.group !== group) {
+      const old = this.throttle;
+      this.throttle = null;
+      old.group.leave(old);
+    }
+    if (this.throttle === null) {
+      this.throttle = group.join(this.id);
+      this.throttle.listener = this.queueListener;
+    }
+    if (config !== null) group.configureFrom(this.throttle, config);
+    this.emitLimitsChanged();
+  }
+
+  /** The drive's limits and group, or null when it is not throttled. */
+  getLimits(): DriveLimits | null {
+    if (this.throttle === null) return null;
+    return { ...this.throttle.group.getLimits(), group: this.throttle.group.name };
+  }
+
+  private emitLimitsChanged(): void {
+    if (this.listenerCount('limits-changed') > 0) this.emit('limits-changed', { group: this.throttle?.group.name ?? null });
   }
 
   /** Size of the drive in bytes. */
@@ -90,7 +168,9 @@ export class Drive extends EventEmitter<DriveEvents> {
     const buffer = typeof target === 'number' ? Buffer.allocUnsafe(length) : target;
     const start = this.clock.now();
     try {
-      if (this.throttle !== null) await this.throttle.admit(READ_DIR, length, options?.signal);
+      const wait = this.throttle?.admit(READ_DIR, length, options?.signal);
+      if (wait !== undefined) await wait;
+      else if (this.order.pending) await undefined;
       if (options?.signal?.aborted) throw this.canceled('read', offset);
       await this.node.read(offset, buffer);
       this.accounting.done(IoKind.Read, length, start, this.clock.now());
@@ -108,7 +188,9 @@ export class Drive extends EventEmitter<DriveEvents> {
     this.enter(IoKind.Write, 'write', offset, length, options?.signal);
     const start = this.clock.now();
     try {
-      if (this.throttle !== null) await this.throttle.admit(WRITE_DIR, length, options?.signal);
+      const wait = this.throttle?.admit(WRITE_DIR, length, options?.signal);
+      if (wait !== undefined) await wait;
+      else if (this.order.pending) await undefined;
       if (options?.signal?.aborted) throw this.canceled('write', offset);
       await this.node.write(offset, data);
       this.accounting.wrote(offset + length);
@@ -125,7 +207,9 @@ export class Drive extends EventEmitter<DriveEvents> {
     this.enter(IoKind.Write, 'write-zeroes', offset, length, options?.signal);
     const start = this.clock.now();
     try {
-      if (this.throttle !== null) await this.throttle.admit(WRITE_DIR, length, options?.signal);
+      const wait = this.throttle?.admit(WRITE_DIR, length, options?.signal);
+      if (wait !== undefined) await wait;
+      else if (this.order.pending) await undefined;
       if (options?.signal?.aborted) throw this.canceled('write-zeroes', offset);
       await this.node.writeZeroes(offset, length);
       this.accounting.wrote(offset + length);
@@ -178,8 +262,8 @@ export class Drive extends EventEmitter<DriveEvents> {
   }
 
   /** QEMU query-blockstats counters, plus throttle figures when throttled. */
-  stats(): DriveStats & { throttle?: ReturnType<ThrottleMember['stats']> } {
-    const s: DriveStats & { throttle?: ReturnType<ThrottleMember['stats']> } = this.accounting.snapshot(
+  stats(): DriveStats & { throttle?: ThrottleQueueStats } {
+    const s: DriveStats & { throttle?: ThrottleQueueStats } = this.accounting.snapshot(
       this.clock.now(),
       this.inFlight,
     );
@@ -190,6 +274,7 @@ export class Drive extends EventEmitter<DriveEvents> {
   /** Lets every queued request go now, ignoring limits (still accounted), and waits until none is in flight. */
   async drain(): Promise<void> {
     this.throttle?.drain();
+    this.node.drain();
     await this.whenIdle();
   }
 
@@ -200,7 +285,12 @@ export class Drive extends EventEmitter<DriveEvents> {
     this.closing = (async () => {
       try {
         await this.drain();
-        await this.onClose(this);
+        if (this.throttle !== null) {
+          const queue = this.throttle;
+          this.throttle = null;
+          queue.group.leave(queue);
+        }
+        this.host.forget(this);
         await this.node.unref();
       } finally {
         this.state = 'closed';

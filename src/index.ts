@@ -1,6 +1,6 @@
 export { type Clock, type ClockTimer, RealClock, VirtualClock } from './clock.js';
-export { Drive, type DriveEvents, type IoErrorEvent, type IoOperation, type RequestOptions } from './drive.js';
-export { fileDriver, memoryDriver, nullDriver, rawDriver, rbdDriver } from './drivers/index.js';
+export { Drive, type DriveEvents, type DriveHost, type DriveLimits, type IoErrorEvent, type IoOperation, type RequestOptions } from './drive.js';
+export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, rawDriver, rbdDriver } from './drivers/index.js';
 export {
   isRbdImage,
   type RbdConnector,
@@ -26,3 +26,17 @@ export { BlockNode } from './node/node.js';
 export { DriverRegistry } from './node/registry.js';
 export { parseSize } from './options/size.js';
 export type { DriveStats } from './stats.js';
+export { ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
+export { ThrottledRequestQueue, type ThrottleQueueStats } from './throttle/queue.js';
+export {
+  BUCKET_NAMES,
+  type BucketName,
+  type ThrottleConfig,
+  type ThrottleLimits,
+  type ThrottleOptions,
+  throttleLimitsSchema,
+  throttleOptionsSchema,
+  toConfig as validateLimits,
+} from './throttle/limits.js';
+export * as bucket from './throttle/bucket.js';
+export { throttleFilterDriver } from './drivers/throttle.js';

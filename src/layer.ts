@@ -7,6 +7,10 @@ import type { BlockDriver, NodeOptions } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
 import { openNode } from './node/open.js';
 import { DriverRegistry } from './node/registry.js';
+import { parseOptions } from './options/zod-error.js';
+import { type ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
+import { type ThrottleLimits, type ThrottleOptions, throttleOptionsSchema } from './throttle/limits.js';
+import { throttleFilterDriver } from './drivers/throttle.js';
 
 /** Options of a BlockLayer. */
 export interface BlockLayerOptions {
@@ -20,6 +24,8 @@ export interface BlockLayerOptions {
 export interface DriveOptions extends NodeOptions {
   /** Unique id of the drive in its layer (default: drive0, drive1, …). */
   id?: string;
+  /** I/O limits of the drive and its group (see {@link Drive.setLimits}). */
+  throttle?: ThrottleOptions;
 }
 
 const driveIdSchema = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, 'must start with a letter and use only letters, digits, _ . -');
@@ -31,13 +37,17 @@ const driveIdSchema = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, 'must start 
 export class BlockLayer {
   readonly clock: Clock;
   readonly drivers = new DriverRegistry();
+  /** Named throttle groups of this layer. */
+  readonly groups: ThrottleGroupRegistry;
   private readonly drives = new Map<string, Drive>();
   private readonly nodeNames = new Set<string>();
   private nextId = 0;
 
   constructor(options: BlockLayerOptions = {}) {
     this.clock = options.clock ?? new RealClock();
+    this.groups = new ThrottleGroupRegistry(this.clock);
     for (const d of builtinDrivers()) this.drivers.register(d);
+    this.drivers.register(throttleFilterDriver(this.groups));
     for (const d of options.drivers ?? []) this.drivers.register(d);
   }
 
@@ -53,7 +63,8 @@ export class BlockLayer {
 
   /** Opens a node graph and puts a drive on top of it. */
   async openDrive(options: DriveOptions): Promise<Drive> {
-    const { id: askedId, ...nodeOptions } = options;
+    const { id: askedId, throttle, ...nodeOptions } = options;
+    const limits = throttle === undefined ? undefined : parseOptions(throttleOptionsSchema, throttle, 'throttle');
     let id: string;
     if (askedId !== undefined) {
       const parsed = driveIdSchema.safeParse(askedId);
@@ -69,11 +80,38 @@ export class BlockLayer {
       await node.unref();
       throw new BlockError('EINVAL', `id: a drive named '${id}' already exists`, { field: 'id' });
     }
-    const drive = new Drive(id, node, this.clock, async (d) => {
-      this.drives.delete(d.id);
+    const drive = new Drive(id, node, {
+      clock: this.clock,
+      groups: this.groups,
+      forget: (d) => {
+        if (this.drives.get(d.id) === d) this.drives.delete(d.id);
+      },
     });
     this.drives.set(id, drive);
+    if (limits !== undefined) {
+      try {
+        drive.setLimits(limits);
+      } catch (e) {
+        await drive.close();
+        throw e;
+      }
+    }
     return drive;
+  }
+
+  /** Creates a named throttle group with limits (QEMU object-add throttle-group); drives and throttle nodes join it by name. */
+  createThrottleGroup(name: string, limits: ThrottleLimits = {}): ThrottleGroup {
+    return this.groups.create(name, limits);
+  }
+
+  /** The throttle group with that name, if any. */
+  throttleGroup(name: string): ThrottleGroup | undefined {
+    return this.groups.get(name);
+  }
+
+  /** Deletes an explicitly created group; EBUSY while members use it. */
+  deleteThrottleGroup(name: string): void {
+    this.groups.delete(name);
   }
 
   /** The open drive with that id. */

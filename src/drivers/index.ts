@@ -1,4 +1,5 @@
 import type { BlockDriver } from '../node/driver.js';
+import { blkdebugDriver } from './blkdebug.js';
 import { fileDriver } from './file/index.js';
 import { memoryDriver } from './memory.js';
 import { nullDriver } from './null.js';
@@ -7,7 +8,7 @@ import { rbdDriver } from './rbd/adapter.js';
 
 /** The drivers every BlockLayer starts with. */
 export function builtinDrivers(): BlockDriver[] {
-  return [fileDriver, rawDriver, memoryDriver, nullDriver, rbdDriver] as BlockDriver[];
+  return [fileDriver, rawDriver, memoryDriver, nullDriver, blkdebugDriver, rbdDriver] as BlockDriver[];
 }
 
-export { fileDriver, memoryDriver, nullDriver, rawDriver, rbdDriver };
+export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, rawDriver, rbdDriver };

@@ -80,6 +80,8 @@ export interface DriverInstance {
   writeZeroes?(offset: number, length: number): Promise<void>;
   /** Status of the extent starting at `offset` (may cover less than `length`, never 0 bytes). */
   blockStatus(offset: number, length: number): Promise<BlockStatus>;
+  /** Lets requests held back by this node (a throttle filter) go now. Children are drained by the generic layer. */
+  drain?(): void;
   /** Releases resources; children are closed by the generic layer afterwards. */
   close(): Promise<void>;
   /** Extra facts for `info` (format specific: cluster size, snapshots, …). */

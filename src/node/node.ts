@@ -97,6 +97,13 @@ export class BlockNode {
     }
   }
 
+  /** Lets requests held back in this node and below go now (QEMU drained section). */
+  drain(): void {
+    if (this.closed) return;
+    this.instance.drain?.();
+    for (const child of this.children.values()) child.drain();
+  }
+
   /** Fills `buffer` from `offset`. */
   read(offset: number, buffer: Uint8Array): Promise<void> {
     const length = buffer.length;

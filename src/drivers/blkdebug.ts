@@ -1,0 +1,107 @@
+import { z } from 'zod';
+import { BlockError, type BlockErrorCode } from '../errors.js';
+import { defineDriver, type DriverInstance } from '../node/driver.js';
+
+const EVENTS = ['read', 'write', 'write-zeroes', 'discard', 'flush'] as const;
+type Event = (typeof EVENTS)[number];
+
+const ruleSchema = z
+  .object({
+    /** Operation the rule applies to. */
+    event: z.enum(EVENTS),
+    /** Error code to fail with (QEMU blkdebug `errno`). */
+    code: z.enum(['EIO', 'ENOSPC', 'EROFS', 'EACCES', 'ENOTSUP', 'ECORRUPT']).default('EIO'),
+    /** Only requests that touch this byte fail (QEMU `sector`, in bytes here). */
+    offset: z.number().int().nonnegative().optional(),
+    /** Fail only once, then the rule is gone (QEMU `once`). */
+    once: z.boolean().default(false),
+    /** Fail only from the n-th matching request on (1 = the first). */
+    after: z.number().int().positive().default(1),
+  })
+  .strict();
+
+const schema = z
+  .object({
+    /** Failure rules (QEMU inject-error). */
+    rules: z.array(ruleSchema).default([]),
+    /** Request alignment to impose (QEMU blkdebug `align`), to exercise read-modify-write. */
+    align: z.number().int().positive().default(1),
+    /** Largest request the node passes down at once (QEMU `max-transfer`). */
+    maxTransfer: z.number().int().nonnegative().default(0),
+  })
+  .strict();
+
+/** A rule, with its count of matching requests so far. */
+interface LiveRule extends z.output<typeof ruleSchema> {
+  seen: number;
+}
+
+/**
+ * Fault injection (QEMU blkdebug): passes I/O to its child and fails the requests its rules
+ * match, so callers can test their error handling. Rules can be changed on the open node
+ * through `info().injector`.
+ */
+export const blkdebugDriver = defineDriver({
+  name: 'blkdebug',
+  capabilities: { kind: 'filter' },
+  schema,
+  children: { file: 'required' },
+  async open({ options, children, nodeName }): Promise<DriverInstance> {
+    const file = children.get('file')!;
+    if (options.align & (options.align - 1)) {
+      throw new BlockError('EINVAL', `align: ${options.align} is not a power of two`, { field: 'align', node: nodeName });
+    }
+    let rules: LiveRule[] = options.rules.map((r) => ({ ...r, seen: 0 }));
+    const injector = {
+      /** Adds a rule at run time. */
+      add(rule: z.input<typeof ruleSchema>) {
+        rules.push({ ...ruleSchema.parse(rule), seen: 0 });
+      },
+      /** Removes every rule. */
+      clear() {
+        rules = [];
+      },
+    };
+    const check = (event: Event, offset: number, length: number) => {
+      for (const r of rules) {
+        if (r.event !== event) continue;
+        if (r.offset !== undefined && (r.offset < offset || r.offset >= offset + Math.max(length, 1))) continue;
+        if (++r.seen < r.after) continue;
+        if (r.once) rules = rules.filter((x) => x !== r);
+        throw new BlockError(r.code as BlockErrorCode, `blkdebug: injected ${r.code} on ${event} at offset ${offset}`, {
+          node: nodeName,
+          offset,
+          length,
+        });
+      }
+    };
+    return {
+      alignment: options.align,
+      maxTransfer: options.maxTransfer,
+      length: () => file.length,
+      async read(offset, buffer) {
+        check('read', offset, buffer.length);
+        return file.read(offset, buffer);
+      },
+      async write(offset, data) {
+        check('write', offset, data.length);
+        return file.write(offset, data);
+      },
+      async writeZeroes(offset, length) {
+        check('write-zeroes', offset, length);
+        return file.writeZeroes(offset, length);
+      },
+      async discard(offset, length) {
+        check('discard', offset, length);
+        return file.discard(offset, length);
+      },
+      async flush() {
+        check('flush', 0, 0);
+        return file.flush();
+      },
+      blockStatus: (offset, length) => file.blockStatus(offset, length),
+      async close() {},
+      info: () => ({ rules: rules.length, injector }),
+    };
+  },
+});

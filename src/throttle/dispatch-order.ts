@@ -1,0 +1,20 @@
+/**
+ * Keeps requests in order across an admission that resolves a waiting request's promise: that
+ * request resumes one microtask later, so a new request admitted at once in the same tick
+ * (after a drain, a removal of limits or a move to another group) must yield one microtask too,
+ * or it would reach the driver first.
+ */
+export class DispatchOrder {
+  /** True from a release until the released requests have resumed. */
+  pending = false;
+  private readonly reset = () => {
+    this.pending = false;
+  };
+
+  /** A waiting request was admitted (its promise resolved). */
+  released(): void {
+    if (this.pending) return;
+    this.pending = true;
+    queueMicrotask(this.reset);
+  }
+}
