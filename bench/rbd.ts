@@ -17,6 +17,8 @@ export interface RbdBenchOptions {
   imageSize?: number;
   /** Requests in flight (default 16). */
   queueDepth?: number;
+  /** Rounds per scenario, alternating who goes first (default 2). */
+  rounds?: number;
   /** Run only the scenarios whose names contain one of these strings. */
   only?: string[];
 }
@@ -54,6 +56,7 @@ export async function rbdBench(options: RbdBenchOptions = {}): Promise<RbdBenchR
   const seconds = options.seconds ?? 5;
   const size = options.imageSize ?? 256 << 20;
   const qd = options.queueDepth ?? 16;
+  const rounds = options.rounds ?? 2;
   const image = `bl-bench-${process.pid}`;
   const rbd = (...args: string[]) => run('rbd', ['-c', conf, ...args], { maxBuffer: 1 << 24 });
 
@@ -64,7 +67,8 @@ export async function rbdBench(options: RbdBenchOptions = {}): Promise<RbdBenchR
     await rbd('bench', '--io-type', 'write', '--io-size', '4M', '--io-threads', '4', '--io-total', `${size}B`, '--io-pattern', 'seq', `${pool}/${image}`);
     const layer = new BlockLayer();
     const only = options.only;
-    for (const s of SCENARIOS.filter((x) => !only?.length || only.some((o) => x.name.includes(o)))) {
+    /** Our driver for `seconds`: QD workers doing back-to-back requests. */
+    const ours = async (s: Scenario) => {
       const drive = await layer.openDrive({ driver: 'rbd', pool, image, conf });
       let ops = 0;
       let next = 0;
@@ -82,10 +86,12 @@ export async function rbdBench(options: RbdBenchOptions = {}): Promise<RbdBenchR
       };
       await Promise.all(Array.from({ length: qd }, worker));
       const elapsed = (performance.now() - start) / 1000;
-      // Writes must be released (exclusive lock) before rbd bench takes the image.
+      // Writes must release the exclusive lock before rbd bench takes the image.
       await drive.close();
-      const ours = { iops: ops / elapsed, mbps: (ops * s.size) / elapsed / 1e6 };
-
+      return { ops, seconds: elapsed };
+    };
+    /** `rbd bench` doing `ops` requests of the same kind; its own ops/sec figure. */
+    const theirs = async (s: Scenario, ops: number) => {
       const { stdout } = await rbd(
         'bench',
         '--io-type',
@@ -102,15 +108,44 @@ export async function rbdBench(options: RbdBenchOptions = {}): Promise<RbdBenchR
       );
       const m = /elapsed:\s*([\d.]+)\s+ops:\s*(\d+)\s+ops\/sec:\s*([\d.]+)/.exec(stdout);
       if (!m) throw new Error(`rbdBench: could not parse rbd bench output:\n${stdout}`);
-      const iops = Number(m[3]);
-      const theirs = { iops, mbps: (iops * s.size) / 1e6 };
-      results.push({ scenario: s.name, ours, rbdBench: theirs, ratio: ours.iops / theirs.iops });
+      const done = Number(m[2]);
+      return { ops: done, seconds: done / Number(m[3]) };
+    };
+    for (const s of SCENARIOS.filter((x) => !only?.length || only.some((o) => x.name.includes(o)))) {
+      // Two rounds in opposite order (ours first, then rbd bench first): the cluster warms up
+      // and a 2-CPU machine is noisy, so neither side always gets the better turn.
+      let ourOps = 0;
+      let ourSeconds = 0;
+      let theirOps = 0;
+      let theirSeconds = 0;
+      for (let round = 0; round < rounds; round++) {
+        const runOurs = async () => {
+          const r = await ours(s);
+          ourOps += r.ops;
+          ourSeconds += r.seconds;
+          return r.ops;
+        };
+        const runTheirs = async (ops: number) => {
+          const r = await theirs(s, ops);
+          theirOps += r.ops;
+          theirSeconds += r.seconds;
+        };
+        if (round % 2 === 0) await runTheirs(await runOurs());
+        else {
+          // rbd bench first, sized like our previous runs.
+          await runTheirs(Math.max(1, Math.round(ourOps / round)));
+          await runOurs();
+        }
+      }
+      const o = { iops: ourOps / ourSeconds, mbps: (ourOps * s.size) / ourSeconds / 1e6 };
+      const t = { iops: theirOps / theirSeconds, mbps: (theirOps * s.size) / theirSeconds / 1e6 };
+      results.push({ scenario: s.name, ours: o, rbdBench: t, ratio: o.iops / t.iops });
     }
   } finally {
     await rbd('rm', '--no-progress', `${pool}/${image}`).catch(() => undefined);
   }
   const f = (n: number) => n.toFixed(n >= 100 ? 0 : 1).padStart(8);
-  console.log(`rbd driver vs rbd bench, QD ${options.queueDepth ?? 16}, ${seconds} s per scenario`);
+  console.log(`rbd driver vs rbd bench, QD ${qd}, ${rounds} rounds of ${seconds} s per scenario`);
   console.log('scenario                 ours IOPS   MB/s | rbd bench IOPS   MB/s | ratio');
   for (const r of results) {
     console.log(
