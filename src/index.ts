@@ -1,6 +1,15 @@
 export { type Clock, type ClockTimer, RealClock, VirtualClock } from './clock.js';
 export { Drive, type DriveEvents, type DriveHost, type DriveLimits, type IoErrorEvent, type IoOperation, type RequestOptions } from './drive.js';
-export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, rawDriver } from './drivers/index.js';
+export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, rawDriver, rbdDriver } from './drivers/index.js';
+export {
+  isRbdImage,
+  type RbdConnector,
+  type RbdImage,
+  type RbdImageStat,
+  type RbdOpenRequest,
+} from './drivers/rbd/adapter.js';
+export { FakeRbdCluster, FakeRbdImage, type FakeRbdImageOptions, type FakeRbdStats } from './drivers/rbd/fake.js';
+export { parseRbdFilename, type RbdFilenameOptions } from './drivers/rbd/filename.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
 export { BlockLayer, type BlockLayerOptions, type DriveOptions, getDefaultLayer, openDrive } from './layer.js';
 export type {

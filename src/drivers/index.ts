@@ -4,10 +4,11 @@ import { fileDriver } from './file/index.js';
 import { memoryDriver } from './memory.js';
 import { nullDriver } from './null.js';
 import { rawDriver } from './raw.js';
+import { rbdDriver } from './rbd/adapter.js';
 
 /** The drivers every BlockLayer starts with. */
 export function builtinDrivers(): BlockDriver[] {
-  return [fileDriver, rawDriver, memoryDriver, nullDriver, blkdebugDriver] as BlockDriver[];
+  return [fileDriver, rawDriver, memoryDriver, nullDriver, blkdebugDriver, rbdDriver] as BlockDriver[];
 }
 
-export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, rawDriver };
+export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, rawDriver, rbdDriver };
