@@ -22,9 +22,14 @@ export class RealClock implements Clock {
   }
 
   setTimer(deadlineNs: number, callback: () => void): ClockTimer {
-    const delayMs = Math.max(0, (deadlineNs - this.now()) / 1e6);
-    // Timers fire in whole milliseconds; round up so a timer never fires before its deadline.
-    const handle = setTimeout(callback, Math.ceil(delayMs));
+    const delayNs = deadlineNs - this.now();
+    // Due now: the next loop turn (setTimeout(0) would wait a whole millisecond).
+    if (delayNs <= 0) {
+      const immediate = setImmediate(callback);
+      return { cancel: () => clearImmediate(immediate) };
+    }
+    // Node timers fire in whole milliseconds; round up so a timer never fires before its deadline.
+    const handle = setTimeout(callback, Math.ceil(delayNs / 1e6));
     return { cancel: () => clearTimeout(handle) };
   }
 }
