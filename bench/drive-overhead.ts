@@ -1,0 +1,77 @@
+/**
+ * Issue #2's scenario: 4 KiB random reads at QD1 and QD32 through a Drive over `file` against
+ * bare callback fs.read on an fd (page cache), and through a Drive over `null` against a bare
+ * resolved-promise loop, in the same run.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BlockLayer } from '../src/index.js';
+import { fmtRate, row, sideBySide } from './util.js';
+
+const FILE_SIZE = 64 * 1024 * 1024;
+const BS = 4096;
+
+function randomOffset(): number {
+  return Math.floor(Math.random() * (FILE_SIZE / BS)) * BS;
+}
+
+/** IOPS of `qd` workers doing `count` reads in total with `readOne`. */
+async function drive(qd: number, count: number, readOne: (buf: Uint8Array) => Promise<unknown>): Promise<number> {
+  let issued = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: qd }, async () => {
+      const buf = Buffer.allocUnsafe(BS);
+      while (issued < count) {
+        issued++;
+        await readOne(buf);
+      }
+    }),
+  );
+  return count / ((performance.now() - t0) / 1000);
+}
+
+export interface DriveOverheadResult {
+  [scenario: string]: { subject: number; baseline: number; ratio: number };
+}
+
+export async function driveOverheadBench(quick = true): Promise<DriveOverheadResult> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-bench-'));
+  const file = path.join(dir, 'bench.img');
+  fs.writeFileSync(file, Buffer.alloc(FILE_SIZE, 0xa5));
+  const fd = fs.openSync(file, 'r');
+  const layer = new BlockLayer();
+  const onFile = await layer.openDrive({ driver: 'file', filename: file, readOnly: true });
+  const onNull = await layer.openDrive({ driver: 'null', size: FILE_SIZE });
+  const count = quick ? 100_000 : 400_000;
+  const rounds = quick ? 5 : 9;
+  const bareRead = (buf: Uint8Array) =>
+    new Promise<void>((resolve, reject) => fs.read(fd, buf, 0, BS, randomOffset(), (e) => (e ? reject(e) : resolve())));
+  const results: DriveOverheadResult = {};
+  console.log('Drive overhead: 4 KiB random reads (IOPS), Drive vs bare calls, median of alternating rounds');
+  for (const qd of [1, 32]) {
+    const n = qd === 1 ? count / 4 : count;
+    const r = await sideBySide(
+      rounds,
+      () => drive(qd, n, bareRead),
+      () => drive(qd, n, (buf) => onFile.read(randomOffset(), buf)),
+    );
+    results[`file-qd${qd}`] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio };
+    row(`Drive(file) vs fs.read callback, QD${qd}`, fmtRate(r.subject), fmtRate(r.baseline), r.ratio);
+  }
+  const n = count * 4;
+  const r = await sideBySide(
+    rounds,
+    () => drive(32, n, () => Promise.resolve()),
+    () => drive(32, n, (buf) => onNull.read(0, buf)),
+  );
+  results['null-qd32'] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio };
+  row('Drive(null) vs resolved promise, QD32', fmtRate(r.subject), fmtRate(r.baseline), r.ratio);
+  await layer.close();
+  fs.closeSync(fd);
+  fs.rmSync(dir, { recursive: true, force: true });
+  return results;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await driveOverheadBench(!process.argv.includes('--full'));

@@ -1,0 +1,39 @@
+/**
+ * The project's benchmarks: `npm run bench` (quick set) or `npm run bench -- --full`.
+ * Each scenario prints its figures next to a baseline measured in the same run; all results
+ * are also written to bench/results/<time>.json so two runs can be compared.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { driveOverheadBench } from './drive-overhead.js';
+import { throttleBench } from './throttle.js';
+
+const full = process.argv.includes('--full');
+const quick = !full;
+const results: Record<string, unknown> = { date: new Date().toISOString(), full, node: process.version };
+
+results.driveOverhead = await driveOverheadBench(quick);
+console.log();
+results.throttle = await throttleBench(quick);
+
+/** Optional scenarios that live in their own modules (qcow2 needs qemu-img, rbd a Ceph cluster). */
+async function optional(name: string, file: string, fn: string, when = true): Promise<void> {
+  if (!when) return void console.log(`\n${name}: skipped (${file} runs with --full and its prerequisites)`);
+  const url = new URL(file, import.meta.url);
+  if (!fs.existsSync(url)) return void console.log(`\n${name}: skipped (${file} not present)`);
+  console.log();
+  const mod = (await import(url.href)) as Record<string, () => Promise<unknown>>;
+  try {
+    results[name] = await mod[fn]();
+  } catch (e) {
+    console.log(`${name}: failed: ${(e as Error).message}`);
+  }
+}
+await optional('qcow2', './qcow2-read.ts', 'qcow2ReadBench');
+await optional('rbd', './rbd.ts', 'rbdBench', full && Boolean(process.env.BLOCKLAYER_CEPH_CONF));
+
+const dir = path.join(import.meta.dirname, 'results');
+fs.mkdirSync(dir, { recursive: true });
+const out = path.join(dir, `${results.date as string}.json`.replace(/:/g, '-'));
+fs.writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
+console.log(`\nresults written to ${path.relative(process.cwd(), out)}`);

@@ -1,0 +1,153 @@
+/**
+ * Issue #3's throttle benchmarks: accuracy on the real clock, fairness in a group, overhead of
+ * a non-binding limit, and scale (many drives, many queued requests) on a virtual clock.
+ */
+import { BlockLayer, type Drive, VirtualClock } from '../src/index.js';
+import type { ThrottleLimits } from '../src/throttle/limits.js';
+import { fmtRate, row, sideBySide } from './util.js';
+
+/** Keeps `depth` requests of `bs` bytes in flight until `stop()`; counts admissions after `from` ms. */
+function saturate(drive: Drive, bs: number, depth: number, write: boolean) {
+  const state = { stop: false, ops: 0, bytes: 0, counting: false };
+  const done = Promise.all(
+    Array.from({ length: depth }, async () => {
+      const buf = new Uint8Array(bs);
+      while (!state.stop) {
+        await (write ? drive.write(0, buf) : drive.read(0, buf));
+        if (state.counting) {
+          state.ops++;
+          state.bytes += bs;
+        }
+      }
+    }),
+  );
+  return { state, done };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Achieved/limit for one limit on the real clock, measured after a 1 s warm-up (the burst). */
+async function accuracy(limits: ThrottleLimits, bs: number, seconds: number): Promise<number> {
+  const layer = new BlockLayer();
+  const drive = await layer.openDrive({ driver: 'null', size: '16G', throttle: limits });
+  const [name, value] = Object.entries(limits)[0] as [string, number];
+  const perRequest = name.startsWith('bps') ? bs : 1;
+  // Demand at least twice the limit: enough requests in flight to cover 2× the rate.
+  const depth = Math.min(4096, Math.max(16, Math.ceil((2 * value) / perRequest / 100)));
+  const { state, done } = saturate(drive, bs, depth, false);
+  await sleep(1000);
+  state.counting = true;
+  const t0 = performance.now();
+  await sleep(seconds * 1000);
+  const elapsed = (performance.now() - t0) / 1000;
+  state.counting = false;
+  state.stop = true;
+  const achieved = (name.startsWith('bps') ? state.bytes : state.ops) / elapsed;
+  await drive.close();
+  await done;
+  return achieved / value;
+}
+
+/** Shares of 4 drives saturating one group on the real clock. */
+async function fairness(seconds: number): Promise<number[]> {
+  const layer = new BlockLayer();
+  const drives = await Promise.all(
+    [0, 1, 2, 3].map((i) => layer.openDrive({ id: `f${i}`, driver: 'null', size: '1G', throttle: { iopsTotal: 2000, group: 'fair' } })),
+  );
+  const runs = drives.map((d) => saturate(d, 4096, 64, false));
+  await sleep(500);
+  for (const r of runs) r.state.counting = true;
+  await sleep(seconds * 1000);
+  for (const r of runs) {
+    r.state.counting = false;
+    r.state.stop = true;
+  }
+  const total = runs.reduce((n, r) => n + r.state.ops, 0);
+  await layer.close();
+  await Promise.all(runs.map((r) => r.done));
+  return runs.map((r) => r.state.ops / total);
+}
+
+/** Requests per second at QD32 on null, with or without a non-binding limit. */
+async function throughput(limited: boolean, count: number): Promise<number> {
+  const layer = new BlockLayer();
+  const drive = await layer.openDrive({ driver: 'null', size: '1G', ...(limited ? { throttle: { iopsTotal: 1e12 } } : {}) });
+  let issued = 0;
+  const buf = new Uint8Array(512);
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (issued < count) {
+        issued++;
+        await drive.read(0, buf);
+      }
+    }),
+  );
+  const rate = count / ((performance.now() - t0) / 1000);
+  await drive.close();
+  return rate;
+}
+
+/** ns per admission and heap bytes per queued request with `drives` drives sharing one group. */
+async function scale(drives: number, queued: number): Promise<{ nsPerDispatch: number; heapPerRequest: number }> {
+  const clock = new VirtualClock();
+  const layer = new BlockLayer({ clock });
+  const list: Drive[] = [];
+  for (let i = 0; i < drives; i++) list.push(await layer.openDrive({ driver: 'null', size: '1M', throttle: { iopsTotal: 1000, group: 'big' } }));
+  const buf = new Uint8Array(512); // one shared buffer: only the request itself is measured
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  const heap0 = process.memoryUsage().heapUsed;
+  const pending: Promise<unknown>[] = new Array(queued);
+  for (let i = 0; i < queued; i++) pending[i] = list[i % drives].read(0, buf);
+  gc?.();
+  const heapPerRequest = (process.memoryUsage().heapUsed - heap0) / queued;
+  // Let the group dispatch everything: iops 1000 → one admission per virtual millisecond.
+  const t0 = performance.now();
+  await clock.runUntilIdle(queued * 4);
+  const nsPerDispatch = ((performance.now() - t0) * 1e6) / queued;
+  await Promise.all(pending);
+  await layer.close();
+  return { nsPerDispatch, heapPerRequest };
+}
+
+export async function throttleBench(quick = true): Promise<Record<string, unknown>> {
+  const seconds = quick ? 2 : 10;
+  const results: Record<string, unknown> = {};
+  console.log(`Throttle accuracy on the real clock (${seconds} s after a 1 s warm-up, null driver, demand ≥ 2× the limit)`);
+  const cases: [string, ThrottleLimits, number][] = [
+    ['iops 100', { iopsRead: 100 }, 4096],
+    ['iops 1000', { iopsRead: 1000 }, 4096],
+    ['iops 10000', { iopsRead: 10000 }, 4096],
+    ['iops 50000', { iopsRead: 50000 }, 512],
+    ['bps 1 MB/s', { bpsRead: 1_000_000 }, 4096],
+    ['bps 100 MB/s', { bpsRead: 100_000_000 }, 65536],
+    ['bps 1 GB/s', { bpsRead: 1_000_000_000 }, 1 << 20],
+  ];
+  for (const [label, limits, bs] of quick ? cases.filter((_, i) => i % 2 === 1) : cases) {
+    const ratio = await accuracy(limits, bs, seconds);
+    results[`accuracy ${label}`] = ratio;
+    console.log(`  ${label.padEnd(14)} achieved/limit ${ratio.toFixed(4)}  (${((ratio - 1) * 100).toFixed(2)} %)`);
+  }
+
+  const shares = await fairness(seconds);
+  results.fairness = shares;
+  console.log(`Fairness: 4 drives saturating one group (iops 2000): shares ${shares.map((s) => (s * 100).toFixed(2)).join(' / ')} % (ideal 25)`);
+
+  const count = quick ? 300_000 : 1_000_000;
+  const o = await sideBySide(quick ? 3 : 5, () => throughput(false, count), () => throughput(true, count));
+  results.overhead = o;
+  console.log('Overhead: null driver, QD32, requests/s');
+  row('Drive with a non-binding limit vs no limit', fmtRate(o.subject), fmtRate(o.baseline), o.ratio);
+
+  console.log(`Scale: one group, ${quick ? '100k' : '1M'} queued requests, virtual clock`);
+  const queued = quick ? 100_000 : 1_000_000;
+  for (const n of quick ? [10, 1000] : [10, 1000, 10000]) {
+    const s = await scale(n, queued);
+    results[`scale ${n}`] = s;
+    console.log(`  ${String(n).padStart(5)} drives: ${s.nsPerDispatch.toFixed(0)} ns per dispatch, ${s.heapPerRequest.toFixed(0)} heap bytes per queued request`);
+  }
+  return results;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await throttleBench(!process.argv.includes('--full'));

@@ -1,0 +1,43 @@
+/** Small helpers shared by the benchmark scenarios. */
+
+/** Median of a list of numbers. */
+export function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Formats a rate with k/M suffixes. */
+export function fmtRate(v: number, unit = ''): string {
+  if (v >= 1e6) return `${(v / 1e6).toFixed(2)}M${unit}`;
+  if (v >= 1e3) return `${(v / 1e3).toFixed(1)}k${unit}`;
+  return `${v.toFixed(1)}${unit}`;
+}
+
+/** Runs `baseline` and `subject` alternately `rounds` times; returns both medians and their ratio. */
+export async function sideBySide(
+  rounds: number,
+  baseline: () => Promise<number>,
+  subject: () => Promise<number>,
+): Promise<{ baseline: number; subject: number; ratio: number }> {
+  const b: number[] = [];
+  const s: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    // Alternate the order so neither side always runs on a warmer or cooler machine.
+    if (i % 2 === 0) {
+      b.push(await baseline());
+      s.push(await subject());
+    } else {
+      s.push(await subject());
+      b.push(await baseline());
+    }
+  }
+  const mb = median(b);
+  const ms = median(s);
+  return { baseline: mb, subject: ms, ratio: ms / mb };
+}
+
+/** Prints one result row. */
+export function row(label: string, subject: string, baseline: string, ratio: number): void {
+  console.log(`  ${label.padEnd(46)} ${subject.padStart(12)}  vs ${baseline.padStart(12)}  ratio ${ratio.toFixed(3)}`);
+}
