@@ -24,7 +24,7 @@ export type {
 export { defineDriver } from './node/driver.js';
 export { BlockNode } from './node/node.js';
 export { DriverRegistry } from './node/registry.js';
-export { parseSize } from './options/size.js';
+export * from './options/index.js';
 export type { DriveStats } from './stats.js';
 export { ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
 export { ThrottledRequestQueue, type ThrottleQueueStats } from './throttle/queue.js';

@@ -88,7 +88,8 @@ function invalid(fields: string[], message: string): BlockError {
  * reports the same one QEMU would), and returns the bucket configuration. Unlike QEMU,
  * a negative iopsSize is refused rather than read as "every request is one op".
  */
-export function toConfig(limits: ThrottleLimits, prefix = ''): ThrottleConfig {
+export function toConfig(limits: ThrottleLimits, prefix = '', options: { maxBurstLength?: number } = {}): ThrottleConfig {
+  const maxBurstLength = options.maxBurstLength ?? MAX_BURST_LENGTH;
   const parsed = throttleLimitsSchema.safeParse(limits);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -108,10 +109,11 @@ export function toConfig(limits: ThrottleLimits, prefix = ''): ThrottleConfig {
   }));
   const opSize = l.iopsSize ?? 0;
 
-  // Length fields first: QEMU's parsers refuse them before the config is built.
+  // Length fields first: QEMU's option parsers refuse them before the config is built
+  // (QMP's block_set_io_throttle does not: it passes maxBurstLength = Infinity).
   for (const n of BUCKET_NAMES) {
     const len = l[`${n}MaxLength`];
-    if (len !== undefined && (len < 0 || len > MAX_BURST_LENGTH)) {
+    if (len !== undefined && (len < 0 || len > maxBurstLength)) {
       throw invalid([name(`${n}MaxLength`)], `value must be in the range [0, ${MAX_BURST_LENGTH}]`);
     }
   }

@@ -1,0 +1,11 @@
+export { driveStringToOptions, type ParsedDriveString, parseDriveString, splitQemuOpts, toDriveString } from './drive-string.js';
+export { fromLibvirtIotune, parseIotuneXml, toIotuneXml, toLibvirtIotune } from './libvirt.js';
+export {
+  type BlockSetIoThrottle,
+  fromQapiLimits,
+  parseBlockSetIoThrottle,
+  toBlockSetIoThrottle,
+  toQapiLimits,
+  toQueryBlockThrottle,
+} from './qmp.js';
+export { parseSize } from './size.js';
