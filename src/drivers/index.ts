@@ -3,12 +3,13 @@ import { blkdebugDriver } from './blkdebug.js';
 import { fileDriver } from './file/index.js';
 import { memoryDriver } from './memory.js';
 import { nullDriver } from './null.js';
+import { qcow2Driver } from './qcow2/index.js';
 import { rawDriver } from './raw.js';
 import { rbdDriver } from './rbd/adapter.js';
 
 /** The drivers every BlockLayer starts with. */
 export function builtinDrivers(): BlockDriver[] {
-  return [fileDriver, rawDriver, memoryDriver, nullDriver, blkdebugDriver, rbdDriver] as BlockDriver[];
+  return [fileDriver, rawDriver, memoryDriver, nullDriver, blkdebugDriver, rbdDriver, qcow2Driver] as BlockDriver[];
 }
 
-export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, rawDriver, rbdDriver };
+export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, rbdDriver };

@@ -47,6 +47,8 @@ export interface OpenContext<O> {
   readonly readOnly: boolean;
   /** Name of the node being opened (for error context). */
   readonly nodeName: string;
+  /** Child roles the user set to null (QEMU `backing: null`): the driver must not open them itself. */
+  readonly disabledChildren: ReadonlySet<string>;
   /** The clock of the owning layer (for latency emulation, timers). */
   readonly clock: Clock;
   /**

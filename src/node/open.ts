@@ -57,12 +57,17 @@ export async function openNode(
   }
 
   const children = new Map<string, BlockNode>();
+  const disabledChildren = new Set<string>();
   const releaseChildren = async () => {
     for (const child of children.values()) await child.unref().catch(() => undefined);
   };
   try {
     for (const [role, need] of Object.entries(roles)) {
       const childOptions = options[role];
+      if (childOptions === null) {
+        disabledChildren.add(role);
+        continue;
+      }
       if (childOptions === undefined) {
         if (need === 'required') throw new BlockError('EINVAL', `${at(role)}: required`, { field: at(role) });
         continue;
@@ -74,6 +79,7 @@ export async function openNode(
       children,
       readOnly,
       nodeName,
+      disabledChildren,
       clock: env.clock,
       openChild: async (role: string, childOptions: NodeOptions) => {
         if (children.has(role)) throw new BlockError('EINVAL', `${at(role)}: child already open`, { field: at(role) });

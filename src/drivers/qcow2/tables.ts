@@ -1,0 +1,163 @@
+import { BlockError } from '../../errors.js';
+import type { Qcow2Header } from './header.js';
+
+/** What one run of guest bytes maps to. */
+export type Mapping =
+  | { kind: 'data'; length: number; host: number }
+  | { kind: 'zero'; length: number }
+  | { kind: 'unallocated'; length: number }
+  | { kind: 'compressed'; length: number; host: number; compressedSize: number; clusterStart: number };
+
+type Reader = (offset: number, length: number) => Promise<Uint8Array>;
+
+const L1_RESERVED_HI = 0x7f000000; // bits 56-62
+const L1_RESERVED_LO = 0x000001ff; // bits 0-8
+const L2_RESERVED_HI = 0x3f000000; // bits 56-61
+const L2_RESERVED_LO = 0x000001fe; // bits 1-8
+const OFFSET_HI = 0x00ffffff; // bits 32-55
+const OFFSET_LO = 0xfffffe00; // bits 9-31
+
+const corrupt = (field: string, offset: number, message: string) =>
+  new BlockError('ECORRUPT', `qcow2: ${field} ${message} (at byte ${offset})`, { field, offset });
+
+/**
+ * L1 and L2 tables of one image (or of one snapshot's L1): maps guest offsets to host
+ * offsets, validating each entry before use. L2 tables live in a bounded LRU cache.
+ */
+export class ClusterMap {
+  private readonly cs: number;
+  private readonly l2Entries: number;
+  private readonly entryBytes: number;
+  private readonly subclusterSize: number;
+  private readonly cache = new Map<number, Promise<Buffer>>();
+  private readonly cacheCapacity: number;
+  private readonly csizeShift: number;
+  private readonly csizeMask: bigint;
+  private readonly coffsetMask: bigint;
+
+  constructor(
+    private readonly h: Qcow2Header,
+    private readonly l1: Buffer,
+    private readonly l1Offset: number,
+    private readonly fileSize: number,
+    private readonly read: Reader,
+    l2CacheBytes: number,
+  ) {
+    this.cs = h.clusterSize;
+    this.entryBytes = h.extendedL2 ? 16 : 8;
+    this.l2Entries = this.cs / this.entryBytes;
+    this.subclusterSize = h.extendedL2 ? this.cs / 32 : this.cs;
+    this.cacheCapacity = Math.max(2, Math.floor(l2CacheBytes / this.cs));
+    this.csizeShift = 62 - (h.clusterBits - 8);
+    this.csizeMask = (1n << BigInt(h.clusterBits - 8)) - 1n;
+    this.coffsetMask = (1n << BigInt(this.csizeShift)) - 1n;
+  }
+
+  /** Number of L2 tables the cache holds at most. */
+  get l2CacheEntries(): number {
+    return this.cacheCapacity;
+  }
+
+  /** The run of guest bytes starting at `guest` (at most `max` bytes, never crossing an L2 table) with one mapping. */
+  async map(guest: number, max: number): Promise<Mapping> {
+    const cs = this.cs;
+    const clusterIndex = Math.floor(guest / cs);
+    const l1Index = Math.floor(clusterIndex / this.l2Entries);
+    const tableEnd = (l1Index + 1) * this.l2Entries * cs;
+    const limit = Math.min(guest + max, tableEnd);
+    if (l1Index * 8 >= this.l1.length) return { kind: 'unallocated', length: limit - guest };
+    const hi = this.l1.readUInt32BE(l1Index * 8);
+    const lo = this.l1.readUInt32BE(l1Index * 8 + 4);
+    const at = this.l1Offset + l1Index * 8;
+    if (hi & L1_RESERVED_HI || lo & L1_RESERVED_LO) throw corrupt('L1 entry', at, 'has reserved bits set');
+    const l2Offset = (hi & OFFSET_HI) * 2 ** 32 + (lo & OFFSET_LO);
+    if (l2Offset === 0) return { kind: 'unallocated', length: limit - guest };
+    if (l2Offset % cs !== 0) throw corrupt('L1 entry', at, `points to an unaligned L2 table at ${l2Offset}`);
+    if (l2Offset + cs > this.fileSize) throw corrupt('L1 entry', at, `points to an L2 table at ${l2Offset} beyond the end of the file`);
+    const l2 = await this.table(l2Offset);
+
+    let first: Mapping | undefined;
+    let pos = guest;
+    while (pos < limit) {
+      const m = this.entry(l2, l2Offset, pos, limit);
+      if (!first) first = m;
+      else if (!continues(first, m, pos - guest)) break;
+      pos += m.length;
+      if (first.kind === 'compressed') break;
+    }
+    const out = first!;
+    out.length = Math.min(pos, limit) - guest;
+    return out;
+  }
+
+  /** Mapping of the (sub)cluster containing `pos`, from `pos` to the end of that (sub)cluster. */
+  private entry(l2: Buffer, l2Offset: number, pos: number, limit: number): Mapping {
+    const cs = this.cs;
+    const index = Math.floor(pos / cs) % this.l2Entries;
+    const e = index * this.entryBytes;
+    const at = l2Offset + e;
+    const hi = l2.readUInt32BE(e);
+    const lo = l2.readUInt32BE(e + 4);
+    const clusterStart = Math.floor(pos / cs) * cs;
+    if (hi & 0x40000000) {
+      // Compressed: offset and sector count share the low 62 bits.
+      const raw = (BigInt(hi) << 32n) | BigInt(lo);
+      const host = Number(raw & this.coffsetMask);
+      const sectors = Number((raw >> BigInt(this.csizeShift)) & this.csizeMask) + 1;
+      const compressedSize = sectors * 512 - (host % 512);
+      if (host === 0 || host >= this.fileSize) throw corrupt('L2 entry', at, `points to compressed data at ${host} outside the file`);
+      if (this.h.extendedL2 && (l2.readUInt32BE(e + 8) || l2.readUInt32BE(e + 12))) {
+        throw corrupt('L2 entry', at, 'has a subcluster bitmap on a compressed cluster');
+      }
+      return { kind: 'compressed', length: Math.min(clusterStart + cs, limit) - pos, host, compressedSize, clusterStart };
+    }
+    if (hi & L2_RESERVED_HI || lo & L2_RESERVED_LO) throw corrupt('L2 entry', at, 'has reserved bits set');
+    const host = (hi & OFFSET_HI) * 2 ** 32 + (lo & OFFSET_LO);
+    if (host % cs !== 0) throw corrupt('L2 entry', at, `points to an unaligned cluster at ${host}`);
+    // Offset 0 means unallocated, except in an external data file where 0 is a real offset;
+    // there every allocated cluster has the COPIED flag (refcount 1), as QEMU relies on.
+    const hostValid = host !== 0 || (this.h.hasDataFile && (hi & 0x80000000) !== 0);
+    if (!this.h.extendedL2) {
+      const end = Math.min(clusterStart + cs, limit) - pos;
+      if (lo & 1) {
+        if (this.h.version < 3) throw corrupt('L2 entry', at, 'has the zero flag in a version 2 image');
+        return { kind: 'zero', length: end };
+      }
+      if (!hostValid) return { kind: 'unallocated', length: end };
+      return { kind: 'data', length: end, host: host + (pos - clusterStart) };
+    }
+    if (lo & 1) throw corrupt('L2 entry', at, 'has reserved bit 0 set in an image with extended L2 entries');
+    const alloc = l2.readUInt32BE(e + 12); // bits 0-31 of the bitmap
+    const zero = l2.readUInt32BE(e + 8); // bits 32-63
+    if (alloc & zero) throw corrupt('L2 bitmap', at + 8, 'marks a subcluster both allocated and zero');
+    if (alloc !== 0 && !hostValid) throw corrupt('L2 entry', at, 'has allocated subclusters but no cluster offset');
+    const sc = this.subclusterSize;
+    const sub = Math.floor((pos - clusterStart) / sc);
+    const end = Math.min(clusterStart + (sub + 1) * sc, limit) - pos;
+    const bit = 1 << sub;
+    if (zero & bit) return { kind: 'zero', length: end };
+    if (alloc & bit) return { kind: 'data', length: end, host: host + (pos - clusterStart) };
+    return { kind: 'unallocated', length: end };
+  }
+
+  private table(offset: number): Promise<Buffer> {
+    const hit = this.cache.get(offset);
+    if (hit) {
+      this.cache.delete(offset);
+      this.cache.set(offset, hit);
+      return hit;
+    }
+    const load = this.read(offset, this.cs).then((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+    load.catch(() => this.cache.delete(offset));
+    this.cache.set(offset, load);
+    if (this.cache.size > this.cacheCapacity) this.cache.delete(this.cache.keys().next().value!);
+    return load;
+  }
+}
+
+/** Whether mapping `m` continues run `first` (same kind, contiguous host offsets). */
+function continues(first: Mapping, m: Mapping, distance: number): boolean {
+  if (first.kind !== m.kind) return false;
+  if (first.kind === 'data' && m.kind === 'data') return m.host === first.host + distance;
+  return first.kind === 'zero' || first.kind === 'unallocated';
+}
