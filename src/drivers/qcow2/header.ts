@@ -90,15 +90,12 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
   };
   if (version === 3) {
     if (v.length < 104) throw corrupt('header_length', 100, 'is beyond the end of the file');
+    // Unknown compatible and autoclear bits (words at 80 and 88) are harmless for reading.
     const incHi = v.readUInt32BE(72);
-    const compHi = v.readUInt32BE(80);
-    const acHi = v.readUInt32BE(88);
     h.incompatible = v.readUInt32BE(76);
     h.compatible = v.readUInt32BE(84);
     h.autoclear = v.readUInt32BE(92);
     if (incHi !== 0) throw new BlockError('ENOTSUP', `qcow2: unknown incompatible feature bits ${incHi.toString(16)}00000000`, { field: 'incompatible_features', offset: 72 });
-    void compHi;
-    void acHi;
     h.refcountOrder = v.readUInt32BE(96);
     h.headerLength = v.readUInt32BE(100);
     if (h.headerLength < 104) throw corrupt('header_length', 100, `${h.headerLength} is shorter than 104`);
@@ -115,7 +112,7 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
   }
   // Extensions follow the header and end in the first cluster.
   let at = h.headerLength;
-  for (let n = 0; at + 8 <= Math.min(v.length, clusterSize); n++) {
+  while (at + 8 <= Math.min(v.length, clusterSize)) {
     const type = v.readUInt32BE(at);
     const len = v.readUInt32BE(at + 4);
     if (type === L.EXT_END) break;
@@ -144,9 +141,6 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
       field: 'incompatible_features',
       offset: 76,
     });
-  }
-  if (h.incompatible & L.INCOMPAT_DATA_FILE && h.dataFile === undefined) {
-    // QEMU then needs the data-file option; we report it when opening.
   }
   h.extendedL2 = (h.incompatible & L.INCOMPAT_EXTL2) !== 0;
   h.hasDataFile = (h.incompatible & L.INCOMPAT_DATA_FILE) !== 0;

@@ -28,7 +28,7 @@ export async function readSnapshots(h: Qcow2Header, fileSize: number, read: Read
   const end = Math.min(fileSize, h.snapshotsOffset + L.MAX_SNAPSHOT_TABLE_BYTES);
   // Read in chunks as needed, never past the cap.
   let buf = Buffer.alloc(0);
-  let bufStart = h.snapshotsOffset;
+  const bufStart = h.snapshotsOffset;
   const ensure = async (at: number, n: number) => {
     if (at + n > end) throw corrupt('table', at, `runs past the end of the file or the ${L.MAX_SNAPSHOT_TABLE_BYTES}-byte limit`);
     if (at + n <= bufStart + buf.length) return;
