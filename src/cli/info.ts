@@ -1,0 +1,81 @@
+import { parseArgs } from 'node:util';
+import { BlockLayer } from '../layer.js';
+import type { BlockNode } from '../node/node.js';
+import { humanSize, targetOptions } from './target.js';
+
+/** One image of a chain, as `info` shows it. */
+function describe(node: BlockNode): Record<string, unknown> {
+  const format = node.driver.name;
+  const info = node.info();
+  const file = node.child('file');
+  const filename = (file?.options.filename as string | undefined) ?? (node.options.filename as string | undefined);
+  const out: Record<string, unknown> = { filename, format, virtualSize: node.length };
+  if (format === 'qcow2') {
+    Object.assign(out, {
+      clusterSize: info.clusterSize,
+      backingFilename: info.backingFile,
+      backingFilenameFormat: info.backingFormat,
+      snapshots: info.snapshots,
+      formatSpecific: {
+        compat: info.compat,
+        compressionType: info.compressionType,
+        lazyRefcounts: info.lazyRefcounts,
+        refcountBits: info.refcountBits,
+        corrupt: info.corrupt,
+        dirty: info.dirty,
+        extendedL2: info.extendedL2,
+        dataFile: info.dataFile,
+        dataFileRaw: info.dataFile ? info.dataFileRaw : undefined,
+        features: info.features,
+      },
+    });
+  } else if (Object.keys(info).length > 0) out.formatSpecific = info;
+  return out;
+}
+
+function text(d: Record<string, unknown>): string {
+  const lines = [`image: ${d.filename ?? '(none)'}`, `file format: ${d.format}`, `virtual size: ${humanSize(d.virtualSize as number)} (${d.virtualSize} bytes)`];
+  if (d.clusterSize) lines.push(`cluster_size: ${d.clusterSize}`);
+  if (d.backingFilename) lines.push(`backing file: ${d.backingFilename}`);
+  if (d.backingFilenameFormat) lines.push(`backing file format: ${d.backingFilenameFormat}`);
+  const snaps = (d.snapshots as { id: string; name: string; vmStateSize: number; date: { sec: number }; vmClockNs: number }[] | undefined) ?? [];
+  if (snaps.length > 0) {
+    lines.push('Snapshot list:', 'ID        TAG               VM SIZE                DATE     VM CLOCK');
+    for (const s of snaps) {
+      const date = new Date(s.date.sec * 1000).toISOString().replace('T', ' ').slice(0, 19);
+      const clock = new Date(s.vmClockNs / 1e6).toISOString().slice(11, 23);
+      lines.push(`${s.id.padEnd(10)}${s.name.padEnd(18)}${humanSize(s.vmStateSize).padStart(7)} ${date} ${clock}`);
+    }
+  }
+  const fs = d.formatSpecific as Record<string, unknown> | undefined;
+  if (fs) {
+    lines.push('Format specific information:');
+    for (const [k, v] of Object.entries(fs)) {
+      if (v === undefined) continue;
+      const key = k.replace(/[A-Z]/g, (c) => ` ${c.toLowerCase()}`);
+      lines.push(`    ${key}: ${typeof v === 'object' ? JSON.stringify(v) : v}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+/** `blocklayer info IMAGE [--json] [--snapshot S] [--format F] [--backing-chain]`: like qemu-img info. */
+export async function infoCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { json: { type: 'boolean' }, snapshot: { type: 'string' }, format: { type: 'string', short: 'f' }, 'backing-chain': { type: 'boolean' } },
+  });
+  if (positionals.length !== 1) throw new Error('usage: blocklayer info IMAGE [--json] [--snapshot S] [--format F] [--backing-chain]');
+  const layer = new BlockLayer();
+  const drive = await layer.openDrive(await targetOptions(positionals[0], values));
+  try {
+    const chain: Record<string, unknown>[] = [];
+    for (let node: BlockNode | undefined = drive.node; node; node = values['backing-chain'] ? node.child('backing') : undefined) chain.push(describe(node));
+    if (values.json) console.log(JSON.stringify(values['backing-chain'] ? chain : chain[0], null, 2));
+    else console.log(chain.map(text).join('\n\n'));
+  } finally {
+    await layer.close();
+  }
+  return 0;
+}

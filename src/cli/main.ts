@@ -1,0 +1,32 @@
+#!/usr/bin/env node
+import { BlockError } from '../errors.js';
+import { convertCommand } from './convert.js';
+import { infoCommand } from './info.js';
+import { mapCommand } from './map.js';
+
+/** The verbs of the `blocklayer` command; each takes its own arguments and returns an exit code. */
+const VERBS: Record<string, { run: (args: string[]) => Promise<number>; help: string }> = {
+  info: { run: infoCommand, help: 'IMAGE [--json] [--snapshot S] [--backing-chain]   format, size, backing chain, snapshots (like qemu-img info)' },
+  map: { run: mapCommand, help: 'IMAGE [--snapshot S]                              allocation map (like qemu-img map --output=json)' },
+  convert: { run: convertCommand, help: 'IMAGE OUT.raw [--snapshot S] [-p]               write the guest view as a sparse raw file' },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [verb, ...rest] = argv;
+  const entry = verb ? VERBS[verb] : undefined;
+  if (!entry) {
+    const usage = Object.entries(VERBS).map(([v, e]) => `  blocklayer ${v} ${e.help}`);
+    console.error(`${verb && verb !== '--help' ? `unknown command '${verb}'\n` : ''}usage:\n${usage.join('\n')}`);
+    return verb === '--help' ? 0 : 1;
+  }
+  try {
+    return await entry.run(rest);
+  } catch (e) {
+    // One clear line, no stack: the message names the field, file or offset.
+    const msg = e instanceof BlockError ? `${e.code}: ${e.message}` : (e as Error).message;
+    console.error(`blocklayer ${verb}: ${msg}`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));
