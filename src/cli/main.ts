@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { BlockError } from '../errors.js';
+import { benchCommand } from './bench.js';
 import { convertCommand } from './convert.js';
 import { infoCommand } from './info.js';
 import { mapCommand } from './map.js';
@@ -8,6 +9,7 @@ import { mapCommand } from './map.js';
 const VERBS: Record<string, { run: (args: string[]) => Promise<number>; help: string }> = {
   info: { run: infoCommand, help: 'IMAGE [--json] [--snapshot S] [--backing-chain]   format, size, backing chain, snapshots (like qemu-img info)' },
   map: { run: mapCommand, help: 'IMAGE [--snapshot S]                              allocation map (like qemu-img map --output=json)' },
+  bench: { run: benchCommand, help: '[--rw R] [--bs N] [--iodepth N] [--runtime S] [--drives N] [--iops N …] [--json] [--plot F.svg]   fio-like benchmark' },
   convert: { run: convertCommand, help: 'IMAGE OUT.raw [--snapshot S] [-p]               write the guest view as a sparse raw file' },
 };
 

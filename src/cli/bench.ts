@@ -1,0 +1,157 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import type { BenchJobInput } from '../bench/job.js';
+import { plotSvg } from '../bench/plot.js';
+import type { BenchResult } from '../bench/report.js';
+import { runJob } from '../bench/runner.js';
+import { formatTable } from '../bench/table.js';
+import { BlockError } from '../errors.js';
+import { parseDriveString } from '../options/drive-string.js';
+import { parseSize } from '../options/size.js';
+import { BY_QMP, toQmpName, validateSpelled } from '../options/throttle-names.js';
+import type { ThrottleLimits } from '../throttle/limits.js';
+import { targetOptions } from './target.js';
+
+/** Limit flags: every QEMU limit name with '-' for '_' (--iops, --bps-rd, --iops-max-length, --iops-size, …). */
+const LIMIT_FLAGS = Object.fromEntries([...BY_QMP.keys()].map((q) => [q.replace(/_/g, '-'), { type: 'string' as const }]));
+
+const OPTIONS = {
+  rw: { type: 'string' },
+  bs: { type: 'string' },
+  iodepth: { type: 'string' },
+  runtime: { type: 'string' },
+  size: { type: 'string' },
+  drives: { type: 'string' },
+  group: { type: 'string' },
+  rwmixread: { type: 'string' },
+  clock: { type: 'string' },
+  seed: { type: 'string' },
+  'slice-ms': { type: 'string' },
+  filename: { type: 'string' },
+  format: { type: 'string', short: 'f' },
+  driver: { type: 'string' },
+  'target-size': { type: 'string' },
+  'latency-ns': { type: 'string' },
+  drive: { type: 'string' },
+  json: { type: 'boolean' },
+  plot: { type: 'string' },
+  compare: { type: 'string' },
+  quiet: { type: 'boolean', short: 'q' },
+  ...LIMIT_FLAGS,
+} as const;
+
+function num(flag: string, v: string | undefined, parse: (s: string) => number = Number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = parse(v);
+  if (!Number.isFinite(n)) throw new BlockError('EINVAL', `--${flag}: '${v}' is not a number`, { field: flag });
+  return n;
+}
+
+/**
+ * `blocklayer bench`: a fio-like job on any target, with limits by their QEMU names; prints a
+ * table (or --json), draws --plot FILE.svg, and with --compare fio|qemu-img runs the
+ * equivalent job of that tool on the same file in the same run.
+ */
+export async function benchCommand(args: string[]): Promise<number> {
+  const { values: v, positionals } = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
+  if (positionals.length > 0) throw new BlockError('EINVAL', `unexpected argument '${positionals[0]}'`);
+  const limits: ThrottleLimits = {};
+  let group = v.group;
+  let target: Record<string, unknown>;
+  let filename: string | undefined = v.filename;
+  if (v.drive !== undefined) {
+    const d = parseDriveString(v.drive);
+    if (d.throttle) {
+      const { group: g, ...l } = d.throttle;
+      Object.assign(limits, l);
+      group ??= g;
+    }
+    filename ??= d.filename;
+    if (d.format) v.format ??= d.format;
+  }
+  const spelling = new Map<string, string>();
+  for (const [flag] of Object.entries(LIMIT_FLAGS)) {
+    const value = (v as Record<string, unknown>)[flag] as string | undefined;
+    if (value === undefined) continue;
+    const field = BY_QMP.get(flag.replace(/-/g, '_'))!;
+    limits[field] = num(flag, value);
+    spelling.set(field, `--${flag}`);
+  }
+  // QEMU's rules, reported with the flag names the user typed.
+  validateSpelled(limits, spelling, (f) => `--${toQmpName(f).replace(/_/g, '-')}`);
+  if (filename !== undefined) {
+    target = { ...(await targetOptions(filename, { format: v.format })) };
+    delete target.readOnly;
+    const file = target.file as Record<string, unknown> | undefined;
+    if (file) delete file.readOnly;
+  } else {
+    const driver = v.driver ?? 'null';
+    target = { driver, size: v['target-size'] ?? '1G' };
+    if (v['latency-ns'] !== undefined) target.latencyNs = num('latency-ns', v['latency-ns']);
+  }
+  const job: BenchJobInput = {
+    target,
+    limits,
+    ...(v.rw !== undefined ? { rw: v.rw as BenchJobInput['rw'] } : {}),
+    ...(v.bs !== undefined ? { bs: num('bs', v.bs, parseSize) } : {}),
+    ...(v.iodepth !== undefined ? { iodepth: num('iodepth', v.iodepth) } : {}),
+    ...(v.runtime !== undefined ? { runtime: num('runtime', v.runtime) } : {}),
+    ...(v.size !== undefined ? { size: num('size', v.size, parseSize) } : {}),
+    ...(v.drives !== undefined ? { drives: num('drives', v.drives) } : {}),
+    ...(group !== undefined ? { group } : {}),
+    ...(v.rwmixread !== undefined ? { rwmixread: num('rwmixread', v.rwmixread) } : {}),
+    ...(v.clock !== undefined ? { clock: v.clock as 'real' | 'virtual' } : {}),
+    ...(v.seed !== undefined ? { seed: num('seed', v.seed) } : {}),
+    ...(v['slice-ms'] !== undefined ? { sliceMs: num('slice-ms', v['slice-ms']) } : {}),
+  };
+  const showBar = !v.quiet && !v.json && process.stderr.isTTY;
+  const bar = showBar ? new cliProgress.SingleBar({ format: 'bench [{bar}] {percentage}%', stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
+  bar?.start(100, 0);
+  let result: BenchResult;
+  try {
+    result = await runJob(job, (f) => bar?.update(Math.round(f * 100)));
+  } finally {
+    bar?.stop();
+  }
+  const compared = v.compare !== undefined ? compare(v.compare, filename, result) : undefined;
+  if (v.plot) fs.writeFileSync(v.plot, plotSvg(result));
+  if (v.json) console.log(JSON.stringify(compared ? { ...result, compare: compared } : result, null, 2));
+  else {
+    console.log(formatTable(result));
+    if (compared) {
+      if ('skipped' in compared) console.log(`compare ${v.compare}: skipped: ${compared.skipped}`);
+      else console.log(`compare: ${compared.tool} ${compared.iops.toFixed(0)} IOPS; blocklayer/${compared.tool} = ${(result.total.iops / compared.iops).toFixed(3)}`);
+    }
+    if (v.plot) console.log(`plot written to ${v.plot}`);
+  }
+  return 0;
+}
+
+type Compared = { tool: string; iops: number } | { skipped: string };
+
+/** Runs the equivalent fio job or qemu-img bench on the same file. */
+function compare(tool: string, filename: string | undefined, r: BenchResult): Compared {
+  if (tool !== 'fio' && tool !== 'qemu-img') throw new BlockError('EINVAL', `--compare: '${tool}' is not fio or qemu-img`, { field: 'compare' });
+  if (filename === undefined) throw new BlockError('EINVAL', '--compare needs a file target (--filename or --drive file=…)', { field: 'compare' });
+  const j = r.job as { rw: string; bs: number; iodepth: number; runtime?: number; rwmixread: number };
+  const has = spawnSync(tool, ['--version'], { stdio: 'ignore' }).status === 0;
+  if (!has) return { skipped: `${tool} is not installed (apt-get install ${tool === 'fio' ? 'fio' : 'qemu-utils'})` };
+  if (tool === 'fio') {
+    const out = execFileSync(
+      'fio',
+      ['--name=blocklayer', `--filename=${filename}`, `--rw=${j.rw}`, `--bs=${j.bs}`, `--iodepth=${j.iodepth}`, '--ioengine=libaio', `--rwmixread=${j.rwmixread}`, `--runtime=${j.runtime ?? 5}`, '--time_based', '--output-format=json'],
+      { encoding: 'utf8' },
+    );
+    const job = JSON.parse(out).jobs[0];
+    return { tool, iops: job.read.iops + job.write.iops };
+  }
+  if (j.rw !== 'read' && j.rw !== 'write') return { skipped: 'qemu-img bench does sequential read or write only (use --rw read or --rw write)' };
+  const count = Math.max(1, r.total.ops);
+  const out = execFileSync('qemu-img', ['bench', '-f', 'raw', '-c', String(count), '-d', String(j.iodepth), '-s', String(j.bs), ...(j.rw === 'write' ? ['-w'] : []), filename], {
+    encoding: 'utf8',
+  });
+  const secs = Number(/Run completed in ([\d.]+) seconds/.exec(out)?.[1]);
+  return { tool, iops: count / secs };
+}
