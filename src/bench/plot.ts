@@ -55,8 +55,8 @@ export function plotSvg(r: BenchResult, title = 'blocklayer bench'): string {
   }
   out.push(`<rect x="${m.l}" y="${m.t}" width="${plotW}" height="${plotH}" fill="none" stroke="#333"/>`);
   out.push(`<text x="18" y="${m.t + plotH / 2}" transform="rotate(-90 18 ${m.t + plotH / 2})" text-anchor="middle">achieved ${unit} per ${r.series.sliceMs} ms slice</text>`);
-  const poly = (values: number[], color: string, extra = '') =>
-    `<polyline fill="none" stroke="${color}" stroke-width="1.6" ${extra} points="${values.map((v, i) => `${x(i + 0.5).toFixed(1)},${y(v).toFixed(1)}`).join(' ')}"/>`;
+  const poly = (values: number[], color: string, width = 1.6) =>
+    `<polyline fill="none" stroke="${color}" stroke-width="${width}" points="${values.map((v, i) => `${x(i + 0.5).toFixed(1)},${y(v).toFixed(1)}`).join(' ')}"/>`;
   const legend: [string, string, string][] = [];
   series.forEach((s, i) => {
     const c = COLORS[i % COLORS.length];
@@ -64,7 +64,7 @@ export function plotSvg(r: BenchResult, title = 'blocklayer bench'): string {
     if (i < 8) legend.push([c, r.series.drives[i].id, '']);
   });
   if (showTotal) {
-    out.push(poly(total, '#000', 'stroke-width="2.2"'));
+    out.push(poly(total, '#000', 2.2));
     legend.push(['#000', 'group total', '']);
   }
   if (limit !== undefined) {

@@ -13,6 +13,8 @@ function wellFormed(xml: string): boolean {
   const tag = /<(\/?)([a-zA-Z][\w:-]*)((?:\s+[\w:-]+="[^"<]*")*)\s*(\/?)>|<|>/g;
   for (let m = tag.exec(xml); m; m = tag.exec(xml)) {
     if (m[2] === undefined) return false; // a stray < or >
+    const names = [...(m[3] ?? '').matchAll(/([\w:-]+)=/g)].map((a) => a[1]);
+    if (new Set(names).size !== names.length) return false; // an attribute given twice
     if (m[1]) {
       if (stack.pop() !== m[2]) return false;
     } else if (!m[4]) stack.push(m[2]);
@@ -78,6 +80,7 @@ describe('benchmark harness', () => {
     const table = formatTable(json);
     expect(table).toMatch(/job0 .*\n.*job1 .*\ntotal /);
     const svg = plotSvg(json);
+    expect(wellFormed('<svg><a x="1" x="2"/></svg>')).toBe(false);
     expect(wellFormed(svg)).toBe(true);
     expect(svg).toContain('limit iopsTotal 50');
     expect(svg).toContain('group total');
