@@ -40,3 +40,11 @@ export {
 } from './throttle/limits.js';
 export * as bucket from './throttle/bucket.js';
 export { throttleFilterDriver } from './drivers/throttle.js';
+export { type BenchJob, type BenchJobInput, jobSchema as benchJobSchema } from './bench/job.js';
+export { LatencyHistogram, type LatencySummary } from './bench/histogram.js';
+export { plotSvg } from './bench/plot.js';
+export { type BenchResult, benchResultSchema } from './bench/report.js';
+export { runJob } from './bench/runner.js';
+export { formatTable } from './bench/table.js';
+export { probeFormat } from './drivers/qcow2/index.js';
+export type { Qcow2Snapshot } from './drivers/qcow2/snapshots.js';
