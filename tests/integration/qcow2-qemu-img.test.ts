@@ -178,6 +178,19 @@ describe.skipIf(!available)('qcow2 images made by qemu-img read back byte-identi
     }
   });
 
+  it('data clusters at host offsets beyond 2 GiB and 4 GiB', async () => {
+    const img = p('far.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata', img, '5G');
+    qemuIo(img, ['write -P 0x71 0 64k', 'write -P 0x72 2560M 64k', 'write -P 0x73 4500M 64k']);
+    const d = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: img } });
+    expect((await d.read(2560 * 2 ** 20, 1))[0]).toBe(0x72);
+    expect((await d.read(4500 * 2 ** 20 + 65535, 1))[0]).toBe(0x73);
+    const s = await d.blockStatus(4500 * 2 ** 20, 65536);
+    expect(s.hostOffset).toBeGreaterThan(2 ** 32);
+    expect(await ourMap(d)).toEqual(referenceMap(img));
+    await d.close();
+  });
+
   it('a 1 TiB sparse image maps like qemu-img and reads its data', async () => {
     const img = p('huge.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', img, '1T');

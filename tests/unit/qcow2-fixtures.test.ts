@@ -191,7 +191,7 @@ describe('random corruption (property)', () => {
           }
         },
       ),
-      { numRuns: 300 },
+      { numRuns: Number(process.env.PROP_RUNS ?? 300) },
     );
   });
 });

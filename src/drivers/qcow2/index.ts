@@ -160,14 +160,20 @@ export const qcow2Driver = defineDriver({
       alignment: 1,
       length: () => size,
       async read(offset, buffer) {
+        // Data reads run in parallel; each gets a handler at once so a failure is never unhandled
+        // while later extents are being mapped (Promise.all below still rejects with it).
         const pending: Promise<void>[] = [];
+        const start = (p: Promise<void>) => {
+          p.catch(() => undefined);
+          pending.push(p);
+        };
         let pos = 0;
         while (pos < buffer.length) {
           const m = await tables.map(offset + pos, buffer.length - pos);
           const part = buffer.subarray(pos, pos + m.length);
-          if (m.kind === 'data') pending.push(readClamped(data, m.host, part));
+          if (m.kind === 'data') start(readClamped(data, m.host, part));
           else if (m.kind === 'zero') part.fill(0);
-          else if (m.kind === 'unallocated') pending.push(readBacking(offset + pos, part));
+          else if (m.kind === 'unallocated') start(readBacking(offset + pos, part));
           else {
             const cluster = await compressed(m.host, m.compressedSize);
             const from = offset + pos - m.clusterStart;

@@ -15,7 +15,7 @@ const L1_RESERVED_LO = 0x000001ff; // bits 0-8
 const L2_RESERVED_HI = 0x3f000000; // bits 56-61
 const L2_RESERVED_LO = 0x000001fe; // bits 1-8
 const OFFSET_HI = 0x00ffffff; // bits 32-55
-const OFFSET_LO = 0xfffffe00; // bits 9-31
+const OFFSET_LO = 0xfffffe00; // bits 9-31 (JS bitwise results are signed: use >>> 0)
 
 const corrupt = (field: string, offset: number, message: string) =>
   new BlockError('ECORRUPT', `qcow2: ${field} ${message} (at byte ${offset})`, { field, offset });
@@ -70,7 +70,7 @@ export class ClusterMap {
     const lo = this.l1.readUInt32BE(l1Index * 8 + 4);
     const at = this.l1Offset + l1Index * 8;
     if (hi & L1_RESERVED_HI || lo & L1_RESERVED_LO) throw corrupt('L1 entry', at, 'has reserved bits set');
-    const l2Offset = (hi & OFFSET_HI) * 2 ** 32 + (lo & OFFSET_LO);
+    const l2Offset = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
     if (l2Offset === 0) return { kind: 'unallocated', length: limit - guest };
     if (l2Offset % cs !== 0) throw corrupt('L1 entry', at, `points to an unaligned L2 table at ${l2Offset}`);
     if (l2Offset + cs > this.fileSize) throw corrupt('L1 entry', at, `points to an L2 table at ${l2Offset} beyond the end of the file`);
@@ -112,7 +112,7 @@ export class ClusterMap {
       return { kind: 'compressed', length: Math.min(clusterStart + cs, limit) - pos, host, compressedSize, clusterStart };
     }
     if (hi & L2_RESERVED_HI || lo & L2_RESERVED_LO) throw corrupt('L2 entry', at, 'has reserved bits set');
-    const host = (hi & OFFSET_HI) * 2 ** 32 + (lo & OFFSET_LO);
+    const host = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
     if (host % cs !== 0) throw corrupt('L2 entry', at, `points to an unaligned cluster at ${host}`);
     // Offset 0 means unallocated, except in an external data file where 0 is a real offset;
     // there every allocated cluster has the COPIED flag (refcount 1), as QEMU relies on.
