@@ -9,7 +9,7 @@ import type { Direction } from './throttle/bucket.js';
 import type { ThrottleGroupRegistry } from './throttle/group.js';
 import { isEnabled, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
 import { DispatchOrder } from './throttle/dispatch-order.js';
-import type { QueueListener, ThrottledRequestQueue, ThrottleQueueStats } from './throttle/queue.js';
+import type { QueueListener, ThrottledRequestQueue, ThrottleQueueStats, Waiter } from './throttle/queue.js';
 
 /** What a drive needs from the layer that owns it. */
 export interface DriveHost {
@@ -58,6 +58,37 @@ type State = 'open' | 'closing' | 'closed';
 const READ_DIR = 0;
 const WRITE_DIR = 1;
 const DIRECTION_NAMES = ['read', 'write'] as const;
+
+const OP_READ = 0;
+const OP_WRITE = 1;
+const OP_WRITE_ZEROES = 2;
+type Op = typeof OP_READ | typeof OP_WRITE | typeof OP_WRITE_ZEROES;
+const OP_NAMES: Record<Op, IoOperation> = { 0: 'read', 1: 'write', 2: 'write-zeroes' };
+
+/** A request waiting in the drive's throttle queue: it is its own queue entry. */
+class QueuedRequest implements Waiter {
+  enqueuedAt = 0;
+  onAbort: (() => void) | undefined = undefined;
+  prev: Waiter | null = null;
+  next: Waiter | null = null;
+  constructor(
+    readonly drive: Drive,
+    readonly op: Op,
+    readonly offset: number,
+    readonly payload: Uint8Array | null,
+    readonly bytes: number,
+    readonly start: number,
+    readonly signal: AbortSignal | undefined,
+    readonly resolve: (value: Uint8Array | undefined) => void,
+    readonly reject: (e: unknown) => void,
+  ) {}
+  admit(): void {
+    this.drive.dispatch(this);
+  }
+  cancel(error: BlockError): void {
+    this.drive.dropped(this, error);
+  }
+}
 
 /**
  * The user's handle on a disk (QEMU: BlockBackend): bounds-checked I/O on the root node of a
@@ -162,60 +193,84 @@ export class Drive extends EventEmitter<DriveEvents> {
   }
 
   /** Reads `length` bytes (into a new buffer) or fills the given buffer, from `offset`. */
-  async read(offset: number, target: number | Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
+  read(offset: number, target: number | Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
     const length = typeof target === 'number' ? target : target.length;
-    this.enter(IoKind.Read, 'read', offset, length, options?.signal);
-    const buffer = typeof target === 'number' ? Buffer.allocUnsafe(length) : target;
-    const start = this.clock.now();
     try {
-      const wait = this.throttle?.admit(READ_DIR, length, options?.signal);
-      if (wait !== undefined) await wait;
-      else if (this.order.pending) await undefined;
-      if (options?.signal?.aborted) throw this.canceled('read', offset);
-      await this.node.read(offset, buffer);
-      this.accounting.done(IoKind.Read, length, start, this.clock.now());
-      return buffer;
+      this.enter(IoKind.Read, 'read', offset, length, options?.signal);
     } catch (e) {
-      throw this.failed(IoKind.Read, 'read', offset, length, start, e);
-    } finally {
-      this.leave();
+      return Promise.reject(e);
     }
+    const buffer = typeof target === 'number' ? Buffer.allocUnsafe(length) : target;
+    return this.submit(OP_READ, offset, buffer, length, options?.signal) as Promise<Uint8Array>;
   }
 
   /** Writes `data` at `offset`. */
-  async write(offset: number, data: Uint8Array, options?: RequestOptions): Promise<void> {
-    const length = data.length;
-    this.enter(IoKind.Write, 'write', offset, length, options?.signal);
-    const start = this.clock.now();
+  write(offset: number, data: Uint8Array, options?: RequestOptions): Promise<void> {
     try {
-      const wait = this.throttle?.admit(WRITE_DIR, length, options?.signal);
-      if (wait !== undefined) await wait;
-      else if (this.order.pending) await undefined;
-      if (options?.signal?.aborted) throw this.canceled('write', offset);
-      await this.node.write(offset, data);
-      this.accounting.wrote(offset + length);
-      this.accounting.done(IoKind.Write, length, start, this.clock.now());
+      this.enter(IoKind.Write, 'write', offset, data.length, options?.signal);
     } catch (e) {
-      throw this.failed(IoKind.Write, 'write', offset, length, start, e);
-    } finally {
-      this.leave();
+      return Promise.reject(e);
     }
+    return this.submit(OP_WRITE, offset, data, data.length, options?.signal) as Promise<void>;
   }
 
   /** Makes a range read as zeros (counted and throttled as a write, as in QEMU). */
-  async writeZeroes(offset: number, length: number, options?: RequestOptions): Promise<void> {
-    this.enter(IoKind.Write, 'write-zeroes', offset, length, options?.signal);
-    const start = this.clock.now();
+  writeZeroes(offset: number, length: number, options?: RequestOptions): Promise<void> {
     try {
-      const wait = this.throttle?.admit(WRITE_DIR, length, options?.signal);
-      if (wait !== undefined) await wait;
-      else if (this.order.pending) await undefined;
-      if (options?.signal?.aborted) throw this.canceled('write-zeroes', offset);
-      await this.node.writeZeroes(offset, length);
+      this.enter(IoKind.Write, 'write-zeroes', offset, length, options?.signal);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.submit(OP_WRITE_ZEROES, offset, null, length, options?.signal) as Promise<void>;
+  }
+
+  /** Passes a checked request through the throttle: now, or later as a queued request object. */
+  private submit(op: Op, offset: number, payload: Uint8Array | null, length: number, signal: AbortSignal | undefined): Promise<Uint8Array | undefined> {
+    const start = this.clock.now();
+    const queue = this.throttle;
+    if (queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length)) {
+      // Requests just released from the queue settle a microtask later than a direct one would:
+      // in that window a new request waits a tick too, so completions keep their order.
+      if (this.order.pending) return Promise.resolve().then(() => this.run(op, offset, payload, length, start));
+      return this.run(op, offset, payload, length, start);
+    }
+    // The request object itself waits in the queue: no async frame, no inner promise.
+    return new Promise((resolve, reject) => {
+      queue.enqueueWaiter(op === OP_READ ? READ_DIR : WRITE_DIR, new QueuedRequest(this, op, offset, payload, length, start, signal, resolve, reject));
+    });
+  }
+
+  /** @internal A queued request was admitted: send it down now. */
+  dispatch(r: QueuedRequest): void {
+    if (r.signal?.aborted) {
+      this.leave();
+      r.reject(this.canceled(OP_NAMES[r.op], r.offset));
+      return;
+    }
+    this.run(r.op, r.offset, r.payload, r.bytes, r.start).then(r.resolve, r.reject);
+  }
+
+  /** @internal A queued request was aborted before it reached the driver. */
+  dropped(r: QueuedRequest, error: BlockError): void {
+    this.leave();
+    r.reject(error);
+  }
+
+  /** Sends a request to the node and accounts it; settles once. */
+  private async run(op: Op, offset: number, payload: Uint8Array | null, length: number, start: number): Promise<Uint8Array | undefined> {
+    try {
+      if (op === OP_READ) await this.node.read(offset, payload!);
+      else if (op === OP_WRITE) await this.node.write(offset, payload!);
+      else await this.node.writeZeroes(offset, length);
+      if (op === OP_READ) {
+        this.accounting.done(IoKind.Read, length, start, this.clock.now());
+        return payload!;
+      }
       this.accounting.wrote(offset + length);
       this.accounting.done(IoKind.Write, length, start, this.clock.now());
+      return undefined;
     } catch (e) {
-      throw this.failed(IoKind.Write, 'write-zeroes', offset, length, start, e);
+      throw this.failed(op === OP_READ ? IoKind.Read : IoKind.Write, OP_NAMES[op], offset, length, start, e);
     } finally {
       this.leave();
     }

@@ -138,15 +138,24 @@ export class ThrottleGroup {
     return isEnabled(this.state.config);
   }
 
-  /** @internal The request path (QEMU throttle_group_co_io_limits_intercept). */
-  intercept(m: ThrottledRequestQueue, dir: Direction, bytes: number, signal: AbortSignal | undefined): Promise<void> | undefined {
+  /**
+   * @internal The request path (QEMU throttle_group_co_io_limits_intercept): true if the
+   * request goes now (charged), false if it must wait — the caller then queues it at once.
+   */
+  tryAdmit(m: ThrottledRequestQueue, dir: Direction, bytes: number): boolean {
     const t = this.nextToken(m, dir);
     const mustWait = this.scheduleTimer(t, dir);
     // Wait if throttled, or behind this member's earlier requests (no overtaking).
-    if (mustWait || m.pending[dir] > 0) return m.enqueue(dir, bytes, signal, this.clock.now());
+    if (mustWait || m.pending[dir] > 0) return false;
     account(this.state, dir, bytes);
     this.scheduleNext(m, dir);
-    return undefined;
+    return true;
+  }
+
+  /** @internal tryAdmit, or a promise that resolves when the request is admitted. */
+  intercept(m: ThrottledRequestQueue, dir: Direction, bytes: number, signal: AbortSignal | undefined): Promise<void> | undefined {
+    if (this.tryAdmit(m, dir, bytes)) return undefined;
+    return m.enqueue(dir, bytes, signal, this.clock.now());
   }
 
   /** @internal Flushes `m`'s queues at once, still charging the group (QEMU drained section). */
@@ -183,8 +192,11 @@ export class ThrottleGroup {
 
   /** Admits the head request of `m` without checking limits (its wait was computed for it). */
   private admitHead(m: ThrottledRequestQueue, dir: Direction): void {
-    const bytes = m.dequeue(dir, this.clock.now());
-    account(this.state, dir, bytes);
+    const w = m.dequeue(dir, this.clock.now());
+    account(this.state, dir, w.bytes);
+    w.admit();
+    // After admit(): a promise waiter resumes one microtask later, and DispatchOrder must reset after that.
+    m.listener?.released();
   }
 
   /** Whose turn it is next in `dir`: the first member after the token holder with waiting requests. */

@@ -3,16 +3,42 @@ import { BlockError } from '../errors.js';
 import type { Direction } from './bucket.js';
 import type { ThrottleGroup } from './group.js';
 
-/** A request waiting for its turn; linked into its queue so removal (abort) is O(1). */
-interface Waiter {
+/**
+ * A request waiting for its turn, linked into its queue so removal (abort) is O(1). The
+ * request itself can be the waiter (no extra promise while it waits): the Drive's requests are.
+ */
+export interface Waiter {
+  /** Size of the request, charged when it is admitted. */
   bytes: number;
   enqueuedAt: number;
-  resolve: () => void;
-  reject: (e: BlockError) => void;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
   prev: Waiter | null;
   next: Waiter | null;
+  /** Called once when the request may go (after it was charged to the group). */
+  admit(): void;
+  /** Called once if the request was aborted while waiting. */
+  cancel(error: BlockError): void;
+}
+
+/** A waiter that settles a promise (for callers that simply await their turn). */
+class PromiseWaiter implements Waiter {
+  enqueuedAt = 0;
+  onAbort: (() => void) | undefined = undefined;
+  prev: Waiter | null = null;
+  next: Waiter | null = null;
+  constructor(
+    readonly bytes: number,
+    readonly signal: AbortSignal | undefined,
+    private readonly resolve: () => void,
+    private readonly reject: (e: BlockError) => void,
+  ) {}
+  admit(): void {
+    this.resolve();
+  }
+  cancel(error: BlockError): void {
+    this.reject(error);
+  }
 }
 
 /** Told when a queue starts or stops holding requests back (the Drive turns it into events). */
@@ -99,29 +125,43 @@ export class ThrottledRequestQueue {
     };
   }
 
-  /** @internal Appends a waiting request. */
+  /**
+   * Decides at once: true if a request of `bytes` may go now (it is charged), false if it must
+   * wait — then the caller queues it with {@link enqueueWaiter} before doing anything else.
+   */
+  tryAdmit(direction: Direction, bytes: number): boolean {
+    return this.group.tryAdmit(this, direction, bytes);
+  }
+
+  /** @internal Appends a waiting request that settles a promise. */
   enqueue(direction: Direction, bytes: number, signal: AbortSignal | undefined, now: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const w: Waiter = { bytes, enqueuedAt: now, resolve, reject, signal, onAbort: undefined, prev: null, next: null };
-      if (signal) {
-        w.onAbort = () => this.abort(direction, w);
-        signal.addEventListener('abort', w.onAbort, { once: true });
-      }
-      const tail = this.tails[direction];
-      if (tail) {
-        tail.next = w;
-        w.prev = tail;
-      } else this.heads[direction] = w;
-      this.tails[direction] = w;
-      if (this.pending[direction]++ === 0) {
-        this.throttledSince[direction] = now;
-        this.listener?.throttled(direction, 1);
-      }
+      this.enqueueWaiter(direction, new PromiseWaiter(bytes, signal, resolve, reject), now);
     });
   }
 
-  /** @internal Removes the head request and returns its size; the caller accounts it, then `release` resolves it. */
-  dequeue(direction: Direction, now: number): number {
+  /** Appends a waiting request (after {@link tryAdmit} said no). */
+  enqueueWaiter(direction: Direction, w: Waiter, now = this.group.now()): void {
+    w.enqueuedAt = now;
+    const signal = w.signal;
+    if (signal) {
+      w.onAbort = () => this.abort(direction, w);
+      signal.addEventListener('abort', w.onAbort, { once: true });
+    }
+    const tail = this.tails[direction];
+    if (tail) {
+      tail.next = w;
+      w.prev = tail;
+    } else this.heads[direction] = w;
+    this.tails[direction] = w;
+    if (this.pending[direction]++ === 0) {
+      this.throttledSince[direction] = now;
+      this.listener?.throttled(direction, 1);
+    }
+  }
+
+  /** @internal Removes the head request; the group charges it, then calls `admit()` on it. */
+  dequeue(direction: Direction, now: number): Waiter {
     const w = this.heads[direction]!;
     this.unlink(direction, w);
     const delay = now - w.enqueuedAt;
@@ -129,15 +169,13 @@ export class ThrottledRequestQueue {
     this.totalDelay += delay;
     if (delay > this.maxDelay) this.maxDelay = delay;
     if (w.onAbort) w.signal!.removeEventListener('abort', w.onAbort);
-    w.resolve();
-    this.listener?.released();
     if (this.pending[direction] === 0) this.listener?.unthrottled(direction, now - this.throttledSince[direction]);
-    return w.bytes;
+    return w;
   }
 
   private abort(direction: Direction, w: Waiter): void {
     this.unlink(direction, w);
-    w.reject(new BlockError('ECANCELED', `request of ${w.bytes} bytes on ${this.name} was aborted while throttled`));
+    w.cancel(new BlockError('ECANCELED', `request of ${w.bytes} bytes on ${this.name} was aborted while throttled`));
     if (this.pending[direction] === 0) this.listener?.unthrottled(direction, this.group.now() - this.throttledSince[direction]);
   }
 
