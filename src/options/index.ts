@@ -2,8 +2,10 @@ export { driveStringToOptions, type ParsedDriveString, parseDriveString, splitQe
 export { fromLibvirtIotune, parseIotuneXml, toIotuneXml, toLibvirtIotune } from './libvirt.js';
 export {
   type BlockSetIoThrottle,
+  blockSetIoThrottle,
   fromQapiLimits,
   parseBlockSetIoThrottle,
+  queryBlockThrottle,
   toBlockSetIoThrottle,
   toQapiLimits,
   toQueryBlockThrottle,

@@ -115,3 +115,32 @@ export function toQapiLimits(limits: ThrottleLimits): Record<string, number> {
   for (const f of LIMIT_FIELDS) out[toQapiName(f)] = limits[f] ?? (f.endsWith('Length') ? 1 : 0);
   return out;
 }
+
+/** What applying QMP commands needs from a BlockLayer (kept structural to avoid an import cycle). */
+interface DriveLookup {
+  drive(id: string): { setLimits(t: ThrottleOptions): void; getLimits(): (ThrottleLimits & { group: string }) | null } | undefined;
+}
+
+/**
+ * Applies a QMP `block_set_io_throttle` command to a layer, as QEMU would: parses and
+ * validates the arguments, finds the drive by `device` or `id` (`Device 'x' not found`), then
+ * `drive.setLimits()`.
+ */
+export function blockSetIoThrottle(layer: DriveLookup, args: Record<string, unknown>): void {
+  const { device, id, throttle } = parseBlockSetIoThrottle(args);
+  const name = (device ?? id)!;
+  const drive = layer.drive(name);
+  if (!drive) throw new BlockError('ENOENT', `Device '${name}' not found`, { field: device !== undefined ? 'device' : 'id' });
+  const { group, ...limits } = throttle;
+  // All-zero limits switch throttling off and ignore `group`, as in QEMU.
+  const off = Object.entries(limits).every(([k, v]) => k.endsWith('Length') || !v);
+  drive.setLimits(off ? {} : throttle);
+}
+
+/** query-block's throttle fields of a drive. */
+export function queryBlockThrottle(drive: { getLimits(): (ThrottleLimits & { group: string }) | null }): Record<string, number | string> {
+  const l = drive.getLimits();
+  if (!l) return toQueryBlockThrottle(null);
+  const { group, ...limits } = l;
+  return toQueryBlockThrottle(limits, group);
+}

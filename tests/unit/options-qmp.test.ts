@@ -1,6 +1,16 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { fromQapiLimits, parseBlockSetIoThrottle, toBlockSetIoThrottle, toQapiLimits, toQueryBlockThrottle } from '../../src/index.js';
+import {
+  BlockLayer,
+  blockSetIoThrottle,
+  fromQapiLimits,
+  parseBlockSetIoThrottle,
+  queryBlockThrottle,
+  toBlockSetIoThrottle,
+  toQapiLimits,
+  toQueryBlockThrottle,
+  VirtualClock,
+} from '../../src/index.js';
 import { validThrottleArb } from '../helpers/limits-arb.js';
 
 const base = { device: 'drive0', bps: 0, bps_rd: 0, bps_wr: 0, iops: 0, iops_rd: 0, iops_wr: 0 };
@@ -89,5 +99,21 @@ describe('QMP block_set_io_throttle', () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('applying block_set_io_throttle to a layer', () => {
+  it('finds the drive by device or id, applies the limits, and query-block shows them', async () => {
+    const layer = new BlockLayer({ clock: new VirtualClock() });
+    const d = await layer.openDrive({ id: 'drive0', driver: 'null' });
+    blockSetIoThrottle(layer, { ...base, iops: 100, iops_max: 2000, iops_max_length: 60, iops_size: 4096, group: 'gX' });
+    expect(queryBlockThrottle(d)).toEqual({ bps: 0, bps_rd: 0, bps_wr: 0, iops: 100, iops_rd: 0, iops_wr: 0, iops_max: 2000, iops_max_length: 60, iops_size: 4096, group: 'gX' });
+    const { device: _, ...byId } = base;
+    blockSetIoThrottle(layer, { ...byId, id: 'drive0', bps_rd: 4096 });
+    expect(d.getLimits()).toEqual({ bpsRead: 4096, group: 'gX' });
+    // all zero: throttling off (the group argument is ignored), query-block drops the group
+    blockSetIoThrottle(layer, { ...base, group: 'other' });
+    expect(queryBlockThrottle(d)).toEqual({ bps: 0, bps_rd: 0, bps_wr: 0, iops: 0, iops_rd: 0, iops_wr: 0 });
+    expect(() => blockSetIoThrottle(layer, { ...base, device: 'nosuch', iops: 1 })).toThrow("Device 'nosuch' not found");
   });
 });
