@@ -11,7 +11,7 @@ export {
 export { FakeRbdCluster, FakeRbdImage, type FakeRbdImageOptions, type FakeRbdStats } from './drivers/rbd/fake.js';
 export { parseRbdFilename, type RbdFilenameOptions } from './drivers/rbd/filename.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
-export { BlockLayer, type BlockLayerOptions, type DriveOptions, getDefaultLayer, openDrive } from './layer.js';
+export { BlockLayer, type BlockLayerOptions, type DriveOptions, getDefaultLayer, openDrive, openImage } from './layer.js';
 export type {
   BlockDriver,
   BlockStatus,

@@ -7,6 +7,7 @@ import type { BlockDriver, NodeOptions } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
 import { openNode } from './node/open.js';
 import { DriverRegistry } from './node/registry.js';
+import { targetOptions } from './image.js';
 import { parseOptions } from './options/zod-error.js';
 import { type ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
 import { type ThrottleLimits, type ThrottleOptions, throttleOptionsSchema } from './throttle/limits.js';
@@ -145,4 +146,19 @@ export function getDefaultLayer(): BlockLayer {
 /** Opens a drive on the default layer (or the given one): the short way. */
 export function openDrive(options: DriveOptions, layer: BlockLayer = getDefaultLayer()): Promise<Drive> {
   return layer.openDrive(options);
+}
+
+/**
+ * Opens a disk image by path (format probed: qcow2 or raw) or `rbd:pool/image` spec, with
+ * extra drive options (id, throttle, readOnly…): the shortest way for an emulator.
+ */
+export async function openImage(target: string, options: Omit<DriveOptions, 'driver'> & { format?: string } = {}, layer: BlockLayer = getDefaultLayer()): Promise<Drive> {
+  const { format, ...rest } = options;
+  const base = await targetOptions(target, { format });
+  // A raw image opens read-write unless asked otherwise; qcow2 here is read-only by nature.
+  if (base.driver === 'raw') {
+    delete base.readOnly;
+    delete (base.file as Record<string, unknown>).readOnly;
+  }
+  return layer.openDrive({ ...base, ...rest } as DriveOptions);
 }

@@ -195,3 +195,21 @@ describe('random corruption (property)', () => {
     );
   });
 });
+
+describe('openImage', () => {
+  it('probes the format of a path and opens it as a drive', async () => {
+    const { openImage } = await import('../../src/index.js');
+    const d = await openImage(path.join(dir, 'zlib.qcow2'), { id: 'img', throttle: { iopsRead: 1000 } }, layer);
+    expect(d.node.driver.name).toBe('qcow2');
+    expect(await hash(d)).toBe(expected['zlib.qcow2']);
+    expect(d.getLimits()).toEqual({ iopsRead: 1000, group: 'img' });
+    await d.close();
+    const raw = path.join(dir, 'plain.raw');
+    fs.writeFileSync(raw, Buffer.alloc(4096, 7));
+    const r = await openImage(raw, {}, layer);
+    expect(r.node.driver.name).toBe('raw');
+    await r.write(0, new Uint8Array([1]));
+    await r.close();
+    expect(fs.readFileSync(raw)[0]).toBe(1);
+  });
+});
