@@ -213,3 +213,62 @@ describe('openImage', () => {
     expect(fs.readFileSync(raw)[0]).toBe(1);
   });
 });
+
+describe('qcow2 header variants (patched fixtures)', () => {
+  it('a 104-byte v3 header (no compression type byte, QEMU < 5.1) reads the same', async () => {
+    const name = patched('v3.qcow2', 'h104.qcow2', (b) => {
+      expect(b.readUInt32BE(100)).toBe(112);
+      b.copy(b, 104, 112, 512);
+      b.writeUInt32BE(104, 100);
+    });
+    const d = await open(name);
+    expect(await hash(d)).toBe(expected['v3.qcow2']);
+    await d.close();
+  });
+
+  it('the dirty bit, unknown compatible and autoclear bits are readable', async () => {
+    const name = patched('v3.qcow2', 'bits.qcow2', (b) => {
+      b.writeUInt32BE(b.readUInt32BE(76) | 1, 76); // dirty
+      b.writeUInt32BE(1 << 9, 84); // unknown compatible bit
+      b.writeUInt32BE(1 << 7, 92); // unknown autoclear bit
+    });
+    const d = await open(name);
+    expect(await hash(d)).toBe(expected['v3.qcow2']);
+    expect(d.node.info()).toMatchObject({ dirty: true });
+    await d.close();
+  });
+
+  it('a file that ends inside its last cluster reads zeros past the end, as QEMU does', async () => {
+    const full = fs.readFileSync(path.join(FIXTURES, 'v3.qcow2'));
+    const d0 = await open('v3.qcow2');
+    const map = await d0.blockStatusMap();
+    const last = map.find((e) => e.hostOffset !== undefined && e.data && e.hostOffset + e.length === full.length);
+    expect(last).toBeDefined();
+    const before = Buffer.from(await d0.read(0, d0.length));
+    await d0.close();
+    const cut = 200;
+    const name = patched('v3.qcow2', 'short.qcow2', () => undefined);
+    fs.truncateSync(path.join(dir, name), full.length - cut);
+    const d = await open(name);
+    const after = Buffer.from(await d.read(0, d.length));
+    const zeroFrom = last!.offset + last!.length - cut;
+    before.fill(0, zeroFrom, last!.offset + last!.length);
+    expect(after.equals(before)).toBe(true);
+    await d.close();
+  });
+});
+
+describe('qcow2 L2 cache', () => {
+  it('l2CacheSize bounds the number of cached L2 tables and reads stay correct', async () => {
+    const small = await open('v2.qcow2', { l2CacheSize: 512 });
+    expect(small.node.info().l2CacheEntries).toBe(2);
+    expect(await hash(small)).toBe(expected['v2.qcow2']);
+    // Read backwards in small pieces so tables are evicted and reloaded.
+    for (let o = small.length - 4096; o >= 0; o -= 4096) await small.read(o, 4096);
+    expect(await hash(small)).toBe(expected['v2.qcow2']);
+    await small.close();
+    const big = await open('v2.qcow2', { l2CacheSize: '1M' });
+    expect(big.node.info().l2CacheEntries).toBe(2048);
+    await big.close();
+  });
+});
