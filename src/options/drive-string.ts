@@ -2,21 +2,28 @@
  * QEMU `-drive` option strings: `file=a.qcow2,format=qcow2,iops=100,throttling.bps-read=1048576,group=g1`.
  *
  * QemuOpts syntax: `key=value` pairs separated by commas, `,,` for a comma inside a value, a
- * bare `key` meaning `key=on`. Throttling takes the `throttling.*` names (QAPI ThrottleLimits
- * with a prefix) or the legacy short names (`bps`, `bps_rd`, …, `iops_size`, `group`); giving
- * both spellings of one parameter is an error, as in QEMU. Burst lengths have no legacy name.
+ * bare `key` meaning `key=on`, a repeated key keeping its last value. Booleans are
+ * on/off, yes/no, true/false, y/n. Numbers are QemuOpts numbers (decimal, `0x` hex, `0`
+ * octal), non-negative. Throttling takes the `throttling.*` names (QAPI ThrottleLimits with
+ * a prefix) or the legacy short names (`bps`, `bps_rd`, …, `iops_size`, `group`); giving
+ * both spellings of one parameter is an error, as in QEMU (`readonly`/`read-only` too).
+ * Burst lengths have no legacy name (`bps_max_length` is an unknown option).
  *
- * Other keys: `file`, `format`, `id`, `readonly` are used; `if`, `media=disk`, `index`, `bus`,
- * `unit`, `serial`, `cache` (writeback, writethrough, unsafe, directsync and none are read as
- * "buffered I/O"), `aio`, `discard` (ignore/unmap: discards always pass down),
- * `werror`/`rerror=report` and `detect-zeroes=off` are accepted and have no effect here;
- * `snapshot=on`, `copy-on-read=on`, `detect-zeroes=on|unmap`, `media=cdrom` and other error
- * policies are refused with ENOTSUP because this library cannot honour them.
+ * Used: `file`, `format` (or `driver`, not both), `id`, `readonly`/`read-only`.
+ * Accepted with no effect: `if`, `index`, `bus`, `unit`, `addr`, `serial`, `media=disk`,
+ * `aio=threads|native|io_uring`, `cache=writeback|none|unsafe` (we write through the page
+ * cache and honour flushes: not weaker than any of them), `discard=ignore|unmap` (discards
+ * always pass down), `werror=report`, `rerror=report`, `detect-zeroes=off`,
+ * `snapshot=off`, `copy-on-read=off`.
+ * Refused with ENOTSUP, naming the option: `cache=writethrough|directsync` (no flush after
+ * every write), `media=cdrom`, `snapshot=on`, `copy-on-read=on`, `detect-zeroes=on|unmap`,
+ * other error policies (`werror=stop|enospc|ignore`, …), other `aio` values.
+ * Anything else is refused with EINVAL `Invalid parameter 'name'`.
  */
 import { BlockError } from '../errors.js';
 import type { DriveOptions } from '../layer.js';
 import type { ThrottleLimits, ThrottleOptions } from '../throttle/limits.js';
-import { BY_QAPI, BY_QMP, toQapiName, validateSpelled } from './throttle-names.js';
+import { BY_QAPI, BY_QMP, toQapiName, toQmpName, validateSpelled } from './throttle-names.js';
 
 /** What a -drive string says. */
 export interface ParsedDriveString {
@@ -28,22 +35,33 @@ export interface ParsedDriveString {
   throttle?: ThrottleOptions;
 }
 
+/**
+ * Keys accepted without effect: null = any value, otherwise the values we can honour (any
+ * other value is refused with ENOTSUP). `cache=writethrough|directsync` promise a flush
+ * after every write, which this library does not do, so they are refused; `none` (direct
+ * I/O, writeback semantics) and `unsafe` (flushes ignored; we flush anyway) are not weaker
+ * than what we do.
+ */
 const ACCEPTED: Record<string, ((v: string) => boolean) | null> = {
   if: null,
   index: null,
   bus: null,
   unit: null,
+  addr: null,
   serial: null,
   aio: (v) => ['threads', 'native', 'io_uring'].includes(v),
-  cache: (v) => ['writeback', 'writethrough', 'unsafe', 'directsync', 'none'].includes(v),
+  cache: (v) => ['writeback', 'unsafe', 'none'].includes(v),
   discard: (v) => ['ignore', 'off', 'unmap', 'on'].includes(v),
   media: (v) => v === 'disk',
   werror: (v) => v === 'report',
   rerror: (v) => v === 'report',
   'detect-zeroes': (v) => v === 'off',
-  snapshot: (v) => v === 'off',
-  'copy-on-read': (v) => v === 'off',
+  snapshot: (v) => isBool(v) && !parseBool('snapshot', v),
+  'copy-on-read': (v) => isBool(v) && !parseBool('copy-on-read', v),
 };
+
+/** -drive keys QEMU renames before parsing (blockdev.c opt_renames), besides the throttling ones. */
+const OTHER_ALIASES: Record<string, string> = { readonly: 'read-only' };
 
 /** Splits `a=1,b=x,,y,c` into [key, value] pairs (`,,` is a literal comma; a bare key is `on`). */
 export function splitQemuOpts(input: string): [string, string][] {
@@ -72,64 +90,93 @@ export function splitQemuOpts(input: string): [string, string][] {
   return out;
 }
 
+const TRUE = ['on', 'yes', 'true', 'y'];
+const FALSE = ['off', 'no', 'false', 'n'];
+const isBool = (v: string) => TRUE.includes(v) || FALSE.includes(v);
+
+/** QAPI boolean: on/yes/true/y or off/no/false/n. */
 function parseBool(key: string, v: string): boolean {
-  if (['on', 'yes', 'true'].includes(v)) return true;
-  if (['off', 'no', 'false'].includes(v)) return false;
+  if (TRUE.includes(v)) return true;
+  if (FALSE.includes(v)) return false;
   throw new BlockError('EINVAL', `Parameter '${key}' expects 'on' or 'off'`, { field: key });
 }
 
-/** QemuOpts number: decimal or 0x hex, non-negative, and here at most 2^53-1. */
+/**
+ * QemuOpts number (qemu_strtou64, base 0): decimal, `0x` hex or `0` octal; here non-negative
+ * and at most 2^53-1 (anything above 1e15 fails QEMU's range rule anyway).
+ */
 function parseNumber(key: string, v: string): number {
-  const n = /^0x[0-9a-f]+$/i.test(v) ? Number.parseInt(v, 16) : /^\d+$/.test(v) ? Number(v) : Number.NaN;
-  if (!Number.isSafeInteger(n)) throw new BlockError('EINVAL', `Parameter '${key}' expects a non-negative number below 2^53`, { field: key });
+  let n = Number.NaN;
+  if (/^0x[0-9a-f]+$/i.test(v)) n = Number.parseInt(v.slice(2), 16);
+  else if (/^0[0-7]+$/.test(v)) n = Number.parseInt(v.slice(1), 8);
+  else if (/^\d+$/.test(v)) n = Number(v);
+  if (!Number.isSafeInteger(n)) {
+    const what = /^-\d+$/.test(v) ? 'a non-negative number' : /^\d+$/.test(v) ? 'a number below 2^53' : 'a number';
+    throw new BlockError('EINVAL', `Parameter '${key}' expects ${what}`, { field: key });
+  }
   return n;
 }
 
-/** Parses a -drive option string. */
+/** Canonical (`throttling.*`) name and field of a throttling key in either spelling. */
+function throttlingKey(key: string): { canonical: string; field: keyof ThrottleLimits | 'group' } | undefined {
+  if (key.startsWith('throttling.')) {
+    const rest = key.slice('throttling.'.length);
+    const field = rest === 'group' ? 'group' : BY_QAPI.get(rest);
+    return field ? { canonical: key, field } : undefined;
+  }
+  if (key === 'group') return { canonical: 'throttling.group', field: 'group' };
+  if (key.endsWith('_length')) return undefined; // burst lengths have no legacy name
+  const field = BY_QMP.get(key);
+  return field ? { canonical: `throttling.${toQapiName(field)}`, field } : undefined;
+}
+
+/**
+ * Parses a -drive string. As in QemuOpts a key given twice keeps its last value; a parameter
+ * given under both of its spellings is refused with QEMU's alias message. The limits are
+ * validated with QEMU's rules (errors name the spelling used).
+ */
 export function parseDriveString(input: string): ParsedDriveString {
+  // Pass 1: last value of each key, and the alias rule (blockdev.c qemu_opt_rename).
+  const values = new Map<string, string>();
+  for (const [key, value] of splitQemuOpts(input)) {
+    values.delete(key); // keep insertion order = position of the last occurrence
+    values.set(key, value);
+  }
+  const givenAs = new Map<string, string>(); // canonical name -> spelling used
+  for (const key of values.keys()) {
+    const canonical = throttlingKey(key)?.canonical ?? OTHER_ALIASES[key] ?? key;
+    const other = givenAs.get(canonical);
+    if (other !== undefined) {
+      const [alias, name] = key === canonical ? [other, key] : [key, canonical];
+      throw new BlockError('EINVAL', `'${name}' and its alias '${alias}' can't be used at the same time`, { field: name });
+    }
+    givenAs.set(canonical, key);
+  }
+  if (values.has('driver') && values.has('format')) {
+    throw new BlockError('EINVAL', "Cannot specify both 'driver' and 'format'", { field: 'driver' });
+  }
+
+  // Pass 2: meaning.
   const result: ParsedDriveString = {};
   const limits: ThrottleLimits = {};
   let group: string | undefined;
-  const givenAs = new Map<string, string>(); // canonical throttling.* name -> spelling used
   const spelling = new Map<string, string>(); // camel field -> spelling used
-  const seen = new Set<string>();
-  for (const [key, value] of splitQemuOpts(input)) {
-    let canonical: string | undefined;
-    let field: keyof ThrottleLimits | 'group' | undefined;
-    if (key.startsWith('throttling.')) {
-      const rest = key.slice('throttling.'.length);
-      if (rest === 'group') field = 'group';
-      else field = BY_QAPI.get(rest);
-      if (field) canonical = key;
-    } else if (key === 'group') {
-      field = 'group';
-      canonical = 'throttling.group';
-    } else if (!key.endsWith('_length')) {
-      field = BY_QMP.get(key);
-      if (field) canonical = `throttling.${toQapiName(field)}`;
-    }
-    if (field && canonical) {
-      const other = givenAs.get(canonical);
-      if (other !== undefined) {
-        if (other === key) throw new BlockError('EINVAL', `Parameter '${key}' given twice`, { field: key });
-        const [alias, name] = key === canonical ? [other, key] : [key, canonical];
-        throw new BlockError('EINVAL', `'${name}' and its alias '${alias}' can't be used at the same time`, { field: name });
-      }
-      givenAs.set(canonical, key);
-      if (field === 'group') group = value;
+  for (const [key, value] of values) {
+    const t = throttlingKey(key);
+    if (t) {
+      if (t.field === 'group') group = value;
       else {
-        limits[field] = parseNumber(key, value);
-        spelling.set(field, key);
+        limits[t.field] = parseNumber(key, value);
+        spelling.set(t.field, key);
       }
       continue;
     }
-    if (seen.has(key)) throw new BlockError('EINVAL', `Parameter '${key}' given twice`, { field: key });
-    seen.add(key);
     switch (key) {
       case 'file':
         result.filename = value;
         break;
       case 'format':
+      case 'driver':
         result.format = value;
         break;
       case 'id':
@@ -140,7 +187,7 @@ export function parseDriveString(input: string): ParsedDriveString {
         result.readOnly = parseBool(key, value);
         break;
       default: {
-        if (!(key in ACCEPTED)) throw new BlockError('EINVAL', `Invalid parameter '${key}'`, { field: key });
+        if (!Object.hasOwn(ACCEPTED, key)) throw new BlockError('EINVAL', `Invalid parameter '${key}'`, { field: key });
         const ok = ACCEPTED[key];
         if (ok && !ok(value)) {
           throw new BlockError('ENOTSUP', `${key}=${value} is not supported by this block layer`, { field: key });
@@ -148,12 +195,15 @@ export function parseDriveString(input: string): ParsedDriveString {
       }
     }
   }
+  if (group === '') throw new BlockError('EINVAL', `${spelledGroup(values)}: must not be empty`, { field: spelledGroup(values) });
   if (Object.keys(limits).length > 0 || group !== undefined) {
     validateSpelled(limits, spelling, (f) => `throttling.${toQapiName(f)}`);
     result.throttle = group === undefined ? limits : { ...limits, group };
   }
   return result;
 }
+
+const spelledGroup = (values: Map<string, string>) => (values.has('group') ? 'group' : 'throttling.group');
 
 /** Parses a -drive string into drive options: `{ id, driver: format, file: { driver: 'file', filename }, readOnly, throttle }`. */
 export function driveStringToOptions(input: string, options: { defaultFormat?: string } = {}): DriveOptions {
@@ -166,12 +216,17 @@ export function driveStringToOptions(input: string, options: { defaultFormat?: s
   return out;
 }
 
-/** Writes limits back as a -drive string fragment using the `throttling.*` names (`throttling.iops-total=100,…`). */
-export function toDriveString(throttle: ThrottleOptions): string {
+/**
+ * Writes limits back as a -drive string fragment, with the `throttling.*` names
+ * (`throttling.iops-total=100,…`) or, with `legacy: true`, the short names where one exists
+ * (`iops=100,…,throttling.iops-total-max-length=60`). Commas in the group are doubled.
+ */
+export function toDriveString(throttle: ThrottleOptions, options: { legacy?: boolean } = {}): string {
   const parts: string[] = [];
   for (const [k, v] of Object.entries(throttle)) {
     if (v === undefined) continue;
-    if (k === 'group') parts.push(`throttling.group=${String(v).replaceAll(',', ',,')}`);
+    if (k === 'group') parts.push(`${options.legacy ? 'group' : 'throttling.group'}=${String(v).replaceAll(',', ',,')}`);
+    else if (options.legacy && !k.endsWith('Length')) parts.push(`${toQmpName(k)}=${v}`);
     else parts.push(`throttling.${toQapiName(k)}=${v}`);
   }
   return parts.join(',');
