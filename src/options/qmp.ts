@@ -3,7 +3,7 @@
  * QAPI ThrottleLimits object (QOM `limits` of a throttle-group).
  */
 import { BlockError } from '../errors.js';
-import { type ThrottleLimits, type ThrottleOptions, THROTTLE_VALUE_MAX } from '../throttle/limits.js';
+import { fromConfig, type ThrottleLimits, type ThrottleOptions, THROTTLE_VALUE_MAX, toConfig } from '../throttle/limits.js';
 import { BY_QAPI, BY_QMP, LIMIT_FIELDS, toQapiName, toQmpName, validateSpelled } from './throttle-names.js';
 
 const MANDATORY = ['bps', 'bps_rd', 'bps_wr', 'iops', 'iops_rd', 'iops_wr'] as const;
@@ -18,28 +18,39 @@ export interface BlockSetIoThrottle {
   throttle: ThrottleOptions;
 }
 
+/**
+ * A QMP integer: any JSON integer (a number that is an integer, or a bigint). Magnitudes
+ * beyond 2^53 are clamped to 1e15+1 with their sign: every such value fails QEMU's rules
+ * the same way (range, or burst length too high), so the verdict is unchanged.
+ */
 function qmpInt(key: string, v: unknown): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v)) {
+  if (typeof v === 'bigint') {
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) return THROTTLE_VALUE_MAX + 1;
+    if (v < -BigInt(Number.MAX_SAFE_INTEGER)) return -(THROTTLE_VALUE_MAX + 1);
+    return Number(v);
+  }
+  if (typeof v !== 'number' || !Number.isInteger(v)) {
     throw new BlockError('EINVAL', `Invalid parameter type for '${key}', expected: integer`, { field: key });
   }
-  return v;
+  return Number.isSafeInteger(v) ? v : Math.sign(v) * (THROTTLE_VALUE_MAX + 1);
 }
 
-/**
- * Parses block_set_io_throttle arguments with QMP's rules: the six base limits are
- * mandatory, `device` or `id` names the drive, unknown members are refused. As in QEMU a
- * negative or huge `*_max_length` reaches the validity rules (and fails there as "burst
- * length too high"); a negative `iops_size` is refused (QEMU would accept it).
- */
-export function parseBlockSetIoThrottle(args: Record<string, unknown>): BlockSetIoThrottle {
+/** Arguments checked as QAPI would (members, types), limits not yet validated. */
+interface Unvalidated extends BlockSetIoThrottle {
+  spelling: Map<string, string>;
+}
+
+/** The QAPI unmarshalling step of block_set_io_throttle: mandatory members, types, unknown members. */
+function unmarshal(args: Record<string, unknown>): Unvalidated {
   for (const m of MANDATORY) {
-    if (!(m in args)) throw new BlockError('EINVAL', `Parameter '${m}' is missing`, { field: m });
+    if (!Object.hasOwn(args, m)) throw new BlockError('EINVAL', `Parameter '${m}' is missing`, { field: m });
   }
   const limits: ThrottleLimits = {};
   const spelling = new Map<string, string>();
   const out: Omit<BlockSetIoThrottle, 'throttle'> = {};
   let group: string | undefined;
   for (const [key, value] of Object.entries(args)) {
+    if (value === undefined) continue;
     if (key === 'device' || key === 'id' || key === 'group') {
       if (typeof value !== 'string') throw new BlockError('EINVAL', `Invalid parameter type for '${key}', expected: string`, { field: key });
       if (key === 'group') group = value;
@@ -54,11 +65,32 @@ export function parseBlockSetIoThrottle(args: Record<string, unknown>): BlockSet
     if (n !== 0 || field.endsWith('MaxLength')) limits[field] = n;
     spelling.set(field, key);
   }
-  if (out.device === undefined && out.id === undefined) {
-    throw new BlockError('EINVAL', `Need exactly one of 'id' and 'device'`, { field: 'device' });
+  // qmp_get_blk: exactly one of the two names.
+  if ((out.device === undefined) === (out.id === undefined)) {
+    throw new BlockError('EINVAL', `Need exactly one of 'id' and 'device'`, { field: out.device === undefined ? 'device' : 'id' });
   }
+  return { ...out, throttle: group === undefined ? limits : { ...limits, group }, spelling };
+}
+
+/** QEMU's validity rules on unmarshalled arguments, with QMP's uint64 burst lengths. */
+function validate(u: Unvalidated): BlockSetIoThrottle {
+  const { spelling, ...parsed } = u;
+  const { group: _, ...limits } = parsed.throttle;
   validateSpelled(limits, spelling, toQmpName, { maxBurstLength: Number.POSITIVE_INFINITY });
-  return { ...out, throttle: group === undefined ? limits : { ...limits, group } };
+  return parsed;
+}
+
+/**
+ * Parses block_set_io_throttle arguments with QMP's rules: the six base limits are
+ * mandatory, exactly one of `device` and `id` names the drive, unknown members are refused,
+ * then QEMU's validity rules apply. Burst lengths are uint64 in QMP (not limited to
+ * UINT_MAX as in the option parsers): a negative or huge `*_max_length` fails as "burst
+ * length too high for this burst rate" (or "set without burst rate"), as in QEMU. A
+ * negative `iops_size` is refused (QEMU would accept it). Zero limits are left out of
+ * `throttle` (0 means off).
+ */
+export function parseBlockSetIoThrottle(args: Record<string, unknown>): BlockSetIoThrottle {
+  return validate(unmarshal(args));
 }
 
 /** Builds block_set_io_throttle arguments for limits (the six mandatory members always present). */
@@ -95,18 +127,25 @@ export function toQueryBlockThrottle(limits: ThrottleLimits | null, group?: stri
   return out;
 }
 
-/** QAPI ThrottleLimits (`iops-total`, …, `iops-size`) to our limits; unknown members refused. */
-export function fromQapiLimits(obj: Record<string, unknown>): ThrottleLimits {
-  const out: ThrottleLimits = {};
+/**
+ * QAPI ThrottleLimits (`iops-total`, …, `iops-size`; the QOM `limits` property) to our
+ * limits; unknown members refused. As a qom-set of `limits`, missing members keep their
+ * value in `current` (default: none set); the merged result is validated with QEMU's rules
+ * and returned with only the fields that are set. Burst lengths above UINT_MAX are refused
+ * with `<name>: value must be in the range [0, 4294967295]`.
+ */
+export function fromQapiLimits(obj: Record<string, unknown>, current: ThrottleLimits = {}): ThrottleLimits {
+  const out: ThrottleLimits = { ...current };
   const spelling = new Map<string, string>();
   for (const [key, value] of Object.entries(obj)) {
+    if (value === undefined) continue;
     const field = BY_QAPI.get(key);
     if (!field) throw new BlockError('EINVAL', `Parameter '${key}' is unexpected`, { field: key });
     out[field] = qmpInt(key, value);
     spelling.set(field, key);
   }
   validateSpelled(out, spelling, toQapiName);
-  return out;
+  return fromConfig(toConfig(out));
 }
 
 /** Our limits as a full QAPI ThrottleLimits (all 19 members, as qom-get of `limits` returns them). */
@@ -122,15 +161,16 @@ interface DriveLookup {
 }
 
 /**
- * Applies a QMP `block_set_io_throttle` command to a layer, as QEMU would: parses and
- * validates the arguments, finds the drive by `device` or `id` (`Device 'x' not found`), then
- * `drive.setLimits()`.
+ * Applies a QMP `block_set_io_throttle` command to a layer, in QEMU's order: checks the
+ * arguments' members and types, finds the drive by `device` or `id` (`Device 'x' not
+ * found`), validates the limits, then `drive.setLimits()`.
  */
 export function blockSetIoThrottle(layer: DriveLookup, args: Record<string, unknown>): void {
-  const { device, id, throttle } = parseBlockSetIoThrottle(args);
-  const name = (device ?? id)!;
+  const u = unmarshal(args);
+  const name = (u.device ?? u.id)!;
   const drive = layer.drive(name);
-  if (!drive) throw new BlockError('ENOENT', `Device '${name}' not found`, { field: device !== undefined ? 'device' : 'id' });
+  if (!drive) throw new BlockError('ENOENT', `Device '${name}' not found`, { field: u.device !== undefined ? 'device' : 'id' });
+  const { throttle } = validate(u);
   const { group, ...limits } = throttle;
   // All-zero limits switch throttling off and ignore `group`, as in QEMU.
   const off = Object.entries(limits).every(([k, v]) => k.endsWith('Length') || !v);
