@@ -10,4 +10,5 @@ export {
   toQapiLimits,
   toQueryBlockThrottle,
 } from './qmp.js';
+export { parseThrottleGroupObject, type ThrottleGroupObject, toThrottleGroupObject } from './qom.js';
 export { parseSize } from './size.js';
