@@ -109,7 +109,7 @@ function parseNumber(key: string, v: string): number {
   let n = Number.NaN;
   if (/^0x[0-9a-f]+$/i.test(v)) n = Number.parseInt(v.slice(2), 16);
   else if (/^0[0-7]+$/.test(v)) n = Number.parseInt(v.slice(1), 8);
-  else if (/^\d+$/.test(v)) n = Number(v);
+  else if (/^(0|[1-9]\d*)$/.test(v)) n = Number(v); // `09`: strtoull stops at 9, QEMU refuses
   if (!Number.isSafeInteger(n)) {
     const what = /^-\d+$/.test(v) ? 'a non-negative number' : /^\d+$/.test(v) ? 'a number below 2^53' : 'a number';
     throw new BlockError('EINVAL', `Parameter '${key}' expects ${what}`, { field: key });
