@@ -2,8 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { driveStringToOptions, parseDriveString, splitQemuOpts, toDriveString } from '../../src/index.js';
 import { toConfig } from '../../src/throttle/limits.js';
-import { validThrottleArb } from '../helpers/limits-arb.js';
-import { anyLimitsArb, wideThrottleArb } from './options-arb.js';
+import { anyLimitsArb, wideThrottleArb } from '../helpers/limits-arb.js';
 import { toQapiName, toQmpName } from '../../src/options/throttle-names.js';
 
 describe('-drive option strings', () => {
@@ -74,7 +73,7 @@ describe('-drive option strings', () => {
 
   it('round-trips random valid limits through a -drive string', () => {
     fc.assert(
-      fc.property(validThrottleArb, (t) => {
+      fc.property(wideThrottleArb, (t) => {
         expect(parseDriveString(`file=x,${toDriveString(t)}`).throttle).toEqual(t);
       }),
       { numRuns: 300 },
