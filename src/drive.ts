@@ -1,3 +1,4 @@
+import { constants as bufferConstants } from 'node:buffer';
 import { EventEmitter } from 'eventemitter3';
 import type { Clock } from './clock.js';
 import { BlockError, fromErrno } from './errors.js';
@@ -31,18 +32,44 @@ export interface RequestOptions {
 /** Name of an I/O operation, in events and errors. */
 export type IoOperation = 'read' | 'write' | 'write-zeroes' | 'discard' | 'flush';
 
-/** Payload of the `io-error` event. */
+/** What a drive does when a request fails (QEMU's `rerror` / `werror`). */
+export type ErrorAction = 'report' | 'ignore' | 'stop' | 'enospc';
+
+/** A drive's error policy: `rerror` for reads, `werror` for writes, write-zeroes, discard and flush. */
+export interface ErrorPolicy {
+  rerror?: ErrorAction;
+  werror?: ErrorAction;
+}
+
+/** Payload of the `io-error` event (QEMU's BLOCK_IO_ERROR, plus the request). */
 export interface IoErrorEvent {
+  /** The drive's id (QEMU: device). */
+  device: string;
+  /** The root node's name (QEMU: node-name). */
+  nodeName: string;
   operation: IoOperation;
+  /** What the drive did: failed the request, completed it anyway, or held it and paused. */
+  action: 'report' | 'ignore' | 'stop';
+  /** The error was "no space left" (ENOSPC). */
+  nospace: boolean;
+  /** Human-readable reason (the error's message). */
+  reason: string;
   offset: number;
   length: number;
   error: BlockError;
 }
 
+/** QEMU's io-status of a drive: `ok`, or why it paused. */
+export type IoStatus = 'ok' | 'failed' | 'nospace';
+
 /** Typed events of a Drive. Listening is optional; unobserved events cost nothing. */
 export interface DriveEvents {
-  /** A request reached the driver and failed. */
+  /** A request reached the driver and failed (whatever the error policy did with it). */
   'io-error': (event: IoErrorEvent) => void;
+  /** A failed request was held by a `stop` policy: the drive holds new requests until {@link Drive.resume}. */
+  paused: (event: { reason: 'io-error'; ioStatus: IoStatus; error: BlockError }) => void;
+  /** {@link Drive.resume} retried the held requests and let new ones go again. */
+  resumed: (event: { retried: number }) => void;
   /** The drive started holding back requests because a limit was reached. */
   throttled: (event: { direction: 'read' | 'write'; queued: number }) => void;
   /** The drive's queues emptied again. */
@@ -62,8 +89,36 @@ const DIRECTION_NAMES = ['read', 'write'] as const;
 const OP_READ = 0;
 const OP_WRITE = 1;
 const OP_WRITE_ZEROES = 2;
-type Op = typeof OP_READ | typeof OP_WRITE | typeof OP_WRITE_ZEROES;
-const OP_NAMES: Record<Op, IoOperation> = { 0: 'read', 1: 'write', 2: 'write-zeroes' };
+const OP_DISCARD = 3;
+const OP_FLUSH = 4;
+type Op = typeof OP_READ | typeof OP_WRITE | typeof OP_WRITE_ZEROES | typeof OP_DISCARD | typeof OP_FLUSH;
+const OP_NAMES: readonly IoOperation[] = ['read', 'write', 'write-zeroes', 'discard', 'flush'];
+const OP_KINDS: readonly IoKind[] = [IoKind.Read, IoKind.Write, IoKind.Write, IoKind.Unmap, IoKind.Flush];
+
+/** The largest buffer a read may allocate (Node's limit; larger reads are refused, not thrown). */
+const MAX_READ_BUFFER = bufferConstants.MAX_LENGTH;
+
+/** The bytes of a caller's buffer: Uint8Array (Buffer) as is, ArrayBuffer and DataView by bytes; null for anything else. */
+function asBytes(data: unknown): Uint8Array | null {
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && data instanceof SharedArrayBuffer)) return new Uint8Array(data);
+  if (data instanceof DataView) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return null;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (ArrayBuffer.isView(value)) return value.constructor.name;
+  return typeof value === 'object' ? (value.constructor?.name ?? 'object') : typeof value;
+}
+
+/** An AbortSignal, or an object that behaves like one (polyfills): anything else would fail later, after the request was counted. */
+function isSignal(signal: unknown): signal is AbortSignal {
+  if (signal instanceof AbortSignal) return true;
+  if (typeof signal !== 'object' || signal === null) return false;
+  const s = signal as Partial<AbortSignal>;
+  return typeof s.aborted === 'boolean' && typeof s.addEventListener === 'function' && typeof s.removeEventListener === 'function';
+}
 
 /** A request waiting in the drive's throttle queue: it is its own queue entry. */
 class QueuedRequest implements Waiter {
@@ -78,6 +133,7 @@ class QueuedRequest implements Waiter {
     readonly payload: Uint8Array | null,
     readonly bytes: number,
     readonly start: number,
+    readonly seq: number,
     readonly signal: AbortSignal | undefined,
     readonly resolve: (value: Uint8Array | undefined) => void,
     readonly reject: (e: unknown) => void,
@@ -90,9 +146,35 @@ class QueuedRequest implements Waiter {
   }
 }
 
+/** A request that arrived while the drive was drained or paused: it goes, in order, when that ends. */
+interface HeldRequest {
+  op: Op;
+  offset: number;
+  payload: Uint8Array | null;
+  length: number;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+  settled: boolean;
+  resolve: (value: Uint8Array | undefined) => void;
+  reject: (e: unknown) => void;
+}
+
+/** A request that failed under a `stop` policy: retried by resume(), failed by close(). */
+interface ParkedRequest {
+  op: Op;
+  offset: number;
+  payload: Uint8Array | null;
+  length: number;
+  start: number;
+  seq: number;
+  error: BlockError;
+  resolve: (value: Uint8Array | undefined) => void;
+  reject: (e: unknown) => void;
+}
+
 /**
  * The user's handle on a disk (QEMU: BlockBackend): bounds-checked I/O on the root node of a
- * graph, accounting, events, AbortSignal, throttling, close/drain.
+ * graph, accounting, events, AbortSignal, throttling, error policies, drain/pause, close.
  */
 export class Drive extends EventEmitter<DriveEvents> {
   /** Unique id within the owning layer. */
@@ -104,6 +186,7 @@ export class Drive extends EventEmitter<DriveEvents> {
   protected readonly clock: Clock;
   private readonly accounting = new StatsAccounting();
   private state: State = 'open';
+  /** Requests past the gate (throttle queue, driver), not yet settled. */
   private inFlight = 0;
   private idle: (() => void) | null = null;
   private closing: Promise<void> | null = null;
@@ -111,6 +194,19 @@ export class Drive extends EventEmitter<DriveEvents> {
   private throttle: ThrottledRequestQueue | null = null;
   private readonly host: DriveHost;
   private readonly order = new DispatchOrder();
+  private readonly rerror: ErrorAction;
+  private readonly werror: ErrorAction;
+  /** Arrival number of the next request (retries after a pause keep arrival order). */
+  private seq = 0;
+  /** Nested drain() calls in progress (QEMU drained sections). */
+  private drains = 0;
+  /** A `stop` policy paused the drive. */
+  private paused = false;
+  /** True while drained or paused: new requests are held. */
+  private holding = false;
+  private held: HeldRequest[] = [];
+  private parked: ParkedRequest[] = [];
+  private status: IoStatus = 'ok';
   private readonly queueListener: QueueListener = {
     released: () => this.order.released(),
     throttled: (direction: Direction, queued: number) => {
@@ -122,13 +218,15 @@ export class Drive extends EventEmitter<DriveEvents> {
   };
 
   /** @internal drives are made by {@link BlockLayer.openDrive}. */
-  constructor(id: string, node: BlockNode, host: DriveHost) {
+  constructor(id: string, node: BlockNode, host: DriveHost, policy: ErrorPolicy = {}) {
     super();
     this.id = id;
     this.node = node;
     this.host = host;
     this.clock = host.clock;
     this.readOnly = node.readOnly;
+    this.rerror = policy.rerror ?? 'report';
+    this.werror = policy.werror ?? 'report';
   }
 
   /**
@@ -192,51 +290,81 @@ export class Drive extends EventEmitter<DriveEvents> {
     return this.state !== 'open';
   }
 
-  /** Reads `length` bytes (into a new buffer) or fills the given buffer, from `offset`. */
-  read(offset: number, target: number | Uint8Array, options?: RequestOptions): Promise<Uint8Array> {
-    const length = typeof target === 'number' ? target : target.length;
-    try {
-      this.enter(IoKind.Read, 'read', offset, length, options?.signal);
-    } catch (e) {
-      return Promise.reject(e);
+  /**
+   * Reads `length` bytes (into a new buffer) or fills the given buffer (a Uint8Array or Buffer;
+   * an ArrayBuffer or DataView by its bytes), from `offset`.
+   */
+  read(offset: number, target: number | Uint8Array | ArrayBuffer | DataView, options?: RequestOptions): Promise<Uint8Array> {
+    let buffer: Uint8Array | null = null;
+    let length: number;
+    if (typeof target === 'number') {
+      length = target;
+    } else {
+      buffer = asBytes(target);
+      if (buffer === null) return this.refuse(OP_READ, offset, -1, `target must be a Uint8Array, Buffer, ArrayBuffer or DataView, not ${describe(target)}`, 'target');
+      length = buffer.length;
     }
-    const buffer = typeof target === 'number' ? Buffer.allocUnsafe(length) : target;
-    return this.submit(OP_READ, offset, buffer, length, options?.signal) as Promise<Uint8Array>;
+    const signal = options?.signal;
+    const refused = this.check(OP_READ, offset, length, signal);
+    if (refused !== null) return Promise.reject(refused);
+    if (buffer === null) {
+      if (length > MAX_READ_BUFFER) return this.refuse(OP_READ, offset, length, `length ${length} is larger than the largest buffer (${MAX_READ_BUFFER} bytes); pass a smaller length`, 'length');
+      buffer = Buffer.allocUnsafe(length);
+    }
+    return this.submit(OP_READ, offset, buffer, length, signal) as Promise<Uint8Array>;
   }
 
-  /** Writes `data` at `offset`. */
-  write(offset: number, data: Uint8Array, options?: RequestOptions): Promise<void> {
-    try {
-      this.enter(IoKind.Write, 'write', offset, data.length, options?.signal);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    return this.submit(OP_WRITE, offset, data, data.length, options?.signal) as Promise<void>;
+  /** Writes `data` (a Uint8Array or Buffer; an ArrayBuffer or DataView by its bytes) at `offset`. */
+  write(offset: number, data: Uint8Array | ArrayBuffer | DataView, options?: RequestOptions): Promise<void> {
+    const bytes = asBytes(data);
+    if (bytes === null) return this.refuse(OP_WRITE, offset, -1, `data must be a Uint8Array, Buffer, ArrayBuffer or DataView, not ${describe(data)}`, 'data');
+    const signal = options?.signal;
+    const refused = this.check(OP_WRITE, offset, bytes.length, signal);
+    if (refused !== null) return Promise.reject(refused);
+    return this.submit(OP_WRITE, offset, bytes, bytes.length, signal) as Promise<void>;
   }
 
   /** Makes a range read as zeros (counted and throttled as a write, as in QEMU). */
   writeZeroes(offset: number, length: number, options?: RequestOptions): Promise<void> {
-    try {
-      this.enter(IoKind.Write, 'write-zeroes', offset, length, options?.signal);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    return this.submit(OP_WRITE_ZEROES, offset, null, length, options?.signal) as Promise<void>;
+    return this.simple(OP_WRITE_ZEROES, offset, length, options);
   }
 
-  /** Passes a checked request through the throttle: now, or later as a queued request object. */
+  /** Tells the storage a range is no longer used (not throttled, as in QEMU's drive path). */
+  discard(offset: number, length: number, options?: RequestOptions): Promise<void> {
+    return this.simple(OP_DISCARD, offset, length, options);
+  }
+
+  /** Makes completed writes durable (not throttled). */
+  flush(options?: RequestOptions): Promise<void> {
+    return this.simple(OP_FLUSH, 0, 0, options);
+  }
+
+  private simple(op: Op, offset: number, length: number, options: RequestOptions | undefined): Promise<void> {
+    const signal = options?.signal;
+    const refused = this.check(op, offset, length, signal);
+    if (refused !== null) return Promise.reject(refused);
+    return this.submit(op, offset, null, length, signal) as Promise<void>;
+  }
+
+  /**
+   * Passes a checked request on: held while the drive is drained or paused; otherwise through
+   * the throttle (reads, writes, write-zeroes), now or later as a queued request object.
+   */
   private submit(op: Op, offset: number, payload: Uint8Array | null, length: number, signal: AbortSignal | undefined): Promise<Uint8Array | undefined> {
+    if (this.holding) return this.hold(op, offset, payload, length, signal);
+    this.inFlight++;
     const start = this.clock.now();
+    const seq = this.seq++;
     const queue = this.throttle;
-    if (queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length)) {
+    if (op > OP_WRITE_ZEROES || queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length)) {
       // Requests just released from the queue settle a microtask later than a direct one would:
       // in that window a new request waits a tick too, so completions keep their order.
-      if (this.order.pending) return Promise.resolve().then(() => this.run(op, offset, payload, length, start));
-      return this.run(op, offset, payload, length, start);
+      if (this.order.pending) return Promise.resolve().then(() => this.run(op, offset, payload, length, start, seq));
+      return this.run(op, offset, payload, length, start, seq);
     }
     // The request object itself waits in the queue: no async frame, no inner promise.
     return new Promise((resolve, reject) => {
-      queue.enqueueWaiter(op === OP_READ ? READ_DIR : WRITE_DIR, new QueuedRequest(this, op, offset, payload, length, start, signal, resolve, reject));
+      queue.enqueueWaiter(op === OP_READ ? READ_DIR : WRITE_DIR, new QueuedRequest(this, op, offset, payload, length, start, seq, signal, resolve, reject));
     });
   }
 
@@ -247,7 +375,7 @@ export class Drive extends EventEmitter<DriveEvents> {
       r.reject(this.canceled(OP_NAMES[r.op], r.offset));
       return;
     }
-    this.run(r.op, r.offset, r.payload, r.bytes, r.start).then(r.resolve, r.reject);
+    this.run(r.op, r.offset, r.payload, r.bytes, r.start, r.seq).then(r.resolve, r.reject);
   }
 
   /** @internal A queued request was aborted before it reached the driver. */
@@ -256,90 +384,197 @@ export class Drive extends EventEmitter<DriveEvents> {
     r.reject(error);
   }
 
-  /** Sends a request to the node and accounts it; settles once. */
-  private async run(op: Op, offset: number, payload: Uint8Array | null, length: number, start: number): Promise<Uint8Array | undefined> {
+  /** Sends a request to the node and accounts it; applies the error policy on failure; settles once. */
+  private async run(op: Op, offset: number, payload: Uint8Array | null, length: number, start: number, seq: number): Promise<Uint8Array | undefined> {
     try {
       if (op === OP_READ) await this.node.read(offset, payload!);
       else if (op === OP_WRITE) await this.node.write(offset, payload!);
-      else await this.node.writeZeroes(offset, length);
-      if (op === OP_READ) {
-        this.accounting.done(IoKind.Read, length, start, this.clock.now());
-        return payload!;
+      else if (op === OP_WRITE_ZEROES) await this.node.writeZeroes(offset, length);
+      else if (op === OP_DISCARD) await this.node.discard(offset, length);
+      else await this.node.flush();
+    } catch (e) {
+      const error = fromErrno(e, `${OP_NAMES[op]} at offset ${offset}`, { node: this.node.name, offset, length });
+      const action = error.code === 'ECANCELED' ? 'report' : this.actionFor(op, error);
+      if (action === 'report') this.accounting.failedOp(OP_KINDS[op], start, this.clock.now());
+      if (error.code !== 'ECANCELED') this.emitIoError(op, offset, length, error, action);
+      this.leave();
+      if (action === 'stop') return this.park({ op, offset, payload, length, start, seq, error, resolve: undefined!, reject: undefined! });
+      if (action === 'report') throw error;
+      // 'ignore': the request completes as if it had succeeded (QEMU's rerror/werror=ignore).
+    }
+    this.done(op, offset, length, start);
+    this.leave();
+    return op === OP_READ ? payload! : undefined;
+  }
+
+  private done(op: Op, offset: number, length: number, start: number): void {
+    if (op === OP_WRITE || op === OP_WRITE_ZEROES) this.accounting.wrote(offset + length);
+    this.accounting.done(OP_KINDS[op], length, start, this.clock.now());
+  }
+
+  private actionFor(op: Op, error: BlockError): 'report' | 'ignore' | 'stop' {
+    const policy = op === OP_READ ? this.rerror : this.werror;
+    if (policy === 'enospc') return error.code === 'ENOSPC' ? 'stop' : 'report';
+    return policy;
+  }
+
+  private emitIoError(op: Op, offset: number, length: number, error: BlockError, action: 'report' | 'ignore' | 'stop'): void {
+    if (this.listenerCount('io-error') === 0) return;
+    this.emit('io-error', {
+      device: this.id,
+      nodeName: this.node.name,
+      operation: OP_NAMES[op],
+      action,
+      nospace: error.code === 'ENOSPC',
+      reason: error.message,
+      offset,
+      length,
+      error,
+    });
+  }
+
+  /** Holds a failed request under a `stop` policy and pauses the drive (QEMU: the VM stops on an I/O error). */
+  private park(p: ParkedRequest): Promise<Uint8Array | undefined> {
+    return new Promise((resolve, reject) => {
+      p.resolve = resolve;
+      p.reject = reject;
+      this.parked.push(p);
+      if (this.paused) return;
+      this.paused = true;
+      this.status = p.error.code === 'ENOSPC' ? 'nospace' : 'failed';
+      this.updateHolding();
+      if (this.listenerCount('paused') > 0) this.emit('paused', { reason: 'io-error', ioStatus: this.status, error: p.error });
+    });
+  }
+
+  /** Whether a `stop` error policy has paused the drive (held requests wait for {@link resume}). */
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** QEMU's io-status: `ok`, or `failed` / `nospace` while paused by an error. */
+  get ioStatus(): IoStatus {
+    return this.status;
+  }
+
+  /**
+   * After a `stop` error policy paused the drive (QEMU's `cont`): retries the failed requests
+   * in their order of arrival, then lets the requests that arrived meanwhile go, in order.
+   * Does nothing when the drive is not paused.
+   */
+  resume(): void {
+    if (!this.paused) return;
+    const parked = this.parked.sort((a, b) => a.seq - b.seq);
+    this.parked = [];
+    this.paused = false;
+    this.status = 'ok';
+    // Retries go first, synchronously, so they reach the driver before anything held.
+    for (const p of parked) {
+      this.inFlight++;
+      this.run(p.op, p.offset, p.payload, p.length, p.start, p.seq).then(p.resolve, p.reject);
+    }
+    this.updateHolding();
+    if (this.listenerCount('resumed') > 0) this.emit('resumed', { retried: parked.length });
+  }
+
+  private hold(op: Op, offset: number, payload: Uint8Array | null, length: number, signal: AbortSignal | undefined): Promise<Uint8Array | undefined> {
+    return new Promise((resolve, reject) => {
+      const h: HeldRequest = { op, offset, payload, length, signal, onAbort: undefined, settled: false, resolve, reject };
+      if (signal) {
+        h.onAbort = () => {
+          if (h.settled) return;
+          h.settled = true;
+          reject(this.canceled(OP_NAMES[op], offset));
+        };
+        signal.addEventListener('abort', h.onAbort, { once: true });
       }
-      this.accounting.wrote(offset + length);
-      this.accounting.done(IoKind.Write, length, start, this.clock.now());
-      return undefined;
-    } catch (e) {
-      throw this.failed(op === OP_READ ? IoKind.Read : IoKind.Write, OP_NAMES[op], offset, length, start, e);
-    } finally {
-      this.leave();
+      this.held.push(h);
+    });
+  }
+
+  /** Recomputes whether new requests are held; when that ends, lets the held ones go in order. */
+  private updateHolding(): void {
+    this.holding = this.drains > 0 || this.paused;
+    while (!this.holding && this.held.length > 0) {
+      const batch = this.held;
+      this.held = [];
+      for (let i = 0; i < batch.length; i++) {
+        const h = batch[i];
+        if (h.settled) continue;
+        if (this.holding) {
+          this.held.push(h); // held again meanwhile: the rest keep their order
+          continue;
+        }
+        h.settled = true;
+        if (h.onAbort) h.signal!.removeEventListener('abort', h.onAbort);
+        this.submit(h.op, h.offset, h.payload, h.length, h.signal).then(h.resolve, h.reject);
+      }
     }
   }
 
-  /** Tells the storage a range is no longer used (not throttled, as in QEMU's drive path). */
-  async discard(offset: number, length: number, options?: RequestOptions): Promise<void> {
-    this.enter(IoKind.Unmap, 'discard', offset, length, options?.signal);
-    const start = this.clock.now();
-    try {
-      await this.node.discard(offset, length);
-      this.accounting.done(IoKind.Unmap, length, start, this.clock.now());
-    } catch (e) {
-      throw this.failed(IoKind.Unmap, 'discard', offset, length, start, e);
-    } finally {
-      this.leave();
-    }
-  }
-
-  /** Makes completed writes durable (not throttled). */
-  async flush(options?: RequestOptions): Promise<void> {
-    this.enter(IoKind.Flush, 'flush', 0, 0, options?.signal);
-    const start = this.clock.now();
-    try {
-      await this.node.flush();
-      this.accounting.done(IoKind.Flush, 0, start, this.clock.now());
-    } catch (e) {
-      throw this.failed(IoKind.Flush, 'flush', 0, 0, start, e);
-    } finally {
-      this.leave();
-    }
-  }
-
-  /** Allocation status of the extent starting at `offset` (data / zero / allocated, and which node). */
+  /** Status of the extent starting at `offset` (data / zero / allocated, and which node). */
   blockStatus(offset: number, length: number): Promise<BlockStatus> {
-    this.assertOpen('block-status', offset);
+    if (this.state !== 'open') return Promise.reject(this.closedError('block-status', offset));
     return this.node.blockStatus(offset, length);
   }
 
   /** Every extent of a range (default: the whole drive), like `qemu-img map`. */
   blockStatusMap(offset = 0, length = this.length - offset): Promise<BlockStatus[]> {
-    this.assertOpen('block-status', offset);
-    return this.node.blockStatusMap(offset, length);
+    if (this.state !== 'open') return Promise.reject(this.closedError('block-status', offset));
+    try {
+      return this.node.blockStatusMap(offset, length);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   /** QEMU query-blockstats counters, plus throttle figures when throttled. */
   stats(): DriveStats & { throttle?: ThrottleQueueStats } {
     const s: DriveStats & { throttle?: ThrottleQueueStats } = this.accounting.snapshot(
       this.clock.now(),
-      this.inFlight,
+      this.inFlight + this.held.length + this.parked.length,
     );
     if (this.throttle !== null) s.throttle = this.throttle.stats();
     return s;
   }
 
-  /** Lets every queued request go now, ignoring limits (still accounted), and waits until none is in flight. */
+  /**
+   * A drained section (QEMU's bdrv_drained_begin/end): lets every queued request go now,
+   * ignoring limits (still accounted), and waits until none of them is in flight. Requests
+   * that arrive meanwhile are held and go, in order, when the drain ends, so a drain takes
+   * only as long as what was in flight when it began.
+   */
   async drain(): Promise<void> {
-    this.throttle?.drain();
-    this.node.drain();
-    await this.whenIdle();
+    this.drains++;
+    this.updateHolding();
+    try {
+      this.throttle?.drain();
+      this.node.drain();
+      await this.whenIdle();
+    } finally {
+      this.drains--;
+      this.updateHolding();
+    }
   }
 
-  /** Stops accepting requests, drains queued ones, waits for all to settle, closes the graph. */
+  /**
+   * Stops accepting requests, lets every accepted one finish (queued and held ones included),
+   * fails requests held by a `stop` error policy with their error, closes the graph.
+   */
   close(): Promise<void> {
     if (this.closing) return this.closing;
     this.state = 'closing';
     this.closing = (async () => {
       try {
-        await this.drain();
+        // Requests held by a drain are released when it ends: drain until none is left.
+        for (;;) {
+          await this.drain();
+          if (this.paused) {
+            this.failPaused();
+            break;
+          }
+          if (this.inFlight === 0 && this.held.length === 0) break;
+        }
         if (this.throttle !== null) {
           const queue = this.throttle;
           this.throttle = null;
@@ -355,11 +590,31 @@ export class Drive extends EventEmitter<DriveEvents> {
     return this.closing;
   }
 
+  /** Closing a paused drive: the failed requests fail with their error, the held ones with ECLOSED. */
+  private failPaused(): void {
+    const parked = this.parked.sort((a, b) => a.seq - b.seq);
+    const held = this.held;
+    this.parked = [];
+    this.held = [];
+    this.paused = false;
+    this.holding = this.drains > 0;
+    for (const p of parked) {
+      this.accounting.failedOp(OP_KINDS[p.op], p.start, this.clock.now());
+      p.reject(p.error);
+    }
+    for (const h of held) {
+      if (h.settled) continue;
+      h.settled = true;
+      if (h.onAbort) h.signal!.removeEventListener('abort', h.onAbort);
+      h.reject(new BlockError('ECLOSED', `${OP_NAMES[h.op]}: drive ${this.id} was closed while paused by an I/O error`, { node: this.node.name, offset: h.offset }));
+    }
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
 
-  /** Resolves when no request is in flight. */
+  /** Resolves when no request is in flight (held and paused ones are not in flight). */
   whenIdle(): Promise<void> {
     if (this.inFlight === 0) return Promise.resolve();
     return new Promise((resolve) => {
@@ -371,37 +626,39 @@ export class Drive extends EventEmitter<DriveEvents> {
     });
   }
 
-  private assertOpen(op: IoOperation | 'block-status', offset: number): void {
-    if (this.state !== 'open') {
-      throw new BlockError('ECLOSED', `${op}: drive ${this.id} is ${this.state}`, { node: this.node.name, offset });
-    }
+  private closedError(op: IoOperation | 'block-status', offset: number): BlockError {
+    return new BlockError('ECLOSED', `${op}: drive ${this.id} is ${this.state}`, { node: this.node.name, offset });
   }
 
-  /** Checks a request before it counts as in flight; refused ones count as invalid. */
-  private enter(kind: IoKind, op: IoOperation, offset: number, length: number, signal: AbortSignal | undefined): void {
-    this.assertOpen(op, offset);
+  /** Refuses a request before it counts (counted as invalid, as QEMU's invalid_*_operations). */
+  private refuse(op: Op, offset: number, length: number, detail: string, field: string): Promise<never> {
+    this.accounting.invalidOp(OP_KINDS[op]);
+    return Promise.reject(
+      new BlockError('EINVAL', `${OP_NAMES[op]}: ${detail}`, { node: this.node.name, offset, ...(length >= 0 ? { length } : {}), field }),
+    );
+  }
+
+  /** Checks a request before it counts as in flight: the error to reject with, or null. */
+  private check(op: Op, offset: number, length: number, signal: unknown): BlockError | null {
+    const name = OP_NAMES[op];
+    if (this.state !== 'open') return this.closedError(name, offset);
+    const context = { node: this.node.name, offset, length };
+    let error: BlockError | null = null;
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
-      this.accounting.invalidOp(kind);
-      throw new BlockError('EINVAL', `${op}: offset ${offset} and length ${length} must be non-negative safe integers`, {
-        node: this.node.name,
-        offset,
-        length,
-      });
+      error = new BlockError('EINVAL', `${name}: offset ${offset} and length ${length} must be non-negative safe integers`, context);
+    } else if (offset + length > this.node.length) {
+      error = new BlockError('EINVAL', `${name}: range ${offset}+${length} is beyond the end of drive ${this.id} (${this.node.length} bytes)`, context);
+    } else if (this.readOnly && op !== OP_READ && op !== OP_FLUSH) {
+      error = new BlockError('EROFS', `${name}: drive ${this.id} is read-only`, context);
+    } else if (signal !== undefined && !isSignal(signal)) {
+      error = new BlockError('EINVAL', `${name}: signal must be an AbortSignal, not ${describe(signal)}`, { ...context, field: 'signal' });
     }
-    if (offset + length > this.node.length) {
-      this.accounting.invalidOp(kind);
-      throw new BlockError(
-        'EINVAL',
-        `${op}: range ${offset}+${length} is beyond the end of drive ${this.id} (${this.node.length} bytes)`,
-        { node: this.node.name, offset, length },
-      );
+    if (error !== null) {
+      this.accounting.invalidOp(OP_KINDS[op]);
+      return error;
     }
-    if (this.readOnly && kind !== IoKind.Read && kind !== IoKind.Flush) {
-      this.accounting.invalidOp(kind);
-      throw new BlockError('EROFS', `${op}: drive ${this.id} is read-only`, { node: this.node.name, offset, length });
-    }
-    if (signal?.aborted) throw this.canceled(op, offset);
-    this.inFlight++;
+    if ((signal as AbortSignal | undefined)?.aborted) return this.canceled(name, offset);
+    return null;
   }
 
   private leave(): void {
@@ -414,13 +671,5 @@ export class Drive extends EventEmitter<DriveEvents> {
 
   private canceled(op: IoOperation, offset: number): BlockError {
     return new BlockError('ECANCELED', `${op}: request at offset ${offset} was aborted`, { node: this.node.name, offset });
-  }
-
-  private failed(kind: IoKind, op: IoOperation, offset: number, length: number, start: number, e: unknown): BlockError {
-    const error = fromErrno(e, `${op} at offset ${offset}`, { node: this.node.name, offset, length });
-    if (error.code === 'ECANCELED') return error;
-    this.accounting.failedOp(kind, start, this.clock.now());
-    if (this.listenerCount('io-error') > 0) this.emit('io-error', { operation: op, offset, length, error });
-    return error;
   }
 }

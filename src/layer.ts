@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { type Clock, RealClock } from './clock.js';
-import { Drive } from './drive.js';
+import { Drive, type ErrorAction } from './drive.js';
 import { builtinDrivers } from './drivers/index.js';
 import { BlockError } from './errors.js';
 import type { BlockDriver, NodeOptions } from './node/driver.js';
@@ -27,7 +27,14 @@ export interface DriveOptions extends NodeOptions {
   id?: string;
   /** I/O limits of the drive and its group (see {@link Drive.setLimits}). */
   throttle?: ThrottleOptions;
+  /** What a failed read does (QEMU `rerror`): `report` (default), `ignore`, `stop`. */
+  rerror?: ErrorAction;
+  /** What a failed write, write-zeroes, discard or flush does (QEMU `werror`): `report` (default), `ignore`, `stop`, `enospc`. */
+  werror?: ErrorAction;
 }
+
+const rerrorSchema = z.enum(['report', 'ignore', 'stop'], { error: "must be 'report', 'ignore' or 'stop' ('enospc' is for writes only, as in QEMU)" });
+const werrorSchema = z.enum(['report', 'ignore', 'stop', 'enospc'], { error: "must be 'report', 'ignore', 'stop' or 'enospc'" });
 
 const driveIdSchema = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, 'must start with a letter and use only letters, digits, _ . -');
 
@@ -43,6 +50,9 @@ export class BlockLayer {
   private readonly drives = new Map<string, Drive>();
   private readonly nodeNames = new Set<string>();
   private nextId = 0;
+  private closed = false;
+  /** Opens in progress: close() waits for them and closes what they made. */
+  private readonly opening = new Set<Promise<unknown>>();
 
   constructor(options: BlockLayerOptions = {}) {
     this.clock = options.clock ?? new RealClock();
@@ -57,15 +67,33 @@ export class BlockLayer {
     this.drivers.register(driver);
   }
 
-  /** Opens a node graph without a drive on top (for tools and custom stacks). */
+  /** Opens a node graph without a drive on top (for tools and custom stacks); the caller owns it. */
   openNode(options: NodeOptions): Promise<BlockNode> {
-    return openNode({ registry: this.drivers, clock: this.clock, nodeNames: this.nodeNames }, options);
+    return this.track(async () => {
+      const node = await openNode({ registry: this.drivers, clock: this.clock, nodeNames: this.nodeNames }, options);
+      if (this.closed) {
+        await node.unref();
+        throw this.closedError('openNode');
+      }
+      return node;
+    });
   }
 
   /** Opens a node graph and puts a drive on top of it. */
-  async openDrive(options: DriveOptions): Promise<Drive> {
-    const { id: askedId, throttle, ...nodeOptions } = options;
+  openDrive(options: DriveOptions): Promise<Drive> {
+    return this.track(() => this.openDriveNow(options));
+  }
+
+  private async openDriveNow(options: DriveOptions): Promise<Drive> {
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+      throw new BlockError('EINVAL', 'options: must be an object with a \'driver\'', { field: 'options' });
+    }
+    const { id: askedId, throttle, rerror, werror, ...nodeOptions } = options;
     const limits = throttle === undefined ? undefined : parseOptions(throttleOptionsSchema, throttle, 'throttle');
+    const policy = {
+      rerror: rerror === undefined ? undefined : parseOptions(rerrorSchema, rerror, 'rerror'),
+      werror: werror === undefined ? undefined : parseOptions(werrorSchema, werror, 'werror'),
+    };
     let id: string;
     if (askedId !== undefined) {
       const parsed = driveIdSchema.safeParse(askedId);
@@ -76,18 +104,24 @@ export class BlockLayer {
       while (this.drives.has(id));
     }
     if (this.drives.has(id)) throw new BlockError('EINVAL', `id: a drive named '${id}' already exists`, { field: 'id' });
-    const node = await this.openNode(nodeOptions as NodeOptions);
-    if (this.drives.has(id)) {
+    const node = await openNode({ registry: this.drivers, clock: this.clock, nodeNames: this.nodeNames }, nodeOptions as NodeOptions);
+    if (this.closed || this.drives.has(id)) {
       await node.unref();
+      if (this.closed) throw this.closedError('openDrive');
       throw new BlockError('EINVAL', `id: a drive named '${id}' already exists`, { field: 'id' });
     }
-    const drive = new Drive(id, node, {
-      clock: this.clock,
-      groups: this.groups,
-      forget: (d) => {
-        if (this.drives.get(d.id) === d) this.drives.delete(d.id);
+    const drive = new Drive(
+      id,
+      node,
+      {
+        clock: this.clock,
+        groups: this.groups,
+        forget: (d) => {
+          if (this.drives.get(d.id) === d) this.drives.delete(d.id);
+        },
       },
-    });
+      policy,
+    );
     this.drives.set(id, drive);
     if (limits !== undefined) {
       try {
@@ -100,8 +134,28 @@ export class BlockLayer {
     return drive;
   }
 
+  /** Runs an open so that close() can wait for it; refuses it once the layer is closing. */
+  private track<T>(open: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(this.closedError('open'));
+    const p = open();
+    this.opening.add(p);
+    const forget = () => this.opening.delete(p);
+    p.then(forget, forget);
+    return p;
+  }
+
+  private closedError(what: string): BlockError {
+    return new BlockError('ECLOSED', `${what}: the block layer is closed`);
+  }
+
+  /** True once close() was called: opens are refused, drives opening meanwhile are closed. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   /** Creates a named throttle group with limits (QEMU object-add throttle-group); drives and throttle nodes join it by name. */
   createThrottleGroup(name: string, limits: ThrottleLimits = {}): ThrottleGroup {
+    if (this.closed) throw this.closedError('createThrottleGroup');
     return this.groups.create(name, limits);
   }
 
@@ -125,8 +179,13 @@ export class BlockLayer {
     return [...this.drives.values()];
   }
 
-  /** Closes every drive. */
+  /**
+   * Closes the layer: refuses new opens, waits for opens in progress (what they open is closed
+   * and they fail with ECLOSED), then closes every drive.
+   */
   async close(): Promise<void> {
+    this.closed = true;
+    while (this.opening.size > 0) await Promise.allSettled([...this.opening]);
     await Promise.all([...this.drives.values()].map((d) => d.close()));
   }
 
@@ -139,7 +198,7 @@ let defaultLayer: BlockLayer | undefined;
 
 /** The process-wide layer used by {@link openDrive}. */
 export function getDefaultLayer(): BlockLayer {
-  defaultLayer ??= new BlockLayer();
+  if (defaultLayer === undefined || defaultLayer.isClosed) defaultLayer = new BlockLayer();
   return defaultLayer;
 }
 

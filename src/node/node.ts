@@ -1,5 +1,6 @@
 import { BlockError } from '../errors.js';
 import type { BlockDriver, BlockStatus, DriverInstance } from './driver.js';
+import { runPieces } from './pieces.js';
 
 interface TrackedWrite {
   start: number;
@@ -237,21 +238,17 @@ export class BlockNode {
   private readAligned(offset: number, buffer: Uint8Array): Promise<void> {
     const max = this.maxTransfer;
     if (max === 0 || buffer.length <= max) return this.instance.read(offset, buffer);
-    const parts: Promise<void>[] = [];
-    for (let pos = 0; pos < buffer.length; pos += max) {
-      parts.push(this.instance.read(offset + pos, buffer.subarray(pos, Math.min(buffer.length, pos + max))));
-    }
-    return Promise.all(parts).then(() => undefined);
+    return runPieces(Math.ceil(buffer.length / max), (i) =>
+      this.instance.read(offset + i * max, buffer.subarray(i * max, Math.min(buffer.length, (i + 1) * max))),
+    );
   }
 
   private writeAligned(offset: number, data: Uint8Array): Promise<void> {
     const max = this.maxTransfer;
     if (max === 0 || data.length <= max) return this.instance.write(offset, data);
-    const parts: Promise<void>[] = [];
-    for (let pos = 0; pos < data.length; pos += max) {
-      parts.push(this.instance.write(offset + pos, data.subarray(pos, Math.min(data.length, pos + max))));
-    }
-    return Promise.all(parts).then(() => undefined);
+    return runPieces(Math.ceil(data.length / max), (i) =>
+      this.instance.write(offset + i * max, data.subarray(i * max, Math.min(data.length, (i + 1) * max))),
+    );
   }
 
   private async zeroAligned(offset: number, length: number): Promise<void> {

@@ -161,27 +161,44 @@ export const qcow2Driver = defineDriver({
       length: () => size,
       async read(offset, buffer) {
         // Data reads run in parallel; each gets a handler at once so a failure is never unhandled
-        // while later extents are being mapped (Promise.all below still rejects with it).
+        // while later extents are being mapped. After a failure no further read is issued, and
+        // the request settles only when every issued read has (QEMU: after all of its parts).
         const pending: Promise<void>[] = [];
+        let failed = false;
+        let failure: unknown;
         const start = (p: Promise<void>) => {
-          p.catch(() => undefined);
+          p.catch((e) => {
+            if (!failed) {
+              failed = true;
+              failure = e;
+            }
+          });
           pending.push(p);
         };
         let pos = 0;
-        while (pos < buffer.length) {
-          const m = await tables.map(offset + pos, buffer.length - pos);
-          const part = buffer.subarray(pos, pos + m.length);
-          if (m.kind === 'data') start(readClamped(data, m.host, part));
-          else if (m.kind === 'zero') part.fill(0);
-          else if (m.kind === 'unallocated') start(readBacking(offset + pos, part));
-          else {
-            const cluster = await compressed(m.host, m.compressedSize);
-            const from = offset + pos - m.clusterStart;
-            part.set(cluster.subarray(from, from + m.length));
+        try {
+          while (pos < buffer.length && !failed) {
+            const m = await tables.map(offset + pos, buffer.length - pos);
+            const part = buffer.subarray(pos, pos + m.length);
+            if (m.kind === 'data') start(readClamped(data, m.host, part));
+            else if (m.kind === 'zero') part.fill(0);
+            else if (m.kind === 'unallocated') start(readBacking(offset + pos, part));
+            else {
+              const cluster = await compressed(m.host, m.compressedSize);
+              const from = offset + pos - m.clusterStart;
+              part.set(cluster.subarray(from, from + m.length));
+            }
+            pos += m.length;
           }
-          pos += m.length;
+        } catch (e) {
+          // a mapping or decompression failure: still wait for the reads already issued
+          if (!failed) {
+            failed = true;
+            failure = e;
+          }
         }
-        await Promise.all(pending);
+        await Promise.allSettled(pending);
+        if (failed) throw failure;
       },
       write: () => Promise.reject(new BlockError('EROFS', 'qcow2 is read-only here', { node: nodeName })),
       flush: async () => {},
