@@ -397,9 +397,11 @@ export class Drive extends EventEmitter<DriveEvents> {
       const action = error.code === 'ECANCELED' ? 'report' : this.actionFor(op, error);
       if (action === 'report') this.accounting.failedOp(OP_KINDS[op], start, this.clock.now());
       if (error.code !== 'ECANCELED') this.emitIoError(op, offset, length, error, action);
-      this.leave();
-      if (action === 'stop') return this.park({ op, offset, payload, length, start, seq, error, resolve: undefined!, reject: undefined! });
-      if (action === 'report') throw error;
+      if (action !== 'ignore') {
+        this.leave();
+        if (action === 'stop') return this.park({ op, offset, payload, length, start, seq, error, resolve: undefined!, reject: undefined! });
+        throw error;
+      }
       // 'ignore': the request completes as if it had succeeded (QEMU's rerror/werror=ignore).
     }
     this.done(op, offset, length, start);

@@ -1,5 +1,16 @@
 export { type Clock, type ClockTimer, RealClock, VirtualClock } from './clock.js';
-export { Drive, type DriveEvents, type DriveHost, type DriveLimits, type IoErrorEvent, type IoOperation, type RequestOptions } from './drive.js';
+export {
+  Drive,
+  type DriveEvents,
+  type DriveHost,
+  type DriveLimits,
+  type ErrorAction,
+  type ErrorPolicy,
+  type IoErrorEvent,
+  type IoOperation,
+  type IoStatus,
+  type RequestOptions,
+} from './drive.js';
 export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, rbdDriver } from './drivers/index.js';
 export {
   isRbdImage,
