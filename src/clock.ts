@@ -14,6 +14,13 @@ export interface Clock {
   setTimer(deadlineNs: number, callback: () => void): ClockTimer;
 }
 
+/**
+ * Longest delay handed to one setTimeout. Node (like browsers) turns a delay above 2^31-1 ms
+ * (~24.8 days) into 1 ms; a longer wait is armed in steps of at most this, each step
+ * re-reading the clock, so the timer still fires at its deadline and never before.
+ */
+const MAX_TIMEOUT_MS = 2 ** 30;
+
 /** The real monotonic clock (performance.now) and Node timers. */
 export class RealClock implements Clock {
   // performance.now() starts near zero for each process, so ns values stay far below 2^53.
@@ -22,15 +29,35 @@ export class RealClock implements Clock {
   }
 
   setTimer(deadlineNs: number, callback: () => void): ClockTimer {
-    const delayNs = deadlineNs - this.now();
     // Due now: the next loop turn (setTimeout(0) would wait a whole millisecond).
-    if (delayNs <= 0) {
+    if (deadlineNs - this.now() <= 0) {
       const immediate = setImmediate(callback);
       return { cancel: () => clearImmediate(immediate) };
     }
-    // Node timers fire in whole milliseconds; round up so a timer never fires before its deadline.
-    const handle = setTimeout(callback, Math.ceil(delayNs / 1e6));
-    return { cancel: () => clearTimeout(handle) };
+    // The handle of the step armed now; a re-arm replaces it, so cancel clears the current one.
+    let handle: ReturnType<typeof setTimeout> | null = null;
+    const arm = () => {
+      const delayNs = deadlineNs - this.now();
+      if (delayNs <= 0) {
+        handle = null;
+        callback();
+        return;
+      }
+      // Node timers fire in whole milliseconds; round up so a timer never fires before its deadline.
+      const delayMs = Math.ceil(delayNs / 1e6);
+      handle = delayMs > MAX_TIMEOUT_MS ? setTimeout(arm, MAX_TIMEOUT_MS) : setTimeout(fire, delayMs);
+    };
+    const fire = () => {
+      handle = null;
+      callback();
+    };
+    arm();
+    return {
+      cancel: () => {
+        if (handle !== null) clearTimeout(handle);
+        handle = null;
+      },
+    };
   }
 }
 

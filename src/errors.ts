@@ -11,7 +11,17 @@ export type BlockErrorCode =
   | 'ENOTSUP' // feature or operation not supported
   | 'ECANCELED' // request aborted before it reached the driver
   | 'ECLOSED' // drive or node already closed (or closing)
-  | 'EBUSY'; // object still in use
+  | 'EBUSY' // object still in use
+  | 'EISDIR' // a directory where a file or device was expected
+  | 'ENOTDIR' // a component of the path is not a directory
+  | 'ELOOP' // too many symbolic links while resolving the path
+  | 'ENAMETOOLONG' // the path, or one of its components, is too long
+  | 'EMFILE' // out of file descriptors, in the process or in the whole system
+  | 'EFBIG' // file, size or offset too large for the host or the file system
+  | 'EEXIST' // file or object already exists
+  | 'ENXIO' // device or address not there (device gone, no such device)
+  | 'EBADF' // file descriptor not open, or not open for this access
+  | 'ENOMEM'; // the host is out of memory
 
 /** Where an error happened: which node, file, field, offset. */
 export interface BlockErrorContext {
@@ -55,7 +65,9 @@ export function isBlockError(e: unknown, code?: BlockErrorCode): e is BlockError
   return e instanceof BlockError && (code === undefined || e.code === code);
 }
 
-const ERRNO_CODES: Record<string, BlockErrorCode> = {
+/** Node.js errno names to codes: an errno names its own code, or the one code of its kind. */
+const ERRNO_CODES: Readonly<Record<string, BlockErrorCode>> = {
+  EIO: 'EIO',
   ENOENT: 'ENOENT',
   EACCES: 'EACCES',
   EPERM: 'EACCES',
@@ -63,18 +75,45 @@ const ERRNO_CODES: Record<string, BlockErrorCode> = {
   ENOSPC: 'ENOSPC',
   EDQUOT: 'ENOSPC',
   EINVAL: 'EINVAL',
+  // Seeking where no seek is possible (a pipe or socket): the file is of the wrong kind.
+  ESPIPE: 'EINVAL',
   ENOTSUP: 'ENOTSUP',
   EOPNOTSUPP: 'ENOTSUP',
+  ENOSYS: 'ENOTSUP',
+  ENOTTY: 'ENOTSUP',
+  // No lock records left: locking is unavailable here, not held by someone else.
+  ENOLCK: 'ENOTSUP',
   EAGAIN: 'ELOCKED',
   EWOULDBLOCK: 'ELOCKED',
   EBUSY: 'EBUSY',
+  ETXTBSY: 'EBUSY',
+  ECANCELED: 'ECANCELED',
+  EISDIR: 'EISDIR',
+  ENOTDIR: 'ENOTDIR',
+  ELOOP: 'ELOOP',
+  ENAMETOOLONG: 'ENAMETOOLONG',
+  EMFILE: 'EMFILE',
+  ENFILE: 'EMFILE',
+  EFBIG: 'EFBIG',
+  EOVERFLOW: 'EFBIG',
+  EEXIST: 'EEXIST',
+  ENXIO: 'ENXIO',
+  ENODEV: 'ENXIO',
+  EBADF: 'EBADF',
+  ENOMEM: 'ENOMEM',
+  ENOBUFS: 'ENOMEM',
 };
+
+/** The BlockError code for a Node.js errno name (`'ELOOP'` → `'ELOOP'`); `EIO` for an errno the table does not know. */
+export function codeForErrno(errno: string): BlockErrorCode {
+  return Object.hasOwn(ERRNO_CODES, errno) ? ERRNO_CODES[errno] : 'EIO';
+}
 
 /** Wraps a Node.js errno error (or anything thrown) into a BlockError, keeping context. */
 export function fromErrno(e: unknown, what: string, context: BlockErrorContext = {}): BlockError {
   if (e instanceof BlockError) return e;
   const errno = (e as NodeJS.ErrnoException | undefined)?.code;
-  const code = (errno && ERRNO_CODES[errno]) || 'EIO';
+  const code = typeof errno === 'string' ? codeForErrno(errno) : 'EIO';
   const detail = e instanceof Error ? e.message : String(e);
   return new BlockError(code, `${what}: ${detail}`, { ...context, cause: e });
 }

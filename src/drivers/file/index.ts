@@ -38,16 +38,33 @@ export const fileDriver = defineDriver({
   async open({ options, readOnly, nodeName }): Promise<DriverInstance> {
     const { filename, locking } = options;
     const ctx = { node: nodeName, path: filename, field: 'filename' };
+    const how = readOnly ? '' : ' read-write';
+    // Look before opening: open(2) on a FIFO without a writer blocks, holding a libuv worker.
+    let stats: fs.Stats;
+    try {
+      stats = await fs.promises.stat(filename);
+    } catch (e) {
+      throw fromErrno(e, `could not open '${filename}'${how}`, ctx);
+    }
+    refuseKind(stats, filename, ctx);
+    // O_NONBLOCK closes the race with a FIFO swapped in after the stat: its open cannot block
+    // then, and the fstat below refuses it. Regular files and block devices ignore the flag for
+    // I/O (reads and writes go through the page cache and wait as usual), so it stays set.
+    const flags = (readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | (fs.constants.O_NONBLOCK ?? 0);
     let fd: number;
     try {
       fd = await new Promise<number>((resolve, reject) =>
-        fs.open(filename, readOnly ? 'r' : 'r+', (err, f) => (err ? reject(err) : resolve(f))),
+        fs.open(filename, flags, (err, f) => (err ? reject(err) : resolve(f))),
       );
     } catch (e) {
-      throw fromErrno(e, `could not open '${filename}'${readOnly ? '' : ' read-write'}`, ctx);
+      throw fromErrno(e, `could not open '${filename}'${how}`, ctx);
     }
     const closeFd = () => new Promise<void>((resolve) => fs.close(fd, () => resolve()));
     try {
+      const opened = await new Promise<fs.Stats>((resolve, reject) =>
+        fs.fstat(fd, (err, st) => (err ? reject(err) : resolve(st))),
+      );
+      refuseKind(opened, filename, ctx);
       if (locking !== 'off') {
         try {
           await lock(fd, !readOnly);
@@ -66,13 +83,32 @@ export const fileDriver = defineDriver({
       }
       // SEEK_END also gives the size of block devices, where fstat says 0.
       const size = await seek(fd, 0, SEEK_END);
+      if (!Number.isSafeInteger(size) || size < 0) {
+        throw new BlockError('EFBIG', `'${filename}' has a size of ${size} bytes, beyond 2^53`, ctx);
+      }
       return fileInstance(fd, size, filename, closeFd);
     } catch (e) {
       await closeFd();
-      throw e instanceof BlockError ? e : fromErrno(e, `could not open '${filename}'`, ctx);
+      throw e instanceof BlockError ? e : fromErrno(e, `could not open '${filename}'${how}`, ctx);
     }
   },
 });
+
+/** Refuses what the file driver cannot serve: only regular files and block devices are disks. */
+function refuseKind(stats: fs.Stats, filename: string, ctx: { node: string; path: string; field: string }): void {
+  if (stats.isFile() || stats.isBlockDevice()) return;
+  if (stats.isDirectory()) {
+    throw new BlockError('EISDIR', `'${filename}' is a directory; the 'file' driver needs a regular file or a block device`, ctx);
+  }
+  const kind = stats.isFIFO()
+    ? 'a FIFO'
+    : stats.isSocket()
+      ? 'a socket'
+      : stats.isCharacterDevice()
+        ? 'a character device'
+        : 'neither a file nor a device';
+  throw new BlockError('EINVAL', `'${filename}' is ${kind}; the 'file' driver needs a regular file or a block device`, ctx);
+}
 
 function fileInstance(fd: number, size: number, filename: string, closeFd: () => Promise<void>): DriverInstance {
   const readAt = (offset: number, buffer: Uint8Array, done: number, resolve: () => void, reject: (e: unknown) => void) => {
