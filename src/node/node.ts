@@ -106,8 +106,10 @@ export class BlockNode {
 
   /** Fills `buffer` from `offset`. */
   read(offset: number, buffer: Uint8Array): Promise<void> {
+    if (!(buffer instanceof Uint8Array)) return Promise.reject(new BlockError('EINVAL', `read: buffer must be a Uint8Array`, { node: this.name, offset }));
     const length = buffer.length;
-    this.checkRange('read', offset, length);
+    const refused = this.refused('read', offset, length, false);
+    if (refused) return refused;
     if (length === 0) return Promise.resolve();
     if (this.isAligned(offset, length)) return this.readAligned(offset, buffer);
     return this.readUnaligned(offset, buffer);
@@ -115,9 +117,10 @@ export class BlockNode {
 
   /** Writes `data` at `offset`. */
   write(offset: number, data: Uint8Array): Promise<void> {
+    if (!(data instanceof Uint8Array)) return Promise.reject(new BlockError('EINVAL', `write: data must be a Uint8Array`, { node: this.name, offset }));
     const length = data.length;
-    this.checkRange('write', offset, length);
-    this.checkWritable('write', offset);
+    const refused = this.refused('write', offset, length, true);
+    if (refused) return refused;
     if (length === 0) return Promise.resolve();
     if (this.tracked === null) return this.writeAligned(offset, data);
     return this.serialised(offset, length, () =>
@@ -127,8 +130,8 @@ export class BlockNode {
 
   /** Makes a range read as zeros. */
   writeZeroes(offset: number, length: number): Promise<void> {
-    this.checkRange('write-zeroes', offset, length);
-    this.checkWritable('write-zeroes', offset);
+    const refused = this.refused('write-zeroes', offset, length, true);
+    if (refused) return refused;
     if (length === 0) return Promise.resolve();
     if (this.tracked === null) return this.zeroAligned(offset, length);
     return this.serialised(offset, length, async () => {
@@ -142,8 +145,8 @@ export class BlockNode {
 
   /** Drops a range (only its aligned part, as QEMU does). */
   discard(offset: number, length: number): Promise<void> {
-    this.checkRange('discard', offset, length);
-    this.checkWritable('discard', offset);
+    const refused = this.refused('discard', offset, length, true);
+    if (refused) return refused;
     const { start, end } = this.split(offset, length);
     if (end <= start) return Promise.resolve();
     return this.instance.discard(start, end - start);
@@ -151,7 +154,7 @@ export class BlockNode {
 
   /** Makes completed writes durable. */
   flush(): Promise<void> {
-    this.assertOpen();
+    if (this.closed) return Promise.reject(this.closedError());
     if (this.readOnly) return Promise.resolve();
     return this.instance.flush();
   }
@@ -202,7 +205,7 @@ export class BlockNode {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new BlockError('ECLOSED', `node ${this.name} is closed`, { node: this.name });
+    if (this.closed) throw this.closedError();
   }
 
   private checkRange(op: string, offset: number, length: number): void {
@@ -222,6 +225,21 @@ export class BlockNode {
         length,
       });
     }
+  }
+
+  /** The rejected promise for a request that is out of range or writes a read-only node, else null: nodes never throw synchronously. */
+  private refused(op: string, offset: number, length: number, writes: boolean): Promise<never> | null {
+    try {
+      this.checkRange(op, offset, length);
+      if (writes) this.checkWritable(op, offset);
+      return null;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private closedError(): BlockError {
+    return new BlockError('ECLOSED', `node ${this.name} is closed`, { node: this.name });
   }
 
   private checkWritable(op: string, offset: number): void {

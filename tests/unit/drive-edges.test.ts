@@ -123,6 +123,24 @@ describe('Drive entry points refuse bad input with a rejected promise and count 
   });
 });
 
+describe('BlockNode entry points reject instead of throwing', () => {
+  it('out-of-range, wrong buffer type, read-only and closed requests come back as rejected promises', async () => {
+    const layer = new BlockLayer();
+    const node = await layer.openNode({ driver: 'memory', size: 512 });
+    await expect(call(() => node.read(-1, new Uint8Array(1)))).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(call(() => node.write(0, 'x' as unknown as Uint8Array))).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(call(() => node.writeZeroes(500, 100))).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(call(() => node.discard(0, Number.NaN))).rejects.toMatchObject({ code: 'EINVAL' });
+    const ro = await layer.openNode({ driver: 'memory', size: 512, readOnly: true });
+    await expect(call(() => ro.write(0, new Uint8Array(1)))).rejects.toMatchObject({ code: 'EROFS' });
+    await node.unref();
+    await expect(call(() => node.flush())).rejects.toMatchObject({ code: 'ECLOSED' });
+    await expect(call(() => node.read(0, new Uint8Array(1)))).rejects.toMatchObject({ code: 'ECLOSED' });
+    await ro.unref();
+    await layer.close();
+  });
+});
+
 describe('drained sections (QEMU bdrv_drained_begin/end)', () => {
   it('drain finishes while callers keep submitting: new requests wait, then go, none is lost', async () => {
     const clock = new VirtualClock();
