@@ -266,4 +266,10 @@ describe('-f/--format', () => {
     }
     expect(fs.existsSync(path.join(dir, 'o.raw'))).toBe(false);
   });
+
+  it('-f qcow2 on an rbd: target is refused by name, not silently ignored', () => {
+    const r = cli('info', '-f', 'qcow2', 'rbd:pool/image');
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/format 'qcow2' over rbd is not supported/);
+  });
 });
