@@ -11,6 +11,9 @@ import type { DriveOptions } from './layer.js';
 export async function targetOptions(target: string, opts: { format?: string; snapshot?: string } = {}): Promise<DriveOptions> {
   if (target.startsWith('rbd:')) {
     const o = parseRbdFilename(target) as DriveOptions;
+    if (opts.format !== undefined && opts.format !== 'raw') {
+      throw new BlockError('ENOTSUP', `format '${opts.format}' over rbd is not supported (rbd images are raw)`, { field: 'format' });
+    }
     if (opts.snapshot !== undefined) o.snapshot = opts.snapshot;
     if (o.snapshot !== undefined) o.readOnly = true;
     return o;

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { BlockLayer } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
-import { humanSize, targetOptions } from './target.js';
+import { checkFormat, formatOption, humanSize, targetOptions } from './target.js';
 
 /** One image of a chain, as `info` shows it. */
 function describe(node: BlockNode): Record<string, unknown> {
@@ -59,16 +59,17 @@ function text(d: Record<string, unknown>): string {
   return lines.join('\n');
 }
 
-/** `blocklayer info IMAGE [--json] [--snapshot S] [--format F] [--backing-chain]`: like qemu-img info. */
+/** `blocklayer info [-f FMT] IMAGE [--json] [--snapshot S] [--backing-chain]`: like qemu-img info (`-f`: no probing). */
 export async function infoCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { json: { type: 'boolean' }, snapshot: { type: 'string' }, format: { type: 'string', short: 'f' }, 'backing-chain': { type: 'boolean' } },
+    options: { json: { type: 'boolean' }, snapshot: { type: 'string' }, ...formatOption, 'backing-chain': { type: 'boolean' } },
   });
-  if (positionals.length !== 1) throw new Error('usage: blocklayer info IMAGE [--json] [--snapshot S] [--format F] [--backing-chain]');
+  if (positionals.length !== 1) throw new Error('usage: blocklayer info [-f FMT] IMAGE [--json] [--snapshot S] [--backing-chain]');
+  const format = checkFormat(values.format);
   const layer = new BlockLayer();
-  const drive = await layer.openDrive(await targetOptions(positionals[0], values));
+  const drive = await layer.openDrive(await targetOptions(positionals[0], { format, snapshot: values.snapshot }));
   try {
     const chain: Record<string, unknown>[] = [];
     for (let node: BlockNode | undefined = drive.node; node; node = values['backing-chain'] ? node.child('backing') : undefined) chain.push(describe(node));

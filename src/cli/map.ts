@@ -1,13 +1,14 @@
 import { parseArgs } from 'node:util';
 import { BlockLayer } from '../layer.js';
-import { targetOptions } from './target.js';
+import { checkFormat, formatOption, targetOptions } from './target.js';
 
-/** `blocklayer map IMAGE [--snapshot S]`: the allocation map in `qemu-img map --output=json` form. */
+/** `blocklayer map [-f FMT] IMAGE [--snapshot S]`: the allocation map in `qemu-img map --output=json` form. */
 export async function mapCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { snapshot: { type: 'string' }, format: { type: 'string', short: 'f' } } });
-  if (positionals.length !== 1) throw new Error('usage: blocklayer map IMAGE [--snapshot S] [--format F]');
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { snapshot: { type: 'string' }, ...formatOption } });
+  if (positionals.length !== 1) throw new Error('usage: blocklayer map [-f FMT] IMAGE [--snapshot S]');
+  const format = checkFormat(values.format);
   const layer = new BlockLayer();
-  const drive = await layer.openDrive(await targetOptions(positionals[0], values));
+  const drive = await layer.openDrive(await targetOptions(positionals[0], { format, snapshot: values.snapshot }));
   try {
     const lines = (await drive.blockStatusMap()).map((e) => {
       const o: Record<string, unknown> = { start: e.offset, length: e.length, depth: e.depth, present: e.allocated, zero: e.zero, data: e.data };

@@ -1,4 +1,19 @@
+import { BlockError } from '../errors.js';
+
 export { targetOptions } from '../image.js';
+
+/** Image formats `-f/--format` accepts (qemu-img's `-f`: the format is used as given, no probing). */
+export const FORMATS = ['raw', 'qcow2'] as const;
+
+/** The `-f/--format` option as parseArgs declares it, the same for every command. */
+export const formatOption = { format: { type: 'string', short: 'f' } } as const;
+
+/** Checks a `-f/--format` value: undefined (probe) or one of {@link FORMATS}. */
+export function checkFormat(format: string | undefined): (typeof FORMATS)[number] | undefined {
+  if (format === undefined) return undefined;
+  if ((FORMATS as readonly string[]).includes(format)) return format as (typeof FORMATS)[number];
+  throw new BlockError('EINVAL', `-f/--format: unknown image format '${format}' (known: ${FORMATS.join(', ')})`, { field: 'format' });
+}
 
 /** Bytes with binary units, as qemu-img prints them ("2 MiB (2097152 bytes)"). */
 export function humanSize(n: number): string {

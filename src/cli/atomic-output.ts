@@ -1,0 +1,251 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import fsExt from 'fs-ext';
+import { BlockError, fromErrno } from '../errors.js';
+
+/** Exit codes of a command stopped by a signal, as a shell reports them (128 + signal number). */
+const SIGNAL_EXIT: Record<'SIGINT' | 'SIGTERM', number> = { SIGINT: 130, SIGTERM: 143 };
+
+/** Symlinks followed on the output path before giving up (Linux's own limit). */
+const MAX_SYMLINKS = 40;
+
+/** A command stopped by SIGINT or SIGTERM after it cleaned up; `exitCode` is what the shell expects. */
+export class InterruptedError extends BlockError {
+  readonly signal: 'SIGINT' | 'SIGTERM';
+  readonly exitCode: number;
+
+  constructor(signal: 'SIGINT' | 'SIGTERM', message: string) {
+    super('ECANCELED', message);
+    this.signal = signal;
+    this.exitCode = SIGNAL_EXIT[signal];
+  }
+}
+
+/** The temporary file a command writes; it becomes the target only when the command succeeds. */
+export interface OutputFile {
+  /** The target as given. */
+  readonly target: string;
+  /** The file the rename replaces (the target with symlinks of its last component followed). */
+  readonly path: string;
+  /** The temporary file beside it. */
+  readonly tempPath: string;
+  /** Aborted on SIGINT or SIGTERM: check it between steps. */
+  readonly signal: AbortSignal;
+  /** Writes all of `data` at `offset` (short writes continued); errors are BlockErrors naming the target. */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Sets the file's length (sparse). */
+  truncate(length: number): Promise<void>;
+}
+
+/** Options of {@link writeAtomically}. */
+export interface AtomicOutputOptions {
+  /** Files the command reads: the target must not be one of them (same device and inode). */
+  readonly inputs?: readonly string[];
+  /** The command's input as the user named it (for messages, when the clash is a file it reads, e.g. a backing file). */
+  readonly input?: string;
+  /** Abort on SIGINT/SIGTERM, remove the temporary file and reject with {@link InterruptedError} (default true). */
+  readonly handleSignals?: boolean;
+}
+
+/** The final path a write to `target` lands on: symlinks of the last component followed, also dangling ones. */
+async function resolveTarget(target: string): Promise<string> {
+  let p = path.resolve(target);
+  for (let i = 0; ; i++) {
+    let st: fs.Stats;
+    try {
+      st = await fsp.lstat(p);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return p;
+      throw fromErrno(e, `could not examine '${target}'`, { path: target, field: 'output' });
+    }
+    if (!st.isSymbolicLink()) return p;
+    if (i >= MAX_SYMLINKS) throw new BlockError('EINVAL', `'${target}': too many levels of symbolic links`, { path: target, field: 'output' });
+    p = path.resolve(path.dirname(p), await fsp.readlink(p));
+  }
+}
+
+async function statOrUndefined(p: string): Promise<fs.Stats | undefined> {
+  try {
+    return await fsp.stat(p);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw fromErrno(e, `could not examine '${p}'`, { path: p });
+  }
+}
+
+/** Refuses when the existing target is one of the inputs (compared by device and inode, so symlinks and hard links count). */
+async function refuseInputs(target: string, resolved: string, st: fs.Stats, inputs: readonly string[], named?: string): Promise<void> {
+  for (const input of inputs) {
+    const s = await statOrUndefined(input);
+    if (s && s.dev === st.dev && s.ino === st.ino) {
+      const via = resolved !== path.resolve(target) ? ` (which is '${resolved}')` : '';
+      const what = named === undefined || named === input ? `the input '${input}'` : `'${input}', read by the input '${named}'`;
+      throw new BlockError('EINVAL', `refusing to write '${target}'${via}: it is ${what} and would be destroyed`, {
+        path: target,
+        field: 'output',
+      });
+    }
+  }
+}
+
+function flock(fd: number, how: 'exnb' | 'un'): Promise<void> {
+  return new Promise((resolve, reject) => fsExt.flock(fd, how, (err) => (err ? reject(err) : resolve())));
+}
+
+/** Opens the existing target and takes an exclusive lock on it, as qemu-img does on its output. */
+async function lockTarget(target: string, resolved: string): Promise<FileHandle> {
+  let h: FileHandle;
+  try {
+    h = await fsp.open(resolved, 'r');
+  } catch (e) {
+    throw fromErrno(e, `could not open '${target}'`, { path: target, field: 'output' });
+  }
+  try {
+    await flock(h.fd, 'exnb');
+  } catch (e) {
+    await h.close();
+    const errno = (e as NodeJS.ErrnoException).code;
+    if (errno === 'EAGAIN' || errno === 'EWOULDBLOCK') {
+      throw new BlockError('ELOCKED', `failed to get write lock on '${target}': is another process using the image?`, { path: target, cause: e });
+    }
+    // File systems without flock: go on unlocked, as the file driver's `locking: auto` does.
+  }
+  return h;
+}
+
+/**
+ * Runs `write` on a temporary file beside `target` and renames it onto the target only when
+ * `write` resolves (after fsync), so the target is either the complete new content or what it
+ * was before: never truncated early, never a silent partial file. Refuses a target that is one
+ * of `inputs`; locks an existing target exclusively while working. On failure or SIGINT/SIGTERM
+ * the temporary file is removed and the error says so.
+ */
+export async function writeAtomically<T>(target: string, write: (out: OutputFile) => Promise<T>, options: AtomicOutputOptions = {}): Promise<T> {
+  const resolved = await resolveTarget(target);
+  const existing = await statOrUndefined(resolved);
+  if (existing && !existing.isFile()) {
+    throw new BlockError('EINVAL', `'${target}' is not a regular file: only regular files are written (through a temporary file)`, { path: target, field: 'output' });
+  }
+  if (existing) await refuseInputs(target, resolved, existing, options.inputs ?? [], options.input);
+  const lock = existing ? await lockTarget(target, resolved) : undefined;
+
+  const tempPath = path.join(path.dirname(resolved), `.${path.basename(resolved)}.blocklayer-${randomBytes(4).toString('hex')}.tmp`);
+  let handle: FileHandle | undefined;
+  const controller = new AbortController();
+  let caught: 'SIGINT' | 'SIGTERM' | undefined;
+  const untouched = existing ? `'${target}' left unchanged` : `'${target}' not created`;
+  const onSignal = (sig: 'SIGINT' | 'SIGTERM') => {
+    if (caught) {
+      // A second signal: the work did not stop in time; clean up now and leave.
+      try {
+        fs.rmSync(tempPath, { force: true });
+        process.stderr.write(`interrupted again; removed partial output '${tempPath}'; ${untouched}\n`);
+      } finally {
+        process.exit(SIGNAL_EXIT[sig]);
+      }
+    }
+    caught = sig;
+    controller.abort(new InterruptedError(sig, `interrupted by ${sig}`));
+  };
+  const onInt = () => onSignal('SIGINT');
+  const onTerm = () => onSignal('SIGTERM');
+  const handleSignals = options.handleSignals ?? true;
+  if (handleSignals) {
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+  }
+  const ctx = { path: target, field: 'output' };
+  try {
+    try {
+      handle = await fsp.open(tempPath, 'wx', existing ? existing.mode & 0o7777 : 0o666);
+    } catch (e) {
+      throw fromErrno(e, `could not create '${tempPath}' for '${target}'`, ctx);
+    }
+    const h = handle;
+    const out: OutputFile = {
+      target,
+      path: resolved,
+      tempPath,
+      signal: controller.signal,
+      async write(offset, data) {
+        controller.signal.throwIfAborted();
+        let done = 0;
+        while (done < data.length) {
+          let n: number;
+          try {
+            ({ bytesWritten: n } = await h.write(data, done, data.length - done, offset + done));
+          } catch (e) {
+            throw fromErrno(e, `could not write '${target}' at ${offset + done}`, { ...ctx, offset: offset + done, length: data.length - done });
+          }
+          if (n === 0) throw new BlockError('EIO', `could not write '${target}' at ${offset + done}: no progress`, { ...ctx, offset: offset + done });
+          done += n;
+        }
+      },
+      async truncate(length) {
+        try {
+          await h.truncate(length);
+        } catch (e) {
+          throw fromErrno(e, `could not set the size of '${target}' to ${length}`, { ...ctx, length });
+        }
+      },
+    };
+    const result = await write(out);
+    controller.signal.throwIfAborted();
+    try {
+      await h.sync();
+      handle = undefined;
+      await h.close();
+    } catch (e) {
+      throw fromErrno(e, `could not write '${target}'`, ctx);
+    }
+    controller.signal.throwIfAborted();
+    try {
+      await fsp.rename(tempPath, resolved);
+    } catch (e) {
+      throw fromErrno(e, `could not rename '${tempPath}' to '${target}'`, ctx);
+    }
+    await syncDir(path.dirname(resolved));
+    return result;
+  } catch (e) {
+    if (handle) await handle.close().catch(() => {});
+    let removed: string;
+    try {
+      await fsp.rm(tempPath, { force: true });
+      removed = `removed partial output '${tempPath}'; ${untouched}`;
+    } catch (rmError) {
+      removed = `could not remove partial output '${tempPath}': ${(rmError as Error).message}`;
+    }
+    if (caught) throw new InterruptedError(caught, `interrupted; ${removed}`);
+    const err = fromErrno(e, `could not write '${target}'`, ctx);
+    throw new BlockError(err.code, `${err.message} (${removed})`, {
+      ...(err.node === undefined ? {} : { node: err.node }),
+      ...(err.path === undefined ? {} : { path: err.path }),
+      ...(err.field === undefined ? {} : { field: err.field }),
+      ...(err.offset === undefined ? {} : { offset: err.offset }),
+      ...(err.length === undefined ? {} : { length: err.length }),
+      cause: e,
+    });
+  } finally {
+    if (handleSignals) {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+    }
+    if (lock) await lock.close().catch(() => {});
+  }
+}
+
+/** Makes the rename durable; file systems that cannot fsync a directory are tolerated. */
+async function syncDir(dir: string): Promise<void> {
+  let h: FileHandle | undefined;
+  try {
+    h = await fsp.open(dir, 'r');
+    await h.sync();
+  } catch {
+    // Best effort: the data itself is already synced.
+  } finally {
+    await h?.close().catch(() => {});
+  }
+}
