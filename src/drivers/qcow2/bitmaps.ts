@@ -1,5 +1,5 @@
 import { BlockError } from '../../errors.js';
-import type { Qcow2Header } from './header.js';
+import { cString, type Qcow2Header } from './header.js';
 import * as L from './limits.js';
 
 /** One persistent dirty bitmap, as listed in the bitmap directory (info only: bitmaps are not used for reads). */
@@ -21,12 +21,6 @@ const TABLE_RESERVED_HI = 0xff000000;
 const TABLE_RESERVED_LO = 0x000001fe;
 const TABLE_OFFSET_HI = 0x00ffffff;
 const TABLE_OFFSET_LO = 0xfffffe00;
-
-/** A C string of at most `len` bytes (it ends at the first NUL). */
-function cString(b: Buffer, at: number, len: number): string {
-  const end = b.indexOf(0, at);
-  return b.toString('utf8', at, end === -1 || end > at + len ? at + len : end);
-}
 
 /** Clusters a bitmap's table must have for a disk of `size` bytes (QEMU serializes the bits in 64-bit words). */
 export function bitmapTableClusters(size: number, granularityBits: number, clusterSize: number): number {

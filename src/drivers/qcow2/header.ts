@@ -177,8 +177,8 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
   return h;
 }
 
-/** A NUL-terminated string of at most `len` bytes (C semantics: it ends at the first NUL). */
-function cString(v: Buffer, at: number, len: number): string {
+/** A NUL-terminated string of at most `len` bytes (C semantics, as QEMU reads names: it ends at the first NUL). */
+export function cString(v: Buffer, at: number, len: number): string {
   const end = v.indexOf(0, at);
   return v.toString('utf8', at, end === -1 || end > at + len ? at + len : end);
 }

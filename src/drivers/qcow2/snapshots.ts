@@ -1,5 +1,5 @@
 import { BlockError } from '../../errors.js';
-import type { Qcow2Header } from './header.js';
+import { cString, type Qcow2Header } from './header.js';
 import * as L from './limits.js';
 
 /** One internal snapshot (what `qemu-img snapshot -l` lists). */
@@ -68,8 +68,8 @@ export async function readSnapshots(h: Qcow2Header, read: Reader): Promise<Qcow2
     if (extraSize >= 16) size = Number(buf.readBigUInt64BE(e + 8));
     const idAt = e + extraSize;
     out.push({
-      id: buf.toString('utf8', idAt, idAt + idSize),
-      name: buf.toString('utf8', idAt + idSize, idAt + idSize + nameSize),
+      id: cString(buf, idAt, idSize),
+      name: cString(buf, idAt + idSize, nameSize),
       size,
       date: { sec, nsec },
       vmClockNs,
