@@ -263,6 +263,22 @@ describe.skipIf(!available)('qcow2 header refusals match qemu-img', () => {
     }
   });
 
+  it("a data-file child for an image without an external data file is refused (QEMU: 'data-file' can only be set…)", async () => {
+    const q = spawnSync('qemu-img', ['convert', '-O', 'raw', '--image-opts', `driver=qcow2,file.filename=${p('plain.qcow2')},data-file.filename=${p('base.raw')}`, p('qemu-out.raw')], {
+      encoding: 'utf8',
+    });
+    expect(q.status).not.toBe(0);
+    expect(q.stderr).toMatch(/'data-file' can only be set for images with an external data file/);
+    const e = await layer
+      .openDrive({ driver: 'qcow2', file: { driver: 'file', filename: p('plain.qcow2') }, 'data-file': { driver: 'file', filename: p('base.raw') } })
+      .then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+    expect(e).toBeInstanceOf(BlockError);
+    expect(e).toMatchObject({ code: 'EINVAL', field: 'data-file' });
+  });
+
   it('a virtual size that is not a multiple of 512 is rounded down to whole sectors', async () => {
     const img = patched('plain.qcow2', 'odd-size.qcow2', (b) => b.writeBigUInt64BE(1048576n - 100n, 24));
     expect(qemuInfo(img).message).toMatch(/virtual size: .*\(1048064 bytes\)/);

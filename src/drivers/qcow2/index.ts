@@ -101,6 +101,9 @@ export const qcow2Driver = defineDriver({
 
     // External data file: given as a child, or named in the header.
     let dataNode = ctx.children.get('data-file');
+    if (dataNode && !h.hasDataFile) {
+      throw new BlockError('EINVAL', `data-file: can only be set for an image with an external data file`, { field: 'data-file', node: nodeName });
+    }
     if (!dataNode && h.incompatible & L.INCOMPAT_DATA_FILE) {
       if (h.dataFile === undefined) {
         throw new BlockError('EINVAL', `data-file: required: the image uses an external data file and its header names none`, { field: 'data-file', node: nodeName });
