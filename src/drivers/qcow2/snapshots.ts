@@ -28,7 +28,7 @@ const corrupt = (field: string, offset: number, message: string) =>
  * Reads the snapshot table as QEMU's qcow2_read_snapshots does. Fatal at open: extra data above
  * MAX_SNAPSHOT_EXTRA and a table above MAX_SNAPSHOT_TABLE_BYTES. Bytes past the end of the file
  * read as zeros. A snapshot's own L1 table is not checked here, only when the snapshot is
- * opened (snapshotL1), so a broken entry never keeps the active layer from opening.
+ * opened (checkSnapshotL1), so a broken entry never keeps the active layer from opening.
  */
 export async function readSnapshots(h: Qcow2Header, read: Reader): Promise<Qcow2Snapshot[]> {
   if (h.nbSnapshots === 0) return [];
