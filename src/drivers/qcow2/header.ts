@@ -6,6 +6,7 @@ export interface Qcow2Header {
   version: 2 | 3;
   clusterBits: number;
   clusterSize: number;
+  /** Virtual size in bytes, rounded down to whole 512-byte sectors as QEMU does. */
   size: number;
   backingFile?: string;
   backingFormat?: string;
@@ -28,6 +29,8 @@ export interface Qcow2Header {
   hasDataFile: boolean;
   /** Feature names from the feature name table: "incompatible:5" → name. */
   featureNames: Map<string, string>;
+  /** The bitmaps extension, when the bitmaps autoclear bit says it is valid (else ignored, as QEMU does). */
+  bitmaps?: { count: number; directoryOffset: number; directorySize: number };
 }
 
 const corrupt = (field: string, offset: number, message: string) =>
@@ -43,11 +46,12 @@ export function u64(buf: Uint8Array, at: number, field: string): number {
 }
 
 /**
- * Parses and validates the header cluster. `fileSize` bounds every offset; the buffer holds
- * at least the first cluster (or the whole file if smaller).
+ * Parses and validates the header cluster as QEMU's qcow2_do_open does, refusing what it
+ * refuses. `fileSize` bounds every offset; the buffer holds at least the first cluster (or the
+ * whole file if smaller: the rest of the cluster reads as zeros, as it does for QEMU).
  */
 export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
-  const v = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  let v = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (v.length < 72) throw corrupt('magic', 0, 'missing: file too short for a qcow2 header');
   if (v.readUInt32BE(0) !== L.QCOW2_MAGIC) throw corrupt('magic', 0, 'is not QFI\\xfb');
   const version = v.readUInt32BE(4);
@@ -57,6 +61,12 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
     throw corrupt('cluster_bits', 20, `${clusterBits} is outside ${L.MIN_CLUSTER_BITS}..${L.MAX_CLUSTER_BITS}`);
   }
   const clusterSize = 2 ** clusterBits;
+  if (v.length < clusterSize) {
+    // A file shorter than its header cluster: QEMU reads zeros past the end.
+    const padded = Buffer.alloc(clusterSize);
+    v.copy(padded);
+    v = padded;
+  }
   const hiSize = v.readUInt32BE(24);
   if (hiSize > 0x1fffff) {
     throw new BlockError('ENOTSUP', `qcow2 virtual size ${v.readBigUInt64BE(24)} exceeds 2^53 bytes, the largest offset this library addresses exactly`, {
@@ -64,20 +74,21 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
       offset: 24,
     });
   }
-  const size = hiSize * 2 ** 32 + v.readUInt32BE(28);
+  const headerSize = hiSize * 2 ** 32 + v.readUInt32BE(28);
   const cryptMethod = v.readUInt32BE(32);
   const h: Qcow2Header = {
     version,
     clusterBits,
     clusterSize,
-    size,
+    // QEMU counts whole sectors: a size that is not a multiple of 512 is rounded down.
+    size: headerSize - (headerSize % L.SECTOR_SIZE),
     cryptMethod,
     l1Size: v.readUInt32BE(36),
-    l1TableOffset: u64(buf, 40, 'l1_table_offset'),
-    refcountTableOffset: u64(buf, 48, 'refcount_table_offset'),
+    l1TableOffset: u64(v, 40, 'l1_table_offset'),
+    refcountTableOffset: u64(v, 48, 'refcount_table_offset'),
     refcountTableClusters: v.readUInt32BE(56),
     nbSnapshots: v.readUInt32BE(60),
-    snapshotsOffset: u64(buf, 64, 'snapshots_offset'),
+    snapshotsOffset: u64(v, 64, 'snapshots_offset'),
     incompatible: 0,
     compatible: 0,
     autoclear: 0,
@@ -89,7 +100,6 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
     featureNames: new Map(),
   };
   if (version === 3) {
-    if (v.length < 104) throw corrupt('header_length', 100, 'is beyond the end of the file');
     // Unknown compatible and autoclear bits (words at 80 and 88) are harmless for reading.
     const incHi = v.readUInt32BE(72);
     h.incompatible = v.readUInt32BE(76);
@@ -99,37 +109,23 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
     h.refcountOrder = v.readUInt32BE(96);
     h.headerLength = v.readUInt32BE(100);
     if (h.headerLength < 104) throw corrupt('header_length', 100, `${h.headerLength} is shorter than 104`);
-    if (h.headerLength > clusterSize || h.headerLength > v.length) throw corrupt('header_length', 100, `${h.headerLength} is beyond the header cluster`);
-    if (h.headerLength > 104) {
-      const type = v[104];
-      if (type === 1) h.compressionType = 'zstd';
-      else if (type !== 0) throw new BlockError('ENOTSUP', `qcow2: unknown compression type ${type}`, { field: 'compression_type', offset: 104 });
-      if (type !== 0 && !(h.incompatible & L.INCOMPAT_COMPRESSION)) {
-        throw corrupt('compression_type', 104, `is ${type} but the compression type feature bit is not set`);
-      }
-    }
-    if (h.refcountOrder > 6) throw corrupt('refcount_order', 96, `${h.refcountOrder} is above 6`);
+    if (h.headerLength > clusterSize) throw corrupt('header_length', 100, `${h.headerLength} is beyond the header cluster`);
   }
-  // Extensions follow the header and end in the first cluster.
-  let at = h.headerLength;
-  while (at + 8 <= Math.min(v.length, clusterSize)) {
-    const type = v.readUInt32BE(at);
-    const len = v.readUInt32BE(at + 4);
-    if (type === L.EXT_END) break;
-    const data = at + 8;
-    if (data + len > Math.min(v.length, clusterSize)) throw corrupt('header extension', at, `of ${len} bytes runs past the header cluster`);
-    const text = () => v.toString('utf8', data, data + len).replace(/\0+$/, '');
-    if (type === L.EXT_BACKING_FORMAT) h.backingFormat = text();
-    else if (type === L.EXT_DATA_FILE) h.dataFile = text();
-    else if (type === L.EXT_FEATURE_TABLE) {
-      for (let e = data; e + 48 <= data + len; e += 48) {
-        const kind = ['incompatible', 'compatible', 'autoclear'][v[e]] ?? `type${v[e]}`;
-        h.featureNames.set(`${kind}:${v[e + 1]}`, v.toString('utf8', e + 2, e + 48).replace(/\0+$/, ''));
-      }
-    }
-    // Bitmaps, crypto headers and unknown extensions are skipped.
-    at = data + Math.ceil(len / 8) * 8;
-  }
+  const backingOffset = u64(v, 8, 'backing_file_offset');
+  if (backingOffset > clusterSize) throw corrupt('backing_file_offset', 8, `${backingOffset} is outside the header cluster (${clusterSize} bytes)`);
+
+  // The compression type byte exists from header_length 105 on; the feature bit must be set
+  // exactly when the type is not zlib (QEMU validate_compression_type, both ways).
+  const type = h.headerLength > 104 ? v[104] : 0;
+  if (type > 1) throw new BlockError('ENOTSUP', `qcow2: unknown compression type ${type}`, { field: 'compression_type', offset: 104 });
+  const bit = (h.incompatible & L.INCOMPAT_COMPRESSION) !== 0;
+  if (type === 0 && bit) throw corrupt('incompatible_features', 76, 'has the compression type bit (3) set but compression_type is zlib (0)');
+  if (type !== 0 && !bit) throw corrupt('compression_type', 104, `is ${type} but the compression type feature bit is not set`);
+  if (type === 1) h.compressionType = 'zstd';
+  if (h.refcountOrder > 6) throw corrupt('refcount_order', 96, `${h.refcountOrder} is above 6`);
+
+  parseExtensions(v, h, backingOffset || clusterSize);
+
   if (h.cryptMethod !== 0) {
     throw new BlockError('ENOTSUP', `qcow2: encrypted images are not supported (crypt_method ${h.cryptMethod})`, { field: 'crypt_method', offset: 32 });
   }
@@ -145,40 +141,107 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
   h.extendedL2 = (h.incompatible & L.INCOMPAT_EXTL2) !== 0;
   h.hasDataFile = (h.incompatible & L.INCOMPAT_DATA_FILE) !== 0;
   if (h.extendedL2 && clusterBits < 14) throw corrupt('cluster_bits', 20, `${clusterBits} is too small for extended L2 entries (minimum 14)`);
+  if (h.autoclear & L.AUTOCLEAR_DATA_FILE_RAW && !h.hasDataFile) {
+    throw corrupt('autoclear_features', 88, 'has data_file_raw (bit 1) set but the image has no external data file');
+  }
 
-  // Backing file name.
-  const backingOffset = u64(buf, 8, 'backing_file_offset');
+  // Backing file name: a name of 0 bytes means no backing file, as in QEMU.
   const backingSize = v.readUInt32BE(16);
   if (backingOffset !== 0) {
     if (backingSize > L.MAX_BACKING_NAME) throw corrupt('backing_file_size', 16, `${backingSize} is longer than ${L.MAX_BACKING_NAME} bytes`);
-    if (backingOffset + backingSize > Math.min(clusterSize, v.length)) throw corrupt('backing_file_offset', 8, `${backingOffset} is outside the header cluster`);
-    h.backingFile = v.toString('utf8', backingOffset, backingOffset + backingSize);
+    if (backingOffset + backingSize > clusterSize) throw corrupt('backing_file_offset', 8, `${backingOffset} (+${backingSize} bytes) is outside the header cluster`);
+    if (backingSize > 0) h.backingFile = cString(v, backingOffset, backingSize);
   }
 
-  // Tables: aligned, bounded, inside the file.
+  // Tables: aligned (even when empty, as QEMU checks), bounded, inside the file.
   const align = (field: string, at2: number, off: number) => {
     if (off % clusterSize !== 0) throw corrupt(field, at2, `${off} is not aligned to the cluster size ${clusterSize}`);
   };
-  const l2Entries = clusterSize / (h.extendedL2 ? 16 : 8);
-  const needL1 = Math.ceil(h.size / (clusterSize * l2Entries));
-  if (h.l1Size * 8 > L.MAX_L1_BYTES) throw corrupt('l1_size', 36, `${h.l1Size} entries exceed the limit of ${L.MAX_L1_BYTES} bytes`);
-  if (h.l1Size < needL1) throw corrupt('l1_size', 36, `${h.l1Size} is too small for the virtual size ${h.size} (needs ${needL1})`);
-  if (h.l1Size > 0) {
-    align('l1_table_offset', 40, h.l1TableOffset);
-    if (h.l1TableOffset === 0 || h.l1TableOffset + h.l1Size * 8 > fileSize) {
-      throw corrupt('l1_table_offset', 40, `${h.l1TableOffset} (+${h.l1Size * 8} bytes) is outside the file (${fileSize} bytes)`);
-    }
-  }
+  if (h.refcountTableClusters === 0) throw corrupt('refcount_table_clusters', 56, 'is 0: the image has no refcount table');
   align('refcount_table_offset', 48, h.refcountTableOffset);
   if (h.refcountTableClusters * clusterSize > L.MAX_REFTABLE_BYTES) {
     throw corrupt('refcount_table_clusters', 56, `${h.refcountTableClusters} clusters exceed the limit of ${L.MAX_REFTABLE_BYTES} bytes`);
   }
   if (h.nbSnapshots > L.MAX_SNAPSHOTS) throw corrupt('nb_snapshots', 60, `${h.nbSnapshots} is above ${L.MAX_SNAPSHOTS}`);
-  if (h.nbSnapshots > 0) {
-    align('snapshots_offset', 64, h.snapshotsOffset);
-    if (h.snapshotsOffset >= fileSize) throw corrupt('snapshots_offset', 64, `${h.snapshotsOffset} is beyond the end of the file`);
+  align('snapshots_offset', 64, h.snapshotsOffset);
+  if (h.nbSnapshots > 0 && h.snapshotsOffset >= fileSize) throw corrupt('snapshots_offset', 64, `${h.snapshotsOffset} is beyond the end of the file`);
+  const l2Entries = clusterSize / (h.extendedL2 ? 16 : 8);
+  // QEMU sizes the L1 table from the header's size before rounding it to sectors.
+  const needL1 = Math.ceil(headerSize / (clusterSize * l2Entries));
+  if (h.l1Size * 8 > L.MAX_L1_BYTES) throw corrupt('l1_size', 36, `${h.l1Size} entries exceed the limit of ${L.MAX_L1_BYTES} bytes`);
+  align('l1_table_offset', 40, h.l1TableOffset);
+  if (h.l1Size < needL1) throw corrupt('l1_size', 36, `${h.l1Size} is too small for the virtual size ${headerSize} (needs ${needL1})`);
+  if (h.l1Size > 0 && (h.l1TableOffset === 0 || h.l1TableOffset + h.l1Size * 8 > fileSize)) {
+    throw corrupt('l1_table_offset', 40, `${h.l1TableOffset} (+${h.l1Size * 8} bytes) is outside the file (${fileSize} bytes)`);
   }
   return h;
+}
+
+/** A NUL-terminated string of at most `len` bytes (C semantics, as QEMU reads names: it ends at the first NUL). */
+export function cString(v: Buffer, at: number, len: number): string {
+  const end = v.indexOf(0, at);
+  return v.toString('utf8', at, end === -1 || end > at + len ? at + len : end);
+}
+
+/**
+ * Header extensions from the end of the header to `end` (the backing file name, or the end of
+ * the cluster), with QEMU's qcow2_read_extensions rules.
+ */
+function parseExtensions(v: Buffer, h: Qcow2Header, end: number): void {
+  let at = h.headerLength;
+  while (at < end) {
+    if (at + 8 > end) throw corrupt('header extension', at, `header runs past the end of the extension area (byte ${end})`);
+    const type = v.readUInt32BE(at);
+    const len = v.readUInt32BE(at + 4);
+    const data = at + 8;
+    // QEMU checks the length before the type: even an end marker must fit.
+    if (len > end - data) throw corrupt('header extension', at, `of ${len} bytes runs past the end of the extension area (byte ${end})`);
+    if (type === L.EXT_END) return;
+    if (type === L.EXT_BACKING_FORMAT) {
+      if (len > L.MAX_BACKING_FORMAT) throw corrupt('backing format extension', at, `of ${len} bytes is longer than ${L.MAX_BACKING_FORMAT}`);
+      h.backingFormat = cString(v, data, len);
+    } else if (type === L.EXT_DATA_FILE) h.dataFile = cString(v, data, len);
+    else if (type === L.EXT_FEATURE_TABLE) {
+      for (let e = data; e + 48 <= data + len; e += 48) {
+        const kind = ['incompatible', 'compatible', 'autoclear'][v[e]] ?? `type${v[e]}`;
+        h.featureNames.set(`${kind}:${v[e + 1]}`, v.toString('utf8', e + 2, e + 48).replace(/\0+$/, ''));
+      }
+    } else if (type === L.EXT_CRYPTO) {
+      if (h.cryptMethod !== L.CRYPT_LUKS) throw corrupt('crypto header extension', at, `is only expected with LUKS encryption (crypt_method ${h.cryptMethod})`);
+    } else if (type === L.EXT_BITMAPS) parseBitmapsExtension(v, h, at, len);
+    // Unknown extensions are skipped.
+    at = data + Math.ceil(len / 8) * 8;
+  }
+}
+
+/**
+ * The bitmaps extension. Its length is checked always; the rest only when the bitmaps autoclear
+ * bit vouches for it: without the bit, a program unaware of bitmaps wrote the image and QEMU
+ * ignores the bitmaps (with a warning) instead of refusing.
+ */
+function parseBitmapsExtension(v: Buffer, h: Qcow2Header, at: number, len: number): void {
+  if (len !== L.BITMAPS_EXT_BYTES) throw corrupt('bitmaps extension', at, `length ${len} is not ${L.BITMAPS_EXT_BYTES}`);
+  if (!(h.autoclear & L.AUTOCLEAR_BITMAPS)) return;
+  const data = at + 8;
+  const count = v.readUInt32BE(data);
+  if (v.readUInt32BE(data + 4) !== 0) throw corrupt('bitmaps extension reserved field', data + 4, 'is not zero');
+  if (count > L.MAX_BITMAPS) {
+    throw new BlockError('ENOTSUP', `qcow2 header: nb_bitmaps ${count} is above the limit of ${L.MAX_BITMAPS} (at byte ${data})`, { field: 'nb_bitmaps', offset: data });
+  }
+  if (count === 0) throw corrupt('nb_bitmaps', data, 'is 0 in a bitmaps extension');
+  const directorySize = u64(v, data + 8, 'bitmap_directory_size');
+  const directoryOffset = u64(v, data + 16, 'bitmap_directory_offset');
+  if (directoryOffset % h.clusterSize !== 0) {
+    throw corrupt('bitmap_directory_offset', data + 16, `${directoryOffset} is not aligned to the cluster size ${h.clusterSize}`);
+  }
+  if (directorySize > L.MAX_BITMAP_DIRECTORY_BYTES) {
+    throw new BlockError('ENOTSUP', `qcow2 header: bitmap_directory_size ${directorySize} is above the limit of ${L.MAX_BITMAP_DIRECTORY_BYTES} (at byte ${data + 8})`, {
+      field: 'bitmap_directory_size',
+      offset: data + 8,
+    });
+  }
+  if (directorySize === 0) throw corrupt('bitmap_directory_size', data + 8, 'is 0');
+  h.bitmaps = { count, directoryOffset, directorySize };
 }
 
 /** Names of the feature bits that are set, for info. */

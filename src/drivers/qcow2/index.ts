@@ -5,10 +5,11 @@ import { BlockError } from '../../errors.js';
 import { type BlockStatus, defineDriver, type DriverInstance, type NodeOptions } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { sizeSchema } from '../../options/size.js';
+import { type Qcow2Bitmap, readBitmaps } from './bitmaps.js';
 import { decompressCluster } from './compressed.js';
 import { featureList, parseHeader, type Qcow2Header } from './header.js';
 import * as L from './limits.js';
-import { readSnapshots, type Qcow2Snapshot } from './snapshots.js';
+import { checkSnapshotL1, readSnapshots, type Qcow2Snapshot } from './snapshots.js';
 import { ClusterMap } from './tables.js';
 
 const schema = z
@@ -68,10 +69,12 @@ export const qcow2Driver = defineDriver({
     await readClamped(file, 0, first);
     const h = parseHeader(first, fileSize);
 
-    const snapshots = await readSnapshots(h, fileSize, readFile);
+    const snapshots = await readSnapshots(h, readFile);
+    const bitmaps = await readBitmaps(h, readFile);
     let l1Offset = h.l1TableOffset;
     let l1Size = h.l1Size;
-    let size = h.size;
+    // A snapshot is read with the image's current virtual size, as qemu-img convert -l does.
+    const size = h.size;
     if (options.snapshot !== undefined) {
       const s = snapshots.find((x) => x.id === options.snapshot) ?? snapshots.find((x) => x.name === options.snapshot);
       if (!s) {
@@ -80,11 +83,9 @@ export const qcow2Driver = defineDriver({
           node: nodeName,
         });
       }
+      checkSnapshotL1(s, h);
       l1Offset = s.l1TableOffset;
       l1Size = s.l1Size;
-      size = s.size;
-      const need = Math.ceil(size / (h.clusterSize * (h.clusterSize / (h.extendedL2 ? 16 : 8))));
-      if (l1Size < need) throw new BlockError('ECORRUPT', `qcow2 snapshot ${s.id}: l1_size ${l1Size} is too small for its disk size ${size}`, { field: 'l1_size' });
     }
     const l1 = Buffer.from(l1Size > 0 ? await readFile(l1Offset, l1Size * 8) : new Uint8Array(0));
     const tables = new ClusterMap(h, l1, l1Offset, fileSize, readFile, options.l2CacheSize);
@@ -100,6 +101,9 @@ export const qcow2Driver = defineDriver({
 
     // External data file: given as a child, or named in the header.
     let dataNode = ctx.children.get('data-file');
+    if (dataNode && !h.hasDataFile) {
+      throw new BlockError('EINVAL', `data-file: can only be set for an image with an external data file`, { field: 'data-file', node: nodeName });
+    }
     if (!dataNode && h.incompatible & L.INCOMPAT_DATA_FILE) {
       if (h.dataFile === undefined) {
         throw new BlockError('EINVAL', `data-file: required: the image uses an external data file and its header names none`, { field: 'data-file', node: nodeName });
@@ -228,7 +232,7 @@ export const qcow2Driver = defineDriver({
         return { offset, length: m.length, data: false, zero: true, allocated: false, depth: 0 };
       },
       async close() {},
-      info: () => info(h, size, snapshots, backing, dataNode, tables.l2CacheEntries, options.snapshot),
+      info: () => info(h, size, snapshots, bitmaps, backing, dataNode, tables.l2CacheEntries, options.snapshot),
     };
     return instance;
   },
@@ -238,6 +242,7 @@ function info(
   h: Qcow2Header,
   size: number,
   snapshots: Qcow2Snapshot[],
+  bitmaps: Qcow2Bitmap[],
   backing: BlockNode | undefined,
   dataNode: BlockNode | undefined,
   l2CacheEntries: number,
@@ -264,6 +269,7 @@ function info(
     features: featureList(h),
     snapshots: snapshots.map((s) => ({ id: s.id, name: s.name, size: s.size, date: s.date, vmClockNs: s.vmClockNs, vmStateSize: s.vmStateSize })),
     openSnapshot: snapshot,
+    bitmaps: bitmaps.map((b) => ({ name: b.name, granularity: b.granularity, flags: b.flags })),
     l2CacheEntries,
   };
 }
