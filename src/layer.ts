@@ -10,7 +10,7 @@ import { DriverRegistry } from './node/registry.js';
 import { targetOptions } from './image.js';
 import { parseOptions } from './options/zod-error.js';
 import { type ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
-import { type ThrottleLimits, type ThrottleOptions, throttleOptionsSchema } from './throttle/limits.js';
+import { type ThrottleLimits, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
 import { throttleFilterDriver } from './drivers/throttle.js';
 
 /** Options of a BlockLayer. */
@@ -66,6 +66,11 @@ export class BlockLayer {
   async openDrive(options: DriveOptions): Promise<Drive> {
     const { id: askedId, throttle, ...nodeOptions } = options;
     const limits = throttle === undefined ? undefined : parseOptions(throttleOptionsSchema, throttle, 'throttle');
+    // QEMU's rules checked here, before anything opens, so errors name `throttle.<field>` as written.
+    if (limits !== undefined) {
+      const { group: _, ...values } = limits;
+      toConfig(values, 'throttle.');
+    }
     let id: string;
     if (askedId !== undefined) {
       const parsed = driveIdSchema.safeParse(askedId);

@@ -23,6 +23,7 @@
 import { BlockError } from '../errors.js';
 import type { DriveOptions } from '../layer.js';
 import type { ThrottleLimits, ThrottleOptions } from '../throttle/limits.js';
+import { expectLimits, expectRecord, expectString } from './input.js';
 import { BY_QAPI, BY_QMP, toQapiName, toQmpName, validateSpelled } from './throttle-names.js';
 
 /** What a -drive string says. */
@@ -65,6 +66,7 @@ const OTHER_ALIASES: Record<string, string> = { readonly: 'read-only' };
 
 /** Splits `a=1,b=x,,y,c` into [key, value] pairs (`,,` is a literal comma; a bare key is `on`). */
 export function splitQemuOpts(input: string): [string, string][] {
+  expectString(input, 'input');
   const out: [string, string][] = [];
   let i = 0;
   while (i < input.length) {
@@ -207,6 +209,9 @@ const spelledGroup = (values: Map<string, string>) => (values.has('group') ? 'gr
 
 /** Parses a -drive string into drive options: `{ id, driver: format, file: { driver: 'file', filename }, readOnly, throttle }`. */
 export function driveStringToOptions(input: string, options: { defaultFormat?: string } = {}): DriveOptions {
+  expectString(input, 'input');
+  expectRecord(options, 'options');
+  if (options.defaultFormat !== undefined) expectString(options.defaultFormat, 'defaultFormat');
   const p = parseDriveString(input);
   if (p.filename === undefined) throw new BlockError('EINVAL', `file: required`, { field: 'file' });
   const out: DriveOptions = { driver: p.format ?? options.defaultFormat ?? 'raw', file: { driver: 'file', filename: p.filename } };
@@ -222,6 +227,8 @@ export function driveStringToOptions(input: string, options: { defaultFormat?: s
  * (`iops=100,…,throttling.iops-total-max-length=60`). Commas in the group are doubled.
  */
 export function toDriveString(throttle: ThrottleOptions, options: { legacy?: boolean } = {}): string {
+  expectLimits(throttle, 'throttle', true);
+  expectRecord(options, 'options');
   const parts: string[] = [];
   for (const [k, v] of Object.entries(throttle)) {
     if (v === undefined) continue;

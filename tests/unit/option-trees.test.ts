@@ -272,9 +272,12 @@ describe('option parsers refuse input of the wrong type with EINVAL', () => {
 describe('option trees: limits through openDrive name the throttle field', () => {
   it('an out-of-range limit given to openDrive({ throttle }) names throttle.iopsTotal', async () => {
     const layer = new BlockLayer({ clock: new VirtualClock() });
-    const err = await layer.openDrive({ driver: 'null', size: 1, throttle: { iopsTotal: 1e16 } }).catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: 'EINVAL', field: 'throttle.iopsTotal' });
-    expect((err as Error).message).toBe('throttle.iopsTotal: bps/iops/max values must be within [0, 1000000000000000]');
+    // 1e15+1 (a safe integer) and 1e16 (beyond 2^53: a whole number too, refused by the range rule).
+    for (const iopsTotal of [1e15 + 1, 1e16, 2 ** 70]) {
+      const err = await layer.openDrive({ driver: 'null', size: 1, throttle: { iopsTotal } }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'EINVAL', field: 'throttle.iopsTotal' });
+      expect((err as Error).message).toBe('throttle.iopsTotal: bps/iops/max values must be within [0, 1000000000000000]');
+    }
     // Every rule, not only the range: pairs are named with the prefix too.
     await expect(layer.openDrive({ driver: 'null', size: 1, throttle: { bpsTotal: 1, bpsRead: 1 } })).rejects.toThrow(
       /^throttle\.bpsTotal, throttle\.bpsRead: /,
