@@ -8,6 +8,7 @@ import type { BlockNode } from './node/node.js';
 import { openNode } from './node/open.js';
 import { DriverRegistry } from './node/registry.js';
 import { targetOptions } from './image.js';
+import type { ErrorAction } from './options/error-policy.js';
 import { parseOptions } from './options/zod-error.js';
 import { type ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
 import { type ThrottleLimits, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
@@ -27,6 +28,10 @@ export interface DriveOptions extends NodeOptions {
   id?: string;
   /** I/O limits of the drive and its group (see {@link Drive.setLimits}). */
   throttle?: ThrottleOptions;
+  /** Policy on read errors (QEMU rerror; `enospc` is for writes only). */
+  rerror?: ErrorAction;
+  /** Policy on write errors (QEMU werror). */
+  werror?: ErrorAction;
 }
 
 const driveIdSchema = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, 'must start with a letter and use only letters, digits, _ . -');
