@@ -295,3 +295,36 @@ describe('option trees: limits through openDrive name the throttle field', () =>
     await layer.close();
   });
 });
+
+describe('option writers and QOM ids', () => {
+  it('writers refuse unknown limit names and non-integers with EINVAL naming the field (not a plain Error)', () => {
+    expect(() => toDriveString({ iopps: 1 } as never, { legacy: true })).toThrow(einval('throttle.iopps'));
+    expect(() => toDriveString({ iopps: 1 } as never)).toThrow(einval('throttle.iopps'));
+    expect(() => toLibvirtIotune({ iopsTotal: 1.5 })).toThrow(einval('throttle.iopsTotal'));
+    expect(() => toIotuneXml({ group: '' })).toThrow(einval('throttle.group'));
+    expect(() => toBlockSetIoThrottle({ bogus: 1 } as never, { device: 'd' })).toThrow(einval('throttle.bogus'));
+    expect(() => toQapiLimits({ group: 'g' } as never)).toThrow(einval('limits.group'));
+    expect(() => toQueryBlockThrottle({ iopsTotal: 'x' } as never)).toThrow(einval('limits.iopsTotal'));
+    expect(() => toQueryBlockThrottle({ iopsTotal: 1 }, 42 as never)).toThrow(einval('group'));
+    expect(() => fromLibvirtIotune({ group_name: null } as never)).toThrow(einval('group_name'));
+  });
+
+  it("QOM throttle-group ids follow QEMU's id rule (Parameter 'id' expects an identifier)", () => {
+    for (const id of ['1tg', 'tg 0', '-tg', 'tg/0', 'tg,x']) {
+      expect(() => parseThrottleGroupObject({ 'qom-type': 'throttle-group', id }), id).toThrow(einval('id'));
+      expect(() => parseThrottleGroupObject({ 'qom-type': 'throttle-group', id }), id).toThrow(/^Parameter 'id' expects an identifier/);
+      expect(() => toThrottleGroupObject(id, {}), id).toThrow(einval('id'));
+    }
+    expect(() => parseThrottleGroupObject('throttle-group,id=9')).toThrow(einval('id'));
+    for (const id of ['tg0', 'A.b-c_d']) expect(parseThrottleGroupObject(toThrottleGroupObject(id, { iopsTotal: 3 }))).toEqual({ id, limits: { iopsTotal: 3 } });
+  });
+
+  it('limits beyond 2^53 get the range rule, not "must be a whole number"; iopsSize beyond 2^53 is refused', async () => {
+    const { toConfig } = await import('../../src/throttle/limits.js');
+    expect(() => toConfig({ bpsRead: 2 ** 60 })).toThrow('bpsRead: bps/iops/max values must be within [0, 1000000000000000]');
+    expect(() => toConfig({ iopsTotal: 1, iopsTotalMax: 2, iopsTotalMaxLength: 2 ** 60 })).toThrow(/^iopsTotalMaxLength: value must be in the range/);
+    expect(() => toConfig({ iopsTotal: 1, iopsSize: 2 ** 60 })).toThrow(einval('iopsSize'));
+    expect(() => toConfig({ iopsTotal: 1.5 })).toThrow('iopsTotal: must be a whole number');
+    expect(() => toConfig({ iopsTotal: Number.POSITIVE_INFINITY })).toThrow(einval('iopsTotal'));
+  });
+});
