@@ -5,6 +5,7 @@ import { BlockError, fromErrno } from './errors.js';
 import type { BlockStatus } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
 import { type DriveStats, IoKind, StatsAccounting } from './stats.js';
+import type { ErrorAction } from './options/error-policy.js';
 import { parseOptions } from './options/zod-error.js';
 import type { Direction } from './throttle/bucket.js';
 import type { ThrottleGroupRegistry } from './throttle/group.js';
@@ -32,8 +33,7 @@ export interface RequestOptions {
 /** Name of an I/O operation, in events and errors. */
 export type IoOperation = 'read' | 'write' | 'write-zeroes' | 'discard' | 'flush';
 
-/** What a drive does when a request fails (QEMU's `rerror` / `werror`). */
-export type ErrorAction = 'report' | 'ignore' | 'stop' | 'enospc';
+export type { ErrorAction };
 
 /** A drive's error policy: `rerror` for reads, `werror` for writes, write-zeroes, discard and flush. */
 export interface ErrorPolicy {

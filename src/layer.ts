@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { type Clock, RealClock } from './clock.js';
-import { Drive, type ErrorAction } from './drive.js';
+import { Drive } from './drive.js';
 import { builtinDrivers } from './drivers/index.js';
 import { BlockError } from './errors.js';
 import type { BlockDriver, NodeOptions } from './node/driver.js';
@@ -8,9 +8,10 @@ import type { BlockNode } from './node/node.js';
 import { openNode } from './node/open.js';
 import { DriverRegistry } from './node/registry.js';
 import { targetOptions } from './image.js';
+import { type ErrorAction, parseDriveErrorAction } from './options/error-policy.js';
 import { parseOptions } from './options/zod-error.js';
 import { type ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
-import { type ThrottleLimits, type ThrottleOptions, throttleOptionsSchema } from './throttle/limits.js';
+import { type ThrottleLimits, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
 import { throttleFilterDriver } from './drivers/throttle.js';
 
 /** Options of a BlockLayer. */
@@ -32,9 +33,6 @@ export interface DriveOptions extends NodeOptions {
   /** What a failed write, write-zeroes, discard or flush does (QEMU `werror`): `report` (default), `ignore`, `stop`, `enospc`. */
   werror?: ErrorAction;
 }
-
-const rerrorSchema = z.enum(['report', 'ignore', 'stop'], { error: "must be 'report', 'ignore' or 'stop' ('enospc' is for writes only, as in QEMU)" });
-const werrorSchema = z.enum(['report', 'ignore', 'stop', 'enospc'], { error: "must be 'report', 'ignore', 'stop' or 'enospc'" });
 
 const driveIdSchema = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, 'must start with a letter and use only letters, digits, _ . -');
 
@@ -90,9 +88,14 @@ export class BlockLayer {
     }
     const { id: askedId, throttle, rerror, werror, ...nodeOptions } = options;
     const limits = throttle === undefined ? undefined : parseOptions(throttleOptionsSchema, throttle, 'throttle');
+    // QEMU's rules checked here, before anything opens, so errors name `throttle.<field>` as written.
+    if (limits !== undefined) {
+      const { group: _, ...values } = limits;
+      toConfig(values, 'throttle.');
+    }
     const policy = {
-      rerror: rerror === undefined ? undefined : parseOptions(rerrorSchema, rerror, 'rerror'),
-      werror: werror === undefined ? undefined : parseOptions(werrorSchema, werror, 'werror'),
+      rerror: rerror === undefined ? undefined : parseDriveErrorAction(rerror, 'read', 'rerror'),
+      werror: werror === undefined ? undefined : parseDriveErrorAction(werror, 'write', 'werror'),
     };
     let id: string;
     if (askedId !== undefined) {

@@ -9,6 +9,8 @@ interface TrackedWrite {
 }
 
 const ZERO_CHUNK = 1 << 20;
+/** Largest request alignment a driver may report (1 GiB): far above any real device's. */
+export const MAX_ALIGNMENT = 2 ** 30;
 let zeroBuffer: Uint8Array | undefined;
 function zeroes(length: number): Uint8Array {
   zeroBuffer ??= new Uint8Array(ZERO_CHUNK);
@@ -49,8 +51,12 @@ export class BlockNode {
     this.children = children;
     this.readOnly = readOnly;
     this.options = options;
-    const align = instance.alignment || 1;
-    if (align & (align - 1)) throw new BlockError('EINVAL', `driver ${driver.name}: alignment ${align} is not a power of two`);
+    const given: number | undefined = instance.alignment;
+    const align = given === 0 || given === undefined ? 1 : given; // 0 or absent: no alignment
+    // Range first: the power-of-two test below uses 32-bit bitwise arithmetic.
+    if (!Number.isInteger(align) || align < 1 || align > MAX_ALIGNMENT || align & (align - 1)) {
+      throw new BlockError('EINVAL', `driver ${driver.name}: alignment ${align} is not a power of two between 1 and ${MAX_ALIGNMENT}`, { node: name });
+    }
     this.alignMask = align - 1;
     this.maxTransfer = instance.maxTransfer && instance.maxTransfer > 0 ? instance.maxTransfer : 0;
     // Overlapping writes only need ordering when read-modify-write can happen.

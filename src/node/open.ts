@@ -16,6 +16,20 @@ export interface OpenEnvironment {
 const GENERIC_KEYS = new Set(['driver', 'nodeName', 'readOnly']);
 let anonymous = 0;
 
+/**
+ * Deepest option tree accepted, in levels (the top node is level 1). Twice qcow2's
+ * MAX_CHAIN_DEPTH, so that a full backing chain (each image one level deeper, its file one
+ * more) still opens under a few filters; deeper or cyclic trees are refused before they can
+ * exhaust the stack.
+ */
+export const MAX_TREE_DEPTH = 128;
+
+/** Where in the tree a node's options sit: the option objects above it (for cycles) and its level. */
+interface TreePosition {
+  readonly ancestors: ReadonlySet<object>;
+  readonly level: number;
+}
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -24,14 +38,26 @@ function isRecord(v: unknown): v is Record<string, unknown> {
  * Opens a node and, first, its children (QEMU blockdev-add style: children are nested option
  * objects under their role). `field` is the dotted path of these options, for error messages.
  */
-export async function openNode(
+export function openNode(env: OpenEnvironment, options: unknown, field = '', parentReadOnly?: boolean): Promise<BlockNode> {
+  return openInTree(env, options, field, parentReadOnly, { ancestors: new Set(), level: 1 });
+}
+
+async function openInTree(
   env: OpenEnvironment,
   options: unknown,
-  field = '',
-  parentReadOnly?: boolean,
+  field: string,
+  parentReadOnly: boolean | undefined,
+  position: TreePosition,
 ): Promise<BlockNode> {
   const at = (key: string) => (field ? `${field}.${key}` : key);
   if (!isRecord(options)) throw new BlockError('EINVAL', `${field || 'options'}: must be an object with a 'driver'`, { field });
+  if (position.ancestors.has(options)) {
+    throw new BlockError('EINVAL', `${field}: the options contain themselves (a cycle back to an enclosing node)`, { field });
+  }
+  if (position.level > MAX_TREE_DEPTH) {
+    throw new BlockError('EINVAL', `${field}: options nested deeper than ${MAX_TREE_DEPTH} levels`, { field });
+  }
+  const below: TreePosition = { ancestors: new Set(position.ancestors).add(options), level: position.level + 1 };
   if (typeof options.driver !== 'string') {
     throw new BlockError('EINVAL', `${at('driver')}: required`, { field: at('driver') });
   }
@@ -51,10 +77,17 @@ export async function openNode(
   }
   const driverOptions = parseOptions(driver.schema, own, field);
 
-  const nodeName = (options.nodeName as string | undefined) ?? `#${driver.name}${anonymous++}`;
-  if (env.nodeNames.has(nodeName)) {
+  let nodeName = options.nodeName as string | undefined;
+  if (nodeName === undefined) {
+    do nodeName = `#${driver.name}${anonymous++}`;
+    while (env.nodeNames.has(nodeName));
+  } else if (env.nodeNames.has(nodeName)) {
     throw new BlockError('EINVAL', `${at('nodeName')}: a node named '${nodeName}' already exists`, { field: at('nodeName') });
   }
+  // Reserved now, before the children open and across the awaits below: a child or a
+  // concurrent open asking for the same name is refused. Released if the open fails.
+  const name = nodeName;
+  env.nodeNames.add(name);
 
   const children = new Map<string, BlockNode>();
   const disabledChildren = new Set<string>();
@@ -72,26 +105,31 @@ export async function openNode(
         if (need === 'required') throw new BlockError('EINVAL', `${at(role)}: required`, { field: at(role) });
         continue;
       }
-      children.set(role, await openNode(env, childOptions, at(role), readOnly));
+      children.set(role, await openInTree(env, childOptions, at(role), readOnly, below));
     }
     const ctx: OpenContext<unknown> = {
       options: driverOptions,
       children,
       readOnly,
-      nodeName,
+      nodeName: name,
       disabledChildren,
       clock: env.clock,
       openChild: async (role: string, childOptions: NodeOptions) => {
         if (children.has(role)) throw new BlockError('EINVAL', `${at(role)}: child already open`, { field: at(role) });
-        const child = await openNode(env, childOptions, at(role), readOnly);
+        const child = await openInTree(env, childOptions, at(role), readOnly, below);
         children.set(role, child);
         return child;
       },
     };
     const instance = await driver.open(ctx as OpenContext<never>);
-    env.nodeNames.add(nodeName);
-    return new BlockNode(nodeName, driver, instance, children, readOnly, options, () => env.nodeNames.delete(nodeName));
+    try {
+      return new BlockNode(name, driver, instance, children, readOnly, options, () => env.nodeNames.delete(name));
+    } catch (e) {
+      await instance.close().catch(() => undefined);
+      throw e;
+    }
   } catch (e) {
+    env.nodeNames.delete(name);
     await releaseChildren();
     throw e;
   }

@@ -9,20 +9,23 @@
  * both spellings of one parameter is an error, as in QEMU (`readonly`/`read-only` too).
  * Burst lengths have no legacy name (`bps_max_length` is an unknown option).
  *
- * Used: `file`, `format` (or `driver`, not both), `id`, `readonly`/`read-only`.
+ * Used: `file`, `format` (or `driver`, not both), `id`, `readonly`/`read-only`, the error
+ * policies `rerror=report|ignore|stop` and `werror=report|ignore|stop|enospc` (other values,
+ * `auto` and `rerror=enospc` included, refused with QEMU's `'x' invalid read error action`).
  * Accepted with no effect: `if`, `index`, `bus`, `unit`, `addr`, `serial`, `media=disk`,
  * `aio=threads|native|io_uring`, `cache=writeback|none|unsafe` (we write through the page
  * cache and honour flushes: not weaker than any of them), `discard=ignore|unmap` (discards
- * always pass down), `werror=report`, `rerror=report`, `detect-zeroes=off`,
- * `snapshot=off`, `copy-on-read=off`.
+ * always pass down), `detect-zeroes=off`, `snapshot=off`, `copy-on-read=off`.
  * Refused with ENOTSUP, naming the option: `cache=writethrough|directsync` (no flush after
  * every write), `media=cdrom`, `snapshot=on`, `copy-on-read=on`, `detect-zeroes=on|unmap`,
- * other error policies (`werror=stop|enospc|ignore`, …), other `aio` values.
+ * other `aio` values.
  * Anything else is refused with EINVAL `Invalid parameter 'name'`.
  */
 import { BlockError } from '../errors.js';
 import type { DriveOptions } from '../layer.js';
 import type { ThrottleLimits, ThrottleOptions } from '../throttle/limits.js';
+import { type ErrorAction, parseDriveErrorAction } from './error-policy.js';
+import { expectLimits, expectRecord, expectString } from './input.js';
 import { BY_QAPI, BY_QMP, toQapiName, toQmpName, validateSpelled } from './throttle-names.js';
 
 /** What a -drive string says. */
@@ -31,6 +34,10 @@ export interface ParsedDriveString {
   filename?: string;
   format?: string;
   readOnly?: boolean;
+  /** Policy on read errors (`rerror=`). */
+  rerror?: ErrorAction;
+  /** Policy on write errors (`werror=`). */
+  werror?: ErrorAction;
   /** Limits and group, only the fields given. */
   throttle?: ThrottleOptions;
 }
@@ -53,8 +60,6 @@ const ACCEPTED: Record<string, ((v: string) => boolean) | null> = {
   cache: (v) => ['writeback', 'unsafe', 'none'].includes(v),
   discard: (v) => ['ignore', 'off', 'unmap', 'on'].includes(v),
   media: (v) => v === 'disk',
-  werror: (v) => v === 'report',
-  rerror: (v) => v === 'report',
   'detect-zeroes': (v) => v === 'off',
   snapshot: (v) => isBool(v) && !parseBool('snapshot', v),
   'copy-on-read': (v) => isBool(v) && !parseBool('copy-on-read', v),
@@ -65,6 +70,7 @@ const OTHER_ALIASES: Record<string, string> = { readonly: 'read-only' };
 
 /** Splits `a=1,b=x,,y,c` into [key, value] pairs (`,,` is a literal comma; a bare key is `on`). */
 export function splitQemuOpts(input: string): [string, string][] {
+  expectString(input, 'input');
   const out: [string, string][] = [];
   let i = 0;
   while (i < input.length) {
@@ -186,6 +192,12 @@ export function parseDriveString(input: string): ParsedDriveString {
       case 'read-only':
         result.readOnly = parseBool(key, value);
         break;
+      case 'rerror':
+        result.rerror = parseDriveErrorAction(value, 'read', key);
+        break;
+      case 'werror':
+        result.werror = parseDriveErrorAction(value, 'write', key);
+        break;
       default: {
         if (!Object.hasOwn(ACCEPTED, key)) throw new BlockError('EINVAL', `Invalid parameter '${key}'`, { field: key });
         const ok = ACCEPTED[key];
@@ -205,13 +217,18 @@ export function parseDriveString(input: string): ParsedDriveString {
 
 const spelledGroup = (values: Map<string, string>) => (values.has('group') ? 'group' : 'throttling.group');
 
-/** Parses a -drive string into drive options: `{ id, driver: format, file: { driver: 'file', filename }, readOnly, throttle }`. */
+/** Parses a -drive string into drive options: `{ id, driver: format, file: { driver: 'file', filename }, readOnly, rerror, werror, throttle }`. */
 export function driveStringToOptions(input: string, options: { defaultFormat?: string } = {}): DriveOptions {
+  expectString(input, 'input');
+  expectRecord(options, 'options');
+  if (options.defaultFormat !== undefined) expectString(options.defaultFormat, 'defaultFormat');
   const p = parseDriveString(input);
   if (p.filename === undefined) throw new BlockError('EINVAL', `file: required`, { field: 'file' });
   const out: DriveOptions = { driver: p.format ?? options.defaultFormat ?? 'raw', file: { driver: 'file', filename: p.filename } };
   if (p.id !== undefined) out.id = p.id;
   if (p.readOnly !== undefined) out.readOnly = p.readOnly;
+  if (p.rerror !== undefined) out.rerror = p.rerror;
+  if (p.werror !== undefined) out.werror = p.werror;
   if (p.throttle !== undefined) out.throttle = p.throttle;
   return out;
 }
@@ -220,9 +237,14 @@ export function driveStringToOptions(input: string, options: { defaultFormat?: s
  * Writes limits back as a -drive string fragment, with the `throttling.*` names
  * (`throttling.iops-total=100,…`) or, with `legacy: true`, the short names where one exists
  * (`iops=100,…,throttling.iops-total-max-length=60`). Commas in the group are doubled.
+ * `rerror`/`werror`, if given, are written first (`rerror=stop,werror=enospc,…`).
  */
-export function toDriveString(throttle: ThrottleOptions, options: { legacy?: boolean } = {}): string {
+export function toDriveString(throttle: ThrottleOptions, options: { legacy?: boolean; rerror?: ErrorAction; werror?: ErrorAction } = {}): string {
+  expectLimits(throttle, 'throttle', true);
+  expectRecord(options, 'options');
   const parts: string[] = [];
+  if (options.rerror !== undefined) parts.push(`rerror=${parseDriveErrorAction(expectString(options.rerror, 'rerror'), 'read')}`);
+  if (options.werror !== undefined) parts.push(`werror=${parseDriveErrorAction(expectString(options.werror, 'werror'), 'write')}`);
   for (const [k, v] of Object.entries(throttle)) {
     if (v === undefined) continue;
     if (k === 'group') parts.push(`${options.legacy ? 'group' : 'throttling.group'}=${String(v).replaceAll(',', ',,')}`);

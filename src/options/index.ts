@@ -1,4 +1,14 @@
 export { driveStringToOptions, type ParsedDriveString, parseDriveString, splitQemuOpts, toDriveString } from './drive-string.js';
+export {
+  AUTO_ERROR_ACTION,
+  type ErrorAction,
+  type ErrorDirection,
+  errorActionSchema,
+  parseDriveErrorAction,
+  parseErrorAction,
+  type ReadErrorAction,
+  readErrorActionSchema,
+} from './error-policy.js';
 export { fromLibvirtIotune, parseIotuneXml, toIotuneXml, toLibvirtIotune } from './libvirt.js';
 export {
   type BlockSetIoThrottle,

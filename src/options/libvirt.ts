@@ -4,6 +4,7 @@
  */
 import { BlockError } from '../errors.js';
 import type { ThrottleLimits, ThrottleOptions } from '../throttle/limits.js';
+import { expectLimits, expectRecord, expectString } from './input.js';
 import { BY_LIBVIRT, toLibvirtName, validateSpelled } from './throttle-names.js';
 
 /** libvirt iotune names (values as numbers or numeric strings) to limits and group. */
@@ -11,15 +12,16 @@ export function fromLibvirtIotune(iotune: Record<string, number | string>): Thro
   const limits: ThrottleLimits = {};
   const spelling = new Map<string, string>();
   let group: string | undefined;
-  for (const [key, raw] of Object.entries(iotune)) {
+  for (const [key, raw] of Object.entries(expectRecord(iotune, 'iotune'))) {
     if (key === 'group_name') {
+      if (typeof raw !== 'string' && typeof raw !== 'number') throw new BlockError('EINVAL', 'group_name: must be a string', { field: key });
       group = String(raw);
       if (group === '') throw new BlockError('EINVAL', 'group_name: must not be empty', { field: key });
       continue;
     }
     const field = BY_LIBVIRT.get(key);
     if (!field) throw new BlockError('EINVAL', `unknown iotune element '${key}'`, { field: key });
-    const n = typeof raw === 'number' ? raw : /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : Number.NaN;
+    const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : Number.NaN;
     if (!Number.isSafeInteger(n) || n < 0) throw new BlockError('EINVAL', `${key}: expects a non-negative integer`, { field: key });
     if (n !== 0) limits[field] = n;
     spelling.set(field, key);
@@ -31,6 +33,7 @@ export function fromLibvirtIotune(iotune: Record<string, number | string>): Thro
 /** Limits and group as libvirt iotune names (only the fields that are set). */
 export function toLibvirtIotune(throttle: ThrottleOptions): Record<string, number | string> {
   const out: Record<string, number | string> = {};
+  expectLimits(throttle, 'throttle', true);
   for (const [k, v] of Object.entries(throttle)) {
     if (v === undefined) continue;
     out[k === 'group' ? 'group_name' : toLibvirtName(k)] = v;
@@ -124,7 +127,7 @@ function tokenizeXml(xml: string): XmlToken[] {
  * elements (which disk's would be meant?). `<iotune/>` means no limits.
  */
 export function parseIotuneXml(xml: string): ThrottleOptions {
-  const tokens = tokenizeXml(xml);
+  const tokens = tokenizeXml(expectString(xml, 'xml'));
   // Well-formedness of the whole input: every open tag closed by the same name.
   const stack: string[] = [];
   for (const t of tokens) {

@@ -4,6 +4,7 @@
  */
 import { BlockError } from '../errors.js';
 import { fromConfig, type ThrottleLimits, type ThrottleOptions, THROTTLE_VALUE_MAX, toConfig } from '../throttle/limits.js';
+import { expectLimits, expectRecord, expectString, expectWith } from './input.js';
 import { BY_QAPI, BY_QMP, LIMIT_FIELDS, toQapiName, toQmpName, validateSpelled } from './throttle-names.js';
 
 const MANDATORY = ['bps', 'bps_rd', 'bps_wr', 'iops', 'iops_rd', 'iops_wr'] as const;
@@ -90,11 +91,13 @@ function validate(u: Unvalidated): BlockSetIoThrottle {
  * `throttle` (0 means off).
  */
 export function parseBlockSetIoThrottle(args: Record<string, unknown>): BlockSetIoThrottle {
-  return validate(unmarshal(args));
+  return validate(unmarshal(expectRecord(args, 'arguments')));
 }
 
 /** Builds block_set_io_throttle arguments for limits (the six mandatory members always present). */
 export function toBlockSetIoThrottle(throttle: ThrottleOptions, target: { device?: string; id?: string }): Record<string, unknown> {
+  expectLimits(throttle, 'throttle', true);
+  expectRecord(target, 'target');
   const out: Record<string, unknown> = { ...target };
   for (const m of MANDATORY) out[m] = 0;
   for (const [k, v] of Object.entries(throttle)) {
@@ -110,6 +113,8 @@ export function toBlockSetIoThrottle(throttle: ThrottleOptions, target: { device
  * only while throttling is on.
  */
 export function toQueryBlockThrottle(limits: ThrottleLimits | null, group?: string): Record<string, number | string> {
+  if (limits !== null) expectLimits(limits, 'limits', false);
+  if (group !== undefined) expectString(group, 'group');
   const out: Record<string, number | string> = {};
   for (const m of MANDATORY) out[m] = limits?.[BY_QMP.get(m)!] ?? 0;
   if (!limits) return out;
@@ -135,6 +140,8 @@ export function toQueryBlockThrottle(limits: ThrottleLimits | null, group?: stri
  * with `<name>: value must be in the range [0, 4294967295]`.
  */
 export function fromQapiLimits(obj: Record<string, unknown>, current: ThrottleLimits = {}): ThrottleLimits {
+  expectRecord(obj, 'limits');
+  expectLimits(current, 'current', false);
   const out: ThrottleLimits = { ...current };
   const spelling = new Map<string, string>();
   for (const [key, value] of Object.entries(obj)) {
@@ -150,6 +157,7 @@ export function fromQapiLimits(obj: Record<string, unknown>, current: ThrottleLi
 
 /** Our limits as a full QAPI ThrottleLimits (all 19 members, as qom-get of `limits` returns them). */
 export function toQapiLimits(limits: ThrottleLimits): Record<string, number> {
+  expectLimits(limits, 'limits', false);
   const out: Record<string, number> = {};
   for (const f of LIMIT_FIELDS) out[toQapiName(f)] = limits[f] ?? (f.endsWith('Length') ? 1 : 0);
   return out;
@@ -166,7 +174,8 @@ interface DriveLookup {
  * found`), validates the limits, then `drive.setLimits()`.
  */
 export function blockSetIoThrottle(layer: DriveLookup, args: Record<string, unknown>): void {
-  const u = unmarshal(args);
+  expectWith(layer, 'layer', 'drive');
+  const u = unmarshal(expectRecord(args, 'arguments'));
   const name = (u.device ?? u.id)!;
   const drive = layer.drive(name);
   if (!drive) throw new BlockError('ENOENT', `Device '${name}' not found`, { field: u.device !== undefined ? 'device' : 'id' });
@@ -179,6 +188,7 @@ export function blockSetIoThrottle(layer: DriveLookup, args: Record<string, unkn
 
 /** query-block's throttle fields of a drive. */
 export function queryBlockThrottle(drive: { getLimits(): (ThrottleLimits & { group: string }) | null }): Record<string, number | string> {
+  expectWith(drive, 'drive', 'getLimits');
   const l = drive.getLimits();
   if (!l) return toQueryBlockThrottle(null);
   const { group, ...limits } = l;

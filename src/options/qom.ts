@@ -9,6 +9,7 @@
 import { BlockError } from '../errors.js';
 import type { ThrottleLimits } from '../throttle/limits.js';
 import { splitQemuOpts } from './drive-string.js';
+import { expectLimits, expectRecord, expectString } from './input.js';
 import { fromQapiLimits, toQapiLimits } from './qmp.js';
 import { BY_QAPI, toQapiName, validateSpelled } from './throttle-names.js';
 
@@ -22,6 +23,13 @@ const MAX_LENGTH = 4_294_967_295;
 
 function notFound(key: string): BlockError {
   return new BlockError('EINVAL', `Property 'throttle-group.${key}' not found`, { field: key });
+}
+
+/** QEMU's object id rule (id_wellformed): a letter, then letters, digits, '-', '.', '_'. */
+function checkId(id: string): void {
+  if (!/^[A-Za-z][A-Za-z0-9._-]*$/.test(id)) {
+    throw new BlockError('EINVAL', `Parameter 'id' expects an identifier (letters, digits, '-', '.', '_', starting with a letter)`, { field: 'id' });
+  }
 }
 
 /** An x- property value: an integer (number, bigint or decimal string), not negative. */
@@ -54,7 +62,7 @@ export function parseThrottleGroupObject(input: string | Record<string, unknown>
       else props[k] = v;
     }
     if (Object.keys(limits).length > 0) props.limits = limits;
-  } else props = input;
+  } else props = expectRecord(input, 'object');
 
   const type = props['qom-type'];
   if (type !== undefined && type !== 'throttle-group') {
@@ -62,6 +70,7 @@ export function parseThrottleGroupObject(input: string | Record<string, unknown>
   }
   const id = props.id;
   if (typeof id !== 'string' || id === '') throw new BlockError('EINVAL', `Parameter 'id' is missing`, { field: 'id' });
+  checkId(id);
 
   const xLimits: ThrottleLimits = {};
   const spelling = new Map<string, string>();
@@ -92,5 +101,7 @@ export function parseThrottleGroupObject(input: string | Record<string, unknown>
 
 /** `object-add` arguments for a throttle group (the `limits` member with all 19 fields). */
 export function toThrottleGroupObject(id: string, limits: ThrottleLimits): Record<string, unknown> {
+  checkId(expectString(id, 'id'));
+  expectLimits(limits, 'limits', false);
   return { 'qom-type': 'throttle-group', id, limits: toQapiLimits(limits) };
 }

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import type { Clock } from '../clock.js';
 import { BlockError } from '../errors.js';
 import { account, computeWait, configure, createState, type Direction, type ThrottleState } from './bucket.js';
@@ -260,6 +261,23 @@ export class ThrottleGroup {
   }
 }
 
+/**
+ * Name of an explicitly created group: a QEMU object id (id_wellformed), as object-add of a
+ * throttle-group requires: a letter, then letters, digits, '-', '.' or '_' (ASCII).
+ */
+export const throttleGroupNameSchema = z
+  .string({ error: 'must be a string' })
+  .regex(/^[A-Za-z][A-Za-z0-9._-]*$/, "must be an identifier: letters, digits, '-', '.', '_', starting with a letter");
+
+/** Name of an implicit group (QEMU -drive `throttling.group`, not checked as an id there): any non-empty string. */
+export const implicitGroupNameSchema = z.string({ error: 'must be a string' }).min(1, 'must not be empty');
+
+function checkName(schema: z.ZodType<string>, name: unknown): string {
+  const r = schema.safeParse(name);
+  if (!r.success) throw new BlockError('EINVAL', `name: ${r.error.issues[0].message}`, { field: 'name' });
+  return r.data;
+}
+
 /** Named groups of one BlockLayer (QEMU's groups share one name space: implicit and explicit). */
 export class ThrottleGroupRegistry {
   private readonly groups = new Map<string, ThrottleGroup>();
@@ -268,6 +286,7 @@ export class ThrottleGroupRegistry {
 
   /** Creates an explicit group (QEMU object-add throttle-group); kept until deleted. */
   create(name: string, limits: ThrottleLimits = {}): ThrottleGroup {
+    checkName(throttleGroupNameSchema, name);
     if (this.groups.has(name)) throw new BlockError('EINVAL', `group: a group named '${name}' already exists`, { field: 'group' });
     const config = toConfig(limits);
     const g = new ThrottleGroup(name, this.clock, true, (grp) => this.dropIfImplicit(grp));
@@ -283,6 +302,7 @@ export class ThrottleGroupRegistry {
 
   /** The group with that name, created implicitly (removed with its last member) if absent. */
   obtain(name: string): ThrottleGroup {
+    checkName(implicitGroupNameSchema, name);
     let g = this.groups.get(name);
     if (!g) {
       g = new ThrottleGroup(name, this.clock, false, (grp) => this.dropIfImplicit(grp));

@@ -10,7 +10,12 @@ export const THROTTLE_VALUE_MAX = 1e15;
 /** Largest accepted burst length in seconds (UINT_MAX, as QEMU's option parsers). */
 export const MAX_BURST_LENGTH = 4_294_967_295;
 
-const value = z.number({ error: 'must be a number' }).int('must be a whole number');
+/**
+ * A limit: any whole number. Not zod's `.int()`, which also refuses integers beyond 2^53 as
+ * "not whole": those are left to QEMU's range rules below, which name the real problem
+ * (`bps/iops/max values must be within [0, 1e15]`), as the QMP parser does.
+ */
+const value = z.number({ error: 'must be a number' }).refine(Number.isInteger, 'must be a whole number');
 
 /**
  * I/O limits, QEMU's ThrottleLimits in camelCase. All optional: a missing avg or max is 0
@@ -118,6 +123,7 @@ export function toConfig(limits: ThrottleLimits, prefix = '', options: { maxBurs
     }
   }
   if (opSize < 0) throw invalid([name('iopsSize')], 'must not be negative');
+  if (opSize > Number.MAX_SAFE_INTEGER) throw invalid([name('iopsSize')], 'must be at most 2^53-1');
 
   // Rule 1: total and read/write of the same kind are exclusive (avg and max).
   for (const [kind, base] of [

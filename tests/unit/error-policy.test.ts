@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { BlockLayer, type IoErrorEvent } from '../../src/index.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BlockLayer, driveStringToOptions, type IoErrorEvent } from '../../src/index.js';
 
 type Rule = { event: string; code?: string; offset?: number; once?: boolean; after?: number };
 
@@ -141,5 +144,24 @@ describe('error policies (QEMU rerror / werror)', () => {
     await expect(layer.openDrive({ driver: 'memory', size: 512, rerror: 'enospc' })).rejects.toMatchObject({ code: 'EINVAL', field: 'rerror' });
     await expect(layer.openDrive({ driver: 'memory', size: 512, werror: 'pause' as never })).rejects.toMatchObject({ code: 'EINVAL', field: 'werror' });
     await layer.close();
+  });
+
+  it('the -drive spellings rerror=/werror= open a drive with those policies', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bl-policy-'));
+    const file = path.join(dir, 'disk.img');
+    fs.writeFileSync(file, Buffer.alloc(4096));
+    const layer = new BlockLayer();
+    const options = driveStringToOptions(`file=${file},format=raw,werror=stop,rerror=ignore`);
+    const parent = { driver: 'blkdebug', rules: [{ event: 'write', code: 'EIO', once: true }], file: options.file, werror: options.werror, rerror: options.rerror };
+    const d = await layer.openDrive(parent as never);
+    const w = d.write(0, new Uint8Array([5]));
+    await tick();
+    expect(d.isPaused).toBe(true);
+    d.resume();
+    await w;
+    expect((await d.read(0, 1))[0]).toBe(5);
+    await layer.close();
+    expect(() => driveStringToOptions(`file=${file},rerror=enospc`)).toThrow(/'enospc' invalid read error action/);
+    fs.rmSync(dir, { recursive: true });
   });
 });
