@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { InterruptedError, writeAtomically } from '../../src/cli/atomic-output.js';
 import { inputFiles } from '../../src/cli/input-files.js';
 import { BlockError, BlockLayer, isBlockError } from '../../src/index.js';
+import { rejection } from '../helpers/rejection.js';
 
 let dir: string;
 beforeEach(() => {
@@ -17,14 +18,6 @@ afterEach(() => {
 
 const files = () => fs.readdirSync(dir).sort();
 
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('writeAtomically', () => {
   it('the target appears only when the write completes, and the temporary file sits beside it', async () => {

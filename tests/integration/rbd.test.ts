@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, parseRbdFilename } from '../../src/index.js';
+import { rejection } from '../helpers/rejection.js';
 
 /*
  * Against a real Ceph cluster: scripts/ceph-test-cluster.sh start prints the env to export.
@@ -25,14 +26,6 @@ function same(actual: Uint8Array, expected: Uint8Array): boolean {
   return Buffer.compare(Buffer.from(actual.buffer, actual.byteOffset, actual.length), Buffer.from(expected.buffer, expected.byteOffset, expected.length)) === 0;
 }
 
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
-}
 
 if (!conf && !inCi) console.info(`rbd integration tests skipped: no Ceph cluster; to run them: ${HOWTO}`);
 

@@ -1,39 +1,13 @@
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockError, BlockLayer, type Drive } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { BlockError } from '../../src/index.js';
+import { qcow2Workspace } from '../helpers/qcow2-workspace.js';
 
-const FIXTURES = path.join(import.meta.dirname, '../fixtures/qcow2');
-const expected = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'expected.json'), 'utf8')) as Record<string, string>;
-let dir: string;
-const layer = new BlockLayer();
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-qcow2-unit-'));
-  for (const f of fs.readdirSync(FIXTURES)) fs.copyFileSync(path.join(FIXTURES, f), path.join(dir, f));
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
-
-const open = (name: string, extra: Record<string, unknown> = {}) =>
-  layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: path.join(dir, name) }, ...extra });
-
-async function hash(d: Drive): Promise<string> {
-  return createHash('sha256').update(await d.read(0, d.length)).digest('hex');
-}
-
-/** A copy of a fixture with bytes patched by `patch`, under a new name. */
-function patched(fixture: string, name: string, patch: (b: Buffer) => void): string {
-  const b = fs.readFileSync(path.join(FIXTURES, fixture));
-  patch(b);
-  fs.writeFileSync(path.join(dir, name), b);
-  return name;
-}
+const ws = qcow2Workspace('blocklayer-qcow2-unit-');
+const { expected, layer, open, hash } = ws;
+const patched = ws.patched.bind(ws);
 
 /** Offset of the first L2 table of an image. */
 function firstL2(b: Buffer): number {
@@ -187,7 +161,7 @@ describe('random corruption (property)', () => {
           } catch (e) {
             if (!(e instanceof BlockError)) throw e;
           } finally {
-            fs.rmSync(path.join(dir, name));
+            fs.rmSync(path.join(ws.dir, name));
           }
         },
       ),
@@ -199,12 +173,12 @@ describe('random corruption (property)', () => {
 describe('openImage', () => {
   it('probes the format of a path and opens it as a drive', async () => {
     const { openImage } = await import('../../src/index.js');
-    const d = await openImage(path.join(dir, 'zlib.qcow2'), { id: 'img', throttle: { iopsRead: 1000 } }, layer);
+    const d = await openImage(path.join(ws.dir, 'zlib.qcow2'), { id: 'img', throttle: { iopsRead: 1000 } }, layer);
     expect(d.node.driver.name).toBe('qcow2');
     expect(await hash(d)).toBe(expected['zlib.qcow2']);
     expect(d.getLimits()).toEqual({ iopsRead: 1000, group: 'img' });
     await d.close();
-    const raw = path.join(dir, 'plain.raw');
+    const raw = path.join(ws.dir, 'plain.raw');
     fs.writeFileSync(raw, Buffer.alloc(4096, 7));
     const r = await openImage(raw, {}, layer);
     expect(r.node.driver.name).toBe('raw');
@@ -239,7 +213,7 @@ describe('qcow2 header variants (patched fixtures)', () => {
   });
 
   it('a file that ends inside its last cluster reads zeros past the end, as QEMU does', async () => {
-    const full = fs.readFileSync(path.join(FIXTURES, 'v3.qcow2'));
+    const full = fs.readFileSync(path.join(import.meta.dirname, '../fixtures/qcow2', 'v3.qcow2'));
     const d0 = await open('v3.qcow2');
     const map = await d0.blockStatusMap();
     const last = map.find((e) => e.hostOffset !== undefined && e.data && e.hostOffset + e.length === full.length);
@@ -248,7 +222,7 @@ describe('qcow2 header variants (patched fixtures)', () => {
     await d0.close();
     const cut = 200;
     const name = patched('v3.qcow2', 'short.qcow2', () => undefined);
-    fs.truncateSync(path.join(dir, name), full.length - cut);
+    fs.truncateSync(path.join(ws.dir, name), full.length - cut);
     const d = await open(name);
     const after = Buffer.from(await d.read(0, d.length));
     const zeroFrom = last!.offset + last!.length - cut;

@@ -2,40 +2,14 @@
  * QEMU's open-time rules on the checked-in fixtures (512-byte clusters), without qemu-utils.
  * tests/integration/qcow2-refusals.test.ts checks the same rules against qemu-img itself.
  */
-import { createHash } from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockError, BlockLayer, type Drive } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { BlockError } from '../../src/index.js';
+import { qcow2Workspace } from '../helpers/qcow2-workspace.js';
 
-const FIXTURES = path.join(import.meta.dirname, '../fixtures/qcow2');
-const expected = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'expected.json'), 'utf8')) as Record<string, string>;
-let dir: string;
-const layer = new BlockLayer();
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-qcow2-refuse-unit-'));
-  for (const f of fs.readdirSync(FIXTURES)) fs.copyFileSync(path.join(FIXTURES, f), path.join(dir, f));
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
-
-const open = (name: string, extra: Record<string, unknown> = {}) =>
-  layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: path.join(dir, name) }, ...extra });
-
-async function hash(d: Drive): Promise<string> {
-  return createHash('sha256').update(await d.read(0, d.length)).digest('hex');
-}
-
-function patched(fixture: string, name: string, patch: (b: Buffer) => void): string {
-  const b = fs.readFileSync(path.join(FIXTURES, fixture));
-  patch(b);
-  fs.writeFileSync(path.join(dir, name), b);
-  return name;
-}
+const ws = qcow2Workspace('blocklayer-qcow2-refuse-unit-');
+const { expected, open, hash } = ws;
+const patched = ws.patched.bind(ws);
 
 async function refusal(name: string, extra: Record<string, unknown> = {}): Promise<BlockError> {
   const e = await open(name, extra).then(
@@ -154,7 +128,7 @@ describe('qcow2 header rules of QEMU (fixtures)', () => {
   });
 
   it('a data-file child for an image without an external data file is refused', async () => {
-    const e = await refusal('v3.qcow2', { 'data-file': { driver: 'file', filename: path.join(dir, 'v2.qcow2') } });
+    const e = await refusal('v3.qcow2', { 'data-file': { driver: 'file', filename: path.join(ws.dir, 'v2.qcow2') } });
     expect(e).toMatchObject({ code: 'EINVAL', field: 'data-file' });
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { BlockLayer, FakeRbdCluster, FakeRbdImage, isBlockError } from '../../src/index.js';
+import { rejection } from '../helpers/rejection.js';
 
 const MiB = 1 << 20;
 
@@ -15,14 +16,6 @@ function expectBytes(actual: Uint8Array, expected: Uint8Array): void {
   expect(Buffer.compare(Buffer.from(actual.buffer, actual.byteOffset, actual.length), Buffer.from(expected.buffer, expected.byteOffset, expected.length))).toBe(0);
 }
 
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
-}
 
 function setup(options: { order?: number; size?: number; users?: Record<string, string> } = {}) {
   const cluster = new FakeRbdCluster({ users: options.users });
