@@ -137,4 +137,18 @@ describe('throttling invariants (property tests)', () => {
       { numRuns: Number(process.env.PROP_RUNS ?? 60) },
     );
   });
+
+  it('a request held by a drain settles before a later request of the same drive (a counterexample the property once found)', async () => {
+    const reqs: Req[] = [{"drive":0,"write":false,"bytes":512,"at":100},{"drive":0,"write":false,"bytes":512,"at":0},{"drive":0,"write":false,"bytes":512,"at":0},{"drive":0,"write":false,"bytes":512,"at":0},{"drive":0,"write":false,"bytes":512,"at":0},{"drive":0,"write":false,"bytes":512,"at":0},{"drive":0,"write":false,"bytes":512,"at":0},{"drive":0,"write":false,"bytes":512,"at":100},{"drive":0,"write":false,"bytes":512,"at":0},{"drive":0,"write":false,"bytes":512,"at":0},{"drive":0,"write":false,"bytes":512,"at":0},{"drive":0,"write":false,"bytes":512,"at":0},{"drive":0,"write":false,"bytes":512,"at":0},{"drive":0,"write":false,"bytes":512,"at":0},{"drive":2,"write":true,"bytes":512,"at":0},{"drive":2,"write":true,"bytes":512,"at":0},{"drive":0,"write":false,"bytes":512,"at":0}];
+    const limits = { bpsTotal: 4096, bpsTotalMax: 4096, bpsTotalMaxLength: 1 };
+    const drain = (drives: Drive[]) => void drives[2].drain();
+    const set = (drives: Drive[]) => drives[0].setLimits({ bpsTotal: 4096, bpsTotalMax: 4096, bpsTotalMaxLength: 1, group: 'g' });
+    const { settled, order, sorted } = await run(3, limits, reqs, [drain, set]);
+    expect(settled.every((s) => s === 1)).toBe(true);
+    const submitRank = new Map(sorted.map((r, rank) => [r.i, rank]));
+    for (const list of order) {
+      const ranks = list.map((i) => submitRank.get(i)!);
+      expect(ranks).toEqual([...ranks].sort((x, y) => x - y));
+    }
+  });
 });
