@@ -434,7 +434,9 @@ export async function soakBench(input: Partial<SoakOptions> = {}): Promise<Recor
   await Promise.all([...reopening]);
   const tClose = performance.now();
   const closed = layer.close();
-  const hung = await Promise.race([closed.then(() => false), sleep(30_000).then(() => true)]);
+  let watchdog: NodeJS.Timeout | undefined;
+  const hung = await Promise.race([closed.then(() => false), new Promise<boolean>((r) => (watchdog = setTimeout(() => r(true), 30_000)))]);
+  clearTimeout(watchdog);
   if (!hung) await Promise.all(slots.flatMap((s) => s.workers));
   const closeS = (performance.now() - tClose) / 1000;
 
@@ -536,7 +538,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   set('drives', num('drives', values.drives, 1));
   set('groups', num('groups', values.groups, 1));
   set('depth', num('depth', values.depth, 2));
-  set('phaseSeconds', num('phase-seconds', values['phase-seconds'], 2));
+  // At least 8: the window (half the phase, at most 10 s) must start after a burst kind's 3 s burst.
+  set('phaseSeconds', num('phase-seconds', values['phase-seconds'], 8));
   set('tolerance', num('tolerance', values.tolerance, 0));
   set('seed', num('seed', values.seed, 0));
   const result = await soakBench(options);
