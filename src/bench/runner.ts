@@ -1,6 +1,6 @@
 import { type Clock, RealClock, VirtualClock } from '../clock.js';
 import type { Drive } from '../drive.js';
-import { BlockError, fromErrno } from '../errors.js';
+import { BlockError, fromErrno, isBlockError } from '../errors.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
 import { parseOptions } from '../options/zod-error.js';
 import { isEnabled, toConfig } from '../throttle/limits.js';
@@ -85,6 +85,8 @@ export async function runJob(input: BenchJobInput, onProgress?: Progress): Promi
     const failed = new Promise<void>((resolve) => (wakeOnFailure = resolve));
     const fail = (e: unknown) => {
       if (failure !== undefined) return;
+      // Requests canceled by our own close once the job stopped are not the job's errors.
+      if (stop && (isBlockError(e, 'ECANCELED') || isBlockError(e, 'ECLOSED'))) return;
       failure = fromErrno(e, 'bench');
       stop = true;
       wakeOnFailure();
