@@ -1,6 +1,6 @@
 import { type Clock, RealClock, VirtualClock } from '../clock.js';
 import type { Drive } from '../drive.js';
-import { BlockError } from '../errors.js';
+import { BlockError, fromErrno, isBlockError } from '../errors.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
 import { parseOptions } from '../options/zod-error.js';
 import { isEnabled, toConfig } from '../throttle/limits.js';
@@ -75,7 +75,22 @@ export async function runJob(input: BenchJobInput, onProgress?: Progress): Promi
     const random = prng(job.seed);
     const sequential = job.rw === 'read' || job.rw === 'write' || job.rw === 'rw';
     let stop = false;
+    let lastCompletion = start;
     const chooseWrite = () => (job.rw === 'write' || job.rw === 'randwrite' ? true : job.rw === 'read' || job.rw === 'randread' ? false : random() * 100 >= job.rwmixread);
+
+    // The first I/O error ends the job: no new request is issued, the ones in flight settle,
+    // and runJob rejects with that error once the layer is closed. Later errors are its echoes.
+    let failure: BlockError | undefined;
+    let wakeOnFailure: () => void = () => {};
+    const failed = new Promise<void>((resolve) => (wakeOnFailure = resolve));
+    const fail = (e: unknown) => {
+      if (failure !== undefined) return;
+      // Requests canceled by our own close once the job stopped are not the job's errors.
+      if (stop && (isBlockError(e, 'ECANCELED') || isBlockError(e, 'ECLOSED'))) return;
+      failure = fromErrno(e, 'bench');
+      stop = true;
+      wakeOnFailure();
+    };
 
     const worker = async (r: DriveRun) => {
       const buf = new Uint8Array(job.bs);
@@ -107,6 +122,7 @@ export async function runJob(input: BenchJobInput, onProgress?: Progress): Promi
         }
         r.sliceOps[slice]++;
         r.sliceBytes[slice] += job.bs;
+        if (t1 > lastCompletion) lastCompletion = t1;
       }
     };
     const captureThrottle = () => {
@@ -115,46 +131,80 @@ export async function runJob(input: BenchJobInput, onProgress?: Progress): Promi
         r.throttle = t ? { delayedRequests: t.delayedRequests, totalDelayNs: t.totalDelayNs, maxDelayNs: t.maxDelayNs } : null;
       }
     };
-    const all = Promise.all(runs.flatMap((r) => Array.from({ length: job.iodepth }, () => worker(r))));
+    // Never rejects: a worker's error goes to fail(), so nothing is left unhandled while we wait.
+    let finished = false;
+    const all = Promise.all(runs.flatMap((r) => Array.from({ length: job.iodepth }, () => worker(r).catch(fail)))).then(() => {
+      finished = true;
+    });
 
     if (virtual) {
+      const c = clock as VirtualClock;
       if (runtime === undefined) {
-        let settled = false;
-        void all.then(() => (settled = true));
-        while (!settled) {
-          const c = clock as VirtualClock;
+        while (!finished && failure === undefined) {
           if (c.pendingTimers === 0) await new Promise((r) => setImmediate(r));
           else await c.advanceNs(sliceNs);
         }
       } else {
-        for (let t = start + sliceNs; t < endNs; t += sliceNs) {
-          await (clock as VirtualClock).advanceTo(t);
+        for (let t = start + sliceNs; t < endNs && !finished && failure === undefined; t += sliceNs) {
+          await c.advanceTo(t);
           onProgress?.((t - start) / (endNs - start));
         }
-        await (clock as VirtualClock).advanceTo(endNs);
-        stop = true;
-        captureThrottle();
-        await layer.close(); // drains what is still queued; those completions are past the end
+        if (!finished && failure === undefined) await c.advanceTo(endNs);
       }
     } else if (runtime !== undefined) {
       const timer = setInterval(() => onProgress?.(Math.min(1, (clock.now() - start) / (endNs - start))), 200);
-      await new Promise((r) => setTimeout(r, runtime * 1000));
+      let sleep: NodeJS.Timeout | undefined;
+      await Promise.race([new Promise((r) => (sleep = setTimeout(r, runtime * 1000))), failed, all]);
+      clearTimeout(sleep);
       clearInterval(timer);
-      stop = true;
-      captureThrottle();
-    } else if (onProgress && job.size !== undefined) {
-      const total = job.size * job.drives;
-      const timer = setInterval(() => onProgress(Math.min(1, runs.reduce((n, r) => n + r.done, 0) / total)), 200);
-      void all.finally(() => clearInterval(timer));
+    } else {
+      const total = job.size === undefined ? 0 : job.size * job.drives;
+      const timer = onProgress && total > 0 ? setInterval(() => onProgress(Math.min(1, runs.reduce((n, r) => n + r.done, 0) / total)), 200) : undefined;
+      await Promise.race([all, failed]);
+      clearInterval(timer);
     }
+    // A job whose workers all finished (its size done) ended with its last completion.
+    const endedAt = finished ? lastCompletion : clock.now();
+    stop = true;
+    captureThrottle();
+    const closeError = await closeLayer(layer, virtual ? (clock as VirtualClock) : null, sliceNs);
     await all;
-    if (runtime === undefined) captureThrottle();
+    if (failure !== undefined) throw failure;
+    if (closeError !== undefined) throw fromErrno(closeError, 'close');
     onProgress?.(1);
-    const durationS = (Math.min(clock.now(), endNs) - start) / 1e9;
+    const durationS = (Math.min(endedAt, endNs) - start) / 1e9;
     return report(job, runtime, runs, durationS, virtual);
   } finally {
     await layer.close();
   }
+}
+
+/**
+ * Closes the layer: its drives release what they hold queued and wait for what is in flight.
+ * On a virtual clock, time keeps moving until then, or requests waiting on a timer (a target
+ * latency) would never complete. Returns the error of the close, if any (never rejects).
+ */
+async function closeLayer(layer: BlockLayer, clock: VirtualClock | null, stepNs: number): Promise<unknown> {
+  let closed = false;
+  let error: unknown;
+  const closing = layer.close().then(
+    () => {
+      closed = true;
+    },
+    (e: unknown) => {
+      closed = true;
+      error = e;
+    },
+  );
+  if (clock !== null) {
+    await new Promise((r) => setImmediate(r));
+    while (!closed) {
+      if (clock.pendingTimers === 0) await new Promise((r) => setImmediate(r));
+      else await clock.advanceNs(stepNs);
+    }
+  }
+  await closing;
+  return error;
 }
 
 function figures(ops: [number, number], bytes: number, hist: LatencyHistogram, seconds: number): BenchFigures {

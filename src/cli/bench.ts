@@ -52,7 +52,9 @@ function num(flag: string, v: string | undefined, parse: (s: string) => number =
 /**
  * `blocklayer bench`: a fio-like job on any target, with limits by their QEMU names; prints a
  * table (or --json), draws --plot FILE.svg, and with --compare fio|qemu-img runs the
- * equivalent job of that tool on the same file in the same run.
+ * equivalent job of that tool on the same file in the same run. `--filename json:{…}` gives the
+ * whole node tree (QEMU's json: pseudo-protocol), e.g. a blkdebug filter. An I/O error ends the
+ * job and the command with that error.
  */
 export async function benchCommand(args: string[]): Promise<number> {
   const { values: v, positionals } = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
@@ -81,7 +83,11 @@ export async function benchCommand(args: string[]): Promise<number> {
   }
   // QEMU's rules, reported with the flag names the user typed.
   validateSpelled(limits, spelling, (f) => `--${toQmpName(f).replace(/_/g, '-')}`);
-  if (filename !== undefined) {
+  if (filename?.startsWith('json:')) {
+    // QEMU's json: pseudo-protocol: the whole node tree as JSON (e.g. a blkdebug filter over a file).
+    target = jsonTarget(filename);
+    filename = undefined;
+  } else if (filename !== undefined) {
     target = { ...(await targetOptions(filename, { format: v.format })) };
     delete target.readOnly;
     const file = target.file as Record<string, unknown> | undefined;
@@ -127,6 +133,20 @@ export async function benchCommand(args: string[]): Promise<number> {
     if (v.plot) console.log(`plot written to ${v.plot}`);
   }
   return 0;
+}
+
+/** Node options from a `json:{…}` filename (QEMU's json: pseudo-protocol), in this library's option names. */
+function jsonTarget(filename: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(filename.slice('json:'.length));
+  } catch (e) {
+    throw new BlockError('EINVAL', `--filename: json: target is not valid JSON (${(e as Error).message})`, { field: 'filename' });
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new BlockError('EINVAL', '--filename: json: target must be a JSON object of node options', { field: 'filename' });
+  }
+  return parsed as Record<string, unknown>;
 }
 
 type Compared = { tool: string; iops: number } | { skipped: string };

@@ -1,11 +1,23 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LatencyHistogram } from '../../src/bench/histogram.js';
 import { plotSvg } from '../../src/bench/plot.js';
 import { benchResultSchema } from '../../src/bench/report.js';
 import { runJob } from '../../src/bench/runner.js';
 import { formatTable } from '../../src/bench/table.js';
+
+/** A target whose reads fail with EIO from the n-th one on (blkdebug over null). */
+const failingTarget = (after: number, latencyNs = 0) => ({
+  driver: 'blkdebug',
+  rules: [{ event: 'read', code: 'EIO', after }],
+  file: { driver: 'null', size: '1G', ...(latencyNs ? { latencyNs } : {}) },
+});
+
+/** Lets Node report unhandled rejections: they are emitted after the microtask queue drains. */
+const turns = async (n = 3) => {
+  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+};
 
 /** A minimal XML well-formedness check: every tag closes in order, attributes are quoted. */
 function wellFormed(xml: string): boolean {
@@ -60,6 +72,88 @@ describe('benchmark harness', () => {
     await expect(runJob({ iodepth: 0 })).rejects.toThrow(/^iodepth: /);
   });
 
+  describe('an I/O error stops the job', () => {
+    const unhandled = vi.fn();
+    beforeEach(() => {
+      unhandled.mockClear();
+      process.on('unhandledRejection', unhandled);
+    });
+    afterEach(() => {
+      process.off('unhandledRejection', unhandled);
+    });
+
+    it('on the real clock: runJob rejects with the EIO before half the runtime, with no unhandled rejection', async () => {
+      const t0 = performance.now();
+      const job = runJob({ runtime: 5, iodepth: 8, drives: 2, target: failingTarget(20) });
+      await expect(job).rejects.toMatchObject({ name: 'BlockError', code: 'EIO', message: expect.stringMatching(/blkdebug: injected EIO on read/) });
+      // A correctness bound, not a speed one: the job must not wait for its 5 s runtime.
+      expect(performance.now() - t0).toBeLessThan(2500);
+      await turns();
+      expect(unhandled).not.toHaveBeenCalled();
+    });
+
+    it('on the real clock under a limit: queued requests are released and the job rejects before half the runtime', async () => {
+      const t0 = performance.now();
+      const job = runJob({ runtime: 5, iodepth: 64, drives: 2, group: 'g', limits: { iopsTotal: 200 }, target: failingTarget(5) });
+      await expect(job).rejects.toMatchObject({ code: 'EIO' });
+      expect(performance.now() - t0).toBeLessThan(2500);
+      await turns();
+      expect(unhandled).not.toHaveBeenCalled();
+    });
+
+    it('on the virtual clock: runJob rejects with the EIO, with no unhandled rejection', async () => {
+      const job = runJob({ clock: 'virtual', runtime: 5, iodepth: 4, limits: { iopsTotal: 100 }, target: failingTarget(30, 3_000_000) });
+      await expect(job).rejects.toMatchObject({ code: 'EIO' });
+      await turns();
+      expect(unhandled).not.toHaveBeenCalled();
+    });
+
+    it('a size-bound job with progress rejects with the EIO, with no unhandled rejection', async () => {
+      const progress = vi.fn();
+      await expect(runJob({ size: '1G', iodepth: 4, target: failingTarget(10) }, progress)).rejects.toMatchObject({ code: 'EIO' });
+      await expect(runJob({ clock: 'virtual', size: '1G', iodepth: 4, target: failingTarget(10) }, progress)).rejects.toMatchObject({ code: 'EIO' });
+      await turns();
+      expect(unhandled).not.toHaveBeenCalled();
+    });
+  });
+
+  it('a virtual-clock job ends when requests are still in flight at its end (latency not a divisor of the runtime)', async () => {
+    const r = await runJob({ clock: 'virtual', runtime: 1, target: { driver: 'null', latencyNs: 3_000_000 } });
+    // One request in flight at a time, 3 ms each: 333 complete before 1 s, the 334th at 1.002 s.
+    expect(r.total.ops).toBe(333);
+    expect(r.durationS).toBe(1);
+  });
+
+  it('refuses sizes, depths, runtimes and slices that cannot make a job, naming the field', async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ bs: 0 }, 'bs'],
+      [{ bs: '0' }, 'bs'],
+      [{ bs: -4096 }, 'bs'],
+      [{ bs: 4096.5 }, 'bs'],
+      [{ bs: '3G' }, 'bs'],
+      [{ size: 0 }, 'size'],
+      [{ size: -1 }, 'size'],
+      [{ size: 1000, bs: 4096 }, 'size'],
+      [{ iodepth: 0 }, 'iodepth'],
+      [{ iodepth: 1.5 }, 'iodepth'],
+      [{ iodepth: Number.NaN }, 'iodepth'],
+      [{ iodepth: Number.POSITIVE_INFINITY }, 'iodepth'],
+      [{ runtime: 0 }, 'runtime'],
+      [{ runtime: -1 }, 'runtime'],
+      [{ runtime: Number.NaN }, 'runtime'],
+      [{ runtime: Number.POSITIVE_INFINITY }, 'runtime'],
+      [{ runtime: 1e7 }, 'runtime'],
+      [{ sliceMs: 0 }, 'sliceMs'],
+      [{ sliceMs: Number.NaN }, 'sliceMs'],
+      [{ sliceMs: Number.POSITIVE_INFINITY }, 'sliceMs'],
+      [{ sliceMs: 0.5 }, 'sliceMs'],
+      [{ runtime: 2000, sliceMs: 1 }, 'sliceMs'],
+    ];
+    for (const [job, field] of cases) {
+      await expect(runJob(job), JSON.stringify(job)).rejects.toMatchObject({ name: 'BlockError', code: 'EINVAL', field, message: expect.stringMatching(new RegExp(`^${field}: `)) });
+    }
+  });
+
   it('histogram percentiles are exact below 128 ns and within 1/64 above', () => {
     const h = new LatencyHistogram();
     for (let i = 1; i <= 100; i++) h.record(i);
@@ -109,5 +203,27 @@ describe('blocklayer bench (CLI)', () => {
       expect(r.stderr.trim().split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(msg);
     }
+  });
+
+  it('a zero block size or runtime and a bad json: target each fail with one clear line', () => {
+    for (const [args, msg] of [
+      [['--bs', '0'], /^blocklayer bench: EINVAL: bs: must be at least 1 byte\n$/],
+      [['--runtime', '0'], /^blocklayer bench: EINVAL: runtime: /],
+      [['--filename', 'json:{"driver":'], /^blocklayer bench: EINVAL: --filename: json: target is not valid JSON/],
+    ] as [string[], RegExp][]) {
+      const r = cli(...args);
+      expect(r.status).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(msg);
+    }
+  });
+
+  it('an I/O error during the job exits 1 with one line naming the error', () => {
+    const target = JSON.stringify(failingTarget(50));
+    const r = cli('--filename', `json:${target}`, '--runtime', '5', '--iodepth', '4');
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/^blocklayer bench: EIO: blkdebug: injected EIO on read at offset \d+\n$/);
+    expect(r.stdout).toBe('');
   });
 });
