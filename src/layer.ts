@@ -51,6 +51,7 @@ export class BlockLayer {
   private closed = false;
   /** Opens in progress: close() waits for them and closes what they made. */
   private readonly opening = new Set<Promise<unknown>>();
+  private readonly openListeners = new Set<(drive: Drive) => void>();
 
   constructor(options: BlockLayerOptions = {}) {
     this.clock = options.clock ?? new RealClock();
@@ -134,7 +135,14 @@ export class BlockLayer {
         throw e;
       }
     }
+    for (const listener of this.openListeners) listener(drive);
     return drive;
+  }
+
+  /** Calls `listener` with every drive opened from now on; returns the function that stops it. */
+  onDriveOpened(listener: (drive: Drive) => void): () => void {
+    this.openListeners.add(listener);
+    return () => this.openListeners.delete(listener);
   }
 
   /** Runs an open so that close() can wait for it; refuses it once the layer is closing. */
