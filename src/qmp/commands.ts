@@ -52,13 +52,15 @@ function optBool(args: Args, key: string): boolean | undefined {
   return v;
 }
 
-/** bs->filename: the first plain filename down the `file` chain, else `<driver>://` (as QEMU's null-co://). */
+/** bs->filename: the first plain filename down the `file` chain, else `<driver>://` of its last node (as QEMU's null-co://). */
 function filenameOf(node: BlockNode): string {
+  let last = node;
   for (let n: BlockNode | undefined = node; n; n = n.child('file')) {
     const f = n.options.filename ?? n.info().filename;
     if (typeof f === 'string') return f;
+    last = n;
   }
-  return `${node.driver.name}://`;
+  return `${last.driver.name}://`;
 }
 
 /** QAPI ImageInfo of a node (with its backing chain unless `flat`). */
