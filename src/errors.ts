@@ -87,6 +87,8 @@ const ERRNO_CODES: Readonly<Record<string, BlockErrorCode>> = {
   EWOULDBLOCK: 'ELOCKED',
   EBUSY: 'EBUSY',
   ETXTBSY: 'EBUSY',
+  // An address (socket path, port) another listener holds.
+  EADDRINUSE: 'EBUSY',
   ECANCELED: 'ECANCELED',
   EISDIR: 'EISDIR',
   ENOTDIR: 'ENOTDIR',

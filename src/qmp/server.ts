@@ -7,6 +7,7 @@ import { lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { EventEmitter } from 'eventemitter3';
 import type { Drive, IoErrorEvent } from '../drive.js';
+import { BlockError, fromErrno } from '../errors.js';
 import type { BlockLayer } from '../layer.js';
 import { type ExportManager, type QmpSession, runCommand, toQmpError } from './commands.js';
 import { errorResponse, eventMessage, frame, greeting, JsonSplitter, parseRequest, QMP_MAX_MESSAGE_BYTES, type SplitItem, successResponse } from './wire.js';
@@ -17,7 +18,7 @@ export interface QmpServerOptions {
   exports?: ExportManager;
   /** Largest JSON text accepted from a client, in bytes (default 1 MiB). */
   maxMessageBytes?: number;
-  /** Wall-clock time for event timestamps, in milliseconds since the epoch (default Date.now). */
+  /** Wall-clock time for event timestamps, in milliseconds since the epoch, fractions allowed (default: the system clock, to the microsecond). */
   now?: () => number;
 }
 
@@ -34,6 +35,8 @@ export interface QmpServerEvents {
 
 /** Commands queued by one client before the server stops reading from it (QEMU's QMP_REQ_QUEUE_LEN_MAX). */
 const MAX_QUEUED = 8;
+/** Output a client may leave unread before it is disconnected (it stopped reading; events would pile up). */
+const MAX_UNREAD_OUTPUT = 16 << 20;
 
 /** IoOperation to QAPI's IoOperationType: everything that is not a read is a write. */
 function qapiOperation(op: IoErrorEvent['operation']): 'read' | 'write' {
@@ -57,7 +60,12 @@ class Client {
   }
 
   send(message: unknown): void {
-    if (!this.socket.destroyed && this.socket.writable) this.socket.write(frame(message));
+    if (this.socket.destroyed || !this.socket.writable) return;
+    if (this.socket.writableLength > MAX_UNREAD_OUTPUT) {
+      this.socket.destroy();
+      return;
+    }
+    this.socket.write(frame(message));
   }
 
   private received(chunk: Buffer): void {
@@ -122,7 +130,7 @@ export class QmpServer extends EventEmitter<QmpServerEvents> {
     private readonly options: QmpServerOptions = {},
   ) {
     super();
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? (() => performance.timeOrigin + performance.now());
     this.maxMessageBytes = options.maxMessageBytes ?? QMP_MAX_MESSAGE_BYTES;
     for (const d of layer.listDrives()) this.watch(d);
     this.stopWatching = layer.onDriveOpened((d) => this.watch(d));
@@ -181,8 +189,8 @@ export class QmpServer extends EventEmitter<QmpServerEvents> {
    * any other file there is left alone and the listen fails.
    */
   async listen(where: QmpListenAddress): Promise<void> {
-    if (this.server !== null) throw new Error('QmpServer: already listening');
-    if (this.closing !== null) throw new Error('QmpServer: closed');
+    if (this.server !== null) throw new BlockError('EBUSY', 'QmpServer: already listening');
+    if (this.closing !== null) throw new BlockError('ECLOSED', 'QmpServer: the server is closed');
     if ('path' in where) await removeStaleSocket(where.path);
     const server = net.createServer((socket) => this.accept(socket));
     this.server = server;
@@ -196,7 +204,8 @@ export class QmpServer extends EventEmitter<QmpServerEvents> {
       else server.listen(where.port, where.host, done);
     }).catch((e) => {
       this.server = null;
-      throw e;
+      const at = 'path' in where ? where.path : `${where.host}:${where.port}`;
+      throw fromErrno(e, `QMP listen on ${at}`, 'path' in where ? { path: where.path } : {});
     });
   }
 

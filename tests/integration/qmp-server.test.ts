@@ -345,10 +345,25 @@ describe('QMP server over a unix socket', () => {
     await expect(Client.connect(path)).rejects.toThrow();
   });
 
+  it('listens on TCP too, on the port the system chose', async () => {
+    server = new QmpServer(layer);
+    await server.listen({ host: '127.0.0.1', port: 0 });
+    const address = server.address() as net.AddressInfo;
+    expect(address.port).toBeGreaterThan(0);
+    const socket = net.connect(address.port, '127.0.0.1');
+    const first = await new Promise<string>((resolve, reject) => {
+      socket.once('data', (b) => resolve(b.toString()));
+      socket.once('error', reject);
+    });
+    socket.destroy();
+    expect(first.endsWith('\r\n')).toBe(true);
+    expect(JSON.parse(first)).toHaveProperty('QMP.capabilities', []);
+  });
+
   it('replaces a stale socket file but leaves a regular file alone', async () => {
     writeFileSync(path, 'not a socket');
     server = new QmpServer(layer);
-    await expect(server.listen({ path })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    await expect(server.listen({ path })).rejects.toMatchObject({ code: 'EBUSY', message: expect.stringContaining('EADDRINUSE') });
     rmSync(path);
     // a socket left by a process that died without removing it
     const child = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`]);
@@ -364,7 +379,7 @@ describe('QMP server over a unix socket', () => {
     await new Promise<void>((r) => live.listen(path, r));
     try {
       server = new QmpServer(layer);
-      await expect(server.listen({ path })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+      await expect(server.listen({ path })).rejects.toMatchObject({ code: 'EBUSY', message: expect.stringContaining('EADDRINUSE') });
     } finally {
       await new Promise<void>((r) => live.close(() => r()));
     }

@@ -27,6 +27,7 @@ const TABLE: [errno: string, code: BlockErrorCode][] = [
   ['EWOULDBLOCK', 'ELOCKED'],
   ['EBUSY', 'EBUSY'],
   ['ETXTBSY', 'EBUSY'],
+  ['EADDRINUSE', 'EBUSY'],
   ['ECANCELED', 'ECANCELED'],
   ['EISDIR', 'EISDIR'],
   ['ENOTDIR', 'ENOTDIR'],
