@@ -1,0 +1,100 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { BlockError, BlockLayer, type QmpContext, QmpError, type QmpRequest, runCommand } from '../../src/index.js';
+import { qcow2Workspace } from '../helpers/qcow2-workspace.js';
+
+const ws = qcow2Workspace('qmp-commands-');
+
+const req = (execute: string, args: Record<string, unknown> = {}): QmpRequest => ({ execute, arguments: args });
+const ctx = (layer: BlockLayer, negotiated = true): QmpContext => ({ layer, session: { negotiated, quitRequested: false } });
+
+async function failure(p: Promise<unknown>): Promise<{ class: string; desc: string }> {
+  const e = await p.then(
+    () => {
+      throw new Error('expected a QmpError');
+    },
+    (err: unknown) => err,
+  );
+  expect(e).toBeInstanceOf(QmpError);
+  return { class: (e as QmpError).errorClass, desc: (e as QmpError).message };
+}
+
+describe('QMP commands', () => {
+  it('qmp_capabilities negotiates the session once; before it every command, known or not, is CommandNotFound', async () => {
+    const c = ctx(new BlockLayer(), false);
+    const expecting = { class: 'CommandNotFound', desc: "Expecting capabilities negotiation with 'qmp_capabilities'" };
+    expect(await failure(runCommand(req('query-block'), c))).toEqual(expecting);
+    expect(await failure(runCommand(req('bogus'), c))).toEqual(expecting);
+    expect(await failure(runCommand(req('qmp_capabilities', { enable: ['x'] }), c))).toEqual({ class: 'GenericError', desc: "Parameter 'enable' does not accept value 'x'" });
+    expect(c.session.negotiated).toBe(false);
+    expect(await runCommand(req('qmp_capabilities', { enable: [] }), c)).toEqual({});
+    expect(c.session.negotiated).toBe(true);
+  });
+
+  it('describes a qcow2 overlay and its backing chain in query-named-block-nodes (flat leaves the chain out of image)', async () => {
+    const d = await ws.open('over.qcow2');
+    const c = ctx(ws.layer);
+    const nodes = (await runCommand(req('query-named-block-nodes'), c)) as Record<string, unknown>[];
+    const root = nodes[0];
+    const overPath = path.join(ws.dir, 'over.qcow2');
+    expect(root).toMatchObject({
+      'node-name': d.node.name,
+      drv: 'qcow2',
+      ro: d.readOnly,
+      file: overPath,
+      backing_file_depth: 1,
+      backing_file: expect.stringContaining('base.qcow2'),
+      image: {
+        filename: overPath,
+        format: 'qcow2',
+        'virtual-size': d.length,
+        'cluster-size': expect.any(Number),
+        'backing-filename': expect.stringContaining('base.qcow2'),
+        'backing-image': { format: 'qcow2', filename: expect.stringContaining('base.qcow2') },
+      },
+    });
+    // every node of the graph once: qcow2, its file, the backing qcow2 and its file
+    expect(nodes.map((n) => n.drv).sort()).toEqual(['file', 'file', 'qcow2', 'qcow2']);
+    expect(new Set(nodes.map((n) => n['node-name'])).size).toBe(nodes.length);
+    const flat = (await runCommand(req('query-named-block-nodes', { flat: true }), c)) as { image: Record<string, unknown> }[];
+    expect(flat[0].image).not.toHaveProperty('backing-image');
+    expect(await failure(runCommand(req('query-named-block-nodes', { flat: 1 }), c))).toEqual({ class: 'GenericError', desc: "Invalid parameter type for 'flat', expected: boolean" });
+    await d.close();
+  });
+
+  it('lists internal snapshots in the image info', async () => {
+    const d = await ws.open('snap.qcow2');
+    const block = (await runCommand(req('query-block'), ctx(ws.layer))) as { device: string; inserted: { image: { snapshots?: Record<string, unknown>[] } } }[];
+    const snaps = block.find((b) => b.device === d.id)!.inserted.image.snapshots!;
+    expect(snaps.map((s) => s.name)).toContain('one');
+    expect(snaps[0]).toEqual({
+      id: expect.any(String),
+      name: expect.any(String),
+      'vm-state-size': expect.any(Number),
+      'date-sec': expect.any(Number),
+      'date-nsec': expect.any(Number),
+      'vm-clock-sec': expect.any(Number),
+      'vm-clock-nsec': expect.any(Number),
+    });
+    await d.close();
+  });
+
+  it("reports a BlockError from the library as GenericError with the error's message", async () => {
+    expect(await failure(runCommand(req('block-export-add', { id: 'x' }), { ...ctx(new BlockLayer()), exports: { add: async () => { throw new BlockError('EINVAL', 'boom'); }, del: async () => {} } }))).toEqual({
+      class: 'GenericError',
+      desc: 'boom',
+    });
+  });
+
+  it('refuses query-blockstats query-nodes (only per-drive counters are kept)', async () => {
+    const c = ctx(new BlockLayer());
+    expect((await failure(runCommand(req('query-blockstats', { 'query-nodes': true }), c))).class).toBe('GenericError');
+    expect(await runCommand(req('query-blockstats', { 'query-nodes': false }), c)).toEqual([]);
+  });
+
+  it('quit marks the session for the server to stop', async () => {
+    const c = ctx(new BlockLayer());
+    expect(await runCommand(req('quit'), c)).toEqual({});
+    expect(c.session.quitRequested).toBe(true);
+  });
+});
