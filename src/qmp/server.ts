@@ -118,7 +118,8 @@ class Client {
  */
 export class QmpServer extends EventEmitter<QmpServerEvents> {
   private readonly clients = new Set<Client>();
-  private readonly watched = new Map<Drive, (e: IoErrorEvent) => void>();
+  /** Drives whose events are forwarded, with the function that stops that. */
+  private readonly watched = new Map<Drive, () => void>();
   private readonly stopWatching: () => void;
   private readonly now: () => number;
   private readonly maxMessageBytes: number;
@@ -149,12 +150,14 @@ export class QmpServer extends EventEmitter<QmpServerEvents> {
       };
       this.broadcast('BLOCK_IO_ERROR', data);
     };
-    this.watched.set(drive, listener);
-    drive.on('io-error', listener);
-    drive.once('closed', () => {
+    const unwatch = () => {
       drive.off('io-error', listener);
+      drive.off('closed', unwatch);
       this.watched.delete(drive);
-    });
+    };
+    this.watched.set(drive, unwatch);
+    drive.on('io-error', listener);
+    drive.on('closed', unwatch);
   }
 
   /** Sends an event to every client that has negotiated capabilities. */
@@ -230,8 +233,7 @@ export class QmpServer extends EventEmitter<QmpServerEvents> {
 
   private async closeNow(): Promise<void> {
     this.stopWatching();
-    for (const [drive, listener] of this.watched) drive.off('io-error', listener);
-    this.watched.clear();
+    for (const unwatch of [...this.watched.values()]) unwatch();
     const server = this.server;
     const closed = server === null ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
     for (const c of this.clients) c.socket.destroySoon();

@@ -336,6 +336,8 @@ describe('QMP server over a unix socket', () => {
     await start();
     const c = await client();
     const other = await client();
+    const d = await layer.openDrive({ id: 'd', driver: 'null', size: '64K' });
+    expect(d.listenerCount('io-error')).toBe(1);
     const quit = new Promise<void>((resolve) => server.once('quit', resolve));
     expect(await c.cmd('quit', undefined, 'bye')).toEqual({ return: {}, id: 'bye' });
     await quit;
@@ -343,6 +345,9 @@ describe('QMP server over a unix socket', () => {
     await c.until(() => c.closed);
     await other.until(() => other.closed);
     await expect(Client.connect(path)).rejects.toThrow();
+    // the server no longer listens to the drive
+    expect(d.listenerCount('io-error')).toBe(0);
+    expect(d.listenerCount('closed')).toBe(0);
   });
 
   it('listens on TCP too, on the port the system chose', async () => {
