@@ -10,7 +10,7 @@ export interface ClockTimer {
 export interface Clock {
   /** Monotonic time in nanoseconds (a float-free integer count on VirtualClock). */
   now(): number;
-  /** Calls `callback` once when `now()` reaches `deadlineNs` (or at once if already past). */
+  /** Calls `callback` once when `now()` reaches `deadlineNs` (on a later turn if already past; never inside setTimer). */
   setTimer(deadlineNs: number, callback: () => void): ClockTimer;
 }
 
@@ -29,29 +29,32 @@ export class RealClock implements Clock {
   }
 
   setTimer(deadlineNs: number, callback: () => void): ClockTimer {
+    // The time is read once here: the callback must never run inside setTimer (callers set
+    // state after it returns), even when the deadline passes while we arm the timer.
+    const delayNs = deadlineNs - this.now();
     // Due now: the next loop turn (setTimeout(0) would wait a whole millisecond).
-    if (deadlineNs - this.now() <= 0) {
+    if (delayNs <= 0) {
       const immediate = setImmediate(callback);
       return { cancel: () => clearImmediate(immediate) };
     }
     // The handle of the step armed now; a re-arm replaces it, so cancel clears the current one.
     let handle: ReturnType<typeof setTimeout> | null = null;
-    const arm = () => {
-      const delayNs = deadlineNs - this.now();
-      if (delayNs <= 0) {
-        handle = null;
-        callback();
-        return;
-      }
-      // Node timers fire in whole milliseconds; round up so a timer never fires before its deadline.
-      const delayMs = Math.ceil(delayNs / 1e6);
-      handle = delayMs > MAX_TIMEOUT_MS ? setTimeout(arm, MAX_TIMEOUT_MS) : setTimeout(fire, delayMs);
-    };
     const fire = () => {
       handle = null;
       callback();
     };
-    arm();
+    // Node timers fire in whole milliseconds; round up so a timer never fires before its deadline.
+    const step = (ns: number) => {
+      const ms = Math.ceil(ns / 1e6);
+      handle = ms > MAX_TIMEOUT_MS ? setTimeout(rearm, MAX_TIMEOUT_MS) : setTimeout(fire, ms);
+    };
+    // Only ever called from a timeout: a long wait continues with what is left of it.
+    const rearm = () => {
+      const rest = deadlineNs - this.now();
+      if (rest <= 0) fire();
+      else step(rest);
+    };
+    step(delayNs);
     return {
       cancel: () => {
         if (handle !== null) clearTimeout(handle);

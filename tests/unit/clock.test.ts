@@ -77,6 +77,24 @@ describe('RealClock', () => {
     expect(fired).toBe(1);
   });
 
+  it('a timer whose deadline passes while it is being armed still never fires inside setTimer', () => {
+    // The throttle group sets its "timer armed" state after setTimer returns: a synchronous
+    // callback there left a group waiting on a timer that had already fired (found by the soak).
+    class SteppingClock extends RealClock {
+      t = 1_000_000;
+      override now(): number {
+        this.t += 600; // each read of the clock is 600 ns later
+        return this.t;
+      }
+    }
+    const clock = new SteppingClock();
+    let fired = 0;
+    clock.setTimer(clock.now() + 1000, () => fired++); // 1 µs away: past due by the second read
+    expect(fired).toBe(0);
+    vi.advanceTimersByTime(1);
+    expect(fired).toBe(1);
+  });
+
   it('a read that must wait 48.5 days behind a 1 B/s limit waits all of it, not 1 ms', async () => {
     const layer = new BlockLayer();
     const drive = await layer.openDrive({ driver: 'memory', size: '8M' });
