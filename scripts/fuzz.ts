@@ -298,7 +298,8 @@ function mutate(rng: Rng, seed: Buffer): { bytes: Buffer; ops: string[] } {
       ops.push(`truncate ${len}`);
     } else if (op < 92) {
       const extra = rng.chance(0.5) ? rng.int(512) : cluster * (1 + rng.int(4));
-      const fill = rng.chance(0.5) ? Buffer.alloc(extra, rng.pick(BYTE_VALUES)) : Buffer.from(Array.from({ length: extra }, () => rng.int(256)));
+      const fill = Buffer.alloc(extra, rng.pick(BYTE_VALUES));
+      if (rng.chance(0.5)) for (let j = 0; j + 4 <= extra; j += 4) fill.writeUInt32LE(rng.u32(), j);
       b = Buffer.concat([b, fill]);
       ops.push(`extend ${extra}`);
     } else {
@@ -615,10 +616,11 @@ async function child(): Promise<void> {
   while (Date.now() < deadline) {
     n++;
     const kindRoll = rng.int(10);
-    const t0 = performance.now();
+    // case wall time: from here to the end of the case, restarted once the mutant is written
+    let t0 = performance.now();
     let phase = 'start';
     let slowest = { phase: 'start', ms: 0 };
-    let phaseStart = t0;
+    let phaseStart = performance.now();
     const setPhase = (p: string) => {
       const now = performance.now();
       if (now - phaseStart > slowest.ms) slowest = { phase, ms: now - phaseStart };
@@ -635,6 +637,7 @@ async function child(): Promise<void> {
       const snapshot = seed.snapshots && rng.chance(0.5) ? rng.pick(seed.snapshots) : undefined;
       setCurrent({ kind: 'image', label: `${seed.name} ${ops.join(';')} open#${how}${snapshot ? ` snapshot=${snapshot}` : ''}`, input: bytes });
       const layer = new BlockLayer();
+      t0 = performance.now();
       const run = async () => {
         let drive: Drive | undefined;
         try {
@@ -711,7 +714,8 @@ async function child(): Promise<void> {
     if (ms > SLOW_MS) report('slow', new Error(`case took ${ms.toFixed(0)} ms (${slowest.phase} ${slowest.ms.toFixed(0)} ms)`), slowest.phase);
     if (n % RSS_EVERY === 0) {
       gc?.();
-      const rss = process.memoryUsage().rss;
+      const mem = process.memoryUsage();
+      const rss = mem.rss;
       stats.rss.push(rss);
       // Baseline after warm-up; growth judged on the smallest of the last three samples, so that one
       // large allocation the allocator keeps (a mutant with a huge table) is not taken for a leak.
@@ -720,7 +724,7 @@ async function child(): Promise<void> {
       else if (rssBase > 0 && !rssReported && settled - rssBase > RSS_BOUND) {
         rssReported = true;
         current = { kind: 'parser', label: 'rss', input: JSON.stringify(stats.rss) };
-        report('rss', new Error(`RSS grew ${((settled - rssBase) / 2 ** 20).toFixed(0)} MiB over ${n} cases (gc ${gc ? 'on' : 'off'})`), 'rss');
+        report('rss', new Error(`RSS grew ${((settled - rssBase) / 2 ** 20).toFixed(0)} MiB over ${n} cases (gc ${gc ? 'on' : 'off'}; now heap ${(mem.heapUsed / 2 ** 20).toFixed(0)} MiB, external ${(mem.external / 2 ** 20).toFixed(0)} MiB)`), 'rss');
       }
     }
     process.send?.(n % 50 === 0 ? { stats } : { beat: n });
