@@ -64,6 +64,9 @@ export class BlockLayer {
 
   /** Opens a node graph and puts a drive on top of it. */
   async openDrive(options: DriveOptions): Promise<Drive> {
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+      throw new BlockError('EINVAL', "options: must be an object with a 'driver'", { field: '' });
+    }
     const { id: askedId, throttle, ...nodeOptions } = options;
     const limits = throttle === undefined ? undefined : parseOptions(throttleOptionsSchema, throttle, 'throttle');
     let id: string;

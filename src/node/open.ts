@@ -15,6 +15,8 @@ export interface OpenEnvironment {
 
 const GENERIC_KEYS = new Set(['driver', 'nodeName', 'readOnly']);
 let anonymous = 0;
+/** Deepest nesting of child options (a qcow2 chain of 64 images with its files fits). */
+const MAX_NESTING = 256;
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -31,6 +33,10 @@ export async function openNode(
   parentReadOnly?: boolean,
 ): Promise<BlockNode> {
   const at = (key: string) => (field ? `${field}.${key}` : key);
+  // Children are opened recursively: a cyclic or absurdly deep tree must be refused, not overflow the stack.
+  if (field !== '' && field.split('.').length > MAX_NESTING) {
+    throw new BlockError('EINVAL', `${field}: options nested deeper than ${MAX_NESTING} levels (or cyclic)`, { field });
+  }
   if (!isRecord(options)) throw new BlockError('EINVAL', `${field || 'options'}: must be an object with a 'driver'`, { field });
   if (typeof options.driver !== 'string') {
     throw new BlockError('EINVAL', `${at('driver')}: required`, { field: at('driver') });

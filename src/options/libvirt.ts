@@ -13,13 +13,14 @@ export function fromLibvirtIotune(iotune: Record<string, number | string>): Thro
   let group: string | undefined;
   for (const [key, raw] of Object.entries(iotune)) {
     if (key === 'group_name') {
+      if (typeof raw !== 'string' && typeof raw !== 'number') throw new BlockError('EINVAL', 'group_name: must be a string', { field: key });
       group = String(raw);
       if (group === '') throw new BlockError('EINVAL', 'group_name: must not be empty', { field: key });
       continue;
     }
     const field = BY_LIBVIRT.get(key);
     if (!field) throw new BlockError('EINVAL', `unknown iotune element '${key}'`, { field: key });
-    const n = typeof raw === 'number' ? raw : /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : Number.NaN;
+    const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : Number.NaN;
     if (!Number.isSafeInteger(n) || n < 0) throw new BlockError('EINVAL', `${key}: expects a non-negative integer`, { field: key });
     if (n !== 0) limits[field] = n;
     spelling.set(field, key);

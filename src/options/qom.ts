@@ -54,7 +54,8 @@ export function parseThrottleGroupObject(input: string | Record<string, unknown>
       else props[k] = v;
     }
     if (Object.keys(limits).length > 0) props.limits = limits;
-  } else props = input;
+  } else if (typeof input === 'object' && input !== null && !Array.isArray(input)) props = input;
+  else throw new BlockError('EINVAL', 'throttle-group object: must be a string or an object', {});
 
   const type = props['qom-type'];
   if (type !== undefined && type !== 'throttle-group') {

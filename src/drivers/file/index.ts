@@ -44,10 +44,14 @@ export const fileDriver = defineDriver({
         fs.open(filename, readOnly ? 'r' : 'r+', (err, f) => (err ? reject(err) : resolve(f))),
       );
     } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EISDIR') throw notAFile(filename, ctx, e);
       throw fromErrno(e, `could not open '${filename}'${readOnly ? '' : ' read-write'}`, ctx);
     }
     const closeFd = () => new Promise<void>((resolve) => fs.close(fd, () => resolve()));
     try {
+      // As QEMU's file driver: a directory opens read-only on Linux but is no image.
+      const st = await new Promise<fs.Stats>((resolve, reject) => fs.fstat(fd, (err, s) => (err ? reject(err) : resolve(s))));
+      if (st.isDirectory()) throw notAFile(filename, ctx);
       if (locking !== 'off') {
         try {
           await lock(fd, !readOnly);
@@ -73,6 +77,10 @@ export const fileDriver = defineDriver({
     }
   },
 });
+
+function notAFile(filename: string, ctx: { node: string; path: string; field: string }, cause?: unknown): BlockError {
+  return new BlockError('EINVAL', `'${filename}' is a directory: the file driver opens regular files and block devices`, { ...ctx, cause });
+}
 
 function fileInstance(fd: number, size: number, filename: string, closeFd: () => Promise<void>): DriverInstance {
   const readAt = (offset: number, buffer: Uint8Array, done: number, resolve: () => void, reject: (e: unknown) => void) => {
