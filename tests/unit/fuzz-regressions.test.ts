@@ -121,6 +121,15 @@ describe('option trees', () => {
     expectBlockError(await rejection(layer.openDrive(tree as never)), 'EINVAL', /nested deeper/);
   });
 
+  it('null for a required child (raw file: null) is refused with EINVAL, not a TypeError in the driver', async () => {
+    const tree = fixture('options-required-child-null.json');
+    expectBlockError(await rejection(layer.openDrive(tree as never)), 'EINVAL', /^file: required/);
+    layer.createThrottleGroup('g');
+    for (const tree of [{ driver: 'qcow2' }, { driver: 'throttle', throttleGroup: 'g' }, { driver: 'blkdebug' }]) {
+      expectBlockError(await rejection(layer.openDrive({ ...tree, file: null } as never)), 'EINVAL', /^file: required/);
+    }
+  });
+
   it('a tree nested 100 levels deep still opens', async () => {
     let tree: Record<string, unknown> = { driver: 'memory', size: 4096 };
     for (let i = 0; i < 100; i++) tree = { driver: 'raw', file: tree };
