@@ -55,6 +55,8 @@ interface Stats {
   rss: number[];
   /** How cases ended: "image:ok", "image:open:ECORRUPT", "options:open:EINVAL", … */
   outcomes: Record<string, number>;
+  /** One message for each outcome of a rare error code (EIO, ENOENT, EACCES, EBUSY, ELOCKED), to triage. */
+  samples: Record<string, string>;
 }
 
 // ---------------------------------------------------------------- random numbers
@@ -94,7 +96,7 @@ async function supervise(): Promise<void> {
   makeCorpus(corpus);
   const deadline = Date.now() + seconds * 1000;
   console.log(`fuzz: seed ${seed}, ${seconds} s, corpus ${corpus}, findings in ${out}`);
-  const totals: Stats = { image: 0, options: 0, parser: 0, findings: {}, newFindings: [], rss: [], outcomes: {} };
+  const totals: Stats = { image: 0, options: 0, parser: 0, findings: {}, newFindings: [], rss: [], outcomes: {}, samples: {} };
   const start = Date.now();
   const here = fileURLToPath(import.meta.url);
   const execArgv = process.execArgv.includes('--expose-gc') ? process.execArgv : [...process.execArgv, '--expose-gc'];
@@ -126,6 +128,7 @@ async function supervise(): Promise<void> {
       totals.newFindings.push(...last.newFindings);
       totals.rss.push(...last.rss);
       for (const [k, v] of Object.entries(last.outcomes)) totals.outcomes[k] = (totals.outcomes[k] ?? 0) + v;
+      Object.assign(totals.samples, last.samples);
     }
     if (code === 0) break;
     // The child died or hung: the case in flight is the finding.
@@ -153,6 +156,7 @@ async function supervise(): Promise<void> {
   console.log(`cases: ${cases} (images ${totals.image}, option trees ${totals.options}, parser strings ${totals.parser}), ${(cases / elapsed).toFixed(1)} cases/s`);
   console.log(`findings (occurrences by kind): ${JSON.stringify(totals.findings)}`);
   console.log(`outcomes: ${JSON.stringify(Object.fromEntries(Object.entries(totals.outcomes).sort()))}`);
+  for (const [k, m] of Object.entries(totals.samples)) console.log(`  e.g. ${k}: ${m}`);
   console.log(`distinct new findings: ${totals.newFindings.length}`);
   for (const f of totals.newFindings) console.log(`  ${f}`);
   if (totals.rss.length > 0) console.log(`rss samples (MiB, after gc every ${RSS_EVERY} cases): ${totals.rss.map((r) => (r / 2 ** 20).toFixed(0)).join(' ')}`);
@@ -368,6 +372,8 @@ function randomValue(rng: Rng, depth: number, env: TreeEnv): unknown {
 interface TreeEnv {
   objects: object[];
   filename: string;
+  /** A valid qcow2 image for valid trees. */
+  qcow2?: string;
 }
 
 /** Sets an own property, even for '__proto__' (as JSON.parse makes it), never the prototype. */
@@ -426,6 +432,47 @@ function randomTree(rng: Rng, depth: number, env: TreeEnv): Record<string, unkno
     cur.file = { driver: 'memory', size: 4096 };
   }
   return o;
+}
+
+/** A valid option tree (a stack of filters and formats over a protocol), to be spoiled in one place. */
+function validTree(rng: Rng, env: TreeEnv, depth = 0): Record<string, unknown> {
+  const leaf = (): Record<string, unknown> =>
+    rng.chance(0.5)
+      ? { driver: 'memory', size: rng.pick([512, 4096, 65536, 1 << 20]), ...(rng.chance(0.3) ? { alignment: 512 } : {}), ...(rng.chance(0.3) ? { maxTransfer: 4096 } : {}) }
+      : rng.chance(0.5)
+        ? { driver: 'file', filename: env.filename, readOnly: true, ...(rng.chance(0.3) ? { locking: rng.pick(['on', 'off', 'auto']) } : {}) }
+        : { driver: 'null', size: rng.pick([0, 512, 1 << 20, 2 ** 40]), ...(rng.chance(0.5) ? { readZeroes: rng.chance(0.5) } : {}) };
+  if (depth > 4 || rng.chance(0.3)) return leaf();
+  const file = validTree(rng, env, depth + 1);
+  switch (rng.int(4)) {
+    case 0:
+      return { driver: 'raw', file, ...(rng.chance(0.4) ? { offset: rng.pick([0, 512, 4096]), size: rng.pick([512, 4096]) } : {}) };
+    case 1:
+      return { driver: 'throttle', throttleGroup: 'g', file };
+    case 2:
+      return { driver: 'blkdebug', file, ...(rng.chance(0.5) ? { align: 512, rules: [{ event: 'read_aio', code: 'EIO', once: true }] } : {}) };
+    default:
+      return { driver: 'qcow2', file: { driver: 'file', filename: env.qcow2, readOnly: true }, ...(rng.chance(0.3) ? { backing: null } : {}) };
+  }
+}
+
+/** Spoils a valid tree in one or two places: a hostile value under a known or unknown key, a cycle, a string for a child. */
+function spoil(rng: Rng, tree: Record<string, unknown>, env: TreeEnv): Record<string, unknown> {
+  const nodes: Record<string, unknown>[] = [];
+  const walk = (o: Record<string, unknown>) => {
+    nodes.push(o);
+    for (const v of Object.values(o)) if (v !== null && typeof v === 'object' && !Array.isArray(v)) walk(v as Record<string, unknown>);
+  };
+  walk(tree);
+  for (let i = rng.int(2) + 1; i > 0; i--) {
+    const o = rng.pick(nodes);
+    const keys = Object.keys(o);
+    const k = rng.chance(0.7) && keys.length > 0 ? rng.pick(keys) : rng.pick(KEYS);
+    const r = rng.int(6);
+    const v = r === 0 ? rng.pick(NUMBERS) : r === 1 ? rng.pick(nodes) : r === 2 ? randomString(rng, STRING_TOKENS, 3) : r === 3 ? null : randomValue(rng, 8, env);
+    setOwn(o, k, v);
+  }
+  return tree;
 }
 
 /** JSON with cycles, NaN, ±Infinity, -0, undefined, bigint and functions spelled out, for saving. */
@@ -573,7 +620,7 @@ async function child(): Promise<void> {
   const seeds = loadSeeds(corpus);
   const rng = new Rng(Number(args.seed));
   const deadline = Date.now() + Number(args.seconds) * 1000;
-  const stats: Stats = { image: 0, options: 0, parser: 0, findings: {}, newFindings: [], rss: [], outcomes: {} };
+  const stats: Stats = { image: 0, options: 0, parser: 0, findings: {}, newFindings: [], rss: [], outcomes: {}, samples: {} };
   const gc = (globalThis as { gc?: () => void }).gc;
   let current: { kind: Kind; label: string; input: Buffer | string } = { kind: 'parser', label: 'start', input: '' };
   const currentFile = path.join(out, '.current');
@@ -607,6 +654,9 @@ async function child(): Promise<void> {
   const check = (e: unknown, phase: string) => {
     if (!(e instanceof BlockError)) report('error', e, phase);
     outcome(e instanceof BlockError ? `${phase}:${e.code}` : `${phase}:other`);
+    if (e instanceof BlockError && ['EIO', 'ENOENT', 'EACCES', 'EBUSY', 'ELOCKED'].includes(e.code)) {
+      stats.samples[`${current.kind}:${phase}:${e.code}`] ??= `${e.message.slice(0, 200)} [${current.label.slice(0, 120)}]`;
+    }
   };
 
   let n = 0;
@@ -661,8 +711,9 @@ async function child(): Promise<void> {
       fs.rmSync(file, { force: true });
     } else if (kindRoll < 8) {
       stats.options++;
-      const env: TreeEnv = { objects: [], filename: path.join(corpus, 'options-target.raw') };
-      const tree = rng.chance(0.9) ? randomTree(rng, 0, env) : randomValue(rng, 0, env);
+      const env: TreeEnv = { objects: [], filename: path.join(corpus, 'options-target.raw'), qcow2: path.join(corpus, rng.pick(['v3-64k.qcow2', 'overlay.qcow2', 'zstd.qcow2'])) };
+      const roll = rng.int(10);
+      const tree = roll < 5 ? spoil(rng, validTree(rng, env), env) : roll < 6 ? validTree(rng, env) : roll < 9 ? randomTree(rng, 0, env) : randomValue(rng, 0, env);
       const viaNode = rng.chance(0.3);
       setCurrent({ kind: 'options', label: `options ${viaNode ? 'openNode' : 'openDrive'}`, input: toJson(tree) });
       const layer = new BlockLayer();
@@ -717,10 +768,11 @@ async function child(): Promise<void> {
       const mem = process.memoryUsage();
       const rss = mem.rss;
       stats.rss.push(rss);
-      // Baseline after warm-up; growth judged on the smallest of the last three samples, so that one
-      // large allocation the allocator keeps (a mutant with a huge table) is not taken for a leak.
-      const settled = Math.min(...stats.rss.slice(-3));
-      if (stats.rss.length === 3) rssBase = settled;
+      // Baseline: the high-water mark of the warm-up (samples 3 to 10); growth: the smallest of the
+      // last five samples above it, so that the allocator's plateau or one large allocation it keeps
+      // (a mutant with a huge table) is not taken for a leak, while a leak lifts even the minimum.
+      const settled = Math.min(...stats.rss.slice(-5));
+      if (stats.rss.length === 10) rssBase = Math.max(...stats.rss.slice(2));
       else if (rssBase > 0 && !rssReported && settled - rssBase > RSS_BOUND) {
         rssReported = true;
         current = { kind: 'parser', label: 'rss', input: JSON.stringify(stats.rss) };
