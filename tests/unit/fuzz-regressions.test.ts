@@ -91,6 +91,25 @@ describe('images', () => {
     expectBlockError(e, 'EINVAL', /is a directory/);
   });
 
+  it('a data file name with a NUL byte in the header ends at the NUL, as in QEMU (qemu-io reads 0x5a from data-file-name-nul.raw)', async () => {
+    const drive = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: path.join(FIXTURES, 'data-file-name-nul.qcow2'), readOnly: true } });
+    expect(drive.node.info().dataFile).toBe('data-file-name-nul.raw');
+    expect(Buffer.from(await drive.read(0, 4096))).toEqual(Buffer.alloc(4096, 0x5a));
+    expect(Buffer.from(await drive.read(4096, 61440))).toEqual(Buffer.alloc(61440));
+  });
+
+  it('a backing file name with a NUL byte ends at the NUL, as in QEMU (qemu-io reads 0x5a through it)', async () => {
+    const drive = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: path.join(FIXTURES, 'backing-name-nul.qcow2'), readOnly: true } });
+    expect(drive.node.info().backingFile).toBe('data-file-name-nul.raw');
+    expect(Buffer.from(await drive.read(0, 4096))).toEqual(Buffer.alloc(4096, 0x5a));
+  });
+
+  it('a file name with a NUL byte is refused with EINVAL naming the field, not a catch-all EIO', async () => {
+    const e = await rejection(layer.openDrive({ driver: 'file', filename: `${FIXTURES}/a\0b`, readOnly: true }));
+    expectBlockError(e, 'EINVAL', /NUL/);
+    expect((e as BlockError).field).toBe('filename');
+  });
+
   it('openImage on a directory rejects with EINVAL', async () => {
     expectBlockError(await rejection(openImage(FIXTURES, {}, layer)), 'EINVAL', /is a directory/);
   });
