@@ -119,7 +119,7 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
     const data = at + 8;
     if (data + len > Math.min(v.length, clusterSize)) throw corrupt('header extension', at, `of ${len} bytes runs past the header cluster`);
     // A name ends at its first NUL, as QEMU reads it (g_strndup).
-    const text = () => v.toString('utf8', data, data + len).replace(/\0[^]*$/, '');
+    const text = () => v.toString('utf8', data, data + len).split('\0', 1)[0];
     if (type === L.EXT_BACKING_FORMAT) h.backingFormat = text();
     else if (type === L.EXT_DATA_FILE) h.dataFile = text();
     else if (type === L.EXT_FEATURE_TABLE) {
@@ -153,7 +153,7 @@ export function parseHeader(buf: Uint8Array, fileSize: number): Qcow2Header {
   if (backingOffset !== 0) {
     if (backingSize > L.MAX_BACKING_NAME) throw corrupt('backing_file_size', 16, `${backingSize} is longer than ${L.MAX_BACKING_NAME} bytes`);
     if (backingOffset + backingSize > Math.min(clusterSize, v.length)) throw corrupt('backing_file_offset', 8, `${backingOffset} is outside the header cluster`);
-    h.backingFile = v.toString('utf8', backingOffset, backingOffset + backingSize).replace(/\0[^]*$/, '');
+    h.backingFile = v.toString('utf8', backingOffset, backingOffset + backingSize).split('\0', 1)[0];
   }
 
   // Tables: aligned, bounded, inside the file.
