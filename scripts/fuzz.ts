@@ -2,7 +2,7 @@
  * Fuzzer of blocklayer's input surfaces: qcow2/raw images (mutants of seeds made with qemu-img),
  * hostile option trees for BlockLayer.openDrive/openNode, and the option parsers' string inputs.
  *
- *   npx tsx scripts/fuzz.ts --seconds 600 [--seed N] [--out DIR]
+ *   npx tsx scripts/fuzz.ts --seconds 600 [--seed N] [--out DIR]   (DIR default: $TMPDIR/blocklayer-fuzz-out)
  *   node --expose-gc --import tsx scripts/fuzz.ts --seconds 600   (RSS sampled after global.gc())
  *
  * A supervisor process runs the fuzz loop in a child and restarts it if it dies (crash) or stops
@@ -29,7 +29,7 @@ const { values: args } = parseArgs({
   options: {
     seconds: { type: 'string', default: '600' },
     seed: { type: 'string' },
-    out: { type: 'string', default: 'fuzz-out' },
+    out: { type: 'string', default: path.join(os.tmpdir(), 'blocklayer-fuzz-out') },
     child: { type: 'boolean', default: false },
     corpus: { type: 'string' },
   },
