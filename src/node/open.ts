@@ -98,6 +98,7 @@ async function openInTree(
     for (const [role, need] of Object.entries(roles)) {
       const childOptions = options[role];
       if (childOptions === null) {
+        if (need === 'required') throw new BlockError('EINVAL', `${at(role)}: required: a ${driver.name} node cannot do without its ${role}`, { field: at(role) });
         disabledChildren.add(role);
         continue;
       }

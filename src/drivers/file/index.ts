@@ -12,7 +12,10 @@ const SEEK_HOLE = 4;
 const schema = z
   .object({
     /** Path of the image file or block device. */
-    filename: z.string({ error: 'required' }).min(1, 'must not be empty'),
+    filename: z
+      .string({ error: 'required' })
+      .min(1, 'must not be empty')
+      .refine((f) => !f.includes('\0'), 'must not contain a NUL byte'),
     /** Image locking (QEMU `locking`): read-write takes an exclusive lock, read-only a shared one. */
     locking: z.enum(['on', 'off', 'auto']).default('auto'),
   })

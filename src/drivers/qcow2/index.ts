@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { BlockError } from '../../errors.js';
+import { BlockError, fromErrno } from '../../errors.js';
 import { type BlockStatus, defineDriver, type DriverInstance, type NodeOptions } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { sizeSchema } from '../../options/size.js';
@@ -25,11 +25,17 @@ const schema = z
 
 /** Reads 4 bytes of a file to tell qcow2 from raw (the only formats we probe, as the issue asks). */
 export async function probeFormat(filename: string): Promise<'qcow2' | 'raw'> {
-  const fh = await fs.open(filename, 'r');
+  const what = `could not probe the format of '${filename}'`;
+  const fh = await fs.open(filename, 'r').catch((e) => {
+    throw fromErrno(e, what, { path: filename });
+  });
   try {
     const b = Buffer.alloc(4);
     const { bytesRead } = await fh.read(b, 0, 4, 0);
     return bytesRead === 4 && b.readUInt32BE(0) === L.QCOW2_MAGIC ? 'qcow2' : 'raw';
+  } catch (e) {
+    // e.g. EISDIR: a backing file name that names a directory
+    throw fromErrno(e, what, { path: filename });
   } finally {
     await fh.close();
   }
