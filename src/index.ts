@@ -59,3 +59,4 @@ export { runJob } from './bench/runner.js';
 export { formatTable } from './bench/table.js';
 export { probeFormat } from './drivers/qcow2/index.js';
 export type { Qcow2Snapshot } from './drivers/qcow2/snapshots.js';
+export { type NbdAddress, type NbdClientInfo, type NbdExport, type NbdListenOptions, NbdServer, type NbdServerEvents, type NbdServerOptions } from './nbd/server.js';
