@@ -273,8 +273,10 @@ class Connection {
     this.port = socket.remotePort;
     this.reader = new SocketReader(socket, READER_SLACK);
     socket.setNoDelay(true);
-    socket.on('error', (error) => {
-      if (!this.stopping) this.server.emit('error', { error, client: this.info() });
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      // A peer that resets or leaves mid-reply is a disconnect (with its reason), not a server error.
+      this.faultReason ??= error.code ?? error.message;
+      if (!this.stopping && error.code !== 'ECONNRESET' && error.code !== 'EPIPE') this.server.emit('error', { error, client: this.info() });
     });
     socket.on('close', () => {
       this.handshakeTimer?.cancel();
