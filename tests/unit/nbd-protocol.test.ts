@@ -73,7 +73,7 @@ describe('handshake encoding', () => {
   it('meta context requests round-trip; replies carry the id and the name', () => {
     const d = P.encodeMetaContextRequest('disk', ['base:allocation', 'qemu:dirty-bitmap:x']);
     expect(P.decodeMetaContextRequest(d)).toEqual({ exportName: 'disk', queries: ['base:allocation', 'qemu:dirty-bitmap:x'] });
-    expect(hex(P.encodeMetaContext(1, 'base:allocation'))).toBe('00000001' + Buffer.from('base:allocation').toString('hex'));
+    expect(hex(P.encodeMetaContext(1, 'base:allocation'))).toBe(`00000001${Buffer.from('base:allocation').toString('hex')}`);
   });
 
   it('a LIST entry is the name length, the name, then the description', () => {

@@ -1,0 +1,91 @@
+import net from 'node:net';
+import * as P from '../../src/nbd/protocol.js';
+
+/** A hand-driven NBD connection for hostile-client tests: raw bytes in, exact byte counts out. */
+export class RawNbdClient {
+  readonly socket: net.Socket;
+  private buf = Buffer.alloc(0);
+  private waiter: (() => void) | null = null;
+  /** Resolves when the server closed the connection. */
+  readonly closed: Promise<void>;
+  isClosed = false;
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.on('data', (d: Buffer) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      this.wake();
+    });
+    socket.on('error', () => {});
+    this.closed = new Promise((resolve) =>
+      socket.on('close', () => {
+        this.isClosed = true;
+        this.wake();
+        resolve();
+      }),
+    );
+  }
+
+  static connect(port: number): Promise<RawNbdClient> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port }, () => resolve(new RawNbdClient(s)));
+      s.once('error', reject);
+    });
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  /** Exactly `n` bytes; rejects if the connection closes first. */
+  async read(n: number): Promise<Buffer> {
+    while (this.buf.byteLength < n) {
+      if (this.isClosed) throw new Error(`connection closed with ${this.buf.byteLength} of ${n} bytes`);
+      await new Promise<void>((resolve) => {
+        this.waiter = resolve;
+      });
+    }
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return out;
+  }
+
+  write(b: Uint8Array): void {
+    this.socket.write(b);
+  }
+
+  /** Bytes received and not read yet. */
+  get pending(): number {
+    return this.buf.byteLength;
+  }
+
+  /** Greeting, client flags (FIXED_NEWSTYLE | NO_ZEROES), NBD_OPT_EXPORT_NAME: returns size and flags. */
+  async handshake(exportName: string): Promise<{ size: number; flags: number }> {
+    const g = await this.read(P.SERVER_GREETING_SIZE);
+    if (g.readBigUInt64BE(0) !== P.NBD_INIT_MAGIC) throw new Error('no NBDMAGIC');
+    const flags = Buffer.alloc(4);
+    flags.writeUInt32BE(P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES);
+    const name = Buffer.from(exportName);
+    this.write(Buffer.concat([flags, P.encodeOptionHeader(P.NBD_OPT_EXPORT_NAME, name.byteLength), name]));
+    const r = await this.read(10);
+    return { size: Number(r.readBigUInt64BE(0)), flags: r.readUInt16BE(8) };
+  }
+
+  request(type: number, offset: number, length: number, cookie: bigint, flags = 0, payload?: Uint8Array): void {
+    const h = P.encodeRequest({ flags, type, cookie, offset, length });
+    this.write(payload ? Buffer.concat([h, payload]) : h);
+  }
+
+  /** A simple reply (and `dataLength` bytes of data when it succeeded). */
+  async simpleReply(dataLength = 0): Promise<{ error: number; cookie: bigint; data: Buffer }> {
+    const r = P.decodeSimpleReply(await this.read(P.SIMPLE_REPLY_SIZE));
+    const data = r.error === 0 && dataLength > 0 ? await this.read(dataLength) : Buffer.alloc(0);
+    return { ...r, data };
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
