@@ -258,6 +258,8 @@ class Connection {
   private meta: { exportName: string; allocation: boolean } | null = null;
   private handshakeTimer: ClockTimer | null = null;
   private inFlight = 0;
+  /** Bytes held for requests in flight: WRITE payloads and READ buffers. */
+  private inFlightBytes = 0;
   private idleWaiters: (() => void)[] = [];
   private slotWaiter: (() => void) | null = null;
   private stopping = false;
@@ -553,18 +555,26 @@ class Connection {
           // Whether a payload follows is unknown: the stream cannot be resynchronised.
           throw new ProtocolViolation(`unknown command ${req.type}`);
       }
+      const bytes = req.type === P.NBD_CMD_WRITE || req.type === P.NBD_CMD_READ ? req.length : 0;
       this.inFlight++;
+      this.inFlightBytes += bytes;
       void this.serve(req, payload).finally(() => {
         this.inFlight--;
+        this.inFlightBytes -= bytes;
         this.wakeSlot();
         if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
       });
     }
   }
 
-  /** Waits until another request may be read: few enough in flight and the socket not backed up. */
+  /**
+   * Waits until another request may be read: few enough requests and bytes in flight, and the
+   * socket not backed up by a client that does not read its replies. What a connection holds stays
+   * bounded by about 2 × maxRequest of requests plus maxRequest of unsent replies.
+   */
   private async slot(): Promise<void> {
-    while (!this.stopping && (this.inFlight >= MAX_IN_FLIGHT || this.socket.writableLength > this.server.maxRequest)) {
+    const max = this.server.maxRequest;
+    while (!this.stopping && (this.inFlight >= MAX_IN_FLIGHT || (this.inFlight > 0 && this.inFlightBytes >= 2 * max) || this.socket.writableLength > max)) {
       await new Promise<void>((resolve) => {
         this.slotWaiter = resolve;
       });

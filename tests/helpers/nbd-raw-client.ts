@@ -4,7 +4,8 @@ import * as P from '../../src/nbd/protocol.js';
 /** A hand-driven NBD connection for hostile-client tests: raw bytes in, exact byte counts out. */
 export class RawNbdClient {
   readonly socket: net.Socket;
-  private buf = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  private size = 0;
   private waiter: (() => void) | null = null;
   /** Resolves when the server closed the connection. */
   readonly closed: Promise<void>;
@@ -13,7 +14,8 @@ export class RawNbdClient {
   private constructor(socket: net.Socket) {
     this.socket = socket;
     socket.on('data', (d: Buffer) => {
-      this.buf = Buffer.concat([this.buf, d]);
+      this.chunks.push(d);
+      this.size += d.byteLength;
       this.wake();
     });
     socket.on('error', () => {});
@@ -41,15 +43,17 @@ export class RawNbdClient {
 
   /** Exactly `n` bytes; rejects if the connection closes first. */
   async read(n: number): Promise<Buffer> {
-    while (this.buf.byteLength < n) {
-      if (this.isClosed) throw new Error(`connection closed with ${this.buf.byteLength} of ${n} bytes`);
+    while (this.size < n) {
+      if (this.isClosed) throw new Error(`connection closed with ${this.size} of ${n} bytes`);
       await new Promise<void>((resolve) => {
         this.waiter = resolve;
       });
     }
-    const out = this.buf.subarray(0, n);
-    this.buf = this.buf.subarray(n);
-    return out;
+    const all = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
+    const rest = all.subarray(n);
+    this.chunks = rest.byteLength > 0 ? [rest] : [];
+    this.size = rest.byteLength;
+    return all.subarray(0, n);
   }
 
   write(b: Uint8Array): void {
@@ -58,7 +62,7 @@ export class RawNbdClient {
 
   /** Bytes received and not read yet. */
   get pending(): number {
-    return this.buf.byteLength;
+    return this.size;
   }
 
   /** Greeting, client flags (FIXED_NEWSTYLE | NO_ZEROES), NBD_OPT_EXPORT_NAME: returns size and flags. */

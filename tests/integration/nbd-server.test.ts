@@ -114,6 +114,14 @@ describe.skipIf(!haveQemu && !haveLibnbd)('real NBD clients against NbdServer', 
     drives.dst = await layer.openDrive({ driver: 'memory', size: 16 * MiB });
     drives.ro = await patterned(1 * MiB);
     drives.throttled = await layer.openDrive({ driver: 'memory', size: 1 * MiB, throttle: { iopsTotal: 100 } });
+    drives.faulty = await layer.openDrive({
+      driver: 'blkdebug',
+      rules: [
+        { event: 'read', code: 'EIO', offset: 0 },
+        { event: 'write', code: 'ENOSPC', offset: 65536 },
+      ],
+      file: { driver: 'memory', size: 1 * MiB },
+    });
     // A sparse file: data at 0–64 KiB, 1 MiB–+4 KiB and 5–6 MiB, holes elsewhere.
     const sparse = path.join(dir, 'sparse.raw');
     const fd = fs.openSync(sparse, 'w');
@@ -132,6 +140,7 @@ describe.skipIf(!haveQemu && !haveLibnbd)('real NBD clients against NbdServer', 
         { name: 'ro', drive: drives.ro, readOnly: true },
         { name: 'throttled', drive: drives.throttled },
         { name: 'sparse', drive: drives.sparse },
+        { name: 'faulty', drive: drives.faulty },
       ],
     });
     const a = await server.listen({ host: '127.0.0.1', port: 0 });
@@ -188,21 +197,29 @@ describe.skipIf(!haveQemu && !haveLibnbd)('real NBD clients against NbdServer', 
     expect(sha(fs.readFileSync(out))).toBe(await driveHash(drives.ro));
   });
 
-  it.skipIf(!haveQemu)("a throttled export slows a client's I/O (iops 100: 50 reads take at least 0.4 s)", async () => {
-    const cmds = Array.from({ length: 50 }, (_, i) => ['-c', `read ${i * 4}k 4k`]).flat();
+  it.skipIf(!haveQemu)("a throttled export slows a client's I/O (iops 100: 60 reads take at least 0.4 s)", async () => {
+    const cmds = Array.from({ length: 60 }, (_, i) => ['-c', `read ${i * 4}k 4k`]).flat();
     const before = drives.throttled.stats().rdOperations;
     const t0 = performance.now();
     await ok('qemu-io', ['-f', 'raw', ...cmds, uri('throttled')]);
     const elapsed = performance.now() - t0;
-    expect(drives.throttled.stats().rdOperations - before).toBe(50);
-    // A burst of 10 (QEMU's default: a tenth of the rate) goes at once, the other 40 at 100 per second.
+    expect(drives.throttled.stats().rdOperations - before).toBe(60);
+    // A burst of at most 11 (QEMU's default bucket: a tenth of the rate) goes at once, the other 49 or more at 100 per second.
     expect(elapsed).toBeGreaterThanOrEqual(400);
+  });
+
+  it.skipIf(!haveQemu)("drive errors reach qemu-io as their errno (structured error chunks): EIO on read, ENOSPC on write", async () => {
+    const r = await run('qemu-io', ['-f', 'raw', '-c', 'read 0 4k', '-c', 'read 128k 4k', uri('faulty')]);
+    expect(r.stdout + r.stderr).toMatch(/read failed: Input\/output error/);
+    expect(r.stdout).toMatch(/read 4096\/4096 bytes at offset 131072/);
+    const w = await run('qemu-io', ['-f', 'raw', '-c', 'write 64k 4k', uri('faulty')]);
+    expect(w.stdout + w.stderr).toMatch(/write failed: No space left on device/);
   });
 
   it.skipIf(!haveLibnbd)('nbdinfo --list shows every export with its description', async () => {
     const out = JSON.parse(await ok('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${port}`])) as { exports: { 'export-name': string; description?: string }[] };
     const names = out.exports.map((e) => e['export-name']).sort();
-    expect(names).toEqual(['disk', 'dst', 'ro', 'rw', 'sparse', 'src', 'throttled']);
+    expect(names).toEqual(['disk', 'dst', 'faulty', 'ro', 'rw', 'sparse', 'src', 'throttled']);
     expect(out.exports.find((e) => e['export-name'] === 'disk')?.description).toBe('the test disk');
   });
 
@@ -430,6 +447,41 @@ describe('hostile and misbehaving clients', () => {
     const timedOut = () => disconnects.some((r) => r !== undefined && /handshake not finished within 300 ms/.test(r));
     for (let i = 0; i < 100 && !timedOut(); i++) await new Promise((r) => setTimeout(r, 10));
     expect(timedOut()).toBe(true);
+  });
+
+  it('NBD_OPT_EXPORT_NAME with an unknown name ends the connection (the option has no error reply)', async () => {
+    const c = await RawNbdClient.connect(port);
+    await expect(c.handshake('nope')).rejects.toThrow(/closed/);
+  });
+
+  it('simple replies carry drive errors too (no structured replies negotiated)', async () => {
+    const c = await RawNbdClient.connect(port);
+    await c.handshake('ro');
+    c.request(P.NBD_CMD_WRITE_ZEROES, 0, 512, 21n, P.NBD_CMD_FLAG_NO_HOLE);
+    expect(await c.simpleReply()).toMatchObject({ error: P.NBD_EPERM, cookie: 21n });
+    c.request(P.NBD_CMD_FLUSH, 0, 0, 22n);
+    expect(await c.simpleReply()).toMatchObject({ error: 0, cookie: 22n });
+    c.request(P.NBD_CMD_CACHE, 0, 4096, 23n);
+    expect(await c.simpleReply()).toMatchObject({ error: 0, cookie: 23n });
+    c.destroy();
+  });
+
+  it('a client that never reads its replies stops being served (bounded buffering), and catches up when it reads', async () => {
+    const c = await RawNbdClient.connect(port);
+    await c.handshake('d');
+    c.socket.pause();
+    const before = drive.stats().rdOperations;
+    const n = 200;
+    for (let i = 0; i < n; i++) c.request(P.NBD_CMD_READ, 0, MiB, BigInt(1000 + i));
+    await new Promise((r) => setTimeout(r, 500));
+    // Socket buffers hold some replies; then the server stops reading requests instead of queueing 200 MiB.
+    const served = drive.stats().rdOperations - before;
+    console.log(`backpressure: ${served} of ${n} 1 MiB reads served while the client did not read`);
+    expect(served).toBeLessThan(n / 2);
+    c.socket.resume();
+    for (let i = 0; i < n; i++) expect((await c.simpleReply(MiB)).error).toBe(0);
+    expect(drive.stats().rdOperations - before).toBe(n);
+    c.destroy();
   });
 
   it('a client that does not speak fixed newstyle is refused', async () => {
