@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockLayer, type Drive, NbdServer } from '../../src/index.js';
+import { BlockLayer, type Drive, type NbdClientInfo, NbdServer } from '../../src/index.js';
 import * as P from '../../src/nbd/protocol.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 import { driveHash, haveQemuTools } from '../helpers/qemu-images.js';
@@ -315,6 +315,7 @@ describe('hostile and misbehaving clients', () => {
   let drive: Drive;
   const errors: string[] = [];
   const disconnects: (string | undefined)[] = [];
+  const connects: NbdClientInfo[] = [];
 
   beforeAll(async () => {
     drive = await patterned(1 * MiB);
@@ -322,6 +323,7 @@ describe('hostile and misbehaving clients', () => {
     server = new NbdServer({ exports: [{ name: 'd', drive }, { name: 'ro', drive: ro, readOnly: true }], maxConnections: 4, handshakeTimeoutMs: 300, maxRequest: 1 * MiB });
     server.on('error', (e) => errors.push(e.error.message));
     server.on('disconnect', (c) => disconnects.push(c.reason));
+    server.on('connect', (c) => connects.push(c));
     const a = await server.listen({ host: '127.0.0.1', port: 0 });
     if (!('port' in a)) throw new Error('expected a TCP address');
     port = a.port;
@@ -347,6 +349,8 @@ describe('hostile and misbehaving clients', () => {
     bad.write(Buffer.alloc(16, 0x41));
     await bad.closed;
     await checkGoodClient(good, 1n);
+    // Only the client that finished its handshake was announced, with its address and export.
+    expect(connects).toEqual([{ address: '127.0.0.1', port: good.socket.localPort, export: 'd' }]);
     good.destroy();
   });
 
@@ -484,6 +488,20 @@ describe('hostile and misbehaving clients', () => {
     c.destroy();
   });
 
+  it('zero-length READ, WRITE, TRIM, WRITE_ZEROES and CACHE succeed (at the end of the export too)', async () => {
+    const c = await RawNbdClient.connect(port);
+    await c.handshake('d');
+    let cookie = 30n;
+    for (const type of [P.NBD_CMD_READ, P.NBD_CMD_WRITE, P.NBD_CMD_TRIM, P.NBD_CMD_WRITE_ZEROES, P.NBD_CMD_CACHE]) {
+      for (const offset of [0, MiB]) {
+        c.request(type, offset, 0, cookie);
+        expect(await c.simpleReply()).toMatchObject({ error: 0, cookie });
+        cookie++;
+      }
+    }
+    c.destroy();
+  });
+
   it('a client that does not speak fixed newstyle is refused', async () => {
     const c = await RawNbdClient.connect(port);
     await c.read(P.SERVER_GREETING_SIZE);
@@ -539,8 +557,13 @@ describe('NbdServer lifecycle', () => {
   it('listens on a Unix socket; removeExport disconnects its clients and the name is then unknown to NBD_OPT_GO', async () => {
     const drive = await layer.openDrive({ driver: 'memory', size: MiB });
     const server = new NbdServer({ exports: [{ name: 'd', drive }] });
-    const a = await server.listen({ path: path.join(dir, 'nbd.sock') });
-    expect(a).toEqual({ path: path.join(dir, 'nbd.sock') });
+    const sock = path.join(dir, 'nbd.sock');
+    const a = await server.listen({ path: sock });
+    expect(a).toEqual({ path: sock });
+    if (haveQemu) {
+      const info = await ok('qemu-img', ['info', '--output=json', '-f', 'raw', `nbd+unix:///d?socket=${sock}`]);
+      expect(JSON.parse(info)['virtual-size']).toBe(MiB);
+    }
     await server.close();
     const s2 = new NbdServer({ exports: [{ name: 'd', drive }] });
     const b = await s2.listen({ host: '127.0.0.1', port: 0 });
