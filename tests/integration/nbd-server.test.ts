@@ -216,6 +216,14 @@ describe.skipIf(!haveQemu && !haveLibnbd)('real NBD clients against NbdServer', 
     expect(w.stdout + w.stderr).toMatch(/write failed: No space left on device/);
   });
 
+  it.skipIf(!haveQemu)("qemu-img map over NBD (QEMU's client reads base:allocation) matches the drive's map", async () => {
+    const theirs = JSON.parse(await ok('qemu-img', ['map', '--output=json', '-f', 'raw', uri('sparse')])) as { start: number; length: number; data: boolean; zero: boolean }[];
+    const got = merge(theirs.map((e) => ({ offset: e.start, length: e.length, flags: P.allocationFlags(e) })));
+    const ours = merge((await drives.sparse.blockStatusMap()).map((e) => ({ offset: e.offset, length: e.length, flags: P.allocationFlags(e) })));
+    expect(got).toEqual(ours);
+    expect(got.length).toBeGreaterThan(2);
+  });
+
   it.skipIf(!haveLibnbd)('nbdinfo --list shows every export with its description', async () => {
     const out = JSON.parse(await ok('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${port}`])) as { exports: { 'export-name': string; description?: string }[] };
     const names = out.exports.map((e) => e['export-name']).sort();
