@@ -51,6 +51,7 @@ function haveProgram(cmd: string): boolean {
 
 const haveQemu = haveQemuTools();
 const haveLibnbd = haveProgram('nbdinfo') && haveProgram('nbdcopy');
+const haveFio = haveProgram('fio');
 /** The NBD project's test client: ../shared/tools/nbd-tester/ beside the repository (NBD_TESTER_DIR overrides). */
 const testerDir = process.env.NBD_TESTER_DIR ?? path.resolve(repoRoot, '../shared/tools/nbd-tester');
 const tester = path.join(testerDir, 'nbd-tester-client');
@@ -58,9 +59,11 @@ const haveTester = fs.existsSync(tester);
 
 if (CI && !haveQemu) throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 if (CI && !haveLibnbd) throw new Error('nbdinfo/nbdcopy missing in CI: .ci/run must install libnbd-bin');
+if (CI && !haveFio) throw new Error('fio missing in CI: .ci/run must install fio');
 if (CI && !haveTester) throw new Error(`nbd-tester-client missing in CI: expected at ${tester} (../shared/tools/nbd-tester/ beside the repository, or NBD_TESTER_DIR)`);
 if (!haveQemu) console.log('NBD server tests with qemu-img/qemu-io skipped: install qemu-utils (apt-get install qemu-utils) to run them');
 if (!haveLibnbd) console.log('NBD server tests with nbdinfo/nbdcopy skipped: install libnbd-bin (apt-get install libnbd-bin) to run them');
+if (!haveFio) console.log('NBD server test with fio skipped: install fio (apt-get install fio) to run it');
 if (!haveTester) console.log(`NBD server tests with nbd-tester-client skipped: not found at ${tester} (set NBD_TESTER_DIR)`);
 
 const MiB = 1024 * 1024;
@@ -101,7 +104,7 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-describe.skipIf(!haveQemu && !haveLibnbd)('real NBD clients against NbdServer', () => {
+describe.skipIf(!haveQemu && !haveLibnbd && !haveFio)('real NBD clients against NbdServer', () => {
   let server: NbdServer;
   let port: number;
   const drives: Record<string, Drive> = {};
@@ -112,6 +115,7 @@ describe.skipIf(!haveQemu && !haveLibnbd)('real NBD clients against NbdServer', 
     drives.rw = await patterned(8 * MiB);
     drives.src = await patterned(16 * MiB);
     drives.dst = await layer.openDrive({ driver: 'memory', size: 16 * MiB });
+    drives.fio = await layer.openDrive({ driver: 'memory', size: 16 * MiB });
     drives.ro = await patterned(1 * MiB);
     drives.throttled = await layer.openDrive({ driver: 'memory', size: 1 * MiB, throttle: { iopsTotal: 100 } });
     drives.faulty = await layer.openDrive({
@@ -141,6 +145,7 @@ describe.skipIf(!haveQemu && !haveLibnbd)('real NBD clients against NbdServer', 
         { name: 'throttled', drive: drives.throttled },
         { name: 'sparse', drive: drives.sparse },
         { name: 'faulty', drive: drives.faulty },
+        { name: 'fio', drive: drives.fio },
       ],
     });
     const a = await server.listen({ host: '127.0.0.1', port: 0 });
@@ -224,10 +229,28 @@ describe.skipIf(!haveQemu && !haveLibnbd)('real NBD clients against NbdServer', 
     expect(got.length).toBeGreaterThan(2);
   });
 
+  it.skipIf(!haveFio)("fio's nbd engine: random writes at queue depth 16, every block read back and verified", async () => {
+    const out = await ok('fio', [
+      '--name=nbdverify',
+      '--ioengine=nbd',
+      `--uri=${uri('fio')}`,
+      '--rw=randwrite',
+      '--bs=4k',
+      '--size=16M',
+      '--iodepth=16',
+      '--verify=crc32c',
+      '--verify_fatal=1',
+      '--output-format=json',
+    ]);
+    const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { error: number; write: { io_bytes: number }; read: { io_bytes: number } }[] }).jobs[0];
+    expect(job).toMatchObject({ error: 0, write: { io_bytes: 16 * MiB }, read: { io_bytes: 16 * MiB } });
+    expect(drives.fio.stats().wrOperations).toBe(4096);
+  });
+
   it.skipIf(!haveLibnbd)('nbdinfo --list shows every export with its description', async () => {
     const out = JSON.parse(await ok('nbdinfo', ['--list', '--json', `nbd://127.0.0.1:${port}`])) as { exports: { 'export-name': string; description?: string }[] };
     const names = out.exports.map((e) => e['export-name']).sort();
-    expect(names).toEqual(['disk', 'dst', 'faulty', 'ro', 'rw', 'sparse', 'src', 'throttled']);
+    expect(names).toEqual(['disk', 'dst', 'faulty', 'fio', 'ro', 'rw', 'sparse', 'src', 'throttled']);
     expect(out.exports.find((e) => e['export-name'] === 'disk')?.description).toBe('the test disk');
   });
 
