@@ -344,6 +344,7 @@ describe('hostile and misbehaving clients', () => {
   let server: NbdServer;
   let port: number;
   let drive: Drive;
+  let slow: Drive;
   const errors: string[] = [];
   const disconnects: (string | undefined)[] = [];
   const connects: NbdClientInfo[] = [];
@@ -351,7 +352,17 @@ describe('hostile and misbehaving clients', () => {
   beforeAll(async () => {
     drive = await patterned(1 * MiB);
     const ro = await patterned(64 * 1024);
-    server = new NbdServer({ exports: [{ name: 'd', drive }, { name: 'ro', drive: ro, readOnly: true }], maxConnections: 4, handshakeTimeoutMs: 300, maxRequest: 1 * MiB });
+    slow = await layer.openDrive({ driver: 'memory', size: 4 * MiB, throttle: { iopsTotal: 5 } });
+    server = new NbdServer({
+      exports: [
+        { name: 'd', drive },
+        { name: 'ro', drive: ro, readOnly: true },
+        { name: 'slow', drive: slow },
+      ],
+      maxConnections: 4,
+      handshakeTimeoutMs: 300,
+      maxRequest: 1 * MiB,
+    });
     server.on('error', (e) => errors.push(e.error.message));
     server.on('disconnect', (c) => disconnects.push(c.reason));
     server.on('connect', (c) => connects.push(c));
@@ -531,6 +542,20 @@ describe('hostile and misbehaving clients', () => {
       }
     }
     c.destroy();
+  });
+
+  it('a client flooding WRITEs to a slow drive is not read ahead without bound (bytes in flight are capped)', async () => {
+    const c = await RawNbdClient.connect(port);
+    await c.handshake('slow');
+    const payload = Buffer.alloc(MiB, 0x5a);
+    const n = 100;
+    for (let i = 0; i < n; i++) c.request(P.NBD_CMD_WRITE, (i % 4) * MiB, MiB, BigInt(2000 + i), 0, payload);
+    await new Promise((r) => setTimeout(r, 500));
+    // The server takes on about 2 × maxRequest of requests (64 without that cap): the rest waits with the client.
+    expect(slow.stats().inFlight).toBeLessThanOrEqual(3);
+    expect(slow.stats().wrOperations).toBeLessThan(10);
+    c.destroy();
+    await c.closed;
   });
 
   it('a client that does not speak fixed newstyle is refused', async () => {
