@@ -344,7 +344,6 @@ describe('hostile and misbehaving clients', () => {
   let server: NbdServer;
   let port: number;
   let drive: Drive;
-  let slow: Drive;
   const errors: string[] = [];
   const disconnects: (string | undefined)[] = [];
   const connects: NbdClientInfo[] = [];
@@ -352,17 +351,7 @@ describe('hostile and misbehaving clients', () => {
   beforeAll(async () => {
     drive = await patterned(1 * MiB);
     const ro = await patterned(64 * 1024);
-    slow = await layer.openDrive({ driver: 'memory', size: 4 * MiB, throttle: { iopsTotal: 5 } });
-    server = new NbdServer({
-      exports: [
-        { name: 'd', drive },
-        { name: 'ro', drive: ro, readOnly: true },
-        { name: 'slow', drive: slow },
-      ],
-      maxConnections: 4,
-      handshakeTimeoutMs: 300,
-      maxRequest: 1 * MiB,
-    });
+    server = new NbdServer({ exports: [{ name: 'd', drive }, { name: 'ro', drive: ro, readOnly: true }], maxConnections: 4, handshakeTimeoutMs: 300, maxRequest: 1 * MiB });
     server.on('error', (e) => errors.push(e.error.message));
     server.on('disconnect', (c) => disconnects.push(c.reason));
     server.on('connect', (c) => connects.push(c));
@@ -545,7 +534,12 @@ describe('hostile and misbehaving clients', () => {
   });
 
   it('a client flooding WRITEs to a slow drive is not read ahead without bound (bytes in flight are capped)', async () => {
-    const c = await RawNbdClient.connect(port);
+    // A server of its own: the flooded connection works through what its socket buffers hold before it notices the client left.
+    const slow = await layer.openDrive({ driver: 'memory', size: 4 * MiB, throttle: { iopsTotal: 5 } });
+    const own = new NbdServer({ exports: [{ name: 'slow', drive: slow }], maxRequest: 1 * MiB });
+    const a = await own.listen({ host: '127.0.0.1', port: 0 });
+    if (!('port' in a)) throw new Error('expected a TCP address');
+    const c = await RawNbdClient.connect(a.port);
     await c.handshake('slow');
     const payload = Buffer.alloc(MiB, 0x5a);
     const n = 100;
@@ -554,8 +548,9 @@ describe('hostile and misbehaving clients', () => {
     // The server takes on about 2 × maxRequest of requests (64 without that cap): the rest waits with the client.
     expect(slow.stats().inFlight).toBeLessThanOrEqual(3);
     expect(slow.stats().wrOperations).toBeLessThan(10);
-    c.destroy();
+    await own.close();
     await c.closed;
+    c.destroy();
   });
 
   it('a client that does not speak fixed newstyle is refused', async () => {
