@@ -164,6 +164,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     const users = [...this.connections].filter((c) => c.exportName === name);
     await Promise.all(users.map((c) => c.quiesce()));
     for (const c of users) c.end();
+    await Promise.all(users.map((c) => c.closed));
   }
 
   /** Names of the exports served. */
@@ -178,7 +179,9 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
 
   /**
    * Stops accepting, lets in-flight requests finish, flushes each export's drive and ends the
-   * connections. The drives stay open (their owner closes them).
+   * connections; resolves once every connection has closed ('disconnect' emitted). A client that
+   * does not take its last replies is cut off after handshakeTimeoutMs. The drives stay open
+   * (their owner closes them).
    */
   close(): Promise<void> {
     this.closing ??= this.closeNow();
@@ -200,6 +203,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
       }
     }
     for (const c of conns) c.end();
+    await Promise.all(conns.map((c) => c.closed));
     await stopped;
     this.state = 'closed';
   }
@@ -257,6 +261,9 @@ class Connection {
   /** Export name the meta contexts were set for, and whether base:allocation was selected. */
   private meta: { exportName: string; allocation: boolean } | null = null;
   private handshakeTimer: ClockTimer | null = null;
+  private endTimer: ClockTimer | null = null;
+  /** Resolves once the socket has closed and 'disconnect' was emitted. */
+  readonly closed: Promise<void>;
   private inFlight = 0;
   /** Bytes held for requests in flight: WRITE payloads and READ buffers. */
   private inFlightBytes = 0;
@@ -280,9 +287,13 @@ class Connection {
       this.faultReason ??= error.code ?? error.message;
       if (!this.stopping && error.code !== 'ECONNRESET' && error.code !== 'EPIPE') this.server.emit('error', { error, client: this.info() });
     });
-    socket.on('close', () => {
-      this.handshakeTimer?.cancel();
-      this.server.forget(this, this.faultReason);
+    this.closed = new Promise((resolve) => {
+      socket.on('close', () => {
+        this.handshakeTimer?.cancel();
+        this.endTimer?.cancel();
+        this.server.forget(this, this.faultReason);
+        resolve();
+      });
     });
     socket.on('drain', () => this.wakeSlot());
   }
@@ -347,11 +358,20 @@ class Connection {
     return this.quiesced;
   }
 
-  /** Ends the connection after the replies already queued. */
+  /**
+   * Ends the connection after the replies already queued. A peer that does not take them gets
+   * as long as it had for its handshake (handshakeTimeoutMs), then the socket is destroyed.
+   */
   end(): void {
     this.reader.stop(new ReaderClosed('connection ending'));
+    if (this.socket.destroyed || this.endTimer) return;
+    const ms = this.server.handshakeTimeoutMs;
+    this.endTimer = this.server.clock.setTimer(this.server.clock.now() + ms * 1e6, () => {
+      this.faultReason ??= `replies not taken within ${ms} ms of the end`;
+      this.socket.destroy();
+    });
     // Once the queued replies are flushed the socket is released even if the peer keeps its side open.
-    if (!this.socket.destroyed) this.socket.end(() => this.socket.destroy());
+    this.socket.end(() => this.socket.destroy());
   }
 
   /** Drops the connection for a protocol violation or a timeout. */

@@ -605,6 +605,24 @@ describe('NbdServer lifecycle', () => {
     await drive.close();
   });
 
+  it('close() does not wait forever for a client that never takes its replies', async () => {
+    const drive = await layer.openDrive({ driver: 'memory', size: MiB });
+    const server = new NbdServer({ exports: [{ name: 'd', drive }], handshakeTimeoutMs: 300 });
+    const reasons: (string | undefined)[] = [];
+    server.on('disconnect', (c) => reasons.push(c.reason));
+    const a = await server.listen({ host: '127.0.0.1', port: 0 });
+    if (!('port' in a)) throw new Error('expected a TCP address');
+    const c = await RawNbdClient.connect(a.port);
+    await c.handshake('d');
+    c.socket.pause();
+    for (let i = 0; i < 64; i++) c.request(P.NBD_CMD_READ, 0, MiB, BigInt(i));
+    await new Promise((r) => setTimeout(r, 100));
+    await server.close();
+    expect(reasons).toEqual(['replies not taken within 300 ms of the end']);
+    c.destroy();
+    await drive.close();
+  });
+
   it('listens on a Unix socket; removeExport disconnects its clients and the name is then unknown to NBD_OPT_GO', async () => {
     const drive = await layer.openDrive({ driver: 'memory', size: MiB });
     const server = new NbdServer({ exports: [{ name: 'd', drive }] });
