@@ -650,18 +650,18 @@ class Connection {
 
   /** Refusals that do not need the drive: flags, read-only, bounds, lengths, negotiated contexts. */
   private check(req: P.NbdRequest): void {
+    // QEMU's order: read-only, then bounds, then flags.
     const e = this.exp as NbdExport;
-    const valid = VALID_FLAGS[req.type] ?? 0;
-    if (req.flags & ~valid) throw new RequestError(P.NBD_EINVAL, `flags 0x${req.flags.toString(16)} not valid for command ${req.type}`);
     const writes = req.type === P.NBD_CMD_WRITE || req.type === P.NBD_CMD_TRIM || req.type === P.NBD_CMD_WRITE_ZEROES;
     if (writes && this.readOnly(e)) throw new RequestError(P.NBD_EPERM, `export '${e.name}' is read-only`);
-    if (req.type === P.NBD_CMD_FLUSH) return;
     const size = e.drive.length;
-    if (req.offset > size || req.length > size - req.offset) {
+    if (req.type !== P.NBD_CMD_FLUSH && (req.offset > size || req.length > size - req.offset)) {
       // QEMU: writing past the end is "no space", any other access past it is invalid.
       const err = req.type === P.NBD_CMD_WRITE || req.type === P.NBD_CMD_WRITE_ZEROES ? P.NBD_ENOSPC : P.NBD_EINVAL;
       throw new RequestError(err, `offset ${req.offset} + length ${req.length} beyond the export size ${size}`);
     }
+    const valid = VALID_FLAGS[req.type] ?? 0;
+    if (req.flags & ~valid) throw new RequestError(P.NBD_EINVAL, `flags 0x${req.flags.toString(16)} not valid for command ${req.type}`);
     if (req.type === P.NBD_CMD_READ && req.length > this.server.maxRequest) {
       throw new RequestError(P.NBD_EINVAL, `read of ${req.length} bytes exceeds the maximum ${this.server.maxRequest}`);
     }
