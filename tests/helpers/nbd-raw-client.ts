@@ -77,6 +77,43 @@ export class RawNbdClient {
     return { size: Number(r.readBigUInt64BE(0)), flags: r.readUInt16BE(8) };
   }
 
+  /** Sends an option and collects its replies up to the final ACK or error. */
+  async option(option: number, data: Uint8Array = Buffer.alloc(0)): Promise<{ type: number; data: Buffer }[]> {
+    this.write(Buffer.concat([P.encodeOptionHeader(option, data.byteLength), data]));
+    const replies: { type: number; data: Buffer }[] = [];
+    for (;;) {
+      const h = P.decodeOptionReplyHeader(await this.read(P.OPTION_REPLY_HEADER_SIZE));
+      if (h.option !== option) throw new Error(`reply to option ${h.option}, expected ${option}`);
+      replies.push({ type: h.type, data: await this.read(h.length) });
+      if (h.type === P.NBD_REP_ACK || h.type >= 0x80000000) return replies;
+    }
+  }
+
+  /** Greeting and client flags, then STRUCTURED_REPLY, SET_META_CONTEXT base:allocation and GO. */
+  async structuredGo(exportName: string): Promise<{ size: number; flags: number; contextId: number }> {
+    await this.read(P.SERVER_GREETING_SIZE);
+    this.write(Buffer.from([0, 0, 0, P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES]));
+    const sr = await this.option(P.NBD_OPT_STRUCTURED_REPLY);
+    if (sr[0]?.type !== P.NBD_REP_ACK) throw new Error('structured replies refused');
+    const meta = await this.option(P.NBD_OPT_SET_META_CONTEXT, P.encodeMetaContextRequest(exportName, [P.NBD_META_BASE_ALLOCATION]));
+    const ctx = meta.find((r) => r.type === P.NBD_REP_META_CONTEXT);
+    if (!ctx) throw new Error('base:allocation not selected');
+    const go = await this.option(P.NBD_OPT_GO, P.encodeInfoRequest(exportName));
+    const info = go.find((r) => r.type === P.NBD_REP_INFO && r.data.readUInt16BE(0) === P.NBD_INFO_EXPORT);
+    if (!info || go[go.length - 1]?.type !== P.NBD_REP_ACK) throw new Error('GO failed');
+    return { size: Number(info.data.readBigUInt64BE(2)), flags: info.data.readUInt16BE(10), contextId: ctx.data.readUInt32BE(0) };
+  }
+
+  /** The chunks of one structured reply, up to the chunk flagged DONE. */
+  async structuredReply(): Promise<{ type: number; cookie: bigint; payload: Buffer }[]> {
+    const chunks: { type: number; cookie: bigint; payload: Buffer }[] = [];
+    for (;;) {
+      const h = P.decodeStructuredReplyHeader(await this.read(P.STRUCTURED_REPLY_HEADER_SIZE));
+      chunks.push({ type: h.type, cookie: h.cookie, payload: await this.read(h.length) });
+      if (h.flags & P.NBD_REPLY_FLAG_DONE) return chunks;
+    }
+  }
+
   request(type: number, offset: number, length: number, cookie: bigint, flags = 0, payload?: Uint8Array): void {
     const h = P.encodeRequest({ flags, type, cookie, offset, length });
     this.write(payload ? Buffer.concat([h, payload]) : h);

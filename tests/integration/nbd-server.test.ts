@@ -553,6 +553,68 @@ describe('hostile and misbehaving clients', () => {
     c.destroy();
   });
 
+  it('structured replies: READ as OFFSET_DATA, errors as ERROR chunks, BLOCK_STATUS extents (REQ_ONE: one)', async () => {
+    const c = await RawNbdClient.connect(port);
+    const { size, contextId } = await c.structuredGo('d');
+    expect(size).toBe(MiB);
+    c.request(P.NBD_CMD_READ, 4096, 8192, 40n);
+    const [data] = await c.structuredReply();
+    expect(data).toMatchObject({ type: P.NBD_REPLY_TYPE_OFFSET_DATA, cookie: 40n });
+    expect(data?.payload.readBigUInt64BE(0)).toBe(4096n);
+    expect(sha(data?.payload.subarray(8) ?? Buffer.alloc(0))).toBe(sha(await drive.read(4096, 8192)));
+
+    c.request(P.NBD_CMD_READ, MiB, 1, 41n);
+    const [err] = await c.structuredReply();
+    expect(err).toMatchObject({ type: P.NBD_REPLY_TYPE_ERROR, cookie: 41n });
+    expect(err?.payload.readUInt32BE(0)).toBe(P.NBD_EINVAL);
+    expect(err?.payload.subarray(6).toString()).toMatch(/beyond the export size/);
+
+    const expected = merge((await drive.blockStatusMap()).map((e) => ({ offset: e.offset, length: e.length, flags: P.allocationFlags(e) })));
+    const extents = (payload: Buffer) => {
+      expect(payload.readUInt32BE(0)).toBe(contextId);
+      const out: { length: number; flags: number }[] = [];
+      for (let o = 4; o < payload.byteLength; o += 8) out.push({ length: payload.readUInt32BE(o), flags: payload.readUInt32BE(o + 4) });
+      return out;
+    };
+    c.request(P.NBD_CMD_BLOCK_STATUS, 0, MiB, 42n);
+    const [all] = await c.structuredReply();
+    expect(all?.type).toBe(P.NBD_REPLY_TYPE_BLOCK_STATUS);
+    expect(extents(all?.payload as Buffer)).toEqual(expected.map(({ length, flags }) => ({ length, flags })));
+    c.request(P.NBD_CMD_BLOCK_STATUS, 0, MiB, 43n, P.NBD_CMD_FLAG_REQ_ONE);
+    const [one] = await c.structuredReply();
+    expect(extents(one?.payload as Buffer)).toEqual([{ length: expected[0]?.length, flags: expected[0]?.flags }]);
+    // REQ_ONE never reports beyond the requested length.
+    c.request(P.NBD_CMD_BLOCK_STATUS, 0, 100, 44n, P.NBD_CMD_FLAG_REQ_ONE);
+    const [short] = await c.structuredReply();
+    expect(extents(short?.payload as Buffer)).toEqual([{ length: 100, flags: 0 }]);
+    // WRITE successes stay simple replies.
+    c.request(P.NBD_CMD_FLUSH, 0, 0, 45n);
+    expect(await c.simpleReply()).toMatchObject({ error: 0, cookie: 45n });
+    c.destroy();
+  });
+
+  it('option haggling: LIST, INFO, unknown export, STARTTLS refused by policy, meta contexts need structured replies', async () => {
+    const c = await RawNbdClient.connect(port);
+    await c.read(P.SERVER_GREETING_SIZE);
+    c.write(Buffer.from([0, 0, 0, P.NBD_FLAG_C_FIXED_NEWSTYLE]));
+    const list = await c.option(P.NBD_OPT_LIST);
+    const names = list.filter((r) => r.type === P.NBD_REP_SERVER).map((r) => r.data.subarray(4, 4 + r.data.readUInt32BE(0)).toString());
+    expect(names).toEqual(['d', 'ro']);
+    expect((await c.option(P.NBD_OPT_STARTTLS))[0]?.type).toBe(P.NBD_REP_ERR_POLICY);
+    expect((await c.option(P.NBD_OPT_INFO, P.encodeInfoRequest('nope')))[0]?.type).toBe(P.NBD_REP_ERR_UNKNOWN);
+    expect((await c.option(P.NBD_OPT_LIST_META_CONTEXT, P.encodeMetaContextRequest('d', [])))[0]?.type).toBe(P.NBD_REP_ERR_INVALID);
+    expect((await c.option(P.NBD_OPT_EXTENDED_HEADERS))[0]?.type).toBe(P.NBD_REP_ERR_UNSUP);
+    const info = await c.option(P.NBD_OPT_INFO, P.encodeInfoRequest('ro', [P.NBD_INFO_NAME, P.NBD_INFO_BLOCK_SIZE]));
+    const byType = new Map(info.filter((r) => r.type === P.NBD_REP_INFO).map((r) => [r.data.readUInt16BE(0), r.data]));
+    expect(byType.get(P.NBD_INFO_EXPORT)?.readUInt16BE(10)).toBe(P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_READ_ONLY | P.NBD_FLAG_SEND_FLUSH | P.NBD_FLAG_SEND_FUA | P.NBD_FLAG_SEND_CACHE | P.NBD_FLAG_CAN_MULTI_CONN);
+    expect(byType.get(P.NBD_INFO_NAME)?.subarray(2).toString()).toBe('ro');
+    expect([1, 4096, MiB].map((_, i) => byType.get(P.NBD_INFO_BLOCK_SIZE)?.readUInt32BE(2 + 4 * i))).toEqual([1, 4096, MiB]);
+    expect(info[info.length - 1]?.type).toBe(P.NBD_REP_ACK);
+    // INFO leaves the client in negotiation: ABORT still works.
+    expect((await c.option(P.NBD_OPT_ABORT))[0]?.type).toBe(P.NBD_REP_ACK);
+    await c.closed;
+  });
+
   it('a client that does not speak fixed newstyle is refused', async () => {
     const c = await RawNbdClient.connect(port);
     await c.read(P.SERVER_GREETING_SIZE);
