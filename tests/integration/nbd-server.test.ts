@@ -14,17 +14,17 @@ const CI = process.env.CI === 'true';
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 /** Runs a program without blocking the event loop (the server under test lives in this process). */
-function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(cmd: string, args: string[], timeoutMs = 60_000, stdout: 'pipe' | 'ignore' = 'pipe'): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
+    const child = spawn(cmd, args, { stdio: ['ignore', stdout, 'pipe'] });
+    let out = '';
     let stderr = '';
     // Keep the last 64 KiB of each stream: nbd-tester-client prints a progress line per request.
     const keep = (s: string) => (s.length > 65536 ? s.slice(-65536) : s);
-    child.stdout.on('data', (d: Buffer) => {
-      stdout = keep(stdout + d.toString());
+    child.stdout?.on('data', (d: Buffer) => {
+      out = keep(out + d.toString());
     });
-    child.stderr.on('data', (d: Buffer) => {
+    child.stderr?.on('data', (d: Buffer) => {
       stderr = keep(stderr + d.toString());
     });
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
@@ -34,7 +34,7 @@ function run(cmd: string, args: string[], timeoutMs = 60_000): Promise<{ code: n
     });
     child.on('close', (code) => {
       clearTimeout(timer);
-      resolve({ code, stdout, stderr });
+      resolve({ code, stdout: out, stderr });
     });
   });
 }
@@ -334,8 +334,9 @@ describe.skipIf(!haveTester)("the NBD project's nbd-tester-client", () => {
   for (const [name, args, readOnly] of cases) {
     it(name, { timeout: 180_000 }, async () => {
       await freshExport(readOnly === true);
-      const r = await run(tester, ['-N', 'export1', ...args, '127.0.0.1', String(port)], 170_000);
-      expect(r.code, `${r.stderr.slice(-1500)}\n${r.stdout.slice(-500)}`).toBe(0);
+      // Its stdout is a progress line per few requests: not collected (draining it here would slow the server under test).
+      const r = await run(tester, ['-N', 'export1', ...args, '127.0.0.1', String(port)], 170_000, 'ignore');
+      expect(r.code, r.stderr.slice(-1500)).toBe(0);
     });
   }
 });
