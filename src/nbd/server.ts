@@ -262,6 +262,8 @@ class Connection {
   private meta: { exportName: string; allocation: boolean } | null = null;
   private handshakeTimer: ClockTimer | null = null;
   private endTimer: ClockTimer | null = null;
+  /** Replies are being gathered for one write at the end of this tick. */
+  private corked = false;
   /** Resolves once the socket has closed and 'disconnect' was emitted. */
   readonly closed: Promise<void>;
   private inFlight = 0;
@@ -385,12 +387,22 @@ class Connection {
     this.socket.destroy();
   }
 
-  /** Writes one whole frame: consecutive synchronous writes cannot interleave with another reply's. */
+  /**
+   * Writes one whole frame. Its parts are written synchronously, so no other reply can come between
+   * them (the socket needs no other lock). Frames sent in the same turn of the event loop are
+   * corked together and leave in one system call.
+   */
   private send(...parts: Uint8Array[]): void {
     if (this.socket.destroyed || !this.socket.writable) return;
-    if (parts.length > 1) this.socket.cork();
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     for (const p of parts) this.socket.write(p);
-    if (parts.length > 1) this.socket.uncork();
   }
 
   // ---- handshake ------------------------------------------------------------------------
