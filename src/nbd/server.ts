@@ -148,8 +148,15 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
         else if (a) resolve({ host: a.address, port: a.port });
         else reject(new BlockError('EIO', 'listen: no address'));
       };
-      if ('path' in options) this.server.listen(options.path, done);
-      else this.server.listen(options.port ?? 10809, options.host ?? '127.0.0.1', done);
+      try {
+        if ('path' in options) this.server.listen(options.path, done);
+        else this.server.listen(options.port ?? 10809, options.host ?? '127.0.0.1', done);
+      } catch (e) {
+        // Node refuses a bad port or path synchronously.
+        this.server.off('error', onError);
+        this.state = 'new';
+        reject(new BlockError('EINVAL', `listen: ${(e as Error).message}`, { cause: e, field: 'path' in options ? 'path' : 'port' }));
+      }
     });
   }
 

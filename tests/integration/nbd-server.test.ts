@@ -720,6 +720,18 @@ describe('NbdServer lifecycle', () => {
     await drive.close();
   });
 
+  it('listen refuses a bad port (EINVAL) and an address in use (EEXIST), and the server can listen again after', async () => {
+    const server = new NbdServer();
+    await expect(server.listen({ host: '127.0.0.1', port: 70000 })).rejects.toMatchObject({ code: 'EINVAL', field: 'port' });
+    const a = await server.listen({ host: '127.0.0.1', port: 0 });
+    if (!('port' in a)) throw new Error('expected a TCP address');
+    const other = new NbdServer();
+    await expect(other.listen({ host: '127.0.0.1', port: a.port })).rejects.toMatchObject({ code: 'EEXIST' });
+    await expect(server.listen({ host: '127.0.0.1', port: 0 })).rejects.toMatchObject({ code: 'EINVAL' });
+    await server.close();
+    await other.close();
+  });
+
   it('bad options are refused when the server is made', () => {
     expect(() => new NbdServer({ maxConnections: 0 })).toThrow(/maxConnections/);
     expect(() => new NbdServer({ maxRequest: 2 ** 33 })).toThrow(/maxRequest/);
