@@ -240,6 +240,7 @@ describe.skipIf(!haveQemu && !haveLibnbd && !haveFio)('real NBD clients against 
       '--iodepth=16',
       '--verify=crc32c',
       '--verify_fatal=1',
+      '--verify_state_save=0',
       '--output-format=json',
     ]);
     const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { error: number; write: { io_bytes: number }; read: { io_bytes: number } }[] }).jobs[0];
