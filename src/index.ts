@@ -60,3 +60,4 @@ export { formatTable } from './bench/table.js';
 export { probeFormat } from './drivers/qcow2/index.js';
 export type { Qcow2Snapshot } from './drivers/qcow2/snapshots.js';
 export * from './qmp/index.js';
+export { type NbdAddress, type NbdClientInfo, type NbdExport, type NbdListenOptions, NbdServer, type NbdServerEvents, type NbdServerOptions } from './nbd/server.js';

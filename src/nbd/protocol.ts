@@ -1,0 +1,501 @@
+/**
+ * The NBD wire format (NetworkBlockDevice/nbd doc/proto.md): constants and pure encode/decode
+ * functions for the fixed-newstyle handshake, option haggling and the transmission phase.
+ * Everything is big-endian. No I/O here: the server feeds these functions bytes it has read.
+ */
+
+/** "NBDMAGIC": first 8 bytes a server sends. */
+export const NBD_INIT_MAGIC = 0x4e42444d41474943n;
+/** "IHAVEOPT": newstyle negotiation magic (server greeting, and the start of every client option). */
+export const NBD_OPTS_MAGIC = 0x49484156454f5054n;
+/** Oldstyle negotiation magic (we never send it: oldstyle is refused). */
+export const NBD_CLISERV_MAGIC = 0x00420281861253n;
+/** Magic of each option reply. */
+export const NBD_REP_MAGIC = 0x0003e889045565a9n;
+/** Magic of each transmission request. */
+export const NBD_REQUEST_MAGIC = 0x25609513;
+/** Magic of a simple reply. */
+export const NBD_SIMPLE_REPLY_MAGIC = 0x67446698;
+/** Magic of a structured reply chunk. */
+export const NBD_STRUCTURED_REPLY_MAGIC = 0x668e33ef;
+
+/** Handshake flags (server → client, 16 bits). */
+export const NBD_FLAG_FIXED_NEWSTYLE = 1 << 0;
+export const NBD_FLAG_NO_ZEROES = 1 << 1;
+/** Client flags (client → server, 32 bits): same bits, C_ prefix in the spec. */
+export const NBD_FLAG_C_FIXED_NEWSTYLE = 1 << 0;
+export const NBD_FLAG_C_NO_ZEROES = 1 << 1;
+
+/** Transmission flags (per export, 16 bits). */
+export const NBD_FLAG_HAS_FLAGS = 1 << 0;
+export const NBD_FLAG_READ_ONLY = 1 << 1;
+export const NBD_FLAG_SEND_FLUSH = 1 << 2;
+export const NBD_FLAG_SEND_FUA = 1 << 3;
+export const NBD_FLAG_ROTATIONAL = 1 << 4;
+export const NBD_FLAG_SEND_TRIM = 1 << 5;
+export const NBD_FLAG_SEND_WRITE_ZEROES = 1 << 6;
+export const NBD_FLAG_SEND_DF = 1 << 7;
+export const NBD_FLAG_CAN_MULTI_CONN = 1 << 8;
+export const NBD_FLAG_SEND_RESIZE = 1 << 9;
+export const NBD_FLAG_SEND_CACHE = 1 << 10;
+export const NBD_FLAG_SEND_FAST_ZERO = 1 << 11;
+export const NBD_FLAG_BLOCK_STAT_PAYLOAD = 1 << 12;
+
+/** Options (client → server during haggling). */
+export const NBD_OPT_EXPORT_NAME = 1;
+export const NBD_OPT_ABORT = 2;
+export const NBD_OPT_LIST = 3;
+export const NBD_OPT_PEEK_EXPORT = 4;
+export const NBD_OPT_STARTTLS = 5;
+export const NBD_OPT_INFO = 6;
+export const NBD_OPT_GO = 7;
+export const NBD_OPT_STRUCTURED_REPLY = 8;
+export const NBD_OPT_LIST_META_CONTEXT = 9;
+export const NBD_OPT_SET_META_CONTEXT = 10;
+export const NBD_OPT_EXTENDED_HEADERS = 11;
+
+/** Option reply types; errors have bit 31 set. */
+export const NBD_REP_ACK = 1;
+export const NBD_REP_SERVER = 2;
+export const NBD_REP_INFO = 3;
+export const NBD_REP_META_CONTEXT = 4;
+const REP_ERR = 0x80000000;
+export const NBD_REP_ERR_UNSUP = REP_ERR + 1;
+export const NBD_REP_ERR_POLICY = REP_ERR + 2;
+export const NBD_REP_ERR_INVALID = REP_ERR + 3;
+export const NBD_REP_ERR_PLATFORM = REP_ERR + 4;
+export const NBD_REP_ERR_TLS_REQD = REP_ERR + 5;
+export const NBD_REP_ERR_UNKNOWN = REP_ERR + 6;
+export const NBD_REP_ERR_SHUTDOWN = REP_ERR + 7;
+export const NBD_REP_ERR_BLOCK_SIZE_REQD = REP_ERR + 8;
+export const NBD_REP_ERR_TOO_BIG = REP_ERR + 9;
+export const NBD_REP_ERR_EXT_HEADER_REQD = REP_ERR + 10;
+
+/** Info types in NBD_REP_INFO replies (and requested in NBD_OPT_INFO / NBD_OPT_GO). */
+export const NBD_INFO_EXPORT = 0;
+export const NBD_INFO_NAME = 1;
+export const NBD_INFO_DESCRIPTION = 2;
+export const NBD_INFO_BLOCK_SIZE = 3;
+
+/** Commands (the low 16 bits of a request's type field). */
+export const NBD_CMD_READ = 0;
+export const NBD_CMD_WRITE = 1;
+export const NBD_CMD_DISC = 2;
+export const NBD_CMD_FLUSH = 3;
+export const NBD_CMD_TRIM = 4;
+export const NBD_CMD_CACHE = 5;
+export const NBD_CMD_WRITE_ZEROES = 6;
+export const NBD_CMD_BLOCK_STATUS = 7;
+export const NBD_CMD_RESIZE = 8;
+
+/** Command flags (16 bits). */
+export const NBD_CMD_FLAG_FUA = 1 << 0;
+export const NBD_CMD_FLAG_NO_HOLE = 1 << 1;
+export const NBD_CMD_FLAG_DF = 1 << 2;
+export const NBD_CMD_FLAG_REQ_ONE = 1 << 3;
+export const NBD_CMD_FLAG_FAST_ZERO = 1 << 4;
+export const NBD_CMD_FLAG_PAYLOAD_LEN = 1 << 5;
+
+/** Structured reply flags and chunk types. */
+export const NBD_REPLY_FLAG_DONE = 1 << 0;
+export const NBD_REPLY_TYPE_NONE = 0;
+export const NBD_REPLY_TYPE_OFFSET_DATA = 1;
+export const NBD_REPLY_TYPE_OFFSET_HOLE = 2;
+export const NBD_REPLY_TYPE_BLOCK_STATUS = 5;
+export const NBD_REPLY_TYPE_BLOCK_STATUS_EXT = 6;
+export const NBD_REPLY_TYPE_ERROR = (1 << 15) + 1;
+export const NBD_REPLY_TYPE_ERROR_OFFSET = (1 << 15) + 2;
+
+/** Error values on the wire (fixed by the protocol, not the host's errno). */
+export const NBD_SUCCESS = 0;
+export const NBD_EPERM = 1;
+export const NBD_EIO = 5;
+export const NBD_ENOMEM = 12;
+export const NBD_EINVAL = 22;
+export const NBD_ENOSPC = 28;
+export const NBD_EOVERFLOW = 75;
+export const NBD_ENOTSUP = 95;
+export const NBD_ESHUTDOWN = 108;
+
+/** The `base:allocation` metadata context and its status flags. */
+export const NBD_META_BASE_ALLOCATION = 'base:allocation';
+export const NBD_STATE_HOLE = 1 << 0;
+export const NBD_STATE_ZERO = 1 << 1;
+
+/** Longest name or description string the protocol allows (bytes). */
+export const NBD_MAX_STRING_SIZE = 4096;
+
+/** Sizes of the fixed parts of the wire format, in bytes. */
+export const SERVER_GREETING_SIZE = 18;
+export const CLIENT_FLAGS_SIZE = 4;
+export const OPTION_HEADER_SIZE = 16;
+export const OPTION_REPLY_HEADER_SIZE = 20;
+export const REQUEST_SIZE = 28;
+export const SIMPLE_REPLY_SIZE = 16;
+export const STRUCTURED_REPLY_HEADER_SIZE = 20;
+/** Padding after the export size and flags in the NBD_OPT_EXPORT_NAME reply, unless NO_ZEROES. */
+export const EXPORT_NAME_PADDING = 124;
+
+/** A decoding failure: the peer broke the protocol (the message says how). */
+export class NbdProtocolError extends Error {
+  override readonly name = 'NbdProtocolError';
+}
+
+/** The fixed-newstyle greeting: NBDMAGIC, IHAVEOPT, handshake flags. */
+export function encodeServerGreeting(handshakeFlags: number): Buffer {
+  const b = Buffer.alloc(SERVER_GREETING_SIZE);
+  b.writeBigUInt64BE(NBD_INIT_MAGIC, 0);
+  b.writeBigUInt64BE(NBD_OPTS_MAGIC, 8);
+  b.writeUInt16BE(handshakeFlags, 16);
+  return b;
+}
+
+/** The client's 32-bit flags after the greeting. */
+export function decodeClientFlags(b: Uint8Array): number {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).readUInt32BE(0);
+}
+
+/** An option's header: which option and how many data bytes follow. */
+export interface OptionHeader {
+  option: number;
+  length: number;
+}
+
+/** Decodes a 16-byte option header; a wrong magic is a protocol error. */
+export function decodeOptionHeader(b: Uint8Array): OptionHeader {
+  const v = view(b);
+  if (b.byteLength < OPTION_HEADER_SIZE) throw new NbdProtocolError(`option header: ${b.byteLength} bytes, need ${OPTION_HEADER_SIZE}`);
+  const magic = v.getBigUint64(0);
+  if (magic !== NBD_OPTS_MAGIC) throw new NbdProtocolError(`option header: bad magic 0x${magic.toString(16)}`);
+  return { option: v.getUint32(8), length: v.getUint32(12) };
+}
+
+/** Encodes an option header (for tests and a future client). */
+export function encodeOptionHeader(option: number, length: number): Buffer {
+  const b = Buffer.alloc(OPTION_HEADER_SIZE);
+  b.writeBigUInt64BE(NBD_OPTS_MAGIC, 0);
+  b.writeUInt32BE(option, 8);
+  b.writeUInt32BE(length, 12);
+  return b;
+}
+
+/** An option reply: header plus data, one buffer. */
+export function encodeOptionReply(option: number, type: number, data: Uint8Array = EMPTY): Buffer {
+  const b = Buffer.alloc(OPTION_REPLY_HEADER_SIZE + data.byteLength);
+  b.writeBigUInt64BE(NBD_REP_MAGIC, 0);
+  b.writeUInt32BE(option, 8);
+  b.writeUInt32BE(type >>> 0, 12);
+  b.writeUInt32BE(data.byteLength, 16);
+  b.set(data, OPTION_REPLY_HEADER_SIZE);
+  return b;
+}
+
+/** Decoded option reply header (for tests and a future client). */
+export interface OptionReplyHeader {
+  option: number;
+  type: number;
+  length: number;
+}
+
+export function decodeOptionReplyHeader(b: Uint8Array): OptionReplyHeader {
+  const v = view(b);
+  if (b.byteLength < OPTION_REPLY_HEADER_SIZE) throw new NbdProtocolError(`option reply: ${b.byteLength} bytes, need ${OPTION_REPLY_HEADER_SIZE}`);
+  const magic = v.getBigUint64(0);
+  if (magic !== NBD_REP_MAGIC) throw new NbdProtocolError(`option reply: bad magic 0x${magic.toString(16)}`);
+  return { option: v.getUint32(8), type: v.getUint32(12), length: v.getUint32(16) };
+}
+
+/** The NBD_OPT_EXPORT_NAME reply: size, transmission flags, and 124 zeros unless NO_ZEROES was agreed. */
+export function encodeExportNameReply(size: number, transmissionFlags: number, noZeroes: boolean): Buffer {
+  const b = Buffer.alloc(10 + (noZeroes ? 0 : EXPORT_NAME_PADDING));
+  b.writeBigUInt64BE(BigInt(size), 0);
+  b.writeUInt16BE(transmissionFlags, 8);
+  return b;
+}
+
+/** NBD_INFO_EXPORT: size and transmission flags. */
+export function encodeInfoExport(size: number, transmissionFlags: number): Buffer {
+  const b = Buffer.alloc(12);
+  b.writeUInt16BE(NBD_INFO_EXPORT, 0);
+  b.writeBigUInt64BE(BigInt(size), 2);
+  b.writeUInt16BE(transmissionFlags, 10);
+  return b;
+}
+
+/** NBD_INFO_NAME or NBD_INFO_DESCRIPTION: the type and the UTF-8 text (no length field). */
+export function encodeInfoString(type: typeof NBD_INFO_NAME | typeof NBD_INFO_DESCRIPTION, text: string): Buffer {
+  const s = Buffer.from(text, 'utf8');
+  const b = Buffer.alloc(2 + s.byteLength);
+  b.writeUInt16BE(type, 0);
+  b.set(s, 2);
+  return b;
+}
+
+/** NBD_INFO_BLOCK_SIZE: minimum, preferred and maximum block sizes. */
+export function encodeInfoBlockSize(minimum: number, preferred: number, maximum: number): Buffer {
+  const b = Buffer.alloc(14);
+  b.writeUInt16BE(NBD_INFO_BLOCK_SIZE, 0);
+  b.writeUInt32BE(minimum, 2);
+  b.writeUInt32BE(preferred, 6);
+  b.writeUInt32BE(maximum, 10);
+  return b;
+}
+
+/** NBD_REP_SERVER data for NBD_OPT_LIST: name length, name, then the description. */
+export function encodeServerEntry(name: string, description = ''): Buffer {
+  const n = Buffer.from(name, 'utf8');
+  const d = Buffer.from(description, 'utf8');
+  const b = Buffer.alloc(4 + n.byteLength + d.byteLength);
+  b.writeUInt32BE(n.byteLength, 0);
+  b.set(n, 4);
+  b.set(d, 4 + n.byteLength);
+  return b;
+}
+
+/** NBD_REP_META_CONTEXT data: the context id and its name. */
+export function encodeMetaContext(id: number, name: string): Buffer {
+  const n = Buffer.from(name, 'utf8');
+  const b = Buffer.alloc(4 + n.byteLength);
+  b.writeUInt32BE(id, 0);
+  b.set(n, 4);
+  return b;
+}
+
+/** Data of NBD_OPT_INFO / NBD_OPT_GO: the export name and the info types asked for. */
+export interface InfoRequest {
+  name: string;
+  requests: number[];
+}
+
+/** Decodes NBD_OPT_INFO / NBD_OPT_GO data; a length that does not add up is a protocol error. */
+export function decodeInfoRequest(b: Uint8Array): InfoRequest {
+  const r = new FieldReader(b, 'info request');
+  const name = r.string(r.u32(), 'name');
+  const count = r.u16();
+  const requests: number[] = [];
+  for (let i = 0; i < count; i++) requests.push(r.u16());
+  r.end();
+  return { name, requests };
+}
+
+/** Encodes NBD_OPT_INFO / NBD_OPT_GO data (for tests and a future client). */
+export function encodeInfoRequest(name: string, requests: readonly number[] = []): Buffer {
+  const n = Buffer.from(name, 'utf8');
+  const b = Buffer.alloc(4 + n.byteLength + 2 + 2 * requests.length);
+  b.writeUInt32BE(n.byteLength, 0);
+  b.set(n, 4);
+  b.writeUInt16BE(requests.length, 4 + n.byteLength);
+  for (const [i, t] of requests.entries()) b.writeUInt16BE(t, 6 + n.byteLength + 2 * i);
+  return b;
+}
+
+/** Data of NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT: export name and queries. */
+export interface MetaContextRequest {
+  exportName: string;
+  queries: string[];
+}
+
+export function decodeMetaContextRequest(b: Uint8Array): MetaContextRequest {
+  const r = new FieldReader(b, 'meta context request');
+  const exportName = r.string(r.u32(), 'export name');
+  const count = r.u32();
+  const queries: string[] = [];
+  for (let i = 0; i < count; i++) queries.push(r.string(r.u32(), 'query'));
+  r.end();
+  return { exportName, queries };
+}
+
+export function encodeMetaContextRequest(exportName: string, queries: readonly string[]): Buffer {
+  const parts = [u32(Buffer.byteLength(exportName)), Buffer.from(exportName), u32(queries.length)];
+  for (const q of queries) parts.push(u32(Buffer.byteLength(q)), Buffer.from(q));
+  return Buffer.concat(parts);
+}
+
+/** A transmission request header (the WRITE payload, if any, follows it). */
+export interface NbdRequest {
+  flags: number;
+  type: number;
+  /** Opaque handle echoed in the reply (the spec's "cookie"). */
+  cookie: bigint;
+  offset: number;
+  length: number;
+}
+
+/** Decodes a 28-byte request; a wrong magic or an offset beyond 2^53 is a protocol error. */
+export function decodeRequest(b: Uint8Array): NbdRequest {
+  if (b.byteLength < REQUEST_SIZE) throw new NbdProtocolError(`request: ${b.byteLength} bytes, need ${REQUEST_SIZE}`);
+  const v = view(b);
+  const magic = v.getUint32(0);
+  if (magic !== NBD_REQUEST_MAGIC) throw new NbdProtocolError(`request: bad magic 0x${magic.toString(16)}`);
+  const offset = v.getBigUint64(16);
+  return {
+    flags: v.getUint16(4),
+    type: v.getUint16(6),
+    cookie: v.getBigUint64(8),
+    // Offsets past 2^53 cannot be a valid position in any export: clamp so bounds checks refuse them.
+    offset: offset > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(offset),
+    length: v.getUint32(24),
+  };
+}
+
+export function encodeRequest(r: NbdRequest): Buffer {
+  const b = Buffer.alloc(REQUEST_SIZE);
+  b.writeUInt32BE(NBD_REQUEST_MAGIC, 0);
+  b.writeUInt16BE(r.flags, 4);
+  b.writeUInt16BE(r.type, 6);
+  b.writeBigUInt64BE(r.cookie, 8);
+  b.writeBigUInt64BE(BigInt(r.offset), 16);
+  b.writeUInt32BE(r.length, 24);
+  return b;
+}
+
+/** A simple reply header (read data, if any, follows it). */
+export function encodeSimpleReply(cookie: bigint, error: number): Buffer {
+  const b = Buffer.alloc(SIMPLE_REPLY_SIZE);
+  b.writeUInt32BE(NBD_SIMPLE_REPLY_MAGIC, 0);
+  b.writeUInt32BE(error, 4);
+  b.writeBigUInt64BE(cookie, 8);
+  return b;
+}
+
+export interface SimpleReply {
+  error: number;
+  cookie: bigint;
+}
+
+export function decodeSimpleReply(b: Uint8Array): SimpleReply {
+  const v = view(b);
+  const magic = v.getUint32(0);
+  if (magic !== NBD_SIMPLE_REPLY_MAGIC) throw new NbdProtocolError(`simple reply: bad magic 0x${magic.toString(16)}`);
+  return { error: v.getUint32(4), cookie: v.getBigUint64(8) };
+}
+
+/** A structured reply chunk header; `length` bytes of chunk payload follow. */
+export function encodeStructuredReplyHeader(cookie: bigint, flags: number, type: number, length: number): Buffer {
+  const b = Buffer.alloc(STRUCTURED_REPLY_HEADER_SIZE);
+  b.writeUInt32BE(NBD_STRUCTURED_REPLY_MAGIC, 0);
+  b.writeUInt16BE(flags, 4);
+  b.writeUInt16BE(type, 6);
+  b.writeBigUInt64BE(cookie, 8);
+  b.writeUInt32BE(length, 16);
+  return b;
+}
+
+export interface StructuredReplyHeader {
+  flags: number;
+  type: number;
+  cookie: bigint;
+  length: number;
+}
+
+export function decodeStructuredReplyHeader(b: Uint8Array): StructuredReplyHeader {
+  const v = view(b);
+  const magic = v.getUint32(0);
+  if (magic !== NBD_STRUCTURED_REPLY_MAGIC) throw new NbdProtocolError(`structured reply: bad magic 0x${magic.toString(16)}`);
+  return { flags: v.getUint16(4), type: v.getUint16(6), cookie: v.getBigUint64(8), length: v.getUint32(16) };
+}
+
+/** An NBD_REPLY_TYPE_OFFSET_DATA chunk header plus its 8-byte offset (the data follows). */
+export function encodeOffsetDataHeader(cookie: bigint, flags: number, offset: number, dataLength: number): Buffer {
+  const b = Buffer.alloc(STRUCTURED_REPLY_HEADER_SIZE + 8);
+  encodeStructuredReplyHeader(cookie, flags, NBD_REPLY_TYPE_OFFSET_DATA, 8 + dataLength).copy(b, 0);
+  b.writeBigUInt64BE(BigInt(offset), STRUCTURED_REPLY_HEADER_SIZE);
+  return b;
+}
+
+/** An NBD_REPLY_TYPE_OFFSET_HOLE chunk: offset and length of a range that reads as zeros. */
+export function encodeOffsetHole(cookie: bigint, flags: number, offset: number, length: number): Buffer {
+  const b = Buffer.alloc(STRUCTURED_REPLY_HEADER_SIZE + 12);
+  encodeStructuredReplyHeader(cookie, flags, NBD_REPLY_TYPE_OFFSET_HOLE, 12).copy(b, 0);
+  b.writeBigUInt64BE(BigInt(offset), STRUCTURED_REPLY_HEADER_SIZE);
+  b.writeUInt32BE(length, STRUCTURED_REPLY_HEADER_SIZE + 8);
+  return b;
+}
+
+/** An NBD_REPLY_TYPE_ERROR chunk (or ERROR_OFFSET when `offset` is given), with a message. */
+export function encodeErrorChunk(cookie: bigint, flags: number, error: number, message: string, offset?: number): Buffer {
+  let m = Buffer.from(message, 'utf8');
+  if (m.byteLength > NBD_MAX_STRING_SIZE) m = m.subarray(0, NBD_MAX_STRING_SIZE);
+  const payload = 6 + m.byteLength + (offset === undefined ? 0 : 8);
+  const b = Buffer.alloc(STRUCTURED_REPLY_HEADER_SIZE + payload);
+  const type = offset === undefined ? NBD_REPLY_TYPE_ERROR : NBD_REPLY_TYPE_ERROR_OFFSET;
+  encodeStructuredReplyHeader(cookie, flags, type, payload).copy(b, 0);
+  b.writeUInt32BE(error, STRUCTURED_REPLY_HEADER_SIZE);
+  b.writeUInt16BE(m.byteLength, STRUCTURED_REPLY_HEADER_SIZE + 4);
+  b.set(m, STRUCTURED_REPLY_HEADER_SIZE + 6);
+  if (offset !== undefined) b.writeBigUInt64BE(BigInt(offset), STRUCTURED_REPLY_HEADER_SIZE + 6 + m.byteLength);
+  return b;
+}
+
+/** One block status descriptor: a length and its status flags. */
+export interface Extent {
+  length: number;
+  flags: number;
+}
+
+/** An NBD_REPLY_TYPE_BLOCK_STATUS chunk: the context id and the descriptors. */
+export function encodeBlockStatusChunk(cookie: bigint, flags: number, contextId: number, extents: readonly Extent[]): Buffer {
+  const payload = 4 + 8 * extents.length;
+  const b = Buffer.alloc(STRUCTURED_REPLY_HEADER_SIZE + payload);
+  encodeStructuredReplyHeader(cookie, flags, NBD_REPLY_TYPE_BLOCK_STATUS, payload).copy(b, 0);
+  b.writeUInt32BE(contextId, STRUCTURED_REPLY_HEADER_SIZE);
+  for (const [i, e] of extents.entries()) {
+    b.writeUInt32BE(e.length, STRUCTURED_REPLY_HEADER_SIZE + 4 + 8 * i);
+    b.writeUInt32BE(e.flags, STRUCTURED_REPLY_HEADER_SIZE + 8 + 8 * i);
+  }
+  return b;
+}
+
+/** base:allocation flags of an extent: HOLE where nothing is allocated (no data), ZERO where it reads as zeros. */
+export function allocationFlags(status: { data: boolean; zero: boolean }): number {
+  return (status.data ? 0 : NBD_STATE_HOLE) | (status.zero ? NBD_STATE_ZERO : 0);
+}
+
+const EMPTY = new Uint8Array(0);
+
+function view(b: Uint8Array): DataView {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n, 0);
+  return b;
+}
+
+/** Reads fields of an option's data in order; running past the end is a protocol error. */
+class FieldReader {
+  private pos = 0;
+  private readonly v: DataView;
+  constructor(
+    private readonly b: Uint8Array,
+    private readonly what: string,
+  ) {
+    this.v = view(b);
+  }
+  private need(n: number, field: string): void {
+    if (this.pos + n > this.b.byteLength) throw new NbdProtocolError(`${this.what}: ${field} runs past the end of the option data`);
+  }
+  u16(): number {
+    this.need(2, 'u16 field');
+    const x = this.v.getUint16(this.pos);
+    this.pos += 2;
+    return x;
+  }
+  u32(): number {
+    this.need(4, 'u32 field');
+    const x = this.v.getUint32(this.pos);
+    this.pos += 4;
+    return x;
+  }
+  string(length: number, field: string): string {
+    if (length > NBD_MAX_STRING_SIZE) throw new NbdProtocolError(`${this.what}: ${field} of ${length} bytes exceeds ${NBD_MAX_STRING_SIZE}`);
+    this.need(length, field);
+    const s = Buffer.from(this.b.buffer, this.b.byteOffset + this.pos, length).toString('utf8');
+    this.pos += length;
+    return s;
+  }
+  end(): void {
+    if (this.pos !== this.b.byteLength) throw new NbdProtocolError(`${this.what}: ${this.b.byteLength - this.pos} trailing bytes`);
+  }
+}
