@@ -25,6 +25,7 @@ import { z } from 'zod';
 import { BlockLayer, type Drive, defineDriver, isBlockError, type ThrottleLimits } from '../src/index.js';
 
 import os from 'node:os';
+import { prng } from '../src/bench/prng.js';
 
 const MiB = 1024 * 1024;
 /** Request sizes (bytes), drawn uniformly; each is at least 8 so the id stamp fits. */
@@ -33,17 +34,6 @@ const MAX_SIZE = 16384;
 /** Stamp in the first 8 bytes of a request's buffer: magic, then the request id. */
 const MAGIC = 0x534f414b; // 'SOAK'
 
-/** A seeded PRNG (mulberry32), so a run's choices can be replayed with --seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Options of a soak run. */
 export interface SoakOptions {

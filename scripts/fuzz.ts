@@ -24,6 +24,7 @@ import { fromLibvirtIotune, parseIotuneXml } from '../src/options/libvirt.js';
 import { parseBlockSetIoThrottle } from '../src/options/qmp.js';
 import { parseThrottleGroupObject } from '../src/options/qom.js';
 import type { Drive } from '../src/drive.js';
+import { prngU32 } from '../src/bench/prng.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -63,16 +64,9 @@ interface Stats {
 
 /** A small seeded PRNG (mulberry32). */
 class Rng {
-  private s: number;
+  readonly u32: () => number;
   constructor(seed: number) {
-    this.s = seed >>> 0;
-  }
-  u32(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
+    this.u32 = prngU32(seed);
   }
   int(n: number): number {
     return n <= 0 ? 0 : Math.floor((this.u32() / 2 ** 32) * n);

@@ -5,23 +5,13 @@ import { BlockLayer, type DriveOptions } from '../layer.js';
 import { parseOptions } from '../options/zod-error.js';
 import { isEnabled, toConfig } from '../throttle/limits.js';
 import { LatencyHistogram } from './histogram.js';
+import { prng } from './prng.js';
 import { type BenchJobInput, jobSchema } from './job.js';
 import type { BenchFigures, BenchResult } from './report.js';
 
 /** Progress callback: fraction done (0–1). */
 export type Progress = (fraction: number) => void;
 
-/** A small fast PRNG (mulberry32) so runs with the same seed issue the same offsets. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface DriveRun {
   drive: Drive;
