@@ -503,6 +503,8 @@ export class Drive extends EventEmitter<DriveEvents> {
         h.onAbort = () => {
           if (h.settled) return;
           h.settled = true;
+          const at = this.held.indexOf(h);
+          if (at >= 0) this.held.splice(at, 1);
           reject(this.canceled(OP_NAMES[op], offset));
         };
         signal.addEventListener('abort', h.onAbort, { once: true });

@@ -130,8 +130,10 @@ describe('error policies (QEMU rerror / werror)', () => {
     await tick();
     const ac = new AbortController();
     const second = d.write(0, new Uint8Array([2]), { signal: ac.signal });
+    expect(d.stats().inFlight).toBe(2);
     ac.abort();
     await expect(second).rejects.toMatchObject({ code: 'ECANCELED' });
+    expect(d.stats().inFlight).toBe(1); // the aborted one no longer counts
     injector.clear();
     d.resume();
     await first;
