@@ -144,6 +144,25 @@ async function driveOptions(target: string, format: string | undefined, readOnly
   return base;
 }
 
+/**
+ * `--iops -1` as `--iops=-1`: parseArgs refuses a value that starts with a dash (in three lines);
+ * joined, the value reaches the limit check, which names the flag in one line.
+ */
+function joinNegativeValues(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const next = args[i + 1];
+    const name = a.startsWith('--') ? a.slice(2) : undefined;
+    const takesValue = name !== undefined && (OPTIONS as Record<string, { type: string }>)[name]?.type === 'string';
+    if (takesValue && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
 function parsePort(v: string | undefined): number {
   if (v === undefined) return 10809;
   const n = num('port', v);
@@ -158,7 +177,7 @@ function parsePort(v: string | undefined): number {
  * SIGINT/SIGTERM or QMP quit, then stops accepting, drains and flushes, closes, exits 0.
  */
 export async function serveCommand(args: string[]): Promise<number> {
-  const { values: v, positionals } = parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
+  const { values: v, positionals } = parseArgs({ args: joinNegativeValues(args), options: OPTIONS, allowPositionals: true, strict: true });
   if (positionals.length > 1) throw new BlockError('EINVAL', `unexpected argument '${positionals[1]}'`);
   const image = positionals[0];
   const drives = v.drive ?? [];
@@ -194,8 +213,15 @@ export async function serveCommand(args: string[]): Promise<number> {
       manager.adopt(name === '' ? drive.id : name, name);
     }
     for (const s of drives) {
-      const p = parseDriveString(s);
-      const o = driveStringToOptions(s);
+      let p: ReturnType<typeof parseDriveString>;
+      let o: DriveOptions;
+      try {
+        p = parseDriveString(s);
+        o = driveStringToOptions(s);
+      } catch (e) {
+        if (e instanceof BlockError) throw new BlockError(e.code, `--drive '${s}': ${e.message}`, { field: e.field, cause: e });
+        throw e;
+      }
       const { driver: _d, file: _f, readOnly, ...rest } = o;
       if (p.id === undefined) throw new BlockError('EINVAL', `--drive '${s}': id= required (it names the export)`, { field: 'id' });
       const opts = { ...(await driveOptions(p.filename!, p.format, readOnly ?? false)), ...rest } as DriveOptions;

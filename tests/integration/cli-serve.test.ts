@@ -11,6 +11,16 @@ import { haveQemuTools } from '../helpers/qemu-images.js';
 const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const run = promisify(execFile);
 
+/** Runs a command that may fail: its exit code and output. */
+async function attempt(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    return { code: 0, ...(await run(cmd, args)) };
+  } catch (e) {
+    const x = e as { code: number; stdout?: string; stderr?: string };
+    return { code: x.code, stdout: x.stdout ?? '', stderr: x.stderr ?? '' };
+  }
+}
+
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 if (!available) console.log('blocklayer serve tests with qemu-img/qemu-io skipped: install qemu-utils (apt-get install qemu-utils) to run them');
@@ -146,7 +156,7 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
     const before = sha(p('b.raw'));
     const s = await serve(p('b.raw'), '-x', 'ro', '-p', '0', '-r');
     try {
-      const w = await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 0 4k', `nbd://127.0.0.1:${s.port}/ro`]).catch((e) => e as { stdout: string; stderr: string; code: number });
+      const w = await attempt('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 0 4k', `nbd://127.0.0.1:${s.port}/ro`]);
       expect(`${w.stdout}${w.stderr}`).toMatch(/Permission denied|Operation not permitted/);
       const r = await run('qemu-io', ['-r', '-f', 'raw', '-c', 'read 0 4k', `nbd://127.0.0.1:${s.port}/ro`]);
       expect(r.stdout).toMatch(/read 4096\/4096 bytes/);
@@ -206,7 +216,7 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
       await stderrMatches(s, /disconnected from 'extra'/);
       expect(await q.cmd('block-export-del', { id: 'e1' })).toEqual({ return: {} });
       expect(await q.cmd('block-export-del', { id: 'e1' })).toEqual({ error: { class: 'GenericError', desc: "Export 'e1' is not found" } });
-      const gone = await run('qemu-img', ['info', `nbd://127.0.0.1:${s.port}/extra`]).catch((e) => e as { stderr: string; code: number });
+      const gone = await attempt('qemu-img', ['info', `nbd://127.0.0.1:${s.port}/extra`]);
       expect(gone.code).not.toBe(0);
       expect(gone.stderr).toMatch(/extra/);
       // The drive stays served under its own export.
@@ -227,7 +237,12 @@ describe('blocklayer serve errors: one line, exit 1', () => {
     expect(r.err).toMatch(/--iops/);
     const s = cli('serve', p('a.raw'), '-x', 'd', '-p', '0', '--iops', '-1');
     expect(s.code).toBe(1);
-    expect(s.err).toMatch(/--iops/);
+    expect(s.err.trim().split('\n')).toHaveLength(1);
+    expect(s.err).toMatch(/EINVAL: --iops: /);
+    const d = cli('serve', '-p', '0', '--drive', `file=${p('a.raw')},id=x,bps_rd=-5`);
+    expect(d.code).toBe(1);
+    expect(d.err.trim().split('\n')).toHaveLength(1);
+    expect(d.err).toMatch(/--drive '.*': Parameter 'bps_rd' expects a non-negative number/);
   });
 
   it('a missing image and a port in use', async () => {
@@ -239,7 +254,7 @@ describe('blocklayer serve errors: one line, exit 1', () => {
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     try {
       const port = (blocker.address() as net.AddressInfo).port;
-      const busy = await run(process.execPath, ['--import', 'tsx', MAIN, 'serve', p('a.raw'), '-x', 'd', '-p', String(port)]).catch((e) => e as { stderr: string; code: number });
+      const busy = await attempt(process.execPath, ['--import', 'tsx', MAIN, 'serve', p('a.raw'), '-x', 'd', '-p', String(port)]);
       expect(busy.code).toBe(1);
       expect(busy.stderr.trim().split('\n')).toHaveLength(1);
       expect(busy.stderr).toMatch(/EADDRINUSE/);
