@@ -152,6 +152,23 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
     expect(s.stderr().trimEnd().split('\n').at(-1)).toBe('blocklayer serve: shut down');
   });
 
+  it('SIGTERM with requests in flight: they all complete, then the client is disconnected and serve exits 0', async () => {
+    // 4 IOPS: eight reads take about 1.5 s, so the signal arrives while most are queued.
+    const s = await serve(p('a.raw'), '-x', 'slow', '-p', '0', '--iops', '4');
+    const reads = Array.from({ length: 8 }, (_, i) => ['-c', `aio_read ${i * 512}k 4k`]).flat();
+    const io = attempt('qemu-io', ['-r', '-f', 'raw', ...reads, '-c', 'aio_flush', `nbd://127.0.0.1:${s.port}/slow`]);
+    await stderrMatches(s, /connected to 'slow'/);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await stop(s)).toBe(0);
+    const r = await io;
+    expect(r.code).toBe(0);
+    expect(r.stdout.match(/read 4096\/4096 bytes/g)).toHaveLength(8);
+    expect(`${r.stdout}${r.stderr}`).not.toMatch(/error|failed/i);
+    const err = s.stderr();
+    expect(err.indexOf('SIGTERM: shutting down')).toBeGreaterThan(0);
+    expect(err.indexOf("disconnected from 'slow'")).toBeGreaterThan(err.indexOf('SIGTERM: shutting down'));
+  });
+
   it('-r: qemu-io cannot write (permission denied) and the image is unchanged; reads still work', async () => {
     const before = sha(p('b.raw'));
     const s = await serve(p('b.raw'), '-x', 'ro', '-p', '0', '-r');
