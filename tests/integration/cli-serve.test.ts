@@ -169,6 +169,20 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
     expect(err.indexOf("disconnected from 'slow'")).toBeGreaterThan(err.indexOf('SIGTERM: shutting down'));
   });
 
+  it('-k: a qcow2 image (format probed) over a unix socket reads back as its guest view', async () => {
+    const fix = path.join(import.meta.dirname, '../fixtures/qcow2');
+    const expected = JSON.parse(fs.readFileSync(path.join(fix, 'expected.json'), 'utf8')) as Record<string, string>;
+    const sock = p('nbd.sock');
+    const s = await serve(path.join(fix, 'zstd.qcow2'), '-x', 'q', '-k', sock);
+    try {
+      expect(s.stderr()).toMatch(`listening on unix:${sock}, exports 'q'`);
+      await run('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', `nbd+unix:///q?socket=${sock}`, p('q.raw')]);
+      expect(sha(p('q.raw'))).toBe(expected['zstd.qcow2']);
+    } finally {
+      expect(await stop(s)).toBe(0);
+    }
+  });
+
   it('-r: qemu-io cannot write (permission denied) and the image is unchanged; reads still work', async () => {
     const before = sha(p('b.raw'));
     const s = await serve(p('b.raw'), '-x', 'ro', '-p', '0', '-r');
