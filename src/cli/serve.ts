@@ -5,7 +5,7 @@ import { BlockLayer, type DriveOptions } from '../layer.js';
 import { NbdServer } from '../nbd/server.js';
 import { driveStringToOptions, parseDriveString } from '../options/drive-string.js';
 import type { ExportManager } from '../qmp/commands.js';
-import { QmpServer } from '../qmp/server.js';
+import { QmpServer, removeStaleSocket } from '../qmp/server.js';
 import { QmpError } from '../qmp/wire.js';
 import type { ThrottleLimits } from '../throttle/limits.js';
 import { LIMIT_FLAGS, num, parseLimitFlags } from './limit-flags.js';
@@ -229,6 +229,8 @@ export async function serveCommand(args: string[]): Promise<number> {
       server.addExport({ name: p.id, drive, readOnly: drive.readOnly });
       manager.adopt(p.id, p.id);
     }
+    // A socket left by a serve that was killed is replaced; a live one or any other file is not.
+    if (v.socket !== undefined) await removeStaleSocket(v.socket);
     const where = await server.listen(v.socket !== undefined ? { path: v.socket } : { host: v.bind ?? '127.0.0.1', port });
     if (qmpPath !== undefined) {
       qmp = new QmpServer(layer, { exports: manager });

@@ -253,9 +253,14 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
       // The drive stays served under its own export.
       const still = await run('qemu-img', ['info', '--output=json', `nbd://127.0.0.1:${s.port}/two`]);
       expect(JSON.parse(still.stdout)['virtual-size']).toBe(2 << 20);
+      // quit shuts the whole daemon down, as SIGTERM does.
+      expect(await q.cmd('quit')).toEqual({ return: {} });
+      expect(await s.exited).toBe(0);
+      expect(s.stderr()).toMatch(/QMP quit: shutting down[^]*shut down\n$/);
     } finally {
       q.close();
-      expect(await stop(s)).toBe(0);
+      if (s.child.exitCode === null) s.child.kill('SIGTERM');
+      await s.exited;
     }
   });
 });
