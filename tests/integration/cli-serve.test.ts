@@ -183,6 +183,20 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
     }
   });
 
+  it('-e 1: while one client is connected a second one is refused', async () => {
+    const s = await serve(p('b.raw'), '-x', 'one', '-p', '0', '-e', '1');
+    const first = net.connect(s.port, '127.0.0.1');
+    try {
+      // The greeting (NBDMAGIC) shows the first connection was accepted.
+      await new Promise<void>((resolve) => first.once('data', () => resolve()));
+      const second = await attempt('qemu-img', ['info', `nbd://127.0.0.1:${s.port}/one`]);
+      expect(second.code).not.toBe(0);
+    } finally {
+      first.destroy();
+      expect(await stop(s)).toBe(0);
+    }
+  });
+
   it('-r: qemu-io cannot write (permission denied) and the image is unchanged; reads still work', async () => {
     const before = sha(p('b.raw'));
     const s = await serve(p('b.raw'), '-x', 'ro', '-p', '0', '-r');
