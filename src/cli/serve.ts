@@ -3,7 +3,7 @@ import type { Drive } from '../drive.js';
 import { BlockError } from '../errors.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
 import { NbdServer } from '../nbd/server.js';
-import { driveStringToOptions, parseDriveString } from '../options/drive-string.js';
+import { driveStringToOptions, parseDriveString, splitQemuOpts } from '../options/drive-string.js';
 import type { ExportManager } from '../qmp/commands.js';
 import { QmpServer, removeStaleSocket } from '../qmp/server.js';
 import { QmpError } from '../qmp/wire.js';
@@ -215,19 +215,28 @@ export async function serveCommand(args: string[]): Promise<number> {
     for (const s of drives) {
       let p: ReturnType<typeof parseDriveString>;
       let o: DriveOptions;
+      let exportName: string | undefined;
       try {
-        p = parseDriveString(s);
-        o = driveStringToOptions(s);
+        // `export=NAME` is ours (the export's name); the rest is a QEMU -drive string.
+        const pairs = splitQemuOpts(s);
+        for (const [k, val] of pairs) if (k === 'export') exportName = val;
+        const drive = pairs
+          .filter(([k]) => k !== 'export')
+          .map(([k, val]) => `${k}=${val.replaceAll(',', ',,')}`)
+          .join(',');
+        p = parseDriveString(drive);
+        o = driveStringToOptions(drive);
       } catch (e) {
         if (e instanceof BlockError) throw new BlockError(e.code, `--drive '${s}': ${e.message}`, { field: e.field, cause: e });
         throw e;
       }
       const { driver: _d, file: _f, readOnly, ...rest } = o;
-      if (p.id === undefined) throw new BlockError('EINVAL', `--drive '${s}': id= required (it names the export)`, { field: 'id' });
+      const name = exportName ?? p.id;
+      if (name === undefined) throw new BlockError('EINVAL', `--drive '${s}': id= or export= required (it names the export)`, { field: 'id' });
       const opts = { ...(await driveOptions(p.filename!, p.format, readOnly ?? false)), ...rest } as DriveOptions;
       const drive = await layer.openDrive(opts);
-      server.addExport({ name: p.id, drive, readOnly: drive.readOnly });
-      manager.adopt(p.id, p.id);
+      server.addExport({ name, drive, readOnly: drive.readOnly });
+      manager.adopt(p.id ?? drive.id, name);
     }
     // A socket left by a serve that was killed is replaced; a live one or any other file is not.
     if (v.socket !== undefined) await removeStaleSocket(v.socket);

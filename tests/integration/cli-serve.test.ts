@@ -220,12 +220,16 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
       `file=${p('b.raw')},format=raw,id=one,iops=500,group=g1`,
       '--drive',
       `file=${p('c.raw')},id=two,iops=500,group=g1`,
+      '--drive',
+      `file=${p('a.raw')},readonly=on,export=ro-view`,
       '--qmp',
       `unix:${sock}`,
     );
     const q = await Qmp.connect(sock);
     try {
-      expect(s.stderr()).toMatch(/exports 'one', 'two', QMP on unix:/);
+      expect(s.stderr()).toMatch(/exports 'one', 'two', 'ro-view', QMP on unix:/);
+      const view = await run('qemu-img', ['info', '--output=json', `nbd://127.0.0.1:${s.port}/ro-view`]);
+      expect(JSON.parse(view.stdout)['virtual-size']).toBe(size);
       for (const [name, bytes] of [
         ['one', 1 << 20],
         ['two', 2 << 20],
@@ -240,6 +244,7 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
       expect(blocks.map((b) => [b.device, b.inserted.iops, b.inserted.group])).toEqual([
         ['one', 1234, 'g1'],
         ['two', 1234, 'g1'],
+        [expect.any(String), 0, undefined],
       ]);
 
       const nodeName = (blocks.find((b) => b.device === 'two')!.inserted['node-name']) as string;
