@@ -275,7 +275,7 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
       // quit shuts the whole daemon down, as SIGTERM does.
       expect(await q.cmd('quit')).toEqual({ return: {} });
       expect(await s.exited).toBe(0);
-      expect(s.stderr()).toMatch(/QMP quit: shutting down[^]*shut down\n$/);
+      expect(s.stderr()).toMatch(/QMP quit: shutting down[\s\S]*shut down\n$/);
     } finally {
       q.close();
       if (s.child.exitCode === null) s.child.kill('SIGTERM');
