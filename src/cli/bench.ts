@@ -10,12 +10,9 @@ import { formatTable } from '../bench/table.js';
 import { BlockError } from '../errors.js';
 import { parseDriveString } from '../options/drive-string.js';
 import { parseSize } from '../options/size.js';
-import { BY_QMP, toQmpName, validateSpelled } from '../options/throttle-names.js';
 import type { ThrottleLimits } from '../throttle/limits.js';
+import { LIMIT_FLAGS, num, parseLimitFlags } from './limit-flags.js';
 import { targetOptions } from './target.js';
-
-/** Limit flags: every QEMU limit name with '-' for '_' (--iops, --bps-rd, --iops-max-length, --iops-size, …). */
-const LIMIT_FLAGS = Object.fromEntries([...BY_QMP.keys()].map((q) => [q.replace(/_/g, '-'), { type: 'string' as const }]));
 
 const OPTIONS = {
   rw: { type: 'string' },
@@ -42,13 +39,6 @@ const OPTIONS = {
   ...LIMIT_FLAGS,
 } as const;
 
-function num(flag: string, v: string | undefined, parse: (s: string) => number = Number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = parse(v);
-  if (!Number.isFinite(n)) throw new BlockError('EINVAL', `--${flag}: '${v}' is not a number`, { field: flag });
-  return n;
-}
-
 /**
  * `blocklayer bench`: a fio-like job on any target, with limits by their QEMU names; prints a
  * table (or --json), draws --plot FILE.svg, and with --compare fio|qemu-img runs the
@@ -73,16 +63,7 @@ export async function benchCommand(args: string[]): Promise<number> {
     filename ??= d.filename;
     if (d.format) v.format ??= d.format;
   }
-  const spelling = new Map<string, string>();
-  for (const [flag] of Object.entries(LIMIT_FLAGS)) {
-    const value = (v as Record<string, unknown>)[flag] as string | undefined;
-    if (value === undefined) continue;
-    const field = BY_QMP.get(flag.replace(/-/g, '_'))!;
-    limits[field] = num(flag, value);
-    spelling.set(field, `--${flag}`);
-  }
-  // QEMU's rules, reported with the flag names the user typed.
-  validateSpelled(limits, spelling, (f) => `--${toQmpName(f).replace(/_/g, '-')}`);
+  parseLimitFlags(v as Record<string, unknown>, limits);
   if (filename?.startsWith('json:')) {
     // QEMU's json: pseudo-protocol: the whole node tree as JSON (e.g. a blkdebug filter over a file).
     target = jsonTarget(filename);

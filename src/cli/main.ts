@@ -5,6 +5,7 @@ import { benchCommand } from './bench.js';
 import { convertCommand } from './convert.js';
 import { infoCommand } from './info.js';
 import { mapCommand } from './map.js';
+import { serveCommand } from './serve.js';
 import { FORMATS } from './target.js';
 
 /** The verbs of the `blocklayer` command; each takes its own arguments and returns an exit code. */
@@ -12,6 +13,10 @@ const VERBS: Record<string, { run: (args: string[]) => Promise<number>; help: st
   info: { run: infoCommand, help: '[-f FMT] IMAGE [--json] [--snapshot S] [--backing-chain]   format, size, backing chain, snapshots (like qemu-img info)' },
   map: { run: mapCommand, help: '[-f FMT] IMAGE [--snapshot S]                     allocation map (like qemu-img map --output=json)' },
   bench: { run: benchCommand, help: '[--rw R] [--bs N] [--iodepth N] [--runtime S] [--drives N] [--iops N …] [--json] [--plot F.svg]   fio-like benchmark' },
+  serve: {
+    run: serveCommand,
+    help: "IMAGE -x NAME [-f FMT] [-r] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive 'file=…,id=…,iops=…,group=…' …] [--qmp unix:PATH]   NBD server",
+  },
   convert: { run: convertCommand, help: '[-f FMT] IMAGE OUT.raw [--snapshot S] [-p]      write the guest view as a sparse raw file (atomically)' },
 };
 

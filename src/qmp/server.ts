@@ -246,7 +246,7 @@ export class QmpServer extends EventEmitter<QmpServerEvents> {
 }
 
 /** Removes `path` if it is a unix socket (left by a server that is gone); anything else stays. */
-async function removeStaleSocket(path: string): Promise<void> {
+export async function removeStaleSocket(path: string): Promise<void> {
   let isSocket = false;
   try {
     isSocket = (await lstat(path)).isSocket();

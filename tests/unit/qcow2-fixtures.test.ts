@@ -37,6 +37,18 @@ describe('qcow2 fixtures (no qemu-utils needed)', () => {
     });
   }
 
+  for (const name of ['zlib.qcow2', 'zstd.qcow2']) {
+    it(`${name}: concurrent reads of compressed clusters (4 KiB each, all at once) give the bytes serial reads give`, async () => {
+      const d = await open(name);
+      const chunk = 4096;
+      const serial = Buffer.concat([await d.read(0, d.length)]);
+      const parallel = Buffer.alloc(d.length);
+      await Promise.all(Array.from({ length: d.length / chunk }, async (_, i) => parallel.set(await d.read(i * chunk, chunk), i * chunk)));
+      expect(parallel.equals(serial)).toBe(true);
+      await d.close();
+    });
+  }
+
   it('an internal snapshot opens read-only with its own contents', async () => {
     const d = await open('snap.qcow2', { snapshot: 'one' });
     expect(await hash(d)).toBe(expected['snap.qcow2@one']);

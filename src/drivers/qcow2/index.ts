@@ -160,6 +160,17 @@ export const qcow2Driver = defineDriver({
       zHost = host;
       return zBuf;
     };
+    // zInput and zBuf are shared: one compressed cluster at a time, copied out before the next
+    // may overwrite them (concurrent reads otherwise got each other's clusters).
+    let zQueue: Promise<unknown> = Promise.resolve();
+    const readCompressed = (host: number, csize: number, from: number, part: Uint8Array): Promise<void> => {
+      const done = zQueue.then(async () => {
+        const cluster = await compressed(host, csize);
+        part.set(cluster.subarray(from, from + part.length));
+      });
+      zQueue = done.catch(() => {});
+      return done;
+    };
 
     const readBacking = async (offset: number, target: Uint8Array) => {
       if (!backing) return void target.fill(0);
@@ -194,9 +205,7 @@ export const qcow2Driver = defineDriver({
             else if (m.kind === 'zero') part.fill(0);
             else if (m.kind === 'unallocated') start(readBacking(offset + pos, part));
             else {
-              const cluster = await compressed(m.host, m.compressedSize);
-              const from = offset + pos - m.clusterStart;
-              part.set(cluster.subarray(from, from + m.length));
+              await readCompressed(m.host, m.compressedSize, offset + pos - m.clusterStart, part);
             }
             pos += m.length;
           }

@@ -1,0 +1,290 @@
+import { parseArgs } from 'node:util';
+import type { Drive } from '../drive.js';
+import { BlockError } from '../errors.js';
+import { BlockLayer, type DriveOptions } from '../layer.js';
+import { NbdServer } from '../nbd/server.js';
+import { driveStringToOptions, parseDriveString, splitQemuOpts } from '../options/drive-string.js';
+import type { ExportManager } from '../qmp/commands.js';
+import { QmpServer, removeStaleSocket } from '../qmp/server.js';
+import { QmpError } from '../qmp/wire.js';
+import type { ThrottleLimits } from '../throttle/limits.js';
+import { LIMIT_FLAGS, num, parseLimitFlags } from './limit-flags.js';
+import { checkFormat, targetOptions } from './target.js';
+
+/** qemu-nbd's spellings where they apply; limits by their QEMU names as in `blocklayer bench`. */
+const OPTIONS = {
+  'export-name': { type: 'string', short: 'x' },
+  format: { type: 'string', short: 'f' },
+  'read-only': { type: 'boolean', short: 'r' },
+  port: { type: 'string', short: 'p' },
+  bind: { type: 'string', short: 'b' },
+  socket: { type: 'string', short: 'k' },
+  shared: { type: 'string', short: 'e' },
+  description: { type: 'string', short: 'D' },
+  group: { type: 'string' },
+  drive: { type: 'string', multiple: true },
+  qmp: { type: 'string' },
+  ...LIMIT_FLAGS,
+} as const;
+
+const PREFIX = 'blocklayer serve:';
+const log = (line: string) => process.stderr.write(`${PREFIX} ${line}\n`);
+
+/** QAPI BlockExportType: the types QEMU knows; only nbd is served here. */
+const EXPORT_TYPES = ['nbd', 'vhost-user-blk', 'fuse', 'vduse-blk'];
+
+/** Keys of QAPI BlockExportOptions (common part and the nbd branch). */
+const EXPORT_ADD_KEYS = ['type', 'id', 'node-name', 'writable', 'writethrough', 'fixed-iothread', 'iothread', 'allow-other', 'name', 'description', 'bitmaps', 'allocation-depth'];
+
+const generic = (desc: string) => new QmpError('GenericError', desc);
+
+function str(args: Record<string, unknown>, key: string, required: boolean): string | undefined {
+  const v = args[key];
+  if (v === undefined) {
+    if (required) throw generic(`Parameter '${key}' is missing`);
+    return undefined;
+  }
+  if (typeof v !== 'string') throw generic(`Invalid parameter type for '${key}', expected: string`);
+  return v;
+}
+
+function bool(args: Record<string, unknown>, key: string): boolean | undefined {
+  const v = args[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'boolean') throw generic(`Invalid parameter type for '${key}', expected: boolean`);
+  return v;
+}
+
+/** QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'. */
+const ID_RE = /^[A-Za-z][A-Za-z0-9._-]*$/;
+
+/**
+ * QMP block-export-add / block-export-del over an {@link NbdServer} (QAPI
+ * qapi/block-export.json): `{type: 'nbd', id, node-name, name?, writable?, description?}` exports
+ * the drive whose node name (or drive id) is `node-name` under `name` (default: the node name);
+ * `{id, mode?}` removes it (`safe`, the default, refuses while clients are connected; `hard`
+ * disconnects them).
+ */
+export class NbdExportManager implements ExportManager {
+  /** Export id -> NBD export name. */
+  private readonly ids = new Map<string, string>();
+  /** Clients connected per export name. */
+  private readonly users = new Map<string, number>();
+
+  constructor(
+    private readonly layer: BlockLayer,
+    private readonly server: NbdServer,
+  ) {
+    server.on('connect', (c) => {
+      if (c.export !== null) this.users.set(c.export, (this.users.get(c.export) ?? 0) + 1);
+    });
+    server.on('disconnect', (c) => {
+      if (c.export === null) return;
+      const n = (this.users.get(c.export) ?? 1) - 1;
+      if (n > 0) this.users.set(c.export, n);
+      else this.users.delete(c.export);
+    });
+  }
+
+  /** Records an export made outside QMP (the command line) so block-export-del can remove it. */
+  adopt(id: string, name: string): void {
+    this.ids.set(id, name);
+  }
+
+  async add(args: Record<string, unknown>): Promise<void> {
+    for (const key of Object.keys(args)) if (!EXPORT_ADD_KEYS.includes(key)) throw generic(`Parameter '${key}' is unexpected`);
+    const type = str(args, 'type', true)!;
+    if (!EXPORT_TYPES.includes(type)) throw generic(`Parameter 'type' does not accept value '${type}'`);
+    const id = str(args, 'id', true)!;
+    const nodeName = str(args, 'node-name', true)!;
+    const name = str(args, 'name', false) ?? nodeName;
+    const description = str(args, 'description', false);
+    const writable = bool(args, 'writable') ?? false;
+    bool(args, 'writethrough');
+    if (!ID_RE.test(id)) throw generic('Invalid block export id');
+    if (this.ids.has(id)) throw generic(`Block export id '${id}' is already in use`);
+    if (type !== 'nbd') throw generic('No driver found for the requested export type');
+    if (args.iothread !== undefined) throw generic(`iothread "${String(args.iothread)}" not found`);
+    const drive = this.findDrive(nodeName);
+    if (drive === undefined) throw generic(`Cannot find device='' nor node-name='${nodeName}'`);
+    if (writable && drive.readOnly) throw generic('Cannot export read-only node as writable');
+    if (this.server.exportNames.includes(name)) throw generic(`NBD server already has export named '${name}'`);
+    this.server.addExport({ name, drive, readOnly: !writable, ...(description !== undefined ? { description } : {}) });
+    this.ids.set(id, name);
+  }
+
+  async del(args: Record<string, unknown>): Promise<void> {
+    for (const key of Object.keys(args)) if (key !== 'id' && key !== 'mode') throw generic(`Parameter '${key}' is unexpected`);
+    const id = str(args, 'id', true)!;
+    const mode = str(args, 'mode', false) ?? 'safe';
+    if (mode !== 'safe' && mode !== 'hard') throw generic(`Parameter 'mode' does not accept value '${mode}'`);
+    const name = this.ids.get(id);
+    if (name === undefined) throw generic(`Export '${id}' is not found`);
+    if (mode === 'safe' && (this.users.get(name) ?? 0) > 0) throw generic(`export '${id}' still in use`);
+    this.ids.delete(id);
+    await this.server.removeExport(name);
+  }
+
+  private findDrive(nodeName: string): Drive | undefined {
+    return this.layer.listDrives().find((d) => !d.closed && d.node.name === nodeName) ?? this.layer.drive(nodeName);
+  }
+}
+
+/** Options to open a drive from IMAGE or a --drive string: format probed, rbd: targets, read-only if asked (qcow2 is always). */
+async function driveOptions(target: string, format: string | undefined, readOnly: boolean): Promise<DriveOptions> {
+  const base = { ...(await targetOptions(target, { format })) } as DriveOptions;
+  const file = base.file as Record<string, unknown> | undefined;
+  if (readOnly) {
+    base.readOnly = true;
+    if (file) file.readOnly = true;
+  } else if (base.driver !== 'qcow2') {
+    delete base.readOnly;
+    if (file) delete file.readOnly;
+  }
+  return base;
+}
+
+/**
+ * `--iops -1` as `--iops=-1`: parseArgs refuses a value that starts with a dash (in three lines);
+ * joined, the value reaches the limit check, which names the flag in one line.
+ */
+function joinNegativeValues(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const next = args[i + 1];
+    const name = a.startsWith('--') ? a.slice(2) : undefined;
+    const takesValue = name !== undefined && (OPTIONS as Record<string, { type: string }>)[name]?.type === 'string';
+    if (takesValue && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
+function parsePort(v: string | undefined): number {
+  if (v === undefined) return 10809;
+  const n = num('port', v);
+  if (n === undefined || !Number.isInteger(n) || n < 0 || n > 65535) throw new BlockError('EINVAL', `-p/--port: '${v}' is not a port number (0-65535)`, { field: 'port' });
+  return n;
+}
+
+/**
+ * `blocklayer serve`: an NBD server (qemu-nbd's spellings) for IMAGE and every `--drive`,
+ * all in one BlockLayer so throttle groups are shared across exports; `--qmp unix:PATH` adds a
+ * QMP monitor (query-block, block_set_io_throttle, block-export-add/del, quit, …). Runs until
+ * SIGINT/SIGTERM or QMP quit, then stops accepting, drains and flushes, closes, exits 0.
+ */
+export async function serveCommand(args: string[]): Promise<number> {
+  const { values: v, positionals } = parseArgs({ args: joinNegativeValues(args), options: OPTIONS, allowPositionals: true, strict: true });
+  if (positionals.length > 1) throw new BlockError('EINVAL', `unexpected argument '${positionals[1]}'`);
+  const image = positionals[0];
+  const drives = v.drive ?? [];
+  if (image === undefined && drives.length === 0) throw new BlockError('EINVAL', 'usage: blocklayer serve IMAGE -x NAME [options] (or --drive file=…,id=… …)');
+  const format = checkFormat(v.format);
+  const limits: ThrottleLimits = parseLimitFlags(v as Record<string, unknown>);
+  const port = parsePort(v.port);
+  const maxConnections = v.shared === undefined ? undefined : num('shared', v.shared);
+  if (maxConnections !== undefined && (!Number.isInteger(maxConnections) || maxConnections < 1)) {
+    throw new BlockError('EINVAL', `-e/--shared: '${v.shared}' is not a positive integer`, { field: 'shared' });
+  }
+  let qmpPath: string | undefined;
+  if (v.qmp !== undefined) {
+    if (!v.qmp.startsWith('unix:') || v.qmp.length <= 'unix:'.length) throw new BlockError('EINVAL', `--qmp: '${v.qmp}' is not unix:PATH`, { field: 'qmp' });
+    qmpPath = v.qmp.slice('unix:'.length);
+  }
+  if (image === undefined && (v['export-name'] !== undefined || Object.keys(limits).length > 0)) {
+    throw new BlockError('EINVAL', '-x and limit flags apply to IMAGE, and no IMAGE was given');
+  }
+
+  const layer = new BlockLayer();
+  const server = new NbdServer(maxConnections === undefined ? {} : { maxConnections });
+  const manager = new NbdExportManager(layer, server);
+  let qmp: QmpServer | undefined;
+  try {
+    if (image !== undefined) {
+      const name = v['export-name'] ?? '';
+      const opts = await driveOptions(image, format, v['read-only'] ?? false);
+      if (ID_RE.test(name)) opts.id = name;
+      if (Object.keys(limits).length > 0 || v.group !== undefined) opts.throttle = { ...limits, ...(v.group !== undefined ? { group: v.group } : {}) };
+      const drive = await layer.openDrive(opts);
+      server.addExport({ name, drive, readOnly: drive.readOnly, ...(v.description !== undefined ? { description: v.description } : {}) });
+      manager.adopt(name === '' ? drive.id : name, name);
+    }
+    for (const s of drives) {
+      let p: ReturnType<typeof parseDriveString>;
+      let o: DriveOptions;
+      let exportName: string | undefined;
+      try {
+        // `export=NAME` is ours (the export's name); the rest is a QEMU -drive string.
+        const pairs = splitQemuOpts(s);
+        for (const [k, val] of pairs) if (k === 'export') exportName = val;
+        const drive = pairs
+          .filter(([k]) => k !== 'export')
+          .map(([k, val]) => `${k}=${val.replaceAll(',', ',,')}`)
+          .join(',');
+        p = parseDriveString(drive);
+        o = driveStringToOptions(drive);
+      } catch (e) {
+        if (e instanceof BlockError) throw new BlockError(e.code, `--drive '${s}': ${e.message}`, { field: e.field, cause: e });
+        throw e;
+      }
+      const { driver: _d, file: _f, readOnly, ...rest } = o;
+      const name = exportName ?? p.id;
+      if (name === undefined) throw new BlockError('EINVAL', `--drive '${s}': id= or export= required (it names the export)`, { field: 'id' });
+      const opts = { ...(await driveOptions(p.filename!, p.format, readOnly ?? false)), ...rest } as DriveOptions;
+      const drive = await layer.openDrive(opts);
+      server.addExport({ name, drive, readOnly: drive.readOnly });
+      manager.adopt(p.id ?? drive.id, name);
+    }
+    // A socket left by a serve that was killed is replaced; a live one or any other file is not.
+    if (v.socket !== undefined) await removeStaleSocket(v.socket);
+    const where = await server.listen(v.socket !== undefined ? { path: v.socket } : { host: v.bind ?? '127.0.0.1', port });
+    if (qmpPath !== undefined) {
+      qmp = new QmpServer(layer, { exports: manager });
+      await qmp.listen({ path: qmpPath });
+    }
+    const at = 'path' in where ? `unix:${where.path}` : `${where.host}:${where.port}`;
+    const names = server.exportNames.map((n) => `'${n}'`).join(', ');
+    log(`listening on ${at}, exports ${names}${qmpPath !== undefined ? `, QMP on unix:${qmpPath}` : ''}`);
+  } catch (e) {
+    await qmp?.close();
+    await server.close();
+    await layer.close();
+    throw e;
+  }
+
+  const who = (c: { address: string; port?: number }) => (c.port === undefined ? c.address : `${c.address}:${c.port}`);
+  server.on('connect', (c) => log(`${who(c)} connected to '${c.export}'`));
+  server.on('disconnect', (c) => log(`${who(c)} disconnected${c.export !== null ? ` from '${c.export}'` : ''}${c.reason ? ` (${c.reason})` : ''}`));
+  server.on('error', ({ error, client }) => log(`${client ? `${who(client)}: ` : ''}${error.message}`));
+
+  let onSignal: (sig: NodeJS.Signals) => void = () => {};
+  const reason = await new Promise<string>((resolve) => {
+    onSignal = (sig) => resolve(sig);
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    qmp?.once('quit', () => resolve('QMP quit'));
+  });
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  // A second signal while draining ends the process at once.
+  const force = () => process.exit(1);
+  process.once('SIGINT', force);
+  process.once('SIGTERM', force);
+  log(`${reason}: shutting down (draining in-flight requests)`);
+  let code = 0;
+  try {
+    await qmp?.close();
+    await server.close();
+    await layer.close();
+  } catch (e) {
+    log(`error while shutting down: ${(e as Error).message}`);
+    code = 1;
+  }
+  log('shut down');
+  process.off('SIGINT', force);
+  process.off('SIGTERM', force);
+  return code;
+}
