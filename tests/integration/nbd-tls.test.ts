@@ -81,6 +81,21 @@ function makeCerts(dir: string): void {
     o(['req', ...ec, '-keyout', `${who}-key.pem`, '-out', `${who}.csr`, '-subj', `/CN=${who === 'server' ? 'localhost' : 'client'}`, '-config', cnf]);
     o(['x509', '-req', '-in', `${who}.csr`, '-CA', 'ca-cert.pem', '-CAkey', 'ca-key.pem', '-set_serial', who === 'server' ? '1' : '2', '-out', `${who}-cert.pem`, '-days', '2', '-extfile', cnf, '-extensions', who]);
   }
+  // A client certificate from another CA, which the server must not accept.
+  o(['req', '-x509', ...ec, '-keyout', 'rogue-ca-key.pem', '-out', 'rogue-ca-cert.pem', '-days', '2', '-subj', '/CN=rogue CA', '-config', cnf, '-extensions', 'ca']);
+  o(['req', ...ec, '-keyout', 'rogue-key.pem', '-out', 'rogue.csr', '-subj', '/CN=client', '-config', cnf]);
+  o(['x509', '-req', '-in', 'rogue.csr', '-CA', 'rogue-ca-cert.pem', '-CAkey', 'rogue-ca-key.pem', '-set_serial', '3', '-out', 'rogue-cert.pem', '-days', '2', '-extfile', cnf, '-extensions', 'client']);
+}
+
+/** Sends NBD_OPT_STARTTLS on a raw connection, then runs the TLS handshake as a Node client. */
+async function startTls(c: RawNbdClient, extra: tls.ConnectionOptions = {}): Promise<tls.TLSSocket> {
+  expect((await c.option(P.NBD_OPT_STARTTLS))[0]?.type).toBe(P.NBD_REP_ACK);
+  const secure = tls.connect({ socket: c.socket, ca: fs.readFileSync(path.join(dir, 'ca-cert.pem')), servername: 'localhost', ...extra });
+  await new Promise<void>((resolve, reject) => {
+    secure.once('secureConnect', resolve);
+    secure.once('error', reject);
+  });
+  return secure;
 }
 
 /** Bytes read in exact counts from a TLS socket. */
@@ -238,16 +253,18 @@ describe.skipIf(!haveOpenssl)('NbdServer with x509 TLS (required)', () => {
     expect(c.pending).toBe(0);
   });
 
+  it('bytes sent after STARTTLS before its reply are not TLS: the client is disconnected', async () => {
+    const c = await RawNbdClient.connect(port);
+    await newstyle(c);
+    c.write(Buffer.concat([P.encodeOptionHeader(P.NBD_OPT_STARTTLS, 0), Buffer.from('not a ClientHello')]));
+    await c.closed;
+  });
+
   it('STARTTLS with data gets ERR_INVALID; after the upgrade options work, a second STARTTLS gets ERR_INVALID', async () => {
     const c = await RawNbdClient.connect(port);
     await newstyle(c);
     expect((await c.option(P.NBD_OPT_STARTTLS, Buffer.from([1])))[0]?.type).toBe(P.NBD_REP_ERR_INVALID);
-    expect((await c.option(P.NBD_OPT_STARTTLS))[0]?.type).toBe(P.NBD_REP_ACK);
-    const secure = tls.connect({ socket: c.socket, ca: fs.readFileSync(path.join(dir, 'ca-cert.pem')), servername: 'localhost' });
-    await new Promise<void>((resolve, reject) => {
-      secure.once('secureConnect', resolve);
-      secure.once('error', reject);
-    });
+    const secure = await startTls(c);
     const s = new Stream(secure);
     expect((await s.option(P.NBD_OPT_STARTTLS))[0]?.type).toBe(P.NBD_REP_ERR_INVALID);
     const list = await s.option(P.NBD_OPT_LIST);
@@ -261,6 +278,31 @@ describe.skipIf(!haveOpenssl)('NbdServer with x509 TLS (required)', () => {
 });
 
 describe.skipIf(!haveOpenssl)('NbdServer with x509 TLS and verifyPeer', () => {
+  it('a client certificate signed by another CA is refused after the handshake', async () => {
+    const creds = await loadQemuTlsCredsDir(dir, 'x509', { verifyPeer: true });
+    await using server = new NbdServer({ exports: [{ name: 'img', drive }], tls: creds, handshakeTimeoutMs: 5000 });
+    const errors: string[] = [];
+    server.on('error', (e) => errors.push(e.error.message));
+    const port = ((await server.listen({ host: '127.0.0.1', port: 0 })) as { port: number }).port;
+    const read = (f: string) => fs.readFileSync(path.join(dir, f));
+    // The CA's own client certificate is accepted: options work inside TLS.
+    const good = await RawNbdClient.connect(port);
+    await newstyle(good);
+    const ok = new Stream(await startTls(good, { cert: read('client-cert.pem'), key: read('client-key.pem') }));
+    expect((await ok.option(P.NBD_OPT_LIST)).map((r) => r.type)).toEqual([P.NBD_REP_SERVER, P.NBD_REP_ACK]);
+    ok.socket.destroy();
+    const bad = await RawNbdClient.connect(port);
+    await newstyle(bad);
+    const secure = await startTls(bad, { cert: read('rogue-cert.pem'), key: read('rogue-key.pem') }).catch(() => null);
+    if (secure) {
+      // TLS 1.3: the client finishes its side before the server has checked the certificate.
+      const s = new Stream(secure);
+      await expect(s.option(P.NBD_OPT_LIST)).rejects.toThrow(/closed/);
+    }
+    await bad.closed;
+    expect(errors.join('\n')).toMatch(/client certificate refused/);
+  });
+
   it.skipIf(!haveQemuImg)('a client with a certificate from the CA gets in; one without is refused', async () => {
     const creds = await loadQemuTlsCredsDir(dir, 'x509', { verifyPeer: true });
     await using server = new NbdServer({ exports: [{ name: 'img', drive }], tls: creds, handshakeTimeoutMs: 5000 });
