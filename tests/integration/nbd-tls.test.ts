@@ -17,13 +17,13 @@ function haveProgram(cmd: string): boolean {
 }
 
 const haveOpenssl = haveProgram('openssl');
-const haveQemuImg = haveProgram('qemu-img');
+const haveQemuImg = haveProgram('qemu-img') && haveProgram('qemu-io');
 const haveNbdinfo = haveProgram('nbdinfo');
 if (CI && !haveOpenssl) throw new Error('openssl missing in CI: .ci/run must install openssl');
-if (CI && !haveQemuImg) throw new Error('qemu-img missing in CI: .ci/run must install qemu-utils');
+if (CI && !haveQemuImg) throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 if (CI && !haveNbdinfo) throw new Error('nbdinfo missing in CI: .ci/run must install libnbd-bin');
 if (!haveOpenssl) console.log('NBD TLS tests skipped: install openssl (apt-get install openssl) to make their certificates');
-if (!haveQemuImg) console.log('NBD TLS tests with qemu-img skipped: install qemu-utils (apt-get install qemu-utils) to run them');
+if (!haveQemuImg) console.log('NBD TLS tests with qemu-img/qemu-io skipped: install qemu-utils (apt-get install qemu-utils) to run them');
 if (!haveNbdinfo) console.log('NBD TLS test with nbdinfo skipped: install libnbd-bin (apt-get install libnbd-bin) to run it');
 
 /** Runs a program without blocking the event loop (the server under test lives in this process). */
@@ -143,14 +143,6 @@ async function newstyle(c: RawNbdClient): Promise<void> {
   c.write(Buffer.from([0, 0, 0, P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES]));
 }
 
-function goData(name: string): Buffer {
-  const n = Buffer.from(name);
-  const b = Buffer.alloc(4 + n.byteLength + 2);
-  b.writeUInt32BE(n.byteLength, 0);
-  n.copy(b, 4);
-  return b;
-}
-
 const layer = new BlockLayer();
 let dir = '';
 let image: Buffer;
@@ -196,15 +188,40 @@ describe('TLS credentials files', () => {
 describe.skipIf(!haveOpenssl)('NbdServer with x509 TLS (required)', () => {
   let server: NbdServer;
   let port: number;
+  let scratch: Drive;
 
   beforeAll(async () => {
     const creds = await loadQemuTlsCredsDir(dir, 'x509');
-    server = new NbdServer({ exports: [{ name: 'img', drive }], tls: creds, handshakeTimeoutMs: 5000 });
+    scratch = await layer.openDrive({ driver: 'memory', size: MiB });
+    server = new NbdServer({ exports: [{ name: 'img', drive }, { name: 'scratch', drive: scratch }], tls: creds, handshakeTimeoutMs: 5000 });
     server.on('error', () => {});
     port = ((await server.listen({ host: '127.0.0.1', port: 0 })) as { port: number }).port;
   });
   afterAll(async () => {
     await server?.close();
+    await scratch?.close();
+  });
+
+  it.skipIf(!haveQemuImg)('qemu-io writes over TLS (plain, FUA, write -z) land on the drive', async () => {
+    const r = await run('qemu-io', [
+      '--object',
+      `tls-creds-x509,id=tls0,endpoint=client,dir=${dir}`,
+      '--image-opts',
+      `driver=nbd,host=127.0.0.1,port=${port},export=scratch,tls-creds=tls0`,
+      '-c',
+      'write -P 0x5a 0 200k',
+      '-c',
+      'write -f -P 0xa5 300k 64k',
+      '-c',
+      'write -z 8k 4k',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const got = await scratch.read(0, 400 * 1024);
+    const want = Buffer.alloc(400 * 1024);
+    want.fill(0x5a, 0, 200 * 1024);
+    want.fill(0, 8 * 1024, 12 * 1024);
+    want.fill(0xa5, 300 * 1024, 364 * 1024);
+    expect(Buffer.from(got).equals(want)).toBe(true);
   });
 
   it.skipIf(!haveQemuImg)('qemu-img info over tls-creds-x509 sees the export', async () => {
@@ -237,7 +254,7 @@ describe.skipIf(!haveOpenssl)('NbdServer with x509 TLS (required)', () => {
     const c = await RawNbdClient.connect(port);
     await newstyle(c);
     for (const opt of [P.NBD_OPT_INFO, P.NBD_OPT_GO]) {
-      const [r] = await c.option(opt, goData('img'));
+      const [r] = await c.option(opt, P.encodeInfoRequest('img'));
       expect(r?.type).toBe(P.NBD_REP_ERR_TLS_REQD);
     }
     expect((await c.option(P.NBD_OPT_LIST))[0]?.type).toBe(P.NBD_REP_ERR_TLS_REQD);
@@ -268,8 +285,8 @@ describe.skipIf(!haveOpenssl)('NbdServer with x509 TLS (required)', () => {
     const s = new Stream(secure);
     expect((await s.option(P.NBD_OPT_STARTTLS))[0]?.type).toBe(P.NBD_REP_ERR_INVALID);
     const list = await s.option(P.NBD_OPT_LIST);
-    expect(list.map((r) => r.type)).toEqual([P.NBD_REP_SERVER, P.NBD_REP_ACK]);
-    const info = await s.option(P.NBD_OPT_INFO, goData('img'));
+    expect(list.map((r) => r.type)).toEqual([P.NBD_REP_SERVER, P.NBD_REP_SERVER, P.NBD_REP_ACK]);
+    const info = await s.option(P.NBD_OPT_INFO, P.encodeInfoRequest('img'));
     expect(info[0]?.type).toBe(P.NBD_REP_INFO);
     expect(Number(info[0]?.data.readBigUInt64BE(2))).toBe(image.byteLength);
     expect((await s.option(P.NBD_OPT_ABORT))[0]?.type).toBe(P.NBD_REP_ACK);
@@ -319,6 +336,21 @@ describe.skipIf(!haveOpenssl)('NbdServer with x509 TLS and verifyPeer', () => {
 });
 
 describe('NbdServer with tlsRequired: false', () => {
+  it.skipIf(!haveOpenssl)('nothing negotiated before STARTTLS carries over: structured replies must be asked for again', async () => {
+    const creds = await loadQemuTlsCredsDir(dir, 'x509');
+    await using server = new NbdServer({ exports: [{ name: 'img', drive }], tls: creds, tlsRequired: false });
+    const port = ((await server.listen({ host: '127.0.0.1', port: 0 })) as { port: number }).port;
+    const c = await RawNbdClient.connect(port);
+    await newstyle(c);
+    expect((await c.option(P.NBD_OPT_STRUCTURED_REPLY))[0]?.type).toBe(P.NBD_REP_ACK);
+    const s = new Stream(await startTls(c));
+    const query = P.encodeMetaContextRequest('img', [P.NBD_META_BASE_ALLOCATION]);
+    expect((await s.option(P.NBD_OPT_SET_META_CONTEXT, query))[0]?.type).toBe(P.NBD_REP_ERR_INVALID);
+    expect((await s.option(P.NBD_OPT_STRUCTURED_REPLY))[0]?.type).toBe(P.NBD_REP_ACK);
+    expect((await s.option(P.NBD_OPT_SET_META_CONTEXT, query)).map((r) => r.type)).toEqual([P.NBD_REP_META_CONTEXT, P.NBD_REP_ACK]);
+    s.socket.destroy();
+  });
+
   it.skipIf(!haveOpenssl)('a plain client may select an export without TLS', async () => {
     const creds = await loadQemuTlsCredsDir(dir, 'x509');
     await using server = new NbdServer({ exports: [{ name: 'img', drive }], tls: creds, tlsRequired: false });
