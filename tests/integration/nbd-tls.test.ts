@@ -371,7 +371,7 @@ describe('NbdServer with tlsRequired: false', () => {
   });
 });
 
-describe.skipIf(!haveQemuImg)('NbdServer with PSK TLS', () => {
+describe('NbdServer with PSK TLS', () => {
   let server: NbdServer;
   let port: number;
   const key = '0123456789abcdef0123456789abcdef';
@@ -394,19 +394,43 @@ describe.skipIf(!haveQemuImg)('NbdServer with PSK TLS', () => {
     return run('qemu-img', ['info', '--output=json', '--object', `tls-creds-psk,id=tls0,endpoint=client,dir=${d},username=${user}`, '--image-opts', `driver=nbd,host=127.0.0.1,port=${port},export=img,tls-creds=tls0`]);
   }
 
-  it('qemu-img with tls-creds-psk and the right key sees the export', async () => {
+  it.skipIf(!haveQemuImg)('qemu-img with tls-creds-psk and the right key sees the export', async () => {
     const r = await qemuPsk('alice', key);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)['virtual-size']).toBe(image.byteLength);
   });
 
-  it('a wrong key or an unknown identity fails the handshake', async () => {
+  it.skipIf(!haveQemuImg)('qemu-img with a wrong key or an unknown identity fails the handshake', async () => {
     const wrong = await qemuPsk('alice', 'ff'.repeat(16));
     expect(wrong.code).not.toBe(0);
     expect(wrong.stderr).toMatch(/TLS/);
     const unknown = await qemuPsk('bob', key);
     expect(unknown.code).not.toBe(0);
   });
+
+  for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
+    it(`a ${version} PSK client (Node) negotiates and lists the exports`, async () => {
+      const c = await RawNbdClient.connect(port);
+      await newstyle(c);
+      expect((await c.option(P.NBD_OPT_STARTTLS))[0]?.type).toBe(P.NBD_REP_ACK);
+      const secure = tls.connect({
+        socket: c.socket,
+        minVersion: version,
+        maxVersion: version,
+        ciphers: version === 'TLSv1.2' ? 'PSK' : 'TLS_AES_128_GCM_SHA256',
+        checkServerIdentity: () => undefined,
+        pskCallback: () => ({ identity: 'alice', psk: Buffer.from(key, 'hex') }),
+      });
+      await new Promise<void>((resolve, reject) => {
+        secure.once('secureConnect', resolve);
+        secure.once('error', reject);
+      });
+      expect(secure.getProtocol()).toBe(version);
+      const s = new Stream(secure);
+      expect((await s.option(P.NBD_OPT_LIST)).map((r) => r.type)).toEqual([P.NBD_REP_SERVER, P.NBD_REP_ACK]);
+      secure.destroy();
+    });
+  }
 
   it.skipIf(!haveNbdinfo)('nbdinfo with tls-psk-file works too', async () => {
     const r = await run('nbdinfo', [`nbds://alice@127.0.0.1:${port}/img?tls-psk-file=${path.join(dir, 'psk', 'keys.psk')}`]);
