@@ -16,20 +16,36 @@ export class SocketReader {
   private want = 0;
   private waiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
   private ended: Error | null = null;
+  private readonly onData = (chunk: Buffer) => {
+    if (this.ended) return;
+    this.chunks.push(chunk);
+    this.size += chunk.byteLength;
+    if (this.size > this.want + this.slack) this.socket.pause();
+    if (this.waiter && this.size >= this.want) this.wake();
+  };
+  private readonly onEnd = () => this.stop(new ReaderClosed('peer closed the connection'));
+  private readonly onClose = () => this.stop(new ReaderClosed('connection closed'));
 
   constructor(
     private readonly socket: Socket,
     private readonly slack: number,
   ) {
-    socket.on('data', (chunk: Buffer) => {
-      if (this.ended) return;
-      this.chunks.push(chunk);
-      this.size += chunk.byteLength;
-      if (this.size > this.want + this.slack) socket.pause();
-      if (this.waiter && this.size >= this.want) this.wake();
-    });
-    socket.on('end', () => this.stop(new ReaderClosed('peer closed the connection')));
-    socket.on('close', () => this.stop(new ReaderClosed('connection closed')));
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onClose);
+  }
+
+  /**
+   * Lets go of the socket (for a TLS upgrade, where another reader takes over the stream):
+   * its listeners are removed and the bytes received but not read are returned. Later reads reject.
+   */
+  detach(): Buffer {
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('close', this.onClose);
+    const rest = Buffer.concat(this.chunks);
+    this.stop(new ReaderClosed('reader detached'));
+    return rest;
   }
 
   /** Bytes received and not yet read. */

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import { EventEmitter } from 'eventemitter3';
 import { type Clock, type ClockTimer, RealClock } from '../clock.js';
 import type { Drive } from '../drive.js';
@@ -6,6 +7,7 @@ import { BlockError, isBlockError } from '../errors.js';
 import { nbdErrorFor } from './errors.js';
 import * as P from './protocol.js';
 import { ReaderClosed, SocketReader } from './reader.js';
+import { type NbdTlsOptions, type NbdTlsSetup, peerVerifyError, prepareTls } from './tls.js';
 
 /** One export: a name clients ask for and the drive that serves it. */
 export interface NbdExport {
@@ -31,6 +33,14 @@ export interface NbdServerOptions {
   maxRequest?: number;
   /** Clock for the handshake timeout (default: the real clock). */
   clock?: Clock;
+  /** TLS credentials: clients upgrade with NBD_OPT_STARTTLS (without them STARTTLS is refused with ERR_POLICY). */
+  tls?: NbdTlsOptions;
+  /**
+   * With `tls`: refuse every option but STARTTLS and ABORT with NBD_REP_ERR_TLS_REQD until TLS is
+   * up, and drop a client that sends NBD_OPT_EXPORT_NAME first (default true, like QEMU's tls-creds).
+   * False lets clients choose plain text or TLS.
+   */
+  tlsRequired?: boolean;
 }
 
 /** Where to listen: a TCP host and port (0: any free port), or a Unix socket path. */
@@ -118,6 +128,8 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   /** @internal */ readonly handshakeTimeoutMs: number;
   /** @internal */ readonly maxRequest: number;
   /** @internal */ readonly clock: Clock;
+  /** @internal */ readonly tls: NbdTlsSetup | null;
+  /** @internal */ readonly tlsRequired: boolean;
 
   constructor(options: NbdServerOptions = {}) {
     super();
@@ -126,6 +138,9 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     this.maxRequest = positiveInt(options.maxRequest, DEFAULT_MAX_REQUEST, 'maxRequest');
     if (this.maxRequest > MAX_U32) throw new BlockError('EINVAL', `maxRequest: ${this.maxRequest} exceeds ${MAX_U32}`, { field: 'maxRequest' });
     this.clock = options.clock ?? new RealClock();
+    this.tls = options.tls === undefined ? null : prepareTls(options.tls);
+    if (options.tlsRequired === true && this.tls === null) throw new BlockError('EINVAL', 'tlsRequired: needs tls credentials', { field: 'tlsRequired' });
+    this.tlsRequired = this.tls !== null && options.tlsRequired !== false;
     for (const e of options.exports ?? []) this.putExport(e);
     this.server = net.createServer({ pauseOnConnect: false, noDelay: true }, (socket) => this.accept(socket));
     this.server.on('error', (error) => this.emit('error', { error }));
@@ -259,7 +274,12 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
 
 /** Per-connection state: handshake, then requests in flight and replies as they complete. */
 class Connection {
-  private readonly reader: SocketReader;
+  private reader: SocketReader;
+  /** The plain socket, then the TLS socket over it once NBD_OPT_STARTTLS succeeded. */
+  private socket: net.Socket;
+  private tlsActive = false;
+  private closeSeen = false;
+  private resolveClosed: () => void = () => {};
   private readonly address: string;
   private readonly port: number | undefined;
   private exp: NbdExport | null = null;
@@ -285,24 +305,33 @@ class Connection {
 
   constructor(
     private readonly server: NbdServer,
-    private readonly socket: net.Socket,
+    socket: net.Socket,
   ) {
+    this.socket = socket;
     this.address = socket.remoteAddress ?? 'unix';
     this.port = socket.remotePort;
     this.reader = new SocketReader(socket, READER_SLACK);
     socket.setNoDelay(true);
+    this.closed = new Promise((resolve) => {
+      this.resolveClosed = resolve;
+    });
+    this.watch(socket);
+  }
+
+  /** Socket events that end the connection or let it write again (on the plain socket, and on the TLS one). */
+  private watch(socket: net.Socket): void {
     socket.on('error', (error: NodeJS.ErrnoException) => {
       // A peer that resets or leaves mid-reply is a disconnect (with its reason), not a server error.
       this.faultReason ??= error.code ?? error.message;
       if (!this.stopping && error.code !== 'ECONNRESET' && error.code !== 'EPIPE') this.server.emit('error', { error, client: this.info() });
     });
-    this.closed = new Promise((resolve) => {
-      socket.on('close', () => {
-        this.handshakeTimer?.cancel();
-        this.endTimer?.cancel();
-        this.server.forget(this, this.faultReason);
-        resolve();
-      });
+    socket.on('close', () => {
+      if (this.closeSeen) return;
+      this.closeSeen = true;
+      this.handshakeTimer?.cancel();
+      this.endTimer?.cancel();
+      this.server.forget(this, this.faultReason);
+      this.resolveClosed();
     });
     socket.on('drain', () => this.wakeSlot());
   }
@@ -431,9 +460,54 @@ class Connection {
       const { option, length } = header;
       if (length > MAX_OPTION_LENGTH) throw new ProtocolViolation(`option ${option}: ${length} bytes of data exceed ${MAX_OPTION_LENGTH}`);
       const data = await this.reader.read(length);
+      if (this.server.tlsRequired && !this.tlsActive && option !== P.NBD_OPT_STARTTLS && option !== P.NBD_OPT_ABORT) {
+        // EXPORT_NAME has no error reply: the only refusal is to hang up.
+        if (option === P.NBD_OPT_EXPORT_NAME) throw new ProtocolViolation('NBD_OPT_EXPORT_NAME before TLS, which this server requires');
+        this.replyError(option, P.NBD_REP_ERR_TLS_REQD, `option ${option} needs TLS: send NBD_OPT_STARTTLS first`);
+        continue;
+      }
       const result = await this.option(option, data);
       if (result !== 'continue') return result === 'selected';
     }
+  }
+
+  /**
+   * Acknowledges NBD_OPT_STARTTLS, runs the TLS handshake on the same socket, and moves the reader
+   * and every later reply to the TLS socket. A failed handshake ends the connection (no way back).
+   */
+  private async startTls(setup: NbdTlsSetup): Promise<void> {
+    const plain = this.socket;
+    await new Promise<void>((resolve, reject) => {
+      plain.write(P.encodeOptionReply(P.NBD_OPT_STARTTLS, P.NBD_REP_ACK), (e) => (e ? reject(new ReaderClosed(`STARTTLS reply: ${e.message}`)) : resolve()));
+    });
+    const early = this.reader.detach();
+    // The client must wait for the ACK before its ClientHello: bytes already here are not TLS.
+    if (early.byteLength !== 0) throw new ProtocolViolation('data sent after NBD_OPT_STARTTLS before its reply');
+    const secure = new tls.TLSSocket(plain, setup.options);
+    this.socket = secure;
+    this.reader = new SocketReader(secure, READER_SLACK);
+    this.watch(secure);
+    await new Promise<void>((resolve, reject) => {
+      const done = (e?: Error) => {
+        secure.off('secure', onSecure);
+        secure.off('error', onError);
+        secure.off('close', onClose);
+        if (e) reject(e);
+        else resolve();
+      };
+      const onSecure = () => done();
+      const onError = (e: Error) => done(new ProtocolViolation(`TLS handshake failed: ${e.message}`));
+      const onClose = () => done(new ReaderClosed('connection closed during the TLS handshake'));
+      secure.on('secure', onSecure);
+      secure.on('error', onError);
+      secure.on('close', onClose);
+    });
+    const refused = setup.verifyPeer ? peerVerifyError(secure) : null;
+    if (refused !== null) throw new ProtocolViolation(`TLS: client certificate refused: ${refused}`);
+    this.tlsActive = true;
+    // Nothing agreed in plain text carries over into the TLS session.
+    this.structured = false;
+    this.meta = null;
   }
 
   private reply(option: number, type: number, data?: Uint8Array): void {
@@ -467,7 +541,15 @@ class Connection {
         this.reply(option, P.NBD_REP_ACK);
         return 'continue';
       case P.NBD_OPT_STARTTLS:
-        this.replyError(option, P.NBD_REP_ERR_POLICY, 'TLS is not available on this server');
+        if (this.server.tls === null) {
+          this.replyError(option, P.NBD_REP_ERR_POLICY, 'TLS is not available on this server');
+        } else if (this.tlsActive) {
+          this.replyError(option, P.NBD_REP_ERR_INVALID, 'TLS is already negotiated');
+        } else if (data.byteLength !== 0) {
+          this.replyError(option, P.NBD_REP_ERR_INVALID, 'NBD_OPT_STARTTLS takes no data');
+        } else {
+          await this.startTls(this.server.tls);
+        }
         return 'continue';
       case P.NBD_OPT_INFO:
       case P.NBD_OPT_GO:

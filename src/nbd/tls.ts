@@ -1,0 +1,155 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import tls from 'node:tls';
+import { BlockError } from '../errors.js';
+
+/** TLS with X.509 certificates (QEMU's tls-creds-x509). */
+export interface NbdTlsX509 {
+  mode: 'x509';
+  /** The server's private key (PEM). */
+  key: string | Buffer;
+  /** The server's certificate (PEM), optionally followed by its chain. */
+  cert: string | Buffer;
+  /** CA certificate(s) (PEM) that client certificates must chain to (needed with verifyPeer). */
+  ca?: string | Buffer | (string | Buffer)[];
+  /** Ask every client for a certificate signed by `ca` and refuse those without one (default false). */
+  verifyPeer?: boolean;
+}
+
+/** TLS with pre-shared keys (QEMU's tls-creds-psk): the client names an identity and proves it knows its key. */
+export interface NbdTlsPsk {
+  mode: 'psk';
+  /** Keys by identity (username). */
+  identities: Readonly<Record<string, Buffer>>;
+}
+
+/** TLS credentials of an NBD server. */
+export type NbdTlsOptions = NbdTlsX509 | NbdTlsPsk;
+
+/** What a connection needs to start TLS: a prepared context and the TLSSocket options. */
+export interface NbdTlsSetup {
+  readonly options: tls.TLSSocketOptions;
+  readonly verifyPeer: boolean;
+}
+
+/** The longest identity GnuTLS and OpenSSL accept (RFC 4279: at most 2^16-1 bytes; OpenSSL caps it at 128). */
+const MAX_IDENTITY = 128;
+
+/**
+ * Parses QEMU's keys.psk format: one `identity:hexkey` per line (blank lines ignored).
+ * Throws BlockError EINVAL naming the line of a malformed entry.
+ */
+export function parsePskFile(text: string, file = 'keys.psk'): Record<string, Buffer> {
+  const out: Record<string, Buffer> = Object.create(null);
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = (lines[i] as string).trim();
+    if (line === '') continue;
+    const colon = line.indexOf(':');
+    const where = `${file} line ${i + 1}`;
+    if (colon <= 0) throw new BlockError('EINVAL', `${where}: expected identity:hexkey`, { path: file });
+    const identity = line.slice(0, colon);
+    const hex = line.slice(colon + 1);
+    if (Buffer.byteLength(identity) > MAX_IDENTITY) throw new BlockError('EINVAL', `${where}: identity longer than ${MAX_IDENTITY} bytes`, { path: file });
+    if (hex.length === 0 || hex.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(hex)) throw new BlockError('EINVAL', `${where}: the key is not an even number of hex digits`, { path: file });
+    if (identity in out) throw new BlockError('EINVAL', `${where}: identity '${identity}' listed twice`, { path: file });
+    out[identity] = Buffer.from(hex, 'hex');
+  }
+  return out;
+}
+
+/** Reads a QEMU keys.psk file (`identity:hexkey` lines) into an identity → key map. */
+export async function loadPskFile(file: string): Promise<Record<string, Buffer>> {
+  return parsePskFile(await readCred(file), file);
+}
+
+/**
+ * Reads credentials laid out as QEMU's tls-creds-x509 / tls-creds-psk `dir` for a server:
+ * x509: ca-cert.pem (optional), server-cert.pem, server-key.pem; psk: keys.psk.
+ * `verifyPeer` (x509) defaults to false here; QEMU's default is true.
+ */
+export async function loadQemuTlsCredsDir(dir: string, mode: 'x509', options?: { verifyPeer?: boolean }): Promise<NbdTlsX509>;
+export async function loadQemuTlsCredsDir(dir: string, mode: 'psk'): Promise<NbdTlsPsk>;
+export async function loadQemuTlsCredsDir(dir: string, mode: 'x509' | 'psk', options: { verifyPeer?: boolean } = {}): Promise<NbdTlsOptions> {
+  if (mode === 'psk') return { mode, identities: await loadPskFile(path.join(dir, 'keys.psk')) };
+  if (mode !== 'x509') throw new BlockError('EINVAL', `loadQemuTlsCredsDir: unknown mode '${String(mode)}'`, { field: 'mode' });
+  const [cert, key, ca] = await Promise.all([
+    readCred(path.join(dir, 'server-cert.pem')),
+    readCred(path.join(dir, 'server-key.pem')),
+    readCred(path.join(dir, 'ca-cert.pem')).catch((e: unknown) => {
+      if (e instanceof BlockError && e.code === 'ENOENT' && options.verifyPeer !== true) return undefined;
+      throw e;
+    }),
+  ]);
+  return { mode, cert, key, ...(ca === undefined ? {} : { ca }), ...(options.verifyPeer === undefined ? {} : { verifyPeer: options.verifyPeer }) };
+}
+
+async function readCred(file: string): Promise<string> {
+  try {
+    return await fs.readFile(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const c = code === 'ENOENT' ? 'ENOENT' : code === 'EACCES' || code === 'EPERM' ? 'EACCES' : code === 'EISDIR' ? 'EISDIR' : 'EIO';
+    throw new BlockError(c, `TLS credentials: cannot read ${file}: ${(e as Error).message}`, { path: file, cause: e });
+  }
+}
+
+/** Checks the options and prepares the context once per server. Throws BlockError EINVAL. */
+export function prepareTls(options: NbdTlsOptions): NbdTlsSetup {
+  if (typeof options !== 'object' || options === null) throw new BlockError('EINVAL', 'tls: must be an object', { field: 'tls' });
+  if (options.mode === 'x509') {
+    if (!isPem(options.key) || !isPem(options.cert)) throw new BlockError('EINVAL', 'tls: x509 needs key and cert (PEM)', { field: 'tls' });
+    const verifyPeer = options.verifyPeer === true;
+    if (verifyPeer && options.ca === undefined) throw new BlockError('EINVAL', 'tls: verifyPeer needs a ca', { field: 'tls' });
+    let secureContext: tls.SecureContext;
+    try {
+      secureContext = tls.createSecureContext({
+        key: options.key,
+        cert: options.cert,
+        ...(options.ca === undefined ? {} : { ca: options.ca }),
+        minVersion: 'TLSv1.2',
+      });
+    } catch (e) {
+      throw new BlockError('EINVAL', `tls: bad x509 credentials: ${(e as Error).message}`, { field: 'tls', cause: e });
+    }
+    return { verifyPeer, options: { isServer: true, secureContext, requestCert: verifyPeer, rejectUnauthorized: verifyPeer } };
+  }
+  if (options.mode === 'psk') {
+    const ids = options.identities;
+    if (typeof ids !== 'object' || ids === null) throw new BlockError('EINVAL', 'tls: psk needs identities', { field: 'tls' });
+    const keys = new Map<string, Buffer>();
+    for (const [id, key] of Object.entries(ids)) {
+      if (!Buffer.isBuffer(key) || key.byteLength === 0) throw new BlockError('EINVAL', `tls: the key of identity '${id}' must be a non-empty Buffer`, { field: 'tls' });
+      keys.set(id, key);
+    }
+    if (keys.size === 0) throw new BlockError('EINVAL', 'tls: psk needs at least one identity', { field: 'tls' });
+    // PSK cipher suites for TLS 1.2 (GnuTLS clients such as QEMU offer them) and the TLS 1.3 suites.
+    const secureContext = tls.createSecureContext({ ciphers: 'PSK:ECDHEPSK:DHEPSK:!aNULL:!eNULL', minVersion: 'TLSv1.2' });
+    return {
+      verifyPeer: false,
+      options: {
+        isServer: true,
+        secureContext,
+        pskCallback: (_socket: tls.TLSSocket, identity: string) => keys.get(identity) ?? null,
+      } as tls.TLSSocketOptions,
+    };
+  }
+  throw new BlockError('EINVAL', `tls: unknown mode '${String((options as { mode?: unknown }).mode)}'`, { field: 'tls' });
+}
+
+/**
+ * Why the client's certificate is refused, or null when it chains to the CA. A TLSSocket made outside a
+ * tls.Server does not run Node's own check (which sets `authorized`), so this asks the TLS handle the
+ * same question Node's server does; without that handle it refuses (fails closed).
+ */
+export function peerVerifyError(socket: tls.TLSSocket): string | null {
+  if (socket.getPeerCertificate() === null || Object.keys(socket.getPeerCertificate()).length === 0) return 'no client certificate';
+  const handle = (socket as unknown as { ssl?: { verifyError?: () => Error | null } }).ssl;
+  if (typeof handle?.verifyError !== 'function') return 'cannot check the client certificate';
+  const e = handle.verifyError();
+  return e ? ((e as NodeJS.ErrnoException).code ?? e.message) : null;
+}
+
+function isPem(v: unknown): boolean {
+  return (typeof v === 'string' && v.length > 0) || (Buffer.isBuffer(v) && v.byteLength > 0);
+}
