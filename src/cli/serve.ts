@@ -1,8 +1,10 @@
+import { stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import type { Drive } from '../drive.js';
 import { BlockError } from '../errors.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
 import { NbdServer } from '../nbd/server.js';
+import { loadPskFile, loadQemuTlsCredsDir, type NbdTlsOptions } from '../nbd/tls.js';
 import { driveStringToOptions, parseDriveString, splitQemuOpts } from '../options/drive-string.js';
 import type { ExportManager } from '../qmp/commands.js';
 import { QmpServer, removeStaleSocket } from '../qmp/server.js';
@@ -24,6 +26,9 @@ const OPTIONS = {
   group: { type: 'string' },
   drive: { type: 'string', multiple: true },
   qmp: { type: 'string' },
+  'tls-creds': { type: 'string' },
+  'tls-psk': { type: 'string' },
+  'tls-verify-peer': { type: 'boolean' },
   ...LIMIT_FLAGS,
 } as const;
 
@@ -130,6 +135,20 @@ export class NbdExportManager implements ExportManager {
   }
 }
 
+/**
+ * TLS credentials, which make TLS mandatory for every client (as QEMU's tls-creds):
+ * `--tls-creds DIR` is a tls-creds-x509 directory (ca-cert.pem, server-cert.pem, server-key.pem),
+ * `--tls-psk` a tls-creds-psk directory holding keys.psk, or the keys.psk file itself.
+ */
+async function tlsOptions(x509: string | undefined, psk: string | undefined, verifyPeer: boolean): Promise<NbdTlsOptions | undefined> {
+  if (x509 !== undefined && psk !== undefined) throw new BlockError('EINVAL', '--tls-creds and --tls-psk: give one of them', { field: 'tls-creds' });
+  if (verifyPeer && x509 === undefined) throw new BlockError('EINVAL', '--tls-verify-peer: needs --tls-creds', { field: 'tls-verify-peer' });
+  if (x509 !== undefined) return loadQemuTlsCredsDir(x509, 'x509', { verifyPeer });
+  if (psk === undefined) return undefined;
+  const isDir = await stat(psk).then((st) => st.isDirectory(), () => false);
+  return isDir ? loadQemuTlsCredsDir(psk, 'psk') : { mode: 'psk', identities: await loadPskFile(psk) };
+}
+
 /** Options to open a drive from IMAGE or a --drive string: format probed, rbd: targets, read-only if asked (qcow2 is always). */
 async function driveOptions(target: string, format: string | undefined, readOnly: boolean): Promise<DriveOptions> {
   const base = { ...(await targetOptions(target, { format })) } as DriveOptions;
@@ -198,8 +217,9 @@ export async function serveCommand(args: string[]): Promise<number> {
     throw new BlockError('EINVAL', '-x and limit flags apply to IMAGE, and no IMAGE was given');
   }
 
+  const tls = await tlsOptions(v['tls-creds'], v['tls-psk'], v['tls-verify-peer'] ?? false);
   const layer = new BlockLayer();
-  const server = new NbdServer(maxConnections === undefined ? {} : { maxConnections });
+  const server = new NbdServer({ ...(maxConnections === undefined ? {} : { maxConnections }), ...(tls ? { tls } : {}) });
   const manager = new NbdExportManager(layer, server);
   let qmp: QmpServer | undefined;
   try {

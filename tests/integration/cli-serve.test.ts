@@ -211,6 +211,30 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
     expect(sha(p('b.raw'))).toBe(before);
   });
 
+  it('--tls-psk: qemu-img with tls-creds-psk and the right key reads the export; a plain client and a wrong key get nothing', async () => {
+    const key = 'a1b2c3d4e5f60718293a4b5c6d7e8f90';
+    const serverDir = p('psk-server');
+    fs.mkdirSync(serverDir, { recursive: true });
+    fs.writeFileSync(path.join(serverDir, 'keys.psk'), `alice:${key}\n`);
+    const s = await serve(p('b.raw'), '-x', 'tls', '-p', '0', '--tls-psk', serverDir);
+    const client = (hex: string) => {
+      const d = fs.mkdtempSync(path.join(dir, 'psk-client-'));
+      fs.writeFileSync(path.join(d, 'keys.psk'), `alice:${hex}\n`);
+      return attempt('qemu-img', ['info', '--output=json', '--object', `tls-creds-psk,id=tls0,endpoint=client,dir=${d},username=alice`, '--image-opts', `driver=nbd,host=127.0.0.1,port=${s.port},export=tls,tls-creds=tls0`]);
+    };
+    try {
+      const good = await client(key);
+      expect(JSON.parse(good.stdout)['virtual-size']).toBe(fs.statSync(p('b.raw')).size);
+      const plain = await attempt('qemu-img', ['info', `nbd://127.0.0.1:${s.port}/tls`]);
+      expect(plain.stdout).toBe('');
+      expect(plain.stderr).toMatch(/TLS/);
+      const wrong = await client('00'.repeat(16));
+      expect(wrong.stdout).toBe('');
+    } finally {
+      expect(await stop(s)).toBe(0);
+    }
+  });
+
   it('two --drive exports in one group; --qmp: block_set_io_throttle reaches query-block for both members; block-export-add/del', async () => {
     const sock = p('qmp.sock');
     const s = await serve(
