@@ -92,8 +92,13 @@ export class NbdClient {
       const info = await handshake(socket, reader, options.exportName, where, options.node);
       return new NbdClient(socket, reader, info, where, options.node);
     } catch (e) {
+      if (e instanceof BlockError) {
+        // A clean refusal (unknown export, policy): say goodbye as the protocol asks, then hang up.
+        socket.end(P.encodeOption(P.NBD_OPT_ABORT));
+        socket.destroySoon();
+        throw e;
+      }
       socket.destroy();
-      if (e instanceof BlockError) throw e;
       if (e instanceof ReaderClosed) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
       if (e instanceof P.NbdProtocolError) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
       throw fromErrno(e, `NBD handshake with ${where}`, ctx);

@@ -248,6 +248,27 @@ describe.skipIf(!haveNbdkit)('the nbd driver against nbdkit', () => {
     await d.close().catch(() => undefined);
   });
 
+  it('without structured replies (nbdkit --no-sr): simple replies carry reads, and block status says data everywhere', async () => {
+    const port = await freePort();
+    start('nbdkit', ['-f', '--no-sr', '-p', String(port), '-i', '127.0.0.1', 'memory', '16M']);
+    await waitListening({ host: '127.0.0.1', port }, 'nbdkit');
+    const d = await layer.openDrive({ driver: 'nbd', server: inet(port) });
+    await exercise(d);
+    expect(await d.blockStatus(12 * MiB, MiB)).toMatchObject({ offset: 12 * MiB, length: MiB, data: true, zero: false });
+    await d.close();
+  });
+
+  it('a server error on a write maps back to its BlockError code (ENOSPC), and reads still work', async () => {
+    const port = await freePort();
+    const args = ['-f', '-p', String(port), '-i', '127.0.0.1', '--filter=error', 'memory', '8M', 'error=ENOSPC', 'error-pwrite-rate=100%'];
+    start('nbdkit', args);
+    await waitListening({ host: '127.0.0.1', port }, 'nbdkit');
+    const d = await layer.openDrive({ driver: 'nbd', server: inet(port), werror: 'report' });
+    await expect(d.write(4096, Buffer.alloc(4096, 1))).rejects.toMatchObject({ code: 'ENOSPC', offset: 4096 });
+    expect(Buffer.from(await d.read(0, 8192)).every((x) => x === 0)).toBe(true);
+    await d.close();
+  });
+
   it('an export without write-zeroes support falls back to writing zero buffers', async () => {
     const port = await freePort();
     start('nbdkit', ['-f', '-p', String(port), '-i', '127.0.0.1', '--filter=nozero', 'memory', '8M']);
