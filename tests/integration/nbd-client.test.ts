@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockError, BlockLayer, type Drive, NbdServer } from '../../src/index.js';
+import * as P from '../../src/nbd/protocol.js';
 import { driveHash, ourMap, referenceMap, setQemuCwd } from '../helpers/qemu-images.js';
 
 function have(cmd: string): boolean {
@@ -315,5 +316,98 @@ describe('the nbd driver against our own NbdServer', () => {
       code: 'EINVAL',
     });
     await expect(layer.openDrive({ driver: 'nbd', server: { type: 'tcp', host: 'x' } })).rejects.toMatchObject({ code: 'EINVAL' });
+  });
+});
+
+/**
+ * A minimal hand-written server: negotiates without structured replies, then answers each
+ * request with `answer` (which may break the protocol).
+ */
+async function fakeServer(answer: (socket: net.Socket, request: P.NbdRequest) => void): Promise<{ port: number; close(): void }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    let buf = Buffer.alloc(0);
+    let phase: 'flags' | 'options' | 'transmission' = 'flags';
+    socket.write(P.encodeServerGreeting(P.NBD_FLAG_FIXED_NEWSTYLE | P.NBD_FLAG_NO_ZEROES));
+    socket.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      for (;;) {
+        if (phase === 'flags') {
+          if (buf.length < 4) return;
+          buf = buf.subarray(4);
+          phase = 'options';
+        } else if (phase === 'options') {
+          if (buf.length < P.OPTION_HEADER_SIZE) return;
+          const h = P.decodeOptionHeader(buf);
+          if (buf.length < P.OPTION_HEADER_SIZE + h.length) return;
+          buf = buf.subarray(P.OPTION_HEADER_SIZE + h.length);
+          if (h.option !== P.NBD_OPT_GO) socket.write(P.encodeOptionReply(h.option, P.NBD_REP_ERR_UNSUP));
+          else {
+            socket.write(P.encodeOptionReply(h.option, P.NBD_REP_INFO, P.encodeInfoExport(MiB, P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_SEND_FLUSH)));
+            socket.write(P.encodeOptionReply(h.option, P.NBD_REP_ACK));
+            phase = 'transmission';
+          }
+        } else {
+          if (buf.length < P.REQUEST_SIZE) return;
+          const r = P.decodeRequest(buf);
+          const size = P.REQUEST_SIZE + (r.type === P.NBD_CMD_WRITE ? r.length : 0);
+          if (buf.length < size) return;
+          buf = buf.subarray(size);
+          if (r.type === P.NBD_CMD_DISC) return void socket.end();
+          answer(socket, r);
+        }
+      }
+    });
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close() {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+describe('the nbd driver against a misbehaving server', () => {
+  it('a reply with an unknown cookie breaks the connection: every request in flight fails with EIO, later ones at once', async () => {
+    const held: P.NbdRequest[] = [];
+    const fake = await fakeServer((socket, r) => {
+      held.push(r);
+      // Answer the third request with a cookie nobody sent.
+      if (held.length === 3) socket.write(P.encodeSimpleReply(r.cookie + 1000n, 0));
+    });
+    try {
+      const d = await layer.openDrive({ driver: 'nbd', server: inet(fake.port) });
+      const results = await Promise.all([d.read(0, 512), d.read(512, 512), d.read(1024, 512)].map((r) => r.catch((e: unknown) => e)));
+      for (const e of results) expect(e).toMatchObject({ code: 'EIO', message: expect.stringContaining('unknown cookie') });
+      await expect(d.flush()).rejects.toMatchObject({ code: 'EIO' });
+      await d.close().catch(() => undefined);
+    } finally {
+      fake.close();
+    }
+  });
+
+  it('simple replies settle requests out of order, matched by cookie; a simple error reply maps its code', async () => {
+    const held: P.NbdRequest[] = [];
+    const fake = await fakeServer((socket, r) => {
+      if (r.type === P.NBD_CMD_FLUSH) return void socket.write(P.encodeSimpleReply(r.cookie, P.NBD_EINVAL));
+      held.push(r);
+      if (held.length < 2) return;
+      // Answer the second read first, then the first.
+      for (const h of held.reverse()) socket.write(Buffer.concat([P.encodeSimpleReply(h.cookie, 0), Buffer.alloc(h.length, h.offset / 512 + 1)]));
+    });
+    try {
+      const d = await layer.openDrive({ driver: 'nbd', server: inet(fake.port), werror: 'report' });
+      const [a, b] = await Promise.all([d.read(0, 512), d.read(512, 512)]);
+      expect(Buffer.from(a).every((x) => x === 1)).toBe(true);
+      expect(Buffer.from(b).every((x) => x === 2)).toBe(true);
+      await expect(d.flush()).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringContaining('FLUSH') });
+      await d.close();
+    } finally {
+      fake.close();
+    }
   });
 });
