@@ -5,7 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockError, BlockLayer, type Drive, NbdServer } from '../../src/index.js';
+import { BlockError, BlockLayer, type Drive, NbdServer, openImage } from '../../src/index.js';
 import * as P from '../../src/nbd/protocol.js';
 import { driveHash, ourMap, referenceMap, setQemuCwd } from '../helpers/qemu-images.js';
 
@@ -184,6 +184,27 @@ describe.skipIf(!haveQemu)('the nbd driver against qemu-nbd', () => {
     expect(await driveHash(remote)).toBe(await driveHash(local));
     await remote.close();
     await local.close();
+  });
+
+  it('openImage takes nbd:// and nbd+unix:// URIs (raw by default, qcow2 when format says so)', async () => {
+    const raw = p('uri.raw');
+    fs.writeFileSync(raw, pattern(2 * MiB, 8));
+    const port = await qemuNbd(raw);
+    const d = await openImage(`nbd://127.0.0.1:${port}/disk`, {}, layer);
+    expect(d.readOnly).toBe(false);
+    expect(Buffer.from(await d.read(0, 2 * MiB)).equals(pattern(2 * MiB, 8))).toBe(true);
+    await d.close();
+    const img = p('uri.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', img, '2M'], { cwd: dir });
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 4k 8k', img], { stdio: 'ignore' });
+    const sock = p('uri.sock');
+    start('qemu-nbd', ['-f', 'raw', '-x', 'q', '-k', sock, '-r', '--persistent', img]);
+    await waitListening({ path: sock }, 'qemu-nbd');
+    const q = await openImage(`nbd+unix:///q?socket=${encodeURIComponent(sock)}`, { format: 'qcow2' }, layer);
+    const got = Buffer.from(await q.read(0, 16384));
+    expect(got.subarray(4096, 12288).every((x) => x === 0x5a)).toBe(true);
+    expect(got.subarray(0, 4096).every((x) => x === 0)).toBe(true);
+    await q.close();
   });
 
   it('a read-only export refuses a read-write open with EROFS naming the export, and opens read-only', async () => {
