@@ -341,10 +341,10 @@ describe('the nbd driver against our own NbdServer', () => {
 });
 
 /**
- * A minimal hand-written server: negotiates without structured replies, then answers each
- * request with `answer` (which may break the protocol).
+ * A minimal hand-written server: negotiates (structured replies only if `structured`, never a
+ * meta context), then answers each request with `answer` (which may break the protocol).
  */
-async function fakeServer(answer: (socket: net.Socket, request: P.NbdRequest) => void): Promise<{ port: number; close(): void }> {
+async function fakeServer(answer: (socket: net.Socket, request: P.NbdRequest) => void, structured = false): Promise<{ port: number; close(): void }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     sockets.add(socket);
@@ -363,9 +363,11 @@ async function fakeServer(answer: (socket: net.Socket, request: P.NbdRequest) =>
           const h = P.decodeOptionHeader(buf);
           if (buf.length < P.OPTION_HEADER_SIZE + h.length) return;
           buf = buf.subarray(P.OPTION_HEADER_SIZE + h.length);
-          if (h.option !== P.NBD_OPT_GO) socket.write(P.encodeOptionReply(h.option, P.NBD_REP_ERR_UNSUP));
+          if (h.option === P.NBD_OPT_STRUCTURED_REPLY && structured) socket.write(P.encodeOptionReply(h.option, P.NBD_REP_ACK));
+          else if (h.option !== P.NBD_OPT_GO) socket.write(P.encodeOptionReply(h.option, P.NBD_REP_ERR_UNSUP));
           else {
-            socket.write(P.encodeOptionReply(h.option, P.NBD_REP_INFO, P.encodeInfoExport(MiB, P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_SEND_FLUSH)));
+            const flags = P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_SEND_FLUSH | P.NBD_FLAG_SEND_TRIM;
+            socket.write(P.encodeOptionReply(h.option, P.NBD_REP_INFO, P.encodeInfoExport(MiB, flags)));
             socket.write(P.encodeOptionReply(h.option, P.NBD_REP_ACK));
             phase = 'transmission';
           }
@@ -427,6 +429,61 @@ describe('the nbd driver against a misbehaving server', () => {
       expect(Buffer.from(b).every((x) => x === 2)).toBe(true);
       await expect(d.flush()).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringContaining('FLUSH') });
       await d.close();
+    } finally {
+      fake.close();
+    }
+  });
+});
+
+describe('the nbd driver against a server sending structured replies of its own making', () => {
+  it('a read assembled from OFFSET_DATA chunks out of order and an OFFSET_HOLE fills the buffer', async () => {
+    const fake = await fakeServer((socket, r) => {
+      if (r.type !== P.NBD_CMD_READ) return void socket.write(P.encodeSimpleReply(r.cookie, 0));
+      const half = r.length / 2;
+      const quarter = r.length / 4;
+      socket.write(Buffer.concat([P.encodeOffsetDataHeader(r.cookie, 0, r.offset + half, quarter), Buffer.alloc(quarter, 0xbb)]));
+      socket.write(Buffer.concat([P.encodeOffsetDataHeader(r.cookie, 0, r.offset, half), Buffer.alloc(half, 0xaa)]));
+      socket.write(P.encodeOffsetHole(r.cookie, P.NBD_REPLY_FLAG_DONE, r.offset + half + quarter, quarter));
+    }, true);
+    try {
+      const d = await layer.openDrive({ driver: 'nbd', server: inet(fake.port) });
+      const got = Buffer.from(await d.read(4096, 4096));
+      expect(got.subarray(0, 2048).every((x) => x === 0xaa)).toBe(true);
+      expect(got.subarray(2048, 3072).every((x) => x === 0xbb)).toBe(true);
+      expect(got.subarray(3072).every((x) => x === 0)).toBe(true);
+      await d.close();
+    } finally {
+      fake.close();
+    }
+  });
+
+  it('an ERROR chunk fails its request with the mapped code (EPERM on a trim is EROFS) and carries the message', async () => {
+    const fake = await fakeServer((socket, r) => {
+      if (r.type === P.NBD_CMD_TRIM) return void socket.write(P.encodeErrorChunk(r.cookie, P.NBD_REPLY_FLAG_DONE, P.NBD_EPERM, 'no trims today'));
+      if (r.type === P.NBD_CMD_READ) return void socket.write(P.encodeErrorChunk(r.cookie, P.NBD_REPLY_FLAG_DONE, P.NBD_EPERM, 'keep out', r.offset));
+      socket.write(P.encodeSimpleReply(r.cookie, 0));
+    }, true);
+    try {
+      const d = await layer.openDrive({ driver: 'nbd', server: inet(fake.port), werror: 'report', rerror: 'report' });
+      await expect(d.discard(0, 4096)).rejects.toMatchObject({ code: 'EROFS', message: expect.stringContaining('no trims today') });
+      await expect(d.read(0, 512)).rejects.toMatchObject({ code: 'EACCES', message: expect.stringContaining('keep out') });
+      // The connection survives a request's error.
+      await d.flush();
+      await d.close();
+    } finally {
+      fake.close();
+    }
+  });
+
+  it('a data chunk outside its request is a protocol error: the request fails with EIO', async () => {
+    const fake = await fakeServer((socket, r) => {
+      if (r.type !== P.NBD_CMD_READ) return void socket.write(P.encodeSimpleReply(r.cookie, 0));
+      socket.write(Buffer.concat([P.encodeOffsetDataHeader(r.cookie, P.NBD_REPLY_FLAG_DONE, r.offset + r.length, 512), Buffer.alloc(512)]));
+    }, true);
+    try {
+      const d = await layer.openDrive({ driver: 'nbd', server: inet(fake.port) });
+      await expect(d.read(0, 512)).rejects.toMatchObject({ code: 'EIO', message: expect.stringContaining('outside the request') });
+      await d.close().catch(() => undefined);
     } finally {
       fake.close();
     }
