@@ -38,6 +38,10 @@ export interface NbdExportInfo {
 export const NBD_DEFAULT_MAX_PAYLOAD = 32 * 1024 * 1024;
 const READER_SLACK = 1024 * 1024;
 const MAX_OPTION_REPLY = 64 * 1024;
+/** A server that has not finished the handshake in this time is given up on. */
+const HANDSHAKE_TIMEOUT_MS = 30_000;
+/** How long close() waits for the server to hang up after NBD_CMD_DISC. */
+const DISC_GRACE_MS = 1000;
 
 /** One request in flight: what it is, where read data goes, how to settle it. */
 interface Pending {
@@ -47,6 +51,8 @@ interface Pending {
   readonly buffer?: Uint8Array;
   error?: BlockError;
   extent?: P.Extent;
+  /** Bytes of a READ that data and hole chunks have covered (chunks never overlap). */
+  covered: number;
   resolve(): void;
   reject(e: BlockError): void;
 }
@@ -88,8 +94,14 @@ export class NbdClient {
     const ctx = { node: options.node, field: 'server' };
     const socket = await open(options.server, where, ctx);
     const reader = new SocketReader(socket, READER_SLACK);
+    let timedOut = false;
+    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => {
+      timedOut = true;
+      socket.destroy();
+    });
     try {
       const info = await handshake(socket, reader, options.exportName, where, options.node);
+      socket.setTimeout(0);
       return new NbdClient(socket, reader, info, where, options.node);
     } catch (e) {
       if (e instanceof BlockError) {
@@ -99,6 +111,7 @@ export class NbdClient {
         throw e;
       }
       socket.destroy();
+      if (timedOut) throw new BlockError('EIO', `NBD handshake with ${where}: no answer within ${HANDSHAKE_TIMEOUT_MS / 1000} s`, ctx);
       if (e instanceof ReaderClosed) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
       if (e instanceof P.NbdProtocolError) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
       throw fromErrno(e, `NBD handshake with ${where}`, ctx);
@@ -143,10 +156,9 @@ export class NbdClient {
       this.socket.write(P.encodeRequest({ flags: 0, type: P.NBD_CMD_DISC, cookie: 0n, offset: 0, length: 0 }));
       await new Promise<void>((resolve) => {
         this.socket.once('close', () => resolve());
+        // A server that does not close its side within a second of DISC is cut off.
+        this.socket.setTimeout(DISC_GRACE_MS, () => this.socket.destroy());
         this.socket.end();
-        // A server that does not close its side after DISC is cut off.
-        const t = setTimeout(() => this.socket.destroy(), 1000);
-        t.unref();
       });
     }
     this.lose('the connection was closed');
@@ -166,6 +178,7 @@ export class NbdClient {
         type,
         offset,
         length,
+        covered: 0,
         ...(extra.buffer ? { buffer: extra.buffer } : {}),
         resolve: () => {
           if (extra.out && p.extent) extra.out.extent = p.extent;
@@ -227,12 +240,14 @@ export class NbdClient {
         const at = P.decodeOffsetDataOffset(payload);
         this.place(p, at, payload.byteLength - 8);
         p.buffer?.set(payload.subarray(8), at - p.offset);
+        p.covered += payload.byteLength - 8;
         break;
       }
       case P.NBD_REPLY_TYPE_OFFSET_HOLE: {
         const hole = P.decodeOffsetHole(payload);
         this.place(p, hole.offset, hole.length);
         p.buffer?.fill(0, hole.offset - p.offset, hole.offset - p.offset + hole.length);
+        p.covered += hole.length;
         break;
       }
       case P.NBD_REPLY_TYPE_BLOCK_STATUS: {
@@ -253,6 +268,9 @@ export class NbdClient {
     }
     if (h.flags & P.NBD_REPLY_FLAG_DONE) {
       this.pending.delete(h.cookie);
+      if (!p.error && p.type === P.NBD_CMD_READ && p.covered !== p.length) {
+        p.error = this.error('EIO', `NBD READ at ${p.offset} (+${p.length}) on ${this.where}: the server's reply covered ${p.covered} bytes`, p.offset, p.length);
+      }
       if (p.error) p.reject(p.error);
       else p.resolve();
     }

@@ -475,6 +475,20 @@ describe('the nbd driver against a server sending structured replies of its own 
     }
   });
 
+  it('a read whose chunks leave part of the range uncovered fails with EIO instead of returning stale bytes', async () => {
+    const fake = await fakeServer((socket, r) => {
+      if (r.type !== P.NBD_CMD_READ) return void socket.write(P.encodeSimpleReply(r.cookie, 0));
+      socket.write(Buffer.concat([P.encodeOffsetDataHeader(r.cookie, P.NBD_REPLY_FLAG_DONE, r.offset, r.length / 2), Buffer.alloc(r.length / 2, 1)]));
+    }, true);
+    try {
+      const d = await layer.openDrive({ driver: 'nbd', server: inet(fake.port), rerror: 'report' });
+      await expect(d.read(0, 1024)).rejects.toMatchObject({ code: 'EIO', message: expect.stringContaining('covered 512 bytes') });
+      await d.close();
+    } finally {
+      fake.close();
+    }
+  });
+
   it('a data chunk outside its request is a protocol error: the request fails with EIO', async () => {
     const fake = await fakeServer((socket, r) => {
       if (r.type !== P.NBD_CMD_READ) return void socket.write(P.encodeSimpleReply(r.cookie, 0));
