@@ -100,6 +100,8 @@ const ERRNO_CODES: Readonly<Record<string, BlockErrorCode>> = {
   EOVERFLOW: 'EFBIG',
   EEXIST: 'EEXIST',
   ENXIO: 'ENXIO',
+  // Nobody listens at the address (an NBD server down): the address is not there.
+  ECONNREFUSED: 'ENXIO',
   ENODEV: 'ENXIO',
   EBADF: 'EBADF',
   ENOMEM: 'ENOMEM',

@@ -11,7 +11,7 @@ export {
   type IoStatus,
   type RequestOptions,
 } from './drive.js';
-export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, rbdDriver } from './drivers/index.js';
+export { blkdebugDriver, fileDriver, memoryDriver, nbdDriver, nullDriver, qcow2Driver, rawDriver, rbdDriver } from './drivers/index.js';
 export {
   isRbdImage,
   type RbdConnector,

@@ -2,6 +2,7 @@ import type { BlockDriver } from '../node/driver.js';
 import { blkdebugDriver } from './blkdebug.js';
 import { fileDriver } from './file/index.js';
 import { memoryDriver } from './memory.js';
+import { nbdDriver } from './nbd.js';
 import { nullDriver } from './null.js';
 import { qcow2Driver } from './qcow2/index.js';
 import { rawDriver } from './raw.js';
@@ -9,7 +10,7 @@ import { rbdDriver } from './rbd/adapter.js';
 
 /** The drivers every BlockLayer starts with. */
 export function builtinDrivers(): BlockDriver[] {
-  return [fileDriver, rawDriver, memoryDriver, nullDriver, blkdebugDriver, rbdDriver, qcow2Driver] as BlockDriver[];
+  return [fileDriver, rawDriver, memoryDriver, nullDriver, blkdebugDriver, rbdDriver, qcow2Driver, nbdDriver] as BlockDriver[];
 }
 
-export { blkdebugDriver, fileDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, rbdDriver };
+export { blkdebugDriver, fileDriver, memoryDriver, nbdDriver, nullDriver, qcow2Driver, rawDriver, rbdDriver };

@@ -15,3 +15,24 @@ const NBD_ERRORS: Partial<Readonly<Record<BlockErrorCode, number>>> = {
 export function nbdErrorFor(error: unknown): number {
   return (isBlockError(error) && NBD_ERRORS[error.code]) || NBD_EIO;
 }
+
+/**
+ * The BlockError code for an NBD error value a server sent. EPERM means a refused write on a
+ * write-type command (EROFS) and a refused access otherwise (EACCES); unknown values are EIO.
+ */
+export function blockCodeForNbdError(error: number, write: boolean): BlockErrorCode {
+  switch (error) {
+    case NBD_EPERM:
+      return write ? 'EROFS' : 'EACCES';
+    case NBD_ENOSPC:
+      return 'ENOSPC';
+    case NBD_EINVAL:
+      return 'EINVAL';
+    case NBD_ENOTSUP:
+      return 'ENOTSUP';
+    case NBD_ENOMEM:
+      return 'ENOMEM';
+    default:
+      return 'EIO';
+  }
+}

@@ -499,3 +499,135 @@ class FieldReader {
     if (this.pos !== this.b.byteLength) throw new NbdProtocolError(`${this.what}: ${this.b.byteLength - this.pos} trailing bytes`);
   }
 }
+
+// ---- Client side: decoding what a server sends, encoding what a client sends. ----
+
+/** Decodes the 18-byte fixed-newstyle greeting; returns the handshake flags. Oldstyle or bad magic is a protocol error. */
+export function decodeServerGreeting(b: Uint8Array): number {
+  if (b.byteLength < SERVER_GREETING_SIZE) throw new NbdProtocolError(`greeting: ${b.byteLength} bytes, need ${SERVER_GREETING_SIZE}`);
+  const v = view(b);
+  const init = v.getBigUint64(0);
+  if (init !== NBD_INIT_MAGIC) throw new NbdProtocolError(`greeting: bad magic 0x${init.toString(16)} (not an NBD server)`);
+  const opts = v.getBigUint64(8);
+  if (opts === NBD_CLISERV_MAGIC) throw new NbdProtocolError('greeting: the server speaks oldstyle negotiation, which is not supported');
+  if (opts !== NBD_OPTS_MAGIC) throw new NbdProtocolError(`greeting: bad option magic 0x${opts.toString(16)}`);
+  const flags = v.getUint16(16);
+  if (!(flags & NBD_FLAG_FIXED_NEWSTYLE)) throw new NbdProtocolError('greeting: the server does not offer fixed newstyle negotiation');
+  return flags;
+}
+
+/** The client's 32-bit flags sent after the greeting. */
+export function encodeClientFlags(flags: number): Buffer {
+  const b = Buffer.alloc(CLIENT_FLAGS_SIZE);
+  b.writeUInt32BE(flags >>> 0, 0);
+  return b;
+}
+
+/** An option request: header and data in one buffer. */
+export function encodeOption(option: number, data: Uint8Array = EMPTY): Buffer {
+  const b = Buffer.alloc(OPTION_HEADER_SIZE + data.byteLength);
+  encodeOptionHeader(option, data.byteLength).copy(b, 0);
+  b.set(data, OPTION_HEADER_SIZE);
+  return b;
+}
+
+/** True for an option reply type that reports an error (bit 31 set). */
+export function isOptionReplyError(type: number): boolean {
+  return (type & REP_ERR) !== 0;
+}
+
+/** One NBD_REP_INFO payload, decoded (unknown info types are kept as `other`). */
+export type InfoReply =
+  | { type: 'export'; size: number; transmissionFlags: number }
+  | { type: 'block-size'; minimum: number; preferred: number; maximum: number }
+  | { type: 'other'; info: number };
+
+/** Decodes NBD_REP_INFO data; a wrong length or an export size beyond 2^53 is a protocol error. */
+export function decodeInfoReply(b: Uint8Array): InfoReply {
+  if (b.byteLength < 2) throw new NbdProtocolError(`info reply: ${b.byteLength} bytes, need at least 2`);
+  const v = view(b);
+  const info = v.getUint16(0);
+  if (info === NBD_INFO_EXPORT) {
+    if (b.byteLength !== 12) throw new NbdProtocolError(`NBD_INFO_EXPORT: ${b.byteLength} bytes, need 12`);
+    const size = v.getBigUint64(2);
+    if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new NbdProtocolError(`NBD_INFO_EXPORT: export size ${size} exceeds 2^53`);
+    return { type: 'export', size: Number(size), transmissionFlags: v.getUint16(10) };
+  }
+  if (info === NBD_INFO_BLOCK_SIZE) {
+    if (b.byteLength !== 14) throw new NbdProtocolError(`NBD_INFO_BLOCK_SIZE: ${b.byteLength} bytes, need 14`);
+    const minimum = v.getUint32(2);
+    const preferred = v.getUint32(6);
+    const maximum = v.getUint32(10);
+    if (minimum === 0 || (minimum & (minimum - 1)) !== 0 || minimum > 65536) {
+      throw new NbdProtocolError(`NBD_INFO_BLOCK_SIZE: minimum ${minimum} is not a power of two up to 64 KiB`);
+    }
+    if (maximum < minimum) throw new NbdProtocolError(`NBD_INFO_BLOCK_SIZE: maximum ${maximum} below minimum ${minimum}`);
+    return { type: 'block-size', minimum, preferred, maximum };
+  }
+  return { type: 'other', info };
+}
+
+/** NBD_REP_META_CONTEXT data: the context id and its name. */
+export function decodeMetaContext(b: Uint8Array): { id: number; name: string } {
+  if (b.byteLength < 4) throw new NbdProtocolError(`meta context reply: ${b.byteLength} bytes, need at least 4`);
+  const r = new FieldReader(b, 'meta context reply');
+  const id = r.u32();
+  const name = r.string(b.byteLength - 4, 'name');
+  return { id, name };
+}
+
+/** Which kind of transmission reply a 4-byte magic starts; anything else is a protocol error. */
+export function replyKind(b: Uint8Array): 'simple' | 'structured' {
+  if (b.byteLength < 4) throw new NbdProtocolError(`reply: ${b.byteLength} bytes, need 4`);
+  const magic = view(b).getUint32(0);
+  if (magic === NBD_SIMPLE_REPLY_MAGIC) return 'simple';
+  if (magic === NBD_STRUCTURED_REPLY_MAGIC) return 'structured';
+  throw new NbdProtocolError(`reply: bad magic 0x${magic.toString(16)}`);
+}
+
+/** The offset at the start of an NBD_REPLY_TYPE_OFFSET_DATA payload (the data follows it). */
+export function decodeOffsetDataOffset(payload: Uint8Array): number {
+  if (payload.byteLength < 9) throw new NbdProtocolError(`OFFSET_DATA chunk: ${payload.byteLength} bytes, need at least 9`);
+  return safeOffset(view(payload).getBigUint64(0), 'OFFSET_DATA chunk');
+}
+
+/** An NBD_REPLY_TYPE_OFFSET_HOLE payload: offset and length of a range that reads as zeros. */
+export function decodeOffsetHole(payload: Uint8Array): { offset: number; length: number } {
+  if (payload.byteLength !== 12) throw new NbdProtocolError(`OFFSET_HOLE chunk: ${payload.byteLength} bytes, need 12`);
+  const v = view(payload);
+  const length = v.getUint32(8);
+  if (length === 0) throw new NbdProtocolError('OFFSET_HOLE chunk: zero length');
+  return { offset: safeOffset(v.getBigUint64(0), 'OFFSET_HOLE chunk'), length };
+}
+
+/** An NBD_REPLY_TYPE_ERROR / ERROR_OFFSET payload: the error value, the message and (ERROR_OFFSET) the offset. */
+export function decodeErrorChunk(type: number, payload: Uint8Array): { error: number; message: string; offset?: number } {
+  const r = new FieldReader(payload, 'error chunk');
+  const error = r.u32();
+  const message = r.string(r.u16(), 'message');
+  if (type !== NBD_REPLY_TYPE_ERROR_OFFSET) return { error, message };
+  const hi = r.u32();
+  const lo = r.u32();
+  return { error, message, offset: safeOffset((BigInt(hi) << 32n) | BigInt(lo), 'error chunk') };
+}
+
+/** An NBD_REPLY_TYPE_BLOCK_STATUS payload: the context id and its descriptors. */
+export function decodeBlockStatusChunk(payload: Uint8Array): { contextId: number; extents: Extent[] } {
+  if (payload.byteLength < 12 || (payload.byteLength - 4) % 8 !== 0) {
+    throw new NbdProtocolError(`BLOCK_STATUS chunk: ${payload.byteLength} bytes, need 4 + 8n (n >= 1)`);
+  }
+  const v = view(payload);
+  const extents: Extent[] = [];
+  for (let p = 4; p < payload.byteLength; p += 8) extents.push({ length: v.getUint32(p), flags: v.getUint32(p + 4) });
+  return { contextId: v.getUint32(0), extents };
+}
+
+/** base:allocation flags back to what they say: HOLE → no data, ZERO → reads as zeros. */
+export function allocationStatus(flags: number): { data: boolean; zero: boolean } {
+  return { data: (flags & NBD_STATE_HOLE) === 0, zero: (flags & NBD_STATE_ZERO) !== 0 };
+}
+
+function safeOffset(x: bigint, what: string): number {
+  if (x > BigInt(Number.MAX_SAFE_INTEGER)) throw new NbdProtocolError(`${what}: offset ${x} exceeds 2^53`);
+  return Number(x);
+}

@@ -1,0 +1,101 @@
+import { z } from 'zod';
+import { BlockError } from '../errors.js';
+import { NBD_DEFAULT_MAX_PAYLOAD, NbdClient } from '../nbd/client.js';
+import {
+  NBD_FLAG_READ_ONLY,
+  NBD_FLAG_SEND_FLUSH,
+  NBD_FLAG_SEND_TRIM,
+  NBD_FLAG_SEND_WRITE_ZEROES,
+  NBD_MAX_STRING_SIZE,
+  allocationStatus,
+} from '../nbd/protocol.js';
+import { type BlockStatus, type DriverInstance, defineDriver } from '../node/driver.js';
+
+const port = z.union([
+  z.number().int().min(1).max(65535),
+  z
+    .string()
+    .regex(/^\d{1,5}$/, 'must be a port number')
+    .transform(Number)
+    .refine((n) => n >= 1 && n <= 65535, 'must be 1..65535'),
+]);
+
+const schema = z
+  .object({
+    /** Where the NBD server listens (QEMU's SocketAddress: inet host/port or a unix socket path). */
+    server: z.discriminatedUnion('type', [
+      z.object({ type: z.literal('inet'), host: z.string().min(1, 'must not be empty'), port }).strict(),
+      z
+        .object({
+          type: z.literal('unix'),
+          path: z
+            .string()
+            .min(1, 'must not be empty')
+            .refine((p) => !p.includes('\0'), 'must not contain a NUL byte'),
+        })
+        .strict(),
+    ]),
+    /** Export name ('' or absent: the server's default export). */
+    export: z
+      .string()
+      .refine((s) => Buffer.byteLength(s) <= NBD_MAX_STRING_SIZE, `must be at most ${NBD_MAX_STRING_SIZE} bytes`)
+      .default(''),
+  })
+  .strict();
+
+/** Largest TRIM / WRITE_ZEROES / BLOCK_STATUS length sent in one request (the field is 32 bits). */
+const MAX_U32 = 0xffffffff;
+
+/** A remote NBD export (QEMU block/nbd.c): one connection, many requests in flight. */
+export const nbdDriver = defineDriver({
+  name: 'nbd',
+  capabilities: { kind: 'protocol' },
+  schema,
+  async open({ options, readOnly, nodeName }): Promise<DriverInstance> {
+    const exportName = options.export;
+    const client = await NbdClient.connect({ server: options.server, exportName, node: nodeName });
+    const { info } = client;
+    if (!readOnly && info.flags & NBD_FLAG_READ_ONLY) {
+      await client.close();
+      throw new BlockError('EROFS', `NBD export '${exportName}' is read-only; open it with readOnly: true`, { node: nodeName, field: 'export' });
+    }
+    const alignment = info.minimum;
+    // A request is at most the server's maximum (capped at the spec's default payload), a multiple of the alignment.
+    const maxTransfer = Math.max(alignment, Math.floor(Math.min(info.maximum, NBD_DEFAULT_MAX_PAYLOAD) / alignment) * alignment);
+    const maxLength = Math.floor(MAX_U32 / alignment) * alignment;
+    /** Sends a length-only command in pieces the 32-bit length field can hold. */
+    const split = async (op: (o: number, l: number) => Promise<void>, offset: number, length: number) => {
+      for (let pos = 0; pos < length; pos += maxLength) await op(offset + pos, Math.min(maxLength, length - pos));
+    };
+    const instance: DriverInstance = {
+      alignment,
+      maxTransfer,
+      length: () => info.size,
+      read: (offset, buffer) => client.read(offset, buffer),
+      write: (offset, data) => client.write(offset, data),
+      flush: () => (info.flags & NBD_FLAG_SEND_FLUSH ? client.flush() : Promise.resolve()),
+      discard: (offset, length) =>
+        info.flags & NBD_FLAG_SEND_TRIM ? split((o, l) => client.trim(o, l), offset, length) : Promise.resolve(),
+      async blockStatus(offset, length): Promise<BlockStatus> {
+        const base = { offset, allocated: true, depth: 0, hostOffset: offset };
+        if (info.allocationContext === undefined) return { ...base, length, data: true, zero: false };
+        const want = Math.min(length, maxLength);
+        const e = await client.blockStatus(offset, want);
+        if (e.length === 0) throw new BlockError('EIO', `NBD BLOCK_STATUS at ${offset}: empty extent`, { node: nodeName, offset });
+        return { ...base, length: Math.min(e.length, want), ...allocationStatus(e.flags) };
+      },
+      close: () => client.close(),
+      info: () => ({
+        server: options.server.type === 'inet' ? `${options.server.host}:${options.server.port}` : options.server.path,
+        export: exportName,
+        minimumBlockSize: info.minimum,
+        preferredBlockSize: info.preferred,
+        maximumBlockSize: info.maximum,
+        structuredReplies: info.structured,
+        baseAllocation: info.allocationContext !== undefined,
+      }),
+    };
+    if (info.flags & NBD_FLAG_SEND_WRITE_ZEROES) instance.writeZeroes = (offset, length) => split((o, l) => client.writeZeroes(o, l), offset, length);
+    return instance;
+  },
+});
