@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs a command as on a machine without the optional system packages (qemu-utils, Ceph, fio):
-# in a private mount namespace, their programs and libraries are hidden behind overlayfs
-# whiteouts, so they are truly absent (ENOENT for exec, "cannot open shared object" for dlopen).
+# Runs a command as on a machine without the optional system packages (qemu-utils, Ceph, fio,
+# libnbd-bin, nbdkit, socat, openssl): in a private mount namespace, their programs and
+# libraries are hidden behind overlayfs whiteouts, so they are truly absent (ENOENT for exec, "cannot open shared object" for dlopen).
 # Needs root (CI is). CI is unset for the command: it runs as `npm test` would on a developer's
 # machine that lacks those packages, which must pass too.
 #
