@@ -402,3 +402,36 @@ describe('NbdServer under hostile clients', () => {
     }
   }, 30_000);
 });
+
+describe('NbdServer and a client that never reads its option replies', () => {
+  it('stops reading options once replies back up, so the handshake cannot buffer without bound', async () => {
+    const drive = await layer.openDrive({ driver: 'memory', size: MiB });
+    // A 4 KiB description makes each 16-byte NBD_OPT_LIST cost the server ~4 KiB of reply.
+    const server = new NbdServer({ exports: [{ name: '', drive, description: 'd'.repeat(4096) }], handshakeTimeoutMs: 1000 });
+    try {
+      const { port } = (await server.listen({ host: '127.0.0.1', port: 0 })) as { port: number };
+      const c = await RawNbdClient.connect(port);
+      await c.read(P.SERVER_GREETING_SIZE);
+      c.socket.pause();
+      c.write(CLIENT_FLAGS);
+      const options = Buffer.concat(Array.from({ length: 4096 }, () => P.encodeOptionHeader(P.NBD_OPT_LIST, 0)));
+      const base = process.memoryUsage().arrayBuffers;
+      let peak = 0;
+      const sampler = setInterval(() => {
+        peak = Math.max(peak, process.memoryUsage().arrayBuffers - base);
+      }, 10);
+      const t0 = Date.now();
+      while (Date.now() - t0 < 800 && !c.isClosed) {
+        if (!c.socket.write(options)) await Promise.race([new Promise((r) => c.socket.once('drain', r)), c.closed, sleep(50)]);
+        else await sleep(0);
+      }
+      clearInterval(sampler);
+      c.destroy();
+      // Unbounded, this grows by well over 100 MiB; bounded, by the reader's slack and a small reply backlog.
+      expect(peak).toBeLessThan(64 * MiB);
+      expect(await pollUntil(() => server.connectionCount === 0, 2000)).toBe(true);
+    } finally {
+      await server.close();
+    }
+  }, 20_000);
+});
