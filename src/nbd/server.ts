@@ -75,6 +75,8 @@ const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 const DEFAULT_MAX_REQUEST = 32 * 1024 * 1024;
 /** Largest option data accepted during the handshake (names are at most 4 KiB; meta context queries a few). */
 const MAX_OPTION_LENGTH = 64 * 1024;
+/** Unsent option replies past which the server stops reading options until the client takes them. */
+const HANDSHAKE_BACKLOG = 256 * 1024;
 /** Bytes the reader may hold beyond what the parser asked for. */
 const READER_SLACK = 256 * 1024;
 /** Requests in flight per connection before the server stops reading new ones. */
@@ -330,6 +332,7 @@ class Connection {
       this.closeSeen = true;
       this.handshakeTimer?.cancel();
       this.endTimer?.cancel();
+      this.wakeSlot();
       this.server.forget(this, this.faultReason);
       this.resolveClosed();
     });
@@ -418,6 +421,7 @@ class Connection {
     this.faultReason = reason;
     this.stopping = true;
     this.reader.stop(new ReaderClosed(reason));
+    this.wakeSlot();
     const err = error instanceof Error ? error : new ProtocolViolation(reason);
     this.server.emit('error', { error: err, client: this.info() });
     this.socket.destroy();
@@ -450,6 +454,12 @@ class Connection {
     if (clientFlags & ~(P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES)) throw new ProtocolViolation(`unknown client flags 0x${clientFlags.toString(16)}`);
     this.noZeroes = (clientFlags & P.NBD_FLAG_C_NO_ZEROES) !== 0;
     for (;;) {
+      // A client that sends options without reading the replies must not make them pile up here.
+      while (!this.stopping && !this.socket.destroyed && this.socket.writableLength > HANDSHAKE_BACKLOG) {
+        await new Promise<void>((resolve) => {
+          this.slotWaiter = resolve;
+        });
+      }
       let header: P.OptionHeader;
       try {
         header = P.decodeOptionHeader(await this.reader.read(P.OPTION_HEADER_SIZE));
