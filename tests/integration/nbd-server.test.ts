@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,45 +8,10 @@ import { BlockLayer, type Drive, type NbdClientInfo, NbdServer } from '../../src
 import * as P from '../../src/nbd/protocol.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 import { driveHash, haveQemuTools } from '../helpers/qemu-images.js';
+import { haveProgram, ok, run } from '../helpers/tools.js';
 
 const CI = process.env.CI === 'true';
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-
-/** Runs a program without blocking the event loop (the server under test lives in this process). */
-function run(cmd: string, args: string[], timeoutMs = 60_000, stdout: 'pipe' | 'ignore' = 'pipe'): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', stdout, 'pipe'] });
-    let out = '';
-    let stderr = '';
-    // Keep the last 64 KiB of each stream: nbd-tester-client prints a progress line per request.
-    const keep = (s: string) => (s.length > 65536 ? s.slice(-65536) : s);
-    child.stdout?.on('data', (d: Buffer) => {
-      out = keep(out + d.toString());
-    });
-    child.stderr?.on('data', (d: Buffer) => {
-      stderr = keep(stderr + d.toString());
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: out, stderr });
-    });
-  });
-}
-
-async function ok(cmd: string, args: string[], timeoutMs?: number): Promise<string> {
-  const r = await run(cmd, args, timeoutMs);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.slice(-2000)}${r.stdout.slice(-2000)}`);
-  return r.stdout;
-}
-
-function haveProgram(cmd: string): boolean {
-  return (process.env.PATH ?? '').split(':').some((d) => d !== '' && fs.existsSync(path.join(d, cmd)));
-}
 
 const haveQemu = haveQemuTools();
 const haveLibnbd = haveProgram('nbdinfo') && haveProgram('nbdcopy');

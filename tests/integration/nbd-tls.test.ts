@@ -1,4 +1,4 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,13 +8,11 @@ import { BlockLayer, type Drive, NbdServer } from '../../src/index.js';
 import * as P from '../../src/nbd/protocol.js';
 import { loadPskFile, loadQemuTlsCredsDir, parsePskFile } from '../../src/nbd/tls.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
+import { haveProgram, run } from '../helpers/tools.js';
 
 const CI = process.env.CI === 'true';
 const MiB = 1024 * 1024;
 
-function haveProgram(cmd: string): boolean {
-  return (process.env.PATH ?? '').split(':').some((d) => d !== '' && fs.existsSync(path.join(d, cmd)));
-}
 
 const haveOpenssl = haveProgram('openssl');
 const haveQemuImg = haveProgram('qemu-img') && haveProgram('qemu-io');
@@ -25,30 +23,6 @@ if (CI && !haveNbdinfo) throw new Error('nbdinfo missing in CI: .ci/run must ins
 if (!haveOpenssl) console.log('NBD TLS tests skipped: install openssl (apt-get install openssl) to make their certificates');
 if (!haveQemuImg) console.log('NBD TLS tests with qemu-img/qemu-io skipped: install qemu-utils (apt-get install qemu-utils) to run them');
 if (!haveNbdinfo) console.log('NBD TLS test with nbdinfo skipped: install libnbd-bin (apt-get install libnbd-bin) to run it');
-
-/** Runs a program without blocking the event loop (the server under test lives in this process). */
-function run(cmd: string, args: string[], timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 const OPENSSL_CNF = `[req]
 distinguished_name=dn

@@ -4,10 +4,11 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { haveProgram } from '../helpers/tools.js';
 
 const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const CI = process.env.CI === 'true';
-const haveFio = (process.env.PATH ?? '').split(':').some((d) => d !== '' && fs.existsSync(path.join(d, 'fio')));
+const haveFio = haveProgram('fio');
 if (CI && !haveFio) throw new Error('fio missing in CI: .ci/run must install fio');
 if (!haveFio) console.log('blocklayer serve + QMP + fio test skipped: install fio (apt-get install fio) to run it');
 
