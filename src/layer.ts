@@ -10,6 +10,7 @@ import { DriverRegistry } from './node/registry.js';
 import { targetOptions } from './image.js';
 import { type ErrorAction, parseDriveErrorAction } from './options/error-policy.js';
 import { parseOptions } from './options/zod-error.js';
+import { openWithTemporaryOverlay } from './overlay.js';
 import { type ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
 import { type ThrottleLimits, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
 import { throttleFilterDriver } from './drivers/throttle.js';
@@ -32,6 +33,12 @@ export interface DriveOptions extends NodeOptions {
   rerror?: ErrorAction;
   /** What a failed write, write-zeroes, discard or flush does (QEMU `werror`): `report` (default), `ignore`, `stop`, `enospc`. */
   werror?: ErrorAction;
+  /**
+   * `true`: QEMU's `snapshot=on`: the image is opened read-only under a temporary qcow2 overlay
+   * that takes the writes and is removed on close. A string names an internal snapshot of a
+   * qcow2 root node to open instead (the qcow2 driver's own `snapshot` option).
+   */
+  snapshot?: boolean | string;
 }
 
 const driveIdSchema = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, 'must start with a letter and use only letters, digits, _ . -');
@@ -87,7 +94,11 @@ export class BlockLayer {
     if (typeof options !== 'object' || options === null || Array.isArray(options)) {
       throw new BlockError('EINVAL', 'options: must be an object with a \'driver\'', { field: 'options' });
     }
-    const { id: askedId, throttle, rerror, werror, ...nodeOptions } = options;
+    const { id: askedId, throttle, rerror, werror, snapshot, ...nodeOptions } = options;
+    if (typeof snapshot === 'string') (nodeOptions as NodeOptions).snapshot = snapshot;
+    else if (snapshot !== undefined && typeof snapshot !== 'boolean') {
+      throw new BlockError('EINVAL', 'snapshot: must be a boolean (a temporary overlay) or the name of an internal snapshot', { field: 'snapshot' });
+    }
     const limits = throttle === undefined ? undefined : parseOptions(throttleOptionsSchema, throttle, 'throttle');
     // QEMU's rules checked here, before anything opens, so errors name `throttle.<field>` as written.
     if (limits !== undefined) {
@@ -108,7 +119,11 @@ export class BlockLayer {
       while (this.drives.has(id));
     }
     if (this.drives.has(id)) throw new BlockError('EINVAL', `id: a drive named '${id}' already exists`, { field: 'id' });
-    const node = await openNode({ registry: this.drivers, clock: this.clock, nodeNames: this.nodeNames }, nodeOptions as NodeOptions);
+    const env = { registry: this.drivers, clock: this.clock, nodeNames: this.nodeNames };
+    const node =
+      snapshot === true
+        ? await openWithTemporaryOverlay((o) => openNode(env, o), nodeOptions as NodeOptions)
+        : await openNode(env, nodeOptions as NodeOptions);
     if (this.closed || this.drives.has(id)) {
       await node.unref();
       if (this.closed) throw this.closedError('openDrive');
@@ -225,8 +240,8 @@ export function openDrive(options: DriveOptions, layer: BlockLayer = getDefaultL
 export async function openImage(target: string, options: Omit<DriveOptions, 'driver'> & { format?: string } = {}, layer: BlockLayer = getDefaultLayer()): Promise<Drive> {
   const { format, ...rest } = options;
   const base = await targetOptions(target, { format });
-  // A raw image opens read-write unless asked otherwise; qcow2 here is read-only by nature.
-  if (base.driver === 'raw' || base.driver === 'nbd') {
+  // An image opens read-write unless asked otherwise (targetOptions is read-only for the CLI's readers).
+  if (base.driver === 'raw' || base.driver === 'nbd' || base.driver === 'qcow2') {
     delete base.readOnly;
     if (base.file) delete (base.file as Record<string, unknown>).readOnly;
   }

@@ -1,0 +1,126 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { createImage } from './create.js';
+import { BlockError } from './errors.js';
+import { BlockLayer } from './layer.js';
+import type { BlockNode } from './node/node.js';
+
+/** Options of {@link commitImage}. */
+export interface CommitOptions {
+  /** Leave the overlay as it is after committing (qemu-img commit -d); by default it is emptied. */
+  keep?: boolean;
+  /** Called after each piece with the bytes of the overlay walked so far and its size. */
+  onProgress?: (done: number, total: number) => void;
+  /** Stops between pieces; what was written to the backing file stays (as with qemu-img commit). */
+  signal?: AbortSignal;
+}
+
+/** What {@link commitImage} did. */
+export interface CommitResult {
+  /** Path of the backing file the data went into. */
+  backingFile: string;
+  /** Guest bytes copied or zeroed in the backing file. */
+  bytes: number;
+  /** The overlay was emptied (replaced by an empty overlay of the same backing file and options). */
+  emptied: boolean;
+}
+
+const PIECE = 4 * 1024 * 1024;
+
+/** The file under a node, through format layers (`file` children). */
+function fileOf(node: BlockNode): string | undefined {
+  const f = node.options.filename;
+  if (node.driver.name === 'file' && typeof f === 'string') return f;
+  const child = node.child('file');
+  return child ? fileOf(child) : undefined;
+}
+
+/**
+ * `qemu-img commit OVERLAY`: writes everything the qcow2 overlay holds into its backing file
+ * (which must be a file, raw or qcow2), flushes it, then empties the overlay, so the chain reads
+ * the same as before. The overlay is replaced atomically by an empty one only after the backing
+ * file is durable: a crash at any point leaves a chain that reads the same.
+ */
+export async function commitImage(overlay: string, options: CommitOptions = {}): Promise<CommitResult> {
+  const layer = new BlockLayer();
+  try {
+    const probe = await layer.openNode({ driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: overlay } });
+    const info = probe.info();
+    const below = probe.child('backing');
+    const backingFile = below ? fileOf(below) : undefined;
+    const backingDriver = below?.driver.name;
+    await probe.unref();
+    if (!below || backingFile === undefined || backingDriver === undefined) {
+      throw new BlockError('EINVAL', `'${overlay}' has no backing file to commit into`, { path: overlay, field: 'backing_file' });
+    }
+    if (info.dataFile !== undefined) {
+      throw new BlockError('ENOTSUP', `'${overlay}' has an external data file: commit of such overlays is not supported`, { path: overlay, field: 'data_file' });
+    }
+    if (!options.keep && Array.isArray(info.snapshots) && info.snapshots.length > 0) {
+      throw new BlockError('ENOTSUP', `'${overlay}' has internal snapshots: emptying it would drop them; commit with keep (-d)`, { path: overlay, field: 'snapshots' });
+    }
+    const base = await layer.openNode({ driver: backingDriver, file: { driver: 'file', filename: backingFile } });
+    let top: BlockNode | undefined;
+    let bytes = 0;
+    try {
+      top = await layer.openNode({ driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: overlay }, backing: base });
+      if (top.length > base.length) {
+        throw new BlockError('ENOTSUP', `'${overlay}' (${top.length} bytes) is larger than its backing file '${backingFile}' (${base.length} bytes): growing the backing file is not supported`, {
+          path: overlay,
+        });
+      }
+      const buf = new Uint8Array(PIECE);
+      for (let pos = 0; pos < top.length; ) {
+        options.signal?.throwIfAborted();
+        const s = await top.blockStatus(pos, Math.min(PIECE, top.length - pos));
+        if (s.allocated && s.depth === 0) {
+          if (s.zero) await base.writeZeroes(pos, s.length);
+          else {
+            const part = buf.subarray(0, s.length);
+            await top.read(pos, part);
+            await base.write(pos, part);
+          }
+          bytes += s.length;
+        }
+        pos += s.length;
+        options.onProgress?.(pos, top.length);
+      }
+      await base.flush();
+    } finally {
+      await top?.unref();
+      await base.unref();
+    }
+    if (options.keep) return { backingFile, bytes, emptied: false };
+    await replaceWithEmptyOverlay(overlay, info);
+    return { backingFile, bytes, emptied: true };
+  } finally {
+    await layer.close();
+  }
+}
+
+/** Replaces `overlay` by an empty qcow2 with the same size, backing file (as written in its header) and format options. */
+async function replaceWithEmptyOverlay(overlay: string, info: Record<string, unknown>): Promise<void> {
+  const temp = path.join(path.dirname(overlay), `.${path.basename(overlay)}.blocklayer-${randomBytes(4).toString('hex')}.tmp`);
+  try {
+    await createImage(temp, {
+      format: 'qcow2',
+      size: info.virtualSize as number,
+      backing: info.backingFile as string,
+      ...(info.backingFormat === undefined ? {} : { backingFormat: info.backingFormat as string }),
+      clusterSize: info.clusterSize as number,
+      compat: info.compat as '0.10' | '1.1',
+      extendedL2: info.extendedL2 as boolean,
+      compressionType: info.compressionType as 'zlib' | 'zstd',
+      lazyRefcounts: info.lazyRefcounts as boolean,
+      refcountBits: info.refcountBits as number,
+    });
+    const h = await fs.open(temp, 'r');
+    await h.sync();
+    await h.close();
+    await fs.rename(temp, overlay);
+  } catch (e) {
+    await fs.rm(temp, { force: true });
+    throw e;
+  }
+}
