@@ -1,16 +1,16 @@
-import { constants as bufferConstants } from 'node:buffer';
 import { EventEmitter } from 'eventemitter3';
 import type { Clock } from './clock.js';
 import { BlockError, fromErrno } from './errors.js';
 import type { BlockStatus } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
-import { type DriveStats, IoKind, StatsAccounting } from './stats.js';
 import type { ErrorAction } from './options/error-policy.js';
 import { parseOptions } from './options/zod-error.js';
+import { MAX_BUFFER_LENGTH } from './platform/buffer-limit.js';
+import { type DriveStats, IoKind, StatsAccounting } from './stats.js';
 import type { Direction } from './throttle/bucket.js';
+import { DispatchOrder } from './throttle/dispatch-order.js';
 import type { ThrottleGroupRegistry } from './throttle/group.js';
 import { isEnabled, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
-import { DispatchOrder } from './throttle/dispatch-order.js';
 import type { QueueListener, ThrottledRequestQueue, ThrottleQueueStats, Waiter } from './throttle/queue.js';
 
 /** What a drive needs from the layer that owns it. */
@@ -96,7 +96,7 @@ const OP_NAMES: readonly IoOperation[] = ['read', 'write', 'write-zeroes', 'disc
 const OP_KINDS: readonly IoKind[] = [IoKind.Read, IoKind.Write, IoKind.Write, IoKind.Unmap, IoKind.Flush];
 
 /** The largest buffer a read may allocate (Node's limit; larger reads are refused, not thrown). */
-const MAX_READ_BUFFER = bufferConstants.MAX_LENGTH;
+const MAX_READ_BUFFER = MAX_BUFFER_LENGTH;
 
 /** The bytes of a caller's buffer: Uint8Array (Buffer) as is, ArrayBuffer and DataView by bytes; null for anything else. */
 function asBytes(data: unknown): Uint8Array | null {

@@ -1,9 +1,9 @@
-import fs from 'node:fs';
-import { parseRbdFilename } from './drivers/rbd/filename.js';
 import { probeFormat } from './drivers/qcow2/index.js';
+import { parseRbdFilename } from './drivers/rbd/filename.js';
 import { BlockError } from './errors.js';
 import type { DriveOptions } from './layer.js';
 import { isNbdUri, parseNbdUri } from './nbd/uri.js';
+import { fileExists } from './platform/files.js';
 
 /**
  * Drive options for an image path or spec (CLI targets and openImage): `rbd:pool/image[@snap][:opt=val…]` (QEMU's rbd
@@ -28,7 +28,7 @@ export async function targetOptions(target: string, opts: { format?: string; sna
     if (opts.snapshot !== undefined) throw new BlockError('EINVAL', '--snapshot: raw images have no snapshots', { field: 'snapshot' });
     return nbd as DriveOptions;
   }
-  if (!fs.existsSync(target)) throw new BlockError('ENOENT', `${target}: no such file`, { path: target });
+  if (!fileExists(target)) throw new BlockError('ENOENT', `${target}: no such file`, { path: target });
   const format = opts.format ?? (await probeFormat(target));
   const file = { driver: 'file', filename: target, readOnly: true };
   if (format === 'qcow2') return { driver: 'qcow2', file, ...(opts.snapshot ? { snapshot: opts.snapshot } : {}) };

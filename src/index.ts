@@ -11,7 +11,10 @@ export {
   type IoStatus,
   type RequestOptions,
 } from './drive.js';
-export { blkdebugDriver, fileDriver, memoryDriver, nbdDriver, nullDriver, qcow2Driver, rawDriver, rbdDriver } from './drivers/index.js';
+export { fileDriver } from './drivers/file/index.js';
+export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
+export { nbdDriver } from './drivers/nbd.js';
+export { rbdDriver } from './drivers/rbd/adapter.js';
 export {
   isRbdImage,
   type RbdConnector,

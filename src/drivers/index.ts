@@ -1,16 +1,14 @@
 import type { BlockDriver } from '../node/driver.js';
+import { hostDrivers } from '../platform/host-drivers.js';
 import { blkdebugDriver } from './blkdebug.js';
-import { fileDriver } from './file/index.js';
 import { memoryDriver } from './memory.js';
-import { nbdDriver } from './nbd.js';
 import { nullDriver } from './null.js';
 import { qcow2Driver } from './qcow2/index.js';
 import { rawDriver } from './raw.js';
-import { rbdDriver } from './rbd/adapter.js';
 
-/** The drivers every BlockLayer starts with. */
+/** The drivers every BlockLayer starts with: the portable ones, then the host's (file, rbd, nbd in Node). */
 export function builtinDrivers(): BlockDriver[] {
-  return [fileDriver, rawDriver, memoryDriver, nullDriver, blkdebugDriver, rbdDriver, qcow2Driver, nbdDriver] as BlockDriver[];
+  return [rawDriver, memoryDriver, nullDriver, blkdebugDriver, qcow2Driver, ...hostDrivers()] as BlockDriver[];
 }
 
-export { blkdebugDriver, fileDriver, memoryDriver, nbdDriver, nullDriver, qcow2Driver, rawDriver, rbdDriver };
+export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver };

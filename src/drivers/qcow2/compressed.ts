@@ -1,6 +1,6 @@
-import zlib from 'node:zlib';
 import { Decompress } from 'fzstd';
 import { BlockError } from '../../errors.js';
+import { inflateRaw } from '../../platform/inflate.js';
 
 /** Largest zstd window we let a compressed cluster ask for (bounds the decoder's memory). */
 const MAX_ZSTD_WINDOW = 4 * 1024 * 1024;
@@ -44,7 +44,7 @@ function checkZstdFrame(input: Uint8Array, clusterSize: number): void {
 export function decompressCluster(type: 'zlib' | 'zstd', input: Uint8Array, out: Uint8Array, hostOffset: number): void {
   try {
     if (type === 'zlib') {
-      const r = zlib.inflateRawSync(input, { maxOutputLength: out.length, finishFlush: zlib.constants.Z_SYNC_FLUSH });
+      const r = inflateRaw(input, out.length);
       if (r.length !== out.length) throw new Error(`inflated to ${r.length} bytes instead of ${out.length}`);
       out.set(r);
     } else {

@@ -1,15 +1,14 @@
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import { z } from 'zod';
-import { BlockError, fromErrno } from '../../errors.js';
-import { type BlockStatus, defineDriver, type DriverInstance, type NodeOptions } from '../../node/driver.js';
+import { BlockError } from '../../errors.js';
+import { type BlockStatus, type DriverInstance, defineDriver, type NodeOptions } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { sizeSchema } from '../../options/size.js';
+import { identity, locationOf, probeLocation, protocolOptions, resolveName } from './backing.js';
 import { type Qcow2Bitmap, readBitmaps } from './bitmaps.js';
 import { decompressCluster } from './compressed.js';
 import { featureList, parseHeader, type Qcow2Header } from './header.js';
 import * as L from './limits.js';
-import { checkSnapshotL1, readSnapshots, type Qcow2Snapshot } from './snapshots.js';
+import { checkSnapshotL1, type Qcow2Snapshot, readSnapshots } from './snapshots.js';
 import { ClusterMap } from './tables.js';
 
 const schema = z
@@ -24,28 +23,8 @@ const schema = z
   .strict();
 
 /** Reads 4 bytes of a file to tell qcow2 from raw (the only formats we probe, as the issue asks). */
-export async function probeFormat(filename: string): Promise<'qcow2' | 'raw'> {
-  const what = `could not probe the format of '${filename}'`;
-  const fh = await fs.open(filename, 'r').catch((e) => {
-    throw fromErrno(e, what, { path: filename });
-  });
-  try {
-    const b = Buffer.alloc(4);
-    const { bytesRead } = await fh.read(b, 0, 4, 0);
-    return bytesRead === 4 && b.readUInt32BE(0) === L.QCOW2_MAGIC ? 'qcow2' : 'raw';
-  } catch (e) {
-    // e.g. EISDIR: a backing file name that names a directory
-    throw fromErrno(e, what, { path: filename });
-  } finally {
-    await fh.close();
-  }
-}
-
-function filenameOf(node: BlockNode): string | undefined {
-  const f = node.options.filename;
-  if (node.driver.name === 'file' && typeof f === 'string') return f;
-  const child = node.child('file');
-  return child ? filenameOf(child) : undefined;
+export function probeFormat(filename: string): Promise<'qcow2' | 'raw'> {
+  return probeLocation({ kind: 'file', name: filename });
 }
 
 /** Reads exactly `length` bytes at `offset` of `node`, zeros past its end (a file may end inside its last cluster). */
@@ -96,15 +75,7 @@ export const qcow2Driver = defineDriver({
     const l1 = Buffer.from(l1Size > 0 ? await readFile(l1Offset, l1Size * 8) : new Uint8Array(0));
     const tables = new ClusterMap(h, l1, l1Offset, fileSize, readFile, options.l2CacheSize);
 
-    const imagePath = filenameOf(file);
-    const resolve = (name: string, what: string) => {
-      if (path.isAbsolute(name)) return name;
-      if (imagePath === undefined) {
-        throw new BlockError('ENOTSUP', `qcow2: cannot resolve the relative ${what} name '${name}': the image is not a file`, { node: nodeName });
-      }
-      return path.join(path.dirname(imagePath), name);
-    };
-
+    const image = locationOf(file);
     // External data file: given as a child, or named in the header.
     let dataNode = ctx.children.get('data-file');
     if (dataNode && !h.hasDataFile) {
@@ -114,7 +85,7 @@ export const qcow2Driver = defineDriver({
       if (h.dataFile === undefined) {
         throw new BlockError('EINVAL', `data-file: required: the image uses an external data file and its header names none`, { field: 'data-file', node: nodeName });
       }
-      dataNode = await ctx.openChild('data-file', { driver: 'file', filename: resolve(h.dataFile, 'data file'), readOnly: true });
+      dataNode = await ctx.openChild('data-file', protocolOptions(resolveName(image, h.dataFile, 'data file', nodeName), true));
     }
     const data = dataNode ?? file;
     const dataSize = data.length;
@@ -122,24 +93,22 @@ export const qcow2Driver = defineDriver({
     // Backing chain: given as a child, disabled with backing: null, or named in the header.
     let backing = ctx.children.get('backing');
     if (!backing && h.backingFile !== undefined && !ctx.disabledChildren.has('backing')) {
-      const filename = resolve(h.backingFile, 'backing file');
-      const real = await fs.realpath(filename).catch((e) => {
-        throw new BlockError('ENOENT', `qcow2: could not open backing file '${filename}': ${(e as Error).message}`, { path: filename, node: nodeName, cause: e });
-      });
-      const self = imagePath ? await fs.realpath(imagePath).catch(() => imagePath) : undefined;
+      const loc = resolveName(image, h.backingFile, 'backing file', nodeName);
+      const real = await identity(loc, nodeName);
+      const self = image ? await identity(image, nodeName).catch(() => image.name) : undefined;
       const chain = [...options.backingChain, ...(self ? [self] : [])];
       if (chain.includes(real)) {
         throw new BlockError('ECORRUPT', `qcow2: backing chain loops: ${[...chain, real].join(' -> ')}`, { field: 'backing_file', path: real });
       }
       if (chain.length >= L.MAX_CHAIN_DEPTH) {
-        throw new BlockError('ENOTSUP', `qcow2: backing chain deeper than ${L.MAX_CHAIN_DEPTH} images at '${filename}'`, { field: 'backing_file', path: real });
+        throw new BlockError('ENOTSUP', `qcow2: backing chain deeper than ${L.MAX_CHAIN_DEPTH} images at '${loc.name}'`, { field: 'backing_file', path: real });
       }
       let format = h.backingFormat;
-      if (format === undefined) format = await probeFormat(filename);
+      if (format === undefined) format = await probeLocation(loc);
       if (format !== 'qcow2' && format !== 'raw') {
-        throw new BlockError('ENOTSUP', `qcow2: backing format '${format}' of '${filename}' is not supported (qcow2 or raw)`, { field: 'backing_fmt', path: filename });
+        throw new BlockError('ENOTSUP', `qcow2: backing format '${format}' of '${loc.name}' is not supported (qcow2 or raw)`, { field: 'backing_fmt', path: loc.name });
       }
-      const opts: NodeOptions = { driver: format, readOnly: true, file: { driver: 'file', filename, readOnly: true } };
+      const opts: NodeOptions = { driver: format, readOnly: true, file: protocolOptions(loc, true) };
       if (format === 'qcow2') opts.backingChain = chain;
       backing = await ctx.openChild('backing', opts);
     }

@@ -1,0 +1,26 @@
+/**
+ * The browser build's entry (dist/browser/blocklayer.js, the `browser` export condition): the
+ * portable core — drives, throttling and throttle groups, the node graph, qcow2, raw, memory,
+ * null, blkdebug and throttle drivers — without the host drivers (file, rbd, nbd), the NBD
+ * server, QMP or the CLI. Built by scripts/build-browser.ts, which swaps each src/platform module
+ * for its .browser.ts twin.
+ */
+export { type Clock, type ClockTimer, RealClock, VirtualClock } from './clock.js';
+export {
+  Drive,
+  type DriveEvents,
+  type IoOperation,
+  type IoStatus,
+  type RequestOptions,
+} from './drive.js';
+export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
+export { throttleFilterDriver } from './drivers/throttle.js';
+export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
+export { BlockLayer, type BlockLayerOptions, type DriveOptions, getDefaultLayer, openDrive, openImage } from './layer.js';
+export type { BlockDriver, BlockStatus, DriverInstance, NodeOptions, OpenContext } from './node/driver.js';
+export { defineDriver } from './node/driver.js';
+export { BlockNode } from './node/node.js';
+export * from './options/index.js';
+export type { DriveStats } from './stats.js';
+export { ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
+export type { ThrottleLimits, ThrottleOptions } from './throttle/limits.js';

@@ -1,0 +1,63 @@
+import { BlockError, fromErrno } from '../../errors.js';
+import type { NodeOptions } from '../../node/driver.js';
+import type { BlockNode } from '../../node/node.js';
+import { dirName, isAbsolutePath, joinPath, readFileHead, realPath } from '../../platform/files.js';
+import * as L from './limits.js';
+
+/**
+ * Where an image's bytes come from: a local file or a URL (the http driver). Backing and data
+ * file names in a header are relative to it, as QEMU resolves them against the image's filename.
+ */
+export type Location = { kind: 'file'; name: string } | { kind: 'url'; name: string };
+
+const URL_SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
+
+/** The location of the protocol node under `node` (through `file` children), if it has one. */
+export function locationOf(node: BlockNode): Location | undefined {
+  const o = node.options;
+  if (node.driver.name === 'file' && typeof o.filename === 'string') return { kind: 'file', name: o.filename };
+  if (node.driver.name === 'http' && typeof o.url === 'string') return { kind: 'url', name: o.url };
+  const child = node.child('file');
+  return child ? locationOf(child) : undefined;
+}
+
+/** A name from the header, resolved against the image's location. */
+export function resolveName(image: Location | undefined, name: string, what: string, nodeName: string): Location {
+  if (URL_SCHEME.test(name)) return { kind: 'url', name };
+  if (image?.kind === 'url') return { kind: 'url', name: new URL(name, image.name).href };
+  if (isAbsolutePath(name)) return { kind: 'file', name };
+  if (image === undefined) {
+    throw new BlockError('ENOTSUP', `qcow2: cannot resolve the relative ${what} name '${name}': the image is neither a file nor a URL`, { node: nodeName });
+  }
+  return { kind: 'file', name: joinPath(dirName(image.name), name) };
+}
+
+/** Options of the protocol node that reads `loc`. */
+export function protocolOptions(loc: Location, readOnly: boolean): NodeOptions {
+  return loc.kind === 'file' ? { driver: 'file', filename: loc.name, readOnly } : { driver: 'http', url: loc.name };
+}
+
+/** One name per image for loop detection: the real path of a file, the URL itself. */
+export async function identity(loc: Location, nodeName: string): Promise<string> {
+  if (loc.kind === 'url') return loc.name;
+  return realPath(loc.name).catch((e) => {
+    throw new BlockError('ENOENT', `qcow2: could not open backing file '${loc.name}': ${(e as Error).message}`, { path: loc.name, node: nodeName, cause: e });
+  });
+}
+
+/** qcow2 if the first bytes are its magic, else raw (the only formats probed). */
+export async function probeLocation(loc: Location): Promise<'qcow2' | 'raw'> {
+  let head: Uint8Array;
+  if (loc.kind === 'file') {
+    head = await readFileHead(loc.name, 4).catch((e) => {
+      throw fromErrno(e, `could not probe the format of '${loc.name}'`, { path: loc.name });
+    });
+  } else {
+    const r = await fetch(loc.name, { headers: { Range: 'bytes=0-3' } }).catch((e) => {
+      throw new BlockError('EIO', `could not probe the format of '${loc.name}': ${(e as Error).message}`, { path: loc.name, cause: e });
+    });
+    if (!r.ok) throw new BlockError('EIO', `could not probe the format of '${loc.name}': HTTP ${r.status}`, { path: loc.name });
+    head = new Uint8Array(await r.arrayBuffer()).subarray(0, 4);
+  }
+  return head.length === 4 && ((head[0] << 24) | (head[1] << 16) | (head[2] << 8) | head[3]) >>> 0 === L.QCOW2_MAGIC ? 'qcow2' : 'raw';
+}

@@ -1,0 +1,58 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildBrowser } from '../../scripts/build-browser.js';
+import { serveStatic } from '../helpers/static-server.js';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const haveChromium = fs.existsSync(CHROMIUM);
+if (!haveChromium && process.env.CI === 'true') throw new Error(`${CHROMIUM} missing in CI: .ci/run must install chromium`);
+if (!haveChromium) console.log('browser tests skipped: install Debian chromium (apt-get install chromium) to run them');
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const FIXTURES = path.join(ROOT, 'tests/fixtures/qcow2');
+const expected = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'expected.json'), 'utf8')) as Record<string, string>;
+let out: string;
+let bundle: { bytes: number; gzipBytes: number };
+
+beforeAll(async () => {
+  out = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-browser-'));
+  bundle = await buildBrowser(path.join(out, 'blocklayer.js'));
+}, 60_000);
+afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
+
+describe('the browser bundle', () => {
+  it('is built from the portable core: no node: module anywhere in it', () => {
+    const code = fs.readFileSync(path.join(out, 'blocklayer.js'), 'utf8');
+    expect(code).not.toMatch(/["']node:[a-z_/]+["']/);
+    expect(code).not.toMatch(/\brequire\(["'](fs|path|zlib|net|os|crypto)["']\)/);
+    console.log(`browser bundle: ${(bundle.bytes / 1024).toFixed(1)} KiB, ${(bundle.gzipBytes / 1024).toFixed(1)} KiB gzipped`);
+  });
+});
+
+describe.skipIf(!haveChromium)('the browser bundle in headless Chromium', () => {
+  it('reads every qcow2 fixture (zlib, zstd, v2, snapshots) byte-identical to qemu-img, from a memory node', async () => {
+    const { chromium } = await import('playwright-core');
+    const server = await serveStatic({ '/dist/': out, '/fixtures/': FIXTURES, '/page/': path.join(ROOT, 'tests/fixtures/browser') });
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(`${server.url}/page/qcow2-check.html`);
+      await page.waitForFunction(() => (globalThis as unknown as { ready?: boolean }).ready === true, undefined, { timeout: 20_000 });
+      for (const name of ['v2.qcow2', 'v3.qcow2', 'zlib.qcow2', 'zstd.qcow2', 'snap.qcow2', 'base.qcow2']) {
+        const h = await page.evaluate((u) => (globalThis as unknown as { viaMemory: (u: string) => Promise<string> }).viaMemory(u), `/fixtures/${name}`);
+        expect(h, name).toBe(expected[name]);
+      }
+      expect(errors).toEqual([]);
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  }, 120_000);
+});
