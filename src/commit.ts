@@ -1,7 +1,4 @@
-import { randomBytes } from 'node:crypto';
-import fs from 'node:fs/promises';
-import path from 'node:path';
-import { createImage } from './create.js';
+import { createImage } from './create/index.js';
 import { BlockError } from './errors.js';
 import { BlockLayer } from './layer.js';
 import type { BlockNode } from './node/node.js';
@@ -99,28 +96,21 @@ export async function commitImage(overlay: string, options: CommitOptions = {}):
   }
 }
 
-/** Replaces `overlay` by an empty qcow2 with the same size, backing file (as written in its header) and format options. */
+/**
+ * Replaces `overlay` by an empty qcow2 with the same size, backing file (as written in its header)
+ * and format options; createImage writes it under a temporary name and renames it over the old one.
+ */
 async function replaceWithEmptyOverlay(overlay: string, info: Record<string, unknown>): Promise<void> {
-  const temp = path.join(path.dirname(overlay), `.${path.basename(overlay)}.blocklayer-${randomBytes(4).toString('hex')}.tmp`);
-  try {
-    await createImage(temp, {
-      format: 'qcow2',
-      size: info.virtualSize as number,
-      backing: info.backingFile as string,
-      ...(info.backingFormat === undefined ? {} : { backingFormat: info.backingFormat as string }),
-      clusterSize: info.clusterSize as number,
-      compat: info.compat as '0.10' | '1.1',
-      extendedL2: info.extendedL2 as boolean,
-      compressionType: info.compressionType as 'zlib' | 'zstd',
-      lazyRefcounts: info.lazyRefcounts as boolean,
-      refcountBits: info.refcountBits as number,
-    });
-    const h = await fs.open(temp, 'r');
-    await h.sync();
-    await h.close();
-    await fs.rename(temp, overlay);
-  } catch (e) {
-    await fs.rm(temp, { force: true });
-    throw e;
-  }
+  await createImage(overlay, {
+    format: 'qcow2',
+    size: info.virtualSize as number,
+    backing: info.backingFile as string,
+    ...(info.backingFormat === 'raw' || info.backingFormat === 'qcow2' ? { backingFormat: info.backingFormat } : {}),
+    clusterSize: info.clusterSize as number,
+    compat: info.compat as '0.10' | '1.1',
+    extendedL2: info.extendedL2 as boolean,
+    compressionType: info.compressionType as 'zlib' | 'zstd',
+    lazyRefcounts: info.lazyRefcounts as boolean,
+    refcountBits: info.refcountBits as number,
+  });
 }

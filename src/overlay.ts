@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { createImage } from './create.js';
+import { createImage } from './create/index.js';
 import type { NodeOptions } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
 
