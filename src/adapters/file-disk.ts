@@ -22,7 +22,7 @@ export interface DriveDiskOptions {
  * and other file-disk consumers: reads, writes and flushes go to the drive (with its throttling,
  * error policy and accounting); discards go to the drive and are recorded for
  * `getDiscardedChunks()` / `getRanges()`. Drive errors reject the Disk's promises as they are
- * (BlockError). The drive stays open: close it after the consumer is done (e.g. after umount).
+ * (BlockError) and are kept in `lastError`. The drive stays open: close it after the consumer is done (e.g. after umount).
  *
  * `discardIsZero` is always false: a blocklayer discard is a hint (a driver may ignore it and
  * only the aligned part of the range is passed down), so discarded bytes are read from the
@@ -30,6 +30,11 @@ export interface DriveDiskOptions {
  */
 export class DriveDisk extends Disk {
   readonly drive: Drive;
+  /**
+   * The last error a read, write, flush or discard of this disk rejected with. ext2fs turns every
+   * disk rejection into a bare EIO: this keeps the drive's own error (code, offset, node) for the report.
+   */
+  lastError: unknown = null;
 
   constructor(drive: Drive, options: DriveDiskOptions = {}) {
     const readOnly = options.readOnly ?? drive.readOnly;
@@ -62,31 +67,51 @@ export class DriveDisk extends Disk {
   }
 
   /** file-disk's read ignores `bufferOffset` (it fills from 0): honour it by reading into the subrange. */
-  override async read(buffer: Buffer, bufferOffset: number, length: number, fileOffset: number): Promise<ReadResult> {
-    const refused = rangeError('read', buffer, bufferOffset, length);
-    if (refused !== null) throw refused;
-    await super.read(buffer.subarray(bufferOffset, bufferOffset + length), 0, length, fileOffset);
-    return { bytesRead: length, buffer };
+  override read(buffer: Buffer, bufferOffset: number, length: number, fileOffset: number): Promise<ReadResult> {
+    return this.noting(async () => {
+      const refused = rangeError('read', buffer, bufferOffset, length);
+      if (refused !== null) throw refused;
+      await super.read(buffer.subarray(bufferOffset, bufferOffset + length), 0, length, fileOffset);
+      return { bytesRead: length, buffer };
+    });
   }
 
   /** A read-only disk without `recordWrites` would drop the write and report success (file-disk): refuse it instead. */
-  override async write(buffer: Buffer, bufferOffset: number, length: number, fileOffset: number): Promise<WriteResult> {
-    if (this.readOnly && !this.recordWrites) {
-      throw new BlockError('EROFS', `write: DriveDisk over drive ${this.drive.id} is read-only (set recordWrites to keep writes in memory)`, {
-        node: this.drive.node.name,
-        offset: fileOffset,
-        length,
-      });
-    }
-    const refused = rangeError('write', buffer, bufferOffset, length);
-    if (refused !== null) throw refused;
-    return super.write(buffer, bufferOffset, length, fileOffset);
+  override write(buffer: Buffer, bufferOffset: number, length: number, fileOffset: number): Promise<WriteResult> {
+    return this.noting(async () => {
+      if (this.readOnly && !this.recordWrites) {
+        throw new BlockError('EROFS', `write: DriveDisk over drive ${this.drive.id} is read-only (set recordWrites to keep writes in memory)`, {
+          node: this.drive.node.name,
+          offset: fileOffset,
+          length,
+        });
+      }
+      const refused = rangeError('write', buffer, bufferOffset, length);
+      if (refused !== null) throw refused;
+      return super.write(buffer, bufferOffset, length, fileOffset);
+    });
+  }
+
+  override flush(): Promise<void> {
+    return this.noting(() => super.flush());
   }
 
   /** Discards on the drive (unless read-only), then records the range as file-disk does. */
-  override async discard(offset: number, length: number): Promise<void> {
-    if (!this.readOnly) await this.drive.discard(offset, length);
-    await super.discard(offset, length);
+  override discard(offset: number, length: number): Promise<void> {
+    return this.noting(async () => {
+      if (!this.readOnly) await this.drive.discard(offset, length);
+      await super.discard(offset, length);
+    });
+  }
+
+  /** Runs an operation, keeping its error in `lastError` before rejecting with it. */
+  private async noting<T>(operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation();
+    } catch (e) {
+      this.lastError = e;
+      throw e;
+    }
   }
 }
 

@@ -120,12 +120,18 @@ export const NEW_BLOB = { path: '/newdir/blob.bin', data: seededBytes(4242, 300_
 /** Creates a file, a directory and a file in it through ext2fs on a writable drive; umounts, flushes and closes the drive. */
 export async function writeThroughExt2fs(drive: Drive): Promise<void> {
   const disk = new DriveDisk(drive);
-  await ext2fs.withMountedDisk(disk, 0, async ({ promises: fsp }) => {
-    await fsp.writeFile(NEW_FILE.path, NEW_FILE.text);
-    await fsp.mkdir(NEW_DIR);
-    await fsp.writeFile(NEW_BLOB.path, NEW_BLOB.data);
-    expect(sha256(await readBytes(fsp, NEW_BLOB.path))).toBe(sha256(NEW_BLOB.data));
-  });
+  try {
+    await ext2fs.withMountedDisk(disk, 0, async ({ promises: fsp }) => {
+      await fsp.writeFile(NEW_FILE.path, NEW_FILE.text);
+      await fsp.mkdir(NEW_DIR);
+      await fsp.writeFile(NEW_BLOB.path, NEW_BLOB.data);
+      expect(sha256(await readBytes(fsp, NEW_BLOB.path))).toBe(sha256(NEW_BLOB.data));
+    });
+  } catch (e) {
+    // ext2fs reports every disk failure as EIO: name the drive's own error.
+    if (disk.lastError === null) throw e;
+    throw new Error(`${(e as Error).message}; the drive's last error: ${String(disk.lastError)}`, { cause: e });
+  }
   await disk.flush();
   expect(drive.stats().wrOperations).toBeGreaterThan(0);
   await drive.close();

@@ -101,12 +101,15 @@ describe('DriveDisk: file-disk Disk over a drive', () => {
       file: { driver: 'memory', size: '1M' },
     });
     const disk = new DriveDisk(drive);
+    expect(disk.lastError).toBe(null);
     const readError = await disk.read(Buffer.alloc(8192), 0, 8192, 0).catch((e: unknown) => e);
     expect(readError).toBeInstanceOf(BlockError);
     expect(readError).toMatchObject({ code: 'EIO', offset: 0 });
+    expect(disk.lastError).toBe(readError);
     await expect(disk.write(filled(512, 1), 0, 512, 8192)).rejects.toMatchObject({ code: 'ENOSPC', offset: 8192 });
     await expect(disk.flush()).rejects.toMatchObject({ code: 'EIO' });
     await expect(disk.discard(0, 65536)).rejects.toMatchObject({ code: 'EIO' });
+    expect(disk.lastError).toMatchObject({ code: 'EIO', offset: 0, length: 65536 });
     // A failed discard is not recorded.
     expect(disk.getDiscardedChunks()).toEqual([]);
     // Out of range and closed drives reject too.
