@@ -6,12 +6,15 @@ import { BlockError } from '../errors.js';
 export interface DriveDiskOptions {
   /**
    * Never send writes, discards or flushes to the drive (default: the drive's own `readOnly`).
-   * Writes then land in memory when `recordWrites` is set (file-disk's copy-on-write overlay,
-   * e.g. to mount a read-only image with ext2fs), and are refused with EROFS otherwise.
    * `false` on a read-only drive is refused with EROFS.
    */
   readOnly?: boolean;
-  /** Keep written bytes in `knownChunks`; later reads of them come from memory (file-disk). */
+  /**
+   * Keep written bytes in `knownChunks`; later reads of them come from memory (file-disk's
+   * overlay). Default: the same as `readOnly`, so a read-only disk takes writes into memory and
+   * never to the drive (ext2fs writes even to read files: access times). With `readOnly` and
+   * `recordWrites: false`, writes are refused with EROFS (file-disk would drop them and report success).
+   */
   recordWrites?: boolean;
   /** Keep read bytes in `knownChunks` (file-disk). */
   recordReads?: boolean;
@@ -44,7 +47,7 @@ export class DriveDisk extends Disk {
         node: drive.node.name,
       });
     }
-    super(readOnly, options.recordWrites ?? false, options.recordReads ?? false, false);
+    super(readOnly, options.recordWrites ?? readOnly, options.recordReads ?? false, false);
     this.drive = drive;
   }
 

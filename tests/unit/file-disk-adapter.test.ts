@@ -65,13 +65,27 @@ describe('DriveDisk: file-disk Disk over a drive', () => {
     await drive.close();
   });
 
-  it('follows the drive: a read-only drive gives a read-only disk that refuses writes with EROFS', async () => {
+  it('follows the drive: a read-only drive gives a read-only disk whose writes stay in memory', async () => {
     const drive = await memory(true);
     const disk = new DriveDisk(drive);
     expect(disk.readOnly).toBe(true);
+    expect(disk.recordWrites).toBe(true);
+    await disk.write(filled(512, 1), 0, 512, 4096);
+    expect((await disk.read(Buffer.alloc(512), 0, 512, 4096)).buffer.every((b) => b === 1)).toBe(true);
+    expect((await drive.read(4096, 512)).every((b) => b === 0)).toBe(true);
+    expect(drive.stats()).toMatchObject({ wrOperations: 0, invalidWrOperations: 0 });
+    await drive.close();
+  });
+
+  it('a read-only disk without recordWrites refuses writes with EROFS and leaves the drive alone', async () => {
+    const drive = await memory(true);
+    const disk = new DriveDisk(drive, { recordWrites: false });
+    expect(disk.readOnly).toBe(true);
     const error = await disk.write(filled(512, 1), 0, 512, 0).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(BlockError);
-    expect(error).toMatchObject({ code: 'EROFS' });
+    expect(error).toMatchObject({ code: 'EROFS', offset: 0, length: 512 });
+    expect(disk.lastError).toBe(error);
+    expect(disk.knownChunks).toEqual([]);
     await disk.flush(); // nothing to flush: resolves without touching the drive
     await disk.discard(0, 4096); // recorded only
     expect(drive.stats()).toMatchObject({ wrOperations: 0, flushOperations: 0, unmapOperations: 0, invalidWrOperations: 0, invalidUnmapOperations: 0 });
