@@ -25,7 +25,8 @@ export interface DriveDiskOptions {
  * and other file-disk consumers: reads, writes and flushes go to the drive (with its throttling,
  * error policy and accounting); discards go to the drive and are recorded for
  * `getDiscardedChunks()` / `getRanges()`. Drive errors reject the Disk's promises as they are
- * (BlockError) and are kept in `lastError`. The drive stays open: close it after the consumer is done (e.g. after umount).
+ * (BlockError) and are kept in `lastError`. The drive stays open: close it after the consumer is
+ * done (e.g. after umount).
  *
  * `discardIsZero` is always false: a blocklayer discard is a hint (a driver may ignore it and
  * only the aligned part of the range is passed down), so discarded bytes are read from the
@@ -91,6 +92,14 @@ export class DriveDisk extends Disk {
       }
       const refused = rangeError('write', buffer, bufferOffset, length);
       if (refused !== null) throw refused;
+      // file-disk silently drops a recorded write past the end: refuse it as the drive would.
+      if (!Number.isSafeInteger(fileOffset) || fileOffset < 0 || fileOffset + length > this.drive.length) {
+        throw new BlockError('EINVAL', `write: range ${fileOffset}+${length} is beyond the end of drive ${this.drive.id} (${this.drive.length} bytes)`, {
+          node: this.drive.node.name,
+          offset: fileOffset,
+          length,
+        });
+      }
       return super.write(buffer, bufferOffset, length, fileOffset);
     });
   }

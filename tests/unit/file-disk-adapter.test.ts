@@ -100,6 +100,8 @@ describe('DriveDisk: file-disk Disk over a drive', () => {
     expect([...(await disk.read(Buffer.alloc(12), 0, 12, 999)).buffer]).toEqual([0, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 0]);
     expect([...(await drive.read(1000, 2))]).toEqual([0, 0]);
     expect(drive.stats().wrOperations).toBe(0);
+    // file-disk would drop a recorded write past the end and report success.
+    await expect(disk.write(filled(10, 4), 0, 10, (1 << 20) - 5)).rejects.toMatchObject({ code: 'EINVAL', offset: (1 << 20) - 5 });
     await drive.close();
   });
 
