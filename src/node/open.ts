@@ -106,7 +106,7 @@ async function openInTree(
         if (need === 'required') throw new BlockError('EINVAL', `${at(role)}: required`, { field: at(role) });
         continue;
       }
-      children.set(role, await openInTree(env, childOptions, at(role), readOnly, below));
+      children.set(role, await openChildInTree(env, childOptions, role, at(role), readOnly, below));
     }
     const ctx: OpenContext<unknown> = {
       options: driverOptions,
@@ -134,6 +134,22 @@ async function openInTree(
     await releaseChildren();
     throw e;
   }
+}
+
+/**
+ * A child given as options is opened; one given as an open BlockNode (QEMU: a reference to an
+ * existing node) is shared: it gains a reference, released when the parent closes. A shared node
+ * keeps its own mode, but a read-write parent cannot write through a read-only child (other than its backing).
+ */
+async function openChildInTree(env: OpenEnvironment, childOptions: unknown, role: string, field: string, readOnly: boolean, below: TreePosition): Promise<BlockNode> {
+  if (childOptions instanceof BlockNode) {
+    // A backing node is only ever read; every other role of a read-write node is written.
+    if (!readOnly && childOptions.readOnly && role !== 'backing') {
+      throw new BlockError('EINVAL', `${field}: node '${childOptions.name}' is read-only but its parent is read-write`, { field });
+    }
+    return childOptions.ref();
+  }
+  return openInTree(env, childOptions, field, readOnly, below);
 }
 
 function resolveReadOnly(driver: BlockDriver, asked: boolean | undefined, parent: boolean | undefined, field: string): boolean {
