@@ -118,8 +118,12 @@ export const NEW_FILE = { path: '/newfile', text: 'written through ext2fs over a
 export const NEW_DIR = '/newdir';
 export const NEW_BLOB = { path: '/newdir/blob.bin', data: seededBytes(4242, 300_000 + 17) };
 
-/** Creates a file, a directory and a file in it through ext2fs on a writable drive; umounts, flushes and closes the drive. */
-export async function writeThroughExt2fs(drive: Drive): Promise<void> {
+/**
+ * Creates a file, a directory and a file in it through ext2fs on a writable drive; with `trim`,
+ * also discards the free blocks (ext2fs trim: discards through the disk); umounts, flushes and
+ * closes the drive.
+ */
+export async function writeThroughExt2fs(drive: Drive, { trim = false } = {}): Promise<void> {
   const disk = new DriveDisk(drive);
   try {
     await ext2fs.withMountedDisk(disk, 0, async ({ promises: fsp }) => {
@@ -127,6 +131,12 @@ export async function writeThroughExt2fs(drive: Drive): Promise<void> {
       await fsp.mkdir(NEW_DIR);
       await fsp.writeFile(NEW_BLOB.path, NEW_BLOB.data);
       expect(sha256(await readBytes(fsp, NEW_BLOB.path))).toBe(sha256(NEW_BLOB.data));
+      if (trim) {
+        await fsp.unlink('/data/one-meg.bin');
+        await fsp.trim();
+        expect(drive.stats().unmapOperations).toBeGreaterThan(0);
+        expect(disk.getDiscardedChunks().length).toBeGreaterThan(0);
+      }
     });
   } catch (e) {
     // ext2fs reports every disk failure as EIO: name the drive's own error.

@@ -55,4 +55,15 @@ describe.skipIf(!available)('ext2fs over a DriveDisk', () => {
     await writeThroughExt2fs(drive);
     await expectWrittenImage(p('rw.raw'), dir, original);
   });
+
+  it('deletes a file and trims through ext2fs: discards reach the file (holes punched), the image stays clean', async () => {
+    fs.copyFileSync(p('img.raw'), p('trim.raw'));
+    const allocatedBefore = fs.statSync(p('trim.raw')).blocks;
+    const drive = await layer.openDrive({ driver: 'raw', file: { driver: 'file', filename: p('trim.raw') } });
+    await writeThroughExt2fs(drive, { trim: true });
+    await expectWrittenImage(p('trim.raw'), dir, original);
+    expect((await ok('debugfs', ['-R', 'ls /data', p('trim.raw')])).includes('one-meg.bin')).toBe(false);
+    // At least the freed MiB of one-meg.bin was punched out of the file.
+    expect(fs.statSync(p('trim.raw')).blocks).toBeLessThan(allocatedBefore);
+  });
 });
