@@ -58,29 +58,41 @@ export interface BootResult {
   ms: number;
   /** Guest instructions executed until "DONE" (emulated time, roughly). */
   instructions: number;
+  /** The emulator, still running, when asked to keep it. */
+  emulator?: V86;
 }
 
 /** Boots v86 with `hda` and resolves once the guest printed `until` on COM1 (rejects after `timeoutMs`). */
-export function bootV86(hda: unknown, options: { until?: string; timeoutMs?: number; onSerial?: (text: string) => void } = {}): Promise<BootResult> {
-  const until = options.until ?? 'DONE';
-  const timeoutMs = options.timeoutMs ?? 60_000;
+/** The emulator options every boot here shares (SeaBIOS, v86's wasm, no speaker, keyboard or mouse). */
+export function baseOptions(): V86Options {
   const toArrayBuffer = (file: string) => {
     const b = fs.readFileSync(file);
     return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
   };
-  const start = performance.now();
-  const emulator = new V86({
+  return {
     wasm_path: V86_WASM,
     bios: { buffer: toArrayBuffer(BIOS) },
     vga_bios: { buffer: toArrayBuffer(VGA_BIOS) },
-    // v86's typings only list url/buffer images; it takes any object with get/set/load as-is.
-    hda: hda as V86Options['hda'],
     memory_size: 32 * 1024 * 1024,
-    autostart: true,
     disable_speaker: true,
     disable_keyboard: true,
     disable_mouse: true,
-  });
+  };
+}
+
+/**
+ * Boots v86 with `hda` and resolves once the guest printed `until` on COM1 (rejects after `timeoutMs`).
+ * With `keep`, the emulator is left running and returned instead of destroyed.
+ */
+export function bootV86(
+  hda: unknown,
+  options: { until?: string; timeoutMs?: number; onSerial?: (text: string) => void; keep?: boolean } = {},
+): Promise<BootResult> {
+  const until = options.until ?? 'DONE';
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  const start = performance.now();
+  // v86's typings only list url/buffer images; it takes any object with get/set/load as-is.
+  const emulator = new V86({ ...baseOptions(), hda: hda as V86Options['hda'], autostart: true });
   return new Promise((resolve, reject) => {
     let serial = '';
     const timer = setTimeout(() => {
@@ -95,6 +107,10 @@ export function bootV86(hda: unknown, options: { until?: string; timeoutMs?: num
         clearTimeout(timer);
         const ms = performance.now() - start;
         const instructions = emulator.get_instruction_counter();
+        if (options.keep) {
+          resolve({ serial, ms, instructions, emulator });
+          return;
+        }
         emulator.destroy().then(
           () => resolve({ serial, ms, instructions }),
           (e: unknown) => reject(e),

@@ -5,11 +5,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { V86, type V86Options } from 'v86';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type V86DiskErrorEvent, toV86Disk } from '../../src/adapters/v86.js';
 import { BlockLayer } from '../../src/index.js';
 import { haveProgram, ok } from '../helpers/tools.js';
-import { assembleBootSector, BIOS, bootV86, buildDisk, DATA_SECTORS, expectedSumLine, guestSector, VGA_BIOS, WRITE_LBA } from '../helpers/v86-boot.js';
+import { assembleBootSector, BIOS, baseOptions, bootV86, buildDisk, DATA_SECTORS, expectedSumLine, guestSector, VGA_BIOS, WRITE_LBA } from '../helpers/v86-boot.js';
 
 const haveBios = fs.existsSync(BIOS) && fs.existsSync(VGA_BIOS);
 const haveNasm = haveProgram('nasm');
@@ -88,6 +89,21 @@ describe.skipIf(missing.length > 0)('v86 boots SeaBIOS from a blocklayer drive',
     expect(new Uint8Array(await drive.read(WRITE_LBA * 512, 512))).toEqual(writtenSector(raw));
     await drive.close();
     expect(Buffer.compare(fs.readFileSync(qcow2), before)).toBe(0);
+  }, 120_000);
+
+  it('a v86 state snapshot carries the adapter cache: restored on a fresh adapter, sector 0 is there for the geometry probe', async () => {
+    const drive = await layer.openDrive({ driver: 'raw', file: { driver: 'file', filename: rawCopy('state.raw') } });
+    const boot = await bootV86(toV86Disk(drive), { keep: true });
+    const emulator = boot.emulator as V86;
+    const state = await emulator.save_state();
+    await emulator.destroy();
+    // A restore skips the boot-time get_and_cache: the cache must come back through set_state.
+    const fresh = toV86Disk(drive);
+    const restored = new V86({ ...baseOptions(), hda: fresh as unknown as V86Options['hda'], initial_state: { buffer: state }, autostart: false });
+    await new Promise<void>((resolve) => restored.add_listener('emulator-loaded', () => resolve()));
+    await restored.destroy();
+    expect(fresh.get_from_cache(0, 512)).toEqual(raw.subarray(0, 512));
+    await drive.close();
   }, 120_000);
 
   it(`boots through an iops=${IOPS} limit: the reads wait their turn, and the boot takes at least what the limit implies`, async () => {

@@ -230,4 +230,9 @@ describe('v86 disk adapter', () => {
     expect(adapter.sort()).toEqual(['../errors.js', 'eventemitter3']);
     expect(runtimeImports(source('../../src/errors.ts'))).toEqual([]);
   });
+
+  it('is published as the blocklayer/v86 subpath', () => {
+    const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+    expect(pkg.exports['./v86']).toEqual({ types: './dist/adapters/v86.d.ts', import: './dist/adapters/v86.js' });
+  });
 });
