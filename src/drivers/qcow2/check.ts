@@ -439,6 +439,9 @@ class Checker {
     const h = this.h;
     const res = this.res;
     const l1 = await readClamped(this.file, h.l1TableOffset, h.l1Size * 8);
+    // With leaks-only repair, flags are fixed when nothing else is wrong: the refcounts
+    // (already repaired) can then be trusted.
+    const repair = this.fixErrors || (this.fixLeaks && !res.checkErrors && !res.corruptions && !res.leaks);
     let wrote = false;
     for (let i = 0; i < h.l1Size; i++) {
       const hi = l1.readUInt32BE(i * 8);
@@ -448,8 +451,8 @@ class Checker {
       const l2Refcount = await this.diskRefcount(Math.floor(l2Offset / this.cs));
       if (typeof l2Refcount === 'string') continue;
       if ((l2Refcount === 1) !== ((hi & COPIED) !== 0)) {
-        this.log(`${this.fixErrors ? 'Repairing' : 'ERROR'} OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex(hi, lo)} refcount=${l2Refcount}`);
-        if (this.fixErrors) {
+        this.log(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex(hi, lo)} refcount=${l2Refcount}`);
+        if (repair) {
           const entry = Buffer.alloc(4);
           entry.writeUInt32BE((l2Refcount === 1 ? hi | COPIED : hi & ~COPIED) >>> 0);
           await this.file.write(h.l1TableOffset + i * 8, entry);
@@ -470,8 +473,8 @@ class Checker {
         if (!h.hasDataFile) refcount = await this.diskRefcount(Math.floor(offset / this.cs));
         if (typeof refcount === 'string') continue;
         if ((refcount === 1) === ((ehi & COPIED) !== 0)) continue;
-        this.log(`${this.fixErrors ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${hex(ehi, elo)} refcount=${refcount}`);
-        if (this.fixErrors) {
+        this.log(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${hex(ehi, elo)} refcount=${refcount}`);
+        if (repair) {
           l2.writeUInt32BE((refcount === 1 ? ehi | COPIED : ehi & ~COPIED) >>> 0, e);
           dirty++;
         } else res.corruptions++;

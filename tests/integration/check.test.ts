@@ -1,0 +1,257 @@
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type CheckResult, checkImage } from '../../src/index.js';
+import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { COPIED, OFFSET_MASK, Qcow2Patcher } from '../helpers/qcow2-patch.js';
+
+const available = haveQemuTools();
+if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
+if (!available) console.log('qcow2 check comparisons skipped: install qemu-utils (apt-get install qemu-utils) to run them');
+
+let dir: string;
+const p = (name: string) => path.join(dir, name);
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-check-'));
+  setQemuCwd(dir);
+});
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const FIELDS = ['checkErrors', 'imageEndOffset', 'totalClusters', 'allocatedClusters', 'fragmentedClusters', 'compressedClusters', 'corruptions', 'leaks', 'corruptionsFixed', 'leaksFixed'] as const;
+
+/** qemu-img check's JSON (absent counts are 0), camelCased, and its exit code. */
+function qemuCheck(image: string, repair?: string): { counts: Record<string, number>; code: number | null; stderr: string } {
+  const r = spawnSync('qemu-img', ['check', '--output=json', ...(repair ? ['-r', repair] : []), image], { encoding: 'utf8', cwd: dir });
+  const json = r.stdout.trim() ? (JSON.parse(r.stdout) as Record<string, unknown>) : {};
+  const counts: Record<string, number> = {};
+  for (const f of FIELDS) counts[f] = Number(json[f.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)] ?? 0);
+  return { counts, code: r.status, stderr: r.stderr };
+}
+
+const countsOf = (r: CheckResult) => Object.fromEntries(FIELDS.map((f) => [f, r[f]]));
+
+/** Our check and qemu-img's agree on every count. */
+async function agrees(image: string): Promise<Record<string, number>> {
+  const theirs = qemuCheck(image);
+  const ours = await checkImage(image);
+  expect(countsOf(ours)).toEqual(theirs.counts);
+  return theirs.counts;
+}
+
+function rawHash(image: string): string {
+  const out = p('hash.raw');
+  qemuImg('convert', '-O', 'raw', image, out);
+  const h = createHash('sha256').update(fs.readFileSync(out)).digest('hex');
+  fs.rmSync(out);
+  return h;
+}
+
+/**
+ * Repairs two copies, one with qemu-img check -r, one with checkImage: the results agree, and
+ * after ours qemu-img check agrees with qemu-img's own repair (clean where QEMU's is). Returns
+ * qemu-img's result after repair.
+ */
+async function repairAgrees(image: string, mode: 'leaks' | 'all', opts: { sameData?: boolean } = {}) {
+  const before = opts.sameData ? rawHash(image) : undefined;
+  const theirs = p('theirs.qcow2');
+  const mine = p('mine.qcow2');
+  fs.copyFileSync(image, theirs);
+  fs.copyFileSync(image, mine);
+  const q = qemuCheck(theirs, mode);
+  const ours = await checkImage(mine, { repair: mode });
+  if (q.code === 1) expect(ours.checkErrors).toBeGreaterThan(0);
+  else expect(countsOf(ours)).toEqual(q.counts);
+  const after = qemuCheck(mine);
+  expect(after.counts).toEqual(qemuCheck(theirs).counts);
+  if (before) expect(rawHash(mine)).toBe(before);
+  return after.counts;
+}
+
+const clean = (c: Record<string, number>) => expect([c.corruptions, c.leaks, c.checkErrors]).toEqual([0, 0, 0]);
+
+const WRITES = ['write -P 0xab 0 64k', 'write -P 0x11 100k 3k', 'write -z 256k 128k', 'write -P 0x22 1M 512k', 'discard 1152k 64k', 'write -P 0x33 2047k 1k'];
+
+describe.skipIf(!available)('checkImage agrees with qemu-img check on clean images', () => {
+  const kinds: [string, string[]][] = [
+    ['v2 (compat=0.10)', ['-o', 'compat=0.10']],
+    ['v3', []],
+    ['refcount_bits=1', ['-o', 'refcount_bits=1']],
+    ['refcount_bits=64', ['-o', 'refcount_bits=64']],
+    ['extended L2', ['-o', 'extended_l2=on']],
+    ['512-byte clusters', ['-o', 'cluster_size=512']],
+    ['2 MiB clusters', ['-o', 'cluster_size=2M']],
+    ['lazy refcounts', ['-o', 'lazy_refcounts=on']],
+  ];
+  for (const [name, opts] of kinds) {
+    it(`${name} after writes and discards`, async () => {
+      const img = p('clean.qcow2');
+      qemuImg('create', '-q', '-f', 'qcow2', ...opts, img, '3M');
+      qemuIo(img, WRITES);
+      clean(await agrees(img));
+    });
+  }
+
+  it('compressed clusters (qemu-img convert -c), some spanning two host clusters', async () => {
+    const src = p('src.raw');
+    const data = Buffer.alloc(4 << 20);
+    for (let i = 0; i < data.length; i += 4096) data.fill(i % 251, i, i + 1000); // compressible, varied
+    fs.writeFileSync(src, data);
+    for (const cs of ['4k', '64k']) {
+      const img = p(`z-${cs}.qcow2`);
+      qemuImg('convert', '-q', '-c', '-O', 'qcow2', '-o', `cluster_size=${cs}`, src, img);
+      const c = await agrees(img);
+      clean(c);
+      expect(c.compressedClusters).toBeGreaterThan(0);
+    }
+  });
+
+  it('internal snapshots share clusters (refcounts above 1, COPIED cleared)', async () => {
+    const img = p('snap.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', img, '3M');
+    qemuIo(img, WRITES);
+    qemuImg('snapshot', '-c', 's1', img);
+    qemuIo(img, ['write -P 0x44 0 128k', 'discard 1M 64k']);
+    qemuImg('snapshot', '-c', 's2', img);
+    qemuIo(img, ['write -P 0x55 64k 64k']);
+    clean(await agrees(img));
+  });
+
+  it('a backing file and an external data file', async () => {
+    const base = p('base.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', base, '3M');
+    qemuIo(base, WRITES);
+    const over = p('over.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', over);
+    qemuIo(over, ['write -P 0x66 512k 128k']);
+    clean(await agrees(over));
+    const ext = p('ext.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${p('ext.data')}`, ext, '3M');
+    qemuIo(ext, WRITES);
+    clean(await agrees(ext));
+  });
+
+  it('persistent bitmaps', async () => {
+    const img = p('bitmaps.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', img, '3M');
+    qemuImg('bitmap', '--add', img, 'b0');
+    qemuIo(img, WRITES);
+    qemuImg('bitmap', '--add', '-g', '512', img, 'b1');
+    clean(await agrees(img));
+  });
+
+  it('the checked-in fixtures', async () => {
+    const fixtures = path.join(import.meta.dirname, '../fixtures/qcow2');
+    for (const f of fs.readdirSync(fixtures).filter((n) => n.endsWith('.qcow2'))) {
+      fs.copyFileSync(path.join(fixtures, f), p(f));
+    }
+    for (const f of fs.readdirSync(fixtures).filter((n) => n.endsWith('.qcow2'))) await agrees(p(f));
+  });
+
+  it('raw images have no checks (ENOTSUP), as qemu-img says with exit code 63', async () => {
+    const raw = p('plain.raw');
+    fs.writeFileSync(raw, Buffer.alloc(65536));
+    expect(qemuCheck(raw).code).toBe(63);
+    await expect(checkImage(raw)).rejects.toMatchObject({ code: 'ENOTSUP' });
+  });
+});
+
+/** A 3 MiB v3 image with 64 KiB clusters and some data, to break. */
+function sample(name: string): string {
+  const img = p(name);
+  qemuImg('create', '-q', '-f', 'qcow2', img, '3M');
+  qemuIo(img, ['write -P 0xab 0 192k', 'write -P 0x22 1M 128k']);
+  return img;
+}
+
+describe.skipIf(!available)('leaks and corruptions: counted and repaired like qemu-img', () => {
+  it('a leaked cluster (refcount raised on a cluster nothing uses)', async () => {
+    const img = sample('leak.qcow2');
+    const q = new Qcow2Patcher(img);
+    const extra = q.buf.length / q.clusterSize;
+    q.setRefcount(extra, 1);
+    q.save();
+    fs.appendFileSync(img, Buffer.alloc(q.clusterSize));
+    const c = await agrees(img);
+    expect(c.leaks).toBe(1);
+    expect(c.corruptions).toBe(0);
+    clean(await repairAgrees(img, 'leaks', { sameData: true }));
+    clean(await repairAgrees(img, 'all', { sameData: true }));
+  });
+
+  it('a refcount raised on a used cluster: a leak and a COPIED mismatch', async () => {
+    const img = sample('leak2.qcow2');
+    const q = new Qcow2Patcher(img);
+    const data = Number(q.l2Entry(1) & OFFSET_MASK) / q.clusterSize;
+    q.setRefcount(data, 2);
+    q.save();
+    const c = await agrees(img);
+    expect(c.leaks).toBe(1);
+    expect(c.corruptions).toBe(1);
+    await repairAgrees(img, 'leaks', { sameData: true });
+    clean(await repairAgrees(img, 'all', { sameData: true }));
+  });
+
+  it('a used cluster with refcount 0 needs a rebuilt refcount structure', async () => {
+    const img = sample('zero.qcow2');
+    const q = new Qcow2Patcher(img);
+    const data = Number(q.l2Entry(2) & OFFSET_MASK) / q.clusterSize;
+    q.setRefcount(data, 0);
+    q.save();
+    const c = await agrees(img);
+    expect(c.corruptions).toBe(2); // refcount too low, and COPIED without refcount 1
+    await repairAgrees(img, 'leaks');
+    clean(await repairAgrees(img, 'all', { sameData: true }));
+  });
+
+  it('an L2 entry pointing past the end of the file', async () => {
+    const img = sample('past.qcow2');
+    const q = new Qcow2Patcher(img);
+    q.setL2Entry(5, COPIED | BigInt(q.buf.length + 16 * q.clusterSize));
+    q.save();
+    const c = await agrees(img);
+    expect(c.corruptions).toBeGreaterThan(0);
+    await repairAgrees(img, 'leaks');
+    await repairAgrees(img, 'all');
+  });
+
+  it('two L2 entries sharing one cluster with refcount 1', async () => {
+    const img = sample('shared.qcow2');
+    const q = new Qcow2Patcher(img);
+    q.setL2Entry(7, q.l2Entry(0));
+    q.save();
+    const c = await agrees(img);
+    expect(c.corruptions).toBe(1);
+    await repairAgrees(img, 'leaks');
+    clean(await repairAgrees(img, 'all', { sameData: true }));
+  });
+
+  it('COPIED flags cleared on a data cluster and an L2 table with refcount 1 (repaired even by leaks-only repair)', async () => {
+    const img = sample('copied.qcow2');
+    const q = new Qcow2Patcher(img);
+    q.setL2Entry(0, q.l2Entry(0) & ~COPIED);
+    const l1 = Number(q.buf.readBigUInt64BE(40));
+    q.buf.writeBigUInt64BE(q.buf.readBigUInt64BE(l1) & ~COPIED, l1);
+    q.save();
+    const c = await agrees(img);
+    expect(c.corruptions).toBe(2);
+    await repairAgrees(img, 'leaks');
+    clean(await repairAgrees(img, 'all', { sameData: true }));
+  });
+
+  it('a refcount block overlapping a data cluster', async () => {
+    const img = sample('overlap.qcow2');
+    const q = new Qcow2Patcher(img);
+    const reftable = Number(q.buf.readBigUInt64BE(48));
+    // the refcount table's first entry now names a data cluster
+    q.buf.writeBigUInt64BE(q.l2Entry(0) & OFFSET_MASK, reftable);
+    q.save();
+    const c = await agrees(img);
+    expect(c.corruptions).toBeGreaterThan(0);
+    await repairAgrees(img, 'leaks');
+    clean(await repairAgrees(img, 'all', { sameData: true }));
+  });
+});
