@@ -255,3 +255,57 @@ describe.skipIf(!available)('leaks and corruptions: counted and repaired like qe
     clean(await repairAgrees(img, 'all', { sameData: true }));
   });
 });
+
+const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
+function cli(...args: string[]) {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], { encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe.skipIf(!available)('blocklayer check prints and exits like qemu-img check', () => {
+  it('the same text, JSON and exit code for a clean, a leaking and a corrupt image, and for raw (63)', () => {
+    const good = sample('cli-good.qcow2');
+    const leaky = sample('cli-leak.qcow2');
+    const q = new Qcow2Patcher(leaky);
+    q.setRefcount(q.buf.length / q.clusterSize, 1);
+    q.save();
+    fs.appendFileSync(leaky, Buffer.alloc(q.clusterSize));
+    const bad = sample('cli-bad.qcow2');
+    const b = new Qcow2Patcher(bad);
+    b.setL2Entry(7, b.l2Entry(0));
+    b.save();
+    const raw = p('cli.raw');
+    fs.writeFileSync(raw, Buffer.alloc(4096));
+    for (const [img, code] of [
+      [good, 0],
+      [leaky, 3],
+      [bad, 2],
+    ] as const) {
+      const theirs = spawnSync('qemu-img', ['check', img], { encoding: 'utf8' });
+      const ours = cli('check', img);
+      expect([ours.code, theirs.status]).toEqual([code, code]);
+      expect(ours.stdout).toBe(theirs.stdout);
+      const theirsJson = spawnSync('qemu-img', ['check', '--output=json', img], { encoding: 'utf8' });
+      expect(JSON.parse(cli('check', '--json', img).stdout)).toEqual(JSON.parse(theirsJson.stdout));
+    }
+    const r = cli('check', raw);
+    expect(r.code).toBe(63);
+    expect(r.stderr).toContain('This image format does not support checks');
+  });
+
+  it('--repair leaks then all: prints what was repaired and exits 0', () => {
+    const img = sample('cli-repair.qcow2');
+    const q = new Qcow2Patcher(img);
+    q.setL2Entry(7, q.l2Entry(0));
+    q.setRefcount(q.buf.length / q.clusterSize, 1);
+    q.save();
+    fs.appendFileSync(img, Buffer.alloc(q.clusterSize));
+    const leaks = cli('check', '--repair', 'leaks', img);
+    expect(leaks.code).toBe(2); // the shared cluster is a corruption: leaks-only repair leaves it
+    expect(leaks.stdout).toContain('    1 leaked clusters\n    0 corruptions');
+    const all = cli('check', '-r', 'all', img);
+    expect(all.code).toBe(0);
+    expect(all.stdout).toContain('Double checking the fixed image now...\nNo errors were found on the image.');
+    expect(spawnSync('qemu-img', ['check', img]).status).toBe(0);
+  });
+});
