@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CheckResult, checkImage } from '../../src/index.js';
+import { openImageFile } from '../../src/drivers/file/image-file.js';
+import { type CheckResult, checkImage, repairRefcounts } from '../../src/index.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
 import { COPIED, OFFSET_MASK, Qcow2Patcher } from '../helpers/qcow2-patch.js';
 
@@ -253,6 +254,56 @@ describe.skipIf(!available)('leaks and corruptions: counted and repaired like qe
     expect(c.corruptions).toBeGreaterThan(0);
     await repairAgrees(img, 'leaks');
     clean(await repairAgrees(img, 'all', { sameData: true }));
+  });
+});
+
+describe.skipIf(!available)('dirty images (lazy refcounts, killed writer): repairRefcounts does what QEMU does on open', () => {
+  function dirtyImage(name: string): string {
+    const img = p(name);
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', img, '3M');
+    // qemu-io killed before it closes the image: refcounts were never written, the dirty bit stays
+    spawnSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xab 0 192k', '-c', 'write -P 0x22 1M 128k', '-c', 'sigraise 9', img], { cwd: dir });
+    return img;
+  }
+
+  it('the check agrees with qemu-img; the repair leaves an image qemu-img finds clean, same data, dirty bit cleared', async () => {
+    const img = dirtyImage('dirty.qcow2');
+    expect(fs.readFileSync(img).readUInt32BE(76) & 1).toBe(1);
+    const c = await agrees(img);
+    expect(c.corruptions).toBeGreaterThan(0);
+    const before = rawHash(img);
+    const theirs = p('dirty-theirs.qcow2');
+    fs.copyFileSync(img, theirs);
+    const q = qemuCheck(theirs, 'all');
+    const file = await openImageFile(img, true);
+    let r: CheckResult;
+    try {
+      r = await repairRefcounts(file, { filename: img });
+    } finally {
+      await file.close();
+    }
+    expect([r.corruptionsFixed, r.leaksFixed]).toEqual([q.counts.corruptionsFixed, q.counts.leaksFixed]);
+    clean(qemuCheck(img).counts);
+    expect(qemuCheck(img).counts).toEqual(qemuCheck(theirs).counts);
+    expect(fs.readFileSync(img).readUInt32BE(76) & 1).toBe(0);
+    expect(rawHash(img)).toBe(before);
+  });
+
+  it('checkImage takes node options as well as a path', async () => {
+    const img = dirtyImage('dirty-opts.qcow2');
+    const byPath = await checkImage(img);
+    const byOptions = await checkImage({ driver: 'qcow2', file: { driver: 'file', filename: img } });
+    expect(countsOf(byOptions)).toEqual(countsOf(byPath));
+  });
+
+  it('a repair takes the write lock: it fails while another process holds the image', async () => {
+    const img = sample('locked.qcow2');
+    const holder = await openImageFile(img, true);
+    try {
+      await expect(checkImage(img, { repair: 'all' })).rejects.toMatchObject({ code: 'ELOCKED' });
+    } finally {
+      await holder.close();
+    }
   });
 });
 
