@@ -56,7 +56,7 @@ function rawHash(image: string): string {
  * after ours qemu-img check agrees with qemu-img's own repair (clean where QEMU's is). Returns
  * qemu-img's result after repair.
  */
-async function repairAgrees(image: string, mode: 'leaks' | 'all', opts: { sameData?: boolean } = {}) {
+async function repairAgrees(image: string, mode: 'leaks' | 'all', opts: { sameData?: boolean; sameLayout?: boolean } = {}) {
   const before = opts.sameData ? rawHash(image) : undefined;
   const theirs = p('theirs.qcow2');
   const mine = p('mine.qcow2');
@@ -67,9 +67,23 @@ async function repairAgrees(image: string, mode: 'leaks' | 'all', opts: { sameDa
   if (q.code === 1) expect(ours.checkErrors).toBeGreaterThan(0);
   else expect(countsOf(ours)).toEqual(q.counts);
   const after = qemuCheck(mine);
-  expect(after.counts).toEqual(qemuCheck(theirs).counts);
+  const theirsAfter = qemuCheck(theirs).counts;
+  if (opts.sameLayout === false) {
+    // QEMU also rewrote something the check does not touch: compare only what is wrong
+    const problems = (c: Record<string, number>) => [c.corruptions, c.leaks, c.checkErrors];
+    expect(problems(after.counts)).toEqual(problems(theirsAfter));
+  } else expect(after.counts).toEqual(theirsAfter);
   if (before) expect(rawHash(mine)).toBe(before);
   return after.counts;
+}
+
+/** Appends a cluster nothing uses and gives it refcount 1: one leak. */
+function addLeakedCluster(img: string): void {
+  const q = new Qcow2Patcher(img);
+  const cluster = Math.ceil(q.buf.length / q.clusterSize);
+  q.setRefcount(cluster, 1);
+  q.save();
+  fs.truncateSync(img, (cluster + 1) * q.clusterSize);
 }
 
 const clean = (c: Record<string, number>) => expect([c.corruptions, c.leaks, c.checkErrors]).toEqual([0, 0, 0]);
@@ -142,6 +156,11 @@ describe.skipIf(!available)('checkImage agrees with qemu-img check on clean imag
     qemuIo(img, WRITES);
     qemuImg('bitmap', '--add', '-g', '512', img, 'b1');
     clean(await agrees(img));
+    // a leak in an image with bitmaps: repaired without touching the bitmaps
+    addLeakedCluster(img);
+    expect((await agrees(img)).leaks).toBe(1);
+    // (qemu-img check -r also stores the bitmaps again when it closes the image: new tables, new end offset)
+    clean(await repairAgrees(img, 'all', { sameData: true, sameLayout: false }));
   });
 
   it('the checked-in fixtures', async () => {
@@ -171,11 +190,7 @@ function sample(name: string): string {
 describe.skipIf(!available)('leaks and corruptions: counted and repaired like qemu-img', () => {
   it('a leaked cluster (refcount raised on a cluster nothing uses)', async () => {
     const img = sample('leak.qcow2');
-    const q = new Qcow2Patcher(img);
-    const extra = q.buf.length / q.clusterSize;
-    q.setRefcount(extra, 1);
-    q.save();
-    fs.appendFileSync(img, Buffer.alloc(q.clusterSize));
+    addLeakedCluster(img);
     const c = await agrees(img);
     expect(c.leaks).toBe(1);
     expect(c.corruptions).toBe(0);
@@ -341,14 +356,12 @@ function cli(...args: string[]) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-describe.skipIf(!available)('blocklayer check prints and exits like qemu-img check', () => {
+// Each CLI run starts tsx: slow on a loaded machine.
+describe.skipIf(!available)('blocklayer check prints and exits like qemu-img check', { timeout: 180_000 }, () => {
   it('the same text, JSON and exit code for a clean, a leaking and a corrupt image, and for raw (63)', () => {
     const good = sample('cli-good.qcow2');
     const leaky = sample('cli-leak.qcow2');
-    const q = new Qcow2Patcher(leaky);
-    q.setRefcount(q.buf.length / q.clusterSize, 1);
-    q.save();
-    fs.appendFileSync(leaky, Buffer.alloc(q.clusterSize));
+    addLeakedCluster(leaky);
     const bad = sample('cli-bad.qcow2');
     const b = new Qcow2Patcher(bad);
     b.setL2Entry(7, b.l2Entry(0));
@@ -376,9 +389,8 @@ describe.skipIf(!available)('blocklayer check prints and exits like qemu-img che
     const img = sample('cli-repair.qcow2');
     const q = new Qcow2Patcher(img);
     q.setL2Entry(7, q.l2Entry(0));
-    q.setRefcount(q.buf.length / q.clusterSize, 1);
     q.save();
-    fs.appendFileSync(img, Buffer.alloc(q.clusterSize));
+    addLeakedCluster(img);
     const leaks = cli('check', '--repair', 'leaks', img);
     expect(leaks.code).toBe(2); // the shared cluster is a corruption: leaks-only repair leaves it
     expect(leaks.stdout).toContain('    1 leaked clusters\n    0 corruptions');
