@@ -281,7 +281,23 @@ class Checker {
       }
       // From here: a data cluster or a preallocated zero cluster, both counted alike.
       if (zeroBits & allocBits) this.corrupt(`ERROR offset=${offset.toString(16)}: Allocated cluster has corrupted subcluster allocation bitmap`);
-      if (offset % this.cs !== 0) this.corrupt(`ERROR offset=${offset.toString(16)}: Data cluster is not properly aligned; L2 entry corrupted.`);
+      if (offset % this.cs !== 0) {
+        const holdsData = h.extendedL2 ? allocBits !== 0 : (lo & 1) === 0;
+        if (holdsData) this.corrupt(`ERROR offset=${offset.toString(16)}: Data cluster is not properly aligned; L2 entry corrupted.`);
+        else {
+          this.log(`${this.fixErrors ? 'Repairing' : 'ERROR'} offset=${offset.toString(16)}: Preallocated cluster is not properly aligned; L2 entry corrupted.`);
+          if (!this.fixErrors) res.corruptions++;
+          else {
+            // A zero cluster needs no host cluster: it becomes a plain zero cluster (QEMU does the same).
+            const entry = Buffer.alloc(8);
+            if (!h.extendedL2) entry.writeUInt32BE(1, 4);
+            await this.file.write(l2Offset + e, entry);
+            await this.file.flush();
+            res.corruptionsFixed++;
+            continue;
+          }
+        }
+      }
       if (active) {
         res.allocatedClusters++;
         if (nextContiguous && offset !== nextContiguous) res.fragmentedClusters++;
@@ -344,7 +360,15 @@ class Checker {
       }
       const cluster = offset / this.cs;
       if (cluster >= rc.size) {
-        this.corrupt(`ERROR refcount block ${i} is outside image`);
+        this.log(`${this.fixErrors ? 'Repairing' : 'ERROR'} refcount block ${i} is outside image`);
+        if (this.fixErrors && (await this.growTo(offset + this.cs))) {
+          // The file now reaches the block (QEMU grows it too); its refcounts read as 0 there.
+          rc.grow(this.clusters(this.file.length));
+          this.res.corruptionsFixed++;
+          this.inc(rc, offset, this.cs);
+          continue;
+        }
+        this.res.corruptions++;
         if (this.fixErrors) state.rebuild = true;
         continue;
       }
@@ -354,6 +378,18 @@ class Checker {
         this.corrupt(`ERROR refcount block ${i} refcount=${rc.get(cluster)}`);
         state.rebuild = true;
       }
+    }
+  }
+
+  /** Grows the file to `size` bytes; false if it cannot. */
+  private async growTo(size: number): Promise<boolean> {
+    try {
+      if (this.file.truncate) await this.file.truncate(size);
+      else await this.file.write(size - this.cs, new Uint8Array(this.cs));
+      return true;
+    } catch (e) {
+      this.log(`ERROR could not resize image: ${(e as Error).message}`);
+      return false;
     }
   }
 
