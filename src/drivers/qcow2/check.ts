@@ -445,7 +445,9 @@ class Checker {
     const res = this.res;
     state.highest = 0;
     for (let i = 0; i < rc.size; i++) {
-      const disk = await this.diskRefcount(i);
+      // One refcount block read per block, then its entries without awaiting each.
+      const at = this.refblockOf(i);
+      const disk = typeof at === 'string' ? at : at === 0 ? 0 : readEntry(this.refblocks.get(at) ?? (await this.refblock(at)), i % this.rbEntries, this.order);
       if (typeof disk === 'string') {
         this.log(`Can't get refcount for cluster ${i}: ${disk}`);
         res.checkErrors++;
