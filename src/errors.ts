@@ -106,7 +106,6 @@ const ERRNO_CODES: Readonly<Record<string, BlockErrorCode>> = {
   ENODEV: 'ENXIO',
   EBADF: 'EBADF',
   ENOMEM: 'ENOMEM',
-  ESTALE: 'ESTALE',
   ENOBUFS: 'ENOMEM',
 };
 
