@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,7 +9,7 @@ import type { BlockNode } from '../../src/node/node.js';
 import { targetOptions } from '../../src/image.js';
 import { type RangeServer, startRangeServer } from '../helpers/range-server.js';
 import { rejection } from '../helpers/rejection.js';
-import { haveProgram, ok } from '../helpers/tools.js';
+import { haveProgram, ok, run } from '../helpers/tools.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -271,7 +272,60 @@ describe('http driver: close', () => {
   });
 });
 
+const haveQemuImg = haveProgram('qemu-img');
+if (!haveQemuImg && process.env.CI === 'true') throw new Error('qemu-img missing in CI: .ci/run must install qemu-utils');
+if (!haveQemuImg) console.log('http tests with qemu-img (qcow2 comparison, serve) skipped: install qemu-utils');
+
+const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
+/** The CLI in a child process, without blocking this process (the server lives here). */
+const cli = (...args: string[]) => run(process.execPath, ['--import', 'tsx', MAIN, ...args]);
+
 describe('http targets (CLI and openImage)', () => {
+  it('blocklayer info and convert take an http URL', async () => {
+    const info = await cli('info', '--json', server.url);
+    expect(info.code).toBe(0);
+    expect(JSON.parse(info.stdout)).toMatchObject({ filename: server.url, format: 'raw', virtualSize: DATA.length });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bl-http-cli-'));
+    try {
+      const out = path.join(dir, 'out.raw');
+      const r = await cli('convert', '-q', server.url, out);
+      expect(r.code, r.stderr).toBe(0);
+      expect(fs.readFileSync(out).equals(DATA)).toBe(true);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+
+  it.skipIf(!haveQemuImg)('blocklayer serve exports an http URL over NBD, read-only', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bl-http-serve-'));
+    const sock = path.join(dir, 'nbd.sock');
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', server.url, '-x', 'h', '-k', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    try {
+      let err = '';
+      await new Promise<void>((resolve, reject) => {
+        child.stderr.setEncoding('utf8');
+        child.stderr.on('data', (c: string) => {
+          err += c;
+          if (/listening on unix:/.test(err)) resolve();
+        });
+        void exited.then((code) => reject(new Error(`serve exited with ${code}: ${err}`)));
+      });
+      await ok('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', `nbd+unix:///h?socket=${sock}`, path.join(dir, 'out.raw')]);
+      const got = fs.readFileSync(path.join(dir, 'out.raw'));
+      // qemu's NBD client rounds an export size up to 512 bytes (reading zeros past the end).
+      expect(got.length).toBe(Math.ceil(DATA.length / 512) * 512);
+      expect(got.subarray(0, DATA.length).equals(DATA)).toBe(true);
+      const w = await run('qemu-io', ['-f', 'raw', '-c', 'write 0 512', `nbd+unix:///h?socket=${sock}`]);
+      expect(`${w.stdout}${w.stderr}`).toMatch(/read-only|Permission|not permitted|failed/i);
+    } finally {
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a raw file over http: probed, opened read-only', async () => {
     const o = await targetOptions(server.url);
     expect(o).toMatchObject({ driver: 'raw', file: { driver: 'http', url: server.url } });
@@ -286,9 +340,6 @@ describe('http targets (CLI and openImage)', () => {
   });
 });
 
-const haveQemuImg = haveProgram('qemu-img');
-if (!haveQemuImg && process.env.CI === 'true') throw new Error('qemu-img missing in CI: .ci/run must install qemu-utils');
-if (!haveQemuImg) console.log('http qcow2 comparison with qemu-img skipped: install qemu-utils');
 
 describe('qcow2 over http', () => {
   const fixtures = path.join(import.meta.dirname, '..', 'fixtures', 'qcow2');
