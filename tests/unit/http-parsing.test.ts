@@ -9,7 +9,7 @@ import {
   parseContentRange,
   validatorsOf,
 } from '../../src/drivers/http/headers.js';
-import { ReadaheadCache } from '../../src/drivers/http/readahead.js';
+import { ReadaheadCache, ReadaheadReader } from '../../src/drivers/http/readahead.js';
 import { backoffDelay, isRetryableStatus } from '../../src/drivers/http/retry.js';
 
 describe('http header parsing', () => {
@@ -85,5 +85,64 @@ describe('read-ahead cache', () => {
     expect(c.find(0, 1)).toBe(a);
     c.remove(a);
     expect(c.find(0, 1)).toBeUndefined();
+  });
+});
+
+describe('read-ahead reader', () => {
+  const SIZE = 10 * 65536 + 100;
+  const file = Uint8Array.from({ length: SIZE }, (_, i) => (i * 7) & 255);
+  /** A fake remote file that records every range asked for. */
+  const remote = () => {
+    const asked: [number, number][] = [];
+    const fetchRange = async (offset: number, buffer: Uint8Array) => {
+      asked.push([offset, buffer.length]);
+      buffer.set(file.subarray(offset, offset + buffer.length));
+    };
+    return { asked, fetchRange };
+  };
+  const readAll = async (r: ReadaheadReader, ranges: [number, number][]) => {
+    for (const [o, l] of ranges) {
+      const b = new Uint8Array(l);
+      await r.read(o, b);
+      expect(b).toEqual(file.subarray(o, o + l));
+    }
+  };
+
+  it('small sequential reads: one request per window, the last window clipped at the end', async () => {
+    const f = remote();
+    const r = new ReadaheadReader(f.fetchRange, SIZE, 65536);
+    await readAll(r, Array.from({ length: Math.ceil(SIZE / 4096) }, (_, i): [number, number] => [i * 4096, Math.min(4096, SIZE - i * 4096)]));
+    expect(f.asked).toEqual([...Array.from({ length: 10 }, (_, i): [number, number] => [i * 65536, 65536]), [655360, 100]]);
+  });
+
+  it('large sequential reads prefetch the next range: one request per read plus at most one', async () => {
+    const f = remote();
+    const r = new ReadaheadReader(f.fetchRange, SIZE, 4096);
+    await readAll(r, Array.from({ length: 10 }, (_, i): [number, number] => [i * 65536, 65536]));
+    expect(f.asked.length).toBeLessThanOrEqual(11);
+    expect(new Set(f.asked.map(([o]) => o)).size).toBe(f.asked.length);
+  });
+
+  it('random large reads and readahead 0 send exactly one request per read', async () => {
+    const f = remote();
+    await readAll(new ReadaheadReader(f.fetchRange, SIZE, 4096), [[65536 * 3, 8192], [100, 8192], [65536 * 7, 8192]]);
+    expect(f.asked).toEqual([[65536 * 3, 8192], [100, 8192], [65536 * 7, 8192]]);
+    const g = remote();
+    await readAll(new ReadaheadReader(g.fetchRange, SIZE, 0), [[0, 10], [10, 10], [20, 10]]);
+    expect(g.asked).toEqual([[0, 10], [10, 10], [20, 10]]);
+  });
+
+  it('a failed window is asked for again by the next read', async () => {
+    let fail = true;
+    const asked: number[] = [];
+    const r = new ReadaheadReader(async (o, b) => {
+      asked.push(o);
+      if (fail) throw new Error('boom');
+      b.set(file.subarray(o, o + b.length));
+    }, SIZE, 65536);
+    await expect(r.read(0, new Uint8Array(10))).rejects.toThrow('boom');
+    fail = false;
+    await readAll(r, [[0, 10]]);
+    expect(asked).toEqual([0, 0]);
   });
 });

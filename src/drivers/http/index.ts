@@ -3,13 +3,11 @@ import { BlockError } from '../../errors.js';
 import { type BlockStatus, type DriverInstance, defineDriver } from '../../node/driver.js';
 import { sizeSchema } from '../../options/size.js';
 import { HttpRangeClient, credentialsToHeader, displayUrl } from './client.js';
-import { ReadaheadCache } from './readahead.js';
+import { ReadaheadReader } from './readahead.js';
 
 /** QEMU's curl defaults: 256 KiB read-ahead, 5 s per request. */
 export const HTTP_DEFAULT_READAHEAD = 256 * 1024;
 export const HTTP_DEFAULT_TIMEOUT = 5;
-/** Read-ahead ranges kept (and shared by concurrent reads). */
-const READAHEAD_SLOTS = 4;
 /** Largest single request: the timeout covers a whole request, so huge reads are split. */
 const MAX_TRANSFER = 8 * 1024 * 1024;
 
@@ -86,31 +84,13 @@ export const httpDriver = defineDriver({
     await client.open();
     const size = client.size;
     const readahead = options.readahead;
-    const cache = new ReadaheadCache(READAHEAD_SLOTS);
-
-    const read = async (offset: number, buffer: Uint8Array): Promise<void> => {
-      const want = buffer.length;
-      const hit = cache.find(offset, want);
-      if (hit !== undefined) {
-        const data = await hit.data;
-        buffer.set(data.subarray(offset - hit.offset, offset - hit.offset + want));
-        return;
-      }
-      // A read as large as the window gains nothing from read-ahead: straight into the caller's buffer.
-      if (want >= readahead) return client.read(offset, buffer);
-      const length = Math.min(size - offset, readahead);
-      const data = new Uint8Array(length);
-      const entry = { offset, length, data: client.read(offset, data).then(() => data) };
-      cache.add(entry);
-      entry.data.catch(() => cache.remove(entry));
-      buffer.set((await entry.data).subarray(0, want));
-    };
+    const reader = new ReadaheadReader((offset, buffer) => client.read(offset, buffer), size, readahead);
 
     return {
       alignment: 1,
       maxTransfer: MAX_TRANSFER,
       length: () => size,
-      read,
+      read: (offset, buffer) => reader.read(offset, buffer),
       write: (offset) => Promise.reject(new BlockError('EROFS', `http: ${displayUrl(url)} is read-only`, { node: nodeName, offset })),
       flush: () => Promise.resolve(),
       discard: () => Promise.resolve(),
@@ -119,7 +99,7 @@ export const httpDriver = defineDriver({
       },
       close: async () => {
         client.close();
-        cache.clear();
+        reader.clear();
       },
       info: () => ({
         url: displayUrl(url),
