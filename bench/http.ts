@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { BlockLayer } from '../src/index.js';
-import { fmtRate, row, sideBySide } from './util.js';
+import { fmtRate, median, row, sideBySide } from './util.js';
 
 const run = promisify(execFile);
 const SIZE = 256 * 1024 * 1024;
@@ -51,6 +51,13 @@ async function withServer<T>(file: string, fn: (url: string) => Promise<T>): Pro
   }
 }
 
+/** CPU milliseconds per MiB of the last runs of ours and of the bare fetch (less sensitive to a busy machine than MB/s). */
+const cpuPerMiB: Record<'ours' | 'bare', number[]> = { ours: [], bare: [] };
+const cpuSince = (start: NodeJS.CpuUsage) => {
+  const u = process.cpuUsage(start);
+  return (u.user + u.system) / 1000 / (SIZE / CHUNK);
+};
+
 /** MB/s of our http node reading the file in 1 MiB pieces, `depth` at a time. */
 async function ours(url: string, depth: number): Promise<number> {
   const layer = new BlockLayer();
@@ -58,6 +65,7 @@ async function ours(url: string, depth: number): Promise<number> {
     const node = await layer.openNode({ driver: 'http', url });
     const buffers = Array.from({ length: depth }, () => new Uint8Array(CHUNK));
     let next = 0;
+    const cpu = process.cpuUsage();
     const start = performance.now();
     await Promise.all(
       buffers.map(async (buf) => {
@@ -69,6 +77,7 @@ async function ours(url: string, depth: number): Promise<number> {
       }),
     );
     const seconds = (performance.now() - start) / 1000;
+    cpuPerMiB.ours.push(cpuSince(cpu));
     await node.unref();
     return SIZE / 1e6 / seconds;
   } finally {
@@ -79,6 +88,7 @@ async function ours(url: string, depth: number): Promise<number> {
 /** MB/s of the global fetch alone reading the same ranges (no driver): what the driver itself costs on top of fetch. */
 async function bareFetch(url: string, depth: number): Promise<number> {
   let next = 0;
+  const cpu = process.cpuUsage();
   const start = performance.now();
   await Promise.all(
     Array.from({ length: depth }, async () => {
@@ -97,7 +107,9 @@ async function bareFetch(url: string, depth: number): Promise<number> {
       }
     }),
   );
-  return SIZE / 1e6 / ((performance.now() - start) / 1000);
+  const seconds = (performance.now() - start) / 1000;
+  cpuPerMiB.bare.push(cpuSince(cpu));
+  return SIZE / 1e6 / seconds;
 }
 
 /** MB/s of one curl process fetching the same 1 MiB ranges, `depth` at a time, to /dev/null. */
@@ -130,15 +142,23 @@ export async function httpBench(rounds = 5): Promise<Record<string, unknown>> {
   try {
     await withServer(file, async (url) => {
       await ours(url, 1); // warm the page cache and the server
+      console.log(`  (load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs)`);
       for (const depth of [1, 4]) {
+        cpuPerMiB.ours.length = 0;
         const label = `1 MiB sequential reads, ${depth} in flight (MB/s)`;
         const r = await sideBySide(rounds, () => curl(url, depth, path.join(dir, 'curl.cfg')), () => ours(url, depth));
         results[label] = r;
         row(label, fmtRate(r.subject, ' MB/s'), fmtRate(r.baseline, ' MB/s'), r.ratio);
         // The driver against the bare global fetch: its own overhead, apart from fetch's speed.
+        cpuPerMiB.ours.length = 0;
         const f = await sideBySide(rounds, () => bareFetch(url, depth), () => ours(url, depth));
         results[`${label} vs bare fetch`] = f;
         row('  same, vs the bare global fetch', fmtRate(f.subject, ' MB/s'), fmtRate(f.baseline, ' MB/s'), f.ratio);
+        const cpu = { ours: median(cpuPerMiB.ours), bareFetch: median(cpuPerMiB.bare) };
+        cpuPerMiB.ours.length = 0;
+        cpuPerMiB.bare.length = 0;
+        results[`${label} CPU ms/MiB`] = cpu;
+        console.log(`    CPU per MiB in this process: ours ${cpu.ours.toFixed(2)} ms, bare fetch ${cpu.bareFetch.toFixed(2)} ms`);
       }
     });
   } finally {
