@@ -1,6 +1,7 @@
 import type { BlockDriver } from '../node/driver.js';
 import { blkdebugDriver } from './blkdebug.js';
 import { fileDriver } from './file/index.js';
+import { httpDriver } from './http/index.js';
 import { memoryDriver } from './memory.js';
 import { nbdDriver } from './nbd.js';
 import { nullDriver } from './null.js';
@@ -10,7 +11,7 @@ import { rbdDriver } from './rbd/adapter.js';
 
 /** The drivers every BlockLayer starts with. */
 export function builtinDrivers(): BlockDriver[] {
-  return [fileDriver, rawDriver, memoryDriver, nullDriver, blkdebugDriver, rbdDriver, qcow2Driver, nbdDriver] as BlockDriver[];
+  return [fileDriver, rawDriver, memoryDriver, nullDriver, blkdebugDriver, rbdDriver, qcow2Driver, nbdDriver, httpDriver] as BlockDriver[];
 }
 
-export { blkdebugDriver, fileDriver, memoryDriver, nbdDriver, nullDriver, qcow2Driver, rawDriver, rbdDriver };
+export { blkdebugDriver, fileDriver, httpDriver, memoryDriver, nbdDriver, nullDriver, qcow2Driver, rawDriver, rbdDriver };
