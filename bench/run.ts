@@ -32,6 +32,7 @@ async function optional(name: string, file: string, fn: string, when = true): Pr
 await optional('qcow2', './qcow2-read.ts', 'qcow2ReadBench');
 await optional('rbd', './rbd.ts', 'rbdBench', full && Boolean(process.env.BLOCKLAYER_CEPH_CONF));
 await optional('nbd', './nbd.ts', 'nbdBench', full);
+await optional('http', './http.ts', 'httpBench', full);
 await optional('soak', './soak.ts', 'soakBench', full);
 
 const dir = path.join(import.meta.dirname, 'results');

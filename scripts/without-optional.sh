@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs a command as on a machine without the optional system packages (qemu-utils, Ceph, fio,
-# libnbd-bin, nbdkit, socat, openssl): in a private mount namespace, their programs and
+# libnbd-bin, nbdkit, socat, openssl, e2fsprogs, nasm): in a private mount namespace, their programs and
 # libraries are hidden behind overlayfs whiteouts, so they are truly absent (ENOENT for exec, "cannot open shared object" for dlopen).
 # Needs root (CI is). CI is unset for the command: it runs as `npm test` would on a developer's
 # machine that lacks those packages, which must pass too.
@@ -13,7 +13,7 @@ if [[ "${1:-}" != "--inside" ]]; then
 fi
 shift
 
-PROGRAMS=(qemu-img qemu-io qemu-nbd qemu-storage-daemon fio rbd rados ceph ceph-mon ceph-osd ceph-authtool ceph-conf nbdinfo nbdcopy nbdkit socat openssl chromium)
+PROGRAMS=(qemu-img qemu-io qemu-nbd qemu-storage-daemon fio rbd rados ceph ceph-mon ceph-osd ceph-authtool ceph-conf nbdinfo nbdcopy nbdkit socat openssl mkfs.ext4 e2fsck debugfs nasm chromium)
 LIBRARIES=(librados.so.2 librbd.so.1 librados.so librbd.so liburing.so.2)
 
 declare -A hide=()  # directory -> space-separated names

@@ -21,7 +21,8 @@ export type BlockErrorCode =
   | 'EEXIST' // file or object already exists
   | 'ENXIO' // device or address not there (device gone, no such device)
   | 'EBADF' // file descriptor not open, or not open for this access
-  | 'ENOMEM'; // the host is out of memory
+  | 'ENOMEM' // the host is out of memory
+  | 'ESTALE'; // the remote object changed since it was opened (an http file with a new ETag): its data would mix two versions
 
 /** Where an error happened: which node, file, field, offset. */
 export interface BlockErrorContext {

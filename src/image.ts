@@ -1,3 +1,5 @@
+import { isHttpUrl } from './drivers/http/index.js';
+import { probeHttpFormat } from './drivers/http/probe.js';
 import { probeFormat } from './drivers/qcow2/index.js';
 import { parseRbdFilename } from './drivers/rbd/filename.js';
 import { BlockError } from './errors.js';
@@ -8,7 +10,8 @@ import { fileExists } from './platform/files.js';
 /**
  * Drive options for an image path or spec (CLI targets and openImage): `rbd:pool/image[@snap][:opt=val…]` (QEMU's rbd
  * syntax), an NBD URI (`nbd://host[:port]/export`, `nbd+unix:///export?socket=path`; raw unless `format` says
- * qcow2: the format is not probed over the network), or a file whose format is given or probed (qcow2 by its magic, else raw).
+ * qcow2: the format is not probed over the network), an `http://`/`https://` URL (read-only; format given or probed
+ * with one range request), or a file whose format is given or probed (qcow2 by its magic, else raw).
  */
 export async function targetOptions(target: string, opts: { format?: string; snapshot?: string } = {}): Promise<DriveOptions> {
   if (target.startsWith('rbd:')) {
@@ -27,6 +30,14 @@ export async function targetOptions(target: string, opts: { format?: string; sna
     if (format !== 'raw') throw new BlockError('ENOTSUP', `format '${format}' over nbd is not supported (raw or qcow2)`, { field: 'format' });
     if (opts.snapshot !== undefined) throw new BlockError('EINVAL', '--snapshot: raw images have no snapshots', { field: 'snapshot' });
     return nbd as DriveOptions;
+  }
+  if (isHttpUrl(target)) {
+    const http = { driver: 'http', url: target, readOnly: true };
+    const format = opts.format ?? (await probeHttpFormat(target));
+    if (format === 'qcow2') return { driver: 'qcow2', file: http, ...(opts.snapshot ? { snapshot: opts.snapshot } : {}) };
+    if (format !== 'raw') throw new BlockError('ENOTSUP', `format '${format}' over http is not supported (raw or qcow2)`, { field: 'format' });
+    if (opts.snapshot !== undefined) throw new BlockError('EINVAL', '--snapshot: raw images have no snapshots', { field: 'snapshot' });
+    return { driver: 'raw', readOnly: true, file: http };
   }
   if (!fileExists(target)) throw new BlockError('ENOENT', `${target}: no such file`, { path: target });
   const format = opts.format ?? (await probeFormat(target));

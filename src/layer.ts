@@ -234,14 +234,15 @@ export function openDrive(options: DriveOptions, layer: BlockLayer = getDefaultL
 }
 
 /**
- * Opens a disk image by path (format probed: qcow2 or raw), `rbd:pool/image` spec or `nbd://` URI, with
+ * Opens a disk image by path (format probed: qcow2 or raw), `rbd:pool/image` spec, `nbd://` or `http(s)://` URL (read-only), with
  * extra drive options (id, throttle, readOnly…): the shortest way for an emulator.
  */
 export async function openImage(target: string, options: Omit<DriveOptions, 'driver'> & { format?: string } = {}, layer: BlockLayer = getDefaultLayer()): Promise<Drive> {
   const { format, ...rest } = options;
   const base = await targetOptions(target, { format });
-  // An image opens read-write unless asked otherwise (targetOptions is read-only for the CLI's readers).
-  if (base.driver === 'raw' || base.driver === 'nbd' || base.driver === 'qcow2') {
+  // An image opens read-write unless asked otherwise (targetOptions is read-only for the CLI's readers); http is read-only.
+  const overHttp = (base.file as NodeOptions | undefined)?.driver === 'http';
+  if (((base.driver === 'raw' || base.driver === 'qcow2') && !overHttp) || base.driver === 'nbd') {
     delete base.readOnly;
     if (base.file) delete (base.file as Record<string, unknown>).readOnly;
   }

@@ -8,7 +8,9 @@ function describe(node: BlockNode): Record<string, unknown> {
   const format = node.driver.name;
   const info = node.info();
   const file = node.child('file');
-  const filename = (file?.options.filename as string | undefined) ?? (node.options.filename as string | undefined);
+  // An http node names its URL (without credentials or query) where a file node names its path.
+  const url = (file ?? node).driver.name === 'http' ? ((file ?? node).info().url as string) : undefined;
+  const filename = (file?.options.filename as string | undefined) ?? (node.options.filename as string | undefined) ?? url;
   const out: Record<string, unknown> = { filename, format, virtualSize: node.length };
   if (format === 'qcow2') {
     Object.assign(out, {

@@ -2,6 +2,7 @@
 import { BlockError } from '../errors.js';
 import { InterruptedError } from './atomic-output.js';
 import { benchCommand } from './bench.js';
+import { checkCommand } from './check.js';
 import { commitCommand } from './commit.js';
 import { convertCommand } from './convert.js';
 import { infoCommand } from './info.js';
@@ -18,6 +19,7 @@ const VERBS: Record<string, { run: (args: string[]) => Promise<number>; help: st
     run: serveCommand,
     help: "IMAGE -x NAME [-f FMT] [-r] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive 'file=…,id=…,iops=…,group=…' …] [--qmp unix:PATH] [--tls-creds DIR [--tls-verify-peer] | --tls-psk DIR|FILE]   NBD server",
   },
+  check: { run: checkCommand, help: '[-f FMT] IMAGE [-r leaks|all | --repair leaks|all] [--json]   metadata consistency check (like qemu-img check; exit 0 clean, 1 failed, 2 corrupt, 3 leaks, 63 unsupported)' },
   commit: { run: commitCommand, help: '[-d] [-p] [-q] OVERLAY                           merge a qcow2 overlay into its backing file, then empty it (like qemu-img commit)' },
   convert: { run: convertCommand, help: '[-f FMT] IMAGE OUT.raw [--snapshot S] [-p]      write the guest view as a sparse raw file (atomically)' },
 };

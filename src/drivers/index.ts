@@ -1,6 +1,7 @@
 import type { BlockDriver } from '../node/driver.js';
 import { hostDrivers } from '../platform/host-drivers.js';
 import { blkdebugDriver } from './blkdebug.js';
+import { httpDriver } from './http/index.js';
 import { memoryDriver } from './memory.js';
 import { nullDriver } from './null.js';
 import { qcow2Driver } from './qcow2/index.js';
@@ -8,7 +9,7 @@ import { rawDriver } from './raw.js';
 
 /** The drivers every BlockLayer starts with: the portable ones, then the host's (file, rbd, nbd in Node). */
 export function builtinDrivers(): BlockDriver[] {
-  return [rawDriver, memoryDriver, nullDriver, blkdebugDriver, qcow2Driver, ...hostDrivers()] as BlockDriver[];
+  return [rawDriver, memoryDriver, nullDriver, blkdebugDriver, qcow2Driver, httpDriver, ...hostDrivers()] as BlockDriver[];
 }
 
-export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver };
+export { blkdebugDriver, httpDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver };

@@ -1,6 +1,7 @@
 import { BlockError, fromErrno } from '../../errors.js';
 import type { NodeOptions } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
+import { probeHttpFormat } from '../http/probe.js';
 import { dirName, isAbsolutePath, joinPath, readFileHead, realPath } from '../../platform/files.js';
 import * as L from './limits.js';
 
@@ -47,17 +48,9 @@ export async function identity(loc: Location, nodeName: string): Promise<string>
 
 /** qcow2 if the first bytes are its magic, else raw (the only formats probed). */
 export async function probeLocation(loc: Location): Promise<'qcow2' | 'raw'> {
-  let head: Uint8Array;
-  if (loc.kind === 'file') {
-    head = await readFileHead(loc.name, 4).catch((e) => {
-      throw fromErrno(e, `could not probe the format of '${loc.name}'`, { path: loc.name });
-    });
-  } else {
-    const r = await fetch(loc.name, { headers: { Range: 'bytes=0-3' } }).catch((e) => {
-      throw new BlockError('EIO', `could not probe the format of '${loc.name}': ${(e as Error).message}`, { path: loc.name, cause: e });
-    });
-    if (!r.ok) throw new BlockError('EIO', `could not probe the format of '${loc.name}': HTTP ${r.status}`, { path: loc.name });
-    head = new Uint8Array(await r.arrayBuffer()).subarray(0, 4);
-  }
+  if (loc.kind === 'url') return probeHttpFormat(loc.name);
+  const head = await readFileHead(loc.name, 4).catch((e) => {
+    throw fromErrno(e, `could not probe the format of '${loc.name}'`, { path: loc.name });
+  });
   return head.length === 4 && ((head[0] << 24) | (head[1] << 16) | (head[2] << 8) | head[3]) >>> 0 === L.QCOW2_MAGIC ? 'qcow2' : 'raw';
 }

@@ -1,0 +1,107 @@
+/** One range fetched (or being fetched) past what its read asked for. */
+export interface CachedRange {
+  offset: number;
+  length: number;
+  /** Settles with the range's bytes; rejects if the fetch failed. */
+  data: Promise<Uint8Array>;
+}
+
+/**
+ * The last few read-ahead ranges, most recently used last (QEMU's curl driver keeps a handful of
+ * transfer buffers the same way). A read inside a cached or in-flight range waits for it instead of
+ * sending its own request, so sequential small reads cost one request per read-ahead window.
+ */
+export class ReadaheadCache {
+  private readonly entries: CachedRange[] = [];
+
+  constructor(private readonly capacity: number) {}
+
+  /** The range holding all of [offset, offset+length), marked most recently used; undefined if none. */
+  find(offset: number, length: number): CachedRange | undefined {
+    const i = this.entries.findIndex((e) => offset >= e.offset && offset + length <= e.offset + e.length);
+    if (i < 0) return undefined;
+    const [hit] = this.entries.splice(i, 1);
+    this.entries.push(hit);
+    return hit;
+  }
+
+  /** Adds a range, dropping the least recently used one when full. */
+  add(entry: CachedRange): void {
+    this.entries.push(entry);
+    if (this.entries.length > this.capacity) this.entries.shift();
+  }
+
+  /** Drops a range (its fetch failed: the next read must ask again). */
+  remove(entry: CachedRange): void {
+    const i = this.entries.indexOf(entry);
+    if (i >= 0) this.entries.splice(i, 1);
+  }
+
+  clear(): void {
+    this.entries.length = 0;
+  }
+}
+
+/** Reads one range of the remote file into a buffer (the http client's read). */
+export type RangeReader = (offset: number, buffer: Uint8Array) => Promise<void>;
+
+/** Largest read that starts a sequential prefetch (bigger ones already keep the connection busy). */
+const MAX_PREFETCH = 4 * 1024 * 1024;
+
+/**
+ * Reads through a {@link ReadaheadCache}. A read shorter than `readahead` fetches a whole window and
+ * keeps it for the next reads. A longer read that continues the previous one (a sequential stream,
+ * like convert) also starts fetching the next range of the same length, so one request is always on
+ * the wire while the caller handles the last one. `readahead` 0 turns both off: one request per read.
+ */
+export class ReadaheadReader {
+  private readonly cache: ReadaheadCache;
+  /** End of the last read, to tell a sequential stream from random reads. */
+  private lastEnd = -1;
+
+  constructor(
+    private readonly fetchRange: RangeReader,
+    private readonly size: number,
+    private readonly readahead: number,
+    slots = 8,
+  ) {
+    this.cache = new ReadaheadCache(slots);
+  }
+
+  async read(offset: number, buffer: Uint8Array): Promise<void> {
+    const want = buffer.length;
+    const sequential = offset === this.lastEnd;
+    this.lastEnd = offset + want;
+    const hit = this.cache.find(offset, want);
+    if (hit === undefined && (this.readahead === 0 || want >= this.readahead)) {
+      if (sequential) this.prefetch(offset + want, want);
+      return this.fetchRange(offset, buffer);
+    }
+    if (sequential && want >= this.readahead) this.prefetch(offset + want, want);
+    const entry = hit ?? this.fetchWindow(offset, Math.max(want, this.readahead));
+    const data = await entry.data;
+    buffer.set(data.subarray(offset - entry.offset, offset - entry.offset + want));
+  }
+
+  /** Starts fetching [offset, offset+length) into the cache unless it is there or past the end. */
+  private prefetch(offset: number, length: number): void {
+    if (this.readahead === 0 || length > MAX_PREFETCH || offset >= this.size) return;
+    if (this.cache.find(offset, Math.min(length, this.size - offset)) !== undefined) return;
+    this.fetchWindow(offset, length);
+  }
+
+  private fetchWindow(offset: number, length: number): CachedRange {
+    const n = Math.min(this.size - offset, length);
+    const data = new Uint8Array(n);
+    const entry: CachedRange = { offset, length: n, data: this.fetchRange(offset, data).then(() => data) };
+    this.cache.add(entry);
+    // A failed range must be asked for again by the next read; the error reaches whoever awaits it.
+    entry.data.catch(() => this.cache.remove(entry));
+    return entry;
+  }
+
+  /** Forgets every cached range (the node closes). */
+  clear(): void {
+    this.cache.clear();
+  }
+}

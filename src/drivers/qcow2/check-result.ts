@@ -1,0 +1,43 @@
+/** What a consistency check found and fixed: the fields and counts of `qemu-img check --output=json`. */
+export interface CheckResult {
+  filename: string;
+  format: string;
+  /** Errors that kept the check from completing (I/O errors, refcount blocks it could not read). */
+  checkErrors: number;
+  /** Offset just past the last cluster that is used or has a refcount. */
+  imageEndOffset: number;
+  /** Clusters of the virtual disk. */
+  totalClusters: number;
+  /** Guest clusters the active layer allocates (data, preallocated zero, compressed). */
+  allocatedClusters: number;
+  /** Allocated clusters not stored right after the previous one of their L2 table. */
+  fragmentedClusters: number;
+  compressedClusters: number;
+  /** Refcounts too low, bad offsets, OFLAG_COPIED mismatches, reserved bits: data may be at risk. */
+  corruptions: number;
+  /** Clusters whose refcount is higher than their uses: wasted space only. */
+  leaks: number;
+  corruptionsFixed: number;
+  leaksFixed: number;
+}
+
+/** Repair mode: `leaks` lowers leaked refcounts; `all` also fixes corruptions (as qemu-img check -r). */
+export type RepairMode = 'leaks' | 'all';
+
+/** A result with every count at zero. */
+export function emptyResult(filename: string, format: string): CheckResult {
+  return {
+    filename,
+    format,
+    checkErrors: 0,
+    imageEndOffset: 0,
+    totalClusters: 0,
+    allocatedClusters: 0,
+    fragmentedClusters: 0,
+    compressedClusters: 0,
+    corruptions: 0,
+    leaks: 0,
+    corruptionsFixed: 0,
+    leaksFixed: 0,
+  };
+}
