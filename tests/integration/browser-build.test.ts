@@ -32,7 +32,7 @@ describe('the browser bundle', () => {
 });
 
 describe.skipIf(!haveChromium)('the browser bundle in headless Chromium', () => {
-  it('reads every qcow2 fixture (zlib, zstd, v2, snapshots) byte-identical to qemu-img, from a memory node', async () => {
+  it('reads every qcow2 fixture (zlib, zstd, v2, snapshots) byte-identical to qemu-img, from a memory node and over http (a backing chain too)', async () => {
     const { chromium } = await import('playwright-core');
     const server = await serveStatic({ '/dist/': out, '/fixtures/': FIXTURES, '/page/': path.join(ROOT, 'tests/fixtures/browser') });
     const browser = await chromium.launch({
@@ -49,6 +49,16 @@ describe.skipIf(!haveChromium)('the browser bundle in headless Chromium', () => 
         const h = await page.evaluate((u) => (globalThis as unknown as { viaMemory: (u: string) => Promise<string> }).viaMemory(u), `/fixtures/${name}`);
         expect(h, name).toBe(expected[name]);
       }
+      // Over HTTP range requests with the http driver; over.qcow2's backing file name resolves against its URL.
+      for (const name of ['zstd.qcow2', 'over.qcow2']) {
+        const r = await page.evaluate(
+          (u) => (globalThis as unknown as { viaHttp: (u: string) => Promise<{ hash: string; reads: number }> }).viaHttp(u),
+          `/fixtures/${name}`,
+        );
+        expect(r.hash, name).toBe(expected[name]);
+        expect(r.reads).toBeGreaterThan(0);
+      }
+      expect(server.requests.some((r) => r.startsWith('GET /fixtures/base.qcow2 bytes='))).toBe(true);
       expect(errors).toEqual([]);
     } finally {
       await browser.close();
