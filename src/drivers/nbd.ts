@@ -20,6 +20,16 @@ const port = z.union([
     .refine((n) => n >= 1 && n <= 65535, 'must be 1..65535'),
 ]);
 
+/** A number of seconds as QEMU takes it (a uint32), also as a decimal string (-drive spelling). */
+const seconds = z.union([
+  z.number().int('must be a whole number of seconds').min(0).max(0xffffffff),
+  z
+    .string()
+    .regex(/^\d{1,10}$/, 'must be a whole number of seconds')
+    .transform(Number)
+    .refine((n) => n <= 0xffffffff, 'must fit in 32 bits'),
+]);
+
 const schema = z
   .object({
     /** Where the NBD server listens (QEMU's SocketAddress: inet host/port or a unix socket path). */
@@ -40,20 +50,34 @@ const schema = z
       .string()
       .refine((s) => Buffer.byteLength(s) <= NBD_MAX_STRING_SIZE, `must be at most ${NBD_MAX_STRING_SIZE} bytes`)
       .default(''),
+    /** Seconds requests wait for a lost connection to be re-established before failing with EIO (QEMU reconnect-delay; 0: fail at once). */
+    reconnectDelay: seconds.default(0),
+    /** Seconds to keep retrying the first connection (QEMU open-timeout; 0: one attempt). */
+    openTimeout: seconds.default(0),
   })
   .strict();
 
 /** Largest TRIM / WRITE_ZEROES / BLOCK_STATUS length sent in one request (the field is 32 bits). */
 const MAX_U32 = 0xffffffff;
 
-/** A remote NBD export (QEMU block/nbd.c): one connection, many requests in flight. */
+/**
+ * A remote NBD export (QEMU block/nbd.c): one connection, many requests in flight; with
+ * `reconnectDelay`, requests survive a lost connection that comes back within that many seconds.
+ */
 export const nbdDriver = defineDriver({
   name: 'nbd',
   capabilities: { kind: 'protocol' },
   schema,
   async open({ options, readOnly, nodeName }): Promise<DriverInstance> {
     const exportName = options.export;
-    const client = await NbdClient.connect({ server: options.server, exportName, node: nodeName });
+    const client = await NbdClient.connect({
+      server: options.server,
+      exportName,
+      node: nodeName,
+      reconnectDelay: options.reconnectDelay,
+      openTimeout: options.openTimeout,
+      needWrite: !readOnly,
+    });
     const { info } = client;
     if (!readOnly && info.flags & NBD_FLAG_READ_ONLY) {
       await client.close();

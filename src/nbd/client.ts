@@ -14,6 +14,17 @@ export interface NbdClientOptions {
   readonly exportName: string;
   /** Node name for error context. */
   readonly node?: string;
+  /**
+   * Seconds that requests wait for a lost connection to come back (QEMU's reconnect-delay). While
+   * the client reconnects in the background, requests in flight and new ones wait; once it is back
+   * they are sent again (reads, writes, flushes, trims and zeroes at the same offset are idempotent).
+   * After the delay they fail with EIO. 0 (the default): a lost connection fails every request at once, for good.
+   */
+  readonly reconnectDelay?: number;
+  /** Seconds to keep retrying the first connection (QEMU's open-timeout; default 0: one attempt). */
+  readonly openTimeout?: number;
+  /** Refuse a reconnection to an export that is now read-only (the driver was opened read-write). */
+  readonly needWrite?: boolean;
 }
 
 /** What the handshake agreed on for the export. */
@@ -42,13 +53,18 @@ const MAX_OPTION_REPLY = 64 * 1024;
 const HANDSHAKE_TIMEOUT_MS = 30_000;
 /** How long close() waits for the server to hang up after NBD_CMD_DISC. */
 const DISC_GRACE_MS = 1000;
+/** Reconnection attempts start this far apart and double up to the maximum. */
+const RECONNECT_FIRST_MS = 50;
+const RECONNECT_MAX_MS = 2000;
 
-/** One request in flight: what it is, where read data goes, how to settle it. */
+/** One request until it settles: what to send (again, after a reconnect), where read data goes. */
 interface Pending {
   readonly type: number;
+  readonly flags: number;
   readonly offset: number;
   readonly length: number;
   readonly buffer?: Uint8Array;
+  readonly payload?: Uint8Array;
   error?: BlockError;
   extent?: P.Extent;
   /** Bytes of a READ that data and hole chunks have covered (chunks never overlap). */
@@ -63,58 +79,74 @@ export interface NbdExtent {
   readonly flags: number;
 }
 
+/** One negotiated connection. */
+interface Link {
+  readonly socket: net.Socket;
+  readonly reader: SocketReader;
+  readonly info: NbdExportInfo;
+}
+
 /**
- * An NBD client over one connection (fixed newstyle, structured replies, base:allocation):
- * many requests in flight, replies matched by cookie. A lost connection rejects every request
- * in flight with EIO, and every later request at once.
+ * - connected: requests go out at once;
+ * - waiting: the connection was lost and is being re-established; requests wait (reconnect-delay);
+ * - failing: the delay ran out; requests fail at once while reconnection goes on in the background;
+ * - dead: closed, a protocol error, or a loss with no reconnect-delay; requests fail at once for good.
+ */
+type State = 'connected' | 'waiting' | 'failing' | 'dead';
+
+/**
+ * An NBD client (fixed newstyle, structured replies, base:allocation): many requests in flight
+ * over one connection, replies matched by cookie. A lost connection either fails every request
+ * (reconnect-delay 0) or is re-established in the background while requests wait for it.
  */
 export class NbdClient {
   private readonly pending = new Map<bigint, Pending>();
   private nextCookie = 1n;
-  private dead: BlockError | null = null;
+  private state: State = 'connected';
+  /** Why requests fail (states failing and dead). */
+  private failure: BlockError | null = null;
   private closing = false;
+  private link: Link | null;
+  private delayTimer: ReturnType<typeof setTimeout> | null = null;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private retryMs = RECONNECT_FIRST_MS;
+  /** The last reconnection failure, for the EIO message when the delay runs out. */
+  private lastAttemptError = '';
+  private readonly where: string;
+  private readonly node: string | undefined;
+  /** Times the connection was re-established (for tests and info). */
+  reconnects = 0;
+
+  /** What the first handshake agreed on (a reconnection must keep the size, and writability when needed). */
+  readonly info: NbdExportInfo;
 
   private constructor(
-    private readonly socket: net.Socket,
-    private readonly reader: SocketReader,
-    readonly info: NbdExportInfo,
-    private readonly where: string,
-    private readonly node: string | undefined,
+    link: Link,
+    private readonly options: NbdClientOptions,
   ) {
-    socket.on('close', () => this.lose(this.closing ? 'the connection was closed' : `connection to ${where} lost`));
-    socket.on('error', () => {
-      // 'close' follows and fails what is in flight.
-    });
-    void this.receive();
+    this.where = describe(options.server);
+    this.node = options.node;
+    this.info = link.info;
+    this.link = link;
+    this.attach(link);
   }
 
-  /** Connects, negotiates and selects the export. */
+  /** Connects, negotiates and selects the export (retrying for `openTimeout` seconds if asked). */
   static async connect(options: NbdClientOptions): Promise<NbdClient> {
-    const where = describe(options.server);
-    const ctx = { node: options.node, field: 'server' };
-    const socket = await open(options.server, where, ctx);
-    const reader = new SocketReader(socket, READER_SLACK);
-    let timedOut = false;
-    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => {
-      timedOut = true;
-      socket.destroy();
-    });
-    try {
-      const info = await handshake(socket, reader, options.exportName, where, options.node);
-      socket.setTimeout(0);
-      return new NbdClient(socket, reader, info, where, options.node);
-    } catch (e) {
-      if (e instanceof BlockError) {
-        // A clean refusal (unknown export, policy): say goodbye as the protocol asks, then hang up.
-        socket.end(P.encodeOption(P.NBD_OPT_ABORT));
-        socket.destroySoon();
-        throw e;
+    checkSeconds(options.reconnectDelay, 'reconnect-delay', options.node);
+    checkSeconds(options.openTimeout, 'open-timeout', options.node);
+    const deadline = Date.now() + (options.openTimeout ?? 0) * 1000;
+    let wait = RECONNECT_FIRST_MS;
+    for (;;) {
+      try {
+        return new NbdClient(await establish(options), options);
+      } catch (e) {
+        // A clean refusal (no such export, TLS policy) will not change by retrying; a server not up yet may.
+        const retriable = e instanceof BlockError && (e.code === 'EIO' || e.code === 'ENXIO' || (e.code === 'ENOENT' && e.field === 'server'));
+        if (!retriable || Date.now() + wait > deadline) throw e;
+        await new Promise((r) => setTimeout(r, wait));
+        wait = Math.min(wait * 2, RECONNECT_MAX_MS);
       }
-      socket.destroy();
-      if (timedOut) throw new BlockError('EIO', `NBD handshake with ${where}: no answer within ${HANDSHAKE_TIMEOUT_MS / 1000} s`, ctx);
-      if (e instanceof ReaderClosed) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
-      if (e instanceof P.NbdProtocolError) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
-      throw fromErrno(e, `NBD handshake with ${where}`, ctx);
     }
   }
 
@@ -148,20 +180,22 @@ export class NbdClient {
     return out.extent;
   }
 
-  /** Sends NBD_CMD_DISC and closes the connection (requests still in flight fail with EIO). */
+  /** Sends NBD_CMD_DISC and closes the connection (requests still in flight, or waiting for a reconnect, fail with EIO). */
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    if (!this.dead) {
-      this.socket.write(P.encodeRequest({ flags: 0, type: P.NBD_CMD_DISC, cookie: 0n, offset: 0, length: 0 }));
+    this.stopTimers();
+    const link = this.link;
+    if (link && this.state === 'connected') {
+      link.socket.write(P.encodeRequest({ flags: 0, type: P.NBD_CMD_DISC, cookie: 0n, offset: 0, length: 0 }));
       await new Promise<void>((resolve) => {
-        this.socket.once('close', () => resolve());
+        link.socket.once('close', () => resolve());
         // A server that does not close its side within a second of DISC is cut off.
-        this.socket.setTimeout(DISC_GRACE_MS, () => this.socket.destroy());
-        this.socket.end();
+        link.socket.setTimeout(DISC_GRACE_MS, () => link.socket.destroy());
+        link.socket.end();
       });
     }
-    this.lose('the connection was closed');
+    this.die('the connection was closed');
   }
 
   private request(
@@ -171,15 +205,19 @@ export class NbdClient {
     length: number,
     extra: { buffer?: Uint8Array; payload?: Uint8Array; out?: { extent?: P.Extent } },
   ): Promise<void> {
-    if (this.dead) return Promise.reject(this.error('EIO', this.dead.message, offset, length));
+    if (this.state === 'dead' || this.state === 'failing') {
+      return Promise.reject(this.error('EIO', (this.failure as BlockError).message, offset, length));
+    }
     const cookie = this.nextCookie++;
     return new Promise<void>((resolve, reject) => {
       const p: Pending = {
         type,
+        flags,
         offset,
         length,
         covered: 0,
         ...(extra.buffer ? { buffer: extra.buffer } : {}),
+        ...(extra.payload ? { payload: extra.payload } : {}),
         resolve: () => {
           if (extra.out && p.extent) extra.out.extent = p.extent;
           resolve();
@@ -187,29 +225,41 @@ export class NbdClient {
         reject,
       };
       this.pending.set(cookie, p);
-      const header = P.encodeRequest({ flags, type, cookie, offset, length });
-      if (extra.payload) {
-        this.socket.cork();
-        this.socket.write(header);
-        this.socket.write(extra.payload);
-        this.socket.uncork();
-      } else this.socket.write(header);
+      // While waiting for a reconnection the request is sent with the others once the link is back.
+      if (this.state === 'connected' && this.link) send(this.link.socket, cookie, p);
     });
   }
 
-  /** The reply loop: reads replies until the connection ends, settling requests by cookie. */
-  private async receive(): Promise<void> {
+  /** Settles a request once: it leaves the table first, so a later reply or loss cannot touch it. */
+  private settle(cookie: bigint, p: Pending, error?: BlockError): void {
+    if (this.pending.get(cookie) !== p) return;
+    this.pending.delete(cookie);
+    if (error) p.reject(error);
+    else p.resolve();
+  }
+
+  private attach(link: Link): void {
+    link.socket.on('close', () => this.lost(link, this.closing ? 'the connection was closed' : `connection to ${this.where} lost`));
+    link.socket.on('error', () => {
+      // 'close' follows and handles what is in flight.
+    });
+    void this.receive(link);
+  }
+
+  /** The reply loop of one link: reads replies until it ends, settling requests by cookie. */
+  private async receive(link: Link): Promise<void> {
     try {
       for (;;) {
-        const magic = await this.reader.read(4);
-        if (P.replyKind(magic) === 'simple') await this.simpleReply(Buffer.concat([magic, await this.reader.read(12)]));
-        else await this.structuredChunk(Buffer.concat([magic, await this.reader.read(16)]));
+        const magic = await link.reader.read(4);
+        if (P.replyKind(magic) === 'simple') await this.simpleReply(link, Buffer.concat([magic, await link.reader.read(12)]));
+        else await this.structuredChunk(link, Buffer.concat([magic, await link.reader.read(16)]));
       }
     } catch (e) {
-      if (e instanceof ReaderClosed) this.lose(this.closing ? 'the connection was closed' : `connection to ${this.where} lost`);
+      if (e instanceof ReaderClosed) this.lost(link, this.closing ? 'the connection was closed' : `connection to ${this.where} lost`);
       else {
-        this.lose(`NBD protocol error from ${this.where}: ${(e as Error).message}`);
-        this.socket.destroy();
+        // A server that breaks the protocol is not reconnected to: what it sent cannot be trusted.
+        link.socket.destroy();
+        if (this.link === link) this.die(`NBD protocol error from ${this.where}: ${(e as Error).message}`);
       }
     }
   }
@@ -220,19 +270,23 @@ export class NbdClient {
     return p;
   }
 
-  private async simpleReply(header: Buffer): Promise<void> {
+  private async simpleReply(link: Link, header: Buffer): Promise<void> {
     const { error, cookie } = P.decodeSimpleReply(header);
     const p = this.take(cookie);
-    this.pending.delete(cookie);
-    if (error !== 0) return p.reject(this.nbdError(p, error, ''));
-    if (p.type === P.NBD_CMD_READ && p.buffer) p.buffer.set(await this.reader.read(p.length));
-    p.resolve();
+    if (error !== 0) return this.settle(cookie, p, this.nbdError(p, error, ''));
+    if (p.type === P.NBD_CMD_READ && p.buffer) {
+      const data = await link.reader.read(p.length);
+      if (this.link !== link) return;
+      p.buffer.set(data);
+    }
+    this.settle(cookie, p);
   }
 
-  private async structuredChunk(header: Buffer): Promise<void> {
+  private async structuredChunk(link: Link, header: Buffer): Promise<void> {
     const h = P.decodeStructuredReplyHeader(header);
     const p = this.take(h.cookie);
-    const payload = h.length > 0 ? await this.reader.read(h.length) : Buffer.alloc(0);
+    const payload = h.length > 0 ? await link.reader.read(h.length) : Buffer.alloc(0);
+    if (this.link !== link) return;
     switch (h.type) {
       case P.NBD_REPLY_TYPE_NONE:
         break;
@@ -253,7 +307,7 @@ export class NbdClient {
       case P.NBD_REPLY_TYPE_BLOCK_STATUS: {
         if (p.type !== P.NBD_CMD_BLOCK_STATUS) throw new P.NbdProtocolError('BLOCK_STATUS chunk for another command');
         const bs = P.decodeBlockStatusChunk(payload);
-        if (bs.contextId === this.info.allocationContext && !p.extent) p.extent = bs.extents[0];
+        if (bs.contextId === link.info.allocationContext && !p.extent) p.extent = bs.extents[0];
         break;
       }
       default:
@@ -267,12 +321,10 @@ export class NbdClient {
       // Unknown non-error chunk types are ignored, as the spec asks.
     }
     if (h.flags & P.NBD_REPLY_FLAG_DONE) {
-      this.pending.delete(h.cookie);
       if (!p.error && p.type === P.NBD_CMD_READ && p.covered !== p.length) {
         p.error = this.error('EIO', `NBD READ at ${p.offset} (+${p.length}) on ${this.where}: the server's reply covered ${p.covered} bytes`, p.offset, p.length);
       }
-      if (p.error) p.reject(p.error);
-      else p.resolve();
+      this.settle(h.cookie, p, p.error);
     }
   }
 
@@ -299,13 +351,157 @@ export class NbdClient {
     });
   }
 
-  /** The connection is gone: every request in flight fails with EIO, and every later one at once. */
-  private lose(reason: string): void {
-    if (!this.dead) this.dead = this.error('EIO', reason);
-    this.reader.stop(new ReaderClosed(reason));
-    const all = [...this.pending.values()];
+  /** A link ended: without reconnect-delay everything fails; with it, requests wait while the client reconnects. */
+  private lost(link: Link, reason: string): void {
+    if (this.link !== link) return;
+    this.link = null;
+    link.reader.stop(new ReaderClosed(reason));
+    link.socket.destroy();
+    const delay = this.options.reconnectDelay ?? 0;
+    if (this.closing || delay === 0) {
+      this.die(reason);
+      return;
+    }
+    this.state = 'waiting';
+    this.lastAttemptError = reason;
+    // Chunks of a reply cut short are discarded: the request is sent again whole.
+    for (const p of this.pending.values()) {
+      p.covered = 0;
+      p.error = undefined;
+      p.extent = undefined;
+    }
+    this.delayTimer = setTimeout(() => {
+      this.delayTimer = null;
+      if (this.state !== 'waiting') return;
+      this.state = 'failing';
+      this.failure = this.error('EIO', `${reason}; not reconnected within reconnect-delay ${delay} s (${this.lastAttemptError})`);
+      this.failAll(this.failure.message);
+      // Reconnection goes on in the background, without keeping the process alive on its own.
+      this.retryTimer?.unref();
+    }, delay * 1000);
+    this.retryMs = RECONNECT_FIRST_MS;
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.reconnect();
+    }, this.retryMs);
+    if (this.state === 'failing') this.retryTimer.unref();
+    this.retryMs = Math.min(this.retryMs * 2, RECONNECT_MAX_MS);
+  }
+
+  private async reconnect(): Promise<void> {
+    let link: Link;
+    try {
+      link = await establish(this.options);
+    } catch (e) {
+      if (this.closing || this.state === 'dead') return;
+      this.lastAttemptError = (e as Error).message;
+      this.scheduleRetry();
+      return;
+    }
+    if (this.closing || this.state === 'dead') {
+      link.socket.destroy();
+      return;
+    }
+    const before = this.info;
+    const changed =
+      link.info.size !== before.size
+        ? `its size changed from ${before.size} to ${link.info.size} bytes`
+        : this.options.needWrite && link.info.flags & P.NBD_FLAG_READ_ONLY
+          ? 'it is now read-only'
+          : null;
+    if (changed) {
+      link.socket.destroy();
+      this.die(`NBD export '${this.options.exportName}' on ${this.where} changed across a reconnection: ${changed}`);
+      return;
+    }
+    if (this.delayTimer) clearTimeout(this.delayTimer);
+    this.delayTimer = null;
+    this.link = link;
+    this.state = 'connected';
+    this.failure = null;
+    this.reconnects++;
+    this.attach(link);
+    for (const [cookie, p] of this.pending) send(link.socket, cookie, p);
+  }
+
+  private stopTimers(): void {
+    if (this.delayTimer) clearTimeout(this.delayTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.delayTimer = null;
+    this.retryTimer = null;
+  }
+
+  /** For good: every request waiting or in flight fails with EIO, and every later one at once. */
+  private die(reason: string): void {
+    this.stopTimers();
+    if (this.state !== 'dead') {
+      this.state = 'dead';
+      this.failure = this.error('EIO', reason);
+    }
+    const link = this.link;
+    if (link) {
+      link.reader.stop(new ReaderClosed(reason));
+      link.socket.destroy();
+    }
+    this.failAll(reason);
+  }
+
+  private failAll(reason: string): void {
+    const all = [...this.pending];
     this.pending.clear();
-    for (const p of all) p.reject(this.error('EIO', `${reason} with the request in flight`, p.offset, p.length));
+    for (const [, p] of all) p.reject(this.error('EIO', `${reason} with the request in flight`, p.offset, p.length));
+  }
+}
+
+/** Writes one request (header, and a WRITE's payload in the same segment). */
+function send(socket: net.Socket, cookie: bigint, p: Pending): void {
+  const header = P.encodeRequest({ flags: p.flags, type: p.type, cookie, offset: p.offset, length: p.length });
+  if (p.payload) {
+    socket.cork();
+    socket.write(header);
+    socket.write(p.payload);
+    socket.uncork();
+  } else socket.write(header);
+}
+
+function checkSeconds(v: number | undefined, field: string, node: string | undefined): void {
+  if (v === undefined) return;
+  if (!Number.isFinite(v) || v < 0 || v > 4294967295) {
+    throw new BlockError('EINVAL', `${field}: must be a number of seconds >= 0`, { field, ...(node !== undefined ? { node } : {}) });
+  }
+}
+
+/** Opens a connection and negotiates the export (handshake timeout included). */
+async function establish(options: NbdClientOptions): Promise<Link> {
+  const where = describe(options.server);
+  const ctx = { node: options.node, field: 'server' };
+  const socket = await open(options.server, where, ctx);
+  const reader = new SocketReader(socket, READER_SLACK);
+  let timedOut = false;
+  socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => {
+    timedOut = true;
+    socket.destroy();
+  });
+  try {
+    const info = await handshake(socket, reader, options.exportName, where, options.node);
+    socket.setTimeout(0);
+    return { socket, reader, info };
+  } catch (e) {
+    if (e instanceof BlockError) {
+      // A clean refusal (unknown export, policy): say goodbye as the protocol asks, then hang up.
+      socket.end(P.encodeOption(P.NBD_OPT_ABORT));
+      socket.destroySoon();
+      throw e;
+    }
+    socket.destroy();
+    if (timedOut) throw new BlockError('EIO', `NBD handshake with ${where}: no answer within ${HANDSHAKE_TIMEOUT_MS / 1000} s`, ctx);
+    if (e instanceof ReaderClosed) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
+    if (e instanceof P.NbdProtocolError) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
+    throw fromErrno(e, `NBD handshake with ${where}`, ctx);
   }
 }
 
