@@ -61,4 +61,16 @@ export { probeFormat } from './drivers/qcow2/index.js';
 export type { Qcow2Snapshot } from './drivers/qcow2/snapshots.js';
 export * from './qmp/index.js';
 export { type NbdAddress, type NbdClientInfo, type NbdExport, type NbdListenOptions, NbdServer, type NbdServerEvents, type NbdServerOptions } from './nbd/server.js';
-export { loadPskFile, loadQemuTlsCredsDir, type NbdTlsOptions, type NbdTlsPsk, type NbdTlsX509, parsePskFile } from './nbd/tls.js';
+export {
+  loadClientPskFile,
+  loadPskFile,
+  loadQemuTlsClientCredsDir,
+  loadQemuTlsCredsDir,
+  type NbdClientTls,
+  type NbdClientTlsPsk,
+  type NbdClientTlsX509,
+  type NbdTlsOptions,
+  type NbdTlsPsk,
+  type NbdTlsX509,
+  parsePskFile,
+} from './nbd/tls.js';

@@ -9,6 +9,7 @@ import {
   NBD_MAX_STRING_SIZE,
   allocationStatus,
 } from '../nbd/protocol.js';
+import { DEFAULT_PSK_USERNAME, loadClientPskFile, loadQemuTlsClientCredsDir, type NbdClientTls } from '../nbd/tls.js';
 import { type BlockStatus, type DriverInstance, defineDriver } from '../node/driver.js';
 
 const port = z.union([
@@ -30,6 +31,8 @@ const seconds = z.union([
     .refine((n) => n <= 0xffffffff, 'must fit in 32 bits'),
 ]);
 
+const pem = z.string().min(1, 'must not be empty');
+
 const schema = z
   .object({
     /** Where the NBD server listens (QEMU's SocketAddress: inet host/port or a unix socket path). */
@@ -50,6 +53,31 @@ const schema = z
       .string()
       .refine((s) => Buffer.byteLength(s) <= NBD_MAX_STRING_SIZE, `must be at most ${NBD_MAX_STRING_SIZE} bytes`)
       .default(''),
+    /**
+     * TLS (QEMU's tls-creds): x509 with a tls-creds-x509 client `dir` (ca-cert.pem, optional
+     * client-cert.pem + client-key.pem) or PEM text; psk with a tls-creds-psk `dir` or a keys.psk
+     * `file` and a `username` (default qemu), or the key as hex. No plain-text fallback.
+     */
+    tls: z
+      .discriminatedUnion('mode', [
+        z.object({ mode: z.literal('x509'), dir: z.string().min(1).optional(), ca: pem.optional(), cert: pem.optional(), key: pem.optional() }).strict(),
+        z
+          .object({
+            mode: z.literal('psk'),
+            dir: z.string().min(1).optional(),
+            file: z.string().min(1).optional(),
+            username: z.string().min(1).optional(),
+            key: z
+              .string()
+              .regex(/^([0-9a-fA-F]{2})+$/, 'must be hex digits')
+              .optional(),
+          })
+          .strict()
+          .refine((o) => [o.dir, o.file, o.key].filter((x) => x !== undefined).length === 1, 'psk needs one of dir, file or key'),
+      ])
+      .optional(),
+    /** The name the server certificate must carry (QEMU's tls-hostname; default: the inet host). */
+    tlsHostname: z.string().min(1).optional(),
     /** Seconds requests wait for a lost connection to be re-established before failing with EIO (QEMU reconnect-delay; 0: fail at once). */
     reconnectDelay: seconds.default(0),
     /** Seconds to keep retrying the first connection (QEMU open-timeout; 0: one attempt). */
@@ -70,7 +98,10 @@ export const nbdDriver = defineDriver({
   schema,
   async open({ options, readOnly, nodeName }): Promise<DriverInstance> {
     const exportName = options.export;
+    const tls = options.tls === undefined ? undefined : await loadClientTls(options.tls);
     const client = await NbdClient.connect({
+      ...(tls ? { tls } : {}),
+      ...(options.tlsHostname !== undefined ? { tlsHostname: options.tlsHostname } : {}),
       server: options.server,
       exportName,
       node: nodeName,
@@ -117,9 +148,29 @@ export const nbdDriver = defineDriver({
         maximumBlockSize: info.maximum,
         structuredReplies: info.structured,
         baseAllocation: info.allocationContext !== undefined,
+        tls: options.tls?.mode ?? 'none',
+        reconnectDelay: options.reconnectDelay,
       }),
     };
     if (info.flags & NBD_FLAG_SEND_WRITE_ZEROES) instance.writeZeroes = (offset, length) => split((o, l) => client.writeZeroes(o, l), offset, length);
     return instance;
   },
 });
+
+type TlsOption = NonNullable<z.infer<typeof schema>['tls']>;
+
+/** Turns the tls option into credentials, reading QEMU-style credential files. */
+async function loadClientTls(o: TlsOption): Promise<NbdClientTls> {
+  if (o.mode === 'psk') {
+    if (o.dir !== undefined) return loadQemuTlsClientCredsDir(o.dir, 'psk', { ...(o.username !== undefined ? { username: o.username } : {}) });
+    if (o.file !== undefined) return loadClientPskFile(o.file, o.username);
+    return { mode: 'psk', username: o.username ?? DEFAULT_PSK_USERNAME, key: Buffer.from(o.key as string, 'hex') };
+  }
+  const fromDir = o.dir === undefined ? { mode: 'x509' as const } : await loadQemuTlsClientCredsDir(o.dir, 'x509');
+  return {
+    ...fromDir,
+    ...(o.ca !== undefined ? { ca: o.ca } : {}),
+    ...(o.cert !== undefined ? { cert: o.cert } : {}),
+    ...(o.key !== undefined ? { key: o.key } : {}),
+  } as NbdClientTls;
+}

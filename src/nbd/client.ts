@@ -1,8 +1,10 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import { BlockError, type BlockErrorCode, fromErrno } from '../errors.js';
 import { blockCodeForNbdError } from './errors.js';
 import * as P from './protocol.js';
 import { ReaderClosed, SocketReader } from './reader.js';
+import { clientTlsOptions, type NbdClientTls } from './tls.js';
 
 /** Where the server listens (QEMU's SocketAddress spelling). */
 export type NbdClientAddress = { type: 'inet'; host: string; port: number } | { type: 'unix'; path: string };
@@ -23,6 +25,10 @@ export interface NbdClientOptions {
   readonly reconnectDelay?: number;
   /** Seconds to keep retrying the first connection (QEMU's open-timeout; default 0: one attempt). */
   readonly openTimeout?: number;
+  /** TLS credentials: the client sends NBD_OPT_STARTTLS first and never goes on in plain text. */
+  readonly tls?: NbdClientTls;
+  /** The name the server's x509 certificate must carry (QEMU's tls-hostname; default: the inet host, none for a Unix socket). */
+  readonly tlsHostname?: string;
   /** Refuse a reconnection to an export that is now read-only (the driver was opened read-write). */
   readonly needWrite?: boolean;
 }
@@ -475,34 +481,81 @@ function checkSeconds(v: number | undefined, field: string, node: string | undef
   }
 }
 
-/** Opens a connection and negotiates the export (handshake timeout included). */
+/** Opens a connection, starts TLS when asked, and negotiates the export (all within the handshake timeout). */
 async function establish(options: NbdClientOptions): Promise<Link> {
   const where = describe(options.server);
   const ctx = { node: options.node, field: 'server' };
-  const socket = await open(options.server, where, ctx);
-  const reader = new SocketReader(socket, READER_SLACK);
+  const raw = await open(options.server, where, ctx);
+  // Failures surface through the reader and 'close'; a write after a failure must not throw an unhandled 'error'.
+  raw.on('error', () => undefined);
+  let socket: net.Socket = raw;
+  let reader = new SocketReader(raw, READER_SLACK);
   let timedOut = false;
-  socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => {
+  const timer = setTimeout(() => {
     timedOut = true;
     socket.destroy();
-  });
+    raw.destroy();
+  }, HANDSHAKE_TIMEOUT_MS);
   try {
-    const info = await handshake(socket, reader, options.exportName, where, options.node);
-    socket.setTimeout(0);
+    const handshakeFlags = P.decodeServerGreeting(await reader.read(P.SERVER_GREETING_SIZE));
+    const noZeroes = (handshakeFlags & P.NBD_FLAG_NO_ZEROES) !== 0;
+    raw.write(P.encodeClientFlags(P.NBD_FLAG_C_FIXED_NEWSTYLE | (noZeroes ? P.NBD_FLAG_C_NO_ZEROES : 0)));
+    if (options.tls) {
+      socket = await startTls(raw, reader, options, where);
+      reader = new SocketReader(socket, READER_SLACK);
+    }
+    const info = await negotiate(socket, reader, options.exportName, where, options.node);
     return { socket, reader, info };
   } catch (e) {
-    if (e instanceof BlockError) {
+    if (e instanceof BlockError && !socket.destroyed) {
       // A clean refusal (unknown export, policy): say goodbye as the protocol asks, then hang up.
       socket.end(P.encodeOption(P.NBD_OPT_ABORT));
       socket.destroySoon();
       throw e;
     }
     socket.destroy();
+    raw.destroy();
+    if (e instanceof BlockError) throw e;
     if (timedOut) throw new BlockError('EIO', `NBD handshake with ${where}: no answer within ${HANDSHAKE_TIMEOUT_MS / 1000} s`, ctx);
     if (e instanceof ReaderClosed) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
     if (e instanceof P.NbdProtocolError) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
     throw fromErrno(e, `NBD handshake with ${where}`, ctx);
+  } finally {
+    clearTimeout(timer);
   }
+}
+
+/**
+ * NBD_OPT_STARTTLS, then the TLS handshake over the same socket. A server that refuses TLS, or
+ * whose credentials do not verify, fails the connection: there is no fallback to plain text.
+ */
+async function startTls(raw: net.Socket, reader: SocketReader, options: NbdClientOptions, where: string): Promise<tls.TLSSocket> {
+  const ctx = { ...(options.node !== undefined ? { node: options.node } : {}), field: 'tls' };
+  const reply = await haggleOn(raw, reader, P.NBD_OPT_STARTTLS);
+  if (reply.final !== P.NBD_REP_ACK) {
+    const detail = reply.message ? `: ${reply.message}` : '';
+    const code = reply.final === P.NBD_REP_ERR_POLICY ? 'EACCES' : 'ENOTSUP';
+    throw new BlockError(code, `NBD server ${where} refused STARTTLS (error 0x${reply.final.toString(16)})${detail}; TLS was asked for, so the client does not go on without it`, ctx);
+  }
+  // The server says nothing more in plain text: its next bytes are its side of the TLS handshake.
+  if (reader.detach().byteLength > 0) throw new P.NbdProtocolError('bytes after the STARTTLS reply, before TLS');
+  const hostname = options.tlsHostname ?? (options.server.type === 'inet' ? options.server.host : undefined);
+  const secure = tls.connect(clientTlsOptions(options.tls as NbdClientTls, raw, hostname));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      secure.once('error', reject);
+      secure.once('close', () => reject(new Error('the server closed the connection')));
+    });
+  } catch (e) {
+    secure.destroy();
+    raw.destroy();
+    const err = e as NodeJS.ErrnoException;
+    // A server that hangs up mid-handshake is, as often as not, refusing our credentials (GnuTLS does so on a wrong PSK).
+    throw new BlockError('EACCES', `NBD TLS handshake with ${where} failed: ${err.message}${err.code && !err.message.includes(err.code) ? ` (${err.code})` : ''}`, { ...ctx, cause: e });
+  }
+  secure.on('error', () => undefined);
+  return secure;
 }
 
 const COMMAND_NAMES: Readonly<Record<number, string>> = {
@@ -533,26 +586,23 @@ function open(a: NbdClientAddress, where: string, ctx: { node?: string | undefin
   });
 }
 
-/** Fixed newstyle negotiation up to NBD_OPT_GO. */
-async function handshake(socket: net.Socket, reader: SocketReader, exportName: string, where: string, node: string | undefined): Promise<NbdExportInfo> {
-  const handshakeFlags = P.decodeServerGreeting(await reader.read(P.SERVER_GREETING_SIZE));
-  const noZeroes = (handshakeFlags & P.NBD_FLAG_NO_ZEROES) !== 0;
-  socket.write(P.encodeClientFlags(P.NBD_FLAG_C_FIXED_NEWSTYLE | (noZeroes ? P.NBD_FLAG_C_NO_ZEROES : 0)));
+/** Sends an option and collects its replies up to the final ACK or error. */
+async function haggleOn(socket: net.Socket, reader: SocketReader, option: number, data?: Uint8Array) {
+  socket.write(P.encodeOption(option, data));
+  const replies: { type: number; data: Buffer }[] = [];
+  for (;;) {
+    const h = P.decodeOptionReplyHeader(await reader.read(P.OPTION_REPLY_HEADER_SIZE));
+    if (h.option !== option) throw new P.NbdProtocolError(`reply to option ${h.option} while waiting for option ${option}`);
+    if (h.length > MAX_OPTION_REPLY) throw new P.NbdProtocolError(`option reply of ${h.length} bytes`);
+    const d = h.length > 0 ? await reader.read(h.length) : Buffer.alloc(0);
+    if (h.type === P.NBD_REP_ACK || P.isOptionReplyError(h.type)) return { final: h.type, message: d.toString('utf8'), replies };
+    replies.push({ type: h.type, data: d });
+  }
+}
 
-  /** Sends an option and collects its replies up to the final ACK or error. */
-  const haggle = async (option: number, data?: Uint8Array) => {
-    socket.write(P.encodeOption(option, data));
-    const replies: { type: number; data: Buffer }[] = [];
-    for (;;) {
-      const h = P.decodeOptionReplyHeader(await reader.read(P.OPTION_REPLY_HEADER_SIZE));
-      if (h.option !== option) throw new P.NbdProtocolError(`reply to option ${h.option} while waiting for option ${option}`);
-      if (h.length > MAX_OPTION_REPLY) throw new P.NbdProtocolError(`option reply of ${h.length} bytes`);
-      const d = h.length > 0 ? await reader.read(h.length) : Buffer.alloc(0);
-      if (h.type === P.NBD_REP_ACK || P.isOptionReplyError(h.type)) return { final: h.type, message: d.toString('utf8'), replies };
-      replies.push({ type: h.type, data: d });
-    }
-  };
-
+/** Fixed newstyle option haggling, after the greeting (and TLS), up to NBD_OPT_GO. */
+async function negotiate(socket: net.Socket, reader: SocketReader, exportName: string, where: string, node: string | undefined): Promise<NbdExportInfo> {
+  const haggle = (option: number, data?: Uint8Array) => haggleOn(socket, reader, option, data);
   const sr = await haggle(P.NBD_OPT_STRUCTURED_REPLY);
   const structured = sr.final === P.NBD_REP_ACK;
 
