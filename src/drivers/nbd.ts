@@ -10,6 +10,7 @@ import {
   allocationStatus,
 } from '../nbd/protocol.js';
 import { DEFAULT_PSK_USERNAME, loadClientPskFile, loadQemuTlsClientCredsDir, type NbdClientTls } from '../nbd/tls.js';
+import { parseOptions } from '../options/zod-error.js';
 import { type BlockStatus, type DriverInstance, defineDriver } from '../node/driver.js';
 
 const port = z.union([
@@ -159,8 +160,16 @@ export const nbdDriver = defineDriver({
 
 type TlsOption = NonNullable<z.infer<typeof schema>['tls']>;
 
+/** The driver's options once checked (for callers that talk to an export without a node, e.g. format probing). */
+export type NbdDriverOptions = z.infer<typeof schema>;
+
+/** Checks `nbd` driver options (without driver and readOnly) as openDrive would: BlockError EINVAL naming the field. */
+export function parseNbdDriverOptions(options: unknown): NbdDriverOptions {
+  return parseOptions(schema, options);
+}
+
 /** Turns the tls option into credentials, reading QEMU-style credential files. */
-async function loadClientTls(o: TlsOption): Promise<NbdClientTls> {
+export async function loadClientTls(o: TlsOption): Promise<NbdClientTls> {
   if (o.mode === 'psk') {
     if (o.dir !== undefined) return loadQemuTlsClientCredsDir(o.dir, 'psk', { ...(o.username !== undefined ? { username: o.username } : {}) });
     if (o.file !== undefined) return loadClientPskFile(o.file, o.username);
