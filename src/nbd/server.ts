@@ -315,8 +315,12 @@ class Connection {
   private meta: { exportName: string; allocation: boolean } | null = null;
   private handshakeTimer: ClockTimer | null = null;
   private endTimer: ClockTimer | null = null;
-  /** Replies are being gathered for one write at the end of this tick. */
+  /** Replies are being gathered for one write at the end of this event-loop turn. */
   private corked = false;
+  private readonly uncork = () => {
+    this.corked = false;
+    this.socket.uncork();
+  };
   /** Resolves once the socket has closed and 'disconnect' was emitted. */
   readonly closed: Promise<void>;
   private inFlight = 0;
@@ -477,10 +481,9 @@ class Connection {
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
+      // setImmediate runs after the poll phase has delivered every completion ready in this turn
+      // (drive reads finishing together), so their replies leave in one writev, not one write each.
+      setImmediate(this.uncork);
     }
     const last = parts.length - 1;
     for (let i = 0; i < last; i++) this.socket.write(parts[i] as Uint8Array);
@@ -699,11 +702,12 @@ class Connection {
   private async transmission(): Promise<void> {
     const maxRequest = this.server.maxRequest;
     for (;;) {
-      await this.slot();
+      // The awaits are skipped when nothing needs waiting for: requests already received are parsed in one go.
+      if (this.mustWait()) await this.slot();
       if (this.stopping) return;
       let req: P.NbdRequest;
       try {
-        req = P.decodeRequest(await this.reader.read(P.REQUEST_SIZE));
+        req = P.decodeRequest(this.reader.readNow(P.REQUEST_SIZE) ?? (await this.reader.read(P.REQUEST_SIZE)));
       } catch (e) {
         if (e instanceof P.NbdProtocolError) throw new ProtocolViolation(e.message);
         throw e;
@@ -712,7 +716,7 @@ class Connection {
       const bytes = (req.type === P.NBD_CMD_WRITE && req.length <= maxRequest) || (req.type === P.NBD_CMD_READ && req.length <= maxRequest) ? req.length : 0;
       let hold: { n: number } | null = null;
       if (bytes > 0) {
-        hold = await this.reserve(bytes);
+        hold = this.server.budget.tryTake(bytes) ? this.keep(bytes) : await this.reserve(bytes);
         if (hold === null) return;
       }
       let payload: Buffer | null = null;
@@ -723,7 +727,7 @@ class Connection {
         case P.NBD_CMD_WRITE:
           // The payload cannot be skipped safely when it is larger than we accept: drop the client.
           if (req.length > maxRequest) throw new ProtocolViolation(`NBD_CMD_WRITE of ${req.length} bytes exceeds the maximum ${maxRequest}`);
-          payload = await this.reader.read(req.length);
+          payload = this.reader.readNow(req.length) ?? (await this.reader.read(req.length));
           break;
         case P.NBD_CMD_READ:
         case P.NBD_CMD_FLUSH:
@@ -754,12 +758,16 @@ class Connection {
    * bounded by about 2 × maxRequest of requests plus maxRequest of unsent replies.
    */
   private async slot(): Promise<void> {
-    const max = this.server.maxRequest;
-    while (!this.stopping && (this.inFlight >= MAX_IN_FLIGHT || (this.inFlight > 0 && this.inFlightBytes >= 2 * max) || this.socket.writableLength > max)) {
+    while (this.mustWait()) {
       await new Promise<void>((resolve) => {
         this.slotWaiter = resolve;
       });
     }
+  }
+
+  private mustWait(): boolean {
+    const max = this.server.maxRequest;
+    return !this.stopping && (this.inFlight >= MAX_IN_FLIGHT || (this.inFlight > 0 && this.inFlightBytes >= 2 * max) || this.socket.writableLength > max);
   }
 
   private wakeSlot(): void {
@@ -791,12 +799,18 @@ class Connection {
       if (stopped && w.cancel()) return null;
       // Taken (perhaps just as the wait was cut short): the bytes are ours to hold or give back.
     }
-    const hold = { n };
-    this.held.add(hold);
+    const hold = this.keep(n);
     if (this.stopping || this.closeSeen) {
       this.giveBack(hold);
       return null;
     }
+    return hold;
+  }
+
+  /** Records `n` bytes just taken from the budget as this connection's. */
+  private keep(n: number): { n: number } {
+    const hold = { n };
+    this.held.add(hold);
     return hold;
   }
 
