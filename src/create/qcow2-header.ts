@@ -76,7 +76,9 @@ export function buildHeaderCluster(h: HeaderFields): Uint8Array {
   };
   if (h.backingFormat !== undefined) extension(L.EXT_BACKING_FORMAT, Buffer.from(h.backingFormat));
   if (h.dataFile !== undefined) extension(L.EXT_DATA_FILE, Buffer.from(h.dataFile));
-  if (h.version === 3) {
+  // QEMU writes the feature name table only into clusters larger than 4 KiB (it leaves small
+  // header clusters room for other extensions); measured with qemu-img 7.2.
+  if (h.version === 3 && clusterSize > 4096) {
     const table = Buffer.alloc(FEATURE_NAMES.length * 48);
     FEATURE_NAMES.forEach(([type, bit, name], i) => {
       table[i * 48] = type;
