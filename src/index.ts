@@ -58,6 +58,7 @@ export { type BenchResult, benchResultSchema } from './bench/report.js';
 export { runJob } from './bench/runner.js';
 export { formatTable } from './bench/table.js';
 export { probeFormat } from './drivers/qcow2/index.js';
+export { type CreatedImage, type CreateOptionsInput, createImage, createOptionsSchema, createQcow2OnNode, PREALLOCATION_MODES, type Preallocation } from './create/index.js';
 export type { Qcow2Snapshot } from './drivers/qcow2/snapshots.js';
 export * from './qmp/index.js';
 export { type NbdAddress, type NbdClientInfo, type NbdExport, type NbdListenOptions, NbdServer, type NbdServerEvents, type NbdServerOptions } from './nbd/server.js';

@@ -3,6 +3,7 @@ import { BlockError } from '../errors.js';
 import { InterruptedError } from './atomic-output.js';
 import { benchCommand } from './bench.js';
 import { convertCommand } from './convert.js';
+import { createCommand } from './create.js';
 import { infoCommand } from './info.js';
 import { mapCommand } from './map.js';
 import { serveCommand } from './serve.js';
@@ -17,6 +18,7 @@ const VERBS: Record<string, { run: (args: string[]) => Promise<number>; help: st
     run: serveCommand,
     help: "IMAGE -x NAME [-f FMT] [-r] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive 'file=…,id=…,iops=…,group=…' …] [--qmp unix:PATH] [--tls-creds DIR [--tls-verify-peer] | --tls-psk DIR|FILE]   NBD server",
   },
+  create: { run: createCommand, help: '-f FMT [-b BACKING -F FMT] [-o k=v,…] [-q] FILE [SIZE]   make an image (like qemu-img create)' },
   convert: { run: convertCommand, help: '[-f FMT] IMAGE OUT.raw [--snapshot S] [-p]      write the guest view as a sparse raw file (atomically)' },
 };
 

@@ -106,7 +106,7 @@ export function planQcow2(s: Qcow2CreateSettings): Qcow2Plan {
 
 function l1Bytes(l1: bigint[]): Uint8Array {
   const b = Buffer.alloc(l1.length * 8);
-  l1.forEach((e, i) => b.writeBigUInt64BE(e, i * 8));
+  for (let i = 0; i < l1.length; i++) b.writeBigUInt64BE(l1[i], i * 8);
   return b;
 }
 
