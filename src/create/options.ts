@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import * as L from '../drivers/qcow2/limits.js';
-import { parseOptions } from '../options/zod-error.js';
 import { sizeSchema } from '../options/size.js';
+import { parseOptions } from '../options/zod-error.js';
 
 /** Preallocation modes (QEMU PreallocMode): metadata only, or also the file's space (falloc) or zeros written (full). */
 export const PREALLOCATION_MODES = ['off', 'metadata', 'falloc', 'full'] as const;

@@ -1,8 +1,8 @@
-import { BlockError } from '../errors.js';
 import * as L from '../drivers/qcow2/limits.js';
-import { buildHeaderCluster } from './qcow2-header.js';
-import { Qcow2FileModel } from './qcow2-allocator.js';
+import { BlockError } from '../errors.js';
 import type { Qcow2CreateSettings } from './options.js';
+import { Qcow2FileModel } from './qcow2-allocator.js';
+import { buildHeaderCluster } from './qcow2-header.js';
 
 /** L1/L2 entry flag: refcount is exactly one (QCOW_OFLAG_COPIED). */
 const COPIED = 1n << 63n;

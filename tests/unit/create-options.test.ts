@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { parseCreateO } from '../../src/cli/create.js';
 import { parseCreateOptions, qcow2Settings } from '../../src/create/options.js';
 import { planQcow2 } from '../../src/create/qcow2-layout.js';
 import { parseHeader } from '../../src/drivers/qcow2/header.js';
 import { BlockError, BlockLayer, type BlockNode, createQcow2OnNode, defineDriver } from '../../src/index.js';
 import { rejection } from '../helpers/rejection.js';
-import { z } from 'zod';
 
 /** A driver that hands out an already open node, so a format can be opened over a memory node we wrote. */
 function existingNodeDriver(node: BlockNode) {
