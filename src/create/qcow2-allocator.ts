@@ -196,6 +196,10 @@ export class Qcow2FileModel {
     if (t < this.refcountTable.length) {
       this.refcountTable[t] = newBlock;
       this.writeTableEntries(t, 1);
+      // The search restarts at the cluster that needed the block: qemu-img 7.2 then puts an
+      // L2 table that opened a new refcount block before that block (measured: 4 KiB
+      // clusters, preallocation=metadata, 1 GiB).
+      if (index < this.freeIndex) this.freeIndex = index;
       return false;
     }
     const blocksUsed = Math.ceil(Math.max(index + 1, newBlock / cs + 1) / 2 ** this.refblockBits);
