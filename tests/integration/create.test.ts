@@ -87,6 +87,25 @@ const CASES: Case[] = [
   { name: 'backing-extl2-meta', o: 'extended_l2=on,preallocation=metadata', opts: { backing: 'base.qcow2', backingFormat: 'qcow2', extendedL2: true, preallocation: 'metadata' }, backing: true, identical: true },
 ];
 
+/** Whether two files hold the same bytes (read in 4 MiB pieces: some images are 1 GiB). */
+function sameBytes(a: string, b: string): boolean {
+  const fa = fs.openSync(a, 'r');
+  const fb = fs.openSync(b, 'r');
+  try {
+    const ba = Buffer.alloc(4 * MiB);
+    const bb = Buffer.alloc(4 * MiB);
+    for (let pos = 0; ; pos += ba.length) {
+      const na = fs.readSync(fa, ba, 0, ba.length, pos);
+      const nb = fs.readSync(fb, bb, 0, bb.length, pos);
+      if (na !== nb || !ba.subarray(0, na).equals(bb.subarray(0, nb))) return false;
+      if (na === 0) return true;
+    }
+  } finally {
+    fs.closeSync(fa);
+    fs.closeSync(fb);
+  }
+}
+
 const INFO_KEYS = ['virtual-size', 'cluster-size', 'format', 'format-specific', 'backing-filename', 'backing-filename-format', 'dirty-flag'];
 
 describe.skipIf(!available)('createImage against qemu-img create', () => {
@@ -113,10 +132,8 @@ describe.skipIf(!available)('createImage against qemu-img create', () => {
       });
 
       it(c.identical ? 'is byte-identical to qemu-img’s file' : 'has the same length as qemu-img’s file (placement differs)', () => {
-        const a = fs.readFileSync(theirs(file));
-        const b = fs.readFileSync(ours(file));
-        expect(b.length).toBe(a.length);
-        if (c.identical) expect(b.equals(a)).toBe(true);
+        expect(fs.statSync(ours(file)).size).toBe(fs.statSync(theirs(file)).size);
+        if (c.identical) expect(sameBytes(ours(file), theirs(file))).toBe(true);
         if (c.opts.dataFile) expect(fs.statSync(ours(c.opts.dataFile)).size).toBe(fs.statSync(theirs(c.opts.dataFile)).size);
       });
 
@@ -145,20 +162,14 @@ describe.skipIf(!available)('createImage against qemu-img create', () => {
         }
       });
 
+      // last: it writes into our image
       it('qemu-io writes and reads it, and qemu-img check stays clean', () => {
         if ((c.size ?? 64 * MiB) < 64 * 1024) return;
-        const copy = ours(`io-${file}`);
-        fs.copyFileSync(ours(file), copy);
-        if (c.opts.dataFile) fs.copyFileSync(ours(c.opts.dataFile), ours(`io-${c.opts.dataFile}`));
-        const args = ['-c', 'write -P 0x11 0 64k', '-c', 'read -P 0x11 0 64k', copy];
-        // the copy's header still names the original data file: point qemu-io at the copy's
-        if (c.opts.dataFile) args.unshift('--image-opts'), args.splice(args.length - 1, 1, `driver=qcow2,file.filename=${copy},data-file.filename=${ours(`io-${c.opts.dataFile}`)}`);
-        else args.unshift('-f', 'qcow2');
-        const out = execFileSync('qemu-io', args, { encoding: 'utf8', cwd: path.join(dir, 'ours') });
+        const out = execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 64k', '-c', 'read -P 0x11 0 64k', ours(file)], { encoding: 'utf8', cwd: path.join(dir, 'ours') });
         expect(out).toMatch(/wrote 65536\/65536 bytes/);
         expect(out).toMatch(/read 65536\/65536 bytes/);
         expect(out).not.toMatch(/Pattern verification failed/);
-        if (!c.opts.dataFile) expectClean(copy);
+        expectClean(ours(file));
       });
     });
   }
