@@ -189,7 +189,12 @@ export class Qcow2FileModel {
       b.fill(0);
       this.setRefcountAt(b, (newBlock / cs) % 2 ** this.refblockBits, 1);
     } else {
-      if (!this.updateRefcount(newBlock, cs, 1)) return false;
+      // Counted by another refcount block, which may have to be made first: the new block
+      // keeps its place meanwhile (qemu-img 7.2 hooks it up there; measured with 512-byte
+      // clusters, 64-bit refcounts, preallocation=metadata).
+      while (!this.updateRefcount(newBlock, cs, 1)) {
+        // the other block was placed; count this one again
+      }
       this.cluster(newBlock / cs).fill(0);
     }
     this.extend(newBlock + cs);
