@@ -137,7 +137,7 @@ export async function createImage(file: string, options: CreateOptionsInput): Pr
       async (out) => {
         await out.truncate(plan.fileLength);
         if (dataPath !== undefined) {
-          await createRawFile(dataPath, settings.size, settings.preallocation);
+          await createRawFile(dataPath, plan.dataFileLength ?? settings.size, settings.preallocation);
           dataCreated = true;
         }
         if (plan.preallocate && settings.preallocation === 'falloc') await fallocateRange(out.tempPath, plan.preallocate.start, plan.preallocate.end);

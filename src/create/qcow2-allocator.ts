@@ -40,8 +40,20 @@ export class Qcow2FileModel {
     this.extend(3 * this.clusterSize);
   }
 
-  /** The buffer of cluster `index` (created zeroed on first use). */
+  /**
+   * The part of each cluster that was written, [start, end) in the cluster: a whole cluster for
+   * tables written through QEMU's caches, only the bytes written for the rest (the L1 table),
+   * so the new file has the same holes.
+   */
+  readonly written = new Map<number, [number, number]>();
+
+  /** The buffer of cluster `index` (created zeroed on first use); the whole cluster counts as written. */
   cluster(index: number): Uint8Array {
+    this.written.set(index, [0, this.clusterSize]);
+    return this.buffer(index);
+  }
+
+  private buffer(index: number): Uint8Array {
     let c = this.clusters.get(index);
     if (!c) {
       c = new Uint8Array(this.clusterSize);
@@ -63,7 +75,9 @@ export class Qcow2FileModel {
       const index = Math.floor(at / this.clusterSize);
       const into = at - index * this.clusterSize;
       const n = Math.min(this.clusterSize - into, data.length - pos);
-      this.cluster(index).set(data.subarray(pos, pos + n), into);
+      this.buffer(index).set(data.subarray(pos, pos + n), into);
+      const [from, to] = this.written.get(index) ?? [into, into + n];
+      this.written.set(index, [Math.min(from, into), Math.max(to, into + n)]);
       pos += n;
     }
     this.extend(offset + data.length);

@@ -67,9 +67,18 @@ export function planQcow2(s: Qcow2CreateSettings): Qcow2Plan {
   };
 
   const plan: Qcow2Plan = { clusterSize: cs, fileLength: 0, writes: [] };
+  let tail: { offset: number; data: Uint8Array } | undefined;
   if (s.dataFile !== undefined) plan.dataFileLength = s.size;
   if (s.preallocation === 'metadata' || (s.dataFile !== undefined && s.preallocation !== 'off')) {
-    preallocateMetadata(s, m, cs, l2Entries, l2For, link);
+    const { end, lastEnd } = preallocateMetadata(s, m, cs, l2Entries, l2For, link);
+    if (s.dataFile !== undefined) plan.dataFileLength = Math.max(s.size, end);
+    else {
+      m.extend(end);
+      // With a size that ends inside a cluster, qemu-img also writes the guest's bytes of that
+      // cluster (zeros), so they are data on disk (not with extended L2, whose bitmap stays 0).
+      const partial = s.size % cs;
+      if (partial !== 0 && !s.extendedL2) tail = { offset: lastEnd - partial, data: new Uint8Array(partial) };
+    }
   } else if (s.preallocation !== 'off') {
     plan.preallocate = preallocateData(s, m, cs, l2Entries, link);
   }
@@ -96,11 +105,12 @@ export function planQcow2(s: Qcow2CreateSettings): Qcow2Plan {
     }),
   );
   plan.fileLength = m.fileLength;
-  for (const index of [...m.clusters.keys()].sort((a, b) => a - b)) {
-    const offset = index * cs;
-    const n = Math.min(cs, m.fileLength - offset);
-    if (n > 0) plan.writes.push({ offset, data: m.clusters.get(index)!.subarray(0, n) });
+  for (const index of [...m.written.keys()].sort((a, b) => a - b)) {
+    const [from, to] = m.written.get(index)!;
+    const end = Math.min(to, m.fileLength - index * cs);
+    if (end > from) plan.writes.push({ offset: index * cs + from, data: m.clusters.get(index)!.subarray(from, end) });
   }
+  if (tail) plan.writes.push(tail);
   return plan;
 }
 
@@ -112,8 +122,8 @@ function l1Bytes(l1: bigint[]): Uint8Array {
 
 /**
  * preallocation=metadata (QEMU preallocate_co): per L2 range, its L2 table then its data
- * clusters; the file is then extended to the end of the last data cluster. With an external
- * data file, data clusters sit at their guest offsets there and take no space in the image.
+ * clusters. Returns the end of the last data cluster, to which the file (or the external data
+ * file, where data clusters sit at their guest offsets) is extended.
  */
 function preallocateMetadata(
   s: Qcow2CreateSettings,
@@ -122,7 +132,7 @@ function preallocateMetadata(
   l2Entries: number,
   l2For: (guest: number) => Uint8Array,
   link: (guest: number, host: number, count: number) => void,
-): void {
+): { end: number; lastEnd: number } {
   const external = s.dataFile !== undefined;
   const chunkMax = Math.floor(INT_MAX / cs) * cs;
   let offset = 0;
@@ -160,7 +170,10 @@ function preallocateMetadata(
     lastEnd = host0 + done;
     offset += done;
   }
-  if (!external) m.extend(lastEnd);
+  // The last allocation counts whole allocation units (subclusters with extended L2): a size
+  // that ends inside one extends the file to its end (measured with qemu-img 7.2).
+  const unit = s.extendedL2 ? cs / 32 : cs;
+  return { end: Math.ceil(lastEnd / unit) * unit, lastEnd };
 }
 
 /**
