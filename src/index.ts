@@ -1,4 +1,11 @@
+export { LatencyHistogram, type LatencySummary } from './bench/histogram.js';
+export { type BenchJob, type BenchJobInput, jobSchema as benchJobSchema } from './bench/job.js';
+export { plotSvg } from './bench/plot.js';
+export { type BenchResult, benchResultSchema } from './bench/report.js';
+export { runJob } from './bench/runner.js';
+export { formatTable } from './bench/table.js';
 export { type Clock, type ClockTimer, RealClock, VirtualClock } from './clock.js';
+export { type CreatedImage, type CreateFileOptions, type CreateOptionsInput, createImage, createOptionsSchema, createQcow2OnNode, PREALLOCATION_MODES, type Preallocation } from './create/index.js';
 export {
   Drive,
   type DriveEvents,
@@ -12,6 +19,8 @@ export {
   type RequestOptions,
 } from './drive.js';
 export { blkdebugDriver, fileDriver, memoryDriver, nbdDriver, nullDriver, qcow2Driver, rawDriver, rbdDriver } from './drivers/index.js';
+export { probeFormat } from './drivers/qcow2/index.js';
+export type { Qcow2Snapshot } from './drivers/qcow2/snapshots.js';
 export {
   isRbdImage,
   type RbdConnector,
@@ -21,8 +30,11 @@ export {
 } from './drivers/rbd/adapter.js';
 export { FakeRbdCluster, FakeRbdImage, type FakeRbdImageOptions, type FakeRbdStats } from './drivers/rbd/fake.js';
 export { parseRbdFilename, type RbdFilenameOptions } from './drivers/rbd/filename.js';
+export { throttleFilterDriver } from './drivers/throttle.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
 export { BlockLayer, type BlockLayerOptions, type DriveOptions, getDefaultLayer, openDrive, openImage } from './layer.js';
+export { type NbdAddress, type NbdClientInfo, type NbdExport, type NbdListenOptions, NbdServer, type NbdServerEvents, type NbdServerOptions } from './nbd/server.js';
+export { loadPskFile, loadQemuTlsCredsDir, type NbdTlsOptions, type NbdTlsPsk, type NbdTlsX509, parsePskFile } from './nbd/tls.js';
 export type {
   BlockDriver,
   BlockStatus,
@@ -36,9 +48,10 @@ export { defineDriver } from './node/driver.js';
 export { BlockNode } from './node/node.js';
 export { DriverRegistry } from './node/registry.js';
 export * from './options/index.js';
+export * from './qmp/index.js';
 export type { DriveStats } from './stats.js';
+export * as bucket from './throttle/bucket.js';
 export { ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
-export { ThrottledRequestQueue, type ThrottleQueueStats } from './throttle/queue.js';
 export {
   BUCKET_NAMES,
   type BucketName,
@@ -49,17 +62,4 @@ export {
   throttleOptionsSchema,
   toConfig as validateLimits,
 } from './throttle/limits.js';
-export * as bucket from './throttle/bucket.js';
-export { throttleFilterDriver } from './drivers/throttle.js';
-export { type BenchJob, type BenchJobInput, jobSchema as benchJobSchema } from './bench/job.js';
-export { LatencyHistogram, type LatencySummary } from './bench/histogram.js';
-export { plotSvg } from './bench/plot.js';
-export { type BenchResult, benchResultSchema } from './bench/report.js';
-export { runJob } from './bench/runner.js';
-export { formatTable } from './bench/table.js';
-export { probeFormat } from './drivers/qcow2/index.js';
-export { type CreatedImage, type CreateOptionsInput, createImage, createOptionsSchema, createQcow2OnNode, PREALLOCATION_MODES, type Preallocation } from './create/index.js';
-export type { Qcow2Snapshot } from './drivers/qcow2/snapshots.js';
-export * from './qmp/index.js';
-export { type NbdAddress, type NbdClientInfo, type NbdExport, type NbdListenOptions, NbdServer, type NbdServerEvents, type NbdServerOptions } from './nbd/server.js';
-export { loadPskFile, loadQemuTlsCredsDir, type NbdTlsOptions, type NbdTlsPsk, type NbdTlsX509, parsePskFile } from './nbd/tls.js';
+export { ThrottledRequestQueue, type ThrottleQueueStats } from './throttle/queue.js';

@@ -101,7 +101,7 @@ export async function createCommand(args: string[]): Promise<number> {
   }
   let created: Awaited<ReturnType<typeof createImage>>;
   try {
-    created = await createImage(file, { ...o, format } as CreateOptionsInput);
+    created = await createImage(file, { ...o, format } as CreateOptionsInput, { handleSignals: true });
   } catch (e) {
     if (e instanceof BlockError && e.field && QEMU_NAME[e.field]) {
       throw new BlockError(e.code, e.message.replace(new RegExp(`^${e.field}\\b`), QEMU_NAME[e.field]), { field: QEMU_NAME[e.field], cause: e });

@@ -20,6 +20,15 @@ export interface CreatedImage {
   backingFormat?: 'qcow2' | 'raw';
 }
 
+/** How {@link createImage} runs (not image options). */
+export interface CreateFileOptions {
+  /**
+   * Stop on SIGINT/SIGTERM, remove the temporary file and reject with InterruptedError (the
+   * CLI's behaviour); default false: a library leaves signals to its host.
+   */
+  handleSignals?: boolean;
+}
+
 const ZERO_CHUNK = 1 << 20;
 
 /** Size and format of a backing file (format probed when not given), resolved against `baseDir`. */
@@ -121,13 +130,14 @@ export async function createQcow2OnNode(node: BlockNode, options: Omit<CreateOpt
  * does, but only when the new image is complete: it is written under a temporary name beside
  * the target and renamed over it (on failure the temporary file is removed and the target is
  * left as it was). A file the image would read (its backing file) is never replaced. An
- * external data file is created (or truncated, as qemu-img does) beside the image and removed
- * again if the image cannot be made.
+ * external data file is created (or truncated to the new size, as qemu-img does) beside the
+ * image, and removed again if it did not exist before and the image cannot be made.
  */
-export async function createImage(file: string, options: CreateOptionsInput): Promise<CreatedImage> {
+export async function createImage(file: string, options: CreateOptionsInput, how: CreateFileOptions = {}): Promise<CreatedImage> {
   const baseDir = path.dirname(path.resolve(file));
   const format = (options as { format?: unknown } | undefined)?.format;
-  if (format === 'raw') return createRaw(file, options);
+  const handleSignals = how.handleSignals ?? false;
+  if (format === 'raw') return createRaw(file, options, handleSignals);
   const { settings, plan, backingPath } = await prepareQcow2(options, baseDir);
   const dataPath = settings.dataFile === undefined ? undefined : path.resolve(baseDir, settings.dataFile);
   let dataCreated = false;
@@ -137,8 +147,13 @@ export async function createImage(file: string, options: CreateOptionsInput): Pr
       async (out) => {
         await out.truncate(plan.fileLength);
         if (dataPath !== undefined) {
+          const existed = await fs.stat(dataPath).then(
+            () => true,
+            () => false,
+          );
           await createRawFile(dataPath, plan.dataFileLength ?? settings.size, settings.preallocation);
-          dataCreated = true;
+          // Only a data file this call brought into being is removed again on failure.
+          dataCreated = !existed;
         }
         if (plan.preallocate && settings.preallocation === 'falloc') await fallocateRange(out.tempPath, plan.preallocate.start, plan.preallocate.end);
         if (plan.preallocate && settings.preallocation === 'full') await writeZeros((o, d) => out.write(o, d), plan.preallocate.start, plan.preallocate.end);
@@ -150,7 +165,7 @@ export async function createImage(file: string, options: CreateOptionsInput): Pr
           await layer.close();
         }
       },
-      { inputs: backingPath ? [backingPath] : [], handleSignals: false },
+      { inputs: backingPath ? [backingPath] : [], handleSignals },
     );
   } catch (e) {
     if (dataCreated && dataPath !== undefined) await fs.rm(dataPath, { force: true }).catch(() => {});
@@ -180,7 +195,7 @@ async function createRawFile(file: string, size: number, preallocation: string):
   }
 }
 
-async function createRaw(file: string, options: CreateOptionsInput): Promise<CreatedImage> {
+async function createRaw(file: string, options: CreateOptionsInput, handleSignals: boolean): Promise<CreatedImage> {
   const o = parseCreateOptions(options);
   const size = roundToSectors(o.size!);
   await writeAtomically(
@@ -190,7 +205,7 @@ async function createRaw(file: string, options: CreateOptionsInput): Promise<Cre
       if (o.preallocation === 'falloc') await fallocateRange(out.tempPath, 0, size);
       if (o.preallocation === 'full') await writeZeros((off, d) => out.write(off, d), 0, size);
     },
-    { handleSignals: false },
+    { handleSignals },
   );
   return { format: 'raw', virtualSize: size, fileLength: size };
 }
