@@ -78,3 +78,4 @@ export { type CheckImageOptions, checkImage } from './check.js';
 export { type CheckResult, type RepairMode } from './drivers/qcow2/check-result.js';
 export { checkQcow2, type Qcow2CheckOptions, repairRefcounts } from './drivers/qcow2/check.js';
 export type { Qcow2File } from './drivers/qcow2/image-file.js';
+export { type CreatedImage, type CreateFileOptions, type CreateOptionsInput, createImage, createOptionsSchema, createQcow2OnNode, PREALLOCATION_MODES, type Preallocation } from './create/index.js';
