@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import { BlockLayer, type Drive } from '../../src/index.js';
 import { assertChecksClean, convertedDifference, driveDifference, modelOfImage, openKind, qemuIo, requireQemuTools } from '../helpers/qcow2-judge.js';
 import { type ImageKind, KINDS } from '../helpers/qcow2-kinds.js';
