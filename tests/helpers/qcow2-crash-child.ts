@@ -8,6 +8,7 @@
  */
 import { BlockLayer } from '../../src/index.js';
 import { type CrashChildArgs, crashWrite } from './qcow2-crash-plan.js';
+import { openKind, qemuNbdPids } from './qcow2-judge.js';
 import { patternBytes } from './qcow2-model.js';
 
 // On Linux, writes to a pipe are synchronous: a printed line reaches the parent before the next round starts.
@@ -25,8 +26,9 @@ const args = await new Promise<CrashChildArgs>((resolve) => {
 });
 
 const layer = new BlockLayer();
-const drive = await layer.openDrive({ driver: args.format, file: { driver: 'file', filename: args.image } });
-say({ ready: true });
+// Through openKind: QCOW2_TESTS_VIA=qemu-nbd makes QEMU the writer (to prove the harness).
+const drive = await openKind(layer, { format: args.format }, args.image);
+say({ ready: true, server: qemuNbdPids.get(drive) });
 for (let i = args.start; ; i += args.perRound) {
   const round = [];
   for (let k = 0; k < args.perRound; k++) {

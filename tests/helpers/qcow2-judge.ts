@@ -24,7 +24,7 @@ export function requireQemuTools(what: string): boolean {
  * (qemu-nbd serving the image, our nbd driver as client): a writer known to be right, to show
  * that the harness (image kinds, model, checks) passes when the driver is right.
  */
-export function openKind(layer: BlockLayer, kind: ImageKind, image: string): Promise<Drive> {
+export function openKind(layer: BlockLayer, kind: Pick<ImageKind, 'format'>, image: string): Promise<Drive> {
   if (process.env.QCOW2_TESTS_VIA === 'qemu-nbd' && kind.format === 'qcow2') return openViaQemuNbd(layer, image);
   return layer.openDrive({ driver: kind.format, file: { driver: 'file', filename: image } });
 }
@@ -33,6 +33,24 @@ export function openKind(layer: BlockLayer, kind: ImageKind, image: string): Pro
 export function ordersOverlappingWrites(kind: ImageKind): boolean {
   // QEMU does not order overlapping requests from one client (only its own read-modify-write).
   return kind.ordersOverlappingWrites && !(process.env.QCOW2_TESTS_VIA === 'qemu-nbd' && kind.format === 'qcow2');
+}
+
+/** The qemu-nbd process behind a drive opened through it (the crash test waits for it to end). */
+export const qemuNbdPids = new WeakMap<Drive, number>();
+
+/** Waits until a process has ended (an orphaned qemu-nbd flushes and exits after its client died). */
+export async function waitForExit(pid: number, timeoutMs = 30_000): Promise<void> {
+  for (let waited = 0; waited < timeoutMs; waited += 20) {
+    let state: string;
+    try {
+      state = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] ?? '';
+    } catch {
+      return;
+    }
+    if (state === 'Z') return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`process ${pid} is still running after ${timeoutMs} ms`);
 }
 
 async function openViaQemuNbd(layer: BlockLayer, image: string): Promise<Drive> {
@@ -59,6 +77,7 @@ async function openViaQemuNbd(layer: BlockLayer, image: string): Promise<Drive> 
       await new Promise((r) => setTimeout(r, 20));
     }
   }
+  if (server.pid !== undefined) qemuNbdPids.set(drive, server.pid);
   const close = drive.close.bind(drive);
   // The image is judged right after close: wait until qemu-nbd has let go of it.
   drive.close = async () => {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer } from '../../src/index.js';
 import { type CrashChildArgs, crashWrite } from '../helpers/qcow2-crash-plan.js';
-import { assertChecksClean, driveDifference, modelOfImage, openKind, requireQemuTools } from '../helpers/qcow2-judge.js';
+import { assertChecksClean, driveDifference, modelOfImage, openKind, requireQemuTools, waitForExit } from '../helpers/qcow2-judge.js';
 import { type ImageKind, KINDS } from '../helpers/qcow2-kinds.js';
 import { type DiskModel, patternBytes } from '../helpers/qcow2-model.js';
 
@@ -54,6 +54,8 @@ interface ChildRun {
   flushed: number;
   /** How the child ended before being killed, if it did (an error: its stderr). */
   died?: string;
+  /** With QCOW2_TESTS_VIA=qemu-nbd: the qemu-nbd the child started (it outlives the child a moment). */
+  server?: number;
 }
 
 /** A child started ahead of its turn: it loads the library, then waits for its arguments on stdin. */
@@ -62,6 +64,7 @@ class WriterChild {
   private out = '';
   private err = '';
   private flushed = 0;
+  private server: number | undefined;
   private killed = false;
   private delayMs = 0;
   private afterFlush = false;
@@ -77,8 +80,8 @@ class WriterChild {
     this.child.stdout!.on('data', (d: Buffer) => this.lines(d.toString()));
     this.child.on('error', (e) => this.end({ flushed: this.flushed, died: `could not start the child: ${e.message}` }));
     this.child.on('close', (code, signal) => {
-      if (this.killed && signal === 'SIGKILL') this.end({ flushed: this.flushed });
-      else this.end({ flushed: this.flushed, died: `child exited (code ${code}, signal ${signal}) before the kill:\n${this.err}` });
+      if (this.killed && signal === 'SIGKILL') this.end({ flushed: this.flushed, server: this.server });
+      else this.end({ flushed: this.flushed, server: this.server, died: `child exited (code ${code}, signal ${signal}) before the kill:\n${this.err}` });
     });
   }
 
@@ -108,7 +111,8 @@ class WriterChild {
   private lines(text: string): void {
     this.out += text;
     for (let nl = this.out.indexOf('\n'); nl >= 0; nl = this.out.indexOf('\n')) {
-      const line = JSON.parse(this.out.slice(0, nl)) as { ready?: boolean; flushed?: number };
+      const line = JSON.parse(this.out.slice(0, nl)) as { ready?: boolean; flushed?: number; server?: number };
+      if (line.server !== undefined) this.server = line.server;
       this.out = this.out.slice(nl + 1);
       if (line.flushed !== undefined) this.flushed = line.flushed;
       if (this.timer === undefined && (this.afterFlush ? line.flushed !== undefined : line.ready)) {
@@ -189,6 +193,7 @@ describe.skipIf(!available)('qcow2 writes survive SIGKILL: flushed writes stay, 
         refill();
         const run = await child.run(args, nextDelay(), iteration % 2 === 1);
         live.delete(child);
+        if (run.server !== undefined) await waitForExit(run.server);
         if (run.died !== undefined) throw new Error(`${where}: ${run.died}`);
         acknowledged += run.flushed - start;
         const durable = state.clone();
