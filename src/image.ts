@@ -4,14 +4,15 @@ import { probeFormat } from './drivers/qcow2/index.js';
 import { parseRbdFilename } from './drivers/rbd/filename.js';
 import { BlockError } from './errors.js';
 import type { DriveOptions } from './layer.js';
+import { probeNbdFormat } from './nbd/probe.js';
 import { isNbdUri, parseNbdUri } from './nbd/uri.js';
 import { fileExists } from './platform/files.js';
 
 /**
  * Drive options for an image path or spec (CLI targets and openImage): `rbd:pool/image[@snap][:opt=val…]` (QEMU's rbd
- * syntax), an NBD URI (`nbd://host[:port]/export`, `nbd+unix:///export?socket=path`; raw unless `format` says
- * qcow2: the format is not probed over the network), an `http://`/`https://` URL (read-only; format given or probed
- * with one range request), or a file whose format is given or probed (qcow2 by its magic, else raw).
+ * syntax), an NBD URI (`nbd://host[:port]/export`, `nbd+unix:///export?socket=path`, `nbds://…`), an `http://`/`https://`
+ * URL (read-only), or a file; the format is given or probed (qcow2 by its magic, else raw; over NBD by reading
+ * its first block, over http with one range request).
  */
 export async function targetOptions(target: string, opts: { format?: string; snapshot?: string } = {}): Promise<DriveOptions> {
   if (target.startsWith('rbd:')) {
@@ -25,7 +26,7 @@ export async function targetOptions(target: string, opts: { format?: string; sna
   }
   if (isNbdUri(target)) {
     const nbd = { ...parseNbdUri(target), readOnly: true };
-    const format = opts.format ?? 'raw';
+    const format = opts.format ?? (await probeNbdFormat(nbd));
     if (format === 'qcow2') return { driver: 'qcow2', file: nbd, ...(opts.snapshot ? { snapshot: opts.snapshot } : {}) };
     if (format !== 'raw') throw new BlockError('ENOTSUP', `format '${format}' over nbd is not supported (raw or qcow2)`, { field: 'format' });
     if (opts.snapshot !== undefined) throw new BlockError('EINVAL', '--snapshot: raw images have no snapshots', { field: 'snapshot' });

@@ -65,8 +65,21 @@ export { type CommitOptions, type CommitResult, commitImage } from './commit.js'
 export type { Qcow2Snapshot } from './drivers/qcow2/snapshots.js';
 export * from './qmp/index.js';
 export { type NbdAddress, type NbdClientInfo, type NbdExport, type NbdListenOptions, NbdServer, type NbdServerEvents, type NbdServerOptions } from './nbd/server.js';
-export { loadPskFile, loadQemuTlsCredsDir, type NbdTlsOptions, type NbdTlsPsk, type NbdTlsX509, parsePskFile } from './nbd/tls.js';
+export {
+  loadClientPskFile,
+  loadPskFile,
+  loadQemuTlsClientCredsDir,
+  loadQemuTlsCredsDir,
+  type NbdClientTls,
+  type NbdClientTlsPsk,
+  type NbdClientTlsX509,
+  type NbdTlsOptions,
+  type NbdTlsPsk,
+  type NbdTlsX509,
+  parsePskFile,
+} from './nbd/tls.js';
 export { type CheckImageOptions, checkImage } from './check.js';
 export { type CheckResult, type RepairMode } from './drivers/qcow2/check-result.js';
 export { checkQcow2, type Qcow2CheckOptions, repairRefcounts } from './drivers/qcow2/check.js';
 export type { Qcow2File } from './drivers/qcow2/image-file.js';
+export { type CreatedImage, type CreateFileOptions, type CreateOptionsInput, createImage, createOptionsSchema, createQcow2OnNode, PREALLOCATION_MODES, type Preallocation } from './create/index.js';

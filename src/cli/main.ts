@@ -5,6 +5,7 @@ import { benchCommand } from './bench.js';
 import { checkCommand } from './check.js';
 import { commitCommand } from './commit.js';
 import { convertCommand } from './convert.js';
+import { createCommand } from './create.js';
 import { infoCommand } from './info.js';
 import { mapCommand } from './map.js';
 import { serveCommand } from './serve.js';
@@ -17,10 +18,11 @@ const VERBS: Record<string, { run: (args: string[]) => Promise<number>; help: st
   bench: { run: benchCommand, help: '[--rw R] [--bs N] [--iodepth N] [--runtime S] [--drives N] [--iops N …] [--json] [--plot F.svg]   fio-like benchmark' },
   serve: {
     run: serveCommand,
-    help: "IMAGE -x NAME [-f FMT] [-r] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive 'file=…,id=…,iops=…,group=…' …] [--qmp unix:PATH] [--tls-creds DIR [--tls-verify-peer] | --tls-psk DIR|FILE]   NBD server",
+    help: "IMAGE -x NAME [-f FMT] [-r] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive 'file=…,id=…,iops=…,group=…' …] [--qmp unix:PATH] [--tls-creds DIR [--tls-verify-peer] | --tls-psk DIR|FILE] [--memory-budget SIZE]   NBD server",
   },
   check: { run: checkCommand, help: '[-f FMT] IMAGE [-r leaks|all | --repair leaks|all] [--json]   metadata consistency check (like qemu-img check; exit 0 clean, 1 failed, 2 corrupt, 3 leaks, 63 unsupported)' },
   commit: { run: commitCommand, help: '[-d] [-p] [-q] OVERLAY                           merge a qcow2 overlay into its backing file, then empty it (like qemu-img commit)' },
+  create: { run: createCommand, help: '-f FMT [-b BACKING -F FMT] [-o k=v,…] [-q] FILE [SIZE]   make an image (like qemu-img create)' },
   convert: { run: convertCommand, help: '[-f FMT] IMAGE OUT.raw [--snapshot S] [-p]      write the guest view as a sparse raw file (atomically)' },
 };
 

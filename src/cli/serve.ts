@@ -4,6 +4,7 @@ import type { Drive } from '../drive.js';
 import { BlockError } from '../errors.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
 import { NbdServer } from '../nbd/server.js';
+import { parseSize } from '../options/size.js';
 import { loadPskFile, loadQemuTlsCredsDir, type NbdTlsOptions } from '../nbd/tls.js';
 import { driveStringToOptions, parseDriveString, splitQemuOpts } from '../options/drive-string.js';
 import type { ExportManager } from '../qmp/commands.js';
@@ -29,6 +30,7 @@ const OPTIONS = {
   'tls-creds': { type: 'string' },
   'tls-psk': { type: 'string' },
   'tls-verify-peer': { type: 'boolean' },
+  'memory-budget': { type: 'string' },
   ...LIMIT_FLAGS,
 } as const;
 
@@ -219,7 +221,18 @@ export async function serveCommand(args: string[]): Promise<number> {
 
   const tls = await tlsOptions(v['tls-creds'], v['tls-psk'], v['tls-verify-peer'] ?? false);
   const layer = new BlockLayer();
-  const server = new NbdServer({ ...(maxConnections === undefined ? {} : { maxConnections }), ...(tls ? { tls } : {}) });
+  let memoryBudget: number | undefined;
+  if (v['memory-budget'] !== undefined) {
+    memoryBudget = parseSize(v['memory-budget']);
+    if (!Number.isSafeInteger(memoryBudget) || memoryBudget <= 0) {
+      throw new BlockError('EINVAL', `--memory-budget: '${v['memory-budget']}' is not a size (e.g. 256M)`, { field: 'memory-budget' });
+    }
+  }
+  const server = new NbdServer({
+    ...(maxConnections === undefined ? {} : { maxConnections }),
+    ...(tls ? { tls } : {}),
+    ...(memoryBudget === undefined ? {} : { memoryBudget }),
+  });
   const manager = new NbdExportManager(layer, server);
   let qmp: QmpServer | undefined;
   try {

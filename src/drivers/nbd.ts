@@ -9,6 +9,8 @@ import {
   NBD_MAX_STRING_SIZE,
   allocationStatus,
 } from '../nbd/protocol.js';
+import { DEFAULT_PSK_USERNAME, loadClientPskFile, loadQemuTlsClientCredsDir, type NbdClientTls } from '../nbd/tls.js';
+import { parseOptions } from '../options/zod-error.js';
 import { type BlockStatus, type DriverInstance, defineDriver } from '../node/driver.js';
 
 const port = z.union([
@@ -19,6 +21,18 @@ const port = z.union([
     .transform(Number)
     .refine((n) => n >= 1 && n <= 65535, 'must be 1..65535'),
 ]);
+
+/** A number of seconds as QEMU takes it (a uint32), also as a decimal string (-drive spelling). */
+const seconds = z.union([
+  z.number().int('must be a whole number of seconds').min(0).max(0xffffffff),
+  z
+    .string()
+    .regex(/^\d{1,10}$/, 'must be a whole number of seconds')
+    .transform(Number)
+    .refine((n) => n <= 0xffffffff, 'must fit in 32 bits'),
+]);
+
+const pem = z.string().min(1, 'must not be empty');
 
 const schema = z
   .object({
@@ -40,20 +54,62 @@ const schema = z
       .string()
       .refine((s) => Buffer.byteLength(s) <= NBD_MAX_STRING_SIZE, `must be at most ${NBD_MAX_STRING_SIZE} bytes`)
       .default(''),
+    /**
+     * TLS (QEMU's tls-creds): x509 with a tls-creds-x509 client `dir` (ca-cert.pem, optional
+     * client-cert.pem + client-key.pem) or PEM text; psk with a tls-creds-psk `dir` or a keys.psk
+     * `file` and a `username` (default qemu), or the key as hex. No plain-text fallback.
+     */
+    tls: z
+      .discriminatedUnion('mode', [
+        z.object({ mode: z.literal('x509'), dir: z.string().min(1).optional(), ca: pem.optional(), cert: pem.optional(), key: pem.optional() }).strict(),
+        z
+          .object({
+            mode: z.literal('psk'),
+            dir: z.string().min(1).optional(),
+            file: z.string().min(1).optional(),
+            username: z.string().min(1).optional(),
+            key: z
+              .string()
+              .regex(/^([0-9a-fA-F]{2})+$/, 'must be hex digits')
+              .optional(),
+          })
+          .strict()
+          .refine((o) => [o.dir, o.file, o.key].filter((x) => x !== undefined).length === 1, 'psk needs one of dir, file or key'),
+      ])
+      .optional(),
+    /** The name the server certificate must carry (QEMU's tls-hostname; default: the inet host). */
+    tlsHostname: z.string().min(1).optional(),
+    /** Seconds requests wait for a lost connection to be re-established before failing with EIO (QEMU reconnect-delay; 0: fail at once). */
+    reconnectDelay: seconds.default(0),
+    /** Seconds to keep retrying the first connection (QEMU open-timeout; 0: one attempt). */
+    openTimeout: seconds.default(0),
   })
   .strict();
 
 /** Largest TRIM / WRITE_ZEROES / BLOCK_STATUS length sent in one request (the field is 32 bits). */
 const MAX_U32 = 0xffffffff;
 
-/** A remote NBD export (QEMU block/nbd.c): one connection, many requests in flight. */
+/**
+ * A remote NBD export (QEMU block/nbd.c): one connection, many requests in flight; with
+ * `reconnectDelay`, requests survive a lost connection that comes back within that many seconds.
+ */
 export const nbdDriver = defineDriver({
   name: 'nbd',
   capabilities: { kind: 'protocol' },
   schema,
   async open({ options, readOnly, nodeName }): Promise<DriverInstance> {
     const exportName = options.export;
-    const client = await NbdClient.connect({ server: options.server, exportName, node: nodeName });
+    const tls = options.tls === undefined ? undefined : await loadClientTls(options.tls);
+    const client = await NbdClient.connect({
+      ...(tls ? { tls } : {}),
+      ...(options.tlsHostname !== undefined ? { tlsHostname: options.tlsHostname } : {}),
+      server: options.server,
+      exportName,
+      node: nodeName,
+      reconnectDelay: options.reconnectDelay,
+      openTimeout: options.openTimeout,
+      needWrite: !readOnly,
+    });
     const { info } = client;
     if (!readOnly && info.flags & NBD_FLAG_READ_ONLY) {
       await client.close();
@@ -93,9 +149,37 @@ export const nbdDriver = defineDriver({
         maximumBlockSize: info.maximum,
         structuredReplies: info.structured,
         baseAllocation: info.allocationContext !== undefined,
+        tls: options.tls?.mode ?? 'none',
+        reconnectDelay: options.reconnectDelay,
       }),
     };
     if (info.flags & NBD_FLAG_SEND_WRITE_ZEROES) instance.writeZeroes = (offset, length) => split((o, l) => client.writeZeroes(o, l), offset, length);
     return instance;
   },
 });
+
+type TlsOption = NonNullable<z.infer<typeof schema>['tls']>;
+
+/** The driver's options once checked (for callers that talk to an export without a node, e.g. format probing). */
+export type NbdDriverOptions = z.infer<typeof schema>;
+
+/** Checks `nbd` driver options (without driver and readOnly) as openDrive would: BlockError EINVAL naming the field. */
+export function parseNbdDriverOptions(options: unknown): NbdDriverOptions {
+  return parseOptions(schema, options);
+}
+
+/** Turns the tls option into credentials, reading QEMU-style credential files. */
+export async function loadClientTls(o: TlsOption): Promise<NbdClientTls> {
+  if (o.mode === 'psk') {
+    if (o.dir !== undefined) return loadQemuTlsClientCredsDir(o.dir, 'psk', { ...(o.username !== undefined ? { username: o.username } : {}) });
+    if (o.file !== undefined) return loadClientPskFile(o.file, o.username);
+    return { mode: 'psk', username: o.username ?? DEFAULT_PSK_USERNAME, key: Buffer.from(o.key as string, 'hex') };
+  }
+  const fromDir = o.dir === undefined ? { mode: 'x509' as const } : await loadQemuTlsClientCredsDir(o.dir, 'x509');
+  return {
+    ...fromDir,
+    ...(o.ca !== undefined ? { ca: o.ca } : {}),
+    ...(o.cert !== undefined ? { cert: o.cert } : {}),
+    ...(o.key !== undefined ? { key: o.key } : {}),
+  } as NbdClientTls;
+}

@@ -1,8 +1,10 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import { BlockError, type BlockErrorCode, fromErrno } from '../errors.js';
 import { blockCodeForNbdError } from './errors.js';
 import * as P from './protocol.js';
 import { ReaderClosed, SocketReader } from './reader.js';
+import { clientTlsOptions, type NbdClientTls } from './tls.js';
 
 /** Where the server listens (QEMU's SocketAddress spelling). */
 export type NbdClientAddress = { type: 'inet'; host: string; port: number } | { type: 'unix'; path: string };
@@ -14,6 +16,21 @@ export interface NbdClientOptions {
   readonly exportName: string;
   /** Node name for error context. */
   readonly node?: string;
+  /**
+   * Seconds that requests wait for a lost connection to come back (QEMU's reconnect-delay). While
+   * the client reconnects in the background, requests in flight and new ones wait; once it is back
+   * they are sent again (reads, writes, flushes, trims and zeroes at the same offset are idempotent).
+   * After the delay they fail with EIO. 0 (the default): a lost connection fails every request at once, for good.
+   */
+  readonly reconnectDelay?: number;
+  /** Seconds to keep retrying the first connection (QEMU's open-timeout; default 0: one attempt). */
+  readonly openTimeout?: number;
+  /** TLS credentials: the client sends NBD_OPT_STARTTLS first and never goes on in plain text. */
+  readonly tls?: NbdClientTls;
+  /** The name the server's x509 certificate must carry (QEMU's tls-hostname; default: the inet host, none for a Unix socket). */
+  readonly tlsHostname?: string;
+  /** Refuse a reconnection to an export that is now read-only (the driver was opened read-write). */
+  readonly needWrite?: boolean;
 }
 
 /** What the handshake agreed on for the export. */
@@ -42,13 +59,18 @@ const MAX_OPTION_REPLY = 64 * 1024;
 const HANDSHAKE_TIMEOUT_MS = 30_000;
 /** How long close() waits for the server to hang up after NBD_CMD_DISC. */
 const DISC_GRACE_MS = 1000;
+/** Reconnection attempts start this far apart and double up to the maximum. */
+const RECONNECT_FIRST_MS = 50;
+const RECONNECT_MAX_MS = 2000;
 
-/** One request in flight: what it is, where read data goes, how to settle it. */
+/** One request until it settles: what to send (again, after a reconnect), where read data goes. */
 interface Pending {
   readonly type: number;
+  readonly flags: number;
   readonly offset: number;
   readonly length: number;
   readonly buffer?: Uint8Array;
+  readonly payload?: Uint8Array;
   error?: BlockError;
   extent?: P.Extent;
   /** Bytes of a READ that data and hole chunks have covered (chunks never overlap). */
@@ -63,58 +85,74 @@ export interface NbdExtent {
   readonly flags: number;
 }
 
+/** One negotiated connection. */
+interface Link {
+  readonly socket: net.Socket;
+  readonly reader: SocketReader;
+  readonly info: NbdExportInfo;
+}
+
 /**
- * An NBD client over one connection (fixed newstyle, structured replies, base:allocation):
- * many requests in flight, replies matched by cookie. A lost connection rejects every request
- * in flight with EIO, and every later request at once.
+ * - connected: requests go out at once;
+ * - waiting: the connection was lost and is being re-established; requests wait (reconnect-delay);
+ * - failing: the delay ran out; requests fail at once while reconnection goes on in the background;
+ * - dead: closed, a protocol error, or a loss with no reconnect-delay; requests fail at once for good.
+ */
+type State = 'connected' | 'waiting' | 'failing' | 'dead';
+
+/**
+ * An NBD client (fixed newstyle, structured replies, base:allocation): many requests in flight
+ * over one connection, replies matched by cookie. A lost connection either fails every request
+ * (reconnect-delay 0) or is re-established in the background while requests wait for it.
  */
 export class NbdClient {
   private readonly pending = new Map<bigint, Pending>();
   private nextCookie = 1n;
-  private dead: BlockError | null = null;
+  private state: State = 'connected';
+  /** Why requests fail (states failing and dead). */
+  private failure: BlockError | null = null;
   private closing = false;
+  private link: Link | null;
+  private delayTimer: ReturnType<typeof setTimeout> | null = null;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private retryMs = RECONNECT_FIRST_MS;
+  /** The last reconnection failure, for the EIO message when the delay runs out. */
+  private lastAttemptError = '';
+  private readonly where: string;
+  private readonly node: string | undefined;
+  /** Times the connection was re-established (for tests and info). */
+  reconnects = 0;
+
+  /** What the first handshake agreed on (a reconnection must keep the size, and writability when needed). */
+  readonly info: NbdExportInfo;
 
   private constructor(
-    private readonly socket: net.Socket,
-    private readonly reader: SocketReader,
-    readonly info: NbdExportInfo,
-    private readonly where: string,
-    private readonly node: string | undefined,
+    link: Link,
+    private readonly options: NbdClientOptions,
   ) {
-    socket.on('close', () => this.lose(this.closing ? 'the connection was closed' : `connection to ${where} lost`));
-    socket.on('error', () => {
-      // 'close' follows and fails what is in flight.
-    });
-    void this.receive();
+    this.where = describe(options.server);
+    this.node = options.node;
+    this.info = link.info;
+    this.link = link;
+    this.attach(link);
   }
 
-  /** Connects, negotiates and selects the export. */
+  /** Connects, negotiates and selects the export (retrying for `openTimeout` seconds if asked). */
   static async connect(options: NbdClientOptions): Promise<NbdClient> {
-    const where = describe(options.server);
-    const ctx = { node: options.node, field: 'server' };
-    const socket = await open(options.server, where, ctx);
-    const reader = new SocketReader(socket, READER_SLACK);
-    let timedOut = false;
-    socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => {
-      timedOut = true;
-      socket.destroy();
-    });
-    try {
-      const info = await handshake(socket, reader, options.exportName, where, options.node);
-      socket.setTimeout(0);
-      return new NbdClient(socket, reader, info, where, options.node);
-    } catch (e) {
-      if (e instanceof BlockError) {
-        // A clean refusal (unknown export, policy): say goodbye as the protocol asks, then hang up.
-        socket.end(P.encodeOption(P.NBD_OPT_ABORT));
-        socket.destroySoon();
-        throw e;
+    checkSeconds(options.reconnectDelay, 'reconnect-delay', options.node);
+    checkSeconds(options.openTimeout, 'open-timeout', options.node);
+    const deadline = Date.now() + (options.openTimeout ?? 0) * 1000;
+    let wait = RECONNECT_FIRST_MS;
+    for (;;) {
+      try {
+        return new NbdClient(await establish(options), options);
+      } catch (e) {
+        // A clean refusal (no such export, TLS policy) will not change by retrying; a server not up yet may.
+        const retriable = e instanceof BlockError && (e.code === 'EIO' || e.code === 'ENXIO' || (e.code === 'ENOENT' && e.field === 'server'));
+        if (!retriable || Date.now() + wait > deadline) throw e;
+        await new Promise((r) => setTimeout(r, wait));
+        wait = Math.min(wait * 2, RECONNECT_MAX_MS);
       }
-      socket.destroy();
-      if (timedOut) throw new BlockError('EIO', `NBD handshake with ${where}: no answer within ${HANDSHAKE_TIMEOUT_MS / 1000} s`, ctx);
-      if (e instanceof ReaderClosed) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
-      if (e instanceof P.NbdProtocolError) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
-      throw fromErrno(e, `NBD handshake with ${where}`, ctx);
     }
   }
 
@@ -148,20 +186,22 @@ export class NbdClient {
     return out.extent;
   }
 
-  /** Sends NBD_CMD_DISC and closes the connection (requests still in flight fail with EIO). */
+  /** Sends NBD_CMD_DISC and closes the connection (requests still in flight, or waiting for a reconnect, fail with EIO). */
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    if (!this.dead) {
-      this.socket.write(P.encodeRequest({ flags: 0, type: P.NBD_CMD_DISC, cookie: 0n, offset: 0, length: 0 }));
+    this.stopTimers();
+    const link = this.link;
+    if (link && this.state === 'connected') {
+      link.socket.write(P.encodeRequest({ flags: 0, type: P.NBD_CMD_DISC, cookie: 0n, offset: 0, length: 0 }));
       await new Promise<void>((resolve) => {
-        this.socket.once('close', () => resolve());
+        link.socket.once('close', () => resolve());
         // A server that does not close its side within a second of DISC is cut off.
-        this.socket.setTimeout(DISC_GRACE_MS, () => this.socket.destroy());
-        this.socket.end();
+        link.socket.setTimeout(DISC_GRACE_MS, () => link.socket.destroy());
+        link.socket.end();
       });
     }
-    this.lose('the connection was closed');
+    this.die('the connection was closed');
   }
 
   private request(
@@ -171,15 +211,19 @@ export class NbdClient {
     length: number,
     extra: { buffer?: Uint8Array; payload?: Uint8Array; out?: { extent?: P.Extent } },
   ): Promise<void> {
-    if (this.dead) return Promise.reject(this.error('EIO', this.dead.message, offset, length));
+    if (this.state === 'dead' || this.state === 'failing') {
+      return Promise.reject(this.error('EIO', (this.failure as BlockError).message, offset, length));
+    }
     const cookie = this.nextCookie++;
     return new Promise<void>((resolve, reject) => {
       const p: Pending = {
         type,
+        flags,
         offset,
         length,
         covered: 0,
         ...(extra.buffer ? { buffer: extra.buffer } : {}),
+        ...(extra.payload ? { payload: extra.payload } : {}),
         resolve: () => {
           if (extra.out && p.extent) extra.out.extent = p.extent;
           resolve();
@@ -187,29 +231,41 @@ export class NbdClient {
         reject,
       };
       this.pending.set(cookie, p);
-      const header = P.encodeRequest({ flags, type, cookie, offset, length });
-      if (extra.payload) {
-        this.socket.cork();
-        this.socket.write(header);
-        this.socket.write(extra.payload);
-        this.socket.uncork();
-      } else this.socket.write(header);
+      // While waiting for a reconnection the request is sent with the others once the link is back.
+      if (this.state === 'connected' && this.link) send(this.link.socket, cookie, p);
     });
   }
 
-  /** The reply loop: reads replies until the connection ends, settling requests by cookie. */
-  private async receive(): Promise<void> {
+  /** Settles a request once: it leaves the table first, so a later reply or loss cannot touch it. */
+  private settle(cookie: bigint, p: Pending, error?: BlockError): void {
+    if (this.pending.get(cookie) !== p) return;
+    this.pending.delete(cookie);
+    if (error) p.reject(error);
+    else p.resolve();
+  }
+
+  private attach(link: Link): void {
+    link.socket.on('close', () => this.lost(link, this.closing ? 'the connection was closed' : `connection to ${this.where} lost`));
+    link.socket.on('error', () => {
+      // 'close' follows and handles what is in flight.
+    });
+    void this.receive(link);
+  }
+
+  /** The reply loop of one link: reads replies until it ends, settling requests by cookie. */
+  private async receive(link: Link): Promise<void> {
     try {
       for (;;) {
-        const magic = await this.reader.read(4);
-        if (P.replyKind(magic) === 'simple') await this.simpleReply(Buffer.concat([magic, await this.reader.read(12)]));
-        else await this.structuredChunk(Buffer.concat([magic, await this.reader.read(16)]));
+        const magic = await link.reader.read(4);
+        if (P.replyKind(magic) === 'simple') await this.simpleReply(link, Buffer.concat([magic, await link.reader.read(12)]));
+        else await this.structuredChunk(link, Buffer.concat([magic, await link.reader.read(16)]));
       }
     } catch (e) {
-      if (e instanceof ReaderClosed) this.lose(this.closing ? 'the connection was closed' : `connection to ${this.where} lost`);
+      if (e instanceof ReaderClosed) this.lost(link, this.closing ? 'the connection was closed' : `connection to ${this.where} lost`);
       else {
-        this.lose(`NBD protocol error from ${this.where}: ${(e as Error).message}`);
-        this.socket.destroy();
+        // A server that breaks the protocol is not reconnected to: what it sent cannot be trusted.
+        link.socket.destroy();
+        if (this.link === link) this.die(`NBD protocol error from ${this.where}: ${(e as Error).message}`);
       }
     }
   }
@@ -220,19 +276,23 @@ export class NbdClient {
     return p;
   }
 
-  private async simpleReply(header: Buffer): Promise<void> {
+  private async simpleReply(link: Link, header: Buffer): Promise<void> {
     const { error, cookie } = P.decodeSimpleReply(header);
     const p = this.take(cookie);
-    this.pending.delete(cookie);
-    if (error !== 0) return p.reject(this.nbdError(p, error, ''));
-    if (p.type === P.NBD_CMD_READ && p.buffer) p.buffer.set(await this.reader.read(p.length));
-    p.resolve();
+    if (error !== 0) return this.settle(cookie, p, this.nbdError(p, error, ''));
+    if (p.type === P.NBD_CMD_READ && p.buffer) {
+      const data = await link.reader.read(p.length);
+      if (this.link !== link) return;
+      p.buffer.set(data);
+    }
+    this.settle(cookie, p);
   }
 
-  private async structuredChunk(header: Buffer): Promise<void> {
+  private async structuredChunk(link: Link, header: Buffer): Promise<void> {
     const h = P.decodeStructuredReplyHeader(header);
     const p = this.take(h.cookie);
-    const payload = h.length > 0 ? await this.reader.read(h.length) : Buffer.alloc(0);
+    const payload = h.length > 0 ? await link.reader.read(h.length) : Buffer.alloc(0);
+    if (this.link !== link) return;
     switch (h.type) {
       case P.NBD_REPLY_TYPE_NONE:
         break;
@@ -253,7 +313,7 @@ export class NbdClient {
       case P.NBD_REPLY_TYPE_BLOCK_STATUS: {
         if (p.type !== P.NBD_CMD_BLOCK_STATUS) throw new P.NbdProtocolError('BLOCK_STATUS chunk for another command');
         const bs = P.decodeBlockStatusChunk(payload);
-        if (bs.contextId === this.info.allocationContext && !p.extent) p.extent = bs.extents[0];
+        if (bs.contextId === link.info.allocationContext && !p.extent) p.extent = bs.extents[0];
         break;
       }
       default:
@@ -267,12 +327,10 @@ export class NbdClient {
       // Unknown non-error chunk types are ignored, as the spec asks.
     }
     if (h.flags & P.NBD_REPLY_FLAG_DONE) {
-      this.pending.delete(h.cookie);
       if (!p.error && p.type === P.NBD_CMD_READ && p.covered !== p.length) {
         p.error = this.error('EIO', `NBD READ at ${p.offset} (+${p.length}) on ${this.where}: the server's reply covered ${p.covered} bytes`, p.offset, p.length);
       }
-      if (p.error) p.reject(p.error);
-      else p.resolve();
+      this.settle(h.cookie, p, p.error);
     }
   }
 
@@ -299,14 +357,205 @@ export class NbdClient {
     });
   }
 
-  /** The connection is gone: every request in flight fails with EIO, and every later one at once. */
-  private lose(reason: string): void {
-    if (!this.dead) this.dead = this.error('EIO', reason);
-    this.reader.stop(new ReaderClosed(reason));
-    const all = [...this.pending.values()];
-    this.pending.clear();
-    for (const p of all) p.reject(this.error('EIO', `${reason} with the request in flight`, p.offset, p.length));
+  /** A link ended: without reconnect-delay everything fails; with it, requests wait while the client reconnects. */
+  private lost(link: Link, reason: string): void {
+    if (this.link !== link) return;
+    this.link = null;
+    link.reader.stop(new ReaderClosed(reason));
+    link.socket.destroy();
+    const delay = this.options.reconnectDelay ?? 0;
+    if (this.closing || delay === 0) {
+      this.die(reason);
+      return;
+    }
+    this.state = 'waiting';
+    this.lastAttemptError = reason;
+    // Chunks of a reply cut short are discarded: the request is sent again whole.
+    for (const p of this.pending.values()) {
+      p.covered = 0;
+      p.error = undefined;
+      p.extent = undefined;
+    }
+    this.delayTimer = setTimeout(() => {
+      this.delayTimer = null;
+      if (this.state !== 'waiting') return;
+      this.state = 'failing';
+      this.failure = this.error('EIO', `${reason}; not reconnected within reconnect-delay ${delay} s (${this.lastAttemptError})`);
+      this.failAll(this.failure.message);
+      // Reconnection goes on in the background, without keeping the process alive on its own.
+      this.retryTimer?.unref();
+    }, delay * 1000);
+    this.retryMs = RECONNECT_FIRST_MS;
+    this.scheduleRetry();
   }
+
+  private scheduleRetry(): void {
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.reconnect();
+    }, this.retryMs);
+    if (this.state === 'failing') this.retryTimer.unref();
+    this.retryMs = Math.min(this.retryMs * 2, RECONNECT_MAX_MS);
+  }
+
+  private async reconnect(): Promise<void> {
+    let link: Link;
+    try {
+      link = await establish(this.options);
+    } catch (e) {
+      if (this.closing || this.state === 'dead') return;
+      this.lastAttemptError = (e as Error).message;
+      this.scheduleRetry();
+      return;
+    }
+    if (this.closing || this.state === 'dead') {
+      link.socket.destroy();
+      return;
+    }
+    const before = this.info;
+    const changed =
+      link.info.size !== before.size
+        ? `its size changed from ${before.size} to ${link.info.size} bytes`
+        : this.options.needWrite && link.info.flags & P.NBD_FLAG_READ_ONLY
+          ? 'it is now read-only'
+          : null;
+    if (changed) {
+      link.socket.destroy();
+      this.die(`NBD export '${this.options.exportName}' on ${this.where} changed across a reconnection: ${changed}`);
+      return;
+    }
+    if (this.delayTimer) clearTimeout(this.delayTimer);
+    this.delayTimer = null;
+    this.link = link;
+    this.state = 'connected';
+    this.failure = null;
+    this.reconnects++;
+    this.attach(link);
+    for (const [cookie, p] of this.pending) send(link.socket, cookie, p);
+  }
+
+  private stopTimers(): void {
+    if (this.delayTimer) clearTimeout(this.delayTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.delayTimer = null;
+    this.retryTimer = null;
+  }
+
+  /** For good: every request waiting or in flight fails with EIO, and every later one at once. */
+  private die(reason: string): void {
+    this.stopTimers();
+    if (this.state !== 'dead') {
+      this.state = 'dead';
+      this.failure = this.error('EIO', reason);
+    }
+    const link = this.link;
+    if (link) {
+      link.reader.stop(new ReaderClosed(reason));
+      link.socket.destroy();
+    }
+    this.failAll(reason);
+  }
+
+  private failAll(reason: string): void {
+    const all = [...this.pending];
+    this.pending.clear();
+    for (const [, p] of all) p.reject(this.error('EIO', `${reason} with the request in flight`, p.offset, p.length));
+  }
+}
+
+/** Writes one request (header, and a WRITE's payload in the same segment). */
+function send(socket: net.Socket, cookie: bigint, p: Pending): void {
+  const header = P.encodeRequest({ flags: p.flags, type: p.type, cookie, offset: p.offset, length: p.length });
+  if (p.payload) {
+    socket.cork();
+    socket.write(header);
+    socket.write(p.payload);
+    socket.uncork();
+  } else socket.write(header);
+}
+
+function checkSeconds(v: number | undefined, field: string, node: string | undefined): void {
+  if (v === undefined) return;
+  if (!Number.isFinite(v) || v < 0 || v > 4294967295) {
+    throw new BlockError('EINVAL', `${field}: must be a number of seconds >= 0`, { field, ...(node !== undefined ? { node } : {}) });
+  }
+}
+
+/** Opens a connection, starts TLS when asked, and negotiates the export (all within the handshake timeout). */
+async function establish(options: NbdClientOptions): Promise<Link> {
+  const where = describe(options.server);
+  const ctx = { node: options.node, field: 'server' };
+  const raw = await open(options.server, where, ctx);
+  // Failures surface through the reader and 'close'; a write after a failure must not throw an unhandled 'error'.
+  raw.on('error', () => undefined);
+  let socket: net.Socket = raw;
+  let reader = new SocketReader(raw, READER_SLACK);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    socket.destroy();
+    raw.destroy();
+  }, HANDSHAKE_TIMEOUT_MS);
+  try {
+    const handshakeFlags = P.decodeServerGreeting(await reader.read(P.SERVER_GREETING_SIZE));
+    const noZeroes = (handshakeFlags & P.NBD_FLAG_NO_ZEROES) !== 0;
+    raw.write(P.encodeClientFlags(P.NBD_FLAG_C_FIXED_NEWSTYLE | (noZeroes ? P.NBD_FLAG_C_NO_ZEROES : 0)));
+    if (options.tls) {
+      socket = await startTls(raw, reader, options, where);
+      reader = new SocketReader(socket, READER_SLACK);
+    }
+    const info = await negotiate(socket, reader, options.exportName, where, options.node);
+    return { socket, reader, info };
+  } catch (e) {
+    if (e instanceof BlockError && !socket.destroyed) {
+      // A clean refusal (unknown export, policy): say goodbye as the protocol asks, then hang up.
+      socket.end(P.encodeOption(P.NBD_OPT_ABORT));
+      socket.destroySoon();
+      throw e;
+    }
+    socket.destroy();
+    raw.destroy();
+    if (e instanceof BlockError) throw e;
+    if (timedOut) throw new BlockError('EIO', `NBD handshake with ${where}: no answer within ${HANDSHAKE_TIMEOUT_MS / 1000} s`, ctx);
+    if (e instanceof ReaderClosed) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
+    if (e instanceof P.NbdProtocolError) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
+    throw fromErrno(e, `NBD handshake with ${where}`, ctx);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * NBD_OPT_STARTTLS, then the TLS handshake over the same socket. A server that refuses TLS, or
+ * whose credentials do not verify, fails the connection: there is no fallback to plain text.
+ */
+async function startTls(raw: net.Socket, reader: SocketReader, options: NbdClientOptions, where: string): Promise<tls.TLSSocket> {
+  const ctx = { ...(options.node !== undefined ? { node: options.node } : {}), field: 'tls' };
+  const reply = await haggleOn(raw, reader, P.NBD_OPT_STARTTLS);
+  if (reply.final !== P.NBD_REP_ACK) {
+    const detail = reply.message ? `: ${reply.message}` : '';
+    const code = reply.final === P.NBD_REP_ERR_POLICY ? 'EACCES' : 'ENOTSUP';
+    throw new BlockError(code, `NBD server ${where} refused STARTTLS (error 0x${reply.final.toString(16)})${detail}; TLS was asked for, so the client does not go on without it`, ctx);
+  }
+  // The server says nothing more in plain text: its next bytes are its side of the TLS handshake.
+  if (reader.detach().byteLength > 0) throw new P.NbdProtocolError('bytes after the STARTTLS reply, before TLS');
+  const hostname = options.tlsHostname ?? (options.server.type === 'inet' ? options.server.host : undefined);
+  const secure = tls.connect(clientTlsOptions(options.tls as NbdClientTls, raw, hostname));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      secure.once('error', reject);
+      secure.once('close', () => reject(new Error('the server closed the connection')));
+    });
+  } catch (e) {
+    secure.destroy();
+    raw.destroy();
+    const err = e as NodeJS.ErrnoException;
+    // A server that hangs up mid-handshake is, as often as not, refusing our credentials (GnuTLS does so on a wrong PSK).
+    throw new BlockError('EACCES', `NBD TLS handshake with ${where} failed: ${err.message}${err.code && !err.message.includes(err.code) ? ` (${err.code})` : ''}`, { ...ctx, cause: e });
+  }
+  secure.on('error', () => undefined);
+  return secure;
 }
 
 const COMMAND_NAMES: Readonly<Record<number, string>> = {
@@ -337,26 +586,23 @@ function open(a: NbdClientAddress, where: string, ctx: { node?: string | undefin
   });
 }
 
-/** Fixed newstyle negotiation up to NBD_OPT_GO. */
-async function handshake(socket: net.Socket, reader: SocketReader, exportName: string, where: string, node: string | undefined): Promise<NbdExportInfo> {
-  const handshakeFlags = P.decodeServerGreeting(await reader.read(P.SERVER_GREETING_SIZE));
-  const noZeroes = (handshakeFlags & P.NBD_FLAG_NO_ZEROES) !== 0;
-  socket.write(P.encodeClientFlags(P.NBD_FLAG_C_FIXED_NEWSTYLE | (noZeroes ? P.NBD_FLAG_C_NO_ZEROES : 0)));
+/** Sends an option and collects its replies up to the final ACK or error. */
+async function haggleOn(socket: net.Socket, reader: SocketReader, option: number, data?: Uint8Array) {
+  socket.write(P.encodeOption(option, data));
+  const replies: { type: number; data: Buffer }[] = [];
+  for (;;) {
+    const h = P.decodeOptionReplyHeader(await reader.read(P.OPTION_REPLY_HEADER_SIZE));
+    if (h.option !== option) throw new P.NbdProtocolError(`reply to option ${h.option} while waiting for option ${option}`);
+    if (h.length > MAX_OPTION_REPLY) throw new P.NbdProtocolError(`option reply of ${h.length} bytes`);
+    const d = h.length > 0 ? await reader.read(h.length) : Buffer.alloc(0);
+    if (h.type === P.NBD_REP_ACK || P.isOptionReplyError(h.type)) return { final: h.type, message: d.toString('utf8'), replies };
+    replies.push({ type: h.type, data: d });
+  }
+}
 
-  /** Sends an option and collects its replies up to the final ACK or error. */
-  const haggle = async (option: number, data?: Uint8Array) => {
-    socket.write(P.encodeOption(option, data));
-    const replies: { type: number; data: Buffer }[] = [];
-    for (;;) {
-      const h = P.decodeOptionReplyHeader(await reader.read(P.OPTION_REPLY_HEADER_SIZE));
-      if (h.option !== option) throw new P.NbdProtocolError(`reply to option ${h.option} while waiting for option ${option}`);
-      if (h.length > MAX_OPTION_REPLY) throw new P.NbdProtocolError(`option reply of ${h.length} bytes`);
-      const d = h.length > 0 ? await reader.read(h.length) : Buffer.alloc(0);
-      if (h.type === P.NBD_REP_ACK || P.isOptionReplyError(h.type)) return { final: h.type, message: d.toString('utf8'), replies };
-      replies.push({ type: h.type, data: d });
-    }
-  };
-
+/** Fixed newstyle option haggling, after the greeting (and TLS), up to NBD_OPT_GO. */
+async function negotiate(socket: net.Socket, reader: SocketReader, exportName: string, where: string, node: string | undefined): Promise<NbdExportInfo> {
+  const haggle = (option: number, data?: Uint8Array) => haggleOn(socket, reader, option, data);
   const sr = await haggle(P.NBD_OPT_STRUCTURED_REPLY);
   const structured = sr.final === P.NBD_REP_ACK;
 

@@ -69,6 +69,17 @@ export class SocketReader {
     return out;
   }
 
+  /**
+   * Exactly `n` bytes if they are here already, else null (then {@link read} waits for them):
+   * a parser loop takes every request of a chunk without a promise per request.
+   */
+  readNow(n: number): Buffer | null {
+    if (this.ended || this.size < n || this.waiter) return null;
+    const out = this.take(n);
+    if (this.socket.isPaused() && this.size <= this.slack) this.socket.resume();
+    return out;
+  }
+
   /** Ends reading: a pending and every later read rejects with `reason`; buffered bytes are dropped. */
   stop(reason: Error): void {
     if (this.ended) return;

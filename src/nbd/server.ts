@@ -6,6 +6,7 @@ import type { Drive } from '../drive.js';
 import { BlockError, isBlockError } from '../errors.js';
 import { nbdErrorFor } from './errors.js';
 import * as P from './protocol.js';
+import { MemoryBudget } from './memory-budget.js';
 import { ReaderClosed, SocketReader } from './reader.js';
 import { type NbdTlsOptions, type NbdTlsSetup, peerVerifyError, prepareTls } from './tls.js';
 
@@ -31,6 +32,12 @@ export interface NbdServerOptions {
   handshakeTimeoutMs?: number;
   /** Largest READ / WRITE length in bytes (default 32 MiB, QEMU's NBD_MAX_BUFFER_SIZE). */
   maxRequest?: number;
+  /**
+   * Bytes that all connections together may hold for requests (WRITE payloads being received or
+   * processed, READ data until its reply is written out); past it the server stops reading requests
+   * until replies drain, and no request is failed for it (default 256 MiB, at least maxRequest).
+   */
+  memoryBudget?: number;
   /** Clock for the handshake timeout (default: the real clock). */
   clock?: Clock;
   /** TLS credentials: clients upgrade with NBD_OPT_STARTTLS (without them STARTTLS is refused with ERR_POLICY). */
@@ -73,6 +80,7 @@ const DEFAULT_MAX_CONNECTIONS = 16;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** QEMU's NBD_MAX_BUFFER_SIZE. */
 const DEFAULT_MAX_REQUEST = 32 * 1024 * 1024;
+const DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024;
 /** Largest option data accepted during the handshake (names are at most 4 KiB; meta context queries a few). */
 const MAX_OPTION_LENGTH = 64 * 1024;
 /** Unsent option replies past which the server stops reading options until the client takes them. */
@@ -130,6 +138,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   /** @internal */ readonly handshakeTimeoutMs: number;
   /** @internal */ readonly maxRequest: number;
   /** @internal */ readonly clock: Clock;
+  /** @internal */ readonly budget: MemoryBudget;
   /** @internal */ readonly tls: NbdTlsSetup | null;
   /** @internal */ readonly tlsRequired: boolean;
 
@@ -139,6 +148,11 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     this.handshakeTimeoutMs = positiveInt(options.handshakeTimeoutMs, DEFAULT_HANDSHAKE_TIMEOUT_MS, 'handshakeTimeoutMs');
     this.maxRequest = positiveInt(options.maxRequest, DEFAULT_MAX_REQUEST, 'maxRequest');
     if (this.maxRequest > MAX_U32) throw new BlockError('EINVAL', `maxRequest: ${this.maxRequest} exceeds ${MAX_U32}`, { field: 'maxRequest' });
+    const memoryBudget = positiveInt(options.memoryBudget, Math.max(DEFAULT_MEMORY_BUDGET, this.maxRequest), 'memoryBudget');
+    if (memoryBudget < this.maxRequest) {
+      throw new BlockError('EINVAL', `memoryBudget: ${memoryBudget} is below maxRequest ${this.maxRequest} (one request must fit)`, { field: 'memoryBudget' });
+    }
+    this.budget = new MemoryBudget(memoryBudget);
     this.clock = options.clock ?? new RealClock();
     this.tls = options.tls === undefined ? null : prepareTls(options.tls);
     if (options.tlsRequired === true && this.tls === null) throw new BlockError('EINVAL', 'tlsRequired: needs tls credentials', { field: 'tlsRequired' });
@@ -194,6 +208,16 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   /** Names of the exports served. */
   get exportNames(): string[] {
     return [...this.exports.keys()];
+  }
+
+  /** Bytes of the memory budget held now by requests and unwritten replies (all connections). */
+  get memoryInUse(): number {
+    return this.budget.used;
+  }
+
+  /** The most bytes of the memory budget ever held at once. */
+  get memoryPeak(): number {
+    return this.budget.peak;
   }
 
   /** Number of open client connections. */
@@ -291,8 +315,12 @@ class Connection {
   private meta: { exportName: string; allocation: boolean } | null = null;
   private handshakeTimer: ClockTimer | null = null;
   private endTimer: ClockTimer | null = null;
-  /** Replies are being gathered for one write at the end of this tick. */
+  /** Replies are being gathered for one write at the end of this event-loop turn. */
   private corked = false;
+  private readonly uncork = () => {
+    this.corked = false;
+    this.socket.uncork();
+  };
   /** Resolves once the socket has closed and 'disconnect' was emitted. */
   readonly closed: Promise<void>;
   private inFlight = 0;
@@ -304,6 +332,10 @@ class Connection {
   private quiesced: Promise<void> | null = null;
   private loopDone: Promise<void> = Promise.resolve();
   private faultReason: string | undefined;
+  /** Budget bytes held by this connection's requests, by request (given back at the latest when the socket closes). */
+  private readonly held = new Set<{ n: number }>();
+  /** Ends a wait for budget when the connection stops. */
+  private budgetAbort: (() => void) | null = null;
 
   constructor(
     private readonly server: NbdServer,
@@ -332,6 +364,10 @@ class Connection {
       this.closeSeen = true;
       this.handshakeTimer?.cancel();
       this.endTimer?.cancel();
+      // Replies that will never be written give their bytes back; a pending wait leaves the queue.
+      for (const h of this.held) this.server.budget.release(h.n);
+      this.held.clear();
+      this.cancelBudgetWait();
       this.wakeSlot();
       this.server.forget(this, this.faultReason);
       this.resolveClosed();
@@ -433,16 +469,26 @@ class Connection {
    * corked together and leave in one system call.
    */
   private send(...parts: Uint8Array[]): void {
-    if (this.socket.destroyed || !this.socket.writable) return;
+    this.sendFrame(parts);
+  }
+
+  /** {@link send} with a callback once the frame has been handed to the OS (or will never be). */
+  private sendFrame(parts: Uint8Array[], done?: () => void): void {
+    if (this.socket.destroyed || !this.socket.writable) {
+      done?.();
+      return;
+    }
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      process.nextTick(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
+      // setImmediate runs after the poll phase has delivered every completion ready in this turn
+      // (drive reads finishing together), so their replies leave in one writev, not one write each.
+      setImmediate(this.uncork);
     }
-    for (const p of parts) this.socket.write(p);
+    const last = parts.length - 1;
+    for (let i = 0; i < last; i++) this.socket.write(parts[i] as Uint8Array);
+    if (last >= 0) this.socket.write(parts[last] as Uint8Array, done);
+    else done?.();
   }
 
   // ---- handshake ------------------------------------------------------------------------
@@ -656,14 +702,22 @@ class Connection {
   private async transmission(): Promise<void> {
     const maxRequest = this.server.maxRequest;
     for (;;) {
-      await this.slot();
+      // The awaits are skipped when nothing needs waiting for: requests already received are parsed in one go.
+      if (this.mustWait()) await this.slot();
       if (this.stopping) return;
       let req: P.NbdRequest;
       try {
-        req = P.decodeRequest(await this.reader.read(P.REQUEST_SIZE));
+        req = P.decodeRequest(this.reader.readNow(P.REQUEST_SIZE) ?? (await this.reader.read(P.REQUEST_SIZE)));
       } catch (e) {
         if (e instanceof P.NbdProtocolError) throw new ProtocolViolation(e.message);
         throw e;
+      }
+      // READ data and WRITE payloads count against the server-wide budget until their reply is written.
+      const bytes = (req.type === P.NBD_CMD_WRITE && req.length <= maxRequest) || (req.type === P.NBD_CMD_READ && req.length <= maxRequest) ? req.length : 0;
+      let hold: { n: number } | null = null;
+      if (bytes > 0) {
+        hold = this.server.budget.tryTake(bytes) ? this.keep(bytes) : await this.reserve(bytes);
+        if (hold === null) return;
       }
       let payload: Buffer | null = null;
       switch (req.type) {
@@ -673,7 +727,7 @@ class Connection {
         case P.NBD_CMD_WRITE:
           // The payload cannot be skipped safely when it is larger than we accept: drop the client.
           if (req.length > maxRequest) throw new ProtocolViolation(`NBD_CMD_WRITE of ${req.length} bytes exceeds the maximum ${maxRequest}`);
-          payload = await this.reader.read(req.length);
+          payload = this.reader.readNow(req.length) ?? (await this.reader.read(req.length));
           break;
         case P.NBD_CMD_READ:
         case P.NBD_CMD_FLUSH:
@@ -686,10 +740,10 @@ class Connection {
           // Whether a payload follows is unknown: the stream cannot be resynchronised.
           throw new ProtocolViolation(`unknown command ${req.type}`);
       }
-      const bytes = req.type === P.NBD_CMD_WRITE || req.type === P.NBD_CMD_READ ? req.length : 0;
       this.inFlight++;
       this.inFlightBytes += bytes;
-      void this.serve(req, payload).finally(() => {
+      const done = hold === null ? undefined : this.releaser(hold);
+      void this.serve(req, payload, done).finally(() => {
         this.inFlight--;
         this.inFlightBytes -= bytes;
         this.wakeSlot();
@@ -704,18 +758,70 @@ class Connection {
    * bounded by about 2 × maxRequest of requests plus maxRequest of unsent replies.
    */
   private async slot(): Promise<void> {
-    const max = this.server.maxRequest;
-    while (!this.stopping && (this.inFlight >= MAX_IN_FLIGHT || (this.inFlight > 0 && this.inFlightBytes >= 2 * max) || this.socket.writableLength > max)) {
+    while (this.mustWait()) {
       await new Promise<void>((resolve) => {
         this.slotWaiter = resolve;
       });
     }
   }
 
+  private mustWait(): boolean {
+    const max = this.server.maxRequest;
+    return !this.stopping && (this.inFlight >= MAX_IN_FLIGHT || (this.inFlight > 0 && this.inFlightBytes >= 2 * max) || this.socket.writableLength > max);
+  }
+
   private wakeSlot(): void {
     const w = this.slotWaiter;
     this.slotWaiter = null;
     w?.();
+    if (this.stopping || this.closeSeen) this.cancelBudgetWait();
+  }
+
+  /**
+   * Takes `n` bytes of the server's budget for one request; while the budget is spent the
+   * connection reads nothing more (its socket pauses). Null when the connection stops meanwhile.
+   */
+  private async reserve(n: number): Promise<{ n: number } | null> {
+    const budget = this.server.budget;
+    if (!budget.tryTake(n)) {
+      const w = budget.wait(n);
+      let stopped = false;
+      await Promise.race([
+        w.taken,
+        new Promise<void>((resolve) => {
+          this.budgetAbort = () => {
+            stopped = true;
+            resolve();
+          };
+        }),
+      ]);
+      this.budgetAbort = null;
+      if (stopped && w.cancel()) return null;
+      // Taken (perhaps just as the wait was cut short): the bytes are ours to hold or give back.
+    }
+    const hold = this.keep(n);
+    if (this.stopping || this.closeSeen) {
+      this.giveBack(hold);
+      return null;
+    }
+    return hold;
+  }
+
+  /** Records `n` bytes just taken from the budget as this connection's. */
+  private keep(n: number): { n: number } {
+    const hold = { n };
+    this.held.add(hold);
+    return hold;
+  }
+
+  private giveBack(hold: { n: number }): void {
+    if (this.held.delete(hold)) this.server.budget.release(hold.n);
+  }
+
+  private cancelBudgetWait(): void {
+    const abort = this.budgetAbort;
+    this.budgetAbort = null;
+    abort?.();
   }
 
   private idle(): Promise<void> {
@@ -723,13 +829,18 @@ class Connection {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Runs one request on the drive and sends its reply. Never rejects. */
-  private async serve(req: P.NbdRequest, payload: Buffer | null): Promise<void> {
+  /** A write callback that gives a request's budget bytes back once its reply has left (or failed to). */
+  private releaser(hold: { n: number }): () => void {
+    return () => this.giveBack(hold);
+  }
+
+  /** Runs one request on the drive and sends its reply (`done` once the reply is written). Never rejects. */
+  private async serve(req: P.NbdRequest, payload: Buffer | null, done?: () => void): Promise<void> {
     try {
       this.check(req);
       switch (req.type) {
         case P.NBD_CMD_READ:
-          return await this.read(req);
+          return await this.read(req, done);
         case P.NBD_CMD_BLOCK_STATUS:
           return await this.blockStatus(req);
         case P.NBD_CMD_WRITE:
@@ -749,9 +860,9 @@ class Connection {
           // Advisory: nothing to prefetch into (the drive has its own caches, if any).
           break;
       }
-      this.send(P.encodeSimpleReply(req.cookie, P.NBD_SUCCESS));
+      this.sendFrame([P.encodeSimpleReply(req.cookie, P.NBD_SUCCESS)], done);
     } catch (e) {
-      this.sendError(req, e);
+      this.sendError(req, e, done);
     }
   }
 
@@ -782,14 +893,14 @@ class Connection {
     }
   }
 
-  private async read(req: P.NbdRequest): Promise<void> {
+  private async read(req: P.NbdRequest, done?: () => void): Promise<void> {
     const data = req.length === 0 ? Buffer.alloc(0) : await this.drive.read(req.offset, req.length);
     if (!this.structured) {
-      this.send(P.encodeSimpleReply(req.cookie, P.NBD_SUCCESS), data);
+      this.sendFrame([P.encodeSimpleReply(req.cookie, P.NBD_SUCCESS), data], done);
     } else if (req.length === 0) {
-      this.send(P.encodeStructuredReplyHeader(req.cookie, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, 0));
+      this.sendFrame([P.encodeStructuredReplyHeader(req.cookie, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, 0)], done);
     } else {
-      this.send(P.encodeOffsetDataHeader(req.cookie, P.NBD_REPLY_FLAG_DONE, req.offset, data.byteLength), data);
+      this.sendFrame([P.encodeOffsetDataHeader(req.cookie, P.NBD_REPLY_FLAG_DONE, req.offset, data.byteLength), data], done);
     }
   }
 
@@ -845,13 +956,13 @@ class Connection {
     this.send(P.encodeBlockStatusChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, ALLOCATION_CONTEXT_ID, extents));
   }
 
-  private sendError(req: P.NbdRequest, e: unknown): void {
+  private sendError(req: P.NbdRequest, e: unknown, done?: () => void): void {
     const error = e instanceof RequestError ? e.nbdError : nbdErrorFor(e);
     if (this.structured) {
       const message = e instanceof Error ? e.message : String(e);
-      this.send(P.encodeErrorChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, error, message));
+      this.sendFrame([P.encodeErrorChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, error, message)], done);
     } else {
-      this.send(P.encodeSimpleReply(req.cookie, error));
+      this.sendFrame([P.encodeSimpleReply(req.cookie, error)], done);
     }
   }
 }

@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { BlockError } from '../errors.js';
@@ -152,4 +153,96 @@ export function peerVerifyError(socket: tls.TLSSocket): string | null {
 
 function isPem(v: unknown): boolean {
   return (typeof v === 'string' && v.length > 0) || (Buffer.isBuffer(v) && v.byteLength > 0);
+}
+
+/** Client TLS with X.509 (QEMU's tls-creds-x509, endpoint=client): the server's certificate must chain to `ca`. */
+export interface NbdClientTlsX509 {
+  mode: 'x509';
+  /** CA certificate(s) (PEM) that the server's certificate must chain to (default: Node's built-in root CAs). */
+  ca?: string | Buffer | (string | Buffer)[];
+  /** Client certificate (PEM), for servers that verify their peers. */
+  cert?: string | Buffer;
+  /** The client certificate's key (PEM). */
+  key?: string | Buffer;
+}
+
+/** Client TLS with a pre-shared key (QEMU's tls-creds-psk, endpoint=client). */
+export interface NbdClientTlsPsk {
+  mode: 'psk';
+  /** The identity sent to the server (QEMU's default: qemu). */
+  username: string;
+  key: Buffer;
+}
+
+/** TLS credentials of an NBD client. */
+export type NbdClientTls = NbdClientTlsX509 | NbdClientTlsPsk;
+
+/** QEMU's default PSK username (tls-creds-psk `username`). */
+export const DEFAULT_PSK_USERNAME = 'qemu';
+
+/**
+ * Reads a client's credentials laid out as QEMU's tls-creds-x509 / tls-creds-psk `dir` with
+ * endpoint=client (libnbd's tls-certificates reads the same): x509: ca-cert.pem, and
+ * client-cert.pem with client-key.pem when both exist; psk: the key of `username` in keys.psk.
+ */
+export async function loadQemuTlsClientCredsDir(dir: string, mode: 'x509' | 'psk', options: { username?: string } = {}): Promise<NbdClientTls> {
+  if (mode === 'psk') return pskIdentity(await loadPskFile(path.join(dir, 'keys.psk')), options.username, path.join(dir, 'keys.psk'));
+  if (mode !== 'x509') throw new BlockError('EINVAL', `loadQemuTlsClientCredsDir: unknown mode '${String(mode)}'`, { field: 'mode' });
+  const optional = (file: string) =>
+    readCred(path.join(dir, file)).catch((e: unknown) => {
+      if (e instanceof BlockError && e.code === 'ENOENT') return undefined;
+      throw e;
+    });
+  const [ca, cert, key] = await Promise.all([readCred(path.join(dir, 'ca-cert.pem')), optional('client-cert.pem'), optional('client-key.pem')]);
+  return { mode, ca, ...(cert !== undefined && key !== undefined ? { cert, key } : {}) };
+}
+
+/** The client's PSK from a keys.psk file (`identity:hexkey` lines): the line of `username` (default qemu). */
+export async function loadClientPskFile(file: string, username?: string): Promise<NbdClientTlsPsk> {
+  return pskIdentity(await loadPskFile(file), username, file);
+}
+
+function pskIdentity(keys: Record<string, Buffer>, username: string | undefined, file: string): NbdClientTlsPsk {
+  const who = username ?? DEFAULT_PSK_USERNAME;
+  const key = keys[who];
+  if (key === undefined) throw new BlockError('ENOENT', `${file}: no key for username '${who}'`, { path: file, field: 'username' });
+  return { mode: 'psk', username: who, key };
+}
+
+/**
+ * Options for tls.connect over an NBD connection after NBD_OPT_STARTTLS. x509 checks the
+ * server's certificate against the CAs and, when `hostname` is given, its name (QEMU's
+ * tls-hostname; by default the inet host, none for a Unix socket). Throws BlockError EINVAL.
+ */
+export function clientTlsOptions(creds: NbdClientTls, socket: net.Socket, hostname: string | undefined): tls.ConnectionOptions {
+  if (typeof creds !== 'object' || creds === null) throw new BlockError('EINVAL', 'tls: must be an object', { field: 'tls' });
+  if (creds.mode === 'x509') {
+    if ((creds.cert === undefined) !== (creds.key === undefined)) throw new BlockError('EINVAL', 'tls: a client certificate needs its key, and a key its certificate', { field: 'tls' });
+    const isIp = hostname !== undefined && net.isIP(hostname) !== 0;
+    return {
+      socket,
+      minVersion: 'TLSv1.2',
+      rejectUnauthorized: true,
+      ...(creds.ca === undefined ? {} : { ca: creds.ca }),
+      ...(creds.cert === undefined ? {} : { cert: creds.cert, key: creds.key }),
+      // SNI takes names only; the identity check takes names and addresses.
+      ...(hostname !== undefined && !isIp ? { servername: hostname } : {}),
+      ...(hostname !== undefined ? { host: hostname } : { checkServerIdentity: () => undefined }),
+    };
+  }
+  if (creds.mode === 'psk') {
+    if (typeof creds.username !== 'string' || creds.username === '' || Buffer.byteLength(creds.username) > MAX_IDENTITY) {
+      throw new BlockError('EINVAL', `tls: the PSK username must be 1..${MAX_IDENTITY} bytes`, { field: 'tls' });
+    }
+    if (!Buffer.isBuffer(creds.key) || creds.key.byteLength === 0) throw new BlockError('EINVAL', 'tls: the PSK key must be a non-empty Buffer', { field: 'tls' });
+    return {
+      socket,
+      minVersion: 'TLSv1.2',
+      ciphers: 'PSK:ECDHEPSK:DHEPSK:!aNULL:!eNULL',
+      pskCallback: () => ({ psk: creds.key, identity: creds.username }),
+      // A PSK server has no certificate: knowing the key is what authenticates it.
+      checkServerIdentity: () => undefined,
+    };
+  }
+  throw new BlockError('EINVAL', `tls: unknown mode '${String((creds as { mode?: unknown }).mode)}'`, { field: 'tls' });
 }

@@ -49,11 +49,19 @@ export class RawNbdClient {
         this.waiter = resolve;
       });
     }
-    const all = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
-    const rest = all.subarray(n);
-    this.chunks = rest.byteLength > 0 ? [rest] : [];
-    this.size = rest.byteLength;
-    return all.subarray(0, n);
+    // Copies only the chunks this read needs (joining all of them each time made big backlogs quadratic).
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const c = this.chunks[0] as Buffer;
+      const k = Math.min(c.byteLength, n - filled);
+      c.copy(out, filled, 0, k);
+      filled += k;
+      if (k === c.byteLength) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
+    }
+    this.size -= n;
+    return out;
   }
 
   write(b: Uint8Array): void {

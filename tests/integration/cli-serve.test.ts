@@ -309,6 +309,15 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
 });
 
 describe('blocklayer serve errors: one line, exit 1', () => {
+  it('--memory-budget takes a size; a bad one, or one below the largest request (32 MiB), is EINVAL naming it', () => {
+    const bad = cli('serve', p('a.raw'), '-x', 'd', '-p', '0', '--memory-budget', 'lots');
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/EINVAL: --memory-budget: 'lots'/);
+    const small = cli('serve', p('a.raw'), '-x', 'd', '-p', '0', '--memory-budget', '1M');
+    expect(small.code).toBe(1);
+    expect(small.err).toMatch(/memoryBudget: 1048576 is below maxRequest/);
+  });
+
   it('a bad limit names the flag', () => {
     const r = cli('serve', p('a.raw'), '-x', 'd', '-p', '0', '--iops=-1');
     expect(r.code).toBe(1);

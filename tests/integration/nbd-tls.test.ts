@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,6 +7,7 @@ import { BlockLayer, type Drive, NbdServer } from '../../src/index.js';
 import * as P from '../../src/nbd/protocol.js';
 import { loadPskFile, loadQemuTlsCredsDir, parsePskFile } from '../../src/nbd/tls.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
+import { makeCerts } from '../helpers/tls-certs.js';
 import { haveProgram, run } from '../helpers/tools.js';
 
 const CI = process.env.CI === 'true';
@@ -23,43 +23,6 @@ if (CI && !haveNbdinfo) throw new Error('nbdinfo missing in CI: .ci/run must ins
 if (!haveOpenssl) console.log('NBD TLS tests skipped: install openssl (apt-get install openssl) to make their certificates');
 if (!haveQemuImg) console.log('NBD TLS tests with qemu-img/qemu-io skipped: install qemu-utils (apt-get install qemu-utils) to run them');
 if (!haveNbdinfo) console.log('NBD TLS test with nbdinfo skipped: install libnbd-bin (apt-get install libnbd-bin) to run it');
-
-const OPENSSL_CNF = `[req]
-distinguished_name=dn
-[dn]
-[ca]
-basicConstraints=critical,CA:TRUE
-keyUsage=critical,keyCertSign,cRLSign
-[server]
-basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost
-[client]
-basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=clientAuth
-`;
-
-/**
- * A CA, a server certificate for 127.0.0.1 / localhost and a client certificate, laid out as
- * QEMU's tls-creds-x509 directory (which libnbd's tls-certificates also reads).
- */
-function makeCerts(dir: string): void {
-  const cnf = path.join(dir, 'openssl.cnf');
-  fs.writeFileSync(cnf, OPENSSL_CNF);
-  const o = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  o(['req', '-x509', ...ec, '-keyout', 'ca-key.pem', '-out', 'ca-cert.pem', '-days', '2', '-subj', '/CN=blocklayer test CA', '-config', cnf, '-extensions', 'ca']);
-  for (const who of ['server', 'client']) {
-    o(['req', ...ec, '-keyout', `${who}-key.pem`, '-out', `${who}.csr`, '-subj', `/CN=${who === 'server' ? 'localhost' : 'client'}`, '-config', cnf]);
-    o(['x509', '-req', '-in', `${who}.csr`, '-CA', 'ca-cert.pem', '-CAkey', 'ca-key.pem', '-set_serial', who === 'server' ? '1' : '2', '-out', `${who}-cert.pem`, '-days', '2', '-extfile', cnf, '-extensions', who]);
-  }
-  // A client certificate from another CA, which the server must not accept.
-  o(['req', '-x509', ...ec, '-keyout', 'rogue-ca-key.pem', '-out', 'rogue-ca-cert.pem', '-days', '2', '-subj', '/CN=rogue CA', '-config', cnf, '-extensions', 'ca']);
-  o(['req', ...ec, '-keyout', 'rogue-key.pem', '-out', 'rogue.csr', '-subj', '/CN=client', '-config', cnf]);
-  o(['x509', '-req', '-in', 'rogue.csr', '-CA', 'rogue-ca-cert.pem', '-CAkey', 'rogue-ca-key.pem', '-set_serial', '3', '-out', 'rogue-cert.pem', '-days', '2', '-extfile', cnf, '-extensions', 'client']);
-}
 
 /** Sends NBD_OPT_STARTTLS on a raw connection, then runs the TLS handshake as a Node client. */
 async function startTls(c: RawNbdClient, extra: tls.ConnectionOptions = {}): Promise<tls.TLSSocket> {

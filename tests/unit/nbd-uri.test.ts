@@ -16,8 +16,17 @@ describe('NBD URIs (nbd doc/uri.md)', () => {
     expect(parseNbdUri('nbd+unix:///x?socket=/tmp/s.sock')).toEqual({ driver: 'nbd', server: { type: 'unix', path: '/tmp/s.sock' }, export: 'x' });
   });
 
-  it('TLS forms are ENOTSUP; a missing socket, a host on unix, unknown query parameters, credentials, no host or a bad port are EINVAL', () => {
-    expect(() => parseNbdUri('nbds://h/e')).toThrow(expect.objectContaining({ code: 'ENOTSUP' }));
+  it("nbds:// takes libnbd's TLS parameters: tls-certificates (x509), tls-psk-file with the URI user or tls-username, tls-hostname", () => {
+    expect(parseNbdUri('nbds://h:1/e')).toMatchObject({ server: { port: 1 }, export: 'e', tls: { mode: 'x509' } });
+    expect(parseNbdUri('nbds://h/e?tls-certificates=/c&tls-hostname=disk.example')).toMatchObject({ tls: { mode: 'x509', dir: '/c' }, tlsHostname: 'disk.example' });
+    expect(parseNbdUri('nbds://alice@h/e?tls-psk-file=/k.psk')).toMatchObject({ tls: { mode: 'psk', file: '/k.psk', username: 'alice' } });
+    expect(parseNbdUri('nbds+unix:///e?socket=/s&tls-psk-file=/k&tls-username=bob')).toMatchObject({ server: { type: 'unix', path: '/s' }, tls: { mode: 'psk', file: '/k', username: 'bob' } });
+    for (const bad of ['nbds://h/e?tls-verify-peer=false', 'nbds://h/e?tls-certificates=/c&tls-psk-file=/k', 'nbds://u@h/e', 'nbds://h/e?tls-username=x', 'nbd://h/e?tls-certificates=/c', 'nbds://h/e?tls-certificates=']) {
+      expect(() => parseNbdUri(bad), bad).toThrow(expect.objectContaining({ code: 'EINVAL', field: 'filename' }));
+    }
+  });
+
+  it('a missing socket, a host on unix, unknown query parameters, credentials, no host or a bad port are EINVAL', () => {
     for (const bad of ['nbd+unix:///x', 'nbd+unix://h/x?socket=/s', 'nbd://h/e?tls=1', 'nbd://u:p@h/e', 'nbd:///e', 'nbd://h:99999/e', 'nbd://h/%zz', 'http://h/e']) {
       expect(() => parseNbdUri(bad), bad).toThrow(expect.objectContaining({ code: 'EINVAL', field: 'filename' }));
     }

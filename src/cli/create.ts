@@ -1,0 +1,129 @@
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { createImage } from '../create/index.js';
+import type { CreateOptionsInput } from '../create/options.js';
+import { probeFormat } from '../drivers/qcow2/index.js';
+import { BlockError } from '../errors.js';
+import { parseSize } from '../options/size.js';
+import { checkFormat } from './target.js';
+
+const USAGE = 'usage: blocklayer create -f FMT [-b BACKING -F FMT] [-o k=v,…] [-q] FILE [SIZE]';
+
+const bool = (name: string, v: string): boolean => {
+  if (v === 'on' || v === 'true' || v === 'yes') return true;
+  if (v === 'off' || v === 'false' || v === 'no') return false;
+  throw new BlockError('EINVAL', `-o ${name}: '${v}' is not on or off`, { field: name });
+};
+
+const size = (name: string, v: string): number => {
+  const n = parseSize(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new BlockError('EINVAL', `-o ${name}: '${v}' is not a size (e.g. 64k, 1M)`, { field: name });
+  return n;
+};
+
+/** qemu-img's -o names → createImage options. */
+const O_NAMES: Record<string, (v: string, name: string) => Partial<CreateOptionsInput>> = {
+  size: (v, n) => ({ size: size(n, v) }),
+  cluster_size: (v, n) => ({ clusterSize: size(n, v) }),
+  compat: (v) => ({ compat: v as never }),
+  extended_l2: (v, n) => ({ extendedL2: bool(n, v) }),
+  compression_type: (v) => ({ compressionType: v as never }),
+  lazy_refcounts: (v, n) => ({ lazyRefcounts: bool(n, v) }),
+  refcount_bits: (v, n) => {
+    if (!/^\d+$/.test(v)) throw new BlockError('EINVAL', `-o ${n}: '${v}' is not a number`, { field: n });
+    return { refcountBits: Number(v) };
+  },
+  data_file: (v) => ({ dataFile: v }),
+  data_file_raw: (v, n) => ({ dataFileRaw: bool(n, v) }),
+  preallocation: (v) => ({ preallocation: v as never }),
+  backing_file: (v) => ({ backing: v }),
+  backing_fmt: (v) => ({ backingFormat: v as never }),
+};
+
+/** Maps the library's field names back to qemu-img's in messages. */
+const QEMU_NAME: Record<string, string> = {
+  clusterSize: 'cluster_size',
+  extendedL2: 'extended_l2',
+  compressionType: 'compression_type',
+  lazyRefcounts: 'lazy_refcounts',
+  refcountBits: 'refcount_bits',
+  dataFile: 'data_file',
+  dataFileRaw: 'data_file_raw',
+  backing: 'backing_file (-b)',
+  backingFormat: 'backing_fmt (-F)',
+};
+
+/** Parses `-o k=v,k=v` (qemu-img's option list; repeated -o flags add up). */
+export function parseCreateO(lists: string[]): Partial<CreateOptionsInput> {
+  let out: Partial<CreateOptionsInput> = {};
+  for (const list of lists) {
+    for (const item of list.split(',')) {
+      if (item === '') continue;
+      const eq = item.indexOf('=');
+      const key = eq === -1 ? item : item.slice(0, eq);
+      const value = eq === -1 ? 'on' : item.slice(eq + 1);
+      const map = O_NAMES[key];
+      if (!map) throw new BlockError('EINVAL', `-o: invalid parameter '${key}' (known: ${Object.keys(O_NAMES).join(', ')})`, { field: key });
+      out = { ...out, ...map(value, key) };
+    }
+  }
+  return out;
+}
+
+/**
+ * `blocklayer create -f FMT [-b BACKING -F FMT] [-o k=v,…] FILE [SIZE]`, spelled like qemu-img
+ * create. As current qemu-img (6.1+), a backing file needs its format (-F); the message names
+ * the probed format to use.
+ */
+export async function createCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      format: { type: 'string', short: 'f' },
+      backing: { type: 'string', short: 'b' },
+      'backing-format': { type: 'string', short: 'F' },
+      options: { type: 'string', short: 'o', multiple: true },
+      quiet: { type: 'boolean', short: 'q' },
+    },
+  });
+  if (positionals.length < 1 || positionals.length > 2) throw new Error(USAGE);
+  const [file, sizeArg] = positionals;
+  const format = checkFormat(values.format ?? 'raw')!;
+  const o = parseCreateO(values.options ?? []);
+  if (values.backing !== undefined) o.backing = values.backing;
+  if (values['backing-format'] !== undefined) o.backingFormat = values['backing-format'] as never;
+  if (sizeArg !== undefined) o.size = size('size', sizeArg);
+  if (o.backing !== undefined && o.backingFormat === undefined) {
+    const where = path.resolve(path.dirname(path.resolve(file)), o.backing);
+    const probed = await probeFormat(where).catch(() => undefined);
+    throw new BlockError('EINVAL', `${file}: backing file specified without backing format${probed ? ` (detected format of ${probed}: add -F ${probed})` : ''}`, { field: 'backing_fmt' });
+  }
+  let created: Awaited<ReturnType<typeof createImage>>;
+  try {
+    created = await createImage(file, { ...o, format } as CreateOptionsInput, { handleSignals: true });
+  } catch (e) {
+    if (e instanceof BlockError && e.field && QEMU_NAME[e.field]) {
+      throw new BlockError(e.code, e.message.replace(new RegExp(`^${e.field}\\b`), QEMU_NAME[e.field]), { field: QEMU_NAME[e.field], cause: e });
+    }
+    throw e;
+  }
+  if (!values.quiet) console.log(formattingLine(file, format, o, created.virtualSize, created.backingFormat));
+  return 0;
+}
+
+/** qemu-img's "Formatting 'FILE', fmt=… size=…" line. */
+function formattingLine(file: string, format: string, o: Partial<CreateOptionsInput>, virtualSize: number, backingFormat?: string): string {
+  const parts = [`Formatting '${file}', fmt=${format}`];
+  if (format === 'qcow2') {
+    parts.push(`cluster_size=${parseSize(o.clusterSize ?? 65536)}`, `extended_l2=${o.extendedL2 ? 'on' : 'off'}`, `compression_type=${o.compressionType ?? 'zlib'}`);
+  }
+  parts.push(`size=${virtualSize}`);
+  if (o.backing !== undefined) parts.push(`backing_file=${o.backing}`, `backing_fmt=${backingFormat ?? o.backingFormat}`);
+  if (o.compat !== undefined) parts.push(`compat=${o.compat}`);
+  if (o.dataFile !== undefined) parts.push(`data_file=${o.dataFile}`);
+  if (o.dataFileRaw) parts.push('data_file_raw=on');
+  if (o.preallocation !== undefined && o.preallocation !== 'off') parts.push(`preallocation=${o.preallocation}`);
+  if (format === 'qcow2') parts.push(`lazy_refcounts=${o.lazyRefcounts ? 'on' : 'off'}`, `refcount_bits=${o.refcountBits ?? 16}`);
+  return parts.join(' ');
+}

@@ -1,0 +1,211 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { writeAtomically } from '../cli/atomic-output.js';
+import { tryFallocate } from '../drivers/file/fallocate.js';
+import { probeFormat } from '../drivers/qcow2/index.js';
+import { BlockError, fromErrno } from '../errors.js';
+import { BlockLayer } from '../layer.js';
+import type { BlockNode } from '../node/node.js';
+import { type CreateOptionsInput, parseCreateOptions, qcow2Settings, roundToSectors } from './options.js';
+import { planQcow2, type Qcow2Plan } from './qcow2-layout.js';
+
+export { type CreateOptionsInput, createOptionsSchema, PREALLOCATION_MODES, type Preallocation } from './options.js';
+
+/** What was created. */
+export interface CreatedImage {
+  format: 'qcow2' | 'raw';
+  virtualSize: number;
+  /** Length of the image file (or of the used part of the node). */
+  fileLength: number;
+  backingFormat?: 'qcow2' | 'raw';
+}
+
+/** How {@link createImage} runs (not image options). */
+export interface CreateFileOptions {
+  /**
+   * Stop on SIGINT/SIGTERM, remove the temporary file and reject with InterruptedError (the
+   * CLI's behaviour); default false: a library leaves signals to its host.
+   */
+  handleSignals?: boolean;
+}
+
+const ZERO_CHUNK = 1 << 20;
+
+/** Size and format of a backing file (format probed when not given), resolved against `baseDir`. */
+async function inspectBacking(name: string, baseDir: string, format: 'qcow2' | 'raw' | undefined): Promise<{ path: string; format: 'qcow2' | 'raw'; size: number }> {
+  const file = path.resolve(baseDir, name);
+  try {
+    await fs.access(file);
+  } catch (e) {
+    throw new BlockError('ENOENT', `backing: could not open backing file '${file}': ${(e as Error).message}`, { field: 'backing', path: file, cause: e });
+  }
+  const fmt = format ?? (await probeFormat(file));
+  const layer = new BlockLayer();
+  try {
+    const node = await layer.openNode({ driver: fmt, readOnly: true, file: { driver: 'file', filename: file, readOnly: true, locking: 'off' } });
+    return { path: file, format: fmt, size: node.length };
+  } catch (e) {
+    if (e instanceof BlockError) throw new BlockError(e.code, `backing: '${file}' (${fmt}): ${e.message}`, { field: 'backing', path: file, cause: e });
+    throw e;
+  } finally {
+    await layer.close();
+  }
+}
+
+/** Validates options, applies the backing file's size and format, and lays out the image. */
+async function prepareQcow2(input: unknown, baseDir: string) {
+  const o = parseCreateOptions(input);
+  let size = o.size;
+  let backingFormat = o.backingFormat;
+  let backingPath: string | undefined;
+  if (o.backing !== undefined) {
+    const b = await inspectBacking(o.backing, baseDir, o.backingFormat);
+    size ??= b.size;
+    backingFormat = b.format;
+    backingPath = b.path;
+  }
+  const settings = qcow2Settings({ ...o, ...(backingFormat ? { backingFormat } : {}) }, size!);
+  let plan: Qcow2Plan;
+  try {
+    plan = planQcow2(settings);
+  } catch (e) {
+    if (e instanceof BlockError) throw e;
+    throw new BlockError('EINVAL', `size: cannot lay out a qcow2 image of ${settings.size} bytes: ${(e as Error).message}`, { field: 'size', cause: e });
+  }
+  return { o, settings, plan, backingPath };
+}
+
+/** Writes a planned layout onto a node; `zeroed` says the node already reads as zeros. */
+async function writePlan(node: BlockNode, plan: Qcow2Plan, zeroed: boolean): Promise<void> {
+  if (node.length < plan.fileLength) {
+    throw new BlockError('ENOSPC', `node '${node.name}' has ${node.length} bytes; the new image needs ${plan.fileLength}`, { node: node.name, length: plan.fileLength });
+  }
+  // Preallocated data clusters and unwritten table space must read as zeros.
+  if (!zeroed) await node.writeZeroes(0, plan.fileLength);
+  for (const w of plan.writes) await node.write(w.offset, w.data);
+  await node.flush();
+}
+
+async function writeZeros(write: (offset: number, data: Uint8Array) => Promise<void>, start: number, end: number): Promise<void> {
+  const zeros = new Uint8Array(Math.min(ZERO_CHUNK, Math.max(0, end - start)));
+  for (let pos = start; pos < end; pos += zeros.length) await write(pos, zeros.subarray(0, Math.min(zeros.length, end - pos)));
+}
+
+/** Reserves [start, end) of a file (fallocate mode 0), as qemu-img's preallocation=falloc does. */
+async function fallocateRange(file: string, start: number, end: number): Promise<void> {
+  if (end <= start) return;
+  const h = await fs.open(file, 'r+');
+  try {
+    if (!(await tryFallocate(h.fd, 0, start, end - start))) {
+      throw new BlockError('ENOTSUP', `preallocation: could not reserve space in '${file}' with fallocate (use preallocation=full)`, { field: 'preallocation', path: file });
+    }
+  } finally {
+    await h.close();
+  }
+}
+
+/**
+ * Creates a qcow2 image on an existing node (a memory node, an rbd image, a file node): the
+ * layout qemu-img create would write into a new file, at offset 0 of the node, which must be
+ * at least as long as the layout (else ENOSPC). Relative backing names are probed against the
+ * current directory; an external data file is only named in the header, not created.
+ * preallocation=falloc needs a file: use {@link createImage}.
+ */
+export async function createQcow2OnNode(node: BlockNode, options: Omit<CreateOptionsInput, 'format'> & { format?: 'qcow2' }): Promise<CreatedImage> {
+  const { settings, plan } = await prepareQcow2({ ...options, format: 'qcow2' }, process.cwd());
+  if (settings.preallocation === 'falloc' && plan.preallocate) {
+    throw new BlockError('ENOTSUP', `preallocation: falloc needs a file; on a node use metadata or full`, { field: 'preallocation', node: node.name });
+  }
+  await writePlan(node, plan, false);
+  if (plan.preallocate && settings.preallocation === 'full') {
+    // writePlan zeroed the range already; 'full' asks for real zeros, which writeZeroes may leave as holes.
+    await writeZeros((o, d) => node.write(o, d), plan.preallocate.start, plan.preallocate.end);
+    await node.flush();
+  }
+  return { format: 'qcow2', virtualSize: settings.size, fileLength: plan.fileLength, ...(settings.backingFormat ? { backingFormat: settings.backingFormat } : {}) };
+}
+
+/**
+ * Creates an image file like `qemu-img create`. An existing file is replaced, as qemu-img
+ * does, but only when the new image is complete: it is written under a temporary name beside
+ * the target and renamed over it (on failure the temporary file is removed and the target is
+ * left as it was). A file the image would read (its backing file) is never replaced. An
+ * external data file is created (or truncated to the new size, as qemu-img does) beside the
+ * image, and removed again if it did not exist before and the image cannot be made.
+ */
+export async function createImage(file: string, options: CreateOptionsInput, how: CreateFileOptions = {}): Promise<CreatedImage> {
+  const baseDir = path.dirname(path.resolve(file));
+  const format = (options as { format?: unknown } | undefined)?.format;
+  const handleSignals = how.handleSignals ?? false;
+  if (format === 'raw') return createRaw(file, options, handleSignals);
+  const { settings, plan, backingPath } = await prepareQcow2(options, baseDir);
+  const dataPath = settings.dataFile === undefined ? undefined : path.resolve(baseDir, settings.dataFile);
+  let dataCreated = false;
+  try {
+    await writeAtomically(
+      file,
+      async (out) => {
+        await out.truncate(plan.fileLength);
+        if (dataPath !== undefined) {
+          const existed = await fs.stat(dataPath).then(
+            () => true,
+            () => false,
+          );
+          await createRawFile(dataPath, plan.dataFileLength ?? settings.size, settings.preallocation);
+          // Only a data file this call brought into being is removed again on failure.
+          dataCreated = !existed;
+        }
+        if (plan.preallocate && settings.preallocation === 'falloc') await fallocateRange(out.tempPath, plan.preallocate.start, plan.preallocate.end);
+        if (plan.preallocate && settings.preallocation === 'full') await writeZeros((o, d) => out.write(o, d), plan.preallocate.start, plan.preallocate.end);
+        const layer = new BlockLayer();
+        try {
+          const node = await layer.openNode({ driver: 'file', filename: out.tempPath, locking: 'off' });
+          await writePlan(node, plan, true);
+        } finally {
+          await layer.close();
+        }
+      },
+      { inputs: backingPath ? [backingPath] : [], handleSignals },
+    );
+  } catch (e) {
+    if (dataCreated && dataPath !== undefined) await fs.rm(dataPath, { force: true }).catch(() => {});
+    throw e;
+  }
+  return { format: 'qcow2', virtualSize: settings.size, fileLength: plan.fileLength, ...(settings.backingFormat ? { backingFormat: settings.backingFormat } : {}) };
+}
+
+/** A raw file of `size` bytes: sparse, reserved (falloc) or written with zeros (full); metadata is the same as off. */
+async function createRawFile(file: string, size: number, preallocation: string): Promise<void> {
+  let h: fs.FileHandle;
+  try {
+    h = await fs.open(file, 'w');
+  } catch (e) {
+    throw fromErrno(e, `could not create '${file}'`, { path: file });
+  }
+  try {
+    await h.truncate(size);
+    if (preallocation === 'falloc' && size > 0 && !(await tryFallocate(h.fd, 0, 0, size))) {
+      throw new BlockError('ENOTSUP', `preallocation: could not reserve space in '${file}' with fallocate (use preallocation=full)`, { field: 'preallocation', path: file });
+    }
+    if (preallocation === 'full') {
+      await writeZeros(async (o, d) => void (await h.write(d, 0, d.length, o)), 0, size);
+    }
+  } finally {
+    await h.close();
+  }
+}
+
+async function createRaw(file: string, options: CreateOptionsInput, handleSignals: boolean): Promise<CreatedImage> {
+  const o = parseCreateOptions(options);
+  const size = roundToSectors(o.size!);
+  await writeAtomically(
+    file,
+    async (out) => {
+      await out.truncate(size);
+      if (o.preallocation === 'falloc') await fallocateRange(out.tempPath, 0, size);
+      if (o.preallocation === 'full') await writeZeros((off, d) => out.write(off, d), 0, size);
+    },
+    { handleSignals },
+  );
+  return { format: 'raw', virtualSize: size, fileLength: size };
+}

@@ -1,0 +1,111 @@
+import { z } from 'zod';
+import * as L from '../drivers/qcow2/limits.js';
+import { sizeSchema } from '../options/size.js';
+import { parseOptions } from '../options/zod-error.js';
+
+/** Preallocation modes (QEMU PreallocMode): metadata only, or also the file's space (falloc) or zeros written (full). */
+export const PREALLOCATION_MODES = ['off', 'metadata', 'falloc', 'full'] as const;
+export type Preallocation = (typeof PREALLOCATION_MODES)[number];
+
+const QCOW2_ONLY = ['backing', 'backingFormat', 'clusterSize', 'compat', 'extendedL2', 'compressionType', 'lazyRefcounts', 'refcountBits', 'dataFile', 'dataFileRaw'] as const;
+
+/**
+ * Options of {@link createImage}, with qemu-img create's rules for qcow2 (block/qcow2.c
+ * qcow2_co_create): every violation is an EINVAL naming the field.
+ */
+export const createOptionsSchema = z
+  .object({
+    format: z.enum(['qcow2', 'raw']),
+    /** Virtual size (bytes or '10G'); rounded up to whole 512-byte sectors as qemu-img does. Default: the backing file's size. */
+    size: sizeSchema.optional(),
+    /** Backing file name as stored in the header (relative names are relative to the new image). */
+    backing: z.string().min(1, 'must not be empty').max(L.MAX_BACKING_NAME, `must be at most ${L.MAX_BACKING_NAME} bytes`).optional(),
+    /** Format of the backing file; probed when omitted (qemu-img create now refuses that: the CLI does too). */
+    backingFormat: z.enum(['qcow2', 'raw']).optional(),
+    clusterSize: sizeSchema.optional(),
+    compat: z.enum(['0.10', '1.1', 'v2', 'v3']).optional(),
+    extendedL2: z.boolean().optional(),
+    compressionType: z.enum(['zlib', 'zstd']).optional(),
+    lazyRefcounts: z.boolean().optional(),
+    refcountBits: z.number().int('must be a whole number').optional(),
+    /** External data file name as stored in the header (created beside the image by createImage). */
+    dataFile: z.string().min(1, 'must not be empty').optional(),
+    dataFileRaw: z.boolean().optional(),
+    preallocation: z.enum(PREALLOCATION_MODES).default('off'),
+  })
+  .strict()
+  .superRefine((o, ctx) => {
+    const fail = (path: string, message: string) => ctx.addIssue({ code: 'custom', path: [path], message });
+    if (o.format === 'raw') {
+      for (const k of QCOW2_ONLY) if (o[k] !== undefined) fail(k, `is a qcow2 option, not valid for format raw`);
+      return;
+    }
+    const v3 = o.compat === undefined || o.compat === '1.1' || o.compat === 'v3';
+    const needV3 = '(use compat 1.1)';
+    const cs = o.clusterSize ?? 65536;
+    if (cs < 512 || cs > 2 * 1024 * 1024 || (cs & (cs - 1)) !== 0) fail('clusterSize', `${cs} is not a power of two between 512 and 2 MiB`);
+    const rb = o.refcountBits ?? 16;
+    if (rb < 1 || rb > 64 || (rb & (rb - 1)) !== 0) fail('refcountBits', `${rb} is not a power of two between 1 and 64`);
+    else if (!v3 && rb !== 16) fail('refcountBits', `widths other than 16 need compat 1.1`);
+    if (o.lazyRefcounts && !v3) fail('lazyRefcounts', `needs compat 1.1 ${needV3}`);
+    if (o.extendedL2 && !v3) fail('extendedL2', `needs compat 1.1 ${needV3}`);
+    if (o.extendedL2 && cs < 16384) fail('extendedL2', `needs a cluster size of at least 16384 bytes (cluster size ${cs})`);
+    if (o.compressionType === 'zstd' && !v3) fail('compressionType', `zstd needs compat 1.1 ${needV3}`);
+    if (o.dataFile !== undefined && !v3) fail('dataFile', `external data files need compat 1.1 ${needV3}`);
+    if (o.dataFileRaw && o.dataFile === undefined) fail('dataFileRaw', 'requires dataFile');
+    if (o.dataFileRaw && o.backing !== undefined) fail('dataFileRaw', 'cannot be used with a backing file');
+    if (o.backingFormat !== undefined && o.backing === undefined) fail('backingFormat', 'needs a backing file');
+    if (o.backing !== undefined && o.preallocation !== 'off' && !o.extendedL2) {
+      fail('preallocation', 'with a backing file needs extendedL2 (as in qemu-img)');
+    }
+    if (o.size === undefined && o.backing === undefined) fail('size', 'required (or a backing file to take it from)');
+  });
+
+export type CreateOptionsInput = z.input<typeof createOptionsSchema>;
+
+/** Options after validation, with qemu-img's defaults filled in. */
+export interface Qcow2CreateSettings {
+  size: number;
+  version: 2 | 3;
+  clusterBits: number;
+  refcountOrder: number;
+  extendedL2: boolean;
+  compressionType: 'zlib' | 'zstd';
+  lazyRefcounts: boolean;
+  dataFile?: string;
+  dataFileRaw: boolean;
+  backing?: string;
+  backingFormat?: 'qcow2' | 'raw';
+  preallocation: Preallocation;
+}
+
+/** Validates options (throws BlockError EINVAL naming the field). */
+export function parseCreateOptions(input: unknown): z.output<typeof createOptionsSchema> {
+  return parseOptions(createOptionsSchema, input);
+}
+
+/** Rounds a size up to whole sectors, as qemu-img create does for qcow2 and raw. */
+export function roundToSectors(size: number): number {
+  return Math.ceil(size / L.SECTOR_SIZE) * L.SECTOR_SIZE;
+}
+
+/** The qcow2 settings of validated options; `size` is the final virtual size (backing size applied). */
+export function qcow2Settings(o: z.output<typeof createOptionsSchema>, size: number): Qcow2CreateSettings {
+  const version = o.compat === '0.10' || o.compat === 'v2' ? 2 : 3;
+  // data-file-raw promises a data file readable as raw: QEMU then preallocates the metadata.
+  const preallocation = o.dataFileRaw && o.preallocation === 'off' ? 'metadata' : o.preallocation;
+  return {
+    size: roundToSectors(size),
+    version,
+    clusterBits: Math.log2(o.clusterSize ?? 65536),
+    refcountOrder: Math.log2(o.refcountBits ?? 16),
+    extendedL2: o.extendedL2 ?? false,
+    compressionType: o.compressionType ?? 'zlib',
+    lazyRefcounts: o.lazyRefcounts ?? false,
+    ...(o.dataFile === undefined ? {} : { dataFile: o.dataFile }),
+    dataFileRaw: o.dataFileRaw ?? false,
+    ...(o.backing === undefined ? {} : { backing: o.backing }),
+    ...(o.backingFormat === undefined ? {} : { backingFormat: o.backingFormat }),
+    preallocation,
+  };
+}
