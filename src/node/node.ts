@@ -121,11 +121,14 @@ export class BlockNode {
     return this.readUnaligned(offset, buffer);
   }
 
-  /** Writes `data` at `offset`. */
-  write(offset: number, data: Uint8Array): Promise<void> {
+  /**
+   * Writes `data` at `offset`. With `grow` (for format drivers that allocate at the end of their
+   * file, as qcow2 does) a write past the end of a growable node extends it instead of failing.
+   */
+  write(offset: number, data: Uint8Array, grow = false): Promise<void> {
     if (!(data instanceof Uint8Array)) return Promise.reject(new BlockError('EINVAL', `write: data must be a Uint8Array`, { node: this.name, offset }));
     const length = data.length;
-    const refused = this.refused('write', offset, length, true);
+    const refused = this.refused('write', offset, length, true, grow);
     if (refused) return refused;
     if (length === 0) return Promise.resolve();
     if (this.tracked === null) return this.writeAligned(offset, data);
@@ -214,7 +217,7 @@ export class BlockNode {
     if (this.closed) throw this.closedError();
   }
 
-  private checkRange(op: string, offset: number, length: number): void {
+  private checkRange(op: string, offset: number, length: number, grow = false): void {
     this.assertOpen();
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
       throw new BlockError('EINVAL', `${op}: offset ${offset} and length ${length} must be non-negative safe integers`, {
@@ -224,7 +227,8 @@ export class BlockNode {
       });
     }
     const size = this.instance.length();
-    if (offset + length > size) {
+    // A growable node (a file under qcow2) takes writes past its end and grows.
+    if (offset + length > size && !(grow && this.instance.growable)) {
       throw new BlockError('EINVAL', `${op}: range ${offset}+${length} is beyond the end of ${this.name} (${size} bytes)`, {
         node: this.name,
         offset,
@@ -234,9 +238,9 @@ export class BlockNode {
   }
 
   /** The rejected promise for a request that is out of range or writes a read-only node, else null: nodes never throw synchronously. */
-  private refused(op: string, offset: number, length: number, writes: boolean): Promise<never> | null {
+  private refused(op: string, offset: number, length: number, writes: boolean, grow = false): Promise<never> | null {
     try {
-      this.checkRange(op, offset, length);
+      this.checkRange(op, offset, length, grow);
       if (writes) this.checkWritable(op, offset);
       return null;
     } catch (e) {

@@ -9,13 +9,19 @@ import { type Qcow2Bitmap, readBitmaps } from './bitmaps.js';
 import { decompressCluster } from './compressed.js';
 import { featureList, parseHeader, type Qcow2Header } from './header.js';
 import * as L from './limits.js';
+import { repairDirtyImage } from './dirty-repair.js';
+import { L2Cache } from './l2-cache.js';
+import { Refcounts } from './refcounts.js';
 import { checkSnapshotL1, readSnapshots, type Qcow2Snapshot } from './snapshots.js';
 import { ClusterMap } from './tables.js';
+import { Qcow2Writer } from './writer.js';
 
 const schema = z
   .object({
     /** Bytes of L2 tables to cache (QEMU l2-cache-size); default 4 MiB. */
     l2CacheSize: sizeSchema.default(4 * 1024 * 1024),
+    /** Bytes of refcount blocks to cache (QEMU refcount-cache-size); default 1 MiB. */
+    refcountCacheSize: sizeSchema.default(1024 * 1024),
     /** Open this internal snapshot (id or name) instead of the current state. */
     snapshot: z.string().min(1).optional(),
     /** @internal real paths of the overlays above this image, to refuse backing loops. */
@@ -56,10 +62,19 @@ async function readClamped(node: BlockNode, offset: number, target: Uint8Array):
   if (n < target.length) target.fill(0, n);
 }
 
-/** The qcow2 format, read-only: v2 and v3, compression, backing chains, subclusters, external data files, snapshots. */
+/** Why an image cannot be written here, or undefined (checked when it is opened read-write). */
+function writeRefusal(h: Qcow2Header): { message: string; field: string } | undefined {
+  if (h.incompatible & L.INCOMPAT_CORRUPT) return { message: 'the image is marked corrupt (repair it with qemu-img check -r all)', field: 'incompatible_features' };
+  if (h.bitmaps) return { message: 'images with persistent bitmaps cannot be written here (QEMU would have to update the bitmaps)', field: 'bitmaps' };
+  if (h.extendedL2) return { message: 'writing images with extended L2 entries (subclusters) is not supported', field: 'extended_l2' };
+  if (h.hasDataFile) return { message: 'writing images with an external data file is not supported', field: 'data-file' };
+  return undefined;
+}
+
+/** The qcow2 format: v2 and v3, compression, backing chains, subclusters, external data files, snapshots; writes to v2/v3 images. */
 export const qcow2Driver = defineDriver({
   name: 'qcow2',
-  capabilities: { kind: 'format', readOnly: true, supportsBacking: true },
+  capabilities: { kind: 'format', supportsBacking: true },
   schema,
   children: { file: 'required', backing: 'optional', 'data-file': 'optional' },
   async open(ctx): Promise<DriverInstance> {
@@ -93,8 +108,45 @@ export const qcow2Driver = defineDriver({
       l1Offset = s.l1TableOffset;
       l1Size = s.l1Size;
     }
+    // Writable unless the node is read-only or a snapshot is open (snapshots are read-only, as qemu-img -l).
+    const writable = !ctx.readOnly && options.snapshot === undefined;
+    if (writable) {
+      const refusal = writeRefusal(h);
+      if (refusal) throw new BlockError('ENOTSUP', `qcow2: ${refusal.message}; open it read-only`, { field: refusal.field, node: nodeName });
+      if (h.incompatible & L.INCOMPAT_DIRTY) await repairDirtyImage(nodeName);
+    }
     const l1 = Buffer.from(l1Size > 0 ? await readFile(l1Offset, l1Size * 8) : new Uint8Array(0));
-    const tables = new ClusterMap(h, l1, l1Offset, fileSize, readFile, options.l2CacheSize);
+    const metadataIO = {
+      read: readFile,
+      write: (offset: number, data: Uint8Array) => file.write(offset, data, true),
+      sync: () => file.flush(),
+    };
+    const refcounts = writable
+      ? new Refcounts(
+          metadataIO,
+          h.clusterBits,
+          h.refcountOrder,
+          h.refcountTableOffset,
+          h.refcountTableClusters,
+          await readFile(h.refcountTableOffset, h.refcountTableClusters * h.clusterSize),
+          fileSize,
+          options.refcountCacheSize,
+          async (offset, clusters) => {
+            // The new table is on disk and synced: point the header at it.
+            const b = Buffer.alloc(12);
+            b.writeUInt32BE(Math.floor(offset / 2 ** 32), 0);
+            b.writeUInt32BE(offset >>> 0, 4);
+            b.writeUInt32BE(clusters, 8);
+            await file.write(48, b);
+            await file.flush();
+            h.refcountTableOffset = offset;
+            h.refcountTableClusters = clusters;
+          },
+        )
+      : undefined;
+    const fileLimit = () => Math.max(file.length, refcounts?.end ?? 0);
+    const l2Cache = new L2Cache(h.clusterSize, readFile, options.l2CacheSize);
+    const tables = new ClusterMap(h, l1, l1Offset, fileLimit, l2Cache);
 
     const imagePath = filenameOf(file);
     const resolve = (name: string, what: string) => {
@@ -117,7 +169,6 @@ export const qcow2Driver = defineDriver({
       dataNode = await ctx.openChild('data-file', { driver: 'file', filename: resolve(h.dataFile, 'data file'), readOnly: true });
     }
     const data = dataNode ?? file;
-    const dataSize = data.length;
 
     // Backing chain: given as a child, disabled with backing: null, or named in the header.
     let backing = ctx.children.get('backing');
@@ -150,7 +201,7 @@ export const qcow2Driver = defineDriver({
     let zInput = new Uint8Array(0);
     const compressed = async (host: number, csize: number): Promise<Uint8Array> => {
       if (zHost === host) return zBuf;
-      const n = Math.min(csize, Math.max(0, fileSize - host));
+      const n = Math.min(csize, Math.max(0, file.length - host));
       if (n <= 0) throw new BlockError('ECORRUPT', `qcow2: compressed data at ${host} is beyond the end of the file`, { offset: host });
       if (zInput.length < n) zInput = new Uint8Array(n);
       const input = zInput.subarray(0, n);
@@ -177,51 +228,60 @@ export const qcow2Driver = defineDriver({
       await readClamped(backing, offset, target);
     };
 
-    const instance: DriverInstance = {
-      alignment: 1,
-      length: () => size,
-      async read(offset, buffer) {
-        // Data reads run in parallel; each gets a handler at once so a failure is never unhandled
-        // while later extents are being mapped. After a failure no further read is issued, and
-        // the request settles only when every issued read has (QEMU: after all of its parts).
-        const pending: Promise<void>[] = [];
-        let failed = false;
-        let failure: unknown;
-        const start = (p: Promise<void>) => {
-          p.catch((e) => {
-            if (!failed) {
-              failed = true;
-              failure = e;
-            }
-          });
-          pending.push(p);
-        };
-        let pos = 0;
-        try {
-          while (pos < buffer.length && !failed) {
-            const m = await tables.map(offset + pos, buffer.length - pos);
-            const part = buffer.subarray(pos, pos + m.length);
-            if (m.kind === 'data') start(readClamped(data, m.host, part));
-            else if (m.kind === 'zero') part.fill(0);
-            else if (m.kind === 'unallocated') start(readBacking(offset + pos, part));
-            else {
-              await readCompressed(m.host, m.compressedSize, offset + pos - m.clusterStart, part);
-            }
-            pos += m.length;
-          }
-        } catch (e) {
-          // a mapping or decompression failure: still wait for the reads already issued
+    const readGuest = async (offset: number, buffer: Uint8Array): Promise<void> => {
+      // Data reads run in parallel; each gets a handler at once so a failure is never unhandled
+      // while later extents are being mapped. After a failure no further read is issued, and
+      // the request settles only when every issued read has (QEMU: after all of its parts).
+      const pending: Promise<void>[] = [];
+      let failed = false;
+      let failure: unknown;
+      const start = (p: Promise<void>) => {
+        p.catch((e) => {
           if (!failed) {
             failed = true;
             failure = e;
           }
+        });
+        pending.push(p);
+      };
+      let pos = 0;
+      try {
+        while (pos < buffer.length && !failed) {
+          const m = await tables.map(offset + pos, buffer.length - pos);
+          const part = buffer.subarray(pos, pos + m.length);
+          if (m.kind === 'data') start(readClamped(data, m.host, part));
+          else if (m.kind === 'zero') part.fill(0);
+          else if (m.kind === 'unallocated') start(readBacking(offset + pos, part));
+          else {
+            await readCompressed(m.host, m.compressedSize, offset + pos - m.clusterStart, part);
+          }
+          pos += m.length;
         }
-        await Promise.allSettled(pending);
-        if (failed) throw failure;
-      },
-      write: () => Promise.reject(new BlockError('EROFS', 'qcow2 is read-only here', { node: nodeName })),
-      flush: async () => {},
-      discard: () => Promise.reject(new BlockError('EROFS', 'qcow2 is read-only here', { node: nodeName })),
+      } catch (e) {
+        // a mapping or decompression failure: still wait for the reads already issued
+        if (!failed) {
+          failed = true;
+          failure = e;
+        }
+      }
+      await Promise.allSettled(pending);
+      if (failed) throw failure;
+    };
+
+    const writer = refcounts
+      ? new Qcow2Writer({ h, file, l1, l1Offset, cache: l2Cache, refcounts, readGuest, hasBacking: backing !== undefined })
+      : undefined;
+    const readOnlyError = () =>
+      Promise.reject(new BlockError('EROFS', options.snapshot !== undefined ? `qcow2: snapshot '${options.snapshot}' is open read-only` : 'qcow2: the node is read-only', { node: nodeName }));
+
+    const instance: DriverInstance = {
+      alignment: 1,
+      length: () => size,
+      read: readGuest,
+      write: writer ? (offset, data) => writer.write(offset, data) : readOnlyError,
+      writeZeroes: writer ? (offset, length) => writer.writeZeroes(offset, length) : readOnlyError,
+      discard: writer ? (offset, length) => writer.discard(offset, length) : readOnlyError,
+      flush: writer ? () => writer.flush() : async () => {},
       async blockStatus(offset, length): Promise<BlockStatus> {
         const m = await tables.map(offset, length);
         if (m.kind === 'data') {
@@ -231,8 +291,8 @@ export const qcow2Driver = defineDriver({
           let zero = false;
           if (dataNode) {
             // external data file: reported as data, as QEMU does
-          } else if (m.host < dataSize) {
-            const f = await data.blockStatus(m.host, Math.min(length, dataSize - m.host));
+          } else if (m.host < data.length) {
+            const f = await data.blockStatus(m.host, Math.min(length, data.length - m.host));
             zero = f.zero;
             length = f.length;
           } else zero = true;
@@ -246,7 +306,9 @@ export const qcow2Driver = defineDriver({
         }
         return { offset, length: m.length, data: false, zero: true, allocated: false, depth: 0 };
       },
-      async close() {},
+      async close() {
+        await writer?.flush();
+      },
       info: () => info(h, size, snapshots, bitmaps, backing, dataNode, tables.l2CacheEntries, options.snapshot),
     };
     return instance;

@@ -1,0 +1,431 @@
+import { BlockError } from '../../errors.js';
+import type { BlockNode } from '../../node/node.js';
+import { AsyncLock, ClusterRangeQueue } from './async-lock.js';
+import type { Qcow2Header } from './header.js';
+import type { L2Cache } from './l2-cache.js';
+import { type Refcounts, settleAll } from './refcounts.js';
+
+const COPIED = 0x80000000;
+const COMPRESSED = 0x40000000;
+const ZERO_FLAG = 1;
+const OFFSET_HI = 0x00ffffff;
+const OFFSET_LO = 0xfffffe00;
+const ZERO_CHUNK = 1 << 20;
+const ONE_ZERO_BYTE = new Uint8Array(1);
+
+/** What the writer needs from the driver. */
+export interface WriterContext {
+  readonly h: Qcow2Header;
+  /** The image file. */
+  readonly file: BlockNode;
+  /** The L1 table (shared with the read path, changed in place). */
+  readonly l1: Buffer;
+  readonly l1Offset: number;
+  readonly cache: L2Cache;
+  readonly refcounts: Refcounts;
+  /** Guest reads through the current mapping (the COW source). */
+  readonly readGuest: (offset: number, target: Uint8Array) => Promise<void>;
+  readonly hasBacking: boolean;
+  /** Called once before the first change to the image (sets the dirty bit with lazy refcounts). */
+  readonly beforeFirstWrite?: () => Promise<void>;
+}
+
+/** One guest cluster of a write: written in place, or newly allocated (with its old entry, to release). */
+interface ClusterPlan {
+  /** Guest offset of the cluster. */
+  guest: number;
+  /** Host offset to write to (the cluster start). */
+  host: number;
+  /** Newly allocated (the L2 entry changes after the data is written). */
+  fresh: boolean;
+  alloc: boolean;
+}
+
+/**
+ * The qcow2 write path (QEMU qcow2-cluster.c / qcow2.c): in-place writes into clusters the
+ * active table owns alone (COPIED), allocation with copy-on-write of the untouched part
+ * otherwise, zero clusters, discard, and the ordered write-back of metadata on flush.
+ *
+ * Order of metadata on disk (what keeps a crash from corrupting the image):
+ * data, then refcount blocks (+ table), then fsync, then L2 tables, then fsync, then L1, then
+ * fsync, then refcount decrements for the clusters the tables stopped referencing.
+ */
+export class Qcow2Writer {
+  private readonly lock = new AsyncLock();
+  private readonly queue = new ClusterRangeQueue();
+  private readonly cs: number;
+  private readonly l2Entries: number;
+  private l1DirtyFirst = -1;
+  private l1DirtyLast = -1;
+  private started = false;
+
+  constructor(private readonly c: WriterContext) {
+    this.cs = c.h.clusterSize;
+    this.l2Entries = this.cs / 8;
+  }
+
+  /** Writes `data` at guest `offset`. */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    await this.start();
+    const ticket = await this.queue.enter(this.floor(offset), this.ceil(offset + data.length));
+    try {
+      await this.writeRange(offset, data);
+    } finally {
+      this.queue.leave(ticket);
+    }
+  }
+
+  /** Makes [offset, offset+length) read as zeros: zero flags for whole clusters (v3), zero data elsewhere. */
+  async writeZeroes(offset: number, length: number): Promise<void> {
+    await this.start();
+    const end = offset + length;
+    const ticket = await this.queue.enter(this.floor(offset), this.ceil(end));
+    try {
+      const a = this.ceil(offset);
+      const b = this.floor(end);
+      if (this.c.h.version < 3 || a >= b) return await this.writeZeroData(offset, end);
+      if (offset < a) await this.writeZeroData(offset, a);
+      await this.changeWholeClusters(a, b, 'zero');
+      if (b < end) await this.writeZeroData(b, end);
+    } finally {
+      this.queue.leave(ticket);
+    }
+  }
+
+  /** Drops whole clusters (QEMU semantics): unallocated, or zero clusters where a backing file would show through. */
+  async discard(offset: number, length: number): Promise<void> {
+    const a = this.ceil(offset);
+    const b = this.floor(offset + length);
+    if (a >= b) return;
+    await this.start();
+    const ticket = await this.queue.enter(a, b);
+    try {
+      await this.changeWholeClusters(a, b, 'discard');
+    } finally {
+      this.queue.leave(ticket);
+    }
+  }
+
+  /** Writes every dirty table back in dependency order and syncs the file. */
+  async flush(): Promise<void> {
+    await this.lock.acquire();
+    try {
+      await this.writeBack(true);
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  private floor(x: number): number {
+    return Math.floor(x / this.cs) * this.cs;
+  }
+
+  private ceil(x: number): number {
+    return Math.ceil(x / this.cs) * this.cs;
+  }
+
+  private async start(): Promise<void> {
+    if (this.started || !this.c.beforeFirstWrite) return;
+    await this.lock.acquire();
+    try {
+      if (!this.started) await this.c.beforeFirstWrite();
+      this.started = true;
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  private async writeZeroData(from: number, to: number): Promise<void> {
+    const zeros = new Uint8Array(Math.min(ZERO_CHUNK, to - from));
+    for (let pos = from; pos < to; pos += zeros.length) await this.writeRange(pos, zeros.subarray(0, Math.min(zeros.length, to - pos)));
+  }
+
+  /** Writes a range whose clusters this request owns (its queue ticket is held), one L2 table at a time. */
+  private async writeRange(offset: number, data: Uint8Array): Promise<void> {
+    const span = this.cs * this.l2Entries;
+    let pos = 0;
+    while (pos < data.length) {
+      const guest = offset + pos;
+      const n = Math.min(data.length - pos, (Math.floor(guest / span) + 1) * span - guest);
+      await this.writeSlice(guest, data.subarray(pos, pos + n));
+      pos += n;
+    }
+  }
+
+  /** Writes within one L2 table. */
+  private async writeSlice(offset: number, data: Uint8Array): Promise<void> {
+    const fast = await this.inPlaceHost(offset, data.length);
+    if (fast >= 0) return this.c.file.write(fast, data, true);
+    const plans = await this.plan(offset, data.length);
+    const end = offset + data.length;
+    const writes: Promise<void>[] = [];
+    const allocated: ClusterPlan[] = [];
+    for (let i = 0; i < plans.length; ) {
+      // Runs of clusters contiguous on the host (in-place or fresh) go out as one write.
+      let j = i + 1;
+      while (j < plans.length && plans[j].alloc === plans[i].alloc && plans[j].host === plans[j - 1].host + this.cs) j++;
+      const runGuest = plans[i].guest;
+      const runEnd = plans[j - 1].guest + this.cs;
+      const from = Math.max(offset, runGuest);
+      const to = Math.min(end, runEnd);
+      const part = data.subarray(from - offset, to - offset);
+      if (!plans[i].alloc) writes.push(this.c.file.write(plans[i].host + (from - runGuest), part, true));
+      else {
+        writes.push(this.writeAllocated(plans.slice(i, j), runGuest, runEnd, from, to, part));
+        for (let k = i; k < j; k++) allocated.push(plans[k]);
+      }
+      i = j;
+    }
+    try {
+      await settleAll(writes);
+    } catch (e) {
+      // Never map unwritten data: the new clusters go back (nothing references them).
+      for (const p of allocated) this.c.refcounts.release(p.host, this.cs);
+      throw e;
+    }
+    if (allocated.length > 0) await this.link(offset, allocated);
+  }
+
+  /** The host offset if every cluster of [offset, offset+length) is owned alone and contiguous, else -1 (no lock needed: the ticket owns these entries). */
+  private async inPlaceHost(offset: number, length: number): Promise<number> {
+    const l1Index = Math.floor(offset / (this.cs * this.l2Entries));
+    const hi1 = this.c.l1.readUInt32BE(l1Index * 8);
+    if (!(hi1 & COPIED)) return -1;
+    const l2 = await this.c.cache.get(this.l1Entry(l1Index));
+    const first = this.floor(offset);
+    let base = -1;
+    for (let g = first; g < offset + length; g += this.cs) {
+      const e = (Math.floor(g / this.cs) % this.l2Entries) * 8;
+      const hi = l2.readUInt32BE(e);
+      const lo = l2.readUInt32BE(e + 4);
+      if (!(hi & COPIED) || hi & COMPRESSED || lo & ZERO_FLAG) return -1;
+      const h = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+      if (h === 0) return -1;
+      if (base < 0) base = h;
+      else if (h !== base + (g - first)) return -1;
+    }
+    return base + (offset - first);
+  }
+
+  /** Under the lock: an L2 table owned alone, the clusters to write in place and new clusters for the rest. */
+  private async plan(offset: number, length: number): Promise<ClusterPlan[]> {
+    await this.lock.acquire();
+    try {
+      const l2Offset = await this.ownedL2(Math.floor(offset / (this.cs * this.l2Entries)));
+      const l2 = await this.c.cache.get(l2Offset);
+      const plans: ClusterPlan[] = [];
+      let need = 0;
+      for (let g = this.floor(offset); g < offset + length; g += this.cs) {
+        const e = (Math.floor(g / this.cs) % this.l2Entries) * 8;
+        const hi = l2.readUInt32BE(e);
+        const lo = l2.readUInt32BE(e + 4);
+        const host = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+        const inPlace = hi & COPIED && !(hi & COMPRESSED) && !(lo & ZERO_FLAG) && host !== 0;
+        plans.push({ guest: g, host: inPlace ? host : -1, fresh: false, alloc: !inPlace });
+        if (!inPlace) need++;
+      }
+      if (need > 0) {
+        // One contiguous run for all new clusters of this request (QEMU allocates runs too).
+        const before = this.c.refcounts.end;
+        let host = await this.c.refcounts.allocate(need);
+        const fresh = host >= before;
+        for (const p of plans) {
+          if (!p.alloc) continue;
+          p.host = host;
+          p.fresh = fresh;
+          host += this.cs;
+        }
+      }
+      return plans;
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  /**
+   * Writes the guest data of a run of new clusters with the untouched parts of its first and
+   * last cluster copied from the old contents (zeros, backing file, old or compressed cluster).
+   * Zero parts of clusters past the end of everything ever written are left as holes.
+   */
+  private async writeAllocated(run: ClusterPlan[], runGuest: number, runEnd: number, from: number, to: number, part: Uint8Array): Promise<void> {
+    const host = run[0].host;
+    const fresh = run[0].fresh;
+    let head = from - runGuest;
+    let tail = runEnd - to;
+    if (fresh && head > 0 && (await this.readsZero(runGuest))) head = 0;
+    if (fresh && tail > 0 && (await this.readsZero(runEnd - this.cs))) tail = 0;
+    if (head === 0 && tail === 0) {
+      const writes = [this.c.file.write(host + (from - runGuest), part, true)];
+      // A hole at the end of the file: extend it over the whole cluster, as qemu-img check wants.
+      const clusterEnd = host + (runEnd - runGuest);
+      if (to < runEnd && clusterEnd > this.c.file.length) writes.push(this.c.file.write(clusterEnd - 1, ONE_ZERO_BYTE, true));
+      return settleAll(writes);
+    }
+    const start = from - head;
+    const buf = new Uint8Array(to + tail - start);
+    if (head > 0) await this.c.readGuest(start, buf.subarray(0, head));
+    if (tail > 0) await this.c.readGuest(to, buf.subarray(buf.length - tail));
+    buf.set(part, head);
+    const writes = [this.c.file.write(host + (start - runGuest), buf, true)];
+    const clusterEnd = host + (runEnd - runGuest);
+    if (tail === 0 && to < runEnd && clusterEnd > this.c.file.length) writes.push(this.c.file.write(clusterEnd - 1, ONE_ZERO_BYTE, true));
+    return settleAll(writes);
+  }
+
+  /** Whether the guest cluster at `guest` reads as zeros now (unallocated without backing, or a zero cluster). */
+  private async readsZero(guest: number): Promise<boolean> {
+    const l1Index = Math.floor(guest / (this.cs * this.l2Entries));
+    const l2Offset = this.l1Entry(l1Index);
+    if (l2Offset === 0) return !this.c.hasBacking;
+    const l2 = await this.c.cache.get(l2Offset);
+    const e = (Math.floor(guest / this.cs) % this.l2Entries) * 8;
+    const hi = l2.readUInt32BE(e);
+    const lo = l2.readUInt32BE(e + 4);
+    if (hi & COMPRESSED) return false;
+    if (this.c.h.version >= 3 && lo & ZERO_FLAG) return true;
+    return !this.c.hasBacking && (hi & OFFSET_HI) === 0 && ((lo & OFFSET_LO) >>> 0) === 0;
+  }
+
+  /** Under the lock, once the data is written: points the L2 entries at the new clusters and releases the old ones. */
+  private async link(offset: number, allocated: ClusterPlan[]): Promise<void> {
+    await this.lock.acquire();
+    try {
+      const l2Offset = this.l1Entry(Math.floor(offset / (this.cs * this.l2Entries)));
+      const l2 = await this.c.cache.get(l2Offset);
+      for (const p of allocated) {
+        const e = (Math.floor(p.guest / this.cs) % this.l2Entries) * 8;
+        this.releaseEntry(l2, e);
+        l2.writeUInt32BE((COPIED | Math.floor(p.host / 2 ** 32)) >>> 0, e);
+        l2.writeUInt32BE(p.host >>> 0, e + 4);
+      }
+      this.c.cache.markDirty(l2Offset, l2);
+      await this.writeBackIfFull();
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  /** Zero flags (writeZeroes) or unallocated/zero entries (discard) for whole clusters [from, to). */
+  private async changeWholeClusters(from: number, to: number, how: 'zero' | 'discard'): Promise<void> {
+    const span = this.cs * this.l2Entries;
+    // v2 has no zero flag: a discard there must not let the backing file show through.
+    if (how === 'discard' && this.c.h.version < 3 && this.c.hasBacking) return;
+    const zero = how === 'zero' || this.c.hasBacking;
+    for (let pos = from; pos < to; ) {
+      const sliceEnd = Math.min(to, (Math.floor(pos / span) + 1) * span);
+      await this.lock.acquire();
+      try {
+        const l1Index = Math.floor(pos / span);
+        if (this.l1Entry(l1Index) === 0 && !zero) {
+          pos = sliceEnd;
+          continue;
+        }
+        const l2Offset = await this.ownedL2(l1Index);
+        const l2 = await this.c.cache.get(l2Offset);
+        for (let g = pos; g < sliceEnd; g += this.cs) {
+          const e = (Math.floor(g / this.cs) % this.l2Entries) * 8;
+          const hi = l2.readUInt32BE(e);
+          const lo = l2.readUInt32BE(e + 4);
+          if (hi === 0 && lo === (zero ? ZERO_FLAG : 0)) continue;
+          this.releaseEntry(l2, e);
+          l2.writeUInt32BE(0, e);
+          l2.writeUInt32BE(zero ? ZERO_FLAG : 0, e + 4);
+        }
+        this.c.cache.markDirty(l2Offset, l2);
+        await this.writeBackIfFull();
+      } finally {
+        this.lock.release();
+      }
+      pos = sliceEnd;
+    }
+  }
+
+  /** Releases the host cluster(s) an L2 entry references (after the next table write-back). */
+  private releaseEntry(l2: Buffer, e: number): void {
+    const hi = l2.readUInt32BE(e);
+    const lo = l2.readUInt32BE(e + 4);
+    if (hi & COMPRESSED) {
+      const bits = this.c.h.clusterBits;
+      const raw = (BigInt(hi) << 32n) | BigInt(lo);
+      const shift = BigInt(62 - (bits - 8));
+      const host = Number(raw & ((1n << shift) - 1n));
+      const sectors = Number((raw >> shift) & ((1n << BigInt(bits - 8)) - 1n)) + 1;
+      const start = host - (host % 512);
+      this.c.refcounts.release(start, sectors * 512);
+      return;
+    }
+    const host = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+    if (host !== 0) this.c.refcounts.release(host, this.cs);
+  }
+
+  /** L2 table offset from the L1 entry (0: none). */
+  private l1Entry(index: number): number {
+    const hi = this.c.l1.readUInt32BE(index * 8);
+    const lo = this.c.l1.readUInt32BE(index * 8 + 4);
+    const off = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+    if (off % this.cs !== 0) {
+      throw new BlockError('ECORRUPT', `qcow2: L1 entry ${index} points to an unaligned L2 table at ${off}`, {
+        field: 'L1 entry',
+        offset: this.c.l1Offset + index * 8,
+      });
+    }
+    return off;
+  }
+
+  /** Under the lock: the L2 table of `l1Index`, allocated (empty) or copied (shared with a snapshot) so that the active L1 owns it alone. */
+  private async ownedL2(l1Index: number): Promise<number> {
+    const old = this.l1Entry(l1Index);
+    if (old !== 0 && this.c.l1.readUInt32BE(l1Index * 8) & COPIED) return old;
+    const source = old !== 0 ? await this.c.cache.get(old) : undefined;
+    const host = await this.c.refcounts.allocate(1);
+    const table = Buffer.alloc(this.cs);
+    if (source) {
+      source.copy(table);
+      this.c.refcounts.release(old, this.cs);
+    }
+    this.c.cache.markDirty(host, table);
+    this.c.l1.writeUInt32BE((COPIED | Math.floor(host / 2 ** 32)) >>> 0, l1Index * 8);
+    this.c.l1.writeUInt32BE(host >>> 0, l1Index * 8 + 4);
+    if (this.l1DirtyFirst < 0 || l1Index < this.l1DirtyFirst) this.l1DirtyFirst = l1Index;
+    if (l1Index > this.l1DirtyLast) this.l1DirtyLast = l1Index;
+    return host;
+  }
+
+  private async writeBackIfFull(): Promise<void> {
+    if (this.c.cache.overfull || this.c.refcounts.overfull) await this.writeBack(false);
+  }
+
+  /**
+   * Under the lock: refcounts, sync (also makes the data durable), L2 tables; with `full`
+   * also sync, L1, sync, then the refcount decrements the written tables allow, and sync.
+   */
+  private async writeBack(full: boolean): Promise<void> {
+    const { file, refcounts, cache } = this.c;
+    await refcounts.writeBack();
+    await file.flush();
+    const tables = await cache.dirtyTables();
+    await settleAll(tables.map(([offset, table]) => file.write(offset, table, true).then(() => cache.markClean(offset))));
+    if (!full) return;
+    let synced = tables.length === 0;
+    if (this.l1DirtyFirst >= 0) {
+      await file.flush();
+      const first = this.l1DirtyFirst;
+      const last = this.l1DirtyLast;
+      this.l1DirtyFirst = this.l1DirtyLast = -1;
+      try {
+        await file.write(this.c.l1Offset + first * 8, this.c.l1.subarray(first * 8, (last + 1) * 8), true);
+      } catch (e) {
+        if (this.l1DirtyFirst < 0 || first < this.l1DirtyFirst) this.l1DirtyFirst = first;
+        if (last > this.l1DirtyLast) this.l1DirtyLast = last;
+        throw e;
+      }
+      synced = false;
+    }
+    if (!synced) await file.flush();
+    if (refcounts.hasReleases) {
+      await refcounts.applyReleases();
+      await refcounts.writeBack();
+      await file.flush();
+    }
+  }
+}
