@@ -264,11 +264,43 @@ describe.skipIf(!available)('qcow2 writes: qemu-img check finds no corruption or
     await expectClean(img, model, d);
   });
 
+  it('lazy_refcounts: the dirty bit is on disk while the image is written and cleared by a clean close', async () => {
+    const img = p('lazy.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', img, '4M');
+    const dirtyBit = () => fs.readFileSync(img).readUInt32BE(76) & 1;
+    const d = await open(img);
+    expect(dirtyBit()).toBe(0);
+    const model = Buffer.alloc(d.length);
+    await exercise(d, model, { ops: 30, maxLen: 100_000, seed: 10, zeroes: true, clusterSize: 65536 });
+    expect(dirtyBit()).toBe(1);
+    await expectClean(img, model, d);
+    expect(dirtyBit()).toBe(0);
+  });
+
+  it('images we cannot write yet are refused read-write and open read-only: dirty, persistent bitmaps', async () => {
+    const img = p('bitmaps.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', img, '1M');
+    qemuImg('bitmap', '--add', img, 'b0');
+    await expect(open(img)).rejects.toMatchObject({ code: 'ENOTSUP', field: 'bitmaps' });
+    const ro = await open(img, { readOnly: true });
+    await ro.close();
+    const dirty = p('dirty.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', dirty, '1M');
+    const b = fs.readFileSync(dirty);
+    b.writeUInt32BE(b.readUInt32BE(76) | 1, 76);
+    fs.writeFileSync(dirty, b);
+    await expect(open(dirty)).rejects.toMatchObject({ code: 'ENOTSUP', field: 'incompatible_features' });
+  });
+
   it('a read-only open and an open snapshot refuse writes with EROFS', async () => {
     const img = p('ro.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', img, '1M');
     const d = await open(img, { readOnly: true });
     await expect(d.write(0, Buffer.alloc(512))).rejects.toMatchObject({ code: 'EROFS' });
     await d.close();
+    qemuImg('snapshot', '-c', 's1', img);
+    const s = await open(img, { snapshot: 's1' });
+    await expect(s.write(0, Buffer.alloc(512))).rejects.toMatchObject({ code: 'EROFS' });
+    await s.close();
   });
 });

@@ -268,8 +268,29 @@ export const qcow2Driver = defineDriver({
       if (failed) throw failure;
     };
 
+    // Lazy refcounts (compatible bit 0): the dirty bit is on disk while the image is written, so
+    // that a crash leaves an image QEMU repairs; a clean close clears it after a full flush.
+    const lazy = (h.compatible & L.COMPAT_LAZY_REFCOUNTS) !== 0;
+    let dirtyOnDisk = false;
+    const setDirtyBit = async (on: boolean) => {
+      const b = Buffer.alloc(4);
+      b.writeUInt32BE((on ? h.incompatible | L.INCOMPAT_DIRTY : h.incompatible & ~L.INCOMPAT_DIRTY) >>> 0);
+      await file.write(76, b);
+      await file.flush();
+      dirtyOnDisk = on;
+    };
     const writer = refcounts
-      ? new Qcow2Writer({ h, file, l1, l1Offset, cache: l2Cache, refcounts, readGuest, hasBacking: backing !== undefined })
+      ? new Qcow2Writer({
+          h,
+          file,
+          l1,
+          l1Offset,
+          cache: l2Cache,
+          refcounts,
+          readGuest,
+          hasBacking: backing !== undefined,
+          beforeFirstWrite: lazy ? () => setDirtyBit(true) : undefined,
+        })
       : undefined;
     const readOnlyError = () =>
       Promise.reject(new BlockError('EROFS', options.snapshot !== undefined ? `qcow2: snapshot '${options.snapshot}' is open read-only` : 'qcow2: the node is read-only', { node: nodeName }));
@@ -308,6 +329,7 @@ export const qcow2Driver = defineDriver({
       },
       async close() {
         await writer?.flush();
+        if (dirtyOnDisk) await setDirtyBit(false);
       },
       info: () => info(h, size, snapshots, bitmaps, backing, dataNode, tables.l2CacheEntries, options.snapshot),
     };

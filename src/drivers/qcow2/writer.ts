@@ -66,7 +66,7 @@ export class Qcow2Writer {
 
   /** Writes `data` at guest `offset`. */
   async write(offset: number, data: Uint8Array): Promise<void> {
-    await this.start();
+    if (!this.started) await this.start();
     const ticket = await this.queue.enter(this.floor(offset), this.ceil(offset + data.length));
     try {
       await this.writeRange(offset, data);
@@ -77,7 +77,7 @@ export class Qcow2Writer {
 
   /** Makes [offset, offset+length) read as zeros: zero flags for whole clusters (v3), zero data elsewhere. */
   async writeZeroes(offset: number, length: number): Promise<void> {
-    await this.start();
+    if (!this.started) await this.start();
     const end = offset + length;
     const ticket = await this.queue.enter(this.floor(offset), this.ceil(end));
     try {
@@ -97,7 +97,7 @@ export class Qcow2Writer {
     const a = this.ceil(offset);
     const b = this.floor(offset + length);
     if (a >= b) return;
-    await this.start();
+    if (!this.started) await this.start();
     const ticket = await this.queue.enter(a, b);
     try {
       await this.changeWholeClusters(a, b, 'discard');
@@ -125,7 +125,10 @@ export class Qcow2Writer {
   }
 
   private async start(): Promise<void> {
-    if (this.started || !this.c.beforeFirstWrite) return;
+    if (!this.c.beforeFirstWrite) {
+      this.started = true;
+      return;
+    }
     await this.lock.acquire();
     try {
       if (!this.started) await this.c.beforeFirstWrite();
