@@ -66,8 +66,6 @@ async function readClamped(node: BlockNode, offset: number, target: Uint8Array):
 function writeRefusal(h: Qcow2Header): { message: string; field: string } | undefined {
   if (h.incompatible & L.INCOMPAT_CORRUPT) return { message: 'the image is marked corrupt (repair it with qemu-img check -r all)', field: 'incompatible_features' };
   if (h.bitmaps) return { message: 'images with persistent bitmaps cannot be written here (QEMU would have to update the bitmaps)', field: 'bitmaps' };
-  if (h.extendedL2) return { message: 'writing images with extended L2 entries (subclusters) is not supported', field: 'extended_l2' };
-  if (h.hasDataFile) return { message: 'writing images with an external data file is not supported', field: 'data-file' };
   return undefined;
 }
 
@@ -166,7 +164,7 @@ export const qcow2Driver = defineDriver({
       if (h.dataFile === undefined) {
         throw new BlockError('EINVAL', `data-file: required: the image uses an external data file and its header names none`, { field: 'data-file', node: nodeName });
       }
-      dataNode = await ctx.openChild('data-file', { driver: 'file', filename: resolve(h.dataFile, 'data file'), readOnly: true });
+      dataNode = await ctx.openChild('data-file', { driver: 'file', filename: resolve(h.dataFile, 'data file'), readOnly: !writable });
     }
     const data = dataNode ?? file;
 
@@ -289,6 +287,9 @@ export const qcow2Driver = defineDriver({
           refcounts,
           readGuest,
           hasBacking: backing !== undefined,
+          data,
+          externalData: dataNode !== undefined,
+          dataRaw: (h.autoclear & L.AUTOCLEAR_DATA_FILE_RAW) !== 0,
           beforeFirstWrite: lazy ? () => setDirtyBit(true) : undefined,
         })
       : undefined;

@@ -26,6 +26,12 @@ export interface WriterContext {
   /** Guest reads through the current mapping (the COW source). */
   readonly readGuest: (offset: number, target: Uint8Array) => Promise<void>;
   readonly hasBacking: boolean;
+  /** Where guest data lives: the image file, or the external data file. */
+  readonly data: BlockNode;
+  /** Guest data is in an external data file: host offset = guest offset, no refcounts for data. */
+  readonly externalData: boolean;
+  /** The external data file must stay a valid raw image (data_file_raw). */
+  readonly dataRaw: boolean;
   /** Called once before the first change to the image (sets the dirty bit with lazy refcounts). */
   readonly beforeFirstWrite?: () => Promise<void>;
 }
@@ -34,11 +40,20 @@ export interface WriterContext {
 interface ClusterPlan {
   /** Guest offset of the cluster. */
   guest: number;
-  /** Host offset to write to (the cluster start). */
+  /** Host offset of the cluster (where its bytes go). */
   host: number;
-  /** Newly allocated (the L2 entry changes after the data is written). */
-  fresh: boolean;
+  /** A new cluster replaces the old one (released once the new entry is on disk). */
   alloc: boolean;
+  /** The new cluster lies past everything ever written: its unwritten bytes read as zeros. */
+  fresh: boolean;
+  /** The L2 entry changes once the data is written. */
+  link: boolean;
+  /** Guest range written for this cluster: the data plus what is copied around it. */
+  cowFrom: number;
+  cowTo: number;
+  /** Extended L2: the new allocation and zero bitmaps. */
+  allocBits: number;
+  zeroBits: number;
 }
 
 /**
@@ -55,19 +70,23 @@ export class Qcow2Writer {
   private readonly queue = new ClusterRangeQueue();
   private readonly cs: number;
   private readonly l2Entries: number;
+  private readonly entryBytes: number;
+  /** Subcluster size (the cluster size without extended L2). */
+  private readonly sc: number;
   private l1DirtyFirst = -1;
   private l1DirtyLast = -1;
   private started = false;
 
   constructor(private readonly c: WriterContext) {
     this.cs = c.h.clusterSize;
-    this.l2Entries = this.cs / 8;
+    this.entryBytes = c.h.extendedL2 ? 16 : 8;
+    this.l2Entries = this.cs / this.entryBytes;
+    this.sc = c.h.extendedL2 ? this.cs / 32 : this.cs;
   }
 
   /** Writes `data` at guest `offset`. */
   async write(offset: number, data: Uint8Array): Promise<void> {
-    if (!this.started) await this.start();
-    const ticket = await this.queue.enter(this.floor(offset), this.ceil(offset + data.length));
+    const ticket = await this.admit(this.floor(offset), this.ceil(offset + data.length));
     try {
       await this.writeRange(offset, data);
     } finally {
@@ -77,13 +96,13 @@ export class Qcow2Writer {
 
   /** Makes [offset, offset+length) read as zeros: zero flags for whole clusters (v3), zero data elsewhere. */
   async writeZeroes(offset: number, length: number): Promise<void> {
-    if (!this.started) await this.start();
     const end = offset + length;
-    const ticket = await this.queue.enter(this.floor(offset), this.ceil(end));
+    const ticket = await this.admit(this.floor(offset), this.ceil(end));
     try {
       const a = this.ceil(offset);
       const b = this.floor(end);
-      if (this.c.h.version < 3 || a >= b) return await this.writeZeroData(offset, end);
+      // v2 has no zero flag; a raw data file must read as the guest does.
+      if (this.c.h.version < 3 || this.c.dataRaw || a >= b) return await this.writeZeroData(offset, end);
       if (offset < a) await this.writeZeroData(offset, a);
       await this.changeWholeClusters(a, b, 'zero');
       if (b < end) await this.writeZeroData(b, end);
@@ -97,8 +116,7 @@ export class Qcow2Writer {
     const a = this.ceil(offset);
     const b = this.floor(offset + length);
     if (a >= b) return;
-    if (!this.started) await this.start();
-    const ticket = await this.queue.enter(a, b);
+    const ticket = await this.admit(a, b);
     try {
       await this.changeWholeClusters(a, b, 'discard');
     } finally {
@@ -114,6 +132,20 @@ export class Qcow2Writer {
     } finally {
       this.lock.release();
     }
+  }
+
+  /** Takes the request's place in the queue before any await (arrival order decides overlapping requests), then waits its turn. */
+  private async admit(start: number, end: number) {
+    const entered = this.queue.enter(start, end);
+    if (!this.started) {
+      try {
+        await this.start();
+      } catch (e) {
+        this.queue.leave(await entered);
+        throw e;
+      }
+    }
+    return entered;
   }
 
   private floor(x: number): number {
@@ -158,76 +190,122 @@ export class Qcow2Writer {
   /** Writes within one L2 table. */
   private async writeSlice(offset: number, data: Uint8Array): Promise<void> {
     const fast = await this.inPlaceHost(offset, data.length);
-    if (fast >= 0) return this.c.file.write(fast, data, true);
+    if (fast >= 0) return this.c.data.write(fast, data, true);
     const plans = await this.plan(offset, data.length);
     const end = offset + data.length;
     const writes: Promise<void>[] = [];
-    const allocated: ClusterPlan[] = [];
     for (let i = 0; i < plans.length; ) {
-      // Runs of clusters contiguous on the host (in-place or fresh) go out as one write.
+      // Runs of clusters contiguous on the host (in place, or new) go out as one write.
       let j = i + 1;
       while (j < plans.length && plans[j].alloc === plans[i].alloc && plans[j].host === plans[j - 1].host + this.cs) j++;
-      const runGuest = plans[i].guest;
-      const runEnd = plans[j - 1].guest + this.cs;
-      const from = Math.max(offset, runGuest);
-      const to = Math.min(end, runEnd);
-      const part = data.subarray(from - offset, to - offset);
-      if (!plans[i].alloc) writes.push(this.c.file.write(plans[i].host + (from - runGuest), part, true));
-      else {
-        writes.push(this.writeAllocated(plans.slice(i, j), runGuest, runEnd, from, to, part));
-        for (let k = i; k < j; k++) allocated.push(plans[k]);
-      }
+      const from = Math.max(offset, plans[i].guest);
+      const to = Math.min(end, plans[j - 1].guest + this.cs);
+      writes.push(this.writeRun(plans[i], plans[j - 1], from, to, data.subarray(from - offset, to - offset)));
       i = j;
     }
     try {
       await settleAll(writes);
     } catch (e) {
       // Never map unwritten data: the new clusters go back (nothing references them).
-      for (const p of allocated) this.c.refcounts.release(p.host, this.cs);
+      if (!this.c.externalData) for (const p of plans) if (p.alloc) this.c.refcounts.release(p.host, this.cs);
       throw e;
     }
-    if (allocated.length > 0) await this.link(offset, allocated);
+    const links = plans.filter((p) => p.link);
+    if (links.length > 0) await this.link(offset, links);
   }
 
-  /** The host offset if every cluster of [offset, offset+length) is owned alone and contiguous, else -1 (no lock needed: the ticket owns these entries). */
+  /** Entry `index` of an L2 table: the standard word, the host offset and (extended L2) the bitmaps. */
+  private entry(l2: Buffer, g: number) {
+    const e = (Math.floor(g / this.cs) % this.l2Entries) * this.entryBytes;
+    const hi = l2.readUInt32BE(e);
+    const lo = l2.readUInt32BE(e + 4);
+    const host = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+    // In an external data file, offset 0 is a real offset (every entry there has COPIED).
+    const hostValid = host !== 0 || (this.c.externalData && (hi & COPIED) !== 0);
+    const ext = this.c.h.extendedL2;
+    return {
+      e,
+      hi,
+      lo,
+      host,
+      owned: (hi & COPIED) !== 0 && !(hi & COMPRESSED) && hostValid && (ext || !(lo & ZERO_FLAG)),
+      allocBits: ext ? l2.readUInt32BE(e + 12) : 0,
+      zeroBits: ext ? l2.readUInt32BE(e + 8) : 0,
+      hostValid,
+    };
+  }
+
+  /** Bits of the subclusters [from, to) of the cluster at `g` touch. */
+  private touched(g: number, from: number, to: number): { first: number; last: number; mask: number } {
+    const first = Math.floor((from - g) / this.sc);
+    const last = Math.floor((to - 1 - g) / this.sc);
+    return { first, last, mask: (2 ** (last + 1) - 2 ** first) >>> 0 };
+  }
+
+  /** The host offset if every cluster of [offset, offset+length) is owned alone, contiguous and (subclusters) allocated, else -1 (no lock needed: the ticket owns these entries). */
   private async inPlaceHost(offset: number, length: number): Promise<number> {
     const l1Index = Math.floor(offset / (this.cs * this.l2Entries));
     const hi1 = this.c.l1.readUInt32BE(l1Index * 8);
     if (!(hi1 & COPIED)) return -1;
     const l2 = await this.c.cache.get(this.l1Entry(l1Index));
     const first = this.floor(offset);
+    const end = offset + length;
     let base = -1;
-    for (let g = first; g < offset + length; g += this.cs) {
-      const e = (Math.floor(g / this.cs) % this.l2Entries) * 8;
-      const hi = l2.readUInt32BE(e);
-      const lo = l2.readUInt32BE(e + 4);
-      if (!(hi & COPIED) || hi & COMPRESSED || lo & ZERO_FLAG) return -1;
-      const h = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
-      if (h === 0) return -1;
-      if (base < 0) base = h;
-      else if (h !== base + (g - first)) return -1;
+    for (let g = first; g < end; g += this.cs) {
+      const x = this.entry(l2, g);
+      if (!x.owned) return -1;
+      if (this.c.h.extendedL2) {
+        const t = this.touched(g, Math.max(g, offset), Math.min(g + this.cs, end));
+        if ((x.allocBits & t.mask) >>> 0 !== t.mask) return -1;
+      }
+      if (base < 0) base = x.host;
+      else if (x.host !== base + (g - first)) return -1;
     }
     return base + (offset - first);
   }
 
-  /** Under the lock: an L2 table owned alone, the clusters to write in place and new clusters for the rest. */
+  /**
+   * Under the lock: an L2 table owned alone, and per cluster where to write and what to copy
+   * around the data: clusters owned alone are written in place (with extended L2, subclusters
+   * not yet allocated get their untouched part copied); others get a new cluster, copied
+   * whole (or, with extended L2 over an unallocated cluster, only the touched subclusters).
+   */
   private async plan(offset: number, length: number): Promise<ClusterPlan[]> {
     await this.lock.acquire();
     try {
       const l2Offset = await this.ownedL2(Math.floor(offset / (this.cs * this.l2Entries)));
       const l2 = await this.c.cache.get(l2Offset);
       const plans: ClusterPlan[] = [];
+      const end = offset + length;
+      const ext = this.c.h.extendedL2;
       let need = 0;
-      for (let g = this.floor(offset); g < offset + length; g += this.cs) {
-        const e = (Math.floor(g / this.cs) % this.l2Entries) * 8;
-        const hi = l2.readUInt32BE(e);
-        const lo = l2.readUInt32BE(e + 4);
-        const host = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
-        const inPlace = hi & COPIED && !(hi & COMPRESSED) && !(lo & ZERO_FLAG) && host !== 0;
-        plans.push({ guest: g, host: inPlace ? host : -1, fresh: false, alloc: !inPlace });
-        if (!inPlace) need++;
+      for (let g = this.floor(offset); g < end; g += this.cs) {
+        const from = Math.max(g, offset);
+        const to = Math.min(g + this.cs, end);
+        const x = this.entry(l2, g);
+        const p: ClusterPlan = { guest: g, host: x.host, alloc: !x.owned, fresh: false, link: !x.owned, cowFrom: g, cowTo: g + this.cs, allocBits: 0, zeroBits: 0 };
+        if (x.owned && !ext) {
+          p.cowFrom = from;
+          p.cowTo = to;
+        } else if (ext) {
+          const t = this.touched(g, from, to);
+          if (x.owned || (!x.hostValid && !(x.hi & COMPRESSED))) {
+            // Subclusters: copy only the untouched part of touched subclusters not yet in this cluster.
+            const mine = x.owned ? x.allocBits : 0;
+            p.cowFrom = (mine >>> t.first) & 1 ? from : g + t.first * this.sc;
+            p.cowTo = (mine >>> t.last) & 1 ? to : g + (t.last + 1) * this.sc;
+            p.allocBits = (mine | t.mask) >>> 0;
+            p.zeroBits = (x.zeroBits & ~t.mask) >>> 0;
+            if (x.owned) p.link = p.allocBits !== x.allocBits || p.zeroBits !== x.zeroBits;
+          } else p.allocBits = 0xffffffff; // a shared or compressed cluster is copied whole
+        }
+        if (p.alloc) {
+          need++;
+          if (this.c.externalData) p.host = g; // the data file maps guest offsets 1:1
+        }
+        plans.push(p);
       }
-      if (need > 0) {
+      if (need > 0 && !this.c.externalData) {
         // One contiguous run for all new clusters of this request (QEMU allocates runs too).
         const before = this.c.refcounts.end;
         let host = await this.c.refcounts.allocate(need);
@@ -246,32 +324,32 @@ export class Qcow2Writer {
   }
 
   /**
-   * Writes the guest data of a run of new clusters with the untouched parts of its first and
-   * last cluster copied from the old contents (zeros, backing file, old or compressed cluster).
-   * Zero parts of clusters past the end of everything ever written are left as holes.
+   * Writes the guest data of a run of clusters (first..last) with the parts around it that must
+   * be copied from the old contents (zeros, backing file, old or compressed cluster). Zero parts
+   * of new clusters past the end of everything ever written are left as holes.
    */
-  private async writeAllocated(run: ClusterPlan[], runGuest: number, runEnd: number, from: number, to: number, part: Uint8Array): Promise<void> {
-    const host = run[0].host;
-    const fresh = run[0].fresh;
-    let head = from - runGuest;
-    let tail = runEnd - to;
-    if (fresh && head > 0 && (await this.readsZero(runGuest))) head = 0;
-    if (fresh && tail > 0 && (await this.readsZero(runEnd - this.cs))) tail = 0;
-    if (head === 0 && tail === 0) {
-      const writes = [this.c.file.write(host + (from - runGuest), part, true)];
-      // A hole at the end of the file: extend it over the whole cluster, as qemu-img check wants.
-      const clusterEnd = host + (runEnd - runGuest);
-      if (to < runEnd && clusterEnd > this.c.file.length) writes.push(this.c.file.write(clusterEnd - 1, ONE_ZERO_BYTE, true));
-      return settleAll(writes);
+  private async writeRun(first: ClusterPlan, last: ClusterPlan, from: number, to: number, part: Uint8Array): Promise<void> {
+    let start = first.cowFrom;
+    let stop = last.cowTo;
+    const fresh = first.fresh && !this.c.h.extendedL2;
+    if (fresh && start < from && (await this.readsZero(first.guest))) start = from;
+    if (fresh && stop > to && (await this.readsZero(last.guest))) stop = to;
+    const at = first.host + (start - first.guest);
+    const writes: Promise<void>[] = [];
+    if (start === from && stop === to) writes.push(this.c.data.write(at, part, true));
+    else {
+      const buf = new Uint8Array(stop - start);
+      if (start < from) await this.c.readGuest(start, buf.subarray(0, from - start));
+      if (stop > to) await this.c.readGuest(to, buf.subarray(to - start));
+      buf.set(part, from - start);
+      writes.push(this.c.data.write(at, buf, true));
     }
-    const start = from - head;
-    const buf = new Uint8Array(to + tail - start);
-    if (head > 0) await this.c.readGuest(start, buf.subarray(0, head));
-    if (tail > 0) await this.c.readGuest(to, buf.subarray(buf.length - tail));
-    buf.set(part, head);
-    const writes = [this.c.file.write(host + (start - runGuest), buf, true)];
-    const clusterEnd = host + (runEnd - runGuest);
-    if (tail === 0 && to < runEnd && clusterEnd > this.c.file.length) writes.push(this.c.file.write(clusterEnd - 1, ONE_ZERO_BYTE, true));
+    // A new cluster at the end of the file ending in a hole: extend the file over all of it
+    // (qemu-img check wants every cluster inside the file).
+    const clusterEnd = last.host + this.cs;
+    if (first.alloc && first.fresh && stop < last.guest + this.cs && clusterEnd > this.c.data.length) {
+      writes.push(this.c.data.write(clusterEnd - 1, ONE_ZERO_BYTE, true));
+    }
     return settleAll(writes);
   }
 
@@ -281,7 +359,7 @@ export class Qcow2Writer {
     const l2Offset = this.l1Entry(l1Index);
     if (l2Offset === 0) return !this.c.hasBacking;
     const l2 = await this.c.cache.get(l2Offset);
-    const e = (Math.floor(guest / this.cs) % this.l2Entries) * 8;
+    const e = (Math.floor(guest / this.cs) % this.l2Entries) * this.entryBytes;
     const hi = l2.readUInt32BE(e);
     const lo = l2.readUInt32BE(e + 4);
     if (hi & COMPRESSED) return false;
@@ -289,17 +367,23 @@ export class Qcow2Writer {
     return !this.c.hasBacking && (hi & OFFSET_HI) === 0 && ((lo & OFFSET_LO) >>> 0) === 0;
   }
 
-  /** Under the lock, once the data is written: points the L2 entries at the new clusters and releases the old ones. */
-  private async link(offset: number, allocated: ClusterPlan[]): Promise<void> {
+  /** Under the lock, once the data is written: points the L2 entries at the new clusters (or marks subclusters allocated) and releases the old clusters. */
+  private async link(offset: number, plans: ClusterPlan[]): Promise<void> {
     await this.lock.acquire();
     try {
       const l2Offset = this.l1Entry(Math.floor(offset / (this.cs * this.l2Entries)));
       const l2 = await this.c.cache.get(l2Offset);
-      for (const p of allocated) {
-        const e = (Math.floor(p.guest / this.cs) % this.l2Entries) * 8;
-        this.releaseEntry(l2, e);
-        l2.writeUInt32BE((COPIED | Math.floor(p.host / 2 ** 32)) >>> 0, e);
-        l2.writeUInt32BE(p.host >>> 0, e + 4);
+      for (const p of plans) {
+        const e = (Math.floor(p.guest / this.cs) % this.l2Entries) * this.entryBytes;
+        if (p.alloc) {
+          this.releaseEntry(l2, e);
+          l2.writeUInt32BE((COPIED | Math.floor(p.host / 2 ** 32)) >>> 0, e);
+          l2.writeUInt32BE(p.host >>> 0, e + 4);
+        }
+        if (this.c.h.extendedL2) {
+          l2.writeUInt32BE(p.zeroBits, e + 8);
+          l2.writeUInt32BE(p.allocBits, e + 12);
+        }
       }
       this.c.cache.markDirty(l2Offset, l2);
       await this.writeBackIfFull();
@@ -325,14 +409,21 @@ export class Qcow2Writer {
         }
         const l2Offset = await this.ownedL2(l1Index);
         const l2 = await this.c.cache.get(l2Offset);
+        const ext = this.c.h.extendedL2;
+        const lo0 = zero && !ext ? ZERO_FLAG : 0;
+        const zeroBits = zero && ext ? 0xffffffff : 0;
         for (let g = pos; g < sliceEnd; g += this.cs) {
-          const e = (Math.floor(g / this.cs) % this.l2Entries) * 8;
+          const e = (Math.floor(g / this.cs) % this.l2Entries) * this.entryBytes;
           const hi = l2.readUInt32BE(e);
           const lo = l2.readUInt32BE(e + 4);
-          if (hi === 0 && lo === (zero ? ZERO_FLAG : 0)) continue;
+          if (hi === 0 && lo === lo0 && (!ext || (l2.readUInt32BE(e + 8) === zeroBits && l2.readUInt32BE(e + 12) === 0))) continue;
           this.releaseEntry(l2, e);
           l2.writeUInt32BE(0, e);
-          l2.writeUInt32BE(zero ? ZERO_FLAG : 0, e + 4);
+          l2.writeUInt32BE(lo0, e + 4);
+          if (ext) {
+            l2.writeUInt32BE(zeroBits, e + 8);
+            l2.writeUInt32BE(0, e + 12);
+          }
         }
         this.c.cache.markDirty(l2Offset, l2);
         await this.writeBackIfFull();
@@ -358,7 +449,8 @@ export class Qcow2Writer {
       return;
     }
     const host = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
-    if (host !== 0) this.c.refcounts.release(host, this.cs);
+    // Clusters of an external data file have no refcounts.
+    if (host !== 0 && !this.c.externalData) this.c.refcounts.release(host, this.cs);
   }
 
   /** L2 table offset from the L1 entry (0: none). */
@@ -403,7 +495,9 @@ export class Qcow2Writer {
    * also sync, L1, sync, then the refcount decrements the written tables allow, and sync.
    */
   private async writeBack(full: boolean): Promise<void> {
-    const { file, refcounts, cache } = this.c;
+    const { file, refcounts, cache, data } = this.c;
+    // Data before the L2 entries that map it.
+    if (data !== file) await data.flush();
     await refcounts.writeBack();
     await file.flush();
     const tables = await cache.dirtyTables();
