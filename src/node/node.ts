@@ -137,6 +137,20 @@ export class BlockNode {
     );
   }
 
+  /**
+   * Writes `data` compressed: one whole cluster at a cluster-aligned `offset` (the last cluster
+   * of the disk may be shorter) that holds no data yet (qcow2; QEMU bdrv_pwrite_compressed).
+   */
+  writeCompressed(offset: number, data: Uint8Array): Promise<void> {
+    if (!(data instanceof Uint8Array)) return Promise.reject(new BlockError('EINVAL', `write-compressed: data must be a Uint8Array`, { node: this.name, offset }));
+    const refused = this.refused('write-compressed', offset, data.length, true);
+    if (refused) return refused;
+    if (!this.instance.writeCompressed) {
+      return Promise.reject(new BlockError('ENOTSUP', `write-compressed: the ${this.driver.name} driver cannot write compressed data`, { node: this.name, offset }));
+    }
+    return this.instance.writeCompressed(offset, data);
+  }
+
   /** Makes a range read as zeros. */
   writeZeroes(offset: number, length: number): Promise<void> {
     const refused = this.refused('write-zeroes', offset, length, true);

@@ -304,6 +304,34 @@ describe.skipIf(!available)('qcow2 writes: qemu-img check finds no corruption or
     });
   }
 
+  for (const type of ['zlib', 'zstd']) {
+    it(`writeCompressed (${type}): whole clusters packed into shared host clusters; incompressible ones written plain; allocated clusters refused`, async () => {
+      const img = p(`wc-${type}.qcow2`);
+      qemuImg('create', '-q', '-f', 'qcow2', '-o', `compression_type=${type}`, img, '2M');
+      const d = await open(img);
+      const model = Buffer.alloc(d.length);
+      const r = rng(15);
+      const writes: Promise<void>[] = [];
+      for (let c = 0; c < 24; c++) {
+        const data = c === 7 ? Buffer.from(Array.from({ length: 65536 }, () => r(256))) : pattern(65536, c * 3);
+        data.copy(model, c * 65536);
+        writes.push(d.node.writeCompressed(c * 65536, data));
+      }
+      await Promise.all(writes);
+      await expect(d.node.writeCompressed(0, Buffer.alloc(65536))).rejects.toMatchObject({ code: 'EINVAL' });
+      await expect(d.node.writeCompressed(100, Buffer.alloc(65536))).rejects.toMatchObject({ code: 'EINVAL' });
+      // Overwriting compressed clusters releases their bytes.
+      await d.write(65536 + 1000, Buffer.alloc(5000, 0xee));
+      model.fill(0xee, 65536 + 1000, 65536 + 6000);
+      await d.flush();
+      const j = JSON.parse(spawnSync('qemu-img', ['check', '--output=json', img], { encoding: 'utf8' }).stdout) as Record<string, number>;
+      expect(j['compressed-clusters']).toBe(22);
+      // 22 compressible clusters share host clusters: far less than 22 clusters of file.
+      expect(fs.statSync(img).size).toBeLessThan(10 * 65536);
+      await expectClean(img, model, d);
+    });
+  }
+
   it('lazy_refcounts: the dirty bit is on disk while the image is written and cleared by a clean close', async () => {
     const img = p('lazy.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', img, '4M');

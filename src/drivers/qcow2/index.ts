@@ -6,7 +6,7 @@ import { type BlockStatus, defineDriver, type DriverInstance, type NodeOptions }
 import type { BlockNode } from '../../node/node.js';
 import { sizeSchema } from '../../options/size.js';
 import { type Qcow2Bitmap, readBitmaps } from './bitmaps.js';
-import { decompressCluster } from './compressed.js';
+import { compressCluster, decompressCluster } from './compressed.js';
 import { featureList, parseHeader, type Qcow2Header } from './header.js';
 import * as L from './limits.js';
 import { repairDirtyImage } from './dirty-repair.js';
@@ -296,6 +296,28 @@ export const qcow2Driver = defineDriver({
     const readOnlyError = () =>
       Promise.reject(new BlockError('EROFS', options.snapshot !== undefined ? `qcow2: snapshot '${options.snapshot}' is open read-only` : 'qcow2: the node is read-only', { node: nodeName }));
 
+    const writeCompressed = async (offset: number, data: Uint8Array): Promise<void> => {
+      const cs = h.clusterSize;
+      // One whole cluster; the last one of the disk may end early (it is padded with zeros).
+      if (offset % cs !== 0 || (data.length !== cs && offset + data.length !== size) || data.length > cs) {
+        throw new BlockError('EINVAL', `qcow2: write-compressed: needs one whole cluster (${cs} bytes) at a cluster-aligned offset, got ${data.length} bytes at ${offset}`, {
+          offset,
+          node: nodeName,
+        });
+      }
+      if (dataNode) throw new BlockError('ENOTSUP', 'qcow2: compressed writes are not possible with an external data file', { field: 'data-file', node: nodeName });
+      let cluster = data;
+      if (data.length < cs) {
+        cluster = new Uint8Array(cs);
+        cluster.set(data);
+      }
+      const packed = await compressCluster(h.compressionType, cluster);
+      if (!packed) return writer!.write(offset, data); // incompressible: a normal cluster, as QEMU does
+      zHost = -1; // the host bytes of an old compressed cluster may be reused
+      await writer!.writeCompressed(offset, packed);
+      zHost = -1;
+    };
+
     const instance: DriverInstance = {
       alignment: 1,
       length: () => size,
@@ -303,6 +325,7 @@ export const qcow2Driver = defineDriver({
       write: writer ? (offset, data) => writer.write(offset, data) : readOnlyError,
       writeZeroes: writer ? (offset, length) => writer.writeZeroes(offset, length) : readOnlyError,
       discard: writer ? (offset, length) => writer.discard(offset, length) : readOnlyError,
+      writeCompressed: writer ? (offset, data) => writeCompressed(offset, data) : readOnlyError,
       flush: writer ? () => writer.flush() : async () => {},
       async blockStatus(offset, length): Promise<BlockStatus> {
         const m = await tables.map(offset, length);

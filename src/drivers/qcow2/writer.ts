@@ -76,6 +76,8 @@ export class Qcow2Writer {
   private l1DirtyFirst = -1;
   private l1DirtyLast = -1;
   private started = false;
+  /** Where the next compressed cluster's bytes go (0: start a new host cluster). */
+  private nextByte = 0;
 
   constructor(private readonly c: WriterContext) {
     this.cs = c.h.clusterSize;
@@ -122,6 +124,75 @@ export class Qcow2Writer {
     } finally {
       this.queue.leave(ticket);
     }
+  }
+
+  /**
+   * Writes one whole guest cluster as compressed bytes (QEMU bdrv_pwrite_compressed) into a
+   * cluster that holds no data. The bytes are packed after the previous compressed cluster in
+   * a shared host cluster (QEMU qcow2_alloc_bytes): each compressed cluster adds one reference
+   * to the host cluster(s) its sectors touch.
+   */
+  async writeCompressed(offset: number, bytes: Uint8Array): Promise<void> {
+    const ticket = await this.admit(offset, offset + this.cs);
+    try {
+      const l1Index = Math.floor(offset / (this.cs * this.l2Entries));
+      let host: number;
+      await this.lock.acquire();
+      try {
+        const l2 = await this.c.cache.get(await this.ownedL2(l1Index));
+        const x = this.entry(l2, offset);
+        if (x.hostValid || x.hi & COMPRESSED || (this.c.h.extendedL2 && x.allocBits !== 0)) {
+          throw new BlockError('EINVAL', `qcow2: write-compressed: the cluster at guest offset ${offset} already holds data (compressed writes only go to empty clusters)`, {
+            offset,
+          });
+        }
+        host = await this.allocateBytes(bytes.length);
+      } finally {
+        this.lock.release();
+      }
+      try {
+        await this.c.file.write(host, bytes, true);
+      } catch (e) {
+        this.c.refcounts.release(host, bytes.length);
+        throw e;
+      }
+      await this.lock.acquire();
+      try {
+        const l2Offset = this.l1Entry(l1Index);
+        const l2 = await this.c.cache.get(l2Offset);
+        const e = (Math.floor(offset / this.cs) % this.l2Entries) * this.entryBytes;
+        const bits = this.c.h.clusterBits;
+        const sectors = Math.floor((host + bytes.length - 1) / 512) - Math.floor(host / 512) + 1;
+        const raw = (1n << 62n) | (BigInt(sectors - 1) << BigInt(62 - (bits - 8))) | BigInt(host);
+        this.releaseEntry(l2, e);
+        l2.writeUInt32BE(Number(raw >> 32n), e);
+        l2.writeUInt32BE(Number(raw & 0xffffffffn), e + 4);
+        if (this.c.h.extendedL2) {
+          l2.writeUInt32BE(0, e + 8);
+          l2.writeUInt32BE(0, e + 12);
+        }
+        this.c.cache.markDirty(l2Offset, l2);
+        await this.writeBackIfFull();
+      } finally {
+        this.lock.release();
+      }
+    } finally {
+      this.queue.leave(ticket);
+    }
+  }
+
+  /** Under the lock: `size` (< one cluster) bytes after the last compressed cluster, in the same host cluster if they fit. */
+  private async allocateBytes(size: number): Promise<number> {
+    const used = this.nextByte % this.cs;
+    if (this.nextByte > 0 && used !== 0 && used + size <= this.cs) {
+      const at = this.nextByte;
+      await this.c.refcounts.increment(Math.floor(at / this.cs));
+      this.nextByte += size;
+      return at;
+    }
+    const at = await this.c.refcounts.allocate(1);
+    this.nextByte = at + size;
+    return at;
   }
 
   /** Writes every dirty table back in dependency order and syncs the file. */
