@@ -332,6 +332,62 @@ describe.skipIf(!available)('qcow2 writes: qemu-img check finds no corruption or
     });
   }
 
+  it('copies of the file taken at any moment while writes and evictions run have no corruption; a completed flush is in the copy', async () => {
+    const img = p('crash.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', img, '8M');
+    // Small caches: tables are written back (evicted) while the writes go on.
+    const d = await open(img, { l2CacheSize: 8192, refcountCacheSize: 8192 });
+    const model = Buffer.alloc(d.length);
+    const r = rng(16);
+    let copies = 0;
+    for (let round = 0; round < 6; round++) {
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < 40; i++) {
+        const off = r(model.length - 20_000);
+        const data = pattern(1 + r(20_000), round * 40 + i);
+        data.copy(model, off);
+        writes.push(d.write(off, data));
+        if (i % 10 === 5) {
+          // A "crash" now: what the OS has of the file is what a crash would leave.
+          await new Promise((res) => setImmediate(res));
+          fs.copyFileSync(img, p(`crash-${copies}.qcow2`));
+          const c = check(p(`crash-${copies++}.qcow2`));
+          expect(c.corruptions).toBe(0);
+          expect(c.errors).toBe(0);
+        }
+      }
+      await Promise.all(writes);
+      await d.flush();
+      fs.copyFileSync(img, p('flushed.qcow2'));
+      expect(check(p('flushed.qcow2')).corruptions).toBe(0);
+      expect(qemuContent(p('flushed.qcow2')).equals(model)).toBe(true);
+    }
+    await expectClean(img, model, d);
+  });
+
+  it('a failing data write (ENOSPC) rejects with that error and leaves no L2 entry to unwritten data, nor a leak', async () => {
+    const img = p('enospc.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', img, '4M');
+    const d = await layer.openDrive({ driver: 'qcow2', file: { driver: 'blkdebug', file: { driver: 'file', filename: img } } });
+    const injector = (d.node.child('file')!.info() as { injector: { add(r: object): void; clear(): void } }).injector;
+    await d.write(0, Buffer.alloc(65536, 1));
+    // The next data write past the current end of the file fails.
+    injector.add({ event: 'write', code: 'ENOSPC', offset: fs.statSync(img).size + 70_000, once: false });
+    const failed = await d.write(65536 + 4096, Buffer.alloc(200_000, 2)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(failed).toMatchObject({ code: 'ENOSPC' });
+    injector.clear();
+    const model = Buffer.alloc(d.length);
+    model.fill(1, 0, 65536);
+    // The clusters of the failed write read as before (zeros): none of them is mapped.
+    expect(Buffer.from(await d.read(65536, 300_000)).equals(Buffer.alloc(300_000))).toBe(true);
+    await d.write(2 << 20, Buffer.alloc(1000, 3));
+    model.fill(3, 2 << 20, (2 << 20) + 1000);
+    await expectClean(img, model, d);
+  });
+
   it('lazy_refcounts: the dirty bit is on disk while the image is written and cleared by a clean close', async () => {
     const img = p('lazy.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', img, '4M');
