@@ -72,3 +72,19 @@ export function decompressCluster(type: 'zlib' | 'zstd', input: Uint8Array, out:
     });
   }
 }
+
+/**
+ * Compresses one cluster as QEMU does (raw deflate for zlib, one zstd frame), or returns
+ * undefined when that would not save space (QEMU then writes the cluster uncompressed).
+ * zstd is loaded on first use (a native module).
+ */
+export async function compressCluster(type: 'zlib' | 'zstd', data: Uint8Array): Promise<Uint8Array | undefined> {
+  let out: Uint8Array;
+  if (type === 'zlib') {
+    out = await new Promise<Buffer>((resolve, reject) => zlib.deflateRaw(data, { windowBits: 12 }, (err, r) => (err ? reject(err) : resolve(r))));
+  } else {
+    const { compress } = await import('zstd-napi');
+    out = compress(data);
+  }
+  return out.length < data.length ? out : undefined;
+}
