@@ -1,52 +1,68 @@
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
+import { createQcow2OnNode } from '../create/index.js';
+import { type CreateOptionsInput, parseCreateOptions, qcow2Settings, roundToSectors } from '../create/options.js';
+import { planQcow2 } from '../create/qcow2-layout.js';
+import type { Drive } from '../drive.js';
+import { BlockError } from '../errors.js';
 import { BlockLayer } from '../layer.js';
-import { writeAtomically } from './atomic-output.js';
+import { type OutputFile, writeAtomically } from './atomic-output.js';
+import { parseCreateO } from './create.js';
 import { inputFiles } from './input-files.js';
 import { checkFormat, formatOption, targetOptions } from './target.js';
 
 const CHUNK = 4 * 1024 * 1024;
+const USAGE = 'usage: blocklayer convert [-f FMT] [-O raw|qcow2] [-c] [-o k=v,…] IMAGE OUTPUT [--snapshot S] [-p] [-q]';
+
+/** Called with the guest bytes walked so far. */
+type Progress = (pos: number) => void;
 
 /**
- * `blocklayer convert [-f FMT] IMAGE OUT.raw [--snapshot S] [--progress]`: writes the guest view as a
- * raw file, leaving holes where the image reads as zeros (block status), like qemu-img convert.
- * The output is written under a temporary name and renamed when complete; an output that is
- * one of the files the input reads (itself, a backing file, through any link) is refused.
+ * `blocklayer convert [-f FMT] [-O raw|qcow2] [-c] [-o opts] IMAGE OUTPUT`: writes the guest view as a
+ * sparse raw file or a new qcow2 image (compressed with -c: zlib, or zstd with -o compression_type=zstd),
+ * skipping what reads as zeros, like qemu-img convert. The output is written under a temporary name
+ * and renamed when complete; an output that is one of the files the input reads is refused.
  */
 export async function convertCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { snapshot: { type: 'string' }, ...formatOption, progress: { type: 'boolean', short: 'p' }, quiet: { type: 'boolean', short: 'q' } },
+    options: {
+      snapshot: { type: 'string' },
+      ...formatOption,
+      'output-format': { type: 'string', short: 'O' },
+      compress: { type: 'boolean', short: 'c' },
+      options: { type: 'string', short: 'o', multiple: true },
+      progress: { type: 'boolean', short: 'p' },
+      quiet: { type: 'boolean', short: 'q' },
+    },
   });
-  if (positionals.length !== 2) throw new Error('usage: blocklayer convert [-f FMT] IMAGE OUT.raw [--snapshot S] [-p] [-q]');
+  if (positionals.length !== 2) throw new Error(USAGE);
   const [input, output] = positionals;
   const format = checkFormat(values.format);
+  const outFormat = checkFormat(values['output-format']) ?? 'raw';
+  if (outFormat === 'raw' && (values.compress || values.options)) {
+    throw new BlockError('EINVAL', `-c and -o need -O qcow2 (raw output has no options)`, { field: values.compress ? 'compress' : 'options' });
+  }
+  const createOptions = parseCreateO(values.options ?? []);
+  for (const k of ['backing', 'backingFormat', 'dataFile', 'dataFileRaw'] as const) {
+    if (createOptions[k] !== undefined) throw new BlockError('ENOTSUP', `-o: ${k} is not supported by convert (the output is a standalone image)`, { field: k });
+  }
   const layer = new BlockLayer();
   try {
     const drive = await layer.openDrive(await targetOptions(input, { format, snapshot: values.snapshot }));
     const showBar = !values.quiet && (values.progress ?? process.stderr.isTTY);
+    const mib = (n: number) => Math.ceil(n / 2 ** 20);
     await writeAtomically(
       output,
       async (out) => {
         const bar = showBar ? new cliProgress.SingleBar({ format: 'converting [{bar}] {percentage}% | {value}/{total} MiB', stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
+        bar?.start(mib(drive.length), 0);
+        const progress: Progress = (pos) => bar?.update(mib(pos));
         try {
-          await out.truncate(drive.length);
-          bar?.start(Math.ceil(drive.length / 2 ** 20), 0);
-          const buf = Buffer.allocUnsafe(CHUNK);
-          let pos = 0;
-          while (pos < drive.length) {
-            out.signal.throwIfAborted();
-            const s = await drive.blockStatus(pos, Math.min(CHUNK, drive.length - pos));
-            if (!s.zero) {
-              const part = buf.subarray(0, s.length);
-              await drive.read(pos, part);
-              await out.write(pos, part);
-            }
-            pos += s.length;
-            bar?.update(Math.floor(pos / 2 ** 20));
-          }
-          bar?.update(Math.ceil(drive.length / 2 ** 20));
+          if (outFormat === 'raw') await toRaw(drive, out, progress);
+          else await toQcow2(layer, drive, out, { ...createOptions, compress: values.compress ?? false }, progress);
+          bar?.update(mib(drive.length));
         } finally {
           bar?.stop();
         }
@@ -57,4 +73,107 @@ export async function convertCommand(args: string[]): Promise<number> {
     await layer.close();
   }
   return 0;
+}
+
+/** Non-zero extents of the guest view, in pieces of at most CHUNK bytes (block status skips holes and zero clusters). */
+async function eachDataPiece(drive: Drive, progress: Progress, fn: (pos: number, data: Uint8Array) => Promise<void>): Promise<void> {
+  const buf = Buffer.allocUnsafe(CHUNK);
+  let pos = 0;
+  while (pos < drive.length) {
+    const s = await drive.blockStatus(pos, Math.min(CHUNK, drive.length - pos));
+    if (!s.zero) {
+      const part = buf.subarray(0, s.length);
+      await drive.read(pos, part);
+      await fn(pos, part);
+    }
+    pos += s.length;
+    progress(pos);
+  }
+}
+
+async function toRaw(drive: Drive, out: OutputFile, progress: Progress): Promise<void> {
+  await out.truncate(drive.length);
+  await eachDataPiece(drive, progress, async (pos, data) => {
+    out.signal.throwIfAborted();
+    await out.write(pos, data);
+  });
+}
+
+const isZero = (b: Uint8Array): boolean => {
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
+};
+
+/** Waits for every promise, then rejects with the first failure (none is left unhandled or still running). */
+async function settleAll(ps: Promise<void>[]): Promise<void> {
+  const r = await Promise.allSettled(ps);
+  const failed = r.find((x) => x.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+}
+
+/** Whether any extent of [start, end) may hold non-zero data. */
+async function hasData(drive: Drive, start: number, end: number): Promise<boolean> {
+  for (let pos = start; pos < end; ) {
+    const s = await drive.blockStatus(pos, end - pos);
+    if (!s.zero) return true;
+    pos += s.length;
+  }
+  return false;
+}
+
+/**
+ * A new qcow2 image in the temporary file: the layout createImage would write, then the data
+ * through our qcow2 driver, cluster by cluster; clusters that read as zeros stay unallocated
+ * (qemu-img convert's default -S 4k does the same at 4 KiB), with -c each data cluster compressed.
+ */
+async function toQcow2(layer: BlockLayer, drive: Drive, out: OutputFile, options: Partial<CreateOptionsInput> & { compress: boolean }, progress: Progress): Promise<void> {
+  const { compress, ...create } = options;
+  const size = roundToSectors(drive.length);
+  const settings = qcow2Settings(parseCreateOptions({ ...create, format: 'qcow2', size }), size);
+  if (compress && settings.preallocation !== 'off') {
+    throw new BlockError('EINVAL', '-c cannot be combined with preallocation', { field: 'preallocation' });
+  }
+  await out.truncate(planQcow2(settings).fileLength);
+  const file = await layer.openNode({ driver: 'file', filename: out.tempPath, locking: 'off' });
+  try {
+    await createQcow2OnNode(file, { ...create, format: 'qcow2', size });
+    const image = await layer.openNode({ driver: 'qcow2', file });
+    try {
+      const cs = 2 ** settings.clusterBits;
+      const buf = Buffer.allocUnsafe(CHUNK);
+      // Windows of whole clusters (CHUNK is a multiple of every cluster size): a window with any
+      // data is read whole (holes read as zeros), then written cluster by cluster.
+      for (let w = 0; w < drive.length; w += CHUNK) {
+        out.signal.throwIfAborted();
+        const end = Math.min(w + CHUNK, drive.length);
+        if (!(await hasData(drive, w, end))) {
+          progress(end);
+          continue;
+        }
+        const window = buf.subarray(0, end - w);
+        await drive.read(w, window);
+        // Compressed: every data cluster on its own, all of the window in flight; plain: one write per run of data clusters.
+        const writes: Promise<void>[] = [];
+        let run = -1;
+        for (let at = 0; at <= window.length; at += cs) {
+          const piece = window.subarray(at, Math.min(at + cs, window.length));
+          const data = piece.length > 0 && !isZero(piece);
+          if (compress) {
+            if (data) writes.push(image.writeCompressed(w + at, piece));
+          } else if (data && run < 0) run = at;
+          else if (!data && run >= 0) {
+            writes.push(image.write(w + run, window.subarray(run, at)));
+            run = -1;
+          }
+        }
+        await settleAll(writes);
+        progress(end);
+      }
+      await image.flush();
+    } finally {
+      await image.unref();
+    }
+  } finally {
+    await file.unref();
+  }
 }

@@ -78,6 +78,8 @@ export const blkdebugDriver = defineDriver({
     return {
       alignment: options.align,
       maxTransfer: options.maxTransfer,
+      // Growing writes (a qcow2 allocating at the end of its file) pass to the child, which decides.
+      growable: true,
       length: () => file.length,
       async read(offset, buffer) {
         check('read', offset, buffer.length);
@@ -85,7 +87,7 @@ export const blkdebugDriver = defineDriver({
       },
       async write(offset, data) {
         check('write', offset, data.length);
-        return file.write(offset, data);
+        return file.write(offset, data, offset + data.length > file.length);
       },
       async writeZeroes(offset, length) {
         check('write-zeroes', offset, length);

@@ -22,7 +22,8 @@ export const memoryDriver = defineDriver({
   capabilities: { kind: 'protocol' },
   schema,
   async open({ options, nodeName }) {
-    const { size, alignment, maxTransfer } = options;
+    const { alignment, maxTransfer } = options;
+    let size = options.size;
     if (alignment & (alignment - 1)) {
       throw new BlockError('EINVAL', `alignment: ${alignment} is not a power of two`, { field: 'alignment', node: nodeName });
     }
@@ -55,6 +56,8 @@ export const memoryDriver = defineDriver({
     return {
       alignment,
       maxTransfer,
+      // Like a file, it grows when a format driver allocates past its end (qcow2 in a memory overlay).
+      growable: true,
       length: () => size,
       async read(offset, buffer) {
         each(offset, buffer.length, (i, at, pos, n) => {
@@ -65,6 +68,7 @@ export const memoryDriver = defineDriver({
       },
       async write(offset, data) {
         each(offset, data.length, (i, at, pos, n) => chunkFor(i).set(data.subarray(pos, pos + n), at));
+        if (offset + data.length > size) size = offset + data.length;
       },
       async flush() {},
       async discard(offset, length) {

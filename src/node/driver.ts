@@ -68,6 +68,8 @@ export interface DriverInstance {
   readonly alignment: number;
   /** Largest request the driver accepts in one call (bytes); larger ones are split. 0 or undefined: no limit. */
   readonly maxTransfer?: number;
+  /** Writes past the end extend the node (a file under a format driver that allocates at its end, as QEMU's file-posix). */
+  readonly growable?: boolean;
   /** Virtual size in bytes. */
   length(): number;
   /** Fills `buffer` with `buffer.length` bytes from `offset`. */
@@ -80,6 +82,8 @@ export interface DriverInstance {
   discard(offset: number, length: number): Promise<void>;
   /** Makes a range read as zeros. If absent, the generic layer writes zero buffers. */
   writeZeroes?(offset: number, length: number): Promise<void>;
+  /** Writes one whole cluster compressed (qcow2; QEMU bdrv_pwrite_compressed): `offset` cluster-aligned, into an unallocated cluster. */
+  writeCompressed?(offset: number, data: Uint8Array): Promise<void>;
   /** Status of the extent starting at `offset` (may cover less than `length`, never 0 bytes). */
   blockStatus(offset: number, length: number): Promise<BlockStatus>;
   /** Lets requests held back by this node (a throttle filter) go now. Children are drained by the generic layer. */

@@ -121,17 +121,34 @@ export class BlockNode {
     return this.readUnaligned(offset, buffer);
   }
 
-  /** Writes `data` at `offset`. */
-  write(offset: number, data: Uint8Array): Promise<void> {
+  /**
+   * Writes `data` at `offset`. With `grow` (for format drivers that allocate at the end of their
+   * file, as qcow2 does) a write past the end of a growable node extends it instead of failing.
+   */
+  write(offset: number, data: Uint8Array, grow = false): Promise<void> {
     if (!(data instanceof Uint8Array)) return Promise.reject(new BlockError('EINVAL', `write: data must be a Uint8Array`, { node: this.name, offset }));
     const length = data.length;
-    const refused = this.refused('write', offset, length, true);
+    const refused = this.refused('write', offset, length, true, grow);
     if (refused) return refused;
     if (length === 0) return Promise.resolve();
     if (this.tracked === null) return this.writeAligned(offset, data);
     return this.serialised(offset, length, () =>
       this.isAligned(offset, length) ? this.writeAligned(offset, data) : this.writeUnaligned(offset, data),
     );
+  }
+
+  /**
+   * Writes `data` compressed: one whole cluster at a cluster-aligned `offset` (the last cluster
+   * of the disk may be shorter) that holds no data yet (qcow2; QEMU bdrv_pwrite_compressed).
+   */
+  writeCompressed(offset: number, data: Uint8Array): Promise<void> {
+    if (!(data instanceof Uint8Array)) return Promise.reject(new BlockError('EINVAL', `write-compressed: data must be a Uint8Array`, { node: this.name, offset }));
+    const refused = this.refused('write-compressed', offset, data.length, true);
+    if (refused) return refused;
+    if (!this.instance.writeCompressed) {
+      return Promise.reject(new BlockError('ENOTSUP', `write-compressed: the ${this.driver.name} driver cannot write compressed data`, { node: this.name, offset }));
+    }
+    return this.instance.writeCompressed(offset, data);
   }
 
   /** Makes a range read as zeros. */
@@ -214,7 +231,7 @@ export class BlockNode {
     if (this.closed) throw this.closedError();
   }
 
-  private checkRange(op: string, offset: number, length: number): void {
+  private checkRange(op: string, offset: number, length: number, grow = false): void {
     this.assertOpen();
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
       throw new BlockError('EINVAL', `${op}: offset ${offset} and length ${length} must be non-negative safe integers`, {
@@ -224,7 +241,8 @@ export class BlockNode {
       });
     }
     const size = this.instance.length();
-    if (offset + length > size) {
+    // A growable node (a file under qcow2) takes writes past its end and grows.
+    if (offset + length > size && !(grow && this.instance.growable)) {
       throw new BlockError('EINVAL', `${op}: range ${offset}+${length} is beyond the end of ${this.name} (${size} bytes)`, {
         node: this.name,
         offset,
@@ -234,9 +252,9 @@ export class BlockNode {
   }
 
   /** The rejected promise for a request that is out of range or writes a read-only node, else null: nodes never throw synchronously. */
-  private refused(op: string, offset: number, length: number, writes: boolean): Promise<never> | null {
+  private refused(op: string, offset: number, length: number, writes: boolean, grow = false): Promise<never> | null {
     try {
-      this.checkRange(op, offset, length);
+      this.checkRange(op, offset, length, grow);
       if (writes) this.checkWritable(op, offset);
       return null;
     } catch (e) {

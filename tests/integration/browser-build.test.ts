@@ -59,6 +59,9 @@ describe.skipIf(!haveChromium)('the browser bundle in headless Chromium', () => 
         expect(r.reads).toBeGreaterThan(0);
       }
       expect(server.requests.some((r) => r.startsWith('GET /fixtures/base.qcow2 bytes='))).toBe(true);
+      // snapshot: true: a writable qcow2 overlay in memory over the read-only http image
+      const o = await page.evaluate((u) => (globalThis as unknown as { viaOverlay: (u: string) => Promise<{ same: boolean; top: string }> }).viaOverlay(u), '/fixtures/over.qcow2');
+      expect(o).toEqual({ same: true, top: 'qcow2' });
       expect(errors).toEqual([]);
     } finally {
       await browser.close();

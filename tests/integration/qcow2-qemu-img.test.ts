@@ -26,6 +26,7 @@ afterAll(async () => {
 async function compare(image: string, opts: { snapshot?: string; map?: boolean } = {}) {
   const d = await layer.openDrive({
     driver: 'qcow2',
+    readOnly: true,
     file: { driver: 'file', filename: image },
     ...(opts.snapshot ? { snapshot: opts.snapshot } : {}),
   });

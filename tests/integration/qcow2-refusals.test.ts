@@ -97,7 +97,8 @@ type Ours = { ok: true; hash: string; length: number; info: Record<string, unkno
 /** Opens an image with our driver (a snapshot if given) and reads it all. */
 async function ours(image: string, snapshot?: string): Promise<Ours> {
   try {
-    const d = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: image }, ...(snapshot ? { snapshot } : {}) });
+    // Read-only, as qemu-img convert opens it.
+    const d = await layer.openDrive({ driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: image }, ...(snapshot ? { snapshot } : {}) });
     try {
       return { ok: true, hash: await driveHash(d), length: d.length, info: d.node.info() };
     } finally {

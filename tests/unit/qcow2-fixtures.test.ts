@@ -73,8 +73,13 @@ describe('qcow2 fixtures (no qemu-utils needed)', () => {
     await d.close();
   });
 
-  it('a read-write open of a qcow2 image is refused with EROFS', async () => {
-    await expect(open('v3.qcow2', { readOnly: false })).rejects.toMatchObject({ code: 'EROFS' });
+  it('a qcow2 image opens read-write; opened read-only it refuses writes with EROFS', async () => {
+    const rw = await open('v3.qcow2', { readOnly: false });
+    expect(rw.node.readOnly).toBe(false);
+    await rw.close();
+    const ro = await open('v3.qcow2', { readOnly: true });
+    await expect(ro.write(0, new Uint8Array(1))).rejects.toMatchObject({ code: 'EROFS' });
+    await ro.close();
   });
 
   it('info reports format facts', async () => {
@@ -218,10 +223,15 @@ describe('qcow2 header variants (patched fixtures)', () => {
       b.writeUInt32BE(1 << 9, 84); // unknown compatible bit
       b.writeUInt32BE(1 << 7, 92); // unknown autoclear bit
     });
-    const d = await open(name);
+    const d = await open(name, { readOnly: true });
     expect(await hash(d)).toBe(expected['v3.qcow2']);
     expect(d.node.info()).toMatchObject({ dirty: true });
     await d.close();
+    // Read-write, a dirty image is repaired first (QEMU does the same on open): the bit is cleared.
+    const rw = await open(name);
+    expect(rw.node.info()).toMatchObject({ dirty: false });
+    expect(await hash(rw)).toBe(expected['v3.qcow2']);
+    await rw.close();
   });
 
   it('a file that ends inside its last cluster reads zeros past the end, as QEMU does', async () => {

@@ -131,7 +131,11 @@ function fileInstance(fd: number, size: number, filename: string, closeFd: () =>
     fs.write(fd, data, done, data.length - done, offset + done, (err, n) => {
       if (err) return reject(err);
       const total = done + n;
-      if (total === data.length) return resolve();
+      if (total === data.length) {
+        // A write past the end (only a growing write gets there) made the file longer.
+        if (offset + total > size) size = offset + total;
+        return resolve();
+      }
       writeAt(offset, data, total, resolve, reject);
     });
   };
@@ -144,6 +148,7 @@ function fileInstance(fd: number, size: number, filename: string, closeFd: () =>
   };
   return {
     alignment: 1,
+    growable: true,
     length: () => size,
     read(offset, buffer) {
       return new Promise((resolve, reject) => readAt(offset, buffer, 0, resolve, reject));

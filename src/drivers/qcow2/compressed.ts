@@ -1,5 +1,6 @@
 import { Decompress } from 'fzstd';
 import { BlockError } from '../../errors.js';
+import { deflateRaw, zstdCompress } from '../../platform/compress.js';
 import { inflateRaw } from '../../platform/inflate.js';
 
 /** Largest zstd window we let a compressed cluster ask for (bounds the decoder's memory). */
@@ -71,4 +72,13 @@ export function decompressCluster(type: 'zlib' | 'zstd', input: Uint8Array, out:
       cause: e,
     });
   }
+}
+
+/**
+ * Compresses one cluster as QEMU does (raw deflate for zlib, one zstd frame), or returns
+ * undefined when that would not save space (QEMU then writes the cluster uncompressed).
+ */
+export async function compressCluster(type: 'zlib' | 'zstd', data: Uint8Array): Promise<Uint8Array | undefined> {
+  const out = type === 'zlib' ? await deflateRaw(data) : await zstdCompress(data);
+  return out.length < data.length ? out : undefined;
 }

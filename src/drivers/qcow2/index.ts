@@ -5,16 +5,22 @@ import type { BlockNode } from '../../node/node.js';
 import { sizeSchema } from '../../options/size.js';
 import { identity, locationOf, probeLocation, protocolOptions, resolveName } from './backing.js';
 import { type Qcow2Bitmap, readBitmaps } from './bitmaps.js';
-import { decompressCluster } from './compressed.js';
+import { compressCluster, decompressCluster } from './compressed.js';
 import { featureList, parseHeader, type Qcow2Header } from './header.js';
 import * as L from './limits.js';
-import { checkSnapshotL1, type Qcow2Snapshot, readSnapshots } from './snapshots.js';
+import { repairDirtyImage } from './dirty-repair.js';
+import { L2Cache } from './l2-cache.js';
+import { Refcounts } from './refcounts.js';
+import { checkSnapshotL1, readSnapshots, type Qcow2Snapshot } from './snapshots.js';
 import { ClusterMap } from './tables.js';
+import { Qcow2Writer } from './writer.js';
 
 const schema = z
   .object({
     /** Bytes of L2 tables to cache (QEMU l2-cache-size); default 4 MiB. */
     l2CacheSize: sizeSchema.default(4 * 1024 * 1024),
+    /** Bytes of refcount blocks to cache (QEMU refcount-cache-size); default 1 MiB. */
+    refcountCacheSize: sizeSchema.default(1024 * 1024),
     /** Open this internal snapshot (id or name) instead of the current state. */
     snapshot: z.string().min(1).optional(),
     /** @internal real paths of the overlays above this image, to refuse backing loops. */
@@ -35,24 +41,41 @@ async function readClamped(node: BlockNode, offset: number, target: Uint8Array):
   if (n < target.length) target.fill(0, n);
 }
 
-/** The qcow2 format, read-only: v2 and v3, compression, backing chains, subclusters, external data files, snapshots. */
+/** Why an image cannot be written here, or undefined (checked when it is opened read-write). */
+function writeRefusal(h: Qcow2Header): { message: string; field: string } | undefined {
+  if (h.incompatible & L.INCOMPAT_CORRUPT) return { message: 'the image is marked corrupt (repair it with qemu-img check -r all)', field: 'incompatible_features' };
+  if (h.bitmaps) return { message: 'images with persistent bitmaps cannot be written here (QEMU would have to update the bitmaps)', field: 'bitmaps' };
+  return undefined;
+}
+
+/** The qcow2 format: v2 and v3, compression, backing chains, subclusters, external data files, snapshots; writes to v2/v3 images. */
 export const qcow2Driver = defineDriver({
   name: 'qcow2',
-  capabilities: { kind: 'format', readOnly: true, supportsBacking: true },
+  capabilities: { kind: 'format', supportsBacking: true },
   schema,
   children: { file: 'required', backing: 'optional', 'data-file': 'optional' },
   async open(ctx): Promise<DriverInstance> {
     const { options, nodeName } = ctx;
     const file = ctx.children.get('file')!;
-    const fileSize = file.length;
     const readFile = async (offset: number, length: number) => {
       const b = new Uint8Array(length);
       await readClamped(file, offset, b);
       return b;
     };
-    const first = new Uint8Array(Math.min(fileSize, 2 ** L.MAX_CLUSTER_BITS));
-    await readClamped(file, 0, first);
-    const h = parseHeader(first, fileSize);
+    const readHeader = async () => parseHeader(await readFile(0, Math.min(file.length, 2 ** L.MAX_CLUSTER_BITS)), file.length);
+    let h = await readHeader();
+    // Writable unless the node is read-only or a snapshot is open (snapshots are read-only, as qemu-img -l).
+    const writable = !ctx.readOnly && options.snapshot === undefined;
+    if (writable) {
+      const refusal = writeRefusal(h);
+      if (refusal) throw new BlockError('ENOTSUP', `qcow2: ${refusal.message}; open it read-only`, { field: refusal.field, node: nodeName });
+      if (h.incompatible & L.INCOMPAT_DIRTY) {
+        // QEMU repairs a dirty image (lazy refcounts, then a crash) when it opens it read-write.
+        await repairDirtyImage(file, nodeName);
+        h = await readHeader();
+      }
+    }
+    const fileSize = file.length;
 
     const snapshots = await readSnapshots(h, readFile);
     const bitmaps = await readBitmaps(h, readFile);
@@ -73,7 +96,37 @@ export const qcow2Driver = defineDriver({
       l1Size = s.l1Size;
     }
     const l1 = Buffer.from(l1Size > 0 ? await readFile(l1Offset, l1Size * 8) : new Uint8Array(0));
-    const tables = new ClusterMap(h, l1, l1Offset, fileSize, readFile, options.l2CacheSize);
+    const metadataIO = {
+      read: readFile,
+      write: (offset: number, data: Uint8Array) => file.write(offset, data, true),
+      sync: () => file.flush(),
+    };
+    const refcounts = writable
+      ? new Refcounts(
+          metadataIO,
+          h.clusterBits,
+          h.refcountOrder,
+          h.refcountTableOffset,
+          h.refcountTableClusters,
+          await readFile(h.refcountTableOffset, h.refcountTableClusters * h.clusterSize),
+          fileSize,
+          options.refcountCacheSize,
+          async (offset, clusters) => {
+            // The new table is on disk and synced: point the header at it.
+            const b = Buffer.alloc(12);
+            b.writeUInt32BE(Math.floor(offset / 2 ** 32), 0);
+            b.writeUInt32BE(offset >>> 0, 4);
+            b.writeUInt32BE(clusters, 8);
+            await file.write(48, b);
+            await file.flush();
+            h.refcountTableOffset = offset;
+            h.refcountTableClusters = clusters;
+          },
+        )
+      : undefined;
+    const fileLimit = () => Math.max(file.length, refcounts?.end ?? 0);
+    const l2Cache = new L2Cache(h.clusterSize, readFile, options.l2CacheSize);
+    const tables = new ClusterMap(h, l1, l1Offset, fileLimit, l2Cache);
 
     const image = locationOf(file);
     // External data file: given as a child, or named in the header.
@@ -85,10 +138,9 @@ export const qcow2Driver = defineDriver({
       if (h.dataFile === undefined) {
         throw new BlockError('EINVAL', `data-file: required: the image uses an external data file and its header names none`, { field: 'data-file', node: nodeName });
       }
-      dataNode = await ctx.openChild('data-file', protocolOptions(resolveName(image, h.dataFile, 'data file', nodeName), true));
+      dataNode = await ctx.openChild('data-file', protocolOptions(resolveName(image, h.dataFile, 'data file', nodeName), !writable));
     }
     const data = dataNode ?? file;
-    const dataSize = data.length;
 
     // Backing chain: given as a child, disabled with backing: null, or named in the header.
     let backing = ctx.children.get('backing');
@@ -119,7 +171,7 @@ export const qcow2Driver = defineDriver({
     let zInput = new Uint8Array(0);
     const compressed = async (host: number, csize: number): Promise<Uint8Array> => {
       if (zHost === host) return zBuf;
-      const n = Math.min(csize, Math.max(0, fileSize - host));
+      const n = Math.min(csize, Math.max(0, file.length - host));
       if (n <= 0) throw new BlockError('ECORRUPT', `qcow2: compressed data at ${host} is beyond the end of the file`, { offset: host });
       if (zInput.length < n) zInput = new Uint8Array(n);
       const input = zInput.subarray(0, n);
@@ -146,51 +198,107 @@ export const qcow2Driver = defineDriver({
       await readClamped(backing, offset, target);
     };
 
-    const instance: DriverInstance = {
-      alignment: 1,
-      length: () => size,
-      async read(offset, buffer) {
-        // Data reads run in parallel; each gets a handler at once so a failure is never unhandled
-        // while later extents are being mapped. After a failure no further read is issued, and
-        // the request settles only when every issued read has (QEMU: after all of its parts).
-        const pending: Promise<void>[] = [];
-        let failed = false;
-        let failure: unknown;
-        const start = (p: Promise<void>) => {
-          p.catch((e) => {
-            if (!failed) {
-              failed = true;
-              failure = e;
-            }
-          });
-          pending.push(p);
-        };
-        let pos = 0;
-        try {
-          while (pos < buffer.length && !failed) {
-            const m = await tables.map(offset + pos, buffer.length - pos);
-            const part = buffer.subarray(pos, pos + m.length);
-            if (m.kind === 'data') start(readClamped(data, m.host, part));
-            else if (m.kind === 'zero') part.fill(0);
-            else if (m.kind === 'unallocated') start(readBacking(offset + pos, part));
-            else {
-              await readCompressed(m.host, m.compressedSize, offset + pos - m.clusterStart, part);
-            }
-            pos += m.length;
-          }
-        } catch (e) {
-          // a mapping or decompression failure: still wait for the reads already issued
+    const readGuest = async (offset: number, buffer: Uint8Array): Promise<void> => {
+      // Data reads run in parallel; each gets a handler at once so a failure is never unhandled
+      // while later extents are being mapped. After a failure no further read is issued, and
+      // the request settles only when every issued read has (QEMU: after all of its parts).
+      const pending: Promise<void>[] = [];
+      let failed = false;
+      let failure: unknown;
+      const start = (p: Promise<void>) => {
+        p.catch((e) => {
           if (!failed) {
             failed = true;
             failure = e;
           }
+        });
+        pending.push(p);
+      };
+      let pos = 0;
+      try {
+        while (pos < buffer.length && !failed) {
+          const m = await tables.map(offset + pos, buffer.length - pos);
+          const part = buffer.subarray(pos, pos + m.length);
+          if (m.kind === 'data') start(readClamped(data, m.host, part));
+          else if (m.kind === 'zero') part.fill(0);
+          else if (m.kind === 'unallocated') start(readBacking(offset + pos, part));
+          else {
+            await readCompressed(m.host, m.compressedSize, offset + pos - m.clusterStart, part);
+          }
+          pos += m.length;
         }
-        await Promise.allSettled(pending);
-        if (failed) throw failure;
-      },
-      write: () => Promise.reject(new BlockError('EROFS', 'qcow2 is read-only here', { node: nodeName })),
-      flush: async () => {},
-      discard: () => Promise.reject(new BlockError('EROFS', 'qcow2 is read-only here', { node: nodeName })),
+      } catch (e) {
+        // a mapping or decompression failure: still wait for the reads already issued
+        if (!failed) {
+          failed = true;
+          failure = e;
+        }
+      }
+      await Promise.allSettled(pending);
+      if (failed) throw failure;
+    };
+
+    // Lazy refcounts (compatible bit 0): the dirty bit is on disk while the image is written, so
+    // that a crash leaves an image QEMU repairs; a clean close clears it after a full flush.
+    const lazy = (h.compatible & L.COMPAT_LAZY_REFCOUNTS) !== 0;
+    let dirtyOnDisk = false;
+    const setDirtyBit = async (on: boolean) => {
+      const b = Buffer.alloc(4);
+      b.writeUInt32BE((on ? h.incompatible | L.INCOMPAT_DIRTY : h.incompatible & ~L.INCOMPAT_DIRTY) >>> 0);
+      await file.write(76, b);
+      await file.flush();
+      dirtyOnDisk = on;
+    };
+    const writer = refcounts
+      ? new Qcow2Writer({
+          h,
+          file,
+          l1,
+          l1Offset,
+          cache: l2Cache,
+          refcounts,
+          readGuest,
+          hasBacking: backing !== undefined,
+          data,
+          externalData: dataNode !== undefined,
+          dataRaw: (h.autoclear & L.AUTOCLEAR_DATA_FILE_RAW) !== 0,
+          beforeFirstWrite: lazy ? () => setDirtyBit(true) : undefined,
+        })
+      : undefined;
+    const readOnlyError = () =>
+      Promise.reject(new BlockError('EROFS', options.snapshot !== undefined ? `qcow2: snapshot '${options.snapshot}' is open read-only` : 'qcow2: the node is read-only', { node: nodeName }));
+
+    const writeCompressed = async (offset: number, data: Uint8Array): Promise<void> => {
+      const cs = h.clusterSize;
+      // One whole cluster; the last one of the disk may end early (it is padded with zeros).
+      if (offset % cs !== 0 || (data.length !== cs && offset + data.length !== size) || data.length > cs) {
+        throw new BlockError('EINVAL', `qcow2: write-compressed: needs one whole cluster (${cs} bytes) at a cluster-aligned offset, got ${data.length} bytes at ${offset}`, {
+          offset,
+          node: nodeName,
+        });
+      }
+      if (dataNode) throw new BlockError('ENOTSUP', 'qcow2: compressed writes are not possible with an external data file', { field: 'data-file', node: nodeName });
+      let cluster = data;
+      if (data.length < cs) {
+        cluster = new Uint8Array(cs);
+        cluster.set(data);
+      }
+      const packed = await compressCluster(h.compressionType, cluster);
+      if (!packed) return writer!.write(offset, data); // incompressible: a normal cluster, as QEMU does
+      zHost = -1; // the host bytes of an old compressed cluster may be reused
+      await writer!.writeCompressed(offset, packed);
+      zHost = -1;
+    };
+
+    const instance: DriverInstance = {
+      alignment: 1,
+      length: () => size,
+      read: readGuest,
+      write: writer ? (offset, data) => writer.write(offset, data) : readOnlyError,
+      writeZeroes: writer ? (offset, length) => writer.writeZeroes(offset, length) : readOnlyError,
+      discard: writer ? (offset, length) => writer.discard(offset, length) : readOnlyError,
+      writeCompressed: writer ? (offset, data) => writeCompressed(offset, data) : readOnlyError,
+      flush: writer ? () => writer.flush() : async () => {},
       async blockStatus(offset, length): Promise<BlockStatus> {
         const m = await tables.map(offset, length);
         if (m.kind === 'data') {
@@ -200,8 +308,8 @@ export const qcow2Driver = defineDriver({
           let zero = false;
           if (dataNode) {
             // external data file: reported as data, as QEMU does
-          } else if (m.host < dataSize) {
-            const f = await data.blockStatus(m.host, Math.min(length, dataSize - m.host));
+          } else if (m.host < data.length) {
+            const f = await data.blockStatus(m.host, Math.min(length, data.length - m.host));
             zero = f.zero;
             length = f.length;
           } else zero = true;
@@ -215,7 +323,10 @@ export const qcow2Driver = defineDriver({
         }
         return { offset, length: m.length, data: false, zero: true, allocated: false, depth: 0 };
       },
-      async close() {},
+      async close() {
+        await writer?.flush();
+        if (dirtyOnDisk) await setDirtyBit(false);
+      },
       info: () => info(h, size, snapshots, bitmaps, backing, dataNode, tables.l2CacheEntries, options.snapshot),
     };
     return instance;

@@ -52,6 +52,8 @@ export const INCOMPAT_DATA_FILE = 1 << 2;
 export const INCOMPAT_COMPRESSION = 1 << 3;
 export const INCOMPAT_EXTL2 = 1 << 4;
 export const KNOWN_INCOMPAT = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
+/** Compatible bit: refcounts may be stale while the dirty bit is set (lazy_refcounts). */
+export const COMPAT_LAZY_REFCOUNTS = 1 << 0;
 /** Autoclear bit: the bitmaps extension is consistent with the image. */
 export const AUTOCLEAR_BITMAPS = 1 << 0;
 /** Autoclear bit: the external data file is a valid raw image. */

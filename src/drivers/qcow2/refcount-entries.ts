@@ -13,6 +13,11 @@ export function refcountMax(order: number): number {
   return 2 ** 2 ** order - 1;
 }
 
+/** Largest refcount the writer stores in an entry: the width's maximum, capped at 2^53 - 1 for 64 bits (exact in a number). */
+export function maxRefcount(order: number): number {
+  return order >= 6 ? Number.MAX_SAFE_INTEGER : refcountMax(order);
+}
+
 /** Reads entry `index` of a refcount block. 64-bit values above 2^53 lose precision (they are corrupt anyway). */
 export function readEntry(block: Uint8Array, index: number, order: number): number {
   const bits = 2 ** order;

@@ -1,5 +1,6 @@
 import { BlockError } from '../../errors.js';
 import type { Qcow2Header } from './header.js';
+import type { L2Cache } from './l2-cache.js';
 
 /** What one run of guest bytes maps to. */
 export type Mapping =
@@ -7,8 +8,6 @@ export type Mapping =
   | { kind: 'zero'; length: number }
   | { kind: 'unallocated'; length: number }
   | { kind: 'compressed'; length: number; host: number; compressedSize: number; clusterStart: number };
-
-type Reader = (offset: number, length: number) => Promise<Uint8Array>;
 
 const L1_RESERVED_HI = 0x7f000000; // bits 56-62
 const L1_RESERVED_LO = 0x000001ff; // bits 0-8
@@ -29,25 +28,23 @@ export class ClusterMap {
   private readonly l2Entries: number;
   private readonly entryBytes: number;
   private readonly subclusterSize: number;
-  private readonly cache = new Map<number, Promise<Buffer>>();
-  private readonly cacheCapacity: number;
   private readonly csizeShift: number;
   private readonly csizeMask: bigint;
   private readonly coffsetMask: bigint;
 
   constructor(
     private readonly h: Qcow2Header,
-    private readonly l1: Buffer,
+    /** The L1 table; the writer changes it in place. */
+    readonly l1: Buffer,
     private readonly l1Offset: number,
-    private readonly fileSize: number,
-    private readonly read: Reader,
-    l2CacheBytes: number,
+    /** Bytes of the image file that may hold metadata and data (grows as clusters are allocated). */
+    private readonly fileLimit: () => number,
+    private readonly cache: L2Cache,
   ) {
     this.cs = h.clusterSize;
     this.entryBytes = h.extendedL2 ? 16 : 8;
     this.l2Entries = this.cs / this.entryBytes;
     this.subclusterSize = h.extendedL2 ? this.cs / 32 : this.cs;
-    this.cacheCapacity = Math.max(2, Math.floor(l2CacheBytes / this.cs));
     this.csizeShift = 62 - (h.clusterBits - 8);
     this.csizeMask = (1n << BigInt(h.clusterBits - 8)) - 1n;
     this.coffsetMask = (1n << BigInt(this.csizeShift)) - 1n;
@@ -55,7 +52,7 @@ export class ClusterMap {
 
   /** Number of L2 tables the cache holds at most. */
   get l2CacheEntries(): number {
-    return this.cacheCapacity;
+    return this.cache.capacity;
   }
 
   /** The run of guest bytes starting at `guest` (at most `max` bytes, never crossing an L2 table) with one mapping. */
@@ -73,8 +70,8 @@ export class ClusterMap {
     const l2Offset = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
     if (l2Offset === 0) return { kind: 'unallocated', length: limit - guest };
     if (l2Offset % cs !== 0) throw corrupt('L1 entry', at, `points to an unaligned L2 table at ${l2Offset}`);
-    if (l2Offset + cs > this.fileSize) throw corrupt('L1 entry', at, `points to an L2 table at ${l2Offset} beyond the end of the file`);
-    const l2 = await this.table(l2Offset);
+    if (l2Offset + cs > this.fileLimit()) throw corrupt('L1 entry', at, `points to an L2 table at ${l2Offset} beyond the end of the file`);
+    const l2 = await this.cache.get(l2Offset);
 
     let first: Mapping | undefined;
     let pos = guest;
@@ -105,7 +102,7 @@ export class ClusterMap {
       const host = Number(raw & this.coffsetMask);
       const sectors = Number((raw >> BigInt(this.csizeShift)) & this.csizeMask) + 1;
       const compressedSize = sectors * 512 - (host % 512);
-      if (host === 0 || host >= this.fileSize) throw corrupt('L2 entry', at, `points to compressed data at ${host} outside the file`);
+      if (host === 0 || host >= this.fileLimit()) throw corrupt('L2 entry', at, `points to compressed data at ${host} outside the file`);
       if (this.h.extendedL2 && (l2.readUInt32BE(e + 8) || l2.readUInt32BE(e + 12))) {
         throw corrupt('L2 entry', at, 'has a subcluster bitmap on a compressed cluster');
       }
@@ -138,20 +135,6 @@ export class ClusterMap {
     if (zero & bit) return { kind: 'zero', length: end };
     if (alloc & bit) return { kind: 'data', length: end, host: host + (pos - clusterStart) };
     return { kind: 'unallocated', length: end };
-  }
-
-  private table(offset: number): Promise<Buffer> {
-    const hit = this.cache.get(offset);
-    if (hit) {
-      this.cache.delete(offset);
-      this.cache.set(offset, hit);
-      return hit;
-    }
-    const load = this.read(offset, this.cs).then((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength));
-    load.catch(() => this.cache.delete(offset));
-    this.cache.set(offset, load);
-    if (this.cache.size > this.cacheCapacity) this.cache.delete(this.cache.keys().next().value!);
-    return load;
   }
 }
 

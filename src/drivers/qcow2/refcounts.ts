@@ -1,0 +1,358 @@
+import { BlockError } from '../../errors.js';
+import * as L from './limits.js';
+import { entriesPerBlock, maxRefcount, readEntry, writeEntry } from './refcount-entries.js';
+
+/** Raw access to the image file for metadata. */
+export interface MetadataIO {
+  /** Reads `length` bytes (zeros past the end of the file). */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  /** Writes, growing the file when needed. */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** fsync of the image file. */
+  sync(): Promise<void>;
+}
+
+interface Block {
+  offset: number;
+  data: Uint8Array;
+  dirty: boolean;
+}
+
+const ENTRY_OFFSET_LO = 0xfffffe00;
+
+/**
+ * The refcount table and refcount blocks of an image (QEMU qcow2-refcount.c), with a bounded
+ * write-back cache of blocks. Every method runs under the driver's metadata lock.
+ *
+ * Ordering rules kept here: refcount blocks only ever reach the disk with increments or with
+ * decrements whose references are already gone from the disk (see {@link release}), so writing
+ * a block back is always safe; a new block reaches the disk before the table entry that points
+ * to it; a larger table is written and synced before the header points to it.
+ */
+export class Refcounts {
+  private readonly cs: number;
+  private readonly perBlock: number;
+  private readonly order: number;
+  private readonly max: number;
+  /** Host offset of every refcount block by index (0: none); may run past the table on disk. */
+  private readonly table: number[] = [];
+  private readonly tableDirty = new Set<number>();
+  private tableOffset: number;
+  private diskEntries: number;
+  private readonly blocks = new Map<number, Block>();
+  private readonly capacity: number;
+  /** Clusters whose refcount drops once the tables that dropped them are on disk (applied by {@link applyReleases}). */
+  private readonly released: number[] = [];
+  /** First cluster that may be free. */
+  private cursor = 0;
+  /** End (bytes) of the highest cluster ever allocated or present: nothing past it was ever written. */
+  private highWater: number;
+
+  constructor(
+    private readonly io: MetadataIO,
+    clusterBits: number,
+    refcountOrder: number,
+    tableOffset: number,
+    tableClusters: number,
+    tableBytes: Uint8Array,
+    fileLength: number,
+    cacheBytes: number,
+    /** Points the header at a new refcount table (written and synced by the caller of the callback). */
+    private readonly relocate: (offset: number, clusters: number) => Promise<void>,
+  ) {
+    this.cs = 2 ** clusterBits;
+    this.order = refcountOrder;
+    this.perBlock = entriesPerBlock(this.cs, refcountOrder);
+    this.max = maxRefcount(refcountOrder);
+    this.tableOffset = tableOffset;
+    this.diskEntries = (tableClusters * this.cs) / 8;
+    const v = Buffer.from(tableBytes.buffer, tableBytes.byteOffset, tableBytes.byteLength);
+    for (let i = 0; i < this.diskEntries; i++) {
+      const at = i * 8;
+      this.table.push(at + 8 <= v.length ? (v.readUInt32BE(at) & 0x00ffffff) * 2 ** 32 + ((v.readUInt32BE(at + 4) & ENTRY_OFFSET_LO) >>> 0) : 0);
+    }
+    this.capacity = Math.max(4, Math.floor(cacheBytes / this.cs));
+    this.highWater = Math.ceil(fileLength / this.cs) * this.cs;
+  }
+
+  /** End of the highest allocated cluster (bytes): clusters allocated at or past it read as zeros until written. */
+  get end(): number {
+    return this.highWater;
+  }
+
+  /** Whether cached blocks or table entries wait to be written. */
+  get dirty(): boolean {
+    if (this.tableDirty.size > 0 || this.table.length > this.diskEntries) return true;
+    for (const b of this.blocks.values()) if (b.dirty) return true;
+    return false;
+  }
+
+  /** The cache holds more dirty blocks than it should: write back soon. */
+  get overfull(): boolean {
+    return this.blocks.size > this.capacity;
+  }
+
+  /** Releases are waiting for the next flush. */
+  get hasReleases(): boolean {
+    return this.released.length > 0;
+  }
+
+  /** Refcount of cluster `index`. */
+  async get(index: number): Promise<number> {
+    const blk = await this.block(Math.floor(index / this.perBlock));
+    return blk ? readEntry(blk.data, index % this.perBlock, this.order) : 0;
+  }
+
+  /**
+   * Allocates `n` contiguous free clusters (first fit from the free cursor) and sets their
+   * refcounts to 1; returns the host offset. No await happens between the choice and the
+   * reservation that another allocation could observe: all callers hold the metadata lock.
+   */
+  async allocate(n: number): Promise<number> {
+    // Runs as long as half a block would rarely fit between self-describing blocks: take them at the end.
+    if (n * 2 >= this.perBlock) return this.allocateAtEnd(n);
+    for (;;) {
+      const { start, firstFree } = await this.scan(n);
+      if (!this.ensureBlocks(start, n)) continue; // a new refcount block took one of the clusters
+      for (let i = start; i < start + n; i++) await this.change(i, 1, false);
+      this.cursor = firstFree === start ? start + n : firstFree;
+      this.highWater = Math.max(this.highWater, (start + n) * this.cs);
+      return start * this.cs;
+    }
+  }
+
+  /**
+   * `n` clusters past everything allocated (all free there), followed by the refcount blocks
+   * that are missing for them and for themselves (QEMU puts new blocks after the data too).
+   */
+  private async allocateAtEnd(n: number): Promise<number> {
+    const E = this.perBlock;
+    const s = Math.ceil(this.highWater / this.cs);
+    const missing = (end: number) => {
+      const out: number[] = [];
+      for (let b = Math.floor(s / E); b <= Math.floor((end - 1) / E); b++) if (b >= this.table.length || this.table[b] === 0) out.push(b);
+      return out;
+    };
+    let blocks = missing(s + n);
+    for (let m = -1; m !== blocks.length; ) {
+      m = blocks.length;
+      blocks = missing(s + n + m);
+    }
+    if ((blocks[blocks.length - 1] ?? 0) * 8 >= L.MAX_REFTABLE_BYTES) {
+      throw new BlockError('ENOSPC', `qcow2: the refcount table would exceed ${L.MAX_REFTABLE_BYTES} bytes`, { field: 'refcount_table_clusters' });
+    }
+    blocks.forEach((b, i) => {
+      while (this.table.length <= b) this.table.push(0);
+      this.table[b] = (s + n + i) * this.cs;
+      this.tableDirty.add(b);
+      this.blocks.set(b, { offset: (s + n + i) * this.cs, data: new Uint8Array(this.cs), dirty: true });
+    });
+    const end = s + n + blocks.length;
+    for (let i = s; i < end; i++) await this.change(i, 1, false);
+    this.highWater = end * this.cs;
+    return s * this.cs;
+  }
+
+  /** Adds one reference to cluster `index` (compressed clusters sharing a host cluster). */
+  async increment(index: number): Promise<void> {
+    if (!this.ensureBlocks(index, 1)) throw new BlockError('EIO', `qcow2: cluster ${index} is not allocated`, { offset: index * this.cs });
+    await this.change(index, 1, false);
+  }
+
+  /**
+   * Drops one reference to every cluster in [offset, offset+length) once the L2/L1 tables that
+   * referenced them are on disk (QEMU: the refcount cache depends on the L2 cache): until the
+   * next flush the clusters keep their refcount and are not reused.
+   */
+  release(offset: number, length: number): void {
+    const last = Math.floor((offset + length - 1) / this.cs);
+    for (let i = Math.floor(offset / this.cs); i <= last; i++) this.released.push(i);
+  }
+
+  /** Applies the releases; call only once the tables that dropped the references are synced. */
+  async applyReleases(): Promise<void> {
+    const list = this.released.splice(0);
+    for (const i of list) await this.change(i, -1, true);
+  }
+
+  /**
+   * Writes dirty blocks back, then (after a sync) the table entries that point to new blocks;
+   * moves the table to a larger place first if it outgrew its clusters. The caller syncs after.
+   */
+  async writeBack(): Promise<void> {
+    for (let round = 0; round < 8; round++) {
+      const moved = this.table.length > this.diskEntries ? await this.allocateTable() : undefined;
+      const writes: Promise<void>[] = [];
+      for (const b of this.blocks.values()) {
+        if (!b.dirty) continue;
+        b.dirty = false;
+        writes.push(this.io.write(b.offset, b.data).catch((e) => {
+          b.dirty = true;
+          throw e;
+        }));
+      }
+      await settleAll(writes);
+      if (!moved && this.tableDirty.size === 0) break;
+      await this.io.sync();
+      if (moved) {
+        const bytes = new Uint8Array(moved.clusters * this.cs);
+        const v = Buffer.from(bytes.buffer);
+        for (let i = 0; i < this.table.length; i++) {
+          v.writeUInt32BE(Math.floor(this.table[i] / 2 ** 32), i * 8);
+          v.writeUInt32BE(this.table[i] >>> 0, i * 8 + 4);
+        }
+        await this.io.write(moved.offset, bytes);
+        await this.io.sync();
+        await this.relocate(moved.offset, moved.clusters);
+        const old = { offset: this.tableOffset, clusters: (this.diskEntries * 8) / this.cs };
+        this.tableOffset = moved.offset;
+        this.diskEntries = (moved.clusters * this.cs) / 8;
+        this.tableDirty.clear();
+        // Nothing on disk points to the old table any more.
+        for (let i = 0; i < old.clusters; i++) await this.change(old.offset / this.cs + i, -1, true);
+        continue;
+      }
+      const dirty = [...this.tableDirty].sort((a, b) => a - b);
+      this.tableDirty.clear();
+      const first = dirty[0];
+      const last = dirty[dirty.length - 1];
+      const bytes = Buffer.alloc((last - first + 1) * 8);
+      for (let i = first; i <= last; i++) {
+        bytes.writeUInt32BE(Math.floor(this.table[i] / 2 ** 32), (i - first) * 8);
+        bytes.writeUInt32BE(this.table[i] >>> 0, (i - first) * 8 + 4);
+      }
+      try {
+        await this.io.write(this.tableOffset + first * 8, bytes);
+      } catch (e) {
+        for (const i of dirty) this.tableDirty.add(i);
+        throw e;
+      }
+      break;
+    }
+    this.evictClean();
+  }
+
+  /** First run of `n` free clusters from the cursor; clusters no block covers are free. */
+  private async scan(n: number): Promise<{ start: number; firstFree: number }> {
+    const E = this.perBlock;
+    let i = this.cursor;
+    let run = 0;
+    let start = i;
+    let firstFree = -1;
+    for (;;) {
+      const b = Math.floor(i / E);
+      const blockEnd = (b + 1) * E;
+      const blk = await this.block(b);
+      if (!blk) {
+        if (firstFree < 0) firstFree = i;
+        if (run === 0) start = i;
+        run += blockEnd - i;
+        if (run >= n) return { start, firstFree };
+        i = blockEnd;
+        continue;
+      }
+      const base = b * E;
+      for (; i < blockEnd; i++) {
+        if (readEntry(blk.data, i - base, this.order) === 0) {
+          if (firstFree < 0) firstFree = i;
+          if (run === 0) start = i;
+          if (++run >= n) return { start, firstFree };
+        } else run = 0;
+      }
+    }
+  }
+
+  /**
+   * Creates the missing refcount blocks for [start, start+n). A new block describes itself: it
+   * takes the first cluster of the range it covers (free, since no block counted it). Returns
+   * false if that cluster lies inside [start, start+n): the caller scans again.
+   */
+  private ensureBlocks(start: number, n: number): boolean {
+    const E = this.perBlock;
+    let ok = true;
+    for (let b = Math.floor(start / E); b <= Math.floor((start + n - 1) / E); b++) {
+      if (b < this.table.length && this.table[b] !== 0) continue;
+      if ((b + 1) * 8 > L.MAX_REFTABLE_BYTES) {
+        throw new BlockError('ENOSPC', `qcow2: the refcount table would exceed ${L.MAX_REFTABLE_BYTES} bytes`, { field: 'refcount_table_clusters' });
+      }
+      while (this.table.length <= b) this.table.push(0);
+      const k = b * E;
+      const data = new Uint8Array(this.cs);
+      writeEntry(data, 0, this.order, 1);
+      this.table[b] = k * this.cs;
+      this.tableDirty.add(b);
+      this.blocks.set(b, { offset: k * this.cs, data, dirty: true });
+      this.highWater = Math.max(this.highWater, (k + 1) * this.cs);
+      if (k >= start && k < start + n) ok = false;
+    }
+    return ok;
+  }
+
+  private async change(index: number, delta: number, freeing: boolean): Promise<void> {
+    const blk = await this.block(Math.floor(index / this.perBlock));
+    const at = index % this.perBlock;
+    const old = blk ? readEntry(blk.data, at, this.order) : 0;
+    const next = old + delta;
+    if (!blk || next < 0) {
+      throw new BlockError('ECORRUPT', `qcow2: refcount of cluster ${index} would drop below 0`, { offset: index * this.cs, field: 'refcount' });
+    }
+    if (next > this.max) {
+      throw new BlockError('ENOSPC', `qcow2: refcount of cluster ${index} would exceed ${this.max} (refcount_bits ${2 ** this.order})`, {
+        offset: index * this.cs,
+        field: 'refcount_bits',
+      });
+    }
+    writeEntry(blk.data, at, this.order, next);
+    blk.dirty = true;
+    if (freeing && next === 0 && index < this.cursor) this.cursor = index;
+  }
+
+  private async block(b: number): Promise<Block | undefined> {
+    const hit = this.blocks.get(b);
+    if (hit) {
+      this.blocks.delete(b);
+      this.blocks.set(b, hit);
+      return hit;
+    }
+    const offset = b < this.table.length ? this.table[b] : 0;
+    if (offset === 0) return undefined;
+    if (offset % this.cs !== 0) {
+      throw new BlockError('ECORRUPT', `qcow2: refcount table entry ${b} points to an unaligned refcount block at ${offset}`, {
+        field: 'refcount table',
+        offset: this.tableOffset + b * 8,
+      });
+    }
+    const data = await this.io.read(offset, this.cs);
+    const blk: Block = { offset, data, dirty: false };
+    this.blocks.set(b, blk);
+    if (this.blocks.size > this.capacity) this.evictClean(b);
+    return blk;
+  }
+
+  /** Drops clean blocks, least recently used first, down to the capacity. */
+  private evictClean(keep = -1): void {
+    for (const [b, blk] of this.blocks) {
+      if (this.blocks.size <= this.capacity) return;
+      if (!blk.dirty && b !== keep) this.blocks.delete(b);
+    }
+  }
+
+  /** Clusters for a table holding every entry (and those its own allocation adds). */
+  private async allocateTable(): Promise<{ offset: number; clusters: number }> {
+    for (let slack = 1; ; slack *= 2) {
+      const clusters = Math.ceil(((this.table.length + slack) * 8) / this.cs) + slack;
+      if (clusters * this.cs > L.MAX_REFTABLE_BYTES) {
+        throw new BlockError('ENOSPC', `qcow2: the refcount table would exceed ${L.MAX_REFTABLE_BYTES} bytes`, { field: 'refcount_table_clusters' });
+      }
+      const offset = await this.allocate(clusters);
+      if ((clusters * this.cs) / 8 >= this.table.length) return { offset, clusters };
+      for (let i = 0; i < clusters; i++) await this.change(offset / this.cs + i, -1, true);
+    }
+  }
+}
+
+/** Waits for every promise, then rethrows the first failure. */
+export async function settleAll(list: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(list);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}

@@ -1,0 +1,599 @@
+import { BlockError } from '../../errors.js';
+import type { BlockNode } from '../../node/node.js';
+import { AsyncLock, ClusterRangeQueue } from './async-lock.js';
+import type { Qcow2Header } from './header.js';
+import type { L2Cache } from './l2-cache.js';
+import { type Refcounts, settleAll } from './refcounts.js';
+
+const COPIED = 0x80000000;
+const COMPRESSED = 0x40000000;
+const ZERO_FLAG = 1;
+const OFFSET_HI = 0x00ffffff;
+const OFFSET_LO = 0xfffffe00;
+const ZERO_CHUNK = 1 << 20;
+const ONE_ZERO_BYTE = new Uint8Array(1);
+
+/** What the writer needs from the driver. */
+export interface WriterContext {
+  readonly h: Qcow2Header;
+  /** The image file. */
+  readonly file: BlockNode;
+  /** The L1 table (shared with the read path, changed in place). */
+  readonly l1: Buffer;
+  readonly l1Offset: number;
+  readonly cache: L2Cache;
+  readonly refcounts: Refcounts;
+  /** Guest reads through the current mapping (the COW source). */
+  readonly readGuest: (offset: number, target: Uint8Array) => Promise<void>;
+  readonly hasBacking: boolean;
+  /** Where guest data lives: the image file, or the external data file. */
+  readonly data: BlockNode;
+  /** Guest data is in an external data file: host offset = guest offset, no refcounts for data. */
+  readonly externalData: boolean;
+  /** The external data file must stay a valid raw image (data_file_raw). */
+  readonly dataRaw: boolean;
+  /** Called once before the first change to the image (sets the dirty bit with lazy refcounts). */
+  readonly beforeFirstWrite?: () => Promise<void>;
+}
+
+/** One guest cluster of a write: written in place, or newly allocated (with its old entry, to release). */
+interface ClusterPlan {
+  /** Guest offset of the cluster. */
+  guest: number;
+  /** Host offset of the cluster (where its bytes go). */
+  host: number;
+  /** A new cluster replaces the old one (released once the new entry is on disk). */
+  alloc: boolean;
+  /** The new cluster lies past everything ever written: its unwritten bytes read as zeros. */
+  fresh: boolean;
+  /** The L2 entry changes once the data is written. */
+  link: boolean;
+  /** Guest range written for this cluster: the data plus what is copied around it. */
+  cowFrom: number;
+  cowTo: number;
+  /** Extended L2: the new allocation and zero bitmaps. */
+  allocBits: number;
+  zeroBits: number;
+}
+
+/**
+ * The qcow2 write path (QEMU qcow2-cluster.c / qcow2.c): in-place writes into clusters the
+ * active table owns alone (COPIED), allocation with copy-on-write of the untouched part
+ * otherwise, zero clusters, discard, and the ordered write-back of metadata on flush.
+ *
+ * Order of metadata on disk (what keeps a crash from corrupting the image):
+ * data, then refcount blocks (+ table), then fsync, then L2 tables, then fsync, then L1, then
+ * fsync, then refcount decrements for the clusters the tables stopped referencing.
+ */
+export class Qcow2Writer {
+  private readonly lock = new AsyncLock();
+  private readonly queue = new ClusterRangeQueue();
+  private readonly cs: number;
+  private readonly l2Entries: number;
+  private readonly entryBytes: number;
+  /** Subcluster size (the cluster size without extended L2). */
+  private readonly sc: number;
+  private l1DirtyFirst = -1;
+  private l1DirtyLast = -1;
+  private started = false;
+  /** Where the next compressed cluster's bytes go (0: start a new host cluster). */
+  private nextByte = 0;
+
+  constructor(private readonly c: WriterContext) {
+    this.cs = c.h.clusterSize;
+    this.entryBytes = c.h.extendedL2 ? 16 : 8;
+    this.l2Entries = this.cs / this.entryBytes;
+    this.sc = c.h.extendedL2 ? this.cs / 32 : this.cs;
+  }
+
+  /** Writes `data` at guest `offset`. */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    const ticket = await this.admit(this.floor(offset), this.ceil(offset + data.length));
+    try {
+      await this.writeRange(offset, data);
+    } finally {
+      this.queue.leave(ticket);
+    }
+  }
+
+  /** Makes [offset, offset+length) read as zeros: zero flags for whole clusters (v3), zero data elsewhere. */
+  async writeZeroes(offset: number, length: number): Promise<void> {
+    const end = offset + length;
+    const ticket = await this.admit(this.floor(offset), this.ceil(end));
+    try {
+      const a = this.ceil(offset);
+      const b = this.floor(end);
+      // v2 has no zero flag; a raw data file must read as the guest does.
+      if (this.c.h.version < 3 || this.c.dataRaw || a >= b) return await this.writeZeroData(offset, end);
+      if (offset < a) await this.writeZeroData(offset, a);
+      await this.changeWholeClusters(a, b, 'zero');
+      if (b < end) await this.writeZeroData(b, end);
+    } finally {
+      this.queue.leave(ticket);
+    }
+  }
+
+  /** Drops whole clusters (QEMU semantics): unallocated, or zero clusters where a backing file would show through. */
+  async discard(offset: number, length: number): Promise<void> {
+    const a = this.ceil(offset);
+    const b = this.floor(offset + length);
+    if (a >= b) return;
+    const ticket = await this.admit(a, b);
+    try {
+      await this.changeWholeClusters(a, b, 'discard');
+    } finally {
+      this.queue.leave(ticket);
+    }
+  }
+
+  /**
+   * Writes one whole guest cluster as compressed bytes (QEMU bdrv_pwrite_compressed) into a
+   * cluster that holds no data. The bytes are packed after the previous compressed cluster in
+   * a shared host cluster (QEMU qcow2_alloc_bytes): each compressed cluster adds one reference
+   * to the host cluster(s) its sectors touch.
+   */
+  async writeCompressed(offset: number, bytes: Uint8Array): Promise<void> {
+    const ticket = await this.admit(offset, offset + this.cs);
+    try {
+      const l1Index = Math.floor(offset / (this.cs * this.l2Entries));
+      let host: number;
+      await this.lock.acquire();
+      try {
+        const l2 = await this.c.cache.get(await this.ownedL2(l1Index));
+        const x = this.entry(l2, offset);
+        if (x.hostValid || x.hi & COMPRESSED || (this.c.h.extendedL2 && x.allocBits !== 0)) {
+          throw new BlockError('EINVAL', `qcow2: write-compressed: the cluster at guest offset ${offset} already holds data (compressed writes only go to empty clusters)`, {
+            offset,
+          });
+        }
+        host = await this.allocateBytes(bytes.length);
+      } finally {
+        this.lock.release();
+      }
+      try {
+        await this.c.file.write(host, bytes, true);
+      } catch (e) {
+        this.c.refcounts.release(host, bytes.length);
+        throw e;
+      }
+      await this.lock.acquire();
+      try {
+        const l2Offset = this.l1Entry(l1Index);
+        const l2 = await this.c.cache.get(l2Offset);
+        const e = (Math.floor(offset / this.cs) % this.l2Entries) * this.entryBytes;
+        const bits = this.c.h.clusterBits;
+        const sectors = Math.floor((host + bytes.length - 1) / 512) - Math.floor(host / 512) + 1;
+        const raw = (1n << 62n) | (BigInt(sectors - 1) << BigInt(62 - (bits - 8))) | BigInt(host);
+        this.releaseEntry(l2, e);
+        l2.writeUInt32BE(Number(raw >> 32n), e);
+        l2.writeUInt32BE(Number(raw & 0xffffffffn), e + 4);
+        if (this.c.h.extendedL2) {
+          l2.writeUInt32BE(0, e + 8);
+          l2.writeUInt32BE(0, e + 12);
+        }
+        this.c.cache.markDirty(l2Offset, l2);
+        await this.writeBackIfFull();
+      } finally {
+        this.lock.release();
+      }
+    } finally {
+      this.queue.leave(ticket);
+    }
+  }
+
+  /** Under the lock: `size` (< one cluster) bytes after the last compressed cluster, in the same host cluster if they fit. */
+  private async allocateBytes(size: number): Promise<number> {
+    const used = this.nextByte % this.cs;
+    if (this.nextByte > 0 && used !== 0 && used + size <= this.cs) {
+      const at = this.nextByte;
+      await this.c.refcounts.increment(Math.floor(at / this.cs));
+      this.nextByte += size;
+      return at;
+    }
+    const at = await this.c.refcounts.allocate(1);
+    this.nextByte = at + size;
+    return at;
+  }
+
+  /** Writes every dirty table back in dependency order and syncs the file. */
+  async flush(): Promise<void> {
+    await this.lock.acquire();
+    try {
+      await this.writeBack(true);
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  /** Takes the request's place in the queue before any await (arrival order decides overlapping requests), then waits its turn. */
+  private async admit(start: number, end: number) {
+    const entered = this.queue.enter(start, end);
+    if (!this.started) {
+      try {
+        await this.start();
+      } catch (e) {
+        this.queue.leave(await entered);
+        throw e;
+      }
+    }
+    return entered;
+  }
+
+  private floor(x: number): number {
+    return Math.floor(x / this.cs) * this.cs;
+  }
+
+  private ceil(x: number): number {
+    return Math.ceil(x / this.cs) * this.cs;
+  }
+
+  private async start(): Promise<void> {
+    if (!this.c.beforeFirstWrite) {
+      this.started = true;
+      return;
+    }
+    await this.lock.acquire();
+    try {
+      if (!this.started) await this.c.beforeFirstWrite();
+      this.started = true;
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  private async writeZeroData(from: number, to: number): Promise<void> {
+    const zeros = new Uint8Array(Math.min(ZERO_CHUNK, to - from));
+    for (let pos = from; pos < to; pos += zeros.length) await this.writeRange(pos, zeros.subarray(0, Math.min(zeros.length, to - pos)));
+  }
+
+  /** Writes a range whose clusters this request owns (its queue ticket is held), one L2 table at a time. */
+  private async writeRange(offset: number, data: Uint8Array): Promise<void> {
+    const span = this.cs * this.l2Entries;
+    let pos = 0;
+    while (pos < data.length) {
+      const guest = offset + pos;
+      const n = Math.min(data.length - pos, (Math.floor(guest / span) + 1) * span - guest);
+      await this.writeSlice(guest, data.subarray(pos, pos + n));
+      pos += n;
+    }
+  }
+
+  /** Writes within one L2 table. */
+  private async writeSlice(offset: number, data: Uint8Array): Promise<void> {
+    const fast = await this.inPlaceHost(offset, data.length);
+    if (fast >= 0) return this.c.data.write(fast, data, true);
+    const plans = await this.plan(offset, data.length);
+    const end = offset + data.length;
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < plans.length; ) {
+      // Runs of clusters contiguous on the host (in place, or new) go out as one write.
+      let j = i + 1;
+      while (j < plans.length && plans[j].alloc === plans[i].alloc && plans[j].host === plans[j - 1].host + this.cs) j++;
+      const from = Math.max(offset, plans[i].guest);
+      const to = Math.min(end, plans[j - 1].guest + this.cs);
+      writes.push(this.writeRun(plans[i], plans[j - 1], from, to, data.subarray(from - offset, to - offset)));
+      i = j;
+    }
+    try {
+      await settleAll(writes);
+    } catch (e) {
+      // Never map unwritten data: the new clusters go back (nothing references them).
+      if (!this.c.externalData) for (const p of plans) if (p.alloc) this.c.refcounts.release(p.host, this.cs);
+      throw e;
+    }
+    const links = plans.filter((p) => p.link);
+    if (links.length > 0) await this.link(offset, links);
+  }
+
+  /** Entry `index` of an L2 table: the standard word, the host offset and (extended L2) the bitmaps. */
+  private entry(l2: Buffer, g: number) {
+    const e = (Math.floor(g / this.cs) % this.l2Entries) * this.entryBytes;
+    const hi = l2.readUInt32BE(e);
+    const lo = l2.readUInt32BE(e + 4);
+    const host = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+    // In an external data file, offset 0 is a real offset (every entry there has COPIED).
+    const hostValid = host !== 0 || (this.c.externalData && (hi & COPIED) !== 0);
+    const ext = this.c.h.extendedL2;
+    return {
+      e,
+      hi,
+      lo,
+      host,
+      owned: (hi & COPIED) !== 0 && !(hi & COMPRESSED) && hostValid && (ext || !(lo & ZERO_FLAG)),
+      allocBits: ext ? l2.readUInt32BE(e + 12) : 0,
+      zeroBits: ext ? l2.readUInt32BE(e + 8) : 0,
+      hostValid,
+    };
+  }
+
+  /** Bits of the subclusters [from, to) of the cluster at `g` touch. */
+  private touched(g: number, from: number, to: number): { first: number; last: number; mask: number } {
+    const first = Math.floor((from - g) / this.sc);
+    const last = Math.floor((to - 1 - g) / this.sc);
+    return { first, last, mask: (2 ** (last + 1) - 2 ** first) >>> 0 };
+  }
+
+  /** The host offset if every cluster of [offset, offset+length) is owned alone, contiguous and (subclusters) allocated, else -1 (no lock needed: the ticket owns these entries). */
+  private async inPlaceHost(offset: number, length: number): Promise<number> {
+    const l1Index = Math.floor(offset / (this.cs * this.l2Entries));
+    const hi1 = this.c.l1.readUInt32BE(l1Index * 8);
+    if (!(hi1 & COPIED)) return -1;
+    const l2 = await this.c.cache.get(this.l1Entry(l1Index));
+    const first = this.floor(offset);
+    const end = offset + length;
+    let base = -1;
+    for (let g = first; g < end; g += this.cs) {
+      const x = this.entry(l2, g);
+      if (!x.owned) return -1;
+      if (this.c.h.extendedL2) {
+        const t = this.touched(g, Math.max(g, offset), Math.min(g + this.cs, end));
+        if ((x.allocBits & t.mask) >>> 0 !== t.mask) return -1;
+      }
+      if (base < 0) base = x.host;
+      else if (x.host !== base + (g - first)) return -1;
+    }
+    return base + (offset - first);
+  }
+
+  /**
+   * Under the lock: an L2 table owned alone, and per cluster where to write and what to copy
+   * around the data: clusters owned alone are written in place (with extended L2, subclusters
+   * not yet allocated get their untouched part copied); others get a new cluster, copied
+   * whole (or, with extended L2 over an unallocated cluster, only the touched subclusters).
+   */
+  private async plan(offset: number, length: number): Promise<ClusterPlan[]> {
+    await this.lock.acquire();
+    try {
+      const l2Offset = await this.ownedL2(Math.floor(offset / (this.cs * this.l2Entries)));
+      const l2 = await this.c.cache.get(l2Offset);
+      const plans: ClusterPlan[] = [];
+      const end = offset + length;
+      const ext = this.c.h.extendedL2;
+      let need = 0;
+      for (let g = this.floor(offset); g < end; g += this.cs) {
+        const from = Math.max(g, offset);
+        const to = Math.min(g + this.cs, end);
+        const x = this.entry(l2, g);
+        const p: ClusterPlan = { guest: g, host: x.host, alloc: !x.owned, fresh: false, link: !x.owned, cowFrom: g, cowTo: g + this.cs, allocBits: 0, zeroBits: 0 };
+        if (x.owned && !ext) {
+          p.cowFrom = from;
+          p.cowTo = to;
+        } else if (ext) {
+          const t = this.touched(g, from, to);
+          if (x.owned || (!x.hostValid && !(x.hi & COMPRESSED))) {
+            // Subclusters: copy only the untouched part of touched subclusters not yet in this cluster.
+            const mine = x.owned ? x.allocBits : 0;
+            p.cowFrom = (mine >>> t.first) & 1 ? from : g + t.first * this.sc;
+            p.cowTo = (mine >>> t.last) & 1 ? to : g + (t.last + 1) * this.sc;
+            p.allocBits = (mine | t.mask) >>> 0;
+            p.zeroBits = (x.zeroBits & ~t.mask) >>> 0;
+            if (x.owned) p.link = p.allocBits !== x.allocBits || p.zeroBits !== x.zeroBits;
+          } else p.allocBits = 0xffffffff; // a shared or compressed cluster is copied whole
+        }
+        if (p.alloc) {
+          need++;
+          if (this.c.externalData) p.host = g; // the data file maps guest offsets 1:1
+        }
+        plans.push(p);
+      }
+      if (need > 0 && !this.c.externalData) {
+        // One contiguous run for all new clusters of this request (QEMU allocates runs too).
+        const before = this.c.refcounts.end;
+        let host = await this.c.refcounts.allocate(need);
+        const fresh = host >= before;
+        for (const p of plans) {
+          if (!p.alloc) continue;
+          p.host = host;
+          p.fresh = fresh;
+          host += this.cs;
+        }
+      }
+      return plans;
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  /**
+   * Writes the guest data of a run of clusters (first..last) with the parts around it that must
+   * be copied from the old contents (zeros, backing file, old or compressed cluster). Zero parts
+   * of new clusters past the end of everything ever written are left as holes.
+   */
+  private async writeRun(first: ClusterPlan, last: ClusterPlan, from: number, to: number, part: Uint8Array): Promise<void> {
+    let start = first.cowFrom;
+    let stop = last.cowTo;
+    const fresh = first.fresh && !this.c.h.extendedL2;
+    if (fresh && start < from && (await this.readsZero(first.guest))) start = from;
+    if (fresh && stop > to && (await this.readsZero(last.guest))) stop = to;
+    const at = first.host + (start - first.guest);
+    const writes: Promise<void>[] = [];
+    if (start === from && stop === to) writes.push(this.c.data.write(at, part, true));
+    else {
+      const buf = new Uint8Array(stop - start);
+      if (start < from) await this.c.readGuest(start, buf.subarray(0, from - start));
+      if (stop > to) await this.c.readGuest(to, buf.subarray(to - start));
+      buf.set(part, from - start);
+      writes.push(this.c.data.write(at, buf, true));
+    }
+    // A new cluster at the end of the file ending in a hole: extend the file over all of it
+    // (qemu-img check wants every cluster inside the file).
+    const clusterEnd = last.host + this.cs;
+    if (first.alloc && first.fresh && stop < last.guest + this.cs && clusterEnd > this.c.data.length) {
+      writes.push(this.c.data.write(clusterEnd - 1, ONE_ZERO_BYTE, true));
+    }
+    return settleAll(writes);
+  }
+
+  /** Whether the guest cluster at `guest` reads as zeros now (unallocated without backing, or a zero cluster). */
+  private async readsZero(guest: number): Promise<boolean> {
+    const l1Index = Math.floor(guest / (this.cs * this.l2Entries));
+    const l2Offset = this.l1Entry(l1Index);
+    if (l2Offset === 0) return !this.c.hasBacking;
+    const l2 = await this.c.cache.get(l2Offset);
+    const e = (Math.floor(guest / this.cs) % this.l2Entries) * this.entryBytes;
+    const hi = l2.readUInt32BE(e);
+    const lo = l2.readUInt32BE(e + 4);
+    if (hi & COMPRESSED) return false;
+    if (this.c.h.version >= 3 && lo & ZERO_FLAG) return true;
+    return !this.c.hasBacking && (hi & OFFSET_HI) === 0 && ((lo & OFFSET_LO) >>> 0) === 0;
+  }
+
+  /** Under the lock, once the data is written: points the L2 entries at the new clusters (or marks subclusters allocated) and releases the old clusters. */
+  private async link(offset: number, plans: ClusterPlan[]): Promise<void> {
+    await this.lock.acquire();
+    try {
+      const l2Offset = this.l1Entry(Math.floor(offset / (this.cs * this.l2Entries)));
+      const l2 = await this.c.cache.get(l2Offset);
+      for (const p of plans) {
+        const e = (Math.floor(p.guest / this.cs) % this.l2Entries) * this.entryBytes;
+        if (p.alloc) {
+          this.releaseEntry(l2, e);
+          l2.writeUInt32BE((COPIED | Math.floor(p.host / 2 ** 32)) >>> 0, e);
+          l2.writeUInt32BE(p.host >>> 0, e + 4);
+        }
+        if (this.c.h.extendedL2) {
+          l2.writeUInt32BE(p.zeroBits, e + 8);
+          l2.writeUInt32BE(p.allocBits, e + 12);
+        }
+      }
+      this.c.cache.markDirty(l2Offset, l2);
+      await this.writeBackIfFull();
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  /** Zero flags (writeZeroes) or unallocated/zero entries (discard) for whole clusters [from, to). */
+  private async changeWholeClusters(from: number, to: number, how: 'zero' | 'discard'): Promise<void> {
+    const span = this.cs * this.l2Entries;
+    // v2 has no zero flag: a discard there must not let the backing file show through.
+    if (how === 'discard' && this.c.h.version < 3 && this.c.hasBacking) return;
+    const zero = how === 'zero' || this.c.hasBacking;
+    for (let pos = from; pos < to; ) {
+      const sliceEnd = Math.min(to, (Math.floor(pos / span) + 1) * span);
+      await this.lock.acquire();
+      try {
+        const l1Index = Math.floor(pos / span);
+        if (this.l1Entry(l1Index) === 0 && !zero) {
+          pos = sliceEnd;
+          continue;
+        }
+        const l2Offset = await this.ownedL2(l1Index);
+        const l2 = await this.c.cache.get(l2Offset);
+        const ext = this.c.h.extendedL2;
+        const lo0 = zero && !ext ? ZERO_FLAG : 0;
+        const zeroBits = zero && ext ? 0xffffffff : 0;
+        for (let g = pos; g < sliceEnd; g += this.cs) {
+          const e = (Math.floor(g / this.cs) % this.l2Entries) * this.entryBytes;
+          const hi = l2.readUInt32BE(e);
+          const lo = l2.readUInt32BE(e + 4);
+          if (hi === 0 && lo === lo0 && (!ext || (l2.readUInt32BE(e + 8) === zeroBits && l2.readUInt32BE(e + 12) === 0))) continue;
+          this.releaseEntry(l2, e);
+          l2.writeUInt32BE(0, e);
+          l2.writeUInt32BE(lo0, e + 4);
+          if (ext) {
+            l2.writeUInt32BE(zeroBits, e + 8);
+            l2.writeUInt32BE(0, e + 12);
+          }
+        }
+        this.c.cache.markDirty(l2Offset, l2);
+        await this.writeBackIfFull();
+      } finally {
+        this.lock.release();
+      }
+      pos = sliceEnd;
+    }
+  }
+
+  /** Releases the host cluster(s) an L2 entry references (after the next table write-back). */
+  private releaseEntry(l2: Buffer, e: number): void {
+    const hi = l2.readUInt32BE(e);
+    const lo = l2.readUInt32BE(e + 4);
+    if (hi & COMPRESSED) {
+      const bits = this.c.h.clusterBits;
+      const raw = (BigInt(hi) << 32n) | BigInt(lo);
+      const shift = BigInt(62 - (bits - 8));
+      const host = Number(raw & ((1n << shift) - 1n));
+      const sectors = Number((raw >> shift) & ((1n << BigInt(bits - 8)) - 1n)) + 1;
+      const start = host - (host % 512);
+      this.c.refcounts.release(start, sectors * 512);
+      return;
+    }
+    const host = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+    // Clusters of an external data file have no refcounts.
+    if (host !== 0 && !this.c.externalData) this.c.refcounts.release(host, this.cs);
+  }
+
+  /** L2 table offset from the L1 entry (0: none). */
+  private l1Entry(index: number): number {
+    const hi = this.c.l1.readUInt32BE(index * 8);
+    const lo = this.c.l1.readUInt32BE(index * 8 + 4);
+    const off = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+    if (off % this.cs !== 0) {
+      throw new BlockError('ECORRUPT', `qcow2: L1 entry ${index} points to an unaligned L2 table at ${off}`, {
+        field: 'L1 entry',
+        offset: this.c.l1Offset + index * 8,
+      });
+    }
+    return off;
+  }
+
+  /** Under the lock: the L2 table of `l1Index`, allocated (empty) or copied (shared with a snapshot) so that the active L1 owns it alone. */
+  private async ownedL2(l1Index: number): Promise<number> {
+    const old = this.l1Entry(l1Index);
+    if (old !== 0 && this.c.l1.readUInt32BE(l1Index * 8) & COPIED) return old;
+    const source = old !== 0 ? await this.c.cache.get(old) : undefined;
+    const host = await this.c.refcounts.allocate(1);
+    const table = Buffer.alloc(this.cs);
+    if (source) {
+      source.copy(table);
+      this.c.refcounts.release(old, this.cs);
+    }
+    this.c.cache.markDirty(host, table);
+    this.c.l1.writeUInt32BE((COPIED | Math.floor(host / 2 ** 32)) >>> 0, l1Index * 8);
+    this.c.l1.writeUInt32BE(host >>> 0, l1Index * 8 + 4);
+    if (this.l1DirtyFirst < 0 || l1Index < this.l1DirtyFirst) this.l1DirtyFirst = l1Index;
+    if (l1Index > this.l1DirtyLast) this.l1DirtyLast = l1Index;
+    return host;
+  }
+
+  private async writeBackIfFull(): Promise<void> {
+    if (this.c.cache.overfull || this.c.refcounts.overfull) await this.writeBack(false);
+  }
+
+  /**
+   * Under the lock: refcounts, sync (also makes the data durable), L2 tables; with `full`
+   * also sync, L1, sync, then the refcount decrements the written tables allow, and sync.
+   */
+  private async writeBack(full: boolean): Promise<void> {
+    const { file, refcounts, cache, data } = this.c;
+    // Data before the L2 entries that map it.
+    if (data !== file) await data.flush();
+    await refcounts.writeBack();
+    await file.flush();
+    const tables = await cache.dirtyTables();
+    await settleAll(tables.map(([offset, table]) => file.write(offset, table, true).then(() => cache.markClean(offset))));
+    if (!full) return;
+    let synced = tables.length === 0;
+    if (this.l1DirtyFirst >= 0) {
+      await file.flush();
+      const first = this.l1DirtyFirst;
+      const last = this.l1DirtyLast;
+      this.l1DirtyFirst = this.l1DirtyLast = -1;
+      try {
+        await file.write(this.c.l1Offset + first * 8, this.c.l1.subarray(first * 8, (last + 1) * 8), true);
+      } catch (e) {
+        if (this.l1DirtyFirst < 0 || first < this.l1DirtyFirst) this.l1DirtyFirst = first;
+        if (last > this.l1DirtyLast) this.l1DirtyLast = last;
+        throw e;
+      }
+      synced = false;
+    }
+    if (!synced) await file.flush();
+    if (refcounts.hasReleases) {
+      await refcounts.applyReleases();
+      await refcounts.writeBack();
+      await file.flush();
+    }
+  }
+}
