@@ -54,7 +54,7 @@ describe("file driver, aio: 'io_uring'", () => {
     fs.writeFileSync(file, model);
     const layer = new BlockLayer();
     const d = await layer.openDrive({ driver: 'file', filename: file, aio: 'io_uring' });
-    const ops: Promise<void>[] = [];
+    const ops: Promise<unknown>[] = [];
     const reads: [number, Uint8Array, Uint8Array][] = [];
     let x = 12345;
     const next = () => {
