@@ -8,7 +8,7 @@ import type { BenchResult } from '../bench/report.js';
 import { runJob } from '../bench/runner.js';
 import { formatTable } from '../bench/table.js';
 import { BlockError } from '../errors.js';
-import { parseDriveString } from '../options/drive-string.js';
+import { parseDriveString, withAio } from '../options/drive-string.js';
 import { parseSize } from '../options/size.js';
 import type { ThrottleLimits } from '../throttle/limits.js';
 import { LIMIT_FLAGS, num, parseLimitFlags } from './limit-flags.js';
@@ -53,6 +53,7 @@ export async function benchCommand(args: string[]): Promise<number> {
   let group = v.group;
   let target: Record<string, unknown>;
   let filename: string | undefined = v.filename;
+  let aio: 'threads' | 'io_uring' | undefined;
   if (v.drive !== undefined) {
     const d = parseDriveString(v.drive);
     if (d.throttle) {
@@ -62,6 +63,7 @@ export async function benchCommand(args: string[]): Promise<number> {
     }
     filename ??= d.filename;
     if (d.format) v.format ??= d.format;
+    aio = d.aio;
   }
   parseLimitFlags(v as Record<string, unknown>, limits);
   if (filename?.startsWith('json:')) {
@@ -69,7 +71,7 @@ export async function benchCommand(args: string[]): Promise<number> {
     target = jsonTarget(filename);
     filename = undefined;
   } else if (filename !== undefined) {
-    target = { ...(await targetOptions(filename, { format: v.format })) };
+    target = withAio({ ...(await targetOptions(filename, { format: v.format })) }, aio);
     delete target.readOnly;
     const file = target.file as Record<string, unknown> | undefined;
     if (file) delete file.readOnly;
