@@ -92,6 +92,23 @@ describe("file driver, aio: 'io_uring'", () => {
     await t.close();
   });
 
+  it('reads into and writes from views at an offset inside larger buffers (pooled Buffers, subarrays)', async () => {
+    const file = path.join(dir, 'v.img');
+    fs.writeFileSync(file, new Uint8Array(64 * KiB));
+    const layer = new BlockLayer();
+    const d = await layer.openDrive({ driver: 'file', filename: file, aio: 'io_uring' });
+    const backing = pattern(16 * KiB, 9);
+    await d.write(4 * KiB, backing.subarray(1000, 1000 + 3 * KiB));
+    await d.write(20 * KiB, Buffer.from('hello, pooled buffer'));
+    const big = new Uint8Array(10 * KiB).fill(0xee);
+    await d.read(4 * KiB, big.subarray(777, 777 + 3 * KiB));
+    expect(Buffer.compare(big.subarray(777, 777 + 3 * KiB), backing.subarray(1000, 1000 + 3 * KiB))).toBe(0);
+    expect(big[776]).toBe(0xee);
+    expect(big[777 + 3 * KiB]).toBe(0xee);
+    await d.close();
+    expect(fs.readFileSync(file).subarray(20 * KiB, 20 * KiB + 20).toString()).toBe('hello, pooled buffer');
+  });
+
   it('reads zeros past a shrunken end (a short read, then EOF)', async () => {
     const file = path.join(dir, 'c.img');
     fs.writeFileSync(file, pattern(4 * MiB, 3));
@@ -113,6 +130,39 @@ describe("file driver, aio: 'io_uring'", () => {
       code: 'EINVAL',
       message: expect.stringContaining('aio'),
     });
+  });
+
+  it('falls back to threads with one BLOCKLAYER_AIO_FALLBACK warning when io_uring cannot be loaded', () => {
+    const file = path.join(dir, 'f.img');
+    fs.writeFileSync(file, pattern(64 * KiB, 5));
+    // The child cannot load koffi (as on a platform without it): io_uring is unavailable there.
+    const noKoffi = path.join(dir, 'no-koffi.cjs');
+    fs.writeFileSync(
+      noKoffi,
+      `const M = require('node:module'); const load = M._load;
+       M._load = function (req, ...rest) { if (req === 'koffi') throw new Error('koffi hidden by the test'); return load.call(this, req, ...rest); };`,
+    );
+    const script = `
+      import { BlockLayer } from ${JSON.stringify(path.resolve('src/index.ts'))};
+      const warnings = [];
+      process.on('warning', (w) => warnings.push(w.code + ': ' + w.message));
+      const layer = new BlockLayer();
+      const a = await layer.openDrive({ driver: 'file', filename: ${JSON.stringify(file)}, aio: 'io_uring', readOnly: true });
+      const b = await layer.openDrive({ driver: 'file', filename: ${JSON.stringify(file)}, aio: 'io_uring', readOnly: true });
+      const buf = new Uint8Array(4);
+      await b.read(100, buf);
+      await new Promise((r) => setImmediate(r));
+      console.log(JSON.stringify({ engines: [a.node.info().aio, b.node.info().aio], bytes: [...buf], warnings }));
+      await layer.close();
+    `;
+    const scriptFile = path.join(dir, 'fallback.mts');
+    fs.writeFileSync(scriptFile, script);
+    const out = execFileSync(process.execPath, ['--require', noKoffi, '--import', 'tsx', scriptFile], { timeout: 20_000, encoding: 'utf8' });
+    const got = JSON.parse(out.trim().split('\n').pop() as string);
+    expect(got.engines).toEqual(['threads', 'threads']);
+    expect(got.bytes).toEqual([...pattern(64 * KiB, 5).subarray(100, 104)]);
+    expect(got.warnings).toHaveLength(1);
+    expect(got.warnings[0]).toMatch(/^BLOCKLAYER_AIO_FALLBACK: .*io_uring.*threads.*koffi hidden by the test/);
   });
 
   it('does not keep an idle process alive, and a flush waits for the disk (completion through the eventfd)', () => {
