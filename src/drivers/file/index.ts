@@ -20,9 +20,13 @@ const schema = z
     /** Image locking (QEMU `locking`): read-write takes an exclusive lock, read-only a shared one. */
     locking: z.enum(['on', 'off', 'auto']).default('auto'),
     /**
-     * I/O engine (QEMU `aio`): `threads` (Node's thread pool) or `io_uring` (falls back to
-     * threads, with a warning, where the kernel refuses io_uring). Default: the
-     * BLOCKLAYER_FILE_AIO environment variable, else `threads`.
+     * I/O engine (QEMU `aio`): `threads` (Node's thread pool) or `io_uring`. Default: the
+     * BLOCKLAYER_FILE_AIO environment variable, else `threads`. Where io_uring is unavailable
+     * (old kernel, sysctl kernel.io_uring_disabled, a container's seccomp profile, no koffi)
+     * `io_uring` falls back to threads with one process warning (BLOCKLAYER_AIO_FALLBACK) and
+     * info().aio says `threads`. QEMU refuses to open the image instead; a library that must
+     * run in containers it does not control keeps working and says so. Discard and
+     * write-zeroes (fallocate) stay on the thread pool with either engine.
      */
     aio: z.enum(AIO_ENGINES).optional(),
   })
