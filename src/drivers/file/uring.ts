@@ -196,14 +196,14 @@ export class Uring {
     flags: number,
     cb: UringCallback,
   ): void {
-    const slot = this.freeSlots[--this.freeCount];
-    this.callbacks[slot] = cb;
     let addr = 0;
     if (buffer !== null) {
       void buffer.buffer;
-      this.held[slot] = buffer;
       addr = Number(this.koffi.address(buffer)) + start;
     }
+    const slot = this.freeSlots[--this.freeCount];
+    this.callbacks[slot] = cb;
+    this.held[slot] = buffer;
     const w = (this.tail & this.sqMask) * 16;
     const s = this.sqes;
     s[w] = op; // opcode, flags 0, ioprio 0
