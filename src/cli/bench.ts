@@ -136,7 +136,9 @@ type Compared = { tool: string; iops: number } | { skipped: string };
 
 /** Runs the equivalent fio job or qemu-img bench on the same file. */
 function compare(tool: string, filename: string | undefined, r: BenchResult): Compared {
-  // fio runs with io_uring (its fastest engine for buffered files here; libaio degrades to synchronous on buffered I/O).
+  // fio runs with io_uring (its fastest engine for buffered files here; libaio degrades to synchronous on buffered I/O),
+  // and --invalidate=0: by default fio drops the file's cached pages first, so it would start
+  // cold where our job just ran warm.
   if (tool !== 'fio' && tool !== 'qemu-img') throw new BlockError('EINVAL', `--compare: '${tool}' is not fio or qemu-img`, { field: 'compare' });
   if (filename === undefined) throw new BlockError('EINVAL', '--compare needs a file target (--filename or --drive file=…)', { field: 'compare' });
   const j = r.job as { rw: string; bs: number; iodepth: number; runtime?: number; rwmixread: number };
@@ -145,7 +147,7 @@ function compare(tool: string, filename: string | undefined, r: BenchResult): Co
   if (tool === 'fio') {
     const out = execFileSync(
       'fio',
-      ['--name=blocklayer', `--filename=${filename}`, `--rw=${j.rw}`, `--bs=${j.bs}`, `--iodepth=${j.iodepth}`, '--ioengine=io_uring', `--rwmixread=${j.rwmixread}`, `--runtime=${j.runtime ?? 5}`, '--time_based', '--output-format=json'],
+      ['--name=blocklayer', `--filename=${filename}`, `--rw=${j.rw}`, `--bs=${j.bs}`, `--iodepth=${j.iodepth}`, '--ioengine=io_uring', '--invalidate=0', `--rwmixread=${j.rwmixread}`, `--runtime=${j.runtime ?? 5}`, '--time_based', '--output-format=json'],
       { encoding: 'utf8' },
     );
     const job = JSON.parse(out).jobs[0];
