@@ -8,7 +8,7 @@ import type { BenchResult } from '../bench/report.js';
 import { runJob } from '../bench/runner.js';
 import { formatTable } from '../bench/table.js';
 import { BlockError } from '../errors.js';
-import { parseDriveString } from '../options/drive-string.js';
+import { parseDriveString, withAio } from '../options/drive-string.js';
 import { parseSize } from '../options/size.js';
 import type { ThrottleLimits } from '../throttle/limits.js';
 import { LIMIT_FLAGS, num, parseLimitFlags } from './limit-flags.js';
@@ -53,6 +53,7 @@ export async function benchCommand(args: string[]): Promise<number> {
   let group = v.group;
   let target: Record<string, unknown>;
   let filename: string | undefined = v.filename;
+  let aio: 'threads' | 'io_uring' | undefined;
   if (v.drive !== undefined) {
     const d = parseDriveString(v.drive);
     if (d.throttle) {
@@ -62,6 +63,7 @@ export async function benchCommand(args: string[]): Promise<number> {
     }
     filename ??= d.filename;
     if (d.format) v.format ??= d.format;
+    aio = d.aio;
   }
   parseLimitFlags(v as Record<string, unknown>, limits);
   if (filename?.startsWith('json:')) {
@@ -69,7 +71,7 @@ export async function benchCommand(args: string[]): Promise<number> {
     target = jsonTarget(filename);
     filename = undefined;
   } else if (filename !== undefined) {
-    target = { ...(await targetOptions(filename, { format: v.format })) };
+    target = withAio({ ...(await targetOptions(filename, { format: v.format })) }, aio);
     delete target.readOnly;
     const file = target.file as Record<string, unknown> | undefined;
     if (file) delete file.readOnly;
@@ -134,7 +136,9 @@ type Compared = { tool: string; iops: number } | { skipped: string };
 
 /** Runs the equivalent fio job or qemu-img bench on the same file. */
 function compare(tool: string, filename: string | undefined, r: BenchResult): Compared {
-  // fio runs with io_uring (its fastest engine for buffered files here; libaio degrades to synchronous on buffered I/O).
+  // fio runs with io_uring (its fastest engine for buffered files here; libaio degrades to synchronous on buffered I/O),
+  // and --invalidate=0: by default fio drops the file's cached pages first, so it would start
+  // cold where our job just ran warm.
   if (tool !== 'fio' && tool !== 'qemu-img') throw new BlockError('EINVAL', `--compare: '${tool}' is not fio or qemu-img`, { field: 'compare' });
   if (filename === undefined) throw new BlockError('EINVAL', '--compare needs a file target (--filename or --drive file=…)', { field: 'compare' });
   const j = r.job as { rw: string; bs: number; iodepth: number; runtime?: number; rwmixread: number };
@@ -143,7 +147,7 @@ function compare(tool: string, filename: string | undefined, r: BenchResult): Co
   if (tool === 'fio') {
     const out = execFileSync(
       'fio',
-      ['--name=blocklayer', `--filename=${filename}`, `--rw=${j.rw}`, `--bs=${j.bs}`, `--iodepth=${j.iodepth}`, '--ioengine=io_uring', `--rwmixread=${j.rwmixread}`, `--runtime=${j.runtime ?? 5}`, '--time_based', '--output-format=json'],
+      ['--name=blocklayer', `--filename=${filename}`, `--rw=${j.rw}`, `--bs=${j.bs}`, `--iodepth=${j.iodepth}`, '--ioengine=io_uring', '--invalidate=0', `--rwmixread=${j.rwmixread}`, `--runtime=${j.runtime ?? 5}`, '--time_based', '--output-format=json'],
       { encoding: 'utf8' },
     );
     const job = JSON.parse(out).jobs[0];

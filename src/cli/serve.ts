@@ -6,7 +6,7 @@ import { BlockLayer, type DriveOptions } from '../layer.js';
 import { NbdServer } from '../nbd/server.js';
 import { parseSize } from '../options/size.js';
 import { loadPskFile, loadQemuTlsCredsDir, type NbdTlsOptions } from '../nbd/tls.js';
-import { driveStringToOptions, parseDriveString, splitQemuOpts } from '../options/drive-string.js';
+import { driveStringToOptions, parseDriveString, splitQemuOpts, withAio } from '../options/drive-string.js';
 import type { ExportManager } from '../qmp/commands.js';
 import { QmpServer, removeStaleSocket } from '../qmp/server.js';
 import { QmpError } from '../qmp/wire.js';
@@ -266,7 +266,7 @@ export async function serveCommand(args: string[]): Promise<number> {
       const { driver: _d, file: _f, readOnly, ...rest } = o;
       const name = exportName ?? p.id;
       if (name === undefined) throw new BlockError('EINVAL', `--drive '${s}': id= or export= required (it names the export)`, { field: 'id' });
-      const opts = { ...(await driveOptions(p.filename!, p.format, readOnly ?? false)), ...rest } as DriveOptions;
+      const opts = withAio({ ...(await driveOptions(p.filename!, p.format, readOnly ?? false)), ...rest }, p.aio) as DriveOptions;
       const drive = await layer.openDrive(opts);
       server.addExport({ name, drive, readOnly: drive.readOnly });
       manager.adopt(p.id ?? drive.id, name);

@@ -9,11 +9,13 @@
  * both spellings of one parameter is an error, as in QEMU (`readonly`/`read-only` too).
  * Burst lengths have no legacy name (`bps_max_length` is an unknown option).
  *
- * Used: `file`, `format` (or `driver`, not both), `id`, `readonly`/`read-only`, the error
+ * Used: `file`, `format` (or `driver`, not both), `id`, `readonly`/`read-only`,
+ * `aio=threads|io_uring` (the file driver's engine; `aio=native`, Linux AIO, is accepted and
+ * leaves the default engine), the error
  * policies `rerror=report|ignore|stop` and `werror=report|ignore|stop|enospc` (other values,
  * `auto` and `rerror=enospc` included, refused with QEMU's `'x' invalid read error action`).
  * Accepted with no effect: `if`, `index`, `bus`, `unit`, `addr`, `serial`, `media=disk`,
- * `aio=threads|native|io_uring`, `cache=writeback|none|unsafe` (we write through the page
+ * `cache=writeback|none|unsafe` (we write through the page
  * cache and honour flushes: not weaker than any of them), `discard=ignore|unmap` (discards
  * always pass down), `detect-zeroes=off`, `snapshot=off`, `copy-on-read=off`.
  * Refused with ENOTSUP, naming the option: `cache=writethrough|directsync` (no flush after
@@ -40,6 +42,8 @@ export interface ParsedDriveString {
   werror?: ErrorAction;
   /** Limits and group, only the fields given. */
   throttle?: ThrottleOptions;
+  /** The file driver's I/O engine (`aio=`); absent for `aio=native` and when not given. */
+  aio?: 'threads' | 'io_uring';
 }
 
 /**
@@ -56,7 +60,6 @@ const ACCEPTED: Record<string, ((v: string) => boolean) | null> = {
   unit: null,
   addr: null,
   serial: null,
-  aio: (v) => ['threads', 'native', 'io_uring'].includes(v),
   cache: (v) => ['writeback', 'unsafe', 'none'].includes(v),
   discard: (v) => ['ignore', 'off', 'unmap', 'on'].includes(v),
   media: (v) => v === 'disk',
@@ -198,6 +201,10 @@ export function parseDriveString(input: string): ParsedDriveString {
       case 'werror':
         result.werror = parseDriveErrorAction(value, 'write', key);
         break;
+      case 'aio':
+        if (value === 'threads' || value === 'io_uring') result.aio = value;
+        else if (value !== 'native') throw new BlockError('ENOTSUP', `aio=${value} is not supported by this block layer`, { field: key });
+        break;
       default: {
         if (!Object.hasOwn(ACCEPTED, key)) throw new BlockError('EINVAL', `Invalid parameter '${key}'`, { field: key });
         const ok = ACCEPTED[key];
@@ -224,13 +231,23 @@ export function driveStringToOptions(input: string, options: { defaultFormat?: s
   if (options.defaultFormat !== undefined) expectString(options.defaultFormat, 'defaultFormat');
   const p = parseDriveString(input);
   if (p.filename === undefined) throw new BlockError('EINVAL', `file: required`, { field: 'file' });
-  const out: DriveOptions = { driver: p.format ?? options.defaultFormat ?? 'raw', file: { driver: 'file', filename: p.filename } };
+  const file = { driver: 'file', filename: p.filename, ...(p.aio !== undefined ? { aio: p.aio } : {}) };
+  const out: DriveOptions = { driver: p.format ?? options.defaultFormat ?? 'raw', file };
   if (p.id !== undefined) out.id = p.id;
   if (p.readOnly !== undefined) out.readOnly = p.readOnly;
   if (p.rerror !== undefined) out.rerror = p.rerror;
   if (p.werror !== undefined) out.werror = p.werror;
   if (p.throttle !== undefined) out.throttle = p.throttle;
   return out;
+}
+
+/** Sets `aio` on the file node of a node tree (the root itself, or its `file` child). */
+export function withAio<T extends Record<string, unknown>>(options: T, aio: 'threads' | 'io_uring' | undefined): T {
+  if (aio === undefined) return options;
+  if (options.driver === 'file') return { ...options, aio };
+  const file = options.file as Record<string, unknown> | undefined;
+  if (file?.driver === 'file') return { ...options, file: { ...file, aio } };
+  return options;
 }
 
 /**

@@ -4,6 +4,7 @@ import { driveStringToOptions, parseDriveString, splitQemuOpts, toDriveString } 
 import { toConfig } from '../../src/throttle/limits.js';
 import { anyLimitsArb, wideThrottleArb } from '../helpers/limits-arb.js';
 import { toQapiName, toQmpName } from '../../src/options/throttle-names.js';
+import { withAio } from '../../src/options/drive-string.js';
 
 describe('-drive option strings', () => {
   it('parses the example of the issue with legacy and throttling.* names', () => {
@@ -204,6 +205,16 @@ describe('-drive option strings', () => {
     expect(parseDriveString('file=x,id=d')).toEqual({ filename: 'x', id: 'd' });
   });
 
+  it('aio=threads|io_uring chooses the file driver engine (the last one given wins); aio=native keeps the default', () => {
+    expect(parseDriveString('file=x,aio=io_uring')).toEqual({ filename: 'x', aio: 'io_uring' });
+    expect(parseDriveString('file=x,aio=io_uring,aio=threads')).toEqual({ filename: 'x', aio: 'threads' });
+    expect(parseDriveString('file=x,aio=native')).toEqual({ filename: 'x' });
+    expect(driveStringToOptions('file=x,format=qcow2,aio=io_uring')).toEqual({ driver: 'qcow2', file: { driver: 'file', filename: 'x', aio: 'io_uring' } });
+    expect(driveStringToOptions('file=x,aio=native')).toEqual({ driver: 'raw', file: { driver: 'file', filename: 'x' } });
+    expect(withAio({ driver: 'file', filename: 'x' }, 'io_uring')).toEqual({ driver: 'file', filename: 'x', aio: 'io_uring' });
+    expect(withAio({ driver: 'nbd', server: {} }, 'io_uring')).toEqual({ driver: 'nbd', server: {} });
+  });
+
   it('accepts each harmless key with every honourable value and refuses the rest with ENOTSUP naming the option', () => {
     const ok = [
       'if=none',
@@ -215,9 +226,7 @@ describe('-drive option strings', () => {
       'addr=0x5',
       'serial=abc',
       'media=disk',
-      'aio=threads',
       'aio=native',
-      'aio=io_uring',
       'cache=writeback',
       'cache=none',
       'cache=unsafe',

@@ -3,6 +3,7 @@ import fsExt from 'fs-ext';
 import { z } from 'zod';
 import { BlockError, fromErrno } from '../../errors.js';
 import { type BlockStatus, defineDriver, type DriverInstance } from '../../node/driver.js';
+import { AIO_ENGINES, defaultAio, type IoEngine, selectEngine } from './engine.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, tryFallocate } from './fallocate.js';
 
 const SEEK_END = 2;
@@ -18,6 +19,16 @@ const schema = z
       .refine((f) => !f.includes('\0'), 'must not contain a NUL byte'),
     /** Image locking (QEMU `locking`): read-write takes an exclusive lock, read-only a shared one. */
     locking: z.enum(['on', 'off', 'auto']).default('auto'),
+    /**
+     * I/O engine (QEMU `aio`): `threads` (Node's thread pool) or `io_uring`. Default: the
+     * BLOCKLAYER_FILE_AIO environment variable, else `threads`. Where io_uring is unavailable
+     * (old kernel, sysctl kernel.io_uring_disabled, a container's seccomp profile, no koffi)
+     * `io_uring` falls back to threads with one process warning (BLOCKLAYER_AIO_FALLBACK) and
+     * info().aio says `threads`. QEMU refuses to open the image instead; a library that must
+     * run in containers it does not control keeps working and says so. Discard and
+     * write-zeroes (fallocate) stay on the thread pool with either engine.
+     */
+    aio: z.enum(AIO_ENGINES).optional(),
   })
   .strict();
 
@@ -40,6 +51,7 @@ export const fileDriver = defineDriver({
   schema,
   async open({ options, readOnly, nodeName }): Promise<DriverInstance> {
     const { filename, locking } = options;
+    const engine = selectEngine(options.aio ?? defaultAio());
     const ctx = { node: nodeName, path: filename, field: 'filename' };
     const how = readOnly ? '' : ' read-write';
     // Look before opening: open(2) on a FIFO without a writer blocks, holding a libuv worker.
@@ -89,7 +101,7 @@ export const fileDriver = defineDriver({
       if (!Number.isSafeInteger(size) || size < 0) {
         throw new BlockError('EFBIG', `'${filename}' has a size of ${size} bytes, beyond 2^53`, ctx);
       }
-      return fileInstance(fd, size, filename, closeFd);
+      return fileInstance(engine, fd, size, filename, closeFd);
     } catch (e) {
       await closeFd();
       throw e instanceof BlockError ? e : fromErrno(e, `could not open '${filename}'${how}`, ctx);
@@ -113,9 +125,9 @@ function refuseKind(stats: fs.Stats, filename: string, ctx: { node: string; path
   throw new BlockError('EINVAL', `'${filename}' is ${kind}; the 'file' driver needs a regular file or a block device`, ctx);
 }
 
-function fileInstance(fd: number, size: number, filename: string, closeFd: () => Promise<void>): DriverInstance {
+function fileInstance(io: IoEngine, fd: number, size: number, filename: string, closeFd: () => Promise<void>): DriverInstance {
   const readAt = (offset: number, buffer: Uint8Array, done: number, resolve: () => void, reject: (e: unknown) => void) => {
-    fs.read(fd, buffer, done, buffer.length - done, offset + done, (err, n) => {
+    io.read(fd, buffer, done, buffer.length - done, offset + done, (err, n) => {
       if (err) return reject(err);
       const total = done + n;
       if (total === buffer.length) return resolve();
@@ -128,7 +140,7 @@ function fileInstance(fd: number, size: number, filename: string, closeFd: () =>
     });
   };
   const writeAt = (offset: number, data: Uint8Array, done: number, resolve: () => void, reject: (e: unknown) => void) => {
-    fs.write(fd, data, done, data.length - done, offset + done, (err, n) => {
+    io.write(fd, data, done, data.length - done, offset + done, (err, n) => {
       if (err) return reject(err);
       const total = done + n;
       if (total === data.length) {
@@ -157,7 +169,7 @@ function fileInstance(fd: number, size: number, filename: string, closeFd: () =>
       return new Promise((resolve, reject) => writeAt(offset, data, 0, resolve, reject));
     },
     flush() {
-      return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+      return new Promise((resolve, reject) => io.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
     },
     async discard(offset, length) {
       // Advisory: a file system without hole punching keeps the data, as QEMU allows.
@@ -190,7 +202,7 @@ function fileInstance(fd: number, size: number, filename: string, closeFd: () =>
       return { offset, length: Math.min(holeAt, end) - offset, data: true, zero: false, allocated: true, depth: 0, hostOffset: offset };
     },
     close: closeFd,
-    info: () => ({ filename }),
+    info: () => ({ filename, aio: io.name }),
   };
 }
 
