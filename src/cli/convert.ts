@@ -6,12 +6,15 @@ import { planQcow2 } from '../create/qcow2-layout.js';
 import type { Drive } from '../drive.js';
 import { BlockError } from '../errors.js';
 import { BlockLayer } from '../layer.js';
+import type { BlockNode } from '../node/node.js';
 import { type OutputFile, writeAtomically } from './atomic-output.js';
 import { parseCreateO } from './create.js';
 import { inputFiles } from './input-files.js';
 import { checkFormat, formatOption, targetOptions } from './target.js';
 
 const CHUNK = 4 * 1024 * 1024;
+/** Windows of CHUNK bytes converted at once (qemu-img convert runs 8 coroutines by default). */
+const WINDOWS = 4;
 const USAGE = 'usage: blocklayer convert [-f FMT] [-O raw|qcow2] [-c] [-o k=v,…] IMAGE OUTPUT [--snapshot S] [-p] [-q]';
 
 /** Called with the guest bytes walked so far. */
@@ -111,6 +114,24 @@ async function settleAll(ps: Promise<void>[]): Promise<void> {
   if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
+/** Writes one window: compressed, every data cluster on its own, all in flight; plain, one write per run of data clusters. */
+async function writeWindow(image: BlockNode, w: number, window: Uint8Array, cs: number, compress: boolean): Promise<void> {
+  const writes: Promise<void>[] = [];
+  let run = -1;
+  for (let at = 0; at <= window.length; at += cs) {
+    const piece = window.subarray(at, Math.min(at + cs, window.length));
+    const data = piece.length > 0 && !isZero(piece);
+    if (compress) {
+      if (data) writes.push(image.writeCompressed(w + at, piece));
+    } else if (data && run < 0) run = at;
+    else if (!data && run >= 0) {
+      writes.push(image.write(w + run, window.subarray(run, at)));
+      run = -1;
+    }
+  }
+  await settleAll(writes);
+}
+
 /** Whether any extent of [start, end) may hold non-zero data. */
 async function hasData(drive: Drive, start: number, end: number): Promise<boolean> {
   for (let pos = start; pos < end; ) {
@@ -140,35 +161,33 @@ async function toQcow2(layer: BlockLayer, drive: Drive, out: OutputFile, options
     const image = await layer.openNode({ driver: 'qcow2', file });
     try {
       const cs = 2 ** settings.clusterBits;
-      const buf = Buffer.allocUnsafe(CHUNK);
-      // Windows of whole clusters (CHUNK is a multiple of every cluster size): a window with any
-      // data is read whole (holes read as zeros), then written cluster by cluster.
-      for (let w = 0; w < drive.length; w += CHUNK) {
-        out.signal.throwIfAborted();
-        const end = Math.min(w + CHUNK, drive.length);
-        if (!(await hasData(drive, w, end))) {
-          progress(end);
-          continue;
-        }
-        const window = buf.subarray(0, end - w);
-        await drive.read(w, window);
-        // Compressed: every data cluster on its own, all of the window in flight; plain: one write per run of data clusters.
-        const writes: Promise<void>[] = [];
-        let run = -1;
-        for (let at = 0; at <= window.length; at += cs) {
-          const piece = window.subarray(at, Math.min(at + cs, window.length));
-          const data = piece.length > 0 && !isZero(piece);
-          if (compress) {
-            if (data) writes.push(image.writeCompressed(w + at, piece));
-          } else if (data && run < 0) run = at;
-          else if (!data && run >= 0) {
-            writes.push(image.write(w + run, window.subarray(run, at)));
-            run = -1;
+      // Windows of whole clusters (CHUNK is a multiple of every cluster size), WINDOWS of them in
+      // flight so reading one overlaps writing another: a window with any data is read whole
+      // (holes read as zeros), then written cluster by cluster.
+      let next = 0;
+      let done = 0;
+      let failed = false; // the first failure stops every worker
+      const worker = async () => {
+        const buf = Buffer.allocUnsafe(CHUNK);
+        try {
+          for (let w = next; w < drive.length && !failed; w = next) {
+            next += CHUNK;
+            out.signal.throwIfAborted();
+            const end = Math.min(w + CHUNK, drive.length);
+            if (await hasData(drive, w, end)) {
+              const window = buf.subarray(0, end - w);
+              await drive.read(w, window);
+              await writeWindow(image, w, window, cs, compress);
+            }
+            done += end - w;
+            progress(done);
           }
+        } catch (e) {
+          failed = true;
+          throw e;
         }
-        await settleAll(writes);
-        progress(end);
-      }
+      };
+      await settleAll(Array.from({ length: WINDOWS }, worker));
       await image.flush();
     } finally {
       await image.unref();
