@@ -118,9 +118,9 @@ async function settleAll(ps: Promise<void>[]): Promise<void> {
 async function writeWindow(image: BlockNode, w: number, window: Uint8Array, cs: number, compress: boolean): Promise<void> {
   const writes: Promise<void>[] = [];
   let run = -1;
-  for (let at = 0; at <= window.length; at += cs) {
+  for (let at = 0; at < window.length; at += cs) {
     const piece = window.subarray(at, Math.min(at + cs, window.length));
-    const data = piece.length > 0 && !isZero(piece);
+    const data = !isZero(piece);
     if (compress) {
       if (data) writes.push(image.writeCompressed(w + at, piece));
     } else if (data && run < 0) run = at;
@@ -129,6 +129,7 @@ async function writeWindow(image: BlockNode, w: number, window: Uint8Array, cs: 
       run = -1;
     }
   }
+  if (run >= 0) writes.push(image.write(w + run, window.subarray(run)));
   await settleAll(writes);
 }
 
