@@ -151,14 +151,14 @@ async function tlsOptions(x509: string | undefined, psk: string | undefined, ver
   return isDir ? loadQemuTlsCredsDir(psk, 'psk') : { mode: 'psk', identities: await loadPskFile(psk) };
 }
 
-/** Options to open a drive from IMAGE or a --drive string: format probed, rbd: targets, read-only if asked (qcow2 and http are always). */
+/** Options to open a drive from IMAGE or a --drive string: format probed, rbd: targets, read-only if asked (http always is). */
 async function driveOptions(target: string, format: string | undefined, readOnly: boolean): Promise<DriveOptions> {
   const base = { ...(await targetOptions(target, { format })) } as DriveOptions;
   const file = base.file as Record<string, unknown> | undefined;
   if (readOnly) {
     base.readOnly = true;
     if (file) file.readOnly = true;
-  } else if (base.driver !== 'qcow2' && file?.driver !== 'http') {
+  } else if (file?.driver !== 'http') {
     delete base.readOnly;
     if (file) delete file.readOnly;
   }

@@ -173,7 +173,7 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
     const fix = path.join(import.meta.dirname, '../fixtures/qcow2');
     const expected = JSON.parse(fs.readFileSync(path.join(fix, 'expected.json'), 'utf8')) as Record<string, string>;
     const sock = p('nbd.sock');
-    const s = await serve(path.join(fix, 'zstd.qcow2'), '-x', 'q', '-k', sock);
+    const s = await serve(path.join(fix, 'zstd.qcow2'), '-r', '-x', 'q', '-k', sock);
     try {
       expect(s.stderr()).toMatch(`listening on unix:${sock}, exports 'q'`);
       await run('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', `nbd+unix:///q?socket=${sock}`, p('q.raw')]);
@@ -181,6 +181,23 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
     } finally {
       expect(await stop(s)).toBe(0);
     }
+  });
+
+  it('a qcow2 image is served writable: qemu-io writes through NBD, qemu-img check stays clean', async () => {
+    const img = p('w.qcow2');
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', img, '4M']);
+    const s = await serve(img, '-x', 'w', '-p', '0');
+    try {
+      await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x6b 100k 300k', '-c', 'write -z 1M 64k', '-c', 'flush', `nbd://127.0.0.1:${s.port}/w`]);
+    } finally {
+      expect(await stop(s)).toBe(0);
+    }
+    const check = JSON.parse((await run('qemu-img', ['check', '--output=json', img])).stdout) as Record<string, number>;
+    expect(check.corruptions ?? 0).toBe(0);
+    expect(check.leaks ?? 0).toBe(0);
+    const r = await run('qemu-io', ['-r', '-f', 'qcow2', '-c', 'read -P 0x6b 100k 300k', '-c', 'read -P 0 400k 100k', img]);
+    expect(r.stdout).not.toMatch(/Pattern verification failed/);
+    expect(r.stdout).toMatch(/read 307200\/307200 bytes/);
   });
 
   it('-e 1: while one client is connected a second one is refused', async () => {
