@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildBrowser } from '../../scripts/build-browser.js';
-import { serveStatic } from '../helpers/static-server.js';
+import { serveStatic } from '../../examples/browser/static-server.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const haveChromium = fs.existsSync(CHROMIUM);
@@ -18,13 +18,17 @@ let bundle: { bytes: number; gzipBytes: number };
 
 beforeAll(async () => {
   out = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-browser-'));
-  bundle = await buildBrowser(path.join(out, 'blocklayer.js'));
+  bundle = await buildBrowser(out);
 }, 60_000);
 afterAll(() => fs.rmSync(out, { recursive: true, force: true }));
 
 describe('the browser bundle', () => {
   it('is built from the portable core: no node: module anywhere in it', () => {
-    const code = fs.readFileSync(path.join(out, 'blocklayer.js'), 'utf8');
+    const code = fs
+      .readdirSync(out)
+      .filter((f) => f.endsWith('.js'))
+      .map((f) => fs.readFileSync(path.join(out, f), 'utf8'))
+      .join('\n');
     expect(code).not.toMatch(/["']node:[a-z_/]+["']/);
     expect(code).not.toMatch(/\brequire\(["'](fs|path|zlib|net|os|crypto)["']\)/);
     console.log(`browser bundle: ${(bundle.bytes / 1024).toFixed(1)} KiB, ${(bundle.gzipBytes / 1024).toFixed(1)} KiB gzipped`);

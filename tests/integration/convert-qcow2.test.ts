@@ -42,7 +42,7 @@ describe.skipIf(!available)('blocklayer convert -O qcow2: images qemu-img accept
     ['compressed (zstd)', ['-c', '-o', 'compression_type=zstd']],
     ['v2, 4 KiB clusters', ['-o', 'compat=0.10,cluster_size=4k']],
     ['extended L2, 128 KiB clusters, compressed', ['-c', '-o', 'extended_l2=on,cluster_size=128k']],
-  ] as const) {
+  ] as [string, string[]][]) {
     it(`${label}: qemu-img check is clean and qemu-img compare finds the same guest data`, () => {
       const out = p(`out-${label.replace(/\W+/g, '-')}.qcow2`);
       const r = cli('convert', '-q', '-f', 'raw', '-O', 'qcow2', ...args, p('src.raw'), out);

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BlockLayer } from '../../src/index.js';
-import { serveStatic } from '../helpers/static-server.js';
+import { serveStatic } from '../../examples/browser/static-server.js';
 
 const FIXTURES = path.join(import.meta.dirname, '../fixtures/qcow2');
 const expected = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'expected.json'), 'utf8')) as Record<string, string>;

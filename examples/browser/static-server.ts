@@ -4,13 +4,13 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 
-const TYPES: Record<string, string> = { '.js': 'text/javascript', '.html': 'text/html', '.map': 'application/json', '.css': 'text/css' };
+const TYPES: Record<string, string> = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.html': 'text/html', '.map': 'application/json', '.css': 'text/css', '.wasm': 'application/wasm' };
 
 /**
  * A static file server on 127.0.0.1 for browser tests: files by URL path from `routes`
  * (URL prefix → directory), with HEAD, single byte ranges (206, Content-Range, Accept-Ranges) and an ETag.
  */
-export async function serveStatic(routes: Record<string, string>): Promise<{ url: string; requests: string[]; close: () => Promise<void> }> {
+export async function serveStatic(routes: Record<string, string>, listenPort = 0): Promise<{ url: string; requests: string[]; close: () => Promise<void> }> {
   const requests: string[] = [];
   const server = http.createServer((req, res) => {
     const urlPath = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
@@ -45,7 +45,7 @@ export async function serveStatic(routes: Record<string, string>): Promise<{ url
     if (req.method === 'HEAD') res.end();
     else fs.createReadStream(file, { start, end }).pipe(res);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(listenPort, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
