@@ -64,26 +64,67 @@ export class RealClock implements Clock {
   }
 }
 
-interface VirtualTimer extends ClockTimer {
-  deadline: number;
-  seq: number;
-  callback: (() => void) | null;
+/** A timer of a {@link VirtualClock}: an entry of its heap, cancelled lazily (callback cleared). */
+class VirtualTimer implements ClockTimer {
+  constructor(
+    readonly clock: VirtualClock,
+    readonly deadline: number,
+    readonly seq: number,
+    public callback: (() => void) | null,
+  ) {}
+
+  cancel(): void {
+    if (this.callback === null) return;
+    this.callback = null;
+    this.clock.timerCancelled();
+  }
 }
 
-/** Lets pending promise chains (driver completions, awaits) run before time moves on. */
-function settle(): Promise<void> {
+/** True if `a` fires before `b`: earlier deadline, ties in creation order. */
+function before(a: VirtualTimer, b: VirtualTimer): boolean {
+  return a.deadline < b.deadline || (a.deadline === b.deadline && a.seq < b.seq);
+}
+
+/** One event-loop turn: microtasks, nextTicks and the immediates queued so far all run first. */
+function loopTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
 /**
- * A clock that moves only when told. Timers fire in deadline order (ties in creation order);
- * between timers, pending promise work is allowed to settle, so a test sees the same
- * interleaving as real time would give, instantly.
+ * Resolves once the microtask queue is empty. Node runs a nextTick queued from a microtask only
+ * after the microtask queue has drained (including microtasks queued meanwhile, however deep
+ * the chain), so this costs one tick and one promise, not a loop turn.
+ */
+function microtasksDrained(): Promise<void> {
+  return new Promise((resolve) => process.nextTick(resolve));
+}
+
+/** Whether a (ref'd) setImmediate callback is waiting to run. */
+function immediatePending(): boolean {
+  return process.getActiveResourcesInfo().includes('Immediate');
+}
+
+/**
+ * A clock that moves only when told. Timers fire in deadline order (ties in creation order).
+ *
+ * What runs between two timers (the interleaving real time would give a timer callback's work):
+ * - every microtask (promise reactions, awaits, queueMicrotask), including ones queued while
+ *   they run, however long the chain: a promise chain started by a timer callback, or I/O of a
+ *   driver that completes in microtasks (null, memory), finishes before the next timer fires;
+ * - every process.nextTick callback queued before that point;
+ * - if a setImmediate callback is pending (ref'd; e.g. scheduled by the callback or by its
+ *   promise work), one event-loop turn, so it runs before the next timer.
+ * Work that needs more loop turns (thread-pool I/O such as file reads, sockets, setTimeout,
+ * unref'd immediates) is not awaited between timers. `advance*` and `runUntilIdle` also give
+ * one full event-loop turn when they start and `advance*` one when they end.
+ * No event-loop turn is spent per timer otherwise, so a million timers fire in about a second.
  */
 export class VirtualClock implements Clock {
   private current: number;
   private seq = 0;
-  private readonly timers: VirtualTimer[] = [];
+  /** Binary min-heap on (deadline, seq); cancelled timers stay until they reach the top. */
+  private readonly heap: VirtualTimer[] = [];
+  private live = 0;
 
   constructor(startNs = 0) {
     this.current = startNs;
@@ -94,21 +135,15 @@ export class VirtualClock implements Clock {
   }
 
   setTimer(deadlineNs: number, callback: () => void): ClockTimer {
-    const timer: VirtualTimer = {
-      deadline: deadlineNs,
-      seq: this.seq++,
-      callback,
-      cancel: () => {
-        timer.callback = null;
-      },
-    };
-    this.timers.push(timer);
+    const timer = new VirtualTimer(this, deadlineNs, this.seq++, callback);
+    this.push(timer);
+    this.live++;
     return timer;
   }
 
   /** Number of timers still pending. */
   get pendingTimers(): number {
-    return this.timers.filter((t) => t.callback !== null).length;
+    return this.live;
   }
 
   /** Advances time by `ms` milliseconds, firing due timers in order. */
@@ -129,46 +164,97 @@ export class VirtualClock implements Clock {
 
   /** Fires every timer (including ones set by fired callbacks) until none is left; returns the time reached. */
   async runUntilIdle(maxTimers = 1_000_000): Promise<number> {
-    await settle();
+    await loopTurn();
     for (let fired = 0; fired < maxTimers; fired++) {
       const next = this.nextTimer();
       if (!next) return this.current;
       this.fire(next);
-      await settle();
+      await this.settle();
     }
     throw new Error(`VirtualClock.runUntilIdle: more than ${maxTimers} timers fired`);
   }
 
+  /** @internal A pending timer was cancelled. */
+  timerCancelled(): void {
+    this.live--;
+    // Lazy deletion: rebuild when cancelled entries dominate, so the heap stays proportional to live timers.
+    if (this.heap.length > 64 && this.live < this.heap.length >> 1) this.compact();
+  }
+
   private async runUntil(target: number): Promise<void> {
-    await settle();
+    await loopTurn();
     for (;;) {
       const next = this.nextTimer();
       if (!next || next.deadline > target) break;
       this.fire(next);
-      await settle();
+      await this.settle();
     }
     this.current = target;
-    await settle();
+    await loopTurn();
+  }
+
+  /** What runs between two timers (see the class doc). */
+  private async settle(): Promise<void> {
+    await microtasksDrained();
+    if (immediatePending()) await loopTurn();
   }
 
   private fire(timer: VirtualTimer): void {
-    this.timers.splice(this.timers.indexOf(timer), 1);
+    this.pop();
     if (timer.deadline > this.current) this.current = timer.deadline;
-    const cb = timer.callback;
+    const cb = timer.callback!;
     timer.callback = null;
-    cb?.();
+    this.live--;
+    cb();
   }
 
+  /** The next live timer (left at the top of the heap), dropping cancelled ones on the way. */
   private nextTimer(): VirtualTimer | undefined {
-    let best: VirtualTimer | undefined;
-    for (let i = this.timers.length - 1; i >= 0; i--) {
-      const t = this.timers[i];
-      if (t.callback === null) {
-        this.timers.splice(i, 1);
-        continue;
-      }
-      if (!best || t.deadline < best.deadline || (t.deadline === best.deadline && t.seq < best.seq)) best = t;
+    const heap = this.heap;
+    while (heap.length > 0 && heap[0].callback === null) this.pop();
+    return heap[0];
+  }
+
+  private push(timer: VirtualTimer): void {
+    const heap = this.heap;
+    let i = heap.length;
+    heap.push(timer);
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!before(timer, heap[parent])) break;
+      heap[i] = heap[parent];
+      i = parent;
     }
-    return best;
+    heap[i] = timer;
+  }
+
+  private pop(): void {
+    const heap = this.heap;
+    const last = heap.pop()!;
+    if (heap.length === 0) return;
+    this.siftDown(0, last);
+  }
+
+  private siftDown(start: number, timer: VirtualTimer): void {
+    const heap = this.heap;
+    const n = heap.length;
+    let i = start;
+    for (;;) {
+      let child = 2 * i + 1;
+      if (child >= n) break;
+      if (child + 1 < n && before(heap[child + 1], heap[child])) child++;
+      if (!before(heap[child], timer)) break;
+      heap[i] = heap[child];
+      i = child;
+    }
+    heap[i] = timer;
+  }
+
+  private compact(): void {
+    const heap = this.heap;
+    let n = 0;
+    for (const t of heap) if (t.callback !== null) heap[n++] = t;
+    heap.length = n;
+    for (let i = (n >> 1) - 1; i >= 0; i--) this.siftDown(i, heap[i]);
   }
 }
