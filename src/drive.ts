@@ -170,6 +170,8 @@ export class Drive extends EventEmitter<DriveEvents> {
   private readonly order = new DispatchOrder();
   private readonly rerror: ErrorAction;
   private readonly werror: ErrorAction;
+  /** Whether a failed request can be parked (a `stop` or `enospc` policy): only then is its arrival number kept while it is queued. */
+  private readonly canPark: boolean;
   /** Arrival number of the next request (retries after a pause keep arrival order). */
   private seq = 0;
   /** Nested drain() calls in progress (QEMU drained sections). */
@@ -201,6 +203,7 @@ export class Drive extends EventEmitter<DriveEvents> {
     this.readOnly = node.readOnly;
     this.rerror = policy.rerror ?? 'report';
     this.werror = policy.werror ?? 'report';
+    this.canPark = this.rerror === 'stop' || this.rerror === 'enospc' || this.werror === 'stop' || this.werror === 'enospc';
   }
 
   /**
@@ -339,7 +342,7 @@ export class Drive extends EventEmitter<DriveEvents> {
     }
     // The request waits as a few columns of the queue: no object, no async frame, no inner promise.
     return new Promise((resolve, reject) => {
-      queue.enqueueRequest(op === OP_READ ? READ_DIR : WRITE_DIR, resolve, payload ?? length, offset, start, seq, signal, reject);
+      queue.enqueueRequest(op === OP_READ ? READ_DIR : WRITE_DIR, resolve, payload ?? length, offset, start, this.canPark ? seq : 0, signal, reject);
     });
   }
 
@@ -356,7 +359,7 @@ export class Drive extends EventEmitter<DriveEvents> {
       this.run(op, offset, payload, length, start, seq).then(h.resolve, h.reject);
       return;
     }
-    queue.enqueueRequest(op === OP_READ ? READ_DIR : WRITE_DIR, h.resolve, payload ?? length, offset, start, seq, h.signal, h.reject);
+    queue.enqueueRequest(op === OP_READ ? READ_DIR : WRITE_DIR, h.resolve, payload ?? length, offset, start, this.canPark ? seq : 0, h.signal, h.reject);
   }
 
   /** Receives the drive's queued requests from its throttle queue. */
@@ -368,8 +371,9 @@ export class Drive extends EventEmitter<DriveEvents> {
         reject!(this.canceled(OP_NAMES[op], offset));
         return;
       }
-      // The queue keeps the low 32 bits of the arrival number; fewer than 2^32 requests arrive while one waits.
-      const seq = this.seq - ((this.seq - seqLow) >>> 0);
+      // The queue keeps the low 32 bits of the arrival number (fewer than 2^32 requests arrive
+      // while one waits), and only for a drive that can park requests (the only use of it).
+      const seq = this.canPark ? this.seq - ((this.seq - seqLow) >>> 0) : 0;
       const payload = typeof data === 'number' ? null : data;
       const length = typeof data === 'number' ? data : data.length;
       // Resolving with the run's promise settles the caller's promise when the run does, in the

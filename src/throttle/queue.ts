@@ -73,7 +73,7 @@ const INITIAL_CAPACITY = 8;
  * One direction's FIFO as a ring of columns, so a queued request costs its fields and nothing
  * more (no object header, no links): `target` (the promise's resolve function, or a Waiter, or
  * null once aborted), `data`, offset, enqueue time and low bits of the arrival number. It grows
- * by a quarter at a time (little slack) and shrinks back when it empties.
+ * by an eighth at a time (little slack; copying stays amortized O(1)) and shrinks back when it empties.
  */
 class RequestFifo {
   capacity = INITIAL_CAPACITY;
@@ -87,7 +87,8 @@ class RequestFifo {
   data: unknown[] = new Array(INITIAL_CAPACITY).fill(null);
   offset = new Float64Array(INITIAL_CAPACITY);
   time = new Float64Array(INITIAL_CAPACITY);
-  seq = new Uint32Array(INITIAL_CAPACITY);
+  /** Allocated only once a non-zero value is stored (drives that can never park a request store 0). */
+  seq: Uint32Array | null = null;
   readonly signals = new Map<number, SignalRecord>();
 
   /** Appends a slot; returns its absolute id. */
@@ -99,7 +100,11 @@ class RequestFifo {
     this.data[i] = data;
     this.offset[i] = offset;
     this.time[i] = time;
-    this.seq[i] = seq;
+    if (this.seq !== null) this.seq[i] = seq;
+    else if (seq !== 0) {
+      this.seq = new Uint32Array(this.capacity);
+      this.seq[i] = seq;
+    }
     return this.firstId + this.size++;
   }
 
@@ -120,19 +125,19 @@ class RequestFifo {
   }
 
   private grow(): void {
-    const cap = this.capacity + Math.max(INITIAL_CAPACITY, this.capacity >> 2);
+    const cap = this.capacity + Math.max(INITIAL_CAPACITY, this.capacity >> 3);
     const target = new Array(cap).fill(null);
     const data = new Array(cap).fill(null);
     const offset = new Float64Array(cap);
     const time = new Float64Array(cap);
-    const seq = new Uint32Array(cap);
+    const seq = this.seq === null ? null : new Uint32Array(cap);
     for (let k = 0; k < this.size; k++) {
       const i = this.indexOf(this.firstId + k);
       target[k] = this.target[i];
       data[k] = this.data[i];
       offset[k] = this.offset[i];
       time[k] = this.time[i];
-      seq[k] = this.seq[i];
+      if (seq !== null) seq[k] = this.seq![i];
     }
     this.target = target;
     this.data = data;
@@ -151,7 +156,7 @@ class RequestFifo {
     this.data = new Array(INITIAL_CAPACITY).fill(null);
     this.offset = new Float64Array(INITIAL_CAPACITY);
     this.time = new Float64Array(INITIAL_CAPACITY);
-    this.seq = new Uint32Array(INITIAL_CAPACITY);
+    this.seq = null;
   }
 }
 
@@ -319,7 +324,7 @@ export class ThrottledRequestQueue {
     this.outData = data;
     this.outOffset = fifo.offset[i];
     this.outTime = fifo.time[i];
-    this.outSeq = fifo.seq[i];
+    this.outSeq = fifo.seq === null ? 0 : fifo.seq[i];
     this.outDirection = direction;
     let record: SignalRecord | undefined;
     if (fifo.signals.size > 0) {
