@@ -131,13 +131,25 @@ class RequestFifo {
     const offset = new Float64Array(cap);
     const time = new Float64Array(cap);
     const seq = this.seq === null ? null : new Uint32Array(cap);
-    for (let k = 0; k < this.size; k++) {
-      const i = this.indexOf(this.firstId + k);
-      target[k] = this.target[i];
-      data[k] = this.data[i];
-      offset[k] = this.offset[i];
-      time[k] = this.time[i];
-      if (seq !== null) seq[k] = this.seq![i];
+    // The ring's slots in order: [head, end of ring), then [0, rest) if it wraps.
+    const first = Math.min(this.size, this.capacity - this.head);
+    const rest = this.size - first;
+    for (let k = 0; k < first; k++) {
+      target[k] = this.target[this.head + k];
+      data[k] = this.data[this.head + k];
+    }
+    for (let k = 0; k < rest; k++) {
+      target[first + k] = this.target[k];
+      data[first + k] = this.data[k];
+    }
+    for (const [to, from] of [
+      [offset, this.offset],
+      [time, this.time],
+      [seq, this.seq],
+    ] as const) {
+      if (to === null || from === null) continue;
+      to.set(from.subarray(this.head, this.head + first));
+      if (rest > 0) to.set(from.subarray(0, rest), first);
     }
     this.target = target;
     this.data = data;
