@@ -167,7 +167,7 @@ export async function throttleBench(quick = true): Promise<Record<string, unknow
   console.log(`  goals: ≤ ${GOAL_NS_PER_ADMISSION} ns per admission, ≤ ${GOAL_HEAP_PER_REQUEST} heap bytes per queued request`);
   for (const n of quick ? [10, 1000] : [10, 1000, 10000]) {
     // Alternate which clock goes first, so neither always meets a warmer or cooler machine.
-    const rounds = quick ? 1 : 2;
+    const rounds = 3;
     const now: ScaleFigures[] = [];
     const base: ScaleFigures[] = [];
     for (let r = 0; r < rounds; r++) {

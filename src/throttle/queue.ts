@@ -124,6 +124,14 @@ class RequestFifo {
     if (--this.size === 0 && this.capacity > INITIAL_CAPACITY * 8) this.reset();
   }
 
+  /** Forgets every slot (all aborted): the ring need not wait for a dequeue to give them back. */
+  clear(): void {
+    this.firstId += this.size;
+    this.size = 0;
+    this.head = 0;
+    if (this.capacity > INITIAL_CAPACITY * 8) this.reset();
+  }
+
   private grow(): void {
     const cap = this.capacity + Math.max(INITIAL_CAPACITY, this.capacity >> 3);
     const target = new Array(cap).fill(null);
@@ -395,6 +403,10 @@ export class ThrottledRequestQueue {
     const error = new BlockError('ECANCELED', `request of ${bytes} bytes on ${this.name} was aborted while throttled`);
     if (data === WAITER) (target as Waiter).cancel(error);
     else this.sink!.cancelQueued(record.reject!, error);
-    if (this.pending[direction] === 0) this.listener?.unthrottled(direction, this.group.now() - this.throttledSince[direction]);
+    if (this.pending[direction] === 0) {
+      // Only aborted slots are left (their fields already cleared).
+      if (fifo.signals.size === 0) fifo.clear();
+      this.listener?.unthrottled(direction, this.group.now() - this.throttledSince[direction]);
+    }
   }
 }

@@ -45,6 +45,26 @@ describe('throttle queue ring (compact queued requests)', () => {
     await layer.close();
   });
 
+  it('after every queued request was aborted, new requests queue and go in order', async () => {
+    const clock = new VirtualClock();
+    const layer = new BlockLayer({ clock });
+    const d = await layer.openDrive({ driver: 'memory', size: 1 << 20, throttle: { iopsRead: 1 } });
+    const ac = new AbortController();
+    const first = d.read(0, 512);
+    const doomed = Array.from({ length: 100 }, () => d.read(0, 512, { signal: ac.signal }).catch((e: { code: string }) => e.code));
+    expect(d.stats().throttle).toMatchObject({ queuedReads: 100 });
+    ac.abort();
+    expect(d.stats().throttle).toMatchObject({ queuedReads: 0 });
+    const order: number[] = [];
+    const later = [1, 2, 3].map((i) => d.read(i * 512, 512).then(() => order.push(i)));
+    expect(d.stats().throttle).toMatchObject({ queuedReads: 3 });
+    await clock.runUntilIdle();
+    await Promise.all([first, ...later]);
+    expect(new Set(await Promise.all(doomed))).toEqual(new Set(['ECANCELED']));
+    expect(order).toEqual([1, 2, 3]);
+    await layer.close();
+  });
+
   it('a queued write-zeroes keeps its length and a queued read its buffer', async () => {
     const clock = new VirtualClock();
     const layer = new BlockLayer({ clock });
