@@ -111,13 +111,17 @@ function immediatePending(): boolean {
  * - every microtask (promise reactions, awaits, queueMicrotask), including ones queued while
  *   they run, however long the chain: a promise chain started by a timer callback, or I/O of a
  *   driver that completes in microtasks (null, memory), finishes before the next timer fires;
- * - every process.nextTick callback queued before that point;
+ * - process.nextTick callbacks queued by the callback or by that promise work (but not the
+ *   promise work such a nextTick callback starts in turn);
  * - if a setImmediate callback is pending (ref'd; e.g. scheduled by the callback or by its
  *   promise work), one event-loop turn, so it runs before the next timer.
  * Work that needs more loop turns (thread-pool I/O such as file reads, sockets, setTimeout,
  * unref'd immediates) is not awaited between timers. `advance*` and `runUntilIdle` also give
  * one full event-loop turn when they start and `advance*` one when they end.
  * No event-loop turn is spent per timer otherwise, so a million timers fire in about a second.
+ * (Before issue 10 every timer was followed by a setImmediate turn: that also let the immediates
+ * pending at that moment run, but not one scheduled later by the callback's promise work.)
+ * Like before, it needs the real setImmediate and process.nextTick (not faked ones).
  */
 export class VirtualClock implements Clock {
   private current: number;

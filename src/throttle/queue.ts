@@ -70,6 +70,14 @@ interface SignalRecord {
 const INITIAL_CAPACITY = 8;
 
 /**
+ * A plain array of unboxed doubles (8 bytes a slot, on the JS heap): unlike a Float64Array it
+ * has no ArrayBuffer behind it, whose header and off-heap store would cost more per ring.
+ */
+function doubles(n: number): number[] {
+  return new Array<number>(n).fill(0.5);
+}
+
+/**
  * One direction's FIFO as a ring of columns, so a queued request costs its fields and nothing
  * more (no object header, no links): `target` (the promise's resolve function, or a Waiter, or
  * null once aborted), `data`, offset, enqueue time and low bits of the arrival number. It grows
@@ -85,8 +93,8 @@ class RequestFifo {
   firstId = 0;
   target: unknown[] = new Array(INITIAL_CAPACITY).fill(null);
   data: unknown[] = new Array(INITIAL_CAPACITY).fill(null);
-  offset = new Float64Array(INITIAL_CAPACITY);
-  time = new Float64Array(INITIAL_CAPACITY);
+  offset = doubles(INITIAL_CAPACITY);
+  time = doubles(INITIAL_CAPACITY);
   /** Allocated only once a non-zero value is stored (drives that can never park a request store 0). */
   seq: Uint32Array | null = null;
   readonly signals = new Map<number, SignalRecord>();
@@ -136,28 +144,28 @@ class RequestFifo {
     const cap = this.capacity + Math.max(INITIAL_CAPACITY, this.capacity >> 3);
     const target = new Array(cap).fill(null);
     const data = new Array(cap).fill(null);
-    const offset = new Float64Array(cap);
-    const time = new Float64Array(cap);
+    const offset = doubles(cap);
+    const time = doubles(cap);
     const seq = this.seq === null ? null : new Uint32Array(cap);
     // The ring's slots in order: [head, end of ring), then [0, rest) if it wraps.
     const first = Math.min(this.size, this.capacity - this.head);
     const rest = this.size - first;
     for (let k = 0; k < first; k++) {
-      target[k] = this.target[this.head + k];
-      data[k] = this.data[this.head + k];
+      const i = this.head + k;
+      target[k] = this.target[i];
+      data[k] = this.data[i];
+      offset[k] = this.offset[i];
+      time[k] = this.time[i];
     }
     for (let k = 0; k < rest; k++) {
       target[first + k] = this.target[k];
       data[first + k] = this.data[k];
+      offset[first + k] = this.offset[k];
+      time[first + k] = this.time[k];
     }
-    for (const [to, from] of [
-      [offset, this.offset],
-      [time, this.time],
-      [seq, this.seq],
-    ] as const) {
-      if (to === null || from === null) continue;
-      to.set(from.subarray(this.head, this.head + first));
-      if (rest > 0) to.set(from.subarray(0, rest), first);
+    if (seq !== null) {
+      seq.set(this.seq!.subarray(this.head, this.head + first));
+      if (rest > 0) seq.set(this.seq!.subarray(0, rest), first);
     }
     this.target = target;
     this.data = data;
@@ -174,8 +182,8 @@ class RequestFifo {
     this.head = 0;
     this.target = new Array(INITIAL_CAPACITY).fill(null);
     this.data = new Array(INITIAL_CAPACITY).fill(null);
-    this.offset = new Float64Array(INITIAL_CAPACITY);
-    this.time = new Float64Array(INITIAL_CAPACITY);
+    this.offset = doubles(INITIAL_CAPACITY);
+    this.time = doubles(INITIAL_CAPACITY);
     this.seq = null;
   }
 }
