@@ -99,9 +99,40 @@ function microtasksDrained(): Promise<void> {
   return new Promise((resolve) => process.nextTick(resolve));
 }
 
-/** Whether a (ref'd) setImmediate callback is waiting to run. */
-function immediatePending(): boolean {
-  return process.getActiveResourcesInfo().includes('Immediate');
+const noop = () => {};
+
+/**
+ * Tells whether a setImmediate callback was queued since it was armed, for the price of a
+ * property read: it queues a marker immediate (unref'd, never run) and looks at the marker's
+ * link to the next entry of Node's immediate list (`_idleNext`, set when one is appended after
+ * it). Where that field does not exist (another runtime), it asks
+ * process.getActiveResourcesInfo(), which costs about as much as firing a timer.
+ */
+class ImmediateWatch {
+  private marker: (NodeJS.Immediate & { _idleNext?: unknown }) | null = null;
+
+  arm(): void {
+    this.marker = setImmediate(noop).unref();
+  }
+
+  disarm(): void {
+    if (this.marker !== null) clearImmediate(this.marker);
+    this.marker = null;
+  }
+
+  /** A setImmediate was queued since arm() (and may be waiting). */
+  get pending(): boolean {
+    const m = this.marker;
+    if (m !== null && '_idleNext' in m) return m._idleNext != null;
+    return process.getActiveResourcesInfo().includes('Immediate');
+  }
+
+  /** Lets the queued immediates run (one event-loop turn), then watches again. */
+  async yieldTurn(): Promise<void> {
+    this.disarm();
+    await loopTurn();
+    this.arm();
+  }
 }
 
 /**
@@ -113,10 +144,10 @@ function immediatePending(): boolean {
  *   driver that completes in microtasks (null, memory), finishes before the next timer fires;
  * - process.nextTick callbacks queued by the callback or by that promise work (but not the
  *   promise work such a nextTick callback starts in turn);
- * - if a setImmediate callback is pending (ref'd; e.g. scheduled by the callback or by its
- *   promise work), one event-loop turn, so it runs before the next timer.
+ * - if a setImmediate callback was queued meanwhile (by the callback, its promise work, or
+ *   anyone), one event-loop turn, so it runs before the next timer.
  * Work that needs more loop turns (thread-pool I/O such as file reads, sockets, setTimeout,
- * unref'd immediates) is not awaited between timers. `advance*` and `runUntilIdle` also give
+ * immediates queued by those immediates) is not awaited between timers. `advance*` and `runUntilIdle` also give
  * one full event-loop turn when they start and `advance*` one when they end.
  * No event-loop turn is spent per timer otherwise, so a million timers fire in about a second.
  * (Before issue 10 every timer was followed by a setImmediate turn: that also let the immediates
@@ -169,13 +200,19 @@ export class VirtualClock implements Clock {
   /** Fires every timer (including ones set by fired callbacks) until none is left; returns the time reached. */
   async runUntilIdle(maxTimers = 1_000_000): Promise<number> {
     await loopTurn();
-    for (let fired = 0; fired < maxTimers; fired++) {
-      const next = this.nextTimer();
-      if (!next) return this.current;
-      this.fire(next);
-      // What runs between two timers (see the class doc); inline: this runs once per timer.
-      await microtasksDrained();
-      if (immediatePending()) await loopTurn();
+    const watch = new ImmediateWatch();
+    watch.arm();
+    try {
+      for (let fired = 0; fired < maxTimers; fired++) {
+        const next = this.nextTimer();
+        if (!next) return this.current;
+        this.fire(next);
+        // What runs between two timers (see the class doc); inline: this runs once per timer.
+        await microtasksDrained();
+        if (watch.pending) await watch.yieldTurn();
+      }
+    } finally {
+      watch.disarm();
     }
     throw new Error(`VirtualClock.runUntilIdle: more than ${maxTimers} timers fired`);
   }
@@ -189,12 +226,18 @@ export class VirtualClock implements Clock {
 
   private async runUntil(target: number): Promise<void> {
     await loopTurn();
-    for (;;) {
-      const next = this.nextTimer();
-      if (!next || next.deadline > target) break;
-      this.fire(next);
-      await microtasksDrained();
-      if (immediatePending()) await loopTurn();
+    const watch = new ImmediateWatch();
+    watch.arm();
+    try {
+      for (;;) {
+        const next = this.nextTimer();
+        if (!next || next.deadline > target) break;
+        this.fire(next);
+        await microtasksDrained();
+        if (watch.pending) await watch.yieldTurn();
+      }
+    } finally {
+      watch.disarm();
     }
     this.current = target;
     await loopTurn();

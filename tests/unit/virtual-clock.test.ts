@@ -60,6 +60,18 @@ describe('VirtualClock: what settles between two timers', () => {
     expect(log).toEqual(['t1', 'immediate', 't2', 'immediate from chain', 't2b']);
   });
 
+  it("an unref'd setImmediate scheduled by a timer callback runs before the next timer too", async () => {
+    const clock = new VirtualClock();
+    const log: string[] = [];
+    clock.setTimer(1 * MS, () => {
+      log.push('t1');
+      setImmediate(() => log.push('unref immediate')).unref();
+    });
+    clock.setTimer(1 * MS, () => log.push('t1b'));
+    await clock.runUntilIdle();
+    expect(log).toEqual(['t1', 'unref immediate', 't1b']);
+  });
+
   it('a process.nextTick queued by a timer callback runs before the next timer', async () => {
     const clock = new VirtualClock();
     const log: string[] = [];
