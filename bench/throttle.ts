@@ -129,6 +129,27 @@ export async function scale(drives: number, queued: number, clock: Clock & { run
   return { nsPerDispatch, cpuNsPerDispatch, heapPerRequest };
 }
 
+/** CPU ns per timer of a clock alone: a chain of `count` timers 1 ms apart, each setting the next. */
+async function bareTimers(clock: Clock & { runUntilIdle(max: number): Promise<number> }, count: number): Promise<number> {
+  let n = 0;
+  const next = () => {
+    if (++n < count) clock.setTimer(clock.now() + 1e6, next);
+  };
+  clock.setTimer(clock.now() + 1e6, next);
+  const cpu0 = process.cpuUsage();
+  await clock.runUntilIdle(count * 2);
+  const cpu = process.cpuUsage(cpu0);
+  return ((cpu.user + cpu.system) * 1e3) / count;
+}
+
+/** CPU ns of one `await null` (a microtask hop): how fast this machine is, to read the figures against. */
+async function awaitHop(count: number): Promise<number> {
+  const cpu0 = process.cpuUsage();
+  for (let i = 0; i < count; i++) await null;
+  const cpu = process.cpuUsage(cpu0);
+  return ((cpu.user + cpu.system) * 1e3) / count;
+}
+
 /** Goals of issue 10 for the scale scenario. */
 const GOAL_NS_PER_ADMISSION = 1000;
 const GOAL_HEAP_PER_REQUEST = 200;
@@ -161,6 +182,18 @@ export async function throttleBench(quick = true): Promise<Record<string, unknow
   results.overhead = o;
   console.log('Overhead: null driver, QD32, requests/s');
   row('Drive with a non-binding limit vs no limit', fmtRate(o.subject), fmtRate(o.baseline), o.ratio);
+
+  const timers = quick ? 100_000 : 1_000_000;
+  const bare = await sideBySide(
+    3,
+    () => bareTimers(new FlatVirtualClock(), timers),
+    () => bareTimers(new VirtualClock(), timers),
+  );
+  const hop = median([await awaitHop(timers), await awaitHop(timers)]);
+  results.virtualClockTimer = { ...bare, awaitHopNs: hop };
+  console.log(`VirtualClock alone: ${timers} chained timers, CPU ns per timer; baseline: the flat-array clock with a loop turn per timer`);
+  row('VirtualClock per timer (CPU ns)', bare.subject.toFixed(0), bare.baseline.toFixed(0), bare.ratio);
+  console.log(`  machine reference: one \`await null\` costs ${hop.toFixed(0)} ns CPU here (read the figures against it when comparing machines)`);
 
   const queued = quick ? 100_000 : 1_000_000;
   console.log(`Scale: one group (iops 1000), ${quick ? '100k' : '1M'} queued requests, virtual clock runUntilIdle; baseline: the flat-array clock with a loop turn per timer`);
