@@ -2,9 +2,11 @@
  * Issue #3's throttle benchmarks: accuracy on the real clock, fairness in a group, overhead of
  * a non-binding limit, and scale (many drives, many queued requests) on a virtual clock.
  */
+import type { Clock } from '../src/clock.js';
 import { BlockLayer, type Drive, VirtualClock } from '../src/index.js';
 import type { ThrottleLimits } from '../src/throttle/limits.js';
-import { fmtRate, row, sideBySide } from './util.js';
+import { FlatVirtualClock } from './baseline/flat-virtual-clock.js';
+import { fmtRate, median, row, sideBySide } from './util.js';
 
 /** Keeps `depth` requests of `bs` bytes in flight until `stop()`; counts admissions after `from` ms. */
 function saturate(drive: Drive, bs: number, depth: number, write: boolean) {
@@ -88,28 +90,69 @@ async function throughput(limited: boolean, count: number): Promise<number> {
   return rate;
 }
 
+interface ScaleFigures {
+  /** Wall time per admission (ns). */
+  nsPerDispatch: number;
+  /** CPU time (user + system) of this process per admission (ns): less noisy on a loaded machine. */
+  cpuNsPerDispatch: number;
+  /** Heap bytes (JS heap + ArrayBuffers) per queued request (after a gc, --expose-gc). */
+  heapPerRequest: number;
+}
+
 /** ns per admission and heap bytes per queued request with `drives` drives sharing one group. */
-async function scale(drives: number, queued: number): Promise<{ nsPerDispatch: number; heapPerRequest: number }> {
-  const clock = new VirtualClock();
+export async function scale(drives: number, queued: number, clock: Clock & { runUntilIdle(max: number): Promise<number> } = new VirtualClock()): Promise<ScaleFigures> {
   const layer = new BlockLayer({ clock });
   const list: Drive[] = [];
   for (let i = 0; i < drives; i++) list.push(await layer.openDrive({ driver: 'null', size: '1M', throttle: { iopsTotal: 1000, group: 'big' } }));
   const buf = new Uint8Array(512); // one shared buffer: only the request itself is measured
+  const pending: Promise<unknown>[] = new Array(queued).fill(null); // allocated before the heap is read
   const gc = (globalThis as { gc?: () => void }).gc;
   gc?.();
-  const heap0 = process.memoryUsage().heapUsed;
-  const pending: Promise<unknown>[] = new Array(queued);
+  // The heap plus ArrayBuffer backing stores (a queue's typed-array columns live outside the JS heap).
+  const used = () => {
+    const m = process.memoryUsage();
+    return m.heapUsed + m.arrayBuffers;
+  };
+  const heap0 = used();
   for (let i = 0; i < queued; i++) pending[i] = list[i % drives].read(0, buf);
   gc?.();
-  const heapPerRequest = (process.memoryUsage().heapUsed - heap0) / queued;
+  const heapPerRequest = (used() - heap0) / queued;
   // Let the group dispatch everything: iops 1000 → one admission per virtual millisecond.
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   await clock.runUntilIdle(queued * 4);
   const nsPerDispatch = ((performance.now() - t0) * 1e6) / queued;
+  const cpu = process.cpuUsage(cpu0);
+  const cpuNsPerDispatch = ((cpu.user + cpu.system) * 1e3) / queued;
   await Promise.all(pending);
   await layer.close();
-  return { nsPerDispatch, heapPerRequest };
+  return { nsPerDispatch, cpuNsPerDispatch, heapPerRequest };
 }
+
+/** CPU ns per timer of a clock alone: a chain of `count` timers 1 ms apart, each setting the next. */
+async function bareTimers(clock: Clock & { runUntilIdle(max: number): Promise<number> }, count: number): Promise<number> {
+  let n = 0;
+  const next = () => {
+    if (++n < count) clock.setTimer(clock.now() + 1e6, next);
+  };
+  clock.setTimer(clock.now() + 1e6, next);
+  const cpu0 = process.cpuUsage();
+  await clock.runUntilIdle(count * 2);
+  const cpu = process.cpuUsage(cpu0);
+  return ((cpu.user + cpu.system) * 1e3) / count;
+}
+
+/** CPU ns of one `await null` (a microtask hop): how fast this machine is, to read the figures against. */
+async function awaitHop(count: number): Promise<number> {
+  const cpu0 = process.cpuUsage();
+  for (let i = 0; i < count; i++) await null;
+  const cpu = process.cpuUsage(cpu0);
+  return ((cpu.user + cpu.system) * 1e3) / count;
+}
+
+/** Goals of issue 10 for the scale scenario. */
+const GOAL_NS_PER_ADMISSION = 1000;
+const GOAL_HEAP_PER_REQUEST = 200;
 
 export async function throttleBench(quick = true): Promise<Record<string, unknown>> {
   const seconds = quick ? 2 : 10;
@@ -140,12 +183,42 @@ export async function throttleBench(quick = true): Promise<Record<string, unknow
   console.log('Overhead: null driver, QD32, requests/s');
   row('Drive with a non-binding limit vs no limit', fmtRate(o.subject), fmtRate(o.baseline), o.ratio);
 
-  console.log(`Scale: one group, ${quick ? '100k' : '1M'} queued requests, virtual clock`);
+  const timers = quick ? 100_000 : 1_000_000;
+  const bare = await sideBySide(
+    3,
+    () => bareTimers(new FlatVirtualClock(), timers),
+    () => bareTimers(new VirtualClock(), timers),
+  );
+  const hop = median([await awaitHop(timers), await awaitHop(timers)]);
+  results.virtualClockTimer = { ...bare, awaitHopNs: hop };
+  console.log(`VirtualClock alone: ${timers} chained timers, CPU ns per timer; baseline: the flat-array clock with a loop turn per timer`);
+  row('VirtualClock per timer (CPU ns)', bare.subject.toFixed(0), bare.baseline.toFixed(0), bare.ratio);
+  console.log(`  machine reference: one \`await null\` costs ${hop.toFixed(0)} ns CPU here (read the figures against it when comparing machines)`);
+
   const queued = quick ? 100_000 : 1_000_000;
+  console.log(`Scale: one group (iops 1000), ${quick ? '100k' : '1M'} queued requests, virtual clock runUntilIdle; baseline: the flat-array clock with a loop turn per timer`);
+  console.log(`  goals: ≤ ${GOAL_NS_PER_ADMISSION} ns per admission, ≤ ${GOAL_HEAP_PER_REQUEST} heap bytes per queued request`);
   for (const n of quick ? [10, 1000] : [10, 1000, 10000]) {
-    const s = await scale(n, queued);
-    results[`scale ${n}`] = s;
-    console.log(`  ${String(n).padStart(5)} drives: ${s.nsPerDispatch.toFixed(0)} ns per dispatch, ${s.heapPerRequest.toFixed(0)} heap bytes per queued request`);
+    // Alternate which clock goes first, so neither always meets a warmer or cooler machine.
+    const rounds = 3;
+    const now: ScaleFigures[] = [];
+    const base: ScaleFigures[] = [];
+    for (let r = 0; r < rounds; r++) {
+      if (r % 2 === 0) {
+        now.push(await scale(n, queued));
+        base.push(await scale(n, queued, new FlatVirtualClock()));
+      } else {
+        base.push(await scale(n, queued, new FlatVirtualClock()));
+        now.push(await scale(n, queued));
+      }
+    }
+    const pick = (list: ScaleFigures[], key: keyof ScaleFigures) => median(list.map((f) => f[key]));
+    const s: ScaleFigures = { nsPerDispatch: pick(now, 'nsPerDispatch'), cpuNsPerDispatch: pick(now, 'cpuNsPerDispatch'), heapPerRequest: pick(now, 'heapPerRequest') };
+    const b: ScaleFigures = { nsPerDispatch: pick(base, 'nsPerDispatch'), cpuNsPerDispatch: pick(base, 'cpuNsPerDispatch'), heapPerRequest: pick(base, 'heapPerRequest') };
+    results[`scale ${n}`] = { ...s, baselineClock: b };
+    row(`${n} drives: ns per admission (wall)`, s.nsPerDispatch.toFixed(0), b.nsPerDispatch.toFixed(0), s.nsPerDispatch / b.nsPerDispatch);
+    row(`${n} drives: ns per admission (CPU)`, s.cpuNsPerDispatch.toFixed(0), b.cpuNsPerDispatch.toFixed(0), s.cpuNsPerDispatch / b.cpuNsPerDispatch);
+    console.log(`  ${`${n} drives: heap bytes per queued request`.padEnd(46)} ${s.heapPerRequest.toFixed(0).padStart(12)}  (goal ≤ ${GOAL_HEAP_PER_REQUEST})`);
   }
   return results;
 }

@@ -11,7 +11,7 @@ import type { Direction } from './throttle/bucket.js';
 import { DispatchOrder } from './throttle/dispatch-order.js';
 import type { ThrottleGroupRegistry } from './throttle/group.js';
 import { isEnabled, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
-import type { QueueListener, ThrottledRequestQueue, ThrottleQueueStats, Waiter } from './throttle/queue.js';
+import type { QueuedRequestSink, QueueListener, ThrottledRequestQueue, ThrottleQueueStats } from './throttle/queue.js';
 
 /** What a drive needs from the layer that owns it. */
 export interface DriveHost {
@@ -120,32 +120,6 @@ function isSignal(signal: unknown): signal is AbortSignal {
   return typeof s.aborted === 'boolean' && typeof s.addEventListener === 'function' && typeof s.removeEventListener === 'function';
 }
 
-/** A request waiting in the drive's throttle queue: it is its own queue entry. */
-class QueuedRequest implements Waiter {
-  enqueuedAt = 0;
-  onAbort: (() => void) | undefined = undefined;
-  prev: Waiter | null = null;
-  next: Waiter | null = null;
-  constructor(
-    readonly drive: Drive,
-    readonly op: Op,
-    readonly offset: number,
-    readonly payload: Uint8Array | null,
-    readonly bytes: number,
-    readonly start: number,
-    readonly seq: number,
-    readonly signal: AbortSignal | undefined,
-    readonly resolve: (value: Uint8Array | undefined) => void,
-    readonly reject: (e: unknown) => void,
-  ) {}
-  admit(): void {
-    this.drive.dispatch(this);
-  }
-  cancel(error: BlockError): void {
-    this.drive.dropped(this, error);
-  }
-}
-
 /** A request that arrived while the drive was drained or paused: it goes, in order, when that ends. */
 interface HeldRequest {
   op: Op;
@@ -155,7 +129,7 @@ interface HeldRequest {
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
   settled: boolean;
-  resolve: (value: Uint8Array | undefined) => void;
+  resolve: (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void;
   reject: (e: unknown) => void;
 }
 
@@ -196,6 +170,8 @@ export class Drive extends EventEmitter<DriveEvents> {
   private readonly order = new DispatchOrder();
   private readonly rerror: ErrorAction;
   private readonly werror: ErrorAction;
+  /** Whether a failed request can be parked (a `stop` or `enospc` policy): only then is its arrival number kept while it is queued. */
+  private readonly canPark: boolean;
   /** Arrival number of the next request (retries after a pause keep arrival order). */
   private seq = 0;
   /** Nested drain() calls in progress (QEMU drained sections). */
@@ -227,6 +203,7 @@ export class Drive extends EventEmitter<DriveEvents> {
     this.readOnly = node.readOnly;
     this.rerror = policy.rerror ?? 'report';
     this.werror = policy.werror ?? 'report';
+    this.canPark = this.rerror === 'stop' || this.rerror === 'enospc' || this.werror === 'stop' || this.werror === 'enospc';
   }
 
   /**
@@ -265,6 +242,7 @@ export class Drive extends EventEmitter<DriveEvents> {
     if (this.throttle === null) {
       this.throttle = group.join(this.id);
       this.throttle.listener = this.queueListener;
+      this.throttle.sink = this.queueSink;
     }
     if (config !== null) group.configureFrom(this.throttle, config);
     this.emitLimitsChanged();
@@ -362,9 +340,9 @@ export class Drive extends EventEmitter<DriveEvents> {
       if (this.order.pending) return Promise.resolve().then(() => this.run(op, offset, payload, length, start, seq));
       return this.run(op, offset, payload, length, start, seq);
     }
-    // The request object itself waits in the queue: no async frame, no inner promise.
+    // The request waits as a few columns of the queue: no object, no async frame, no inner promise.
     return new Promise((resolve, reject) => {
-      queue.enqueueWaiter(op === OP_READ ? READ_DIR : WRITE_DIR, new QueuedRequest(this, op, offset, payload, length, start, seq, signal, resolve, reject));
+      queue.enqueueRequest(op === OP_READ ? READ_DIR : WRITE_DIR, resolve, payload ?? length, offset, start, this.canPark ? seq : 0, signal, reject);
     });
   }
 
@@ -381,24 +359,32 @@ export class Drive extends EventEmitter<DriveEvents> {
       this.run(op, offset, payload, length, start, seq).then(h.resolve, h.reject);
       return;
     }
-    queue.enqueueWaiter(op === OP_READ ? READ_DIR : WRITE_DIR, new QueuedRequest(this, op, offset, payload, length, start, seq, h.signal, h.resolve, h.reject));
+    queue.enqueueRequest(op === OP_READ ? READ_DIR : WRITE_DIR, h.resolve, payload ?? length, offset, start, this.canPark ? seq : 0, h.signal, h.reject);
   }
 
-  /** @internal A queued request was admitted: send it down now. */
-  dispatch(r: QueuedRequest): void {
-    if (r.signal?.aborted) {
+  /** Receives the drive's queued requests from its throttle queue. */
+  private readonly queueSink: QueuedRequestSink = {
+    admitQueued: (direction, settle, data, offset, start, seqLow, signal, reject) => {
+      const op = direction === READ_DIR ? OP_READ : typeof data === 'number' ? OP_WRITE_ZEROES : OP_WRITE;
+      if (signal?.aborted) {
+        this.leave();
+        reject!(this.canceled(OP_NAMES[op], offset));
+        return;
+      }
+      // The queue keeps the low 32 bits of the arrival number (fewer than 2^32 requests arrive
+      // while one waits), and only for a drive that can park requests (the only use of it).
+      const seq = this.canPark ? this.seq - ((this.seq - seqLow) >>> 0) : 0;
+      const payload = typeof data === 'number' ? null : data;
+      const length = typeof data === 'number' ? data : data.length;
+      // Resolving with the run's promise settles the caller's promise when the run does, in the
+      // same microtask as run().then(resolve, reject) would, without keeping a reject function.
+      settle(this.run(op, offset, payload, length, start, seq));
+    },
+    cancelQueued: (reject, error) => {
       this.leave();
-      r.reject(this.canceled(OP_NAMES[r.op], r.offset));
-      return;
-    }
-    this.run(r.op, r.offset, r.payload, r.bytes, r.start, r.seq).then(r.resolve, r.reject);
-  }
-
-  /** @internal A queued request was aborted before it reached the driver. */
-  dropped(r: QueuedRequest, error: BlockError): void {
-    this.leave();
-    r.reject(error);
-  }
+      reject(error);
+    },
+  };
 
   /** Sends a request to the node and accounts it; applies the error policy on failure; settles once. */
   private async run(op: Op, offset: number, payload: Uint8Array | null, length: number, start: number, seq: number): Promise<Uint8Array | undefined> {

@@ -1,3 +1,6 @@
+/** Settled once: `.then` on it queues a microtask at once, like queueMicrotask, without Node's per-call AsyncResource. */
+const settled = Promise.resolve();
+
 /**
  * Keeps requests in order across an admission that resolves a waiting request's promise: that
  * request resumes one microtask later, so a new request admitted at once in the same tick
@@ -15,6 +18,6 @@ export class DispatchOrder {
   released(): void {
     if (this.pending) return;
     this.pending = true;
-    queueMicrotask(this.reset);
+    void settled.then(this.reset);
   }
 }

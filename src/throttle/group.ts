@@ -193,9 +193,9 @@ export class ThrottleGroup {
 
   /** Admits the head request of `m` without checking limits (its wait was computed for it). */
   private admitHead(m: ThrottledRequestQueue, dir: Direction): void {
-    const w = m.dequeue(dir, this.clock.now());
-    account(this.state, dir, w.bytes);
-    w.admit();
+    const bytes = m.dequeue(dir, this.clock.now());
+    account(this.state, dir, bytes);
+    m.admitDequeued();
     // After admit(): a promise waiter resumes one microtask later, and DispatchOrder must reset after that.
     m.listener?.released();
   }

@@ -4,17 +4,13 @@ import type { Direction } from './bucket.js';
 import type { ThrottleGroup } from './group.js';
 
 /**
- * A request waiting for its turn, linked into its queue so removal (abort) is O(1). The
- * request itself can be the waiter (no extra promise while it waits): the Drive's requests are.
+ * A request waiting for its turn as an object (the generic path: the throttle filter node,
+ * {@link ThrottledRequestQueue.admit}). The Drive's requests use the compact path instead.
  */
 export interface Waiter {
   /** Size of the request, charged when it is admitted. */
-  bytes: number;
-  enqueuedAt: number;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-  prev: Waiter | null;
-  next: Waiter | null;
+  readonly bytes: number;
+  readonly signal: AbortSignal | undefined;
   /** Called once when the request may go (after it was charged to the group). */
   admit(): void;
   /** Called once if the request was aborted while waiting. */
@@ -23,10 +19,6 @@ export interface Waiter {
 
 /** A waiter that settles a promise (for callers that simply await their turn). */
 class PromiseWaiter implements Waiter {
-  enqueuedAt = 0;
-  onAbort: (() => void) | undefined = undefined;
-  prev: Waiter | null = null;
-  next: Waiter | null = null;
   constructor(
     readonly bytes: number,
     readonly signal: AbortSignal | undefined,
@@ -38,6 +30,161 @@ class PromiseWaiter implements Waiter {
   }
   cancel(error: BlockError): void {
     this.reject(error);
+  }
+}
+
+/**
+ * Receives the Drive's compact queued requests when they are admitted or aborted. A compact
+ * request is no object of its own: its fields live in the queue's columns (see RequestFifo).
+ */
+export interface QueuedRequestSink {
+  /**
+   * A request may go (already charged). `data` is the payload (read target or write data), or
+   * the length of a write-zeroes; `seqLow` the low 32 bits of its arrival number. `reject` is
+   * kept only for requests that have a signal.
+   */
+  admitQueued(
+    direction: Direction,
+    settle: (value: PromiseLike<Uint8Array | undefined>) => void,
+    data: Uint8Array | number,
+    offset: number,
+    start: number,
+    seqLow: number,
+    signal: AbortSignal | undefined,
+    reject: ((e: unknown) => void) | undefined,
+  ): void;
+  /** A request with a signal was aborted while waiting. */
+  cancelQueued(reject: (e: unknown) => void, error: BlockError): void;
+}
+
+/** Marks a FIFO slot that holds a {@link Waiter} object (in `target`) rather than a compact request. */
+const WAITER = Symbol('waiter');
+
+/** What a request with an AbortSignal needs besides its columns (only such requests pay for it). */
+interface SignalRecord {
+  signal: AbortSignal;
+  onAbort: () => void;
+  reject: ((e: unknown) => void) | undefined;
+}
+
+const INITIAL_CAPACITY = 8;
+
+/**
+ * A plain array of unboxed doubles (8 bytes a slot, on the JS heap): unlike a Float64Array it
+ * has no ArrayBuffer behind it, whose header and off-heap store would cost more per ring.
+ */
+function doubles(n: number): number[] {
+  return new Array<number>(n).fill(0.5);
+}
+
+/**
+ * One direction's FIFO as a ring of columns, so a queued request costs its fields and nothing
+ * more (no object header, no links): `target` (the promise's resolve function, or a Waiter, or
+ * null once aborted), `data`, offset, enqueue time and low bits of the arrival number. It grows
+ * by an eighth at a time (little slack; copying stays amortized O(1)) and shrinks back when it empties.
+ */
+class RequestFifo {
+  capacity = INITIAL_CAPACITY;
+  /** Ring index of the oldest slot. */
+  head = 0;
+  /** Slots in use, aborted ones (target null) included. */
+  size = 0;
+  /** Absolute number of the slot at `head` (slot ids key the signal records). */
+  firstId = 0;
+  target: unknown[] = new Array(INITIAL_CAPACITY).fill(null);
+  data: unknown[] = new Array(INITIAL_CAPACITY).fill(null);
+  offset = doubles(INITIAL_CAPACITY);
+  time = doubles(INITIAL_CAPACITY);
+  /** Allocated only once a non-zero value is stored (drives that can never park a request store 0). */
+  seq: Uint32Array | null = null;
+  readonly signals = new Map<number, SignalRecord>();
+
+  /** Appends a slot; returns its absolute id. */
+  push(target: unknown, data: unknown, offset: number, time: number, seq: number): number {
+    if (this.size === this.capacity) this.grow();
+    let i = this.head + this.size;
+    if (i >= this.capacity) i -= this.capacity;
+    this.target[i] = target;
+    this.data[i] = data;
+    this.offset[i] = offset;
+    this.time[i] = time;
+    if (this.seq !== null) this.seq[i] = seq;
+    else if (seq !== 0) {
+      this.seq = new Uint32Array(this.capacity);
+      this.seq[i] = seq;
+    }
+    return this.firstId + this.size++;
+  }
+
+  /** Ring index of absolute id `id` (which must be in the FIFO). */
+  indexOf(id: number): number {
+    const i = this.head + (id - this.firstId);
+    return i >= this.capacity ? i - this.capacity : i;
+  }
+
+  /** Drops the head slot (its fields were read already). */
+  shift(): void {
+    const i = this.head;
+    this.target[i] = null;
+    this.data[i] = null;
+    this.head = i + 1 === this.capacity ? 0 : i + 1;
+    this.firstId++;
+    if (--this.size === 0 && this.capacity > INITIAL_CAPACITY * 8) this.reset();
+  }
+
+  /** Forgets every slot (all aborted): the ring need not wait for a dequeue to give them back. */
+  clear(): void {
+    this.firstId += this.size;
+    this.size = 0;
+    this.head = 0;
+    if (this.capacity > INITIAL_CAPACITY * 8) this.reset();
+  }
+
+  private grow(): void {
+    const cap = this.capacity + Math.max(INITIAL_CAPACITY, this.capacity >> 3);
+    const target = new Array(cap).fill(null);
+    const data = new Array(cap).fill(null);
+    const offset = doubles(cap);
+    const time = doubles(cap);
+    const seq = this.seq === null ? null : new Uint32Array(cap);
+    // The ring's slots in order: [head, end of ring), then [0, rest) if it wraps.
+    const first = Math.min(this.size, this.capacity - this.head);
+    const rest = this.size - first;
+    for (let k = 0; k < first; k++) {
+      const i = this.head + k;
+      target[k] = this.target[i];
+      data[k] = this.data[i];
+      offset[k] = this.offset[i];
+      time[k] = this.time[i];
+    }
+    for (let k = 0; k < rest; k++) {
+      target[first + k] = this.target[k];
+      data[first + k] = this.data[k];
+      offset[first + k] = this.offset[k];
+      time[first + k] = this.time[k];
+    }
+    if (seq !== null) {
+      seq.set(this.seq!.subarray(this.head, this.head + first));
+      if (rest > 0) seq.set(this.seq!.subarray(0, rest), first);
+    }
+    this.target = target;
+    this.data = data;
+    this.offset = offset;
+    this.time = time;
+    this.seq = seq;
+    this.capacity = cap;
+    this.head = 0;
+  }
+
+  /** Back to a small ring once empty, so a burst's memory is given back. */
+  private reset(): void {
+    this.capacity = INITIAL_CAPACITY;
+    this.head = 0;
+    this.target = new Array(INITIAL_CAPACITY).fill(null);
+    this.data = new Array(INITIAL_CAPACITY).fill(null);
+    this.offset = doubles(INITIAL_CAPACITY);
+    this.time = doubles(INITIAL_CAPACITY);
+    this.seq = null;
   }
 }
 
@@ -77,19 +224,28 @@ export class ThrottledRequestQueue {
   /** Round-robin ring links, maintained by the group. */
   rrNext: ThrottledRequestQueue = this;
   rrPrev: ThrottledRequestQueue = this;
-  /** Requests waiting per direction. */
+  /** Requests waiting per direction (aborted ones no longer count). */
   readonly pending = [0, 0];
   /** The armed timer per direction (null: none). */
   readonly timers: [ClockTimer | null, ClockTimer | null] = [null, null];
   /** > 0 while drained: requests bypass the limits (still accounted). */
   ioLimitsDisabled = 0;
   listener: QueueListener | null = null;
-  private readonly heads: [Waiter | null, Waiter | null] = [null, null];
-  private readonly tails: [Waiter | null, Waiter | null] = [null, null];
+  /** Where the Drive's compact requests go when admitted or aborted. */
+  sink: QueuedRequestSink | null = null;
+  private readonly fifos: [RequestFifo, RequestFifo] = [new RequestFifo(), new RequestFifo()];
   private readonly throttledSince = [0, 0];
   private delayed = 0;
   private totalDelay = 0;
   private maxDelay = 0;
+  // The request taken off by dequeue(), until admitDequeued() hands it on.
+  private outTarget: unknown = null;
+  private outData: unknown = null;
+  private outOffset = 0;
+  private outTime = 0;
+  private outSeq = 0;
+  private outSignal: SignalRecord | undefined = undefined;
+  private outDirection: Direction = 0;
   /** Timer callbacks made once, so arming a timer allocates no closure. */
   readonly timerCallbacks: readonly [() => void, () => void];
 
@@ -140,51 +296,125 @@ export class ThrottledRequestQueue {
     });
   }
 
-  /** Appends a waiting request (after {@link tryAdmit} said no). */
+  /** Appends a waiting request object (after {@link tryAdmit} said no). */
   enqueueWaiter(direction: Direction, w: Waiter, now = this.group.now()): void {
-    w.enqueuedAt = now;
-    const signal = w.signal;
-    if (signal) {
-      w.onAbort = () => this.abort(direction, w);
-      signal.addEventListener('abort', w.onAbort, { once: true });
-    }
-    const tail = this.tails[direction];
-    if (tail) {
-      tail.next = w;
-      w.prev = tail;
-    } else this.heads[direction] = w;
-    this.tails[direction] = w;
+    const id = this.fifos[direction].push(w, WAITER, 0, now, 0);
+    if (w.signal) this.watch(direction, id, w.signal, undefined);
+    this.queued(direction, now);
+  }
+
+  /**
+   * @internal The Drive's compact path (after {@link tryAdmit} said no): the request is stored
+   * in columns; `settle` (the caller's resolve) is later given the request's run.
+   */
+  enqueueRequest(
+    direction: Direction,
+    settle: (value: PromiseLike<Uint8Array | undefined>) => void,
+    data: Uint8Array | number,
+    offset: number,
+    start: number,
+    seq: number,
+    signal: AbortSignal | undefined,
+    reject: (e: unknown) => void,
+  ): void {
+    const id = this.fifos[direction].push(settle, data, offset, start, seq >>> 0);
+    if (signal) this.watch(direction, id, signal, reject);
+    this.queued(direction, start);
+  }
+
+  private watch(direction: Direction, id: number, signal: AbortSignal, reject: ((e: unknown) => void) | undefined): void {
+    const record: SignalRecord = { signal, onAbort: () => this.abort(direction, id), reject };
+    this.fifos[direction].signals.set(id, record);
+    signal.addEventListener('abort', record.onAbort, { once: true });
+  }
+
+  private queued(direction: Direction, now: number): void {
     if (this.pending[direction]++ === 0) {
       this.throttledSince[direction] = now;
       this.listener?.throttled(direction, 1);
     }
   }
 
-  /** @internal Removes the head request; the group charges it, then calls `admit()` on it. */
-  dequeue(direction: Direction, now: number): Waiter {
-    const w = this.heads[direction]!;
-    this.unlink(direction, w);
-    const delay = now - w.enqueuedAt;
+  /**
+   * @internal Removes the head request and returns its size; the group charges it, then calls
+   * {@link admitDequeued} to let it go.
+   */
+  dequeue(direction: Direction, now: number): number {
+    const fifo = this.fifos[direction];
+    // Aborted requests left their slot behind: skip them.
+    while (fifo.target[fifo.head] === null) {
+      fifo.shift();
+    }
+    const i = fifo.head;
+    const target = fifo.target[i];
+    const data = fifo.data[i];
+    this.outTarget = target;
+    this.outData = data;
+    this.outOffset = fifo.offset[i];
+    this.outTime = fifo.time[i];
+    this.outSeq = fifo.seq === null ? 0 : fifo.seq[i];
+    this.outDirection = direction;
+    let record: SignalRecord | undefined;
+    if (fifo.signals.size > 0) {
+      record = fifo.signals.get(fifo.firstId);
+      if (record) {
+        fifo.signals.delete(fifo.firstId);
+        record.signal.removeEventListener('abort', record.onAbort);
+      }
+    }
+    this.outSignal = record;
+    fifo.shift();
+    this.pending[direction]--;
+    const delay = now - this.outTime;
     this.delayed++;
     this.totalDelay += delay;
     if (delay > this.maxDelay) this.maxDelay = delay;
-    if (w.onAbort) w.signal!.removeEventListener('abort', w.onAbort);
     if (this.pending[direction] === 0) this.listener?.unthrottled(direction, now - this.throttledSince[direction]);
-    return w;
+    if (data === WAITER) return (target as Waiter).bytes;
+    return typeof data === 'number' ? data : (data as Uint8Array).length;
   }
 
-  private abort(direction: Direction, w: Waiter): void {
-    this.unlink(direction, w);
-    w.cancel(new BlockError('ECANCELED', `request of ${w.bytes} bytes on ${this.name} was aborted while throttled`));
-    if (this.pending[direction] === 0) this.listener?.unthrottled(direction, this.group.now() - this.throttledSince[direction]);
+  /** @internal Lets the request taken by {@link dequeue} go. */
+  admitDequeued(): void {
+    const target = this.outTarget;
+    const data = this.outData;
+    const record = this.outSignal;
+    this.outTarget = this.outData = null;
+    this.outSignal = undefined;
+    if (data === WAITER) (target as Waiter).admit();
+    else
+      this.sink!.admitQueued(
+        this.outDirection,
+        target as (value: PromiseLike<Uint8Array | undefined>) => void,
+        data as Uint8Array | number,
+        this.outOffset,
+        this.outTime,
+        this.outSeq,
+        record?.signal,
+        record?.reject,
+      );
   }
 
-  private unlink(direction: Direction, w: Waiter): void {
-    if (w.prev) w.prev.next = w.next;
-    else this.heads[direction] = w.next;
-    if (w.next) w.next.prev = w.prev;
-    else this.tails[direction] = w.prev;
-    w.prev = w.next = null;
+  private abort(direction: Direction, id: number): void {
+    const fifo = this.fifos[direction];
+    const record = fifo.signals.get(id);
+    if (!record) return;
+    fifo.signals.delete(id);
+    const i = fifo.indexOf(id);
+    const target = fifo.target[i];
+    const data = fifo.data[i];
+    // The slot stays (a FIFO cannot close a gap in O(1)); dequeue skips it.
+    fifo.target[i] = null;
+    fifo.data[i] = null;
     this.pending[direction]--;
+    const bytes = data === WAITER ? (target as Waiter).bytes : typeof data === 'number' ? data : (data as Uint8Array).length;
+    const error = new BlockError('ECANCELED', `request of ${bytes} bytes on ${this.name} was aborted while throttled`);
+    if (data === WAITER) (target as Waiter).cancel(error);
+    else this.sink!.cancelQueued(record.reject!, error);
+    if (this.pending[direction] === 0) {
+      // Only aborted slots are left (their fields already cleared).
+      if (fifo.signals.size === 0) fifo.clear();
+      this.listener?.unthrottled(direction, this.group.now() - this.throttledSince[direction]);
+    }
   }
 }

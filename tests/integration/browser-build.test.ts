@@ -66,6 +66,12 @@ describe.skipIf(!haveChromium)('the browser bundle in headless Chromium', () => 
       // snapshot: true: a writable qcow2 overlay in memory over the read-only http image
       const o = await page.evaluate((u) => (globalThis as unknown as { viaOverlay: (u: string) => Promise<{ same: boolean; top: string }> }).viaOverlay(u), '/fixtures/over.qcow2');
       expect(o).toEqual({ same: true, top: 'qcow2' });
+      // throttling on a VirtualClock works in the browser too (the core's timers and settling)
+      const v = await page.evaluate(() => (globalThis as unknown as { virtualClockCheck: () => Promise<{ done: number; ms: number }> }).virtualClockCheck());
+      expect(v.done).toBe(20);
+      // QEMU's bucket: the first request passes at once, then one per 100 ms
+      expect(v.ms).toBeGreaterThanOrEqual(1800);
+      expect(v.ms).toBeLessThanOrEqual(2000);
       expect(errors).toEqual([]);
     } finally {
       await browser.close();
