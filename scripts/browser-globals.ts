@@ -16,8 +16,14 @@ function setImmediate(fn: () => void): Immediate {
     cancelled: false,
     refed: true,
     fn,
-    ref: () => ((item.refed = true), item),
-    unref: () => ((item.refed = false), item),
+    ref: () => {
+      item.refed = true;
+      return item;
+    },
+    unref: () => {
+      item.refed = false;
+      return item;
+    },
   };
   if (queue.push(item) === 1) channel.port2.postMessage(0);
   return item;
