@@ -240,9 +240,10 @@ export function openDrive(options: DriveOptions, layer: BlockLayer = getDefaultL
 export async function openImage(target: string, options: Omit<DriveOptions, 'driver'> & { format?: string } = {}, layer: BlockLayer = getDefaultLayer()): Promise<Drive> {
   const { format, ...rest } = options;
   const base = await targetOptions(target, { format });
-  // An image opens read-write unless asked otherwise (targetOptions is read-only for the CLI's readers); http is read-only.
-  const overHttp = (base.file as NodeOptions | undefined)?.driver === 'http';
-  if (((base.driver === 'raw' || base.driver === 'qcow2') && !overHttp) || base.driver === 'nbd') {
+  // A local image or an NBD export opens read-write unless asked otherwise (targetOptions is read-only for the
+  // CLI's readers); http is read-only, and a qcow2 found by probing an NBD export stays read-only as before.
+  const protocol = (base.file as NodeOptions | undefined)?.driver;
+  if (((base.driver === 'raw' || base.driver === 'qcow2') && protocol !== 'http' && protocol !== 'nbd') || base.driver === 'nbd') {
     delete base.readOnly;
     if (base.file) delete (base.file as Record<string, unknown>).readOnly;
   }

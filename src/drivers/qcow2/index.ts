@@ -67,6 +67,8 @@ export const qcow2Driver = defineDriver({
     // Writable unless the node is read-only or a snapshot is open (snapshots are read-only, as qemu-img -l).
     const writable = !ctx.readOnly && options.snapshot === undefined;
     if (writable) {
+      // A broken bitmap directory is reported as such (ECORRUPT), as on a read-only open, before the refusal to write bitmaps.
+      if (h.bitmaps) await readBitmaps(h, readFile);
       const refusal = writeRefusal(h);
       if (refusal) throw new BlockError('ENOTSUP', `qcow2: ${refusal.message}; open it read-only`, { field: refusal.field, node: nodeName });
       if (h.incompatible & L.INCOMPAT_DIRTY) {
