@@ -7,30 +7,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BlockLayer } from '../src/index.js';
-import { fmtRate, row, sideBySide } from './util.js';
+import { fmtRate, randomOffset as randomOffsetIn, readRate, row, sideBySide } from './util.js';
 
 const FILE_SIZE = 64 * 1024 * 1024;
 const BS = 4096;
 
-function randomOffset(): number {
-  return Math.floor(Math.random() * (FILE_SIZE / BS)) * BS;
-}
-
-/** IOPS of `qd` workers doing `count` reads in total with `readOne`. */
-async function drive(qd: number, count: number, readOne: (buf: Uint8Array) => Promise<unknown>): Promise<number> {
-  let issued = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: qd }, async () => {
-      const buf = Buffer.allocUnsafe(BS);
-      while (issued < count) {
-        issued++;
-        await readOne(buf);
-      }
-    }),
-  );
-  return count / ((performance.now() - t0) / 1000);
-}
+const randomOffset = () => randomOffsetIn(FILE_SIZE, BS);
+const drive = (qd: number, count: number, readOne: (buf: Uint8Array) => Promise<unknown>) => readRate(qd, count, BS, readOne);
 
 export interface DriveOverheadResult {
   [scenario: string]: { subject: number; baseline: number; ratio: number };

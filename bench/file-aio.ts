@@ -14,31 +14,14 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { sharedUring } from '../src/drivers/file/uring.js';
 import { BlockLayer } from '../src/index.js';
-import { fmtRate, median, row, sideBySide } from './util.js';
+import { fmtRate, median, randomOffset as randomOffsetIn, readRate, row, sideBySide } from './util.js';
 
 const run = promisify(execFile);
 const FILE_SIZE = 64 * 1024 * 1024;
 const BS = 4096;
 
-function randomOffset(): number {
-  return Math.floor(Math.random() * (FILE_SIZE / BS)) * BS;
-}
-
-/** IOPS of `qd` workers doing `count` reads in total with `readOne`. */
-async function drive(qd: number, count: number, readOne: (buf: Uint8Array) => Promise<unknown>): Promise<number> {
-  let issued = 0;
-  const t0 = performance.now();
-  await Promise.all(
-    Array.from({ length: qd }, async () => {
-      const buf = Buffer.allocUnsafe(BS);
-      while (issued < count) {
-        issued++;
-        await readOne(buf);
-      }
-    }),
-  );
-  return count / ((performance.now() - t0) / 1000);
-}
+const randomOffset = () => randomOffsetIn(FILE_SIZE, BS);
+const drive = (qd: number, count: number, readOne: (buf: Uint8Array) => Promise<unknown>) => readRate(qd, count, BS, readOne);
 
 /** fio 4 KiB random reads on `file` with `engine`; IOPS. */
 async function fio(file: string, engine: string, iodepth: number, seconds: number): Promise<number> {

@@ -41,3 +41,24 @@ export async function sideBySide(
 export function row(label: string, subject: string, baseline: string, ratio: number): void {
   console.log(`  ${label.padEnd(46)} ${subject.padStart(12)}  vs ${baseline.padStart(12)}  ratio ${ratio.toFixed(3)}`);
 }
+
+/** A random `bs`-aligned offset inside a file of `fileSize` bytes. */
+export function randomOffset(fileSize: number, bs: number): number {
+  return Math.floor(Math.random() * (fileSize / bs)) * bs;
+}
+
+/** Requests per second of `qd` workers doing `count` reads of `bs` bytes in total with `readOne` (one buffer per worker). */
+export async function readRate(qd: number, count: number, bs: number, readOne: (buf: Uint8Array) => Promise<unknown>): Promise<number> {
+  let issued = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: qd }, async () => {
+      const buf = Buffer.allocUnsafe(bs);
+      while (issued < count) {
+        issued++;
+        await readOne(buf);
+      }
+    }),
+  );
+  return count / ((performance.now() - t0) / 1000);
+}

@@ -38,3 +38,20 @@ export async function ok(cmd: string, args: string[], timeoutMs?: number): Promi
 export function haveProgram(cmd: string): boolean {
   return (process.env.PATH ?? '').split(':').some((d) => d !== '' && fs.existsSync(path.join(d, cmd)));
 }
+
+/** Resolves once something accepts TCP connections on 127.0.0.1:`port` (polls every 25 ms); false after `tries` attempts. */
+export async function waitForPort(port: number, tries = 200): Promise<boolean> {
+  const net = await import('node:net');
+  for (let i = 0; i < tries; i++) {
+    const up = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (up) return true;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return false;
+}

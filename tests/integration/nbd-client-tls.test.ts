@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockError, BlockLayer, type Drive, NbdServer, openImage } from '../../src/index.js';
 import { loadQemuTlsCredsDir, type NbdTlsOptions } from '../../src/nbd/tls.js';
 import { makeCerts } from '../helpers/tls-certs.js';
-import { haveProgram } from '../helpers/tools.js';
+import { haveProgram, waitForPort } from '../helpers/tools.js';
 
 const CI = process.env.CI === 'true';
 const MiB = 1024 * 1024;
@@ -208,17 +208,7 @@ describe.skipIf(!haveQemuNbd)('the nbd driver with TLS against qemu-nbd', () => 
     });
     const child = spawn('qemu-nbd', ['--object', object, '--tls-creds', 'tls0', '-f', 'raw', '-x', 'img', '-b', '127.0.0.1', '-p', String(port), '--persistent', file], { stdio: ['ignore', 'ignore', 'inherit'] });
     children.push(child);
-    for (let i = 0; i < 200; i++) {
-      const up = await new Promise<boolean>((resolve) => {
-        const s = net.connect({ host: '127.0.0.1', port }, () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.on('error', () => resolve(false));
-      });
-      if (up) return port;
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    if (await waitForPort(port)) return port;
     throw new Error('qemu-nbd did not start');
   }
 

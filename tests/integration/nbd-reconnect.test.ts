@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, NbdServer } from '../../src/index.js';
 import { NbdClient } from '../../src/nbd/client.js';
-import { haveProgram } from '../helpers/tools.js';
+import { haveProgram, waitForPort } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;
 const haveQemuNbd = haveProgram('qemu-nbd');
@@ -277,17 +277,7 @@ describe.skipIf(!haveQemuNbd)('nbd client reconnect against qemu-nbd', () => {
   async function qemuNbd(file: string, port: number): Promise<ChildProcess> {
     const child = spawn('qemu-nbd', ['-f', 'raw', '-x', 'disk', '-b', '127.0.0.1', '-p', String(port), '--persistent', '-e', '4', file], { stdio: 'ignore' });
     children.push(child);
-    for (let i = 0; i < 200; i++) {
-      const up = await new Promise<boolean>((resolve) => {
-        const s = net.connect({ host: '127.0.0.1', port }, () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.on('error', () => resolve(false));
-      });
-      if (up) return child;
-      await sleep(25);
-    }
+    if (await waitForPort(port)) return child;
     throw new Error('qemu-nbd did not start');
   }
 
