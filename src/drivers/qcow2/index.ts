@@ -177,7 +177,12 @@ export const qcow2Driver = defineDriver({
       if (n <= 0) throw new BlockError('ECORRUPT', `qcow2: compressed data at ${host} is beyond the end of the file`, { offset: host });
       if (zInput.length < n) zInput = new Uint8Array(n);
       const input = zInput.subarray(0, n);
-      await file.read(host, input);
+      const pin = refcounts?.pin(host, n);
+      try {
+        await file.read(host, input);
+      } finally {
+        if (pin) refcounts!.unpin(pin);
+      }
       zHost = -1;
       decompressCluster(h.compressionType, input, zBuf, host);
       zHost = host;
@@ -198,6 +203,14 @@ export const qcow2Driver = defineDriver({
     const readBacking = async (offset: number, target: Uint8Array) => {
       if (!backing) return void target.fill(0);
       await readClamped(backing, offset, target);
+    };
+
+    // Host clusters under a read are not reused until it is done (see Refcounts.pin); only a
+    // writable image frees clusters.
+    const pinnedRead = (host: number, part: Uint8Array): Promise<void> => {
+      if (!refcounts || dataNode) return readClamped(data, host, part);
+      const pin = refcounts.pin(host, part.length);
+      return readClamped(data, host, part).finally(() => refcounts.unpin(pin));
     };
 
     const readGuest = async (offset: number, buffer: Uint8Array): Promise<void> => {
@@ -221,7 +234,7 @@ export const qcow2Driver = defineDriver({
         while (pos < buffer.length && !failed) {
           const m = await tables.map(offset + pos, buffer.length - pos);
           const part = buffer.subarray(pos, pos + m.length);
-          if (m.kind === 'data') start(readClamped(data, m.host, part));
+          if (m.kind === 'data') start(pinnedRead(m.host, part));
           else if (m.kind === 'zero') part.fill(0);
           else if (m.kind === 'unallocated') start(readBacking(offset + pos, part));
           else {

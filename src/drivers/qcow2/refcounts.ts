@@ -29,6 +29,12 @@ const ENTRY_OFFSET_LO = 0xfffffe00;
  * a block back is always safe; a new block reaches the disk before the table entry that points
  * to it; a larger table is written and synced before the header points to it.
  */
+/** Clusters [first, last] under an in-flight data read. */
+export interface ReadPin {
+  first: number;
+  last: number;
+}
+
 export class Refcounts {
   private readonly cs: number;
   private readonly perBlock: number;
@@ -43,6 +49,12 @@ export class Refcounts {
   private readonly capacity: number;
   /** Clusters whose refcount drops once the tables that dropped them are on disk (applied by {@link applyReleases}). */
   private readonly released: number[] = [];
+  /**
+   * Host byte ranges that data reads are reading right now. A released cluster inside one keeps
+   * its reference until the read is done: reused early, the read would return (or a later
+   * allocation's data would be mixed with) another guest cluster's bytes.
+   */
+  private readonly reading = new Set<ReadPin>();
   /** First cluster that may be free. */
   private cursor = 0;
   /** End (bytes) of the highest cluster ever allocated or present: nothing past it was ever written. */
@@ -169,10 +181,32 @@ export class Refcounts {
     for (let i = Math.floor(offset / this.cs); i <= last; i++) this.released.push(i);
   }
 
-  /** Applies the releases; call only once the tables that dropped the references are synced. */
+  /** Marks host bytes [offset, offset+length) as being read until {@link unpin} with the result. */
+  pin(offset: number, length: number): ReadPin {
+    const p: ReadPin = { first: Math.floor(offset / this.cs), last: Math.floor((offset + length - 1) / this.cs) };
+    this.reading.add(p);
+    return p;
+  }
+
+  unpin(p: ReadPin): void {
+    this.reading.delete(p);
+  }
+
+  private pinned(index: number): boolean {
+    for (const p of this.reading) if (index >= p.first && index <= p.last) return true;
+    return false;
+  }
+
+  /**
+   * Applies the releases; call only once the tables that dropped the references are synced.
+   * Clusters still being read stay released-but-referenced until a later call.
+   */
   async applyReleases(): Promise<void> {
     const list = this.released.splice(0);
-    for (const i of list) await this.change(i, -1, true);
+    for (const i of list) {
+      if (this.reading.size > 0 && this.pinned(i)) this.released.push(i);
+      else await this.change(i, -1, true);
+    }
   }
 
   /**
