@@ -1,11 +1,13 @@
 /**
  * The project's benchmarks: `npm run bench` (quick set) or `npm run bench -- --full`.
  * Each scenario prints its figures next to a baseline measured in the same run; all results
- * are also written to bench/results/<time>.json so two runs can be compared.
+ * are also written to bench/results/<time>.json (the history, see bench/history.ts) and each
+ * ratio is shown next to the previous run's.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { driveOverheadBench } from './drive-overhead.js';
+import { compareRuns, previousRun } from './history.js';
 import { throttleBench } from './throttle.js';
 
 const full = process.argv.includes('--full');
@@ -30,10 +32,13 @@ async function optional(name: string, file: string, fn: string, when = true): Pr
   }
 }
 await optional('qcow2', './qcow2-read.ts', 'qcow2ReadBench');
+await optional('qcow2Write', './qcow2-write.ts', 'qcow2WriteBench', full);
 await optional('fileAio', './file-aio.ts', 'fileAioBench', full);
 await optional('rbd', './rbd.ts', 'rbdBench', full && Boolean(process.env.BLOCKLAYER_CEPH_CONF));
 await optional('nbd', './nbd.ts', 'nbdBench', full);
 await optional('http', './http.ts', 'httpBench', full);
+await optional('v86Boot', './v86-boot.ts', 'v86BootBench', full);
+await optional('fileDiskExt2fs', './file-disk-ext2fs.ts', 'fileDiskExt2fsBench', full);
 await optional('soak', './soak.ts', 'soakBench', full);
 
 const dir = path.join(import.meta.dirname, 'results');
@@ -41,3 +46,8 @@ fs.mkdirSync(dir, { recursive: true });
 const out = path.join(dir, `${results.date as string}.json`.replace(/:/g, '-'));
 fs.writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
 console.log(`\nresults written to ${path.relative(process.cwd(), out)}`);
+const prev = previousRun(dir, full, out);
+if (prev) {
+  console.log(`\nratios against the previous ${full ? 'full' : 'quick'} run (${prev.file}):`);
+  for (const line of compareRuns(results, prev.data)) console.log(`  ${line}`);
+}
