@@ -36,6 +36,8 @@ const EVENT_TYPE_PIPE = 1;
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
 const POLL_BATCH = 64;
+/** Bytes read from the completion pipe at a time (one byte per finished completion). */
+const PIPE_READ_BYTES = 64;
 
 interface Api {
   koffi: KoffiModule;
@@ -316,8 +318,16 @@ class LibrbdImage implements RbdImage {
     private readonly where: string,
     private readonly nodeName: string,
   ) {
-    this.events = new net.Socket({ fd: readFd, readable: true, writable: false });
-    this.events.on('data', () => this.reap());
+    // The pipe's bytes only say "completions are queued": read them into one small buffer of
+    // our own (net's `onread` mode), with no Buffer, stream chunk or 'data' event per wake-up.
+    // (The constructor takes `onread` as connect() does; @types/node lists it for connect only.)
+    const options: net.SocketConstructorOpts & net.ConnectOpts = {
+      fd: readFd,
+      readable: true,
+      writable: false,
+      onread: { buffer: new Uint8Array(PIPE_READ_BYTES), callback: () => this.reap() },
+    };
+    this.events = new net.Socket(options);
     this.events.on('error', (e) => this.failAll(new BlockError('EIO', `rbd: completion pipe of '${where}' failed: ${e.message}`, { cause: e })));
     // An idle image does not keep the process alive; requests in flight do.
     this.events.unref();
@@ -419,13 +429,13 @@ class LibrbdImage implements RbdImage {
     }
   }
 
-  /** Drains librbd's queue of finished completions (called when the pipe has bytes). */
-  private reap(): void {
+  /** Drains librbd's queue of finished completions (called when the pipe has bytes); true: keep reading the pipe. */
+  private reap(): true {
     const f = this.f;
     const words = this.compWords;
     for (;;) {
       const n = f.rbd_poll_io_events(this.image, this.comps, POLL_BATCH) as number;
-      if (n <= 0) return;
+      if (n <= 0) return true;
       for (let i = 0; i < n; i++) {
         const c = words[2 * i] + words[2 * i + 1] * TWO_32;
         const ret = Number(f.rbd_aio_get_return_value(c));
@@ -436,7 +446,7 @@ class LibrbdImage implements RbdImage {
         if (ret < 0) p.reject(this.requestError(ret, p.op, p.offset, p.length));
         else p.resolve();
       }
-      if (n < POLL_BATCH) return;
+      if (n < POLL_BATCH) return true;
     }
   }
 
