@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
-import { BlockLayer, FakeRbdCluster, FakeRbdImage, isBlockError } from '../../src/index.js';
+import { BlockError, BlockLayer, FakeRbdCluster, FakeRbdImage, isBlockError } from '../../src/index.js';
+import { settlesWithBlockErrors } from '../../src/drivers/rbd/adapter.js';
 import { rejection } from '../helpers/rejection.js';
 
 const MiB = 1 << 20;
@@ -157,6 +158,20 @@ describe('rbd driver on the fake adapter', () => {
     const e = await rejection(d.read(0, 512));
     expect(isBlockError(e, 'EIO')).toBe(true);
     await d.close();
+  });
+
+  it('a plain Error from an adapter is wrapped naming operation and offset; an image marked as settling with BlockErrors has its error passed on as it is', async () => {
+    const plain = new FakeRbdImage({ size: MiB, order: 16 });
+    plain.read = () => Promise.reject(new Error('socket gone'));
+    const d1 = await new BlockLayer().openDrive({ driver: 'rbd', adapter: plain });
+    expect(await rejection(d1.read(4096, 512))).toMatchObject({ name: 'BlockError', code: 'EIO', offset: 4096, message: expect.stringContaining('rbd read at 4096+512') });
+    await d1.close();
+    const marked = Object.assign(new FakeRbdImage({ size: MiB, order: 16 }), { [settlesWithBlockErrors]: true });
+    const own = new BlockError('ENOSPC', 'rbd write at 0+1 on the marked image', { offset: 0 });
+    marked.write = () => Promise.reject(own);
+    const d2 = await new BlockLayer().openDrive({ driver: 'rbd', adapter: marked });
+    expect(await rejection(d2.write(0, new Uint8Array(1)))).toBe(own);
+    await d2.close();
   });
 
   it('an RbdImage handed in as adapter needs no pool or image and is closed with the drive', async () => {

@@ -69,6 +69,12 @@ export interface RbdOpenRequest {
   nodeName: string;
 }
 
+/**
+ * Marks an {@link RbdImage} whose rejections are complete BlockErrors already (the librbd
+ * adapter): the driver hands its promises on as they are, without a wrapping layer per request.
+ */
+export const settlesWithBlockErrors: unique symbol = Symbol('rbd.settlesWithBlockErrors');
+
 /** Opens images for the `rbd` driver: the real librbd adapter or a user's own. */
 export type RbdConnector = (request: RbdOpenRequest) => Promise<RbdImage>;
 
@@ -184,11 +190,14 @@ export const rbdDriver = defineDriver({
     const wrap = (op: string, offset: number, length: number) => (e: unknown) => {
       throw fromErrno(e, `rbd ${op} at ${offset}+${length} on '${where}'`, ctx(offset, length));
     };
+    // fromErrno keeps a BlockError as it is, so for an image that only rejects with those the
+    // wrapper would change nothing but cost a promise and two closures per request.
+    const direct = (image as { [settlesWithBlockErrors]?: boolean })[settlesWithBlockErrors] === true;
     const instance: DriverInstance = {
       alignment: 1,
       length: () => size,
-      read: (offset, buffer) => image.read(offset, buffer).catch(wrap('read', offset, buffer.length)),
-      write: (offset, data) => image.write(offset, data).catch(wrap('write', offset, data.length)),
+      read: direct ? (offset, buffer) => image.read(offset, buffer) : (offset, buffer) => image.read(offset, buffer).catch(wrap('read', offset, buffer.length)),
+      write: direct ? (offset, data) => image.write(offset, data) : (offset, data) => image.write(offset, data).catch(wrap('write', offset, data.length)),
       flush: () => image.flush().catch(wrap('flush', 0, 0)),
       discard: (offset, length) => image.discard(offset, length).catch(wrap('discard', offset, length)),
       async blockStatus(offset, length): Promise<BlockStatus> {

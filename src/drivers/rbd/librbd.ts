@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import { BlockError, type BlockErrorContext, fromErrno } from '../../errors.js';
-import type { RbdImage, RbdImageStat, RbdOpenRequest } from './adapter.js';
+import { type RbdImage, type RbdImageStat, type RbdOpenRequest, settlesWithBlockErrors } from './adapter.js';
 
 /*
  * The real RbdImage: librados.so.2 and librbd.so.1 through koffi.
@@ -36,6 +36,8 @@ const EVENT_TYPE_PIPE = 1;
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
 const POLL_BATCH = 64;
+/** Bytes read from the completion pipe at a time (one byte per finished completion). */
+const PIPE_READ_BYTES = 64;
 
 interface Api {
   koffi: KoffiModule;
@@ -167,14 +169,34 @@ function offThread(fn: KoffiFunction, ...args: unknown[]): Promise<number> {
   });
 }
 
-interface Pending {
-  resolve: () => void;
-  reject: (e: BlockError) => void;
-  op: string;
-  offset: number;
-  length: number;
-  /** Keeps the caller's memory alive until librbd is done with it. */
-  buffer: Uint8Array | null;
+const OP_READ = 0;
+const OP_WRITE = 1;
+const OP_DISCARD = 2;
+const OP_FLUSH = 3;
+const OP_WRITE_ZEROES = 4;
+const OP_NAMES = ['read', 'write', 'discard', 'flush', 'write-zeroes'];
+const TWO_32 = 2 ** 32;
+
+/** One request in flight (one class, so every entry has the same shape). */
+class Pending {
+  constructor(
+    readonly resolve: () => void,
+    readonly reject: (e: BlockError) => void,
+    readonly op: number,
+    readonly offset: number,
+    readonly length: number,
+    /** Keeps the caller's memory alive until librbd is done with it. */
+    readonly buffer: Uint8Array | null,
+  ) {}
+}
+
+// A promise's resolve/reject taken out by one shared executor: no closure per request.
+const unset = (): void => undefined;
+let capturedResolve: () => void = unset;
+let capturedReject: (e: BlockError) => void = unset;
+function capture(resolve: () => void, reject: (e: BlockError) => void): void {
+  capturedResolve = resolve;
+  capturedReject = reject;
 }
 
 /** Opens an image through librados/librbd (the default connector of the `rbd` driver). */
@@ -270,9 +292,15 @@ export async function openLibrbdImage(req: RbdOpenRequest): Promise<RbdImage> {
 }
 
 class LibrbdImage implements RbdImage {
+  /** Its rejections are complete BlockErrors already: the driver passes its promises on as they are. */
+  readonly [settlesWithBlockErrors] = true;
+  /** Requests in flight by completion address (a Number: user-space addresses are below 2^53). */
   private readonly pending = new Map<number, Pending>();
+  // Completion handles come back as uint64 words; read as two uint32 halves to stay clear of BigInt.
   private readonly out = new BigUint64Array(1);
+  private readonly outWords = new Uint32Array(this.out.buffer);
   private readonly comps = new BigUint64Array(POLL_BATCH);
+  private readonly compWords = new Uint32Array(this.comps.buffer);
   private readonly events: net.Socket;
   private drained: (() => void) | null = null;
   private closing: Promise<void> | null = null;
@@ -290,13 +318,20 @@ class LibrbdImage implements RbdImage {
     private readonly where: string,
     private readonly nodeName: string,
   ) {
-    this.events = new net.Socket({ fd: readFd, readable: true, writable: false });
-    this.events.on('data', () => this.reap());
+    // The pipe's bytes only say "completions are queued": read them into one small buffer of
+    // our own (net's `onread` mode), with no Buffer, stream chunk or 'data' event per wake-up.
+    // (The constructor takes `onread` as connect() does; @types/node lists it for connect only.)
+    const options: net.SocketConstructorOpts & net.ConnectOpts = {
+      fd: readFd,
+      readable: true,
+      writable: false,
+      onread: { buffer: new Uint8Array(PIPE_READ_BYTES), callback: () => this.reap() },
+    };
+    this.events = new net.Socket(options);
     this.events.on('error', (e) => this.failAll(new BlockError('EIO', `rbd: completion pipe of '${where}' failed: ${e.message}`, { cause: e })));
     // An idle image does not keep the process alive; requests in flight do.
     this.events.unref();
-    const wz = f.rbd_aio_write_zeroes;
-    if (wz) this.writeZeroes = (offset, length) => this.submit('write-zeroes', offset, length, null, (c) => wz(image, offset, length, c, 0, 0));
+    if (f.rbd_aio_write_zeroes) this.writeZeroes = (offset, length) => this.submit(OP_WRITE_ZEROES, offset, length, null);
   }
 
   async size(): Promise<number> {
@@ -309,20 +344,20 @@ class LibrbdImage implements RbdImage {
 
   read(offset: number, buffer: Uint8Array): Promise<void> {
     void buffer.buffer;
-    return this.submit('read', offset, buffer.length, buffer, (c) => this.f.rbd_aio_read(this.image, offset, buffer.length, buffer, c));
+    return this.submit(OP_READ, offset, buffer.length, buffer);
   }
 
   write(offset: number, data: Uint8Array): Promise<void> {
     void data.buffer;
-    return this.submit('write', offset, data.length, data, (c) => this.f.rbd_aio_write(this.image, offset, data.length, data, c));
+    return this.submit(OP_WRITE, offset, data.length, data);
   }
 
   discard(offset: number, length: number): Promise<void> {
-    return this.submit('discard', offset, length, null, (c) => this.f.rbd_aio_discard(this.image, offset, length, c));
+    return this.submit(OP_DISCARD, offset, length, null);
   }
 
   flush(): Promise<void> {
-    return this.submit('flush', 0, 0, null, (c) => this.f.rbd_aio_flush(this.image, c));
+    return this.submit(OP_FLUSH, 0, 0, null);
   }
 
   close(): Promise<void> {
@@ -341,49 +376,82 @@ class LibrbdImage implements RbdImage {
   }
 
   /** Creates a completion, starts the request, and leaves it to the pipe to settle (keyed by the completion's address). */
-  private submit(op: string, offset: number, length: number, buffer: Uint8Array | null, start: (c: bigint) => unknown): Promise<void> {
+  private submit(op: number, offset: number, length: number, buffer: Uint8Array | null): Promise<void> {
     if (this.closing) {
-      return Promise.reject(new BlockError('ECLOSED', `rbd ${op}: image '${this.where}' is closed`, { node: this.nodeName, path: this.where }));
+      return Promise.reject(new BlockError('ECLOSED', `rbd ${OP_NAMES[op]}: image '${this.where}' is closed`, { node: this.nodeName, path: this.where }));
     }
-    return new Promise<void>((resolve, reject) => {
-      let ret = this.f.rbd_aio_create_completion(0, null, this.out) as number;
-      if (ret < 0) return reject(rbdError(ret, `rbd ${op}: could not create a completion`, { node: this.nodeName }));
-      const c = this.out[0];
-      const key = Number(c);
-      if (this.pending.size === 0) this.events.ref();
-      this.pending.set(key, { resolve, reject, op, offset, length, buffer });
-      ret = start(c) as number;
+    const promise = new Promise<void>(capture);
+    const resolve = capturedResolve;
+    const reject = capturedReject;
+    const f = this.f;
+    let c = -1;
+    try {
+      let ret = f.rbd_aio_create_completion(0, null, this.out) as number;
       if (ret < 0) {
-        this.f.rbd_aio_release(c);
-        this.settled(key);
+        reject(rbdError(ret, `rbd ${OP_NAMES[op]}: could not create a completion`, { node: this.nodeName }));
+        return promise;
+      }
+      c = this.outWords[0] + this.outWords[1] * TWO_32;
+      if (this.pending.size === 0) this.events.ref();
+      this.pending.set(c, new Pending(resolve, reject, op, offset, length, buffer));
+      ret = this.start(op, offset, length, buffer, c);
+      if (ret < 0) {
+        f.rbd_aio_release(c);
+        this.settled(c);
         reject(this.requestError(ret, op, offset, length));
       }
-    });
+    } catch (e) {
+      // A call that threw (a bad argument) never reached librbd: nothing will complete it.
+      if (c !== -1) {
+        f.rbd_aio_release(c);
+        this.settled(c);
+      }
+      reject(
+        fromErrno(e, `rbd ${OP_NAMES[op]} at ${offset}+${length} on '${this.where}'`, { node: this.nodeName, path: this.where, offset, length }),
+      );
+    }
+    return promise;
   }
 
-  /** Drains librbd's queue of finished completions (called when the pipe has bytes). */
-  private reap(): void {
+  private start(op: number, offset: number, length: number, buffer: Uint8Array | null, c: number): number {
     const f = this.f;
+    switch (op) {
+      case OP_READ:
+        return f.rbd_aio_read(this.image, offset, length, buffer, c) as number;
+      case OP_WRITE:
+        return f.rbd_aio_write(this.image, offset, length, buffer, c) as number;
+      case OP_DISCARD:
+        return f.rbd_aio_discard(this.image, offset, length, c) as number;
+      case OP_FLUSH:
+        return f.rbd_aio_flush(this.image, c) as number;
+      default:
+        return (f.rbd_aio_write_zeroes as KoffiFunction)(this.image, offset, length, c, 0, 0) as number;
+    }
+  }
+
+  /** Drains librbd's queue of finished completions (called when the pipe has bytes); true: keep reading the pipe. */
+  private reap(): true {
+    const f = this.f;
+    const words = this.compWords;
     for (;;) {
       const n = f.rbd_poll_io_events(this.image, this.comps, POLL_BATCH) as number;
-      if (n <= 0) return;
+      if (n <= 0) return true;
       for (let i = 0; i < n; i++) {
-        const c = this.comps[i];
-        const key = Number(c);
+        const c = words[2 * i] + words[2 * i + 1] * TWO_32;
         const ret = Number(f.rbd_aio_get_return_value(c));
         f.rbd_aio_release(c);
-        const p = this.pending.get(key);
-        if (!p) continue;
-        this.settled(key);
+        const p = this.pending.get(c);
+        if (p === undefined) continue;
+        this.settled(c);
         if (ret < 0) p.reject(this.requestError(ret, p.op, p.offset, p.length));
         else p.resolve();
       }
-      if (n < POLL_BATCH) return;
+      if (n < POLL_BATCH) return true;
     }
   }
 
-  private settled(id: number): void {
-    this.pending.delete(id);
+  private settled(c: number): void {
+    this.pending.delete(c);
     if (this.pending.size > 0) return;
     this.events.unref();
     if (this.drained) {
@@ -393,8 +461,8 @@ class LibrbdImage implements RbdImage {
     }
   }
 
-  private requestError(ret: number, op: string, offset: number, length: number): BlockError {
-    return rbdError(ret, `rbd ${op} at ${offset}+${length} on '${this.where}'`, {
+  private requestError(ret: number, op: number, offset: number, length: number): BlockError {
+    return rbdError(ret, `rbd ${OP_NAMES[op]} at ${offset}+${length} on '${this.where}'`, {
       node: this.nodeName,
       path: this.where,
       offset,
@@ -404,9 +472,9 @@ class LibrbdImage implements RbdImage {
 
   private failAll(e: BlockError): void {
     // librbd may still use the buffers of these requests: they stay referenced for good.
-    for (const [id, p] of [...this.pending]) {
+    for (const [c, p] of [...this.pending]) {
       if (p.buffer) this.orphans.push(p.buffer);
-      this.settled(id);
+      this.settled(c);
       p.reject(e);
     }
   }
