@@ -38,6 +38,7 @@ export interface NbdServerOptions {
    * Bytes that all connections together may hold for requests (WRITE payloads being received or
    * processed, READ data until its reply is written out); past it the server stops reading requests
    * until replies drain, and no request is failed for it (default 256 MiB, at least maxRequest).
+   * Buffers of finished requests are kept for reuse, at most a quarter of it (and 32 MiB) idle.
    */
   memoryBudget?: number;
   /** Clock for the handshake timeout (default: the real clock). */
