@@ -6,6 +6,11 @@
  * (qemu-nbd --aio=E, our file driver aio: E), once per engine. Besides the rate, each side's CPU
  * time per request (all threads of the server process) is printed: on a shared machine it moves
  * less than the rate does.
+ * What limits 1 MiB writes (2026-11): Node reads a socket 64 KiB at a time into a fresh
+ * ArrayBuffer per read, and that external memory makes V8 run a mark-compact for about every
+ * 64 MiB received (--trace-gc: "external memory pressure"), then each chunk is copied into the
+ * payload; qemu-nbd receives straight into its request buffer. A server socket cannot be given
+ * its own read buffer (net.Server has no `onread`).
  * Run: `npx tsx bench/nbd.ts [--seconds N] [--rounds N] [--aio threads|io_uring|both] [--only randread|read|write]`
  * (or `npm run bench -- --full`).
  */
