@@ -1,7 +1,18 @@
 /**
  * NBD server speed: our NbdServer vs qemu-nbd serving the same raw file, both measured with the
  * same client (fio's nbd engine) in the same run: 4 KiB random reads at QD32, 1 MiB sequential
- * reads and writes at QD8. Run: `npx tsx bench/nbd.ts [--seconds N]` (or `npm run bench -- --full`).
+ * reads and writes at QD8. Like with like: both sides use the page cache (qemu-nbd
+ * --cache=writeback, its default; our file driver never opens O_DIRECT) and the same I/O engine
+ * (qemu-nbd --aio=E, our file driver aio: E), once per engine. Besides the rate, each side's CPU
+ * time per request (all threads of the server process) is printed: on a shared machine it moves
+ * less than the rate does.
+ * What limits 1 MiB writes (2026-11): Node reads a socket 64 KiB at a time into a fresh
+ * ArrayBuffer per read, and that external memory makes V8 run a mark-compact for about every
+ * 64 MiB received (--trace-gc: "external memory pressure"), then each chunk is copied into the
+ * payload; qemu-nbd receives straight into its request buffer. A server socket cannot be given
+ * its own read buffer (net.Server has no `onread`).
+ * Run: `npx tsx bench/nbd.ts [--seconds N] [--rounds N] [--aio threads|io_uring|both] [--only randread|read|write]`
+ * (or `npm run bench -- --full`).
  */
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -10,7 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { BlockLayer, NbdServer } from '../src/index.js';
-import { fmtRate, row, sideBySide } from './util.js';
+import { fmtRate, median } from './util.js';
 
 const run = promisify(execFile);
 const SIZE = 256 * 1024 * 1024;
@@ -54,8 +65,10 @@ async function waitForPort(port: number, ms = 5000): Promise<void> {
   }
 }
 
-/** One fio run against an NBD URI: IOPS for 4 KiB jobs, MB/s for 1 MiB ones. */
-async function fio(uri: string, s: Scenario, seconds: number): Promise<number> {
+type Aio = 'threads' | 'io_uring';
+
+/** One fio run against an NBD URI: the rate (IOPS for 4 KiB jobs, MB/s for 1 MiB ones) and the requests done. */
+async function fio(uri: string, s: Scenario, seconds: number): Promise<{ rate: number; requests: number }> {
   const { stdout } = await run('fio', [
     '--name=nbdbench',
     '--ioengine=nbd',
@@ -70,16 +83,44 @@ async function fio(uri: string, s: Scenario, seconds: number): Promise<number> {
   ], { maxBuffer: 16 << 20 });
   const job = (JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: { read: { iops: number; bw_bytes: number }; write: { iops: number; bw_bytes: number } }[] }).jobs[0];
   const side = s.rw === 'write' ? job.write : job.read;
-  return s.bs === '4k' ? side.iops : side.bw_bytes / 1e6;
+  return { rate: s.bs === '4k' ? side.iops : side.bw_bytes / 1e6, requests: side.iops * seconds };
+}
+
+/** One measured run: the rate and the server's CPU microseconds per request. */
+interface Sample {
+  rate: number;
+  cpuUs: number;
+}
+
+/** CPU seconds (user + system, all threads) used so far by process `pid`, from /proc. */
+function procCpuSeconds(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+}
+const CLOCK_TICKS = 100;
+
+/** This process's CPU seconds (the server runs in it; fio is a child with its own). */
+function selfCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+async function measured(cpu: () => number, uri: string, s: Scenario, seconds: number): Promise<Sample> {
+  const before = cpu();
+  const r = await fio(uri, s, seconds);
+  const used = cpu() - before;
+  return { rate: r.rate, cpuUs: r.requests > 0 ? (used * 1e6) / r.requests : Number.NaN };
 }
 
 /** Serves `file` with qemu-nbd for the duration of `fn`. */
-async function withQemuNbd<T>(file: string, fn: (uri: string) => Promise<T>): Promise<T> {
+async function withQemuNbd<T>(file: string, aio: Aio, fn: (uri: string, cpu: () => number) => Promise<T>): Promise<T> {
   const port = await freePort();
-  const p = spawn('qemu-nbd', ['-f', 'raw', '-x', 'disk', '-b', '127.0.0.1', '-p', String(port), '--persistent', '--shared=8', '--cache=writeback', file], { stdio: 'ignore' });
+  const p = spawn('qemu-nbd', ['-f', 'raw', '-x', 'disk', '-b', '127.0.0.1', '-p', String(port), '--persistent', '--shared=8', '--cache=writeback', `--aio=${aio}`, file], { stdio: 'ignore' });
   try {
     await waitForPort(port);
-    return await fn(`nbd://127.0.0.1:${port}/disk`);
+    return await fn(`nbd://127.0.0.1:${port}/disk`, () => procCpuSeconds(p.pid as number));
   } finally {
     p.kill('SIGTERM');
     await new Promise((r) => p.once('exit', r));
@@ -87,20 +128,59 @@ async function withQemuNbd<T>(file: string, fn: (uri: string) => Promise<T>): Pr
 }
 
 /** Serves `file` with our NbdServer (raw over file, one Drive) for the duration of `fn`. */
-async function withOurs<T>(file: string, fn: (uri: string) => Promise<T>): Promise<T> {
+async function withOurs<T>(file: string, aio: Aio, fn: (uri: string, cpu: () => number) => Promise<T>): Promise<T> {
   const layer = new BlockLayer();
-  const drive = await layer.openDrive({ driver: 'raw', file: { driver: 'file', filename: file } });
+  const drive = await layer.openDrive({ driver: 'raw', file: { driver: 'file', filename: file, aio } });
+  const used = (drive.node.children.get('file')?.info() as { aio?: string } | undefined)?.aio;
+  if (used !== aio) throw new Error(`file driver: asked for aio ${aio}, got ${used}`);
   const server = new NbdServer({ exports: [{ name: 'disk', drive }] });
   const address = await server.listen({ host: '127.0.0.1', port: 0 });
   try {
-    return await fn(`nbd://127.0.0.1:${(address as { port: number }).port}/disk`);
+    return await fn(`nbd://127.0.0.1:${(address as { port: number }).port}/disk`, selfCpuSeconds);
   } finally {
     await server.close();
     await layer.close();
   }
 }
 
-export async function nbdBench(seconds = 5): Promise<Record<string, unknown>> {
+/** Ours and qemu-nbd alternately (so neither always runs on a warmer or cooler machine); medians. */
+async function pair(file: string, aio: Aio, s: Scenario, seconds: number, rounds: number) {
+  const ours: Sample[] = [];
+  const qemu: Sample[] = [];
+  const runQemu = async () => qemu.push(await withQemuNbd(file, aio, (uri, cpu) => measured(cpu, uri, s, seconds)));
+  const runOurs = async () => ours.push(await withOurs(file, aio, (uri, cpu) => measured(cpu, uri, s, seconds)));
+  for (let i = 0; i < rounds; i++) {
+    if (i % 2 === 0) {
+      await runQemu();
+      await runOurs();
+    } else {
+      await runOurs();
+      await runQemu();
+    }
+  }
+  const m = (xs: Sample[], k: keyof Sample) => median(xs.map((x) => x[k]));
+  const result = {
+    ours: m(ours, 'rate'),
+    qemu: m(qemu, 'rate'),
+    ratio: m(ours, 'rate') / m(qemu, 'rate'),
+    oursCpuUsPerRequest: m(ours, 'cpuUs'),
+    qemuCpuUsPerRequest: m(qemu, 'cpuUs'),
+    rounds: { ours: ours.map((x) => x.rate), qemu: qemu.map((x) => x.rate) },
+  };
+  const unit = s.bs === '4k' ? ' IOPS' : ' MB/s';
+  console.log(
+    `  ${s.label.padEnd(36)} ${fmtRate(result.ours, unit).padStart(11)} vs ${fmtRate(result.qemu, unit).padStart(11)}  ratio ${result.ratio.toFixed(3)}` +
+      `   CPU/req ${result.oursCpuUsPerRequest.toFixed(1)} vs ${result.qemuCpuUsPerRequest.toFixed(1)} µs`,
+  );
+  return result;
+}
+
+export async function nbdBench(
+  seconds = 5,
+  options: { rounds?: number; engines?: readonly Aio[]; only?: Scenario['rw'] } = {},
+): Promise<Record<string, unknown>> {
+  const rounds = options.rounds ?? 3;
+  const engines = options.engines ?? (['threads', 'io_uring'] as const);
   for (const tool of ['fio', 'qemu-nbd']) {
     try {
       await run(tool, ['--version']);
@@ -113,17 +193,14 @@ export async function nbdBench(seconds = 5): Promise<Record<string, unknown>> {
   const file = path.join(dir, 'disk.raw');
   fs.writeFileSync(file, Buffer.alloc(SIZE, 0x5a)); // fully allocated, in the page cache
   const results: Record<string, unknown> = {};
-  console.log(`nbd server: fio --ioengine=nbd against ours and qemu-nbd on the same ${SIZE >> 20} MiB raw file, ${seconds} s each, median of 3`);
+  console.log(`nbd server: fio --ioengine=nbd against ours and qemu-nbd on the same ${SIZE >> 20} MiB raw file (page cache), ${seconds} s each, median of ${rounds}`);
   try {
-    for (const s of SCENARIOS) {
-      const r = await sideBySide(
-        3,
-        () => withQemuNbd(file, (uri) => fio(uri, s, seconds)),
-        () => withOurs(file, (uri) => fio(uri, s, seconds)),
-      );
-      results[s.label] = r;
-      const unit = s.bs === '4k' ? ' IOPS' : ' MB/s';
-      row(s.label, fmtRate(r.subject, unit), fmtRate(r.baseline, unit), r.ratio);
+    for (const aio of engines) {
+      console.log(` aio=${aio} (ours: file driver aio '${aio}'; qemu-nbd --aio=${aio} --cache=writeback)`);
+      for (const s of SCENARIOS) {
+        if (options.only !== undefined && s.rw !== options.only) continue;
+        results[`${s.label} [aio=${aio}]`] = await pair(file, aio, s, seconds, rounds);
+      }
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -132,6 +209,17 @@ export async function nbdBench(seconds = 5): Promise<Record<string, unknown>> {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const i = process.argv.indexOf('--seconds');
-  await nbdBench(i > 0 ? Number(process.argv[i + 1]) : 5);
+  const arg = (name: string) => {
+    const i = process.argv.indexOf(name);
+    return i > 0 ? process.argv[i + 1] : undefined;
+  };
+  const aio = arg('--aio') ?? 'both';
+  if (!['threads', 'io_uring', 'both'].includes(aio)) throw new Error(`--aio: '${aio}' is not threads, io_uring or both`);
+  const only = arg('--only');
+  if (only !== undefined && !['randread', 'read', 'write'].includes(only)) throw new Error(`--only: '${only}' is not randread, read or write`);
+  await nbdBench(Number(arg('--seconds') ?? 5), {
+    rounds: Number(arg('--rounds') ?? 3),
+    engines: aio === 'both' ? ['threads', 'io_uring'] : [aio as Aio],
+    ...(only === undefined ? {} : { only: only as Scenario['rw'] }),
+  });
 }

@@ -18,7 +18,7 @@ const VERBS: Record<string, { run: (args: string[]) => Promise<number>; help: st
   bench: { run: benchCommand, help: '[--rw R] [--bs N] [--iodepth N] [--runtime S] [--drives N] [--iops N …] [--json] [--plot F.svg]   fio-like benchmark' },
   serve: {
     run: serveCommand,
-    help: "IMAGE -x NAME [-f FMT] [-r] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive 'file=…,id=…,iops=…,group=…' …] [--qmp unix:PATH] [--tls-creds DIR [--tls-verify-peer] | --tls-psk DIR|FILE] [--memory-budget SIZE]   NBD server",
+    help: "IMAGE -x NAME [-f FMT] [-r] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive 'file=…,id=…,iops=…,group=…' …] [--qmp unix:PATH] [--tls-creds DIR [--tls-verify-peer] | --tls-psk DIR|FILE] [--memory-budget SIZE] [--aio threads|io_uring]   NBD server",
   },
   check: { run: checkCommand, help: '[-f FMT] IMAGE [-r leaks|all | --repair leaks|all] [--json]   metadata consistency check (like qemu-img check; exit 0 clean, 1 failed, 2 corrupt, 3 leaks, 63 unsupported)' },
   commit: { run: commitCommand, help: '[-d] [-p] [-q] OVERLAY                           merge a qcow2 overlay into its backing file, then empty it (like qemu-img commit)' },

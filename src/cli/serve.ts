@@ -31,6 +31,7 @@ const OPTIONS = {
   'tls-psk': { type: 'string' },
   'tls-verify-peer': { type: 'boolean' },
   'memory-budget': { type: 'string' },
+  aio: { type: 'string' },
   ...LIMIT_FLAGS,
 } as const;
 
@@ -184,6 +185,17 @@ function joinNegativeValues(args: string[]): string[] {
   return out;
 }
 
+/**
+ * `--aio` (qemu-nbd's spelling): the file driver's I/O engine for IMAGE, and for each `--drive`
+ * without its own `aio=`. `native` (Linux AIO) is accepted and leaves the default engine, as
+ * `aio=native` in a -drive string does.
+ */
+function parseAio(v: string | undefined): 'threads' | 'io_uring' | undefined {
+  if (v === undefined || v === 'native') return undefined;
+  if (v === 'threads' || v === 'io_uring') return v;
+  throw new BlockError('EINVAL', `--aio: '${v}' is not threads, io_uring or native`, { field: 'aio' });
+}
+
 function parsePort(v: string | undefined): number {
   if (v === undefined) return 10809;
   const n = num('port', v);
@@ -193,7 +205,8 @@ function parsePort(v: string | undefined): number {
 
 /**
  * `blocklayer serve`: an NBD server (qemu-nbd's spellings) for IMAGE and every `--drive`,
- * all in one BlockLayer so throttle groups are shared across exports; `--qmp unix:PATH` adds a
+ * all in one BlockLayer so throttle groups are shared across exports; `--aio threads|io_uring`
+ * picks the file driver's I/O engine (as qemu-nbd's `--aio`); `--qmp unix:PATH` adds a
  * QMP monitor (query-block, block_set_io_throttle, block-export-add/del, quit, …). Runs until
  * SIGINT/SIGTERM or QMP quit, then stops accepting, drains and flushes, closes, exits 0.
  */
@@ -206,6 +219,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   const format = checkFormat(v.format);
   const limits: ThrottleLimits = parseLimitFlags(v as Record<string, unknown>);
   const port = parsePort(v.port);
+  const aio = parseAio(v.aio);
   const maxConnections = v.shared === undefined ? undefined : num('shared', v.shared);
   if (maxConnections !== undefined && (!Number.isInteger(maxConnections) || maxConnections < 1)) {
     throw new BlockError('EINVAL', `-e/--shared: '${v.shared}' is not a positive integer`, { field: 'shared' });
@@ -238,7 +252,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   try {
     if (image !== undefined) {
       const name = v['export-name'] ?? '';
-      const opts = await driveOptions(image, format, v['read-only'] ?? false);
+      const opts = withAio(await driveOptions(image, format, v['read-only'] ?? false), aio);
       if (ID_RE.test(name)) opts.id = name;
       if (Object.keys(limits).length > 0 || v.group !== undefined) opts.throttle = { ...limits, ...(v.group !== undefined ? { group: v.group } : {}) };
       const drive = await layer.openDrive(opts);
@@ -266,7 +280,7 @@ export async function serveCommand(args: string[]): Promise<number> {
       const { driver: _d, file: _f, readOnly, ...rest } = o;
       const name = exportName ?? p.id;
       if (name === undefined) throw new BlockError('EINVAL', `--drive '${s}': id= or export= required (it names the export)`, { field: 'id' });
-      const opts = withAio({ ...(await driveOptions(p.filename!, p.format, readOnly ?? false)), ...rest }, p.aio) as DriveOptions;
+      const opts = withAio({ ...(await driveOptions(p.filename!, p.format, readOnly ?? false)), ...rest }, p.aio ?? aio) as DriveOptions;
       const drive = await layer.openDrive(opts);
       server.addExport({ name, drive, readOnly: drive.readOnly });
       manager.adopt(p.id ?? drive.id, name);

@@ -12,6 +12,8 @@ export class ReaderClosed extends Error {
  */
 export class SocketReader {
   private chunks: Buffer[] = [];
+  /** Bytes of chunks[0] already read (the chunk is not sliced per read). */
+  private head = 0;
   private size = 0;
   private want = 0;
   private waiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
@@ -43,6 +45,8 @@ export class SocketReader {
     this.socket.off('data', this.onData);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onClose);
+    if (this.head > 0 && this.chunks.length > 0) this.chunks[0] = (this.chunks[0] as Buffer).subarray(this.head);
+    this.head = 0;
     const rest = Buffer.concat(this.chunks);
     this.stop(new ReaderClosed('reader detached'));
     return rest;
@@ -55,18 +59,58 @@ export class SocketReader {
 
   /** Resolves with exactly `n` bytes; rejects with ReaderClosed if the stream ends first. */
   async read(n: number): Promise<Buffer> {
-    if (this.size < n) {
-      if (this.ended) throw this.ended;
-      this.want = n;
-      if (this.socket.isPaused() && this.size <= n + this.slack) this.socket.resume();
-      await new Promise<void>((resolve, reject) => {
-        this.waiter = { resolve, reject };
-      });
-    }
+    await this.arrival(n);
     const out = this.take(n);
     this.want = 0;
     if (this.socket.isPaused() && this.size <= this.slack && !this.ended) this.socket.resume();
     return out;
+  }
+
+  /** Fills `target` with the next `target.byteLength` bytes, waiting for them; rejects with ReaderClosed if the stream ends first. */
+  async fill(target: Buffer): Promise<void> {
+    await this.arrival(target.byteLength);
+    this.copyOut(target);
+    this.want = 0;
+    if (this.socket.isPaused() && this.size <= this.slack && !this.ended) this.socket.resume();
+  }
+
+  /** {@link fill} if the bytes are here already (true), else false and nothing read: no promise when nothing needs waiting for. */
+  fillNow(target: Buffer): boolean {
+    if (this.ended || this.size < target.byteLength || this.waiter) return false;
+    this.copyOut(target);
+    if (this.socket.isPaused() && this.size <= this.slack) this.socket.resume();
+    return true;
+  }
+
+  /**
+   * Decodes the next `n` bytes with `decode` if they are here already, else null (nothing read).
+   * When they lie in one received chunk (the usual case) they are decoded where they are, without a
+   * slice or copy.
+   */
+  decodeNow<T>(n: number, decode: (b: Buffer, at: number) => T): T | null {
+    if (this.ended || this.size < n || this.waiter) return null;
+    const first = this.chunks[0] as Buffer;
+    let out: T;
+    if (first.byteLength - this.head >= n) {
+      // Decode before advancing: a decoder that throws leaves the bytes unread (the connection ends anyway).
+      out = decode(first, this.head);
+      this.advance(first, n);
+    } else {
+      out = decode(this.take(n), 0);
+    }
+    if (this.socket.isPaused() && this.size <= this.slack) this.socket.resume();
+    return out;
+  }
+
+  /** Waits until `n` bytes are buffered. */
+  private async arrival(n: number): Promise<void> {
+    if (this.size >= n) return;
+    if (this.ended) throw this.ended;
+    this.want = n;
+    if (this.socket.isPaused() && this.size <= n + this.slack) this.socket.resume();
+    await new Promise<void>((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
   }
 
   /**
@@ -85,6 +129,7 @@ export class SocketReader {
     if (this.ended) return;
     this.ended = reason;
     this.chunks = [];
+    this.head = 0;
     this.size = 0;
     const w = this.waiter;
     this.waiter = null;
@@ -97,25 +142,38 @@ export class SocketReader {
     w?.resolve();
   }
 
+  /** Marks `n` bytes of the first chunk, `first`, as read. */
+  private advance(first: Buffer, n: number): void {
+    this.size -= n;
+    this.head += n;
+    if (this.head === first.byteLength) {
+      this.chunks.shift();
+      this.head = 0;
+    }
+  }
+
   private take(n: number): Buffer {
     const first = this.chunks[0];
-    if (first !== undefined && first.byteLength >= n) {
-      this.size -= n;
-      if (first.byteLength === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
+    if (first !== undefined && first.byteLength - this.head >= n) {
+      const out = first.subarray(this.head, this.head + n);
+      this.advance(first, n);
+      return out;
     }
     const out = Buffer.allocUnsafe(n);
+    this.copyOut(out);
+    return out;
+  }
+
+  /** Moves the next `target.byteLength` buffered bytes into `target`. */
+  private copyOut(target: Buffer): void {
+    const n = target.byteLength;
     let filled = 0;
     while (filled < n) {
       const c = this.chunks[0] as Buffer;
-      const k = Math.min(c.byteLength, n - filled);
-      c.copy(out, filled, 0, k);
+      const k = Math.min(c.byteLength - this.head, n - filled);
+      c.copy(target, filled, this.head, this.head + k);
       filled += k;
-      if (k === c.byteLength) this.chunks.shift();
-      else this.chunks[0] = c.subarray(k);
+      this.advance(c, k);
     }
-    this.size -= n;
-    return out;
   }
 }

@@ -7,7 +7,9 @@ import { BlockError, isBlockError } from '../errors.js';
 import { nbdErrorFor } from './errors.js';
 import * as P from './protocol.js';
 import { MemoryBudget } from './memory-budget.js';
+import { BufferPool } from './buffer-pool.js';
 import { ReaderClosed, SocketReader } from './reader.js';
+import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
 import { type NbdTlsOptions, type NbdTlsSetup, peerVerifyError, prepareTls } from './tls.js';
 
 /** One export: a name clients ask for and the drive that serves it. */
@@ -36,6 +38,7 @@ export interface NbdServerOptions {
    * Bytes that all connections together may hold for requests (WRITE payloads being received or
    * processed, READ data until its reply is written out); past it the server stops reading requests
    * until replies drain, and no request is failed for it (default 256 MiB, at least maxRequest).
+   * Buffers of finished requests are kept for reuse, at most a quarter of it (and 32 MiB) idle.
    */
   memoryBudget?: number;
   /** Clock for the handshake timeout (default: the real clock). */
@@ -87,6 +90,8 @@ const MAX_OPTION_LENGTH = 64 * 1024;
 const HANDSHAKE_BACKLOG = 256 * 1024;
 /** Bytes the reader may hold beyond what the parser asked for. */
 const READER_SLACK = 256 * 1024;
+/** Idle bytes kept for reuse by the buffer pool, at most (and at most a quarter of the memory budget). */
+const POOL_LIMIT = 32 * 1024 * 1024;
 /** Requests in flight per connection before the server stops reading new ones. */
 const MAX_IN_FLIGHT = 64;
 /** Block status extents in one reply (QEMU sends at most ~128 Ki; each is 8 bytes on the wire). */
@@ -139,6 +144,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   /** @internal */ readonly maxRequest: number;
   /** @internal */ readonly clock: Clock;
   /** @internal */ readonly budget: MemoryBudget;
+  /** @internal WRITE payload and READ reply buffers for reuse. */ readonly pool: BufferPool;
   /** @internal */ readonly tls: NbdTlsSetup | null;
   /** @internal */ readonly tlsRequired: boolean;
 
@@ -153,6 +159,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
       throw new BlockError('EINVAL', `memoryBudget: ${memoryBudget} is below maxRequest ${this.maxRequest} (one request must fit)`, { field: 'memoryBudget' });
     }
     this.budget = new MemoryBudget(memoryBudget);
+    this.pool = new BufferPool(Math.min(POOL_LIMIT, memoryBudget >> 2));
     this.clock = options.clock ?? new RealClock();
     this.tls = options.tls === undefined ? null : prepareTls(options.tls);
     if (options.tlsRequired === true && this.tls === null) throw new BlockError('EINVAL', 'tlsRequired: needs tls credentials', { field: 'tlsRequired' });
@@ -474,21 +481,42 @@ class Connection {
 
   /** {@link send} with a callback once the frame has been handed to the OS (or will never be). */
   private sendFrame(parts: Uint8Array[], done?: () => void): void {
-    if (this.socket.destroyed || !this.socket.writable) {
+    if (!this.writableCorked()) {
       done?.();
       return;
-    }
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      // setImmediate runs after the poll phase has delivered every completion ready in this turn
-      // (drive reads finishing together), so their replies leave in one writev, not one write each.
-      setImmediate(this.uncork);
     }
     const last = parts.length - 1;
     for (let i = 0; i < last; i++) this.socket.write(parts[i] as Uint8Array);
     if (last >= 0) this.socket.write(parts[last] as Uint8Array, done);
     else done?.();
+  }
+
+  /**
+   * A frame that is one buffer (the hot path: no parts array). `done(err)` runs once the frame has
+   * been handed to the OS, or with an error when it never will be; without an error the buffer is
+   * no longer referenced by the socket.
+   */
+  private sendOne(frame: Uint8Array, done?: (err?: Error | null) => void): void {
+    if (!this.writableCorked()) {
+      done?.();
+      return;
+    }
+    this.socket.write(frame, done);
+  }
+
+  /**
+   * False when the socket can no longer write. Otherwise corks it for this turn: frames sent in the
+   * same turn leave together. setImmediate runs after the poll phase has delivered every completion
+   * ready in this turn (drive reads finishing together), so their replies leave in one writev.
+   */
+  private writableCorked(): boolean {
+    if (this.socket.destroyed || !this.socket.writable) return false;
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      setImmediate(this.uncork);
+    }
+    return true;
   }
 
   // ---- handshake ------------------------------------------------------------------------
@@ -705,9 +733,10 @@ class Connection {
       // The awaits are skipped when nothing needs waiting for: requests already received are parsed in one go.
       if (this.mustWait()) await this.slot();
       if (this.stopping) return;
-      let req: P.NbdRequest;
+      let req: ServerRequest;
       try {
-        req = P.decodeRequest(this.reader.readNow(P.REQUEST_SIZE) ?? (await this.reader.read(P.REQUEST_SIZE)));
+        // Decoded where it lies in the received chunk when it is all here (the usual case at depth).
+        req = this.reader.decodeNow(P.REQUEST_SIZE, decodeServerRequest) ?? decodeServerRequest(await this.reader.read(P.REQUEST_SIZE), 0);
       } catch (e) {
         if (e instanceof P.NbdProtocolError) throw new ProtocolViolation(e.message);
         throw e;
@@ -727,7 +756,9 @@ class Connection {
         case P.NBD_CMD_WRITE:
           // The payload cannot be skipped safely when it is larger than we accept: drop the client.
           if (req.length > maxRequest) throw new ProtocolViolation(`NBD_CMD_WRITE of ${req.length} bytes exceeds the maximum ${maxRequest}`);
-          payload = this.reader.readNow(req.length) ?? (await this.reader.read(req.length));
+          // Copied out of the received chunks into a reused buffer (the copy a fresh buffer needed too).
+          payload = this.server.pool.take(req.length);
+          if (!this.reader.fillNow(payload)) await this.reader.fill(payload);
           break;
         case P.NBD_CMD_READ:
         case P.NBD_CMD_FLUSH:
@@ -742,13 +773,7 @@ class Connection {
       }
       this.inFlight++;
       this.inFlightBytes += bytes;
-      const done = hold === null ? undefined : this.releaser(hold);
-      void this.serve(req, payload, done).finally(() => {
-        this.inFlight--;
-        this.inFlightBytes -= bytes;
-        this.wakeSlot();
-        if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
-      });
+      void this.serve(req, payload, hold, bytes);
     }
   }
 
@@ -829,22 +854,24 @@ class Connection {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** A write callback that gives a request's budget bytes back once its reply has left (or failed to). */
-  private releaser(hold: { n: number }): () => void {
-    return () => this.giveBack(hold);
-  }
-
-  /** Runs one request on the drive and sends its reply (`done` once the reply is written). Never rejects. */
-  private async serve(req: P.NbdRequest, payload: Buffer | null, done?: () => void): Promise<void> {
+  /**
+   * Runs one request on the drive and sends its reply; the request's budget bytes (`hold`) go
+   * back once the reply has been written. Then it leaves the in-flight count. Never rejects.
+   */
+  private async serve(req: ServerRequest, payload: Buffer | null, hold: { n: number } | null, bytes: number): Promise<void> {
     try {
       this.check(req);
       switch (req.type) {
         case P.NBD_CMD_READ:
-          return await this.read(req, done);
+          await this.read(req, hold);
+          return;
         case P.NBD_CMD_BLOCK_STATUS:
-          return await this.blockStatus(req);
+          await this.blockStatus(req);
+          return;
         case P.NBD_CMD_WRITE:
           await this.drive.write(req.offset, payload as Buffer);
+          // The drive is done with the payload once the write succeeded (a failed one may leave pieces running).
+          this.server.pool.give(payload as Buffer);
           if (req.flags & P.NBD_CMD_FLAG_FUA) await this.drive.flush();
           break;
         case P.NBD_CMD_FLUSH:
@@ -860,9 +887,16 @@ class Connection {
           // Advisory: nothing to prefetch into (the drive has its own caches, if any).
           break;
       }
-      this.sendFrame([P.encodeSimpleReply(req.cookie, P.NBD_SUCCESS)], done);
+      const reply = Buffer.allocUnsafe(P.SIMPLE_REPLY_SIZE);
+      writeSimpleReply(reply, req, P.NBD_SUCCESS);
+      this.sendOne(reply, hold === null ? undefined : () => this.giveBack(hold));
     } catch (e) {
-      this.sendError(req, e, done);
+      this.sendError(req, e, hold === null ? undefined : () => this.giveBack(hold));
+    } finally {
+      this.inFlight--;
+      this.inFlightBytes -= bytes;
+      this.wakeSlot();
+      if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
     }
   }
 
@@ -893,15 +927,28 @@ class Connection {
     }
   }
 
-  private async read(req: P.NbdRequest, done?: () => void): Promise<void> {
-    const data = req.length === 0 ? Buffer.alloc(0) : await this.drive.read(req.offset, req.length);
-    if (!this.structured) {
-      this.sendFrame([P.encodeSimpleReply(req.cookie, P.NBD_SUCCESS), data], done);
-    } else if (req.length === 0) {
-      this.sendFrame([P.encodeStructuredReplyHeader(req.cookie, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, 0)], done);
-    } else {
-      this.sendFrame([P.encodeOffsetDataHeader(req.cookie, P.NBD_REPLY_FLAG_DONE, req.offset, data.byteLength), data], done);
+  /**
+   * Reads straight into the reply: one buffer holds the reply header and, behind it, the data the
+   * drive fills, so the reply leaves in one socket write. The buffer is reused once written out.
+   */
+  private async read(req: ServerRequest, hold: { n: number } | null): Promise<void> {
+    if (req.length === 0) {
+      const done = hold === null ? undefined : () => this.giveBack(hold);
+      if (this.structured) this.sendOne(P.encodeStructuredReplyHeader(req.cookie, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, 0), done);
+      else this.sendOne(P.encodeSimpleReply(req.cookie, P.NBD_SUCCESS), done);
+      return;
     }
+    const structured = this.structured;
+    const header = readReplyHeaderSize(structured);
+    const pool = this.server.pool;
+    const frame = pool.take(header + req.length);
+    await this.drive.read(req.offset, frame.subarray(header));
+    writeReadReplyHeader(frame, req, structured);
+    this.sendOne(frame, (err?: Error | null) => {
+      if (hold !== null) this.giveBack(hold);
+      // Written out (or never handed to the socket): nothing references the frame any more.
+      if (!err) pool.give(frame);
+    });
   }
 
   private async trim(req: P.NbdRequest): Promise<void> {
@@ -960,9 +1007,9 @@ class Connection {
     const error = e instanceof RequestError ? e.nbdError : nbdErrorFor(e);
     if (this.structured) {
       const message = e instanceof Error ? e.message : String(e);
-      this.sendFrame([P.encodeErrorChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, error, message)], done);
+      this.sendOne(P.encodeErrorChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, error, message), done);
     } else {
-      this.sendFrame([P.encodeSimpleReply(req.cookie, error)], done);
+      this.sendOne(P.encodeSimpleReply(req.cookie, error), done);
     }
   }
 }
