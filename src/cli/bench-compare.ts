@@ -1,7 +1,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import type { BenchResult } from '../bench/report.js';
 import type { AioEngine } from '../drivers/file/engine.js';
 import { BlockError } from '../errors.js';
-import type { BenchResult } from '../bench/report.js';
 
 /** What `--compare` measured with the other tool, or why it did not run. */
 export type Compared = { tool: string; iops: number; args: string[] } | { skipped: string };

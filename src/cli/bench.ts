@@ -8,10 +8,10 @@ import { runJob } from '../bench/runner.js';
 import { formatTable } from '../bench/table.js';
 import { defaultAio, selectEngine } from '../drivers/file/engine.js';
 import { BlockError } from '../errors.js';
-import { type CompareTarget, compare } from './bench-compare.js';
 import { parseDriveString, withAio } from '../options/drive-string.js';
 import { parseSize } from '../options/size.js';
 import type { ThrottleLimits } from '../throttle/limits.js';
+import { type CompareTarget, compare } from './bench-compare.js';
 import { LIMIT_FLAGS, num, parseLimitFlags } from './limit-flags.js';
 import { targetOptions } from './target.js';
 
