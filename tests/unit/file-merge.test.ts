@@ -117,3 +117,22 @@ describe('AdjacentMerger (threads engine: adjacent requests of one turn as one v
     expect(f.vectoredCalls).toEqual([{ position: 0, sizes: [4096, 4096] }]);
   });
 });
+
+describe('AdjacentMerger memory', () => {
+  it('holds no buffer or callback of a request once its turn is issued, also after a burst', async () => {
+    const f = fake();
+    const m = new AdjacentMerger(3, f.vectored, f.single);
+    const held = () => {
+      const o = m as unknown as { buffers: Uint8Array[]; resolves: unknown[] };
+      return { buffers: o.buffers.filter((b) => b.length > 0).length, length: o.buffers.length };
+    };
+    const few = Array.from({ length: 10 }, (_, i) => settle(m, i * 4096, 4096));
+    await turn();
+    expect(held()).toEqual({ buffers: 0, length: 10 });
+    await Promise.all(few);
+    const burst = Array.from({ length: 5000 }, (_, i) => settle(m, i * 8192, 4096));
+    await turn();
+    expect(held()).toEqual({ buffers: 0, length: 0 });
+    await Promise.all(burst);
+  });
+});

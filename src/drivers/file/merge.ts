@@ -79,7 +79,15 @@ export class AdjacentMerger {
       else this.issueRun(offsets.slice(i, j), buffers.slice(i, j), resolves.slice(i, j), rejects.slice(i, j));
       i = j;
     }
-    // Drop the references (the arrays are reused next turn; a long-lived buffer must not stay held).
+    // Drop the references: the arrays are reused next turn, and neither buffers nor settled
+    // requests may stay held. After a burst the arrays go, so their size does not stay.
+    if (n > KEEP_ARRAYS_UP_TO) {
+      this.offsets = [];
+      this.buffers = [];
+      this.resolves = [];
+      this.rejects = [];
+      return;
+    }
     for (let k = 0; k < n; k++) {
       buffers[k] = EMPTY;
       resolves[k] = NOOP;
@@ -111,6 +119,8 @@ export class AdjacentMerger {
   }
 }
 
+/** Queued-request arrays up to this length are cleared and reused; longer ones are dropped. */
+const KEEP_ARRAYS_UP_TO = 1024;
 const EMPTY = new Uint8Array(0);
 const NOOP = () => {};
 const NOOP_END = (_end: number) => {};
