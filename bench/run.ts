@@ -18,7 +18,7 @@ results.driveOverhead = await driveOverheadBench(quick);
 console.log();
 results.throttle = await throttleBench(quick);
 
-/** Optional scenarios that live in their own modules (qcow2 needs qemu-img, rbd a Ceph cluster, soak two minutes, fileAio io_uring). */
+/** Optional scenarios that live in their own modules (qcow2 and seqRead need qemu-img, rbd a Ceph cluster, soak two minutes, fileAio io_uring). */
 async function optional(name: string, file: string, fn: string, when = true): Promise<void> {
   if (!when) return void console.log(`\n${name}: skipped (${file} runs with --full and its prerequisites)`);
   const url = new URL(file, import.meta.url);
@@ -32,6 +32,7 @@ async function optional(name: string, file: string, fn: string, when = true): Pr
   }
 }
 await optional('qcow2', './qcow2-read.ts', 'qcow2ReadBench');
+await optional('seqRead', './seq-read.ts', 'seqReadBench');
 await optional('qcow2Write', './qcow2-write.ts', 'qcow2WriteBench', full);
 await optional('fileAio', './file-aio.ts', 'fileAioBench', full);
 await optional('rbd', './rbd.ts', 'rbdBench', full && Boolean(process.env.BLOCKLAYER_CEPH_CONF));

@@ -1,4 +1,3 @@
-import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
@@ -7,10 +6,12 @@ import { plotSvg } from '../bench/plot.js';
 import type { BenchResult } from '../bench/report.js';
 import { runJob } from '../bench/runner.js';
 import { formatTable } from '../bench/table.js';
+import { defaultAio, selectEngine } from '../drivers/file/engine.js';
 import { BlockError } from '../errors.js';
 import { parseDriveString, withAio } from '../options/drive-string.js';
 import { parseSize } from '../options/size.js';
 import type { ThrottleLimits } from '../throttle/limits.js';
+import { type CompareTarget, compare } from './bench-compare.js';
 import { LIMIT_FLAGS, num, parseLimitFlags } from './limit-flags.js';
 import { targetOptions } from './target.js';
 
@@ -104,14 +105,17 @@ export async function benchCommand(args: string[]): Promise<number> {
   } finally {
     bar?.stop();
   }
-  const compared = v.compare !== undefined ? compare(v.compare, filename, result) : undefined;
+  const compared = v.compare !== undefined ? compare(v.compare, compareTarget(filename, target, aio), result) : undefined;
   if (v.plot) fs.writeFileSync(v.plot, plotSvg(result));
   if (v.json) console.log(JSON.stringify(compared ? { ...result, compare: compared } : result, null, 2));
   else {
     console.log(formatTable(result));
     if (compared) {
       if ('skipped' in compared) console.log(`compare ${v.compare}: skipped: ${compared.skipped}`);
-      else console.log(`compare: ${compared.tool} ${compared.iops.toFixed(0)} IOPS; blocklayer/${compared.tool} = ${(result.total.iops / compared.iops).toFixed(3)}`);
+      else {
+        console.log(`compare: ${compared.tool} ${compared.iops.toFixed(0)} IOPS; blocklayer/${compared.tool} = ${(result.total.iops / compared.iops).toFixed(3)}`);
+        console.log(`  (${compared.tool} ${compared.args.join(' ')})`);
+      }
     }
     if (v.plot) console.log(`plot written to ${v.plot}`);
   }
@@ -132,32 +136,9 @@ function jsonTarget(filename: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
-type Compared = { tool: string; iops: number } | { skipped: string };
-
-/** Runs the equivalent fio job or qemu-img bench on the same file. */
-function compare(tool: string, filename: string | undefined, r: BenchResult): Compared {
-  // fio runs with io_uring (its fastest engine for buffered files here; libaio degrades to synchronous on buffered I/O),
-  // and --invalidate=0: by default fio drops the file's cached pages first, so it would start
-  // cold where our job just ran warm.
-  if (tool !== 'fio' && tool !== 'qemu-img') throw new BlockError('EINVAL', `--compare: '${tool}' is not fio or qemu-img`, { field: 'compare' });
-  if (filename === undefined) throw new BlockError('EINVAL', '--compare needs a file target (--filename or --drive file=…)', { field: 'compare' });
-  const j = r.job as { rw: string; bs: number; iodepth: number; runtime?: number; rwmixread: number };
-  const has = spawnSync(tool, ['--version'], { stdio: 'ignore' }).status === 0;
-  if (!has) return { skipped: `${tool} is not installed (apt-get install ${tool === 'fio' ? 'fio' : 'qemu-utils'})` };
-  if (tool === 'fio') {
-    const out = execFileSync(
-      'fio',
-      ['--name=blocklayer', `--filename=${filename}`, `--rw=${j.rw}`, `--bs=${j.bs}`, `--iodepth=${j.iodepth}`, '--ioengine=io_uring', '--invalidate=0', `--rwmixread=${j.rwmixread}`, `--runtime=${j.runtime ?? 5}`, '--time_based', '--output-format=json'],
-      { encoding: 'utf8' },
-    );
-    const job = JSON.parse(out).jobs[0];
-    return { tool, iops: job.read.iops + job.write.iops };
-  }
-  if (j.rw !== 'read' && j.rw !== 'write') return { skipped: 'qemu-img bench does sequential read or write only (use --rw read or --rw write)' };
-  const count = Math.max(1, r.total.ops);
-  const out = execFileSync('qemu-img', ['bench', '-f', 'raw', '-c', String(count), '-d', String(j.iodepth), '-s', String(j.bs), ...(j.rw === 'write' ? ['-w'] : []), filename], {
-    encoding: 'utf8',
-  });
-  const secs = Number(/Run completed in ([\d.]+) seconds/.exec(out)?.[1]);
-  return { tool, iops: count / secs };
+/** The file, format and engine of our job's target, for the equivalent run of the other tool. */
+function compareTarget(filename: string | undefined, target: Record<string, unknown>, aio: 'threads' | 'io_uring' | undefined): CompareTarget | undefined {
+  if (filename === undefined) return undefined;
+  // The engine the file node actually used (io_uring falls back to threads where unavailable).
+  return { filename, format: target.driver === 'qcow2' ? 'qcow2' : 'raw', aio: selectEngine(aio ?? defaultAio()).name };
 }

@@ -14,6 +14,13 @@ export interface IoEngine {
   read(fd: number, buffer: Uint8Array, start: number, length: number, position: number, cb: IoCallback): void;
   write(fd: number, data: Uint8Array, start: number, length: number, position: number, cb: IoCallback): void;
   fdatasync(fd: number, cb: (err: NodeJS.ErrnoException | null) => void): void;
+  /**
+   * preadv/pwritev, where one call costs a trip the engine wants to save: the file driver then
+   * merges adjacent requests of one turn (see merge.ts). The thread pool has them; io_uring
+   * completes page-cache reads inside its submit call and needs no merging.
+   */
+  readonly readv?: (fd: number, buffers: Uint8Array[], position: number, cb: IoCallback) => void;
+  readonly writev?: (fd: number, buffers: Uint8Array[], position: number, cb: IoCallback) => void;
 }
 
 const threads: IoEngine = {
@@ -21,6 +28,9 @@ const threads: IoEngine = {
   read: fs.read,
   write: fs.write,
   fdatasync: fs.fdatasync,
+  // Looked up per call (not bound at load) so tests can watch the merged calls.
+  readv: (fd, buffers, position, cb) => fs.readv(fd, buffers, position, cb),
+  writev: (fd, buffers, position, cb) => fs.writev(fd, buffers, position, cb),
 };
 
 /** An error shaped like Node's fs errors (code, errno, syscall), so callers map it the same way. */
