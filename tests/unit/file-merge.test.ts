@@ -101,11 +101,29 @@ describe('AdjacentMerger (threads engine: adjacent requests of one turn as one v
     expect(f.vectoredCalls.map((c) => c.sizes.length)).toEqual([256, 44]);
     await Promise.all(small);
     f.vectoredCalls.length = 0;
-    const big = Array.from({ length: 5 }, (_, i) => settle(m, i * 400_000, 400_000));
+    // (continuing where the small ones ended, so the first one waits for the turn too)
+    const big = Array.from({ length: 5 }, (_, i) => settle(m, 153_600 + i * 400_000, 400_000));
     await turn();
     expect(f.vectoredCalls.map((c) => c.sizes.length)).toEqual([2, 2]);
-    expect(f.singleCalls.at(-1)).toEqual({ offset: 1_600_000, done: 0 });
+    expect(f.singleCalls.at(-1)).toEqual({ offset: 153_600 + 1_600_000, done: 0 });
     await Promise.all(big);
+  });
+
+  it('a request that does not start where the previous one ended goes at once, without waiting for the turn', async () => {
+    const f = fake();
+    const m = new AdjacentMerger(3, f.vectored, f.single);
+    const a = settle(m, 65536, 4096); // random: issued synchronously
+    expect(f.singleCalls).toEqual([{ offset: 65536, done: 0 }]);
+    const b = settle(m, 69632, 4096); // follows it: waits for the turn
+    const c = settle(m, 8192, 4096); // arrives while one waits: waits too (order kept)
+    expect(f.singleCalls).toHaveLength(1);
+    await turn();
+    expect(f.singleCalls).toEqual([
+      { offset: 65536, done: 0 },
+      { offset: 69632, done: 0 },
+      { offset: 8192, done: 0 },
+    ]);
+    expect(await Promise.all([a, b, c])).toEqual(['ok', 'ok', 'ok']);
   });
 
   it('flush() issues what is queued at once (a drive flush follows the writes issued before it)', () => {
@@ -130,7 +148,7 @@ describe('AdjacentMerger memory', () => {
     await turn();
     expect(held()).toEqual({ buffers: 0, length: 10 });
     await Promise.all(few);
-    const burst = Array.from({ length: 5000 }, (_, i) => settle(m, i * 8192, 4096));
+    const burst = Array.from({ length: 5000 }, (_, i) => settle(m, 40_960 + i * 8192, 4096));
     await turn();
     expect(held()).toEqual({ buffers: 0, length: 0 });
     await Promise.all(burst);

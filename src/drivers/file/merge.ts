@@ -7,7 +7,9 @@
  * Requests issued during one turn (the promise chains that run before process.nextTick)
  * wait until then; runs of them that follow each other on the file (each starting where the
  * previous one ends, same direction) go as one preadv/pwritev, so a sequential reader at
- * depth N makes one trip where it made N. A lone request goes as before, one tick later.
+ * depth N makes one trip where it made N. Only a request that starts where the previous one
+ * ended waits for the tick (or one that arrives while others wait, so their order holds): a
+ * random reader's requests go at once, with no tick added.
  *
  * Outcomes are those of the unmerged requests: a merged call that fails is retried as its
  * single requests, each settling with its own result; a short transfer (end of file, a
@@ -35,6 +37,8 @@ export class AdjacentMerger {
   private rejects: ((e: unknown) => void)[] = [];
   private count = 0;
   private scheduled = false;
+  /** Where the previous request ended: a request starting there is likely part of a sequential run (a reader starting at 0 too). */
+  private lastEnd = 0;
   private readonly flushNow = () => this.flush();
 
   constructor(
@@ -45,8 +49,11 @@ export class AdjacentMerger {
     private readonly onTransferred: (end: number) => void = NOOP_END,
   ) {}
 
-  /** Queues a request for this turn. */
+  /** Queues a request for this turn, or issues it at once when it cannot be part of a run. */
   add(offset: number, buffer: Uint8Array, resolve: () => void, reject: (e: unknown) => void): void {
+    const sequential = offset === this.lastEnd;
+    this.lastEnd = offset + buffer.length;
+    if (this.count === 0 && !sequential) return this.single(offset, buffer, 0, resolve, reject);
     const i = this.count++;
     this.offsets[i] = offset;
     this.buffers[i] = buffer;
