@@ -109,6 +109,36 @@ describe("file driver, aio: 'io_uring'", () => {
     expect(fs.readFileSync(file).subarray(20 * KiB, 20 * KiB + 20).toString()).toBe('hello, pooled buffer');
   });
 
+  it('lets the event loop run while a reader keeps the ring busy with page-cache hits (a timer fires while it reads)', async () => {
+    const file = path.join(dir, 'busy.img');
+    fs.writeFileSync(file, pattern(4 * MiB, 7));
+    const layer = new BlockLayer();
+    const d = await layer.openDrive({ driver: 'file', filename: file, aio: 'io_uring' });
+    fs.readFileSync(file); // in the page cache: reads complete inside the submit
+    // 32 readers stop when the timer fires, or after MAX reads if it never gets a turn.
+    const MAX = 200_000;
+    let reads = 0;
+    let fired = false;
+    const timer = setTimeout(() => {
+      fired = true;
+    }, 5);
+    await Promise.all(
+      Array.from({ length: 32 }, async (_, k) => {
+        const b = new Uint8Array(4096);
+        let i = k;
+        while (!fired && reads < MAX) {
+          await d.read(((i * 7919) % 1024) * 4096, b);
+          i += 32;
+          reads++;
+        }
+      }),
+    );
+    clearTimeout(timer);
+    expect(fired).toBe(true);
+    expect(reads).toBeLessThan(MAX);
+    await layer.close();
+  });
+
   it('reads zeros past a shrunken end (a short read, then EOF)', async () => {
     const file = path.join(dir, 'c.img');
     fs.writeFileSync(file, pattern(4 * MiB, 3));

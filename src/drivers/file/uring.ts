@@ -109,6 +109,11 @@ export class Uring {
   private readonly backlog: Backlogged[] = [];
   private readonly eventBuf = new Uint8Array(8);
   private readonly submitNow = () => this.submit();
+  /** Submits scheduled on nextTick since the event loop last had a turn (see {@link schedule}). */
+  private chained = 0;
+  private readonly loopHadTurn = () => {
+    this.chained = 0;
+  };
   private readonly onEvent = () => {
     this.waiting = false;
     this.reap();
@@ -179,10 +184,22 @@ export class Uring {
       return;
     }
     this.fill(op, fd, offset, buffer, start, length, flags, cb);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      process.nextTick(this.submitNow);
-    }
+    this.schedule();
+  }
+
+  /**
+   * Schedules one submit for this turn. Page-cache hits complete inside the submit, their
+   * callers queue more, and a nextTick chain never lets the event loop run: timers, sockets and
+   * other drives would wait for as long as a reader keeps going. So after MAX_CHAINED_SUBMITS
+   * submits without a loop turn (seen by an immediate that resets the count) the next one
+   * waits for setImmediate.
+   */
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    if (this.chained === 0) setImmediate(this.loopHadTurn);
+    if (this.chained++ < MAX_CHAINED_SUBMITS) process.nextTick(this.submitNow);
+    else setImmediate(this.submitNow);
   }
 
   /** Writes one SQE (at most ENTRIES requests are between queue and completion, so the SQ has room). */
@@ -286,10 +303,7 @@ export class Uring {
       this.fill(b.op, b.fd, b.offset, b.buffer, b.start, b.length, b.flags, b.cb);
     }
     backlog.splice(0, i);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      process.nextTick(this.submitNow);
-    }
+    this.schedule();
   }
 
   /** While the kernel still holds requests, waits (off the event loop) for its eventfd. */
@@ -317,6 +331,9 @@ export class Uring {
     this.armWait();
   }
 }
+
+/** Submits in a row before the event loop gets a turn (each may settle up to ENTRIES requests). */
+const MAX_CHAINED_SUBMITS = 32;
 
 let shared: Uring | string | undefined;
 
