@@ -45,6 +45,9 @@ export class ReadaheadCache {
 /** Reads one range of the remote file into a buffer (the http client's read). */
 export type RangeReader = (offset: number, buffer: Uint8Array) => Promise<void>;
 
+/** Read-ahead windows kept (and at most in flight) per node. */
+export const READAHEAD_SLOTS = 8;
+
 /** Largest read that starts a sequential prefetch (bigger ones already keep the connection busy). */
 const MAX_PREFETCH = 4 * 1024 * 1024;
 
@@ -63,7 +66,7 @@ export class ReadaheadReader {
     private readonly fetchRange: RangeReader,
     private readonly size: number,
     private readonly readahead: number,
-    slots = 8,
+    slots = READAHEAD_SLOTS,
   ) {
     this.cache = new ReadaheadCache(slots);
   }
