@@ -1,11 +1,13 @@
 /**
- * The http driver's transport in Node: node:http / node:https with a keep-alive agent per client,
- * Nagle off, and body chunks copied straight into the caller's buffer (the global fetch goes
- * through web streams and costs several times more CPU per byte). Never part of the browser build:
- * only src/platform/http-transport.ts imports it.
+ * The http driver's transport in Node: plain http through the small HTTP/1.1 client of http1.ts
+ * (kept-alive connections, Nagle off, bodies read straight into the caller's buffer), https through
+ * node:https with a keep-alive agent per client and body chunks copied into the caller's buffer.
+ * Both cost several times less CPU per byte than the global fetch (web streams). Never part of the
+ * browser build: only src/platform/http-transport.ts imports it.
  */
-import http from 'node:http';
+import type http from 'node:http';
 import https from 'node:https';
+import { Http1Pool } from './http1.js';
 import type { HeaderLookup, HttpAnswer, HttpMethod, HttpTransport } from './transport.js';
 
 /** Redirects followed per request before giving up, as fetch does. */
@@ -16,27 +18,31 @@ const ORIGIN_BOUND = ['authorization', 'proxy-authorization', 'cookie'];
 
 export class NodeTransport implements HttpTransport {
   readonly kind = 'node';
-  private readonly agentOptions: http.AgentOptions & { noDelay: boolean };
-  private httpAgent: http.Agent | undefined;
+  private readonly agentOptions: https.AgentOptions & { noDelay: boolean };
   private httpsAgent: https.Agent | undefined;
+  private readonly plain: Http1Pool;
   /** The last URL parsed, and its request options: every request of a client names the same file. */
   private lastUrl = '';
   private lastTarget: Target | undefined;
 
-  /** `sockets`: connections kept per origin, in use or idle (reads in flight plus read-ahead). */
+  /**
+   * `sockets`: idle connections kept per origin (reads in flight plus read-ahead). More are opened
+   * when more requests are in flight at once, as fetch does, so none waits for a connection.
+   */
   constructor(sockets: number) {
-    this.agentOptions = { keepAlive: true, maxSockets: sockets, maxFreeSockets: sockets, scheduling: 'lifo', noDelay: true };
+    this.agentOptions = { keepAlive: true, maxFreeSockets: sockets, scheduling: 'lifo', noDelay: true };
+    this.plain = new Http1Pool(sockets);
   }
 
   async request(url: string, method: HttpMethod, headers: Readonly<Record<string, string>>, signal: AbortSignal): Promise<HttpAnswer> {
     let target = this.target(url);
     let sent = headers;
     for (let hops = 0; ; hops++) {
-      const res = await this.once(target, method, sent, signal);
-      const location = res.headers.location;
-      if (!REDIRECTS.has(res.statusCode ?? 0) || location === undefined) return new NodeAnswer(res);
-      // Redirect bodies are small: read them so the connection goes back to the pool.
-      res.resume();
+      const answer = target.https ? new NodeAnswer(await this.once(target, method, sent, signal)) : await this.plain.request(target, method, sent, signal);
+      const location = answer.headers.get('location');
+      if (!REDIRECTS.has(answer.status) || location === null) return answer;
+      // Redirect bodies are small: drop them so the connection goes back to the pool.
+      answer.drain().catch(() => undefined);
       if (hops >= MAX_REDIRECTS) throw new Error(`more than ${MAX_REDIRECTS} redirects`);
       const next = new URL(location, target.href);
       if (next.protocol !== 'http:' && next.protocol !== 'https:') throw new Error(`redirect to a ${next.protocol} URL`);
@@ -53,27 +59,19 @@ export class NodeTransport implements HttpTransport {
     return this.lastTarget;
   }
 
-  private agent(https_: boolean): http.Agent {
-    if (https_) {
-      this.httpsAgent ??= new https.Agent(this.agentOptions);
-      return this.httpsAgent;
-    }
-    this.httpAgent ??= new http.Agent(this.agentOptions);
-    return this.httpAgent;
-  }
-
+  /** One request with node:https. */
   private once(target: Target, method: HttpMethod, headers: Readonly<Record<string, string>>, signal: AbortSignal): Promise<http.IncomingMessage> {
     return new Promise((resolve, reject) => {
-      const lib = target.https ? https : http;
-      const req = lib.request(
+      this.httpsAgent ??= new https.Agent(this.agentOptions);
+      const req = https.request(
         {
-          protocol: target.https ? 'https:' : 'http:',
+          protocol: 'https:',
           hostname: target.hostname,
           port: target.port,
           path: target.path,
           method,
           headers,
-          agent: this.agent(target.https),
+          agent: this.httpsAgent,
           signal,
         },
         resolve,
@@ -85,7 +83,7 @@ export class NodeTransport implements HttpTransport {
   }
 
   close(): void {
-    this.httpAgent?.destroy();
+    this.plain.close();
     this.httpsAgent?.destroy();
   }
 }
@@ -94,14 +92,16 @@ interface Target {
   href: string;
   https: boolean;
   hostname: string;
-  port: string;
+  port: number;
+  host: string;
   path: string;
 }
 
 function toTarget(u: URL): Target {
   // URL keeps IPv6 literals bracketed; the socket wants them bare.
   const hostname = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
-  return { href: u.href, https: u.protocol === 'https:', hostname, port: u.port, path: `${u.pathname}${u.search}` };
+  const https_ = u.protocol === 'https:';
+  return { href: u.href, https: https_, hostname, port: u.port === '' ? (https_ ? 443 : 80) : Number(u.port), host: u.host, path: `${u.pathname}${u.search}` };
 }
 
 function withoutOriginBound(headers: Readonly<Record<string, string>>): Record<string, string> {
