@@ -39,6 +39,8 @@ export interface RangeServer {
   redirectTo: string | undefined;
   /** TCP (or TLS) connections accepted so far. */
   connections: number;
+  /** How long the server keeps an idle connection open (Node's default: 5 s). */
+  setKeepAliveTimeout(ms: number): void;
   /** Whole-file answers that were sent to the end (the client did not cut them). */
   fullBodiesCompleted: number;
   /** Bytes of whole-file answers the socket took. */
@@ -80,6 +82,7 @@ export async function startRangeServer(data: Buffer, etag: string | undefined = 
     fullBodiesCompleted: 0,
     wholeBytesSent: 0,
     close: async () => undefined,
+    setKeepAliveTimeout: () => undefined,
   };
   const validators = (res: http.ServerResponse, etagValue = s.etag) => {
     if (etagValue !== undefined) res.setHeader('ETag', etagValue);
@@ -164,6 +167,9 @@ export async function startRangeServer(data: Buffer, etag: string | undefined = 
   server.on(tls === undefined ? 'connection' : 'secureConnection', () => {
     s.connections++;
   });
+  s.setKeepAliveTimeout = (ms) => {
+    server.keepAliveTimeout = ms;
+  };
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   s.url = `${tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}${path}`;

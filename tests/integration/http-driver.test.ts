@@ -346,6 +346,30 @@ describe.each(['node', 'fetch'] as const)('%s transport', (transport) => {
       expect(server.connections - before).toBeLessThanOrEqual(1);
     });
 
+    it('a refused connection is retried, then EIO naming the url', async () => {
+      const gone = await startRangeServer(Buffer.from(DATA));
+      await gone.close();
+      const e = (await rejection(layer.openNode({ driver: 'http', transport, url: gone.url, retries: 1, retryDelay: 5 }))) as BlockError;
+      expect(e.code).toBe('EIO');
+      expect(e.message).toContain(gone.url);
+      expect(e.message).toContain('2 attempt(s)');
+    });
+
+    it('an idle connection the server has closed is replaced, not counted as a failed attempt', async () => {
+      const short = await startRangeServer(Buffer.from(DATA));
+      try {
+        short.setKeepAliveTimeout(30);
+        const node = await open({ readahead: 0, retries: 0 }, short.url);
+        for (let i = 0; i < 4; i++) {
+          expect((await read(node, i * 1000, 1000)).equals(DATA.subarray(i * 1000, (i + 1) * 1000))).toBe(true);
+          await new Promise((r) => setTimeout(r, 80));
+        }
+        expect(short.requests.filter((r) => r.method === 'GET').length).toBe(4);
+      } finally {
+        await short.close();
+      }
+    });
+
     it('follows redirects; credentials go along to the same origin only', async () => {
       server.redirectTo = server.url;
       const moved = server.url.replace('disk.img', 'old.img');
