@@ -53,8 +53,20 @@ async function withServer<T>(file: string, fn: (url: string) => Promise<T>): Pro
 }
 
 type Transport = 'node' | 'fetch';
-/** CPU milliseconds per MiB of the last runs of ours (per transport) and of the bare fetch (less sensitive to a busy machine than MB/s). */
-const cpuPerMiB: Record<Transport | 'bare', number[]> = { node: [], fetch: [], bare: [] };
+/** CPU milliseconds per MiB of the last runs of ours (per transport), the bare fetch and curl (less sensitive to a busy machine than MB/s). */
+const cpuPerMiB: Record<Transport | 'bare' | 'curl', number[]> = { node: [], fetch: [], bare: [], curl: [] };
+
+/** CPU milliseconds used by this process's waited-for children so far (Linux /proc; undefined elsewhere). */
+function childrenCpuMs(): number | undefined {
+  try {
+    // Fields after the command name: cutime and cstime are the 14th and 15th, in clock ticks (100 per second on Linux).
+    const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[13]) + Number(fields[14])) * 1000) / 100;
+  } catch {
+    return undefined;
+  }
+}
 const cpuSince = (start: NodeJS.CpuUsage) => {
   const u = process.cpuUsage(start);
   return (u.user + u.system) / 1000 / (SIZE / CHUNK);
@@ -121,9 +133,13 @@ async function curl(url: string, depth: number, configFile: string): Promise<num
   fs.writeFileSync(configFile, `${ops.join('\nnext\n')}\n`);
   const args = ['--silent', '--show-error', '--fail', '--config', configFile];
   if (depth > 1) args.unshift('--parallel', '--parallel-max', String(depth));
+  const cpu = childrenCpuMs();
   const start = performance.now();
   await run('curl', args, { maxBuffer: 1 << 20 });
-  return SIZE / 1e6 / ((performance.now() - start) / 1000);
+  const seconds = (performance.now() - start) / 1000;
+  const after = childrenCpuMs();
+  if (cpu !== undefined && after !== undefined) cpuPerMiB.curl.push((after - cpu) / (SIZE / CHUNK));
+  return SIZE / 1e6 / seconds;
 }
 
 export async function httpBench(rounds = 5): Promise<Record<string, unknown>> {
@@ -160,9 +176,10 @@ export async function httpBench(rounds = 5): Promise<Record<string, unknown>> {
         const b = await sideBySide(rounds, curlRun, () => bareFetch(url, depth));
         results[`${label}, bare fetch`] = b;
         row('  reference: the bare global fetch, vs curl', fmtRate(b.subject, ' MB/s'), fmtRate(b.baseline, ' MB/s'), b.ratio);
-        const cpu = { node: median(cpuPerMiB.node), fetch: median(cpuPerMiB.fetch), bareFetch: median(cpuPerMiB.bare) };
+        const cpu = { node: median(cpuPerMiB.node), fetch: median(cpuPerMiB.fetch), bareFetch: median(cpuPerMiB.bare), curl: cpuPerMiB.curl.length > 0 ? median(cpuPerMiB.curl) : undefined };
         results[`${label} CPU ms/MiB`] = cpu;
-        console.log(`    CPU per MiB in this process: ours (node) ${cpu.node.toFixed(2)} ms, ours (fetch) ${cpu.fetch.toFixed(2)} ms, bare fetch ${cpu.bareFetch.toFixed(2)} ms`);
+        const curlCpu = cpu.curl === undefined ? '' : `, curl ${cpu.curl.toFixed(2)} ms (its process)`;
+        console.log(`    CPU per MiB: ours (node) ${cpu.node.toFixed(2)} ms, ours (fetch) ${cpu.fetch.toFixed(2)} ms, bare fetch ${cpu.bareFetch.toFixed(2)} ms${curlCpu}`);
       }
     });
   } finally {
