@@ -7,7 +7,7 @@
  */
 import type http from 'node:http';
 import https from 'node:https';
-import { Http1Pool } from './http1.js';
+import { Http1Pool } from './http1-pool.js';
 import type { HeaderLookup, HttpAnswer, HttpMethod, HttpTransport } from './transport.js';
 
 /** Redirects followed per request before giving up, as fetch does. */
