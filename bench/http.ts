@@ -1,9 +1,10 @@
 /**
- * http driver speed: sequential 1 MiB range reads of a 256 MiB file through our http node vs curl
- * fetching the same ranges (one curl process, one `--next` operation per range, connections reused)
- * from the same server (a Node range server in its own process). One read at a time, then 4 in
- * flight (curl --parallel --parallel-max 4). A second row compares with the bare global fetch reading the
- * same ranges, which separates the driver's own cost from fetch's. Run: `npx tsx bench/http.ts [--rounds N]`.
+ * http driver speed: sequential 1 MiB range reads of a 256 MiB file through our http node (its
+ * default node:http transport) vs curl fetching the same ranges (one curl process, one `--next`
+ * operation per range, connections reused) from the same server (a Node range server in its own
+ * process). One read at a time, then 4 in flight (curl --parallel --parallel-max 4). Further rows
+ * compare our node with `transport: 'fetch'` against curl, and with the bare global fetch reading the
+ * same ranges (the reference: what fetch alone costs). Run: `npx tsx bench/http.ts [--rounds N]`.
  */
 import { execFile, spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -51,18 +52,31 @@ async function withServer<T>(file: string, fn: (url: string) => Promise<T>): Pro
   }
 }
 
-/** CPU milliseconds per MiB of the last runs of ours and of the bare fetch (less sensitive to a busy machine than MB/s). */
-const cpuPerMiB: Record<'ours' | 'bare', number[]> = { ours: [], bare: [] };
+type Transport = 'node' | 'fetch';
+/** CPU milliseconds per MiB of the last runs of ours (per transport), the bare fetch and curl (less sensitive to a busy machine than MB/s). */
+const cpuPerMiB: Record<Transport | 'bare' | 'curl', number[]> = { node: [], fetch: [], bare: [], curl: [] };
+
+/** CPU milliseconds used by this process's waited-for children so far (Linux /proc; undefined elsewhere). */
+function childrenCpuMs(): number | undefined {
+  try {
+    // Fields after the command name: cutime and cstime are the 14th and 15th, in clock ticks (100 per second on Linux).
+    const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[13]) + Number(fields[14])) * 1000) / 100;
+  } catch {
+    return undefined;
+  }
+}
 const cpuSince = (start: NodeJS.CpuUsage) => {
   const u = process.cpuUsage(start);
   return (u.user + u.system) / 1000 / (SIZE / CHUNK);
 };
 
-/** MB/s of our http node reading the file in 1 MiB pieces, `depth` at a time. */
-async function ours(url: string, depth: number): Promise<number> {
+/** MB/s of our http node (with the given transport) reading the file in 1 MiB pieces, `depth` at a time. */
+async function ours(url: string, depth: number, transport: Transport): Promise<number> {
   const layer = new BlockLayer();
   try {
-    const node = await layer.openNode({ driver: 'http', url });
+    const node = await layer.openNode({ driver: 'http', url, transport });
     const buffers = Array.from({ length: depth }, () => new Uint8Array(CHUNK));
     let next = 0;
     const cpu = process.cpuUsage();
@@ -77,7 +91,7 @@ async function ours(url: string, depth: number): Promise<number> {
       }),
     );
     const seconds = (performance.now() - start) / 1000;
-    cpuPerMiB.ours.push(cpuSince(cpu));
+    cpuPerMiB[transport].push(cpuSince(cpu));
     await node.unref();
     return SIZE / 1e6 / seconds;
   } finally {
@@ -119,9 +133,13 @@ async function curl(url: string, depth: number, configFile: string): Promise<num
   fs.writeFileSync(configFile, `${ops.join('\nnext\n')}\n`);
   const args = ['--silent', '--show-error', '--fail', '--config', configFile];
   if (depth > 1) args.unshift('--parallel', '--parallel-max', String(depth));
+  const cpu = childrenCpuMs();
   const start = performance.now();
   await run('curl', args, { maxBuffer: 1 << 20 });
-  return SIZE / 1e6 / ((performance.now() - start) / 1000);
+  const seconds = (performance.now() - start) / 1000;
+  const after = childrenCpuMs();
+  if (cpu !== undefined && after !== undefined) cpuPerMiB.curl.push((after - cpu) / (SIZE / CHUNK));
+  return SIZE / 1e6 / seconds;
 }
 
 export async function httpBench(rounds = 5): Promise<Record<string, unknown>> {
@@ -141,24 +159,27 @@ export async function httpBench(rounds = 5): Promise<Record<string, unknown>> {
   console.log(`http driver: sequential 1 MiB range reads of a ${SIZE >> 20} MiB file, ours vs curl, same server (Node, own process), median of ${rounds}`);
   try {
     await withServer(file, async (url) => {
-      await ours(url, 1); // warm the page cache and the server
+      await ours(url, 1, 'node'); // warm the page cache and the server
       console.log(`  (load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs)`);
       for (const depth of [1, 4]) {
-        cpuPerMiB.ours.length = 0;
+        for (const k of Object.keys(cpuPerMiB) as (keyof typeof cpuPerMiB)[]) cpuPerMiB[k].length = 0;
         const label = `1 MiB sequential reads, ${depth} in flight (MB/s)`;
-        const r = await sideBySide(rounds, () => curl(url, depth, path.join(dir, 'curl.cfg')), () => ours(url, depth));
+        const curlRun = () => curl(url, depth, path.join(dir, 'curl.cfg'));
+        const r = await sideBySide(rounds, curlRun, () => ours(url, depth, 'node'));
         results[label] = r;
         row(label, fmtRate(r.subject, ' MB/s'), fmtRate(r.baseline, ' MB/s'), r.ratio);
-        // The driver against the bare global fetch: its own overhead, apart from fetch's speed.
-        cpuPerMiB.ours.length = 0;
-        const f = await sideBySide(rounds, () => bareFetch(url, depth), () => ours(url, depth));
-        results[`${label} vs bare fetch`] = f;
-        row('  same, vs the bare global fetch', fmtRate(f.subject, ' MB/s'), fmtRate(f.baseline, ' MB/s'), f.ratio);
-        const cpu = { ours: median(cpuPerMiB.ours), bareFetch: median(cpuPerMiB.bare) };
-        cpuPerMiB.ours.length = 0;
-        cpuPerMiB.bare.length = 0;
+        // The same node on the global fetch (transport: 'fetch', as in browsers), against curl.
+        const f = await sideBySide(rounds, curlRun, () => ours(url, depth, 'fetch'));
+        results[`${label}, transport fetch`] = f;
+        row("  same, transport: 'fetch', vs curl", fmtRate(f.subject, ' MB/s'), fmtRate(f.baseline, ' MB/s'), f.ratio);
+        // Reference: the bare global fetch reading the same ranges, no driver.
+        const b = await sideBySide(rounds, curlRun, () => bareFetch(url, depth));
+        results[`${label}, bare fetch`] = b;
+        row('  reference: the bare global fetch, vs curl', fmtRate(b.subject, ' MB/s'), fmtRate(b.baseline, ' MB/s'), b.ratio);
+        const cpu = { node: median(cpuPerMiB.node), fetch: median(cpuPerMiB.fetch), bareFetch: median(cpuPerMiB.bare), curl: cpuPerMiB.curl.length > 0 ? median(cpuPerMiB.curl) : undefined };
         results[`${label} CPU ms/MiB`] = cpu;
-        console.log(`    CPU per MiB in this process: ours ${cpu.ours.toFixed(2)} ms, bare fetch ${cpu.bareFetch.toFixed(2)} ms`);
+        const curlCpu = cpu.curl === undefined ? '' : `, curl ${cpu.curl.toFixed(2)} ms (its process)`;
+        console.log(`    CPU per MiB: ours (node) ${cpu.node.toFixed(2)} ms, ours (fetch) ${cpu.fetch.toFixed(2)} ms, bare fetch ${cpu.bareFetch.toFixed(2)} ms${curlCpu}`);
       }
     });
   } finally {

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 
 /** A misbehaviour for the next range GET: applied once, in order. */
@@ -10,6 +11,8 @@ export type Fault =
   | 'ignore-range' // 200 with the whole file
   | 'bad-range' // 206 whose Content-Range is one byte off
   | 'short' // 206 with a body one byte short (chunked, so only the length tells)
+  | 'long' // 206 with a body one byte too long (chunked, so only the length tells)
+  | 'cut' // 206 headers with Content-Length and half the body, then the connection is ended cleanly (FIN)
   | 'new-etag'; // 206 with the right bytes but another ETag
 
 /** Node's own HTTP server serving one in-memory file with byte ranges, counting requests and injecting faults. */
@@ -30,6 +33,14 @@ export interface RangeServer {
   faults: Fault[];
   /** Every request seen: method and Range header. */
   requests: { method: string; range: string | undefined }[];
+  /** The Authorization header of every request (undefined where there was none). */
+  authorizations: (string | undefined)[];
+  /** Answer requests for any other path than the file's with 307 to this URL. */
+  redirectTo: string | undefined;
+  /** TCP (or TLS) connections accepted so far. */
+  connections: number;
+  /** How long the server keeps an idle connection open (Node's default: 5 s). */
+  setKeepAliveTimeout(ms: number): void;
   /** Whole-file answers that were sent to the end (the client did not cut them). */
   fullBodiesCompleted: number;
   /** Bytes of whole-file answers the socket took. */
@@ -47,7 +58,13 @@ function parseRange(h: string, size: number): [number, number] | undefined {
   return first <= last ? [first, last] : undefined;
 }
 
-export async function startRangeServer(data: Buffer, etag: string | undefined = '"v1"', path = '/disk.img'): Promise<RangeServer> {
+/** Serves over https with this key and certificate instead of http. */
+export interface RangeServerTls {
+  key: Buffer;
+  cert: Buffer;
+}
+
+export async function startRangeServer(data: Buffer, etag: string | undefined = '"v1"', path = '/disk.img', tls?: RangeServerTls): Promise<RangeServer> {
   const s: RangeServer = {
     url: '',
     data,
@@ -59,9 +76,13 @@ export async function startRangeServer(data: Buffer, etag: string | undefined = 
     ifRange: true,
     faults: [],
     requests: [],
+    authorizations: [],
+    redirectTo: undefined,
+    connections: 0,
     fullBodiesCompleted: 0,
     wholeBytesSent: 0,
     close: async () => undefined,
+    setKeepAliveTimeout: () => undefined,
   };
   const validators = (res: http.ServerResponse, etagValue = s.etag) => {
     if (etagValue !== undefined) res.setHeader('ETag', etagValue);
@@ -92,9 +113,11 @@ export async function startRangeServer(data: Buffer, etag: string | undefined = 
     };
     pump();
   };
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const range = req.headers.range;
     s.requests.push({ method: req.method ?? '', range });
+    s.authorizations.push(req.headers.authorization);
+    if (s.redirectTo !== undefined && req.url !== path) return void res.writeHead(307, { Location: s.redirectTo }).end();
     if (req.url !== path) return void res.writeHead(404).end('no such file');
     if (req.method === 'HEAD') {
       if (s.headStatus !== undefined) return void res.writeHead(s.headStatus).end();
@@ -124,17 +147,32 @@ export async function startRangeServer(data: Buffer, etag: string | undefined = 
       res.writeHead(206);
       return void res.end(body.subarray(0, body.length - 1));
     }
+    if (fault === 'long') {
+      res.writeHead(206);
+      return void res.end(Buffer.concat([body, Buffer.from([0])]));
+    }
     res.writeHead(206, { 'Content-Length': body.length });
     if (fault === 'reset') {
       res.write(body.subarray(0, body.length >> 1));
       setTimeout(() => req.socket.destroy(), 20);
       return;
     }
+    if (fault === 'cut') {
+      res.write(body.subarray(0, body.length >> 1), () => req.socket.end());
+      return;
+    }
     res.end(body);
+  };
+  const server = tls === undefined ? http.createServer(handler) : https.createServer({ key: tls.key, cert: tls.cert }, handler);
+  server.on(tls === undefined ? 'connection' : 'secureConnection', () => {
+    s.connections++;
   });
+  s.setKeepAliveTimeout = (ms) => {
+    server.keepAliveTimeout = ms;
+  };
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
-  s.url = `http://127.0.0.1:${port}${path}`;
+  s.url = `${tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}${path}`;
   s.close = () =>
     new Promise<void>((resolve) => {
       server.closeAllConnections();

@@ -123,6 +123,40 @@ describe('read-ahead reader', () => {
     expect(new Set(f.asked.map(([o]) => o)).size).toBe(f.asked.length);
   });
 
+  it('a stream of large sequential reads reuses its prefetch buffers once read whole, data still right', async () => {
+    const buffers = new Set<Uint8Array>();
+    const f = remote();
+    const r = new ReadaheadReader(
+      async (o, b) => {
+        buffers.add(b);
+        await f.fetchRange(o, b);
+      },
+      SIZE,
+      4096,
+    );
+    // The caller's buffers are fresh each time (readAll); only the prefetched ones can repeat.
+    await readAll(r, Array.from({ length: 10 }, (_, i): [number, number] => [i * 65536, 65536]));
+    expect(f.asked.length).toBeLessThanOrEqual(11);
+    // Two read straight into the caller's buffers, then prefetches alternate between two buffers (a new one each time without reuse).
+    expect(buffers.size).toBeLessThanOrEqual(5);
+    // A second pass over the same ranges (re-reads) is still byte-identical.
+    await readAll(r, Array.from({ length: 10 }, (_, i): [number, number] => [i * 65536, 65536]));
+  });
+
+  it('a prefetched range two reads wait for is not reused before both have copied it', async () => {
+    const f = remote();
+    const r = new ReadaheadReader(f.fetchRange, SIZE, 4096);
+    await readAll(r, [[0, 65536]]);
+    await readAll(r, [[65536, 65536]]);
+    // [131072, +65536) is being prefetched: two concurrent readers of it, then the stream goes on.
+    const a = new Uint8Array(65536);
+    const b = new Uint8Array(65536);
+    await Promise.all([r.read(131072, a), r.read(131072, b)]);
+    await readAll(r, [[196608, 65536], [262144, 65536]]);
+    expect(a).toEqual(file.subarray(131072, 196608));
+    expect(b).toEqual(file.subarray(131072, 196608));
+  });
+
   it('random large reads and readahead 0 send exactly one request per read', async () => {
     const f = remote();
     await readAll(new ReadaheadReader(f.fetchRange, SIZE, 4096), [[65536 * 3, 8192], [100, 8192], [65536 * 7, 8192]]);

@@ -1,6 +1,7 @@
 import { BlockError, type BlockErrorCode } from '../../errors.js';
 import { type Validators, acceptsByteRanges, compareValidators, ifRangeValue, parseContentLength, parseContentRange, validatorsOf } from './headers.js';
 import { TransientError, backoffDelay, isRetryableStatus, sleep } from './retry.js';
+import type { HeaderLookup, HttpAnswer, HttpMethod, HttpTransport } from './transport.js';
 
 /** How one {@link HttpRangeClient} talks to its server. */
 export interface HttpClientOptions {
@@ -16,6 +17,8 @@ export interface HttpClientOptions {
   retryDelayMs: number;
   /** Node name, for error context. */
   node?: string;
+  /** What sends the requests (fetch or node:http); closed with the client. */
+  transport: HttpTransport;
 }
 
 /** The URL as error messages show it: no credentials, and the query (often a signature or token) elided. */
@@ -55,7 +58,7 @@ function codeForStatus(status: number): BlockErrorCode {
 }
 
 /**
- * Byte-range reads of one remote file over HTTP(S) with the global fetch (so it runs in browsers too):
+ * Byte-range reads of one remote file over HTTP(S) through a {@link HttpTransport} (fetch or node:http):
  * size and validators learnt at {@link open}, every read checked against them (206, exact
  * Content-Range, exact length, same ETag), transient failures retried with exponential backoff,
  * and everything in flight aborted by {@link close}.
@@ -71,15 +74,20 @@ export class HttpRangeClient {
   probedWith: 'HEAD' | 'GET' | undefined;
   private readonly closer = new AbortController();
   private readonly shown: string;
+  /** The caller's headers with lower-case names, and Accept-Encoding: identity (ranges count stored bytes, not compressed ones). */
+  private readonly baseHeaders: Record<string, string>;
 
   constructor(private readonly options: HttpClientOptions) {
     this.shown = displayUrl(options.url);
+    this.baseHeaders = {};
+    for (const [k, v] of Object.entries(options.headers)) this.baseHeaders[k.toLowerCase()] = v;
+    this.baseHeaders['accept-encoding'] = 'identity';
   }
 
   /** Learns size and validators, and makes sure the server serves byte ranges (ENOTSUP if not). */
   async open(): Promise<void> {
     const head = await this.withRetries('HEAD', 0, () =>
-      this.attempt({ method: 'HEAD' }, async (res) => {
+      this.attempt('HEAD', this.baseHeaders, async (res) => {
         if (isRetryableStatus(res.status)) throw new TransientError(`HTTP ${res.status} ${res.statusText}`);
         return { status: res.status, headers: res.headers };
       }),
@@ -96,11 +104,11 @@ export class HttpRangeClient {
       return;
     }
     // HEAD refused, or silent about ranges: ask for one byte and see whether the server honours Range.
-    await this.withRetries('range probe', 0, () => this.attempt({ method: 'GET', headers: { Range: 'bytes=0-0' } }, (res) => this.takeProbe(res)));
+    await this.withRetries('range probe', 0, () => this.attempt('GET', { ...this.baseHeaders, range: 'bytes=0-0' }, (res) => this.takeProbe(res)));
     this.probedWith = 'GET';
   }
 
-  private async takeProbe(res: Response): Promise<void> {
+  private async takeProbe(res: HttpAnswer): Promise<void> {
     if (res.status === 206) {
       const cr = parseContentRange(res.headers.get('content-range'));
       if (cr === undefined || 'unsatisfied' in cr || cr.first !== 0 || cr.size === undefined) {
@@ -108,7 +116,7 @@ export class HttpRangeClient {
       }
       this.size = cr.size;
       this.validators = validatorsOf(res.headers);
-      await res.arrayBuffer();
+      await res.drain();
       return;
     }
     if (res.status === 416) {
@@ -132,15 +140,15 @@ export class HttpRangeClient {
   read(offset: number, buffer: Uint8Array): Promise<void> {
     if (buffer.length === 0) return Promise.resolve();
     const last = offset + buffer.length - 1;
-    const headers: Record<string, string> = { Range: `bytes=${offset}-${last}` };
+    const headers: Record<string, string> = { ...this.baseHeaders, range: `bytes=${offset}-${last}` };
     const ifRange = ifRangeValue(this.validators);
-    if (ifRange !== undefined) headers['If-Range'] = ifRange;
+    if (ifRange !== undefined) headers['if-range'] = ifRange;
     return this.withRetries(`read of ${buffer.length} bytes`, offset, () =>
-      this.attempt({ method: 'GET', headers }, (res) => this.takeRange(res, offset, buffer, ifRange !== undefined)),
+      this.attempt('GET', headers, (res) => this.takeRange(res, offset, buffer, ifRange !== undefined)),
     );
   }
 
-  private async takeRange(res: Response, offset: number, buffer: Uint8Array, sentIfRange: boolean): Promise<void> {
+  private async takeRange(res: HttpAnswer, offset: number, buffer: Uint8Array, sentIfRange: boolean): Promise<void> {
     const at = `${this.shown} at offset ${offset}`;
     const answer = validatorsOf(res.headers);
     const changed = compareValidators(this.validators, answer) === 'changed';
@@ -166,17 +174,9 @@ export class HttpRangeClient {
   }
 
   /** Streams the body into `buffer`: exactly its length, else transient (short) or EIO (too long). */
-  private async readBody(res: Response, buffer: Uint8Array, at: string, offset: number): Promise<void> {
-    if (res.body === null) throw new TransientError('empty body');
-    const reader = res.body.getReader();
-    let got = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (got + value.length > buffer.length) throw this.error('EIO', `${at}: body longer than the ${buffer.length} bytes asked for`, offset);
-      buffer.set(value, got);
-      got += value.length;
-    }
+  private async readBody(res: HttpAnswer, buffer: Uint8Array, at: string, offset: number): Promise<void> {
+    const got = await res.readInto(buffer);
+    if (got > buffer.length) throw this.error('EIO', `${at}: body longer than the ${buffer.length} bytes asked for`, offset);
     if (got < buffer.length) throw new TransientError(`short body: ${got} of ${buffer.length} bytes`);
   }
 
@@ -190,7 +190,7 @@ export class HttpRangeClient {
    * One request with its own deadline, aborted by close. `take` checks the answer and reads its body;
    * a network failure or the deadline becomes a TransientError; a refused answer's transfer is cut.
    */
-  private async attempt<T>(init: { method: string; headers?: Record<string, string> }, take: (res: Response) => Promise<T>): Promise<T> {
+  private async attempt<T>(method: HttpMethod, headers: Record<string, string>, take: (res: HttpAnswer) => Promise<T>): Promise<T> {
     if (this.closer.signal.aborted) throw this.closedError();
     const controller = new AbortController();
     let timedOut = false;
@@ -203,11 +203,7 @@ export class HttpRangeClient {
     let done = false;
     try {
       this.requests++;
-      const headers = new Headers(this.options.headers);
-      // Ranges are counted in stored bytes: a compressed answer would count in other ones.
-      headers.set('Accept-Encoding', 'identity');
-      for (const [k, v] of Object.entries(init.headers ?? {})) headers.set(k, v);
-      const res = await fetch(this.options.url, { method: init.method, headers, signal: controller.signal, redirect: 'follow' });
+      const res = await this.options.transport.request(this.options.url, method, headers, controller.signal);
       const value = await take(res);
       done = true;
       return value;
@@ -215,7 +211,7 @@ export class HttpRangeClient {
       if (this.closer.signal.aborted) throw this.closedError();
       if (timedOut) throw new TransientError(`no complete answer within ${this.options.timeoutMs / 1000} s`);
       if (e instanceof BlockError || e instanceof TransientError) throw e;
-      // fetch reports refused connections, resets and cut bodies as TypeError: worth another attempt.
+      // Transports report refused connections, resets and cut bodies as plain errors: worth another attempt.
       throw new TransientError(describe(e));
     } finally {
       clearTimeout(timer);
@@ -245,6 +241,7 @@ export class HttpRangeClient {
   /** Aborts every request in flight (they reject with ECLOSED) and refuses new ones. */
   close(): void {
     this.closer.abort();
+    this.options.transport.close();
   }
 
   private closedError(): BlockError {
@@ -257,12 +254,12 @@ export class HttpRangeClient {
 }
 
 /** True unless the answer is content-encoded (gzip…): byte ranges must count stored bytes. */
-function isIdentity(headers: Headers): boolean {
+function isIdentity(headers: HeaderLookup): boolean {
   const enc = headers.get('content-encoding');
   return enc === null || enc.trim() === '' || enc.trim().toLowerCase() === 'identity';
 }
 
-/** A fetch failure's message with its cause (undici puts the socket error there). */
+/** A transport failure's message with its cause (fetch puts the socket error there). */
 function describe(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
   const cause = e.cause instanceof Error ? `: ${e.cause.message}` : '';

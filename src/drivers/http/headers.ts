@@ -1,4 +1,5 @@
 /** Pure parsing of the HTTP headers the http driver relies on (RFC 9110 byte ranges and validators). */
+import type { HeaderLookup } from './transport.js';
 
 /** A parsed `Content-Range: bytes FIRST-LAST/SIZE` (size undefined for `*`), or the unsatisfied form (`*` for the range, as 416 answers carry). */
 export type ContentRange = { first: number; last: number; size: number | undefined } | { unsatisfied: true; size: number };
@@ -48,7 +49,7 @@ export interface Validators {
 }
 
 /** The validators an answer carries. */
-export function validatorsOf(headers: Headers): Validators {
+export function validatorsOf(headers: HeaderLookup): Validators {
   const v: Validators = {};
   const etag = headers.get('etag');
   const lastModified = headers.get('last-modified');

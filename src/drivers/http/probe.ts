@@ -1,12 +1,17 @@
 import { HttpRangeClient, credentialsToHeader } from './client.js';
-import { HTTP_DEFAULT_TIMEOUT } from './index.js';
+import { DEFAULT_HTTP_TRANSPORT, createHttpTransport } from '../../platform/http-transport.js';
+import { HTTP_DEFAULT_TIMEOUT, HTTP_SOCKETS } from './index.js';
 
 const QCOW2_MAGIC = [0x51, 0x46, 0x49, 0xfb];
 
 /** The format of a remote image by its first 4 bytes (qcow2 magic, else raw), read with one range request. */
 export async function probeHttpFormat(url: string): Promise<'qcow2' | 'raw'> {
   const headers: Record<string, string> = {};
-  const client = new HttpRangeClient({ url: credentialsToHeader(url, headers), headers, timeoutMs: HTTP_DEFAULT_TIMEOUT * 1000, retries: 3, retryDelayMs: 200 });
+  const client = new HttpRangeClient({ url: credentialsToHeader(url, headers), headers, timeoutMs: HTTP_DEFAULT_TIMEOUT * 1000,
+    retries: 3,
+    retryDelayMs: 200,
+    transport: createHttpTransport(DEFAULT_HTTP_TRANSPORT, HTTP_SOCKETS),
+  });
   try {
     await client.open();
     if (client.size < 4) return 'raw';

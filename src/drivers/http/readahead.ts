@@ -4,6 +4,10 @@ export interface CachedRange {
   length: number;
   /** Settles with the range's bytes; rejects if the fetch failed. */
   data: Promise<Uint8Array>;
+  /** Fetched ahead of a sequential stream of large reads: read once, whole, by the next read. */
+  streamed?: boolean;
+  /** Reads waiting for, or copying from, this range. */
+  readers?: number;
 }
 
 /**
@@ -45,6 +49,9 @@ export class ReadaheadCache {
 /** Reads one range of the remote file into a buffer (the http client's read). */
 export type RangeReader = (offset: number, buffer: Uint8Array) => Promise<void>;
 
+/** Read-ahead windows kept (and at most in flight) per node. */
+export const READAHEAD_SLOTS = 8;
+
 /** Largest read that starts a sequential prefetch (bigger ones already keep the connection busy). */
 const MAX_PREFETCH = 4 * 1024 * 1024;
 
@@ -58,14 +65,21 @@ export class ReadaheadReader {
   private readonly cache: ReadaheadCache;
   /** End of the last read, to tell a sequential stream from random reads. */
   private lastEnd = -1;
+  /**
+   * Buffers of streamed ranges already handed over, for the next ones: a stream of 1 MiB reads
+   * would otherwise allocate (and zero) a megabyte per read and keep the garbage collector busy.
+   */
+  private readonly spare: Uint8Array[] = [];
+  private readonly slots: number;
 
   constructor(
     private readonly fetchRange: RangeReader,
     private readonly size: number,
     private readonly readahead: number,
-    slots = 8,
+    slots = READAHEAD_SLOTS,
   ) {
     this.cache = new ReadaheadCache(slots);
+    this.slots = slots;
   }
 
   async read(offset: number, buffer: Uint8Array): Promise<void> {
@@ -78,30 +92,54 @@ export class ReadaheadReader {
       return this.fetchRange(offset, buffer);
     }
     if (sequential && want >= this.readahead) this.prefetch(offset + want, want);
-    const entry = hit ?? this.fetchWindow(offset, Math.max(want, this.readahead));
-    const data = await entry.data;
+    const entry = hit ?? this.fetchWindow(offset, Math.max(want, this.readahead), false);
+    entry.readers = (entry.readers ?? 0) + 1;
+    let data: Uint8Array;
+    try {
+      data = await entry.data;
+    } finally {
+      entry.readers--;
+    }
     buffer.set(data.subarray(offset - entry.offset, offset - entry.offset + want));
+    if (entry.streamed && entry.readers === 0 && offset === entry.offset && want === entry.length) {
+      // The stream has taken this range whole and nobody else waits for it: its buffer serves the next one.
+      this.cache.remove(entry);
+      if (this.spare.length < this.slots) this.spare.push(data);
+    }
   }
 
   /** Starts fetching [offset, offset+length) into the cache unless it is there or past the end. */
   private prefetch(offset: number, length: number): void {
     if (this.readahead === 0 || length > MAX_PREFETCH || offset >= this.size) return;
     if (this.cache.find(offset, Math.min(length, this.size - offset)) !== undefined) return;
-    this.fetchWindow(offset, length);
+    this.fetchWindow(offset, length, true);
   }
 
-  private fetchWindow(offset: number, length: number): CachedRange {
+  private fetchWindow(offset: number, length: number, streamed: boolean): CachedRange {
     const n = Math.min(this.size - offset, length);
-    const data = new Uint8Array(n);
-    const entry: CachedRange = { offset, length: n, data: this.fetchRange(offset, data).then(() => data) };
+    const data = this.takeSpare(n) ?? new Uint8Array(n);
+    const entry: CachedRange = { offset, length: n, data: this.fetchRange(offset, data).then(() => data), streamed, readers: 0 };
     this.cache.add(entry);
     // A failed range must be asked for again by the next read; the error reaches whoever awaits it.
     entry.data.catch(() => this.cache.remove(entry));
     return entry;
   }
 
+  /** A spare buffer of exactly `n` bytes, if there is one. */
+  private takeSpare(n: number): Uint8Array | undefined {
+    for (let i = this.spare.length - 1; i >= 0; i--) {
+      const b = this.spare[i];
+      if (b.length !== n) continue;
+      this.spare[i] = this.spare[this.spare.length - 1];
+      this.spare.pop();
+      return b;
+    }
+    return undefined;
+  }
+
   /** Forgets every cached range (the node closes). */
   clear(): void {
     this.cache.clear();
+    this.spare.length = 0;
   }
 }

@@ -1,0 +1,11 @@
+// The http driver's transport in the browser build: the global fetch is the only one.
+import { BlockError } from '../errors.js';
+import { FetchTransport } from '../drivers/http/fetch-transport.js';
+import type { HttpTransport, HttpTransportKind } from '../drivers/http/transport.js';
+
+export const DEFAULT_HTTP_TRANSPORT: HttpTransportKind = 'fetch';
+
+export function createHttpTransport(kind: HttpTransportKind, _sockets: number): HttpTransport {
+  if (kind === 'node') throw new BlockError('ENOTSUP', "transport 'node' needs Node's http module: a browser has only fetch", { field: 'transport' });
+  return new FetchTransport();
+}
