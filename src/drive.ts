@@ -351,7 +351,7 @@ export class Drive extends EventEmitter<DriveEvents> {
     const start = this.clock.now();
     const seq = this.seq++;
     const queue = this.throttle;
-    if (op > OP_WRITE_ZEROES || queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length)) {
+    if (op > OP_WRITE_ZEROES || queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length, start)) {
       // Requests just released from the queue settle a microtask later than a direct one would:
       // in that window a new request waits a tick too, so completions keep their order.
       if (this.order.pending) return Promise.resolve().then(() => this.run(op, offset, payload, length, start, seq));
@@ -370,7 +370,7 @@ export class Drive extends EventEmitter<DriveEvents> {
     const seq = this.seq++;
     const queue = this.throttle;
     const { op, offset, payload, length } = h;
-    if (op > OP_WRITE_ZEROES || queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length)) {
+    if (op > OP_WRITE_ZEROES || queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length, start)) {
       // It settles a microtask later than a direct request: new ones in this tick yield too.
       this.order.released();
       this.run(op, offset, payload, length, start, seq).then(h.resolve, h.reject);

@@ -143,9 +143,9 @@ export class ThrottleGroup {
    * @internal The request path (QEMU throttle_group_co_io_limits_intercept): true if the
    * request goes now (charged), false if it must wait — the caller then queues it at once.
    */
-  tryAdmit(m: ThrottledRequestQueue, dir: Direction, bytes: number): boolean {
+  tryAdmit(m: ThrottledRequestQueue, dir: Direction, bytes: number, now?: number): boolean {
     const t = this.nextToken(m, dir);
-    const mustWait = this.scheduleTimer(t, dir);
+    const mustWait = this.scheduleTimer(t, dir, now);
     // Wait if throttled, or behind this member's earlier requests (no overtaking).
     if (mustWait || m.pending[dir] > 0) return false;
     account(this.state, dir, bytes);
@@ -211,10 +211,11 @@ export class ThrottleGroup {
   }
 
   /** True if `t` must wait in `dir`; arms `t`'s timer when no timer of the group covers it yet. */
-  private scheduleTimer(t: ThrottledRequestQueue, dir: Direction): boolean {
+  private scheduleTimer(t: ThrottledRequestQueue, dir: Direction, given?: number): boolean {
     if (t.ioLimitsDisabled > 0) return false;
     if (this.anyTimerArmed[dir]) return true;
-    const now = this.clock.now();
+    // A caller that has just read the clock passes the time: one clock read less per request.
+    const now = given ?? this.clock.now();
     const wait = computeWait(this.state, dir, now);
     if (wait === 0) return false;
     if (t.timers[dir] === null) t.timers[dir] = this.clock.setTimer(now + wait, t.timerCallbacks[dir]);
