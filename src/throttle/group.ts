@@ -144,6 +144,16 @@ export class ThrottleGroup {
    * request goes now (charged), false if it must wait — the caller then queues it at once.
    */
   tryAdmit(m: ThrottledRequestQueue, dir: Direction, bytes: number, now?: number): boolean {
+    // A group of one with nothing waiting and no timer armed: the general path below reduces to
+    // "go if the buckets allow" (QEMU admits at once then), without the round-robin walk.
+    if (m.rrNext === m && m.pending[dir] === 0 && m.ioLimitsDisabled === 0 && !this.anyTimerArmed[dir]) {
+      now ??= this.clock.now();
+      if (computeWait(this.state, dir, now) === 0) {
+        account(this.state, dir, bytes);
+        return true;
+      }
+      // Must wait: the general path arms the timer (its leak to the same time changes nothing).
+    }
     const t = this.nextToken(m, dir);
     const mustWait = this.scheduleTimer(t, dir, now);
     // Wait if throttled, or behind this member's earlier requests (no overtaking).
