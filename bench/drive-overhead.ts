@@ -1,7 +1,8 @@
 /**
  * Issue #2's scenario: 4 KiB random reads at QD1 and QD32 through a Drive over `file` against
  * bare callback fs.read on an fd (page cache), and through a Drive over `null` against a bare
- * resolved-promise loop, in the same run.
+ * resolved-promise loop, in the same run. Issue #10 adds: `null` without zero-filling (the
+ * request path alone, no 4 KiB memset), and a non-binding limit against none on `null`.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -27,6 +28,9 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
   const layer = new BlockLayer();
   const onFile = await layer.openDrive({ driver: 'file', filename: file, readOnly: true });
   const onNull = await layer.openDrive({ driver: 'null', size: FILE_SIZE });
+  const onNullNoFill = await layer.openDrive({ driver: 'null', size: FILE_SIZE, readZeroes: false });
+  // Far above what one thread reaches: the limit is checked and charged per request but never holds one back.
+  const onNullLimited = await layer.openDrive({ driver: 'null', size: FILE_SIZE, throttle: { iopsTotal: 1e12 } });
   const count = quick ? 100_000 : 400_000;
   const rounds = quick ? 5 : 9;
   const bareRead = (buf: Uint8Array) =>
@@ -51,6 +55,20 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
   );
   results['null-qd32'] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio };
   row('Drive(null) vs resolved promise, QD32', fmtRate(r.subject), fmtRate(r.baseline), r.ratio);
+  const nf = await sideBySide(
+    rounds,
+    () => drive(32, n, () => Promise.resolve()),
+    () => drive(32, n, (buf) => onNullNoFill.read(0, buf)),
+  );
+  results['null-nofill-qd32'] = { subject: nf.subject, baseline: nf.baseline, ratio: nf.ratio };
+  row('Drive(null, readZeroes off) vs promise, QD32', fmtRate(nf.subject), fmtRate(nf.baseline), nf.ratio);
+  const lim = await sideBySide(
+    rounds,
+    () => drive(32, n, (buf) => onNull.read(0, buf)),
+    () => drive(32, n, (buf) => onNullLimited.read(0, buf)),
+  );
+  results['null-limit-qd32'] = { subject: lim.subject, baseline: lim.baseline, ratio: lim.ratio };
+  row('Drive(null) non-binding limit vs none, QD32', fmtRate(lim.subject), fmtRate(lim.baseline), lim.ratio);
   await layer.close();
   fs.closeSync(fd);
   fs.rmSync(dir, { recursive: true, force: true });

@@ -146,6 +146,21 @@ interface ParkedRequest {
   reject: (e: unknown) => void;
 }
 
+/** A request in the node: the fields its completion needs, and the callbacks given to the node's promise. */
+interface InFlight {
+  op: Op;
+  offset: number;
+  payload: Uint8Array | null;
+  length: number;
+  start: number;
+  seq: number;
+  readonly fulfilled: () => Uint8Array | undefined;
+  readonly rejected: (e: unknown) => Uint8Array | undefined | Promise<Uint8Array | undefined>;
+}
+
+/** Continuations a drive keeps for reuse: enough for deep queues, bounded for drives that once had a burst. */
+const MAX_POOLED = 256;
+
 /**
  * The user's handle on a disk (QEMU: BlockBackend): bounds-checked I/O on the root node of a
  * graph, accounting, events, AbortSignal, throttling, error policies, drain/pause, close.
@@ -183,6 +198,8 @@ export class Drive extends EventEmitter<DriveEvents> {
   private held: HeldRequest[] = [];
   private parked: ParkedRequest[] = [];
   private status: IoStatus = 'ok';
+  /** Free continuations for {@link run}. */
+  private readonly pool: InFlight[] = [];
   private readonly queueListener: QueueListener = {
     released: () => this.order.released(),
     throttled: (direction: Direction, queued: number) => {
@@ -334,7 +351,7 @@ export class Drive extends EventEmitter<DriveEvents> {
     const start = this.clock.now();
     const seq = this.seq++;
     const queue = this.throttle;
-    if (op > OP_WRITE_ZEROES || queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length)) {
+    if (op > OP_WRITE_ZEROES || queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length, start)) {
       // Requests just released from the queue settle a microtask later than a direct one would:
       // in that window a new request waits a tick too, so completions keep their order.
       if (this.order.pending) return Promise.resolve().then(() => this.run(op, offset, payload, length, start, seq));
@@ -353,7 +370,7 @@ export class Drive extends EventEmitter<DriveEvents> {
     const seq = this.seq++;
     const queue = this.throttle;
     const { op, offset, payload, length } = h;
-    if (op > OP_WRITE_ZEROES || queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length)) {
+    if (op > OP_WRITE_ZEROES || queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length, start)) {
       // It settles a microtask later than a direct request: new ones in this tick yield too.
       this.order.released();
       this.run(op, offset, payload, length, start, seq).then(h.resolve, h.reject);
@@ -386,26 +403,82 @@ export class Drive extends EventEmitter<DriveEvents> {
     },
   };
 
-  /** Sends a request to the node and accounts it; applies the error policy on failure; settles once. */
-  private async run(op: Op, offset: number, payload: Uint8Array | null, length: number, start: number, seq: number): Promise<Uint8Array | undefined> {
+  /**
+   * Sends a request to the node and accounts it; applies the error policy on failure; settles
+   * once. The caller's promise is the one `then` derives from the node's: no async frame, no
+   * closure per request (the continuation is a pooled {@link InFlight}), and it settles in the
+   * same microtask as `await node.read(); return …` in an async function would.
+   */
+  private run(op: Op, offset: number, payload: Uint8Array | null, length: number, start: number, seq: number): Promise<Uint8Array | undefined> {
+    const r = this.pool.pop() ?? this.newInFlight();
+    r.op = op;
+    r.offset = offset;
+    r.payload = payload;
+    r.length = length;
+    r.start = start;
+    r.seq = seq;
+    let io: Promise<void>;
     try {
-      if (op === OP_READ) await this.node.read(offset, payload!);
-      else if (op === OP_WRITE) await this.node.write(offset, payload!);
-      else if (op === OP_WRITE_ZEROES) await this.node.writeZeroes(offset, length);
-      else if (op === OP_DISCARD) await this.node.discard(offset, length);
-      else await this.node.flush();
+      if (op === OP_READ) io = this.node.read(offset, payload!);
+      else if (op === OP_WRITE) io = this.node.write(offset, payload!);
+      else if (op === OP_WRITE_ZEROES) io = this.node.writeZeroes(offset, length);
+      else if (op === OP_DISCARD) io = this.node.discard(offset, length);
+      else io = this.node.flush();
     } catch (e) {
-      const error = fromErrno(e, `${OP_NAMES[op]} at offset ${offset}`, { node: this.node.name, offset, length });
-      const action = error.code === 'ECANCELED' ? 'report' : this.actionFor(op, error);
-      if (action === 'report') this.accounting.failedOp(OP_KINDS[op], start, this.clock.now());
-      if (error.code !== 'ECANCELED') this.emitIoError(op, offset, length, error, action);
-      if (action !== 'ignore') {
-        this.leave();
-        if (action === 'stop') return this.park({ op, offset, payload, length, start, seq, error, resolve: undefined!, reject: undefined! });
-        throw error;
+      // A driver that threw instead of rejecting: handled at once, as the catch of an async function would.
+      try {
+        const value = r.rejected(e);
+        return new Promise((resolve) => resolve(value));
+      } catch (error) {
+        return Promise.reject(error);
       }
-      // 'ignore': the request completes as if it had succeeded (QEMU's rerror/werror=ignore).
     }
+    // Promise.resolve adopts a native promise as is (a foreign thenable costs the same hop as await).
+    return Promise.resolve(io).then(r.fulfilled, r.rejected);
+  }
+
+  /** A pooled continuation; its two callbacks are made once, for every request it will carry. */
+  private newInFlight(): InFlight {
+    const r: InFlight = {
+      op: OP_READ,
+      offset: 0,
+      payload: null,
+      length: 0,
+      start: 0,
+      seq: 0,
+      fulfilled: () => {
+        const { op, offset, payload, length, start } = r;
+        this.recycle(r);
+        this.done(op, offset, length, start);
+        this.leave();
+        return op === OP_READ ? payload! : undefined;
+      },
+      rejected: (e: unknown) => {
+        const { op, offset, payload, length, start, seq } = r;
+        this.recycle(r);
+        return this.failed(op, offset, payload, length, start, seq, e);
+      },
+    };
+    return r;
+  }
+
+  private recycle(r: InFlight): void {
+    r.payload = null;
+    if (this.pool.length < MAX_POOLED) this.pool.push(r);
+  }
+
+  /** A request failed in the node: the error policy decides (report: throw; ignore: complete; stop: park). */
+  private failed(op: Op, offset: number, payload: Uint8Array | null, length: number, start: number, seq: number, e: unknown): Uint8Array | undefined | Promise<Uint8Array | undefined> {
+    const error = fromErrno(e, `${OP_NAMES[op]} at offset ${offset}`, { node: this.node.name, offset, length });
+    const action = error.code === 'ECANCELED' ? 'report' : this.actionFor(op, error);
+    if (action === 'report') this.accounting.failedOp(OP_KINDS[op], start, this.clock.now());
+    if (error.code !== 'ECANCELED') this.emitIoError(op, offset, length, error, action);
+    if (action !== 'ignore') {
+      this.leave();
+      if (action === 'stop') return this.park({ op, offset, payload, length, start, seq, error, resolve: undefined!, reject: undefined! });
+      throw error;
+    }
+    // 'ignore': the request completes as if it had succeeded (QEMU's rerror/werror=ignore).
     this.done(op, offset, length, start);
     this.leave();
     return op === OP_READ ? payload! : undefined;
@@ -647,6 +720,24 @@ export class Drive extends EventEmitter<DriveEvents> {
 
   /** Checks a request before it counts as in flight: the error to reject with, or null. */
   private check(op: Op, offset: number, length: number, signal: unknown): BlockError | null {
+    // The common case in a few comparisons, with nothing allocated; the slow path says what is wrong.
+    if (
+      this.state === 'open' &&
+      Number.isSafeInteger(offset) &&
+      offset >= 0 &&
+      Number.isSafeInteger(length) &&
+      length >= 0 &&
+      offset + length <= this.node.length &&
+      (op === OP_READ || op === OP_FLUSH || !this.readOnly)
+    ) {
+      if (signal === undefined) return null;
+      if (isSignal(signal)) return signal.aborted ? this.canceled(OP_NAMES[op], offset) : null;
+    }
+    return this.refusal(op, offset, length, signal);
+  }
+
+  /** Why {@link check} refused a request (counted as invalid unless the drive is closed or the signal aborted). */
+  private refusal(op: Op, offset: number, length: number, signal: unknown): BlockError | null {
     const name = OP_NAMES[op];
     if (this.state !== 'open') return this.closedError(name, offset);
     const context = { node: this.node.name, offset, length };

@@ -114,6 +114,10 @@ export class BlockNode {
   read(offset: number, buffer: Uint8Array): Promise<void> {
     if (!(buffer instanceof Uint8Array)) return Promise.reject(new BlockError('EINVAL', `read: buffer must be a Uint8Array`, { node: this.name, offset }));
     const length = buffer.length;
+    // The common case (open, in range, aligned, one piece) straight to the driver; anything else takes the general path.
+    if (this.fits(offset, length) && this.alignMask === 0 && (this.maxTransfer === 0 || length <= this.maxTransfer)) {
+      return length === 0 ? Promise.resolve() : this.instance.read(offset, buffer);
+    }
     const refused = this.refused('read', offset, length, false);
     if (refused) return refused;
     if (length === 0) return Promise.resolve();
@@ -128,6 +132,9 @@ export class BlockNode {
   write(offset: number, data: Uint8Array, grow = false): Promise<void> {
     if (!(data instanceof Uint8Array)) return Promise.reject(new BlockError('EINVAL', `write: data must be a Uint8Array`, { node: this.name, offset }));
     const length = data.length;
+    if (this.tracked === null && !this.readOnly && this.fits(offset, length) && (this.maxTransfer === 0 || length <= this.maxTransfer)) {
+      return length === 0 ? Promise.resolve() : this.instance.write(offset, data);
+    }
     const refused = this.refused('write', offset, length, true, grow);
     if (refused) return refused;
     if (length === 0) return Promise.resolve();
@@ -225,6 +232,11 @@ export class BlockNode {
   // Offsets exceed 2^31, so no bitwise arithmetic on them.
   private isAligned(offset: number, length: number): boolean {
     return this.alignMask === 0 || (offset % this.alignment === 0 && length % this.alignment === 0);
+  }
+
+  /** True if the node is open and [offset, offset+length) is a valid range inside it (no growing): checkRange would pass. */
+  private fits(offset: number, length: number): boolean {
+    return !this.closed && Number.isSafeInteger(offset) && offset >= 0 && Number.isSafeInteger(length) && length >= 0 && offset + length <= this.instance.length();
   }
 
   private assertOpen(): void {

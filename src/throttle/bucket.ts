@@ -56,6 +56,8 @@ export function leak(state: ThrottleState, nowNs: number): void {
   const { buckets } = state.config;
   for (let i = 0; i < 6; i++) {
     const b = buckets[i];
+    // A bucket that is off never leaks (avg 0) and has no burst (max needs avg): nothing to do.
+    if (b.avg === 0) continue;
     state.level[i] = Math.max(state.level[i] - (b.avg * delta) / NS_PER_S, 0);
     if (b.burstLength > 1) {
       state.burstLevel[i] = Math.max(state.burstLevel[i] - (b.max * delta) / NS_PER_S, 0);
@@ -84,7 +86,9 @@ export function bucketWait(avg: number, max: number, burstLength: number, level:
 export function waitFor(state: ThrottleState, direction: Direction): number {
   const { buckets } = state.config;
   let wait = 0;
-  for (const i of WAIT_BUCKETS[direction]) {
+  const indexes = WAIT_BUCKETS[direction];
+  for (let k = 0; k < indexes.length; k++) {
+    const i = indexes[k];
     const b = buckets[i];
     const w = bucketWait(b.avg, b.max, b.burstLength, state.level[i], state.burstLevel[i]);
     if (w > wait) wait = w;

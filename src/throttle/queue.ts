@@ -284,9 +284,10 @@ export class ThrottledRequestQueue {
   /**
    * Decides at once: true if a request of `bytes` may go now (it is charged), false if it must
    * wait — then the caller queues it with {@link enqueueWaiter} before doing anything else.
+   * `now`: the clock's time if the caller has just read it.
    */
-  tryAdmit(direction: Direction, bytes: number): boolean {
-    return this.group.tryAdmit(this, direction, bytes);
+  tryAdmit(direction: Direction, bytes: number, now?: number): boolean {
+    return this.group.tryAdmit(this, direction, bytes, now);
   }
 
   /** @internal Appends a waiting request that settles a promise. */
