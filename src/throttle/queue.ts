@@ -78,14 +78,19 @@ function doubles(n: number): number[] {
 }
 
 /**
- * One direction's FIFO as a ring of columns, so a queued request costs its fields and nothing
+ * One direction of a member: its timer, its count of waiting requests and its FIFO, the hot
+ * state of a dispatch in one object. The FIFO is a ring of columns, so a queued request costs its fields and nothing
  * more (no object header, no links): `target` (the promise's resolve function, or a Waiter, or
  * null once aborted) and `data` side by side in one array, offset and enqueue time side by side
  * in another (a slot's fields share a cache line: with thousands of queues, each dequeue touches
  * cold memory), and the low bits of the arrival number. It grows by an eighth at a time (little
  * slack; copying stays amortized O(1)) and shrinks back when it empties.
  */
-class RequestFifo {
+export class RequestFifo {
+  /** Requests waiting (aborted ones no longer count). */
+  pending = 0;
+  /** The armed timer of this member and direction (null: none). */
+  timer: ClockTimer | null = null;
   capacity = INITIAL_CAPACITY;
   /** Ring index of the oldest slot. */
   head = 0;
@@ -101,6 +106,9 @@ class RequestFifo {
   seq: Uint32Array | null = null;
   /** Records of queued requests with a signal, by slot id; made with the first one. */
   signals: Map<number, SignalRecord> | null = null;
+
+  /** @param onTimer the timer callback of this member and direction, made once (arming a timer allocates no closure). */
+  constructor(readonly onTimer: () => void) {}
 
   /** Appends a slot; returns its absolute id. */
   push(target: unknown, data: unknown, offset: number, time: number, seq: number): number {
@@ -237,16 +245,14 @@ export class ThrottledRequestQueue {
   /** Round-robin ring links, maintained by the group. */
   rrNext: ThrottledRequestQueue = this;
   rrPrev: ThrottledRequestQueue = this;
-  /** Requests waiting per direction (aborted ones no longer count). */
-  readonly pending = [0, 0];
-  /** The armed timer per direction (null: none). */
-  readonly timers: [ClockTimer | null, ClockTimer | null] = [null, null];
+  /** Reads (direction 0) and writes (direction 1); see {@link lane}. */
+  readonly reads: RequestFifo;
+  readonly writes: RequestFifo;
   /** > 0 while drained: requests bypass the limits (still accounted). */
   ioLimitsDisabled = 0;
   listener: QueueListener | null = null;
   /** Where the Drive's compact requests go when admitted or aborted. */
   sink: QueuedRequestSink | null = null;
-  private readonly fifos: [RequestFifo, RequestFifo] = [new RequestFifo(), new RequestFifo()];
   private readonly throttledSince = [0, 0];
   private delayed = 0;
   private totalDelay = 0;
@@ -259,13 +265,17 @@ export class ThrottledRequestQueue {
   private outSeq = 0;
   private outSignal: SignalRecord | undefined = undefined;
   private outDirection: Direction = 0;
-  /** Timer callbacks made once, so arming a timer allocates no closure. */
-  readonly timerCallbacks: readonly [() => void, () => void];
 
   constructor(name: string, group: ThrottleGroup) {
     this.name = name;
     this.group = group;
-    this.timerCallbacks = [() => this.group.timerFired(this, 0), () => this.group.timerFired(this, 1)];
+    this.reads = new RequestFifo(() => this.group.timerFired(this, 0));
+    this.writes = new RequestFifo(() => this.group.timerFired(this, 1));
+  }
+
+  /** The state of one direction (fields, not an array: one object less to reach per dispatch). */
+  lane(direction: Direction): RequestFifo {
+    return direction === 0 ? this.reads : this.writes;
   }
 
   /**
@@ -289,8 +299,8 @@ export class ThrottledRequestQueue {
       delayedRequests: this.delayed,
       totalDelayNs: this.totalDelay,
       maxDelayNs: this.maxDelay,
-      queuedReads: this.pending[0],
-      queuedWrites: this.pending[1],
+      queuedReads: this.reads.pending,
+      queuedWrites: this.writes.pending,
     };
   }
 
@@ -311,7 +321,7 @@ export class ThrottledRequestQueue {
 
   /** Appends a waiting request object (after {@link tryAdmit} said no). */
   enqueueWaiter(direction: Direction, w: Waiter, now = this.group.now()): void {
-    const id = this.fifos[direction].push(w, WAITER, 0, now, 0);
+    const id = this.lane(direction).push(w, WAITER, 0, now, 0);
     if (w.signal) this.watch(direction, id, w.signal, undefined);
     this.queued(direction, now);
   }
@@ -330,21 +340,21 @@ export class ThrottledRequestQueue {
     signal: AbortSignal | undefined,
     reject: (e: unknown) => void,
   ): void {
-    const id = this.fifos[direction].push(settle, data, offset, start, seq >>> 0);
+    const id = this.lane(direction).push(settle, data, offset, start, seq >>> 0);
     if (signal) this.watch(direction, id, signal, reject);
     this.queued(direction, start);
   }
 
   private watch(direction: Direction, id: number, signal: AbortSignal, reject: ((e: unknown) => void) | undefined): void {
     const record: SignalRecord = { signal, onAbort: () => this.abort(direction, id), reject };
-    const fifo = this.fifos[direction];
+    const fifo = this.lane(direction);
     fifo.signals ??= new Map();
     fifo.signals.set(id, record);
     signal.addEventListener('abort', record.onAbort, { once: true });
   }
 
   private queued(direction: Direction, now: number): void {
-    if (this.pending[direction]++ === 0) {
+    if (this.lane(direction).pending++ === 0) {
       this.throttledSince[direction] = now;
       this.listener?.throttled(direction, 1);
     }
@@ -355,7 +365,7 @@ export class ThrottledRequestQueue {
    * {@link admitDequeued} to let it go.
    */
   dequeue(direction: Direction, now: number): number {
-    const fifo = this.fifos[direction];
+    const fifo = this.lane(direction);
     // Aborted requests left their slot behind: skip them.
     while (fifo.target(fifo.head) === null) {
       fifo.shift();
@@ -379,12 +389,12 @@ export class ThrottledRequestQueue {
     }
     this.outSignal = record;
     fifo.shift();
-    this.pending[direction]--;
+    fifo.pending--;
     const delay = now - this.outTime;
     this.delayed++;
     this.totalDelay += delay;
     if (delay > this.maxDelay) this.maxDelay = delay;
-    if (this.pending[direction] === 0) this.listener?.unthrottled(direction, now - this.throttledSince[direction]);
+    if (fifo.pending === 0) this.listener?.unthrottled(direction, now - this.throttledSince[direction]);
     if (data === WAITER) return (target as Waiter).bytes;
     return typeof data === 'number' ? data : (data as Uint8Array).length;
   }
@@ -411,7 +421,7 @@ export class ThrottledRequestQueue {
   }
 
   private abort(direction: Direction, id: number): void {
-    const fifo = this.fifos[direction];
+    const fifo = this.lane(direction);
     const record = fifo.signals?.get(id);
     if (!record) return;
     fifo.signals!.delete(id);
@@ -420,12 +430,12 @@ export class ThrottledRequestQueue {
     const data = fifo.data(i);
     // The slot stays (a FIFO cannot close a gap in O(1)); dequeue skips it.
     fifo.clearSlot(i);
-    this.pending[direction]--;
+    fifo.pending--;
     const bytes = data === WAITER ? (target as Waiter).bytes : typeof data === 'number' ? data : (data as Uint8Array).length;
     const error = new BlockError('ECANCELED', `request of ${bytes} bytes on ${this.name} was aborted while throttled`);
     if (data === WAITER) (target as Waiter).cancel(error);
     else this.sink!.cancelQueued(record.reject!, error);
-    if (this.pending[direction] === 0) {
+    if (fifo.pending === 0) {
       // Only aborted slots are left (their fields already cleared).
       if (fifo.signals!.size === 0) fifo.clear();
       this.listener?.unthrottled(direction, this.group.now() - this.throttledSince[direction]);
