@@ -215,7 +215,10 @@ class TimerRun {
  * Work that needs more loop turns (thread-pool I/O such as file reads, sockets, setTimeout,
  * immediates queued by those immediates) is not awaited between timers. `advance*` and `runUntilIdle` also give
  * one full event-loop turn when they start and `advance*` one when they end.
- * No event-loop turn is spent per timer otherwise, so a million timers fire in about a second.
+ * No event-loop turn is spent per timer otherwise, so a million timers fire in about a second:
+ * waiting for a timer's work costs one process.nextTick and one promise reaction (see TimerRun),
+ * which is the floor of "after every microtask" in Node, and timers due at the same time still
+ * get that wait each (a timer's work may set or cancel the next ones).
  * (Before issue 10 every timer was followed by a setImmediate turn: that also let the immediates
  * pending at that moment run, but not one scheduled later by the callback's promise work.)
  * Like before, it needs the real setImmediate and process.nextTick (not faked ones).
