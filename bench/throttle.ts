@@ -4,6 +4,7 @@
  */
 import type { Clock } from '../src/clock.js';
 import { BlockLayer, type Drive, VirtualClock } from '../src/index.js';
+import { ThrottleGroup } from '../src/throttle/group.js';
 import type { ThrottleLimits } from '../src/throttle/limits.js';
 import { FlatVirtualClock } from './baseline/flat-virtual-clock.js';
 import { fmtRate, median, row, sideBySide } from './util.js';
@@ -142,6 +143,28 @@ async function bareTimers(clock: Clock & { runUntilIdle(max: number): Promise<nu
   return ((cpu.user + cpu.system) * 1e3) / count;
 }
 
+/**
+ * CPU ns per admission of the clock and the throttle group alone: the scale scenario's group
+ * (iops 1000, `members` members) dispatching waiters that only count, no Drive, node or driver.
+ */
+async function groupDispatch(clock: Clock & { runUntilIdle(max: number): Promise<number> }, members: number, queued: number): Promise<number> {
+  const group = new ThrottleGroup('dispatch', clock, true);
+  group.setLimits({ iopsTotal: 1000 });
+  const queues = Array.from({ length: members }, (_, i) => group.join(`m${i}`));
+  let admitted = 0;
+  const waiter = { bytes: 512, signal: undefined, admit: () => admitted++, cancel: () => {} };
+  for (let i = 0; i < queued; i++) {
+    const q = queues[i % members];
+    if (q.tryAdmit(0, 512)) admitted++;
+    else q.enqueueWaiter(0, waiter);
+  }
+  const cpu0 = process.cpuUsage();
+  await clock.runUntilIdle(queued * 4);
+  const cpu = process.cpuUsage(cpu0);
+  if (admitted !== queued) throw new Error(`groupDispatch: ${admitted} of ${queued} admitted`);
+  return ((cpu.user + cpu.system) * 1e3) / queued;
+}
+
 /** CPU ns of one `await null` (a microtask hop): how fast this machine is, to read the figures against. */
 async function awaitHop(count: number): Promise<number> {
   const cpu0 = process.cpuUsage();
@@ -196,6 +219,16 @@ export async function throttleBench(quick = true): Promise<Record<string, unknow
   console.log(`  machine reference: one \`await null\` costs ${hop.toFixed(0)} ns CPU here (read the figures against it when comparing machines)`);
 
   const queued = quick ? 100_000 : 1_000_000;
+  console.log(`Clock and throttle group alone (no drive, node or driver): ${quick ? '100k' : '1M'} queued waiters, iops 1000, CPU ns per admission`);
+  for (const n of quick ? [10] : [10, 10000]) {
+    const d = await sideBySide(
+      3,
+      () => groupDispatch(new FlatVirtualClock(), n, queued),
+      () => groupDispatch(new VirtualClock(), n, queued),
+    );
+    results[`groupDispatch ${n}`] = d;
+    row(`${n} members: clock + group per admission (CPU ns)`, d.subject.toFixed(0), d.baseline.toFixed(0), d.ratio);
+  }
   console.log(`Scale: one group (iops 1000), ${quick ? '100k' : '1M'} queued requests, virtual clock runUntilIdle; baseline: the flat-array clock with a loop turn per timer`);
   console.log(`  goals: ≤ ${GOAL_NS_PER_ADMISSION} ns per admission, ≤ ${GOAL_HEAP_PER_REQUEST} heap bytes per queued request`);
   for (const n of quick ? [10, 1000] : [10, 1000, 10000]) {

@@ -66,10 +66,10 @@ export class ThrottleGroup {
     configure(this.state, config, this.clock.now());
     for (const dir of DIRECTIONS) {
       this.forEach((m) => {
-        const t = m.timers[dir];
+        const t = m.lane(dir).timer;
         if (t) {
           t.cancel();
-          m.timers[dir] = null;
+          m.lane(dir).timer = null;
         }
       });
       this.anyTimerArmed[dir] = false;
@@ -103,10 +103,10 @@ export class ThrottleGroup {
     if (m.group !== this) return;
     this.drain(m);
     for (const dir of DIRECTIONS) {
-      const t = m.timers[dir];
+      const t = m.lane(dir).timer;
       if (t) {
         t.cancel();
-        m.timers[dir] = null;
+        m.lane(dir).timer = null;
         this.anyTimerArmed[dir] = false;
       }
       if (this.tokens[dir] === m) this.tokens[dir] = m.rrNext === m ? null : m.rrNext;
@@ -157,7 +157,7 @@ export class ThrottleGroup {
     const t = this.nextToken(m, dir);
     const mustWait = this.scheduleTimer(t, dir, now);
     // Wait if throttled, or behind this member's earlier requests (no overtaking).
-    if (mustWait || m.pending[dir] > 0) return false;
+    if (mustWait || m.lane(dir).pending > 0) return false;
     account(this.state, dir, bytes);
     this.scheduleNext(m, dir);
     return true;
@@ -181,21 +181,21 @@ export class ThrottleGroup {
 
   /** @internal A member's timer fired: wake one of its requests, or pass the turn on. */
   timerFired(m: ThrottledRequestQueue, dir: Direction): void {
-    m.timers[dir] = null;
+    m.lane(dir).timer = null;
     this.anyTimerArmed[dir] = false;
-    if (m.pending[dir] > 0) this.admitHead(m, dir);
+    if (m.lane(dir).pending > 0) this.admitHead(m, dir);
     this.scheduleNext(m, dir);
   }
 
   /** QEMU throttle_group_restart_tgm: fire the member's pending timers now, or wake one request. */
   private restart(m: ThrottledRequestQueue): void {
     for (const dir of DIRECTIONS) {
-      const t = m.timers[dir];
+      const t = m.lane(dir).timer;
       if (t) {
         t.cancel();
         this.timerFired(m, dir);
       } else {
-        if (m.pending[dir] > 0) this.admitHead(m, dir);
+        if (m.lane(dir).pending > 0) this.admitHead(m, dir);
         this.scheduleNext(m, dir);
       }
     }
@@ -212,11 +212,11 @@ export class ThrottleGroup {
 
   /** Whose turn it is next in `dir`: the first member after the token holder with waiting requests. */
   private nextToken(m: ThrottledRequestQueue, dir: Direction): ThrottledRequestQueue {
-    if (m.pending[dir] > 0 && m.ioLimitsDisabled > 0) return m;
+    if (m.lane(dir).pending > 0 && m.ioLimitsDisabled > 0) return m;
     const start = this.tokens[dir] ?? m;
     let t = start.rrNext;
-    while (t !== start && t.pending[dir] === 0) t = t.rrNext;
-    if (t === start && start.pending[dir] === 0) return m;
+    while (t !== start && t.lane(dir).pending === 0) t = t.rrNext;
+    if (t === start && start.lane(dir).pending === 0) return m;
     return t;
   }
 
@@ -228,7 +228,8 @@ export class ThrottleGroup {
     const now = given ?? this.clock.now();
     const wait = computeWait(this.state, dir, now);
     if (wait === 0) return false;
-    if (t.timers[dir] === null) t.timers[dir] = this.clock.setTimer(now + wait, t.timerCallbacks[dir]);
+    const lane = t.lane(dir);
+    if (lane.timer === null) lane.timer = this.clock.setTimer(now + wait, lane.onTimer);
     this.tokens[dir] = t;
     this.anyTimerArmed[dir] = true;
     return true;
@@ -238,16 +239,17 @@ export class ThrottleGroup {
   private scheduleNext(m: ThrottledRequestQueue, dir: Direction): void {
     for (;;) {
       const t = this.nextToken(m, dir);
-      if (t.pending[dir] === 0) return;
+      if (t.lane(dir).pending === 0) return;
       if (this.scheduleTimer(t, dir)) return;
-      if (m.pending[dir] > 0) {
+      if (m.lane(dir).pending > 0) {
         // Not throttled: the current member's next request goes directly (QEMU prefers it).
         this.admitHead(m, dir);
         this.tokens[dir] = m;
         continue;
       }
       // Another member's turn: fire its timer on the next tick.
-      if (t.timers[dir] === null) t.timers[dir] = this.clock.setTimer(this.clock.now(), t.timerCallbacks[dir]);
+      const lane = t.lane(dir);
+      if (lane.timer === null) lane.timer = this.clock.setTimer(this.clock.now(), lane.onTimer);
       this.anyTimerArmed[dir] = true;
       this.tokens[dir] = t;
       return;

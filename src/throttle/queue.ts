@@ -78,12 +78,19 @@ function doubles(n: number): number[] {
 }
 
 /**
- * One direction's FIFO as a ring of columns, so a queued request costs its fields and nothing
+ * One direction of a member: its timer, its count of waiting requests and its FIFO, the hot
+ * state of a dispatch in one object. The FIFO is a ring of columns, so a queued request costs its fields and nothing
  * more (no object header, no links): `target` (the promise's resolve function, or a Waiter, or
- * null once aborted), `data`, offset, enqueue time and low bits of the arrival number. It grows
- * by an eighth at a time (little slack; copying stays amortized O(1)) and shrinks back when it empties.
+ * null once aborted) and `data` side by side in one array, offset and enqueue time side by side
+ * in another (a slot's fields share a cache line: with thousands of queues, each dequeue touches
+ * cold memory), and the low bits of the arrival number. It grows by an eighth at a time (little
+ * slack; copying stays amortized O(1)) and shrinks back when it empties.
  */
-class RequestFifo {
+export class RequestFifo {
+  /** Requests waiting (aborted ones no longer count). */
+  pending = 0;
+  /** The armed timer of this member and direction (null: none). */
+  timer: ClockTimer | null = null;
   capacity = INITIAL_CAPACITY;
   /** Ring index of the oldest slot. */
   head = 0;
@@ -91,29 +98,55 @@ class RequestFifo {
   size = 0;
   /** Absolute number of the slot at `head` (slot ids key the signal records). */
   firstId = 0;
-  target: unknown[] = new Array(INITIAL_CAPACITY).fill(null);
-  data: unknown[] = new Array(INITIAL_CAPACITY).fill(null);
-  offset = doubles(INITIAL_CAPACITY);
-  time = doubles(INITIAL_CAPACITY);
+  /** Slot i: target at 2i, data at 2i+1. */
+  refs: unknown[] = new Array(2 * INITIAL_CAPACITY).fill(null);
+  /** Slot i: offset at 2i, enqueue time at 2i+1. */
+  nums = doubles(2 * INITIAL_CAPACITY);
   /** Allocated only once a non-zero value is stored (drives that can never park a request store 0). */
   seq: Uint32Array | null = null;
-  readonly signals = new Map<number, SignalRecord>();
+  /** Records of queued requests with a signal, by slot id; made with the first one. */
+  signals: Map<number, SignalRecord> | null = null;
+
+  /** @param onTimer the timer callback of this member and direction, made once (arming a timer allocates no closure). */
+  constructor(readonly onTimer: () => void) {}
 
   /** Appends a slot; returns its absolute id. */
   push(target: unknown, data: unknown, offset: number, time: number, seq: number): number {
     if (this.size === this.capacity) this.grow();
     let i = this.head + this.size;
     if (i >= this.capacity) i -= this.capacity;
-    this.target[i] = target;
-    this.data[i] = data;
-    this.offset[i] = offset;
-    this.time[i] = time;
+    this.refs[2 * i] = target;
+    this.refs[2 * i + 1] = data;
+    this.nums[2 * i] = offset;
+    this.nums[2 * i + 1] = time;
     if (this.seq !== null) this.seq[i] = seq;
     else if (seq !== 0) {
       this.seq = new Uint32Array(this.capacity);
       this.seq[i] = seq;
     }
     return this.firstId + this.size++;
+  }
+
+  target(i: number): unknown {
+    return this.refs[2 * i];
+  }
+
+  data(i: number): unknown {
+    return this.refs[2 * i + 1];
+  }
+
+  offset(i: number): number {
+    return this.nums[2 * i];
+  }
+
+  time(i: number): number {
+    return this.nums[2 * i + 1];
+  }
+
+  /** Marks slot `i` aborted (dequeue skips it) and lets go of what it held. */
+  clearSlot(i: number): void {
+    this.refs[2 * i] = null;
+    this.refs[2 * i + 1] = null;
   }
 
   /** Ring index of absolute id `id` (which must be in the FIFO). */
@@ -125,8 +158,7 @@ class RequestFifo {
   /** Drops the head slot (its fields were read already). */
   shift(): void {
     const i = this.head;
-    this.target[i] = null;
-    this.data[i] = null;
+    this.clearSlot(i);
     this.head = i + 1 === this.capacity ? 0 : i + 1;
     this.firstId++;
     if (--this.size === 0 && this.capacity > INITIAL_CAPACITY * 8) this.reset();
@@ -142,35 +174,26 @@ class RequestFifo {
 
   private grow(): void {
     const cap = this.capacity + Math.max(INITIAL_CAPACITY, this.capacity >> 3);
-    const target = new Array(cap).fill(null);
-    const data = new Array(cap).fill(null);
-    const offset = doubles(cap);
-    const time = doubles(cap);
+    const refs = new Array(2 * cap).fill(null);
+    const nums = doubles(2 * cap);
     const seq = this.seq === null ? null : new Uint32Array(cap);
     // The ring's slots in order: [head, end of ring), then [0, rest) if it wraps.
     const first = Math.min(this.size, this.capacity - this.head);
     const rest = this.size - first;
-    for (let k = 0; k < first; k++) {
-      const i = this.head + k;
-      target[k] = this.target[i];
-      data[k] = this.data[i];
-      offset[k] = this.offset[i];
-      time[k] = this.time[i];
+    for (let k = 0; k < 2 * first; k++) {
+      refs[k] = this.refs[2 * this.head + k];
+      nums[k] = this.nums[2 * this.head + k];
     }
-    for (let k = 0; k < rest; k++) {
-      target[first + k] = this.target[k];
-      data[first + k] = this.data[k];
-      offset[first + k] = this.offset[k];
-      time[first + k] = this.time[k];
+    for (let k = 0; k < 2 * rest; k++) {
+      refs[2 * first + k] = this.refs[k];
+      nums[2 * first + k] = this.nums[k];
     }
     if (seq !== null) {
       seq.set(this.seq!.subarray(this.head, this.head + first));
       if (rest > 0) seq.set(this.seq!.subarray(0, rest), first);
     }
-    this.target = target;
-    this.data = data;
-    this.offset = offset;
-    this.time = time;
+    this.refs = refs;
+    this.nums = nums;
     this.seq = seq;
     this.capacity = cap;
     this.head = 0;
@@ -180,10 +203,8 @@ class RequestFifo {
   private reset(): void {
     this.capacity = INITIAL_CAPACITY;
     this.head = 0;
-    this.target = new Array(INITIAL_CAPACITY).fill(null);
-    this.data = new Array(INITIAL_CAPACITY).fill(null);
-    this.offset = doubles(INITIAL_CAPACITY);
-    this.time = doubles(INITIAL_CAPACITY);
+    this.refs = new Array(2 * INITIAL_CAPACITY).fill(null);
+    this.nums = doubles(2 * INITIAL_CAPACITY);
     this.seq = null;
   }
 }
@@ -224,16 +245,14 @@ export class ThrottledRequestQueue {
   /** Round-robin ring links, maintained by the group. */
   rrNext: ThrottledRequestQueue = this;
   rrPrev: ThrottledRequestQueue = this;
-  /** Requests waiting per direction (aborted ones no longer count). */
-  readonly pending = [0, 0];
-  /** The armed timer per direction (null: none). */
-  readonly timers: [ClockTimer | null, ClockTimer | null] = [null, null];
+  /** Reads (direction 0) and writes (direction 1); see {@link lane}. */
+  readonly reads: RequestFifo;
+  readonly writes: RequestFifo;
   /** > 0 while drained: requests bypass the limits (still accounted). */
   ioLimitsDisabled = 0;
   listener: QueueListener | null = null;
   /** Where the Drive's compact requests go when admitted or aborted. */
   sink: QueuedRequestSink | null = null;
-  private readonly fifos: [RequestFifo, RequestFifo] = [new RequestFifo(), new RequestFifo()];
   private readonly throttledSince = [0, 0];
   private delayed = 0;
   private totalDelay = 0;
@@ -246,13 +265,17 @@ export class ThrottledRequestQueue {
   private outSeq = 0;
   private outSignal: SignalRecord | undefined = undefined;
   private outDirection: Direction = 0;
-  /** Timer callbacks made once, so arming a timer allocates no closure. */
-  readonly timerCallbacks: readonly [() => void, () => void];
 
   constructor(name: string, group: ThrottleGroup) {
     this.name = name;
     this.group = group;
-    this.timerCallbacks = [() => this.group.timerFired(this, 0), () => this.group.timerFired(this, 1)];
+    this.reads = new RequestFifo(() => this.group.timerFired(this, 0));
+    this.writes = new RequestFifo(() => this.group.timerFired(this, 1));
+  }
+
+  /** The state of one direction (fields, not an array: one object less to reach per dispatch). */
+  lane(direction: Direction): RequestFifo {
+    return direction === 0 ? this.reads : this.writes;
   }
 
   /**
@@ -276,8 +299,8 @@ export class ThrottledRequestQueue {
       delayedRequests: this.delayed,
       totalDelayNs: this.totalDelay,
       maxDelayNs: this.maxDelay,
-      queuedReads: this.pending[0],
-      queuedWrites: this.pending[1],
+      queuedReads: this.reads.pending,
+      queuedWrites: this.writes.pending,
     };
   }
 
@@ -299,7 +322,7 @@ export class ThrottledRequestQueue {
 
   /** Appends a waiting request object (after {@link tryAdmit} said no). */
   enqueueWaiter(direction: Direction, w: Waiter, now = this.group.now()): void {
-    const id = this.fifos[direction].push(w, WAITER, 0, now, 0);
+    const id = this.lane(direction).push(w, WAITER, 0, now, 0);
     if (w.signal) this.watch(direction, id, w.signal, undefined);
     this.queued(direction, now);
   }
@@ -318,19 +341,21 @@ export class ThrottledRequestQueue {
     signal: AbortSignal | undefined,
     reject: (e: unknown) => void,
   ): void {
-    const id = this.fifos[direction].push(settle, data, offset, start, seq >>> 0);
+    const id = this.lane(direction).push(settle, data, offset, start, seq >>> 0);
     if (signal) this.watch(direction, id, signal, reject);
     this.queued(direction, start);
   }
 
   private watch(direction: Direction, id: number, signal: AbortSignal, reject: ((e: unknown) => void) | undefined): void {
     const record: SignalRecord = { signal, onAbort: () => this.abort(direction, id), reject };
-    this.fifos[direction].signals.set(id, record);
+    const fifo = this.lane(direction);
+    fifo.signals ??= new Map();
+    fifo.signals.set(id, record);
     signal.addEventListener('abort', record.onAbort, { once: true });
   }
 
   private queued(direction: Direction, now: number): void {
-    if (this.pending[direction]++ === 0) {
+    if (this.lane(direction).pending++ === 0) {
       this.throttledSince[direction] = now;
       this.listener?.throttled(direction, 1);
     }
@@ -341,22 +366,22 @@ export class ThrottledRequestQueue {
    * {@link admitDequeued} to let it go.
    */
   dequeue(direction: Direction, now: number): number {
-    const fifo = this.fifos[direction];
+    const fifo = this.lane(direction);
     // Aborted requests left their slot behind: skip them.
-    while (fifo.target[fifo.head] === null) {
+    while (fifo.target(fifo.head) === null) {
       fifo.shift();
     }
     const i = fifo.head;
-    const target = fifo.target[i];
-    const data = fifo.data[i];
+    const target = fifo.target(i);
+    const data = fifo.data(i);
     this.outTarget = target;
     this.outData = data;
-    this.outOffset = fifo.offset[i];
-    this.outTime = fifo.time[i];
+    this.outOffset = fifo.offset(i);
+    this.outTime = fifo.time(i);
     this.outSeq = fifo.seq === null ? 0 : fifo.seq[i];
     this.outDirection = direction;
     let record: SignalRecord | undefined;
-    if (fifo.signals.size > 0) {
+    if (fifo.signals !== null && fifo.signals.size > 0) {
       record = fifo.signals.get(fifo.firstId);
       if (record) {
         fifo.signals.delete(fifo.firstId);
@@ -365,12 +390,12 @@ export class ThrottledRequestQueue {
     }
     this.outSignal = record;
     fifo.shift();
-    this.pending[direction]--;
+    fifo.pending--;
     const delay = now - this.outTime;
     this.delayed++;
     this.totalDelay += delay;
     if (delay > this.maxDelay) this.maxDelay = delay;
-    if (this.pending[direction] === 0) this.listener?.unthrottled(direction, now - this.throttledSince[direction]);
+    if (fifo.pending === 0) this.listener?.unthrottled(direction, now - this.throttledSince[direction]);
     if (data === WAITER) return (target as Waiter).bytes;
     return typeof data === 'number' ? data : (data as Uint8Array).length;
   }
@@ -397,24 +422,23 @@ export class ThrottledRequestQueue {
   }
 
   private abort(direction: Direction, id: number): void {
-    const fifo = this.fifos[direction];
-    const record = fifo.signals.get(id);
+    const fifo = this.lane(direction);
+    const record = fifo.signals?.get(id);
     if (!record) return;
-    fifo.signals.delete(id);
+    fifo.signals!.delete(id);
     const i = fifo.indexOf(id);
-    const target = fifo.target[i];
-    const data = fifo.data[i];
+    const target = fifo.target(i);
+    const data = fifo.data(i);
     // The slot stays (a FIFO cannot close a gap in O(1)); dequeue skips it.
-    fifo.target[i] = null;
-    fifo.data[i] = null;
-    this.pending[direction]--;
+    fifo.clearSlot(i);
+    fifo.pending--;
     const bytes = data === WAITER ? (target as Waiter).bytes : typeof data === 'number' ? data : (data as Uint8Array).length;
     const error = new BlockError('ECANCELED', `request of ${bytes} bytes on ${this.name} was aborted while throttled`);
     if (data === WAITER) (target as Waiter).cancel(error);
     else this.sink!.cancelQueued(record.reject!, error);
-    if (this.pending[direction] === 0) {
+    if (fifo.pending === 0) {
       // Only aborted slots are left (their fields already cleared).
-      if (fifo.signals.size === 0) fifo.clear();
+      if (fifo.signals!.size === 0) fifo.clear();
       this.listener?.unthrottled(direction, this.group.now() - this.throttledSince[direction]);
     }
   }

@@ -84,6 +84,44 @@ describe('VirtualClock: what settles between two timers', () => {
     expect(log).toEqual(['t1', 'tick', 't1b']);
   });
 
+  it('a process.nextTick queued by promise work of a timer callback runs before the next timer', async () => {
+    const clock = new VirtualClock();
+    const log: string[] = [];
+    clock.setTimer(1 * MS, () => {
+      log.push('t1');
+      void chain(20, () => process.nextTick(() => log.push('tick from chain')));
+    });
+    clock.setTimer(1 * MS, () => log.push('t1b'));
+    await clock.runUntilIdle();
+    expect(log).toEqual(['t1', 'tick from chain', 't1b']);
+  });
+
+  it('a timer callback that throws rejects the advance; later timers stay pending and fire on the next advance', async () => {
+    const clock = new VirtualClock();
+    const log: string[] = [];
+    clock.setTimer(1 * MS, () => {
+      throw new Error('boom');
+    });
+    clock.setTimer(2 * MS, () => log.push('t2'));
+    await expect(clock.advance(5)).rejects.toThrow('boom');
+    expect(log).toEqual([]);
+    expect(clock.pendingTimers).toBe(1);
+    await clock.advance(5);
+    expect(log).toEqual(['t2']);
+  });
+
+  it('runUntilIdle stops with an error after maxTimers timers when timers keep coming', async () => {
+    const clock = new VirtualClock();
+    let fired = 0;
+    const again = () => {
+      fired++;
+      clock.setTimer(clock.now() + MS, again);
+    };
+    clock.setTimer(MS, again);
+    await expect(clock.runUntilIdle(100)).rejects.toThrow('more than 100 timers');
+    expect(fired).toBe(100);
+  });
+
   it('fires timers without an event-loop turn each: 2000 timers take fewer than 10 loop turns', async () => {
     const clock = new VirtualClock();
     let fired = 0;
