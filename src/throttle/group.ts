@@ -146,7 +146,7 @@ export class ThrottleGroup {
   tryAdmit(m: ThrottledRequestQueue, dir: Direction, bytes: number, now?: number): boolean {
     // A group of one with nothing waiting and no timer armed: the general path below reduces to
     // "go if the buckets allow" (QEMU admits at once then), without the round-robin walk.
-    if (m.rrNext === m && m.pending[dir] === 0 && m.ioLimitsDisabled === 0 && !this.anyTimerArmed[dir]) {
+    if (m.rrNext === m && m.lane(dir).pending === 0 && m.ioLimitsDisabled === 0 && !this.anyTimerArmed[dir]) {
       now ??= this.clock.now();
       if (computeWait(this.state, dir, now) === 0) {
         account(this.state, dir, bytes);
