@@ -87,25 +87,35 @@ describe.skipIf(!haveFio)('blocklayer serve: limits changed over QMP while fio r
       const prefix = path.join(dir, 'rate');
       const fio = spawn(
         'fio',
-        ['--name=follow', '--ioengine=nbd', `--uri=nbd://127.0.0.1:${s.port}/disk0`, '--rw=randread', '--bs=4k', '--iodepth=8', '--runtime=6', '--time_based', `--write_iops_log=${prefix}`, '--log_avg_msec=500'],
+        ['--name=follow', '--ioengine=nbd', `--uri=nbd://127.0.0.1:${s.port}/disk0`, '--rw=randread', '--bs=4k', '--iodepth=8', '--runtime=7', '--time_based', `--write_iops_log=${prefix}`, '--log_avg_msec=500'],
         { stdio: ['ignore', 'ignore', 'pipe'] },
       );
       let fioErr = '';
       fio.stderr!.on('data', (d: Buffer) => (fioErr += d.toString()));
       const fioDone = new Promise<number | null>((resolve) => fio.on('close', resolve));
+      // fio's log clock starts with its I/O, which a busy machine can delay well past the spawn:
+      // the change is placed 3 s after the server saw fio's first read, and the windows below
+      // are placed around the moment it took effect on that clock.
+      const reads = async () => {
+        const r = (await q.cmd('query-blockstats')).return as { device: string; stats: { rd_operations: number } }[];
+        return r.find((b) => b.device === 'disk0')?.stats.rd_operations ?? 0;
+      };
+      while ((await reads()) === 0) await new Promise((r) => setTimeout(r, 10));
+      const ioStart = performance.now();
       await new Promise((r) => setTimeout(r, 3000));
       const limits = { bps: 0, bps_rd: 0, bps_wr: 0, iops: 0, iops_rd: 0, iops_wr: 0 };
       expect(await q.cmd('block_set_io_throttle', { ...limits, id: 'disk0', iops: 1000 })).toEqual({ return: {} });
+      const changedAt = performance.now() - ioStart;
       expect(await fioDone, fioErr).toBe(0);
 
       // fio's iops log: "msec, iops averaged over the 500 ms ending there, direction, bs, offset[, prio]".
       const log = fs.readFileSync(`${prefix}_iops.1.log`, 'utf8');
       const rows = log.trim().split('\n').map((l) => l.split(',').map((f) => Number(f.trim())));
       console.log(`fio iops log (end ms: iops): ${rows.map((r) => `${r[0]}: ${r[1]}`).join(', ')}`);
-      // Before the change: intervals after the first (the throttle's initial burst) ending by 2.5 s.
-      const before = rows.filter((r) => r[0] > 600 && r[0] <= 2600).map((r) => r[1]);
-      // After: intervals starting at 3.5 s or later.
-      const after = rows.filter((r) => r[0] - 500 >= 3400).map((r) => r[1]);
+      // Before the change: intervals after the first (the throttle's initial burst) ending 400 ms before it.
+      const before = rows.filter((r) => r[0] > 600 && r[0] <= changedAt - 400).map((r) => r[1]);
+      // After: intervals starting 400 ms after it or later.
+      const after = rows.filter((r) => r[0] - 500 >= changedAt + 400).map((r) => r[1]);
       expect(before.length).toBeGreaterThanOrEqual(3);
       expect(after.length).toBeGreaterThanOrEqual(4);
       expect(mean(before)).toBeGreaterThanOrEqual(180);
@@ -120,5 +130,5 @@ describe.skipIf(!haveFio)('blocklayer serve: limits changed over QMP while fio r
       s.child.kill('SIGTERM');
       expect(await s.exited).toBe(0);
     }
-  }, 15_000);
+  }, 25_000);
 });
