@@ -53,7 +53,10 @@ export class AdjacentMerger {
   add(offset: number, buffer: Uint8Array, resolve: () => void, reject: (e: unknown) => void): void {
     const sequential = offset === this.lastEnd;
     this.lastEnd = offset + buffer.length;
-    if (this.count === 0 && !sequential) return this.single(offset, buffer, 0, resolve, reject);
+    if (this.count === 0 && !sequential) {
+      this.single(offset, buffer, 0, resolve, reject);
+      return;
+    }
     const i = this.count++;
     this.offsets[i] = offset;
     this.buffers[i] = buffer;
