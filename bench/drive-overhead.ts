@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BlockLayer } from '../src/index.js';
-import { fmtRate, randomOffset as randomOffsetIn, readRate, row, sideBySide } from './util.js';
+import { fmtRate, median, randomOffset as randomOffsetIn, readRate, row, sideBySide } from './util.js';
 
 const FILE_SIZE = 64 * 1024 * 1024;
 const BS = 4096;
@@ -17,7 +17,7 @@ const randomOffset = () => randomOffsetIn(FILE_SIZE, BS);
 const drive = (qd: number, count: number, readOne: (buf: Uint8Array) => Promise<unknown>) => readRate(qd, count, BS, readOne);
 
 export interface DriveOverheadResult {
-  [scenario: string]: { subject: number; baseline: number; ratio: number };
+  [scenario: string]: { subject: number; baseline: number; ratio: number; unit?: string };
 }
 
 export async function driveOverheadBench(quick = true): Promise<DriveOverheadResult> {
@@ -39,13 +39,27 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
   console.log('Drive overhead: 4 KiB random reads (IOPS), Drive vs bare calls, median of alternating rounds');
   for (const qd of [1, 32]) {
     const n = qd === 1 ? count / 4 : count;
+    // CPU per request (all threads: the thread pool's too) moves far less with the machine's
+    // other load than IOPS do, so it is shown next to them.
+    const cpu = { subject: [] as number[], baseline: [] as number[] };
+    const withCpu = (into: number[], fn: () => Promise<number>) => async () => {
+      const start = process.cpuUsage();
+      const rate = await fn();
+      const u = process.cpuUsage(start);
+      into.push((u.user + u.system) / n);
+      return rate;
+    };
     const r = await sideBySide(
       rounds,
-      () => drive(qd, n, bareRead),
-      () => drive(qd, n, (buf) => onFile.read(randomOffset(), buf)),
+      withCpu(cpu.baseline, () => drive(qd, n, bareRead)),
+      withCpu(cpu.subject, () => drive(qd, n, (buf) => onFile.read(randomOffset(), buf))),
     );
+    const cs = median(cpu.subject);
+    const cb = median(cpu.baseline);
     results[`file-qd${qd}`] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio };
+    results[`file-qd${qd}-cpu`] = { subject: cs, baseline: cb, ratio: cs / cb, unit: 'CPU µs per request (lower is better)' };
     row(`Drive(file) vs fs.read callback, QD${qd}`, fmtRate(r.subject), fmtRate(r.baseline), r.ratio);
+    row('  CPU µs per request (all threads)', cs.toFixed(2), cb.toFixed(2), cs / cb);
   }
   const n = count * 4;
   const r = await sideBySide(
