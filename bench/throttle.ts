@@ -98,6 +98,8 @@ interface ScaleFigures {
   cpuNsPerDispatch: number;
   /** Heap bytes (JS heap + ArrayBuffers) per queued request (after a gc, --expose-gc). */
   heapPerRequest: number;
+  /** Wall time of layer.close() per drive (µs): every drive leaves the shared group. */
+  closeUsPerDrive: number;
 }
 
 /** ns per admission and heap bytes per queued request with `drives` drives sharing one group. */
@@ -126,8 +128,10 @@ export async function scale(drives: number, queued: number, clock: Clock & { run
   const cpu = process.cpuUsage(cpu0);
   const cpuNsPerDispatch = ((cpu.user + cpu.system) * 1e3) / queued;
   await Promise.all(pending);
+  const c0 = performance.now();
   await layer.close();
-  return { nsPerDispatch, cpuNsPerDispatch, heapPerRequest };
+  const closeUsPerDrive = ((performance.now() - c0) * 1e3) / drives;
+  return { nsPerDispatch, cpuNsPerDispatch, heapPerRequest, closeUsPerDrive };
 }
 
 /** CPU ns per timer of a clock alone: a chain of `count` timers 1 ms apart, each setting the next. */
@@ -246,12 +250,20 @@ export async function throttleBench(quick = true): Promise<Record<string, unknow
       }
     }
     const pick = (list: ScaleFigures[], key: keyof ScaleFigures) => median(list.map((f) => f[key]));
-    const s: ScaleFigures = { nsPerDispatch: pick(now, 'nsPerDispatch'), cpuNsPerDispatch: pick(now, 'cpuNsPerDispatch'), heapPerRequest: pick(now, 'heapPerRequest') };
-    const b: ScaleFigures = { nsPerDispatch: pick(base, 'nsPerDispatch'), cpuNsPerDispatch: pick(base, 'cpuNsPerDispatch'), heapPerRequest: pick(base, 'heapPerRequest') };
+    const figures = (list: ScaleFigures[]): ScaleFigures => ({
+      nsPerDispatch: pick(list, 'nsPerDispatch'),
+      cpuNsPerDispatch: pick(list, 'cpuNsPerDispatch'),
+      heapPerRequest: pick(list, 'heapPerRequest'),
+      closeUsPerDrive: pick(list, 'closeUsPerDrive'),
+    });
+    const s = figures(now);
+    const b = figures(base);
     results[`scale ${n}`] = { ...s, baselineClock: b };
     row(`${n} drives: ns per admission (wall)`, s.nsPerDispatch.toFixed(0), b.nsPerDispatch.toFixed(0), s.nsPerDispatch / b.nsPerDispatch);
     row(`${n} drives: ns per admission (CPU)`, s.cpuNsPerDispatch.toFixed(0), b.cpuNsPerDispatch.toFixed(0), s.cpuNsPerDispatch / b.cpuNsPerDispatch);
     console.log(`  ${`${n} drives: heap bytes per queued request`.padEnd(46)} ${s.heapPerRequest.toFixed(0).padStart(12)}  (goal ≤ ${GOAL_HEAP_PER_REQUEST})`);
+    // Each drive leaving a shared group once walked all the members: closing grew with the square of their number.
+    console.log(`  ${`${n} drives: close µs per drive (wall)`.padEnd(46)} ${s.closeUsPerDrive.toFixed(1).padStart(12)}`);
   }
   return results;
 }

@@ -1,3 +1,5 @@
+import { monotonicNs } from './platform/monotonic.js';
+
 /** A pending one-shot timer; `cancel()` is idempotent. */
 export interface ClockTimer {
   cancel(): void;
@@ -21,11 +23,11 @@ export interface Clock {
  */
 const MAX_TIMEOUT_MS = 2 ** 30;
 
-/** The real monotonic clock (performance.now) and Node timers. */
+/** The real monotonic clock (process.hrtime in Node, performance.now in browsers) and the platform's timers. */
 export class RealClock implements Clock {
-  // performance.now() starts near zero for each process, so ns values stay far below 2^53.
+  // Starts near zero for each process (or page), so ns values stay far below 2^53.
   now(): number {
-    return Math.round(performance.now() * 1e6);
+    return monotonicNs();
   }
 
   setTimer(deadlineNs: number, callback: () => void): ClockTimer {

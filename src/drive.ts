@@ -154,6 +154,8 @@ interface InFlight {
   length: number;
   start: number;
   seq: number;
+  /** The caller's resolve function of a request admitted from the throttle queue (settled directly); null for a direct request. */
+  settle: ((value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void) | null;
   readonly fulfilled: () => Uint8Array | undefined;
   readonly rejected: (e: unknown) => Uint8Array | undefined | Promise<Uint8Array | undefined>;
 }
@@ -393,9 +395,9 @@ export class Drive extends EventEmitter<DriveEvents> {
       const seq = this.canPark ? this.seq - ((this.seq - seqLow) >>> 0) : 0;
       const payload = typeof data === 'number' ? null : data;
       const length = typeof data === 'number' ? data : data.length;
-      // Resolving with the run's promise settles the caller's promise when the run does, in the
-      // same microtask as run().then(resolve, reject) would, without keeping a reject function.
-      settle(this.run(op, offset, payload, length, start, seq));
+      // The run settles the caller's promise itself (a failure by resolving it with a rejected
+      // promise): no promise of the run's own, no reject function kept per queued request.
+      this.runQueued(op, offset, payload, length, start, seq, settle);
     },
     cancelQueued: (reject, error) => {
       this.leave();
@@ -410,20 +412,10 @@ export class Drive extends EventEmitter<DriveEvents> {
    * same microtask as `await node.read(); return …` in an async function would.
    */
   private run(op: Op, offset: number, payload: Uint8Array | null, length: number, start: number, seq: number): Promise<Uint8Array | undefined> {
-    const r = this.pool.pop() ?? this.newInFlight();
-    r.op = op;
-    r.offset = offset;
-    r.payload = payload;
-    r.length = length;
-    r.start = start;
-    r.seq = seq;
+    const r = this.inFlightFor(op, offset, payload, length, start, seq, null);
     let io: Promise<void>;
     try {
-      if (op === OP_READ) io = this.node.read(offset, payload!);
-      else if (op === OP_WRITE) io = this.node.write(offset, payload!);
-      else if (op === OP_WRITE_ZEROES) io = this.node.writeZeroes(offset, length);
-      else if (op === OP_DISCARD) io = this.node.discard(offset, length);
-      else io = this.node.flush();
+      io = this.send(op, offset, payload, length);
     } catch (e) {
       // A driver that threw instead of rejecting: handled at once, as the catch of an async function would.
       try {
@@ -437,6 +429,55 @@ export class Drive extends EventEmitter<DriveEvents> {
     return Promise.resolve(io).then(r.fulfilled, r.rejected);
   }
 
+  /** {@link run} for a request admitted from the throttle queue: the continuation settles the caller's promise through `settle`. */
+  private runQueued(
+    op: Op,
+    offset: number,
+    payload: Uint8Array | null,
+    length: number,
+    start: number,
+    seq: number,
+    settle: (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void,
+  ): void {
+    const r = this.inFlightFor(op, offset, payload, length, start, seq, settle);
+    let io: Promise<void>;
+    try {
+      io = this.send(op, offset, payload, length);
+    } catch (e) {
+      io = Promise.reject(e);
+    }
+    void Promise.resolve(io).then(r.fulfilled, r.rejected);
+  }
+
+  private inFlightFor(
+    op: Op,
+    offset: number,
+    payload: Uint8Array | null,
+    length: number,
+    start: number,
+    seq: number,
+    settle: InFlight['settle'],
+  ): InFlight {
+    const r = this.pool.pop() ?? this.newInFlight();
+    r.op = op;
+    r.offset = offset;
+    r.payload = payload;
+    r.length = length;
+    r.start = start;
+    r.seq = seq;
+    r.settle = settle;
+    return r;
+  }
+
+  /** The node's promise for a request (a driver may throw instead of rejecting: the caller handles both). */
+  private send(op: Op, offset: number, payload: Uint8Array | null, length: number): Promise<void> {
+    if (op === OP_READ) return this.node.read(offset, payload!);
+    if (op === OP_WRITE) return this.node.write(offset, payload!);
+    if (op === OP_WRITE_ZEROES) return this.node.writeZeroes(offset, length);
+    if (op === OP_DISCARD) return this.node.discard(offset, length);
+    return this.node.flush();
+  }
+
   /** A pooled continuation; its two callbacks are made once, for every request it will carry. */
   private newInFlight(): InFlight {
     const r: InFlight = {
@@ -446,17 +487,27 @@ export class Drive extends EventEmitter<DriveEvents> {
       length: 0,
       start: 0,
       seq: 0,
+      settle: null,
       fulfilled: () => {
-        const { op, offset, payload, length, start } = r;
+        const { op, offset, payload, length, start, settle } = r;
         this.recycle(r);
         this.done(op, offset, length, start);
         this.leave();
-        return op === OP_READ ? payload! : undefined;
+        const value = op === OP_READ ? payload! : undefined;
+        if (settle === null) return value;
+        settle(value);
+        return undefined;
       },
       rejected: (e: unknown) => {
-        const { op, offset, payload, length, start, seq } = r;
+        const { op, offset, payload, length, start, seq, settle } = r;
         this.recycle(r);
-        return this.failed(op, offset, payload, length, start, seq, e);
+        if (settle === null) return this.failed(op, offset, payload, length, start, seq, e);
+        try {
+          settle(this.failed(op, offset, payload, length, start, seq, e));
+        } catch (error) {
+          settle(Promise.reject(error));
+        }
+        return undefined;
       },
     };
     return r;
@@ -464,6 +515,7 @@ export class Drive extends EventEmitter<DriveEvents> {
 
   private recycle(r: InFlight): void {
     r.payload = null;
+    r.settle = null;
     if (this.pool.length < MAX_POOLED) this.pool.push(r);
   }
 

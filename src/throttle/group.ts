@@ -22,6 +22,11 @@ export class ThrottleGroup {
   private count = 0;
   private readonly tokens: [ThrottledRequestQueue | null, ThrottledRequestQueue | null] = [null, null];
   private readonly anyTimerArmed = [false, false];
+  /**
+   * @internal Requests waiting in all members, per direction (kept by the members' queues): with
+   * none, finding whose turn it is needs no walk of the ring (closing thousands of drives stays linear).
+   */
+  readonly waiting = [0, 0];
   private readonly onEmpty: ((group: ThrottleGroup) => void) | undefined;
 
   /** @internal groups are made by the BlockLayer. */
@@ -212,6 +217,7 @@ export class ThrottleGroup {
 
   /** Whose turn it is next in `dir`: the first member after the token holder with waiting requests. */
   private nextToken(m: ThrottledRequestQueue, dir: Direction): ThrottledRequestQueue {
+    if (this.waiting[dir] === 0) return m;
     if (m.lane(dir).pending > 0 && m.ioLimitsDisabled > 0) return m;
     const start = this.tokens[dir] ?? m;
     let t = start.rrNext;

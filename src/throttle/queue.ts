@@ -45,7 +45,7 @@ export interface QueuedRequestSink {
    */
   admitQueued(
     direction: Direction,
-    settle: (value: PromiseLike<Uint8Array | undefined>) => void,
+    settle: (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void,
     data: Uint8Array | number,
     offset: number,
     start: number,
@@ -333,7 +333,7 @@ export class ThrottledRequestQueue {
    */
   enqueueRequest(
     direction: Direction,
-    settle: (value: PromiseLike<Uint8Array | undefined>) => void,
+    settle: (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void,
     data: Uint8Array | number,
     offset: number,
     start: number,
@@ -355,6 +355,7 @@ export class ThrottledRequestQueue {
   }
 
   private queued(direction: Direction, now: number): void {
+    this.group.waiting[direction]++;
     if (this.lane(direction).pending++ === 0) {
       this.throttledSince[direction] = now;
       this.listener?.throttled(direction, 1);
@@ -391,6 +392,7 @@ export class ThrottledRequestQueue {
     this.outSignal = record;
     fifo.shift();
     fifo.pending--;
+    this.group.waiting[direction]--;
     const delay = now - this.outTime;
     this.delayed++;
     this.totalDelay += delay;
@@ -411,7 +413,7 @@ export class ThrottledRequestQueue {
     else
       this.sink!.admitQueued(
         this.outDirection,
-        target as (value: PromiseLike<Uint8Array | undefined>) => void,
+        target as (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void,
         data as Uint8Array | number,
         this.outOffset,
         this.outTime,
@@ -432,6 +434,7 @@ export class ThrottledRequestQueue {
     // The slot stays (a FIFO cannot close a gap in O(1)); dequeue skips it.
     fifo.clearSlot(i);
     fifo.pending--;
+    this.group.waiting[direction]--;
     const bytes = data === WAITER ? (target as Waiter).bytes : typeof data === 'number' ? data : (data as Uint8Array).length;
     const error = new BlockError('ECANCELED', `request of ${bytes} bytes on ${this.name} was aborted while throttled`);
     if (data === WAITER) (target as Waiter).cancel(error);

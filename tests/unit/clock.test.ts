@@ -6,10 +6,10 @@ const DAY_MS = 24 * 3600 * 1000;
 /** Node's setTimeout limit: a longer delay overflows to 1 ms. */
 const TIMEOUT_MAX_MS = 2 ** 31 - 1;
 
-// RealClock under vitest's fake timers: performance.now() and the Node timers move only when told,
+// RealClock under vitest's fake timers: its time source (process.hrtime) and the Node timers move only when told,
 // and they overflow long delays to 1 ms exactly as Node does.
 beforeEach(() => {
-  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'clearImmediate', 'performance'] });
+  vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'clearImmediate', 'performance', 'hrtime'] });
 });
 afterEach(() => {
   vi.useRealTimers();

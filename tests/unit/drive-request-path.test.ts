@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { BlockLayer, defineDriver, type IoErrorEvent } from '../../src/index.js';
+import { BlockLayer, defineDriver, type IoErrorEvent, VirtualClock } from '../../src/index.js';
 
 /** A driver whose reads and writes throw synchronously (instead of returning a rejected promise) while `broken.on`. */
 function throwingDriver(broken: { on: boolean }) {
@@ -77,6 +77,48 @@ describe('Drive request path', () => {
     broken.on = false;
     stopping.resume();
     await w;
+    expect(stopping.stats()).toMatchObject({ wrOperations: 1, failedWrOperations: 0, inFlight: 0 });
+    await layer.close();
+  });
+
+  it('a request that waited in the throttle queue fails, completes (ignore) or parks (stop) like a direct one when its driver throws', async () => {
+    const clock = new VirtualClock();
+    const layer = new BlockLayer({ clock });
+    const broken = { on: false };
+    layer.registerDriver(throwingDriver(broken));
+    // iops 1 with no burst: the first request goes, each later one waits a second in the queue.
+    const throttle = { iopsTotal: 1 };
+    const reporting = await layer.openDrive({ driver: 'throwing', throttle });
+    const ignoring = await layer.openDrive({ driver: 'throwing', rerror: 'ignore', throttle });
+    const stopping = await layer.openDrive({ driver: 'throwing', werror: 'stop', throttle });
+    const events: IoErrorEvent[] = [];
+    for (const d of [reporting, ignoring, stopping]) d.on('io-error', (e) => events.push(e));
+    for (const d of [reporting, ignoring, stopping]) await d.read(0, 4);
+    broken.on = true;
+    const failing = reporting.read(512, 4);
+    const ignored = new Uint8Array(4);
+    const completing = ignoring.read(1024, ignored);
+    let written = false;
+    const parked = stopping.write(0, new Uint8Array(4)).then(() => {
+      written = true;
+    });
+    for (const d of [reporting, ignoring, stopping]) expect(d.stats().throttle).toMatchObject({ queuedReads: d === stopping ? 0 : 1, queuedWrites: d === stopping ? 1 : 0 });
+    const failed = expect(failing).rejects.toMatchObject({ code: 'EIO', offset: 512 });
+    await clock.advance(1000);
+    await failed;
+    expect(await completing).toBe(ignored);
+    expect(stopping.isPaused).toBe(true);
+    expect(written).toBe(false);
+    expect(events.map((e) => [e.device, e.operation, e.action])).toEqual([
+      [reporting.id, 'read', 'report'],
+      [ignoring.id, 'read', 'ignore'],
+      [stopping.id, 'write', 'stop'],
+    ]);
+    expect(reporting.stats()).toMatchObject({ failedRdOperations: 1, inFlight: 0 });
+    expect(ignoring.stats()).toMatchObject({ rdOperations: 2, failedRdOperations: 0, inFlight: 0 });
+    broken.on = false;
+    stopping.resume();
+    await parked;
     expect(stopping.stats()).toMatchObject({ wrOperations: 1, failedWrOperations: 0, inFlight: 0 });
     await layer.close();
   });

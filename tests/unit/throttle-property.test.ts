@@ -41,6 +41,15 @@ function toLimits(spec: LimitSpec): { limits: ThrottleLimits; unitScale: number 
   return { limits, unitScale };
 }
 
+/** Each group's count of waiting requests (which spares it walking its members) is the sum of its members' queues. */
+function expectWaitingCounts(layer: BlockLayer, drives: Drive[]): void {
+  for (const group of layer.groups.list()) {
+    const members = drives.filter((d) => d.getLimits()?.group === group.name);
+    const sum = (key: 'queuedReads' | 'queuedWrites') => members.reduce((n, d) => n + (d.stats().throttle?.[key] ?? 0), 0);
+    expect([...group.waiting]).toEqual([sum('queuedReads'), sum('queuedWrites')]);
+  }
+}
+
 /** Runs requests submitted at their times; returns admission times (ns) and settle counts. */
 async function run(drivesCount: number, limits: ThrottleLimits, reqs: Req[], actions: ((d: Drive[]) => void)[] = []) {
   const clock = new VirtualClock();
@@ -56,6 +65,7 @@ async function run(drivesCount: number, limits: ThrottleLimits, reqs: Req[], act
   for (const r of sorted) {
     await clock.advanceTo(r.at * 1e6);
     if (k < actions.length && r.i % 7 === 0) actions[k++](drives);
+    expectWaitingCounts(layer, drives);
     const d = drives[r.drive];
     const p = r.write ? d.write(0, new Uint8Array(r.bytes)) : d.read(0, r.bytes);
     promises.push(
@@ -71,8 +81,10 @@ async function run(drivesCount: number, limits: ThrottleLimits, reqs: Req[], act
       ),
     );
   }
+  expectWaitingCounts(layer, drives);
   await clock.runUntilIdle();
   await Promise.all(promises);
+  expectWaitingCounts(layer, drives);
   await Promise.all(drives.map((d) => d.close()));
   return { admitted, settled, order, sorted };
 }

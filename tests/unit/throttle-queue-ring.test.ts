@@ -55,6 +55,8 @@ describe('throttle queue ring (compact queued requests)', () => {
     expect(d.stats().throttle).toMatchObject({ queuedReads: 100 });
     ac.abort();
     expect(d.stats().throttle).toMatchObject({ queuedReads: 0 });
+    // The group's own count of waiting requests (it spares walking the members) follows the aborts.
+    expect([...layer.throttleGroup(d.getLimits()!.group)!.waiting]).toEqual([0, 0]);
     const order: number[] = [];
     const later = [1, 2, 3].map((i) => d.read(i * 512, 512).then(() => order.push(i)));
     expect(d.stats().throttle).toMatchObject({ queuedReads: 3 });
