@@ -203,7 +203,9 @@ export class Drive extends EventEmitter<DriveEvents> {
   /** Free continuations for {@link run}. */
   private readonly pool: InFlight[] = [];
   private readonly queueListener: QueueListener = {
-    released: () => this.order.released(),
+    // A queued request's run settles the caller's promise itself, in the same microtask as a
+    // direct request's would: a request arriving right after an admission need not yield.
+    released: () => {},
     throttled: (direction: Direction, queued: number) => {
       if (this.listenerCount('throttled') > 0) this.emit('throttled', { direction: DIRECTION_NAMES[direction], queued });
     },

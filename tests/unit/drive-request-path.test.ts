@@ -123,6 +123,28 @@ describe('Drive request path', () => {
     await layer.close();
   });
 
+  it('requests let go from the throttle queue at once (limits removed, drain, group move) settle before a request that arrives right after', async () => {
+    for (const release of ['remove limits', 'drain', 'move'] as const) {
+      const clock = new VirtualClock();
+      const layer = new BlockLayer({ clock });
+      const d = await layer.openDrive({ driver: 'null', size: '1M', throttle: { iopsTotal: 1 } });
+      const order: string[] = [];
+      const track = (name: string, p: Promise<unknown>) => p.then(() => order.push(name));
+      const all = [track('first', d.read(0, 4))];
+      for (const q of ['q1', 'q2', 'q3']) all.push(track(q, d.read(0, 4)));
+      expect(d.stats().throttle).toMatchObject({ queuedReads: 3 });
+      if (release === 'remove limits') d.setLimits({});
+      else if (release === 'drain') all.push(d.drain().then(() => {}));
+      else d.setLimits({ iopsTotal: 1e9, group: 'elsewhere' });
+      all.push(track('new', d.read(0, 4)));
+      // A request that arrives during a drain is held, and throttled again once it ends.
+      await clock.runUntilIdle();
+      await Promise.all(all);
+      expect(order, release).toEqual(['first', 'q1', 'q2', 'q3', 'new']);
+      await layer.close();
+    }
+  });
+
   it('many requests at once, beyond what a drive keeps for reuse, each settle with their own buffer, twice over', async () => {
     const layer = new BlockLayer();
     const d = await layer.openDrive({ driver: 'null', size: '1M', readZeroes: true });
