@@ -33,11 +33,20 @@ export interface ThrottleState {
   readonly burstLevel: Float64Array;
   /** Clock time (ns) of the last leak. */
   previousLeak: number;
+  /**
+   * Indexes of the buckets that are on (avg > 0), derived from `config`: the only ones leaked.
+   * A bucket that is off never leaks, never delays and is never read, so it is not charged either.
+   */
+  readonly on: number[];
+  /** Per direction: the buckets that are on among the four that decide its wait (and that it charges). */
+  readonly onFor: readonly [number[], number[]];
 }
 
 /** A new state with the given configuration and empty buckets. */
 export function createState(config: ThrottleConfig, nowNs: number): ThrottleState {
-  return { config, level: new Float64Array(6), burstLevel: new Float64Array(6), previousLeak: nowNs };
+  const state: ThrottleState = { config, level: new Float64Array(6), burstLevel: new Float64Array(6), previousLeak: nowNs, on: [], onFor: [[], []] };
+  configure(state, config, nowNs);
+  return state;
 }
 
 /** Applies a configuration: every bucket empties, so a change always grants a full burst again (as in QEMU). */
@@ -46,6 +55,13 @@ export function configure(state: ThrottleState, config: ThrottleConfig, nowNs: n
   state.level.fill(0);
   state.burstLevel.fill(0);
   state.previousLeak = nowNs;
+  const isOn = (i: number) => config.buckets[i].avg !== 0;
+  state.on.length = 0;
+  for (let i = 0; i < 6; i++) if (isOn(i)) state.on.push(i);
+  for (const direction of [0, 1] as const) {
+    state.onFor[direction].length = 0;
+    for (const i of WAIT_BUCKETS[direction]) if (isOn(i)) state.onFor[direction].push(i);
+  }
 }
 
 /** Leaks every bucket for the time since the last leak (lazily: only when a wait is computed). */
@@ -54,10 +70,10 @@ export function leak(state: ThrottleState, nowNs: number): void {
   state.previousLeak = nowNs;
   if (delta <= 0) return;
   const { buckets } = state.config;
-  for (let i = 0; i < 6; i++) {
+  const on = state.on;
+  for (let k = 0; k < on.length; k++) {
+    const i = on[k];
     const b = buckets[i];
-    // A bucket that is off never leaks (avg 0) and has no burst (max needs avg): nothing to do.
-    if (b.avg === 0) continue;
     state.level[i] = Math.max(state.level[i] - (b.avg * delta) / NS_PER_S, 0);
     if (b.burstLength > 1) {
       state.burstLevel[i] = Math.max(state.burstLevel[i] - (b.max * delta) / NS_PER_S, 0);
@@ -86,7 +102,7 @@ export function bucketWait(avg: number, max: number, burstLength: number, level:
 export function waitFor(state: ThrottleState, direction: Direction): number {
   const { buckets } = state.config;
   let wait = 0;
-  const indexes = WAIT_BUCKETS[direction];
+  const indexes = state.onFor[direction];
   for (let k = 0; k < indexes.length; k++) {
     const i = indexes[k];
     const b = buckets[i];
@@ -109,16 +125,12 @@ export function computeWait(state: ThrottleState, direction: Direction, nowNs: n
  */
 export function account(state: ThrottleState, direction: Direction, bytes: number): void {
   const { buckets, opSize } = state.config;
-  const units = opSize !== 0 && bytes > opSize ? bytes / opSize : 1;
-  const bpsDir = direction === 0 ? BPS_READ : BPS_WRITE;
-  const opsDir = direction === 0 ? OPS_READ : OPS_WRITE;
-  add(state, BPS_TOTAL, bytes, buckets[BPS_TOTAL].burstLength);
-  add(state, bpsDir, bytes, buckets[bpsDir].burstLength);
-  add(state, OPS_TOTAL, units, buckets[OPS_TOTAL].burstLength);
-  add(state, opsDir, units, buckets[opsDir].burstLength);
-}
-
-function add(state: ThrottleState, i: number, units: number, burstLength: number): void {
-  state.level[i] += units;
-  if (burstLength > 1) state.burstLevel[i] += units;
+  const indexes = state.onFor[direction];
+  for (let k = 0; k < indexes.length; k++) {
+    const i = indexes[k];
+    // bps buckets (0-2) count bytes; iops buckets one operation, or size/opSize when larger.
+    const units = i < OPS_TOTAL ? bytes : opSize !== 0 && bytes > opSize ? bytes / opSize : 1;
+    state.level[i] += units;
+    if (buckets[i].burstLength > 1) state.burstLevel[i] += units;
+  }
 }
