@@ -100,6 +100,8 @@ interface ScaleFigures {
   heapPerRequest: number;
   /** Wall time of layer.close() per drive (µs): every drive leaves the shared group. */
   closeUsPerDrive: number;
+  /** Wall time per request of queuing the requests (ns): a user's test pays it before the clock runs. */
+  enqueueNsPerRequest: number;
 }
 
 /** ns per admission and heap bytes per queued request with `drives` drives sharing one group. */
@@ -117,7 +119,9 @@ export async function scale(drives: number, queued: number, clock: Clock & { run
     return m.heapUsed + m.arrayBuffers;
   };
   const heap0 = used();
+  const e0 = performance.now();
   for (let i = 0; i < queued; i++) pending[i] = list[i % drives].read(0, buf);
+  const enqueueNsPerRequest = ((performance.now() - e0) * 1e6) / queued;
   gc?.();
   const heapPerRequest = (used() - heap0) / queued;
   // Let the group dispatch everything: iops 1000 → one admission per virtual millisecond.
@@ -131,7 +135,7 @@ export async function scale(drives: number, queued: number, clock: Clock & { run
   const c0 = performance.now();
   await layer.close();
   const closeUsPerDrive = ((performance.now() - c0) * 1e3) / drives;
-  return { nsPerDispatch, cpuNsPerDispatch, heapPerRequest, closeUsPerDrive };
+  return { nsPerDispatch, cpuNsPerDispatch, heapPerRequest, closeUsPerDrive, enqueueNsPerRequest };
 }
 
 /** CPU ns per timer of a clock alone: a chain of `count` timers 1 ms apart, each setting the next. */
@@ -255,6 +259,7 @@ export async function throttleBench(quick = true): Promise<Record<string, unknow
       cpuNsPerDispatch: pick(list, 'cpuNsPerDispatch'),
       heapPerRequest: pick(list, 'heapPerRequest'),
       closeUsPerDrive: pick(list, 'closeUsPerDrive'),
+      enqueueNsPerRequest: pick(list, 'enqueueNsPerRequest'),
     });
     const s = figures(now);
     const b = figures(base);
@@ -264,6 +269,7 @@ export async function throttleBench(quick = true): Promise<Record<string, unknow
     console.log(`  ${`${n} drives: heap bytes per queued request`.padEnd(46)} ${s.heapPerRequest.toFixed(0).padStart(12)}  (goal ≤ ${GOAL_HEAP_PER_REQUEST})`);
     // Each drive leaving a shared group once walked all the members: closing grew with the square of their number.
     console.log(`  ${`${n} drives: close µs per drive (wall)`.padEnd(46)} ${s.closeUsPerDrive.toFixed(1).padStart(12)}`);
+    row(`${n} drives: ns per queued request (enqueue, wall)`, s.enqueueNsPerRequest.toFixed(0), b.enqueueNsPerRequest.toFixed(0), s.enqueueNsPerRequest / b.enqueueNsPerRequest);
   }
   return results;
 }

@@ -160,6 +160,39 @@ interface InFlight {
   readonly rejected: (e: unknown) => Uint8Array | undefined | Promise<Uint8Array | undefined>;
 }
 
+/**
+ * The executor of a waiting request's promise, made once per drive: `set` stores the request,
+ * the executor (called synchronously by `new Promise`) queues it with the promise's functions.
+ */
+class EnqueueExecutor {
+  private queue: ThrottledRequestQueue | null = null;
+  private direction: Direction = 0;
+  private data: Uint8Array | number = 0;
+  private offset = 0;
+  private start = 0;
+  private seq = 0;
+  private signal: AbortSignal | undefined = undefined;
+
+  set(queue: ThrottledRequestQueue, direction: Direction, data: Uint8Array | number, offset: number, start: number, seq: number, signal: AbortSignal | undefined): void {
+    this.queue = queue;
+    this.direction = direction;
+    this.data = data;
+    this.offset = offset;
+    this.start = start;
+    this.seq = seq;
+    this.signal = signal;
+  }
+
+  readonly executor = (resolve: (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void, reject: (e: unknown) => void): void => {
+    const { queue, direction, data, offset, start, seq, signal } = this;
+    // Nothing of the request stays referenced here once it is queued.
+    this.queue = null;
+    this.data = 0;
+    this.signal = undefined;
+    queue!.enqueueRequest(direction, resolve, data, offset, start, seq, signal, reject);
+  };
+}
+
 /** Continuations a drive keeps for reuse: enough for deep queues, bounded for drives that once had a burst. */
 const MAX_POOLED = 256;
 
@@ -361,11 +394,14 @@ export class Drive extends EventEmitter<DriveEvents> {
       if (this.order.pending) return Promise.resolve().then(() => this.run(op, offset, payload, length, start, seq));
       return this.run(op, offset, payload, length, start, seq);
     }
-    // The request waits as a few columns of the queue: no object, no async frame, no inner promise.
-    return new Promise((resolve, reject) => {
-      queue.enqueueRequest(op === OP_READ ? READ_DIR : WRITE_DIR, resolve, payload ?? length, offset, start, this.canPark ? seq : 0, signal, reject);
-    });
+    // The request waits as a few columns of the queue: no object, no async frame, no inner
+    // promise, and no executor closure either (the executor reads the request from fields).
+    this.enqueueing.set(queue, op === OP_READ ? READ_DIR : WRITE_DIR, payload ?? length, offset, start, this.canPark ? seq : 0, signal);
+    return new Promise(this.enqueueing.executor);
   }
+
+  /** Hands a request that must wait to the throttle queue from inside `new Promise`, without a closure per request. */
+  private readonly enqueueing = new EnqueueExecutor();
 
   /** Sends a held request on like {@link submit}, settling the caller's promise directly (no extra hop that would reorder completions). */
   private release(h: HeldRequest): void {

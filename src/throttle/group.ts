@@ -27,6 +27,8 @@ export class ThrottleGroup {
    * none, finding whose turn it is needs no walk of the ring (closing thousands of drives stays linear).
    */
   readonly waiting = [0, 0];
+  /** Members in a drained section now (their requests bypass the limits): while none is, an armed timer decides alone. */
+  private draining = 0;
   private readonly onEmpty: ((group: ThrottleGroup) => void) | undefined;
 
   /** @internal groups are made by the BlockLayer. */
@@ -159,6 +161,10 @@ export class ThrottleGroup {
       }
       // Must wait: the general path arms the timer (its leak to the same time changes nothing).
     }
+    // A timer of the group is armed and no member bypasses the limits: the request waits for
+    // that timer whoever's turn it is (the general path's answer, without finding the turn,
+    // which walks the ring past members with nothing queued).
+    if (this.anyTimerArmed[dir] && this.draining === 0) return false;
     const t = this.nextToken(m, dir);
     const mustWait = this.scheduleTimer(t, dir, now);
     // Wait if throttled, or behind this member's earlier requests (no overtaking).
@@ -177,10 +183,12 @@ export class ThrottleGroup {
   /** @internal Flushes `m`'s queues at once, still charging the group (QEMU drained section). */
   drain(m: ThrottledRequestQueue): void {
     m.ioLimitsDisabled++;
+    this.draining++;
     try {
       this.restart(m);
     } finally {
       m.ioLimitsDisabled--;
+      this.draining--;
     }
   }
 
