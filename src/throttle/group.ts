@@ -151,9 +151,9 @@ export class ThrottleGroup {
    * request goes now (charged), false if it must wait — the caller then queues it at once.
    */
   tryAdmit(m: ThrottledRequestQueue, dir: Direction, bytes: number, now?: number): boolean {
-    // A group of one with nothing waiting and no timer armed: the general path below reduces to
-    // "go if the buckets allow" (QEMU admits at once then), without the round-robin walk.
-    if (m.rrNext === m && m.lane(dir).pending === 0 && m.ioLimitsDisabled === 0 && !this.anyTimerArmed[dir]) {
+    // Nothing waiting in the group, no timer armed, no member drained: the general path below
+    // reduces to "go if the buckets allow" (QEMU admits at once then), without the round-robin walk.
+    if (this.waiting[dir] === 0 && !this.anyTimerArmed[dir] && this.draining === 0) {
       now ??= this.clock.now();
       if (computeWait(this.state, dir, now) === 0) {
         account(this.state, dir, bytes);
