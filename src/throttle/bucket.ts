@@ -26,8 +26,7 @@ const WAIT_BUCKETS: readonly (readonly number[])[] = [
 
 /** A group's shared meter: its configuration, the six levels and the time of the last leak. */
 export interface ThrottleState {
-  /** Changed only by {@link configure}, which derives the columns below from it. */
-  readonly config: ThrottleConfig;
+  config: ThrottleConfig;
   /** Units accumulated per bucket; leak at `avg` per second. */
   readonly level: Float64Array;
   /** Units accumulated in the burst bucket (only used when burstLength > 1); leak at `max` per second. */
@@ -41,52 +40,21 @@ export interface ThrottleState {
   readonly on: number[];
   /** Per direction: the buckets that are on among the four that decide its wait (and that it charges). */
   readonly onFor: readonly [number[], number[]];
-  /**
-   * The configuration per bucket as flat columns, derived at configure, so the request path
-   * reads numbers side by side instead of six objects: avg, max, burst length, the bucket's
-   * size (avg/10, or max × burst length with a burst rate) and the burst bucket's size (max/10).
-   * The sizes are the same doubles bucketWait computes, so waits stay exact.
-   */
-  readonly avg: Float64Array;
-  readonly max: Float64Array;
-  readonly burstLength: Float64Array;
-  readonly size: Float64Array;
-  readonly burstSize: Float64Array;
 }
 
 /** A new state with the given configuration and empty buckets. */
 export function createState(config: ThrottleConfig, nowNs: number): ThrottleState {
-  const column = () => new Float64Array(6);
-  const state: ThrottleState = {
-    config,
-    level: column(),
-    burstLevel: column(),
-    previousLeak: nowNs,
-    on: [],
-    onFor: [[], []],
-    avg: column(),
-    max: column(),
-    burstLength: column(),
-    size: column(),
-    burstSize: column(),
-  };
+  const state: ThrottleState = { config, level: new Float64Array(6), burstLevel: new Float64Array(6), previousLeak: nowNs, on: [], onFor: [[], []] };
   configure(state, config, nowNs);
   return state;
 }
 
 /** Applies a configuration: every bucket empties, so a change always grants a full burst again (as in QEMU). */
 export function configure(state: ThrottleState, config: ThrottleConfig, nowNs: number): void {
-  (state as { config: ThrottleConfig }).config = config;
+  state.config = config;
   state.level.fill(0);
   state.burstLevel.fill(0);
   state.previousLeak = nowNs;
-  config.buckets.forEach((b, i) => {
-    state.avg[i] = b.avg;
-    state.max[i] = b.max;
-    state.burstLength[i] = b.burstLength;
-    state.size[i] = b.max === 0 ? b.avg / 10 : b.max * b.burstLength;
-    state.burstSize[i] = b.max / 10;
-  });
   const isOn = (i: number) => config.buckets[i].avg !== 0;
   state.on.length = 0;
   for (let i = 0; i < 6; i++) if (isOn(i)) state.on.push(i);
@@ -101,12 +69,14 @@ export function leak(state: ThrottleState, nowNs: number): void {
   const delta = nowNs - state.previousLeak;
   state.previousLeak = nowNs;
   if (delta <= 0) return;
-  const { on, level, burstLevel, avg, max, burstLength } = state;
+  const { buckets } = state.config;
+  const on = state.on;
   for (let k = 0; k < on.length; k++) {
     const i = on[k];
-    level[i] = Math.max(level[i] - (avg[i] * delta) / NS_PER_S, 0);
-    if (burstLength[i] > 1) {
-      burstLevel[i] = Math.max(burstLevel[i] - (max[i] * delta) / NS_PER_S, 0);
+    const b = buckets[i];
+    state.level[i] = Math.max(state.level[i] - (b.avg * delta) / NS_PER_S, 0);
+    if (b.burstLength > 1) {
+      state.burstLevel[i] = Math.max(state.burstLevel[i] - (b.max * delta) / NS_PER_S, 0);
     }
   }
 }
@@ -130,19 +100,13 @@ export function bucketWait(avg: number, max: number, burstLength: number, level:
 
 /** Wait (ns) for a request of `direction`: the longest of its four buckets. Does not leak. */
 export function waitFor(state: ThrottleState, direction: Direction): number {
-  const { level, burstLevel, avg, max, burstLength, size, burstSize } = state;
+  const { buckets } = state.config;
   let wait = 0;
   const indexes = state.onFor[direction];
   for (let k = 0; k < indexes.length; k++) {
     const i = indexes[k];
-    // bucketWait with the sizes computed at configure (only buckets that are on are listed).
-    let w = 0;
-    let extra = level[i] - size[i];
-    if (extra > 0) w = Math.trunc((extra * NS_PER_S) / avg[i]);
-    else if (burstLength[i] > 1) {
-      extra = burstLevel[i] - burstSize[i];
-      if (extra > 0) w = Math.trunc((extra * NS_PER_S) / max[i]);
-    }
+    const b = buckets[i];
+    const w = bucketWait(b.avg, b.max, b.burstLength, state.level[i], state.burstLevel[i]);
     if (w > wait) wait = w;
   }
   return wait;
@@ -160,14 +124,13 @@ export function computeWait(state: ThrottleState, direction: Direction, nowNs: n
  * request never delays that request itself, only the ones after it.
  */
 export function account(state: ThrottleState, direction: Direction, bytes: number): void {
-  const { opSize } = state.config;
-  const { level, burstLevel, burstLength } = state;
+  const { buckets, opSize } = state.config;
   const indexes = state.onFor[direction];
   for (let k = 0; k < indexes.length; k++) {
     const i = indexes[k];
     // bps buckets (0-2) count bytes; iops buckets one operation, or size/opSize when larger.
     const units = i < OPS_TOTAL ? bytes : opSize !== 0 && bytes > opSize ? bytes / opSize : 1;
-    level[i] += units;
-    if (burstLength[i] > 1) burstLevel[i] += units;
+    state.level[i] += units;
+    if (buckets[i].burstLength > 1) state.burstLevel[i] += units;
   }
 }
