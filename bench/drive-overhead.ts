@@ -88,6 +88,15 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
   await virtualLayer.close();
   results['null-nofill-virtual-clock-qd32'] = { subject: nv.subject, baseline: nv.baseline, ratio: nv.ratio };
   row('  same on a VirtualClock (no clock reads)', fmtRate(nv.subject), fmtRate(nv.baseline), nv.ratio);
+  // A read's promise resolves with its buffer, and V8 looks for a `then` on it (slow on a typed
+  // array); the bare promise above resolves with undefined. The same baseline with the buffer:
+  const nb = await sideBySide(
+    rounds,
+    () => drive(32, n, (buf) => Promise.resolve(buf)),
+    () => drive(32, n, (buf) => onNullNoFill.read(0, buf)),
+  );
+  results['null-nofill-vs-buffer-promise-qd32'] = { subject: nb.subject, baseline: nb.baseline, ratio: nb.ratio };
+  row('  same vs a promise resolved with the buffer', fmtRate(nb.subject), fmtRate(nb.baseline), nb.ratio);
   const clockNs = clockReadNs();
   results['real-clock-read'] = { subject: clockNs, baseline: clockNs, ratio: 1, unit: 'ns per RealClock.now()' };
   console.log(`  one RealClock.now() costs ${clockNs.toFixed(0)} ns here; a request reads it twice`);
