@@ -3,7 +3,10 @@
 // process.hrtime() is Node's cheapest monotonic read (about 60 ns here): performance.now()
 // calls it and then converts to milliseconds, and rounding that back to nanoseconds costs
 // more again. A request reads the clock twice (start and end), so this is on the hot path.
-// Looked up on each call, not kept: fake timers (vitest's, sinon's) replace process.hrtime.
+// `process` comes from the module, not the global: the global is a getter, called on every use.
+// `hrtime` is looked up on each call, not kept: fake timers (vitest's, sinon's) replace it.
+import process from 'node:process';
+
 const originSeconds = process.hrtime()[0];
 
 /** Nanoseconds since this module loaded (whole seconds of it): an integer far below 2^53. */
