@@ -92,6 +92,12 @@ function loopTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
+/**
+ * Node's nextTick, taken once: the global `process` is a getter called on every use, and a timer
+ * run calls nextTick once per timer. (The browser build's process shim provides it too.)
+ */
+const nextTick: (callback: () => void) => void = process.nextTick;
+
 /** Settled once: `.then` on it queues a microtask (cheaper than queueMicrotask, which makes an AsyncResource per call). */
 const settled = Promise.resolve();
 
@@ -188,7 +194,7 @@ class TimerRun {
       this.reject(error);
       return;
     }
-    process.nextTick(this.drained);
+    nextTick(this.drained);
   };
 
   /** The callback's microtasks have run: continue behind the nextTicks they queued. */

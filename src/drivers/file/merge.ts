@@ -17,6 +17,9 @@
  * single path continues its own short transfers.
  */
 
+// The module's nextTick, not the global `process` (a getter, called on every use).
+import { nextTick } from 'node:process';
+
 type VectoredCallback = (err: NodeJS.ErrnoException | null, n: number) => void;
 
 /** preadv/pwritev of `buffers` at `position` (fs.readv / fs.writev). */
@@ -64,7 +67,7 @@ export class AdjacentMerger {
     this.rejects[i] = reject;
     if (!this.scheduled) {
       this.scheduled = true;
-      process.nextTick(this.flushNow);
+      nextTick(this.flushNow);
     }
   }
 

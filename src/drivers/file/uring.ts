@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
+import { nextTick } from 'node:process';
 
 /*
  * An io_uring instance driven from JavaScript (the file driver's `aio: 'io_uring'` engine).
@@ -198,7 +199,7 @@ export class Uring {
     if (this.scheduled) return;
     this.scheduled = true;
     if (this.chained === 0) setImmediate(this.loopHadTurn);
-    if (this.chained++ < MAX_CHAINED_SUBMITS) process.nextTick(this.submitNow);
+    if (this.chained++ < MAX_CHAINED_SUBMITS) nextTick(this.submitNow);
     else setImmediate(this.submitNow);
   }
 
