@@ -1,7 +1,11 @@
 import { execFile } from 'node:child_process';
-import { pathToFileURL } from 'node:url';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { BlockLayer } from '../src/index.js';
+import { median } from './util.js';
 
 const run = promisify(execFile);
 
@@ -34,7 +38,45 @@ export interface RbdBenchResult {
   ratio: number;
   /** Each round's ratio, sorted. */
   roundRatios: number[];
+  /**
+   * The same requests from C through librbd's C API (bench/baseline/rbd-c-api.c), the API our
+   * driver calls; absent where no C compiler is found. `callback`: completions start the next
+   * request on librbd's thread; `pipe`: one thread waits on librbd's event pipe, as our event
+   * loop does. Each ratio: median over the rounds of ours / that C run.
+   */
+  cApi?: Record<CMode, CFigures>;
 }
+
+type CMode = 'callback' | 'pipe';
+const C_MODES: CMode[] = ['callback', 'pipe'];
+
+interface CFigures {
+  iops: number;
+  mbps: number;
+  cpuUsPerOp: number;
+  ratio: number;
+  roundRatios: number[];
+}
+
+interface Run {
+  ops: number;
+  seconds: number;
+  cpuSeconds: number;
+}
+
+/** Builds the C baseline into a temporary directory; null (with the reason printed) where it cannot be built. */
+async function buildCBaseline(dir: string): Promise<string | null> {
+  const source = fileURLToPath(new URL('./baseline/rbd-c-api.c', import.meta.url));
+  const binary = join(dir, 'rbd-c-api');
+  try {
+    await run(process.env.CC ?? 'cc', ['-O2', '-o', binary, source, '-l:librbd.so.1', '-l:librados.so.2', '-lpthread']);
+    return binary;
+  } catch (e) {
+    console.log(`rbd bench: no C baseline (could not build bench/baseline/rbd-c-api.c: ${(e as Error).message.split('\n')[0]})`);
+    return null;
+  }
+}
+
 
 interface Scenario {
   name: string;
@@ -66,7 +108,9 @@ export async function rbdBench(options: RbdBenchOptions = {}): Promise<RbdBenchR
 
   await rbd('create', '--size', `${size}B`, `${pool}/${image}`);
   const results: RbdBenchResult[] = [];
+  const tmp = await mkdtemp(join(tmpdir(), 'blocklayer-rbd-bench-'));
   try {
+    const cBinary = await buildCBaseline(tmp);
     // Fill the image so reads hit real objects.
     await rbd('bench', '--io-type', 'write', '--io-size', '4M', '--io-threads', '4', '--io-total', `${size}B`, '--io-pattern', 'seq', `${pool}/${image}`);
     const layer = new BlockLayer();
@@ -132,6 +176,13 @@ export async function rbdBench(options: RbdBenchOptions = {}): Promise<RbdBenchR
       const done = Number(m[2]);
       return { ops: done, seconds: done / Number(m[3]), cpuSeconds: Math.max(0, cpuSeconds - startupCpu) };
     };
+    /** The C baseline for `seconds`, with the same queue depth and pattern. */
+    const viaC = async (s: Scenario, binary: string, mode: CMode): Promise<Run> => {
+      const { stdout } = await run(binary, [conf, pool, image, s.type, s.pattern, String(s.size), String(seconds), String(qd), mode]);
+      const r = JSON.parse(stdout) as Run;
+      if (!(r.ops > 0 && r.seconds > 0)) throw new Error(`rbdBench: the C baseline did nothing: ${stdout}`);
+      return r;
+    };
     for (const s of SCENARIOS.filter((x) => !only?.length || only.some((o) => x.name.includes(o)))) {
       // What rbd bench costs before its first request (start, connect, open): one request.
       const startupCpu = (await timed(...benchArgs(s, 1))).cpuSeconds;
@@ -141,6 +192,8 @@ export async function rbdBench(options: RbdBenchOptions = {}): Promise<RbdBenchR
       const our = { ops: 0, seconds: 0, cpu: 0 };
       const their = { ops: 0, seconds: 0, cpu: 0 };
       const ratios: number[] = [];
+      const c = { callback: { ops: 0, seconds: 0, cpu: 0 }, pipe: { ops: 0, seconds: 0, cpu: 0 } };
+      const cRatios: Record<CMode, number[]> = { callback: [], pipe: [] };
       for (let round = 0; round < rounds; round++) {
         let a: { ops: number; seconds: number; cpuSeconds: number };
         let b: { ops: number; seconds: number; cpuSeconds: number };
@@ -159,16 +212,38 @@ export async function rbdBench(options: RbdBenchOptions = {}): Promise<RbdBenchR
         their.seconds += b.seconds;
         their.cpu += b.cpuSeconds;
         ratios.push(a.ops / a.seconds / (b.ops / b.seconds));
+        if (cBinary !== null) {
+          // In the same round as our run, the two modes in alternating order.
+          for (const mode of round % 2 === 0 ? C_MODES : [...C_MODES].reverse()) {
+            const k = await viaC(s, cBinary, mode);
+            c[mode].ops += k.ops;
+            c[mode].seconds += k.seconds;
+            c[mode].cpu += k.cpuSeconds;
+            cRatios[mode].push(a.ops / a.seconds / (k.ops / k.seconds));
+          }
+        }
       }
-      ratios.sort((x, y) => x - y);
-      const mid = ratios.length >> 1;
-      const median = ratios.length % 2 ? ratios[mid] : (ratios[mid - 1] + ratios[mid]) / 2;
-      const o = { iops: our.ops / our.seconds, mbps: (our.ops * s.size) / our.seconds / 1e6, cpuUsPerOp: (our.cpu * 1e6) / our.ops };
-      const t = { iops: their.ops / their.seconds, mbps: (their.ops * s.size) / their.seconds / 1e6, cpuUsPerOp: (their.cpu * 1e6) / their.ops };
-      results.push({ scenario: s.name, ours: o, rbdBench: t, ratio: median, roundRatios: ratios });
+      const figures = (x: { ops: number; seconds: number; cpu: number }) => ({
+        iops: x.ops / x.seconds,
+        mbps: (x.ops * s.size) / x.seconds / 1e6,
+        cpuUsPerOp: (x.cpu * 1e6) / x.ops,
+      });
+      const result: RbdBenchResult = {
+        scenario: s.name,
+        ours: figures(our),
+        rbdBench: figures(their),
+        ratio: median(ratios),
+        roundRatios: ratios.sort((x, y) => x - y),
+      };
+      if (cBinary !== null) {
+        const of = (mode: CMode): CFigures => ({ ...figures(c[mode]), ratio: median(cRatios[mode]), roundRatios: cRatios[mode].sort((x, y) => x - y) });
+        result.cApi = { callback: of('callback'), pipe: of('pipe') };
+      }
+      results.push(result);
     }
   } finally {
     await rbd('rm', '--no-progress', `${pool}/${image}`).catch(() => undefined);
+    await rm(tmp, { recursive: true, force: true });
   }
   const f = (n: number) => n.toFixed(n >= 100 ? 0 : 1).padStart(8);
   console.log(`rbd driver vs rbd bench, QD ${qd}, ${rounds} rounds of ${seconds} s per scenario (ratio: median of the rounds)`);
@@ -177,6 +252,20 @@ export async function rbdBench(options: RbdBenchOptions = {}): Promise<RbdBenchR
     console.log(
       `${r.scenario.padEnd(24)} ${f(r.ours.iops)} ${f(r.ours.mbps)} ${f(r.ours.cpuUsPerOp)}   | ${f(r.rbdBench.iops).padStart(14)} ${f(r.rbdBench.mbps)} ${f(r.rbdBench.cpuUsPerOp)}   | ${r.ratio.toFixed(2)}  (${r.roundRatios.map((x) => x.toFixed(2)).join(' ')})`,
     );
+  }
+  if (results.some((r) => r.cApi)) {
+    console.log("The same requests from C through librbd's C API (reads into the caller's buffer, as ours; rbd bench reads into librbd's):");
+    console.log('  callback: the next request starts on librbd\'s thread; pipe: a thread waits on librbd\'s event pipe, as our event loop does');
+    console.log('scenario                 mode     C IOPS     MB/s  µs CPU/op | C / rbd bench | ours / C  (rounds)');
+    for (const r of results) {
+      for (const mode of C_MODES) {
+        const k = r.cApi?.[mode];
+        if (!k) continue;
+        console.log(
+          `${r.scenario.padEnd(24)} ${mode.padEnd(8)} ${f(k.iops)} ${f(k.mbps)} ${f(k.cpuUsPerOp)}   | ${(k.iops / r.rbdBench.iops).toFixed(2).padStart(13)} | ${k.ratio.toFixed(2).padStart(8)}  (${k.roundRatios.map((x) => x.toFixed(2)).join(' ')})`,
+        );
+      }
+    }
   }
   return results;
 }
