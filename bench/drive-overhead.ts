@@ -36,7 +36,7 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
   const bareRead = (buf: Uint8Array) =>
     new Promise<void>((resolve, reject) => fs.read(fd, buf, 0, BS, randomOffset(), (e) => (e ? reject(e) : resolve())));
   const results: DriveOverheadResult = {};
-  console.log('Drive overhead: 4 KiB random reads (IOPS), Drive vs bare calls, median of alternating rounds');
+  console.log('Drive overhead: 4 KiB random reads (IOPS), Drive vs bare calls, medians of alternating rounds (ratio: median of the rounds\' ratios)');
   for (const qd of [1, 32]) {
     const n = qd === 1 ? count / 4 : count;
     // CPU per request (all threads: the thread pool's too) moves far less with the machine's

@@ -14,12 +14,17 @@ export function fmtRate(v: number, unit = ''): string {
   return `${v.toFixed(1)}${unit}`;
 }
 
-/** Runs `baseline` and `subject` alternately `rounds` times; returns both medians and their ratio. */
+/**
+ * Runs `baseline` and `subject` alternately `rounds` times; returns both medians and the ratio:
+ * the median of each round's subject / baseline (`rounds`, sorted). Each round's two runs are
+ * adjacent in time, so a machine that speeds up or slows down between rounds (a shared VM
+ * does, by 2×) moves both sides of a round's ratio together.
+ */
 export async function sideBySide(
   rounds: number,
   baseline: () => Promise<number>,
   subject: () => Promise<number>,
-): Promise<{ baseline: number; subject: number; ratio: number }> {
+): Promise<{ baseline: number; subject: number; ratio: number; rounds: number[] }> {
   const b: number[] = [];
   const s: number[] = [];
   for (let i = 0; i < rounds; i++) {
@@ -32,9 +37,8 @@ export async function sideBySide(
       b.push(await baseline());
     }
   }
-  const mb = median(b);
-  const ms = median(s);
-  return { baseline: mb, subject: ms, ratio: ms / mb };
+  const ratios = s.map((x, i) => x / b[i]).sort((x, y) => x - y);
+  return { baseline: median(b), subject: median(s), ratio: median(ratios), rounds: ratios };
 }
 
 /** Prints one result row. */
