@@ -17,7 +17,7 @@ const randomOffset = () => randomOffsetIn(FILE_SIZE, BS);
 const drive = (qd: number, count: number, readOne: (buf: Uint8Array) => Promise<unknown>) => readRate(qd, count, BS, readOne);
 
 export interface DriveOverheadResult {
-  [scenario: string]: { subject: number; baseline: number; ratio: number; unit?: string };
+  [scenario: string]: { subject: number; baseline: number; ratio: number; rounds?: number[]; unit?: string };
 }
 
 export async function driveOverheadBench(quick = true): Promise<DriveOverheadResult> {
@@ -56,9 +56,9 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
     );
     const cs = median(cpu.subject);
     const cb = median(cpu.baseline);
-    results[`file-qd${qd}`] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio };
+    results[`file-qd${qd}`] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio, rounds: r.rounds };
     results[`file-qd${qd}-cpu`] = { subject: cs, baseline: cb, ratio: cs / cb, unit: 'CPU µs per request (lower is better)' };
-    row(`Drive(file) vs fs.read callback, QD${qd}`, fmtRate(r.subject), fmtRate(r.baseline), r.ratio);
+    row(`Drive(file) vs fs.read callback, QD${qd}`, fmtRate(r.subject), fmtRate(r.baseline), r.ratio, r.rounds);
     row('  CPU µs per request (all threads)', cs.toFixed(2), cb.toFixed(2), cs / cb);
   }
   if (!quick) {
@@ -82,8 +82,8 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
       () => drive(32, count, bareRead),
       () => drive(32, count, slowedRead),
     );
-    results['file-qd32-main-thread-500ns'] = { subject: sl.subject, baseline: sl.baseline, ratio: sl.ratio };
-    row('fs.read + 0.5 µs main-thread work vs fs.read, QD32', fmtRate(sl.subject), fmtRate(sl.baseline), sl.ratio);
+    results['file-qd32-main-thread-500ns'] = { subject: sl.subject, baseline: sl.baseline, ratio: sl.ratio, rounds: sl.rounds };
+    row('fs.read + 0.5 µs main-thread work vs fs.read, QD32', fmtRate(sl.subject), fmtRate(sl.baseline), sl.ratio, sl.rounds);
   }
   const n = count * 4;
   const r = await sideBySide(
@@ -91,15 +91,15 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
     () => drive(32, n, () => Promise.resolve()),
     () => drive(32, n, (buf) => onNull.read(0, buf)),
   );
-  results['null-qd32'] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio };
-  row('Drive(null) vs resolved promise, QD32', fmtRate(r.subject), fmtRate(r.baseline), r.ratio);
+  results['null-qd32'] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio, rounds: r.rounds };
+  row('Drive(null) vs resolved promise, QD32', fmtRate(r.subject), fmtRate(r.baseline), r.ratio, r.rounds);
   const nf = await sideBySide(
     rounds,
     () => drive(32, n, () => Promise.resolve()),
     () => drive(32, n, (buf) => onNullNoFill.read(0, buf)),
   );
-  results['null-nofill-qd32'] = { subject: nf.subject, baseline: nf.baseline, ratio: nf.ratio };
-  row('Drive(null, readZeroes off) vs promise, QD32', fmtRate(nf.subject), fmtRate(nf.baseline), nf.ratio);
+  results['null-nofill-qd32'] = { subject: nf.subject, baseline: nf.baseline, ratio: nf.ratio, rounds: nf.rounds };
+  row('Drive(null, readZeroes off) vs promise, QD32', fmtRate(nf.subject), fmtRate(nf.baseline), nf.ratio, nf.rounds);
   // The same drive on a VirtualClock, whose now() is a field read: what the request path costs
   // without its two real clock reads (start and completion, for the latency statistics).
   const virtualLayer = new BlockLayer({ clock: new VirtualClock() });
@@ -110,8 +110,8 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
     () => drive(32, n, (buf) => onNullVirtual.read(0, buf)),
   );
   await virtualLayer.close();
-  results['null-nofill-virtual-clock-qd32'] = { subject: nv.subject, baseline: nv.baseline, ratio: nv.ratio };
-  row('  same on a VirtualClock (no clock reads)', fmtRate(nv.subject), fmtRate(nv.baseline), nv.ratio);
+  results['null-nofill-virtual-clock-qd32'] = { subject: nv.subject, baseline: nv.baseline, ratio: nv.ratio, rounds: nv.rounds };
+  row('  same on a VirtualClock (no clock reads)', fmtRate(nv.subject), fmtRate(nv.baseline), nv.ratio, nv.rounds);
   // A read's promise resolves with its buffer, and V8 looks for a `then` on it (slow on a typed
   // array); the bare promise above resolves with undefined. The same baseline with the buffer:
   const nb = await sideBySide(
@@ -119,8 +119,8 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
     () => drive(32, n, (buf) => Promise.resolve(buf)),
     () => drive(32, n, (buf) => onNullNoFill.read(0, buf)),
   );
-  results['null-nofill-vs-buffer-promise-qd32'] = { subject: nb.subject, baseline: nb.baseline, ratio: nb.ratio };
-  row('  same vs a promise resolved with the buffer', fmtRate(nb.subject), fmtRate(nb.baseline), nb.ratio);
+  results['null-nofill-vs-buffer-promise-qd32'] = { subject: nb.subject, baseline: nb.baseline, ratio: nb.ratio, rounds: nb.rounds };
+  row('  same vs a promise resolved with the buffer', fmtRate(nb.subject), fmtRate(nb.baseline), nb.ratio, nb.rounds);
   const clockNs = clockReadNs();
   results['real-clock-read'] = { subject: clockNs, baseline: clockNs, ratio: 1, unit: 'ns per RealClock.now()' };
   console.log(`  one RealClock.now() costs ${clockNs.toFixed(0)} ns here; a request reads it twice`);
@@ -129,8 +129,8 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
     () => drive(32, n, (buf) => onNull.read(0, buf)),
     () => drive(32, n, (buf) => onNullLimited.read(0, buf)),
   );
-  results['null-limit-qd32'] = { subject: lim.subject, baseline: lim.baseline, ratio: lim.ratio };
-  row('Drive(null) non-binding limit vs none, QD32', fmtRate(lim.subject), fmtRate(lim.baseline), lim.ratio);
+  results['null-limit-qd32'] = { subject: lim.subject, baseline: lim.baseline, ratio: lim.ratio, rounds: lim.rounds };
+  row('Drive(null) non-binding limit vs none, QD32', fmtRate(lim.subject), fmtRate(lim.baseline), lim.ratio, lim.rounds);
   await layer.close();
   fs.closeSync(fd);
   fs.rmSync(dir, { recursive: true, force: true });

@@ -66,8 +66,8 @@ export async function fileAioBench(quick = !process.argv.includes('--full')): Pr
         () => drive(qd, n, (buf) => threads.read(randomOffset(), buf)),
         () => drive(qd, n, (buf) => uring.read(randomOffset(), buf)),
       );
-      results[`drive-qd${qd}`] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio };
-      row(`Drive(file) io_uring vs threads, QD${qd}`, fmtRate(r.subject), fmtRate(r.baseline), r.ratio);
+      results[`drive-qd${qd}`] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio, rounds: r.rounds };
+      row(`Drive(file) io_uring vs threads, QD${qd}`, fmtRate(r.subject), fmtRate(r.baseline), r.ratio, r.rounds);
     }
     const bareThreads = (buf: Uint8Array) =>
       new Promise<void>((resolve, reject) => fs.read(fd, buf, 0, BS, randomOffset(), (e) => (e ? reject(e) : resolve())));
@@ -76,8 +76,8 @@ export async function fileAioBench(quick = !process.argv.includes('--full')): Pr
         ring.read(fd, buf, 0, BS, randomOffset(), (res) => (res < 0 ? reject(new Error(`read: ${res}`)) : resolve())),
       );
     const r = await sideBySide(rounds, () => drive(32, count, bareThreads), () => drive(32, count, bareRing));
-    results['bare-qd32'] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio };
-    row('bare ring vs bare fs.read callback, QD32', fmtRate(r.subject), fmtRate(r.baseline), r.ratio);
+    results['bare-qd32'] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio, rounds: r.rounds };
+    row('bare ring vs bare fs.read callback, QD32', fmtRate(r.subject), fmtRate(r.baseline), r.ratio, r.rounds);
 
     let haveFio = true;
     try {

@@ -52,7 +52,7 @@ export async function fileDiskExt2fsBench(): Promise<Record<string, unknown>> {
       () => readAll(new FileDisk(handle, true, true)),
       () => readAll(new DriveDisk(drive)),
     );
-    row('DriveDisk over raw/file drive', fmtRate(r.subject, 'B/s'), fmtRate(r.baseline, 'B/s'), r.ratio);
+    row('DriveDisk over raw/file drive', fmtRate(r.subject, 'B/s'), fmtRate(r.baseline, 'B/s'), r.ratio, r.rounds);
     await handle.close();
     await layer.close();
     return { readBytesPerSec: r.subject, fileDiskBytesPerSec: r.baseline, ratio: r.ratio };

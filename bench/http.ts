@@ -167,15 +167,15 @@ export async function httpBench(rounds = 5): Promise<Record<string, unknown>> {
         const curlRun = () => curl(url, depth, path.join(dir, 'curl.cfg'));
         const r = await sideBySide(rounds, curlRun, () => ours(url, depth, 'node'));
         results[label] = r;
-        row(label, fmtRate(r.subject, ' MB/s'), fmtRate(r.baseline, ' MB/s'), r.ratio);
+        row(label, fmtRate(r.subject, ' MB/s'), fmtRate(r.baseline, ' MB/s'), r.ratio, r.rounds);
         // The same node on the global fetch (transport: 'fetch', as in browsers), against curl.
         const f = await sideBySide(rounds, curlRun, () => ours(url, depth, 'fetch'));
         results[`${label}, transport fetch`] = f;
-        row("  same, transport: 'fetch', vs curl", fmtRate(f.subject, ' MB/s'), fmtRate(f.baseline, ' MB/s'), f.ratio);
+        row("  same, transport: 'fetch', vs curl", fmtRate(f.subject, ' MB/s'), fmtRate(f.baseline, ' MB/s'), f.ratio, f.rounds);
         // Reference: the bare global fetch reading the same ranges, no driver.
         const b = await sideBySide(rounds, curlRun, () => bareFetch(url, depth));
         results[`${label}, bare fetch`] = b;
-        row('  reference: the bare global fetch, vs curl', fmtRate(b.subject, ' MB/s'), fmtRate(b.baseline, ' MB/s'), b.ratio);
+        row('  reference: the bare global fetch, vs curl', fmtRate(b.subject, ' MB/s'), fmtRate(b.baseline, ' MB/s'), b.ratio, b.rounds);
         const cpu = { node: median(cpuPerMiB.node), fetch: median(cpuPerMiB.fetch), bareFetch: median(cpuPerMiB.bare), curl: cpuPerMiB.curl.length > 0 ? median(cpuPerMiB.curl) : undefined };
         results[`${label} CPU ms/MiB`] = cpu;
         const curlCpu = cpu.curl === undefined ? '' : `, curl ${cpu.curl.toFixed(2)} ms (its process)`;

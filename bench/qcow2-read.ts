@@ -64,7 +64,7 @@ export async function qcow2ReadBench(): Promise<Record<string, unknown>> {
       () => timeOf(() => ourConvert(image, out)),
     );
     results[label] = r;
-    row(`qcow2 ${label} -> raw`, `${fmtRate(r.subject)} MB/s`, `${fmtRate(r.baseline)} MB/s`, r.ratio);
+    row(`qcow2 ${label} -> raw`, `${fmtRate(r.subject)} MB/s`, `${fmtRate(r.baseline)} MB/s`, r.ratio, r.rounds);
   }
   fs.rmSync(dir, { recursive: true, force: true });
   return results;

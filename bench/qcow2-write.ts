@@ -111,7 +111,7 @@ async function convertBench(dir: string, rounds: number): Promise<Record<string,
     const label = `convert raw -> qcow2${compress ? ' -c (zlib)' : ''}, 256 MiB`;
     const r = await sideBySide(rounds, qemu('writeback'), ours);
     results[label] = r;
-    row(`${label} (qemu-img -t writeback)`, `${fmtRate(r.subject)} MB/s`, `${fmtRate(r.baseline)} MB/s`, r.ratio);
+    row(`${label} (qemu-img -t writeback)`, `${fmtRate(r.subject)} MB/s`, `${fmtRate(r.baseline)} MB/s`, r.ratio, r.rounds);
     const u = await sideBySide(rounds, qemu('unsafe'), ours);
     results[`${label}, vs qemu-img's default -t unsafe`] = u;
     row(`${label} (qemu-img default, -t unsafe)`, `${fmtRate(u.subject)} MB/s`, `${fmtRate(u.baseline)} MB/s`, u.ratio);
@@ -138,7 +138,7 @@ export async function qcow2WriteBench(rounds = 3): Promise<Record<string, unknow
           async () => ourBench(freshImage(dir, 'ours.qcow2', s), s, aio),
         );
         results[`${s.label}, aio=${aio}`] = r;
-        row(`${s.label}, aio=${aio}`, `${fmtRate(r.subject)}/s`, `${fmtRate(r.baseline)}/s`, r.ratio);
+        row(`${s.label}, aio=${aio}`, `${fmtRate(r.subject)}/s`, `${fmtRate(r.baseline)}/s`, r.ratio, r.rounds);
       }
     }
     results.convert = await convertBench(dir, rounds);

@@ -236,7 +236,7 @@ export async function throttleBench(quick = true): Promise<Record<string, unknow
   const arithmeticNs = median([bucketArithmeticNs(count * 10), bucketArithmeticNs(count * 10), bucketArithmeticNs(count * 10)]);
   results.overhead = { ...o, addedNsPerRequest: addedNs, bucketArithmeticNs: arithmeticNs };
   console.log('Overhead: null driver, QD32, requests/s (ratio: median of the rounds\' ratios)');
-  row('Drive with a non-binding limit vs no limit', fmtRate(o.subject), fmtRate(o.baseline), o.ratio);
+  row('Drive with a non-binding limit vs no limit', fmtRate(o.subject), fmtRate(o.baseline), o.ratio, o.rounds);
   console.log(
     `  the limit adds ${addedNs.toFixed(0)} ns to a ${(1e9 / o.baseline).toFixed(0)} ns request; leak, check and charge alone (a tight loop) take ${arithmeticNs.toFixed(0)} ns`,
   );
@@ -250,7 +250,7 @@ export async function throttleBench(quick = true): Promise<Record<string, unknow
   const hop = median([await awaitHop(timers), await awaitHop(timers)]);
   results.virtualClockTimer = { ...bare, awaitHopNs: hop, unit: 'CPU ns per timer (lower is better)' };
   console.log(`VirtualClock alone: ${timers} chained timers, CPU ns per timer; baseline: the flat-array clock with a loop turn per timer`);
-  row('VirtualClock per timer (CPU ns)', bare.subject.toFixed(0), bare.baseline.toFixed(0), bare.ratio);
+  row('VirtualClock per timer (CPU ns)', bare.subject.toFixed(0), bare.baseline.toFixed(0), bare.ratio, bare.rounds);
   console.log(`  machine reference: one \`await null\` costs ${hop.toFixed(0)} ns CPU here (read the figures against it when comparing machines)`);
 
   const queued = quick ? 100_000 : 1_000_000;
@@ -262,7 +262,7 @@ export async function throttleBench(quick = true): Promise<Record<string, unknow
       () => groupDispatch(new VirtualClock(), n, queued),
     );
     results[`groupDispatch ${n}`] = { ...d, unit: 'CPU ns per admission (lower is better)' };
-    row(`${n} members: clock + group per admission (CPU ns)`, d.subject.toFixed(0), d.baseline.toFixed(0), d.ratio);
+    row(`${n} members: clock + group per admission (CPU ns)`, d.subject.toFixed(0), d.baseline.toFixed(0), d.ratio, d.rounds);
   }
   console.log(`Scale: one group (iops 1000), ${quick ? '100k' : '1M'} queued requests, virtual clock runUntilIdle; baseline: the flat-array clock with a loop turn per timer`);
   console.log(`  goals: ≤ ${GOAL_NS_PER_ADMISSION} ns per admission, ≤ ${GOAL_HEAP_PER_REQUEST} heap bytes per queued request`);

@@ -41,9 +41,10 @@ export async function sideBySide(
   return { baseline: median(b), subject: median(s), ratio: median(ratios), rounds: ratios };
 }
 
-/** Prints one result row. */
-export function row(label: string, subject: string, baseline: string, ratio: number): void {
-  console.log(`  ${label.padEnd(46)} ${subject.padStart(12)}  vs ${baseline.padStart(12)}  ratio ${ratio.toFixed(3)}`);
+/** Prints one result row; with the rounds' ratios, their range too (how far one round can be off). */
+export function row(label: string, subject: string, baseline: string, ratio: number, rounds?: number[]): void {
+  const spread = rounds && rounds.length > 1 ? `  (rounds ${Math.min(...rounds).toFixed(2)}–${Math.max(...rounds).toFixed(2)})` : '';
+  console.log(`  ${label.padEnd(46)} ${subject.padStart(12)}  vs ${baseline.padStart(12)}  ratio ${ratio.toFixed(3)}${spread}`);
 }
 
 /** A random `bs`-aligned offset inside a file of `fileSize` bytes. */
