@@ -109,7 +109,6 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
     () => drive(32, n, () => Promise.resolve()),
     () => drive(32, n, (buf) => onNullVirtual.read(0, buf)),
   );
-  await virtualLayer.close();
   results['null-nofill-virtual-clock-qd32'] = { subject: nv.subject, baseline: nv.baseline, ratio: nv.ratio, rounds: nv.rounds };
   row('  same on a VirtualClock (no clock reads)', fmtRate(nv.subject), fmtRate(nv.baseline), nv.ratio, nv.rounds);
   // A read's promise resolves with its buffer, and V8 looks for a `then` on it (slow on a typed
@@ -121,6 +120,20 @@ export async function driveOverheadBench(quick = true): Promise<DriveOverheadRes
   );
   results['null-nofill-vs-buffer-promise-qd32'] = { subject: nb.subject, baseline: nb.baseline, ratio: nb.ratio, rounds: nb.rounds };
   row('  same vs a promise resolved with the buffer', fmtRate(nb.subject), fmtRate(nb.baseline), nb.ratio, nb.rounds);
+  // The floor of any layer that answers with the buffer over a driver that answers with a
+  // promise: one reaction on the driver's settled promise returning the buffer, and nothing
+  // else. The VirtualClock drive (no clock reads) against it: what the Drive's own work costs.
+  const settled = Promise.resolve();
+  const emptyLayer = (buf: Uint8Array) => settled.then(() => buf);
+  const fl = await sideBySide(
+    rounds,
+    () => drive(32, n, emptyLayer),
+    () => drive(32, n, (buf) => onNullVirtual.read(0, buf)),
+  );
+  results['null-nofill-virtual-clock-vs-empty-layer-qd32'] = { subject: fl.subject, baseline: fl.baseline, ratio: fl.ratio, rounds: fl.rounds };
+  row('  VirtualClock drive vs an empty layer', fmtRate(fl.subject), fmtRate(fl.baseline), fl.ratio, fl.rounds);
+  console.log('    (empty layer: driverPromise.then(() => buf), the floor of an async layer returning the buffer)');
+  await virtualLayer.close();
   const clockNs = clockReadNs();
   results['real-clock-read'] = { subject: clockNs, baseline: clockNs, ratio: 1, unit: 'ns per RealClock.now()' };
   console.log(`  one RealClock.now() costs ${clockNs.toFixed(0)} ns here; a request reads it twice`);
