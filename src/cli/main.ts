@@ -23,7 +23,10 @@ const VERBS: Record<string, { run: (args: string[]) => Promise<number>; help: st
   check: { run: checkCommand, help: '[-f FMT] IMAGE [-r leaks|all | --repair leaks|all] [--json]   metadata consistency check (like qemu-img check; exit 0 clean, 1 failed, 2 corrupt, 3 leaks, 63 unsupported)' },
   commit: { run: commitCommand, help: '[-d] [-p] [-q] OVERLAY                           merge a qcow2 overlay into its backing file, then empty it (like qemu-img commit)' },
   create: { run: createCommand, help: '-f FMT [-b BACKING -F FMT] [-o k=v,…] [-q] FILE [SIZE]   make an image (like qemu-img create)' },
-  convert: { run: convertCommand, help: '[-f FMT] IMAGE OUT.raw [--snapshot S] [-p]      write the guest view as a sparse raw file (atomically)' },
+  convert: {
+    run: convertCommand,
+    help: '[-f FMT] [-O raw|qcow2] [-c] [-o k=v,…] IMAGE OUTPUT [--snapshot S] [-p] [-q]   the guest view as a sparse raw file or a new (compressed) qcow2 image, written atomically (like qemu-img convert)',
+  },
 };
 
 /** How `-f/--format FMT` reads in the usage text. */

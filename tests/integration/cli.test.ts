@@ -60,4 +60,10 @@ describe('blocklayer CLI', () => {
     expect(cli('frobnicate').code).toBe(1);
     expect(cli('info').err).toMatch(/usage: blocklayer info/);
   });
+
+  it('--help gives convert the options it takes (-O qcow2, -c, -o), not a raw-only usage', () => {
+    const help = cli('--help');
+    expect(help.code).toBe(0);
+    expect(help.err).toMatch(/blocklayer convert \[-f FMT\] \[-O raw\|qcow2\] \[-c\] \[-o k=v,…\] IMAGE OUTPUT/);
+  });
 });
