@@ -78,27 +78,54 @@ export async function convertCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-/** Non-zero extents of the guest view, in pieces of at most CHUNK bytes (block status skips holes and zero clusters). */
-async function eachDataPiece(drive: Drive, progress: Progress, fn: (pos: number, data: Uint8Array) => Promise<void>): Promise<void> {
-  const buf = Buffer.allocUnsafe(CHUNK);
-  let pos = 0;
-  while (pos < drive.length) {
-    const s = await drive.blockStatus(pos, Math.min(CHUNK, drive.length - pos));
-    if (!s.zero) {
-      const part = buf.subarray(0, s.length);
-      await drive.read(pos, part);
-      await fn(pos, part);
+/**
+ * Walks the guest view in windows of CHUNK bytes, WINDOWS of them in flight (each worker with its
+ * own buffer), so reading one window overlaps writing another, as qemu-img convert's coroutines
+ * do. The first failure stops every worker; all settle before it is thrown. Progress counts the
+ * windows finished.
+ */
+async function eachWindow(
+  length: number,
+  signal: AbortSignal,
+  progress: Progress,
+  fn: (start: number, end: number, buf: Buffer) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  let done = 0;
+  let failed = false;
+  const worker = async () => {
+    const buf = Buffer.allocUnsafe(CHUNK);
+    try {
+      for (let w = next; w < length && !failed; w = next) {
+        next += CHUNK;
+        signal.throwIfAborted();
+        const end = Math.min(w + CHUNK, length);
+        await fn(w, end, buf);
+        done += end - w;
+        progress(done);
+      }
+    } catch (e) {
+      failed = true;
+      throw e;
     }
-    pos += s.length;
-    progress(pos);
-  }
+  };
+  await settleAll(Array.from({ length: WINDOWS }, worker));
 }
 
+/** Sparse raw output: each window's extents that may hold data (block status skips holes and zero clusters) are read and written. */
 async function toRaw(drive: Drive, out: OutputFile, progress: Progress): Promise<void> {
   await out.truncate(drive.length);
-  await eachDataPiece(drive, progress, async (pos, data) => {
-    out.signal.throwIfAborted();
-    await out.write(pos, data);
+  await eachWindow(drive.length, out.signal, progress, async (w, end, buf) => {
+    for (let pos = w; pos < end; ) {
+      const s = await drive.blockStatus(pos, end - pos);
+      if (!s.zero) {
+        const part = buf.subarray(pos - w, pos - w + s.length);
+        await drive.read(pos, part);
+        out.signal.throwIfAborted();
+        await out.write(pos, part);
+      }
+      pos += s.length;
+    }
   });
 }
 
@@ -162,33 +189,14 @@ async function toQcow2(layer: BlockLayer, drive: Drive, out: OutputFile, options
     const image = await layer.openNode({ driver: 'qcow2', file });
     try {
       const cs = 2 ** settings.clusterBits;
-      // Windows of whole clusters (CHUNK is a multiple of every cluster size), WINDOWS of them in
-      // flight so reading one overlaps writing another: a window with any data is read whole
-      // (holes read as zeros), then written cluster by cluster.
-      let next = 0;
-      let done = 0;
-      let failed = false; // the first failure stops every worker
-      const worker = async () => {
-        const buf = Buffer.allocUnsafe(CHUNK);
-        try {
-          for (let w = next; w < drive.length && !failed; w = next) {
-            next += CHUNK;
-            out.signal.throwIfAborted();
-            const end = Math.min(w + CHUNK, drive.length);
-            if (await hasData(drive, w, end)) {
-              const window = buf.subarray(0, end - w);
-              await drive.read(w, window);
-              await writeWindow(image, w, window, cs, compress);
-            }
-            done += end - w;
-            progress(done);
-          }
-        } catch (e) {
-          failed = true;
-          throw e;
-        }
-      };
-      await settleAll(Array.from({ length: WINDOWS }, worker));
+      // Windows of whole clusters (CHUNK is a multiple of every cluster size): a window with any
+      // data is read whole (holes read as zeros), then written cluster by cluster.
+      await eachWindow(drive.length, out.signal, progress, async (w, end, buf) => {
+        if (!(await hasData(drive, w, end))) return;
+        const window = buf.subarray(0, end - w);
+        await drive.read(w, window);
+        await writeWindow(image, w, window, cs, compress);
+      });
       await image.flush();
     } finally {
       await image.unref();

@@ -174,6 +174,24 @@ describe('a failed convert leaves no partial output', () => {
     expect(fs.readdirSync(small)).toEqual([]);
   });
 
+  it('ENOSPC while several windows are written at once: ENOSPC, the partial output removed, nothing left running', () => {
+    expect(process.getuid?.(), 'this test mounts a 9 MiB tmpfs and must run as root (CI does)').toBe(0);
+    // 24 MiB of data (six 4 MiB windows, four converted at once) into 9 MiB: some windows'
+    // writes succeed, one fails while others are still in flight.
+    const img = path.join(dir, 'in-windows.raw');
+    fs.writeFileSync(img, Buffer.alloc(24 << 20, 0x5d));
+    const small = path.join(dir, 'small-windows');
+    fs.mkdirSync(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=9m', 'tmpfs', small]);
+    mounts.push(small);
+    const r = cli('convert', img, path.join(small, 'out.raw'), '-q');
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/ENOSPC/);
+    expect(r.err).toMatch(/removed partial output/);
+    expect(r.err.trim().split('\n')).toHaveLength(1);
+    expect(fs.readdirSync(small)).toEqual([]);
+  });
+
   it('SIGINT during a convert: exit 130, temporary file removed, no target, stderr says so', async () => {
     const img = path.join(dir, 'big.raw');
     const chunk = Buffer.alloc(8 << 20, 0x3c);
