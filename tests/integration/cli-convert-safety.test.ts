@@ -159,38 +159,28 @@ describe('a failed convert leaves no partial output', () => {
     expect(leftovers('bad.qcow2', 'out.raw')).toEqual([]);
   });
 
-  it('ENOSPC on a full file system comes out as ENOSPC and removes the partial output', () => {
-    expect(process.getuid?.(), 'this test mounts a 1 MiB tmpfs and must run as root (CI does)').toBe(0);
-    const img = path.join(dir, 'in.raw');
-    fs.writeFileSync(img, Buffer.alloc(4 << 20, 0x7e));
-    const small = path.join(dir, 'small');
-    fs.mkdirSync(small);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]);
-    mounts.push(small);
-    const r = cli('convert', img, path.join(small, 'out.raw'), '-q');
-    expect(r.code).toBe(1);
-    expect(r.err).toMatch(/ENOSPC/);
-    expect(r.err).toMatch(/removed partial output/);
-    expect(fs.readdirSync(small)).toEqual([]);
-  });
-
-  it('ENOSPC while several windows are written at once: ENOSPC, the partial output removed, nothing left running', () => {
-    expect(process.getuid?.(), 'this test mounts a 9 MiB tmpfs and must run as root (CI does)').toBe(0);
-    // 24 MiB of data (six 4 MiB windows, four converted at once) into 9 MiB: some windows'
-    // writes succeed, one fails while others are still in flight.
-    const img = path.join(dir, 'in-windows.raw');
-    fs.writeFileSync(img, Buffer.alloc(24 << 20, 0x5d));
-    const small = path.join(dir, 'small-windows');
-    fs.mkdirSync(small);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=9m', 'tmpfs', small]);
-    mounts.push(small);
-    const r = cli('convert', img, path.join(small, 'out.raw'), '-q');
-    expect(r.code).toBe(1);
-    expect(r.err).toMatch(/ENOSPC/);
-    expect(r.err).toMatch(/removed partial output/);
-    expect(r.err.trim().split('\n')).toHaveLength(1);
-    expect(fs.readdirSync(small)).toEqual([]);
-  });
+  // One window into 1 MiB; and 24 MiB (six 4 MiB windows, four converted at once) into 9 MiB,
+  // where some windows' writes succeed and one fails while others are still in flight.
+  for (const [label, dataMiB, fsMiB] of [
+    ['on a full file system', 4, 1],
+    ['while several windows are written at once', 24, 9],
+  ] as const) {
+    it(`ENOSPC ${label}: one ENOSPC line, the partial output removed`, () => {
+      expect(process.getuid?.(), `this test mounts a ${fsMiB} MiB tmpfs and must run as root (CI does)`).toBe(0);
+      const img = path.join(dir, `in-${dataMiB}.raw`);
+      fs.writeFileSync(img, Buffer.alloc(dataMiB << 20, 0x7e));
+      const small = path.join(dir, `small-${fsMiB}`);
+      fs.mkdirSync(small);
+      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${fsMiB}m`, 'tmpfs', small]);
+      mounts.push(small);
+      const r = cli('convert', img, path.join(small, 'out.raw'), '-q');
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(/ENOSPC/);
+      expect(r.err).toMatch(/removed partial output/);
+      expect(r.err.trim().split('\n')).toHaveLength(1);
+      expect(fs.readdirSync(small)).toEqual([]);
+    });
+  }
 
   it('SIGINT during a convert: exit 130, temporary file removed, no target, stderr says so', async () => {
     const img = path.join(dir, 'big.raw');
