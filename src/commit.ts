@@ -1,6 +1,7 @@
 import { createImage } from './create/index.js';
 import { BlockError } from './errors.js';
 import { BlockLayer } from './layer.js';
+import { probeLocation, resolveName } from './drivers/qcow2/backing.js';
 import type { BlockNode } from './node/node.js';
 
 /** Options of {@link commitImage}. */
@@ -25,14 +26,6 @@ export interface CommitResult {
 
 const PIECE = 4 * 1024 * 1024;
 
-/** The file under a node, through format layers (`file` children). */
-function fileOf(node: BlockNode): string | undefined {
-  const f = node.options.filename;
-  if (node.driver.name === 'file' && typeof f === 'string') return f;
-  const child = node.child('file');
-  return child ? fileOf(child) : undefined;
-}
-
 /**
  * `qemu-img commit OVERLAY`: writes everything the qcow2 overlay holds into its backing file
  * (which must be a file, raw or qcow2), flushes it, then empties the overlay, so the chain reads
@@ -42,14 +35,22 @@ function fileOf(node: BlockNode): string | undefined {
 export async function commitImage(overlay: string, options: CommitOptions = {}): Promise<CommitResult> {
   const layer = new BlockLayer();
   try {
-    const probe = await layer.openNode({ driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: overlay } });
+    // The header alone (backing: null): the backing file is opened once, read-write, so a user
+    // of it is refused for the write this needs, not for a read first.
+    const probe = await layer.openNode({ driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: overlay }, backing: null });
     const info = probe.info();
-    const below = probe.child('backing');
-    const backingFile = below ? fileOf(below) : undefined;
-    const backingDriver = below?.driver.name;
     await probe.unref();
-    if (!below || backingFile === undefined || backingDriver === undefined) {
+    if (typeof info.backingFile !== 'string') {
       throw new BlockError('EINVAL', `'${overlay}' has no backing file to commit into`, { path: overlay, field: 'backing_file' });
+    }
+    const loc = resolveName({ kind: 'file', name: overlay }, info.backingFile, 'backing file', probe.name);
+    if (loc.kind !== 'file') {
+      throw new BlockError('ENOTSUP', `'${overlay}' has the backing '${loc.name}', not a file: commit writes into files only`, { path: overlay, field: 'backing_file' });
+    }
+    const backingFile = loc.name;
+    const backingDriver = typeof info.backingFormat === 'string' ? info.backingFormat : await probeLocation(loc);
+    if (backingDriver !== 'raw' && backingDriver !== 'qcow2') {
+      throw new BlockError('ENOTSUP', `'${overlay}': backing format '${backingDriver}' is not supported (qcow2 or raw)`, { path: overlay, field: 'backing_fmt' });
     }
     if (info.dataFile !== undefined) {
       throw new BlockError('ENOTSUP', `'${overlay}' has an external data file: commit of such overlays is not supported`, { path: overlay, field: 'data_file' });

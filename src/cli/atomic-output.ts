@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import fsExt from 'fs-ext';
+import { REPLACE_PERMISSIONS, lockImage } from '../drivers/file/qemu-lock.js';
 import { BlockError, fromErrno } from '../errors.js';
 
 /** Exit codes of a command stopped by a signal, as a shell reports them (128 + signal number). */
@@ -91,11 +91,11 @@ async function refuseInputs(target: string, resolved: string, st: fs.Stats, inpu
   }
 }
 
-function flock(fd: number, how: 'exnb' | 'un'): Promise<void> {
-  return new Promise((resolve, reject) => fsExt.flock(fd, how, (err) => (err ? reject(err) : resolve())));
-}
-
-/** Opens the existing target and takes an exclusive lock on it, as qemu-img does on its output. */
+/**
+ * Opens the existing target and takes QEMU's locks for replacing it, so that a target any
+ * process has open (QEMU, qemu-nbd, a blocklayer drive) is refused, as qemu-img refuses it:
+ * renaming over it would leave that process writing into an orphaned file.
+ */
 async function lockTarget(target: string, resolved: string): Promise<FileHandle> {
   let h: FileHandle;
   try {
@@ -104,23 +104,32 @@ async function lockTarget(target: string, resolved: string): Promise<FileHandle>
     throw fromErrno(e, `could not open '${target}'`, { path: target, field: 'output' });
   }
   try {
-    await flock(h.fd, 'exnb');
+    await lockImage(h.fd, target, REPLACE_PERMISSIONS, 'auto', { field: 'output' });
   } catch (e) {
     await h.close();
-    const errno = (e as NodeJS.ErrnoException).code;
-    if (errno === 'EAGAIN' || errno === 'EWOULDBLOCK') {
-      throw new BlockError('ELOCKED', `failed to get write lock on '${target}': is another process using the image?`, { path: target, cause: e });
-    }
-    // File systems without flock: go on unlocked, as the file driver's `locking: auto` does.
+    throw e;
   }
   return h;
+}
+
+/** Gives the new file the owner, group and mode of the one it replaces (a VM running as another user must still open its disk). */
+async function keepOwnership(h: FileHandle, existing: fs.Stats, target: string): Promise<void> {
+  const mine = await h.stat();
+  try {
+    // chown first: it clears the set-id bits that chmod then restores.
+    if (mine.uid !== existing.uid || mine.gid !== existing.gid) await h.chown(existing.uid, existing.gid);
+    await h.chmod(existing.mode & 0o7777);
+  } catch (e) {
+    throw fromErrno(e, `could not give the new '${target}' the owner (uid ${existing.uid}, gid ${existing.gid}) and mode (${(existing.mode & 0o7777).toString(8)}) of the file it replaces`, { path: target, field: 'output' });
+  }
 }
 
 /**
  * Runs `write` on a temporary file beside `target` and renames it onto the target only when
  * `write` resolves (after fsync), so the target is either the complete new content or what it
  * was before: never truncated early, never a silent partial file. Refuses a target that is one
- * of `inputs`; locks an existing target exclusively while working. On failure or SIGINT/SIGTERM
+ * of `inputs` and one any process has open (QEMU's locks); a replaced target's owner, group and
+ * mode carry over to the new file (which is a new inode: hard links to the old one keep the old content). On failure or SIGINT/SIGTERM
  * the temporary file is removed and the error says so.
  */
 export async function writeAtomically<T>(target: string, write: (out: OutputFile) => Promise<T>, options: AtomicOutputOptions = {}): Promise<T> {
@@ -165,6 +174,7 @@ export async function writeAtomically<T>(target: string, write: (out: OutputFile
       throw fromErrno(e, `could not create '${tempPath}' for '${target}'`, ctx);
     }
     const h = handle;
+    if (existing) await keepOwnership(h, existing, target);
     const out: OutputFile = {
       target,
       path: resolved,

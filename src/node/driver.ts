@@ -13,6 +13,17 @@ export interface DriverCapabilities {
   readonly readOnly?: boolean;
   /** The driver may have a `backing` child. */
   readonly supportsBacking?: boolean;
+  /**
+   * The driver keeps metadata of its own in its children and grows them (qcow2; not raw): a
+   * read-write child takes QEMU's resize permission too, and shares writing with nobody.
+   */
+  readonly keepsMetadata?: boolean;
+}
+
+/** The node a child is opened for, and in which role. */
+export interface ParentLink {
+  readonly capabilities: DriverCapabilities;
+  readonly role: string;
 }
 
 /** One contiguous range with the same allocation status (what `qemu-img map` prints). */
@@ -51,6 +62,8 @@ export interface OpenContext<O> {
   readonly disabledChildren: ReadonlySet<string>;
   /** The clock of the owning layer (for latency emulation, timers). */
   readonly clock: Clock;
+  /** The parent this node is opened as a child of; undefined at the top of a tree. */
+  readonly parent?: ParentLink;
   /**
    * Opens another node (e.g. a backing file named in an image header) as a child in `role`.
    * Options may be the same shape a user passes; `readOnly` defaults to this node's.

@@ -1,7 +1,7 @@
 import type { Clock } from '../clock.js';
 import { BlockError } from '../errors.js';
 import { parseOptions } from '../options/zod-error.js';
-import type { BlockDriver, NodeOptions, OpenContext } from './driver.js';
+import type { BlockDriver, NodeOptions, OpenContext, ParentLink } from './driver.js';
 import { BlockNode } from './node.js';
 import type { DriverRegistry } from './registry.js';
 
@@ -28,6 +28,7 @@ export const MAX_TREE_DEPTH = 128;
 interface TreePosition {
   readonly ancestors: ReadonlySet<object>;
   readonly level: number;
+  readonly parent?: ParentLink;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -57,7 +58,8 @@ async function openInTree(
   if (position.level > MAX_TREE_DEPTH) {
     throw new BlockError('EINVAL', `${field}: options nested deeper than ${MAX_TREE_DEPTH} levels`, { field });
   }
-  const below: TreePosition = { ancestors: new Set(position.ancestors).add(options), level: position.level + 1 };
+  const ancestors = new Set(position.ancestors).add(options);
+  const below = (role: string): TreePosition => ({ ancestors, level: position.level + 1, parent: { capabilities: driver.capabilities, role } });
   if (typeof options.driver !== 'string') {
     throw new BlockError('EINVAL', `${at('driver')}: required`, { field: at('driver') });
   }
@@ -106,7 +108,7 @@ async function openInTree(
         if (need === 'required') throw new BlockError('EINVAL', `${at(role)}: required`, { field: at(role) });
         continue;
       }
-      children.set(role, await openChildInTree(env, childOptions, role, at(role), readOnly, below));
+      children.set(role, await openChildInTree(env, childOptions, role, at(role), readOnly, below(role)));
     }
     const ctx: OpenContext<unknown> = {
       options: driverOptions,
@@ -115,9 +117,10 @@ async function openInTree(
       nodeName: name,
       disabledChildren,
       clock: env.clock,
+      ...(position.parent === undefined ? {} : { parent: position.parent }),
       openChild: async (role: string, childOptions: NodeOptions) => {
         if (children.has(role)) throw new BlockError('EINVAL', `${at(role)}: child already open`, { field: at(role) });
-        const child = await openInTree(env, childOptions, at(role), readOnly, below);
+        const child = await openInTree(env, childOptions, at(role), readOnly, below(role));
         children.set(role, child);
         return child;
       },

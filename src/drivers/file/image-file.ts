@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
-import fsExt from 'fs-ext';
 import { BlockError, fromErrno } from '../../errors.js';
 import type { Qcow2File } from '../qcow2/image-file.js';
+import { imagePermissions, lockImage } from './qemu-lock.js';
 
 /** An image file opened for the qcow2 checker: positional I/O that may grow the file, and QEMU's image lock. */
 export interface OpenImageFile extends Qcow2File {
@@ -9,8 +9,8 @@ export interface OpenImageFile extends Qcow2File {
 }
 
 /**
- * Opens `filename` for a check (shared lock) or a repair (read-write, exclusive lock), as
- * qemu-img check does. Unlike the file driver's nodes, writes may go past the end (a refcount
+ * Opens `filename` for a check (read-only) or a repair (read-write), as
+ * qemu-img check does (QEMU's lock bytes). Unlike the file driver's nodes, writes may go past the end (a refcount
  * rebuild appends). File systems without locks are tolerated, as with locking=auto.
  */
 export async function openImageFile(filename: string, writable: boolean): Promise<OpenImageFile> {
@@ -21,13 +21,8 @@ export async function openImageFile(filename: string, writable: boolean): Promis
   try {
     const st = await fh.stat();
     if (!st.isFile()) throw new BlockError('EINVAL', `'${filename}' is not a regular file`, ctx);
-    await new Promise<void>((resolve, reject) =>
-      fsExt.flock(fh.fd, writable ? 'exnb' : 'shnb', (err) => {
-        const code = (err as NodeJS.ErrnoException | null)?.code;
-        if (!err || (code !== 'EAGAIN' && code !== 'EWOULDBLOCK')) return resolve();
-        reject(new BlockError('ELOCKED', `failed to get ${writable ? 'write' : 'shared'} lock on '${filename}': is another process using the image?`, { ...ctx, cause: err }));
-      }),
-    );
+    // What qemu-img check takes: a qcow2 node's locks on its file (a repair may grow it).
+    await lockImage(fh.fd, filename, imagePermissions(writable, true), 'auto', { field: 'filename' });
     let size = st.size;
     return {
       get length() {

@@ -6,6 +6,7 @@ import { type BlockStatus, defineDriver, type DriverInstance } from '../../node/
 import { AIO_ENGINES, defaultAio, type IoEngine, selectEngine } from './engine.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, tryFallocate } from './fallocate.js';
 import { AdjacentMerger } from './merge.js';
+import { imagePermissions, lockImage } from './qemu-lock.js';
 
 const SEEK_END = 2;
 const SEEK_DATA = 3;
@@ -18,7 +19,11 @@ const schema = z
       .string({ error: 'required' })
       .min(1, 'must not be empty')
       .refine((f) => !f.includes('\0'), 'must not contain a NUL byte'),
-    /** Image locking (QEMU `locking`): read-write takes an exclusive lock, read-only a shared one. */
+    /**
+     * Image locking (QEMU `locking`): QEMU's own lock bytes, so QEMU and we refuse each other's
+     * conflicting opens: a writer shares writing with nobody, readers coexist. `auto` goes on
+     * unlocked where the file system has no locks, `on` fails there, `off` takes none.
+     */
     locking: z.enum(['on', 'off', 'auto']).default('auto'),
     /**
      * I/O engine (QEMU `aio`): `threads` (Node's thread pool) or `io_uring`. Default: the
@@ -39,18 +44,12 @@ function seek(fd: number, offset: number, whence: number): Promise<number> {
   });
 }
 
-function lock(fd: number, exclusive: boolean): Promise<void> {
-  return new Promise((resolve, reject) => {
-    fsExt.flock(fd, exclusive ? 'exnb' : 'shnb', (err) => (err ? reject(err) : resolve()));
-  });
-}
-
 /** A file or block device on the host (QEMU file-posix): positional I/O on one fd. */
 export const fileDriver = defineDriver({
   name: 'file',
   capabilities: { kind: 'protocol' },
   schema,
-  async open({ options, readOnly, nodeName }): Promise<DriverInstance> {
+  async open({ options, readOnly, nodeName, parent }): Promise<DriverInstance> {
     const { filename, locking } = options;
     const engine = selectEngine(options.aio ?? defaultAio());
     const ctx = { node: nodeName, path: filename, field: 'filename' };
@@ -82,20 +81,8 @@ export const fileDriver = defineDriver({
       );
       refuseKind(opened, filename, ctx);
       if (locking !== 'off') {
-        try {
-          await lock(fd, !readOnly);
-        } catch (e) {
-          const errno = (e as NodeJS.ErrnoException).code;
-          if (errno === 'EAGAIN' || errno === 'EWOULDBLOCK') {
-            throw new BlockError(
-              'ELOCKED',
-              `failed to get ${readOnly ? 'shared' : 'write'} lock on '${filename}': is another process using the image?`,
-              { ...ctx, cause: e },
-            );
-          }
-          // 'auto' tolerates file systems without locks (QEMU does the same); 'on' does not.
-          if (locking === 'on') throw fromErrno(e, `could not lock '${filename}'`, ctx);
-        }
+        const perms = imagePermissions(!readOnly, parent?.capabilities.keepsMetadata === true);
+        await lockImage(fd, filename, perms, locking, { node: nodeName, field: 'filename' });
       }
       // SEEK_END also gives the size of block devices, where fstat says 0.
       const size = await seek(fd, 0, SEEK_END);

@@ -51,7 +51,7 @@ function writeRefusal(h: Qcow2Header): { message: string; field: string } | unde
 /** The qcow2 format: v2 and v3, compression, backing chains, subclusters, external data files, snapshots; writes to v2/v3 images. */
 export const qcow2Driver = defineDriver({
   name: 'qcow2',
-  capabilities: { kind: 'format', supportsBacking: true },
+  capabilities: { kind: 'format', supportsBacking: true, keepsMetadata: true },
   schema,
   children: { file: 'required', backing: 'optional', 'data-file': 'optional' },
   async open(ctx): Promise<DriverInstance> {
