@@ -75,7 +75,7 @@ describe.skipIf(!available)('QEMU sees our locks', () => {
     const img = p('a.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', img, '16M');
     const layer = new BlockLayer();
-    const d = await layer.openDrive(opens(img, false));
+    await layer.openDrive(opens(img, false));
     try {
       const before = sha(img);
       const w = qemuIo('-f', 'qcow2', '-c', 'write -P 0x77 0 1M', img);
