@@ -26,9 +26,9 @@ afterAll(async () => {
 const open = (image: string, extra: Record<string, unknown> = {}) =>
   layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: image }, ...extra });
 
-/** qemu-img check's verdict: corruptions and leaks (0 when absent from the JSON). */
+/** qemu-img check's verdict: corruptions and leaks (0 when absent from the JSON); -U (force share) as for any image in use, which it may be. */
 function check(image: string): { corruptions: number; leaks: number; errors: number } {
-  const r = spawnSync('qemu-img', ['check', '--output=json', image], { encoding: 'utf8', cwd: dir });
+  const r = spawnSync('qemu-img', ['check', '-U', '--output=json', image], { encoding: 'utf8', cwd: dir });
   const j = JSON.parse(r.stdout) as Record<string, number>;
   return { corruptions: j.corruptions ?? 0, leaks: j.leaks ?? 0, errors: j['check-errors'] ?? 0 };
 }
@@ -253,7 +253,7 @@ describe.skipIf(!available)('qcow2 writes: qemu-img check finds no corruption or
     await d.writeZeroes(65536, 3 * 65536);
     await d.discard(5 * 65536, 2 * 65536);
     await d.flush();
-    const map = JSON.parse(qemuImg('map', '--output=json', img)) as { start: number; length: number; zero: boolean; data: boolean }[];
+    const map = JSON.parse(qemuImg('map', '-U', '--output=json', img)) as { start: number; length: number; zero: boolean; data: boolean }[];
     const at = (o: number) => map.find((m) => m.start <= o && o < m.start + m.length)!;
     expect(at(65536)).toMatchObject({ zero: true, data: false });
     expect(at(5 * 65536)).toMatchObject({ zero: true, data: false });
@@ -280,7 +280,7 @@ describe.skipIf(!available)('qcow2 writes: qemu-img check finds no corruption or
       await d.write(65536 + 2048, pattern(4096, 1));
       pattern(4096, 1).copy(model, 65536 + 2048);
       await d.flush();
-      const map = JSON.parse(qemuImg('map', '--output=json', img)) as { start: number; length: number; depth: number }[];
+      const map = JSON.parse(qemuImg('map', '-U', '--output=json', img)) as { start: number; length: number; depth: number }[];
       const at = (o: number) => map.find((m) => m.start <= o && o < m.start + m.length)!;
       expect(at(65536 + 2048)).toMatchObject({ start: 65536 + 2048, length: 4096, depth: 0 });
       await exercise(d, model, { ops: 80, maxLen: 70_000, seed: backing ? 11 : 12, zeroes: true, clusterSize: 65536 });
@@ -324,7 +324,7 @@ describe.skipIf(!available)('qcow2 writes: qemu-img check finds no corruption or
       await d.write(65536 + 1000, Buffer.alloc(5000, 0xee));
       model.fill(0xee, 65536 + 1000, 65536 + 6000);
       await d.flush();
-      const j = JSON.parse(spawnSync('qemu-img', ['check', '--output=json', img], { encoding: 'utf8' }).stdout) as Record<string, number>;
+      const j = JSON.parse(spawnSync('qemu-img', ['check', '-U', '--output=json', img], { encoding: 'utf8' }).stdout) as Record<string, number>;
       expect(j['compressed-clusters']).toBe(22);
       // 22 compressible clusters share host clusters: far less than 22 clusters of file.
       expect(fs.statSync(img).size).toBeLessThan(10 * 65536);
