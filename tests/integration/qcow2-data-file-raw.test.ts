@@ -1,0 +1,168 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BlockLayer, createImage, type Drive } from '../../src/index.js';
+import { patternBytes } from '../helpers/qcow2-model.js';
+import { haveProgram, ok, run } from '../helpers/tools.js';
+
+/**
+ * data_file_raw (qcow2 autoclear bit 1): the external data file must be a valid raw image of
+ * the guest view, byte for byte (docs/interop/qcow2.txt). Every write, write-zeroes and
+ * discard through our qcow2 driver is judged by reading the data file as a raw file and
+ * comparing it with the guest view (our driver, qemu-img convert -O raw) and with a model.
+ */
+
+const haveQemuImg = haveProgram('qemu-img');
+if (!haveQemuImg && process.env.CI === 'true') throw new Error('qemu-img missing in CI: .ci/run must install qemu-utils');
+if (!haveQemuImg) console.log('qcow2 data_file_raw tests: the qemu-img judges (check, convert) skipped: install qemu-utils to run them');
+
+let dir: string;
+const layer = new BlockLayer();
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-qcow2-dfraw-'));
+});
+afterAll(async () => {
+  await layer.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+interface Shape {
+  name: string;
+  size: number;
+  clusterSize: number;
+  extendedL2: boolean;
+}
+
+const KiB = 1024;
+const SHAPES: Shape[] = [
+  { name: '4k', size: 512 * KiB, clusterSize: 4 * KiB, extendedL2: false },
+  // 16 KiB clusters of 32 subclusters of 512 bytes.
+  { name: 'extl2-16k', size: 512 * KiB, clusterSize: 16 * KiB, extendedL2: true },
+  // A virtual size that ends inside a cluster.
+  { name: '64k-unaligned', size: 1024 * KiB + 1536, clusterSize: 64 * KiB, extendedL2: false },
+];
+
+/** Makes `<dir>/<stem>.qcow2` with the external data file `<stem>.data` and data_file_raw=on (our createImage). */
+async function make(stem: string, s: Shape): Promise<{ image: string; data: string }> {
+  const image = path.join(dir, `${stem}.qcow2`);
+  await createImage(image, { format: 'qcow2', size: s.size, clusterSize: s.clusterSize, extendedL2: s.extendedL2, dataFile: `${stem}.data`, dataFileRaw: true });
+  return { image, data: path.join(dir, `${stem}.data`) };
+}
+
+const open = (image: string): Promise<Drive> => layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: image } });
+
+/** The data file's first `size` bytes (it may be longer: up to the end of the last cluster). */
+function dataFileView(file: string, size: number): Buffer {
+  const bytes = fs.readFileSync(file);
+  if (bytes.length < size) throw new Error(`the data file has ${bytes.length} bytes, shorter than the ${size} byte disk`);
+  return bytes.subarray(0, size);
+}
+
+/** Where two buffers first differ, or null. */
+function difference(what: string, a: Uint8Array, b: Uint8Array): string | null {
+  if (a.length !== b.length) return `${what}: ${a.length} bytes against ${b.length}`;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) {
+      let end = i;
+      while (end < a.length && a[end] !== b[end]) end++;
+      return `${what}: first difference at ${i} (${a[i]} against ${b[i]}), ${end - i} bytes in a row`;
+    }
+  }
+  return null;
+}
+
+/** qemu-img's judgement of the closed image: check clean, and convert -O raw equal to `expected`. */
+async function qemuJudges(image: string, expected: Uint8Array): Promise<string | null> {
+  if (!haveQemuImg) return null;
+  const c = await run('qemu-img', ['check', '--output=json', '-f', 'qcow2', image]);
+  const j = JSON.parse(c.stdout) as Record<string, number>;
+  if (c.code !== 0 || (j.corruptions ?? 0) !== 0 || (j.leaks ?? 0) !== 0 || (j['check-errors'] ?? 0) !== 0) return `qemu-img check: exit ${c.code}\n${c.stdout}${c.stderr}`;
+  const out = `${image}.converted.raw`;
+  await ok('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', image, out]);
+  try {
+    return difference('qemu-img convert -O raw against the data file', fs.readFileSync(out), expected);
+  } finally {
+    fs.rmSync(out, { force: true });
+  }
+}
+
+type Op = { t: 'write'; offset: number; length: number; seed: number } | { t: 'zero'; offset: number; length: number } | { t: 'discard'; offset: number; length: number } | { t: 'flush' };
+
+function issue(d: Drive, op: Op): Promise<void> {
+  if (op.t === 'write') return d.write(op.offset, patternBytes(op.seed, op.length));
+  if (op.t === 'zero') return d.writeZeroes(op.offset, op.length);
+  if (op.t === 'discard') return d.discard(op.offset, op.length);
+  return d.flush();
+}
+
+/**
+ * The guest view after `op`: a discard of whole clusters of a v3 image without a backing file
+ * reads zeros (QEMU's zero flag), parts of clusters are left alone.
+ */
+function apply(model: Buffer, op: Op, clusterSize: number): void {
+  if (op.t === 'write') patternBytes(op.seed, op.length).copy(model, op.offset);
+  else if (op.t === 'zero') model.fill(0, op.offset, op.offset + op.length);
+  else if (op.t === 'discard') {
+    const a = Math.ceil(op.offset / clusterSize) * clusterSize;
+    const b = Math.floor((op.offset + op.length) / clusterSize) * clusterSize;
+    if (a < b) model.fill(0, a, b);
+  }
+}
+
+/** Null when our guest view, the data file and the model agree. */
+async function agreement(d: Drive, data: string, model: Buffer): Promise<string | null> {
+  const guest = Buffer.from(await d.read(0, d.length));
+  return difference('the data file against our guest view', dataFileView(data, d.length), guest) ?? difference('our guest view against the model', guest, model);
+}
+
+describe('qcow2 data_file_raw: the external data file stays a raw image of the guest view', () => {
+  for (const s of SHAPES) {
+    it(`${s.name}: writes, write-zeroes and discards (whole and partial clusters) reach the data file`, async () => {
+      const { image, data } = await make(`fixed-${s.name}`, s);
+      const c = s.clusterSize;
+      const d = await open(image);
+      const model = Buffer.alloc(s.size);
+      const ops: Op[] = [
+        // Data everywhere first: every later zero or discard has old bytes to clear.
+        { t: 'write', offset: 0, length: s.size, seed: 1 },
+        { t: 'flush' },
+        // write-zeroes: whole clusters, a part of one cluster, and one across cluster boundaries.
+        { t: 'zero', offset: c, length: 2 * c },
+        { t: 'zero', offset: 5 * c + 100, length: 300 },
+        { t: 'zero', offset: 7 * c - 700, length: c + 1400 },
+        // discard: whole clusters, and a range with partial clusters around a whole one.
+        { t: 'discard', offset: 10 * c, length: 3 * c },
+        { t: 'discard', offset: 14 * c + 1000, length: 2 * c },
+        // Writes into discarded and zeroed clusters: the rest of the cluster reads zeros.
+        { t: 'write', offset: 11 * c + 1000, length: 3000, seed: 2 },
+        { t: 'write', offset: c + 511, length: 1, seed: 3 },
+        { t: 'write', offset: 15 * c - 10, length: 20, seed: 4 },
+        // The last cluster (of an unaligned size: the part inside the disk).
+        { t: 'discard', offset: s.size - (s.size % c || c), length: s.size % c || c },
+        { t: 'zero', offset: s.size - 3000, length: 3000 },
+        { t: 'write', offset: s.size - 2000, length: 1000, seed: 5 },
+      ];
+      try {
+        for (const op of ops) {
+          await issue(d, op);
+          apply(model, op, c);
+          const diff = await agreement(d, data, model);
+          expect(diff, `after ${JSON.stringify(op)}`).toBeNull();
+        }
+        await d.flush();
+      } finally {
+        await d.close();
+      }
+      // A fresh open reads the same, and the data file holds it.
+      const again = await open(image);
+      try {
+        expect(await agreement(again, data, model)).toBeNull();
+      } finally {
+        await again.close();
+      }
+      expect(await qemuJudges(image, dataFileView(data, s.size))).toBeNull();
+    });
+  }
+});
