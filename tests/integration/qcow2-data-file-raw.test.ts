@@ -47,8 +47,10 @@ const SHAPES: Shape[] = [
 /** Makes `<dir>/<stem>.qcow2` with the external data file `<stem>.data` and data_file_raw=on (our createImage). */
 async function make(stem: string, s: Shape): Promise<{ image: string; data: string }> {
   const image = path.join(dir, `${stem}.qcow2`);
-  await createImage(image, { format: 'qcow2', size: s.size, clusterSize: s.clusterSize, extendedL2: s.extendedL2, dataFile: `${stem}.data`, dataFileRaw: true });
-  return { image, data: path.join(dir, `${stem}.data`) };
+  // An absolute name: qemu-img resolves a relative data file name against its working directory.
+  const data = path.join(dir, `${stem}.data`);
+  await createImage(image, { format: 'qcow2', size: s.size, clusterSize: s.clusterSize, extendedL2: s.extendedL2, dataFile: data, dataFileRaw: true });
+  return { image, data };
 }
 
 const open = (image: string): Promise<Drive> => layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: image } });
@@ -77,7 +79,12 @@ function difference(what: string, a: Uint8Array, b: Uint8Array): string | null {
 async function qemuJudges(image: string, expected: Uint8Array): Promise<string | null> {
   if (!haveQemuImg) return null;
   const c = await run('qemu-img', ['check', '--output=json', '-f', 'qcow2', image]);
-  const j = JSON.parse(c.stdout) as Record<string, number>;
+  let j: Record<string, number>;
+  try {
+    j = JSON.parse(c.stdout) as Record<string, number>;
+  } catch {
+    return `qemu-img check: exit ${c.code}\n${c.stdout}${c.stderr}`;
+  }
   if (c.code !== 0 || (j.corruptions ?? 0) !== 0 || (j.leaks ?? 0) !== 0 || (j['check-errors'] ?? 0) !== 0) return `qemu-img check: exit ${c.code}\n${c.stdout}${c.stderr}`;
   const out = `${image}.converted.raw`;
   await ok('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', image, out]);
