@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, createImage, type Drive } from '../../src/index.js';
 import { patternBytes } from '../helpers/qcow2-model.js';
+import { COPIED, Qcow2Patcher } from '../helpers/qcow2-patch.js';
 import { haveProgram, ok, run } from '../helpers/tools.js';
 
 /**
@@ -172,4 +173,68 @@ describe('qcow2 data_file_raw: the external data file stays a raw image of the g
       expect(await qemuJudges(image, dataFileView(data, s.size))).toBeNull();
     });
   }
+
+  for (const s of SHAPES.slice(0, 2)) {
+    it(`${s.name}: a cluster newly mapped by a write is written whole, so stray bytes the data file held under it go`, async () => {
+      // Made without data_file_raw (clusters stay unallocated), stray bytes put into the data file
+      // under unallocated cluster 5 (the guest reads zeros there), then the bit set by hand.
+      const image = path.join(dir, `stray-${s.name}.qcow2`);
+      const data = path.join(dir, `stray-${s.name}.data`);
+      await createImage(image, { format: 'qcow2', size: s.size, clusterSize: s.clusterSize, extendedL2: s.extendedL2, dataFile: data });
+      const c = s.clusterSize;
+      const fd = fs.openSync(data, 'r+');
+      fs.writeSync(fd, Buffer.alloc(c, 0x99), 0, c, 5 * c);
+      fs.closeSync(fd);
+      const patch = new Qcow2Patcher(image);
+      patch.buf.writeUInt8(patch.buf.readUInt8(95) | 2, 95); // autoclear bit 1: data_file_raw
+      patch.save();
+      const model = Buffer.alloc(s.size);
+      const d = await open(image);
+      try {
+        // The stray cluster is the only disagreement before the write.
+        expect(await agreement(d, data, model)).toBe(`the data file against our guest view: first difference at ${5 * c} (153 against 0), ${c} bytes in a row`);
+        const op: Op = { t: 'write', offset: 5 * c + 1000, length: 100, seed: 7 };
+        await issue(d, op);
+        apply(model, op, c);
+        expect(await agreement(d, data, model)).toBeNull();
+      } finally {
+        await d.close();
+      }
+      expect(await qemuJudges(image, dataFileView(data, s.size))).toBeNull();
+    });
+  }
+
+  it('a cluster mapped away from its guest offset is moved to it before it is written (the data file is raw: host = guest)', async () => {
+    const s = SHAPES[0];
+    const c = s.clusterSize;
+    const { image, data } = await make('moved', s);
+    const model = Buffer.alloc(s.size);
+    let d = await open(image);
+    try {
+      const op: Op = { t: 'write', offset: 0, length: s.size, seed: 8 };
+      await issue(d, op);
+      apply(model, op, c);
+    } finally {
+      await d.close();
+    }
+    // Guest cluster 3 now reads host cluster 5 (a foreign image could be like that).
+    const patch = new Qcow2Patcher(image);
+    expect(patch.l2Entry(3)).toBe(COPIED | BigInt(3 * c));
+    patch.setL2Entry(3, COPIED | BigInt(5 * c));
+    patch.save();
+    model.copy(model, 3 * c, 5 * c, 6 * c);
+    d = await open(image);
+    try {
+      expect(Buffer.from(await d.read(0, s.size)).equals(model)).toBe(true);
+      const op: Op = { t: 'write', offset: 3 * c + 100, length: 10, seed: 9 };
+      await issue(d, op);
+      apply(model, op, c);
+      // Cluster 5 keeps its bytes, cluster 3 is in the data file at its guest offset.
+      expect(await agreement(d, data, model)).toBeNull();
+    } finally {
+      await d.close();
+    }
+    expect(new Qcow2Patcher(image).l2Entry(3)).toBe(COPIED | BigInt(3 * c));
+    expect(await qemuJudges(image, dataFileView(data, s.size))).toBeNull();
+  });
 });
