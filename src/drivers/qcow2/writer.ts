@@ -478,7 +478,8 @@ export class Qcow2Writer {
    * Zero flags (writeZeroes) or unallocated/zero entries (discard) for whole clusters [from, to).
    * With a raw data file the range is zeroed in the data file first (as QEMU does for
    * write-zeroes; a discard there must read zeros too), and the entries become zero clusters
-   * mapped at their guest offset: the data file stays the guest view even between the two steps.
+   * mapped at their guest offset. Data first: in between, clusters mapped 1:1 already read the
+   * zeros there, so the data file stays the guest view across a crash too.
    */
   private async changeWholeClusters(from: number, to: number, how: 'zero' | 'discard'): Promise<void> {
     const span = this.cs * this.l2Entries;
