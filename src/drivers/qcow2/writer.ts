@@ -103,8 +103,10 @@ export class Qcow2Writer {
     try {
       const a = this.ceil(offset);
       const b = this.floor(end);
-      // v2 has no zero flag; a raw data file must read as the guest does.
-      if (this.c.h.version < 3 || this.c.dataRaw || a >= b) return await this.writeZeroData(offset, end);
+      // v2 has no zero flag. With a raw data file, parts of clusters are written as zero data
+      // (in place, or with the rest of a new cluster copied) and whole clusters are zeroed in
+      // the data file as well as flagged (changeWholeClusters).
+      if (this.c.h.version < 3 || a >= b) return await this.writeZeroData(offset, end);
       if (offset < a) await this.writeZeroData(offset, a);
       await this.changeWholeClusters(a, b, 'zero');
       if (b < end) await this.writeZeroData(b, end);
@@ -113,7 +115,11 @@ export class Qcow2Writer {
     }
   }
 
-  /** Drops whole clusters (QEMU semantics): unallocated, or zero clusters where a backing file would show through. */
+  /**
+   * Drops whole clusters (QEMU semantics): unallocated, or zero clusters where a backing file
+   * would show through. With a raw data file they become zero clusters whose bytes in the data
+   * file are zeroed too (the data file must keep reading as the guest does).
+   */
   async discard(offset: number, length: number): Promise<void> {
     const a = this.ceil(offset);
     const b = this.floor(offset + length);
@@ -294,12 +300,15 @@ export class Qcow2Writer {
     // In an external data file, offset 0 is a real offset (every entry there has COPIED).
     const hostValid = host !== 0 || (this.c.externalData && (hi & COPIED) !== 0);
     const ext = this.c.h.extendedL2;
+    // A raw data file holds each guest cluster at its guest offset: a cluster mapped elsewhere is
+    // not written in place but moved there (copied whole, then linked).
+    const inRawPlace = !this.c.dataRaw || host === this.floor(g);
     return {
       e,
       hi,
       lo,
       host,
-      owned: (hi & COPIED) !== 0 && !(hi & COMPRESSED) && hostValid && (ext || !(lo & ZERO_FLAG)),
+      owned: (hi & COPIED) !== 0 && !(hi & COMPRESSED) && hostValid && (ext || !(lo & ZERO_FLAG)) && inRawPlace,
       allocBits: ext ? l2.readUInt32BE(e + 12) : 0,
       zeroBits: ext ? l2.readUInt32BE(e + 8) : 0,
       hostValid,
@@ -360,7 +369,9 @@ export class Qcow2Writer {
           p.cowTo = to;
         } else if (ext) {
           const t = this.touched(g, from, to);
-          if (x.owned || (!x.hostValid && !(x.hi & COMPRESSED))) {
+          // A raw data file gets every new cluster whole: its untouched subclusters hold whatever
+          // the data file had there, which must become what the guest reads.
+          if (x.owned || (!x.hostValid && !(x.hi & COMPRESSED) && !this.c.dataRaw)) {
             // Subclusters: copy only the untouched part of touched subclusters not yet in this cluster.
             const mine = x.owned ? x.allocBits : 0;
             p.cowFrom = (mine >>> t.first) & 1 ? from : g + t.first * this.sc;
@@ -368,7 +379,7 @@ export class Qcow2Writer {
             p.allocBits = (mine | t.mask) >>> 0;
             p.zeroBits = (x.zeroBits & ~t.mask) >>> 0;
             if (x.owned) p.link = p.allocBits !== x.allocBits || p.zeroBits !== x.zeroBits;
-          } else p.allocBits = 0xffffffff; // a shared or compressed cluster is copied whole
+          } else p.allocBits = 0xffffffff; // a shared or compressed cluster (or one new in a raw data file) is copied whole
         }
         if (p.alloc) {
           need++;
@@ -463,12 +474,25 @@ export class Qcow2Writer {
     }
   }
 
-  /** Zero flags (writeZeroes) or unallocated/zero entries (discard) for whole clusters [from, to). */
+  /**
+   * Zero flags (writeZeroes) or unallocated/zero entries (discard) for whole clusters [from, to).
+   * With a raw data file the range is zeroed in the data file first (as QEMU does for
+   * write-zeroes; a discard there must read zeros too), and the entries become zero clusters
+   * mapped at their guest offset. Data first: in between, clusters mapped 1:1 already read the
+   * zeros there, so the data file stays the guest view across a crash too.
+   */
   private async changeWholeClusters(from: number, to: number, how: 'zero' | 'discard'): Promise<void> {
     const span = this.cs * this.l2Entries;
     // v2 has no zero flag: a discard there must not let the backing file show through.
     if (how === 'discard' && this.c.h.version < 3 && this.c.hasBacking) return;
-    const zero = how === 'zero' || this.c.hasBacking;
+    const raw = this.c.dataRaw;
+    if (raw) {
+      // Past the end of a short data file there is nothing to clear.
+      const end = Math.min(to, this.c.data.length);
+      if (end > from) await this.c.data.writeZeroes(from, end - from);
+    }
+    const zero = how === 'zero' || this.c.hasBacking || raw;
+    const ext = this.c.h.extendedL2;
     for (let pos = from; pos < to; ) {
       const sliceEnd = Math.min(to, (Math.floor(pos / span) + 1) * span);
       await this.lock.acquire();
@@ -480,17 +504,16 @@ export class Qcow2Writer {
         }
         const l2Offset = await this.ownedL2(l1Index);
         const l2 = await this.c.cache.get(l2Offset);
-        const ext = this.c.h.extendedL2;
-        const lo0 = zero && !ext ? ZERO_FLAG : 0;
         const zeroBits = zero && ext ? 0xffffffff : 0;
         for (let g = pos; g < sliceEnd; g += this.cs) {
           const e = (Math.floor(g / this.cs) % this.l2Entries) * this.entryBytes;
-          const hi = l2.readUInt32BE(e);
-          const lo = l2.readUInt32BE(e + 4);
-          if (hi === 0 && lo === lo0 && (!ext || (l2.readUInt32BE(e + 8) === zeroBits && l2.readUInt32BE(e + 12) === 0))) continue;
+          // The new entry: unallocated or zero; in a raw data file, zero and mapped 1:1.
+          const hi = raw ? (COPIED | Math.floor(g / 2 ** 32)) >>> 0 : 0;
+          const lo = ((raw ? g >>> 0 : 0) | (zero && !ext ? ZERO_FLAG : 0)) >>> 0;
+          if (l2.readUInt32BE(e) === hi && l2.readUInt32BE(e + 4) === lo && (!ext || (l2.readUInt32BE(e + 8) === zeroBits && l2.readUInt32BE(e + 12) === 0))) continue;
           this.releaseEntry(l2, e);
-          l2.writeUInt32BE(0, e);
-          l2.writeUInt32BE(lo0, e + 4);
+          l2.writeUInt32BE(hi, e);
+          l2.writeUInt32BE(lo, e + 4);
           if (ext) {
             l2.writeUInt32BE(zeroBits, e + 8);
             l2.writeUInt32BE(0, e + 12);
