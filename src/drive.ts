@@ -112,6 +112,15 @@ function describe(value: unknown): string {
   return typeof value === 'object' ? (value.constructor?.name ?? 'object') : typeof value;
 }
 
+/** A caller's value in a message, as given (2**63 as 9223372036854775808, not clamped); never throws. */
+function shown(value: unknown): string {
+  // An integer past 2^53 with all its digits (String(2 ** 63) would print 9223372036854776000).
+  if (typeof value === 'number' && Number.isInteger(value) && !Number.isSafeInteger(value)) return BigInt(value).toString();
+  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean' || value === undefined || value === null) return String(value);
+  if (typeof value === 'string') return JSON.stringify(value);
+  return `(${describe(value)})`;
+}
+
 /** An AbortSignal, or an object that behaves like one (polyfills): anything else would fail later, after the request was counted. */
 function isSignal(signal: unknown): signal is AbortSignal {
   if (signal instanceof AbortSignal) return true;
@@ -685,12 +694,16 @@ export class Drive extends EventEmitter<DriveEvents> {
   /** Status of the extent starting at `offset` (data / zero / allocated, and which node). */
   blockStatus(offset: number, length: number): Promise<BlockStatus> {
     if (this.state !== 'open') return Promise.reject(this.closedError('block-status', offset));
+    const refused = this.rangeError('block-status', offset, length);
+    if (refused !== null) return Promise.reject(refused);
     return this.node.blockStatus(offset, length);
   }
 
   /** Every extent of a range (default: the whole drive), like `qemu-img map`. */
   blockStatusMap(offset = 0, length = this.length - offset): Promise<BlockStatus[]> {
     if (this.state !== 'open') return Promise.reject(this.closedError('block-status', offset));
+    const refused = this.rangeError('block-status', offset, length);
+    if (refused !== null) return Promise.reject(refused);
     try {
       return this.node.blockStatusMap(offset, length);
     } catch (e) {
@@ -831,14 +844,10 @@ export class Drive extends EventEmitter<DriveEvents> {
     const name = OP_NAMES[op];
     if (this.state !== 'open') return this.closedError(name, offset);
     const context = { node: this.node.name, offset, length };
-    let error: BlockError | null = null;
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
-      error = new BlockError('EINVAL', `${name}: offset ${offset} and length ${length} must be non-negative safe integers`, context);
-    } else if (offset + length > this.node.length) {
-      error = new BlockError('EINVAL', `${name}: range ${offset}+${length} is beyond the end of drive ${this.id} (${this.node.length} bytes)`, context);
-    } else if (this.readOnly && op !== OP_READ && op !== OP_FLUSH) {
+    let error = this.rangeError(name, offset, length);
+    if (error === null && this.readOnly && op !== OP_READ && op !== OP_FLUSH) {
       error = new BlockError('EROFS', `${name}: drive ${this.id} is read-only`, context);
-    } else if (signal !== undefined && !isSignal(signal)) {
+    } else if (error === null && signal !== undefined && !isSignal(signal)) {
       error = new BlockError('EINVAL', `${name}: signal must be an AbortSignal, not ${describe(signal)}`, { ...context, field: 'signal' });
     }
     if (error !== null) {
@@ -846,6 +855,27 @@ export class Drive extends EventEmitter<DriveEvents> {
       return error;
     }
     if ((signal as AbortSignal | undefined)?.aborted) return this.canceled(name, offset);
+    return null;
+  }
+
+  /**
+   * The one range check of every entry point that takes a range (requests and block status):
+   * EINVAL naming the bad field (`offset` or `length`) with the value as the caller gave it,
+   * or null when [offset, offset+length) lies inside the drive. Never throws, whatever the values.
+   */
+  private rangeError(name: string, offset: unknown, length: unknown): BlockError | null {
+    const size = this.node.length;
+    const context = { node: this.node.name, ...(typeof offset === 'number' ? { offset } : {}), ...(typeof length === 'number' ? { length } : {}) };
+    if (!Number.isSafeInteger(offset) || (offset as number) < 0) {
+      return new BlockError('EINVAL', `${name}: offset ${shown(offset)} must be a non-negative safe integer`, { ...context, field: 'offset' });
+    }
+    if (!Number.isSafeInteger(length) || (length as number) < 0) {
+      return new BlockError('EINVAL', `${name}: length ${shown(length)} must be a non-negative safe integer`, { ...context, field: 'length' });
+    }
+    if ((offset as number) + (length as number) > size) {
+      const field = (offset as number) > size ? 'offset' : 'length';
+      return new BlockError('EINVAL', `${name}: range ${offset}+${length} is beyond the end of drive ${this.id} (${size} bytes)`, { ...context, field });
+    }
     return null;
   }
 

@@ -204,6 +204,7 @@ export class BlockNode {
 
   /** Every extent of a range, merged where neighbours have the same status. */
   async blockStatusMap(offset = 0, length = this.length - offset): Promise<BlockStatus[]> {
+    this.checkRange('block-status', offset, length);
     const out: BlockStatus[] = [];
     let pos = offset;
     const end = offset + length;
