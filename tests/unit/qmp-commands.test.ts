@@ -98,3 +98,23 @@ describe('QMP commands', () => {
     expect(c.session.quitRequested).toBe(true);
   });
 });
+
+describe('QMP arguments named like Object.prototype members are unexpected, like any unknown argument', () => {
+  const THROTTLE_BASE = { bps: 0, bps_rd: 0, bps_wr: 0, iops: 0, iops_rd: 0, iops_wr: 0 };
+
+  it.each(['constructor', '__proto__', 'toString', 'valueOf', 'hasOwnProperty'])('"%s" (from the JSON text of the command) is refused by every command', async (key) => {
+    const layer = new BlockLayer();
+    const d = await layer.openDrive({ driver: 'null', size: 1 << 20 });
+    const c = ctx(layer);
+    const unexpected = { class: 'GenericError', desc: `Parameter '${key}' is unexpected` };
+    // As the QMP wire hands them over: parsed JSON, where "__proto__" is an own member.
+    const args = (extra: Record<string, unknown>): Record<string, unknown> => JSON.parse(`{"${key}":1${JSON.stringify(extra).slice(1, -1).replace(/^(?=.)/, ',')}}`);
+    expect(Object.hasOwn(args({}), key)).toBe(true);
+    expect(await failure(runCommand(req('block_set_io_throttle', args({ device: d.id, ...THROTTLE_BASE, iops: 100 })), c))).toEqual(unexpected);
+    expect(d.getLimits()).toBeNull();
+    for (const command of ['query-block', 'query-blockstats', 'query-named-block-nodes', 'cont', 'query-commands']) {
+      expect(await failure(runCommand(req(command, args({})), c))).toEqual(unexpected);
+    }
+    await layer.close();
+  });
+});
