@@ -274,12 +274,14 @@ export class Drive extends EventEmitter<DriveEvents> {
    * `group` (default: a group named after the drive), or moves to it; the limits replace those
    * of the whole group and empty its buckets; limits that are all zero take the drive out of
    * throttling after its queue has drained. `{ group }` alone joins an existing group as it is.
+   * `rules.maxBurstLength` widens the bound of the `*MaxLength` fields (default 2^32-1, QEMU's
+   * option parsers; QMP's block_set_io_throttle takes any uint64 its other rules allow).
    */
-  setLimits(options: ThrottleOptions): void {
+  setLimits(options: ThrottleOptions, rules: { maxBurstLength?: number } = {}): void {
     if (this.state !== 'open') throw new BlockError('ECLOSED', `setLimits: drive ${this.id} is ${this.state}`);
     const { group: groupName, ...limits } = parseOptions(throttleOptionsSchema, options);
     const joinOnly = groupName !== undefined && Object.keys(limits).length === 0;
-    const config = joinOnly ? null : toConfig(limits);
+    const config = joinOnly ? null : toConfig(limits, '', rules);
     if (config !== null && !isEnabled(config)) {
       if (this.throttle !== null) {
         const queue = this.throttle;
