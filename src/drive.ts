@@ -1,6 +1,6 @@
 import { EventEmitter } from 'eventemitter3';
 import type { Clock } from './clock.js';
-import { BlockError, fromErrno } from './errors.js';
+import { BlockError, fromErrno, valueText } from './errors.js';
 import type { BlockStatus } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
 import type { ErrorAction } from './options/error-policy.js';
@@ -110,15 +110,6 @@ function describe(value: unknown): string {
   if (value === null) return 'null';
   if (ArrayBuffer.isView(value)) return value.constructor.name;
   return typeof value === 'object' ? (value.constructor?.name ?? 'object') : typeof value;
-}
-
-/** A caller's value in a message, as given (2**63 as 9223372036854775808, not clamped); never throws. */
-function shown(value: unknown): string {
-  // An integer past 2^53 with all its digits (String(2 ** 63) would print 9223372036854776000).
-  if (typeof value === 'number' && Number.isInteger(value) && !Number.isSafeInteger(value)) return BigInt(value).toString();
-  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean' || value === undefined || value === null) return String(value);
-  if (typeof value === 'string') return JSON.stringify(value);
-  return `(${describe(value)})`;
 }
 
 /** An AbortSignal, or an object that behaves like one (polyfills): anything else would fail later, after the request was counted. */
@@ -869,10 +860,10 @@ export class Drive extends EventEmitter<DriveEvents> {
     const size = this.node.length;
     const context = { node: this.node.name, ...(typeof offset === 'number' ? { offset } : {}), ...(typeof length === 'number' ? { length } : {}) };
     if (!Number.isSafeInteger(offset) || (offset as number) < 0) {
-      return new BlockError('EINVAL', `${name}: offset ${shown(offset)} must be a non-negative safe integer`, { ...context, field: 'offset' });
+      return new BlockError('EINVAL', `${name}: offset ${valueText(offset)} must be a non-negative safe integer`, { ...context, field: 'offset' });
     }
     if (!Number.isSafeInteger(length) || (length as number) < 0) {
-      return new BlockError('EINVAL', `${name}: length ${shown(length)} must be a non-negative safe integer`, { ...context, field: 'length' });
+      return new BlockError('EINVAL', `${name}: length ${valueText(length)} must be a non-negative safe integer`, { ...context, field: 'length' });
     }
     if ((offset as number) + (length as number) > size) {
       const field = (offset as number) > size ? 'offset' : 'length';

@@ -282,6 +282,15 @@ describe('every range argument of every Drive method is checked by the one valid
     await d.close();
   });
 
+  it('an offset of 2**63 is shown with all its digits by the drive and by its node (not 9223372036854776000 or 2^53-1)', async () => {
+    const layer = new BlockLayer();
+    const d = await layer.openDrive({ driver: 'memory', size: 1 << 20 });
+    await expect(d.read(2 ** 63, 512)).rejects.toThrow('read: offset 9223372036854775808 must be a non-negative safe integer');
+    await expect(d.node.read(2 ** 63, new Uint8Array(512))).rejects.toThrow('read: offset 9223372036854775808 and length 512 must be non-negative safe integers');
+    await expect(d.node.writeZeroes(0, 2 ** 64)).rejects.toThrow('offset 0 and length 18446744073709551616 must');
+    await d.close();
+  });
+
   it('blockStatusMap(0, -5) and blockStatusMap(-5) are refused, not an empty map', async () => {
     const layer = new BlockLayer();
     const d = await layer.openDrive({ driver: 'memory', size: 1 << 20 });
