@@ -1,6 +1,6 @@
 import { EventEmitter } from 'eventemitter3';
 import type { Clock } from './clock.js';
-import { BlockError, fromErrno } from './errors.js';
+import { BlockError, fromErrno, valueText } from './errors.js';
 import type { BlockStatus } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
 import type { ErrorAction } from './options/error-policy.js';
@@ -265,12 +265,14 @@ export class Drive extends EventEmitter<DriveEvents> {
    * `group` (default: a group named after the drive), or moves to it; the limits replace those
    * of the whole group and empty its buckets; limits that are all zero take the drive out of
    * throttling after its queue has drained. `{ group }` alone joins an existing group as it is.
+   * `rules.maxBurstLength` widens the bound of the `*MaxLength` fields (default 2^32-1, QEMU's
+   * option parsers; QMP's block_set_io_throttle takes any uint64 its other rules allow).
    */
-  setLimits(options: ThrottleOptions): void {
+  setLimits(options: ThrottleOptions, rules: { maxBurstLength?: number } = {}): void {
     if (this.state !== 'open') throw new BlockError('ECLOSED', `setLimits: drive ${this.id} is ${this.state}`);
     const { group: groupName, ...limits } = parseOptions(throttleOptionsSchema, options);
     const joinOnly = groupName !== undefined && Object.keys(limits).length === 0;
-    const config = joinOnly ? null : toConfig(limits);
+    const config = joinOnly ? null : toConfig(limits, '', rules);
     if (config !== null && !isEnabled(config)) {
       if (this.throttle !== null) {
         const queue = this.throttle;
@@ -685,12 +687,16 @@ export class Drive extends EventEmitter<DriveEvents> {
   /** Status of the extent starting at `offset` (data / zero / allocated, and which node). */
   blockStatus(offset: number, length: number): Promise<BlockStatus> {
     if (this.state !== 'open') return Promise.reject(this.closedError('block-status', offset));
+    const refused = this.rangeError('block-status', offset, length);
+    if (refused !== null) return Promise.reject(refused);
     return this.node.blockStatus(offset, length);
   }
 
   /** Every extent of a range (default: the whole drive), like `qemu-img map`. */
   blockStatusMap(offset = 0, length = this.length - offset): Promise<BlockStatus[]> {
     if (this.state !== 'open') return Promise.reject(this.closedError('block-status', offset));
+    const refused = this.rangeError('block-status', offset, length);
+    if (refused !== null) return Promise.reject(refused);
     try {
       return this.node.blockStatusMap(offset, length);
     } catch (e) {
@@ -831,14 +837,10 @@ export class Drive extends EventEmitter<DriveEvents> {
     const name = OP_NAMES[op];
     if (this.state !== 'open') return this.closedError(name, offset);
     const context = { node: this.node.name, offset, length };
-    let error: BlockError | null = null;
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
-      error = new BlockError('EINVAL', `${name}: offset ${offset} and length ${length} must be non-negative safe integers`, context);
-    } else if (offset + length > this.node.length) {
-      error = new BlockError('EINVAL', `${name}: range ${offset}+${length} is beyond the end of drive ${this.id} (${this.node.length} bytes)`, context);
-    } else if (this.readOnly && op !== OP_READ && op !== OP_FLUSH) {
+    let error = this.rangeError(name, offset, length);
+    if (error === null && this.readOnly && op !== OP_READ && op !== OP_FLUSH) {
       error = new BlockError('EROFS', `${name}: drive ${this.id} is read-only`, context);
-    } else if (signal !== undefined && !isSignal(signal)) {
+    } else if (error === null && signal !== undefined && !isSignal(signal)) {
       error = new BlockError('EINVAL', `${name}: signal must be an AbortSignal, not ${describe(signal)}`, { ...context, field: 'signal' });
     }
     if (error !== null) {
@@ -846,6 +848,27 @@ export class Drive extends EventEmitter<DriveEvents> {
       return error;
     }
     if ((signal as AbortSignal | undefined)?.aborted) return this.canceled(name, offset);
+    return null;
+  }
+
+  /**
+   * The one range check of every entry point that takes a range (requests and block status):
+   * EINVAL naming the bad field (`offset` or `length`) with the value as the caller gave it,
+   * or null when [offset, offset+length) lies inside the drive. Never throws, whatever the values.
+   */
+  private rangeError(name: string, offset: unknown, length: unknown): BlockError | null {
+    const size = this.node.length;
+    const context = { node: this.node.name, ...(typeof offset === 'number' ? { offset } : {}), ...(typeof length === 'number' ? { length } : {}) };
+    if (!Number.isSafeInteger(offset) || (offset as number) < 0) {
+      return new BlockError('EINVAL', `${name}: offset ${valueText(offset)} must be a non-negative safe integer`, { ...context, field: 'offset' });
+    }
+    if (!Number.isSafeInteger(length) || (length as number) < 0) {
+      return new BlockError('EINVAL', `${name}: length ${valueText(length)} must be a non-negative safe integer`, { ...context, field: 'length' });
+    }
+    if ((offset as number) + (length as number) > size) {
+      const field = (offset as number) > size ? 'offset' : 'length';
+      return new BlockError('EINVAL', `${name}: range ${offset}+${length} is beyond the end of drive ${this.id} (${size} bytes)`, { ...context, field });
+    }
     return null;
   }
 

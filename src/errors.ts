@@ -61,6 +61,19 @@ export class BlockError extends Error {
   }
 }
 
+/**
+ * A caller's value in a message, as given: an integer past 2^53 with all its digits (2 ** 63 as
+ * 9223372036854775808, where String() would print 9223372036854776000), a string quoted,
+ * anything else by its kind. Never throws, whatever the value.
+ */
+export function valueText(value: unknown): string {
+  if (typeof value === 'number' && Number.isInteger(value) && !Number.isSafeInteger(value)) return BigInt(value).toString();
+  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean' || value === undefined || value === null) return String(value);
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'object') return Array.isArray(value) ? '(an array)' : '(an object)';
+  return `(a ${typeof value})`;
+}
+
 /** True if `e` is a BlockError, optionally with the given code. */
 export function isBlockError(e: unknown, code?: BlockErrorCode): e is BlockError {
   return e instanceof BlockError && (code === undefined || e.code === code);

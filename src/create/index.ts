@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { writeAtomically } from '../cli/atomic-output.js';
-import { tryFallocate } from '../drivers/file/fallocate.js';
+import { errnoText, fallocateErrorCode, reserveSpace } from '../drivers/file/fallocate.js';
 import { probeFormat } from '../drivers/qcow2/index.js';
 import { BlockError, fromErrno } from '../errors.js';
 import { BlockLayer } from '../layer.js';
@@ -91,14 +91,29 @@ async function writeZeros(write: (offset: number, data: Uint8Array) => Promise<v
   for (let pos = start; pos < end; pos += zeros.length) await write(pos, zeros.subarray(0, Math.min(zeros.length, end - pos)));
 }
 
-/** Reserves [start, end) of a file (fallocate mode 0), as qemu-img's preallocation=falloc does. */
+/**
+ * Why preallocation=falloc failed, from the error number posix_fallocate returned: a full disk
+ * is ENOSPC (as qemu-img's "No space left on device"), a file system that cannot reserve is ENOTSUP.
+ */
+export function preallocationError(errno: number, file: string): BlockError {
+  const code = fallocateErrorCode(errno);
+  const context = { field: 'preallocation', path: file };
+  if (code === 'ENOTSUP') return new BlockError('ENOTSUP', `preallocation: could not reserve space in '${file}' with fallocate (use preallocation=full)`, context);
+  return new BlockError(code, `preallocation: could not reserve space in '${file}': ${errnoText(errno)}`, context);
+}
+
+/** Reserves [start, start+length) of an open file, as qemu-img's preallocation=falloc does (posix_fallocate). */
+async function reserve(fd: number, file: string, start: number, length: number): Promise<void> {
+  const errno = await reserveSpace(fd, start, length);
+  if (errno !== 0) throw preallocationError(errno, file);
+}
+
+/** Reserves [start, end) of a file, as qemu-img's preallocation=falloc does. */
 async function fallocateRange(file: string, start: number, end: number): Promise<void> {
   if (end <= start) return;
   const h = await fs.open(file, 'r+');
   try {
-    if (!(await tryFallocate(h.fd, 0, start, end - start))) {
-      throw new BlockError('ENOTSUP', `preallocation: could not reserve space in '${file}' with fallocate (use preallocation=full)`, { field: 'preallocation', path: file });
-    }
+    await reserve(h.fd, file, start, end - start);
   } finally {
     await h.close();
   }
@@ -184,9 +199,7 @@ async function createRawFile(file: string, size: number, preallocation: string):
   }
   try {
     await h.truncate(size);
-    if (preallocation === 'falloc' && size > 0 && !(await tryFallocate(h.fd, 0, 0, size))) {
-      throw new BlockError('ENOTSUP', `preallocation: could not reserve space in '${file}' with fallocate (use preallocation=full)`, { field: 'preallocation', path: file });
-    }
+    if (preallocation === 'falloc' && size > 0) await reserve(h.fd, file, 0, size);
     if (preallocation === 'full') {
       await writeZeros(async (o, d) => void (await h.write(d, 0, d.length, o)), 0, size);
     }

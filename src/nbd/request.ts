@@ -17,6 +17,8 @@ export class ServerRequest implements P.NbdRequest {
     readonly cookieLow: number,
     readonly offset: number,
     readonly length: number,
+    /** The offset as sent when it is past 2^53 (`offset` is then clamped to 2^53-1 so bounds checks refuse it). */
+    readonly wideOffset: bigint | undefined = undefined,
   ) {}
 
   get cookie(): bigint {
@@ -30,8 +32,22 @@ export function decodeServerRequest(b: Buffer, at: number): ServerRequest {
   if (magic !== P.NBD_REQUEST_MAGIC) throw new P.NbdProtocolError(`request: bad magic 0x${magic.toString(16)}`);
   const high = b.readUInt32BE(at + 16);
   // Offsets past 2^53 cannot be a valid position in any export: clamp so bounds checks refuse them.
-  const offset = high >= SAFE_HIGH_LIMIT ? Number.MAX_SAFE_INTEGER : high * TWO_32 + b.readUInt32BE(at + 20);
-  return new ServerRequest(b.readUInt16BE(at + 4), b.readUInt16BE(at + 6), b.readUInt32BE(at + 8), b.readUInt32BE(at + 12), offset, b.readUInt32BE(at + 24));
+  const wide = high >= SAFE_HIGH_LIMIT;
+  const offset = wide ? Number.MAX_SAFE_INTEGER : high * TWO_32 + b.readUInt32BE(at + 20);
+  return new ServerRequest(
+    b.readUInt16BE(at + 4),
+    b.readUInt16BE(at + 6),
+    b.readUInt32BE(at + 8),
+    b.readUInt32BE(at + 12),
+    offset,
+    b.readUInt32BE(at + 24),
+    wide ? b.readBigUInt64BE(at + 16) : undefined,
+  );
+}
+
+/** A request's offset in a message, as the client sent it: every digit of an offset past 2^53, not the clamped value. */
+export function offsetText(req: P.NbdRequest): string {
+  return req instanceof ServerRequest && req.wideOffset !== undefined ? req.wideOffset.toString() : String(req.offset);
 }
 
 /** Bytes in front of READ data in its reply: a simple reply header, or an OFFSET_DATA chunk header with its offset. */

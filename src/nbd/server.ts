@@ -9,7 +9,7 @@ import * as P from './protocol.js';
 import { MemoryBudget } from './memory-budget.js';
 import { BufferPool } from './buffer-pool.js';
 import { ReaderClosed, SocketReader } from './reader.js';
-import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
+import { decodeServerRequest, offsetText, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
 import { type NbdTlsOptions, type NbdTlsSetup, peerVerifyError, prepareTls } from './tls.js';
 
 /** One export: a name clients ask for and the drive that serves it. */
@@ -914,7 +914,7 @@ class Connection {
     if (req.type !== P.NBD_CMD_FLUSH && (req.offset > size || req.length > size - req.offset)) {
       // QEMU: writing past the end is "no space", any other access past it is invalid.
       const err = req.type === P.NBD_CMD_WRITE || req.type === P.NBD_CMD_WRITE_ZEROES ? P.NBD_ENOSPC : P.NBD_EINVAL;
-      throw new RequestError(err, `offset ${req.offset} + length ${req.length} beyond the export size ${size}`);
+      throw new RequestError(err, `offset ${offsetText(req)} + length ${req.length} beyond the export size ${size}`);
     }
     const valid = VALID_FLAGS[req.type] ?? 0;
     if (req.flags & ~valid) throw new RequestError(P.NBD_EINVAL, `flags 0x${req.flags.toString(16)} not valid for command ${req.type}`);

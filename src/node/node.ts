@@ -1,4 +1,4 @@
-import { BlockError } from '../errors.js';
+import { BlockError, valueText } from '../errors.js';
 import type { BlockDriver, BlockStatus, DriverInstance } from './driver.js';
 import { runPieces } from './pieces.js';
 
@@ -204,6 +204,7 @@ export class BlockNode {
 
   /** Every extent of a range, merged where neighbours have the same status. */
   async blockStatusMap(offset = 0, length = this.length - offset): Promise<BlockStatus[]> {
+    this.checkRange('block-status', offset, length);
     const out: BlockStatus[] = [];
     let pos = offset;
     const end = offset + length;
@@ -246,7 +247,7 @@ export class BlockNode {
   private checkRange(op: string, offset: number, length: number, grow = false): void {
     this.assertOpen();
     if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
-      throw new BlockError('EINVAL', `${op}: offset ${offset} and length ${length} must be non-negative safe integers`, {
+      throw new BlockError('EINVAL', `${op}: offset ${valueText(offset)} and length ${valueText(length)} must be non-negative safe integers`, {
         node: this.name,
         offset,
         length,

@@ -73,10 +73,9 @@ async function openInTree(
   const readOnly = resolveReadOnly(driver, options.readOnly as boolean | undefined, parentReadOnly, at('readOnly'));
 
   const roles = driver.children ?? {};
-  const own: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(options)) {
-    if (!GENERIC_KEYS.has(key) && !(key in roles)) own[key] = value;
-  }
+  // Own properties only: a key named like an Object.prototype member (`constructor`, `toString`)
+  // is not a child role, and `__proto__` from JSON stays a key (an assignment would drop it).
+  const own: Record<string, unknown> = Object.fromEntries(Object.entries(options).filter(([key]) => !GENERIC_KEYS.has(key) && !Object.hasOwn(roles, key)));
   const driverOptions = parseOptions(driver.schema, own, field);
 
   let nodeName = options.nodeName as string | undefined;

@@ -153,7 +153,7 @@ export function parseDriveString(input: string): ParsedDriveString {
   }
   const givenAs = new Map<string, string>(); // canonical name -> spelling used
   for (const key of values.keys()) {
-    const canonical = throttlingKey(key)?.canonical ?? OTHER_ALIASES[key] ?? key;
+    const canonical = throttlingKey(key)?.canonical ?? (Object.hasOwn(OTHER_ALIASES, key) ? OTHER_ALIASES[key] : key);
     const other = givenAs.get(canonical);
     if (other !== undefined) {
       const [alias, name] = key === canonical ? [other, key] : [key, canonical];

@@ -58,7 +58,7 @@ function decodeEntities(text: string, at: number): string {
   return text.replace(/&([^;&\s]*);?/g, (whole, ref: string) => {
     const named: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
     if (!whole.endsWith(';')) throw xmlError(`unterminated entity '${whole}'`, at);
-    if (ref in named) return named[ref];
+    if (Object.hasOwn(named, ref)) return named[ref];
     const m = /^#(x[0-9a-f]+|[0-9]+)$/i.exec(ref);
     if (!m) throw xmlError(`unknown entity '&${ref};'`, at);
     const code = m[1][0].toLowerCase() === 'x' ? Number.parseInt(m[1].slice(1), 16) : Number(m[1]);

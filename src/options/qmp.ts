@@ -73,11 +73,19 @@ function unmarshal(args: Record<string, unknown>): Unvalidated {
   return { ...out, throttle: group === undefined ? limits : { ...limits, group }, spelling };
 }
 
+/**
+ * QMP's rules for burst lengths: uint64 (no UINT_MAX bound as in the option parsers), so
+ * only "too high for this burst rate" limits them. QEMU 7.2 takes iops_wr_max_length 2^40
+ * with iops_wr_max 20; the drive must apply them with the same rules, not re-check them
+ * with the option parsers' bound.
+ */
+const QMP_RULES = { maxBurstLength: Number.POSITIVE_INFINITY };
+
 /** QEMU's validity rules on unmarshalled arguments, with QMP's uint64 burst lengths. */
 function validate(u: Unvalidated): BlockSetIoThrottle {
   const { spelling, ...parsed } = u;
   const { group: _, ...limits } = parsed.throttle;
-  validateSpelled(limits, spelling, toQmpName, { maxBurstLength: Number.POSITIVE_INFINITY });
+  validateSpelled(limits, spelling, toQmpName, QMP_RULES);
   return parsed;
 }
 
@@ -165,7 +173,7 @@ export function toQapiLimits(limits: ThrottleLimits): Record<string, number> {
 
 /** What applying QMP commands needs from a BlockLayer (kept structural to avoid an import cycle). */
 interface DriveLookup {
-  drive(id: string): { setLimits(t: ThrottleOptions): void; getLimits(): (ThrottleLimits & { group: string }) | null } | undefined;
+  drive(id: string): { setLimits(t: ThrottleOptions, rules?: { maxBurstLength?: number }): void; getLimits(): (ThrottleLimits & { group: string }) | null } | undefined;
 }
 
 /**
@@ -183,7 +191,7 @@ export function blockSetIoThrottle(layer: DriveLookup, args: Record<string, unkn
   const { group, ...limits } = throttle;
   // All-zero limits switch throttling off and ignore `group`, as in QEMU.
   const off = Object.entries(limits).every(([k, v]) => k.endsWith('Length') || !v);
-  drive.setLimits(off ? {} : throttle);
+  drive.setLimits(off ? {} : throttle, QMP_RULES);
 }
 
 /** query-block's throttle fields of a drive. */

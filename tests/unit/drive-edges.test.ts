@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { BlockLayer, type Clock, defineDriver, VirtualClock } from '../../src/index.js';
+import { BlockLayer, type Clock, type Drive, defineDriver, VirtualClock } from '../../src/index.js';
 
 /** Calls `f` and returns its promise; a synchronous throw fails the test (entry points must reject, not throw). */
 function call<T>(f: () => Promise<T>): Promise<T> {
@@ -222,5 +223,103 @@ describe('BlockLayer closed state', () => {
     await other.close();
     expect(d.closed).toBe(true);
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+/** Every Drive method that takes a range, with the range given as (offset, length). */
+const RANGE_METHODS: readonly [string, (d: Drive, offset: number, length: number) => Promise<unknown>][] = [
+  ['read(offset, length)', (d, o, l) => d.read(o, l)],
+  ['read(offset, buffer)', (d, o) => d.read(o, new Uint8Array(512))],
+  ['write', (d, o) => d.write(o, new Uint8Array(512))],
+  ['writeZeroes', (d, o, l) => d.writeZeroes(o, l)],
+  ['discard', (d, o, l) => d.discard(o, l)],
+  ['blockStatus', (d, o, l) => d.blockStatus(o, l)],
+  ['blockStatusMap', (d, o, l) => d.blockStatusMap(o, l)],
+];
+/** Methods whose length is a number the caller gives (the others take it from a buffer). */
+const TAKES_LENGTH = new Set(['read(offset, length)', 'writeZeroes', 'discard', 'blockStatus', 'blockStatusMap']);
+const BAD_NUMBERS: readonly [string, number, string][] = [
+  ['-5', -5, '-5'],
+  ['-1', -1, '-1'],
+  ['NaN', Number.NaN, 'NaN'],
+  ['0.5', 0.5, '0.5'],
+  ['4096.5', 4096.5, '4096.5'],
+  ['Infinity', Number.POSITIVE_INFINITY, 'Infinity'],
+  ['-Infinity', Number.NEGATIVE_INFINITY, '-Infinity'],
+  ['2^53', 2 ** 53, '9007199254740992'],
+  ['2^63', 2 ** 63, '9223372036854775808'],
+  ['-2^53', -(2 ** 53), '-9007199254740992'],
+];
+
+/** What a call settled with: its rejection, or a failure if it threw or resolved. */
+async function rejection(f: () => Promise<unknown>): Promise<Record<string, unknown>> {
+  let p: Promise<unknown>;
+  try {
+    p = f();
+  } catch (e) {
+    return { threw: String(e) };
+  }
+  return p.then(
+    (v) => ({ resolved: JSON.stringify(v) }),
+    (e: unknown) => e as Record<string, unknown>,
+  );
+}
+
+describe('every range argument of every Drive method is checked by the one validator', () => {
+  const cases = RANGE_METHODS.flatMap(([method, call]) => [
+    ...BAD_NUMBERS.map(([label, value, text]) => ({ method, call, field: 'offset', label, value, text })),
+    ...(TAKES_LENGTH.has(method) ? BAD_NUMBERS.map(([label, value, text]) => ({ method, call, field: 'length', label, value, text })) : []),
+  ]);
+
+  it.each(cases)('$method with $field $label: rejected EINVAL naming $field and the value as given', async ({ call, field, value, text }) => {
+    const layer = new BlockLayer();
+    const d = await layer.openDrive({ driver: 'memory', size: 1 << 20 });
+    const e = await rejection(() => (field === 'offset' ? call(d, value, 512) : call(d, 0, value)));
+    expect(e).toBeInstanceOf(Error);
+    expect(e).toMatchObject({ name: 'BlockError', code: 'EINVAL', field });
+    expect(e.message).toContain(`${field} ${text} `);
+    expect(d.stats().inFlight).toBe(0);
+    await d.close();
+  });
+
+  it('an offset of 2**63 is shown with all its digits by the drive and by its node (not 9223372036854776000 or 2^53-1)', async () => {
+    const layer = new BlockLayer();
+    const d = await layer.openDrive({ driver: 'memory', size: 1 << 20 });
+    await expect(d.read(2 ** 63, 512)).rejects.toThrow('read: offset 9223372036854775808 must be a non-negative safe integer');
+    await expect(d.node.read(2 ** 63, new Uint8Array(512))).rejects.toThrow('read: offset 9223372036854775808 and length 512 must be non-negative safe integers');
+    await expect(d.node.writeZeroes(0, 2 ** 64)).rejects.toThrow('offset 0 and length 18446744073709551616 must');
+    await d.close();
+  });
+
+  it('blockStatusMap(0, -5) and blockStatusMap(-5) are refused, not an empty map', async () => {
+    const layer = new BlockLayer();
+    const d = await layer.openDrive({ driver: 'memory', size: 1 << 20 });
+    await expect(call(() => d.blockStatusMap(0, -5))).rejects.toMatchObject({ code: 'EINVAL', field: 'length' });
+    await expect(call(() => d.blockStatusMap(-5))).rejects.toMatchObject({ code: 'EINVAL', field: 'offset' });
+    await expect(call(() => d.node.blockStatusMap(0, -5))).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(call(() => d.blockStatusMap(1 << 20, 1))).rejects.toMatchObject({ code: 'EINVAL', field: 'length' });
+    await expect(call(() => d.blockStatusMap((1 << 20) + 1, 0))).rejects.toMatchObject({ code: 'EINVAL', field: 'offset' });
+    expect(await d.blockStatusMap(1 << 20, 0)).toEqual([]);
+    await d.close();
+  });
+
+  it('property: any number that is not a non-negative safe integer is refused by every method, as offset or as length', async () => {
+    const layer = new BlockLayer();
+    const d = await layer.openDrive({ driver: 'memory', size: 1 << 20 });
+    const bad = fc.oneof(
+      fc.double().filter((x) => !(Number.isSafeInteger(x) && x >= 0)),
+      fc.integer({ max: -1 }),
+      fc.double({ min: 2 ** 53, noNaN: true }),
+    );
+    await fc.assert(
+      fc.asyncProperty(bad, fc.constantFrom(...RANGE_METHODS), fc.boolean(), async (value, [method, call], asLength) => {
+        const field = asLength && TAKES_LENGTH.has(method) ? 'length' : 'offset';
+        const e = await rejection(() => (field === 'offset' ? call(d, value, 512) : call(d, 0, value)));
+        expect(e).toMatchObject({ name: 'BlockError', code: 'EINVAL', field });
+      }),
+      { numRuns: 300 },
+    );
+    expect(d.stats().inFlight).toBe(0);
+    await d.close();
   });
 });

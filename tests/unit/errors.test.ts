@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { BlockError, type BlockErrorCode, codeForErrno, fromErrno } from '../../src/errors.js';
+import { BlockError, type BlockErrorCode, codeForErrno, fromErrno, valueText } from '../../src/errors.js';
 
 /** An error shaped like the ones Node.js fs calls reject with. */
 function errnoError(code: string): NodeJS.ErrnoException {
@@ -82,5 +82,21 @@ describe('errno to BlockError code', () => {
   it('a BlockError passes through unchanged', () => {
     const original = new BlockError('ECORRUPT', 'bad L2 table', { offset: 512 });
     expect(fromErrno(original, 'read')).toBe(original);
+  });
+});
+
+describe('valueText: a value in a message as the caller gave it', () => {
+  it('integers past 2^53 keep every digit (not 9223372036854776000, not clamped to 9007199254740991)', () => {
+    expect(valueText(2 ** 63)).toBe('9223372036854775808');
+    expect(valueText(2 ** 53)).toBe('9007199254740992');
+    expect(valueText(-(2 ** 64))).toBe('-18446744073709551616');
+    expect(valueText(2n ** 63n + 1n)).toBe('9223372036854775809');
+  });
+
+  it('other values as they are, never throwing', () => {
+    expect([5, -5, 0.5, Number.NaN, Number.POSITIVE_INFINITY, Number.MAX_SAFE_INTEGER].map(valueText)).toEqual(['5', '-5', '0.5', 'NaN', 'Infinity', '9007199254740991']);
+    expect([undefined, null, true, '12', [1], {}, Symbol('s'), () => 1].map(valueText)).toEqual(['undefined', 'null', 'true', '"12"', '(an array)', '(an object)', '(a symbol)', '(a function)']);
+    const hostile = { toString: () => { throw new Error('no'); } };
+    expect(valueText(hostile)).toBe('(an object)');
   });
 });

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { BufferPool } from '../../src/nbd/buffer-pool.js';
 import * as P from '../../src/nbd/protocol.js';
 import { SocketReader } from '../../src/nbd/reader.js';
-import { decodeServerRequest, readReplyHeaderSize, writeReadReplyHeader, writeSimpleReply } from '../../src/nbd/request.js';
+import { decodeServerRequest, offsetText, readReplyHeaderSize, writeReadReplyHeader, writeSimpleReply } from '../../src/nbd/request.js';
 
 const u64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
 const request = fc.record({
@@ -42,6 +42,20 @@ describe('server request decoding and reply headers (no BigInt per request)', ()
     expect(decodeServerRequest(wire({ ...edge, offset: 2n ** 53n - 1n }), 0).offset).toBe(Number.MAX_SAFE_INTEGER);
     expect(decodeServerRequest(wire({ ...edge, offset: 2n ** 53n }), 0).offset).toBe(Number.MAX_SAFE_INTEGER);
     expect(decodeServerRequest(wire({ ...edge, offset: 2n ** 53n - 2n }), 0).offset).toBe(2 ** 53 - 2);
+  });
+
+  it('keeps every digit of an offset past 2^53 for messages (offset itself stays clamped for the bounds checks)', () => {
+    const edge = { flags: 0, type: 0, cookie: 0n, length: 0 };
+    for (const offset of [2n ** 53n, 2n ** 63n, 2n ** 63n + 12345n, 2n ** 64n - 1n]) {
+      const r = decodeServerRequest(wire({ ...edge, offset }), 0);
+      expect(r.offset).toBe(Number.MAX_SAFE_INTEGER);
+      expect(offsetText(r)).toBe(offset.toString());
+    }
+    fc.assert(
+      fc.property(u64, (offset) => {
+        expect(offsetText(decodeServerRequest(wire({ ...edge, offset }), 0))).toBe(offset.toString());
+      }),
+    );
   });
 
   it('refuses a bad magic with a protocol error', () => {

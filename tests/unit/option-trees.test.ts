@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import {
@@ -326,5 +328,56 @@ describe('option writers and QOM ids', () => {
     expect(() => toConfig({ iopsTotal: 1, iopsSize: 2 ** 60 })).toThrow(einval('iopsSize'));
     expect(() => toConfig({ iopsTotal: 1.5 })).toThrow('iopsTotal: must be a whole number');
     expect(() => toConfig({ iopsTotal: Number.POSITIVE_INFINITY })).toThrow(einval('iopsTotal'));
+  });
+});
+
+describe('unknown-option checks look at own properties only (names of Object.prototype members are unknown options)', () => {
+  const PROTO_NAMES = ['constructor', '__proto__', 'toString', 'valueOf', 'hasOwnProperty'];
+  /** Options as JSON text gives them: `__proto__` is an own key there (in an object literal it would not be). */
+  const json = (text: string, key: string): Record<string, unknown> => JSON.parse(text.replace('KEY', key));
+
+  it.each(PROTO_NAMES)('openDrive and openNode refuse "%s" at the top and in a child, like any unknown option', async (key) => {
+    const layer = new BlockLayer();
+    const top = json('{"driver":"null","size":1048576,"KEY":1}', key);
+    expect(Object.hasOwn(top, key)).toBe(true);
+    await expect(layer.openDrive(top as never)).rejects.toEqual(einval(key));
+    await expect(layer.openNode(top as never)).rejects.toEqual(einval(key));
+    const nested = json('{"driver":"raw","file":{"driver":"null","size":1048576,"KEY":1}}', key);
+    await expect(layer.openDrive(nested as never)).rejects.toEqual(einval(`file.${key}`));
+    await expect(layer.openNode(nested as never)).rejects.toEqual(einval(`file.${key}`));
+    // A child role's name is not an Object.prototype member either: `constructor` is not a child of raw.
+    const role = json('{"driver":"raw","KEY":{"driver":"null","size":1048576},"file":{"driver":"null","size":1048576}}', key);
+    await expect(layer.openDrive(role as never)).rejects.toEqual(einval(key));
+    // `"x":1` is refused the same way (the reference).
+    await expect(layer.openDrive(json('{"driver":"null","size":1048576,"KEY":1}', 'x') as never)).rejects.toEqual(einval('x'));
+    expect(layer.listDrives()).toEqual([]);
+    await layer.close();
+  });
+
+  it.each(PROTO_NAMES)('a QEMU -drive string with "%s" is an invalid parameter', (key) => {
+    expect(() => parseDriveString(`file=a,${key}=1`)).toThrow(expect.objectContaining({ code: 'EINVAL', field: key, message: `Invalid parameter '${key}'` }));
+    // With its readonly alias beside it, a prototype name is not taken for an alias of anything.
+    expect(() => parseDriveString(`file=a,readonly=on,${key}=1`)).toThrow(expect.objectContaining({ code: 'EINVAL', field: key }));
+  });
+
+  it('a json: target of the CLI with "constructor" (top) or "__proto__" (in a child) fails with one line naming the option', () => {
+    const main = path.join(import.meta.dirname, '../../src/cli/main.ts');
+    for (const [target, field] of [
+      ['{"driver":"null","size":1048576,"constructor":1}', 'constructor'],
+      ['{"driver":"raw","file":{"driver":"null","size":1048576,"__proto__":1}}', 'file.__proto__'],
+    ]) {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', main, 'bench', '--clock', 'virtual', '--runtime', '1', '--iops', '100', '--filename', `json:${target}`], {
+        encoding: 'utf8',
+      });
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toBe(`blocklayer bench: EINVAL: ${field}: unknown option\n`);
+      expect(r.status).toBe(1);
+    }
+  });
+
+  it('a libvirt <iotune> entity named like an Object.prototype member is an unknown entity', () => {
+    for (const key of ['constructor', 'toString', 'hasOwnProperty']) {
+      expect(() => parseIotuneXml(`<iotune><total_iops_sec>&${key};</total_iops_sec></iotune>`)).toThrow(/unknown entity '&\w+;'/);
+    }
   });
 });

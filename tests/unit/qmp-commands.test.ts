@@ -98,3 +98,65 @@ describe('QMP commands', () => {
     expect(c.session.quitRequested).toBe(true);
   });
 });
+
+describe('QMP arguments named like Object.prototype members are unexpected, like any unknown argument', () => {
+  const THROTTLE_BASE = { bps: 0, bps_rd: 0, bps_wr: 0, iops: 0, iops_rd: 0, iops_wr: 0 };
+
+  it.each(['constructor', '__proto__', 'toString', 'valueOf', 'hasOwnProperty'])('"%s" (from the JSON text of the command) is refused by every command', async (key) => {
+    const layer = new BlockLayer();
+    const d = await layer.openDrive({ driver: 'null', size: 1 << 20 });
+    const c = ctx(layer);
+    const unexpected = { class: 'GenericError', desc: `Parameter '${key}' is unexpected` };
+    // As the QMP wire hands them over: parsed JSON, where "__proto__" is an own member.
+    const args = (extra: Record<string, unknown>): Record<string, unknown> => JSON.parse(`{"${key}":1${JSON.stringify(extra).slice(1, -1).replace(/^(?=.)/, ',')}}`);
+    expect(Object.hasOwn(args({}), key)).toBe(true);
+    expect(await failure(runCommand(req('block_set_io_throttle', args({ device: d.id, ...THROTTLE_BASE, iops: 100 })), c))).toEqual(unexpected);
+    expect(d.getLimits()).toBeNull();
+    for (const command of ['query-block', 'query-blockstats', 'query-named-block-nodes', 'cont', 'query-commands']) {
+      expect(await failure(runCommand(req(command, args({})), c))).toEqual(unexpected);
+    }
+    await layer.close();
+  });
+});
+
+describe('block_set_io_throttle errors name the arguments as the QMP client spelled them', () => {
+  const BASE = { bps: 0, bps_rd: 0, bps_wr: 0, iops: 0, iops_rd: 0, iops_wr: 0 };
+  /** A word in camelCase (iopsWriteMaxLength): our option names, never a QMP argument. */
+  const CAMEL = /\b[a-z]+[A-Z][A-Za-z]*\b/;
+
+  it('iops_wr_max_length 2^40 with iops_wr_max 20 is applied, as QEMU 7.2 does (it failed naming iopsWriteMaxLength)', async () => {
+    const layer = new BlockLayer();
+    const d = await layer.openDrive({ driver: 'null', size: 1 << 20 });
+    const c = ctx(layer);
+    expect(await runCommand(req('block_set_io_throttle', { device: d.id, ...BASE, iops_wr: 10, iops_wr_max: 20, iops_wr_max_length: 2 ** 40 }), c)).toEqual({});
+    const [block] = (await runCommand(req('query-block'), c)) as { inserted: Record<string, unknown> }[];
+    expect(block.inserted).toMatchObject({ iops_wr: 10, iops_wr_max: 20, iops_wr_max_length: 2 ** 40 });
+    // Just past what the rate allows (20 × length > 1e15): QEMU's message, with the QMP names.
+    expect(await failure(runCommand(req('block_set_io_throttle', { device: d.id, ...BASE, iops_wr: 10, iops_wr_max: 20, iops_wr_max_length: 5e13 + 1 }), c))).toEqual({
+      class: 'GenericError',
+      desc: 'iops_wr_max_length, iops_wr_max: burst length too high for this burst rate',
+    });
+    await layer.close();
+  });
+
+  // The text after the names is QEMU 7.2's (checked against qemu-system-x86_64 -qmp).
+  it.each([
+    [{ bps_max: 20 }, 'bps_max, bps: bps_max/iops_max require corresponding bps/iops values'],
+    [{ iops_wr: 10, iops_wr_max: 20, iops_wr_max_length: -1 }, 'iops_wr_max_length, iops_wr_max: burst length too high for this burst rate'],
+    [{ bps_rd: 10, bps_rd_max: 20, bps_rd_max_length: 2 ** 64 }, 'bps_rd_max_length, bps_rd_max: burst length too high for this burst rate'],
+    [{ iops_rd: 10, iops_rd_max_length: 2 ** 33 }, 'iops_rd_max_length, iops_rd_max: burst length set without burst rate'],
+    [{ bps_wr: 10, bps_wr_max: 20, bps_wr_max_length: 0 }, 'bps_wr_max_length: the burst length cannot be 0'],
+    [{ iops: 10, iops_max: 5 }, 'iops_max, iops: bps_max/iops_max cannot be lower than bps/iops'],
+    [{ bps: 10, bps_wr: 10 }, 'bps, bps_wr: bps/iops/max total values and read/write values cannot be used at the same time'],
+    [{ iops_rd: 1e15 + 1 }, 'iops_rd: bps/iops/max values must be within [0, 1000000000000000]'],
+    [{ iops_size: 4096 }, 'iops_size: iops size requires an iops value to be set'],
+    [{ bps_max_length: 'x' }, "Invalid parameter type for 'bps_max_length', expected: integer"],
+  ] as [Record<string, unknown>, string][])('%j: %s', async (args, desc) => {
+    const layer = new BlockLayer();
+    const d = await layer.openDrive({ driver: 'null', size: 1 << 20 });
+    const got = await failure(runCommand(req('block_set_io_throttle', { device: d.id, ...BASE, ...args }), ctx(layer)));
+    expect(got).toEqual({ class: 'GenericError', desc });
+    expect(got.desc).not.toMatch(CAMEL);
+    await layer.close();
+  });
+});
