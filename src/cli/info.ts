@@ -17,8 +17,10 @@ function describe(node: BlockNode): Record<string, unknown> {
     Object.assign(out, {
       clusterSize: info.clusterSize,
       backingFilename: info.backingFile,
+      fullBackingFilename: fullBackingName(file?.driver.name === 'file' ? filename : undefined, info.backingFile as string | undefined),
       backingFilenameFormat: info.backingFormat,
       snapshots: info.snapshots,
+      // in the order qemu-img info prints them
       formatSpecific: {
         compat: info.compat,
         compressionType: info.compressionType,
@@ -26,10 +28,10 @@ function describe(node: BlockNode): Record<string, unknown> {
         // listed only when the image has some, as qemu-img info lists them
         bitmaps: bitmaps.length > 0 ? bitmaps.map((b) => ({ flags: bitmapFlags(b.flags), name: b.name, granularity: b.granularity })) : undefined,
         refcountBits: info.refcountBits,
-        corrupt: info.corrupt,
-        extendedL2: info.extendedL2,
         dataFile: info.dataFile,
         dataFileRaw: info.dataFile ? info.dataFileRaw : undefined,
+        corrupt: info.corrupt,
+        extendedL2: info.extendedL2,
         features: info.features,
       },
       // qemu-img's "dirty-flag": the image was not closed cleanly (lazy refcounts, then a crash).
@@ -40,6 +42,17 @@ function describe(node: BlockNode): Record<string, unknown> {
     out.dirtyFlag = false;
   }
   return out;
+}
+
+/**
+ * The backing file name as qemu-img info's "full-backing-filename": a relative name joined to the
+ * directory of the image's name as given (no normalization), an absolute one as it is; only for a
+ * local image file.
+ */
+function fullBackingName(image: string | undefined, backing: string | undefined): string | undefined {
+  if (image === undefined || backing === undefined) return undefined;
+  if (backing.startsWith('/') || /^[a-z][a-z0-9+.-]*:/i.test(backing)) return backing;
+  return image.slice(0, image.lastIndexOf('/') + 1) + backing;
 }
 
 /** A bitmap's flags by the names qemu-img info gives them (bit 0 in-use, bit 1 auto). */
@@ -65,7 +78,10 @@ function text(d: Record<string, unknown>): string {
   const lines = [`image: ${d.filename ?? '(none)'}`, `file format: ${d.format}`, `virtual size: ${humanSize(d.virtualSize as number)} (${d.virtualSize} bytes)`];
   if (d.clusterSize) lines.push(`cluster_size: ${d.clusterSize}`);
   if (d.dirtyFlag) lines.push('cleanly shut down: no');
-  if (d.backingFilename) lines.push(`backing file: ${d.backingFilename}`);
+  if (d.backingFilename) {
+    const full = d.fullBackingFilename;
+    lines.push(`backing file: ${d.backingFilename}${full !== undefined && full !== d.backingFilename ? ` (actual path: ${full})` : ''}`);
+  }
   if (d.backingFilenameFormat) lines.push(`backing file format: ${d.backingFilenameFormat}`);
   const snaps = (d.snapshots as { id: string; name: string; vmStateSize: number; date: { sec: number }; vmClockNs: number }[] | undefined) ?? [];
   if (snaps.length > 0) {
