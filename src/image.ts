@@ -14,7 +14,7 @@ import { fileExists } from './platform/files.js';
  * URL (read-only), or a file; the format is given or probed (qcow2 by its magic, else raw; over NBD by reading
  * its first block, over http with one range request).
  *
- * The options are read-only from the format node down (an rbd image without a snapshot aside), as the
+ * The options are read-only from the format node down, as the
  * inspecting commands (info, map, convert's input) open their images: a read-only qcow2 node opens its
  * backing chain and data file read-only too, and neither repairs a dirty image nor refuses one that is
  * marked corrupt or carries persistent bitmaps. Callers that write remove `readOnly` at both levels.
@@ -26,7 +26,7 @@ export async function targetOptions(target: string, opts: { format?: string; sna
       throw new BlockError('ENOTSUP', `format '${opts.format}' over rbd is not supported (rbd images are raw)`, { field: 'format' });
     }
     if (opts.snapshot !== undefined) o.snapshot = opts.snapshot;
-    if (o.snapshot !== undefined) o.readOnly = true;
+    o.readOnly = true;
     return o;
   }
   if (isNbdUri(target)) {
