@@ -240,10 +240,12 @@ export function openDrive(options: DriveOptions, layer: BlockLayer = getDefaultL
 export async function openImage(target: string, options: Omit<DriveOptions, 'driver'> & { format?: string } = {}, layer: BlockLayer = getDefaultLayer()): Promise<Drive> {
   const { format, ...rest } = options;
   const base = await targetOptions(target, { format });
-  // A local image or an NBD export opens read-write unless asked otherwise (targetOptions is read-only for the
-  // CLI's readers); http is read-only, and a qcow2 found by probing an NBD export stays read-only as before.
+  // A local image, an NBD export or an rbd image (not a snapshot) opens read-write unless asked otherwise
+  // (targetOptions is read-only for the CLI's readers); http is read-only, and a qcow2 found by probing an NBD
+  // export stays read-only as before.
   const protocol = (base.file as NodeOptions | undefined)?.driver;
-  if (((base.driver === 'raw' || base.driver === 'qcow2') && protocol !== 'http' && protocol !== 'nbd') || base.driver === 'nbd') {
+  const writableRbd = base.driver === 'rbd' && base.snapshot === undefined;
+  if (((base.driver === 'raw' || base.driver === 'qcow2') && protocol !== 'http' && protocol !== 'nbd') || base.driver === 'nbd' || writableRbd) {
     delete base.readOnly;
     if (base.file) delete (base.file as Record<string, unknown>).readOnly;
   }

@@ -27,6 +27,17 @@ export function checkJson(r: CheckResult): Record<string, unknown> {
   return out;
 }
 
+/**
+ * A non-negative number as C's printf("%.2f") prints it: like toFixed(2), except that a value exactly
+ * halfway between two hundredths rounds to the even one (3.125 -> "3.12", where toFixed gives "3.13").
+ */
+export function printf2(x: number): string {
+  // toFixed(100) is the exact decimal value of the double here (its expansion ends well within 100 digits)
+  const [int, frac] = x.toFixed(100).split('.');
+  if (/^\d\d50*$/.test(frac) && Number(frac[1]) % 2 === 0) return `${int}.${frac.slice(0, 2)}`;
+  return x.toFixed(2);
+}
+
 /** The result as qemu-img check prints it for people. */
 export function checkText(r: CheckResult): string {
   const lines: string[] = [];
@@ -47,7 +58,7 @@ export function checkText(r: CheckResult): string {
     if (r.checkErrors) lines.push('', `${r.checkErrors} internal errors have occurred during the check.`);
   }
   if (r.totalClusters && r.allocatedClusters) {
-    const pct = (n: number, of: number) => ((n * 100) / of).toFixed(2);
+    const pct = (n: number, of: number) => printf2((n * 100) / of);
     lines.push(
       `${r.allocatedClusters}/${r.totalClusters} = ${pct(r.allocatedClusters, r.totalClusters)}% allocated, ${pct(r.fragmentedClusters, r.allocatedClusters)}% fragmented, ${pct(r.compressedClusters, r.allocatedClusters)}% compressed clusters`,
     );

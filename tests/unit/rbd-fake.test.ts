@@ -1,6 +1,8 @@
 import { describe, expect, it, vi } from 'vitest';
 import { BlockError, BlockLayer, FakeRbdCluster, FakeRbdImage, isBlockError } from '../../src/index.js';
 import { settlesWithBlockErrors } from '../../src/drivers/rbd/adapter.js';
+import { targetOptions } from '../../src/image.js';
+import { openImage } from '../../src/layer.js';
 import { rejection } from '../helpers/rejection.js';
 
 const MiB = 1 << 20;
@@ -108,6 +110,20 @@ describe('rbd driver on the fake adapter', () => {
       { offset: 3 * MiB, length: 13 * MiB, data: false, zero: true },
     ]);
     await d.close();
+  });
+
+  it('an rbd: target opens read-only for the inspecting commands (info, map, convert); openImage opens it read-write unless asked', async () => {
+    const { cluster, layer } = setup();
+    const inspect = await layer.openDrive({ ...(await targetOptions('rbd:rbd/disk')), adapter: cluster.open });
+    expect(inspect.readOnly).toBe(true);
+    expect(cluster.opened.at(-1)!.readOnly).toBe(true);
+    await inspect.close();
+    const rw = await openImage('rbd:rbd/disk', { adapter: cluster.open }, layer);
+    expect([rw.readOnly, cluster.opened.at(-1)!.readOnly]).toEqual([false, false]);
+    await rw.close();
+    const ro = await openImage('rbd:rbd/disk', { adapter: cluster.open, readOnly: true }, layer);
+    expect([ro.readOnly, cluster.opened.at(-1)!.readOnly]).toEqual([true, true]);
+    await layer.close();
   });
 
   it('info names the pool, image and object size', async () => {
