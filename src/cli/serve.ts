@@ -208,7 +208,9 @@ function parsePort(v: string | undefined): number {
  * all in one BlockLayer so throttle groups are shared across exports; `--aio threads|io_uring`
  * picks the file driver's I/O engine (as qemu-nbd's `--aio`); `--qmp unix:PATH` adds a
  * QMP monitor (query-block, block_set_io_throttle, block-export-add/del, quit, …). Runs until
- * SIGINT/SIGTERM or QMP quit, then stops accepting, drains and flushes, closes, exits 0.
+ * SIGINT/SIGTERM or QMP quit, then stops accepting, drains and flushes, closes, exits 0. Draining
+ * lifts the limits (requests queued by throttling go at once, as in QEMU's drained sections), and
+ * a drive paused by `werror=stop` is closed, failing its held requests with their error.
  */
 export async function serveCommand(args: string[]): Promise<number> {
   const { values: v, positionals } = parseArgs({ args: joinNegativeValues(args), options: OPTIONS, allowPositionals: true, strict: true });
@@ -321,6 +323,14 @@ export async function serveCommand(args: string[]): Promise<number> {
   process.once('SIGINT', force);
   process.once('SIGTERM', force);
   log(`${reason}: shutting down (draining in-flight requests)`);
+  // A drive paused by a stop error policy holds its failed requests for QMP cont, which will not
+  // come now: closing it fails them with their error (as Drive.close() does), so their clients
+  // get a reply and the server's close can finish. So is a drive that pauses while draining.
+  const closePaused = (d: Drive) => setImmediate(() => d.close().catch((e: Error) => log(`closing ${d.id}: ${e.message}`)));
+  for (const d of layer.listDrives()) {
+    if (d.isPaused) closePaused(d);
+    else d.once('paused', () => closePaused(d));
+  }
   let code = 0;
   try {
     await qmp?.close();

@@ -257,7 +257,9 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     const stopped = wasListening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : Promise.resolve();
     const conns = [...this.connections];
     const unlifts = [...new Set([...this.exports.values()].map((e) => e.drive))].map((d) => d.liftThrottling());
-    await Promise.all(conns.map((c) => c.quiesce())).finally(() => unlifts.forEach((unlift) => unlift()));
+    await Promise.all(conns.map((c) => c.quiesce())).finally(() => {
+      for (const unlift of unlifts) unlift();
+    });
     for (const e of this.exports.values()) {
       if (e.drive.closed || e.readOnly || e.drive.readOnly) continue;
       try {
