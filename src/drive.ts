@@ -720,11 +720,14 @@ export class Drive extends EventEmitter<DriveEvents> {
   async drain(): Promise<void> {
     this.drains++;
     this.updateHolding();
+    let drainEnd: (() => void) | undefined;
     try {
       this.throttle?.drain();
-      this.node.drain();
+      // Throttle filters below stay drained for the section: what the drive's queue lets go now reaches them later.
+      drainEnd = this.node.drainBegin();
       await this.whenIdle();
     } finally {
+      drainEnd?.();
       this.drains--;
       this.updateHolding();
     }
@@ -736,19 +739,27 @@ export class Drive extends EventEmitter<DriveEvents> {
    * goes now and requests arriving meanwhile go at once, all still accounted and charged to the
    * group; the group's other members keep their limits. Unlike {@link drain} nothing is held:
    * this is for an owner that stops its own sources of requests and waits for those in flight
-   * (NbdServer.close() and removeExport()). Throttle filter nodes in the graph are drained once
-   * (what they hold goes now). Calls nest; each returned function ends its own lift, once.
+   * (NbdServer.close() and removeExport()). Throttle filter nodes in the graph are lifted too
+   * (a drained section of the graph). Calls nest; each returned function ends its own lift, once.
    */
   liftThrottling(): () => void {
     this.throttle?.lift();
     this.lifts++;
-    this.node.drain();
+    let drainEnd: () => void;
+    try {
+      drainEnd = this.node.drainBegin();
+    } catch (e) {
+      this.lifts--;
+      this.throttle?.unlift();
+      throw e;
+    }
     let lifted = true;
     return () => {
       if (!lifted) return;
       lifted = false;
       this.lifts--;
       this.throttle?.unlift();
+      drainEnd();
     };
   }
 

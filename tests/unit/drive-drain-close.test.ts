@@ -102,6 +102,65 @@ describe('closing a throttled drive lets its queue go now (QEMU drains with io l
   });
 });
 
+describe('closing a drive over throttle filter nodes (QEMU driver=throttle): the filters stay drained for the whole section', () => {
+  // The drive's queue, or an outer filter, lets requests go now; they reach the filter below a
+  // moment later, after its one-shot drain: it must still let them through at once.
+  for (const shape of ['stacked filters', 'drive limits over a filter'] as const) {
+    it(`${shape} at 1 byte/s with queued writes: close() resolves without the clock moving, every write resolves once, the data is in the node`, async () => {
+      const clock = new VirtualClock();
+      const layer = new BlockLayer({ clock });
+      layer.createThrottleGroup('outer', { bpsWrite: 1 });
+      layer.createThrottleGroup('inner', { bpsWrite: 1 });
+      const mem = await layer.openNode({ driver: 'memory', size: '1M' });
+      const inner = { driver: 'throttle', throttleGroup: 'inner', file: mem };
+      const d =
+        shape === 'stacked filters'
+          ? await layer.openDrive({ driver: 'throttle', throttleGroup: 'outer', file: inner })
+          : await layer.openDrive({ ...inner, throttle: { bpsWrite: 1 } });
+      const w = writes(d, 4);
+      await spin();
+      expect(w.resolved).toEqual([1, 0, 0, 0]);
+      let closed = false;
+      const closing = d.close().then(() => (closed = true));
+      await spin();
+      expect(closed).toBe(true);
+      await closing;
+      expect(clock.now()).toBe(0);
+      expect(w.resolved).toEqual([1, 1, 1, 1]);
+      expect(w.rejected).toEqual([0, 0, 0, 0]);
+      await expectWritten(mem, 4);
+      // The groups are as they were: a new drive over the inner group is throttled (the lift ended).
+      expect(layer.throttleGroup('inner')?.size).toBe(0);
+      await mem.unref();
+      await layer.close();
+    });
+  }
+
+  it('liftThrottling lifts the filters below too, until it ends', async () => {
+    const clock = new VirtualClock();
+    const layer = new BlockLayer({ clock });
+    layer.createThrottleGroup('inner', { bpsWrite: 1 });
+    const d = await layer.openDrive({ driver: 'throttle', throttleGroup: 'inner', file: { driver: 'memory', size: '1M' } });
+    const w = writes(d, 3);
+    await spin();
+    expect(w.resolved).toEqual([1, 0, 0]);
+    const unlift = d.liftThrottling();
+    await spin();
+    expect(w.resolved).toEqual([1, 1, 1]);
+    const during = writes(d, 2, 64 * KiB);
+    await spin();
+    expect(during.resolved).toEqual([1, 1]);
+    unlift();
+    const after = writes(d, 1, 128 * KiB);
+    await spin();
+    expect(after.resolved).toEqual([0]);
+    expect(clock.now()).toBe(0);
+    await d.close();
+    expect(after.resolved).toEqual([1]);
+    await layer.close();
+  });
+});
+
 describe('Drive.liftThrottling (a drained section that holds nothing, as an NBD export drains)', () => {
   it('queued requests go now, new ones go at once and are not held; after the lift they are throttled again', async () => {
     const { clock, layer, mems, drives } = await setup({ bpsWrite: 1 });
