@@ -70,8 +70,10 @@ const ID_RE = /^[A-Za-z][A-Za-z0-9._-]*$/;
  * QMP block-export-add / block-export-del over an {@link NbdServer} (QAPI
  * qapi/block-export.json): `{type: 'nbd', id, node-name, name?, writable?, description?}` exports
  * the drive whose node name (or drive id) is `node-name` under `name` (default: the node name);
- * `{id, mode?}` removes it (`safe`, the default, refuses while clients are connected; `hard`
- * disconnects them).
+ * `{id, mode?}` removes it (`safe`, the default, refuses while clients are connected, as QEMU's
+ * "still in use"; `hard` disconnects them: they are no longer read, their requests in flight go at
+ * once, throttling lifted, and are answered before the disconnect — QEMU cuts the connection
+ * without answering, the requests still completing).
  */
 export class NbdExportManager implements ExportManager {
   /** Export id -> NBD export name. */
