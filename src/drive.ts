@@ -226,6 +226,8 @@ export class Drive extends EventEmitter<DriveEvents> {
   private seq = 0;
   /** Nested drain() calls in progress (QEMU drained sections). */
   private drains = 0;
+  /** Lifts of the throttling in force ({@link liftThrottling}): a queue joined meanwhile is lifted as often. */
+  private lifts = 0;
   /** A `stop` policy paused the drive. */
   private paused = false;
   /** True while drained or paused: new requests are held. */
@@ -299,6 +301,7 @@ export class Drive extends EventEmitter<DriveEvents> {
       this.throttle = group.join(this.id);
       this.throttle.listener = this.queueListener;
       this.throttle.sink = this.queueSink;
+      for (let i = 0; i < this.lifts; i++) this.throttle.lift();
     }
     if (config !== null) group.configureFrom(this.throttle, config);
     this.emitLimitsChanged();
@@ -723,14 +726,47 @@ export class Drive extends EventEmitter<DriveEvents> {
   async drain(): Promise<void> {
     this.drains++;
     this.updateHolding();
+    let drainEnd: (() => void) | undefined;
     try {
       this.throttle?.drain();
-      this.node.drain();
+      // Throttle filters below stay drained for the section: what the drive's queue lets go now reaches them later.
+      drainEnd = this.node.drainBegin();
       await this.whenIdle();
     } finally {
+      drainEnd?.();
       this.drains--;
       this.updateHolding();
     }
+  }
+
+  /**
+   * Lifts the drive's throttling until the returned function is called (QEMU: a drained section
+   * of a BlockBackend that does not queue requests, as an NBD export's): every queued request
+   * goes now and requests arriving meanwhile go at once, all still accounted and charged to the
+   * group; the group's other members keep their limits. Unlike {@link drain} nothing is held:
+   * this is for an owner that stops its own sources of requests and waits for those in flight
+   * (NbdServer.close() and removeExport()). Throttle filter nodes in the graph are lifted too
+   * (a drained section of the graph). Calls nest; each returned function ends its own lift, once.
+   */
+  liftThrottling(): () => void {
+    this.throttle?.lift();
+    this.lifts++;
+    let drainEnd: () => void;
+    try {
+      drainEnd = this.node.drainBegin();
+    } catch (e) {
+      this.lifts--;
+      this.throttle?.unlift();
+      throw e;
+    }
+    let lifted = true;
+    return () => {
+      if (!lifted) return;
+      lifted = false;
+      this.lifts--;
+      this.throttle?.unlift();
+      drainEnd();
+    };
   }
 
   /**

@@ -70,8 +70,10 @@ const ID_RE = /^[A-Za-z][A-Za-z0-9._-]*$/;
  * QMP block-export-add / block-export-del over an {@link NbdServer} (QAPI
  * qapi/block-export.json): `{type: 'nbd', id, node-name, name?, writable?, description?}` exports
  * the drive whose node name (or drive id) is `node-name` under `name` (default: the node name);
- * `{id, mode?}` removes it (`safe`, the default, refuses while clients are connected; `hard`
- * disconnects them).
+ * `{id, mode?}` removes it (`safe`, the default, refuses while clients are connected, as QEMU's
+ * "still in use"; `hard` disconnects them: they are no longer read, their requests in flight go at
+ * once, throttling lifted, and are answered before the disconnect — QEMU cuts the connection
+ * without answering, the requests still completing).
  */
 export class NbdExportManager implements ExportManager {
   /** Export id -> NBD export name. */
@@ -208,7 +210,9 @@ function parsePort(v: string | undefined): number {
  * all in one BlockLayer so throttle groups are shared across exports; `--aio threads|io_uring`
  * picks the file driver's I/O engine (as qemu-nbd's `--aio`); `--qmp unix:PATH` adds a
  * QMP monitor (query-block, block_set_io_throttle, block-export-add/del, quit, …). Runs until
- * SIGINT/SIGTERM or QMP quit, then stops accepting, drains and flushes, closes, exits 0.
+ * SIGINT/SIGTERM or QMP quit, then stops accepting, drains and flushes, closes, exits 0. Draining
+ * lifts the limits (requests queued by throttling go at once, as in QEMU's drained sections), and
+ * a drive paused by `werror=stop` is closed, failing its held requests with their error.
  */
 export async function serveCommand(args: string[]): Promise<number> {
   const { values: v, positionals } = parseArgs({ args: joinNegativeValues(args), options: OPTIONS, allowPositionals: true, strict: true });
@@ -321,6 +325,14 @@ export async function serveCommand(args: string[]): Promise<number> {
   process.once('SIGINT', force);
   process.once('SIGTERM', force);
   log(`${reason}: shutting down (draining in-flight requests)`);
+  // A drive paused by a stop error policy holds its failed requests for QMP cont, which will not
+  // come now: closing it fails them with their error (as Drive.close() does), so their clients
+  // get a reply and the server's close can finish. So is a drive that pauses while draining.
+  const closePaused = (d: Drive) => setImmediate(() => d.close().catch((e: Error) => log(`closing ${d.id}: ${e.message}`)));
+  for (const d of layer.listDrives()) {
+    if (d.isPaused) closePaused(d);
+    else d.once('paused', () => closePaused(d));
+  }
   let code = 0;
   try {
     await qmp?.close();

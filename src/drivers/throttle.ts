@@ -64,6 +64,15 @@ export function throttleFilterDriver(groups: ThrottleGroupRegistry): BlockDriver
         flush: () => file.flush(),
         blockStatus: (offset, length) => file.blockStatus(offset, length),
         drain: () => queue.drain(),
+        drainBegin() {
+          queue.lift();
+          let lifted = true;
+          return () => {
+            if (!lifted) return;
+            lifted = false;
+            queue.unlift();
+          };
+        },
         async close() {
           group.leave(queue);
         },

@@ -203,11 +203,18 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     this.putExport(e);
   }
 
-  /** Removes an export: new clients can no longer select it; its clients finish in-flight requests and are disconnected. */
+  /**
+   * Removes an export: new clients can no longer select it; its clients finish in-flight requests
+   * and are disconnected. Meanwhile the drive's throttling is lifted, so requests queued by its
+   * limits go now instead of holding the removal (as QEMU drains an export's node).
+   */
   async removeExport(name: string): Promise<void> {
-    if (!this.exports.delete(name)) throw new BlockError('ENOENT', `removeExport: no export named '${name}'`, { field: 'name' });
+    const exp = this.exports.get(name);
+    if (exp === undefined) throw new BlockError('ENOENT', `removeExport: no export named '${name}'`, { field: 'name' });
+    this.exports.delete(name);
     const users = [...this.connections].filter((c) => c.exportName === name);
-    await Promise.all(users.map((c) => c.quiesce()));
+    const unlift = exp.drive.liftThrottling();
+    await Promise.all(users.map((c) => c.quiesce())).finally(unlift);
     for (const c of users) c.end();
     await Promise.all(users.map((c) => c.closed));
   }
@@ -234,9 +241,10 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
 
   /**
    * Stops accepting, lets in-flight requests finish, flushes each export's drive and ends the
-   * connections; resolves once every connection has closed ('disconnect' emitted). A client that
-   * does not take its last replies is cut off after handshakeTimeoutMs. The drives stay open
-   * (their owner closes them).
+   * connections; resolves once every connection has closed ('disconnect' emitted). Meanwhile the
+   * drives' throttling is lifted: requests queued by limits go now (QEMU drains the exports'
+   * nodes). A client that does not take its last replies is cut off after handshakeTimeoutMs.
+   * The drives stay open (their owner closes them).
    */
   close(): Promise<void> {
     this.closing ??= this.closeNow();
@@ -248,7 +256,10 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     this.state = 'closing';
     const stopped = wasListening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : Promise.resolve();
     const conns = [...this.connections];
-    await Promise.all(conns.map((c) => c.quiesce()));
+    const unlifts = [...new Set([...this.exports.values()].map((e) => e.drive))].map((d) => d.liftThrottling());
+    await Promise.all(conns.map((c) => c.quiesce())).finally(() => {
+      for (const unlift of unlifts) unlift();
+    });
     for (const e of this.exports.values()) {
       if (e.drive.closed || e.readOnly || e.drive.readOnly) continue;
       try {

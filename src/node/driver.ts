@@ -101,6 +101,12 @@ export interface DriverInstance {
   blockStatus(offset: number, length: number): Promise<BlockStatus>;
   /** Lets requests held back by this node (a throttle filter) go now. Children are drained by the generic layer. */
   drain?(): void;
+  /**
+   * Begins a drained section (QEMU bdrv_drained_begin): like {@link drain}, and requests that
+   * arrive go at once too, until the returned function is called (drained_end). Without it,
+   * the generic layer calls {@link drain} once.
+   */
+  drainBegin?(): () => void;
   /** Releases resources; children are closed by the generic layer afterwards. */
   close(): Promise<void>;
   /** Extra facts for `info` (format specific: cluster size, snapshots, …). */

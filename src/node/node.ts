@@ -110,6 +110,30 @@ export class BlockNode {
     for (const child of this.children.values()) child.drain();
   }
 
+  /**
+   * Begins a drained section of this node and below (QEMU bdrv_drained_begin): held requests go
+   * now, and requests that reach a throttle filter meanwhile (released from above) go at once,
+   * until the returned function is called (drained_end; once).
+   */
+  drainBegin(): () => void {
+    if (this.closed) return () => {};
+    const ends: (() => void)[] = [];
+    try {
+      if (this.instance.drainBegin) ends.push(this.instance.drainBegin());
+      else this.instance.drain?.();
+      for (const child of this.children.values()) ends.push(child.drainBegin());
+    } catch (e) {
+      for (const end of ends) end();
+      throw e;
+    }
+    let open = true;
+    return () => {
+      if (!open) return;
+      open = false;
+      for (const end of ends) end();
+    };
+  }
+
   /** Fills `buffer` from `offset`. */
   read(offset: number, buffer: Uint8Array): Promise<void> {
     if (!(buffer instanceof Uint8Array)) return Promise.reject(new BlockError('EINVAL', `read: buffer must be a Uint8Array`, { node: this.name, offset }));

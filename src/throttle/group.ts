@@ -109,6 +109,9 @@ export class ThrottleGroup {
   leave(m: ThrottledRequestQueue): void {
     if (m.group !== this) return;
     this.drain(m);
+    // A member leaving while its limits are lifted takes its part of the group's count along.
+    this.draining -= m.ioLimitsDisabled;
+    m.ioLimitsDisabled = 0;
     for (const dir of DIRECTIONS) {
       const t = m.lane(dir).timer;
       if (t) {
@@ -161,6 +164,12 @@ export class ThrottleGroup {
       }
       // Must wait: the general path arms the timer (its leak to the same time changes nothing).
     }
+    // A member whose limits are lifted goes at once (charged) once its own queue is empty,
+    // whatever the other members wait for (QEMU lets a drained member skip the round robin).
+    if (m.ioLimitsDisabled > 0 && m.lane(dir).pending === 0) {
+      account(this.state, dir, bytes);
+      return true;
+    }
     // A timer of the group is armed and no member bypasses the limits: the request waits for
     // that timer whoever's turn it is (the general path's answer, without finding the turn,
     // which walks the ring past members with nothing queued).
@@ -182,14 +191,32 @@ export class ThrottleGroup {
 
   /** @internal Flushes `m`'s queues at once, still charging the group (QEMU drained section). */
   drain(m: ThrottledRequestQueue): void {
+    this.lift(m);
+    this.unlift(m);
+  }
+
+  /**
+   * @internal Lifts the limits for member `m` until {@link unlift} (QEMU: io_limits_disabled
+   * during a drained section): its queued requests go now, new ones go at once; all are still
+   * charged to the group, and the other members keep their limits. Calls nest.
+   */
+  lift(m: ThrottledRequestQueue): void {
+    if (m.group !== this) return;
     m.ioLimitsDisabled++;
     this.draining++;
     try {
       this.restart(m);
-    } finally {
-      m.ioLimitsDisabled--;
-      this.draining--;
+    } catch (e) {
+      this.unlift(m);
+      throw e;
     }
+  }
+
+  /** @internal Ends one {@link lift} of `m`. */
+  unlift(m: ThrottledRequestQueue): void {
+    if (m.group !== this || m.ioLimitsDisabled === 0) return;
+    m.ioLimitsDisabled--;
+    this.draining--;
   }
 
   /** @internal A member's timer fired: wake one of its requests, or pass the turn on. */

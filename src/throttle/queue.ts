@@ -292,6 +292,19 @@ export class ThrottledRequestQueue {
     this.group.drain(this);
   }
 
+  /**
+   * Lifts the limits of this queue until {@link unlift}: queued requests go now, new ones at
+   * once, all still charged to the group (QEMU: a drained section's io_limits_disabled). Nests.
+   */
+  lift(): void {
+    this.group.lift(this);
+  }
+
+  /** Ends one {@link lift}. */
+  unlift(): void {
+    this.group.unlift(this);
+  }
+
   /** Throttle figures of this queue. */
   stats(): ThrottleQueueStats {
     return {
