@@ -183,7 +183,8 @@ describe.skipIf(!available)('qcow2 images made by qemu-img read back byte-identi
     const img = p('far.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata', img, '5G');
     qemuIo(img, ['write -P 0x71 0 64k', 'write -P 0x72 2560M 64k', 'write -P 0x73 4500M 64k']);
-    const d = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: img } });
+    // Read-only: qemu-img map runs beside it, and QEMU's locks let readers share an image.
+    const d = await layer.openDrive({ driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: img } });
     expect((await d.read(2560 * 2 ** 20, 1))[0]).toBe(0x72);
     expect((await d.read(4500 * 2 ** 20 + 65535, 1))[0]).toBe(0x73);
     const s = await d.blockStatus(4500 * 2 ** 20, 65536);
@@ -196,7 +197,7 @@ describe.skipIf(!available)('qcow2 images made by qemu-img read back byte-identi
     const img = p('huge.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', img, '1T');
     qemuIo(img, ['write -P 0x61 0 64k', 'write -P 0x62 549755813888 4k', 'write -P 0x63 1099511562240 64k']);
-    const d = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: img } });
+    const d = await layer.openDrive({ driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: img } });
     expect(d.length).toBe(2 ** 40);
     expect(await ourMap(d)).toEqual(referenceMap(img));
     expect((await d.read(549755813888, 2))[1]).toBe(0x62);
