@@ -11,6 +11,7 @@ import { BufferPool } from './buffer-pool.js';
 import { ReaderClosed, SocketReader } from './reader.js';
 import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
 import { type NbdTlsOptions, type NbdTlsSetup, peerVerifyError, prepareTls } from './tls.js';
+import { unixListenCause } from '../unix-listen.js';
 
 /** One export: a name clients ask for and the drive that serves it. */
 export interface NbdExport {
@@ -174,9 +175,13 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     if (this.state !== 'new') return Promise.reject(new BlockError('EINVAL', `listen: the server is ${this.state}`));
     this.state = 'listening';
     return new Promise<NbdAddress>((resolve, reject) => {
-      const onError = (e: Error) => {
+      const onError = (error: Error) => {
         this.state = 'new';
-        reject(new BlockError(codeOf(e), `listen: ${e.message}`, { cause: e, ...('path' in options ? { path: options.path } : {}) }));
+        // A Unix socket in a missing directory fails as EACCES: the real cause is looked up.
+        void ('path' in options ? unixListenCause(error, options.path) : Promise.resolve(error)).then((cause) => {
+          const e = cause as Error;
+          reject(new BlockError(codeOf(e), `listen: ${e.message}`, { cause: e, ...('path' in options ? { path: options.path } : {}) }));
+        });
       };
       this.server.once('error', onError);
       const done = () => {
@@ -1020,8 +1025,9 @@ function positiveInt(value: number | undefined, fallback: number, field: string)
   return value;
 }
 
-function codeOf(e: Error): 'EACCES' | 'EEXIST' | 'EINVAL' | 'EIO' {
+function codeOf(e: Error): 'EACCES' | 'EEXIST' | 'EINVAL' | 'EIO' | 'ENOENT' | 'ENOTDIR' {
   const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ENOTDIR') return code;
   if (code === 'EACCES' || code === 'EPERM') return 'EACCES';
   if (code === 'EADDRINUSE') return 'EEXIST';
   if (code === 'EADDRNOTAVAIL' || code === 'EINVAL') return 'EINVAL';

@@ -382,6 +382,16 @@ describe('blocklayer serve errors: one line, exit 1', () => {
     expect(d.err).toMatch(/--drive '.*': Parameter 'bps_rd' expects a non-negative number/);
   });
 
+  it('--qmp and -k in a directory that does not exist: ENOENT naming the directory (libuv reports it as EACCES)', () => {
+    for (const flag of [['-p', '0', '--qmp', `unix:${p('no-such-dir')}/q.sock`], ['-k', `${p('no-such-dir')}/n.sock`]]) {
+      const r = cli('serve', p('a.raw'), '-x', 'd', ...flag);
+      expect(r.code).toBe(1);
+      expect(r.err.trim().split('\n')).toHaveLength(1);
+      expect(r.err).toMatch(/^blocklayer serve: ENOENT: .*no such directory .*no-such-dir\n$/);
+      expect(r.err).not.toMatch(/EACCES|permission/i);
+    }
+  });
+
   it('a missing image and a port in use', async () => {
     const r = cli('serve', p('missing.raw'), '-x', 'd', '-p', '0');
     expect(r.code).toBe(1);
