@@ -114,6 +114,9 @@ const VALID_FLAGS: Readonly<Record<number, number>> = {
   [P.NBD_CMD_BLOCK_STATUS]: P.NBD_CMD_FLAG_FUA | P.NBD_CMD_FLAG_REQ_ONE,
 };
 
+/** Commands served (DISC ends the connection before serve()); any other type is answered EINVAL without a payload. */
+const KNOWN_COMMANDS: ReadonlySet<number> = new Set([P.NBD_CMD_READ, P.NBD_CMD_WRITE, P.NBD_CMD_FLUSH, P.NBD_CMD_TRIM, P.NBD_CMD_CACHE, P.NBD_CMD_WRITE_ZEROES, P.NBD_CMD_BLOCK_STATUS]);
+
 /** A request refused before it reached the drive: the NBD error and why. */
 class RequestError extends Error {
   constructor(
@@ -765,16 +768,10 @@ class Connection {
           payload = this.server.pool.take(req.length);
           if (!this.reader.fillNow(payload)) await this.reader.fill(payload);
           break;
-        case P.NBD_CMD_READ:
-        case P.NBD_CMD_FLUSH:
-        case P.NBD_CMD_TRIM:
-        case P.NBD_CMD_CACHE:
-        case P.NBD_CMD_WRITE_ZEROES:
-        case P.NBD_CMD_BLOCK_STATUS:
-          break;
         default:
-          // Whether a payload follows is unknown: the stream cannot be resynchronised.
-          throw new ProtocolViolation(`unknown command ${req.type}`);
+          // No payload, as QEMU reads it: only WRITE carries one of the commands we offer (an
+          // unknown command is answered EINVAL by serve(); its length says nothing about a payload).
+          break;
       }
       this.inFlight++;
       this.inFlightBytes += bytes;
@@ -911,6 +908,8 @@ class Connection {
 
   /** Refusals that do not need the drive: flags, read-only, bounds, lengths, negotiated contexts. */
   private check(req: P.NbdRequest): void {
+    // An unknown command: EINVAL, and the connection goes on (as qemu-nbd).
+    if (!KNOWN_COMMANDS.has(req.type)) throw new RequestError(P.NBD_EINVAL, `unknown command ${req.type}`);
     // QEMU's order: read-only, then bounds, then flags.
     const e = this.exp as NbdExport;
     const writes = req.type === P.NBD_CMD_WRITE || req.type === P.NBD_CMD_TRIM || req.type === P.NBD_CMD_WRITE_ZEROES;

@@ -362,12 +362,40 @@ describe('hostile and misbehaving clients', () => {
     good.destroy();
   });
 
-  it('an unknown command disconnects the client', async () => {
+  it('an unknown command gets EINVAL and the connection stays usable; no payload is read for it (as qemu-nbd)', async () => {
     const c = await RawNbdClient.connect(port);
     await c.handshake('d');
-    c.request(0x1234, 0, 0, 3n);
-    await c.closed;
-    expect(c.pending).toBe(0);
+    const errorsBefore = errors.length;
+    // Each unknown request is followed at once by a READ: were its length taken for a payload, the READ would be eaten.
+    for (const [type, flags, length, cookie] of [
+      [0x1234, 0, 0, 3n],
+      [P.NBD_CMD_RESIZE, 0, 512, 4n],
+      [0xffff, P.NBD_CMD_FLAG_FUA, 4096, 5n],
+    ] as const) {
+      c.write(Buffer.concat([P.encodeRequest({ type, flags, cookie, offset: 0, length }), P.encodeRequest({ type: P.NBD_CMD_READ, flags: 0, cookie: cookie + 100n, offset: 0, length: 4096 })]));
+      expect(await c.simpleReply()).toMatchObject({ error: P.NBD_EINVAL, cookie });
+      const r = await c.simpleReply(4096);
+      expect(r).toMatchObject({ error: 0, cookie: cookie + 100n });
+      expect(sha(r.data)).toBe(sha(await drive.read(0, 4096)));
+    }
+    expect(c.isClosed).toBe(false);
+    expect(errors.length).toBe(errorsBefore);
+    await checkGoodClient(c, 6n);
+    c.destroy();
+  });
+
+  it('an unknown command with structured replies: an ERROR chunk with EINVAL that names it', async () => {
+    const c = await RawNbdClient.connect(port);
+    await c.structuredGo('d');
+    c.request(0x4321, 0, 16, 7n);
+    const [chunk, ...more] = await c.structuredReply();
+    expect(more).toEqual([]);
+    expect(chunk).toMatchObject({ type: P.NBD_REPLY_TYPE_ERROR, cookie: 7n });
+    expect(P.decodeErrorChunk(P.NBD_REPLY_TYPE_ERROR, (chunk as { payload: Buffer }).payload)).toEqual({ error: P.NBD_EINVAL, message: 'unknown command 17185' });
+    c.request(P.NBD_CMD_READ, 0, 512, 8n);
+    const [data] = await c.structuredReply();
+    expect(data).toMatchObject({ type: P.NBD_REPLY_TYPE_OFFSET_DATA, cookie: 8n });
+    c.destroy();
   });
 
   it('a WRITE longer than maxRequest disconnects without waiting for its payload', async () => {
