@@ -294,6 +294,11 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   private putExport(e: NbdExport): void {
     if (typeof e !== 'object' || e === null || typeof e.name !== 'string') throw new BlockError('EINVAL', 'export: needs a string name', { field: 'name' });
     if (Buffer.byteLength(e.name) > P.NBD_MAX_STRING_SIZE) throw new BlockError('EINVAL', `export '${e.name.slice(0, 40)}…': name longer than ${P.NBD_MAX_STRING_SIZE} bytes`, { field: 'name' });
+    // A lone surrogate would go out as U+FFFD: the name would not be the one clients can send.
+    if (!P.isWellFormedUtf16(e.name)) throw new BlockError('EINVAL', `export name ${JSON.stringify(e.name)}: not valid UTF-8 (a lone surrogate)`, { field: 'name' });
+    if (e.description !== undefined && (typeof e.description !== 'string' || !P.isWellFormedUtf16(e.description))) {
+      throw new BlockError('EINVAL', `export '${e.name}': description is not valid UTF-8 (a lone surrogate)`, { field: 'description' });
+    }
     if (e.description !== undefined && Buffer.byteLength(e.description) > P.NBD_MAX_STRING_SIZE) throw new BlockError('EINVAL', `export '${e.name}': description longer than ${P.NBD_MAX_STRING_SIZE} bytes`, { field: 'description' });
     if (this.exports.has(e.name)) throw new BlockError('EEXIST', `export '${e.name}' already exists`, { field: 'name' });
     if (typeof e.drive?.read !== 'function') throw new BlockError('EINVAL', `export '${e.name}': drive must be a Drive`, { field: 'drive' });
@@ -613,7 +618,13 @@ class Connection {
   private async option(option: number, data: Buffer): Promise<'continue' | 'selected' | 'abort'> {
     switch (option) {
       case P.NBD_OPT_EXPORT_NAME: {
-        const name = data.toString('utf8');
+        let name: string;
+        try {
+          name = P.decodeUtf8(data, 'NBD_OPT_EXPORT_NAME: the name');
+        } catch (e) {
+          // No error reply exists for this option: the refusal is to hang up.
+          throw new ProtocolViolation((e as Error).message);
+        }
         const e = this.server.findExport(name);
         // No error reply exists for this option: an unknown name ends the connection.
         if (!e) throw new ProtocolViolation(`NBD_OPT_EXPORT_NAME: no export named '${name.slice(0, 64)}'`);

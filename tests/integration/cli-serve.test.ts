@@ -382,6 +382,22 @@ describe('blocklayer serve errors: one line, exit 1', () => {
     expect(d.err).toMatch(/--drive '.*': Parameter 'bps_rd' expects a non-negative number/);
   });
 
+  it('-x and --drive export=/id= with bytes that are not UTF-8: EINVAL naming the flag (NBD export names are UTF-8)', () => {
+    // Through sh, so the bytes reach argv as they are (Node would encode a string as UTF-8). A serve
+    // that accepted the name would keep running: the timeout ends it and the test fails.
+    const sh = (tail: string) => spawnSync('/bin/sh', ['-c', `exec "$0" --import tsx "$1" serve ${tail}`, process.execPath, MAIN], { encoding: 'utf8', timeout: 30_000 });
+    for (const [tail, what] of [
+      [`"${p('a.raw')}" -p 0 -x "$(printf 'a\\377\\376b')"`, /EINVAL: -x\/--export-name: "a\uFFFD\uFFFDb" is not valid UTF-8/],
+      [`-p 0 --drive "file=${p('a.raw')},export=$(printf '\\377')"`, /EINVAL: --drive '.*': export=: "\uFFFD" is not valid UTF-8/],
+      [`-p 0 --drive "file=${p('a.raw')},id=$(printf '\\376x')"`, /EINVAL: --drive '.*': id=: "\uFFFDx" is not valid UTF-8/],
+    ] as const) {
+      const r = sh(tail);
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(what);
+    }
+  });
+
   it('--qmp and -k in a directory that does not exist: ENOENT naming the directory (libuv reports it as EACCES)', () => {
     for (const flag of [['-p', '0', '--qmp', `unix:${p('no-such-dir')}/q.sock`], ['-k', `${p('no-such-dir')}/n.sock`]]) {
       const r = cli('serve', p('a.raw'), '-x', 'd', ...flag);

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, type NbdClientInfo, NbdServer } from '../../src/index.js';
 import * as P from '../../src/nbd/protocol.js';
+import { NbdExportManager } from '../../src/cli/serve.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 import { driveHash, haveQemuTools } from '../helpers/qemu-images.js';
 import { haveProgram, ok, run } from '../helpers/tools.js';
@@ -635,6 +636,73 @@ describe('hostile and misbehaving clients', () => {
     await again.handshake('d');
     await checkGoodClient(again, 20n);
     again.destroy();
+  });
+});
+
+describe('export names are UTF-8', () => {
+  /** INFO/GO data for a name given as raw bytes. */
+  const goData = (name: Buffer) => {
+    const b = Buffer.alloc(4 + name.byteLength + 2);
+    b.writeUInt32BE(name.byteLength, 0);
+    name.copy(b, 4);
+    return b;
+  };
+  const FFFE = Buffer.from([0xff, 0xfe]);
+
+  it('bytes that are not UTF-8 do not select the export whose name they would decode to (U+FFFD U+FFFD): GO/INFO/META get ERR_INVALID, EXPORT_NAME a hang-up', async () => {
+    const drive = await layer.openDrive({ driver: 'memory', size: MiB });
+    const server = new NbdServer({ exports: [{ name: '\uFFFD\uFFFD', drive }, { name: 'd', drive }] });
+    const errors: string[] = [];
+    server.on('error', (e) => errors.push(e.error.message));
+    try {
+      const a = await server.listen({ host: '127.0.0.1', port: 0 });
+      if (!('port' in a)) throw new Error('expected a TCP address');
+      const c = await RawNbdClient.connect(a.port);
+      await c.read(P.SERVER_GREETING_SIZE);
+      c.write(Buffer.from([0, 0, 0, P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES]));
+      for (const option of [P.NBD_OPT_INFO, P.NBD_OPT_GO]) {
+        const r = await c.option(option, goData(FFFE));
+        expect(r.map((x) => x.type)).toEqual([P.NBD_REP_ERR_INVALID]);
+        expect(r[0]?.data.toString()).toMatch(/name is not valid UTF-8/);
+      }
+      // A BOM is part of the name: it does not select 'd'.
+      expect((await c.option(P.NBD_OPT_INFO, goData(Buffer.from([0xef, 0xbb, 0xbf, 0x64]))))[0]?.type).toBe(P.NBD_REP_ERR_UNKNOWN);
+      expect((await c.option(P.NBD_OPT_STRUCTURED_REPLY))[0]?.type).toBe(P.NBD_REP_ACK);
+      const meta = Buffer.concat([goData(FFFE).subarray(0, 6), Buffer.from([0, 0, 0, 0])]);
+      expect((await c.option(P.NBD_OPT_SET_META_CONTEXT, meta)).map((x) => x.type)).toEqual([P.NBD_REP_ERR_INVALID]);
+      // The name's own bytes (EF BF BD twice) select it.
+      const go = await c.option(P.NBD_OPT_GO, goData(Buffer.from('\uFFFD\uFFFD')));
+      expect(go[go.length - 1]?.type).toBe(P.NBD_REP_ACK);
+      c.destroy();
+
+      const x = await RawNbdClient.connect(a.port);
+      await x.read(P.SERVER_GREETING_SIZE);
+      x.write(Buffer.concat([Buffer.from([0, 0, 0, 3]), P.encodeOptionHeader(P.NBD_OPT_EXPORT_NAME, 2), FFFE]));
+      await x.closed;
+      expect(x.pending).toBe(0);
+      expect(errors).toEqual(['NBD_OPT_EXPORT_NAME: the name is not valid UTF-8']);
+    } finally {
+      await server.close();
+      await drive.close();
+    }
+  });
+
+  it('names and descriptions that UTF-8 cannot carry (lone surrogates) are refused: addExport and QMP block-export-add', async () => {
+    const drive = await layer.openDrive({ driver: 'memory', size: MiB, id: 'utf8disk' });
+    const server = new NbdServer();
+    try {
+      expect(() => server.addExport({ name: 'a\udcff', drive })).toThrow(expect.objectContaining({ code: 'EINVAL', field: 'name', message: expect.stringMatching(/not valid UTF-8/) }));
+      expect(() => server.addExport({ name: 'ok', drive, description: '\ud800' })).toThrow(expect.objectContaining({ code: 'EINVAL', field: 'description' }));
+      expect(server.exportNames).toEqual([]);
+      const manager = new NbdExportManager(layer, server);
+      await expect(manager.add({ type: 'nbd', id: 'e1', 'node-name': 'utf8disk', name: '\udcff' })).rejects.toMatchObject({ code: 'EINVAL', field: 'name', message: expect.stringMatching(/Parameter 'name' is not valid UTF-8/) });
+      await expect(manager.add({ type: 'nbd', id: 'e1', 'node-name': 'utf8disk', name: 'fine', description: 'x\udcff' })).rejects.toMatchObject({ code: 'EINVAL', field: 'description' });
+      await manager.add({ type: 'nbd', id: 'e1', 'node-name': 'utf8disk', name: '\uFFFD' });
+      expect(server.exportNames).toEqual(['\uFFFD']);
+    } finally {
+      await server.close();
+      await drive.close();
+    }
   });
 });
 
