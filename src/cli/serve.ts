@@ -327,6 +327,11 @@ export async function serveCommand(args: string[]): Promise<number> {
   server.on('connect', (c) => log(`${who(c)} connected to '${c.export}'`));
   server.on('disconnect', (c) => log(`${who(c)} disconnected${c.export !== null ? ` from '${c.export}'` : ''}${c.reason ? ` (${c.reason})` : ''}`));
   server.on('error', ({ error, client }) => log(`${client ? `${who(client)}: ` : ''}${error.message}`));
+  server.on('full', (c) => {
+    const n = c.maxConnections;
+    if (c.waiting) log(`${who(c)} waits for a free connection: ${n} connections at most (-e ${n}); it is served when a client leaves`);
+    else log(`refused a connection from ${who(c)}: ${n} connections at most (-e ${n}) and ${n} already waiting`);
+  });
 
   let onSignal: (sig: NodeJS.Signals) => void = () => {};
   const reason = await new Promise<string>((resolve) => {

@@ -29,7 +29,12 @@ export interface NbdExport {
 export interface NbdServerOptions {
   /** Exports served from the start (more with {@link NbdServer.addExport}). */
   exports?: readonly NbdExport[];
-  /** Connections served at once; more are closed on arrival (default 16). */
+  /**
+   * Connections served at once (default 16). One more waits, not greeted, until a client leaves
+   * (as qemu-nbd, which stops accepting); at most as many wait, and beyond that a connection is
+   * closed on arrival. Both are reported by the 'full' event. CAN_MULTI_CONN is advertised only
+   * when more than one connection is allowed.
+   */
   maxConnections?: number;
   /** A client that has not finished the handshake after this long is disconnected (default 10000 ms). */
   handshakeTimeoutMs?: number;
@@ -78,6 +83,11 @@ export interface NbdServerEvents {
   disconnect: (client: NbdClientInfo & { reason?: string }) => void;
   /** A client broke the protocol or its socket failed, or the listening socket failed. */
   error: (event: { error: Error; client?: NbdClientInfo }) => void;
+  /**
+   * A connection came while maxConnections clients were connected: it waits for one to leave
+   * (`waiting` true), or, with maxConnections already waiting, it was closed (`waiting` false).
+   */
+  full: (event: { address: string; port?: number; waiting: boolean; maxConnections: number }) => void;
 }
 
 const DEFAULT_MAX_CONNECTIONS = 16;
@@ -140,6 +150,8 @@ class ProtocolViolation extends Error {
 export class NbdServer extends EventEmitter<NbdServerEvents> {
   private readonly exports = new Map<string, NbdExport>();
   private readonly connections = new Set<Connection>();
+  /** Accepted while every slot was taken, not greeted yet, in arrival order; each with its listeners while it waits. */
+  private readonly waiting: { socket: net.Socket; gone: () => void }[] = [];
   private readonly server: net.Server;
   private state: 'new' | 'listening' | 'closing' | 'closed' = 'new';
   private closing: Promise<void> | null = null;
@@ -254,6 +266,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   private async closeNow(): Promise<void> {
     const wasListening = this.state === 'listening';
     this.state = 'closing';
+    for (const w of this.waiting.splice(0)) w.socket.destroy();
     const stopped = wasListening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : Promise.resolve();
     const conns = [...this.connections];
     await Promise.all(conns.map((c) => c.quiesce()));
@@ -289,6 +302,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   forget(c: Connection, reason: string | undefined): void {
     if (!this.connections.delete(c)) return;
     this.emit('disconnect', reason === undefined ? c.info() : { ...c.info(), reason });
+    this.admitWaiting();
   }
 
   private putExport(e: NbdExport): void {
@@ -306,12 +320,47 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   }
 
   private accept(socket: net.Socket): void {
-    if (this.state !== 'listening' || this.connections.size >= this.maxConnections) {
-      // Refused before the greeting: the client sees the connection close.
-      socket.on('error', () => {});
+    socket.on('error', ignore);
+    if (this.state !== 'listening') {
       socket.destroy();
       return;
     }
+    if (this.connections.size < this.maxConnections) {
+      this.start(socket);
+      return;
+    }
+    // Every slot taken: like qemu-nbd, which stops accepting until a client leaves (its clients
+    // wait in the listen backlog), the connection waits without a greeting; a bounded number do.
+    const peer = { address: socket.remoteAddress ?? 'unix', ...(socket.remotePort === undefined ? {} : { port: socket.remotePort }) };
+    if (this.waiting.length >= this.maxConnections) {
+      socket.destroy();
+      this.emit('full', { ...peer, waiting: false, maxConnections: this.maxConnections });
+      return;
+    }
+    const entry = {
+      socket,
+      gone: () => {
+        const i = this.waiting.indexOf(entry);
+        if (i >= 0) this.waiting.splice(i, 1);
+      },
+    };
+    socket.once('close', entry.gone);
+    this.waiting.push(entry);
+    this.emit('full', { ...peer, waiting: true, maxConnections: this.maxConnections });
+  }
+
+  /** Greets waiting connections while slots are free. */
+  private admitWaiting(): void {
+    while (this.state === 'listening' && this.connections.size < this.maxConnections) {
+      const w = this.waiting.shift();
+      if (w === undefined) return;
+      w.socket.off('close', w.gone);
+      if (!w.socket.destroyed) this.start(w.socket);
+    }
+  }
+
+  private start(socket: net.Socket): void {
+    socket.off('error', ignore);
     const c = new Connection(this, socket);
     this.connections.add(c);
     void c.run();
@@ -738,7 +787,9 @@ class Connection {
   }
 
   private transmissionFlags(e: NbdExport): number {
-    let f = P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_SEND_FLUSH | P.NBD_FLAG_SEND_FUA | P.NBD_FLAG_SEND_CACHE | P.NBD_FLAG_CAN_MULTI_CONN;
+    let f = P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_SEND_FLUSH | P.NBD_FLAG_SEND_FUA | P.NBD_FLAG_SEND_CACHE;
+    // With one connection allowed, a second one would wait (as qemu-nbd -e 1, which does not advertise it either).
+    if (this.server.maxConnections > 1) f |= P.NBD_FLAG_CAN_MULTI_CONN;
     if (this.readOnly(e)) f |= P.NBD_FLAG_READ_ONLY;
     else f |= P.NBD_FLAG_SEND_TRIM | P.NBD_FLAG_SEND_WRITE_ZEROES | P.NBD_FLAG_SEND_FAST_ZERO;
     return f;
@@ -1028,6 +1079,8 @@ class Connection {
     }
   }
 }
+
+function ignore(): void {}
 
 function positiveInt(value: number | undefined, fallback: number, field: string): number {
   if (value === undefined) return fallback;

@@ -223,14 +223,27 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
     expect(r.stdout).toMatch(/read 307200\/307200 bytes/);
   });
 
-  it('-e 1: while one client is connected a second one is refused', async () => {
+  it('-e 1: while one client is connected a second one waits (as with qemu-nbd) and is served once the first leaves; a third is refused; each gets a stderr line', async () => {
     const s = await serve(p('b.raw'), '-x', 'one', '-p', '0', '-e', '1');
     const first = net.connect(s.port, '127.0.0.1');
     try {
       // The greeting (NBDMAGIC) shows the first connection was accepted.
       await new Promise<void>((resolve) => first.once('data', () => resolve()));
-      const second = await attempt('qemu-img', ['info', `nbd://127.0.0.1:${s.port}/one`]);
-      expect(second.code).not.toBe(0);
+      const second = attempt('qemu-img', ['info', '--output=json', `nbd://127.0.0.1:${s.port}/one`]);
+      await stderrMatches(s, /blocklayer serve: 127\.0\.0\.1:\d+ waits for a free connection: 1 connections at most \(-e 1\); it is served when a client leaves\n/);
+      const third = net.connect(s.port, '127.0.0.1');
+      third.on('error', () => {});
+      let thirdGot = 0;
+      third.on('data', (d: Buffer) => {
+        thirdGot += d.byteLength;
+      });
+      await new Promise<void>((resolve) => third.once('close', () => resolve()));
+      expect(thirdGot).toBe(0);
+      await stderrMatches(s, /blocklayer serve: refused a connection from 127\.0\.0\.1:\d+: 1 connections at most \(-e 1\) and 1 already waiting\n/);
+      first.destroy();
+      const r = await second;
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)['virtual-size']).toBe(1 << 20);
     } finally {
       first.destroy();
       expect(await stop(s)).toBe(0);

@@ -617,27 +617,71 @@ describe('hostile and misbehaving clients', () => {
     await c.closed;
   });
 
-  it('connections beyond maxConnections are closed before the greeting', async () => {
+  it('beyond maxConnections a connection waits without a greeting until a client leaves (as qemu-nbd); past as many waiting it is closed; both are reported', async () => {
+    const full: { waiting: boolean; maxConnections: number; port?: number }[] = [];
+    const onFull = (e: { waiting: boolean; maxConnections: number; port?: number }) => full.push(e);
+    server.on('full', onFull);
     const held: RawNbdClient[] = [];
-    for (let i = 0; i < 4; i++) {
-      const c = await RawNbdClient.connect(port);
-      await c.handshake('d');
-      held.push(c);
+    const waiting: RawNbdClient[] = [];
+    try {
+      for (let i = 0; i < 4; i++) {
+        const c = await RawNbdClient.connect(port);
+        await c.handshake('d');
+        held.push(c);
+      }
+      expect(server.connectionCount).toBe(4);
+      for (let i = 0; i < 4; i++) {
+        waiting.push(await RawNbdClient.connect(port));
+        await pollFor(() => full.length === i + 1);
+      }
+      expect(full.map((e) => [e.waiting, e.maxConnections, e.port])).toEqual(waiting.map((c) => [true, 4, c.socket.localPort]));
+      const extra = await RawNbdClient.connect(port);
+      const extraPort = extra.socket.localPort;
+      await extra.closed;
+      expect(extra.pending).toBe(0);
+      await pollFor(() => full.length === 5);
+      expect(full[4]).toMatchObject({ waiting: false, maxConnections: 4, port: extraPort });
+      await new Promise((r) => setTimeout(r, 100));
+      // Still waiting: connected, no greeting.
+      expect(waiting.map((c) => [c.isClosed, c.pending])).toEqual(waiting.map(() => [false, 0]));
+      // A waiting client that gives up leaves the queue; the next one is greeted when a slot frees.
+      waiting[0]?.destroy();
+      await new Promise((r) => setTimeout(r, 50));
+      held[0]?.destroy();
+      const next = waiting[1] as RawNbdClient;
+      await next.handshake('d');
+      await checkGoodClient(next, 20n);
+      expect(waiting.slice(2).map((c) => c.pending)).toEqual([0, 0]);
+    } finally {
+      server.off('full', onFull);
+      for (const c of [...held, ...waiting]) c.destroy();
+      await Promise.all([...held, ...waiting].map((c) => c.closed));
     }
-    expect(server.connectionCount).toBe(4);
-    const extra = await RawNbdClient.connect(port);
-    await extra.closed;
-    expect(extra.pending).toBe(0);
-    for (const c of held) c.destroy();
-    await Promise.all(held.map((c) => c.closed));
-    // Slots free again once the clients have gone.
-    await new Promise((r) => setTimeout(r, 50));
-    const again = await RawNbdClient.connect(port);
-    await again.handshake('d');
-    await checkGoodClient(again, 20n);
-    again.destroy();
+    expect(await pollFor(() => server.connectionCount === 0)).toBe(true);
+  });
+
+  it('CAN_MULTI_CONN is advertised only when more than one connection is allowed', async () => {
+    const one = new NbdServer({ exports: [{ name: 'd', drive }], maxConnections: 1 });
+    try {
+      const a = await one.listen({ host: '127.0.0.1', port: 0 });
+      if (!('port' in a)) throw new Error('expected a TCP address');
+      const c = await RawNbdClient.connect(a.port);
+      expect((await c.handshake('d')).flags & P.NBD_FLAG_CAN_MULTI_CONN).toBe(0);
+      c.destroy();
+    } finally {
+      await one.close();
+    }
+    const c = await RawNbdClient.connect(port);
+    expect((await c.handshake('d')).flags & P.NBD_FLAG_CAN_MULTI_CONN).toBe(P.NBD_FLAG_CAN_MULTI_CONN);
+    c.destroy();
   });
 });
+
+/** Polls `cond` every 10 ms for up to 2 s. */
+async function pollFor(cond: () => boolean): Promise<boolean> {
+  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  return cond();
+}
 
 describe('export names are UTF-8', () => {
   /** INFO/GO data for a name given as raw bytes. */
