@@ -324,9 +324,11 @@ export async function serveCommand(args: string[]): Promise<number> {
   }
 
   const who = (c: { address: string; port?: number }) => (c.port === undefined ? c.address : `${c.address}:${c.port}`);
+  /** One log line per event, whatever a message holds. */
+  const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();
   server.on('connect', (c) => log(`${who(c)} connected to '${c.export}'`));
-  server.on('disconnect', (c) => log(`${who(c)} disconnected${c.export !== null ? ` from '${c.export}'` : ''}${c.reason ? ` (${c.reason})` : ''}`));
-  server.on('error', ({ error, client }) => log(`${client ? `${who(client)}: ` : ''}${error.message}`));
+  server.on('disconnect', (c) => log(`${who(c)} disconnected${c.export !== null ? ` from '${c.export}'` : ''}${c.reason ? ` (${oneLine(c.reason)})` : ''}`));
+  server.on('error', ({ error, client }) => log(`${client ? `${who(client)}: ` : ''}${oneLine(error.message)}`));
   server.on('full', (c) => {
     const n = c.maxConnections;
     if (c.waiting) log(`${who(c)} waits for a free connection: ${n} connections at most (-e ${n}); it is served when a client leaves`);

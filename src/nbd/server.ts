@@ -10,7 +10,7 @@ import { MemoryBudget } from './memory-budget.js';
 import { BufferPool } from './buffer-pool.js';
 import { ReaderClosed, SocketReader } from './reader.js';
 import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
-import { type NbdTlsOptions, type NbdTlsSetup, peerVerifyError, prepareTls } from './tls.js';
+import { isTlsError, type NbdTlsOptions, type NbdTlsSetup, peerVerifyError, prepareTls, tlsErrorText } from './tls.js';
 import { unixListenCause } from '../unix-listen.js';
 
 /** One export: a name clients ask for and the drive that serves it. */
@@ -423,9 +423,12 @@ class Connection {
 
   /** Socket events that end the connection or let it write again (on the plain socket, and on the TLS one). */
   private watch(socket: net.Socket): void {
-    socket.on('error', (error: NodeJS.ErrnoException) => {
+    socket.on('error', (raw: NodeJS.ErrnoException) => {
+      // OpenSSL's text spans lines and starts with its internals: one line, the reason first.
+      const tlsFailed = socket instanceof tls.TLSSocket && isTlsError(raw);
+      const error: NodeJS.ErrnoException = tlsFailed ? this.tlsFailure(raw) : raw;
       // A peer that resets or leaves mid-reply is a disconnect (with its reason), not a server error.
-      this.faultReason ??= error.code ?? error.message;
+      this.faultReason ??= tlsFailed ? error.message : (error.code ?? error.message);
       if (!this.stopping && error.code !== 'ECONNRESET' && error.code !== 'EPIPE') this.server.emit('error', { error, client: this.info() });
     });
     socket.on('close', () => {
@@ -446,6 +449,13 @@ class Connection {
 
   get exportName(): string | null {
     return this.exp?.name ?? null;
+  }
+
+  /** A TLS error as one line: "TLS handshake failed: <reason> (<code>)" (or "TLS error: …" once TLS is up). */
+  private tlsFailure(e: NodeJS.ErrnoException): NodeJS.ErrnoException {
+    const error: NodeJS.ErrnoException = new Error(`${this.tlsActive ? 'TLS error' : 'TLS handshake failed'}: ${tlsErrorText(e)}`, { cause: e });
+    if (e.code !== undefined) error.code = e.code;
+    return error;
   }
 
   info(): NbdClientInfo {
@@ -642,14 +652,14 @@ class Connection {
         else resolve();
       };
       const onSecure = () => done();
-      const onError = (e: Error) => done(new ProtocolViolation(`TLS handshake failed: ${e.message}`));
+      const onError = (e: Error) => done(new ProtocolViolation(`TLS handshake failed: ${tlsErrorText(e)}`));
       const onClose = () => done(new ReaderClosed('connection closed during the TLS handshake'));
       secure.on('secure', onSecure);
       secure.on('error', onError);
       secure.on('close', onClose);
     });
     const refused = setup.verifyPeer ? peerVerifyError(secure) : null;
-    if (refused !== null) throw new ProtocolViolation(`TLS: client certificate refused: ${refused}`);
+    if (refused !== null) throw new ProtocolViolation(`TLS handshake failed: client certificate refused: ${refused}`);
     this.tlsActive = true;
     // Nothing agreed in plain text carries over into the TLS session.
     this.structured = false;

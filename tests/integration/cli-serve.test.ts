@@ -7,6 +7,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { haveQemuTools } from '../helpers/qemu-images.js';
+import { makeCerts } from '../helpers/tls-certs.js';
+import { haveProgram } from '../helpers/tools.js';
 
 const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const run = promisify(execFile);
@@ -357,6 +359,32 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
       q.close();
       if (s.child.exitCode === null) s.child.kill('SIGTERM');
       await s.exited;
+    }
+  });
+});
+
+describe.skipIf(!haveProgram('openssl'))('blocklayer serve --tls-creds: a failed TLS handshake is logged in one line, the reason first', () => {
+  it('a client that sends plain bytes after STARTTLS: one error line and one disconnect line, no OpenSSL internals', async () => {
+    const creds = p('x509');
+    fs.mkdirSync(creds, { recursive: true });
+    makeCerts(creds);
+    const s = await serve(p('b.raw'), '-x', 'tls', '-p', '0', '--tls-creds', creds);
+    try {
+      const c = net.connect(s.port, '127.0.0.1');
+      c.on('error', () => {});
+      await new Promise<void>((resolve) => c.once('data', () => resolve()));
+      // Client flags, then NBD_OPT_STARTTLS; once acknowledged, bytes that are not a ClientHello.
+      c.write(Buffer.from([0, 0, 0, 3, 0x49, 0x48, 0x41, 0x56, 0x45, 0x4f, 0x50, 0x54, 0, 0, 0, 5, 0, 0, 0, 0]));
+      await new Promise((r) => setTimeout(r, 200));
+      c.write(Buffer.alloc(64, 0x41));
+      await stderrMatches(s, /disconnected \(TLS handshake failed: wrong version number \(ERR_SSL_WRONG_VERSION_NUMBER\)\)\n/);
+      c.destroy();
+      expect(s.stderr()).toMatch(/\nblocklayer serve: 127\.0\.0\.1:\d+: TLS handshake failed: wrong version number \(ERR_SSL_WRONG_VERSION_NUMBER\)\n/);
+      // Every line is a log line of ours: no OpenSSL continuation lines or source paths.
+      for (const line of s.stderr().trimEnd().split('\n')) expect(line).toMatch(/^blocklayer serve: /);
+      expect(s.stderr()).not.toMatch(/deps\/openssl|SSL routines/);
+    } finally {
+      expect(await stop(s)).toBe(0);
     }
   });
 });
