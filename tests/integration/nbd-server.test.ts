@@ -773,6 +773,22 @@ describe('NbdServer lifecycle', () => {
     await drive.close();
   });
 
+  it('close() also ends connections waiting for a slot (past maxConnections), without greeting them', async () => {
+    const drive = await layer.openDrive({ driver: 'memory', size: MiB });
+    const server = new NbdServer({ exports: [{ name: 'd', drive }], maxConnections: 1 });
+    const a = await server.listen({ host: '127.0.0.1', port: 0 });
+    if (!('port' in a)) throw new Error('expected a TCP address');
+    const waits = new Promise<void>((resolve) => server.once('full', () => resolve()));
+    const first = await RawNbdClient.connect(a.port);
+    await first.handshake('d');
+    const second = await RawNbdClient.connect(a.port);
+    await waits;
+    await server.close();
+    await Promise.all([first.closed, second.closed]);
+    expect(second.pending).toBe(0);
+    await drive.close();
+  });
+
   it('close() does not wait forever for a client that never takes its replies', async () => {
     const drive = await layer.openDrive({ driver: 'memory', size: MiB });
     const server = new NbdServer({ exports: [{ name: 'd', drive }], handshakeTimeoutMs: 300 });
