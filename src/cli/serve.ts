@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import type { Drive } from '../drive.js';
 import { BlockError } from '../errors.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
+import { isWellFormedUtf16 } from '../nbd/protocol.js';
 import { NbdServer } from '../nbd/server.js';
 import { parseSize } from '../options/size.js';
 import { loadPskFile, loadQemuTlsCredsDir, type NbdTlsOptions } from '../nbd/tls.js';
@@ -63,6 +64,24 @@ function bool(args: Record<string, unknown>, key: string): boolean | undefined {
   return v;
 }
 
+/**
+ * An export name from the command line. NBD names are UTF-8, and Node has already decoded argv,
+ * turning bytes that are not UTF-8 into U+FFFD: a name holding U+FFFD is refused (it could not be
+ * the bytes the user typed), as is one a client could not send (a lone surrogate).
+ */
+function cliExportName(name: string, what: string, field: string): string {
+  if (name.includes('\uFFFD') || !isWellFormedUtf16(name)) {
+    throw new BlockError('EINVAL', `${what}: ${JSON.stringify(name)} is not valid UTF-8 (U+FFFD stands for bytes that were not); export names are UTF-8`, { field });
+  }
+  return name;
+}
+
+/** A QMP string argument that names or describes an export: a lone surrogate (JSON \udcff) has no UTF-8 form. */
+function qmpUtf8(value: string, key: string): string {
+  if (!isWellFormedUtf16(value)) throw new BlockError('EINVAL', `Parameter '${key}' is not valid UTF-8 (a lone surrogate): ${JSON.stringify(value)}`, { field: key });
+  return value;
+}
+
 /** QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'. */
 const ID_RE = /^[A-Za-z][A-Za-z0-9._-]*$/;
 
@@ -107,8 +126,9 @@ export class NbdExportManager implements ExportManager {
     if (!EXPORT_TYPES.includes(type)) throw generic(`Parameter 'type' does not accept value '${type}'`);
     const id = str(args, 'id', true)!;
     const nodeName = str(args, 'node-name', true)!;
-    const name = str(args, 'name', false) ?? nodeName;
+    const name = qmpUtf8(str(args, 'name', false) ?? nodeName, 'name');
     const description = str(args, 'description', false);
+    if (description !== undefined) qmpUtf8(description, 'description');
     const writable = bool(args, 'writable') ?? false;
     bool(args, 'writethrough');
     if (!ID_RE.test(id)) throw generic('Invalid block export id');
@@ -255,7 +275,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   let qmp: QmpServer | undefined;
   try {
     if (image !== undefined) {
-      const name = v['export-name'] ?? '';
+      const name = cliExportName(v['export-name'] ?? '', '-x/--export-name', 'export-name');
       const opts = withAio(await driveOptions(image, format, v['read-only'] ?? false), aio);
       if (ID_RE.test(name)) opts.id = name;
       if (Object.keys(limits).length > 0 || v.group !== undefined) opts.throttle = { ...limits, ...(v.group !== undefined ? { group: v.group } : {}) };
@@ -284,6 +304,7 @@ export async function serveCommand(args: string[]): Promise<number> {
       const { driver: _d, file: _f, readOnly, ...rest } = o;
       const name = exportName ?? p.id;
       if (name === undefined) throw new BlockError('EINVAL', `--drive '${s}': id= or export= required (it names the export)`, { field: 'id' });
+      cliExportName(name, `--drive '${s}': ${exportName !== undefined ? 'export=' : 'id='}`, exportName !== undefined ? 'export' : 'id');
       const opts = withAio({ ...(await driveOptions(p.filename!, p.format, readOnly ?? false)), ...rest }, p.aio ?? aio) as DriveOptions;
       const drive = await layer.openDrive(opts);
       server.addExport({ name, drive, readOnly: drive.readOnly });
@@ -307,9 +328,16 @@ export async function serveCommand(args: string[]): Promise<number> {
   }
 
   const who = (c: { address: string; port?: number }) => (c.port === undefined ? c.address : `${c.address}:${c.port}`);
+  /** One log line per event, whatever a message holds. */
+  const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();
   server.on('connect', (c) => log(`${who(c)} connected to '${c.export}'`));
-  server.on('disconnect', (c) => log(`${who(c)} disconnected${c.export !== null ? ` from '${c.export}'` : ''}${c.reason ? ` (${c.reason})` : ''}`));
-  server.on('error', ({ error, client }) => log(`${client ? `${who(client)}: ` : ''}${error.message}`));
+  server.on('disconnect', (c) => log(`${who(c)} disconnected${c.export !== null ? ` from '${c.export}'` : ''}${c.reason ? ` (${oneLine(c.reason)})` : ''}`));
+  server.on('error', ({ error, client }) => log(`${client ? `${who(client)}: ` : ''}${oneLine(error.message)}`));
+  server.on('full', (c) => {
+    const n = c.maxConnections;
+    if (c.waiting) log(`${who(c)} waits for a free connection: ${n} connections at most (-e ${n}); it is served when a client leaves`);
+    else log(`refused a connection from ${who(c)}: ${n} connections at most (-e ${n}) and ${n} already waiting`);
+  });
 
   let onSignal: (sig: NodeJS.Signals) => void = () => {};
   const reason = await new Promise<string>((resolve) => {

@@ -4,7 +4,7 @@ import { BlockError, type BlockErrorCode, fromErrno } from '../errors.js';
 import { blockCodeForNbdError } from './errors.js';
 import * as P from './protocol.js';
 import { ReaderClosed, SocketReader } from './reader.js';
-import { clientTlsOptions, type NbdClientTls } from './tls.js';
+import { clientTlsOptions, type NbdClientTls, tlsErrorText } from './tls.js';
 
 /** Where the server listens (QEMU's SocketAddress spelling). */
 export type NbdClientAddress = { type: 'inet'; host: string; port: number } | { type: 'unix'; path: string };
@@ -517,6 +517,8 @@ async function establish(options: NbdClientOptions): Promise<Link> {
     raw.destroy();
     if (e instanceof BlockError) throw e;
     if (timedOut) throw new BlockError('EIO', `NBD handshake with ${where}: no answer within ${HANDSHAKE_TIMEOUT_MS / 1000} s`, ctx);
+    const alert = tlsAlerts.get(socket);
+    if (alert !== undefined) throw new BlockError('EACCES', `NBD TLS session with ${where} failed: ${tlsErrorText(alert)}`, { ...ctx, field: 'tls', cause: alert });
     if (e instanceof ReaderClosed) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
     if (e instanceof P.NbdProtocolError) throw new BlockError('EIO', `NBD handshake with ${where}: ${e.message}`, { ...ctx, cause: e });
     throw fromErrno(e, `NBD handshake with ${where}`, ctx);
@@ -552,11 +554,18 @@ async function startTls(raw: net.Socket, reader: SocketReader, options: NbdClien
     raw.destroy();
     const err = e as NodeJS.ErrnoException;
     // A server that hangs up mid-handshake is, as often as not, refusing our credentials (GnuTLS does so on a wrong PSK).
-    throw new BlockError('EACCES', `NBD TLS handshake with ${where} failed: ${err.message}${err.code && !err.message.includes(err.code) ? ` (${err.code})` : ''}`, { ...ctx, cause: e });
+    throw new BlockError('EACCES', `NBD TLS handshake with ${where} failed: ${tlsErrorText(err)}`, { ...ctx, cause: e });
   }
-  secure.on('error', () => undefined);
+  // A server that refuses us after its side of the handshake (TLS 1.3: a client certificate it
+  // will not take) sends an alert: kept, so the hang-up that follows is reported with its reason.
+  secure.on('error', (e) => {
+    if (!tlsAlerts.has(secure)) tlsAlerts.set(secure, e);
+  });
   return secure;
 }
+
+/** The first TLS error of a session after its handshake (an alert from the server), by socket. */
+const tlsAlerts = new WeakMap<net.Socket, Error>();
 
 const COMMAND_NAMES: Readonly<Record<number, string>> = {
   [P.NBD_CMD_READ]: 'READ',

@@ -141,6 +141,27 @@ export class NbdProtocolError extends Error {
   override readonly name = 'NbdProtocolError';
 }
 
+/** Strict UTF-8: invalid bytes throw instead of becoming U+FFFD, and a leading BOM stays part of the text. */
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * Decodes a string a client sent (an export name, a query). The spec's strings are UTF-8: bytes
+ * that are not are a protocol error, never replaced by U+FFFD (two byte strings must not name
+ * one export).
+ */
+export function decodeUtf8(b: Uint8Array, what: string): string {
+  try {
+    return STRICT_UTF8.decode(b);
+  } catch {
+    throw new NbdProtocolError(`${what} is not valid UTF-8`);
+  }
+}
+
+/** True for a string that UTF-8 can encode exactly (no lone surrogate, which would be sent as U+FFFD). */
+export function isWellFormedUtf16(s: string): boolean {
+  return !/\p{Cs}/u.test(s);
+}
+
 /** The fixed-newstyle greeting: NBDMAGIC, IHAVEOPT, handshake flags. */
 export function encodeServerGreeting(handshakeFlags: number): Buffer {
   const b = Buffer.alloc(SERVER_GREETING_SIZE);
@@ -270,7 +291,7 @@ export interface InfoRequest {
 /** Decodes NBD_OPT_INFO / NBD_OPT_GO data; a length that does not add up is a protocol error. */
 export function decodeInfoRequest(b: Uint8Array): InfoRequest {
   const r = new FieldReader(b, 'info request');
-  const name = r.string(r.u32(), 'name');
+  const name = r.string(r.u32(), 'name', true);
   const count = r.u16();
   const requests: number[] = [];
   for (let i = 0; i < count; i++) requests.push(r.u16());
@@ -297,10 +318,10 @@ export interface MetaContextRequest {
 
 export function decodeMetaContextRequest(b: Uint8Array): MetaContextRequest {
   const r = new FieldReader(b, 'meta context request');
-  const exportName = r.string(r.u32(), 'export name');
+  const exportName = r.string(r.u32(), 'export name', true);
   const count = r.u32();
   const queries: string[] = [];
-  for (let i = 0; i < count; i++) queries.push(r.string(r.u32(), 'query'));
+  for (let i = 0; i < count; i++) queries.push(r.string(r.u32(), 'query', true));
   r.end();
   return { exportName, queries };
 }
@@ -488,10 +509,12 @@ class FieldReader {
     this.pos += 4;
     return x;
   }
-  string(length: number, field: string): string {
+  /** `strict`: invalid UTF-8 is a protocol error (names a client sends); else it is decoded lossily (messages a server sends). */
+  string(length: number, field: string, strict = false): string {
     if (length > NBD_MAX_STRING_SIZE) throw new NbdProtocolError(`${this.what}: ${field} of ${length} bytes exceeds ${NBD_MAX_STRING_SIZE}`);
     this.need(length, field);
-    const s = Buffer.from(this.b.buffer, this.b.byteOffset + this.pos, length).toString('utf8');
+    const bytes = Buffer.from(this.b.buffer, this.b.byteOffset + this.pos, length);
+    const s = strict ? decodeUtf8(bytes, `${this.what}: ${field}`) : bytes.toString('utf8');
     this.pos += length;
     return s;
   }

@@ -10,7 +10,8 @@ import { MemoryBudget } from './memory-budget.js';
 import { BufferPool } from './buffer-pool.js';
 import { ReaderClosed, SocketReader } from './reader.js';
 import { decodeServerRequest, offsetText, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
-import { type NbdTlsOptions, type NbdTlsSetup, peerVerifyError, prepareTls } from './tls.js';
+import { isTlsError, type NbdTlsOptions, type NbdTlsSetup, peerVerifyError, prepareTls, tlsErrorText } from './tls.js';
+import { unixListenCause } from '../unix-listen.js';
 
 /** One export: a name clients ask for and the drive that serves it. */
 export interface NbdExport {
@@ -28,7 +29,12 @@ export interface NbdExport {
 export interface NbdServerOptions {
   /** Exports served from the start (more with {@link NbdServer.addExport}). */
   exports?: readonly NbdExport[];
-  /** Connections served at once; more are closed on arrival (default 16). */
+  /**
+   * Connections served at once (default 16). One more waits, not greeted, until a client leaves
+   * (as qemu-nbd, which stops accepting); at most as many wait, and beyond that a connection is
+   * closed on arrival. Both are reported by the 'full' event. CAN_MULTI_CONN is advertised only
+   * when more than one connection is allowed.
+   */
   maxConnections?: number;
   /** A client that has not finished the handshake after this long is disconnected (default 10000 ms). */
   handshakeTimeoutMs?: number;
@@ -77,6 +83,11 @@ export interface NbdServerEvents {
   disconnect: (client: NbdClientInfo & { reason?: string }) => void;
   /** A client broke the protocol or its socket failed, or the listening socket failed. */
   error: (event: { error: Error; client?: NbdClientInfo }) => void;
+  /**
+   * A connection came while maxConnections clients were connected: it waits for one to leave
+   * (`waiting` true), or, with maxConnections already waiting, it was closed (`waiting` false).
+   */
+  full: (event: { address: string; port?: number; waiting: boolean; maxConnections: number }) => void;
 }
 
 const DEFAULT_MAX_CONNECTIONS = 16;
@@ -113,6 +124,9 @@ const VALID_FLAGS: Readonly<Record<number, number>> = {
   [P.NBD_CMD_BLOCK_STATUS]: P.NBD_CMD_FLAG_FUA | P.NBD_CMD_FLAG_REQ_ONE,
 };
 
+/** Commands served (DISC ends the connection before serve()); any other type is answered EINVAL without a payload. */
+const KNOWN_COMMANDS: ReadonlySet<number> = new Set([P.NBD_CMD_READ, P.NBD_CMD_WRITE, P.NBD_CMD_FLUSH, P.NBD_CMD_TRIM, P.NBD_CMD_CACHE, P.NBD_CMD_WRITE_ZEROES, P.NBD_CMD_BLOCK_STATUS]);
+
 /** A request refused before it reached the drive: the NBD error and why. */
 class RequestError extends Error {
   constructor(
@@ -136,6 +150,8 @@ class ProtocolViolation extends Error {
 export class NbdServer extends EventEmitter<NbdServerEvents> {
   private readonly exports = new Map<string, NbdExport>();
   private readonly connections = new Set<Connection>();
+  /** Accepted while every slot was taken, not greeted yet, in arrival order; each with its listeners while it waits. */
+  private readonly waiting: { socket: net.Socket; gone: () => void }[] = [];
   private readonly server: net.Server;
   private state: 'new' | 'listening' | 'closing' | 'closed' = 'new';
   private closing: Promise<void> | null = null;
@@ -174,9 +190,13 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     if (this.state !== 'new') return Promise.reject(new BlockError('EINVAL', `listen: the server is ${this.state}`));
     this.state = 'listening';
     return new Promise<NbdAddress>((resolve, reject) => {
-      const onError = (e: Error) => {
+      const onError = (error: Error) => {
         this.state = 'new';
-        reject(new BlockError(codeOf(e), `listen: ${e.message}`, { cause: e, ...('path' in options ? { path: options.path } : {}) }));
+        // A Unix socket in a missing directory fails as EACCES: the real cause is looked up.
+        void ('path' in options ? unixListenCause(error, options.path) : Promise.resolve(error)).then((cause) => {
+          const e = cause as Error;
+          reject(new BlockError(codeOf(e), `listen: ${e.message}`, { cause: e, ...('path' in options ? { path: options.path } : {}) }));
+        });
       };
       this.server.once('error', onError);
       const done = () => {
@@ -254,6 +274,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   private async closeNow(): Promise<void> {
     const wasListening = this.state === 'listening';
     this.state = 'closing';
+    for (const w of this.waiting.splice(0)) w.socket.destroy();
     const stopped = wasListening ? new Promise<void>((resolve) => this.server.close(() => resolve())) : Promise.resolve();
     const conns = [...this.connections];
     const unlifts = [...new Set([...this.exports.values()].map((e) => e.drive))].map((d) => d.liftThrottling());
@@ -292,11 +313,17 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   forget(c: Connection, reason: string | undefined): void {
     if (!this.connections.delete(c)) return;
     this.emit('disconnect', reason === undefined ? c.info() : { ...c.info(), reason });
+    this.admitWaiting();
   }
 
   private putExport(e: NbdExport): void {
     if (typeof e !== 'object' || e === null || typeof e.name !== 'string') throw new BlockError('EINVAL', 'export: needs a string name', { field: 'name' });
     if (Buffer.byteLength(e.name) > P.NBD_MAX_STRING_SIZE) throw new BlockError('EINVAL', `export '${e.name.slice(0, 40)}…': name longer than ${P.NBD_MAX_STRING_SIZE} bytes`, { field: 'name' });
+    // A lone surrogate would go out as U+FFFD: the name would not be the one clients can send.
+    if (!P.isWellFormedUtf16(e.name)) throw new BlockError('EINVAL', `export name ${JSON.stringify(e.name)}: not valid UTF-8 (a lone surrogate)`, { field: 'name' });
+    if (e.description !== undefined && (typeof e.description !== 'string' || !P.isWellFormedUtf16(e.description))) {
+      throw new BlockError('EINVAL', `export '${e.name}': description is not valid UTF-8 (a lone surrogate)`, { field: 'description' });
+    }
     if (e.description !== undefined && Buffer.byteLength(e.description) > P.NBD_MAX_STRING_SIZE) throw new BlockError('EINVAL', `export '${e.name}': description longer than ${P.NBD_MAX_STRING_SIZE} bytes`, { field: 'description' });
     if (this.exports.has(e.name)) throw new BlockError('EEXIST', `export '${e.name}' already exists`, { field: 'name' });
     if (typeof e.drive?.read !== 'function') throw new BlockError('EINVAL', `export '${e.name}': drive must be a Drive`, { field: 'drive' });
@@ -304,12 +331,47 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   }
 
   private accept(socket: net.Socket): void {
-    if (this.state !== 'listening' || this.connections.size >= this.maxConnections) {
-      // Refused before the greeting: the client sees the connection close.
-      socket.on('error', () => {});
+    socket.on('error', ignore);
+    if (this.state !== 'listening') {
       socket.destroy();
       return;
     }
+    if (this.connections.size < this.maxConnections) {
+      this.start(socket);
+      return;
+    }
+    // Every slot taken: like qemu-nbd, which stops accepting until a client leaves (its clients
+    // wait in the listen backlog), the connection waits without a greeting; a bounded number do.
+    const peer = { address: socket.remoteAddress ?? 'unix', ...(socket.remotePort === undefined ? {} : { port: socket.remotePort }) };
+    if (this.waiting.length >= this.maxConnections) {
+      socket.destroy();
+      this.emit('full', { ...peer, waiting: false, maxConnections: this.maxConnections });
+      return;
+    }
+    const entry = {
+      socket,
+      gone: () => {
+        const i = this.waiting.indexOf(entry);
+        if (i >= 0) this.waiting.splice(i, 1);
+      },
+    };
+    socket.once('close', entry.gone);
+    this.waiting.push(entry);
+    this.emit('full', { ...peer, waiting: true, maxConnections: this.maxConnections });
+  }
+
+  /** Greets waiting connections while slots are free. */
+  private admitWaiting(): void {
+    while (this.state === 'listening' && this.connections.size < this.maxConnections) {
+      const w = this.waiting.shift();
+      if (w === undefined) return;
+      w.socket.off('close', w.gone);
+      if (!w.socket.destroyed) this.start(w.socket);
+    }
+  }
+
+  private start(socket: net.Socket): void {
+    socket.off('error', ignore);
     const c = new Connection(this, socket);
     this.connections.add(c);
     void c.run();
@@ -372,9 +434,12 @@ class Connection {
 
   /** Socket events that end the connection or let it write again (on the plain socket, and on the TLS one). */
   private watch(socket: net.Socket): void {
-    socket.on('error', (error: NodeJS.ErrnoException) => {
+    socket.on('error', (raw: NodeJS.ErrnoException) => {
+      // OpenSSL's text spans lines and starts with its internals: one line, the reason first.
+      const tlsFailed = socket instanceof tls.TLSSocket && isTlsError(raw);
+      const error: NodeJS.ErrnoException = tlsFailed ? this.tlsFailure(raw) : raw;
       // A peer that resets or leaves mid-reply is a disconnect (with its reason), not a server error.
-      this.faultReason ??= error.code ?? error.message;
+      this.faultReason ??= tlsFailed ? error.message : (error.code ?? error.message);
       if (!this.stopping && error.code !== 'ECONNRESET' && error.code !== 'EPIPE') this.server.emit('error', { error, client: this.info() });
     });
     socket.on('close', () => {
@@ -395,6 +460,13 @@ class Connection {
 
   get exportName(): string | null {
     return this.exp?.name ?? null;
+  }
+
+  /** A TLS error as one line: "TLS handshake failed: <reason> (<code>)" (or "TLS error: …" once TLS is up). */
+  private tlsFailure(e: NodeJS.ErrnoException): NodeJS.ErrnoException {
+    const error: NodeJS.ErrnoException = new Error(`${this.tlsActive ? 'TLS error' : 'TLS handshake failed'}: ${tlsErrorText(e)}`, { cause: e });
+    if (e.code !== undefined) error.code = e.code;
+    return error;
   }
 
   info(): NbdClientInfo {
@@ -591,14 +663,14 @@ class Connection {
         else resolve();
       };
       const onSecure = () => done();
-      const onError = (e: Error) => done(new ProtocolViolation(`TLS handshake failed: ${e.message}`));
+      const onError = (e: Error) => done(new ProtocolViolation(`TLS handshake failed: ${tlsErrorText(e)}`));
       const onClose = () => done(new ReaderClosed('connection closed during the TLS handshake'));
       secure.on('secure', onSecure);
       secure.on('error', onError);
       secure.on('close', onClose);
     });
     const refused = setup.verifyPeer ? peerVerifyError(secure) : null;
-    if (refused !== null) throw new ProtocolViolation(`TLS: client certificate refused: ${refused}`);
+    if (refused !== null) throw new ProtocolViolation(`TLS handshake failed: client certificate refused: ${refused}`);
     this.tlsActive = true;
     // Nothing agreed in plain text carries over into the TLS session.
     this.structured = false;
@@ -616,7 +688,13 @@ class Connection {
   private async option(option: number, data: Buffer): Promise<'continue' | 'selected' | 'abort'> {
     switch (option) {
       case P.NBD_OPT_EXPORT_NAME: {
-        const name = data.toString('utf8');
+        let name: string;
+        try {
+          name = P.decodeUtf8(data, 'NBD_OPT_EXPORT_NAME: the name');
+        } catch (e) {
+          // No error reply exists for this option: the refusal is to hang up.
+          throw new ProtocolViolation((e as Error).message);
+        }
         const e = this.server.findExport(name);
         // No error reply exists for this option: an unknown name ends the connection.
         if (!e) throw new ProtocolViolation(`NBD_OPT_EXPORT_NAME: no export named '${name.slice(0, 64)}'`);
@@ -730,7 +808,9 @@ class Connection {
   }
 
   private transmissionFlags(e: NbdExport): number {
-    let f = P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_SEND_FLUSH | P.NBD_FLAG_SEND_FUA | P.NBD_FLAG_SEND_CACHE | P.NBD_FLAG_CAN_MULTI_CONN;
+    let f = P.NBD_FLAG_HAS_FLAGS | P.NBD_FLAG_SEND_FLUSH | P.NBD_FLAG_SEND_FUA | P.NBD_FLAG_SEND_CACHE;
+    // With one connection allowed, a second one would wait (as qemu-nbd -e 1, which does not advertise it either).
+    if (this.server.maxConnections > 1) f |= P.NBD_FLAG_CAN_MULTI_CONN;
     if (this.readOnly(e)) f |= P.NBD_FLAG_READ_ONLY;
     else f |= P.NBD_FLAG_SEND_TRIM | P.NBD_FLAG_SEND_WRITE_ZEROES | P.NBD_FLAG_SEND_FAST_ZERO;
     return f;
@@ -771,16 +851,10 @@ class Connection {
           payload = this.server.pool.take(req.length);
           if (!this.reader.fillNow(payload)) await this.reader.fill(payload);
           break;
-        case P.NBD_CMD_READ:
-        case P.NBD_CMD_FLUSH:
-        case P.NBD_CMD_TRIM:
-        case P.NBD_CMD_CACHE:
-        case P.NBD_CMD_WRITE_ZEROES:
-        case P.NBD_CMD_BLOCK_STATUS:
-          break;
         default:
-          // Whether a payload follows is unknown: the stream cannot be resynchronised.
-          throw new ProtocolViolation(`unknown command ${req.type}`);
+          // No payload, as QEMU reads it: only WRITE carries one of the commands we offer (an
+          // unknown command is answered EINVAL by serve(); its length says nothing about a payload).
+          break;
       }
       this.inFlight++;
       this.inFlightBytes += bytes;
@@ -917,6 +991,8 @@ class Connection {
 
   /** Refusals that do not need the drive: flags, read-only, bounds, lengths, negotiated contexts. */
   private check(req: P.NbdRequest): void {
+    // An unknown command: EINVAL, and the connection goes on (as qemu-nbd).
+    if (!KNOWN_COMMANDS.has(req.type)) throw new RequestError(P.NBD_EINVAL, `unknown command ${req.type}`);
     // QEMU's order: read-only, then bounds, then flags.
     const e = this.exp as NbdExport;
     const writes = req.type === P.NBD_CMD_WRITE || req.type === P.NBD_CMD_TRIM || req.type === P.NBD_CMD_WRITE_ZEROES;
@@ -1025,14 +1101,17 @@ class Connection {
   }
 }
 
+function ignore(): void {}
+
 function positiveInt(value: number | undefined, fallback: number, field: string): number {
   if (value === undefined) return fallback;
   if (!Number.isSafeInteger(value) || value <= 0) throw new BlockError('EINVAL', `${field}: must be a positive integer, got ${value}`, { field });
   return value;
 }
 
-function codeOf(e: Error): 'EACCES' | 'EEXIST' | 'EINVAL' | 'EIO' {
+function codeOf(e: Error): 'EACCES' | 'EEXIST' | 'EINVAL' | 'EIO' | 'ENOENT' | 'ENOTDIR' {
   const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ENOTDIR') return code;
   if (code === 'EACCES' || code === 'EPERM') return 'EACCES';
   if (code === 'EADDRINUSE') return 'EEXIST';
   if (code === 'EADDRNOTAVAIL' || code === 'EINVAL') return 'EINVAL';

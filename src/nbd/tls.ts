@@ -148,7 +148,35 @@ export function peerVerifyError(socket: tls.TLSSocket): string | null {
   const handle = (socket as unknown as { ssl?: { verifyError?: () => Error | null } }).ssl;
   if (typeof handle?.verifyError !== 'function') return 'cannot check the client certificate';
   const e = handle.verifyError();
-  return e ? ((e as NodeJS.ErrnoException).code ?? e.message) : null;
+  return e ? tlsErrorText(e) : null;
+}
+
+/** True for an error raised by TLS (OpenSSL) rather than by the socket under it. */
+export function isTlsError(e: unknown): boolean {
+  const err = e as (NodeJS.ErrnoException & { library?: unknown }) | null;
+  if (err === null || typeof err !== 'object') return false;
+  return typeof err.library === 'string' || (typeof err.code === 'string' && err.code.startsWith('ERR_SSL_')) || OPENSSL_LINE.test(String(err.message));
+}
+
+/** One line of OpenSSL's error queue: `<thread>:error:<hex>:<library>:<function>:<reason>:<file>:<line>:<data>`. */
+const OPENSSL_LINE = /error:[0-9A-Fa-f]+:[^:\n]*:[^:\n]*:([^:\n]+):[^:\n]*:\d+:([^\n]*)/;
+
+/**
+ * A TLS error in one line, the reason first: OpenSSL's multi-line text
+ * ("8030…:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:../deps/…c:350:\n")
+ * becomes "wrong version number (ERR_SSL_WRONG_VERSION_NUMBER)"; other messages keep their first line.
+ */
+export function tlsErrorText(e: unknown): string {
+  const err = (e ?? {}) as NodeJS.ErrnoException & { reason?: unknown };
+  const message = e instanceof Error ? e.message : String(e);
+  const m = OPENSSL_LINE.exec(message);
+  const first = message.split('\n').find((l) => l.trim() !== '')?.trim() ?? 'unknown error';
+  const reason = typeof err.reason === 'string' && err.reason !== '' ? err.reason : m ? (m[1] as string) : first;
+  const notes: string[] = [];
+  if (typeof err.code === 'string' && !reason.includes(err.code)) notes.push(err.code);
+  const data = m?.[2]?.trim();
+  if (data) notes.push(data);
+  return notes.length > 0 ? `${reason} (${notes.join(', ')})` : reason;
 }
 
 function isPem(v: unknown): boolean {

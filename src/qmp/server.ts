@@ -9,6 +9,7 @@ import { EventEmitter } from 'eventemitter3';
 import type { Drive, IoErrorEvent } from '../drive.js';
 import { BlockError, fromErrno } from '../errors.js';
 import type { BlockLayer } from '../layer.js';
+import { unixListenCause } from '../unix-listen.js';
 import { type ExportManager, type QmpSession, runCommand, toQmpError } from './commands.js';
 import { errorResponse, eventMessage, frame, greeting, JsonSplitter, parseRequest, QMP_MAX_MESSAGE_BYTES, type SplitItem, successResponse } from './wire.js';
 
@@ -205,10 +206,11 @@ export class QmpServer extends EventEmitter<QmpServerEvents> {
       };
       if ('path' in where) server.listen(where.path, done);
       else server.listen(where.port, where.host, done);
-    }).catch((e) => {
+    }).catch(async (e) => {
       this.server = null;
       const at = 'path' in where ? where.path : `${where.host}:${where.port}`;
-      throw fromErrno(e, `QMP listen on ${at}`, 'path' in where ? { path: where.path } : {});
+      const cause = 'path' in where ? await unixListenCause(e, where.path) : e;
+      throw fromErrno(cause, `QMP listen on ${at}`, 'path' in where ? { path: where.path } : {});
     });
   }
 

@@ -7,6 +7,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { haveQemuTools } from '../helpers/qemu-images.js';
+import { makeCerts } from '../helpers/tls-certs.js';
+import { haveProgram } from '../helpers/tools.js';
 
 const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const run = promisify(execFile);
@@ -223,14 +225,27 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
     expect(r.stdout).toMatch(/read 307200\/307200 bytes/);
   });
 
-  it('-e 1: while one client is connected a second one is refused', async () => {
+  it('-e 1: while one client is connected a second one waits (as with qemu-nbd) and is served once the first leaves; a third is refused; each gets a stderr line', async () => {
     const s = await serve(p('b.raw'), '-x', 'one', '-p', '0', '-e', '1');
     const first = net.connect(s.port, '127.0.0.1');
     try {
       // The greeting (NBDMAGIC) shows the first connection was accepted.
       await new Promise<void>((resolve) => first.once('data', () => resolve()));
-      const second = await attempt('qemu-img', ['info', `nbd://127.0.0.1:${s.port}/one`]);
-      expect(second.code).not.toBe(0);
+      const second = attempt('qemu-img', ['info', '--output=json', `nbd://127.0.0.1:${s.port}/one`]);
+      await stderrMatches(s, /blocklayer serve: 127\.0\.0\.1:\d+ waits for a free connection: 1 connections at most \(-e 1\); it is served when a client leaves\n/);
+      const third = net.connect(s.port, '127.0.0.1');
+      third.on('error', () => {});
+      let thirdGot = 0;
+      third.on('data', (d: Buffer) => {
+        thirdGot += d.byteLength;
+      });
+      await new Promise<void>((resolve) => third.once('close', () => resolve()));
+      expect(thirdGot).toBe(0);
+      await stderrMatches(s, /blocklayer serve: refused a connection from 127\.0\.0\.1:\d+: 1 connections at most \(-e 1\) and 1 already waiting\n/);
+      first.destroy();
+      const r = await second;
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)['virtual-size']).toBe(1 << 20);
     } finally {
       first.destroy();
       expect(await stop(s)).toBe(0);
@@ -348,6 +363,32 @@ describe.skipIf(!available)('blocklayer serve with qemu-img and qemu-io as clien
   });
 });
 
+describe.skipIf(!haveProgram('openssl'))('blocklayer serve --tls-creds: a failed TLS handshake is logged in one line, the reason first', () => {
+  it('a client that sends plain bytes after STARTTLS: one error line and one disconnect line, no OpenSSL internals', async () => {
+    const creds = p('x509');
+    fs.mkdirSync(creds, { recursive: true });
+    makeCerts(creds);
+    const s = await serve(p('b.raw'), '-x', 'tls', '-p', '0', '--tls-creds', creds);
+    try {
+      const c = net.connect(s.port, '127.0.0.1');
+      c.on('error', () => {});
+      await new Promise<void>((resolve) => c.once('data', () => resolve()));
+      // Client flags, then NBD_OPT_STARTTLS; once acknowledged, bytes that are not a ClientHello.
+      c.write(Buffer.from([0, 0, 0, 3, 0x49, 0x48, 0x41, 0x56, 0x45, 0x4f, 0x50, 0x54, 0, 0, 0, 5, 0, 0, 0, 0]));
+      await new Promise((r) => setTimeout(r, 200));
+      c.write(Buffer.alloc(64, 0x41));
+      await stderrMatches(s, /disconnected \(TLS handshake failed: wrong version number \(ERR_SSL_WRONG_VERSION_NUMBER\)\)\n/);
+      c.destroy();
+      expect(s.stderr()).toMatch(/\nblocklayer serve: 127\.0\.0\.1:\d+: TLS handshake failed: wrong version number \(ERR_SSL_WRONG_VERSION_NUMBER\)\n/);
+      // Every line is a log line of ours: no OpenSSL continuation lines or source paths.
+      for (const line of s.stderr().trimEnd().split('\n')) expect(line).toMatch(/^blocklayer serve: /);
+      expect(s.stderr()).not.toMatch(/deps\/openssl|SSL routines/);
+    } finally {
+      expect(await stop(s)).toBe(0);
+    }
+  });
+});
+
 describe('blocklayer serve errors: one line, exit 1', () => {
   it('--memory-budget takes a size; a bad one, or one below the largest request (32 MiB), is EINVAL naming it', () => {
     const bad = cli('serve', p('a.raw'), '-x', 'd', '-p', '0', '--memory-budget', 'lots');
@@ -380,6 +421,32 @@ describe('blocklayer serve errors: one line, exit 1', () => {
     expect(d.code).toBe(1);
     expect(d.err.trim().split('\n')).toHaveLength(1);
     expect(d.err).toMatch(/--drive '.*': Parameter 'bps_rd' expects a non-negative number/);
+  });
+
+  it('-x and --drive export=/id= with bytes that are not UTF-8: EINVAL naming the flag (NBD export names are UTF-8)', () => {
+    // Through sh, so the bytes reach argv as they are (Node would encode a string as UTF-8). A serve
+    // that accepted the name would keep running: the timeout ends it and the test fails.
+    const sh = (tail: string) => spawnSync('/bin/sh', ['-c', `exec "$0" --import tsx "$1" serve ${tail}`, process.execPath, MAIN], { encoding: 'utf8', timeout: 30_000 });
+    for (const [tail, what] of [
+      [`"${p('a.raw')}" -p 0 -x "$(printf 'a\\377\\376b')"`, /EINVAL: -x\/--export-name: "a\uFFFD\uFFFDb" is not valid UTF-8/],
+      [`-p 0 --drive "file=${p('a.raw')},export=$(printf '\\377')"`, /EINVAL: --drive '.*': export=: "\uFFFD" is not valid UTF-8/],
+      [`-p 0 --drive "file=${p('a.raw')},id=$(printf '\\376x')"`, /EINVAL: --drive '.*': id=: "\uFFFDx" is not valid UTF-8/],
+    ] as const) {
+      const r = sh(tail);
+      expect(r.status, r.stderr).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(what);
+    }
+  });
+
+  it('--qmp and -k in a directory that does not exist: ENOENT naming the directory (libuv reports it as EACCES)', () => {
+    for (const flag of [['-p', '0', '--qmp', `unix:${p('no-such-dir')}/q.sock`], ['-k', `${p('no-such-dir')}/n.sock`]]) {
+      const r = cli('serve', p('a.raw'), '-x', 'd', ...flag);
+      expect(r.code).toBe(1);
+      expect(r.err.trim().split('\n')).toHaveLength(1);
+      expect(r.err).toMatch(/^blocklayer serve: ENOENT: .*no such directory .*no-such-dir\n$/);
+      expect(r.err).not.toMatch(/EACCES|permission/i);
+    }
   });
 
   it('a missing image and a port in use', async () => {

@@ -116,7 +116,10 @@ describe.skipIf(!haveOpenssl)('the nbd driver with x509 TLS against our NbdServe
       await roundTrip(d);
       await d.close();
       const ca = fs.readFileSync(path.join(dir, 'ca-cert.pem'), 'utf8');
-      await expect(layer.openDrive({ driver: 'nbd', server: inet(strict.port), export: 'img', tls: { mode: 'x509', ca }, readOnly: true })).rejects.toBeInstanceOf(BlockError);
+      const err = await layer.openDrive({ driver: 'nbd', server: inet(strict.port), export: 'img', tls: { mode: 'x509', ca }, readOnly: true }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BlockError);
+      // The server's alert, in one line with the reason first (not 'peer closed the connection').
+      expect(err).toMatchObject({ code: 'EACCES', message: expect.stringMatching(/^NBD TLS (handshake|session) with 127\.0\.0\.1:\d+ failed: [^\n(]*certificate[^\n]* \(ERR_SSL_[A-Z0-9_]+[^\n]*\)$/) });
     } finally {
       await strict.server.close();
     }

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, type NbdClientInfo, NbdServer } from '../../src/index.js';
 import * as P from '../../src/nbd/protocol.js';
+import { NbdExportManager } from '../../src/cli/serve.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 import { driveHash, haveQemuTools } from '../helpers/qemu-images.js';
 import { haveProgram, ok, run } from '../helpers/tools.js';
@@ -362,12 +363,40 @@ describe('hostile and misbehaving clients', () => {
     good.destroy();
   });
 
-  it('an unknown command disconnects the client', async () => {
+  it('an unknown command gets EINVAL and the connection stays usable; no payload is read for it (as qemu-nbd)', async () => {
     const c = await RawNbdClient.connect(port);
     await c.handshake('d');
-    c.request(0x1234, 0, 0, 3n);
-    await c.closed;
-    expect(c.pending).toBe(0);
+    const errorsBefore = errors.length;
+    // Each unknown request is followed at once by a READ: were its length taken for a payload, the READ would be eaten.
+    for (const [type, flags, length, cookie] of [
+      [0x1234, 0, 0, 3n],
+      [P.NBD_CMD_RESIZE, 0, 512, 4n],
+      [0xffff, P.NBD_CMD_FLAG_FUA, 4096, 5n],
+    ] as const) {
+      c.write(Buffer.concat([P.encodeRequest({ type, flags, cookie, offset: 0, length }), P.encodeRequest({ type: P.NBD_CMD_READ, flags: 0, cookie: cookie + 100n, offset: 0, length: 4096 })]));
+      expect(await c.simpleReply()).toMatchObject({ error: P.NBD_EINVAL, cookie });
+      const r = await c.simpleReply(4096);
+      expect(r).toMatchObject({ error: 0, cookie: cookie + 100n });
+      expect(sha(r.data)).toBe(sha(await drive.read(0, 4096)));
+    }
+    expect(c.isClosed).toBe(false);
+    expect(errors.length).toBe(errorsBefore);
+    await checkGoodClient(c, 6n);
+    c.destroy();
+  });
+
+  it('an unknown command with structured replies: an ERROR chunk with EINVAL that names it', async () => {
+    const c = await RawNbdClient.connect(port);
+    await c.structuredGo('d');
+    c.request(0x4321, 0, 16, 7n);
+    const [chunk, ...more] = await c.structuredReply();
+    expect(more).toEqual([]);
+    expect(chunk).toMatchObject({ type: P.NBD_REPLY_TYPE_ERROR, cookie: 7n });
+    expect(P.decodeErrorChunk(P.NBD_REPLY_TYPE_ERROR, (chunk as { payload: Buffer }).payload)).toEqual({ error: P.NBD_EINVAL, message: 'unknown command 17185' });
+    c.request(P.NBD_CMD_READ, 0, 512, 8n);
+    const [data] = await c.structuredReply();
+    expect(data).toMatchObject({ type: P.NBD_REPLY_TYPE_OFFSET_DATA, cookie: 8n });
+    c.destroy();
   });
 
   it('a WRITE longer than maxRequest disconnects without waiting for its payload', async () => {
@@ -588,25 +617,136 @@ describe('hostile and misbehaving clients', () => {
     await c.closed;
   });
 
-  it('connections beyond maxConnections are closed before the greeting', async () => {
+  it('beyond maxConnections a connection waits without a greeting until a client leaves (as qemu-nbd); past as many waiting it is closed; both are reported', async () => {
+    const full: { waiting: boolean; maxConnections: number; port?: number }[] = [];
+    const onFull = (e: { waiting: boolean; maxConnections: number; port?: number }) => full.push(e);
+    server.on('full', onFull);
     const held: RawNbdClient[] = [];
-    for (let i = 0; i < 4; i++) {
-      const c = await RawNbdClient.connect(port);
-      await c.handshake('d');
-      held.push(c);
+    const waiting: RawNbdClient[] = [];
+    try {
+      for (let i = 0; i < 4; i++) {
+        const c = await RawNbdClient.connect(port);
+        await c.handshake('d');
+        held.push(c);
+      }
+      expect(server.connectionCount).toBe(4);
+      for (let i = 0; i < 4; i++) {
+        waiting.push(await RawNbdClient.connect(port));
+        await pollFor(() => full.length === i + 1);
+      }
+      expect(full.map((e) => [e.waiting, e.maxConnections, e.port])).toEqual(waiting.map((c) => [true, 4, c.socket.localPort]));
+      const extra = await RawNbdClient.connect(port);
+      const extraPort = extra.socket.localPort;
+      await extra.closed;
+      expect(extra.pending).toBe(0);
+      await pollFor(() => full.length === 5);
+      expect(full[4]).toMatchObject({ waiting: false, maxConnections: 4, port: extraPort });
+      await new Promise((r) => setTimeout(r, 100));
+      // Still waiting: connected, no greeting.
+      expect(waiting.map((c) => [c.isClosed, c.pending])).toEqual(waiting.map(() => [false, 0]));
+      // A waiting client that gives up leaves the queue; the next one is greeted when a slot frees.
+      waiting[0]?.destroy();
+      await new Promise((r) => setTimeout(r, 50));
+      held[0]?.destroy();
+      const next = waiting[1] as RawNbdClient;
+      await next.handshake('d');
+      await checkGoodClient(next, 20n);
+      expect(waiting.slice(2).map((c) => c.pending)).toEqual([0, 0]);
+    } finally {
+      server.off('full', onFull);
+      for (const c of [...held, ...waiting]) c.destroy();
+      await Promise.all([...held, ...waiting].map((c) => c.closed));
     }
-    expect(server.connectionCount).toBe(4);
-    const extra = await RawNbdClient.connect(port);
-    await extra.closed;
-    expect(extra.pending).toBe(0);
-    for (const c of held) c.destroy();
-    await Promise.all(held.map((c) => c.closed));
-    // Slots free again once the clients have gone.
-    await new Promise((r) => setTimeout(r, 50));
-    const again = await RawNbdClient.connect(port);
-    await again.handshake('d');
-    await checkGoodClient(again, 20n);
-    again.destroy();
+    expect(await pollFor(() => server.connectionCount === 0)).toBe(true);
+  });
+
+  it('CAN_MULTI_CONN is advertised only when more than one connection is allowed', async () => {
+    const one = new NbdServer({ exports: [{ name: 'd', drive }], maxConnections: 1 });
+    try {
+      const a = await one.listen({ host: '127.0.0.1', port: 0 });
+      if (!('port' in a)) throw new Error('expected a TCP address');
+      const c = await RawNbdClient.connect(a.port);
+      expect((await c.handshake('d')).flags & P.NBD_FLAG_CAN_MULTI_CONN).toBe(0);
+      c.destroy();
+    } finally {
+      await one.close();
+    }
+    const c = await RawNbdClient.connect(port);
+    expect((await c.handshake('d')).flags & P.NBD_FLAG_CAN_MULTI_CONN).toBe(P.NBD_FLAG_CAN_MULTI_CONN);
+    c.destroy();
+  });
+});
+
+/** Polls `cond` every 10 ms for up to 2 s. */
+async function pollFor(cond: () => boolean): Promise<boolean> {
+  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+  return cond();
+}
+
+describe('export names are UTF-8', () => {
+  /** INFO/GO data for a name given as raw bytes. */
+  const goData = (name: Buffer) => {
+    const b = Buffer.alloc(4 + name.byteLength + 2);
+    b.writeUInt32BE(name.byteLength, 0);
+    name.copy(b, 4);
+    return b;
+  };
+  const FFFE = Buffer.from([0xff, 0xfe]);
+
+  it('bytes that are not UTF-8 do not select the export whose name they would decode to (U+FFFD U+FFFD): GO/INFO/META get ERR_INVALID, EXPORT_NAME a hang-up', async () => {
+    const drive = await layer.openDrive({ driver: 'memory', size: MiB });
+    const server = new NbdServer({ exports: [{ name: '\uFFFD\uFFFD', drive }, { name: 'd', drive }] });
+    const errors: string[] = [];
+    server.on('error', (e) => errors.push(e.error.message));
+    try {
+      const a = await server.listen({ host: '127.0.0.1', port: 0 });
+      if (!('port' in a)) throw new Error('expected a TCP address');
+      const c = await RawNbdClient.connect(a.port);
+      await c.read(P.SERVER_GREETING_SIZE);
+      c.write(Buffer.from([0, 0, 0, P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES]));
+      for (const option of [P.NBD_OPT_INFO, P.NBD_OPT_GO]) {
+        const r = await c.option(option, goData(FFFE));
+        expect(r.map((x) => x.type)).toEqual([P.NBD_REP_ERR_INVALID]);
+        expect(r[0]?.data.toString()).toMatch(/name is not valid UTF-8/);
+      }
+      // A BOM is part of the name: it does not select 'd'.
+      expect((await c.option(P.NBD_OPT_INFO, goData(Buffer.from([0xef, 0xbb, 0xbf, 0x64]))))[0]?.type).toBe(P.NBD_REP_ERR_UNKNOWN);
+      expect((await c.option(P.NBD_OPT_STRUCTURED_REPLY))[0]?.type).toBe(P.NBD_REP_ACK);
+      const meta = Buffer.concat([goData(FFFE).subarray(0, 6), Buffer.from([0, 0, 0, 0])]);
+      expect((await c.option(P.NBD_OPT_SET_META_CONTEXT, meta)).map((x) => x.type)).toEqual([P.NBD_REP_ERR_INVALID]);
+      // The name's own bytes (EF BF BD twice) select it.
+      const go = await c.option(P.NBD_OPT_GO, goData(Buffer.from('\uFFFD\uFFFD')));
+      expect(go[go.length - 1]?.type).toBe(P.NBD_REP_ACK);
+      c.destroy();
+
+      const x = await RawNbdClient.connect(a.port);
+      await x.read(P.SERVER_GREETING_SIZE);
+      x.write(Buffer.concat([Buffer.from([0, 0, 0, 3]), P.encodeOptionHeader(P.NBD_OPT_EXPORT_NAME, 2), FFFE]));
+      await x.closed;
+      expect(x.pending).toBe(0);
+      expect(errors).toEqual(['NBD_OPT_EXPORT_NAME: the name is not valid UTF-8']);
+    } finally {
+      await server.close();
+      await drive.close();
+    }
+  });
+
+  it('names and descriptions that UTF-8 cannot carry (lone surrogates) are refused: addExport and QMP block-export-add', async () => {
+    const drive = await layer.openDrive({ driver: 'memory', size: MiB, id: 'utf8disk' });
+    const server = new NbdServer();
+    try {
+      expect(() => server.addExport({ name: 'a\udcff', drive })).toThrow(expect.objectContaining({ code: 'EINVAL', field: 'name', message: expect.stringMatching(/not valid UTF-8/) }));
+      expect(() => server.addExport({ name: 'ok', drive, description: '\ud800' })).toThrow(expect.objectContaining({ code: 'EINVAL', field: 'description' }));
+      expect(server.exportNames).toEqual([]);
+      const manager = new NbdExportManager(layer, server);
+      await expect(manager.add({ type: 'nbd', id: 'e1', 'node-name': 'utf8disk', name: '\udcff' })).rejects.toMatchObject({ code: 'EINVAL', field: 'name', message: expect.stringMatching(/Parameter 'name' is not valid UTF-8/) });
+      await expect(manager.add({ type: 'nbd', id: 'e1', 'node-name': 'utf8disk', name: 'fine', description: 'x\udcff' })).rejects.toMatchObject({ code: 'EINVAL', field: 'description' });
+      await manager.add({ type: 'nbd', id: 'e1', 'node-name': 'utf8disk', name: '\uFFFD' });
+      expect(server.exportNames).toEqual(['\uFFFD']);
+    } finally {
+      await server.close();
+      await drive.close();
+    }
   });
 });
 
@@ -630,6 +770,22 @@ describe('NbdServer lifecycle', () => {
     expect(drive.stats().flushOperations).toBeGreaterThan(flushes);
     expect(drive.closed).toBe(false);
     expect((await drive.read(1024, 512)).every((x) => x === 3)).toBe(true);
+    await drive.close();
+  });
+
+  it('close() also ends connections waiting for a slot (past maxConnections), without greeting them', async () => {
+    const drive = await layer.openDrive({ driver: 'memory', size: MiB });
+    const server = new NbdServer({ exports: [{ name: 'd', drive }], maxConnections: 1 });
+    const a = await server.listen({ host: '127.0.0.1', port: 0 });
+    if (!('port' in a)) throw new Error('expected a TCP address');
+    const waits = new Promise<void>((resolve) => server.once('full', () => resolve()));
+    const first = await RawNbdClient.connect(a.port);
+    await first.handshake('d');
+    const second = await RawNbdClient.connect(a.port);
+    await waits;
+    await server.close();
+    await Promise.all([first.closed, second.closed]);
+    expect(second.pending).toBe(0);
     await drive.close();
   });
 

@@ -5,7 +5,7 @@ import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, NbdServer } from '../../src/index.js';
 import * as P from '../../src/nbd/protocol.js';
-import { loadPskFile, loadQemuTlsCredsDir, parsePskFile } from '../../src/nbd/tls.js';
+import { isTlsError, loadPskFile, loadQemuTlsCredsDir, parsePskFile, tlsErrorText } from '../../src/nbd/tls.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 import { makeCerts } from '../helpers/tls-certs.js';
 import { haveProgram, run } from '../helpers/tools.js';
@@ -100,6 +100,19 @@ afterAll(async () => {
 });
 
 describe('TLS credentials files', () => {
+  it('tlsErrorText: OpenSSL\'s multi-line error queue becomes one line, the reason first', () => {
+    const queue = Object.assign(
+      new Error('80ABCD:error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../deps/openssl/openssl/ssl/statem/statem_clnt.c:1889:\n80ABCD:error:0A000197:SSL routines:other:shutdown while in init:ssl/x.c:1:\n'),
+      { code: 'ERR_SSL_CERTIFICATE_VERIFY_FAILED' },
+    );
+    expect(tlsErrorText(queue)).toBe('certificate verify failed (ERR_SSL_CERTIFICATE_VERIFY_FAILED)');
+    expect(tlsErrorText(Object.assign(new Error('80:error:0A00045C:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:r.c:1601:SSL alert number 116\n'), { code: 'X' }))).toBe('tlsv13 alert certificate required (X, SSL alert number 116)');
+    expect(tlsErrorText(Object.assign(new Error('self-signed certificate'), { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' }))).toBe('self-signed certificate (DEPTH_ZERO_SELF_SIGNED_CERT)');
+    expect(tlsErrorText(new Error('first\nsecond'))).toBe('first');
+    expect(isTlsError(queue)).toBe(true);
+    expect(isTlsError(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }))).toBe(false);
+  });
+
   it("parsePskFile reads QEMU's keys.psk lines and refuses malformed ones", () => {
     const ids = parsePskFile('alice:00ff10\n\nbob:ABCD\n');
     expect(Object.keys(ids)).toEqual(['alice', 'bob']);
@@ -255,6 +268,41 @@ describe.skipIf(!haveOpenssl)('NbdServer with x509 TLS and verifyPeer', () => {
     }
     await bad.closed;
     expect(errors.join('\n')).toMatch(/client certificate refused/);
+  });
+
+  it('TLS failures are reported in one line, the reason first: not TLS after STARTTLS, no client certificate, one from another CA', async () => {
+    const creds = await loadQemuTlsCredsDir(dir, 'x509', { verifyPeer: true });
+    await using server = new NbdServer({ exports: [{ name: 'img', drive }], tls: creds, handshakeTimeoutMs: 5000 });
+    const errors: string[] = [];
+    const reasons: string[] = [];
+    server.on('error', (e) => errors.push(e.error.message));
+    server.on('disconnect', (c) => reasons.push(c.reason ?? '(none)'));
+    const port = ((await server.listen({ host: '127.0.0.1', port: 0 })) as { port: number }).port;
+    const read = (f: string) => fs.readFileSync(path.join(dir, f));
+    const expected = [
+      /^TLS handshake failed: wrong version number \(ERR_SSL_WRONG_VERSION_NUMBER\)$/,
+      /^TLS handshake failed: peer did not return a certificate \(ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE\)$/,
+      /^TLS handshake failed: client certificate refused: unable to verify the first certificate \(UNABLE_TO_VERIFY_LEAF_SIGNATURE\)$/,
+    ];
+    for (const [i, how] of (['garbage', 'no certificate', 'rogue'] as const).entries()) {
+      const c = await RawNbdClient.connect(port);
+      await newstyle(c);
+      if (how === 'garbage') {
+        expect((await c.option(P.NBD_OPT_STARTTLS))[0]?.type).toBe(P.NBD_REP_ACK);
+        c.write(Buffer.alloc(64, 0x41));
+      } else {
+        const extra = how === 'rogue' ? { cert: read('rogue-cert.pem'), key: read('rogue-key.pem') } : {};
+        const secure = await startTls(c, extra).catch(() => null);
+        secure?.on('error', () => {});
+        // TLS 1.3: the client is through before the server has judged its certificate; a request shows the hang-up.
+        secure?.write(P.encodeOptionHeader(P.NBD_OPT_LIST, 0));
+      }
+      await c.closed;
+      for (let k = 0; k < 100 && reasons.length <= i; k++) await new Promise((r) => setTimeout(r, 10));
+      expect(errors[i], how).toMatch(expected[i] as RegExp);
+      expect(reasons[i], how).toMatch(expected[i] as RegExp);
+    }
+    expect(errors).toHaveLength(3);
   });
 
   it.skipIf(!haveQemuImg)('a client with a certificate from the CA gets in; one without is refused', async () => {

@@ -70,6 +70,30 @@ describe('handshake encoding', () => {
     expect(() => P.decodeInfoRequest(huge)).toThrow(/exceeds/);
   });
 
+  it('names a client sends must be UTF-8: invalid bytes are refused, not made U+FFFD; a BOM stays part of the name', () => {
+    const raw = (name: Buffer) => {
+      const b = Buffer.alloc(4 + name.byteLength + 2);
+      b.writeUInt32BE(name.byteLength, 0);
+      name.copy(b, 4);
+      return b;
+    };
+    expect(() => P.decodeInfoRequest(raw(Buffer.from([0xff, 0xfe])))).toThrow(P.NbdProtocolError);
+    expect(() => P.decodeInfoRequest(raw(Buffer.from([0x61, 0xc3])))).toThrow(/info request: name is not valid UTF-8/);
+    // CESU-style surrogates encoded as 3 bytes are not UTF-8 either.
+    expect(() => P.decodeInfoRequest(raw(Buffer.from([0xed, 0xa0, 0x80])))).toThrow(/not valid UTF-8/);
+    expect(P.decodeInfoRequest(raw(Buffer.from('\uFFFD\uFFFD'))).name).toBe('\uFFFD\uFFFD');
+    expect(P.decodeInfoRequest(raw(Buffer.from([0xef, 0xbb, 0xbf, 0x64]))).name).toBe('\uFEFFd');
+    const meta = Buffer.concat([raw(Buffer.from([0xff])).subarray(0, 5), Buffer.from([0, 0, 0, 0])]);
+    expect(() => P.decodeMetaContextRequest(meta)).toThrow(/export name is not valid UTF-8/);
+    const query = P.encodeMetaContextRequest('d', ['base:x']);
+    query[query.byteLength - 1] = 0xff;
+    expect(() => P.decodeMetaContextRequest(query)).toThrow(/query is not valid UTF-8/);
+    expect(P.decodeUtf8(Buffer.from('d\u00e9'), 'x')).toBe('d\u00e9');
+    expect(P.isWellFormedUtf16('a\ud83d\ude00')).toBe(true);
+    expect(P.isWellFormedUtf16('a\udcff')).toBe(false);
+    expect(P.isWellFormedUtf16('\ud83d')).toBe(false);
+  });
+
   it('meta context requests round-trip; replies carry the id and the name', () => {
     const d = P.encodeMetaContextRequest('disk', ['base:allocation', 'qemu:dirty-bitmap:x']);
     expect(P.decodeMetaContextRequest(d)).toEqual({ exportName: 'disk', queries: ['base:allocation', 'qemu:dirty-bitmap:x'] });
