@@ -1,4 +1,4 @@
-import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -7,6 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { haveQemuTools } from '../helpers/qemu-images.js';
+import { type Served, serve } from '../helpers/serve-process.js';
 import { makeCerts } from '../helpers/tls-certs.js';
 import { haveProgram } from '../helpers/tools.js';
 
@@ -30,32 +31,6 @@ if (!available) console.log('blocklayer serve tests with qemu-img/qemu-io skippe
 let dir: string;
 const p = (name: string) => path.join(dir, name);
 const sha = (file: string) => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
-
-/** A running `blocklayer serve`: its stderr so far, its port, and how it ended. */
-interface Served {
-  child: ChildProcess;
-  port: number;
-  stderr: () => string;
-  exited: Promise<number | null>;
-}
-
-/** Spawns `blocklayer serve …` and waits for its "listening" line. */
-async function serve(...args: string[]): Promise<Served> {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (chunk: string) => {
-      err += chunk;
-      const m = /listening on [\d.]+:(\d+)/.exec(err);
-      if (m) resolve(Number(m[1]));
-      else if (/listening on unix:/.test(err)) resolve(0);
-    });
-    void exited.then((code) => reject(new Error(`serve exited with ${code} before listening: ${err}`)));
-  });
-  return { child, port, stderr: () => err, exited };
-}
 
 /** SIGTERM, then the exit code. */
 async function stop(s: Served): Promise<number | null> {

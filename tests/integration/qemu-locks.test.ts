@@ -1,4 +1,4 @@
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { haveQemuLocks } from '../../src/drivers/file/qemu-lock.js';
 import { BlockLayer } from '../../src/index.js';
+import { serve } from '../helpers/serve-process.js';
 import { haveProgram } from '../helpers/tools.js';
 
 /**
@@ -129,22 +130,13 @@ describe.skipIf(!available)('QEMU sees our locks', () => {
   it('blocklayer serve holding a qcow2: qemu-io write is refused; after serve stops the image is clean and holds none of it', async () => {
     const img = p('lk.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', img, '16M');
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', img, '-x', 'lk', '-k', p('serve.sock')], { stdio: ['ignore', 'ignore', 'pipe'] });
-    children.push(child);
-    await new Promise<void>((resolve, reject) => {
-      let err = '';
-      child.stderr!.on('data', (d) => {
-        err += d;
-        if (err.includes('listening')) resolve();
-      });
-      child.on('exit', (code) => reject(new Error(`serve exited ${code}: ${err}`)));
-    });
+    const s = await serve(img, '-x', 'lk', '-k', p('serve.sock'));
+    children.push(s.child);
     const w = qemuIo('-f', 'qcow2', '-c', 'write -P 0x77 0 1M', img);
     expect(w.code).not.toBe(0);
     expect(w.err).toContain('Failed to get "write" lock');
-    const exited = new Promise((resolve) => child.on('exit', resolve));
-    child.kill('SIGTERM');
-    expect(await exited).toBe(0);
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
     expect(qemuImg('check', img).code).toBe(0);
     expect(qemuIo('-f', 'qcow2', '-c', 'read -P 0 0 1M', img).err).not.toContain('Pattern verification failed');
   });

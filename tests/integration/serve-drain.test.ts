@@ -1,4 +1,4 @@
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as P from '../../src/nbd/protocol.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 import { haveQemuTools } from '../helpers/qemu-images.js';
+import { serve } from '../helpers/serve-process.js';
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const run = promisify(execFile);
 
 const available = haveQemuTools();
@@ -29,29 +29,6 @@ beforeAll(() => {
 afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
-
-interface Served {
-  child: ChildProcess;
-  port: number;
-  stderr: () => string;
-  exited: Promise<number | null>;
-}
-
-async function serve(...args: string[]): Promise<Served> {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (chunk: string) => {
-      err += chunk;
-      const m = /listening on [\d.]+:(\d+)/.exec(err);
-      if (m) resolve(Number(m[1]));
-    });
-    void exited.then((code) => reject(new Error(`serve exited with ${code} before listening: ${err}`)));
-  });
-  return { child, port, stderr: () => err, exited };
-}
 
 /** Resolves with `value`, or with 'timeout' after `ms`. */
 function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
