@@ -2,9 +2,18 @@ import { parseArgs } from 'node:util';
 import { checkImage } from '../check.js';
 import type { CheckResult, RepairMode } from '../drivers/qcow2/check-result.js';
 import { isBlockError } from '../errors.js';
-import { checkFormat, formatOption } from './target.js';
+import { checkFormat, formatOption, usageLine } from './target.js';
 
-const USAGE = 'usage: blocklayer check [-f FMT] IMAGE [-r leaks|all | --repair leaks|all] [--json]';
+export const CHECK_HELP = `usage: blocklayer check [-f FMT] [-r leaks|all] [--json] IMAGE
+Checks a qcow2 image's metadata for consistency, like qemu-img check.
+Exit codes as qemu-img's: 0 clean, 1 check failed, 2 corruptions, 3 leaked clusters, 63 format without checks.
+
+  -f, --format FMT     image format (raw, qcow2); given, it is used without probing
+  -r, --repair MODE    repair leaks, or all (leaks and corruptions); without it the image is opened read-only
+  --json               the result as JSON
+  -h, --help           this help`;
+
+const USAGE = usageLine(CHECK_HELP);
 
 /** qemu-img check's exit codes. */
 export const CHECK_EXIT = { clean: 0, failed: 1, corruptions: 2, leaks: 3, unsupported: 63 } as const;

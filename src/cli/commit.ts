@@ -1,6 +1,16 @@
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { commitImage } from '../commit.js';
+import { usageLine } from './target.js';
+
+export const COMMIT_HELP = `usage: blocklayer commit [-f qcow2] [-d] [-p] [-q] OVERLAY
+Merges a qcow2 overlay into its backing file, then empties it, like qemu-img commit.
+
+  -f, --format qcow2   the overlay's format (only qcow2)
+  -d                   keep the overlay's data (do not empty it)
+  -p, --progress       show progress
+  -q, --quiet          no "Image committed." line
+  -h, --help           this help`;
 
 /** `blocklayer commit [-d] [-p] [-q] OVERLAY`: merges a qcow2 overlay into its backing file, like qemu-img commit. */
 export async function commitCommand(args: string[]): Promise<number> {
@@ -9,7 +19,7 @@ export async function commitCommand(args: string[]): Promise<number> {
     allowPositionals: true,
     options: { keep: { type: 'boolean', short: 'd' }, progress: { type: 'boolean', short: 'p' }, quiet: { type: 'boolean', short: 'q' }, format: { type: 'string', short: 'f' } },
   });
-  if (positionals.length !== 1) throw new Error('usage: blocklayer commit [-f qcow2] [-d] [-p] [-q] OVERLAY');
+  if (positionals.length !== 1) throw new Error(usageLine(COMMIT_HELP));
   if (values.format !== undefined && values.format !== 'qcow2') throw new Error(`-f ${values.format}: only qcow2 overlays can be committed`);
   const bar = values.progress && !values.quiet ? new cliProgress.SingleBar({ format: 'committing [{bar}] {percentage}%', stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
   const controller = new AbortController();

@@ -10,12 +10,24 @@ import type { BlockNode } from '../node/node.js';
 import { type OutputFile, writeAtomically } from './atomic-output.js';
 import { parseCreateO } from './create.js';
 import { inputFiles } from './input-files.js';
-import { checkFormat, formatOption, targetOptions } from './target.js';
+import { checkFormat, formatOption, targetOptions, usageLine } from './target.js';
 
 const CHUNK = 4 * 1024 * 1024;
 /** Windows of CHUNK bytes converted at once (qemu-img convert runs 8 coroutines by default). */
 const WINDOWS = 4;
-const USAGE = 'usage: blocklayer convert [-f FMT] [-O raw|qcow2] [-c] [-o k=v,…] IMAGE OUTPUT [--snapshot S] [-p] [-q]';
+export const CONVERT_HELP = `usage: blocklayer convert [-f FMT] [-O raw|qcow2] [-c] [-o k=v,…] [--snapshot S] [-p] [-q] IMAGE OUTPUT
+The guest view of IMAGE as a sparse raw file or a new (compressed) qcow2 image, like qemu-img convert.
+The output is written under a temporary name and renamed when complete.
+
+  -f, --format FMT          input format (raw, qcow2); given, it is used without probing
+  -O, --output-format FMT   output format: raw (the default) or qcow2
+  -c, --compress            compress every data cluster (-O qcow2)
+  -o, --options k=v,…       qcow2 creation options (cluster_size, compression_type, compat, …)
+  --snapshot S              convert snapshot S (id or name) of a qcow2 image
+  -p, --progress            show progress (the default on a terminal)
+  -q, --quiet               no progress
+  -h, --help                this help`;
+const USAGE = usageLine(CONVERT_HELP);
 
 /** Called with the guest bytes walked so far. */
 type Progress = (pos: number) => void;

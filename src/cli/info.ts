@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { BlockLayer } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
-import { checkFormat, formatOption, humanSize, targetOptions } from './target.js';
+import { checkFormat, formatOption, humanSize, targetOptions, usageLine } from './target.js';
 
 /** One image of a chain, as `info` shows it. */
 function describe(node: BlockNode): Record<string, unknown> {
@@ -105,6 +105,15 @@ function text(d: Record<string, unknown>): string {
   return lines.join('\n');
 }
 
+export const INFO_HELP = `usage: blocklayer info [-f FMT] [--json] [--snapshot S] [--backing-chain] IMAGE
+Format, virtual size, cluster size, backing file, snapshots and format-specific data of an image, like qemu-img info.
+
+  -f, --format FMT     image format (raw, qcow2); given, it is used without probing
+  --json               the information as JSON
+  --snapshot S         describe snapshot S (id or name) of a qcow2 image
+  --backing-chain      describe every image of the backing chain
+  -h, --help           this help`;
+
 /** `blocklayer info [-f FMT] IMAGE [--json] [--snapshot S] [--backing-chain]`: like qemu-img info (`-f`: no probing). */
 export async function infoCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -112,7 +121,7 @@ export async function infoCommand(args: string[]): Promise<number> {
     allowPositionals: true,
     options: { json: { type: 'boolean' }, snapshot: { type: 'string' }, ...formatOption, 'backing-chain': { type: 'boolean' } },
   });
-  if (positionals.length !== 1) throw new Error('usage: blocklayer info [-f FMT] IMAGE [--json] [--snapshot S] [--backing-chain]');
+  if (positionals.length !== 1) throw new Error(usageLine(INFO_HELP));
   const format = checkFormat(values.format);
   const layer = new BlockLayer();
   const drive = await layer.openDrive(await targetOptions(positionals[0], { format, snapshot: values.snapshot }));

@@ -1,44 +1,98 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { BlockError } from '../errors.js';
 import { InterruptedError } from './atomic-output.js';
-import { benchCommand } from './bench.js';
-import { checkCommand } from './check.js';
-import { commitCommand } from './commit.js';
-import { convertCommand } from './convert.js';
-import { createCommand } from './create.js';
-import { infoCommand } from './info.js';
-import { mapCommand } from './map.js';
-import { serveCommand } from './serve.js';
-import { FORMATS } from './target.js';
+import { BENCH_HELP, benchCommand } from './bench.js';
+import { CHECK_HELP, checkCommand } from './check.js';
+import { COMMIT_HELP, commitCommand } from './commit.js';
+import { CONVERT_HELP, convertCommand } from './convert.js';
+import { CREATE_HELP, createCommand } from './create.js';
+import { INFO_HELP, infoCommand } from './info.js';
+import { MAP_HELP, mapCommand } from './map.js';
+import { SERVE_HELP, serveCommand } from './serve.js';
 
-/** The verbs of the `blocklayer` command; each takes its own arguments and returns an exit code. */
+/** The verbs of the `blocklayer` command; each takes its own arguments and returns an exit code. `help`: its usage line, what it does, its options. */
 const VERBS: Record<string, { run: (args: string[]) => Promise<number>; help: string }> = {
-  info: { run: infoCommand, help: '[-f FMT] IMAGE [--json] [--snapshot S] [--backing-chain]   format, size, backing chain, snapshots (like qemu-img info)' },
-  map: { run: mapCommand, help: '[-f FMT] IMAGE [--snapshot S]                     allocation map (like qemu-img map --output=json)' },
-  bench: { run: benchCommand, help: '[--rw R] [--bs N] [--iodepth N] [--runtime S] [--drives N] [--iops N …] [--json] [--plot F.svg]   fio-like benchmark' },
-  serve: {
-    run: serveCommand,
-    help: "IMAGE -x NAME [-f FMT] [-r] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive 'file=…,id=…,iops=…,group=…' …] [--qmp unix:PATH] [--tls-creds DIR [--tls-verify-peer] | --tls-psk DIR|FILE] [--memory-budget SIZE] [--aio threads|io_uring]   NBD server",
-  },
-  check: { run: checkCommand, help: '[-f FMT] IMAGE [-r leaks|all | --repair leaks|all] [--json]   metadata consistency check (like qemu-img check; exit 0 clean, 1 failed, 2 corrupt, 3 leaks, 63 unsupported)' },
-  commit: { run: commitCommand, help: '[-d] [-p] [-q] OVERLAY                           merge a qcow2 overlay into its backing file, then empty it (like qemu-img commit)' },
-  create: { run: createCommand, help: '-f FMT [-b BACKING -F FMT] [-o k=v,…] [-q] FILE [SIZE]   make an image (like qemu-img create)' },
-  convert: {
-    run: convertCommand,
-    help: '[-f FMT] [-O raw|qcow2] [-c] [-o k=v,…] IMAGE OUTPUT [--snapshot S] [-p] [-q]   the guest view as a sparse raw file or a new (compressed) qcow2 image, written atomically (like qemu-img convert)',
-  },
+  info: { run: infoCommand, help: INFO_HELP },
+  map: { run: mapCommand, help: MAP_HELP },
+  check: { run: checkCommand, help: CHECK_HELP },
+  convert: { run: convertCommand, help: CONVERT_HELP },
+  create: { run: createCommand, help: CREATE_HELP },
+  commit: { run: commitCommand, help: COMMIT_HELP },
+  bench: { run: benchCommand, help: BENCH_HELP },
+  serve: { run: serveCommand, help: SERVE_HELP },
 };
 
-/** How `-f/--format FMT` reads in the usage text. */
-const FORMAT_HELP = `-f, --format FMT: image format (${FORMATS.join(', ')}); given, it is used without probing`;
+/** The version in package.json (two levels up from src/cli and from dist/cli). */
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** `blocklayer --help`: each verb's usage line and what it does, then the global flags. */
+function topHelp(): string {
+  const verbs = Object.values(VERBS).map((e) => {
+    const [usage, what] = e.help.split('\n');
+    return `  ${usage.replace(/^usage: /, '')}\n      ${what}`;
+  });
+  return [
+    'usage: blocklayer COMMAND [options]',
+    "QEMU's block layer for Node.js: qemu-img's verbs, a benchmark and an NBD server.",
+    '',
+    'commands:',
+    ...verbs,
+    '',
+    "  blocklayer COMMAND -h, --help   a command's options",
+    '  blocklayer -V, --version        the version',
+    '  blocklayer -h, --help           this help',
+  ].join('\n');
+}
+
+/** Whether the arguments ask for help (-h or --help before a `--`). */
+function asksHelp(args: string[]): boolean {
+  for (const a of args) {
+    if (a === '--') return false;
+    if (a === '-h' || a === '--help') return true;
+  }
+  return false;
+}
+
+/**
+ * node:util parseArgs' errors as one line naming the verb and the option: "unknown option '--x'",
+ * "option '-f, --format <value>' argument missing", pointing at the verb's --help.
+ */
+function argumentError(verb: string, e: unknown): string | undefined {
+  const code = (e as { code?: unknown }).code;
+  if (typeof code !== 'string' || !code.startsWith('ERR_PARSE_ARGS_')) return undefined;
+  const msg = (e as Error).message;
+  const unknown = /^Unknown option '([^']*)'/.exec(msg);
+  const what = unknown ? `unknown option '${unknown[1]}'` : msg.split('. ')[0].replace(/^\w/, (c) => c.toLowerCase());
+  return `blocklayer ${verb}: ${what} (see 'blocklayer ${verb} --help')`;
+}
 
 export async function main(argv: string[]): Promise<number> {
   const [verb, ...rest] = argv;
-  const entry = verb ? VERBS[verb] : undefined;
+  if (verb === undefined) {
+    // as qemu-img with no arguments
+    console.error("blocklayer: Not enough arguments\nTry 'blocklayer --help' for more information");
+    return 1;
+  }
+  if (verb === '-h' || verb === '--help') {
+    console.log(topHelp());
+    return 0;
+  }
+  if (verb === '-V' || verb === '--version') {
+    console.log(`blocklayer version ${version()}`);
+    return 0;
+  }
+  const entry = Object.hasOwn(VERBS, verb) ? VERBS[verb] : undefined;
   if (!entry) {
-    const usage = Object.entries(VERBS).map(([v, e]) => `  blocklayer ${v} ${e.help}`);
-    console.error(`${verb && verb !== '--help' ? `unknown command '${verb}'\n` : ''}usage:\n${usage.join('\n')}\n\n  ${FORMAT_HELP}`);
-    return verb === '--help' ? 0 : 1;
+    console.error(`blocklayer: unknown command '${verb}' (commands: ${Object.keys(VERBS).join(', ')}; see 'blocklayer --help')`);
+    return 1;
+  }
+  if (asksHelp(rest)) {
+    console.log(entry.help);
+    return 0;
   }
   try {
     return await entry.run(rest);
@@ -47,6 +101,11 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof InterruptedError) {
       console.error(`blocklayer ${verb}: ${e.message}`);
       return e.exitCode;
+    }
+    const bad = argumentError(verb, e);
+    if (bad !== undefined) {
+      console.error(bad);
+      return 1;
     }
     // One clear line, no stack: the message names the field, file or offset.
     const msg = e instanceof BlockError ? `${e.code}: ${e.message}` : (e as Error).message;

@@ -15,6 +15,28 @@ import type { ThrottleLimits } from '../throttle/limits.js';
 import { LIMIT_FLAGS, num, parseLimitFlags } from './limit-flags.js';
 import { checkFormat, targetOptions } from './target.js';
 
+export const SERVE_HELP = `usage: blocklayer serve [-x NAME] [-f FMT] [-r] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive STR …] [--qmp unix:PATH] [options] [IMAGE]
+An NBD server for IMAGE and every --drive (qemu-nbd's flags where they apply).
+
+  -x, --export-name NAME    export name of IMAGE (default the empty name)
+  -f, --format FMT          image format (raw, qcow2); given, it is used without probing
+  -r, --read-only           serve read-only
+  -p, --port PORT           TCP port (10809; 0 picks a free port)
+  -b, --bind ADDR           address to listen on (127.0.0.1)
+  -k, --socket PATH         a unix socket instead of TCP
+  -e, --shared N            most connections at once (16)
+  -D, --description TEXT    export description
+  --group NAME              throttle group of IMAGE
+  --drive STR               one more export: a QEMU -drive string (file=…,id=…,iops=…,group=…,export=NAME)
+  --qmp unix:PATH           a QMP monitor
+  --tls-creds DIR           TLS with x509 credentials (ca-cert.pem, server-cert.pem, server-key.pem)
+  --tls-verify-peer         ask clients for a certificate
+  --tls-psk DIR|FILE        TLS with pre-shared keys (keys.psk)
+  --memory-budget SIZE      request payloads and unsent replies of all clients (256M)
+  --aio threads|io_uring    the file driver's I/O engine
+  --iops N, --bps N, …      limits of IMAGE by their QEMU names
+  -h, --help                this help`;
+
 /** qemu-nbd's spellings where they apply; limits by their QEMU names as in `blocklayer bench`. */
 const OPTIONS = {
   'export-name': { type: 'string', short: 'x' },

@@ -27,3 +27,8 @@ export function humanSize(n: number): string {
   const num = u === 0 ? String(v) : Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 3 : v < 100 ? 2 : 1).replace(/\.?0+$/, '');
   return `${num} ${units[u]}`;
 }
+
+/** The first line of a command's help text ("usage: blocklayer VERB …"), the message of a wrong argument count. */
+export function usageLine(help: string): string {
+  return help.slice(0, help.indexOf('\n'));
+}

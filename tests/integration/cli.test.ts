@@ -63,7 +63,59 @@ describe('blocklayer CLI', () => {
 
   it('--help gives convert the options it takes (-O qcow2, -c, -o), not a raw-only usage', () => {
     const help = cli('--help');
-    expect(help.code).toBe(0);
-    expect(help.err).toMatch(/blocklayer convert \[-f FMT\] \[-O raw\|qcow2\] \[-c\] \[-o k=v,…\] IMAGE OUTPUT/);
+    expect([help.code, help.err]).toEqual([0, '']);
+    expect(help.out).toMatch(/blocklayer convert \[-f FMT\] \[-O raw\|qcow2\] \[-c\] \[-o k=v,…\] .*IMAGE OUTPUT/);
   });
+});
+
+describe('blocklayer CLI: help, version, unknown options', () => {
+  const VERBS = ['info', 'map', 'check', 'convert', 'create', 'commit', 'bench', 'serve'];
+
+  it('blocklayer -h / --help: every verb on stdout, exit 0; no arguments: two lines on stderr, exit 1, as qemu-img', () => {
+    for (const flag of ['-h', '--help']) {
+      const r = cli(flag);
+      expect([r.code, r.err]).toEqual([0, '']);
+      expect(r.out).toMatch(/^usage: blocklayer COMMAND/);
+      for (const v of VERBS) expect(r.out).toContain(`  blocklayer ${v} `);
+    }
+    const none = cli();
+    expect([none.code, none.out]).toEqual([1, '']);
+    expect(none.err).toBe("blocklayer: Not enough arguments\nTry 'blocklayer --help' for more information\n");
+  });
+
+  it('blocklayer --version / -V: "blocklayer version X.Y.Z" from package.json on stdout, exit 0', () => {
+    const { version } = JSON.parse(fs.readFileSync(path.join(import.meta.dirname, '../../package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) expect(cli(flag)).toEqual({ code: 0, out: `blocklayer version ${version}\n`, err: '' });
+  });
+
+  it('every verb answers -h and --help with its usage and options on stdout, exit 0, even beside other arguments', () => {
+    VERBS.forEach((v, i) => {
+      // -h for half the verbs, --help for the other half, one beside a bad argument (help wins, as in qemu-img)
+      const r = cli(v, ...(i % 2 ? ['-h'] : ['--help']), ...(i === 0 ? ['--bogus'] : []));
+      expect([v, r.code, r.err]).toEqual([v, 0, '']);
+      expect(r.out).toMatch(new RegExp(`^usage: blocklayer ${v} `));
+      expect(r.out).toMatch(/-h, --help +this help/);
+    });
+    // after `--`, -h is an argument, not a request for help
+    expect(cli('info', '--', '-h').err).toMatch(/ENOENT: -h: no such file/);
+  }, 90_000);
+
+  it('an unknown option or a missing value is one line on stderr naming the verb and the option, exit 1', () => {
+    for (const [v, opt] of [
+      ['info', '--bogus'],
+      ['map', '-z'],
+      ['check', '--frob'],
+      ['convert', '--nope'],
+      ['bench', '--bogus'],
+    ]) {
+      const r = cli(v, opt, 'x');
+      expect([r.code, r.out]).toEqual([1, '']);
+      expect(r.err).toBe(`blocklayer ${v}: unknown option '${opt}' (see 'blocklayer ${v} --help')\n`);
+    }
+    const missing = cli('info', 'x', '-f');
+    expect([missing.code, missing.err]).toEqual([1, "blocklayer info: option '-f, --format <value>' argument missing (see 'blocklayer info --help')\n"]);
+    const verb = cli('frobnicate');
+    expect(verb.code).toBe(1);
+    expect(verb.err.trim().split('\n')).toEqual([expect.stringMatching(/^blocklayer: unknown command 'frobnicate' \(commands: info, map/)]);
+  }, 90_000);
 });
