@@ -2,15 +2,16 @@ import { parseArgs } from 'node:util';
 import { checkImage } from '../check.js';
 import type { CheckResult, RepairMode } from '../drivers/qcow2/check-result.js';
 import { isBlockError } from '../errors.js';
-import { checkFormat, formatOption, usageLine } from './target.js';
+import { checkFormat, checkOutput, formatOption, outputOptions, usageLine } from './target.js';
 
-export const CHECK_HELP = `usage: blocklayer check [-f FMT] [-r leaks|all] [--json] IMAGE
+export const CHECK_HELP = `usage: blocklayer check [-f FMT] [-r leaks|all] [--output=human|json] IMAGE
 Checks a qcow2 image's metadata for consistency, like qemu-img check.
 Exit codes as qemu-img's: 0 clean, 1 check failed, 2 corruptions, 3 leaked clusters, 63 format without checks.
 
   -f, --format FMT     image format (raw, qcow2); given, it is used without probing
   -r, --repair MODE    repair leaks, or all (leaks and corruptions); without it the image is opened read-only
-  --json               the result as JSON
+  --output FMT         human (the default) or json: qemu-img check --output=json's shape
+  --json               the same as --output=json
   -h, --help           this help`;
 
 const USAGE = usageLine(CHECK_HELP);
@@ -84,16 +85,17 @@ export function checkExitCode(r: CheckResult): number {
   return CHECK_EXIT.clean;
 }
 
-/** `blocklayer check [-f FMT] IMAGE [-r leaks|all] [--json]`: like qemu-img check, with its exit codes. */
+/** `blocklayer check [-f FMT] IMAGE [-r leaks|all] [--output=human|json]`: like qemu-img check, with its exit codes. */
 export async function checkCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { json: { type: 'boolean' }, repair: { type: 'string', short: 'r' }, ...formatOption },
+    options: { ...outputOptions, repair: { type: 'string', short: 'r' }, ...formatOption },
   });
   if (positionals.length !== 1) throw new Error(USAGE);
   const repair = values.repair;
   if (repair !== undefined && repair !== 'leaks' && repair !== 'all') throw new Error(`--repair: '${repair}' is not leaks or all\n${USAGE}`);
+  const output = checkOutput(values, 'human');
   const format = checkFormat(values.format);
   let result: CheckResult;
   try {
@@ -105,7 +107,7 @@ export async function checkCommand(args: string[]): Promise<number> {
     }
     throw e;
   }
-  console.log(values.json ? JSON.stringify(checkJson(result), null, 4) : checkText(result));
+  console.log(output === 'json' ? JSON.stringify(checkJson(result), null, 4) : checkText(result));
   const code = checkExitCode(result);
   if (code === CHECK_EXIT.failed) console.error('blocklayer check: Check failed');
   return code;

@@ -32,3 +32,16 @@ export function humanSize(n: number): string {
 export function usageLine(help: string): string {
   return help.slice(0, help.indexOf('\n'));
 }
+
+/** `--output=human|json` (qemu-img's spelling) and `--json`, its alias. */
+export const outputOptions = { output: { type: 'string' }, json: { type: 'boolean' } } as const;
+
+/** The output format asked by `--output` or `--json`; EINVAL naming --output for another value. */
+export function checkOutput(values: { output?: string; json?: boolean }, fallback: 'human' | 'json'): 'human' | 'json' {
+  const { output, json } = values;
+  if (output !== undefined && output !== 'human' && output !== 'json') {
+    throw new BlockError('EINVAL', `--output: '${output}' is not human or json`, { field: 'output' });
+  }
+  if (json && output === 'human') throw new BlockError('EINVAL', '--json and --output=human: give one of them', { field: 'output' });
+  return json ? 'json' : (output ?? fallback);
+}

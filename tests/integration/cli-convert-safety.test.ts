@@ -239,9 +239,9 @@ describe('-f/--format', () => {
     for (const flag of [['-f', 'raw'], ['--format', 'raw'], ['--format=raw']]) {
       const r = cli('info', ...flag, img, '--json');
       expect(r.code).toBe(0);
-      expect(JSON.parse(r.out)).toMatchObject({ format: 'raw', virtualSize: size });
+      expect(JSON.parse(r.out)).toMatchObject({ format: 'raw', 'virtual-size': size });
     }
-    expect(JSON.parse(cli('info', img, '--json').out)).toMatchObject({ format: 'qcow2', virtualSize: 65536 });
+    expect(JSON.parse(cli('info', img, '--json').out)).toMatchObject({ format: 'qcow2', 'virtual-size': 65536 });
   });
 
   it('-f raw on a qcow2 file: map and convert see the file itself', () => {

@@ -18,14 +18,14 @@ describe('blocklayer CLI', () => {
   it('info --json reports format, size, cluster size, backing and snapshots', () => {
     const r = cli('info', path.join(FIX, 'over.qcow2'), '--json');
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.out)).toMatchObject({ format: 'qcow2', virtualSize: 98304, clusterSize: 512, backingFilename: 'base.qcow2', backingFilenameFormat: 'qcow2' });
+    expect(JSON.parse(r.out)).toMatchObject({ format: 'qcow2', 'virtual-size': 98304, 'cluster-size': 512, 'backing-filename': 'base.qcow2', 'backing-filename-format': 'qcow2' });
     const s = JSON.parse(cli('info', path.join(FIX, 'snap.qcow2'), '--json').out);
     expect(s.snapshots.map((x: { name: string }) => x.name)).toEqual(['one']);
   });
 
   it('info --backing-chain lists every image of the chain', () => {
     const r = cli('info', path.join(FIX, 'over.qcow2'), '--json', '--backing-chain');
-    expect(JSON.parse(r.out).map((x: { format: string; virtualSize: number }) => [x.format, x.virtualSize])).toEqual([
+    expect(JSON.parse(r.out).map((x: { format: string; 'virtual-size': number }) => [x.format, x['virtual-size']])).toEqual([
       ['qcow2', 98304],
       ['qcow2', 65536],
     ]);

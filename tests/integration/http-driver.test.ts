@@ -433,7 +433,7 @@ describe('http targets (CLI and openImage)', () => {
   it('blocklayer info and convert take an http URL', async () => {
     const info = await cli('info', '--json', server.url);
     expect(info.code).toBe(0);
-    expect(JSON.parse(info.stdout)).toMatchObject({ filename: server.url, format: 'raw', virtualSize: DATA.length });
+    expect(JSON.parse(info.stdout)).toMatchObject({ filename: server.url, format: 'raw', 'virtual-size': DATA.length });
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bl-http-cli-'));
     try {
       const out = path.join(dir, 'out.raw');

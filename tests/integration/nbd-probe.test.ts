@@ -72,8 +72,8 @@ describe('format probing over NBD', () => {
     expect(r.code, r.err).toBe(0);
     expect(JSON.parse(r.out)).toMatchObject({ format: 'qcow2' });
     const raw = await cli('info', `nbd://127.0.0.1:${port}/r`, '--json');
-    // A raw export is the nbd node itself (no raw layer above it).
-    expect(JSON.parse(raw.out)).toMatchObject({ format: 'nbd', virtualSize: 1024 * 1024 });
+    // A raw export is the nbd node itself (no raw layer above it): raw, as qemu-img info says.
+    expect(JSON.parse(raw.out)).toMatchObject({ format: 'raw', 'virtual-size': 1024 * 1024 });
   });
 
   it('probing an export that does not exist is ENOENT naming it; a server that is not there is ENXIO', async () => {

@@ -254,7 +254,7 @@ describe.skipIf(!conf)(`rbd against a real Ceph cluster${conf ? '' : ` (skipped:
     const main = path.join(import.meta.dirname, '../../src/cli/main.ts');
     const target = `rbd:${pool}/${name}:conf=${conf}:id=admin`;
     const run = (...args: string[]) => execFileSync(process.execPath, ['--import', 'tsx', main, ...args], { encoding: 'utf8' });
-    expect(JSON.parse(run('info', target, '--json'))).toMatchObject({ format: 'rbd', virtualSize: 4 * MiB });
+    expect(JSON.parse(run('info', target, '--json'))).toMatchObject({ format: 'raw', 'virtual-size': 4 * MiB });
     const r = JSON.parse(run('bench', '--filename', target, '--rw', 'randwrite', '--bs', '4k', '--iodepth', '8', '--runtime', '1', '--iops', '100', '--json'));
     expect(r.total.writeOps).toBeGreaterThan(50);
     expect(r.total.iops).toBeLessThan(100 * 1.2 + 11);
