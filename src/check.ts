@@ -55,7 +55,8 @@ async function openTarget(target: string | NodeOptions, opts: CheckImageOptions)
   }
   if (!child || typeof child !== 'object') throw new BlockError('EINVAL', 'file: the qcow2 node options need a file child', { field: 'file' });
   const fileOptions = child as NodeOptions;
-  if (fileOptions.driver === 'file' && typeof fileOptions.filename === 'string') {
+  // (with forceShare, QEMU's force-share: through the file driver, which takes the locks it asks)
+  if (fileOptions.driver === 'file' && typeof fileOptions.filename === 'string' && fileOptions.forceShare !== true) {
     const file = await openImageFile(fileOptions.filename, writable);
     return { file, name: fileOptions.filename, close: () => file.close() };
   }

@@ -1,15 +1,16 @@
 import { parseArgs } from 'node:util';
 import { checkImage } from '../check.js';
 import type { CheckResult, RepairMode } from '../drivers/qcow2/check-result.js';
-import { isBlockError } from '../errors.js';
-import { checkFormat, checkOutput, formatOption, outputOptions, usageLine } from './target.js';
+import { BlockError, isBlockError } from '../errors.js';
+import { checkFormat, checkOutput, forceShareOption, formatOption, outputOptions, targetOptions, usageLine, withForceShare } from './target.js';
 
-export const CHECK_HELP = `usage: blocklayer check [-f FMT] [-r leaks|all] [--output=human|json] IMAGE
+export const CHECK_HELP = `usage: blocklayer check [-f FMT] [-U] [-r leaks|all] [--output=human|json] IMAGE
 Checks a qcow2 image's metadata for consistency, like qemu-img check.
 Exit codes as qemu-img's: 0 clean, 1 check failed, 2 corruptions, 3 leaked clusters, 63 format without checks.
 
   -f, --format FMT     image format (raw, qcow2); given, it is used without probing
   -r, --repair MODE    repair leaks, or all (leaks and corruptions); without it the image is opened read-only
+  -U, --force-share    read-only, sharing everything: read an image another process holds read-write
   --output FMT         human (the default) or json: qemu-img check --output=json's shape
   --json               the same as --output=json
   -h, --help           this help`;
@@ -90,7 +91,7 @@ export async function checkCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { ...outputOptions, repair: { type: 'string', short: 'r' }, ...formatOption },
+    options: { ...outputOptions, ...forceShareOption, repair: { type: 'string', short: 'r' }, ...formatOption },
   });
   if (positionals.length !== 1) throw new Error(USAGE);
   const repair = values.repair;
@@ -99,7 +100,12 @@ export async function checkCommand(args: string[]): Promise<number> {
   const format = checkFormat(values.format);
   let result: CheckResult;
   try {
-    result = await checkImage(positionals[0], { format, repair: repair as RepairMode | undefined, log: (line) => console.error(line) });
+    // -U: through the file driver with QEMU's force-share (a repair writes: refused, as qemu-img does)
+    if (values['force-share'] && repair !== undefined) {
+      throw new BlockError('EINVAL', '-U/--force-share: force-share=on can only be used with read-only images (not with -r)', { field: 'force-share' });
+    }
+    const target = values['force-share'] ? withForceShare(await targetOptions(positionals[0], { format }), true) : positionals[0];
+    result = await checkImage(target, { format, repair: repair as RepairMode | undefined, log: (line) => console.error(line) });
   } catch (e) {
     if (isBlockError(e) && e.code === 'ENOTSUP' && e.field === 'format') {
       console.error('blocklayer check: This image format does not support checks');

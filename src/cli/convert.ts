@@ -10,16 +10,17 @@ import type { BlockNode } from '../node/node.js';
 import { type OutputFile, writeAtomically } from './atomic-output.js';
 import { parseCreateO } from './create.js';
 import { inputFiles } from './input-files.js';
-import { checkFormat, formatOption, targetOptions, usageLine } from './target.js';
+import { checkFormat, forceShareOption, formatOption, targetOptions, usageLine, withForceShare } from './target.js';
 
 const CHUNK = 4 * 1024 * 1024;
 /** Windows of CHUNK bytes converted at once (qemu-img convert runs 8 coroutines by default). */
 const WINDOWS = 4;
-export const CONVERT_HELP = `usage: blocklayer convert [-f FMT] [-O raw|qcow2] [-c] [-o k=v,…] [--snapshot S] [-p] [-q] IMAGE OUTPUT
+export const CONVERT_HELP = `usage: blocklayer convert [-f FMT] [-U] [-O raw|qcow2] [-c] [-o k=v,…] [--snapshot S] [-p] [-q] IMAGE OUTPUT
 The guest view of IMAGE as a sparse raw file or a new (compressed) qcow2 image, like qemu-img convert.
 The output is written under a temporary name and renamed when complete.
 
   -f, --format FMT          input format (raw, qcow2); given, it is used without probing
+  -U, --force-share         read the input sharing everything (an image another process holds read-write)
   -O, --output-format FMT   output format: raw (the default) or qcow2
   -c, --compress            compress every data cluster (-O qcow2)
   -o, --options k=v,…       qcow2 creation options (cluster_size, compression_type, compat, …)
@@ -45,6 +46,7 @@ export async function convertCommand(args: string[]): Promise<number> {
     options: {
       snapshot: { type: 'string' },
       ...formatOption,
+      ...forceShareOption,
       'output-format': { type: 'string', short: 'O' },
       compress: { type: 'boolean', short: 'c' },
       options: { type: 'string', short: 'o', multiple: true },
@@ -65,7 +67,7 @@ export async function convertCommand(args: string[]): Promise<number> {
   }
   const layer = new BlockLayer();
   try {
-    const drive = await layer.openDrive(await targetOptions(input, { format, snapshot: values.snapshot }));
+    const drive = await layer.openDrive(withForceShare(await targetOptions(input, { format, snapshot: values.snapshot }), values['force-share']));
     const showBar = !values.quiet && (values.progress ?? process.stderr.isTTY);
     const mib = (n: number) => Math.ceil(n / 2 ** 20);
     await writeAtomically(

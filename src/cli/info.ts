@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { BlockLayer } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
-import { checkFormat, checkOutput, formatOption, humanSize, outputOptions, targetOptions, usageLine } from './target.js';
+import { checkFormat, checkOutput, forceShareOption, formatOption, humanSize, outputOptions, targetOptions, usageLine, withForceShare } from './target.js';
 
 /** Drivers that are protocols: opened as the top node, qemu-img calls their format raw. */
 const PROTOCOLS = new Set(['file', 'nbd', 'http', 'rbd']);
@@ -141,10 +141,11 @@ function text(d: Record<string, unknown>, features?: unknown): string {
   return lines.join('\n');
 }
 
-export const INFO_HELP = `usage: blocklayer info [-f FMT] [--output=human|json] [--snapshot S] [--backing-chain] IMAGE
+export const INFO_HELP = `usage: blocklayer info [-f FMT] [-U] [--output=human|json] [--snapshot S] [--backing-chain] IMAGE
 Format, virtual size, cluster size, backing file, snapshots and format-specific data of an image, like qemu-img info.
 
   -f, --format FMT     image format (raw, qcow2); given, it is used without probing
+  -U, --force-share    read-only, sharing everything: read an image another process holds read-write
   --output FMT         human (the default) or json: qemu-img info --output=json's shape
   --json               the same as --output=json
   --snapshot S         describe snapshot S (id or name) of a qcow2 image
@@ -156,13 +157,13 @@ export async function infoCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { ...outputOptions, snapshot: { type: 'string' }, ...formatOption, 'backing-chain': { type: 'boolean' } },
+    options: { ...outputOptions, ...forceShareOption, snapshot: { type: 'string' }, ...formatOption, 'backing-chain': { type: 'boolean' } },
   });
   if (positionals.length !== 1) throw new Error(usageLine(INFO_HELP));
   const output = checkOutput(values, 'human');
   const format = checkFormat(values.format);
   const layer = new BlockLayer();
-  const drive = await layer.openDrive(await targetOptions(positionals[0], { format, snapshot: values.snapshot }));
+  const drive = await layer.openDrive(withForceShare(await targetOptions(positionals[0], { format, snapshot: values.snapshot }), values['force-share']));
   try {
     const nodes: BlockNode[] = [];
     for (let node: BlockNode | undefined = drive.node; node; node = values['backing-chain'] ? node.child('backing') : undefined) nodes.push(node);

@@ -2,13 +2,14 @@ import { parseArgs } from 'node:util';
 import type { BlockNode } from '../node/node.js';
 import { BlockError } from '../errors.js';
 import { BlockLayer } from '../layer.js';
-import { checkFormat, checkOutput, formatOption, outputOptions, targetOptions, usageLine } from './target.js';
+import { checkFormat, checkOutput, forceShareOption, formatOption, outputOptions, targetOptions, usageLine, withForceShare } from './target.js';
 
-export const MAP_HELP = `usage: blocklayer map [-f FMT] [--output=json|human] [--snapshot S] IMAGE
+export const MAP_HELP = `usage: blocklayer map [-f FMT] [-U] [--output=json|human] [--snapshot S] IMAGE
 The allocation map of an image's guest view, like qemu-img map --output=json.
 Which ranges hold data, read as zeros, and come from which layer of the backing chain.
 
   -f, --format FMT     image format (raw, qcow2); given, it is used without probing
+  -U, --force-share    read-only, sharing everything: read an image another process holds read-write
   --output FMT         json (the default) or human: qemu-img map's table of the ranges
                        holding data (offset, length, where in which file)
   --json               the same as --output=json
@@ -34,12 +35,12 @@ const hex16 = (n: number) => (n === 0 ? '0' : `0x${n.toString(16)}`).padEnd(16);
  * human table with --output=human.
  */
 export async function mapCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...outputOptions, snapshot: { type: 'string' }, ...formatOption } });
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { ...outputOptions, ...forceShareOption, snapshot: { type: 'string' }, ...formatOption } });
   if (positionals.length !== 1) throw new Error(usageLine(MAP_HELP));
   const output = checkOutput(values, 'json');
   const format = checkFormat(values.format);
   const layer = new BlockLayer();
-  const drive = await layer.openDrive(await targetOptions(positionals[0], { format, snapshot: values.snapshot }));
+  const drive = await layer.openDrive(withForceShare(await targetOptions(positionals[0], { format, snapshot: values.snapshot }), values['force-share']));
   try {
     const map = await drive.blockStatusMap();
     if (output === 'human') {

@@ -2,6 +2,24 @@ import { BlockError } from '../errors.js';
 
 export { targetOptions } from '../image.js';
 
+/** `-U/--force-share` (qemu-img's): read-only, sharing everything, so an image another process holds read-write can be read. */
+export const forceShareOption = { 'force-share': { type: 'boolean', short: 'U' } } as const;
+
+/**
+ * The option tree with QEMU's force-share on each file node in it (the image's file; the backing
+ * chain and data file the qcow2 driver opens inherit it). The tree is read-only, as targetOptions makes it.
+ */
+export function withForceShare<T extends Record<string, unknown>>(tree: T, on: boolean | undefined): T {
+  if (!on) return tree;
+  const walk = (o: Record<string, unknown>): Record<string, unknown> => {
+    const out: Record<string, unknown> = { ...o };
+    if (o.driver === 'file') out.forceShare = true;
+    for (const [k, v] of Object.entries(o)) if (v !== null && typeof v === 'object' && !Array.isArray(v) && 'driver' in v) out[k] = walk(v as Record<string, unknown>);
+    return out;
+  };
+  return walk(tree) as T;
+}
+
 /** Image formats `-f/--format` accepts (qemu-img's `-f`: the format is used as given, no probing). */
 export const FORMATS = ['raw', 'qcow2'] as const;
 

@@ -6,7 +6,7 @@ import { type BlockStatus, defineDriver, type DriverInstance } from '../../node/
 import { AIO_ENGINES, defaultAio, type IoEngine, selectEngine } from './engine.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, tryFallocate } from './fallocate.js';
 import { AdjacentMerger } from './merge.js';
-import { imagePermissions, lockImage } from './qemu-lock.js';
+import { FORCE_SHARE_PERMISSIONS, imagePermissions, lockImage } from './qemu-lock.js';
 
 const SEEK_END = 2;
 const SEEK_DATA = 3;
@@ -25,6 +25,12 @@ const schema = z
      * unlocked where the file system has no locks, `on` fails there, `off` takes none.
      */
     locking: z.enum(['on', 'off', 'auto']).default('auto'),
+    /**
+     * QEMU `force-share` (qemu-img -U): take only the read lock and share everything, so a file
+     * another process holds read-write (QEMU, qemu-nbd, `blocklayer serve`) can be read. Requires
+     * a read-only node. A qcow2 image over such a file opens its backing chain and data file so too.
+     */
+    forceShare: z.boolean().default(false),
     /**
      * I/O engine (QEMU `aio`): `threads` (Node's thread pool) or `io_uring`. Default: the
      * BLOCKLAYER_FILE_AIO environment variable, else `threads`. Where io_uring is unavailable
@@ -50,7 +56,10 @@ export const fileDriver = defineDriver({
   capabilities: { kind: 'protocol' },
   schema,
   async open({ options, readOnly, nodeName, parent }): Promise<DriverInstance> {
-    const { filename, locking } = options;
+    const { filename, locking, forceShare } = options;
+    if (forceShare && !readOnly) {
+      throw new BlockError('EINVAL', `forceShare: force-share=on can only be used with read-only images ('${filename}')`, { node: nodeName, field: 'forceShare' });
+    }
     const engine = selectEngine(options.aio ?? defaultAio());
     const ctx = { node: nodeName, path: filename, field: 'filename' };
     const how = readOnly ? '' : ' read-write';
@@ -81,7 +90,7 @@ export const fileDriver = defineDriver({
       );
       refuseKind(opened, filename, ctx);
       if (locking !== 'off') {
-        const perms = imagePermissions(!readOnly, parent?.capabilities.keepsMetadata === true);
+        const perms = forceShare ? FORCE_SHARE_PERMISSIONS : imagePermissions(!readOnly, parent?.capabilities.keepsMetadata === true);
         await lockImage(fd, filename, perms, locking, { node: nodeName, field: 'filename' });
       }
       // SEEK_END also gives the size of block devices, where fstat says 0.

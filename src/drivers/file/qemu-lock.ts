@@ -52,6 +52,13 @@ export function imagePermissions(writable: boolean, resizable: boolean): ImagePe
 }
 
 /**
+ * A force-share open (QEMU's force-share=on, qemu-img -U): read-only, it reads and shares
+ * everything, so an image another process holds read-write can be inspected (what it reads may
+ * be changing under it).
+ */
+export const FORCE_SHARE_PERMISSIONS: ImagePermissions = { perm: Perm.consistentRead, shared: Perm.all };
+
+/**
  * What qemu-img create takes on an output it replaces: writing and resizing, sharing none of
  * it. Stricter than QEMU (which shares writes and truncates in place): a replaced file is an
  * orphaned inode to whoever still has it open, so any user of the target refuses it.

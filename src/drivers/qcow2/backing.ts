@@ -33,9 +33,10 @@ export function resolveName(image: Location | undefined, name: string, what: str
   return { kind: 'file', name: joinPath(dirName(image.name), name) };
 }
 
-/** Options of the protocol node that reads `loc`. */
-export function protocolOptions(loc: Location, readOnly: boolean): NodeOptions {
-  return loc.kind === 'file' ? { driver: 'file', filename: loc.name, readOnly } : { driver: 'http', url: loc.name };
+/** Options of the protocol node that reads `loc`; `forceShare` (QEMU force-share) as the image's own file was opened. */
+export function protocolOptions(loc: Location, readOnly: boolean, forceShare = false): NodeOptions {
+  if (loc.kind !== 'file') return { driver: 'http', url: loc.name };
+  return { driver: 'file', filename: loc.name, readOnly, ...(forceShare ? { forceShare } : {}) };
 }
 
 /** One name per image for loop detection: the real path of a file, the URL itself. */

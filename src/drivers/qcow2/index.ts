@@ -131,6 +131,8 @@ export const qcow2Driver = defineDriver({
     const tables = new ClusterMap(h, l1, l1Offset, fileLimit, l2Cache);
 
     const image = locationOf(file);
+    // QEMU inherits force-share down the graph: the backing chain and data file share as the image's file does.
+    const forceShare = file.options.forceShare === true;
     // External data file: given as a child, or named in the header.
     let dataNode = ctx.children.get('data-file');
     if (dataNode && !h.hasDataFile) {
@@ -140,7 +142,7 @@ export const qcow2Driver = defineDriver({
       if (h.dataFile === undefined) {
         throw new BlockError('EINVAL', `data-file: required: the image uses an external data file and its header names none`, { field: 'data-file', node: nodeName });
       }
-      dataNode = await ctx.openChild('data-file', protocolOptions(resolveName(image, h.dataFile, 'data file', nodeName), !writable));
+      dataNode = await ctx.openChild('data-file', protocolOptions(resolveName(image, h.dataFile, 'data file', nodeName), !writable, forceShare));
     }
     const data = dataNode ?? file;
 
@@ -162,7 +164,7 @@ export const qcow2Driver = defineDriver({
       if (format !== 'qcow2' && format !== 'raw') {
         throw new BlockError('ENOTSUP', `qcow2: backing format '${format}' of '${loc.name}' is not supported (qcow2 or raw)`, { field: 'backing_fmt', path: loc.name });
       }
-      const opts: NodeOptions = { driver: format, readOnly: true, file: protocolOptions(loc, true) };
+      const opts: NodeOptions = { driver: format, readOnly: true, file: protocolOptions(loc, true, forceShare) };
       if (format === 'qcow2') opts.backingChain = chain;
       backing = await ctx.openChild('backing', opts);
     }
