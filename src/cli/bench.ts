@@ -9,10 +9,9 @@ import { formatTable } from '../bench/table.js';
 import { defaultAio, selectEngine } from '../drivers/file/engine.js';
 import { BlockError } from '../errors.js';
 import { parseDriveString, withAio } from '../options/drive-string.js';
-import { parseSize } from '../options/size.js';
 import type { ThrottleLimits } from '../throttle/limits.js';
 import { type CompareTarget, compare } from './bench-compare.js';
-import { LIMIT_FLAGS, num, parseLimitFlags } from './limit-flags.js';
+import { LIMIT_FLAGS, num, parseLimitFlags, sizeFlag } from './limit-flags.js';
 import { targetOptions } from './target.js';
 
 export const BENCH_HELP = `usage: blocklayer bench [--filename F | --drive STR | --driver null|memory] [--rw R] [--bs N] [--iodepth N] [--runtime S] [--iops N …] [--json] [--plot F.svg]
@@ -104,17 +103,17 @@ export async function benchCommand(args: string[]): Promise<number> {
     if (file) delete file.readOnly;
   } else {
     const driver = v.driver ?? 'null';
-    target = { driver, size: v['target-size'] ?? '1G' };
+    target = { driver, size: sizeFlag('target-size', v['target-size'] ?? '1G') };
     if (v['latency-ns'] !== undefined) target.latencyNs = num('latency-ns', v['latency-ns']);
   }
   const job: BenchJobInput = {
     target,
     limits,
     ...(v.rw !== undefined ? { rw: v.rw as BenchJobInput['rw'] } : {}),
-    ...(v.bs !== undefined ? { bs: num('bs', v.bs, parseSize) } : {}),
+    ...(v.bs !== undefined ? { bs: sizeFlag('bs', v.bs) } : {}),
     ...(v.iodepth !== undefined ? { iodepth: num('iodepth', v.iodepth) } : {}),
     ...(v.runtime !== undefined ? { runtime: num('runtime', v.runtime) } : {}),
-    ...(v.size !== undefined ? { size: num('size', v.size, parseSize) } : {}),
+    ...(v.size !== undefined ? { size: sizeFlag('size', v.size) } : {}),
     ...(v.drives !== undefined ? { drives: num('drives', v.drives) } : {}),
     ...(group !== undefined ? { group } : {}),
     ...(v.rwmixread !== undefined ? { rwmixread: num('rwmixread', v.rwmixread) } : {}),

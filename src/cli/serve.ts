@@ -5,14 +5,13 @@ import { BlockError } from '../errors.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
 import { isWellFormedUtf16 } from '../nbd/protocol.js';
 import { NbdServer } from '../nbd/server.js';
-import { parseSize } from '../options/size.js';
 import { loadPskFile, loadQemuTlsCredsDir, type NbdTlsOptions } from '../nbd/tls.js';
 import { driveStringToOptions, parseDriveString, splitQemuOpts, withAio } from '../options/drive-string.js';
 import type { ExportManager } from '../qmp/commands.js';
 import { QmpServer, removeStaleSocket } from '../qmp/server.js';
 import { QmpError } from '../qmp/wire.js';
 import type { ThrottleLimits } from '../throttle/limits.js';
-import { LIMIT_FLAGS, num, parseLimitFlags } from './limit-flags.js';
+import { LIMIT_FLAGS, num, parseLimitFlags, sizeFlag } from './limit-flags.js';
 import { checkFormat, targetOptions } from './target.js';
 
 export const SERVE_HELP = `usage: blocklayer serve [-x NAME] [-f FMT] [-r] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive STR …] [--qmp unix:PATH] [options] [IMAGE]
@@ -283,7 +282,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   const layer = new BlockLayer();
   let memoryBudget: number | undefined;
   if (v['memory-budget'] !== undefined) {
-    memoryBudget = parseSize(v['memory-budget']);
+    memoryBudget = sizeFlag('memory-budget', v['memory-budget']);
     if (!Number.isSafeInteger(memoryBudget) || memoryBudget <= 0) {
       throw new BlockError('EINVAL', `--memory-budget: '${v['memory-budget']}' is not a size (e.g. 256M)`, { field: 'memory-budget' });
     }
