@@ -8,6 +8,7 @@ import { BlockError } from '../errors.js';
 import { BlockLayer } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
 import { type OutputFile, writeAtomically } from './atomic-output.js';
+import { printf2 } from './check.js';
 import { parseCreateO } from './create.js';
 import { inputFiles } from './input-files.js';
 import { checkFormat, forceShareOption, formatOption, targetOptions, usageLine, withForceShare } from './target.js';
@@ -25,7 +26,8 @@ The output is written under a temporary name and renamed when complete.
   -c, --compress            compress every data cluster (-O qcow2)
   -o, --options k=v,…       qcow2 creation options (cluster_size, compression_type, compat, …)
   --snapshot S              convert snapshot S (id or name) of a qcow2 image
-  -p, --progress            show progress (the default on a terminal)
+  -p, --progress            show progress (the default on a terminal); where stderr is
+                            not a terminal, qemu-img's "    (x.xx/100%)" lines on stdout
   -q, --quiet               no progress
   -h, --help                this help`;
 const USAGE = usageLine(CONVERT_HELP);
@@ -68,18 +70,25 @@ export async function convertCommand(args: string[]): Promise<number> {
   const layer = new BlockLayer();
   try {
     const drive = await layer.openDrive(withForceShare(await targetOptions(input, { format, snapshot: values.snapshot }), values['force-share']));
-    const showBar = !values.quiet && (values.progress ?? process.stderr.isTTY);
+    // A bar on a terminal; asked with -p where stderr is not one, qemu-img's "    (x.xx/100%)" on stdout.
+    const showBar = !values.quiet && (values.progress ?? process.stderr.isTTY) && process.stderr.isTTY;
+    const showText = !values.quiet && values.progress === true && !process.stderr.isTTY;
     const mib = (n: number) => Math.ceil(n / 2 ** 20);
     await writeAtomically(
       output,
       async (out) => {
         const bar = showBar ? new cliProgress.SingleBar({ format: 'converting [{bar}] {percentage}% | {value}/{total} MiB', stream: process.stderr }, cliProgress.Presets.shades_classic) : null;
+        const text = showText ? qemuProgress((s) => process.stdout.write(s)) : null;
         bar?.start(mib(drive.length), 0);
-        const progress: Progress = (pos) => bar?.update(mib(pos));
+        const progress: Progress = (pos) => {
+          bar?.update(mib(pos));
+          text?.update(drive.length === 0 ? 100 : (pos * 100) / drive.length);
+        };
         try {
           if (outFormat === 'raw') await toRaw(drive, out, progress);
           else await toQcow2(layer, drive, out, { ...createOptions, compress: values.compress ?? false }, progress);
           bar?.update(mib(drive.length));
+          text?.end();
         } finally {
           bar?.stop();
         }
@@ -90,6 +99,30 @@ export async function convertCommand(args: string[]): Promise<number> {
     await layer.close();
   }
   return 0;
+}
+
+/**
+ * qemu-img's progress output (util/qemu-progress.c, as convert -p uses it): "    (%3.2f/100%)"
+ * and a carriage return, printed at 0, whenever the percentage moved by more than 1 since the
+ * last print, and at 100; at the end 100 once more and a newline.
+ */
+export function qemuProgress(write: (s: string) => void): { update(percent: number): void; end(): void } {
+  let last = 0;
+  const print = (p: number) => write(`    (${printf2(p)}/100%)\r`);
+  print(0);
+  return {
+    update(percent) {
+      const p = Math.min(100, percent);
+      if (p > last + 1 || p < last - 1 || p === 100 || p === 0) {
+        last = p;
+        print(p);
+      }
+    },
+    end() {
+      print(100);
+      write('\n');
+    },
+  };
 }
 
 /**
