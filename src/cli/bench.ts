@@ -30,7 +30,8 @@ A fio-like job on any target, with disk I/O limits by their QEMU names.
   --drives N                drives running the job at once
   --group NAME              throttle group the drives share
   --rwmixread PCT           reads in a mixed job, percent
-  --clock real|virtual      virtual runs instantly on a virtual clock (null and memory targets)
+  --clock real|virtual      virtual runs instantly on a virtual clock (null and memory targets
+                            only: refused on a file, nbd, http or rbd target)
   --seed N                  seed of random offsets
   --slice-ms N              reporting interval
   --iops N, --bps N, …      limits by their QEMU names (iops-rd, iops-wr, bps-rd, bps-wr, *-max, *-max-length, iops-size)
@@ -106,6 +107,7 @@ export async function benchCommand(args: string[]): Promise<number> {
     target = { driver, size: sizeFlag('target-size', v['target-size'] ?? '1G') };
     if (v['latency-ns'] !== undefined) target.latencyNs = num('latency-ns', v['latency-ns']);
   }
+  if (v.clock === 'virtual') refuseVirtualClock(target);
   const job: BenchJobInput = {
     target,
     limits,
@@ -145,6 +147,32 @@ export async function benchCommand(args: string[]): Promise<number> {
     if (v.plot) console.log(`plot written to ${v.plot}`);
   }
   return 0;
+}
+
+/** Drivers whose I/O takes real time (a disk, a network): a virtual clock cannot measure them. */
+const REAL_IO = new Set(['file', 'nbd', 'http', 'rbd']);
+
+/**
+ * `--clock virtual` only where every node of the target is emulated (null, memory, and filters
+ * or formats over them): on a file or a network target its time would not pass on the virtual
+ * clock, so the numbers would mean nothing. EINVAL naming --clock and the driver.
+ */
+function refuseVirtualClock(target: Record<string, unknown>): void {
+  const seen = new Set<unknown>();
+  const walk = (o: Record<string, unknown>): string | undefined => {
+    if (seen.has(o)) return undefined;
+    seen.add(o);
+    if (typeof o.driver === 'string' && REAL_IO.has(o.driver)) return o.driver;
+    for (const c of Object.values(o)) {
+      const found = c !== null && typeof c === 'object' && !Array.isArray(c) ? walk(c as Record<string, unknown>) : undefined;
+      if (found) return found;
+    }
+    return undefined;
+  };
+  const driver = walk(target);
+  if (driver !== undefined) {
+    throw new BlockError('EINVAL', `--clock virtual: the target does real I/O (a ${driver} node), which a virtual clock cannot time; use --clock real, or --driver null|memory`, { field: 'clock' });
+  }
 }
 
 /** Node options from a `json:{…}` filename (QEMU's json: pseudo-protocol), in this library's option names. */

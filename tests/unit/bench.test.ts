@@ -1,4 +1,6 @@
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LatencyHistogram } from '../../src/bench/histogram.js';
@@ -217,6 +219,31 @@ describe('blocklayer bench (CLI)', () => {
       expect(r.stderr).toMatch(msg);
     }
   });
+
+  it('--clock virtual on a target that does real I/O (a file, also inside a json: tree or a --drive) is refused with one line naming --clock; null, memory and filters over them run', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bl-bench-clock-'));
+    try {
+      const file = path.join(dir, 'd.raw');
+      fs.writeFileSync(file, Buffer.alloc(1 << 20));
+      const before = fs.statSync(file).mtimeMs;
+      for (const target of [
+        ['--filename', file],
+        ['--filename', `json:${JSON.stringify({ driver: 'raw', file: { driver: 'file', filename: file } })}`],
+        ['--drive', `file=${file},format=raw,iops=100`],
+      ]) {
+        const r = cli('--clock', 'virtual', '--runtime', '1', '--rw', 'randwrite', ...target);
+        expect([r.status, r.stdout]).toEqual([1, '']);
+        expect(r.stderr).toBe('blocklayer bench: EINVAL: --clock virtual: the target does real I/O (a file node), which a virtual clock cannot time; use --clock real, or --driver null|memory\n');
+      }
+      expect(fs.statSync(file).mtimeMs).toBe(before);
+      for (const target of [['--driver', 'memory', '--target-size', '4M'], ['--filename', `json:${JSON.stringify(failingTarget(1e9))}`]]) {
+        const r = cli('--clock', 'virtual', '--runtime', '1', '--iops', '100', '-q', ...target);
+        expect([target[1], r.status, r.stderr]).toEqual([target[1], 0, '']);
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   it('an I/O error during the job exits 1 with one line naming the error', () => {
     const target = JSON.stringify(failingTarget(50));
