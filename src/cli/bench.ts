@@ -34,7 +34,8 @@ A fio-like job on any target, with disk I/O limits by their QEMU names.
                             only: refused on a file, nbd, http or rbd target)
   --seed N                  seed of random offsets
   --slice-ms N              reporting interval
-  --iops N, --bps N, …      limits by their QEMU names (iops-rd, iops-wr, bps-rd, bps-wr, *-max, *-max-length, iops-size)
+  --iops N, --bps SIZE, …   limits by their QEMU names (iops-rd, iops-wr, bps-rd, bps-wr, *-max, *-max-length, iops-size);
+                            bps and iops-size take sizes (1M, 8k)
   --json                    the result as JSON
   --plot F.svg              draw the result
   --compare fio|qemu-img    run the equivalent job of that tool on the same file

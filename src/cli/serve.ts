@@ -33,7 +33,7 @@ An NBD server for IMAGE and every --drive (qemu-nbd's flags where they apply).
   --tls-psk DIR|FILE        TLS with pre-shared keys (keys.psk)
   --memory-budget SIZE      request payloads and unsent replies of all clients (256M)
   --aio threads|io_uring    the file driver's I/O engine
-  --iops N, --bps N, …      limits of IMAGE by their QEMU names
+  --iops N, --bps SIZE, …   limits of IMAGE by their QEMU names (bps and iops-size take sizes: 1M, 8k)
   -h, --help                this help`;
 
 /** qemu-nbd's spellings where they apply; limits by their QEMU names as in `blocklayer bench`. */
