@@ -27,7 +27,9 @@ async function describe(node: BlockNode): Promise<Record<string, unknown>> {
   // An http node names its URL (without credentials or query) where a file node names its path.
   const url = proto.driver.name === 'http' ? (proto.info().url as string) : undefined;
   const filename = (proto.options.filename as string | undefined) ?? url;
-  const out: Record<string, unknown> = { filename, format, 'dirty-flag': format === 'qcow2' ? info.dirty : false };
+  const out: Record<string, unknown> = { filename, format };
+  // qemu-img gives the dirty flag where the driver answers bdrv_get_info: qcow2, and raw over a file (not nbd, http, rbd)
+  if (format === 'qcow2' || proto.driver.name === 'file') out['dirty-flag'] = format === 'qcow2' ? info.dirty : false;
   // qemu-img's "actual-size": the bytes the image file takes on disk (st_blocks * 512)
   if (proto.driver.name === 'file' && filename !== undefined) out['actual-size'] = (await stat(filename)).blocks * 512;
   out['virtual-size'] = node.length;
@@ -168,6 +170,8 @@ export async function infoCommand(args: string[]): Promise<number> {
     const nodes: BlockNode[] = [];
     for (let node: BlockNode | undefined = drive.node; node; node = values['backing-chain'] ? node.child('backing') : undefined) nodes.push(node);
     const chain = await Promise.all(nodes.map(describe));
+    // an nbd or rbd image names no file: qemu-img's filename is the target as written
+    if (chain[0].filename === undefined) chain[0].filename = positionals[0];
     if (output === 'json') console.log(JSON.stringify(values['backing-chain'] ? chain : chain[0], null, 4));
     else console.log(chain.map((d, i) => text(d, nodes[i].driver.name === 'qcow2' ? nodes[i].info().features : undefined)).join('\n\n'));
   } finally {

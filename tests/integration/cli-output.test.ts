@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { haveQemuTools } from '../helpers/qemu-images.js';
+import { haveProgram } from '../helpers/tools.js';
 
 const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const FIX = path.join(import.meta.dirname, '../fixtures/qcow2');
@@ -62,6 +63,30 @@ describe.skipIf(!available)('--output=human|json as qemu-img spells it', () => {
     const chain = cli('info', '--output=json', '--backing-chain', images.over);
     expect(JSON.parse(chain.out)).toEqual(withoutIcount(JSON.parse(qemuImg('info', '--output=json', '--backing-chain', images.over))));
   }, 120_000);
+
+  it.skipIf(!haveProgram('qemu-nbd'))('info --output=json of an nbd export (raw, and qcow2 probed) is qemu-img info --output=json: the URI as filename, no dirty-flag or actual-size for raw', () => {
+    const pids: number[] = [];
+    try {
+      const uris: string[] = [];
+      for (const [name, image] of [
+        ['r', images.raw],
+        ['q', images.zstd],
+      ]) {
+        const sock = path.join(dir, `${name}.sock`);
+        const pidFile = path.join(dir, `${name}.pid`);
+        execFileSync('qemu-nbd', ['--fork', '--persistent', '--pid-file', pidFile, '-r', '-k', sock, '-x', name, '-f', 'raw', image], { stdio: 'ignore' });
+        pids.push(Number(fs.readFileSync(pidFile, 'utf8')));
+        uris.push(`nbd+unix:///${name}?socket=${sock}`);
+      }
+      for (const uri of uris) {
+        const ours = cli('info', '--output=json', uri);
+        expect([uri, ours.code, ours.err]).toEqual([uri, 0, '']);
+        expect(JSON.parse(ours.out)).toEqual(JSON.parse(qemuImg('info', '--output=json', uri)));
+      }
+    } finally {
+      for (const pid of pids) process.kill(pid, 'SIGTERM');
+    }
+  }, 60_000);
 
   it('info --output=human (the default) prints every line qemu-img info prints, disk size included, in its order', () => {
     for (const name of ['over', 'v2', 'dataFile', 'raw']) {
