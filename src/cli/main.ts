@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { BlockError } from '../errors.js';
-import { InterruptedError } from './atomic-output.js';
+import { InterruptedError } from '../atomic-output.js';
 import { benchCommand } from './bench.js';
 import { checkCommand } from './check.js';
 import { commitCommand } from './commit.js';
