@@ -20,7 +20,7 @@ function loadZstd(): Promise<ZstdCompress> {
       const reason = e instanceof Error ? e.message.split('\n')[0] : String(e);
       throw new BlockError(
         'ENOTSUP',
-        `writing zstd-compressed clusters needs the optional package 'zstd-napi', which did not load (${reason}); install it (npm install zstd-napi) or use compression_type zlib`,
+        `writing zstd-compressed clusters needs the optional package 'zstd-napi', which did not load (${reason}); install it with install scripts on (npm install zstd-napi, or npm rebuild zstd-napi where it came without its binary) or use compression_type zlib`,
         { field: 'compression_type', cause: e },
       );
     },
