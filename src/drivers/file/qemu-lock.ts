@@ -131,7 +131,8 @@ export interface LockContext {
  * permission as QEMU does (`failed to get "write" lock`, `failed to get shared "write" lock`)
  * and the processes that hold it, with this open's locks released again. `auto` goes on
  * unlocked where the file system has no locks; `on` fails. Without OFD locks (not Linux) an
- * flock stands in: exclusive for a writer, shared otherwise, seen only by this library.
+ * flock stands in: exclusive for a writer, shared otherwise, seen only by this library; where
+ * flock cannot be called either (neither fs-ext nor koffi, see posix.ts) `auto` goes on unlocked.
  */
 export async function lockImage(fd: number, filename: string, perms: ImagePermissions, locking: 'on' | 'auto', ctx: LockContext = {}): Promise<void> {
   const locks = loadOfd();
