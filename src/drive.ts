@@ -26,7 +26,7 @@ export type DriveLimits = Omit<ThrottleOptions, 'group'> & { group: string };
 
 /** Per-request options. */
 export interface RequestOptions {
-  /** Aborting before the request reaches the driver rejects it with ECANCELED, untouched. */
+  /** Aborting before the request reaches the driver rejects it with ECANCELED (its `cause` is `signal.reason`), untouched. */
   signal?: AbortSignal;
 }
 
@@ -430,7 +430,7 @@ export class Drive extends EventEmitter<DriveEvents> {
       const op = direction === READ_DIR ? OP_READ : typeof data === 'number' ? OP_WRITE_ZEROES : OP_WRITE;
       if (signal?.aborted) {
         this.leave();
-        reject!(this.canceled(OP_NAMES[op], offset));
+        reject!(this.canceled(OP_NAMES[op], offset, signal.reason));
         return;
       }
       // The queue keeps the low 32 bits of the arrival number (fewer than 2^32 requests arrive
@@ -659,7 +659,7 @@ export class Drive extends EventEmitter<DriveEvents> {
           h.settled = true;
           const at = this.held.indexOf(h);
           if (at >= 0) this.held.splice(at, 1);
-          reject(this.canceled(OP_NAMES[op], offset));
+          reject(this.canceled(OP_NAMES[op], offset, signal.reason));
         };
         signal.addEventListener('abort', h.onAbort, { once: true });
       }
@@ -863,7 +863,7 @@ export class Drive extends EventEmitter<DriveEvents> {
       (op === OP_READ || op === OP_FLUSH || !this.readOnly)
     ) {
       if (signal === undefined) return null;
-      if (isSignal(signal)) return signal.aborted ? this.canceled(OP_NAMES[op], offset) : null;
+      if (isSignal(signal)) return signal.aborted ? this.canceled(OP_NAMES[op], offset, signal.reason) : null;
     }
     return this.refusal(op, offset, length, signal);
   }
@@ -883,7 +883,7 @@ export class Drive extends EventEmitter<DriveEvents> {
       this.accounting.invalidOp(OP_KINDS[op]);
       return error;
     }
-    if ((signal as AbortSignal | undefined)?.aborted) return this.canceled(name, offset);
+    if ((signal as AbortSignal | undefined)?.aborted) return this.canceled(name, offset, (signal as AbortSignal).reason);
     return null;
   }
 
@@ -916,7 +916,8 @@ export class Drive extends EventEmitter<DriveEvents> {
     }
   }
 
-  private canceled(op: IoOperation, offset: number): BlockError {
-    return new BlockError('ECANCELED', `${op}: request at offset ${offset} was aborted`, { node: this.node.name, offset });
+  /** ECANCELED for a request whose signal aborted; `reason` (the signal's) becomes the error's `cause`. */
+  private canceled(op: IoOperation, offset: number, reason: unknown): BlockError {
+    return new BlockError('ECANCELED', `${op}: request at offset ${offset} was aborted`, { node: this.node.name, offset, cause: reason });
   }
 }
