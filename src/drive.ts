@@ -1,7 +1,9 @@
 import { EventEmitter } from 'eventemitter3';
 import type { Clock } from './clock.js';
+import { asBytes, describe, isSignal } from './drive/args.js';
 import { BlockError, fromErrno, valueText } from './errors.js';
 import type { BlockStatus } from './node/driver.js';
+import { mergedExtents } from './node/extents.js';
 import type { BlockNode } from './node/node.js';
 import type { ErrorAction } from './options/error-policy.js';
 import { parseOptions } from './options/zod-error.js';
@@ -97,28 +99,6 @@ const OP_KINDS: readonly IoKind[] = [IoKind.Read, IoKind.Write, IoKind.Write, Io
 
 /** The largest buffer a read may allocate (Node's limit; larger reads are refused, not thrown). */
 const MAX_READ_BUFFER = MAX_BUFFER_LENGTH;
-
-/** The bytes of a caller's buffer: Uint8Array (Buffer) as is, ArrayBuffer and DataView by bytes; null for anything else. */
-function asBytes(data: unknown): Uint8Array | null {
-  if (data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && data instanceof SharedArrayBuffer)) return new Uint8Array(data);
-  if (data instanceof DataView) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  return null;
-}
-
-function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (ArrayBuffer.isView(value)) return value.constructor.name;
-  return typeof value === 'object' ? (value.constructor?.name ?? 'object') : typeof value;
-}
-
-/** An AbortSignal, or an object that behaves like one (polyfills): anything else would fail later, after the request was counted. */
-function isSignal(signal: unknown): signal is AbortSignal {
-  if (signal instanceof AbortSignal) return true;
-  if (typeof signal !== 'object' || signal === null) return false;
-  const s = signal as Partial<AbortSignal>;
-  return typeof s.aborted === 'boolean' && typeof s.addEventListener === 'function' && typeof s.removeEventListener === 'function';
-}
 
 /** A request that arrived while the drive was drained or paused: it goes, in order, when that ends. */
 interface HeldRequest {
@@ -705,6 +685,22 @@ export class Drive extends EventEmitter<DriveEvents> {
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  /**
+   * The extents {@link blockStatusMap} gives, one at a time as a `for await` loop asks for them,
+   * without building the array; `break` stops reading. The arguments are checked when this is
+   * called: a bad one (EINVAL naming it), a closed drive (ECLOSED) or an aborted signal make the
+   * first `next()` reject. The signal is looked at between calls to the driver (ECANCELED, with
+   * its reason as `cause`).
+   */
+  blockStatusExtents(offset = 0, length = this.length - offset, options?: RequestOptions): AsyncIterableIterator<BlockStatus> {
+    const signal = options?.signal;
+    let refused = this.state !== 'open' ? this.closedError('block-status', offset) : this.rangeError('block-status', offset, length);
+    if (refused === null && signal !== undefined && !isSignal(signal)) {
+      refused = new BlockError('EINVAL', `block-status: signal must be an AbortSignal, not ${describe(signal)}`, { node: this.node.name, offset, length, field: 'signal' });
+    }
+    return mergedExtents(this, offset, length, refused === null ? signal : undefined, this.node.name, refused);
   }
 
   /** QEMU query-blockstats counters, plus throttle figures when throttled. */
