@@ -13,6 +13,7 @@ export {
   type IoStatus,
   type RequestOptions,
 } from './drive.js';
+export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
 export { throttleFilterDriver } from './drivers/throttle.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';

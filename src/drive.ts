@@ -1,6 +1,7 @@
 import { EventEmitter } from 'eventemitter3';
 import type { Clock } from './clock.js';
 import { asBytes, describe, isSignal } from './drive/args.js';
+import { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 import { BlockError, fromErrno, valueText } from './errors.js';
 import type { BlockStatus } from './node/driver.js';
 import { mergedExtents } from './node/extents.js';
@@ -701,6 +702,14 @@ export class Drive extends EventEmitter<DriveEvents> {
       refused = new BlockError('EINVAL', `block-status: signal must be an AbortSignal, not ${describe(signal)}`, { node: this.node.name, offset, length, field: 'signal' });
     }
     return mergedExtents(this, offset, length, refused === null ? signal : undefined, this.node.name, refused);
+  }
+
+  /**
+   * The drive's guest view (bytes `start` to `end`, inclusive) as a WHATWG ReadableStream read
+   * as it is consumed: see {@link driveReadableStream}. In Node, `createReadStream` gives a Node Readable.
+   */
+  readableStream(options?: DriveReadableStreamOptions): ReadableStream<Uint8Array> {
+    return driveReadableStream(this, options);
   }
 
   /** QEMU query-blockstats counters, plus throttle figures when throttled. */

@@ -11,6 +11,8 @@ export {
   type IoStatus,
   type RequestOptions,
 } from './drive.js';
+export { createDriveReadStream, type DriveReadStreamOptions } from './drive/node-read-stream.js';
+export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { fileDriver } from './drivers/file/index.js';
 export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
 export { nbdDriver } from './drivers/nbd.js';
