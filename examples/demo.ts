@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BlockLayer, type Drive } from '../src/index.js';
+import { BlockLayer, type Drive } from 'blocklayer';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-demo-'));
 const image = path.join(dir, 'disk.img');

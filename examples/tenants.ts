@@ -2,7 +2,7 @@
  * Two tenants, each with two drives in its own throttle group; tenant B's limit is raised at
  * runtime. Run: npx tsx examples/tenants.ts
  */
-import { BlockLayer, type Drive } from '../src/index.js';
+import { BlockLayer, type Drive } from 'blocklayer';
 
 const layer = new BlockLayer();
 const open = (id: string, group: string, iopsTotal: number) =>

@@ -12,8 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { V86, type V86Options } from 'v86';
-import { toV86Disk } from '../src/adapters/v86.js';
-import { BlockLayer, openImage } from '../src/index.js';
+import { toV86Disk } from 'blocklayer/v86';
+import { BlockLayer, openImage } from 'blocklayer';
 import { assembleBootSector, BIOS, buildDisk, V86_WASM, VGA_BIOS } from '../tests/helpers/v86-boot.js';
 
 const { values, positionals } = parseArgs({

@@ -3,7 +3,7 @@
  * drive with limits, and time moved by hand. Run: npx vitest run examples/
  */
 import { describe, expect, it } from 'vitest';
-import { BlockLayer, type Drive, VirtualClock } from '../src/index.js';
+import { BlockLayer, type Drive, VirtualClock } from 'blocklayer';
 
 /** The "user code" under test: copies a region block by block and reports progress. */
 async function copyRegion(drive: Drive, from: number, to: number, length: number, block: number, onProgress: (bytes: number) => void) {

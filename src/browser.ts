@@ -13,10 +13,27 @@ export {
   type IoStatus,
   type RequestOptions,
 } from './drive.js';
+export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
 export { throttleFilterDriver } from './drivers/throttle.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
-export { BlockLayer, type BlockLayerOptions, type DriveOptions, getDefaultLayer, openDrive, openImage } from './layer.js';
+export { BlockLayer, type BlockLayerOptions, type BuiltinDriveOptions, type DriveOptions, type DriveOwnOptions, getDefaultLayer, openDrive, openImage } from './layer.js';
+export type {
+  BlkdebugNodeOptions,
+  BuiltinDriverName,
+  BuiltinDriverOptions,
+  BuiltinNodeOptions,
+  ChildNodeOptions,
+  CommonNodeOptions,
+  DriverNodeOptions,
+  HttpNodeOptions,
+  KeyCheckedOptions,
+  MemoryNodeOptions,
+  NullNodeOptions,
+  Qcow2NodeOptions,
+  RawNodeOptions,
+  ThrottleNodeOptions,
+} from './node/builtin-options.js';
 export type { BlockDriver, BlockStatus, DriverInstance, NodeOptions, OpenContext } from './node/driver.js';
 export { defineDriver } from './node/driver.js';
 export { BlockNode } from './node/node.js';

@@ -15,6 +15,8 @@ export interface CheckImageOptions {
   format?: string;
   /** Receives qemu-img's stderr lines: each finding and repair. */
   log?: (line: string) => void;
+  /** The layer a protocol other than a local file opens in (its clock, its drivers); a private one by default. */
+  layer?: BlockLayer;
 }
 
 const unsupported = (format: string) => new BlockError('ENOTSUP', `This image format does not support checks (${format})`, { field: 'format' });
@@ -61,12 +63,20 @@ async function openTarget(target: string | NodeOptions, opts: CheckImageOptions)
     return { file, name: fileOptions.filename, close: () => file.close() };
   }
   // Another protocol (nbd, rbd, ...): checked through its node, which cannot grow for a rebuild.
-  const layer = new BlockLayer();
+  const layer = opts.layer ?? new BlockLayer();
+  const release = () => (opts.layer === undefined ? layer.close() : Promise.resolve());
   try {
     const node = await layer.openNode({ ...fileOptions, readOnly: !writable });
-    return { file: node, name: String(fileOptions.filename ?? node.name), close: () => layer.close() };
+    return {
+      file: node,
+      name: String(fileOptions.filename ?? node.name),
+      close: async () => {
+        await node.unref();
+        await release();
+      },
+    };
   } catch (e) {
-    await layer.close();
+    await release();
     throw e;
   }
 }

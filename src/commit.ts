@@ -12,6 +12,8 @@ export interface CommitOptions {
   onProgress?: (done: number, total: number) => void;
   /** Stops between pieces; what was written to the backing file stays (as with qemu-img commit). */
   signal?: AbortSignal;
+  /** The layer the images open in (its clock, its drivers); a private one, closed afterwards, by default. */
+  layer?: BlockLayer;
 }
 
 /** What {@link commitImage} did. */
@@ -33,7 +35,7 @@ const PIECE = 4 * 1024 * 1024;
  * file is durable: a crash at any point leaves a chain that reads the same.
  */
 export async function commitImage(overlay: string, options: CommitOptions = {}): Promise<CommitResult> {
-  const layer = new BlockLayer();
+  const layer = options.layer ?? new BlockLayer();
   try {
     // The header alone (backing: null): the backing file is opened once, read-write, so a user
     // of it is refused for the write this needs, not for a read first.
@@ -93,7 +95,8 @@ export async function commitImage(overlay: string, options: CommitOptions = {}):
     await replaceWithEmptyOverlay(overlay, info);
     return { backingFile, bytes, emptied: true };
   } finally {
-    await layer.close();
+    // Every node opened here was released above; only a private layer is closed.
+    if (options.layer === undefined) await layer.close();
   }
 }
 

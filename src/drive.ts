@@ -1,7 +1,10 @@
 import { EventEmitter } from 'eventemitter3';
 import type { Clock } from './clock.js';
+import { asBytes, describe, isSignal } from './drive/args.js';
+import { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 import { BlockError, fromErrno, valueText } from './errors.js';
 import type { BlockStatus } from './node/driver.js';
+import { mergedExtents } from './node/extents.js';
 import type { BlockNode } from './node/node.js';
 import type { ErrorAction } from './options/error-policy.js';
 import { parseOptions } from './options/zod-error.js';
@@ -26,7 +29,7 @@ export type DriveLimits = Omit<ThrottleOptions, 'group'> & { group: string };
 
 /** Per-request options. */
 export interface RequestOptions {
-  /** Aborting before the request reaches the driver rejects it with ECANCELED, untouched. */
+  /** Aborting before the request reaches the driver rejects it with ECANCELED (its `cause` is `signal.reason`), untouched. */
   signal?: AbortSignal;
 }
 
@@ -97,28 +100,6 @@ const OP_KINDS: readonly IoKind[] = [IoKind.Read, IoKind.Write, IoKind.Write, Io
 
 /** The largest buffer a read may allocate (Node's limit; larger reads are refused, not thrown). */
 const MAX_READ_BUFFER = MAX_BUFFER_LENGTH;
-
-/** The bytes of a caller's buffer: Uint8Array (Buffer) as is, ArrayBuffer and DataView by bytes; null for anything else. */
-function asBytes(data: unknown): Uint8Array | null {
-  if (data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && data instanceof SharedArrayBuffer)) return new Uint8Array(data);
-  if (data instanceof DataView) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  return null;
-}
-
-function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (ArrayBuffer.isView(value)) return value.constructor.name;
-  return typeof value === 'object' ? (value.constructor?.name ?? 'object') : typeof value;
-}
-
-/** An AbortSignal, or an object that behaves like one (polyfills): anything else would fail later, after the request was counted. */
-function isSignal(signal: unknown): signal is AbortSignal {
-  if (signal instanceof AbortSignal) return true;
-  if (typeof signal !== 'object' || signal === null) return false;
-  const s = signal as Partial<AbortSignal>;
-  return typeof s.aborted === 'boolean' && typeof s.addEventListener === 'function' && typeof s.removeEventListener === 'function';
-}
 
 /** A request that arrived while the drive was drained or paused: it goes, in order, when that ends. */
 interface HeldRequest {
@@ -430,7 +411,7 @@ export class Drive extends EventEmitter<DriveEvents> {
       const op = direction === READ_DIR ? OP_READ : typeof data === 'number' ? OP_WRITE_ZEROES : OP_WRITE;
       if (signal?.aborted) {
         this.leave();
-        reject!(this.canceled(OP_NAMES[op], offset));
+        reject!(this.canceled(OP_NAMES[op], offset, signal.reason));
         return;
       }
       // The queue keeps the low 32 bits of the arrival number (fewer than 2^32 requests arrive
@@ -659,7 +640,7 @@ export class Drive extends EventEmitter<DriveEvents> {
           h.settled = true;
           const at = this.held.indexOf(h);
           if (at >= 0) this.held.splice(at, 1);
-          reject(this.canceled(OP_NAMES[op], offset));
+          reject(this.canceled(OP_NAMES[op], offset, signal.reason));
         };
         signal.addEventListener('abort', h.onAbort, { once: true });
       }
@@ -705,6 +686,30 @@ export class Drive extends EventEmitter<DriveEvents> {
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  /**
+   * The extents {@link blockStatusMap} gives, one at a time as a `for await` loop asks for them,
+   * without building the array; `break` stops reading. The arguments are checked when this is
+   * called: a bad one (EINVAL naming it), a closed drive (ECLOSED) or an aborted signal make the
+   * first `next()` reject. The signal is looked at between calls to the driver (ECANCELED, with
+   * its reason as `cause`).
+   */
+  blockStatusExtents(offset = 0, length = this.length - offset, options?: RequestOptions): AsyncIterableIterator<BlockStatus> {
+    const signal = options?.signal;
+    let refused = this.state !== 'open' ? this.closedError('block-status', offset) : this.rangeError('block-status', offset, length);
+    if (refused === null && signal !== undefined && !isSignal(signal)) {
+      refused = new BlockError('EINVAL', `block-status: signal must be an AbortSignal, not ${describe(signal)}`, { node: this.node.name, offset, length, field: 'signal' });
+    }
+    return mergedExtents(this, offset, length, refused === null ? signal : undefined, this.node.name, refused);
+  }
+
+  /**
+   * The drive's guest view (bytes `start` to `end`, inclusive) as a WHATWG ReadableStream read
+   * as it is consumed: see {@link driveReadableStream}. In Node, `createReadStream` gives a Node Readable.
+   */
+  readableStream(options?: DriveReadableStreamOptions): ReadableStream<Uint8Array> {
+    return driveReadableStream(this, options);
   }
 
   /** QEMU query-blockstats counters, plus throttle figures when throttled. */
@@ -863,7 +868,7 @@ export class Drive extends EventEmitter<DriveEvents> {
       (op === OP_READ || op === OP_FLUSH || !this.readOnly)
     ) {
       if (signal === undefined) return null;
-      if (isSignal(signal)) return signal.aborted ? this.canceled(OP_NAMES[op], offset) : null;
+      if (isSignal(signal)) return signal.aborted ? this.canceled(OP_NAMES[op], offset, signal.reason) : null;
     }
     return this.refusal(op, offset, length, signal);
   }
@@ -883,7 +888,7 @@ export class Drive extends EventEmitter<DriveEvents> {
       this.accounting.invalidOp(OP_KINDS[op]);
       return error;
     }
-    if ((signal as AbortSignal | undefined)?.aborted) return this.canceled(name, offset);
+    if ((signal as AbortSignal | undefined)?.aborted) return this.canceled(name, offset, (signal as AbortSignal).reason);
     return null;
   }
 
@@ -916,7 +921,8 @@ export class Drive extends EventEmitter<DriveEvents> {
     }
   }
 
-  private canceled(op: IoOperation, offset: number): BlockError {
-    return new BlockError('ECANCELED', `${op}: request at offset ${offset} was aborted`, { node: this.node.name, offset });
+  /** ECANCELED for a request whose signal aborted; `reason` (the signal's) becomes the error's `cause`. */
+  private canceled(op: IoOperation, offset: number, reason: unknown): BlockError {
+    return new BlockError('ECANCELED', `${op}: request at offset ${offset} was aborted`, { node: this.node.name, offset, cause: reason });
   }
 }

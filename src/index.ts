@@ -11,6 +11,8 @@ export {
   type IoStatus,
   type RequestOptions,
 } from './drive.js';
+export { createDriveReadStream, type DriveReadStreamOptions } from './drive/node-read-stream.js';
+export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { fileDriver } from './drivers/file/index.js';
 export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
 export { nbdDriver } from './drivers/nbd.js';
@@ -25,7 +27,33 @@ export {
 export { FakeRbdCluster, FakeRbdImage, type FakeRbdImageOptions, type FakeRbdStats } from './drivers/rbd/fake.js';
 export { parseRbdFilename, type RbdFilenameOptions } from './drivers/rbd/filename.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
-export { BlockLayer, type BlockLayerOptions, type DriveOptions, getDefaultLayer, openDrive, openImage } from './layer.js';
+export {
+  BlockLayer,
+  type BlockLayerOptions,
+  type BuiltinDriveOptions,
+  type DriveOptions,
+  type DriveOwnOptions,
+  getDefaultLayer,
+  openDrive,
+  openImage,
+} from './layer.js';
+export type {
+  BlkdebugNodeOptions,
+  BuiltinDriverName,
+  BuiltinDriverOptions,
+  BuiltinNodeOptions,
+  ChildNodeOptions,
+  CommonNodeOptions,
+  DriverNodeOptions,
+  HttpNodeOptions,
+  KeyCheckedOptions,
+  MemoryNodeOptions,
+  NullNodeOptions,
+  Qcow2NodeOptions,
+  RawNodeOptions,
+  ThrottleNodeOptions,
+} from './node/builtin-options.js';
+export type { FileNodeOptions, NbdNodeOptions, RbdNodeOptions } from './node/host-options.js';
 export type {
   BlockDriver,
   BlockStatus,

@@ -3,6 +3,7 @@ import { type Clock, RealClock } from './clock.js';
 import { Drive } from './drive.js';
 import { builtinDrivers } from './drivers/index.js';
 import { BlockError } from './errors.js';
+import type { BuiltinNodeOptions, KeyCheckedOptions } from './node/builtin-options.js';
 import type { BlockDriver, NodeOptions } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
 import { openNode } from './node/open.js';
@@ -23,8 +24,8 @@ export interface BlockLayerOptions {
   drivers?: BlockDriver[];
 }
 
-/** Options of a drive: the root node's options (blockdev-add style) plus the drive's own keys. */
-export interface DriveOptions extends NodeOptions {
+/** The drive's own keys, besides the options of its root node. */
+export interface DriveOwnOptions {
   /** Unique id of the drive in its layer (default: drive0, drive1, …). */
   id?: string;
   /** I/O limits of the drive and its group (see {@link Drive.setLimits}). */
@@ -40,6 +41,12 @@ export interface DriveOptions extends NodeOptions {
    */
   snapshot?: boolean | string;
 }
+
+/** Options of a drive: the root node's options (blockdev-add style) plus the drive's own keys. */
+export interface DriveOptions extends NodeOptions, DriveOwnOptions {}
+
+/** Typed options of a drive whose root node is of a built-in driver (a misspelt key fails to compile). */
+export type BuiltinDriveOptions = BuiltinNodeOptions extends infer T ? (T extends unknown ? Omit<T, keyof DriveOwnOptions> & DriveOwnOptions : never) : never;
 
 const driveIdSchema = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, 'must start with a letter and use only letters, digits, _ . -');
 
@@ -74,7 +81,10 @@ export class BlockLayer {
   }
 
   /** Opens a node graph without a drive on top (for tools and custom stacks); the caller owns it. */
-  openNode(options: NodeOptions): Promise<BlockNode> {
+  openNode(options: BuiltinNodeOptions): Promise<BlockNode>;
+  /** Opens a node graph of a driver added with registerDriver, or of options typed loosely (see {@link KeyCheckedOptions}). */
+  openNode<const O extends NodeOptions>(options: KeyCheckedOptions<O>): Promise<BlockNode>;
+  openNode(options: NodeOptions | BuiltinNodeOptions): Promise<BlockNode> {
     return this.track(async () => {
       const node = await openNode({ registry: this.drivers, clock: this.clock, nodeNames: this.nodeNames }, options);
       if (this.closed) {
@@ -86,8 +96,11 @@ export class BlockLayer {
   }
 
   /** Opens a node graph and puts a drive on top of it. */
-  openDrive(options: DriveOptions): Promise<Drive> {
-    return this.track(() => this.openDriveNow(options));
+  openDrive(options: BuiltinDriveOptions): Promise<Drive>;
+  /** Opens a drive over a driver added with registerDriver, or with options typed loosely (see {@link KeyCheckedOptions}). */
+  openDrive<const O extends DriveOptions>(options: KeyCheckedOptions<O, keyof DriveOwnOptions>): Promise<Drive>;
+  openDrive(options: DriveOptions | BuiltinDriveOptions): Promise<Drive> {
+    return this.track(() => this.openDriveNow(options as DriveOptions));
   }
 
   private async openDriveNow(options: DriveOptions): Promise<Drive> {
@@ -229,8 +242,11 @@ export function getDefaultLayer(): BlockLayer {
 }
 
 /** Opens a drive on the default layer (or the given one): the short way. */
-export function openDrive(options: DriveOptions, layer: BlockLayer = getDefaultLayer()): Promise<Drive> {
-  return layer.openDrive(options);
+export function openDrive(options: BuiltinDriveOptions, layer?: BlockLayer): Promise<Drive>;
+/** {@link BlockLayer.openDrive} of a custom driver (or untyped options) on the default layer, or on `layer`. */
+export function openDrive<const O extends DriveOptions>(options: KeyCheckedOptions<O, keyof DriveOwnOptions>, layer?: BlockLayer): Promise<Drive>;
+export function openDrive(options: DriveOptions | BuiltinDriveOptions, layer: BlockLayer = getDefaultLayer()): Promise<Drive> {
+  return layer.openDrive(options as DriveOptions);
 }
 
 /**

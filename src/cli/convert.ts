@@ -7,7 +7,7 @@ import type { Drive } from '../drive.js';
 import { BlockError } from '../errors.js';
 import { BlockLayer } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
-import { type OutputFile, writeAtomically } from './atomic-output.js';
+import { type OutputFile, writeAtomically } from '../atomic-output.js';
 import { printf2 } from './check.js';
 import { parseCreateO } from './create.js';
 import { inputFiles } from './input-files.js';

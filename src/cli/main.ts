@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { BlockError } from '../errors.js';
-import { InterruptedError } from './atomic-output.js';
+import { InterruptedError } from '../atomic-output.js';
 import { BENCH_HELP, benchCommand } from './bench.js';
 import { CHECK_HELP, checkCommand } from './check.js';
 import { COMMIT_HELP, commitCommand } from './commit.js';

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { writeAtomically } from '../cli/atomic-output.js';
+import { writeAtomically } from '../atomic-output.js';
 import { errnoText, fallocateErrorCode, reserveSpace } from '../drivers/file/fallocate.js';
 import { probeFormat } from '../drivers/qcow2/index.js';
 import { BlockError, fromErrno } from '../errors.js';

@@ -11,6 +11,9 @@ const schema = z
   })
   .strict();
 
+/** The schema of the throttle filter's own options (for the typed options of the built-in drivers). */
+export type ThrottleFilterSchema = typeof schema;
+
 /**
  * The `throttle` filter (QEMU driver=throttle): a node anywhere in a graph whose I/O is
  * limited by a named group. Reads count as reads; writes, write-zeroes and discards as writes

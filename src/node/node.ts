@@ -1,5 +1,6 @@
 import { BlockError, valueText } from '../errors.js';
 import type { BlockDriver, BlockStatus, DriverInstance } from './driver.js';
+import { mergedExtents } from './extents.js';
 import { runPieces } from './pieces.js';
 
 interface TrackedWrite {
@@ -230,27 +231,7 @@ export class BlockNode {
   async blockStatusMap(offset = 0, length = this.length - offset): Promise<BlockStatus[]> {
     this.checkRange('block-status', offset, length);
     const out: BlockStatus[] = [];
-    let pos = offset;
-    const end = offset + length;
-    while (pos < end) {
-      const s = await this.blockStatus(pos, end - pos);
-      const last = out[out.length - 1];
-      if (
-        last &&
-        last.data === s.data &&
-        last.zero === s.zero &&
-        last.allocated === s.allocated &&
-        last.depth === s.depth &&
-        last.node === s.node &&
-        last.hostNode === s.hostNode &&
-        (last.hostOffset === undefined
-          ? s.hostOffset === undefined
-          : s.hostOffset === last.hostOffset + last.length)
-      ) {
-        last.length += s.length;
-      } else out.push(s);
-      pos += s.length;
-    }
+    for await (const s of mergedExtents(this, offset, length, undefined, this.name)) out.push(s);
     return out;
   }
 

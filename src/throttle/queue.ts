@@ -281,7 +281,7 @@ export class ThrottledRequestQueue {
   /**
    * Lets a request of `bytes` in `direction` go: `undefined` when it may go at once (already
    * accounted), otherwise a promise that resolves when it is admitted, or rejects with
-   * ECANCELED if `signal` aborts first.
+   * ECANCELED (its `cause` the signal's reason) if `signal` aborts first.
    */
   admit(direction: Direction, bytes: number, signal?: AbortSignal): Promise<void> | undefined {
     return this.group.intercept(this, direction, bytes, signal);
@@ -449,7 +449,7 @@ export class ThrottledRequestQueue {
     fifo.pending--;
     this.group.waiting[direction]--;
     const bytes = data === WAITER ? (target as Waiter).bytes : typeof data === 'number' ? data : (data as Uint8Array).length;
-    const error = new BlockError('ECANCELED', `request of ${bytes} bytes on ${this.name} was aborted while throttled`);
+    const error = new BlockError('ECANCELED', `request of ${bytes} bytes on ${this.name} was aborted while throttled`, { cause: record.signal.reason });
     if (data === WAITER) (target as Waiter).cancel(error);
     else this.sink!.cancelQueued(record.reject!, error);
     if (fifo.pending === 0) {

@@ -53,6 +53,12 @@ describe.skipIf(!haveChromium)('the browser bundle in headless Chromium', () => 
         const h = await page.evaluate((u) => (globalThis as unknown as { viaMemory: (u: string) => Promise<string> }).viaMemory(u), `/fixtures/${name}`);
         expect(h, name).toBe(expected[name]);
       }
+      // The guest view through drive.readableStream(); the Node-only createReadStream is not there.
+      const streamed = await page.evaluate(
+        (u) => (globalThis as unknown as { viaStream: (u: string) => Promise<{ hash: string; bytes: number; chunks: number; nodeStream: string }> }).viaStream(u),
+        '/fixtures/v3.qcow2',
+      );
+      expect(streamed).toEqual({ hash: expected['v3.qcow2'], bytes: 65536, chunks: Math.ceil(65536 / 5000), nodeStream: 'undefined' });
       // Over HTTP range requests with the http driver; over.qcow2's backing file name resolves against its URL.
       for (const name of ['zstd.qcow2', 'over.qcow2']) {
         const r = await page.evaluate(

@@ -1,16 +1,12 @@
 import fs from 'node:fs';
-import fsExt from 'fs-ext';
 import { z } from 'zod';
 import { BlockError, fromErrno } from '../../errors.js';
 import { type BlockStatus, defineDriver, type DriverInstance } from '../../node/driver.js';
 import { AIO_ENGINES, defaultAio, type IoEngine, selectEngine } from './engine.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, tryFallocate } from './fallocate.js';
 import { AdjacentMerger } from './merge.js';
+import { seek } from './posix.js';
 import { FORCE_SHARE_PERMISSIONS, imagePermissions, lockImage } from './qemu-lock.js';
-
-const SEEK_END = 2;
-const SEEK_DATA = 3;
-const SEEK_HOLE = 4;
 
 const schema = z
   .object({
@@ -43,12 +39,6 @@ const schema = z
     aio: z.enum(AIO_ENGINES).optional(),
   })
   .strict();
-
-function seek(fd: number, offset: number, whence: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fsExt.seek(fd, offset, whence, (err, pos) => (err ? reject(err) : resolve(pos)));
-  });
-}
 
 /** A file or block device on the host (QEMU file-posix): positional I/O on one fd. */
 export const fileDriver = defineDriver({
@@ -94,7 +84,7 @@ export const fileDriver = defineDriver({
         await lockImage(fd, filename, perms, locking, { node: nodeName, field: 'filename' });
       }
       // SEEK_END also gives the size of block devices, where fstat says 0.
-      const size = await seek(fd, 0, SEEK_END);
+      const size = await seek(fd, 0, 'end');
       if (!Number.isSafeInteger(size) || size < 0) {
         throw new BlockError('EFBIG', `'${filename}' has a size of ${size} bytes, beyond 2^53`, ctx);
       }
@@ -191,18 +181,18 @@ function fileInstance(io: IoEngine, fd: number, size: number, filename: string, 
       const end = offset + length;
       let dataAt: number;
       try {
-        dataAt = await seek(fd, offset, SEEK_DATA);
+        dataAt = await seek(fd, offset, 'data');
       } catch (e) {
         const errno = (e as NodeJS.ErrnoException).code;
         // ENXIO: no data after offset, the rest is a hole.
         if (errno === 'ENXIO') return hole(offset, length);
-        // No SEEK_DATA support: everything counts as data.
+        // No SEEK_DATA support (or no way to call it, see posix.ts): everything counts as data.
         return { offset, length, data: true, zero: false, allocated: true, depth: 0, hostOffset: offset };
       }
       if (dataAt > offset) return hole(offset, Math.min(dataAt, end) - offset);
       let holeAt: number;
       try {
-        holeAt = await seek(fd, offset, SEEK_HOLE);
+        holeAt = await seek(fd, offset, 'hole');
       } catch {
         holeAt = end;
       }

@@ -1,8 +1,8 @@
 import { createRequire } from 'node:module';
 import { getSystemErrorName } from 'node:util';
-import fsExt from 'fs-ext';
 import { BlockError, fromErrno } from '../../errors.js';
 import { describeLockHolders } from './lock-holders.js';
+import { flock } from './posix.js';
 
 /**
  * QEMU's image locks (block/file-posix.c), so that QEMU sees us and we see QEMU.
@@ -138,7 +138,8 @@ export interface LockContext {
  * permission as QEMU does (`failed to get "write" lock`, `failed to get shared "write" lock`)
  * and the processes that hold it, with this open's locks released again. `auto` goes on
  * unlocked where the file system has no locks; `on` fails. Without OFD locks (not Linux) an
- * flock stands in: exclusive for a writer, shared otherwise, seen only by this library.
+ * flock stands in: exclusive for a writer, shared otherwise, seen only by this library; where
+ * flock cannot be called either (neither fs-ext nor koffi, see posix.ts) `auto` goes on unlocked.
  */
 export async function lockImage(fd: number, filename: string, perms: ImagePermissions, locking: 'on' | 'auto', ctx: LockContext = {}): Promise<void> {
   const locks = loadOfd();
@@ -185,18 +186,18 @@ export async function lockImage(fd: number, filename: string, perms: ImagePermis
   }
 }
 
-function flockImage(fd: number, filename: string, perms: ImagePermissions, locking: 'on' | 'auto', ctx: LockContext): Promise<void> {
+async function flockImage(fd: number, filename: string, perms: ImagePermissions, locking: 'on' | 'auto', ctx: LockContext): Promise<void> {
   const writer = (perms.perm & Perm.write) !== 0;
-  return new Promise((resolve, reject) => {
-    fsExt.flock(fd, writer ? 'exnb' : 'shnb', (e) => {
-      if (!e) return resolve();
-      const errno = (e as NodeJS.ErrnoException).code;
-      if (errno === 'EAGAIN' || errno === 'EWOULDBLOCK') {
-        return reject(new BlockError('ELOCKED', `failed to get ${writer ? '' : 'shared '}"write" lock on '${filename}': is another process using the image?`, { ...ctx, path: filename, cause: e }));
-      }
-      // 'auto' tolerates file systems without locks (QEMU does the same); 'on' does not.
-      if (locking === 'auto') return resolve();
-      reject(fromErrno(e, `could not lock '${filename}'`, { ...ctx, path: filename }));
-    });
-  });
+  try {
+    await flock(fd, writer ? 'exclusive' : 'shared');
+  } catch (e) {
+    const errno = (e as NodeJS.ErrnoException).code;
+    if (errno === 'EAGAIN' || errno === 'EWOULDBLOCK') {
+      throw new BlockError('ELOCKED', `failed to get ${writer ? '' : 'shared '}"write" lock on '${filename}': is another process using the image?`, { ...ctx, path: filename, cause: e });
+    }
+    // 'auto' tolerates file systems without locks (QEMU does the same), and a platform where
+    // flock cannot be called (ENOTSUP, see posix.ts); 'on' does not.
+    if (locking === 'auto') return;
+    throw fromErrno(e, `could not lock '${filename}'`, { ...ctx, path: filename });
+  }
 }

@@ -1,0 +1,47 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { BlockLayer, type BlockNode, checkImage, createQcow2OnNode, defineDriver } from '../../src/index.js';
+
+/** A protocol driver only the caller's layer knows: it hands out an already open node. */
+function existingNodeDriver(node: BlockNode) {
+  return defineDriver({
+    name: 'existing',
+    capabilities: { kind: 'protocol' },
+    schema: z.object({}).strict(),
+    async open() {
+      return {
+        alignment: 1,
+        length: () => node.length,
+        read: (o, b) => node.read(o, b),
+        write: (o, d) => node.write(o, d),
+        flush: () => node.flush(),
+        discard: (o, l) => node.discard(o, l),
+        blockStatus: (o, l) => node.blockStatus(o, l),
+        close: async () => {},
+      };
+    },
+  });
+}
+
+describe('tools open their nodes in the caller’s layer', () => {
+  it('checkImage({ layer }) checks a qcow2 over a driver registered only in that layer, and leaves the layer open', async () => {
+    const layer = new BlockLayer();
+    try {
+      const mem = await layer.openNode({ driver: 'memory', size: '16M' });
+      await createQcow2OnNode(mem, { size: '8M' });
+      layer.registerDriver(existingNodeDriver(mem));
+      const target = { driver: 'qcow2', file: { driver: 'existing' } };
+      // A private layer does not know the driver.
+      await expect(checkImage(target)).rejects.toMatchObject({ code: 'EINVAL' });
+      const r = await checkImage(target, { layer });
+      expect(r).toMatchObject({ corruptions: 0, leaks: 0 });
+      expect(layer.isClosed).toBe(false);
+      // The checked node was released: the memory node is the only one left.
+      const again = await layer.openNode({ driver: 'qcow2', file: { driver: 'existing' } });
+      expect(again.length).toBe(8 << 20);
+      await again.unref();
+    } finally {
+      await layer.close();
+    }
+  });
+});
