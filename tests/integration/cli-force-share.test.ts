@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { haveQemuLocks } from '../../src/drivers/file/qemu-lock.js';
 import { BlockLayer } from '../../src/index.js';
+import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import { serve } from '../helpers/serve-process.js';
 import { haveProgram } from '../helpers/tools.js';
 
@@ -35,18 +36,7 @@ function qemuImg(...args: string[]) {
 
 /** qemu-nbd holding `image` read-write (it forks once the image is open and locked). */
 function qemuNbd(format: string, image: string): void {
-  const pidFile = p(`nbd-${pids.length}.pid`);
-  execFileSync('qemu-nbd', ['--fork', '--pid-file', pidFile, '-k', p(`nbd-${pids.length}.sock`), '-f', format, image], { stdio: 'ignore', cwd: dir });
-  pids.push(Number(fs.readFileSync(pidFile, 'utf8')));
-}
-
-async function stop(pid: number): Promise<void> {
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    return;
-  }
-  for (let i = 0; i < 400 && fs.existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 10));
+  pids.push(startQemuDaemon('qemu-nbd', ['-k', p(`nbd-${pids.length}.sock`), '-f', format, image], dir, dir));
 }
 
 beforeEach(() => {
@@ -58,7 +48,7 @@ beforeEach(() => {
   execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 2 512k 1M', 'img.qcow2'], { cwd: dir, stdio: 'ignore' });
 });
 afterEach(async () => {
-  for (const pid of pids.splice(0)) await stop(pid);
+  for (const pid of pids.splice(0)) await stopPid(pid);
   fs.rmSync(dir, { recursive: true, force: true });
 });
 

@@ -1,4 +1,4 @@
-import { type ChildProcess, execFileSync, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { haveQemuLocks } from '../../src/drivers/file/qemu-lock.js';
 import { BlockLayer } from '../../src/index.js';
+import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import { serve } from '../helpers/serve-process.js';
 import { haveProgram } from '../helpers/tools.js';
 
@@ -37,23 +38,10 @@ function cli(...args: string[]) {
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
-/** Starts a QEMU program that daemonizes once its image is open (and locked); returns its pid. */
 function daemon(program: 'qemu-nbd' | 'qemu-storage-daemon', args: string[]): number {
-  const pidFile = p(`${program}-${pids.length}.pid`);
-  const flags = program === 'qemu-nbd' ? ['--fork', '--pid-file', pidFile] : ['--daemonize', '--pidfile', pidFile];
-  execFileSync(program, [...flags, ...args], { stdio: 'ignore' });
-  const pid = Number(fs.readFileSync(pidFile, 'utf8'));
+  const pid = startQemuDaemon(program, args, dir);
   pids.push(pid);
   return pid;
-}
-
-async function stop(pid: number): Promise<void> {
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    return;
-  }
-  for (let i = 0; i < 400 && fs.existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 10));
 }
 
 function qemuNbd(image: string, ...extra: string[]): number {
@@ -64,7 +52,7 @@ beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-qemu-locks-'));
 });
 afterEach(async () => {
-  for (const pid of pids.splice(0)) await stop(pid);
+  for (const pid of pids.splice(0)) await stopPid(pid);
   for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
   fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -1,32 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { z } from 'zod';
 import { parseCreateO } from '../../src/cli/create.js';
 import { parseCreateOptions, qcow2Settings } from '../../src/create/options.js';
 import { planQcow2 } from '../../src/create/qcow2-layout.js';
 import { parseHeader } from '../../src/drivers/qcow2/header.js';
-import { BlockError, BlockLayer, type BlockNode, createQcow2OnNode, defineDriver } from '../../src/index.js';
+import { BlockError, BlockLayer, createQcow2OnNode } from '../../src/index.js';
+import { existingNodeDriver } from '../helpers/existing-node-driver.js';
 import { rejection } from '../helpers/rejection.js';
-
-/** A driver that hands out an already open node, so a format can be opened over a memory node we wrote. */
-function existingNodeDriver(node: BlockNode) {
-  return defineDriver({
-    name: 'existing',
-    capabilities: { kind: 'protocol' },
-    schema: z.object({}).strict(),
-    async open() {
-      return {
-        alignment: 1,
-        length: () => node.length,
-        read: (o, b) => node.read(o, b),
-        write: (o, d) => node.write(o, d),
-        flush: () => node.flush(),
-        discard: (o, l) => node.discard(o, l),
-        blockStatus: (o, l) => node.blockStatus(o, l),
-        close: async () => {},
-      };
-    },
-  });
-}
 
 const BAD: [string, Record<string, unknown>, string][] = [
   ['cluster size not a power of two', { clusterSize: 1000 }, 'clusterSize'],

@@ -1,27 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { z } from 'zod';
-import { BlockLayer, type BlockNode, checkImage, createQcow2OnNode, defineDriver } from '../../src/index.js';
-
-/** A protocol driver only the caller's layer knows: it hands out an already open node. */
-function existingNodeDriver(node: BlockNode) {
-  return defineDriver({
-    name: 'existing',
-    capabilities: { kind: 'protocol' },
-    schema: z.object({}).strict(),
-    async open() {
-      return {
-        alignment: 1,
-        length: () => node.length,
-        read: (o, b) => node.read(o, b),
-        write: (o, d) => node.write(o, d),
-        flush: () => node.flush(),
-        discard: (o, l) => node.discard(o, l),
-        blockStatus: (o, l) => node.blockStatus(o, l),
-        close: async () => {},
-      };
-    },
-  });
-}
+import { BlockLayer, checkImage, createQcow2OnNode } from '../../src/index.js';
+import { existingNodeDriver } from '../helpers/existing-node-driver.js';
 
 describe('tools open their nodes in the caller’s layer', () => {
   it('checkImage({ layer }) checks a qcow2 over a driver registered only in that layer, and leaves the layer open', async () => {
