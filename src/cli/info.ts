@@ -1,5 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { qapiSnapshotInfo } from '../drivers/qcow2/snapshots.js';
 import { BlockLayer } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
 import { checkFormat, checkOutput, forceShareOption, formatOption, humanSize, outputOptions, targetOptions, usageLine, withForceShare } from './target.js';
@@ -44,7 +45,7 @@ async function describe(node: BlockNode): Promise<Record<string, unknown>> {
     'full-backing-filename': fullBackingName(proto.driver.name === 'file' ? filename : undefined, backing),
     'backing-filename-format': info.backingFormat,
     // listed only when the image has some, as qemu-img lists them
-    snapshots: snapshots.length > 0 ? snapshots.map(snapshotJson) : undefined,
+    snapshots: snapshots.length > 0 ? snapshots.map(qapiSnapshotInfo) : undefined,
     'format-specific': {
       type: 'qcow2',
       // in the order qemu-img prints them; a v2 image has no feature bits (no lazy refcounts, corrupt bit, …)
@@ -62,19 +63,6 @@ async function describe(node: BlockNode): Promise<Record<string, unknown>> {
     },
   });
   return out;
-}
-
-/** A snapshot as qemu-img info --output=json gives it (QAPI SnapshotInfo). */
-function snapshotJson(s: Snapshot): Record<string, unknown> {
-  return {
-    id: s.id,
-    name: s.name,
-    'vm-state-size': s.vmStateSize,
-    'date-sec': s.date.sec,
-    'date-nsec': s.date.nsec,
-    'vm-clock-sec': Math.floor(s.vmClockNs / 1e9),
-    'vm-clock-nsec': s.vmClockNs % 1e9,
-  };
 }
 
 /**

@@ -5,6 +5,7 @@
  * {@link ExportManager}) and quit. Results use QAPI's member names; errors QEMU's classes.
  */
 import type { Drive } from '../drive.js';
+import { qapiSnapshotInfo } from '../drivers/qcow2/snapshots.js';
 import { isBlockError } from '../errors.js';
 import type { BlockLayer } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
@@ -75,15 +76,7 @@ function imageInfo(node: BlockNode, flat: boolean): Record<string, unknown> {
   }
   const snaps = info.snapshots as { id: string; name: string; vmStateSize: number; date: { sec: number; nsec: number }; vmClockNs: number }[] | undefined;
   if (Array.isArray(snaps) && snaps.length > 0) {
-    out.snapshots = snaps.map((s) => ({
-      id: s.id,
-      name: s.name,
-      'vm-state-size': s.vmStateSize,
-      'date-sec': s.date.sec,
-      'date-nsec': s.date.nsec,
-      'vm-clock-sec': Math.floor(s.vmClockNs / 1e9),
-      'vm-clock-nsec': s.vmClockNs % 1e9,
-    }));
+    out.snapshots = snaps.map(qapiSnapshotInfo);
   }
   const backing = node.child('backing');
   if (backing && !flat) out['backing-image'] = imageInfo(backing, false);

@@ -1,12 +1,12 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serve } from '../helpers/serve-process.js';
 import { haveProgram } from '../helpers/tools.js';
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const CI = process.env.CI === 'true';
 const haveFio = haveProgram('fio');
 if (CI && !haveFio) throw new Error('fio missing in CI: .ci/run must install fio');
@@ -20,23 +20,6 @@ beforeAll(() => {
 afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
-
-/** Spawns `blocklayer serve …`; resolves with the child and its TCP port once it is listening. */
-async function serve(args: string[]): Promise<{ child: ChildProcess; port: number; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  let err = '';
-  const port = await new Promise<number>((resolve, reject) => {
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (chunk: string) => {
-      err += chunk;
-      const m = /listening on [\d.]+:(\d+)/.exec(err);
-      if (m) resolve(Number(m[1]));
-    });
-    void exited.then((code) => reject(new Error(`serve exited with ${code} before listening: ${err}`)));
-  });
-  return { child, port, exited };
-}
 
 type Message = { QMP?: unknown; return?: unknown; error?: unknown; event?: string };
 
@@ -79,7 +62,7 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 describe.skipIf(!haveFio)('blocklayer serve: limits changed over QMP while fio runs', () => {
   it('block_set_io_throttle from 200 to 1000 IOPS 3 s into a fio randread: the per-interval rate follows (±10 %) and query-block reports 1000', async () => {
     const sock = path.join(dir, 'qmp.sock');
-    const s = await serve([path.join(dir, 'disk.raw'), '-x', 'disk0', '-p', '0', '--iops', '200', '--qmp', `unix:${sock}`]);
+    const s = await serve(path.join(dir, 'disk.raw'), '-x', 'disk0', '-p', '0', '--iops', '200', '--qmp', `unix:${sock}`);
     const q = await qmpSession(sock);
     try {
       expect(await q.read()).toHaveProperty('QMP');

@@ -19,6 +19,19 @@ export interface Qcow2Snapshot {
   entryOffset: number;
 }
 
+/** A snapshot as QMP and qemu-img info --output=json give it (QAPI SnapshotInfo; its icount is not known here). */
+export function qapiSnapshotInfo(s: Pick<Qcow2Snapshot, 'id' | 'name' | 'vmStateSize' | 'date' | 'vmClockNs'>): Record<string, unknown> {
+  return {
+    id: s.id,
+    name: s.name,
+    'vm-state-size': s.vmStateSize,
+    'date-sec': s.date.sec,
+    'date-nsec': s.date.nsec,
+    'vm-clock-sec': Math.floor(s.vmClockNs / 1e9),
+    'vm-clock-nsec': s.vmClockNs % 1e9,
+  };
+}
+
 type Reader = (offset: number, length: number) => Promise<Uint8Array>;
 
 const corrupt = (field: string, offset: number, message: string) =>
