@@ -33,7 +33,7 @@ export type {
   Qcow2NodeOptions,
   RawNodeOptions,
   ThrottleNodeOptions,
-} from './node/builtin-options.js';
+} from './drivers/options.js';
 export type { BlockDriver, BlockStatus, DriverInstance, NodeOptions, OpenContext } from './node/driver.js';
 export { defineDriver } from './node/driver.js';
 export { BlockNode } from './node/node.js';

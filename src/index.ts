@@ -52,8 +52,8 @@ export type {
   Qcow2NodeOptions,
   RawNodeOptions,
   ThrottleNodeOptions,
-} from './node/builtin-options.js';
-export type { FileNodeOptions, NbdNodeOptions, RbdNodeOptions } from './node/host-options.js';
+} from './drivers/options.js';
+export type { FileNodeOptions, NbdNodeOptions, RbdNodeOptions } from './drivers/host-options.js';
 export type {
   BlockDriver,
   BlockStatus,

@@ -3,18 +3,21 @@ import { type Clock, RealClock } from './clock.js';
 import { Drive } from './drive.js';
 import { builtinDrivers } from './drivers/index.js';
 import { BlockError } from './errors.js';
-import type { BuiltinNodeOptions, KeyCheckedOptions } from './node/builtin-options.js';
+import type { BuiltinNodeOptions, KeyCheckedOptions } from './drivers/options.js';
 import type { BlockDriver, NodeOptions } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
 import { openNode } from './node/open.js';
 import { DriverRegistry } from './node/registry.js';
 import { targetOptions } from './image.js';
-import { type ErrorAction, parseDriveErrorAction } from './options/error-policy.js';
+import { parseDriveErrorAction } from './options/error-policy.js';
 import { parseOptions } from './options/zod-error.js';
 import { openWithTemporaryOverlay } from './overlay.js';
 import { type ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
-import { type ThrottleLimits, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
+import { type ThrottleLimits, throttleOptionsSchema, toConfig } from './throttle/limits.js';
 import { throttleFilterDriver } from './drivers/throttle.js';
+import type { BuiltinDriveOptions, DriveOptions, DriveOwnOptions } from './options/drive-options.js';
+
+export type { BuiltinDriveOptions, DriveOptions, DriveOwnOptions } from './options/drive-options.js';
 
 /** Options of a BlockLayer. */
 export interface BlockLayerOptions {
@@ -23,30 +26,6 @@ export interface BlockLayerOptions {
   /** Extra drivers to register besides the built-in ones. */
   drivers?: BlockDriver[];
 }
-
-/** The drive's own keys, besides the options of its root node. */
-export interface DriveOwnOptions {
-  /** Unique id of the drive in its layer (default: drive0, drive1, …). */
-  id?: string;
-  /** I/O limits of the drive and its group (see {@link Drive.setLimits}). */
-  throttle?: ThrottleOptions;
-  /** What a failed read does (QEMU `rerror`): `report` (default), `ignore`, `stop`. */
-  rerror?: ErrorAction;
-  /** What a failed write, write-zeroes, discard or flush does (QEMU `werror`): `report` (default), `ignore`, `stop`, `enospc`. */
-  werror?: ErrorAction;
-  /**
-   * `true`: QEMU's `snapshot=on`: the image is opened read-only under a temporary qcow2 overlay
-   * that takes the writes and is removed on close. A string names an internal snapshot of a
-   * qcow2 root node to open instead (the qcow2 driver's own `snapshot` option).
-   */
-  snapshot?: boolean | string;
-}
-
-/** Options of a drive: the root node's options (blockdev-add style) plus the drive's own keys. */
-export interface DriveOptions extends NodeOptions, DriveOwnOptions {}
-
-/** Typed options of a drive whose root node is of a built-in driver (a misspelt key fails to compile). */
-export type BuiltinDriveOptions = BuiltinNodeOptions extends infer T ? (T extends unknown ? Omit<T, keyof DriveOwnOptions> & DriveOwnOptions : never) : never;
 
 const driveIdSchema = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, 'must start with a letter and use only letters, digits, _ . -');
 

@@ -1,5 +1,5 @@
 import type { BlockDriver } from '../node/driver.js';
-import { hostDrivers } from '../platform/host-drivers.js';
+import { hostDrivers } from './host.js';
 import { blkdebugDriver } from './blkdebug.js';
 import { httpDriver } from './http/index.js';
 import { memoryDriver } from './memory.js';

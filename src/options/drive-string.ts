@@ -24,7 +24,7 @@
  * Anything else is refused with EINVAL `Invalid parameter 'name'`.
  */
 import { BlockError } from '../errors.js';
-import type { DriveOptions } from '../layer.js';
+import type { DriveOptions } from './drive-options.js';
 import type { ThrottleLimits, ThrottleOptions } from '../throttle/limits.js';
 import { type ErrorAction, parseDriveErrorAction } from './error-policy.js';
 import { expectLimits, expectRecord, expectString } from './input.js';

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { BlockError } from '../../errors.js';
 import { type BlockStatus, type DriverInstance, defineDriver } from '../../node/driver.js';
 import { sizeSchema } from '../../options/size.js';
-import { DEFAULT_HTTP_TRANSPORT, createHttpTransport } from '../../platform/http-transport.js';
+import { DEFAULT_HTTP_TRANSPORT, createHttpTransport } from './default-transport.js';
 import { HttpRangeClient, credentialsToHeader, displayUrl } from './client.js';
 import { READAHEAD_SLOTS, ReadaheadReader } from './readahead.js';
 

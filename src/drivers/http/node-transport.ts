@@ -3,7 +3,7 @@
  * (kept-alive connections, Nagle off, bodies read straight into the caller's buffer), https through
  * node:https with a keep-alive agent per client and body chunks copied into the caller's buffer.
  * Both cost several times less CPU per byte than the global fetch (web streams). Never part of the
- * browser build: only src/platform/http-transport.ts imports it.
+ * browser build: only src/drivers/http/default-transport.ts imports it.
  */
 import type http from 'node:http';
 import https from 'node:https';

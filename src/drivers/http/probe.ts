@@ -1,5 +1,5 @@
 import { HttpRangeClient, credentialsToHeader } from './client.js';
-import { DEFAULT_HTTP_TRANSPORT, createHttpTransport } from '../../platform/http-transport.js';
+import { DEFAULT_HTTP_TRANSPORT, createHttpTransport } from './default-transport.js';
 import { HTTP_DEFAULT_TIMEOUT, HTTP_SOCKETS } from './index.js';
 
 const QCOW2_MAGIC = [0x51, 0x46, 0x49, 0xfb];

@@ -1,6 +1,6 @@
 /**
  * How the http client sends one request: the seam between the range logic (client.ts, the same
- * everywhere) and the wire (fetch in browsers, node:http in Node; see src/platform/http-transport.ts).
+ * everywhere) and the wire (fetch in browsers, node:http in Node; see src/drivers/http/default-transport.ts).
  */
 
 /** Response headers by name (case-insensitive), null when absent; the global Headers fits. */

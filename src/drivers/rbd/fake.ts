@@ -1,6 +1,6 @@
 import { BlockError, type BlockErrorCode } from '../../errors.js';
 import type { BlockStatus } from '../../node/driver.js';
-import type { RbdImage, RbdImageStat, RbdOpenRequest } from './adapter.js';
+import type { RbdImage, RbdImageStat, RbdOpenRequest } from './image.js';
 
 /** What a {@link FakeRbdImage} has been asked to do; object counts show librbd-style striping. */
 export interface FakeRbdStats {

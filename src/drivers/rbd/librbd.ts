@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import { BlockError, type BlockErrorContext, fromErrno } from '../../errors.js';
-import { type RbdImage, type RbdImageStat, type RbdOpenRequest, settlesWithBlockErrors } from './adapter.js';
+import { type RbdImage, type RbdImageStat, type RbdOpenRequest, settlesWithBlockErrors } from './image.js';
 
 /*
  * The real RbdImage: librados.so.2 and librbd.so.1 through koffi.

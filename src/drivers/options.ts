@@ -3,15 +3,15 @@
 // drivers are here; the host drivers (file, nbd, rbd) join in host-options.ts, which only the
 // Node entry loads, so the browser's types name nothing of Node.
 import type { z } from 'zod';
-import type { blkdebugDriver } from '../drivers/blkdebug.js';
-import type { httpDriver } from '../drivers/http/index.js';
-import type { memoryDriver } from '../drivers/memory.js';
-import type { nullDriver } from '../drivers/null.js';
-import type { qcow2Driver } from '../drivers/qcow2/index.js';
-import type { rawDriver } from '../drivers/raw.js';
-import type { ThrottleFilterSchema } from '../drivers/throttle.js';
-import type { NodeOptions } from './driver.js';
-import type { BlockNode } from './node.js';
+import type { blkdebugDriver } from './blkdebug.js';
+import type { httpDriver } from './http/index.js';
+import type { memoryDriver } from './memory.js';
+import type { nullDriver } from './null.js';
+import type { qcow2Driver } from './qcow2/index.js';
+import type { rawDriver } from './raw.js';
+import type { ThrottleFilterSchema } from './throttle.js';
+import type { NodeOptions } from '../node/driver.js';
+import type { BlockNode } from '../node/node.js';
 
 /** The keys every node takes besides its driver's own options. */
 export interface CommonNodeOptions {

@@ -1,7 +1,7 @@
 // The http driver's transport in the browser build: the global fetch is the only one.
-import { BlockError } from '../errors.js';
-import { FetchTransport } from '../drivers/http/fetch-transport.js';
-import type { HttpTransport, HttpTransportKind } from '../drivers/http/transport.js';
+import { BlockError } from '../../errors.js';
+import { FetchTransport } from './fetch-transport.js';
+import type { HttpTransport, HttpTransportKind } from './transport.js';
 
 export const DEFAULT_HTTP_TRANSPORT: HttpTransportKind = 'fetch';
 

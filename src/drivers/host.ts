@@ -1,8 +1,8 @@
 // Drivers that need the host (files, sockets, librbd): registered in Node only. The browser
-// build swaps in host-drivers.browser.ts.
-import { fileDriver } from '../drivers/file/index.js';
-import { nbdDriver } from '../drivers/nbd.js';
-import { rbdDriver } from '../drivers/rbd/adapter.js';
+// build swaps in host.browser.ts.
+import { fileDriver } from './file/index.js';
+import { nbdDriver } from './nbd.js';
+import { rbdDriver } from './rbd/adapter.js';
 import type { BlockDriver } from '../node/driver.js';
 
 export function hostDrivers(): BlockDriver[] {

@@ -1,9 +1,9 @@
 // Typed options of the host drivers (Node only): loaded by the Node entry, which adds them to
 // the built-in drivers' options; the browser entry does not, so its types need nothing of Node.
-import type { fileDriver } from '../drivers/file/index.js';
-import type { nbdDriver } from '../drivers/nbd.js';
-import type { rbdDriver } from '../drivers/rbd/adapter.js';
-import type { DriverNodeOptions } from './builtin-options.js';
+import type { fileDriver } from './file/index.js';
+import type { nbdDriver } from './nbd.js';
+import type { rbdDriver } from './rbd/adapter.js';
+import type { DriverNodeOptions } from './options.js';
 
 /** Options of a `file` node (a host file or block device). */
 export type FileNodeOptions = DriverNodeOptions<'file', (typeof fileDriver)['schema']>;
@@ -12,7 +12,7 @@ export type NbdNodeOptions = DriverNodeOptions<'nbd', (typeof nbdDriver)['schema
 /** Options of an `rbd` node (a Ceph RBD image); `key-secret` is QEMU's spelling of `keySecret`. */
 export type RbdNodeOptions = DriverNodeOptions<'rbd', (typeof rbdDriver)['schema']> & { 'key-secret'?: string };
 
-declare module './builtin-options.js' {
+declare module './options.js' {
   interface BuiltinDriverOptions {
     file: FileNodeOptions;
     nbd: NbdNodeOptions;

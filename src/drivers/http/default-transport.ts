@@ -1,8 +1,8 @@
 // The http driver's transport in Node: node:http by default (several times cheaper per byte than
-// the global fetch), fetch when asked for. The browser build swaps in http-transport.browser.ts.
-import { FetchTransport } from '../drivers/http/fetch-transport.js';
-import { NodeTransport } from '../drivers/http/node-transport.js';
-import type { HttpTransport, HttpTransportKind } from '../drivers/http/transport.js';
+// the global fetch), fetch when asked for. The browser build swaps in default-transport.browser.ts.
+import { FetchTransport } from './fetch-transport.js';
+import { NodeTransport } from './node-transport.js';
+import type { HttpTransport, HttpTransportKind } from './transport.js';
 
 /** The transport used when none is asked for. */
 export const DEFAULT_HTTP_TRANSPORT: HttpTransportKind = 'node';
