@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BlockError, BlockLayer, openImage } from '../../src/index.js';
+import { BlockError, BlockLayer, VirtualClock, openImage } from '../../src/index.js';
 import type { BlockNode } from '../../src/node/node.js';
 import { targetOptions } from '../../src/image.js';
 import { type RangeServer, startRangeServer } from '../helpers/range-server.js';
@@ -428,6 +428,29 @@ if (!haveQemuImg) console.log('http tests with qemu-img (qcow2 comparison, serve
 const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 /** The CLI in a child process, without blocking this process (the server lives here). */
 const cli = (...args: string[]) => run(process.execPath, ['--import', 'tsx', MAIN, ...args]);
+
+describe('http driver: time comes from the layer clock', () => {
+  it('a retry waits for the clock: on a VirtualClock the read completes only once the clock passes the retry delay', async () => {
+    const clock = new VirtualClock();
+    const virtual = new BlockLayer({ clock });
+    try {
+      const node = await virtual.openNode({ driver: 'http', url: server.url, readahead: 0, retryDelay: 60_000 });
+      server.faults.push('status500');
+      let settled = false;
+      const pending = read(node, 100, 10).then((b) => ((settled = true), b));
+      // The failed attempt is answered in real time; the retry waits 60 s of the layer's time (longer than the test may run, so only the clock can end it).
+      await expect.poll(() => gets(), { timeout: 5000 }).toBe(1);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(settled).toBe(false);
+      await clock.advance(60_000);
+      expect((await pending).equals(DATA.subarray(100, 110))).toBe(true);
+      expect(gets()).toBe(2);
+      await node.unref();
+    } finally {
+      await virtual.close();
+    }
+  });
+});
 
 describe('http targets (CLI and openImage)', () => {
   it('blocklayer info and convert take an http URL', async () => {

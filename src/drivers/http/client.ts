@@ -1,3 +1,4 @@
+import type { Clock } from '../../clock.js';
 import { BlockError, type BlockErrorCode } from '../../errors.js';
 import { type Validators, acceptsByteRanges, compareValidators, ifRangeValue, parseContentLength, parseContentRange, validatorsOf } from './headers.js';
 import { TransientError, backoffDelay, isRetryableStatus, sleep } from './retry.js';
@@ -19,6 +20,8 @@ export interface HttpClientOptions {
   node?: string;
   /** What sends the requests (fetch or node:http); closed with the client. */
   transport: HttpTransport;
+  /** Time of request deadlines and retry waits: the layer's clock (a VirtualClock moves them only when advanced). */
+  clock: Clock;
 }
 
 /** The URL as error messages show it: no credentials, and the query (often a signature or token) elided. */
@@ -77,7 +80,10 @@ export class HttpRangeClient {
   /** The caller's headers with lower-case names, and Accept-Encoding: identity (ranges count stored bytes, not compressed ones). */
   private readonly baseHeaders: Record<string, string>;
 
+  private readonly clock: Clock;
+
   constructor(private readonly options: HttpClientOptions) {
+    this.clock = options.clock;
     this.shown = displayUrl(options.url);
     this.baseHeaders = {};
     for (const [k, v] of Object.entries(options.headers)) this.baseHeaders[k.toLowerCase()] = v;
@@ -194,10 +200,10 @@ export class HttpRangeClient {
     if (this.closer.signal.aborted) throw this.closedError();
     const controller = new AbortController();
     let timedOut = false;
-    const timer = setTimeout(() => {
+    const timer = this.clock.setTimer(this.clock.now() + this.options.timeoutMs * 1e6, () => {
       timedOut = true;
       controller.abort();
-    }, this.options.timeoutMs);
+    });
     const onClose = () => controller.abort();
     this.closer.signal.addEventListener('abort', onClose, { once: true });
     let done = false;
@@ -214,7 +220,7 @@ export class HttpRangeClient {
       // Transports report refused connections, resets and cut bodies as plain errors: worth another attempt.
       throw new TransientError(describe(e));
     } finally {
-      clearTimeout(timer);
+      timer.cancel();
       this.closer.signal.removeEventListener('abort', onClose);
       // A refused answer may still be streaming (a whole file for a range request): cut it.
       if (!done) controller.abort();
@@ -231,7 +237,7 @@ export class HttpRangeClient {
         if (attempt >= this.options.retries) {
           throw this.error('EIO', `${what} at offset ${offset} of ${this.shown} failed after ${attempt + 1} attempt(s): ${e.message}`, offset);
         }
-        await sleep(backoffDelay(attempt + 1, this.options.retryDelayMs), this.closer.signal).catch(() => {
+        await sleep(this.clock, backoffDelay(attempt + 1, this.options.retryDelayMs), this.closer.signal).catch(() => {
           throw this.closedError();
         });
       }

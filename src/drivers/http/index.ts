@@ -73,7 +73,7 @@ export const httpDriver = defineDriver({
   name: 'http',
   capabilities: { kind: 'protocol', readOnly: true },
   schema,
-  async open({ options, nodeName }): Promise<DriverInstance> {
+  async open({ options, nodeName, clock }): Promise<DriverInstance> {
     if (!options.sslverify) {
       // Both transports must behave alike, and fetch has no per-request TLS settings (browsers none at
       // all; Node's would need undici's Agent as `dispatcher`): ignoring the option would verify anyway or, worse, pretend not to.
@@ -93,6 +93,7 @@ export const httpDriver = defineDriver({
       retries: options.retries,
       retryDelayMs: options.retryDelay,
       node: nodeName,
+      clock,
     });
     await client.open();
     const size = client.size;

@@ -1,3 +1,4 @@
+import { RealClock } from '../../clock.js';
 import { HttpRangeClient, credentialsToHeader } from './client.js';
 import { DEFAULT_HTTP_TRANSPORT, createHttpTransport } from './default-transport.js';
 import { HTTP_DEFAULT_TIMEOUT, HTTP_SOCKETS } from './index.js';
@@ -10,6 +11,7 @@ export async function probeHttpFormat(url: string): Promise<'qcow2' | 'raw'> {
   const client = new HttpRangeClient({ url: credentialsToHeader(url, headers), headers, timeoutMs: HTTP_DEFAULT_TIMEOUT * 1000,
     retries: 3,
     retryDelayMs: 200,
+    clock: new RealClock(),
     transport: createHttpTransport(DEFAULT_HTTP_TRANSPORT, HTTP_SOCKETS),
   });
   try {

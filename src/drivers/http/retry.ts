@@ -1,4 +1,5 @@
 /** Retry policy of the http driver: which failures are worth another attempt, and how long to wait before it. */
+import type { Clock } from '../../clock.js';
 
 /** A failure that may go away on another attempt (5xx, 408/429, network error, timeout, short body). */
 export class TransientError extends Error {
@@ -15,18 +16,18 @@ export function backoffDelay(attempt: number, base: number, max = 10_000): numbe
   return Math.min(max, base * 2 ** Math.max(0, attempt - 1));
 }
 
-/** Waits `ms` milliseconds; rejects with the signal's reason as soon as `signal` aborts. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/** Waits `ms` milliseconds of `clock` time; rejects with the signal's reason as soon as `signal` aborts. */
+export function sleep(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
     const onAbort = () => {
-      clearTimeout(timer);
+      timer.cancel();
       reject(signal.reason);
     };
-    const timer = setTimeout(() => {
+    const timer = clock.setTimer(clock.now() + ms * 1e6, () => {
       signal.removeEventListener('abort', onAbort);
       resolve();
-    }, ms);
+    });
     signal.addEventListener('abort', onAbort, { once: true });
   });
 }
