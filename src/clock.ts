@@ -1,3 +1,4 @@
+import { ImmediateWatch, loopTurn, nextTick } from './platform/event-loop.js';
 import { monotonicNs } from './platform/monotonic.js';
 
 /** A pending one-shot timer; `cancel()` is idempotent. */
@@ -87,55 +88,8 @@ function before(a: VirtualTimer, b: VirtualTimer): boolean {
   return a.deadline < b.deadline || (a.deadline === b.deadline && a.seq < b.seq);
 }
 
-/** One event-loop turn: microtasks, nextTicks and the immediates queued so far all run first. */
-function loopTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-/**
- * Node's nextTick, taken once: the global `process` is a getter called on every use, and a timer
- * run calls nextTick once per timer. (The browser build's process shim provides it too.)
- */
-const nextTick: (callback: () => void) => void = process.nextTick;
-
 /** Settled once: `.then` on it queues a microtask (cheaper than queueMicrotask, which makes an AsyncResource per call). */
 const settled = Promise.resolve();
-
-const noop = () => {};
-
-/**
- * Tells whether a setImmediate callback was queued since it was armed, for the price of a
- * property read: it queues a marker immediate (unref'd, never run) and looks at the marker's
- * link to the next entry of Node's immediate list (`_idleNext`, set when one is appended after
- * it). Where that field does not exist (another runtime), it asks
- * process.getActiveResourcesInfo(), which costs about as much as firing a timer.
- */
-class ImmediateWatch {
-  private marker: (NodeJS.Immediate & { _idleNext?: unknown }) | null = null;
-
-  arm(): void {
-    this.marker = setImmediate(noop).unref();
-  }
-
-  disarm(): void {
-    if (this.marker !== null) clearImmediate(this.marker);
-    this.marker = null;
-  }
-
-  /** A setImmediate was queued since arm() (and may be waiting). */
-  get pending(): boolean {
-    const m = this.marker;
-    if (m !== null && '_idleNext' in m) return m._idleNext != null;
-    return process.getActiveResourcesInfo().includes('Immediate');
-  }
-
-  /** Lets the queued immediates run (one event-loop turn), then watches again. */
-  async yieldTurn(): Promise<void> {
-    this.disarm();
-    await loopTurn();
-    this.arm();
-  }
-}
 
 /**
  * One `advance*` or `runUntilIdle` firing timers, as a loop of callbacks rather than an async
