@@ -3,8 +3,8 @@
  * against the source, as a user's file importing 'blocklayer' would be (tsconfig.json maps the
  * package name to src/). A snippet with an undefined name or an option that does not exist fails.
  */
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
@@ -67,6 +67,41 @@ function typeErrors(): Map<string, string[]> {
   }
   return errors;
 }
+
+/** A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces to hyphens. */
+function slug(heading: string): string {
+  return heading
+    .trim()
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N}\s_-]/gu, '')
+    .replace(/\s/g, '-');
+}
+
+/** Relative links of a page that lead nowhere: a missing file, or a missing heading in a Markdown file. */
+function brokenLinks(page: string): string[] {
+  const text = readFileSync(join(root, page), 'utf8').replace(/^( *)```[\s\S]*?^\1```/gm, '');
+  const broken: string[] = [];
+  for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+    if (/^[a-z]+:/i.test(target)) continue;
+    const [file, anchor] = target.split('#');
+    const path = file === '' ? join(root, page) : join(root, dirname(page), file);
+    if (!existsSync(path)) {
+      broken.push(target);
+      continue;
+    }
+    if (anchor !== undefined && path.endsWith('.md')) {
+      const headings = [...readFileSync(path, 'utf8').matchAll(/^#+ (.*)$/gm)].map((m) => slug(m[1]));
+      if (!headings.includes(anchor)) broken.push(target);
+    }
+  }
+  return broken;
+}
+
+describe('links of README.md and docs/', () => {
+  it.each(pages)('%s links only to files and headings that exist', (page) => {
+    expect(brokenLinks(page)).toEqual([]);
+  });
+});
 
 describe('TypeScript snippets of README.md and docs/', () => {
   it('finds the snippets (the quick start among them)', () => {
