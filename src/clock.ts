@@ -3,6 +3,7 @@ import { monotonicNs } from './platform/monotonic.js';
 
 /** A pending one-shot timer; `cancel()` is idempotent. */
 export interface ClockTimer {
+  /** Stops the timer; its callback will not run (nothing happens if it already ran). */
   cancel(): void;
 }
 
@@ -26,11 +27,13 @@ const MAX_TIMEOUT_MS = 2 ** 30;
 
 /** The real monotonic clock (process.hrtime in Node, performance.now in browsers) and the platform's timers. */
 export class RealClock implements Clock {
+  /** Monotonic nanoseconds since the process (or page) started. */
   // Starts near zero for each process (or page), so ns values stay far below 2^53.
   now(): number {
     return monotonicNs();
   }
 
+  /** Calls `callback` once when the deadline has passed, through the platform's setTimeout. */
   setTimer(deadlineNs: number, callback: () => void): ClockTimer {
     // The time is read once here: the callback must never run inside setTimer (callers set
     // state after it returns), even when the deadline passes while we arm the timer.
@@ -192,14 +195,17 @@ export class VirtualClock implements Clock {
   private readonly heap: VirtualTimer[] = [];
   private live = 0;
 
+  /** A clock standing at `startNs` until it is moved. */
   constructor(startNs = 0) {
     this.current = startNs;
   }
 
+  /** The virtual time in nanoseconds: changes only by advance, advanceNs, advanceTo or runUntilIdle. */
   now(): number {
     return this.current;
   }
 
+  /** Queues `callback` for when the clock is moved to `deadlineNs` or past it. */
   setTimer(deadlineNs: number, callback: () => void): ClockTimer {
     const timer = new VirtualTimer(this, deadlineNs, this.seq++, callback);
     this.push(timer);

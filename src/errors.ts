@@ -42,14 +42,22 @@ export interface BlockErrorContext {
 
 /** The one error type of the library: a stable `code`, a readable message and context. */
 export class BlockError extends Error {
+  /** Always 'BlockError'. */
   override readonly name = 'BlockError';
+  /** What went wrong, stable across versions: match on this, not on the message. */
   readonly code: BlockErrorCode;
+  /** Node name or driver of the node that failed. */
   readonly node?: string;
+  /** File or image path involved. */
   readonly path?: string;
+  /** Option field (dotted path) that was rejected. */
   readonly field?: string;
+  /** Byte offset of the request or of the bad metadata. */
   readonly offset?: number;
+  /** Byte length of the request. */
   readonly length?: number;
 
+  /** An error with `code`, `message` and where it happened; `context.cause` becomes the standard `cause`. */
   constructor(code: BlockErrorCode, message: string, context: BlockErrorContext = {}) {
     super(message, context.cause === undefined ? undefined : { cause: context.cause });
     this.code = code;

@@ -1,27 +1,47 @@
 /** Kinds of request counted separately, as in QEMU's query-blockstats. */
 export const IoKind = { Read: 0, Write: 1, Flush: 2, Unmap: 3 } as const;
+/** One of {@link IoKind}'s values: the counter index of a kind of request. */
 export type IoKind = (typeof IoKind)[keyof typeof IoKind];
 
 /** Counters of one drive, named like QEMU's BlockDeviceStats (camelCase). */
 export interface DriveStats {
+  /** Bytes read. */
   rdBytes: number;
+  /** Bytes written (write-zeroes included). */
   wrBytes: number;
+  /** Bytes discarded. */
   unmapBytes: number;
+  /** Reads completed. */
   rdOperations: number;
+  /** Writes completed (write-zeroes included). */
   wrOperations: number;
+  /** Flushes completed. */
   flushOperations: number;
+  /** Discards completed. */
   unmapOperations: number;
+  /** Reads that failed (QEMU failed_rd_operations). */
   failedRdOperations: number;
+  /** Writes that failed. */
   failedWrOperations: number;
+  /** Flushes that failed. */
   failedFlushOperations: number;
+  /** Discards that failed. */
   failedUnmapOperations: number;
+  /** Reads refused as invalid before they started (bad offset, length or buffer; QEMU invalid_rd_operations). */
   invalidRdOperations: number;
+  /** Writes refused as invalid before they started. */
   invalidWrOperations: number;
+  /** Flushes refused as invalid before they started. */
   invalidFlushOperations: number;
+  /** Discards refused as invalid before they started. */
   invalidUnmapOperations: number;
+  /** Time spent in reads, summed over the completed ones (ns). */
   rdTotalTimeNs: number;
+  /** Time spent in writes (ns). */
   wrTotalTimeNs: number;
+  /** Time spent in flushes (ns). */
   flushTotalTimeNs: number;
+  /** Time spent in discards (ns). */
   unmapTotalTimeNs: number;
   /** Highest offset written so far (end of the highest write). */
   wrHighestOffset: number;
@@ -66,6 +86,7 @@ export class StatsAccounting {
     if (end > this.highestWrite) this.highestWrite = end;
   }
 
+  /** The counters as {@link DriveStats}, at time `nowNs` with `inFlight` requests in flight. */
   snapshot(nowNs: number, inFlight: number): DriveStats {
     const [b, o, f, i, t] = [this.bytes, this.ops, this.failed, this.invalid, this.timeNs];
     const s: DriveStats = {

@@ -33,6 +33,7 @@ export interface DriveDiskOptions {
  * drive, never assumed to be zeros.
  */
 export class DriveDisk extends Disk {
+  /** The drive every read, write, flush and discard goes to. */
   readonly drive: Drive;
   /**
    * The last error a read, write, flush or discard of this disk rejected with. ext2fs turns every
@@ -40,6 +41,7 @@ export class DriveDisk extends Disk {
    */
   lastError: unknown = null;
 
+  /** A Disk over `drive`, with file-disk's flags as {@link DriveDiskOptions} describes them. */
   constructor(drive: Drive, options: DriveDiskOptions = {}) {
     const readOnly = options.readOnly ?? drive.readOnly;
     if (!readOnly && drive.readOnly) {
@@ -52,20 +54,24 @@ export class DriveDisk extends Disk {
     this.drive = drive;
   }
 
+  /** The drive's length in bytes. */
   protected async _getCapacity(): Promise<number> {
     return this.drive.length;
   }
 
+  /** Reads from the drive into the buffer's range. */
   protected async _read(buffer: Buffer, bufferOffset: number, length: number, fileOffset: number): Promise<ReadResult> {
     await this.drive.read(fileOffset, buffer.subarray(bufferOffset, bufferOffset + length));
     return { bytesRead: length, buffer };
   }
 
+  /** Writes the buffer's range to the drive. */
   protected async _write(buffer: Buffer, bufferOffset: number, length: number, fileOffset: number): Promise<WriteResult> {
     await this.drive.write(fileOffset, buffer.subarray(bufferOffset, bufferOffset + length));
     return { bytesWritten: length, buffer };
   }
 
+  /** Flushes the drive. */
   protected async _flush(): Promise<void> {
     await this.drive.flush();
   }
@@ -104,6 +110,7 @@ export class DriveDisk extends Disk {
     });
   }
 
+  /** Flushes the drive, keeping a failure in `lastError`. */
   override flush(): Promise<void> {
     return this.noting(() => super.flush());
   }

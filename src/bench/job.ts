@@ -50,5 +50,7 @@ export const jobSchema = z
     }
   });
 
+/** A benchmark job with its defaults filled in (what {@link jobSchema} outputs). */
 export type BenchJob = z.output<typeof jobSchema>;
+/** A benchmark job as given to runJob: every field optional, sizes as numbers or '4k'-style strings. */
 export type BenchJobInput = z.input<typeof jobSchema>;

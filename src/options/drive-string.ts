@@ -32,9 +32,13 @@ import { BY_QAPI, BY_QMP, toQapiName, toQmpName, validateSpelled } from './throt
 
 /** What a -drive string says. */
 export interface ParsedDriveString {
+  /** The drive's id (`id=`). */
   id?: string;
+  /** The image (`file=`). */
   filename?: string;
+  /** The image format (`format=`); absent: probe it. */
   format?: string;
+  /** `readonly=on` (or `read-only=on`). */
   readOnly?: boolean;
   /** Policy on read errors (`rerror=`). */
   rerror?: ErrorAction;

@@ -30,7 +30,12 @@ export type ReadErrorAction = z.infer<typeof readErrorActionSchema>;
 export type ErrorDirection = 'read' | 'write';
 
 /** What QMP's `auto` stands for: a -drive backend's defaults (blockdev.c: rerror=report, werror=enospc). */
-export const AUTO_ERROR_ACTION: Readonly<{ read: ReadErrorAction; write: ErrorAction }> = { read: 'report', write: 'enospc' };
+export const AUTO_ERROR_ACTION: Readonly<{
+  /** `rerror=auto`: report. */
+  read: ReadErrorAction;
+  /** `werror=auto`: enospc. */
+  write: ErrorAction;
+}> = { read: 'report', write: 'enospc' };
 
 function checkDirection(direction: unknown): void {
   if (direction !== 'read' && direction !== 'write') {

@@ -15,7 +15,9 @@ import { BY_QAPI, toQapiName, validateSpelled } from './throttle-names.js';
 
 /** A throttle group object: its id (the group name) and its limits (only the fields set). */
 export interface ThrottleGroupObject {
+  /** The object's id: the group's name. */
   id: string;
+  /** The group's limits, camelCase. */
   limits: ThrottleLimits;
 }
 

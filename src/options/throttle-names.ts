@@ -40,9 +40,11 @@ function inverse(fn: (f: string) => string): Map<string, keyof ThrottleLimits> {
   return new Map(LIMIT_FIELDS.map((f) => [fn(f), f]));
 }
 
-/** Lookup tables from each spelling back to the camelCase field. */
+/** QAPI hyphen name → camelCase field (`iops-total-max` → `iopsTotalMax`). */
 export const BY_QAPI = inverse(toQapiName);
+/** QMP / -drive name → camelCase field (`bps_rd` → `bpsRead`). */
 export const BY_QMP = inverse(toQmpName);
+/** libvirt iotune element → camelCase field (`total_iops_sec` → `iopsTotal`). */
 export const BY_LIBVIRT = inverse(toLibvirtName);
 
 /**
