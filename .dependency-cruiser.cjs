@@ -4,7 +4,7 @@
 
 /** Layers from the bottom up; a file belongs to the first layer whose pattern matches it. */
 const LAYERS = [
-  ['errors', '^src/errors\\.ts$'],
+  ['base', '^src/(errors|ids)\\.ts$'],
   ['platform', '^src/platform/'],
   ['clock', '^src/clock\\.ts$'],
   ['throttle', '^src/throttle/'],

@@ -12,6 +12,7 @@ import { splitQemuOpts } from './drive-string.js';
 import { expectLimits, expectRecord, expectString } from './input.js';
 import { fromQapiLimits, toQapiLimits } from './qmp.js';
 import { BY_QAPI, toQapiName, validateSpelled } from './throttle-names.js';
+import { isWellFormedId } from '../ids.js';
 
 /** A throttle group object: its id (the group name) and its limits (only the fields set). */
 export interface ThrottleGroupObject {
@@ -29,7 +30,7 @@ function notFound(key: string): BlockError {
 
 /** QEMU's object id rule (id_wellformed): a letter, then letters, digits, '-', '.', '_'. */
 function checkId(id: string): void {
-  if (!/^[A-Za-z][A-Za-z0-9._-]*$/.test(id)) {
+  if (!isWellFormedId(id)) {
     throw new BlockError('EINVAL', `Parameter 'id' expects an identifier (letters, digits, '-', '.', '_', starting with a letter)`, { field: 'id' });
   }
 }
