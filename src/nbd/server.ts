@@ -4,13 +4,13 @@ import { EventEmitter } from 'eventemitter3';
 import { type Clock, type ClockTimer, RealClock } from '../clock.js';
 import type { Drive } from '../drive.js';
 import { BlockError, isBlockError } from '../errors.js';
-import { nbdErrorFor } from './errors.js';
-import * as P from './protocol.js';
+import { nbdErrorFor } from '../drivers/nbd/errors.js';
+import * as P from '../drivers/nbd/protocol.js';
 import { MemoryBudget } from './memory-budget.js';
 import { BufferPool } from './buffer-pool.js';
-import { ReaderClosed, SocketReader } from './reader.js';
+import { ReaderClosed, SocketReader } from '../drivers/nbd/reader.js';
 import { decodeServerRequest, offsetText, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
-import { isTlsError, type NbdTlsOptions, type NbdTlsSetup, peerVerifyError, prepareTls, tlsErrorText } from './tls.js';
+import { isTlsError, type NbdTlsOptions, type NbdTlsSetup, peerVerifyError, prepareTls, tlsErrorText } from '../drivers/nbd/tls.js';
 import { unixListenCause } from '../unix-listen.js';
 
 /** One export: a name clients ask for and the drive that serves it. */

@@ -1,7 +1,7 @@
 // Typed options of the host drivers (Node only): loaded by the Node entry, which adds them to
 // the built-in drivers' options; the browser entry does not, so its types need nothing of Node.
 import type { fileDriver } from '../drivers/file/index.js';
-import type { nbdDriver } from '../drivers/nbd.js';
+import type { nbdDriver } from '../drivers/nbd/index.js';
 import type { rbdDriver } from '../drivers/rbd/adapter.js';
 import type { DriverNodeOptions } from './builtin-options.js';
 

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, type NbdClientInfo, NbdServer } from '../../src/index.js';
-import * as P from '../../src/nbd/protocol.js';
+import * as P from '../../src/drivers/nbd/protocol.js';
 import { NbdExportManager } from '../../src/cli/serve.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 import { driveHash, haveQemuTools } from '../helpers/qemu-images.js';

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import { BlockError, type BlockErrorCode, fromErrno } from '../errors.js';
+import { BlockError, type BlockErrorCode, fromErrno } from '../../errors.js';
 import { blockCodeForNbdError } from './errors.js';
 import * as P from './protocol.js';
 import { ReaderClosed, SocketReader } from './reader.js';
