@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, type NbdClientInfo, NbdServer } from '../../src/index.js';
 import * as P from '../../src/drivers/nbd/protocol.js';
-import { NbdExportManager } from '../../src/cli/serve.js';
+import { NbdExportManager } from '../../src/qmp/exports.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 import { driveHash, haveQemuTools } from '../helpers/qemu-images.js';
 import { haveProgram, ok, run } from '../helpers/tools.js';
