@@ -5,7 +5,7 @@ import { parseRbdFilename } from './drivers/rbd/filename.js';
 import { BlockError } from './errors.js';
 import type { DriveOptions } from './layer.js';
 import { probeNbdFormat } from './nbd/probe.js';
-import { isNbdUri, parseNbdUri } from './nbd/uri.js';
+import { isNbdUri, parseNbdUri } from './drivers/nbd/uri.js';
 import { fileExists } from './platform/files.js';
 
 /**

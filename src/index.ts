@@ -15,7 +15,7 @@ export { createDriveReadStream, type DriveReadStreamOptions } from './drive/node
 export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { fileDriver } from './drivers/file/index.js';
 export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
-export { nbdDriver } from './drivers/nbd.js';
+export { nbdDriver } from './drivers/nbd/index.js';
 export { rbdDriver } from './drivers/rbd/adapter.js';
 export {
   isRbdImage,
@@ -105,7 +105,7 @@ export {
   type NbdTlsPsk,
   type NbdTlsX509,
   parsePskFile,
-} from './nbd/tls.js';
+} from './drivers/nbd/tls.js';
 export { type CheckImageOptions, checkImage } from './check.js';
 export type { CheckResult, RepairMode } from './drivers/qcow2/check-result.js';
 export { checkQcow2, type Qcow2CheckOptions, repairRefcounts } from './drivers/qcow2/check.js';

@@ -3,13 +3,13 @@ import { parseArgs } from 'node:util';
 import type { Drive } from '../drive.js';
 import { BlockError } from '../errors.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
-import { isWellFormedUtf16 } from '../nbd/protocol.js';
+import { isWellFormedUtf16 } from '../drivers/nbd/protocol.js';
 import { NbdServer } from '../nbd/server.js';
-import { loadPskFile, loadQemuTlsCredsDir, type NbdTlsOptions } from '../nbd/tls.js';
+import { loadPskFile, loadQemuTlsCredsDir, type NbdTlsOptions } from '../drivers/nbd/tls.js';
 import { driveStringToOptions, parseDriveString, splitQemuOpts, withAio } from '../options/drive-string.js';
-import type { ExportManager } from '../qmp/commands.js';
+import { isWellFormedId } from '../ids.js';
+import { NbdExportManager } from '../qmp/exports.js';
 import { QmpServer, removeStaleSocket } from '../qmp/server.js';
-import { QmpError } from '../qmp/wire.js';
 import type { ThrottleLimits } from '../throttle/limits.js';
 import { LIMIT_FLAGS, num, parseLimitFlags, sizeFlag } from './limit-flags.js';
 import { checkFormat, targetOptions } from './target.js';
@@ -60,31 +60,6 @@ const OPTIONS = {
 const PREFIX = 'blocklayer serve:';
 const log = (line: string) => process.stderr.write(`${PREFIX} ${line}\n`);
 
-/** QAPI BlockExportType: the types QEMU knows; only nbd is served here. */
-const EXPORT_TYPES = ['nbd', 'vhost-user-blk', 'fuse', 'vduse-blk'];
-
-/** Keys of QAPI BlockExportOptions (common part and the nbd branch). */
-const EXPORT_ADD_KEYS = ['type', 'id', 'node-name', 'writable', 'writethrough', 'fixed-iothread', 'iothread', 'allow-other', 'name', 'description', 'bitmaps', 'allocation-depth'];
-
-const generic = (desc: string) => new QmpError('GenericError', desc);
-
-function str(args: Record<string, unknown>, key: string, required: boolean): string | undefined {
-  const v = args[key];
-  if (v === undefined) {
-    if (required) throw generic(`Parameter '${key}' is missing`);
-    return undefined;
-  }
-  if (typeof v !== 'string') throw generic(`Invalid parameter type for '${key}', expected: string`);
-  return v;
-}
-
-function bool(args: Record<string, unknown>, key: string): boolean | undefined {
-  const v = args[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'boolean') throw generic(`Invalid parameter type for '${key}', expected: boolean`);
-  return v;
-}
-
 /**
  * An export name from the command line. NBD names are UTF-8, and Node has already decoded argv,
  * turning bytes that are not UTF-8 into U+FFFD: a name holding U+FFFD is refused (it could not be
@@ -95,90 +70,6 @@ function cliExportName(name: string, what: string, field: string): string {
     throw new BlockError('EINVAL', `${what}: ${JSON.stringify(name)} is not valid UTF-8 (U+FFFD stands for bytes that were not); export names are UTF-8`, { field });
   }
   return name;
-}
-
-/** A QMP string argument that names or describes an export: a lone surrogate (JSON \udcff) has no UTF-8 form. */
-function qmpUtf8(value: string, key: string): string {
-  if (!isWellFormedUtf16(value)) throw new BlockError('EINVAL', `Parameter '${key}' is not valid UTF-8 (a lone surrogate): ${JSON.stringify(value)}`, { field: key });
-  return value;
-}
-
-/** QEMU's id_wellformed: a letter, then letters, digits, '-', '.', '_'. */
-const ID_RE = /^[A-Za-z][A-Za-z0-9._-]*$/;
-
-/**
- * QMP block-export-add / block-export-del over an {@link NbdServer} (QAPI
- * qapi/block-export.json): `{type: 'nbd', id, node-name, name?, writable?, description?}` exports
- * the drive whose node name (or drive id) is `node-name` under `name` (default: the node name);
- * `{id, mode?}` removes it (`safe`, the default, refuses while clients are connected, as QEMU's
- * "still in use"; `hard` disconnects them: they are no longer read, their requests in flight go at
- * once, throttling lifted, and are answered before the disconnect — QEMU cuts the connection
- * without answering, the requests still completing).
- */
-export class NbdExportManager implements ExportManager {
-  /** Export id -> NBD export name. */
-  private readonly ids = new Map<string, string>();
-  /** Clients connected per export name. */
-  private readonly users = new Map<string, number>();
-
-  constructor(
-    private readonly layer: BlockLayer,
-    private readonly server: NbdServer,
-  ) {
-    server.on('connect', (c) => {
-      if (c.export !== null) this.users.set(c.export, (this.users.get(c.export) ?? 0) + 1);
-    });
-    server.on('disconnect', (c) => {
-      if (c.export === null) return;
-      const n = (this.users.get(c.export) ?? 1) - 1;
-      if (n > 0) this.users.set(c.export, n);
-      else this.users.delete(c.export);
-    });
-  }
-
-  /** Records an export made outside QMP (the command line) so block-export-del can remove it. */
-  adopt(id: string, name: string): void {
-    this.ids.set(id, name);
-  }
-
-  async add(args: Record<string, unknown>): Promise<void> {
-    for (const key of Object.keys(args)) if (!EXPORT_ADD_KEYS.includes(key)) throw generic(`Parameter '${key}' is unexpected`);
-    const type = str(args, 'type', true)!;
-    if (!EXPORT_TYPES.includes(type)) throw generic(`Parameter 'type' does not accept value '${type}'`);
-    const id = str(args, 'id', true)!;
-    const nodeName = str(args, 'node-name', true)!;
-    const name = qmpUtf8(str(args, 'name', false) ?? nodeName, 'name');
-    const description = str(args, 'description', false);
-    if (description !== undefined) qmpUtf8(description, 'description');
-    const writable = bool(args, 'writable') ?? false;
-    bool(args, 'writethrough');
-    if (!ID_RE.test(id)) throw generic('Invalid block export id');
-    if (this.ids.has(id)) throw generic(`Block export id '${id}' is already in use`);
-    if (type !== 'nbd') throw generic('No driver found for the requested export type');
-    if (args.iothread !== undefined) throw generic(`iothread "${String(args.iothread)}" not found`);
-    const drive = this.findDrive(nodeName);
-    if (drive === undefined) throw generic(`Cannot find device='' nor node-name='${nodeName}'`);
-    if (writable && drive.readOnly) throw generic('Cannot export read-only node as writable');
-    if (this.server.exportNames.includes(name)) throw generic(`NBD server already has export named '${name}'`);
-    this.server.addExport({ name, drive, readOnly: !writable, ...(description !== undefined ? { description } : {}) });
-    this.ids.set(id, name);
-  }
-
-  async del(args: Record<string, unknown>): Promise<void> {
-    for (const key of Object.keys(args)) if (key !== 'id' && key !== 'mode') throw generic(`Parameter '${key}' is unexpected`);
-    const id = str(args, 'id', true)!;
-    const mode = str(args, 'mode', false) ?? 'safe';
-    if (mode !== 'safe' && mode !== 'hard') throw generic(`Parameter 'mode' does not accept value '${mode}'`);
-    const name = this.ids.get(id);
-    if (name === undefined) throw generic(`Export '${id}' is not found`);
-    if (mode === 'safe' && (this.users.get(name) ?? 0) > 0) throw generic(`export '${id}' still in use`);
-    this.ids.delete(id);
-    await this.server.removeExport(name);
-  }
-
-  private findDrive(nodeName: string): Drive | undefined {
-    return this.layer.listDrives().find((d) => !d.closed && d.node.name === nodeName) ?? this.layer.drive(nodeName);
-  }
 }
 
 /**
@@ -298,7 +189,7 @@ export async function serveCommand(args: string[]): Promise<number> {
     if (image !== undefined) {
       const name = cliExportName(v['export-name'] ?? '', '-x/--export-name', 'export-name');
       const opts = withAio(await driveOptions(image, format, v['read-only'] ?? false), aio);
-      if (ID_RE.test(name)) opts.id = name;
+      if (isWellFormedId(name)) opts.id = name;
       if (Object.keys(limits).length > 0 || v.group !== undefined) opts.throttle = { ...limits, ...(v.group !== undefined ? { group: v.group } : {}) };
       const drive = await layer.openDrive(opts);
       server.addExport({ name, drive, readOnly: drive.readOnly, ...(v.description !== undefined ? { description: v.description } : {}) });

@@ -1,7 +1,7 @@
 // Typed options of the host drivers (Node only): loaded by the Node entry, which adds them to
 // the built-in drivers' options; the browser entry does not, so its types need nothing of Node.
 import type { fileDriver } from './file/index.js';
-import type { nbdDriver } from './nbd.js';
+import type { nbdDriver } from './nbd/index.js';
 import type { rbdDriver } from './rbd/adapter.js';
 import type { DriverNodeOptions } from './options.js';
 

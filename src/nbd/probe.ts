@@ -1,6 +1,6 @@
-import { loadClientTls, parseNbdDriverOptions } from '../drivers/nbd.js';
+import { loadClientTls, parseNbdDriverOptions } from '../drivers/nbd/index.js';
 import { QCOW2_MAGIC } from '../drivers/qcow2/limits.js';
-import { NbdClient } from './client.js';
+import { NbdClient } from '../drivers/nbd/client.js';
 
 /**
  * Tells qcow2 from raw for an NBD export by its first bytes, as qemu-img probes: one short-lived

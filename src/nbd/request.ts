@@ -1,4 +1,4 @@
-import * as P from './protocol.js';
+import * as P from '../drivers/nbd/protocol.js';
 
 const TWO_32 = 2 ** 32;
 /** Offsets whose high word reaches this are past 2^53 - 1. */

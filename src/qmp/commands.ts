@@ -38,15 +38,29 @@ export interface QmpContext {
 type Args = Record<string, unknown>;
 type Handler = (args: Args, ctx: QmpContext) => unknown;
 
-const generic = (desc: string) => new QmpError('GenericError', desc);
+/** QMP's GenericError with QEMU's text. */
+export const generic = (desc: string) => new QmpError('GenericError', desc);
 
 /** Refuses arguments a command does not take (QAPI's "Parameter 'x' is unexpected"). */
-function only(args: Args, allowed: readonly string[]): void {
+export function only(args: Args, allowed: readonly string[]): void {
   for (const key of Object.keys(args)) if (!allowed.includes(key)) throw generic(`Parameter '${key}' is unexpected`);
 }
 
+/** A string argument (QAPI's "Parameter 'x' is missing" when required and absent). */
+export function str(args: Args, key: string, required: true): string;
+export function str(args: Args, key: string, required: false): string | undefined;
+export function str(args: Args, key: string, required: boolean): string | undefined {
+  const v = args[key];
+  if (v === undefined) {
+    if (required) throw generic(`Parameter '${key}' is missing`);
+    return undefined;
+  }
+  if (typeof v !== 'string') throw generic(`Invalid parameter type for '${key}', expected: string`);
+  return v;
+}
+
 /** An optional boolean argument. */
-function optBool(args: Args, key: string): boolean | undefined {
+export function optBool(args: Args, key: string): boolean | undefined {
   const v = args[key];
   if (v === undefined) return undefined;
   if (typeof v !== 'boolean') throw generic(`Invalid parameter type for '${key}', expected: boolean`);

@@ -1,4 +1,5 @@
 export { type ExportManager, QMP_COMMANDS, type QmpContext, type QmpSession, runCommand } from './commands.js';
+export { NbdExportManager } from './exports.js';
 export { type QmpListenAddress, QmpServer, type QmpServerEvents, type QmpServerOptions } from './server.js';
 export {
   errorResponse,

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import * as P from '../../src/nbd/protocol.js';
+import * as P from '../../src/drivers/nbd/protocol.js';
 
 /** A hand-driven NBD connection for hostile-client tests: raw bytes in, exact byte counts out. */
 export class RawNbdClient {

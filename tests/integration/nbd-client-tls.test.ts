@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockError, BlockLayer, type Drive, NbdServer, openImage } from '../../src/index.js';
-import { loadQemuTlsCredsDir, type NbdTlsOptions } from '../../src/nbd/tls.js';
+import { loadQemuTlsCredsDir, type NbdTlsOptions } from '../../src/drivers/nbd/tls.js';
 import { makeCerts } from '../helpers/tls-certs.js';
 import { haveProgram, waitForPort } from '../helpers/tools.js';
 

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockError, BlockLayer, type Drive, NbdServer, openImage } from '../../src/index.js';
-import * as P from '../../src/nbd/protocol.js';
+import * as P from '../../src/drivers/nbd/protocol.js';
 import { driveHash, ourMap, referenceMap, setQemuCwd } from '../helpers/qemu-images.js';
 
 function have(cmd: string): boolean {

@@ -2,7 +2,7 @@ import net from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { prngU32 } from '../../src/bench/prng.js';
 import { BlockLayer, type Drive, NbdServer } from '../../src/index.js';
-import * as P from '../../src/nbd/protocol.js';
+import * as P from '../../src/drivers/nbd/protocol.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 
 /*

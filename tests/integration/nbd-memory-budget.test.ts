@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, NbdServer } from '../../src/index.js';
-import * as P from '../../src/nbd/protocol.js';
+import * as P from '../../src/drivers/nbd/protocol.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 
 const MiB = 1024 * 1024;

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, NbdServer } from '../../src/index.js';
-import * as P from '../../src/nbd/protocol.js';
+import * as P from '../../src/drivers/nbd/protocol.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 
 describe('NBD error texts show a request offset as the client sent it (not clamped to 2^53-1)', () => {

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, NbdServer } from '../../src/index.js';
-import { NbdClient } from '../../src/nbd/client.js';
+import { NbdClient } from '../../src/drivers/nbd/client.js';
 import { haveProgram, waitForPort } from '../helpers/tools.js';
 
 const MiB = 1024 * 1024;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { BlockLayer, VirtualClock } from '../../src/index.js';
 import { NbdServer } from '../../src/nbd/server.js';
-import * as P from '../../src/nbd/protocol.js';
+import * as P from '../../src/drivers/nbd/protocol.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 
 const KiB = 1024;

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import * as P from '../../src/nbd/protocol.js';
+import * as P from '../../src/drivers/nbd/protocol.js';
 import { RawNbdClient } from '../helpers/nbd-raw-client.js';
 import { haveQemuTools } from '../helpers/qemu-images.js';
 import { serve } from '../helpers/serve-process.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { blockCodeForNbdError, nbdErrorFor } from '../../src/nbd/errors.js';
-import * as P from '../../src/nbd/protocol.js';
+import { blockCodeForNbdError, nbdErrorFor } from '../../src/drivers/nbd/errors.js';
+import * as P from '../../src/drivers/nbd/protocol.js';
 import { BlockError, codeForErrno } from '../../src/errors.js';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { BlockError } from '../../src/errors.js';
-import { nbdErrorFor } from '../../src/nbd/errors.js';
-import * as P from '../../src/nbd/protocol.js';
+import { nbdErrorFor } from '../../src/drivers/nbd/errors.js';
+import * as P from '../../src/drivers/nbd/protocol.js';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 

@@ -3,8 +3,8 @@ import type { Socket } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BufferPool } from '../../src/nbd/buffer-pool.js';
-import * as P from '../../src/nbd/protocol.js';
-import { SocketReader } from '../../src/nbd/reader.js';
+import * as P from '../../src/drivers/nbd/protocol.js';
+import { SocketReader } from '../../src/drivers/nbd/reader.js';
 import { decodeServerRequest, offsetText, readReplyHeaderSize, writeReadReplyHeader, writeSimpleReply } from '../../src/nbd/request.js';
 
 const u64 = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isNbdUri, NBD_DEFAULT_PORT, parseNbdUri } from '../../src/nbd/uri.js';
+import { isNbdUri, NBD_DEFAULT_PORT, parseNbdUri } from '../../src/drivers/nbd/uri.js';
 
 describe('NBD URIs (nbd doc/uri.md)', () => {
   it('nbd://host:port/export gives inet options; the port defaults to 10809 and the export to the default export', () => {

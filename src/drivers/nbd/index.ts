@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { BlockError } from '../errors.js';
-import { NBD_DEFAULT_MAX_PAYLOAD, NbdClient } from '../nbd/client.js';
+import { BlockError } from '../../errors.js';
+import { NBD_DEFAULT_MAX_PAYLOAD, NbdClient } from './client.js';
 import {
   NBD_FLAG_READ_ONLY,
   NBD_FLAG_SEND_FLUSH,
@@ -8,10 +8,10 @@ import {
   NBD_FLAG_SEND_WRITE_ZEROES,
   NBD_MAX_STRING_SIZE,
   allocationStatus,
-} from '../nbd/protocol.js';
-import { DEFAULT_PSK_USERNAME, loadClientPskFile, loadQemuTlsClientCredsDir, type NbdClientTls } from '../nbd/tls.js';
-import { parseOptions } from '../options/zod-error.js';
-import { type BlockStatus, type DriverInstance, defineDriver } from '../node/driver.js';
+} from './protocol.js';
+import { DEFAULT_PSK_USERNAME, loadClientPskFile, loadQemuTlsClientCredsDir, type NbdClientTls } from './tls.js';
+import { parseOptions } from '../../options/zod-error.js';
+import { type BlockStatus, type DriverInstance, defineDriver } from '../../node/driver.js';
 
 const port = z.union([
   z.number().int().min(1).max(65535),

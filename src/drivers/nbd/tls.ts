@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import { BlockError } from '../errors.js';
+import { BlockError } from '../../errors.js';
 
 /** TLS with X.509 certificates (QEMU's tls-creds-x509). */
 export interface NbdTlsX509 {

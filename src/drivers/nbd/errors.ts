@@ -1,4 +1,4 @@
-import { type BlockErrorCode, isBlockError } from '../errors.js';
+import { type BlockErrorCode, isBlockError } from '../../errors.js';
 import { NBD_EINVAL, NBD_EIO, NBD_ENOMEM, NBD_ENOSPC, NBD_ENOTSUP, NBD_EPERM } from './protocol.js';
 
 /** NBD error values for the BlockError codes that have one of their own; every other code is EIO. */

@@ -1,4 +1,4 @@
-import { BlockError } from '../errors.js';
+import { BlockError } from '../../errors.js';
 
 /** The IANA port for NBD, used when an `nbd://` URI names none. */
 export const NBD_DEFAULT_PORT = 10809;

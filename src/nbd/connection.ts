@@ -1,0 +1,511 @@
+import type net from 'node:net';
+import tls from 'node:tls';
+import type { EventEmitter } from 'eventemitter3';
+import type { Clock, ClockTimer } from '../clock.js';
+import type { Drive } from '../drive.js';
+import * as P from '../drivers/nbd/protocol.js';
+import { ReaderClosed, SocketReader } from '../drivers/nbd/reader.js';
+import { isTlsError, type NbdTlsSetup, tlsErrorText } from '../drivers/nbd/tls.js';
+import type { BufferPool } from './buffer-pool.js';
+import { allocationExtents, checkRequest, replyErrorOf, trim, writeZeroes } from './commands.js';
+import type { NbdExport } from './export.js';
+import type { MemoryBudget } from './memory-budget.js';
+import { ALLOCATION_CONTEXT_ID, Negotiation, type NegotiationHost } from './negotiation.js';
+import { ProtocolViolation } from './protocol-violation.js';
+import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
+import type { NbdClientInfo, NbdServerEvents } from './server-options.js';
+import { upgradeToTls } from './tls-upgrade.js';
+
+/** Unsent option replies past which the server stops reading options until the client takes them. */
+const HANDSHAKE_BACKLOG = 256 * 1024;
+/** Bytes the reader may hold beyond what the parser asked for. */
+const READER_SLACK = 256 * 1024;
+/** Requests in flight per connection before the server stops reading new ones. */
+const MAX_IN_FLIGHT = 64;
+
+/** What a connection needs of its server (the NbdServer; an interface so that the server's file imports this one, not the reverse). */
+export interface ConnectionHost extends NegotiationHost {
+  readonly handshakeTimeoutMs: number;
+  readonly maxRequest: number;
+  readonly clock: Clock;
+  /** Bytes all connections together may hold for requests. */
+  readonly budget: MemoryBudget;
+  /** WRITE payload and READ reply buffers for reuse. */
+  readonly pool: BufferPool;
+  readonly tls: NbdTlsSetup | null;
+  emit: EventEmitter<NbdServerEvents>['emit'];
+  /** The connection has closed: it leaves the server's set ('disconnect' is emitted). */
+  forget(c: Connection, reason: string | undefined): void;
+}
+
+/** Per-connection state: handshake, then requests in flight and replies as they complete. */
+export class Connection {
+  private reader: SocketReader;
+  /** The plain socket, then the TLS socket over it once NBD_OPT_STARTTLS succeeded. */
+  private socket: net.Socket;
+  private closeSeen = false;
+  private resolveClosed: () => void = () => {};
+  private readonly address: string;
+  private readonly port: number | undefined;
+  /** The option haggling, until an export is selected. */
+  private readonly negotiation: Negotiation;
+  /** What the handshake agreed on: the export, structured replies, base:allocation. */
+  private exp: NbdExport | null = null;
+  private structured = false;
+  private allocation = false;
+  private handshakeTimer: ClockTimer | null = null;
+  private endTimer: ClockTimer | null = null;
+  /** Replies are being gathered for one write at the end of this event-loop turn. */
+  private corked = false;
+  private readonly uncork = () => {
+    this.corked = false;
+    this.socket.uncork();
+  };
+  /** Resolves once the socket has closed and 'disconnect' was emitted. */
+  readonly closed: Promise<void>;
+  private inFlight = 0;
+  /** Bytes held for requests in flight: WRITE payloads and READ buffers. */
+  private inFlightBytes = 0;
+  private idleWaiters: (() => void)[] = [];
+  private slotWaiter: (() => void) | null = null;
+  private stopping = false;
+  private quiesced: Promise<void> | null = null;
+  private loopDone: Promise<void> = Promise.resolve();
+  private faultReason: string | undefined;
+  /** Budget bytes held by this connection's requests, by request (given back at the latest when the socket closes). */
+  private readonly held = new Set<{ n: number }>();
+  /** Ends a wait for budget when the connection stops. */
+  private budgetAbort: (() => void) | null = null;
+
+  constructor(
+    private readonly server: ConnectionHost,
+    socket: net.Socket,
+  ) {
+    this.socket = socket;
+    this.address = socket.remoteAddress ?? 'unix';
+    this.port = socket.remotePort;
+    this.reader = new SocketReader(socket, READER_SLACK);
+    socket.setNoDelay(true);
+    this.closed = new Promise((resolve) => {
+      this.resolveClosed = resolve;
+    });
+    this.watch(socket);
+    this.negotiation = new Negotiation(server, (frame) => this.send(frame));
+  }
+
+  /** Socket events that end the connection or let it write again (on the plain socket, and on the TLS one). */
+  private watch(socket: net.Socket): void {
+    socket.on('error', (raw: NodeJS.ErrnoException) => {
+      // OpenSSL's text spans lines and starts with its internals: one line, the reason first.
+      const tlsFailed = socket instanceof tls.TLSSocket && isTlsError(raw);
+      const error: NodeJS.ErrnoException = tlsFailed ? this.tlsFailure(raw) : raw;
+      // A peer that resets or leaves mid-reply is a disconnect (with its reason), not a server error.
+      this.faultReason ??= tlsFailed ? error.message : (error.code ?? error.message);
+      if (!this.stopping && error.code !== 'ECONNRESET' && error.code !== 'EPIPE') this.server.emit('error', { error, client: this.info() });
+    });
+    socket.on('close', () => {
+      if (this.closeSeen) return;
+      this.closeSeen = true;
+      this.handshakeTimer?.cancel();
+      this.endTimer?.cancel();
+      // Replies that will never be written give their bytes back; a pending wait leaves the queue.
+      for (const h of this.held) this.server.budget.release(h.n);
+      this.held.clear();
+      this.cancelBudgetWait();
+      this.wakeSlot();
+      this.server.forget(this, this.faultReason);
+      this.resolveClosed();
+    });
+    socket.on('drain', () => this.wakeSlot());
+  }
+
+  get exportName(): string | null {
+    return this.exp?.name ?? null;
+  }
+
+  /** A TLS error as one line: "TLS handshake failed: <reason> (<code>)" (or "TLS error: …" once TLS is up). */
+  private tlsFailure(e: NodeJS.ErrnoException): NodeJS.ErrnoException {
+    const error: NodeJS.ErrnoException = new Error(`${this.negotiation.tlsActive ? 'TLS error' : 'TLS handshake failed'}: ${tlsErrorText(e)}`, { cause: e });
+    if (e.code !== undefined) error.code = e.code;
+    return error;
+  }
+
+  info(): NbdClientInfo {
+    return { address: this.address, ...(this.port === undefined ? {} : { port: this.port }), export: this.exportName };
+  }
+
+  async run(): Promise<void> {
+    const ms = this.server.handshakeTimeoutMs;
+    this.handshakeTimer = this.server.clock.setTimer(this.server.clock.now() + ms * 1e6, () => {
+      this.fault(`handshake not finished within ${ms} ms`);
+    });
+    let loop: () => void = () => {};
+    this.loopDone = new Promise<void>((resolve) => {
+      loop = resolve;
+    });
+    try {
+      this.send(Negotiation.greeting());
+      const selected = await this.handshake();
+      this.handshakeTimer.cancel();
+      this.handshakeTimer = null;
+      if (!selected) {
+        this.end();
+        return;
+      }
+      this.server.emit('connect', this.info());
+      await this.transmission();
+      await this.idle();
+      if (!this.stopping) this.end();
+    } catch (e) {
+      if (e instanceof ReaderClosed) {
+        // The peer went away or the server stopped reading: in-flight replies still go out if they can.
+        await this.idle();
+        if (!this.stopping) this.end();
+      } else {
+        this.fault(e instanceof Error ? e.message : String(e), e);
+      }
+    } finally {
+      loop();
+    }
+  }
+
+  /** Stops reading requests and resolves once every request in flight has replied. */
+  quiesce(): Promise<void> {
+    this.quiesced ??= (async () => {
+      this.stopping = true;
+      if (this.exp === null) {
+        // Still negotiating: nothing in flight to wait for.
+        this.socket.destroy();
+        return;
+      }
+      this.reader.stop(new ReaderClosed('server stopping'));
+      this.wakeSlot();
+      await this.loopDone;
+      await this.idle();
+    })();
+    return this.quiesced;
+  }
+
+  /**
+   * Ends the connection after the replies already queued. A peer that does not take them gets
+   * as long as it had for its handshake (handshakeTimeoutMs), then the socket is destroyed.
+   */
+  end(): void {
+    this.reader.stop(new ReaderClosed('connection ending'));
+    if (this.socket.destroyed || this.endTimer) return;
+    const ms = this.server.handshakeTimeoutMs;
+    this.endTimer = this.server.clock.setTimer(this.server.clock.now() + ms * 1e6, () => {
+      this.faultReason ??= `replies not taken within ${ms} ms of the end`;
+      this.socket.destroy();
+    });
+    // Once the queued replies are flushed the socket is released even if the peer keeps its side open.
+    this.socket.end(() => this.socket.destroy());
+  }
+
+  /** Drops the connection for a protocol violation or a timeout. */
+  private fault(reason: string, error?: unknown): void {
+    if (this.socket.destroyed) return;
+    this.faultReason = reason;
+    this.stopping = true;
+    this.reader.stop(new ReaderClosed(reason));
+    this.wakeSlot();
+    const err = error instanceof Error ? error : new ProtocolViolation(reason);
+    this.server.emit('error', { error: err, client: this.info() });
+    this.socket.destroy();
+  }
+
+  /**
+   * Writes one whole frame. Its parts are written synchronously, so no other reply can come between
+   * them (the socket needs no other lock). Frames sent in the same turn of the event loop are
+   * corked together and leave in one system call.
+   */
+  private send(...parts: Uint8Array[]): void {
+    this.sendFrame(parts);
+  }
+
+  /** {@link send} with a callback once the frame has been handed to the OS (or will never be). */
+  private sendFrame(parts: Uint8Array[], done?: () => void): void {
+    if (!this.writableCorked()) {
+      done?.();
+      return;
+    }
+    const last = parts.length - 1;
+    for (let i = 0; i < last; i++) this.socket.write(parts[i] as Uint8Array);
+    if (last >= 0) this.socket.write(parts[last] as Uint8Array, done);
+    else done?.();
+  }
+
+  /**
+   * A frame that is one buffer (the hot path: no parts array). `done(err)` runs once the frame has
+   * been handed to the OS, or with an error when it never will be; without an error the buffer is
+   * no longer referenced by the socket.
+   */
+  private sendOne(frame: Uint8Array, done?: (err?: Error | null) => void): void {
+    if (!this.writableCorked()) {
+      done?.();
+      return;
+    }
+    this.socket.write(frame, done);
+  }
+
+  /**
+   * False when the socket can no longer write. Otherwise corks it for this turn: frames sent in the
+   * same turn leave together. setImmediate runs after the poll phase has delivered every completion
+   * ready in this turn (drive reads finishing together), so their replies leave in one writev.
+   */
+  private writableCorked(): boolean {
+    if (this.socket.destroyed || !this.socket.writable) return false;
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      setImmediate(this.uncork);
+    }
+    return true;
+  }
+
+  // ---- handshake ------------------------------------------------------------------------
+
+  /** Drives the option haggling from the socket; true once an export is selected, false when the client aborted. */
+  private async handshake(): Promise<boolean> {
+    const neg = this.negotiation;
+    for (;;) {
+      // A client that sends options without reading the replies must not make them pile up here.
+      if (neg.awaitingOption) {
+        while (!this.stopping && !this.socket.destroyed && this.socket.writableLength > HANDSHAKE_BACKLOG) {
+          await new Promise<void>((resolve) => {
+            this.slotWaiter = resolve;
+          });
+        }
+      }
+      const step = neg.take(await this.reader.read(neg.need));
+      if (step === 'more') continue;
+      if (step === 'starttls') {
+        await upgradeToTls(this.socket, this.reader, this.server.tls as NbdTlsSetup, (secure) => {
+          this.socket = secure;
+          this.reader = new SocketReader(secure, READER_SLACK);
+          this.watch(secure);
+        });
+        neg.tlsStarted();
+        continue;
+      }
+      if (step === 'abort') return false;
+      this.exp = neg.selected;
+      this.structured = neg.structured;
+      this.allocation = neg.allocation;
+      return true;
+    }
+  }
+
+  // ---- transmission ---------------------------------------------------------------------
+
+  private async transmission(): Promise<void> {
+    const maxRequest = this.server.maxRequest;
+    for (;;) {
+      // The awaits are skipped when nothing needs waiting for: requests already received are parsed in one go.
+      if (this.mustWait()) await this.slot();
+      if (this.stopping) return;
+      let req: ServerRequest;
+      try {
+        // Decoded where it lies in the received chunk when it is all here (the usual case at depth).
+        req = this.reader.decodeNow(P.REQUEST_SIZE, decodeServerRequest) ?? decodeServerRequest(await this.reader.read(P.REQUEST_SIZE), 0);
+      } catch (e) {
+        if (e instanceof P.NbdProtocolError) throw new ProtocolViolation(e.message);
+        throw e;
+      }
+      // READ data and WRITE payloads count against the server-wide budget until their reply is written.
+      const bytes = (req.type === P.NBD_CMD_WRITE && req.length <= maxRequest) || (req.type === P.NBD_CMD_READ && req.length <= maxRequest) ? req.length : 0;
+      let hold: { n: number } | null = null;
+      if (bytes > 0) {
+        hold = this.server.budget.tryTake(bytes) ? this.keep(bytes) : await this.reserve(bytes);
+        if (hold === null) return;
+      }
+      let payload: Buffer | null = null;
+      switch (req.type) {
+        case P.NBD_CMD_DISC:
+          // No reply: in-flight requests finish, then the connection ends.
+          return;
+        case P.NBD_CMD_WRITE:
+          // The payload cannot be skipped safely when it is larger than we accept: drop the client.
+          if (req.length > maxRequest) throw new ProtocolViolation(`NBD_CMD_WRITE of ${req.length} bytes exceeds the maximum ${maxRequest}`);
+          // Copied out of the received chunks into a reused buffer (the copy a fresh buffer needed too).
+          payload = this.server.pool.take(req.length);
+          if (!this.reader.fillNow(payload)) await this.reader.fill(payload);
+          break;
+        default:
+          // No payload, as QEMU reads it: only WRITE carries one of the commands we offer (an
+          // unknown command is answered EINVAL by serve(); its length says nothing about a payload).
+          break;
+      }
+      this.inFlight++;
+      this.inFlightBytes += bytes;
+      void this.serve(req, payload, hold, bytes);
+    }
+  }
+
+  /**
+   * Waits until another request may be read: few enough requests and bytes in flight, and the
+   * socket not backed up by a client that does not read its replies. What a connection holds stays
+   * bounded by about 2 × maxRequest of requests plus maxRequest of unsent replies.
+   */
+  private async slot(): Promise<void> {
+    while (this.mustWait()) {
+      await new Promise<void>((resolve) => {
+        this.slotWaiter = resolve;
+      });
+    }
+  }
+
+  private mustWait(): boolean {
+    const max = this.server.maxRequest;
+    return !this.stopping && (this.inFlight >= MAX_IN_FLIGHT || (this.inFlight > 0 && this.inFlightBytes >= 2 * max) || this.socket.writableLength > max);
+  }
+
+  private wakeSlot(): void {
+    const w = this.slotWaiter;
+    this.slotWaiter = null;
+    w?.();
+    if (this.stopping || this.closeSeen) this.cancelBudgetWait();
+  }
+
+  /**
+   * Takes `n` bytes of the server's budget for one request; while the budget is spent the
+   * connection reads nothing more (its socket pauses). Null when the connection stops meanwhile.
+   */
+  private async reserve(n: number): Promise<{ n: number } | null> {
+    const budget = this.server.budget;
+    if (!budget.tryTake(n)) {
+      const w = budget.wait(n);
+      let stopped = false;
+      await Promise.race([
+        w.taken,
+        new Promise<void>((resolve) => {
+          this.budgetAbort = () => {
+            stopped = true;
+            resolve();
+          };
+        }),
+      ]);
+      this.budgetAbort = null;
+      if (stopped && w.cancel()) return null;
+      // Taken (perhaps just as the wait was cut short): the bytes are ours to hold or give back.
+    }
+    const hold = this.keep(n);
+    if (this.stopping || this.closeSeen) {
+      this.giveBack(hold);
+      return null;
+    }
+    return hold;
+  }
+
+  /** Records `n` bytes just taken from the budget as this connection's. */
+  private keep(n: number): { n: number } {
+    const hold = { n };
+    this.held.add(hold);
+    return hold;
+  }
+
+  private giveBack(hold: { n: number }): void {
+    if (this.held.delete(hold)) this.server.budget.release(hold.n);
+  }
+
+  private cancelBudgetWait(): void {
+    const abort = this.budgetAbort;
+    this.budgetAbort = null;
+    abort?.();
+  }
+
+  private idle(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Runs one request on the drive and sends its reply; the request's budget bytes (`hold`) go
+   * back once the reply has been written. Then it leaves the in-flight count. Never rejects.
+   */
+  private async serve(req: ServerRequest, payload: Buffer | null, hold: { n: number } | null, bytes: number): Promise<void> {
+    try {
+      checkRequest(req, this.exp as NbdExport, this.server.maxRequest, this.allocation);
+      switch (req.type) {
+        case P.NBD_CMD_READ:
+          await this.read(req, hold);
+          return;
+        case P.NBD_CMD_BLOCK_STATUS:
+          await this.blockStatus(req);
+          return;
+        case P.NBD_CMD_WRITE:
+          await this.drive.write(req.offset, payload as Buffer);
+          // The drive is done with the payload once the write succeeded (a failed one may leave pieces running).
+          this.server.pool.give(payload as Buffer);
+          if (req.flags & P.NBD_CMD_FLAG_FUA) await this.drive.flush();
+          break;
+        case P.NBD_CMD_FLUSH:
+          await this.drive.flush();
+          break;
+        case P.NBD_CMD_TRIM:
+          await trim(this.drive, req);
+          break;
+        case P.NBD_CMD_WRITE_ZEROES:
+          await writeZeroes(this.drive, req);
+          break;
+        case P.NBD_CMD_CACHE:
+          // Advisory: nothing to prefetch into (the drive has its own caches, if any).
+          break;
+      }
+      const reply = Buffer.allocUnsafe(P.SIMPLE_REPLY_SIZE);
+      writeSimpleReply(reply, req, P.NBD_SUCCESS);
+      this.sendOne(reply, hold === null ? undefined : () => this.giveBack(hold));
+    } catch (e) {
+      this.sendError(req, e, hold === null ? undefined : () => this.giveBack(hold));
+    } finally {
+      this.inFlight--;
+      this.inFlightBytes -= bytes;
+      this.wakeSlot();
+      if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  private get drive(): Drive {
+    return (this.exp as NbdExport).drive;
+  }
+
+  /**
+   * Reads straight into the reply: one buffer holds the reply header and, behind it, the data the
+   * drive fills, so the reply leaves in one socket write. The buffer is reused once written out.
+   */
+  private async read(req: ServerRequest, hold: { n: number } | null): Promise<void> {
+    if (req.length === 0) {
+      const done = hold === null ? undefined : () => this.giveBack(hold);
+      if (this.structured) this.sendOne(P.encodeStructuredReplyHeader(req.cookie, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, 0), done);
+      else this.sendOne(P.encodeSimpleReply(req.cookie, P.NBD_SUCCESS), done);
+      return;
+    }
+    const structured = this.structured;
+    const header = readReplyHeaderSize(structured);
+    const pool = this.server.pool;
+    const frame = pool.take(header + req.length);
+    await this.drive.read(req.offset, frame.subarray(header));
+    writeReadReplyHeader(frame, req, structured);
+    this.sendOne(frame, (err?: Error | null) => {
+      if (hold !== null) this.giveBack(hold);
+      // Written out (or never handed to the socket): nothing references the frame any more.
+      if (!err) pool.give(frame);
+    });
+  }
+
+  private async blockStatus(req: ServerRequest): Promise<void> {
+    const extents = await allocationExtents(this.drive, req);
+    this.send(P.encodeBlockStatusChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, ALLOCATION_CONTEXT_ID, extents));
+  }
+
+  private sendError(req: P.NbdRequest, e: unknown, done?: () => void): void {
+    const error = replyErrorOf(e);
+    if (this.structured) {
+      const message = e instanceof Error ? e.message : String(e);
+      this.sendOne(P.encodeErrorChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, error, message), done);
+    } else {
+      this.sendOne(P.encodeSimpleReply(req.cookie, error), done);
+    }
+  }
+}
+
