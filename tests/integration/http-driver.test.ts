@@ -437,7 +437,10 @@ describe('http driver: time comes from the layer clock', () => {
       const node = await virtual.openNode({ driver: 'http', url: server.url, readahead: 0, retryDelay: 60_000 });
       server.faults.push('status500');
       let settled = false;
-      const pending = read(node, 100, 10).then((b) => ((settled = true), b));
+      const pending = read(node, 100, 10).then((b) => {
+        settled = true;
+        return b;
+      });
       // The failed attempt is answered in real time; the retry waits 60 s of the layer's time (longer than the test may run, so only the clock can end it).
       await expect.poll(() => gets(), { timeout: 5000 }).toBe(1);
       await new Promise((r) => setTimeout(r, 200));
