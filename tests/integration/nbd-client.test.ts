@@ -8,18 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockError, BlockLayer, type Drive, NbdServer, openImage } from '../../src/index.js';
 import * as P from '../../src/drivers/nbd/protocol.js';
 import { driveHash, ourMap, referenceMap, setQemuCwd } from '../helpers/qemu-images.js';
+import { haveProgram } from '../helpers/tools.js';
 
-function have(cmd: string): boolean {
-  try {
-    execFileSync(cmd, ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const haveQemu = have('qemu-nbd') && have('qemu-img') && have('qemu-io');
-const haveNbdkit = have('nbdkit');
+const haveQemu = haveProgram('qemu-nbd') && haveProgram('qemu-img') && haveProgram('qemu-io');
+const haveNbdkit = haveProgram('nbdkit');
 if ((!haveQemu || !haveNbdkit) && process.env.CI === 'true') {
   throw new Error('qemu-nbd/qemu-img or nbdkit missing in CI: .ci/run must install qemu-utils and nbdkit');
 }

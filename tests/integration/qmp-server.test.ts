@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BlockError, BlockLayer, type ExportManager, QmpServer } from '../../src/index.js';
+import { haveProgram } from '../helpers/tools.js';
 
 type Message = Record<string, unknown> & { return?: unknown; error?: { class: string; desc: string }; event?: string; id?: unknown };
 
@@ -391,7 +392,7 @@ describe('QMP server over a unix socket', () => {
   });
 });
 
-const hasSocat = spawnSync('socat', ['-V']).status === 0;
+const hasSocat = haveProgram('socat');
 if (!hasSocat && process.env.CI === 'true') throw new Error('socat missing in CI: .ci/run must install it');
 if (!hasSocat) console.log('QMP socat test skipped: install socat (apt-get install socat) to run it');
 
