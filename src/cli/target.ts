@@ -1,6 +1,6 @@
 import { BlockError } from '../errors.js';
 
-export { targetOptions } from '../image.js';
+export { imageOptions as targetOptions } from '../image-options.js';
 
 /** `-U/--force-share` (qemu-img's): read-only, sharing everything, so an image another process holds read-write can be read. */
 export const forceShareOption = { 'force-share': { type: 'boolean', short: 'U' } } as const;
