@@ -14,8 +14,8 @@ const LAYERS = [
   ['graph', '^src/node/'],
   ['drivers', '^src/drivers/'],
   ['syntaxes', '^src/options/'],
-  ['drive', '^src/(drive|layer|stats)\\.ts$|^src/drive/'],
-  ['upper', '^src/(tools|create|nbd|qmp|adapters|bench)/|^src/(check|commit|image|overlay|overlay\\.browser|atomic-output|unix-listen)\\.ts$'],
+  ['drive', '^src/(drive|layer|stats|image-options|temporary-overlay|overlay|overlay\\.browser)\\.ts$|^src/drive/'],
+  ['upper', '^src/(tools|create|nbd|qmp|adapters|bench)/|^src/(check|commit|image|atomic-output|unix-listen)\\.ts$'],
   ['faces', '^src/(index|browser)\\.ts$|^src/cli/'],
 ];
 

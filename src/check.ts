@@ -4,7 +4,9 @@ import { checkQcow2 } from './drivers/qcow2/check.js';
 import type { Qcow2File } from './drivers/qcow2/image-file.js';
 import { probeFormat } from './drivers/qcow2/index.js';
 import { BlockError } from './errors.js';
+import { probeImageFormat } from './image-options.js';
 import { BlockLayer } from './layer.js';
+import { PROBE_DRIVER } from './node/probe.js';
 import type { NodeOptions } from './node/driver.js';
 
 /** Options of {@link checkImage}. */
@@ -40,6 +42,19 @@ export async function checkImage(target: string | NodeOptions, opts: CheckImageO
   }
 }
 
+/** The format `driver: 'auto'` would find over the file child `file`: a file's head is read directly, another protocol's through its node. */
+async function probeTargetFormat(file: unknown, given: BlockLayer | undefined): Promise<string> {
+  if (!file || typeof file !== 'object') throw new BlockError('EINVAL', 'file: the qcow2 node options need a file child', { field: 'file' });
+  const o = file as NodeOptions;
+  if (o.driver === 'file' && typeof o.filename === 'string') return probeFormat(o.filename);
+  const layer = given ?? new BlockLayer();
+  try {
+    return await probeImageFormat((x) => layer.openNode(x), layer.drivers.list(), o);
+  } finally {
+    if (given === undefined) await layer.close();
+  }
+}
+
 /** The image file behind a target, opened for a check or a repair. */
 async function openTarget(target: string | NodeOptions, opts: CheckImageOptions): Promise<{ file: Qcow2File; name: string; close(): Promise<void> }> {
   const writable = opts.repair !== undefined;
@@ -49,7 +64,8 @@ async function openTarget(target: string | NodeOptions, opts: CheckImageOptions)
     const file = await openImageFile(target, writable);
     return { file, name: target, close: () => file.close() };
   }
-  if (target.driver !== 'qcow2') throw unsupported(target.driver);
+  const format = target.driver === PROBE_DRIVER ? await probeTargetFormat(target.file, opts.layer) : target.driver;
+  if (format !== 'qcow2') throw unsupported(format);
   const child = target.file;
   if (typeof child === 'string') {
     const file = await openImageFile(child, writable);

@@ -1,7 +1,7 @@
 import { createImage } from './create/index.js';
 import { BlockError } from './errors.js';
 import { BlockLayer } from './layer.js';
-import { probeLocation, resolveName } from './drivers/qcow2/backing.js';
+import { resolveName } from './drivers/qcow2/backing.js';
 import type { BlockNode } from './node/node.js';
 
 /** Options of {@link commitImage}. */
@@ -50,8 +50,9 @@ export async function commitImage(overlay: string, options: CommitOptions = {}):
       throw new BlockError('ENOTSUP', `'${overlay}' has the backing '${loc.name}', not a file: commit writes into files only`, { path: overlay, field: 'backing_file' });
     }
     const backingFile = loc.name;
-    const backingDriver = typeof info.backingFormat === 'string' ? info.backingFormat : await probeLocation(loc);
-    if (backingDriver !== 'raw' && backingDriver !== 'qcow2') {
+    // A header without a backing format: probed as the base opens (driver 'auto').
+    const backingDriver = typeof info.backingFormat === 'string' ? info.backingFormat : 'auto';
+    if (backingDriver !== 'raw' && backingDriver !== 'qcow2' && backingDriver !== 'auto') {
       throw new BlockError('ENOTSUP', `'${overlay}': backing format '${backingDriver}' is not supported (qcow2 or raw)`, { path: overlay, field: 'backing_fmt' });
     }
     if (info.dataFile !== undefined) {

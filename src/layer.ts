@@ -7,8 +7,9 @@ import type { BuiltinNodeOptions, KeyCheckedOptions } from './drivers/options.js
 import type { BlockDriver, NodeOptions } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
 import { openNode } from './node/open.js';
+import { PROBE_DRIVER } from './node/probe.js';
 import { DriverRegistry } from './node/registry.js';
-import { targetOptions } from './image.js';
+import { imageOptions, probeImageFormat } from './image-options.js';
 import { parseDriveErrorAction } from './options/error-policy.js';
 import { parseOptions } from './options/zod-error.js';
 import { openWithTemporaryOverlay } from './overlay.js';
@@ -234,13 +235,18 @@ export function openDrive(options: DriveOptions | BuiltinDriveOptions, layer: Bl
  */
 export async function openImage(target: string, options: Omit<DriveOptions, 'driver'> & { format?: string } = {}, layer: BlockLayer = getDefaultLayer()): Promise<Drive> {
   const { format, ...rest } = options;
-  const base = await targetOptions(target, { format });
+  let base = imageOptions(target, { format }) as DriveOptions;
   // A local image, an NBD export or an rbd image (not a snapshot) opens read-write unless asked otherwise
-  // (targetOptions is read-only for the CLI's readers); http is read-only, and a qcow2 found by probing an NBD
-  // export stays read-only as before.
-  const protocol = (base.file as NodeOptions | undefined)?.driver;
+  // (imageOptions is read-only for the CLI's readers); http is read-only, and a qcow2 found by probing an NBD
+  // export stays read-only as before: there the format is probed first, as the connection's mode depends on it.
+  let protocol = (base.file as NodeOptions | undefined)?.driver;
+  if (base.driver === PROBE_DRIVER && protocol === 'nbd') {
+    base = imageOptions(target, { format: await probeImageFormat((o) => layer.openNode(o), layer.drivers.list(), base.file as NodeOptions) }) as DriveOptions;
+    protocol = (base.file as NodeOptions | undefined)?.driver;
+  }
   const writableRbd = base.driver === 'rbd' && base.snapshot === undefined;
-  if (((base.driver === 'raw' || base.driver === 'qcow2') && protocol !== 'http' && protocol !== 'nbd') || base.driver === 'nbd' || writableRbd) {
+  const ofImage = base.driver === 'raw' || base.driver === 'qcow2' || base.driver === PROBE_DRIVER;
+  if ((ofImage && protocol !== 'http' && protocol !== 'nbd') || base.driver === 'nbd' || writableRbd) {
     delete base.readOnly;
     if (base.file) delete (base.file as Record<string, unknown>).readOnly;
   }

@@ -1,6 +1,7 @@
 import { BlockError } from '../errors.js';
 
-export { targetOptions } from '../image.js';
+// The commands' name for imageOptions: a target's node tree, its format probed as it opens (driver 'auto').
+export { imageOptions as targetOptions } from '../image-options.js';
 
 /** `-U/--force-share` (qemu-img's): read-only, sharing everything, so an image another process holds read-write can be read. */
 export const forceShareOption = { 'force-share': { type: 'boolean', short: 'U' } } as const;

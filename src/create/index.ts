@@ -5,6 +5,7 @@ import { errnoText, fallocateErrorCode, reserveSpace } from '../drivers/file/fal
 import { probeFormat } from '../drivers/qcow2/index.js';
 import { BlockError, fromErrno } from '../errors.js';
 import { BlockLayer } from '../layer.js';
+import { PROBE_DRIVER } from '../node/probe.js';
 import type { BlockNode } from '../node/node.js';
 import { type CreateOptionsInput, parseCreateOptions, qcow2Settings, roundToSectors } from './options.js';
 import { planQcow2, type Qcow2Plan } from './qcow2-layout.js';
@@ -27,39 +28,55 @@ export interface CreateFileOptions {
    * CLI's behaviour); default false: a library leaves signals to its host.
    */
   handleSignals?: boolean;
+  /** The layer the backing file and the new image open in (its clock, its drivers); a private one, closed afterwards, by default. */
+  layer?: BlockLayer;
 }
 
 const ZERO_CHUNK = 1 << 20;
 
-/** Size and format of a backing file (format probed when not given), resolved against `baseDir`. */
-async function inspectBacking(name: string, baseDir: string, format: 'qcow2' | 'raw' | undefined): Promise<{ path: string; format: 'qcow2' | 'raw'; size: number }> {
+/** Runs `use` with the given layer, or with a private one closed afterwards. */
+async function withLayer<T>(given: BlockLayer | undefined, use: (layer: BlockLayer) => Promise<T>): Promise<T> {
+  const layer = given ?? new BlockLayer();
+  try {
+    return await use(layer);
+  } finally {
+    if (given === undefined) await layer.close();
+  }
+}
+
+/** Size and format of a backing file (format probed as it opens when not given), resolved against `baseDir`. */
+async function inspectBacking(name: string, baseDir: string, format: 'qcow2' | 'raw' | undefined, given?: BlockLayer): Promise<{ path: string; format: 'qcow2' | 'raw'; size: number }> {
   const file = path.resolve(baseDir, name);
   try {
     await fs.access(file);
   } catch (e) {
     throw new BlockError('ENOENT', `backing: could not open backing file '${file}': ${(e as Error).message}`, { field: 'backing', path: file, cause: e });
   }
-  const fmt = format ?? (await probeFormat(file));
-  const layer = new BlockLayer();
-  try {
-    const node = await layer.openNode({ driver: fmt, readOnly: true, file: { driver: 'file', filename: file, readOnly: true, locking: 'off' } });
-    return { path: file, format: fmt, size: node.length };
-  } catch (e) {
-    if (e instanceof BlockError) throw new BlockError(e.code, `backing: '${file}' (${fmt}): ${e.message}`, { field: 'backing', path: file, cause: e });
-    throw e;
-  } finally {
-    await layer.close();
-  }
+  return withLayer(given, async (layer) => {
+    let node: BlockNode;
+    try {
+      node = await layer.openNode({ driver: format ?? PROBE_DRIVER, readOnly: true, file: { driver: 'file', filename: file, readOnly: true, locking: 'off' } });
+    } catch (e) {
+      const fmt = format ?? (await probeFormat(file).catch(() => 'raw'));
+      if (e instanceof BlockError) throw new BlockError(e.code, `backing: '${file}' (${fmt}): ${e.message}`, { field: 'backing', path: file, cause: e });
+      throw e;
+    }
+    try {
+      return { path: file, format: node.driver.name as 'qcow2' | 'raw', size: node.length };
+    } finally {
+      await node.unref();
+    }
+  });
 }
 
 /** Validates options, applies the backing file's size and format, and lays out the image. */
-async function prepareQcow2(input: unknown, baseDir: string) {
+async function prepareQcow2(input: unknown, baseDir: string, layer?: BlockLayer) {
   const o = parseCreateOptions(input);
   let size = o.size;
   let backingFormat = o.backingFormat;
   let backingPath: string | undefined;
   if (o.backing !== undefined) {
-    const b = await inspectBacking(o.backing, baseDir, o.backingFormat);
+    const b = await inspectBacking(o.backing, baseDir, o.backingFormat, layer);
     size ??= b.size;
     backingFormat = b.format;
     backingPath = b.path;
@@ -153,7 +170,7 @@ export async function createImage(file: string, options: CreateOptionsInput, how
   const format = (options as { format?: unknown } | undefined)?.format;
   const handleSignals = how.handleSignals ?? false;
   if (format === 'raw') return createRaw(file, options, handleSignals);
-  const { settings, plan, backingPath } = await prepareQcow2(options, baseDir);
+  const { settings, plan, backingPath } = await prepareQcow2(options, baseDir, how.layer);
   const dataPath = settings.dataFile === undefined ? undefined : path.resolve(baseDir, settings.dataFile);
   let dataCreated = false;
   try {
@@ -172,13 +189,14 @@ export async function createImage(file: string, options: CreateOptionsInput, how
         }
         if (plan.preallocate && settings.preallocation === 'falloc') await fallocateRange(out.tempPath, plan.preallocate.start, plan.preallocate.end);
         if (plan.preallocate && settings.preallocation === 'full') await writeZeros((o, d) => out.write(o, d), plan.preallocate.start, plan.preallocate.end);
-        const layer = new BlockLayer();
-        try {
+        await withLayer(how.layer, async (layer) => {
           const node = await layer.openNode({ driver: 'file', filename: out.tempPath, locking: 'off' });
-          await writePlan(node, plan, true);
-        } finally {
-          await layer.close();
-        }
+          try {
+            await writePlan(node, plan, true);
+          } finally {
+            await node.unref();
+          }
+        });
       },
       { inputs: backingPath ? [backingPath] : [], handleSignals },
     );

@@ -53,6 +53,13 @@ export type Qcow2NodeOptions = DriverNodeOptions<'qcow2', (typeof qcow2Driver)['
 };
 
 /**
+ * Options of a node whose format is probed (`driver: 'auto'`, QEMU's format-less `-drive file=`): the
+ * `file` child opens, its first bytes pick a format driver (qcow2 by its magic, else raw), which opens
+ * over that same child with `snapshot` and the options under its name in `formatOptions`.
+ */
+export type ProbedNodeOptions = { driver: 'auto'; file: ChildNodeOptions; snapshot?: string; formatOptions?: { qcow2?: Omit<Qcow2NodeOptions, 'driver' | 'file'>; raw?: Omit<RawNodeOptions, 'driver' | 'file'> } } & CommonNodeOptions;
+
+/**
  * The built-in drivers' options by driver name. In Node, host-options.ts adds the host drivers
  * (file, nbd, rbd) to it; the browser build has only these.
  */
@@ -64,6 +71,7 @@ export interface BuiltinDriverOptions {
   blkdebug: BlkdebugNodeOptions;
   throttle: ThrottleNodeOptions;
   qcow2: Qcow2NodeOptions;
+  auto: ProbedNodeOptions;
 }
 
 /** Options of a node of any built-in driver, told apart by `driver`. */

@@ -17,6 +17,8 @@ export const rawDriver = defineDriver({
   name: 'raw',
   capabilities: { kind: 'format' },
   schema,
+  // Any bytes are raw: the fallback when no other format knows them (QEMU raw_probe).
+  probe: () => 1,
   children: { file: 'required' },
   async open({ options, children, nodeName }) {
     const file = children.get('file')!;

@@ -1,5 +1,5 @@
 import { BlockError } from '../errors.js';
-import type { BlockStatus } from './driver.js';
+import type { BlockStatus } from './types.js';
 
 /** Anything that reports the status of the extent at an offset: a node or a drive. */
 export interface StatusSource {

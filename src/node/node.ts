@@ -1,5 +1,5 @@
 import { BlockError, valueText } from '../errors.js';
-import type { BlockDriver, BlockStatus, DriverInstance } from './driver.js';
+import type { BlockStatus, DriverInstance, GenericBlockDriver } from './types.js';
 import { mergedExtents } from './extents.js';
 import { runPieces } from './pieces.js';
 
@@ -25,7 +25,7 @@ function zeroes(length: number): Uint8Array {
  */
 export class BlockNode {
   readonly name: string;
-  readonly driver: BlockDriver;
+  readonly driver: GenericBlockDriver<BlockNode>;
   readonly readOnly: boolean;
   readonly children: ReadonlyMap<string, BlockNode>;
   /** Options as given (for info and error messages). */
@@ -39,7 +39,7 @@ export class BlockNode {
 
   constructor(
     name: string,
-    driver: BlockDriver,
+    driver: GenericBlockDriver<BlockNode>,
     instance: DriverInstance,
     children: ReadonlyMap<string, BlockNode>,
     readOnly: boolean,

@@ -1,8 +1,10 @@
+import { z } from 'zod';
 import type { Clock } from '../clock.js';
 import { BlockError } from '../errors.js';
 import { parseOptions } from '../options/zod-error.js';
-import type { BlockDriver, NodeOptions, OpenContext, ParentLink } from './driver.js';
+import type { BlockDriver, DriverCapabilities, NodeOptions, OpenContext, ParentLink } from './driver.js';
 import { BlockNode } from './node.js';
+import { PROBE_DRIVER, probeNode } from './probe.js';
 import type { DriverRegistry } from './registry.js';
 
 /** What opening a tree of nodes needs from its BlockLayer. */
@@ -59,6 +61,7 @@ async function openInTree(
     throw new BlockError('EINVAL', `${field}: options nested deeper than ${MAX_TREE_DEPTH} levels`, { field });
   }
   const ancestors = new Set(position.ancestors).add(options);
+  if (options.driver === PROBE_DRIVER) return openProbed(env, options, field, parentReadOnly, position, ancestors);
   const below = (role: string): TreePosition => ({ ancestors, level: position.level + 1, parent: { capabilities: driver.capabilities, role } });
   if (typeof options.driver !== 'string') {
     throw new BlockError('EINVAL', `${at('driver')}: required`, { field: at('driver') });
@@ -136,6 +139,54 @@ async function openInTree(
     await releaseChildren();
     throw e;
   }
+}
+
+/**
+ * The format is not known while the file child opens: it opens as under a format that keeps
+ * metadata (qcow2's stricter permissions), the safe side for either answer.
+ */
+const PROBING_PARENT: DriverCapabilities = { kind: 'format', keepsMetadata: true };
+
+/**
+ * `driver: 'auto'` (QEMU's format probing): opens the `file` child, reads its first bytes, asks
+ * every format driver's `probe` and opens the winner over that same child with the other options,
+ * plus `formatOptions[<its name>]` (options for one format only, e.g. qcow2's). `snapshot` (an
+ * internal snapshot to open) is refused when the winner has no such option.
+ */
+async function openProbed(
+  env: OpenEnvironment,
+  options: Record<string, unknown>,
+  field: string,
+  parentReadOnly: boolean | undefined,
+  position: TreePosition,
+  ancestors: ReadonlySet<object>,
+): Promise<BlockNode> {
+  const at = (key: string) => (field ? `${field}.${key}` : key);
+  const { driver: _, file, formatOptions, ...rest } = options;
+  if (file === undefined || file === null) {
+    throw new BlockError('EINVAL', `${at('file')}: required: probing reads the format from the file child`, { field: at('file') });
+  }
+  if (options.readOnly !== undefined && typeof options.readOnly !== 'boolean') {
+    throw new BlockError('EINVAL', `${at('readOnly')}: must be a boolean`, { field: at('readOnly') });
+  }
+  const readOnly = (options.readOnly as boolean | undefined) ?? parentReadOnly ?? false;
+  const below: TreePosition = { ancestors, level: position.level + 1, parent: { capabilities: PROBING_PARENT, role: 'file' } };
+  const child = await openChildInTree(env, file, 'file', at('file'), readOnly, below);
+  try {
+    const format = await probeNode(env.registry.list(), child);
+    if (rest.snapshot !== undefined && !takesOption(format, 'snapshot')) {
+      throw new BlockError('EINVAL', `--snapshot: ${format.name} images have no snapshots`, { field: 'snapshot' });
+    }
+    const own = isRecord(formatOptions) && isRecord(formatOptions[format.name]) ? formatOptions[format.name] : {};
+    return await openInTree(env, { ...rest, ...(own as object), driver: format.name, file: child }, field, parentReadOnly, position);
+  } finally {
+    // The format node holds its own reference now (or failed to open: then this closes the child).
+    await child.unref();
+  }
+}
+
+function takesOption(driver: BlockDriver, key: string): boolean {
+  return driver.schema instanceof z.ZodObject && Object.hasOwn(driver.schema.shape, key);
 }
 
 /**

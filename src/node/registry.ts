@@ -28,6 +28,11 @@ export class DriverRegistry {
     return this.drivers.has(name);
   }
 
+  /** All registered drivers, in the order they were added. */
+  list(): IterableIterator<BlockDriver> {
+    return this.drivers.values();
+  }
+
   /** Names of all registered drivers. */
   names(): string[] {
     return [...this.drivers.keys()];

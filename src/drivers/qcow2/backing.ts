@@ -1,8 +1,7 @@
-import { BlockError, fromErrno } from '../../errors.js';
+import { BlockError } from '../../errors.js';
 import type { NodeOptions } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
-import { probeHttpFormat } from '../http/probe.js';
-import { dirName, isAbsolutePath, joinPath, readFileHead, realPath } from '../../platform/files.js';
+import { dirName, isAbsolutePath, joinPath, realPath } from '../../platform/files.js';
 import * as L from './limits.js';
 
 /**
@@ -47,11 +46,17 @@ export async function identity(loc: Location, nodeName: string): Promise<string>
   });
 }
 
-/** qcow2 if the first bytes are its magic, else raw (the only formats probed). */
-export async function probeLocation(loc: Location): Promise<'qcow2' | 'raw'> {
-  if (loc.kind === 'url') return probeHttpFormat(loc.name);
-  const head = await readFileHead(loc.name, 4).catch((e) => {
-    throw fromErrno(e, `could not probe the format of '${loc.name}'`, { path: loc.name });
-  });
-  return head.length === 4 && ((head[0] << 24) | (head[1] << 16) | (head[2] << 8) | head[3]) >>> 0 === L.QCOW2_MAGIC ? 'qcow2' : 'raw';
+/**
+ * Options of a backing node at `loc`: of the given format, or probed over its protocol node
+ * (`driver: 'auto'`) when the header names none; a qcow2 one learns `chain` (the images above it, for loops).
+ */
+export function backingOptions(loc: Location, format: string | undefined, chain: string[], forceShare: boolean): NodeOptions {
+  const file = protocolOptions(loc, true, forceShare);
+  if (format === undefined) return { driver: 'auto', readOnly: true, file, formatOptions: { qcow2: { backingChain: chain } } };
+  return { driver: format, readOnly: true, file, ...(format === 'qcow2' ? { backingChain: chain } : {}) };
+}
+
+/** True when `head` starts with qcow2's magic. */
+export function hasQcow2Magic(head: Uint8Array): boolean {
+  return head.length >= 4 && ((head[0] << 24) | (head[1] << 16) | (head[2] << 8) | head[3]) >>> 0 === L.QCOW2_MAGIC;
 }

@@ -1,9 +1,11 @@
 import { z } from 'zod';
-import { BlockError } from '../../errors.js';
-import { type BlockStatus, type DriverInstance, defineDriver, type NodeOptions } from '../../node/driver.js';
+import { BlockError, fromErrno } from '../../errors.js';
+import { readFileHead } from '../../platform/files.js';
+import { PROBE_HEAD_BYTES } from '../../node/probe.js';
+import { type BlockStatus, type DriverInstance, defineDriver } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { sizeSchema } from '../../options/size.js';
-import { identity, locationOf, probeLocation, protocolOptions, resolveName } from './backing.js';
+import { backingOptions, hasQcow2Magic, identity, locationOf, protocolOptions, resolveName } from './backing.js';
 import { type Qcow2Bitmap, readBitmaps } from './bitmaps.js';
 import { compressCluster, decompressCluster } from './compressed.js';
 import { featureList, parseHeader, type Qcow2Header } from './header.js';
@@ -28,9 +30,12 @@ const schema = z
   })
   .strict();
 
-/** Reads 4 bytes of a file to tell qcow2 from raw (the only formats we probe, as the issue asks). */
-export function probeFormat(filename: string): Promise<'qcow2' | 'raw'> {
-  return probeLocation({ kind: 'file', name: filename });
+/** The format of an image file by its first bytes, as `driver: 'auto'` probes: qcow2 by its magic, else raw. */
+export async function probeFormat(filename: string): Promise<'qcow2' | 'raw'> {
+  const head = await readFileHead(filename, PROBE_HEAD_BYTES).catch((e) => {
+    throw fromErrno(e, `could not probe the format of '${filename}'`, { path: filename });
+  });
+  return hasQcow2Magic(head) ? 'qcow2' : 'raw';
 }
 
 /** Reads exactly `length` bytes at `offset` of `node`, zeros past its end (a file may end inside its last cluster). */
@@ -53,6 +58,7 @@ export const qcow2Driver = defineDriver({
   name: 'qcow2',
   capabilities: { kind: 'format', supportsBacking: true, keepsMetadata: true },
   schema,
+  probe: (head: Uint8Array) => (hasQcow2Magic(head) ? 100 : 0),
   children: { file: 'required', backing: 'optional', 'data-file': 'optional' },
   async open(ctx): Promise<DriverInstance> {
     const { options, nodeName } = ctx;
@@ -159,14 +165,11 @@ export const qcow2Driver = defineDriver({
       if (chain.length >= L.MAX_CHAIN_DEPTH) {
         throw new BlockError('ENOTSUP', `qcow2: backing chain deeper than ${L.MAX_CHAIN_DEPTH} images at '${loc.name}'`, { field: 'backing_file', path: real });
       }
-      let format = h.backingFormat;
-      if (format === undefined) format = await probeLocation(loc);
-      if (format !== 'qcow2' && format !== 'raw') {
+      const format = h.backingFormat;
+      if (format !== undefined && format !== 'qcow2' && format !== 'raw') {
         throw new BlockError('ENOTSUP', `qcow2: backing format '${format}' of '${loc.name}' is not supported (qcow2 or raw)`, { field: 'backing_fmt', path: loc.name });
       }
-      const opts: NodeOptions = { driver: format, readOnly: true, file: protocolOptions(loc, true, forceShare) };
-      if (format === 'qcow2') opts.backingChain = chain;
-      backing = await ctx.openChild('backing', opts);
+      backing = await ctx.openChild('backing', backingOptions(loc, format, chain, forceShare));
     }
 
     // One decompressed cluster kept: sequential reads of a compressed image hit it.

@@ -1,0 +1,145 @@
+// The driver contract's types, written over the node type they hand to drivers (`Node`), so that
+// this module needs nothing of node.ts: node.ts and driver.ts both build on it, neither on the other in a circle.
+import type { z } from 'zod';
+import type { Clock } from '../clock.js';
+
+/** What kind of node a driver makes (QEMU: protocol, format or filter driver). */
+export type DriverKind = 'protocol' | 'format' | 'filter';
+
+/** Static facts about a driver, known before any node is opened. */
+export interface DriverCapabilities {
+  /** protocol (talks to storage), format (interprets a child), filter (passes through to one child). */
+  readonly kind: DriverKind;
+  /** Nodes of this driver can never be written (e.g. qcow2 here). */
+  readonly readOnly?: boolean;
+  /** The driver may have a `backing` child. */
+  readonly supportsBacking?: boolean;
+  /**
+   * The driver keeps metadata of its own in its children and grows them (qcow2; not raw): a
+   * read-write child takes QEMU's resize permission too, and shares writing with nobody.
+   */
+  readonly keepsMetadata?: boolean;
+}
+
+/** The node a child is opened for, and in which role. */
+export interface ParentLink {
+  readonly capabilities: DriverCapabilities;
+  readonly role: string;
+}
+
+/** One contiguous range with the same allocation status (what `qemu-img map` prints). */
+export interface BlockStatus {
+  /** Guest offset where this extent starts. */
+  offset: number;
+  /** Extent length in bytes (> 0). */
+  length: number;
+  /** The range holds data in some node of the chain (false: reads come from nowhere, i.e. zeros). */
+  data: boolean;
+  /** The range reads as zeros. */
+  zero: boolean;
+  /** The range is allocated in the node that reports it (false: it falls through to a backing node or is unallocated). */
+  allocated: boolean;
+  /** Depth in the backing chain of the node that holds it (0 = this node). */
+  depth: number;
+  /** Name of the node holding the range, if known. */
+  node?: string;
+  /** Offset in the host file/protocol node that holds the data, when it maps 1:1. */
+  hostOffset?: number;
+  /** Name of the file/protocol node that `hostOffset` refers to. */
+  hostNode?: string;
+}
+
+/**
+ * An open node's operations (QEMU: the BlockDriver function table bound to one BlockDriverState).
+ * The generic layer guarantees every call is in bounds, aligned to `alignment`, at most
+ * `maxTransfer` bytes, and that no write reaches a read-only node.
+ */
+export interface DriverInstance {
+  /** Request alignment in bytes (power of two); unaligned requests are read-modify-written by the generic layer. */
+  readonly alignment: number;
+  /** Largest request the driver accepts in one call (bytes); larger ones are split. 0 or undefined: no limit. */
+  readonly maxTransfer?: number;
+  /** Writes past the end extend the node (a file under a format driver that allocates at its end, as QEMU's file-posix). */
+  readonly growable?: boolean;
+  /** Virtual size in bytes. */
+  length(): number;
+  /** Fills `buffer` with `buffer.length` bytes from `offset`. */
+  read(offset: number, buffer: Uint8Array): Promise<void>;
+  /** Writes `data` at `offset`. */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Makes completed writes durable. */
+  flush(): Promise<void>;
+  /** Hints that a range is no longer needed (may do nothing). */
+  discard(offset: number, length: number): Promise<void>;
+  /** Makes a range read as zeros. If absent, the generic layer writes zero buffers. */
+  writeZeroes?(offset: number, length: number): Promise<void>;
+  /** Writes one whole cluster compressed (qcow2; QEMU bdrv_pwrite_compressed): `offset` cluster-aligned, into an unallocated cluster. */
+  writeCompressed?(offset: number, data: Uint8Array): Promise<void>;
+  /** Status of the extent starting at `offset` (may cover less than `length`, never 0 bytes). */
+  blockStatus(offset: number, length: number): Promise<BlockStatus>;
+  /** Lets requests held back by this node (a throttle filter) go now. Children are drained by the generic layer. */
+  drain?(): void;
+  /**
+   * Begins a drained section (QEMU bdrv_drained_begin): like {@link drain}, and requests that
+   * arrive go at once too, until the returned function is called (drained_end). Without it,
+   * the generic layer calls {@link drain} once.
+   */
+  drainBegin?(): () => void;
+  /** Releases resources; children are closed by the generic layer afterwards. */
+  close(): Promise<void>;
+  /** Extra facts for `info` (format specific: cluster size, snapshots, …). */
+  info?(): Record<string, unknown>;
+}
+
+/** Options of one node in the style of QEMU's blockdev-add; children are nested objects. */
+export interface NodeOptions {
+  driver: string;
+  /** Name of the node (QEMU node-name); generated if absent. */
+  nodeName?: string;
+  /** Open read-only. Defaults to the parent's mode (or read-write at the top, read-only for read-only drivers). */
+  readOnly?: boolean;
+  [key: string]: unknown;
+}
+
+/** What a driver gets to open one node. */
+export interface GenericOpenContext<Node, O> {
+  /** Options of this node, validated by the driver's schema (children already removed). */
+  readonly options: O;
+  /** Children opened by the generic layer, by role (`file`, `backing`, `data-file`, …). */
+  readonly children: ReadonlyMap<string, Node>;
+  /** The node must not be written. */
+  readonly readOnly: boolean;
+  /** Name of the node being opened (for error context). */
+  readonly nodeName: string;
+  /** Child roles the user set to null (QEMU `backing: null`): the driver must not open them itself. */
+  readonly disabledChildren: ReadonlySet<string>;
+  /** The clock of the owning layer (for latency emulation, timers). */
+  readonly clock: Clock;
+  /** The parent this node is opened as a child of; undefined at the top of a tree. */
+  readonly parent?: ParentLink;
+  /**
+   * Opens another node (e.g. a backing file named in an image header) as a child in `role`.
+   * Options may be the same shape a user passes; `readOnly` defaults to this node's.
+   */
+  openChild(role: string, options: NodeOptions): Promise<Node>;
+}
+
+/** A driver: a name, its capabilities, its options schema, the roles of its children and `open`. */
+export interface GenericBlockDriver<Node, S extends z.ZodType = z.ZodType> {
+  /** Name used as `driver` in options (`file`, `raw`, `qcow2`, …). */
+  readonly name: string;
+  readonly capabilities: DriverCapabilities;
+  /** Schema of this driver's own options (without `driver`, `nodeName`, `readOnly` and child roles). */
+  readonly schema: S;
+  /**
+   * Children the generic layer opens before `open`: role → required? A driver may open
+   * further children itself (see {@link OpenContext.openChild}).
+   */
+  readonly children?: Readonly<Record<string, 'required' | 'optional'>>;
+  /**
+   * How much a format driver recognizes `head` (the first bytes of a protocol node, `filename` its name if it has one) as
+   * its own: 0 not at all, 1 a fallback (raw), 100 a sure magic (QEMU bdrv_probe); the highest score wins.
+   */
+  probe?(head: Uint8Array, filename?: string): number;
+  open(ctx: GenericOpenContext<Node, z.output<S>>): Promise<DriverInstance>;
+}
