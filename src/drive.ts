@@ -12,7 +12,7 @@ import { MAX_BUFFER_LENGTH } from './platform/buffer-limit.js';
 import { type DriveStats, IoKind, StatsAccounting } from './stats.js';
 import type { Direction } from './throttle/bucket.js';
 import { DispatchOrder } from './throttle/dispatch-order.js';
-import type { ThrottleGroupRegistry } from './throttle/group.js';
+import type { ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
 import { isEnabled, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
 import type { QueuedRequestSink, QueueListener, ThrottledRequestQueue, ThrottleQueueStats } from './throttle/queue.js';
 
@@ -197,6 +197,8 @@ export class Drive extends EventEmitter<DriveEvents> {
   private closing: Promise<void> | null = null;
   /** Throttle queue; null while the drive has no limits. */
   private throttle: ThrottledRequestQueue | null = null;
+  /** The group {@link throttle} belongs to (null with it). */
+  private group: ThrottleGroup | null = null;
   private readonly host: DriveHost;
   private readonly order = new DispatchOrder();
   private readonly rerror: ErrorAction;
@@ -258,14 +260,12 @@ export class Drive extends EventEmitter<DriveEvents> {
     const config = joinOnly ? null : toConfig(limits, '', rules);
     if (config !== null && !isEnabled(config)) {
       if (this.throttle !== null) {
-        const queue = this.throttle;
-        this.throttle = null;
-        queue.group.leave(queue);
+        this.leaveGroup();
         this.emitLimitsChanged();
       }
       return;
     }
-    const target = groupName ?? this.throttle?.group.name ?? this.id;
+    const target = groupName ?? this.group?.name ?? this.id;
     let group = this.host.groups.get(target);
     if (joinOnly && group === undefined) {
       throw new BlockError('EINVAL', `group: throttle group '${target}' does not exist (give limits to create it)`, {
@@ -273,13 +273,10 @@ export class Drive extends EventEmitter<DriveEvents> {
       });
     }
     group ??= this.host.groups.obtain(target);
-    if (this.throttle !== null && this.throttle.group !== group) {
-      const old = this.throttle;
-      this.throttle = null;
-      old.group.leave(old);
-    }
+    if (this.throttle !== null && this.group !== group) this.leaveGroup();
     if (this.throttle === null) {
       this.throttle = group.join(this.id);
+      this.group = group;
       this.throttle.listener = this.queueListener;
       this.throttle.sink = this.queueSink;
       for (let i = 0; i < this.lifts; i++) this.throttle.lift();
@@ -290,12 +287,21 @@ export class Drive extends EventEmitter<DriveEvents> {
 
   /** The drive's limits and group, or null when it is not throttled. */
   getLimits(): DriveLimits | null {
-    if (this.throttle === null) return null;
-    return { ...this.throttle.group.getLimits(), group: this.throttle.group.name };
+    if (this.group === null) return null;
+    return { ...this.group.getLimits(), group: this.group.name };
+  }
+
+  /** Takes the drive out of its throttle group (its queue drains first). */
+  private leaveGroup(): void {
+    const queue = this.throttle;
+    const group = this.group;
+    this.throttle = null;
+    this.group = null;
+    if (queue !== null) group!.leave(queue);
   }
 
   private emitLimitsChanged(): void {
-    if (this.listenerCount('limits-changed') > 0) this.emit('limits-changed', { group: this.throttle?.group.name ?? null });
+    if (this.listenerCount('limits-changed') > 0) this.emit('limits-changed', { group: this.group?.name ?? null });
   }
 
   /** Size of the drive in bytes. */
@@ -792,11 +798,7 @@ export class Drive extends EventEmitter<DriveEvents> {
           }
           if (this.inFlight === 0 && this.held.length === 0) break;
         }
-        if (this.throttle !== null) {
-          const queue = this.throttle;
-          this.throttle = null;
-          queue.group.leave(queue);
-        }
+        this.leaveGroup();
         this.host.forget(this);
         await this.node.unref();
       } finally {

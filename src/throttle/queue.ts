@@ -1,7 +1,6 @@
 import type { ClockTimer } from '../clock.js';
 import { BlockError } from '../errors.js';
 import type { Direction } from './bucket.js';
-import type { ThrottleGroup } from './group.js';
 
 /**
  * A request waiting for its turn as an object (the generic path: the throttle filter node,
@@ -217,6 +216,32 @@ export interface QueueListener {
   unthrottled(direction: Direction, delayedNs: number): void;
 }
 
+/**
+ * What a member needs of its group (QEMU: the ThrottleGroup a ThrottleGroupMember points to),
+ * given to the member when it is made. The group (group.ts) implements it; this module never
+ * imports the group, which drives its members through their fields and methods below.
+ */
+export interface ThrottleScheduler {
+  /** The group's name. */
+  readonly name: string;
+  /** @internal Requests waiting in all members, per direction (the members keep it up to date). */
+  readonly waiting: number[];
+  /** @internal The current time of the group's clock. */
+  now(): number;
+  /** @internal A member's timer fired. */
+  timerFired(m: ThrottledRequestQueue, dir: Direction): void;
+  /** @internal True if a request of `bytes` goes now (charged), false if it must wait. */
+  tryAdmit(m: ThrottledRequestQueue, dir: Direction, bytes: number, now?: number): boolean;
+  /** @internal tryAdmit, or a promise that resolves when the request is admitted. */
+  intercept(m: ThrottledRequestQueue, dir: Direction, bytes: number, signal: AbortSignal | undefined): Promise<void> | undefined;
+  /** @internal Flushes the member's queues at once, still charging the group. */
+  drain(m: ThrottledRequestQueue): void;
+  /** @internal Lifts the member's limits until unlift. */
+  lift(m: ThrottledRequestQueue): void;
+  /** @internal Ends one lift. */
+  unlift(m: ThrottledRequestQueue): void;
+}
+
 /** Throttle figures of one queue, for `drive.stats().throttle`. */
 export interface ThrottleQueueStats {
   /** Group the queue belongs to. */
@@ -240,8 +265,8 @@ export interface ThrottleQueueStats {
 export class ThrottledRequestQueue {
   /** Name used in messages (drive id or node name). */
   readonly name: string;
-  /** The group this queue belongs to; set by the group. */
-  group: ThrottleGroup;
+  /** The group this queue belongs to. */
+  readonly group: ThrottleScheduler;
   /** Round-robin ring links, maintained by the group. */
   rrNext: ThrottledRequestQueue = this;
   rrPrev: ThrottledRequestQueue = this;
@@ -266,7 +291,8 @@ export class ThrottledRequestQueue {
   private outSignal: SignalRecord | undefined = undefined;
   private outDirection: Direction = 0;
 
-  constructor(name: string, group: ThrottleGroup) {
+  /** @internal members are made by their group ({@link ThrottleScheduler}). */
+  constructor(name: string, group: ThrottleScheduler) {
     this.name = name;
     this.group = group;
     this.reads = new RequestFifo(() => this.group.timerFired(this, 0));
