@@ -276,16 +276,19 @@ export class ThrottledRequestQueue {
   readonly name: string;
   /** The group this queue belongs to. */
   readonly group: ThrottleScheduler;
-  /** Round-robin ring links, maintained by the group. */
+  /** @internal Round-robin ring link, maintained by the group. */
   rrNext: ThrottledRequestQueue = this;
+  /** @internal Round-robin ring link, maintained by the group. */
   rrPrev: ThrottledRequestQueue = this;
-  /** Reads (direction 0) and writes (direction 1); see {@link lane}. */
+  /** @internal Reads (direction 0); see {@link lane}. */
   readonly reads: RequestFifo;
+  /** @internal Writes (direction 1); see {@link lane}. */
   readonly writes: RequestFifo;
-  /** > 0 while drained: requests bypass the limits (still accounted). */
+  /** @internal > 0 while drained: requests bypass the limits (still accounted); kept by the group. */
   ioLimitsDisabled = 0;
+  /** @internal Told when the queue starts or stops holding requests back (set by its owner). */
   listener: QueueListener | null = null;
-  /** Where the Drive's compact requests go when admitted or aborted. */
+  /** @internal Where the Drive's compact requests go when admitted or aborted. */
   sink: QueuedRequestSink | null = null;
   private readonly throttledSince = [0, 0];
   private delayed = 0;
@@ -305,7 +308,7 @@ export class ThrottledRequestQueue {
     this.writes = new RequestFifo(() => this.group.timerFired(this, 1));
   }
 
-  /** The state of one direction (fields, not an array: one object less to reach per dispatch). */
+  /** @internal The state of one direction (fields, not an array: one object less to reach per dispatch). */
   lane(direction: Direction): RequestFifo {
     return direction === 0 ? this.reads : this.writes;
   }
