@@ -5,21 +5,22 @@ import type { ErrorPolicy } from './drive/error-policy.js';
 import type { DriveEvents, IoStatus } from './drive/events.js';
 import { type IoOperation, OP_DISCARD, OP_FLUSH, OP_KINDS, OP_NAMES, OP_READ, OP_WRITE, OP_WRITE_ZEROES, type Op, type RequestOptions } from './drive/request.js';
 import { RequestPath } from './drive/request-path.js';
+import { type DriveLimits, ThrottleMembership } from './drive/throttle-membership.js';
 import { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 import { BlockError } from './errors.js';
 import type { BlockStatus } from './node/driver.js';
 import { mergedExtents } from './node/extents.js';
 import type { BlockNode } from './node/node.js';
-import { parseOptions } from './options/zod-error.js';
 import { MAX_BUFFER_LENGTH } from './platform/buffer-limit.js';
 import { type DriveStats, StatsAccounting } from './stats.js';
-import type { ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
-import { isEnabled, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
+import type { ThrottleGroupRegistry } from './throttle/group.js';
+import type { ThrottleOptions } from './throttle/limits.js';
 import type { ThrottleQueueStats } from './throttle/queue.js';
 
 export type { ErrorAction, ErrorPolicy } from './drive/error-policy.js';
 export type { DriveEvents, IoErrorEvent, IoStatus } from './drive/events.js';
 export type { IoOperation, RequestOptions } from './drive/request.js';
+export type { DriveLimits } from './drive/throttle-membership.js';
 
 /** What a drive needs from the layer that owns it. */
 export interface DriveHost {
@@ -28,9 +29,6 @@ export interface DriveHost {
   /** Called once when the drive has closed its queues, before its graph closes. */
   forget(drive: Drive): void;
 }
-
-/** A drive's limits and group, as returned by {@link Drive.getLimits}. */
-export type DriveLimits = Omit<ThrottleOptions, 'group'> & { group: string };
 
 type State = 'open' | 'closing' | 'closed';
 
@@ -53,12 +51,9 @@ export class Drive extends EventEmitter<DriveEvents> {
   private readonly accounting = new StatsAccounting();
   private state: State = 'open';
   private closing: Promise<void> | null = null;
-  /** The group the drive's throttle queue belongs to; null while the drive has no limits. */
-  private group: ThrottleGroup | null = null;
   private readonly host: DriveHost;
   private readonly path: RequestPath;
-  /** Lifts of the throttling in force ({@link liftThrottling}): a queue joined meanwhile is lifted as often. */
-  private lifts = 0;
+  private readonly membership: ThrottleMembership;
 
   /** @internal drives are made by {@link BlockLayer.openDrive}. */
   constructor(id: string, node: BlockNode, host: DriveHost, policy: ErrorPolicy = {}) {
@@ -69,6 +64,7 @@ export class Drive extends EventEmitter<DriveEvents> {
     this.clock = host.clock;
     this.readOnly = node.readOnly;
     this.path = new RequestPath(node, this.clock, this.accounting, this, id, policy);
+    this.membership = new ThrottleMembership(id, host.groups, this.path);
   }
 
   /**
@@ -81,54 +77,14 @@ export class Drive extends EventEmitter<DriveEvents> {
    */
   setLimits(options: ThrottleOptions, rules: { maxBurstLength?: number } = {}): void {
     if (this.state !== 'open') throw new BlockError('ECLOSED', `setLimits: drive ${this.id} is ${this.state}`);
-    const { group: groupName, ...limits } = parseOptions(throttleOptionsSchema, options);
-    const joinOnly = groupName !== undefined && Object.keys(limits).length === 0;
-    const config = joinOnly ? null : toConfig(limits, '', rules);
-    if (config !== null && !isEnabled(config)) {
-      if (this.path.throttle !== null) {
-        this.leaveGroup();
-        this.emitLimitsChanged();
-      }
-      return;
+    if (this.membership.set(options, rules) && this.listenerCount('limits-changed') > 0) {
+      this.emit('limits-changed', { group: this.membership.group?.name ?? null });
     }
-    const target = groupName ?? this.group?.name ?? this.id;
-    let group = this.host.groups.get(target);
-    if (joinOnly && group === undefined) {
-      throw new BlockError('EINVAL', `group: throttle group '${target}' does not exist (give limits to create it)`, {
-        field: 'group',
-      });
-    }
-    group ??= this.host.groups.obtain(target);
-    if (this.path.throttle !== null && this.group !== group) this.leaveGroup();
-    if (this.path.throttle === null) {
-      const queue = group.join(this.id);
-      queue.listener = this.path.queueListener;
-      queue.sink = this.path;
-      this.path.throttle = queue;
-      this.group = group;
-      for (let i = 0; i < this.lifts; i++) queue.lift();
-    }
-    if (config !== null) group.configureFrom(this.path.throttle, config);
-    this.emitLimitsChanged();
   }
 
   /** The drive's limits and group, or null when it is not throttled. */
   getLimits(): DriveLimits | null {
-    if (this.group === null) return null;
-    return { ...this.group.getLimits(), group: this.group.name };
-  }
-
-  /** Takes the drive out of its throttle group (its queue drains first). */
-  private leaveGroup(): void {
-    const queue = this.path.throttle;
-    const group = this.group;
-    this.path.throttle = null;
-    this.group = null;
-    if (queue !== null) group!.leave(queue);
-  }
-
-  private emitLimitsChanged(): void {
-    if (this.listenerCount('limits-changed') > 0) this.emit('limits-changed', { group: this.group?.name ?? null });
+    return this.membership.limits();
   }
 
   /** Size of the drive in bytes. */
@@ -305,22 +261,19 @@ export class Drive extends EventEmitter<DriveEvents> {
    * (a drained section of the graph). Calls nest; each returned function ends its own lift, once.
    */
   liftThrottling(): () => void {
-    this.path.throttle?.lift();
-    this.lifts++;
+    this.membership.lift();
     let drainEnd: () => void;
     try {
       drainEnd = this.node.drainBegin();
     } catch (e) {
-      this.lifts--;
-      this.path.throttle?.unlift();
+      this.membership.unlift();
       throw e;
     }
     let lifted = true;
     return () => {
       if (!lifted) return;
       lifted = false;
-      this.lifts--;
-      this.path.throttle?.unlift();
+      this.membership.unlift();
       drainEnd();
     };
   }
@@ -343,7 +296,7 @@ export class Drive extends EventEmitter<DriveEvents> {
           }
           if (this.path.inFlight === 0 && this.path.gate.size === 0) break;
         }
-        this.leaveGroup();
+        this.membership.leave();
         this.host.forget(this);
         await this.node.unref();
       } finally {
