@@ -1,20 +1,26 @@
 import { EventEmitter } from 'eventemitter3';
 import type { Clock } from './clock.js';
-import { asBytes, describe, isSignal } from './drive/args.js';
+import { asBytes, canceledError, describe, isSignal, rangeError } from './drive/args.js';
+import type { ErrorPolicy } from './drive/error-policy.js';
+import type { DriveEvents, IoStatus } from './drive/events.js';
+import { type IoOperation, OP_DISCARD, OP_FLUSH, OP_KINDS, OP_NAMES, OP_READ, OP_WRITE, OP_WRITE_ZEROES, type Op, type RequestOptions } from './drive/request.js';
+import { RequestPath } from './drive/request-path.js';
+import { type DriveLimits, ThrottleMembership } from './drive/throttle-membership.js';
 import { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
-import { BlockError, fromErrno, valueText } from './errors.js';
+import { BlockError } from './errors.js';
 import type { BlockStatus } from './node/driver.js';
 import { mergedExtents } from './node/extents.js';
 import type { BlockNode } from './node/node.js';
-import type { ErrorAction } from './options/error-policy.js';
-import { parseOptions } from './options/zod-error.js';
 import { MAX_BUFFER_LENGTH } from './platform/buffer-limit.js';
-import { type DriveStats, IoKind, StatsAccounting } from './stats.js';
-import type { Direction } from './throttle/bucket.js';
-import { DispatchOrder } from './throttle/dispatch-order.js';
+import { type DriveStats, StatsAccounting } from './stats.js';
 import type { ThrottleGroupRegistry } from './throttle/group.js';
-import { isEnabled, type ThrottleOptions, throttleOptionsSchema, toConfig } from './throttle/limits.js';
-import type { QueuedRequestSink, QueueListener, ThrottledRequestQueue, ThrottleQueueStats } from './throttle/queue.js';
+import type { ThrottleOptions } from './throttle/limits.js';
+import type { ThrottleQueueStats } from './throttle/queue.js';
+
+export type { ErrorAction, ErrorPolicy } from './drive/error-policy.js';
+export type { DriveEvents, IoErrorEvent, IoStatus } from './drive/events.js';
+export type { IoOperation, RequestOptions } from './drive/request.js';
+export type { DriveLimits } from './drive/throttle-membership.js';
 
 /** What a drive needs from the layer that owns it. */
 export interface DriveHost {
@@ -24,162 +30,15 @@ export interface DriveHost {
   forget(drive: Drive): void;
 }
 
-/** A drive's limits and group, as returned by {@link Drive.getLimits}. */
-export type DriveLimits = Omit<ThrottleOptions, 'group'> & { group: string };
-
-/** Per-request options. */
-export interface RequestOptions {
-  /** Aborting before the request reaches the driver rejects it with ECANCELED (its `cause` is `signal.reason`), untouched. */
-  signal?: AbortSignal;
-}
-
-/** Name of an I/O operation, in events and errors. */
-export type IoOperation = 'read' | 'write' | 'write-zeroes' | 'discard' | 'flush';
-
-export type { ErrorAction };
-
-/** A drive's error policy: `rerror` for reads, `werror` for writes, write-zeroes, discard and flush. */
-export interface ErrorPolicy {
-  rerror?: ErrorAction;
-  werror?: ErrorAction;
-}
-
-/** Payload of the `io-error` event (QEMU's BLOCK_IO_ERROR, plus the request). */
-export interface IoErrorEvent {
-  /** The drive's id (QEMU: device). */
-  device: string;
-  /** The root node's name (QEMU: node-name). */
-  nodeName: string;
-  operation: IoOperation;
-  /** What the drive did: failed the request, completed it anyway, or held it and paused. */
-  action: 'report' | 'ignore' | 'stop';
-  /** The error was "no space left" (ENOSPC). */
-  nospace: boolean;
-  /** Human-readable reason (the error's message). */
-  reason: string;
-  offset: number;
-  length: number;
-  error: BlockError;
-}
-
-/** QEMU's io-status of a drive: `ok`, or why it paused. */
-export type IoStatus = 'ok' | 'failed' | 'nospace';
-
-/** Typed events of a Drive. Listening is optional; unobserved events cost nothing. */
-export interface DriveEvents {
-  /** A request reached the driver and failed (whatever the error policy did with it). */
-  'io-error': (event: IoErrorEvent) => void;
-  /** A failed request was held by a `stop` policy: the drive holds new requests until {@link Drive.resume}. */
-  paused: (event: { reason: 'io-error'; ioStatus: IoStatus; error: BlockError }) => void;
-  /** {@link Drive.resume} retried the held requests and let new ones go again. */
-  resumed: (event: { retried: number }) => void;
-  /** The drive started holding back requests because a limit was reached. */
-  throttled: (event: { direction: 'read' | 'write'; queued: number }) => void;
-  /** The drive's queues emptied again. */
-  unthrottled: (event: { direction: 'read' | 'write'; delayedNs: number }) => void;
-  /** The limits of the drive changed. */
-  'limits-changed': (event: { group: string | null }) => void;
-  /** The drive closed; every request has settled. */
-  closed: () => void;
-}
-
 type State = 'open' | 'closing' | 'closed';
-
-const READ_DIR = 0;
-const WRITE_DIR = 1;
-const DIRECTION_NAMES = ['read', 'write'] as const;
-
-const OP_READ = 0;
-const OP_WRITE = 1;
-const OP_WRITE_ZEROES = 2;
-const OP_DISCARD = 3;
-const OP_FLUSH = 4;
-type Op = typeof OP_READ | typeof OP_WRITE | typeof OP_WRITE_ZEROES | typeof OP_DISCARD | typeof OP_FLUSH;
-const OP_NAMES: readonly IoOperation[] = ['read', 'write', 'write-zeroes', 'discard', 'flush'];
-const OP_KINDS: readonly IoKind[] = [IoKind.Read, IoKind.Write, IoKind.Write, IoKind.Unmap, IoKind.Flush];
 
 /** The largest buffer a read may allocate (Node's limit; larger reads are refused, not thrown). */
 const MAX_READ_BUFFER = MAX_BUFFER_LENGTH;
 
-/** A request that arrived while the drive was drained or paused: it goes, in order, when that ends. */
-interface HeldRequest {
-  op: Op;
-  offset: number;
-  payload: Uint8Array | null;
-  length: number;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-  settled: boolean;
-  resolve: (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void;
-  reject: (e: unknown) => void;
-}
-
-/** A request that failed under a `stop` policy: retried by resume(), failed by close(). */
-interface ParkedRequest {
-  op: Op;
-  offset: number;
-  payload: Uint8Array | null;
-  length: number;
-  start: number;
-  seq: number;
-  error: BlockError;
-  resolve: (value: Uint8Array | undefined) => void;
-  reject: (e: unknown) => void;
-}
-
-/** A request in the node: the fields its completion needs, and the callbacks given to the node's promise. */
-interface InFlight {
-  op: Op;
-  offset: number;
-  payload: Uint8Array | null;
-  length: number;
-  start: number;
-  seq: number;
-  /** The caller's resolve function of a request admitted from the throttle queue (settled directly); null for a direct request. */
-  settle: ((value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void) | null;
-  readonly fulfilled: () => Uint8Array | undefined;
-  readonly rejected: (e: unknown) => Uint8Array | undefined | Promise<Uint8Array | undefined>;
-}
-
-/**
- * The executor of a waiting request's promise, made once per drive: `set` stores the request,
- * the executor (called synchronously by `new Promise`) queues it with the promise's functions.
- */
-class EnqueueExecutor {
-  private queue: ThrottledRequestQueue | null = null;
-  private direction: Direction = 0;
-  private data: Uint8Array | number = 0;
-  private offset = 0;
-  private start = 0;
-  private seq = 0;
-  private signal: AbortSignal | undefined = undefined;
-
-  set(queue: ThrottledRequestQueue, direction: Direction, data: Uint8Array | number, offset: number, start: number, seq: number, signal: AbortSignal | undefined): void {
-    this.queue = queue;
-    this.direction = direction;
-    this.data = data;
-    this.offset = offset;
-    this.start = start;
-    this.seq = seq;
-    this.signal = signal;
-  }
-
-  readonly executor = (resolve: (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void, reject: (e: unknown) => void): void => {
-    const { queue, direction, data, offset, start, seq, signal } = this;
-    // Nothing of the request stays referenced here once it is queued.
-    this.queue = null;
-    this.data = 0;
-    this.signal = undefined;
-    queue!.enqueueRequest(direction, resolve, data, offset, start, seq, signal, reject);
-  };
-}
-
-/** Continuations a drive keeps for reuse: enough for deep queues, bounded for drives that once had a burst. */
-const MAX_POOLED = 256;
-
 /**
  * The user's handle on a disk (QEMU: BlockBackend): bounds-checked I/O on the root node of a
- * graph, accounting, events, AbortSignal, throttling, error policies, drain/pause, close.
+ * graph, accounting, events, AbortSignal, throttling, error policies, drain/pause, close. The
+ * request path behind it lives in src/drive/ (request record, gate, error policy).
  */
 export class Drive extends EventEmitter<DriveEvents> {
   /** Unique id within the owning layer. */
@@ -191,44 +50,10 @@ export class Drive extends EventEmitter<DriveEvents> {
   protected readonly clock: Clock;
   private readonly accounting = new StatsAccounting();
   private state: State = 'open';
-  /** Requests past the gate (throttle queue, driver), not yet settled. */
-  private inFlight = 0;
-  private idle: (() => void) | null = null;
   private closing: Promise<void> | null = null;
-  /** Throttle queue; null while the drive has no limits. */
-  private throttle: ThrottledRequestQueue | null = null;
   private readonly host: DriveHost;
-  private readonly order = new DispatchOrder();
-  private readonly rerror: ErrorAction;
-  private readonly werror: ErrorAction;
-  /** Whether a failed request can be parked (a `stop` or `enospc` policy): only then is its arrival number kept while it is queued. */
-  private readonly canPark: boolean;
-  /** Arrival number of the next request (retries after a pause keep arrival order). */
-  private seq = 0;
-  /** Nested drain() calls in progress (QEMU drained sections). */
-  private drains = 0;
-  /** Lifts of the throttling in force ({@link liftThrottling}): a queue joined meanwhile is lifted as often. */
-  private lifts = 0;
-  /** A `stop` policy paused the drive. */
-  private paused = false;
-  /** True while drained or paused: new requests are held. */
-  private holding = false;
-  private held: HeldRequest[] = [];
-  private parked: ParkedRequest[] = [];
-  private status: IoStatus = 'ok';
-  /** Free continuations for {@link run}. */
-  private readonly pool: InFlight[] = [];
-  private readonly queueListener: QueueListener = {
-    // A queued request's run settles the caller's promise itself, in the same microtask as a
-    // direct request's would: a request arriving right after an admission need not yield.
-    released: () => {},
-    throttled: (direction: Direction, queued: number) => {
-      if (this.listenerCount('throttled') > 0) this.emit('throttled', { direction: DIRECTION_NAMES[direction], queued });
-    },
-    unthrottled: (direction: Direction, delayedNs: number) => {
-      if (this.listenerCount('unthrottled') > 0) this.emit('unthrottled', { direction: DIRECTION_NAMES[direction], delayedNs });
-    },
-  };
+  private readonly path: RequestPath;
+  private readonly membership: ThrottleMembership;
 
   /** @internal drives are made by {@link BlockLayer.openDrive}. */
   constructor(id: string, node: BlockNode, host: DriveHost, policy: ErrorPolicy = {}) {
@@ -238,9 +63,8 @@ export class Drive extends EventEmitter<DriveEvents> {
     this.host = host;
     this.clock = host.clock;
     this.readOnly = node.readOnly;
-    this.rerror = policy.rerror ?? 'report';
-    this.werror = policy.werror ?? 'report';
-    this.canPark = this.rerror === 'stop' || this.rerror === 'enospc' || this.werror === 'stop' || this.werror === 'enospc';
+    this.path = new RequestPath(node, this.clock, this.accounting, this, id, policy);
+    this.membership = new ThrottleMembership(id, host.groups, this.path);
   }
 
   /**
@@ -253,49 +77,14 @@ export class Drive extends EventEmitter<DriveEvents> {
    */
   setLimits(options: ThrottleOptions, rules: { maxBurstLength?: number } = {}): void {
     if (this.state !== 'open') throw new BlockError('ECLOSED', `setLimits: drive ${this.id} is ${this.state}`);
-    const { group: groupName, ...limits } = parseOptions(throttleOptionsSchema, options);
-    const joinOnly = groupName !== undefined && Object.keys(limits).length === 0;
-    const config = joinOnly ? null : toConfig(limits, '', rules);
-    if (config !== null && !isEnabled(config)) {
-      if (this.throttle !== null) {
-        const queue = this.throttle;
-        this.throttle = null;
-        queue.group.leave(queue);
-        this.emitLimitsChanged();
-      }
-      return;
+    if (this.membership.set(options, rules) && this.listenerCount('limits-changed') > 0) {
+      this.emit('limits-changed', { group: this.membership.group?.name ?? null });
     }
-    const target = groupName ?? this.throttle?.group.name ?? this.id;
-    let group = this.host.groups.get(target);
-    if (joinOnly && group === undefined) {
-      throw new BlockError('EINVAL', `group: throttle group '${target}' does not exist (give limits to create it)`, {
-        field: 'group',
-      });
-    }
-    group ??= this.host.groups.obtain(target);
-    if (this.throttle !== null && this.throttle.group !== group) {
-      const old = this.throttle;
-      this.throttle = null;
-      old.group.leave(old);
-    }
-    if (this.throttle === null) {
-      this.throttle = group.join(this.id);
-      this.throttle.listener = this.queueListener;
-      this.throttle.sink = this.queueSink;
-      for (let i = 0; i < this.lifts; i++) this.throttle.lift();
-    }
-    if (config !== null) group.configureFrom(this.throttle, config);
-    this.emitLimitsChanged();
   }
 
   /** The drive's limits and group, or null when it is not throttled. */
   getLimits(): DriveLimits | null {
-    if (this.throttle === null) return null;
-    return { ...this.throttle.group.getLimits(), group: this.throttle.group.name };
-  }
-
-  private emitLimitsChanged(): void {
-    if (this.listenerCount('limits-changed') > 0) this.emit('limits-changed', { group: this.throttle?.group.name ?? null });
+    return this.membership.limits();
   }
 
   /** Size of the drive in bytes. */
@@ -329,7 +118,7 @@ export class Drive extends EventEmitter<DriveEvents> {
       if (length > MAX_READ_BUFFER) return this.refuse(OP_READ, offset, length, `length ${length} is larger than the largest buffer (${MAX_READ_BUFFER} bytes); pass a smaller length`, 'length');
       buffer = Buffer.allocUnsafe(length);
     }
-    return this.submit(OP_READ, offset, buffer, length, signal) as Promise<Uint8Array>;
+    return this.path.submit(OP_READ, offset, buffer, length, signal) as Promise<Uint8Array>;
   }
 
   /** Writes `data` (a Uint8Array or Buffer; an ArrayBuffer or DataView by its bytes) at `offset`. */
@@ -339,7 +128,7 @@ export class Drive extends EventEmitter<DriveEvents> {
     const signal = options?.signal;
     const refused = this.check(OP_WRITE, offset, bytes.length, signal);
     if (refused !== null) return Promise.reject(refused);
-    return this.submit(OP_WRITE, offset, bytes, bytes.length, signal) as Promise<void>;
+    return this.path.submit(OP_WRITE, offset, bytes, bytes.length, signal) as Promise<void>;
   }
 
   /** Makes a range read as zeros (counted and throttled as a write, as in QEMU). */
@@ -361,253 +150,17 @@ export class Drive extends EventEmitter<DriveEvents> {
     const signal = options?.signal;
     const refused = this.check(op, offset, length, signal);
     if (refused !== null) return Promise.reject(refused);
-    return this.submit(op, offset, null, length, signal) as Promise<void>;
-  }
-
-  /**
-   * Passes a checked request on: held while the drive is drained or paused; otherwise through
-   * the throttle (reads, writes, write-zeroes), now or later as a queued request object.
-   */
-  private submit(op: Op, offset: number, payload: Uint8Array | null, length: number, signal: AbortSignal | undefined): Promise<Uint8Array | undefined> {
-    if (this.holding) return this.hold(op, offset, payload, length, signal);
-    this.inFlight++;
-    const start = this.clock.now();
-    const seq = this.seq++;
-    const queue = this.throttle;
-    if (op > OP_WRITE_ZEROES || queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length, start)) {
-      // Requests just released from the queue settle a microtask later than a direct one would:
-      // in that window a new request waits a tick too, so completions keep their order.
-      if (this.order.pending) return Promise.resolve().then(() => this.run(op, offset, payload, length, start, seq));
-      return this.run(op, offset, payload, length, start, seq);
-    }
-    // The request waits as a few columns of the queue: no object, no async frame, no inner
-    // promise, and no executor closure either (the executor reads the request from fields).
-    this.enqueueing.set(queue, op === OP_READ ? READ_DIR : WRITE_DIR, payload ?? length, offset, start, this.canPark ? seq : 0, signal);
-    return new Promise(this.enqueueing.executor);
-  }
-
-  /** Hands a request that must wait to the throttle queue from inside `new Promise`, without a closure per request. */
-  private readonly enqueueing = new EnqueueExecutor();
-
-  /** Sends a held request on like {@link submit}, settling the caller's promise directly (no extra hop that would reorder completions). */
-  private release(h: HeldRequest): void {
-    this.inFlight++;
-    const start = this.clock.now();
-    const seq = this.seq++;
-    const queue = this.throttle;
-    const { op, offset, payload, length } = h;
-    if (op > OP_WRITE_ZEROES || queue === null || queue.tryAdmit(op === OP_READ ? READ_DIR : WRITE_DIR, length, start)) {
-      // It settles a microtask later than a direct request: new ones in this tick yield too.
-      this.order.released();
-      this.run(op, offset, payload, length, start, seq).then(h.resolve, h.reject);
-      return;
-    }
-    queue.enqueueRequest(op === OP_READ ? READ_DIR : WRITE_DIR, h.resolve, payload ?? length, offset, start, this.canPark ? seq : 0, h.signal, h.reject);
-  }
-
-  /** Receives the drive's queued requests from its throttle queue. */
-  private readonly queueSink: QueuedRequestSink = {
-    admitQueued: (direction, settle, data, offset, start, seqLow, signal, reject) => {
-      const op = direction === READ_DIR ? OP_READ : typeof data === 'number' ? OP_WRITE_ZEROES : OP_WRITE;
-      if (signal?.aborted) {
-        this.leave();
-        reject!(this.canceled(OP_NAMES[op], offset, signal.reason));
-        return;
-      }
-      // The queue keeps the low 32 bits of the arrival number (fewer than 2^32 requests arrive
-      // while one waits), and only for a drive that can park requests (the only use of it).
-      const seq = this.canPark ? this.seq - ((this.seq - seqLow) >>> 0) : 0;
-      const payload = typeof data === 'number' ? null : data;
-      const length = typeof data === 'number' ? data : data.length;
-      // The run settles the caller's promise itself (a failure by resolving it with a rejected
-      // promise): no promise of the run's own, no reject function kept per queued request.
-      this.runQueued(op, offset, payload, length, start, seq, settle);
-    },
-    cancelQueued: (reject, error) => {
-      this.leave();
-      reject(error);
-    },
-  };
-
-  /**
-   * Sends a request to the node and accounts it; applies the error policy on failure; settles
-   * once. The caller's promise is the one `then` derives from the node's: no async frame, no
-   * closure per request (the continuation is a pooled {@link InFlight}), and it settles in the
-   * same microtask as `await node.read(); return …` in an async function would.
-   */
-  private run(op: Op, offset: number, payload: Uint8Array | null, length: number, start: number, seq: number): Promise<Uint8Array | undefined> {
-    const r = this.inFlightFor(op, offset, payload, length, start, seq, null);
-    let io: Promise<void>;
-    try {
-      io = this.send(op, offset, payload, length);
-    } catch (e) {
-      // A driver that threw instead of rejecting: handled at once, as the catch of an async function would.
-      try {
-        const value = r.rejected(e);
-        return new Promise((resolve) => resolve(value));
-      } catch (error) {
-        return Promise.reject(error);
-      }
-    }
-    // Promise.resolve adopts a native promise as is (a foreign thenable costs the same hop as await).
-    return Promise.resolve(io).then(r.fulfilled, r.rejected);
-  }
-
-  /** {@link run} for a request admitted from the throttle queue: the continuation settles the caller's promise through `settle`. */
-  private runQueued(
-    op: Op,
-    offset: number,
-    payload: Uint8Array | null,
-    length: number,
-    start: number,
-    seq: number,
-    settle: (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void,
-  ): void {
-    const r = this.inFlightFor(op, offset, payload, length, start, seq, settle);
-    let io: Promise<void>;
-    try {
-      io = this.send(op, offset, payload, length);
-    } catch (e) {
-      io = Promise.reject(e);
-    }
-    void Promise.resolve(io).then(r.fulfilled, r.rejected);
-  }
-
-  private inFlightFor(
-    op: Op,
-    offset: number,
-    payload: Uint8Array | null,
-    length: number,
-    start: number,
-    seq: number,
-    settle: InFlight['settle'],
-  ): InFlight {
-    const r = this.pool.pop() ?? this.newInFlight();
-    r.op = op;
-    r.offset = offset;
-    r.payload = payload;
-    r.length = length;
-    r.start = start;
-    r.seq = seq;
-    r.settle = settle;
-    return r;
-  }
-
-  /** The node's promise for a request (a driver may throw instead of rejecting: the caller handles both). */
-  private send(op: Op, offset: number, payload: Uint8Array | null, length: number): Promise<void> {
-    if (op === OP_READ) return this.node.read(offset, payload!);
-    if (op === OP_WRITE) return this.node.write(offset, payload!);
-    if (op === OP_WRITE_ZEROES) return this.node.writeZeroes(offset, length);
-    if (op === OP_DISCARD) return this.node.discard(offset, length);
-    return this.node.flush();
-  }
-
-  /** A pooled continuation; its two callbacks are made once, for every request it will carry. */
-  private newInFlight(): InFlight {
-    const r: InFlight = {
-      op: OP_READ,
-      offset: 0,
-      payload: null,
-      length: 0,
-      start: 0,
-      seq: 0,
-      settle: null,
-      fulfilled: () => {
-        const { op, offset, payload, length, start, settle } = r;
-        this.recycle(r);
-        this.done(op, offset, length, start);
-        this.leave();
-        const value = op === OP_READ ? payload! : undefined;
-        if (settle === null) return value;
-        settle(value);
-        return undefined;
-      },
-      rejected: (e: unknown) => {
-        const { op, offset, payload, length, start, seq, settle } = r;
-        this.recycle(r);
-        if (settle === null) return this.failed(op, offset, payload, length, start, seq, e);
-        try {
-          settle(this.failed(op, offset, payload, length, start, seq, e));
-        } catch (error) {
-          settle(Promise.reject(error));
-        }
-        return undefined;
-      },
-    };
-    return r;
-  }
-
-  private recycle(r: InFlight): void {
-    r.payload = null;
-    r.settle = null;
-    if (this.pool.length < MAX_POOLED) this.pool.push(r);
-  }
-
-  /** A request failed in the node: the error policy decides (report: throw; ignore: complete; stop: park). */
-  private failed(op: Op, offset: number, payload: Uint8Array | null, length: number, start: number, seq: number, e: unknown): Uint8Array | undefined | Promise<Uint8Array | undefined> {
-    const error = fromErrno(e, `${OP_NAMES[op]} at offset ${offset}`, { node: this.node.name, offset, length });
-    const action = error.code === 'ECANCELED' ? 'report' : this.actionFor(op, error);
-    if (action === 'report') this.accounting.failedOp(OP_KINDS[op], start, this.clock.now());
-    if (error.code !== 'ECANCELED') this.emitIoError(op, offset, length, error, action);
-    if (action !== 'ignore') {
-      this.leave();
-      if (action === 'stop') return this.park({ op, offset, payload, length, start, seq, error, resolve: undefined!, reject: undefined! });
-      throw error;
-    }
-    // 'ignore': the request completes as if it had succeeded (QEMU's rerror/werror=ignore).
-    this.done(op, offset, length, start);
-    this.leave();
-    return op === OP_READ ? payload! : undefined;
-  }
-
-  private done(op: Op, offset: number, length: number, start: number): void {
-    if (op === OP_WRITE || op === OP_WRITE_ZEROES) this.accounting.wrote(offset + length);
-    this.accounting.done(OP_KINDS[op], length, start, this.clock.now());
-  }
-
-  private actionFor(op: Op, error: BlockError): 'report' | 'ignore' | 'stop' {
-    const policy = op === OP_READ ? this.rerror : this.werror;
-    if (policy === 'enospc') return error.code === 'ENOSPC' ? 'stop' : 'report';
-    return policy;
-  }
-
-  private emitIoError(op: Op, offset: number, length: number, error: BlockError, action: 'report' | 'ignore' | 'stop'): void {
-    if (this.listenerCount('io-error') === 0) return;
-    this.emit('io-error', {
-      device: this.id,
-      nodeName: this.node.name,
-      operation: OP_NAMES[op],
-      action,
-      nospace: error.code === 'ENOSPC',
-      reason: error.message,
-      offset,
-      length,
-      error,
-    });
-  }
-
-  /** Holds a failed request under a `stop` policy and pauses the drive (QEMU: the VM stops on an I/O error). */
-  private park(p: ParkedRequest): Promise<Uint8Array | undefined> {
-    return new Promise((resolve, reject) => {
-      p.resolve = resolve;
-      p.reject = reject;
-      this.parked.push(p);
-      if (this.paused) return;
-      this.paused = true;
-      this.status = p.error.code === 'ENOSPC' ? 'nospace' : 'failed';
-      this.updateHolding();
-      if (this.listenerCount('paused') > 0) this.emit('paused', { reason: 'io-error', ioStatus: this.status, error: p.error });
-    });
+    return this.path.submit(op, offset, null, length, signal) as Promise<void>;
   }
 
   /** Whether a `stop` error policy has paused the drive (held requests wait for {@link resume}). */
   get isPaused(): boolean {
-    return this.paused;
+    return this.path.gate.paused;
   }
 
   /** QEMU's io-status: `ok`, or `failed` / `nospace` while paused by an error. */
   get ioStatus(): IoStatus {
-    return this.status;
+    return this.path.policy.status;
   }
 
   /**
@@ -616,56 +169,9 @@ export class Drive extends EventEmitter<DriveEvents> {
    * Does nothing when the drive is not paused.
    */
   resume(): void {
-    if (!this.paused) return;
-    const parked = this.parked.sort((a, b) => a.seq - b.seq);
-    this.parked = [];
-    this.paused = false;
-    this.status = 'ok';
-    // Retries go first, synchronously, so they reach the driver before anything held.
-    if (parked.length > 0) this.order.released();
-    for (const p of parked) {
-      this.inFlight++;
-      this.run(p.op, p.offset, p.payload, p.length, p.start, p.seq).then(p.resolve, p.reject);
-    }
-    this.updateHolding();
-    if (this.listenerCount('resumed') > 0) this.emit('resumed', { retried: parked.length });
-  }
-
-  private hold(op: Op, offset: number, payload: Uint8Array | null, length: number, signal: AbortSignal | undefined): Promise<Uint8Array | undefined> {
-    return new Promise((resolve, reject) => {
-      const h: HeldRequest = { op, offset, payload, length, signal, onAbort: undefined, settled: false, resolve, reject };
-      if (signal) {
-        h.onAbort = () => {
-          if (h.settled) return;
-          h.settled = true;
-          const at = this.held.indexOf(h);
-          if (at >= 0) this.held.splice(at, 1);
-          reject(this.canceled(OP_NAMES[op], offset, signal.reason));
-        };
-        signal.addEventListener('abort', h.onAbort, { once: true });
-      }
-      this.held.push(h);
-    });
-  }
-
-  /** Recomputes whether new requests are held; when that ends, lets the held ones go in order. */
-  private updateHolding(): void {
-    this.holding = this.drains > 0 || this.paused;
-    while (!this.holding && this.held.length > 0) {
-      const batch = this.held;
-      this.held = [];
-      for (let i = 0; i < batch.length; i++) {
-        const h = batch[i];
-        if (h.settled) continue;
-        if (this.holding) {
-          this.held.push(h); // held again meanwhile: the rest keep their order
-          continue;
-        }
-        h.settled = true;
-        if (h.onAbort) h.signal!.removeEventListener('abort', h.onAbort);
-        this.release(h);
-      }
-    }
+    if (!this.path.gate.paused) return;
+    const retried = this.path.resume();
+    if (this.listenerCount('resumed') > 0) this.emit('resumed', { retried });
   }
 
   /** Status of the extent starting at `offset` (data / zero / allocated, and which node). */
@@ -716,9 +222,9 @@ export class Drive extends EventEmitter<DriveEvents> {
   stats(): DriveStats & { throttle?: ThrottleQueueStats } {
     const s: DriveStats & { throttle?: ThrottleQueueStats } = this.accounting.snapshot(
       this.clock.now(),
-      this.inFlight + this.held.length + this.parked.length,
+      this.path.outstanding,
     );
-    if (this.throttle !== null) s.throttle = this.throttle.stats();
+    if (this.path.throttle !== null) s.throttle = this.path.throttle.stats();
     return s;
   }
 
@@ -729,18 +235,19 @@ export class Drive extends EventEmitter<DriveEvents> {
    * only as long as what was in flight when it began.
    */
   async drain(): Promise<void> {
-    this.drains++;
-    this.updateHolding();
+    const gate = this.path.gate;
+    gate.drains++;
+    gate.update();
     let drainEnd: (() => void) | undefined;
     try {
-      this.throttle?.drain();
+      this.path.throttle?.drain();
       // Throttle filters below stay drained for the section: what the drive's queue lets go now reaches them later.
       drainEnd = this.node.drainBegin();
       await this.whenIdle();
     } finally {
       drainEnd?.();
-      this.drains--;
-      this.updateHolding();
+      gate.drains--;
+      gate.update();
     }
   }
 
@@ -754,22 +261,19 @@ export class Drive extends EventEmitter<DriveEvents> {
    * (a drained section of the graph). Calls nest; each returned function ends its own lift, once.
    */
   liftThrottling(): () => void {
-    this.throttle?.lift();
-    this.lifts++;
+    this.membership.lift();
     let drainEnd: () => void;
     try {
       drainEnd = this.node.drainBegin();
     } catch (e) {
-      this.lifts--;
-      this.throttle?.unlift();
+      this.membership.unlift();
       throw e;
     }
     let lifted = true;
     return () => {
       if (!lifted) return;
       lifted = false;
-      this.lifts--;
-      this.throttle?.unlift();
+      this.membership.unlift();
       drainEnd();
     };
   }
@@ -786,17 +290,13 @@ export class Drive extends EventEmitter<DriveEvents> {
         // Requests held by a drain are released when it ends: drain until none is left.
         for (;;) {
           await this.drain();
-          if (this.paused) {
-            this.failPaused();
+          if (this.path.gate.paused) {
+            this.path.failPaused();
             break;
           }
-          if (this.inFlight === 0 && this.held.length === 0) break;
+          if (this.path.inFlight === 0 && this.path.gate.size === 0) break;
         }
-        if (this.throttle !== null) {
-          const queue = this.throttle;
-          this.throttle = null;
-          queue.group.leave(queue);
-        }
+        this.membership.leave();
         this.host.forget(this);
         await this.node.unref();
       } finally {
@@ -807,40 +307,13 @@ export class Drive extends EventEmitter<DriveEvents> {
     return this.closing;
   }
 
-  /** Closing a paused drive: the failed requests fail with their error, the held ones with ECLOSED. */
-  private failPaused(): void {
-    const parked = this.parked.sort((a, b) => a.seq - b.seq);
-    const held = this.held;
-    this.parked = [];
-    this.held = [];
-    this.paused = false;
-    this.holding = this.drains > 0;
-    for (const p of parked) {
-      this.accounting.failedOp(OP_KINDS[p.op], p.start, this.clock.now());
-      p.reject(p.error);
-    }
-    for (const h of held) {
-      if (h.settled) continue;
-      h.settled = true;
-      if (h.onAbort) h.signal!.removeEventListener('abort', h.onAbort);
-      h.reject(new BlockError('ECLOSED', `${OP_NAMES[h.op]}: drive ${this.id} was closed while paused by an I/O error`, { node: this.node.name, offset: h.offset }));
-    }
-  }
-
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
 
   /** Resolves when no request is in flight (held and paused ones are not in flight). */
   whenIdle(): Promise<void> {
-    if (this.inFlight === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const previous = this.idle;
-      this.idle = () => {
-        previous?.();
-        resolve();
-      };
-    });
+    return this.path.whenIdle();
   }
 
   private closedError(op: IoOperation | 'block-status', offset: number): BlockError {
@@ -892,37 +365,12 @@ export class Drive extends EventEmitter<DriveEvents> {
     return null;
   }
 
-  /**
-   * The one range check of every entry point that takes a range (requests and block status):
-   * EINVAL naming the bad field (`offset` or `length`) with the value as the caller gave it,
-   * or null when [offset, offset+length) lies inside the drive. Never throws, whatever the values.
-   */
   private rangeError(name: string, offset: unknown, length: unknown): BlockError | null {
-    const size = this.node.length;
-    const context = { node: this.node.name, ...(typeof offset === 'number' ? { offset } : {}), ...(typeof length === 'number' ? { length } : {}) };
-    if (!Number.isSafeInteger(offset) || (offset as number) < 0) {
-      return new BlockError('EINVAL', `${name}: offset ${valueText(offset)} must be a non-negative safe integer`, { ...context, field: 'offset' });
-    }
-    if (!Number.isSafeInteger(length) || (length as number) < 0) {
-      return new BlockError('EINVAL', `${name}: length ${valueText(length)} must be a non-negative safe integer`, { ...context, field: 'length' });
-    }
-    if ((offset as number) + (length as number) > size) {
-      const field = (offset as number) > size ? 'offset' : 'length';
-      return new BlockError('EINVAL', `${name}: range ${offset}+${length} is beyond the end of drive ${this.id} (${size} bytes)`, { ...context, field });
-    }
-    return null;
-  }
-
-  private leave(): void {
-    if (--this.inFlight === 0 && this.idle !== null) {
-      const idle = this.idle;
-      this.idle = null;
-      idle();
-    }
+    return rangeError(name, offset, length, this.node.length, this.id, this.node.name);
   }
 
   /** ECANCELED for a request whose signal aborted; `reason` (the signal's) becomes the error's `cause`. */
   private canceled(op: IoOperation, offset: number, reason: unknown): BlockError {
-    return new BlockError('ECANCELED', `${op}: request at offset ${offset} was aborted`, { node: this.node.name, offset, cause: reason });
+    return canceledError(op, offset, reason, this.node.name);
   }
 }

@@ -1,10 +1,22 @@
-import type { Drive } from '../drive.js';
 import { BlockError, valueText } from '../errors.js';
 import { MAX_BUFFER_LENGTH } from '../platform/buffer-limit.js';
 import { describe, isSignal } from './args.js';
 
 /** Bytes per chunk of a drive's streams unless told otherwise (as fs.createReadStream's highWaterMark). */
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
+
+/**
+ * What a read stream needs of a drive (a Drive is one): a small shape defined here, below the
+ * Drive class, so the stream modules and drive.ts do not import each other.
+ */
+export interface StreamedDrive {
+  readonly id: string;
+  readonly node: { readonly name: string };
+  /** Size in bytes. */
+  readonly length: number;
+  readonly closed: boolean;
+  read(offset: number, length: number, options?: { signal?: AbortSignal }): Promise<Uint8Array>;
+}
 
 /** The options both kinds of read stream share; `end` is inclusive, as in fs.createReadStream. */
 export interface StreamRangeOptions {
@@ -30,7 +42,7 @@ export interface StreamRange {
  * fails with (ECLOSED for a closed drive, EINVAL naming the field). `chunkField` names the
  * option that gives the chunk size. Never throws, whatever the values.
  */
-export function streamRange(drive: Drive, options: unknown, chunkField: 'chunkSize' | 'highWaterMark'): StreamRange | BlockError {
+export function streamRange(drive: StreamedDrive, options: unknown, chunkField: 'chunkSize' | 'highWaterMark'): StreamRange | BlockError {
   const node = drive.node.name;
   const invalid = (field: string, detail: string) => new BlockError('EINVAL', `read stream of drive ${drive.id}: ${detail}`, { node, field });
   if (drive.closed) return new BlockError('ECLOSED', `read stream: drive ${drive.id} is closed`, { node });
@@ -55,6 +67,6 @@ export function streamRange(drive: Drive, options: unknown, chunkField: 'chunkSi
 }
 
 /** The error a read stream ends with when its signal aborts (or a reader cancels it). */
-export function streamAborted(drive: Drive, offset: number, reason: unknown): BlockError {
+export function streamAborted(drive: StreamedDrive, offset: number, reason: unknown): BlockError {
   return new BlockError('ECANCELED', `read stream of drive ${drive.id} was aborted at offset ${offset}`, { node: drive.node.name, offset, cause: reason });
 }

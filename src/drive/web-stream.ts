@@ -1,8 +1,7 @@
 // A drive's guest view as a WHATWG ReadableStream: portable (Node 20 and browsers), so no node: import here.
-import type { Drive } from '../drive.js';
-import { type StreamRange, type StreamRangeOptions, streamAborted, streamRange } from './stream-range.js';
+import { type StreamedDrive, type StreamRange, type StreamRangeOptions, streamAborted, streamRange } from './stream-range.js';
 
-/** Options of {@link Drive.readableStream}. */
+/** Options of Drive.readableStream. */
 export interface DriveReadableStreamOptions extends StreamRangeOptions {
   /** Bytes per chunk, one drive read each (default 64 KiB); the last chunk may be shorter. */
   chunkSize?: number;
@@ -40,7 +39,7 @@ class DriveSource {
   };
 
   constructor(
-    private readonly drive: Drive,
+    private readonly drive: StreamedDrive,
     private readonly range: StreamRange,
   ) {
     this.pos = range.start;
@@ -97,7 +96,7 @@ class DriveSource {
  * closed drive (ECLOSED) error the stream instead of throwing; so do read errors (the drive's
  * BlockError) and the signal (ECANCELED). Cancelling the stream cancels the read in progress.
  */
-export function driveReadableStream(drive: Drive, options?: DriveReadableStreamOptions): ReadableStream<Uint8Array> {
+export function driveReadableStream(drive: StreamedDrive, options?: DriveReadableStreamOptions): ReadableStream<Uint8Array> {
   const range = streamRange(drive, options, 'chunkSize');
   if (range instanceof Error) {
     return new ReadableStream<Uint8Array>({

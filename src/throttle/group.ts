@@ -3,7 +3,7 @@ import type { Clock } from '../clock.js';
 import { BlockError } from '../errors.js';
 import { account, computeWait, configure, createState, type Direction, type ThrottleState } from './bucket.js';
 import { emptyConfig, fromConfig, isEnabled, type ThrottleConfig, type ThrottleLimits, toConfig } from './limits.js';
-import { ThrottledRequestQueue } from './queue.js';
+import { type ThrottleScheduler, ThrottledRequestQueue } from './queue.js';
 
 const DIRECTIONS: readonly Direction[] = [0, 1];
 
@@ -12,7 +12,7 @@ const DIRECTIONS: readonly Direction[] = [0, 1];
  * shared meter; members served round robin in list order (new members at the head, as in
  * QEMU); per direction a token (whose turn it is) and at most one armed timer in the group.
  */
-export class ThrottleGroup {
+export class ThrottleGroup implements ThrottleScheduler {
   readonly name: string;
   /** Created explicitly (kept when its last member leaves), or implicitly for a drive. */
   readonly explicit: boolean;

@@ -1,7 +1,6 @@
 import type { ClockTimer } from '../clock.js';
 import { BlockError } from '../errors.js';
 import type { Direction } from './bucket.js';
-import type { ThrottleGroup } from './group.js';
 
 /**
  * A request waiting for its turn as an object (the generic path: the throttle filter node,
@@ -33,26 +32,35 @@ class PromiseWaiter implements Waiter {
   }
 }
 
+/** Settles the caller's promise of a request (its resolve function). */
+export type Settle = (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void;
+
 /**
- * Receives the Drive's compact queued requests when they are admitted or aborted. A compact
- * request is no object of its own: its fields live in the queue's columns (see RequestFifo).
+ * A Drive request as the queue sees it (the Drive's request record is one). While it waits the
+ * queue keeps its fields in columns, not the record: a queued request costs no object.
  */
+export interface QueuedRequest {
+  offset: number;
+  /** Read target or write data; null for a write-zeroes (its size in `length`). */
+  payload: Uint8Array | null;
+  length: number;
+  /** Enqueue time (the clock's). */
+  start: number;
+  /** Arrival number; the queue keeps its low 32 bits (fewer than 2^32 requests arrive while one waits). */
+  seq: number;
+  signal: AbortSignal | undefined;
+  /** The caller's resolve, handed to the request's run when it is admitted. */
+  settle: Settle | null;
+  /** The caller's reject; kept while queued only for a request that has a signal. */
+  reject: ((e: unknown) => void) | null;
+}
+
+/** Receives the Drive's compact queued requests when they are admitted or aborted. */
 export interface QueuedRequestSink {
-  /**
-   * A request may go (already charged). `data` is the payload (read target or write data), or
-   * the length of a write-zeroes; `seqLow` the low 32 bits of its arrival number. `reject` is
-   * kept only for requests that have a signal.
-   */
-  admitQueued(
-    direction: Direction,
-    settle: (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void,
-    data: Uint8Array | number,
-    offset: number,
-    start: number,
-    seqLow: number,
-    signal: AbortSignal | undefined,
-    reject: ((e: unknown) => void) | undefined,
-  ): void;
+  /** A record for a request the queue lets go (filled by the queue, then given to {@link admitQueued}). */
+  claim(): QueuedRequest;
+  /** A request may go (already charged); `seq` holds the low 32 bits of its arrival number. */
+  admitQueued(direction: Direction, r: QueuedRequest): void;
   /** A request with a signal was aborted while waiting. */
   cancelQueued(reject: (e: unknown) => void, error: BlockError): void;
 }
@@ -217,6 +225,32 @@ export interface QueueListener {
   unthrottled(direction: Direction, delayedNs: number): void;
 }
 
+/**
+ * What a member needs of its group (QEMU: the ThrottleGroup a ThrottleGroupMember points to),
+ * given to the member when it is made. The group (group.ts) implements it; this module never
+ * imports the group, which drives its members through their fields and methods below.
+ */
+export interface ThrottleScheduler {
+  /** The group's name. */
+  readonly name: string;
+  /** @internal Requests waiting in all members, per direction (the members keep it up to date). */
+  readonly waiting: number[];
+  /** @internal The current time of the group's clock. */
+  now(): number;
+  /** @internal A member's timer fired. */
+  timerFired(m: ThrottledRequestQueue, dir: Direction): void;
+  /** @internal True if a request of `bytes` goes now (charged), false if it must wait. */
+  tryAdmit(m: ThrottledRequestQueue, dir: Direction, bytes: number, now?: number): boolean;
+  /** @internal tryAdmit, or a promise that resolves when the request is admitted. */
+  intercept(m: ThrottledRequestQueue, dir: Direction, bytes: number, signal: AbortSignal | undefined): Promise<void> | undefined;
+  /** @internal Flushes the member's queues at once, still charging the group. */
+  drain(m: ThrottledRequestQueue): void;
+  /** @internal Lifts the member's limits until unlift. */
+  lift(m: ThrottledRequestQueue): void;
+  /** @internal Ends one lift. */
+  unlift(m: ThrottledRequestQueue): void;
+}
+
 /** Throttle figures of one queue, for `drive.stats().throttle`. */
 export interface ThrottleQueueStats {
   /** Group the queue belongs to. */
@@ -240,40 +274,41 @@ export interface ThrottleQueueStats {
 export class ThrottledRequestQueue {
   /** Name used in messages (drive id or node name). */
   readonly name: string;
-  /** The group this queue belongs to; set by the group. */
-  group: ThrottleGroup;
-  /** Round-robin ring links, maintained by the group. */
+  /** The group this queue belongs to. */
+  readonly group: ThrottleScheduler;
+  /** @internal Round-robin ring link, maintained by the group. */
   rrNext: ThrottledRequestQueue = this;
+  /** @internal Round-robin ring link, maintained by the group. */
   rrPrev: ThrottledRequestQueue = this;
-  /** Reads (direction 0) and writes (direction 1); see {@link lane}. */
+  /** @internal Reads (direction 0); see {@link lane}. */
   readonly reads: RequestFifo;
+  /** @internal Writes (direction 1); see {@link lane}. */
   readonly writes: RequestFifo;
-  /** > 0 while drained: requests bypass the limits (still accounted). */
+  /** @internal > 0 while drained: requests bypass the limits (still accounted); kept by the group. */
   ioLimitsDisabled = 0;
+  /** @internal Told when the queue starts or stops holding requests back (set by its owner). */
   listener: QueueListener | null = null;
-  /** Where the Drive's compact requests go when admitted or aborted. */
+  /** @internal Where the Drive's compact requests go when admitted or aborted. */
   sink: QueuedRequestSink | null = null;
   private readonly throttledSince = [0, 0];
   private delayed = 0;
   private totalDelay = 0;
   private maxDelay = 0;
-  // The request taken off by dequeue(), until admitDequeued() hands it on.
-  private outTarget: unknown = null;
-  private outData: unknown = null;
-  private outOffset = 0;
-  private outTime = 0;
-  private outSeq = 0;
-  private outSignal: SignalRecord | undefined = undefined;
+  // The request taken off by dequeue(), until admitDequeued() hands it on: a waiter object, or
+  // a compact request in a record claimed from the sink.
+  private outWaiter: Waiter | null = null;
+  private outRequest: QueuedRequest | null = null;
   private outDirection: Direction = 0;
 
-  constructor(name: string, group: ThrottleGroup) {
+  /** @internal members are made by their group ({@link ThrottleScheduler}). */
+  constructor(name: string, group: ThrottleScheduler) {
     this.name = name;
     this.group = group;
     this.reads = new RequestFifo(() => this.group.timerFired(this, 0));
     this.writes = new RequestFifo(() => this.group.timerFired(this, 1));
   }
 
-  /** The state of one direction (fields, not an array: one object less to reach per dispatch). */
+  /** @internal The state of one direction (fields, not an array: one object less to reach per dispatch). */
   lane(direction: Direction): RequestFifo {
     return direction === 0 ? this.reads : this.writes;
   }
@@ -341,22 +376,13 @@ export class ThrottledRequestQueue {
   }
 
   /**
-   * @internal The Drive's compact path (after {@link tryAdmit} said no): the request is stored
-   * in columns; `settle` (the caller's resolve) is later given the request's run.
+   * @internal The Drive's compact path (after {@link tryAdmit} said no): the request's fields are
+   * stored in columns (the record itself is not kept); its `settle` is later given the request's run.
    */
-  enqueueRequest(
-    direction: Direction,
-    settle: (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void,
-    data: Uint8Array | number,
-    offset: number,
-    start: number,
-    seq: number,
-    signal: AbortSignal | undefined,
-    reject: (e: unknown) => void,
-  ): void {
-    const id = this.lane(direction).push(settle, data, offset, start, seq >>> 0);
-    if (signal) this.watch(direction, id, signal, reject);
-    this.queued(direction, start);
+  enqueueRequest(direction: Direction, r: QueuedRequest): void {
+    const id = this.lane(direction).push(r.settle, r.payload ?? r.length, r.offset, r.start, r.seq >>> 0);
+    if (r.signal) this.watch(direction, id, r.signal, r.reject ?? undefined);
+    this.queued(direction, r.start);
   }
 
   private watch(direction: Direction, id: number, signal: AbortSignal, reject: ((e: unknown) => void) | undefined): void {
@@ -388,12 +414,7 @@ export class ThrottledRequestQueue {
     const i = fifo.head;
     const target = fifo.target(i);
     const data = fifo.data(i);
-    this.outTarget = target;
-    this.outData = data;
-    this.outOffset = fifo.offset(i);
-    this.outTime = fifo.time(i);
-    this.outSeq = fifo.seq === null ? 0 : fifo.seq[i];
-    this.outDirection = direction;
+    const time = fifo.time(i);
     let record: SignalRecord | undefined;
     if (fifo.signals !== null && fifo.signals.size > 0) {
       record = fifo.signals.get(fifo.firstId);
@@ -402,38 +423,42 @@ export class ThrottledRequestQueue {
         record.signal.removeEventListener('abort', record.onAbort);
       }
     }
-    this.outSignal = record;
+    let bytes: number;
+    this.outDirection = direction;
+    if (data === WAITER) {
+      this.outWaiter = target as Waiter;
+      bytes = this.outWaiter.bytes;
+    } else {
+      const r = this.sink!.claim();
+      r.settle = target as Settle;
+      r.payload = typeof data === 'number' ? null : (data as Uint8Array);
+      r.length = bytes = typeof data === 'number' ? data : (data as Uint8Array).length;
+      r.offset = fifo.offset(i);
+      r.start = time;
+      r.seq = fifo.seq === null ? 0 : fifo.seq[i];
+      r.signal = record?.signal;
+      r.reject = record?.reject ?? null;
+      this.outRequest = r;
+    }
     fifo.shift();
     fifo.pending--;
     this.group.waiting[direction]--;
-    const delay = now - this.outTime;
+    const delay = now - time;
     this.delayed++;
     this.totalDelay += delay;
     if (delay > this.maxDelay) this.maxDelay = delay;
     if (fifo.pending === 0) this.listener?.unthrottled(direction, now - this.throttledSince[direction]);
-    if (data === WAITER) return (target as Waiter).bytes;
-    return typeof data === 'number' ? data : (data as Uint8Array).length;
+    return bytes;
   }
 
   /** @internal Lets the request taken by {@link dequeue} go. */
   admitDequeued(): void {
-    const target = this.outTarget;
-    const data = this.outData;
-    const record = this.outSignal;
-    this.outTarget = this.outData = null;
-    this.outSignal = undefined;
-    if (data === WAITER) (target as Waiter).admit();
-    else
-      this.sink!.admitQueued(
-        this.outDirection,
-        target as (value: Uint8Array | undefined | PromiseLike<Uint8Array | undefined>) => void,
-        data as Uint8Array | number,
-        this.outOffset,
-        this.outTime,
-        this.outSeq,
-        record?.signal,
-        record?.reject,
-      );
+    const waiter = this.outWaiter;
+    const r = this.outRequest;
+    this.outWaiter = null;
+    this.outRequest = null;
+    if (waiter !== null) waiter.admit();
+    else this.sink!.admitQueued(this.outDirection, r!);
   }
 
   private abort(direction: Direction, id: number): void {
