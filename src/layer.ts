@@ -17,6 +17,7 @@ import { type ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
 import { type ThrottleLimits, throttleOptionsSchema, toConfig } from './throttle/limits.js';
 import { throttleFilterDriver } from './drivers/throttle.js';
 import type { BuiltinDriveOptions, DriveOptions, DriveOwnOptions } from './options/drive-options.js';
+import { ID_PATTERN, ID_RULE } from './ids.js';
 
 export type { BuiltinDriveOptions, DriveOptions, DriveOwnOptions } from './options/drive-options.js';
 
@@ -28,7 +29,7 @@ export interface BlockLayerOptions {
   drivers?: BlockDriver[];
 }
 
-const driveIdSchema = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]*$/, 'must start with a letter and use only letters, digits, _ . -');
+const driveIdSchema = z.string().regex(ID_PATTERN, ID_RULE);
 
 /**
  * A context that owns drivers, drives (by id) and, later, named throttle groups. Several

@@ -4,6 +4,7 @@ import { BlockError } from '../errors.js';
 import { account, computeWait, configure, createState, type Direction, type ThrottleState } from './bucket.js';
 import { emptyConfig, fromConfig, isEnabled, type ThrottleConfig, type ThrottleLimits, toConfig } from './limits.js';
 import { type ThrottleScheduler, ThrottledRequestQueue } from './queue.js';
+import { ID_PATTERN, ID_RULE } from '../ids.js';
 
 const DIRECTIONS: readonly Direction[] = [0, 1];
 
@@ -321,7 +322,7 @@ export class ThrottleGroup implements ThrottleScheduler {
  */
 export const throttleGroupNameSchema = z
   .string({ error: 'must be a string' })
-  .regex(/^[A-Za-z][A-Za-z0-9._-]*$/, "must be an identifier: letters, digits, '-', '.', '_', starting with a letter");
+  .regex(ID_PATTERN, ID_RULE);
 
 /** Name of an implicit group (QEMU -drive `throttling.group`, not checked as an id there): any non-empty string. */
 export const implicitGroupNameSchema = z.string({ error: 'must be a string' }).min(1, 'must not be empty');
