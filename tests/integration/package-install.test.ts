@@ -5,12 +5,13 @@
  * then every entry point from ESM and from CommonJS `require()`, and the README's snippets and the
  * v86 adapter's typing under `tsc --strict` with moduleResolution node16, bundler and node10.
  *
- * CommonJS: the package stays ESM only and lets Node ≥ 20.19 / 22.12 `require()` it (no module in its
- * graph uses top-level await). One copy of the code serves both module systems, so there is no
- * dual-package hazard (a BlockError from `require()` is the class `import` gives), and no second
- * build. TypeScript under `module: node16` refuses a CommonJS file importing ESM declarations, so
- * the `require` condition carries `.d.cts` twins of them (scripts/build-cjs-types.ts); node10
- * finds the subpaths through `typesVersions`.
+ * CommonJS: the code stays ES modules only and Node ^20.19 / >=22.12 `require()`s them (no module in
+ * the graph uses top-level await) through a small `.cjs` entry per export that, on an older Node,
+ * says which Node it needs. One copy of the code serves both module systems: no second build, and
+ * no dual-package hazard (a BlockError from `require()` is the class `import` gives). TypeScript
+ * under `module: node16` refuses a CommonJS file importing ESM declarations, so the `require`
+ * condition carries `.d.cts` twins of them (scripts/build-cjs-entries.ts); node10 finds the
+ * subpaths through `typesVersions`.
  *
  * Needs the npm registry for the dependencies: skipped with a printed reason when `npm ping` fails.
  */
@@ -21,7 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildBrowser } from '../../scripts/build-browser.js';
-import { buildCjsTypes } from '../../scripts/build-cjs-types.js';
+import { buildCjsEntries } from '../../scripts/build-cjs-entries.js';
 import { seek } from '../../src/drivers/file/posix.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -162,7 +163,7 @@ const { V86Disk, toV86Disk } = require('blocklayer/v86');
   assert.equal((await import('blocklayer')).BlockError, BlockError);
   assert.equal((await import('blocklayer/v86')).V86Disk, V86Disk);
   // The file-disk subpath resolves; running it needs its peer, file-disk, which is not installed here.
-  assert.match(require.resolve('blocklayer/file-disk'), /dist[\\\\/]adapters[\\\\/]file-disk\\.js$/);
+  assert.match(require.resolve('blocklayer/file-disk'), /dist[\\\\/]adapters[\\\\/]file-disk\\.cjs$/);
   assert.throws(() => require('blocklayer/file-disk'), /file-disk/);
   await layer.close();
   console.log('OK');
@@ -256,7 +257,7 @@ describe.skipIf(skipReason !== undefined)('the npm package', () => {
     for (const f of ['package.json', 'README.md', 'LICENSE']) fs.copyFileSync(path.join(ROOT, f), path.join(stage, f));
     const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
     run(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', path.join(stage, 'dist')], ROOT);
-    buildCjsTypes(path.join(stage, 'dist'));
+    buildCjsEntries(path.join(stage, 'dist'));
     await buildBrowser(path.join(stage, 'dist/browser'));
 
     const packed = JSON.parse(run(npm, ['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], stage)) as { filename: string; files: { path: string }[] }[];
@@ -285,7 +286,10 @@ describe.skipIf(skipReason !== undefined)('the npm package', () => {
     expect(files).toContain('dist/index.js');
     expect(files).toContain('dist/index.d.ts');
     expect(files).toContain('dist/browser/blocklayer.js');
-    for (const entry of ['index', 'adapters/v86', 'adapters/file-disk']) expect(files).toContain(`dist/${entry}.d.cts`);
+    for (const entry of ['index', 'adapters/v86', 'adapters/file-disk']) {
+      expect(files).toContain(`dist/${entry}.cjs`);
+      expect(files).toContain(`dist/${entry}.d.cts`);
+    }
     // No maps pointing at the unshipped src/ (the browser bundle's maps carry their sources), no browser twins, no sources.
     expect(files.filter((f) => f.endsWith('.map') && !f.startsWith('dist/browser/'))).toEqual([]);
     expect(files.filter((f) => f.endsWith('.browser.js') || f.startsWith('src/'))).toEqual([]);
@@ -328,6 +332,10 @@ describe.skipIf(skipReason !== undefined)('the npm package', () => {
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.stdout.trim()).toBe('OK');
+    // A Node whose require() cannot load ES modules (here: one told not to) gets told which Node it needs.
+    const old = spawnSync(process.execPath, ['--no-experimental-require-module', '-e', "require('blocklayer')"], { cwd: consumer, encoding: 'utf8', timeout: 60_000 });
+    expect(old.status).not.toBe(0);
+    expect(old.stderr).toContain('blocklayer is ES modules only: require() of it needs a Node whose require() loads ES modules, ^20.19 or >=22.12');
   });
 
   it('type-checks the README snippets and the v86 adapter under node16, bundler and node10', { timeout: 240_000 }, () => {
