@@ -327,15 +327,21 @@ describe.skipIf(skipReason !== undefined)('the npm package', () => {
   it('loads every entry point from ESM and from CommonJS require()', () => {
     fs.writeFileSync(path.join(consumer, 'subpaths.mjs'), ESM_SUBPATHS);
     expect(run(process.execPath, ['subpaths.mjs'], consumer).trim()).toBe('OK');
+    // A Node whose require() cannot load ES modules (before 20.19 / 22.12, or told not to) is told which Node it needs.
+    const canRequireEsm = process.features.require_module === true;
+    const refusal = canRequireEsm ? ['--no-experimental-require-module'] : [];
+    const refused = spawnSync(process.execPath, [...refusal, '-e', "require('blocklayer')"], { cwd: consumer, encoding: 'utf8', timeout: 60_000 });
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toContain('blocklayer is ES modules only: require() of it needs a Node whose require() loads ES modules, ^20.19 or >=22.12');
+    if (!canRequireEsm) {
+      console.log(`package-install: Node ${process.version} cannot require() ES modules; checked the refusal only`);
+      return;
+    }
     fs.writeFileSync(path.join(consumer, 'require.cjs'), CJS_CONSUMER);
     const r = spawnSync(process.execPath, ['require.cjs'], { cwd: consumer, encoding: 'utf8', timeout: 60_000 });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.stdout.trim()).toBe('OK');
-    // A Node whose require() cannot load ES modules (here: one told not to) gets told which Node it needs.
-    const old = spawnSync(process.execPath, ['--no-experimental-require-module', '-e', "require('blocklayer')"], { cwd: consumer, encoding: 'utf8', timeout: 60_000 });
-    expect(old.status).not.toBe(0);
-    expect(old.stderr).toContain('blocklayer is ES modules only: require() of it needs a Node whose require() loads ES modules, ^20.19 or >=22.12');
   });
 
   it('type-checks the README snippets and the v86 adapter under node16, bundler and node10', { timeout: 240_000 }, () => {
