@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { V86, type V86Options } from 'v86';
+import { V86 } from 'v86';
 import { toV86Disk } from 'blocklayer/v86';
 import { BlockLayer, openImage } from 'blocklayer';
 import { assembleBootSector, BIOS, buildDisk, V86_WASM, VGA_BIOS } from '../tests/helpers/v86-boot.js';
@@ -46,7 +46,7 @@ const emulator = new V86({
   wasm_path: V86_WASM,
   bios: { buffer: file(BIOS) },
   vga_bios: { buffer: file(VGA_BIOS) },
-  hda: disk as unknown as V86Options['hda'], // v86's typings list only url/buffer disks; it takes get/set/load objects as-is
+  hda: disk,
   memory_size: 64 * 1024 * 1024,
   autostart: true,
   disable_speaker: true,

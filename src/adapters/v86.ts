@@ -114,6 +114,16 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
     this.maxBufferBytes = options.maxBufferBytes ?? 256 * 1024 * 1024;
   }
 
+  /**
+   * `blocklayer:<drive id>`, a name v86 never fetches. v86's typings know disk images only as
+   * `{ url }` or `{ buffer }`, while its starter takes an object with `get`, `set` and `load` as-is
+   * (before it looks at `url`): with this the disk passes as `hda`, `hdb`, `cdrom` or `fda` without
+   * a cast. v86's `set_cdrom`/`set_fda` (swapping media later) take no such objects.
+   */
+  get url(): string {
+    return `blocklayer:${this.drive.id}`;
+  }
+
   /** The drive is already open: ready at once. */
   load(): void {
     this.onload?.(Object.create(null));

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { V86, type V86Options } from 'v86';
+import { V86 } from 'v86';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type V86DiskErrorEvent, toV86Disk } from '../../src/adapters/v86.js';
 import { BlockLayer } from '../../src/index.js';
@@ -99,7 +99,7 @@ describe.skipIf(missing.length > 0)('v86 boots SeaBIOS from a blocklayer drive',
     await emulator.destroy();
     // A restore skips the boot-time get_and_cache: the cache must come back through set_state.
     const fresh = toV86Disk(drive);
-    const restored = new V86({ ...baseOptions(), hda: fresh as unknown as V86Options['hda'], initial_state: { buffer: state }, autostart: false });
+    const restored = new V86({ ...baseOptions(), hda: fresh, initial_state: { buffer: state }, autostart: false });
     await new Promise<void>((resolve) => restored.add_listener('emulator-loaded', () => resolve()));
     await restored.destroy();
     expect(fresh.get_from_cache(0, 512)).toEqual(raw.subarray(0, 512));

@@ -233,6 +233,12 @@ describe('v86 disk adapter', () => {
 
   it('is published as the blocklayer/v86 subpath', () => {
     const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
-    expect(pkg.exports['./v86']).toEqual({ types: './dist/adapters/v86.d.ts', import: './dist/adapters/v86.js' });
+    expect(pkg.exports['./v86']).toEqual({
+      require: { types: './dist/adapters/v86.d.cts', default: './dist/adapters/v86.cjs' },
+      types: './dist/adapters/v86.d.ts',
+      import: './dist/adapters/v86.js',
+      default: './dist/adapters/v86.js',
+    });
+    expect(pkg.typesVersions['*'].v86).toEqual(['./dist/adapters/v86.d.ts']);
   });
 });
