@@ -31,6 +31,7 @@ async function optional(name: string, file: string, fn: string, when = true): Pr
     console.log(`${name}: failed: ${(e as Error).message}`);
   }
 }
+await optional('cliStartup', './cli-startup.ts', 'cliStartupBench');
 await optional('qcow2', './qcow2-read.ts', 'qcow2ReadBench');
 await optional('seqRead', './seq-read.ts', 'seqReadBench');
 await optional('qcow2Write', './qcow2-write.ts', 'qcow2WriteBench', full);

@@ -111,3 +111,11 @@ export type { CheckResult, RepairMode } from './drivers/qcow2/check-result.js';
 export { checkQcow2, type Qcow2CheckOptions, repairRefcounts } from './drivers/qcow2/check.js';
 export type { Qcow2File } from './drivers/qcow2/image-file.js';
 export { type CreatedImage, type CreateFileOptions, type CreateOptionsInput, createImage, createOptionsSchema, createQcow2OnNode, PREALLOCATION_MODES, type Preallocation } from './create/index.js';
+/** qemu-img convert as a call: an image's guest view as a new sparse raw or (compressed) qcow2 file, written atomically. */
+export { type ConvertCreateOptions, type ConvertImageOptions, type ConvertResult, convertImage } from './tools/convert.js';
+/** qemu-img info --output=json as a call: format, sizes, backing file, snapshots, format-specific data. */
+export { type ImageInfo, type ImageInfoOptions, type ImageSnapshotInfo, imageInfo, type Qcow2FormatSpecific } from './tools/info.js';
+/** qemu-img map --output=json as a call: the allocation map of an image's guest view. */
+export { type ImageMapEntry, type ImageMapOptions, imageMap } from './tools/map.js';
+/** How the image tools open their input (format, snapshot, force-share, layer, signal). */
+export type { InputOptions as ImageInputOptions } from './tools/open-input.js';

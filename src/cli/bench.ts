@@ -14,33 +14,6 @@ import { type CompareTarget, compare } from './bench-compare.js';
 import { LIMIT_FLAGS, num, parseLimitFlags, sizeFlag } from './limit-flags.js';
 import { targetOptions } from './target.js';
 
-export const BENCH_HELP = `usage: blocklayer bench [--filename F | --drive STR | --driver null|memory] [--rw R] [--bs N] [--iodepth N] [--runtime S] [--iops N …] [--json] [--plot F.svg]
-A fio-like job on any target, with disk I/O limits by their QEMU names.
-
-  --filename F              the target: an image file (format probed), rbd:pool/image, or json:{…} (a node tree)
-  -f, --format FMT          the image format (raw, qcow2)
-  --drive STR               a QEMU -drive string (file=…,format=…,iops=…,group=…,aio=…)
-  --driver null|memory      a target without a file (default null), of --target-size bytes (1G)
-  --latency-ns N            the null target's latency
-  --rw R                    read, write, randread, randwrite, rw, randrw (fio's)
-  --bs N                    request size (4k, 64k, 1M, …)
-  --iodepth N               requests in flight per drive
-  --runtime S               seconds to run
-  --size N                  bytes of the target the job covers
-  --drives N                drives running the job at once
-  --group NAME              throttle group the drives share
-  --rwmixread PCT           reads in a mixed job, percent
-  --clock real|virtual      virtual runs instantly on a virtual clock (null and memory targets
-                            only: refused on a file, nbd, http or rbd target)
-  --seed N                  seed of random offsets
-  --slice-ms N              reporting interval
-  --iops N, --bps SIZE, …   limits by their QEMU names (iops-rd, iops-wr, bps-rd, bps-wr, *-max, *-max-length, iops-size);
-                            bps and iops-size take sizes (1M, 8k)
-  --json                    the result as JSON
-  --plot F.svg              draw the result
-  --compare fio|qemu-img    run the equivalent job of that tool on the same file
-  -q, --quiet               no progress bar
-  -h, --help                this help`;
 
 const OPTIONS = {
   rw: { type: 'string' },

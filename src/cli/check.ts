@@ -2,18 +2,10 @@ import { parseArgs } from 'node:util';
 import { checkImage } from '../check.js';
 import type { CheckResult, RepairMode } from '../drivers/qcow2/check-result.js';
 import { BlockError, isBlockError } from '../errors.js';
-import { checkFormat, checkOutput, forceShareOption, formatOption, outputOptions, targetOptions, usageLine, withForceShare } from './target.js';
+import { checkFormat, checkOutput, forceShareOption, formatOption, outputOptions, targetOptions, usageLine } from './target.js';
+import { withForceShare } from '../tools/open-input.js';
+import { CHECK_HELP } from './help.js';
 
-export const CHECK_HELP = `usage: blocklayer check [-f FMT] [-U] [-r leaks|all] [--output=human|json] IMAGE
-Checks a qcow2 image's metadata for consistency, like qemu-img check.
-Exit codes as qemu-img's: 0 clean, 1 check failed, 2 corruptions, 3 leaked clusters, 63 format without checks.
-
-  -f, --format FMT     image format (raw, qcow2); given, it is used without probing
-  -r, --repair MODE    repair leaks, or all (leaks and corruptions); without it the image is opened read-only
-  -U, --force-share    read-only, sharing everything: read an image another process holds read-write
-  --output FMT         human (the default) or json: qemu-img check --output=json's shape
-  --json               the same as --output=json
-  -h, --help           this help`;
 
 const USAGE = usageLine(CHECK_HELP);
 

@@ -2,15 +2,8 @@ import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { commitImage } from '../commit.js';
 import { usageLine } from './target.js';
+import { COMMIT_HELP } from './help.js';
 
-export const COMMIT_HELP = `usage: blocklayer commit [-f qcow2] [-d] [-p] [-q] OVERLAY
-Merges a qcow2 overlay into its backing file, then empties it, like qemu-img commit.
-
-  -f, --format qcow2   the overlay's format (only qcow2)
-  -d                   keep the overlay's data (do not empty it)
-  -p, --progress       show progress
-  -q, --quiet          no "Image committed." line
-  -h, --help           this help`;
 
 /** `blocklayer commit [-d] [-p] [-q] OVERLAY`: merges a qcow2 overlay into its backing file, like qemu-img commit. */
 export async function commitCommand(args: string[]): Promise<number> {

@@ -6,17 +6,8 @@ import { probeFormat } from '../drivers/qcow2/index.js';
 import { BlockError } from '../errors.js';
 import { parseSize } from '../options/size.js';
 import { checkFormat, usageLine } from './target.js';
+import { CREATE_HELP } from './help.js';
 
-export const CREATE_HELP = `usage: blocklayer create [-f FMT] [-b BACKING -F FMT] [-o k=v,…] [-q] FILE [SIZE]
-Makes a new image, like qemu-img create (SIZE takes suffixes: 64k, 20G).
-
-  -f, --format FMT          image format: raw (the default) or qcow2
-  -b, --backing BACKING     backing file of a qcow2 overlay (its size is the default SIZE)
-  -F, --backing-format FMT  format of the backing file (required with -b)
-  -o, --options k=v,…       qcow2 options: cluster_size, compat, compression_type, extended_l2,
-                            lazy_refcounts, refcount_bits, data_file, data_file_raw, preallocation
-  -q, --quiet               no "Formatting …" line
-  -h, --help                this help`;
 const USAGE = usageLine(CREATE_HELP);
 
 const bool = (name: string, v: string): boolean => {

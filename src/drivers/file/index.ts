@@ -83,8 +83,8 @@ export const fileDriver = defineDriver({
         const perms = forceShare ? FORCE_SHARE_PERMISSIONS : imagePermissions(!readOnly, parent?.capabilities.keepsMetadata === true);
         await lockImage(fd, filename, perms, locking, { node: nodeName, field: 'filename' });
       }
-      // SEEK_END also gives the size of block devices, where fstat says 0.
-      const size = await seek(fd, 0, 'end');
+      // A regular file's size is fstat's (no native lseek loaded just for it); SEEK_END gives a block device's, where fstat says 0.
+      const size = opened.isFile() ? opened.size : await seek(fd, 0, 'end');
       if (!Number.isSafeInteger(size) || size < 0) {
         throw new BlockError('EFBIG', `'${filename}' has a size of ${size} bytes, beyond 2^53`, ctx);
       }

@@ -1,0 +1,42 @@
+/**
+ * Builds the `blocklayer` command as one ESM bundle: `npx tsx scripts/build-cli.ts [OUTDIR]` →
+ * dist/cli/blocklayer.js (package.json's `bin`), each verb in a chunk of its own under
+ * dist/cli/chunks/ that main's `import()` loads when that verb runs. One file per verb instead of
+ * two hundred modules (zod's among them) is most of the command's start-up. Native addons stay
+ * outside (loaded with require where they are needed, from the package's node_modules).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { build } from 'esbuild';
+
+const root = path.resolve(import.meta.dirname, '..');
+
+export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<string[]> {
+  // chunks are named by their hash: drop an earlier build's
+  fs.rmSync(path.join(outdir, 'chunks'), { recursive: true, force: true });
+  const result = await build({
+    entryPoints: { blocklayer: path.join(root, 'src/cli/main.ts') },
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    outdir,
+    chunkNames: 'chunks/[name]-[hash]',
+    // native or optional: resolved at run time, where the code that needs them asks
+    external: ['koffi', 'fs-ext', 'zstd-napi', 'file-disk'],
+    // CommonJS dependencies bundled into ESM (cli-progress) require Node's modules
+    banner: { js: "import { createRequire as __blocklayerRequire } from 'node:module';\nconst require = __blocklayerRequire(import.meta.url);" },
+    // a third of the bytes to read, decode and compile at every start
+    minify: true,
+    sourcemap: true,
+    metafile: true,
+    logLevel: 'warning',
+  });
+  return Object.keys(result.metafile.outputs).filter((f) => f.endsWith('.js'));
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const files = await buildCli(process.argv[2] ? path.resolve(process.argv[2]) : undefined);
+  console.log(`dist/cli: blocklayer.js and ${files.length - 1} chunks`);
+}

@@ -1,0 +1,102 @@
+/**
+ * The help text of each verb (usage line, what it does, its options), in a module that imports
+ * nothing: `blocklayer --help` and `blocklayer VERB --help` load no verb, and each verb module
+ * takes its own from here. serve keeps its help beside its flags (src/cli/serve.ts).
+ */
+
+export const INFO_HELP = `usage: blocklayer info [-f FMT] [-U] [--output=human|json] [--snapshot S] [--backing-chain] IMAGE
+Format, virtual size, cluster size, backing file, snapshots and format-specific data of an image, like qemu-img info.
+
+  -f, --format FMT     image format (raw, qcow2); given, it is used without probing
+  -U, --force-share    read-only, sharing everything: read an image another process holds read-write
+  --output FMT         human (the default) or json: qemu-img info --output=json's shape
+  --json               the same as --output=json
+  --snapshot S         describe snapshot S (id or name) of a qcow2 image
+  --backing-chain      describe every image of the backing chain
+  -h, --help           this help`;
+
+export const MAP_HELP = `usage: blocklayer map [-f FMT] [-U] [--output=json|human] [--snapshot S] IMAGE
+The allocation map of an image's guest view, like qemu-img map --output=json.
+Which ranges hold data, read as zeros, and come from which layer of the backing chain.
+
+  -f, --format FMT     image format (raw, qcow2); given, it is used without probing
+  -U, --force-share    read-only, sharing everything: read an image another process holds read-write
+  --output FMT         json (the default) or human: qemu-img map's table of the ranges
+                       holding data (offset, length, where in which file)
+  --json               the same as --output=json
+  --snapshot S         map snapshot S (id or name) of a qcow2 image
+  -h, --help           this help`;
+
+export const CHECK_HELP = `usage: blocklayer check [-f FMT] [-U] [-r leaks|all] [--output=human|json] IMAGE
+Checks a qcow2 image's metadata for consistency, like qemu-img check.
+Exit codes as qemu-img's: 0 clean, 1 check failed, 2 corruptions, 3 leaked clusters, 63 format without checks.
+
+  -f, --format FMT     image format (raw, qcow2); given, it is used without probing
+  -r, --repair MODE    repair leaks, or all (leaks and corruptions); without it the image is opened read-only
+  -U, --force-share    read-only, sharing everything: read an image another process holds read-write
+  --output FMT         human (the default) or json: qemu-img check --output=json's shape
+  --json               the same as --output=json
+  -h, --help           this help`;
+
+export const CONVERT_HELP = `usage: blocklayer convert [-f FMT] [-U] [-O raw|qcow2] [-c] [-o k=v,…] [--snapshot S] [-p] [-q] IMAGE OUTPUT
+The guest view of IMAGE as a sparse raw file or a new (compressed) qcow2 image, like qemu-img convert.
+The output is written under a temporary name and renamed when complete.
+
+  -f, --format FMT          input format (raw, qcow2); given, it is used without probing
+  -U, --force-share         read the input sharing everything (an image another process holds read-write)
+  -O, --output-format FMT   output format: raw (the default) or qcow2
+  -c, --compress            compress every data cluster (-O qcow2)
+  -o, --options k=v,…       qcow2 creation options (cluster_size, compression_type, compat, …)
+  --snapshot S              convert snapshot S (id or name) of a qcow2 image
+  -p, --progress            show progress (the default on a terminal); where stderr is
+                            not a terminal, qemu-img's "    (x.xx/100%)" lines on stdout
+  -q, --quiet               no progress
+  -h, --help                this help`;
+
+export const CREATE_HELP = `usage: blocklayer create [-f FMT] [-b BACKING -F FMT] [-o k=v,…] [-q] FILE [SIZE]
+Makes a new image, like qemu-img create (SIZE takes suffixes: 64k, 20G).
+
+  -f, --format FMT          image format: raw (the default) or qcow2
+  -b, --backing BACKING     backing file of a qcow2 overlay (its size is the default SIZE)
+  -F, --backing-format FMT  format of the backing file (required with -b)
+  -o, --options k=v,…       qcow2 options: cluster_size, compat, compression_type, extended_l2,
+                            lazy_refcounts, refcount_bits, data_file, data_file_raw, preallocation
+  -q, --quiet               no "Formatting …" line
+  -h, --help                this help`;
+
+export const COMMIT_HELP = `usage: blocklayer commit [-f qcow2] [-d] [-p] [-q] OVERLAY
+Merges a qcow2 overlay into its backing file, then empties it, like qemu-img commit.
+
+  -f, --format qcow2   the overlay's format (only qcow2)
+  -d                   keep the overlay's data (do not empty it)
+  -p, --progress       show progress
+  -q, --quiet          no "Image committed." line
+  -h, --help           this help`;
+
+export const BENCH_HELP = `usage: blocklayer bench [--filename F | --drive STR | --driver null|memory] [--rw R] [--bs N] [--iodepth N] [--runtime S] [--iops N …] [--json] [--plot F.svg]
+A fio-like job on any target, with disk I/O limits by their QEMU names.
+
+  --filename F              the target: an image file (format probed), rbd:pool/image, or json:{…} (a node tree)
+  -f, --format FMT          the image format (raw, qcow2)
+  --drive STR               a QEMU -drive string (file=…,format=…,iops=…,group=…,aio=…)
+  --driver null|memory      a target without a file (default null), of --target-size bytes (1G)
+  --latency-ns N            the null target's latency
+  --rw R                    read, write, randread, randwrite, rw, randrw (fio's)
+  --bs N                    request size (4k, 64k, 1M, …)
+  --iodepth N               requests in flight per drive
+  --runtime S               seconds to run
+  --size N                  bytes of the target the job covers
+  --drives N                drives running the job at once
+  --group NAME              throttle group the drives share
+  --rwmixread PCT           reads in a mixed job, percent
+  --clock real|virtual      virtual runs instantly on a virtual clock (null and memory targets
+                            only: refused on a file, nbd, http or rbd target)
+  --seed N                  seed of random offsets
+  --slice-ms N              reporting interval
+  --iops N, --bps SIZE, …   limits by their QEMU names (iops-rd, iops-wr, bps-rd, bps-wr, *-max, *-max-length, iops-size);
+                            bps and iops-size take sizes (1M, 8k)
+  --json                    the result as JSON
+  --plot F.svg              draw the result
+  --compare fio|qemu-img    run the equivalent job of that tool on the same file
+  -q, --quiet               no progress bar
+  -h, --help                this help`;

@@ -1,0 +1,216 @@
+import { InterruptedError, type OutputFile, writeAtomically } from '../atomic-output.js';
+import { createQcow2OnNode } from '../create/index.js';
+import { type CreateOptionsInput, parseCreateOptions, qcow2Settings, roundToSectors } from '../create/options.js';
+import { planQcow2 } from '../create/qcow2-layout.js';
+import type { Drive } from '../drive.js';
+import { BlockError } from '../errors.js';
+import type { BlockLayer, DriveOptions } from '../layer.js';
+import type { BlockNode } from '../node/node.js';
+import { inputFiles } from './input-files.js';
+import { canceled, type InputOptions, openInput } from './open-input.js';
+
+const CHUNK = 4 * 1024 * 1024;
+/** Windows of CHUNK bytes converted at once (qemu-img convert runs 8 coroutines by default). */
+const WINDOWS = 4;
+
+/** qcow2 creation options a converted image takes (qemu-img convert's `-o`); the output is standalone, so no backing or data file. */
+export type ConvertCreateOptions = Omit<CreateOptionsInput, 'format' | 'size' | 'backing' | 'backingFormat' | 'dataFile' | 'dataFileRaw'>;
+
+/** Options of {@link convertImage}: the input's (`format`, `snapshot`, `forceShare`), the output's, and the run's. */
+export interface ConvertImageOptions extends InputOptions, ConvertCreateOptions {
+  /** raw (the default: a sparse file) or qcow2 (`-O`). */
+  outputFormat?: 'raw' | 'qcow2';
+  /** Compress every data cluster of a qcow2 output (`-c`; zlib, or zstd with `compressionType`). */
+  compress?: boolean;
+  /** Called after each window with the guest bytes walked so far and the image's size. */
+  onProgress?: (done: number, total: number) => void;
+  /**
+   * Handle SIGINT/SIGTERM as a command does: remove the partial output and reject with an
+   * InterruptedError carrying the shell's exit code (the CLI's choice; false by default).
+   */
+  handleSignals?: boolean;
+}
+
+/** What {@link convertImage} wrote. */
+export interface ConvertResult {
+  /** The output's guest size in bytes (the input's). */
+  virtualSize: number;
+  outputFormat: 'raw' | 'qcow2';
+}
+
+/** Throws when the work must stop: the output's own signal (SIGINT/SIGTERM) or the caller's. */
+type Stop = () => void;
+/** Called with the guest bytes walked so far. */
+type Progress = (done: number) => void;
+
+const NOT_STANDALONE = ['backing', 'backingFormat', 'dataFile', 'dataFileRaw'] as const;
+
+/**
+ * `qemu-img convert`: writes the guest view of `input` (a path, `nbd://`, `http(s)://`, `rbd:` or
+ * drive options) as a sparse raw file or a new (compressed) qcow2 image at `output`, skipping
+ * what reads as zeros. The output is written under a temporary name and renamed when complete;
+ * on failure or abort it is removed (abort: ECANCELED, the signal's reason as `cause`). An output
+ * that is one of the files the input reads is refused.
+ */
+export async function convertImage(input: string | DriveOptions, output: string, options: ConvertImageOptions = {}): Promise<ConvertResult> {
+  const { format, snapshot, forceShare, layer: given, signal, outputFormat = 'raw', compress = false, onProgress, handleSignals = false, ...create } = options;
+  if (outputFormat !== 'raw' && outputFormat !== 'qcow2') {
+    throw new BlockError('EINVAL', `outputFormat: '${String(outputFormat)}' is not raw or qcow2`, { field: 'outputFormat' });
+  }
+  for (const k of NOT_STANDALONE) {
+    if ((create as Record<string, unknown>)[k] !== undefined) throw new BlockError('ENOTSUP', `${k} is not supported by convert (the output is a standalone image)`, { field: k });
+  }
+  const hasCreate = Object.values(create).some((v) => v !== undefined);
+  if (outputFormat === 'raw' && (compress || hasCreate)) {
+    throw new BlockError('EINVAL', 'compress and creation options need outputFormat qcow2 (raw output has no options)', { field: compress ? 'compress' : 'outputFormat' });
+  }
+  const { drive, layer, close } = await openInput(input, { format, snapshot, forceShare, layer: given, signal }, 'convert');
+  try {
+    const total = drive.length;
+    const progress: Progress = (done) => onProgress?.(done, total);
+    await writeAtomically(
+      output,
+      async (out) => {
+        const stop: Stop = () => {
+          out.signal.throwIfAborted();
+          signal?.throwIfAborted();
+        };
+        stop();
+        if (outputFormat === 'raw') await toRaw(drive, out, stop, progress);
+        else await toQcow2(layer, drive, out, create, compress, stop, progress);
+      },
+      { inputs: inputFiles(drive.node), input: typeof input === 'string' ? input : undefined, handleSignals },
+    );
+    return { virtualSize: total, outputFormat };
+  } catch (e) {
+    // writeAtomically removed the partial output; the caller learns it was its own abort
+    if (signal?.aborted && !(e instanceof InterruptedError)) {
+      throw canceled('convert', signal, `; '${output}' not written (the partial output was removed)`);
+    }
+    throw e;
+  } finally {
+    await close();
+  }
+}
+
+/**
+ * Walks the guest view in windows of CHUNK bytes, WINDOWS of them in flight (each worker with its
+ * own buffer), so reading one window overlaps writing another, as qemu-img convert's coroutines
+ * do. The first failure stops every worker; all settle before it is thrown. Progress counts the
+ * windows finished.
+ */
+async function eachWindow(length: number, stop: Stop, progress: Progress, fn: (start: number, end: number, buf: Buffer) => Promise<void>): Promise<void> {
+  let next = 0;
+  let done = 0;
+  let failed = false;
+  const worker = async () => {
+    const buf = Buffer.allocUnsafe(CHUNK);
+    try {
+      for (let w = next; w < length && !failed; w = next) {
+        next += CHUNK;
+        stop();
+        const end = Math.min(w + CHUNK, length);
+        await fn(w, end, buf);
+        done += end - w;
+        progress(done);
+      }
+    } catch (e) {
+      failed = true;
+      throw e;
+    }
+  };
+  await settleAll(Array.from({ length: WINDOWS }, worker));
+}
+
+/** Sparse raw output: each window's extents that may hold data (block status skips holes and zero clusters) are read and written. */
+async function toRaw(drive: Drive, out: OutputFile, stop: Stop, progress: Progress): Promise<void> {
+  await out.truncate(drive.length);
+  await eachWindow(drive.length, stop, progress, async (w, end, buf) => {
+    for (let pos = w; pos < end; ) {
+      const s = await drive.blockStatus(pos, end - pos);
+      if (!s.zero) {
+        const part = buf.subarray(pos - w, pos - w + s.length);
+        await drive.read(pos, part);
+        stop();
+        await out.write(pos, part);
+      }
+      pos += s.length;
+    }
+  });
+}
+
+const isZero = (b: Uint8Array): boolean => {
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
+};
+
+/** Waits for every promise, then rejects with the first failure (none is left unhandled or still running). */
+async function settleAll(ps: Promise<void>[]): Promise<void> {
+  const r = await Promise.allSettled(ps);
+  const failed = r.find((x) => x.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+}
+
+/** Writes one window: compressed, every data cluster on its own, all in flight; plain, one write per run of data clusters. */
+async function writeWindow(image: BlockNode, w: number, window: Uint8Array, cs: number, compress: boolean): Promise<void> {
+  const writes: Promise<void>[] = [];
+  let run = -1;
+  for (let at = 0; at < window.length; at += cs) {
+    const piece = window.subarray(at, Math.min(at + cs, window.length));
+    const data = !isZero(piece);
+    if (compress) {
+      if (data) writes.push(image.writeCompressed(w + at, piece));
+    } else if (data && run < 0) run = at;
+    else if (!data && run >= 0) {
+      writes.push(image.write(w + run, window.subarray(run, at)));
+      run = -1;
+    }
+  }
+  if (run >= 0) writes.push(image.write(w + run, window.subarray(run)));
+  await settleAll(writes);
+}
+
+/** Whether any extent of [start, end) may hold non-zero data. */
+async function hasData(drive: Drive, start: number, end: number): Promise<boolean> {
+  for (let pos = start; pos < end; ) {
+    const s = await drive.blockStatus(pos, end - pos);
+    if (!s.zero) return true;
+    pos += s.length;
+  }
+  return false;
+}
+
+/**
+ * A new qcow2 image in the temporary file: the layout createImage would write, then the data
+ * through our qcow2 driver, cluster by cluster; clusters that read as zeros stay unallocated
+ * (qemu-img convert's default -S 4k does the same at 4 KiB), with compress each data cluster compressed.
+ */
+async function toQcow2(layer: BlockLayer, drive: Drive, out: OutputFile, create: ConvertCreateOptions, compress: boolean, stop: Stop, progress: Progress): Promise<void> {
+  const size = roundToSectors(drive.length);
+  const settings = qcow2Settings(parseCreateOptions({ ...create, format: 'qcow2', size }), size);
+  if (compress && settings.preallocation !== 'off') {
+    throw new BlockError('EINVAL', '-c cannot be combined with preallocation', { field: 'preallocation' });
+  }
+  await out.truncate(planQcow2(settings).fileLength);
+  const file = await layer.openNode({ driver: 'file', filename: out.tempPath, locking: 'off' });
+  try {
+    await createQcow2OnNode(file, { ...create, format: 'qcow2', size });
+    const image = await layer.openNode({ driver: 'qcow2', file });
+    try {
+      const cs = 2 ** settings.clusterBits;
+      // Windows of whole clusters (CHUNK is a multiple of every cluster size): a window with any
+      // data is read whole (holes read as zeros), then written cluster by cluster.
+      await eachWindow(drive.length, stop, progress, async (w, end, buf) => {
+        if (!(await hasData(drive, w, end))) return;
+        const window = buf.subarray(0, end - w);
+        await drive.read(w, window);
+        await writeWindow(image, w, window, cs, compress);
+      });
+      await image.flush();
+    } finally {
+      await image.unref();
+    }
+  } finally {
+    await file.unref();
+  }
+}
