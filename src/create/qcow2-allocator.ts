@@ -1,3 +1,5 @@
+import { MAX_REFTABLE_BYTES } from '../drivers/qcow2/limits.js';
+
 /**
  * An in-memory model of a qcow2 file while it is being created: its metadata clusters, its
  * refcount structures and QEMU's cluster allocator. The allocator follows the behaviour of
@@ -6,9 +8,6 @@
  * area) so that the clusters land where `qemu-img create` puts them and the files compare
  * byte for byte. Only metadata is held; data clusters are just counted.
  */
-
-/** Largest refcount table QEMU makes (QCOW_MAX_REFTABLE_SIZE), in bytes. */
-const MAX_REFTABLE_BYTES = 8 * 1024 * 1024;
 
 export class Qcow2FileModel {
   readonly clusterSize: number;

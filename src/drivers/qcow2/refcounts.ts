@@ -1,4 +1,5 @@
 import { BlockError } from '../../errors.js';
+import { entryOffset } from './entries.js';
 import * as L from './limits.js';
 import { entriesPerBlock, maxRefcount, readEntry, writeEntry } from './refcount-entries.js';
 
@@ -18,7 +19,6 @@ interface Block {
   dirty: boolean;
 }
 
-const ENTRY_OFFSET_LO = 0xfffffe00;
 
 /**
  * The refcount table and refcount blocks of an image (QEMU qcow2-refcount.c), with a bounded
@@ -81,7 +81,7 @@ export class Refcounts {
     const v = Buffer.from(tableBytes.buffer, tableBytes.byteOffset, tableBytes.byteLength);
     for (let i = 0; i < this.diskEntries; i++) {
       const at = i * 8;
-      this.table.push(at + 8 <= v.length ? (v.readUInt32BE(at) & 0x00ffffff) * 2 ** 32 + ((v.readUInt32BE(at + 4) & ENTRY_OFFSET_LO) >>> 0) : 0);
+      this.table.push(at + 8 <= v.length ? entryOffset(v.readUInt32BE(at), v.readUInt32BE(at + 4)) : 0);
     }
     this.capacity = Math.max(4, Math.floor(cacheBytes / this.cs));
     this.highWater = Math.ceil(fileLength / this.cs) * this.cs;
