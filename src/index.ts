@@ -107,7 +107,7 @@ export {
   parsePskFile,
 } from './nbd/tls.js';
 export { type CheckImageOptions, checkImage } from './check.js';
-export type { CheckResult, RepairMode } from './drivers/qcow2/check-result.js';
+export type { CheckResult, RepairMode } from './node/check-result.js';
 export { checkQcow2, type Qcow2CheckOptions, repairRefcounts } from './drivers/qcow2/check.js';
-export type { Qcow2File } from './drivers/qcow2/image-file.js';
+export type { Qcow2File } from './drivers/qcow2/check.js';
 export { type CreatedImage, type CreateFileOptions, type CreateOptionsInput, createImage, createOptionsSchema, createQcow2OnNode, PREALLOCATION_MODES, type Preallocation } from './create/index.js';

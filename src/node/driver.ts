@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import type { Clock } from '../clock.js';
+import type { CheckOptions, CheckResult } from './check-result.js';
 import type { BlockNode } from './node.js';
 
 /** What kind of node a driver makes (QEMU: protocol, format or filter driver). */
@@ -126,6 +127,8 @@ export interface BlockDriver<S extends z.ZodType = z.ZodType> {
    */
   readonly children?: Readonly<Record<string, 'required' | 'optional'>>;
   open(ctx: OpenContext<z.output<S>>): Promise<DriverInstance>;
+  /** Checks (and with `repair`, fixes) the metadata of an image in `file`, its protocol node, as qemu-img check (formats that have checks). */
+  check?(file: BlockNode, options: CheckOptions): Promise<CheckResult>;
 }
 
 /** Options of one node in the style of QEMU's blockdev-add; children are nested objects. */

@@ -1,7 +1,7 @@
 import { BlockError } from '../../errors.js';
-import { type CheckResult, emptyResult, type RepairMode } from './check-result.js';
+import { type CheckOptions, type CheckResult, emptyResult } from '../../node/check-result.js';
+import type { BlockNode } from '../../node/node.js';
 import { parseHeader, type Qcow2Header } from './header.js';
-import { type Qcow2File, readClamped, writeGrowing } from './image-file.js';
 import {
   BITMAP_TABLE_RESERVED_HI,
   BITMAP_TABLE_RESERVED_LO,
@@ -29,12 +29,22 @@ import { rebuildRefcountStructure } from './rebuild.js';
 import { readSnapshots } from './snapshots.js';
 
 /** Options of one check pass. */
-export interface Qcow2CheckOptions {
-  repair?: RepairMode;
-  /** Name reported in the result. */
-  filename?: string;
-  /** Receives one line per finding, worded like qemu-img's messages on stderr. */
-  log?: (line: string) => void;
+export type Qcow2CheckOptions = CheckOptions;
+
+/**
+ * The bytes the checker works on: the image's protocol node. A `BlockNode` fits, and so does
+ * any object with these members; a write with `grow` may go past the end (a rebuild appends).
+ */
+export type CheckedFile = Pick<BlockNode, 'length' | 'read' | 'write' | 'flush'>;
+/** @deprecated The checker runs on the image's protocol node: see {@link CheckedFile}. */
+export type Qcow2File = CheckedFile;
+
+/** Reads `length` bytes at `offset`; what lies past the end of the file reads as zeros (as QEMU's block layer does). */
+async function readClamped(file: CheckedFile, offset: number, length: number): Promise<Buffer> {
+  const out = Buffer.alloc(length);
+  const n = Math.max(0, Math.min(length, file.length - offset));
+  if (n > 0) await file.read(offset, out.subarray(0, n));
+  return out;
 }
 
 
@@ -45,7 +55,7 @@ export interface Qcow2CheckOptions {
  * and with `repair` fixes what QEMU fixes (leaked refcounts; with 'all' refcounts too low,
  * COPIED flags, and a broken refcount structure, rebuilt from scratch).
  */
-export async function checkQcow2(file: Qcow2File, opts: Qcow2CheckOptions = {}): Promise<CheckResult> {
+export async function checkQcow2(file: CheckedFile, opts: Qcow2CheckOptions = {}): Promise<CheckResult> {
   const first = await readClamped(file, 0, Math.min(file.length, 2 ** L.MAX_CLUSTER_BITS));
   const h = parseHeader(first, file.length);
   const c = new Checker(file, h, opts);
@@ -55,12 +65,23 @@ export async function checkQcow2(file: Qcow2File, opts: Qcow2CheckOptions = {}):
 }
 
 /**
+ * The qcow2 driver's check (qemu-img check): one pass; after a repair that fixed something, a
+ * second pass whose counts are reported with the first's fixed counts, as qemu-img does.
+ */
+export async function checkAndRepair(file: CheckedFile, opts: CheckOptions): Promise<CheckResult> {
+  const first = await checkQcow2(file, opts);
+  if (!opts.repair || (first.corruptionsFixed === 0 && first.leaksFixed === 0)) return first;
+  const again = await checkQcow2(file, { ...opts, repair: undefined });
+  return { ...again, corruptionsFixed: first.corruptionsFixed, leaksFixed: first.leaksFixed };
+}
+
+/**
  * Repairs an image the way QEMU does when it opens a dirty (lazy refcounts) image read-write:
  * a check that fixes leaks and corruptions, rebuilding the refcount structure if needed, then
  * clears the dirty and corrupt bits. Rejects (ECORRUPT) when the check could not complete.
  * The caller re-reads the header afterwards: the refcount table may have moved.
  */
-export async function repairRefcounts(file: Qcow2File, opts: Omit<Qcow2CheckOptions, 'repair'> = {}): Promise<CheckResult> {
+export async function repairRefcounts(file: CheckedFile, opts: Omit<Qcow2CheckOptions, 'repair'> = {}): Promise<CheckResult> {
   const res = await checkQcow2(file, { ...opts, repair: 'all' });
   if (res.checkErrors > 0) {
     throw new BlockError('ECORRUPT', `qcow2: could not repair dirty image${opts.filename ? ` '${opts.filename}'` : ''}: ${res.checkErrors} errors kept the check from completing`, {
@@ -71,7 +92,7 @@ export async function repairRefcounts(file: Qcow2File, opts: Omit<Qcow2CheckOpti
 }
 
 /** Clears the dirty and corrupt incompatible bits (QEMU qcow2_mark_clean and qcow2_mark_consistent). */
-async function markClean(file: Qcow2File, h: Qcow2Header): Promise<void> {
+async function markClean(file: CheckedFile, h: Qcow2Header): Promise<void> {
   const bits = L.INCOMPAT_DIRTY | L.INCOMPAT_CORRUPT;
   if (h.version < 3 || (h.incompatible & bits) === 0) return;
   await file.flush();
@@ -97,7 +118,7 @@ class Checker {
   private readonly refblocks = new Map<number, Buffer>();
 
   constructor(
-    private readonly file: Qcow2File,
+    private readonly file: CheckedFile,
     private readonly h: Qcow2Header,
     opts: Qcow2CheckOptions,
   ) {
@@ -390,8 +411,7 @@ class Checker {
   /** Grows the file to `size` bytes; false if it cannot. */
   private async growTo(size: number): Promise<boolean> {
     try {
-      if (this.file.truncate) await this.file.truncate(size);
-      else await this.file.write(size - this.cs, new Uint8Array(this.cs));
+      await this.file.write(size - this.cs, new Uint8Array(this.cs), true);
       return true;
     } catch (e) {
       this.log(`ERROR could not resize image: ${(e as Error).message}`);
@@ -434,7 +454,7 @@ class Checker {
     const index = cluster % this.rbEntries;
     writeEntry(block, index, this.order, value);
     const { start, end } = entryBytes(index, this.order);
-    await writeGrowing(this.file, at + start, block.subarray(start, end));
+    await this.file.write(at + start, block.subarray(start, end), true);
     this.dirtyRefblocks = true;
   }
 

@@ -5,6 +5,7 @@ import type { BlockNode } from '../../node/node.js';
 import { sizeSchema } from '../../options/size.js';
 import { identity, locationOf, probeLocation, protocolOptions, resolveName } from './backing.js';
 import { type Qcow2Bitmap, readBitmaps } from './bitmaps.js';
+import { checkAndRepair } from './check.js';
 import { compressCluster, decompressCluster } from './compressed.js';
 import { featureList, parseHeader, type Qcow2Header } from './header.js';
 import * as L from './limits.js';
@@ -54,6 +55,7 @@ export const qcow2Driver = defineDriver({
   capabilities: { kind: 'format', supportsBacking: true, keepsMetadata: true },
   schema,
   children: { file: 'required', backing: 'optional', 'data-file': 'optional' },
+  check: checkAndRepair,
   async open(ctx): Promise<DriverInstance> {
     const { options, nodeName } = ctx;
     const file = ctx.children.get('file')!;

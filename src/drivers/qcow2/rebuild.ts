@@ -1,5 +1,5 @@
+import type { BlockNode } from '../../node/node.js';
 import type { Qcow2Header } from './header.js';
-import { type Qcow2File, writeGrowing } from './image-file.js';
 import { entriesPerBlock, type RefcountArray } from './refcount-entries.js';
 
 /**
@@ -34,7 +34,7 @@ export function allocateClusters(rc: RefcountArray, count: number, from: { clust
  * caller's next pass finds it leaked). Returns the new table's offset and bytes.
  */
 export async function rebuildRefcountStructure(
-  file: Qcow2File,
+  file: Pick<BlockNode, 'write' | 'flush'>,
   h: Pick<Qcow2Header, 'clusterSize' | 'refcountOrder'>,
   rc: RefcountArray,
 ): Promise<{ offset: number; clusters: number; bytes: Uint8Array }> {
@@ -64,7 +64,7 @@ export async function rebuildRefcountStructure(
         if (at >= end) end = at + 1; // the block that counts this new block must be written too
         reftable[index] = at * cs;
       }
-      await writeGrowing(file, reftable[index], rc.block(blockStart, perBlock, cs, h.refcountOrder));
+      await file.write(reftable[index], rc.block(blockStart, perBlock, cs, h.refcountOrder), true);
       cluster = blockStart + perBlock - 1;
     }
     return grown;
@@ -89,7 +89,7 @@ export async function rebuildRefcountStructure(
     view.setUint32(i * 8 + 4, offset % 2 ** 32);
   });
   const offset = tableCluster * cs;
-  await writeGrowing(file, offset, bytes);
+  await file.write(offset, bytes, true);
   // Everything the new table points to is on disk before the header points to it.
   await file.flush();
   const header = new Uint8Array(12);
