@@ -1,3 +1,4 @@
+import { extendFreeRun, newFreeRun, type RefcountView } from '../drivers/qcow2/free-run.js';
 import { MAX_REFTABLE_BYTES } from '../drivers/qcow2/limits.js';
 
 /**
@@ -23,6 +24,8 @@ export class Qcow2FileModel {
   refcountTableOffset: number;
   /** Next cluster index the allocator looks at (QEMU free_cluster_index). */
   private freeIndex = 0;
+  /** The model's refcounts as the free-cluster search reads them. */
+  private readonly view: RefcountView = { get: (index) => this.refcount(index) };
 
   constructor(clusterBits: number, refcountOrder: number) {
     this.clusterBits = clusterBits;
@@ -130,10 +133,9 @@ export class Qcow2FileModel {
 
   /** First fit of `count` free clusters from the free index, without counting them (QEMU alloc_clusters_noref). */
   private allocNoref(count: number): number {
-    for (let i = 0; i < count; i++) {
-      if (this.refcount(this.freeIndex++) !== 0) i = -1;
-    }
-    return (this.freeIndex - count) * this.clusterSize;
+    const run = newFreeRun(this.freeIndex);
+    this.freeIndex = extendFreeRun(this.view, this.freeIndex, Number.POSITIVE_INFINITY, count, run);
+    return run.start * this.clusterSize;
   }
 
   /** Allocates and counts `bytes` worth of clusters (QEMU qcow2_alloc_clusters); returns the host offset. */

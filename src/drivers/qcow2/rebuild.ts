@@ -1,4 +1,5 @@
 import type { BlockNode } from '../../node/node.js';
+import { extendFreeRun, newFreeRun } from './free-run.js';
 import type { Qcow2Header } from './header.js';
 import { entriesPerBlock, type RefcountArray } from './refcount-entries.js';
 
@@ -8,20 +9,11 @@ import { entriesPerBlock, type RefcountArray } from './refcount-entries.js';
  * (QEMU alloc_clusters_imrt). `from.cluster` moves to the first free cluster seen.
  */
 export function allocateClusters(rc: RefcountArray, count: number, from: { cluster: number }): number {
-  let cluster = from.cluster;
-  let run = 0;
-  let firstGap = true;
-  for (; cluster < rc.size && run < count; cluster++) {
-    if (rc.get(cluster) === 0) {
-      run++;
-      if (firstGap) {
-        from.cluster = cluster;
-        firstGap = false;
-      }
-    } else run = 0;
-  }
-  if (run < count) rc.grow(cluster + count - run);
-  const start = cluster - run;
+  const run = newFreeRun(from.cluster);
+  const end = extendFreeRun(rc, from.cluster, rc.size, count, run);
+  if (run.firstFree >= 0) from.cluster = run.firstFree;
+  if (run.length < count) rc.grow(end + count - run.length);
+  const start = end - run.length;
   for (let i = 0; i < count; i++) rc.set(start + i, 1);
   return start;
 }
