@@ -1,5 +1,5 @@
 import { BlockError } from '../../errors.js';
-import { BITMAP_TABLE_RESERVED_HI, BITMAP_TABLE_RESERVED_LO, entryOffset } from './entries.js';
+import { BITMAP_ALL_ONES, BITMAP_TABLE_RESERVED_HI, BITMAP_TABLE_RESERVED_LO, entryOffset } from './entries.js';
 import { cString, type Qcow2Header } from './header.js';
 import * as L from './limits.js';
 
@@ -79,7 +79,7 @@ export async function readBitmaps(h: Qcow2Header, read: Reader): Promise<Qcow2Bi
       const where = d.tableOffset + i * 8;
       if (hi & BITMAP_TABLE_RESERVED_HI || lo & BITMAP_TABLE_RESERVED_LO) throw corrupt(what, where, 'has reserved bits set');
       const offset = entryOffset(hi, lo);
-      if (offset !== 0 && lo & 1) throw corrupt(what, where, 'has both a data offset and the all-ones flag');
+      if (offset !== 0 && lo & BITMAP_ALL_ONES) throw corrupt(what, where, 'has both a data offset and the all-ones flag');
       if (offset % h.clusterSize !== 0) throw corrupt(what, where, `points to an unaligned cluster at ${offset}`);
     }
     if (seen.has(d.name)) throw corrupt(`bitmap '${d.name}'`, d.at, 'has the name of an earlier bitmap');

@@ -3,6 +3,7 @@ import { type CheckOptions, type CheckResult, emptyResult } from '../../node/che
 import type { BlockNode } from '../../node/node.js';
 import { parseHeader, type Qcow2Header } from './header.js';
 import {
+  BITMAP_ALL_ONES,
   BITMAP_TABLE_RESERVED_HI,
   BITMAP_TABLE_RESERVED_LO,
   COMPRESSED,
@@ -359,7 +360,7 @@ class Checker {
         const hi = table.readUInt32BE(i * 8);
         const lo = table.readUInt32BE(i * 8 + 4);
         const offset = entryOffset(hi, lo);
-        if (hi & BITMAP_TABLE_RESERVED_HI || lo & BITMAP_TABLE_RESERVED_LO || offset % this.cs !== 0 || (offset !== 0 && lo & 1)) {
+        if (hi & BITMAP_TABLE_RESERVED_HI || lo & BITMAP_TABLE_RESERVED_LO || offset % this.cs !== 0 || (offset !== 0 && lo & BITMAP_ALL_ONES)) {
           this.corrupt(`ERROR bitmap table entry ${entryHex(hi, lo)} is corrupted`);
           continue;
         }

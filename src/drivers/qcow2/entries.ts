@@ -26,6 +26,8 @@ export const REFTABLE_RESERVED_LO = 0x000001ff;
 /** Reserved bits of a bitmap table entry: 56-63 and 1-8. */
 export const BITMAP_TABLE_RESERVED_HI = 0xff000000;
 export const BITMAP_TABLE_RESERVED_LO = 0x000001fe;
+/** Bit 0 of a bitmap table entry without a cluster: the whole range reads as ones. */
+export const BITMAP_ALL_ONES = 1;
 
 /** Bytes of one L2 entry: 8, or 16 with extended L2 (the entry, then the zero and allocation bitmaps). */
 export function l2EntryBytes(extendedL2: boolean): number {

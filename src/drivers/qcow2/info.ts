@@ -34,7 +34,7 @@ export function qcow2Info(s: Qcow2InfoSource): Record<string, unknown> {
     compressionType: h.compressionType,
     extendedL2: h.extendedL2,
     refcountBits: 2 ** h.refcountOrder,
-    lazyRefcounts: (h.compatible & 1) !== 0,
+    lazyRefcounts: (h.compatible & L.COMPAT_LAZY_REFCOUNTS) !== 0,
     dirty: (h.incompatible & L.INCOMPAT_DIRTY) !== 0,
     corrupt: (h.incompatible & L.INCOMPAT_CORRUPT) !== 0,
     features: featureList(h),
