@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { checkImage } from '../check.js';
-import type { CheckResult, RepairMode } from '../drivers/qcow2/check-result.js';
+import type { CheckResult, RepairMode } from '../node/check-result.js';
 import { BlockError, isBlockError } from '../errors.js';
 import { checkFormat, checkOutput, forceShareOption, formatOption, outputOptions, targetOptions, usageLine } from './target.js';
 import { withForceShare } from '../tools/open-input.js';

@@ -1,3 +1,6 @@
+import { extendFreeRun, newFreeRun, type RefcountView } from '../drivers/qcow2/free-run.js';
+import { MAX_REFTABLE_BYTES } from '../drivers/qcow2/limits.js';
+
 /**
  * An in-memory model of a qcow2 file while it is being created: its metadata clusters, its
  * refcount structures and QEMU's cluster allocator. The allocator follows the behaviour of
@@ -6,9 +9,6 @@
  * area) so that the clusters land where `qemu-img create` puts them and the files compare
  * byte for byte. Only metadata is held; data clusters are just counted.
  */
-
-/** Largest refcount table QEMU makes (QCOW_MAX_REFTABLE_SIZE), in bytes. */
-const MAX_REFTABLE_BYTES = 8 * 1024 * 1024;
 
 export class Qcow2FileModel {
   readonly clusterSize: number;
@@ -24,6 +24,8 @@ export class Qcow2FileModel {
   refcountTableOffset: number;
   /** Next cluster index the allocator looks at (QEMU free_cluster_index). */
   private freeIndex = 0;
+  /** The model's refcounts as the free-cluster search reads them. */
+  private readonly view: RefcountView = { get: (index) => this.refcount(index) };
 
   constructor(clusterBits: number, refcountOrder: number) {
     this.clusterBits = clusterBits;
@@ -131,10 +133,9 @@ export class Qcow2FileModel {
 
   /** First fit of `count` free clusters from the free index, without counting them (QEMU alloc_clusters_noref). */
   private allocNoref(count: number): number {
-    for (let i = 0; i < count; i++) {
-      if (this.refcount(this.freeIndex++) !== 0) i = -1;
-    }
-    return (this.freeIndex - count) * this.clusterSize;
+    const run = newFreeRun(this.freeIndex);
+    this.freeIndex = extendFreeRun(this.view, this.freeIndex, Number.POSITIVE_INFINITY, count, run);
+    return run.start * this.clusterSize;
   }
 
   /** Allocates and counts `bytes` worth of clusters (QEMU qcow2_alloc_clusters); returns the host offset. */

@@ -1,11 +1,10 @@
+import { bigEntryOffset, copiedEntry, l2EntryBytes } from '../drivers/qcow2/entries.js';
 import * as L from '../drivers/qcow2/limits.js';
 import { BlockError } from '../errors.js';
 import type { Qcow2CreateSettings } from './options.js';
 import { Qcow2FileModel } from './qcow2-allocator.js';
 import { buildHeaderCluster } from './qcow2-header.js';
 
-/** L1/L2 entry flag: refcount is exactly one (QCOW_OFLAG_COPIED). */
-const COPIED = 1n << 63n;
 /** Largest request QEMU's preallocation loop hands to the allocator at once (INT_MAX, cluster aligned). */
 const INT_MAX = 2 ** 31 - 1;
 
@@ -29,7 +28,7 @@ export interface Qcow2Plan {
  */
 export function planQcow2(s: Qcow2CreateSettings): Qcow2Plan {
   const cs = 2 ** s.clusterBits;
-  const l2EntrySize = s.extendedL2 ? 16 : 8;
+  const l2EntrySize = l2EntryBytes(s.extendedL2);
   const l2Entries = cs / l2EntrySize;
   const l1Size = Math.ceil(s.size / (cs * l2Entries));
   if (l1Size * 8 > L.MAX_L1_BYTES) {
@@ -54,16 +53,16 @@ export function planQcow2(s: Qcow2CreateSettings): Qcow2Plan {
       const off = m.allocClusters(cs);
       m.cluster(off / cs).fill(0);
       m.extend(off + cs);
-      l1[i] = BigInt(off) | COPIED;
+      l1[i] = copiedEntry(off);
       writeL1Entry(i);
     }
-    return m.cluster(Number(l1[i] & ~COPIED) / cs);
+    return m.cluster(bigEntryOffset(l1[i]) / cs);
   };
   const link = (guest: number, host: number, count: number) => {
     const l2 = Buffer.from(l2For(guest).buffer);
     const first = Math.floor(guest / cs) % l2Entries;
     // Preallocated entries: the cluster is allocated; with extended L2 the subcluster bitmap stays 0, as in QEMU.
-    for (let i = 0; i < count; i++) l2.writeBigUInt64BE(BigInt(host + i * cs) | COPIED, (first + i) * l2EntrySize);
+    for (let i = 0; i < count; i++) l2.writeBigUInt64BE(copiedEntry(host + i * cs), (first + i) * l2EntrySize);
   };
 
   const plan: Qcow2Plan = { clusterSize: cs, fileLength: 0, writes: [] };

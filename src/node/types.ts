@@ -2,6 +2,7 @@
 // this module needs nothing of node.ts: node.ts and driver.ts both build on it, neither on the other in a circle.
 import type { z } from 'zod';
 import type { Clock } from '../clock.js';
+import type { CheckOptions, CheckResult } from './check-result.js';
 
 /** What kind of node a driver makes (QEMU: protocol, format or filter driver). */
 export type DriverKind = 'protocol' | 'format' | 'filter';
@@ -142,4 +143,6 @@ export interface GenericBlockDriver<Node, S extends z.ZodType = z.ZodType> {
    */
   probe?(head: Uint8Array, filename?: string): number;
   open(ctx: GenericOpenContext<Node, z.output<S>>): Promise<DriverInstance>;
+  /** Checks (and with `repair`, fixes) the metadata of an image in `file`, its protocol node, as qemu-img check (formats that have checks). */
+  check?(file: Node, options: CheckOptions): Promise<CheckResult>;
 }

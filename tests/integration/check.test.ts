@@ -4,8 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openImageFile } from '../../src/drivers/file/image-file.js';
-import { type CheckResult, checkImage, repairRefcounts } from '../../src/index.js';
+import { BlockLayer, type CheckResult, checkImage, repairRefcounts } from '../../src/index.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
 import { COPIED, OFFSET_MASK, Qcow2Patcher } from '../helpers/qcow2-patch.js';
 
@@ -362,12 +361,14 @@ describe.skipIf(!available)('dirty images (lazy refcounts, killed writer): repai
     const theirs = p('dirty-theirs.qcow2');
     fs.copyFileSync(img, theirs);
     const q = qemuCheck(theirs, 'all');
-    const file = await openImageFile(img, true);
+    const layer = new BlockLayer();
+    const file = await layer.openNode({ driver: 'file', filename: img });
     let r: CheckResult;
     try {
       r = await repairRefcounts(file, { filename: img });
     } finally {
-      await file.close();
+      await file.unref();
+      await layer.close();
     }
     expect([r.corruptionsFixed, r.leaksFixed]).toEqual([q.counts.corruptionsFixed, q.counts.leaksFixed]);
     clean(qemuCheck(img).counts);
@@ -385,11 +386,13 @@ describe.skipIf(!available)('dirty images (lazy refcounts, killed writer): repai
 
   it('a repair takes the write lock: it fails while another process holds the image', async () => {
     const img = sample('locked.qcow2');
-    const holder = await openImageFile(img, true);
+    const layer = new BlockLayer();
+    const holder = await layer.openNode({ driver: 'file', filename: img });
     try {
       await expect(checkImage(img, { repair: 'all' })).rejects.toMatchObject({ code: 'ELOCKED' });
     } finally {
-      await holder.close();
+      await holder.unref();
+      await layer.close();
     }
   });
 });

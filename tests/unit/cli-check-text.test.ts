@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { checkText, printf2 } from '../../src/cli/check.js';
-import { emptyResult } from '../../src/drivers/qcow2/check-result.js';
+import { emptyResult } from '../../src/node/check-result.js';
 
 describe('check: percentages as qemu-img prints them (printf %.2f)', () => {
   it('rounds an exact half to the even hundredth, everything else to the nearest', () => {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkQcow2, compressedExtent, repairRefcounts } from '../../src/drivers/qcow2/check.js';
-import type { Qcow2File } from '../../src/drivers/qcow2/image-file.js';
+import type { Qcow2File } from '../../src/drivers/qcow2/check.js';
 import { allocateClusters } from '../../src/drivers/qcow2/rebuild.js';
 import { entriesPerBlock, RefcountArray, readEntry, refcountMax, writeEntry } from '../../src/drivers/qcow2/refcount-entries.js';
 

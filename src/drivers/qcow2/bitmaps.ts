@@ -1,4 +1,5 @@
 import { BlockError } from '../../errors.js';
+import { BITMAP_ALL_ONES, BITMAP_TABLE_RESERVED_HI, BITMAP_TABLE_RESERVED_LO, entryOffset } from './entries.js';
 import { cString, type Qcow2Header } from './header.js';
 import * as L from './limits.js';
 
@@ -16,11 +17,6 @@ type Reader = (offset: number, length: number) => Promise<Uint8Array>;
 const corrupt = (field: string, offset: number, message: string) =>
   new BlockError('ECORRUPT', `qcow2 bitmap directory: ${field} ${message} (at byte ${offset})`, { field, offset });
 
-/** Reserved bits of a bitmap table entry (bits 1-8 and 56-63). */
-const TABLE_RESERVED_HI = 0xff000000;
-const TABLE_RESERVED_LO = 0x000001fe;
-const TABLE_OFFSET_HI = 0x00ffffff;
-const TABLE_OFFSET_LO = 0xfffffe00;
 
 /** Clusters a bitmap's table must have for a disk of `size` bytes (QEMU serializes the bits in 64-bit words). */
 export function bitmapTableClusters(size: number, granularityBits: number, clusterSize: number): number {
@@ -81,9 +77,9 @@ export async function readBitmaps(h: Qcow2Header, read: Reader): Promise<Qcow2Bi
       const hi = table.readUInt32BE(i * 8);
       const lo = table.readUInt32BE(i * 8 + 4);
       const where = d.tableOffset + i * 8;
-      if (hi & TABLE_RESERVED_HI || lo & TABLE_RESERVED_LO) throw corrupt(what, where, 'has reserved bits set');
-      const offset = (hi & TABLE_OFFSET_HI) * 2 ** 32 + ((lo & TABLE_OFFSET_LO) >>> 0);
-      if (offset !== 0 && lo & 1) throw corrupt(what, where, 'has both a data offset and the all-ones flag');
+      if (hi & BITMAP_TABLE_RESERVED_HI || lo & BITMAP_TABLE_RESERVED_LO) throw corrupt(what, where, 'has reserved bits set');
+      const offset = entryOffset(hi, lo);
+      if (offset !== 0 && lo & BITMAP_ALL_ONES) throw corrupt(what, where, 'has both a data offset and the all-ones flag');
       if (offset % h.clusterSize !== 0) throw corrupt(what, where, `points to an unaligned cluster at ${offset}`);
     }
     if (seen.has(d.name)) throw corrupt(`bitmap '${d.name}'`, d.at, 'has the name of an earlier bitmap');

@@ -1,35 +1,53 @@
 import { BlockError } from '../../errors.js';
-import { type CheckResult, emptyResult, type RepairMode } from './check-result.js';
+import { type CheckOptions, type CheckResult, emptyResult } from '../../node/check-result.js';
+import type { BlockNode } from '../../node/node.js';
 import { parseHeader, type Qcow2Header } from './header.js';
-import { type Qcow2File, readClamped, writeGrowing } from './image-file.js';
+import {
+  BITMAP_ALL_ONES,
+  BITMAP_TABLE_RESERVED_HI,
+  BITMAP_TABLE_RESERVED_LO,
+  COMPRESSED,
+  COPIED,
+  compressedHost,
+  compressedLength,
+  EXT_L2_ALLOC_BITS,
+  EXT_L2_ZERO_BITS,
+  entryHex,
+  entryOffset,
+  L1_RESERVED_HI,
+  L1_RESERVED_LO,
+  L2_RESERVED_HI,
+  L2_RESERVED_LO,
+  l2EntryBytes,
+  REFTABLE_RESERVED_LO,
+  reftableEntryOffset,
+  setCopied,
+  ZERO_FLAG,
+} from './entries.js';
 import * as L from './limits.js';
 import { entriesPerBlock, entryBytes, RefcountArray, readEntry, refcountMax, writeEntry } from './refcount-entries.js';
 import { rebuildRefcountStructure } from './rebuild.js';
 import { readSnapshots } from './snapshots.js';
 
 /** Options of one check pass. */
-export interface Qcow2CheckOptions {
-  repair?: RepairMode;
-  /** Name reported in the result. */
-  filename?: string;
-  /** Receives one line per finding, worded like qemu-img's messages on stderr. */
-  log?: (line: string) => void;
+export type Qcow2CheckOptions = CheckOptions;
+
+/**
+ * The bytes the checker works on: the image's protocol node. A `BlockNode` fits, and so does
+ * any object with these members; a write with `grow` may go past the end (a rebuild appends).
+ */
+export type CheckedFile = Pick<BlockNode, 'length' | 'read' | 'write' | 'flush'>;
+/** @deprecated The checker runs on the image's protocol node: see {@link CheckedFile}. */
+export type Qcow2File = CheckedFile;
+
+/** Reads `length` bytes at `offset`; what lies past the end of the file reads as zeros (as QEMU's block layer does). */
+async function readClamped(file: CheckedFile, offset: number, length: number): Promise<Buffer> {
+  const out = Buffer.alloc(length);
+  const n = Math.max(0, Math.min(length, file.length - offset));
+  if (n > 0) await file.read(offset, out.subarray(0, n));
+  return out;
 }
 
-const COPIED = 0x80000000; // bit 63, in the high word
-const COMPRESSED = 0x40000000; // bit 62
-const OFFSET_HI = 0x00ffffff; // bits 32-55 of L1/L2 offsets
-const OFFSET_LO = 0xfffffe00; // bits 9-31
-const L1_RESERVED_HI = 0x7f000000;
-const L1_RESERVED_LO = 0x000001ff;
-const L2_RESERVED_HI = 0x3f000000;
-const L2_RESERVED_LO = 0x000001fe;
-const REFT_RESERVED_LO = 0x000001ff;
-const BME_RESERVED_HI = 0xff000000;
-const BME_RESERVED_LO = 0x000001fe;
-
-const hex = (hi: number, lo: number) => (hi * 2 ** 32 + lo).toString(16);
-const tableOffset = (hi: number, lo: number) => (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
 
 /**
  * One pass of QEMU's qcow2 check (qcow2_co_check_locked): computes every cluster's refcount
@@ -38,7 +56,7 @@ const tableOffset = (hi: number, lo: number) => (hi & OFFSET_HI) * 2 ** 32 + ((l
  * and with `repair` fixes what QEMU fixes (leaked refcounts; with 'all' refcounts too low,
  * COPIED flags, and a broken refcount structure, rebuilt from scratch).
  */
-export async function checkQcow2(file: Qcow2File, opts: Qcow2CheckOptions = {}): Promise<CheckResult> {
+export async function checkQcow2(file: CheckedFile, opts: Qcow2CheckOptions = {}): Promise<CheckResult> {
   const first = await readClamped(file, 0, Math.min(file.length, 2 ** L.MAX_CLUSTER_BITS));
   const h = parseHeader(first, file.length);
   const c = new Checker(file, h, opts);
@@ -48,12 +66,23 @@ export async function checkQcow2(file: Qcow2File, opts: Qcow2CheckOptions = {}):
 }
 
 /**
+ * The qcow2 driver's check (qemu-img check): one pass; after a repair that fixed something, a
+ * second pass whose counts are reported with the first's fixed counts, as qemu-img does.
+ */
+export async function checkAndRepair(file: CheckedFile, opts: CheckOptions): Promise<CheckResult> {
+  const first = await checkQcow2(file, opts);
+  if (!opts.repair || (first.corruptionsFixed === 0 && first.leaksFixed === 0)) return first;
+  const again = await checkQcow2(file, { ...opts, repair: undefined });
+  return { ...again, corruptionsFixed: first.corruptionsFixed, leaksFixed: first.leaksFixed };
+}
+
+/**
  * Repairs an image the way QEMU does when it opens a dirty (lazy refcounts) image read-write:
  * a check that fixes leaks and corruptions, rebuilding the refcount structure if needed, then
  * clears the dirty and corrupt bits. Rejects (ECORRUPT) when the check could not complete.
  * The caller re-reads the header afterwards: the refcount table may have moved.
  */
-export async function repairRefcounts(file: Qcow2File, opts: Omit<Qcow2CheckOptions, 'repair'> = {}): Promise<CheckResult> {
+export async function repairRefcounts(file: CheckedFile, opts: Omit<Qcow2CheckOptions, 'repair'> = {}): Promise<CheckResult> {
   const res = await checkQcow2(file, { ...opts, repair: 'all' });
   if (res.checkErrors > 0) {
     throw new BlockError('ECORRUPT', `qcow2: could not repair dirty image${opts.filename ? ` '${opts.filename}'` : ''}: ${res.checkErrors} errors kept the check from completing`, {
@@ -64,7 +93,7 @@ export async function repairRefcounts(file: Qcow2File, opts: Omit<Qcow2CheckOpti
 }
 
 /** Clears the dirty and corrupt incompatible bits (QEMU qcow2_mark_clean and qcow2_mark_consistent). */
-async function markClean(file: Qcow2File, h: Qcow2Header): Promise<void> {
+async function markClean(file: CheckedFile, h: Qcow2Header): Promise<void> {
   const bits = L.INCOMPAT_DIRTY | L.INCOMPAT_CORRUPT;
   if (h.version < 3 || (h.incompatible & bits) === 0) return;
   await file.flush();
@@ -90,7 +119,7 @@ class Checker {
   private readonly refblocks = new Map<number, Buffer>();
 
   constructor(
-    private readonly file: Qcow2File,
+    private readonly file: CheckedFile,
     private readonly h: Qcow2Header,
     opts: Qcow2CheckOptions,
   ) {
@@ -101,7 +130,7 @@ class Checker {
     this.maxRefcount = refcountMax(this.order);
     this.fixLeaks = opts.repair !== undefined;
     this.fixErrors = opts.repair === 'all';
-    this.entryBytes = h.extendedL2 ? 16 : 8;
+    this.entryBytes = l2EntryBytes(h.extendedL2);
     this.l2Entries = this.cs / this.entryBytes;
     this.log = opts.log ?? (() => {});
     this.reftableOffset = h.refcountTableOffset;
@@ -235,8 +264,8 @@ class Checker {
       const hi = l1.readUInt32BE(i * 8);
       const lo = l1.readUInt32BE(i * 8 + 4);
       if (hi === 0 && lo === 0) continue;
-      if (hi & L1_RESERVED_HI || lo & L1_RESERVED_LO) this.corrupt(`ERROR found L1 entry with reserved bits set: ${hex(hi, lo)}`);
-      const l2Offset = tableOffset(hi, lo);
+      if (hi & L1_RESERVED_HI || lo & L1_RESERVED_LO) this.corrupt(`ERROR found L1 entry with reserved bits set: ${entryHex(hi, lo)}`);
+      const l2Offset = entryOffset(hi, lo);
       this.inc(rc, l2Offset, this.cs);
       if (l2Offset % this.cs !== 0) this.corrupt(`ERROR l2_offset=${l2Offset.toString(16)}: Table is not cluster aligned; L1 entry corrupted`);
       await this.checkL2(rc, l2Offset, active);
@@ -253,17 +282,16 @@ class Checker {
       const e = i * this.entryBytes;
       const hi = l2.readUInt32BE(e);
       const lo = l2.readUInt32BE(e + 4);
-      const zeroBits = h.extendedL2 ? l2.readUInt32BE(e + 8) : 0;
-      const allocBits = h.extendedL2 ? l2.readUInt32BE(e + 12) : 0;
+      const zeroBits = h.extendedL2 ? l2.readUInt32BE(e + EXT_L2_ZERO_BITS) : 0;
+      const allocBits = h.extendedL2 ? l2.readUInt32BE(e + EXT_L2_ALLOC_BITS) : 0;
       if (hi & COMPRESSED) {
         if (h.hasDataFile) {
           this.corrupt('ERROR compressed cluster in image with external data file');
           continue;
         }
-        if (hi & COPIED) this.corrupt(`ERROR: coffset=0x${hex(hi & ~COPIED, lo)}: copied flag must never be set for compressed clusters`);
+        if (hi & COPIED) this.corrupt(`ERROR: coffset=0x${entryHex(hi & ~COPIED, lo)}: copied flag must never be set for compressed clusters`);
         if (zeroBits || allocBits) this.corrupt(`ERROR compressed cluster has a non-zero subcluster bitmap`);
-        const { host, length } = compressedExtent(hi, lo, h.clusterBits);
-        this.inc(rc, host, length);
+        this.inc(rc, compressedHost(hi, lo, h.clusterBits), compressedLength(hi, lo, h.clusterBits));
         if (active) {
           res.allocatedClusters++;
           res.compressedClusters++;
@@ -272,8 +300,8 @@ class Checker {
         }
         continue;
       }
-      if (hi & L2_RESERVED_HI || lo & L2_RESERVED_LO) this.corrupt(`ERROR found l2 entry with reserved bits set: ${hex(hi, lo)}`);
-      const offset = tableOffset(hi, lo);
+      if (hi & L2_RESERVED_HI || lo & L2_RESERVED_LO) this.corrupt(`ERROR found l2 entry with reserved bits set: ${entryHex(hi, lo)}`);
+      const offset = entryOffset(hi, lo);
       const allocated = offset !== 0 || (h.hasDataFile && (hi & COPIED) !== 0);
       if (!allocated) {
         if (h.extendedL2 && allocBits) this.corrupt('ERROR: Unallocated cluster has non-zero subcluster allocation map');
@@ -282,7 +310,7 @@ class Checker {
       // From here: a data cluster or a preallocated zero cluster, both counted alike.
       if (zeroBits & allocBits) this.corrupt(`ERROR offset=${offset.toString(16)}: Allocated cluster has corrupted subcluster allocation bitmap`);
       if (offset % this.cs !== 0) {
-        const holdsData = h.extendedL2 ? allocBits !== 0 : (lo & 1) === 0;
+        const holdsData = h.extendedL2 ? allocBits !== 0 : (lo & ZERO_FLAG) === 0;
         if (holdsData) this.corrupt(`ERROR offset=${offset.toString(16)}: Data cluster is not properly aligned; L2 entry corrupted.`);
         else {
           this.log(`${this.fixErrors ? 'Repairing' : 'ERROR'} offset=${offset.toString(16)}: Preallocated cluster is not properly aligned; L2 entry corrupted.`);
@@ -290,7 +318,7 @@ class Checker {
           else {
             // A zero cluster needs no host cluster: it becomes a plain zero cluster (QEMU does the same).
             const entry = Buffer.alloc(8);
-            if (!h.extendedL2) entry.writeUInt32BE(1, 4);
+            if (!h.extendedL2) entry.writeUInt32BE(ZERO_FLAG, 4);
             await this.file.write(l2Offset + e, entry);
             await this.file.flush();
             res.corruptionsFixed++;
@@ -331,9 +359,9 @@ class Checker {
       for (let i = 0; i < t.size; i++) {
         const hi = table.readUInt32BE(i * 8);
         const lo = table.readUInt32BE(i * 8 + 4);
-        const offset = tableOffset(hi, lo);
-        if (hi & BME_RESERVED_HI || lo & BME_RESERVED_LO || offset % this.cs !== 0 || (offset !== 0 && lo & 1)) {
-          this.corrupt(`ERROR bitmap table entry ${hex(hi, lo)} is corrupted`);
+        const offset = entryOffset(hi, lo);
+        if (hi & BITMAP_TABLE_RESERVED_HI || lo & BITMAP_TABLE_RESERVED_LO || offset % this.cs !== 0 || (offset !== 0 && lo & BITMAP_ALL_ONES)) {
+          this.corrupt(`ERROR bitmap table entry ${entryHex(hi, lo)} is corrupted`);
           continue;
         }
         if (offset !== 0) this.inc(rc, offset, this.cs);
@@ -347,8 +375,8 @@ class Checker {
     for (let i = 0; i < n; i++) {
       const hi = this.reftable.readUInt32BE(i * 8);
       const lo = this.reftable.readUInt32BE(i * 8 + 4);
-      const offset = hi * 2 ** 32 + ((lo & ~REFT_RESERVED_LO) >>> 0);
-      if (lo & REFT_RESERVED_LO) {
+      const offset = reftableEntryOffset(hi, lo);
+      if (lo & REFTABLE_RESERVED_LO) {
         this.corrupt(`ERROR refcount table entry ${i} has reserved bits set`);
         state.rebuild = true;
         continue;
@@ -384,8 +412,7 @@ class Checker {
   /** Grows the file to `size` bytes; false if it cannot. */
   private async growTo(size: number): Promise<boolean> {
     try {
-      if (this.file.truncate) await this.file.truncate(size);
-      else await this.file.write(size - this.cs, new Uint8Array(this.cs));
+      await this.file.write(size - this.cs, new Uint8Array(this.cs), true);
       return true;
     } catch (e) {
       this.log(`ERROR could not resize image: ${(e as Error).message}`);
@@ -399,7 +426,7 @@ class Checker {
     if (index * 8 >= this.reftable.length) return 0;
     const hi = this.reftable.readUInt32BE(index * 8);
     const lo = this.reftable.readUInt32BE(index * 8 + 4);
-    const offset = hi * 2 ** 32 + ((lo & ~REFT_RESERVED_LO) >>> 0);
+    const offset = reftableEntryOffset(hi, lo);
     if (offset % this.cs !== 0) return `Refblock offset ${offset.toString(16)} unaligned (reftable index: ${index})`;
     return offset;
   }
@@ -428,7 +455,7 @@ class Checker {
     const index = cluster % this.rbEntries;
     writeEntry(block, index, this.order, value);
     const { start, end } = entryBytes(index, this.order);
-    await writeGrowing(this.file, at + start, block.subarray(start, end));
+    await this.file.write(at + start, block.subarray(start, end), true);
     this.dirtyRefblocks = true;
   }
 
@@ -484,15 +511,15 @@ class Checker {
     for (let i = 0; i < h.l1Size; i++) {
       const hi = l1.readUInt32BE(i * 8);
       const lo = l1.readUInt32BE(i * 8 + 4);
-      const l2Offset = tableOffset(hi, lo);
+      const l2Offset = entryOffset(hi, lo);
       if (l2Offset === 0) continue;
       const l2Refcount = await this.diskRefcount(Math.floor(l2Offset / this.cs));
       if (typeof l2Refcount === 'string') continue;
       if ((l2Refcount === 1) !== ((hi & COPIED) !== 0)) {
-        this.log(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex(hi, lo)} refcount=${l2Refcount}`);
+        this.log(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${entryHex(hi, lo)} refcount=${l2Refcount}`);
         if (repair) {
           const entry = Buffer.alloc(4);
-          entry.writeUInt32BE((l2Refcount === 1 ? hi | COPIED : hi & ~COPIED) >>> 0);
+          entry.writeUInt32BE(setCopied(hi, l2Refcount === 1));
           await this.file.write(h.l1TableOffset + i * 8, entry);
           wrote = true;
           res.corruptionsFixed++;
@@ -505,15 +532,15 @@ class Checker {
         const ehi = l2.readUInt32BE(e);
         const elo = l2.readUInt32BE(e + 4);
         if (ehi & COMPRESSED) continue;
-        const offset = tableOffset(ehi, elo);
+        const offset = entryOffset(ehi, elo);
         if (offset === 0 && !(h.hasDataFile && ehi & COPIED)) continue;
         let refcount: number | string = 1;
         if (!h.hasDataFile) refcount = await this.diskRefcount(Math.floor(offset / this.cs));
         if (typeof refcount === 'string') continue;
         if ((refcount === 1) === ((ehi & COPIED) !== 0)) continue;
-        this.log(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${hex(ehi, elo)} refcount=${refcount}`);
+        this.log(`${repair ? 'Repairing' : 'ERROR'} OFLAG_COPIED data cluster: l2_entry=${entryHex(ehi, elo)} refcount=${refcount}`);
         if (repair) {
-          l2.writeUInt32BE((refcount === 1 ? ehi | COPIED : ehi & ~COPIED) >>> 0, e);
+          l2.writeUInt32BE(setCopied(ehi, refcount === 1), e);
           dirty++;
         } else res.corruptions++;
       }
@@ -529,9 +556,5 @@ class Checker {
 
 /** Host bytes a compressed L2 entry points to: its sectors may run into the next host cluster. */
 export function compressedExtent(hi: number, lo: number, clusterBits: number): { host: number; length: number } {
-  const raw = (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
-  const shift = BigInt(62 - (clusterBits - 8));
-  const host = Number(raw & ((1n << shift) - 1n));
-  const sectors = Number((raw >> shift) & ((1n << BigInt(clusterBits - 8)) - 1n)) + 1;
-  return { host, length: sectors * 512 - (host % 512) };
+  return { host: compressedHost(hi, lo, clusterBits), length: compressedLength(hi, lo, clusterBits) };
 }

@@ -10,15 +10,7 @@ import { repairRefcounts } from './check.js';
  */
 export async function repairDirtyImage(file: BlockNode, nodeName: string): Promise<void> {
   try {
-    await repairRefcounts({
-      get length() {
-        return file.length;
-      },
-      read: (offset, buffer) => file.read(offset, buffer),
-      // a rebuild may place refcount structures past the end of the file
-      write: (offset, data) => file.write(offset, data, true),
-      flush: () => file.flush(),
-    });
+    await repairRefcounts(file);
   } catch (e) {
     if (e instanceof BlockError) throw new BlockError(e.code, `qcow2: dirty image: ${e.message}`, { field: 'incompatible_features', node: nodeName, cause: e });
     throw e;

@@ -1,5 +1,6 @@
+import type { BlockNode } from '../../node/node.js';
+import { extendFreeRun, newFreeRun } from './free-run.js';
 import type { Qcow2Header } from './header.js';
-import { type Qcow2File, writeGrowing } from './image-file.js';
 import { entriesPerBlock, type RefcountArray } from './refcount-entries.js';
 
 /**
@@ -8,20 +9,11 @@ import { entriesPerBlock, type RefcountArray } from './refcount-entries.js';
  * (QEMU alloc_clusters_imrt). `from.cluster` moves to the first free cluster seen.
  */
 export function allocateClusters(rc: RefcountArray, count: number, from: { cluster: number }): number {
-  let cluster = from.cluster;
-  let run = 0;
-  let firstGap = true;
-  for (; cluster < rc.size && run < count; cluster++) {
-    if (rc.get(cluster) === 0) {
-      run++;
-      if (firstGap) {
-        from.cluster = cluster;
-        firstGap = false;
-      }
-    } else run = 0;
-  }
-  if (run < count) rc.grow(cluster + count - run);
-  const start = cluster - run;
+  const run = newFreeRun(from.cluster);
+  const end = extendFreeRun(rc, from.cluster, rc.size, count, run);
+  if (run.firstFree >= 0) from.cluster = run.firstFree;
+  if (run.length < count) rc.grow(end + count - run.length);
+  const start = end - run.length;
   for (let i = 0; i < count; i++) rc.set(start + i, 1);
   return start;
 }
@@ -34,7 +26,7 @@ export function allocateClusters(rc: RefcountArray, count: number, from: { clust
  * caller's next pass finds it leaked). Returns the new table's offset and bytes.
  */
 export async function rebuildRefcountStructure(
-  file: Qcow2File,
+  file: Pick<BlockNode, 'write' | 'flush'>,
   h: Pick<Qcow2Header, 'clusterSize' | 'refcountOrder'>,
   rc: RefcountArray,
 ): Promise<{ offset: number; clusters: number; bytes: Uint8Array }> {
@@ -64,7 +56,7 @@ export async function rebuildRefcountStructure(
         if (at >= end) end = at + 1; // the block that counts this new block must be written too
         reftable[index] = at * cs;
       }
-      await writeGrowing(file, reftable[index], rc.block(blockStart, perBlock, cs, h.refcountOrder));
+      await file.write(reftable[index], rc.block(blockStart, perBlock, cs, h.refcountOrder), true);
       cluster = blockStart + perBlock - 1;
     }
     return grown;
@@ -89,7 +81,7 @@ export async function rebuildRefcountStructure(
     view.setUint32(i * 8 + 4, offset % 2 ** 32);
   });
   const offset = tableCluster * cs;
-  await writeGrowing(file, offset, bytes);
+  await file.write(offset, bytes, true);
   // Everything the new table points to is on disk before the header points to it.
   await file.flush();
   const header = new Uint8Array(12);

@@ -1,4 +1,6 @@
 import { BlockError } from '../../errors.js';
+import { entryOffset } from './entries.js';
+import { extendFreeRun, extendFreeRunFree, type FreeRun, newFreeRun } from './free-run.js';
 import * as L from './limits.js';
 import { entriesPerBlock, maxRefcount, readEntry, writeEntry } from './refcount-entries.js';
 
@@ -18,7 +20,6 @@ interface Block {
   dirty: boolean;
 }
 
-const ENTRY_OFFSET_LO = 0xfffffe00;
 
 /**
  * The refcount table and refcount blocks of an image (QEMU qcow2-refcount.c), with a bounded
@@ -57,6 +58,16 @@ export class Refcounts {
   private readonly reading = new Set<ReadPin>();
   /** First cluster that may be free. */
   private cursor = 0;
+  /** The free-cluster search's state and its view of one refcount block (reused: no allocation per search). */
+  private readonly run = newFreeRun(0);
+  private readonly blockView = {
+    data: new Uint8Array(0) as Uint8Array,
+    base: 0,
+    order: 0,
+    get(cluster: number): number {
+      return readEntry(this.data, cluster - this.base, this.order);
+    },
+  };
   /** End (bytes) of the highest cluster ever allocated or present: nothing past it was ever written. */
   private highWater: number;
 
@@ -81,7 +92,7 @@ export class Refcounts {
     const v = Buffer.from(tableBytes.buffer, tableBytes.byteOffset, tableBytes.byteLength);
     for (let i = 0; i < this.diskEntries; i++) {
       const at = i * 8;
-      this.table.push(at + 8 <= v.length ? (v.readUInt32BE(at) & 0x00ffffff) * 2 ** 32 + ((v.readUInt32BE(at + 4) & ENTRY_OFFSET_LO) >>> 0) : 0);
+      this.table.push(at + 8 <= v.length ? entryOffset(v.readUInt32BE(at), v.readUInt32BE(at + 4)) : 0);
     }
     this.capacity = Math.max(4, Math.floor(cacheBytes / this.cs));
     this.highWater = Math.ceil(fileLength / this.cs) * this.cs;
@@ -266,34 +277,26 @@ export class Refcounts {
     this.evictClean();
   }
 
-  /** First run of `n` free clusters from the cursor; clusters no block covers are free. */
-  private async scan(n: number): Promise<{ start: number; firstFree: number }> {
+  /** First run of `n` free clusters from the cursor, a refcount block at a time; clusters no block covers are free. */
+  private async scan(n: number): Promise<FreeRun> {
     const E = this.perBlock;
-    let i = this.cursor;
-    let run = 0;
-    let start = i;
-    let firstFree = -1;
-    for (;;) {
+    const run = newFreeRun(this.cursor, this.run);
+    const view = this.blockView;
+    view.order = this.order;
+    for (let i = this.cursor; run.length < n; ) {
       const b = Math.floor(i / E);
       const blockEnd = (b + 1) * E;
       const blk = await this.block(b);
       if (!blk) {
-        if (firstFree < 0) firstFree = i;
-        if (run === 0) start = i;
-        run += blockEnd - i;
-        if (run >= n) return { start, firstFree };
+        extendFreeRunFree(i, blockEnd, run);
         i = blockEnd;
         continue;
       }
-      const base = b * E;
-      for (; i < blockEnd; i++) {
-        if (readEntry(blk.data, i - base, this.order) === 0) {
-          if (firstFree < 0) firstFree = i;
-          if (run === 0) start = i;
-          if (++run >= n) return { start, firstFree };
-        } else run = 0;
-      }
+      view.data = blk.data;
+      view.base = b * E;
+      i = extendFreeRun(view, i, blockEnd, n, run);
     }
+    return run;
   }
 
   /**

@@ -1,5 +1,6 @@
 import { BlockError } from '../../errors.js';
 import type { Qcow2Header } from './header.js';
+import { COMPRESSED, COPIED, compressedHost, compressedLength, EXT_L2_ALLOC_BITS, EXT_L2_ZERO_BITS, entryOffset, L1_RESERVED_HI, L1_RESERVED_LO, L2_RESERVED_HI, L2_RESERVED_LO, l2EntryBytes, SUBCLUSTERS, ZERO_FLAG } from './entries.js';
 import type { L2Cache } from './l2-cache.js';
 
 /** What one run of guest bytes maps to. */
@@ -8,13 +9,6 @@ export type Mapping =
   | { kind: 'zero'; length: number }
   | { kind: 'unallocated'; length: number }
   | { kind: 'compressed'; length: number; host: number; compressedSize: number; clusterStart: number };
-
-const L1_RESERVED_HI = 0x7f000000; // bits 56-62
-const L1_RESERVED_LO = 0x000001ff; // bits 0-8
-const L2_RESERVED_HI = 0x3f000000; // bits 56-61
-const L2_RESERVED_LO = 0x000001fe; // bits 1-8
-const OFFSET_HI = 0x00ffffff; // bits 32-55
-const OFFSET_LO = 0xfffffe00; // bits 9-31 (JS bitwise results are signed: use >>> 0)
 
 const corrupt = (field: string, offset: number, message: string) =>
   new BlockError('ECORRUPT', `qcow2: ${field} ${message} (at byte ${offset})`, { field, offset });
@@ -28,9 +22,6 @@ export class ClusterMap {
   private readonly l2Entries: number;
   private readonly entryBytes: number;
   private readonly subclusterSize: number;
-  private readonly csizeShift: number;
-  private readonly csizeMask: bigint;
-  private readonly coffsetMask: bigint;
 
   constructor(
     private readonly h: Qcow2Header,
@@ -42,12 +33,9 @@ export class ClusterMap {
     private readonly cache: L2Cache,
   ) {
     this.cs = h.clusterSize;
-    this.entryBytes = h.extendedL2 ? 16 : 8;
+    this.entryBytes = l2EntryBytes(h.extendedL2);
     this.l2Entries = this.cs / this.entryBytes;
-    this.subclusterSize = h.extendedL2 ? this.cs / 32 : this.cs;
-    this.csizeShift = 62 - (h.clusterBits - 8);
-    this.csizeMask = (1n << BigInt(h.clusterBits - 8)) - 1n;
-    this.coffsetMask = (1n << BigInt(this.csizeShift)) - 1n;
+    this.subclusterSize = h.extendedL2 ? this.cs / SUBCLUSTERS : this.cs;
   }
 
   /** Number of L2 tables the cache holds at most. */
@@ -67,7 +55,7 @@ export class ClusterMap {
     const lo = this.l1.readUInt32BE(l1Index * 8 + 4);
     const at = this.l1Offset + l1Index * 8;
     if (hi & L1_RESERVED_HI || lo & L1_RESERVED_LO) throw corrupt('L1 entry', at, 'has reserved bits set');
-    const l2Offset = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+    const l2Offset = entryOffset(hi, lo);
     if (l2Offset === 0) return { kind: 'unallocated', length: limit - guest };
     if (l2Offset % cs !== 0) throw corrupt('L1 entry', at, `points to an unaligned L2 table at ${l2Offset}`);
     if (l2Offset + cs > this.fileLimit()) throw corrupt('L1 entry', at, `points to an L2 table at ${l2Offset} beyond the end of the file`);
@@ -96,36 +84,34 @@ export class ClusterMap {
     const hi = l2.readUInt32BE(e);
     const lo = l2.readUInt32BE(e + 4);
     const clusterStart = Math.floor(pos / cs) * cs;
-    if (hi & 0x40000000) {
+    if (hi & COMPRESSED) {
       // Compressed: offset and sector count share the low 62 bits.
-      const raw = (BigInt(hi) << 32n) | BigInt(lo);
-      const host = Number(raw & this.coffsetMask);
-      const sectors = Number((raw >> BigInt(this.csizeShift)) & this.csizeMask) + 1;
-      const compressedSize = sectors * 512 - (host % 512);
+      const host = compressedHost(hi, lo, this.h.clusterBits);
+      const compressedSize = compressedLength(hi, lo, this.h.clusterBits);
       if (host === 0 || host >= this.fileLimit()) throw corrupt('L2 entry', at, `points to compressed data at ${host} outside the file`);
-      if (this.h.extendedL2 && (l2.readUInt32BE(e + 8) || l2.readUInt32BE(e + 12))) {
+      if (this.h.extendedL2 && (l2.readUInt32BE(e + EXT_L2_ZERO_BITS) || l2.readUInt32BE(e + EXT_L2_ALLOC_BITS))) {
         throw corrupt('L2 entry', at, 'has a subcluster bitmap on a compressed cluster');
       }
       return { kind: 'compressed', length: Math.min(clusterStart + cs, limit) - pos, host, compressedSize, clusterStart };
     }
     if (hi & L2_RESERVED_HI || lo & L2_RESERVED_LO) throw corrupt('L2 entry', at, 'has reserved bits set');
-    const host = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+    const host = entryOffset(hi, lo);
     if (host % cs !== 0) throw corrupt('L2 entry', at, `points to an unaligned cluster at ${host}`);
     // Offset 0 means unallocated, except in an external data file where 0 is a real offset;
     // there every allocated cluster has the COPIED flag (refcount 1), as QEMU relies on.
-    const hostValid = host !== 0 || (this.h.hasDataFile && (hi & 0x80000000) !== 0);
+    const hostValid = host !== 0 || (this.h.hasDataFile && (hi & COPIED) !== 0);
     if (!this.h.extendedL2) {
       const end = Math.min(clusterStart + cs, limit) - pos;
-      if (lo & 1) {
+      if (lo & ZERO_FLAG) {
         if (this.h.version < 3) throw corrupt('L2 entry', at, 'has the zero flag in a version 2 image');
         return { kind: 'zero', length: end };
       }
       if (!hostValid) return { kind: 'unallocated', length: end };
       return { kind: 'data', length: end, host: host + (pos - clusterStart) };
     }
-    if (lo & 1) throw corrupt('L2 entry', at, 'has reserved bit 0 set in an image with extended L2 entries');
-    const alloc = l2.readUInt32BE(e + 12); // bits 0-31 of the bitmap
-    const zero = l2.readUInt32BE(e + 8); // bits 32-63
+    if (lo & ZERO_FLAG) throw corrupt('L2 entry', at, 'has reserved bit 0 set in an image with extended L2 entries');
+    const alloc = l2.readUInt32BE(e + EXT_L2_ALLOC_BITS);
+    const zero = l2.readUInt32BE(e + EXT_L2_ZERO_BITS);
     if (alloc & zero) throw corrupt('L2 bitmap', at + 8, 'marks a subcluster both allocated and zero');
     if (alloc !== 0 && !hostValid) throw corrupt('L2 entry', at, 'has allocated subclusters but no cluster offset');
     const sc = this.subclusterSize;

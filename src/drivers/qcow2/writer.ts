@@ -1,40 +1,11 @@
 import { BlockError } from '../../errors.js';
-import type { BlockNode } from '../../node/node.js';
 import { AsyncLock, ClusterRangeQueue } from './async-lock.js';
-import type { Qcow2Header } from './header.js';
-import type { L2Cache } from './l2-cache.js';
-import { type Refcounts, settleAll } from './refcounts.js';
+import { COMPRESSED, COPIED, compressedHiWord, compressedHost, compressedSectors, EXT_L2_ALLOC_BITS, EXT_L2_ZERO_BITS, entryOffset, l2EntryBytes, offsetHiWord, offsetLoWord, SUBCLUSTERS, ZERO_FLAG } from './entries.js';
+import { settleAll } from './refcounts.js';
+import type { WriterContext } from './writer-context.js';
 
-const COPIED = 0x80000000;
-const COMPRESSED = 0x40000000;
-const ZERO_FLAG = 1;
-const OFFSET_HI = 0x00ffffff;
-const OFFSET_LO = 0xfffffe00;
 const ZERO_CHUNK = 1 << 20;
 const ONE_ZERO_BYTE = new Uint8Array(1);
-
-/** What the writer needs from the driver. */
-export interface WriterContext {
-  readonly h: Qcow2Header;
-  /** The image file. */
-  readonly file: BlockNode;
-  /** The L1 table (shared with the read path, changed in place). */
-  readonly l1: Buffer;
-  readonly l1Offset: number;
-  readonly cache: L2Cache;
-  readonly refcounts: Refcounts;
-  /** Guest reads through the current mapping (the COW source). */
-  readonly readGuest: (offset: number, target: Uint8Array) => Promise<void>;
-  readonly hasBacking: boolean;
-  /** Where guest data lives: the image file, or the external data file. */
-  readonly data: BlockNode;
-  /** Guest data is in an external data file: host offset = guest offset, no refcounts for data. */
-  readonly externalData: boolean;
-  /** The external data file must stay a valid raw image (data_file_raw). */
-  readonly dataRaw: boolean;
-  /** Called once before the first change to the image (sets the dirty bit with lazy refcounts). */
-  readonly beforeFirstWrite?: () => Promise<void>;
-}
 
 /** One guest cluster of a write: written in place, or newly allocated (with its old entry, to release). */
 interface ClusterPlan {
@@ -81,9 +52,9 @@ export class Qcow2Writer {
 
   constructor(private readonly c: WriterContext) {
     this.cs = c.h.clusterSize;
-    this.entryBytes = c.h.extendedL2 ? 16 : 8;
+    this.entryBytes = l2EntryBytes(c.h.extendedL2);
     this.l2Entries = this.cs / this.entryBytes;
-    this.sc = c.h.extendedL2 ? this.cs / 32 : this.cs;
+    this.sc = c.h.extendedL2 ? this.cs / SUBCLUSTERS : this.cs;
   }
 
   /** Writes `data` at guest `offset`. */
@@ -167,15 +138,12 @@ export class Qcow2Writer {
         const l2Offset = this.l1Entry(l1Index);
         const l2 = await this.c.cache.get(l2Offset);
         const e = (Math.floor(offset / this.cs) % this.l2Entries) * this.entryBytes;
-        const bits = this.c.h.clusterBits;
-        const sectors = Math.floor((host + bytes.length - 1) / 512) - Math.floor(host / 512) + 1;
-        const raw = (1n << 62n) | (BigInt(sectors - 1) << BigInt(62 - (bits - 8))) | BigInt(host);
         this.releaseEntry(l2, e);
-        l2.writeUInt32BE(Number(raw >> 32n), e);
-        l2.writeUInt32BE(Number(raw & 0xffffffffn), e + 4);
+        l2.writeUInt32BE(compressedHiWord(host, bytes.length, this.c.h.clusterBits), e);
+        l2.writeUInt32BE(host >>> 0, e + 4);
         if (this.c.h.extendedL2) {
-          l2.writeUInt32BE(0, e + 8);
-          l2.writeUInt32BE(0, e + 12);
+          l2.writeUInt32BE(0, e + EXT_L2_ZERO_BITS);
+          l2.writeUInt32BE(0, e + EXT_L2_ALLOC_BITS);
         }
         this.c.cache.markDirty(l2Offset, l2);
         await this.writeBackIfFull();
@@ -296,7 +264,7 @@ export class Qcow2Writer {
     const e = (Math.floor(g / this.cs) % this.l2Entries) * this.entryBytes;
     const hi = l2.readUInt32BE(e);
     const lo = l2.readUInt32BE(e + 4);
-    const host = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+    const host = entryOffset(hi, lo);
     // In an external data file, offset 0 is a real offset (every entry there has COPIED).
     const hostValid = host !== 0 || (this.c.externalData && (hi & COPIED) !== 0);
     const ext = this.c.h.extendedL2;
@@ -309,8 +277,8 @@ export class Qcow2Writer {
       lo,
       host,
       owned: (hi & COPIED) !== 0 && !(hi & COMPRESSED) && hostValid && (ext || !(lo & ZERO_FLAG)) && inRawPlace,
-      allocBits: ext ? l2.readUInt32BE(e + 12) : 0,
-      zeroBits: ext ? l2.readUInt32BE(e + 8) : 0,
+      allocBits: ext ? l2.readUInt32BE(e + EXT_L2_ALLOC_BITS) : 0,
+      zeroBits: ext ? l2.readUInt32BE(e + EXT_L2_ZERO_BITS) : 0,
       hostValid,
     };
   }
@@ -446,7 +414,7 @@ export class Qcow2Writer {
     const lo = l2.readUInt32BE(e + 4);
     if (hi & COMPRESSED) return false;
     if (this.c.h.version >= 3 && lo & ZERO_FLAG) return true;
-    return !this.c.hasBacking && (hi & OFFSET_HI) === 0 && ((lo & OFFSET_LO) >>> 0) === 0;
+    return !this.c.hasBacking && entryOffset(hi, lo) === 0;
   }
 
   /** Under the lock, once the data is written: points the L2 entries at the new clusters (or marks subclusters allocated) and releases the old clusters. */
@@ -459,12 +427,12 @@ export class Qcow2Writer {
         const e = (Math.floor(p.guest / this.cs) % this.l2Entries) * this.entryBytes;
         if (p.alloc) {
           this.releaseEntry(l2, e);
-          l2.writeUInt32BE((COPIED | Math.floor(p.host / 2 ** 32)) >>> 0, e);
-          l2.writeUInt32BE(p.host >>> 0, e + 4);
+          l2.writeUInt32BE(offsetHiWord(p.host, true), e);
+          l2.writeUInt32BE(offsetLoWord(p.host, false), e + 4);
         }
         if (this.c.h.extendedL2) {
-          l2.writeUInt32BE(p.zeroBits, e + 8);
-          l2.writeUInt32BE(p.allocBits, e + 12);
+          l2.writeUInt32BE(p.zeroBits, e + EXT_L2_ZERO_BITS);
+          l2.writeUInt32BE(p.allocBits, e + EXT_L2_ALLOC_BITS);
         }
       }
       this.c.cache.markDirty(l2Offset, l2);
@@ -508,15 +476,15 @@ export class Qcow2Writer {
         for (let g = pos; g < sliceEnd; g += this.cs) {
           const e = (Math.floor(g / this.cs) % this.l2Entries) * this.entryBytes;
           // The new entry: unallocated or zero; in a raw data file, zero and mapped 1:1.
-          const hi = raw ? (COPIED | Math.floor(g / 2 ** 32)) >>> 0 : 0;
-          const lo = ((raw ? g >>> 0 : 0) | (zero && !ext ? ZERO_FLAG : 0)) >>> 0;
-          if (l2.readUInt32BE(e) === hi && l2.readUInt32BE(e + 4) === lo && (!ext || (l2.readUInt32BE(e + 8) === zeroBits && l2.readUInt32BE(e + 12) === 0))) continue;
+          const hi = raw ? offsetHiWord(g, true) : 0;
+          const lo = offsetLoWord(raw ? g : 0, zero && !ext);
+          if (l2.readUInt32BE(e) === hi && l2.readUInt32BE(e + 4) === lo && (!ext || (l2.readUInt32BE(e + EXT_L2_ZERO_BITS) === zeroBits && l2.readUInt32BE(e + EXT_L2_ALLOC_BITS) === 0))) continue;
           this.releaseEntry(l2, e);
           l2.writeUInt32BE(hi, e);
           l2.writeUInt32BE(lo, e + 4);
           if (ext) {
-            l2.writeUInt32BE(zeroBits, e + 8);
-            l2.writeUInt32BE(0, e + 12);
+            l2.writeUInt32BE(zeroBits, e + EXT_L2_ZERO_BITS);
+            l2.writeUInt32BE(0, e + EXT_L2_ALLOC_BITS);
           }
         }
         this.c.cache.markDirty(l2Offset, l2);
@@ -533,16 +501,11 @@ export class Qcow2Writer {
     const hi = l2.readUInt32BE(e);
     const lo = l2.readUInt32BE(e + 4);
     if (hi & COMPRESSED) {
-      const bits = this.c.h.clusterBits;
-      const raw = (BigInt(hi) << 32n) | BigInt(lo);
-      const shift = BigInt(62 - (bits - 8));
-      const host = Number(raw & ((1n << shift) - 1n));
-      const sectors = Number((raw >> shift) & ((1n << BigInt(bits - 8)) - 1n)) + 1;
-      const start = host - (host % 512);
-      this.c.refcounts.release(start, sectors * 512);
+      const host = compressedHost(hi, lo, this.c.h.clusterBits);
+      this.c.refcounts.release(host - (host % 512), compressedSectors(hi, this.c.h.clusterBits) * 512);
       return;
     }
-    const host = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+    const host = entryOffset(hi, lo);
     // Clusters of an external data file have no refcounts.
     if (host !== 0 && !this.c.externalData) this.c.refcounts.release(host, this.cs);
   }
@@ -551,7 +514,7 @@ export class Qcow2Writer {
   private l1Entry(index: number): number {
     const hi = this.c.l1.readUInt32BE(index * 8);
     const lo = this.c.l1.readUInt32BE(index * 8 + 4);
-    const off = (hi & OFFSET_HI) * 2 ** 32 + ((lo & OFFSET_LO) >>> 0);
+    const off = entryOffset(hi, lo);
     if (off % this.cs !== 0) {
       throw new BlockError('ECORRUPT', `qcow2: L1 entry ${index} points to an unaligned L2 table at ${off}`, {
         field: 'L1 entry',
@@ -573,8 +536,8 @@ export class Qcow2Writer {
       this.c.refcounts.release(old, this.cs);
     }
     this.c.cache.markDirty(host, table);
-    this.c.l1.writeUInt32BE((COPIED | Math.floor(host / 2 ** 32)) >>> 0, l1Index * 8);
-    this.c.l1.writeUInt32BE(host >>> 0, l1Index * 8 + 4);
+    this.c.l1.writeUInt32BE(offsetHiWord(host, true), l1Index * 8);
+    this.c.l1.writeUInt32BE(offsetLoWord(host, false), l1Index * 8 + 4);
     if (this.l1DirtyFirst < 0 || l1Index < this.l1DirtyFirst) this.l1DirtyFirst = l1Index;
     if (l1Index > this.l1DirtyLast) this.l1DirtyLast = l1Index;
     return host;

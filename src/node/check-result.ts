@@ -24,6 +24,16 @@ export interface CheckResult {
 /** Repair mode: `leaks` lowers leaked refcounts; `all` also fixes corruptions (as qemu-img check -r). */
 export type RepairMode = 'leaks' | 'all';
 
+/** Options of one check pass (a driver's `check`). */
+export interface CheckOptions {
+  /** Fix leaks, or leaks and corruptions; absent: report only. */
+  repair?: RepairMode;
+  /** Name reported in the result. */
+  filename?: string;
+  /** Receives one line per finding, worded like qemu-img's messages on stderr. */
+  log?: (line: string) => void;
+}
+
 /** A result with every count at zero. */
 export function emptyResult(filename: string, format: string): CheckResult {
   return {

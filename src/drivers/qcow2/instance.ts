@@ -1,0 +1,188 @@
+import { BlockError } from '../../errors.js';
+import type { BlockStatus, DriverInstance } from '../../node/driver.js';
+import type { BlockNode } from '../../node/node.js';
+import type { Qcow2Bitmap } from './bitmaps.js';
+import { compressCluster } from './compressed.js';
+import { CompressedReader } from './compressed-reader.js';
+import type { Qcow2Header } from './header.js';
+import { qcow2Info } from './info.js';
+import type { L2Cache } from './l2-cache.js';
+import * as L from './limits.js';
+import { readClamped } from './open-steps.js';
+import type { Refcounts } from './refcounts.js';
+import type { Qcow2Snapshot } from './snapshots.js';
+import type { ClusterMap } from './tables.js';
+import { Qcow2Writer } from './writer.js';
+
+/** Everything the open steps gathered: the parts of an open qcow2 node. */
+export interface OpenedImage {
+  nodeName: string;
+  /** The internal snapshot open instead of the current state (read-only). */
+  snapshot: string | undefined;
+  file: BlockNode;
+  h: Qcow2Header;
+  /** Virtual size (a snapshot is read with the image's current one, as qemu-img convert -l does). */
+  size: number;
+  l1: Buffer;
+  l1Offset: number;
+  snapshots: Qcow2Snapshot[];
+  bitmaps: Qcow2Bitmap[];
+  /** Present when the image is writable. */
+  refcounts: Refcounts | undefined;
+  l2Cache: L2Cache;
+  tables: ClusterMap;
+  dataNode: BlockNode | undefined;
+  backing: BlockNode | undefined;
+}
+
+/** The operations of an open qcow2 node: reads through the cluster map, writes through the writer. */
+export function qcow2Instance(o: OpenedImage): DriverInstance {
+  const { file, h, size, refcounts, tables, dataNode, backing, nodeName } = o;
+  const data = dataNode ?? file;
+  const compressed = new CompressedReader(file, h, refcounts);
+
+  const readBacking = async (offset: number, target: Uint8Array) => {
+    if (!backing) return void target.fill(0);
+    await readClamped(backing, offset, target);
+  };
+
+  // Host clusters under a read are not reused until it is done (see Refcounts.pin); only a
+  // writable image frees clusters.
+  const pinnedRead = (host: number, part: Uint8Array): Promise<void> => {
+    if (!refcounts || dataNode) return readClamped(data, host, part);
+    const pin = refcounts.pin(host, part.length);
+    return readClamped(data, host, part).finally(() => refcounts.unpin(pin));
+  };
+
+  const readGuest = async (offset: number, buffer: Uint8Array): Promise<void> => {
+    // Data reads run in parallel; each gets a handler at once so a failure is never unhandled
+    // while later extents are being mapped. After a failure no further read is issued, and
+    // the request settles only when every issued read has (QEMU: after all of its parts).
+    const pending: Promise<void>[] = [];
+    let failed = false;
+    let failure: unknown;
+    const start = (p: Promise<void>) => {
+      p.catch((e) => {
+        if (!failed) {
+          failed = true;
+          failure = e;
+        }
+      });
+      pending.push(p);
+    };
+    let pos = 0;
+    try {
+      while (pos < buffer.length && !failed) {
+        const m = await tables.map(offset + pos, buffer.length - pos);
+        const part = buffer.subarray(pos, pos + m.length);
+        if (m.kind === 'data') start(pinnedRead(m.host, part));
+        else if (m.kind === 'zero') part.fill(0);
+        else if (m.kind === 'unallocated') start(readBacking(offset + pos, part));
+        else {
+          await compressed.read(m.host, m.compressedSize, offset + pos - m.clusterStart, part);
+        }
+        pos += m.length;
+      }
+    } catch (e) {
+      // a mapping or decompression failure: still wait for the reads already issued
+      if (!failed) {
+        failed = true;
+        failure = e;
+      }
+    }
+    await Promise.allSettled(pending);
+    if (failed) throw failure;
+  };
+
+  // Lazy refcounts (compatible bit 0): the dirty bit is on disk while the image is written, so
+  // that a crash leaves an image QEMU repairs; a clean close clears it after a full flush.
+  const lazy = (h.compatible & L.COMPAT_LAZY_REFCOUNTS) !== 0;
+  let dirtyOnDisk = false;
+  const setDirtyBit = async (on: boolean) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE((on ? h.incompatible | L.INCOMPAT_DIRTY : h.incompatible & ~L.INCOMPAT_DIRTY) >>> 0);
+    await file.write(76, b);
+    await file.flush();
+    dirtyOnDisk = on;
+  };
+  const writer = refcounts
+    ? new Qcow2Writer({
+        h,
+        file,
+        l1: o.l1,
+        l1Offset: o.l1Offset,
+        cache: o.l2Cache,
+        refcounts,
+        readGuest,
+        hasBacking: backing !== undefined,
+        data,
+        externalData: dataNode !== undefined,
+        dataRaw: (h.autoclear & L.AUTOCLEAR_DATA_FILE_RAW) !== 0,
+        beforeFirstWrite: lazy ? () => setDirtyBit(true) : undefined,
+      })
+    : undefined;
+  const readOnlyError = () =>
+    Promise.reject(new BlockError('EROFS', o.snapshot !== undefined ? `qcow2: snapshot '${o.snapshot}' is open read-only` : 'qcow2: the node is read-only', { node: nodeName }));
+
+  const writeCompressed = async (offset: number, data: Uint8Array): Promise<void> => {
+    const cs = h.clusterSize;
+    // One whole cluster; the last one of the disk may end early (it is padded with zeros).
+    if (offset % cs !== 0 || (data.length !== cs && offset + data.length !== size) || data.length > cs) {
+      throw new BlockError('EINVAL', `qcow2: write-compressed: needs one whole cluster (${cs} bytes) at a cluster-aligned offset, got ${data.length} bytes at ${offset}`, {
+        offset,
+        node: nodeName,
+      });
+    }
+    if (dataNode) throw new BlockError('ENOTSUP', 'qcow2: compressed writes are not possible with an external data file', { field: 'data-file', node: nodeName });
+    let cluster = data;
+    if (data.length < cs) {
+      cluster = new Uint8Array(cs);
+      cluster.set(data);
+    }
+    const packed = await compressCluster(h.compressionType, cluster);
+    if (!packed) return writer!.write(offset, data); // incompressible: a normal cluster, as QEMU does
+    compressed.invalidate(); // the host bytes of an old compressed cluster may be reused
+    await writer!.writeCompressed(offset, packed);
+    compressed.invalidate();
+  };
+
+  return {
+    alignment: 1,
+    length: () => size,
+    read: readGuest,
+    write: writer ? (offset, data) => writer.write(offset, data) : readOnlyError,
+    writeZeroes: writer ? (offset, length) => writer.writeZeroes(offset, length) : readOnlyError,
+    discard: writer ? (offset, length) => writer.discard(offset, length) : readOnlyError,
+    writeCompressed: writer ? (offset, data) => writeCompressed(offset, data) : readOnlyError,
+    flush: writer ? () => writer.flush() : async () => {},
+    async blockStatus(offset, length): Promise<BlockStatus> {
+      const m = await tables.map(offset, length);
+      if (m.kind === 'data') {
+        // Like QEMU, ask the image file too (not an external data file): preallocated
+        // clusters over holes read as zeros.
+        let length = m.length;
+        let zero = false;
+        if (dataNode) {
+          // external data file: reported as data, as QEMU does
+        } else if (m.host < data.length) {
+          const f = await data.blockStatus(m.host, Math.min(length, data.length - m.host));
+          zero = f.zero;
+          length = f.length;
+        } else zero = true;
+        return { offset, length, data: true, zero, allocated: true, depth: 0, hostOffset: m.host, hostNode: data.name };
+      }
+      if (m.kind === 'compressed') return { offset, length: m.length, data: true, zero: false, allocated: true, depth: 0 };
+      if (m.kind === 'zero') return { offset, length: m.length, data: false, zero: true, allocated: true, depth: 0 };
+      if (backing && offset < backing.length) {
+        const s = await backing.blockStatus(offset, Math.min(m.length, backing.length - offset));
+        return { ...s, offset, depth: s.depth + 1 };
+      }
+      return { offset, length: m.length, data: false, zero: true, allocated: false, depth: 0 };
+    },
+    async close() {
+      await writer?.flush();
+      if (dirtyOnDisk) await setDirtyBit(false);
+    },
+    info: () => qcow2Info({ ...o, l2CacheEntries: tables.l2CacheEntries }),
+  };
+}
