@@ -49,6 +49,7 @@ export type {
   KeyCheckedOptions,
   MemoryNodeOptions,
   NullNodeOptions,
+  ProbedNodeOptions,
   Qcow2NodeOptions,
   RawNodeOptions,
   ThrottleNodeOptions,
@@ -60,6 +61,8 @@ export type {
   DriverCapabilities,
   DriverInstance,
   DriverKind,
+  GenericBlockDriver,
+  GenericOpenContext,
   NodeOptions,
   OpenContext,
 } from './node/driver.js';
