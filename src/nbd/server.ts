@@ -181,6 +181,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> implements Connecti
     this.state = 'closed';
   }
 
+  /** Closes the server, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
