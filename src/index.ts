@@ -65,6 +65,7 @@ export type {
   GenericOpenContext,
   NodeOptions,
   OpenContext,
+  ParentLink,
 } from './node/driver.js';
 export { defineDriver } from './node/driver.js';
 export { BlockNode } from './node/node.js';

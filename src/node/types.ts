@@ -23,7 +23,9 @@ export interface DriverCapabilities {
 
 /** The node a child is opened for, and in which role. */
 export interface ParentLink {
+  /** The parent's driver capabilities. */
   readonly capabilities: DriverCapabilities;
+  /** The child's role under the parent (`file`, `backing`, …). */
   readonly role: string;
 }
 
