@@ -7,7 +7,7 @@ import type { ThrottleConfig } from './limits.js';
 
 const NS_PER_S = 1e9;
 
-/** Bucket indexes (QEMU BucketType order). */
+/** Index of the bytes-total bucket (QEMU THROTTLE_BPS_TOTAL); the six indexes follow QEMU's BucketType order. */
 export const BPS_TOTAL = 0;
 /** Index of the bytes-read bucket (QEMU THROTTLE_BPS_READ). */
 export const BPS_READ = 1;
