@@ -30,11 +30,12 @@ export type {
   KeyCheckedOptions,
   MemoryNodeOptions,
   NullNodeOptions,
+  ProbedNodeOptions,
   Qcow2NodeOptions,
   RawNodeOptions,
   ThrottleNodeOptions,
 } from './drivers/options.js';
-export type { BlockDriver, BlockStatus, DriverInstance, NodeOptions, OpenContext } from './node/driver.js';
+export type { BlockDriver, BlockStatus, DriverInstance, GenericBlockDriver, GenericOpenContext, NodeOptions, OpenContext, ParentLink } from './node/driver.js';
 export { defineDriver } from './node/driver.js';
 export { BlockNode } from './node/node.js';
 export * from './options/index.js';

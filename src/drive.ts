@@ -24,7 +24,9 @@ export type { DriveLimits } from './drive/throttle-membership.js';
 
 /** What a drive needs from the layer that owns it. */
 export interface DriveHost {
+  /** The layer's clock: timestamps for accounting and throttling. */
   readonly clock: Clock;
+  /** The layer's throttle groups, which the drive joins by name. */
   readonly groups: ThrottleGroupRegistry;
   /** Called once when the drive has closed its queues, before its graph closes. */
   forget(drive: Drive): void;
@@ -47,6 +49,7 @@ export class Drive extends EventEmitter<DriveEvents> {
   readonly node: BlockNode;
   /** Whether writes are refused. */
   readonly readOnly: boolean;
+  /** The owning layer's clock (real or virtual time). */
   protected readonly clock: Clock;
   private readonly accounting = new StatsAccounting();
   private state: State = 'open';
@@ -219,7 +222,10 @@ export class Drive extends EventEmitter<DriveEvents> {
   }
 
   /** QEMU query-blockstats counters, plus throttle figures when throttled. */
-  stats(): DriveStats & { throttle?: ThrottleQueueStats } {
+  stats(): DriveStats & {
+    /** The drive's throttle queues, present while the drive is throttled. */
+    throttle?: ThrottleQueueStats;
+  } {
     const s: DriveStats & { throttle?: ThrottleQueueStats } = this.accounting.snapshot(
       this.clock.now(),
       this.path.outstanding,
@@ -307,6 +313,7 @@ export class Drive extends EventEmitter<DriveEvents> {
     return this.closing;
   }
 
+  /** Closes the drive, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -49,6 +49,7 @@ export type {
   KeyCheckedOptions,
   MemoryNodeOptions,
   NullNodeOptions,
+  ProbedNodeOptions,
   Qcow2NodeOptions,
   RawNodeOptions,
   ThrottleNodeOptions,
@@ -60,8 +61,11 @@ export type {
   DriverCapabilities,
   DriverInstance,
   DriverKind,
+  GenericBlockDriver,
+  GenericOpenContext,
   NodeOptions,
   OpenContext,
+  ParentLink,
 } from './node/driver.js';
 export { defineDriver } from './node/driver.js';
 export { BlockNode } from './node/node.js';

@@ -36,7 +36,9 @@ const driveIdSchema = z.string().regex(ID_PATTERN, ID_RULE);
  * independent layers can live in one process (e.g. one per test).
  */
 export class BlockLayer {
+  /** Time source of throttling, stats and latency emulation. */
   readonly clock: Clock;
+  /** The drivers nodes of this layer can be opened with. */
   readonly drivers = new DriverRegistry();
   /** Named throttle groups of this layer. */
   readonly groups: ThrottleGroupRegistry;
@@ -209,6 +211,7 @@ export class BlockLayer {
     await Promise.all([...this.drives.values()].map((d) => d.close()));
   }
 
+  /** Closes the layer, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -28,6 +28,7 @@ import { BlockError, isBlockError } from '../errors.js';
 /** v86 caches in blocks of this many bytes (its smallest transfer). */
 const CACHE_BLOCK = 256;
 
+/** Options of {@link V86Disk}. */
 export interface V86DiskOptions {
   /** Largest disk `get_buffer` reads whole into memory (default 256 MiB); above it, `fn()` gets nothing. */
   maxBufferBytes?: number;
@@ -35,12 +36,17 @@ export interface V86DiskOptions {
 
 /** Payload of the `io-error` event. */
 export interface V86DiskErrorEvent {
+  /** The v86 request that failed. */
   operation: 'read' | 'write' | 'get-buffer' | 'flush';
+  /** Byte offset of the request. */
   offset: number;
+  /** Byte length of the request. */
   length: number;
+  /** Why it failed. */
   error: BlockError;
 }
 
+/** Events of a {@link V86Disk}. */
 export interface V86DiskEvents {
   /** A request of v86 failed: its callback will not run (see the module comment). */
   'io-error': (event: V86DiskErrorEvent) => void;
@@ -48,6 +54,7 @@ export interface V86DiskEvents {
 
 /** The options v86 passes to `get` (the IDE aborts reads when the guest resets the controller). */
 export interface V86GetOptions {
+  /** Aborted when v86 no longer wants the answer. */
   signal?: AbortSignal;
 }
 
@@ -93,11 +100,13 @@ function callBack<T extends unknown[]>(fn: (...args: T) => void, ...args: T): vo
   }
 }
 
+/** A {@link Drive} as a v86 disk image (`hda`, `hdb`, `cdrom`, `fda`); see the module comment for v86's contract. */
 export class V86Disk extends EventEmitter<V86DiskEvents> {
   /** Disk size in bytes (v86 reads it once, when the disk is attached). */
   readonly byteLength: number;
   /** Set by v86 before it calls {@link load}. */
   onload: ((event: object) => void) | undefined = undefined;
+  /** Set by v86 to follow a download; never called, as the drive is already open. */
   onprogress: ((event: object) => void) | undefined = undefined;
 
   private readonly cache = new Map<number, Uint8Array>();
@@ -106,6 +115,7 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
   private readonly maxBufferBytes: number;
 
   constructor(
+    /** The drive whose bytes the disk serves. */
     readonly drive: Drive,
     options: V86DiskOptions = {},
   ) {
@@ -230,6 +240,7 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
     return [[...this.cache].map(([b, block]) => [b, block.slice()])];
   }
 
+  /** Restores the cached blocks from a v86 snapshot made by {@link get_state}. */
   set_state(state: unknown): void {
     const entries = Array.isArray(state) ? state[0] : undefined;
     if (!Array.isArray(entries)) throw new BlockError('EINVAL', 'v86 disk state: expected [[blockIndex, Uint8Array], …] at state[0]', { field: 'state' });

@@ -11,7 +11,9 @@ export type { ErrorAction };
 
 /** A drive's error policy: `rerror` for reads, `werror` for writes, write-zeroes, discard and flush. */
 export interface ErrorPolicy {
+  /** What to do when a read fails (QEMU `rerror`); default `report`. */
   rerror?: ErrorAction;
+  /** What to do when a write, write-zeroes, discard or flush fails (QEMU `werror`); default `report`. */
   werror?: ErrorAction;
 }
 

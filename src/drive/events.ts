@@ -9,6 +9,7 @@ export interface IoErrorEvent {
   device: string;
   /** The root node's name (QEMU: node-name). */
   nodeName: string;
+  /** The kind of request that failed. */
   operation: IoOperation;
   /** What the drive did: failed the request, completed it anyway, or held it and paused. */
   action: 'report' | 'ignore' | 'stop';
@@ -16,8 +17,11 @@ export interface IoErrorEvent {
   nospace: boolean;
   /** Human-readable reason (the error's message). */
   reason: string;
+  /** Byte offset of the request. */
   offset: number;
+  /** Byte length of the request. */
   length: number;
+  /** The error the node returned. */
   error: BlockError;
 }
 

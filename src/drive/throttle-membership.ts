@@ -7,7 +7,10 @@ import { isEnabled, type ThrottleOptions, throttleOptionsSchema, toConfig } from
 import type { RequestPath } from './request-path.js';
 
 /** A drive's limits and group, as returned by Drive.getLimits(). */
-export type DriveLimits = Omit<ThrottleOptions, 'group'> & { group: string };
+export type DriveLimits = Omit<ThrottleOptions, 'group'> & {
+  /** Name of the throttle group the drive belongs to. */
+  group: string;
+};
 
 /** Joins, moves and leaves a drive's throttle group; the queue itself lives on the request path. */
 export class ThrottleMembership {

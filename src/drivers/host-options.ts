@@ -10,12 +10,18 @@ export type FileNodeOptions = DriverNodeOptions<'file', (typeof fileDriver)['sch
 /** Options of an `nbd` node (an export of an NBD server). */
 export type NbdNodeOptions = DriverNodeOptions<'nbd', (typeof nbdDriver)['schema']>;
 /** Options of an `rbd` node (a Ceph RBD image); `key-secret` is QEMU's spelling of `keySecret`. */
-export type RbdNodeOptions = DriverNodeOptions<'rbd', (typeof rbdDriver)['schema']> & { 'key-secret'?: string };
+export type RbdNodeOptions = DriverNodeOptions<'rbd', (typeof rbdDriver)['schema']> & {
+  /** QEMU's spelling of `keySecret`. */
+  'key-secret'?: string;
+};
 
 declare module './options.js' {
   interface BuiltinDriverOptions {
+    /** See {@link FileNodeOptions}. */
     file: FileNodeOptions;
+    /** See {@link NbdNodeOptions}. */
     nbd: NbdNodeOptions;
+    /** See {@link RbdNodeOptions}. */
     rbd: RbdNodeOptions;
   }
 }

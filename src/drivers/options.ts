@@ -31,7 +31,11 @@ export type ChildNodeOptions = BuiltinNodeOptions | BlockNode;
 type SchemaInput<S> = S extends z.ZodPipe<infer First, infer Inner> ? (First extends z.core.$ZodTransform ? z.input<Inner> : z.input<S>) : z.input<S>;
 
 /** Options of a node of driver `D`: `driver`, the common keys, the options of schema `S`. */
-export type DriverNodeOptions<D extends string, S> = { driver: D } & CommonNodeOptions & SchemaInput<S>;
+export type DriverNodeOptions<D extends string, S> = {
+  /** Name of the driver that opens the node. */
+  driver: D;
+} & CommonNodeOptions &
+  SchemaInput<S>;
 
 /** Options of a `memory` node (a disk in memory). */
 export type MemoryNodeOptions = DriverNodeOptions<'memory', (typeof memoryDriver)['schema']>;
@@ -40,15 +44,27 @@ export type NullNodeOptions = DriverNodeOptions<'null', (typeof nullDriver)['sch
 /** Options of an `http` node (a remote file read with byte ranges). */
 export type HttpNodeOptions = DriverNodeOptions<'http', (typeof httpDriver)['schema']>;
 /** Options of a `raw` node over its `file` child. */
-export type RawNodeOptions = DriverNodeOptions<'raw', (typeof rawDriver)['schema']> & { file: ChildNodeOptions };
+export type RawNodeOptions = DriverNodeOptions<'raw', (typeof rawDriver)['schema']> & {
+  /** The node it reads and writes (QEMU's `file` child). */
+  file: ChildNodeOptions;
+};
 /** Options of a `blkdebug` node (error injection) over its `file` child. */
-export type BlkdebugNodeOptions = DriverNodeOptions<'blkdebug', (typeof blkdebugDriver)['schema']> & { file: ChildNodeOptions };
+export type BlkdebugNodeOptions = DriverNodeOptions<'blkdebug', (typeof blkdebugDriver)['schema']> & {
+  /** The node it reads and writes (QEMU's `file` child). */
+  file: ChildNodeOptions;
+};
 /** Options of a `throttle` filter node over its `file` child. */
-export type ThrottleNodeOptions = DriverNodeOptions<'throttle', ThrottleFilterSchema> & { file: ChildNodeOptions };
+export type ThrottleNodeOptions = DriverNodeOptions<'throttle', ThrottleFilterSchema> & {
+  /** The node it reads and writes (QEMU's `file` child). */
+  file: ChildNodeOptions;
+};
 /** Options of a `qcow2` node over its `file`, with an optional `backing` and `data-file` (null: none, not even the header's). */
 export type Qcow2NodeOptions = DriverNodeOptions<'qcow2', (typeof qcow2Driver)['schema']> & {
+  /** The node holding the qcow2 image. */
   file: ChildNodeOptions;
+  /** The backing image (QEMU `backing`); default: the one the header names, null: none. */
   backing?: ChildNodeOptions | null;
+  /** The external data file (QEMU `data-file`); default: the one the header names, null: none. */
   'data-file'?: ChildNodeOptions | null;
 };
 
@@ -57,20 +73,42 @@ export type Qcow2NodeOptions = DriverNodeOptions<'qcow2', (typeof qcow2Driver)['
  * `file` child opens, its first bytes pick a format driver (qcow2 by its magic, else raw), which opens
  * over that same child with `snapshot` and the options under its name in `formatOptions`.
  */
-export type ProbedNodeOptions = { driver: 'auto'; file: ChildNodeOptions; snapshot?: string; formatOptions?: { qcow2?: Omit<Qcow2NodeOptions, 'driver' | 'file'>; raw?: Omit<RawNodeOptions, 'driver' | 'file'> } } & CommonNodeOptions;
+export type ProbedNodeOptions = {
+  /** Probe the format. */
+  driver: 'auto';
+  /** The node whose first bytes are probed, and which the format driver then opens. */
+  file: ChildNodeOptions;
+  /** Internal snapshot to open (qcow2's `snapshot`); refused if the probed format has none. */
+  snapshot?: string;
+  /** Options for the format driver the probe picks, by its name. */
+  formatOptions?: {
+    /** Options if the image is qcow2. */
+    qcow2?: Omit<Qcow2NodeOptions, 'driver' | 'file'>;
+    /** Options if the image is raw. */
+    raw?: Omit<RawNodeOptions, 'driver' | 'file'>;
+  };
+} & CommonNodeOptions;
 
 /**
  * The built-in drivers' options by driver name. In Node, host-options.ts adds the host drivers
  * (file, nbd, rbd) to it; the browser build has only these.
  */
 export interface BuiltinDriverOptions {
+  /** See {@link MemoryNodeOptions}. */
   memory: MemoryNodeOptions;
+  /** See {@link NullNodeOptions}. */
   null: NullNodeOptions;
+  /** See {@link HttpNodeOptions}. */
   http: HttpNodeOptions;
+  /** See {@link RawNodeOptions}. */
   raw: RawNodeOptions;
+  /** See {@link BlkdebugNodeOptions}. */
   blkdebug: BlkdebugNodeOptions;
+  /** See {@link ThrottleNodeOptions}. */
   throttle: ThrottleNodeOptions;
+  /** See {@link Qcow2NodeOptions}. */
   qcow2: Qcow2NodeOptions;
+  /** See {@link ProbedNodeOptions}. */
   auto: ProbedNodeOptions;
 }
 

@@ -37,10 +37,30 @@ export interface NbdServerOptions {
 }
 
 /** Where to listen: a TCP host and port (0: any free port), or a Unix socket path. */
-export type NbdListenOptions = { host?: string; port?: number } | { path: string };
+export type NbdListenOptions =
+  | {
+      /** Host name or IP address to listen on (default 127.0.0.1). */
+      host?: string;
+      /** TCP port (default 10809, QEMU's NBD port; 0: any free port). */
+      port?: number;
+    }
+  | {
+      /** Path of the unix socket to create. */
+      path: string;
+    };
 
 /** The address the server is bound to. */
-export type NbdAddress = { host: string; port: number } | { path: string };
+export type NbdAddress =
+  | {
+      /** The address bound to. */
+      host: string;
+      /** The port bound to. */
+      port: number;
+    }
+  | {
+      /** Path of the unix socket. */
+      path: string;
+    };
 
 /** A client, in events. */
 export interface NbdClientInfo {

@@ -6,7 +6,7 @@ import { type NbdTlsSetup, prepareTls } from '../drivers/nbd/tls.js';
 import { BlockError } from '../errors.js';
 import { unixListenCause } from '../unix-listen.js';
 import { BufferPool } from './buffer-pool.js';
-import { Connection, type ConnectionHost } from './connection.js';
+import { Connection } from './connection.js';
 import type { NbdExport } from './export.js';
 import { MemoryBudget } from './memory-budget.js';
 import type { NbdAddress, NbdListenOptions, NbdServerEvents, NbdServerOptions } from './server-options.js';
@@ -23,12 +23,14 @@ const DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024;
 const POOL_LIMIT = 32 * 1024 * 1024;
 const MAX_U32 = 0xffffffff;
 
+// The server is each Connection's ConnectionHost (checked where it passes itself to one), not
+// declared with `implements`: the host's members are internal, stripped from the published types.
 /**
  * An NBD server (fixed newstyle, structured replies, base:allocation) serving Drives.
  * All connections to an export share its Drive, so limits and throttling apply to their sum,
  * and a flush on any connection flushes the drive (hence CAN_MULTI_CONN).
  */
-export class NbdServer extends EventEmitter<NbdServerEvents> implements ConnectionHost {
+export class NbdServer extends EventEmitter<NbdServerEvents> {
   private readonly exports = new Map<string, NbdExport>();
   private readonly connections = new Set<Connection>();
   /** Accepted while every slot was taken, not greeted yet, in arrival order; each with its listeners while it waits. */
@@ -181,6 +183,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> implements Connecti
     this.state = 'closed';
   }
 
+  /** Closes the server, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

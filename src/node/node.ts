@@ -24,9 +24,13 @@ function zeroes(length: number): Uint8Array {
  * alignment (read-modify-write) and splitting over the driver's maximum transfer.
  */
 export class BlockNode {
+  /** The node's name (QEMU node-name), unique within its layer. */
   readonly name: string;
+  /** The driver that opened the node. */
   readonly driver: GenericBlockDriver<BlockNode>;
+  /** Whether the node refuses writes. */
   readonly readOnly: boolean;
+  /** The node's children by role (`file`, `backing`, `data-file`, …). */
   readonly children: ReadonlyMap<string, BlockNode>;
   /** Options as given (for info and error messages). */
   readonly options: Readonly<Record<string, unknown>>;

@@ -24,6 +24,7 @@ export class DriverRegistry {
     return driver;
   }
 
+  /** True if a driver of this name is registered. */
   has(name: string): boolean {
     return this.drivers.has(name);
   }

@@ -24,7 +24,9 @@ export interface DriverCapabilities {
 
 /** The node a child is opened for, and in which role. */
 export interface ParentLink {
+  /** The parent's driver capabilities. */
   readonly capabilities: DriverCapabilities;
+  /** The child's role under the parent (`file`, `backing`, …). */
   readonly role: string;
 }
 
@@ -94,6 +96,7 @@ export interface DriverInstance {
 
 /** Options of one node in the style of QEMU's blockdev-add; children are nested objects. */
 export interface NodeOptions {
+  /** Name of the driver that opens the node (`file`, `qcow2`, …). */
   driver: string;
   /** Name of the node (QEMU node-name); generated if absent. */
   nodeName?: string;
@@ -129,12 +132,13 @@ export interface GenericOpenContext<Node, O> {
 export interface GenericBlockDriver<Node, S extends z.ZodType = z.ZodType> {
   /** Name used as `driver` in options (`file`, `raw`, `qcow2`, …). */
   readonly name: string;
+  /** Static facts about the driver: its kind, read-only, backing support. */
   readonly capabilities: DriverCapabilities;
   /** Schema of this driver's own options (without `driver`, `nodeName`, `readOnly` and child roles). */
   readonly schema: S;
   /**
    * Children the generic layer opens before `open`: role → required? A driver may open
-   * further children itself (see {@link OpenContext.openChild}).
+   * further children itself (see {@link GenericOpenContext.openChild}).
    */
   readonly children?: Readonly<Record<string, 'required' | 'optional'>>;
   /**
@@ -142,6 +146,7 @@ export interface GenericBlockDriver<Node, S extends z.ZodType = z.ZodType> {
    * its own: 0 not at all, 1 a fallback (raw), 100 a sure magic (QEMU bdrv_probe); the highest score wins.
    */
   probe?(head: Uint8Array, filename?: string): number;
+  /** Opens one node with validated options and opened children (QEMU bdrv_open). */
   open(ctx: GenericOpenContext<Node, z.output<S>>): Promise<DriverInstance>;
   /** Checks (and with `repair`, fixes) the metadata of an image in `file`, its protocol node, as qemu-img check (formats that have checks). */
   check?(file: Node, options: CheckOptions): Promise<CheckResult>;

@@ -30,8 +30,11 @@ export interface QmpSession {
 
 /** What commands run against. */
 export interface QmpContext {
+  /** The layer the commands act on. */
   layer: BlockLayer;
+  /** What block-export-add / block-export-del act on; absent: those commands fail. */
   exports?: ExportManager;
+  /** The state of the client that sent the command. */
   session: QmpSession;
 }
 

@@ -24,7 +24,17 @@ export interface QmpServerOptions {
 }
 
 /** Where to listen: a unix socket path, or a TCP host and port (port 0: any free port). */
-export type QmpListenAddress = { path: string } | { host: string; port: number };
+export type QmpListenAddress =
+  | {
+      /** Path of the unix socket to create. */
+      path: string;
+    }
+  | {
+      /** Host name or IP address to listen on. */
+      host: string;
+      /** TCP port (0: any free port). */
+      port: number;
+    };
 
 /** Events of a {@link QmpServer}. */
 export interface QmpServerEvents {
@@ -128,6 +138,7 @@ export class QmpServer extends EventEmitter<QmpServerEvents> {
   private closing: Promise<void> | null = null;
 
   constructor(
+    /** The layer whose drives and nodes the commands act on. */
     readonly layer: BlockLayer,
     private readonly options: QmpServerOptions = {},
   ) {
@@ -242,6 +253,7 @@ export class QmpServer extends EventEmitter<QmpServerEvents> {
     await closed;
   }
 
+  /** Closes the server, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

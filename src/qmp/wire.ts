@@ -18,8 +18,10 @@ export type QmpErrorClass = 'GenericError' | 'CommandNotFound' | 'DeviceNotFound
 
 /** An error a command or the dispatcher answers with: a class and a human-readable `desc`. */
 export class QmpError extends Error {
+  /** Always `QmpError`. */
   override readonly name = 'QmpError';
   constructor(
+    /** The QMP error class (`class` in the response). */
     readonly errorClass: QmpErrorClass,
     desc: string,
   ) {
@@ -56,7 +58,15 @@ export function eventMessage(event: string, data: Record<string, unknown> | unde
 }
 
 /** What the splitter yields: a complete JSON text, or why some input was dropped. */
-export type SplitItem = { text: string } | { error: QmpError };
+export type SplitItem =
+  | {
+      /** One complete JSON text. */
+      text: string;
+    }
+  | {
+      /** Why a text was dropped (too large or nested too deep). */
+      error: QmpError;
+    };
 
 const LBRACE = 0x7b;
 const RBRACE = 0x7d;
@@ -90,7 +100,10 @@ export class JsonSplitter {
   /** Why the current text is being skipped instead of buffered (null: buffering). */
   private dropped: QmpError | null = null;
 
-  constructor(readonly maxBytes: number = QMP_MAX_MESSAGE_BYTES) {
+  constructor(
+    /** Largest JSON text kept, in bytes; larger ones are dropped with an error. */
+    readonly maxBytes: number = QMP_MAX_MESSAGE_BYTES,
+  ) {
     if (!Number.isSafeInteger(maxBytes) || maxBytes < 2) throw new RangeError(`maxBytes must be an integer of at least 2, got ${maxBytes}`);
   }
 
@@ -220,11 +233,27 @@ export interface QmpRequest {
   /** Its arguments (an empty object when absent). */
   arguments: Record<string, unknown>;
   /** The request's `id`, boxed (any JSON value may be an id, `null` included). */
-  id?: { value: unknown };
+  id?: {
+    /** The `id` member as sent. */
+    value: unknown;
+  };
 }
 
 /** The result of reading one JSON text as a request: the request, or the error to answer (with the id, if one was readable). */
-export type ParsedRequest = { request: QmpRequest } | { error: QmpError; id?: { value: unknown } };
+export type ParsedRequest =
+  | {
+      /** The checked request. */
+      request: QmpRequest;
+    }
+  | {
+      /** The error to answer with. */
+      error: QmpError;
+      /** The request's `id`, if it could be read. */
+      id?: {
+        /** The `id` member as sent. */
+        value: unknown;
+      };
+    };
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);

@@ -7,12 +7,17 @@ import type { ThrottleConfig } from './limits.js';
 
 const NS_PER_S = 1e9;
 
-/** Bucket indexes (QEMU BucketType order). */
+/** Index of the bytes-total bucket (QEMU THROTTLE_BPS_TOTAL); the six indexes follow QEMU's BucketType order. */
 export const BPS_TOTAL = 0;
+/** Index of the bytes-read bucket (QEMU THROTTLE_BPS_READ). */
 export const BPS_READ = 1;
+/** Index of the bytes-written bucket (QEMU THROTTLE_BPS_WRITE). */
 export const BPS_WRITE = 2;
+/** Index of the all-requests bucket (QEMU THROTTLE_OPS_TOTAL). */
 export const OPS_TOTAL = 3;
+/** Index of the read-requests bucket (QEMU THROTTLE_OPS_READ). */
 export const OPS_READ = 4;
+/** Index of the write-requests bucket (QEMU THROTTLE_OPS_WRITE). */
 export const OPS_WRITE = 5;
 
 /** 0 = read, 1 = write (QEMU ThrottleDirection). */
@@ -26,6 +31,7 @@ const WAIT_BUCKETS: readonly (readonly number[])[] = [
 
 /** A group's shared meter: its configuration, the six levels and the time of the last leak. */
 export interface ThrottleState {
+  /** The limits the buckets apply. */
   config: ThrottleConfig;
   /** Units accumulated per bucket; leak at `avg` per second. */
   readonly level: Float64Array;

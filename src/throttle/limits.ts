@@ -3,6 +3,7 @@ import { BlockError } from '../errors.js';
 
 /** Bucket order (QEMU's BucketType): bps total/read/write, then iops total/read/write. */
 export const BUCKET_NAMES = ['bpsTotal', 'bpsRead', 'bpsWrite', 'iopsTotal', 'iopsRead', 'iopsWrite'] as const;
+/** Name of one of the six buckets, e.g. `bpsRead`. */
 export type BucketName = (typeof BUCKET_NAMES)[number];
 
 /** Largest accepted avg, max and max × maxLength (QEMU's THROTTLE_VALUE_MAX). */
@@ -23,23 +24,41 @@ const value = z.number({ error: 'must be a number' }).refine(Number.isInteger, '
  */
 export const throttleLimitsSchema = z
   .object({
+    /** Sustained limit on bytes read and written, in bytes/s (QEMU `throttling.bps-total`); 0 = off. */
     bpsTotal: value.optional(),
+    /** Burst rate for `bpsTotal`, in bytes/s (QEMU `throttling.bps-total-max`); 0 = no burst. */
     bpsTotalMax: value.optional(),
+    /** Seconds a burst at `bpsTotalMax` may last (QEMU `throttling.bps-total-max-length`); default 1. */
     bpsTotalMaxLength: value.optional(),
+    /** Sustained limit on bytes read, in bytes/s (QEMU `throttling.bps-read`); 0 = off. */
     bpsRead: value.optional(),
+    /** Burst rate for `bpsRead`, in bytes/s (QEMU `throttling.bps-read-max`); 0 = no burst. */
     bpsReadMax: value.optional(),
+    /** Seconds a burst at `bpsReadMax` may last (QEMU `throttling.bps-read-max-length`); default 1. */
     bpsReadMaxLength: value.optional(),
+    /** Sustained limit on bytes written, in bytes/s (QEMU `throttling.bps-write`); 0 = off. */
     bpsWrite: value.optional(),
+    /** Burst rate for `bpsWrite`, in bytes/s (QEMU `throttling.bps-write-max`); 0 = no burst. */
     bpsWriteMax: value.optional(),
+    /** Seconds a burst at `bpsWriteMax` may last (QEMU `throttling.bps-write-max-length`); default 1. */
     bpsWriteMaxLength: value.optional(),
+    /** Sustained limit on requests read and written, in ops/s (QEMU `throttling.iops-total`); 0 = off. */
     iopsTotal: value.optional(),
+    /** Burst rate for `iopsTotal`, in ops/s (QEMU `throttling.iops-total-max`); 0 = no burst. */
     iopsTotalMax: value.optional(),
+    /** Seconds a burst at `iopsTotalMax` may last (QEMU `throttling.iops-total-max-length`); default 1. */
     iopsTotalMaxLength: value.optional(),
+    /** Sustained limit on requests read, in ops/s (QEMU `throttling.iops-read`); 0 = off. */
     iopsRead: value.optional(),
+    /** Burst rate for `iopsRead`, in ops/s (QEMU `throttling.iops-read-max`); 0 = no burst. */
     iopsReadMax: value.optional(),
+    /** Seconds a burst at `iopsReadMax` may last (QEMU `throttling.iops-read-max-length`); default 1. */
     iopsReadMaxLength: value.optional(),
+    /** Sustained limit on requests written, in ops/s (QEMU `throttling.iops-write`); 0 = off. */
     iopsWrite: value.optional(),
+    /** Burst rate for `iopsWrite`, in ops/s (QEMU `throttling.iops-write-max`); 0 = no burst. */
     iopsWriteMax: value.optional(),
+    /** Seconds a burst at `iopsWriteMax` may last (QEMU `throttling.iops-write-max-length`); default 1. */
     iopsWriteMaxLength: value.optional(),
     /** Requests larger than this many bytes count as size/iopsSize operations (QEMU iops_size). */
     iopsSize: value.optional(),
@@ -56,6 +75,7 @@ export const throttleOptionsSchema = throttleLimitsSchema
     group: z.string().min(1, 'must not be empty').optional(),
   })
   .strict();
+/** Limits plus the throttle group they apply to (see {@link throttleOptionsSchema}). */
 export type ThrottleOptions = z.infer<typeof throttleOptionsSchema>;
 
 /** One bucket's configuration. */
@@ -70,7 +90,9 @@ export interface BucketConfig {
 
 /** Validated configuration: six buckets in BUCKET_NAMES order, and the op size. */
 export interface ThrottleConfig {
+  /** The six buckets, in {@link BUCKET_NAMES} order. */
   readonly buckets: readonly BucketConfig[];
+  /** Bytes one operation counts for in iops buckets, 0 = every request is one (QEMU op_size). */
   readonly opSize: number;
 }
 

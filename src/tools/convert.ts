@@ -35,6 +35,7 @@ export interface ConvertImageOptions extends InputOptions, ConvertCreateOptions 
 export interface ConvertResult {
   /** The output's guest size in bytes (the input's). */
   virtualSize: number;
+  /** The output's format. */
   outputFormat: 'raw' | 'qcow2';
 }
 

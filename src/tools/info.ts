@@ -9,25 +9,48 @@ const PROTOCOLS = new Set(['file', 'nbd', 'http', 'rbd']);
 
 /** A snapshot in qemu-img info's JSON (QAPI SnapshotInfo; no "icount"). */
 export interface ImageSnapshotInfo {
+  /** The snapshot's unique id. */
   id: string;
+  /** The snapshot's name. */
   name: string;
+  /** Bytes of saved VM state (0 for a disk-only snapshot). */
   'vm-state-size': number;
+  /** Wall-clock time the snapshot was taken: seconds since the epoch. */
   'date-sec': number;
+  /** Nanoseconds part of the wall-clock time. */
   'date-nsec': number;
+  /** Guest clock at the snapshot: seconds. */
   'vm-clock-sec': number;
+  /** Nanoseconds part of the guest clock. */
   'vm-clock-nsec': number;
 }
 
 /** qcow2's "format-specific" data, keys and order as qemu-img prints them. */
 export interface Qcow2FormatSpecific {
+  /** Format version: `0.10` (v2) or `1.1` (v3). */
   compat: string;
+  /** Compression of compressed clusters: `zlib` or `zstd` (v3 only). */
   'compression-type'?: string;
+  /** Refcount updates may be deferred (v3 only). */
   'lazy-refcounts'?: boolean;
-  bitmaps?: { flags: string[]; name: string; granularity: number }[];
+  /** Persistent dirty bitmaps stored in the image (v3 only). */
+  bitmaps?: {
+    /** Bitmap flags: `in-use`, `auto`. */
+    flags: string[];
+    /** The bitmap's name. */
+    name: string;
+    /** Bytes each bit stands for. */
+    granularity: number;
+  }[];
+  /** Width of a refcount entry in bits. */
   'refcount-bits': number;
+  /** Name of the external data file, if any. */
   'data-file'?: string;
+  /** The external data file is a valid raw image by itself. */
   'data-file-raw'?: boolean;
+  /** The corrupt bit is set (v3 only). */
   corrupt?: boolean;
+  /** Subclusters: 32 per cluster (v3 only). */
   'extended-l2'?: boolean;
 }
 
@@ -36,18 +59,33 @@ export interface Qcow2FormatSpecific {
  * order); a key qemu-img leaves out is absent (undefined here).
  */
 export interface ImageInfo {
+  /** The image's file name or URL. */
   filename?: string;
+  /** The image format (`qcow2`, `raw`). */
   format: string;
+  /** The image was not closed cleanly (qcow2's dirty bit; false for raw over a file). */
   'dirty-flag'?: boolean;
   /** Bytes the image file takes on disk (a local file only). */
   'actual-size'?: number;
+  /** Disk size the guest sees, in bytes. */
   'virtual-size': number;
+  /** Cluster size in bytes (qcow2). */
   'cluster-size'?: number;
+  /** The backing file name as the header stores it. */
   'backing-filename'?: string;
+  /** The backing file name resolved against the image's directory. */
   'full-backing-filename'?: string;
+  /** The backing file's format as the header stores it. */
   'backing-filename-format'?: string;
+  /** Internal snapshots, when there are any. */
   snapshots?: ImageSnapshotInfo[];
-  'format-specific'?: { type: 'qcow2'; data: Qcow2FormatSpecific };
+  /** Format-specific data (qcow2). */
+  'format-specific'?: {
+    /** The format the data is about. */
+    type: 'qcow2';
+    /** The format's own facts. */
+    data: Qcow2FormatSpecific;
+  };
 }
 
 /** Options of {@link imageInfo}. */

@@ -6,6 +6,7 @@ import { canceled, type InputOptions, openInput } from './open-input.js';
 export interface ImageMapEntry {
   /** Guest offset of the range. */
   start: number;
+  /** Length of the range in bytes. */
   length: number;
   /** Which image of the backing chain answers for it (0: the top). */
   depth: number;

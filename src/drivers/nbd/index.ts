@@ -38,10 +38,21 @@ const schema = z
   .object({
     /** Where the NBD server listens (QEMU's SocketAddress: inet host/port or a unix socket path). */
     server: z.discriminatedUnion('type', [
-      z.object({ type: z.literal('inet'), host: z.string().min(1, 'must not be empty'), port }).strict(),
       z
         .object({
+          /** A TCP address. */
+          type: z.literal('inet'),
+          /** Host name or IP address of the server. */
+          host: z.string().min(1, 'must not be empty'),
+          /** TCP port (a number or a decimal string). */
+          port,
+        })
+        .strict(),
+      z
+        .object({
+          /** A unix socket. */
           type: z.literal('unix'),
+          /** Path of the server's socket. */
           path: z
             .string()
             .min(1, 'must not be empty')
@@ -61,13 +72,31 @@ const schema = z
      */
     tls: z
       .discriminatedUnion('mode', [
-        z.object({ mode: z.literal('x509'), dir: z.string().min(1).optional(), ca: pem.optional(), cert: pem.optional(), key: pem.optional() }).strict(),
         z
           .object({
-            mode: z.literal('psk'),
+            /** Certificates (QEMU tls-creds-x509). */
+            mode: z.literal('x509'),
+            /** Directory with ca-cert.pem and optionally client-cert.pem + client-key.pem. */
             dir: z.string().min(1).optional(),
+            /** CA certificate(s) as PEM text. */
+            ca: pem.optional(),
+            /** Client certificate as PEM text. */
+            cert: pem.optional(),
+            /** Client private key as PEM text. */
+            key: pem.optional(),
+          })
+          .strict(),
+        z
+          .object({
+            /** A pre-shared key (QEMU tls-creds-psk). */
+            mode: z.literal('psk'),
+            /** Directory with keys.psk. */
+            dir: z.string().min(1).optional(),
+            /** A keys.psk file (`username:hexkey` lines). */
             file: z.string().min(1).optional(),
+            /** PSK identity (default `qemu`). */
             username: z.string().min(1).optional(),
+            /** The key itself, as hex digits. */
             key: z
               .string()
               .regex(/^([0-9a-fA-F]{2})+$/, 'must be hex digits')

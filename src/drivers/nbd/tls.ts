@@ -6,6 +6,7 @@ import { BlockError } from '../../errors.js';
 
 /** TLS with X.509 certificates (QEMU's tls-creds-x509). */
 export interface NbdTlsX509 {
+  /** Certificates. */
   mode: 'x509';
   /** The server's private key (PEM). */
   key: string | Buffer;
@@ -19,6 +20,7 @@ export interface NbdTlsX509 {
 
 /** TLS with pre-shared keys (QEMU's tls-creds-psk): the client names an identity and proves it knows its key. */
 export interface NbdTlsPsk {
+  /** Pre-shared keys. */
   mode: 'psk';
   /** Keys by identity (username). */
   identities: Readonly<Record<string, Buffer>>;
@@ -185,6 +187,7 @@ function isPem(v: unknown): boolean {
 
 /** Client TLS with X.509 (QEMU's tls-creds-x509, endpoint=client): the server's certificate must chain to `ca`. */
 export interface NbdClientTlsX509 {
+  /** Certificates. */
   mode: 'x509';
   /** CA certificate(s) (PEM) that the server's certificate must chain to (default: Node's built-in root CAs). */
   ca?: string | Buffer | (string | Buffer)[];
@@ -196,9 +199,11 @@ export interface NbdClientTlsX509 {
 
 /** Client TLS with a pre-shared key (QEMU's tls-creds-psk, endpoint=client). */
 export interface NbdClientTlsPsk {
+  /** A pre-shared key. */
   mode: 'psk';
   /** The identity sent to the server (QEMU's default: qemu). */
   username: string;
+  /** The key shared with the server. */
   key: Buffer;
 }
 

@@ -6,16 +6,25 @@ import type { RbdImage, RbdImageStat, RbdOpenRequest } from './image.js';
 export interface FakeRbdStats {
   /** Requests by kind. */
   reads: number;
+  /** Write requests. */
   writes: number;
+  /** Discard requests. */
   discards: number;
+  /** Write-zeroes requests. */
   writeZeroes: number;
+  /** Flush requests. */
   flushes: number;
   /** Per-object pieces of those requests (a request spanning 3 objects counts 3). */
   objectReads: number;
+  /** Per-object pieces of writes. */
   objectWrites: number;
+  /** Per-object pieces of discards. */
   objectDiscards: number;
+  /** Per-object pieces of write-zeroes. */
   objectZeroes: number;
+  /** Bytes returned by reads. */
   bytesRead: number;
+  /** Bytes accepted by writes. */
   bytesWritten: number;
   /** Requests started and not yet settled. */
   inFlight: number;
@@ -56,6 +65,7 @@ function copyObjects(objects: Map<number, Uint8Array>): Map<number, Uint8Array> 
  * librbd, whole-object discards free objects, counters in {@link FakeRbdImage.stats}.
  */
 export class FakeRbdImage implements RbdImage {
+  /** Whether writes fail with EROFS. */
   readonly readOnly: boolean;
   private readonly data: ImageData;
   private readonly objects: Map<number, Uint8Array>;

@@ -3,14 +3,23 @@ import type { NodeOptions } from '../../node/driver.js';
 
 /** Options of the `rbd` driver that an `rbd:` filename can express. */
 export interface RbdFilenameOptions extends NodeOptions {
+  /** Always `rbd`. */
   driver: 'rbd';
+  /** RADOS pool holding the image. */
   pool: string;
+  /** RADOS namespace inside the pool. */
   namespace?: string;
+  /** Image name. */
   image: string;
+  /** Snapshot to open (read-only). */
   snapshot?: string;
+  /** Path of ceph.conf. */
   conf?: string;
+  /** Ceph user (without `client.`). */
   user?: string;
+  /** Path of a keyring file. */
   keyring?: string;
+  /** The cephx key itself (base64). */
   keySecret?: string;
   /** Any other `key=value` pair: a librados setting, as QEMU passes them to rados_conf_set. */
   config?: Record<string, string>;
