@@ -15,7 +15,7 @@ const LAYERS = [
   ['drivers', '^src/drivers/'],
   ['syntaxes', '^src/options/'],
   ['drive', '^src/(drive|layer|stats|image-options|temporary-overlay|overlay|overlay\\.browser)\\.ts$|^src/drive/'],
-  ['upper', '^src/(tools|create|nbd|qmp|adapters|bench)/|^src/(check|commit|image|atomic-output|unix-listen)\\.ts$'],
+  ['upper', '^src/(tools|nbd|qmp|adapters|bench)/|^src/unix-listen\\.ts$'],
   ['faces', '^src/(index|browser)\\.ts$|^src/cli/'],
 ];
 

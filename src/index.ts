@@ -93,7 +93,7 @@ export { type BenchResult, benchResultSchema } from './bench/report.js';
 export { runJob } from './bench/runner.js';
 export { formatTable } from './bench/table.js';
 export { probeFormat } from './drivers/qcow2/index.js';
-export { type CommitOptions, type CommitResult, commitImage } from './commit.js';
+export { type CommitOptions, type CommitResult, commitImage } from './tools/commit.js';
 export type { Qcow2Snapshot } from './drivers/qcow2/snapshots.js';
 export * from './qmp/index.js';
 export { type NbdAddress, type NbdClientInfo, type NbdExport, type NbdListenOptions, NbdServer, type NbdServerEvents, type NbdServerOptions } from './nbd/server.js';
@@ -110,11 +110,11 @@ export {
   type NbdTlsX509,
   parsePskFile,
 } from './drivers/nbd/tls.js';
-export { type CheckImageOptions, checkImage } from './check.js';
+export { type CheckImageOptions, checkImage } from './tools/check.js';
 export type { CheckResult, RepairMode } from './node/check-result.js';
 export { checkQcow2, type Qcow2CheckOptions, repairRefcounts } from './drivers/qcow2/check.js';
 export type { Qcow2File } from './drivers/qcow2/check.js';
-export { type CreatedImage, type CreateFileOptions, type CreateOptionsInput, createImage, createOptionsSchema, createQcow2OnNode, PREALLOCATION_MODES, type Preallocation } from './create/index.js';
+export { type CreatedImage, type CreateFileOptions, type CreateOptionsInput, createImage, createOptionsSchema, createQcow2OnNode, PREALLOCATION_MODES, type Preallocation } from './tools/create.js';
 /** qemu-img convert as a call: an image's guest view as a new sparse raw or (compressed) qcow2 file, written atomically. */
 export { type ConvertCreateOptions, type ConvertImageOptions, type ConvertResult, convertImage } from './tools/convert.js';
 /** qemu-img info --output=json as a call: format, sizes, backing file, snapshots, format-specific data. */

@@ -1,5 +1,5 @@
-import { parseCreateOptions, qcow2Settings } from './create/options.js';
-import { planQcow2 } from './create/qcow2-layout.js';
+import { parseCreateOptions, qcow2Settings } from './options/create.js';
+import { planQcow2 } from './drivers/qcow2/create-layout.js';
 import type { NodeOptions } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
 

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { checkImage } from '../check.js';
+import { checkImage } from '../tools/check.js';
 import type { CheckResult, RepairMode } from '../node/check-result.js';
 import { BlockError, isBlockError } from '../errors.js';
 import { checkFormat, checkOutput, forceShareOption, formatOption, outputOptions, targetOptions, usageLine } from './target.js';

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { commitImage } from '../commit.js';
+import { commitImage } from '../tools/commit.js';
 import { usageLine } from './target.js';
 import { COMMIT_HELP } from './help.js';
 

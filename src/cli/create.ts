@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createImage } from '../create/index.js';
-import type { CreateOptionsInput } from '../create/options.js';
+import { createImage } from '../tools/create.js';
+import type { CreateOptionsInput } from '../options/create.js';
 import { probeFormat } from '../drivers/qcow2/index.js';
 import { BlockError } from '../errors.js';
 import { parseSize } from '../options/size.js';

@@ -108,7 +108,7 @@ export async function main(argv: string[]): Promise<number> {
     return await run(rest);
   } catch (e) {
     // Stopped by a signal after cleaning up: say what was removed, exit as the shell expects (130, 143).
-    const { InterruptedError } = await import('../atomic-output.js');
+    const { InterruptedError } = await import('../tools/atomic-output.js');
     if (e instanceof InterruptedError) {
       console.error(`blocklayer ${verb}: ${e.message}`);
       return e.exitCode;

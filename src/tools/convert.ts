@@ -1,7 +1,7 @@
-import { InterruptedError, type OutputFile, writeAtomically } from '../atomic-output.js';
-import { createQcow2OnNode } from '../create/index.js';
-import { type CreateOptionsInput, parseCreateOptions, qcow2Settings, roundToSectors } from '../create/options.js';
-import { planQcow2 } from '../create/qcow2-layout.js';
+import { InterruptedError, type OutputFile, writeAtomically } from './atomic-output.js';
+import { createQcow2OnNode } from './create.js';
+import { type CreateOptionsInput, parseCreateOptions, qcow2Settings, roundToSectors } from '../options/create.js';
+import { planQcow2 } from '../drivers/qcow2/create-layout.js';
 import type { Drive } from '../drive.js';
 import { BlockError } from '../errors.js';
 import type { BlockLayer, DriveOptions } from '../layer.js';

@@ -1,6 +1,6 @@
 import type { Drive } from '../drive.js';
 import { BlockError } from '../errors.js';
-import { targetOptions } from '../image.js';
+import { targetOptions } from './image.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
 
 /** How the inspecting tools (info, map, convert's input) open their image. */

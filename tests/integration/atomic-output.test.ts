@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { InterruptedError, writeAtomically } from '../../src/atomic-output.js';
+import { InterruptedError, writeAtomically } from '../../src/tools/atomic-output.js';
 import { inputFiles } from '../../src/tools/input-files.js';
 import { BlockError, BlockLayer, isBlockError } from '../../src/index.js';
 import { rejection } from '../helpers/rejection.js';

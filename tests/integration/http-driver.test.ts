@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BlockError, BlockLayer, VirtualClock, openImage } from '../../src/index.js';
 import type { BlockNode } from '../../src/node/node.js';
-import { targetOptions } from '../../src/image.js';
+import { targetOptions } from '../../src/tools/image.js';
 import { type RangeServer, startRangeServer } from '../helpers/range-server.js';
 import { rejection } from '../helpers/rejection.js';
 import { makeCerts } from '../helpers/tls-certs.js';

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, NbdServer, openImage } from '../../src/index.js';
-import { probeNbdFormat, targetOptions } from '../../src/image.js';
+import { probeNbdFormat, targetOptions } from '../../src/tools/image.js';
 
 const FIX = path.join(import.meta.dirname, '../fixtures/qcow2');
 const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');

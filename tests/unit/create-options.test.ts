@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseCreateO } from '../../src/cli/create.js';
-import { parseCreateOptions, qcow2Settings } from '../../src/create/options.js';
-import { planQcow2 } from '../../src/create/qcow2-layout.js';
+import { parseCreateOptions, qcow2Settings } from '../../src/options/create.js';
+import { planQcow2 } from '../../src/drivers/qcow2/create-layout.js';
 import { parseHeader } from '../../src/drivers/qcow2/header.js';
 import { BlockError, BlockLayer, createQcow2OnNode } from '../../src/index.js';
 import { existingNodeDriver } from '../helpers/existing-node-driver.js';

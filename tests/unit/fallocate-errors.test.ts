@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { preallocationError } from '../../src/create/index.js';
+import { preallocationError } from '../../src/tools/create.js';
 import { errnoName, errnoText, fallocateErrorCode } from '../../src/drivers/file/fallocate.js';
 
 const E = os.constants.errno;

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { BlockError, BlockLayer, FakeRbdCluster, FakeRbdImage, isBlockError } from '../../src/index.js';
 import { settlesWithBlockErrors } from '../../src/drivers/rbd/adapter.js';
-import { targetOptions } from '../../src/image.js';
+import { targetOptions } from '../../src/tools/image.js';
 import { openImage } from '../../src/layer.js';
 import { rejection } from '../helpers/rejection.js';
 

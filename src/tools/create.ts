@@ -1,16 +1,16 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { writeAtomically } from '../atomic-output.js';
+import { writeAtomically } from './atomic-output.js';
 import { errnoText, fallocateErrorCode, reserveSpace } from '../drivers/file/fallocate.js';
 import { probeFormat } from '../drivers/qcow2/index.js';
 import { BlockError, fromErrno } from '../errors.js';
 import { BlockLayer } from '../layer.js';
 import { PROBE_DRIVER } from '../node/probe.js';
 import type { BlockNode } from '../node/node.js';
-import { type CreateOptionsInput, parseCreateOptions, qcow2Settings, roundToSectors } from './options.js';
-import { planQcow2, type Qcow2Plan } from './qcow2-layout.js';
+import { type CreateOptionsInput, parseCreateOptions, qcow2Settings, roundToSectors } from '../options/create.js';
+import { planQcow2, type Qcow2Plan } from '../drivers/qcow2/create-layout.js';
 
-export { type CreateOptionsInput, createOptionsSchema, PREALLOCATION_MODES, type Preallocation } from './options.js';
+export { type CreateOptionsInput, createOptionsSchema, PREALLOCATION_MODES, type Preallocation } from '../options/create.js';
 
 /** What was created. */
 export interface CreatedImage {

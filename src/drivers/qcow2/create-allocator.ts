@@ -1,5 +1,5 @@
-import { extendFreeRun, newFreeRun, type RefcountView } from '../drivers/qcow2/free-run.js';
-import { MAX_REFTABLE_BYTES } from '../drivers/qcow2/limits.js';
+import { extendFreeRun, newFreeRun, type RefcountView } from './free-run.js';
+import { MAX_REFTABLE_BYTES } from './limits.js';
 
 /**
  * An in-memory model of a qcow2 file while it is being created: its metadata clusters, its

@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { REPLACE_PERMISSIONS, lockImage } from './drivers/file/qemu-lock.js';
-import { BlockError, fromErrno } from './errors.js';
+import { REPLACE_PERMISSIONS, lockImage } from '../drivers/file/qemu-lock.js';
+import { BlockError, fromErrno } from '../errors.js';
 
 /** Exit codes of a command stopped by a signal, as a shell reports them (128 + signal number). */
 const SIGNAL_EXIT: Record<'SIGINT' | 'SIGTERM', number> = { SIGINT: 130, SIGTERM: 143 };

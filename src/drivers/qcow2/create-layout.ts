@@ -1,9 +1,24 @@
-import { bigEntryOffset, copiedEntry, l2EntryBytes } from '../drivers/qcow2/entries.js';
-import * as L from '../drivers/qcow2/limits.js';
-import { BlockError } from '../errors.js';
-import type { Qcow2CreateSettings } from './options.js';
-import { Qcow2FileModel } from './qcow2-allocator.js';
-import { buildHeaderCluster } from './qcow2-header.js';
+import { bigEntryOffset, copiedEntry, l2EntryBytes } from './entries.js';
+import * as L from './limits.js';
+import { BlockError } from '../../errors.js';
+import { Qcow2FileModel } from './create-allocator.js';
+import { buildHeaderCluster } from './create-header.js';
+
+/** Options after validation, with qemu-img's defaults filled in. */
+export interface Qcow2CreateSettings {
+  size: number;
+  version: 2 | 3;
+  clusterBits: number;
+  refcountOrder: number;
+  extendedL2: boolean;
+  compressionType: 'zlib' | 'zstd';
+  lazyRefcounts: boolean;
+  dataFile?: string;
+  dataFileRaw: boolean;
+  backing?: string;
+  backingFormat?: 'qcow2' | 'raw';
+  preallocation: 'off' | 'metadata' | 'falloc' | 'full';
+}
 
 /** Largest request QEMU's preallocation loop hands to the allocator at once (INT_MAX, cluster aligned). */
 const INT_MAX = 2 ** 31 - 1;

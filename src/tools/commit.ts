@@ -1,8 +1,8 @@
-import { createImage } from './create/index.js';
-import { BlockError } from './errors.js';
-import { BlockLayer } from './layer.js';
-import { resolveName } from './drivers/qcow2/backing.js';
-import type { BlockNode } from './node/node.js';
+import { createImage } from './create.js';
+import { BlockError } from '../errors.js';
+import { BlockLayer } from '../layer.js';
+import { resolveName } from '../drivers/qcow2/backing.js';
+import type { BlockNode } from '../node/node.js';
 
 /** Options of {@link commitImage}. */
 export interface CommitOptions {

@@ -1,7 +1,10 @@
 import { z } from 'zod';
 import * as L from '../drivers/qcow2/limits.js';
-import { sizeSchema } from '../options/size.js';
-import { parseOptions } from '../options/zod-error.js';
+import { sizeSchema } from './size.js';
+import { parseOptions } from './zod-error.js';
+import type { Qcow2CreateSettings } from '../drivers/qcow2/create-layout.js';
+
+export type { Qcow2CreateSettings } from '../drivers/qcow2/create-layout.js';
 
 /** Preallocation modes (QEMU PreallocMode): metadata only, or also the file's space (falloc) or zeros written (full). */
 export const PREALLOCATION_MODES = ['off', 'metadata', 'falloc', 'full'] as const;
@@ -62,22 +65,6 @@ export const createOptionsSchema = z
   });
 
 export type CreateOptionsInput = z.input<typeof createOptionsSchema>;
-
-/** Options after validation, with qemu-img's defaults filled in. */
-export interface Qcow2CreateSettings {
-  size: number;
-  version: 2 | 3;
-  clusterBits: number;
-  refcountOrder: number;
-  extendedL2: boolean;
-  compressionType: 'zlib' | 'zstd';
-  lazyRefcounts: boolean;
-  dataFile?: string;
-  dataFileRaw: boolean;
-  backing?: string;
-  backingFormat?: 'qcow2' | 'raw';
-  preallocation: Preallocation;
-}
 
 /** Validates options (throws BlockError EINVAL naming the field). */
 export function parseCreateOptions(input: unknown): z.output<typeof createOptionsSchema> {

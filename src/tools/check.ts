@@ -1,9 +1,9 @@
-import { probeFormat } from './drivers/qcow2/index.js';
-import { BlockError } from './errors.js';
-import { BlockLayer } from './layer.js';
-import type { CheckResult, RepairMode } from './node/check-result.js';
-import type { NodeOptions } from './node/driver.js';
-import { PROBE_DRIVER, probeNode } from './node/probe.js';
+import { probeFormat } from '../drivers/qcow2/index.js';
+import { BlockError } from '../errors.js';
+import { BlockLayer } from '../layer.js';
+import type { CheckResult, RepairMode } from '../node/check-result.js';
+import type { NodeOptions } from '../node/driver.js';
+import { PROBE_DRIVER, probeNode } from '../node/probe.js';
 
 /** Options of {@link checkImage}. */
 export interface CheckImageOptions {

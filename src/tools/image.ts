@@ -1,6 +1,6 @@
-import { imageOptions, probeImageFormat } from './image-options.js';
-import { type DriveOptions, BlockLayer } from './layer.js';
-import { PROBE_DRIVER } from './node/probe.js';
+import { imageOptions, probeImageFormat } from '../image-options.js';
+import { type DriveOptions, BlockLayer } from '../layer.js';
+import { PROBE_DRIVER } from '../node/probe.js';
 
 /**
  * {@link imageOptions} with the format already probed (a short-lived protocol node in a private

@@ -1,4 +1,4 @@
-import * as L from '../drivers/qcow2/limits.js';
+import * as L from './limits.js';
 
 /** What the header cluster of a new image says. */
 export interface HeaderFields {
