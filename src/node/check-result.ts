@@ -1,6 +1,8 @@
 /** What a consistency check found and fixed: the fields and counts of `qemu-img check --output=json`. */
 export interface CheckResult {
+  /** The image checked (qemu-img: `filename`). */
   filename: string;
+  /** Its format (`qcow2`). */
   format: string;
   /** Errors that kept the check from completing (I/O errors, refcount blocks it could not read). */
   checkErrors: number;
@@ -12,12 +14,15 @@ export interface CheckResult {
   allocatedClusters: number;
   /** Allocated clusters not stored right after the previous one of their L2 table. */
   fragmentedClusters: number;
+  /** Allocated clusters stored compressed. */
   compressedClusters: number;
   /** Refcounts too low, bad offsets, OFLAG_COPIED mismatches, reserved bits: data may be at risk. */
   corruptions: number;
   /** Clusters whose refcount is higher than their uses: wasted space only. */
   leaks: number;
+  /** Corruptions the repair fixed. */
   corruptionsFixed: number;
+  /** Leaks the repair fixed. */
   leaksFixed: number;
 }
 

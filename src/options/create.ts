@@ -8,6 +8,7 @@ export type { Qcow2CreateSettings } from '../drivers/qcow2/create-layout.js';
 
 /** Preallocation modes (QEMU PreallocMode): metadata only, or also the file's space (falloc) or zeros written (full). */
 export const PREALLOCATION_MODES = ['off', 'metadata', 'falloc', 'full'] as const;
+/** One of {@link PREALLOCATION_MODES}. */
 export type Preallocation = (typeof PREALLOCATION_MODES)[number];
 
 const QCOW2_ONLY = ['backing', 'backingFormat', 'clusterSize', 'compat', 'extendedL2', 'compressionType', 'lazyRefcounts', 'refcountBits', 'dataFile', 'dataFileRaw'] as const;
@@ -18,6 +19,7 @@ const QCOW2_ONLY = ['backing', 'backingFormat', 'clusterSize', 'compat', 'extend
  */
 export const createOptionsSchema = z
   .object({
+    /** Image format to create. */
     format: z.enum(['qcow2', 'raw']),
     /** Virtual size (bytes or '10G'); rounded up to whole 512-byte sectors as qemu-img does. Default: the backing file's size. */
     size: sizeSchema.optional(),
@@ -25,15 +27,23 @@ export const createOptionsSchema = z
     backing: z.string().min(1, 'must not be empty').max(L.MAX_BACKING_NAME, `must be at most ${L.MAX_BACKING_NAME} bytes`).optional(),
     /** Format of the backing file; probed when omitted (qemu-img create now refuses that: the CLI does too). */
     backingFormat: z.enum(['qcow2', 'raw']).optional(),
+    /** qcow2 cluster size (power of two, 512 B … 2 MiB; default 64 KiB: qemu-img `cluster_size`). */
     clusterSize: sizeSchema.optional(),
+    /** qcow2 version: `1.1`/`v3` (default) or `0.10`/`v2` (qemu-img `compat`). */
     compat: z.enum(['0.10', '1.1', 'v2', 'v3']).optional(),
+    /** Subclusters: 32 per cluster (qemu-img `extended_l2`, v3, clusters of 16 KiB or more). */
     extendedL2: z.boolean().optional(),
+    /** Algorithm of compressed clusters (qemu-img `compression_type`; zstd needs v3). */
     compressionType: z.enum(['zlib', 'zstd']).optional(),
+    /** Defer refcount updates until a clean close (qemu-img `lazy_refcounts`, v3). */
     lazyRefcounts: z.boolean().optional(),
+    /** Bits per refcount, a power of two 1 … 64 (default 16; qemu-img `refcount_bits`). */
     refcountBits: z.number().int('must be a whole number').optional(),
     /** External data file name as stored in the header (created beside the image by createImage). */
     dataFile: z.string().min(1, 'must not be empty').optional(),
+    /** The data file is a valid raw image by itself (qemu-img `data_file_raw`). */
     dataFileRaw: z.boolean().optional(),
+    /** What to allocate up front (qemu-img `preallocation`): `off`, `metadata`, `falloc`, `full`. */
     preallocation: z.enum(PREALLOCATION_MODES).default('off'),
   })
   .strict()
@@ -64,6 +74,7 @@ export const createOptionsSchema = z
     if (o.size === undefined && o.backing === undefined) fail('size', 'required (or a backing file to take it from)');
   });
 
+/** Options of {@link createImage} as a caller writes them (sizes as numbers or strings such as '10G'). */
 export type CreateOptionsInput = z.input<typeof createOptionsSchema>;
 
 /** Validates options (throws BlockError EINVAL naming the field). */

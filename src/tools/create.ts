@@ -14,10 +14,13 @@ export { type CreateOptionsInput, createOptionsSchema, PREALLOCATION_MODES, type
 
 /** What was created. */
 export interface CreatedImage {
+  /** Format of the new image. */
   format: 'qcow2' | 'raw';
+  /** Its virtual size in bytes (rounded up to whole sectors). */
   virtualSize: number;
   /** Length of the image file (or of the used part of the node). */
   fileLength: number;
+  /** Format of its backing file, when it has one. */
   backingFormat?: 'qcow2' | 'raw';
 }
 

@@ -4,16 +4,26 @@ import * as L from './limits.js';
 
 /** One internal snapshot (what `qemu-img snapshot -l` lists). */
 export interface Qcow2Snapshot {
+  /** Unique id (QEMU numbers them 1, 2, …). */
   id: string;
+  /** Name given at creation (may be empty). */
   name: string;
   /** Guest disk size at the time of the snapshot. */
   size: number;
   /** Seconds and nanoseconds since the epoch when it was taken. */
-  date: { sec: number; nsec: number };
+  date: {
+    /** Seconds since the epoch. */
+    sec: number;
+    /** Nanoseconds within that second. */
+    nsec: number;
+  };
   /** Guest clock in nanoseconds. */
   vmClockNs: number;
+  /** Bytes of saved VM state (0 for a disk-only snapshot). */
   vmStateSize: number;
+  /** File offset of the snapshot's L1 table. */
   l1TableOffset: number;
+  /** Entries in the snapshot's L1 table. */
   l1Size: number;
   /** Where this entry starts in the file. */
   entryOffset: number;
