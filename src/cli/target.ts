@@ -6,20 +6,8 @@ export { imageOptions as targetOptions } from '../image-options.js';
 /** `-U/--force-share` (qemu-img's): read-only, sharing everything, so an image another process holds read-write can be read. */
 export const forceShareOption = { 'force-share': { type: 'boolean', short: 'U' } } as const;
 
-/**
- * The option tree with QEMU's force-share on each file node in it (the image's file; the backing
- * chain and data file the qcow2 driver opens inherit it). The tree is read-only, as targetOptions makes it.
- */
-export function withForceShare<T extends Record<string, unknown>>(tree: T, on: boolean | undefined): T {
-  if (!on) return tree;
-  const walk = (o: Record<string, unknown>): Record<string, unknown> => {
-    const out: Record<string, unknown> = { ...o };
-    if (o.driver === 'file') out.forceShare = true;
-    for (const [k, v] of Object.entries(o)) if (v !== null && typeof v === 'object' && !Array.isArray(v) && 'driver' in v) out[k] = walk(v as Record<string, unknown>);
-    return out;
-  };
-  return walk(tree) as T;
-}
+// QEMU's force-share on every file node of a tree: the tools' helper, used by the verbs too.
+export { withForceShare } from '../tools/open-input.js';
 
 /** Image formats `-f/--format` accepts (qemu-img's `-f`: the format is used as given, no probing). */
 export const FORMATS = ['raw', 'qcow2'] as const;

@@ -1,6 +1,6 @@
 import type { Drive } from '../drive.js';
 import { BlockError } from '../errors.js';
-import { targetOptions } from './image.js';
+import { imageOptions } from '../image-options.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
 
 /** How the inspecting tools (info, map, convert's input) open their image. */
@@ -56,7 +56,8 @@ export async function openInput(input: string | DriveOptions, options: InputOpti
   const own = options.layer === undefined;
   const layer = options.layer ?? new BlockLayer();
   try {
-    const tree = typeof input === 'string' ? await targetOptions(input, { format: options.format, snapshot: options.snapshot }) : input;
+    // A target's format is probed as it opens ('auto'), over the node that stays open.
+    const tree = typeof input === 'string' ? (imageOptions(input, { format: options.format, snapshot: options.snapshot }) as DriveOptions) : input;
     const drive = await layer.openDrive(withForceShare(tree, options.forceShare));
     const close = async () => {
       if (own) await layer.close();
