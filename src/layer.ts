@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { type Clock, RealClock } from './clock.js';
 import { Drive } from './drive.js';
 import { builtinDrivers } from './drivers/index.js';

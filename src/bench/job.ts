@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { sizeSchema } from '../options/size.js';
 import { throttleLimitsSchema } from '../throttle/limits.js';
 

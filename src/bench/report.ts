@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** Latency figures in nanoseconds; percentiles from the log-linear histogram (within 1.6 %), the rest exact. */
 const latency = z.object({

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { BlockError, type BlockErrorCode } from '../errors.js';
 import { defineDriver, type DriverInstance } from '../node/driver.js';
 

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { BlockError } from '../errors.js';
 import { type BlockDriver, defineDriver } from '../node/driver.js';
 import { DispatchOrder } from '../throttle/dispatch-order.js';

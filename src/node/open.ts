@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Clock } from '../clock.js';
 import { BlockError } from '../errors.js';
 import { parseOptions } from '../options/zod-error.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import * as L from '../drivers/qcow2/limits.js';
 import { sizeSchema } from './size.js';
 import { parseOptions } from './zod-error.js';

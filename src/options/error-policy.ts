@@ -12,7 +12,7 @@
  * `werror`) adds `auto`, "inherit the backend's policy"; a -drive backend's policy defaults to
  * `report` for reads and `enospc` for writes, so `auto` means those here.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import { BlockError } from '../errors.js';
 import { expectString } from './input.js';
 

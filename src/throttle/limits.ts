@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { BlockError } from '../errors.js';
 
 /** Bucket order (QEMU's BucketType): bps total/read/write, then iops total/read/write. */

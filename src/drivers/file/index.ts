@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { z } from 'zod';
+import * as z from 'zod';
 import { BlockError, fromErrno } from '../../errors.js';
 import { type BlockStatus, defineDriver, type DriverInstance } from '../../node/driver.js';
 import { AIO_ENGINES, defaultAio, type IoEngine, selectEngine } from './engine.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { BlockError } from '../../errors.js';
 import { type BlockStatus, type DriverInstance, defineDriver } from '../../node/driver.js';
 import { sizeSchema } from '../../options/size.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { BlockError } from '../../errors.js';
 import { NBD_DEFAULT_MAX_PAYLOAD, NbdClient } from './client.js';
 import {

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { type DriverInstance, defineDriver } from '../../node/driver.js';
 import { sizeSchema } from '../../options/size.js';
 import { fromErrno } from '../../errors.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { BlockError, fromErrno } from '../../errors.js';
 import { type BlockStatus, type DriverInstance, defineDriver } from '../../node/driver.js';
 import { isRbdImage, type RbdConnector, type RbdImage, type RbdImageStat, type RbdOpenRequest, settlesWithBlockErrors } from './image.js';
