@@ -6,7 +6,7 @@ import type { Clock } from '../src/clock.js';
 import { BlockLayer, type Drive, VirtualClock } from '../src/index.js';
 import { ThrottleGroup } from '../src/throttle/group.js';
 import { account, computeWait, createState } from '../src/throttle/bucket.js';
-import { type ThrottleLimits, toConfig } from '../src/throttle/limits.js';
+import { type ThrottleLimits, validateLimits } from '../src/throttle/limits.js';
 import { FlatVirtualClock } from './baseline/flat-virtual-clock.js';
 import { fmtRate, median, row, sideBySide } from './util.js';
 
@@ -97,7 +97,7 @@ async function throughput(limited: boolean, count: number): Promise<number> {
  * leak, check and charge, in a tight loop with time moving 300 ns per request.
  */
 function bucketArithmeticNs(count: number): number {
-  const state = createState(toConfig({ iopsTotal: 1e12 }), 0);
+  const state = createState(validateLimits({ iopsTotal: 1e12 }), 0);
   let now = 0;
   let waited = 0;
   const t0 = performance.now();

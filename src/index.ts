@@ -82,7 +82,7 @@ export {
   type ThrottleOptions,
   throttleLimitsSchema,
   throttleOptionsSchema,
-  toConfig as validateLimits,
+  validateLimits,
 } from './throttle/limits.js';
 export * as bucket from './throttle/bucket.js';
 export { throttleFilterDriver } from './drivers/throttle.js';

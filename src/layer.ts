@@ -14,7 +14,7 @@ import { parseDriveErrorAction } from './options/error-policy.js';
 import { parseOptions } from './options/zod-error.js';
 import { openWithTemporaryOverlay } from './overlay.js';
 import { type ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
-import { type ThrottleLimits, throttleOptionsSchema, toConfig } from './throttle/limits.js';
+import { type ThrottleLimits, throttleOptionsSchema, validateLimits } from './throttle/limits.js';
 import { throttleFilterDriver } from './drivers/throttle.js';
 import type { BuiltinDriveOptions, DriveOptions, DriveOwnOptions } from './options/drive-options.js';
 import { ID_PATTERN, ID_RULE } from './ids.js';
@@ -99,7 +99,7 @@ export class BlockLayer {
     // QEMU's rules checked here, before anything opens, so errors name `throttle.<field>` as written.
     if (limits !== undefined) {
       const { group: _, ...values } = limits;
-      toConfig(values, 'throttle.');
+      validateLimits(values, 'throttle.');
     }
     const policy = {
       rerror: rerror === undefined ? undefined : parseDriveErrorAction(rerror, 'read', 'rerror'),

@@ -3,7 +3,7 @@ import type { Drive } from '../drive.js';
 import { BlockError, fromErrno, isBlockError } from '../errors.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
 import { parseOptions } from '../options/zod-error.js';
-import { isEnabled, toConfig } from '../throttle/limits.js';
+import { isEnabled, validateLimits } from '../throttle/limits.js';
 import { LatencyHistogram } from './histogram.js';
 import { prng } from './prng.js';
 import { type BenchJobInput, jobSchema } from './job.js';
@@ -40,7 +40,7 @@ export async function runJob(input: BenchJobInput, onProgress?: Progress): Promi
   const runtime = job.runtime ?? (job.size === undefined ? 5 : undefined);
   const virtual = job.clock === 'virtual';
   // Validate limits up front (QEMU's rules), so a bad limit fails even if it would switch throttling off.
-  const hasLimits = isEnabled(toConfig(job.limits, 'limits.'));
+  const hasLimits = isEnabled(validateLimits(job.limits, 'limits.'));
   const latency = Number((job.target as { latencyNs?: number }).latencyNs ?? 0);
   if (virtual && runtime !== undefined && !hasLimits && latency === 0) {
     throw new BlockError('EINVAL', 'clock: a virtual-clock job with a runtime needs a limit or a target latency (latencyNs), or time never moves', { field: 'clock' });

@@ -3,7 +3,7 @@
 import { BlockError } from '../errors.js';
 import { parseOptions } from '../options/zod-error.js';
 import type { ThrottleGroup, ThrottleGroupRegistry } from '../throttle/group.js';
-import { isEnabled, type ThrottleOptions, throttleOptionsSchema, toConfig } from '../throttle/limits.js';
+import { isEnabled, type ThrottleOptions, throttleOptionsSchema, validateLimits } from '../throttle/limits.js';
 import type { RequestPath } from './request-path.js';
 
 /** A drive's limits and group, as returned by Drive.getLimits(). */
@@ -29,7 +29,7 @@ export class ThrottleMembership {
   set(options: ThrottleOptions, rules: { maxBurstLength?: number }): boolean {
     const { group: groupName, ...limits } = parseOptions(throttleOptionsSchema, options);
     const joinOnly = groupName !== undefined && Object.keys(limits).length === 0;
-    const config = joinOnly ? null : toConfig(limits, '', rules);
+    const config = joinOnly ? null : validateLimits(limits, '', rules);
     if (config !== null && !isEnabled(config)) {
       if (this.path.throttle === null) return false;
       this.leave();

@@ -11,7 +11,7 @@ export type DriverKind = 'protocol' | 'format' | 'filter';
 export interface DriverCapabilities {
   /** protocol (talks to storage), format (interprets a child), filter (passes through to one child). */
   readonly kind: DriverKind;
-  /** Nodes of this driver can never be written (e.g. qcow2 here). */
+  /** Nodes of this driver can never be written (a read-only protocol such as http). */
   readonly readOnly?: boolean;
   /** The driver may have a `backing` child. */
   readonly supportsBacking?: boolean;

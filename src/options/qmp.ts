@@ -3,7 +3,7 @@
  * QAPI ThrottleLimits object (QOM `limits` of a throttle-group).
  */
 import { BlockError } from '../errors.js';
-import { fromConfig, type ThrottleLimits, type ThrottleOptions, THROTTLE_VALUE_MAX, toConfig } from '../throttle/limits.js';
+import { fromConfig, type ThrottleLimits, type ThrottleOptions, THROTTLE_VALUE_MAX, validateLimits } from '../throttle/limits.js';
 import { expectLimits, expectRecord, expectString, expectWith } from './input.js';
 import { BY_QAPI, BY_QMP, LIMIT_FIELDS, toQapiName, toQmpName, validateSpelled } from './throttle-names.js';
 
@@ -160,7 +160,7 @@ export function fromQapiLimits(obj: Record<string, unknown>, current: ThrottleLi
     spelling.set(field, key);
   }
   validateSpelled(out, spelling, toQapiName);
-  return fromConfig(toConfig(out));
+  return fromConfig(validateLimits(out));
 }
 
 /** Our limits as a full QAPI ThrottleLimits (all 19 members, as qom-get of `limits` returns them). */

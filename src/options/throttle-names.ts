@@ -1,5 +1,5 @@
 import { BlockError } from '../errors.js';
-import { BUCKET_NAMES, type ThrottleLimits, toConfig } from '../throttle/limits.js';
+import { BUCKET_NAMES, type ThrottleLimits, validateLimits } from '../throttle/limits.js';
 
 /** The 19 limit fields of QAPI ThrottleLimits in camelCase, in QEMU's order (avg, max, length per bucket). */
 export const LIMIT_FIELDS: readonly (keyof ThrottleLimits)[] = [
@@ -48,7 +48,7 @@ export const BY_QMP = inverse(toQmpName);
 export const BY_LIBVIRT = inverse(toLibvirtName);
 
 /**
- * Validates limits with QEMU's rules (toConfig) but reports the fields as the user spelled
+ * Validates limits with QEMU's rules (validateLimits) but reports the fields as the user spelled
  * them (`bps, bps_rd: …` rather than `bpsTotal, bpsRead: …`).
  */
 export function validateSpelled(
@@ -58,7 +58,7 @@ export function validateSpelled(
   options?: { maxBurstLength?: number },
 ): void {
   try {
-    toConfig(limits, '', options);
+    validateLimits(limits, '', options);
   } catch (e) {
     if (!(e instanceof BlockError)) throw e;
     const colon = e.message.indexOf(': ');

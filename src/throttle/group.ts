@@ -2,7 +2,7 @@ import * as z from 'zod';
 import type { Clock } from '../clock.js';
 import { BlockError } from '../errors.js';
 import { account, computeWait, configure, createState, type Direction, type ThrottleState } from './bucket.js';
-import { emptyConfig, fromConfig, isEnabled, type ThrottleConfig, type ThrottleLimits, toConfig } from './limits.js';
+import { emptyConfig, fromConfig, isEnabled, type ThrottleConfig, type ThrottleLimits, validateLimits } from './limits.js';
 import { type ThrottleScheduler, ThrottledRequestQueue } from './queue.js';
 import { ID_PATTERN, ID_RULE } from '../ids.js';
 
@@ -70,7 +70,7 @@ export class ThrottleGroup implements ThrottleScheduler {
    * qom-set, waiting requests are rescheduled at once under the new limits.
    */
   setLimits(limits: ThrottleLimits): void {
-    const config = toConfig(limits);
+    const config = validateLimits(limits);
     configure(this.state, config, this.clock.now());
     for (const dir of DIRECTIONS) {
       this.forEach((m) => {
@@ -343,7 +343,7 @@ export class ThrottleGroupRegistry {
   create(name: string, limits: ThrottleLimits = {}): ThrottleGroup {
     checkName(throttleGroupNameSchema, name);
     if (this.groups.has(name)) throw new BlockError('EINVAL', `group: a group named '${name}' already exists`, { field: 'group' });
-    const config = toConfig(limits);
+    const config = validateLimits(limits);
     const g = new ThrottleGroup(name, this.clock, true, (grp) => this.dropIfImplicit(grp));
     g.setLimits(fromConfig(config));
     this.groups.set(name, g);

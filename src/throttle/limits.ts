@@ -115,7 +115,7 @@ function invalid(fields: string[], message: string): BlockError {
  * reports the same one QEMU would), and returns the bucket configuration. Unlike QEMU,
  * a negative iopsSize is refused rather than read as "every request is one op".
  */
-export function toConfig(limits: ThrottleLimits, prefix = '', options: { maxBurstLength?: number } = {}): ThrottleConfig {
+export function validateLimits(limits: ThrottleLimits, prefix = '', options: { maxBurstLength?: number } = {}): ThrottleConfig {
   const maxBurstLength = options.maxBurstLength ?? MAX_BURST_LENGTH;
   const parsed = throttleLimitsSchema.safeParse(limits);
   if (!parsed.success) {

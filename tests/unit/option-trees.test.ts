@@ -323,12 +323,12 @@ describe('option writers and QOM ids', () => {
   });
 
   it('limits beyond 2^53 get the range rule, not "must be a whole number"; iopsSize beyond 2^53 is refused', async () => {
-    const { toConfig } = await import('../../src/throttle/limits.js');
-    expect(() => toConfig({ bpsRead: 2 ** 60 })).toThrow('bpsRead: bps/iops/max values must be within [0, 1000000000000000]');
-    expect(() => toConfig({ iopsTotal: 1, iopsTotalMax: 2, iopsTotalMaxLength: 2 ** 60 })).toThrow(/^iopsTotalMaxLength: value must be in the range/);
-    expect(() => toConfig({ iopsTotal: 1, iopsSize: 2 ** 60 })).toThrow(einval('iopsSize'));
-    expect(() => toConfig({ iopsTotal: 1.5 })).toThrow('iopsTotal: must be a whole number');
-    expect(() => toConfig({ iopsTotal: Number.POSITIVE_INFINITY })).toThrow(einval('iopsTotal'));
+    const { validateLimits } = await import('../../src/throttle/limits.js');
+    expect(() => validateLimits({ bpsRead: 2 ** 60 })).toThrow('bpsRead: bps/iops/max values must be within [0, 1000000000000000]');
+    expect(() => validateLimits({ iopsTotal: 1, iopsTotalMax: 2, iopsTotalMaxLength: 2 ** 60 })).toThrow(/^iopsTotalMaxLength: value must be in the range/);
+    expect(() => validateLimits({ iopsTotal: 1, iopsSize: 2 ** 60 })).toThrow(einval('iopsSize'));
+    expect(() => validateLimits({ iopsTotal: 1.5 })).toThrow('iopsTotal: must be a whole number');
+    expect(() => validateLimits({ iopsTotal: Number.POSITIVE_INFINITY })).toThrow(einval('iopsTotal'));
   });
 });
 

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { driveStringToOptions, parseDriveString, splitQemuOpts, toDriveString } from '../../src/index.js';
-import { toConfig } from '../../src/throttle/limits.js';
+import { validateLimits } from '../../src/throttle/limits.js';
 import { anyLimitsArb, wideThrottleArb } from '../helpers/limits-arb.js';
 import { toQapiName, toQmpName } from '../../src/options/throttle-names.js';
 import { withAio } from '../../src/options/drive-string.js';
@@ -280,12 +280,12 @@ describe('-drive option strings', () => {
     );
   });
 
-  it('any mix of limits is accepted or refused exactly as toConfig decides, with the same message in -drive spelling', () => {
+  it('any mix of limits is accepted or refused exactly as validateLimits decides, with the same message in -drive spelling', () => {
     fc.assert(
       fc.property(anyLimitsArb, fc.boolean(), (limits, legacy) => {
         let expected = 'ok';
         try {
-          toConfig(limits);
+          validateLimits(limits);
         } catch (e) {
           expected = (e as Error).message.replace(/^[^:]*: /, '');
         }

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { fromLibvirtIotune, parseIotuneXml, toIotuneXml, toLibvirtIotune } from '../../src/index.js';
-import { toConfig } from '../../src/throttle/limits.js';
+import { validateLimits } from '../../src/throttle/limits.js';
 import { anyLimitsArb, normalize, wideThrottleArb } from '../helpers/limits-arb.js';
 
 describe('libvirt <iotune>', () => {
@@ -158,7 +158,7 @@ describe('libvirt <iotune>', () => {
     );
   });
 
-  it('any mix of limits gets the verdict toConfig gives (zero meaning unset)', () => {
+  it('any mix of limits gets the verdict validateLimits gives (zero meaning unset)', () => {
     fc.assert(
       fc.property(anyLimitsArb, (limits) => {
         const verdict = (fn: () => unknown) => {
@@ -170,8 +170,8 @@ describe('libvirt <iotune>', () => {
           }
         };
         const unset = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== 0));
-        expect(verdict(() => fromLibvirtIotune(toLibvirtIotune(limits)))).toBe(verdict(() => toConfig(unset)));
-        if (verdict(() => toConfig(unset)) === 'ok') expect(normalize(fromLibvirtIotune(toLibvirtIotune(limits)))).toEqual(normalize(limits));
+        expect(verdict(() => fromLibvirtIotune(toLibvirtIotune(limits)))).toBe(verdict(() => validateLimits(unset)));
+        if (verdict(() => validateLimits(unset)) === 'ok') expect(normalize(fromLibvirtIotune(toLibvirtIotune(limits)))).toEqual(normalize(limits));
       }),
       { numRuns: 1000 },
     );

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { BlockError } from '../../src/index.js';
-import { fromConfig, isEnabled, type ThrottleLimits, toConfig } from '../../src/throttle/limits.js';
+import { fromConfig, isEnabled, type ThrottleLimits, validateLimits } from '../../src/throttle/limits.js';
 
 function verdict(l: ThrottleLimits): string {
   try {
-    toConfig(l);
+    validateLimits(l);
     return 'ok';
   } catch (e) {
     expect(e).toBeInstanceOf(BlockError);
@@ -17,12 +17,12 @@ const names = ['bpsTotal', 'bpsRead', 'bpsWrite', 'iopsTotal', 'iopsRead', 'iops
 
 describe('limit validation (reference §2 and §5.2)', () => {
   it('all zero is valid and means throttling off', () => {
-    expect(isEnabled(toConfig({}))).toBe(false);
+    expect(isEnabled(validateLimits({}))).toBe(false);
   });
 
   it('any single bucket at 150 is valid and enabled; negative is refused with the range message', () => {
     for (const n of names) {
-      expect(isEnabled(toConfig({ [n]: 150 }))).toBe(true);
+      expect(isEnabled(validateLimits({ [n]: 150 }))).toBe(true);
       expect(verdict({ [n]: -150 })).toMatch(new RegExp(`^${n}: .*must be within \\[0, 1000000000000000\\]`));
       expect(verdict({ [n]: 1, [`${n}Max`]: 1 })).toBe('ok');
     }
@@ -83,6 +83,6 @@ describe('limit validation (reference §2 and §5.2)', () => {
 
   it('fromConfig gives back exactly the fields that were set', () => {
     const l = { iopsTotal: 100, iopsTotalMax: 2000, iopsTotalMaxLength: 60, iopsSize: 4096, bpsRead: 5 };
-    expect(fromConfig(toConfig(l))).toEqual(l);
+    expect(fromConfig(validateLimits(l))).toEqual(l);
   });
 });
