@@ -29,7 +29,8 @@ export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<st
     banner: { js: "import { createRequire as __blocklayerRequire } from 'node:module';\nconst require = __blocklayerRequire(import.meta.url);" },
     // a third of the bytes to read, decode and compile at every start
     minify: true,
-    sourcemap: true,
+    // no maps: they would point at src/, which is not shipped (and double what is installed)
+    sourcemap: false,
     metafile: true,
     logLevel: 'warning',
   });

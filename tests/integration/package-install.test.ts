@@ -23,6 +23,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildBrowser } from '../../scripts/build-browser.js';
 import { buildCjsEntries } from '../../scripts/build-cjs-entries.js';
+import { buildCli } from '../../scripts/build-cli.js';
 import { seek } from '../../src/drivers/file/posix.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -259,6 +260,7 @@ describe.skipIf(skipReason !== undefined)('the npm package', () => {
     run(process.execPath, [tsc, '-p', 'tsconfig.build.json', '--outDir', path.join(stage, 'dist')], ROOT);
     buildCjsEntries(path.join(stage, 'dist'));
     await buildBrowser(path.join(stage, 'dist/browser'));
+    await buildCli(path.join(stage, 'dist/cli'));
 
     const packed = JSON.parse(run(npm, ['pack', '--ignore-scripts', '--json', '--pack-destination', tmp], stage)) as { filename: string; files: { path: string }[] }[];
     const tarball = path.join(tmp, packed[0].filename);
@@ -317,9 +319,11 @@ describe.skipIf(skipReason !== undefined)('the npm package', () => {
     expect(out).toMatch(holesHere ? /^file block status: \d+ extents, [1-9]\d* bytes of holes$/m : /^file block status: /m);
     expect(out.trim().split('\n').pop()).toBe('OK');
 
-    // The CLI runs too.
-    const info = run(process.execPath, [path.join(modules, 'blocklayer/dist/cli/main.js'), 'info', 'zstd.qcow2'], consumer);
+    // The CLI runs too, as npm installed it (package.json's bin: the bundled command).
+    const info = run(process.execPath, [path.join(modules, '.bin/blocklayer'), 'info', 'zstd.qcow2'], consumer);
     expect(info).toContain('zstd');
+    const { version } = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    expect(run(process.execPath, [path.join(modules, '.bin/blocklayer'), '--version'], consumer).trim()).toBe(`blocklayer version ${version}`);
 
     expect(bytes).toBeLessThan(MAX_INSTALLED_BYTES);
   });
