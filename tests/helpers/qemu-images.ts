@@ -2,16 +2,11 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import type { Drive } from '../../src/index.js';
+import { haveProgram } from './tools.js';
 
 /** Whether qemu-img and qemu-io are installed. */
 export function haveQemuTools(): boolean {
-  try {
-    execFileSync('qemu-img', ['--version'], { stdio: 'ignore' });
-    execFileSync('qemu-io', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
+  return haveProgram('qemu-img') && haveProgram('qemu-io');
 }
 
 /** Directory qemu tools run in (relative names in options resolve there, as they do for QEMU). */
