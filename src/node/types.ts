@@ -128,6 +128,31 @@ export interface GenericOpenContext<Node, O> {
   openChild(role: string, options: NodeOptions): Promise<Node>;
 }
 
+/** A backing file named in a new image (its name as stored, its format and size). */
+export interface CreateBacking {
+  /** The name stored in the image (as given: relative names resolve against the image's directory). */
+  readonly name: string;
+  /** The backing image's format (`qcow2`, `raw`, `vpc`, …). */
+  readonly format: string;
+  /** The backing image's virtual size in bytes. */
+  readonly size: number;
+}
+
+/**
+ * How a format driver lays out a new image (QEMU bdrv_co_create): `create -f FORMAT -o …` and
+ * `convert -O FORMAT` go through it for every format but qcow2 and raw (which have their own).
+ */
+export interface FormatCreator<Node> {
+  /** Schema of the format's creation options, with qemu-img's `-o` names (`subformat`, `block_size`, …); size and backing are separate. */
+  readonly schema: z.ZodType<Record<string, unknown>>;
+  /**
+   * Writes a new, empty image of `size` bytes onto `file` (an empty, writable, growable protocol
+   * node) with options validated by {@link schema}; returns the virtual size the image really
+   * got (formats round it, e.g. vpc's geometry).
+   */
+  create(file: Node, size: number, options: Record<string, unknown>, backing?: CreateBacking): Promise<number>;
+}
+
 /** A driver: a name, its capabilities, its options schema, the roles of its children and `open`. */
 export interface GenericBlockDriver<Node, S extends z.ZodType = z.ZodType> {
   /** Name used as `driver` in options (`file`, `raw`, `qcow2`, …). */
@@ -148,6 +173,8 @@ export interface GenericBlockDriver<Node, S extends z.ZodType = z.ZodType> {
   probe?(head: Uint8Array, filename?: string): number;
   /** Opens one node with validated options and opened children (QEMU bdrv_open). */
   open(ctx: GenericOpenContext<Node, z.output<S>>): Promise<DriverInstance>;
+  /** Creates new images of this format (format drivers that can). */
+  readonly create?: FormatCreator<Node>;
   /** Checks (and with `repair`, fixes) the metadata of an image in `file`, its protocol node, as qemu-img check (formats that have checks). */
   check?(file: Node, options: CheckOptions): Promise<CheckResult>;
 }
