@@ -17,6 +17,10 @@ export { type DriveReadableStreamOptions, driveReadableStream } from './drive/we
 export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
 export { throttleFilterDriver } from './drivers/throttle.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
+export { type AddDirtyBitmapOptions, DirtyBitmaps } from './node/dirty-bitmaps.js';
+export { type BitmapUse, DirtyBitmap, type DirtyBitmapInfo, type DirtyExtent } from './node/dirty-bitmap.js';
+export { GranuleSet } from './node/granule-set.js';
+export type { DirtyExtentsOptions } from './drive/dirty-extents.js';
 export { BlockLayer, type BlockLayerOptions, type BuiltinDriveOptions, type DriveOptions, type DriveOwnOptions, getDefaultLayer, openDrive, openImage } from './layer.js';
 export type {
   BlkdebugNodeOptions,

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'eventemitter3';
 import type { Clock } from './clock.js';
 import { asBytes, canceledError, describe, isSignal, rangeError } from './drive/args.js';
+import { type DirtyExtentsOptions, dirtyExtents } from './drive/dirty-extents.js';
 import type { ErrorPolicy } from './drive/error-policy.js';
 import type { DriveEvents, IoStatus } from './drive/events.js';
 import { type IoOperation, OP_DISCARD, OP_FLUSH, OP_KINDS, OP_NAMES, OP_READ, OP_WRITE, OP_WRITE_ZEROES, type Op, type RequestOptions } from './drive/request.js';
@@ -10,6 +11,8 @@ import { type DriveReadableStreamOptions, driveReadableStream } from './drive/we
 import { BlockError } from './errors.js';
 import type { BlockStatus } from './node/driver.js';
 import { mergedExtents } from './node/extents.js';
+import type { DirtyBitmapInfo, DirtyExtent } from './node/dirty-bitmap.js';
+import type { AddDirtyBitmapOptions } from './node/dirty-bitmaps.js';
 import type { BlockNode } from './node/node.js';
 import { MAX_BUFFER_LENGTH } from './platform/buffer-limit.js';
 import { type DriveStats, StatsAccounting } from './stats.js';
@@ -175,6 +178,72 @@ export class Drive extends EventEmitter<DriveEvents> {
     if (!this.path.gate.paused) return;
     const retried = this.path.resume();
     if (this.listenerCount('resumed') > 0) this.emit('resumed', { retried });
+  }
+
+  /**
+   * The node the drive's dirty bitmaps live on: the root, or the first node below it that is
+   * not a filter (a throttle or blkdebug filter passes every write down to it).
+   */
+  get bitmapNode(): BlockNode {
+    let node = this.node;
+    for (let child = node.child('file'); node.driver.capabilities.kind === 'filter' && child !== undefined; child = node.child('file')) node = child;
+    return node;
+  }
+
+  /**
+   * Starts a dirty bitmap (QEMU block-dirty-bitmap-add): from now on every write, write-zeroes
+   * and discard that reaches the disk, by any path, marks the granules it touches. A
+   * `persistent` one is stored in the image at close (qcow2).
+   */
+  addDirtyBitmap(name: string, options?: AddDirtyBitmapOptions): DirtyBitmapInfo {
+    return this.bitmapNode.bitmaps.add(name, options).info();
+  }
+
+  /** Removes a dirty bitmap (from the image too if it is persistent). */
+  removeDirtyBitmap(name: string): Promise<void> {
+    try {
+      return this.bitmapNode.bitmaps.remove(name);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Marks every granule of a bitmap clean (after a backup copied them). */
+  clearDirtyBitmap(name: string): void {
+    this.bitmapNode.bitmaps.clear(name);
+  }
+
+  /** Makes a bitmap record writes again. */
+  enableDirtyBitmap(name: string): void {
+    this.bitmapNode.bitmaps.setRecording(name, true);
+  }
+
+  /** Stops a bitmap recording writes (its bits stay). */
+  disableDirtyBitmap(name: string): void {
+    this.bitmapNode.bitmaps.setRecording(name, false);
+  }
+
+  /** Adds the dirty bits of the bitmaps named in `sources` (of this drive) to `target`. */
+  mergeDirtyBitmaps(target: string, sources: readonly string[]): void {
+    const bitmaps = this.bitmapNode.bitmaps;
+    bitmaps.merge(target, sources.map((name) => bitmaps.get(name)));
+  }
+
+  /** Every dirty bitmap of the drive: name, granularity, dirty bytes, flags. */
+  dirtyBitmaps(): DirtyBitmapInfo[] {
+    return this.bitmapNode.bitmaps.info();
+  }
+
+  /**
+   * The dirty extents of a bitmap, in order, for `for await`: an incremental backup copies
+   * exactly these. Writes during the walk are seen from where the walk has got to.
+   */
+  dirtyExtents(name: string, options?: DirtyExtentsOptions): AsyncGenerator<DirtyExtent, void, undefined> {
+    const node = this.bitmapNode;
+    // The lookup runs at the first step, so an unknown name rejects like any other bad input.
+    return (async function* () {
+      yield* dirtyExtents(node.bitmaps.get(name), node.name, options);
+    })();
   }
 
   /** Status of the extent starting at `offset` (data / zero / allocated, and which node). */

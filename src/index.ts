@@ -11,6 +11,10 @@ export {
   type IoStatus,
   type RequestOptions,
 } from './drive.js';
+export { type AddDirtyBitmapOptions, DirtyBitmaps } from './node/dirty-bitmaps.js';
+export { type BitmapUse, DirtyBitmap, type DirtyBitmapInfo, type DirtyExtent } from './node/dirty-bitmap.js';
+export { GranuleSet } from './node/granule-set.js';
+export type { DirtyExtentsOptions } from './drive/dirty-extents.js';
 export { createDriveReadStream, type DriveReadStreamOptions } from './drive/node-read-stream.js';
 export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { fileDriver } from './drivers/file/index.js';

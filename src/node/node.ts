@@ -1,4 +1,5 @@
 import { BlockError, valueText } from '../errors.js';
+import { DirtyBitmaps } from './dirty-bitmaps.js';
 import type { BlockStatus, DriverInstance, GenericBlockDriver } from './types.js';
 import { mergedExtents } from './extents.js';
 import { runPieces } from './pieces.js';
@@ -34,6 +35,8 @@ export class BlockNode {
   readonly children: ReadonlyMap<string, BlockNode>;
   /** Options as given (for info and error messages). */
   readonly options: Readonly<Record<string, unknown>>;
+  /** The node's dirty bitmaps: every write, write-zeroes and discard that reaches the node is recorded in them. */
+  readonly bitmaps: DirtyBitmaps;
   private readonly instance: DriverInstance;
   private refs = 1;
   private closed = false;
@@ -66,6 +69,7 @@ export class BlockNode {
     this.maxTransfer = instance.maxTransfer && instance.maxTransfer > 0 ? instance.maxTransfer : 0;
     // Overlapping writes only need ordering when read-modify-write can happen.
     this.tracked = align > 1 ? [] : null;
+    this.bitmaps = new DirtyBitmaps(this, instance);
   }
 
   /** Virtual size in bytes. */
@@ -102,7 +106,11 @@ export class BlockNode {
     this.closed = true;
     this.onClosed?.();
     try {
+      // The bitmaps go into the image before it closes; the image closes even if that fails.
+      let stored: unknown = null;
+      await this.bitmaps.store().catch((e: unknown) => (stored = e));
       await this.instance.close();
+      if (stored !== null) throw stored;
     } finally {
       for (const child of this.children.values()) await child.unref();
     }
@@ -162,15 +170,18 @@ export class BlockNode {
     if (!(data instanceof Uint8Array)) return Promise.reject(new BlockError('EINVAL', `write: data must be a Uint8Array`, { node: this.name, offset }));
     const length = data.length;
     if (this.tracked === null && !this.readOnly && this.fits(offset, length) && (this.maxTransfer === 0 || length <= this.maxTransfer)) {
-      return length === 0 ? Promise.resolve() : this.instance.write(offset, data);
+      if (length === 0) return Promise.resolve();
+      const done = this.instance.write(offset, data);
+      return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
     }
     const refused = this.refused('write', offset, length, true, grow);
     if (refused) return refused;
     if (length === 0) return Promise.resolve();
-    if (this.tracked === null) return this.writeAligned(offset, data);
-    return this.serialised(offset, length, () =>
-      this.isAligned(offset, length) ? this.writeAligned(offset, data) : this.writeUnaligned(offset, data),
-    );
+    const done =
+      this.tracked === null
+        ? this.writeAligned(offset, data)
+        : this.serialised(offset, length, () => (this.isAligned(offset, length) ? this.writeAligned(offset, data) : this.writeUnaligned(offset, data)));
+    return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
   }
 
   /**
@@ -184,7 +195,8 @@ export class BlockNode {
     if (!this.instance.writeCompressed) {
       return Promise.reject(new BlockError('ENOTSUP', `write-compressed: the ${this.driver.name} driver cannot write compressed data`, { node: this.name, offset }));
     }
-    return this.instance.writeCompressed(offset, data);
+    const done = this.instance.writeCompressed(offset, data);
+    return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, data.length) : done;
   }
 
   /** Makes a range read as zeros. */
@@ -192,7 +204,11 @@ export class BlockNode {
     const refused = this.refused('write-zeroes', offset, length, true);
     if (refused) return refused;
     if (length === 0) return Promise.resolve();
-    if (this.tracked === null) return this.zeroAligned(offset, length);
+    const done = this.tracked === null ? this.zeroAligned(offset, length) : this.zeroSerialised(offset, length);
+    return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
+  }
+
+  private zeroSerialised(offset: number, length: number): Promise<void> {
     return this.serialised(offset, length, async () => {
       const { start, end } = this.split(offset, length);
       if (end <= start) return this.writeUnaligned(offset, zeroes(length));
@@ -207,8 +223,13 @@ export class BlockNode {
     const refused = this.refused('discard', offset, length, true);
     if (refused) return refused;
     const { start, end } = this.split(offset, length);
-    if (end <= start) return Promise.resolve();
-    return this.instance.discard(start, end - start);
+    // QEMU marks the range the caller discarded, even the unaligned edges it did not pass on.
+    if (end <= start) {
+      if (this.bitmaps.active) this.bitmaps.record(offset, length);
+      return Promise.resolve();
+    }
+    const done = this.instance.discard(start, end - start);
+    return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
   }
 
   /** Makes completed writes durable. */

@@ -93,6 +93,7 @@ async function openInTree(
   const name = nodeName;
   env.nodeNames.add(name);
 
+  let node: BlockNode;
   const children = new Map<string, BlockNode>();
   const disabledChildren = new Set<string>();
   const releaseChildren = async () => {
@@ -129,7 +130,7 @@ async function openInTree(
     };
     const instance = await driver.open(ctx as OpenContext<never>);
     try {
-      return new BlockNode(name, driver, instance, children, readOnly, options, () => env.nodeNames.delete(name));
+      node = new BlockNode(name, driver, instance, children, readOnly, options, () => env.nodeNames.delete(name));
     } catch (e) {
       await instance.close().catch(() => undefined);
       throw e;
@@ -139,6 +140,14 @@ async function openInTree(
     await releaseChildren();
     throw e;
   }
+  try {
+    await node.bitmaps.load();
+  } catch (e) {
+    // The node owns its instance and children now: unref closes them all.
+    await node.unref().catch(() => undefined);
+    throw e;
+  }
+  return node;
 }
 
 /**

@@ -3,6 +3,7 @@
 import type { z } from 'zod';
 import type { Clock } from '../clock.js';
 import type { CheckOptions, CheckResult } from './check-result.js';
+import type { GranuleSet } from './granule-set.js';
 
 /** What kind of node a driver makes (QEMU: protocol, format or filter driver). */
 export type DriverKind = 'protocol' | 'format' | 'filter';
@@ -53,6 +54,23 @@ export interface BlockStatus {
 }
 
 /**
+ * A persistent dirty bitmap as a format stores it (qcow2's bitmaps extension). `granules`
+ * holds bit i for guest bytes [i × granularity, (i+1) × granularity); it is absent for an
+ * inconsistent bitmap, whose bits QEMU does not load.
+ */
+export interface StoredBitmap {
+  readonly name: string;
+  /** Bytes one bit covers (a power of two). */
+  readonly granularity: number;
+  /** Recording writes (qcow2's `auto` flag). */
+  readonly recording: boolean;
+  /** Found marked in use (qcow2's `in_use` flag at open: the image was not closed cleanly). */
+  readonly inconsistent: boolean;
+  /** The dirty granules (see above). */
+  readonly granules?: GranuleSet;
+}
+
+/**
  * An open node's operations (QEMU: the BlockDriver function table bound to one BlockDriverState).
  * The generic layer guarantees every call is in bounds, aligned to `alignment`, at most
  * `maxTransfer` bytes, and that no write reaches a read-only node.
@@ -88,6 +106,22 @@ export interface DriverInstance {
    * the generic layer calls {@link drain} once.
    */
   drainBegin?(): () => void;
+  /**
+   * Loads the persistent dirty bitmaps of the image (once, right after open). On a read-write
+   * node the driver marks them in use in the image before it returns (QEMU), so that a crash
+   * leaves them inconsistent.
+   */
+  loadBitmaps?(): Promise<StoredBitmap[]>;
+  /** Why a new persistent bitmap `name` of `granularity` could not be stored, or undefined if it can (QEMU bdrv_can_store_new_dirty_bitmap). */
+  canStoreBitmap?(name: string, granularity: number): string | undefined;
+  /**
+   * Stores the node's persistent bitmaps (called before {@link close} on a read-write node, with
+   * every persistent bitmap, inconsistent ones included, which stay as they are in the image) and
+   * clears their in-use flag. The image keeps exactly these bitmaps.
+   */
+  storeBitmaps?(bitmaps: readonly StoredBitmap[]): Promise<void>;
+  /** Removes the stored bitmap `name` from the image now (QEMU removes a persistent bitmap at once). */
+  removeStoredBitmap?(name: string): Promise<void>;
   /** Releases resources; children are closed by the generic layer afterwards. */
   close(): Promise<void>;
   /** Extra facts for `info` (format specific: cluster size, snapshots, …). */

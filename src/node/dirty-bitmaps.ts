@@ -1,0 +1,171 @@
+// The dirty bitmaps of one node: adding, finding and removing them by name, recording every
+// write that reaches the node in each, and loading/storing the persistent ones through the
+// driver (QEMU keeps them on the BlockDriverState; qcow2 stores them in the image).
+import { BlockError } from '../errors.js';
+import { checkBitmapName, checkGranularity, defaultGranularity, DirtyBitmap, type DirtyBitmapInfo } from './dirty-bitmap.js';
+import type { DriverInstance } from './types.js';
+
+/** How to make a new bitmap (QEMU block-dirty-bitmap-add's optional arguments). */
+export interface AddDirtyBitmapOptions {
+  /** Bytes one bit covers: a power of two, 512 B … 2 GiB; default the node's cluster size clamped to 4–64 KiB, else 64 KiB. */
+  granularity?: number;
+  /** Store the bitmap in the image at close (qcow2 only). Default false. */
+  persistent?: boolean;
+  /** Create it not recording (QEMU `disabled`). Default false. */
+  disabled?: boolean;
+}
+
+/** The node facts the bitmaps need. */
+interface NodeFacts {
+  readonly name: string;
+  readonly length: number;
+  readonly readOnly: boolean;
+}
+
+/** Every dirty bitmap of one node. */
+export class DirtyBitmaps {
+  /** The bitmaps in order of creation (the write path walks this array). */
+  private list: DirtyBitmap[] = [];
+  private loaded = false;
+
+  constructor(
+    private readonly node: NodeFacts,
+    private readonly instance: DriverInstance,
+  ) {}
+
+  /** Whether the node has any bitmap (the write path's one test). */
+  get active(): boolean {
+    return this.list.length > 0;
+  }
+
+  /** Records a write, write-zeroes or discard of `[offset, offset+length)` in every recording bitmap. */
+  record(offset: number, length: number): void {
+    const list = this.list;
+    for (let i = 0; i < list.length; i++) list[i]!.record(offset, length);
+  }
+
+  /** Records the range once `done` settles, whether it succeeded or not (a failed write may have written part: QEMU marks it too). */
+  async recordAfter(done: Promise<void>, offset: number, length: number): Promise<void> {
+    try {
+      await done;
+    } finally {
+      this.record(offset, length);
+    }
+  }
+
+  /** The bitmaps, in order of creation. */
+  all(): readonly DirtyBitmap[] {
+    return this.list;
+  }
+
+  /** Public facts of every bitmap (QEMU's `dirty-bitmaps` of query-named-block-nodes). */
+  info(): DirtyBitmapInfo[] {
+    return this.list.map((b) => b.info());
+  }
+
+  /** The bitmap called `name`, or undefined. */
+  find(name: string): DirtyBitmap | undefined {
+    return this.list.find((b) => b.name === name);
+  }
+
+  /** The bitmap called `name`; ENOENT with QEMU's wording when there is none. */
+  get(name: string): DirtyBitmap {
+    const found = this.find(name);
+    if (found === undefined) throw new BlockError('ENOENT', `Dirty bitmap '${String(name)}' not found`, { node: this.node.name, field: 'name' });
+    return found;
+  }
+
+  /** The granularity a bitmap gets when none is asked for (QEMU's default for this node). */
+  defaultGranularity(): number {
+    const cluster = this.instance.info?.()?.clusterSize;
+    return defaultGranularity(typeof cluster === 'number' ? cluster : undefined);
+  }
+
+  /** Makes a new bitmap with every bit clean (QEMU block-dirty-bitmap-add). */
+  add(name: string, options: AddDirtyBitmapOptions = {}): DirtyBitmap {
+    checkBitmapName(name);
+    const granularity = options.granularity === undefined ? this.defaultGranularity() : checkGranularity(options.granularity);
+    if (this.find(name)) throw new BlockError('EEXIST', `Bitmap already exists: ${name}`, { node: this.node.name, field: 'name' });
+    const persistent = options.persistent === true;
+    if (persistent) {
+      if (!this.instance.canStoreBitmap) {
+        throw new BlockError('ENOTSUP', `Can't make bitmap '${name}' persistent in '${this.node.name}': the node's format cannot store bitmaps`, {
+          node: this.node.name,
+          field: 'persistent',
+        });
+      }
+      const why = this.instance.canStoreBitmap(name, granularity);
+      if (why !== undefined) throw new BlockError('EINVAL', `Can't make bitmap '${name}' persistent in '${this.node.name}': ${why}`, { node: this.node.name, field: 'persistent' });
+    }
+    const bitmap = new DirtyBitmap(name, this.node.length, { granularity, recording: options.disabled !== true, persistent, readOnly: this.node.readOnly });
+    this.list = [...this.list, bitmap];
+    return bitmap;
+  }
+
+  /** Removes a bitmap (from the image too, at once, if it is stored there: QEMU block-dirty-bitmap-remove). */
+  async remove(name: string): Promise<void> {
+    const bitmap = this.get(name);
+    bitmap.check('remove');
+    if (bitmap.persistent && this.instance.removeStoredBitmap) await this.instance.removeStoredBitmap(name);
+    this.list = this.list.filter((b) => b !== bitmap);
+  }
+
+  /** Clears every bit of a bitmap (QEMU block-dirty-bitmap-clear). */
+  clear(name: string): void {
+    const bitmap = this.get(name);
+    bitmap.check('modify');
+    bitmap.clear();
+  }
+
+  /** Starts or stops a bitmap recording writes (QEMU block-dirty-bitmap-enable / -disable). */
+  setRecording(name: string, on: boolean): void {
+    const bitmap = this.get(name);
+    bitmap.check('record');
+    bitmap.setRecording(on);
+  }
+
+  /**
+   * Adds the dirty bits of `sources` (bitmaps of this node or of others of the same size) to the
+   * bitmap `target` (QEMU block-dirty-bitmap-merge): every check first, then the union, so a
+   * refused merge changes nothing.
+   */
+  merge(target: string, sources: readonly DirtyBitmap[]): void {
+    const into = this.get(target);
+    into.check('modify');
+    for (const source of sources) {
+      source.check('read');
+      if (source.size !== into.size) {
+        throw new BlockError('EINVAL', `Bitmaps are incompatible and can't be merged: '${source.name}' covers ${source.size} bytes, '${into.name}' ${into.size}`, {
+          node: this.node.name,
+          field: 'bitmaps',
+        });
+      }
+    }
+    for (const source of sources) into.mergeFrom(source);
+  }
+
+  /** Loads the bitmaps stored in the image, once, after the node opened. */
+  async load(): Promise<void> {
+    if (this.loaded || !this.instance.loadBitmaps) return;
+    this.loaded = true;
+    const stored = await this.instance.loadBitmaps();
+    const made = stored.map(
+      (s) =>
+        new DirtyBitmap(s.name, this.node.length, {
+          granularity: s.granularity,
+          recording: s.recording,
+          persistent: true,
+          inconsistent: s.inconsistent,
+          readOnly: this.node.readOnly,
+          ...(s.granules === undefined ? {} : { granules: s.granules }),
+        }),
+    );
+    this.list = [...made, ...this.list];
+  }
+
+  /** Stores the persistent bitmaps in the image and marks them no longer in use (at close of a read-write node). */
+  async store(): Promise<void> {
+    if (this.node.readOnly || !this.instance.storeBitmaps) return;
+    await this.instance.storeBitmaps(this.list.filter((b) => b.persistent));
+  }
+}

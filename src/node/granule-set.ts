@@ -1,0 +1,233 @@
+// A set of granule indices kept in pages of bits, created on first touch and dropped when
+// empty (QEMU's HBitmap is hierarchical for the same reason): a 64 TiB disk with a few dirty
+// granules costs a few pages, and an ordered walk visits only the pages that exist.
+
+/** Granules per page (2^12): a page is 512 bytes of bits plus its population count. */
+const PAGE_SHIFT = 12;
+const PAGE_GRANULES = 1 << PAGE_SHIFT;
+const PAGE_WORDS = PAGE_GRANULES / 32;
+/** The word after the bits holds how many of them are set. */
+const COUNT_WORD = PAGE_WORDS;
+
+function popcount(x: number): number {
+  x -= (x >>> 1) & 0x55555555;
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+}
+
+/** Bits lo..hi-1 of a 32-bit word (0 <= lo < hi <= 32). */
+function mask(lo: number, hi: number): number {
+  const upper = hi === 32 ? 0xffffffff : (1 << hi) - 1;
+  return (upper & ~((1 << lo) - 1)) >>> 0;
+}
+
+/** Index of the lowest set bit of a non-zero word. */
+function lowestBit(w: number): number {
+  return 31 - Math.clz32(w & -w);
+}
+
+/** Index of the first entry of a sorted array that is >= `key`. */
+function lowerBound(sorted: readonly number[], key: number): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (sorted[mid]! < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** A sparse set of granules `[0, size)`, with set/reset of ranges, union and an ordered walk. */
+export class GranuleSet {
+  private readonly pages = new Map<number, Uint32Array>();
+  /** Indices of the existing pages, ascending (pages are created rarely: on first touch). */
+  private readonly order: number[] = [];
+  private setCount = 0;
+
+  /** @param size Number of granules the set ranges over. */
+  constructor(readonly size: number) {}
+
+  /** How many granules are in the set. */
+  get count(): number {
+    return this.setCount;
+  }
+
+  /** Memory held by the pages, in bytes (for figures, not accounting). */
+  get pageBytes(): number {
+    return this.pages.size * (PAGE_WORDS + 1) * 4;
+  }
+
+  /** Whether granule `g` is in the set. */
+  has(g: number): boolean {
+    const page = this.pages.get(Math.floor(g / PAGE_GRANULES));
+    if (page === undefined) return false;
+    const bit = g % PAGE_GRANULES;
+    return (page[bit >>> 5]! & (1 << (bit & 31))) !== 0;
+  }
+
+  /** Adds granules `[first, end)` (clipped to the set's size). */
+  add(first: number, end: number): void {
+    end = Math.min(end, this.size);
+    for (let g = Math.max(0, first); g < end; ) {
+      const index = Math.floor(g / PAGE_GRANULES);
+      const pageEnd = Math.min(end, (index + 1) * PAGE_GRANULES);
+      let page = this.pages.get(index);
+      if (page === undefined) {
+        page = new Uint32Array(PAGE_WORDS + 1);
+        this.pages.set(index, page);
+        this.order.splice(lowerBound(this.order, index), 0, index);
+      }
+      const added = this.changeBits(page, g - index * PAGE_GRANULES, pageEnd - index * PAGE_GRANULES, true);
+      page[COUNT_WORD]! += added;
+      this.setCount += added;
+      g = pageEnd;
+    }
+  }
+
+  /** Removes granules `[first, end)`. */
+  remove(first: number, end: number): void {
+    end = Math.min(end, this.size);
+    for (let g = Math.max(0, first); g < end; ) {
+      const index = Math.floor(g / PAGE_GRANULES);
+      const pageEnd = Math.min(end, (index + 1) * PAGE_GRANULES);
+      const page = this.pages.get(index);
+      if (page !== undefined) {
+        const removed = this.changeBits(page, g - index * PAGE_GRANULES, pageEnd - index * PAGE_GRANULES, false);
+        page[COUNT_WORD]! -= removed;
+        this.setCount -= removed;
+        if (page[COUNT_WORD] === 0) this.dropPage(index);
+      }
+      g = pageEnd;
+    }
+  }
+
+  /** Empties the set. */
+  clear(): void {
+    this.pages.clear();
+    this.order.length = 0;
+    this.setCount = 0;
+  }
+
+  /** Adds every granule of `other` (same granule size; granules past this set's size are ignored). */
+  unionWith(other: GranuleSet): void {
+    for (const index of other.order) {
+      if (index * PAGE_GRANULES >= this.size) break;
+      const from = other.pages.get(index)!;
+      let page = this.pages.get(index);
+      if (page === undefined) {
+        page = new Uint32Array(PAGE_WORDS + 1);
+        this.pages.set(index, page);
+        this.order.splice(lowerBound(this.order, index), 0, index);
+      }
+      let added = 0;
+      const words = Math.min(PAGE_WORDS, Math.ceil((this.size - index * PAGE_GRANULES) / 32));
+      for (let w = 0; w < words; w++) {
+        let incoming = from[w]! & ~page[w]!;
+        if (w === words - 1) incoming &= this.tailMask(index, w);
+        if (incoming !== 0) {
+          page[w] = (page[w]! | incoming) >>> 0;
+          added += popcount(incoming);
+        }
+      }
+      page[COUNT_WORD]! += added;
+      this.setCount += added;
+      if (page[COUNT_WORD] === 0) this.dropPage(index);
+    }
+  }
+
+  /** A copy of the set (an undo point, or a frozen view). */
+  clone(): GranuleSet {
+    const copy = new GranuleSet(this.size);
+    copy.replaceWith(this);
+    return copy;
+  }
+
+  /** Makes this set equal to `other` (its pages copied; sizes must match). */
+  replaceWith(other: GranuleSet): void {
+    this.clear();
+    for (const index of other.order) {
+      this.pages.set(index, other.pages.get(index)!.slice());
+      this.order.push(index);
+    }
+    this.setCount = other.setCount;
+  }
+
+  /**
+   * The first granule `>= from` and `< limit` whose membership is `member`, or `limit` when
+   * there is none.
+   */
+  next(from: number, member: boolean, limit = this.size): number {
+    limit = Math.min(limit, this.size);
+    if (from >= limit) return limit;
+    return member ? this.nextMember(Math.max(0, from), limit) : this.nextGap(Math.max(0, from), limit);
+  }
+
+  /** Every run of granules in the set within `[from, limit)`, in order, as `[first, end)` pairs. */
+  *runs(from = 0, limit = this.size): Generator<[number, number]> {
+    for (let g = this.next(from, true, limit); g < limit; ) {
+      const end = this.next(g, false, limit);
+      yield [g, end];
+      g = this.next(end, true, limit);
+    }
+  }
+
+  private nextMember(from: number, limit: number): number {
+    for (let i = lowerBound(this.order, Math.floor(from / PAGE_GRANULES)); i < this.order.length; i++) {
+      const index = this.order[i]!;
+      const base = index * PAGE_GRANULES;
+      if (base >= limit) return limit;
+      const page = this.pages.get(index)!;
+      const start = Math.max(0, from - base);
+      for (let w = start >>> 5; w < PAGE_WORDS; w++) {
+        let word = page[w]!;
+        if (w === start >>> 5) word &= mask(start & 31, 32);
+        if (word !== 0) return Math.min(limit, base + w * 32 + lowestBit(word));
+      }
+    }
+    return limit;
+  }
+
+  private nextGap(from: number, limit: number): number {
+    for (let g = from; g < limit; ) {
+      const index = Math.floor(g / PAGE_GRANULES);
+      const base = index * PAGE_GRANULES;
+      const page = this.pages.get(index);
+      if (page === undefined) return g;
+      const start = g - base;
+      for (let w = start >>> 5; w < PAGE_WORDS; w++) {
+        let gaps = ~page[w]! >>> 0;
+        if (w === start >>> 5) gaps &= mask(start & 31, 32);
+        if (gaps !== 0) return Math.min(limit, base + w * 32 + lowestBit(gaps));
+      }
+      g = base + PAGE_GRANULES;
+    }
+    return limit;
+  }
+
+  /** Sets or clears bits `[lo, hi)` of a page; returns how many changed. */
+  private changeBits(page: Uint32Array, lo: number, hi: number, on: boolean): number {
+    let changed = 0;
+    for (let w = lo >>> 5; w * 32 < hi; w++) {
+      const m = mask(Math.max(lo - w * 32, 0), Math.min(hi - w * 32, 32));
+      const old = page[w]!;
+      const next = on ? (old | m) >>> 0 : (old & ~m) >>> 0;
+      if (next !== old) {
+        changed += popcount((next ^ old) >>> 0);
+        page[w] = next;
+      }
+    }
+    return changed;
+  }
+
+  /** Bits of word `w` of page `index` that lie inside the set's size. */
+  private tailMask(index: number, w: number): number {
+    const first = index * PAGE_GRANULES + w * 32;
+    return first + 32 <= this.size ? 0xffffffff : mask(0, this.size - first);
+  }
+
+  private dropPage(index: number): void {
+    this.pages.delete(index);
+    this.order.splice(lowerBound(this.order, index), 1);
+  }
+}
