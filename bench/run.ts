@@ -32,6 +32,7 @@ async function optional(name: string, file: string, fn: string, when = true): Pr
   }
 }
 await optional('cliStartup', './cli-startup.ts', 'cliStartupBench');
+await optional('dirtyBitmap', './dirty-bitmap.ts', 'dirtyBitmapBench');
 await optional('qcow2', './qcow2-read.ts', 'qcow2ReadBench');
 await optional('seqRead', './seq-read.ts', 'seqReadBench');
 await optional('qcow2Write', './qcow2-write.ts', 'qcow2WriteBench', full);

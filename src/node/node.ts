@@ -106,11 +106,11 @@ export class BlockNode {
     this.closed = true;
     this.onClosed?.();
     try {
-      // The bitmaps go into the image before it closes; the image closes even if that fails.
-      let stored: unknown = null;
-      await this.bitmaps.store().catch((e: unknown) => (stored = e));
+      // The bitmaps go into the image before it closes; the image closes even if that fails (reported after).
+      let failed: unknown = null;
+      if (!this.readOnly) await this.bitmaps.store().catch((e: unknown) => (failed = e));
       await this.instance.close();
-      if (stored !== null) throw stored;
+      if (failed !== null) throw failed;
     } finally {
       for (const child of this.children.values()) await child.unref();
     }
