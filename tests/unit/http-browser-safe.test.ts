@@ -5,8 +5,8 @@ import { describe, expect, it } from 'vitest';
 const SRC = path.join(import.meta.dirname, '../../src');
 
 /**
- * Every module the given one imports, following relative imports (type-only ones skipped: they
- * vanish at build). With `browser`, `x.js` resolves to its `x.browser.ts` twin when there is one,
+ * Every module the given one imports, following relative imports, static and dynamic
+ * (`import('./x.js')`, loaded on first use) alike (type-only ones skipped: they vanish at build). With `browser`, `x.js` resolves to its `x.browser.ts` twin when there is one,
  * as scripts/build-browser.ts does.
  */
 function importGraph(entry: string, browser: boolean): Map<string, string[]> {
@@ -14,7 +14,10 @@ function importGraph(entry: string, browser: boolean): Map<string, string[]> {
   const visit = (file: string) => {
     if (graph.has(file)) return;
     const text = fs.readFileSync(file, 'utf8');
-    const specs = [...text.matchAll(/^import\s+(?!type\s)[^'"]*?from\s+'([^']+)'/gms)].map((m) => m[1]);
+    const specs = [
+      ...[...text.matchAll(/^import\s+(?!type\s)[^'"]*?from\s+'([^']+)'/gms)].map((m) => m[1]),
+      ...[...text.matchAll(/\bimport\('([^']+)'\)/g)].map((m) => m[1]),
+    ];
     graph.set(file, specs);
     for (const s of specs) {
       if (!s.startsWith('.')) continue;

@@ -5,7 +5,7 @@ import type { HttpTransport, HttpTransportKind } from './transport.js';
 
 export const DEFAULT_HTTP_TRANSPORT: HttpTransportKind = 'fetch';
 
-export function createHttpTransport(kind: HttpTransportKind, _sockets: number): HttpTransport {
+export async function createHttpTransport(kind: HttpTransportKind, _sockets: number): Promise<HttpTransport> {
   if (kind === 'node') throw new BlockError('ENOTSUP', "transport 'node' needs Node's http module: a browser has only fetch", { field: 'transport' });
   return new FetchTransport();
 }

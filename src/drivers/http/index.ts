@@ -87,7 +87,7 @@ export const httpDriver = defineDriver({
     const url = credentialsToHeader(options.url, headers);
     const client = new HttpRangeClient({
       url,
-      transport: createHttpTransport(options.transport, HTTP_SOCKETS),
+      transport: await createHttpTransport(options.transport, HTTP_SOCKETS),
       headers,
       timeoutMs: options.timeout * 1000,
       retries: options.retries,
