@@ -22,8 +22,9 @@ export async function pendingLog(file: BlockNode, h: VhdxHeader, nodeName: strin
 /**
  * Replays `entries` onto the file (QEMU vhdx_log_flush): each entry's data and zero descriptors are
  * written, the file grows to the entry's last file offset (rounded up to 1 MiB), then everything
- * is flushed. Writes never reach the header section or the log itself. The caller then clears
- * the log GUID in the headers.
+ * is flushed (QEMU 7.2 grows the file only when last_file_offset is off a MiB boundary; the spec
+ * asks for the file to reach it, so we grow it either way). Writes never reach the header section
+ * or the log itself. The caller then clears the log GUID in the headers.
  */
 export async function replayLog(file: BlockNode, h: VhdxHeader, entries: readonly LogEntry[], nodeName: string): Promise<void> {
   const logEnd = h.logOffset + h.logLength;
