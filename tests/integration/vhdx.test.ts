@@ -427,3 +427,154 @@ describe.skipIf(!available)('the vhdx log: an entry built from the spec, replaye
     }
   });
 });
+
+describe.skipIf(!available)('hostile vhdx images: a clear BlockError within a second', () => {
+  const RT = 192 * 1024;
+  const META = 3 * MiB; // a 16 MiB image with 1 MiB blocks: log 1 MiB, BAT 2 MiB, metadata 3 MiB
+  let base: Buffer;
+  beforeAll(() => {
+    qemuImg('create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', p('base.vhdx'), '16M');
+    qemuIo(p('base.vhdx'), ['write -P 0x41 0 1M', 'write -P 0x42 5M 4k'], 'vhdx');
+    base = fs.readFileSync(p('base.vhdx'));
+  });
+  const fixRegionTable = (b: Buffer) => b.writeUInt32LE(checksumWithField(b.subarray(RT, RT + 65536), 4), RT + 4);
+  const batEntry = (block: number) => 2 * MiB + block * 8;
+
+  async function refused(name: string, patch: (b: Buffer) => Buffer | undefined, code: string, field?: string, readOnly = true) {
+    const b = Buffer.from(base);
+    const out = patch(b) ?? b;
+    const image = p(`hostile-${name}.vhdx`);
+    fs.writeFileSync(image, out);
+    const started = performance.now();
+    const e = await (async () => {
+      const d = await open(image, readOnly);
+      try {
+        await d.read(0, 16 * MiB);
+      } finally {
+        await d.close();
+      }
+    })().then(
+      () => undefined,
+      (x: unknown) => x,
+    );
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(isBlockError(e), `${name}: ${String(e)}`).toBe(true);
+    expect(e).toMatchObject({ code, ...(field ? { field } : {}) });
+  }
+
+  it('the base image opens (the patches below are what breaks it)', async () => {
+    await compare(p('base.vhdx'));
+  });
+  it('a file shorter than the header section', () => refused('short', (b) => b.subarray(0, 300000), 'ECORRUPT', 'header'));
+  it('a truncated file: a block past the end', () => refused('truncated', (b) => b.subarray(0, b.length - 512 * 1024), 'ECORRUPT', 'bat'));
+  it('both headers with bad checksums', () =>
+    refused('headers', (b) => {
+      b[65536 + 300] ^= 1;
+      b[131072 + 300] ^= 1;
+      return b;
+    }, 'ECORRUPT', 'header'));
+  it('a region table with a bad checksum', () =>
+    refused('rt-crc', (b) => {
+      b[RT + 1000] ^= 1;
+      return b;
+    }, 'ECORRUPT', 'checksum'));
+  it('a region table with 5000 entries', () =>
+    refused('rt-count', (b) => {
+      b.writeUInt32LE(5000, RT + 8);
+      fixRegionTable(b);
+      return b;
+    }, 'ECORRUPT', 'entry_count'));
+  it('the BAT region overlapping the metadata region', () =>
+    refused('rt-overlap', (b) => {
+      b.writeBigUInt64LE(BigInt(META), RT + 16 + 16);
+      fixRegionTable(b);
+      return b;
+    }, 'ECORRUPT'));
+  it('a region past the end of the file', () =>
+    refused('rt-past-end', (b) => {
+      b.writeBigUInt64LE(2n ** 60n, RT + 48 + 16);
+      fixRegionTable(b);
+      return b;
+    }, 'ECORRUPT'));
+  it('an unknown region marked required', () =>
+    refused('rt-unknown', (b) => {
+      b.writeUInt32LE(3, RT + 8);
+      b.fill(0x5c, RT + 80, RT + 96);
+      b.writeBigUInt64LE(BigInt(12 * MiB), RT + 80 + 16);
+      b.writeUInt32LE(MiB, RT + 80 + 24);
+      b.writeUInt32LE(1, RT + 80 + 28);
+      fixRegionTable(b);
+      return b;
+    }, 'ENOTSUP'));
+  it('a block size of 3 MiB', () =>
+    refused('block-size', (b) => {
+      b.writeUInt32LE(3 * MiB, META + 65536);
+      return b;
+    }, 'ECORRUPT', 'block_size'));
+  it('a virtual size of 2^62 bytes', () =>
+    refused('huge', (b) => {
+      b.writeBigUInt64LE(2n ** 62n, META + 65536 + 8);
+      return b;
+    }, 'ECORRUPT', 'virtual_disk_size'));
+  it('a virtual size the BAT region cannot map (64 TiB with 1 MiB blocks)', () =>
+    refused('bat-small', (b) => {
+      b.writeBigUInt64LE(64n * 2n ** 40n, META + 65536 + 8);
+      return b;
+    }, 'ECORRUPT', 'bat'));
+  it('a metadata item outside the metadata region', () =>
+    refused('meta-item', (b) => {
+      b.writeUInt32LE(2 * MiB, META + 32 + 16);
+      return b;
+    }, 'ECORRUPT', 'offset'));
+  it('a differencing image (has_parent), which QEMU 7.2 refuses too', async () => {
+    await refused('parent', (b) => {
+      b.writeUInt32LE(2, META + 65536 + 4);
+      return b;
+    }, 'ECORRUPT', 'has_parent');
+    expect(spawnSync('qemu-img', ['info', p('hostile-parent.vhdx')]).status).not.toBe(0);
+  });
+  it('a BAT entry pointing into the header section', () =>
+    refused('bat-header', (b) => {
+      b.writeBigUInt64LE(6n, batEntry(3));
+      return b;
+    }, 'ECORRUPT', 'bat'));
+  it('a BAT entry pointing at the BAT itself', () =>
+    refused('bat-self', (b) => {
+      b.writeBigUInt64LE(BigInt(2 * MiB) | 6n, batEntry(3));
+      return b;
+    }, 'ECORRUPT', 'bat'));
+  it('two BAT entries pointing at one block', () =>
+    refused('bat-twice', (b) => {
+      b.writeBigUInt64LE(b.readBigUInt64LE(batEntry(0)), batEntry(7));
+      return b;
+    }, 'ECORRUPT', 'bat'));
+  it('a BAT entry with an offset past 2^53', () =>
+    refused('bat-far', (b) => {
+      b.writeBigUInt64LE(0xfffffffffff00006n, batEntry(2));
+      return b;
+    }, 'ECORRUPT', 'bat'));
+  it('a partially present block in an image without parent', () =>
+    refused('bat-partial', (b) => {
+      b.writeBigUInt64LE(7n, batEntry(9));
+      return b;
+    }, 'ECORRUPT', 'bat'));
+  it('a log offset off a MiB boundary', () =>
+    refused('log-offset', (b) => {
+      for (const at of [65536, 131072]) {
+        b.writeBigUInt64LE(BigInt(MiB + 4096), at + 72);
+        b.writeUInt32LE(checksumWithField(b.subarray(at, at + 4096), 4), at + 4);
+      }
+      return b;
+    }, 'ECORRUPT', 'log_offset'));
+  it('a log entry that would write into the header section', () =>
+    refused('log-target', (b) => {
+      const guid = new Uint8Array(16).fill(9);
+      const entry = buildLogEntry({ sequence: 1n, logGuid: guid, changes: [{ fileOffset: 65536, data: new Uint8Array(4096) }], flushedFileOffset: 0, lastFileOffset: 0 });
+      b.set(entry, MiB);
+      for (const at of [65536, 131072]) {
+        b.set(guid, at + 48);
+        b.writeUInt32LE(checksumWithField(b.subarray(at, at + 4096), 4), at + 4);
+      }
+      return b;
+    }, 'ECORRUPT', 'file_offset', false));
+});
