@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checksumWithField } from '../../src/drivers/vhdx/crc32c.js';
-import { BlockLayer, type Drive, isBlockError, vhdxDriver } from '../../src/index.js';
+import { BlockLayer, checkImage, type Drive, isBlockError, vhdxDriver } from '../../src/index.js';
 import { driveHash, haveQemuTools, qemuImg, qemuIo, referenceHash, setQemuCwd } from '../helpers/qemu-images.js';
 import { buildLogEntry } from '../helpers/vhdx-log.js';
 
@@ -253,7 +253,8 @@ describe.skipIf(!available)('writes through our vhdx driver, judged by qemu-img'
     const [b1, b2, a1, a2] = [headerOf(before, 65536), headerOf(before, 131072), headerOf(after, 65536), headerOf(after, 131072)];
     expect(a1.data).toBe(a2.data);
     expect(a1.data).not.toBe(b1.data);
-    const maxBefore = b1.seq > b2.seq ? b1.seq : b2.seq;
+    let maxBefore = b1.seq;
+    if (b2.seq > maxBefore) maxBefore = b2.seq;
     expect([a1.seq, a2.seq].sort()).toEqual([maxBefore + 1n, maxBefore + 2n]);
     expect(check(img).code).toBe(0);
   });
@@ -577,4 +578,36 @@ describe.skipIf(!available)('hostile vhdx images: a clear BlockError within a se
       }
       return b;
     }, 'ECORRUPT', 'file_offset', false));
+});
+
+describe.skipIf(!available)('vhdx check, as qemu-img check -f vhdx', () => {
+  it('a clean image has no corruptions; a truncated one has, as qemu-img check finds', async () => {
+    qemuImg('create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', p('chk.vhdx'), '16M');
+    qemuIo(p('chk.vhdx'), ['write -P 1 0 1M', 'write -P 2 7M 1M'], 'vhdx');
+    expect(await checkImage(p('chk.vhdx'), { format: 'vhdx' })).toMatchObject({ format: 'vhdx', corruptions: 0, corruptionsFixed: 0 });
+    fs.truncateSync(p('chk.vhdx'), fs.statSync(p('chk.vhdx')).size - 512 * 1024);
+    const lines: string[] = [];
+    const r = await checkImage(p('chk.vhdx'), { format: 'vhdx', log: (l) => lines.push(l) });
+    expect(r.corruptions).toBe(1);
+    expect(lines.join('\n')).toContain('truncated');
+    const q = check(p('chk.vhdx'));
+    expect(q.code).toBe(2); // qemu-img: corruptions found
+    expect(q.out).toContain('has probably been truncated');
+  });
+
+  it('a dirty log: refused without repair, replayed with -r all and counted as fixed', async () => {
+    const guid = new Uint8Array(16).fill(5);
+    const image = p('chk-log.vhdx');
+    qemuImg('create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', image, '8M');
+    const fd = fs.openSync(image, 'r+');
+    const size = fs.fstatSync(fd).size;
+    const entry = buildLogEntry({ sequence: 3n, logGuid: guid, changes: [{ fileOffset: 2 * MiB + 65536, zeroLength: 4096 }], flushedFileOffset: size, lastFileOffset: size });
+    fs.writeSync(fd, entry, 0, entry.length, MiB);
+    fs.closeSync(fd);
+    setLogGuid(image, guid);
+    await expect(checkImage(image, { format: 'vhdx' })).rejects.toMatchObject({ code: 'EACCES' });
+    expect(await checkImage(image, { format: 'vhdx', repair: 'all' })).toMatchObject({ corruptions: 0, corruptionsFixed: 1 });
+    expect(check(image).code).toBe(0);
+    expect(await checkImage(image, { format: 'vhdx' })).toMatchObject({ corruptions: 0, corruptionsFixed: 0 });
+  });
 });

@@ -69,8 +69,14 @@ export class Bat {
    * file (the last block may end early when the disk does), clear of the header section, log,
    * BAT and metadata, and of every other block.
    */
-  validate(fileLength: number, virtualSize: number, regions: readonly FileRegion[], batStart: number, nodeName: string): void {
+  validate(fileLength: number, virtualSize: number, regions: readonly FileRegion[], batStart: number, nodeName: string, found?: (e: BlockError) => void): void {
     const { blockSize, payloadBlocks } = this.g;
+    // Without `found` the first problem is thrown (an open); with it, each is reported and the scan goes on (a check).
+    const report =
+      found ??
+      ((e: BlockError) => {
+        throw e;
+      });
     const starts: number[] = [];
     for (let b = 0; b < payloadBlocks; b++) {
       const state = this.state(b);
@@ -78,19 +84,19 @@ export class Bat {
       const at = batStart + batIndex(this.g, b) * 8;
       const offset = this.fileOffset(b);
       const length = Math.min(blockSize, virtualSize - b * blockSize);
-      if (offset < L.HEADER_SECTION_BYTES) throw new BlockError('ECORRUPT', `vhdx: BAT entry of block ${b} points into the header section (${offset})`, { node: nodeName, field: 'bat', offset: at });
+      if (offset < L.HEADER_SECTION_BYTES) report(new BlockError('ECORRUPT', `vhdx: BAT entry of block ${b} points into the header section (${offset})`, { node: nodeName, field: 'bat', offset: at }));
       if (offset + length > fileLength) {
-        throw new BlockError('ECORRUPT', `vhdx: BAT entry of block ${b} points past the end of the file (${offset} + ${length} > ${fileLength}); the image has probably been truncated`, { node: nodeName, field: 'bat', offset: at });
+        report(new BlockError('ECORRUPT', `vhdx: BAT entry of block ${b} points past the end of the file (${offset} + ${length} > ${fileLength}); the image has probably been truncated`, { node: nodeName, field: 'bat', offset: at }));
       }
       for (const r of regions) {
-        if (offset < r.end && r.start < offset + blockSize) throw new BlockError('ECORRUPT', `vhdx: BAT entry of block ${b} (${offset}) overlaps the ${r.name}`, { node: nodeName, field: 'bat', offset: at });
+        if (offset < r.end && r.start < offset + blockSize) report(new BlockError('ECORRUPT', `vhdx: BAT entry of block ${b} (${offset}) overlaps the ${r.name}`, { node: nodeName, field: 'bat', offset: at }));
       }
       starts.push(offset);
     }
     starts.sort((a, b) => a - b);
     for (let i = 1; i < starts.length; i++) {
       if (starts[i] - starts[i - 1] < blockSize) {
-        throw new BlockError('ECORRUPT', `vhdx: two BAT entries point at overlapping blocks (${starts[i - 1]} and ${starts[i]}, blocks of ${blockSize} bytes)`, { node: nodeName, field: 'bat', offset: starts[i] });
+        report(new BlockError('ECORRUPT', `vhdx: two BAT entries point at overlapping blocks (${starts[i - 1]} and ${starts[i]}, blocks of ${blockSize} bytes)`, { node: nodeName, field: 'bat', offset: starts[i] }));
       }
     }
   }

@@ -1,5 +1,6 @@
 import * as z from 'zod';
 import { defineDriver, type DriverInstance } from '../../node/driver.js';
+import { checkVhdx } from './check.js';
 import { vhdxCreator } from './create.js';
 import { FILE_SIGNATURE } from './limits.js';
 import { vhdxInstance } from './instance.js';
@@ -14,7 +15,7 @@ export function hasVhdxSignature(head: Uint8Array): boolean {
   return true;
 }
 
-/** Hyper-V's VHDX format (QEMU's vhdx): dynamic and fixed images, log replay, writes, create. */
+/** Hyper-V's VHDX format (QEMU's vhdx): dynamic and fixed images, log replay, writes, create, check. */
 export const vhdxDriver = defineDriver({
   name: 'vhdx',
   capabilities: { kind: 'format', keepsMetadata: true },
@@ -22,6 +23,7 @@ export const vhdxDriver = defineDriver({
   probe: (head: Uint8Array) => (hasVhdxSignature(head) ? 100 : 0),
   children: { file: 'required' },
   create: vhdxCreator,
+  check: checkVhdx,
   async open(ctx): Promise<DriverInstance> {
     const file = ctx.children.get('file')!;
     const writable = !ctx.readOnly;

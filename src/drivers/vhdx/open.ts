@@ -16,6 +16,8 @@ export interface OpenedVhdx {
   bat: Bat;
   /** The log was replayed when the image was opened. */
   logReplayed: boolean;
+  /** The file's structures: header section, log, BAT, metadata. */
+  taken: FileRegion[];
 }
 
 async function readAt(file: BlockNode, offset: number, length: number): Promise<Uint8Array> {
@@ -34,7 +36,7 @@ function fileName(file: BlockNode): string {
  * Opens a VHDX in `file` in QEMU's order (vhdx_open): file identifier, headers, log (replayed when
  * writable, refused when read-only), region table, metadata, BAT; every field checked before use.
  */
-export async function openVhdx(file: BlockNode, writable: boolean, nodeName: string): Promise<OpenedVhdx> {
+export async function openVhdx(file: BlockNode, writable: boolean, nodeName: string, checkBat = true): Promise<OpenedVhdx> {
   if (file.length < L.HEADER_SECTION_BYTES) {
     throw new BlockError('ECORRUPT', `vhdx: the file (${file.length} bytes) is shorter than the 1 MiB header section`, { node: nodeName, field: 'header', offset: 0 });
   }
@@ -73,6 +75,6 @@ export async function openVhdx(file: BlockNode, writable: boolean, nodeName: str
     throw new BlockError('ENOTSUP', `vhdx: the BAT (${batBytes} bytes) is larger than the ${L.MAX_BAT_BYTES} bytes loaded here`, { node: nodeName, field: 'bat', offset: regions.bat.start });
   }
   const bat = new Bat(g, await readAt(file, regions.bat.start, batBytes));
-  bat.validate(file.length, meta.virtualSize, taken, regions.bat.start, nodeName);
-  return { headers, regions, meta, bat, logReplayed: pending.length > 0 };
+  if (checkBat) bat.validate(file.length, meta.virtualSize, taken, regions.bat.start, nodeName);
+  return { headers, regions, meta, bat, logReplayed: pending.length > 0, taken };
 }
