@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checksumWithField } from '../../src/drivers/vhdx/crc32c.js';
 import { BlockLayer, checkImage, type Drive, isBlockError, vhdxDriver } from '../../src/index.js';
@@ -609,5 +610,61 @@ describe.skipIf(!available)('vhdx check, as qemu-img check -f vhdx', () => {
     expect(await checkImage(image, { format: 'vhdx', repair: 'all' })).toMatchObject({ corruptions: 0, corruptionsFixed: 1 });
     expect(check(image).code).toBe(0);
     expect(await checkImage(image, { format: 'vhdx' })).toMatchObject({ corruptions: 0, corruptionsFixed: 0 });
+  });
+});
+
+describe.skipIf(!available)('vhdx writes, a property: any sequence of writes and zero writes reads back as a model', () => {
+  const SIZE = 5 * MiB + 3 * 512;
+  const op = fc.record({
+    zero: fc.boolean(),
+    offset: fc.integer({ min: 0, max: SIZE - 1 }),
+    length: fc.integer({ min: 1, max: 2 * MiB }),
+    fill: fc.integer({ min: 1, max: 255 }),
+    parallel: fc.boolean(),
+  });
+  it('in parallel or in turn, before and after a reopen, and to qemu-img compare', async () => {
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 12 }), fc.constantFrom('dynamic', 'fixed'), async (ops, subformat) => {
+        const img = p(`prop-${run++}.vhdx`);
+        await createWithUs(img, SIZE, { block_size: '1M', subformat, block_state_zero: run % 2 === 0 });
+        const model = new Uint8Array(SIZE);
+        const d = await open(img, false);
+        try {
+          let batch: Promise<void>[] = [];
+          let ranges: [number, number][] = [];
+          for (const o of ops) {
+            const length = Math.min(o.length, SIZE - o.offset);
+            const end = o.offset + length;
+            // requests in flight together touch disjoint bytes (overlapping ones would race by design), often the same blocks
+            if (!o.parallel || ranges.some(([s, e]) => o.offset < e && s < end)) {
+              await Promise.all(batch);
+              batch = [];
+              ranges = [];
+            }
+            ranges.push([o.offset, end]);
+            if (o.zero) {
+              model.fill(0, o.offset, end);
+              batch.push(d.writeZeroes(o.offset, length));
+            } else {
+              model.fill(o.fill, o.offset, end);
+              batch.push(d.write(o.offset, new Uint8Array(length).fill(o.fill)));
+            }
+          }
+          await Promise.all(batch);
+          await expectModel(d, model);
+        } finally {
+          await d.close();
+        }
+        const again = await open(img);
+        try {
+          await expectModel(again, model);
+        } finally {
+          await again.close();
+        }
+        judge(img, model);
+      }),
+      { numRuns: 12 },
+    );
   });
 });

@@ -50,7 +50,13 @@ export function vhdxInstance(file: BlockNode, o: OpenedVhdx, writable: boolean, 
   };
 
   // QEMU vhdx_user_visible_write: a new data write GUID in both headers before the first visible change.
-  const beforeVisibleWrite = (): Promise<void> => (firstWrite ??= o.headers.update(true));
+  const beforeVisibleWrite = (): Promise<void> => {
+    firstWrite ??= o.headers.update(true).catch((e) => {
+      firstWrite = undefined; // a failed update is tried again by the next write
+      throw e;
+    });
+    return firstWrite;
+  };
 
   /**
    * Gives guest block `block` a payload block at the end of the file (1 MiB aligned) holding `part`
