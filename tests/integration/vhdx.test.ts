@@ -123,6 +123,18 @@ describe.skipIf(!available)('vhdx images made by qemu-img read back byte-identic
     }
   });
 
+  it("driver 'auto' probes a VHDX as vhdx", async () => {
+    qemuImg('create', '-q', '-f', 'vhdx', p('probe.vhdx'), '4M');
+    qemuIo(p('probe.vhdx'), ['write -P 0x17 1M 4k'], 'vhdx');
+    const d = await layer.openDrive({ driver: 'auto', readOnly: true, file: { driver: 'file', filename: p('probe.vhdx') } });
+    try {
+      expect(d.node.driver.name).toBe('vhdx');
+      expect((await d.read(MiB, 4096)).every((x) => x === 0x17)).toBe(true);
+    } finally {
+      await d.close();
+    }
+  });
+
   it('info: the block size as cluster size, the subformat, the sector sizes', async () => {
     qemuImg('create', '-q', '-f', 'vhdx', '-o', 'subformat=fixed,block_size=2M', p('info.vhdx'), '16M');
     const info = JSON.parse(qemuImg('info', '--output=json', p('info.vhdx')));
