@@ -69,10 +69,12 @@ export type Qcow2NodeOptions = DriverNodeOptions<'qcow2', (typeof qcow2Driver)['
   'data-file'?: ChildNodeOptions | null;
 };
 
-/** Options of a `vhdx` node (Hyper-V's VHDX) over its `file`. */
+/** Options of a `vhdx` node (Hyper-V's VHDX) over its `file`, with the parent of a differencing image as `backing`. */
 export type VhdxNodeOptions = DriverNodeOptions<'vhdx', (typeof vhdxDriver)['schema']> & {
   /** The node holding the VHDX image. */
   file: ChildNodeOptions;
+  /** A differencing image's parent; default: the one its parent locator names, null: none (unwritten blocks read as zeros). */
+  backing?: ChildNodeOptions | null;
 };
 
 /**

@@ -274,11 +274,11 @@ describe.skipIf(!available)('writes through our vhdx driver, judged by qemu-img'
 });
 
 /** Creates an image with our driver's creator on a new empty file; returns the size it got. */
-async function createWithUs(image: string, size: number, options: Record<string, unknown>): Promise<number> {
+async function createWithUs(image: string, size: number, options: Record<string, unknown>, backing?: { name: string; format: string; size: number }): Promise<number> {
   fs.writeFileSync(image, '');
   const node = await layer.openNode({ driver: 'file', filename: image });
   try {
-    return await vhdxDriver.create!.create(node, size, options);
+    return await vhdxDriver.create!.create(node, size, options, backing);
   } finally {
     await node.unref();
   }
@@ -678,5 +678,120 @@ describe.skipIf(!available)('vhdx writes, a property: any sequence of writes and
       }),
       { numRuns: 12 },
     );
+  });
+});
+
+describe.skipIf(!available)('differencing vhdx images (has_parent; QEMU 7.2 refuses them): made, read and written by us', () => {
+  const SIZE = 12 * MiB;
+  function parentImage(name: string): { image: string; content: Uint8Array } {
+    const image = p(name);
+    qemuImg('create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', image, String(SIZE));
+    qemuIo(image, ['write -P 0xa1 0 1536k', 'write -P 0xa2 2M 1M', 'write -P 0xa3 5M 4k', 'write -P 0xa4 11M 1M'], 'vhdx');
+    execFileSync('qemu-img', ['convert', '-O', 'raw', image, `${image}.raw`]);
+    return { image, content: new Uint8Array(fs.readFileSync(`${image}.raw`)) };
+  }
+  async function childOf(name: string, parent: string): Promise<string> {
+    const image = p(name);
+    await createWithUs(image, SIZE, { block_size: '1M' }, { name: path.basename(parent), format: 'vhdx', size: SIZE });
+    return image;
+  }
+
+  it('a new child reads as its parent, reports the parent at depth 1, and qemu-img refuses it as QEMU does', async () => {
+    const parent = parentImage('parent1.vhdx');
+    const child = await childOf('child1.vhdx', parent.image);
+    expect(spawnSync('qemu-img', ['info', child]).status).not.toBe(0);
+    const d = await open(child);
+    try {
+      expect(d.node.info()).toMatchObject({ hasParent: true, parentLocator: { relative_path: '.\\parent1.vhdx' } });
+      await expectModel(d, parent.content);
+      expect(await d.blockStatus(2 * MiB, MiB)).toMatchObject({ data: true, depth: 1 });
+      expect(await d.blockStatus(8 * MiB, MiB)).toMatchObject({ data: false, zero: true });
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('writes go to the child (blocks filled from the parent), the parent stays as it was', async () => {
+    const parent = parentImage('parent2.vhdx');
+    const child = await childOf('child2.vhdx', parent.image);
+    const before = fs.readFileSync(parent.image);
+    const model = parent.content.slice();
+    const d = await open(child, false);
+    try {
+      const rnd = prng(99);
+      for (let i = 0; i < 40; i++) {
+        const len = 1 + rnd(300000);
+        const off = rnd(SIZE - len);
+        if (i % 5 === 4) {
+          await d.writeZeroes(off, len);
+          model.fill(0, off, off + len);
+        } else {
+          await d.write(off, new Uint8Array(len).fill(i + 1));
+          model.fill(i + 1, off, off + len);
+        }
+      }
+      await d.writeZeroes(MiB, MiB); // a whole block over parent data: ZERO state
+      model.fill(0, MiB, 2 * MiB);
+      await expectModel(d, model);
+    } finally {
+      await d.close();
+    }
+    const again = await open(child);
+    try {
+      await expectModel(again, model);
+    } finally {
+      await again.close();
+    }
+    expect(fs.readFileSync(parent.image).equals(before)).toBe(true);
+    expect(check(parent.image).code).toBe(0);
+  });
+
+  it('a partially present block takes present sectors from the child (sector bitmap), the rest from the parent', async () => {
+    const parent = parentImage('parent3.vhdx');
+    const child = await childOf('child3.vhdx', parent.image);
+    // block 2: a payload block of 0xee at the file's end, sectors 0..7 and 16 marked present in chunk 0's bitmap
+    const fd = fs.openSync(child, 'r+');
+    const end = Math.ceil(fs.fstatSync(fd).size / MiB) * MiB;
+    fs.writeSync(fd, Buffer.alloc(MiB, 0xee), 0, MiB, end);
+    const bitmap = Buffer.alloc(MiB);
+    const first = 2 * 2048; // block 2's first sector in the chunk (2048 sectors of 512 bytes a block)
+    for (const s of [0, 1, 2, 3, 4, 5, 6, 7, 16]) bitmap[(first + s) >> 3] |= 1 << ((first + s) & 7);
+    fs.writeSync(fd, bitmap, 0, MiB, end + MiB);
+    const entry = Buffer.alloc(8);
+    entry.writeBigUInt64LE(BigInt(end) | 7n);
+    fs.writeSync(fd, entry, 0, 8, 2 * MiB + 2 * 8);
+    entry.writeBigUInt64LE(BigInt(end + MiB) | 6n);
+    fs.writeSync(fd, entry, 0, 8, 2 * MiB + 4096 * 8); // chunk 0's bitmap entry follows its 4096 payload entries
+    fs.closeSync(fd);
+    const model = parent.content.slice();
+    model.fill(0xee, 2 * MiB, 2 * MiB + 4096);
+    model.fill(0xee, 2 * MiB + 16 * 512, 2 * MiB + 17 * 512);
+    const d = await open(child, false);
+    try {
+      await expectModel(d, model);
+      expect(await d.blockStatus(2 * MiB, MiB)).toMatchObject({ length: 4096, data: true, depth: 0 });
+      expect(await d.blockStatus(2 * MiB + 4096, MiB)).toMatchObject({ length: 4096, depth: 1 });
+      await d.write(2 * MiB + 100000, new Uint8Array(10).fill(0x5f)); // the block becomes fully present
+      model.fill(0x5f, 2 * MiB + 100000, 2 * MiB + 100010);
+      await expectModel(d, model);
+      expect(await d.blockStatus(2 * MiB + 4096, 4096)).toMatchObject({ data: true, depth: 0 });
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('a parent changed since (its data write GUID is not the linkage) or missing is refused', async () => {
+    const parent = parentImage('parent4.vhdx');
+    const child = await childOf('child4.vhdx', parent.image);
+    qemuIo(parent.image, ['write -P 0x01 0 512'], 'vhdx');
+    await expect(open(child)).rejects.toMatchObject({ code: 'ECORRUPT', field: 'parent_linkage' });
+    fs.rmSync(parent.image);
+    await expect(open(child)).rejects.toMatchObject({ code: 'ENOENT', field: 'parent_locator' });
+    const d = await layer.openDrive({ driver: 'vhdx', readOnly: true, backing: null, file: { driver: 'file', filename: child } });
+    try {
+      expect((await d.read(0, 4096)).every((x) => x === 0)).toBe(true); // backing: null: no parent, zeros
+    } finally {
+      await d.close();
+    }
   });
 });

@@ -64,39 +64,61 @@ export class Bat {
     return i;
   }
 
+  /** The BAT index of the sector bitmap entry of chunk `chunk` (it follows the chunk's payload entries). */
+  bitmapIndex(chunk: number): number {
+    return chunk * (this.g.chunkRatio + 1) + this.g.chunkRatio;
+  }
+
+  /** State and file offset of BAT entry `i` (payload or sector bitmap). */
+  entryState(i: number): number {
+    return this.bytes[i * 8] & L.BAT_STATE_MASK;
+  }
+
+  entryFileOffset(i: number): number {
+    return this.entryOffset(i);
+  }
+
   /**
-   * Checks every fully present payload block (QEMU vhdx_check_bat_entries, and more): inside the
-   * file (the last block may end early when the disk does), clear of the header section, log,
-   * BAT and metadata, and of every other block.
+   * Checks every payload block with data (fully present; partially present in a differencing
+   * image) and every present sector bitmap block (QEMU vhdx_check_bat_entries, and more): inside
+   * the file (the last payload block may end early when the disk does), clear of the header
+   * section, log, BAT and metadata, and of every other block.
    */
-  validate(fileLength: number, virtualSize: number, regions: readonly FileRegion[], batStart: number, nodeName: string, found?: (e: BlockError) => void): void {
-    const { blockSize, payloadBlocks } = this.g;
+  validate(fileLength: number, virtualSize: number, regions: readonly FileRegion[], batStart: number, nodeName: string, hasParent: boolean, found?: (e: BlockError) => void): void {
+    const { blockSize, payloadBlocks, chunkRatio } = this.g;
     // Without `found` the first problem is thrown (an open); with it, each is reported and the scan goes on (a check).
     const report =
       found ??
       ((e: BlockError) => {
         throw e;
       });
-    const starts: number[] = [];
-    for (let b = 0; b < payloadBlocks; b++) {
-      const state = this.state(b);
-      if (state !== L.PAYLOAD_BLOCK_FULLY_PRESENT) continue;
-      const at = batStart + batIndex(this.g, b) * 8;
-      const offset = this.fileOffset(b);
-      const length = Math.min(blockSize, virtualSize - b * blockSize);
-      if (offset < L.HEADER_SECTION_BYTES) report(new BlockError('ECORRUPT', `vhdx: BAT entry of block ${b} points into the header section (${offset})`, { node: nodeName, field: 'bat', offset: at }));
+    const used: { start: number; end: number; at: number }[] = [];
+    const claim = (what: string, i: number, offset: number, length: number, span: number) => {
+      const at = batStart + i * 8;
+      if (offset < L.HEADER_SECTION_BYTES) return report(new BlockError('ECORRUPT', `vhdx: BAT entry of ${what} points into the header section (${offset})`, { node: nodeName, field: 'bat', offset: at }));
       if (offset + length > fileLength) {
-        report(new BlockError('ECORRUPT', `vhdx: BAT entry of block ${b} points past the end of the file (${offset} + ${length} > ${fileLength}); the image has probably been truncated`, { node: nodeName, field: 'bat', offset: at }));
+        return report(new BlockError('ECORRUPT', `vhdx: BAT entry of ${what} points past the end of the file (${offset} + ${length} > ${fileLength}); the image has probably been truncated`, { node: nodeName, field: 'bat', offset: at }));
       }
       for (const r of regions) {
-        if (offset < r.end && r.start < offset + blockSize) report(new BlockError('ECORRUPT', `vhdx: BAT entry of block ${b} (${offset}) overlaps the ${r.name}`, { node: nodeName, field: 'bat', offset: at }));
+        if (offset < r.end && r.start < offset + span) return report(new BlockError('ECORRUPT', `vhdx: BAT entry of ${what} (${offset}) overlaps the ${r.name}`, { node: nodeName, field: 'bat', offset: at }));
       }
-      starts.push(offset);
+      used.push({ start: offset, end: offset + span, at });
+    };
+    for (let b = 0; b < payloadBlocks; b++) {
+      const state = this.state(b);
+      if (state !== L.PAYLOAD_BLOCK_FULLY_PRESENT && !(hasParent && state === L.PAYLOAD_BLOCK_PARTIALLY_PRESENT)) continue;
+      claim(`block ${b}`, batIndex(this.g, b), this.fileOffset(b), Math.min(blockSize, virtualSize - b * blockSize), blockSize);
     }
-    starts.sort((a, b) => a - b);
-    for (let i = 1; i < starts.length; i++) {
-      if (starts[i] - starts[i - 1] < blockSize) {
-        report(new BlockError('ECORRUPT', `vhdx: two BAT entries point at overlapping blocks (${starts[i - 1]} and ${starts[i]}, blocks of ${blockSize} bytes)`, { node: nodeName, field: 'bat', offset: starts[i] }));
+    if (hasParent) {
+      for (let c = 0; c * chunkRatio < payloadBlocks; c++) {
+        const i = this.bitmapIndex(c);
+        if (this.entryState(i) === L.SB_BLOCK_PRESENT) claim(`the sector bitmap of chunk ${c}`, i, this.entryOffset(i), L.SECTOR_BITMAP_BYTES, L.SECTOR_BITMAP_BYTES);
+      }
+    }
+    used.sort((a, b) => a.start - b.start);
+    for (let i = 1; i < used.length; i++) {
+      if (used[i].start < used[i - 1].end) {
+        report(new BlockError('ECORRUPT', `vhdx: two BAT entries point at overlapping blocks (${used[i - 1].start} and ${used[i].start})`, { node: nodeName, field: 'bat', offset: used[i].at }));
       }
     }
   }

@@ -20,6 +20,6 @@ export async function checkVhdx(file: BlockNode, options: CheckOptions): Promise
     result.corruptions++;
     options.log?.(`ERROR ${e.message.replace(/^vhdx: /, '')}`);
   };
-  opened.bat.validate(file.length, opened.meta.virtualSize, opened.taken, opened.regions.bat.start, file.name, found);
+  opened.bat.validate(file.length, opened.meta.virtualSize, opened.taken, opened.regions.bat.start, file.name, opened.meta.hasParent, found);
   return result;
 }

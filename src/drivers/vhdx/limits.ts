@@ -78,6 +78,10 @@ export const PAYLOAD_BLOCK_UNMAPPED = 5;
 export const PAYLOAD_BLOCK_FULLY_PRESENT = 6;
 export const PAYLOAD_BLOCK_PARTIALLY_PRESENT = 7;
 export const BAT_STATE_MASK = 7;
+/** Sector bitmap block states, and a bitmap block's size (2^23 bits). */
+export const SB_BLOCK_NOT_PRESENT = 0;
+export const SB_BLOCK_PRESENT = 6;
+export const SECTOR_BITMAP_BYTES = MiB;
 
 /** The log is a ring of 4 KiB sectors. */
 export const LOG_SECTOR_BYTES = 4 * KiB;

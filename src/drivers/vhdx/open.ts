@@ -61,10 +61,6 @@ export async function openVhdx(file: BlockNode, writable: boolean, nodeName: str
   const regions = parseRegionTable(await readAt(file, L.REGION_TABLE_OFFSET, L.HEADER_BLOCK_BYTES), file.length, taken, nodeName);
   const table = await readAt(file, regions.metadata.start, Math.min(L.METADATA_TABLE_BYTES, regions.metadata.end - regions.metadata.start));
   const meta = await readMetadata(table, regions.metadata, (o, n) => readAt(file, o, n), nodeName);
-  if (meta.hasParent) {
-    // QEMU 7.2 refuses differencing images the same way (vhdx_parse_metadata: ENOTSUP).
-    throw new BlockError('ENOTSUP', 'vhdx: differencing images (has_parent) are not supported, as in QEMU', { node: nodeName, field: 'has_parent' });
-  }
 
   const g = batGeometry(meta.virtualSize, meta.blockSize, meta.logicalSectorSize, meta.hasParent);
   const batBytes = g.entries * L.BAT_ENTRY_BYTES;
@@ -75,6 +71,6 @@ export async function openVhdx(file: BlockNode, writable: boolean, nodeName: str
     throw new BlockError('ENOTSUP', `vhdx: the BAT (${batBytes} bytes) is larger than the ${L.MAX_BAT_BYTES} bytes loaded here`, { node: nodeName, field: 'bat', offset: regions.bat.start });
   }
   const bat = new Bat(g, await readAt(file, regions.bat.start, batBytes));
-  if (checkBat) bat.validate(file.length, meta.virtualSize, taken, regions.bat.start, nodeName);
+  if (checkBat) bat.validate(file.length, meta.virtualSize, taken, regions.bat.start, nodeName, meta.hasParent);
   return { headers, regions, meta, bat, logReplayed: pending.length > 0, taken };
 }
