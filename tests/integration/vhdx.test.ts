@@ -580,6 +580,17 @@ describe.skipIf(!available)('hostile vhdx images: a clear BlockError within a se
       }
       return b;
     }, 'ECORRUPT', 'log_offset'));
+  it('a log entry that would zero 2^50 bytes', () =>
+    refused('log-zero-huge', (b) => {
+      const guid = new Uint8Array(16).fill(8);
+      const entry = buildLogEntry({ sequence: 1n, logGuid: guid, changes: [{ fileOffset: 4 * MiB, zeroLength: 2 ** 50 }], flushedFileOffset: 0, lastFileOffset: 0 });
+      b.set(entry, MiB);
+      for (const at of [65536, 131072]) {
+        b.set(guid, at + 48);
+        b.writeUInt32LE(checksumWithField(b.subarray(at, at + 4096), 4), at + 4);
+      }
+      return b;
+    }, 'ECORRUPT', 'file_offset', false));
   it('a log entry that would write into the header section', () =>
     refused('log-target', (b) => {
       const guid = new Uint8Array(16).fill(9);
