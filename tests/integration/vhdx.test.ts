@@ -806,3 +806,27 @@ describe.skipIf(!available)('differencing vhdx images (has_parent; QEMU 7.2 refu
     }
   });
 });
+
+describe.skipIf(!available)('vhdx allocation ordering under a failing BAT write (blkdebug)', () => {
+  it('the write fails, the table keeps its old entry, the image stays clean and the next write allocates', async () => {
+    const img = p('failing.vhdx');
+    qemuImg('create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', img, '8M');
+    const batEntry3 = 2 * MiB + 3 * 8;
+    const d = await layer.openDrive({
+      driver: 'vhdx',
+      file: { driver: 'blkdebug', rules: [{ event: 'write', offset: batEntry3, once: true }], file: { driver: 'file', filename: img } },
+    });
+    const model = new Uint8Array(8 * MiB);
+    try {
+      await expect(d.write(3 * MiB + 512, new Uint8Array(4096).fill(0x61))).rejects.toMatchObject({ code: 'EIO' });
+      expect((await d.read(3 * MiB, MiB)).every((x) => x === 0)).toBe(true); // the data went nowhere visible
+      expect(await d.blockStatus(3 * MiB, MiB)).toMatchObject({ data: false });
+      await d.write(3 * MiB + 512, new Uint8Array(4096).fill(0x62)); // the rule is spent: a new block
+      model.fill(0x62, 3 * MiB + 512, 3 * MiB + 512 + 4096);
+      await expectModel(d, model);
+    } finally {
+      await d.close();
+    }
+    judge(img, model); // the first block is an unreferenced leftover past the old end: no error for qemu-img
+  });
+});
