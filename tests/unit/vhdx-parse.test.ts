@@ -127,6 +127,20 @@ describe('vhdx: log', () => {
     expect(findActiveSequence(new Uint8Array(1 << 20), guid)).toEqual([]);
   });
 
+  it('a log whose every sector claims a log-long entry is refused quickly, not searched for ever', () => {
+    const log = new Uint8Array(4 << 20);
+    const v = new DataView(log.buffer);
+    for (let at = 0; at < log.length; at += 4096) {
+      v.setUint32(at, 0x65676f6c, true); // "loge"
+      v.setUint32(at + 8, log.length, true);
+      v.setBigUint64(at + 16, 1n, true);
+      log.set(guid, at + 32);
+    }
+    const started = performance.now();
+    expect(() => findActiveSequence(log, guid)).toThrow(expect.objectContaining({ code: 'ECORRUPT', field: 'log' }));
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+
   it('an entry that wraps around the end of the log is read across it', () => {
     const log = new Uint8Array(16 * 4096);
     const e = entry(2n, 9); // 2 sectors

@@ -1,5 +1,6 @@
 // The VHDX log as pure functions over its bytes (spec 2.3; QEMU block/vhdx-log.c): finding the active
 // sequence of entries and what replaying it writes.
+import { BlockError } from '../../errors.js';
 import { checksumWithField } from './crc32c.js';
 import { guidEquals } from './guid.js';
 import { safeNumber } from './header.js';
@@ -46,7 +47,7 @@ export function descriptorSectors(count: number): number {
  * non-zero sequence number, the header's log GUID, descriptors and data sectors that all carry the
  * entry's sequence number.
  */
-export function parseLogEntry(log: Uint8Array, position: number, logGuid: Uint8Array): LogEntry | undefined {
+export function parseLogEntry(log: Uint8Array, position: number, logGuid: Uint8Array, budget?: ChecksumBudget): LogEntry | undefined {
   if (position % L.LOG_SECTOR_BYTES !== 0 || position + L.LOG_SECTOR_BYTES > log.length) return undefined;
   const head = new DataView(log.buffer, log.byteOffset + position, L.LOG_ENTRY_HEADER_BYTES);
   if (head.getUint32(0, true) !== L.LOG_SIGNATURE) return undefined;
@@ -58,6 +59,7 @@ export function parseLogEntry(log: Uint8Array, position: number, logGuid: Uint8A
   const count = head.getUint32(24, true);
   const descSectors = descriptorSectors(count);
   if (descSectors * L.LOG_SECTOR_BYTES > length) return undefined;
+  budget?.spend(length, position);
   const entry = ring(log, position, length);
   const v = new DataView(entry.buffer, entry.byteOffset, entry.byteLength);
   if (checksumWithField(entry, 4) !== v.getUint32(4, true)) return undefined;
@@ -98,15 +100,37 @@ export function parseLogEntry(log: Uint8Array, position: number, logGuid: Uint8A
 }
 
 /**
+ * Bytes a log search may checksum: three times the log and a MiB. A real log's entries with the
+ * current log GUID lie side by side, so its search checksums them twice at most (a sequence that
+ * wraps around the end is met twice); a hostile log whose every sector claims a long entry would
+ * cost the log's size per sector (a hang) without this bound.
+ */
+export class ChecksumBudget {
+  private left: number;
+
+  constructor(logLength: number) {
+    this.left = 3 * logLength + L.MiB;
+  }
+
+  spend(n: number, position: number): void {
+    this.left -= n;
+    if (this.left < 0) {
+      throw new BlockError('ECORRUPT', `vhdx: the log's entries overlap (the search checksums more than three times the log, at log offset ${position})`, { field: 'log', offset: position });
+    }
+  }
+}
+
+/**
  * The active sequence (QEMU vhdx_log_search): the log is scanned once, sector by sector; from each
  * valid entry a chain follows while the next entry is valid with the next sequence number; the chain
  * with the highest sequence number wins. Empty if no entry is valid.
  */
 export function findActiveSequence(log: Uint8Array, logGuid: Uint8Array): LogEntry[] {
+  const budget = new ChecksumBudget(log.length);
   let best: LogEntry[] = [];
   let position = 0;
   while (position < log.length) {
-    const first = parseLogEntry(log, position, logGuid);
+    const first = parseLogEntry(log, position, logGuid, budget);
     if (!first) {
       position += L.LOG_SECTOR_BYTES;
       continue;
@@ -115,7 +139,7 @@ export function findActiveSequence(log: Uint8Array, logGuid: Uint8Array): LogEnt
     let used = first.length;
     let next = (position + first.length) % log.length;
     while (used < log.length) {
-      const e = parseLogEntry(log, next, logGuid);
+      const e = parseLogEntry(log, next, logGuid, budget);
       if (!e || e.sequence !== chain[chain.length - 1].sequence + 1n || used + e.length > log.length) break;
       chain.push(e);
       used += e.length;

@@ -6,7 +6,7 @@ import * as L from './limits.js';
 import { findActiveSequence, type LogEntry } from './log-parse.js';
 
 /** Largest log we read to replay it (the log is read whole; QEMU's and Hyper-V's are 1 MiB by default). */
-export const MAX_REPLAY_LOG_BYTES = 256 * L.MiB;
+export const MAX_REPLAY_LOG_BYTES = 64 * L.MiB;
 
 /** The active log sequence an image needs replayed, empty when its log is clean (log GUID zero, or no valid entry). */
 export async function pendingLog(file: BlockNode, h: VhdxHeader, nodeName: string): Promise<LogEntry[]> {
