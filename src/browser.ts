@@ -15,6 +15,7 @@ export {
 } from './drive.js';
 export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
+export { vhdxDriver } from './drivers/index.js';
 export { throttleFilterDriver } from './drivers/throttle.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
 export { type AddDirtyBitmapOptions, DirtyBitmaps } from './node/dirty-bitmaps.js';
