@@ -15,6 +15,7 @@ export {
 } from './drive.js';
 export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
+export { vpcDriver } from './drivers/index.js';
 export { throttleFilterDriver } from './drivers/throttle.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
 export { BlockLayer, type BlockLayerOptions, type BuiltinDriveOptions, type DriveOptions, type DriveOwnOptions, getDefaultLayer, openDrive, openImage } from './layer.js';
@@ -32,6 +33,7 @@ export type {
   NullNodeOptions,
   ProbedNodeOptions,
   Qcow2NodeOptions,
+  VpcNodeOptions,
   RawNodeOptions,
   ThrottleNodeOptions,
 } from './drivers/options.js';

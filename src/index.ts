@@ -15,6 +15,7 @@ export { createDriveReadStream, type DriveReadStreamOptions } from './drive/node
 export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { fileDriver } from './drivers/file/index.js';
 export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
+export { vpcDriver } from './drivers/index.js';
 export { nbdDriver } from './drivers/nbd/index.js';
 export { rbdDriver } from './drivers/rbd/adapter.js';
 export {
@@ -51,6 +52,7 @@ export type {
   NullNodeOptions,
   ProbedNodeOptions,
   Qcow2NodeOptions,
+  VpcNodeOptions,
   RawNodeOptions,
   ThrottleNodeOptions,
 } from './drivers/options.js';

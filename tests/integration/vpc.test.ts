@@ -1,0 +1,238 @@
+// The vpc (VHD) driver against qemu-img and qemu-io: images they make read byte-identical to
+// qemu-img convert, images we write and create compare equal under qemu-img compare, and
+// differencing chains (built by tests/helpers/vhd-differencing.ts: no tool here makes them) read as their model.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BlockError, BlockLayer } from '../../src/index.js';
+import { vpcDriver } from '../../src/drivers/index.js';
+import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { rejection } from '../helpers/rejection.js';
+
+const available = haveQemuTools();
+if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
+if (!available) console.log('vpc tests skipped: install qemu-utils (apt-get install qemu-utils) to run them');
+
+let dir: string;
+const p = (name: string) => path.join(dir, name);
+const layer = new BlockLayer();
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-vpc-'));
+  setQemuCwd(dir);
+});
+afterAll(async () => {
+  await layer.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const openVpc = (image: string, extra: Record<string, unknown> = {}) => layer.openNode({ driver: 'vpc', file: { driver: 'file', filename: image }, ...extra });
+
+/** qemu-img's view of an image (always -f vpc: a fixed VHD is not probed, as its footer is at the end). */
+const qemuInfo = (image: string) => JSON.parse(qemuImg('info', '-U', '-f', 'vpc', '--output=json', image)) as { 'virtual-size': number; format: string };
+
+/** The raw content qemu-img convert makes of an image. */
+function qemuRaw(image: string): Buffer {
+  const out = p('convert.raw');
+  qemuImg('convert', '-U', '-f', 'vpc', '-O', 'raw', image, out);
+  const b = fs.readFileSync(out);
+  fs.rmSync(out);
+  return b;
+}
+
+/** qemu-img compare of an image against a raw file: exit status 0 when identical. */
+function qemuCompare(image: string, raw: string): { code: number | null; out: string } {
+  const r = spawnSync('qemu-img', ['compare', '-U', '-f', 'vpc', '-F', 'raw', image, raw], { encoding: 'utf8', cwd: dir });
+  return { code: r.status, out: r.stdout + r.stderr };
+}
+
+/** A small seeded generator (tests are reproducible). */
+function rng(seed: number) {
+  let s = seed >>> 0 || 1;
+  return (n: number) => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s % n;
+  };
+}
+
+async function readAll(node: { length: number; read(o: number, b: Uint8Array): Promise<void> }): Promise<Buffer> {
+  const b = Buffer.alloc(node.length);
+  for (let o = 0; o < b.length; o += 1 << 20) await node.read(o, b.subarray(o, Math.min(b.length, o + (1 << 20))));
+  return b;
+}
+
+const WRITES = ['write -P 0x11 0 512', 'write -P 0x22 4095k 3k', 'write -P 0x33 2047k 2k', 'write -P 0x44 9m 1536', 'write -P 0x55 11263k 1k'];
+
+describe.skipIf(!available)('vpc: images qemu-img makes', () => {
+  const kinds = [
+    { name: 'dynamic', opts: 'subformat=dynamic', size: '11M' },
+    { name: 'dynamic, odd size', opts: 'subformat=dynamic', size: String(11 * 1024 * 1024 + 3 * 512 + 7) },
+    { name: 'dynamic force_size', opts: 'subformat=dynamic,force_size=on', size: '11M' },
+    { name: 'fixed', opts: 'subformat=fixed', size: '11M' },
+    { name: 'fixed force_size, odd size', opts: 'subformat=fixed,force_size=on', size: String(11 * 1024 * 1024 + 5 * 512) },
+  ];
+  for (const k of kinds) {
+    it(`${k.name}: reads as qemu-img convert does, with qemu-img's virtual size`, async () => {
+      const image = p(`read-${k.name.replace(/\W+/g, '-')}.vhd`);
+      qemuImg('create', '-q', '-f', 'vpc', '-o', k.opts, image, k.size);
+      qemuIo(image, WRITES, 'vpc');
+      const node = await openVpc(image, { readOnly: true });
+      try {
+        expect(node.length).toBe(qemuInfo(image)['virtual-size']);
+        expect((await readAll(node)).equals(qemuRaw(image))).toBe(true);
+        expect(node.info()).toMatchObject({ format: 'vpc', subformat: k.opts.includes('fixed') ? 'fixed' : 'dynamic' });
+      } finally {
+        await node.unref();
+      }
+    });
+  }
+
+  it('dynamic, data past 4 GiB: the written ranges and holes read as qemu-img reads them; block status shows the blocks', async () => {
+    const image = p('big.vhd');
+    qemuImg('create', '-q', '-f', 'vpc', image, '6G');
+    const at = [4 * 2 ** 30 + 12345 * 512, 5 * 2 ** 30 + 3 * 2 ** 20, 2 ** 32 - 1024];
+    qemuIo(image, [`write -P 0x5a ${at[0]} 70k`, `write -P 0xa5 ${at[1]} 1m`, `write -P 0x3c ${at[2]} 4k`], 'vpc');
+    const raw = p('big.raw');
+    qemuImg('convert', '-f', 'vpc', '-O', 'raw', image, raw);
+    const node = await openVpc(image, { readOnly: true });
+    const fd = fs.openSync(raw, 'r');
+    try {
+      expect(node.length).toBe(qemuInfo(image)['virtual-size']);
+      for (const o of [...at, 3 * 2 ** 30]) {
+        const start = o - 64 * 1024;
+        const ours = Buffer.alloc(2 * 2 ** 20);
+        await node.read(start, ours);
+        const theirs = Buffer.alloc(ours.length);
+        fs.readSync(fd, theirs, 0, theirs.length, start);
+        expect(ours.equals(theirs)).toBe(true);
+      }
+      const map = await node.blockStatusMap();
+      const dataAt = (o: number) => map.find((e) => e.offset <= o && o < e.offset + e.length)!.data;
+      expect(at.every(dataAt)).toBe(true);
+      expect(dataAt(3 * 2 ** 30)).toBe(false);
+    } finally {
+      fs.closeSync(fd);
+      fs.rmSync(raw);
+      await node.unref();
+    }
+  });
+});
+
+describe.skipIf(!available)('vpc: writes through our driver', () => {
+  for (const subformat of ['dynamic', 'fixed'] as const) {
+    it(`${subformat}: random writes and zeroes match a model; qemu-img compare agrees`, async () => {
+      const image = p(`write-${subformat}.vhd`);
+      qemuImg('create', '-q', '-f', 'vpc', '-o', `subformat=${subformat}`, image, '9M');
+      qemuIo(image, ['write -P 0x77 3m 64k'], 'vpc');
+      const node = await openVpc(image);
+      const model = await readAll(node);
+      const r = rng(subformat === 'fixed' ? 7 : 3);
+      for (let i = 0; i < 120; i++) {
+        const off = r(model.length);
+        const len = Math.min(1 + r(300_000), model.length - off);
+        if (i % 9 === 8) {
+          await node.writeZeroes(off, len);
+          model.fill(0, off, off + len);
+        } else {
+          const data = Buffer.alloc(len, (i * 7 + 1) & 0xff);
+          data.writeUInt32LE(i, 0);
+          await node.write(off, data);
+          data.copy(model, off);
+        }
+      }
+      expect((await readAll(node)).equals(model)).toBe(true);
+      await node.unref();
+      const raw = p(`write-${subformat}.raw`);
+      fs.writeFileSync(raw, model);
+      const c = qemuCompare(image, raw);
+      expect(c.out).toContain('Images are identical');
+      expect(c.code).toBe(0);
+      expect(qemuInfo(image)['virtual-size']).toBe(model.length);
+    });
+  }
+
+  it('concurrent writes to one unallocated block allocate it once', async () => {
+    const image = p('concurrent.vhd');
+    qemuImg('create', '-q', '-f', 'vpc', image, '8M');
+    const node = await openVpc(image);
+    const before = fs.statSync(image).size;
+    const model = Buffer.alloc(node.length);
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < 32; i++) {
+      const off = 2 * 2 ** 20 + i * 8192;
+      const data = Buffer.alloc(4096, i + 1);
+      data.copy(model, off);
+      writes.push(node.write(off, data));
+    }
+    await Promise.all(writes);
+    expect(node.info().allocatedBlocks).toBe(1);
+    await node.unref();
+    // one block: its bitmap sector, 2 MiB of data
+    expect(fs.statSync(image).size).toBe(before + 512 + 2 * 2 ** 20);
+    const raw = p('concurrent.raw');
+    fs.writeFileSync(raw, model);
+    expect(qemuCompare(image, raw).code).toBe(0);
+  });
+});
+
+describe.skipIf(!available)('vpc: create', () => {
+  async function create(name: string, size: number, options: Record<string, unknown>): Promise<{ image: string; size: number }> {
+    const image = p(name);
+    fs.writeFileSync(image, '');
+    const file = await layer.openNode({ driver: 'file', filename: image });
+    try {
+      return { image, size: await vpcDriver.create!.create(file, size, options) };
+    } finally {
+      await file.unref();
+    }
+  }
+
+  for (const [subformat, force] of [
+    ['dynamic', false],
+    ['fixed', false],
+    ['dynamic', true],
+    ['fixed', true],
+  ] as const) {
+    it(`${subformat}${force ? ', force_size' : ''}: qemu-img reads it with the size qemu-img create gives; qemu-io writes read back through us`, async () => {
+      const name = `create-${subformat}-${force}.vhd`;
+      const size = 11 * 1024 * 1024 + 3 * 512;
+      const made = await create(name, size, { subformat, force_size: force ? 'on' : 'off' });
+      const theirs = p(`their-${name}`);
+      qemuImg('create', '-q', '-f', 'vpc', '-o', `subformat=${subformat},force_size=${force ? 'on' : 'off'}`, theirs, String(size));
+      expect(made.size).toBe(qemuInfo(theirs)['virtual-size']);
+      expect(qemuInfo(made.image)).toMatchObject({ format: 'vpc', 'virtual-size': made.size });
+      expect(fs.statSync(made.image).size).toBe(fs.statSync(theirs).size);
+      qemuIo(made.image, WRITES, 'vpc');
+      const node = await openVpc(made.image, { readOnly: true });
+      try {
+        expect((await readAll(node)).equals(qemuRaw(made.image))).toBe(true);
+      } finally {
+        await node.unref();
+      }
+    });
+  }
+
+  it('Azure: fixed with force_size=on of 1 GiB is a file of 1 GiB + 512 that qemu-img reports as 1 GiB', async () => {
+    const made = await create('azure.vhd', 2 ** 30, { subformat: 'fixed', force_size: true });
+    expect(made.size).toBe(2 ** 30);
+    expect(fs.statSync(made.image).size).toBe(2 ** 30 + 512);
+    expect(qemuInfo(made.image)['virtual-size']).toBe(2 ** 30);
+  });
+
+  it('refuses an unknown option naming it, and a backing file', async () => {
+    const e = (await rejection(create('bad.vhd', 2 ** 20, { subformat: 'dynamic', block_size: 4096 }))) as BlockError;
+    expect(e).toBeInstanceOf(BlockError);
+    expect(e.code).toBe('EINVAL');
+    expect(e.message).toContain('block_size');
+    const file = await layer.openNode({ driver: 'file', filename: p('bad.vhd') });
+    const b = (await rejection(vpcDriver.create!.create(file, 2 ** 20, {}, { name: 'x.vhd', format: 'vpc', size: 2 ** 20 }))) as BlockError;
+    expect(b.code).toBe('ENOTSUP');
+    await file.unref();
+  });
+});
