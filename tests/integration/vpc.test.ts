@@ -10,6 +10,7 @@ import { BlockError, BlockLayer } from '../../src/index.js';
 import { vpcDriver } from '../../src/drivers/index.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
 import { rejection } from '../helpers/rejection.js';
+import { writeDifferencingVhd } from '../helpers/vhd-differencing.js';
 
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
@@ -234,5 +235,140 @@ describe.skipIf(!available)('vpc: create', () => {
     const b = (await rejection(vpcDriver.create!.create(file, 2 ** 20, {}, { name: 'x.vhd', format: 'vpc', size: 2 ** 20 }))) as BlockError;
     expect(b.code).toBe('ENOTSUP');
     await file.unref();
+  });
+});
+
+describe.skipIf(!available)('vpc: differencing images (built from the VHD specification: qemu-img cannot make them)', () => {
+  const BLOCK = 64 * 1024;
+  let parent: string;
+  let parentRaw: Buffer;
+
+  /** Child sectors spread over blocks the parent has and has not, some whole runs, some single sectors. */
+  function childSectors(seed: number, size: number): Map<number, Uint8Array> {
+    const r = rng(seed);
+    const m = new Map<number, Uint8Array>();
+    for (let i = 0; i < 60; i++) {
+      const first = r(size / 512);
+      const run = 1 + r(40);
+      for (let s = first; s < Math.min(first + run, size / 512); s++) m.set(s, Buffer.alloc(512, (seed * 31 + i) & 0xff || 1));
+    }
+    return m;
+  }
+
+  function overlay(base: Buffer, sectors: Map<number, Uint8Array>): Buffer {
+    const out = Buffer.from(base);
+    for (const [s, b] of sectors) out.set(b, s * 512);
+    return out;
+  }
+
+  beforeAll(() => {
+    parent = p('parent.vhd');
+    qemuImg('create', '-q', '-f', 'vpc', parent, '8M');
+    qemuIo(parent, ['write -P 0x61 0 100k', 'write -P 0x62 3m 1m', 'write -P 0x63 7m 200k'], 'vpc');
+    parentRaw = qemuRaw(parent);
+  });
+
+  it('a relative W2ru locator (Windows separators) finds the parent; unset sectors read from it; block status tells the layers apart', async () => {
+    const sectors = childSectors(1, parentRaw.length);
+    const child = p('child-w2ru.vhd');
+    writeDifferencingVhd(child, { parent, size: parentRaw.length, blockSize: BLOCK, sectors, locators: [{ platform: 'W2ru', path: '.\\parent.vhd' }] });
+    const node = await openVpc(child, { readOnly: true });
+    try {
+      expect(node.length).toBe(parentRaw.length);
+      expect((await readAll(node)).equals(overlay(parentRaw, sectors))).toBe(true);
+      expect(node.info()).toMatchObject({ subformat: 'differencing', backingFile: parent });
+      const [first] = sectors.keys();
+      const own = await node.blockStatus(first * 512, 512);
+      expect(own).toMatchObject({ allocated: true, data: true, depth: 0 });
+      const fromParent = await node.blockStatus(3 * 2 ** 20 + 512 * 100, 512);
+      if (!sectors.has(3 * 2048 + 100)) expect(fromParent).toMatchObject({ data: true, depth: 1 });
+    } finally {
+      await node.unref();
+    }
+  });
+
+  it('a Windows absolute W2ku path cannot name a file here: the parent unicode name beside the image does; MacX file URLs work', async () => {
+    const sectors = childSectors(2, parentRaw.length);
+    const model = overlay(parentRaw, sectors);
+    const a = p('child-w2ku.vhd');
+    writeDifferencingVhd(a, { parent, size: parentRaw.length, sectors, locators: [{ platform: 'W2ku', path: 'C:\\VMs\\parent.vhd' }], parentName: 'C:\\VMs\\parent.vhd' });
+    const b = p('child-macx.vhd');
+    writeDifferencingVhd(b, { parent, size: parentRaw.length, sectors, locators: [{ platform: 'MacX', path: `file://localhost${parent}` }] });
+    const c = p('child-abs.vhd');
+    writeDifferencingVhd(c, { parent, size: parentRaw.length, sectors, locators: [{ platform: 'W2ku', path: parent }] });
+    for (const image of [a, b, c]) {
+      const node = await openVpc(image, { readOnly: true });
+      try {
+        expect((await readAll(node)).equals(model)).toBe(true);
+      } finally {
+        await node.unref();
+      }
+    }
+  });
+
+  it('a chain of two differencing images over a dynamic parent; writes land in the top image only', async () => {
+    const midSectors = childSectors(3, parentRaw.length);
+    const mid = p('mid.vhd');
+    writeDifferencingVhd(mid, { parent, size: parentRaw.length, blockSize: BLOCK, sectors: midSectors, locators: [{ platform: 'W2ru', path: 'parent.vhd' }] });
+    const topSectors = childSectors(4, parentRaw.length);
+    const top = p('top.vhd');
+    writeDifferencingVhd(top, { parent: mid, size: parentRaw.length, sectors: topSectors, locators: [{ platform: 'W2ru', path: '.\\mid.vhd' }] });
+    const model = overlay(overlay(parentRaw, midSectors), topSectors);
+    const midBytes = fs.readFileSync(mid);
+    const node = await openVpc(top);
+    try {
+      expect((await readAll(node)).equals(model)).toBe(true);
+      const r = rng(5);
+      for (let i = 0; i < 60; i++) {
+        const off = r(model.length / 512) * 512;
+        const len = Math.min((1 + r(300)) * 512, model.length - off);
+        const data = Buffer.alloc(len, (i + 9) & 0xff);
+        await node.write(off, data);
+        data.copy(model, off);
+      }
+      expect((await readAll(node)).equals(model)).toBe(true);
+    } finally {
+      await node.unref();
+    }
+    expect(fs.readFileSync(mid).equals(midBytes)).toBe(true);
+    const again = await openVpc(top, { readOnly: true });
+    try {
+      expect((await readAll(again)).equals(model)).toBe(true);
+      expect(qemuInfo(parent)['virtual-size']).toBe(parentRaw.length);
+    } finally {
+      await again.unref();
+    }
+  });
+
+  it('backing: null reads the sectors not in the image as zeros', async () => {
+    const sectors = childSectors(6, parentRaw.length);
+    const child = p('child-null.vhd');
+    writeDifferencingVhd(child, { parent, size: parentRaw.length, sectors, locators: [{ platform: 'W2ru', path: 'parent.vhd' }] });
+    const node = await openVpc(child, { readOnly: true, backing: null });
+    try {
+      expect((await readAll(node)).equals(overlay(Buffer.alloc(parentRaw.length), sectors))).toBe(true);
+    } finally {
+      await node.unref();
+    }
+  });
+
+  it('refuses a missing parent (ENOENT), a chain that loops (ECORRUPT) and a parent of another UUID (ECORRUPT), each within a second', async () => {
+    const none = p('child-missing.vhd');
+    writeDifferencingVhd(none, { parent, size: parentRaw.length, sectors: new Map(), locators: [{ platform: 'W2ru', path: 'nowhere.vhd' }] });
+    const loop = p('child-loop.vhd');
+    writeDifferencingVhd(loop, { parent, size: parentRaw.length, sectors: new Map(), locators: [{ platform: 'W2ru', path: 'child-loop.vhd' }] });
+    const other = p('child-uuid.vhd');
+    writeDifferencingVhd(other, { parent, size: parentRaw.length, sectors: new Map(), locators: [{ platform: 'W2ru', path: 'parent.vhd' }], parentUuid: Buffer.alloc(16, 7) });
+    for (const [image, code, field] of [
+      [none, 'ENOENT', 'parent_locator'],
+      [loop, 'ECORRUPT', 'parent_locator'],
+      [other, 'ECORRUPT', 'parent_uuid'],
+    ] as const) {
+      const t = Date.now();
+      const e = (await rejection(openVpc(image, { readOnly: true }))) as BlockError;
+      expect(Date.now() - t).toBeLessThan(1000);
+      expect(e).toBeInstanceOf(BlockError);
+      expect({ code: e.code, field: e.field }).toEqual({ code, field });
+    }
   });
 });
