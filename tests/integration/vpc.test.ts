@@ -372,3 +372,64 @@ describe.skipIf(!available)('vpc: differencing images (built from the VHD specif
     }
   });
 });
+
+describe.skipIf(!available)('vpc: hostile images', () => {
+  /** Sets the checksum of the structure of `length` bytes at `at` (its field at `at + field`). */
+  function reseal(b: Buffer, at: number, length: number, field: number): void {
+    b.writeUInt32BE(0, at + field);
+    let sum = 0;
+    for (let i = at; i < at + length; i++) sum += b[i];
+    b.writeUInt32BE(~sum >>> 0, at + field);
+  }
+  const sealFooter = (b: Buffer) => reseal(b, 0, 512, 64);
+  const sealHeader = (b: Buffer) => reseal(b, 512, 1024, 36);
+
+  let base: Buffer;
+  beforeAll(() => {
+    const image = p('hostile-base.vhd');
+    qemuImg('create', '-q', '-f', 'vpc', image, '20M');
+    qemuIo(image, ['write -P 0x42 0 4k', 'write -P 0x43 5m 4k'], 'vpc');
+    base = fs.readFileSync(image);
+  });
+
+  const cases: [string, (b: Buffer) => Buffer, string, string][] = [
+    ['a truncated file', (b) => b.subarray(0, b.length - 2 ** 20), 'ECORRUPT', 'bat'],
+    ['a BAT entry far past the end', (b) => (b.writeUInt32BE(0x00ffffff, 1536 + 4 * 2), b), 'ECORRUPT', 'bat'],
+    ['two BAT entries on one block', (b) => (b.writeUInt32BE(b.readUInt32BE(1536), 1536 + 4 * 2), b), 'ECORRUPT', 'bat'],
+    ['a BAT entry over the dynamic header', (b) => (b.writeUInt32BE(2, 1536), b), 'ECORRUPT', 'bat'],
+    ['an absurd max_table_entries', (b) => (b.writeUInt32BE(0xffffffff, 512 + 28), sealHeader(b), b), 'ENOTSUP', 'max_table_entries'],
+    ['a BAT smaller than the disk', (b) => (b.writeUInt32BE(1, 512 + 28), sealHeader(b), b), 'ECORRUPT', 'max_table_entries'],
+    ['a block size that is no power of two', (b) => (b.writeUInt32BE(3 * 2 ** 20, 512 + 32), sealHeader(b), b), 'ECORRUPT', 'block_size'],
+    ['a wrong dynamic header checksum', (b) => (b.writeUInt32BE(7, 512 + 60), b), 'ECORRUPT', 'checksum'],
+    ['a wrong footer checksum', (b) => ((b[40] ^= 0xff), b), 'ECORRUPT', 'checksum'],
+    ['a dynamic header offset past the end', (b) => (b.writeBigUInt64BE(2n ** 40n, 16), sealFooter(b), b), 'ECORRUPT', 'data_offset'],
+    ['a BAT offset past the end', (b) => (b.writeBigUInt64BE(2n ** 50n, 512 + 16), sealHeader(b), b), 'ECORRUPT', 'table_offset'],
+    ['a size beyond 2040 GiB', (b) => (b.write('win ', 28, 'latin1'), b.writeBigUInt64BE(2n ** 50n, 48), sealFooter(b), b), 'EFBIG', 'current_size'],
+    ['an unknown disk type', (b) => (b.writeUInt32BE(9, 60), sealFooter(b), b), 'ENOTSUP', 'disk_type'],
+    ['a file shorter than a footer', () => Buffer.alloc(100, 1), 'ECORRUPT', 'cookie'],
+    ['no VHD at all', () => Buffer.alloc(2 ** 20, 0x5a), 'ECORRUPT', 'cookie'],
+  ];
+  for (const [name, patch, code, field] of cases) {
+    it(`${name}: ${code} naming ${field}, within a second`, async () => {
+      const image = p(`hostile-${name.replace(/\W+/g, '-')}.vhd`);
+      fs.writeFileSync(image, patch(Buffer.from(base)));
+      const t = Date.now();
+      const e = (await rejection(openVpc(image, { readOnly: true }))) as BlockError;
+      expect(Date.now() - t).toBeLessThan(1000);
+      expect(e).toBeInstanceOf(BlockError);
+      expect({ code: e.code, field: e.field }).toEqual({ code, field });
+    });
+  }
+
+  it('a fixed image whose size runs into its footer: ECORRUPT naming current_size', async () => {
+    const image = p('hostile-fixed.vhd');
+    qemuImg('create', '-q', '-f', 'vpc', '-o', 'subformat=fixed,force_size=on', image, '1M');
+    const b = fs.readFileSync(image);
+    const footer = b.subarray(b.length - 512);
+    footer.writeBigUInt64BE(BigInt(2 ** 21), 48);
+    reseal(footer, 0, 512, 64);
+    fs.writeFileSync(image, b);
+    const e = (await rejection(openVpc(image, { readOnly: true }))) as BlockError;
+    expect({ code: e.code, field: e.field }).toEqual({ code: 'ECORRUPT', field: 'current_size' });
+  });
+});

@@ -53,7 +53,8 @@ async function createVpc(file: BlockNode, size: number, options: Record<string, 
   const o = parseOptions(vpcCreateSchema, options);
   if (backing) throw new BlockError('ENOTSUP', 'vpc: qemu-img cannot create differencing VHDs, nor can we (backing files are read, not created)', { field: 'backing' });
   if (!Number.isSafeInteger(size) || size < 0) throw new BlockError('EINVAL', `size: ${size} is not a size in bytes`, { field: 'size' });
-  const g = createGeometry(size, o.force_size);
+  // qemu-img rounds the size up to whole sectors before the format sees it.
+  const g = createGeometry(Math.ceil(size / L.SECTOR_SIZE) * L.SECTOR_SIZE, o.force_size);
   const total = g.sectors * L.SECTOR_SIZE;
   if (o.subformat === 'fixed') {
     await file.write(total, newFooter(L.DISK_FIXED, total, g, o.force_size), true);
