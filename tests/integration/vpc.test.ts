@@ -381,8 +381,14 @@ describe.skipIf(!available)('vpc: hostile images', () => {
     for (let i = at; i < at + length; i++) sum += b[i];
     b.writeUInt32BE(~sum >>> 0, at + field);
   }
-  const sealFooter = (b: Buffer) => reseal(b, 0, 512, 64);
-  const sealHeader = (b: Buffer) => reseal(b, 512, 1024, 36);
+  /** Reseals the footer copy at 0 (or the dynamic header at 512) after the edits given as the later arguments were made. */
+  const sealFooter = (b: Buffer, ..._edits: unknown[]) => reseal(b, 0, 512, 64);
+  const sealHeader = (b: Buffer, ..._edits: unknown[]) => reseal(b, 512, 1024, 36);
+  /** A patch that changes the image's bytes in place. */
+  const edit = (change: (b: Buffer) => void) => (b: Buffer) => {
+    change(b);
+    return b;
+  };
 
   let base: Buffer;
   beforeAll(() => {
@@ -394,18 +400,18 @@ describe.skipIf(!available)('vpc: hostile images', () => {
 
   const cases: [string, (b: Buffer) => Buffer, string, string][] = [
     ['a truncated file', (b) => b.subarray(0, b.length - 2 ** 20), 'ECORRUPT', 'bat'],
-    ['a BAT entry far past the end', (b) => (b.writeUInt32BE(0x00ffffff, 1536 + 4 * 2), b), 'ECORRUPT', 'bat'],
-    ['two BAT entries on one block', (b) => (b.writeUInt32BE(b.readUInt32BE(1536), 1536 + 4 * 2), b), 'ECORRUPT', 'bat'],
-    ['a BAT entry over the dynamic header', (b) => (b.writeUInt32BE(2, 1536), b), 'ECORRUPT', 'bat'],
-    ['an absurd max_table_entries', (b) => (b.writeUInt32BE(0xffffffff, 512 + 28), sealHeader(b), b), 'ENOTSUP', 'max_table_entries'],
-    ['a BAT smaller than the disk', (b) => (b.writeUInt32BE(1, 512 + 28), sealHeader(b), b), 'ECORRUPT', 'max_table_entries'],
-    ['a block size that is no power of two', (b) => (b.writeUInt32BE(3 * 2 ** 20, 512 + 32), sealHeader(b), b), 'ECORRUPT', 'block_size'],
-    ['a wrong dynamic header checksum', (b) => (b.writeUInt32BE(7, 512 + 60), b), 'ECORRUPT', 'checksum'],
-    ['a wrong footer checksum', (b) => ((b[40] ^= 0xff), b), 'ECORRUPT', 'checksum'],
-    ['a dynamic header offset past the end', (b) => (b.writeBigUInt64BE(2n ** 40n, 16), sealFooter(b), b), 'ECORRUPT', 'data_offset'],
-    ['a BAT offset past the end', (b) => (b.writeBigUInt64BE(2n ** 50n, 512 + 16), sealHeader(b), b), 'ECORRUPT', 'table_offset'],
-    ['a size beyond 2040 GiB', (b) => (b.write('win ', 28, 'latin1'), b.writeBigUInt64BE(2n ** 50n, 48), sealFooter(b), b), 'EFBIG', 'current_size'],
-    ['an unknown disk type', (b) => (b.writeUInt32BE(9, 60), sealFooter(b), b), 'ENOTSUP', 'disk_type'],
+    ['a BAT entry far past the end', edit((b) => b.writeUInt32BE(0x00ffffff, 1536 + 4 * 2)), 'ECORRUPT', 'bat'],
+    ['two BAT entries on one block', edit((b) => b.writeUInt32BE(b.readUInt32BE(1536), 1536 + 4 * 2)), 'ECORRUPT', 'bat'],
+    ['a BAT entry over the dynamic header', edit((b) => b.writeUInt32BE(2, 1536)), 'ECORRUPT', 'bat'],
+    ['an absurd max_table_entries', edit((b) => sealHeader(b, b.writeUInt32BE(0xffffffff, 512 + 28))), 'ENOTSUP', 'max_table_entries'],
+    ['a BAT smaller than the disk', edit((b) => sealHeader(b, b.writeUInt32BE(1, 512 + 28))), 'ECORRUPT', 'max_table_entries'],
+    ['a block size that is no power of two', edit((b) => sealHeader(b, b.writeUInt32BE(3 * 2 ** 20, 512 + 32))), 'ECORRUPT', 'block_size'],
+    ['a wrong dynamic header checksum', edit((b) => b.writeUInt32BE(7, 512 + 60)), 'ECORRUPT', 'checksum'],
+    ['a wrong footer checksum', edit((b) => b.writeUInt8(b[40] ^ 0xff, 40)), 'ECORRUPT', 'checksum'],
+    ['a dynamic header offset past the end', edit((b) => sealFooter(b, b.writeBigUInt64BE(2n ** 40n, 16))), 'ECORRUPT', 'data_offset'],
+    ['a BAT offset past the end', edit((b) => sealHeader(b, b.writeBigUInt64BE(2n ** 50n, 512 + 16))), 'ECORRUPT', 'table_offset'],
+    ['a size beyond 2040 GiB', edit((b) => sealFooter(b, b.write('win ', 28, 'latin1'), b.writeBigUInt64BE(2n ** 50n, 48))), 'EFBIG', 'current_size'],
+    ['an unknown disk type', edit((b) => sealFooter(b, b.writeUInt32BE(9, 60))), 'ENOTSUP', 'disk_type'],
     ['a file shorter than a footer', () => Buffer.alloc(100, 1), 'ECORRUPT', 'cookie'],
     ['no VHD at all', () => Buffer.alloc(2 ** 20, 0x5a), 'ECORRUPT', 'cookie'],
   ];

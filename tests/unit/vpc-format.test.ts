@@ -2,7 +2,7 @@
 // 7.2 create), footer and dynamic header checksums and refusals, BAT checks, sector bitmaps.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { BlockError } from '../../src/errors.js';
+import type { BlockError } from '../../src/errors.js';
 import { allSet, bitSet, parseBat, runLength, setBits } from '../../src/drivers/vpc/bat.js';
 import { encodeDynamicHeader, parseDynamicHeader } from '../../src/drivers/vpc/dynamic-header.js';
 import { encodeFooter, parseFooter, vhdChecksum } from '../../src/drivers/vpc/footer.js';
@@ -147,8 +147,15 @@ describe('vpc footer and dynamic header', () => {
       [header(1536, 1000, 2 ** 21), 'ECORRUPT', 'table_offset'],
       [header(2 ** 40, 6, 2 ** 21), 'ECORRUPT', 'table_offset'],
       [header(600, 6, 2 ** 21), 'ECORRUPT', 'table_offset'],
-      [header(1536, 6, 2 ** 21, (v) => (v.setUint32(576, 0x57327275), v.setUint32(584, 1 << 20))), 'ECORRUPT', 'parent_locator.data_length'],
-      [header(1536, 6, 2 ** 21, (v) => (v.setUint32(576, 0x57327275), v.setUint32(584, 20), v.setBigUint64(592, 4090n))), 'ECORRUPT', 'parent_locator.data_offset'],
+      [header(1536, 6, 2 ** 21, (v) => {
+          v.setUint32(576, 0x57327275);
+          v.setUint32(584, 1 << 20);
+        }), 'ECORRUPT', 'parent_locator.data_length'],
+      [header(1536, 6, 2 ** 21, (v) => {
+          v.setUint32(576, 0x57327275);
+          v.setUint32(584, 20);
+          v.setBigUint64(592, 4090n);
+        }), 'ECORRUPT', 'parent_locator.data_offset'],
     ];
     for (const [b, code, field] of cases) {
       const e = thrown(() => parseDynamicHeader(b, 512, 4096));
@@ -185,7 +192,7 @@ describe('vpc BAT and sector bitmaps', () => {
   const regions = { headerOffset: 512, tableOffset: 1536, blockSize: 4096, bitmapSize: 512, fileSize: 64 * 1024 };
   const bat = (...entries: number[]) => {
     const b = new Uint8Array(entries.length * 4);
-    entries.forEach((e, i) => new DataView(b.buffer).setUint32(i * 4, e));
+    for (const [i, e] of entries.entries()) new DataView(b.buffer).setUint32(i * 4, e);
     return b;
   };
 
