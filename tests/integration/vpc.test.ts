@@ -439,3 +439,57 @@ describe.skipIf(!available)('vpc: hostile images', () => {
     expect({ code: e.code, field: e.field }).toEqual({ code: 'ECORRUPT', field: 'current_size' });
   });
 });
+
+describe.skipIf(!available)('vpc: probing, block status, file layout', () => {
+  it("driver 'auto' picks vpc for a dynamic image; a fixed one probes as raw, as in QEMU (its footer is at the end)", async () => {
+    const dyn = p('probe-dynamic.vhd');
+    const fixed = p('probe-fixed.vhd');
+    qemuImg('create', '-q', '-f', 'vpc', dyn, '4M');
+    qemuImg('create', '-q', '-f', 'vpc', '-o', 'subformat=fixed', fixed, '4M');
+    for (const [image, format] of [
+      [dyn, 'vpc'],
+      [fixed, 'raw'],
+    ] as const) {
+      const node = await layer.openNode({ driver: 'auto', readOnly: true, file: { driver: 'file', filename: image } });
+      try {
+        expect(node.driver.name).toBe(format);
+        expect(JSON.parse(qemuImg('info', '--output=json', image)).format).toBe(format);
+      } finally {
+        await node.unref();
+      }
+    }
+  });
+
+  it('block status marks data where qemu-img map does, for an image qemu-io wrote', async () => {
+    const image = p('map.vhd');
+    qemuImg('create', '-q', '-f', 'vpc', image, '20M');
+    qemuIo(image, ['write -P 0x11 1m 4k', 'write -P 0x22 7m 100k', 'write -P 0x33 19m 512'], 'vpc');
+    const theirs = JSON.parse(qemuImg('map', '--output=json', '-f', 'vpc', image)) as { start: number; length: number; data: boolean }[];
+    const node = await openVpc(image, { readOnly: true });
+    try {
+      const ours = await node.blockStatusMap();
+      for (const e of ours) {
+        const t = theirs.find((x) => x.start <= e.offset && e.offset < x.start + x.length)!;
+        expect(e.offset + e.length <= t.start + t.length && e.data === t.data).toBe(true);
+      }
+      expect(ours.filter((e) => e.data).length).toBeGreaterThan(0);
+    } finally {
+      await node.unref();
+    }
+  });
+
+  it('after new blocks the file ends with a footer equal to the copy at offset 0, right after the last block', async () => {
+    const image = p('layout.vhd');
+    qemuImg('create', '-q', '-f', 'vpc', image, '12M');
+    const node = await openVpc(image);
+    await node.write(9 * 2 ** 20, Buffer.alloc(4096, 1));
+    await node.write(1 * 2 ** 20, Buffer.alloc(4096, 2));
+    await node.write(5 * 2 ** 20 + 512, Buffer.alloc(512, 3));
+    await node.unref();
+    const b = fs.readFileSync(image);
+    expect(b.subarray(b.length - 512).equals(b.subarray(0, 512))).toBe(true);
+    const bat = [0, 1, 2, 3, 4, 5].map((i) => b.readUInt32BE(1536 + 4 * i)).filter((e) => e !== 0xffffffff);
+    expect(bat.length).toBe(3);
+    expect(Math.max(...bat) * 512 + 512 + 2 * 2 ** 20).toBe(b.length - 512);
+  });
+});

@@ -138,6 +138,9 @@ export class DynamicVhd {
     await this.file.write(e * L.SECTOR_SIZE + this.bitmapSize + inBlock, part);
     const bitmap = await this.bitmap(block);
     if (allSet(bitmap, first, end)) return;
+    // The data must be durable before a bit says it is here: a crash in between would show
+    // stale bytes where the parent's (or zeros) were.
+    await this.file.flush();
     setBits(bitmap, first, end);
     // Only the bitmap's sectors that changed.
     const from = Math.floor(first / 8 / L.SECTOR_SIZE) * L.SECTOR_SIZE;
