@@ -88,6 +88,8 @@ describe.skipIf(!available)('vpc: images qemu-img makes', () => {
         expect(node.length).toBe(qemuInfo(image)['virtual-size']);
         expect((await readAll(node)).equals(qemuRaw(image))).toBe(true);
         expect(node.info()).toMatchObject({ format: 'vpc', subformat: k.opts.includes('fixed') ? 'fixed' : 'dynamic' });
+        // qemu-img info's one vpc-specific fact: the block size of a dynamic image as its cluster size
+        expect(node.info().clusterSize).toBe((qemuInfo(image) as { 'cluster-size'?: number })['cluster-size']);
       } finally {
         await node.unref();
       }
@@ -491,5 +493,27 @@ describe.skipIf(!available)('vpc: probing, block status, file layout', () => {
     const bat = [0, 1, 2, 3, 4, 5].map((i) => b.readUInt32BE(1536 + 4 * i)).filter((e) => e !== 0xffffffff);
     expect(bat.length).toBe(3);
     expect(Math.max(...bat) * 512 + 512 + 2 * 2 ** 20).toBe(b.length - 512);
+  });
+});
+
+describe.skipIf(!available)('vpc: which size counts', () => {
+  it('a Hyper-V footer (creator "win ") counts current_size, force_size_calc=chs the geometry, as qemu-img with --image-opts', async () => {
+    const image = p('hyperv.vhd');
+    qemuImg('create', '-q', '-f', 'vpc', image, '10M');
+    const b = fs.readFileSync(image);
+    b.write('win ', 28, 'latin1');
+    b.writeBigUInt64BE(10485760n, 48);
+    b.writeUInt32BE(0, 64);
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += b[i];
+    b.writeUInt32BE(~sum >>> 0, 64);
+    fs.writeFileSync(image, b);
+    for (const calc of [undefined, 'chs', 'current_size'] as const) {
+      const opts = `driver=vpc${calc ? `,force_size_calc=${calc}` : ''},file.filename=${image}`;
+      const theirs = (JSON.parse(qemuImg('info', '--output=json', '--image-opts', opts)) as { 'virtual-size': number })['virtual-size'];
+      const node = await openVpc(image, { readOnly: true, ...(calc ? { forceSizeCalc: calc } : {}) });
+      expect(node.length).toBe(theirs);
+      await node.unref();
+    }
   });
 });
