@@ -342,6 +342,23 @@ describe.skipIf(!available)('vpc: differencing images (built from the VHD specif
     }
   });
 
+  it('an empty differencing image takes writes without overwriting its locators: it finds its parent again', async () => {
+    const child = p('child-empty.vhd');
+    writeDifferencingVhd(child, { parent, size: parentRaw.length, sectors: new Map(), locators: [{ platform: 'W2ru', path: '.\\parent.vhd' }] });
+    const model = Buffer.from(parentRaw);
+    const node = await openVpc(child);
+    const data = Buffer.alloc(3 * 512, 0xee);
+    await node.write(2 ** 20 + 1024, data);
+    data.copy(model, 2 ** 20 + 1024);
+    await node.unref();
+    const again = await openVpc(child, { readOnly: true });
+    try {
+      expect((await readAll(again)).equals(model)).toBe(true);
+    } finally {
+      await again.unref();
+    }
+  });
+
   it('backing: null reads the sectors not in the image as zeros', async () => {
     const sectors = childSectors(6, parentRaw.length);
     const child = p('child-null.vhd');

@@ -196,9 +196,10 @@ describe('vpc BAT and sector bitmaps', () => {
     return b;
   };
 
-  it('finds the first free offset past the BAT and the blocks', () => {
-    expect(parseBat(bat(0xffffffff, 0xffffffff), regions).freeOffset).toBe(2048);
-    expect(parseBat(bat(8, 0xffffffff, 30), regions).freeOffset).toBe(30 * 512 + 4608);
+  it('finds the first free offset: past the BAT and the blocks, and never before the footer at the end', () => {
+    expect(parseBat(bat(0xffffffff, 0xffffffff), { ...regions, fileSize: 2048 + 512 }).freeOffset).toBe(2048);
+    expect(parseBat(bat(8, 0xffffffff, 30), { ...regions, fileSize: 30 * 512 + 4608 }).freeOffset).toBe(30 * 512 + 4608);
+    expect(parseBat(bat(8, 0xffffffff), regions).freeOffset).toBe(64 * 1024 - 512);
   });
 
   it('refuses blocks past the end, over the metadata or over each other, naming the entry offset', () => {

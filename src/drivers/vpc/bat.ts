@@ -15,7 +15,7 @@ export interface MetadataRegions {
  * The BAT from its big-endian bytes, each entry checked (QEMU vpc_open refuses blocks past the end
  * of the file; we also refuse blocks over the footer copy, the headers, the BAT or each other).
  * Returns the entries and the first free offset (QEMU's free_data_block_offset): where the
- * next block goes, the footer after it.
+ * next block goes, the footer after it: past the BAT, the blocks and anything else before the footer.
  */
 export function parseBat(bytes: Uint8Array, m: MetadataRegions): { bat: Uint32Array; freeOffset: number } {
   const n = bytes.length >>> 2;
@@ -44,6 +44,9 @@ export function parseBat(bytes: Uint8Array, m: MetadataRegions): { bat: Uint32Ar
     }
     freeOffset = Math.max(freeOffset, start + span);
   }
+  // New blocks go where the footer is, never over anything else in the file (parent locator
+  // data may follow the BAT: QEMU's rule, past the BAT and the blocks, would overwrite it).
+  freeOffset = Math.max(freeOffset, Math.ceil((m.fileSize - L.FOOTER_SIZE) / L.SECTOR_SIZE) * L.SECTOR_SIZE);
   // Blocks over each other: sorted starts must lie a whole block apart.
   const starts = new Uint32Array(allocated);
   let k = 0;
