@@ -534,3 +534,40 @@ describe.skipIf(!available)('vpc: which size counts', () => {
     }
   });
 });
+
+describe.skipIf(!available)('vpc: a failed allocation leaves the image as it was', () => {
+  // blkdebug fails one write of the allocation (the new block's bitmap, the footer after it, the
+  // BAT entry) or its flush: the image must open again, read its old content, and take the write then.
+  const failures = [
+    ['the flush before the BAT entry', { event: 'flush' }],
+    ['the BAT entry', { event: 'write', offset: 1536 + 4 * 2 }],
+    ['the bitmap of the new block', { event: 'write', offset: 2048 + 512 + 2 ** 21 }],
+    ['the footer after the new block', { event: 'write', offset: 2048 + 2 * (512 + 2 ** 21) }],
+  ] as const;
+  for (const [name, rule] of failures) {
+    it(`${name} fails: the write fails, the image reads as before, then takes the write`, async () => {
+      const image = p(`fail-${name.replace(/\W+/g, '-')}.vhd`);
+      qemuImg('create', '-q', '-f', 'vpc', image, '10M');
+      qemuIo(image, ['write -P 0x31 0 64k'], 'vpc');
+      const before = qemuRaw(image);
+      const node = await layer.openNode({ driver: 'vpc', file: { driver: 'blkdebug', rules: [{ ...rule, once: true }], file: { driver: 'file', filename: image } } });
+      const data = Buffer.alloc(8192, 0x99);
+      const e = (await rejection(node.write(4 * 2 ** 20 + 4096, data))) as BlockError;
+      expect(e.code).toBe('EIO');
+      await node.unref();
+      expect(qemuRaw(image).equals(before)).toBe(true);
+      const again = await openVpc(image);
+      try {
+        expect((await readAll(again)).equals(before)).toBe(true);
+        await again.write(4 * 2 ** 20 + 4096, data);
+      } finally {
+        await again.unref();
+      }
+      const model = Buffer.from(before);
+      data.copy(model, 4 * 2 ** 20 + 4096);
+      const raw = p('fail.raw');
+      fs.writeFileSync(raw, model);
+      expect(qemuCompare(image, raw).code).toBe(0);
+    });
+  }
+});
