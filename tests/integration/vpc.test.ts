@@ -428,6 +428,7 @@ describe.skipIf(!available)('vpc: hostile images', () => {
     ['a wrong dynamic header checksum', edit((b) => b.writeUInt32BE(7, 512 + 60)), 'ECORRUPT', 'checksum'],
     ['a wrong footer checksum', edit((b) => b.writeUInt8(b[40] ^ 0xff, 40)), 'ECORRUPT', 'checksum'],
     ['a dynamic header offset past the end', edit((b) => sealFooter(b, b.writeBigUInt64BE(2n ** 40n, 16))), 'ECORRUPT', 'data_offset'],
+    ['a dynamic header over the footer at the end', edit((b) => sealFooter(b, b.writeBigUInt64BE(BigInt(b.length - 1024), 16))), 'ECORRUPT', 'data_offset'],
     ['a BAT offset past the end', edit((b) => sealHeader(b, b.writeBigUInt64BE(2n ** 50n, 512 + 16))), 'ECORRUPT', 'table_offset'],
     ['a size beyond 2040 GiB', edit((b) => sealFooter(b, b.write('win ', 28, 'latin1'), b.writeBigUInt64BE(2n ** 50n, 48))), 'EFBIG', 'current_size'],
     ['an unknown disk type', edit((b) => sealFooter(b, b.writeUInt32BE(9, 60))), 'ENOTSUP', 'disk_type'],

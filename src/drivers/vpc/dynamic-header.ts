@@ -53,8 +53,8 @@ export function encodeUtf16(s: string, le: boolean): Uint8Array {
 }
 
 /**
- * Parses the dynamic header read at `at` and checks every field against the file size
- * (`fileSize`): cookie, checksum (QEMU 7.2 does not verify this one; a wrong sum means the
+ * Parses the dynamic header read at `at` and checks every field against `fileSize`, where the
+ * metadata must end (the footer's offset): cookie, checksum (QEMU 7.2 does not verify this one; a wrong sum means the
  * header cannot be trusted, so we refuse it), block size, table bounds and locators.
  */
 export function parseDynamicHeader(b: Uint8Array, at: number, fileSize: number): DynamicHeader {
@@ -75,7 +75,7 @@ export function parseDynamicHeader(b: Uint8Array, at: number, fileSize: number):
     throw new BlockError('ENOTSUP', `vpc: ${maxTableEntries} BAT entries at offset ${at + 28} exceed the limit of ${L.MAX_BAT_BYTES / 4}`, { field: 'max_table_entries', offset: at + 28 });
   }
   if (table > BigInt(fileSize) || Number(table) + maxTableEntries * 4 > fileSize) {
-    throw corrupt(`BAT at offset ${table} (${maxTableEntries} entries, field at offset ${at + 16}) ends beyond the end of the file (${fileSize} bytes)`, 'table_offset', at + 16);
+    throw corrupt(`BAT at offset ${table} (${maxTableEntries} entries, field at offset ${at + 16}) ends beyond ${fileSize}, where the footer is`, 'table_offset', at + 16);
   }
   const tableOffset = Number(table);
   if (tableOffset < at + L.DYNAMIC_HEADER_SIZE && tableOffset + maxTableEntries * 4 > at) {
@@ -92,7 +92,7 @@ export function parseDynamicHeader(b: Uint8Array, at: number, fileSize: number):
       throw corrupt(`parent locator ${i} at offset ${at + e} is ${dataLength} bytes long, more than ${L.MAX_LOCATOR_BYTES}`, 'parent_locator.data_length', at + e + 8);
     }
     if (offset > BigInt(fileSize) || Number(offset) + dataLength > fileSize) {
-      throw corrupt(`parent locator ${i} data at offset ${offset} (+${dataLength}) ends beyond the end of the file (${fileSize} bytes)`, 'parent_locator.data_offset', at + e + 16);
+      throw corrupt(`parent locator ${i} data at offset ${offset} (+${dataLength}) ends beyond ${fileSize}, where the footer is`, 'parent_locator.data_offset', at + e + 16);
     }
     locators.push({ platform: String.fromCharCode(b[e], b[e + 1], b[e + 2], b[e + 3]), dataLength, dataOffset: Number(offset) });
   }

@@ -83,12 +83,14 @@ export async function openVpc(ctx: OpenContext<VpcOptions>): Promise<DriverInsta
     if (size > at) throw corrupt(`virtual size ${size} (field at offset ${at + 48}) is beyond the fixed image's ${at} bytes of data`, 'current_size', at + 48);
     return fixedInstance(file, f, size, ctx.nodeName);
   }
-  if (f.dataOffset < L.FOOTER_SIZE || f.dataOffset + L.DYNAMIC_HEADER_SIZE > fileSize) {
-    throw corrupt(`dynamic header offset ${f.dataOffset} (field at offset ${at + 16}) is outside the file (${fileSize} bytes)`, 'data_offset', at + 16);
+  // Header, BAT and locators lie before the footer at the end, which new blocks overwrite.
+  const metadataEnd = fileSize - L.FOOTER_SIZE;
+  if (f.dataOffset < L.FOOTER_SIZE || f.dataOffset + L.DYNAMIC_HEADER_SIZE > metadataEnd) {
+    throw corrupt(`dynamic header offset ${f.dataOffset} (field at offset ${at + 16}) is outside the file before its footer (${metadataEnd} bytes)`, 'data_offset', at + 16);
   }
   const hb = new Uint8Array(L.DYNAMIC_HEADER_SIZE);
   await file.read(f.dataOffset, hb);
-  const h = parseDynamicHeader(hb, f.dataOffset, fileSize);
+  const h = parseDynamicHeader(hb, f.dataOffset, metadataEnd);
   const field = f.dataOffset + 28;
   if (Math.floor(size / h.blockSize) > 0xffffffff) throw corrupt(`too many blocks of ${h.blockSize} bytes for ${size} bytes`, 'block_size', f.dataOffset + 32);
   if (h.maxTableEntries * h.blockSize < size) {
