@@ -160,6 +160,21 @@ describe.skipIf(!available)('vpc: writes through our driver', () => {
     });
   }
 
+  it('through a Drive: writes and reads back, and qemu-img compare agrees after close', async () => {
+    const image = p('drive.vhd');
+    qemuImg('create', '-q', '-f', 'vpc', image, '6M');
+    const drive = await layer.openDrive({ driver: 'vpc', file: { driver: 'file', filename: image } });
+    const model = Buffer.alloc(drive.length);
+    const data = Buffer.alloc(300_001, 0x5e);
+    await drive.write(1_000_003, data);
+    data.copy(model, 1_000_003);
+    expect(Buffer.from(await drive.read(999_000, 302_000)).equals(model.subarray(999_000, 1_301_000))).toBe(true);
+    await drive.close();
+    const raw = p('drive.raw');
+    fs.writeFileSync(raw, model);
+    expect(qemuCompare(image, raw).code).toBe(0);
+  });
+
   it('concurrent writes to one unallocated block allocate it once', async () => {
     const image = p('concurrent.vhd');
     qemuImg('create', '-q', '-f', 'vpc', image, '8M');
@@ -356,6 +371,25 @@ describe.skipIf(!available)('vpc: differencing images (built from the VHD specif
       expect((await readAll(again)).equals(model)).toBe(true);
     } finally {
       await again.unref();
+    }
+  });
+
+  it('refuses a chain deeper than 64 differencing images (ENOTSUP), within a second', async () => {
+    let below = parent;
+    for (let i = 0; i < 66; i++) {
+      const image = p(`deep-${i}.vhd`);
+      writeDifferencingVhd(image, { parent: below, size: parentRaw.length, sectors: new Map(), locators: [{ platform: 'W2ru', path: path.basename(below) }] });
+      below = image;
+    }
+    const t = Date.now();
+    const e = (await rejection(openVpc(below, { readOnly: true }))) as BlockError;
+    expect(Date.now() - t).toBeLessThan(1000);
+    expect({ code: e.code, field: e.field }).toEqual({ code: 'ENOTSUP', field: 'parent_locator' });
+    const ok = await openVpc(p('deep-40.vhd'), { readOnly: true });
+    try {
+      expect((await readAll(ok)).equals(parentRaw)).toBe(true);
+    } finally {
+      await ok.unref();
     }
   });
 
