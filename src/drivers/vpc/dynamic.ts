@@ -19,6 +19,8 @@ export interface DynamicLayout {
   freeOffset: number;
   /** The parent of a differencing image (sectors whose bit is clear come from it). */
   parent: BlockNode | undefined;
+  /** A differencing image (its bitmaps tell its sectors from its parent's, even with no parent open). */
+  differencing: boolean;
   nodeName: string;
 }
 
@@ -169,7 +171,11 @@ export class DynamicVhd {
     }
     await this.file.write(dataStart + inBlock, part, true);
     const bitmap = new Uint8Array(this.bitmapSize);
-    setBits(bitmap, first, end);
+    // A dynamic image's new block is all zeros but what is written: every sector may be marked
+    // at once (as QEMU does), so later writes to the block need no bitmap update. A
+    // differencing image marks only what it holds: the rest is its parent's.
+    if (this.m.differencing) setBits(bitmap, first, end);
+    else bitmap.fill(0xff);
     await this.file.write(start, bitmap, true);
     await this.file.write(footerAt, this.m.footer, true);
     await this.file.flush();

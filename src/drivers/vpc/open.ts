@@ -100,7 +100,7 @@ export async function openVpc(ctx: OpenContext<VpcOptions>): Promise<DriverInsta
   if (batBytes.length > 0) await file.read(h.tableOffset, batBytes);
   const { bat, freeOffset } = parseBat(batBytes, { headerOffset: f.dataOffset, tableOffset: h.tableOffset, blockSize: h.blockSize, bitmapSize: h.bitmapSize, fileSize });
   const parent = f.diskType === L.DISK_DIFFERENCING ? await openParent(ctx, file, h) : undefined;
-  const image = new DynamicVhd({ file, footer: bytes, size, blockSize: h.blockSize, bitmapSize: h.bitmapSize, tableOffset: h.tableOffset, bat, freeOffset, parent, nodeName: ctx.nodeName });
+  const image = new DynamicVhd({ file, footer: bytes, size, blockSize: h.blockSize, bitmapSize: h.bitmapSize, tableOffset: h.tableOffset, bat, freeOffset, parent, differencing: f.diskType === L.DISK_DIFFERENCING, nodeName: ctx.nodeName });
   const zeros = new Uint8Array(Math.min(h.blockSize, 1024 * 1024));
   return {
     alignment: L.SECTOR_SIZE,
