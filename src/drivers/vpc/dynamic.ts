@@ -39,6 +39,8 @@ export class DynamicVhd {
   private freeOffset: number;
   /** Bitmaps by block, as promises so that concurrent readers share one copy. */
   private readonly bitmaps = new Map<number, Promise<Uint8Array>>();
+  /** Bitmaps kept (at least one, else as many as fit in the cache's bytes). */
+  private readonly cacheEntries: number;
   /** Allocations and bitmap updates, one at a time (QEMU: s->lock). */
   private readonly metadata = new AsyncLock();
 
@@ -49,6 +51,7 @@ export class DynamicVhd {
     this.bitmapSize = m.bitmapSize;
     this.parent = m.parent;
     this.freeOffset = m.freeOffset;
+    this.cacheEntries = Math.max(1, Math.floor(L.BITMAP_CACHE_BYTES / m.bitmapSize));
   }
 
   /** Blocks in the file (for info). */
@@ -65,7 +68,7 @@ export class DynamicVhd {
   private bitmap(block: number): Promise<Uint8Array> {
     const cached = this.bitmaps.get(block);
     if (cached) return cached;
-    if (this.bitmaps.size >= L.BITMAP_CACHE_ENTRIES) this.bitmaps.delete(this.bitmaps.keys().next().value!);
+    if (this.bitmaps.size >= this.cacheEntries) this.bitmaps.delete(this.bitmaps.keys().next().value!);
     const b = new Uint8Array(this.bitmapSize);
     const p = this.file.read(this.entry(block) * L.SECTOR_SIZE, b).then(() => b);
     this.bitmaps.set(block, p);

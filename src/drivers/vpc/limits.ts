@@ -47,5 +47,5 @@ export const MAX_CHAIN_DEPTH = 64;
 
 /** Seconds from the Unix epoch to the VHD epoch (2000-01-01 00:00:00 UTC). */
 export const VHD_EPOCH = 946684800;
-/** Bitmaps cached per open image (a 2 MiB block's bitmap is one sector). */
-export const BITMAP_CACHE_ENTRIES = 256;
+/** Bytes of sector bitmaps cached per open image (a 2 MiB block's bitmap is one sector: 8192 of them). */
+export const BITMAP_CACHE_BYTES = 4 * 1024 * 1024;
