@@ -96,12 +96,12 @@ describe.skipIf(!available)('vpc: images qemu-img makes', () => {
     });
   }
 
-  it('dynamic, data past 4 GiB: the written ranges and holes read as qemu-img reads them; block status shows the blocks', async () => {
-    const image = p('big.vhd');
-    qemuImg('create', '-q', '-f', 'vpc', image, '6G');
+  it.each(['dynamic', 'fixed'])('%s, data past 4 GiB: the written ranges and holes read as qemu-img reads them; block status shows the data', async (subformat) => {
+    const image = p(`big-${subformat}.vhd`);
+    qemuImg('create', '-q', '-f', 'vpc', '-o', `subformat=${subformat}`, image, '6G');
     const at = [4 * 2 ** 30 + 12345 * 512, 5 * 2 ** 30 + 3 * 2 ** 20, 2 ** 32 - 1024];
     qemuIo(image, [`write -P 0x5a ${at[0]} 70k`, `write -P 0xa5 ${at[1]} 1m`, `write -P 0x3c ${at[2]} 4k`], 'vpc');
-    const raw = p('big.raw');
+    const raw = p(`big-${subformat}.raw`);
     qemuImg('convert', '-f', 'vpc', '-O', 'raw', image, raw);
     const node = await openVpc(image, { readOnly: true });
     const fd = fs.openSync(raw, 'r');

@@ -8,6 +8,7 @@ import { encodeDynamicHeader, parseDynamicHeader } from '../../src/drivers/vpc/d
 import { encodeFooter, parseFooter, vhdChecksum } from '../../src/drivers/vpc/footer.js';
 import { calculateGeometry, chsSectors, createGeometry, virtualSectors } from '../../src/drivers/vpc/geometry.js';
 import { parentNames } from '../../src/drivers/vpc/parent.js';
+import { vpcDriver } from '../../src/drivers/vpc/index.js';
 
 function thrown(f: () => unknown): BlockError {
   try {
@@ -235,5 +236,19 @@ describe('vpc BAT and sector bitmaps', () => {
     const b = new Uint8Array(1);
     setBits(b, 0, 1);
     expect(b[0]).toBe(0x80);
+  });
+});
+
+describe('vpc probe', () => {
+  it("scores 100 exactly when the head starts with the footer cookie 'conectix', 0 for anything else", () => {
+    const cookie = new TextEncoder().encode('conectix');
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 600 }), fc.boolean(), (bytes, withCookie) => {
+        const head = withCookie ? new Uint8Array([...cookie, ...bytes]) : bytes;
+        const starts = head.length >= 8 && cookie.every((c, i) => head[i] === c);
+        expect(vpcDriver.probe!(head)).toBe(starts ? 100 : 0);
+      }),
+    );
+    expect(vpcDriver.probe!(cookie.subarray(0, 7))).toBe(0);
   });
 });
