@@ -69,7 +69,8 @@ function resolveParent(image: Location | undefined, names: ParentName[], nodeNam
   });
 }
 
-const hex = (u: Uint8Array) => Array.from(u, (x) => x.toString(16).padStart(2, '0')).join('');
+/** A UUID's 16 bytes as 32 hex digits. */
+export const uuidHex = (u: Uint8Array): string => Array.from(u, (x) => x.toString(16).padStart(2, '0')).join('');
 
 /**
  * The parent of a differencing image as its `backing` child: given by the caller, none with
@@ -89,7 +90,12 @@ export async function openParent(ctx: ParentContext, file: BlockNode, h: Dynamic
   }
   const image = locationOf(file);
   const loc = resolveParent(image, parentNames(h, locatorData), ctx.nodeName);
-  const real = loc.kind === 'url' ? loc.name : await realPath(loc.name);
+  const real =
+    loc.kind === 'url'
+      ? loc.name
+      : await realPath(loc.name).catch((e) => {
+          throw new BlockError('ENOENT', `vpc: could not open the parent '${loc.name}': ${(e as Error).message}`, { field: 'parent_locator', path: loc.name, cause: e });
+        });
   const self = image?.kind === 'file' ? await realPath(image.name).catch(() => image.name) : image?.name;
   const chain = [...ctx.options.backingChain, ...(self ? [self] : [])];
   if (chain.includes(real)) {
@@ -101,13 +107,11 @@ export async function openParent(ctx: ParentContext, file: BlockNode, h: Dynamic
   const forceShare = file.options.forceShare === true;
   const parent = await ctx.openChild('backing', { driver: 'vpc', readOnly: true, file: protocolOptions(loc, true, forceShare), backingChain: chain });
   const uuid = parent.info().uuid;
-  if (typeof uuid === 'string' && uuid !== hex(h.parentUuid)) {
-    throw new BlockError('ECORRUPT', `vpc: parent '${loc.name}' has UUID ${uuid}, the differencing image expects ${hex(h.parentUuid)} (field at offset 40 of the dynamic header)`, {
+  if (typeof uuid === 'string' && uuid !== uuidHex(h.parentUuid)) {
+    throw new BlockError('ECORRUPT', `vpc: parent '${loc.name}' has UUID ${uuid}, the differencing image expects ${uuidHex(h.parentUuid)} (field at offset 40 of the dynamic header)`, {
       field: 'parent_uuid',
       path: loc.name,
     });
   }
   return parent;
 }
-
-export { hex as uuidHex };
