@@ -148,6 +148,7 @@ describe('vpc footer and dynamic header', () => {
       [header(1536, 1000, 2 ** 21), 'ECORRUPT', 'table_offset'],
       [header(2 ** 40, 6, 2 ** 21), 'ECORRUPT', 'table_offset'],
       [header(600, 6, 2 ** 21), 'ECORRUPT', 'table_offset'],
+      [header(100, 6, 2 ** 21), 'ECORRUPT', 'table_offset'],
       [header(1536, 6, 2 ** 21, (v) => {
           v.setUint32(576, 0x57327275);
           v.setUint32(584, 1 << 20);

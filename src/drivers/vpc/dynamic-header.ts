@@ -78,8 +78,8 @@ export function parseDynamicHeader(b: Uint8Array, at: number, fileSize: number):
     throw corrupt(`BAT at offset ${table} (${maxTableEntries} entries, field at offset ${at + 16}) ends beyond ${fileSize}, where the footer is`, 'table_offset', at + 16);
   }
   const tableOffset = Number(table);
-  if (tableOffset < at + L.DYNAMIC_HEADER_SIZE && tableOffset + maxTableEntries * 4 > at) {
-    throw corrupt(`BAT at offset ${tableOffset} overlaps the dynamic header at ${at}`, 'table_offset', at + 16);
+  if ((tableOffset < at + L.DYNAMIC_HEADER_SIZE && tableOffset + maxTableEntries * 4 > at) || tableOffset < L.FOOTER_SIZE) {
+    throw corrupt(`BAT at offset ${tableOffset} overlaps the dynamic header at ${at} or the footer copy at 0`, 'table_offset', at + 16);
   }
   const locators: ParentLocator[] = [];
   for (let i = 0; i < L.PARENT_LOCATORS; i++) {

@@ -48,7 +48,7 @@ function info(f: VhdFooter, size: number, h: DynamicHeader | undefined, extra: R
     creatorApp: f.creatorApp.replace(/\0/g, ''),
     creatorOs: f.creatorOs.replace(/\0/g, ''),
     uuid: uuidHex(f.uuid),
-    ...(h && f.diskType === L.DISK_DIFFERENCING ? { parentUuid: uuidHex(h.parentUuid), parentName: h.parentName } : {}),
+    ...(h && f.diskType === L.DISK_DIFFERENCING ? { parentUuid: uuidHex(h.parentUuid), parentName: h.parentName, backingFormat: 'vpc' } : {}),
     ...extra,
   };
 }
