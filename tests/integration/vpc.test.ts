@@ -393,6 +393,22 @@ describe.skipIf(!available)('vpc: differencing images (built from the VHD specif
     }
   });
 
+  it('zeroes written with backing: null hide the parent once it is open again', async () => {
+    const child = p('child-zero.vhd');
+    writeDifferencingVhd(child, { parent, size: parentRaw.length, sectors: new Map(), locators: [{ platform: 'W2ru', path: 'parent.vhd' }] });
+    const alone = await openVpc(child, { backing: null });
+    await alone.writeZeroes(3 * 2 ** 20, 2 ** 20);
+    await alone.unref();
+    const model = Buffer.from(parentRaw);
+    model.fill(0, 3 * 2 ** 20, 4 * 2 ** 20);
+    const node = await openVpc(child, { readOnly: true });
+    try {
+      expect((await readAll(node)).equals(model)).toBe(true);
+    } finally {
+      await node.unref();
+    }
+  });
+
   it('backing: null reads the sectors not in the image as zeros', async () => {
     const sectors = childSectors(6, parentRaw.length);
     const child = p('child-null.vhd');

@@ -190,14 +190,15 @@ export class DynamicVhd {
     this.bitmaps.set(block, Promise.resolve(bitmap));
   }
 
-  /** Zeros: nothing to do where nothing is stored and no parent shows through; elsewhere zeros are written. */
+  /** Zeros: nothing to do in a dynamic image's blocks that are not stored; elsewhere zeros are written. */
   async writeZeroes(offset: number, length: number, zeros: Uint8Array): Promise<void> {
     let pos = 0;
     while (pos < length) {
       const at = offset + pos;
       const block = Math.floor(at / this.blockSize);
       const n = Math.min(length - pos, (block + 1) * this.blockSize - at);
-      if (this.entry(block) !== L.BAT_UNALLOCATED || this.parent) {
+      // A differencing image writes its zeros even with no parent open: one would show through later.
+      if (this.entry(block) !== L.BAT_UNALLOCATED || this.m.differencing) {
         for (let k = 0; k < n; k += zeros.length) await this.write(at + k, zeros.subarray(0, Math.min(zeros.length, n - k)));
       }
       pos += n;
