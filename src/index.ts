@@ -20,6 +20,7 @@ export { type DriveReadableStreamOptions, driveReadableStream } from './drive/we
 export { fileDriver } from './drivers/file/index.js';
 export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
 export { vhdxDriver } from './drivers/index.js';
+export { vpcDriver } from './drivers/index.js';
 export { nbdDriver } from './drivers/nbd/index.js';
 export { rbdDriver } from './drivers/rbd/adapter.js';
 export {
@@ -56,6 +57,7 @@ export type {
   NullNodeOptions,
   ProbedNodeOptions,
   Qcow2NodeOptions,
+  VpcNodeOptions,
   RawNodeOptions,
   ThrottleNodeOptions,
 } from './drivers/options.js';

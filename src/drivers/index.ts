@@ -7,10 +7,11 @@ import { nullDriver } from './null.js';
 import { qcow2Driver } from './qcow2/index.js';
 import { rawDriver } from './raw.js';
 import { vhdxDriver } from './vhdx/index.js';
+import { vpcDriver } from './vpc/index.js';
 
 /** The drivers every BlockLayer starts with: the portable ones, then the host's (file, rbd, nbd in Node). */
 export function builtinDrivers(): BlockDriver[] {
-  return [rawDriver, memoryDriver, nullDriver, blkdebugDriver, qcow2Driver, httpDriver, ...hostDrivers(), vhdxDriver] as BlockDriver[];
+  return [rawDriver, memoryDriver, nullDriver, blkdebugDriver, qcow2Driver, httpDriver, vpcDriver, vhdxDriver, ...hostDrivers()] as BlockDriver[];
 }
 
-export { blkdebugDriver, httpDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, vhdxDriver };
+export { blkdebugDriver, httpDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, vhdxDriver, vpcDriver };

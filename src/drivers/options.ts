@@ -11,6 +11,7 @@ import type { qcow2Driver } from './qcow2/index.js';
 import type { rawDriver } from './raw.js';
 import type { ThrottleFilterSchema } from './throttle.js';
 import type { vhdxDriver } from './vhdx/index.js';
+import type { vpcDriver } from './vpc/index.js';
 import type { NodeOptions } from '../node/driver.js';
 import type { BlockNode } from '../node/node.js';
 
@@ -68,6 +69,13 @@ export type Qcow2NodeOptions = DriverNodeOptions<'qcow2', (typeof qcow2Driver)['
   /** The external data file (QEMU `data-file`); default: the one the header names, null: none. */
   'data-file'?: ChildNodeOptions | null;
 };
+/** Options of a `vpc` (VHD) node over its `file`, with an optional `backing`: a differencing image's parent (default: the one its locators name, null: none). */
+export type VpcNodeOptions = DriverNodeOptions<'vpc', (typeof vpcDriver)['schema']> & {
+  /** The node holding the VHD image. */
+  file: ChildNodeOptions;
+  /** The parent of a differencing image (QEMU `backing`); default: found through the image's parent locators, null: none. */
+  backing?: ChildNodeOptions | null;
+};
 
 /** Options of a `vhdx` node (Hyper-V's VHDX) over its `file`, with the parent of a differencing image as `backing`. */
 export type VhdxNodeOptions = DriverNodeOptions<'vhdx', (typeof vhdxDriver)['schema']> & {
@@ -95,6 +103,8 @@ export type ProbedNodeOptions = {
     qcow2?: Omit<Qcow2NodeOptions, 'driver' | 'file'>;
     /** Options if the image is raw. */
     raw?: Omit<RawNodeOptions, 'driver' | 'file'>;
+    /** Options if the image is vpc (VHD). */
+    vpc?: Omit<VpcNodeOptions, 'driver' | 'file'>;
   };
 } & CommonNodeOptions;
 
@@ -117,6 +127,8 @@ export interface BuiltinDriverOptions {
   throttle: ThrottleNodeOptions;
   /** See {@link Qcow2NodeOptions}. */
   qcow2: Qcow2NodeOptions;
+  /** See {@link VpcNodeOptions}. */
+  vpc: VpcNodeOptions;
   /** See {@link ProbedNodeOptions}. */
   auto: ProbedNodeOptions;
   /** See {@link VhdxNodeOptions}. */
