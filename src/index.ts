@@ -14,7 +14,7 @@ export {
 export { createDriveReadStream, type DriveReadStreamOptions } from './drive/node-read-stream.js';
 export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { fileDriver } from './drivers/file/index.js';
-export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
+export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, vdiDriver } from './drivers/index.js';
 export { nbdDriver } from './drivers/nbd/index.js';
 export { rbdDriver } from './drivers/rbd/adapter.js';
 export {

@@ -10,6 +10,7 @@ import type { nullDriver } from './null.js';
 import type { qcow2Driver } from './qcow2/index.js';
 import type { rawDriver } from './raw.js';
 import type { ThrottleFilterSchema } from './throttle.js';
+import type { vdiDriver } from './vdi/index.js';
 import type { NodeOptions } from '../node/driver.js';
 import type { BlockNode } from '../node/node.js';
 
@@ -68,6 +69,12 @@ export type Qcow2NodeOptions = DriverNodeOptions<'qcow2', (typeof qcow2Driver)['
   'data-file'?: ChildNodeOptions | null;
 };
 
+/** Options of a `vdi` node (VirtualBox) over its `file`. */
+export type VdiNodeOptions = DriverNodeOptions<'vdi', (typeof vdiDriver)['schema']> & {
+  /** The node holding the VDI image. */
+  file: ChildNodeOptions;
+};
+
 /**
  * Options of a node whose format is probed (`driver: 'auto'`, QEMU's format-less `-drive file=`): the
  * `file` child opens, its first bytes pick a format driver (qcow2 by its magic, else raw), which opens
@@ -110,6 +117,8 @@ export interface BuiltinDriverOptions {
   qcow2: Qcow2NodeOptions;
   /** See {@link ProbedNodeOptions}. */
   auto: ProbedNodeOptions;
+  /** See {@link VdiNodeOptions}. */
+  vdi: VdiNodeOptions;
 }
 
 /** Options of a node of any built-in driver, told apart by `driver`. */
