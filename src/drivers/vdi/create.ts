@@ -7,9 +7,12 @@ import { blockMapBytes, encodeVdiHeader, randomUuid } from './header.js';
 import * as L from './limits.js';
 import { parseOptions } from '../../options/zod-error.js';
 
+/** The file system page a hole is punched in whole. */
+const PAGE = 4096;
+
 /** qemu-img's boolean words, as `-o static=on` spells them, or a boolean. */
 const onOff = z
-  .union([z.boolean(), z.enum(['on', 'off', 'true', 'false', 'yes', 'no'])])
+  .union([z.boolean(), z.enum(['on', 'off', 'true', 'false', 'yes', 'no'])], { error: 'must be on or off' })
   .transform((v) => v === true || v === 'on' || v === 'true' || v === 'yes');
 
 /** `qemu-img create -f vdi -o …` options (block/vdi.c vdi_create_opts; vdi has no subformat). */
@@ -50,10 +53,12 @@ export async function createVdi(file: BlockNode, size: number, options: Record<s
   await file.write(0, header, true);
   if (blocks > 0) await file.write(L.HEADER_BYTES, BlockMap.fresh(blocks, o.static).bytes, true);
   if (o.static && blocks > 0) {
-    // Grow the file over the data area, then make the sector that grew it a hole again.
+    // Grow the file over the data area, then make the tail that grew it a hole again (from a
+    // page boundary, so that the file system frees it).
     const end = offsetData + blocks * L.BLOCK_SIZE;
     await file.write(end - L.SECTOR_SIZE, new Uint8Array(L.SECTOR_SIZE), true);
-    await file.writeZeroes(end - L.SECTOR_SIZE, L.SECTOR_SIZE);
+    const tail = Math.max(offsetData, Math.floor((end - L.SECTOR_SIZE) / PAGE) * PAGE);
+    await file.writeZeroes(tail, end - tail);
   }
   await file.flush();
   return diskSize;
