@@ -290,7 +290,15 @@ describe.skipIf(!available)('vdi: hostile images give a clear BlockError within 
     ['an entry out of range', setU32(0x200, 1000), 'ECORRUPT', 'block_map'],
     ['two entries on one block', setU32(0x208, 0), 'ECORRUPT', 'block_map'],
     ['an absurd block count', setU32(0x180, 0x3fffffff), 'ENOTSUP', 'blocks_in_image'],
-    ['an absurd disk size', (b) => (b.writeBigUInt64LE(2n ** 60n, 0x170), b), 'ENOTSUP', 'disk_size'],
+    [
+      'an absurd disk size',
+      (b) => {
+        b.writeBigUInt64LE(2n ** 60n, 0x170);
+        return b;
+      },
+      'ENOTSUP',
+      'disk_size',
+    ],
     ['a map overlapping the data', setU32(0x158, 0x200), 'ECORRUPT', 'offset_data'],
     ['a parent (a differencing image)', setU32(0x1b8, 0xdead), 'ENOTSUP', 'uuid_parent'],
   ];

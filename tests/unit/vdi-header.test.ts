@@ -143,7 +143,7 @@ describe('vdi block map', () => {
   const h = header(4 * MiB);
   const mapOf = (...entries: number[]) => {
     const m = BlockMap.fresh(h.blocksInImage, false);
-    entries.forEach((e, b) => m.set(b, e));
+    for (const [b, e] of entries.entries()) m.set(b, e);
     return m;
   };
   const end = fileEnd(h);
