@@ -38,7 +38,7 @@ Exit codes as qemu-img's: 0 clean, 1 check failed, 2 corruptions, 3 leaked clust
   --json               the same as --output=json
   -h, --help           this help`;
 
-export const CONVERT_HELP = `usage: blocklayer convert [-f FMT] [-U] [-O FMT] [-c] [-o k=v,…] [--snapshot S] [-p] [-q] IMAGE OUTPUT
+export const CONVERT_HELP = `usage: blocklayer convert [-f FMT] [-U] [-O raw|qcow2] [-c] [-o k=v,…] [--snapshot S] [-p] [-q] IMAGE OUTPUT
 The guest view of IMAGE as a sparse raw file or a new image of another format (qcow2, compressed or not; vdi, …), like qemu-img convert.
 The output is written under a temporary name and renamed when complete.
 
