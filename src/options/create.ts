@@ -135,28 +135,35 @@ export const formatCreateOptionsSchema = z
 /** {@link formatCreateOptionsSchema}'s options as a caller writes them. */
 export type FormatCreateOptionsInput = z.input<typeof formatCreateOptionsSchema>;
 
-/** qemu-img's boolean words (`-o static=on`) and plain numbers, for a schema that wants booleans and numbers. */
-function coerceWords(raw: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(raw)) {
-    if (v === 'on' || v === 'true' || v === 'yes') out[k] = true;
-    else if (v === 'off' || v === 'false' || v === 'no') out[k] = false;
-    else if (typeof v === 'string' && /^\d+$/.test(v) && Number.isSafeInteger(Number(v))) out[k] = Number(v);
-    else out[k] = v;
-  }
-  return out;
+/** A `-o` word as a boolean (`on`, `off`, …) or a number (`4096`); anything else as it is. */
+function coerceWord(v: unknown): unknown {
+  if (v === 'on' || v === 'true' || v === 'yes') return true;
+  if (v === 'off' || v === 'false' || v === 'no') return false;
+  if (typeof v === 'string' && /^\d+$/.test(v) && Number.isSafeInteger(Number(v))) return Number(v);
+  return v;
 }
 
 /**
  * A format's creation options checked by its driver's schema (unknown keys are an EINVAL naming
- * them). Values as `-o` spells them (`on`, `4096`) are taken as they are first; a schema that
- * wants a boolean or a number gets qemu-img's words converted.
+ * them). Values as `-o` spells them (`on`, `4096`) are taken as they are where the schema takes
+ * them; a key the schema refuses as given gets qemu-img's word converted (a boolean, a number).
  */
 export function parseFormatOptions(schema: z.ZodType<Record<string, unknown>>, raw: Record<string, unknown>): Record<string, unknown> {
-  const asGiven = schema.safeParse(raw);
-  if (asGiven.success) return asGiven.data;
-  const coerced = schema.safeParse(coerceWords(raw));
-  if (coerced.success) return coerced.data;
-  // The attempt with fewer complaints names the real one (an unknown key, a bad value).
-  throw zodToBlockError(asGiven.error.issues.length < coerced.error.issues.length ? asGiven.error : coerced.error);
+  const attempt: Record<string, unknown> = { ...raw };
+  for (;;) {
+    const r = schema.safeParse(attempt);
+    if (r.success) return r.data;
+    let changed = false;
+    for (const issue of r.error.issues) {
+      const k = issue.path[0];
+      if (typeof k !== 'string' || !Object.hasOwn(raw, k) || attempt[k] !== raw[k]) continue;
+      const converted = coerceWord(raw[k]);
+      if (converted !== raw[k]) {
+        attempt[k] = converted;
+        changed = true;
+      }
+    }
+    // Each key is converted at most once: the loop ends.
+    if (!changed) throw zodToBlockError(r.error);
+  }
 }
