@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { vdiDriver } from '../../src/drivers/vdi/index.js';
-import { BlockError, BlockLayer, imageMap } from '../../src/index.js';
+import { BlockError, BlockLayer, checkImage, imageMap } from '../../src/index.js';
 import { haveQemuTools, ourMap, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
 
 const creator = vdiDriver.create!;
@@ -318,4 +318,42 @@ describe.skipIf(!available)('vdi: hostile images give a clear BlockError within 
       expect(e).toMatchObject({ code, field });
     });
   }
+});
+
+describe.skipIf(!available)('vdi: check, as qemu-img check -f vdi', () => {
+  /** A 4 MiB image with blocks 0 and 2 written, then patched. */
+  function made(name: string, patch: (b: Buffer) => void): string {
+    const image = p(`check-${name}.vdi`);
+    qemuImg('create', '-q', '-f', 'vdi', image, '4M');
+    qemuIo(image, ['write -P 0x11 0 4k', 'write -P 0x22 2M 4k'], 'vdi');
+    const b = fs.readFileSync(image);
+    patch(b);
+    fs.writeFileSync(image, b);
+    return image;
+  }
+  const ours = (image: string) => checkImage({ driver: 'vdi', file: { driver: 'file', filename: image } });
+  const cases: [string, (b: Buffer) => void, number][] = [
+    ['clean', () => {}, 0],
+    ['a block used twice', (b) => b.writeUInt32LE(0, 0x208), 1],
+    ['an entry out of range', (b) => b.writeUInt32LE(77, 0x200), 2],
+    ['a wrong allocated count', (b) => b.writeUInt32LE(3, 0x184), 1],
+  ];
+  for (const [what, patch, corruptions] of cases) {
+    it(`${what}: ${corruptions} corruptions, where qemu-img check finds ${corruptions ? 'them' : 'none'}`, async () => {
+      const image = made(what.replace(/\W/g, '-'), patch);
+      const theirs = check(image);
+      expect(theirs.code).toBe(corruptions ? 2 : 0);
+      const lines: string[] = [];
+      const r = await checkImage({ driver: 'vdi', file: { driver: 'file', filename: image } }, { log: (l) => lines.push(l) });
+      expect(r).toMatchObject({ format: 'vdi', corruptions, leaks: 0, checkErrors: 0 });
+      // qemu-img prints the same findings on stderr
+      for (const l of lines) expect(theirs.out).toContain(l);
+    });
+  }
+
+  it('repair is refused (qemu-img cannot repair vdi either)', async () => {
+    const image = made('repair', () => {});
+    await expect(checkImage({ driver: 'vdi', file: { driver: 'file', filename: image } }, { repair: 'all' })).rejects.toMatchObject({ code: 'ENOTSUP' });
+    expect(await ours(image)).toMatchObject({ corruptions: 0 });
+  });
 });
