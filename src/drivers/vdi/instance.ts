@@ -25,6 +25,8 @@ interface Ready {
   before: number;
   /** Set once a commit has taken it: whether it was recorded, or why not. */
   outcome?: { error: unknown } | 'recorded';
+  /** Lets the writes waiting for this block go on (recorded or not). */
+  settle: () => void;
 }
 
 /**
@@ -33,7 +35,9 @@ interface Ready {
  * (zero-filled around what is written), and once that data is written, flushes the file and
  * only then records the block in the header and the map: a crash never leaves an entry pointing
  * at unwritten data. Other writes to a block being allocated wait for it, so a block is never
- * allocated twice; allocations that finish together share one flush and one map update.
+ * allocated twice. A request records the blocks it allocated when its data is all written, and
+ * allocations that finish together share one flush and one map update. Requests take blocks in
+ * ascending order, so waiting for another request's block never closes a circle.
  */
 export function vdiInstance(o: OpenedVdi): DriverInstance {
   const { file, h, map, nodeName } = o;
@@ -43,6 +47,7 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
   let next = o.nextIndex;
   /** Highest data block index recorded in the map, plus one (what the header counts). */
   let counted = h.blocksAllocated;
+  /** Guest blocks being allocated: settles when the allocation is recorded or has failed. */
   const allocating = new Map<number, Promise<void>>();
   const ready: Ready[] = [];
   const metadataLock = new AsyncLock();
@@ -65,9 +70,9 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
 
   /**
    * Records `mine` with every other block in `ready`: one flush of their data, then the header
-   * and the map sectors. Settles when `mine` is recorded (perhaps by a commit that took it earlier).
+   * and the map sectors. Settles when `mine` are recorded (perhaps by a commit that took them earlier).
    */
-  const commit = async (mine: Ready): Promise<void> => {
+  const commit = async (mine: Ready[]): Promise<void> => {
     await metadataLock.acquire();
     const batch = ready.splice(0);
     try {
@@ -75,7 +80,7 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
     } finally {
       metadataLock.release();
     }
-    if (mine.outcome !== 'recorded') throw mine.outcome?.error ?? new BlockError('EIO', 'vdi: allocation was not recorded', { node: nodeName });
+    for (const r of mine) if (r.outcome !== 'recorded') throw r.outcome?.error ?? new BlockError('EIO', 'vdi: allocation was not recorded', { node: nodeName });
   };
 
   const record = async (batch: Ready[]): Promise<void> => {
@@ -87,7 +92,7 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
       }
       await file.write(0, encodeVdiHeader({ ...h, blocksAllocated: counted }));
       const sectors = new Set(batch.map((r) => map.sectorOf(r.block).at));
-      for (const at of [...sectors].sort((a, b) => a - b)) await file.write(h.offsetBmap + at, map.bytes.subarray(at, at + L.SECTOR_SIZE));
+      for (const at of [...sectors].sort((x, y) => x - y)) await file.write(h.offsetBmap + at, map.bytes.subarray(at, at + L.SECTOR_SIZE));
       for (const r of batch) r.outcome = 'recorded';
     } catch (error) {
       // Not recorded: the blocks read as before (their data blocks are lost, as QEMU loses them).
@@ -95,54 +100,71 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
         map.set(r.block, r.before);
         r.outcome = { error };
       }
+    } finally {
+      for (const r of batch) r.settle();
     }
   };
 
-  /** Allocates block `b` with `part` written at `inBlock` (the rest zeros). */
-  const allocate = async (b: number, inBlock: number, part: Uint8Array): Promise<void> => {
+  /** Takes the next data block for guest block `b` and writes `part` at `inBlock` into it (the rest zeros); recorded later. */
+  const allocate = async (b: number, inBlock: number, part: Uint8Array): Promise<Ready> => {
     if (next >= h.blocksInImage) {
       throw new BlockError('ECORRUPT', `vdi: no free data block for guest block ${b}: ${next} of ${h.blocksInImage} are taken`, { node: nodeName, field: 'blocks_allocated' });
     }
-    const index = next++;
+    let release!: () => void;
+    allocating.set(b, new Promise<void>((resolve) => (release = resolve)));
+    const r: Ready = {
+      block: b,
+      index: next++,
+      before: map.get(b),
+      settle: () => {
+        allocating.delete(b);
+        release();
+      },
+    };
     let whole = part;
     if (part.length !== bs) {
       whole = new Uint8Array(bs);
       whole.set(part, inBlock);
     }
-    await file.write(host(index, 0), whole, true);
-    const mine: Ready = { block: b, index, before: map.get(b) };
-    ready.push(mine);
-    await commit(mine);
+    try {
+      await file.write(host(r.index, 0), whole, true);
+    } catch (e) {
+      r.settle();
+      throw e;
+    }
+    ready.push(r);
+    return r;
   };
 
-  /** Writes one piece within block `b`, allocating the block or waiting for its allocation. */
-  const writeInBlock = async (b: number, inBlock: number, part: Uint8Array): Promise<void> => {
+  /** Writes one piece within block `b`: into its data block, waiting for an allocation in progress, or allocating it (returned). */
+  const writeInBlock = async (b: number, inBlock: number, part: Uint8Array): Promise<Ready | undefined> => {
     for (;;) {
       const e = map.get(b);
-      if (isAllocated(e)) return file.write(host(e, inBlock), part);
+      if (isAllocated(e)) {
+        await file.write(host(e, inBlock), part);
+        return undefined;
+      }
       const pending = allocating.get(b);
-      if (pending) {
-        await pending.catch(() => {});
-        continue;
-      }
-      const p = allocate(b, inBlock, part);
-      allocating.set(b, p);
-      try {
-        return await p;
-      } finally {
-        allocating.delete(b);
-      }
+      if (!pending) return allocate(b, inBlock, part);
+      await pending;
     }
   };
 
   const write = async (offset: number, data: Uint8Array): Promise<void> => {
-    for (let pos = 0; pos < data.length; ) {
-      const at = offset + pos;
-      const b = Math.floor(at / bs);
-      const inBlock = at - b * bs;
-      const n = Math.min(bs - inBlock, data.length - pos);
-      await writeInBlock(b, inBlock, data.subarray(pos, pos + n));
-      pos += n;
+    let mine: Ready[] | undefined;
+    try {
+      for (let pos = 0; pos < data.length; ) {
+        const at = offset + pos;
+        const b = Math.floor(at / bs);
+        const inBlock = at - b * bs;
+        const n = Math.min(bs - inBlock, data.length - pos);
+        const r = await writeInBlock(b, inBlock, data.subarray(pos, pos + n));
+        if (r) (mine ??= []).push(r);
+        pos += n;
+      }
+    } finally {
+      // Also after a failure: the blocks already written are recorded, and their waiters go on.
+      if (mine) await commit(mine);
     }
   };
 
@@ -155,7 +177,7 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
       const inBlock = at - b * bs;
       const n = Math.min(bs - inBlock, length - pos);
       const pending = allocating.get(b);
-      if (pending) await pending.catch(() => {});
+      if (pending) await pending;
       const e = map.get(b);
       if (isAllocated(e)) await file.writeZeroes(host(e, inBlock), n);
       pos += n;
