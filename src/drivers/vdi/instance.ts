@@ -159,7 +159,10 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
         const inBlock = at - b * bs;
         const n = Math.min(bs - inBlock, data.length - pos);
         const r = await writeInBlock(b, inBlock, data.subarray(pos, pos + n));
-        if (r) (mine ??= []).push(r);
+        if (r) {
+          mine ??= [];
+          mine.push(r);
+        }
         pos += n;
       }
     } finally {
