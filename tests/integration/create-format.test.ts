@@ -89,6 +89,19 @@ describe.skipIf(!available)('createImage with format options', () => {
   });
 });
 
+describe.skipIf(!available)('backing files and sizes through the generic path', () => {
+  it('hands the backing file (name, probed format, size) to the driver, which for vdi refuses it; a size is required', async () => {
+    run('qemu-img', 'create', '-q', '-f', 'qcow2', 'base.qcow2', '2M');
+    await expect(createImage(p('over.vdi'), { format: 'vdi', backing: 'base.qcow2' })).rejects.toMatchObject({ code: 'ENOTSUP', field: 'backing' });
+    await expect(createImage(p('over.vdi'), { format: 'vdi', backing: 'missing.qcow2', backingFormat: 'qcow2' })).rejects.toMatchObject({ code: 'ENOENT', field: 'backing' });
+    await expect(createImage(p('over.vdi'), { format: 'vdi' })).rejects.toMatchObject({ code: 'EINVAL', field: 'size' });
+    const r = cli('create', '-f', 'vdi', '-b', 'base.qcow2', '-F', 'qcow2', 'over.vdi');
+    expect(r.err).toMatch(/ENOTSUP: vdi: images cannot have a backing file/);
+    expect(fs.existsSync(p('over.vdi'))).toBe(false);
+    expect(leftovers()).toEqual([]);
+  });
+});
+
 describe.skipIf(!available)('convert -O vdi', () => {
   beforeAll(() => {
     run('qemu-img', 'create', '-q', '-f', 'qcow2', 'src.qcow2', '70M');
