@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -149,6 +149,35 @@ describe.skipIf(!available)('convert -O vdi', () => {
     expect(fresh).toMatchObject({ code: 'ECANCELED' });
     expect(fs.existsSync(p('fresh.vdi'))).toBe(false);
     expect(leftovers()).toEqual([]);
+  });
+
+  it('SIGINT during convert -O vdi: exit 130, the temporary file removed, no output', async () => {
+    const input = p('full.raw');
+    const f = fs.openSync(input, 'w');
+    const chunk = Buffer.alloc(8 * MiB, 0x3c);
+    for (let i = 0; i < 24; i++) fs.writeSync(f, chunk); // 192 MiB of data: no holes to skip
+    fs.closeSync(f);
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'convert', '-q', '-f', 'raw', '-O', 'vdi', input, p('cut.vdi')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr!.on('data', (d) => {
+      err += d;
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // Wait for the temporary output, then stop the child so that it cannot finish first.
+    let seen = false;
+    for (let i = 0; i < 20000 && !seen && child.exitCode === null; i++) {
+      seen = leftovers().length > 0;
+      if (!seen) await new Promise((r) => setTimeout(r, 1));
+    }
+    expect(seen, 'the convert never created its output').toBe(true);
+    child.kill('SIGSTOP');
+    child.kill('SIGINT');
+    child.kill('SIGCONT');
+    expect(await exited).toBe(130);
+    expect(err).toMatch(/interrupted; removed partial output/);
+    expect(fs.existsSync(p('cut.vdi'))).toBe(false);
+    expect(leftovers()).toEqual([]);
+    fs.rmSync(input);
   });
 
   it('the library takes format options by qemu-img name, checked by the driver', async () => {
