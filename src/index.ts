@@ -18,9 +18,7 @@ export type { DirtyExtentsOptions } from './drive/dirty-extents.js';
 export { createDriveReadStream, type DriveReadStreamOptions } from './drive/node-read-stream.js';
 export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { fileDriver } from './drivers/file/index.js';
-export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
-export { vhdxDriver } from './drivers/index.js';
-export { vpcDriver } from './drivers/index.js';
+export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, vdiDriver, vhdxDriver, vpcDriver } from './drivers/index.js';
 export { nbdDriver } from './drivers/nbd/index.js';
 export { rbdDriver } from './drivers/rbd/adapter.js';
 export {
@@ -121,7 +119,7 @@ export { type CheckImageOptions, checkImage } from './tools/check.js';
 export type { CheckOptions, CheckResult, RepairMode } from './node/check-result.js';
 export { checkQcow2, type Qcow2CheckOptions, repairRefcounts } from './drivers/qcow2/check.js';
 export type { CheckedFile, Qcow2File } from './drivers/qcow2/check.js';
-export { type CreatedImage, type CreateFileOptions, type CreateOptionsInput, createImage, createOptionsSchema, createQcow2OnNode, PREALLOCATION_MODES, type Preallocation } from './tools/create.js';
+export { type CreatedImage, type CreateFileOptions, type CreateOptionsInput, createImage, createOptionsSchema, createQcow2OnNode, type FormatCreateOptionsInput, PREALLOCATION_MODES, type Preallocation } from './tools/create.js';
 /** qemu-img convert as a call: an image's guest view as a new sparse raw or (compressed) qcow2 file, written atomically. */
 export { type ConvertCreateOptions, type ConvertImageOptions, type ConvertResult, convertImage } from './tools/convert.js';
 /** qemu-img info --output=json as a call: format, sizes, backing file, snapshots, format-specific data. */

@@ -2,14 +2,14 @@ import { parseArgs } from 'node:util';
 import { BlockError } from '../errors.js';
 import { convertImage } from '../tools/convert.js';
 import { printf2 } from './check.js';
-import { parseCreateO } from './create.js';
+import { parseCreateO, parseFormatO } from './create.js';
 import { CONVERT_HELP } from './help.js';
 import { checkFormat, forceShareOption, formatOption, usageLine } from './target.js';
 
 const USAGE = usageLine(CONVERT_HELP);
 
 /**
- * `blocklayer convert [-f FMT] [-O raw|qcow2] [-c] [-o opts] IMAGE OUTPUT`: {@link convertImage}
+ * `blocklayer convert [-f FMT] [-O raw|qcow2|vdi|…] [-c] [-o opts] IMAGE OUTPUT`: {@link convertImage}
  * with qemu-img convert's flags, and its progress as a bar on a terminal or qemu-img's lines.
  */
 export async function convertCommand(args: string[]): Promise<number> {
@@ -30,11 +30,20 @@ export async function convertCommand(args: string[]): Promise<number> {
   if (positionals.length !== 2) throw new Error(USAGE);
   const [input, output] = positionals;
   const format = checkFormat(values.format);
-  const outputFormat = checkFormat(values['output-format']) ?? 'raw';
+  const named = values['output-format'];
+  // Formats other than raw and qcow2 are checked by convertImage against the layer's drivers.
+  const byDriver = named !== undefined && named !== 'raw' && named !== 'qcow2';
+  const outputFormat = byDriver ? named : (checkFormat(named) ?? 'raw');
   if (outputFormat === 'raw' && (values.compress || values.options)) {
-    throw new BlockError('EINVAL', `-c and -o need -O qcow2 (raw output has no options)`, { field: values.compress ? 'compress' : 'options' });
+    throw new BlockError('EINVAL', `-c and -o need -O qcow2 or another format with options (raw output has no options)`, { field: values.compress ? 'compress' : 'options' });
   }
-  const createOptions = parseCreateO(values.options ?? []);
+  if (byDriver && values.compress) throw new BlockError('EINVAL', `-c: compression needs -O qcow2`, { field: 'compress' });
+  const formatO = byDriver ? parseFormatO(values.options ?? []) : undefined;
+  if (formatO && (formatO.size !== undefined || formatO.backing !== undefined || formatO.backingFormat !== undefined)) {
+    const k = formatO.size !== undefined ? 'size' : formatO.backing !== undefined ? 'backing_file' : 'backing_fmt';
+    throw new BlockError('ENOTSUP', `-o: ${k} is not supported by convert (the output is a standalone image of the input's size)`, { field: k });
+  }
+  const createOptions = byDriver ? {} : parseCreateO(values.options ?? []);
   for (const k of ['backing', 'backingFormat', 'dataFile', 'dataFileRaw'] as const) {
     if (createOptions[k] !== undefined) throw new BlockError('ENOTSUP', `-o: ${k} is not supported by convert (the output is a standalone image)`, { field: k });
   }
@@ -55,6 +64,7 @@ export async function convertCommand(args: string[]): Promise<number> {
       outputFormat,
       compress: values.compress ?? false,
       ...create,
+      ...(formatO ? { formatOptions: formatO.formatOptions } : {}),
       handleSignals: true,
       onProgress(done, total) {
         if (!started) {

@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createImage } from '../tools/create.js';
-import type { CreateOptionsInput } from '../options/create.js';
+import { creatableFormat, createImage } from '../tools/create.js';
+import { type CreateOptionsInput, parseFormatOptions } from '../options/create.js';
+import { BlockLayer } from '../layer.js';
 import { probeFormat } from '../drivers/qcow2/index.js';
 import { BlockError } from '../errors.js';
 import { parseSize } from '../options/size.js';
@@ -54,19 +55,38 @@ const QEMU_NAME: Record<string, string> = {
   backingFormat: 'backing_fmt (-F)',
 };
 
-/** Parses `-o k=v,k=v` (qemu-img's option list; repeated -o flags add up). */
-export function parseCreateO(lists: string[]): Partial<CreateOptionsInput> {
-  let out: Partial<CreateOptionsInput> = {};
+/** The `k=v` pairs of `-o` lists in order (qemu-img's option list; repeated -o flags add up; a bare `k` is `k=on`). */
+export function splitO(lists: string[]): [string, string][] {
+  const pairs: [string, string][] = [];
   for (const list of lists) {
     for (const item of list.split(',')) {
       if (item === '') continue;
       const eq = item.indexOf('=');
-      const key = eq === -1 ? item : item.slice(0, eq);
-      const value = eq === -1 ? 'on' : item.slice(eq + 1);
-      const map = O_NAMES[key];
-      if (!map) throw new BlockError('EINVAL', `-o: invalid parameter '${key}' (known: ${Object.keys(O_NAMES).join(', ')})`, { field: key });
-      out = { ...out, ...map(value, key) };
+      pairs.push(eq === -1 ? [item, 'on'] : [item.slice(0, eq), item.slice(eq + 1)]);
     }
+  }
+  return pairs;
+}
+
+/** Parses `-o k=v,k=v` for qcow2 and raw. */
+export function parseCreateO(lists: string[]): Partial<CreateOptionsInput> {
+  let out: Partial<CreateOptionsInput> = {};
+  for (const [key, value] of splitO(lists)) {
+    const map = O_NAMES[key];
+    if (!map) throw new BlockError('EINVAL', `-o: invalid parameter '${key}' (known: ${Object.keys(O_NAMES).join(', ')})`, { field: key });
+    out = { ...out, ...map(value, key) };
+  }
+  return out;
+}
+
+/** `-o` of a format whose driver creates images: qemu-img's common names apart, the rest for the driver's schema (as strings). */
+export function parseFormatO(lists: string[]): { size?: number; backing?: string; backingFormat?: string; formatOptions: Record<string, string> } {
+  const out: { size?: number; backing?: string; backingFormat?: string; formatOptions: Record<string, string> } = { formatOptions: {} };
+  for (const [key, value] of splitO(lists)) {
+    if (key === 'size') out.size = size(key, value);
+    else if (key === 'backing_file') out.backing = value;
+    else if (key === 'backing_fmt') out.backingFormat = value;
+    else out.formatOptions[key] = value;
   }
   return out;
 }
@@ -90,6 +110,7 @@ export async function createCommand(args: string[]): Promise<number> {
   });
   if (positionals.length < 1 || positionals.length > 2) throw new Error(USAGE);
   const [file, sizeArg] = positionals;
+  if (values.format !== undefined && values.format !== 'raw' && values.format !== 'qcow2') return createFormat(values as CreateFlags & { format: string }, file, sizeArg);
   const format = checkFormat(values.format ?? 'raw')!;
   const o = parseCreateO(values.options ?? []);
   if (values.backing !== undefined) o.backing = values.backing;
@@ -111,6 +132,41 @@ export async function createCommand(args: string[]): Promise<number> {
   }
   if (!values.quiet) console.log(formattingLine(file, format, o, created.virtualSize, created.backingFormat));
   return 0;
+}
+
+/** The flags createCommand parses. */
+interface CreateFlags {
+  format?: string;
+  backing?: string;
+  'backing-format'?: string;
+  options?: string[];
+  quiet?: boolean;
+}
+
+/** `create -f FMT` for a format whose driver creates images (vdi, …): its `-o` checked by the driver's schema. */
+async function createFormat(values: CreateFlags & { format: string }, file: string, sizeArg: string | undefined): Promise<number> {
+  const o = parseFormatO(values.options ?? []);
+  if (values.backing !== undefined) o.backing = values.backing;
+  if (values['backing-format'] !== undefined) o.backingFormat = values['backing-format'];
+  if (sizeArg !== undefined) o.size = size('size', sizeArg);
+  const layer = new BlockLayer();
+  try {
+    const driver = creatableFormat(layer, values.format);
+    const formatOptions = parseFormatOptions(driver.create.schema, o.formatOptions);
+    if (o.backing !== undefined && o.backingFormat === undefined) {
+      throw new BlockError('EINVAL', `${file}: backing file specified without backing format (add -F FMT)`, { field: 'backing_fmt' });
+    }
+    const created = await createImage(file, { ...o, format: values.format, formatOptions }, { handleSignals: true, layer });
+    if (!values.quiet) {
+      const parts = [`Formatting '${file}', fmt=${values.format}`, `size=${created.virtualSize}`];
+      if (o.backing !== undefined) parts.push(`backing_file=${o.backing}`, `backing_fmt=${created.backingFormat ?? o.backingFormat}`);
+      for (const [k, v] of Object.entries(formatOptions)) if (v !== undefined) parts.push(`${k}=${typeof v === 'boolean' ? (v ? 'on' : 'off') : String(v)}`);
+      console.log(parts.join(' '));
+    }
+    return 0;
+  } finally {
+    await layer.close();
+  }
 }
 
 /** qemu-img's "Formatting 'FILE', fmt=… size=…" line. */

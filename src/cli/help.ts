@@ -39,14 +39,16 @@ Exit codes as qemu-img's: 0 clean, 1 check failed, 2 corruptions, 3 leaked clust
   -h, --help           this help`;
 
 export const CONVERT_HELP = `usage: blocklayer convert [-f FMT] [-U] [-O raw|qcow2] [-c] [-o k=v,…] [--snapshot S] [-p] [-q] IMAGE OUTPUT
-The guest view of IMAGE as a sparse raw file or a new (compressed) qcow2 image, like qemu-img convert.
+The guest view of IMAGE as a sparse raw file or a new image of another format (qcow2, compressed or not; vdi, …), like qemu-img convert.
 The output is written under a temporary name and renamed when complete.
 
   -f, --format FMT          input format (raw, qcow2); given, it is used without probing
   -U, --force-share         read the input sharing everything (an image another process holds read-write)
-  -O, --output-format FMT   output format: raw (the default) or qcow2
+  -O, --output-format FMT   output format: raw (the default), qcow2, or a format whose driver
+                            creates images: vdi (an unknown name lists them)
   -c, --compress            compress every data cluster (-O qcow2)
-  -o, --options k=v,…       qcow2 creation options (cluster_size, compression_type, compat, …)
+  -o, --options k=v,…       creation options of the output format: qcow2's (cluster_size,
+                            compression_type, compat, …), vdi's (static=on|off)
   --snapshot S              convert snapshot S (id or name) of a qcow2 image
   -p, --progress            show progress (the default on a terminal); where stderr is
                             not a terminal, qemu-img's "    (x.xx/100%)" lines on stdout
@@ -56,11 +58,14 @@ The output is written under a temporary name and renamed when complete.
 export const CREATE_HELP = `usage: blocklayer create [-f FMT] [-b BACKING -F FMT] [-o k=v,…] [-q] FILE [SIZE]
 Makes a new image, like qemu-img create (SIZE takes suffixes: 64k, 20G).
 
-  -f, --format FMT          image format: raw (the default) or qcow2
-  -b, --backing BACKING     backing file of a qcow2 overlay (its size is the default SIZE)
+  -f, --format FMT          image format: raw (the default), qcow2, or a format whose driver
+                            creates images: vdi (an unknown name lists them)
+  -b, --backing BACKING     backing file of an overlay (its size is the default SIZE)
   -F, --backing-format FMT  format of the backing file (required with -b)
-  -o, --options k=v,…       qcow2 options: cluster_size, compat, compression_type, extended_l2,
+  -o, --options k=v,…       options of the format, by qemu-img's names:
+                            qcow2: cluster_size, compat, compression_type, extended_l2,
                             lazy_refcounts, refcount_bits, data_file, data_file_raw, preallocation
+                            vdi: static=on|off (a preallocated image)
   -q, --quiet               no "Formatting …" line
   -h, --help                this help`;
 

@@ -12,6 +12,7 @@ import type { rawDriver } from './raw.js';
 import type { ThrottleFilterSchema } from './throttle.js';
 import type { vhdxDriver } from './vhdx/index.js';
 import type { vpcDriver } from './vpc/index.js';
+import type { vdiDriver } from './vdi/index.js';
 import type { NodeOptions } from '../node/driver.js';
 import type { BlockNode } from '../node/node.js';
 
@@ -85,6 +86,12 @@ export type VhdxNodeOptions = DriverNodeOptions<'vhdx', (typeof vhdxDriver)['sch
   backing?: ChildNodeOptions | null;
 };
 
+/** Options of a `vdi` node (VirtualBox) over its `file`. */
+export type VdiNodeOptions = DriverNodeOptions<'vdi', (typeof vdiDriver)['schema']> & {
+  /** The node holding the VDI image. */
+  file: ChildNodeOptions;
+};
+
 /**
  * Options of a node whose format is probed (`driver: 'auto'`, QEMU's format-less `-drive file=`): the
  * `file` child opens, its first bytes pick a format driver (qcow2 by its magic, else raw), which opens
@@ -133,6 +140,8 @@ export interface BuiltinDriverOptions {
   auto: ProbedNodeOptions;
   /** See {@link VhdxNodeOptions}. */
   vhdx: VhdxNodeOptions;
+  /** See {@link VdiNodeOptions}. */
+  vdi: VdiNodeOptions;
 }
 
 /** Options of a node of any built-in driver, told apart by `driver`. */

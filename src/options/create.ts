@@ -1,7 +1,7 @@
 import * as z from 'zod';
 import * as L from '../drivers/qcow2/limits.js';
 import { sizeSchema } from './size.js';
-import { parseOptions } from './zod-error.js';
+import { parseOptions, zodToBlockError } from './zod-error.js';
 import type { Qcow2CreateSettings } from '../drivers/qcow2/create-layout.js';
 
 export type { Qcow2CreateSettings } from '../drivers/qcow2/create-layout.js';
@@ -106,4 +106,64 @@ export function qcow2Settings(o: z.output<typeof createOptionsSchema>, size: num
     ...(o.backingFormat === undefined ? {} : { backingFormat: o.backingFormat }),
     preallocation,
   };
+}
+
+/**
+ * Options of {@link createImage} for a format whose driver creates images itself (any format
+ * but qcow2 and raw: vdi, …). The format's own options sit in `formatOptions` under qemu-img's
+ * `-o` names and are checked by the driver's `create.schema`.
+ */
+export const formatCreateOptionsSchema = z
+  .object({
+    /** The format driver's name (`vdi`, …). */
+    format: z.string().min(1, 'must not be empty'),
+    /** Virtual size (bytes or '10G'); the format may round it. Default: the backing file's size. */
+    size: sizeSchema.optional(),
+    /** Backing file name as stored in the image (formats with backing files only). */
+    backing: z.string().min(1, 'must not be empty').max(L.MAX_BACKING_NAME, `must be at most ${L.MAX_BACKING_NAME} bytes`).optional(),
+    /** Format of the backing file; probed when omitted. */
+    backingFormat: z.string().min(1, 'must not be empty').optional(),
+    /** The format's creation options by qemu-img's `-o` names (`static`, `subformat`, …). */
+    formatOptions: z.record(z.string(), z.unknown()).default({}),
+  })
+  .strict()
+  .superRefine((o, ctx) => {
+    if (o.backingFormat !== undefined && o.backing === undefined) ctx.addIssue({ code: 'custom', path: ['backingFormat'], message: 'needs a backing file' });
+    if (o.size === undefined && o.backing === undefined) ctx.addIssue({ code: 'custom', path: ['size'], message: 'required (or a backing file to take it from)' });
+  });
+
+/** {@link formatCreateOptionsSchema}'s options as a caller writes them. */
+export type FormatCreateOptionsInput = z.input<typeof formatCreateOptionsSchema>;
+
+/** A `-o` word as a boolean (`on`, `off`, …) or a number (`4096`); anything else as it is. */
+function coerceWord(v: unknown): unknown {
+  if (v === 'on' || v === 'true' || v === 'yes') return true;
+  if (v === 'off' || v === 'false' || v === 'no') return false;
+  if (typeof v === 'string' && /^\d+$/.test(v) && Number.isSafeInteger(Number(v))) return Number(v);
+  return v;
+}
+
+/**
+ * A format's creation options checked by its driver's schema (unknown keys are an EINVAL naming
+ * them). Values as `-o` spells them (`on`, `4096`) are taken as they are where the schema takes
+ * them; a key the schema refuses as given gets qemu-img's word converted (a boolean, a number).
+ */
+export function parseFormatOptions(schema: z.ZodType<Record<string, unknown>>, raw: Record<string, unknown>): Record<string, unknown> {
+  const attempt: Record<string, unknown> = { ...raw };
+  for (;;) {
+    const r = schema.safeParse(attempt);
+    if (r.success) return r.data;
+    let changed = false;
+    for (const issue of r.error.issues) {
+      const k = issue.path[0];
+      if (typeof k !== 'string' || !Object.hasOwn(raw, k) || attempt[k] !== raw[k]) continue;
+      const converted = coerceWord(raw[k]);
+      if (converted !== raw[k]) {
+        attempt[k] = converted;
+        changed = true;
+      }
+    }
+    // Each key is converted at most once: the loop ends.
+    if (!changed) throw zodToBlockError(r.error);
+  }
 }

@@ -1,10 +1,11 @@
 import { InterruptedError, type OutputFile, writeAtomically } from './atomic-output.js';
-import { createQcow2OnNode } from './create.js';
-import { type CreateOptionsInput, parseCreateOptions, qcow2Settings, roundToSectors } from '../options/create.js';
+import { creatableFormat, createQcow2OnNode } from './create.js';
+import { type CreateOptionsInput, parseCreateOptions, parseFormatOptions, qcow2Settings, roundToSectors } from '../options/create.js';
 import { planQcow2 } from '../drivers/qcow2/create-layout.js';
 import type { Drive } from '../drive.js';
 import { BlockError } from '../errors.js';
 import type { BlockLayer, DriveOptions } from '../layer.js';
+import type { BlockDriver } from '../node/driver.js';
 import type { BlockNode } from '../node/node.js';
 import { inputFiles } from './input-files.js';
 import { canceled, type InputOptions, openInput } from './open-input.js';
@@ -18,8 +19,10 @@ export type ConvertCreateOptions = Omit<CreateOptionsInput, 'format' | 'size' | 
 
 /** Options of {@link convertImage}: the input's (`format`, `snapshot`, `forceShare`), the output's, and the run's. */
 export interface ConvertImageOptions extends InputOptions, ConvertCreateOptions {
-  /** raw (the default: a sparse file) or qcow2 (`-O`). */
-  outputFormat?: 'raw' | 'qcow2';
+  /** raw (the default: a sparse file), qcow2, or a format whose driver creates images (vdi, …) (`-O`). */
+  outputFormat?: string;
+  /** Creation options of an output format other than qcow2 and raw, by qemu-img's `-o` names, checked by its driver's schema. */
+  formatOptions?: Record<string, unknown>;
   /** Compress every data cluster of a qcow2 output (`-c`; zlib, or zstd with `compressionType`). */
   compress?: boolean;
   /** Called after each window with the guest bytes walked so far and the image's size. */
@@ -36,7 +39,7 @@ export interface ConvertResult {
   /** The output's guest size in bytes (the input's). */
   virtualSize: number;
   /** The output's format. */
-  outputFormat: 'raw' | 'qcow2';
+  outputFormat: string;
 }
 
 /** Throws when the work must stop: the output's own signal (SIGINT/SIGTERM) or the caller's. */
@@ -54,19 +57,30 @@ const NOT_STANDALONE = ['backing', 'backingFormat', 'dataFile', 'dataFileRaw'] a
  * that is one of the files the input reads is refused.
  */
 export async function convertImage(input: string | DriveOptions, output: string, options: ConvertImageOptions = {}): Promise<ConvertResult> {
-  const { format, snapshot, forceShare, layer: given, signal, outputFormat = 'raw', compress = false, onProgress, handleSignals = false, ...create } = options;
-  if (outputFormat !== 'raw' && outputFormat !== 'qcow2') {
-    throw new BlockError('EINVAL', `outputFormat: '${String(outputFormat)}' is not raw or qcow2`, { field: 'outputFormat' });
+  const { format, snapshot, forceShare, layer: given, signal, outputFormat = 'raw', formatOptions, compress = false, onProgress, handleSignals = false, ...create } = options;
+  if (typeof outputFormat !== 'string' || outputFormat === '') {
+    throw new BlockError('EINVAL', `outputFormat: '${String(outputFormat)}' is not a format name`, { field: 'outputFormat' });
   }
+  const byDriver = outputFormat !== 'raw' && outputFormat !== 'qcow2';
   for (const k of NOT_STANDALONE) {
     if ((create as Record<string, unknown>)[k] !== undefined) throw new BlockError('ENOTSUP', `${k} is not supported by convert (the output is a standalone image)`, { field: k });
   }
-  const hasCreate = Object.values(create).some((v) => v !== undefined);
-  if (outputFormat === 'raw' && (compress || hasCreate)) {
+  const qcow2Option = Object.keys(create).find((k) => (create as Record<string, unknown>)[k] !== undefined);
+  if (outputFormat === 'raw' && (compress || qcow2Option !== undefined || formatOptions !== undefined)) {
     throw new BlockError('EINVAL', 'compress and creation options need outputFormat qcow2 (raw output has no options)', { field: compress ? 'compress' : 'outputFormat' });
+  }
+  if (outputFormat === 'qcow2' && formatOptions !== undefined) {
+    throw new BlockError('EINVAL', 'formatOptions: qcow2 takes its creation options by name (clusterSize, compat, …)', { field: 'formatOptions' });
+  }
+  if (byDriver && (compress || qcow2Option !== undefined)) {
+    const field = compress ? 'compress' : qcow2Option!;
+    throw new BlockError('EINVAL', `${field}: is a qcow2 option, not valid for output format ${outputFormat} (its options go in formatOptions)`, { field });
   }
   const { drive, layer, close } = await openInput(input, { format, snapshot, forceShare, layer: given, signal }, 'convert');
   try {
+    // The output format's driver and options are checked before any file is written.
+    const driver = byDriver ? creatableFormat(layer, outputFormat, 'outputFormat') : undefined;
+    const outputOptions = driver ? parseFormatOptions(driver.create.schema, formatOptions ?? {}) : {};
     const total = drive.length;
     const progress: Progress = (done) => onProgress?.(done, total);
     await writeAtomically(
@@ -77,7 +91,8 @@ export async function convertImage(input: string | DriveOptions, output: string,
           signal?.throwIfAborted();
         };
         stop();
-        if (outputFormat === 'raw') await toRaw(drive, out, stop, progress);
+        if (driver) await toFormat(layer, drive, out, driver, outputOptions, stop, progress);
+        else if (outputFormat === 'raw') await toRaw(drive, out, stop, progress);
         else await toQcow2(layer, drive, out, create, compress, stop, progress);
       },
       { inputs: inputFiles(drive.node), input: typeof input === 'string' ? input : undefined, handleSignals },
@@ -206,6 +221,40 @@ async function toQcow2(layer: BlockLayer, drive: Drive, out: OutputFile, create:
         const window = buf.subarray(0, end - w);
         await drive.read(w, window);
         await writeWindow(image, w, window, cs, compress);
+      });
+      await image.flush();
+    } finally {
+      await image.unref();
+    }
+  } finally {
+    await file.unref();
+  }
+}
+
+/** Zero runs shorter than this are written rather than skipped (qemu-img convert's default -S 4k). */
+const ZERO_GRAIN = 4096;
+
+/**
+ * A new image of a format whose driver creates images: laid out by `driver.create` in the
+ * temporary file, opened with the driver, and the input's data written through it; 4 KiB runs
+ * that read as zeros are skipped (a new image reads as zeros there).
+ */
+async function toFormat(layer: BlockLayer, drive: Drive, out: OutputFile, driver: BlockDriver, options: Record<string, unknown>, stop: Stop, progress: Progress): Promise<void> {
+  const file = await layer.openNode({ driver: 'file', filename: out.tempPath, locking: 'off' });
+  try {
+    const size = await driver.create!.create(file, drive.length, options);
+    if (size < drive.length) {
+      throw new BlockError('EINVAL', `outputFormat: a ${driver.name} image of ${drive.length} bytes got only ${size} bytes`, { field: 'outputFormat' });
+    }
+    stop();
+    const image = await layer.openNode({ driver: driver.name, file });
+    try {
+      await eachWindow(drive.length, stop, progress, async (w, end, buf) => {
+        if (!(await hasData(drive, w, end))) return;
+        const window = buf.subarray(0, end - w);
+        await drive.read(w, window);
+        stop();
+        await writeWindow(image, w, window, ZERO_GRAIN, false);
       });
       await image.flush();
     } finally {

@@ -7,21 +7,31 @@ import { BlockError, fromErrno } from '../errors.js';
 import { BlockLayer } from '../layer.js';
 import { PROBE_DRIVER } from '../node/probe.js';
 import type { BlockNode } from '../node/node.js';
-import { type CreateOptionsInput, parseCreateOptions, qcow2Settings, roundToSectors } from '../options/create.js';
+import {
+  type CreateOptionsInput,
+  type FormatCreateOptionsInput,
+  formatCreateOptionsSchema,
+  parseCreateOptions,
+  parseFormatOptions,
+  qcow2Settings,
+  roundToSectors,
+} from '../options/create.js';
+import { parseOptions } from '../options/zod-error.js';
+import type { BlockDriver } from '../node/driver.js';
 import { planQcow2, type Qcow2Plan } from '../drivers/qcow2/create-layout.js';
 
-export { type CreateOptionsInput, createOptionsSchema, PREALLOCATION_MODES, type Preallocation } from '../options/create.js';
+export { type CreateOptionsInput, createOptionsSchema, type FormatCreateOptionsInput, PREALLOCATION_MODES, type Preallocation } from '../options/create.js';
 
 /** What was created. */
 export interface CreatedImage {
-  /** Format of the new image. */
-  format: 'qcow2' | 'raw';
+  /** Format of the new image (`qcow2`, `raw`, or the format driver that made it). */
+  format: string;
   /** Its virtual size in bytes (rounded up to whole sectors). */
   virtualSize: number;
   /** Length of the image file (or of the used part of the node). */
   fileLength: number;
   /** Format of its backing file, when it has one. */
-  backingFormat?: 'qcow2' | 'raw';
+  backingFormat?: string;
 }
 
 /** How {@link createImage} runs (not image options). */
@@ -48,7 +58,7 @@ async function withLayer<T>(given: BlockLayer | undefined, use: (layer: BlockLay
 }
 
 /** Size and format of a backing file (format probed as it opens when not given), resolved against `baseDir`. */
-async function inspectBacking(name: string, baseDir: string, format: 'qcow2' | 'raw' | undefined, given?: BlockLayer): Promise<{ path: string; format: 'qcow2' | 'raw'; size: number }> {
+async function inspectBacking(name: string, baseDir: string, format: string | undefined, given?: BlockLayer): Promise<{ path: string; format: string; size: number }> {
   const file = path.resolve(baseDir, name);
   try {
     await fs.access(file);
@@ -65,7 +75,7 @@ async function inspectBacking(name: string, baseDir: string, format: 'qcow2' | '
       throw e;
     }
     try {
-      return { path: file, format: node.driver.name as 'qcow2' | 'raw', size: node.length };
+      return { path: file, format: node.driver.name, size: node.length };
     } finally {
       await node.unref();
     }
@@ -81,6 +91,9 @@ async function prepareQcow2(input: unknown, baseDir: string, layer?: BlockLayer)
   if (o.backing !== undefined) {
     const b = await inspectBacking(o.backing, baseDir, o.backingFormat, layer);
     size ??= b.size;
+    if (b.format !== 'qcow2' && b.format !== 'raw') {
+      throw new BlockError('ENOTSUP', `backing: '${b.path}' is a ${b.format} image; a qcow2 overlay here takes a qcow2 or raw backing file`, { field: 'backingFormat', path: b.path });
+    }
     backingFormat = b.format;
     backingPath = b.path;
   }
@@ -168,11 +181,12 @@ export async function createQcow2OnNode(node: BlockNode, options: Omit<CreateOpt
  * external data file is created (or truncated to the new size, as qemu-img does) beside the
  * image, and removed again if it did not exist before and the image cannot be made.
  */
-export async function createImage(file: string, options: CreateOptionsInput, how: CreateFileOptions = {}): Promise<CreatedImage> {
+export async function createImage(file: string, options: CreateOptionsInput | FormatCreateOptionsInput, how: CreateFileOptions = {}): Promise<CreatedImage> {
   const baseDir = path.dirname(path.resolve(file));
   const format = (options as { format?: unknown } | undefined)?.format;
   const handleSignals = how.handleSignals ?? false;
-  if (format === 'raw') return createRaw(file, options, handleSignals);
+  if (format === 'raw') return createRaw(file, options as CreateOptionsInput, handleSignals);
+  if (typeof format === 'string' && format !== 'qcow2') return createWithDriver(file, options, baseDir, how);
   const { settings, plan, backingPath } = await prepareQcow2(options, baseDir, how.layer);
   const dataPath = settings.dataFile === undefined ? undefined : path.resolve(baseDir, settings.dataFile);
   let dataCreated = false;
@@ -242,4 +256,49 @@ async function createRaw(file: string, options: CreateOptionsInput, handleSignal
     { handleSignals },
   );
   return { format: 'raw', virtualSize: size, fileLength: size };
+}
+
+/** The driver of `format` in `layer`, if it creates images; else an EINVAL naming the formats that can be created. */
+export function creatableFormat(layer: BlockLayer, format: string, field = 'format'): BlockDriver & { create: NonNullable<BlockDriver['create']> } {
+  const driver = layer.drivers.has(format) ? layer.drivers.get(format) : undefined;
+  if (driver?.create && driver.capabilities.kind === 'format') return driver as BlockDriver & { create: NonNullable<BlockDriver['create']> };
+  const known = ['raw', 'qcow2', ...creatableFormats(layer)];
+  throw new BlockError('EINVAL', `${field}: '${format}' is not a format images can be created in (known: ${known.join(', ')})`, { field });
+}
+
+/** Names of the format drivers in `layer` that create images themselves (besides qcow2 and raw). */
+export function creatableFormats(layer: BlockLayer): string[] {
+  return [...layer.drivers.list()].filter((d) => d.create && d.capabilities.kind === 'format' && d.name !== 'qcow2' && d.name !== 'raw').map((d) => d.name);
+}
+
+/**
+ * createImage for a format whose driver creates images (`driver.create`): options checked by its
+ * schema first, then the image laid out by the driver on a file node over the temporary file,
+ * renamed over the target when complete.
+ */
+async function createWithDriver(file: string, input: unknown, baseDir: string, how: CreateFileOptions): Promise<CreatedImage> {
+  const o = parseOptions(formatCreateOptionsSchema, input);
+  return withLayer(how.layer, async (layer) => {
+    const driver = creatableFormat(layer, o.format);
+    const formatOptions = parseFormatOptions(driver.create.schema, o.formatOptions);
+    const backing = o.backing === undefined ? undefined : await inspectBacking(o.backing, baseDir, o.backingFormat, layer);
+    const size = o.size ?? backing!.size;
+    let virtualSize = 0;
+    let fileLength = 0;
+    await writeAtomically(
+      file,
+      async (out) => {
+        const node = await layer.openNode({ driver: 'file', filename: out.tempPath, locking: 'off' });
+        try {
+          virtualSize = await driver.create.create(node, size, formatOptions, backing && { name: o.backing!, format: backing.format, size: backing.size });
+          out.signal.throwIfAborted();
+          fileLength = node.length;
+        } finally {
+          await node.unref();
+        }
+      },
+      { inputs: backing ? [backing.path] : [], handleSignals: how.handleSignals ?? false },
+    );
+    return { format: driver.name, virtualSize, fileLength, ...(backing ? { backingFormat: backing.format } : {}) };
+  });
 }
