@@ -1,3 +1,4 @@
+import { builtinDrivers } from '../drivers/index.js';
 import { BlockError } from '../errors.js';
 
 // The commands' name for imageOptions: a target's node tree, its format probed as it opens (driver 'auto').
@@ -9,16 +10,18 @@ export const forceShareOption = { 'force-share': { type: 'boolean', short: 'U' }
 // QEMU's force-share on every file node of a tree: the tools' helper, used by the verbs too.
 export { withForceShare } from '../tools/open-input.js';
 
-/** Image formats `-f/--format` accepts (qemu-img's `-f`: the format is used as given, no probing). */
-export const FORMATS = ['raw', 'qcow2'] as const;
+/** Image formats `-f/--format` accepts (qemu-img's `-f`: the format is used as given, no probing): every built-in format driver. */
+export const FORMATS: readonly string[] = builtinDrivers()
+  .filter((d) => d.capabilities.kind === 'format')
+  .map((d) => d.name);
 
 /** The `-f/--format` option as parseArgs declares it, the same for every command. */
 export const formatOption = { format: { type: 'string', short: 'f' } } as const;
 
 /** Checks a `-f/--format` value: undefined (probe) or one of {@link FORMATS}. */
-export function checkFormat(format: string | undefined): (typeof FORMATS)[number] | undefined {
+export function checkFormat(format: string | undefined): string | undefined {
   if (format === undefined) return undefined;
-  if ((FORMATS as readonly string[]).includes(format)) return format as (typeof FORMATS)[number];
+  if (FORMATS.includes(format)) return format;
   throw new BlockError('EINVAL', `-f/--format: unknown image format '${format}' (known: ${FORMATS.join(', ')})`, { field: 'format' });
 }
 

@@ -1,4 +1,3 @@
-import { probeFormat } from '../drivers/qcow2/index.js';
 import { BlockError } from '../errors.js';
 import { BlockLayer } from '../layer.js';
 import type { CheckResult, RepairMode } from '../node/check-result.js';
@@ -29,7 +28,7 @@ const unsupported = (format: string) => new BlockError('ENOTSUP', `This image fo
  * formats without checks (raw).
  */
 export async function checkImage(target: string | NodeOptions, opts: CheckImageOptions = {}): Promise<CheckResult> {
-  const given = typeof target === 'string' ? (opts.format ?? (await probeFormat(target))) : target.driver;
+  const given = typeof target === 'string' ? (opts.format ?? PROBE_DRIVER) : target.driver;
   const layer = opts.layer ?? new BlockLayer();
   try {
     const knownDriver = (name: string) => (layer.drivers.has(name) ? layer.drivers.get(name) : undefined);
