@@ -3,9 +3,11 @@
  * are loaded with the bits QEMU's own reader serves (`qemu-nbd -r -B NAME` + `nbdinfo --map`);
  * bitmaps we create, dirty and store are read back by qemu-img info/bitmap/check and qemu-nbd.
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockError, BlockLayer, type Drive } from '../../src/index.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
@@ -251,4 +253,81 @@ describe.skipIf(!available)('qcow2 persistent bitmaps: storing ours', () => {
     expect(qemuBitmaps(huge).map((b) => b.name)).toEqual(['big']);
     await expectClean(huge);
   });
+});
+
+const CRASH_CHILD = fileURLToPath(new URL('../helpers/qcow2-bitmap-crash-child.ts', import.meta.url));
+
+/** Runs the crash child on `image` and SIGKILLs it once it has flushed `rounds` rounds; resolves with the rounds it flushed. */
+function crashWhileWriting(image: string, rounds: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', CRASH_CHILD, image], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    let flushed = 0;
+    let killed = false;
+    child.stderr.on('data', (d: Buffer) => {
+      err = (err + d.toString()).slice(-5000);
+    });
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      for (let nl = out.indexOf('\n'); nl >= 0; nl = out.indexOf('\n')) {
+        const line = JSON.parse(out.slice(0, nl)) as { flushed?: number };
+        out = out.slice(nl + 1);
+        if (line.flushed !== undefined) flushed = line.flushed;
+        if (flushed >= rounds && !killed) {
+          killed = true;
+          child.kill('SIGKILL');
+        }
+      }
+    });
+    child.on('close', (code, signal) => {
+      if (killed && signal === 'SIGKILL') resolve(flushed);
+      else reject(new Error(`crash child exited (code ${code}, signal ${signal}) before the kill:\n${err}`));
+    });
+  });
+}
+
+describe.skipIf(!available)('qcow2 persistent bitmaps: SIGKILL while an image is open read-write', () => {
+  it('leaves the bitmaps in use (inconsistent, as QEMU marks them): only removal is allowed, flushed data intact, check finds at most leaks', async () => {
+    const img = p('crash.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', img, '64M');
+    qemuImg('bitmap', '--add', img, 'b0');
+    qemuImg('bitmap', '--add', '--disable', img, 'b1');
+    const flushed = await crashWhileWriting(img, 5);
+    expect(qemuBitmaps(img).map((b) => [b.name, b.flags])).toEqual([
+      ['b0', ['in-use', 'auto']],
+      ['b1', ['in-use']],
+    ]);
+    const c = await qemuCheck(img);
+    expect(c.corruptions, c.report).toBe(0);
+    // QEMU refuses to export an inconsistent bitmap too.
+    await expect(qemuDirty(img, 'b0')).rejects.toThrow(/inconsistent/i);
+
+    const ro = await open(img, true);
+    try {
+      expect(ro.dirtyBitmaps().map((b) => [b.name, b.inconsistent, b.count])).toEqual([
+        ['b0', true, 0],
+        ['b1', true, 0],
+      ]);
+      await expect(ro.dirtyExtents('b0').next()).rejects.toThrow(BlockError);
+      for (let r = Math.max(0, flushed - 512); r < flushed; r++) {
+        expect((await ro.read((r % 512) * 65536, 65536)).every((x) => x === (r % 251) + 1), `round ${r}`).toBe(true);
+      }
+    } finally {
+      await ro.close();
+    }
+
+    const rw = await open(img);
+    expect(() => rw.clearDirtyBitmap('b0')).toThrow(BlockError);
+    expect(() => rw.mergeDirtyBitmaps('b1', ['b0'])).toThrow(BlockError);
+    await rw.removeDirtyBitmap('b0');
+    await rw.close();
+    // b1 stays as it was (in use); b0 is gone.
+    expect(qemuBitmaps(img).map((b) => [b.name, b.flags])).toEqual([['b1', ['in-use']]]);
+    const after = await qemuCheck(img);
+    expect(after.corruptions, after.report).toBe(0);
+    expect([0, 3]).toContain(after.code);
+    qemuImg('bitmap', '--remove', img, 'b1');
+    expect(qemuBitmaps(img)).toEqual([]);
+  }, 60_000);
 });
