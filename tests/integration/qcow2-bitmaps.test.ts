@@ -3,13 +3,13 @@
  * are loaded with the bits QEMU's own reader serves (`qemu-nbd -r -B NAME` + `nbdinfo --map`);
  * bitmaps we create, dirty and store are read back by qemu-img info/bitmap/check and qemu-nbd.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockError, BlockLayer, type Drive } from '../../src/index.js';
+import { BlockError, BlockLayer, type Drive, imageInfo } from '../../src/index.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
 import { haveProgram, run } from '../helpers/tools.js';
 
@@ -255,6 +255,7 @@ describe.skipIf(!available)('qcow2 persistent bitmaps: storing ours', () => {
   });
 });
 
+const CLI_MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const CRASH_CHILD = fileURLToPath(new URL('../helpers/qcow2-bitmap-crash-child.ts', import.meta.url));
 
 /** Runs the crash child on `image` and SIGKILLs it once it has flushed `rounds` rounds; resolves with the rounds it flushed. */
@@ -329,5 +330,38 @@ describe.skipIf(!available)('qcow2 persistent bitmaps: SIGKILL while an image is
     expect([0, 3]).toContain(after.code);
     qemuImg('bitmap', '--remove', img, 'b1');
     expect(qemuBitmaps(img)).toEqual([]);
+  }, 60_000);
+});
+
+describe.skipIf(!available)('qcow2 persistent bitmaps in info', () => {
+  it('imageInfo and `blocklayer info` (json and human) list the bitmaps we stored as qemu-img info does, in-use ones too', async () => {
+    const img = p('info.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', img, '64M');
+    const d = await open(img);
+    d.addDirtyBitmap('on', { persistent: true, granularity: 4096 });
+    d.addDirtyBitmap('off', { persistent: true, disabled: true });
+    await d.write(0, new Uint8Array(512));
+    await d.close();
+    qemuImg('bitmap', '--add', img, 'theirs');
+    // A crash leaves 'crashed' in use.
+    qemuImg('bitmap', '--add', img, 'crashed');
+    const held = await open(img);
+    await held.removeDirtyBitmap('theirs');
+    await held.close();
+    await crashWhileWriting(img, 1);
+    for (const name of ['on', 'off', 'crashed']) expect(qemuBitmaps(img).map((b) => b.name)).toContain(name);
+
+    const theirs = JSON.parse(qemuImg('info', '--output=json', img)) as Record<string, unknown>;
+    const ours = (await imageInfo(img)) as unknown as Record<string, unknown>;
+    expect(ours['format-specific']).toEqual(theirs['format-specific']);
+    expect((theirs['format-specific'] as { data: { bitmaps: unknown } }).data.bitmaps).toEqual([
+      { flags: ['in-use', 'auto'], name: 'on', granularity: 4096 },
+      { flags: ['in-use'], name: 'off', granularity: 65536 },
+      { flags: ['in-use', 'auto'], name: 'crashed', granularity: 65536 },
+    ]);
+    const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', CLI_MAIN, ...args], { encoding: 'utf8' });
+    expect(JSON.parse(cli('info', '--output=json', img).stdout)).toEqual(theirs);
+    const human = (text: string) => text.split('\n').filter((l) => !l.startsWith('    features:') && !l.startsWith('disk size:'));
+    expect(human(cli('info', img).stdout.trimEnd())).toEqual(human(qemuImg('info', img).trimEnd()));
   }, 60_000);
 });
