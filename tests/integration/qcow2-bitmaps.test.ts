@@ -4,12 +4,14 @@
  * bitmaps we create, dirty and store are read back by qemu-img info/bitmap/check and qemu-nbd.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import fc from 'fast-check';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockError, BlockLayer, type Drive, imageInfo } from '../../src/index.js';
+import { GranuleSet } from '../../src/node/granule-set.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
 import { haveProgram, run } from '../helpers/tools.js';
 
@@ -364,4 +366,76 @@ describe.skipIf(!available)('qcow2 persistent bitmaps in info', () => {
     const human = (text: string) => text.split('\n').filter((l) => !l.startsWith('    features:') && !l.startsWith('disk size:'));
     expect(human(cli('info', img).stdout.trimEnd())).toEqual(human(qemuImg('info', img).trimEnd()));
   }, 60_000);
+});
+
+type Op =
+  | { kind: 'write' | 'zeroes' | 'discard'; offset: number; length: number }
+  | { kind: 'clear' | 'enable' | 'disable' | 'reopen'; bitmap: 0 | 1 };
+
+describe.skipIf(!available)('qcow2 persistent bitmaps: a model of dirty granules', () => {
+  it('any sequence of writes, zeroes, discards, clears, enable/disable and reopen leaves exactly the granules the model says, which QEMU serves too', async () => {
+    const size = 8 * 2 ** 20;
+    const names = ['coarse', 'fine'] as const;
+    const granularity = [65536, 4096];
+    const range = fc.tuple(fc.nat(size - 1), fc.integer({ min: 1, max: 300_000 })).map(([offset, n]) => ({ offset, length: Math.min(n, size - offset) }));
+    const op: fc.Arbitrary<Op> = fc.oneof(
+      fc.tuple(fc.constantFrom('write' as const, 'zeroes' as const, 'discard' as const), range).map(([kind, r]) => ({ kind, ...r })),
+      fc.record({ kind: fc.constantFrom('clear' as const, 'enable' as const, 'disable' as const, 'reopen' as const), bitmap: fc.constantFrom(0 as const, 1 as const) }),
+    );
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 14 }), async (ops) => {
+        const img = p(`model-${run++}.qcow2`);
+        qemuImg('create', '-q', '-f', 'qcow2', img, String(size));
+        const model = names.map((_, i) => ({ dirty: new Set<number>(), recording: true, g: granularity[i]! }));
+        let d = await open(img);
+        const check = async () => {
+          for (let i = 0; i < 2; i++) {
+            const expected: Extents = [];
+            const set = new GranuleSet(size / model[i]!.g);
+            for (const g of model[i]!.dirty) set.add(g, g + 1);
+            for (const [a, b] of set.runs()) expected.push([a * model[i]!.g, (b - a) * model[i]!.g]);
+            expect(await ourDirty(d, names[i]!), names[i]).toEqual(expected);
+          }
+        };
+        try {
+          names.forEach((name, i) => d.addDirtyBitmap(name, { persistent: true, granularity: granularity[i] }));
+          for (const o of ops) {
+            if ('offset' in o) {
+              if (o.kind === 'write') await d.write(o.offset, new Uint8Array(o.length).fill(7));
+              else if (o.kind === 'zeroes') await d.writeZeroes(o.offset, o.length);
+              else await d.discard(o.offset, o.length);
+              for (const m of model) if (m.recording) for (let g = Math.floor(o.offset / m.g); g < Math.ceil((o.offset + o.length) / m.g); g++) m.dirty.add(g);
+            } else if (o.kind === 'reopen') {
+              await d.close();
+              d = await open(img);
+              await check();
+            } else {
+              const m = model[o.bitmap]!;
+              if (o.kind === 'clear') {
+                d.clearDirtyBitmap(names[o.bitmap]);
+                m.dirty.clear();
+              } else if (o.kind === 'enable') {
+                d.enableDirtyBitmap(names[o.bitmap]);
+                m.recording = true;
+              } else {
+                d.disableDirtyBitmap(names[o.bitmap]);
+                m.recording = false;
+              }
+            }
+          }
+          await check();
+          expect(d.dirtyBitmaps().map((b) => b.recording)).toEqual(model.map((m) => m.recording));
+        } finally {
+          await d.close();
+        }
+        const fine = new GranuleSet(size / 4096);
+        for (const g of model[1]!.dirty) fine.add(g, g + 1);
+        expect(await qemuDirty(img, 'fine')).toEqual([...fine.runs()].map(([a, b]) => [a * 4096, (b - a) * 4096]));
+        await expectClean(img);
+        fs.rmSync(img);
+      }),
+      { numRuns: 12 },
+    );
+  }, 240_000);
 });
