@@ -225,6 +225,38 @@ describe.skipIf(!available)('qcow2 persistent bitmaps: storing ours', () => {
     await expectClean(img);
   });
 
+  it('adding and removing the bitmaps extension keeps the backing file, its format and an external data file in the header', async () => {
+    qemuImg('create', '-q', '-f', 'qcow2', p('base.qcow2'), '16M');
+    qemuIo(p('base.qcow2'), ['write -P 0x5a 0 1m']);
+    qemuImg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', p('over.qcow2'));
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${p('data.raw')}`, p('data.qcow2'), '16M');
+    for (const name of ['over.qcow2', 'data.qcow2']) {
+      const img = p(name);
+      const header = (i: Record<string, unknown>) => [i['backing-filename'], i['backing-filename-format'], (i['format-specific'] as { data: Record<string, unknown> }).data['data-file']];
+      const before = header(JSON.parse(qemuImg('info', '--output=json', img)));
+      const d = await open(img);
+      d.addDirtyBitmap('mine', { persistent: true });
+      await d.write(3 * 65536, new Uint8Array(100).fill(1));
+      const ours = await ourDirty(d, 'mine');
+      await d.close();
+      expect(header(JSON.parse(qemuImg('info', '--output=json', img))), name).toEqual(before);
+      expect(await qemuDirty(img, 'mine'), name).toEqual(ours);
+      await expectClean(img);
+      const again = await open(img);
+      await again.removeDirtyBitmap('mine');
+      await again.close();
+      expect(header(JSON.parse(qemuImg('info', '--output=json', img))), name).toEqual(before);
+      expect(qemuBitmaps(img)).toEqual([]);
+      await expectClean(img);
+    }
+    const d = await open(p('over.qcow2'), true);
+    try {
+      expect((await d.read(0, 4096)).every((x) => x === 0x5a)).toBe(true);
+    } finally {
+      await d.close();
+    }
+  });
+
   it('refuses what QEMU refuses to make persistent: v2 images, a bitmap too large for its granularity', async () => {
     const v2 = p('v2.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', v2, '64M');
