@@ -225,6 +225,26 @@ describe.skipIf(!available)('qcow2 persistent bitmaps: storing ours', () => {
     await expectClean(img);
   });
 
+  it('removing a stored bitmap while writes allocate clusters leaves the image clean and the other bitmaps right', async () => {
+    const img = p('remove-busy.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', img, '64M');
+    const first = await open(img);
+    for (const name of ['a', 'b', 'c']) first.addDirtyBitmap(name, { persistent: true, granularity: 4096 });
+    await first.write(0, new Uint8Array(1 << 20).fill(1));
+    await first.close();
+    const d = await open(img);
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < 48; i++) writes.push(d.write(((i * 7919) % 16000) * 4096, new Uint8Array(8192).fill(i + 1)));
+    const removals = [d.removeDirtyBitmap('a'), d.removeDirtyBitmap('c')];
+    for (let i = 48; i < 96; i++) writes.push(d.write(((i * 7919) % 16000) * 4096, new Uint8Array(8192).fill(i + 1)));
+    await Promise.all([...writes, ...removals]);
+    const ours = await ourDirty(d, 'b');
+    await d.close();
+    expect(qemuBitmaps(img).map((b) => b.name)).toEqual(['b']);
+    expect(await qemuDirty(img, 'b')).toEqual(ours);
+    await expectClean(img);
+  });
+
   it('adding and removing the bitmaps extension keeps the backing file, its format and an external data file in the header', async () => {
     qemuImg('create', '-q', '-f', 'qcow2', p('base.qcow2'), '16M');
     qemuIo(p('base.qcow2'), ['write -P 0x5a 0 1m']);
