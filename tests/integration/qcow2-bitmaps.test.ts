@@ -287,6 +287,24 @@ describe.skipIf(!available)('qcow2 persistent bitmaps: storing ours', () => {
     } finally {
       await d.close();
     }
+    // The size limit at 512-byte granularity, where qemu-img bitmap --add draws it: 2 TiB opens, 512 bytes more does not.
+    for (const size of [2 ** 41, 2 ** 41 + 512]) {
+      const img = p(`edge-${size}.qcow2`);
+      qemuImg('create', '-q', '-f', 'qcow2', img, String(size));
+      const theirs = (await run('qemu-img', ['bitmap', '--add', '-g', '512', img, 'q'])).code === 0;
+      const e = await open(img);
+      try {
+        let ours = true;
+        try {
+          e.addDirtyBitmap('edge', { persistent: true, granularity: 512 });
+        } catch {
+          ours = false;
+        }
+        expect([size, ours]).toEqual([size, theirs]);
+      } finally {
+        await e.close();
+      }
+    }
     const huge = p('huge.qcow2');
     qemuImg('create', '-q', '-f', 'qcow2', huge, '5T');
     const h = await open(huge);
