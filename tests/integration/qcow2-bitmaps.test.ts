@@ -509,3 +509,52 @@ describe.skipIf(!available)('qcow2 persistent bitmaps: a model of dirty granules
     );
   }, 240_000);
 });
+
+describe.skipIf(!available)('qcow2 persistent bitmaps: hostile bytes', () => {
+  it('an image with random bytes in its bitmaps extension, directory, tables or bits opens (read-only and read-write) or is refused with a BlockError, never anything else', async () => {
+    const src = p('hostile-src.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', src, '8M');
+    qemuImg('bitmap', '--add', src, 'b0');
+    qemuImg('bitmap', '--add', '-g', '512', src, 'b1');
+    qemuIo(src, ['write 0 64k', 'write 3m 1m', 'write 7m 512']);
+    const bytes = fs.readFileSync(src);
+    // Where the bitmap metadata is: the extension data, the directory, b1's table and its first data cluster.
+    let ext = 112;
+    while (bytes.readUInt32BE(ext) !== 0x23852875) ext += 8 + Math.ceil(bytes.readUInt32BE(ext + 4) / 8) * 8;
+    const dirOffset = Number(bytes.readBigUInt64BE(ext + 8 + 16));
+    const b1Entry = dirOffset + 32;
+    const table = Number(bytes.readBigUInt64BE(b1Entry));
+    const data = Number(bytes.readBigUInt64BE(table) & 0x00fffffffffffe00n);
+    const regions: [number, number][] = [
+      [ext, 32],
+      [dirOffset, 64],
+      [table, 64],
+      [data, 4096],
+    ];
+    let n = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.nat(regions.length - 1), fc.array(fc.tuple(fc.nat(4095), fc.nat(255)), { minLength: 1, maxLength: 6 }), async (r, patches) => {
+        const [at, len] = regions[r]!;
+        const img = p(`hostile-${n++}.qcow2`);
+        const b = Buffer.from(bytes);
+        for (const [off, value] of patches) b[at + (off % len)] = value;
+        fs.writeFileSync(img, b);
+        for (const readOnly of [true, false]) {
+          try {
+            const d = await open(img, readOnly);
+            try {
+              for (const bm of d.dirtyBitmaps()) if (!bm.inconsistent) for await (const _ of d.dirtyExtents(bm.name));
+              if (!readOnly) await d.write(5 * 2 ** 20, new Uint8Array(4096));
+            } finally {
+              await d.close();
+            }
+          } catch (e) {
+            expect(e, String(e)).toBeInstanceOf(BlockError);
+          }
+        }
+        fs.rmSync(img);
+      }),
+      { numRuns: 40 },
+    );
+  }, 120_000);
+});
