@@ -469,7 +469,7 @@ describe.skipIf(!available)('qcow2 persistent bitmaps: a model of dirty granules
           }
         };
         try {
-          names.forEach((name, i) => d.addDirtyBitmap(name, { persistent: true, granularity: granularity[i] }));
+          for (let i = 0; i < names.length; i++) d.addDirtyBitmap(names[i]!, { persistent: true, granularity: granularity[i] });
           for (const o of ops) {
             if ('offset' in o) {
               if (o.kind === 'write') await d.write(o.offset, new Uint8Array(o.length).fill(7));
