@@ -119,7 +119,12 @@ async function describe(node: BlockNode): Promise<ImageInfo> {
   // qemu-img's "actual-size": the bytes the image file takes on disk (st_blocks * 512)
   if (proto.driver.name === 'file' && filename !== undefined) out['actual-size'] = (await stat(filename)).blocks * 512;
   out['virtual-size'] = node.length;
-  if (format !== 'qcow2') return out as ImageInfo;
+  if (format !== 'qcow2') {
+    // The other formats (vpc, vhdx, vdi, vmdk) give their block size as qemu-img does, and format-specific data where they have some.
+    if (typeof info.clusterSize === 'number') out['cluster-size'] = info.clusterSize;
+    if (info.formatSpecific !== undefined) out['format-specific'] = info.formatSpecific as ImageInfo['format-specific'];
+    return out as ImageInfo;
+  }
   const v3 = info.compat === '1.1';
   const bitmaps = info.bitmaps as { name: string; granularity: number; flags: number }[];
   const snapshots = info.snapshots as Parameters<typeof qapiSnapshotInfo>[0][];
