@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, NbdServer } from '../../src/index.js';
 import { haveQemuTools } from '../helpers/qemu-images.js';
+import { serve } from '../helpers/serve-process.js';
 import { haveProgram, ok } from '../helpers/tools.js';
 
 const CI = process.env.CI === 'true';
@@ -139,10 +140,26 @@ describe.skipIf(!haveQemu || !haveLibnbd)('NBD meta contexts qemu:dirty-bitmap a
       const expected = await nbdinfoMap('qemu:allocation-depth', uri(q.socket));
       expect(new Set(expected.map((e: { type: number }) => e.type))).toEqual(new Set([0, 1, 2]));
       expect(await nbdinfoMap('qemu:allocation-depth', uri(o.socket))).toEqual(expected);
+      // The same through the command line, as qemu-nbd is called.
+      const cliSocket = path.join(dir, 'cli.sock');
+      const cli = await serve('-r', '-A', '-f', 'qcow2', '-k', cliSocket, over);
+      try {
+        expect(await contextsListed(uri(cliSocket))).toEqual(['base:allocation', 'qemu:allocation-depth']);
+        expect(await nbdinfoMap('qemu:allocation-depth', uri(cliSocket))).toEqual(expected);
+      } finally {
+        cli.child.kill('SIGTERM');
+        expect(await cli.exited).toBe(0);
+      }
     } finally {
       await q.stop();
       await o.server.close();
       await d.close();
     }
+  });
+
+  it('serve -B refuses a bitmap the image does not have, with QEMU\'s words', async () => {
+    const img = path.join(dir, 'plain.qcow2');
+    await ok('qemu-img', ['create', '-q', '-f', 'qcow2', img, '1M']);
+    await expect(serve('-r', '-B', 'nope', '-k', path.join(dir, 'never.sock'), img)).rejects.toThrow(/Bitmap 'nope' is not found/);
   });
 });
