@@ -2,10 +2,14 @@
 // qemu-img map over the nbd driver) against what QEMU's own server (qemu-nbd -B / -A) serves.
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, NbdServer } from '../../src/index.js';
+import { NbdExportManager } from '../../src/qmp/exports.js';
+import { QmpServer } from '../../src/qmp/server.js';
+import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import { haveQemuTools } from '../helpers/qemu-images.js';
 import { serve } from '../helpers/serve-process.js';
 import { haveProgram, ok } from '../helpers/tools.js';
@@ -73,6 +77,33 @@ async function ours(exports: ConstructorParameters<typeof NbdServer>[0]): Promis
   const server = new NbdServer(exports);
   await server.listen({ path: socket });
   return { socket, server };
+}
+
+/** A QMP session over a unix socket: capabilities negotiated, one command at a time. */
+async function qmpSession(socket: string): Promise<{ cmd: (execute: string, args?: object) => Promise<unknown>; close: () => void }> {
+  for (let i = 0; !fs.existsSync(socket); i++) {
+    if (i > 200) throw new Error(`no QMP socket at ${socket}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  const sock = net.connect(socket);
+  let buf = '';
+  const waiting: ((line: Record<string, unknown>) => void)[] = [];
+  sock.on('data', (b) => {
+    buf += b.toString();
+    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+      const msg = JSON.parse(buf.slice(0, nl)) as Record<string, unknown>;
+      buf = buf.slice(nl + 1);
+      if (!('event' in msg)) waiting.shift()?.(msg);
+    }
+  });
+  const next = () => new Promise<Record<string, unknown>>((resolve) => waiting.push(resolve));
+  await next(); // the greeting
+  const cmd = (execute: string, args?: object) => {
+    sock.write(`${JSON.stringify({ execute, ...(args ? { arguments: args } : {}) })}\n`);
+    return next();
+  };
+  await cmd('qmp_capabilities');
+  return { cmd, close: () => sock.destroy() };
 }
 
 const nbdinfoMap = async (context: string, u: string) => JSON.parse(await ok('nbdinfo', [`--map=${context}`, '--json', u]));
@@ -161,5 +192,62 @@ describe.skipIf(!haveQemu || !haveLibnbd)('NBD meta contexts qemu:dirty-bitmap a
     const img = path.join(dir, 'plain.qcow2');
     await ok('qemu-img', ['create', '-q', '-f', 'qcow2', img, '1M']);
     await expect(serve('-r', '-B', 'nope', '-k', path.join(dir, 'never.sock'), img)).rejects.toThrow(/Bitmap 'nope' is not found/);
+  });
+
+  it('block-export-add with bitmaps and allocation-depth: every answer as qemu-storage-daemon gives it; the bitmap busy while exported', async () => {
+    const img = path.join(dir, 'qmp.qcow2');
+    await ok('qemu-img', ['create', '-q', '-f', 'qcow2', img, '1M']);
+    const qsdQmp = path.join(dir, 'qsd-qmp.sock');
+    const pid = startQemuDaemon(
+      'qemu-storage-daemon',
+      [
+        '--blockdev', `driver=file,node-name=f1,filename=${img}`,
+        '--blockdev', 'driver=qcow2,node-name=n1,file=f1',
+        '--nbd-server', `addr.type=unix,addr.path=${path.join(dir, 'qsd-nbd.sock')}`,
+        '--chardev', `socket,id=c,path=${qsdQmp},server=on,wait=off`,
+        '--monitor', 'chardev=c,mode=control',
+      ],
+      dir,
+    );
+    const theirs = await qmpSession(qsdQmp);
+    expect(await theirs.cmd('block-dirty-bitmap-add', { node: 'n1', name: 'b0' })).toEqual({ return: {} });
+    // Ours: the same image and node names, the bitmap added through the API.
+    const mine = path.join(dir, 'qmp-mine.qcow2');
+    await ok('qemu-img', ['create', '-q', '-f', 'qcow2', mine, '1M']);
+    const d = await layer.openDrive({ driver: 'qcow2', nodeName: 'n1', file: { driver: 'file', nodeName: 'f1', filename: mine } });
+    d.addDirtyBitmap('b0');
+    const nbd = new NbdServer();
+    const ourNbd = path.join(dir, 'our-nbd.sock');
+    await nbd.listen({ path: ourNbd });
+    const qmp = new QmpServer(layer, { exports: new NbdExportManager(layer, nbd) });
+    const ourQmp = path.join(dir, 'our-qmp.sock');
+    await qmp.listen({ path: ourQmp });
+    const mineQ = await qmpSession(ourQmp);
+    try {
+      const attempts: unknown[] = ['x', [1], [{ node: 'n1' }], [{ node: 'n1', name: 3 }], [{ node: 'zz', name: 'b0' }], [{ node: 'n1', name: 'zz' }], ['zz'], ['b0'], [{ node: 'n1', name: 'b0', x: 1 }]];
+      for (const bitmaps of attempts) {
+        const args = { type: 'nbd', id: 'e1', 'node-name': 'n1', bitmaps };
+        expect(await mineQ.cmd('block-export-add', args), JSON.stringify(bitmaps)).toEqual(await theirs.cmd('block-export-add', args));
+      }
+      const bad = { type: 'nbd', id: 'e2', 'node-name': 'n1', 'allocation-depth': 1 };
+      expect(await mineQ.cmd('block-export-add', bad)).toEqual(await theirs.cmd('block-export-add', bad));
+      // Exported writable with its bitmap and allocation depth: busy, so a clear is refused.
+      const good = { type: 'nbd', id: 'e3', 'node-name': 'n1', writable: true, bitmaps: [{ node: 'n1', name: 'b0' }], 'allocation-depth': true };
+      expect(await mineQ.cmd('block-export-add', good)).toEqual({ return: {} });
+      expect(await theirs.cmd('block-export-add', good)).toEqual({ return: {} });
+      expect(d.dirtyBitmaps()[0]?.busy).toBe(true);
+      expect(await contextsListed(uri(ourNbd, 'n1'))).toEqual(await contextsListed(uri(path.join(dir, 'qsd-nbd.sock'), 'n1')));
+      expect(() => d.clearDirtyBitmap('b0')).toThrow(/currently in use by another operation/);
+      expect(await theirs.cmd('block-dirty-bitmap-clear', { node: 'n1', name: 'b0' })).toMatchObject({ error: { desc: "Bitmap 'b0' is currently in use by another operation and cannot be used" } });
+      expect(await mineQ.cmd('block-export-del', { id: 'e3' })).toEqual({ return: {} });
+      expect(d.dirtyBitmaps()[0]?.busy).toBe(false);
+    } finally {
+      theirs.close();
+      mineQ.close();
+      await stopPid(pid);
+      await qmp.close();
+      await nbd.close();
+      await d.close();
+    }
   });
 });
