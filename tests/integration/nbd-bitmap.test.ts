@@ -6,7 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockLayer, type Drive, NbdServer } from '../../src/index.js';
+import { BlockLayer, type Drive, imageMap, NbdServer } from '../../src/index.js';
 import { NbdExportManager } from '../../src/qmp/exports.js';
 import { QmpServer } from '../../src/qmp/server.js';
 import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
@@ -145,7 +145,15 @@ describe.skipIf(!haveQemu || !haveLibnbd)('NBD meta contexts qemu:dirty-bitmap a
       expect(expected.filter((e: { type: number }) => e.type === 1)).toHaveLength(OPS.length);
       expect(await nbdinfoMap('qemu:dirty-bitmap:b0', uri(o.socket))).toEqual(expected);
       expect(await contextsListed(uri(o.socket))).toEqual(await contextsListed(uri(q.socket)));
-      expect(await qemuImgMap(o.socket, 'qemu:dirty-bitmap:b0')).toEqual(await qemuImgMap(q.socket, 'qemu:dirty-bitmap:b0'));
+      const reference = await qemuImgMap(q.socket, 'qemu:dirty-bitmap:b0');
+      expect(await qemuImgMap(o.socket, 'qemu:dirty-bitmap:b0')).toEqual(reference);
+      // Our nbd client's x-dirty-bitmap, over qemu-nbd and over ours: the map qemu-img prints.
+      for (const socket of [q.socket, o.socket]) {
+        expect(await imageMap({ driver: 'nbd', server: { type: 'unix', path: socket }, xDirtyBitmap: 'qemu:dirty-bitmap:b0', readOnly: true }, { layer })).toEqual(reference);
+      }
+      await expect(imageMap({ driver: 'nbd', server: { type: 'unix', path: q.socket }, xDirtyBitmap: 'qemu:dirty-bitmap:nope', readOnly: true }, { layer })).rejects.toThrow(
+        'requested x-dirty-bitmap qemu:dirty-bitmap:nope not found',
+      );
       expect(d.dirtyBitmaps()[0]?.busy).toBe(true);
     } finally {
       await q.stop();
@@ -171,6 +179,10 @@ describe.skipIf(!haveQemu || !haveLibnbd)('NBD meta contexts qemu:dirty-bitmap a
       const expected = await nbdinfoMap('qemu:allocation-depth', uri(q.socket));
       expect(new Set(expected.map((e: { type: number }) => e.type))).toEqual(new Set([0, 1, 2]));
       expect(await nbdinfoMap('qemu:allocation-depth', uri(o.socket))).toEqual(expected);
+      // x-dirty-bitmap=qemu:allocation-depth, read by qemu-img and by our client.
+      const reference = await qemuImgMap(q.socket, 'qemu:allocation-depth');
+      expect(await qemuImgMap(o.socket, 'qemu:allocation-depth')).toEqual(reference);
+      expect(await imageMap({ driver: 'nbd', server: { type: 'unix', path: o.socket }, xDirtyBitmap: 'qemu:allocation-depth', readOnly: true }, { layer })).toEqual(reference);
       // The same through the command line, as qemu-nbd is called.
       const cliSocket = path.join(dir, 'cli.sock');
       const cli = await serve('-r', '-A', '-f', 'qcow2', '-k', cliSocket, over);
