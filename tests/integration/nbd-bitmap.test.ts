@@ -155,13 +155,24 @@ describe.skipIf(!haveQemu || !haveLibnbd)('NBD meta contexts qemu:dirty-bitmap a
       }
       // blocklayer map over a URI with x-dirty-bitmap: the same ranges and flags (the raw layer the
       // URI opens through adds an offset to dirty ranges, which qemu-img's nbd node leaves out).
-      const cli = JSON.parse(await ok(process.execPath, ['--import', 'tsx', MAIN, 'map', `${uri(o.socket)}&x-dirty-bitmap=qemu:dirty-bitmap:b0`]));
+      const cliMap = JSON.parse(await ok(process.execPath, ['--import', 'tsx', MAIN, 'map', `${uri(o.socket)}&x-dirty-bitmap=qemu:dirty-bitmap:b0`]));
       const flagsOf = (m: { start: number; length: number; present: boolean; zero: boolean; data: boolean }[]) => m.map(({ start, length, present, zero, data }) => ({ start, length, present, zero, data }));
-      expect(flagsOf(cli)).toEqual(flagsOf(reference));
+      expect(flagsOf(cliMap)).toEqual(flagsOf(reference));
       await expect(imageMap({ driver: 'nbd', server: { type: 'unix', path: q.socket }, xDirtyBitmap: 'qemu:dirty-bitmap:nope', readOnly: true }, { layer })).rejects.toThrow(
         'requested x-dirty-bitmap qemu:dirty-bitmap:nope not found',
       );
       expect(d.dirtyBitmaps()[0]?.busy).toBe(true);
+      // The persistent bitmap QEMU wrote, served by blocklayer serve -r -B as qemu-nbd serves it.
+      const cliSocket = path.join(dir, 'cli-b.sock');
+      const cli = await serve('-r', '-f', 'qcow2', '-B', 'b0', '-k', cliSocket, theirs);
+      try {
+        expect(await nbdinfoMap('qemu:dirty-bitmap:b0', uri(cliSocket))).toEqual(expected);
+        expect(await contextsListed(uri(cliSocket))).toEqual(['base:allocation', 'qemu:dirty-bitmap:b0']);
+        expect(await qemuImgMap(cliSocket, 'qemu:dirty-bitmap:b0')).toEqual(reference);
+      } finally {
+        cli.child.kill('SIGTERM');
+        expect(await cli.exited).toBe(0);
+      }
     } finally {
       await q.stop();
       await o.server.close();
