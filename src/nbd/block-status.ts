@@ -30,16 +30,19 @@ export function bitmapToExtents(bitmap: DirtyBitmap, offset: number, length: num
   const granularity = bitmap.granularity;
   const set = bitmap.granules;
   const limit = Math.ceil(end / granularity);
-  for (let pos = offset; pos < end; ) {
-    const g = Math.floor(pos / granularity);
+  const first = Math.floor(offset / granularity);
+  // Runs alternate: only the first run's dirtiness is looked up, then each run ends where the next begins.
+  let dirty = first < set.size && set.has(first);
+  for (let pos = offset, g = first; pos < end; dirty = !dirty) {
     // Past the bitmap's end (a node grown since it was made): nothing recorded there.
     if (g >= set.size) {
       ea.add(end - pos, 0);
       return;
     }
-    const dirty = set.has(g);
-    const stop = Math.min(end, set.next(g + 1, !dirty, limit) * granularity);
+    const next = set.next(g + 1, !dirty, limit);
+    const stop = Math.min(end, next * granularity);
     if (!ea.add(stop - pos, dirty ? NBD_STATE_DIRTY : 0)) return;
     pos = stop;
+    g = next;
   }
 }

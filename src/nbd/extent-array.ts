@@ -11,8 +11,8 @@ const MAX_U32 = 0xffffffff;
 const HEAD = P.STRUCTURED_REPLY_HEADER_SIZE + 4;
 
 export class ExtentArray {
-  /** Descriptors (length, flags) from byte 0; grows by doubling up to what `max` needs. */
-  private buf = Buffer.allocUnsafeSlow(8 * 64);
+  /** Descriptors as (length, flags) pairs in native order; grows by doubling up to what `max` needs. */
+  private pairs = new Uint32Array(2 * 64);
   private max = MAX_EXTENTS;
   /** Descriptors held. */
   count = 0;
@@ -35,14 +35,14 @@ export class ExtentArray {
     if (length === 0) return true;
     if (flags === this.lastFlags && this.lastLength + length <= MAX_U32) {
       this.lastLength += length;
-      this.buf.writeUInt32BE(this.lastLength, 8 * (this.count - 1));
+      this.pairs[2 * (this.count - 1)] = this.lastLength;
       return true;
     }
     if (this.count >= this.max) return false;
-    const at = 8 * this.count;
-    if (at + 8 > this.buf.byteLength) this.grow();
-    this.buf.writeUInt32BE(length, at);
-    this.buf.writeUInt32BE(flags, at + 4);
+    const at = 2 * this.count;
+    if (at + 2 > this.pairs.length) this.grow();
+    this.pairs[at] = length;
+    this.pairs[at + 1] = flags;
     this.count++;
     this.lastFlags = flags;
     this.lastLength = length;
@@ -60,13 +60,20 @@ export class ExtentArray {
     b.writeUInt32BE(req.cookieLow, 12);
     b.writeUInt32BE(4 + bytes, 16);
     b.writeUInt32BE(contextId, 20);
-    this.buf.copy(b, HEAD, 0, bytes);
+    const pairs = this.pairs;
+    for (let i = 0, at = HEAD; i < 2 * this.count; i++, at += 4) {
+      const v = pairs[i] as number;
+      b[at] = v >>> 24;
+      b[at + 1] = v >>> 16;
+      b[at + 2] = v >>> 8;
+      b[at + 3] = v;
+    }
     return b;
   }
 
   private grow(): void {
-    const bigger = Buffer.allocUnsafeSlow(Math.min(2 * this.buf.byteLength, 8 * MAX_EXTENTS));
-    this.buf.copy(bigger, 0, 0, 8 * this.count);
-    this.buf = bigger;
+    const bigger = new Uint32Array(Math.min(2 * this.pairs.length, 2 * MAX_EXTENTS));
+    bigger.set(this.pairs.subarray(0, 2 * this.count));
+    this.pairs = bigger;
   }
 }
