@@ -247,8 +247,8 @@ export class Negotiation {
 
   private select(e: NbdExport): void {
     this.selected = e;
-    // Contexts chosen for another export do not carry over.
-    if (this.meta && this.meta.exportName !== e.name) this.meta = null;
+    // Contexts chosen for another export do not carry over, nor to an export replaced meanwhile under the same name.
+    if (this.meta && (this.meta.exportName !== e.name || this.meta.contexts !== contextsOf(e))) this.meta = null;
   }
 
   private reply(option: number, type: number, data?: Uint8Array): void {

@@ -55,8 +55,9 @@ describe('meta context queries, matched as QEMU matches them', () => {
     const feed = (b: Buffer) => {
       for (let at = 0; at < b.byteLength || (neg.need === 0 && !neg.awaitingOption); ) {
         const n = neg.need;
-        neg.take(b.subarray(at, at + n));
+        const step = neg.take(b.subarray(at, at + n));
         at += n;
+        if (step === 'selected') return;
       }
     };
     feed(P.encodeClientFlags(P.NBD_FLAG_C_FIXED_NEWSTYLE));
@@ -74,6 +75,12 @@ describe('meta context queries, matched as QEMU matches them', () => {
     ]);
     expect(neg.meta?.count).toBe(1);
     expect(neg.allocation).toBe(false);
+    // The export replaced under the same name before GO: what was selected for the old one is dropped (QEMU compares the export).
+    const replaced = { ...e, contexts: resolveContexts({ name: 'x', drive, bitmaps: ['b0'] }, true) };
+    e.contexts = replaced.contexts;
+    feed(P.encodeOption(P.NBD_OPT_GO, P.encodeInfoRequest('x')));
+    expect(neg.selected).toBe(e);
+    expect(neg.meta).toBeNull();
   });
 });
 
