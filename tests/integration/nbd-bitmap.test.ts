@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, imageMap, NbdServer } from '../../src/index.js';
+import * as P from '../../src/drivers/nbd/protocol.js';
 import { NbdExportManager } from '../../src/qmp/exports.js';
 import { QmpServer } from '../../src/qmp/server.js';
 import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
@@ -106,6 +107,59 @@ async function qmpSession(socket: string): Promise<{ cmd: (execute: string, args
   };
   await cmd('qmp_capabilities');
   return { cmd, close: () => sock.destroy() };
+}
+
+/** A bare NBD client over a unix socket: SET_META_CONTEXT with `queries`, then BLOCK_STATUS chunks by context name. */
+async function rawContexts(socket: string, queries: string[]) {
+  const sock = net.connect(socket);
+  let buf = Buffer.alloc(0);
+  let wake: (() => void) | null = null;
+  sock.on('data', (b: Buffer) => {
+    buf = Buffer.concat([buf, b]);
+    wake?.();
+  });
+  const read = async (n: number): Promise<Buffer> => {
+    while (buf.byteLength < n) await new Promise<void>((r) => (wake = r));
+    const out = buf.subarray(0, n);
+    buf = buf.subarray(n);
+    return out;
+  };
+  const option = async (code: number, data: Uint8Array = Buffer.alloc(0)) => {
+    sock.write(Buffer.concat([P.encodeOptionHeader(code, data.byteLength), data]));
+    const replies: { type: number; data: Buffer }[] = [];
+    for (;;) {
+      const h = P.decodeOptionReplyHeader(await read(P.OPTION_REPLY_HEADER_SIZE));
+      replies.push({ type: h.type, data: await read(h.length) });
+      if (h.type === P.NBD_REP_ACK || h.type >= 0x80000000) return replies;
+    }
+  };
+  await read(P.SERVER_GREETING_SIZE);
+  sock.write(P.encodeClientFlags(P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES));
+  await option(P.NBD_OPT_STRUCTURED_REPLY);
+  const names = new Map<number, string>();
+  for (const r of await option(P.NBD_OPT_SET_META_CONTEXT, P.encodeMetaContextRequest('', queries))) {
+    if (r.type === P.NBD_REP_META_CONTEXT) names.set(r.data.readUInt32BE(0), r.data.subarray(4).toString());
+  }
+  await option(P.NBD_OPT_GO, P.encodeInfoRequest(''));
+  let cookie = 1n;
+  return {
+    selected: [...names.values()],
+    /** The chunks of one BLOCK_STATUS reply, in order: context name and (length, flags) pairs. */
+    async blockStatus(offset: number, length: number, flags = 0) {
+      sock.write(P.encodeRequest({ type: P.NBD_CMD_BLOCK_STATUS, flags, cookie: cookie++, offset, length }));
+      const chunks: { context: string; extents: [number, number][] }[] = [];
+      for (;;) {
+        const h = P.decodeStructuredReplyHeader(await read(P.STRUCTURED_REPLY_HEADER_SIZE));
+        const payload = await read(h.length);
+        if (h.type !== P.NBD_REPLY_TYPE_BLOCK_STATUS) throw new Error(`reply type ${h.type}`);
+        const extents: [number, number][] = [];
+        for (let o = 4; o < payload.byteLength; o += 8) extents.push([payload.readUInt32BE(o), payload.readUInt32BE(o + 4)]);
+        chunks.push({ context: names.get(payload.readUInt32BE(0)) ?? '?', extents });
+        if (h.flags & P.NBD_REPLY_FLAG_DONE) return chunks;
+      }
+    },
+    close: () => sock.destroy(),
+  };
 }
 
 const nbdinfoMap = async (context: string, u: string) => JSON.parse(await ok('nbdinfo', [`--map=${context}`, '--json', u]));
@@ -323,6 +377,42 @@ describe.skipIf(!haveQemu || !haveLibnbd)('NBD meta contexts qemu:dirty-bitmap a
     } finally {
       await o.server.close();
       await d.close();
+    }
+  });
+  it('BLOCK_STATUS over three contexts, with and without REQ_ONE: per context the same chunks, in the same order, as qemu-nbd -r -A -B', async () => {
+    const base = path.join(dir, 'bs-base.qcow2');
+    const over = path.join(dir, 'bs-over.qcow2');
+    await ok('qemu-img', ['create', '-q', '-f', 'qcow2', base, String(SIZE)]);
+    await ok('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 4M', '-c', 'write -z 8M 1M', base]);
+    await ok('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', over]);
+    await ok('qemu-img', ['bitmap', '--add', over, 'b0']);
+    await ok('qemu-io', ['-f', 'qcow2', '-c', 'write -P 2 1M 192k', '-c', 'write -z 3M 64k', '-c', 'write -P 3 20M 2M', '-c', 'discard 21M 64k', over]);
+    const queries = ['qemu:dirty-bitmap:b0', 'base:allocation', 'qemu:allocation-depth'];
+    const q = await qemuNbd(['-r', '-A', '-B', 'b0', '-f', 'qcow2', over]);
+    const cli = await serve('-r', '-A', '-B', 'b0', '-f', 'qcow2', '-k', path.join(dir, 'bs.sock'), over);
+    const theirs = await rawContexts(q.socket, queries);
+    const mine = await rawContexts(path.join(dir, 'bs.sock'), queries);
+    try {
+      expect(mine.selected).toEqual(theirs.selected);
+      const cases: [number, number, number][] = [
+        [0, SIZE, 0],
+        [100_000, 5 * MiB, 0],
+        [MiB + 1, 1, 0],
+        [0, SIZE, P.NBD_CMD_FLAG_REQ_ONE],
+        [3 * MiB, 17 * MiB + 5, P.NBD_CMD_FLAG_REQ_ONE],
+        [21 * MiB - 7, 100, P.NBD_CMD_FLAG_REQ_ONE],
+      ];
+      for (const [offset, length, flags] of cases) {
+        const expected = await theirs.blockStatus(offset, length, flags);
+        expect(expected.map((c) => c.context)).toEqual(['base:allocation', 'qemu:allocation-depth', 'qemu:dirty-bitmap:b0']);
+        expect(await mine.blockStatus(offset, length, flags), `${offset}+${length} flags ${flags}`).toEqual(expected);
+      }
+    } finally {
+      theirs.close();
+      mine.close();
+      await q.stop();
+      cli.child.kill('SIGTERM');
+      await cli.exited;
     }
   });
 });
