@@ -1,15 +1,13 @@
 import * as P from '../drivers/nbd/protocol.js';
 import { type NbdExport, transmissionFlags } from './export.js';
 import { contextsOf } from './export-contexts.js';
-import { BASE_ALLOCATION_ID, MetaSelection } from './meta-contexts.js';
+import { MetaSelection } from './meta-contexts.js';
 import { ProtocolViolation } from './protocol-violation.js';
 
 /** Largest option data accepted during the handshake (names are at most 4 KiB; meta context queries a few). */
 const MAX_OPTION_LENGTH = 64 * 1024;
 /** Preferred block size advertised in NBD_INFO_BLOCK_SIZE. */
 const PREFERRED_BLOCK_SIZE = 4096;
-/** The context id of base:allocation. */
-export const ALLOCATION_CONTEXT_ID = BASE_ALLOCATION_ID;
 
 /** What the option haggling needs to know of the server. */
 export interface NegotiationHost {
