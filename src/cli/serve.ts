@@ -14,7 +14,7 @@ import type { ThrottleLimits } from '../throttle/limits.js';
 import { LIMIT_FLAGS, num, parseLimitFlags, sizeFlag } from './limit-flags.js';
 import { checkFormat, targetOptions } from './target.js';
 
-export const SERVE_HELP = `usage: blocklayer serve [-x NAME] [-f FMT] [-r] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive STR …] [--qmp unix:PATH] [options] [IMAGE]
+export const SERVE_HELP = `usage: blocklayer serve [-x NAME] [-f FMT] [-r] [-B BITMAP …] [-A] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive STR …] [--qmp unix:PATH] [options] [IMAGE]
 An NBD server for IMAGE and every --drive (qemu-nbd's flags where they apply).
 
   -x, --export-name NAME    export name of IMAGE (default the empty name)
@@ -25,6 +25,8 @@ An NBD server for IMAGE and every --drive (qemu-nbd's flags where they apply).
   -k, --socket PATH         a unix socket instead of TCP
   -e, --shared N            most connections at once (16)
   -D, --description TEXT    export description
+  -B, --bitmap NAME         serve IMAGE's dirty bitmap NAME as qemu:dirty-bitmap:NAME (repeatable)
+  -A, --allocation-depth    serve IMAGE's qemu:allocation-depth context
   --group NAME              throttle group of IMAGE
   --drive STR               one more export: a QEMU -drive string (file=…,id=…,iops=…,group=…,export=NAME)
   --qmp unix:PATH           a QMP monitor
@@ -46,6 +48,8 @@ const OPTIONS = {
   socket: { type: 'string', short: 'k' },
   shared: { type: 'string', short: 'e' },
   description: { type: 'string', short: 'D' },
+  bitmap: { type: 'string', short: 'B', multiple: true },
+  'allocation-depth': { type: 'boolean', short: 'A' },
   group: { type: 'string' },
   drive: { type: 'string', multiple: true },
   qmp: { type: 'string' },
@@ -165,8 +169,8 @@ export async function serveCommand(args: string[]): Promise<number> {
     if (!v.qmp.startsWith('unix:') || v.qmp.length <= 'unix:'.length) throw new BlockError('EINVAL', `--qmp: '${v.qmp}' is not unix:PATH`, { field: 'qmp' });
     qmpPath = v.qmp.slice('unix:'.length);
   }
-  if (image === undefined && (v['export-name'] !== undefined || Object.keys(limits).length > 0)) {
-    throw new BlockError('EINVAL', '-x and limit flags apply to IMAGE, and no IMAGE was given');
+  if (image === undefined && (v['export-name'] !== undefined || Object.keys(limits).length > 0 || v.bitmap !== undefined || v['allocation-depth'] === true)) {
+    throw new BlockError('EINVAL', '-x, -B, -A and limit flags apply to IMAGE, and no IMAGE was given');
   }
 
   const tls = await tlsOptions(v['tls-creds'], v['tls-psk'], v['tls-verify-peer'] ?? false);
@@ -192,7 +196,14 @@ export async function serveCommand(args: string[]): Promise<number> {
       if (isWellFormedId(name)) opts.id = name;
       if (Object.keys(limits).length > 0 || v.group !== undefined) opts.throttle = { ...limits, ...(v.group !== undefined ? { group: v.group } : {}) };
       const drive = await layer.openDrive(opts);
-      server.addExport({ name, drive, readOnly: drive.readOnly, ...(v.description !== undefined ? { description: v.description } : {}) });
+      server.addExport({
+        name,
+        drive,
+        readOnly: drive.readOnly,
+        ...(v.description !== undefined ? { description: v.description } : {}),
+        ...(v.bitmap !== undefined ? { bitmaps: v.bitmap } : {}),
+        ...(v['allocation-depth'] === true ? { allocationDepth: true } : {}),
+      });
       manager.adopt(name === '' ? drive.id : name, name);
     }
     for (const s of drives) {

@@ -1,12 +1,9 @@
 import type { Drive } from '../drive.js';
 import { nbdErrorFor } from '../drivers/nbd/errors.js';
 import * as P from '../drivers/nbd/protocol.js';
-import { BlockError, isBlockError } from '../errors.js';
+import { isBlockError } from '../errors.js';
 import { isReadOnly, type NbdExport } from './export.js';
 import { offsetText, type ServerRequest } from './request.js';
-
-/** Block status extents in one reply (QEMU sends at most ~128 Ki; each is 8 bytes on the wire). */
-const MAX_EXTENTS = 128 * 1024;
 
 /** Valid command flags by command (QEMU: FUA on any command; the others on one each). */
 const VALID_FLAGS: Readonly<Record<number, number>> = {
@@ -39,9 +36,9 @@ export function replyErrorOf(e: unknown): number {
 
 /**
  * Refusals that do not need the drive: flags, read-only, bounds, lengths, negotiated contexts
- * (`allocation`: base:allocation was negotiated). Throws the refusal.
+ * (`contexts`: a metadata context was negotiated). Throws the refusal.
  */
-export function checkRequest(req: ServerRequest, e: NbdExport, maxRequest: number, allocation: boolean): void {
+export function checkRequest(req: ServerRequest, e: NbdExport, maxRequest: number, contexts: boolean): void {
   // An unknown command: EINVAL, and the connection goes on (as qemu-nbd).
   if (!KNOWN_COMMANDS.has(req.type)) throw new RequestError(P.NBD_EINVAL, `unknown command ${req.type}`);
   // QEMU's order: read-only, then bounds, then flags.
@@ -59,7 +56,7 @@ export function checkRequest(req: ServerRequest, e: NbdExport, maxRequest: numbe
     throw new RequestError(P.NBD_EINVAL, `read of ${req.length} bytes exceeds the maximum ${maxRequest}`);
   }
   if (req.type === P.NBD_CMD_BLOCK_STATUS) {
-    if (!allocation) throw new RequestError(P.NBD_EINVAL, 'NBD_CMD_BLOCK_STATUS without a negotiated metadata context');
+    if (!contexts) throw new RequestError(P.NBD_EINVAL, 'NBD_CMD_BLOCK_STATUS without a negotiated metadata context');
     if (req.length === 0) throw new RequestError(P.NBD_EINVAL, 'NBD_CMD_BLOCK_STATUS of length 0');
   }
 }
@@ -96,25 +93,4 @@ async function allZero(drive: Drive, offset: number, length: number): Promise<bo
     pos += s.length;
   }
   return true;
-}
-
-/** NBD_CMD_BLOCK_STATUS: the base:allocation extents of the range, neighbours with equal flags merged. */
-export async function allocationExtents(drive: Drive, req: P.NbdRequest): Promise<P.Extent[]> {
-  const end = req.offset + req.length;
-  const one = (req.flags & P.NBD_CMD_FLAG_REQ_ONE) !== 0;
-  const extents: P.Extent[] = [];
-  for (let pos = req.offset; pos < end; ) {
-    const s = await drive.blockStatus(pos, end - pos);
-    if (!(s.length > 0)) throw new BlockError('EIO', `block status at ${pos}: empty extent`, { offset: pos });
-    const length = Math.min(s.length, end - pos);
-    const flags = P.allocationFlags(s);
-    const last = extents[extents.length - 1];
-    // Extents with the same flags merge (the request length is 32-bit, so the sum stays 32-bit).
-    if (last && last.flags === flags) last.length += length;
-    else if (extents.length >= MAX_EXTENTS) break;
-    else extents.push({ length, flags });
-    pos += length;
-    if (one) break;
-  }
-  return extents;
 }

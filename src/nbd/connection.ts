@@ -7,10 +7,13 @@ import * as P from '../drivers/nbd/protocol.js';
 import { ReaderClosed, SocketReader } from '../drivers/nbd/reader.js';
 import { isTlsError, type NbdTlsSetup, tlsErrorText } from '../drivers/nbd/tls.js';
 import type { BufferPool } from './buffer-pool.js';
-import { allocationExtents, checkRequest, replyErrorOf, trim, writeZeroes } from './commands.js';
+import { allocationToExtents, bitmapToExtents } from './block-status.js';
+import { checkRequest, replyErrorOf, trim, writeZeroes } from './commands.js';
+import { ExtentArray, MAX_EXTENTS } from './extent-array.js';
 import type { NbdExport } from './export.js';
 import type { MemoryBudget } from './memory-budget.js';
-import { ALLOCATION_CONTEXT_ID, Negotiation, type NegotiationHost } from './negotiation.js';
+import { ALLOCATION_DEPTH_ID, BASE_ALLOCATION_ID, type MetaSelection } from './meta-contexts.js';
+import { Negotiation, type NegotiationHost } from './negotiation.js';
 import { ProtocolViolation } from './protocol-violation.js';
 import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
 import type { NbdClientInfo, NbdServerEvents } from './server-options.js';
@@ -49,10 +52,12 @@ export class Connection {
   private readonly port: number | undefined;
   /** The option haggling, until an export is selected. */
   private readonly negotiation: Negotiation;
-  /** What the handshake agreed on: the export, structured replies, base:allocation. */
+  /** What the handshake agreed on: the export, structured replies, the metadata contexts. */
   private exp: NbdExport | null = null;
   private structured = false;
-  private allocation = false;
+  private meta: MetaSelection | null = null;
+  /** Extent arrays of finished BLOCK_STATUS requests, for reuse. */
+  private readonly spareExtents: ExtentArray[] = [];
   private handshakeTimer: ClockTimer | null = null;
   private endTimer: ClockTimer | null = null;
   /** Replies are being gathered for one write at the end of this event-loop turn. */
@@ -291,7 +296,7 @@ export class Connection {
       if (step === 'abort') return false;
       this.exp = neg.selected;
       this.structured = neg.structured;
-      this.allocation = neg.allocation;
+      this.meta = neg.meta !== null && neg.meta.count > 0 ? neg.meta : null;
       return true;
     }
   }
@@ -425,7 +430,7 @@ export class Connection {
    */
   private async serve(req: ServerRequest, payload: Buffer | null, hold: { n: number } | null, bytes: number): Promise<void> {
     try {
-      checkRequest(req, this.exp as NbdExport, this.server.maxRequest, this.allocation);
+      checkRequest(req, this.exp as NbdExport, this.server.maxRequest, this.meta !== null);
       switch (req.type) {
         case P.NBD_CMD_READ:
           await this.read(req, hold);
@@ -493,9 +498,45 @@ export class Connection {
     });
   }
 
+  /**
+   * One BLOCK_STATUS chunk per selected context, in QEMU's order (base:allocation,
+   * qemu:allocation-depth, the bitmaps), the last one flagged DONE. All are gathered before any is
+   * sent, so a failure is answered by one error chunk alone.
+   */
   private async blockStatus(req: ServerRequest): Promise<void> {
-    const extents = await allocationExtents(this.drive, req);
-    this.send(P.encodeBlockStatusChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, ALLOCATION_CONTEXT_ID, extents));
+    const meta = this.meta as MetaSelection;
+    const max = req.flags & P.NBD_CMD_FLAG_REQ_ONE ? 1 : MAX_EXTENTS;
+    const { offset, length } = req;
+    const base = meta.allocation ? this.extentArray(max) : null;
+    const depth = meta.depth ? this.extentArray(max) : null;
+    try {
+      if (base !== null) await allocationToExtents(this.drive, offset, length, base, false);
+      if (depth !== null) await allocationToExtents(this.drive, offset, length, depth, true);
+      // Bitmaps last and without an await between them and the send: the bits are read as they are now.
+      let left = meta.count;
+      if (base !== null) this.sendOne(base.frame(req, --left === 0, BASE_ALLOCATION_ID));
+      if (depth !== null) this.sendOne(depth.frame(req, --left === 0, ALLOCATION_DEPTH_ID));
+      const bitmaps = meta.selectedBitmaps;
+      if (bitmaps.length > 0) {
+        const ea = this.extentArray(max);
+        for (let i = 0; i < bitmaps.length; i++) {
+          const { id, bitmap } = bitmaps[i] as (typeof bitmaps)[number];
+          ea.reset(max);
+          bitmapToExtents(bitmap, offset, length, ea);
+          this.sendOne(ea.frame(req, --left === 0, id));
+        }
+        this.spareExtents.push(ea);
+      }
+    } finally {
+      if (base !== null) this.spareExtents.push(base);
+      if (depth !== null) this.spareExtents.push(depth);
+    }
+  }
+
+  private extentArray(max: number): ExtentArray {
+    const ea = this.spareExtents.pop() ?? new ExtentArray();
+    ea.reset(max);
+    return ea;
   }
 
   private sendError(req: P.NbdRequest, e: unknown, done?: () => void): void {

@@ -1,5 +1,6 @@
 import type { Drive } from '../drive.js';
 import * as P from '../drivers/nbd/protocol.js';
+import type { DirtyBitmap } from '../node/dirty-bitmap.js';
 
 /** One export: a name clients ask for and the drive that serves it. */
 export interface NbdExport {
@@ -11,6 +12,14 @@ export interface NbdExport {
   readOnly?: boolean;
   /** Text shown by NBD_OPT_LIST and NBD_INFO_DESCRIPTION. */
   description?: string;
+  /**
+   * Dirty bitmaps served as the `qemu:dirty-bitmap:NAME` meta context (qemu-nbd -B): a name,
+   * looked up on the drive's node and below it (filters, backing chain), or a bitmap object.
+   * Each is busy while exported.
+   */
+  bitmaps?: readonly (string | DirtyBitmap)[];
+  /** Serve the `qemu:allocation-depth` meta context (qemu-nbd -A). */
+  allocationDepth?: boolean;
 }
 
 /** Writes are refused: asked for, or the drive cannot write. */

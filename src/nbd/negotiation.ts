@@ -1,13 +1,13 @@
 import * as P from '../drivers/nbd/protocol.js';
 import { type NbdExport, transmissionFlags } from './export.js';
+import { contextsOf } from './export-contexts.js';
+import { MetaSelection } from './meta-contexts.js';
 import { ProtocolViolation } from './protocol-violation.js';
 
 /** Largest option data accepted during the handshake (names are at most 4 KiB; meta context queries a few). */
 const MAX_OPTION_LENGTH = 64 * 1024;
 /** Preferred block size advertised in NBD_INFO_BLOCK_SIZE. */
 const PREFERRED_BLOCK_SIZE = 4096;
-/** The only metadata context id: base:allocation. */
-export const ALLOCATION_CONTEXT_ID = 1;
 
 /** What the option haggling needs to know of the server. */
 export interface NegotiationHost {
@@ -44,8 +44,8 @@ export class Negotiation {
   noZeroes = false;
   structured = false;
   tlsActive = false;
-  /** Export name the meta contexts were set for, and whether base:allocation was selected. */
-  meta: { exportName: string; allocation: boolean } | null = null;
+  /** The meta contexts SET_META_CONTEXT selected, and the export they were set for. */
+  meta: MetaSelection | null = null;
   /** The export chosen by NBD_OPT_GO or NBD_OPT_EXPORT_NAME. */
   selected: NbdExport | null = null;
 
@@ -217,6 +217,8 @@ export class Negotiation {
   }
 
   private metaContext(option: number, data: Buffer): void {
+    const set = option === P.NBD_OPT_SET_META_CONTEXT;
+    // Only with structured replies, LIST too (QEMU lists to any client: kept stricter here).
     if (!this.structured) {
       this.replyError(option, P.NBD_REP_ERR_INVALID, 'metadata contexts need NBD_OPT_STRUCTURED_REPLY first');
       return;
@@ -228,24 +230,23 @@ export class Negotiation {
       this.replyError(option, P.NBD_REP_ERR_INVALID, (e as Error).message);
       return;
     }
-    if (!this.host.findExport(req.exportName)) {
+    const e = this.host.findExport(req.exportName);
+    if (!e) {
+      // A failed SET leaves nothing selected (QEMU clears the selection before it looks).
+      if (set) this.meta = null;
       this.replyError(option, P.NBD_REP_ERR_UNKNOWN, `no export named '${req.exportName.slice(0, 64)}'`);
       return;
     }
-    const set = option === P.NBD_OPT_SET_META_CONTEXT;
-    // LIST with no query lists everything; LIST may also ask for a whole namespace ("base:").
-    const matches = set
-      ? req.queries.some((q) => q === P.NBD_META_BASE_ALLOCATION)
-      : req.queries.length === 0 || req.queries.some((q) => q === P.NBD_META_BASE_ALLOCATION || q === 'base:');
-    if (set) this.meta = { exportName: req.exportName, allocation: matches };
-    if (matches) this.reply(option, P.NBD_REP_META_CONTEXT, P.encodeMetaContext(ALLOCATION_CONTEXT_ID, P.NBD_META_BASE_ALLOCATION));
+    const selection = MetaSelection.match(req.exportName, contextsOf(e), req.queries, !set);
+    for (const c of selection.replies(!set)) this.reply(option, P.NBD_REP_META_CONTEXT, P.encodeMetaContext(c.id, c.name));
+    if (set) this.meta = selection;
     this.reply(option, P.NBD_REP_ACK);
   }
 
   private select(e: NbdExport): void {
     this.selected = e;
-    // Contexts chosen for another export do not carry over.
-    if (this.meta && this.meta.exportName !== e.name) this.meta = null;
+    // Contexts chosen for another export do not carry over, nor to an export replaced meanwhile under the same name.
+    if (this.meta && (this.meta.exportName !== e.name || this.meta.contexts !== contextsOf(e))) this.meta = null;
   }
 
   private reply(option: number, type: number, data?: Uint8Array): void {

@@ -7,7 +7,8 @@ import { BlockError } from '../errors.js';
 import { unixListenCause } from '../unix-listen.js';
 import { BufferPool } from './buffer-pool.js';
 import { Connection } from './connection.js';
-import type { NbdExport } from './export.js';
+import { isReadOnly, type NbdExport } from './export.js';
+import { acquireContexts, releaseContexts, resolveContexts, type ServedExport } from './export-contexts.js';
 import { MemoryBudget } from './memory-budget.js';
 import type { NbdAddress, NbdListenOptions, NbdServerEvents, NbdServerOptions } from './server-options.js';
 
@@ -31,7 +32,9 @@ const MAX_U32 = 0xffffffff;
  * and a flush on any connection flushes the drive (hence CAN_MULTI_CONN).
  */
 export class NbdServer extends EventEmitter<NbdServerEvents> {
-  private readonly exports = new Map<string, NbdExport>();
+  private readonly exports = new Map<string, ServedExport>();
+  /** Exports whose bitmaps are held busy (until removed, or the server closed). */
+  private readonly holding = new Set<ServedExport>();
   private readonly connections = new Set<Connection>();
   /** Accepted while every slot was taken, not greeted yet, in arrival order; each with its listeners while it waits. */
   private readonly waiting: { socket: net.Socket; gone: () => void }[] = [];
@@ -125,6 +128,12 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     await Promise.all(users.map((c) => c.quiesce())).finally(unlift);
     for (const c of users) c.end();
     await Promise.all(users.map((c) => c.closed));
+    this.release(exp);
+  }
+
+  /** The export's bitmaps are no longer busy (once its clients are gone, as QEMU's nbd_export_delete). */
+  private release(e: ServedExport): void {
+    if (this.holding.delete(e)) releaseContexts(e.contexts);
   }
 
   /** Names of the exports served. */
@@ -180,6 +189,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     for (const c of conns) c.end();
     await Promise.all(conns.map((c) => c.closed));
     await stopped;
+    for (const e of this.exports.values()) this.release(e);
     this.state = 'closed';
   }
 
@@ -189,12 +199,12 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   }
 
   /** @internal */
-  findExport(name: string): NbdExport | undefined {
+  findExport(name: string): ServedExport | undefined {
     return this.exports.get(name);
   }
 
   /** @internal */
-  allExports(): NbdExport[] {
+  allExports(): ServedExport[] {
     return [...this.exports.values()];
   }
 
@@ -216,7 +226,11 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     if (e.description !== undefined && Buffer.byteLength(e.description) > P.NBD_MAX_STRING_SIZE) throw new BlockError('EINVAL', `export '${e.name}': description longer than ${P.NBD_MAX_STRING_SIZE} bytes`, { field: 'description' });
     if (this.exports.has(e.name)) throw new BlockError('EEXIST', `export '${e.name}' already exists`, { field: 'name' });
     if (typeof e.drive?.read !== 'function') throw new BlockError('EINVAL', `export '${e.name}': drive must be a Drive`, { field: 'drive' });
-    this.exports.set(e.name, { ...e });
+    const contexts = resolveContexts(e, isReadOnly(e));
+    const served: ServedExport = { ...e, contexts };
+    acquireContexts(contexts);
+    this.holding.add(served);
+    this.exports.set(e.name, served);
   }
 
   private accept(socket: net.Socket): void {

@@ -6,6 +6,8 @@ import type { Drive } from '../drive.js';
 import { isWellFormedUtf16 } from '../drivers/nbd/protocol.js';
 import { BlockError } from '../errors.js';
 import type { BlockLayer } from '../layer.js';
+import type { DirtyBitmap } from '../node/dirty-bitmap.js';
+import type { BlockNode } from '../node/node.js';
 import type { NbdServer } from '../nbd/server.js';
 import { type ExportManager, generic, only, optBool, str } from './commands.js';
 import { isWellFormedId } from '../ids.js';
@@ -16,6 +18,28 @@ const EXPORT_TYPES = ['nbd', 'vhost-user-blk', 'fuse', 'vduse-blk'];
 /** Keys of QAPI BlockExportOptions (common part and the nbd branch). */
 const EXPORT_ADD_KEYS = ['type', 'id', 'node-name', 'writable', 'writethrough', 'fixed-iothread', 'iothread', 'allow-other', 'name', 'description', 'bitmaps', 'allocation-depth'];
 
+
+/**
+ * QAPI `bitmaps: [BlockDirtyBitmapOrStr]`, checked for shape as QEMU's visitor does: a name
+ * (searched from the exported node down by the NBD server) or `{node, name}`.
+ */
+function bitmapArgs(value: unknown): (string | { node: string; name: string })[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value)) throw generic(`Invalid parameter type for 'bitmaps', expected: array`);
+  return value.map((item: unknown, i) => {
+    if (typeof item === 'string') return item;
+    // QEMU 7.2 names the member 'null' in this one message.
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) throw generic(`Invalid parameter type for 'null', expected: BlockDirtyBitmapOrStr`);
+    const o = item as Record<string, unknown>;
+    const at = `bitmaps[${i}]`;
+    for (const key of Object.keys(o)) if (key !== 'node' && key !== 'name') throw generic(`Parameter '${at}.${key}' is unexpected`);
+    for (const key of ['node', 'name']) {
+      if (o[key] === undefined) throw generic(`Parameter '${at}.${key}' is missing`);
+      if (typeof o[key] !== 'string') throw generic(`Invalid parameter type for '${at}.${key}', expected: string`);
+    }
+    return { node: o.node as string, name: o.name as string };
+  });
+}
 
 /** A QMP string argument that names or describes an export: a lone surrogate (JSON \udcff) has no UTF-8 form. */
 function qmpUtf8(value: string, key: string): string {
@@ -67,6 +91,8 @@ export class NbdExportManager implements ExportManager {
     const description = str(args, 'description', false);
     if (description !== undefined) qmpUtf8(description, 'description');
     const writable = optBool(args, 'writable') ?? false;
+    const allocationDepth = optBool(args, 'allocation-depth') ?? false;
+    const wanted = bitmapArgs(args.bitmaps);
     optBool(args, 'writethrough');
     if (!isWellFormedId(id)) throw generic('Invalid block export id');
     if (this.ids.has(id)) throw generic(`Block export id '${id}' is already in use`);
@@ -76,7 +102,15 @@ export class NbdExportManager implements ExportManager {
     if (drive === undefined) throw generic(`Cannot find device='' nor node-name='${nodeName}'`);
     if (writable && drive.readOnly) throw generic('Cannot export read-only node as writable');
     if (this.server.exportNames.includes(name)) throw generic(`NBD server already has export named '${name}'`);
-    this.server.addExport({ name, drive, readOnly: !writable, ...(description !== undefined ? { description } : {}) });
+    const bitmaps = wanted?.map((w) => (typeof w === 'string' ? w : this.lookupBitmap(w)));
+    this.server.addExport({
+      name,
+      drive,
+      readOnly: !writable,
+      ...(description !== undefined ? { description } : {}),
+      ...(bitmaps !== undefined ? { bitmaps } : {}),
+      ...(allocationDepth ? { allocationDepth } : {}),
+    });
     this.ids.set(id, name);
   }
 
@@ -90,6 +124,37 @@ export class NbdExportManager implements ExportManager {
     if (mode === 'safe' && (this.users.get(name) ?? 0) > 0) throw generic(`export '${id}' still in use`);
     this.ids.delete(id);
     await this.server.removeExport(name);
+  }
+
+  /** `{node, name}`: a bitmap of any node (QEMU block_dirty_bitmap_lookup). */
+  private lookupBitmap(w: { node: string; name: string }): DirtyBitmap {
+    const node = this.findNode(w.node);
+    if (node === undefined) throw generic(`Node '${w.node}' not found`);
+    const bitmap = node.bitmaps.find(w.name);
+    if (bitmap === undefined) throw generic(`Dirty bitmap '${w.name}' not found`);
+    return bitmap;
+  }
+
+  /** A node by node name, or a drive's bitmap node by the drive's id (QEMU bdrv_lookup_bs(node, node)). */
+  private findNode(name: string): BlockNode | undefined {
+    const seen = new Set<BlockNode>();
+    const search = (n: BlockNode): BlockNode | undefined => {
+      if (seen.has(n)) return undefined;
+      seen.add(n);
+      if (n.name === name) return n;
+      for (const child of n.children.values()) {
+        const found = search(child);
+        if (found !== undefined) return found;
+      }
+      return undefined;
+    };
+    const drives = this.layer.listDrives().filter((d) => !d.closed);
+    for (const d of drives) if (d.id === name) return d.bitmapNode;
+    for (const d of drives) {
+      const found = search(d.node);
+      if (found !== undefined) return found;
+    }
+    return undefined;
   }
 
   private findDrive(nodeName: string): Drive | undefined {

@@ -35,6 +35,11 @@ export interface NbdClientOptions {
   readonly tlsHostname?: string;
   /** Refuse a reconnection to an export that is now read-only (the driver was opened read-write). */
   readonly needWrite?: boolean;
+  /**
+   * The metadata context block status reports instead of base:allocation (QEMU's x-dirty-bitmap,
+   * e.g. `qemu:dirty-bitmap:NAME`); the server must offer it.
+   */
+  readonly metaContext?: string;
 }
 
 /** What the handshake agreed on for the export. */
@@ -51,7 +56,7 @@ export interface NbdExportInfo {
   readonly maximum: number;
   /** Structured replies were agreed. */
   readonly structured: boolean;
-  /** The id of the base:allocation context, when the server offers it. */
+  /** The id of the block status context (base:allocation, or the one asked for), when the server offers it. */
   readonly allocationContext?: number;
 }
 
@@ -92,7 +97,7 @@ export async function establish(options: NbdClientOptions): Promise<Link> {
       socket = await startTls(raw, reader, options, where);
       reader = new SocketReader(socket, READER_SLACK);
     }
-    const info = await negotiate(socket, reader, options.exportName, where, options.node);
+    const info = await negotiate(socket, reader, options.exportName, where, options.node, options.metaContext);
     return { socket, reader, info };
   } catch (e) {
     if (e instanceof BlockError && !socket.destroyed) {
@@ -189,23 +194,28 @@ async function haggleOn(socket: net.Socket, reader: SocketReader, option: number
 }
 
 /** Fixed newstyle option haggling, after the greeting (and TLS), up to NBD_OPT_GO. */
-async function negotiate(socket: net.Socket, reader: SocketReader, exportName: string, where: string, node: string | undefined): Promise<NbdExportInfo> {
+async function negotiate(socket: net.Socket, reader: SocketReader, exportName: string, where: string, node: string | undefined, asked: string | undefined): Promise<NbdExportInfo> {
+  const context = asked ?? P.NBD_META_BASE_ALLOCATION;
   const haggle = (option: number, data?: Uint8Array) => haggleOn(socket, reader, option, data);
   const sr = await haggle(P.NBD_OPT_STRUCTURED_REPLY);
   const structured = sr.final === P.NBD_REP_ACK;
 
   let allocationContext: number | undefined;
   if (structured) {
-    const mc = await haggle(P.NBD_OPT_SET_META_CONTEXT, P.encodeMetaContextRequest(exportName, [P.NBD_META_BASE_ALLOCATION]));
+    const mc = await haggle(P.NBD_OPT_SET_META_CONTEXT, P.encodeMetaContextRequest(exportName, [context]));
     if (mc.final === P.NBD_REP_ACK) {
       for (const r of mc.replies) {
         if (r.type !== P.NBD_REP_META_CONTEXT) continue;
         const c = P.decodeMetaContext(r.data);
-        if (c.name === P.NBD_META_BASE_ALLOCATION) allocationContext = c.id;
+        if (c.name === context) allocationContext = c.id;
       }
     }
   }
 
+  // Refused before NBD_OPT_GO, while the client may still abort cleanly.
+  if (asked !== undefined && allocationContext === undefined) {
+    throw new BlockError('EINVAL', `requested x-dirty-bitmap ${asked} not found`, { ...(node !== undefined ? { node } : {}), field: 'xDirtyBitmap' });
+  }
   const go = await haggle(P.NBD_OPT_GO, P.encodeInfoRequest(exportName, [P.NBD_INFO_BLOCK_SIZE]));
   const ctx = { ...(node !== undefined ? { node } : {}), field: 'export' };
   if (go.final !== P.NBD_REP_ACK) {

@@ -112,6 +112,16 @@ const schema = z
     reconnectDelay: seconds.default(0),
     /** Seconds to keep retrying the first connection (QEMU open-timeout; 0: one attempt). */
     openTimeout: seconds.default(0),
+    /**
+     * QEMU's x-dirty-bitmap: block status reports this metadata context (`qemu:dirty-bitmap:NAME`,
+     * `qemu:allocation-depth`) instead of base:allocation, read as QEMU's client reads it: a dirty
+     * (or locally allocated) range shows as no data, a clean one as data.
+     */
+    xDirtyBitmap: z
+      .string()
+      .min(1, 'must not be empty')
+      .refine((s) => Buffer.byteLength(s) <= NBD_MAX_STRING_SIZE, `must be at most ${NBD_MAX_STRING_SIZE} bytes`)
+      .optional(),
   })
   .strict();
 
@@ -138,7 +148,11 @@ export const nbdDriver = defineDriver({
       reconnectDelay: options.reconnectDelay,
       openTimeout: options.openTimeout,
       needWrite: !readOnly,
+      ...(options.xDirtyBitmap !== undefined ? { metaContext: options.xDirtyBitmap } : {}),
     });
+    // QEMU's client reads allocation depths above 2 as 2: only the low two bits mean anything to it.
+    const depthContext = options.xDirtyBitmap === 'qemu:allocation-depth';
+    const otherContext = options.xDirtyBitmap !== undefined;
     const { info } = client;
     if (!readOnly && info.flags & NBD_FLAG_READ_ONLY) {
       await client.close();
@@ -167,7 +181,11 @@ export const nbdDriver = defineDriver({
         const want = Math.min(length, maxLength);
         const e = await client.blockStatus(offset, want);
         if (e.length === 0) throw new BlockError('EIO', `NBD BLOCK_STATUS at ${offset}: empty extent`, { node: nodeName, offset });
-        return { ...base, length: Math.min(e.length, want), ...allocationStatus(e.flags) };
+        if (!otherContext) return { ...base, length: Math.min(e.length, want), ...allocationStatus(e.flags) };
+        // Another context read through base:allocation's bits, as QEMU does: flag 1 (dirty) is a "hole".
+        const status = allocationStatus(depthContext && e.flags > 2 ? 2 : e.flags);
+        const allocated = status.data || status.zero;
+        return { offset, length: Math.min(e.length, want), ...status, allocated, depth: 0, ...(allocated ? { hostOffset: offset } : {}) };
       },
       close: () => client.close(),
       info: () => ({
@@ -177,7 +195,8 @@ export const nbdDriver = defineDriver({
         preferredBlockSize: info.preferred,
         maximumBlockSize: info.maximum,
         structuredReplies: info.structured,
-        baseAllocation: info.allocationContext !== undefined,
+        baseAllocation: info.allocationContext !== undefined && !otherContext,
+        ...(otherContext ? { xDirtyBitmap: options.xDirtyBitmap } : {}),
         tls: options.tls?.mode ?? 'none',
         reconnectDelay: options.reconnectDelay,
       }),

@@ -11,10 +11,18 @@ export interface NbdUriOptions {
   /** nbds:// URIs: TLS credentials as the `nbd` driver takes them. */
   tls?: { mode: 'x509'; dir?: string } | { mode: 'psk'; file: string; username?: string };
   tlsHostname?: string;
+  /** `x-dirty-bitmap=CONTEXT`: QEMU's option of that name (block status reports that meta context). */
+  xDirtyBitmap?: string;
 }
 
 /** Query parameters of the TLS forms (libnbd's spellings). */
 const TLS_PARAMS = ['tls-certificates', 'tls-psk-file', 'tls-username', 'tls-hostname', 'tls-verify-peer'];
+
+/**
+ * Not in the NBD URI spec nor in QEMU's URIs: QEMU's nbd option of that name as a query
+ * parameter, so a command that takes a URI (`blocklayer map`) can show a dirty bitmap.
+ */
+const X_DIRTY_BITMAP = 'x-dirty-bitmap';
 
 /** True for a target spelled as an NBD URI (`nbd://`, `nbd+tcp://`, `nbd+unix://`, and the TLS forms). */
 export function isNbdUri(target: string): boolean {
@@ -26,7 +34,8 @@ export function isNbdUri(target: string): boolean {
  * `nbd+unix:///[export]?socket=/path`. The export is the percent-decoded path after its first
  * slash. TLS forms (`nbds://`, `nbds+unix://`) take libnbd's `tls-certificates=DIR` (a QEMU
  * tls-creds-x509 client directory; default: the system CAs), or `tls-psk-file=FILE` with
- * `tls-username` (default qemu), and `tls-hostname`. Anything malformed is EINVAL.
+ * `tls-username` (default qemu), and `tls-hostname`. Any form takes `x-dirty-bitmap=CONTEXT`
+ * (QEMU's nbd option). Anything malformed is EINVAL.
  */
 export function parseNbdUri(target: string): NbdUriOptions {
   const bad = (why: string) => new BlockError('EINVAL', `'${target}': ${why}`, { field: 'filename' });
@@ -47,7 +56,7 @@ export function parseNbdUri(target: string): NbdUriOptions {
   } catch {
     throw bad('malformed percent-encoding in the export name');
   }
-  const allowed = secure ? TLS_PARAMS : [];
+  const allowed = [...(secure ? TLS_PARAMS : []), X_DIRTY_BITMAP];
   const params = [...url.searchParams.keys()].filter((k) => !allowed.includes(k) && !(transport === 'unix' && k === 'socket'));
   if (!secure && TLS_PARAMS.some((k) => url.searchParams.has(k))) throw bad('TLS parameters need an nbds:// URI');
   // libnbd takes the user of an nbds:// URI as the PSK username; passwords never go in a URI.
@@ -62,18 +71,21 @@ export function parseNbdUri(target: string): NbdUriOptions {
   }
   const tls = secure ? tlsFrom(url.searchParams, bad) : {};
   if (url.hash) throw bad('a fragment is not allowed');
+  const context = url.searchParams.get(X_DIRTY_BITMAP);
+  if (context === '') throw bad(`empty ${X_DIRTY_BITMAP}`);
+  const meta = context !== null ? { xDirtyBitmap: context } : {};
   if (transport === 'unix') {
     if (url.hostname !== '') throw bad('nbd+unix:// takes no host (nbd+unix:///export?socket=/path)');
     const socket = url.searchParams.get('socket');
     if (!socket) throw bad('nbd+unix:// needs ?socket=/path');
     if (params.length > 0) throw bad(`unsupported query parameter '${params[0]}'`);
-    return { driver: 'nbd', server: { type: 'unix', path: socket }, export: exportName, ...tls };
+    return { driver: 'nbd', server: { type: 'unix', path: socket }, export: exportName, ...tls, ...meta };
   }
   if (params.length > 0) throw bad(`unsupported query parameter '${params[0]}'`);
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
   if (host === '') throw bad('no host');
   const port = url.port === '' ? NBD_DEFAULT_PORT : Number(url.port);
-  return { driver: 'nbd', server: { type: 'inet', host, port }, export: exportName, ...tls };
+  return { driver: 'nbd', server: { type: 'inet', host, port }, export: exportName, ...tls, ...meta };
 }
 
 function tlsFrom(q: URLSearchParams, bad: (why: string) => BlockError): Pick<NbdUriOptions, 'tls' | 'tlsHostname'> {
