@@ -193,13 +193,38 @@ function makeCorpus(dir: string): void {
   io('snap.qcow2', 'write -P 0x88 0 4k');
   q('datafile.qcow2', '1M', 'data_file=datafile.data');
   io('datafile.qcow2', 'write -P 0xab 0 64k');
+  // The other formats (#25): each subformat qemu-img makes, with scattered data and zeroes.
+  const other = (name: string, fmt: string, size: string, opts: string[], ...cmds: string[]) => {
+    img('create', '-q', '-f', fmt, ...opts, name, size);
+    execFileSync('qemu-io', ['-f', fmt, ...cmds.flatMap((c) => ['-c', c]), name], { cwd: dir, stdio: 'pipe' });
+  };
+  other('dynamic.vpc', 'vpc', '8M', [], 'write -P 0xab 0 64k', 'write -P 0x12 3M 4k');
+  other('fixed.vpc', 'vpc', '1M', ['-o', 'subformat=fixed'], 'write -P 0xab 4k 8k');
+  other('dynamic.vhdx', 'vhdx', '8M', ['-o', 'block_size=1M,log_size=1M'], 'write -P 0xab 0 64k', 'write -z 2M 1M', 'write -P 0x13 5M 4k');
+  other('dynamic.vdi', 'vdi', '4M', [], 'write -P 0xab 0 64k', 'write -P 0x14 2M 4k');
+  other('static.vdi', 'vdi', '2M', ['-o', 'static=on'], 'write -P 0xab 1M 4k');
   fs.writeFileSync(path.join(dir, 'plain.raw'), Buffer.alloc(128 * 1024, 0xab));
   fs.writeFileSync(path.join(dir, 'options-target.raw'), Buffer.alloc(64 * 1024, 0x5a));
 }
 
 function loadSeeds(dir: string): Seed[] {
-  const names = ['v2.qcow2', 'v3-512.qcow2', 'v3-64k.qcow2', 'v3-2m.qcow2', 'zlib.qcow2', 'zstd.qcow2', 'l2ext.qcow2', 'overlay.qcow2', 'base.qcow2', 'snap.qcow2', 'datafile.qcow2', 'plain.raw'];
+  const names = ['v2.qcow2', 'v3-512.qcow2', 'v3-64k.qcow2', 'v3-2m.qcow2', 'zlib.qcow2', 'zstd.qcow2', 'l2ext.qcow2', 'overlay.qcow2', 'base.qcow2', 'snap.qcow2', 'datafile.qcow2', 'plain.raw', ...OTHER_SEEDS];
   return names.map((name) => ({ name, bytes: fs.readFileSync(path.join(dir, name)), snapshots: name === 'snap.qcow2' ? ['first', '1'] : undefined }));
+}
+
+/** Seeds of the other formats, by file name; the extension names the driver. */
+const OTHER_SEEDS = ['dynamic.vpc', 'fixed.vpc', 'dynamic.vhdx', 'dynamic.vdi', 'static.vdi'];
+
+/** The format a seed is in (its extension). */
+const seedFormat = (name: string) => name.slice(name.lastIndexOf('.') + 1);
+
+/** Regions of a non-qcow2 image where its metadata lives (headers, tables), for targeted mutations. */
+function metadataRegions(b: Buffer): [number, number][] {
+  const fmt = b.subarray(0, 8).toString('latin1');
+  if (fmt === 'vhdxfile') return [[0x10000, 0x11000], [0x20000, 0x21000], [0x30000, 0x30100], [0x40000, 0x40100], [0x100000, 0x100200], [0x200000, 0x210000]];
+  if (fmt === 'conectix') return [[0, 512], [512, 1536], [1536, 2048], [Math.max(0, b.length - 512), b.length]];
+  if (b.length >= 0x44 && b.readUInt32LE(0x40) === 0xbeda107f) return [[0, 512], [512, 1024]];
+  return [[Math.max(0, b.length - 512), b.length]];
 }
 
 // ---------------------------------------------------------------- image mutation
@@ -262,7 +287,11 @@ function mutate(rng: Rng, seed: Buffer): { bytes: Buffer; ops: string[] } {
   const cb = b.length >= 24 ? b.readUInt32BE(20) : 16;
   const cluster = cb >= 9 && cb <= 21 ? 2 ** cb : 65536;
   for (let i = 0; i < n; i++) {
-    const tables = tableOffsets(b);
+    let tables = tableOffsets(b);
+    if (tables.length === 0 && b.length > 0) {
+      // not qcow2: offsets inside the format's metadata regions, 4-byte aligned as most fields are
+      tables = metadataRegions(b).flatMap(([from, to]) => Array.from({ length: 16 }, () => Math.min(b.length - 1, from + (rng.int(Math.max(1, to - from)) & ~3))));
+    }
     const op = rng.int(100);
     const anywhere = () => (rng.chance(0.5) ? rng.int(Math.min(b.length, 512)) : rng.int(b.length));
     if (b.length === 0) break;
@@ -675,7 +704,7 @@ async function child(): Promise<void> {
       stats.image++;
       const seed = rng.pick(seeds);
       const { bytes, ops } = mutate(rng, seed.bytes);
-      const file = path.join(mutantDir, `mutant-${n}.${seed.name.endsWith('.raw') ? 'raw' : 'qcow2'}`);
+      const file = path.join(mutantDir, `mutant-${n}.${seedFormat(seed.name)}`);
       fs.writeFileSync(file, bytes);
       const how = rng.int(4);
       const snapshot = seed.snapshots && rng.chance(0.5) ? rng.pick(seed.snapshots) : undefined;
@@ -686,7 +715,10 @@ async function child(): Promise<void> {
         let drive: Drive | undefined;
         try {
           setPhase('open');
+          const other = OTHER_SEEDS.includes(seed.name) ? seedFormat(seed.name) : undefined;
           if (how === 0) drive = await openImage(file, snapshot ? { snapshot } as never : {}, layer);
+          // the other formats: read-only, and read-write on a copy (a vhdx log replays, allocation paths run)
+          else if (other !== undefined && how < 3) drive = await layer.openDrive({ driver: other, readOnly: how === 1, file: { driver: 'file', filename: file, readOnly: how === 1 } });
           else if (how === 1 || snapshot) drive = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: file, readOnly: true }, ...(snapshot ? { snapshot } : {}) });
           else if (how === 2) drive = await layer.openDrive({ driver: 'qcow2', l2CacheSize: 65536, file: { driver: 'file', filename: file, readOnly: true }, backing: null });
           else drive = await layer.openDrive({ driver: 'raw', readOnly: true, file: { driver: 'file', filename: file, readOnly: true } });
