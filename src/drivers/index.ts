@@ -6,10 +6,11 @@ import { memoryDriver } from './memory.js';
 import { nullDriver } from './null.js';
 import { qcow2Driver } from './qcow2/index.js';
 import { rawDriver } from './raw.js';
+import { vmdkDriver } from './vmdk/index.js';
 
 /** The drivers every BlockLayer starts with: the portable ones, then the host's (file, rbd, nbd in Node). */
 export function builtinDrivers(): BlockDriver[] {
-  return [rawDriver, memoryDriver, nullDriver, blkdebugDriver, qcow2Driver, httpDriver, ...hostDrivers()] as BlockDriver[];
+  return [rawDriver, memoryDriver, nullDriver, blkdebugDriver, qcow2Driver, httpDriver, vmdkDriver, ...hostDrivers()] as BlockDriver[];
 }
 
-export { blkdebugDriver, httpDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver };
+export { blkdebugDriver, httpDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, vmdkDriver };

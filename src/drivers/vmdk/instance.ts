@@ -1,0 +1,94 @@
+import { BlockError } from '../../errors.js';
+import type { BlockStatus, DriverInstance } from '../../node/driver.js';
+import type { BlockNode } from '../../node/node.js';
+import type { OpenExtent } from './extent.js';
+import type { OpenedDisk } from './open-extents.js';
+
+/** An open VMDK disk: its extents in guest order, and the backing (parent) node if it has one. */
+export interface VmdkDisk extends OpenedDisk {
+  nodeName: string;
+  backing: () => BlockNode | undefined;
+}
+
+/** The extent holding guest byte `offset` (extents are few and sorted: binary search). */
+function extentAt(extents: OpenExtent[], offset: number): OpenExtent {
+  let lo = 0;
+  let hi = extents.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (extents[mid].extent.start <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return extents[lo];
+}
+
+/** The operations of an open VMDK node over its extents. */
+export function vmdkInstance(d: VmdkDisk): DriverInstance {
+  const { extents, nodeName } = d;
+  const last = extents[extents.length - 1];
+  const size = last ? last.extent.start + last.extent.length : 0;
+
+  /** Runs `op` on each extent's part of [offset, offset + length). */
+  const eachExtent = async (offset: number, length: number, op: (e: OpenExtent, at: number, from: number, n: number) => Promise<void>) => {
+    let pos = 0;
+    while (pos < length) {
+      const e = extentAt(extents, offset + pos);
+      const at = offset + pos - e.extent.start;
+      const n = Math.min(length - pos, e.extent.length - at);
+      await op(e, at, pos, n);
+      pos += n;
+    }
+  };
+
+  return {
+    alignment: 1,
+    length: () => size,
+    read: (offset, buffer) => eachExtent(offset, buffer.length, (e, at, from, n) => e.extent.read(at, buffer.subarray(from, from + n))),
+    write: (offset, data) =>
+      eachExtent(offset, data.length, (e, at, from, n) => {
+        if (e.readOnly) return Promise.reject(new BlockError('EROFS', `vmdk: extent '${e.filename}' is read-only (RDONLY in the descriptor)`, { offset: offset + from, node: nodeName }));
+        return e.extent.write(at, data.subarray(from, from + n));
+      }),
+    // VMDK has no discard (QEMU neither): the range keeps its data.
+    discard: async () => {},
+    async flush() {
+      const files = new Set(extents.map((e) => e.extent.file));
+      for (const f of files) await f.flush();
+    },
+    async blockStatus(offset, length): Promise<BlockStatus> {
+      const e = extentAt(extents, offset);
+      const at = offset - e.extent.start;
+      const r = await e.extent.run(at, Math.min(length, e.extent.length - at));
+      const file = e.extent.file;
+      if (r.kind === 'data') {
+        if (e.type === 'FLAT' || e.type === 'VMFS') {
+          // As QEMU (BDRV_BLOCK_RECURSE): a flat extent is data, zero where its file reads zeros.
+          if (r.host >= file.length) return { offset, length: r.length, data: true, zero: true, allocated: true, depth: 0, hostOffset: r.host, hostNode: file.name };
+          const f = await file.blockStatus(r.host, Math.min(r.length, file.length - r.host));
+          return { offset, length: f.length, data: true, zero: f.zero, allocated: true, depth: 0, hostOffset: r.host, hostNode: file.name };
+        }
+        return { offset, length: r.length, data: true, zero: false, allocated: true, depth: 0, hostOffset: r.host, hostNode: file.name };
+      }
+      if (r.kind === 'compressed') return { offset, length: r.length, data: true, zero: false, allocated: true, depth: 0 };
+      if (r.kind === 'zero') return { offset, length: r.length, data: false, zero: true, allocated: true, depth: 0 };
+      const backing = d.backing();
+      if (backing && offset < backing.length) {
+        const s = await backing.blockStatus(offset, Math.min(r.length, backing.length - offset));
+        return { ...s, offset, depth: s.depth + 1 };
+      }
+      return { offset, length: r.length, data: false, zero: true, allocated: false, depth: 0 };
+    },
+    async close() {},
+    info: () => ({
+      format: 'vmdk',
+      virtualSize: size,
+      cid: d.descriptor.cid,
+      parentCid: d.descriptor.parentCid,
+      createType: d.createType,
+      backingFile: d.descriptor.parentFileNameHint,
+      backingFormat: d.descriptor.parentFileNameHint === undefined ? undefined : 'vmdk',
+      backingNode: d.backing()?.name,
+      extents: extents.map((e) => e.extent.info(e.filename, e.type)),
+    }),
+  };
+}

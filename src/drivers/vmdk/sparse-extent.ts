@@ -1,0 +1,265 @@
+import { BlockError } from '../../errors.js';
+import type { BlockNode } from '../../node/node.js';
+import { AsyncLock } from '../qcow2/async-lock.js';
+import { CompressedGrains } from './compressed-grain.js';
+import type { SparseHeader, SparseLayout } from './header.js';
+import * as L from './limits.js';
+
+/** A range of an extent with one status: `host` is where its bytes start in the extent file. */
+export interface GrainRun {
+  kind: 'data' | 'zero' | 'unallocated' | 'compressed';
+  host: number;
+  length: number;
+}
+
+/** Reads what lies under an unallocated range: the backing file at guest `offset`, or zeros. */
+export type Fallback = (offset: number, target: Uint8Array) => Promise<void>;
+
+/** One hosted sparse extent: a grain directory, grain tables and grains in one file (QEMU's VMDK4 extent). */
+export class SparseExtent {
+  readonly grainBytes: number;
+  private readonly tables = new Map<number, Uint32Array>();
+  private readonly loading = new Map<number, Promise<Uint32Array>>();
+  /** Grain tables being changed: never evicted (a reload could read them stale). */
+  private readonly pinned = new Set<number>();
+  private readonly lock = new AsyncLock();
+  private readonly compressed: CompressedGrains | undefined;
+  /** Next free sector at the end of the file (QEMU next_cluster_sector). */
+  private nextSector: number;
+
+  constructor(
+    readonly file: BlockNode,
+    readonly header: SparseHeader,
+    readonly layout: SparseLayout,
+    private readonly gd: Uint32Array,
+    private readonly rgd: Uint32Array | undefined,
+    /** Guest offset of the extent's first byte. */
+    readonly start: number,
+    private readonly fallback: Fallback,
+  ) {
+    this.grainBytes = layout.grainBytes;
+    this.compressed = layout.compressed ? new CompressedGrains(file, layout.grainBytes, layout.markers) : undefined;
+    const g = header.grainSectors;
+    this.nextSector = Math.ceil(Math.ceil(file.length / L.SECTOR) / g) * g;
+  }
+
+  get length(): number {
+    return this.layout.capacityBytes;
+  }
+
+  /** The status of the run of grains from `offset` (extent-relative), at most `length` bytes, within one grain table. */
+  async run(offset: number, length: number): Promise<GrainRun> {
+    const { grainBytes: gb } = this;
+    const { gtEntries } = this.layout;
+    const g = Math.floor(offset / gb);
+    const gtIndex = Math.floor(g / gtEntries);
+    const max = Math.min(length, this.length - offset, (gtIndex + 1) * gtEntries * gb - offset);
+    if (this.gd[gtIndex] === 0) return { kind: 'unallocated', host: 0, length: max };
+    const t = await this.table(gtIndex);
+    const first = g % gtEntries;
+    const r = this.classify(t[first], gtIndex, first);
+    const inGrain = offset - g * gb;
+    if (r.kind === 'data') r.host += inGrain;
+    let len = Math.min(max, gb - inGrain);
+    for (let i = first + 1; len < max && r.kind !== 'compressed'; i++) {
+      const next = this.classify(t[i], gtIndex, i);
+      if (next.kind !== r.kind || (r.kind === 'data' && next.host !== r.host + len)) break;
+      len = Math.min(max, len + gb);
+    }
+    r.length = len;
+    return r;
+  }
+
+  /** What one grain table entry means; a grain outside the file or in the header is ECORRUPT. */
+  private classify(e: number, gtIndex: number, i: number): GrainRun {
+    if (e === 0) return { kind: 'unallocated', host: 0, length: 0 };
+    if (e === L.GTE_ZEROED && this.layout.zeroGrain) return { kind: 'zero', host: 0, length: 0 };
+    const host = e * L.SECTOR;
+    if (host < L.HEADER_BYTES || host >= this.file.length) {
+      const at = this.gd[gtIndex] * L.SECTOR + i * 4;
+      throw new BlockError('ECORRUPT', `vmdk: grain table entry ${i} (byte ${at}) points at ${host}, ${host < L.HEADER_BYTES ? 'the header' : `past the end of the file (${this.file.length} bytes)`}`, {
+        offset: at,
+        field: 'grain table entry',
+      });
+    }
+    return { kind: this.compressed ? 'compressed' : 'data', host, length: 0 };
+  }
+
+  /** The grain table of directory entry `gtIndex`, read once and kept (bounded). */
+  private table(gtIndex: number): Promise<Uint32Array> {
+    const at = this.gd[gtIndex] * L.SECTOR;
+    const t = this.tables.get(at);
+    if (t) return Promise.resolve(t);
+    let p = this.loading.get(at);
+    if (!p) {
+      p = this.loadTable(gtIndex, at).finally(() => this.loading.delete(at));
+      this.loading.set(at, p);
+    }
+    return p;
+  }
+
+  private async loadTable(gtIndex: number, at: number): Promise<Uint32Array> {
+    const { gtBytes, gtEntries } = this.layout;
+    if (at + gtBytes > this.file.length) {
+      const where = this.layout.gdOffset + gtIndex * 4;
+      throw new BlockError('ECORRUPT', `vmdk: grain directory entry ${gtIndex} (byte ${where}) points at a grain table past the end of the file (${at} + ${gtBytes} > ${this.file.length})`, {
+        offset: where,
+        field: 'grain directory entry',
+      });
+    }
+    const b = new Uint8Array(gtBytes);
+    await this.file.read(at, b);
+    const v = new DataView(b.buffer);
+    const t = new Uint32Array(gtEntries);
+    for (let i = 0; i < gtEntries; i++) t[i] = v.getUint32(i * 4, true);
+    this.remember(at, t);
+    return t;
+  }
+
+  private remember(at: number, t: Uint32Array): void {
+    if (this.tables.size >= L.GT_CACHE_TABLES) {
+      for (const k of this.tables.keys()) {
+        if (!this.pinned.has(k)) {
+          this.tables.delete(k);
+          break;
+        }
+      }
+    }
+    this.tables.set(at, t);
+  }
+
+  /** Reads `buffer.length` bytes at extent offset `offset`. */
+  async read(offset: number, buffer: Uint8Array): Promise<void> {
+    let pos = 0;
+    while (pos < buffer.length) {
+      const r = await this.run(offset + pos, buffer.length - pos);
+      const part = buffer.subarray(pos, pos + r.length);
+      if (r.kind === 'data') await readClamped(this.file, r.host, part);
+      else if (r.kind === 'zero') part.fill(0);
+      else if (r.kind === 'unallocated') await this.fallback(this.start + offset + pos, part);
+      else {
+        const grainStart = Math.floor((offset + pos) / this.grainBytes) * this.grainBytes;
+        const need = Math.min(this.grainBytes, this.length - grainStart);
+        await this.compressed!.read(r.host, need, offset + pos - grainStart, part);
+      }
+      pos += r.length;
+    }
+  }
+
+  /** Writes `data` at extent offset `offset`: into allocated grains in place, new grains at the end of the file. */
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    if (this.compressed) {
+      throw new BlockError('ENOTSUP', 'vmdk: a streamOptimized (compressed) extent takes no random writes', { offset: this.start + offset, field: 'createType' });
+    }
+    const gb = this.grainBytes;
+    let pos = 0;
+    while (pos < data.length) {
+      const at = offset + pos;
+      const inGrain = at % gb;
+      const piece = data.subarray(pos, pos + Math.min(data.length - pos, gb - inGrain));
+      const r = await this.run(at, piece.length);
+      if (r.kind === 'data') await this.file.write(r.host, piece, true);
+      else await this.allocate(at - inGrain, inGrain, piece);
+      pos += piece.length;
+    }
+  }
+
+  /**
+   * Gives the grain at `grainStart` a home at the end of the file: the whole grain (the piece,
+   * the rest from the backing file or zeros) is written and flushed before the grain table
+   * entries (table and redundant table) point at it. One allocation at a time, so two writes
+   * to one new grain never allocate it twice.
+   */
+  private async allocate(grainStart: number, inGrain: number, piece: Uint8Array): Promise<void> {
+    await this.lock.acquire();
+    try {
+      const again = await this.run(grainStart + inGrain, piece.length);
+      if (again.kind === 'data') return void (await this.file.write(again.host, piece, true));
+      const gb = this.grainBytes;
+      const g = grainStart / gb;
+      const gtIndex = Math.floor(g / this.layout.gtEntries);
+      const i = g % this.layout.gtEntries;
+      if (this.gd[gtIndex] === 0) await this.newGrainTable(gtIndex);
+      let grain = piece;
+      if (piece.length !== gb) {
+        grain = new Uint8Array(gb);
+        // A zeroed grain reads zeros: the backing file does not show through it (QEMU).
+        if (again.kind === 'unallocated') await this.fallback(this.start + grainStart, grain.subarray(0, Math.min(gb, this.length - grainStart)));
+        grain.set(piece, inGrain);
+      }
+      const sector = this.take(this.header.grainSectors);
+      await this.file.write(sector * L.SECTOR, grain, true);
+      await this.file.flush();
+      await this.setEntry(gtIndex, i, sector);
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  /** `n` sectors at the end of the file; refused past what 32-bit grain table entries address. */
+  private take(n: number): number {
+    const s = this.nextSector;
+    if (s + n > L.MAX_SPARSE_FILE_SECTORS) {
+      throw new BlockError('EFBIG', `vmdk: the sparse extent file would grow past ${L.MAX_SPARSE_FILE_SECTORS} sectors (grain table entries are 32-bit)`, { offset: s * L.SECTOR });
+    }
+    this.nextSector += n;
+    return s;
+  }
+
+  /** A new, empty grain table (and redundant one) for directory entry `gtIndex`: tables on disk and flushed before the directories name them. */
+  private async newGrainTable(gtIndex: number): Promise<void> {
+    const { gtBytes, gtEntries } = this.layout;
+    const sectors = Math.ceil(gtBytes / L.SECTOR);
+    const zeros = new Uint8Array(sectors * L.SECTOR);
+    const gt = this.take(sectors);
+    await this.file.write(gt * L.SECTOR, zeros, true);
+    const rgt = this.rgd ? this.take(sectors) : 0;
+    if (this.rgd) await this.file.write(rgt * L.SECTOR, zeros, true);
+    await this.file.flush();
+    const entry = new Uint8Array(4);
+    new DataView(entry.buffer).setUint32(0, gt, true);
+    await this.file.write(this.layout.gdOffset + gtIndex * 4, entry);
+    if (this.rgd) {
+      new DataView(entry.buffer).setUint32(0, rgt, true);
+      await this.file.write(this.layout.rgdOffset! + gtIndex * 4, entry);
+      this.rgd[gtIndex] = rgt;
+    }
+    this.remember(gt * L.SECTOR, new Uint32Array(gtEntries));
+    this.gd[gtIndex] = gt;
+  }
+
+  /** Points entry `i` of grain table `gtIndex` (and of its redundant twin) at `sector`. */
+  private async setEntry(gtIndex: number, i: number, sector: number): Promise<void> {
+    const at = this.gd[gtIndex] * L.SECTOR;
+    this.pinned.add(at);
+    try {
+      const t = await this.table(gtIndex);
+      const entry = new Uint8Array(4);
+      new DataView(entry.buffer).setUint32(0, sector, true);
+      t[i] = sector;
+      await this.file.write(at + i * 4, entry);
+      const rgt = this.rgd?.[gtIndex] ?? 0;
+      if (rgt !== 0) await this.file.write(rgt * L.SECTOR + i * 4, entry);
+    } finally {
+      this.pinned.delete(at);
+    }
+  }
+
+  /** What qemu-img info lists for this extent. */
+  info(filename: string | undefined, type: string): Record<string, unknown> {
+    return {
+      filename,
+      format: type,
+      virtualSize: this.length,
+      clusterSize: this.grainBytes,
+      compressed: this.layout.compressed,
+    };
+  }
+}
+
+/** Reads exactly `target.length` bytes at `offset` of `node`, zeros past its end. */
+export async function readClamped(node: BlockNode, offset: number, target: Uint8Array): Promise<void> {
+  const n = Math.max(0, Math.min(target.length, node.length - offset));
+  if (n > 0) await node.read(offset, target.subarray(0, n));
+  if (n < target.length) target.fill(0, n);
+}
