@@ -327,3 +327,193 @@ describe.skipIf(!available)('writes through our vmdk driver are read by qemu-img
     await d.close();
   });
 });
+
+/** Writes `bytes` at `offset` of a file. */
+function patch(file: string, offset: number, bytes: Uint8Array): void {
+  const fd = fs.openSync(file, 'r+');
+  fs.writeSync(fd, bytes, 0, bytes.length, offset);
+  fs.closeSync(fd);
+}
+const u32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0);
+  return b;
+};
+const u64 = (v: bigint) => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(v);
+  return b;
+};
+/** Sector offsets of an image's grain directory and first grain table (from its header). */
+function tables(image: string): { gd: number; gt0: number } {
+  const b = fs.readFileSync(image);
+  const gd = Number(b.readBigUInt64LE(56)) * 512;
+  return { gd, gt0: b.readUInt32LE(gd) * 512 };
+}
+
+/** Opens and reads all of an image: the promise must reject with `code` within a second. */
+async function expectRefused(image: string, code: string, field?: RegExp): Promise<void> {
+  const t0 = performance.now();
+  const attempt = async () => {
+    const d = await openVmdk(image);
+    try {
+      for (let o = 0; o < d.length; o += 4 * MiB) await d.read(o, Math.min(4 * MiB, d.length - o));
+    } finally {
+      await d.close();
+    }
+  };
+  const e = (await attempt().then(
+    () => undefined,
+    (x: unknown) => x,
+  )) as { name?: string; code?: string; message?: string } | undefined;
+  expect(e, 'the image was accepted').toBeDefined();
+  expect(e).toMatchObject({ name: 'BlockError', code });
+  if (field) expect(e!.message).toMatch(field);
+  expect(performance.now() - t0).toBeLessThan(1000);
+}
+
+/** A fresh image with data, made by qemu-img and qemu-io. */
+function sparseImage(name: string, size = '4M', options = 'subformat=monolithicSparse'): string {
+  const img = p(name);
+  qemuImg('create', '-q', '-f', 'vmdk', '-o', options, img, size);
+  qemuIo(img, ['write -P 0x42 0 128k'], 'vmdk');
+  return img;
+}
+
+describe.skipIf(!available)('hostile vmdk images give a clear BlockError within a second', () => {
+  it('a truncated file', async () => {
+    const img = sparseImage('h-trunc.vmdk');
+    fs.truncateSync(img, 4096);
+    await expectRefused(img, 'ECORRUPT', /truncated|not inside the file|past the end/);
+  });
+
+  it('a grain directory entry past the end of the file', async () => {
+    const img = sparseImage('h-gd-range.vmdk');
+    patch(img, tables(img).gd, u32(0x00ffffff));
+    await expectRefused(img, 'ECORRUPT', /past the end of the file/);
+  });
+
+  it('two grain directory entries naming one grain table (a loop of tables)', async () => {
+    const img = sparseImage('h-gd-alias.vmdk', '64M');
+    const { gd } = tables(img);
+    patch(img, gd + 4, fs.readFileSync(img).subarray(gd, gd + 4));
+    await expectRefused(img, 'ECORRUPT', /overlaps/);
+  });
+
+  it('a grain table placed on the grain directory itself', async () => {
+    const img = sparseImage('h-gd-self.vmdk');
+    const { gd } = tables(img);
+    patch(img, gd, u32(gd / 512));
+    await expectRefused(img, 'ECORRUPT', /overlaps/);
+  });
+
+  it('a grain table entry past the end of the file', async () => {
+    const img = sparseImage('h-gt-range.vmdk');
+    patch(img, tables(img).gt0 + 4, u32(0x7fffffff));
+    await expectRefused(img, 'ECORRUPT', /grain table entry 1 .* past the end of the file/);
+  });
+
+  it('absurd capacities, grain sizes and table sizes', async () => {
+    const cases: [number, Uint8Array, RegExp][] = [
+      [12, u64(1n << 60n), /capacity/],
+      [20, u64(0n), /grainSize|grain size is 0/],
+      [20, u64(1n << 40n), /grainSize/],
+      [44, u32(4096), /numGTEsPerGT/],
+      [44, u32(0), /numGTEsPerGT/],
+    ];
+    for (const [i, [at, bytes, field]] of cases.entries()) {
+      const img = sparseImage(`h-absurd-${i}.vmdk`, '1M');
+      patch(img, at, bytes);
+      await expectRefused(img, 'ECORRUPT', field);
+    }
+    // A capacity whose grain directory would need more than 32 Mi entries (1-sector grains, 1 entry per table).
+    const img = sparseImage('h-absurd-gd.vmdk', '1M');
+    patch(img, 12, u64(1n << 40n));
+    patch(img, 20, u64(1n));
+    patch(img, 44, u32(1));
+    await expectRefused(img, 'ECORRUPT', /grain directory entries/);
+    const v4 = sparseImage('h-v4.vmdk', '1M');
+    patch(v4, 4, u32(4));
+    await expectRefused(v4, 'ENOTSUP', /version/);
+  });
+
+  it('compressed grains that inflate past their size, or claim absurd sizes, or are garbage', async () => {
+    const raw = p('h-stream.raw');
+    fs.writeFileSync(raw, Buffer.alloc(MiB, 0x61));
+    const zlib = await import('node:zlib');
+    const cases: [string, (img: string, host: number) => void][] = [
+      ['too big', (img, host) => {
+        const z = zlib.deflateSync(Buffer.alloc(2 * 64 * 1024));
+        patch(img, host + 8, u32(z.length));
+        patch(img, host + 12, z);
+      }],
+      ['absurd size', (img, host) => patch(img, host + 8, u32(0xffffffff))],
+      ['garbage', (img, host) => patch(img, host + 12, Buffer.alloc(64, 0xee))],
+    ];
+    for (const [name, spoil] of cases) {
+      const img = p(`h-stream-${name.replace(/\W/g, '')}.vmdk`);
+      qemuImg('convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, img);
+      const { gt0 } = tables(img);
+      spoil(img, fs.readFileSync(img).readUInt32LE(gt0) * 512);
+      await expectRefused(img, 'ECORRUPT', /compressed grain/);
+    }
+  });
+
+  it('a header that puts the grain directory in a footer that is not there', async () => {
+    const img = sparseImage('h-footer.vmdk', '1M', 'subformat=streamOptimized');
+    patch(img, 56, u64(0xffffffffffffffffn));
+    await expectRefused(img, 'ECORRUPT', /footer/);
+  });
+
+  it('descriptors: a missing extent file, an unknown extent type, no createType, absurd sizes, too many extents', async () => {
+    const head = '# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n';
+    const cases: [string, string, RegExp][] = [
+      [`${head}createType="monolithicFlat"\nRW 2048 FLAT "nowhere-flat.vmdk" 0\n`, 'ENOENT', /nowhere/],
+      [`${head}createType="monolithicFlat"\nRW 2048 VMFSSPARSE "x.vmdk"\n`, 'ENOTSUP', /extent type/],
+      [`${head}createType="vmfsSparse"\nRW 2048 VMFSSPARSE "x.vmdk"\n`, 'ENOTSUP', /extent type/],
+      [`${head}RW 2048 FLAT "x.vmdk" 0\n`, 'ECORRUPT', /createType/],
+      [`${head}createType="monolithicFlat"\nRW 99999999999999999999 FLAT "x.vmdk" 0\n`, 'ECORRUPT', /too large/],
+      [`${head}createType="monolithicFlat"\n${'RW 1 FLAT "x.vmdk" 0\n'.repeat(2000)}`, 'ECORRUPT', /extents/],
+      [`${head}createType="monolithicSparse"\nRW 2048 SPARSE "x.vmdk"\n`, 'ENOTSUP', /image type/],
+    ];
+    for (const [i, [text, code, field]] of cases.entries()) {
+      const img = p(`h-desc-${i}.vmdk`);
+      fs.writeFileSync(img, text);
+      await expectRefused(img, code, field);
+    }
+  });
+
+  it('a parent chain that loops back to the image', async () => {
+    const a = p('loopa.vmdk');
+    const b = p('loopb.vmdk');
+    qemuImg('create', '-q', '-f', 'vmdk', b, '1M');
+    qemuImg('create', '-q', '-f', 'vmdk', '-b', 'loopb.vmdk', '-F', 'vmdk', a);
+    // b names a as its parent: rewrite b's embedded descriptor (20 sectors at sector 1).
+    const text = Buffer.from(fs.readFileSync(b).subarray(512, 512 * 21)).toString('latin1').replace(/\0+$/, '');
+    const looped = text.replace('createType=', 'parentFileNameHint="loopa.vmdk"\ncreateType=');
+    const area = Buffer.alloc(20 * 512);
+    area.write(looped, 'latin1');
+    patch(b, 512, area);
+    await expectRefused(a, 'ECORRUPT', /loops/);
+  });
+});
+
+describe.skipIf(!available)("VMware's stream layout: the grain directory named in a footer (GD_AT_END)", () => {
+  it('reads as qemu-img reads it', async () => {
+    const raw = p('vmw.raw');
+    fs.writeFileSync(raw, Buffer.alloc(3 * MiB + 4096));
+    execFileSync('qemu-io', ['-f', 'raw', '-c', 'write -P 0x71 4k 300k', '-c', 'write -P 0x72 2M 64k', raw], { stdio: 'ignore' });
+    const img = p('vmw.vmdk');
+    qemuImg('convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, img);
+    // Move the header's grain directory offset into a footer, as VMware writes streams.
+    const b = fs.readFileSync(img);
+    const header = Buffer.from(b.subarray(0, 512));
+    const footerMarker = Buffer.alloc(512);
+    footerMarker.writeBigUInt64LE(1n, 0);
+    footerMarker.writeUInt32LE(3, 12);
+    const stream = Buffer.concat([b, footerMarker, header, Buffer.alloc(512)]);
+    stream.writeBigUInt64LE(0xffffffffffffffffn, 56);
+    fs.writeFileSync(img, stream);
+    await compareWithQemu(img);
+  });
+});
