@@ -15,6 +15,8 @@ export {
 } from './drive.js';
 export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
+export { vmdkDriver } from './drivers/index.js';
+export type { VmdkNodeOptions } from './drivers/options.js';
 export { throttleFilterDriver } from './drivers/throttle.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
 export { BlockLayer, type BlockLayerOptions, type BuiltinDriveOptions, type DriveOptions, type DriveOwnOptions, getDefaultLayer, openDrive, openImage } from './layer.js';

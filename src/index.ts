@@ -15,6 +15,8 @@ export { createDriveReadStream, type DriveReadStreamOptions } from './drive/node
 export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { fileDriver } from './drivers/file/index.js';
 export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver } from './drivers/index.js';
+export { vmdkDriver } from './drivers/index.js';
+export type { VmdkNodeOptions } from './drivers/options.js';
 export { nbdDriver } from './drivers/nbd/index.js';
 export { rbdDriver } from './drivers/rbd/adapter.js';
 export {

@@ -2,6 +2,7 @@ import * as z from 'zod';
 import { BlockError } from '../../errors.js';
 import { type DriverInstance, defineDriver } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
+import { vmdkCreator } from './create.js';
 import { probeDescriptor } from './descriptor.js';
 import { hasSparseMagic } from './header.js';
 import { vmdkInstance } from './instance.js';
@@ -23,6 +24,7 @@ export const vmdkDriver = defineDriver({
   schema,
   probe: (head: Uint8Array) => (hasSparseMagic(head) ? 100 : probeDescriptor(head)),
   children: { file: 'required', backing: 'optional' },
+  create: vmdkCreator,
   async open(ctx): Promise<DriverInstance> {
     const file = ctx.children.get('file')!;
     let backing: BlockNode | undefined;
