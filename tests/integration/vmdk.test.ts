@@ -75,14 +75,18 @@ async function expectSameAsRaw(d: Drive, raw: string): Promise<void> {
 }
 
 /** Reads `image` through our driver and compares content, size (and the map) with qemu-img's. */
-async function compareWithQemu(image: string, opts: { map?: boolean } = {}): Promise<void> {
+async function compareWithQemu(image: string, opts: { map?: boolean | 'without offsets' } = {}): Promise<void> {
   const raw = `${image}.raw`;
   qemuImg('convert', '-U', '-f', 'vmdk', '-O', 'raw', image, raw);
   const d = await openVmdk(image);
   try {
     expect(d.length).toBe(qemuSize(image));
     await expectSameAsRaw(d, raw);
-    if (opts.map) expect(await ourMap(d)).toEqual(referenceMap(image));
+    if (opts.map === 'without offsets') {
+      // Extents in several files: host offsets point into different files.
+      const strip = (m: { offset?: number }[]) => m.map(({ offset: _o, ...e }) => e);
+      expect(strip(await ourMap(d))).toEqual(strip(referenceMap(image)));
+    } else if (opts.map) expect(await ourMap(d)).toEqual(referenceMap(image));
   } finally {
     await d.close();
     fs.rmSync(raw);
@@ -109,7 +113,7 @@ describe.skipIf(!available)('vmdk images made by qemu-img read back byte-identic
       const img = p(`${subformat}-${size}.vmdk`);
       qemuImg('create', '-q', '-f', 'vmdk', '-o', `subformat=${subformat}`, img, String(size));
       qemuIo(img, scatteredWrites(size), 'vmdk');
-      await compareWithQemu(img, { map: subformat === 'monolithicSparse' });
+      await compareWithQemu(img, { map: subformat === 'monolithicSparse' ? true : 'without offsets' });
     }, 60_000);
   }
 
@@ -130,7 +134,7 @@ describe.skipIf(!available)('vmdk images made by qemu-img read back byte-identic
     fs.closeSync(fd);
     const img = p('stream.vmdk');
     qemuImg('convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', raw, img);
-    await compareWithQemu(img);
+    await compareWithQemu(img, { map: true });
     const d = await openVmdk(img);
     expect(d.node.info()).toMatchObject({ createType: 'streamOptimized' });
     await d.close();
@@ -179,7 +183,7 @@ describe.skipIf(!available)('vmdk info, probing and parents against qemu-img', (
     qemuIo(base, ['write -P 0x01 0 1M', 'write -P 0x02 3M 1M'], 'vmdk');
     qemuImg('create', '-q', '-f', 'vmdk', '-b', 'base.vmdk', '-F', 'vmdk', top);
     qemuIo(top, ['write -P 0x03 512k 1M', 'write -P 0x04 3M 4k'], 'vmdk');
-    await compareWithQemu(top, { map: false });
+    await compareWithQemu(top, { map: true });
     const d = await openVmdk(top);
     const info = d.node.info() as { backingFile: string; parentCid: number };
     expect(info.backingFile).toBe('base.vmdk');
@@ -514,7 +518,7 @@ describe.skipIf(!available)("VMware's stream layout: the grain directory named i
     const stream = Buffer.concat([b, footerMarker, header, Buffer.alloc(512)]);
     stream.writeBigUInt64LE(0xffffffffffffffffn, 56);
     fs.writeFileSync(img, stream);
-    await compareWithQemu(img);
+    await compareWithQemu(img, { map: true });
   });
 });
 
