@@ -323,6 +323,27 @@ describe.skipIf(!available)('writes through our vmdk driver are read by qemu-img
     judge(img, model);
   });
 
+  for (const zeroed of [true, false]) {
+    it(`writeZeroes ${zeroed ? 'makes whole grains zeroed grains (zeroed_grain=on)' : 'writes zeros (no zeroed grains)'}, qemu-img agrees`, async () => {
+      const img = p(`wz-${zeroed}.vmdk`);
+      qemuImg('create', '-q', '-f', 'vmdk', ...(zeroed ? ['-o', 'zeroed_grain=on'] : []), img, '2M');
+      qemuIo(img, ['write -P 0x99 0 2M'], 'vmdk');
+      const before = fs.statSync(img).size;
+      const d = await openVmdk(img, false);
+      await d.writeZeroes(100_000, 600_000);
+      await d.writeZeroes(1536 * 1024, 512 * 1024);
+      await d.close();
+      const model = new Uint8Array(2 * MiB).fill(0x99);
+      model.fill(0, 100_000, 700_000);
+      model.fill(0, 1536 * 1024);
+      judge(img, model);
+      expect(fs.statSync(img).size).toBe(before);
+      const zeroGrains = referenceMap(img).filter((e) => e.zero && !e.data).reduce((n, e) => n + e.length, 0);
+      // Grains 2..9 and 24..31 wholly inside the ranges (64 KiB grains).
+      expect(zeroGrains).toBe(zeroed ? 16 * 64 * 1024 : 0);
+    });
+  }
+
   it('streamOptimized takes no random writes (as QEMU)', async () => {
     const img = p('w-stream.vmdk');
     qemuImg('create', '-q', '-f', 'vmdk', '-o', 'subformat=streamOptimized', img, '1M');

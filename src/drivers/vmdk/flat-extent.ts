@@ -26,6 +26,10 @@ export class FlatExtent {
     return this.file.write(this.fileOffset + offset, data, true);
   }
 
+  writeZeroes(offset: number, length: number): Promise<void> {
+    return this.file.writeZeroes(this.fileOffset + offset, length);
+  }
+
   info(filename: string | undefined, type: string): Record<string, unknown> {
     return { filename, format: type, virtualSize: this.length };
   }

@@ -28,14 +28,26 @@ export function vmdkInstance(d: VmdkDisk): DriverInstance {
   const last = extents[extents.length - 1];
   const size = last ? last.extent.start + last.extent.length : 0;
 
-  /** Runs `op` on each extent's part of [offset, offset + length). */
-  const eachExtent = async (offset: number, length: number, op: (e: OpenExtent, at: number, from: number, n: number) => Promise<void>) => {
+  // Plain loops over the extents a request spans: no closure per request on the I/O path.
+  const read = async (offset: number, buffer: Uint8Array): Promise<void> => {
+    let pos = 0;
+    while (pos < buffer.length) {
+      const { extent } = extentAt(extents, offset + pos);
+      const at = offset + pos - extent.start;
+      const n = Math.min(buffer.length - pos, extent.length - at);
+      await extent.read(at, buffer.subarray(pos, pos + n));
+      pos += n;
+    }
+  };
+  const write = async (offset: number, data: Uint8Array | undefined, length: number): Promise<void> => {
     let pos = 0;
     while (pos < length) {
       const e = extentAt(extents, offset + pos);
+      if (e.readOnly) throw new BlockError('EROFS', `vmdk: extent '${e.filename}' is read-only (RDONLY in the descriptor)`, { offset: offset + pos, node: nodeName });
       const at = offset + pos - e.extent.start;
       const n = Math.min(length - pos, e.extent.length - at);
-      await op(e, at, pos, n);
+      if (data) await e.extent.write(at, data.subarray(pos, pos + n));
+      else await e.extent.writeZeroes(at, n);
       pos += n;
     }
   };
@@ -43,12 +55,9 @@ export function vmdkInstance(d: VmdkDisk): DriverInstance {
   return {
     alignment: 1,
     length: () => size,
-    read: (offset, buffer) => eachExtent(offset, buffer.length, (e, at, from, n) => e.extent.read(at, buffer.subarray(from, from + n))),
-    write: (offset, data) =>
-      eachExtent(offset, data.length, (e, at, from, n) => {
-        if (e.readOnly) return Promise.reject(new BlockError('EROFS', `vmdk: extent '${e.filename}' is read-only (RDONLY in the descriptor)`, { offset: offset + from, node: nodeName }));
-        return e.extent.write(at, data.subarray(from, from + n));
-      }),
+    read,
+    write: (offset, data) => write(offset, data, data.length),
+    writeZeroes: (offset, length) => write(offset, undefined, length),
     // VMDK has no discard (QEMU neither): the range keeps its data.
     discard: async () => {},
     async flush() {

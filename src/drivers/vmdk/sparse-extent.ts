@@ -196,6 +196,44 @@ export class SparseExtent {
     }
   }
 
+  /**
+   * Makes a range read as zeros: whole grains become zeroed grains (with FLAG_ZERO_GRAIN, as
+   * QEMU's zeroed_grain), the rest is written with zeros.
+   */
+  async writeZeroes(offset: number, length: number): Promise<void> {
+    const gb = this.grainBytes;
+    let pos = 0;
+    while (pos < length) {
+      const at = offset + pos;
+      const inGrain = at % gb;
+      const n = Math.min(length - pos, gb - inGrain);
+      if (this.layout.zeroGrain && !this.compressed && n === gb) await this.zeroGrain(at);
+      else await this.write(at, this.zeros(n));
+      pos += n;
+    }
+  }
+
+  private zeroBuffer = new Uint8Array(0);
+  /** `n` zero bytes (one buffer of at most a grain, shared: it is never written to). */
+  private zeros(n: number): Uint8Array {
+    if (this.zeroBuffer.length < n) this.zeroBuffer = new Uint8Array(this.grainBytes);
+    return this.zeroBuffer.subarray(0, n);
+  }
+
+  /** Points the grain at `grainStart` at no data and marks it zeroed (its old data, if any, stays unused in the file, as in QEMU). */
+  private async zeroGrain(grainStart: number): Promise<void> {
+    await this.lock.acquire();
+    try {
+      if ((await this.run(grainStart, this.grainBytes)).kind === 'zero') return;
+      const g = grainStart / this.grainBytes;
+      const gtIndex = Math.floor(g / this.layout.gtEntries);
+      if (this.gd[gtIndex] === 0) await this.newGrainTable(gtIndex);
+      await this.setEntry(gtIndex, g % this.layout.gtEntries, L.GTE_ZEROED);
+    } finally {
+      this.lock.release();
+    }
+  }
+
   /** `n` sectors at the end of the file; refused past what 32-bit grain table entries address. */
   private take(n: number): number {
     const s = this.nextSector;
