@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, vmdkDriver } from '../../src/index.js';
+import { run } from '../helpers/tools.js';
 import { haveQemuTools, ourMap, qemuImg, qemuIo, referenceMap, setQemuCwd } from '../helpers/qemu-images.js';
 
 const available = haveQemuTools();
@@ -343,6 +344,25 @@ describe.skipIf(!available)('writes through our vmdk driver are read by qemu-img
       expect(zeroGrains).toBe(zeroed ? 16 * 64 * 1024 : 0);
     });
   }
+
+  it('the first write gives the image a new CID: qemu-img sees it, and an overlay made before then no longer reads through', async () => {
+    const base = p('cid-w-base.vmdk');
+    const top = p('cid-w-top.vmdk');
+    qemuImg('create', '-q', '-f', 'vmdk', base, '1M');
+    qemuImg('create', '-q', '-f', 'vmdk', '-b', 'cid-w-base.vmdk', '-F', 'vmdk', top);
+    const cidOf = (img: string) => (JSON.parse(qemuImg('info', '--output=json', img)) as { 'format-specific': { data: { cid: number } } })['format-specific'].data.cid;
+    const before = cidOf(base);
+    const d = await openVmdk(base, false);
+    await d.write(0, new Uint8Array(512).fill(1));
+    await d.write(4096, new Uint8Array(512).fill(2));
+    const ours = (d.node.info() as { cid: number }).cid;
+    await d.close();
+    expect(ours).not.toBe(before);
+    expect(cidOf(base)).toBe(ours);
+    expect(qemuImg('check', '-f', 'vmdk', base)).toContain('No errors were found');
+    const r = await run('qemu-io', ['-f', 'vmdk', '-c', 'read 0 512', top]);
+    expect(`${r.stdout}${r.stderr}`).toMatch(/read failed: Invalid argument/);
+  });
 
   it('streamOptimized takes no random writes (as QEMU)', async () => {
     const img = p('w-stream.vmdk');

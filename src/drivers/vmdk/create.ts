@@ -5,6 +5,7 @@ import type { BlockNode } from '../../node/node.js';
 import { parseOptions } from '../../options/zod-error.js';
 import { dirName, isAbsolutePath, joinPath, readFileHead } from '../../platform/files.js';
 import { locationOf } from '../qcow2/backing.js';
+import { newCid } from './cid.js';
 import { descriptorFor, newSparseHeader, newSparseLayout } from './create-layout.js';
 import { descriptorText, parseDescriptor } from './descriptor.js';
 import { hasSparseMagic, parseSparseHeader } from './header.js';
@@ -61,9 +62,6 @@ async function parentCid(file: BlockNode, backing: CreateBacking): Promise<numbe
   if (cid === undefined) throw new BlockError('ECORRUPT', `vmdk: the parent '${name}' has no CID`, { field: 'backing_file', path: name });
   return cid;
 }
-
-/** A random 32-bit content id (QEMU: g_random_int). */
-const newCid = () => Math.floor(Math.random() * 2 ** 32) >>> 0;
 
 /**
  * Lays out a new, empty sparse image on `file` as qemu-img does (header, embedded descriptor,

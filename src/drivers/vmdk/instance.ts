@@ -1,6 +1,7 @@
 import { BlockError } from '../../errors.js';
 import type { BlockStatus, DriverInstance } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
+import { newCid, withCid } from './cid.js';
 import type { OpenExtent } from './extent.js';
 import type { OpenedDisk } from './open-extents.js';
 
@@ -39,7 +40,24 @@ export function vmdkInstance(d: VmdkDisk): DriverInstance {
       pos += n;
     }
   };
+  // The first write gives the image a new CID (QEMU vmdk_write_cid): overlays made over the old
+  // content see that their parent changed.
+  let cidWritten: Promise<void> | undefined;
+  const writeNewCid = async () => {
+    const area = d.descriptorArea;
+    const cid = newCid();
+    const bytes = area && withCid(area.bytes, cid);
+    if (!area || !bytes || (area.fixed && bytes.length > area.bytes.length)) return;
+    await area.node.write(area.offset, bytes, !area.fixed);
+    await area.node.flush();
+    area.bytes = bytes;
+    d.descriptor.cid = cid;
+  };
   const write = async (offset: number, data: Uint8Array | undefined, length: number): Promise<void> => {
+    await (cidWritten ??= writeNewCid().catch((e: unknown) => {
+      cidWritten = undefined;
+      throw e;
+    }));
     let pos = 0;
     while (pos < length) {
       const e = extentAt(extents, offset + pos);

@@ -18,6 +18,8 @@ export interface OpenedDisk {
   extents: OpenExtent[];
   /** Version of the first sparse extent's header (3 is read-only unless compressed). */
   version: number | undefined;
+  /** Where the descriptor is (a sparse file's embedded area, or the whole descriptor file) and its bytes, to write a new CID. */
+  descriptorArea: { node: BlockNode; offset: number; bytes: Uint8Array; fixed: boolean } | undefined;
 }
 
 const URL_SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
@@ -52,7 +54,8 @@ export async function openDisk(ctx: Pick<OpenContext<unknown>, 'openChild' | 're
     const descriptor = parseDescriptor(meta.descriptor ? descriptorText(meta.descriptor) : '');
     // As QEMU: the file's own header decides, whatever its embedded descriptor says.
     const createType = meta.layout.compressed ? 'streamOptimized' : 'monolithicSparse';
-    return { descriptor, createType, extents: [{ extent, type: '', readOnly: false, filename: locationOf(file)?.name }], version: meta.header.version };
+    const descriptorArea = meta.descriptor ? { node: file, offset: meta.header.descriptorOffset * L.SECTOR, bytes: meta.descriptor, fixed: true } : undefined;
+    return { descriptor, createType, extents: [{ extent, type: '', readOnly: false, filename: locationOf(file)?.name }], version: meta.header.version, descriptorArea };
   }
   await readClamped(file, 0, head);
   const descriptor = parseDescriptor(descriptorText(head));
@@ -83,5 +86,5 @@ export async function openDisk(ctx: Pick<OpenContext<unknown>, 'openChild' | 're
       start += length;
     }
   }
-  return { descriptor, createType, extents, version };
+  return { descriptor, createType, extents, version, descriptorArea: { node: file, offset: 0, bytes: head, fixed: false } };
 }
