@@ -54,10 +54,13 @@ export function vmdkInstance(d: VmdkDisk): DriverInstance {
     d.descriptor.cid = cid;
   };
   const write = async (offset: number, data: Uint8Array | undefined, length: number): Promise<void> => {
-    await (cidWritten ??= writeNewCid().catch((e: unknown) => {
-      cidWritten = undefined;
-      throw e;
-    }));
+    if (cidWritten === undefined) {
+      cidWritten = writeNewCid().catch((e: unknown) => {
+        cidWritten = undefined;
+        throw e;
+      });
+    }
+    await cidWritten;
     let pos = 0;
     while (pos < length) {
       const e = extentAt(extents, offset + pos);
