@@ -364,6 +364,40 @@ describe.skipIf(!available)('writes through our vmdk driver are read by qemu-img
     expect(`${r.stdout}${r.stderr}`).toMatch(/read failed: Invalid argument/);
   });
 
+  it('parallel random writes (disjoint, many new grains at once) match a model', async () => {
+    const img = p('w-parallel.vmdk');
+    qemuImg('create', '-q', '-f', 'vmdk', img, '8M');
+    const model = new Uint8Array(8 * MiB);
+    const rnd = prng(4242);
+    const d = await openVmdk(img, false);
+    // 64 writes in 64 disjoint 128 KiB slots, each at a random place and length inside its slot.
+    await Promise.all(
+      Array.from({ length: 64 }, (_, k) => {
+        const slot = k * 128 * 1024;
+        const off = slot + Math.floor(rnd() * 64 * 1024);
+        const data = new Uint8Array(1 + Math.floor(rnd() * 64 * 1024)).fill(k + 1);
+        model.set(data, off);
+        return d.write(off, data);
+      }),
+    );
+    await d.close();
+    judge(img, model);
+  });
+
+  it('version 3 sparse files open read-only only; RDONLY extents refuse writes', async () => {
+    const v3 = p('w-v3.vmdk');
+    qemuImg('create', '-q', '-f', 'vmdk', v3, '1M');
+    patch(v3, 4, u32(3));
+    await expect(openVmdk(v3, false)).rejects.toMatchObject({ code: 'EINVAL', field: 'version' });
+    await (await openVmdk(v3, true)).close();
+    const flat = p('w-rdonly.vmdk');
+    qemuImg('create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', flat, '1M');
+    fs.writeFileSync(flat, fs.readFileSync(flat, 'latin1').replace('RW 2048 FLAT', 'RDONLY 2048 FLAT'), 'latin1');
+    const d = await openVmdk(flat, false);
+    await expect(d.write(0, new Uint8Array(512))).rejects.toMatchObject({ code: 'EROFS' });
+    await d.close();
+  });
+
   it('streamOptimized takes no random writes (as QEMU)', async () => {
     const img = p('w-stream.vmdk');
     qemuImg('create', '-q', '-f', 'vmdk', '-o', 'subformat=streamOptimized', img, '1M');
