@@ -151,17 +151,84 @@ export class SparseExtent {
     if (this.compressed) {
       throw new BlockError('ENOTSUP', 'vmdk: a streamOptimized (compressed) extent takes no random writes', { offset: this.start + offset, field: 'createType' });
     }
-    const gb = this.grainBytes;
     let pos = 0;
     while (pos < data.length) {
       const at = offset + pos;
-      const inGrain = at % gb;
-      const piece = data.subarray(pos, pos + Math.min(data.length - pos, gb - inGrain));
-      const r = await this.run(at, piece.length);
-      if (r.kind === 'data') await this.file.write(r.host, piece, true);
-      else await this.allocate(at - inGrain, inGrain, piece);
-      pos += piece.length;
+      const r = await this.run(at, data.length - pos);
+      const part = data.subarray(pos, pos + r.length);
+      if (r.kind === 'data') await this.file.write(r.host, part, true);
+      else await this.allocateRun(at, part);
+      pos += r.length;
     }
+  }
+
+  /**
+   * New grains for a run of unallocated (or zeroed) grains of one grain table: all their data
+   * is written, then one flush, then one write of their table entries (and redundant ones).
+   * If another request allocated part of the run meanwhile, grain by grain instead.
+   */
+  private async allocateRun(at: number, piece: Uint8Array): Promise<void> {
+    let done = false;
+    await this.lock.acquire();
+    try {
+      const again = await this.run(at, piece.length);
+      if (again.kind !== 'data' && again.length === piece.length) {
+        await this.fillNewGrains(at, piece, again.kind === 'unallocated');
+        done = true;
+      }
+    } finally {
+      this.lock.release();
+    }
+    const gb = this.grainBytes;
+    for (let pos = 0; !done && pos < piece.length; ) {
+      const a = at + pos;
+      const inGrain = a % gb;
+      const sub = piece.subarray(pos, pos + Math.min(piece.length - pos, gb - inGrain));
+      const r = await this.run(a, sub.length);
+      if (r.kind === 'data') await this.file.write(r.host, sub, true);
+      else await this.allocate(a - inGrain, inGrain, sub);
+      pos += sub.length;
+    }
+  }
+
+  /** Under the lock: consecutive new grains for [at, at + piece.length), one grain table's worth at most. */
+  private async fillNewGrains(at: number, piece: Uint8Array, fromBacking: boolean): Promise<void> {
+    const gb = this.grainBytes;
+    const first = Math.floor(at / gb);
+    const count = Math.floor((at + piece.length - 1) / gb) - first + 1;
+    const gtIndex = Math.floor(first / this.layout.gtEntries);
+    if (this.gd[gtIndex] === 0) await this.newGrainTable(gtIndex);
+    const sector0 = this.take(count * this.header.grainSectors);
+    const host0 = sector0 * L.SECTOR;
+    // The grains are consecutive in the file as in the piece: the whole ones go in one write,
+    // a partial first or last one is completed first.
+    const head = at % gb;
+    const end = at + piece.length;
+    const tail = end % gb;
+    let wholeFrom = 0;
+    let wholeTo = piece.length;
+    if (head !== 0 || (count === 1 && piece.length !== gb)) {
+      const n = Math.min(piece.length, gb - head);
+      await this.file.write(host0, await this.wholeGrain(first * gb, head, piece.subarray(0, n), fromBacking), true);
+      wholeFrom = n;
+    }
+    if (tail !== 0 && wholeFrom < piece.length) {
+      const lastStart = end - tail;
+      await this.file.write(host0 + (lastStart - first * gb), await this.wholeGrain(lastStart, 0, piece.subarray(lastStart - at), fromBacking), true);
+      wholeTo = lastStart - at;
+    }
+    if (wholeTo > wholeFrom) await this.file.write(host0 + (at + wholeFrom - first * gb), piece.subarray(wholeFrom, wholeTo), true);
+    await this.file.flush();
+    await this.setEntries(gtIndex, first % this.layout.gtEntries, count, sector0, this.header.grainSectors);
+  }
+
+  /** A whole grain around `piece` (at `inGrain`): the rest from the backing file (not for a zeroed grain) or zeros. */
+  private async wholeGrain(grainStart: number, inGrain: number, piece: Uint8Array, fromBacking: boolean): Promise<Uint8Array> {
+    const gb = this.grainBytes;
+    const grain = new Uint8Array(gb);
+    if (fromBacking) await this.fallback(this.start + grainStart, grain.subarray(0, Math.min(gb, this.length - grainStart)));
+    grain.set(piece, inGrain);
+    return grain;
   }
 
   /**
@@ -180,17 +247,11 @@ export class SparseExtent {
       const gtIndex = Math.floor(g / this.layout.gtEntries);
       const i = g % this.layout.gtEntries;
       if (this.gd[gtIndex] === 0) await this.newGrainTable(gtIndex);
-      let grain = piece;
-      if (piece.length !== gb) {
-        grain = new Uint8Array(gb);
-        // A zeroed grain reads zeros: the backing file does not show through it (QEMU).
-        if (again.kind === 'unallocated') await this.fallback(this.start + grainStart, grain.subarray(0, Math.min(gb, this.length - grainStart)));
-        grain.set(piece, inGrain);
-      }
+      const grain = piece.length === gb ? piece : await this.wholeGrain(grainStart, inGrain, piece, again.kind === 'unallocated');
       const sector = this.take(this.header.grainSectors);
       await this.file.write(sector * L.SECTOR, grain, true);
       await this.file.flush();
-      await this.setEntry(gtIndex, i, sector);
+      await this.setEntries(gtIndex, i, 1, sector, 0);
     } finally {
       this.lock.release();
     }
@@ -228,7 +289,7 @@ export class SparseExtent {
       const g = grainStart / this.grainBytes;
       const gtIndex = Math.floor(g / this.layout.gtEntries);
       if (this.gd[gtIndex] === 0) await this.newGrainTable(gtIndex);
-      await this.setEntry(gtIndex, g % this.layout.gtEntries, L.GTE_ZEROED);
+      await this.setEntries(gtIndex, g % this.layout.gtEntries, 1, L.GTE_ZEROED, 0);
     } finally {
       this.lock.release();
     }
@@ -266,18 +327,21 @@ export class SparseExtent {
     this.gd[gtIndex] = gt;
   }
 
-  /** Points entry `i` of grain table `gtIndex` (and of its redundant twin) at `sector`. */
-  private async setEntry(gtIndex: number, i: number, sector: number): Promise<void> {
+  /** Points entries i..i+count-1 of grain table `gtIndex` (and of its redundant twin) at `first`, `first + step`, … */
+  private async setEntries(gtIndex: number, i: number, count: number, first: number, step: number): Promise<void> {
     const at = this.gd[gtIndex] * L.SECTOR;
     this.pinned.add(at);
     try {
       const t = await this.table(gtIndex);
-      const entry = new Uint8Array(4);
-      new DataView(entry.buffer).setUint32(0, sector, true);
-      t[i] = sector;
-      await this.file.write(at + i * 4, entry);
+      const entries = new Uint8Array(count * 4);
+      const v = new DataView(entries.buffer);
+      for (let k = 0; k < count; k++) {
+        v.setUint32(k * 4, first + k * step, true);
+        t[i + k] = first + k * step;
+      }
+      await this.file.write(at + i * 4, entries);
       const rgt = this.rgd?.[gtIndex] ?? 0;
-      if (rgt !== 0) await this.file.write(rgt * L.SECTOR + i * 4, entry);
+      if (rgt !== 0) await this.file.write(rgt * L.SECTOR + i * 4, entries);
     } finally {
       this.pinned.delete(at);
     }
