@@ -492,6 +492,12 @@ describe.skipIf(!available)('hostile vmdk images give a clear BlockError within 
     await expectRefused(img, 'ECORRUPT', /grain table entry 1 .* past the end of the file/);
   });
 
+  it('a grain table entry pointing into the metadata', async () => {
+    const img = sparseImage('h-gt-meta.vmdk');
+    patch(img, tables(img).gt0 + 4, u32(tables(img).gd / 512));
+    await expectRefused(img, 'ECORRUPT', /inside the metadata/);
+  });
+
   it('absurd capacities, grain sizes and table sizes', async () => {
     const cases: [number, Uint8Array, RegExp][] = [
       [12, u64(1n << 60n), /capacity/],

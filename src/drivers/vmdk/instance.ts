@@ -73,6 +73,11 @@ export function vmdkInstance(d: VmdkDisk): DriverInstance {
     }
   };
 
+  const flush = async () => {
+    const files = new Set(extents.map((e) => e.extent.file));
+    for (const f of files) await f.flush();
+  };
+
   return {
     alignment: 1,
     length: () => size,
@@ -81,10 +86,7 @@ export function vmdkInstance(d: VmdkDisk): DriverInstance {
     writeZeroes: (offset, length) => write(offset, undefined, length),
     // VMDK has no discard (QEMU neither): the range keeps its data.
     discard: async () => {},
-    async flush() {
-      const files = new Set(extents.map((e) => e.extent.file));
-      for (const f of files) await f.flush();
-    },
+    flush,
     async blockStatus(offset, length): Promise<BlockStatus> {
       const e = extentAt(extents, offset);
       const at = offset - e.extent.start;
@@ -108,7 +110,8 @@ export function vmdkInstance(d: VmdkDisk): DriverInstance {
       }
       return { offset, length: r.length, data: false, zero: true, allocated: false, depth: 0 };
     },
-    async close() {},
+    // Written data is on its way to the files already; make it durable as QEMU's close does.
+    close: flush,
     info: () => ({
       format: 'vmdk',
       virtualSize: size,

@@ -75,9 +75,11 @@ export class SparseExtent {
     if (e === 0) return { kind: 'unallocated', host: 0, length: 0 };
     if (e === L.GTE_ZEROED && this.layout.zeroGrain) return { kind: 'zero', host: 0, length: 0 };
     const host = e * L.SECTOR;
-    if (host < L.HEADER_BYTES || host >= this.file.length) {
+    // Grains live after the metadata (overHead): one inside it would be read as data and, written, overwrite tables.
+    const metadataEnd = Math.max(L.HEADER_BYTES, this.header.overhead * L.SECTOR);
+    if (host < metadataEnd || host >= this.file.length) {
       const at = this.gd[gtIndex] * L.SECTOR + i * 4;
-      throw new BlockError('ECORRUPT', `vmdk: grain table entry ${i} (byte ${at}) points at ${host}, ${host < L.HEADER_BYTES ? 'the header' : `past the end of the file (${this.file.length} bytes)`}`, {
+      throw new BlockError('ECORRUPT', `vmdk: grain table entry ${i} (byte ${at}) points at ${host}, ${host < metadataEnd ? `inside the metadata (before byte ${metadataEnd})` : `past the end of the file (${this.file.length} bytes)`}`, {
         offset: at,
         field: 'grain table entry',
       });
