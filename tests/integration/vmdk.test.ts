@@ -161,6 +161,19 @@ describe.skipIf(!available)('vmdk info, probing and parents against qemu-img', (
     await d.close();
   });
 
+  for (const subformat of ['monolithicSparse', 'streamOptimized', 'twoGbMaxExtentFlat', 'twoGbMaxExtentSparse']) {
+    it(`info().formatSpecific of ${subformat} is qemu-img info's "format-specific", key for key`, async () => {
+      const img = p(`fs-${subformat}.vmdk`);
+      qemuImg('create', '-q', '-f', 'vmdk', '-o', `subformat=${subformat}`, img, String(2 * GiB + 3 * MiB));
+      const q = JSON.parse(qemuImg('info', '--output=json', img)) as { 'format-specific': unknown; 'cluster-size'?: number };
+      const d = await openVmdk(img);
+      const info = d.node.info() as { formatSpecific: unknown; clusterSize?: number };
+      expect(JSON.stringify(info.formatSpecific)).toBe(JSON.stringify(q['format-specific']));
+      expect(info.clusterSize).toBe(q['cluster-size']);
+      await d.close();
+    });
+  }
+
   it("driver 'auto' probes a sparse file and a descriptor file as vmdk, and raw data as raw", async () => {
     const sparse = p('probe-sparse.vmdk');
     const flat = p('probe-flat.vmdk');

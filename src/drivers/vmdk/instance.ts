@@ -122,6 +122,30 @@ export function vmdkInstance(d: VmdkDisk): DriverInstance {
       backingFormat: d.descriptor.parentFileNameHint === undefined ? undefined : 'vmdk',
       backingNode: d.backing()?.name,
       extents: extents.map((e) => e.extent.info(e.filename, e.type)),
+      clusterSize: extents[0] && 'grainBytes' in extents[0].extent ? extents[0].extent.grainBytes : undefined,
+      formatSpecific: formatSpecific(d),
     }),
+  };
+}
+
+/** qemu-img info's "format-specific" object for a vmdk, keys in its order. */
+function formatSpecific(d: VmdkDisk): Record<string, unknown> {
+  return {
+    type: 'vmdk',
+    data: {
+      cid: d.descriptor.cid,
+      'parent-cid': d.descriptor.parentCid,
+      'create-type': d.createType,
+      extents: d.extents.map(({ extent, filename, type }) => {
+        const sparse = 'grainBytes' in extent;
+        return {
+          ...(sparse && extent.layout.compressed ? { compressed: true } : {}),
+          'virtual-size': extent.length,
+          filename,
+          ...(sparse ? { 'cluster-size': extent.grainBytes } : {}),
+          format: type,
+        };
+      }),
+    },
   };
 }
