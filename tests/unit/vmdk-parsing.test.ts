@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BlockError } from '../../src/errors.js';
+import { vmdkDriver } from '../../src/drivers/vmdk/index.js';
 import { descriptorText, parseDescriptor, probeDescriptor } from '../../src/drivers/vmdk/descriptor.js';
 import { hasSparseMagic, parseFooter, parseSparseHeader, sparseLayout } from '../../src/drivers/vmdk/header.js';
 import { checkNoOverlaps, type MetadataRange } from '../../src/drivers/vmdk/overlaps.js';
@@ -50,6 +51,12 @@ describe('vmdk sparse header', () => {
     expect(() => parseSparseHeader(header((v) => v.setBigUint64(20, 0x200001n, true)))).toThrow(/'grainSize' \(byte 20\)/);
     expect(() => parseSparseHeader(header((v) => v.setBigUint64(12, 1n << 63n, true)))).toThrow(/'capacity' \(byte 12\)/);
     expect(() => parseSparseHeader(new Uint8Array(100))).toThrow(/512 bytes/);
+    const cowd = new Uint8Array(512);
+    cowd.set(new TextEncoder().encode('COWD'));
+    expect(code(() => parseSparseHeader(cowd))).toBe('ENOTSUP');
+    expect(vmdkDriver.probe!(cowd)).toBe(100);
+    expect(vmdkDriver.probe!(header())).toBe(100);
+    expect(vmdkDriver.probe!(new Uint8Array(512).fill(0x41))).toBe(0);
   });
 
   it('refuses directories outside the file or on top of each other', () => {

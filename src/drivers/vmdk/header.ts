@@ -51,6 +51,11 @@ export function hasSparseMagic(head: Uint8Array): boolean {
   return head.length >= 4 && head[0] === 0x4b && head[1] === 0x44 && head[2] === 0x4d && head[3] === 0x56;
 }
 
+/** True when `head` starts with the magic of VMDK3's sparse extents ("COWD", ESX's vmfsSparse), which we do not read. */
+export function hasCowdMagic(head: Uint8Array): boolean {
+  return head.length >= 4 && head[0] === 0x43 && head[1] === 0x4f && head[2] === 0x57 && head[3] === 0x44;
+}
+
 /** A 64-bit sector count or offset, refused above `max` before it becomes a number. */
 function sectors(v: DataView, field: Field, max: number, base: number): number {
   const x = v.getBigUint64(FIELD_OFFSETS[field], true);
@@ -61,6 +66,7 @@ function sectors(v: DataView, field: Field, max: number, base: number): number {
 /** Parses one header sector (`base`: where it was read, the start of the file or the footer). */
 export function parseSparseHeader(buf: Uint8Array, base = 0): SparseHeader {
   if (buf.length < L.HEADER_BYTES) throw headerError('magic', `the header needs ${L.HEADER_BYTES} bytes, the file has ${buf.length}`, base);
+  if (hasCowdMagic(buf)) throw headerError('magic', 'VMDK3 (COWD, vmfsSparse) sparse extents are not supported', base, 'ENOTSUP');
   if (!hasSparseMagic(buf)) throw headerError('magic', 'not a VMDK sparse extent (no KDMV magic)', base);
   const v = new DataView(buf.buffer, buf.byteOffset, L.HEADER_BYTES);
   const version = v.getUint32(FIELD_OFFSETS.version, true);

@@ -4,7 +4,7 @@ import { type DriverInstance, defineDriver } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { vmdkCreator } from './create.js';
 import { probeDescriptor } from './descriptor.js';
-import { hasSparseMagic } from './header.js';
+import { hasCowdMagic, hasSparseMagic } from './header.js';
 import { vmdkInstance } from './instance.js';
 import { openDisk } from './open-extents.js';
 import { checkParentCid, openParent } from './parent.js';
@@ -22,7 +22,8 @@ export const vmdkDriver = defineDriver({
   name: 'vmdk',
   capabilities: { kind: 'format', supportsBacking: true, keepsMetadata: true },
   schema,
-  probe: (head: Uint8Array) => (hasSparseMagic(head) ? 100 : probeDescriptor(head)),
+  // COWD too, as QEMU: such a file must not be taken for raw (open then says it is not supported).
+  probe: (head: Uint8Array) => (hasSparseMagic(head) || hasCowdMagic(head) ? 100 : probeDescriptor(head)),
   children: { file: 'required', backing: 'optional' },
   create: vmdkCreator,
   async open(ctx): Promise<DriverInstance> {

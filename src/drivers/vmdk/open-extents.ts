@@ -6,7 +6,7 @@ import { locationOf } from '../qcow2/backing.js';
 import { type Descriptor, DESCRIPTOR_CREATE_TYPES, descriptorText, parseDescriptor } from './descriptor.js';
 import type { OpenExtent } from './extent.js';
 import { FlatExtent } from './flat-extent.js';
-import { hasSparseMagic } from './header.js';
+import { hasCowdMagic, hasSparseMagic } from './header.js';
 import * as L from './limits.js';
 import { readSparseMetadata } from './open-sparse.js';
 import { type Fallback, readClamped, SparseExtent } from './sparse-extent.js';
@@ -49,7 +49,7 @@ export async function openDisk(ctx: Pick<OpenContext<unknown>, 'openChild' | 're
   const head = new Uint8Array(Math.min(file.length, L.MAX_DESCRIPTOR_BYTES));
   if (head.length < 4) throw new BlockError('ECORRUPT', `vmdk: the file is too small (${file.length} bytes) to be an image`, { field: 'file', node: ctx.nodeName });
   await readClamped(file, 0, head.subarray(0, Math.min(head.length, L.HEADER_BYTES)));
-  if (hasSparseMagic(head)) {
+  if (hasSparseMagic(head) || hasCowdMagic(head)) {
     const { extent, meta } = await sparseExtent(file, 0, fallback);
     const descriptor = parseDescriptor(meta.descriptor ? descriptorText(meta.descriptor) : '');
     // As QEMU: the file's own header decides, whatever its embedded descriptor says.
