@@ -84,6 +84,8 @@ export function vmdkInstance(d: VmdkDisk): DriverInstance {
     read,
     write: (offset, data) => write(offset, data, data.length),
     writeZeroes: (offset, length) => write(offset, undefined, length),
+    // Stream extents take whole grains compressed; other extents store the grain as it is (QEMU too).
+    writeCompressed: (offset, data) => write(offset, data, data.length),
     // VMDK has no discard (QEMU neither): the range keeps its data.
     discard: async () => {},
     flush,
@@ -111,7 +113,10 @@ export function vmdkInstance(d: VmdkDisk): DriverInstance {
       return { offset, length: r.length, data: false, zero: true, allocated: false, depth: 0 };
     },
     // Written data is on its way to the files already; make it durable as QEMU's close does.
-    close: flush,
+    async close() {
+      for (const e of extents) if ('grainBytes' in e.extent) await e.extent.close();
+      await flush();
+    },
     info: () => ({
       format: 'vmdk',
       virtualSize: size,

@@ -1,7 +1,7 @@
 import { BlockError } from '../../errors.js';
 import type { BlockNode } from '../../node/node.js';
 import { AsyncLock } from '../qcow2/async-lock.js';
-import { CompressedGrains } from './compressed-grain.js';
+import { CompressedGrains, deflateGrain } from './compressed-grain.js';
 import type { SparseHeader, SparseLayout } from './header.js';
 import * as L from './limits.js';
 
@@ -150,9 +150,7 @@ export class SparseExtent {
 
   /** Writes `data` at extent offset `offset`: into allocated grains in place, new grains at the end of the file. */
   async write(offset: number, data: Uint8Array): Promise<void> {
-    if (this.compressed) {
-      throw new BlockError('ENOTSUP', 'vmdk: a streamOptimized (compressed) extent takes no random writes', { offset: this.start + offset, field: 'createType' });
-    }
+    if (this.compressed) return this.appendCompressed(offset, data);
     let pos = 0;
     while (pos < data.length) {
       const at = offset + pos;
@@ -257,6 +255,51 @@ export class SparseExtent {
     } finally {
       this.lock.release();
     }
+  }
+
+  /**
+   * A stream (compressed) extent takes whole new grains only, as QEMU: each is deflated behind
+   * a grain marker at the end of the file, flushed, then named in the grain table. Random
+   * writes (part of a grain, a grain written before) are refused.
+   */
+  private async appendCompressed(offset: number, data: Uint8Array): Promise<void> {
+    const gb = this.grainBytes;
+    const refuse = (code: 'EINVAL' | 'EIO', why: string) => new BlockError(code, `vmdk: a streamOptimized extent ${why}`, { offset: this.start + offset, field: 'createType' });
+    if (offset % gb !== 0 || (data.length % gb !== 0 && offset + data.length !== this.length)) throw refuse('EINVAL', 'takes whole grains only (no random writes)');
+    for (let pos = 0; pos < data.length; pos += gb) {
+      const grain = data.subarray(pos, pos + gb);
+      const at = offset + pos;
+      const packed = await deflateGrain(grain);
+      await this.lock.acquire();
+      try {
+        if ((await this.run(at, grain.length)).kind === 'compressed') throw refuse('EIO', `cannot write grain ${at / gb} again (no random writes)`);
+        const g = at / gb;
+        const gtIndex = Math.floor(g / this.layout.gtEntries);
+        if (this.gd[gtIndex] === 0) await this.newGrainTable(gtIndex);
+        const record = new Uint8Array(L.GRAIN_MARKER_BYTES + packed.length);
+        const v = new DataView(record.buffer);
+        v.setBigUint64(0, BigInt((this.start + at) / L.SECTOR), true);
+        v.setUint32(8, packed.length, true);
+        record.set(packed, L.GRAIN_MARKER_BYTES);
+        const sector = this.take(Math.ceil(record.length / L.SECTOR));
+        await this.file.write(sector * L.SECTOR, record, true);
+        await this.file.flush();
+        await this.setEntries(gtIndex, g % this.layout.gtEntries, 1, sector, 0);
+        this.appended = true;
+      } finally {
+        this.lock.release();
+      }
+    }
+  }
+
+  /** Grains were appended to a stream: it ends with an end-of-stream marker when closed. */
+  private appended = false;
+
+  /** Ends an appended stream with its end-of-stream marker (a zero sector), as QEMU does on close. */
+  async close(): Promise<void> {
+    if (!this.appended) return;
+    this.appended = false;
+    await this.file.write(this.nextSector * L.SECTOR, new Uint8Array(L.SECTOR), true);
   }
 
   /**
