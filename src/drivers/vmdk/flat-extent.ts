@@ -1,5 +1,5 @@
 import type { BlockNode } from '../../node/node.js';
-import type { GrainRun } from './sparse-extent.js';
+import type { GrainRun } from './grain-directory.js';
 import { readClamped } from './sparse-extent.js';
 
 /** A flat extent: the guest's bytes as they are, from `fileOffset` of its file (FLAT, VMFS). */

@@ -1,16 +1,10 @@
 import { BlockError } from '../../errors.js';
 import type { BlockNode } from '../../node/node.js';
 import { AsyncLock } from '../qcow2/async-lock.js';
+import { GrainDirectory, type GrainRun } from './grain-directory.js';
 import { CompressedGrains, deflateGrain } from './compressed-grain.js';
 import type { SparseHeader, SparseLayout } from './header.js';
 import * as L from './limits.js';
-
-/** A range of an extent with one status: `host` is where its bytes start in the extent file. */
-export interface GrainRun {
-  kind: 'data' | 'zero' | 'unallocated' | 'compressed';
-  host: number;
-  length: number;
-}
 
 /** Reads what lies under an unallocated range: the backing file at guest `offset`, or zeros. */
 export type Fallback = (offset: number, target: Uint8Array) => Promise<void>;
@@ -18,116 +12,33 @@ export type Fallback = (offset: number, target: Uint8Array) => Promise<void>;
 /** One hosted sparse extent: a grain directory, grain tables and grains in one file (QEMU's VMDK4 extent). */
 export class SparseExtent {
   readonly grainBytes: number;
-  private readonly tables = new Map<number, Uint32Array>();
-  private readonly loading = new Map<number, Promise<Uint32Array>>();
-  /** Grain tables being changed: never evicted (a reload could read them stale). */
-  private readonly pinned = new Set<number>();
+  /** The grain directory and tables: where each grain is. */
+  private readonly dir: GrainDirectory;
   private readonly lock = new AsyncLock();
   private readonly compressed: CompressedGrains | undefined;
-  /** Next free sector at the end of the file (QEMU next_cluster_sector). */
-  private nextSector: number;
 
   constructor(
     readonly file: BlockNode,
     readonly header: SparseHeader,
     readonly layout: SparseLayout,
-    private readonly gd: Uint32Array,
-    private readonly rgd: Uint32Array | undefined,
+    gd: Uint32Array,
+    rgd: Uint32Array | undefined,
     /** Guest offset of the extent's first byte. */
     readonly start: number,
     private readonly fallback: Fallback,
   ) {
     this.grainBytes = layout.grainBytes;
+    this.dir = new GrainDirectory(file, header, layout, gd, rgd);
     this.compressed = layout.compressed ? new CompressedGrains(file, layout.grainBytes, layout.markers) : undefined;
-    const g = header.grainSectors;
-    this.nextSector = Math.ceil(Math.ceil(file.length / L.SECTOR) / g) * g;
+  }
+
+  /** The status of the run of grains from `offset` (extent-relative), at most `length` bytes, within one grain table. */
+  run(offset: number, length: number): Promise<GrainRun> {
+    return this.dir.run(offset, length);
   }
 
   get length(): number {
     return this.layout.capacityBytes;
-  }
-
-  /** The status of the run of grains from `offset` (extent-relative), at most `length` bytes, within one grain table. */
-  async run(offset: number, length: number): Promise<GrainRun> {
-    const { grainBytes: gb } = this;
-    const { gtEntries } = this.layout;
-    const g = Math.floor(offset / gb);
-    const gtIndex = Math.floor(g / gtEntries);
-    const max = Math.min(length, this.length - offset, (gtIndex + 1) * gtEntries * gb - offset);
-    if (this.gd[gtIndex] === 0) return { kind: 'unallocated', host: 0, length: max };
-    const t = await this.table(gtIndex);
-    const first = g % gtEntries;
-    const r = this.classify(t[first], gtIndex, first);
-    const inGrain = offset - g * gb;
-    if (r.kind === 'data') r.host += inGrain;
-    let len = Math.min(max, gb - inGrain);
-    for (let i = first + 1; len < max && r.kind !== 'compressed'; i++) {
-      const next = this.classify(t[i], gtIndex, i);
-      if (next.kind !== r.kind || (r.kind === 'data' && next.host !== r.host + len)) break;
-      len = Math.min(max, len + gb);
-    }
-    r.length = len;
-    return r;
-  }
-
-  /** What one grain table entry means; a grain outside the file or in the header is ECORRUPT. */
-  private classify(e: number, gtIndex: number, i: number): GrainRun {
-    if (e === 0) return { kind: 'unallocated', host: 0, length: 0 };
-    if (e === L.GTE_ZEROED && this.layout.zeroGrain) return { kind: 'zero', host: 0, length: 0 };
-    const host = e * L.SECTOR;
-    // Grains live after the metadata (overHead): one inside it would be read as data and, written, overwrite tables.
-    const metadataEnd = Math.max(L.HEADER_BYTES, this.header.overhead * L.SECTOR);
-    if (host < metadataEnd || host >= this.file.length) {
-      const at = this.gd[gtIndex] * L.SECTOR + i * 4;
-      throw new BlockError('ECORRUPT', `vmdk: grain table entry ${i} (byte ${at}) points at ${host}, ${host < metadataEnd ? `inside the metadata (before byte ${metadataEnd})` : `past the end of the file (${this.file.length} bytes)`}`, {
-        offset: at,
-        field: 'grain table entry',
-      });
-    }
-    return { kind: this.compressed ? 'compressed' : 'data', host, length: 0 };
-  }
-
-  /** The grain table of directory entry `gtIndex`, read once and kept (bounded). */
-  private table(gtIndex: number): Promise<Uint32Array> {
-    const at = this.gd[gtIndex] * L.SECTOR;
-    const t = this.tables.get(at);
-    if (t) return Promise.resolve(t);
-    let p = this.loading.get(at);
-    if (!p) {
-      p = this.loadTable(gtIndex, at).finally(() => this.loading.delete(at));
-      this.loading.set(at, p);
-    }
-    return p;
-  }
-
-  private async loadTable(gtIndex: number, at: number): Promise<Uint32Array> {
-    const { gtBytes, gtEntries } = this.layout;
-    if (at + gtBytes > this.file.length) {
-      const where = this.layout.gdOffset + gtIndex * 4;
-      throw new BlockError('ECORRUPT', `vmdk: grain directory entry ${gtIndex} (byte ${where}) points at a grain table past the end of the file (${at} + ${gtBytes} > ${this.file.length})`, {
-        offset: where,
-        field: 'grain directory entry',
-      });
-    }
-    const b = new Uint8Array(gtBytes);
-    await this.file.read(at, b);
-    const v = new DataView(b.buffer);
-    const t = new Uint32Array(gtEntries);
-    for (let i = 0; i < gtEntries; i++) t[i] = v.getUint32(i * 4, true);
-    this.remember(at, t);
-    return t;
-  }
-
-  private remember(at: number, t: Uint32Array): void {
-    if (this.tables.size >= L.GT_CACHE_TABLES) {
-      for (const k of this.tables.keys()) {
-        if (!this.pinned.has(k)) {
-          this.tables.delete(k);
-          break;
-        }
-      }
-    }
-    this.tables.set(at, t);
   }
 
   /** Reads `buffer.length` bytes at extent offset `offset`. */
@@ -197,8 +108,8 @@ export class SparseExtent {
     const first = Math.floor(at / gb);
     const count = Math.floor((at + piece.length - 1) / gb) - first + 1;
     const gtIndex = Math.floor(first / this.layout.gtEntries);
-    if (this.gd[gtIndex] === 0) await this.newGrainTable(gtIndex);
-    const sector0 = this.take(count * this.header.grainSectors);
+    await this.dir.ensureTable(gtIndex);
+    const sector0 = this.dir.take(count * this.header.grainSectors);
     const host0 = sector0 * L.SECTOR;
     // The grains are consecutive in the file as in the piece: the whole ones go in one write,
     // a partial first or last one is completed first.
@@ -219,7 +130,7 @@ export class SparseExtent {
     }
     if (wholeTo > wholeFrom) await this.file.write(host0 + (at + wholeFrom - first * gb), piece.subarray(wholeFrom, wholeTo), true);
     await this.file.flush();
-    await this.setEntries(gtIndex, first % this.layout.gtEntries, count, sector0, this.header.grainSectors);
+    await this.dir.setEntries(gtIndex, first % this.layout.gtEntries, count, sector0, this.header.grainSectors);
   }
 
   /** A whole grain around `piece` (at `inGrain`): the rest from the backing file (not for a zeroed grain) or zeros. */
@@ -246,12 +157,12 @@ export class SparseExtent {
       const g = grainStart / gb;
       const gtIndex = Math.floor(g / this.layout.gtEntries);
       const i = g % this.layout.gtEntries;
-      if (this.gd[gtIndex] === 0) await this.newGrainTable(gtIndex);
+      await this.dir.ensureTable(gtIndex);
       const grain = piece.length === gb ? piece : await this.wholeGrain(grainStart, inGrain, piece, again.kind === 'unallocated');
-      const sector = this.take(this.header.grainSectors);
+      const sector = this.dir.take(this.header.grainSectors);
       await this.file.write(sector * L.SECTOR, grain, true);
       await this.file.flush();
-      await this.setEntries(gtIndex, i, 1, sector, 0);
+      await this.dir.setEntries(gtIndex, i, 1, sector, 0);
     } finally {
       this.lock.release();
     }
@@ -275,16 +186,16 @@ export class SparseExtent {
         if ((await this.run(at, grain.length)).kind === 'compressed') throw refuse('EIO', `cannot write grain ${at / gb} again (no random writes)`);
         const g = at / gb;
         const gtIndex = Math.floor(g / this.layout.gtEntries);
-        if (this.gd[gtIndex] === 0) await this.newGrainTable(gtIndex);
+        await this.dir.ensureTable(gtIndex);
         const record = new Uint8Array(L.GRAIN_MARKER_BYTES + packed.length);
         const v = new DataView(record.buffer);
         v.setBigUint64(0, BigInt((this.start + at) / L.SECTOR), true);
         v.setUint32(8, packed.length, true);
         record.set(packed, L.GRAIN_MARKER_BYTES);
-        const sector = this.take(Math.ceil(record.length / L.SECTOR));
+        const sector = this.dir.take(Math.ceil(record.length / L.SECTOR));
         await this.file.write(sector * L.SECTOR, record, true);
         await this.file.flush();
-        await this.setEntries(gtIndex, g % this.layout.gtEntries, 1, sector, 0);
+        await this.dir.setEntries(gtIndex, g % this.layout.gtEntries, 1, sector, 0);
         this.appended = true;
       } finally {
         this.lock.release();
@@ -299,7 +210,7 @@ export class SparseExtent {
   async close(): Promise<void> {
     if (!this.appended) return;
     this.appended = false;
-    await this.file.write(this.nextSector * L.SECTOR, new Uint8Array(L.SECTOR), true);
+    await this.file.write(this.dir.nextSector * L.SECTOR, new Uint8Array(L.SECTOR), true);
   }
 
   /**
@@ -333,62 +244,10 @@ export class SparseExtent {
       if ((await this.run(grainStart, this.grainBytes)).kind === 'zero') return;
       const g = grainStart / this.grainBytes;
       const gtIndex = Math.floor(g / this.layout.gtEntries);
-      if (this.gd[gtIndex] === 0) await this.newGrainTable(gtIndex);
-      await this.setEntries(gtIndex, g % this.layout.gtEntries, 1, L.GTE_ZEROED, 0);
+      await this.dir.ensureTable(gtIndex);
+      await this.dir.setEntries(gtIndex, g % this.layout.gtEntries, 1, L.GTE_ZEROED, 0);
     } finally {
       this.lock.release();
-    }
-  }
-
-  /** `n` sectors at the end of the file; refused past what 32-bit grain table entries address. */
-  private take(n: number): number {
-    const s = this.nextSector;
-    if (s + n > L.MAX_SPARSE_FILE_SECTORS) {
-      throw new BlockError('EFBIG', `vmdk: the sparse extent file would grow past ${L.MAX_SPARSE_FILE_SECTORS} sectors (grain table entries are 32-bit)`, { offset: s * L.SECTOR });
-    }
-    this.nextSector += n;
-    return s;
-  }
-
-  /** A new, empty grain table (and redundant one) for directory entry `gtIndex`: tables on disk and flushed before the directories name them. */
-  private async newGrainTable(gtIndex: number): Promise<void> {
-    const { gtBytes, gtEntries } = this.layout;
-    const sectors = Math.ceil(gtBytes / L.SECTOR);
-    const zeros = new Uint8Array(sectors * L.SECTOR);
-    const gt = this.take(sectors);
-    await this.file.write(gt * L.SECTOR, zeros, true);
-    const rgt = this.rgd ? this.take(sectors) : 0;
-    if (this.rgd) await this.file.write(rgt * L.SECTOR, zeros, true);
-    await this.file.flush();
-    const entry = new Uint8Array(4);
-    new DataView(entry.buffer).setUint32(0, gt, true);
-    await this.file.write(this.layout.gdOffset + gtIndex * 4, entry);
-    if (this.rgd) {
-      new DataView(entry.buffer).setUint32(0, rgt, true);
-      await this.file.write(this.layout.rgdOffset! + gtIndex * 4, entry);
-      this.rgd[gtIndex] = rgt;
-    }
-    this.remember(gt * L.SECTOR, new Uint32Array(gtEntries));
-    this.gd[gtIndex] = gt;
-  }
-
-  /** Points entries i..i+count-1 of grain table `gtIndex` (and of its redundant twin) at `first`, `first + step`, … */
-  private async setEntries(gtIndex: number, i: number, count: number, first: number, step: number): Promise<void> {
-    const at = this.gd[gtIndex] * L.SECTOR;
-    this.pinned.add(at);
-    try {
-      const t = await this.table(gtIndex);
-      const entries = new Uint8Array(count * 4);
-      const v = new DataView(entries.buffer);
-      for (let k = 0; k < count; k++) {
-        v.setUint32(k * 4, first + k * step, true);
-        t[i + k] = first + k * step;
-      }
-      await this.file.write(at + i * 4, entries);
-      const rgt = this.rgd?.[gtIndex] ?? 0;
-      if (rgt !== 0) await this.file.write(rgt * L.SECTOR + i * 4, entries);
-    } finally {
-      this.pinned.delete(at);
     }
   }
 
