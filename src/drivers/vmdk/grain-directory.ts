@@ -43,23 +43,22 @@ export class GrainDirectory {
     if (this.gd[gtIndex] === 0) return { kind: 'unallocated', host: 0, length: max };
     const t = await this.table(gtIndex);
     const first = g % gtEntries;
-    const r = this.classify(t[first], gtIndex, first);
+    // Kinds and hosts as plain numbers while the run grows: one object per answer, none per grain.
+    const kind = this.kindOf(t[first], gtIndex, first);
     const inGrain = offset - g * gb;
-    if (r.kind === 'data') r.host += inGrain;
+    const host = kind === 'data' || kind === 'compressed' ? t[first] * L.SECTOR + (kind === 'data' ? inGrain : 0) : 0;
     let len = Math.min(max, gb - inGrain);
-    for (let i = first + 1; len < max && r.kind !== 'compressed'; i++) {
-      const next = this.classify(t[i], gtIndex, i);
-      if (next.kind !== r.kind || (r.kind === 'data' && next.host !== r.host + len)) break;
+    for (let i = first + 1; len < max && kind !== 'compressed'; i++) {
+      if (this.kindOf(t[i], gtIndex, i) !== kind || (kind === 'data' && t[i] * L.SECTOR !== host + len)) break;
       len = Math.min(max, len + gb);
     }
-    r.length = len;
-    return r;
+    return { kind, host, length: len };
   }
 
-  /** What one grain table entry means; a grain outside the file or in the header is ECORRUPT. */
-  private classify(e: number, gtIndex: number, i: number): GrainRun {
-    if (e === 0) return { kind: 'unallocated', host: 0, length: 0 };
-    if (e === L.GTE_ZEROED && this.layout.zeroGrain) return { kind: 'zero', host: 0, length: 0 };
+  /** What one grain table entry means; a grain outside the file or inside the metadata is ECORRUPT. */
+  private kindOf(e: number, gtIndex: number, i: number): GrainRun['kind'] {
+    if (e === 0) return 'unallocated';
+    if (e === L.GTE_ZEROED && this.layout.zeroGrain) return 'zero';
     const host = e * L.SECTOR;
     // Grains live after the metadata (overHead): one inside it would be read as data and, written, overwrite tables.
     const metadataEnd = Math.max(L.HEADER_BYTES, this.header.overhead * L.SECTOR);
@@ -70,7 +69,7 @@ export class GrainDirectory {
         field: 'grain table entry',
       });
     }
-    return { kind: this.layout.compressed ? 'compressed' : 'data', host, length: 0 };
+    return this.layout.compressed ? 'compressed' : 'data';
   }
 
   /** The grain table of directory entry `gtIndex`, read once and kept (bounded). */
