@@ -14,7 +14,8 @@ export {
   type RequestOptions,
 } from './drive.js';
 export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
-export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, vdiDriver, vhdxDriver, vpcDriver } from './drivers/index.js';
+export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, vdiDriver, vhdxDriver, vmdkDriver, vpcDriver } from './drivers/index.js';
+export type { VdiNodeOptions, VhdxNodeOptions, VmdkNodeOptions } from './drivers/options.js';
 export { throttleFilterDriver } from './drivers/throttle.js';
 export { BlockError, type BlockErrorCode, type BlockErrorContext, isBlockError } from './errors.js';
 export { type AddDirtyBitmapOptions, DirtyBitmaps } from './node/dirty-bitmaps.js';

@@ -18,7 +18,8 @@ export type { DirtyExtentsOptions } from './drive/dirty-extents.js';
 export { createDriveReadStream, type DriveReadStreamOptions } from './drive/node-read-stream.js';
 export { type DriveReadableStreamOptions, driveReadableStream } from './drive/web-stream.js';
 export { fileDriver } from './drivers/file/index.js';
-export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, vdiDriver, vhdxDriver, vpcDriver } from './drivers/index.js';
+export { blkdebugDriver, memoryDriver, nullDriver, qcow2Driver, rawDriver, vdiDriver, vhdxDriver, vmdkDriver, vpcDriver } from './drivers/index.js';
+export type { VdiNodeOptions, VhdxNodeOptions, VmdkNodeOptions } from './drivers/options.js';
 export { nbdDriver } from './drivers/nbd/index.js';
 export { rbdDriver } from './drivers/rbd/adapter.js';
 export {

@@ -9,6 +9,7 @@ import type { memoryDriver } from './memory.js';
 import type { nullDriver } from './null.js';
 import type { qcow2Driver } from './qcow2/index.js';
 import type { rawDriver } from './raw.js';
+import type { vmdkDriver } from './vmdk/index.js';
 import type { ThrottleFilterSchema } from './throttle.js';
 import type { vhdxDriver } from './vhdx/index.js';
 import type { vpcDriver } from './vpc/index.js';
@@ -91,6 +92,13 @@ export type VdiNodeOptions = DriverNodeOptions<'vdi', (typeof vdiDriver)['schema
   /** The node holding the VDI image. */
   file: ChildNodeOptions;
 };
+/** Options of a `vmdk` node over its `file` (a sparse image or a descriptor), with an optional `backing` (the parent). */
+export type VmdkNodeOptions = Omit<DriverNodeOptions<'vmdk', (typeof vmdkDriver)['schema']>, 'backingChain'> & {
+  /** The node holding the sparse image or the descriptor (extent files it names open beside it). */
+  file: ChildNodeOptions;
+  /** The parent image (QEMU `backing`); default: the one the descriptor names, null: none. */
+  backing?: ChildNodeOptions | null;
+};
 
 /**
  * Options of a node whose format is probed (`driver: 'auto'`, QEMU's format-less `-drive file=`): the
@@ -142,6 +150,8 @@ export interface BuiltinDriverOptions {
   vhdx: VhdxNodeOptions;
   /** See {@link VdiNodeOptions}. */
   vdi: VdiNodeOptions;
+  /** See {@link VmdkNodeOptions}. */
+  vmdk: VmdkNodeOptions;
 }
 
 /** Options of a node of any built-in driver, told apart by `driver`. */
