@@ -203,6 +203,8 @@ function makeCorpus(dir: string): void {
   other('dynamic.vhdx', 'vhdx', '8M', ['-o', 'block_size=1M,log_size=1M'], 'write -P 0xab 0 64k', 'write -z 2M 1M', 'write -P 0x13 5M 4k');
   other('dynamic.vdi', 'vdi', '4M', [], 'write -P 0xab 0 64k', 'write -P 0x14 2M 4k');
   other('static.vdi', 'vdi', '2M', ['-o', 'static=on'], 'write -P 0xab 1M 4k');
+  other('sparse.vmdk', 'vmdk', '8M', [], 'write -P 0xab 0 64k', 'write -P 0x15 5M 4k');
+  img('convert', '-q', '-f', 'vmdk', '-O', 'vmdk', '-o', 'subformat=streamOptimized', 'sparse.vmdk', 'stream.vmdk');
   fs.writeFileSync(path.join(dir, 'plain.raw'), Buffer.alloc(128 * 1024, 0xab));
   fs.writeFileSync(path.join(dir, 'options-target.raw'), Buffer.alloc(64 * 1024, 0x5a));
 }
@@ -213,7 +215,7 @@ function loadSeeds(dir: string): Seed[] {
 }
 
 /** Seeds of the other formats, by file name; the extension names the driver. */
-const OTHER_SEEDS = ['dynamic.vpc', 'fixed.vpc', 'dynamic.vhdx', 'dynamic.vdi', 'static.vdi'];
+const OTHER_SEEDS = ['dynamic.vpc', 'fixed.vpc', 'dynamic.vhdx', 'dynamic.vdi', 'static.vdi', 'sparse.vmdk', 'stream.vmdk'];
 
 /** The format a seed is in (its extension). */
 const seedFormat = (name: string) => name.slice(name.lastIndexOf('.') + 1);
@@ -224,6 +226,7 @@ function metadataRegions(b: Buffer): [number, number][] {
   if (fmt === 'vhdxfile') return [[0x10000, 0x11000], [0x20000, 0x21000], [0x30000, 0x30100], [0x40000, 0x40100], [0x100000, 0x100200], [0x200000, 0x210000]];
   if (fmt === 'conectix') return [[0, 512], [512, 1536], [1536, 2048], [Math.max(0, b.length - 512), b.length]];
   if (b.length >= 0x44 && b.readUInt32LE(0x40) === 0xbeda107f) return [[0, 512], [512, 1024]];
+  if (fmt.startsWith('KDMV')) return [[0, 512], [512, 2048], [2048, 8192], [Math.max(0, b.length - 1536), b.length]];
   return [[Math.max(0, b.length - 512), b.length]];
 }
 
