@@ -119,7 +119,8 @@ function qemuWording<T>(run: () => T): T {
   try {
     return run();
   } catch (e) {
-    if (isBlockError(e)) throw generic(e.message.replace(HUMAN_HINT, ''));
+    // The BlockError stays as the cause: its code, for callers that are no QMP client (blocklayer bitmap).
+    if (isBlockError(e)) throw Object.assign(generic(e.message.replace(HUMAN_HINT, '')), { cause: e });
     throw e;
   }
 }
@@ -202,7 +203,7 @@ export async function prepareBitmapRemove(layer: BlockLayer, ref: BitmapRef): Pr
   try {
     await node.bitmaps.unstore(bitmap);
   } catch (e) {
-    throw isBlockError(e) ? generic(e.message) : e;
+    throw isBlockError(e) ? Object.assign(generic(e.message), { cause: e }) : e;
   }
   bitmap.acquire();
   return {
