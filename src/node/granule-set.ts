@@ -165,6 +165,7 @@ export class GranuleSet {
 
   /** Every run of granules in the set within `[from, limit)`, in order, as `[first, end)` pairs. */
   *runs(from = 0, limit = this.size): Generator<[number, number]> {
+    limit = Math.min(limit, this.size);
     for (let g = this.next(from, true, limit); g < limit; ) {
       const end = this.next(g, false, limit);
       yield [g, end];

@@ -3,13 +3,22 @@ import { BITMAP_ALL_ONES, BITMAP_TABLE_RESERVED_HI, BITMAP_TABLE_RESERVED_LO, en
 import { cString, type Qcow2Header } from './header.js';
 import * as L from './limits.js';
 
-/** One persistent dirty bitmap, as listed in the bitmap directory (info only: bitmaps are not used for reads). */
+/** One persistent dirty bitmap, as listed in the bitmap directory. */
 export interface Qcow2Bitmap {
   name: string;
   /** Bytes of guest data one bit covers. */
   granularity: number;
   /** Flags: 1 in use (inconsistent), 2 auto. */
   flags: number;
+}
+
+/** A directory entry as stored: where its table is, and whether QEMU would load it. */
+export interface Qcow2BitmapEntry extends Qcow2Bitmap {
+  granularityBits: number;
+  tableOffset: number;
+  tableSize: number;
+  /** An in-use entry with the name of an earlier one: never loaded, kept in the directory as it is (QEMU). */
+  shadowed: boolean;
 }
 
 type Reader = (offset: number, length: number) => Promise<Uint8Array>;
@@ -32,6 +41,11 @@ export function bitmapTableClusters(size: number, granularityBits: number, clust
  * refuses the image, as it does in QEMU. Bytes past the end of the file read as zeros.
  */
 export async function readBitmaps(h: Qcow2Header, read: Reader): Promise<Qcow2Bitmap[]> {
+  return (await readBitmapDirectory(h, read)).filter((b) => !b.shadowed);
+}
+
+/** Every entry of the bitmap directory, checked as {@link readBitmaps} checks them, shadowed ones included. */
+export async function readBitmapDirectory(h: Qcow2Header, read: Reader): Promise<Qcow2BitmapEntry[]> {
   const ext = h.bitmaps;
   if (!ext) return [];
   const dir = Buffer.from(await read(ext.directoryOffset, ext.directorySize));
@@ -66,11 +80,23 @@ export async function readBitmaps(h: Qcow2Header, read: Reader): Promise<Qcow2Bi
   }
 
   // Then each bitmap is loaded as QEMU loads it: its table entries, its name, its table size.
-  const out: Qcow2Bitmap[] = [];
+  const out: Qcow2BitmapEntry[] = [];
   const seen = new Set<string>();
+  const entry = (d: DirEntry & { name: string }, shadowed: boolean): Qcow2BitmapEntry => ({
+    name: d.name,
+    granularity: 2 ** d.granularityBits,
+    flags: d.flags,
+    granularityBits: d.granularityBits,
+    tableOffset: d.tableOffset,
+    tableSize: d.tableSize,
+    shadowed,
+  });
   for (const d of entries) {
     // An in-use bitmap whose name is already loaded is skipped, as QEMU does.
-    if (d.flags & L.BITMAP_FLAG_IN_USE && seen.has(d.name)) continue;
+    if (d.flags & L.BITMAP_FLAG_IN_USE && seen.has(d.name)) {
+      out.push(entry(d, true));
+      continue;
+    }
     const what = `table entry of bitmap '${d.name}'`;
     const table = Buffer.from(await read(d.tableOffset, d.tableSize * 8));
     for (let i = 0; i < d.tableSize; i++) {
@@ -86,7 +112,7 @@ export async function readBitmaps(h: Qcow2Header, read: Reader): Promise<Qcow2Bi
     seen.add(d.name);
     const need = bitmapTableClusters(h.size, d.granularityBits, h.clusterSize);
     if (d.tableSize !== need) throw corrupt(`bitmap '${d.name}'`, d.at + 8, `table has ${d.tableSize} entries; a disk of ${h.size} bytes needs ${need}`);
-    out.push({ name: d.name, granularity: 2 ** d.granularityBits, flags: d.flags });
+    out.push(entry(d, false));
   }
   return out;
 }

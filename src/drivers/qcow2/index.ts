@@ -5,7 +5,7 @@ import { fromErrno } from '../../errors.js';
 import { PROBE_HEAD_BYTES } from '../../node/probe.js';
 import { readFileHead } from '../../platform/files.js';
 import { hasQcow2Magic } from './backing.js';
-import { readBitmaps } from './bitmaps.js';
+import { readBitmapDirectory } from './bitmaps.js';
 import { checkAndRepair } from './check.js';
 import { qcow2Instance } from './instance.js';
 import { L2Cache } from './l2-cache.js';
@@ -51,7 +51,7 @@ export const qcow2Driver = defineDriver({
     const h = await openHeader(file, writable, nodeName);
     const read = metadataReader(file);
     const snapshots = await readSnapshots(h, read);
-    const bitmaps = await readBitmaps(h, read);
+    const bitmaps = await readBitmapDirectory(h, read);
     const { l1, l1Offset } = await loadL1(file, h, snapshots, options.snapshot, nodeName);
     const refcounts = writable ? await openRefcounts(file, h, options.refcountCacheSize) : undefined;
     const l2Cache = new L2Cache(h.clusterSize, read, options.l2CacheSize);

@@ -1,7 +1,8 @@
 import { BlockError } from '../../errors.js';
 import type { BlockStatus, DriverInstance } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
-import type { Qcow2Bitmap } from './bitmaps.js';
+import { Qcow2BitmapStore } from './bitmap-store.js';
+import type { Qcow2BitmapEntry } from './bitmaps.js';
 import { compressCluster } from './compressed.js';
 import { CompressedReader } from './compressed-reader.js';
 import type { Qcow2Header } from './header.js';
@@ -26,7 +27,8 @@ export interface OpenedImage {
   l1: Buffer;
   l1Offset: number;
   snapshots: Qcow2Snapshot[];
-  bitmaps: Qcow2Bitmap[];
+  /** The bitmap directory as read at open (shadowed entries included). */
+  bitmaps: Qcow2BitmapEntry[];
   /** Present when the image is writable. */
   refcounts: Refcounts | undefined;
   l2Cache: L2Cache;
@@ -121,6 +123,7 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
         beforeFirstWrite: lazy ? () => setDirtyBit(true) : undefined,
       })
     : undefined;
+  const bitmaps = new Qcow2BitmapStore({ file, h, entries: o.bitmaps, refcounts, exclusive: writer ? (fn) => writer.exclusive(fn) : undefined });
   const readOnlyError = () =>
     Promise.reject(new BlockError('EROFS', o.snapshot !== undefined ? `qcow2: snapshot '${o.snapshot}' is open read-only` : 'qcow2: the node is read-only', { node: nodeName }));
 
@@ -179,10 +182,14 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
       }
       return { offset, length: m.length, data: false, zero: true, allocated: false, depth: 0 };
     },
+    loadBitmaps: () => bitmaps.load(),
+    canStoreBitmap: (name, granularity) => bitmaps.canStore(name, granularity),
+    storeBitmaps: (list) => bitmaps.store(list),
+    removeStoredBitmap: (name) => bitmaps.remove(name),
     async close() {
       await writer?.flush();
       if (dirtyOnDisk) await setDirtyBit(false);
     },
-    info: () => qcow2Info({ ...o, l2CacheEntries: tables.l2CacheEntries }),
+    info: () => qcow2Info({ ...o, bitmaps: bitmaps.listed(), l2CacheEntries: tables.l2CacheEntries }),
   };
 }

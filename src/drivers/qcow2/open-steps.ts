@@ -1,6 +1,5 @@
 import { BlockError } from '../../errors.js';
 import type { BlockNode } from '../../node/node.js';
-import { readBitmaps } from './bitmaps.js';
 import { repairDirtyImage } from './dirty-repair.js';
 import { parseHeader, type Qcow2Header } from './header.js';
 import * as L from './limits.js';
@@ -29,7 +28,6 @@ export function metadataReader(file: BlockNode): MetadataReader {
 /** Why an image cannot be written here, or undefined (checked when it is opened read-write). */
 function writeRefusal(h: Qcow2Header): { message: string; field: string } | undefined {
   if (h.incompatible & L.INCOMPAT_CORRUPT) return { message: 'the image is marked corrupt (repair it with qemu-img check -r all)', field: 'incompatible_features' };
-  if (h.bitmaps) return { message: 'images with persistent bitmaps cannot be written here (QEMU would have to update the bitmaps)', field: 'bitmaps' };
   return undefined;
 }
 
@@ -42,8 +40,6 @@ export async function openHeader(file: BlockNode, writable: boolean, nodeName: s
   const readHeader = async () => parseHeader(await read(0, Math.min(file.length, 2 ** L.MAX_CLUSTER_BITS)), file.length);
   const h = await readHeader();
   if (!writable) return h;
-  // A broken bitmap directory is reported as such (ECORRUPT), as on a read-only open, before the refusal to write bitmaps.
-  if (h.bitmaps) await readBitmaps(h, read);
   const refusal = writeRefusal(h);
   if (refusal) throw new BlockError('ENOTSUP', `qcow2: ${refusal.message}; open it read-only`, { field: refusal.field, node: nodeName });
   if (!(h.incompatible & L.INCOMPAT_DIRTY)) return h;

@@ -179,6 +179,17 @@ export class Qcow2Writer {
     }
   }
 
+  /** Runs `fn` holding the metadata lock, once every pending metadata write is on disk (persistent bitmaps allocate beside the tables). */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    await this.lock.acquire();
+    try {
+      await this.writeBack(true);
+      return await fn();
+    } finally {
+      this.lock.release();
+    }
+  }
+
   /** Takes the request's place in the queue before any await (arrival order decides overlapping requests), then waits its turn. */
   private async admit(start: number, end: number) {
     const entered = this.queue.enter(start, end);
