@@ -86,18 +86,13 @@ export class DirtyBitmaps {
     checkBitmapName(name);
     const granularity = options.granularity === undefined ? this.defaultGranularity() : checkGranularity(options.granularity);
     const persistent = options.persistent === true;
-    if (persistent) {
-      if (!this.instance.canStoreBitmap) {
-        throw new BlockError('ENOTSUP', `Can't store persistent bitmaps to ${this.node.name}: Operation not supported`, {
-          node: this.node.name,
-          field: 'persistent',
-        });
-      }
-      const why = this.instance.canStoreBitmap(name, granularity);
-      if (why !== undefined) throw new BlockError('EINVAL', `Can't make bitmap '${name}' persistent in '${this.node.name}': ${why}`, { node: this.node.name, field: 'persistent' });
+    // QEMU's order: a format that stores no bitmaps refuses first, then the name clash, then the format's own limits.
+    if (persistent && !this.instance.canStoreBitmap) {
+      throw new BlockError('ENOTSUP', `Can't store persistent bitmaps to ${this.node.name}: Operation not supported`, { node: this.node.name, field: 'persistent' });
     }
-    // After the persistence check, as QEMU (bdrv_can_store_new_dirty_bitmap before bdrv_create_dirty_bitmap).
     if (this.find(name)) throw new BlockError('EEXIST', `Bitmap already exists: ${name}`, { node: this.node.name, field: 'name' });
+    const why = persistent ? this.instance.canStoreBitmap?.(name, granularity) : undefined;
+    if (why !== undefined) throw new BlockError('EINVAL', `Can't make bitmap '${name}' persistent in '${this.node.name}': ${why}`, { node: this.node.name, field: 'persistent' });
     const bitmap = new DirtyBitmap(name, this.node.length, { granularity, recording: options.disabled !== true, persistent, readOnly: this.node.readOnly });
     this.list = [...this.list, bitmap];
     return bitmap;
