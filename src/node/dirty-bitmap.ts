@@ -117,9 +117,10 @@ export class DirtyBitmap {
       throw new BlockError('EINVAL', `bitmap '${name}': ${state.granules.size} granules given for a node that needs ${granules}`, { field: 'granules' });
     }
     this.granules = state.granules ?? new GranuleSet(granules);
-    this.recordingFlag = state.recording;
     this.persistent = state.persistent;
     this.inconsistent = state.inconsistent ?? false;
+    // QEMU loads an inconsistent bitmap disabled: its bits mean nothing, so it records nothing.
+    this.recordingFlag = state.recording && !this.inconsistent;
     this.readOnly = state.readOnly ?? false;
   }
 

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, QmpServer } from '../../src/index.js';
 import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync } from 'node:fs';
 import { haveProgram, ok } from '../helpers/tools.js';
 
 type Message = { return?: unknown; error?: { class: string; desc: string }; event?: string };
@@ -327,9 +329,9 @@ const SEQUENCE: Step[] = [
 ];
 
 /** Runs the steps through `qmp`, writing with `write`; the answers, in order. */
-async function play(qmp: Qmp, write: (offset: number, length: number) => Promise<void>): Promise<unknown[]> {
+async function play(qmp: Qmp, write: (offset: number, length: number) => Promise<void>, steps: Step[] = SEQUENCE): Promise<unknown[]> {
   const answers: unknown[] = [];
-  for (const step of SEQUENCE) {
+  for (const step of steps) {
     if ('write' in step) await write(...step.write);
     else if ('bitmaps' in step) answers.push({ bitmaps: await bitmapsByNode(qmp) });
     else answers.push({ [step.qmp]: step.args, answer: await qmp.cmd(step.qmp, step.args) });
@@ -367,4 +369,90 @@ describe('QMP dirty bitmap commands against qemu-storage-daemon', () => {
     expect(JSON.stringify(theirs)).toContain('"count":65536');
     expect(JSON.stringify(theirs)).toContain('Transaction aborted using Abort action');
   });
+});
+
+/** Steps on a qcow2 node q0 (file node f0) whose image holds `stale` (in use: inconsistent) and `good`. */
+const PERSISTENT: Step[] = [
+  { bitmaps: true },
+  { qmp: 'block-dirty-bitmap-clear', args: { node: 'q0', name: 'stale' } },
+  { qmp: 'block-dirty-bitmap-enable', args: { node: 'q0', name: 'stale' } },
+  { qmp: 'block-dirty-bitmap-disable', args: { node: 'q0', name: 'stale' } },
+  { qmp: 'block-dirty-bitmap-merge', args: { node: 'q0', target: 'good', bitmaps: ['stale'] } },
+  { qmp: 'block-dirty-bitmap-merge', args: { node: 'q0', target: 'stale', bitmaps: ['good'] } },
+  { qmp: 'block-dirty-bitmap-add', args: { node: 'q0', name: 'stale', persistent: true } },
+  { qmp: 'block-dirty-bitmap-add', args: { node: 'q0', name: 'p', persistent: true, granularity: 512 } },
+  { qmp: 'block-dirty-bitmap-add', args: { node: 'q0', name: 'big', persistent: true, granularity: 2 ** 31 } },
+  { qmp: 'block-dirty-bitmap-add', args: { node: 'f0', name: 'p', persistent: true } },
+  { qmp: 'block-dirty-bitmap-add', args: { node: 'f0', name: 'f' } },
+  { bitmaps: true },
+  tx(act('block-dirty-bitmap-remove', { node: 'q0', name: 'good' }), act('abort', {})),
+  { bitmaps: true },
+  { qmp: 'block-dirty-bitmap-remove', args: { node: 'q0', name: 'stale' } },
+  { qmp: 'block-dirty-bitmap-remove', args: { node: 'q0', name: 'p' } },
+  { qmp: 'block-dirty-bitmap-disable', args: { node: 'q0', name: 'good' } },
+  { bitmaps: true },
+];
+
+describe('QMP persistent and inconsistent bitmaps against qemu-storage-daemon', () => {
+  it.skipIf(!haveProgram('qemu-storage-daemon') || !haveProgram('qemu-img'))(
+    'an image left with a bitmap in use: inconsistent, refused for all but removal; persistent adds and removes, as QEMU',
+    { timeout: 60_000 },
+    async () => {
+      // an image whose bitmap `stale` was in use when its user died, and `good` added afterwards
+      const img = join(dir, 'crashed.qcow2');
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', img, '4M']);
+      execFileSync('qemu-img', ['bitmap', '--add', img, 'stale']);
+      const crashed = startQemuDaemon('qemu-storage-daemon', ['--blockdev', `driver=file,node-name=f0,filename=${img}`, '--blockdev', 'driver=qcow2,node-name=q0,file=f0'], dir);
+      process.kill(crashed, 'SIGKILL');
+      await stopPid(crashed);
+      execFileSync('qemu-img', ['bitmap', '--add', '-g', '4k', img, 'good']);
+      const theirsImg = join(dir, 'theirs.qcow2');
+      const oursImg = join(dir, 'ours.qcow2');
+      copyFileSync(img, theirsImg);
+      copyFileSync(img, oursImg);
+
+      const qmpPath = join(dir, 'qsd-p.sock');
+      const pid = startQemuDaemon(
+        'qemu-storage-daemon',
+        [
+          '--blockdev', `driver=file,node-name=f0,filename=${theirsImg}`,
+          '--blockdev', 'driver=qcow2,node-name=q0,file=f0',
+          '--chardev', `socket,id=m,path=${qmpPath},server=on,wait=off`,
+          '--monitor', 'chardev=m',
+        ],
+        dir,
+      );
+      cleanups.push(() => stopPid(pid));
+      const qsd = await Qmp.connect(qmpPath);
+      cleanups.push(() => qsd.close());
+      const noWrites = async () => {};
+      const theirs = await play(qsd, noWrites, PERSISTENT);
+
+      await layer.openDrive({ id: 'd0', driver: 'qcow2', nodeName: 'q0', file: { driver: 'file', filename: oursImg, nodeName: 'f0' } });
+      server = new QmpServer(layer);
+      const path = join(dir, 'ours-p.sock');
+      await server.listen({ path });
+      const qmp = await Qmp.connect(path);
+      cleanups.push(() => qmp.close());
+      const mine = await play(qmp, noWrites, PERSISTENT);
+      expect(mine).toEqual(theirs);
+      expect(JSON.stringify(theirs)).toContain('"inconsistent":true');
+      expect(JSON.stringify(theirs)).toContain("Bitmap 'stale' is inconsistent and cannot be used");
+      // closed, both images hold the same bitmaps with the same flags
+      await stopPid(pid);
+      await server.close();
+      server = undefined;
+      await layer.close();
+      // (sorted by name: the directory's order is the qcow2 driver's business)
+      const stored = (file: string) =>
+        (JSON.parse(execFileSync('qemu-img', ['info', '--output=json', file], { encoding: 'utf8' })) as { 'format-specific': { data: { bitmaps: { name: string }[] } } })['format-specific'].data.bitmaps.sort((a, b) =>
+          a.name.localeCompare(b.name),
+        );
+      expect(stored(oursImg)).toEqual(stored(theirsImg));
+      expect(stored(oursImg)).toEqual([
+        { name: 'big', granularity: 2 ** 31, flags: ['auto'] },
+        { name: 'good', granularity: 4096, flags: [] },
+      ]);
+    },
+  );
 });
