@@ -83,7 +83,6 @@ export async function bitmapCommand(args: string[]): Promise<number> {
   if (values.object !== undefined) {
     throw new BlockError('ENOTSUP', '--object: user-creatable objects (secrets of encrypted images) are not supported', { field: 'object' });
   }
-  if (values['image-opts'] && values.format !== undefined) throw new BlockError('EINVAL', '--image-opts and -f cannot be used together', { field: 'format' });
   const granularity = values.granularity === undefined ? undefined : granularityOf(values.granularity);
   if (operations.length === 0) throw new BlockError('EINVAL', 'Need at least one of --add, --remove, --clear, --enable, --disable, or --merge', { field: 'operations' });
   // Checked again by the tool; here first, so that the argument count is judged after them, as qemu-img does.
@@ -93,6 +92,8 @@ export async function bitmapCommand(args: string[]): Promise<number> {
     throw new BlockError('EINVAL', 'Merge bitmap source file only supported with --merge', { field: 'sourceFile' });
   }
   if (positionals.length !== 2) throw new BlockError('EINVAL', 'Expecting filename and bitmap name', { field: 'arguments' });
+  // qemu-img finds this conflict as it opens the image, after the arguments.
+  if (values['image-opts'] && values.format !== undefined) throw new BlockError('EINVAL', '--image-opts and --format are mutually exclusive', { field: 'format' });
   const [filename, bitmap] = positionals as [string, string];
   await bitmapImage(values['image-opts'] ? imageOptsTree(filename) : filename, bitmap, operations, {
     ...(values.format === undefined ? {} : { format: values.format }),

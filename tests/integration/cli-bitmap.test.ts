@@ -69,6 +69,7 @@ describe('blocklayer bitmap: the arguments as qemu-img bitmap takes them', () =>
     { name: 'clear of a missing bitmap', args: (img) => ['--clear', img, 'zz'] },
     { name: 'merge from a missing bitmap', args: (img) => ['--merge', 'zz', img, 'b0'] },
     { name: 'operations in order: disable before add finds nothing', args: (img) => ['--disable', '--add', img, 'b3'] },
+    { name: '--image-opts with -f', args: (img) => ['--add', '--image-opts', '-f', 'qcow2', img, 'b0'] },
   ];
 
   for (const c of CASES) {
@@ -160,6 +161,17 @@ describe('blocklayer bitmap on qcow2 images, judged by qemu-img, qemu-nbd and nb
       expect(qemuImg('check', ours).code).toBe(0);
     });
   }
+
+  it.skipIf(!haveInterop)('--image-opts names the node tree as qemu-img takes it', () => {
+    const img = image('opts.qcow2', 'qcow2');
+    const opts = `driver=qcow2,file.driver=file,file.filename=${img}`;
+    expect(blocklayer('--add', '-g', '4k', '--image-opts', opts, 'mine').code).toBe(0);
+    expect(qemuImg('bitmap', '--add', '--image-opts', opts, 'theirs').code).toBe(0);
+    expect(storedBitmaps(img)).toEqual([
+      { name: 'mine', granularity: 4096, flags: ['auto'] },
+      { name: 'theirs', granularity: 65536, flags: ['auto'] },
+    ]);
+  });
 
   it.skipIf(!haveInterop)('bitmaps we add are dirtied by QEMU, and what we merge from them QEMU serves', { timeout: 60_000 }, async () => {
     const img = image('fresh.qcow2', 'qcow2');
