@@ -3,7 +3,7 @@
  * one with persistent bitmaps, one flagged corrupt) are read by every inspecting entry point
  * (info, map, convert's input, check without -r, serve -r, a read-only bench job, openImage with
  * readOnly) as QEMU reads them, and none of their files changes. A read-write open keeps its
- * rules: a dirty image is repaired, a corrupt one and one with bitmaps are refused.
+ * rules: a dirty image is repaired, a corrupt one is refused, one with bitmaps opens and keeps them.
  * Every image is made by QEMU itself.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -57,7 +57,7 @@ interface Kind {
   others: string[];
   make(): Promise<void>;
   /** What a read-write open of a copy does. */
-  readWrite?: 'repairs' | 'refuses-corrupt' | 'refuses-bitmaps';
+  readWrite?: 'repairs' | 'refuses-corrupt' | 'keeps-bitmaps';
 }
 
 const KINDS: Kind[] = [
@@ -75,7 +75,7 @@ const KINDS: Kind[] = [
     name: 'an image with persistent bitmaps',
     image: 'bitmap.qcow2',
     others: [],
-    readWrite: 'refuses-bitmaps',
+    readWrite: 'keeps-bitmaps',
     async make() {
       await qemuImg('create', '-q', '-f', 'qcow2', p('bitmap.qcow2'), '4M');
       await ok('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 64k', '-c', 'write -P 0x12 2M 8k', p('bitmap.qcow2')]);
@@ -166,13 +166,21 @@ async function serveReadOnly(image: string, sock: string): Promise<{ child: Chil
   return { child, exited };
 }
 
-/** Opens a copy of the image read-write: a dirty one is repaired (and reads the same), a corrupt one or one with bitmaps refused. */
+/** Opens a copy of the image read-write: a dirty one is repaired (and reads the same), one with bitmaps keeps them, a corrupt one is refused. */
 async function readWriteOpen(k: Kind, referenceSha: string): Promise<void> {
   const copy = p(`rw-${k.image}`);
   fs.copyFileSync(p(k.image), copy);
   const layer = new BlockLayer();
   try {
-    if (k.readWrite === 'repairs') {
+    if (k.readWrite === 'keeps-bitmaps') {
+      const d = await openImage(copy, {}, layer);
+      expect(d.readOnly).toBe(false);
+      expect(d.dirtyBitmaps().map((b) => [b.name, b.recording])).toEqual([['b0', true], ['b1', false]]);
+      expect(await driveHash(d)).toBe(referenceSha);
+      await d.close();
+      const check = await run('qemu-img', ['check', copy]);
+      expect([check.code, check.stdout]).toEqual([0, expect.stringContaining('No errors were found on the image.')]);
+    } else if (k.readWrite === 'repairs') {
       const d = await openImage(copy, {}, layer);
       expect(d.readOnly).toBe(false);
       expect(incompatible(copy) & BigInt(INCOMPAT_DIRTY)).toBe(0n);
@@ -187,7 +195,7 @@ async function readWriteOpen(k: Kind, referenceSha: string): Promise<void> {
       );
       expect(rejected).toMatchObject({
         code: 'ENOTSUP',
-        message: k.readWrite === 'refuses-corrupt' ? expect.stringContaining('marked corrupt') : expect.stringContaining('persistent bitmaps'),
+        message: expect.stringContaining('marked corrupt'),
       });
     }
   } finally {
@@ -197,7 +205,7 @@ async function readWriteOpen(k: Kind, referenceSha: string): Promise<void> {
 
 describe.skipIf(!available)('reading never writes: inspecting images QEMU reads', () => {
   for (const k of KINDS) {
-    it(`${k.name}: info, map, convert, check, serve -r, a read bench and openImage({ readOnly }) read it as qemu-img does and change no file${k.readWrite ? `; a read-write open still ${k.readWrite === 'repairs' ? 'repairs it' : 'refuses it'}` : ''}`, async () => {
+    it(`${k.name}: info, map, convert, check, serve -r, a read bench and openImage({ readOnly }) read it as qemu-img does and change no file${k.readWrite ? `; a read-write open still ${{ repairs: 'repairs it', 'keeps-bitmaps': 'keeps its bitmaps', 'refuses-corrupt': 'refuses it' }[k.readWrite]}` : ''}`, async () => {
       const image = p(k.image);
       const files = [image, ...k.others.map(p)];
       const before = snapshot(files);
