@@ -127,5 +127,7 @@ export { type ConvertCreateOptions, type ConvertImageOptions, type ConvertResult
 export { type ImageInfo, type ImageInfoOptions, type ImageSnapshotInfo, imageInfo, type Qcow2FormatSpecific } from './tools/info.js';
 /** qemu-img map --output=json as a call: the allocation map of an image's guest view. */
 export { type ImageMapEntry, type ImageMapOptions, imageMap } from './tools/map.js';
+/** qemu-img bitmap as a call: add, remove, clear, enable, disable or merge a persistent dirty bitmap of an image. */
+export { type BitmapImageOptions, type BitmapOperation, bitmapImage } from './tools/bitmap.js';
 /** How the image tools open their input (format, snapshot, force-share, layer, signal). */
 export type { InputOptions as ImageInputOptions } from './tools/open-input.js';

@@ -105,3 +105,21 @@ A fio-like job on any target, with disk I/O limits by their QEMU names.
   --compare fio|qemu-img    run the equivalent job of that tool on the same file
   -q, --quiet               no progress bar
   -h, --help                this help`;
+
+export const BITMAP_HELP = `usage: blocklayer bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b SOURCE_FILE [-F SOURCE_FMT]] [-g GRANULARITY] [--object OBJECTDEF] [--image-opts | -f FMT] FILENAME BITMAP
+Changes the persistent dirty bitmap BITMAP of a qcow2 image, like qemu-img bitmap: the operations run in the order given.
+
+  --add                     create BITMAP, persistent, recording future writes
+  --remove                  remove BITMAP
+  --clear                   clear every bit of BITMAP
+  --enable                  make BITMAP record future writes
+  --disable                 make BITMAP stop recording writes
+  --merge SOURCE            add the dirty bits of bitmap SOURCE to BITMAP
+  -b SOURCE_FILE            find the --merge sources in this image (opened read-only)
+  -F SOURCE_FMT             format of SOURCE_FILE (raw, qcow2); probed when absent
+  -g GRANULARITY            bytes per bit of an added bitmap: a power of 2 from 512 (suffixes: 64k, 1M);
+                            the default is the image's cluster size within 4k … 64k
+  --object OBJECTDEF        refused: no secrets (encrypted images are not supported)
+  --image-opts              FILENAME is the node's options (driver=qcow2,file.driver=file,file.filename=F)
+  -f, --format FMT          image format (raw, qcow2); given, it is used without probing
+  -h, --help                this help`;

@@ -12,8 +12,8 @@ export const MAX_BITMAP_NAME_BYTES = 1023;
 /**
  * What an operation does with a bitmap, for the checks QEMU makes (bdrv_dirty_bitmap_check):
  * `modify` (bits or flags; refused while busy, read-only or inconsistent), `remove` (refused
- * while busy or read-only), `record` (recording on or off; refused only while busy), `read`
- * (an export, a merge source, a backup; refused while inconsistent).
+ * while busy or read-only), `record` (recording on or off; refused while busy or inconsistent,
+ * QEMU's BDRV_BITMAP_ALLOW_RO), `read` (an export, a merge source, a backup; refused while inconsistent).
  */
 export type BitmapUse = 'modify' | 'remove' | 'record' | 'read';
 
@@ -117,9 +117,10 @@ export class DirtyBitmap {
       throw new BlockError('EINVAL', `bitmap '${name}': ${state.granules.size} granules given for a node that needs ${granules}`, { field: 'granules' });
     }
     this.granules = state.granules ?? new GranuleSet(granules);
-    this.recordingFlag = state.recording;
     this.persistent = state.persistent;
     this.inconsistent = state.inconsistent ?? false;
+    // QEMU loads an inconsistent bitmap disabled: its bits mean nothing, so it records nothing.
+    this.recordingFlag = state.recording && !this.inconsistent;
     this.readOnly = state.readOnly ?? false;
   }
 
@@ -159,7 +160,7 @@ export class DirtyBitmap {
     if ((use === 'modify' || use === 'remove') && this.readOnly) {
       throw new BlockError('EROFS', `Bitmap '${this.name}' is readonly and cannot be modified`, { field: 'name' });
     }
-    if ((use === 'modify' || use === 'read') && this.inconsistent) {
+    if (use !== 'remove' && this.inconsistent) {
       throw new BlockError('EINVAL', `Bitmap '${this.name}' is inconsistent and cannot be used (remove it with block-dirty-bitmap-remove)`, { field: 'name' });
     }
   }

@@ -85,18 +85,14 @@ export class DirtyBitmaps {
   add(name: string, options: AddDirtyBitmapOptions = {}): DirtyBitmap {
     checkBitmapName(name);
     const granularity = options.granularity === undefined ? this.defaultGranularity() : checkGranularity(options.granularity);
-    if (this.find(name)) throw new BlockError('EEXIST', `Bitmap already exists: ${name}`, { node: this.node.name, field: 'name' });
     const persistent = options.persistent === true;
-    if (persistent) {
-      if (!this.instance.canStoreBitmap) {
-        throw new BlockError('ENOTSUP', `Can't make bitmap '${name}' persistent in '${this.node.name}': the node's format cannot store bitmaps`, {
-          node: this.node.name,
-          field: 'persistent',
-        });
-      }
-      const why = this.instance.canStoreBitmap(name, granularity);
-      if (why !== undefined) throw new BlockError('EINVAL', `Can't make bitmap '${name}' persistent in '${this.node.name}': ${why}`, { node: this.node.name, field: 'persistent' });
+    // QEMU's order: a format that stores no bitmaps refuses first, then the name clash, then the format's own limits.
+    if (persistent && !this.instance.canStoreBitmap) {
+      throw new BlockError('ENOTSUP', `Can't store persistent bitmaps to ${this.node.name}: Operation not supported`, { node: this.node.name, field: 'persistent' });
     }
+    if (this.find(name)) throw new BlockError('EEXIST', `Bitmap already exists: ${name}`, { node: this.node.name, field: 'name' });
+    const why = persistent ? this.instance.canStoreBitmap?.(name, granularity) : undefined;
+    if (why !== undefined) throw new BlockError('EINVAL', `Can't make bitmap '${name}' persistent in '${this.node.name}': ${why}`, { node: this.node.name, field: 'persistent' });
     const bitmap = new DirtyBitmap(name, this.node.length, { granularity, recording: options.disabled !== true, persistent, readOnly: this.node.readOnly });
     this.list = [...this.list, bitmap];
     return bitmap;
@@ -107,6 +103,16 @@ export class DirtyBitmaps {
     const bitmap = this.get(name);
     bitmap.check('remove');
     if (bitmap.persistent && this.instance.removeStoredBitmap) await this.instance.removeStoredBitmap(name);
+    this.list = this.list.filter((b) => b !== bitmap);
+  }
+
+  /** Removes a persistent bitmap's copy from the image but keeps it here (a transaction's remove: stored again at close if rolled back). */
+  async unstore(bitmap: DirtyBitmap): Promise<void> {
+    if (bitmap.persistent && this.instance.removeStoredBitmap) await this.instance.removeStoredBitmap(bitmap.name);
+  }
+
+  /** Forgets a bitmap without touching the image (a rolled-back add, a committed transactional remove). */
+  drop(bitmap: DirtyBitmap): void {
     this.list = this.list.filter((b) => b !== bitmap);
   }
 
@@ -135,7 +141,7 @@ export class DirtyBitmaps {
     for (const source of sources) {
       source.check('read');
       if (source.size !== into.size) {
-        throw new BlockError('EINVAL', `Bitmaps are incompatible and can't be merged: '${source.name}' covers ${source.size} bytes, '${into.name}' ${into.size}`, {
+        throw new BlockError('EINVAL', `Bitmaps are of different sizes (destination size is ${into.size}, source size is ${source.size}) and can't be merged`, {
           node: this.node.name,
           field: 'bitmaps',
         });

@@ -2,7 +2,7 @@
  * The QMP commands this server answers, over a {@link BlockLayer}: capabilities negotiation,
  * query-commands, query-block, query-blockstats, query-named-block-nodes,
  * block_set_io_throttle, cont, block-export-add / block-export-del (through an injected
- * {@link ExportManager}) and quit. Results use QAPI's member names; errors QEMU's classes.
+ * {@link ExportManager}), the dirty bitmap commands and transaction, and quit. Results use QAPI's member names; errors QEMU's classes.
  */
 import type { Drive } from '../drive.js';
 import { qapiSnapshotInfo } from '../drivers/qcow2/snapshots.js';
@@ -10,7 +10,23 @@ import { isBlockError } from '../errors.js';
 import type { BlockLayer } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
 import { blockSetIoThrottle, queryBlockThrottle, toQueryBlockThrottle } from '../options/qmp.js';
+import {
+  commitNow,
+  parseBitmapAdd,
+  parseBitmapMerge,
+  parseBitmapRef,
+  prepareBitmapAdd,
+  prepareBitmapClear,
+  prepareBitmapMerge,
+  prepareBitmapRecording,
+  prepareBitmapRemove,
+  qapiDirtyBitmaps,
+} from './bitmap-commands.js';
+import { type Args, generic, only, optBool } from './qapi-args.js';
+import { runTransaction } from './transaction.js';
 import { QmpError, type QmpRequest } from './wire.js';
+
+export { generic, only, optBool, str } from './qapi-args.js';
 
 /** What the server does for block-export-add / block-export-del (the NBD server, typically). */
 export interface ExportManager {
@@ -38,37 +54,7 @@ export interface QmpContext {
   session: QmpSession;
 }
 
-type Args = Record<string, unknown>;
 type Handler = (args: Args, ctx: QmpContext) => unknown;
-
-/** QMP's GenericError with QEMU's text. */
-export const generic = (desc: string) => new QmpError('GenericError', desc);
-
-/** Refuses arguments a command does not take (QAPI's "Parameter 'x' is unexpected"). */
-export function only(args: Args, allowed: readonly string[]): void {
-  for (const key of Object.keys(args)) if (!allowed.includes(key)) throw generic(`Parameter '${key}' is unexpected`);
-}
-
-/** A string argument (QAPI's "Parameter 'x' is missing" when required and absent). */
-export function str(args: Args, key: string, required: true): string;
-export function str(args: Args, key: string, required: false): string | undefined;
-export function str(args: Args, key: string, required: boolean): string | undefined {
-  const v = args[key];
-  if (v === undefined) {
-    if (required) throw generic(`Parameter '${key}' is missing`);
-    return undefined;
-  }
-  if (typeof v !== 'string') throw generic(`Invalid parameter type for '${key}', expected: string`);
-  return v;
-}
-
-/** An optional boolean argument. */
-export function optBool(args: Args, key: string): boolean | undefined {
-  const v = args[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'boolean') throw generic(`Invalid parameter type for '${key}', expected: boolean`);
-  return v;
-}
 
 /** bs->filename: the first plain filename down the `file` chain, else `<driver>://` of its last node (as QEMU's null-co://). */
 function filenameOf(node: BlockNode): string {
@@ -121,6 +107,8 @@ function blockDeviceInfo(node: BlockNode, throttle: Record<string, number | stri
     cache: { writeback: true, direct: false, 'no-flush': false },
     write_threshold: 0,
   });
+  const bitmaps = qapiDirtyBitmaps(node);
+  if (bitmaps !== undefined) out['dirty-bitmaps'] = bitmaps;
   return out;
 }
 
@@ -281,6 +269,13 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
       return {};
     },
   ],
+  ['block-dirty-bitmap-add', (args, ctx) => commitNow(prepareBitmapAdd(ctx.layer, parseBitmapAdd(args)))],
+  ['block-dirty-bitmap-remove', (args, ctx) => commitNow(prepareBitmapRemove(ctx.layer, parseBitmapRef(args)))],
+  ['block-dirty-bitmap-clear', (args, ctx) => commitNow(prepareBitmapClear(ctx.layer, parseBitmapRef(args)))],
+  ['block-dirty-bitmap-enable', (args, ctx) => commitNow(prepareBitmapRecording(ctx.layer, parseBitmapRef(args), true))],
+  ['block-dirty-bitmap-disable', (args, ctx) => commitNow(prepareBitmapRecording(ctx.layer, parseBitmapRef(args), false))],
+  ['block-dirty-bitmap-merge', (args, ctx) => commitNow(prepareBitmapMerge(ctx.layer, parseBitmapMerge(args)))],
+  ['transaction', (args, ctx) => runTransaction(ctx.layer, args)],
   [
     'quit',
     (args, ctx) => {
