@@ -196,7 +196,7 @@ describe('createImage: files', () => {
   it('bad options reject with EINVAL naming the field and create nothing', async () => {
     const f = path.join(dir, 'bad.qcow2');
     expect(await rejection(createImage(f, { format: 'qcow2', size: MiB, clusterSize: 3000 }))).toMatchObject({ code: 'EINVAL', field: 'clusterSize' });
-    expect(await rejection(createImage(f, { format: 'vmdk', size: MiB } as never))).toMatchObject({ code: 'EINVAL', field: 'format' });
+    expect(await rejection(createImage(f, { format: 'qed', size: MiB } as never))).toMatchObject({ code: 'EINVAL', field: 'format' });
     expect(fs.existsSync(f)).toBe(false);
     expect(fs.readdirSync(dir).filter((n) => n.includes('bad'))).toEqual([]);
   });

@@ -3,12 +3,13 @@
  * NBD_OPT_GO. It yields a {@link Link} (socket, reader, what was agreed) that the NbdClient runs
  * its requests over; reconnections go through it again.
  */
-import net from 'node:net';
-import tls from 'node:tls';
+import type net from 'node:net';
+import type tls from 'node:tls';
 import { BlockError, fromErrno } from '../../errors.js';
 import * as P from './protocol.js';
 import { ReaderClosed, SocketReader } from './reader.js';
 import { clientTlsOptions, type NbdClientTls, tlsErrorText } from './tls.js';
+import { nodeNet, nodeTls } from './net-modules.js';
 
 /** Where the server listens (QEMU's SocketAddress spelling). */
 export type NbdClientAddress = { type: 'inet'; host: string; port: number } | { type: 'unix'; path: string };
@@ -135,7 +136,7 @@ async function startTls(raw: net.Socket, reader: SocketReader, options: NbdClien
   // The server says nothing more in plain text: its next bytes are its side of the TLS handshake.
   if (reader.detach().byteLength > 0) throw new P.NbdProtocolError('bytes after the STARTTLS reply, before TLS');
   const hostname = options.tlsHostname ?? (options.server.type === 'inet' ? options.server.host : undefined);
-  const secure = tls.connect(clientTlsOptions(options.tls as NbdClientTls, raw, hostname));
+  const secure = nodeTls().connect(clientTlsOptions(options.tls as NbdClientTls, raw, hostname));
   try {
     await new Promise<void>((resolve, reject) => {
       secure.once('secureConnect', resolve);
@@ -166,7 +167,7 @@ export function describe(a: NbdClientAddress): string {
 
 function open(a: NbdClientAddress, where: string, ctx: { node?: string | undefined; field: string }): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = a.type === 'inet' ? net.connect({ host: a.host, port: a.port, noDelay: true }) : net.connect({ path: a.path });
+    const socket = a.type === 'inet' ? nodeNet().connect({ host: a.host, port: a.port, noDelay: true }) : nodeNet().connect({ path: a.path });
     const onError = (e: Error) => {
       socket.destroy();
       reject(fromErrno(e, `could not connect to NBD server ${where}`, { ...ctx, ...(a.type === 'unix' ? { path: a.path } : {}) }));

@@ -1,8 +1,9 @@
 import fs from 'node:fs/promises';
-import net from 'node:net';
+import type net from 'node:net';
 import path from 'node:path';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import { BlockError } from '../../errors.js';
+import { nodeNet, nodeTls } from './net-modules.js';
 
 /** TLS with X.509 certificates (QEMU's tls-creds-x509). */
 export interface NbdTlsX509 {
@@ -106,7 +107,7 @@ export function prepareTls(options: NbdTlsOptions): NbdTlsSetup {
     if (verifyPeer && options.ca === undefined) throw new BlockError('EINVAL', 'tls: verifyPeer needs a ca', { field: 'tls' });
     let secureContext: tls.SecureContext;
     try {
-      secureContext = tls.createSecureContext({
+      secureContext = nodeTls().createSecureContext({
         key: options.key,
         cert: options.cert,
         ...(options.ca === undefined ? {} : { ca: options.ca }),
@@ -127,7 +128,7 @@ export function prepareTls(options: NbdTlsOptions): NbdTlsSetup {
     }
     if (keys.size === 0) throw new BlockError('EINVAL', 'tls: psk needs at least one identity', { field: 'tls' });
     // PSK cipher suites for TLS 1.2 (GnuTLS clients such as QEMU offer them) and the TLS 1.3 suites.
-    const secureContext = tls.createSecureContext({ ciphers: 'PSK:ECDHEPSK:DHEPSK:!aNULL:!eNULL', minVersion: 'TLSv1.2' });
+    const secureContext = nodeTls().createSecureContext({ ciphers: 'PSK:ECDHEPSK:DHEPSK:!aNULL:!eNULL', minVersion: 'TLSv1.2' });
     return {
       verifyPeer: false,
       options: {
@@ -251,7 +252,7 @@ export function clientTlsOptions(creds: NbdClientTls, socket: net.Socket, hostna
   if (typeof creds !== 'object' || creds === null) throw new BlockError('EINVAL', 'tls: must be an object', { field: 'tls' });
   if (creds.mode === 'x509') {
     if ((creds.cert === undefined) !== (creds.key === undefined)) throw new BlockError('EINVAL', 'tls: a client certificate needs its key, and a key its certificate', { field: 'tls' });
-    const isIp = hostname !== undefined && net.isIP(hostname) !== 0;
+    const isIp = hostname !== undefined && nodeNet().isIP(hostname) !== 0;
     return {
       socket,
       minVersion: 'TLSv1.2',
