@@ -48,8 +48,7 @@ const MAX_READ_BUFFER = MAX_BUFFER_LENGTH;
 export class Drive extends EventEmitter<DriveEvents> {
   /** Unique id within the owning layer. */
   readonly id: string;
-  /** Root node of the drive's graph. */
-  readonly node: BlockNode;
+  private root: BlockNode;
   /** Whether writes are refused. */
   readonly readOnly: boolean;
   /** The owning layer's clock (real or virtual time). */
@@ -65,7 +64,7 @@ export class Drive extends EventEmitter<DriveEvents> {
   constructor(id: string, node: BlockNode, host: DriveHost, policy: ErrorPolicy = {}) {
     super();
     this.id = id;
-    this.node = node;
+    this.root = node;
     this.host = host;
     this.clock = host.clock;
     this.readOnly = node.readOnly;
@@ -91,6 +90,11 @@ export class Drive extends EventEmitter<DriveEvents> {
   /** The drive's limits and group, or null when it is not throttled. */
   getLimits(): DriveLimits | null {
     return this.membership.limits();
+  }
+
+  /** Root node of the drive's graph (it changes when a job or a snapshot replaces it: {@link replaceNode}). */
+  get node(): BlockNode {
+    return this.root;
   }
 
   /** Size of the drive in bytes. */
@@ -310,6 +314,14 @@ export class Drive extends EventEmitter<DriveEvents> {
    * only as long as what was in flight when it began.
    */
   async drain(): Promise<void> {
+    await this.drained(() => undefined);
+  }
+
+  /**
+   * Runs `action` inside a drained section: nothing of this drive is in flight while it runs,
+   * and requests arriving meanwhile are held until it returns.
+   */
+  private async drained<T>(action: () => T | Promise<T>): Promise<T> {
     const gate = this.path.gate;
     gate.drains++;
     gate.update();
@@ -319,11 +331,44 @@ export class Drive extends EventEmitter<DriveEvents> {
       // Throttle filters below stay drained for the section: what the drive's queue lets go now reaches them later.
       drainEnd = this.node.drainBegin();
       await this.whenIdle();
+      return await action();
     } finally {
       drainEnd?.();
       gate.drains--;
       gate.update();
     }
+  }
+
+  /**
+   * Puts `node` under the drive in place of its root (QEMU bdrv_replace_node, for this
+   * BlockBackend): in a drained section, so every request before it went to the old root and
+   * every later one goes to the new. The drive takes a reference on `node` and releases the
+   * old root's. Used by block jobs (mirror, active commit) and external snapshots.
+   */
+  async replaceNode(node: BlockNode): Promise<void> {
+    if (this.state !== 'open') throw new BlockError('ECLOSED', `replaceNode: drive ${this.id} is ${this.state}`);
+    if (!this.readOnly && node.readOnly) {
+      throw new BlockError('EINVAL', `replaceNode: node '${node.name}' is read-only but drive ${this.id} is read-write`, { node: node.name });
+    }
+    node.ref();
+    let old: BlockNode;
+    try {
+      old = await this.drained(() => {
+        const before = this.root;
+        this.root = node;
+        this.path.node = node;
+        return before;
+      });
+    } catch (e) {
+      await node.unref();
+      throw e;
+    }
+    if (old === node) {
+      await node.unref();
+      return;
+    }
+    if (this.listenerCount('node-replaced') > 0) this.emit('node-replaced', { oldNode: old.name, newNode: node.name });
+    await old.unref();
   }
 
   /**

@@ -18,6 +18,9 @@ import { type ThrottleLimits, throttleOptionsSchema, validateLimits } from './th
 import { throttleFilterDriver } from './drivers/throttle.js';
 import type { BuiltinDriveOptions, DriveOptions, DriveOwnOptions } from './options/drive-options.js';
 import { ID_PATTERN, ID_RULE } from './ids.js';
+import { JobRegistry } from './jobs/registry.js';
+import type { Job } from './jobs/job.js';
+import { type JobSpec, startJob } from './jobs/start.js';
 
 export type { BuiltinDriveOptions, DriveOptions, DriveOwnOptions } from './options/drive-options.js';
 
@@ -42,7 +45,13 @@ export class BlockLayer {
   readonly drivers = new DriverRegistry();
   /** Named throttle groups of this layer. */
   readonly groups: ThrottleGroupRegistry;
+  /** Block jobs (QEMU's job list): stream, commit, mirror, backup. */
+  readonly jobs: JobRegistry;
   private readonly drives = new Map<string, Drive>();
+  /** Drives made for a node's users that are not drives of their own (an export's BlockBackend): not listed, closed with the layer. */
+  private readonly internalDrives = new Set<Drive>();
+  /** Nodes added with {@link addNode} (QEMU: owned by the monitor), by name. */
+  private readonly ownedNodes = new Map<string, BlockNode>();
   private readonly nodeNames = new Set<string>();
   private nextId = 0;
   private closed = false;
@@ -53,6 +62,7 @@ export class BlockLayer {
   constructor(options: BlockLayerOptions = {}) {
     this.clock = options.clock ?? new RealClock();
     this.groups = new ThrottleGroupRegistry(this.clock);
+    this.jobs = new JobRegistry(this.clock);
     for (const d of builtinDrivers()) this.drivers.register(d);
     this.drivers.register(throttleFilterDriver(this.groups));
     for (const d of options.drivers ?? []) this.drivers.register(d);
@@ -125,19 +135,7 @@ export class BlockLayer {
       if (this.closed) throw this.closedError('openDrive');
       throw new BlockError('EINVAL', `id: a drive named '${id}' already exists`, { field: 'id' });
     }
-    const drive = new Drive(
-      id,
-      node,
-      {
-        clock: this.clock,
-        groups: this.groups,
-        forget: (d) => {
-          if (this.drives.get(d.id) === d) this.drives.delete(d.id);
-        },
-      },
-      policy,
-    );
-    this.drives.set(id, drive);
+    const drive = this.makeDrive(id, node, policy, false);
     if (limits !== undefined) {
       try {
         drive.setLimits(limits);
@@ -148,6 +146,142 @@ export class BlockLayer {
     }
     for (const listener of this.openListeners) listener(drive);
     return drive;
+  }
+
+  private makeDrive(id: string, node: BlockNode, policy: ConstructorParameters<typeof Drive>[3], internal: boolean): Drive {
+    const drive = new Drive(
+      id,
+      node,
+      {
+        clock: this.clock,
+        groups: this.groups,
+        forget: (d) => {
+          if (this.drives.get(d.id) === d) this.drives.delete(d.id);
+          this.internalDrives.delete(d);
+        },
+      },
+      policy,
+    );
+    if (internal) this.internalDrives.add(drive);
+    else this.drives.set(id, drive);
+    return drive;
+  }
+
+  /**
+   * Opens a node graph and keeps it in the layer under its node name (QEMU blockdev-add: a
+   * node owned by the monitor), for exports, drives ({@link attachDrive}), jobs and snapshots
+   * to use by name. `nodeName` is required. Removed with {@link deleteNode}.
+   */
+  async addNode(options: BuiltinNodeOptions | NodeOptions): Promise<BlockNode> {
+    const name = (options as { nodeName?: unknown }).nodeName;
+    if (typeof name !== 'string' || name === '') throw new BlockError('EINVAL', "nodeName: required for a node the layer keeps ('node-name' must be specified for the root node)", { field: 'nodeName' });
+    const node = await this.openNode(options as NodeOptions);
+    this.ownedNodes.set(node.name, node);
+    return node;
+  }
+
+  /**
+   * Removes a node added with {@link addNode} (QEMU blockdev-del): refused while anything else
+   * uses it (a drive, an export, a parent node, a job).
+   */
+  async deleteNode(name: string): Promise<void> {
+    const node = this.ownedNodes.get(name);
+    if (node === undefined) {
+      if (this.findNode(name) !== undefined) throw new BlockError('EINVAL', `Node ${name} is not owned by the monitor`, { field: 'node-name' });
+      throw new BlockError('ENOENT', `Failed to find node with node-name='${name}'`, { field: 'node-name' });
+    }
+    if (node.refCount > 1) throw new BlockError('EBUSY', `Node ${name} is in use`, { field: 'node-name' });
+    this.ownedNodes.delete(name);
+    await node.unref();
+  }
+
+  /** Whether the layer holds `name` as a node added with {@link addNode}. */
+  ownsNode(name: string): boolean {
+    return this.ownedNodes.has(name);
+  }
+
+  /** Every open node the layer knows: added ones, and the graphs of its drives (internal ones included), each once, parents before children. */
+  listNodes(): BlockNode[] {
+    const out: BlockNode[] = [];
+    const seen = new Set<BlockNode>();
+    const walk = (n: BlockNode) => {
+      if (seen.has(n) || n.isClosed) return;
+      seen.add(n);
+      out.push(n);
+      for (const child of n.children.values()) walk(child);
+    };
+    for (const d of this.drives.values()) if (!d.closed) walk(d.node);
+    for (const n of this.ownedNodes.values()) walk(n);
+    for (const d of this.internalDrives) if (!d.closed) walk(d.node);
+    return out;
+  }
+
+  /** The open node with that node name, anywhere in the layer's graphs. */
+  findNode(name: string): BlockNode | undefined {
+    return this.listNodes().find((n) => n.name === name);
+  }
+
+  /**
+   * Puts a drive on an open node of the layer (a node name or the node), taking a reference on
+   * it: QEMU's BlockBackend over an existing node. `internal`: a drive for a user such as an
+   * export, not listed by {@link listDrives} (its id may repeat a listed one's).
+   */
+  attachDrive(node: BlockNode | string, options: { id?: string; throttle?: DriveOwnOptions['throttle']; internal?: boolean } = {}): Drive {
+    if (this.closed) throw this.closedError('attachDrive');
+    const target = typeof node === 'string' ? this.findNode(node) : node;
+    if (target === undefined) throw new BlockError('ENOENT', `Cannot find device='' nor node-name='${String(node)}'`, { field: 'node-name' });
+    const internal = options.internal ?? false;
+    let id = options.id;
+    if (id === undefined) {
+      do id = `drive${this.nextId++}`;
+      while (this.drives.has(id));
+    } else if (!internal && this.drives.has(id)) throw new BlockError('EINVAL', `id: a drive named '${id}' already exists`, { field: 'id' });
+    const limits = options.throttle === undefined ? undefined : parseOptions(throttleOptionsSchema, options.throttle, 'throttle');
+    target.ref();
+    const drive = this.makeDrive(id, target, {}, internal);
+    if (limits !== undefined) {
+      try {
+        drive.setLimits(limits);
+      } catch (e) {
+        void drive.close();
+        throw e;
+      }
+    }
+    if (!internal) for (const listener of this.openListeners) listener(drive);
+    return drive;
+  }
+
+  /**
+   * Every drive (internal ones included) whose root is `from` gets `to` instead, each in a
+   * drained section (QEMU bdrv_replace_node, for the BlockBackends): how a mirror pivots, an
+   * active commit ends, an external snapshot takes effect. Returns the drives moved.
+   */
+  async replaceNode(from: BlockNode, to: BlockNode): Promise<Drive[]> {
+    const users = [...this.drives.values(), ...this.internalDrives].filter((d) => !d.closed && d.node === from);
+    for (const d of users) await d.replaceNode(to);
+    return users;
+  }
+
+  /** Whether `drive` is listed by {@link listDrives} (not an export's internal drive). */
+  isListedDrive(drive: Drive): boolean {
+    return this.drives.get(drive.id) === drive;
+  }
+
+  /** The root node of the listed, open drive with that id. */
+  driveRoot(id: string): BlockNode | undefined {
+    const d = this.drives.get(id);
+    return d === undefined || d.closed ? undefined : d.node;
+  }
+
+  /** Starts a block job (stream, commit, mirror, backup) on this layer's nodes; see {@link JobSpec}. */
+  startJob(spec: JobSpec): Promise<Job> {
+    if (this.closed) return Promise.reject(this.closedError('startJob'));
+    return startJob(this, spec);
+  }
+
+  /** Drives whose root is `node` (internal ones included). */
+  drivesOn(node: BlockNode): Drive[] {
+    return [...this.drives.values(), ...this.internalDrives].filter((d) => !d.closed && d.node === node);
   }
 
   /** Calls `listener` with every drive opened from now on; returns the function that stops it. */
@@ -208,7 +342,11 @@ export class BlockLayer {
   async close(): Promise<void> {
     this.closed = true;
     while (this.opening.size > 0) await Promise.allSettled([...this.opening]);
-    await Promise.all([...this.drives.values()].map((d) => d.close()));
+    await this.jobs.cancelAll();
+    await Promise.all([...this.drives.values(), ...this.internalDrives].map((d) => d.close()));
+    const owned = [...this.ownedNodes.values()];
+    this.ownedNodes.clear();
+    for (const n of owned) await n.unref().catch(() => undefined);
   }
 
   /** Closes the layer, for `await using`. */

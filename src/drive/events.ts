@@ -42,6 +42,8 @@ export interface DriveEvents {
   unthrottled: (event: { direction: 'read' | 'write'; delayedNs: number }) => void;
   /** The limits of the drive changed. */
   'limits-changed': (event: { group: string | null }) => void;
+  /** A block job or a snapshot put another node under the drive (Drive.replaceNode): later requests go to `newNode`. */
+  'node-replaced': (event: { oldNode: string; newNode: string }) => void;
   /** The drive closed; every request has settled. */
   closed: () => void;
 }

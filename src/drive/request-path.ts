@@ -61,7 +61,8 @@ export class RequestPath implements RequestCompletion, QueuedRequestSink, GateOw
   };
 
   constructor(
-    private readonly node: BlockNode,
+    /** The drive's root node; swapped by Drive.replaceNode in a drained section. */
+    public node: BlockNode,
     private readonly clock: Clock,
     private readonly accounting: StatsAccounting,
     private readonly events: EventEmitter<DriveEvents>,

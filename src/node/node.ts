@@ -10,6 +10,9 @@ interface TrackedWrite {
   done: Promise<void>;
 }
 
+/** A copy-before-write hook: resolves when the range may be overwritten. */
+export type BeforeWriteHook = (offset: number, length: number) => Promise<void>;
+
 const ZERO_CHUNK = 1 << 20;
 /** Largest request alignment a driver may report (1 GiB): far above any real device's. */
 export const MAX_ALIGNMENT = 2 ** 30;
@@ -43,6 +46,8 @@ export class BlockNode {
   private readonly alignMask: number;
   private readonly maxTransfer: number;
   private readonly tracked: TrackedWrite[] | null;
+  /** Runs before a write of any kind reaches the driver (copy-before-write of a backup job); null: none. */
+  private beforeWrite: BeforeWriteHook | null = null;
 
   constructor(
     name: string,
@@ -90,6 +95,26 @@ export class BlockNode {
   /** Format-specific facts from the driver (cluster size, snapshots, …). */
   info(): Record<string, unknown> {
     return this.instance.info?.() ?? {};
+  }
+
+  /** References held (by parents, drives, the layer, jobs); the node closes when it drops to 0. */
+  get refCount(): number {
+    return this.closed ? 0 : this.refs;
+  }
+
+  /** True once the last reference was released. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * Sets the hook every write, write-zeroes, compressed write and discard awaits before it
+   * reaches the driver (QEMU's copy-before-write filter: a backup job copies the old data out
+   * first). One hook per node; null removes it. EBUSY if another is set.
+   */
+  setBeforeWrite(hook: BeforeWriteHook | null): void {
+    if (hook !== null && this.beforeWrite !== null) throw new BlockError('EBUSY', `node ${this.name} already has a copy-before-write user`, { node: this.name });
+    this.beforeWrite = hook;
   }
 
   /** Takes another reference; the node closes when the last one is released. */
@@ -169,7 +194,7 @@ export class BlockNode {
   write(offset: number, data: Uint8Array, grow = false): Promise<void> {
     if (!(data instanceof Uint8Array)) return Promise.reject(new BlockError('EINVAL', `write: data must be a Uint8Array`, { node: this.name, offset }));
     const length = data.length;
-    if (this.tracked === null && !this.readOnly && this.fits(offset, length) && (this.maxTransfer === 0 || length <= this.maxTransfer)) {
+    if (this.tracked === null && this.beforeWrite === null && !this.readOnly && this.fits(offset, length) && (this.maxTransfer === 0 || length <= this.maxTransfer)) {
       if (length === 0) return Promise.resolve();
       const done = this.instance.write(offset, data);
       return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
@@ -177,10 +202,11 @@ export class BlockNode {
     const refused = this.refused('write', offset, length, true, grow);
     if (refused) return refused;
     if (length === 0) return Promise.resolve();
-    const done =
+    const run = () =>
       this.tracked === null
         ? this.writeAligned(offset, data)
         : this.serialised(offset, length, () => (this.isAligned(offset, length) ? this.writeAligned(offset, data) : this.writeUnaligned(offset, data)));
+    const done = this.afterHook(offset, length, run);
     return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
   }
 
@@ -195,7 +221,8 @@ export class BlockNode {
     if (!this.instance.writeCompressed) {
       return Promise.reject(new BlockError('ENOTSUP', `write-compressed: the ${this.driver.name} driver cannot write compressed data`, { node: this.name, offset }));
     }
-    const done = this.instance.writeCompressed(offset, data);
+    const instance = this.instance as Required<Pick<DriverInstance, 'writeCompressed'>>;
+    const done = this.afterHook(offset, data.length, () => instance.writeCompressed(offset, data));
     return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, data.length) : done;
   }
 
@@ -204,7 +231,7 @@ export class BlockNode {
     const refused = this.refused('write-zeroes', offset, length, true);
     if (refused) return refused;
     if (length === 0) return Promise.resolve();
-    const done = this.tracked === null ? this.zeroAligned(offset, length) : this.zeroSerialised(offset, length);
+    const done = this.afterHook(offset, length, () => (this.tracked === null ? this.zeroAligned(offset, length) : this.zeroSerialised(offset, length)));
     return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
   }
 
@@ -222,6 +249,11 @@ export class BlockNode {
   discard(offset: number, length: number): Promise<void> {
     const refused = this.refused('discard', offset, length, true);
     if (refused) return refused;
+    const hook = this.beforeWrite;
+    return hook === null ? this.discardNow(offset, length) : hook(offset, length).then(() => this.discardNow(offset, length));
+  }
+
+  private discardNow(offset: number, length: number): Promise<void> {
     const { start, end } = this.split(offset, length);
     // QEMU marks the range the caller discarded, even the unaligned edges it did not pass on.
     if (end <= start) {
@@ -258,6 +290,12 @@ export class BlockNode {
     const out: BlockStatus[] = [];
     for await (const s of mergedExtents(this, offset, length, undefined, this.name)) out.push(s);
     return out;
+  }
+
+  /** `run` now, or after the copy-before-write hook has dealt with the range. */
+  private afterHook(offset: number, length: number, run: () => Promise<void>): Promise<void> {
+    const hook = this.beforeWrite;
+    return hook === null ? run() : hook(offset, length).then(run);
   }
 
   // Offsets exceed 2^31, so no bitwise arithmetic on them.

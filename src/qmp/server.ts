@@ -6,6 +6,7 @@
 import { lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { EventEmitter } from 'eventemitter3';
+import { forwardJobEvents } from './job-commands.js';
 import type { Drive, IoErrorEvent } from '../drive.js';
 import { BlockError, fromErrno } from '../errors.js';
 import type { BlockLayer } from '../layer.js';
@@ -146,7 +147,12 @@ export class QmpServer extends EventEmitter<QmpServerEvents> {
     this.now = options.now ?? (() => performance.timeOrigin + performance.now());
     this.maxMessageBytes = options.maxMessageBytes ?? QMP_MAX_MESSAGE_BYTES;
     for (const d of layer.listDrives()) this.watch(d);
-    this.stopWatching = layer.onDriveOpened((d) => this.watch(d));
+    const stopDrives = layer.onDriveOpened((d) => this.watch(d));
+    const stopJobs = forwardJobEvents(layer, (event, data) => this.broadcast(event, data));
+    this.stopWatching = () => {
+      stopDrives();
+      stopJobs();
+    };
   }
 
   private watch(drive: Drive): void {

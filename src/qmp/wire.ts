@@ -14,7 +14,7 @@ export const QMP_MAX_MESSAGE_BYTES = 1 << 20;
 export const QMP_MAX_NESTING = 1024;
 
 /** Error classes QMP reports (QAPI's QapiErrorClass, the ones this server uses). */
-export type QmpErrorClass = 'GenericError' | 'CommandNotFound' | 'DeviceNotFound';
+export type QmpErrorClass = 'GenericError' | 'CommandNotFound' | 'DeviceNotFound' | 'DeviceNotActive';
 
 /** An error a command or the dispatcher answers with: a class and a human-readable `desc`. */
 export class QmpError extends Error {
