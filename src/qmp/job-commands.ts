@@ -131,8 +131,8 @@ export const JOB_HANDLERS: ReadonlyArray<[string, Handler]> = [
     'block-job-cancel',
     (args, layer) => {
       only(args, ['device', 'force']);
-      const job = jobByDevice(layer, args);
       const force = optBool(args, 'force') ?? false;
+      const job = jobByDevice(layer, args);
       if (job.userPaused && !force) throw generic(`The block job for device '${job.id}' is currently paused`);
       job.cancel(force);
       return {};
@@ -160,8 +160,9 @@ export const JOB_HANDLERS: ReadonlyArray<[string, Handler]> = [
     'block-job-set-speed',
     (args, layer) => {
       only(args, ['device', 'speed']);
-      const job = jobByDevice(layer, args);
-      job.setSpeed(speedArg(args));
+      str(args, 'device', true);
+      const speed = speedArg(args);
+      jobByDevice(layer, args).setSpeed(speed);
       return {};
     },
   ],
