@@ -25,7 +25,8 @@ export const nullDriver = defineDriver({
   capabilities: { kind: 'protocol' },
   schema,
   async open({ options, clock }) {
-    const { size, readZeroes, latencyNs } = options;
+    const { readZeroes, latencyNs } = options;
+    let size = options.size;
     const wait =
       latencyNs === 0
         ? now
@@ -43,6 +44,9 @@ export const nullDriver = defineDriver({
       writeZeroes: () => wait(),
       async blockStatus(offset, length) {
         return { offset, length, data: !readZeroes, zero: readZeroes, allocated: true, depth: 0 };
+      },
+      async truncate(newSize) {
+        size = newSize;
       },
       async close() {},
     };
