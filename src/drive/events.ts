@@ -42,6 +42,8 @@ export interface DriveEvents {
   unthrottled: (event: { direction: 'read' | 'write'; delayedNs: number }) => void;
   /** The limits of the drive changed. */
   'limits-changed': (event: { group: string | null }) => void;
+  /** The drive's disk was resized (Drive.resize, QMP block_resize). */
+  resize: (event: { oldSize: number; newSize: number }) => void;
   /** The drive closed; every request has settled. */
   closed: () => void;
 }
