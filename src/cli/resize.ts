@@ -1,7 +1,6 @@
 import { parseArgs } from 'node:util';
 import { BlockError } from '../errors.js';
 import { preallocMode, resizeImage } from '../tools/resize.js';
-import { RESIZE_HELP } from './help.js';
 
 /**
  * `blocklayer resize [-f FMT] [--shrink] [--preallocation=MODE] [-q] IMAGE [+|-]SIZE`: changes an
