@@ -241,7 +241,12 @@ export class BlockNode {
     const ctx = { node: this.name, field: 'size' };
     if (!Number.isSafeInteger(size) || size < 0) throw new BlockError('EINVAL', `resize: size ${valueText(size)} must be a non-negative safe integer`, ctx);
     if (this.readOnly) throw new BlockError('EROFS', `resize: node ${this.name} is read-only`, { node: this.name });
-    if (!this.instance.truncate) throw new BlockError('ENOTSUP', `Image format driver does not support resize (${this.driver.name})`, { node: this.name });
+    if (!this.instance.truncate) {
+      // A filter (throttle) resizes what it filters, as QEMU's bdrv_co_truncate does.
+      const filtered = this.driver.capabilities.kind === 'filter' ? this.children.get('file') : undefined;
+      if (filtered) return filtered.truncate(size, options);
+      throw new BlockError('ENOTSUP', `Image format driver does not support resize (${this.driver.name})`, { node: this.name });
+    }
     const old = this.instance.length();
     if (size < old && !options.shrink) throw new BlockError('EINVAL', `resize: shrinking ${this.name} from ${old} to ${size} bytes needs the shrink option`, ctx);
     if (size < old && (options.prealloc ?? 'off') !== 'off') throw new BlockError('EINVAL', 'Preallocation can only be used for growing images', { node: this.name, field: 'prealloc' });

@@ -24,6 +24,7 @@ import {
 } from './bitmap-commands.js';
 import { type Args, generic, only, optBool } from './qapi-args.js';
 import { runTransaction } from './transaction.js';
+import { blockResize } from './resize-command.js';
 import { QmpError, type QmpRequest } from './wire.js';
 
 export { generic, only, optBool, str } from './qapi-args.js';
@@ -284,6 +285,7 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
       return {};
     },
   ],
+  ['block_resize', (args, ctx) => blockResize(ctx.layer, args)],
 ]);
 
 /** Names of the commands the server knows. */
