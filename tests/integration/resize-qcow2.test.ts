@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer } from '../../src/index.js';
+import { Qcow2Patcher } from '../helpers/qcow2-patch.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
 
 const available = haveQemuTools();
@@ -171,5 +172,52 @@ describe.skipIf(!available)('qcow2 resize, read back by qemu-img and qemu-io', (
     await expect(d.resize(2 * MiB)).rejects.toMatchObject({ code: 'ENOTSUP', message: "Can't resize a v2 image which has snapshots" });
     await d.close();
     expect(check(img)).toEqual({ corruptions: 0, leaks: 0, errors: 0 });
+  });
+
+  it('extended L2 (subclusters): shrink to a size inside a cluster, grow again, the same as a raw resized so', async () => {
+    const img = p('ext.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-o', 'extended_l2=on,cluster_size=65536', img, '4M');
+    qemuIo(img, ['write -P 0x21 0 4M']);
+    const d = await open(img);
+    await d.resize(MiB + 2048 + 512, { shrink: true });
+    await d.resize(4 * MiB);
+    await d.close();
+    const raw = p('ext.raw');
+    fs.writeFileSync(raw, Buffer.alloc(MiB + 2048 + 512, 0x21));
+    fs.truncateSync(raw, 4 * MiB);
+    expect(compareRaw(raw, img).code).toBe(0);
+    expect(check(img)).toEqual({ corruptions: 0, leaks: 0, errors: 0 });
+  });
+
+  it('requests in flight finish before the resize (drained); the image stays consistent', async () => {
+    const img = p('busy.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-o', 'cluster_size=4096', img, '4M');
+    const d = await open(img);
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < 64; i++) writes.push(d.write(i * 65536, new Uint8Array(4096).fill(i + 1)));
+    const resized = d.resize(64 * MiB);
+    const results = await Promise.allSettled([...writes, resized]);
+    expect(results.every((r) => r.status === 'fulfilled')).toBe(true);
+    await d.write(60 * MiB, new Uint8Array(4096).fill(0xee));
+    await d.close();
+    expect(check(img)).toEqual({ corruptions: 0, leaks: 0, errors: 0 });
+    for (const i of [0, 31, 63]) expect(qemuReads(img, i + 1, i * 65536, 4096)).toBe(true);
+    expect(qemuReads(img, 0xee, 60 * MiB, 4096)).toBe(true);
+  });
+
+  it('a hostile L2 entry past the end of the image: the shrink fails with ECORRUPT and changes nothing', async () => {
+    const img = p('hostile.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-o', 'cluster_size=4096', img, '16M');
+    qemuIo(img, ['write -P 0x10 7M 4096']);
+    const patch = new Qcow2Patcher(img);
+    // the table of 6-8 MiB: its first entry now points 1 TiB into a file of a few hundred KiB
+    patch.buf.writeBigUInt64BE((1n << 63n) | (1n << 40n), patch.l2Offset(3));
+    patch.save();
+    const before = fs.readFileSync(img);
+    const d = await open(img);
+    await expect(d.resize(2 * MiB, { shrink: true })).rejects.toMatchObject({ code: 'ECORRUPT' });
+    expect(d.length).toBe(16 * MiB);
+    await d.close();
+    expect(fs.readFileSync(img).equals(before)).toBe(true);
   });
 });
