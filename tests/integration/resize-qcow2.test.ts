@@ -83,6 +83,9 @@ describe.skipIf(!available)('qcow2 resize, read back by qemu-img and qemu-io', (
     expect(virtualSize(img)).toBe(newSize);
     expect(check(img)).toEqual({ corruptions: 0, leaks: 0, errors: 0 });
     expect(compareRaw(p('shrink.raw'), img).code).toBe(0);
+    // the file ends after its last cluster in use, as QEMU leaves it (qemu-img check's image end offset)
+    const end = (JSON.parse(spawnSync('qemu-img', ['check', '--output=json', img], { encoding: 'utf8' }).stdout) as { 'image-end-offset': number })['image-end-offset'];
+    expect(fs.statSync(img).size).toBe(end);
   });
 
   it('grows a shrunk image again: what lay past the old end reads as zeros (qemu-img compare against a raw resized the same way)', async () => {

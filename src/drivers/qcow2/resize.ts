@@ -1,4 +1,4 @@
-import { BlockError } from '../../errors.js';
+import { BlockError, isBlockError } from '../../errors.js';
 import type { BlockNode } from '../../node/node.js';
 import type { TruncateOptions } from '../../node/types.js';
 import { COMPRESSED, compressedHost, compressedSectors, entryOffset, l2EntryBytes } from './entries.js';
@@ -148,7 +148,26 @@ async function shrink(t: ResizeTarget, oldSize: number, newSize: number): Promis
       await file.flush();
     }
     await writeSize(t, newSize);
+    await trimFile(t);
   });
+}
+
+/**
+ * Cuts the image file after its last cluster in use, as QEMU does after a shrink. A file that
+ * cannot be resized (a protocol without the hook) keeps its length: QEMU only warns there too.
+ */
+async function trimFile(t: ResizeTarget): Promise<void> {
+  const { file, refcounts, h } = t;
+  const cs = h.clusterSize;
+  let last = Math.ceil(file.length / cs) - 1;
+  while (last >= 0 && (await refcounts.get(last)) === 0) last--;
+  const end = (last + 1) * cs;
+  if (end >= file.length || end === 0) return;
+  try {
+    await file.truncate(end, { shrink: true });
+  } catch (e) {
+    if (!isBlockError(e, 'ENOTSUP')) throw e;
+  }
 }
 
 /** The L2 table offset of L1 entry `i`, validated (an image's tables may be hostile). */
