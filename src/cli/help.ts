@@ -131,6 +131,6 @@ Changes the virtual size of an image, like qemu-img resize: SIZE in bytes or wit
   -f, --format FMT         the image format (qcow2, raw; probed when absent)
   --shrink                 allow a smaller size (data past the new end is lost)
   --preallocation=MODE     off, metadata, falloc or full: how the grown part is allocated
-                           (falloc and full for raw files; qcow2 grows with off only)
+                           (falloc and full for raw files; off and full for qcow2)
   -q, --quiet              no "Image resized." line
   -h, --help               this help`;

@@ -223,4 +223,19 @@ describe.skipIf(!available)('qcow2 resize, read back by qemu-img and qemu-io', (
     await d.close();
     expect(fs.readFileSync(img).equals(before)).toBe(true);
   });
+
+  it('preallocation=full allocates every new cluster (qemu-img map: data, reading zeros); metadata and falloc are refused', async () => {
+    const img = p('full.qcow2');
+    qemuImg('create', '-f', 'qcow2', img, '1M');
+    const d = await open(img);
+    await expect(d.resize(2 * MiB, { prealloc: 'metadata' })).rejects.toMatchObject({ code: 'ENOTSUP', field: 'prealloc' });
+    await expect(d.resize(2 * MiB, { prealloc: 'falloc' })).rejects.toMatchObject({ code: 'ENOTSUP', field: 'prealloc' });
+    await d.resize(5 * MiB, { prealloc: 'full' });
+    await d.close();
+    const map = JSON.parse(qemuImg('map', '--output=json', img)) as { start: number; length: number; data: boolean }[];
+    const covered = map.filter((e) => e.data && e.start >= MiB).reduce((n, e) => n + e.length, 0);
+    expect(covered).toBe(4 * MiB);
+    expect(qemuReads(img, 0, MiB, 4 * MiB)).toBe(true);
+    expect(check(img)).toEqual({ corruptions: 0, leaks: 0, errors: 0 });
+  });
 });

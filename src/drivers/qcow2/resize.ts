@@ -31,6 +31,8 @@ export interface ResizeTarget {
 
 const HEADER_SIZE_AT = 24;
 const HEADER_L1_AT = 36;
+/** Bytes of zeros written at a time for preallocation=full. */
+const FULL_CHUNK = 1 << 20;
 
 /**
  * Resizes a qcow2 image (QEMU qcow2_co_truncate). Growing: the L1 table moves to new clusters
@@ -46,10 +48,12 @@ export async function resizeQcow2(t: ResizeTarget, newSize: number, options: Tru
   if (h.nbSnapshots > 0 && h.version < 3) throw new BlockError('ENOTSUP', "Can't resize a v2 image which has snapshots", ctx);
   if (t.dataNode) throw new BlockError('ENOTSUP', 'qcow2: resizing an image with an external data file is not supported', { node: nodeName, field: 'data-file' });
   const prealloc = options.prealloc ?? 'off';
-  if (prealloc !== 'off') throw new BlockError('ENOTSUP', `qcow2: preallocation mode '${prealloc}' is not supported when resizing`, { node: nodeName, field: 'prealloc' });
+  if (prealloc !== 'off' && prealloc !== 'full') {
+    throw new BlockError('ENOTSUP', `qcow2: preallocation mode '${prealloc}' is not supported when resizing (off or full)`, { node: nodeName, field: 'prealloc' });
+  }
   const oldSize = t.size;
   if (newSize === oldSize) return;
-  if (newSize > oldSize) await grow(t, oldSize, newSize);
+  if (newSize > oldSize) await grow(t, oldSize, newSize, prealloc === 'full');
   else await shrink(t, oldSize, newSize);
 }
 
@@ -58,7 +62,7 @@ function tableSpan(h: Qcow2Header): number {
   return h.clusterSize * (h.clusterSize / l2EntryBytes(h.extendedL2));
 }
 
-async function grow(t: ResizeTarget, oldSize: number, newSize: number): Promise<void> {
+async function grow(t: ResizeTarget, oldSize: number, newSize: number, full: boolean): Promise<void> {
   const { h, file, refcounts } = t;
   const cs = h.clusterSize;
   const entries = Math.ceil(newSize / tableSpan(h));
@@ -101,7 +105,11 @@ async function grow(t: ResizeTarget, oldSize: number, newSize: number): Promise<
   // earlier shrink left in the old last cluster past the old end (QEMU leaves that visible).
   const tailEnd = Math.min(newSize, Math.ceil(oldSize / cs) * cs);
   const zeroEnd = Math.max(tailEnd, t.backing ? Math.min(newSize, t.backing.length) : 0);
-  if (zeroEnd > oldSize && (zeroEnd > tailEnd || (await holdsData(t.tables, oldSize, tailEnd)))) {
+  if (full) {
+    // preallocation=full: every new cluster allocated and its zeros written, as QEMU leaves it.
+    const zeros = new Uint8Array(Math.min(FULL_CHUNK, newSize - oldSize));
+    for (let pos = oldSize; pos < newSize; pos += zeros.length) await t.writer.write(pos, zeros.subarray(0, Math.min(zeros.length, newSize - pos)));
+  } else if (zeroEnd > oldSize && (zeroEnd > tailEnd || (await holdsData(t.tables, oldSize, tailEnd)))) {
     await t.writer.writeZeroes(oldSize, zeroEnd - oldSize);
   }
   await t.writer.exclusive(() => writeSize(t, newSize));
