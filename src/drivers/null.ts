@@ -28,7 +28,7 @@ class NullInstance implements DriverInstance {
   readonly alignment = 1;
 
   constructor(
-    private readonly size: number,
+    private size: number,
     private readonly readZeroes: boolean,
     private readonly latencyNs: number,
     private readonly clock: Clock,
@@ -61,6 +61,11 @@ class NullInstance implements DriverInstance {
 
   async blockStatus(offset: number, length: number): Promise<BlockStatus> {
     return { offset, length, data: !this.readZeroes, zero: this.readZeroes, allocated: true, depth: 0 };
+  }
+
+  /** The size just changes (QEMU's null-co has no resize; a test target may want one). */
+  async truncate(newSize: number): Promise<void> {
+    this.size = newSize;
   }
 
   async close(): Promise<void> {}

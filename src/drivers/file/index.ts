@@ -4,6 +4,7 @@ import { BlockError, fromErrno } from '../../errors.js';
 import { type BlockStatus, defineDriver, type DriverInstance } from '../../node/driver.js';
 import { AIO_ENGINES, defaultAio, type IoEngine, selectEngine } from './engine.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, tryFallocate } from './fallocate.js';
+import { truncateFile } from './truncate.js';
 import { AdjacentMerger } from './merge.js';
 import { seek } from './posix.js';
 import { FORCE_SHARE_PERMISSIONS, imagePermissions, lockImage } from './qemu-lock.js';
@@ -88,7 +89,7 @@ export const fileDriver = defineDriver({
       if (!Number.isSafeInteger(size) || size < 0) {
         throw new BlockError('EFBIG', `'${filename}' has a size of ${size} bytes, beyond 2^53`, ctx);
       }
-      return fileInstance(engine, fd, size, filename, closeFd, !readOnly);
+      return fileInstance(engine, fd, size, filename, closeFd, !readOnly, opened.isFile());
     } catch (e) {
       await closeFd();
       throw e instanceof BlockError ? e : fromErrno(e, `could not open '${filename}'${how}`, ctx);
@@ -112,7 +113,7 @@ function refuseKind(stats: fs.Stats, filename: string, ctx: { node: string; path
   throw new BlockError('EINVAL', `'${filename}' is ${kind}; the 'file' driver needs a regular file or a block device`, ctx);
 }
 
-function fileInstance(io: IoEngine, fd: number, size: number, filename: string, closeFd: () => Promise<void>, writable: boolean): DriverInstance {
+function fileInstance(io: IoEngine, fd: number, size: number, filename: string, closeFd: () => Promise<void>, writable: boolean, regular: boolean): DriverInstance {
   /** Written since the last flush: a close then flushes first, as QEMU's bdrv_close does. */
   let unflushed = false;
   const fdatasync = () => new Promise<void>((resolve, reject) => io.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
@@ -204,6 +205,10 @@ function fileInstance(io: IoEngine, fd: number, size: number, filename: string, 
         holeAt = end;
       }
       return { offset, length: Math.min(holeAt, end) - offset, data: true, zero: false, allocated: true, depth: 0, hostOffset: offset };
+    },
+    async truncate(newSize, options) {
+      writes?.flush();
+      size = await truncateFile(fd, filename, size, newSize, regular, options.prealloc ?? 'off', zeroFill);
     },
     async close() {
       // What was written reaches the disk before the descriptor goes (QEMU flushes on close and
