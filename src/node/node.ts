@@ -1,6 +1,6 @@
 import { BlockError, valueText } from '../errors.js';
 import { DirtyBitmaps } from './dirty-bitmaps.js';
-import type { BlockStatus, DriverInstance, GenericBlockDriver } from './types.js';
+import type { BlockStatus, DriverInstance, GenericBlockDriver, InternalSnapshots } from './types.js';
 import { mergedExtents } from './extents.js';
 import { runPieces } from './pieces.js';
 
@@ -90,6 +90,11 @@ export class BlockNode {
   /** Format-specific facts from the driver (cluster size, snapshots, …). */
   info(): Record<string, unknown> {
     return this.instance.info?.() ?? {};
+  }
+
+  /** The driver's internal snapshots (qcow2), if its format keeps them. */
+  get snapshots(): InternalSnapshots | undefined {
+    return this.instance.snapshots;
   }
 
   /** Takes another reference; the node closes when the last one is released. */
