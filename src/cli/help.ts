@@ -123,3 +123,16 @@ Changes the persistent dirty bitmap BITMAP of a qcow2 image, like qemu-img bitma
   --image-opts              FILENAME is the node's options (driver=qcow2,file.driver=file,file.filename=F)
   -f, --format FMT          image format (raw, qcow2); given, it is used without probing
   -h, --help                this help`;
+
+export const SNAPSHOT_HELP = `usage: blocklayer snapshot [-l | -c NAME | -a NAME | -d NAME] [-f FMT] [-q] [-U] IMAGE
+Lists, creates, applies or deletes the internal snapshots of a qcow2 image, like qemu-img snapshot.
+
+  -l                        list the snapshots (qemu-img's table; nothing when there are none)
+  -c NAME                   take a snapshot NAME of the current state (ids are numbered as QEMU does)
+  -a NAME                   make snapshot NAME (an id, else a name) the current state again
+  -d NAME                   delete the snapshot named NAME
+  -f, --format FMT          image format (qcow2, raw, …); given, it is used without probing
+  -q, --quiet               print nothing but errors
+  -U, --force-share         open read-only sharing the image with its writer (with -l only)
+  --object OBJECTDEF        refused: no secrets (encrypted images are not supported)
+  -h, --help                this help`;
