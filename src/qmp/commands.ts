@@ -24,6 +24,7 @@ import {
 } from './bitmap-commands.js';
 import { type Args, generic, only, optBool } from './qapi-args.js';
 import { runTransaction } from './transaction.js';
+import { internalSnapshotDeleteSync, internalSnapshotSync, parseInternalSnapshot, parseInternalSnapshotDelete } from './snapshot-internal-commands.js';
 import { QmpError, type QmpRequest } from './wire.js';
 
 export { generic, only, optBool, str } from './qapi-args.js';
@@ -276,6 +277,8 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
   ['block-dirty-bitmap-disable', (args, ctx) => commitNow(prepareBitmapRecording(ctx.layer, parseBitmapRef(args), false))],
   ['block-dirty-bitmap-merge', (args, ctx) => commitNow(prepareBitmapMerge(ctx.layer, parseBitmapMerge(args)))],
   ['transaction', (args, ctx) => runTransaction(ctx.layer, args)],
+  ['blockdev-snapshot-internal-sync', async (args, ctx) => (await internalSnapshotSync(ctx.layer, parseInternalSnapshot(args)), {})],
+  ['blockdev-snapshot-delete-internal-sync', (args, ctx) => internalSnapshotDeleteSync(ctx.layer, parseInternalSnapshotDelete(args))],
   [
     'quit',
     (args, ctx) => {
