@@ -93,6 +93,24 @@ function failed(prefix: string, e: unknown): never {
 
 /** blockdev-snapshot-internal-sync: a snapshot of the device's current state, taken now. */
 export async function internalSnapshotSync(layer: BlockLayer, args: InternalSnapshotArgs): Promise<InternalSnapshotInfo> {
+  return (await takeInternalSnapshot(layer, args)).taken;
+}
+
+/**
+ * The `transaction` action (QEMU internal_snapshot_prepare / _abort): the snapshot is taken when
+ * prepared; abort deletes it again (a promise: the deletion writes to the image), commit keeps it.
+ */
+export async function prepareInternalSnapshot(layer: BlockLayer, args: InternalSnapshotArgs): Promise<{ commit(): void; abort(): Promise<void> }> {
+  const { node, taken } = await takeInternalSnapshot(layer, args);
+  return {
+    commit() {},
+    async abort() {
+      await node.snapshots?.delete(taken.id, taken.name);
+    },
+  };
+}
+
+async function takeInternalSnapshot(layer: BlockLayer, args: InternalSnapshotArgs): Promise<{ node: BlockNode; taken: InternalSnapshotInfo }> {
   const { device, name } = args;
   const root = findRootNode(layer, device);
   if (root.readOnly) throw generic(`Device '${device}' is read only`);
@@ -103,7 +121,8 @@ export async function internalSnapshotSync(layer: BlockLayer, args: InternalSnap
   // QEMU's date and virtual clock (qemu-storage-daemon's runs with the host's), icount unknown.
   const ms = Date.now();
   const date = { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1e6 };
-  return node.snapshots.create({ name, date, vmClockNs: ms * 1e6, icount: -1 }).catch((e: unknown) => failed(`Failed to create snapshot '${name}' on device '${device}'`, e));
+  const taken = await node.snapshots.create({ name, date, vmClockNs: ms * 1e6, icount: -1 }).catch((e: unknown) => failed(`Failed to create snapshot '${name}' on device '${device}'`, e));
+  return { node, taken };
 }
 
 /** blockdev-snapshot-delete-internal-sync: deletes the snapshot with this id and/or name; returns what it was. */

@@ -71,7 +71,7 @@ describe.skipIf(!available)('qcow2 internal snapshots against a model', () => {
             } else if (o.kind === 'create') {
               const made = await s.create({ name: `n${i}` });
               snaps.push({ id: made.id, name: made.name, data: Buffer.from(model) });
-            } else if (snaps.length > 0) {
+            } else if ((o.kind === 'delete' || o.kind === 'apply') && snaps.length > 0) {
               const target = snaps[o.pick % snaps.length]!;
               if (o.kind === 'delete') {
                 await s.delete(target.id, undefined);

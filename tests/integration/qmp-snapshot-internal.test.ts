@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BlockLayer, QmpServer, snapshotImage } from '../../src/index.js';
 import { snapshotTable } from '../../src/cli/snapshot.js';
+import { prepareInternalSnapshot } from '../../src/qmp/snapshot-internal-commands.js';
 import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import { haveProgram } from '../helpers/tools.js';
 
@@ -194,5 +195,22 @@ describe.skipIf(!available)('QMP internal snapshots against qemu-storage-daemon'
     // Their snapshot (a vm clock, no icount) printed as qemu-img prints it.
     const listed = spawnSync('qemu-img', ['snapshot', '-l', theirsImg.qcow2], { encoding: 'utf8' }).stdout;
     expect(`${snapshotTable((await snapshotImage(theirsImg.qcow2, { list: true })).snapshots).join('\n')}\n`).toBe(listed);
+  });
+
+  it('as a transaction action: prepared, the snapshot exists; abort deletes it again, commit keeps it', async () => {
+    const img = images('tx').qcow2;
+    const layer = new BlockLayer();
+    cleanups.push(() => layer.close());
+    const d = await layer.openDrive({ id: 'd0', driver: 'qcow2', nodeName: 'q0', file: { driver: 'file', filename: img } });
+    const undone = await prepareInternalSnapshot(layer, { device: 'd0', name: 'gone' });
+    expect(d.node.snapshots!.list().map((x) => x.name)).toEqual(['gone']);
+    await undone.abort();
+    const kept = await prepareInternalSnapshot(layer, { device: 'q0', name: 'kept' });
+    kept.commit();
+    expect(d.node.snapshots!.list().map((x) => [x.id, x.name])).toEqual([['1', 'kept']]);
+    await expect(prepareInternalSnapshot(layer, { device: 'q0', name: 'kept' })).rejects.toMatchObject({ errorClass: 'GenericError', message: "Snapshot with name 'kept' already exists on device 'q0'" });
+    await layer.close();
+    const r = spawnSync('qemu-img', ['check', img], { encoding: 'utf8' });
+    expect(r.status, r.stdout).toBe(0);
   });
 });
