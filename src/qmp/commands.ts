@@ -277,7 +277,7 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
   ['block-dirty-bitmap-disable', (args, ctx) => commitNow(prepareBitmapRecording(ctx.layer, parseBitmapRef(args), false))],
   ['block-dirty-bitmap-merge', (args, ctx) => commitNow(prepareBitmapMerge(ctx.layer, parseBitmapMerge(args)))],
   ['transaction', (args, ctx) => runTransaction(ctx.layer, args)],
-  ['blockdev-snapshot-internal-sync', async (args, ctx) => (await internalSnapshotSync(ctx.layer, parseInternalSnapshot(args)), {})],
+  ['blockdev-snapshot-internal-sync', (args, ctx) => internalSnapshotSync(ctx.layer, parseInternalSnapshot(args)).then(() => ({}))],
   ['blockdev-snapshot-delete-internal-sync', (args, ctx) => internalSnapshotDeleteSync(ctx.layer, parseInternalSnapshotDelete(args))],
   [
     'quit',
