@@ -179,6 +179,27 @@ describe.skipIf(!available)('qcow2 internal snapshots we write, as qemu-img sees
     expect(now.equals(atB)).toBe(false);
   });
 
+  it('a snapshot taken while the guest writes: a write issued before it is all in it, one issued after is not in it at all', async () => {
+    const img = p('concurrent.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-o', 'cluster_size=4k', img, '8M');
+    const d = await open(img);
+    const node = d.node;
+    await node.write(0, new Uint8Array(6 << 20).fill(0x01));
+    const before = node.write(0, new Uint8Array(6 << 20).fill(0x11));
+    const taken = node.snapshots!.create({ name: 'mid' });
+    const after = node.write(1 << 20, new Uint8Array(4 << 20).fill(0x22));
+    await Promise.all([before, taken, after]);
+    const now = await contentOf(d);
+    await d.close();
+    const snap = qemuContent(img, 'mid');
+    const expected = Buffer.alloc(8 << 20);
+    expected.fill(0x11, 0, 6 << 20);
+    expect(snap.equals(expected)).toBe(true);
+    expected.fill(0x22, 1 << 20, 5 << 20);
+    expect(now.equals(expected)).toBe(true);
+    expect(check(img)).toEqual(CLEAN);
+  });
+
   it('ids as QEMU numbers them, duplicate names allowed (qemu-img allows them), lookups by id and by name', async () => {
     const img = p('ids.qcow2');
     qemuImg('create', '-f', 'qcow2', img, '1M');

@@ -1,7 +1,7 @@
 import { BlockError } from '../../errors.js';
 import { setCopied } from './entries.js';
 import { metadataReader } from './open-steps.js';
-import { type SnapshotContext, writeMetadata } from './snapshot-context.js';
+import { applyAllReleases, type SnapshotContext, writeMetadata } from './snapshot-context.js';
 import { findByIdOrName } from './snapshot-find.js';
 import { changeReach, fixCopied } from './snapshot-reach.js';
 import { checkSnapshotL1 } from './snapshots.js';
@@ -36,7 +36,7 @@ export async function applySnapshot(c: SnapshotContext, idOrName: string): Promi
   }
   next.copy(c.l1);
   await changeReach(c, old, c.l1Offset, -1);
-  await c.refcounts.applyReleases();
+  await applyAllReleases(c);
   const l1Changed = await fixCopied(c);
   await writeMetadata(c, l1Changed ? c.l1 : undefined);
 }

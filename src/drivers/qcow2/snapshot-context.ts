@@ -1,4 +1,5 @@
 import type { BlockNode } from '../../node/node.js';
+import { loopTurn } from '../../platform/event-loop.js';
 import type { Qcow2Header } from './header.js';
 import type { L2Cache } from './l2-cache.js';
 import type { Refcounts } from './refcounts.js';
@@ -37,6 +38,19 @@ export async function writeMetadata(c: SnapshotContext, l1?: Buffer): Promise<vo
   if (l1 && l1.length > 0) writes.push(c.file.write(c.l1Offset, l1, true));
   await settleAll(writes);
   await c.file.flush();
+}
+
+/**
+ * Applies every deferred decrement in memory. A cluster a guest read is still reading keeps its
+ * reference until the read ends (Refcounts.pin): this waits for those reads, so that the COPIED
+ * flags computed next see the final refcounts.
+ */
+export async function applyAllReleases(c: SnapshotContext): Promise<void> {
+  await c.refcounts.applyReleases();
+  while (c.refcounts.hasReleases) {
+    await loopTurn();
+    await c.refcounts.applyReleases();
+  }
 }
 
 /** Applies the deferred refcount decrements (their references are gone from the disk), writes them and syncs. */

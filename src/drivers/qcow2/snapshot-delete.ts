@@ -1,6 +1,6 @@
 import { BlockError } from '../../errors.js';
 import { metadataReader } from './open-steps.js';
-import { type SnapshotContext, writeMetadata } from './snapshot-context.js';
+import { applyAllReleases, type SnapshotContext, writeMetadata } from './snapshot-context.js';
 import { findByIdAndName } from './snapshot-find.js';
 import { changeReach, fixCopied } from './snapshot-reach.js';
 import { writeSnapshotTable } from './snapshot-table-write.js';
@@ -23,7 +23,7 @@ export async function deleteSnapshot(c: SnapshotContext, id: string | undefined,
   );
   await changeReach(c, l1, sn.l1TableOffset, -1);
   if (sn.l1Size > 0) c.refcounts.release(sn.l1TableOffset, sn.l1Size * 8);
-  await c.refcounts.applyReleases();
+  await applyAllReleases(c);
   const l1Changed = await fixCopied(c);
   await writeMetadata(c, l1Changed ? c.l1 : undefined);
   return sn;
