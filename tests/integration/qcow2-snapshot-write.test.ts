@@ -200,6 +200,40 @@ describe.skipIf(!available)('qcow2 internal snapshots we write, as qemu-img sees
     expect(check(img)).toEqual(CLEAN);
   });
 
+  it('hostile snapshot entries (an unaligned or huge L1 table, an L2 table past the end) are refused with ECORRUPT before anything changes', async () => {
+    const base = p('hostile-base.qcow2');
+    qemuImg('create', '-f', 'qcow2', base, '1M');
+    spawnSync('qemu-io', ['-c', 'write -P 0x44 0 128k', base]);
+    qemuImg('snapshot', '-c', 'victim', base);
+    const before = qemuContent(base);
+    const patched = (name: string, edit: (b: Buffer, entry: number) => void) => {
+      const img = p(name);
+      const b = fs.readFileSync(base);
+      edit(b, Number(b.readBigUInt64BE(64)));
+      fs.writeFileSync(img, b);
+      return img;
+    };
+    const unaligned = patched('unaligned.qcow2', (b, e) => b.writeBigUInt64BE(b.readBigUInt64BE(e) + 512n, e));
+    const huge = patched('huge.qcow2', (b, e) => b.writeUInt32BE(0x7fffffff, e + 8));
+    const pastEnd = patched('past-end.qcow2', (b, e) => {
+      const l1 = Number(b.readBigUInt64BE(e));
+      b.writeBigUInt64BE(1n << 40n, l1);
+    });
+    for (const img of [unaligned, huge, pastEnd]) {
+      for (const action of [{ apply: 'victim' }, { delete: 'victim' }] as const) {
+        if (img === pastEnd && 'delete' in action) continue; // its table entry itself is sound: delete drops it (judged below)
+        await expect(snapshotImage(img, action), `${path.basename(img)} ${JSON.stringify(action)}`).rejects.toMatchObject({ code: 'ECORRUPT' });
+        expect(qemuList(img)).toEqual([['1', 'victim']]);
+        expect(qemuContent(img).equals(before)).toBe(true);
+      }
+    }
+    // Deleting the snapshot whose L1 points past the end: out of the table first, then the walk refuses.
+    await expect(snapshotImage(pastEnd, { delete: 'victim' })).rejects.toMatchObject({ code: 'ECORRUPT' });
+    expect(qemuList(pastEnd)).toEqual([]);
+    expect(qemuContent(pastEnd).equals(before)).toBe(true);
+    expect(check(pastEnd).corruptions).toBe(0);
+  });
+
   it('ids as QEMU numbers them, duplicate names allowed (qemu-img allows them), lookups by id and by name', async () => {
     const img = p('ids.qcow2');
     qemuImg('create', '-f', 'qcow2', img, '1M');
