@@ -16,10 +16,10 @@ import { checkSnapshotL1 } from './snapshots.js';
 export async function applySnapshot(c: SnapshotContext, idOrName: string): Promise<void> {
   const sn = findByIdOrName(c.snapshots, idOrName);
   if (!sn) throw new BlockError('ENOENT', 'Failed to load snapshot: No such file or directory', { field: 'snapshot' });
-  if (sn.size !== c.size) {
-    throw new BlockError('ENOTSUP', `qcow2: Loading snapshots with different disk size is not supported (snapshot ${sn.size} bytes, image ${c.size})`, { field: 'disk_size' });
-  }
   checkSnapshotL1(sn, c.h);
+  if (sn.size !== c.size) {
+    throw new BlockError('ENOTSUP', `qcow2: Loading snapshots with different disk size is not implemented (snapshot ${sn.size} bytes, image ${c.size})`, { field: 'disk_size' });
+  }
   if (sn.l1Size * 8 > c.l1.length) {
     throw new BlockError('ENOTSUP', `qcow2: the L1 table of snapshot '${sn.name || sn.id}' (${sn.l1Size} entries) is larger than the active one (${c.l1.length / 8})`, { field: 'l1_size' });
   }
