@@ -85,7 +85,8 @@ export async function snapshotImage(image: string | DriveOptions, action: Snapsh
         throw new BlockError('ENOTSUP', `Could not create snapshot '${name}': -${errno} (${text})`, { field: 'format' });
       }
       const snapshot = await snaps.create({ name }).catch((e: unknown) => {
-        const known = isBlockError(e) ? STRERROR[e.code] : undefined;
+        // A refcount past refcount_bits: QEMU's update_refcount answers EINVAL.
+        const known = isBlockError(e) ? STRERROR[e.field === 'refcount_bits' ? 'EINVAL' : e.code] : undefined;
         throw reworded(e, (m) => `Could not create snapshot '${name}': ${known ? `-${known[0]} (${known[1]})` : m}`);
       });
       return { snapshots: all(), snapshot };

@@ -76,6 +76,7 @@ const KINDS: { name: string; create: string[]; size: string; compressed?: boolea
   { name: 'v2 (compat 0.10)', create: ['-o', 'compat=0.10'], size: '4M' },
   { name: 'compressed clusters', create: [], size: '4M', compressed: true },
   { name: '4k clusters over several L2 tables', create: ['-o', 'cluster_size=4k'], size: '8M' },
+  { name: 'lazy refcounts, 8-bit refcounts', create: ['-o', 'lazy_refcounts=on,refcount_bits=8'], size: '4M' },
 ];
 
 describe.skipIf(!available)('qcow2 internal snapshots we write, as qemu-img sees them', () => {
@@ -276,6 +277,15 @@ describe.skipIf(!available)('qcow2 internal snapshots we write, as qemu-img sees
     const d = await open(img, { readOnly: true });
     await expect(d.node.snapshots!.create({ name: 'n' })).rejects.toMatchObject({ code: 'EROFS' });
     await d.close();
+  });
+
+  it('1-bit refcounts cannot count a second reference: create fails as in qemu-img, the image stays sound', async () => {
+    const img = p('refcount1.qcow2');
+    qemuImg('create', '-f', 'qcow2', '-o', 'refcount_bits=1', img, '1M');
+    spawnSync('qemu-io', ['-c', 'write -P 0x11 0 64k', img]);
+    await expect(snapshotImage(img, { create: 'x' })).rejects.toMatchObject({ message: "Could not create snapshot 'x': -22 (Invalid argument)" });
+    expect(check(img).corruptions).toBe(0);
+    expect(qemuList(img)).toEqual([]);
   });
 
   it('an image with an external data file refuses internal snapshots (ENOTSUP), as QEMU does', async () => {
