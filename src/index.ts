@@ -134,3 +134,5 @@ export type { InputOptions as ImageInputOptions } from './tools/open-input.js';
 /** qemu-img resize as a call: grows or shrinks an image's virtual size (`+1G`, `-512M`, `10G`). */
 export { PREALLOC_MODES, preallocMode, type ResizeOptions, type ResizeResult, resizeImage, resizeTarget } from './tools/resize.js';
 export type { PreallocMode, TruncateOptions } from './node/types.js';
+export { type SnapshotAction, type SnapshotImageOptions, type SnapshotResult, snapshotImage } from './tools/snapshot.js';
+export type { InternalSnapshotInfo, InternalSnapshots, NewSnapshot } from './node/types.js';

@@ -134,3 +134,15 @@ Changes the virtual size of an image, like qemu-img resize: SIZE in bytes or wit
                            (falloc and full for raw files; off and full for qcow2)
   -q, --quiet              no "Image resized." line
   -h, --help               this help`;
+export const SNAPSHOT_HELP = `usage: blocklayer snapshot [-l | -c NAME | -a NAME | -d NAME] [-f FMT] [-q] [-U] IMAGE
+Lists, creates, applies or deletes the internal snapshots of a qcow2 image, like qemu-img snapshot.
+
+  -l                        list the snapshots (qemu-img's table; nothing when there are none)
+  -c NAME                   take a snapshot NAME of the current state (ids are numbered as QEMU does)
+  -a NAME                   make snapshot NAME (an id, else a name) the current state again
+  -d NAME                   delete the snapshot named NAME
+  -f, --format FMT          image format (qcow2, raw, …); given, it is used without probing
+  -q, --quiet               print nothing but errors
+  -U, --force-share         open read-only sharing the image with its writer (with -l only)
+  --object OBJECTDEF        refused: no secrets (encrypted images are not supported)
+  -h, --help                this help`;

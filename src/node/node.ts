@@ -1,6 +1,6 @@
 import { BlockError, valueText } from '../errors.js';
 import { DirtyBitmaps } from './dirty-bitmaps.js';
-import type { BlockStatus, DriverInstance, GenericBlockDriver, TruncateOptions } from './types.js';
+import type { BlockStatus, DriverInstance, GenericBlockDriver, InternalSnapshots, TruncateOptions } from './types.js';
 import { mergedExtents } from './extents.js';
 import { runPieces } from './pieces.js';
 
@@ -115,6 +115,11 @@ export class BlockNode {
   setBeforeWrite(hook: BeforeWriteHook | null): void {
     if (hook !== null && this.beforeWrite !== null) throw new BlockError('EBUSY', `node ${this.name} already has a copy-before-write user`, { node: this.name });
     this.beforeWrite = hook;
+  }
+
+  /** The driver's internal snapshots (qcow2), if its format keeps them. */
+  get snapshots(): InternalSnapshots | undefined {
+    return this.instance.snapshots;
   }
 
   /** Takes another reference; the node closes when the last one is released. */

@@ -131,6 +131,42 @@ export interface DriverInstance {
   close(): Promise<void>;
   /** Extra facts for `info` (format specific: cluster size, snapshots, …). */
   info?(): Record<string, unknown>;
+  /** Internal snapshots (qcow2), for formats that keep them in the image. */
+  snapshots?: InternalSnapshots;
+}
+
+/** One internal snapshot as QEMU's QEMUSnapshotInfo has it. */
+export interface InternalSnapshotInfo {
+  id: string;
+  name: string;
+  /** Guest disk size when it was taken. */
+  size: number;
+  date: { sec: number; nsec: number };
+  vmClockNs: number;
+  vmStateSize: number;
+  /** -1: not recorded. */
+  icount: number;
+}
+
+/** What a new internal snapshot records besides its name (QEMU's defaults: now, clock 0, icount 0). */
+export interface NewSnapshot {
+  name: string;
+  /** QEMU picks the next free number when absent. */
+  id?: string;
+  date?: { sec: number; nsec: number };
+  vmClockNs?: number;
+  icount?: number;
+}
+
+/** A format's internal snapshots (QEMU bdrv_snapshot_*): changes need a read-write node. */
+export interface InternalSnapshots {
+  list(): InternalSnapshotInfo[];
+  /** Takes a snapshot of the current state; rejects EEXIST on a duplicate id. */
+  create(snapshot: NewSnapshot): Promise<InternalSnapshotInfo>;
+  /** Deletes the snapshot with this id and/or name (both must match when both are given); ENOENT if none. */
+  delete(id: string | undefined, name: string | undefined): Promise<InternalSnapshotInfo>;
+  /** Makes the snapshot (an id, else a name) the current state again (qemu-img snapshot -a). */
+  apply(idOrName: string): Promise<void>;
 }
 
 /** Options of one node in the style of QEMU's blockdev-add; children are nested objects. */

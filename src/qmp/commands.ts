@@ -26,6 +26,7 @@ import { type Args, generic, only, optBool } from './qapi-args.js';
 import { runTransaction } from './transaction.js';
 import { JOB_HANDLERS } from './job-commands.js';
 import { blockResize } from './resize-command.js';
+import { internalSnapshotDeleteSync, internalSnapshotSync, parseInternalSnapshot, parseInternalSnapshotDelete } from './snapshot-internal-commands.js';
 import { QmpError, type QmpRequest } from './wire.js';
 
 export { generic, only, optBool, str } from './qapi-args.js';
@@ -279,6 +280,8 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
   ['block-dirty-bitmap-merge', (args, ctx) => commitNow(prepareBitmapMerge(ctx.layer, parseBitmapMerge(args)))],
   ['transaction', (args, ctx) => runTransaction(ctx.layer, args)],
   ...JOB_HANDLERS.map(([name, run]): [string, Handler] => [name, (args, ctx) => run(args, ctx.layer)]),
+  ['blockdev-snapshot-internal-sync', (args, ctx) => internalSnapshotSync(ctx.layer, parseInternalSnapshot(args)).then(() => ({}))],
+  ['blockdev-snapshot-delete-internal-sync', (args, ctx) => internalSnapshotDeleteSync(ctx.layer, parseInternalSnapshotDelete(args))],
   [
     'quit',
     (args, ctx) => {

@@ -10,6 +10,7 @@ import { qcow2Info } from './info.js';
 import type { L2Cache } from './l2-cache.js';
 import * as L from './limits.js';
 import { readClamped } from './open-steps.js';
+import { qcow2SnapshotHooks } from './snapshot-hooks.js';
 import type { Refcounts } from './refcounts.js';
 import type { Qcow2Snapshot } from './snapshots.js';
 import type { ClusterMap } from './tables.js';
@@ -147,6 +148,32 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     },
   };
   const bitmaps = new Qcow2BitmapStore({ file, h, entries: o.bitmaps, refcounts, exclusive: writer ? (fn) => writer.exclusive(fn) : undefined });
+  const snapshots = qcow2SnapshotHooks({
+    snapshots: o.snapshots,
+    // Live views: a resize moves the L1 table and changes the size after open.
+    context: refcounts
+      ? {
+          h,
+          file,
+          refcounts,
+          cache: o.l2Cache,
+          get l1() {
+            return o.l1;
+          },
+          get l1Offset() {
+            return o.l1Offset;
+          },
+          snapshots: o.snapshots,
+          get size() {
+            return o.size;
+          },
+        }
+      : undefined,
+    drained: writer ? (fn) => writer.drained(fn) : undefined,
+    refusal: dataNode ? new BlockError('ENOTSUP', 'qcow2: internal snapshots are not supported with an external data file', { field: 'data-file', node: nodeName }) : undefined,
+    changed: () => compressed.invalidate(),
+    nodeName,
+  });
   const readOnlyError = () =>
     Promise.reject(new BlockError('EROFS', o.snapshot !== undefined ? `qcow2: snapshot '${o.snapshot}' is open read-only` : 'qcow2: the node is read-only', { node: nodeName }));
 
@@ -210,6 +237,7 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     canStoreBitmap: (name, granularity) => bitmaps.canStore(name, granularity),
     storeBitmaps: (list) => bitmaps.store(list),
     removeStoredBitmap: (name) => bitmaps.remove(name),
+    snapshots,
     async close() {
       await writer?.flush();
       if (dirtyOnDisk) await setDirtyBit(false);

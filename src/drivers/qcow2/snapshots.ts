@@ -21,6 +21,8 @@ export interface Qcow2Snapshot {
   vmClockNs: number;
   /** Bytes of saved VM state (0 for a disk-only snapshot). */
   vmStateSize: number;
+  /** Guest instruction count (-1: not recorded, as in entries with under 24 bytes of extra data). */
+  icount: number;
   /** File offset of the snapshot's L1 table. */
   l1TableOffset: number;
   /** Entries in the snapshot's L1 table. */
@@ -89,6 +91,7 @@ export async function readSnapshots(h: Qcow2Header, read: Reader): Promise<Qcow2
     let vmStateSize = vmState32;
     if (extraSize >= 8) vmStateSize = Number(buf.readBigUInt64BE(e));
     if (extraSize >= 16) size = Number(buf.readBigUInt64BE(e + 8));
+    const icount = extraSize >= 24 ? Number(buf.readBigInt64BE(e + 16)) : -1;
     const idAt = e + extraSize;
     out.push({
       id: cString(buf, idAt, idSize),
@@ -97,6 +100,7 @@ export async function readSnapshots(h: Qcow2Header, read: Reader): Promise<Qcow2
       date: { sec, nsec },
       vmClockNs,
       vmStateSize,
+      icount,
       l1TableOffset,
       l1Size,
       entryOffset: at,

@@ -86,11 +86,7 @@ export class Qcow2Writer {
     }
   }
 
-  /**
-   * Drops whole clusters (QEMU semantics): unallocated, or zero clusters where a backing file
-   * would show through. With a raw data file they become zero clusters whose bytes in the data
-   * file are zeroed too (the data file must keep reading as the guest does).
-   */
+  /** Drops whole clusters (QEMU): unallocated, or zero where a backing file would show through; with a raw data file, zero clusters zeroed there too. */
   async discard(offset: number, length: number): Promise<void> {
     const a = this.ceil(offset);
     const b = this.floor(offset + length);
@@ -155,7 +151,7 @@ export class Qcow2Writer {
     }
   }
 
-  /** Under the lock: `size` (< one cluster) bytes after the last compressed cluster, in the same host cluster if they fit. */
+  /** Under the lock: `size` (< a cluster) bytes after the last compressed cluster, in its host cluster if they fit. */
   private async allocateBytes(size: number): Promise<number> {
     const used = this.nextByte % this.cs;
     if (this.nextByte > 0 && used !== 0 && used + size <= this.cs) {
@@ -187,6 +183,17 @@ export class Qcow2Writer {
       return await fn();
     } finally {
       this.lock.release();
+    }
+  }
+
+  /** {@link exclusive} with every guest request drained and held back (snapshots); clusters may be freed, so no compressed run continues. */
+  async drained<T>(fn: () => Promise<T>): Promise<T> {
+    const ticket = await this.admit(0, Number.MAX_SAFE_INTEGER);
+    try {
+      return await this.exclusive(fn);
+    } finally {
+      this.nextByte = 0;
+      this.queue.leave(ticket);
     }
   }
 
@@ -455,10 +462,8 @@ export class Qcow2Writer {
 
   /**
    * Zero flags (writeZeroes) or unallocated/zero entries (discard) for whole clusters [from, to).
-   * With a raw data file the range is zeroed in the data file first (as QEMU does for
-   * write-zeroes; a discard there must read zeros too), and the entries become zero clusters
-   * mapped at their guest offset. Data first: in between, clusters mapped 1:1 already read the
-   * zeros there, so the data file stays the guest view across a crash too.
+   * A raw data file is zeroed there first (QEMU's write-zeroes; a discard must read zeros too),
+   * then the entries become zero clusters mapped 1:1: the data file stays the guest view across a crash.
    */
   private async changeWholeClusters(from: number, to: number, how: 'zero' | 'discard'): Promise<void> {
     const span = this.cs * this.l2Entries;
@@ -558,10 +563,7 @@ export class Qcow2Writer {
     if (this.c.cache.overfull || this.c.refcounts.overfull) await this.writeBack(false);
   }
 
-  /**
-   * Under the lock: refcounts, sync (also makes the data durable), L2 tables; with `full`
-   * also sync, L1, sync, then the refcount decrements the written tables allow, and sync.
-   */
+  /** Under the lock: refcounts, sync (data durable too), L2 tables; with `full` also sync, L1, sync, then the decrements they allow, sync. */
   private async writeBack(full: boolean): Promise<void> {
     const { file, refcounts, cache, data } = this.c;
     // Data before the L2 entries that map it.
