@@ -77,7 +77,10 @@ export async function rebaseImage(path: string, backing: string | null, options:
         }
         await image.flush();
       }
-      await image.changeBackingFile(name, format);
+      await image.changeBackingFile(name, format).catch((e: unknown) => {
+        const code = isBlockError(e) ? e.code : 'EIO';
+        throw new BlockError(code, `Could not change the backing file to '${name ?? ''}': ${(e as Error).message}`, { path, field: 'backing_file', cause: e });
+      });
       return { backingFile: name, ...(format !== undefined ? { backingFormat: format } : {}), bytes };
     } finally {
       await image.unref();
