@@ -58,8 +58,10 @@ export async function rebaseImage(path: string, backing: string | null, options:
     }
     if (options.signal?.aborted) throw canceled('rebase', options.signal);
     const file = { driver: 'file', filename: path };
-    // Unsafe: the old backing chain is not opened (it may be gone: that is why one rebases unsafely).
-    const image = await layer.openNode({ driver: options.format ?? 'auto', file, ...(options.unsafe ? { backing: null } : {}) });
+    // Unsafe: the old backing chain is not opened (it may be gone: that is why one rebases unsafely);
+    // `backing: null` only where the format has a backing child (the others are refused below).
+    const noBacking = options.format === undefined ? { formatOptions: { qcow2: { backing: null } } } : takesBacking(layer, options.format) ? { backing: null } : {};
+    const image = await layer.openNode({ driver: options.format ?? 'auto', file, ...(options.unsafe ? noBacking : {}) });
     try {
       if (!image.driver.capabilities.supportsBacking) {
         throw new BlockError('ENOTSUP', `Could not change the backing file to '${name ?? ''}': the ${image.driver.name} format does not support backing files`, {
@@ -88,6 +90,11 @@ export async function rebaseImage(path: string, backing: string | null, options:
   } finally {
     if (options.layer === undefined) await layer.close();
   }
+}
+
+/** Whether the driver `name` has a backing child (a format qemu-img could rebase). */
+function takesBacking(layer: BlockLayer, name: string): boolean {
+  return layer.drivers.has(name) && layer.drivers.get(name).capabilities.supportsBacking === true;
 }
 
 /** The new backing file, read-only, relative names from the image's directory; its own chain opens from its header. */
