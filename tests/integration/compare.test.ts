@@ -104,6 +104,17 @@ describe.skipIf(!available)('blocklayer compare against qemu-img compare', () =>
     expect(o.out).toMatch(/^ {4}\(0\.00\/100%\)\r.* {4}\(100\.00\/100%\)\r\nImages are identical\.\n$/s);
   });
 
+  it('compare and rebase answer --help with their usage on stdout, and are in the top help', () => {
+    for (const verb of ['compare', 'rebase']) {
+      const r = run(process.execPath, ['--import', 'tsx', MAIN, verb, '--help'], path.dirname(path.dirname(path.dirname(MAIN))));
+      expect([r.code, r.err]).toEqual([0, '']);
+      expect(r.out).toMatch(new RegExp(`^usage: blocklayer ${verb} `));
+    }
+    const top = run(process.execPath, ['--import', 'tsx', MAIN, '--help'], path.dirname(path.dirname(path.dirname(MAIN))));
+    expect(top.out).toContain('  blocklayer compare ');
+    expect(top.out).toContain('  blocklayer rebase ');
+  }, 60_000);
+
   it('a wrong argument count is a usage error (exit 1), as qemu-img', () => {
     expect(theirs('a.qcow2').code).toBe(1);
     const o = ours('a.qcow2');

@@ -200,15 +200,6 @@ describe.skipIf(!available)('BlockNode.changeBackingFile on an open node', () =>
   });
 });
 
-/** One write into one layer of the model chain: zeros or a byte pattern. */
-interface Op {
-  layer: 0 | 1 | 2;
-  at: number;
-  len: number;
-  fill: number;
-  zero: boolean;
-}
-
 describe.skipIf(!available)('safe rebase over random chains (property)', () => {
   it('keeps the guest view of an in-memory model, and qemu-img check stays clean', async () => {
     const SIZE = MIB;
