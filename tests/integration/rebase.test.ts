@@ -109,6 +109,36 @@ describe.skipIf(!available)('rebaseImage, checked with qemu-img', () => {
     expect(qemuImg('compare', c.top, c.raw)).toContain('Images are identical.');
   });
 
+  it.each([
+    ['compat 1.1', ['-o', 'compat=1.1']],
+    ['compat 0.10', ['-o', 'compat=0.10']],
+    ['4 KiB clusters (no feature table)', ['-o', 'cluster_size=4096']],
+    ['512-byte clusters', ['-o', 'cluster_size=512']],
+  ])('unsafe rebase writes the header cluster qemu-img rebase -u writes (%s), for longer, shorter and no names', async (_name, o) => {
+    const tag = o[1].replace(/\W/g, '');
+    if (!fs.existsSync(p('hdr-base.qcow2'))) create('hdr-base.qcow2', '1M');
+    qemuImg('create', '-q', '-f', 'qcow2', ...o, '-b', 'hdr-base.qcow2', '-F', 'qcow2', `hq-${tag}.qcow2`, '1M');
+    fs.copyFileSync(p(`hq-${tag}.qcow2`), p(`ho-${tag}.qcow2`));
+    const cs = Number(info(`hq-${tag}.qcow2`)['cluster-size']);
+    for (const [name, format] of [['d/'.repeat(100) + 'long-name.qcow2', 'raw'], ['b.qcow2', 'qcow2'], ['', undefined], ['/abs/base.img', 'raw']] as const) {
+      qemuImg('rebase', '-u', '-b', name, ...(format ? ['-F', format] : []), `hq-${tag}.qcow2`);
+      await rebaseImage(p(`ho-${tag}.qcow2`), name, { backingFormat: format, unsafe: true });
+      const head = (f: string) => fs.readFileSync(p(f)).subarray(0, Math.min(cs, 4096));
+      expect(head(`ho-${tag}.qcow2`).equals(head(`hq-${tag}.qcow2`)), `${name} ${format}`).toBe(true);
+    }
+  });
+
+  it('a persistent bitmap survives a rebase: qemu-img lists it, the image is clean', async () => {
+    const c = chain('bm');
+    qemuImg('bitmap', '--add', c.top, 'bm0');
+    await rebaseImage(p(c.top), c.base, { backingFormat: 'qcow2' });
+    const i = info(c.top) as { 'format-specific': { data: { bitmaps?: { name: string }[] } } };
+    expect(i['format-specific'].data.bitmaps?.map((b) => b.name)).toEqual(['bm0']);
+    expect(info(c.top)['backing-filename']).toBe(c.base);
+    checkClean(c.top);
+    expect(qemuImg('compare', c.top, c.raw)).toContain('Images are identical.');
+  });
+
   it('an image rebased by qemu-img reads the same through us', async () => {
     const c = chain('theirs');
     qemuImg('rebase', '-b', c.base, '-F', 'qcow2', c.top);
