@@ -120,7 +120,7 @@ describe.skipIf(!available)('rebaseImage, checked with qemu-img', () => {
     qemuImg('create', '-q', '-f', 'qcow2', ...o, '-b', 'hdr-base.qcow2', '-F', 'qcow2', `hq-${tag}.qcow2`, '1M');
     fs.copyFileSync(p(`hq-${tag}.qcow2`), p(`ho-${tag}.qcow2`));
     const cs = Number(info(`hq-${tag}.qcow2`)['cluster-size']);
-    for (const [name, format] of [['d/'.repeat(100) + 'long-name.qcow2', 'raw'], ['b.qcow2', 'qcow2'], ['', undefined], ['/abs/base.img', 'raw']] as const) {
+    for (const [name, format] of [[`${'d/'.repeat(100)}long-name.qcow2`, 'raw'], ['b.qcow2', 'qcow2'], ['', undefined], ['/abs/base.img', 'raw']] as const) {
       qemuImg('rebase', '-u', '-b', name, ...(format ? ['-F', format] : []), `hq-${tag}.qcow2`);
       await rebaseImage(p(`ho-${tag}.qcow2`), name, { backingFormat: format, unsafe: true });
       const head = (f: string) => fs.readFileSync(p(f)).subarray(0, Math.min(cs, 4096));
