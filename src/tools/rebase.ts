@@ -69,6 +69,16 @@ export async function rebaseImage(path: string, backing: string | null, options:
           field: 'backing_file',
         });
       }
+      // What the header change would refuse, refused before any copying (qcow2's rules).
+      if (name !== null && Buffer.byteLength(name) > 1023) {
+        throw new BlockError('EINVAL', `Could not change the backing file to '${name.slice(0, 40)}…': the name is longer than 1023 bytes`, { path, field: 'backing_file' });
+      }
+      if (name !== null && image.info().dataFileRaw === true) {
+        throw new BlockError('EINVAL', `Could not change the backing file to '${name}': the image's external data file is raw (data_file_raw): it cannot have a backing file`, {
+          path,
+          field: 'backing_file',
+        });
+      }
       let bytes = 0;
       if (!options.unsafe) {
         const next = name === null ? undefined : await openNewBacking(layer, path, name, format!, options.forceShare);

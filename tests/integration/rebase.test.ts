@@ -168,6 +168,12 @@ describe.skipIf(!available)('rebaseImage, checked with qemu-img', () => {
     await expect(rebaseImage(p(c.top), 'missing.qcow2', { backingFormat: 'qcow2' })).rejects.toMatchObject({ message: expect.stringContaining("Could not open new backing file 'missing.qcow2'") });
     await expect(rebaseImage(p(c.top), 'x'.repeat(1024), { backingFormat: 'qcow2', unsafe: true })).rejects.toMatchObject({ code: 'EINVAL' });
     expect(fs.readFileSync(p(c.top)).equals(before)).toBe(true);
+    // a raw external data file is the whole disk: no backing file, refused before anything is copied
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'data_file=dfr.raw,data_file_raw=on', 'dfr.qcow2', '1M');
+    const dfr = fs.readFileSync(p('dfr.qcow2'));
+    expect(spawnSync('qemu-img', ['rebase', '-b', c.base, '-F', 'qcow2', 'dfr.qcow2'], { cwd: dir }).status).toBe(1);
+    await expect(rebaseImage(p('dfr.qcow2'), c.base, { backingFormat: 'qcow2' })).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringContaining('data_file_raw') });
+    expect(fs.readFileSync(p('dfr.qcow2')).equals(dfr)).toBe(true);
     // no room in a 512-byte header cluster for a long name: ENOSPC, as qemu-img ("No space left")
     create('tiny.qcow2', '1M', '-o', 'cluster_size=512');
     const long = 'y'.repeat(450);
