@@ -84,6 +84,18 @@ describe.skipIf(!available)('rebaseImage, checked with qemu-img', () => {
     expect(qemuImg('compare', c.top, c.raw)).toContain('Images are identical.');
   });
 
+  it('a standalone image rebased safely onto a backing file: its unallocated ranges are written as zeros where the new file has data', async () => {
+    create('alone.qcow2', '4M');
+    qemuIo('alone.qcow2', ['write -P 8 100k 10k']);
+    qemuImg('convert', '-O', 'raw', 'alone.qcow2', 'alone.raw');
+    const c = chain('alone');
+    const r = await rebaseImage(p('alone.qcow2'), c.base, { backingFormat: 'qcow2' });
+    expect(r.bytes).toBeGreaterThan(0);
+    expect(info('alone.qcow2')['backing-filename']).toBe(c.base);
+    checkClean('alone.qcow2');
+    expect(qemuImg('compare', 'alone.qcow2', 'alone.raw')).toContain('Images are identical.');
+  });
+
   it('onto a smaller raw backing file: the part past its end is copied from the old chain', async () => {
     const c = chain('small');
     fs.writeFileSync(p('small.raw'), Buffer.alloc(MIB, 0x11));
