@@ -2,7 +2,7 @@ import { BlockError, isBlockError } from '../errors.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
 import type { BlockStatus } from '../node/types.js';
-import { forEachChunk, sameBytes, sectorRun } from './chunk-pool.js';
+import { forEachChunk, pieceSize, sameBytes, sectorRun } from './chunk-pool.js';
 import { canceled, type OpenedInput, openInput } from './open-input.js';
 
 /** Options of {@link compareImages}. */
@@ -56,7 +56,7 @@ export class CompareError extends BlockError {
 }
 
 /** qemu-img's buffer: 2 MiB per read. */
-const PIECE = 2 * 1024 * 1024;
+const BUFFER = 2 * 1024 * 1024;
 const PARALLEL = 4;
 
 /** Both statuses say the same of allocation and content (strict mode). */
@@ -113,7 +113,7 @@ async function firstDifference(nodeA: BlockNode, nodeB: BlockNode, names: [strin
     if (best === undefined || offset < best.offset) best = { offset, reason };
   };
   const buffers: [Uint8Array, Uint8Array][] = [];
-  const buffersOf = (slot: number) => (buffers[slot] ??= [new Uint8Array(Math.min(PIECE, total)), new Uint8Array(Math.min(PIECE, total))]);
+  const buffersOf = (slot: number) => (buffers[slot] ??= [new Uint8Array(Math.min(BUFFER, total)), new Uint8Array(Math.min(BUFFER, total))]);
   let zeros: Uint8Array | undefined;
   const nameOf = (node: BlockNode) => (node === nodeA ? names[0] : names[1]);
   const status = (node: BlockNode, pos: number, length: number) =>
@@ -133,24 +133,30 @@ async function firstDifference(nodeA: BlockNode, nodeB: BlockNode, names: [strin
       const n = Math.min(sA.length, sB.length);
       if (strict && !sameStatus(sA, sB)) return found(pos, 'block-status');
       if (!(sA.zero && sB.zero)) {
-        const partA = bufA.subarray(0, n);
-        const partB = bufB.subarray(0, n);
-        await Promise.all([read(nodeA, pos, partA), read(nodeB, pos, partB)]);
-        if (!sameBytes(partA, partB)) return found(pos + sectorRun(partA, partB, 0, true), 'content');
+        for (let at = pos; at < pos + n; at += bufA.length) {
+          const len = Math.min(bufA.length, pos + n - at);
+          const partA = bufA.subarray(0, len);
+          const partB = bufB.subarray(0, len);
+          await Promise.all([read(nodeA, at, partA), read(nodeB, at, partB)]);
+          if (!sameBytes(partA, partB)) return found(at + sectorRun(partA, partB, 0, true), 'content');
+        }
       }
       pos += n;
     }
   };
   // The larger image past the smaller one's end: it must read as zeros.
   const tail = async (pos: number, end: number, [buf]: [Uint8Array, Uint8Array]) => {
+    zeros ??= new Uint8Array(buf.length);
     while (pos < end) {
       const s = await status(larger, pos, end - pos);
       if (!s.zero) {
-        const part = buf.subarray(0, s.length);
-        await read(larger, pos, part);
-        zeros ??= new Uint8Array(buf.length);
-        const z = zeros.subarray(0, s.length);
-        if (!sameBytes(part, z)) return found(pos + sectorRun(part, z, 0, true), 'content');
+        for (let at = pos; at < pos + s.length; at += buf.length) {
+          const len = Math.min(buf.length, pos + s.length - at);
+          const part = buf.subarray(0, len);
+          await read(larger, at, part);
+          const z = zeros.subarray(0, len);
+          if (!sameBytes(part, z)) return found(at + sectorRun(part, z, 0, true), 'content');
+        }
       }
       pos += s.length;
     }
@@ -159,7 +165,7 @@ async function firstDifference(nodeA: BlockNode, nodeB: BlockNode, names: [strin
   await forEachChunk(
     total,
     {
-      chunk: PIECE,
+      chunk: pieceSize(total, PARALLEL, BUFFER),
       parallel: PARALLEL,
       stopAt: () => best?.offset ?? total,
       signal: options.signal,

@@ -2,7 +2,7 @@ import { protocolOptions, resolveName } from '../drivers/qcow2/backing.js';
 import { BlockError, isBlockError } from '../errors.js';
 import { BlockLayer } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
-import { forEachChunk, sameBytes, sectorRun } from './chunk-pool.js';
+import { forEachChunk, pieceSize, sameBytes, sectorRun } from './chunk-pool.js';
 import { canceled } from './open-input.js';
 
 /** Options of {@link rebaseImage}. */
@@ -34,7 +34,7 @@ export interface RebaseResult {
 }
 
 /** qemu-img's buffer: 2 MiB per read. */
-const PIECE = 2 * 1024 * 1024;
+const BUFFER = 2 * 1024 * 1024;
 const PARALLEL = 4;
 
 /**
@@ -126,7 +126,7 @@ async function openNewBacking(layer: BlockLayer, image: string, name: string, fo
 async function copyDiffering(image: BlockNode, old: BlockNode | undefined, next: BlockNode | undefined, options: RebaseOptions): Promise<number> {
   const size = image.length;
   const buffers: [Uint8Array, Uint8Array][] = [];
-  const buffersOf = (slot: number) => (buffers[slot] ??= [new Uint8Array(Math.min(PIECE, size)), new Uint8Array(Math.min(PIECE, size))]);
+  const buffersOf = (slot: number) => (buffers[slot] ??= [new Uint8Array(Math.min(BUFFER, size)), new Uint8Array(Math.min(BUFFER, size))]);
   let bytes = 0;
   let done = 0;
   // Zeros past a backing node's end, as the image reads them.
@@ -154,15 +154,17 @@ async function copyDiffering(image: BlockNode, old: BlockNode | undefined, next:
       const b = await zeroUpTo(next, pos, ownEnd);
       const n = Math.min(a.length, b.length);
       if (!(a.zero && b.zero)) {
-        const partOld = bufOld.subarray(0, n);
-        const partNew = bufNew.subarray(0, n);
-        await Promise.all([readInto(old, pos, partOld), readInto(next, pos, partNew)]);
-        if (!sameBytes(partOld, partNew)) {
-          for (let at = 0; at < n; ) {
+        for (let from = pos; from < pos + n; from += bufOld.length) {
+          const len = Math.min(bufOld.length, pos + n - from);
+          const partOld = bufOld.subarray(0, len);
+          const partNew = bufNew.subarray(0, len);
+          await Promise.all([readInto(old, from, partOld), readInto(next, from, partNew)]);
+          if (sameBytes(partOld, partNew)) continue;
+          for (let at = 0; at < len; ) {
             at += sectorRun(partOld, partNew, at, true);
             const run = sectorRun(partOld, partNew, at, false);
             if (run > 0) {
-              await image.write(pos + at, partOld.subarray(at, at + run));
+              await image.write(from + at, partOld.subarray(at, at + run));
               bytes += run;
             }
             at += run;
@@ -175,7 +177,7 @@ async function copyDiffering(image: BlockNode, old: BlockNode | undefined, next:
   await forEachChunk(
     size,
     {
-      chunk: PIECE,
+      chunk: pieceSize(size, PARALLEL, BUFFER),
       parallel: PARALLEL,
       signal: options.signal,
       canceled: () => canceled('rebase', options.signal!),
