@@ -136,3 +136,5 @@ export { PREALLOC_MODES, preallocMode, type ResizeOptions, type ResizeResult, re
 export type { PreallocMode, TruncateOptions } from './node/types.js';
 export { type SnapshotAction, type SnapshotImageOptions, type SnapshotResult, snapshotImage } from './tools/snapshot.js';
 export type { InternalSnapshotInfo, InternalSnapshots, NewSnapshot } from './node/types.js';
+export { type CompareOptions, type CompareReason, type CompareResult, type CompareStage, CompareError, compareImages } from './tools/compare.js';
+export { type RebaseOptions, type RebaseResult, rebaseImage } from './tools/rebase.js';

@@ -6,6 +6,7 @@ import { BENCH_HELP, CHECK_HELP, COMMIT_HELP, CONVERT_HELP, CREATE_HELP, INFO_HE
 import { BITMAP_HELP } from './help.js';
 import { RESIZE_HELP } from './help.js';
 import { SNAPSHOT_HELP } from './help.js';
+import { COMPARE_HELP, REBASE_HELP } from './help.js';
 
 // Node 22.1+ keeps the compiled code of the verb's modules on disk for the next start (a no-op on Node 20).
 (nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.();
@@ -30,6 +31,8 @@ const VERBS: Record<string, { load: () => Promise<Run>; help: string | (() => Pr
   bitmap: { load: async () => (await import('./bitmap.js')).bitmapCommand, help: BITMAP_HELP },
   resize: { load: async () => (await import('./resize.js')).resizeCommand, help: RESIZE_HELP },
   snapshot: { load: async () => (await import('./snapshot.js')).snapshotCommand, help: SNAPSHOT_HELP },
+  compare: { load: async () => (await import('./compare.js')).compareCommand, help: COMPARE_HELP },
+  rebase: { load: async () => (await import('./rebase.js')).rebaseCommand, help: REBASE_HELP },
 };
 
 /** A verb's help text, loading serve's module for its own. */
