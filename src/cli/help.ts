@@ -123,3 +123,27 @@ Changes the persistent dirty bitmap BITMAP of a qcow2 image, like qemu-img bitma
   --image-opts              FILENAME is the node's options (driver=qcow2,file.driver=file,file.filename=F)
   -f, --format FMT          image format (raw, qcow2); given, it is used without probing
   -h, --help                this help`;
+
+export const COMPARE_HELP = `usage: blocklayer compare [-f FMT] [-F FMT] [-s] [-q] [-p] [-U] FILENAME1 FILENAME2
+Checks whether two images have the same content, like qemu-img compare (exit 0 identical, 1 different, 2 open error, 3 block status error, 4 read error).
+
+  -f, --format FMT     format of FILENAME1 (probed when absent)
+  -F FMT               format of FILENAME2 (probed when absent)
+  -s, --strict         a size difference, or a range allocated in one image only, is a difference
+  -p, --progress       show progress
+  -q, --quiet          print nothing, only the exit code tells
+  -U, --force-share    read images another process holds read-write
+  -h, --help           this help`;
+
+export const REBASE_HELP = `usage: blocklayer rebase [-f FMT] [-u] [-p] [-q] [-U] -b BACKING [-F BACKING_FMT] FILENAME
+Changes the backing file of a qcow2 image, like qemu-img rebase: safe mode first copies into it what would read differently.
+
+  -b BACKING           the new backing file ('' for none: the image becomes standalone); a relative
+                       name is stored as given and opened from the image's directory
+  -F BACKING_FMT       the new backing file's format (required with a backing file, as qemu-img 7.2)
+  -u                   unsafe: change the header only (no backing file is opened, nothing copied)
+  -f, --format FMT     the image's format (probed when absent)
+  -p, --progress       show progress
+  -q, --quiet          quiet
+  -U, --force-share    open the new backing file even if another process writes it
+  -h, --help           this help`;

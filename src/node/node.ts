@@ -271,6 +271,21 @@ export class BlockNode {
     return this.instance.flush();
   }
 
+  /**
+   * Names `name` (null or '': none) as the backing file in the image's header, with `format` as
+   * its backing format (QEMU bdrv_change_backing_file): ENOTSUP for a driver without such a
+   * header field. The node keeps its backing child; data the new backing file relies on must be
+   * durable before (the caller flushes it).
+   */
+  changeBackingFile(name: string | null, format?: string): Promise<void> {
+    if (this.closed) return Promise.reject(this.closedError());
+    if (this.readOnly) return Promise.reject(new BlockError('EROFS', `change-backing-file: node ${this.name} is read-only`, { node: this.name }));
+    if (!this.instance.changeBackingFile) {
+      return Promise.reject(new BlockError('ENOTSUP', `the ${this.driver.name} format does not support changing the backing file`, { node: this.name, field: 'backing_file' }));
+    }
+    return this.instance.changeBackingFile(name, format);
+  }
+
   /** Status of the extent that starts at `offset` (never longer than `length`, never empty). */
   async blockStatus(offset: number, length: number): Promise<BlockStatus> {
     this.checkRange('block-status', offset, length);

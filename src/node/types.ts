@@ -122,6 +122,11 @@ export interface DriverInstance {
   storeBitmaps?(bitmaps: readonly StoredBitmap[]): Promise<void>;
   /** Removes the stored bitmap `name` from the image now (QEMU removes a persistent bitmap at once). */
   removeStoredBitmap?(name: string): Promise<void>;
+  /**
+   * Names `name` (null: none) as the backing file in the image's header, with `format` as its
+   * backing format, on the open node (QEMU bdrv_change_backing_file); the backing child stays as it is.
+   */
+  changeBackingFile?(name: string | null, format?: string): Promise<void>;
   /** Releases resources; children are closed by the generic layer afterwards. */
   close(): Promise<void>;
   /** Extra facts for `info` (format specific: cluster size, snapshots, …). */

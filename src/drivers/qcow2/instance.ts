@@ -1,6 +1,7 @@
 import { BlockError } from '../../errors.js';
 import type { BlockStatus, DriverInstance } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
+import { changeBackingFile } from './backing-change.js';
 import { Qcow2BitmapStore } from './bitmap-store.js';
 import type { Qcow2BitmapEntry } from './bitmaps.js';
 import { compressCluster } from './compressed.js';
@@ -186,6 +187,7 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     canStoreBitmap: (name, granularity) => bitmaps.canStore(name, granularity),
     storeBitmaps: (list) => bitmaps.store(list),
     removeStoredBitmap: (name) => bitmaps.remove(name),
+    changeBackingFile: (name, format) => changeBackingFile({ h, file, nodeName, exclusive: writer ? (fn) => writer.exclusive(fn) : undefined }, name, format),
     async close() {
       await writer?.flush();
       if (dirtyOnDisk) await setDirtyBit(false);
