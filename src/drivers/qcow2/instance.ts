@@ -1,5 +1,5 @@
 import { BlockError } from '../../errors.js';
-import type { BlockStatus, DriverInstance } from '../../node/driver.js';
+import type { BackingSource, BlockStatus, DriverInstance } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { changeBackingFile } from './backing-change.js';
 import { Qcow2BitmapStore } from './bitmap-store.js';
@@ -40,7 +40,9 @@ export interface OpenedImage {
 
 /** The operations of an open qcow2 node: reads through the cluster map, writes through the writer. */
 export function qcow2Instance(o: OpenedImage): DriverInstance {
-  const { file, h, size, refcounts, tables, dataNode, backing, nodeName } = o;
+  const { file, h, size, refcounts, tables, dataNode, nodeName } = o;
+  // Changes at runtime when a stream or commit job drops the nodes in between (replaceBacking).
+  let backing: BackingSource | undefined = o.backing;
   const data = dataNode ?? file;
   const compressed = new CompressedReader(file, h, refcounts);
 
@@ -117,7 +119,9 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
         cache: o.l2Cache,
         refcounts,
         readGuest,
-        hasBacking: backing !== undefined,
+        get hasBacking() {
+          return backing !== undefined;
+        },
         data,
         externalData: dataNode !== undefined,
         dataRaw: (h.autoclear & L.AUTOCLEAR_DATA_FILE_RAW) !== 0,
@@ -188,6 +192,9 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     storeBitmaps: (list) => bitmaps.store(list),
     removeStoredBitmap: (name) => bitmaps.remove(name),
     changeBackingFile: (name, format) => changeBackingFile({ h, file, nodeName, exclusive: writer ? (fn) => writer.exclusive(fn) : undefined }, name, format),
+    replaceBacking(next) {
+      backing = next ?? undefined;
+    },
     async close() {
       await writer?.flush();
       if (dirtyOnDisk) await setDirtyBit(false);
