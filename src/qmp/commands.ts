@@ -25,6 +25,7 @@ import {
 import { type Args, generic, only, optBool } from './qapi-args.js';
 import { runTransaction } from './transaction.js';
 import { JOB_HANDLERS } from './job-commands.js';
+import { blockCommit, blockStream } from './stream-commit-commands.js';
 import { QmpError, type QmpRequest } from './wire.js';
 
 export { generic, only, optBool, str } from './qapi-args.js';
@@ -278,6 +279,8 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
   ['block-dirty-bitmap-merge', (args, ctx) => commitNow(prepareBitmapMerge(ctx.layer, parseBitmapMerge(args)))],
   ['transaction', (args, ctx) => runTransaction(ctx.layer, args)],
   ...JOB_HANDLERS.map(([name, run]): [string, Handler] => [name, (args, ctx) => run(args, ctx.layer)]),
+  ['block-stream', (args, ctx) => blockStream(args, ctx.layer)],
+  ['block-commit', (args, ctx) => blockCommit(args, ctx.layer)],
   [
     'quit',
     (args, ctx) => {
