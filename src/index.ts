@@ -133,3 +133,6 @@ export { type BitmapImageOptions, type BitmapOperation, bitmapImage } from './to
 export type { InputOptions as ImageInputOptions } from './tools/open-input.js';
 export { type CompareOptions, type CompareReason, type CompareResult, type CompareStage, CompareError, compareImages } from './tools/compare.js';
 export { type RebaseOptions, type RebaseResult, rebaseImage } from './tools/rebase.js';
+/** Block jobs: layer.startJob({ type: 'stream' | 'commit', … }) (QMP block-stream, block-commit). */
+export type { StreamJobSpec } from './jobs/stream.js';
+export type { CommitJobSpec } from './jobs/commit.js';
