@@ -5,6 +5,7 @@ import { BlockError } from '../errors.js';
 import type { BlockNode } from '../node/node.js';
 import { allocatedBetween, backingOf, CHAIN_CHUNK, chainBetween, chainDepth, checkSpeed, claimNodes, findBackingImage, imageFilename, nodeNamed, relink, writeCopied } from './commit-chain.js';
 import type { JobHost } from './host.js';
+import { CopyGuard } from './stream-guard.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 import { type CommonJobSpec, defaultJobId, nodeByName } from './job-spec.js';
 
@@ -64,17 +65,20 @@ export function startStream(host: JobHost, spec: StreamJobSpec): Job {
   top.ref();
   base?.ref();
   let held = true;
-  const work = new StreamWork(host, top, base, spec.backingFile, spec.onError ?? 'report', () => {
+  const releaseNodes = () => {
     if (!held) return;
     held = false;
     release();
     void top.unref();
     void base?.unref();
-  });
+  };
+  let work: StreamWork | undefined;
   try {
+    work = new StreamWork(host, top, base, spec.backingFile, spec.onError ?? 'report', releaseNodes, id);
     return host.jobs.start(id, work, { speed: spec.speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
   } catch (e) {
-    work.release();
+    if (work) work.release();
+    else releaseNodes();
     throw e;
   }
 }
@@ -83,6 +87,7 @@ export function startStream(host: JobHost, spec: StreamJobSpec): Job {
 class StreamWork implements JobWork {
   readonly type = 'stream' as const;
   private readonly buffer = new Uint8Array(CHAIN_CHUNK);
+  private readonly guard: CopyGuard;
 
   constructor(
     private readonly host: JobHost,
@@ -90,8 +95,17 @@ class StreamWork implements JobWork {
     private readonly base: BlockNode | undefined,
     private readonly backingFile: string | undefined,
     private readonly onError: JobErrorPolicy,
-    readonly release: () => void,
-  ) {}
+    private readonly releaseNodes: () => void,
+    jobId: string,
+  ) {
+    this.guard = new CopyGuard(top, `#stream-${jobId}`);
+  }
+
+  /** Lets go of the nodes, the write hook and the bitmap. */
+  release(): void {
+    this.guard.dispose();
+    this.releaseNodes();
+  }
 
   async run(job: Job): Promise<void> {
     const { top, base } = this;
@@ -106,15 +120,22 @@ class StreamWork implements JobWork {
       const { copy, length } = await allocatedBetween(top, offset, Math.min(CHAIN_CHUNK, len - offset), 1, limit);
       if (copy) {
         const part = this.buffer.subarray(0, length);
+        const guard = this.guard;
         let op: 'read' | 'write' = 'read';
         try {
+          await guard.begin(offset, length);
           await top.read(offset, part);
+          // A guest write landed meanwhile: read the piece again.
+          if (guard.changed) continue;
           op = 'write';
-          await writeCopied(top, offset, part);
+          await guard.writeOwn(() => writeCopied(top, offset, part));
         } catch (e) {
+          guard.endPiece();
           // stop: retried once resumed; ignore: the job goes on but fails at its end, leaving the chain as it was.
           if ((await job.onIoError(this.onError, op, e)) === 'retry') continue;
           ignored ??= e;
+        } finally {
+          guard.endPiece();
         }
       }
       offset += length;
