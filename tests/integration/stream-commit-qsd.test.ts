@@ -12,7 +12,6 @@ import type { BlockNode } from '../../src/node/node.js';
 import { type QmpClient, type QmpDaemon, type QmpEvent, startOurQmp, startQsd } from '../helpers/qmp-client.js';
 import { haveProgram } from '../helpers/tools.js';
 
-const MiB = 1 << 20;
 const can = haveProgram('qemu-storage-daemon') && haveProgram('qemu-img') && haveProgram('qemu-io');
 
 let dir: string;
