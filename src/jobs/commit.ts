@@ -189,9 +189,10 @@ class CommitWork implements JobWork {
     // Oldest first; buffers[i] is free again once the write that used it has settled.
     const writing: Promise<void>[] = [];
     let turn = 0;
+    let failure: { reason: unknown } | undefined;
     try {
       for (let offset = 0; offset < len; ) {
-        if (job.isCancelled) return;
+        if (job.isCancelled) break;
         const { copy, length } = await allocatedBetween(top, offset, Math.min(CHAIN_CHUNK, len - offset), 0, this.limit);
         if (copy) {
           if (writing.length === WRITES_IN_FLIGHT) await writing.shift();
@@ -212,12 +213,13 @@ class CommitWork implements JobWork {
         if (copy) await job.throttle(length);
         else await job.pausePoint();
       }
-    } finally {
-      const left = writing.splice(0);
-      const results = await Promise.allSettled(left);
-      const failed = results.find((r) => r.status === 'rejected');
-      if (failed) throw (failed as PromiseRejectedResult).reason;
+    } catch (e) {
+      failure = { reason: e };
     }
+    // Every write settles before the job goes on; the first failure is the job's.
+    const results = await Promise.allSettled(writing.splice(0));
+    failure ??= results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure !== undefined) throw failure.reason;
   }
 
   /** The base holds everything: the overlay of top reads from it now (QEMU bdrv_drop_intermediate). */

@@ -7,7 +7,7 @@ import type { BlockNode } from '../../src/node/node.js';
 const MiB = 1 << 20;
 
 /** A new qcow2 (64 KiB clusters) of `size` bytes on a memory node, named `name`, over `backing` (header name `backingName`). */
-export async function memoryQcow2(layer: BlockLayer, name: string, size: number, backing?: BlockNode, backingName?: string): Promise<BlockNode> {
+export async function memoryQcow2(layer: BlockLayer, name: string, size: number, backing?: BlockNode, backingName?: string, faults?: Record<string, unknown>[]): Promise<BlockNode> {
   const settings: Qcow2CreateSettings = {
     size,
     version: 3,
@@ -24,7 +24,13 @@ export async function memoryQcow2(layer: BlockLayer, name: string, size: number,
   const file = await layer.openNode({ driver: 'memory', size: plan.fileLength });
   try {
     for (const w of plan.writes) await file.write(w.offset, w.data);
-    return await layer.addNode({ driver: 'qcow2', nodeName: name, file, backing: backing ?? null });
+    // With `faults`, the image's file sits under a blkdebug node with those rules.
+    const under = faults === undefined ? file : await layer.openNode({ driver: 'blkdebug', rules: faults, file });
+    try {
+      return await layer.addNode({ driver: 'qcow2', nodeName: name, file: under, backing: backing ?? null });
+    } finally {
+      if (under !== file) await under.unref();
+    }
   } finally {
     await file.unref();
   }

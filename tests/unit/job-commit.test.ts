@@ -137,3 +137,44 @@ describe('commit job', () => {
     await layer.close();
   });
 });
+
+describe('commit job I/O errors (blkdebug under the base)', () => {
+  async function faultyChain(layer: BlockLayer) {
+    const base = await memoryQcow2(layer, 'base', 4 * MiB, undefined, undefined, [{ event: 'write', after: 3, once: true }]);
+    const mid = await memoryQcow2(layer, 'mid', 4 * MiB, base);
+    await fill(mid, 0, 3 * MiB, 0x22);
+    const top = await memoryQcow2(layer, 'top', 4 * MiB, mid);
+    return { base, mid, top };
+  }
+
+  it('on-error report: the job fails with the error, the chain stays as it was', async () => {
+    const layer = new BlockLayer({ clock: new VirtualClock() });
+    const { mid, top } = await faultyChain(layer);
+    const job = await layer.startJob({ type: 'commit', device: 'top', topNode: 'mid', jobId: 'c' });
+    const errors: string[] = [];
+    job.on('io-error', (e) => errors.push(`${e.operation}:${e.action}`));
+    await expect(job.wait()).rejects.toThrow();
+    expect(job.error).toBe('Input/output error');
+    expect(errors).toEqual(['write:report']);
+    expect(top.child('backing')).toBe(mid);
+    await layer.close();
+  });
+
+  it('on-error stop: the job pauses, and once resumed finishes with base holding mid’s view', async () => {
+    const clock = new VirtualClock();
+    const layer = new BlockLayer({ clock });
+    const { base, mid, top } = await faultyChain(layer);
+    const view = await readAll(mid);
+    const job = await layer.startJob({ type: 'commit', device: 'top', topNode: 'mid', jobId: 'c', onError: 'stop' });
+    const errors: string[] = [];
+    job.on('io-error', (e) => errors.push(`${e.operation}:${e.action}`));
+    await advanceUntil(clock, () => job.status === 'paused');
+    expect(errors).toEqual(['write:stop']);
+    expect(job.ioStatus).toBe('failed');
+    job.resume();
+    await job.wait();
+    expect(top.child('backing')).toBe(base);
+    expect(same(await readAll(base), view)).toBe(true);
+    await layer.close();
+  });
+});
