@@ -130,7 +130,7 @@ export function startCommit(host: JobHost, spec: CommitJobSpec): Job {
   }
 }
 
-/** Writes into the base under way at once while the walk goes on (QEMU's commit has one; overlapping them is most of our speed). */
+/** Pieces read and written at once while the walk goes on (QEMU's commit has one; overlapping them is most of our speed). */
 const WRITES_IN_FLIGHT = 4;
 
 /** The work of an intermediate commit (QEMU commit_run, commit_prepare). */
@@ -181,12 +181,12 @@ class CommitWork implements JobWork {
     if (ignored !== undefined) throw ignored;
   }
 
-  /** The same walk with up to {@link WRITES_IN_FLIGHT} writes under way while the next pieces are looked up and read. */
+  /** The same walk with up to {@link WRITES_IN_FLIGHT} pieces read and written at once while the next pieces are looked up. */
   private async runOverlapped(job: Job): Promise<void> {
     const { top, base } = this;
     const len = top.length;
     job.setRemaining(len);
-    // Oldest first; buffers[i] is free again once the write that used it has settled.
+    // Oldest first; buffers[i] is free again once the piece that used it has settled.
     const writing: Promise<void>[] = [];
     let turn = 0;
     let failure: { reason: unknown } | undefined;
@@ -198,12 +198,11 @@ class CommitWork implements JobWork {
           if (writing.length === WRITES_IN_FLIGHT) await writing.shift();
           const part = this.buffers[turn].subarray(0, length);
           turn = (turn + 1) % this.buffers.length;
-          try {
-            await top.read(offset, part);
-          } catch (e) {
-            await job.onIoError(this.onError, 'read', e);
-          }
-          const w = writeCopied(base, offset, part).catch((e: unknown) => job.onIoError(this.onError, 'write', e).then(() => undefined));
+          const at = offset;
+          const w = top.read(at, part).then(
+            () => writeCopied(base, at, part).catch((e: unknown) => job.onIoError(this.onError, 'write', e).then(() => undefined)),
+            (e: unknown) => job.onIoError(this.onError, 'read', e).then(() => undefined),
+          );
           // Settled in order below; a failure meanwhile is not unhandled.
           w.catch(() => undefined);
           writing.push(w);
