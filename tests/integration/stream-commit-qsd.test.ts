@@ -186,6 +186,18 @@ describe.skipIf(!can)('block-stream / block-commit against qemu-storage-daemon',
     }
   });
 
+  it('block-stream with auto-finalize and auto-dismiss off: PENDING, job-finalize, CONCLUDED, job-dismiss; same events and replies', { timeout: 120_000 }, async () => {
+    const r = await both([
+      { cmd: 'block-stream', args: { 'job-id': 'm0', device: 'top', 'base-node': 'mid', 'auto-finalize': false, 'auto-dismiss': false, speed: 1 << 30 }, until: { id: 'm0', status: 'pending' } },
+      { cmd: 'query-jobs', args: {} },
+      { cmd: 'job-finalize', args: { id: 'm0' }, until: { id: 'm0', status: 'concluded' } },
+      { cmd: 'query-block-jobs', args: {} },
+      { cmd: 'job-dismiss', args: { id: 'm0' }, until: FINISH('m0') },
+    ]);
+    expect(r.mine).toEqual(r.theirs);
+    expect(r.theirs.events.some((e) => e.event === 'BLOCK_JOB_PENDING')).toBe(true);
+  });
+
   it('refuses bad arguments with the same error classes and texts', { timeout: 120_000 }, async () => {
     const bad: Step[] = [
       { cmd: 'block-stream', args: { device: 'top' } },
