@@ -40,6 +40,7 @@ await optional('fileAio', './file-aio.ts', 'fileAioBench', full);
 await optional('rbd', './rbd.ts', 'rbdBench', full && Boolean(process.env.BLOCKLAYER_CEPH_CONF));
 await optional('nbd', './nbd.ts', 'nbdBench', full);
 await optional('nbdBitmap', './nbd-bitmap.ts', 'nbdBitmapBench', full);
+await optional('streamCommit', './stream-commit.ts', 'streamCommitBench', full);
 await optional('http', './http.ts', 'httpBench', full);
 await optional('v86Boot', './v86-boot.ts', 'v86BootBench', full);
 await optional('fileDiskExt2fs', './file-disk-ext2fs.ts', 'fileDiskExt2fsBench', full);

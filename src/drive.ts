@@ -359,9 +359,10 @@ export class Drive extends EventEmitter<DriveEvents> {
    * Puts `node` under the drive in place of its root (QEMU bdrv_replace_node, for this
    * BlockBackend): in a drained section, so every request before it went to the old root and
    * every later one goes to the new. The drive takes a reference on `node` and releases the
-   * old root's. Used by block jobs (mirror, active commit) and external snapshots.
+   * old root's. Used by block jobs (mirror, active commit) and external snapshots. `inDrain`
+   * (optional) runs inside the drained section, before the swap.
    */
-  async replaceNode(node: BlockNode): Promise<void> {
+  async replaceNode(node: BlockNode, inDrain?: () => Promise<void>): Promise<void> {
     if (this.state !== 'open') throw new BlockError('ECLOSED', `replaceNode: drive ${this.id} is ${this.state}`);
     if (!this.readOnly && node.readOnly) {
       throw new BlockError('EINVAL', `replaceNode: node '${node.name}' is read-only but drive ${this.id} is read-write`, { node: node.name });
@@ -369,7 +370,8 @@ export class Drive extends EventEmitter<DriveEvents> {
     node.ref();
     let old: BlockNode;
     try {
-      old = await this.drained(() => {
+      old = await this.drained(async () => {
+        if (inDrain !== undefined) await inDrain();
         const before = this.root;
         this.root = node;
         this.path.node = node;

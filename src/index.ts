@@ -138,3 +138,6 @@ export { type SnapshotAction, type SnapshotImageOptions, type SnapshotResult, sn
 export type { InternalSnapshotInfo, InternalSnapshots, NewSnapshot } from './node/types.js';
 export { type CompareOptions, type CompareReason, type CompareResult, type CompareStage, CompareError, compareImages } from './tools/compare.js';
 export { type RebaseOptions, type RebaseResult, rebaseImage } from './tools/rebase.js';
+/** Block jobs: layer.startJob({ type: 'stream' | 'commit', … }) (QMP block-stream, block-commit). */
+export type { StreamJobSpec } from './jobs/stream.js';
+export type { CommitJobSpec } from './jobs/commit.js';

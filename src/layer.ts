@@ -252,11 +252,18 @@ export class BlockLayer {
   /**
    * Every drive (internal ones included) whose root is `from` gets `to` instead, each in a
    * drained section (QEMU bdrv_replace_node, for the BlockBackends): how a mirror pivots, an
-   * active commit ends, an external snapshot takes effect. Returns the drives moved.
+   * active commit ends, an external snapshot takes effect. Returns the drives moved. `inDrain`
+   * (optional) runs while every one of them is drained, before they move.
    */
-  async replaceNode(from: BlockNode, to: BlockNode): Promise<Drive[]> {
+  async replaceNode(from: BlockNode, to: BlockNode, inDrain?: () => Promise<void>): Promise<Drive[]> {
     const users = [...this.drives.values(), ...this.internalDrives].filter((d) => !d.closed && d.node === from);
-    for (const d of users) await d.replaceNode(to);
+    if (inDrain === undefined) {
+      for (const d of users) await d.replaceNode(to);
+      return users;
+    }
+    // Drained sections nest: `inDrain` runs inside all of them, then each drive moves as its section ends.
+    const nest = async (i: number): Promise<void> => (i === users.length ? inDrain() : users[i].replaceNode(to, () => nest(i + 1)));
+    await nest(0);
     return users;
   }
 

@@ -16,8 +16,11 @@ export interface JobHost {
   findNode(name: string): BlockNode | undefined;
   /** Drives (internal ones included) whose root is `node`. */
   drivesOn(node: BlockNode): Drive[];
-  /** Moves every drive on `from` to `to`, each in a drained section; returns them. */
-  replaceNode(from: BlockNode, to: BlockNode): Promise<Drive[]>;
+  /**
+   * Moves every drive on `from` to `to`, each in a drained section; returns them. `inDrain`
+   * (optional) runs while all of them are drained, right before they move (an active commit's last copy).
+   */
+  replaceNode(from: BlockNode, to: BlockNode, inDrain?: () => Promise<void>): Promise<Drive[]>;
   /** Whether a drive is one of the layer's listed drives (not an export's internal one). */
   isListedDrive(drive: Drive): boolean;
   /** The root node of the listed drive with that id. */

@@ -314,6 +314,32 @@ export class BlockNode {
     return this.instance.changeBackingFile(name, format);
   }
 
+  /**
+   * Makes `next` (null: none) the node's backing child at runtime (QEMU bdrv_set_backing_hd, as
+   * a stream or commit job ends): reads that fall through go to it at once and `children`
+   * follows. `next` gains a reference; the old backing child is returned with the reference the
+   * node held, for the caller to release once reads already under way are done. The header is
+   * untouched (see {@link changeBackingFile}). ENOTSUP for a driver without a backing child,
+   * EINVAL when `next` is this node or has it below (a loop).
+   */
+  swapBacking(next: BlockNode | null): BlockNode | undefined {
+    this.assertOpen();
+    if (!this.instance.replaceBacking) {
+      throw new BlockError('ENOTSUP', `the ${this.driver.name} driver cannot change its backing node at runtime`, { node: this.name, field: 'backing' });
+    }
+    for (let n: BlockNode | undefined = next ?? undefined; n !== undefined; n = n.child('backing') ?? n.child('file')) {
+      if (n === this) throw new BlockError('EINVAL', `node '${next!.name}' cannot become the backing node of '${this.name}': it is above it`, { node: this.name, field: 'backing' });
+    }
+    const children = this.children as Map<string, BlockNode>;
+    const old = children.get('backing');
+    if (next === old) return undefined;
+    next?.ref();
+    this.instance.replaceBacking(next);
+    if (next === null) children.delete('backing');
+    else children.set('backing', next);
+    return old;
+  }
+
   /** Status of the extent that starts at `offset` (never longer than `length`, never empty). */
   async blockStatus(offset: number, length: number): Promise<BlockStatus> {
     this.checkRange('block-status', offset, length);

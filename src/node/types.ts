@@ -70,6 +70,14 @@ export interface StoredBitmap {
   readonly granules?: GranuleSet;
 }
 
+/** What a format reads of its backing node (a BlockNode is one). */
+export interface BackingSource {
+  readonly name: string;
+  readonly length: number;
+  read(offset: number, buffer: Uint8Array): Promise<void>;
+  blockStatus(offset: number, length: number): Promise<BlockStatus>;
+}
+
 /**
  * An open node's operations (QEMU: the BlockDriver function table bound to one BlockDriverState).
  * The generic layer guarantees every call is in bounds, aligned to `alignment`, at most
@@ -132,6 +140,12 @@ export interface DriverInstance {
    * backing format, on the open node (QEMU bdrv_change_backing_file); the backing child stays as it is.
    */
   changeBackingFile?(name: string | null, format?: string): Promise<void>;
+  /**
+   * Reads that fall through this node go to `backing` (null: none) from now on: a stream or a
+   * commit job dropped the nodes in between (QEMU bdrv_set_backing_hd). The generic layer keeps
+   * the children and their references; the header is {@link changeBackingFile}'s business.
+   */
+  replaceBacking?(backing: BackingSource | null): void;
   /** Releases resources; children are closed by the generic layer afterwards. */
   close(): Promise<void>;
   /** Extra facts for `info` (format specific: cluster size, snapshots, …). */

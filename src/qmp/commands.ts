@@ -27,6 +27,7 @@ import { runTransaction } from './transaction.js';
 import { JOB_HANDLERS } from './job-commands.js';
 import { blockResize } from './resize-command.js';
 import { internalSnapshotDeleteSync, internalSnapshotSync, parseInternalSnapshot, parseInternalSnapshotDelete } from './snapshot-internal-commands.js';
+import { blockCommit, blockStream } from './stream-commit-commands.js';
 import { QmpError, type QmpRequest } from './wire.js';
 
 export { generic, only, optBool, str } from './qapi-args.js';
@@ -282,6 +283,8 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
   ...JOB_HANDLERS.map(([name, run]): [string, Handler] => [name, (args, ctx) => run(args, ctx.layer)]),
   ['blockdev-snapshot-internal-sync', (args, ctx) => internalSnapshotSync(ctx.layer, parseInternalSnapshot(args)).then(() => ({}))],
   ['blockdev-snapshot-delete-internal-sync', (args, ctx) => internalSnapshotDeleteSync(ctx.layer, parseInternalSnapshotDelete(args))],
+  ['block-stream', (args, ctx) => blockStream(args, ctx.layer)],
+  ['block-commit', (args, ctx) => blockCommit(args, ctx.layer)],
   [
     'quit',
     (args, ctx) => {

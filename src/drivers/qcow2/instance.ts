@@ -1,5 +1,5 @@
 import { BlockError } from '../../errors.js';
-import type { BlockStatus, DriverInstance } from '../../node/driver.js';
+import type { BackingSource, BlockStatus, DriverInstance } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { changeBackingFile } from './backing-change.js';
 import { Qcow2BitmapStore } from './bitmap-store.js';
@@ -43,7 +43,9 @@ export interface OpenedImage {
 
 /** The operations of an open qcow2 node: reads through the cluster map, writes through the writer. */
 export function qcow2Instance(o: OpenedImage): DriverInstance {
-  const { file, h, refcounts, tables, dataNode, backing, nodeName } = o;
+  const { file, h, refcounts, tables, dataNode, nodeName } = o;
+  // Changes at runtime when a stream or commit job drops the nodes in between (replaceBacking).
+  let backing: BackingSource | undefined = o.backing;
   const data = dataNode ?? file;
   const compressed = new CompressedReader(file, h, refcounts);
 
@@ -119,7 +121,9 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     cache: o.l2Cache,
     refcounts,
     readGuest,
-    hasBacking: backing !== undefined,
+    get hasBacking() {
+      return backing !== undefined;
+    },
     data,
     externalData: dataNode !== undefined,
     dataRaw: (h.autoclear & L.AUTOCLEAR_DATA_FILE_RAW) !== 0,
@@ -135,7 +139,9 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     tables,
     writer,
     wc: writerContext!,
-    backing,
+    get backing() {
+      return backing;
+    },
     dataNode,
     get size() {
       return o.size;
@@ -240,6 +246,9 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     removeStoredBitmap: (name) => bitmaps.remove(name),
     snapshots,
     changeBackingFile: (name, format) => changeBackingFile({ h, file, nodeName, exclusive: writer ? (fn) => writer.exclusive(fn) : undefined }, name, format),
+    replaceBacking(next) {
+      backing = next ?? undefined;
+    },
     async close() {
       await writer?.flush();
       if (dirtyOnDisk) await setDirtyBit(false);

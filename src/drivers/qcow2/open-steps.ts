@@ -7,7 +7,7 @@ import { Refcounts } from './refcounts.js';
 import { checkSnapshotL1, type Qcow2Snapshot } from './snapshots.js';
 
 /** Reads exactly `target.length` bytes at `offset` of `node`, zeros past its end (a file may end inside its last cluster). */
-export async function readClamped(node: BlockNode, offset: number, target: Uint8Array): Promise<void> {
+export async function readClamped(node: Pick<BlockNode, 'length' | 'read'>, offset: number, target: Uint8Array): Promise<void> {
   const size = node.length;
   const n = Math.max(0, Math.min(target.length, size - offset));
   if (n > 0) await node.read(offset, target.subarray(0, n));

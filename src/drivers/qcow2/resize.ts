@@ -21,7 +21,7 @@ export interface ResizeTarget {
   readonly writer: Qcow2Writer;
   /** The writer's view of the L1 table (replaced when the table grows). */
   readonly wc: WriterContext;
-  readonly backing: BlockNode | undefined;
+  readonly backing: { readonly length: number } | undefined;
   readonly dataNode: BlockNode | undefined;
   /** The virtual size, read and set. */
   size: number;

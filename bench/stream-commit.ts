@@ -1,0 +1,124 @@
+/**
+ * block-stream and block-commit (#24) of the same chain, ours vs qemu-storage-daemon: base ← mid
+ * ← top of 1 GiB, mid holding 50 % data (every other MiB), top a few MiB. Stream: top takes mid
+ * (base-node=base). Commit: mid goes into base (top-node=mid). Each round starts from fresh
+ * copies of the chain; QSD runs as its own process (started before the clock runs), driven over
+ * QMP until the job's JOB_STATUS_CHANGE null; ours is the library's job in this process. Both
+ * results are checked with qemu-img compare. Ratio = QSD time / ours (above 1: ours is faster).
+ *
+ *   npx tsx bench/stream-commit.ts [--rounds N]
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BlockLayer } from '../src/index.js';
+import type { BlockNode } from '../src/node/node.js';
+import { startQsd } from '../tests/helpers/qmp-client.js';
+import { row, sideBySide } from './util.js';
+
+const SIZE = 2 ** 30;
+
+/** The pristine chain in `at`. */
+function makeChain(at: string): void {
+  const p = (n: string) => path.join(at, `${n}.qcow2`);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', p('base'), String(SIZE)]);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', p('base'), '-F', 'qcow2', p('mid')]);
+  const cmds = Array.from({ length: SIZE / 2 ** 21 }, (_, i) => `write -P ${(i % 200) + 1} ${i * 2}M 1M`).join('\n');
+  execFileSync('qemu-io', ['-f', 'qcow2', p('mid')], { input: `${cmds}\n`, stdio: ['pipe', 'ignore', 'inherit'] });
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', p('mid'), '-F', 'qcow2', p('top')]);
+  execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0xee 100M 4M', p('top')], { stdio: 'ignore' });
+}
+
+function copyChain(from: string, to: string): void {
+  fs.rmSync(to, { recursive: true, force: true });
+  fs.mkdirSync(to);
+  for (const n of ['base', 'mid', 'top']) fs.copyFileSync(path.join(from, `${n}.qcow2`), path.join(to, `${n}.qcow2`));
+}
+
+type Kind = 'stream' | 'commit';
+const QMP_ARGS: Record<Kind, Record<string, unknown>> = {
+  stream: { 'job-id': 'j', device: 'top', 'base-node': 'base' },
+  commit: { 'job-id': 'j', device: 'top', 'top-node': 'mid', 'base-node': 'base' },
+};
+
+/** ms of one job in qemu-storage-daemon over a fresh copy in `at`. */
+async function qsdOnce(kind: Kind, orig: string, at: string): Promise<number> {
+  copyChain(orig, at);
+  const args: string[] = [];
+  for (const [n, backing] of [['base', ''], ['mid', ',backing=base'], ['top', ',backing=mid']]) {
+    args.push('--blockdev', `driver=file,node-name=${n}-file,filename=${path.join(at, `${n}.qcow2`)}`, '--blockdev', `driver=qcow2,node-name=${n},file=${n}-file${backing}`);
+  }
+  const qsd = await startQsd(at, args);
+  try {
+    const t0 = performance.now();
+    await qsd.qmp.ok(`block-${kind}`, QMP_ARGS[kind]);
+    await qsd.qmp.waitJobStatus('j', 'null', 600_000);
+    return performance.now() - t0;
+  } finally {
+    await qsd.stop();
+  }
+}
+
+/** ms of one job in our layer over a fresh copy in `at`. */
+async function oursOnce(kind: Kind, orig: string, at: string): Promise<number> {
+  copyChain(orig, at);
+  const layer = new BlockLayer();
+  try {
+    let below: BlockNode | null = null;
+    for (const n of ['base', 'mid', 'top']) {
+      const file = await layer.addNode({ driver: 'file', nodeName: `${n}-file`, filename: path.join(at, `${n}.qcow2`) });
+      below = await layer.addNode({ driver: 'qcow2', nodeName: n, file, backing: below });
+    }
+    const t0 = performance.now();
+    const job = await layer.startJob(kind === 'stream' ? { type: 'stream', jobId: 'j', device: 'top', baseNode: 'base' } : { type: 'commit', jobId: 'j', device: 'top', topNode: 'mid', baseNode: 'base' });
+    await job.wait();
+    return performance.now() - t0;
+  } finally {
+    await layer.close();
+  }
+}
+
+/** qemu-img compare of the two results (the image that changed). */
+function sameResult(kind: Kind, a: string, b: string): boolean {
+  const image = kind === 'stream' ? 'top.qcow2' : 'base.qcow2';
+  try {
+    execFileSync('qemu-img', ['compare', '-q', path.join(a, image), path.join(b, image)]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function streamCommitBench(rounds = 5) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bl-stream-commit-'));
+  try {
+    const orig = path.join(dir, 'orig');
+    fs.mkdirSync(orig);
+    makeChain(orig);
+    const out: Record<string, unknown> = {};
+    for (const kind of ['stream', 'commit'] as const) {
+      const q = path.join(dir, 'q');
+      const o = path.join(dir, 'o');
+      // Times are inverted into rates so that the ratio reads as everywhere else: above 1, ours is faster.
+      const r = await sideBySide(
+        rounds,
+        async () => 1000 / (await qsdOnce(kind, orig, q)),
+        async () => 1000 / (await oursOnce(kind, orig, o)),
+      );
+      const same = sameResult(kind, q, o);
+      console.log(`block-${kind} of a 1 GiB chain (512 MiB to copy), median of ${rounds}, results ${same ? 'identical' : 'DIFFERENT'}`);
+      row(`block-${kind} jobs per second: ours vs QSD`, r.subject.toFixed(3), r.baseline.toFixed(3), r.ratio, r.rounds);
+      if (!same) throw new Error(`the ${kind} results differ`);
+      out[kind] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio, rounds: r.rounds, unit: 'jobs per second (higher is better)' };
+    }
+    return out;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const i = process.argv.indexOf('--rounds');
+  await streamCommitBench(i > 0 ? Number(process.argv[i + 1]) : undefined);
+}

@@ -1,0 +1,136 @@
+// Active commit (QEMU mirror.c's commit_active_start): the active layer keeps taking writes
+// while what it and the images down to the base hold is copied into the base; a dirty bitmap on
+// the top catches the writes meanwhile. READY once nothing is dirty; job-complete copies the
+// rest with the users of the top drained and moves them to the base.
+import type { DirtyBitmap } from '../node/dirty-bitmap.js';
+import type { BlockNode } from '../node/node.js';
+import { allocatedBetween, CHAIN_CHUNK, writeCopied } from './commit-chain.js';
+import type { JobHost } from './host.js';
+import type { Job, JobErrorPolicy, JobWork } from './job.js';
+
+/** How long a READY job waits between looks at the bitmap (QEMU BLOCK_JOB_SLICE_TIME, 100 ms). */
+const READY_POLL_NS = 100_000_000;
+
+/** Prefix of the job's own bitmap on the top node (QEMU's is anonymous; the layer has only named ones). */
+const BITMAP_PREFIX = '#commit-active-';
+
+/** The work of an active commit. */
+export class ActiveCommitWork implements JobWork {
+  readonly type = 'commit' as const;
+  private readonly buffer = new Uint8Array(CHAIN_CHUNK);
+  private shouldComplete = false;
+  /** Where the next look for dirty bytes starts (QEMU's bitmap iterator: round the disk, not from 0 every time). */
+  private cursor = 0;
+
+  private readonly bitmap: DirtyBitmap;
+
+  /** The bitmap records from here on, before the first look at the allocation: no write is missed. */
+  constructor(
+    private readonly host: JobHost,
+    private readonly top: BlockNode,
+    private readonly base: BlockNode,
+    /** Hops from top to base. */
+    private readonly limit: number,
+    private readonly onError: JobErrorPolicy,
+    private readonly release: () => void,
+    jobId: string,
+  ) {
+    let name = `${BITMAP_PREFIX}${jobId}`;
+    for (let i = 1; top.bitmaps.find(name) !== undefined; i++) name = `${BITMAP_PREFIX}${jobId}-${i}`;
+    this.bitmap = top.bitmaps.add(name, { granularity: base.bitmaps.defaultGranularity() });
+  }
+
+  async run(job: Job): Promise<void> {
+    const { top, bitmap } = this;
+    const len = top.length;
+    for (let offset = 0; offset < len; ) {
+      if (job.isCancelled) return;
+      const { copy, length } = await allocatedBetween(top, offset, Math.min(CHAIN_CHUNK * 64, len - offset), 0, this.limit);
+      if (copy) bitmap.markDirty(offset, length);
+      offset += length;
+    }
+    job.setRemaining(bitmap.count);
+    for (;;) {
+      if (job.isCancelled) return;
+      const piece = this.nextDirty(bitmap, len);
+      if (piece === null) {
+        if (!job.isReady) job.transitionToReady();
+        if (this.shouldComplete || job.cancelRequested) return;
+        await job.sleep(READY_POLL_NS);
+        continue;
+      }
+      const { offset, length } = piece;
+      bitmap.markClean(offset, length);
+      this.cursor = offset + length;
+      if (!(await this.copy(job, offset, length))) {
+        // Not at full speed round a piece that keeps failing.
+        await job.sleep(READY_POLL_NS);
+        continue;
+      }
+      job.addProgress(length);
+      job.setRemaining(bitmap.count);
+      await job.throttle(length);
+    }
+  }
+
+  complete(job: Job): void {
+    this.shouldComplete = true;
+    job.enter();
+  }
+
+  /** A soft cancel of a READY job ends it successfully without the pivot (QEMU mirror_cancel). */
+  cancel(job: Job, force: boolean): boolean {
+    return force || !job.isReady;
+  }
+
+  /** job-complete: the rest is copied with every user of the top drained, then they use the base (QEMU mirror_exit_common). */
+  async prepare(job: Job): Promise<void> {
+    if (!this.shouldComplete) return;
+    const { top, base } = this;
+    const bitmap = this.bitmap;
+    await this.host.replaceNode(top, base, async () => {
+      for (let piece = this.nextDirty(bitmap, top.length); piece !== null; piece = this.nextDirty(bitmap, top.length)) {
+        bitmap.markClean(piece.offset, piece.length);
+        await top.read(piece.offset, this.buffer.subarray(0, piece.length));
+        await writeCopied(base, piece.offset, this.buffer.subarray(0, piece.length));
+        job.addProgress(piece.length);
+        job.setRemaining(bitmap.count);
+      }
+      await base.flush();
+    });
+  }
+
+  clean(): void {
+    this.dispose();
+  }
+
+  /** Drops the job's bitmap and lets go of the nodes. */
+  dispose(): void {
+    this.top.bitmaps.drop(this.bitmap);
+    this.release();
+  }
+
+  /** Copies one dirty piece; false when it must be tried again (an error under `stop`, the piece marked dirty again). */
+  private async copy(job: Job, offset: number, length: number): Promise<boolean> {
+    const part = this.buffer.subarray(0, length);
+    let op: 'read' | 'write' = 'read';
+    try {
+      await this.top.read(offset, part);
+      op = 'write';
+      await writeCopied(this.base, offset, part);
+      return true;
+    } catch (e) {
+      this.bitmap.markDirty(offset, length);
+      // ignore: tried again later, as QEMU's mirror does (the range stays dirty); stop: after a resume.
+      await job.onIoError(this.onError, op, e);
+      return false;
+    }
+  }
+
+  /** The next dirty piece at or after the cursor (wrapping round), at most one chunk. */
+  private nextDirty(bitmap: DirtyBitmap, len: number): { offset: number; length: number } | null {
+    const found = bitmap.nextDirtyExtent(this.cursor, len) ?? (this.cursor > 0 ? bitmap.nextDirtyExtent(0, len) : null);
+    if (found === null) return null;
+    return { offset: found.offset, length: Math.min(found.length, CHAIN_CHUNK) };
+  }
+}

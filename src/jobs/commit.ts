@@ -1,0 +1,233 @@
+// block-commit (QEMU block/commit.c, and mirror.c's commit_active_start for the active layer):
+// copies what `top` and the images between it and `base` hold into `base`. An intermediate
+// commit then points the image above `top` at `base` (header and open graph); an active commit
+// goes READY and, on job-complete, moves the users of `top` to `base`.
+import { BlockError } from '../errors.js';
+import type { BlockNode } from '../node/node.js';
+import { ActiveCommitWork } from './commit-active.js';
+import {
+  allocatedBetween,
+  bottomOf,
+  CHAIN_CHUNK,
+  chainBetween,
+  chainDepth,
+  checkSpeed,
+  claimNodes,
+  findBackingImage,
+  imageFilename,
+  nodeNamed,
+  overlayOf,
+  relink,
+  writeCopied,
+} from './commit-chain.js';
+import type { JobHost } from './host.js';
+import type { Job, JobErrorPolicy, JobWork } from './job.js';
+import { type CommonJobSpec, defaultJobId } from './job-spec.js';
+
+/** layer.startJob({ type: 'commit', … }): QMP block-commit's arguments. */
+export interface CommitJobSpec extends CommonJobSpec {
+  type: 'commit';
+  /** The chain's active layer: a node name, or a drive id (its root). */
+  device: string;
+  /** The image (by file name) committed from; default the active layer (an active commit). */
+  top?: string;
+  /** The node committed from. */
+  topNode?: string;
+  /** The image (by file name) committed into; default the bottom of the chain. */
+  base?: string;
+  /** The node committed into. */
+  baseNode?: string;
+  /** The backing file name written into the overlay of `top` (default: the base's file name); not for an active commit. */
+  backingFile?: string;
+  /** What a read or write error does (QEMU on-error; default report). */
+  onError?: JobErrorPolicy;
+  /** QEMU's commit filter's name: refused, no filter node is inserted here. */
+  filterNodeName?: string;
+}
+
+/** The chain's active layer named by `device` (QEMU qmp_get_root_bs; DeviceNotFound on QMP). */
+function rootNode(host: JobHost, device: string): BlockNode {
+  const node = host.findNode(device) ?? host.driveRoot(device);
+  if (node === undefined) throw new BlockError('ENOENT', `Device '${device}' not found`, { field: 'device' });
+  return node;
+}
+
+/** `top` and `base` of a block-commit with QEMU's errors (qmp_block_commit). */
+function commitEnds(host: JobHost, root: BlockNode, spec: CommitJobSpec): { top: BlockNode; base: BlockNode } {
+  let top: BlockNode | undefined = root;
+  if (spec.topNode !== undefined && spec.top !== undefined) throw new BlockError('EINVAL', "'top-node' and 'top' are mutually exclusive", { field: 'top' });
+  if (spec.topNode !== undefined) {
+    top = nodeNamed(host, spec.topNode, 'top-node');
+    if (chainDepth(root, top) < 0) throw new BlockError('EINVAL', `'${spec.topNode}' is not in this backing file chain`, { field: 'top-node' });
+  } else if (spec.top !== undefined && imageFilename(root) !== spec.top) {
+    top = findBackingImage(root, spec.top);
+  }
+  if (top === undefined) throw new BlockError('EINVAL', `Top image file ${spec.top ?? 'NULL'} not found`, { field: 'top' });
+  let base: BlockNode | undefined;
+  if (spec.baseNode !== undefined && spec.base !== undefined) throw new BlockError('EINVAL', "'base-node' and 'base' are mutually exclusive", { field: 'base' });
+  if (spec.baseNode !== undefined) {
+    base = nodeNamed(host, spec.baseNode, 'base-node');
+    if (chainDepth(top, base) < 0) throw new BlockError('EINVAL', `'${spec.baseNode}' is not in this backing file chain`, { field: 'base-node' });
+  } else if (spec.base !== undefined) {
+    base = findBackingImage(top, spec.base);
+    if (base === undefined) throw new BlockError('EINVAL', `Can't find '${spec.base}' in the backing chain`, { field: 'base' });
+  } else {
+    base = bottomOf(top);
+    // QEMU's text, spelling included.
+    if (base === undefined) throw new BlockError('EINVAL', 'There is no backimg image', { field: 'base' });
+  }
+  if (top === base) throw new BlockError('EINVAL', 'cannot commit an image into itself', { field: 'base' });
+  return { top, base };
+}
+
+/** Starts a block-commit job: an active one when `top` is the active layer or has a writer (QEMU qmp_block_commit). */
+export function startCommit(host: JobHost, spec: CommitJobSpec): Job {
+  const root = rootNode(host, spec.device);
+  const { top, base } = commitEnds(host, root, spec);
+  const writer = host.drivesOn(top).some((d) => !d.readOnly);
+  const active = top === root || writer;
+  if (active && spec.backingFile !== undefined) {
+    throw new BlockError('EINVAL', top === root ? "'backing-file' specified, but 'top' is the active layer" : "'backing-file' specified, but 'top' has a writer on it", {
+      field: 'backing-file',
+    });
+  }
+  if (spec.filterNodeName !== undefined) throw new BlockError('ENOTSUP', "filter-node-name: no commit filter node is inserted by this block layer's commit", { field: 'filter-node-name' });
+  checkSpeed(spec.speed);
+  if (base.readOnly) throw new BlockError('EROFS', `Node '${base.name}' is read-only: open it read-write to commit into it`, { node: base.name, field: 'base' });
+  if (base.length < top.length) {
+    throw new BlockError('ENOTSUP', `Node '${base.name}' (${base.length} bytes) is smaller than '${top.name}' (${top.length} bytes): resize it first`, { node: base.name, field: 'base' });
+  }
+  const overlay = active ? undefined : overlayOf(root, top);
+  if (!active && overlay === undefined) throw new BlockError('EINVAL', `Could not find overlay image for ${imageFilename(top)}:`, { field: 'top' });
+  if (overlay?.readOnly) throw new BlockError('EROFS', `Node '${overlay.name}' is read-only: its backing file cannot change`, { node: overlay.name, field: 'top' });
+  const id = defaultJobId(host, root, spec.jobId);
+  host.jobs.checkId(id);
+  const onError = spec.onError ?? 'report';
+  const limit = chainDepth(top, base);
+  const release = claimNodes([...chainBetween(top, base), base], 'commit');
+  top.ref();
+  base.ref();
+  overlay?.ref();
+  let held = true;
+  const releaseAll = () => {
+    if (!held) return;
+    held = false;
+    release();
+    void top.unref();
+    void base.unref();
+    void overlay?.unref();
+  };
+  let work: JobWork | undefined;
+  try {
+    work = active
+      ? new ActiveCommitWork(host, top, base, limit, onError, releaseAll, id)
+      : new CommitWork(host, top, base, overlay!, limit, spec.backingFile, onError, releaseAll);
+    return host.jobs.start(id, work, { speed: spec.speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
+  } catch (e) {
+    if (work instanceof ActiveCommitWork) work.dispose();
+    else releaseAll();
+    throw e;
+  }
+}
+
+/** Pieces read and written at once while the walk goes on (QEMU's commit has one; overlapping them is most of our speed). */
+const WRITES_IN_FLIGHT = 4;
+
+/** The work of an intermediate commit (QEMU commit_run, commit_prepare). */
+class CommitWork implements JobWork {
+  readonly type = 'commit' as const;
+  private readonly buffers = Array.from({ length: WRITES_IN_FLIGHT }, () => new Uint8Array(CHAIN_CHUNK));
+
+  constructor(
+    private readonly host: JobHost,
+    private readonly top: BlockNode,
+    private readonly base: BlockNode,
+    private readonly overlay: BlockNode,
+    /** Hops from top to base. */
+    private readonly limit: number,
+    private readonly backingFile: string | undefined,
+    private readonly onError: JobErrorPolicy,
+    private readonly release: () => void,
+  ) {}
+
+  async run(job: Job): Promise<void> {
+    // Errors that only report end the job anyway: a piece's write may then run while the next piece is found and read.
+    if (this.onError === 'report' || this.onError === 'auto') return this.runOverlapped(job);
+    const { top, base } = this;
+    const len = top.length;
+    job.setRemaining(len);
+    let ignored: unknown;
+    for (let offset = 0; offset < len; ) {
+      if (job.isCancelled) return;
+      const { copy, length } = await allocatedBetween(top, offset, Math.min(CHAIN_CHUNK, len - offset), 0, this.limit);
+      if (copy) {
+        const part = this.buffers[0].subarray(0, length);
+        let op: 'read' | 'write' = 'read';
+        try {
+          await top.read(offset, part);
+          op = 'write';
+          await writeCopied(base, offset, part);
+        } catch (e) {
+          // QEMU retries a piece under `ignore` for ever; here it is skipped and the job fails at its end, the chain unchanged.
+          if ((await job.onIoError(this.onError, op, e)) === 'retry') continue;
+          ignored ??= e;
+        }
+      }
+      offset += length;
+      job.addProgress(length);
+      if (copy) await job.throttle(length);
+      else await job.pausePoint();
+    }
+    if (ignored !== undefined) throw ignored;
+  }
+
+  /** The same walk with up to {@link WRITES_IN_FLIGHT} pieces read and written at once while the next pieces are looked up. */
+  private async runOverlapped(job: Job): Promise<void> {
+    const { top, base } = this;
+    const len = top.length;
+    job.setRemaining(len);
+    // Oldest first; buffers[i] is free again once the piece that used it has settled.
+    const writing: Promise<void>[] = [];
+    let turn = 0;
+    let failure: { reason: unknown } | undefined;
+    try {
+      for (let offset = 0; offset < len; ) {
+        if (job.isCancelled) break;
+        const { copy, length } = await allocatedBetween(top, offset, Math.min(CHAIN_CHUNK, len - offset), 0, this.limit);
+        if (copy) {
+          if (writing.length === WRITES_IN_FLIGHT) await writing.shift();
+          const part = this.buffers[turn].subarray(0, length);
+          turn = (turn + 1) % this.buffers.length;
+          const at = offset;
+          const w = top.read(at, part).then(
+            () => writeCopied(base, at, part).catch((e: unknown) => job.onIoError(this.onError, 'write', e).then(() => undefined)),
+            (e: unknown) => job.onIoError(this.onError, 'read', e).then(() => undefined),
+          );
+          // Settled in order below; a failure meanwhile is not unhandled.
+          w.catch(() => undefined);
+          writing.push(w);
+        }
+        offset += length;
+        job.addProgress(length);
+        if (copy) await job.throttle(length);
+        else await job.pausePoint();
+      }
+    } catch (e) {
+      failure = { reason: e };
+    }
+    // Every write settles before the job goes on; the first failure is the job's.
+    const results = await Promise.allSettled(writing.splice(0));
+    failure ??= results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure !== undefined) throw failure.reason;
+  }
+
+  /** The base holds everything: the overlay of top reads from it now (QEMU bdrv_drop_intermediate). */
+  async prepare(): Promise<void> {
+    await this.base.flush();
+    await relink(this.host, this.overlay, this.base, this.backingFile ?? imageFilename(this.base), this.base.driver.name);
+  }
+
+  clean(): void {
+    this.release();
+  }
+}
