@@ -204,7 +204,7 @@ export async function serveCommand(args: string[]): Promise<number> {
         ...(v.bitmap !== undefined ? { bitmaps: v.bitmap } : {}),
         ...(v['allocation-depth'] === true ? { allocationDepth: true } : {}),
       });
-      manager.adopt(name === '' ? drive.id : name, name);
+      manager.adopt(name === '' ? drive.id : name, name, drive);
     }
     for (const s of drives) {
       let p: ReturnType<typeof parseDriveString>;
@@ -231,7 +231,7 @@ export async function serveCommand(args: string[]): Promise<number> {
       const opts = withAio({ ...(await driveOptions(p.filename!, p.format, readOnly ?? false)), ...rest }, p.aio ?? aio) as DriveOptions;
       const drive = await layer.openDrive(opts);
       server.addExport({ name, drive, readOnly: drive.readOnly });
-      manager.adopt(p.id ?? drive.id, name);
+      manager.adopt(p.id ?? drive.id, name, drive);
     }
     // A socket left by a serve that was killed is replaced; a live one or any other file is not.
     if (v.socket !== undefined) await removeStaleSocket(v.socket);

@@ -38,6 +38,8 @@ export interface ExportManager {
   del(args: Record<string, unknown>): Promise<void>;
   /** The exports as QAPI BlockExportInfo (`id`, `type`, `node-name`, `shutting-down`), for query-block-exports. */
   list?(): Record<string, unknown>[];
+  /** Calls `listener` with export events (BLOCK_EXPORT_DELETED); returns the function that stops it. */
+  watch?(listener: (event: string, data: Record<string, unknown>) => void): () => void;
 }
 
 /** One client's state. */
