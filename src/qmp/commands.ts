@@ -26,6 +26,7 @@ import { type Args, generic, only, optBool } from './qapi-args.js';
 import { runTransaction } from './transaction.js';
 import { JOB_HANDLERS } from './job-commands.js';
 import { BLOCKDEV_HANDLERS } from './blockdev-commands.js';
+import { SNAPSHOT_HANDLERS } from './snapshot-external.js';
 import { QmpError, type QmpRequest } from './wire.js';
 
 export { generic, only, optBool, str } from './qapi-args.js';
@@ -273,6 +274,7 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
   ['block-dirty-bitmap-merge', (args, ctx) => commitNow(prepareBitmapMerge(ctx.layer, parseBitmapMerge(args)))],
   ['transaction', (args, ctx) => runTransaction(ctx.layer, args)],
   ...BLOCKDEV_HANDLERS.map(([name, run]): [string, Handler] => [name, (args, ctx) => run(args, ctx.layer)]),
+  ...SNAPSHOT_HANDLERS.map(([name, run]): [string, Handler] => [name, (args, ctx) => run(args, ctx.layer)]),
   [
     'query-block-exports',
     (args, ctx) => {

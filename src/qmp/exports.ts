@@ -12,10 +12,10 @@ import type { NbdServer } from '../nbd/server.js';
 import { type ExportManager, generic, only, optBool, str } from './commands.js';
 import { isWellFormedId } from '../ids.js';
 
-/** An export by its id: its NBD name, the node it serves, the drive made for it (absent: a listed drive's). */
+/** An export by its id: its NBD name, the drive it serves (whose root a snapshot or mirror may change), the drive made for it (absent: a listed drive's). */
 interface ExportRecord {
   readonly name: string;
-  readonly nodeName: string;
+  readonly drive: Drive | undefined;
   readonly internal: Drive | undefined;
 }
 
@@ -87,12 +87,12 @@ export class NbdExportManager implements ExportManager {
 
   /** Records an export made outside QMP (the command line) so block-export-del can remove it; `drive` is what it serves. */
   adopt(id: string, name: string, drive?: Drive): void {
-    this.ids.set(id, { name, nodeName: drive?.node.name ?? name, internal: undefined });
+    this.ids.set(id, { name, drive, internal: undefined });
   }
 
   /** QAPI BlockExportInfo of every export, newest first (QEMU prepends to its list). */
   list(): Record<string, unknown>[] {
-    return [...this.ids].reverse().map(([id, e]) => ({ id, type: 'nbd', 'node-name': e.nodeName, 'shutting-down': false }));
+    return [...this.ids].reverse().map(([id, e]) => ({ id, type: 'nbd', 'node-name': e.drive?.node.name ?? e.name, 'shutting-down': false }));
   }
 
   /** Calls `listener` with the export events (BLOCK_EXPORT_DELETED); returns the function that stops it. */
@@ -139,7 +139,7 @@ export class NbdExportManager implements ExportManager {
       await internal?.close();
       throw e;
     }
-    this.ids.set(id, { name, nodeName: node.name, internal });
+    this.ids.set(id, { name, drive: listed ?? internal, internal });
   }
 
   async del(args: Record<string, unknown>): Promise<void> {
@@ -185,7 +185,7 @@ export class NbdExportManager implements ExportManager {
       const found = search(d.node);
       if (found !== undefined) return found;
     }
-    return undefined;
+    return this.layer.findNode(name);
   }
 
   private findDrive(nodeName: string): Drive | undefined {
