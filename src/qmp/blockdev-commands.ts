@@ -32,9 +32,12 @@ function openError(e: unknown): unknown {
   return e;
 }
 
-/** blockdev-add: opens the node graph QAPI BlockdevOptions describe and keeps its root by node name. */
-export async function blockdevAdd(layer: BlockLayer, args: Args): Promise<Record<string, never>> {
-  const { options, nodeNames } = translateBlockdevOptions(args, (name) => lookupNode(layer, name));
+/**
+ * blockdev-add: opens the node graph QAPI BlockdevOptions describe and keeps its root by node
+ * name. `keyval`: the options come from a command line (`--blockdev k=v,…`), all values strings.
+ */
+export async function blockdevAdd(layer: BlockLayer, args: Args, keyval = false): Promise<Record<string, never>> {
+  const { options, nodeNames } = translateBlockdevOptions(args, (name) => lookupNode(layer, name), keyval);
   const seen = new Set<string>();
   for (const name of nodeNames) {
     if (seen.has(name) || layer.findNode(name) !== undefined) throw generic(`Duplicate nodes with node-name='${name}'`);

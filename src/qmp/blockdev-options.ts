@@ -159,6 +159,24 @@ export interface TranslatedOptions {
   readonly nodeNames: readonly string[];
 }
 
+/**
+ * A scalar as QEMU's keyval input visitor reads it from a command line (`--blockdev
+ * size=1048576,read-only=on`): every value is a string there, converted by the member's type.
+ */
+function fromKeyval(value: unknown, type: MemberType, path: string): unknown {
+  if (typeof value !== 'string') return value;
+  if (type === 'int') {
+    if (!/^-?(0x[0-9a-f]+|\d+)$/i.test(value)) throw generic(`Parameter '${path}' expects an integer`);
+    return Number(value);
+  }
+  if (type === 'bool') {
+    if (value === 'on' || value === 'yes' || value === 'true') return true;
+    if (value === 'off' || value === 'no' || value === 'false') return false;
+    throw generic(`Parameter '${path}' expects 'on' or 'off'`);
+  }
+  return value;
+}
+
 function checkType(value: unknown, type: MemberType, path: string): void {
   const expected = (what: string) => generic(`Invalid parameter type for '${path}', expected: ${what}`);
   if (Array.isArray(type)) {
@@ -218,9 +236,9 @@ function cacheOptions(value: unknown, path: string): void {
  * name (QEMU's "Cannot find device='x' nor node-name='x'" when it finds nothing). Throws
  * QmpError (GenericError) with QEMU's texts; nothing is opened here.
  */
-export function translateBlockdevOptions(args: Args, lookup: NodeLookup): TranslatedOptions {
+export function translateBlockdevOptions(args: Args, lookup: NodeLookup, keyval = false): TranslatedOptions {
   const names: string[] = [];
-  const options = translate(args, '', lookup, names, { forceShare: false, readOnly: false });
+  const options = translate(keyval ? coerceTree(args, '') : args, '', lookup, names, { forceShare: false, readOnly: false });
   if (options.nodeName === undefined) throw generic("'node-name' must be specified for the root node");
   return { options, nodeNames: names };
 }
@@ -294,6 +312,22 @@ function translate(args: Args, prefix: string, lookup: NodeLookup, names: string
     if (table.ours === 'file') out.forceShare = true;
   }
   return out as NodeOptions;
+}
+
+/** The scalar types of the members every node takes. */
+const COMMON_TYPES: Readonly<Record<string, MemberType>> = { 'read-only': 'bool', 'auto-read-only': 'bool', 'force-share': 'bool' };
+
+/** Keyval options (strings) with their scalars converted by the driver's member types, children included. */
+function coerceTree(args: Args, prefix: string): Args {
+  const table = typeof args.driver === 'string' ? DRIVERS[args.driver] : undefined;
+  const out: Args = {};
+  for (const [key, value] of Object.entries(args)) {
+    const type = table?.members[key]?.type ?? COMMON_TYPES[key];
+    if ((type === 'ref' || type === 'ref-or-null') && typeof value === 'object' && value !== null && !Array.isArray(value)) out[key] = coerceTree(value as Args, `${prefix}${key}.`);
+    else if (key === 'cache' && typeof value === 'object' && value !== null) out[key] = Object.fromEntries(Object.entries(value).map(([k, v]) => [k, fromKeyval(v, 'bool', `${prefix}cache.${k}`)]));
+    else out[key] = type === undefined ? value : fromKeyval(value, type, `${prefix}${key}`);
+  }
+  return out;
 }
 
 /** The members QAPI requires of a driver (beyond `driver`). */
