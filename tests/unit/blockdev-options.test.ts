@@ -38,7 +38,7 @@ describe('translateBlockdevOptions', () => {
     await using layer = new BlockLayer();
     const n = await layer.addNode({ driver: 'null', nodeName: 'n0' });
     const { options } = translateBlockdevOptions({ driver: 'raw', 'node-name': 'r', file: 'n0' }, (name) => layer.findNode(name));
-    expect((options as { file: unknown }).file).toBe(n);
+    expect((options as unknown as { file: unknown }).file).toBe(n);
     expect(desc(() => translateBlockdevOptions({ driver: 'raw', 'node-name': 'r', file: 'nx' }, none))).toBe("Cannot find device='nx' nor node-name='nx'");
   });
 
