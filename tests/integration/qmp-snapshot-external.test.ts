@@ -134,4 +134,29 @@ describe('external snapshots against qemu-storage-daemon', () => {
     expect((await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0 0 64k', join(ourAt, 'raw.img')])).stdout).not.toMatch(/Pattern verification failed/);
     for (const at of [qsdAt, ourAt]) await ok('qemu-img', ['check', join(at, 't1.qcow2')]);
   });
+
+  it.skipIf(!have)('pivots a drive named by device to the overlay: later writes land there, the base keeps the snapshot', { timeout: 60_000 }, async () => {
+    const base = join(dir, 'd.qcow2');
+    const top = join(dir, 'd-top.qcow2');
+    await ok('qemu-img', ['create', '-q', '-f', 'qcow2', base, '1M']);
+    const d = await layer.openDrive({ id: 'd0', driver: 'qcow2', nodeName: 'b0', file: { driver: 'file', filename: base } });
+    await d.write(0, Buffer.alloc(65536, 0xaa));
+    const ours = await startOurQmp(layer, dir);
+    daemons.push(ours);
+    expect(await ours.qmp.cmd('blockdev-snapshot-sync', { device: 'd0', 'snapshot-file': top, 'snapshot-node-name': 'o0' })).toEqual({ return: {} });
+    expect(d.node.name).toBe('o0');
+    await d.write(65536, Buffer.alloc(65536, 0xbb));
+    await d.flush();
+    const blocks = (await ours.qmp.ok('query-block')) as { device: string; inserted: { 'node-name': string; backing_file_depth: number } }[];
+    expect(blocks.map((b) => [b.device, b.inserted['node-name'], b.inserted.backing_file_depth])).toEqual([['d0', 'o0', 1]]);
+    await ours.stop();
+    daemons.splice(0);
+    await d.close();
+    const info = JSON.parse(await ok('qemu-img', ['info', '--output=json', '--backing-chain', top])) as { filename: string; 'backing-filename'?: string }[];
+    expect(info.map((i) => i.filename)).toEqual([top, base]);
+    expect(info[0]!['backing-filename']).toBe(base);
+    await ok('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0xaa 0 64k', '-c', 'read -P 0 64k 64k', base]);
+    await ok('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0xaa 0 64k', '-c', 'read -P 0xbb 64k 64k', top]);
+    await ok('qemu-img', ['check', top]);
+  });
 });
