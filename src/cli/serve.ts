@@ -13,6 +13,7 @@ import { QmpServer, removeStaleSocket } from '../qmp/server.js';
 import type { ThrottleLimits } from '../throttle/limits.js';
 import { LIMIT_FLAGS, num, parseLimitFlags, sizeFlag } from './limit-flags.js';
 import { checkFormat, targetOptions } from './target.js';
+import { applyQsdPlan, hasQsdOptions, parseQsdOptions, QSD_OPTIONS } from './serve-qsd-args.js';
 
 export const SERVE_HELP = `usage: blocklayer serve [-x NAME] [-f FMT] [-r] [-B BITMAP …] [-A] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive STR …] [--qmp unix:PATH] [options] [IMAGE]
 An NBD server for IMAGE and every --drive (qemu-nbd's flags where they apply).
@@ -35,6 +36,11 @@ An NBD server for IMAGE and every --drive (qemu-nbd's flags where they apply).
   --tls-psk DIR|FILE        TLS with pre-shared keys (keys.psk)
   --memory-budget SIZE      request payloads and unsent replies of all clients (256M)
   --aio threads|io_uring    the file driver's I/O engine
+  --blockdev JSON|k=v,…     a node, as qemu-storage-daemon --blockdev (driver=qcow2,node-name=n0,file.driver=file,file.filename=…)
+  --export type=nbd,id=…,node-name=…[,name=…][,writable=on][,bitmaps.0=…]   an export, as qemu-storage-daemon
+  --nbd-server addr.type=inet,addr.host=…,addr.port=…|addr.type=unix,addr.path=…   where the NBD server listens
+  --object throttle-group,id=…,x-iops-total=…   a throttle group
+  --chardev socket,id=…,path=…,server=on,wait=off --monitor chardev=…   a QMP monitor, as qemu-storage-daemon
   --iops N, --bps SIZE, …   limits of IMAGE by their QEMU names (bps and iops-size take sizes: 1M, 8k)
   -h, --help                this help`;
 
@@ -58,6 +64,7 @@ const OPTIONS = {
   'tls-verify-peer': { type: 'boolean' },
   'memory-budget': { type: 'string' },
   aio: { type: 'string' },
+  ...QSD_OPTIONS,
   ...LIMIT_FLAGS,
 } as const;
 
@@ -155,16 +162,21 @@ export async function serveCommand(args: string[]): Promise<number> {
   if (positionals.length > 1) throw new BlockError('EINVAL', `unexpected argument '${positionals[1]}'`);
   const image = positionals[0];
   const drives = v.drive ?? [];
-  if (image === undefined && drives.length === 0) throw new BlockError('EINVAL', 'usage: blocklayer serve IMAGE -x NAME [options] (or --drive file=…,id=… …)');
+  const qsd = parseQsdOptions(v);
+  if (image === undefined && drives.length === 0 && !hasQsdOptions(v)) throw new BlockError('EINVAL', 'usage: blocklayer serve IMAGE -x NAME [options] (or --drive file=…,id=… …, or --blockdev … --export …)');
   const format = checkFormat(v.format);
   const limits: ThrottleLimits = parseLimitFlags(v as Record<string, unknown>);
   const port = parsePort(v.port);
   const aio = parseAio(v.aio);
-  const maxConnections = v.shared === undefined ? undefined : num('shared', v.shared);
+  const maxConnections = v.shared === undefined ? qsd.nbdServer?.maxConnections : num('shared', v.shared);
   if (maxConnections !== undefined && (!Number.isInteger(maxConnections) || maxConnections < 1)) {
     throw new BlockError('EINVAL', `-e/--shared: '${v.shared}' is not a positive integer`, { field: 'shared' });
   }
-  let qmpPath: string | undefined;
+  let qmpPath: string | undefined = qsd.qmpPath;
+  if (v.qmp !== undefined && qmpPath !== undefined) throw new BlockError('EINVAL', '--qmp and --monitor: give one of them', { field: 'qmp' });
+  if (qsd.nbdServer !== undefined && (v.port !== undefined || v.socket !== undefined || v.bind !== undefined)) {
+    throw new BlockError('EINVAL', '--nbd-server and -p/-b/-k: give one of them', { field: 'nbd-server' });
+  }
   if (v.qmp !== undefined) {
     if (!v.qmp.startsWith('unix:') || v.qmp.length <= 'unix:'.length) throw new BlockError('EINVAL', `--qmp: '${v.qmp}' is not unix:PATH`, { field: 'qmp' });
     qmpPath = v.qmp.slice('unix:'.length);
@@ -204,7 +216,7 @@ export async function serveCommand(args: string[]): Promise<number> {
         ...(v.bitmap !== undefined ? { bitmaps: v.bitmap } : {}),
         ...(v['allocation-depth'] === true ? { allocationDepth: true } : {}),
       });
-      manager.adopt(name === '' ? drive.id : name, name);
+      manager.adopt(name === '' ? drive.id : name, name, drive);
     }
     for (const s of drives) {
       let p: ReturnType<typeof parseDriveString>;
@@ -231,11 +243,13 @@ export async function serveCommand(args: string[]): Promise<number> {
       const opts = withAio({ ...(await driveOptions(p.filename!, p.format, readOnly ?? false)), ...rest }, p.aio ?? aio) as DriveOptions;
       const drive = await layer.openDrive(opts);
       server.addExport({ name, drive, readOnly: drive.readOnly });
-      manager.adopt(p.id ?? drive.id, name);
+      manager.adopt(p.id ?? drive.id, name, drive);
     }
+    await applyQsdPlan(qsd, layer, manager);
+    const listen = qsd.nbdServer?.listen ?? (v.socket !== undefined ? { path: v.socket } : { host: v.bind ?? '127.0.0.1', port });
     // A socket left by a serve that was killed is replaced; a live one or any other file is not.
-    if (v.socket !== undefined) await removeStaleSocket(v.socket);
-    const where = await server.listen(v.socket !== undefined ? { path: v.socket } : { host: v.bind ?? '127.0.0.1', port });
+    if ('path' in listen) await removeStaleSocket(listen.path);
+    const where = await server.listen(listen);
     if (qmpPath !== undefined) {
       qmp = new QmpServer(layer, { exports: manager });
       await qmp.listen({ path: qmpPath });

@@ -102,7 +102,8 @@ export function findBitmapNode(layer: BlockLayer, node: string): BlockNode | und
   const drive = layer.drive(node);
   if (drive !== undefined && !drive.closed) return drive.bitmapNode;
   for (const n of nodesOf(layer)) if (n.name === node) return n;
-  return undefined;
+  // Nodes added with blockdev-add and the graphs of exports' own drives.
+  return layer.findNode(node);
 }
 
 /** A bitmap by node and name (QEMU block_dirty_bitmap_lookup). */

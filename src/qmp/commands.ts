@@ -28,6 +28,8 @@ import { JOB_HANDLERS } from './job-commands.js';
 import { blockResize } from './resize-command.js';
 import { internalSnapshotDeleteSync, internalSnapshotSync, parseInternalSnapshot, parseInternalSnapshotDelete } from './snapshot-internal-commands.js';
 import { blockCommit, blockStream } from './stream-commit-commands.js';
+import { BLOCKDEV_HANDLERS } from './blockdev-commands.js';
+import { SNAPSHOT_HANDLERS } from './snapshot-external.js';
 import { QmpError, type QmpRequest } from './wire.js';
 
 export { generic, only, optBool, str } from './qapi-args.js';
@@ -38,6 +40,10 @@ export interface ExportManager {
   add(args: Record<string, unknown>): Promise<void>;
   /** Removes an export (`id`, optional `mode`). */
   del(args: Record<string, unknown>): Promise<void>;
+  /** The exports as QAPI BlockExportInfo (`id`, `type`, `node-name`, `shutting-down`), for query-block-exports. */
+  list?(): Record<string, unknown>[];
+  /** Calls `listener` with export events (BLOCK_EXPORT_DELETED); returns the function that stops it. */
+  watch?(listener: (event: string, data: Record<string, unknown>) => void): () => void;
 }
 
 /** One client's state. */
@@ -159,14 +165,6 @@ function blockDeviceStats(drive: Drive): Record<string, unknown> {
   return out;
 }
 
-/** A drive's nodes, root first then depth first by child role order, each once. */
-function walk(node: BlockNode, seen: Set<string>, out: BlockNode[]): void {
-  if (seen.has(node.name)) return;
-  seen.add(node.name);
-  out.push(node);
-  for (const child of node.children.values()) walk(child, seen, out);
-}
-
 function exportManager(ctx: QmpContext, command: string): ExportManager {
   if (ctx.exports === undefined) throw generic(`The command ${command} has been disabled for this instance`);
   return ctx.exports;
@@ -228,15 +226,13 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
     (args, ctx) => {
       only(args, ['flat']);
       const flat = optBool(args, 'flat') ?? false;
-      const seen = new Set<string>();
-      const out: Record<string, unknown>[] = [];
-      for (const d of ctx.layer.listDrives()) {
-        if (d.closed) continue;
-        const nodes: BlockNode[] = [];
-        walk(d.node, seen, nodes);
-        for (const n of nodes) out.push(blockDeviceInfo(n, n === d.node ? queryBlockThrottle(d) : toQueryBlockThrottle(null), flat));
-      }
-      return out;
+      // Every node of the layer: drives' graphs first (as before), then added nodes and exports' graphs.
+      const roots = new Map<BlockNode, Drive>();
+      for (const d of ctx.layer.listDrives()) if (!d.closed && !roots.has(d.node)) roots.set(d.node, d);
+      return ctx.layer.listNodes().map((n) => {
+        const d = roots.get(n);
+        return blockDeviceInfo(n, d !== undefined ? queryBlockThrottle(d) : toQueryBlockThrottle(null), flat);
+      });
     },
   ],
   [
@@ -280,6 +276,15 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
   ['block-dirty-bitmap-disable', (args, ctx) => commitNow(prepareBitmapRecording(ctx.layer, parseBitmapRef(args), false))],
   ['block-dirty-bitmap-merge', (args, ctx) => commitNow(prepareBitmapMerge(ctx.layer, parseBitmapMerge(args)))],
   ['transaction', (args, ctx) => runTransaction(ctx.layer, args)],
+  ...BLOCKDEV_HANDLERS.map(([name, run]): [string, Handler] => [name, (args, ctx) => run(args, ctx.layer)]),
+  ...SNAPSHOT_HANDLERS.map(([name, run]): [string, Handler] => [name, (args, ctx) => run(args, ctx.layer)]),
+  [
+    'query-block-exports',
+    (args, ctx) => {
+      only(args, []);
+      return ctx.exports?.list?.() ?? [];
+    },
+  ],
   ...JOB_HANDLERS.map(([name, run]): [string, Handler] => [name, (args, ctx) => run(args, ctx.layer)]),
   ['blockdev-snapshot-internal-sync', (args, ctx) => internalSnapshotSync(ctx.layer, parseInternalSnapshot(args)).then(() => ({}))],
   ['blockdev-snapshot-delete-internal-sync', (args, ctx) => internalSnapshotDeleteSync(ctx.layer, parseInternalSnapshotDelete(args))],

@@ -12,6 +12,13 @@ import type { NbdServer } from '../nbd/server.js';
 import { type ExportManager, generic, only, optBool, str } from './commands.js';
 import { isWellFormedId } from '../ids.js';
 
+/** An export by its id: its NBD name, the drive it serves (whose root a snapshot or mirror may change), the drive made for it (absent: a listed drive's). */
+interface ExportRecord {
+  readonly name: string;
+  readonly drive: Drive | undefined;
+  readonly internal: Drive | undefined;
+}
+
 /** QAPI BlockExportType: the types QEMU knows; only nbd is served here. */
 const EXPORT_TYPES = ['nbd', 'vhost-user-blk', 'fuse', 'vduse-blk'];
 
@@ -56,8 +63,10 @@ function qmpUtf8(value: string, key: string): string {
  * the requests still completing).
  */
 export class NbdExportManager implements ExportManager {
-  /** Export id -> NBD export name. */
-  private readonly ids = new Map<string, string>();
+  /** Export id -> the export, in the order they were added. */
+  private readonly ids = new Map<string, ExportRecord>();
+  /** Who hears BLOCK_EXPORT_DELETED (the QMP servers over this manager). */
+  private readonly listeners = new Set<(event: string, data: Record<string, unknown>) => void>();
   /** Clients connected per export name. */
   private readonly users = new Map<string, number>();
 
@@ -76,9 +85,20 @@ export class NbdExportManager implements ExportManager {
     });
   }
 
-  /** Records an export made outside QMP (the command line) so block-export-del can remove it. */
-  adopt(id: string, name: string): void {
-    this.ids.set(id, name);
+  /** Records an export made outside QMP (the command line) so block-export-del can remove it; `drive` is what it serves. */
+  adopt(id: string, name: string, drive?: Drive): void {
+    this.ids.set(id, { name, drive, internal: undefined });
+  }
+
+  /** QAPI BlockExportInfo of every export, newest first (QEMU prepends to its list). */
+  list(): Record<string, unknown>[] {
+    return [...this.ids].reverse().map(([id, e]) => ({ id, type: 'nbd', 'node-name': e.drive?.node.name ?? e.name, 'shutting-down': false }));
+  }
+
+  /** Calls `listener` with the export events (BLOCK_EXPORT_DELETED); returns the function that stops it. */
+  watch(listener: (event: string, data: Record<string, unknown>) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
   async add(args: Record<string, unknown>): Promise<void> {
@@ -98,20 +118,28 @@ export class NbdExportManager implements ExportManager {
     if (this.ids.has(id)) throw generic(`Block export id '${id}' is already in use`);
     if (type !== 'nbd') throw generic('No driver found for the requested export type');
     if (args.iothread !== undefined) throw generic(`iothread "${String(args.iothread)}" not found`);
-    const drive = this.findDrive(nodeName);
-    if (drive === undefined) throw generic(`Cannot find device='' nor node-name='${nodeName}'`);
-    if (writable && drive.readOnly) throw generic('Cannot export read-only node as writable');
+    const listed = this.findDrive(nodeName);
+    const node = listed?.node ?? this.layer.findNode(nodeName);
+    if (node === undefined) throw generic(`Cannot find device='' nor node-name='${nodeName}'`);
+    if (writable && node.readOnly) throw generic('Cannot export read-only node as writable');
     if (this.server.exportNames.includes(name)) throw generic(`NBD server already has export named '${name}'`);
     const bitmaps = wanted?.map((w) => (typeof w === 'string' ? w : this.lookupBitmap(w)));
-    this.server.addExport({
-      name,
-      drive,
-      readOnly: !writable,
-      ...(description !== undefined ? { description } : {}),
-      ...(bitmaps !== undefined ? { bitmaps } : {}),
-      ...(allocationDepth ? { allocationDepth } : {}),
-    });
-    this.ids.set(id, name);
+    // A node no listed drive serves gets a drive of its own (QEMU's export BlockBackend), closed with the export.
+    const internal = listed === undefined ? this.layer.attachDrive(node, { id, internal: true }) : undefined;
+    try {
+      this.server.addExport({
+        name,
+        drive: listed ?? internal!,
+        readOnly: !writable,
+        ...(description !== undefined ? { description } : {}),
+        ...(bitmaps !== undefined ? { bitmaps } : {}),
+        ...(allocationDepth ? { allocationDepth } : {}),
+      });
+    } catch (e) {
+      await internal?.close();
+      throw e;
+    }
+    this.ids.set(id, { name, drive: listed ?? internal, internal });
   }
 
   async del(args: Record<string, unknown>): Promise<void> {
@@ -119,11 +147,14 @@ export class NbdExportManager implements ExportManager {
     const id = str(args, 'id', true);
     const mode = str(args, 'mode', false) ?? 'safe';
     if (mode !== 'safe' && mode !== 'hard') throw generic(`Parameter 'mode' does not accept value '${mode}'`);
-    const name = this.ids.get(id);
-    if (name === undefined) throw generic(`Export '${id}' is not found`);
+    const record = this.ids.get(id);
+    if (record === undefined) throw generic(`Export '${id}' is not found`);
+    const { name, internal } = record;
     if (mode === 'safe' && (this.users.get(name) ?? 0) > 0) throw generic(`export '${id}' still in use`);
     this.ids.delete(id);
     await this.server.removeExport(name);
+    await internal?.close();
+    for (const listener of this.listeners) listener('BLOCK_EXPORT_DELETED', { id });
   }
 
   /** `{node, name}`: a bitmap of any node (QEMU block_dirty_bitmap_lookup). */
@@ -154,7 +185,7 @@ export class NbdExportManager implements ExportManager {
       const found = search(d.node);
       if (found !== undefined) return found;
     }
-    return undefined;
+    return this.layer.findNode(name);
   }
 
   private findDrive(nodeName: string): Drive | undefined {

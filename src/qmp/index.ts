@@ -17,3 +17,4 @@ export {
   type SplitItem,
   successResponse,
 } from './wire.js';
+export { type NodeLookup, type TranslatedOptions, translateBlockdevOptions } from './blockdev-options.js';

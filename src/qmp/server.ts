@@ -149,9 +149,11 @@ export class QmpServer extends EventEmitter<QmpServerEvents> {
     for (const d of layer.listDrives()) this.watch(d);
     const stopDrives = layer.onDriveOpened((d) => this.watch(d));
     const stopJobs = forwardJobEvents(layer, (event, data) => this.broadcast(event, data));
+    const stopExports = options.exports?.watch?.((event, data) => this.broadcast(event, data));
     this.stopWatching = () => {
       stopDrives();
       stopJobs();
+      stopExports?.();
     };
   }
 

@@ -21,6 +21,7 @@ import {
   prepareBitmapRemove,
 } from './bitmap-commands.js';
 import { type Args, dict, generic, list, member, only, str } from './qapi-args.js';
+import { type PreparedSnapshot, type SnapshotArgs, type SnapshotSyncArgs, parseSnapshot, parseSnapshotSync, prepareSnapshot, prepareSnapshotSync } from './snapshot-external.js';
 
 /** QAPI TransactionActionKind values this server carries out. */
 const ACTIONS = [
@@ -31,10 +32,12 @@ const ACTIONS = [
   'block-dirty-bitmap-enable',
   'block-dirty-bitmap-disable',
   'block-dirty-bitmap-merge',
+  'blockdev-snapshot-sync',
+  'blockdev-snapshot',
 ] as const;
 
 /** QAPI TransactionActionKind values QEMU has that need block jobs or external snapshots, not here. */
-const JOB_ACTIONS = ['blockdev-backup', 'blockdev-snapshot', 'blockdev-snapshot-internal-sync', 'blockdev-snapshot-sync', 'drive-backup'];
+const JOB_ACTIONS = ['blockdev-backup', 'blockdev-snapshot-internal-sync', 'drive-backup'];
 
 type ActionKind = (typeof ACTIONS)[number];
 
@@ -43,7 +46,9 @@ type Action =
   | { type: 'abort' }
   | { type: 'block-dirty-bitmap-add'; data: BitmapAddArgs }
   | { type: 'block-dirty-bitmap-remove' | 'block-dirty-bitmap-clear' | 'block-dirty-bitmap-enable' | 'block-dirty-bitmap-disable'; data: BitmapRef }
-  | { type: 'block-dirty-bitmap-merge'; data: BitmapMergeArgs };
+  | { type: 'block-dirty-bitmap-merge'; data: BitmapMergeArgs }
+  | { type: 'blockdev-snapshot-sync'; data: SnapshotSyncArgs }
+  | { type: 'blockdev-snapshot'; data: SnapshotArgs };
 
 /** QAPI ActionCompletionMode. */
 type CompletionMode = 'individual' | 'grouped';
@@ -73,6 +78,12 @@ function parseAction(value: unknown, i: number): Action {
     case 'block-dirty-bitmap-disable':
       parsed = { type: type as 'block-dirty-bitmap-clear', data: parseBitmapRef(data, path) };
       break;
+    case 'blockdev-snapshot-sync':
+      parsed = { type: 'blockdev-snapshot-sync', data: parseSnapshotSync(data, path) };
+      break;
+    case 'blockdev-snapshot':
+      parsed = { type: 'blockdev-snapshot', data: parseSnapshot(data, path) };
+      break;
     default:
       throw generic(`Transaction action '${type}' needs block jobs or external snapshots, which this server does not have`);
   }
@@ -89,8 +100,11 @@ function parseProperties(args: Args): CompletionMode {
   return mode;
 }
 
-function prepare(layer: BlockLayer, action: Action, mode: CompletionMode): PreparedAction | Promise<PreparedAction> {
+function prepare(layer: BlockLayer, action: Action, mode: CompletionMode): PreparedAction | Promise<PreparedAction | PreparedSnapshot> {
   if (action.type === 'abort') throw generic('Transaction aborted using Abort action');
+  // An external snapshot starts no job either, but QEMU accepts it in a grouped transaction.
+  if (action.type === 'blockdev-snapshot-sync') return prepareSnapshotSync(layer, action.data);
+  if (action.type === 'blockdev-snapshot') return prepareSnapshot(layer, action.data);
   // Bitmap actions start no job, so there is nothing to complete as a group.
   if (mode === 'grouped') throw generic(`Action '${action.type}' does not support Transaction property completion-mode = grouped`);
   switch (action.type) {
@@ -114,13 +128,13 @@ export async function runTransaction(layer: BlockLayer, args: Args): Promise<Rec
   const actions = list(args, 'actions').map(parseAction);
   const mode = parseProperties(args);
   only(args, ['actions', 'properties']);
-  const prepared: PreparedAction[] = [];
+  const prepared: (PreparedAction | PreparedSnapshot)[] = [];
   try {
     for (const action of actions) prepared.push(await prepare(layer, action, mode));
   } catch (e) {
-    for (let i = prepared.length - 1; i >= 0; i--) prepared[i]!.abort();
+    for (let i = prepared.length - 1; i >= 0; i--) await prepared[i]!.abort();
     throw e;
   }
-  for (const p of prepared) p.commit();
+  for (const p of prepared) await p.commit();
   return {};
 }

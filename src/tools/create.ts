@@ -68,7 +68,8 @@ async function inspectBacking(name: string, baseDir: string, format: string | un
   return withLayer(given, async (layer) => {
     let node: BlockNode;
     try {
-      node = await layer.openNode({ driver: format ?? PROBE_DRIVER, readOnly: true, file: { driver: 'file', filename: file, readOnly: true, locking: 'off' } });
+      // force-share as QEMU's bdrv_img_create: the chain below may be open read-write (an external snapshot of a running disk).
+      node = await layer.openNode({ driver: format ?? PROBE_DRIVER, readOnly: true, file: { driver: 'file', filename: file, readOnly: true, locking: 'off', forceShare: true } });
     } catch (e) {
       const fmt = format ?? (await probeFormat(file).catch(() => 'raw'));
       if (e instanceof BlockError) throw new BlockError(e.code, `backing: '${file}' (${fmt}): ${e.message}`, { field: 'backing', path: file, cause: e });
