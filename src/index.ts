@@ -131,3 +131,4 @@ export { type ImageMapEntry, type ImageMapOptions, imageMap } from './tools/map.
 export { type BitmapImageOptions, type BitmapOperation, bitmapImage } from './tools/bitmap.js';
 /** How the image tools open their input (format, snapshot, force-share, layer, signal). */
 export type { InputOptions as ImageInputOptions } from './tools/open-input.js';
+export { type MirrorJobSpec, startMirror } from './jobs/mirror.js';

@@ -19,8 +19,8 @@ export interface MirrorJobSpec extends CommonJobSpec, JobErrorPolicies {
   type: 'mirror';
   /** The source: a node name, or the id of a drive (its root). */
   device: string;
-  /** The target: a node name (of the same size), or the id of a drive. */
-  target: string;
+  /** The target (of the same size): a node name, the id of a drive, or an open node (drive-mirror's new image; the job takes a reference). */
+  target: string | BlockNode;
   /** What is copied first: `full` everything, `top` what the source holds itself (not its backing chain), `none` only new writes. */
   sync: SyncMode | 'incremental' | 'bitmap';
   /** A node to replace by the target on complete instead of the source (QEMU `replaces`). */
@@ -37,6 +37,8 @@ export interface MirrorJobSpec extends CommonJobSpec, JobErrorPolicies {
 
 /** Sources with a mirror running, so a second one is refused as QEMU refuses it (the source is then below a filter). */
 const mirrored = new WeakSet<BlockNode>();
+/** Sources and targets of running mirrors (QEMU's op blockers on a job's nodes). */
+const inUse = new WeakSet<BlockNode>();
 
 /** Checks a granularity as blockdev-mirror does (QEMU's messages). */
 function checkMirrorGranularity(g: number): number {
@@ -50,7 +52,7 @@ function checkMirrorGranularity(g: number): number {
 /** Starts a mirror job on the host's nodes (QEMU blockdev-mirror). */
 export async function startMirror(host: JobHost, spec: MirrorJobSpec): Promise<Job> {
   const source = nodeByName(host, spec.device, 'device');
-  const target = nodeByName(host, spec.target, 'target');
+  const target = typeof spec.target === 'string' ? nodeByName(host, spec.target, 'target') : spec.target;
   if (mirrored.has(source)) throw new BlockError('EBUSY', 'Need a root block node', { field: 'device' });
   let replaces: BlockNode | undefined;
   if (spec.replaces !== undefined) {
@@ -59,6 +61,7 @@ export async function startMirror(host: JobHost, spec: MirrorJobSpec): Promise<J
     if (replaces.length !== source.length) throw new BlockError('EINVAL', 'Replacing this node would result in a different virtual size', { field: 'replaces' });
   }
   if (spec.granularity !== undefined) checkMirrorGranularity(spec.granularity);
+  if (inUse.has(target)) throw new BlockError('EBUSY', `Node '${target.name}' is busy: block device is in use by block job: mirror`, { field: 'target' });
   const sync = spec.sync;
   if (sync === 'incremental' || sync === 'bitmap') throw new BlockError('ENOTSUP', `Sync mode '${sync}' not supported`, { field: 'sync' });
   if (sync !== 'full' && sync !== 'top' && sync !== 'none') throw new BlockError('EINVAL', `Parameter 'sync' does not accept value '${String(sync)}'`, { field: 'sync' });
@@ -112,6 +115,8 @@ class MirrorWork implements JobWork {
     target.ref();
     replaces?.ref();
     mirrored.add(source);
+    inUse.add(source);
+    inUse.add(target);
     // The bitmap records from now on, so sync=none copies every write since the start.
     this.copy = new MirrorCopy(source, target, settings);
   }
@@ -168,6 +173,8 @@ class MirrorWork implements JobWork {
     } finally {
       this.endDrains();
       mirrored.delete(this.source);
+      inUse.delete(this.source);
+      inUse.delete(this.target);
       await this.replaces?.unref();
       await this.target.unref();
       await this.source.unref();

@@ -175,6 +175,8 @@ export const JOB_HANDLERS: ReadonlyArray<[string, Handler]> = [
 export function forwardJobEvents(layer: BlockLayer, send: (event: string, data: Record<string, unknown>) => void): () => void {
   const stops = new Set<() => void>();
   const watch = (job: Job) => {
+    // The job reached 'created' in its constructor, before anyone could listen.
+    if (job.status === 'created') send('JOB_STATUS_CHANGE', { id: job.id, status: 'created' });
     const listeners = {
       'status-change': (status: string) => {
         send('JOB_STATUS_CHANGE', { id: job.id, status });
