@@ -1,0 +1,95 @@
+/**
+ * blockdev-mirror of a 1 GiB qcow2 with 50 % data (1 MiB written every other MiB) onto a new
+ * qcow2 (#24): the same QMP script against qemu-storage-daemon and against our QmpServer over a
+ * BlockLayer in this process — blockdev-mirror sync=full, job-complete on BLOCK_JOB_READY, timed
+ * from the command to JOB_STATUS_CHANGE null. Alternating rounds, a fresh target each time; the
+ * targets must equal the source (qemu-img compare). Goal: ratio (QSD time / ours) ≥ 1.0.
+ *
+ *   npx tsx bench/mirror.ts [--rounds N]
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BlockLayer } from '../src/index.js';
+import { type QmpClient, startOurQmp, startQsd } from '../tests/helpers/qmp-client.js';
+import { row, sideBySide } from './util.js';
+
+const SIZE = 2 ** 30;
+const MiB = 2 ** 20;
+
+function makeSource(file: string): void {
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', file, String(SIZE)]);
+  const cmds = Array.from({ length: SIZE / MiB / 2 }, (_, i) => `write -P ${(i % 250) + 1} ${2 * i * MiB} 1M`).join('\n');
+  execFileSync('qemu-io', ['-f', 'qcow2', file], { input: `${cmds}\n`, stdio: ['pipe', 'ignore', 'inherit'] });
+}
+
+/** The timed part of the script: mirror, complete when READY, until the job is gone. */
+async function mirrorScript(qmp: QmpClient): Promise<number> {
+  const from = qmp.events.length;
+  const t0 = performance.now();
+  const r = await qmp.cmd('blockdev-mirror', { 'job-id': 'm', device: 'src', target: 'tgt', sync: 'full' });
+  if (r.error) throw new Error(`blockdev-mirror: ${r.error.desc}`);
+  await qmp.waitEvent('BLOCK_JOB_READY', () => true, 600_000, from);
+  await qmp.ok('job-complete', { id: 'm' });
+  await qmp.waitEvent('JOB_STATUS_CHANGE', (d) => d.id === 'm' && d.status === 'null', 600_000, from);
+  const ms = performance.now() - t0;
+  const completed = qmp.events.slice(from).find((e) => e.event === 'BLOCK_JOB_COMPLETED');
+  if (completed?.data?.error !== undefined) throw new Error(`mirror failed: ${String(completed.data.error)}`);
+  return ms;
+}
+
+function sameImages(a: string, b: string): void {
+  execFileSync('qemu-img', ['compare', '-q', '-f', 'qcow2', '-F', 'qcow2', a, b]);
+}
+
+async function main(): Promise<void> {
+  const at = process.argv.indexOf('--rounds');
+  const rounds = at > 0 ? Number(process.argv[at + 1]) : 3;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-mirror-'));
+  try {
+    const src = path.join(dir, 'src.qcow2');
+    makeSource(src);
+    const freshTarget = (name: string) => {
+      const f = path.join(dir, name);
+      fs.rmSync(f, { force: true });
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', f, String(SIZE)]);
+      return f;
+    };
+    const qsd = async () => {
+      const tgt = freshTarget('tgt-qsd.qcow2');
+      const d = await startQsd(dir, [
+        '--blockdev', `driver=file,node-name=src-file,filename=${src}`, '--blockdev', 'driver=qcow2,node-name=src,file=src-file',
+        '--blockdev', `driver=file,node-name=tgt-file,filename=${tgt}`, '--blockdev', 'driver=qcow2,node-name=tgt,file=tgt-file',
+      ]);
+      try {
+        return await mirrorScript(d.qmp);
+      } finally {
+        await d.stop();
+        sameImages(src, tgt);
+      }
+    };
+    const ours = async () => {
+      const tgt = freshTarget('tgt-ours.qcow2');
+      const layer = new BlockLayer();
+      await layer.addNode({ driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: src } });
+      await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
+      const d = await startOurQmp(layer, dir);
+      try {
+        return await mirrorScript(d.qmp);
+      } finally {
+        await d.stop();
+        await layer.close();
+        sameImages(src, tgt);
+      }
+    };
+    console.log(`blockdev-mirror, 1 GiB qcow2, 50 % data → new qcow2 (${rounds} rounds, alternating)`);
+    const r = await sideBySide(rounds, qsd, ours);
+    // Time ratio as a speed ratio: QSD's time over ours (≥ 1: we are at least as fast).
+    row('blockdev-mirror sync=full until null', `${r.subject.toFixed(0)} ms`, `${r.baseline.toFixed(0)} ms`, r.baseline / r.subject, r.rounds.map((x) => 1 / x).sort((a, b) => a - b));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
