@@ -30,6 +30,8 @@ export interface MirrorSettings {
   bufSize: number;
   onSourceError: JobErrorPolicy;
   onTargetError: JobErrorPolicy;
+  /** The target is a new image that reads zeroes: a full mirror copies only what the source's chain allocates. */
+  targetZeroInit: boolean;
 }
 
 /** What the job decides for the copy: whether to finish, and holding the source's users across the last copy. */
@@ -163,14 +165,17 @@ export class MirrorCopy {
   }
 
   /**
-   * Marks what the first pass copies (QEMU mirror_dirty_init): every byte for `full` (as QEMU,
-   * whose block status calls every byte of a chain without backing allocated), what the top node
-   * holds itself for `top`. A target that reads zeroes throughout needs no write-zeroes until
-   * the mirror writes there ({@link written}).
+   * Marks what the first pass copies (QEMU mirror_dirty_init): for `full`, every byte, or only
+   * what the source's chain allocates when the target is new (QEMU's zero_target off); for
+   * `top`, what the top node holds itself. A target that reads zeroes throughout needs no
+   * write-zeroes until the mirror writes there ({@link written}).
    */
   private async markInitial(job: Job): Promise<void> {
-    if (this.settings.sync === 'full') {
-      if (await this.readsZero(this.target)) this.written = new DirtyBitmap('', this.length, { granularity: this.granularity, recording: true, persistent: false });
+    const full = this.settings.sync === 'full';
+    if (full && (this.settings.targetZeroInit || (await this.readsZero(this.target)))) {
+      this.written = new DirtyBitmap('', this.length, { granularity: this.granularity, recording: true, persistent: false });
+    }
+    if (full && !this.settings.targetZeroInit) {
       this.bitmap.markDirty(0, this.length);
       return;
     }
@@ -178,7 +183,7 @@ export class MirrorCopy {
       await job.pausePoint();
       if (job.isCancelled) return;
       const s = await this.source.blockStatus(offset, Math.min(STATUS_STEP, this.length - offset));
-      if (s.allocated && s.depth === 0) this.bitmap.markDirty(offset, s.length);
+      if (full ? s.allocated || s.data : s.allocated && s.depth === 0) this.bitmap.markDirty(offset, s.length);
       offset += s.length;
     }
   }

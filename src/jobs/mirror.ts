@@ -31,6 +31,8 @@ export interface MirrorJobSpec extends CommonJobSpec, JobErrorPolicies {
   bufSize?: number;
   /** QEMU's copy modes: only `background` (guest writes are copied later, from the dirty bitmap). */
   copyMode?: 'background' | 'write-blocking';
+  /** The target is a new image that reads zeroes (drive-mirror's): a full mirror copies only what the source's chain allocates. */
+  targetZeroInit?: boolean;
   /** Name of QEMU's filter node above the source: accepted and not used (no filter node is inserted here). */
   filterNodeName?: string;
 }
@@ -90,6 +92,7 @@ export async function startMirror(host: JobHost, spec: MirrorJobSpec): Promise<J
     bufSize,
     onSourceError: spec.onSourceError ?? 'report',
     onTargetError: spec.onTargetError ?? 'report',
+    targetZeroInit: spec.targetZeroInit === true,
   });
   return host.jobs.start(id, work, { speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
 }

@@ -119,6 +119,7 @@ export async function driveMirror(args: Args, layer: BlockLayer): Promise<Record
       device,
       target,
       sync,
+      targetZeroInit: mode === 'absolute-paths',
       ...tail,
       ...spec,
       ...(jobId === undefined ? {} : { jobId }),

@@ -119,4 +119,43 @@ describe('blockdev-mirror against qemu-storage-daemon', () => {
       expect((await sh('qemu-img', ['check', join(dir, `${t}-ours.qcow2`)])).code).toBe(0);
     }
   });
+
+  it.skipIf(!HAVE)('drive-mirror: a new qcow2 (absolute-paths) and an existing image, same events, same images', { timeout: 60_000 }, async () => {
+    await images();
+    const drive = async (qmp: QmpClient, who: string): Promise<{ replies: unknown[]; events: QmpEvent[] }> => {
+      const replies: unknown[] = [];
+      const fresh = join(dir, `new-${who}.qcow2`);
+      replies.push(await qmp.cmd('drive-mirror', { device: 'src', target: fresh, sync: 'full', format: 'qcow2' }));
+      replies.push(await qmp.cmd('drive-mirror', { device: 'src', target: fresh, sync: 'full', mode: 'sometimes' }));
+      replies.push(await qmp.cmd('drive-mirror', { 'job-id': 'd', device: 'nope', target: fresh, sync: 'full' }));
+      replies.push(await qmp.cmd('drive-mirror', { 'job-id': 'd', device: 'src', target: fresh, sync: 'full', format: 'qcow2' }));
+      await qmp.waitEvent('BLOCK_JOB_READY', (d) => d.device === 'd');
+      replies.push(await qmp.cmd('job-complete', { id: 'd' }));
+      await qmp.waitJobStatus('d', 'null');
+      replies.push(await qmp.cmd('drive-mirror', { 'job-id': 'e', device: 'src', target: join(dir, `t1-${who}.qcow2`), sync: 'full', mode: 'existing', format: 'qcow2' }));
+      await qmp.waitEvent('BLOCK_JOB_READY', (d) => d.device === 'e');
+      replies.push(await qmp.cmd('block-job-cancel', { device: 'e', force: true }));
+      await qmp.waitJobStatus('e', 'null');
+      return { replies, events: qmp.events };
+    };
+    const qsd = await startQsd(dir, ['--blockdev', `driver=file,node-name=src-file,filename=${join(dir, 'src-qsd.qcow2')}`, '--blockdev', 'driver=qcow2,node-name=src,file=src-file']);
+    daemons.push(qsd);
+    const theirs = await drive(qsd.qmp, 'qsd');
+    await qsd.stop();
+    daemons.splice(0);
+    await layer.addNode({ driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: join(dir, 'src-ours.qcow2') } });
+    const ours = await startOurQmp(layer, dir);
+    daemons.push(ours);
+    const mine = await drive(ours.qmp, 'ours');
+    await ours.stop();
+    daemons.splice(0);
+    await layer.close();
+    expect(mine.replies).toEqual(theirs.replies);
+    expect(mine.events).toEqual(theirs.events);
+    for (const t of ['new', 't1']) {
+      const cmp = await sh('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', join(dir, `${t}-qsd.qcow2`), join(dir, `${t}-ours.qcow2`)]);
+      expect(cmp.stdout + cmp.stderr).toContain('Images are identical');
+      expect((await sh('qemu-img', ['check', join(dir, `${t}-ours.qcow2`)])).code).toBe(0);
+    }
+  });
 });
