@@ -158,4 +158,50 @@ describe('blockdev-mirror against qemu-storage-daemon', () => {
       expect((await sh('qemu-img', ['check', join(dir, `${t}-ours.qcow2`)])).code).toBe(0);
     }
   });
+
+  it.skipIf(!HAVE)('sync=top over a backing chain copies only the top, onto a target with the same backing: same events, same image', { timeout: 60_000 }, async () => {
+    const base = join(dir, 'base.qcow2');
+    await sh('qemu-img', ['create', '-q', '-f', 'qcow2', base, String(SIZE)]);
+    await sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 4M', base]);
+    const top = join(dir, 'top.qcow2');
+    await sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top]);
+    await sh('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x22 1M 512k', '-c', 'write -P 0x33 6M 128k', top]);
+    for (const who of ['qsd', 'ours']) {
+      copyFileSync(top, join(dir, `top-${who}.qcow2`));
+      await sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', join(dir, `tt-${who}.qcow2`)]);
+    }
+    const topScript = async (qmp: QmpClient): Promise<{ replies: unknown[]; events: QmpEvent[] }> => {
+      const replies: unknown[] = [];
+      replies.push(await qmp.cmd('blockdev-mirror', { 'job-id': 't', device: 'src', target: 'tgt', sync: 'top' }));
+      await qmp.waitEvent('BLOCK_JOB_READY', (d) => d.device === 't');
+      replies.push(await qmp.cmd('job-complete', { id: 't' }));
+      await qmp.waitJobStatus('t', 'null');
+      return { replies, events: qmp.events };
+    };
+    const qsd = await startQsd(dir, [
+      '--blockdev', `driver=file,node-name=src-file,filename=${join(dir, 'top-qsd.qcow2')}`, '--blockdev', 'driver=qcow2,node-name=src,file=src-file',
+      '--blockdev', `driver=file,node-name=tgt-file,filename=${join(dir, 'tt-qsd.qcow2')}`, '--blockdev', 'driver=qcow2,node-name=tgt,file=tgt-file',
+    ]);
+    daemons.push(qsd);
+    const theirs = await topScript(qsd.qmp);
+    await qsd.stop();
+    daemons.splice(0);
+    await layer.addNode({ driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: join(dir, 'top-ours.qcow2') } });
+    await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: join(dir, 'tt-ours.qcow2') } });
+    const ours = await startOurQmp(layer, dir);
+    daemons.push(ours);
+    const mine = await topScript(ours.qmp);
+    await ours.stop();
+    daemons.splice(0);
+    await layer.close();
+    expect(mine.replies).toEqual(theirs.replies);
+    expect(mine.events).toEqual(theirs.events);
+    // Only the top's clusters were copied: the target's own layer maps like the source's.
+    const depth0 = async (f: string) => (JSON.parse((await sh('qemu-img', ['map', '--output=json', '-f', 'qcow2', f])).stdout) as { start: number; length: number; depth: number; data: boolean }[]).filter((e) => e.depth === 0 && e.data).map((e) => [e.start, e.length]);
+    expect((await depth0(join(dir, 'tt-ours.qcow2'))).length).toBeGreaterThan(0);
+    expect(await depth0(join(dir, 'tt-ours.qcow2'))).toEqual(await depth0(join(dir, 'tt-qsd.qcow2')));
+    expect(await depth0(join(dir, 'tt-ours.qcow2'))).toEqual(await depth0(join(dir, 'top-ours.qcow2')));
+    const cmp = await sh('qemu-img', ['compare', join(dir, 'tt-qsd.qcow2'), join(dir, 'tt-ours.qcow2')]);
+    expect(cmp.stdout + cmp.stderr).toContain('Images are identical');
+  });
 });
