@@ -141,9 +141,16 @@ export class MirrorCopy {
         dirty = this.bitmap.count;
       }
       if (dirty === 0 && completing) {
-        // The last look with the users held: a write that landed meanwhile sends us round again.
         await finish.quiesce();
-        if (this.bitmap.count > 0 || this.ops.length > 0 || !(await this.flushTarget(job))) {
+        // Writes in flight when the users were held are dirty now. QEMU lets go and tries again,
+        // which a guest that always has a write in flight starves; with the users held nothing new
+        // can arrive, so what is left is copied now and the mirror is in sync.
+        while ((this.bitmap.count > 0 || this.ops.length > 0) && this.errors.length === 0 && !job.isCancelled) {
+          if (this.bitmap.count > 0 && this.ops.length < MAX_IN_FLIGHT) await this.iteration();
+          else await this.waitForOp();
+        }
+        if (this.errors.length > 0 || job.isCancelled || !(await this.flushTarget(job))) {
+          await this.waitAllIo();
           finish.release();
           continue;
         }
