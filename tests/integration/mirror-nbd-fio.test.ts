@@ -39,7 +39,8 @@ function fio(uri: string, extra: string[]): Promise<{ code: number | null; err: 
   const child = spawn(
     'fio',
     ['--name=mirror', '--ioengine=nbd', `--uri=${uri}`, '--bs=4k', '--size=16M', '--iodepth=4', '--verify=crc32c', '--randseed=7', '--rw=randwrite', ...extra],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    // fio leaves its verify state file in its working directory: the test's.
+    { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir },
   );
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
