@@ -334,6 +334,25 @@ export class Drive extends EventEmitter<DriveEvents> {
   }
 
   /**
+   * Begins a drained section that lasts until the returned function is called (once): resolves
+   * when nothing of this drive is in flight; requests arriving meanwhile are held until the end.
+   * For a job that must keep a node quiet across several steps (a mirror's last copy and pivot).
+   */
+  async drainBegin(): Promise<() => void> {
+    let end!: () => void;
+    let entered!: () => void;
+    const inside = new Promise<void>((resolve) => (entered = resolve));
+    const section = this.drained(() => {
+      entered();
+      return new Promise<void>((resolve) => (end = resolve));
+    });
+    await Promise.race([inside, section]);
+    return () => {
+      end?.();
+    };
+  }
+
+  /**
    * Runs `action` inside a drained section: nothing of this drive is in flight while it runs,
    * and requests arriving meanwhile are held until it returns.
    */

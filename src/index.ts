@@ -141,3 +141,4 @@ export { type RebaseOptions, type RebaseResult, rebaseImage } from './tools/reba
 /** Block jobs: layer.startJob({ type: 'stream' | 'commit', … }) (QMP block-stream, block-commit). */
 export type { StreamJobSpec } from './jobs/stream.js';
 export type { CommitJobSpec } from './jobs/commit.js';
+export { type MirrorJobSpec, startMirror } from './jobs/mirror.js';

@@ -26,6 +26,8 @@ interface NodeFacts {
 export class DirtyBitmaps {
   /** The bitmaps in order of creation (the write path walks this array). */
   private list: DirtyBitmap[] = [];
+  /** Unnamed bitmaps of jobs (a mirror's): recorded like the others, never listed, found or stored. */
+  private internal: DirtyBitmap[] = [];
   private loaded = false;
 
   constructor(
@@ -35,13 +37,15 @@ export class DirtyBitmaps {
 
   /** Whether the node has any bitmap (the write path's one test). */
   get active(): boolean {
-    return this.list.length > 0;
+    return this.list.length > 0 || this.internal.length > 0;
   }
 
   /** Records a write, write-zeroes or discard of `[offset, offset+length)` in every recording bitmap. */
   record(offset: number, length: number): void {
     const list = this.list;
     for (let i = 0; i < list.length; i++) list[i]!.record(offset, length);
+    const internal = this.internal;
+    for (let i = 0; i < internal.length; i++) internal[i]!.record(offset, length);
   }
 
   /** Records the range once `done` settles, whether it succeeded or not (a failed write may have written part: QEMU marks it too). */
@@ -96,6 +100,22 @@ export class DirtyBitmaps {
     const bitmap = new DirtyBitmap(name, this.node.length, { granularity, recording: options.disabled !== true, persistent, readOnly: this.node.readOnly });
     this.list = [...this.list, bitmap];
     return bitmap;
+  }
+
+  /**
+   * Makes an unnamed bitmap for a job (QEMU bdrv_create_dirty_bitmap with no name): it records
+   * every write like the named ones but no query, export or merge sees it. Give it back with
+   * {@link releaseInternal}.
+   */
+  addInternal(granularity: number): DirtyBitmap {
+    const bitmap = new DirtyBitmap('', this.node.length, { granularity: checkGranularity(granularity), recording: true, persistent: false });
+    this.internal = [...this.internal, bitmap];
+    return bitmap;
+  }
+
+  /** Drops a bitmap made by {@link addInternal}. */
+  releaseInternal(bitmap: DirtyBitmap): void {
+    this.internal = this.internal.filter((b) => b !== bitmap);
   }
 
   /** Removes a bitmap (from the image too, at once, if it is stored there: QEMU block-dirty-bitmap-remove). */

@@ -30,6 +30,7 @@ import { internalSnapshotDeleteSync, internalSnapshotSync, parseInternalSnapshot
 import { blockCommit, blockStream } from './stream-commit-commands.js';
 import { BLOCKDEV_HANDLERS } from './blockdev-commands.js';
 import { SNAPSHOT_HANDLERS } from './snapshot-external.js';
+import { blockdevMirror, driveMirror } from './mirror-commands.js';
 import { QmpError, type QmpRequest } from './wire.js';
 
 export { generic, only, optBool, str } from './qapi-args.js';
@@ -285,6 +286,8 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
       return ctx.exports?.list?.() ?? [];
     },
   ],
+  ['blockdev-mirror', (args, ctx) => blockdevMirror(args, ctx.layer)],
+  ['drive-mirror', (args, ctx) => driveMirror(args, ctx.layer)],
   ...JOB_HANDLERS.map(([name, run]): [string, Handler] => [name, (args, ctx) => run(args, ctx.layer)]),
   ['blockdev-snapshot-internal-sync', (args, ctx) => internalSnapshotSync(ctx.layer, parseInternalSnapshot(args)).then(() => ({}))],
   ['blockdev-snapshot-delete-internal-sync', (args, ctx) => internalSnapshotDeleteSync(ctx.layer, parseInternalSnapshotDelete(args))],

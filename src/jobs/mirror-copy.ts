@@ -1,0 +1,372 @@
+// The copying part of a mirror (QEMU mirror_run / mirror_iteration): an unnamed dirty bitmap
+// on the source records every write; the job marks what to copy first, then copies dirty chunks
+// (several in flight, bounded by the buffer size) until nothing is dirty: READY. It keeps
+// copying new writes until it is told to finish, then quiesces the source's users, copies what is
+// left and returns with them held (the pivot happens in the job's prepare).
+import { BlockError } from '../errors.js';
+import { DirtyBitmap } from '../node/dirty-bitmap.js';
+import type { BlockNode } from '../node/node.js';
+import { loopTurn } from '../platform/event-loop.js';
+import type { Job, JobErrorPolicy } from './job.js';
+
+/** What a mirror copies before following new writes. */
+export type SyncMode = 'full' | 'top' | 'none';
+
+/** Copies in flight at most (QEMU MAX_IN_FLIGHT). */
+const MAX_IN_FLIGHT = 16;
+/** The smallest cap of one copy (QEMU MAX_IO_BYTES). */
+const MAX_IO_BYTES = 1 << 20;
+/** Default bytes in flight (QEMU DEFAULT_MIRROR_BUF_SIZE). */
+export const DEFAULT_MIRROR_BUF_SIZE = MAX_IN_FLIGHT * MAX_IO_BYTES;
+/** How long a READY mirror with nothing dirty sleeps before it looks again (QEMU BLOCK_JOB_SLICE_TIME). */
+const READY_POLL_NS = 100_000_000;
+/** Widest block-status query while marking what a sync=top mirror copies. */
+const STATUS_STEP = 1 << 30;
+
+/** How a mirror copies. */
+export interface MirrorSettings {
+  sync: SyncMode;
+  granularity: number;
+  bufSize: number;
+  onSourceError: JobErrorPolicy;
+  onTargetError: JobErrorPolicy;
+  /** The target is a new image that reads zeroes: a full mirror copies only what the source's chain allocates. */
+  targetZeroInit: boolean;
+}
+
+/** What the job decides for the copy: whether to finish, and holding the source's users across the last copy. */
+export interface MirrorFinish {
+  /** job-complete or a soft cancel was asked. */
+  shouldComplete(): boolean;
+  /** Holds every user of the source (drained) until {@link release}. */
+  quiesce(): Promise<void>;
+  release(): void;
+}
+
+/** A copy (or a write-zeroes) in flight. */
+interface CopyOp {
+  offset: number;
+  bytes: number;
+}
+
+/** A failed read or write, kept until the run loop applies the error policy. */
+interface CopyError {
+  operation: 'read' | 'write';
+  error: unknown;
+}
+
+export class MirrorCopy {
+  private readonly bitmap: DirtyBitmap;
+  private readonly granularity: number;
+  /** Largest copy in one operation (QEMU: max(buf_size / 16, 1 MiB), at least a granule, at most the buffer). */
+  private readonly opMax: number;
+  /** Copy buffers of opMax bytes: made on first use, reused, never more than the buffer size holds. */
+  private readonly freeBuffers: Uint8Array[] = [];
+  private buffersMade = 0;
+  private readonly buffersMax: number;
+  private readonly ops: CopyOp[] = [];
+  private bytesInFlight = 0;
+  private readonly errors: CopyError[] = [];
+  /** Where the next search for a dirty chunk starts (QEMU's bitmap iterator). */
+  private cursor = 0;
+  private length = 0;
+  private opDone: (() => void) | null = null;
+  private released = false;
+  /** Where the mirror wrote the target, when the target read zeroes throughout at the start (else null: always write zeroes). */
+  private written: DirtyBitmap | null = null;
+  /** The job whose progress finished copies count in. */
+  private job: Job | null = null;
+
+  constructor(
+    private readonly source: BlockNode,
+    private readonly target: BlockNode,
+    private readonly settings: MirrorSettings,
+  ) {
+    this.granularity = settings.granularity;
+    this.bitmap = source.bitmaps.addInternal(settings.granularity);
+    this.opMax = Math.min(settings.bufSize, Math.max(Math.floor(settings.bufSize / MAX_IN_FLIGHT), MAX_IO_BYTES, settings.granularity));
+    this.buffersMax = Math.max(1, Math.floor(settings.bufSize / this.opMax));
+  }
+
+  /** Gives the bitmap back (once). */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.source.bitmaps.releaseInternal(this.bitmap);
+  }
+
+  /** The whole run: returns with the source's users quiesced and target in sync, or early when cancelled; throws when the job fails. */
+  async run(job: Job, finish: MirrorFinish): Promise<void> {
+    if (job.isCancelled) return;
+    this.job = job;
+    this.length = this.source.length;
+    if (this.length !== this.target.length) throw new BlockError('EINVAL', 'Source and target image have different sizes');
+    if (this.length === 0) {
+      job.transitionToReady();
+      while (!finish.shouldComplete() && !job.isCancelled) await job.idle();
+      return;
+    }
+    try {
+      if (this.settings.sync !== 'none') await this.markInitial(job);
+      if (job.isCancelled) return;
+      await this.loop(job, finish);
+    } finally {
+      await this.waitAllIo();
+    }
+  }
+
+  private async loop(job: Job, finish: MirrorFinish): Promise<void> {
+    for (;;) {
+      if (this.errors.length > 0) await this.applyErrorPolicy(job);
+      if (job.userPaused) await this.waitAllIo(); // QEMU's mirror_pause: nothing in flight while paused
+      await job.pausePoint();
+      if (job.isCancelled) return;
+      let dirty = this.bitmap.count;
+      job.setRemaining(this.bytesInFlight + dirty);
+      let accounted = 0;
+      if (job.ioStatus === 'ok') {
+        if (this.ops.length >= MAX_IN_FLIGHT || (dirty === 0 && this.ops.length > 0)) {
+          await this.waitForOp();
+          continue;
+        }
+        if (dirty !== 0) accounted = await this.iteration();
+      }
+      let completing = false;
+      if (this.ops.length === 0 && dirty === 0) {
+        if (!job.isReady) {
+          if (!(await this.flushTarget(job))) continue;
+          job.transitionToReady();
+        }
+        completing = finish.shouldComplete();
+        dirty = this.bitmap.count;
+      }
+      if (dirty === 0 && completing) {
+        await finish.quiesce();
+        // Writes in flight when the users were held are dirty now. QEMU lets go and tries again,
+        // which a guest that always has a write in flight starves; with the users held nothing new
+        // can arrive, so what is left is copied now and the mirror is in sync.
+        while ((this.bitmap.count > 0 || this.ops.length > 0) && this.errors.length === 0 && !job.isCancelled) {
+          if (this.bitmap.count > 0 && this.ops.length < MAX_IN_FLIGHT) await this.iteration();
+          else await this.waitForOp();
+        }
+        if (this.errors.length > 0 || job.isCancelled || !(await this.flushTarget(job))) {
+          await this.waitAllIo();
+          finish.release();
+          continue;
+        }
+        return;
+      }
+      if (job.isReady && !completing) {
+        if (this.ops.length === 0 && dirty === 0) await job.sleep(READY_POLL_NS);
+        else await this.pace(job, accounted);
+      } else {
+        await this.pace(job, accounted);
+      }
+    }
+  }
+
+  /** The speed limit; without one, still a turn of the event loop, so guests and timers get their share. */
+  private async pace(job: Job, bytes: number): Promise<void> {
+    if (job.speed === 0) await loopTurn();
+    await job.throttle(bytes);
+  }
+
+  /**
+   * Marks what the first pass copies (QEMU mirror_dirty_init): for `full`, every byte, or only
+   * what the source's chain allocates when the target is new (QEMU's zero_target off); for
+   * `top`, what the top node holds itself. A target that reads zeroes throughout needs no
+   * write-zeroes until the mirror writes there ({@link written}).
+   */
+  private async markInitial(job: Job): Promise<void> {
+    const full = this.settings.sync === 'full';
+    if (full && (this.settings.targetZeroInit || (await this.readsZero(this.target)))) {
+      this.written = new DirtyBitmap('', this.length, { granularity: this.granularity, recording: true, persistent: false });
+    }
+    if (full && !this.settings.targetZeroInit) {
+      this.bitmap.markDirty(0, this.length);
+      return;
+    }
+    for (let offset = 0; offset < this.length; ) {
+      await job.pausePoint();
+      if (job.isCancelled) return;
+      const s = await this.source.blockStatus(offset, Math.min(STATUS_STEP, this.length - offset));
+      if (full ? s.allocated || s.data : s.allocated && s.depth === 0) this.bitmap.markDirty(offset, s.length);
+      offset += s.length;
+    }
+  }
+
+  /** Whether a node reads as zeroes from start to end (a new image): stops at the first extent that does not. */
+  private async readsZero(node: BlockNode): Promise<boolean> {
+    for (let offset = 0; offset < this.length; ) {
+      const s = await node.blockStatus(offset, Math.min(STATUS_STEP, this.length - offset));
+      if (s.data || !s.zero) return false;
+      offset += s.length;
+    }
+    return true;
+  }
+
+  /**
+   * Copies one run of dirty chunks starting at the next dirty one (QEMU mirror_iteration):
+   * at most the buffer size, stopping before a chunk in flight; data is copied in pieces of at
+   * most {@link opMax}, zero ranges become write-zeroes. Returns the bytes to count against the speed.
+   */
+  private async iteration(): Promise<number> {
+    const g = this.granularity;
+    const found = this.bitmap.nextDirtyExtent(this.cursor, this.length) ?? this.bitmap.nextDirtyExtent(0, this.length);
+    if (found === null) return 0;
+    const offset = found.offset - (found.offset % g);
+    if (this.inFlightAt(offset, offset + g) !== -1) {
+      await this.waitForOp();
+      return 0;
+    }
+    let end = Math.min(found.offset + found.length, offset + this.settings.bufSize, this.length);
+    const busy = this.inFlightAt(offset, end);
+    if (busy !== -1) end = busy;
+    // Clean before reading: a write landing while we copy marks the chunk again.
+    this.bitmap.markClean(offset, end - offset);
+    this.cursor = end >= this.length ? 0 : end;
+    let accounted = 0;
+    for (let pos = offset; pos < end; ) {
+      let zero = false;
+      let bytes: number;
+      try {
+        const s = await this.source.blockStatus(pos, end - pos);
+        zero = !s.data;
+        bytes = zero ? s.length : Math.min(s.length, this.opMax);
+      } catch {
+        bytes = Math.min(end - pos, this.opMax);
+      }
+      bytes -= bytes % g;
+      if (bytes < g) {
+        bytes = g;
+        zero = false;
+      }
+      bytes = Math.min(bytes, end - pos);
+      while (this.ops.length >= MAX_IN_FLIGHT || (!zero && this.freeBuffers.length === 0 && this.buffersMade >= this.buffersMax)) await this.waitForOp();
+      if (this.errors.length > 0) {
+        // Stop issuing; what was not started stays dirty.
+        this.bitmap.markDirty(pos, end - pos);
+        break;
+      }
+      if (zero) void this.zeroOp(pos, bytes);
+      else {
+        void this.copyOp(pos, bytes, this.takeBuffer());
+        accounted += bytes;
+      }
+      pos += bytes;
+    }
+    return accounted;
+  }
+
+  /** Index-free test: the start of the first op in flight that overlaps [start, end), or -1. */
+  private inFlightAt(start: number, end: number): number {
+    let first = -1;
+    for (const op of this.ops) {
+      if (op.offset < end && start < op.offset + op.bytes) {
+        const at = Math.max(op.offset - (op.offset % this.granularity), start);
+        if (first === -1 || at < first) first = at;
+      }
+    }
+    return first;
+  }
+
+  private takeBuffer(): Uint8Array {
+    const free = this.freeBuffers.pop();
+    if (free !== undefined) return free;
+    this.buffersMade++;
+    return new Uint8Array(this.opMax);
+  }
+
+  private begin(offset: number, bytes: number): CopyOp {
+    const op = { offset, bytes };
+    this.ops.push(op);
+    this.bytesInFlight += bytes;
+    return op;
+  }
+
+  private end(op: CopyOp): void {
+    this.ops.splice(this.ops.indexOf(op), 1);
+    this.bytesInFlight -= op.bytes;
+    const wake = this.opDone;
+    this.opDone = null;
+    wake?.();
+  }
+
+  private async copyOp(offset: number, bytes: number, buffer: Uint8Array): Promise<void> {
+    const op = this.begin(offset, bytes);
+    const data = buffer.subarray(0, bytes);
+    let stage: 'read' | 'write' = 'read';
+    try {
+      await this.source.read(offset, data);
+      stage = 'write';
+      this.written?.markDirty(offset, bytes);
+      await this.target.write(offset, data);
+      this.job?.addProgress(bytes);
+    } catch (error) {
+      this.failed(offset, bytes, stage, error);
+    } finally {
+      this.freeBuffers.push(buffer);
+      this.end(op);
+    }
+  }
+
+  private async zeroOp(offset: number, bytes: number): Promise<void> {
+    const op = this.begin(offset, bytes);
+    try {
+      const written = this.written;
+      if (written === null || written.nextDirtyExtent(offset, offset + bytes) !== null) await this.target.writeZeroes(offset, bytes);
+      written?.markDirty(offset, bytes);
+      this.job?.addProgress(bytes);
+    } catch (error) {
+      this.failed(offset, bytes, 'write', error);
+    } finally {
+      this.end(op);
+    }
+  }
+
+  /** A failed piece is dirty again (copied later unless the policy fails the job). */
+  private failed(offset: number, bytes: number, operation: 'read' | 'write', error: unknown): void {
+    this.bitmap.markDirty(offset, bytes);
+    this.errors.push({ operation, error });
+  }
+
+  /**
+   * Applies the error policy to the first failure queued (QEMU block_job_error_action), after
+   * everything in flight has settled: `report` fails the job, `ignore` goes on, `stop` pauses
+   * until resumed. Failures queued with it are of the same burst: their pieces are dirty again.
+   */
+  private async applyErrorPolicy(job: Job): Promise<void> {
+    await this.waitAllIo();
+    const first = this.errors[0]!;
+    this.errors.length = 0;
+    const policy = first.operation === 'read' ? this.settings.onSourceError : this.settings.onTargetError;
+    await job.onIoError(policy, first.operation, first.error);
+  }
+
+  /** Flushes the target; false when that failed and the job should look again (QEMU mirror_flush). */
+  private async flushTarget(job: Job): Promise<boolean> {
+    try {
+      await this.target.flush();
+      return true;
+    } catch (error) {
+      await job.onIoError(this.settings.onTargetError, 'write', error);
+      return false;
+    }
+  }
+
+  /** Resolves when the next op in flight ends (at once when none is). */
+  private waitForOp(): Promise<void> {
+    if (this.ops.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const before = this.opDone;
+      this.opDone = () => {
+        before?.();
+        resolve();
+      };
+    });
+  }
+
+  private async waitAllIo(): Promise<void> {
+    while (this.ops.length > 0) await this.waitForOp();
+  }
+}
