@@ -1,50 +1,20 @@
 import { BlockError } from '../errors.js';
-import type { BlockNode } from '../node/node.js';
+import { type BackupJobSpec, startBackup } from './backup.js';
 import type { JobHost } from './host.js';
-import type { Job, JobErrorPolicy } from './job.js';
+import type { Job } from './job.js';
 
-/** What every block job takes (QAPI's common members of block-stream, block-commit, blockdev-mirror, blockdev-backup). */
-export interface CommonJobSpec {
-  /** The job's id; default: the id of the drive whose root is the job's node (QEMU: the device name), else required. */
-  jobId?: string;
-  /** Bytes per second (0: unlimited). */
-  speed?: number;
-  /** Default true: finalize on its own; false: wait in PENDING for job.finalize(). */
-  autoFinalize?: boolean;
-  /** Default true: disappear once concluded; false: stay CONCLUDED until job.dismiss(). */
-  autoDismiss?: boolean;
-}
-
-/** Error policies of a job that reads one node and writes another. */
-export interface JobErrorPolicies {
-  onSourceError?: JobErrorPolicy;
-  onTargetError?: JobErrorPolicy;
-}
+export { type CommonJobSpec, defaultJobId, type JobErrorPolicies, nodeByName } from './job-spec.js';
 
 /** The jobs a layer can start, by `type`. Each kind's module adds its spec here. */
-export type JobSpec = never;
-
-/**
- * The job id QEMU picks: the one given, else the name of the drive on `node` (a node without
- * a named drive has none: the id is '', refused as "Invalid job ID ''", as QEMU refuses it).
- */
-export function defaultJobId(host: JobHost, node: BlockNode, jobId: string | undefined): string {
-  if (jobId !== undefined) return jobId;
-  return host.drivesOn(node).find((d) => host.isListedDrive(d))?.id ?? '';
-}
-
-/** The node named `name` (a node name, or the id of a drive: its root), or QEMU's error for it. */
-export function nodeByName(host: JobHost, name: string, field: string): BlockNode {
-  const node = host.findNode(name) ?? host.driveRoot(name);
-  if (node === undefined) throw new BlockError('ENOENT', `Cannot find device='${name}' nor node-name='${name}'`, { field });
-  return node;
-}
+export type JobSpec = BackupJobSpec;
 
 /** Starts a job of any kind on the host (BlockLayer.startJob). */
 export async function startJob(host: JobHost, spec: JobSpec): Promise<Job> {
   const type = (spec as { type?: unknown }).type;
   switch (type) {
     // Each kind adds its case: `case 'mirror': return startMirror(host, spec);`
+    case 'backup':
+      return startBackup(host, spec as BackupJobSpec);
     default:
       throw new BlockError('EINVAL', `type: unknown job type '${String(type)}'`, { field: 'type' });
   }

@@ -117,6 +117,11 @@ export class BlockNode {
     this.beforeWrite = hook;
   }
 
+  /** Whether the driver can write compressed clusters ({@link writeCompressed}; QEMU bdrv_supports_compressed_writes). */
+  get canWriteCompressed(): boolean {
+    return this.instance.writeCompressed !== undefined;
+  }
+
   /** Takes another reference; the node closes when the last one is released. */
   ref(): this {
     this.assertOpen();
