@@ -120,7 +120,7 @@ function planBackup(host: JobHost, spec: BackupJobSpec): BackupPlan {
   const id = defaultJobId(host, source, spec.jobId);
   host.jobs.checkId(id);
   const speed = spec.speed ?? 0;
-  if (!Number.isSafeInteger(speed) || speed < 0) throw invalid(`Invalid parameter 'speed'`, 'speed');
+  if (!Number.isSafeInteger(speed) || speed < 0) throw invalid(`Parameter 'speed' expects a non-negative value`, 'speed');
   return {
     id,
     source,

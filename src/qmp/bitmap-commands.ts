@@ -91,6 +91,8 @@ function* nodesOf(layer: BlockLayer): Generator<BlockNode> {
       stack.push(...[...n.children.values()].reverse());
     }
   }
+  // Nodes added on their own (blockdev-add) come after the drives' graphs.
+  for (const n of layer.listNodes()) if (!seen.has(n)) yield n;
 }
 
 /**

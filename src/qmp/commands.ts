@@ -25,6 +25,7 @@ import {
 import { type Args, generic, only, optBool } from './qapi-args.js';
 import { runTransaction } from './transaction.js';
 import { JOB_HANDLERS } from './job-commands.js';
+import { blockdevBackup } from './backup-commands.js';
 import { QmpError, type QmpRequest } from './wire.js';
 
 export { generic, only, optBool, str } from './qapi-args.js';
@@ -277,6 +278,7 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
   ['block-dirty-bitmap-disable', (args, ctx) => commitNow(prepareBitmapRecording(ctx.layer, parseBitmapRef(args), false))],
   ['block-dirty-bitmap-merge', (args, ctx) => commitNow(prepareBitmapMerge(ctx.layer, parseBitmapMerge(args)))],
   ['transaction', (args, ctx) => runTransaction(ctx.layer, args)],
+  ['blockdev-backup', (args, ctx) => blockdevBackup(ctx.layer, args)],
   ...JOB_HANDLERS.map(([name, run]): [string, Handler] => [name, (args, ctx) => run(args, ctx.layer)]),
   [
     'quit',

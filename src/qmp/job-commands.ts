@@ -194,9 +194,14 @@ export function forwardJobEvents(layer: BlockLayer, send: (event: string, data: 
     stops.add(stop);
   };
   for (const job of layer.jobs.list()) watch(job);
-  layer.jobs.on('created', watch);
+  // A job is CREATED before the registry announces it: that first change is sent here.
+  const created = (job: Job) => {
+    send('JOB_STATUS_CHANGE', { id: job.id, status: job.status });
+    watch(job);
+  };
+  layer.jobs.on('created', created);
   return () => {
-    layer.jobs.off('created', watch);
+    layer.jobs.off('created', created);
     for (const stop of [...stops]) stop();
   };
 }

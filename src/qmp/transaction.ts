@@ -5,7 +5,9 @@
  * prepared abort, newest first, and its error is the answer. Only when all are prepared are they
  * committed.
  */
+import type { BackupJobSpec } from '../jobs/backup.js';
 import type { BlockLayer } from '../layer.js';
+import { parseBlockdevBackup, prepareBlockdevBackup } from './backup-commands.js';
 import {
   type BitmapAddArgs,
   type BitmapMergeArgs,
@@ -31,6 +33,7 @@ const ACTIONS = [
   'block-dirty-bitmap-enable',
   'block-dirty-bitmap-disable',
   'block-dirty-bitmap-merge',
+  'blockdev-backup',
 ] as const;
 
 /** QAPI TransactionActionKind values QEMU has that need block jobs or external snapshots, not here. */
@@ -43,7 +46,8 @@ type Action =
   | { type: 'abort' }
   | { type: 'block-dirty-bitmap-add'; data: BitmapAddArgs }
   | { type: 'block-dirty-bitmap-remove' | 'block-dirty-bitmap-clear' | 'block-dirty-bitmap-enable' | 'block-dirty-bitmap-disable'; data: BitmapRef }
-  | { type: 'block-dirty-bitmap-merge'; data: BitmapMergeArgs };
+  | { type: 'block-dirty-bitmap-merge'; data: BitmapMergeArgs }
+  | { type: 'blockdev-backup'; data: BackupJobSpec };
 
 /** QAPI ActionCompletionMode. */
 type CompletionMode = 'individual' | 'grouped';
@@ -72,6 +76,9 @@ function parseAction(value: unknown, i: number): Action {
     case 'block-dirty-bitmap-enable':
     case 'block-dirty-bitmap-disable':
       parsed = { type: type as 'block-dirty-bitmap-clear', data: parseBitmapRef(data, path) };
+      break;
+    case 'blockdev-backup':
+      parsed = { type: 'blockdev-backup', data: parseBlockdevBackup(data, path) };
       break;
     default:
       throw generic(`Transaction action '${type}' needs block jobs or external snapshots, which this server does not have`);
@@ -106,6 +113,8 @@ function prepare(layer: BlockLayer, action: Action, mode: CompletionMode): Prepa
       return prepareBitmapRecording(layer, action.data, false);
     case 'block-dirty-bitmap-merge':
       return prepareBitmapMerge(layer, action.data);
+    case 'blockdev-backup':
+      return prepareBlockdevBackup(layer, action.data);
   }
 }
 
