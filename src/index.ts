@@ -131,3 +131,5 @@ export { type ImageMapEntry, type ImageMapOptions, imageMap } from './tools/map.
 export { type BitmapImageOptions, type BitmapOperation, bitmapImage } from './tools/bitmap.js';
 /** How the image tools open their input (format, snapshot, force-share, layer, signal). */
 export type { InputOptions as ImageInputOptions } from './tools/open-input.js';
+/** The backup job (layer.startJob({ type: 'backup', … }); QMP blockdev-backup). */
+export type { BackupJobSpec, BackupPerf, BackupSync, BitmapSyncMode } from './jobs/backup.js';
