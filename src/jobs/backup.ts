@@ -199,7 +199,8 @@ class BackupWork implements JobWork {
     for (let offset = 0; offset < this.copy.length && !job.isCancelled; ) {
       await job.pausePoint();
       const status = await source.blockStatus(offset, this.copy.length - offset);
-      if (!status.allocated) {
+      // Held by the top node: allocated there (depth 0); deeper data comes from the backing chain.
+      if (!status.allocated || status.depth > 0) {
         this.copy.unmark(offset, status.length);
         job.setRemaining(this.copy.remaining + this.copy.inFlight);
       }
