@@ -161,3 +161,65 @@ describe('backup of a drive exported over NBD while a client writes', () => {
     await ok('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x66 64k 1M', '-c', 'read -P 0 3M 256k', join(dir, 'o', 'src.qcow2')]);
   });
 });
+
+/** sync=top of an image over a backing file, then sync=none cancelled after a client's writes. */
+async function topAndNone(qmp: QmpClient, sock: string): Promise<unknown[]> {
+  const replies: unknown[] = [];
+  const cmd = async (c: string, a?: Record<string, unknown>) => replies.push((await qmp.cmd(c, a)).return ?? null);
+  await cmd('blockdev-backup', { 'job-id': 'top', device: 'top', target: 'ttop', sync: 'top' });
+  await qmp.waitJobStatus('top', 'null');
+  await cmd('blockdev-backup', { 'job-id': 'none', device: 'src', target: 'full', sync: 'none' });
+  await qmp.waitJobStatus('none', 'running');
+  await ok('qemu-io', ['-f', 'raw', '-c', 'write -P 0xcc 100k 70k', '-c', 'write -P 0xdd 1M 4k', nbdUri(sock)]);
+  await cmd('query-block-jobs');
+  await cmd('block-job-cancel', { device: 'none' });
+  await qmp.waitJobStatus('none', 'null');
+  return replies;
+}
+
+describe('blockdev-backup sync=top and sync=none against qemu-storage-daemon', () => {
+  it.skipIf(!HAVE)('the same events and the same targets', { timeout: 120_000 }, async () => {
+    for (const sub of ['q', 'o']) {
+      await images(sub);
+      const base = join(dir, sub, 'base.qcow2');
+      await ok('qemu-img', ['create', '-q', '-f', 'qcow2', base, String(SIZE)]);
+      await ok('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 4M', base]);
+      for (const n of ['top', 'ttop']) await ok('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', join(dir, sub, `${n}.qcow2`)]);
+      await ok('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x22 64k 64k', '-c', 'write -P 0x33 1M 200k', join(dir, sub, 'top.qcow2')]);
+    }
+    const names = ['src', 'full', 'top', 'ttop'];
+    const qsock = join(dir, 'q.nbd');
+    const qsd = await startQsd(dir, [
+      ...names.flatMap((n) => ['--blockdev', `driver=qcow2,node-name=${n},file.driver=file,file.filename=${join(dir, 'q', `${n}.qcow2`)}`]),
+      '--nbd-server',
+      `addr.type=unix,addr.path=${qsock}`,
+      '--export',
+      'type=nbd,id=e0,node-name=src,name=src,writable=on',
+    ]);
+    daemons.push(qsd);
+    const theirs = await topAndNone(qsd.qmp, qsock);
+    const theirEvents = qsd.qmp.events.filter((e) => e.event === 'JOB_STATUS_CHANGE' || e.event.startsWith('BLOCK_JOB_'));
+    await daemons.pop()!.stop();
+
+    const layer = new BlockLayer();
+    layers.push(layer);
+    for (const n of names) await layer.addNode({ driver: 'qcow2', nodeName: n, file: { driver: 'file', filename: join(dir, 'o', `${n}.qcow2`) } } as never);
+    const osock = join(dir, 'o.nbd');
+    const nbd = new NbdServer({ exports: [{ name: 'src', drive: layer.attachDrive('src', { internal: true }) }] });
+    await nbd.listen({ path: osock });
+    const ours = await startOurQmp(layer, dir);
+    daemons.push(ours);
+    const mine = await topAndNone(ours.qmp, osock);
+    const myEvents = ours.qmp.events.filter((e) => e.event === 'JOB_STATUS_CHANGE' || e.event.startsWith('BLOCK_JOB_'));
+    await daemons.pop()!.stop();
+    await nbd.close();
+    await layers.pop()!.close();
+
+    expect(myEvents).toEqual(theirEvents);
+    expect(mine).toEqual(theirs);
+    expect(JSON.stringify(theirEvents)).toContain('BLOCK_JOB_CANCELLED');
+    for (const name of ['ttop', 'full', 'src']) await ok('qemu-img', ['compare', '-q', join(dir, 'q', `${name}.qcow2`), join(dir, 'o', `${name}.qcow2`)]);
+    const maps = await Promise.all(['q', 'o'].map(async (sub) => JSON.parse(await ok('qemu-img', ['map', '--output=json', join(dir, sub, 'ttop.qcow2')])).filter((e: { depth: number }) => e.depth === 0).map((e: { start: number; length: number }) => [e.start, e.length])));
+    expect(maps[1]).toEqual(maps[0]);
+  });
+});
