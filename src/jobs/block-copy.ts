@@ -134,11 +134,18 @@ export class BlockCopy {
         await this.copy(next, stop, null);
         continue;
       }
-      const busy = this.tasks.filter((t) => t.first < end && first < t.end);
-      if (busy.length === 0) return;
-      // A copy that fails puts its clusters back: look again once they settle.
-      await Promise.allSettled(busy.map((t) => t.done));
+      // Most writes land on clusters copied long ago: no copy in flight, nothing allocated.
+      const busy = this.overlapping(first, end);
+      if (busy === null) return;
+      // A copy that fails puts its clusters back: look again once it settles.
+      await busy;
     }
+  }
+
+  /** The first copy in flight over clusters `[first, end)` (its settling), or null. */
+  private overlapping(first: number, end: number): Promise<void> | null {
+    for (const t of this.tasks) if (t.first < end && first < t.end) return t.done;
+    return null;
   }
 
   /**

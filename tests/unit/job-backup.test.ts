@@ -241,6 +241,21 @@ describe('backup job', () => {
     await layer.close();
   });
 
+  it('concurrent guest writes to one cluster wait for a single copy of it, holding the old data', async () => {
+    const { layer, src, tgt } = await setup(MiB);
+    await src.write(0, pattern(MiB, 12));
+    const before = await content(src);
+    const job = await layer.startJob({ type: 'backup', jobId: 'n', device: 'src', target: 'tgt', sync: 'none' });
+    const writes = Array.from({ length: 10 }, (_, i) => src.write(3 * CLUSTER + i * 1000, pattern(500, i)));
+    await Promise.all(writes);
+    // Each copy adds its bytes to the progress: one cluster, copied once.
+    expect(job.progress.current).toBe(CLUSTER);
+    expect(firstDifference((await content(tgt)).subarray(3 * CLUSTER, 4 * CLUSTER), before.subarray(3 * CLUSTER, 4 * CLUSTER))).toBe(-1);
+    job.cancel();
+    await job.whenConcluded();
+    await layer.close();
+  });
+
   it('a cancelled full backup stops; the target keeps what was copied and the source is untouched', async () => {
     const { clock, layer, src, tgt } = await setup(4 * MiB);
     await src.write(0, pattern(4 * MiB, 8));
