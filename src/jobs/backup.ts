@@ -269,22 +269,22 @@ class BackupWork implements JobWork {
   }
 }
 
-/** A checked backup, ready to start: `start` makes the job and installs copy-before-write (the point in time). */
+/** A checked backup: `create` makes the job (CREATED) and installs copy-before-write, the point in time. */
 export interface PreparedBackup {
   readonly id: string;
-  start(): Job;
+  create(): Job;
 }
 
-/** Checks a backup (QEMU's order and messages, refusing with a BlockError) without starting it. */
+/** Checks a backup (QEMU's order and messages, refusing with a BlockError) without making it. */
 export function prepareBackup(host: JobHost, spec: BackupJobSpec): PreparedBackup {
   const plan = planBackup(host, spec);
   return {
     id: plan.id,
-    start: () => {
+    create: () => {
       const work = new BackupWork(plan);
       let job: Job;
       try {
-        job = host.jobs.start(plan.id, work, { speed: plan.speed, autoFinalize: plan.autoFinalize, autoDismiss: plan.autoDismiss });
+        job = host.jobs.create(plan.id, work, { speed: plan.speed, autoFinalize: plan.autoFinalize, autoDismiss: plan.autoDismiss });
       } catch (e) {
         void work.clean();
         throw e;
@@ -297,5 +297,7 @@ export function prepareBackup(host: JobHost, spec: BackupJobSpec): PreparedBacku
 
 /** Starts a backup job (layer.startJob({ type: 'backup', … })). */
 export function startBackup(host: JobHost, spec: BackupJobSpec): Job {
-  return prepareBackup(host, spec).start();
+  const job = prepareBackup(host, spec).create();
+  job.start();
+  return job;
 }

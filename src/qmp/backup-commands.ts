@@ -1,8 +1,8 @@
 /**
  * QMP blockdev-backup (QEMU blockdev.c: a one-action transaction) and the `blockdev-backup`
  * transaction action: QAPI BlockdevBackup read member by member in QAPI's order with its errors,
- * checked by the backup job's own checks (QEMU's order and texts), and started on commit, so a
- * backup started in a transaction with block-dirty-bitmap-add begins at the same point.
+ * checked by the backup job's own checks (QEMU's order and texts), made on prepare and started
+ * on commit, so a backup in a transaction with block-dirty-bitmap-add begins at the same point.
  */
 import type { BackupJobSpec, BackupPerf, BackupSync, BitmapSyncMode } from '../jobs/backup.js';
 import { prepareBackup } from '../jobs/backup.js';
@@ -94,12 +94,19 @@ function startAsInDrainedSection(job: Job): void {
   job.on('status-change', resume);
 }
 
-/** The blockdev-backup action, checked: commit starts the job, abort leaves nothing behind. */
+/**
+ * The blockdev-backup action: prepare makes the job (CREATED, copy-before-write in place: the
+ * point in time, as QEMU's), commit starts it, abort cancels it (QEMU reports it aborting,
+ * concluded, null).
+ */
 export function prepareBlockdevBackup(layer: BlockLayer, spec: BackupJobSpec): PreparedAction {
-  const prepared = prepareBackup(layer, spec);
+  const job = prepareBackup(layer, spec).create();
   return {
-    commit: () => startAsInDrainedSection(prepared.start()),
-    abort: () => {},
+    commit: () => {
+      job.start();
+      startAsInDrainedSection(job);
+    },
+    abort: () => job.cancel(),
   };
 }
 
