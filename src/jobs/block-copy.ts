@@ -28,7 +28,7 @@ export class CopyFailure extends Error {
 
 /** How a {@link BlockCopy} copies. */
 export interface BlockCopyOptions {
-  /** Bytes per task at most (rounded down to clusters, at least one); 0 or absent: 1 MiB. */
+  /** Bytes per task at most (rounded down to clusters, at least one, at most 1 MiB or one cluster); 0 or absent: that most. */
   maxChunk?: number;
   /** Write the target's clusters compressed (qcow2). */
   compress?: boolean;
@@ -72,7 +72,9 @@ export class BlockCopy {
     this.clusterSize = copyClusterSize(target);
     this.length = source.length;
     this.toCopy = new GranuleSet(Math.ceil(this.length / this.clusterSize));
-    const chunk = options.maxChunk !== undefined && options.maxChunk > 0 ? options.maxChunk : DEFAULT_COPY_CHUNK;
+    // QEMU's copy size: at most 1 MiB (or one cluster if larger), whatever max-chunk asks, so a buffer stays bounded.
+    const limit = Math.max(DEFAULT_COPY_CHUNK, this.clusterSize);
+    const chunk = options.maxChunk !== undefined && options.maxChunk > 0 ? Math.min(options.maxChunk, limit) : limit;
     this.compress = options.compress === true;
     // A compressed write is one target cluster: QEMU copies cluster by cluster then.
     this.chunkClusters = this.compress ? 1 : Math.max(1, Math.floor(chunk / this.clusterSize));

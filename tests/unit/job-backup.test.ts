@@ -319,6 +319,15 @@ describe('backup job', () => {
     await layer.close();
   });
 
+  it('a huge max-chunk still copies through a bounded buffer', async () => {
+    const { layer, src, tgt } = await setup(2 * MiB);
+    await src.write(0, pattern(2 * MiB, 21));
+    const job = await layer.startJob({ type: 'backup', jobId: 'h', device: 'src', target: 'tgt', sync: 'full', perf: { maxChunk: 2 ** 50 } });
+    await job.wait();
+    expect(firstDifference(await content(tgt), await content(src))).toBe(-1);
+    await layer.close();
+  });
+
   it('refuses bad arguments with QEMU messages, in its order', async () => {
     const { layer, src } = await setup(MiB);
     await layer.addNode({ driver: 'memory', size: MiB / 2, nodeName: 'small' });
