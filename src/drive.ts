@@ -14,6 +14,7 @@ import { mergedExtents } from './node/extents.js';
 import type { DirtyBitmapInfo, DirtyExtent } from './node/dirty-bitmap.js';
 import type { AddDirtyBitmapOptions } from './node/dirty-bitmaps.js';
 import type { BlockNode } from './node/node.js';
+import type { PreallocMode } from './node/types.js';
 import { MAX_BUFFER_LENGTH } from './platform/buffer-limit.js';
 import { type DriveStats, StatsAccounting } from './stats.js';
 import type { ThrottleGroupRegistry } from './throttle/group.js';
@@ -315,6 +316,21 @@ export class Drive extends EventEmitter<DriveEvents> {
    */
   async drain(): Promise<void> {
     await this.drained(() => undefined);
+  }
+
+  /**
+   * Resizes the drive's disk to `size` bytes (QEMU block_resize, qemu-img resize) in a drained
+   * section: requests in flight finish first, those arriving meanwhile go once the new size is
+   * in place. Shrinking needs `shrink: true`. Emits `resize`.
+   */
+  async resize(size: number, options: { shrink?: boolean; prealloc?: PreallocMode } = {}): Promise<void> {
+    if (this.state !== 'open') throw new BlockError('ECLOSED', `resize: drive ${this.id} is ${this.state}`, { node: this.node.name });
+    if (this.readOnly) throw new BlockError('EROFS', `resize: drive ${this.id} is read-only`, { node: this.node.name });
+    await this.drained(async () => {
+      const oldSize = this.node.length;
+      await this.node.truncate(size, { shrink: options.shrink === true, prealloc: options.prealloc ?? 'off' });
+      if (this.listenerCount('resize') > 0) this.emit('resize', { oldSize, newSize: this.node.length });
+    });
   }
 
   /**

@@ -131,5 +131,8 @@ export { type ImageMapEntry, type ImageMapOptions, imageMap } from './tools/map.
 export { type BitmapImageOptions, type BitmapOperation, bitmapImage } from './tools/bitmap.js';
 /** How the image tools open their input (format, snapshot, force-share, layer, signal). */
 export type { InputOptions as ImageInputOptions } from './tools/open-input.js';
+/** qemu-img resize as a call: grows or shrinks an image's virtual size (`+1G`, `-512M`, `10G`). */
+export { PREALLOC_MODES, preallocMode, type ResizeOptions, type ResizeResult, resizeImage, resizeTarget } from './tools/resize.js';
+export type { PreallocMode, TruncateOptions } from './node/types.js';
 /** The backup job (layer.startJob({ type: 'backup', … }); QMP blockdev-backup). */
 export type { BackupJobSpec, BackupPerf, BackupSync, BitmapSyncMode } from './jobs/backup.js';

@@ -1,6 +1,6 @@
 import * as z from 'zod';
 import { type Clock, RealClock } from './clock.js';
-import { Drive } from './drive.js';
+import { Drive, type DriveHost } from './drive.js';
 import { builtinDrivers } from './drivers/index.js';
 import { BlockError } from './errors.js';
 import type { BuiltinNodeOptions, KeyCheckedOptions } from './drivers/options.js';
@@ -48,6 +48,8 @@ export class BlockLayer {
   /** Block jobs (QEMU's job list): stream, commit, mirror, backup. */
   readonly jobs: JobRegistry;
   private readonly drives = new Map<string, Drive>();
+  /** What every drive of the layer is given (one object for all: a drive costs no host of its own). */
+  private readonly driveHost: DriveHost;
   /** Drives made for a node's users that are not drives of their own (an export's BlockBackend): not listed, closed with the layer. */
   private readonly internalDrives = new Set<Drive>();
   /** Nodes added with {@link addNode} (QEMU: owned by the monitor), by name. */
@@ -63,6 +65,14 @@ export class BlockLayer {
     this.clock = options.clock ?? new RealClock();
     this.groups = new ThrottleGroupRegistry(this.clock);
     this.jobs = new JobRegistry(this.clock);
+    this.driveHost = {
+      clock: this.clock,
+      groups: this.groups,
+      forget: (d) => {
+        if (this.drives.get(d.id) === d) this.drives.delete(d.id);
+        this.internalDrives.delete(d);
+      },
+    };
     for (const d of builtinDrivers()) this.drivers.register(d);
     this.drivers.register(throttleFilterDriver(this.groups));
     for (const d of options.drivers ?? []) this.drivers.register(d);
@@ -149,19 +159,7 @@ export class BlockLayer {
   }
 
   private makeDrive(id: string, node: BlockNode, policy: ConstructorParameters<typeof Drive>[3], internal: boolean): Drive {
-    const drive = new Drive(
-      id,
-      node,
-      {
-        clock: this.clock,
-        groups: this.groups,
-        forget: (d) => {
-          if (this.drives.get(d.id) === d) this.drives.delete(d.id);
-          this.internalDrives.delete(d);
-        },
-      },
-      policy,
-    );
+    const drive = new Drive(id, node, this.driveHost, policy);
     if (internal) this.internalDrives.add(drive);
     else this.drives.set(id, drive);
     return drive;

@@ -123,3 +123,14 @@ Changes the persistent dirty bitmap BITMAP of a qcow2 image, like qemu-img bitma
   --image-opts              FILENAME is the node's options (driver=qcow2,file.driver=file,file.filename=F)
   -f, --format FMT          image format (raw, qcow2); given, it is used without probing
   -h, --help                this help`;
+
+export const RESIZE_HELP = `usage: blocklayer resize [-f FMT] [--shrink] [--preallocation=MODE] [-q] IMAGE [+|-]SIZE
+Changes the virtual size of an image, like qemu-img resize: SIZE in bytes or with a suffix
+(k, M, G, T, P, E), or relative to the current size (+1G, -512M).
+
+  -f, --format FMT         the image format (qcow2, raw; probed when absent)
+  --shrink                 allow a smaller size (data past the new end is lost)
+  --preallocation=MODE     off, metadata, falloc or full: how the grown part is allocated
+                           (falloc and full for raw files; off and full for qcow2)
+  -q, --quiet              no "Image resized." line
+  -h, --help               this help`;

@@ -4,6 +4,7 @@ import nodeModule from 'node:module';
 import { BlockError } from '../errors.js';
 import { BENCH_HELP, CHECK_HELP, COMMIT_HELP, CONVERT_HELP, CREATE_HELP, INFO_HELP, MAP_HELP } from './help.js';
 import { BITMAP_HELP } from './help.js';
+import { RESIZE_HELP } from './help.js';
 
 // Node 22.1+ keeps the compiled code of the verb's modules on disk for the next start (a no-op on Node 20).
 (nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.();
@@ -26,6 +27,7 @@ const VERBS: Record<string, { load: () => Promise<Run>; help: string | (() => Pr
   bench: { load: async () => (await import('./bench.js')).benchCommand, help: BENCH_HELP },
   serve: { load: async () => (await import('./serve.js')).serveCommand, help: async () => (await import('./serve.js')).SERVE_HELP },
   bitmap: { load: async () => (await import('./bitmap.js')).bitmapCommand, help: BITMAP_HELP },
+  resize: { load: async () => (await import('./resize.js')).resizeCommand, help: RESIZE_HELP },
 };
 
 /** A verb's help text, loading serve's module for its own. */

@@ -44,6 +44,8 @@ export interface DriveEvents {
   'limits-changed': (event: { group: string | null }) => void;
   /** A block job or a snapshot put another node under the drive (Drive.replaceNode): later requests go to `newNode`. */
   'node-replaced': (event: { oldNode: string; newNode: string }) => void;
+  /** The drive's disk was resized (Drive.resize, QMP block_resize). */
+  resize: (event: { oldSize: number; newSize: number }) => void;
   /** The drive closed; every request has settled. */
   closed: () => void;
 }

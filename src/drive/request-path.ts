@@ -32,7 +32,7 @@ const DIRECTION_NAMES = ['read', 'write'] as const;
  * A drive's requests past their argument checks: held by the gate, throttled, sent to the node,
  * accounted, and settled once (the error policy deciding on failures). The Drive is its front.
  */
-export class RequestPath implements RequestCompletion, QueuedRequestSink, GateOwner {
+export class RequestPath implements RequestCompletion, QueuedRequestSink, GateOwner, QueueListener {
   /** Requests past the gate (throttle queue, driver), not yet settled. */
   inFlight = 0;
   /** Throttle queue; null while the drive has no limits. */
@@ -47,18 +47,23 @@ export class RequestPath implements RequestCompletion, QueuedRequestSink, GateOw
   /** The request `new Promise` is about to queue (see {@link enqueueExecutor}); never pooled nor run. */
   private readonly staging = new DriveRequest(this);
 
-  /** Turns the queue's news into the drive's events. */
-  readonly queueListener: QueueListener = {
-    // A queued request's run settles the caller's promise itself, in the same microtask as a
-    // direct request's would: a request arriving right after an admission need not yield.
-    released: () => {},
-    throttled: (direction: Direction, queued: number) => {
-      if (this.events.listenerCount('throttled') > 0) this.events.emit('throttled', { direction: DIRECTION_NAMES[direction], queued });
-    },
-    unthrottled: (direction: Direction, delayedNs: number) => {
-      if (this.events.listenerCount('unthrottled') > 0) this.events.emit('unthrottled', { direction: DIRECTION_NAMES[direction], delayedNs });
-    },
-  };
+  /** Turns the queue's news into the drive's events: the path itself (methods, not a listener object and closures per drive). */
+  get queueListener(): QueueListener {
+    return this;
+  }
+
+  /** (QueueListener) A queued request's run settles the caller's promise itself, in the same microtask as a direct request's would: a request arriving right after an admission need not yield. */
+  released(): void {}
+
+  /** (QueueListener) */
+  throttled(direction: Direction, queued: number): void {
+    if (this.events.listenerCount('throttled') > 0) this.events.emit('throttled', { direction: DIRECTION_NAMES[direction], queued });
+  }
+
+  /** (QueueListener) */
+  unthrottled(direction: Direction, delayedNs: number): void {
+    if (this.events.listenerCount('unthrottled') > 0) this.events.emit('unthrottled', { direction: DIRECTION_NAMES[direction], delayedNs });
+  }
 
   constructor(
     /** The drive's root node; swapped by Drive.replaceNode in a drained section. */

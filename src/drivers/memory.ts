@@ -85,6 +85,14 @@ export const memoryDriver = defineDriver({
         }
         return { offset, length: end - offset, data: allocated, zero: !allocated, allocated, depth: 0 };
       },
+      async truncate(newSize) {
+        // What lies beyond the new end is dropped, so that growing again reads zeros there.
+        if (newSize < size) {
+          for (const i of chunks.keys()) if (i * CHUNK >= newSize) chunks.delete(i);
+          zero(newSize, Math.min(size, Math.ceil(newSize / CHUNK) * CHUNK) - newSize);
+        }
+        size = newSize;
+      },
       async close() {
         chunks.clear();
       },

@@ -1,5 +1,7 @@
 import * as z from 'zod';
+import type { Clock } from '../clock.js';
 import { defineDriver } from '../node/driver.js';
+import type { BlockStatus, DriverInstance } from '../node/types.js';
 import { sizeSchema } from '../options/size.js';
 
 const schema = z
@@ -15,9 +17,64 @@ const schema = z
 
 /** One settled promise for every request without latency: `then` on it costs no allocation of its own. */
 const settled = Promise.resolve();
-const now = () => settled;
 /** TypedArray fill (a memset): Buffer's own fill validates its arguments in JS first, at several times the cost for 4 KiB. */
 const fillZero = (buffer: Uint8Array) => Uint8Array.prototype.fill.call(buffer, 0);
+
+/**
+ * An open null node. A class rather than an object of closures: benchmarks and tests open
+ * thousands of these, and methods on a prototype cost nothing per node.
+ */
+class NullInstance implements DriverInstance {
+  readonly alignment = 1;
+
+  constructor(
+    private size: number,
+    private readonly readZeroes: boolean,
+    private readonly latencyNs: number,
+    private readonly clock: Clock,
+  ) {}
+
+  length(): number {
+    return this.size;
+  }
+
+  read(_offset: number, buffer: Uint8Array): Promise<void> {
+    if (this.readZeroes) fillZero(buffer);
+    return this.wait();
+  }
+
+  write(): Promise<void> {
+    return this.wait();
+  }
+
+  flush(): Promise<void> {
+    return this.wait();
+  }
+
+  discard(): Promise<void> {
+    return this.wait();
+  }
+
+  writeZeroes(): Promise<void> {
+    return this.wait();
+  }
+
+  async blockStatus(offset: number, length: number): Promise<BlockStatus> {
+    return { offset, length, data: !this.readZeroes, zero: this.readZeroes, allocated: true, depth: 0 };
+  }
+
+  /** The size just changes (QEMU's null-co has no resize; a test target may want one). */
+  async truncate(newSize: number): Promise<void> {
+    this.size = newSize;
+  }
+
+  async close(): Promise<void> {}
+
+  private wait(): Promise<void> {
+    if (this.latencyNs === 0) return settled;
+    return new Promise<void>((resolve) => this.clock.setTimer(this.clock.now() + this.latencyNs, resolve));
+  }
+}
 
 /** Reads zeros, forgets writes, optionally after a fixed latency: the backend for benchmarks (QEMU null-co). */
 export const nullDriver = defineDriver({
@@ -25,26 +82,6 @@ export const nullDriver = defineDriver({
   capabilities: { kind: 'protocol' },
   schema,
   async open({ options, clock }) {
-    const { size, readZeroes, latencyNs } = options;
-    const wait =
-      latencyNs === 0
-        ? now
-        : () => new Promise<void>((resolve) => clock.setTimer(clock.now() + latencyNs, resolve));
-    return {
-      alignment: 1,
-      length: () => size,
-      read(_offset, buffer) {
-        if (readZeroes) fillZero(buffer);
-        return wait();
-      },
-      write: () => wait(),
-      flush: () => wait(),
-      discard: () => wait(),
-      writeZeroes: () => wait(),
-      async blockStatus(offset, length) {
-        return { offset, length, data: !readZeroes, zero: readZeroes, allocated: true, depth: 0 };
-      },
-      async close() {},
-    };
+    return new NullInstance(options.size, options.readZeroes, options.latencyNs, clock);
   },
 });

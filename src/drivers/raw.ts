@@ -30,7 +30,7 @@ export const rawDriver = defineDriver({
         node: nodeName,
       });
     }
-    const size = options.size ?? childSize - base;
+    let size = options.size ?? childSize - base;
     if (base + size > childSize) {
       throw new BlockError('EINVAL', `size: offset ${base} + size ${size} is beyond the end of the file (${childSize} bytes)`, {
         field: 'size',
@@ -48,6 +48,12 @@ export const rawDriver = defineDriver({
       async blockStatus(offset, length) {
         const s = await file.blockStatus(base + offset, length);
         return { ...s, offset, depth: 0, node: nodeName, hostOffset: base + offset, hostNode: file.name };
+      },
+      async truncate(newSize, how) {
+        // A window of fixed size stays as it is (QEMU raw: "Cannot resize fixed-size raw disks").
+        if (options.size !== undefined) throw new BlockError('ENOTSUP', 'Cannot resize fixed-size raw disks', { field: 'size', node: nodeName });
+        await file.truncate(base + newSize, how);
+        size = file.length - base;
       },
       async close() {},
     };

@@ -1,6 +1,6 @@
 import { BlockError, valueText } from '../errors.js';
 import { DirtyBitmaps } from './dirty-bitmaps.js';
-import type { BlockStatus, DriverInstance, GenericBlockDriver } from './types.js';
+import type { BlockStatus, DriverInstance, GenericBlockDriver, TruncateOptions } from './types.js';
 import { mergedExtents } from './extents.js';
 import { runPieces } from './pieces.js';
 
@@ -267,6 +267,29 @@ export class BlockNode {
     }
     const done = this.instance.discard(start, end - start);
     return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
+  }
+
+  /**
+   * Resizes the node to `size` bytes (QEMU bdrv_co_truncate). The caller drains first (Drive.resize
+   * does). Shrinking needs `shrink: true`; preallocation only applies to growing.
+   */
+  async truncate(size: number, options: TruncateOptions = { shrink: false }): Promise<void> {
+    this.assertOpen();
+    const ctx = { node: this.name, field: 'size' };
+    if (!Number.isSafeInteger(size) || size < 0) throw new BlockError('EINVAL', `resize: size ${valueText(size)} must be a non-negative safe integer`, ctx);
+    if (this.readOnly) throw new BlockError('EROFS', `resize: node ${this.name} is read-only`, { node: this.name });
+    if (!this.instance.truncate) {
+      // A filter (throttle) resizes what it filters, as QEMU's bdrv_co_truncate does.
+      const filtered = this.driver.capabilities.kind === 'filter' ? this.children.get('file') : undefined;
+      if (filtered) return filtered.truncate(size, options);
+      throw new BlockError('ENOTSUP', `Image format driver does not support resize (${this.driver.name})`, { node: this.name });
+    }
+    const old = this.instance.length();
+    if (size < old && !options.shrink) throw new BlockError('EINVAL', `resize: shrinking ${this.name} from ${old} to ${size} bytes needs the shrink option`, ctx);
+    if (size < old && (options.prealloc ?? 'off') !== 'off') throw new BlockError('EINVAL', 'Preallocation can only be used for growing images', { node: this.name, field: 'prealloc' });
+    // QEMU resizes dirty bitmaps with their node; ours have a fixed size, so a node with bitmaps keeps its size.
+    if (this.bitmaps.active) throw new BlockError('ENOTSUP', `resize: node ${this.name} has dirty bitmaps, which cannot be resized`, { node: this.name });
+    await this.instance.truncate(size, options);
   }
 
   /** Makes completed writes durable. */

@@ -130,7 +130,7 @@ async function openInTree(
     };
     const instance = await driver.open(ctx as OpenContext<never>);
     try {
-      node = new BlockNode(name, driver, instance, children, readOnly, options, () => env.nodeNames.delete(name));
+      node = new BlockNode(name, driver, instance, children, readOnly, options, nameReleaser(env.nodeNames, name));
     } catch (e) {
       await instance.close().catch(() => undefined);
       throw e;
@@ -212,6 +212,15 @@ async function openChildInTree(env: OpenEnvironment, childOptions: unknown, role
     return childOptions.ref();
   }
   return openInTree(env, childOptions, field, readOnly, below);
+}
+
+/**
+ * The function that frees a node's name when it closes, made outside openInTree: a closure made
+ * there would keep that whole open's scope (its option sets, helpers, children map) alive as
+ * long as the node lives.
+ */
+function nameReleaser(names: Set<string>, name: string): () => void {
+  return () => names.delete(name);
 }
 
 function resolveReadOnly(driver: BlockDriver, asked: boolean | undefined, parent: boolean | undefined, field: string): boolean {

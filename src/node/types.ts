@@ -122,6 +122,11 @@ export interface DriverInstance {
   storeBitmaps?(bitmaps: readonly StoredBitmap[]): Promise<void>;
   /** Removes the stored bitmap `name` from the image now (QEMU removes a persistent bitmap at once). */
   removeStoredBitmap?(name: string): Promise<void>;
+  /**
+   * Changes the virtual size to `size` (QEMU bdrv_co_truncate), called with no request in flight
+   * (the caller drains); `length()` returns `size` afterwards. Absent: the node cannot be resized.
+   */
+  truncate?(size: number, options: TruncateOptions): Promise<void>;
   /** Releases resources; children are closed by the generic layer afterwards. */
   close(): Promise<void>;
   /** Extra facts for `info` (format specific: cluster size, snapshots, …). */
@@ -211,4 +216,15 @@ export interface GenericBlockDriver<Node, S extends z.ZodType = z.ZodType> {
   readonly create?: FormatCreator<Node>;
   /** Checks (and with `repair`, fixes) the metadata of an image in `file`, its protocol node, as qemu-img check (formats that have checks). */
   check?(file: Node, options: CheckOptions): Promise<CheckResult>;
+}
+
+/** How the new part of a grown node is allocated (QEMU PreallocMode). */
+export type PreallocMode = 'off' | 'metadata' | 'falloc' | 'full';
+
+/** Options of a resize ({@link DriverInstance.truncate}). */
+export interface TruncateOptions {
+  /** Shrinking is allowed (data beyond the new end is lost). */
+  readonly shrink: boolean;
+  /** Allocation of the grown part; default `off`. */
+  readonly prealloc?: PreallocMode;
 }

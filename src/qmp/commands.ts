@@ -25,6 +25,7 @@ import {
 import { type Args, generic, only, optBool } from './qapi-args.js';
 import { runTransaction } from './transaction.js';
 import { JOB_HANDLERS } from './job-commands.js';
+import { blockResize } from './resize-command.js';
 import { blockdevBackup } from './backup-commands.js';
 import { QmpError, type QmpRequest } from './wire.js';
 
@@ -288,6 +289,7 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
       return {};
     },
   ],
+  ['block_resize', (args, ctx) => blockResize(ctx.layer, args)],
 ]);
 
 /** Names of the commands the server knows. */

@@ -33,24 +33,29 @@ const WAIT_BUCKETS: readonly (readonly number[])[] = [
 export interface ThrottleState {
   /** The limits the buckets apply. */
   config: ThrottleConfig;
-  /** Units accumulated per bucket; leak at `avg` per second. */
-  readonly level: Float64Array;
+  /** Units accumulated per bucket; leak at `avg` per second. (Plain arrays of doubles: a Float64Array's buffer would cost a group more than its six values.) */
+  readonly level: number[];
   /** Units accumulated in the burst bucket (only used when burstLength > 1); leak at `max` per second. */
-  readonly burstLevel: Float64Array;
+  readonly burstLevel: number[];
   /** Clock time (ns) of the last leak. */
   previousLeak: number;
   /**
    * Indexes of the buckets that are on (avg > 0), derived from `config`: the only ones leaked.
    * A bucket that is off never leaks, never delays and is never read, so it is not charged either.
    */
-  readonly on: number[];
+  on: number[];
   /** Per direction: the buckets that are on among the four that decide its wait (and that it charges). */
-  readonly onFor: readonly [number[], number[]];
+  readonly onFor: [number[], number[]];
+}
+
+/** Six zeros stored unboxed (an array filled with a fraction first holds doubles from then on). */
+function sixDoubles(): number[] {
+  return [0.5, 0.5, 0.5, 0.5, 0.5, 0.5].fill(0);
 }
 
 /** A new state with the given configuration and empty buckets. */
 export function createState(config: ThrottleConfig, nowNs: number): ThrottleState {
-  const state: ThrottleState = { config, level: new Float64Array(6), burstLevel: new Float64Array(6), previousLeak: nowNs, on: [], onFor: [[], []] };
+  const state: ThrottleState = { config, level: sixDoubles(), burstLevel: sixDoubles(), previousLeak: nowNs, on: [], onFor: [[], []] };
   configure(state, config, nowNs);
   return state;
 }
@@ -62,12 +67,11 @@ export function configure(state: ThrottleState, config: ThrottleConfig, nowNs: n
   state.burstLevel.fill(0);
   state.previousLeak = nowNs;
   const isOn = (i: number) => config.buckets[i].avg !== 0;
-  state.on.length = 0;
-  for (let i = 0; i < 6; i++) if (isOn(i)) state.on.push(i);
-  for (const direction of [0, 1] as const) {
-    state.onFor[direction].length = 0;
-    for (const i of WAIT_BUCKETS[direction]) if (isOn(i)) state.onFor[direction].push(i);
-  }
+  // Exact-size copies: an array grown by push keeps room for 17 elements, and every group has three of them.
+  const on: number[] = [];
+  for (let i = 0; i < 6; i++) if (isOn(i)) on.push(i);
+  state.on = on.slice();
+  for (const direction of [0, 1] as const) state.onFor[direction] = WAIT_BUCKETS[direction].filter(isOn).slice();
 }
 
 /** Leaks every bucket for the time since the last leak (lazily: only when a wait is computed). */

@@ -10,14 +10,18 @@ const settled = Promise.resolve();
 export class DispatchOrder {
   /** True from a release until the released requests have resumed. */
   pending = false;
-  private readonly reset = () => {
-    this.pending = false;
-  };
+  /** Made on the first release: a drive whose requests never wait (or never come) pays nothing for it. */
+  private reset: (() => void) | null = null;
 
   /** A waiting request was admitted (its promise resolved). */
   released(): void {
     if (this.pending) return;
     this.pending = true;
+    if (this.reset === null) {
+      this.reset = () => {
+        this.pending = false;
+      };
+    }
     void settled.then(this.reset);
   }
 }

@@ -96,9 +96,13 @@ export interface ThrottleConfig {
   readonly opSize: number;
 }
 
+/** A bucket that is off; shared by every configuration (configurations are never changed in place). */
+const OFF_BUCKET: BucketConfig = Object.freeze({ avg: 0, max: 0, burstLength: 1 });
+const EMPTY_CONFIG: ThrottleConfig = Object.freeze({ buckets: Object.freeze(BUCKET_NAMES.map(() => OFF_BUCKET)), opSize: 0 });
+
 /** Configuration with every bucket off. */
 export function emptyConfig(): ThrottleConfig {
-  return { buckets: BUCKET_NAMES.map(() => ({ avg: 0, max: 0, burstLength: 1 })), opSize: 0 };
+  return EMPTY_CONFIG;
 }
 
 /** True if some bucket has a rate (QEMU throttle_enabled). */
@@ -189,7 +193,8 @@ export function validateLimits(limits: ThrottleLimits, prefix = '', options: { m
       throw invalid([name(`${n}Max`), name(n)], 'bps_max/iops_max cannot be lower than bps/iops');
     }
   });
-  return { buckets, opSize };
+  // Buckets that are off share one object: a drive limited on one bucket keeps one bucket object, not six.
+  return { buckets: buckets.map((b) => (b.avg === 0 && b.max === 0 && b.burstLength === 1 ? OFF_BUCKET : b)), opSize };
 }
 
 /** The limits a configuration stands for, with only the fields that are set (0 avg/max and length 1 omitted). */

@@ -85,6 +85,11 @@ function doubles(n: number): number[] {
   return new Array<number>(n).fill(0.5);
 }
 
+// The rings of a FIFO that never held a request: shared and never written (push grows first), so
+// an idle member (a drive with a limit it never reaches) costs no ring at all.
+const NO_REFS: unknown[] = [null].slice(0, 0);
+const NO_NUMS: number[] = [0.5].slice(0, 0);
+
 /**
  * One direction of a member: its timer, its count of waiting requests and its FIFO, the hot
  * state of a dispatch in one object. The FIFO is a ring of columns, so a queued request costs its fields and nothing
@@ -99,7 +104,7 @@ export class RequestFifo {
   pending = 0;
   /** The armed timer of this member and direction (null: none). */
   timer: ClockTimer | null = null;
-  capacity = INITIAL_CAPACITY;
+  capacity = 0;
   /** Ring index of the oldest slot. */
   head = 0;
   /** Slots in use, aborted ones (target null) included. */
@@ -107,9 +112,9 @@ export class RequestFifo {
   /** Absolute number of the slot at `head` (slot ids key the signal records). */
   firstId = 0;
   /** Slot i: target at 2i, data at 2i+1. */
-  refs: unknown[] = new Array(2 * INITIAL_CAPACITY).fill(null);
+  refs: unknown[] = NO_REFS;
   /** Slot i: offset at 2i, enqueue time at 2i+1. */
-  nums = doubles(2 * INITIAL_CAPACITY);
+  nums: number[] = NO_NUMS;
   /** Allocated only once a non-zero value is stored (drives that can never park a request store 0). */
   seq: Uint32Array | null = null;
   /** Records of queued requests with a signal, by slot id; made with the first one. */
@@ -207,12 +212,12 @@ export class RequestFifo {
     this.head = 0;
   }
 
-  /** Back to a small ring once empty, so a burst's memory is given back. */
+  /** Back to no ring once empty, so a burst's memory is given back. */
   private reset(): void {
-    this.capacity = INITIAL_CAPACITY;
+    this.capacity = 0;
     this.head = 0;
-    this.refs = new Array(2 * INITIAL_CAPACITY).fill(null);
-    this.nums = doubles(2 * INITIAL_CAPACITY);
+    this.refs = NO_REFS;
+    this.nums = NO_NUMS;
     this.seq = null;
   }
 }

@@ -4,6 +4,7 @@ import { BlockError, fromErrno } from '../../errors.js';
 import { type BlockStatus, defineDriver, type DriverInstance } from '../../node/driver.js';
 import { AIO_ENGINES, defaultAio, type IoEngine, selectEngine } from './engine.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, tryFallocate } from './fallocate.js';
+import { truncateFile } from './truncate.js';
 import { AdjacentMerger } from './merge.js';
 import { seek } from './posix.js';
 import { FORCE_SHARE_PERMISSIONS, imagePermissions, lockImage } from './qemu-lock.js';
@@ -88,7 +89,7 @@ export const fileDriver = defineDriver({
       if (!Number.isSafeInteger(size) || size < 0) {
         throw new BlockError('EFBIG', `'${filename}' has a size of ${size} bytes, beyond 2^53`, ctx);
       }
-      return fileInstance(engine, fd, size, filename, closeFd);
+      return fileInstance(engine, fd, size, filename, closeFd, !readOnly, opened.isFile());
     } catch (e) {
       await closeFd();
       throw e instanceof BlockError ? e : fromErrno(e, `could not open '${filename}'${how}`, ctx);
@@ -112,7 +113,10 @@ function refuseKind(stats: fs.Stats, filename: string, ctx: { node: string; path
   throw new BlockError('EINVAL', `'${filename}' is ${kind}; the 'file' driver needs a regular file or a block device`, ctx);
 }
 
-function fileInstance(io: IoEngine, fd: number, size: number, filename: string, closeFd: () => Promise<void>): DriverInstance {
+function fileInstance(io: IoEngine, fd: number, size: number, filename: string, closeFd: () => Promise<void>, writable: boolean, regular: boolean): DriverInstance {
+  /** Written since the last flush: a close then flushes first, as QEMU's bdrv_close does. */
+  let unflushed = false;
+  const fdatasync = () => new Promise<void>((resolve, reject) => io.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
   const readAt = (offset: number, buffer: Uint8Array, done: number, resolve: () => void, reject: (e: unknown) => void) => {
     io.read(fd, buffer, done, buffer.length - done, offset + done, (err, n) => {
       if (err) return reject(err);
@@ -160,19 +164,23 @@ function fileInstance(io: IoEngine, fd: number, size: number, filename: string, 
       return new Promise((resolve, reject) => readAt(offset, buffer, 0, resolve, reject));
     },
     write(offset, data) {
+      unflushed = true;
       if (writes) return new Promise((resolve, reject) => writes.add(offset, data, resolve, reject));
       return new Promise((resolve, reject) => writeAt(offset, data, 0, resolve, reject));
     },
     flush() {
       // Writes still waiting for their turn's merge go first: a flush follows the writes issued before it.
       writes?.flush();
-      return new Promise((resolve, reject) => io.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+      unflushed = false;
+      return fdatasync();
     },
     async discard(offset, length) {
+      unflushed = true;
       // Advisory: a file system without hole punching keeps the data, as QEMU allows.
       await tryFallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
     },
     async writeZeroes(offset, length) {
+      unflushed = true;
       if (await tryFallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)) return;
       if (await tryFallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)) return;
       await zeroFill(offset, length);
@@ -198,7 +206,16 @@ function fileInstance(io: IoEngine, fd: number, size: number, filename: string, 
       }
       return { offset, length: Math.min(holeAt, end) - offset, data: true, zero: false, allocated: true, depth: 0, hostOffset: offset };
     },
-    close: closeFd,
+    async truncate(newSize, options) {
+      writes?.flush();
+      size = await truncateFile(fd, filename, size, newSize, regular, options.prealloc ?? 'off', zeroFill);
+    },
+    async close() {
+      // What was written reaches the disk before the descriptor goes (QEMU flushes on close and
+      // ignores a failure there: the close itself must not fail).
+      if (writable && unflushed) await fdatasync().catch(() => undefined);
+      await closeFd();
+    },
     info: () => ({ filename, aio: io.name }),
   };
 }

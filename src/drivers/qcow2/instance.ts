@@ -14,6 +14,8 @@ import type { Refcounts } from './refcounts.js';
 import type { Qcow2Snapshot } from './snapshots.js';
 import type { ClusterMap } from './tables.js';
 import { Qcow2Writer } from './writer.js';
+import type { WriterContext } from './writer-context.js';
+import { type ResizeTarget, resizeQcow2 } from './resize.js';
 
 /** Everything the open steps gathered: the parts of an open qcow2 node. */
 export interface OpenedImage {
@@ -39,7 +41,7 @@ export interface OpenedImage {
 
 /** The operations of an open qcow2 node: reads through the cluster map, writes through the writer. */
 export function qcow2Instance(o: OpenedImage): DriverInstance {
-  const { file, h, size, refcounts, tables, dataNode, backing, nodeName } = o;
+  const { file, h, refcounts, tables, dataNode, backing, nodeName } = o;
   const data = dataNode ?? file;
   const compressed = new CompressedReader(file, h, refcounts);
 
@@ -107,22 +109,43 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     await file.flush();
     dirtyOnDisk = on;
   };
-  const writer = refcounts
-    ? new Qcow2Writer({
-        h,
-        file,
-        l1: o.l1,
-        l1Offset: o.l1Offset,
-        cache: o.l2Cache,
-        refcounts,
-        readGuest,
-        hasBacking: backing !== undefined,
-        data,
-        externalData: dataNode !== undefined,
-        dataRaw: (h.autoclear & L.AUTOCLEAR_DATA_FILE_RAW) !== 0,
-        beforeFirstWrite: lazy ? () => setDirtyBit(true) : undefined,
-      })
-    : undefined;
+  const writerContext: WriterContext | undefined = refcounts && {
+    h,
+    file,
+    l1: o.l1,
+    l1Offset: o.l1Offset,
+    cache: o.l2Cache,
+    refcounts,
+    readGuest,
+    hasBacking: backing !== undefined,
+    data,
+    externalData: dataNode !== undefined,
+    dataRaw: (h.autoclear & L.AUTOCLEAR_DATA_FILE_RAW) !== 0,
+    beforeFirstWrite: lazy ? () => setDirtyBit(true) : undefined,
+  };
+  const writer = writerContext && new Qcow2Writer(writerContext);
+  const resizeTarget: ResizeTarget | undefined = writer && {
+    nodeName,
+    h,
+    file,
+    refcounts: refcounts!,
+    cache: o.l2Cache,
+    tables,
+    writer,
+    wc: writerContext!,
+    backing,
+    dataNode,
+    get size() {
+      return o.size;
+    },
+    set size(v) {
+      o.size = v;
+    },
+    onNewL1(l1, at) {
+      o.l1 = l1;
+      o.l1Offset = at;
+    },
+  };
   const bitmaps = new Qcow2BitmapStore({ file, h, entries: o.bitmaps, refcounts, exclusive: writer ? (fn) => writer.exclusive(fn) : undefined });
   const readOnlyError = () =>
     Promise.reject(new BlockError('EROFS', o.snapshot !== undefined ? `qcow2: snapshot '${o.snapshot}' is open read-only` : 'qcow2: the node is read-only', { node: nodeName }));
@@ -130,7 +153,7 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
   const writeCompressed = async (offset: number, data: Uint8Array): Promise<void> => {
     const cs = h.clusterSize;
     // One whole cluster; the last one of the disk may end early (it is padded with zeros).
-    if (offset % cs !== 0 || (data.length !== cs && offset + data.length !== size) || data.length > cs) {
+    if (offset % cs !== 0 || (data.length !== cs && offset + data.length !== o.size) || data.length > cs) {
       throw new BlockError('EINVAL', `qcow2: write-compressed: needs one whole cluster (${cs} bytes) at a cluster-aligned offset, got ${data.length} bytes at ${offset}`, {
         offset,
         node: nodeName,
@@ -151,7 +174,7 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
 
   return {
     alignment: 1,
-    length: () => size,
+    length: () => o.size,
     read: readGuest,
     write: writer ? (offset, data) => writer.write(offset, data) : readOnlyError,
     writeZeroes: writer ? (offset, length) => writer.writeZeroes(offset, length) : readOnlyError,
@@ -182,6 +205,7 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
       }
       return { offset, length: m.length, data: false, zero: true, allocated: false, depth: 0 };
     },
+    truncate: resizeTarget ? (newSize, options) => resizeQcow2(resizeTarget, newSize, options) : readOnlyError,
     loadBitmaps: () => bitmaps.load(),
     canStoreBitmap: (name, granularity) => bitmaps.canStore(name, granularity),
     storeBitmaps: (list) => bitmaps.store(list),

@@ -25,9 +25,9 @@ export class ClusterMap {
 
   constructor(
     private readonly h: Qcow2Header,
-    /** The L1 table; the writer changes it in place. */
-    readonly l1: Buffer,
-    private readonly l1Offset: number,
+    /** The L1 table; the writer changes it in place, a resize replaces it ({@link replaceL1}). */
+    public l1: Buffer,
+    private l1Offset: number,
     /** Bytes of the image file that may hold metadata and data (grows as clusters are allocated). */
     private readonly fileLimit: () => number,
     private readonly cache: L2Cache,
@@ -36,6 +36,12 @@ export class ClusterMap {
     this.entryBytes = l2EntryBytes(h.extendedL2);
     this.l2Entries = this.cs / this.entryBytes;
     this.subclusterSize = h.extendedL2 ? this.cs / SUBCLUSTERS : this.cs;
+  }
+
+  /** Points the map at a new L1 table (a resize grew it into new clusters). */
+  replaceL1(l1: Buffer, l1Offset: number): void {
+    this.l1 = l1;
+    this.l1Offset = l1Offset;
   }
 
   /** Number of L2 tables the cache holds at most. */

@@ -8,9 +8,9 @@ export interface WriterContext {
   readonly h: Qcow2Header;
   /** The image file. */
   readonly file: BlockNode;
-  /** The L1 table (shared with the read path, changed in place). */
-  readonly l1: Buffer;
-  readonly l1Offset: number;
+  /** The L1 table (shared with the read path, changed in place); a resize replaces both (resize.ts). */
+  l1: Buffer;
+  l1Offset: number;
   readonly cache: L2Cache;
   readonly refcounts: Refcounts;
   /** Guest reads through the current mapping (the COW source). */
