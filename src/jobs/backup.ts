@@ -261,7 +261,8 @@ class BackupWork implements JobWork {
     }
     this.syncBitmap?.release();
     try {
-      await this.plan.target.flush();
+      // A job that copied nothing (cancelled before it ran) has nothing to make durable.
+      if (this.job !== null && this.job.progress.current > 0) await this.plan.target.flush();
     } finally {
       await this.plan.target.unref();
       await this.plan.source.unref();

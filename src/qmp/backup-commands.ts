@@ -106,7 +106,10 @@ export function prepareBlockdevBackup(layer: BlockLayer, spec: BackupJobSpec): P
       job.start();
       startAsInDrainedSection(job);
     },
-    abort: () => job.cancel(),
+    abort: () => {
+      job.cancel();
+      return job.whenConcluded();
+    },
   };
 }
 

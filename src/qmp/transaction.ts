@@ -127,7 +127,7 @@ export async function runTransaction(layer: BlockLayer, args: Args): Promise<Rec
   try {
     for (const action of actions) prepared.push(await prepare(layer, action, mode));
   } catch (e) {
-    for (let i = prepared.length - 1; i >= 0; i--) prepared[i]!.abort();
+    for (let i = prepared.length - 1; i >= 0; i--) await prepared[i]!.abort();
     throw e;
   }
   for (const p of prepared) p.commit();
