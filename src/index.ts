@@ -142,3 +142,5 @@ export { type RebaseOptions, type RebaseResult, rebaseImage } from './tools/reba
 export type { StreamJobSpec } from './jobs/stream.js';
 export type { CommitJobSpec } from './jobs/commit.js';
 export { type MirrorJobSpec, startMirror } from './jobs/mirror.js';
+/** The backup job (layer.startJob({ type: 'backup', … }); QMP blockdev-backup). */
+export type { BackupJobSpec, BackupPerf, BackupSync, BitmapSyncMode } from './jobs/backup.js';

@@ -20,6 +20,13 @@ export class JobRegistry extends EventEmitter<JobRegistryEvents> {
 
   /** Creates a job with QEMU's id rules and starts it. */
   start(id: string, work: JobWork, options: JobOptions = {}): Job {
+    const job = this.create(id, work, options);
+    job.start();
+    return job;
+  }
+
+  /** Creates a job (CREATED) without starting it: a transaction's action starts it on commit or cancels it on abort. */
+  create(id: string, work: JobWork, options: JobOptions = {}): Job {
     this.checkId(id);
     const job = new Job(id, work, this.clock, options);
     this.jobs.set(id, job);
@@ -27,7 +34,6 @@ export class JobRegistry extends EventEmitter<JobRegistryEvents> {
       if (status === 'null' && this.jobs.get(id) === job) this.jobs.delete(id);
     });
     this.emit('created', job);
-    job.start();
     return job;
   }
 

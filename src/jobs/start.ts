@@ -1,6 +1,7 @@
 import { BlockError } from '../errors.js';
 import type { JobHost } from './host.js';
 import type { Job } from './job.js';
+import { type BackupJobSpec, startBackup } from './backup.js';
 import { type CommitJobSpec, startCommit } from './commit.js';
 import { type MirrorJobSpec, startMirror } from './mirror.js';
 import { type StreamJobSpec, startStream } from './stream.js';
@@ -9,7 +10,7 @@ import { type StreamJobSpec, startStream } from './stream.js';
 export { type CommonJobSpec, defaultJobId, type JobErrorPolicies, nodeByName } from './job-spec.js';
 
 /** The jobs a layer can start, by `type`. Each kind's module adds its spec here. */
-export type JobSpec = StreamJobSpec | CommitJobSpec | MirrorJobSpec;
+export type JobSpec = StreamJobSpec | CommitJobSpec | MirrorJobSpec | BackupJobSpec;
 
 /** Starts a job of any kind on the host (BlockLayer.startJob). */
 export async function startJob(host: JobHost, spec: JobSpec): Promise<Job> {
@@ -21,6 +22,8 @@ export async function startJob(host: JobHost, spec: JobSpec): Promise<Job> {
       return startCommit(host, spec as CommitJobSpec);
     case 'mirror':
       return startMirror(host, spec as MirrorJobSpec);
+    case 'backup':
+      return startBackup(host, spec as BackupJobSpec);
     default:
       throw new BlockError('EINVAL', `type: unknown job type '${String(type)}'`, { field: 'type' });
   }

@@ -122,6 +122,11 @@ export class BlockNode {
     return this.instance.snapshots;
   }
 
+  /** Whether the driver can write compressed clusters ({@link writeCompressed}; QEMU bdrv_supports_compressed_writes). */
+  get canWriteCompressed(): boolean {
+    return this.instance.writeCompressed !== undefined;
+  }
+
   /** Takes another reference; the node closes when the last one is released. */
   ref(): this {
     this.assertOpen();

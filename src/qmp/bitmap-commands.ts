@@ -14,7 +14,8 @@ import { type Args, dict, generic, list, only, optBool, optUint32, str } from '.
 /** A command's effect, done but not final: `commit` keeps it, `abort` undoes it. */
 export interface PreparedAction {
   commit(): void;
-  abort(): void;
+  /** May return a promise: a job's abort waits until the job has concluded (QEMU job_cancel_sync). */
+  abort(): void | Promise<void>;
 }
 
 /** QAPI BlockDirtyBitmapAdd. */
@@ -91,6 +92,8 @@ function* nodesOf(layer: BlockLayer): Generator<BlockNode> {
       stack.push(...[...n.children.values()].reverse());
     }
   }
+  // Nodes added on their own (blockdev-add) come after the drives' graphs.
+  for (const n of layer.listNodes()) if (!seen.has(n)) yield n;
 }
 
 /**

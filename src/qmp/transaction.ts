@@ -5,7 +5,9 @@
  * prepared abort, newest first, and its error is the answer. Only when all are prepared are they
  * committed.
  */
+import type { BackupJobSpec } from '../jobs/backup.js';
 import type { BlockLayer } from '../layer.js';
+import { parseBlockdevBackup, prepareBlockdevBackup } from './backup-commands.js';
 import {
   type BitmapAddArgs,
   type BitmapMergeArgs,
@@ -21,6 +23,7 @@ import {
   prepareBitmapRemove,
 } from './bitmap-commands.js';
 import { type Args, dict, generic, list, member, only, str } from './qapi-args.js';
+import { type InternalSnapshotArgs, parseInternalSnapshot, prepareInternalSnapshot } from './snapshot-internal-commands.js';
 import { type PreparedSnapshot, type SnapshotArgs, type SnapshotSyncArgs, parseSnapshot, parseSnapshotSync, prepareSnapshot, prepareSnapshotSync } from './snapshot-external.js';
 
 /** QAPI TransactionActionKind values this server carries out. */
@@ -34,10 +37,12 @@ const ACTIONS = [
   'block-dirty-bitmap-merge',
   'blockdev-snapshot-sync',
   'blockdev-snapshot',
+  'blockdev-backup',
+  'blockdev-snapshot-internal-sync',
 ] as const;
 
 /** QAPI TransactionActionKind values QEMU has that need block jobs or external snapshots, not here. */
-const JOB_ACTIONS = ['blockdev-backup', 'blockdev-snapshot-internal-sync', 'drive-backup'];
+const JOB_ACTIONS = ['drive-backup'];
 
 type ActionKind = (typeof ACTIONS)[number];
 
@@ -48,7 +53,9 @@ type Action =
   | { type: 'block-dirty-bitmap-remove' | 'block-dirty-bitmap-clear' | 'block-dirty-bitmap-enable' | 'block-dirty-bitmap-disable'; data: BitmapRef }
   | { type: 'block-dirty-bitmap-merge'; data: BitmapMergeArgs }
   | { type: 'blockdev-snapshot-sync'; data: SnapshotSyncArgs }
-  | { type: 'blockdev-snapshot'; data: SnapshotArgs };
+  | { type: 'blockdev-snapshot'; data: SnapshotArgs }
+  | { type: 'blockdev-backup'; data: BackupJobSpec }
+  | { type: 'blockdev-snapshot-internal-sync'; data: InternalSnapshotArgs };
 
 /** QAPI ActionCompletionMode. */
 type CompletionMode = 'individual' | 'grouped';
@@ -83,6 +90,12 @@ function parseAction(value: unknown, i: number): Action {
       break;
     case 'blockdev-snapshot':
       parsed = { type: 'blockdev-snapshot', data: parseSnapshot(data, path) };
+      break;
+    case 'blockdev-backup':
+      parsed = { type: 'blockdev-backup', data: parseBlockdevBackup(data, path) };
+      break;
+    case 'blockdev-snapshot-internal-sync':
+      parsed = { type: 'blockdev-snapshot-internal-sync', data: parseInternalSnapshot(data, path) };
       break;
     default:
       throw generic(`Transaction action '${type}' needs block jobs or external snapshots, which this server does not have`);
@@ -120,6 +133,10 @@ function prepare(layer: BlockLayer, action: Action, mode: CompletionMode): Prepa
       return prepareBitmapRecording(layer, action.data, false);
     case 'block-dirty-bitmap-merge':
       return prepareBitmapMerge(layer, action.data);
+    case 'blockdev-backup':
+      return prepareBlockdevBackup(layer, action.data);
+    case 'blockdev-snapshot-internal-sync':
+      return prepareInternalSnapshot(layer, action.data);
   }
 }
 
