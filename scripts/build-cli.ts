@@ -6,10 +6,32 @@
  * outside (loaded with require where they are needed, from the package's node_modules).
  */
 import fs from 'node:fs';
+import { builtinModules } from 'node:module';
 import path from 'node:path';
-import { build } from 'esbuild';
+import { build, type Plugin } from 'esbuild';
 
 const root = path.resolve(import.meta.dirname, '..');
+
+/**
+ * Node's own modules through `require`, not `import`: an ESM import of a builtin builds a facade
+ * that reads every export at once, and some exports are getters that load more (node:fs's
+ * ReadStream loads the streams, node:crypto its webcrypto). As a CommonJS module in the bundle,
+ * a builtin's exports are read where the code uses them. Dynamic imports of them stay lazy.
+ */
+const builtinsByRequire: Plugin = {
+  name: 'builtins-by-require',
+  setup(b) {
+    const builtins = new Set(builtinModules);
+    b.onResolve({ filter: /^[a-z_:/]+$/ }, (args) => {
+      const name = args.path.replace(/^node:/, '');
+      if (!builtins.has(name)) return undefined;
+      // the require in the module below is Node's own
+      if (args.namespace === 'node-builtin') return { path: args.path, external: true };
+      return { path: `node:${name}`, namespace: 'node-builtin' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'node-builtin' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js' }));
+  },
+};
 
 export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<string[]> {
   // chunks are named by their hash: drop an earlier build's
@@ -31,6 +53,7 @@ export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<st
     minify: true,
     // no maps: they would point at src/, which is not shipped (and double what is installed)
     sourcemap: false,
+    plugins: [builtinsByRequire],
     metafile: true,
     logLevel: 'warning',
   });
