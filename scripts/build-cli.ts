@@ -14,9 +14,9 @@ const root = path.resolve(import.meta.dirname, '..');
 
 /**
  * Node's own modules through `require`, not `import`: an ESM import of a builtin builds a facade
- * that reads every export at once, and some exports are getters that load more (node:fs's
- * ReadStream loads the streams, node:crypto its webcrypto). As a CommonJS module in the bundle,
- * a builtin's exports are read where the code uses them. Dynamic imports of them stay lazy.
+ * that reads every export at once, and some exports are getters that load more (node:process's
+ * report, node:crypto's webcrypto, node:fs's streams). As a CommonJS module in the bundle, a
+ * builtin's exports are read where the code uses them.
  */
 const builtinsByRequire: Plugin = {
   name: 'builtins-by-require',
@@ -32,6 +32,38 @@ const builtinsByRequire: Plugin = {
     b.onLoad({ filter: /.*/, namespace: 'node-builtin' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js' }));
   },
 };
+
+/**
+ * One chunk for the code every verb runs on. esbuild puts a module in a chunk of its own for each
+ * set of lazily imported modules (the verbs, the format drivers) that reach it, so the verbs and the
+ * drivers' stubs cut the shared code into dozens of small chunks, and each file costs a start a
+ * resolve, a read and a compile. Here each lazily imported module of main's verb table and of the
+ * driver registries also imports the core (the layer, with the stubs, and qcow2, which nearly every
+ * verb opens): the core is reached from all of them alike and lands in one chunk. Evaluating it
+ * first changes nothing: its modules only define things.
+ */
+function oneCoreChunk(core: string[]): Plugin {
+  return {
+    name: 'one-core-chunk',
+    setup(b) {
+      const importers = /src\/(cli\/main|drivers\/builtin|drivers\/host)\.ts$/;
+      const lazy = new Set<string>();
+      b.onResolve({ filter: /^\./ }, (args) => {
+        if (args.kind === 'dynamic-import' && importers.test(args.importer)) lazy.add(path.resolve(args.resolveDir, args.path.replace(/\.js$/, '.ts')));
+        return undefined;
+      });
+      b.onLoad({ filter: /\.ts$/ }, (args) => {
+        if (!lazy.has(args.path)) return undefined;
+        const imports = core
+          .map((c) => path.join(root, c))
+          .filter((c) => c !== args.path)
+          .map((c) => `import ${JSON.stringify(c)};`)
+          .join('');
+        return { contents: `${imports}\n${fs.readFileSync(args.path, 'utf8')}`, loader: 'ts', resolveDir: path.dirname(args.path) };
+      });
+    },
+  };
+}
 
 export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<string[]> {
   // chunks are named by their hash: drop an earlier build's
@@ -53,7 +85,7 @@ export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<st
     minify: true,
     // no maps: they would point at src/, which is not shipped (and double what is installed)
     sourcemap: false,
-    plugins: [builtinsByRequire],
+    plugins: [builtinsByRequire, oneCoreChunk(['src/layer.ts', 'src/drivers/qcow2/index.ts'])],
     metafile: true,
     logLevel: 'warning',
   });
