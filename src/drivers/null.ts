@@ -1,17 +1,21 @@
 import * as z from 'zod';
+import { builtOnce } from '../node/lazy-driver.js';
 import { defineDriver } from '../node/driver.js';
 import { sizeSchema } from '../options/size.js';
 
-const schema = z
-  .object({
-    /** Virtual size (QEMU null-co default: 1 GiB). */
-    size: sizeSchema.default(2 ** 30),
-    /** Fill read buffers with zeros (QEMU `read-zeroes`); otherwise leave them as they are. */
-    readZeroes: z.boolean().default(true),
-    /** Fixed completion latency per request in nanoseconds (QEMU `latency-ns`). */
-    latencyNs: z.number().int().nonnegative().default(0),
-  })
-  .strict();
+// built when first asked for: a schema costs every start, and most runs open no such node
+const schema = builtOnce(() =>
+  z
+    .object({
+      /** Virtual size (QEMU null-co default: 1 GiB). */
+      size: sizeSchema.default(2 ** 30),
+      /** Fill read buffers with zeros (QEMU `read-zeroes`); otherwise leave them as they are. */
+      readZeroes: z.boolean().default(true),
+      /** Fixed completion latency per request in nanoseconds (QEMU `latency-ns`). */
+      latencyNs: z.number().int().nonnegative().default(0),
+    })
+    .strict(),
+);
 
 /** One settled promise for every request without latency: `then` on it costs no allocation of its own. */
 const settled = Promise.resolve();
@@ -23,7 +27,9 @@ const fillZero = (buffer: Uint8Array) => Uint8Array.prototype.fill.call(buffer, 
 export const nullDriver = defineDriver({
   name: 'null',
   capabilities: { kind: 'protocol' },
-  schema,
+  get schema() {
+    return schema();
+  },
   async open({ options, clock }) {
     const { size, readZeroes, latencyNs } = options;
     const wait =
