@@ -37,8 +37,8 @@ const builtinsByRequire: Plugin = {
  * One chunk for the code every verb runs on. esbuild puts a module in a chunk of its own for each
  * set of lazily imported modules (the verbs, the format drivers) that reach it, so the verbs and the
  * drivers' stubs cut the shared code into dozens of small chunks, and each file costs a start a
- * resolve, a read and a compile. Here each lazily imported module of main's verb table and of the
- * driver registries also imports the core (the layer, with the stubs, and qcow2, which nearly every
+ * resolve, a read and a compile. Here each module the sources import lazily (a verb, a driver, a
+ * part only some runs need) also imports the core (the layer, with the stubs, and qcow2, which nearly every
  * verb opens): the core is reached from all of them alike and lands in one chunk. Evaluating it
  * first changes nothing: its modules only define things.
  */
@@ -46,12 +46,13 @@ function oneCoreChunk(core: string[]): Plugin {
   return {
     name: 'one-core-chunk',
     setup(b) {
-      const importers = /src\/(cli\/main|drivers\/builtin|drivers\/host)\.ts$/;
+      // the targets of the sources' dynamic imports, found before esbuild loads any of them
       const lazy = new Set<string>();
-      b.onResolve({ filter: /^\./ }, (args) => {
-        if (args.kind === 'dynamic-import' && importers.test(args.importer)) lazy.add(path.resolve(args.resolveDir, args.path.replace(/\.js$/, '.ts')));
-        return undefined;
-      });
+      for (const file of fs.readdirSync(path.join(root, 'src'), { recursive: true, encoding: 'utf8' })) {
+        if (!file.endsWith('.ts')) continue;
+        const from = path.join(root, 'src', file);
+        for (const m of fs.readFileSync(from, 'utf8').matchAll(/\bimport\('(\.[^']+)\.js'\)/g)) lazy.add(path.resolve(path.dirname(from), `${m[1]}.ts`));
+      }
       b.onLoad({ filter: /\.ts$/ }, (args) => {
         if (!lazy.has(args.path)) return undefined;
         const imports = core
