@@ -1,4 +1,4 @@
-import { isHttpUrl } from './drivers/http/index.js';
+import { isHttpUrl } from './drivers/http/facts.js';
 import { parseRbdFilename } from './drivers/rbd/filename.js';
 import { BlockError } from './errors.js';
 import type { BlockDriver, NodeOptions } from './node/driver.js';

@@ -1,7 +1,7 @@
 import * as z from 'zod';
 import { type Clock, RealClock } from './clock.js';
 import { Drive, type DriveHost } from './drive.js';
-import { builtinDrivers } from './drivers/index.js';
+import { builtinDrivers } from './drivers/builtin.js';
 import { BlockError } from './errors.js';
 import type { BuiltinNodeOptions, KeyCheckedOptions } from './drivers/options.js';
 import type { BlockDriver, NodeOptions } from './node/driver.js';

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,6 +16,8 @@ export function overlayDir(): string {
  */
 export function openWithTemporaryOverlay(openNode: (options: NodeOptions) => Promise<BlockNode>, base: NodeOptions): Promise<BlockNode> {
   return openUnderTemporaryOverlay(openNode, base, async (length) => {
+    // loaded here: node:crypto is costly to start with, and only snapshot=on needs it
+    const { randomBytes } = await import('node:crypto');
     const file = path.join(overlayDir(), `blocklayer-snapshot-${randomBytes(6).toString('hex')}.qcow2`);
     try {
       const created = await fs.open(file, 'wx');

@@ -1,4 +1,3 @@
-import { parseCreateOptions, qcow2Settings } from './options/create.js';
 import { planQcow2 } from './drivers/qcow2/create-layout.js';
 import type { NodeOptions } from './node/driver.js';
 import type { BlockNode } from './node/node.js';
@@ -14,6 +13,8 @@ export async function openUnderTemporaryOverlay(
   base: NodeOptions,
   openFile: (length: number) => Promise<BlockNode>,
 ): Promise<BlockNode> {
+  // loaded here: building qemu-img create's option schemas costs every start, and only snapshot=on needs them
+  const { parseCreateOptions, qcow2Settings } = await import('./options/create.js');
   const below = await openNode({ ...base, readOnly: true });
   try {
     // qcow2 sizes are whole sectors: round up, the base's tail reads through unchanged.

@@ -1,4 +1,4 @@
-import { builtinDrivers } from '../drivers/index.js';
+import { builtinDrivers } from '../drivers/builtin.js';
 import { BlockError } from '../errors.js';
 
 // The commands' name for imageOptions: a target's node tree, its format probed as it opens (driver 'auto').

@@ -1,26 +1,32 @@
 import * as z from 'zod';
+import { builtOnce } from '../node/lazy-driver.js';
 import { BlockError } from '../errors.js';
 import { type BlockStatus, defineDriver } from '../node/driver.js';
 import { sizeSchema } from '../options/size.js';
 
 const CHUNK = 64 * 1024;
 
-const schema = z
-  .object({
-    /** Virtual size in bytes (or '64M'). */
-    size: sizeSchema,
-    /** Request alignment to emulate (power of two), e.g. 512 or 4096 for a sector-based disk. */
-    alignment: z.number().int().positive().default(1),
-    /** Largest transfer per driver call (0: none), to exercise request splitting. */
-    maxTransfer: z.number().int().nonnegative().default(0),
-  })
-  .strict();
+// built when first asked for: a schema costs every start, and most runs open no such node
+const schema = builtOnce(() =>
+  z
+    .object({
+      /** Virtual size in bytes (or '64M'). */
+      size: sizeSchema,
+      /** Request alignment to emulate (power of two), e.g. 512 or 4096 for a sector-based disk. */
+      alignment: z.number().int().positive().default(1),
+      /** Largest transfer per driver call (0: none), to exercise request splitting. */
+      maxTransfer: z.number().int().nonnegative().default(0),
+    })
+    .strict(),
+);
 
 /** A sparse in-memory disk: 64 KiB chunks allocated on first write. The fake for tests. */
 export const memoryDriver = defineDriver({
   name: 'memory',
   capabilities: { kind: 'protocol' },
-  schema,
+  get schema() {
+    return schema();
+  },
   async open({ options, nodeName }) {
     const { alignment, maxTransfer } = options;
     let size = options.size;

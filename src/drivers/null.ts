@@ -1,19 +1,23 @@
 import * as z from 'zod';
 import type { Clock } from '../clock.js';
+import { builtOnce } from '../node/lazy-driver.js';
 import { defineDriver } from '../node/driver.js';
 import type { BlockStatus, DriverInstance } from '../node/types.js';
 import { sizeSchema } from '../options/size.js';
 
-const schema = z
-  .object({
-    /** Virtual size (QEMU null-co default: 1 GiB). */
-    size: sizeSchema.default(2 ** 30),
-    /** Fill read buffers with zeros (QEMU `read-zeroes`); otherwise leave them as they are. */
-    readZeroes: z.boolean().default(true),
-    /** Fixed completion latency per request in nanoseconds (QEMU `latency-ns`). */
-    latencyNs: z.number().int().nonnegative().default(0),
-  })
-  .strict();
+// built when first asked for: a schema costs every start, and most runs open no such node
+const schema = builtOnce(() =>
+  z
+    .object({
+      /** Virtual size (QEMU null-co default: 1 GiB). */
+      size: sizeSchema.default(2 ** 30),
+      /** Fill read buffers with zeros (QEMU `read-zeroes`); otherwise leave them as they are. */
+      readZeroes: z.boolean().default(true),
+      /** Fixed completion latency per request in nanoseconds (QEMU `latency-ns`). */
+      latencyNs: z.number().int().nonnegative().default(0),
+    })
+    .strict(),
+);
 
 /** One settled promise for every request without latency: `then` on it costs no allocation of its own. */
 const settled = Promise.resolve();
@@ -80,7 +84,9 @@ class NullInstance implements DriverInstance {
 export const nullDriver = defineDriver({
   name: 'null',
   capabilities: { kind: 'protocol' },
-  schema,
+  get schema() {
+    return schema();
+  },
   async open({ options, clock }) {
     return new NullInstance(options.size, options.readZeroes, options.latencyNs, clock);
   },

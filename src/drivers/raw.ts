@@ -1,22 +1,28 @@
 import * as z from 'zod';
+import { builtOnce } from '../node/lazy-driver.js';
 import { BlockError } from '../errors.js';
 import { defineDriver } from '../node/driver.js';
 import { sizeSchema } from '../options/size.js';
 
-const schema = z
-  .object({
-    /** Start of the window into the child, in bytes (QEMU raw `offset`). */
-    offset: sizeSchema.default(0),
-    /** Size of the window (QEMU raw `size`); default: up to the child's end. */
-    size: sizeSchema.optional(),
-  })
-  .strict();
+// built when first asked for: a schema costs every start, and most runs open no such node
+const schema = builtOnce(() =>
+  z
+    .object({
+      /** Start of the window into the child, in bytes (QEMU raw `offset`). */
+      offset: sizeSchema.default(0),
+      /** Size of the window (QEMU raw `size`); default: up to the child's end. */
+      size: sizeSchema.optional(),
+    })
+    .strict(),
+);
 
 /** The raw format: the child's bytes as they are, optionally a window of them. */
 export const rawDriver = defineDriver({
   name: 'raw',
   capabilities: { kind: 'format' },
-  schema,
+  get schema() {
+    return schema();
+  },
   // Any bytes are raw: the fallback when no other format knows them (QEMU raw_probe).
   probe: () => 1,
   children: { file: 'required' },

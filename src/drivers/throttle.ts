@@ -1,18 +1,22 @@
 import * as z from 'zod';
+import { builtOnce } from '../node/lazy-driver.js';
 import { BlockError } from '../errors.js';
 import { type BlockDriver, defineDriver } from '../node/driver.js';
 import { DispatchOrder } from '../throttle/dispatch-order.js';
 import type { ThrottleGroupRegistry } from '../throttle/group.js';
 
-const schema = z
-  .object({
-    /** Name of an existing throttle group (QEMU `throttle-group`). */
-    throttleGroup: z.string({ error: 'required' }).min(1, 'must not be empty'),
-  })
-  .strict();
+// built when first asked for: a schema costs every start, and most runs open no such node
+const schema = builtOnce(() =>
+  z
+    .object({
+      /** Name of an existing throttle group (QEMU `throttle-group`). */
+      throttleGroup: z.string({ error: 'required' }).min(1, 'must not be empty'),
+    })
+    .strict(),
+);
 
 /** The schema of the throttle filter's own options (for the typed options of the built-in drivers). */
-export type ThrottleFilterSchema = typeof schema;
+export type ThrottleFilterSchema = ReturnType<typeof schema>;
 
 /**
  * The `throttle` filter (QEMU driver=throttle): a node anywhere in a graph whose I/O is
@@ -23,7 +27,9 @@ export function throttleFilterDriver(groups: ThrottleGroupRegistry): BlockDriver
   return defineDriver({
     name: 'throttle',
     capabilities: { kind: 'filter' },
-    schema,
+    get schema() {
+      return schema();
+    },
     children: { file: 'required' },
     async open({ options, children, nodeName }) {
       const group = groups.get(options.throttleGroup);

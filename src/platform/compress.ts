@@ -1,10 +1,11 @@
 // Compression for qcow2's compressed clusters (writes), with Node's zlib and the optional
 // zstd-napi package. The browser build swaps in compress.browser.ts.
-import zlib from 'node:zlib';
 import { BlockError } from '../errors.js';
+import { loadZlib } from './inflate.js';
 
 /** Raw DEFLATE with QEMU's 4 KiB window, on the thread pool (clusters compress in parallel). */
 export function deflateRaw(data: Uint8Array): Promise<Uint8Array> {
+  const zlib = loadZlib();
   return new Promise((resolve, reject) => zlib.deflateRaw(data, { windowBits: 12 }, (err, r) => (err ? reject(err) : resolve(r))));
 }
 

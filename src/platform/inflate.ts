@@ -1,6 +1,15 @@
 // Raw DEFLATE decoding for qcow2's compressed clusters, with Node's zlib. The browser build
 // swaps in inflate.browser.ts (fflate), which keeps the same contract.
-import zlib from 'node:zlib';
+import { createRequire } from 'node:module';
+
+type Zlib = typeof import('node:zlib');
+let zlib: Zlib | undefined;
+
+/** node:zlib, loaded on the first compressed cluster: most runs read or write none, and it costs every start. */
+export function loadZlib(): Zlib {
+  zlib ??= createRequire(import.meta.url)('node:zlib') as Zlib;
+  return zlib;
+}
 
 /**
  * Inflates a raw DEFLATE stream into at most `maxOutput` bytes and returns what it produced.
@@ -8,5 +17,6 @@ import zlib from 'node:zlib';
  * there (the caller checks the length). Throws on a malformed stream.
  */
 export function inflateRaw(input: Uint8Array, maxOutput: number): Uint8Array {
-  return zlib.inflateRawSync(input, { maxOutputLength: maxOutput, finishFlush: zlib.constants.Z_SYNC_FLUSH });
+  const z = loadZlib();
+  return z.inflateRawSync(input, { maxOutputLength: maxOutput, finishFlush: z.constants.Z_SYNC_FLUSH });
 }

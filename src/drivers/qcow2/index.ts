@@ -1,31 +1,17 @@
-import * as z from 'zod';
 import { type DriverInstance, defineDriver } from '../../node/driver.js';
-import { sizeSchema } from '../../options/size.js';
 import { fromErrno } from '../../errors.js';
 import { PROBE_HEAD_BYTES } from '../../node/probe.js';
 import { readFileHead } from '../../platform/files.js';
 import { hasQcow2Magic } from './backing.js';
 import { readBitmapDirectory } from './bitmaps.js';
 import { checkAndRepair } from './check.js';
+import { qcow2Facts } from './facts.js';
 import { qcow2Instance } from './instance.js';
 import { L2Cache } from './l2-cache.js';
 import { openChildren } from './open-children.js';
 import { loadL1, metadataReader, openHeader, openRefcounts } from './open-steps.js';
 import { readSnapshots } from './snapshots.js';
 import { ClusterMap } from './tables.js';
-
-const schema = z
-  .object({
-    /** Bytes of L2 tables to cache (QEMU l2-cache-size); default 4 MiB. */
-    l2CacheSize: sizeSchema.default(4 * 1024 * 1024),
-    /** Bytes of refcount blocks to cache (QEMU refcount-cache-size); default 1 MiB. */
-    refcountCacheSize: sizeSchema.default(1024 * 1024),
-    /** Open this internal snapshot (id or name) instead of the current state. */
-    snapshot: z.string().min(1).optional(),
-    /** @internal real paths of the overlays above this image, to refuse backing loops. */
-    backingChain: z.array(z.string()).default([]),
-  })
-  .strict();
 
 /** The format of an image file by its first bytes, as `driver: 'auto'` probes: qcow2 by its magic, else raw. */
 export async function probeFormat(filename: string): Promise<'qcow2' | 'raw'> {
@@ -37,11 +23,11 @@ export async function probeFormat(filename: string): Promise<'qcow2' | 'raw'> {
 
 /** The qcow2 format: v2 and v3, compression, backing chains, subclusters, external data files, snapshots; writes to v2/v3 images. */
 export const qcow2Driver = defineDriver({
-  name: 'qcow2',
-  capabilities: { kind: 'format', supportsBacking: true, keepsMetadata: true },
-  schema,
-  probe: (head: Uint8Array) => (hasQcow2Magic(head) ? 100 : 0),
-  children: { file: 'required', backing: 'optional', 'data-file': 'optional' },
+  name: qcow2Facts.name,
+  capabilities: qcow2Facts.capabilities,
+  schema: qcow2Facts.schema(),
+  probe: qcow2Facts.probe,
+  children: qcow2Facts.children,
   check: checkAndRepair,
   async open(ctx): Promise<DriverInstance> {
     const { options, nodeName } = ctx;

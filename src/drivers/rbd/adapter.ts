@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { builtOnce } from '../../node/lazy-driver.js';
 import { BlockError, fromErrno } from '../../errors.js';
 import { type BlockStatus, type DriverInstance, defineDriver } from '../../node/driver.js';
 import { isRbdImage, type RbdConnector, type RbdImage, type RbdImageStat, type RbdOpenRequest, settlesWithBlockErrors } from './image.js';
@@ -12,54 +13,57 @@ const name = (what: string) =>
     .min(1, 'must not be empty')
     .refine((s) => !s.includes('\0'), `${what} must not contain NUL`);
 
-const schema = z.preprocess(
-  // QEMU spells it key-secret; our options are camelCase. Accept both.
-  (v) => {
-    if (typeof v !== 'object' || v === null || !('key-secret' in v)) return v;
-    const { 'key-secret': keySecret, ...rest } = v as Record<string, unknown>;
-    return { ...rest, keySecret };
-  },
-  z
-    .object({
-      /** RADOS pool holding the image. */
-      pool: name('pool').optional(),
-      /** RADOS namespace inside the pool. */
-      namespace: z.string().default(''),
-      /** Image name. */
-      image: name('image').optional(),
-      /** Snapshot to open; snapshots are read-only. */
-      snapshot: name('snapshot').optional(),
-      /** Path of ceph.conf. */
-      conf: name('conf').optional(),
-      /** Ceph user (without `client.`). */
-      user: name('user').optional(),
-      /** Path of a keyring file. */
-      keyring: name('keyring').optional(),
-      /** The cephx key itself (base64), instead of a keyring. */
-      keySecret: name('key-secret').optional(),
-      /** Cluster name. */
-      cluster: name('cluster').optional(),
-      /** Extra librados settings, e.g. `{ client_mount_timeout: '10' }`. */
-      config: z.record(z.string(), z.string()).default({}),
-      /** An open {@link RbdImage}, or an {@link RbdConnector} that opens one; default: librbd. */
-      adapter: z
-        .custom<RbdImage | RbdConnector>(
-          (v) => typeof v === 'function' || isRbdImage(v),
-          'must be an RbdImage (size, stat, read, write, discard, flush, close) or a function opening one',
-        )
-        .optional(),
-    })
-    .strict()
-    .superRefine((o, ctx) => {
-      if (o.keyring !== undefined && o.keySecret !== undefined) {
-        ctx.addIssue({ code: 'custom', path: ['keySecret'], message: 'give either keyring or key-secret, not both' });
-      }
-      // An image object handed in needs no address; anything else does.
-      if (!isRbdImage(o.adapter)) {
-        if (o.pool === undefined) ctx.addIssue({ code: 'custom', path: ['pool'], message: 'required' });
-        if (o.image === undefined) ctx.addIssue({ code: 'custom', path: ['image'], message: 'required' });
-      }
-    }),
+// built when first asked for: a schema costs every start, and most runs open no such node
+const schema = builtOnce(() =>
+  z.preprocess(
+    // QEMU spells it key-secret; our options are camelCase. Accept both.
+    (v) => {
+      if (typeof v !== 'object' || v === null || !('key-secret' in v)) return v;
+      const { 'key-secret': keySecret, ...rest } = v as Record<string, unknown>;
+      return { ...rest, keySecret };
+    },
+    z
+      .object({
+        /** RADOS pool holding the image. */
+        pool: name('pool').optional(),
+        /** RADOS namespace inside the pool. */
+        namespace: z.string().default(''),
+        /** Image name. */
+        image: name('image').optional(),
+        /** Snapshot to open; snapshots are read-only. */
+        snapshot: name('snapshot').optional(),
+        /** Path of ceph.conf. */
+        conf: name('conf').optional(),
+        /** Ceph user (without `client.`). */
+        user: name('user').optional(),
+        /** Path of a keyring file. */
+        keyring: name('keyring').optional(),
+        /** The cephx key itself (base64), instead of a keyring. */
+        keySecret: name('key-secret').optional(),
+        /** Cluster name. */
+        cluster: name('cluster').optional(),
+        /** Extra librados settings, e.g. `{ client_mount_timeout: '10' }`. */
+        config: z.record(z.string(), z.string()).default({}),
+        /** An open {@link RbdImage}, or an {@link RbdConnector} that opens one; default: librbd. */
+        adapter: z
+          .custom<RbdImage | RbdConnector>(
+            (v) => typeof v === 'function' || isRbdImage(v),
+            'must be an RbdImage (size, stat, read, write, discard, flush, close) or a function opening one',
+          )
+          .optional(),
+      })
+      .strict()
+      .superRefine((o, ctx) => {
+        if (o.keyring !== undefined && o.keySecret !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['keySecret'], message: 'give either keyring or key-secret, not both' });
+        }
+        // An image object handed in needs no address; anything else does.
+        if (!isRbdImage(o.adapter)) {
+          if (o.pool === undefined) ctx.addIssue({ code: 'custom', path: ['pool'], message: 'required' });
+          if (o.image === undefined) ctx.addIssue({ code: 'custom', path: ['image'], message: 'required' });
+        }
+      }),
+  ),
 );
 
 async function loadLibrbdConnector(): Promise<RbdConnector> {
@@ -74,7 +78,9 @@ async function loadLibrbdConnector(): Promise<RbdConnector> {
 export const rbdDriver = defineDriver({
   name: 'rbd',
   capabilities: { kind: 'protocol' },
-  schema,
+  get schema() {
+    return schema();
+  },
   async open({ options, readOnly, nodeName }): Promise<DriverInstance> {
     const { adapter, pool = '', image: imageName = '', namespace, snapshot } = options;
     const where = `${pool}/${namespace ? `${namespace}/` : ''}${imageName}${snapshot ? `@${snapshot}` : ''}`;

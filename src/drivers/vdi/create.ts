@@ -1,27 +1,18 @@
-import * as z from 'zod';
+
 import { BlockError } from '../../errors.js';
 import type { CreateBacking, FormatCreator } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { BlockMap } from './block-map.js';
 import { blockMapBytes, encodeVdiHeader, randomUuid } from './header.js';
+import { vdiFacts } from './facts.js';
 import * as L from './limits.js';
 import { parseOptions } from '../../options/zod-error.js';
 
 /** The file system page a hole is punched in whole. */
 const PAGE = 4096;
 
-/** qemu-img's boolean words, as `-o static=on` spells them, or a boolean. */
-const onOff = z
-  .union([z.boolean(), z.enum(['on', 'off', 'true', 'false', 'yes', 'no'])], { error: 'must be on or off' })
-  .transform((v) => v === true || v === 'on' || v === 'true' || v === 'yes');
-
 /** `qemu-img create -f vdi -o …` options (block/vdi.c vdi_create_opts; vdi has no subformat). */
-export const vdiCreateSchema = z
-  .object({
-    /** A static (preallocated) image: every block has its place in the file from the start (qemu-img `static`, default off). */
-    static: onOff.default(false),
-  })
-  .strict();
+export const vdiCreateSchema = vdiFacts.createSchema();
 
 /**
  * A new, empty VDI image of `size` bytes (rounded up to whole sectors, as qemu-img does) on an

@@ -1,21 +1,19 @@
-import * as z from 'zod';
 import { type DriverInstance, defineDriver } from '../../node/driver.js';
 import { BlockMap, checkBlockMap } from './block-map.js';
 import { vdiCheck } from './check.js';
 import { vdiCreator } from './create.js';
-import { blockMapBytes, hasVdiSignature, parseVdiHeader } from './header.js';
+import { vdiFacts } from './facts.js';
+import { blockMapBytes, parseVdiHeader } from './header.js';
 import { vdiInstance } from './instance.js';
 import * as L from './limits.js';
 
-const schema = z.object({}).strict();
-
 /** VirtualBox's VDI format (QEMU `vdi`): dynamic and static images of version 1.1, 1 MiB blocks; reads, writes, creation, check. */
 export const vdiDriver = defineDriver({
-  name: 'vdi',
-  capabilities: { kind: 'format', keepsMetadata: true },
-  schema,
-  probe: (head: Uint8Array) => (hasVdiSignature(head) ? 100 : 0),
-  children: { file: 'required' },
+  name: vdiFacts.name,
+  capabilities: vdiFacts.capabilities,
+  schema: vdiFacts.schema(),
+  probe: vdiFacts.probe,
+  children: vdiFacts.children,
   create: vdiCreator,
   check: vdiCheck,
   async open(ctx): Promise<DriverInstance> {

@@ -1,33 +1,19 @@
-import * as z from 'zod';
+
 import { BlockError } from '../../errors.js';
 import type { CreateBacking, FormatCreator } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { parseOptions } from '../../options/zod-error.js';
-import { sizeSchema } from '../../options/size.js';
 import { dirName, isAbsolutePath, joinPath, readFileHead, realPath } from '../../platform/files.js';
 import { locationOf } from '../qcow2/backing.js';
 import { Bat, batGeometry } from './bat.js';
 import { checksumWithField } from './crc32c.js';
 import { guidBytes, guidText, randomGuid } from './guid.js';
 import { pickHeader, serializeHeader } from './header.js';
+import { vhdxFacts } from './facts.js';
 import * as L from './limits.js';
 
 /** qemu-img's `-o` options of vhdx, with its defaults. */
-const schema = z
-  .object({
-    /** `dynamic` (blocks allocated on write) or `fixed` (every block laid out at once). */
-    subformat: z.enum(['dynamic', 'fixed']).default('dynamic'),
-    /** Payload block size, rounded up to 1 MiB, at most 256 MiB; 0: chosen by size as QEMU does. */
-    block_size: sizeSchema.default(0),
-    /** Log size, rounded up to 1 MiB (at least 1 MiB, below 4 GiB). */
-    log_size: sizeSchema.default(L.DEFAULT_LOG_SIZE),
-    /** New blocks in the ZERO state (QEMU's non-standard default); off: NOT_PRESENT (dynamic) or FULLY_PRESENT (fixed). */
-    block_state_zero: z
-      .union([z.boolean(), z.enum(['on', 'off'])])
-      .default(true)
-      .transform((v) => v === true || v === 'on'),
-  })
-  .strict();
+const schema = vhdxFacts.createSchema();
 
 /** QEMU's automatic block size: larger blocks for larger disks, to keep the BAT small. */
 export function autoBlockSize(size: number): number {

@@ -1,4 +1,4 @@
-import * as z from 'zod';
+import type * as z from 'zod';
 import { BlockError } from '../../errors.js';
 import type { CreateBacking, FormatCreator } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
@@ -9,27 +9,13 @@ import { newCid } from './cid.js';
 import { descriptorFor, newSparseHeader, newSparseLayout } from './create-layout.js';
 import { descriptorText, parseDescriptor } from './descriptor.js';
 import { hasSparseMagic, parseSparseHeader } from './header.js';
+import { vmdkFacts } from './facts.js';
 import * as L from './limits.js';
 
-/** qemu-img's on/off for a boolean `-o` option (a boolean from a library caller too). */
-const onOff = z.union([z.boolean(), z.enum(['on', 'off'])]).transform((v) => v === true || v === 'on');
-
-/** The subformats qemu-img creates; the flat and split ones need extent files beside the descriptor. */
-export const VMDK_SUBFORMATS = ['monolithicSparse', 'monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat', 'streamOptimized'] as const;
+export { VMDK_SUBFORMATS } from './facts.js';
 
 /** qemu-img create -f vmdk's `-o` options (size and backing_file/backing_fmt are given apart). */
-export const vmdkCreateSchema = z
-  .object({
-    subformat: z.enum(VMDK_SUBFORMATS).default('monolithicSparse'),
-    adapter_type: z.enum(['ide', 'buslogic', 'lsilogic', 'legacyESX']).default('ide'),
-    /** ddb.virtualHWVersion; default 4, or 6 with compat6. */
-    hwversion: z.string().min(1).max(16).regex(/^[\w.]+$/, 'letters, digits, dots').optional(),
-    compat6: onOff.default(false),
-    /** ddb.toolsVersion. */
-    toolsversion: z.string().min(1).max(16).regex(/^[\w.]+$/, 'letters, digits, dots').default('2147483647'),
-    zeroed_grain: onOff.default(false),
-  })
-  .strict();
+export const vmdkCreateSchema = vmdkFacts.createSchema();
 
 /** Where the new image is, for the extent line and to find a parent named relative to it. */
 function imageName(file: BlockNode): string | undefined {

@@ -1,30 +1,20 @@
-import * as z from 'zod';
 import { BlockError } from '../../errors.js';
 import { type DriverInstance, defineDriver } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { vmdkCreator } from './create.js';
-import { probeDescriptor } from './descriptor.js';
-import { hasCowdMagic, hasSparseMagic } from './header.js';
+import { vmdkFacts } from './facts.js';
 import { vmdkInstance } from './instance.js';
 import { openDisk } from './open-extents.js';
 import { checkParentCid, openParent } from './parent.js';
 import { readClamped } from './sparse-extent.js';
 
-const schema = z
-  .object({
-    /** @internal real paths of the images above this one, to refuse parent loops. */
-    backingChain: z.array(z.string()).default([]),
-  })
-  .strict();
-
 /** VMware's VMDK (QEMU vmdk): monolithicSparse, streamOptimized, monolithicFlat and the twoGbMaxExtent pairs; writes to sparse and flat extents. */
 export const vmdkDriver = defineDriver({
-  name: 'vmdk',
-  capabilities: { kind: 'format', supportsBacking: true, keepsMetadata: true },
-  schema,
-  // COWD too, as QEMU: such a file must not be taken for raw (open then says it is not supported).
-  probe: (head: Uint8Array) => (hasSparseMagic(head) || hasCowdMagic(head) ? 100 : probeDescriptor(head)),
-  children: { file: 'required', backing: 'optional' },
+  name: vmdkFacts.name,
+  capabilities: vmdkFacts.capabilities,
+  schema: vmdkFacts.schema(),
+  probe: vmdkFacts.probe,
+  children: vmdkFacts.children,
   create: vmdkCreator,
   async open(ctx): Promise<DriverInstance> {
     const file = ctx.children.get('file')!;

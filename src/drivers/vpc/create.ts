@@ -1,4 +1,4 @@
-import * as z from 'zod';
+import type * as z from 'zod';
 import { BlockError } from '../../errors.js';
 import type { CreateBacking, FormatCreator } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
@@ -6,20 +6,11 @@ import { parseOptions } from '../../options/zod-error.js';
 import { encodeDynamicHeader } from './dynamic-header.js';
 import { encodeFooter } from './footer.js';
 import { createGeometry } from './geometry.js';
+import { vpcFacts } from './facts.js';
 import * as L from './limits.js';
 
-/** qemu-img's on/off, also as a boolean. */
-const onOff = z.union([z.boolean(), z.enum(['on', 'off']).transform((v) => v === 'on')]);
-
 /** qemu-img create -f vpc's `-o` options. */
-export const vpcCreateSchema = z
-  .object({
-    /** `dynamic` (default: grows as written) or `fixed` (the whole disk, then the footer). */
-    subformat: z.enum(['dynamic', 'fixed']).default('dynamic'),
-    /** Keep the size exactly as given instead of rounding it to a CHS geometry (creator 'qem2', as Azure wants). */
-    force_size: onOff.default(false),
-  })
-  .strict();
+export const vpcCreateSchema = vpcFacts.createSchema();
 
 /** The bytes of a new image's footer: QEMU's fields (creator 'qemu', or 'qem2' when the size is forced). */
 function newFooter(diskType: number, size: number, g: { cylinders: number; heads: number; sectorsPerTrack: number }, forced: boolean): Uint8Array {
