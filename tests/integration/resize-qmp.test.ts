@@ -1,77 +1,13 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BlockLayer, NbdServer, QmpServer } from '../../src/index.js';
 import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import { haveProgram, ok } from '../helpers/tools.js';
+import { QmpClient as Qmp } from '../helpers/qmp-client.js';
 
-type Message = { return?: unknown; error?: { class: string; desc: string }; event?: string };
-
-/** A minimal QMP client: one command at a time, events skipped. */
-class Qmp {
-  private buffer = '';
-  private readonly lines: string[] = [];
-  private wake: (() => void) | null = null;
-  private closed = false;
-
-  private constructor(private readonly socket: net.Socket) {
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => {
-      this.buffer += chunk;
-      for (let at = this.buffer.indexOf('\n'); at >= 0; at = this.buffer.indexOf('\n')) {
-        const line = this.buffer.slice(0, at).trim();
-        this.buffer = this.buffer.slice(at + 1);
-        if (line !== '') this.lines.push(line);
-      }
-      this.wake?.();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-  }
-
-  static async connect(path: string): Promise<Qmp> {
-    let socket: net.Socket | undefined;
-    for (let i = 0; i < 200 && socket === undefined; i++) {
-      socket = await new Promise<net.Socket | undefined>((resolve) => {
-        const s = net.connect(path, () => resolve(s));
-        s.on('error', () => resolve(undefined));
-      });
-      if (socket === undefined) await new Promise((r) => setTimeout(r, 25));
-    }
-    if (socket === undefined) throw new Error(`no QMP socket at ${path}`);
-    const q = new Qmp(socket);
-    await q.next();
-    expect(await q.cmd('qmp_capabilities')).toEqual({ return: {} });
-    return q;
-  }
-
-  private async next(): Promise<Message> {
-    for (;;) {
-      while (this.lines.length === 0) {
-        if (this.closed) throw new Error('QMP connection closed');
-        await new Promise<void>((resolve) => {
-          this.wake = resolve;
-        });
-      }
-      const m = JSON.parse(this.lines.shift()!) as Message;
-      if (m.event === undefined) return m;
-    }
-  }
-
-  cmd(execute: string, args?: Record<string, unknown>): Promise<Message> {
-    this.socket.write(JSON.stringify(args === undefined ? { execute } : { execute, arguments: args }));
-    return this.next();
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
 
 const MiB = 2 ** 20;
 const TiB = 2 ** 40;
