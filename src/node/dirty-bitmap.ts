@@ -106,8 +106,8 @@ export class DirtyBitmap {
   constructor(
     /** The bitmap's name. */
     readonly name: string,
-    /** Size of the node in bytes when the bitmap was made. */
-    readonly size: number,
+    /** Size of the node in bytes (it follows the node's resizes). */
+    public size: number,
     state: DirtyBitmapState,
   ) {
     this.granularity = checkGranularity(state.granularity);
@@ -163,6 +163,15 @@ export class DirtyBitmap {
     if (use !== 'remove' && this.inconsistent) {
       throw new BlockError('EINVAL', `Bitmap '${this.name}' is inconsistent and cannot be used (remove it with block-dirty-bitmap-remove)`, { field: 'name' });
     }
+  }
+
+  /**
+   * Follows a resize of the node (QEMU bdrv_dirty_bitmap_truncate): bits past a smaller size go;
+   * a grown part starts clean (QEMU 7.2 marks nothing there either).
+   */
+  resize(newSize: number): void {
+    this.size = newSize;
+    this.granules.resize(Math.ceil(newSize / this.granularity));
   }
 
   /** Marks bytes `[offset, offset+length)` dirty if recording (the write path). */

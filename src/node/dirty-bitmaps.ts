@@ -48,6 +48,12 @@ export class DirtyBitmaps {
     for (let i = 0; i < internal.length; i++) internal[i]!.record(offset, length);
   }
 
+  /** Every bitmap (internal ones too) follows a resize of the node to `newSize` bytes. */
+  resize(newSize: number): void {
+    for (const b of this.list) b.resize(newSize);
+    for (const b of this.internal) b.resize(newSize);
+  }
+
   /** Records the range once `done` settles, whether it succeeded or not (a failed write may have written part: QEMU marks it too). */
   async recordAfter(done: Promise<void>, offset: number, length: number): Promise<void> {
     try {

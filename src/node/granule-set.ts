@@ -45,8 +45,23 @@ export class GranuleSet {
   private readonly order: number[] = [];
   private setCount = 0;
 
+  private sizeValue: number;
+
   /** @param size Number of granules the set ranges over. */
-  constructor(readonly size: number) {}
+  constructor(size: number) {
+    this.sizeValue = size;
+  }
+
+  /** Number of granules the set ranges over. */
+  get size(): number {
+    return this.sizeValue;
+  }
+
+  /** Changes the range to `[0, size)`: granules past a smaller size leave the set; a larger one adds none. */
+  resize(size: number): void {
+    if (size < this.sizeValue) this.remove(size, this.sizeValue);
+    this.sizeValue = size;
+  }
 
   /** How many granules are in the set. */
   get count(): number {

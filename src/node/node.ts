@@ -292,9 +292,9 @@ export class BlockNode {
     const old = this.instance.length();
     if (size < old && !options.shrink) throw new BlockError('EINVAL', `resize: shrinking ${this.name} from ${old} to ${size} bytes needs the shrink option`, ctx);
     if (size < old && (options.prealloc ?? 'off') !== 'off') throw new BlockError('EINVAL', 'Preallocation can only be used for growing images', { node: this.name, field: 'prealloc' });
-    // QEMU resizes dirty bitmaps with their node; ours have a fixed size, so a node with bitmaps keeps its size.
-    if (this.bitmaps.active) throw new BlockError('ENOTSUP', `resize: node ${this.name} has dirty bitmaps, which cannot be resized`, { node: this.name });
     await this.instance.truncate(size, options);
+    // The bitmaps follow the node (QEMU bdrv_dirty_bitmap_truncate).
+    if (this.bitmaps.active) this.bitmaps.resize(this.instance.length());
   }
 
   /** Makes completed writes durable. */

@@ -49,12 +49,23 @@ describe('BlockNode.truncate and Drive.resize', () => {
     await expect(m.resize(2 * MiB)).rejects.toMatchObject({ code: 'ECLOSED' });
   });
 
-  it('a node with dirty bitmaps keeps its size (their size is fixed): ENOTSUP, nothing changed', async () => {
+  it('the dirty bitmaps follow the node (QEMU bdrv_dirty_bitmap_truncate): a shrink drops the bits past the end, a grown part starts clean', async () => {
     await using layer = new BlockLayer();
     const d = await layer.openDrive({ driver: 'memory', size: MiB });
-    d.addDirtyBitmap('b');
-    await expect(d.resize(2 * MiB)).rejects.toMatchObject({ code: 'ENOTSUP' });
-    expect(d.length).toBe(MiB);
+    d.addDirtyBitmap('b', { granularity: 65536 });
+    await d.write(0, new Uint8Array(4096));
+    await d.write(MiB - 4096, new Uint8Array(4096));
+    await d.resize(MiB / 2, { shrink: true });
+    expect(d.dirtyBitmaps()[0]).toMatchObject({ name: 'b', count: 65536 });
+    await d.resize(2 * MiB);
+    expect(d.dirtyBitmaps()[0]).toMatchObject({ count: 65536 });
+    await d.write(2 * MiB - 4096, new Uint8Array(4096));
+    const extents = [];
+    for await (const e of d.dirtyExtents('b')) extents.push(e);
+    expect(extents).toEqual([
+      { offset: 0, length: 65536 },
+      { offset: 2 * MiB - 65536, length: 65536 },
+    ]);
   });
 
   it('emits resize after each resize that succeeded (sizes before and after), none for a refused one', async () => {
