@@ -154,6 +154,8 @@ export class MirrorCopy {
           finish.release();
           continue;
         }
+        // The last copies were counted as done: what is left is nothing (offset = len, as QEMU ends).
+        job.setRemaining(0);
         return;
       }
       if (job.isReady && !completing) {
