@@ -21,7 +21,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 /** The exports map's entries, as paths inside dist/ without their extension. */
-export const CJS_ENTRIES = ['index', 'adapters/v86', 'adapters/file-disk'];
+export const CJS_ENTRIES = ['index', 'adapters/v86', 'adapters/file-disk', 'worker/index'];
 
 /** A relative module specifier ending in `.js`: after `from` or `import`, inside `import(…)`, or an augmented `declare module`. */
 const RELATIVE_JS = /(\bfrom\s*|\bimport\s*\(?\s*|\bdeclare module\s*)(['"])(\.\.?\/[^'"]*?)\.js\2/g;

@@ -48,3 +48,4 @@ export * from './options/index.js';
 export type { DriveStats } from './stats.js';
 export { ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
 export type { ThrottleLimits, ThrottleOptions } from './throttle/limits.js';
+export { connectWorkerLayer, serveWorkerLayer, WorkerDrive, type WorkerEndpoint, WorkerLayer, type WorkerLayerHost } from './worker/index.js';

@@ -100,6 +100,9 @@ function callBack<T extends unknown[]>(fn: (...args: T) => void, ...args: T): vo
   }
 }
 
+/** What the disk needs of a drive: a {@link Drive}, or a WorkerDrive whose storage lives in a worker. */
+export type V86DiskDrive = Pick<Drive, 'id' | 'length' | 'read' | 'write' | 'flush'>;
+
 /** A {@link Drive} as a v86 disk image (`hda`, `hdb`, `cdrom`, `fda`); see the module comment for v86's contract. */
 export class V86Disk extends EventEmitter<V86DiskEvents> {
   /** Disk size in bytes (v86 reads it once, when the disk is attached). */
@@ -116,7 +119,7 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
 
   constructor(
     /** The drive whose bytes the disk serves. */
-    readonly drive: Drive,
+    readonly drive: V86DiskDrive,
     options: V86DiskOptions = {},
   ) {
     super();
@@ -310,6 +313,6 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
 }
 
 /** Wraps an open drive as a disk v86 takes as `hda`, `hdb`, `cdrom` or `fda`. */
-export function toV86Disk(drive: Drive, options?: V86DiskOptions): V86Disk {
+export function toV86Disk(drive: V86DiskDrive, options?: V86DiskOptions): V86Disk {
   return new V86Disk(drive, options);
 }
