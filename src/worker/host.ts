@@ -5,6 +5,8 @@ import type { Drive } from '../drive.js';
 import type { DriveEvents } from '../drive/events.js';
 import { BlockError } from '../errors.js';
 import { BlockLayer, type DriveOptions } from '../layer.js';
+import type { DirtyExtent } from '../node/dirty-bitmap.js';
+import type { AddDirtyBitmapOptions } from '../node/dirty-bitmaps.js';
 import type { ThrottleOptions } from '../throttle/limits.js';
 import { onMessage, type WorkerEndpoint } from './endpoint.js';
 import { Outbox } from './outbox.js';
@@ -24,6 +26,26 @@ function payloadOf(args: unknown[]): unknown {
   if (typeof payload !== 'object' || payload === null || !('error' in payload)) return payload;
   const error = (payload as { error: unknown }).error;
   return { ...payload, error: serializeError(error) };
+}
+
+/** A Drive's dirty-bitmap call, by name. */
+function bitmapCall(drive: Drive, call: Extract<WorkerCall, { op: 'bitmap' }>): unknown {
+  switch (call.method) {
+    case 'add':
+      return drive.addDirtyBitmap(call.name, call.options as AddDirtyBitmapOptions | undefined);
+    case 'remove':
+      return drive.removeDirtyBitmap(call.name);
+    case 'clear':
+      return drive.clearDirtyBitmap(call.name);
+    case 'enable':
+      return drive.enableDirtyBitmap(call.name);
+    case 'disable':
+      return drive.disableDirtyBitmap(call.name);
+    case 'merge':
+      return drive.mergeDirtyBitmaps(call.name, call.sources ?? []);
+    case 'list':
+      return drive.dirtyBitmaps();
+  }
 }
 
 /**
@@ -91,7 +113,7 @@ export function serveWorkerLayer(endpoint: WorkerEndpoint, layer: BlockLayer = n
         const drive = await layer.openDrive(call.options as DriveOptions);
         const handle = nextHandle++;
         drives.set(handle, drive);
-        const opened: OpenedDrive = { handle, id: drive.id, length: drive.length, readOnly: drive.readOnly };
+        const opened: OpenedDrive = { handle, id: drive.id, nodeName: drive.node.name, length: drive.length, readOnly: drive.readOnly };
         return reply(call.id, opened);
       }
       case 'read': {
@@ -115,6 +137,18 @@ export function serveWorkerLayer(endpoint: WorkerEndpoint, layer: BlockLayer = n
         return reply(call.id, await driveOf(call.drive).flush(optionsFor(call)));
       case 'block-status':
         return reply(call.id, await driveOf(call.drive).blockStatus(call.offset, call.length));
+      case 'block-status-map':
+        return reply(call.id, await driveOf(call.drive).blockStatusMap(call.offset, call.length));
+      case 'bitmap':
+        return reply(call.id, await bitmapCall(driveOf(call.drive), call));
+      case 'dirty-extents': {
+        const extents: DirtyExtent[] = [];
+        for await (const extent of driveOf(call.drive).dirtyExtents(call.name, { offset: call.offset, length: call.length })) {
+          extents.push(extent);
+          if (extents.length >= call.max) break;
+        }
+        return reply(call.id, extents);
+      }
       case 'stats':
         return reply(call.id, driveOf(call.drive).stats());
       case 'get-limits':

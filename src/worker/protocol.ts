@@ -13,10 +13,16 @@ export type WorkerCall = { abortable?: true } & (
   | { id: number; op: 'flush' | 'stats' | 'get-limits' | 'resume' | 'drain' | 'close'; drive: number }
   | { id: number; op: 'set-limits'; drive: number; limits: unknown; rules: { maxBurstLength?: number } }
   | { id: number; op: 'resize'; drive: number; size: number; shrink: boolean }
+  | { id: number; op: 'block-status-map'; drive: number; offset: number; length: number }
+  | { id: number; op: 'bitmap'; drive: number; method: BitmapMethod; name: string; options?: unknown; sources?: string[] }
+  | { id: number; op: 'dirty-extents'; drive: number; name: string; offset: number; length: number | undefined; max: number }
   | { id: number; op: 'listen'; drive: number; event: keyof DriveEvents }
   | { id: number; op: 'cancel'; call: number; reason: unknown }
   | { id: number; op: 'close-layer' }
 );
+
+/** The dirty-bitmap calls of a Drive, by what they do. */
+export type BitmapMethod = 'add' | 'remove' | 'clear' | 'enable' | 'disable' | 'merge' | 'list';
 
 /** What the worker tells the page: a call's outcome, or an event of one of its drives. */
 export type WorkerMessage =
@@ -36,6 +42,7 @@ export interface SerializedError {
 export interface OpenedDrive {
   handle: number;
   id: string;
+  nodeName: string;
   length: number;
   readOnly: boolean;
 }

@@ -3,17 +3,25 @@
 // in the other thread.
 import { EventEmitter } from 'eventemitter3';
 import { asBytes, canceledError, describe, isSignal } from '../drive/args.js';
+import type { DirtyExtentsOptions } from '../drive/dirty-extents.js';
 import type { DriveEvents, IoStatus } from '../drive/events.js';
 import type { RequestOptions } from '../drive/request.js';
 import type { DriveLimits } from '../drive/throttle-membership.js';
+import { type DriveReadableStreamOptions, driveReadableStream } from '../drive/web-stream.js';
 import { BlockError } from '../errors.js';
+import type { DirtyBitmapInfo, DirtyExtent } from '../node/dirty-bitmap.js';
+import type { AddDirtyBitmapOptions } from '../node/dirty-bitmaps.js';
 import type { BlockStatus } from '../node/driver.js';
+import { mergedExtents } from '../node/extents.js';
 import type { DriveStats } from '../stats.js';
 import type { ThrottleOptions } from '../throttle/limits.js';
 import type { ThrottleQueueStats } from '../throttle/queue.js';
 import type { CallBody, WorkerCaller } from './caller.js';
 import { isShared } from './endpoint.js';
-import { deserializeError, type OpenedDrive, type SerializedError } from './protocol.js';
+import { type BitmapMethod, deserializeError, type OpenedDrive, type SerializedError } from './protocol.js';
+
+/** Dirty extents fetched per call while walking a bitmap. */
+const EXTENTS_PER_CALL = 1024;
 
 /** A {@link Drive} served by a worker (see {@link connectWorkerLayer}): the same calls and typed events. */
 export class WorkerDrive extends EventEmitter<DriveEvents> {
@@ -22,6 +30,7 @@ export class WorkerDrive extends EventEmitter<DriveEvents> {
   /** Whether the drive refuses writes. */
   readonly readOnly: boolean;
   private size: number;
+  private readonly nodeName: string;
   private state: 'open' | 'closing' | 'closed' = 'open';
   private readonly listened = new Set<string>();
   /** The io-status the worker last reported through events (paused/resumed). */
@@ -37,6 +46,7 @@ export class WorkerDrive extends EventEmitter<DriveEvents> {
     this.id = opened.id;
     this.readOnly = opened.readOnly;
     this.size = opened.length;
+    this.nodeName = opened.nodeName;
     caller.addSink(handle, (event, payload) => this.deliver(event, payload));
     // The size and io-status are kept here, so these events are always followed.
     this.listen('resize');
@@ -106,6 +116,82 @@ export class WorkerDrive extends EventEmitter<DriveEvents> {
   /** Allocation status of the extent at `offset`. */
   blockStatus(offset: number, length: number): Promise<BlockStatus> {
     return this.request({ op: 'block-status', drive: this.handle, offset, length }, undefined) as Promise<BlockStatus>;
+  }
+
+  /** Every extent of a range (default: the whole drive), like `qemu-img map`. */
+  blockStatusMap(offset = 0, length = this.length - offset): Promise<BlockStatus[]> {
+    return this.request({ op: 'block-status-map', drive: this.handle, offset, length }, undefined) as Promise<BlockStatus[]>;
+  }
+
+  /** The extents {@link blockStatusMap} gives, one at a time as a `for await` loop asks for them (see Drive.blockStatusExtents). */
+  blockStatusExtents(offset = 0, length = this.length - offset, options?: RequestOptions): AsyncIterableIterator<BlockStatus> {
+    const signal = options?.signal;
+    const refused = this.state !== 'open' ? new BlockError('ECLOSED', `block-status: drive ${this.id} is ${this.state}`, { node: this.nodeName, offset }) : null;
+    return mergedExtents(this, offset, length, signal, this.nodeName, refused);
+  }
+
+  /** The guest view as a WHATWG ReadableStream (see Drive.readableStream). */
+  readableStream(options?: DriveReadableStreamOptions): ReadableStream<Uint8Array> {
+    return driveReadableStream(this, options);
+  }
+
+  /** The root node, by name only: the node itself lives in the worker. */
+  get node(): { readonly name: string } {
+    return { name: this.nodeName };
+  }
+
+  /** Starts a dirty bitmap (see Drive.addDirtyBitmap). */
+  addDirtyBitmap(name: string, options?: AddDirtyBitmapOptions): Promise<DirtyBitmapInfo> {
+    return this.bitmap('add', name, { options }) as Promise<DirtyBitmapInfo>;
+  }
+
+  /** Removes a dirty bitmap (from the image too if it is persistent). */
+  removeDirtyBitmap(name: string): Promise<void> {
+    return this.bitmap('remove', name) as Promise<void>;
+  }
+
+  /** Marks every granule of a bitmap clean. */
+  clearDirtyBitmap(name: string): Promise<void> {
+    return this.bitmap('clear', name) as Promise<void>;
+  }
+
+  /** Makes a bitmap record writes again. */
+  enableDirtyBitmap(name: string): Promise<void> {
+    return this.bitmap('enable', name) as Promise<void>;
+  }
+
+  /** Stops a bitmap recording writes (its bits stay). */
+  disableDirtyBitmap(name: string): Promise<void> {
+    return this.bitmap('disable', name) as Promise<void>;
+  }
+
+  /** Adds the dirty bits of the bitmaps named in `sources` to `target`. */
+  mergeDirtyBitmaps(target: string, sources: readonly string[]): Promise<void> {
+    return this.bitmap('merge', target, { sources: [...sources] }) as Promise<void>;
+  }
+
+  /** Every dirty bitmap of the drive: name, granularity, dirty bytes, flags. */
+  dirtyBitmaps(): Promise<DirtyBitmapInfo[]> {
+    return this.bitmap('list', '') as Promise<DirtyBitmapInfo[]>;
+  }
+
+  /** The dirty extents of a bitmap, in order, for `for await` (fetched from the worker a page at a time). */
+  async *dirtyExtents(name: string, options: DirtyExtentsOptions = {}): AsyncGenerator<DirtyExtent, void, undefined> {
+    let offset = options.offset ?? 0;
+    let length = options.length;
+    for (;;) {
+      const page = (await this.request({ op: 'dirty-extents', drive: this.handle, name, offset, length, max: EXTENTS_PER_CALL }, { signal: options.signal })) as DirtyExtent[];
+      for (const extent of page) yield extent;
+      const last = page.at(-1);
+      if (page.length < EXTENTS_PER_CALL || last === undefined) return;
+      const next = last.offset + last.length;
+      if (length !== undefined) length -= next - offset;
+      offset = next;
+    }
+  }
+
+  private bitmap(method: BitmapMethod, name: string, extra: { options?: unknown; sources?: string[] } = {}): Promise<unknown> {
+    return this.request({ op: 'bitmap', drive: this.handle, method, name, ...extra }, undefined);
   }
 
   /** Sets or changes the drive's limits (see Drive.setLimits). */

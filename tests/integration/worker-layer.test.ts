@@ -147,6 +147,34 @@ describe('a layer in a worker thread', () => {
     await drive.close();
   });
 
+  it('dirty bitmaps, block status and a readable stream work across the thread as on a Drive', async () => {
+    const drive = await layer.openDrive({ driver: 'memory', size: '16M' });
+    expect(await drive.addDirtyBitmap('b0', { granularity: 65536 })).toMatchObject({ name: 'b0', granularity: 65536, count: 0 });
+    await drive.write(65536 * 3 + 100, pattern(100, 1));
+    await drive.write(65536 * 200, pattern(65536 * 2, 2));
+    const extents = [];
+    for await (const e of drive.dirtyExtents('b0')) extents.push(e);
+    expect(extents).toEqual([
+      { offset: 65536 * 3, length: 65536 },
+      { offset: 65536 * 200, length: 65536 * 2 },
+    ]);
+    expect(await drive.dirtyBitmaps()).toMatchObject([{ name: 'b0', count: 3 * 65536 }]);
+    await expect(drive.addDirtyBitmap('b0')).rejects.toMatchObject({ name: 'BlockError', code: 'EEXIST' });
+    await drive.clearDirtyBitmap('b0');
+    expect(await drive.dirtyBitmaps()).toMatchObject([{ name: 'b0', count: 0 }]);
+    await drive.removeDirtyBitmap('b0');
+    expect(await drive.dirtyBitmaps()).toEqual([]);
+    const map = await drive.blockStatusMap();
+    const walked = [];
+    for await (const e of drive.blockStatusExtents()) walked.push(e);
+    expect(walked).toEqual(map);
+    expect(map.reduce((n, e) => n + e.length, 0)).toBe(drive.length);
+    const chunks: Uint8Array[] = [];
+    for await (const c of drive.readableStream({ start: 65536 * 200, end: 65536 * 202 - 1 })) chunks.push(c);
+    expect(Buffer.concat(chunks)).toEqual(Buffer.from(pattern(65536 * 2, 2)));
+    await drive.close();
+  });
+
   it('a resize in the worker is seen in the main thread', async () => {
     const drive = await layer.openDrive({ driver: 'memory', size: '1M' });
     const sizes: number[] = [];
