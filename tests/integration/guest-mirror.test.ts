@@ -3,7 +3,8 @@
 // (tests/fixtures/guest/scattered-writes.asm) writes its first phase while the copy runs, its
 // second once the job is READY, its third after job-complete pivoted the export onto the target.
 // qemu-img then reads both images: the source holds the first two phases, the target all three,
-// and nothing else differs from the image the guest booted.
+// and nothing else differs from the image the guest booted. Once in process (our QmpServer and
+// NbdServer, a unix socket), once through `blocklayer serve` in its own process (NBD over TCP).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,7 +12,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BlockLayer, NbdServer } from '../../src/index.js';
 import { NbdExportManager } from '../../src/qmp/exports.js';
 import { applyGuestWrites, assembleGuest, bootQemuGuest, type GuestPhases, guestSumLine, missingForQemuGuest, phaseLine, SECTOR } from '../helpers/qemu-guest.js';
-import { type QmpDaemon, startOurQmp } from '../helpers/qmp-client.js';
+import { QmpClient, type QmpDaemon, startOurQmp } from '../helpers/qmp-client.js';
+import { serve } from '../helpers/serve-process.js';
 import { haveProgram, ok, run } from '../helpers/tools.js';
 import { dataByte } from '../helpers/v86-boot.js';
 
@@ -73,18 +75,71 @@ async function compareWith(qcow2: string, bytes: Uint8Array, name: string): Prom
 
 type JobInfo = { device: string; ready: boolean; status: string; offset: number; len: number };
 
+/** The images of one run: the bytes the guest boots, the source made from them, an empty target. */
+async function images(): Promise<{ original: Uint8Array; src: string; tgt: string }> {
+  const original = new Uint8Array(SIZE);
+  for (let o = SECTOR; o < DATA_BYTES; o++) original[o] = dataByte(o);
+  original.set(await assembleGuest(dir, PHASES), 0);
+  const raw = path.join(dir, 'original.raw');
+  const src = path.join(dir, 'src.qcow2');
+  const tgt = path.join(dir, 'tgt.qcow2');
+  fs.writeFileSync(raw, original);
+  await ok('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, src]);
+  await ok('qemu-img', ['create', '-q', '-f', 'qcow2', tgt, String(SIZE)]);
+  return { original, src, tgt };
+}
+
+/**
+ * The mirror around the guest, over QMP: the job started slow, the guest booted from `drive`
+ * (exported node `src`), phase 1 during the copy, phase 2 while READY, the pivot, phase 3, DONE.
+ */
+async function mirrorAroundGuest(q: QmpClient, drive: string, original: Uint8Array): Promise<void> {
+  await q.ok('blockdev-mirror', { 'job-id': 'm', device: 'src', target: 'tgt', sync: 'full', speed: SLOW_SPEED, 'buf-size': BUF_SIZE });
+  const guest = bootQemuGuest(drive);
+  cleanups.push(() => guest.stop());
+
+  // Phase 1 landed while the bulk copy was still under way.
+  await guest.waitFor(phaseLine(1));
+  const [during] = (await q.ok('query-block-jobs')) as JobInfo[];
+  expect(during).toMatchObject({ device: 'm', ready: false, status: 'running' });
+  // Copied from the start on: the first run (LBA 2) came after its chunk was copied, so the mirror copies it again.
+  expect(during!.offset).toBeGreaterThan(0);
+  expect(during!.offset).toBeLessThan(during!.len);
+  expect(guest.serial()).toContain(guestSumLine(original));
+
+  // Phase 2 while the job is READY (the target follows the source).
+  await q.ok('block-job-set-speed', { device: 'm', speed: 0 });
+  await q.waitEvent('BLOCK_JOB_READY', (d) => d.device === 'm', 30_000);
+  guest.proceed();
+  await guest.waitFor(phaseLine(2));
+
+  // The pivot: the export (and the guest's connection) now serve the target; phase 3 goes there only.
+  await q.ok('job-complete', { id: 'm' });
+  await q.waitJobStatus('m', 'null', 30_000);
+  const completed = q.events.find((e) => e.event === 'BLOCK_JOB_COMPLETED');
+  expect(completed?.data?.error).toBeUndefined();
+  expect(completed?.data?.offset).toBe(completed?.data?.len);
+  guest.proceed();
+  await guest.waitFor('DONE');
+  expect(await guest.exited, guest.stderr()).toBe(0); // powered off after DONE
+  expect(guest.serial()).not.toContain('IO ERR');
+}
+
+/** What qemu-img reads once everything is closed: the source holds phases 1 and 2, the target all three. */
+async function checkImages(original: Uint8Array, src: string, tgt: string): Promise<void> {
+  await ok('qemu-img', ['check', src]);
+  await ok('qemu-img', ['check', tgt]);
+  expect(await compareWith(src, applyGuestWrites(original, PHASES, 2), 'src-expected')).toContain('Images are identical');
+  expect(await compareWith(tgt, applyGuestWrites(original, PHASES), 'tgt-expected')).toContain('Images are identical');
+  // Source and target part at the first sector phase 3 wrote, and nowhere before it.
+  const first = Math.min(...PHASES[2]!.map((r) => r.lba)) * SECTOR;
+  const cmp = await run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', src, tgt]);
+  expect(cmp.stdout).toContain(`Content mismatch at offset ${first}!`);
+}
+
 describe('mirror of a disk a real guest boots from', () => {
   it.skipIf(missing.length > 0)('QEMU boots from the NBD export during blockdev-mirror: its writes before READY, while READY and after the pivot end where they belong', { timeout: 90_000 }, async () => {
-    const original = new Uint8Array(SIZE);
-    for (let o = SECTOR; o < DATA_BYTES; o++) original[o] = dataByte(o);
-    original.set(await assembleGuest(dir, PHASES), 0);
-    const raw = path.join(dir, 'original.raw');
-    const src = path.join(dir, 'src.qcow2');
-    const tgt = path.join(dir, 'tgt.qcow2');
-    fs.writeFileSync(raw, original);
-    await ok('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, src]);
-    await ok('qemu-img', ['create', '-q', '-f', 'qcow2', tgt, String(SIZE)]);
-
+    const { original, src, tgt } = await images();
     await layer.openDrive({ id: 'disk0', driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: src } });
     await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
     const nbd = new NbdServer();
@@ -96,49 +151,47 @@ describe('mirror of a disk a real guest boots from', () => {
     const q = ours.qmp;
     await q.ok('block-export-add', { type: 'nbd', id: 'e0', 'node-name': 'src', name: 'vm', writable: true });
 
-    await q.ok('blockdev-mirror', { 'job-id': 'm', device: 'src', target: 'tgt', sync: 'full', speed: SLOW_SPEED, 'buf-size': BUF_SIZE });
-    const guest = bootQemuGuest(`file=nbd+unix:///vm?socket=${sock},format=raw,if=ide,cache=writeback`);
-    cleanups.push(() => guest.stop());
-
-    // Phase 1 landed while the bulk copy was still under way.
-    await guest.waitFor(phaseLine(1));
-    const [during] = (await q.ok('query-block-jobs')) as JobInfo[];
-    expect(during).toMatchObject({ device: 'm', ready: false, status: 'running' });
-    // Copied from the start on: the first run (LBA 2) came after its chunk was copied, so the mirror copies it again.
-    expect(during!.offset).toBeGreaterThan(0);
-    expect(during!.offset).toBeLessThan(during!.len);
-    expect(guest.serial()).toContain(guestSumLine(original));
-
-    // Phase 2 while the job is READY (the target follows the source).
-    await q.ok('block-job-set-speed', { device: 'm', speed: 0 });
-    await q.waitEvent('BLOCK_JOB_READY', (d) => d.device === 'm', 30_000);
-    guest.proceed();
-    await guest.waitFor(phaseLine(2));
-
-    // The pivot: the export (and the guest's connection) now serve the target; phase 3 goes there only.
-    await q.ok('job-complete', { id: 'm' });
-    await q.waitJobStatus('m', 'null', 30_000);
-    const completed = q.events.find((e) => e.event === 'BLOCK_JOB_COMPLETED');
-    expect(completed?.data?.error).toBeUndefined();
-    expect(completed?.data?.offset).toBe(completed?.data?.len);
+    await mirrorAroundGuest(q, `file=nbd+unix:///vm?socket=${sock},format=raw,if=ide,cache=writeback`, original);
+    // The drive on the source followed the export onto the target.
     const block = (await q.ok('query-block')) as { device: string; inserted: { 'node-name': string } }[];
     expect(block.find((b) => b.device === 'disk0')?.inserted['node-name']).toBe('tgt');
-    guest.proceed();
-    await guest.waitFor('DONE');
-    expect(await guest.exited, guest.stderr()).toBe(0); // powered off after DONE
-    expect(guest.serial()).not.toContain('IO ERR');
 
     await q.ok('block-export-del', { id: 'e0' });
     for (const c of cleanups.splice(0).reverse()) await c();
     await layer.close();
+    await checkImages(original, src, tgt);
+  });
 
-    await ok('qemu-img', ['check', src]);
-    await ok('qemu-img', ['check', tgt]);
-    expect(await compareWith(src, applyGuestWrites(original, PHASES, 2), 'src-expected')).toContain('Images are identical');
-    expect(await compareWith(tgt, applyGuestWrites(original, PHASES), 'tgt-expected')).toContain('Images are identical');
-    // Source and target part at the first sector phase 3 wrote, and nowhere before it.
-    const first = Math.min(...PHASES[2]!.map((r) => r.lba)) * SECTOR;
-    const cmp = await run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', src, tgt]);
-    expect(cmp.stdout).toContain(`Content mismatch at offset ${first}!`);
+  it.skipIf(missing.length > 0)('the same through `blocklayer serve --blockdev … --export … --qmp`, QEMU on NBD over TCP', { timeout: 90_000 }, async () => {
+    const { original, src, tgt } = await images();
+    const qmpSock = path.join(dir, 'serve.qmp');
+    const served = await serve(
+      '--blockdev',
+      `driver=qcow2,node-name=src,file.driver=file,file.filename=${src}`,
+      '--blockdev',
+      `driver=qcow2,node-name=tgt,file.driver=file,file.filename=${tgt}`,
+      '--export',
+      'type=nbd,id=e0,node-name=src,name=vm,writable=on',
+      '-b',
+      '127.0.0.1',
+      '-p',
+      '0',
+      '--qmp',
+      `unix:${qmpSock}`,
+    );
+    cleanups.push(async () => {
+      served.child.kill('SIGTERM');
+      await served.exited;
+    });
+    const q = await QmpClient.connect(qmpSock);
+    cleanups.push(async () => q.close());
+
+    await mirrorAroundGuest(q, `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${served.port},export=vm,if=ide,cache=writeback`, original);
+
+    q.close();
+    served.child.kill('SIGTERM');
+    expect(await served.exited, served.stderr()).toBe(0);
+    for (const c of cleanups.splice(0).reverse()) await c();
+    await checkImages(original, src, tgt);
   });
 });
