@@ -4,14 +4,27 @@
 // second once the job is READY, its third after job-complete pivoted the export onto the target.
 // qemu-img then reads both images: the source holds the first two phases, the target all three,
 // and nothing else differs from the image the guest booted. Once in process (our QmpServer and
-// NbdServer, a unix socket), once through `blocklayer serve` in its own process (NBD over TCP).
+// NbdServer, a unix socket), once through `blocklayer serve` in its own process (NBD over TCP);
+// and with v86 in process writing through toV86Disk(drive) while layer.startJob mirrors the drive.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BlockLayer, NbdServer } from '../../src/index.js';
 import { NbdExportManager } from '../../src/qmp/exports.js';
-import { applyGuestWrites, assembleGuest, bootQemuGuest, type GuestPhases, guestSumLine, missingForQemuGuest, phaseLine, SECTOR } from '../helpers/qemu-guest.js';
+import { toV86Disk, type V86DiskErrorEvent } from '../../src/adapters/v86.js';
+import {
+  applyGuestWrites,
+  assembleGuest,
+  bootQemuGuest,
+  bootV86Guest,
+  type GuestPhases,
+  guestSumLine,
+  missingForQemuGuest,
+  missingForV86Guest,
+  phaseLine,
+  SECTOR,
+} from '../helpers/qemu-guest.js';
 import { QmpClient, type QmpDaemon, startOurQmp } from '../helpers/qmp-client.js';
 import { serve } from '../helpers/serve-process.js';
 import { haveProgram, ok, run } from '../helpers/tools.js';
@@ -30,6 +43,9 @@ const BUF_SIZE = 256 * 1024;
 const missing = [...missingForQemuGuest(), ...(haveProgram('qemu-img') ? [] : ['qemu-img'])];
 if (CI && missing.length > 0) throw new Error(`${missing.join(', ')} missing in CI: .ci/run must install qemu-system-x86, nasm, qemu-utils`);
 if (missing.length > 0) console.log(`QEMU guest mirror test skipped: missing ${missing.join(', ')}`);
+const missingV86 = [...missingForV86Guest(), ...(haveProgram('qemu-img') ? [] : ['qemu-img'])];
+if (CI && missingV86.length > 0) throw new Error(`${missingV86.join(', ')} missing in CI: .ci/run must install seabios, nasm, qemu-utils`);
+if (missingV86.length > 0) console.log(`v86 guest mirror test skipped: missing ${missingV86.join(', ')}`);
 
 /** During the copy, while READY, after the pivot: some runs over earlier ones, in data and in zeroes. */
 const PHASES: GuestPhases = [
@@ -192,6 +208,46 @@ describe('mirror of a disk a real guest boots from', () => {
     served.child.kill('SIGTERM');
     expect(await served.exited, served.stderr()).toBe(0);
     for (const c of cleanups.splice(0).reverse()) await c();
+    await checkImages(original, src, tgt);
+  });
+
+  it.skipIf(missingV86.length > 0)('v86 boots from a drive (toV86Disk) while layer.startJob mirrors it: the drive ends on the target with every write where it belongs', { timeout: 120_000 }, async () => {
+    const { original, src, tgt } = await images();
+    const drive = await layer.openDrive({ id: 'disk0', driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: src } });
+    await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
+    const job = await layer.startJob({ type: 'mirror', device: 'disk0', target: 'tgt', sync: 'full', speed: SLOW_SPEED, bufSize: BUF_SIZE });
+    const disk = toV86Disk(drive);
+    const errors: V86DiskErrorEvent[] = [];
+    disk.on('io-error', (e) => errors.push(e));
+    const guest = bootV86Guest(disk);
+    cleanups.push(() => guest.stop());
+
+    await guest.waitFor(phaseLine(1), 60_000);
+    await disk.flush(); // v86's PIO writes tell the guest "done" before the drive has them
+    expect(job.isReady).toBe(false);
+    expect(job.progress.current).toBeGreaterThan(0);
+    expect(job.progress.current).toBeLessThan(job.progress.total);
+    expect(guest.serial()).toContain(guestSumLine(original));
+
+    const ready = new Promise<void>((resolve) => job.once('ready', () => resolve()));
+    job.setSpeed(0);
+    await ready;
+    guest.proceed();
+    await guest.waitFor(phaseLine(2), 60_000);
+    await disk.flush();
+
+    job.complete();
+    await job.wait();
+    expect(drive.node.name).toBe('tgt');
+    guest.proceed();
+    await guest.waitFor('DONE', 60_000);
+    await guest.stop();
+    await disk.flush();
+    expect(errors).toEqual([]);
+    expect(guest.serial()).not.toContain('IO ERR');
+
+    for (const c of cleanups.splice(0).reverse()) await c();
+    await layer.close();
     await checkImages(original, src, tgt);
   });
 });
