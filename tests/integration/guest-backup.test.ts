@@ -4,7 +4,8 @@
 // guest (tests/fixtures/guest/scattered-writes.asm) writes scattered runs, some over each other;
 // then only the extents `nbdinfo --map=qemu:dirty-bitmap:b0` reports are copied by qemu-img onto
 // the full copy, which then equals the disk (sha256 and qemu-img compare). The dirty extents are
-// exactly the guest's writes rounded to the granularity. The same cycle in process with v86
+// exactly the guest's writes rounded to the granularity; the bitmap, stored in the qcow2 at close,
+// maps the same through qemu-nbd -B. The same cycle in process with v86
 // writing through toV86Disk(drive) and drive.dirtyExtents() walked.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -27,6 +28,7 @@ import {
   missingForV86Guest,
   SECTOR,
 } from '../helpers/qemu-guest.js';
+import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import { type QmpDaemon, startOurQmp } from '../helpers/qmp-client.js';
 import { haveProgram, ok } from '../helpers/tools.js';
 import { dataByte } from '../helpers/v86-boot.js';
@@ -37,7 +39,7 @@ const SIZE = 16 * MiB;
 /** The image holds data in its first DATA_BYTES; the rest reads as zeroes (unallocated in the qcow2). */
 const DATA_BYTES = 4 * MiB;
 
-const missingQemu = [...missingForQemuGuest(), ...['qemu-img', 'nbdcopy', 'nbdinfo'].filter((p) => !haveProgram(p))];
+const missingQemu = [...missingForQemuGuest(), ...['qemu-img', 'qemu-nbd', 'nbdcopy', 'nbdinfo'].filter((p) => !haveProgram(p))];
 const missingV86 = [...missingForV86Guest(), ...(haveProgram('qemu-img') ? [] : ['qemu-img'])];
 if (CI && missingQemu.length > 0) throw new Error(`${missingQemu.join(', ')} missing in CI: .ci/run must install qemu-system-x86, nasm, qemu-utils, libnbd-bin`);
 if (missingQemu.length > 0) console.log(`QEMU guest backup test skipped: missing ${missingQemu.join(', ')}`);
@@ -97,6 +99,12 @@ async function qcow2Of(disk: Uint8Array, name: string): Promise<string> {
   return qcow2;
 }
 
+/** The dirty extents of bitmap b0 as nbdinfo maps them over NBD. */
+async function dirtyMap(uri: string): Promise<{ offset: number; length: number }[]> {
+  const map = JSON.parse(await ok('nbdinfo', ['--json', '--map=qemu:dirty-bitmap:b0', uri])) as { offset: number; length: number; type: number }[];
+  return map.filter((e) => e.type === 1).map((e) => ({ offset: e.offset, length: e.length }));
+}
+
 /** Every sector where `a` and `b` differ lies inside one of `extents`. */
 function changesInside(a: Uint8Array, b: Uint8Array, extents: readonly { offset: number; length: number }[]): number[] {
   const outside: number[] = [];
@@ -127,7 +135,7 @@ describe('incremental backup cycle around a real guest', () => {
       const vm = `nbd+unix:///vm?socket=${sock}`;
 
       // Full backup, the bitmap started with it (nothing writes in between).
-      await q.ok('block-dirty-bitmap-add', { node: 'disk', name: 'b0', granularity: GRANULARITY });
+      await q.ok('block-dirty-bitmap-add', { node: 'disk', name: 'b0', granularity: GRANULARITY, persistent: true });
       const copy = path.join(dir, 'copy.raw');
       await ok('nbdcopy', [vm, copy]);
       expect(sha(fs.readFileSync(copy))).toBe(sha(original));
@@ -142,8 +150,7 @@ describe('incremental backup cycle around a real guest', () => {
       // Incremental backup: the bitmap frozen and served read-only beside the disk (libvirt's pull mode).
       await q.ok('block-dirty-bitmap-disable', { node: 'disk', name: 'b0' });
       await q.ok('block-export-add', { type: 'nbd', id: 'e1', 'node-name': 'disk', name: 'inc', writable: false, bitmaps: ['b0'] });
-      const map = JSON.parse(await ok('nbdinfo', ['--json', '--map=qemu:dirty-bitmap:b0', `nbd+unix:///inc?socket=${sock}`])) as { offset: number; length: number; type: number }[];
-      const dirty = map.filter((e) => e.type === 1).map((e) => ({ offset: e.offset, length: e.length }));
+      const dirty = await dirtyMap(`nbd+unix:///inc?socket=${sock}`);
       expect(dirty).toEqual(guestGranules(PHASES, GRANULARITY));
 
       // Only the dirty extents, read by qemu-img through its nbd driver, written in place into the copy.
@@ -172,6 +179,11 @@ describe('incremental backup cycle around a real guest', () => {
       await layer.close();
       await ok('qemu-img', ['check', image]);
       expect(await ok('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', image, copy])).toContain('Images are identical');
+      // The bitmap went into the image at close: QEMU's own server maps the same extents from it.
+      const qsock = path.join(dir, 'qemu-nbd.sock');
+      const pid = startQemuDaemon('qemu-nbd', ['-r', '-B', 'b0', '-f', 'qcow2', '-k', qsock, image], dir);
+      cleanups.push(() => stopPid(pid));
+      expect(await dirtyMap(`nbd+unix:///?socket=${qsock}`)).toEqual(dirty);
     },
   );
 
