@@ -13,7 +13,7 @@ if [[ "${1:-}" != "--inside" ]]; then
 fi
 shift
 
-PROGRAMS=(qemu-img qemu-io qemu-nbd qemu-storage-daemon fio rbd rados ceph ceph-mon ceph-osd ceph-authtool ceph-conf nbdinfo nbdcopy nbdkit socat openssl mkfs.ext4 e2fsck debugfs nasm chromium)
+PROGRAMS=(qemu-img qemu-io qemu-nbd qemu-storage-daemon qemu-system-x86_64 fio rbd rados ceph ceph-mon ceph-osd ceph-authtool ceph-conf nbdinfo nbdcopy nbdkit socat openssl mkfs.ext4 e2fsck debugfs nasm chromium)
 LIBRARIES=(librados.so.2 librbd.so.1 librados.so librbd.so liburing.so.2)
 
 declare -A hide=()  # directory -> space-separated names
