@@ -65,8 +65,8 @@ afterAll(async () => {
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-/** A persistent context on `profile` (a Chromium user-data dir) with the opfs page loaded. */
-async function session(profile: string, use: (s: Session) => Promise<void>): Promise<void> {
+/** A persistent context on `profile` (a Chromium user-data dir) with the opfs page loaded; `close()` ends it. */
+async function openSession(profile: string): Promise<Session & { errors: string[]; close: () => Promise<void> }> {
   const { chromium } = await import('playwright-core');
   const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS });
   try {
@@ -79,42 +79,37 @@ async function session(profile: string, use: (s: Session) => Promise<void>): Pro
       page.evaluate(([o, a, w]) => (globalThis as unknown as { inWorker: Call }).inWorker(o as string, a as Record<string, unknown>, w as number), [op, args, which] as const) as Promise<T>;
     const main = <T>(op: string, args: Record<string, unknown> = {}) =>
       page.evaluate(([o, a]) => (globalThis as unknown as { inPage: Call }).inPage(o as string, a as Record<string, unknown>), [op, args] as const) as Promise<T>;
-    await use({ page, context, worker, main });
-    expect(errors).toEqual([]);
-  } finally {
+    return { page, context, worker, main, errors, close: () => context.close() };
+  } catch (e) {
     await context.close();
+    throw e;
+  }
+}
+
+/** Runs `use` in a session of its own, which ends with it; no page error may have happened. */
+async function session(profile: string, use: (s: Session) => Promise<void>): Promise<void> {
+  const s = await openSession(profile);
+  try {
+    await use(s);
+    expect(s.errors).toEqual([]);
+  } finally {
+    await s.close();
   }
 }
 
 describe.skipIf(!ready)('the opfs driver in Chromium', () => {
-  it('a pattern written in a worker (sync access handle) and in the page (async API) is there, byte for byte, in a new browser context on the same profile', async () => {
+  it('what a worker (sync access handle) and the page (async API) write — raw files, qcow2 overlays over an http base — is there in a new browser context on the same profile; qemu-img checks the overlay and reads the same guest view', async () => {
+    // one profile, two contexts: launching Chromium is the slow part here
     const profile = fs.mkdtempSync(path.join(tmp, 'profile-'));
     const size = 4 * MiB;
-    const writes: [number, number, number][] = [
+    const rawWrites: [number, number, number][] = [
       [0, 65536, 1],
       [3 * MiB + 123, 100_000, 2],
       [size - 4096, 4096, 3],
     ];
     const want = new Uint8Array(size);
-    for (const [offset, length, seed] of writes) want.set(pattern(length, seed), offset);
-    const expected = sha256(want);
-    await session(profile, async ({ worker, main }) => {
-      const w = await worker<{ hash: string; mode: string }>('writeRaw', { path: 'vms/a/disk.raw', size, writes });
-      expect(w).toMatchObject({ hash: expected, mode: 'sync' });
-      const p = await main<{ hash: string; mode: string }>('writeRaw', { path: 'vms/b/page.raw', size, writes });
-      expect(p).toMatchObject({ hash: expected, mode: 'async' });
-    });
-    await session(profile, async ({ worker, main }) => {
-      expect(await worker('hashRaw', { path: 'vms/a/disk.raw' })).toEqual({ hash: expected, length: size });
-      expect(await worker('hashRaw', { path: 'vms/b/page.raw' })).toEqual({ hash: expected, length: size });
-      expect(await main('hashRaw', { path: 'vms/a/disk.raw' })).toEqual({ hash: expected, length: size });
-      // a path that was never made
-      await expect(worker('hashRaw', { path: 'vms/none/disk.raw' })).rejects.toThrow(/ENOENT|could not open/);
-    });
-  }, 60_000);
-
-  it('a qcow2 overlay laid on opfs over an http base keeps its writes across contexts; qemu-img checks it and reads the same guest view', async () => {
-    const profile = fs.mkdtempSync(path.join(tmp, 'profile-'));
+    for (const [offset, length, seed] of rawWrites) want.set(pattern(length, seed), offset);
+    const rawHash = sha256(want);
     const backing = `${server.url}/img/base.qcow2`;
     const writes: [number, number, number][] = [
       [512 * 1024, 1 * MiB, 4], // over the base's data and past it
@@ -123,18 +118,25 @@ describe.skipIf(!ready)('the opfs driver in Chromium', () => {
     ];
     const guest = new Uint8Array(baseBytes);
     for (const [offset, length, seed] of writes) guest.set(pattern(length, seed), offset);
-    const expected = sha256(guest);
+    const guestHash = sha256(guest);
     await session(profile, async ({ worker, main }) => {
+      expect(await worker('writeRaw', { path: 'vms/a/disk.raw', size, writes: rawWrites })).toMatchObject({ hash: rawHash, mode: 'sync' });
+      expect(await main('writeRaw', { path: 'vms/b/page.raw', size, writes: rawWrites })).toMatchObject({ hash: rawHash, mode: 'async' });
       const w = await worker<{ hash: string; backingNode: string; created: { virtualSize: number } }>('createOverlay', { path: 'vms/o/over.qcow2', backing, writes });
-      expect(w).toMatchObject({ hash: expected, backingNode: 'qcow2', created: { virtualSize: 16 * MiB } });
-      // the same through the async API on the main thread (truncate and commits there)
-      const p = await main<{ hash: string }>('createOverlay', { path: 'vms/o/page.qcow2', backing, writes });
-      expect(p.hash).toBe(expected);
+      expect(w).toMatchObject({ hash: guestHash, backingNode: 'qcow2', created: { virtualSize: 16 * MiB } });
+      // the same through the async API on the main thread (its truncate and commits)
+      expect(await main('createOverlay', { path: 'vms/o/page.qcow2', backing, writes })).toMatchObject({ hash: guestHash });
     });
     let image = '';
-    await session(profile, async ({ worker }) => {
-      expect(await worker('hashQcow2', { path: 'vms/o/over.qcow2' })).toEqual({ hash: expected, backing: 'http' });
-      expect(await worker('hashQcow2', { path: 'vms/o/page.qcow2' })).toEqual({ hash: expected, backing: 'http' });
+    await session(profile, async ({ worker, main }) => {
+      expect(await worker('hashRaw', { path: 'vms/a/disk.raw' })).toEqual({ hash: rawHash, length: size });
+      expect(await worker('hashRaw', { path: 'vms/b/page.raw' })).toEqual({ hash: rawHash, length: size });
+      expect(await main('hashRaw', { path: 'vms/a/disk.raw' })).toEqual({ hash: rawHash, length: size });
+      // a path that was never made
+      await expect(worker('hashRaw', { path: 'vms/none/disk.raw' })).rejects.toThrow(/could not open folder 'vms\/none'/);
+      // the backing found by the URL stored in the header
+      expect(await worker('hashQcow2', { path: 'vms/o/over.qcow2' })).toEqual({ hash: guestHash, backing: 'http' });
+      expect(await main('hashQcow2', { path: 'vms/o/page.qcow2' })).toEqual({ hash: guestHash, backing: 'http' });
       image = await worker<string>('fileBase64', { path: 'vms/o/over.qcow2' });
     });
     const file = path.join(tmp, 'over-from-opfs.qcow2');
@@ -145,60 +147,72 @@ describe.skipIf(!ready)('the opfs driver in Chromium', () => {
     // (the qemu-img here has no curl: the same base, as a local file)
     execFileSync('qemu-img', ['rebase', '-u', '-F', 'qcow2', '-b', path.join(tmp, 'img/base.qcow2'), file]);
     execFileSync('qemu-img', ['check', file]); // exit 0: no errors, no leaks
-    const view = rawView(file);
-    expect(sha256(view)).toBe(expected);
-  }, 60_000);
+    expect(sha256(rawView(file))).toBe(guestHash);
+  }, 90_000);
+});
 
-  it("Web Locks give flock's rule: one writer or many readers, across workers and the page; ELOCKED otherwise, released at close", async () => {
-    const profile = fs.mkdtempSync(path.join(tmp, 'profile-'));
-    await session(profile, async ({ worker, main }) => {
-      const path = 'vms/l/disk.raw';
-      const first = await worker<{ id: number }>('hold', { path, create: true, size: MiB }, 0);
-      expect(first.id).toBeGreaterThan(0);
-      expect(await worker('hold', { path }, 1)).toMatchObject({ error: { code: 'ELOCKED' } });
-      expect(await main('hold', { path })).toMatchObject({ error: { code: 'ELOCKED' } });
-      expect(await worker('hold', { path, readOnly: true }, 1)).toMatchObject({ error: { code: 'ELOCKED' } });
-      await worker('release', { id: first.id }, 0);
-      // readers share, in a worker and on the page; a writer is refused while they read
-      const r1 = await worker<{ id: number }>('hold', { path, readOnly: true }, 1);
-      const r2 = await main<{ id: number }>('hold', { path, readOnly: true });
-      const r3 = await worker<{ id: number }>('hold', { path, readOnly: true }, 0);
-      expect([r1.id, r2.id, r3.id].every((id) => id > 0)).toBe(true);
-      expect(await worker('hold', { path }, 0)).toMatchObject({ error: { code: 'ELOCKED' } });
-      await worker('release', { id: r1.id }, 1);
-      await main('release', { id: r2.id });
-      await worker('release', { id: r3.id }, 0);
-      const again = await worker<{ id: number }>('hold', { path }, 1);
-      expect(again.id).toBeGreaterThan(0);
-      await worker('release', { id: again.id }, 1);
-    });
+describe.skipIf(!ready)('the opfs driver in one Chromium context', () => {
+  let s: Awaited<ReturnType<typeof openSession>>;
+  beforeAll(async () => {
+    s = await openSession(fs.mkdtempSync(path.join(tmp, 'profile-')));
+  }, 60_000);
+  afterAll(async () => {
+    await s?.close();
+  });
+
+  it("Web Locks give flock's rule: one writer or many readers, across workers, the page and another tab; ELOCKED otherwise, released at close", async () => {
+    const { worker, main } = s;
+    const path = 'vms/l/disk.raw';
+    const first = await worker<{ id: number }>('hold', { path, create: true, size: MiB }, 0);
+    expect(first.id).toBeGreaterThan(0);
+    expect(await worker('hold', { path }, 1)).toMatchObject({ error: { code: 'ELOCKED' } });
+    expect(await main('hold', { path })).toMatchObject({ error: { code: 'ELOCKED' } });
+    expect(await worker('hold', { path, readOnly: true }, 1)).toMatchObject({ error: { code: 'ELOCKED' } });
+    // another tab of the origin
+    const tab = await s.context.newPage();
+    await tab.goto(`${server.url}/page/opfs-page.html`);
+    await tab.waitForFunction(() => (globalThis as unknown as { ready?: boolean }).ready === true, undefined, { timeout: 20_000 });
+    expect(await tab.evaluate((p) => (globalThis as unknown as { inPage: Call }).inPage('hold', { path: p }), path)).toMatchObject({ error: { code: 'ELOCKED' } });
+    await tab.close();
+    await worker('release', { id: first.id }, 0);
+    // readers share, in a worker and on the page; a writer is refused while they read
+    const r1 = await worker<{ id: number }>('hold', { path, readOnly: true }, 1);
+    const r2 = await main<{ id: number }>('hold', { path, readOnly: true });
+    const r3 = await worker<{ id: number }>('hold', { path, readOnly: true }, 0);
+    expect([r1.id, r2.id, r3.id].every((id) => id > 0)).toBe(true);
+    expect(await worker('hold', { path }, 0)).toMatchObject({ error: { code: 'ELOCKED' } });
+    await worker('release', { id: r1.id }, 1);
+    await main('release', { id: r2.id });
+    await worker('release', { id: r3.id }, 0);
+    const again = await worker<{ id: number }>('hold', { path }, 1);
+    expect(again.id).toBeGreaterThan(0);
+    await worker('release', { id: again.id }, 1);
+    expect(s.errors).toEqual([]);
   }, 60_000);
 
   it('growth past the quota (CDP Storage.overrideQuotaForOrigin) is ENOSPC; under werror=stop a qcow2 drive on opfs waits, and resume() after more quota loses nothing', async () => {
-    const profile = fs.mkdtempSync(path.join(tmp, 'profile-'));
-    await session(profile, async ({ page, context, worker }) => {
-      const cdp = await context.newCDPSession(page);
-      const origin = server.url;
-      await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 4 * MiB });
-      expect(await worker('quota.reportOnce', { path: 'q/report.raw', length: 8 * MiB })).toMatchObject({ error: { code: 'ENOSPC' } });
-      const chunk = MiB;
-      const count = 8;
-      const started = await worker<{ error: { code: string } | null; ioStatus: string }>('quota.start', { path: 'q/stop.raw', chunk, count });
-      expect(started).toMatchObject({ error: { code: 'ENOSPC' }, failed: null, ioStatus: 'nospace' });
-      await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 256 * MiB });
-      expect(await worker('quota.resume', { chunk, count })).toEqual({ same: true, ioStatus: 'ok' });
-      await cdp.send('Storage.overrideQuotaForOrigin', { origin });
-    });
+    const { page, context, worker } = s;
+    const cdp = await context.newCDPSession(page);
+    const origin = server.url;
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 4 * MiB });
+    expect(await worker('quota.reportOnce', { path: 'q/report.raw', length: 8 * MiB })).toMatchObject({ error: { code: 'ENOSPC' } });
+    const chunk = MiB;
+    const count = 8;
+    const started = await worker<{ error: { code: string } | null; ioStatus: string }>('quota.start', { path: 'q/stop.qcow2', chunk, count });
+    expect(started).toMatchObject({ error: { code: 'ENOSPC' }, failed: null, ioStatus: 'nospace' });
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 256 * MiB });
+    expect(await worker('quota.resume', { chunk, count })).toEqual({ same: true, ioStatus: 'ok' });
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+    expect(s.errors).toEqual([]);
   }, 60_000);
 
   it('an 8 GiB sparse qcow2 on opfs: a write at 7.9 GiB reads back through a fresh open, and the file stays small', async () => {
-    const profile = fs.mkdtempSync(path.join(tmp, 'profile-'));
-    await session(profile, async ({ worker }) => {
-      const offset = Math.floor((7.9 * GiB) / 4096) * 4096 + 512;
-      const r = await worker<{ same: boolean; virtualSize: number; fileLength: number }>('bigQcow2', { path: 'big/disk.qcow2', size: 8 * GiB, offset, length: 200_000 });
-      expect(r.same).toBe(true);
-      expect(r.virtualSize).toBe(8 * GiB);
-      expect(r.fileLength).toBeLessThan(4 * MiB);
-    });
+    const { worker } = s;
+    const offset = Math.floor((7.9 * GiB) / 4096) * 4096 + 512;
+    const r = await worker<{ same: boolean; virtualSize: number; fileLength: number }>('bigQcow2', { path: 'big/disk.qcow2', size: 8 * GiB, offset, length: 200_000 });
+    expect(r.same).toBe(true);
+    expect(r.virtualSize).toBe(8 * GiB);
+    expect(r.fileLength).toBeLessThan(4 * MiB);
+    expect(s.errors).toEqual([]);
   }, 60_000);
 });
