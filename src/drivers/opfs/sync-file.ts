@@ -5,6 +5,9 @@ import type { BlockStatus, DriverInstance } from '../../node/driver.js';
 import { fromDomError } from './dom-errors.js';
 import type { SyncAccessHandle } from './web-types.js';
 
+/** What every request that succeeded returns: the work is done before the call returns, no promise per request is needed. */
+const DONE: Promise<void> = Promise.resolve();
+
 /** Zeros are written in pieces of at most this many bytes (one buffer, made on first use). */
 const ZERO_PIECE = 1 << 20;
 
@@ -57,20 +60,26 @@ export function syncFileInstance(handle: SyncAccessHandle, facts: OpfsFileFacts)
     alignment: 1,
     growable: true,
     length: () => size,
-    async read(offset, buffer) {
+    read(offset, buffer) {
       at.at = offset;
       let n: number;
       try {
         n = handle.read(buffer, at);
       } catch (e) {
-        throw fromDomError(e, `opfs: read of ${buffer.length} bytes at ${offset} from '${path}' failed`, { node, path, offset, length: buffer.length });
+        return Promise.reject(fromDomError(e, `opfs: read of ${buffer.length} bytes at ${offset} from '${path}' failed`, { node, path, offset, length: buffer.length }));
       }
       // past the end of the file (shrunk by someone else): zeros, as beyond EOF in QEMU
       if (n < buffer.length) buffer.fill(0, n);
+      return DONE;
     },
-    async write(offset, data) {
+    write(offset, data) {
       unflushed = true;
-      writeAll(offset, data);
+      try {
+        writeAll(offset, data);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return DONE;
     },
     async flush() {
       unflushed = false;
