@@ -206,6 +206,20 @@ describe.skipIf(!ready)('the opfs driver in one Chromium context', () => {
     expect(s.errors).toEqual([]);
   }, 60_000);
 
+  it('write-zeroes reads back as zeros and keeps the length, in the middle and to the end of the file, in both modes', async () => {
+    const size = MiB;
+    const zeroes = [
+      [4096, 8192],
+      [size - 300_000, 300_000],
+    ];
+    const want = pattern(size, 8);
+    for (const [offset, length] of zeroes) want.fill(0, offset, offset + length);
+    const expected = { hash: sha256(want), length: size };
+    expect(await s.worker('zeroes', { path: 'z/sync.raw', size, zeroes })).toEqual(expected);
+    expect(await s.main('zeroes', { path: 'z/async.raw', size, zeroes })).toEqual(expected);
+    expect(s.errors).toEqual([]);
+  }, 60_000);
+
   it('an 8 GiB sparse qcow2 on opfs: a write at 7.9 GiB reads back through a fresh open, and the file stays small', async () => {
     const { worker } = s;
     const offset = Math.floor((7.9 * GiB) / 4096) * 4096 + 512;
