@@ -47,6 +47,7 @@ await optional('fileDiskExt2fs', './file-disk-ext2fs.ts', 'fileDiskExt2fsBench',
 await optional('soak', './soak.ts', 'soakBench', full);
 await optional('idleDrives', './idle-drives.ts', 'idleDrivesBench', full);
 await optional('workerRpc', './worker-rpc.ts', 'workerRpcBench', full);
+await optional('opfs', './opfs.ts', 'opfsBench', full);
 
 const dir = path.join(import.meta.dirname, 'results');
 fs.mkdirSync(dir, { recursive: true });

@@ -46,6 +46,8 @@ export { defineDriver } from './node/driver.js';
 export { BlockNode } from './node/node.js';
 export * from './options/index.js';
 export type { DriveStats } from './stats.js';
+export type { OpfsNodeOptions } from './drivers/opfs/facts.js';
+export { layQcow2Image, type NodeQcow2Options } from './tools/create-on-node.js';
 export { ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
 export type { ThrottleLimits, ThrottleOptions } from './throttle/limits.js';
 export { connectWorkerLayer, serveWorkerLayer, WorkerDrive, type WorkerEndpoint, WorkerLayer, type WorkerLayerHost } from './worker/index.js';

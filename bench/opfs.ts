@@ -1,0 +1,146 @@
+/**
+ * The opfs driver in Chromium: 4 KiB random writes and reads at QD16 through a Drive on an opfs
+ * node (sync access handle, in a dedicated Worker) against a bare FileSystemSyncAccessHandle
+ * loop doing the same I/O in the same worker, side by side (alternating rounds, median of the
+ * paired ratios). `npx tsx bench/opfs.ts [rounds]`; needs Debian's chromium. The goal: ≥ 0.8×.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { serveStatic } from '../examples/browser/static-server.js';
+import { buildBrowser } from '../scripts/build-browser.js';
+import { fmtRate, row, sideBySide } from './util.js';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const FILE_SIZE = 64 << 20;
+const BS = 4096;
+const QD = 16;
+const OPS = 20_000;
+
+// The worker: one bare handle and one drive, opened once; each message runs one timed round.
+const WORKER = `
+const bl = await import('/dist/blocklayer.js');
+const FILE_SIZE = ${FILE_SIZE}, BS = ${BS}, QD = ${QD}, OPS = ${OPS};
+const root = await navigator.storage.getDirectory();
+const dir = await root.getDirectoryHandle('bench', { create: true });
+const bareFile = await dir.getFileHandle('bare.raw', { create: true });
+const bare = await bareFile.createSyncAccessHandle();
+bare.truncate(FILE_SIZE);
+const layer = new bl.BlockLayer();
+const drive = await layer.openDrive({ driver: 'opfs', path: 'bench/drive.raw', create: true, size: FILE_SIZE });
+// the same offsets for both sides (a fixed LCG)
+const offsets = new Float64Array(OPS);
+let x = 12345;
+for (let i = 0; i < OPS; i++) {
+  x = (x * 1103515245 + 12345) >>> 0;
+  offsets[i] = (x % (FILE_SIZE / BS)) * BS;
+}
+const data = new Uint8Array(BS).fill(0x5a);
+const nul = await layer.openDrive({ driver: 'null', size: FILE_SIZE, readZeroes: true });
+const rounds = {
+  bareWrite() {
+    const at = { at: 0 };
+    for (let i = 0; i < OPS; i++) {
+      at.at = offsets[i];
+      bare.write(data, at);
+    }
+    bare.flush();
+  },
+  bareRead() {
+    const at = { at: 0 };
+    const buf = new Uint8Array(BS);
+    for (let i = 0; i < OPS; i++) {
+      at.at = offsets[i];
+      bare.read(buf, at);
+    }
+  },
+  async driveWrite() {
+    let next = 0;
+    await Promise.all(Array.from({ length: QD }, async () => {
+      while (next < OPS) await drive.write(offsets[next++], data);
+    }));
+    await drive.flush();
+  },
+  async driveRead() {
+    let next = 0;
+    await Promise.all(Array.from({ length: QD }, async () => {
+      const buf = new Uint8Array(BS);
+      while (next < OPS) await drive.read(offsets[next++], buf);
+    }));
+  },
+};
+// the Drive's own cost per request, over a driver that does nothing
+rounds.nullRead = async () => {
+    let next = 0;
+    await Promise.all(Array.from({ length: QD }, async () => {
+      const buf = new Uint8Array(BS);
+      while (next < OPS) await nul.read(offsets[next++], buf);
+    }));
+};
+// the driver's own instance, under no Drive: where a gap between the two rows above comes from
+const inst = drive.node['instance'];
+rounds.instRead = async () => {
+    const buf = new Uint8Array(BS);
+    for (let i = 0; i < OPS; i++) await inst.read(offsets[i], buf);
+};
+self.onmessage = async ({ data: name }) => {
+  const t0 = performance.now();
+  await rounds[name]();
+  self.postMessage(OPS / ((performance.now() - t0) / 1000));
+};
+self.postMessage('ready');
+`;
+
+const PAGE = `<!doctype html><script type="module">
+const w = new Worker('/bench/worker.js', { type: 'module' });
+let pending;
+const ready = new Promise((r) => (pending = r));
+w.onmessage = ({ data }) => pending(data);
+await ready;
+window.round = (name) => new Promise((r) => { pending = r; w.postMessage(name); });
+window.ready = true;
+</script>`;
+
+export async function opfsBench(rounds = 7): Promise<Record<string, unknown>> {
+  if (!fs.existsSync(CHROMIUM)) {
+    console.log('opfs driver: skipped (no chromium)');
+    return { skipped: true };
+  }
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-opfs-bench-'));
+  fs.mkdirSync(path.join(tmp, 'bench'));
+  fs.writeFileSync(path.join(tmp, 'bench/worker.js'), WORKER);
+  fs.writeFileSync(path.join(tmp, 'bench/index.html'), PAGE);
+  await buildBrowser(path.join(tmp, 'dist'));
+  const server = await serveStatic({ '/dist/': path.join(tmp, 'dist'), '/bench/': path.join(tmp, 'bench') });
+  const { chromium } = await import('playwright-core');
+  const context = await chromium.launchPersistentContext(path.join(tmp, 'profile'), {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    await page.goto(`${server.url}/bench/index.html`);
+    await page.waitForFunction(() => (globalThis as unknown as { ready?: boolean }).ready === true, undefined, { timeout: 30_000 });
+    const round = (name: string) => () => page.evaluate((n) => (globalThis as unknown as { round: (n: string) => Promise<number> }).round(n), name);
+    console.log(`opfs driver in Chromium: ${OPS} random ${BS >> 10} KiB requests in a ${FILE_SIZE >> 20} MiB file, a Drive at QD${QD} vs a bare sync-access-handle loop, same worker, median of ${rounds} paired rounds`);
+    console.log(`  (load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs)`);
+    // one warm-up round each, not counted
+    for (const n of ['bareWrite', 'driveWrite', 'bareRead', 'driveRead']) await round(n)();
+    const writes = await sideBySide(rounds, round('bareWrite'), round('driveWrite'));
+    row('4 KiB random writes (ops/s)', fmtRate(writes.subject), fmtRate(writes.baseline), writes.ratio, writes.rounds);
+    const reads = await sideBySide(rounds, round('bareRead'), round('driveRead'));
+    row('4 KiB random reads (ops/s)', fmtRate(reads.subject), fmtRate(reads.baseline), reads.ratio, reads.rounds);
+    const direct = await sideBySide(rounds, round('bareRead'), round('instRead'));
+    row('  the driver instance alone, QD1 (ops/s)', fmtRate(direct.subject), fmtRate(direct.baseline), direct.ratio, direct.rounds);
+    const nul = await sideBySide(rounds, round('bareRead'), round('nullRead'));
+    row('  a Drive on the null driver, QD16 (ops/s)', fmtRate(nul.subject), fmtRate(nul.baseline), nul.ratio, nul.rounds);
+    return { writes, reads, driverAlone: direct, nullDrive: nul };
+  } finally {
+    await context.close();
+    await server.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await opfsBench(process.argv[2] ? Number(process.argv[2]) : undefined);
