@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
-import { build, type Plugin } from 'esbuild';
+import { type BuildOptions, build, type Plugin } from 'esbuild';
 
 const root = path.resolve(import.meta.dirname, '..');
 
@@ -86,25 +86,24 @@ export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<st
   const text = cli.outputFiles[0].text;
   fs.mkdirSync(outdir, { recursive: true });
   fs.writeFileSync(path.join(outdir, SCRIPT), text);
+  const define = {
+    __BLOCKLAYER_SCRIPT__: JSON.stringify(SCRIPT),
+    __BLOCKLAYER_BUILD__: JSON.stringify(createHash('sha256').update(text).digest('hex').slice(0, 16)),
+  };
+  const launcher: BuildOptions = { entryPoints: [path.join(root, 'scripts/cli-launcher.ts')], bundle: true, platform: 'node', target: 'node20', minify: true, sourcemap: false, logLevel: 'warning' };
+  // package.json's bin: CommonJS, so that a start sets up no ES module loader (the script needs none)
+  await build({ ...launcher, format: 'cjs', outfile: path.join(outdir, 'blocklayer.cjs'), define: { ...define, __BLOCKLAYER_DIR__: '__dirname' }, banner: { js: '#!/usr/bin/env node' } });
+  // the same as an ES module, for whoever runs dist/cli/blocklayer.js
   await build({
-    entryPoints: { blocklayer: path.join(root, 'scripts/cli-launcher.ts') },
-    bundle: true,
+    ...launcher,
     format: 'esm',
-    platform: 'node',
-    target: 'node20',
-    outdir,
-    define: {
-      __BLOCKLAYER_SCRIPT__: JSON.stringify(SCRIPT),
-      __BLOCKLAYER_BUILD__: JSON.stringify(createHash('sha256').update(text).digest('hex').slice(0, 16)),
-    },
+    outfile: path.join(outdir, 'blocklayer.js'),
+    define: { ...define, __BLOCKLAYER_DIR__: 'import.meta.dirname' },
     banner: { js: "#!/usr/bin/env node\nimport { createRequire as __blocklayerRequire } from 'node:module';\nconst require = __blocklayerRequire(import.meta.url);" },
-    minify: true,
-    sourcemap: false,
     plugins: [builtinsByRequire],
-    logLevel: 'warning',
   });
-  fs.chmodSync(path.join(outdir, 'blocklayer.js'), 0o755);
-  return [path.join(outdir, 'blocklayer.js'), path.join(outdir, SCRIPT)];
+  for (const f of ['blocklayer.cjs', 'blocklayer.js']) fs.chmodSync(path.join(outdir, f), 0o755);
+  return [path.join(outdir, 'blocklayer.cjs'), path.join(outdir, 'blocklayer.js'), path.join(outdir, SCRIPT)];
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -22,6 +22,8 @@ import vm from 'node:vm';
 declare const __BLOCKLAYER_SCRIPT__: string;
 /** A hash of the CLI script's text (set by the build): a cache of one build never meets another's code. */
 declare const __BLOCKLAYER_BUILD__: string;
+/** This file's directory (`__dirname` in the CommonJS launcher, `import.meta.dirname` in the ES module one). */
+declare const __BLOCKLAYER_DIR__: string;
 
 /** Caches of other builds left alone this long may go (another installed version may still use its own). */
 const STALE_MS = 7 * 24 * 3600 * 1000;
@@ -64,7 +66,7 @@ function writeCache(script: vm.Script, dir: string, file: string): void {
   }
 }
 
-const scriptPath = path.join(import.meta.dirname, __BLOCKLAYER_SCRIPT__);
+const scriptPath = path.join(__BLOCKLAYER_DIR__, __BLOCKLAYER_SCRIPT__);
 const dir = cacheDirectory();
 const cacheFile = dir && path.join(dir, `${__BLOCKLAYER_BUILD__}-${verbKey(process.argv[2])}-${process.version}-${process.arch}.bin`);
 let cachedData: Buffer | undefined;
