@@ -1,14 +1,16 @@
 /**
- * Builds the `blocklayer` command as one ESM bundle: `npx tsx scripts/build-cli.ts [OUTDIR]` →
- * dist/cli/blocklayer.js (package.json's `bin`), each verb in a chunk of its own under
- * dist/cli/chunks/ that main's `import()` loads when that verb runs. One file per verb instead of
- * two hundred modules (zod's among them) is most of the command's start-up. Native addons stay
- * outside (loaded with require where they are needed, from the package's node_modules).
+ * Builds the `blocklayer` command: `npx tsx scripts/build-cli.ts [OUTDIR]` → dist/cli/blocklayer.js
+ * (package.json's `bin`, the launcher: scripts/cli-launcher.ts) and dist/cli/blocklayer-script.js,
+ * the whole command bundled as one script that the launcher runs through a V8 code cache. One
+ * file instead of two hundred modules (zod's among them), and compiled code read back instead of
+ * compiled again, are most of the command's start-up. Native addons stay outside (loaded with
+ * require where they are needed, from the package's node_modules).
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
-import { build, type Plugin } from 'esbuild';
+import { type BuildOptions, build, type Plugin } from 'esbuild';
 
 const root = path.resolve(import.meta.dirname, '..');
 
@@ -34,66 +36,77 @@ const builtinsByRequire: Plugin = {
 };
 
 /**
- * One chunk for the code every verb runs on. esbuild puts a module in a chunk of its own for each
- * set of lazily imported modules (the verbs, the format drivers) that reach it, so the verbs and the
- * drivers' stubs cut the shared code into dozens of small chunks, and each file costs a start a
- * resolve, a read and a compile. Here each module the sources import lazily (a verb, a driver, a
- * part only some runs need) also imports the core (the layer, with the stubs, and qcow2, which nearly every
- * verb opens): the core is reached from all of them alike and lands in one chunk. Evaluating it
- * first changes nothing: its modules only define things.
+ * main.ts ends in a top-level await that runs the command, which only a module may have: the
+ * script runs it without waiting (what it resolves to is the exit code, as before).
  */
-function oneCoreChunk(core: string[]): Plugin {
-  return {
-    name: 'one-core-chunk',
-    setup(b) {
-      // the targets of the sources' dynamic imports, found before esbuild loads any of them
-      const lazy = new Set<string>();
-      for (const file of fs.readdirSync(path.join(root, 'src'), { recursive: true, encoding: 'utf8' })) {
-        if (!file.endsWith('.ts')) continue;
-        const from = path.join(root, 'src', file);
-        for (const m of fs.readFileSync(from, 'utf8').matchAll(/\bimport\('(\.[^']+)\.js'\)/g)) lazy.add(path.resolve(path.dirname(from), `${m[1]}.ts`));
-      }
-      b.onLoad({ filter: /\.ts$/ }, (args) => {
-        if (!lazy.has(args.path)) return undefined;
-        const imports = core
-          .map((c) => path.join(root, c))
-          .filter((c) => c !== args.path)
-          .map((c) => `import ${JSON.stringify(c)};`)
-          .join('');
-        return { contents: `${imports}\n${fs.readFileSync(args.path, 'utf8')}`, loader: 'ts', resolveDir: path.dirname(args.path) };
-      });
-    },
-  };
-}
+const mainAsScript: Plugin = {
+  name: 'main-as-script',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]src[\\/]cli[\\/]main\.ts$/ }, (args) => {
+      const source = fs.readFileSync(args.path, 'utf8');
+      const run = 'process.exitCode = await main(process.argv.slice(2));';
+      if (!source.includes(run)) throw new Error(`${args.path} no longer ends in '${run}': update scripts/build-cli.ts`);
+      // the hashbang too: the script is the body of a function (below)
+      const contents = source.replace(/^#!.*/, '').replace(run, 'main(process.argv.slice(2)).then((code) => { process.exitCode = code; });');
+      return { contents, loader: 'ts' };
+    });
+  },
+};
+
+/** The CLI script beside the launcher (scripts/cli-launcher.ts). */
+const SCRIPT = 'blocklayer-script.js';
 
 export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<string[]> {
-  // chunks are named by their hash: drop an earlier build's
+  // an earlier build's chunks (the command was once an ESM bundle split by verb)
   fs.rmSync(path.join(outdir, 'chunks'), { recursive: true, force: true });
-  const result = await build({
-    entryPoints: { blocklayer: path.join(root, 'src/cli/main.ts') },
+  // The whole command as one script: a function of `require` and `import.meta.url` that the
+  // launcher compiles with a V8 code cache (Node 20 has none for modules). Its modules run when
+  // first imported, as before: each verb's only when it runs.
+  const cli = await build({
+    entryPoints: [path.join(root, 'src/cli/main.ts')],
     bundle: true,
-    splitting: true,
-    format: 'esm',
+    format: 'iife',
     platform: 'node',
     target: 'node20',
-    outdir,
-    chunkNames: 'chunks/[name]-[hash]',
-    // native or optional: resolved at run time, where the code that needs them asks
-    external: ['koffi', 'fs-ext', 'zstd-napi', 'file-disk'],
-    // CommonJS dependencies bundled into ESM (cli-progress) require Node's modules
-    banner: { js: "import { createRequire as __blocklayerRequire } from 'node:module';\nconst require = __blocklayerRequire(import.meta.url);" },
-    // a third of the bytes to read, decode and compile at every start
+    write: false,
+    outfile: path.join(outdir, SCRIPT),
+    // Node's own modules, native or optional ones: resolved at run time by the launcher's
+    // require, where the code that needs them asks
+    external: [...builtinModules, 'node:*', 'koffi', 'fs-ext', 'zstd-napi', 'file-disk'],
+    define: { 'import.meta.url': '__blocklayer_url' },
+    banner: { js: '(function (require, __blocklayer_url) {' },
+    footer: { js: '})' },
+    // fewer bytes to read, and to compile when there is no cache yet
     minify: true,
     // no maps: they would point at src/, which is not shipped (and double what is installed)
     sourcemap: false,
-    plugins: [builtinsByRequire, oneCoreChunk(['src/layer.ts', 'src/drivers/qcow2/index.ts'])],
-    metafile: true,
+    plugins: [mainAsScript],
     logLevel: 'warning',
   });
-  return Object.keys(result.metafile.outputs).filter((f) => f.endsWith('.js'));
+  const text = cli.outputFiles[0].text;
+  fs.mkdirSync(outdir, { recursive: true });
+  fs.writeFileSync(path.join(outdir, SCRIPT), text);
+  const define = {
+    __BLOCKLAYER_SCRIPT__: JSON.stringify(SCRIPT),
+    __BLOCKLAYER_BUILD__: JSON.stringify(createHash('sha256').update(text).digest('hex').slice(0, 16)),
+  };
+  const launcher: BuildOptions = { entryPoints: [path.join(root, 'scripts/cli-launcher.ts')], bundle: true, platform: 'node', target: 'node20', minify: true, sourcemap: false, logLevel: 'warning' };
+  // package.json's bin: CommonJS, so that a start sets up no ES module loader (the script needs none)
+  await build({ ...launcher, format: 'cjs', outfile: path.join(outdir, 'blocklayer.cjs'), define: { ...define, __BLOCKLAYER_DIR__: '__dirname' }, banner: { js: '#!/usr/bin/env node' } });
+  // the same as an ES module, for whoever runs dist/cli/blocklayer.js
+  await build({
+    ...launcher,
+    format: 'esm',
+    outfile: path.join(outdir, 'blocklayer.js'),
+    define: { ...define, __BLOCKLAYER_DIR__: 'import.meta.dirname' },
+    banner: { js: "#!/usr/bin/env node\nimport { createRequire as __blocklayerRequire } from 'node:module';\nconst require = __blocklayerRequire(import.meta.url);" },
+    plugins: [builtinsByRequire],
+  });
+  for (const f of ['blocklayer.cjs', 'blocklayer.js']) fs.chmodSync(path.join(outdir, f), 0o755);
+  return [path.join(outdir, 'blocklayer.cjs'), path.join(outdir, 'blocklayer.js'), path.join(outdir, SCRIPT)];
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const files = await buildCli(process.argv[2] ? path.resolve(process.argv[2]) : undefined);
-  console.log(`dist/cli: blocklayer.js and ${files.length - 1} chunks`);
+  console.log(`dist/cli: ${files.map((f) => path.basename(f)).join(', ')}`);
 }
