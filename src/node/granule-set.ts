@@ -44,6 +44,9 @@ export class GranuleSet {
   /** Indices of the existing pages, ascending (pages are created rarely: on first touch). */
   private readonly order: number[] = [];
   private setCount = 0;
+  /** The page the last single-granule add touched (writes cluster): its index, -1 for none. */
+  private lastIndex = -1;
+  private lastPage: Uint32Array | null = null;
 
   private sizeValue: number;
 
@@ -83,21 +86,46 @@ export class GranuleSet {
 
   /** Adds granules `[first, end)` (clipped to the set's size). */
   add(first: number, end: number): void {
+    if (end === first + 1 && first >= 0 && first < this.sizeValue) {
+      this.addOne(first);
+      return;
+    }
     end = Math.min(end, this.size);
     for (let g = Math.max(0, first); g < end; ) {
       const index = Math.floor(g / PAGE_GRANULES);
       const pageEnd = Math.min(end, (index + 1) * PAGE_GRANULES);
-      let page = this.pages.get(index);
-      if (page === undefined) {
-        page = new Uint32Array(PAGE_WORDS + 1);
-        this.pages.set(index, page);
-        this.order.splice(lowerBound(this.order, index), 0, index);
-      }
+      const page = this.pages.get(index) ?? this.newPage(index);
       const added = this.changeBits(page, g - index * PAGE_GRANULES, pageEnd - index * PAGE_GRANULES, true);
       page[COUNT_WORD]! += added;
       this.setCount += added;
       g = pageEnd;
     }
+  }
+
+  /** The write path's common case (a write inside one granule): one page lookup, or none when it is the last page, one bit. */
+  private addOne(g: number): void {
+    const index = Math.floor(g / PAGE_GRANULES);
+    let page = this.lastPage;
+    if (index !== this.lastIndex || page === null) {
+      page = this.pages.get(index) ?? this.newPage(index);
+      this.lastIndex = index;
+      this.lastPage = page;
+    }
+    const bit = g - index * PAGE_GRANULES;
+    const w = bit >>> 5;
+    const m = 1 << (bit & 31);
+    const old = page[w]!;
+    if ((old & m) !== 0) return;
+    page[w] = old | m;
+    page[COUNT_WORD]!++;
+    this.setCount++;
+  }
+
+  private newPage(index: number): Uint32Array {
+    const page = new Uint32Array(PAGE_WORDS + 1);
+    this.pages.set(index, page);
+    this.order.splice(lowerBound(this.order, index), 0, index);
+    return page;
   }
 
   /** Removes granules `[first, end)`. */
@@ -119,6 +147,7 @@ export class GranuleSet {
 
   /** Empties the set. */
   clear(): void {
+    this.forgetLast();
     this.pages.clear();
     this.order.length = 0;
     this.setCount = 0;
@@ -129,12 +158,7 @@ export class GranuleSet {
     for (const index of other.order) {
       if (index * PAGE_GRANULES >= this.size) break;
       const from = other.pages.get(index)!;
-      let page = this.pages.get(index);
-      if (page === undefined) {
-        page = new Uint32Array(PAGE_WORDS + 1);
-        this.pages.set(index, page);
-        this.order.splice(lowerBound(this.order, index), 0, index);
-      }
+      const page = this.pages.get(index) ?? this.newPage(index);
       let added = 0;
       const words = Math.min(PAGE_WORDS, Math.ceil((this.size - index * PAGE_GRANULES) / 32));
       for (let w = 0; w < words; w++) {
@@ -243,7 +267,13 @@ export class GranuleSet {
   }
 
   private dropPage(index: number): void {
+    if (index === this.lastIndex) this.forgetLast();
     this.pages.delete(index);
     this.order.splice(lowerBound(this.order, index), 1);
+  }
+
+  private forgetLast(): void {
+    this.lastIndex = -1;
+    this.lastPage = null;
   }
 }
