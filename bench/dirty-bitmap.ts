@@ -18,8 +18,10 @@ import { fmtRate, median, randomOffset, row, sideBySide } from './util.js';
 const BS = 4096;
 const FILE_SIZE = 64 * 2 ** 20;
 
-async function writeRate(drive: Drive, qd: number, count: number): Promise<number> {
+/** Writes per wall-clock second; the rate per CPU second of the process (load-independent) goes to `cpuRates`. */
+async function writeRate(drive: Drive, qd: number, count: number, cpuRates?: number[]): Promise<number> {
   let issued = 0;
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: qd }, async () => {
@@ -30,22 +32,29 @@ async function writeRate(drive: Drive, qd: number, count: number): Promise<numbe
       }
     }),
   );
-  return count / ((performance.now() - t0) / 1000);
+  const wall = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  cpuRates?.push(count / ((cpu.user + cpu.system) / 1e6));
+  return count / wall;
 }
 
 /** Rate with a recording bitmap (subject) against none (baseline), on one drive. */
 async function recordingCost(drive: Drive, rounds: number, count: number) {
-  const without = () => writeRate(drive, 16, count);
+  const cpuWithout: number[] = [];
+  const cpuWith: number[] = [];
+  const without = () => writeRate(drive, 16, count, cpuWithout);
   const withBitmap = async () => {
     drive.addDirtyBitmap('bench', { granularity: 65536 });
     try {
-      return await writeRate(drive, 16, count);
+      return await writeRate(drive, 16, count, cpuWith);
     } finally {
       await drive.removeDirtyBitmap('bench');
     }
   };
   await writeRate(drive, 16, count / 4); // warm up
-  return sideBySide(rounds, without, withBitmap);
+  const wall = await sideBySide(rounds, without, withBitmap);
+  const cpuRatios = cpuWith.map((x, i) => x / cpuWithout[i]!).sort((x, y) => x - y);
+  return { ...wall, cpu: { subject: median(cpuWith), baseline: median(cpuWithout), ratio: median(cpuRatios), rounds: cpuRatios } };
 }
 
 export interface DirtyBitmapBenchResult {
@@ -69,7 +78,9 @@ export async function dirtyBitmapBench(quick = true): Promise<DirtyBitmapBenchRe
       const drive = await layer.openDrive(options);
       const r = await recordingCost(drive, rounds, name === 'null' ? 200_000 : 50_000);
       row(`${name}: with bitmap vs without`, fmtRate(r.subject), fmtRate(r.baseline), r.ratio, r.rounds);
+      row(`${name}: the same per CPU second`, fmtRate(r.cpu.subject), fmtRate(r.cpu.baseline), r.cpu.ratio, r.cpu.rounds);
       results[`record-${name}`] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio, rounds: r.rounds };
+      results[`record-${name}-cpu`] = { ...r.cpu, unit: 'writes per CPU second of the process' };
       await drive.close();
     }
 

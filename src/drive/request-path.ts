@@ -224,7 +224,8 @@ export class RequestPath implements RequestCompletion, QueuedRequestSink, GateOw
   private send(r: DriveRequest): Promise<void> {
     const op = r.op;
     if (op === OP_READ) return this.node.read(r.offset, r.payload!);
-    if (op === OP_WRITE) return this.node.write(r.offset, r.payload!);
+    // Recorded in the node's bitmaps by completed/failed: the continuation that exists anyway.
+    if (op === OP_WRITE) return this.node.writeUnrecorded(r.offset, r.payload!);
     if (op === OP_WRITE_ZEROES) return this.node.writeZeroes(r.offset, r.length);
     if (op === OP_DISCARD) return this.node.discard(r.offset, r.length);
     return this.node.flush();
@@ -232,6 +233,7 @@ export class RequestPath implements RequestCompletion, QueuedRequestSink, GateOw
 
   /** (RequestCompletion) The node finished a request. */
   completed(r: DriveRequest): RequestValue {
+    if (r.op === OP_WRITE) this.node.recordWrite(r.offset, r.length);
     const value = r.op === OP_READ ? r.payload! : undefined;
     const settle = r.settle;
     this.done(r);
@@ -244,6 +246,7 @@ export class RequestPath implements RequestCompletion, QueuedRequestSink, GateOw
 
   /** (RequestCompletion) The node failed a request: the error policy decides. */
   failed(r: DriveRequest, e: unknown): RequestValue | Promise<RequestValue> {
+    if (r.op === OP_WRITE) this.node.recordWrite(r.offset, r.length);
     const settle = r.settle;
     r.settle = null;
     if (settle === null) return this.applyPolicy(r, e);

@@ -260,6 +260,9 @@ export class Connection {
    */
   private writableCorked(): boolean {
     if (this.socket.destroyed || !this.socket.writable) return false;
+    // The reply of the only request in flight, with no other request received: nothing could
+    // join it this turn, so it leaves at once (a client that waits for each reply, as nbdinfo --map does).
+    if (!this.corked && this.exp !== null && this.inFlight <= 1 && this.reader.buffered === 0) return true;
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();

@@ -24,10 +24,12 @@ interface NodeFacts {
 
 /** Every dirty bitmap of one node. */
 export class DirtyBitmaps {
-  /** The bitmaps in order of creation (the write path walks this array). */
+  /** The bitmaps in order of creation. */
   private list: DirtyBitmap[] = [];
   /** Unnamed bitmaps of jobs (a mirror's): recorded like the others, never listed, found or stored. */
   private internal: DirtyBitmap[] = [];
+  /** Both lists in one, for the write path (rebuilt when either changes, which is rare). */
+  private recorders: DirtyBitmap[] = [];
   private loaded = false;
 
   constructor(
@@ -37,15 +39,19 @@ export class DirtyBitmaps {
 
   /** Whether the node has any bitmap (the write path's one test). */
   get active(): boolean {
-    return this.list.length > 0 || this.internal.length > 0;
+    return this.recorders.length > 0;
   }
 
   /** Records a write, write-zeroes or discard of `[offset, offset+length)` in every recording bitmap. */
   record(offset: number, length: number): void {
-    const list = this.list;
-    for (let i = 0; i < list.length; i++) list[i]!.record(offset, length);
-    const internal = this.internal;
-    for (let i = 0; i < internal.length; i++) internal[i]!.record(offset, length);
+    const recorders = this.recorders;
+    for (let i = 0; i < recorders.length; i++) recorders[i]!.record(offset, length);
+  }
+
+  private setLists(list: DirtyBitmap[], internal: DirtyBitmap[]): void {
+    this.list = list;
+    this.internal = internal;
+    this.recorders = [...list, ...internal];
   }
 
   /** Every bitmap (internal ones too) follows a resize of the node to `newSize` bytes. */
@@ -104,7 +110,7 @@ export class DirtyBitmaps {
     const why = persistent ? this.instance.canStoreBitmap?.(name, granularity) : undefined;
     if (why !== undefined) throw new BlockError('EINVAL', `Can't make bitmap '${name}' persistent in '${this.node.name}': ${why}`, { node: this.node.name, field: 'persistent' });
     const bitmap = new DirtyBitmap(name, this.node.length, { granularity, recording: options.disabled !== true, persistent, readOnly: this.node.readOnly });
-    this.list = [...this.list, bitmap];
+    this.setLists([...this.list, bitmap], this.internal);
     return bitmap;
   }
 
@@ -115,13 +121,13 @@ export class DirtyBitmaps {
    */
   addInternal(granularity: number): DirtyBitmap {
     const bitmap = new DirtyBitmap('', this.node.length, { granularity: checkGranularity(granularity), recording: true, persistent: false });
-    this.internal = [...this.internal, bitmap];
+    this.setLists(this.list, [...this.internal, bitmap]);
     return bitmap;
   }
 
   /** Drops a bitmap made by {@link addInternal}. */
   releaseInternal(bitmap: DirtyBitmap): void {
-    this.internal = this.internal.filter((b) => b !== bitmap);
+    this.setLists(this.list, this.internal.filter((b) => b !== bitmap));
   }
 
   /** Removes a bitmap (from the image too, at once, if it is stored there: QEMU block-dirty-bitmap-remove). */
@@ -129,7 +135,7 @@ export class DirtyBitmaps {
     const bitmap = this.get(name);
     bitmap.check('remove');
     if (bitmap.persistent && this.instance.removeStoredBitmap) await this.instance.removeStoredBitmap(name);
-    this.list = this.list.filter((b) => b !== bitmap);
+    this.setLists(this.list.filter((b) => b !== bitmap), this.internal);
   }
 
   /** Removes a persistent bitmap's copy from the image but keeps it here (a transaction's remove: stored again at close if rolled back). */
@@ -139,7 +145,7 @@ export class DirtyBitmaps {
 
   /** Forgets a bitmap without touching the image (a rolled-back add, a committed transactional remove). */
   drop(bitmap: DirtyBitmap): void {
-    this.list = this.list.filter((b) => b !== bitmap);
+    this.setLists(this.list.filter((b) => b !== bitmap), this.internal);
   }
 
   /** Clears every bit of a bitmap (QEMU block-dirty-bitmap-clear). */
@@ -192,7 +198,7 @@ export class DirtyBitmaps {
           ...(s.granules === undefined ? {} : { granules: s.granules }),
         }),
     );
-    this.list = [...made, ...this.list];
+    this.setLists([...made, ...this.list], this.internal);
   }
 
   /** Stores the persistent bitmaps in the image and marks them no longer in use (at close of a read-write node). */

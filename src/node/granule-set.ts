@@ -26,6 +26,18 @@ function lowestBit(w: number): number {
   return 31 - Math.clz32(w & -w);
 }
 
+/** The first bit `>= start` of a page that is set (`gap` false) or clear (`gap` true), or -1. */
+function firstBit(page: Uint32Array, start: number, gap: boolean): number {
+  const flip = gap ? 0xffffffff : 0;
+  let w = start >>> 5;
+  let word = ((page[w]! ^ flip) & mask(start & 31, 32)) >>> 0;
+  for (;;) {
+    if (word !== 0) return w * 32 + lowestBit(word);
+    if (++w === PAGE_WORDS) return -1;
+    word = (page[w]! ^ flip) >>> 0;
+  }
+}
+
 /** Index of the first entry of a sorted array that is >= `key`. */
 function lowerBound(sorted: readonly number[], key: number): number {
   let lo = 0;
@@ -44,6 +56,9 @@ export class GranuleSet {
   /** Indices of the existing pages, ascending (pages are created rarely: on first touch). */
   private readonly order: number[] = [];
   private setCount = 0;
+  /** The page the last single-granule add touched (writes cluster): its index, -1 for none. */
+  private lastIndex = -1;
+  private lastPage: Uint32Array | null = null;
 
   private sizeValue: number;
 
@@ -83,21 +98,46 @@ export class GranuleSet {
 
   /** Adds granules `[first, end)` (clipped to the set's size). */
   add(first: number, end: number): void {
+    if (end === first + 1 && first >= 0 && first < this.sizeValue) {
+      this.addOne(first);
+      return;
+    }
     end = Math.min(end, this.size);
     for (let g = Math.max(0, first); g < end; ) {
       const index = Math.floor(g / PAGE_GRANULES);
       const pageEnd = Math.min(end, (index + 1) * PAGE_GRANULES);
-      let page = this.pages.get(index);
-      if (page === undefined) {
-        page = new Uint32Array(PAGE_WORDS + 1);
-        this.pages.set(index, page);
-        this.order.splice(lowerBound(this.order, index), 0, index);
-      }
+      const page = this.pages.get(index) ?? this.newPage(index);
       const added = this.changeBits(page, g - index * PAGE_GRANULES, pageEnd - index * PAGE_GRANULES, true);
       page[COUNT_WORD]! += added;
       this.setCount += added;
       g = pageEnd;
     }
+  }
+
+  /** The write path's common case (a write inside one granule): one page lookup, or none when it is the last page, one bit. */
+  private addOne(g: number): void {
+    const index = Math.floor(g / PAGE_GRANULES);
+    let page = this.pageAt(index);
+    if (page === undefined) {
+      page = this.newPage(index);
+      this.lastIndex = index;
+      this.lastPage = page;
+    }
+    const bit = g - index * PAGE_GRANULES;
+    const w = bit >>> 5;
+    const m = 1 << (bit & 31);
+    const old = page[w]!;
+    if ((old & m) !== 0) return;
+    page[w] = old | m;
+    page[COUNT_WORD]!++;
+    this.setCount++;
+  }
+
+  private newPage(index: number): Uint32Array {
+    const page = new Uint32Array(PAGE_WORDS + 1);
+    this.pages.set(index, page);
+    this.order.splice(lowerBound(this.order, index), 0, index);
+    return page;
   }
 
   /** Removes granules `[first, end)`. */
@@ -119,6 +159,7 @@ export class GranuleSet {
 
   /** Empties the set. */
   clear(): void {
+    this.forgetLast();
     this.pages.clear();
     this.order.length = 0;
     this.setCount = 0;
@@ -129,12 +170,7 @@ export class GranuleSet {
     for (const index of other.order) {
       if (index * PAGE_GRANULES >= this.size) break;
       const from = other.pages.get(index)!;
-      let page = this.pages.get(index);
-      if (page === undefined) {
-        page = new Uint32Array(PAGE_WORDS + 1);
-        this.pages.set(index, page);
-        this.order.splice(lowerBound(this.order, index), 0, index);
-      }
+      const page = this.pages.get(index) ?? this.newPage(index);
       let added = 0;
       const words = Math.min(PAGE_WORDS, Math.ceil((this.size - index * PAGE_GRANULES) / 32));
       for (let w = 0; w < words; w++) {
@@ -189,36 +225,43 @@ export class GranuleSet {
   }
 
   private nextMember(from: number, limit: number): number {
-    for (let i = lowerBound(this.order, Math.floor(from / PAGE_GRANULES)); i < this.order.length; i++) {
-      const index = this.order[i]!;
-      const base = index * PAGE_GRANULES;
-      if (base >= limit) return limit;
-      const page = this.pages.get(index)!;
-      const start = Math.max(0, from - base);
-      for (let w = start >>> 5; w < PAGE_WORDS; w++) {
-        let word = page[w]!;
-        if (w === start >>> 5) word &= mask(start & 31, 32);
-        if (word !== 0) return Math.min(limit, base + w * 32 + lowestBit(word));
-      }
+    // The page of `from` first, without a search when it is the cached one (a walk stays on a page for many runs).
+    const first = Math.floor(from / PAGE_GRANULES);
+    const page = this.pageAt(first);
+    if (page !== undefined) {
+      const found = firstBit(page, from - first * PAGE_GRANULES, false);
+      if (found >= 0) return Math.min(limit, first * PAGE_GRANULES + found);
     }
-    return limit;
+    // Else the first bit of the next page: pages in the set are never empty.
+    const i = lowerBound(this.order, first + 1);
+    if (i === this.order.length) return limit;
+    const index = this.order[i]!;
+    const base = index * PAGE_GRANULES;
+    return base >= limit ? limit : Math.min(limit, base + firstBit(this.pageAt(index)!, 0, false));
   }
 
   private nextGap(from: number, limit: number): number {
     for (let g = from; g < limit; ) {
       const index = Math.floor(g / PAGE_GRANULES);
       const base = index * PAGE_GRANULES;
-      const page = this.pages.get(index);
+      const page = this.pageAt(index);
       if (page === undefined) return g;
-      const start = g - base;
-      for (let w = start >>> 5; w < PAGE_WORDS; w++) {
-        let gaps = ~page[w]! >>> 0;
-        if (w === start >>> 5) gaps &= mask(start & 31, 32);
-        if (gaps !== 0) return Math.min(limit, base + w * 32 + lowestBit(gaps));
-      }
+      const found = firstBit(page, g - base, true);
+      if (found >= 0) return Math.min(limit, base + found);
       g = base + PAGE_GRANULES;
     }
     return limit;
+  }
+
+  /** The page `index`, or undefined; remembered for the next call (see {@link addOne}). */
+  private pageAt(index: number): Uint32Array | undefined {
+    if (index === this.lastIndex) return this.lastPage!;
+    const page = this.pages.get(index);
+    if (page !== undefined) {
+      this.lastIndex = index;
+      this.lastPage = page;
+    }
+    return page;
   }
 
   /** Sets or clears bits `[lo, hi)` of a page; returns how many changed. */
@@ -243,7 +286,13 @@ export class GranuleSet {
   }
 
   private dropPage(index: number): void {
+    if (index === this.lastIndex) this.forgetLast();
     this.pages.delete(index);
     this.order.splice(lowerBound(this.order, index), 1);
+  }
+
+  private forgetLast(): void {
+    this.lastIndex = -1;
+    this.lastPage = null;
   }
 }

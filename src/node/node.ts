@@ -202,12 +202,34 @@ export class BlockNode {
    * file, as qcow2 does) a write past the end of a growable node extends it instead of failing.
    */
   write(offset: number, data: Uint8Array, grow = false): Promise<void> {
+    return this.writeRecording(offset, data, grow, true);
+  }
+
+  /**
+   * {@link write} for a caller that records the write itself with {@link recordWrite} once it
+   * settles, from a continuation it makes anyway (a Drive request's completion): recording then
+   * costs no promise of its own. @internal
+   */
+  writeUnrecorded(offset: number, data: Uint8Array): Promise<void> {
+    return this.writeRecording(offset, data, false, false);
+  }
+
+  /**
+   * Marks a settled write (failed ones too: they may have written part) in the node's recording
+   * bitmaps (QEMU bdrv_co_write_req_finish). Marking after the write settles, not before, is what
+   * keeps a clear that races an in-flight write from losing it.
+   */
+  recordWrite(offset: number, length: number): void {
+    if (this.bitmaps.active) this.bitmaps.record(offset, length);
+  }
+
+  private writeRecording(offset: number, data: Uint8Array, grow: boolean, record: boolean): Promise<void> {
     if (!(data instanceof Uint8Array)) return Promise.reject(new BlockError('EINVAL', `write: data must be a Uint8Array`, { node: this.name, offset }));
     const length = data.length;
     if (this.tracked === null && this.beforeWrite === null && !this.readOnly && this.fits(offset, length) && (this.maxTransfer === 0 || length <= this.maxTransfer)) {
       if (length === 0) return Promise.resolve();
       const done = this.instance.write(offset, data);
-      return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
+      return record && this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
     }
     const refused = this.refused('write', offset, length, true, grow);
     if (refused) return refused;
@@ -217,7 +239,7 @@ export class BlockNode {
         ? this.writeAligned(offset, data)
         : this.serialised(offset, length, () => (this.isAligned(offset, length) ? this.writeAligned(offset, data) : this.writeUnaligned(offset, data)));
     const done = this.afterHook(offset, length, run);
-    return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
+    return record && this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
   }
 
   /**

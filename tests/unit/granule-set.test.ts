@@ -115,4 +115,43 @@ describe('GranuleSet', () => {
       { numRuns: 300 },
     );
   });
+
+  it('single-granule adds (the write path, through the remembered page) interleaved with removes, clears and walks agree with a model', () => {
+    const size = 4 * 4096 + 5;
+    const granule = fc.integer({ min: 0, max: size + 3 });
+    const op = fc.oneof(
+      { weight: 4, arbitrary: granule.map((g) => ({ kind: 'add' as const, g, n: 1 })) },
+      { weight: 2, arbitrary: fc.tuple(granule, fc.integer({ min: 1, max: 9000 })).map(([g, n]) => ({ kind: 'remove' as const, g, n })) },
+      { weight: 1, arbitrary: fc.constant({ kind: 'clear' as const, g: 0, n: 0 }) },
+      { weight: 2, arbitrary: granule.map((g) => ({ kind: 'walk' as const, g, n: 0 })) },
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 60 }), (ops) => {
+        const s = new GranuleSet(size);
+        const model = new Set<number>();
+        for (const { kind, g, n } of ops) {
+          if (kind === 'add') {
+            s.add(g, g + 1);
+            if (g < size) model.add(g);
+            expect(s.has(g)).toBe(g < size);
+          } else if (kind === 'remove') {
+            s.remove(g, g + n);
+            for (let x = g; x < g + n; x++) model.delete(x);
+          } else if (kind === 'clear') {
+            s.clear();
+            model.clear();
+          } else {
+            const from = Math.min(g, size);
+            expect([...s.runs(from)]).toEqual(modelRuns(model, from, size));
+            let member = from;
+            while (member < size && !model.has(member)) member++;
+            expect(s.next(from, true)).toBe(member);
+          }
+          expect(s.count).toBe(model.size);
+        }
+        expect([...s.runs()]).toEqual(modelRuns(model, 0, size));
+      }),
+      { numRuns: 300 },
+    );
+  });
 });
