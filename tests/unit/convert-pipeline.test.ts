@@ -141,7 +141,9 @@ describe('convertPipeline', () => {
         }
       }) as typeof drive.read;
       let written = 0;
-      await convertPipeline(drive, { grain: 4096, write: async (_o, d) => void (written += d.length) }, { chunk: 128 * KiB, depth: 3, stop: () => {}, progress: () => {} });
+      await convertPipeline(drive, { grain: 4096, write: async (_o, d) => {
+            written += d.length;
+          } }, { chunk: 128 * KiB, depth: 3, stop: () => {}, progress: () => {} });
       expect(bytesRead).toBe(1 * MiB);
       expect(written).toBe(1 * MiB);
       expect(most).toBeGreaterThan(1);
