@@ -46,6 +46,7 @@ await optional('v86Boot', './v86-boot.ts', 'v86BootBench', full);
 await optional('fileDiskExt2fs', './file-disk-ext2fs.ts', 'fileDiskExt2fsBench', full);
 await optional('soak', './soak.ts', 'soakBench', full);
 await optional('idleDrives', './idle-drives.ts', 'idleDrivesBench', full);
+await optional('convert', './convert.ts', 'convertBench', full);
 
 const dir = path.join(import.meta.dirname, 'results');
 fs.mkdirSync(dir, { recursive: true });
