@@ -26,9 +26,13 @@ export interface PipelineOptions {
   progress: (done: number) => void;
 }
 
-/** qemu-img convert's buffer: 2 MiB per request (its default `-r` is none; its io buffer is 2 MiB per coroutine). */
-export const PIECE = 2 * 1024 * 1024;
-/** Pieces in flight; with PIECE, a pool of 16 MiB. */
+/**
+ * Bytes per piece. qemu-img reads 2 MiB per request; measured here (qcow2 → raw, 256 MiB, in
+ * process, alternating) 1 MiB pieces took about half the CPU time of 2 MiB ones: a piece still
+ * in the CPU's cache when it is written costs the kernel's copy into the page cache much less.
+ */
+export const PIECE = 1024 * 1024;
+/** Pieces in flight (qemu-img convert runs 8 coroutines); with PIECE, a pool of 8 MiB. */
 export const DEPTH = 8;
 /** A piece larger than this is refused (a grain this large would be a bug, not an input). */
 const MAX_PIECE = 64 * 1024 * 1024;
