@@ -48,6 +48,7 @@ await optional('soak', './soak.ts', 'soakBench', full);
 await optional('idleDrives', './idle-drives.ts', 'idleDrivesBench', full);
 await optional('workerRpc', './worker-rpc.ts', 'workerRpcBench', full);
 await optional('opfs', './opfs.ts', 'opfsBench', full);
+await optional('convert', './convert.ts', 'convertBench', full);
 
 const dir = path.join(import.meta.dirname, 'results');
 fs.mkdirSync(dir, { recursive: true });

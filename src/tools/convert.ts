@@ -9,10 +9,7 @@ import type { BlockDriver } from '../node/driver.js';
 import type { BlockNode } from '../node/node.js';
 import { inputFiles } from './input-files.js';
 import { canceled, type InputOptions, openInput } from './open-input.js';
-
-const CHUNK = 4 * 1024 * 1024;
-/** Windows of CHUNK bytes converted at once (qemu-img convert runs 8 coroutines by default). */
-const WINDOWS = 4;
+import { convertPipeline } from './convert-pipeline.js';
 
 /** qcow2 creation options a converted image takes (qemu-img convert's `-o`); the output is standalone, so no backing or data file. */
 export type ConvertCreateOptions = Omit<CreateOptionsInput, 'format' | 'size' | 'backing' | 'backingFormat' | 'dataFile' | 'dataFileRaw'>;
@@ -25,7 +22,7 @@ export interface ConvertImageOptions extends InputOptions, ConvertCreateOptions 
   formatOptions?: Record<string, unknown>;
   /** Compress every data cluster of a qcow2 output (`-c`; zlib, or zstd with `compressionType`). */
   compress?: boolean;
-  /** Called after each window with the guest bytes walked so far and the image's size. */
+  /** Called as the work goes on with the guest bytes done so far (in order, strictly increasing) and the image's size. */
   onProgress?: (done: number, total: number) => void;
   /**
    * Handle SIGINT/SIGTERM as a command does: remove the partial output and reject with an
@@ -109,56 +106,11 @@ export async function convertImage(input: string | DriveOptions, output: string,
   }
 }
 
-/**
- * Walks the guest view in windows of CHUNK bytes, WINDOWS of them in flight (each worker with its
- * own buffer), so reading one window overlaps writing another, as qemu-img convert's coroutines
- * do. The first failure stops every worker; all settle before it is thrown. Progress counts the
- * windows finished.
- */
-async function eachWindow(length: number, stop: Stop, progress: Progress, fn: (start: number, end: number, buf: Buffer) => Promise<void>): Promise<void> {
-  let next = 0;
-  let done = 0;
-  let failed = false;
-  const worker = async () => {
-    const buf = Buffer.allocUnsafe(CHUNK);
-    try {
-      for (let w = next; w < length && !failed; w = next) {
-        next += CHUNK;
-        stop();
-        const end = Math.min(w + CHUNK, length);
-        await fn(w, end, buf);
-        done += end - w;
-        progress(done);
-      }
-    } catch (e) {
-      failed = true;
-      throw e;
-    }
-  };
-  await settleAll(Array.from({ length: WINDOWS }, worker));
-}
-
-/** Sparse raw output: each window's extents that may hold data (block status skips holes and zero clusters) are read and written. */
+/** Raw output: a sparse file of the guest's size, the data written into it (4 KiB zero runs left as holes). */
 async function toRaw(drive: Drive, out: OutputFile, stop: Stop, progress: Progress): Promise<void> {
   await out.truncate(drive.length);
-  await eachWindow(drive.length, stop, progress, async (w, end, buf) => {
-    for (let pos = w; pos < end; ) {
-      const s = await drive.blockStatus(pos, end - pos);
-      if (!s.zero) {
-        const part = buf.subarray(pos - w, pos - w + s.length);
-        await drive.read(pos, part);
-        stop();
-        await out.write(pos, part);
-      }
-      pos += s.length;
-    }
-  });
+  await convertPipeline(drive, { grain: ZERO_GRAIN, write: (offset, data) => out.write(offset, data) }, { stop, progress });
 }
-
-const isZero = (b: Uint8Array): boolean => {
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
-  return true;
-};
 
 /** Waits for every promise, then rejects with the first failure (none is left unhandled or still running). */
 async function settleAll(ps: Promise<void>[]): Promise<void> {
@@ -167,39 +119,17 @@ async function settleAll(ps: Promise<void>[]): Promise<void> {
   if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
-/** Writes one window: compressed, every data cluster on its own, all in flight; plain, one write per run of data clusters. */
-async function writeWindow(image: BlockNode, w: number, window: Uint8Array, cs: number, compress: boolean): Promise<void> {
+/** Each cluster of a run compressed on its own, all of them in flight (the thread pool deflates them in parallel). */
+async function writeCompressedRun(image: BlockNode, offset: number, run: Uint8Array, cs: number): Promise<void> {
   const writes: Promise<void>[] = [];
-  let run = -1;
-  for (let at = 0; at < window.length; at += cs) {
-    const piece = window.subarray(at, Math.min(at + cs, window.length));
-    const data = !isZero(piece);
-    if (compress) {
-      if (data) writes.push(image.writeCompressed(w + at, piece));
-    } else if (data && run < 0) run = at;
-    else if (!data && run >= 0) {
-      writes.push(image.write(w + run, window.subarray(run, at)));
-      run = -1;
-    }
-  }
-  if (run >= 0) writes.push(image.write(w + run, window.subarray(run)));
+  for (let at = 0; at < run.length; at += cs) writes.push(image.writeCompressed(offset + at, run.subarray(at, Math.min(at + cs, run.length))));
   await settleAll(writes);
-}
-
-/** Whether any extent of [start, end) may hold non-zero data. */
-async function hasData(drive: Drive, start: number, end: number): Promise<boolean> {
-  for (let pos = start; pos < end; ) {
-    const s = await drive.blockStatus(pos, end - pos);
-    if (!s.zero) return true;
-    pos += s.length;
-  }
-  return false;
 }
 
 /**
  * A new qcow2 image in the temporary file: the layout createImage would write, then the data
- * through our qcow2 driver, cluster by cluster; clusters that read as zeros stay unallocated
- * (qemu-img convert's default -S 4k does the same at 4 KiB), with compress each data cluster compressed.
+ * through our qcow2 driver; clusters that read as zeros stay unallocated (qemu-img convert's
+ * default -S 4k does the same at 4 KiB), with compress each data cluster compressed.
  */
 async function toQcow2(layer: BlockLayer, drive: Drive, out: OutputFile, create: ConvertCreateOptions, compress: boolean, stop: Stop, progress: Progress): Promise<void> {
   const size = roundToSectors(drive.length);
@@ -214,14 +144,8 @@ async function toQcow2(layer: BlockLayer, drive: Drive, out: OutputFile, create:
     const image = await layer.openNode({ driver: 'qcow2', file });
     try {
       const cs = 2 ** settings.clusterBits;
-      // Windows of whole clusters (CHUNK is a multiple of every cluster size): a window with any
-      // data is read whole (holes read as zeros), then written cluster by cluster.
-      await eachWindow(drive.length, stop, progress, async (w, end, buf) => {
-        if (!(await hasData(drive, w, end))) return;
-        const window = buf.subarray(0, end - w);
-        await drive.read(w, window);
-        await writeWindow(image, w, window, cs, compress);
-      });
+      const write = compress ? (offset: number, data: Uint8Array) => writeCompressedRun(image, offset, data, cs) : (offset: number, data: Uint8Array) => image.write(offset, data);
+      await convertPipeline(drive, { grain: cs, write }, { stop, progress });
       await image.flush();
     } finally {
       await image.unref();
@@ -249,13 +173,7 @@ async function toFormat(layer: BlockLayer, drive: Drive, out: OutputFile, driver
     stop();
     const image = await layer.openNode({ driver: driver.name, file });
     try {
-      await eachWindow(drive.length, stop, progress, async (w, end, buf) => {
-        if (!(await hasData(drive, w, end))) return;
-        const window = buf.subarray(0, end - w);
-        await drive.read(w, window);
-        stop();
-        await writeWindow(image, w, window, ZERO_GRAIN, false);
-      });
+      await convertPipeline(drive, { grain: ZERO_GRAIN, write: (offset, data) => image.write(offset, data) }, { stop, progress });
       await image.flush();
     } finally {
       await image.unref();

@@ -2,7 +2,7 @@ import { BlockError } from '../../errors.js';
 import type { BlockStatus, DriverInstance } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { AsyncLock } from '../qcow2/async-lock.js';
-import { type BlockMap, isAllocated } from './block-map.js';
+import { BlockMap, isAllocated } from './block-map.js';
 import { encodeVdiHeader, uuidText, type VdiHeader, virtualSize } from './header.js';
 import * as L from './limits.js';
 
@@ -17,27 +17,18 @@ export interface OpenedVdi {
   writable: boolean;
 }
 
-/** A block whose data is on disk, waiting for its map entry. */
-interface Ready {
-  block: number;
-  index: number;
-  /** The entry before (unallocated or zero), restored if the commit fails. */
-  before: number;
-  /** Set once a commit has taken it: whether it was recorded, or why not. */
-  outcome?: { error: unknown } | 'recorded';
-  /** Lets the writes waiting for this block go on (recorded or not). */
-  settle: () => void;
-}
-
 /**
  * The operations of an open vdi node. Reads and writes of allocated blocks go straight to the
  * file. A write to an unallocated block takes the next data block at the end of the data area
- * (zero-filled around what is written), and once that data is written, flushes the file and
- * only then records the block in the header and the map: a crash never leaves an entry pointing
- * at unwritten data. Other writes to a block being allocated wait for it, so a block is never
- * allocated twice. A request records the blocks it allocated when its data is all written, and
- * allocations that finish together share one flush and one map update. Requests take blocks in
- * ascending order, so waiting for another request's block never closes a circle.
+ * (zero-filled around what is written); once that data is written the block is in the map in
+ * memory, so reads and writes find it, but its entry reaches the file only at the next flush
+ * (or close): the file is flushed first, then the header and the changed map sectors are
+ * written, then the file is flushed again. A map entry on disk therefore never points at data
+ * that is not on disk (a crash loses only allocations not yet flushed, which then read as
+ * before: zeros), and a convert of many blocks pays two flushes in all, not one per block.
+ * QEMU's vdi.c writes the entry right after the data with no flush between: cheaper still, but
+ * after a crash an entry may point at a data block that never reached the disk. Other writes to
+ * a block being allocated wait for it, so a block is never allocated twice.
  */
 export function vdiInstance(o: OpenedVdi): DriverInstance {
   const { file, h, map, nodeName } = o;
@@ -45,23 +36,33 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
   const size = virtualSize(h);
   const staticImage = h.imageType === L.TYPE_STATIC;
   let next = o.nextIndex;
-  /** Highest data block index recorded in the map, plus one (what the header counts). */
+  /** Highest data block index in the map in memory, plus one (what the header counts). */
   let counted = h.blocksAllocated;
-  /** Guest blocks being allocated: settles when the allocation is recorded or has failed. */
+  /** The map as the file holds it: only entries whose data was flushed before are written into it. */
+  const onDisk = new BlockMap(map.bytes.slice(), map.blocks);
+  /** Allocations in memory only: guest block → data block index, in the order they were made. */
+  let unrecorded = new Map<number, number>();
+  /** Guest blocks being allocated: settles when the data is written (or the write failed). */
   const allocating = new Map<number, Promise<void>>();
-  const ready: Ready[] = [];
   const metadataLock = new AsyncLock();
 
   const host = (entry: number, inBlock: number) => h.offsetData + entry * bs + inBlock;
 
+  /** Reads [offset, offset + buffer.length) of the guest; blocks that lie one after another in the file are read as one request. */
   const read = async (offset: number, buffer: Uint8Array): Promise<void> => {
     for (let pos = 0; pos < buffer.length; ) {
       const at = offset + pos;
       const b = Math.floor(at / bs);
       const inBlock = at - b * bs;
-      const n = Math.min(bs - inBlock, buffer.length - pos);
-      const part = buffer.subarray(pos, pos + n);
       const e = map.get(b);
+      let n = Math.min(bs - inBlock, buffer.length - pos);
+      // The following blocks join while they are of the same kind (and, with data, the next in the file).
+      for (let k = b + 1; pos + n < buffer.length; k++) {
+        const ek = map.get(k);
+        if (isAllocated(e) ? ek !== e + (k - b) : isAllocated(ek)) break;
+        n = Math.min(n + bs, buffer.length - pos);
+      }
+      const part = buffer.subarray(pos, pos + n);
       if (isAllocated(e)) await file.read(host(e, inBlock), part);
       else part.fill(0);
       pos += n;
@@ -69,105 +70,91 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
   };
 
   /**
-   * Records `mine` with every other block in `ready`: one flush of their data, then the header
-   * and the map sectors. Settles when `mine` are recorded (perhaps by a commit that took them earlier).
+   * Writes the allocations made so far into the file's map: their data flushed first, then the
+   * header and the map sectors that hold them, then a flush that makes the entries durable.
+   * When it fails the allocations stay unrecorded for the next flush (memory still has them).
    */
-  const commit = async (mine: Ready[]): Promise<void> => {
+  const flush = async (): Promise<void> => {
     await metadataLock.acquire();
-    const batch = ready.splice(0);
     try {
-      if (batch.length > 0) await record(batch);
+      if (unrecorded.size === 0) return await file.flush();
+      const batch = unrecorded;
+      unrecorded = new Map();
+      try {
+        await file.flush();
+        let top = 0;
+        const sectors = new Set<number>();
+        for (const [b, index] of batch) {
+          onDisk.set(b, index);
+          if (index + 1 > top) top = index + 1;
+          sectors.add(onDisk.sectorOf(b).at);
+        }
+        const recorded = Math.max(top, onDiskCount);
+        await file.write(0, encodeVdiHeader({ ...h, blocksAllocated: recorded }));
+        for (const at of [...sectors].sort((x, y) => x - y)) await file.write(h.offsetBmap + at, onDisk.bytes.subarray(at, at + L.SECTOR_SIZE));
+        await file.flush();
+        onDiskCount = recorded;
+      } catch (error) {
+        // Written again whole by the next flush (the sectors hold only flushed blocks' entries).
+        for (const [b, index] of batch) if (!unrecorded.has(b)) unrecorded.set(b, index);
+        throw error;
+      }
     } finally {
       metadataLock.release();
     }
-    for (const r of mine) if (r.outcome !== 'recorded') throw r.outcome?.error ?? new BlockError('EIO', 'vdi: allocation was not recorded', { node: nodeName });
   };
+  /** blocks_allocated as the file's header has it. */
+  let onDiskCount = h.blocksAllocated;
 
-  const record = async (batch: Ready[]): Promise<void> => {
-    try {
-      await file.flush();
-      for (const r of batch) {
-        map.set(r.block, r.index);
-        if (r.index + 1 > counted) counted = r.index + 1;
-      }
-      await file.write(0, encodeVdiHeader({ ...h, blocksAllocated: counted }));
-      const sectors = new Set(batch.map((r) => map.sectorOf(r.block).at));
-      for (const at of [...sectors].sort((x, y) => x - y)) await file.write(h.offsetBmap + at, map.bytes.subarray(at, at + L.SECTOR_SIZE));
-      for (const r of batch) r.outcome = 'recorded';
-    } catch (error) {
-      // Not recorded: the blocks read as before (their data blocks are lost, as QEMU loses them).
-      for (const r of batch) {
-        map.set(r.block, r.before);
-        r.outcome = { error };
-      }
-    } finally {
-      for (const r of batch) r.settle();
-    }
-  };
-
-  /** Takes the next data block for guest block `b` and writes `part` at `inBlock` into it (the rest zeros); recorded later. */
-  const allocate = async (b: number, inBlock: number, part: Uint8Array): Promise<Ready> => {
+  /** Takes the next data block for guest block `b` and writes `part` at `inBlock` into it (the rest zeros); in the map in memory once written. */
+  const allocate = async (b: number, inBlock: number, part: Uint8Array): Promise<void> => {
     if (next >= h.blocksInImage) {
       throw new BlockError('ECORRUPT', `vdi: no free data block for guest block ${b}: ${next} of ${h.blocksInImage} are taken`, { node: nodeName, field: 'blocks_allocated' });
     }
     let release!: () => void;
     allocating.set(b, new Promise<void>((resolve) => (release = resolve)));
-    const r: Ready = {
-      block: b,
-      index: next++,
-      before: map.get(b),
-      settle: () => {
-        allocating.delete(b);
-        release();
-      },
-    };
+    const index = next++;
     let whole = part;
     if (part.length !== bs) {
       whole = new Uint8Array(bs);
       whole.set(part, inBlock);
     }
     try {
-      await file.write(host(r.index, 0), whole, true);
-    } catch (e) {
-      r.settle();
-      throw e;
+      await file.write(host(index, 0), whole, true);
+      // The data block is lost if its write failed (as QEMU loses it): the block reads as before.
+      map.set(b, index);
+      unrecorded.set(b, index);
+      if (index + 1 > counted) counted = index + 1;
+    } finally {
+      allocating.delete(b);
+      release();
     }
-    ready.push(r);
-    return r;
   };
 
-  /** Writes one piece within block `b`: into its data block, waiting for an allocation in progress, or allocating it (returned). */
-  const writeInBlock = async (b: number, inBlock: number, part: Uint8Array): Promise<Ready | undefined> => {
+  /** Writes one piece within block `b`: into its data block, waiting for an allocation in progress, or allocating it. */
+  const writeInBlock = async (b: number, inBlock: number, part: Uint8Array): Promise<void> => {
     for (;;) {
       const e = map.get(b);
-      if (isAllocated(e)) {
-        await file.write(host(e, inBlock), part);
-        return undefined;
-      }
+      if (isAllocated(e)) return file.write(host(e, inBlock), part);
       const pending = allocating.get(b);
       if (!pending) return allocate(b, inBlock, part);
       await pending;
     }
   };
 
+  /** Blocks that lie one after another in the file are written as one request; an unallocated block is allocated on its own. */
   const write = async (offset: number, data: Uint8Array): Promise<void> => {
-    let mine: Ready[] | undefined;
-    try {
-      for (let pos = 0; pos < data.length; ) {
-        const at = offset + pos;
-        const b = Math.floor(at / bs);
-        const inBlock = at - b * bs;
-        const n = Math.min(bs - inBlock, data.length - pos);
-        const r = await writeInBlock(b, inBlock, data.subarray(pos, pos + n));
-        if (r) {
-          mine ??= [];
-          mine.push(r);
-        }
-        pos += n;
+    for (let pos = 0; pos < data.length; ) {
+      const at = offset + pos;
+      const b = Math.floor(at / bs);
+      const inBlock = at - b * bs;
+      const e = map.get(b);
+      let n = Math.min(bs - inBlock, data.length - pos);
+      if (isAllocated(e)) {
+        for (let k = b + 1; pos + n < data.length && map.get(k) === e + (k - b); k++) n = Math.min(n + bs, data.length - pos);
       }
-    } finally {
-      // Also after a failure: the blocks already written are recorded, and their waiters go on.
-      if (mine) await commit(mine);
+      await writeInBlock(b, inBlock, data.subarray(pos, pos + n));
+      pos += n;
     }
   };
 
@@ -216,10 +203,10 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
     writeZeroes: o.writable ? writeZeroes : readOnlyError,
     // VDI has no way to give a block back (QEMU's vdi has no discard): a hint that does nothing.
     discard: o.writable ? async () => {} : readOnlyError,
-    flush: o.writable ? () => file.flush() : async () => {},
+    flush: o.writable ? flush : async () => {},
     blockStatus,
     async close() {
-      if (o.writable) await file.flush();
+      if (o.writable) await flush();
     },
     info: () => ({
       format: 'vdi',
