@@ -121,50 +121,56 @@ export class MirrorCopy {
       if (job.userPaused) await this.waitAllIo(); // QEMU's mirror_pause: nothing in flight while paused
       await job.pausePoint();
       if (job.isCancelled) return;
-      let dirty = this.bitmap.count;
+      const dirty = this.bitmap.count;
       job.setRemaining(this.bytesInFlight + dirty);
-      let accounted = 0;
-      if (job.ioStatus === 'ok') {
-        if (this.ops.length >= MAX_IN_FLIGHT || (dirty === 0 && this.ops.length > 0)) {
-          await this.waitForOp();
-          continue;
-        }
-        if (dirty !== 0) accounted = await this.iteration();
+      if (job.ioStatus !== 'ok') {
+        await this.pace(job, 0);
+        continue;
       }
-      let completing = false;
-      if (this.ops.length === 0 && dirty === 0) {
-        if (!job.isReady) {
-          if (!(await this.flushTarget(job))) continue;
-          job.transitionToReady();
-        }
-        completing = finish.shouldComplete();
-        dirty = this.bitmap.count;
+      if (dirty !== 0) {
+        if (this.ops.length >= MAX_IN_FLIGHT) await this.waitForOp();
+        else await this.pace(job, await this.iteration());
+        continue;
       }
-      if (dirty === 0 && completing) {
-        await finish.quiesce();
-        // Writes in flight when the users were held are dirty now. QEMU lets go and tries again,
-        // which a guest that always has a write in flight starves; with the users held nothing new
-        // can arrive, so what is left is copied now and the mirror is in sync.
-        while ((this.bitmap.count > 0 || this.ops.length > 0) && this.errors.length === 0 && !job.isCancelled) {
-          if (this.bitmap.count > 0 && this.ops.length < MAX_IN_FLIGHT) await this.iteration();
-          else await this.waitForOp();
-        }
-        if (this.errors.length > 0 || job.isCancelled || !(await this.flushTarget(job))) {
-          await this.waitAllIo();
-          finish.release();
-          continue;
-        }
-        // The last copies were counted as done: what is left is nothing (offset = len, as QEMU ends).
-        job.setRemaining(0);
-        return;
+      // Nothing left to start. QEMU waits for a moment with nothing dirty and nothing in flight
+      // too; a guest writing every millisecond makes such moments rare when a copy takes a few
+      // milliseconds, so the job converges on "nothing dirty once": what is in flight settles,
+      // the target is flushed, READY; later writes are dirty again and copied in the background.
+      if (!job.isReady) {
+        await this.waitAllIo();
+        if (this.errors.length > 0 || !(await this.flushTarget(job))) continue;
+        job.transitionToReady();
       }
-      if (job.isReady && !completing) {
-        if (this.ops.length === 0 && dirty === 0) await job.sleep(READY_POLL_NS);
-        else await this.pace(job, accounted);
-      } else {
-        await this.pace(job, accounted);
+      if (finish.shouldComplete()) {
+        if (await this.finalCopy(job, finish)) return;
+        continue;
       }
+      if (this.ops.length > 0) await this.waitForOp();
+      else await job.sleep(READY_POLL_NS);
     }
+  }
+
+  /**
+   * The last copy, with every user of the source held (QEMU's drained section before the pivot):
+   * writes in flight when the users were held are dirty now; nothing new can arrive, so what is
+   * left is copied and the mirror is in sync. (QEMU lets go and tries again when anything is
+   * dirty, which a guest that always has a write in flight starves.) False when a copy or the
+   * flush failed or the job was cancelled: the users are let go and the loop goes on.
+   */
+  private async finalCopy(job: Job, finish: MirrorFinish): Promise<boolean> {
+    await finish.quiesce();
+    while ((this.bitmap.count > 0 || this.ops.length > 0) && this.errors.length === 0 && !job.isCancelled) {
+      if (this.bitmap.count > 0 && this.ops.length < MAX_IN_FLIGHT) await this.iteration();
+      else await this.waitForOp();
+    }
+    if (this.errors.length > 0 || job.isCancelled || !(await this.flushTarget(job))) {
+      await this.waitAllIo();
+      finish.release();
+      return false;
+    }
+    // The last copies were counted as done: what is left is nothing (offset = len, as QEMU ends).
+    job.setRemaining(0);
+    return true;
   }
 
   /** The speed limit; without one, still a turn of the event loop, so guests and timers get their share. */
