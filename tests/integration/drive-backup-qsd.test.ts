@@ -130,4 +130,45 @@ describe('drive-backup against qemu-storage-daemon', () => {
     const cmp = await run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', join(qsdDir, 'full.qcow2'), join(ourDir, 'full.qcow2')]);
     expect(cmp.stdout + cmp.stderr).toContain('Images are identical');
   });
+  it.skipIf(!HAVE)('sync=top over a backing chain: the new image is made over the source\'s backing file; same events, same image', { timeout: 60_000 }, async () => {
+    const topScript = async (qmp: QmpClient, sub: string): Promise<{ replies: unknown[]; events: QmpEvent[] }> => {
+      const replies: unknown[] = [];
+      replies.push(await qmp.cmd('drive-backup', { 'job-id': 'top', device: 'src', target: join(sub, 'tt.qcow2'), sync: 'top' }));
+      await qmp.waitJobStatus('top', 'null');
+      return { replies, events: jobEvents(qmp.events) };
+    };
+    const results: { replies: unknown[]; events: QmpEvent[] }[] = [];
+    for (const who of ['qsd', 'ours']) {
+      const sub = join(dir, who);
+      mkdirSync(sub);
+      await ok('qemu-img', ['create', '-q', '-f', 'qcow2', join(sub, 'base.qcow2'), String(SIZE)]);
+      await ok('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 2M', join(sub, 'base.qcow2')]);
+      await ok('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', join(sub, 'base.qcow2'), '-F', 'qcow2', join(sub, 'src.qcow2')]);
+      await ok('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x22 1M 512k', '-c', 'write -P 0x33 3M 64k', join(sub, 'src.qcow2')]);
+      if (who === 'qsd') {
+        const qsd = await startQsd(dir, ['--blockdev', `driver=file,node-name=src-file,filename=${join(sub, 'src.qcow2')}`, '--blockdev', 'driver=qcow2,node-name=src,file=src-file']);
+        daemons.push(qsd);
+        results.push(await topScript(qsd.qmp, sub));
+        await qsd.stop();
+        daemons.splice(0);
+      } else {
+        await layer.addNode({ driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: join(sub, 'src.qcow2') } });
+        const ours = await startOurQmp(layer, dir);
+        daemons.push(ours);
+        results.push(await topScript(ours.qmp, sub));
+        await ours.stop();
+        daemons.splice(0);
+        await layer.close();
+      }
+      const info = JSON.parse((await run('qemu-img', ['info', '--output=json', join(sub, 'tt.qcow2')])).stdout) as { 'backing-filename'?: string };
+      expect(info['backing-filename'], who).toBe(join(sub, 'base.qcow2'));
+      expect((await run('qemu-img', ['compare', join(sub, 'src.qcow2'), join(sub, 'tt.qcow2')])).code, who).toBe(0);
+      expect((await run('qemu-img', ['check', join(sub, 'tt.qcow2')])).code).toBe(0);
+    }
+    expect(results[1]).toEqual(results[0]);
+    // Only the top's clusters were copied: the new image's own layer maps like the source's.
+    const own = async (f: string) => (JSON.parse((await run('qemu-img', ['map', '--output=json', f])).stdout) as { start: number; length: number; depth: number; data: boolean }[]).filter((e) => e.depth === 0 && e.data).map((e) => [e.start, e.length]);
+    expect(await own(join(dir, 'ours', 'tt.qcow2'))).toEqual(await own(join(dir, 'qsd', 'tt.qcow2')));
+    expect((await own(join(dir, 'ours', 'tt.qcow2'))).length).toBeGreaterThan(0);
+  });
 });
