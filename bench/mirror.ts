@@ -7,7 +7,7 @@
  * export of the source, 1,000 write IOPS) writing through the mirror and its pivot; the guest's
  * IOPS are printed (held near 1,000 on both). Goal: ratio (QSD time / ours) ≥ 1.0.
  *
- *   npx tsx bench/mirror.ts [--rounds N] [--no-guest]
+ *   npx tsx bench/mirror.ts [--rounds N] [--no-guest] [--no-idle]
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -29,16 +29,41 @@ function makeSource(file: string): void {
   execFileSync('qemu-io', ['-f', 'qcow2', file], { input: `${cmds}\n`, stdio: ['pipe', 'ignore', 'inherit'] });
 }
 
+/** Per side: ms until BLOCK_JOB_READY and CPU ms of the daemon (ours: this process) over each timed run. */
+const trace = { ready: { qsd: [] as number[], ours: [] as number[] }, cpu: { qsd: [] as number[], ours: [] as number[] } };
+type Side = 'qsd' | 'ours';
+
+/** CPU time (user + system, ms) of a process: ours from process.cpuUsage, QSD's from /proc (clock ticks of 10 ms). */
+function cpuMs(pid: number | null): number {
+  if (pid === null) {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  }
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** The pid of the qemu-storage-daemon started last in `dir` (its pid file). */
+function qsdPid(dir: string): number {
+  const files = fs.readdirSync(dir).filter((f) => f.startsWith('qemu-storage-daemon-') && f.endsWith('.pid')).sort();
+  const pid = Number(fs.readFileSync(path.join(dir, files.at(-1)!), 'utf8'));
+  for (const f of files) fs.rmSync(path.join(dir, f));
+  return pid;
+}
+
 /** The timed part of the script: mirror, complete when READY, until the job is gone. */
-async function mirrorScript(qmp: QmpClient): Promise<number> {
+async function mirrorScript(qmp: QmpClient, side: Side, pid: number | null): Promise<number> {
   const from = qmp.events.length;
+  const cpu0 = cpuMs(pid);
   const t0 = performance.now();
   const r = await qmp.cmd('blockdev-mirror', { 'job-id': 'm', device: 'src', target: 'tgt', sync: 'full' });
   if (r.error) throw new Error(`blockdev-mirror: ${r.error.desc}`);
   await qmp.waitEvent('BLOCK_JOB_READY', () => true, 600_000, from);
+  trace.ready[side].push(performance.now() - t0);
   await qmp.ok('job-complete', { id: 'm' });
   await qmp.waitEvent('JOB_STATUS_CHANGE', (d) => d.id === 'm' && d.status === 'null', 600_000, from);
   const ms = performance.now() - t0;
+  trace.cpu[side].push(cpuMs(pid) - cpu0);
   const completed = qmp.events.slice(from).find((e) => e.event === 'BLOCK_JOB_COMPLETED');
   if (completed?.data?.error !== undefined) throw new Error(`mirror failed: ${String(completed.data.error)}`);
   return ms;
@@ -63,11 +88,11 @@ function guest(socket: string, seconds: number): Promise<number> {
 }
 
 /** With a guest writing meanwhile: the mirror's time, and the guest's IOPS recorded in `iops`. */
-async function underLoad(qmp: QmpClient, socket: string, iops: number[]): Promise<number> {
+async function underLoad(qmp: QmpClient, socket: string, iops: number[], side: Side, pid: number | null): Promise<number> {
   await qmp.ok('block-export-add', { type: 'nbd', id: 'e0', 'node-name': 'src', name: 'disk', writable: true });
   const load = guest(socket, 6);
   await new Promise((r) => setTimeout(r, 500));
-  const ms = await mirrorScript(qmp);
+  const ms = await mirrorScript(qmp, side, pid);
   iops.push(await load);
   return ms;
 }
@@ -96,7 +121,7 @@ async function main(): Promise<void> {
         '--blockdev', `driver=file,node-name=tgt-file,filename=${tgt}`, '--blockdev', 'driver=qcow2,node-name=tgt,file=tgt-file',
       ]);
       try {
-        return await mirrorScript(d.qmp);
+        return await mirrorScript(d.qmp, 'qsd', qsdPid(dir));
       } finally {
         await d.stop();
         sameImages(src, tgt);
@@ -109,7 +134,7 @@ async function main(): Promise<void> {
       await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
       const d = await startOurQmp(layer, dir);
       try {
-        return await mirrorScript(d.qmp);
+        return await mirrorScript(d.qmp, 'ours', null);
       } finally {
         await d.stop();
         await layer.close();
@@ -117,9 +142,18 @@ async function main(): Promise<void> {
       }
     };
     console.log(`blockdev-mirror, 1 GiB qcow2, 50 % data → new qcow2 (${rounds} rounds, alternating)`);
+    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+    /** Time to READY and CPU time of each side (medians), then clears them for the next scenario. */
+    const details = () => {
+      console.log(`    until READY: ours ${med(trace.ready.ours).toFixed(0)} ms, QSD ${med(trace.ready.qsd).toFixed(0)} ms; CPU: ours ${med(trace.cpu.ours).toFixed(0)} ms, QSD ${med(trace.cpu.qsd).toFixed(0)} ms`);
+      for (const k of ['ready', 'cpu'] as const) for (const side of ['qsd', 'ours'] as const) trace[k][side].length = 0;
+    };
+    if (!process.argv.includes('--no-idle')) {
     const r = await sideBySide(rounds, qsd, ours);
     // Time ratio as a speed ratio: QSD's time over ours (≥ 1: we are at least as fast).
     row('blockdev-mirror sync=full until null', `${r.subject.toFixed(0)} ms`, `${r.baseline.toFixed(0)} ms`, r.baseline / r.subject, r.rounds.map((x) => 1 / x).sort((a, b) => a - b));
+    details();
+    }
     if (process.argv.includes('--no-guest')) return;
     // The same with a guest writing 1,000 IOPS over NBD meanwhile (fio), pivoted under it.
     const qsdIops: number[] = [];
@@ -133,7 +167,7 @@ async function main(): Promise<void> {
         '--nbd-server', `addr.type=unix,addr.path=${sock}`,
       ]);
       try {
-        return await underLoad(d.qmp, sock, qsdIops);
+        return await underLoad(d.qmp, sock, qsdIops, 'qsd', qsdPid(dir));
       } finally {
         await d.stop();
       }
@@ -148,7 +182,7 @@ async function main(): Promise<void> {
       await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
       const d = await startOurQmp(layer, dir, { exports: new NbdExportManager(layer, nbd) });
       try {
-        return await underLoad(d.qmp, sock, ourIops);
+        return await underLoad(d.qmp, sock, ourIops, 'ours', null);
       } finally {
         await d.stop();
         await nbd.close();
@@ -157,7 +191,7 @@ async function main(): Promise<void> {
     };
     const l = await sideBySide(rounds, qsdLoaded, oursLoaded);
     row('  … with a guest at 1,000 write IOPS (fio/NBD)', `${l.subject.toFixed(0)} ms`, `${l.baseline.toFixed(0)} ms`, l.baseline / l.subject, l.rounds.map((x) => 1 / x).sort((a, b) => a - b));
-    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+    details();
     console.log(`  guest IOPS during the mirror (limit 1000): ours ${med(ourIops).toFixed(0)}, QSD ${med(qsdIops).toFixed(0)}`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

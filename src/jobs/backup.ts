@@ -36,8 +36,8 @@ export interface BackupJobSpec extends CommonJobSpec, JobErrorPolicies {
   type: 'backup';
   /** The source: a node name or the id of a drive (its root). */
   device: string;
-  /** The node that receives the copy: same size as the source. */
-  target: string;
+  /** The node that receives the copy (a node name, or an open node: drive-backup's new image; the job takes a reference): same size as the source. */
+  target: string | BlockNode;
   sync: BackupSync;
   /** A dirty bitmap of the source: what sync=bitmap/incremental copies, and what `bitmapMode` sets when the job ends. */
   bitmap?: string;
@@ -99,7 +99,7 @@ function checkBitmapArgs(source: BlockNode, spec: BackupJobSpec): { sync: Backup
 /** Checks a backup as QEMU does, in its order; nothing is changed. */
 function planBackup(host: JobHost, spec: BackupJobSpec): BackupPlan {
   const source = nodeByName(host, spec.device, 'device');
-  const target = nodeByName(host, spec.target, 'target');
+  const target = typeof spec.target === 'string' ? nodeByName(host, spec.target, 'target') : spec.target;
   const { sync, bitmap, mode } = checkBitmapArgs(source, spec);
   if (source === target) throw invalid('Source and target cannot be the same', 'target');
   const compress = spec.compress === true;

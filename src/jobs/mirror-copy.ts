@@ -32,7 +32,12 @@ export interface MirrorSettings {
   onTargetError: JobErrorPolicy;
   /** The target is a new image that reads zeroes: a full mirror copies only what the source's chain allocates. */
   targetZeroInit: boolean;
+  /** QEMU's copy-mode write-blocking: writes through the mirror's filter reach the target before they complete ({@link writeThrough}). */
+  writeBlocking: boolean;
 }
+
+/** What a write through the mirror's filter does: data, or zeroes. */
+export type ActiveWriteKind = 'data' | 'zeroes';
 
 /** What the job decides for the copy: whether to finish, and holding the source's users across the last copy. */
 export interface MirrorFinish {
@@ -65,6 +70,9 @@ export class MirrorCopy {
   private buffersMade = 0;
   private readonly buffersMax: number;
   private readonly ops: CopyOp[] = [];
+  /** Writes through the filter on their way to the target (write-blocking): copies stay clear of them and they of copies. */
+  private readonly active: CopyOp[] = [];
+  private activeBytes = 0;
   private bytesInFlight = 0;
   private readonly errors: CopyError[] = [];
   /** Where the next search for a dirty chunk starts (QEMU's bitmap iterator). */
@@ -121,50 +129,56 @@ export class MirrorCopy {
       if (job.userPaused) await this.waitAllIo(); // QEMU's mirror_pause: nothing in flight while paused
       await job.pausePoint();
       if (job.isCancelled) return;
-      let dirty = this.bitmap.count;
-      job.setRemaining(this.bytesInFlight + dirty);
-      let accounted = 0;
-      if (job.ioStatus === 'ok') {
-        if (this.ops.length >= MAX_IN_FLIGHT || (dirty === 0 && this.ops.length > 0)) {
-          await this.waitForOp();
-          continue;
-        }
-        if (dirty !== 0) accounted = await this.iteration();
+      const dirty = this.bitmap.count;
+      job.setRemaining(this.bytesInFlight + dirty + this.activeBytes);
+      if (job.ioStatus !== 'ok') {
+        await this.pace(job, 0);
+        continue;
       }
-      let completing = false;
-      if (this.ops.length === 0 && dirty === 0) {
-        if (!job.isReady) {
-          if (!(await this.flushTarget(job))) continue;
-          job.transitionToReady();
-        }
-        completing = finish.shouldComplete();
-        dirty = this.bitmap.count;
+      if (dirty !== 0) {
+        if (this.ops.length >= MAX_IN_FLIGHT) await this.waitForOp();
+        else await this.pace(job, await this.iteration());
+        continue;
       }
-      if (dirty === 0 && completing) {
-        await finish.quiesce();
-        // Writes in flight when the users were held are dirty now. QEMU lets go and tries again,
-        // which a guest that always has a write in flight starves; with the users held nothing new
-        // can arrive, so what is left is copied now and the mirror is in sync.
-        while ((this.bitmap.count > 0 || this.ops.length > 0) && this.errors.length === 0 && !job.isCancelled) {
-          if (this.bitmap.count > 0 && this.ops.length < MAX_IN_FLIGHT) await this.iteration();
-          else await this.waitForOp();
-        }
-        if (this.errors.length > 0 || job.isCancelled || !(await this.flushTarget(job))) {
-          await this.waitAllIo();
-          finish.release();
-          continue;
-        }
-        // The last copies were counted as done: what is left is nothing (offset = len, as QEMU ends).
-        job.setRemaining(0);
-        return;
+      // Nothing left to start. QEMU waits for a moment with nothing dirty and nothing in flight
+      // too; a guest writing every millisecond makes such moments rare when a copy takes a few
+      // milliseconds, so the job converges on "nothing dirty once": what is in flight settles,
+      // the target is flushed, READY; later writes are dirty again and copied in the background.
+      if (!job.isReady) {
+        await this.waitAllIo();
+        if (this.errors.length > 0 || !(await this.flushTarget(job))) continue;
+        job.transitionToReady();
       }
-      if (job.isReady && !completing) {
-        if (this.ops.length === 0 && dirty === 0) await job.sleep(READY_POLL_NS);
-        else await this.pace(job, accounted);
-      } else {
-        await this.pace(job, accounted);
+      if (finish.shouldComplete()) {
+        if (await this.finalCopy(job, finish)) return;
+        continue;
       }
+      if (this.ops.length > 0) await this.waitForOp();
+      else await job.sleep(READY_POLL_NS);
     }
+  }
+
+  /**
+   * The last copy, with every user of the source held (QEMU's drained section before the pivot):
+   * writes in flight when the users were held are dirty now; nothing new can arrive, so what is
+   * left is copied and the mirror is in sync. (QEMU lets go and tries again when anything is
+   * dirty, which a guest that always has a write in flight starves.) False when a copy or the
+   * flush failed or the job was cancelled: the users are let go and the loop goes on.
+   */
+  private async finalCopy(job: Job, finish: MirrorFinish): Promise<boolean> {
+    await finish.quiesce();
+    while ((this.bitmap.count > 0 || this.ops.length > 0) && this.errors.length === 0 && !job.isCancelled) {
+      if (this.bitmap.count > 0 && this.ops.length < MAX_IN_FLIGHT) await this.iteration();
+      else await this.waitForOp();
+    }
+    if (this.errors.length > 0 || job.isCancelled || !(await this.flushTarget(job))) {
+      await this.waitAllIo();
+      finish.release();
+      return false;
+    }
+    // The last copies were counted as done: what is left is nothing (offset = len, as QEMU ends).
+    job.setRemaining(0);
+    return true;
   }
 
   /** The speed limit; without one, still a turn of the event loop, so guests and timers get their share. */
@@ -260,10 +274,16 @@ export class MirrorCopy {
     return accounted;
   }
 
-  /** Index-free test: the start of the first op in flight that overlaps [start, end), or -1. */
+  /** Index-free test: the start of the first op in flight (a copy or an active write) that overlaps [start, end), or -1. */
   private inFlightAt(start: number, end: number): number {
+    const a = this.firstOverlap(this.ops, start, end);
+    const b = this.active.length === 0 ? -1 : this.firstOverlap(this.active, start, end);
+    return a === -1 ? b : b === -1 ? a : Math.min(a, b);
+  }
+
+  private firstOverlap(ops: readonly CopyOp[], start: number, end: number): number {
     let first = -1;
-    for (const op of this.ops) {
+    for (const op of ops) {
       if (op.offset < end && start < op.offset + op.bytes) {
         const at = Math.max(op.offset - (op.offset % this.granularity), start);
         if (first === -1 || at < first) first = at;
@@ -326,6 +346,57 @@ export class MirrorCopy {
     }
   }
 
+  /**
+   * A write through the mirror's filter (QEMU bdrv_mirror_top_do_write). In write-blocking mode,
+   * while the job runs, it waits until no copy or other active write touches its granules, writes
+   * the source, then the target, and only then completes: the granules it covered whole are in
+   * sync and cleaned, so a mirror under heavy writes still converges. A partly covered granule
+   * keeps the state it had (the write changed both sides alike). Otherwise it is a plain write of
+   * the source, which the bitmap records for the background copy.
+   */
+  async writeThrough(kind: ActiveWriteKind, offset: number, length: number, data: Uint8Array | null): Promise<void> {
+    const job = this.job;
+    if (!this.settings.writeBlocking || this.released || job === null || job.isCancelled || length === 0) return this.writeSource(kind, offset, length, data);
+    const g = this.granularity;
+    const size = this.source.length;
+    const start = offset - (offset % g);
+    const end = Math.min(size, Math.ceil((offset + length) / g) * g);
+    while (this.inFlightAt(start, end) !== -1) await this.waitForOp();
+    const op = { offset: start, bytes: end - start };
+    this.active.push(op);
+    // Counted as QEMU counts it: the write adds to the work, and to what is done once on the target.
+    job.addRemaining(length);
+    this.activeBytes += length;
+    try {
+      const headKept = offset !== start && this.bitmap.isDirty(start);
+      const tailKept = offset + length !== end && this.bitmap.isDirty(end - 1);
+      await this.writeSource(kind, offset, length, data);
+      this.written?.markDirty(offset, length);
+      try {
+        if (kind === 'data') await this.target.write(offset, data!);
+        else await this.target.writeZeroes(offset, length);
+      } catch (error) {
+        // The guest's write succeeded on the source; the target's failure is the job's (on-target-error).
+        this.failed(offset, length, 'write', error);
+        return;
+      }
+      const cleanFrom = headKept ? start + g : start;
+      const cleanTo = tailKept ? end - g : end;
+      if (cleanTo > cleanFrom) this.bitmap.markClean(cleanFrom, cleanTo - cleanFrom);
+      job.addProgress(length);
+    } finally {
+      this.activeBytes -= length;
+      this.active.splice(this.active.indexOf(op), 1);
+      const wake = this.opDone;
+      this.opDone = null;
+      wake?.();
+    }
+  }
+
+  private writeSource(kind: ActiveWriteKind, offset: number, length: number, data: Uint8Array | null): Promise<void> {
+    return kind === 'data' ? this.source.write(offset, data!) : this.source.writeZeroes(offset, length);
+  }
+
   /** A failed piece is dirty again (copied later unless the policy fails the job). */
   private failed(offset: number, bytes: number, operation: 'read' | 'write', error: unknown): void {
     this.bitmap.markDirty(offset, bytes);
@@ -356,9 +427,9 @@ export class MirrorCopy {
     }
   }
 
-  /** Resolves when the next op in flight ends (at once when none is). */
+  /** Resolves when the next op in flight (a copy or an active write) ends (at once when none is). */
   private waitForOp(): Promise<void> {
-    if (this.ops.length === 0) return Promise.resolve();
+    if (this.ops.length === 0 && this.active.length === 0) return Promise.resolve();
     return new Promise((resolve) => {
       const before = this.opDone;
       this.opDone = () => {

@@ -5,6 +5,7 @@ import { BlockError } from '../errors.js';
 import type { BlockNode } from '../node/node.js';
 import type { JobHost } from './host.js';
 import type { Job, JobWork } from './job.js';
+import { mirrorTopNode } from './mirror-top.js';
 import { DEFAULT_MIRROR_BUF_SIZE, MirrorCopy, type MirrorSettings, type SyncMode } from './mirror-copy.js';
 import { type CommonJobSpec, defaultJobId, type JobErrorPolicies, nodeByName } from './job-spec.js';
 
@@ -29,11 +30,11 @@ export interface MirrorJobSpec extends CommonJobSpec, JobErrorPolicies {
   granularity?: number;
   /** Bytes of copies in flight at most (default 16 MiB); rounded up to the granularity. */
   bufSize?: number;
-  /** QEMU's copy modes: only `background` (guest writes are copied later, from the dirty bitmap). */
+  /** QEMU's copy modes: `background` (guest writes are copied later, from the dirty bitmap) or `write-blocking` (they reach the target before they complete). */
   copyMode?: 'background' | 'write-blocking';
   /** The target is a new image that reads zeroes (drive-mirror's): a full mirror copies only what the source's chain allocates. */
   targetZeroInit?: boolean;
-  /** Name of QEMU's filter node above the source: accepted and not used (no filter node is inserted here). */
+  /** Name of the filter node above the source (write-blocking mode inserts one; background mode inserts none). */
   filterNodeName?: string;
 }
 
@@ -70,10 +71,7 @@ export async function startMirror(host: JobHost, spec: MirrorJobSpec): Promise<J
   const speed = spec.speed ?? 0;
   if (!Number.isSafeInteger(speed) || speed < 0) throw new BlockError('EINVAL', "Parameter 'speed' expects a non-negative value", { field: 'speed' });
   const copyMode = spec.copyMode ?? 'background';
-  if (copyMode === 'write-blocking') {
-    throw new BlockError('ENOTSUP', "copy-mode 'write-blocking' is not supported: guest writes are mirrored in the background", { field: 'copy-mode' });
-  }
-  if (copyMode !== 'background') throw new BlockError('EINVAL', `Parameter 'copy-mode' does not accept value '${String(copyMode)}'`, { field: 'copy-mode' });
+  if (copyMode !== 'background' && copyMode !== 'write-blocking') throw new BlockError('EINVAL', `Parameter 'copy-mode' does not accept value '${String(copyMode)}'`, { field: 'copy-mode' });
   const bufAsked = spec.bufSize ?? 0;
   if (!Number.isSafeInteger(bufAsked) || bufAsked < 0) throw new BlockError('EINVAL', "Invalid parameter 'buf-size'", { field: 'buf-size' });
   if (bufAsked > MAX_MIRROR_BUF_SIZE) throw new BlockError('EINVAL', `Parameter 'buf-size' expects a value of at most ${MAX_MIRROR_BUF_SIZE}`, { field: 'buf-size' });
@@ -93,8 +91,15 @@ export async function startMirror(host: JobHost, spec: MirrorJobSpec): Promise<J
     onSourceError: spec.onSourceError ?? 'report',
     onTargetError: spec.onTargetError ?? 'report',
     targetZeroInit: spec.targetZeroInit === true,
+    writeBlocking: copyMode === 'write-blocking',
   });
-  return host.jobs.start(id, work, { speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
+  try {
+    if (copyMode === 'write-blocking') await work.insertFilter(spec.filterNodeName ?? `#mirror-top-${id}`);
+    return host.jobs.start(id, work, { speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
+  } catch (e) {
+    await work.clean();
+    throw e;
+  }
 }
 
 /** The job's JobWork: the copy, then QEMU's mirror_exit_common as prepare/abort. */
@@ -106,6 +111,8 @@ class MirrorWork implements JobWork {
   /** Drained drives on the source, from the last copy until the pivot is done. */
   private drainEnds: (() => void)[] = [];
   private finished = false;
+  /** The write-blocking filter the source's users write through, while the job runs. */
+  private filter: BlockNode | null = null;
 
   constructor(
     private readonly host: JobHost,
@@ -122,6 +129,12 @@ class MirrorWork implements JobWork {
     inUse.add(target);
     // The bitmap records from now on, so sync=none copies every write since the start.
     this.copy = new MirrorCopy(source, target, settings);
+  }
+
+  /** Puts the write-blocking filter above the source: every drive on the source moves onto it (drained). */
+  async insertFilter(name: string): Promise<void> {
+    this.filter = mirrorTopNode(name, this.source, this.copy);
+    await this.host.replaceNode(this.source, this.filter);
   }
 
   async run(job: Job): Promise<void> {
@@ -156,7 +169,7 @@ class MirrorWork implements JobWork {
 
   /** Holds every user of the node that will be replaced: nothing reaches it until the pivot is done. */
   private async quiesce(): Promise<void> {
-    const drives: Drive[] = this.host.drivesOn(this.replaces ?? this.source);
+    const drives: Drive[] = this.host.drivesOn(this.replaces ?? this.filter ?? this.source);
     for (const d of drives) this.drainEnds.push(await d.drainBegin());
   }
 
@@ -172,8 +185,11 @@ class MirrorWork implements JobWork {
     this.finished = true;
     try {
       this.copy.release();
-      if (pivot) await this.host.replaceNode(this.replaces ?? this.source, this.target);
+      if (pivot) await this.host.replaceNode(this.replaces ?? this.filter ?? this.source, this.target);
+      // Whatever still writes through the filter goes back onto the source.
+      if (this.filter !== null) await this.host.replaceNode(this.filter, this.source);
     } finally {
+      await this.filter?.unref();
       this.endDrains();
       mirrored.delete(this.source);
       inUse.delete(this.source);

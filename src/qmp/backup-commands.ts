@@ -45,6 +45,14 @@ function parsePerf(value: unknown, path: string): BackupPerf {
 
 /** Reads QAPI BlockdevBackup (BackupCommon's members, then `target`). */
 export function parseBlockdevBackup(args: Args, path = ''): BackupJobSpec {
+  return parseBackupCommon(args, path, []);
+}
+
+/**
+ * BackupCommon's members, then `target` (a node name, or drive-backup's file name), then the
+ * caller's own `extra` members, read by `readExtra` (QAPI's order: unknown members are refused last).
+ */
+export function parseBackupCommon(args: Args, path: string, extra: readonly string[], readExtra?: () => void): BackupJobSpec {
   const jobId = str(args, 'job-id', false, path);
   const device = str(args, 'device', true, path);
   const sync = optEnum(args, 'sync', SYNC_MODES, true, path)!;
@@ -59,9 +67,10 @@ export function parseBlockdevBackup(args: Args, path = ''): BackupJobSpec {
   const filterNodeName = str(args, 'filter-node-name', false, path);
   const perf = args['x-perf'] === undefined ? undefined : parsePerf(args['x-perf'], path);
   const target = str(args, 'target', true, path);
+  readExtra?.();
   only(
     args,
-    ['job-id', 'device', 'sync', 'speed', 'bitmap', 'bitmap-mode', 'compress', 'on-source-error', 'on-target-error', 'auto-finalize', 'auto-dismiss', 'filter-node-name', 'x-perf', 'target'],
+    ['job-id', 'device', 'sync', 'speed', 'bitmap', 'bitmap-mode', 'compress', 'on-source-error', 'on-target-error', 'auto-finalize', 'auto-dismiss', 'filter-node-name', 'x-perf', 'target', ...extra],
     path,
   );
   const spec: BackupJobSpec = { type: 'backup', device, target, sync };

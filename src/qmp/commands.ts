@@ -32,6 +32,7 @@ import { BLOCKDEV_HANDLERS } from './blockdev-commands.js';
 import { SNAPSHOT_HANDLERS } from './snapshot-external.js';
 import { blockdevMirror, driveMirror } from './mirror-commands.js';
 import { blockdevBackup } from './backup-commands.js';
+import { driveBackup } from './drive-backup-command.js';
 import { QmpError, type QmpRequest } from './wire.js';
 
 export { generic, only, optBool, str } from './qapi-args.js';
@@ -290,6 +291,7 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
   ['blockdev-mirror', (args, ctx) => blockdevMirror(args, ctx.layer)],
   ['drive-mirror', (args, ctx) => driveMirror(args, ctx.layer)],
   ['blockdev-backup', (args, ctx) => blockdevBackup(ctx.layer, args)],
+  ['drive-backup', (args, ctx) => driveBackup(ctx.layer, args)],
   ...JOB_HANDLERS.map(([name, run]): [string, Handler] => [name, (args, ctx) => run(args, ctx.layer)]),
   ['blockdev-snapshot-internal-sync', (args, ctx) => internalSnapshotSync(ctx.layer, parseInternalSnapshot(args)).then(() => ({}))],
   ['blockdev-snapshot-delete-internal-sync', (args, ctx) => internalSnapshotDeleteSync(ctx.layer, parseInternalSnapshotDelete(args))],

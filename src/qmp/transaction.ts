@@ -8,6 +8,7 @@
 import type { BackupJobSpec } from '../jobs/backup.js';
 import type { BlockLayer } from '../layer.js';
 import { parseBlockdevBackup, prepareBlockdevBackup } from './backup-commands.js';
+import { type DriveBackupArgs, parseDriveBackup, prepareDriveBackup } from './drive-backup-command.js';
 import {
   type BitmapAddArgs,
   type BitmapMergeArgs,
@@ -39,10 +40,11 @@ const ACTIONS = [
   'blockdev-snapshot',
   'blockdev-backup',
   'blockdev-snapshot-internal-sync',
+  'drive-backup',
 ] as const;
 
 /** QAPI TransactionActionKind values QEMU has that need block jobs or external snapshots, not here. */
-const JOB_ACTIONS = ['drive-backup'];
+const JOB_ACTIONS: string[] = [];
 
 type ActionKind = (typeof ACTIONS)[number];
 
@@ -55,7 +57,8 @@ type Action =
   | { type: 'blockdev-snapshot-sync'; data: SnapshotSyncArgs }
   | { type: 'blockdev-snapshot'; data: SnapshotArgs }
   | { type: 'blockdev-backup'; data: BackupJobSpec }
-  | { type: 'blockdev-snapshot-internal-sync'; data: InternalSnapshotArgs };
+  | { type: 'blockdev-snapshot-internal-sync'; data: InternalSnapshotArgs }
+  | { type: 'drive-backup'; data: DriveBackupArgs };
 
 /** QAPI ActionCompletionMode. */
 type CompletionMode = 'individual' | 'grouped';
@@ -97,6 +100,9 @@ function parseAction(value: unknown, i: number): Action {
     case 'blockdev-snapshot-internal-sync':
       parsed = { type: 'blockdev-snapshot-internal-sync', data: parseInternalSnapshot(data, path) };
       break;
+    case 'drive-backup':
+      parsed = { type: 'drive-backup', data: parseDriveBackup(data, path) };
+      break;
     default:
       throw generic(`Transaction action '${type}' needs block jobs or external snapshots, which this server does not have`);
   }
@@ -137,6 +143,8 @@ function prepare(layer: BlockLayer, action: Action, mode: CompletionMode): Prepa
       return prepareBlockdevBackup(layer, action.data);
     case 'blockdev-snapshot-internal-sync':
       return prepareInternalSnapshot(layer, action.data);
+    case 'drive-backup':
+      return prepareDriveBackup(layer, action.data);
   }
 }
 
