@@ -218,7 +218,7 @@ export async function writeAtomically<T>(target: string, write: (out: OutputFile
           throw fromErrno(e, `could not set the size of '${target}' to ${length}`, { ...ctx, length });
         }
       },
-      sibling(name) {
+      async sibling(name) {
         if (!options.siblings) throw new BlockError('ENOTSUP', `'${target}' is written without sibling files (writeAtomically's siblings option)`, { ...ctx, field: 'siblings' });
         controller.signal.throwIfAborted();
         return siblings.add(name);
