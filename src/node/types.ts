@@ -286,7 +286,7 @@ export interface GenericBlockDriver<Node, S extends z.ZodType = z.ZodType> {
   /** Creates new images of this format (format drivers that can). */
   readonly create?: FormatCreator<Node>;
   /** Checks (and with `repair`, fixes) the metadata of an image in `file`, its protocol node, as qemu-img check (formats that have checks). */
-  check?(file: Node, options: CheckOptions): Promise<CheckResult>;
+  check?(file: Node, options: CheckOptions<Node>): Promise<CheckResult>;
 }
 
 /** How the new part of a grown node is allocated (QEMU PreallocMode). */
