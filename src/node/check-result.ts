@@ -29,14 +29,16 @@ export interface CheckResult {
 /** Repair mode: `leaks` lowers leaked refcounts; `all` also fixes corruptions (as qemu-img check -r). */
 export type RepairMode = 'leaks' | 'all';
 
-/** Options of one check pass (a driver's `check`). */
-export interface CheckOptions {
+/** Options of one check pass (a driver's `check`); `Node` is the node class of the layer. */
+export interface CheckOptions<Node = unknown> {
   /** Fix leaks, or leaks and corruptions; absent: report only. */
   repair?: RepairMode;
   /** Name reported in the result. */
   filename?: string;
   /** Receives one line per finding, worded like qemu-img's messages on stderr. */
   log?: (line: string) => void;
+  /** Opens a further protocol node the check reads (vmdk's extent files), read-only; the check unrefs it. Given by checkImage. */
+  openNode?: (options: Readonly<Record<string, unknown>>) => Promise<Node>;
 }
 
 /** A result with every count at zero. */

@@ -3,7 +3,7 @@ import type { z } from 'zod';
 import type { BlockNode } from './node.js';
 import type { GenericBlockDriver, GenericOpenContext } from './types.js';
 
-export type { BackingSource, BlockStatus, CreateBacking, DriverCapabilities, DriverInstance, DriverKind, FormatCreator, GenericBlockDriver, GenericOpenContext, InternalSnapshotInfo, InternalSnapshots, NewSnapshot, NodeOptions, ParentLink, StoredBitmap } from './types.js';
+export type { BackingSource, BlockStatus, CreateBacking, CreateSiblings, DriverCapabilities, DriverInstance, DriverKind, FormatCreator, GenericBlockDriver, GenericOpenContext, InternalSnapshotInfo, InternalSnapshots, NewSnapshot, NodeOptions, ParentLink, StoredBitmap } from './types.js';
 
 /** What a driver gets to open one node. */
 export type OpenContext<O> = GenericOpenContext<BlockNode, O>;

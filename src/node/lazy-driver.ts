@@ -64,10 +64,10 @@ export function lazyDriver<S extends z.ZodType>(spec: LazyDriverSpec<S>): BlockD
       get schema() {
         return createSchema();
       },
-      create: async (file, size, options, backing) => {
+      create: async (file, size, options, backing, siblings) => {
         const loaded = await load();
         if (loaded.create === undefined) throw new BlockError('ENOTSUP', `driver '${spec.name}' creates no images`, { field: 'driver' });
-        return loaded.create.create(file, size, options, backing);
+        return loaded.create.create(file, size, options, backing, siblings);
       },
     };
     driver.create = creator;

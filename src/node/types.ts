@@ -230,6 +230,8 @@ export interface CreateBacking {
   readonly format: string;
   /** The backing image's virtual size in bytes. */
   readonly size: number;
+  /** Where the backing image is (`name` resolved against the new image's final directory), when the caller resolved it. */
+  readonly path?: string;
 }
 
 /**
@@ -244,7 +246,21 @@ export interface FormatCreator<Node> {
    * node) with options validated by {@link schema}; returns the virtual size the image really
    * got (formats round it, e.g. vpc's geometry).
    */
-  create(file: Node, size: number, options: Record<string, unknown>, backing?: CreateBacking): Promise<number>;
+  create(file: Node, size: number, options: Record<string, unknown>, backing?: CreateBacking, siblings?: CreateSiblings<Node>): Promise<number>;
+}
+
+/**
+ * Files a creator makes beside its new image (vmdk's extent files), given by `createImage` and
+ * `convertImage`: they appear with the image when it is complete and are removed if it is not.
+ * Without it, a creator that needs them refuses with ENOTSUP.
+ */
+export interface CreateSiblings<Node> {
+  /**
+   * Makes the empty file `name` (a base name) beside the new image and opens it as a writable,
+   * growable protocol node, which the creator unrefs. Until the rename, these and the image's own
+   * file share a directory under their final base names, so names relative to the image resolve.
+   */
+  create(name: string): Promise<Node>;
 }
 
 /** A driver: a name, its capabilities, its options schema, the roles of its children and `open`. */
@@ -270,7 +286,7 @@ export interface GenericBlockDriver<Node, S extends z.ZodType = z.ZodType> {
   /** Creates new images of this format (format drivers that can). */
   readonly create?: FormatCreator<Node>;
   /** Checks (and with `repair`, fixes) the metadata of an image in `file`, its protocol node, as qemu-img check (formats that have checks). */
-  check?(file: Node, options: CheckOptions): Promise<CheckResult>;
+  check?(file: Node, options: CheckOptions<Node>): Promise<CheckResult>;
 }
 
 /** How the new part of a grown node is allocated (QEMU PreallocMode). */

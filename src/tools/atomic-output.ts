@@ -38,6 +38,11 @@ export interface OutputFile {
   write(offset: number, data: Uint8Array): Promise<void>;
   /** Sets the file's length (sparse). */
   truncate(length: number): Promise<void>;
+  /**
+   * With {@link AtomicOutputOptions.siblings}: the temporary path of a new file that becomes
+   * `name` (a base name) beside the target when the target does, and is removed if it does not.
+   */
+  sibling(name: string): Promise<string>;
 }
 
 /** Options of {@link writeAtomically}. */
@@ -48,6 +53,13 @@ export interface AtomicOutputOptions {
   readonly input?: string;
   /** Abort on SIGINT/SIGTERM, remove the temporary file and reject with {@link InterruptedError} (default true). */
   readonly handleSignals?: boolean;
+  /**
+   * The output may have sibling files ({@link OutputFile.sibling}): the temporary file is then
+   * `tempPath` = a temporary directory beside the target + the target's own base name, so files
+   * that name each other by base name (a vmdk descriptor and its extents) find each other before
+   * the rename.
+   */
+  readonly siblings?: boolean;
 }
 
 /** The final path a write to `target` lands on: symlinks of the last component followed, also dangling ones. */
@@ -141,7 +153,10 @@ export async function writeAtomically<T>(target: string, write: (out: OutputFile
   if (existing) await refuseInputs(target, resolved, existing, options.inputs ?? [], options.input);
   const lock = existing ? await lockTarget(target, resolved) : undefined;
 
-  const tempPath = path.join(path.dirname(resolved), `.${path.basename(resolved)}.blocklayer-${randomBytes(4).toString('hex')}.tmp`);
+  const tempName = path.join(path.dirname(resolved), `.${path.basename(resolved)}.blocklayer-${randomBytes(4).toString('hex')}.tmp`);
+  // With siblings, tempName is a directory and what is removed on failure.
+  const tempPath = options.siblings ? path.join(tempName, path.basename(resolved)) : tempName;
+  const siblings = new Siblings(target, resolved, tempName, options.inputs ?? [], options.input);
   let handle: FileHandle | undefined;
   const controller = new AbortController();
   let caught: 'SIGINT' | 'SIGTERM' | undefined;
@@ -150,8 +165,9 @@ export async function writeAtomically<T>(target: string, write: (out: OutputFile
     if (caught) {
       // A second signal: the work did not stop in time; clean up now and leave.
       try {
-        fs.rmSync(tempPath, { force: true });
-        process.stderr.write(`interrupted again; removed partial output '${tempPath}'; ${untouched}\n`);
+        fs.rmSync(tempName, { force: true, recursive: true });
+        siblings.removeRenamedSync();
+        process.stderr.write(`interrupted again; removed partial output '${tempName}'; ${untouched}\n`);
       } finally {
         process.exit(SIGNAL_EXIT[sig]);
       }
@@ -169,6 +185,7 @@ export async function writeAtomically<T>(target: string, write: (out: OutputFile
   const ctx = { path: target, field: 'output' };
   try {
     try {
+      if (options.siblings) await fsp.mkdir(tempName, 0o700);
       handle = await fsp.open(tempPath, 'wx', existing ? existing.mode & 0o7777 : 0o666);
     } catch (e) {
       throw fromErrno(e, `could not create '${tempPath}' for '${target}'`, ctx);
@@ -201,6 +218,11 @@ export async function writeAtomically<T>(target: string, write: (out: OutputFile
           throw fromErrno(e, `could not set the size of '${target}' to ${length}`, { ...ctx, length });
         }
       },
+      async sibling(name) {
+        if (!options.siblings) throw new BlockError('ENOTSUP', `'${target}' is written without sibling files (writeAtomically's siblings option)`, { ...ctx, field: 'siblings' });
+        controller.signal.throwIfAborted();
+        return siblings.add(name);
+      },
     };
     const result = await write(out);
     controller.signal.throwIfAborted();
@@ -211,20 +233,25 @@ export async function writeAtomically<T>(target: string, write: (out: OutputFile
     } catch (e) {
       throw fromErrno(e, `could not write '${target}'`, ctx);
     }
+    await siblings.sync();
     controller.signal.throwIfAborted();
+    // Siblings first: the target (which names them) appears last, when they all are in place.
+    await siblings.rename();
     try {
       await fsp.rename(tempPath, resolved);
     } catch (e) {
       throw fromErrno(e, `could not rename '${tempPath}' to '${target}'`, ctx);
     }
+    if (options.siblings) await fsp.rmdir(tempName).catch(() => {});
     await syncDir(path.dirname(resolved));
     return result;
   } catch (e) {
     if (handle) await handle.close().catch(() => {});
     let removed: string;
     try {
-      await fsp.rm(tempPath, { force: true });
-      removed = `removed partial output '${tempPath}'; ${untouched}`;
+      await fsp.rm(tempName, { force: true, recursive: true });
+      await siblings.removeRenamed();
+      removed = `removed partial output '${tempName}'; ${untouched}`;
     } catch (rmError) {
       removed = `could not remove partial output '${tempPath}': ${(rmError as Error).message}`;
     }
@@ -244,6 +271,7 @@ export async function writeAtomically<T>(target: string, write: (out: OutputFile
       process.off('SIGTERM', onTerm);
     }
     if (lock) await lock.close().catch(() => {});
+    await siblings.unlock();
   }
 }
 
@@ -257,5 +285,101 @@ async function syncDir(dir: string): Promise<void> {
     // Best effort: the data itself is already synced.
   } finally {
     await h?.close().catch(() => {});
+  }
+}
+
+/** Sibling files one output may have (vmdk's twoGbMaxExtent extents of a 64 TiB disk are 32,768). */
+const MAX_SIBLINGS = 65536;
+
+/** A name for a file in the output's directory: no directory part, not `.` or `..`. */
+function isBaseName(name: string): boolean {
+  return name !== '' && name !== '.' && name !== '..' && !/[/\0]/.test(name) && name.length <= 255;
+}
+
+/**
+ * The sibling files of one atomic output: each made empty in the temporary directory, the file
+ * it will replace refused or locked as the target is, renamed beside the target before it.
+ */
+class Siblings {
+  private readonly files = new Map<string, { temp: string; final: string; existed: boolean }>();
+  private readonly locks: FileHandle[] = [];
+  /** Final paths renamed into place that did not exist before: removed if the output fails after all. */
+  private readonly renamed: string[] = [];
+
+  constructor(
+    private readonly target: string,
+    private readonly resolved: string,
+    private readonly tempDir: string,
+    private readonly inputs: readonly string[],
+    private readonly input: string | undefined,
+  ) {}
+
+  async add(name: string): Promise<string> {
+    const ctx = { path: this.target, field: 'sibling' };
+    if (typeof name !== 'string' || !isBaseName(name) || name === path.basename(this.resolved)) {
+      throw new BlockError('EINVAL', `sibling: '${String(name)}' is not a file name beside '${this.target}' other than its own`, ctx);
+    }
+    if (this.files.has(name)) throw new BlockError('EINVAL', `sibling: '${name}' was made already`, ctx);
+    if (this.files.size >= MAX_SIBLINGS) throw new BlockError('EINVAL', `sibling: more than ${MAX_SIBLINGS} files beside '${this.target}'`, ctx);
+    const named = path.join(path.dirname(this.resolved), name);
+    const final = await resolveTarget(named);
+    const existing = await statOrUndefined(final);
+    if (existing && !existing.isFile()) throw new BlockError('EINVAL', `'${named}' is not a regular file: only regular files are written (through a temporary file)`, { path: named, field: 'output' });
+    if (existing) {
+      await refuseInputs(named, final, existing, this.inputs, this.input);
+      this.locks.push(await lockTarget(named, final));
+    }
+    const temp = path.join(this.tempDir, name);
+    let h: FileHandle;
+    try {
+      h = await fsp.open(temp, 'wx', existing ? existing.mode & 0o7777 : 0o666);
+    } catch (e) {
+      throw fromErrno(e, `could not create '${temp}' for '${named}'`, { path: named, field: 'output' });
+    }
+    try {
+      if (existing) await keepOwnership(h, existing, named);
+    } finally {
+      await h.close();
+    }
+    this.files.set(name, { temp, final, existed: existing !== undefined });
+    return temp;
+  }
+
+  /** Makes every sibling's data durable before any is renamed. */
+  async sync(): Promise<void> {
+    for (const f of this.files.values()) {
+      let h: FileHandle | undefined;
+      try {
+        h = await fsp.open(f.temp, 'r+');
+        await h.sync();
+      } catch (e) {
+        throw fromErrno(e, `could not write '${f.final}'`, { path: f.final, field: 'output' });
+      } finally {
+        await h?.close().catch(() => {});
+      }
+    }
+  }
+
+  async rename(): Promise<void> {
+    for (const f of this.files.values()) {
+      try {
+        await fsp.rename(f.temp, f.final);
+      } catch (e) {
+        throw fromErrno(e, `could not rename '${f.temp}' to '${f.final}'`, { path: f.final, field: 'output' });
+      }
+      if (!f.existed) this.renamed.push(f.final);
+    }
+  }
+
+  async removeRenamed(): Promise<void> {
+    for (const p of this.renamed) await fsp.rm(p, { force: true });
+  }
+
+  removeRenamedSync(): void {
+    for (const p of this.renamed) fs.rmSync(p, { force: true });
+  }
+
+  async unlock(): Promise<void> {
+    for (const h of this.locks) await h.close().catch(() => {});
   }
 }

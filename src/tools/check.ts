@@ -39,7 +39,7 @@ export async function checkImage(target: string | NodeOptions, opts: CheckImageO
       // 'auto': the format is probed over the node just opened, as opening would.
       const driver = given === PROBE_DRIVER ? await probeNode(layer.drivers.list(), node) : knownDriver(given);
       if (!driver?.check) throw unsupported(driver?.name ?? given);
-      return await driver.check(node, { repair: opts.repair, filename: String(file.filename ?? node.name), log: opts.log });
+      return await driver.check(node, { repair: opts.repair, filename: String(file.filename ?? node.name), log: opts.log, openNode: (o) => layer.openNode({ ...(o as NodeOptions), readOnly: true }) });
     } finally {
       await node.unref();
     }

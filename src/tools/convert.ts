@@ -1,5 +1,5 @@
 import { InterruptedError, type OutputFile, writeAtomically } from './atomic-output.js';
-import { creatableFormat, createQcow2OnNode } from './create.js';
+import { creatableFormat, createQcow2OnNode, createSiblings } from './create.js';
 import { type CreateOptionsInput, parseCreateOptions, parseFormatOptions, qcow2Settings, roundToSectors } from '../options/create.js';
 import { planQcow2 } from '../drivers/qcow2/create-layout.js';
 import type { Drive } from '../drive.js';
@@ -92,7 +92,7 @@ export async function convertImage(input: string | DriveOptions, output: string,
         else if (outputFormat === 'raw') await toRaw(drive, out, stop, progress);
         else await toQcow2(layer, drive, out, create, compress, stop, progress);
       },
-      { inputs: inputFiles(drive.node), input: typeof input === 'string' ? input : undefined, handleSignals },
+      { inputs: inputFiles(drive.node), input: typeof input === 'string' ? input : undefined, handleSignals, siblings: driver !== undefined },
     );
     return { virtualSize: total, outputFormat };
   } catch (e) {
@@ -166,7 +166,7 @@ const ZERO_GRAIN = 4096;
 async function toFormat(layer: BlockLayer, drive: Drive, out: OutputFile, driver: BlockDriver, options: Record<string, unknown>, stop: Stop, progress: Progress): Promise<void> {
   const file = await layer.openNode({ driver: 'file', filename: out.tempPath, locking: 'off' });
   try {
-    const size = await driver.create!.create(file, drive.length, options);
+    const size = await driver.create!.create(file, drive.length, options, undefined, createSiblings(layer, out));
     if (size < drive.length) {
       throw new BlockError('EINVAL', `outputFormat: a ${driver.name} image of ${drive.length} bytes got only ${size} bytes`, { field: 'outputFormat' });
     }

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { writeAtomically } from './atomic-output.js';
+import { type OutputFile, writeAtomically } from './atomic-output.js';
 import { errnoText, fallocateErrorCode, reserveSpace } from '../drivers/file/fallocate.js';
 import { probeFormat } from '../drivers/qcow2/index.js';
 import { BlockError, fromErrno } from '../errors.js';
@@ -17,7 +17,7 @@ import {
   roundToSectors,
 } from '../options/create.js';
 import { parseOptions } from '../options/zod-error.js';
-import type { BlockDriver } from '../node/driver.js';
+import type { BlockDriver, CreateSiblings } from '../node/driver.js';
 import { planQcow2, type Qcow2Plan } from '../drivers/qcow2/create-layout.js';
 
 export { type CreateOptionsInput, createOptionsSchema, type FormatCreateOptionsInput, PREALLOCATION_MODES, type Preallocation } from '../options/create.js';
@@ -291,15 +291,25 @@ async function createWithDriver(file: string, input: unknown, baseDir: string, h
       async (out) => {
         const node = await layer.openNode({ driver: 'file', filename: out.tempPath, locking: 'off' });
         try {
-          virtualSize = await driver.create.create(node, size, formatOptions, backing && { name: o.backing!, format: backing.format, size: backing.size });
+          virtualSize = await driver.create.create(node, size, formatOptions, backing && { name: o.backing!, format: backing.format, size: backing.size, path: backing.path }, createSiblings(layer, out));
           out.signal.throwIfAborted();
           fileLength = node.length;
         } finally {
           await node.unref();
         }
       },
-      { inputs: backing ? [backing.path] : [], handleSignals: how.handleSignals ?? false },
+      { inputs: backing ? [backing.path] : [], handleSignals: how.handleSignals ?? false, siblings: true },
     );
     return { format: driver.name, virtualSize, fileLength, ...(backing ? { backingFormat: backing.format } : {}) };
   });
+}
+
+/** A creator's sibling files (vmdk's extents) as files of an atomic output (`siblings: true`), opened in `layer`. */
+export function createSiblings(layer: BlockLayer, out: OutputFile): CreateSiblings<BlockNode> {
+  return {
+    async create(name) {
+      const filename = await out.sibling(name);
+      return layer.openNode({ driver: 'file', filename, locking: 'off' });
+    },
+  };
 }

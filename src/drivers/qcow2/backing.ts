@@ -53,7 +53,8 @@ export async function identity(loc: Location, nodeName: string): Promise<string>
 export function backingOptions(loc: Location, format: string | undefined, chain: string[], forceShare: boolean): NodeOptions {
   const file = protocolOptions(loc, true, forceShare);
   if (format === undefined) return { driver: 'auto', readOnly: true, file, formatOptions: { qcow2: { backingChain: chain } } };
-  return { driver: format, readOnly: true, file, ...(format === 'qcow2' ? { backingChain: chain } : {}) };
+  // qcow2 and vmdk follow their own backing files: they get the chain to refuse loops.
+  return { driver: format, readOnly: true, file, ...(format === 'qcow2' || format === 'vmdk' ? { backingChain: chain } : {}) };
 }
 
 /** True when `head` starts with qcow2's magic. */

@@ -53,9 +53,7 @@ async function openBacking(ctx: ChildContext, h: Qcow2Header, image: Location | 
     throw new BlockError('ENOTSUP', `qcow2: backing chain deeper than ${L.MAX_CHAIN_DEPTH} images at '${loc.name}'`, { field: 'backing_file', path: real });
   }
   const format = h.backingFormat;
-  if (format !== undefined && format !== 'qcow2' && format !== 'raw') {
-    throw new BlockError('ENOTSUP', `qcow2: backing format '${format}' of '${loc.name}' is not supported (qcow2 or raw)`, { field: 'backing_fmt', path: loc.name });
-  }
+  // Any format the layer has a driver for (vmdk, vpc, …); an unknown one fails to open by its name.
   // No format in the header: 'auto' probes the backing file over the node it opens.
   return ctx.openChild('backing', backingOptions(loc, format, chain, forceShare));
 }

@@ -1,12 +1,13 @@
 import type * as z from 'zod';
 import { BlockError } from '../../errors.js';
-import type { CreateBacking, FormatCreator } from '../../node/driver.js';
+import type { CreateBacking, CreateSiblings, FormatCreator } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { parseOptions } from '../../options/zod-error.js';
 import { dirName, isAbsolutePath, joinPath, readFileHead } from '../../platform/files.js';
 import { locationOf } from '../qcow2/backing.js';
 import { newCid } from './cid.js';
-import { descriptorFor, newSparseHeader, newSparseLayout } from './create-layout.js';
+import { descriptorFor, newSparseLayout } from './create-layout.js';
+import { writeSparseExtent } from './create-extent.js';
 import { descriptorText, parseDescriptor } from './descriptor.js';
 import { hasSparseMagic, parseSparseHeader } from './header.js';
 import { vmdkFacts } from './facts.js';
@@ -31,7 +32,7 @@ function baseName(p: string): string {
 async function parentCid(file: BlockNode, backing: CreateBacking): Promise<number> {
   if (backing.format !== 'vmdk') throw new BlockError('EINVAL', `backing_fmt: must be 'vmdk' if present (got '${backing.format}')`, { field: 'backing_fmt' });
   const here = imageName(file);
-  let name = backing.name;
+  let name = backing.path ?? backing.name;
   if (!isAbsolutePath(name)) {
     if (here === undefined) throw new BlockError('ENOTSUP', `vmdk: cannot find the parent '${name}' relative to an image that is not a local file`, { field: 'backing_file' });
     name = joinPath(dirName(here), name);
@@ -49,58 +50,98 @@ async function parentCid(file: BlockNode, backing: CreateBacking): Promise<numbe
   return cid;
 }
 
-/**
- * Lays out a new, empty sparse image on `file` as qemu-img does (header, embedded descriptor,
- * redundant and primary grain directories with every grain table made, grains from the next
- * 64 KiB): monolithicSparse and streamOptimized. The flat and twoGbMaxExtent subformats need
- * extent files beside the descriptor, which one `file` node cannot hold: ENOTSUP.
- */
-async function create(file: BlockNode, size: number, input: Record<string, unknown>, backing?: CreateBacking): Promise<number> {
-  const o = parseOptions(vmdkCreateSchema, input);
-  if (o.subformat !== 'monolithicSparse' && o.subformat !== 'streamOptimized') {
-    throw new BlockError('ENOTSUP', `subformat: ${o.subformat} needs extent files beside the descriptor; only monolithicSparse and streamOptimized are created on one file`, { field: 'subformat' });
-  }
-  if (o.compat6 && o.hwversion !== undefined) throw new BlockError('EINVAL', 'compat6: cannot be enabled with hwversion set', { field: 'compat6' });
-  if (!Number.isSafeInteger(size) || size < 0) throw new BlockError('EINVAL', `size: ${size} is not a size in bytes`, { field: 'size' });
-  const capacity = Math.ceil(size / L.SECTOR);
-  const layout = newSparseLayout(capacity);
-  if (layout.gtCount > L.MAX_GD_ENTRIES) throw new BlockError('EINVAL', `size: ${size} bytes need more than ${L.MAX_GD_ENTRIES} grain tables`, { field: 'size' });
-  const compressed = o.subformat === 'streamOptimized';
-  const descriptor = descriptorFor({
-    cid: newCid(),
-    parentCid: backing ? await parentCid(file, backing) : 0xffffffff,
-    createType: o.subformat,
-    parentFileNameHint: backing?.name,
-    extents: [`RW ${capacity} SPARSE "${baseName(imageName(file) ?? 'disk.vmdk')}"`],
-    hwVersion: o.hwversion ?? (o.compat6 ? '6' : '4'),
-    adapterType: o.adapter_type,
-    toolsVersion: o.toolsversion,
-    size: capacity * L.SECTOR,
-  });
-  const text = new TextEncoder().encode(descriptor);
-  if (text.length > L.EMBEDDED_DESCRIPTOR_BYTES) throw new BlockError('EINVAL', `backing_file: the descriptor would be ${text.length} bytes, more than the ${L.EMBEDDED_DESCRIPTOR_BYTES} it has room for`, { field: 'backing_file' });
-  await file.write(0, newSparseHeader(layout, { compressed, zeroedGrain: o.zeroed_grain }), true);
-  const area = new Uint8Array(L.EMBEDDED_DESCRIPTOR_BYTES);
-  area.set(text);
-  await file.write(L.SECTOR, area, true);
-  await writeDirectory(file, layout.rgdOffset, layout.rgdOffset + layout.gdSectors, layout.gtSectors, layout.gtCount);
-  await writeDirectory(file, layout.gdOffset, layout.gdOffset + layout.gdSectors, layout.gtSectors, layout.gtCount);
-  // The grain tables are all zeros: the file only has to reach the first grain (a hole where it can be).
-  await file.write(layout.grainOffset * L.SECTOR - L.SECTOR, new Uint8Array(L.SECTOR), true);
-  await file.flush();
-  return capacity * L.SECTOR;
+/** Where each extent of a split or flat disk goes, and its descriptor line (QEMU vmdk_co_do_create). */
+interface ExtentPlan {
+  name: string;
+  sectors: number;
+  line: string;
 }
 
-/** A directory at sector `at` naming `count` consecutive grain tables from sector `first`, written a chunk at a time. */
-async function writeDirectory(file: BlockNode, at: number, first: number, gtSectors: number, count: number): Promise<void> {
-  const chunk = 65536;
-  for (let i = 0; i < count; i += chunk) {
-    const n = Math.min(chunk, count - i);
-    const b = new Uint8Array(Math.ceil((n * 4) / L.SECTOR) * L.SECTOR);
-    const v = new DataView(b.buffer);
-    for (let k = 0; k < n; k++) v.setUint32(k * 4, first + (i + k) * gtSectors, true);
-    await file.write(at * L.SECTOR + i * 4, b, true);
+/** qemu-img's split size: every extent of a twoGbMaxExtent disk but the last holds 2 GiB. */
+const SPLIT_BYTES = 2 ** 31;
+
+/**
+ * The extent files of a flat or split disk, named as qemu-img names them from the image's base
+ * name (`disk.vmdk` → `disk-flat.vmdk`, `disk-s001.vmdk`, `disk-f001.vmdk`, …).
+ */
+export function extentPlans(imageBase: string, bytes: number, flat: boolean, split: boolean): ExtentPlan[] {
+  const dot = imageBase.lastIndexOf('.');
+  const prefix = dot < 0 ? imageBase : imageBase.slice(0, dot);
+  const postfix = dot < 0 ? '' : imageBase.slice(dot);
+  const plans: ExtentPlan[] = [];
+  for (let done = 0, i = 1; done < bytes; i++) {
+    const n = Math.min(bytes - done, split ? SPLIT_BYTES : bytes);
+    const name = split ? `${prefix}-${flat ? 'f' : 's'}${String(i).padStart(3, '0')}${postfix}` : `${prefix}-flat${postfix}`;
+    const sectors = n / L.SECTOR;
+    plans.push({ name, sectors, line: flat ? `RW ${sectors} FLAT "${name}" 0` : `RW ${sectors} SPARSE "${name}"` });
+    done += n;
+    if (plans.length > L.MAX_EXTENTS) break;
   }
+  return plans;
+}
+
+/**
+ * Lays out a new, empty image as qemu-img does. monolithicSparse and streamOptimized: one sparse
+ * file with its descriptor inside. monolithicFlat, twoGbMaxExtentSparse/Flat: a descriptor file
+ * and extent files beside it, made through `siblings` (ENOTSUP without them).
+ */
+async function create(file: BlockNode, size: number, input: Record<string, unknown>, backing?: CreateBacking, siblings?: CreateSiblings<BlockNode>): Promise<number> {
+  const o = parseOptions(vmdkCreateSchema, input);
+  if (o.compat6 && o.hwversion !== undefined) throw new BlockError('EINVAL', 'compat6: cannot be enabled with hwversion set', { field: 'compat6' });
+  if (!Number.isSafeInteger(size) || size < 0) throw new BlockError('EINVAL', `size: ${size} is not a size in bytes`, { field: 'size' });
+  const flat = o.subformat === 'monolithicFlat' || o.subformat === 'twoGbMaxExtentFlat';
+  const split = o.subformat === 'twoGbMaxExtentSparse' || o.subformat === 'twoGbMaxExtentFlat';
+  if (flat && backing) throw new BlockError('ENOTSUP', "backing_file: a flat image can't have a backing file", { field: 'backing_file' });
+  if (flat && o.zeroed_grain) throw new BlockError('ENOTSUP', "zeroed_grain: a flat image can't enable zeroed grains", { field: 'zeroed_grain' });
+  const capacity = Math.ceil(size / L.SECTOR);
+  const compressed = o.subformat === 'streamOptimized';
+  const here = imageName(file);
+  const descriptorOf = async (extents: string[]) =>
+    new TextEncoder().encode(
+      descriptorFor({
+        cid: newCid(),
+        parentCid: backing ? await parentCid(file, backing) : 0xffffffff,
+        createType: o.subformat,
+        parentFileNameHint: backing?.name,
+        extents,
+        hwVersion: o.hwversion ?? (o.compat6 ? '6' : '4'),
+        adapterType: o.adapter_type,
+        toolsVersion: o.toolsversion,
+        size: capacity * L.SECTOR,
+      }),
+    );
+  if (!flat && !split) {
+    if (newSparseLayout(capacity).gtCount > L.MAX_GD_ENTRIES) throw new BlockError('EINVAL', `size: ${size} bytes need more than ${L.MAX_GD_ENTRIES} grain tables`, { field: 'size' });
+    const text = await descriptorOf([`RW ${capacity} SPARSE "${baseName(here ?? 'disk.vmdk')}"`]);
+    if (text.length > L.EMBEDDED_DESCRIPTOR_BYTES) throw new BlockError('EINVAL', `backing_file: the descriptor would be ${text.length} bytes, more than the ${L.EMBEDDED_DESCRIPTOR_BYTES} it has room for`, { field: 'backing_file' });
+    await writeSparseExtent(file, capacity, { compressed, zeroedGrain: o.zeroed_grain }, text);
+    return capacity * L.SECTOR;
+  }
+  if (!siblings || here === undefined) {
+    throw new BlockError('ENOTSUP', `subformat: ${o.subformat} needs extent files beside a descriptor file (createImage and convertImage make them)`, { field: 'subformat' });
+  }
+  const plans = extentPlans(baseName(here), capacity * L.SECTOR, flat, split);
+  if (plans.length > L.MAX_EXTENTS) throw new BlockError('EINVAL', `size: ${size} bytes would need more than ${L.MAX_EXTENTS} extent files`, { field: 'size' });
+  if (!flat && plans.some((p) => newSparseLayout(p.sectors).gtCount > L.MAX_GD_ENTRIES)) {
+    throw new BlockError('EINVAL', `size: ${size} bytes need more than ${L.MAX_GD_ENTRIES} grain tables`, { field: 'size' });
+  }
+  // Checked before any extent file is made: the descriptor file must open again.
+  const text = await descriptorOf(plans.map((p) => p.line));
+  if (text.length > L.MAX_DESCRIPTOR_BYTES) throw new BlockError('EINVAL', `size: the descriptor would be ${text.length} bytes, more than ${L.MAX_DESCRIPTOR_BYTES}`, { field: 'size' });
+  for (const p of plans) {
+    const extent = await siblings.create(p.name);
+    try {
+      if (flat) await extent.truncate(p.sectors * L.SECTOR);
+      else await writeSparseExtent(extent, p.sectors, { compressed: false, zeroedGrain: o.zeroed_grain });
+      await extent.flush();
+    } finally {
+      await extent.unref();
+    }
+  }
+  // As qemu-img: the descriptor file is the text alone, not padded to a sector.
+  await file.write(0, text, true);
+  await file.flush();
+  return capacity * L.SECTOR;
 }
 
 /** The vmdk driver's creator (qemu-img create -f vmdk). */

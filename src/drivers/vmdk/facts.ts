@@ -39,4 +39,5 @@ export const vmdkFacts = {
       })
       .strict(),
   ),
+  checks: true,
 } as const;

@@ -1,6 +1,7 @@
 import { BlockError } from '../../errors.js';
 import { type DriverInstance, defineDriver } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
+import { vmdkCheck } from './check.js';
 import { vmdkCreator } from './create.js';
 import { vmdkFacts } from './facts.js';
 import { vmdkInstance } from './instance.js';
@@ -16,6 +17,7 @@ export const vmdkDriver = defineDriver({
   probe: vmdkFacts.probe,
   children: vmdkFacts.children,
   create: vmdkCreator,
+  check: vmdkCheck,
   async open(ctx): Promise<DriverInstance> {
     const file = ctx.children.get('file')!;
     let backing: BlockNode | undefined;
