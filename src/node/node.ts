@@ -156,8 +156,9 @@ export class BlockNode {
 
   /**
    * Makes the node read-write or read-only (QEMU bdrv_reopen_set_read_only) with the children
-   * that inherit its mode: all but `backing`, which keeps its own (QEMU's backing options force
-   * read-only). The caller drains first. Going read-only stores the persistent bitmaps and
+   * that inherit its mode: those opened with it, but `backing` (QEMU's backing options force
+   * read-only); a child given as an open node keeps its own, and a read-only one refuses a
+   * read-write parent (EROFS, QEMU's "Block node is read-only"). The caller drains first. Going read-only stores the persistent bitmaps and
    * flushes first. EROFS for a read-only driver, ENOTSUP for a driver that cannot reopen; on a
    * failure the nodes already switched are switched back.
    */
@@ -168,7 +169,11 @@ export class BlockNode {
     if (!this.instance.reopen) {
       throw new BlockError('ENOTSUP', `Block format '${this.driver.name}' used by node '${this.name}' does not support reopening files`, { node: this.name, field: 'read-only' });
     }
-    const inheriting = [...this.children].filter(([role, c]) => role !== 'backing' && c.readOnly !== readOnly).map(([, c]) => c);
+    // A child given as an open node (QEMU: by reference) keeps its own mode, as the backing child does.
+    const own = [...this.children].filter(([role]) => role !== 'backing' && !(this.options[role] instanceof BlockNode)).map(([, c]) => c);
+    const shared = [...this.children].find(([role, c]) => role !== 'backing' && !own.includes(c) && c.readOnly);
+    if (!readOnly && shared) throw new BlockError('EROFS', 'Block node is read-only', { node: shared[1].name, field: 'read-only' });
+    const inheriting = own.filter((c) => c.readOnly !== readOnly);
     const switched: BlockNode[] = [];
     const undo = async () => {
       for (const c of switched.reverse()) await c.reopen(!readOnly).catch(() => undefined);
