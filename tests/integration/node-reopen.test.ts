@@ -99,6 +99,27 @@ describe.skipIf(!can)('BlockNode.reopen', () => {
     expect(node.readOnly).toBe(false);
   });
 
+  it('persistent bitmaps follow: marked in use while read-write, stored clean when read-only again (qemu-img info), the write recorded', async () => {
+    const file = path.join(dir, 'b.qcow2');
+    expect(img('create', '-q', '-f', 'qcow2', file, '8M').status).toBe(0);
+    expect(img('bitmap', '--add', file, 'b0').status).toBe(0);
+    const node = await layer.addNode({ driver: 'qcow2', nodeName: 'img', readOnly: true, file: { driver: 'file', filename: file } });
+    const flags = () => {
+      const info = JSON.parse(img('info', '-U', '--output=json', file).stdout) as { 'format-specific': { data: { bitmaps: { name: string; flags: string[] }[] } } };
+      return info['format-specific'].data.bitmaps.find((b) => b.name === 'b0')!.flags;
+    };
+    expect(flags()).toEqual(['auto']);
+    await node.reopen(false);
+    expect(flags()).toContain('in-use');
+    await node.write(1024 * 1024, new Uint8Array(4096).fill(1));
+    await node.reopen(true);
+    expect(flags()).toEqual(['auto']);
+    expect(node.bitmaps.find('b0')!.count).toBeGreaterThan(0);
+    await layer.close();
+    const check = img('check', file);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+  });
+
   it('a driver with nothing that depends on the mode (null) switches both ways; the same mode again is a no-op', async () => {
     const node = await layer.addNode({ driver: 'null', nodeName: 'n', readOnly: true, size: 1024 } as never);
     await node.reopen(true);
