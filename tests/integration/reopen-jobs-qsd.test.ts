@@ -120,6 +120,18 @@ describe.skipIf(!can)('stream and commit reopen read-only images, as qemu-storag
     }
   });
 
+  it('block-commit under a read-only overlay: its header names the base, written through a brief reopen; all read-only after', { timeout: 120_000 }, async () => {
+    const r = await both(true, [{ cmd: 'block-commit', args: () => ({ 'job-id': 'c1', device: 'top', 'top-node': 'mid', 'base-node': 'base' }), until: FINISH('c1') }]);
+    expect(r.theirs.replies).toEqual([{ return: {} }]);
+    expect(r.mine).toEqual(r.theirs);
+    expect(r.theirs.after).toEqual(['base:ro', 'mid:ro', 'top:ro']);
+    for (const at of [r.theirsDir, r.oursDir]) {
+      expect(basename(backingOf(join(at, 'top.qcow2'))!)).toBe('base.qcow2');
+      for (const n of ['top', 'base']) img('check', '-q', join(at, `${n}.qcow2`));
+      compare(join(r.orig, 'top.qcow2'), join(at, 'top.qcow2'));
+    }
+  });
+
   it('active block-commit into a read-only base: READY, job-complete; the base takes the top’s place read-write', { timeout: 120_000 }, async () => {
     const r = await both(false, [
       { cmd: 'block-commit', args: () => ({ 'job-id': 'a0', device: 'top', 'base-node': 'base' }), waitReady: 'a0' },
