@@ -99,6 +99,10 @@ export const memoryDriver = defineDriver({
         }
         size = newSize;
       },
+      // Nothing depends on the mode (the node refuses writes while read-only).
+      async reopen() {
+        return undefined;
+      },
       async close() {
         chunks.clear();
       },

@@ -72,6 +72,11 @@ class NullInstance implements DriverInstance {
     this.size = newSize;
   }
 
+  /** Nothing depends on the mode. */
+  async reopen(): Promise<undefined> {
+    return undefined;
+  }
+
   async close(): Promise<void> {}
 
   private wait(): Promise<void> {

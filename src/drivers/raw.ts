@@ -61,6 +61,10 @@ export const rawDriver = defineDriver({
         await file.truncate(base + newSize, how);
         size = file.length - base;
       },
+      // Nothing here depends on the mode: the file below reopens itself.
+      async reopen() {
+        return undefined;
+      },
       async close() {},
     };
   },

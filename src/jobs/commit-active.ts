@@ -34,6 +34,8 @@ export class ActiveCommitWork implements JobWork {
     private readonly onError: JobErrorPolicy,
     private readonly release: () => void,
     jobId: string,
+    /** Makes the base read-only again if the job made it read-write. */
+    private readonly restoreBase: () => Promise<void> = async () => {},
   ) {
     let name = `${BITMAP_PREFIX}${jobId}`;
     for (let i = 1; top.bitmaps.find(name) !== undefined; i++) name = `${BITMAP_PREFIX}${jobId}-${i}`;
@@ -98,6 +100,14 @@ export class ActiveCommitWork implements JobWork {
       }
       await base.flush();
     });
+  }
+
+  /**
+   * The base took the top's place: it keeps the top's mode (QEMU mirror_exit_common). A failed or
+   * cancelled job leaves a base it made read-write so, as QEMU 7.2 does (qemu-storage-daemon shows it).
+   */
+  async commit(): Promise<void> {
+    if (this.shouldComplete && this.top.readOnly) await this.restoreBase();
   }
 
   clean(): void {

@@ -5,6 +5,7 @@ import { BlockError } from '../errors.js';
 import type { BlockNode } from '../node/node.js';
 import { dirName, isAbsolutePath, joinPath } from '../platform/files.js';
 import type { JobHost } from './host.js';
+import { reopenQuiet } from './reopen-quiet.js';
 
 /** Bytes one step of stream or commit moves (QEMU STREAM_CHUNK, COMMIT_BUFFER_SIZE: 512 KiB). */
 export const CHAIN_CHUNK = 512 * 1024;
@@ -125,11 +126,20 @@ export function checkSpeed(speed: number | undefined): void {
 /**
  * Makes `node`'s backing node `next` (null: none), header first (the name and format written,
  * after a flush of what the new backing file relies on), then the open child; the old backing
- * node is released once the requests of the node's drives that may still read it are done.
+ * node is released once the requests of the node's drives that may still read it are done. A
+ * read-only `node` is made read-write for the header and read-only again (QEMU
+ * bdrv_child_cb_update_filename), with the drives on `users` (the chain above it) drained.
  */
-export async function relink(host: JobHost, node: BlockNode, next: BlockNode | null, name: string | null, format: string | undefined): Promise<void> {
+export async function relink(host: JobHost, node: BlockNode, next: BlockNode | null, name: string | null, format: string | undefined, users: readonly BlockNode[] = []): Promise<void> {
   await node.flush();
-  await node.changeBackingFile(name, format);
+  if (node.readOnly) {
+    await reopenQuiet(host, users, node, false);
+    try {
+      await node.changeBackingFile(name, format);
+    } finally {
+      await reopenQuiet(host, users, node, true).catch(() => undefined);
+    }
+  } else await node.changeBackingFile(name, format);
   const old = node.swapBacking(next);
   for (const d of host.drivesOn(node)) await d.drain();
   await old?.unref();

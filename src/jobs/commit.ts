@@ -23,6 +23,7 @@ import {
 import type { JobHost } from './host.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 import { type CommonJobSpec, defaultJobId } from './job-spec.js';
+import { readWriteForJob } from './reopen-quiet.js';
 
 /** layer.startJob({ type: 'commit', … }): QMP block-commit's arguments. */
 export interface CommitJobSpec extends CommonJobSpec {
@@ -80,8 +81,13 @@ function commitEnds(host: JobHost, root: BlockNode, spec: CommitJobSpec): { top:
   return { top, base };
 }
 
-/** Starts a block-commit job: an active one when `top` is the active layer or has a writer (QEMU qmp_block_commit). */
-export function startCommit(host: JobHost, spec: CommitJobSpec): Job {
+/**
+ * Starts a block-commit job: an active one when `top` is the active layer or has a writer (QEMU
+ * qmp_block_commit). A read-only base is made read-write for the job and read-only again after
+ * it (QEMU commit_start, commit_active_start; an active commit's base keeps the top's mode once
+ * it took the top's place).
+ */
+export async function startCommit(host: JobHost, spec: CommitJobSpec): Promise<Job> {
   const root = rootNode(host, spec.device);
   const { top, base } = commitEnds(host, root, spec);
   const writer = host.drivesOn(top).some((d) => !d.readOnly);
@@ -93,13 +99,11 @@ export function startCommit(host: JobHost, spec: CommitJobSpec): Job {
   }
   if (spec.filterNodeName !== undefined) throw new BlockError('ENOTSUP', "filter-node-name: no commit filter node is inserted by this block layer's commit", { field: 'filter-node-name' });
   checkSpeed(spec.speed);
-  if (base.readOnly) throw new BlockError('EROFS', `Node '${base.name}' is read-only: open it read-write to commit into it`, { node: base.name, field: 'base' });
   if (base.length < top.length) {
     throw new BlockError('ENOTSUP', `Node '${base.name}' (${base.length} bytes) is smaller than '${top.name}' (${top.length} bytes): resize it first`, { node: base.name, field: 'base' });
   }
   const overlay = active ? undefined : overlayOf(root, top);
   if (!active && overlay === undefined) throw new BlockError('EINVAL', `Could not find overlay image for ${imageFilename(top)}:`, { field: 'top' });
-  if (overlay?.readOnly) throw new BlockError('EROFS', `Node '${overlay.name}' is read-only: its backing file cannot change`, { node: overlay.name, field: 'top' });
   const id = defaultJobId(host, root, spec.jobId);
   host.jobs.checkId(id);
   const onError = spec.onError ?? 'report';
@@ -118,12 +122,18 @@ export function startCommit(host: JobHost, spec: CommitJobSpec): Job {
     void overlay?.unref();
   };
   let work: JobWork | undefined;
+  let restoreBase = async () => {};
   try {
+    const users = chainBetween(root, base);
+    restoreBase = await readWriteForJob(host, users, base);
+    // The id again: another job may have taken it while the base was being reopened.
+    host.jobs.checkId(id);
     work = active
-      ? new ActiveCommitWork(host, top, base, limit, onError, releaseAll, id)
-      : new CommitWork(host, top, base, overlay!, limit, spec.backingFile, onError, releaseAll);
+      ? new ActiveCommitWork(host, top, base, limit, onError, releaseAll, id, restoreBase)
+      : new CommitWork(host, top, base, overlay!, limit, spec.backingFile, onError, releaseAll, restoreBase, users);
     return host.jobs.start(id, work, { speed: spec.speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
   } catch (e) {
+    await restoreBase();
     if (work instanceof ActiveCommitWork) work.dispose();
     else releaseAll();
     throw e;
@@ -148,6 +158,10 @@ class CommitWork implements JobWork {
     private readonly backingFile: string | undefined,
     private readonly onError: JobErrorPolicy,
     private readonly release: () => void,
+    /** Makes the base read-only again if the job made it read-write. */
+    private readonly restoreBase: () => Promise<void>,
+    /** The chain above the base (whose drives a reopen drains). */
+    private readonly users: readonly BlockNode[],
   ) {}
 
   async run(job: Job): Promise<void> {
@@ -224,10 +238,11 @@ class CommitWork implements JobWork {
   /** The base holds everything: the overlay of top reads from it now (QEMU bdrv_drop_intermediate). */
   async prepare(): Promise<void> {
     await this.base.flush();
-    await relink(this.host, this.overlay, this.base, this.backingFile ?? imageFilename(this.base), this.base.driver.name);
+    await relink(this.host, this.overlay, this.base, this.backingFile ?? imageFilename(this.base), this.base.driver.name, this.users);
   }
 
-  clean(): void {
+  async clean(): Promise<void> {
+    await this.restoreBase();
     this.release();
   }
 }

@@ -8,6 +8,7 @@ import type { JobHost } from './host.js';
 import { CopyGuard } from './stream-guard.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 import { type CommonJobSpec, defaultJobId, nodeByName } from './job-spec.js';
+import { readWriteForJob } from './reopen-quiet.js';
 
 /** layer.startJob({ type: 'stream', … }): QMP block-stream's arguments. */
 export interface StreamJobSpec extends CommonJobSpec {
@@ -51,14 +52,16 @@ function streamBase(host: JobHost, top: BlockNode, spec: StreamJobSpec): BlockNo
   return undefined;
 }
 
-/** Starts a block-stream job (QEMU qmp_block_stream + stream_start). */
-export function startStream(host: JobHost, spec: StreamJobSpec): Job {
+/**
+ * Starts a block-stream job (QEMU qmp_block_stream + stream_start): a read-only top is made
+ * read-write for the job and read-only again after it.
+ */
+export async function startStream(host: JobHost, spec: StreamJobSpec): Promise<Job> {
   const top = nodeByName(host, spec.device, 'device');
   const base = streamBase(host, top, spec);
   if (base === undefined && spec.backingFile !== undefined) throw new BlockError('EINVAL', 'backing file specified, but streaming the entire chain', { field: 'backing-file' });
   if (spec.filterNodeName !== undefined) throw new BlockError('ENOTSUP', "filter-node-name: no copy-on-read filter node is inserted by this block layer's stream", { field: 'filter-node-name' });
   checkSpeed(spec.speed);
-  if (top.readOnly) throw new BlockError('EROFS', `Node '${top.name}' is read-only`, { node: top.name, field: 'device' });
   const id = defaultJobId(host, top, spec.jobId);
   host.jobs.checkId(id);
   const release = claimNodes(chainBetween(top, base), 'stream');
@@ -73,10 +76,15 @@ export function startStream(host: JobHost, spec: StreamJobSpec): Job {
     void base?.unref();
   };
   let work: StreamWork | undefined;
+  let restoreTop = async () => {};
   try {
-    work = new StreamWork(host, top, base, spec.backingFile, spec.onError ?? 'report', releaseNodes, id);
+    restoreTop = await readWriteForJob(host, [], top);
+    // The id again: another job may have taken it while the top was being reopened.
+    host.jobs.checkId(id);
+    work = new StreamWork(host, top, base, spec.backingFile, spec.onError ?? 'report', releaseNodes, id, restoreTop);
     return host.jobs.start(id, work, { speed: spec.speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
   } catch (e) {
+    await restoreTop();
     if (work) work.release();
     else releaseNodes();
     throw e;
@@ -97,6 +105,8 @@ class StreamWork implements JobWork {
     private readonly onError: JobErrorPolicy,
     private readonly releaseNodes: () => void,
     jobId: string,
+    /** Makes the top read-only again if the job made it read-write (QEMU stream_clean). */
+    private readonly restoreTop: () => Promise<void>,
   ) {
     this.guard = new CopyGuard(top, `#stream-${jobId}`);
   }
@@ -154,7 +164,8 @@ class StreamWork implements JobWork {
     await relink(this.host, top, base ?? null, base === undefined ? null : (this.backingFile ?? imageFilename(base)), base?.driver.name);
   }
 
-  clean(): void {
+  async clean(): Promise<void> {
+    await this.restoreTop();
     this.release();
   }
 }

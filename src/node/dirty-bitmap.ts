@@ -99,8 +99,8 @@ export class DirtyBitmap {
   persistent: boolean;
   /** Found marked in use in the image. */
   readonly inconsistent: boolean;
-  /** Bits and flags cannot change (a bitmap of a read-only image). */
-  readonly readOnly: boolean;
+  /** Bits and flags cannot change (a bitmap of a read-only image; follows a reopen of its node). */
+  readOnly: boolean;
   private users = 0;
 
   constructor(

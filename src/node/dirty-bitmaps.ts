@@ -34,8 +34,19 @@ export class DirtyBitmaps {
 
   constructor(
     private readonly node: NodeFacts,
-    private readonly instance: DriverInstance,
+    private instance: DriverInstance,
   ) {}
+
+  /**
+   * The node was reopened (QEMU qcow2_reopen_bitmaps_rw/ro): the bitmaps go through `instance`
+   * from now on and follow its mode; loaded persistent bitmaps of a node made read-write are
+   * marked in use in the image again, as at a read-write open.
+   */
+  async reopened(instance: DriverInstance, readOnly: boolean): Promise<void> {
+    this.instance = instance;
+    for (const b of this.list) b.readOnly = readOnly;
+    if (!readOnly && this.loaded && this.list.some((b) => b.persistent) && instance.loadBitmaps) await instance.loadBitmaps();
+  }
 
   /** Whether the node has any bitmap (the write path's one test). */
   get active(): boolean {

@@ -32,15 +32,18 @@ export class BlockNode {
   readonly name: string;
   /** The driver that opened the node. */
   readonly driver: GenericBlockDriver<BlockNode>;
-  /** Whether the node refuses writes. */
-  readonly readOnly: boolean;
+  /** Whether the node refuses writes (changed only by {@link reopen}). */
+  get readOnly(): boolean {
+    return this.ro;
+  }
   /** The node's children by role (`file`, `backing`, `data-file`, …). */
   readonly children: ReadonlyMap<string, BlockNode>;
   /** Options as given (for info and error messages). */
   readonly options: Readonly<Record<string, unknown>>;
   /** The node's dirty bitmaps: every write, write-zeroes and discard that reaches the node is recorded in them. */
   readonly bitmaps: DirtyBitmaps;
-  private readonly instance: DriverInstance;
+  private instance: DriverInstance;
+  private ro: boolean;
   private refs = 1;
   private closed = false;
   private readonly alignMask: number;
@@ -62,7 +65,7 @@ export class BlockNode {
     this.driver = driver;
     this.instance = instance;
     this.children = children;
-    this.readOnly = readOnly;
+    this.ro = readOnly;
     this.options = options;
     const given: number | undefined = instance.alignment;
     const align = given === 0 || given === undefined ? 1 : given; // 0 or absent: no alignment
@@ -149,6 +152,57 @@ export class BlockNode {
     } finally {
       for (const child of this.children.values()) await child.unref();
     }
+  }
+
+  /**
+   * Makes the node read-write or read-only (QEMU bdrv_reopen_set_read_only) with the children
+   * that inherit its mode: those opened with it, but `backing` (QEMU's backing options force
+   * read-only); a child given as an open node keeps its own, and a read-only one refuses a
+   * read-write parent (EROFS, QEMU's "Block node is read-only"). The caller drains first. Going read-only stores the persistent bitmaps and
+   * flushes first. EROFS for a read-only driver, ENOTSUP for a driver that cannot reopen; on a
+   * failure the nodes already switched are switched back.
+   */
+  async reopen(readOnly: boolean): Promise<void> {
+    this.assertOpen();
+    if (readOnly === this.ro) return;
+    if (!readOnly && this.driver.capabilities.readOnly) throw new BlockError('EROFS', `Node '${this.name}' is read-only`, { node: this.name, field: 'read-only' });
+    if (!this.instance.reopen) {
+      throw new BlockError('ENOTSUP', `Block format '${this.driver.name}' used by node '${this.name}' does not support reopening files`, { node: this.name, field: 'read-only' });
+    }
+    // A child given as an open node (QEMU: by reference) keeps its own mode, as the backing child does.
+    const own = [...this.children].filter(([role]) => role !== 'backing' && !(this.options[role] instanceof BlockNode)).map(([, c]) => c);
+    const shared = [...this.children].find(([role, c]) => role !== 'backing' && !own.includes(c) && c.readOnly);
+    if (!readOnly && shared) throw new BlockError('EROFS', 'Block node is read-only', { node: shared[1].name, field: 'read-only' });
+    const inheriting = own.filter((c) => c.readOnly !== readOnly);
+    const switched: BlockNode[] = [];
+    const undo = async () => {
+      for (const c of switched.reverse()) await c.reopen(!readOnly).catch(() => undefined);
+    };
+    if (readOnly) {
+      await this.bitmaps.store();
+      await this.instance.flush();
+      await this.switchInstance(true);
+    }
+    try {
+      for (const c of inheriting) {
+        await c.reopen(readOnly);
+        switched.push(c);
+      }
+      if (!readOnly) await this.switchInstance(false);
+    } catch (e) {
+      await undo();
+      if (readOnly) await this.switchInstance(false).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private async switchInstance(readOnly: boolean): Promise<void> {
+    const next = (await this.instance.reopen!(readOnly)) ?? this.instance;
+    this.instance = next;
+    this.ro = readOnly;
+    // A format that read its backing at open reads from the node's backing child as it is now.
+    next.replaceBacking?.(this.children.get('backing') ?? null);
+    await this.bitmaps.reopened(next, readOnly);
   }
 
   /** Lets requests held back in this node and below go now (QEMU drained section). */

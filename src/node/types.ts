@@ -146,6 +146,14 @@ export interface DriverInstance {
    * the children and their references; the header is {@link changeBackingFile}'s business.
    */
   replaceBacking?(backing: BackingSource | null): void;
+  /**
+   * Switches the node between read-only and read-write (QEMU bdrv_reopen, read-only option),
+   * called drained, with the children that inherit the mode (all but `backing`) already
+   * read-write when going read-write, still read-write when going read-only. Resolves to the
+   * instance that serves the node from now on (this one, when undefined); the old one is then
+   * finished with (its descriptors moved or closed), not closed again. Absent: cannot reopen.
+   */
+  reopen?(readOnly: boolean): Promise<DriverInstance | undefined>;
   /** Releases resources; children are closed by the generic layer afterwards. */
   close(): Promise<void>;
   /** Extra facts for `info` (format specific: cluster size, snapshots, …). */

@@ -29,6 +29,7 @@ import { blockResize } from './resize-command.js';
 import { internalSnapshotDeleteSync, internalSnapshotSync, parseInternalSnapshot, parseInternalSnapshotDelete } from './snapshot-internal-commands.js';
 import { blockCommit, blockStream } from './stream-commit-commands.js';
 import { BLOCKDEV_HANDLERS } from './blockdev-commands.js';
+import { blockdevReopen } from './reopen-commands.js';
 import { SNAPSHOT_HANDLERS } from './snapshot-external.js';
 import { blockdevMirror, driveMirror } from './mirror-commands.js';
 import { blockdevBackup } from './backup-commands.js';
@@ -297,6 +298,7 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
   ['blockdev-snapshot-delete-internal-sync', (args, ctx) => internalSnapshotDeleteSync(ctx.layer, parseInternalSnapshotDelete(args))],
   ['block-stream', (args, ctx) => blockStream(args, ctx.layer)],
   ['block-commit', (args, ctx) => blockCommit(args, ctx.layer)],
+  ['blockdev-reopen', (args, ctx) => blockdevReopen(ctx.layer, args)],
   [
     'quit',
     (args, ctx) => {

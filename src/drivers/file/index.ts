@@ -7,7 +7,7 @@ import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, tryFal
 import { truncateFile } from './truncate.js';
 import { AdjacentMerger } from './merge.js';
 import { seek } from './posix.js';
-import { FORCE_SHARE_PERMISSIONS, imagePermissions, lockImage } from './qemu-lock.js';
+import { FORCE_SHARE_PERMISSIONS, type ImagePermissions, imagePermissions, lockImage, moveLocks } from './qemu-lock.js';
 
 const schema = z
   .object({
@@ -65,37 +65,76 @@ export const fileDriver = defineDriver({
     // O_NONBLOCK closes the race with a FIFO swapped in after the stat: its open cannot block
     // then, and the fstat below refuses it. Regular files and block devices ignore the flag for
     // I/O (reads and writes go through the page cache and wait as usual), so it stays set.
-    const flags = (readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | (fs.constants.O_NONBLOCK ?? 0);
-    let fd: number;
-    try {
-      fd = await new Promise<number>((resolve, reject) =>
-        fs.open(filename, flags, (err, f) => (err ? reject(err) : resolve(f))),
-      );
-    } catch (e) {
-      throw fromErrno(e, `could not open '${filename}'${how}`, ctx);
-    }
+    const fd = await openFd(filename, readOnly, how, ctx);
     const closeFd = () => new Promise<void>((resolve) => fs.close(fd, () => resolve()));
+    const keepsMetadata = parent?.capabilities.keepsMetadata === true;
     try {
-      const opened = await new Promise<fs.Stats>((resolve, reject) =>
-        fs.fstat(fd, (err, st) => (err ? reject(err) : resolve(st))),
-      );
+      const opened = await fstat(fd);
       refuseKind(opened, filename, ctx);
-      if (locking !== 'off') {
-        const perms = forceShare ? FORCE_SHARE_PERMISSIONS : imagePermissions(!readOnly, parent?.capabilities.keepsMetadata === true);
-        await lockImage(fd, filename, perms, locking, { node: nodeName, field: 'filename' });
-      }
+      const perms = forceShare ? FORCE_SHARE_PERMISSIONS : imagePermissions(!readOnly, keepsMetadata);
+      if (locking !== 'off') await lockImage(fd, filename, perms, locking, { node: nodeName, field: 'filename' });
       // A regular file's size is fstat's (no native lseek loaded just for it); SEEK_END gives a block device's, where fstat says 0.
       const size = opened.isFile() ? opened.size : await seek(fd, 0, 'end');
       if (!Number.isSafeInteger(size) || size < 0) {
         throw new BlockError('EFBIG', `'${filename}' has a size of ${size} bytes, beyond 2^53`, ctx);
       }
-      return fileInstance(engine, fd, size, filename, closeFd, !readOnly, opened.isFile());
+      const reopen: ReopenFacts = { nodeName, locking, forceShare, keepsMetadata, perms, stats: opened };
+      return fileInstance(engine, fd, size, filename, closeFd, !readOnly, opened.isFile(), reopen);
     } catch (e) {
       await closeFd();
       throw e instanceof BlockError ? e : fromErrno(e, `could not open '${filename}'${how}`, ctx);
     }
   },
 });
+
+/** Opens `filename` read-only or read-write; O_NONBLOCK: see open() above. */
+async function openFd(filename: string, readOnly: boolean, how: string, ctx: { node: string; path: string; field: string }): Promise<number> {
+  const flags = (readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | (fs.constants.O_NONBLOCK ?? 0);
+  try {
+    return await new Promise<number>((resolve, reject) => fs.open(filename, flags, (err, f) => (err ? reject(err) : resolve(f))));
+  } catch (e) {
+    throw fromErrno(e, `could not open '${filename}'${how}`, ctx);
+  }
+}
+
+const fstat = (fd: number) => new Promise<fs.Stats>((resolve, reject) => fs.fstat(fd, (err, st) => (err ? reject(err) : resolve(st))));
+
+/** What a reopen of the node needs to know of its open. */
+interface ReopenFacts {
+  readonly nodeName: string;
+  readonly locking: 'on' | 'off' | 'auto';
+  readonly forceShare: boolean;
+  readonly keepsMetadata: boolean;
+  /** The permissions the open's locks stand for. */
+  readonly perms: ImagePermissions;
+  /** The file as opened (a reopen must find the same one). */
+  readonly stats: fs.Stats;
+}
+
+/**
+ * The node read-only or read-write on a new descriptor of the same file (QEMU raw_reopen_prepare:
+ * a mode change needs a new open); the locks move to it with the new permissions. The old
+ * descriptor's writes are made durable and it is closed.
+ */
+async function reopenFile(io: IoEngine, facts: ReopenFacts, oldFd: number, filename: string, size: number, readOnly: boolean, finish: () => Promise<void>): Promise<DriverInstance> {
+  const ctx = { node: facts.nodeName, path: filename, field: 'filename' };
+  if (facts.forceShare && !readOnly) {
+    throw new BlockError('EINVAL', `forceShare: force-share=on can only be used with read-only images ('${filename}')`, { node: facts.nodeName, field: 'forceShare' });
+  }
+  const fd = await openFd(filename, readOnly, readOnly ? '' : ' read-write', ctx);
+  const closeFd = () => new Promise<void>((resolve) => fs.close(fd, () => resolve()));
+  try {
+    const st = await fstat(fd);
+    if (st.dev !== facts.stats.dev || st.ino !== facts.stats.ino) throw new BlockError('ESTALE', `'${filename}' was replaced since it was opened: cannot reopen it`, ctx);
+    const perms = facts.forceShare ? FORCE_SHARE_PERMISSIONS : imagePermissions(!readOnly, facts.keepsMetadata);
+    if (facts.locking !== 'off') await moveLocks(oldFd, fd, filename, facts.perms, perms, facts.locking, { node: facts.nodeName, field: 'filename' });
+    await finish();
+    return fileInstance(io, fd, size, filename, closeFd, !readOnly, st.isFile(), { ...facts, perms, stats: st });
+  } catch (e) {
+    await closeFd();
+    throw e instanceof BlockError ? e : fromErrno(e, `could not reopen '${filename}'`, ctx);
+  }
+}
 
 /** Refuses what the file driver cannot serve: only regular files and block devices are disks. */
 function refuseKind(stats: fs.Stats, filename: string, ctx: { node: string; path: string; field: string }): void {
@@ -113,7 +152,7 @@ function refuseKind(stats: fs.Stats, filename: string, ctx: { node: string; path
   throw new BlockError('EINVAL', `'${filename}' is ${kind}; the 'file' driver needs a regular file or a block device`, ctx);
 }
 
-function fileInstance(io: IoEngine, fd: number, size: number, filename: string, closeFd: () => Promise<void>, writable: boolean, regular: boolean): DriverInstance {
+function fileInstance(io: IoEngine, fd: number, size: number, filename: string, closeFd: () => Promise<void>, writable: boolean, regular: boolean, facts: ReopenFacts): DriverInstance {
   /** Written since the last flush: a close then flushes first, as QEMU's bdrv_close does. */
   let unflushed = false;
   const fdatasync = () => new Promise<void>((resolve, reject) => io.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
@@ -209,6 +248,15 @@ function fileInstance(io: IoEngine, fd: number, size: number, filename: string, 
     async truncate(newSize, options) {
       writes?.flush();
       size = await truncateFile(fd, filename, size, newSize, regular, options.prealloc ?? 'off', zeroFill);
+    },
+    reopen(readOnly) {
+      // Writes waiting for their turn's merge go out, and everything written is durable, before the old descriptor closes.
+      const finish = async () => {
+        writes?.flush();
+        if (writable && unflushed) await fdatasync();
+        await closeFd();
+      };
+      return reopenFile(io, facts, fd, filename, size, readOnly, finish);
     },
     async close() {
       // What was written reaches the disk before the descriptor goes (QEMU flushes on close and

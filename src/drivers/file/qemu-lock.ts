@@ -201,3 +201,59 @@ async function flockImage(fd: number, filename: string, perms: ImagePermissions,
     throw fromErrno(e, `could not lock '${filename}'`, { ...ctx, path: filename });
   }
 }
+
+/**
+ * Moves an open's locks from `oldFd` to `newFd` (the same file opened anew, for a reopen) while
+ * its permissions change from `from` to `to`, as QEMU's raw_check_perm/raw_set_perm with a
+ * perm_change_fd: the old descriptor first takes what both need and is checked against everyone
+ * else (its own locks never conflict with themselves), then the new one takes `to`'s bytes, and
+ * the caller closes the old one, which drops the rest. A conflict is lockImage's ELOCKED with
+ * the old locks as they were. Without OFD locks the flock is converted, then handed over.
+ */
+export async function moveLocks(oldFd: number, newFd: number, filename: string, from: ImagePermissions, to: ImagePermissions, locking: 'on' | 'auto', ctx: LockContext = {}): Promise<void> {
+  const locks = loadOfd();
+  if (locks === null) {
+    // flock converts the old descriptor's lock in place (checked against others), then hands it over.
+    await flockImage(oldFd, filename, to, locking, ctx);
+    await flock(oldFd, 'unlock').catch(() => undefined);
+    return flockImage(newFd, filename, to, locking, ctx);
+  }
+  const union: ImagePermissions = { perm: from.perm | to.perm, shared: from.shared & to.shared };
+  const added: number[] = [];
+  for (let i = 0; i < PERM_NAMES.length; i++) {
+    const bit = 1 << i;
+    if (union.perm & bit && !(from.perm & bit)) added.push(LOCK_PERM_BASE + i);
+    if (!(union.shared & bit) && from.shared & bit) added.push(LOCK_SHARED_BASE + i);
+  }
+  const dropAdded = () => {
+    for (const byte of added) locks.set(oldFd, F_UNLCK, byte, 1);
+  };
+  for (const byte of added) {
+    const errno = locks.set(oldFd, F_RDLCK, byte, 1);
+    if (errno === 0) continue;
+    dropAdded();
+    if (errno === EAGAIN || errno === EACCES) {
+      const bit = (byte - LOCK_PERM_BASE) % 100;
+      throw lockError(filename, bit, byte < LOCK_SHARED_BASE, await describeLockHolders(oldFd, byte), ctx);
+    }
+    if (locking === 'auto') return;
+    const name = getSystemErrorName(-errno);
+    throw fromErrno(Object.assign(new Error(name), { code: name }), `could not lock '${filename}'`, { ...ctx, path: filename });
+  }
+  for (let i = 0; i < PERM_NAMES.length; i++) {
+    const bit = 1 << i;
+    const byte = to.perm & bit && locks.conflicts(oldFd, LOCK_SHARED_BASE + i) ? LOCK_SHARED_BASE + i : !(to.shared & bit) && locks.conflicts(oldFd, LOCK_PERM_BASE + i) ? LOCK_PERM_BASE + i : -1;
+    if (byte < 0) continue;
+    dropAdded();
+    throw lockError(filename, i, byte < LOCK_SHARED_BASE, await describeLockHolders(oldFd, byte), ctx);
+  }
+  for (let i = 0; i < PERM_NAMES.length; i++) {
+    const bit = 1 << i;
+    if (to.perm & bit) locks.set(newFd, F_RDLCK, LOCK_PERM_BASE + i, 1);
+    if (!(to.shared & bit)) locks.set(newFd, F_RDLCK, LOCK_SHARED_BASE + i, 1);
+  }
+}
+
+function lockError(filename: string, bit: number, shared: boolean, holders: string, ctx: LockContext): BlockError {
+  return new BlockError('ELOCKED', `failed to get ${shared ? 'shared ' : ''}"${PERM_NAMES[bit]}" lock on '${filename}': is another process using the image?${holders}`, { ...ctx, path: filename });
+}

@@ -10,6 +10,7 @@ import type { Qcow2Header } from './header.js';
 import { qcow2Info } from './info.js';
 import type { L2Cache } from './l2-cache.js';
 import * as L from './limits.js';
+import { type ImageOpenOptions, readImage } from './open-image.js';
 import { readClamped } from './open-steps.js';
 import { qcow2SnapshotHooks } from './snapshot-hooks.js';
 import type { Refcounts } from './refcounts.js';
@@ -24,6 +25,8 @@ export interface OpenedImage {
   nodeName: string;
   /** The internal snapshot open instead of the current state (read-only). */
   snapshot: string | undefined;
+  /** What shaped the in-memory state at open (a reopen reads the image again with it). */
+  options: ImageOpenOptions;
   file: BlockNode;
   h: Qcow2Header;
   /** Virtual size (a snapshot is read with the image's current one, as qemu-img convert -l does). */
@@ -248,6 +251,14 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     changeBackingFile: (name, format) => changeBackingFile({ h, file, nodeName, exclusive: writer ? (fn) => writer.exclusive(fn) : undefined }, name, format),
     replaceBacking(next) {
       backing = next ?? undefined;
+    },
+    async reopen(readOnly) {
+      if (!readOnly && o.snapshot !== undefined) throw new BlockError('EROFS', `qcow2: snapshot '${o.snapshot}' is open read-only`, { node: nodeName, field: 'snapshot' });
+      // The writer's state goes to disk as at a close; the image is read again in the new mode (a writable one gets its refcounts and writer).
+      await writer?.flush();
+      if (dirtyOnDisk) await setDirtyBit(false);
+      const image = await readImage(file, !readOnly, nodeName, o.options);
+      return qcow2Instance({ ...o, ...image, backing: backing as BlockNode | undefined });
     },
     async close() {
       await writer?.flush();

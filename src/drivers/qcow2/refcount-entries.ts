@@ -26,11 +26,12 @@ export function readEntry(block: Uint8Array, index: number, order: number): numb
     return (block[bit >> 3] >> (bit & 7)) & (2 ** bits - 1);
   }
   const at = (index * bits) / 8;
-  const v = new DataView(block.buffer, block.byteOffset, block.byteLength);
+  // Byte arithmetic, no DataView: a snapshot of a large image reads one entry per cluster.
   if (bits === 8) return block[at];
-  if (bits === 16) return v.getUint16(at);
-  if (bits === 32) return v.getUint32(at);
-  return v.getUint32(at) * 2 ** 32 + v.getUint32(at + 4);
+  if (bits === 16) return (block[at] << 8) | block[at + 1];
+  const hi = block[at] * 2 ** 24 + ((block[at + 1] << 16) | (block[at + 2] << 8) | block[at + 3]);
+  if (bits === 32) return hi;
+  return hi * 2 ** 32 + block[at + 4] * 2 ** 24 + ((block[at + 5] << 16) | (block[at + 6] << 8) | block[at + 7]);
 }
 
 /** Writes entry `index` of a refcount block (`value` must fit the width). */
@@ -43,14 +44,23 @@ export function writeEntry(block: Uint8Array, index: number, order: number, valu
     return;
   }
   const at = (index * bits) / 8;
-  const v = new DataView(block.buffer, block.byteOffset, block.byteLength);
   if (bits === 8) block[at] = value;
-  else if (bits === 16) v.setUint16(at, value);
-  else if (bits === 32) v.setUint32(at, value);
+  else if (bits === 16) {
+    block[at] = value >>> 8;
+    block[at + 1] = value & 0xff;
+  } else if (bits === 32) put32(block, at, value);
   else {
-    v.setUint32(at, Math.floor(value / 2 ** 32));
-    v.setUint32(at + 4, value % 2 ** 32);
+    put32(block, at, Math.floor(value / 2 ** 32));
+    put32(block, at + 4, value % 2 ** 32);
   }
+}
+
+/** Big-endian 32-bit store of `value` (0 … 2^32 - 1) at `at`. */
+function put32(block: Uint8Array, at: number, value: number): void {
+  block[at] = value >>> 24;
+  block[at + 1] = (value >>> 16) & 0xff;
+  block[at + 2] = (value >>> 8) & 0xff;
+  block[at + 3] = value & 0xff;
 }
 
 /** Byte range of a block that holds entry `index` (what a write of that one entry must cover). */
