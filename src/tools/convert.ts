@@ -157,6 +157,8 @@ async function toQcow2(layer: BlockLayer, drive: Drive, out: OutputFile, create:
 
 /** Zero runs shorter than this are written rather than skipped (qemu-img convert's default -S 4k). */
 const ZERO_GRAIN = 4096;
+/** The largest output cluster used as the grain (see toFormat). */
+const MAX_CLUSTER_GRAIN = 64 * 1024;
 
 /**
  * A new image of a format whose driver creates images: laid out by `driver.create` in the
@@ -173,7 +175,11 @@ async function toFormat(layer: BlockLayer, drive: Drive, out: OutputFile, driver
     stop();
     const image = await layer.openNode({ driver: driver.name, file });
     try {
-      await convertPipeline(drive, { grain: ZERO_GRAIN, write: (offset, data) => image.write(offset, data) }, { stop, progress });
+      // Runs are cut at the image's grain where it is small (vmdk's 64 KiB: a streamOptimized
+      // extent takes whole grains only); the big blocks of vpc/vhdx/vdi would only make pieces huge.
+      const cluster = image.info().clusterSize;
+      const grain = typeof cluster === 'number' && cluster > ZERO_GRAIN && cluster <= MAX_CLUSTER_GRAIN ? cluster : ZERO_GRAIN;
+      await convertPipeline(drive, { grain, write: (offset, data) => image.write(offset, data) }, { stop, progress });
       await image.flush();
     } finally {
       await image.unref();
