@@ -30,7 +30,10 @@ export class Outbox {
     const transfers = this.transfers;
     this.messages = [];
     this.transfers = [];
-    if (messages.length === 1) return this.post(messages[0], transfers[0]);
+    if (messages.length === 1) {
+      this.post(messages[0], transfers[0]);
+      return;
+    }
     const all: ArrayBuffer[] = [];
     for (const t of transfers) if (t !== undefined) for (const b of t) all.push(b);
     try {
