@@ -92,8 +92,15 @@ export function serveWorkerLayer(endpoint: WorkerEndpoint, layer: BlockLayer = n
     return drive;
   };
 
+  // Which events each handle already forwards: the drive's own listener count would also count
+  // listeners the worker's code added, and then the page would never get that event.
+  const forwarded = new Map<number, Set<keyof DriveEvents>>();
   const forward = (handle: number, drive: Drive, event: keyof DriveEvents) => {
-    if (event === 'closed' || drive.listenerCount(event) > 0) return; // one forwarder per event; 'closed' is the caller's own
+    if (event === 'closed') return; // the caller's own
+    let events = forwarded.get(handle);
+    if (events === undefined) forwarded.set(handle, (events = new Set()));
+    if (events.has(event)) return;
+    events.add(event);
     drive.on(event, (...args: unknown[]) => {
       outbox.send({ id: EVENT_ID, drive: handle, event, payload: payloadOf(args) } satisfies WorkerMessage);
     });
@@ -168,6 +175,7 @@ export function serveWorkerLayer(endpoint: WorkerEndpoint, layer: BlockLayer = n
       case 'close': {
         const drive = drives.get(call.drive);
         drives.delete(call.drive);
+        forwarded.delete(call.drive);
         return reply(call.id, await drive?.close());
       }
       case 'cancel':
