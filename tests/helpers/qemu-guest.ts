@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { V86, type V86Options } from 'v86';
 import { haveProgram, ok } from './tools.js';
 import { baseOptions, BIOS, VGA_BIOS } from './v86-boot.js';
+import { Wakeups } from './wakeups.js';
 
 export const SECTOR = 512;
 export const GUEST_ASM = fileURLToPath(new URL('../fixtures/guest/scattered-writes.asm', import.meta.url));
@@ -133,38 +134,25 @@ export interface Guest {
 class SerialLog {
   text = '';
   ended: string | undefined;
-  private readonly waiters = new Set<() => void>();
+  private readonly wakeups = new Wakeups();
 
   push(s: string): void {
     this.text += s;
-    this.wake();
+    this.wakeups.wake();
   }
 
   end(why: string): void {
     this.ended = why;
-    this.wake();
+    this.wakeups.wake();
   }
 
-  private wake(): void {
-    for (const w of [...this.waiters]) w();
-  }
-
-  async waitFor(text: string, timeoutMs: number, describe: () => string): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.text.includes(text)) {
-      if (this.ended !== undefined) throw new Error(`guest ended (${this.ended}) without printing ${JSON.stringify(text)}; ${describe()}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`guest: no ${JSON.stringify(text)} within ${timeoutMs} ms; ${describe()}`);
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          this.waiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, left);
-        this.waiters.add(done);
-      });
-    }
+  waitFor(text: string, timeoutMs: number, describe: () => string): Promise<void> {
+    return this.wakeups.until(
+      () => this.text.includes(text),
+      timeoutMs,
+      () => (this.ended === undefined ? undefined : new Error(`guest ended (${this.ended}) without printing ${JSON.stringify(text)}; ${describe()}`)),
+      () => new Error(`guest: no ${JSON.stringify(text)} within ${timeoutMs} ms; ${describe()}`),
+    );
   }
 }
 

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { BlockLayer } from '../../src/layer.js';
 import { QmpServer } from '../../src/qmp/server.js';
 import { startQemuDaemon, stopPid } from './qemu-daemons.js';
+import { Wakeups } from './wakeups.js';
 
 /** A reply or an event as QMP sends it. */
 export type QmpMessage = { return?: unknown; error?: { class: string; desc: string }; event?: string; data?: Record<string, unknown> };
@@ -18,7 +19,7 @@ export class QmpClient {
   readonly events: QmpEvent[] = [];
   private buffer = '';
   private readonly replies: QmpMessage[] = [];
-  private readonly waiters = new Set<() => void>();
+  private readonly wakeups = new Wakeups();
   private closed = false;
 
   private constructor(private readonly socket: net.Socket) {
@@ -33,11 +34,11 @@ export class QmpClient {
         if (m.event !== undefined) this.events.push(m.data === undefined ? { event: m.event } : { event: m.event, data: m.data });
         else this.replies.push(m);
       }
-      this.notify();
+      this.wakeups.wake();
     });
     socket.on('close', () => {
       this.closed = true;
-      this.notify();
+      this.wakeups.wake();
     });
   }
 
@@ -59,26 +60,13 @@ export class QmpClient {
     return q;
   }
 
-  private notify(): void {
-    for (const w of [...this.waiters]) w();
-  }
-
-  private async until(test: () => boolean, timeoutMs: number, what: string): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!test()) {
-      if (this.closed) throw new Error(`QMP connection closed while waiting for ${what}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}; events: ${JSON.stringify(this.events)}`);
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          this.waiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, left);
-        this.waiters.add(done);
-      });
-    }
+  private until(test: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    return this.wakeups.until(
+      test,
+      timeoutMs,
+      () => (this.closed ? new Error(`QMP connection closed while waiting for ${what}`) : undefined),
+      () => new Error(`timed out waiting for ${what}; events: ${JSON.stringify(this.events)}`),
+    );
   }
 
   private async reply(): Promise<QmpMessage> {
