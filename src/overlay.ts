@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import type { NodeOptions } from './node/driver.js';
@@ -16,8 +17,9 @@ export function overlayDir(): string {
  */
 export function openWithTemporaryOverlay(openNode: (options: NodeOptions) => Promise<BlockNode>, base: NodeOptions): Promise<BlockNode> {
   return openUnderTemporaryOverlay(openNode, base, async (length) => {
-    // loaded here: node:crypto is costly to start with, and only snapshot=on needs it
-    const { randomBytes } = await import('node:crypto');
+    // loaded here: node:crypto is costly to start with, and only snapshot=on needs it (require, not
+    // import(): the bundled command runs as a script, where import() has no loader)
+    const { randomBytes } = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
     const file = path.join(overlayDir(), `blocklayer-snapshot-${randomBytes(6).toString('hex')}.qcow2`);
     try {
       const created = await fs.open(file, 'wx');

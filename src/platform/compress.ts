@@ -1,5 +1,6 @@
 // Compression for qcow2's compressed clusters (writes), with Node's zlib and the optional
 // zstd-napi package. The browser build swaps in compress.browser.ts.
+import { createRequire } from 'node:module';
 import { BlockError } from '../errors.js';
 import { loadZlib } from './inflate.js';
 
@@ -15,8 +16,8 @@ let zstd: Promise<ZstdCompress> | undefined;
 
 /** zstd-napi's compress, imported on first use; an ENOTSUP naming the package where it is not installed or its addon does not load. */
 function loadZstd(): Promise<ZstdCompress> {
-  zstd ??= import('zstd-napi').then(
-    (m) => m.compress,
+  // require, not import(): the bundled command runs as a script, where import() has no loader
+  zstd ??= new Promise<ZstdCompress>((resolve) => resolve((createRequire(import.meta.url)('zstd-napi') as typeof import('zstd-napi')).compress)).catch(
     (e: unknown) => {
       const reason = e instanceof Error ? e.message.split('\n')[0] : String(e);
       throw new BlockError(
