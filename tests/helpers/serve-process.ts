@@ -1,7 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import path from 'node:path';
+import { CLI } from './cli.js';
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 
 /** A running `blocklayer serve`: its stderr so far, its port (0 on a unix socket), and how it ended. */
 export interface Served {
@@ -13,7 +12,7 @@ export interface Served {
 
 /** Spawns `blocklayer serve …` and waits for its "listening" line. */
 export async function serve(...args: string[]): Promise<Served> {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...CLI, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const port = await new Promise<number>((resolve, reject) => {

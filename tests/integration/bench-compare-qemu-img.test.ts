@@ -4,12 +4,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { haveProgram } from '../helpers/tools.js';
+import { CLI } from '../helpers/cli.js';
 
 const available = haveProgram('qemu-img');
 if (!available && process.env.CI === 'true') throw new Error('qemu-img missing in CI: .ci/run must install qemu-utils');
 if (!available) console.log('bench --compare qemu-img skipped: install qemu-utils (apt-get install qemu-utils) to run it');
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 let dir: string;
 let image: string;
 
@@ -25,7 +25,7 @@ describe.skipIf(!available)('blocklayer bench --compare qemu-img', () => {
     it(`runs qemu-img bench with our engine (${aio}), the page cache and our request count`, () => {
       const r = spawnSync(
         process.execPath,
-        ['--import', 'tsx', MAIN, 'bench', '--drive', `file=${image},format=raw,aio=${aio}`, '--rw', 'read', '--bs', '4k', '--iodepth', '8', '--size', '1M', '--compare', 'qemu-img', '--json'],
+        [...CLI, 'bench', '--drive', `file=${image},format=raw,aio=${aio}`, '--rw', 'read', '--bs', '4k', '--iodepth', '8', '--size', '1M', '--compare', 'qemu-img', '--json'],
         { encoding: 'utf8' },
       );
       expect(r.stderr.replace(/.*BLOCKLAYER_AIO_FALLBACK.*\n?/g, '').replace(/.*Use `node --trace-warnings.*\n?/g, '')).toBe('');

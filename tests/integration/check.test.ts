@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type CheckResult, checkImage, repairRefcounts } from '../../src/index.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
 import { COPIED, OFFSET_MASK, Qcow2Patcher } from '../helpers/qcow2-patch.js';
+import { CLI } from '../helpers/cli.js';
 
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
@@ -397,9 +398,8 @@ describe.skipIf(!available)('dirty images (lazy refcounts, killed writer): repai
   });
 });
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...CLI, ...args], { encoding: 'utf8' });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

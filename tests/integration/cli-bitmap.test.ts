@@ -5,15 +5,15 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import { haveProgram } from '../helpers/tools.js';
+import { CLI } from '../helpers/cli.js';
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const haveQemuImg = haveProgram('qemu-img');
 const haveInterop = haveQemuImg && haveProgram('qemu-io') && haveProgram('qemu-nbd') && haveProgram('nbdinfo');
 
 let dir = '';
 
 function blocklayer(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'bitmap', ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...CLI, 'bitmap', ...args], { encoding: 'utf8' });
   return { code: r.status, err: r.stderr };
 }
 
@@ -84,7 +84,7 @@ describe('blocklayer bitmap: the arguments as qemu-img bitmap takes them', () =>
   }
 
   it('-h prints the usage with qemu-img bitmap\'s synopsis', () => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'bitmap', '-h'], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [...CLI, 'bitmap', '-h'], { encoding: 'utf8' });
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/^usage: blocklayer bitmap \(--merge SOURCE \| --add \| --remove \| --clear \| --enable \| --disable\)\.\.\. \[-b SOURCE_FILE \[-F SOURCE_FMT\]\] \[-g GRANULARITY\]/);
   });

@@ -5,8 +5,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { qemuProgress } from '../../src/cli/convert.js';
 import { haveProgram } from '../helpers/tools.js';
+import { CLI } from '../helpers/cli.js';
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const haveQemuImg = haveProgram('qemu-img');
 if (!haveQemuImg) console.log('convert -p beside qemu-img convert -p skipped: qemu-img not installed (apt-get install qemu-utils)');
 
@@ -45,7 +45,7 @@ describe('convert -p where stderr is not a terminal: qemu-img convert -p output'
   });
 
   it('blocklayer convert -p with stdout and stderr piped: the "    (x.xx/100%)" entries on stdout, from 0.00 to 100.00, nothing on stderr; the same shape as qemu-img convert -p', () => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'convert', '-p', path.join(dir, 'in.raw'), path.join(dir, 'ours.raw')], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [...CLI, 'convert', '-p', path.join(dir, 'in.raw'), path.join(dir, 'ours.raw')], { encoding: 'utf8' });
     expect([r.status, r.stderr]).toEqual([0, '']);
     expect(r.stdout).toMatch(SHAPE);
     const ours = values(r.stdout);
@@ -56,7 +56,7 @@ describe('convert -p where stderr is not a terminal: qemu-img convert -p output'
     expect(fs.readFileSync(path.join(dir, 'ours.raw')).equals(fs.readFileSync(path.join(dir, 'in.raw')))).toBe(true);
     // without -p, or with -q: no progress
     for (const flags of [[], ['-q', '-p']]) {
-      const quiet = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'convert', ...flags, path.join(dir, 'in.raw'), path.join(dir, 'q.raw')], { encoding: 'utf8' });
+      const quiet = spawnSync(process.execPath, [...CLI, 'convert', ...flags, path.join(dir, 'in.raw'), path.join(dir, 'q.raw')], { encoding: 'utf8' });
       expect([quiet.status, quiet.stdout, quiet.stderr]).toEqual([0, '', '']);
     }
     if (haveQemuImg) {

@@ -4,15 +4,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CLI } from '../helpers/cli.js';
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const LOCK_CHILD = path.join(import.meta.dirname, '../helpers/open-file-child.ts');
 
 let dir: string;
 const children: ChildProcess[] = [];
 
 function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...CLI, ...args], { encoding: 'utf8' });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -189,7 +189,7 @@ describe('a failed convert leaves no partial output', () => {
     for (let i = 0; i < 64; i++) fs.writeSync(f, chunk); // 512 MiB of data: no holes to skip
     fs.closeSync(f);
     const out = path.join(dir, 'out.raw');
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'convert', img, out, '-q'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...CLI, 'convert', img, out, '-q'], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
     let err = '';
     child.stderr!.on('data', (d) => {

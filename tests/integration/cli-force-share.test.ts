@@ -9,12 +9,12 @@ import { BlockLayer } from '../../src/index.js';
 import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import { serve } from '../helpers/serve-process.js';
 import { haveProgram } from '../helpers/tools.js';
+import { CLI } from '../helpers/cli.js';
 
 /**
  * -U/--force-share (qemu-img's): info, map, convert and check read an image another process holds
  * read-write (qemu-nbd, our own serve), its backing chain and data file too, as qemu-img -U does.
  */
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const available = haveProgram('qemu-img') && haveProgram('qemu-io') && haveProgram('qemu-nbd') && haveQemuLocks();
 if (!available) console.log('-U/--force-share tests skipped: they need Linux OFD locks and qemu-img, qemu-io, qemu-nbd (apt-get install qemu-utils)');
 
@@ -26,7 +26,7 @@ const sha = (file: string) => createHash('sha256').update(fs.readFileSync(file))
 /** Image names in the test directory, as both tools are given them (the CLI runs where tsx resolves). */
 const inDir = (args: string[]) => args.map((a) => (/^[\w-]+\.(qcow2|raw)$/.test(a) ? p(a) : a));
 function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...inDir(args)], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...CLI, ...inDir(args)], { encoding: 'utf8' });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 function qemuImg(...args: string[]) {

@@ -9,6 +9,7 @@ import { QmpClient } from '../helpers/qmp-client.js';
 import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import { type Served, serve } from '../helpers/serve-process.js';
 import { haveProgram, ok, run } from '../helpers/tools.js';
+import { CLI } from '../helpers/cli.js';
 
 let dir: string;
 const stops: (() => Promise<void>)[] = [];
@@ -84,7 +85,7 @@ describe('blocklayer serve with qemu-storage-daemon options', () => {
   });
 
   it.skipIf(!have)('refuses a --blockdev with an unknown member, naming it as QEMU does', { timeout: 60_000 }, async () => {
-    const r = await run(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../../src/cli/main.ts'), 'serve', '--blockdev', 'driver=null-co,node-name=n0,bogus=1', '--nbd-server', `addr.type=unix,addr.path=${join(dir, 's')}`]);
+    const r = await run(process.execPath, [...CLI, 'serve', '--blockdev', 'driver=null-co,node-name=n0,bogus=1', '--nbd-server', `addr.type=unix,addr.path=${join(dir, 's')}`]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("Parameter 'bogus' is unexpected");
     const q = await run('qemu-storage-daemon', ['--blockdev', 'driver=null-co,node-name=n0,bogus=1']);

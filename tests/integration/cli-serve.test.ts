@@ -10,8 +10,8 @@ import { haveQemuTools } from '../helpers/qemu-images.js';
 import { type Served, serve } from '../helpers/serve-process.js';
 import { makeCerts } from '../helpers/tls-certs.js';
 import { haveProgram } from '../helpers/tools.js';
+import { CLI } from '../helpers/cli.js';
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const run = promisify(execFile);
 
 /** Runs a command that may fail: its exit code and output. */
@@ -45,7 +45,7 @@ async function stderrMatches(s: Served, re: RegExp): Promise<void> {
 }
 
 function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...CLI, ...args], { encoding: 'utf8' });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
@@ -403,7 +403,7 @@ describe('blocklayer serve errors: one line, exit 1', () => {
   it('-x and --drive export=/id= with bytes that are not UTF-8: EINVAL naming the flag (NBD export names are UTF-8)', () => {
     // Through sh, so the bytes reach argv as they are (Node would encode a string as UTF-8). A serve
     // that accepted the name would keep running: the timeout ends it and the test fails.
-    const sh = (tail: string) => spawnSync('/bin/sh', ['-c', `exec "$0" --import tsx "$1" serve ${tail}`, process.execPath, MAIN], { encoding: 'utf8', timeout: 30_000 });
+    const sh = (tail: string) => spawnSync('/bin/sh', ['-c', `exec "$0" "$@" serve ${tail}`, process.execPath, ...CLI], { encoding: 'utf8', timeout: 30_000 });
     for (const [tail, what] of [
       [`"${p('a.raw')}" -p 0 -x "$(printf 'a\\377\\376b')"`, /EINVAL: -x\/--export-name: "a\uFFFD\uFFFDb" is not valid UTF-8/],
       [`-p 0 --drive "file=${p('a.raw')},export=$(printf '\\377')"`, /EINVAL: --drive '.*': export=: "\uFFFD" is not valid UTF-8/],
@@ -435,7 +435,7 @@ describe('blocklayer serve errors: one line, exit 1', () => {
     await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
     try {
       const port = (blocker.address() as net.AddressInfo).port;
-      const busy = await attempt(process.execPath, ['--import', 'tsx', MAIN, 'serve', p('a.raw'), '-x', 'd', '-p', String(port)]);
+      const busy = await attempt(process.execPath, [...CLI, 'serve', p('a.raw'), '-x', 'd', '-p', String(port)]);
       expect(busy.code).toBe(1);
       expect(busy.stderr.trim().split('\n')).toHaveLength(1);
       expect(busy.stderr).toMatch(/EADDRINUSE/);

@@ -4,10 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { haveProgram } from '../helpers/tools.js';
+import { CLI } from '../helpers/cli.js';
 
 /** `blocklayer snapshot` against `qemu-img snapshot`: the same table, the same lookups, exit codes and words. */
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const available = haveProgram('qemu-img');
 if (!available && process.env.CI === 'true') throw new Error('qemu-img missing in CI');
 
@@ -18,7 +18,7 @@ beforeAll(() => {
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 function blocklayer(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'snapshot', ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...CLI, 'snapshot', ...args], { encoding: 'utf8' });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 

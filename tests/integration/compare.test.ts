@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CompareError, compareImages } from '../../src/index.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { CLI } from '../helpers/cli.js';
 
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
@@ -22,7 +23,7 @@ function run(cmd: string, args: string[], cwd = dir) {
 }
 // from the checkout (where tsx resolves), the images by their full names
 const ours = (...args: string[]) =>
-  run(process.execPath, ['--import', 'tsx', MAIN, 'compare', ...args.map((a) => (/\.(qcow2|raw)$/.test(a) ? p(a) : a))], path.dirname(path.dirname(path.dirname(MAIN))));
+  run(process.execPath, [...CLI, 'compare', ...args.map((a) => (/\.(qcow2|raw)$/.test(a) ? p(a) : a))], path.dirname(path.dirname(path.dirname(MAIN))));
 const theirs = (...args: string[]) => run('qemu-img', ['compare', ...args]);
 
 beforeAll(() => {
@@ -106,11 +107,11 @@ describe.skipIf(!available)('blocklayer compare against qemu-img compare', () =>
 
   it('compare and rebase answer --help with their usage on stdout, and are in the top help', () => {
     for (const verb of ['compare', 'rebase']) {
-      const r = run(process.execPath, ['--import', 'tsx', MAIN, verb, '--help'], path.dirname(path.dirname(path.dirname(MAIN))));
+      const r = run(process.execPath, [...CLI, verb, '--help'], path.dirname(path.dirname(path.dirname(MAIN))));
       expect([r.code, r.err]).toEqual([0, '']);
       expect(r.out).toMatch(new RegExp(`^usage: blocklayer ${verb} `));
     }
-    const top = run(process.execPath, ['--import', 'tsx', MAIN, '--help'], path.dirname(path.dirname(path.dirname(MAIN))));
+    const top = run(process.execPath, [...CLI, '--help'], path.dirname(path.dirname(path.dirname(MAIN))));
     expect(top.out).toContain('  blocklayer compare ');
     expect(top.out).toContain('  blocklayer rebase ');
   }, 60_000);

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createImage } from '../../src/index.js';
+import { CLI } from '../helpers/cli.js';
 
 // A full disk needs a small file system: a 1 MiB tmpfs, which only root can mount.
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bl-falloc-'));
@@ -41,8 +42,7 @@ describe.skipIf(skipReason !== null)('preallocation=falloc on a full file system
   });
 
   it('blocklayer create -f qcow2 -o preallocation=falloc img 1G says ENOSPC in one line, exit 1', () => {
-    const main = path.join(import.meta.dirname, '../../src/cli/main.ts');
-    const r = spawnSync(process.execPath, ['--import', 'tsx', main, 'create', '-f', 'qcow2', '-o', 'preallocation=falloc', path.join(dir, 'cli.qcow2'), '1G'], {
+    const r = spawnSync(process.execPath, [...CLI, 'create', '-f', 'qcow2', '-o', 'preallocation=falloc', path.join(dir, 'cli.qcow2'), '1G'], {
       encoding: 'utf8',
     });
     expect(r.status).toBe(1);

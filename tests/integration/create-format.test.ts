@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertImage, createImage } from '../../src/index.js';
 import { haveQemuTools } from '../helpers/qemu-images.js';
+import { CLI } from '../helpers/cli.js';
 
 // Creation of any format whose driver has `create` (here vdi) through createImage/convertImage
 // and `blocklayer create -f`/`convert -O`, judged by qemu-img.
@@ -12,7 +13,6 @@ const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 if (!available) console.log('create -f FORMAT tests skipped: install qemu-utils (apt-get install qemu-utils) to run them');
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const MiB = 2 ** 20;
 let dir: string;
 const p = (name: string) => path.join(dir, name);
@@ -25,7 +25,7 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 /** The CLI on names in the test directory (given absolute: the CLI runs from the checkout, where tsx resolves). */
 function cli(...args: string[]) {
   const abs = args.map((a) => (/\.(vdi|qcow2)$/.test(a) ? p(a) : a));
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...abs], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...CLI, ...abs], { encoding: 'utf8' });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 function run(cmd: string, ...args: string[]) {
@@ -157,7 +157,7 @@ describe.skipIf(!available)('convert -O vdi', () => {
     const chunk = Buffer.alloc(8 * MiB, 0x3c);
     for (let i = 0; i < 24; i++) fs.writeSync(f, chunk); // 192 MiB of data: no holes to skip
     fs.closeSync(f);
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'convert', '-q', '-f', 'raw', '-O', 'vdi', input, p('cut.vdi')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...CLI, 'convert', '-q', '-f', 'raw', '-O', 'vdi', input, p('cut.vdi')], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     child.stderr!.on('data', (d) => {
       err += d;

@@ -6,12 +6,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type CreateOptionsInput, createImage } from '../../src/index.js';
 import { haveQemuTools } from '../helpers/qemu-images.js';
 import { rejection } from '../helpers/rejection.js';
+import { CLI } from '../helpers/cli.js';
 
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 if (!available) console.log('create: qemu-img comparisons skipped: install qemu-utils (apt-get install qemu-utils) to run them');
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const MiB = 2 ** 20;
 
 let dir: string;
@@ -249,7 +249,7 @@ describe('createImage: files', () => {
 });
 
 describe.skipIf(!available)('blocklayer create (CLI)', () => {
-  const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'create', ...args], { encoding: 'utf8', cwd: path.join(import.meta.dirname, '../..') });
+  const cli = (...args: string[]) => spawnSync(process.execPath, [...CLI, 'create', ...args], { encoding: 'utf8', cwd: path.join(import.meta.dirname, '../..') });
 
   it('makes what qemu-img create makes, with its option names, and prints the Formatting line', () => {
     const f = ours('cli.qcow2');

@@ -11,6 +11,7 @@ import { type RangeServer, startRangeServer } from '../helpers/range-server.js';
 import { rejection } from '../helpers/rejection.js';
 import { makeCerts } from '../helpers/tls-certs.js';
 import { haveProgram, ok, run } from '../helpers/tools.js';
+import { CLI } from '../helpers/cli.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -425,9 +426,8 @@ const haveQemuImg = haveProgram('qemu-img');
 if (!haveQemuImg && process.env.CI === 'true') throw new Error('qemu-img missing in CI: .ci/run must install qemu-utils');
 if (!haveQemuImg) console.log('http tests with qemu-img (qcow2 comparison, serve) skipped: install qemu-utils');
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 /** The CLI in a child process, without blocking this process (the server lives here). */
-const cli = (...args: string[]) => run(process.execPath, ['--import', 'tsx', MAIN, ...args]);
+const cli = (...args: string[]) => run(process.execPath, [...CLI, ...args]);
 
 describe('http driver: time comes from the layer clock', () => {
   it('a retry waits for the clock: on a VirtualClock the read completes only once the clock passes the retry delay', async () => {
@@ -477,7 +477,7 @@ describe('http targets (CLI and openImage)', () => {
   it.skipIf(!haveQemuImg)('blocklayer serve exports an http URL over NBD, read-only', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bl-http-serve-'));
     const sock = path.join(dir, 'nbd.sock');
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', server.url, '-x', 'h', '-k', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [...CLI, 'serve', server.url, '-x', 'h', '-k', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
     try {
       let err = '';

@@ -15,9 +15,9 @@ import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import { haveQemuTools } from '../helpers/qemu-images.js';
 import { serve } from '../helpers/serve-process.js';
 import { haveProgram, ok } from '../helpers/tools.js';
+import { CLI } from '../helpers/cli.js';
 
 const CI = process.env.CI === 'true';
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const haveQemu = haveQemuTools() && haveProgram('qemu-nbd');
 const haveLibnbd = haveProgram('nbdinfo');
 if (CI && (!haveQemu || !haveLibnbd)) throw new Error('qemu-nbd/qemu-img/nbdinfo missing in CI');
@@ -209,7 +209,7 @@ describe.skipIf(!haveQemu || !haveLibnbd)('NBD meta contexts qemu:dirty-bitmap a
       }
       // blocklayer map over a URI with x-dirty-bitmap: the same ranges and flags (the raw layer the
       // URI opens through adds an offset to dirty ranges, which qemu-img's nbd node leaves out).
-      const cliMap = JSON.parse(await ok(process.execPath, ['--import', 'tsx', MAIN, 'map', `${uri(o.socket)}&x-dirty-bitmap=qemu:dirty-bitmap:b0`]));
+      const cliMap = JSON.parse(await ok(process.execPath, [...CLI, 'map', `${uri(o.socket)}&x-dirty-bitmap=qemu:dirty-bitmap:b0`]));
       const flagsOf = (m: { start: number; length: number; present: boolean; zero: boolean; data: boolean }[]) => m.map(({ start, length, present, zero, data }) => ({ start, length, present, zero, data }));
       expect(flagsOf(cliMap)).toEqual(flagsOf(reference));
       await expect(imageMap({ driver: 'nbd', server: { type: 'unix', path: q.socket }, xDirtyBitmap: 'qemu:dirty-bitmap:nope', readOnly: true }, { layer })).rejects.toThrow(

@@ -3,9 +3,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, NbdServer, openImage } from '../../src/index.js';
 import { probeNbdFormat, targetOptions } from '../../src/tools/image.js';
+import { CLI } from '../helpers/cli.js';
 
 const FIX = path.join(import.meta.dirname, '../fixtures/qcow2');
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const layer = new BlockLayer();
 let server: NbdServer;
 let port = 0;
@@ -15,7 +15,7 @@ let rawDrive: Drive;
 /** The CLI in a child process (the server lives in this one, so the event loop must stay free). */
 function cli(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args]);
+    const child = spawn(process.execPath, [...CLI, ...args]);
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => {

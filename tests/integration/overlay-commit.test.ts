@@ -6,12 +6,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, commitImage, openImage } from '../../src/index.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { CLI } from '../helpers/cli.js';
 
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 if (!available) console.log('overlay/commit tests skipped: install qemu-utils (apt-get install qemu-utils) to run them');
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const MIB = 1024 * 1024;
 let dir: string;
 let tmp: string;
@@ -140,14 +140,14 @@ describe.skipIf(!available)('commit: merge an overlay into its backing file (qem
 
   it('blocklayer commit -d keeps the overlay; a missing backing file is EINVAL', () => {
     const c = chain('cli', 'raw');
-    const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'commit', '-d', c.top], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [...CLI, 'commit', '-d', c.top], { encoding: 'utf8' });
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('Image committed.\n');
     expect(r.status).toBe(0);
     const map = JSON.parse(qemuImg('map', '--output=json', c.top)) as { depth: number; data: boolean }[];
     expect(map.some((e) => e.depth === 0)).toBe(true);
     qemuImg('create', '-q', '-f', 'qcow2', p('alone.qcow2'), '1M');
-    const bad = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'commit', p('alone.qcow2')], { encoding: 'utf8' });
+    const bad = spawnSync(process.execPath, [...CLI, 'commit', p('alone.qcow2')], { encoding: 'utf8' });
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/EINVAL: .*has no backing file/);
   });

@@ -14,6 +14,7 @@ import { BlockError, BlockLayer, type Drive, imageInfo } from '../../src/index.j
 import { GranuleSet } from '../../src/node/granule-set.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
 import { haveProgram, run } from '../helpers/tools.js';
+import { CLI } from '../helpers/cli.js';
 
 const available = haveQemuTools() && haveProgram('qemu-nbd') && haveProgram('nbdinfo');
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io/qemu-nbd/nbdinfo missing in CI');
@@ -327,7 +328,6 @@ describe.skipIf(!available)('qcow2 persistent bitmaps: storing ours', () => {
   });
 });
 
-const CLI_MAIN = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const CRASH_CHILD = fileURLToPath(new URL('../helpers/qcow2-bitmap-crash-child.ts', import.meta.url));
 
 /** Runs the crash child on `image` and SIGKILLs it once it has flushed `rounds` rounds; resolves with the rounds it flushed. */
@@ -431,7 +431,7 @@ describe.skipIf(!available)('qcow2 persistent bitmaps in info', () => {
       { flags: ['in-use'], name: 'off', granularity: 65536 },
       { flags: ['in-use', 'auto'], name: 'crashed', granularity: 65536 },
     ]);
-    const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', CLI_MAIN, ...args], { encoding: 'utf8' });
+    const cli = (...args: string[]) => spawnSync(process.execPath, [...CLI, ...args], { encoding: 'utf8' });
     expect(JSON.parse(cli('info', '--output=json', img).stdout)).toEqual(theirs);
     const human = (text: string) => text.split('\n').filter((l) => !l.startsWith('    features:') && !l.startsWith('disk size:'));
     expect(human(cli('info', img).stdout.trimEnd())).toEqual(human(qemuImg('info', img).trimEnd()));

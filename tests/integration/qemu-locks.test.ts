@@ -9,13 +9,13 @@ import { BlockLayer } from '../../src/index.js';
 import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import { serve } from '../helpers/serve-process.js';
 import { haveProgram } from '../helpers/tools.js';
+import { CLI } from '../helpers/cli.js';
 
 /**
  * QEMU's image locks both ways, with real QEMU processes: what we hold, qemu-io, qemu-img,
  * qemu-nbd and qemu-storage-daemon see, and what they hold, we see; conflicting opens are
  * refused with QEMU's words and the refused side writes nothing.
  */
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const available = haveProgram('qemu-img') && haveProgram('qemu-io') && haveProgram('qemu-nbd') && haveQemuLocks();
 if (!available) console.log('QEMU lock interop tests skipped: they need Linux OFD locks and qemu-img, qemu-io, qemu-nbd (apt-get install qemu-utils)');
 
@@ -34,7 +34,7 @@ function qemuImg(...args: string[]) {
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 function cli(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...CLI, ...args], { encoding: 'utf8' });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, type Drive, parseRbdFilename } from '../../src/index.js';
 import { rejection } from '../helpers/rejection.js';
+import { CLI } from '../helpers/cli.js';
 
 /*
  * Against a real Ceph cluster: scripts/ceph-test-cluster.sh start prints the env to export.
@@ -251,9 +252,8 @@ describe.skipIf(!conf)(`rbd against a real Ceph cluster${conf ? '' : ` (skipped:
   it('the CLI works on rbd: targets (info, bench)', async () => {
     const name = image();
     cli('rbd', 'create', '--size', '4M', `${pool}/${name}`);
-    const main = path.join(import.meta.dirname, '../../src/cli/main.ts');
     const target = `rbd:${pool}/${name}:conf=${conf}:id=admin`;
-    const run = (...args: string[]) => execFileSync(process.execPath, ['--import', 'tsx', main, ...args], { encoding: 'utf8' });
+    const run = (...args: string[]) => execFileSync(process.execPath, [...CLI, ...args], { encoding: 'utf8' });
     expect(JSON.parse(run('info', target, '--json'))).toMatchObject({ format: 'raw', 'virtual-size': 4 * MiB });
     const r = JSON.parse(run('bench', '--filename', target, '--rw', 'randwrite', '--bs', '4k', '--iodepth', '8', '--runtime', '1', '--iops', '100', '--json'));
     expect(r.total.writeOps).toBeGreaterThan(50);

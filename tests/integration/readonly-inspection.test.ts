@@ -15,8 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, openImage } from '../../src/index.js';
 import { driveHash, haveQemuTools, ourMap, referenceMap } from '../helpers/qemu-images.js';
 import { ok, run } from '../helpers/tools.js';
+import { CLI } from '../helpers/cli.js';
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 if (!available) console.log('read-only inspection tests skipped: qemu-img/qemu-io not found (apt-get install qemu-utils)');
@@ -28,7 +28,7 @@ let dir: string;
 const p = (name: string) => path.join(dir, name);
 const sha = (file: string) => createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 
-const cli = (...args: string[]) => run(process.execPath, ['--import', 'tsx', MAIN, ...args], 120_000);
+const cli = (...args: string[]) => run(process.execPath, [...CLI, ...args], 120_000);
 const qemuImg = (...args: string[]) => ok('qemu-img', args);
 
 /** The incompatible_features field of a qcow2 header (offset 72, 8 bytes big-endian). */
@@ -152,7 +152,7 @@ function qemuInfoLines(text: string): string[] {
 
 /** Spawns `blocklayer serve IMAGE -r -x q -k SOCK` and waits for its listening line. */
 async function serveReadOnly(image: string, sock: string): Promise<{ child: ChildProcess; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', image, '-r', '-x', 'q', '-k', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...CLI, 'serve', image, '-r', '-x', 'q', '-k', sock], { stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   let err = '';
   await new Promise<void>((resolve, reject) => {

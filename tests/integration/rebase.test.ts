@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, compareImages, openImage, rebaseImage } from '../../src/index.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { CLI } from '../helpers/cli.js';
 
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
@@ -20,7 +21,7 @@ const p = (name: string) => path.join(dir, name);
 
 /** `blocklayer rebase …` run from the checkout (where tsx resolves); images by their full names. */
 function ours(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'rebase', ...args], { encoding: 'utf8', cwd: ROOT });
+  const r = spawnSync(process.execPath, [...CLI, 'rebase', ...args], { encoding: 'utf8', cwd: ROOT });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 const info = (image: string) => JSON.parse(qemuImg('info', '--output=json', image)) as Record<string, unknown>;

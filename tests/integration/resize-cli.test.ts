@@ -2,15 +2,13 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, resizeImage } from '../../src/index.js';
 import { haveQemuTools, qemuImg, setQemuCwd } from '../helpers/qemu-images.js';
+import { CLI } from '../helpers/cli.js';
 
 const available = haveQemuTools();
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 // The command runs in the test's directory (as qemu-img does, for relative names): tsx by its path, not found from there by name.
-const TSX = pathToFileURL(path.join(import.meta.dirname, '../../node_modules/tsx/dist/loader.mjs')).href;
 const MiB = 2 ** 20;
 let dir: string;
 const p = (name: string) => path.join(dir, name);
@@ -22,7 +20,7 @@ beforeAll(() => {
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 function ours(...args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', TSX, MAIN, 'resize', ...args], { encoding: 'utf8', cwd: dir });
+  const r = spawnSync(process.execPath, [...CLI, 'resize', ...args], { encoding: 'utf8', cwd: dir });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 function theirs(...args: string[]) {

@@ -2,10 +2,10 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkImage, isBlockError } from '../../src/index.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { CLI } from '../helpers/cli.js';
 
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
@@ -128,9 +128,7 @@ describe.skipIf(!available)('vmdk check as qemu-img check (QEMU vmdk_co_check)',
   });
 });
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
-const TSX = pathToFileURL(path.join(import.meta.dirname, '../../node_modules/tsx/dist/loader.mjs')).href;
-const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', TSX, MAIN, ...args], { encoding: 'utf8', cwd: dir });
+const cli = (...args: string[]) => spawnSync(process.execPath, [...CLI, ...args], { encoding: 'utf8', cwd: dir });
 
 describe.skipIf(!available)('blocklayer check on vmdk: the output and exit codes of qemu-img check', { timeout: 180_000 }, () => {
   it('clean: the same text and JSON, exit 0; corrupt: the ERROR line, exit 1, nothing on stdout; -r all: 63', () => {

@@ -2,13 +2,13 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockError, convertImage, createImage } from '../../src/index.js';
 import { extentPlans } from '../../src/drivers/vmdk/create.js';
 import { writeAtomically } from '../../src/tools/atomic-output.js';
 import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
 import { rejection } from '../helpers/rejection.js';
+import { CLI } from '../helpers/cli.js';
 
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
@@ -199,10 +199,8 @@ describe.skipIf(!available)('several output files written atomically', { timeout
   });
 });
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 // The command runs in the test's directory (relative names as qemu-img's): tsx by its path.
-const TSX = pathToFileURL(path.join(import.meta.dirname, '../../node_modules/tsx/dist/loader.mjs')).href;
-const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', TSX, MAIN, ...args], { encoding: 'utf8', cwd: dir });
+const cli = (...args: string[]) => spawnSync(process.execPath, [...CLI, ...args], { encoding: 'utf8', cwd: dir });
 
 describe.skipIf(!available)('the CLI: create -f vmdk and convert -O vmdk with -o subformat=…', { timeout: 180_000 }, () => {
   it('create -o subformat=twoGbMaxExtentFlat, convert -O vmdk -o subformat=twoGbMaxExtentSparse: qemu-img compare equal', () => {

@@ -8,6 +8,7 @@ import { plotSvg } from '../../src/bench/plot.js';
 import { benchResultSchema } from '../../src/bench/report.js';
 import { runJob } from '../../src/bench/runner.js';
 import { formatTable } from '../../src/bench/table.js';
+import { CLI } from '../helpers/cli.js';
 
 /** A target whose reads fail with EIO from the n-th one on (blkdebug over null). */
 const failingTarget = (after: number, latencyNs = 0) => ({
@@ -184,8 +185,7 @@ describe('benchmark harness', () => {
 });
 
 describe('blocklayer bench (CLI)', () => {
-  const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
-  const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'bench', ...args], { encoding: 'utf8' });
+    const cli = (...args: string[]) => spawnSync(process.execPath, [...CLI, 'bench', ...args], { encoding: 'utf8' });
 
   it('prints the JSON result with --json', () => {
     const r = cli('--clock', 'virtual', '--runtime', '2', '--iodepth', '4', '--iops', '100', '--json');

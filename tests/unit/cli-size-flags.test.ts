@@ -1,11 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseLimitFlags, sizeFlag } from '../../src/cli/limit-flags.js';
+import { CLI } from '../helpers/cli.js';
 
-const MAIN = path.join(import.meta.dirname, '../../src/cli/main.ts');
 const cli = (...args: string[]) => {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [...CLI, ...args], { encoding: 'utf8' });
   return { code: r.status, out: r.stdout, err: r.stderr };
 };
 

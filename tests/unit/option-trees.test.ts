@@ -1,5 +1,4 @@
 import { spawnSync } from 'node:child_process';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import {
@@ -27,6 +26,7 @@ import {
 } from '../../src/index.js';
 import { type BlockDriver, defineDriver, type DriverInstance } from '../../src/node/driver.js';
 import * as optionsIndex from '../../src/options/index.js';
+import { CLI } from '../helpers/cli.js';
 
 const einval = (field?: string) => expect.objectContaining({ name: 'BlockError', code: 'EINVAL', ...(field === undefined ? {} : { field }) });
 
@@ -362,12 +362,11 @@ describe('unknown-option checks look at own properties only (names of Object.pro
   });
 
   it('a json: target of the CLI with "constructor" (top) or "__proto__" (in a child) fails with one line naming the option', () => {
-    const main = path.join(import.meta.dirname, '../../src/cli/main.ts');
     for (const [target, field] of [
       ['{"driver":"null","size":1048576,"constructor":1}', 'constructor'],
       ['{"driver":"raw","file":{"driver":"null","size":1048576,"__proto__":1}}', 'file.__proto__'],
     ]) {
-      const r = spawnSync(process.execPath, ['--import', 'tsx', main, 'bench', '--clock', 'virtual', '--runtime', '1', '--iops', '100', '--filename', `json:${target}`], {
+      const r = spawnSync(process.execPath, [...CLI, 'bench', '--clock', 'virtual', '--runtime', '1', '--iops', '100', '--filename', `json:${target}`], {
         encoding: 'utf8',
       });
       expect(r.stdout).toBe('');
