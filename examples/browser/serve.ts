@@ -2,7 +2,8 @@
  * Serves the browser example: `npx tsx examples/browser/serve.ts [IMAGE.qcow2] [--port N]`, then
  * open http://127.0.0.1:8086/ in a browser. The page boots v86 (SeaBIOS from Debian's `seabios`)
  * from IMAGE over HTTP through blocklayer's browser build; without IMAGE it boots the test boot
- * sector (assembled with nasm) from a qcow2 made here with blocklayer itself.
+ * sector (assembled with nasm) from a qcow2 made here with blocklayer itself. persistent.html boots the
+ * boot-count guest (tests/fixtures/guest/boot-count.asm) with its writes kept in OPFS across reloads.
  */
 import fs from 'node:fs';
 import os from 'node:os';
