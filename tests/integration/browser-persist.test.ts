@@ -2,7 +2,7 @@
 // (tests/fixtures/guest/boot-count.asm) from an http qcow2 base with a qcow2 overlay in OPFS, the
 // layer in a Worker. What boot 1 wrote is found by boot 2 in a new browser context on the same
 // profile directory; after the page's reset button, boot 3 finds nothing. The server's base is
-// never written.
+// never written; a second tab on the same disk is told it is open elsewhere.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -33,7 +33,7 @@ async function booted(page: Page, n: number): Promise<string> {
 }
 
 describe.skipIf(!ready)('examples/browser/persistent.html: a v86 disk kept in OPFS across browser sessions, in Chromium', () => {
-  it('boot 2 in a new context finds the marker boot 1 wrote, after reset boot 3 finds none; the stats panel counts, the slider sets the limit, the http base is never written', async () => {
+  it('boot 2 in a new context finds the marker boot 1 wrote, after reset boot 3 finds none; a second tab is refused (ELOCKED); the stats panel counts, the slider sets the limit, the http base is never written', async () => {
     const { chromium } = await import('playwright-core');
     const server = await startExample();
     const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-persist-profile-'));
@@ -61,6 +61,11 @@ describe.skipIf(!ready)('examples/browser/persistent.html: a v86 disk kept in OP
         expect(serial).toContain('NO MARKER');
         expect(serial).toContain('WROTE 1');
         expect(await page.locator('#state').textContent()).toContain('a new overlay');
+        // a second tab on the same disk: the overlay's Web Lock is taken, the page says so
+        const other = await page.context().newPage();
+        await other.goto(`${server.url}/persistent.html`);
+        await expect.poll(() => other.locator('#state').textContent(), { timeout: 15_000 }).toBe('failed: ELOCKED the disk is open in another tab (close it, then reload)');
+        await other.close();
       });
       await session(async (page) => {
         const serial = await booted(page, 1);
