@@ -11,6 +11,8 @@ import { V86, type V86Options } from 'v86';
 import { ok } from './tools.js';
 
 export const BOOT_ASM = fileURLToPath(new URL('../fixtures/v86/boot.asm', import.meta.url));
+/** The guest that counts its boots in a marker sector of its disk (the persistent browser example). */
+export const BOOT_COUNT_ASM = fileURLToPath(new URL('../fixtures/guest/boot-count.asm', import.meta.url));
 export const SEABIOS_DIR = '/usr/share/seabios';
 export const BIOS = path.join(SEABIOS_DIR, 'bios.bin');
 export const VGA_BIOS = path.join(SEABIOS_DIR, 'vgabios-stdvga.bin');
@@ -21,6 +23,8 @@ export const V86_WASM = path.join(path.dirname(createRequire(import.meta.url).re
 export const DATA_SECTORS = 32;
 export const WRITE_LBA = 33;
 export const DISK_SIZE = 1024 * 1024;
+/** Where boot-count.asm keeps its marker (must match it). */
+export const MARK_LBA = 64;
 
 /** Byte of the data area at disk offset `o`. */
 export const dataByte = (o: number) => (o * 31 + 7) & 0xff;
@@ -34,12 +38,12 @@ export function expectedSumLine(): string {
   return `SUM ${sum.toString(16).toUpperCase().padStart(4, '0')}`;
 }
 
-/** Assembles boot.asm with nasm into `dir`; returns the 512-byte boot sector. */
-export async function assembleBootSector(dir: string): Promise<Uint8Array> {
-  const out = path.join(dir, 'boot.bin');
-  await ok('nasm', ['-f', 'bin', '-o', out, BOOT_ASM]);
+/** Assembles boot.asm (or another boot sector's source, `asm`) with nasm into `dir`; returns the 512-byte boot sector. */
+export async function assembleBootSector(dir: string, asm = BOOT_ASM): Promise<Uint8Array> {
+  const out = path.join(dir, `${path.basename(asm, '.asm')}.bin`);
+  await ok('nasm', ['-f', 'bin', '-o', out, asm]);
   const sector = new Uint8Array(fs.readFileSync(out));
-  if (sector.length !== 512) throw new Error(`boot.asm assembled to ${sector.length} bytes, expected 512`);
+  if (sector.length !== 512) throw new Error(`${path.basename(asm)} assembled to ${sector.length} bytes, expected 512`);
   return sector;
 }
 

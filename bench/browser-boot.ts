@@ -1,0 +1,150 @@
+/**
+ * The second boot of the persistent browser example (#26), in headless Chromium: v86 boots the
+ * boot-count guest (tests/fixtures/guest/boot-count.asm) from the http qcow2 base with its qcow2
+ * overlay already in OPFS (the layer in a dedicated Worker, the drive reached through
+ * connectWorkerLayer and toV86Disk), against v86 booting the same disk as a raw image from its own
+ * async http disk (`{ url, async: true, size }`). Each round reloads the page (a second visit), boots
+ * v86 once from an in-memory copy of the image (v86's own start-up after a reload, its wasm compiled
+ * and BIOS fetched, is neither side's), then runs one boot of each side, alternating which goes
+ * first; the overlay side's lazily loaded modules (opfs, qcow2, http) stay in its time. A boot is timed in the page from its
+ * start (the overlay's open included) to the guest's DONE. Also the CPU time of the browser's
+ * processes per boot (utime + stime of every chromium process under this one, from /proc) and the
+ * guest instructions v86 counted. Ratio = time of ours / v86's. Goal: ≤ 1.1.
+ *
+ *   npx tsx bench/browser-boot.ts [--rounds N]
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { makeBootImage } from '../examples/browser/serve.js';
+import { serveStatic } from '../examples/browser/static-server.js';
+import { buildBrowser } from '../scripts/build-browser.js';
+import { assembleBootSector, BOOT_COUNT_ASM, buildDisk, SEABIOS_DIR } from '../tests/helpers/v86-boot.js';
+import { haveProgram } from '../tests/helpers/tools.js';
+import { median, row } from './util.js';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const ROOT = path.resolve(import.meta.dirname, '..');
+const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const TICK_MS = 1000 / 100; // USER_HZ
+
+/** CPU time (ms) of every process descending from this one: the browser's, as playwright starts it under us. */
+function childrenCpuMs(): number {
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      parent.set(Number(name), Number(f[1]));
+      ticks.set(Number(name), Number(f[11]) + Number(f[12]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  let sum = 0;
+  for (const [pid, t] of ticks) {
+    for (let p = parent.get(pid); p !== undefined && p > 1; p = parent.get(p)) {
+      if (p === process.pid) {
+        sum += t;
+        break;
+      }
+    }
+  }
+  return sum * TICK_MS;
+}
+
+interface Boot {
+  ms: number;
+  serial: string;
+  instructions: number;
+  created?: boolean;
+  /** Of `ms`, the time until the overlay was found and open (its modules loaded in the worker, the base's header read over http). */
+  openMs?: number;
+}
+
+export async function browserBootBench(rounds = 5): Promise<Record<string, unknown> | null> {
+  console.log('browser second boot: v86 from an http qcow2 base + qcow2 overlay in OPFS (worker) vs v86 own async http disk (raw), goal ratio ≤ 1.1');
+  if (!fs.existsSync(CHROMIUM) || !fs.existsSync(path.join(SEABIOS_DIR, 'bios.bin')) || !haveProgram('nasm')) {
+    console.log('  skipped: needs Debian chromium, seabios and nasm');
+    return null;
+  }
+  const { chromium } = await import('playwright-core');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-browser-boot-'));
+  const images = path.join(dir, 'images');
+  fs.mkdirSync(images);
+  await buildBrowser(path.join(dir, 'dist'));
+  await makeBootImage(images, BOOT_COUNT_ASM, 'boot-count.qcow2');
+  const disk = buildDisk(await assembleBootSector(dir, BOOT_COUNT_ASM));
+  fs.writeFileSync(path.join(images, 'boot-count.raw'), disk);
+  const server = await serveStatic({
+    '/dist/': path.join(dir, 'dist'),
+    '/v86/': path.join(ROOT, 'node_modules/v86/build'),
+    '/bios/': SEABIOS_DIR,
+    '/images/': images,
+    '/page/': path.join(ROOT, 'tests/fixtures/browser'),
+    '/': path.join(ROOT, 'examples/browser'),
+  });
+  const context = await chromium.launchPersistentContext(path.join(dir, 'profile'), { executablePath: CHROMIUM, headless: true, args: ARGS });
+  const url = `${server.url}/page/persist-bench.html?base=/images/boot-count.qcow2&raw=/images/boot-count.raw&size=${disk.length}`;
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    const load = async () => {
+      await page.goto(url);
+      await page.waitForFunction(() => (globalThis as unknown as { ready?: boolean }).ready === true, undefined, { timeout: 30_000 });
+    };
+    type Fn = 'bootOverlay' | 'bootV86Http' | 'warmUp';
+    const run = async (fn: Fn) => {
+      const cpu0 = childrenCpuMs();
+      const r = await page.evaluate((f) => (globalThis as unknown as Record<string, () => Promise<Boot>>)[f](), fn);
+      if (!r.serial.includes('DONE') || r.serial.includes('IO ERR')) throw new Error(`${fn}: the guest failed: ${JSON.stringify(r.serial)}`);
+      return { ...r, cpuMs: childrenCpuMs() - cpu0 };
+    };
+    await load();
+    await page.evaluate(() => (globalThis as unknown as { wipe: () => Promise<unknown> }).wipe());
+    // the first visit: lays the overlay, compiles v86's wasm, fills the caches; not measured
+    const first = await run('bootOverlay');
+    if (!first.created) throw new Error('the first boot found an overlay: not a clean start');
+    await run('bootV86Http');
+    const ours: (Boot & { cpuMs: number })[] = [];
+    const theirs: (Boot & { cpuMs: number })[] = [];
+    for (let i = 0; i < rounds; i++) {
+      await load();
+      await run('warmUp');
+      if (i % 2 === 0) {
+        ours.push(await run('bootOverlay'));
+        theirs.push(await run('bootV86Http'));
+      } else {
+        theirs.push(await run('bootV86Http'));
+        ours.push(await run('bootOverlay'));
+      }
+      if (!ours.at(-1)?.serial.includes('FOUND')) throw new Error(`the second boot did not find the marker: ${JSON.stringify(ours.at(-1)?.serial)}`);
+    }
+    const ratios = ours.map((o, i) => o.ms / theirs[i].ms).sort((a, b) => a - b);
+    const cpuRatios = ours.map((o, i) => o.cpuMs / Math.max(theirs[i].cpuMs, TICK_MS)).sort((a, b) => a - b);
+    const ms = (v: number) => `${v.toFixed(0)} ms`;
+    const oursMs = median(ours.map((r) => r.ms));
+    const theirsMs = median(theirs.map((r) => r.ms));
+    const oursCpu = median(ours.map((r) => r.cpuMs));
+    const theirsCpu = median(theirs.map((r) => r.cpuMs));
+    row('second boot (wall): OPFS overlay vs v86 http', ms(oursMs), ms(theirsMs), median(ratios), ratios);
+    row('second boot (browser CPU)', ms(oursCpu), ms(theirsCpu), median(cpuRatios), cpuRatios);
+    const openMs = median(ours.map((r) => r.openMs ?? 0));
+    console.log(`  ${'  of which the overlay found and opened'.padEnd(46)} ${ms(openMs).padStart(12)}`);
+    const instr = (v: number) => `${(v / 1e6).toFixed(2)}M`;
+    const oursInstr = median(ours.map((r) => r.instructions));
+    const theirsInstr = median(theirs.map((r) => r.instructions));
+    row('guest instructions to DONE', instr(oursInstr), instr(theirsInstr), oursInstr / theirsInstr);
+    return { ratio: median(ratios), rounds: ratios, oursMs, theirsMs, openMs, cpuRatio: median(cpuRatios), oursCpuMs: oursCpu, theirsCpuMs: theirsCpu, oursInstructions: oursInstr, theirsInstructions: theirsInstr };
+  } finally {
+    await context.close();
+    await server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const i = process.argv.indexOf('--rounds');
+  await browserBootBench(i > 0 ? Number(process.argv[i + 1]) : undefined);
+}
