@@ -35,6 +35,8 @@ export interface MirrorJobSpec extends CommonJobSpec, JobErrorPolicies {
   copyMode?: 'background' | 'write-blocking';
   /** The target is a new image that reads zeroes (drive-mirror's): a full mirror copies only what the source's chain allocates. */
   targetZeroInit?: boolean;
+  /** Made the target's backing node at the pivot (drive-mirror's new image over the source's chain: QEMU's MIRROR_SOURCE_BACKING_CHAIN). */
+  targetBacking?: BlockNode;
   /** Name of the mirror_top filter node above the source (QEMU's `#blockNNN` when none is given): write-blocking mode writes through it, background mode lists it. */
   filterNodeName?: string;
 }
@@ -86,7 +88,7 @@ export async function startMirror(host: JobHost, spec: MirrorJobSpec): Promise<J
   checkFilterName(host, spec.filterNodeName);
   const id = defaultJobId(host, source, spec.jobId);
   host.jobs.checkId(id);
-  const work = new MirrorWork(host, source, target, replaces, {
+  const work = new MirrorWork(host, source, target, replaces, spec.targetBacking, {
     sync: mode,
     granularity,
     bufSize,
@@ -127,6 +129,7 @@ class MirrorWork implements JobWork {
     private readonly source: BlockNode,
     private readonly target: BlockNode,
     private readonly replaces: BlockNode | undefined,
+    private readonly targetBacking: BlockNode | undefined,
     settings: MirrorSettings,
   ) {
     source.ref();
@@ -194,6 +197,7 @@ class MirrorWork implements JobWork {
     this.finished = true;
     try {
       this.copy.release();
+      if (pivot && this.targetBacking !== undefined) await this.target.swapBacking(this.targetBacking)?.unref();
       if (pivot) await this.host.replaceNode(this.replaces ?? this.filter ?? this.source, this.target);
       // Whatever still writes through the filter goes back onto the source.
       if (this.filter !== null) await this.host.replaceNode(this.filter, this.source);
