@@ -23,6 +23,7 @@ import {
 import type { JobHost } from './host.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 import { type CommonJobSpec, defaultJobId } from './job-spec.js';
+import { addJobFilter, checkFilterName, dropFilterWhenDone, filterName } from './job-filter.js';
 import { readWriteForJob } from './reopen-quiet.js';
 
 /** layer.startJob({ type: 'commit', … }): QMP block-commit's arguments. */
@@ -97,7 +98,6 @@ export async function startCommit(host: JobHost, spec: CommitJobSpec): Promise<J
       field: 'backing-file',
     });
   }
-  if (spec.filterNodeName !== undefined) throw new BlockError('ENOTSUP', "filter-node-name: no commit filter node is inserted by this block layer's commit", { field: 'filter-node-name' });
   checkSpeed(spec.speed);
   if (base.length < top.length) {
     throw new BlockError('ENOTSUP', `Node '${base.name}' (${base.length} bytes) is smaller than '${top.name}' (${top.length} bytes): resize it first`, { node: base.name, field: 'base' });
@@ -106,6 +106,7 @@ export async function startCommit(host: JobHost, spec: CommitJobSpec): Promise<J
   if (!active && overlay === undefined) throw new BlockError('EINVAL', `Could not find overlay image for ${imageFilename(top)}:`, { field: 'top' });
   const id = defaultJobId(host, root, spec.jobId);
   host.jobs.checkId(id);
+  checkFilterName(host, spec.filterNodeName);
   const onError = spec.onError ?? 'report';
   const limit = chainDepth(top, base);
   const release = claimNodes([...chainBetween(top, base), base], 'commit');
@@ -123,6 +124,7 @@ export async function startCommit(host: JobHost, spec: CommitJobSpec): Promise<J
   };
   let work: JobWork | undefined;
   let restoreBase = async () => {};
+  let dropFilter: (() => Promise<void>) | undefined;
   try {
     const users = chainBetween(root, base);
     restoreBase = await readWriteForJob(host, users, base);
@@ -131,8 +133,13 @@ export async function startCommit(host: JobHost, spec: CommitJobSpec): Promise<J
     work = active
       ? new ActiveCommitWork(host, top, base, limit, onError, releaseAll, id, restoreBase)
       : new CommitWork(host, top, base, overlay!, limit, spec.backingFile, onError, releaseAll, restoreBase, users);
-    return host.jobs.start(id, work, { speed: spec.speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
+    // QEMU: mirror_top above the active layer, commit_top (read-only) above an intermediate top.
+    dropFilter = addJobFilter(host, active ? 'mirror_top' : 'commit_top', filterName(spec.filterNodeName), top, active ? top.readOnly : true);
+    const job = host.jobs.start(id, work, { speed: spec.speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
+    dropFilterWhenDone(job, dropFilter);
+    return job;
   } catch (e) {
+    await dropFilter?.();
     await restoreBase();
     if (work instanceof ActiveCommitWork) work.dispose();
     else releaseAll();

@@ -44,6 +44,15 @@ export interface JobOptions {
   autoDismiss?: boolean;
 }
 
+/**
+ * A group of jobs that end together (QEMU's JobTxn, a transaction's completion-mode grouped;
+ * job-txn.ts): a job in one hands the end of its run to the group instead of finishing alone.
+ */
+export interface JobGroup {
+  /** The job's run ended (`error` set if it failed or was cancelled); the group finishes it. */
+  runEnded(job: Job, error: unknown): Promise<void>;
+}
+
 /** Payload of a job's `io-error` event (QEMU BLOCK_JOB_ERROR). */
 export interface JobIoErrorEvent {
   operation: 'read' | 'write';
@@ -116,6 +125,8 @@ export class Job extends EventEmitter<JobEvents> {
   private timer: ClockTimer | null = null;
   private readonly ended: Promise<void>;
   private endedResolve!: () => void;
+  /** The group this job ends with, if any (set before it starts). */
+  private group: JobGroup | null = null;
 
   constructor(
     id: string,
@@ -259,6 +270,45 @@ export class Job extends EventEmitter<JobEvents> {
   dismiss(): void {
     this.checkVerb('dismiss');
     this.dismissNow();
+  }
+
+  // ---- for a group (job-txn.ts) ----
+
+  /** Makes the job end with `group` (before it starts). */
+  joinGroup(group: JobGroup): void {
+    this.group = group;
+  }
+
+  /** Whether the job has started running. */
+  get hasStarted(): boolean {
+    return this.started;
+  }
+
+  /** The group cancels the job (force: it ends as cancelled, whatever it was doing). */
+  cancelForGroup(): void {
+    this.cancelRequestedFlag = true;
+    this.forceCancelFlag = true;
+    if (this.userPausedFlag) {
+      this.userPausedFlag = false;
+      this.pauseCount--;
+    }
+    if (!this.deferred) this.enter();
+  }
+
+  /** The group fails the job (ABORTING): its error, or cancelled when it was cancelled. */
+  failForGroup(error: unknown): void {
+    if (this.currentStatus !== 'aborting') this.fail(this.forceCancelFlag ? new BlockError('ECANCELED', 'Operation canceled') : error);
+  }
+
+  /** The group moves the job on (WAITING for the others, then PENDING). */
+  advanceForGroup(to: 'waiting' | 'pending'): void {
+    this.transition(to);
+  }
+
+  /** The group ends the job: finalized (commit) when it succeeded, else aborted; it concludes. */
+  async endForGroup(): Promise<void> {
+    if (this.currentStatus === 'aborting') await this.abortNow();
+    else await this.finalizeNow();
   }
 
   // ---- for the work ----
@@ -418,6 +468,7 @@ export class Job extends EventEmitter<JobEvents> {
   /** QEMU job_completed: a failure (or a real cancel) aborts; success waits, then finalizes unless manual. */
   private async completed(error: unknown): Promise<void> {
     if (error === undefined && this.forceCancelFlag) error = new BlockError('ECANCELED', 'Operation canceled');
+    if (this.group !== null) return this.group.runEnded(this, error);
     if (error !== undefined) {
       this.fail(error);
       await this.abortNow();

@@ -6,6 +6,7 @@ import type { BlockNode } from '../node/node.js';
 import type { JobHost } from './host.js';
 import type { Job, JobWork } from './job.js';
 import { mirrorTopNode } from './mirror-top.js';
+import { addJobFilter, checkFilterName, dropFilterWhenDone, filterName, registerFilter, unregisterFilter } from './job-filter.js';
 import { DEFAULT_MIRROR_BUF_SIZE, MirrorCopy, type MirrorSettings, type SyncMode } from './mirror-copy.js';
 import { type CommonJobSpec, defaultJobId, type JobErrorPolicies, nodeByName } from './job-spec.js';
 
@@ -34,7 +35,9 @@ export interface MirrorJobSpec extends CommonJobSpec, JobErrorPolicies {
   copyMode?: 'background' | 'write-blocking';
   /** The target is a new image that reads zeroes (drive-mirror's): a full mirror copies only what the source's chain allocates. */
   targetZeroInit?: boolean;
-  /** Name of the filter node above the source (write-blocking mode inserts one; background mode inserts none). */
+  /** Made the target's backing node at the pivot (drive-mirror's new image over the source's chain: QEMU's MIRROR_SOURCE_BACKING_CHAIN). */
+  targetBacking?: BlockNode;
+  /** Name of the mirror_top filter node above the source (QEMU's `#blockNNN` when none is given): write-blocking mode writes through it, background mode lists it. */
   filterNodeName?: string;
 }
 
@@ -82,9 +85,10 @@ export async function startMirror(host: JobHost, spec: MirrorJobSpec): Promise<J
   // sync=top of a node without a backing chain is a full copy (QEMU does the same).
   const base = sync === 'top' ? source.child('backing') : undefined;
   const mode: SyncMode = sync === 'top' && base === undefined ? 'full' : sync;
+  checkFilterName(host, spec.filterNodeName);
   const id = defaultJobId(host, source, spec.jobId);
   host.jobs.checkId(id);
-  const work = new MirrorWork(host, source, target, replaces, {
+  const work = new MirrorWork(host, source, target, replaces, spec.targetBacking, {
     sync: mode,
     granularity,
     bufSize,
@@ -93,10 +97,16 @@ export async function startMirror(host: JobHost, spec: MirrorJobSpec): Promise<J
     targetZeroInit: spec.targetZeroInit === true,
     writeBlocking: copyMode === 'write-blocking',
   });
+  const name = filterName(spec.filterNodeName);
+  let dropFilter: (() => Promise<void>) | undefined;
   try {
-    if (copyMode === 'write-blocking') await work.insertFilter(spec.filterNodeName ?? `#mirror-top-${id}`);
-    return host.jobs.start(id, work, { speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
+    if (copyMode === 'write-blocking') await work.insertFilter(name);
+    else dropFilter = addJobFilter(host, 'mirror_top', name, source, source.readOnly);
+    const job = host.jobs.start(id, work, { speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
+    if (dropFilter !== undefined) dropFilterWhenDone(job, dropFilter);
+    return job;
   } catch (e) {
+    await dropFilter?.();
     await work.clean();
     throw e;
   }
@@ -119,6 +129,7 @@ class MirrorWork implements JobWork {
     private readonly source: BlockNode,
     private readonly target: BlockNode,
     private readonly replaces: BlockNode | undefined,
+    private readonly targetBacking: BlockNode | undefined,
     settings: MirrorSettings,
   ) {
     source.ref();
@@ -134,6 +145,7 @@ class MirrorWork implements JobWork {
   /** Puts the write-blocking filter above the source: every drive on the source moves onto it (drained). */
   async insertFilter(name: string): Promise<void> {
     this.filter = mirrorTopNode(name, this.source, this.copy);
+    registerFilter(this.host.jobs, this.filter);
     await this.host.replaceNode(this.source, this.filter);
   }
 
@@ -185,10 +197,12 @@ class MirrorWork implements JobWork {
     this.finished = true;
     try {
       this.copy.release();
+      if (pivot && this.targetBacking !== undefined) await this.target.swapBacking(this.targetBacking)?.unref();
       if (pivot) await this.host.replaceNode(this.replaces ?? this.filter ?? this.source, this.target);
       // Whatever still writes through the filter goes back onto the source.
       if (this.filter !== null) await this.host.replaceNode(this.filter, this.source);
     } finally {
+      if (this.filter !== null) unregisterFilter(this.host.jobs, this.filter);
       await this.filter?.unref();
       this.endDrains();
       mirrored.delete(this.source);

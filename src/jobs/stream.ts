@@ -8,6 +8,7 @@ import type { JobHost } from './host.js';
 import { CopyGuard } from './stream-guard.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 import { type CommonJobSpec, defaultJobId, nodeByName } from './job-spec.js';
+import { addJobFilter, checkFilterName, dropFilterWhenDone, filterName } from './job-filter.js';
 import { readWriteForJob } from './reopen-quiet.js';
 
 /** layer.startJob({ type: 'stream', … }): QMP block-stream's arguments. */
@@ -60,10 +61,10 @@ export async function startStream(host: JobHost, spec: StreamJobSpec): Promise<J
   const top = nodeByName(host, spec.device, 'device');
   const base = streamBase(host, top, spec);
   if (base === undefined && spec.backingFile !== undefined) throw new BlockError('EINVAL', 'backing file specified, but streaming the entire chain', { field: 'backing-file' });
-  if (spec.filterNodeName !== undefined) throw new BlockError('ENOTSUP', "filter-node-name: no copy-on-read filter node is inserted by this block layer's stream", { field: 'filter-node-name' });
   checkSpeed(spec.speed);
   const id = defaultJobId(host, top, spec.jobId);
   host.jobs.checkId(id);
+  checkFilterName(host, spec.filterNodeName, 'Could not create node: ');
   const release = claimNodes(chainBetween(top, base), 'stream');
   top.ref();
   base?.ref();
@@ -77,13 +78,18 @@ export async function startStream(host: JobHost, spec: StreamJobSpec): Promise<J
   };
   let work: StreamWork | undefined;
   let restoreTop = async () => {};
+  let dropFilter: (() => Promise<void>) | undefined;
   try {
     restoreTop = await readWriteForJob(host, [], top);
     // The id again: another job may have taken it while the top was being reopened.
     host.jobs.checkId(id);
     work = new StreamWork(host, top, base, spec.backingFile, spec.onError ?? 'report', releaseNodes, id, restoreTop);
-    return host.jobs.start(id, work, { speed: spec.speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
+    dropFilter = addJobFilter(host, 'copy-on-read', filterName(spec.filterNodeName), top, top.readOnly);
+    const job = host.jobs.start(id, work, { speed: spec.speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
+    dropFilterWhenDone(job, dropFilter);
+    return job;
   } catch (e) {
+    await dropFilter?.();
     await restoreTop();
     if (work) work.release();
     else releaseNodes();

@@ -5,6 +5,7 @@
 import { isBlockError } from '../errors.js';
 import type { BlockLayer } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
+import { jobFilterNodes } from '../jobs/job-filter.js';
 import { translateBlockdevOptions } from './blockdev-options.js';
 import { type Args, generic, only, str } from './qapi-args.js';
 
@@ -40,7 +41,7 @@ export async function blockdevAdd(layer: BlockLayer, args: Args, keyval = false)
   const { options, nodeNames } = translateBlockdevOptions(args, (name) => lookupNode(layer, name), keyval);
   const seen = new Set<string>();
   for (const name of nodeNames) {
-    if (seen.has(name) || layer.findNode(name) !== undefined) throw generic(`Duplicate nodes with node-name='${name}'`);
+    if (seen.has(name) || layer.findNode(name) !== undefined || jobFilterNodes(layer.jobs).some((n) => n.name === name)) throw generic(`Duplicate nodes with node-name='${name}'`);
     if (layer.drive(name) !== undefined) throw generic(`node-name=${name} is conflicting with a device id`);
     seen.add(name);
   }

@@ -25,6 +25,7 @@ import {
 import { type Args, generic, only, optBool } from './qapi-args.js';
 import { runTransaction } from './transaction.js';
 import { JOB_HANDLERS } from './job-commands.js';
+import { jobFilterNodes } from '../jobs/job-filter.js';
 import { blockResize } from './resize-command.js';
 import { internalSnapshotDeleteSync, internalSnapshotSync, parseInternalSnapshot, parseInternalSnapshotDelete } from './snapshot-internal-commands.js';
 import { blockCommit, blockStream } from './stream-commit-commands.js';
@@ -233,7 +234,9 @@ const HANDLERS: ReadonlyMap<string, Handler> = new Map<string, Handler>([
       // Every node of the layer: drives' graphs first (as before), then added nodes and exports' graphs.
       const roots = new Map<BlockNode, Drive>();
       for (const d of ctx.layer.listDrives()) if (!d.closed && !roots.has(d.node)) roots.set(d.node, d);
-      return ctx.layer.listNodes().map((n) => {
+      // Running jobs' filters first (QEMU lists the newest node first).
+      const filters = [...jobFilterNodes(ctx.layer.jobs)].reverse();
+      return [...filters, ...ctx.layer.listNodes().filter((n) => !filters.includes(n))].map((n) => {
         const d = roots.get(n);
         return blockDeviceInfo(n, d !== undefined ? queryBlockThrottle(d) : toQueryBlockThrottle(null), flat);
       });

@@ -9,6 +9,7 @@ import type { BlockLayer } from '../layer.js';
 import type { MirrorJobSpec } from '../jobs/mirror.js';
 import type { NodeOptions } from '../node/driver.js';
 import type { BlockNode } from '../node/node.js';
+import { imageFilename } from '../jobs/commit-chain.js';
 import { createImage } from '../tools/create.js';
 import { type Args, generic, only, optBool, optUint32, str } from './qapi-args.js';
 
@@ -57,6 +58,11 @@ function finalizeArgs(args: Args, spec: Partial<MirrorJobSpec>): void {
   if (autoDismiss !== undefined) spec.autoDismiss = autoDismiss;
 }
 
+/** QEMU qmp_get_root_bs: a mirror's device has no parent node. */
+function checkRoot(layer: BlockLayer, node: BlockNode): void {
+  if (layer.listNodes().some((n) => [...n.children.values()].includes(node))) throw generic('Need a root block node');
+}
+
 /** blockdev-mirror: mirrors `device` onto the existing node `target`. */
 export async function blockdevMirror(args: Args, layer: BlockLayer): Promise<Record<string, never>> {
   const jobId = str(args, 'job-id', false);
@@ -79,8 +85,9 @@ export async function blockdevMirror(args: Args, layer: BlockLayer): Promise<Rec
 
 /**
  * drive-mirror: mirrors `device` into the image file `target`, created anew with the source's
- * size (mode 'absolute-paths', format default the source's) or opened as it is (mode
- * 'existing', format probed unless given). The job owns the node it opened: after a pivot the
+ * size (mode 'absolute-paths', format default the source's; with sync 'top' over the source's
+ * backing, with 'none' over the source) or opened as it is (mode 'existing', format probed
+ * unless given). The job owns the node it opened: after a pivot the
  * drives hold it; otherwise it closes with the job.
  */
 export async function driveMirror(args: Args, layer: BlockLayer): Promise<Record<string, never>> {
@@ -102,16 +109,22 @@ export async function driveMirror(args: Args, layer: BlockLayer): Promise<Record
   only(args, ['job-id', 'device', 'target', 'format', 'node-name', 'replaces', 'mode', 'speed', 'sync', 'granularity', 'buf-size', 'on-source-error', 'on-target-error', 'unmap', 'copy-mode', 'auto-finalize', 'auto-dismiss']);
   const source = layer.findNode(device) ?? layer.drive(device)?.node;
   if (source === undefined) throw generic(`Cannot find device='${device}' nor node-name='${device}'`);
-  if (sync !== 'full' && mode === 'absolute-paths') {
-    // QEMU gives the new image the source's backing chain (top) or the source itself (none) as its backing file.
-    throw generic(`drive-mirror: sync '${sync}' with mode 'absolute-paths' (a new image over the source's backing chain) is not supported: create the image and use mode 'existing'`);
-  }
+  checkRoot(layer, source);
+  // A new image over the source's backing chain (top) or over the source itself (none), as QEMU's
+  // MIRROR_SOURCE_BACKING_CHAIN: named in its header now, made its backing node at the pivot.
+  const backing = mode === 'existing' || sync === 'full' ? undefined : sync === 'none' ? source : source.child('backing');
   const targetFormat = format ?? (mode === 'existing' ? undefined : source.driver.name);
-  if (mode === 'absolute-paths') await createImage(file, { format: targetFormat ?? 'raw', size: source.length } as never, { layer });
+  if (backing !== undefined && targetFormat === 'raw') throw generic("Backing file not supported for file format 'raw'");
+  if (mode === 'absolute-paths') {
+    const chain = backing === undefined ? {} : { backing: imageFilename(backing), backingFormat: backing.driver.name };
+    await createImage(file, { format: targetFormat ?? 'raw', size: source.length, ...chain } as never, { layer });
+  }
   const options = imageOptions(file, targetFormat === undefined ? {} : { format: targetFormat }) as NodeOptions;
   delete options.readOnly;
   if (options.file !== undefined) delete (options.file as Record<string, unknown>).readOnly;
   if (nodeName !== undefined) options.nodeName = nodeName;
+  // The source's chain is shared at the pivot, not opened a second time from the header.
+  if (backing !== undefined) (options as Record<string, unknown>).backing = null;
   const target: BlockNode = await layer.openNode(options as never);
   try {
     await layer.startJob({
@@ -119,7 +132,9 @@ export async function driveMirror(args: Args, layer: BlockLayer): Promise<Record
       device,
       target,
       sync,
-      targetZeroInit: mode === 'absolute-paths',
+      // A target over a backing chain reads that chain after the pivot: its zeroes must be written.
+      targetZeroInit: mode === 'absolute-paths' && backing === undefined,
+      ...(backing === undefined ? {} : { targetBacking: backing }),
       ...tail,
       ...spec,
       ...(jobId === undefined ? {} : { jobId }),

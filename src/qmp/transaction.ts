@@ -6,6 +6,8 @@
  * committed.
  */
 import type { BackupJobSpec } from '../jobs/backup.js';
+import type { Job } from '../jobs/job.js';
+import { JobTxn } from '../jobs/job-txn.js';
 import type { BlockLayer } from '../layer.js';
 import { parseBlockdevBackup, prepareBlockdevBackup } from './backup-commands.js';
 import { type DriveBackupArgs, parseDriveBackup, prepareDriveBackup } from './drive-backup-command.js';
@@ -124,7 +126,9 @@ function prepare(layer: BlockLayer, action: Action, mode: CompletionMode): Prepa
   // An external snapshot starts no job either, but QEMU accepts it in a grouped transaction.
   if (action.type === 'blockdev-snapshot-sync') return prepareSnapshotSync(layer, action.data);
   if (action.type === 'blockdev-snapshot') return prepareSnapshot(layer, action.data);
-  // Bitmap actions start no job, so there is nothing to complete as a group.
+  // Backups start jobs that can end as a group; the others start none (QEMU refuses them).
+  if (action.type === 'blockdev-backup') return prepareBlockdevBackup(layer, action.data);
+  if (action.type === 'drive-backup') return prepareDriveBackup(layer, action.data);
   if (mode === 'grouped') throw generic(`Action '${action.type}' does not support Transaction property completion-mode = grouped`);
   switch (action.type) {
     case 'block-dirty-bitmap-add':
@@ -139,12 +143,8 @@ function prepare(layer: BlockLayer, action: Action, mode: CompletionMode): Prepa
       return prepareBitmapRecording(layer, action.data, false);
     case 'block-dirty-bitmap-merge':
       return prepareBitmapMerge(layer, action.data);
-    case 'blockdev-backup':
-      return prepareBlockdevBackup(layer, action.data);
     case 'blockdev-snapshot-internal-sync':
       return prepareInternalSnapshot(layer, action.data);
-    case 'drive-backup':
-      return prepareDriveBackup(layer, action.data);
   }
 }
 
@@ -154,11 +154,21 @@ export async function runTransaction(layer: BlockLayer, args: Args): Promise<Rec
   const mode = parseProperties(args);
   only(args, ['actions', 'properties']);
   const prepared: (PreparedAction | PreparedSnapshot)[] = [];
+  // The jobs the actions make, to end as one group when grouped (QEMU's JobTxn).
+  const jobs: Job[] = [];
+  const collect = (job: Job) => jobs.push(job);
+  if (mode === 'grouped') layer.jobs.on('created', collect);
   try {
     for (const action of actions) prepared.push(await prepare(layer, action, mode));
   } catch (e) {
     for (let i = prepared.length - 1; i >= 0; i--) await prepared[i]!.abort();
     throw e;
+  } finally {
+    layer.jobs.off('created', collect);
+  }
+  if (jobs.length > 1) {
+    const txn = new JobTxn();
+    for (const job of jobs) txn.add(job);
   }
   for (const p of prepared) await p.commit();
   return {};
