@@ -50,6 +50,7 @@ await optional('workerRpc', './worker-rpc.ts', 'workerRpcBench', full);
 await optional('opfs', './opfs.ts', 'opfsBench', full);
 await optional('convert', './convert.ts', 'convertBench', full);
 await optional('browserBoot', './browser-boot.ts', 'browserBootBench', full);
+await optional('qcow2Inplace', './qcow2-inplace.ts', 'qcow2InplaceBench', full);
 
 const dir = path.join(import.meta.dirname, 'results');
 fs.mkdirSync(dir, { recursive: true });

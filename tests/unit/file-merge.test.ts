@@ -126,6 +126,32 @@ describe('AdjacentMerger (threads engine: adjacent requests of one turn as one v
     expect(await Promise.all([a, b, c])).toEqual(['ok', 'ok', 'ok']);
   });
 
+  it('with two calls of its own in flight, requests arriving turn by turn gather and go as one call once one completes', async () => {
+    const f = fake();
+    const m = new AdjacentMerger(3, f.vectored, f.single);
+    const tick = () => new Promise((r) => process.nextTick(r));
+    const a = settle(m, 0, 4096);
+    await tick();
+    const b = settle(m, 4096, 4096);
+    await tick();
+    expect(f.singleCalls).toEqual([
+      { offset: 0, done: 0 },
+      { offset: 4096, done: 0 },
+    ]);
+    // Each of these alone in its turn: without the limit each would go alone as well.
+    const rest = [];
+    for (let k = 2; k < 6; k++) {
+      rest.push(settle(m, k * 4096, 4096));
+      await tick();
+    }
+    expect(f.singleCalls).toHaveLength(2);
+    expect(f.vectoredCalls).toEqual([]);
+    expect(await Promise.all([a, b])).toEqual(['ok', 'ok']);
+    await turn();
+    expect(f.vectoredCalls).toEqual([{ position: 8192, sizes: [4096, 4096, 4096, 4096] }]);
+    expect(await Promise.all(rest)).toEqual(['ok', 'ok', 'ok', 'ok']);
+  });
+
   it('flush() issues what is queued at once (a drive flush follows the writes issued before it)', () => {
     const f = fake();
     const m = new AdjacentMerger(3, f.vectored, f.single);

@@ -9,7 +9,10 @@
  * previous one ends, same direction) go as one preadv/pwritev, so a sequential reader at
  * depth N makes one trip where it made N. Only a request that starts where the previous one
  * ended waits for the tick (or one that arrives while others wait, so their order holds): a
- * random reader's requests go at once, with no tick added.
+ * random reader's requests go at once, with no tick added. While two calls of queued requests
+ * are still on the pool, further queued requests wait for one of them to complete rather than
+ * for the tick: requests that arrive one per turn (a format driver's writes, whose completions
+ * came staggered) then gather into one call too, instead of staying one trip each.
  *
  * Outcomes are those of the unmerged requests: a merged call that fails is retried as its
  * single requests, each settling with its own result; a short transfer (end of file, a
@@ -28,6 +31,8 @@ export type Vectored = (fd: number, buffers: Uint8Array[], position: number, cb:
 /** The single-request path: transfers buffer[done..] at offset + done, then settles. */
 export type Single = (offset: number, buffer: Uint8Array, done: number, resolve: () => void, reject: (e: unknown) => void) => void;
 
+/** Calls from queued requests in flight at once before further ones wait for a completion (libuv's pool has 4 threads). */
+const MAX_BUSY = 2;
 /** At most this many requests in one merged call (IOV_MAX is 1024). */
 const MAX_REQUESTS = 256;
 /** At most this many bytes in one merged call, so one request does not keep a worker long. */
@@ -42,7 +47,16 @@ export class AdjacentMerger {
   private scheduled = false;
   /** Where the previous request ended: a request starting there is likely part of a sequential run (a reader starting at 0 too). */
   private lastEnd = 0;
+  /** Calls issued from queued requests and not yet completed. */
+  private busy = 0;
   private readonly flushNow = () => this.flush();
+  private readonly callDone = () => {
+    this.busy--;
+    if (this.count > 0 && !this.scheduled && this.busy < MAX_BUSY) {
+      this.scheduled = true;
+      nextTick(this.flushNow);
+    }
+  };
 
   constructor(
     private readonly fd: number,
@@ -65,7 +79,9 @@ export class AdjacentMerger {
     this.buffers[i] = buffer;
     this.resolves[i] = resolve;
     this.rejects[i] = reject;
-    if (!this.scheduled) {
+    // With enough of our calls on the pool, requests gather until one completes: they then go
+    // as one call. Without this, requests that arrive one per turn (completions staggered) stay so.
+    if (!this.scheduled && this.busy < MAX_BUSY) {
       this.scheduled = true;
       nextTick(this.flushNow);
     }
@@ -88,7 +104,7 @@ export class AdjacentMerger {
         bytes += buffers[j].length;
         j++;
       }
-      if (j - i === 1) this.single(offsets[i], buffers[i], 0, resolves[i], rejects[i]);
+      if (j - i === 1) this.issueSingle(offsets[i], buffers[i], resolves[i], rejects[i]);
       else this.issueRun(offsets.slice(i, j), buffers.slice(i, j), resolves.slice(i, j), rejects.slice(i, j));
       i = j;
     }
@@ -108,8 +124,28 @@ export class AdjacentMerger {
     }
   }
 
+  /** One queued request alone, counted as busy until it settles. */
+  private issueSingle(offset: number, buffer: Uint8Array, resolve: () => void, reject: (e: unknown) => void): void {
+    this.busy++;
+    this.single(
+      offset,
+      buffer,
+      0,
+      () => {
+        this.callDone();
+        resolve();
+      },
+      (e) => {
+        this.callDone();
+        reject(e);
+      },
+    );
+  }
+
   private issueRun(offsets: number[], buffers: Uint8Array[], resolves: (() => void)[], rejects: ((e: unknown) => void)[]): void {
+    this.busy++;
     this.vectored(this.fd, buffers, offsets[0], (err, n) => {
+      this.callDone();
       if (err) {
         // Each request on its own, so each settles with what it alone would have got.
         for (let k = 0; k < offsets.length; k++) this.single(offsets[k], buffers[k], 0, resolves[k], rejects[k]);

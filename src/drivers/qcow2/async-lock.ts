@@ -51,6 +51,12 @@ export class ClusterRangeQueue {
     return me;
   }
 
+  /** Whether a request in the queue (waiting or running) overlaps [start, end). */
+  overlaps(start: number, end: number): boolean {
+    for (const t of this.inFlight) if (t.start < end && start < t.end) return true;
+    return false;
+  }
+
   /** Ends a request: later overlapping ones may go. */
   leave(ticket: InFlight): void {
     const i = this.inFlight.indexOf(ticket);

@@ -2,6 +2,8 @@ type Reader = (offset: number, length: number) => Promise<Uint8Array>;
 
 interface Entry {
   load: Promise<Buffer>;
+  /** The table once loaded (what {@link L2Cache.peek} answers without a promise). */
+  table: Buffer | undefined;
   dirty: boolean;
 }
 
@@ -14,6 +16,8 @@ interface Entry {
 export class L2Cache {
   private readonly tables = new Map<number, Entry>();
   private dirtyCount = 0;
+  /** The table used last: a repeated hit skips the LRU reordering. */
+  private mru = -1;
   readonly capacity: number;
 
   constructor(
@@ -28,18 +32,38 @@ export class L2Cache {
   get(offset: number): Promise<Buffer> {
     const hit = this.tables.get(offset);
     if (hit) {
-      this.tables.delete(offset);
-      this.tables.set(offset, hit);
+      this.touch(offset, hit);
       return hit.load;
     }
-    const load = this.read(offset, this.cs).then((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength));
-    const entry: Entry = { load, dirty: false };
+    const entry: Entry = { load: undefined as unknown as Promise<Buffer>, table: undefined, dirty: false };
+    const load = this.read(offset, this.cs).then((b) => {
+      entry.table = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+      return entry.table;
+    });
+    entry.load = load;
     load.catch(() => {
       if (this.tables.get(offset) === entry) this.tables.delete(offset);
     });
     this.tables.set(offset, entry);
+    this.mru = offset;
     this.evict(offset);
     return load;
+  }
+
+  /** The table at `offset` if it is cached and loaded (no I/O, no promise), else undefined. */
+  peek(offset: number): Buffer | undefined {
+    const hit = this.tables.get(offset);
+    if (hit?.table === undefined) return undefined;
+    this.touch(offset, hit);
+    return hit.table;
+  }
+
+  /** Marks the table at `offset` used last (least recently used tables are evicted first). */
+  private touch(offset: number, hit: Entry): void {
+    if (offset === this.mru) return;
+    this.tables.delete(offset);
+    this.tables.set(offset, hit);
+    this.mru = offset;
   }
 
   /** Records that `table` (the contents of the table at `offset`) changed and must be written back. */
@@ -48,7 +72,8 @@ export class L2Cache {
     if (e?.dirty) return;
     if (e) this.tables.delete(offset);
     // Re-inserted if a read evicted it meanwhile: this buffer is the one that counts.
-    this.tables.set(offset, { load: Promise.resolve(table), dirty: true });
+    this.tables.set(offset, { load: Promise.resolve(table), table, dirty: true });
+    this.mru = offset;
     this.dirtyCount++;
   }
 

@@ -1,6 +1,7 @@
 import { BlockError } from '../../errors.js';
 import { AsyncLock, ClusterRangeQueue } from './async-lock.js';
 import { COMPRESSED, COPIED, compressedHiWord, compressedHost, compressedSectors, EXT_L2_ALLOC_BITS, EXT_L2_ZERO_BITS, entryOffset, l2EntryBytes, offsetHiWord, offsetLoWord, SUBCLUSTERS, ZERO_FLAG } from './entries.js';
+import { InPlaceWrites } from './in-place-writes.js';
 import { settleAll } from './refcounts.js';
 import type { WriterContext } from './writer-context.js';
 
@@ -39,6 +40,8 @@ interface ClusterPlan {
 export class Qcow2Writer {
   private readonly lock = new AsyncLock();
   private readonly queue = new ClusterRangeQueue();
+  private readonly inPlace: InPlaceWrites;
+  private readonly queued = (start: number, end: number) => this.queue.overlaps(start, end);
   private readonly cs: number;
   private readonly l2Entries: number;
   private readonly entryBytes: number;
@@ -55,10 +58,16 @@ export class Qcow2Writer {
     this.entryBytes = l2EntryBytes(c.h.extendedL2);
     this.l2Entries = this.cs / this.entryBytes;
     this.sc = c.h.extendedL2 ? this.cs / SUBCLUSTERS : this.cs;
+    this.inPlace = new InPlaceWrites(c);
   }
 
-  /** Writes `data` at guest `offset`. */
-  async write(offset: number, data: Uint8Array): Promise<void> {
+  /** Writes `data` at guest `offset`: at once into clusters owned alone (in-place-writes.ts), else through the queue. */
+  write(offset: number, data: Uint8Array): Promise<void> {
+    const host = this.started ? this.inPlace.hostNow(offset, data.length, this.queued) : -1;
+    return host >= 0 ? this.inPlace.write(host, offset, data) : this.writeQueued(offset, data);
+  }
+
+  private async writeQueued(offset: number, data: Uint8Array): Promise<void> {
     const ticket = await this.admit(this.floor(offset), this.ceil(offset + data.length));
     try {
       await this.writeRange(offset, data);
@@ -197,9 +206,11 @@ export class Qcow2Writer {
     }
   }
 
-  /** Takes the request's place in the queue before any await (arrival order decides overlapping requests), then waits its turn. */
+  /** Takes the request's place in the queue before any await (arrival order decides overlapping requests), then waits its turn and for in-place writes there. */
   private async admit(start: number, end: number) {
+    const clear = this.inPlace.whenClear(start, end);
     const entered = this.queue.enter(start, end);
+    if (clear) await clear;
     if (!this.started) {
       try {
         await this.start();
@@ -308,26 +319,11 @@ export class Qcow2Writer {
     return { first, last, mask: (2 ** (last + 1) - 2 ** first) >>> 0 };
   }
 
-  /** The host offset if every cluster of [offset, offset+length) is owned alone, contiguous and (subclusters) allocated, else -1 (no lock needed: the ticket owns these entries). */
+  /** {@link InPlaceWrites.hostIn} for a request holding its queue ticket (no lock needed: the ticket owns these entries). */
   private async inPlaceHost(offset: number, length: number): Promise<number> {
     const l1Index = Math.floor(offset / (this.cs * this.l2Entries));
-    const hi1 = this.c.l1.readUInt32BE(l1Index * 8);
-    if (!(hi1 & COPIED)) return -1;
-    const l2 = await this.c.cache.get(this.l1Entry(l1Index));
-    const first = this.floor(offset);
-    const end = offset + length;
-    let base = -1;
-    for (let g = first; g < end; g += this.cs) {
-      const x = this.entry(l2, g);
-      if (!x.owned) return -1;
-      if (this.c.h.extendedL2) {
-        const t = this.touched(g, Math.max(g, offset), Math.min(g + this.cs, end));
-        if ((x.allocBits & t.mask) >>> 0 !== t.mask) return -1;
-      }
-      if (base < 0) base = x.host;
-      else if (x.host !== base + (g - first)) return -1;
-    }
-    return base + (offset - first);
+    if (!(this.c.l1.readUInt32BE(l1Index * 8) & COPIED)) return -1;
+    return this.inPlace.hostIn(await this.c.cache.get(this.l1Entry(l1Index)), offset, length);
   }
 
   /**
