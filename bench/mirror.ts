@@ -192,7 +192,7 @@ async function main(): Promise<void> {
     const l = await sideBySide(rounds, qsdLoaded, oursLoaded);
     row('  … with a guest at 1,000 write IOPS (fio/NBD)', `${l.subject.toFixed(0)} ms`, `${l.baseline.toFixed(0)} ms`, l.baseline / l.subject, l.rounds.map((x) => 1 / x).sort((a, b) => a - b));
     details();
-    console.log(`  guest IOPS during the mirror (limit 1000): ours ${med(ourIops).toFixed(0)}, QSD ${med(qsdIops).toFixed(0)}`);
+    console.log(`  guest IOPS during the mirror (limit 1000): ours ${med(ourIops).toFixed(0)}, QSD ${med(qsdIops).toFixed(0)} (rounds: ours ${ourIops.map((x) => x.toFixed(0)).join(' ')}; QSD ${qsdIops.map((x) => x.toFixed(0)).join(' ')})`);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

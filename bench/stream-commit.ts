@@ -37,6 +37,27 @@ function copyChain(from: string, to: string): void {
 }
 
 type Kind = 'stream' | 'commit';
+
+/** CPU ms (user + system) of each side's timed runs, for the CPU-per-job line (load-independent, unlike the times). */
+const cpu = { qsd: [] as number[], ours: [] as number[] };
+
+/** CPU time (ms) of a process from /proc (clock ticks of 10 ms). */
+function procCpuMs(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** CPU time (ms) of this process. */
+function ownCpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+/** The pid of the qemu-storage-daemon just started in `dir` (its pid file). */
+function qsdPid(dir: string): number {
+  const file = fs.readdirSync(dir).filter((f) => f.startsWith('qemu-storage-daemon-') && f.endsWith('.pid')).sort().at(-1)!;
+  return Number(fs.readFileSync(path.join(dir, file), 'utf8'));
+}
 const QMP_ARGS: Record<Kind, Record<string, unknown>> = {
   stream: { 'job-id': 'j', device: 'top', 'base-node': 'base' },
   commit: { 'job-id': 'j', device: 'top', 'top-node': 'mid', 'base-node': 'base' },
@@ -51,10 +72,14 @@ async function qsdOnce(kind: Kind, orig: string, at: string): Promise<number> {
   }
   const qsd = await startQsd(at, args);
   try {
+    const pid = qsdPid(at);
+    const cpu0 = procCpuMs(pid);
     const t0 = performance.now();
     await qsd.qmp.ok(`block-${kind}`, QMP_ARGS[kind]);
     await qsd.qmp.waitJobStatus('j', 'null', 600_000);
-    return performance.now() - t0;
+    const ms = performance.now() - t0;
+    cpu.qsd.push(procCpuMs(pid) - cpu0);
+    return ms;
   } finally {
     await qsd.stop();
   }
@@ -70,10 +95,13 @@ async function oursOnce(kind: Kind, orig: string, at: string): Promise<number> {
       const file = await layer.addNode({ driver: 'file', nodeName: `${n}-file`, filename: path.join(at, `${n}.qcow2`) });
       below = await layer.addNode({ driver: 'qcow2', nodeName: n, file, backing: below });
     }
+    const cpu0 = ownCpuMs();
     const t0 = performance.now();
     const job = await layer.startJob(kind === 'stream' ? { type: 'stream', jobId: 'j', device: 'top', baseNode: 'base' } : { type: 'commit', jobId: 'j', device: 'top', topNode: 'mid', baseNode: 'base' });
     await job.wait();
-    return performance.now() - t0;
+    const ms = performance.now() - t0;
+    cpu.ours.push(ownCpuMs() - cpu0);
+    return ms;
   } finally {
     await layer.close();
   }
@@ -109,6 +137,10 @@ export async function streamCommitBench(rounds = 5) {
       const same = sameResult(kind, q, o);
       console.log(`block-${kind} of a 1 GiB chain (512 MiB to copy), median of ${rounds}, results ${same ? 'identical' : 'DIFFERENT'}`);
       row(`block-${kind} jobs per second: ours vs QSD`, r.subject.toFixed(3), r.baseline.toFixed(3), r.ratio, r.rounds);
+      const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+      console.log(`    CPU per job (user + system, median): ours ${med(cpu.ours).toFixed(0)} ms, QSD ${med(cpu.qsd).toFixed(0)} ms`);
+      cpu.ours.length = 0;
+      cpu.qsd.length = 0;
       if (!same) throw new Error(`the ${kind} results differ`);
       out[kind] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio, rounds: r.rounds, unit: 'jobs per second (higher is better)' };
     }

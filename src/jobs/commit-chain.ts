@@ -71,16 +71,17 @@ export async function allocatedBetween(top: BlockNode, offset: number, length: n
   return { copy: s.allocated && s.depth >= skip && s.depth < limit, length: s.length };
 }
 
-/** True when every byte of `data` is 0 (the copy then writes zeroes, which allocate nothing in a qcow2). */
+/** Zeros to compare pieces against, a chunk at a time (made on first use). */
+let zeroChunk: Buffer | null = null;
+
+/** True when every byte of `data` is 0 (the copy then writes zeroes, which allocate nothing in a qcow2): memcmp against zeros, a chunk at a time. */
 export function isZero(data: Uint8Array): boolean {
-  const words = data.length >>> 3;
-  if (data.byteOffset % 8 === 0) {
-    const w = new BigUint64Array(data.buffer, data.byteOffset, words);
-    for (let i = 0; i < words; i++) if (w[i] !== 0n) return false;
-  } else {
-    for (let i = 0; i < words * 8; i++) if (data[i] !== 0) return false;
+  zeroChunk ??= Buffer.alloc(CHAIN_CHUNK);
+  const view = Buffer.from(data.buffer, data.byteOffset, data.length);
+  for (let at = 0; at < view.length; at += CHAIN_CHUNK) {
+    const end = Math.min(view.length, at + CHAIN_CHUNK);
+    if (view.compare(zeroChunk, 0, end - at, at, end) !== 0) return false;
   }
-  for (let i = words * 8; i < data.length; i++) if (data[i] !== 0) return false;
   return true;
 }
 

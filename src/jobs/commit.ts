@@ -149,6 +149,8 @@ export async function startCommit(host: JobHost, spec: CommitJobSpec): Promise<J
 
 /** Pieces read and written at once while the walk goes on (QEMU's commit has one; overlapping them is most of our speed). */
 const WRITES_IN_FLIGHT = 4;
+/** Widest allocation query of the overlapped walk: an extent's answer serves all of its pieces. */
+const STATUS_WINDOW = CHAIN_CHUNK * 64;
 
 /** The work of an intermediate commit (QEMU commit_run, commit_prepare). */
 class CommitWork implements JobWork {
@@ -212,9 +214,18 @@ class CommitWork implements JobWork {
     let turn = 0;
     let failure: { reason: unknown } | undefined;
     try {
+      // One allocation query per extent (up to STATUS_WINDOW), copied in pieces of a chunk: the
+      // same pieces as QEMU's query per chunk, with fewer queries (each may reach the image file).
+      let extentEnd = 0;
+      let copy = false;
       for (let offset = 0; offset < len; ) {
         if (job.isCancelled) break;
-        const { copy, length } = await allocatedBetween(top, offset, Math.min(CHAIN_CHUNK, len - offset), 0, this.limit);
+        if (offset >= extentEnd) {
+          const found = await allocatedBetween(top, offset, Math.min(STATUS_WINDOW, len - offset), 0, this.limit);
+          copy = found.copy;
+          extentEnd = offset + found.length;
+        }
+        const length = copy ? Math.min(CHAIN_CHUNK, extentEnd - offset) : extentEnd - offset;
         if (copy) {
           if (writing.length === WRITES_IN_FLIGHT) await writing.shift();
           const part = this.buffers[turn].subarray(0, length);
