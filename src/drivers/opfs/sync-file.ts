@@ -1,7 +1,8 @@
 // An OPFS file through a FileSystemSyncAccessHandle (the fast path, dedicated Workers only):
 // every call completes before it returns, so a request is one synchronous call.
 import { BlockError } from '../../errors.js';
-import type { BlockStatus, DriverInstance } from '../../node/driver.js';
+import type { DriverInstance } from '../../node/driver.js';
+import { allData, type OpfsFileFacts, preallocMode } from './common.js';
 import { fromDomError } from './dom-errors.js';
 import type { SyncAccessHandle } from './web-types.js';
 
@@ -10,15 +11,6 @@ const DONE: Promise<void> = Promise.resolve();
 
 /** Zeros are written in pieces of at most this many bytes (one buffer, made on first use). */
 const ZERO_PIECE = 1 << 20;
-
-/** What both access modes share: the context of errors, the info, the release at close. */
-export interface OpfsFileFacts {
-  readonly path: string;
-  readonly node: string;
-  readonly writable: boolean;
-  readonly info: Record<string, unknown>;
-  readonly release: () => void;
-}
 
 export function syncFileInstance(handle: SyncAccessHandle, facts: OpfsFileFacts): DriverInstance {
   const { path, node } = facts;
@@ -103,15 +95,9 @@ export function syncFileInstance(handle: SyncAccessHandle, facts: OpfsFileFacts)
       }
       zeroFill(offset, length);
     },
-    async blockStatus(offset, length): Promise<BlockStatus> {
-      // no SEEK_DATA here: everything is data, as the file driver without it
-      return { offset, length, data: true, zero: false, allocated: true, depth: 0, hostOffset: offset };
-    },
+    blockStatus: allData,
     async truncate(newSize, options) {
-      const prealloc = options.prealloc ?? 'off';
-      if (prealloc === 'metadata' || prealloc === 'falloc') {
-        throw new BlockError('ENOTSUP', `Unsupported preallocation mode on opfs: ${prealloc} (use off or full)`, { node, path, field: 'prealloc' });
-      }
+      const prealloc = preallocMode(options.prealloc, node, path);
       const old = size;
       unflushed = true;
       resize(newSize);
