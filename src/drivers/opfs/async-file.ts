@@ -142,7 +142,7 @@ export async function asyncFileInstance(handle: FileHandle, facts: OpfsFileFacts
       } catch {
         // QEMU ignores a failed flush at close; the close itself must not fail
       } finally {
-        facts.release();
+        await facts.release();
       }
     },
     info: () => ({ ...facts.info, mode: 'async', pendingBytes }),

@@ -9,7 +9,8 @@ export interface OpfsFileFacts {
   readonly node: string;
   readonly writable: boolean;
   readonly info: Record<string, unknown>;
-  readonly release: () => void;
+  /** Gives up the Web Lock; resolves once the lock manager has let it go (another open may take it then). */
+  readonly release: () => Promise<void>;
 }
 
 /** OPFS has no SEEK_DATA: everything is data, as the file driver answers without it. */

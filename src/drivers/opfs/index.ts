@@ -5,6 +5,7 @@ import { defineDriver, type DriverInstance } from '../../node/driver.js';
 import { asyncFileInstance } from './async-file.js';
 import { fromDomError } from './dom-errors.js';
 import { opfsFacts, pathComponents } from './facts.js';
+import { storageFacts } from './storage-facts.js';
 import { syncFileInstance } from './sync-file.js';
 import { takeWebLock } from './web-lock.js';
 import { type DirectoryHandle, type FileHandle, type SyncAccessHandle, webNavigator } from './web-types.js';
@@ -27,7 +28,7 @@ export const opfsDriver = defineDriver({
       throw new BlockError('ENOTSUP', `opfs: this runtime has no Origin Private File System (navigator.storage.getDirectory) for '${path}'`, { ...ctx, field: 'driver' });
     }
     const create = options.create && !readOnly;
-    let release = () => {};
+    let release = async () => {};
     let locking = 'off';
     if (options.locking === 'on') {
       if (nav.locks) {
@@ -39,8 +40,7 @@ export const opfsDriver = defineDriver({
     }
     try {
       const handle = await fileHandle(await nav.storage.getDirectory(), names, create, path, nodeName);
-      const estimate = await nav.storage.estimate?.().catch(() => undefined);
-      const info = { path, locking, ...(estimate ? { storageUsage: estimate.usage, storageQuota: estimate.quota } : {}) };
+      const info = { path, locking, ...(await storageFacts(nav.storage, !readOnly)) };
       const facts = { path, node: nodeName, writable: !readOnly, info, release };
       const canSync = typeof handle.createSyncAccessHandle === 'function';
       if (options.mode === 'sync' && !canSync) {
@@ -68,7 +68,7 @@ export const opfsDriver = defineDriver({
       }
       return instance;
     } catch (e) {
-      release();
+      await release();
       throw e;
     }
   },

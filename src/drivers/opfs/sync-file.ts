@@ -113,7 +113,7 @@ export function syncFileInstance(handle: SyncAccessHandle, facts: OpfsFileFacts)
       try {
         handle.close();
       } finally {
-        facts.release();
+        await facts.release();
       }
     },
     info: () => ({ ...facts.info, mode: 'sync' }),
