@@ -212,10 +212,13 @@ describe.skipIf(!ready)('the opfs driver when a writer dies, its storage facts, 
     expect(s.errors).toEqual([]);
   }, 120_000);
 
-  it('the commit job merges an overlay on opfs into its opfs base: the base alone then reads as the chain did; qemu-img agrees', async () => {
+  it('the commit job merges an overlay on opfs into its opfs base (given read-write, or found by name and reopened read-write): the base alone then reads as the chain did; qemu-img agrees', async () => {
     const session = s!;
     const r = await session.worker('commitChain', { overlay: 'chain/over.qcow2', base: 'chain/base.qcow2' });
-    expect(r).toMatchObject({ before: guestHash, after: guestHash, baseBacking: null, pivoted: true });
+    expect(r).toMatchObject({ before: guestHash, after: guestHash, baseBacking: null, pivoted: true, baseReadOnly: false });
+    // the base found by the overlay's header opens read-only; the job reopens it read-write (a new sync access handle and lock)
+    const byName = await session.worker('commitChain', { overlay: 'vms/over2.qcow2', base: 'chain2/base.qcow2', byName: true });
+    expect(byName).toMatchObject({ before: guestHash, after: guestHash, baseBacking: null, pivoted: true, baseReadOnly: true });
     const base = await copyOut(session, 'chain/base.qcow2', 'committed-base.qcow2');
     execFileSync('qemu-img', ['check', base]);
     const raw = `${base}.raw`;

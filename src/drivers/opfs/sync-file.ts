@@ -12,7 +12,15 @@ const DONE: Promise<void> = Promise.resolve();
 /** Zeros are written in pieces of at most this many bytes (one buffer, made on first use). */
 const ZERO_PIECE = 1 << 20;
 
-export function syncFileInstance(handle: SyncAccessHandle, facts: OpfsFileFacts): DriverInstance {
+/** A sync instance; `rebind` puts it onto the handle (and lock) `handoff` gives up: a failed reopen closed its own. */
+export type SyncFileInstance = DriverInstance & {
+  rebind(handle: SyncAccessHandle, facts: OpfsFileFacts): void;
+  handoff(): [SyncAccessHandle, OpfsFileFacts];
+};
+
+export function syncFileInstance(first: SyncAccessHandle, firstFacts: OpfsFileFacts): SyncFileInstance {
+  let handle = first;
+  let facts = firstFacts;
   const { path, node } = facts;
   let size = handle.getSize();
   let unflushed = false;
@@ -117,5 +125,12 @@ export function syncFileInstance(handle: SyncAccessHandle, facts: OpfsFileFacts)
       }
     },
     info: () => ({ ...facts.info, mode: 'sync' }),
+    rebind(h, f) {
+      handle = h;
+      facts = f;
+      size = h.getSize();
+      unflushed = false;
+    },
+    handoff: () => [handle, facts],
   };
 }
