@@ -5,8 +5,9 @@ import { dirName, HAS_LOCAL_FILES, isAbsolutePath, joinPath, realPath } from '..
 import * as L from './limits.js';
 
 /**
- * Where an image's bytes come from: a local file or a URL (the http driver). Backing and data
- * file names in a header are relative to it, as QEMU resolves them against the image's filename.
+ * Where an image's bytes come from: a local file, a URL (the http driver) or an OPFS path (the
+ * browser build's opfs driver). Backing and data file names in a header are relative to it, as
+ * QEMU resolves them against the image's filename.
  */
 export type Location = { kind: 'file'; name: string } | { kind: 'url'; name: string } | { kind: 'opfs'; name: string };
 
