@@ -183,6 +183,10 @@ describe.skipIf(!ready)('the opfs driver when a writer dies, its storage facts, 
     expect(rel).toEqual({ hash: guestHash, backing: 'chain/base.qcow2' });
     const abs = await session.worker('opfsChain', { base: 'chain2/base.qcow2', overlay: 'vms/over2.qcow2', backingName: 'opfs:chain2/base.qcow2', size, baseWrites, writes });
     expect(abs).toEqual({ hash: guestHash, backing: 'chain2/base.qcow2' });
+    // a name that climbs out of the OPFS root is refused, not followed
+    for (const bad of ['../../../escape.qcow2', '/a/../b.qcow2', 'opfs:x//y']) {
+      expect(await session.worker('badBacking', { path: 'bad/over.qcow2', backingName: bad }), bad).toMatchObject({ error: { code: 'EINVAL' } });
+    }
     // the relative name means the same to qemu-img, with the base beside the overlay
     fs.mkdirSync(path.join(tmp, 'chain'));
     await copyOut(session, 'chain/base.qcow2', 'chain/base.qcow2');
