@@ -51,3 +51,5 @@ export { layQcow2Image, type NodeQcow2Options } from './tools/create-on-node.js'
 export { ThrottleGroup, ThrottleGroupRegistry } from './throttle/group.js';
 export type { ThrottleLimits, ThrottleOptions } from './throttle/limits.js';
 export { connectWorkerLayer, serveWorkerLayer, WorkerDrive, type WorkerEndpoint, WorkerLayer, type WorkerLayerHost } from './worker/index.js';
+export { checkImage, type CheckImageOptions } from './tools/check.js';
+export type { CheckResult, RepairMode } from './node/check-result.js';

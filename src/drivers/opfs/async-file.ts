@@ -3,10 +3,9 @@
 // writable stream, which Chromium lays into a swap copy of the file and puts in place at close.
 // A commit therefore costs the whole file: it happens at flush, at close, before a resize, and
 // when the waiting writes pass a bound.
-import { BlockError } from '../../errors.js';
-import type { BlockStatus, DriverInstance } from '../../node/driver.js';
+import type { DriverInstance } from '../../node/driver.js';
+import { allData, type OpfsFileFacts, preallocMode } from './common.js';
 import { fromDomError } from './dom-errors.js';
-import type { OpfsFileFacts } from './sync-file.js';
 import type { FileHandle, FileSnapshot } from './web-types.js';
 
 /** Bytes, and writes, waiting before a commit is forced: they bound the memory and each read's overlay work. */
@@ -120,14 +119,9 @@ export async function asyncFileInstance(handle: FileHandle, facts: OpfsFileFacts
       // the zero buffer is never written to, so every piece may share it
       for (let pos = 0; pos < length; pos += ZERO_PIECE) await queue(offset + pos, zeros.subarray(0, Math.min(ZERO_PIECE, length - pos)));
     },
-    async blockStatus(offset, length): Promise<BlockStatus> {
-      return { offset, length, data: true, zero: false, allocated: true, depth: 0, hostOffset: offset };
-    },
+    blockStatus: allData,
     async truncate(newSize, options) {
-      const prealloc = options.prealloc ?? 'off';
-      if (prealloc === 'metadata' || prealloc === 'falloc') {
-        throw new BlockError('ENOTSUP', `Unsupported preallocation mode on opfs: ${prealloc} (use off or full)`, { node, path, field: 'prealloc' });
-      }
+      const prealloc = preallocMode(options.prealloc, node, path);
       // the writes before the resize land first, then the file is cut or grown in one commit
       await commit();
       const old = size;
@@ -148,7 +142,7 @@ export async function asyncFileInstance(handle: FileHandle, facts: OpfsFileFacts
       } catch {
         // QEMU ignores a failed flush at close; the close itself must not fail
       } finally {
-        facts.release();
+        await facts.release();
       }
     },
     info: () => ({ ...facts.info, mode: 'async', pendingBytes }),

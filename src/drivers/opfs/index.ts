@@ -5,9 +5,10 @@ import { defineDriver, type DriverInstance } from '../../node/driver.js';
 import { asyncFileInstance } from './async-file.js';
 import { fromDomError } from './dom-errors.js';
 import { opfsFacts, pathComponents } from './facts.js';
-import { syncFileInstance } from './sync-file.js';
+import { storageFacts } from './storage-facts.js';
+import { type SyncFileInstance, syncFileInstance } from './sync-file.js';
 import { takeWebLock } from './web-lock.js';
-import { type DirectoryHandle, type FileHandle, type SyncAccessHandle, webNavigator } from './web-types.js';
+import { type DirectoryHandle, type FileHandle, type LockManager, type StorageManager, type SyncAccessHandle, webNavigator } from './web-types.js';
 
 /** Web Lock names: one per file, shared by every page and worker of the origin. */
 const LOCK_PREFIX = 'blocklayer:opfs:';
@@ -21,58 +22,93 @@ export const opfsDriver = defineDriver({
   async open({ options, readOnly, nodeName }): Promise<DriverInstance> {
     const names = pathComponents(options.path) as string[];
     const path = names.join('/');
-    const ctx = { node: nodeName, path };
     const nav = webNavigator();
     if (typeof nav.storage?.getDirectory !== 'function') {
-      throw new BlockError('ENOTSUP', `opfs: this runtime has no Origin Private File System (navigator.storage.getDirectory) for '${path}'`, { ...ctx, field: 'driver' });
+      throw new BlockError('ENOTSUP', `opfs: this runtime has no Origin Private File System (navigator.storage.getDirectory) for '${path}'`, { node: nodeName, path, field: 'driver' });
     }
-    const create = options.create && !readOnly;
-    let release = () => {};
-    let locking = 'off';
-    if (options.locking === 'on') {
-      if (nav.locks) {
-        release = await takeWebLock(nav.locks, LOCK_PREFIX + path, readOnly ? 'shared' : 'exclusive', ctx);
-        locking = 'web-locks';
-      } else {
-        locking = 'unavailable';
-      }
-    }
-    try {
-      const handle = await fileHandle(await nav.storage.getDirectory(), names, create, path, nodeName);
-      const estimate = await nav.storage.estimate?.().catch(() => undefined);
-      const info = { path, locking, ...(estimate ? { storageUsage: estimate.usage, storageQuota: estimate.quota } : {}) };
-      const facts = { path, node: nodeName, writable: !readOnly, info, release };
-      const canSync = typeof handle.createSyncAccessHandle === 'function';
-      if (options.mode === 'sync' && !canSync) {
-        throw new BlockError('ENOTSUP', `opfs: mode 'sync' needs FileSystemSyncAccessHandle, which exists only in a dedicated Worker`, { ...ctx, field: 'mode' });
-      }
-      if (options.mode === 'async' || !canSync) {
-        const instance = await asyncFileInstance(handle, facts);
-        if (create && options.size > 0 && instance.length() === 0) await instance.truncate?.(options.size, { shrink: false });
-        return instance;
-      }
-      let sync: SyncAccessHandle;
-      try {
-        sync = await handle.createSyncAccessHandle!({ mode: readOnly ? 'read-only' : 'readwrite' });
-      } catch (e) {
-        throw fromDomError(e, `opfs: could not open '${path}'${readOnly ? '' : ' read-write'}`, ctx);
-      }
-      const instance = syncFileInstance(sync, facts);
-      if (create && options.size > 0 && instance.length() === 0) {
-        try {
-          await instance.truncate?.(options.size, { shrink: false });
-        } catch (e) {
-          sync.close();
-          throw e;
-        }
-      }
-      return instance;
-    } catch (e) {
-      release();
-      throw e;
-    }
+    const where: Where = { names, path, node: nodeName, mode: options.mode, locking: options.locking === 'on', storage: nav.storage, locks: nav.locks };
+    return openFile(where, readOnly, options.create && !readOnly ? options.size : undefined);
   },
 });
+
+/** What an open of one opfs path needs, again at a reopen. */
+interface Where {
+  readonly names: string[];
+  readonly path: string;
+  readonly node: string;
+  readonly mode: 'auto' | 'sync' | 'async';
+  readonly locking: boolean;
+  readonly storage: StorageManager;
+  readonly locks: LockManager | undefined;
+}
+
+/** The file opened (made, `createSize` bytes long, when `createSize` is given) with its Web Lock. */
+async function openFile(w: Where, readOnly: boolean, createSize?: number): Promise<DriverInstance> {
+  const { path, node } = w;
+  const ctx = { node, path };
+  const create = createSize !== undefined;
+  let release = async () => {};
+  let locking = 'off';
+  if (w.locking) {
+    if (w.locks) {
+      release = await takeWebLock(w.locks, LOCK_PREFIX + path, readOnly ? 'shared' : 'exclusive', ctx);
+      locking = 'web-locks';
+    } else {
+      locking = 'unavailable';
+    }
+  }
+  try {
+    const handle = await fileHandle(await w.storage.getDirectory(), w.names, create, path, node);
+    const info = { path, locking, ...(await storageFacts(w.storage, !readOnly)) };
+    const facts = { path, node, writable: !readOnly, info, release };
+    const canSync = typeof handle.createSyncAccessHandle === 'function';
+    if (w.mode === 'sync' && !canSync) {
+      throw new BlockError('ENOTSUP', `opfs: mode 'sync' needs FileSystemSyncAccessHandle, which exists only in a dedicated Worker`, { ...ctx, field: 'mode' });
+    }
+    if (w.mode === 'async' || !canSync) {
+      const instance = await asyncFileInstance(handle, facts);
+      if (create && createSize > 0 && instance.length() === 0) await instance.truncate?.(createSize, { shrink: false });
+      return instance;
+    }
+    let sync: SyncAccessHandle;
+    try {
+      sync = await handle.createSyncAccessHandle!({ mode: readOnly ? 'read-only' : 'readwrite' });
+    } catch (e) {
+      throw fromDomError(e, `opfs: could not open '${path}'${readOnly ? '' : ' read-write'}`, ctx);
+    }
+    const instance = syncFileInstance(sync, facts);
+    if (create && createSize > 0 && instance.length() === 0) {
+      try {
+        await instance.truncate?.(createSize, { shrink: false });
+      } catch (e) {
+        sync.close();
+        throw e;
+      }
+    }
+    instance.reopen = (ro) => reopenSync(w, instance, ro);
+    return instance;
+  } catch (e) {
+    await release();
+    throw e;
+  }
+}
+
+/**
+ * The node read-only or read-write on a new sync access handle and lock (a commit job writing
+ * its base): a read-write handle or an exclusive lock admits no other, so the old ones go
+ * first; if the new mode cannot be had, the instance goes back onto a handle in its old mode.
+ */
+async function reopenSync(w: Where, instance: SyncFileInstance, readOnly: boolean): Promise<DriverInstance> {
+  await instance.close();
+  try {
+    return await openFile(w, readOnly);
+  } catch (e) {
+    // the old instance serves on, in its old mode, with the handle and lock just taken for it
+    const back = (await openFile(w, !readOnly).catch(() => undefined)) as SyncFileInstance | undefined;
+    if (back) instance.rebind(...back.handoff());
+    throw e;
+  }
+}
 
 /** The file at `names` under `root`; with `create`, it and its folders are made when missing. */
 async function fileHandle(root: DirectoryHandle, names: string[], create: boolean, path: string, node: string): Promise<FileHandle> {

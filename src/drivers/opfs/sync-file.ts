@@ -1,7 +1,8 @@
 // An OPFS file through a FileSystemSyncAccessHandle (the fast path, dedicated Workers only):
 // every call completes before it returns, so a request is one synchronous call.
 import { BlockError } from '../../errors.js';
-import type { BlockStatus, DriverInstance } from '../../node/driver.js';
+import type { DriverInstance } from '../../node/driver.js';
+import { allData, type OpfsFileFacts, preallocMode } from './common.js';
 import { fromDomError } from './dom-errors.js';
 import type { SyncAccessHandle } from './web-types.js';
 
@@ -11,16 +12,15 @@ const DONE: Promise<void> = Promise.resolve();
 /** Zeros are written in pieces of at most this many bytes (one buffer, made on first use). */
 const ZERO_PIECE = 1 << 20;
 
-/** What both access modes share: the context of errors, the info, the release at close. */
-export interface OpfsFileFacts {
-  readonly path: string;
-  readonly node: string;
-  readonly writable: boolean;
-  readonly info: Record<string, unknown>;
-  readonly release: () => void;
-}
+/** A sync instance; `rebind` puts it onto the handle (and lock) `handoff` gives up: a failed reopen closed its own. */
+export type SyncFileInstance = DriverInstance & {
+  rebind(handle: SyncAccessHandle, facts: OpfsFileFacts): void;
+  handoff(): [SyncAccessHandle, OpfsFileFacts];
+};
 
-export function syncFileInstance(handle: SyncAccessHandle, facts: OpfsFileFacts): DriverInstance {
+export function syncFileInstance(first: SyncAccessHandle, firstFacts: OpfsFileFacts): SyncFileInstance {
+  let handle = first;
+  let facts = firstFacts;
   const { path, node } = facts;
   let size = handle.getSize();
   let unflushed = false;
@@ -103,15 +103,9 @@ export function syncFileInstance(handle: SyncAccessHandle, facts: OpfsFileFacts)
       }
       zeroFill(offset, length);
     },
-    async blockStatus(offset, length): Promise<BlockStatus> {
-      // no SEEK_DATA here: everything is data, as the file driver without it
-      return { offset, length, data: true, zero: false, allocated: true, depth: 0, hostOffset: offset };
-    },
+    blockStatus: allData,
     async truncate(newSize, options) {
-      const prealloc = options.prealloc ?? 'off';
-      if (prealloc === 'metadata' || prealloc === 'falloc') {
-        throw new BlockError('ENOTSUP', `Unsupported preallocation mode on opfs: ${prealloc} (use off or full)`, { node, path, field: 'prealloc' });
-      }
+      const prealloc = preallocMode(options.prealloc, node, path);
       const old = size;
       unflushed = true;
       resize(newSize);
@@ -127,9 +121,16 @@ export function syncFileInstance(handle: SyncAccessHandle, facts: OpfsFileFacts)
       try {
         handle.close();
       } finally {
-        facts.release();
+        await facts.release();
       }
     },
     info: () => ({ ...facts.info, mode: 'sync' }),
+    rebind(h, f) {
+      handle = h;
+      facts = f;
+      size = h.getSize();
+      unflushed = false;
+    },
+    handoff: () => [handle, facts],
   };
 }

@@ -43,9 +43,12 @@ export interface LockManager {
   request(name: string, options: { mode: 'exclusive' | 'shared'; ifAvailable: boolean }, callback: (lock: object | null) => unknown): Promise<unknown>;
 }
 
-interface StorageManager {
+export interface StorageManager {
   getDirectory(): Promise<DirectoryHandle>;
   estimate?(): Promise<{ usage?: number; quota?: number }>;
+  /** Asks that the origin's storage be kept under storage pressure; resolves to whether it is. */
+  persist?(): Promise<boolean>;
+  persisted?(): Promise<boolean>;
 }
 
 /** What of `navigator` this runtime has (nothing in Node). */

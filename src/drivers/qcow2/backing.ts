@@ -1,14 +1,18 @@
 import { BlockError } from '../../errors.js';
 import type { NodeOptions } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
-import { dirName, isAbsolutePath, joinPath, realPath } from '../../platform/files.js';
+import { dirName, HAS_LOCAL_FILES, isAbsolutePath, joinPath, realPath } from '../../platform/files.js';
 import * as L from './limits.js';
 
 /**
- * Where an image's bytes come from: a local file or a URL (the http driver). Backing and data
- * file names in a header are relative to it, as QEMU resolves them against the image's filename.
+ * Where an image's bytes come from: a local file, a URL (the http driver) or an OPFS path (the
+ * browser build's opfs driver). Backing and data file names in a header are relative to it, as
+ * QEMU resolves them against the image's filename.
  */
-export type Location = { kind: 'file'; name: string } | { kind: 'url'; name: string };
+export type Location = { kind: 'file'; name: string } | { kind: 'url'; name: string } | { kind: 'opfs'; name: string };
+
+/** A name stored as `opfs:vms/base.qcow2`: a path in the Origin Private File System (the browser build's opfs driver). */
+const OPFS_SCHEME = 'opfs:';
 
 const URL_SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
 
@@ -17,6 +21,7 @@ export function locationOf(node: BlockNode): Location | undefined {
   const o = node.options;
   if (node.driver.name === 'file' && typeof o.filename === 'string') return { kind: 'file', name: o.filename };
   if (node.driver.name === 'http' && typeof o.url === 'string') return { kind: 'url', name: o.url };
+  if (node.driver.name === 'opfs' && typeof o.path === 'string') return { kind: 'opfs', name: o.path.replace(/^\/+/, '') };
   const child = node.child('file');
   return child ? locationOf(child) : undefined;
 }
@@ -25,6 +30,10 @@ export function locationOf(node: BlockNode): Location | undefined {
 export function resolveName(image: Location | undefined, name: string, what: string, nodeName: string): Location {
   if (URL_SCHEME.test(name)) return { kind: 'url', name };
   if (image?.kind === 'url') return { kind: 'url', name: new URL(name, image.name).href };
+  // only where there are no local files (the browser build) may a name mean an OPFS path
+  if (!HAS_LOCAL_FILES && name.startsWith(OPFS_SCHEME)) return { kind: 'opfs', name: name.slice(OPFS_SCHEME.length).replace(/^\/+/, '') };
+  // an image in OPFS: relative names from its folder, absolute ones from the OPFS root, as a file's
+  if (image?.kind === 'opfs') return { kind: 'opfs', name: isAbsolutePath(name) ? name.replace(/^\/+/, '') : joinPath(dirName(`/${image.name}`), name).replace(/^\/+/, '') };
   if (isAbsolutePath(name)) return { kind: 'file', name };
   if (image === undefined) {
     throw new BlockError('ENOTSUP', `qcow2: cannot resolve the relative ${what} name '${name}': the image is neither a file nor a URL`, { node: nodeName });
@@ -34,6 +43,7 @@ export function resolveName(image: Location | undefined, name: string, what: str
 
 /** Options of the protocol node that reads `loc`; `forceShare` (QEMU force-share) as the image's own file was opened. */
 export function protocolOptions(loc: Location, readOnly: boolean, forceShare = false): NodeOptions {
+  if (loc.kind === 'opfs') return { driver: 'opfs', path: loc.name, readOnly };
   if (loc.kind !== 'file') return { driver: 'http', url: loc.name };
   return { driver: 'file', filename: loc.name, readOnly, ...(forceShare ? { forceShare } : {}) };
 }
@@ -41,6 +51,7 @@ export function protocolOptions(loc: Location, readOnly: boolean, forceShare = f
 /** One name per image for loop detection: the real path of a file, the URL itself. */
 export async function identity(loc: Location, nodeName: string): Promise<string> {
   if (loc.kind === 'url') return loc.name;
+  if (loc.kind === 'opfs') return OPFS_SCHEME + loc.name;
   return realPath(loc.name).catch((e) => {
     throw new BlockError('ENOENT', `qcow2: could not open backing file '${loc.name}': ${(e as Error).message}`, { path: loc.name, node: nodeName, cause: e });
   });
