@@ -18,6 +18,7 @@ import { Negotiation, type NegotiationHost } from './negotiation.js';
 import { ProtocolViolation } from './protocol-violation.js';
 import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
 import type { NbdClientInfo, NbdServerEvents } from './server-options.js';
+import { ReadJob, type ReadJobHost } from './read-job.js';
 import { ReplyBatch } from './reply-batch.js';
 import { upgradeToTls } from './tls-upgrade.js';
 
@@ -48,7 +49,7 @@ export interface ConnectionHost extends NegotiationHost {
 }
 
 /** Per-connection state: handshake, then requests in flight and replies as they complete. */
-export class Connection {
+export class Connection implements ReadJobHost {
   private reader: SocketReader;
   /** The plain socket, then the TLS socket over it once NBD_OPT_STARTTLS succeeded. */
   private socket: net.Socket;
@@ -78,6 +79,8 @@ export class Connection {
   /** Transmission replies gathered in this turn (written when the socket is uncorked), or null. */
   private batch: ReplyBatch | null = null;
   private readonly spareBatches: ReplyBatch[] = [];
+  /** Records of finished READs, for reuse. */
+  private readonly spareReads: ReadJob[] = [];
   /** A batch has been handed to the OS (or never will be: `err`): its frames and budget bytes come back. */
   private readonly batchWritten = (b: ReplyBatch, err: Error | null | undefined): void => {
     this.budget.giveBack(b.bytes);
@@ -399,7 +402,8 @@ export class Connection {
       }
       this.inFlight++;
       this.inFlightBytes += bytes;
-      void this.serve(req, payload, bytes);
+      if (req.type === P.NBD_CMD_READ) this.read(req, bytes);
+      else void this.serve(req, payload, bytes);
     }
   }
 
@@ -441,9 +445,6 @@ export class Connection {
     try {
       checkRequest(req, this.exp as NbdExport, this.server.maxRequest, this.meta !== null);
       switch (req.type) {
-        case P.NBD_CMD_READ:
-          await this.read(req, bytes);
-          return;
         case P.NBD_CMD_BLOCK_STATUS:
           await this.blockStatus(req);
           return;
@@ -472,11 +473,16 @@ export class Connection {
     } catch (e) {
       this.sendError(req, e, bytes);
     } finally {
-      this.inFlight--;
-      this.inFlightBytes -= bytes;
-      this.wakeSlot();
-      if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+      this.settled(bytes);
     }
+  }
+
+  /** A request has been answered: it leaves the in-flight count and a wait for a slot may end. */
+  private settled(bytes: number): void {
+    this.inFlight--;
+    this.inFlightBytes -= bytes;
+    this.wakeSlot();
+    if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
   private get drive(): Drive {
@@ -487,19 +493,55 @@ export class Connection {
    * Reads straight into the reply: one buffer holds the reply header and, behind it, the data the
    * drive fills, so the reply leaves in one socket write. The buffer is reused once written out.
    */
-  private async read(req: ServerRequest, bytes: number): Promise<void> {
+  private read(req: ServerRequest, bytes: number): void {
+    try {
+      checkRequest(req, this.exp as NbdExport, this.server.maxRequest, this.meta !== null);
+    } catch (e) {
+      this.sendError(req, e, bytes);
+      this.settled(bytes);
+      return;
+    }
     if (req.length === 0) {
       if (this.structured) this.reply(P.encodeStructuredReplyHeader(req.cookie, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, 0), null, bytes);
       else this.reply(P.encodeSimpleReply(req.cookie, P.NBD_SUCCESS), null, bytes);
+      this.settled(bytes);
       return;
     }
-    const structured = this.structured;
-    const header = readReplyHeaderSize(structured);
-    const pool = this.server.pool;
-    const frame = pool.take(header + req.length);
-    await this.drive.read(req.offset, frame.subarray(header));
-    writeReadReplyHeader(frame, req, structured);
+    const job = this.spareReads.pop() ?? new ReadJob(this);
+    job.req = req;
+    job.bytes = bytes;
+    job.frame = this.server.pool.take(readReplyHeaderSize(this.structured) + req.length);
+    let done: Promise<unknown>;
+    try {
+      done = this.drive.read(req.offset, job.frame.subarray(readReplyHeaderSize(this.structured)));
+    } catch (e) {
+      done = Promise.reject(e);
+    }
+    done.then(job.done, job.failed);
+  }
+
+  /** @internal A READ's data is in its frame: the reply goes, the frame back to the pool once written. */
+  readDone(job: ReadJob): void {
+    const req = job.req as ServerRequest;
+    const { frame, bytes } = job;
+    this.releaseJob(job);
+    writeReadReplyHeader(frame, req, this.structured);
     this.reply(frame, frame, bytes);
+    this.settled(bytes);
+  }
+
+  /** @internal A READ failed: an error reply; the frame is not reused (a driver may still be using pieces of it). */
+  readFailed(job: ReadJob, e: unknown): void {
+    const req = job.req as ServerRequest;
+    const bytes = job.bytes;
+    this.releaseJob(job);
+    this.sendError(req, e, bytes);
+    this.settled(bytes);
+  }
+
+  private releaseJob(job: ReadJob): void {
+    job.clear();
+    if (this.spareReads.length < MAX_IN_FLIGHT) this.spareReads.push(job);
   }
 
   /**
