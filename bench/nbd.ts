@@ -4,8 +4,9 @@
  * reads and writes at QD8. Like with like: both sides use the page cache (qemu-nbd
  * --cache=writeback, its default; our file driver never opens O_DIRECT) and the same I/O engine
  * (qemu-nbd --aio=E, our file driver aio: E), once per engine. Besides the rate, each side's CPU
- * time per request (all threads of the server process) is printed: on a shared machine it moves
- * less than the rate does.
+ * time per request (all threads of the server process) is printed, and that of the main thread
+ * alone (the event loop: parsing, the Drive, replies; the rest is the I/O threads): on a shared
+ * machine they move less than the rate does.
  * What limits 1 MiB writes (2026-11): Node reads a socket 64 KiB at a time into a fresh
  * ArrayBuffer per read, and that external memory makes V8 run a mark-compact for about every
  * 64 MiB received (--trace-gc: "external memory pressure"), then each chunk is copied into the
@@ -86,15 +87,22 @@ async function fio(uri: string, s: Scenario, seconds: number): Promise<{ rate: n
   return { rate: s.bs === '4k' ? side.iops : side.bw_bytes / 1e6, requests: side.iops * seconds };
 }
 
-/** One measured run: the rate and the server's CPU microseconds per request. */
+/** One measured run: the rate and the server's CPU microseconds per request (all threads, the main thread). */
 interface Sample {
   rate: number;
   cpuUs: number;
+  mainCpuUs: number;
 }
 
-/** CPU seconds (user + system, all threads) used so far by process `pid`, from /proc. */
-function procCpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** The server's CPU seconds used so far: all its threads, and its main thread alone. */
+interface CpuMeters {
+  all: () => number;
+  main: () => number;
+}
+
+/** CPU seconds (user + system) used so far by process `pid` (all threads), or by its main thread alone, from /proc. */
+function procCpuSeconds(pid: number, mainThread = false): number {
+  const stat = fs.readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8');
   // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
@@ -107,20 +115,22 @@ function selfCpuSeconds(): number {
   return (u.user + u.system) / 1e6;
 }
 
-async function measured(cpu: () => number, uri: string, s: Scenario, seconds: number): Promise<Sample> {
-  const before = cpu();
+async function measured(cpu: CpuMeters, uri: string, s: Scenario, seconds: number): Promise<Sample> {
+  const before = cpu.all();
+  const mainBefore = cpu.main();
   const r = await fio(uri, s, seconds);
-  const used = cpu() - before;
-  return { rate: r.rate, cpuUs: r.requests > 0 ? (used * 1e6) / r.requests : Number.NaN };
+  const perRequest = (used: number) => (r.requests > 0 ? (used * 1e6) / r.requests : Number.NaN);
+  return { rate: r.rate, cpuUs: perRequest(cpu.all() - before), mainCpuUs: perRequest(cpu.main() - mainBefore) };
 }
 
 /** Serves `file` with qemu-nbd for the duration of `fn`. */
-async function withQemuNbd<T>(file: string, aio: Aio, fn: (uri: string, cpu: () => number) => Promise<T>): Promise<T> {
+async function withQemuNbd<T>(file: string, aio: Aio, fn: (uri: string, cpu: CpuMeters) => Promise<T>): Promise<T> {
   const port = await freePort();
   const p = spawn('qemu-nbd', ['-f', 'raw', '-x', 'disk', '-b', '127.0.0.1', '-p', String(port), '--persistent', '--shared=8', '--cache=writeback', `--aio=${aio}`, file], { stdio: 'ignore' });
   try {
     await waitForPort(port);
-    return await fn(`nbd://127.0.0.1:${port}/disk`, () => procCpuSeconds(p.pid as number));
+    const pid = p.pid as number;
+    return await fn(`nbd://127.0.0.1:${port}/disk`, { all: () => procCpuSeconds(pid), main: () => procCpuSeconds(pid, true) });
   } finally {
     p.kill('SIGTERM');
     await new Promise((r) => p.once('exit', r));
@@ -128,7 +138,7 @@ async function withQemuNbd<T>(file: string, aio: Aio, fn: (uri: string, cpu: () 
 }
 
 /** Serves `file` with our NbdServer (raw over file, one Drive) for the duration of `fn`. */
-async function withOurs<T>(file: string, aio: Aio, fn: (uri: string, cpu: () => number) => Promise<T>): Promise<T> {
+async function withOurs<T>(file: string, aio: Aio, fn: (uri: string, cpu: CpuMeters) => Promise<T>): Promise<T> {
   const layer = new BlockLayer();
   const drive = await layer.openDrive({ driver: 'raw', file: { driver: 'file', filename: file, aio } });
   const used = (drive.node.children.get('file')?.info() as { aio?: string } | undefined)?.aio;
@@ -136,7 +146,7 @@ async function withOurs<T>(file: string, aio: Aio, fn: (uri: string, cpu: () => 
   const server = new NbdServer({ exports: [{ name: 'disk', drive }] });
   const address = await server.listen({ host: '127.0.0.1', port: 0 });
   try {
-    return await fn(`nbd://127.0.0.1:${(address as { port: number }).port}/disk`, selfCpuSeconds);
+    return await fn(`nbd://127.0.0.1:${(address as { port: number }).port}/disk`, { all: selfCpuSeconds, main: () => procCpuSeconds(process.pid, true) });
   } finally {
     await server.close();
     await layer.close();
@@ -165,12 +175,15 @@ async function pair(file: string, aio: Aio, s: Scenario, seconds: number, rounds
     ratio: m(ours, 'rate') / m(qemu, 'rate'),
     oursCpuUsPerRequest: m(ours, 'cpuUs'),
     qemuCpuUsPerRequest: m(qemu, 'cpuUs'),
+    oursMainThreadCpuUsPerRequest: m(ours, 'mainCpuUs'),
+    qemuMainThreadCpuUsPerRequest: m(qemu, 'mainCpuUs'),
     rounds: { ours: ours.map((x) => x.rate), qemu: qemu.map((x) => x.rate) },
   };
   const unit = s.bs === '4k' ? ' IOPS' : ' MB/s';
   console.log(
     `  ${s.label.padEnd(36)} ${fmtRate(result.ours, unit).padStart(11)} vs ${fmtRate(result.qemu, unit).padStart(11)}  ratio ${result.ratio.toFixed(3)}` +
-      `   CPU/req ${result.oursCpuUsPerRequest.toFixed(1)} vs ${result.qemuCpuUsPerRequest.toFixed(1)} µs`,
+      `   CPU/req ${result.oursCpuUsPerRequest.toFixed(1)} vs ${result.qemuCpuUsPerRequest.toFixed(1)} µs` +
+      ` (main thread ${result.oursMainThreadCpuUsPerRequest.toFixed(1)} vs ${result.qemuMainThreadCpuUsPerRequest.toFixed(1)} µs)`,
   );
   return result;
 }

@@ -11,12 +11,15 @@ import { allocationToExtents, bitmapToExtents } from './block-status.js';
 import { checkRequest, replyErrorOf, trim, writeZeroes } from './commands.js';
 import { ExtentArray, MAX_EXTENTS } from './extent-array.js';
 import type { NbdExport } from './export.js';
+import { ConnectionBudget } from './connection-budget.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { ALLOCATION_DEPTH_ID, BASE_ALLOCATION_ID, type MetaSelection } from './meta-contexts.js';
 import { Negotiation, type NegotiationHost } from './negotiation.js';
 import { ProtocolViolation } from './protocol-violation.js';
 import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
 import type { NbdClientInfo, NbdServerEvents } from './server-options.js';
+import { ReadJob, type ReadJobHost } from './read-job.js';
+import { ReplyBatch } from './reply-batch.js';
 import { upgradeToTls } from './tls-upgrade.js';
 
 /** Unsent option replies past which the server stops reading options until the client takes them. */
@@ -25,6 +28,10 @@ const HANDSHAKE_BACKLOG = 256 * 1024;
 const READER_SLACK = 256 * 1024;
 /** Requests in flight per connection before the server stops reading new ones. */
 const MAX_IN_FLIGHT = 64;
+/** Reply batch objects kept for reuse per connection. */
+const SPARE_BATCHES = 8;
+/** The error a batch is given back with when its last frame could not be written. */
+const NOT_WRITTEN = new Error('reply not written: the socket has closed');
 
 /** What a connection needs of its server (the NbdServer; an interface so that the server's file imports this one, not the reverse). */
 export interface ConnectionHost extends NegotiationHost {
@@ -42,7 +49,7 @@ export interface ConnectionHost extends NegotiationHost {
 }
 
 /** Per-connection state: handshake, then requests in flight and replies as they complete. */
-export class Connection {
+export class Connection implements ReadJobHost {
   private reader: SocketReader;
   /** The plain socket, then the TLS socket over it once NBD_OPT_STARTTLS succeeded. */
   private socket: net.Socket;
@@ -64,7 +71,23 @@ export class Connection {
   private corked = false;
   private readonly uncork = () => {
     this.corked = false;
+    const b = this.batch;
+    this.batch = null;
+    if (b !== null) this.closeBatch(b);
     this.socket.uncork();
+  };
+  /** Transmission replies gathered in this turn (written when the socket is uncorked), or null. */
+  private batch: ReplyBatch | null = null;
+  private readonly spareBatches: ReplyBatch[] = [];
+  /** Records of finished READs, for reuse. */
+  private readonly spareReads: ReadJob[] = [];
+  /** A batch has been handed to the OS (or never will be: `err`): its frames and budget bytes come back. */
+  private readonly batchWritten = (b: ReplyBatch, err: Error | null | undefined): void => {
+    this.budget.giveBack(b.bytes);
+    // Written out: nothing references the frames any more (after an error the socket may still).
+    if (!err) for (let i = 0; i < b.pooled.length; i++) this.server.pool.give(b.pooled[i] as Buffer);
+    b.reset();
+    if (this.spareBatches.length < SPARE_BATCHES) this.spareBatches.push(b);
   };
   /** Resolves once the socket has closed and 'disconnect' was emitted. */
   readonly closed: Promise<void>;
@@ -74,13 +97,12 @@ export class Connection {
   private idleWaiters: (() => void)[] = [];
   private slotWaiter: (() => void) | null = null;
   private stopping = false;
+  private readonly stopped = () => this.stopping || this.closeSeen;
   private quiesced: Promise<void> | null = null;
   private loopDone: Promise<void> = Promise.resolve();
   private faultReason: string | undefined;
-  /** Budget bytes held by this connection's requests, by request (given back at the latest when the socket closes). */
-  private readonly held = new Set<{ n: number }>();
-  /** Ends a wait for budget when the connection stops. */
-  private budgetAbort: (() => void) | null = null;
+  /** Budget bytes held by this connection's requests (given back at the latest when the socket closes). */
+  private readonly budget: ConnectionBudget;
 
   constructor(
     private readonly server: ConnectionHost,
@@ -90,6 +112,7 @@ export class Connection {
     this.address = socket.remoteAddress ?? 'unix';
     this.port = socket.remotePort;
     this.reader = new SocketReader(socket, READER_SLACK);
+    this.budget = new ConnectionBudget(server.budget);
     socket.setNoDelay(true);
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
@@ -114,9 +137,7 @@ export class Connection {
       this.handshakeTimer?.cancel();
       this.endTimer?.cancel();
       // Replies that will never be written give their bytes back; a pending wait leaves the queue.
-      for (const h of this.held) this.server.budget.release(h.n);
-      this.held.clear();
-      this.cancelBudgetWait();
+      this.budget.close();
       this.wakeSlot();
       this.server.forget(this, this.faultReason);
       this.resolveClosed();
@@ -197,6 +218,10 @@ export class Connection {
    */
   end(): void {
     this.reader.stop(new ReaderClosed('connection ending'));
+    // The replies of this turn go before the end.
+    const b = this.batch;
+    this.batch = null;
+    if (b !== null) this.closeBatch(b);
     if (this.socket.destroyed || this.endTimer) return;
     const ms = this.server.handshakeTimeoutMs;
     this.endTimer = this.server.clock.setTimer(this.server.clock.now() + ms * 1e6, () => {
@@ -241,16 +266,54 @@ export class Connection {
   }
 
   /**
-   * A frame that is one buffer (the hot path: no parts array). `done(err)` runs once the frame has
-   * been handed to the OS, or with an error when it never will be; without an error the buffer is
-   * no longer referenced by the socket.
+   * Queues one transmission reply, a frame that is one buffer. `pooled`: the frame goes back to the
+   * pool once written (a READ reply's); `bytes`: budget bytes its request holds until then. Replies
+   * of one turn leave together, with one write callback for all (see {@link ReplyBatch}).
    */
-  private sendOne(frame: Uint8Array, done?: (err?: Error | null) => void): void {
-    if (!this.writableCorked()) {
-      done?.();
+  private reply(frame: Uint8Array, pooled: Buffer | null, bytes: number): void {
+    const socket = this.socket;
+    if (socket.destroyed || !socket.writable) {
+      // Never handed to the socket: nothing references the frame.
+      if (pooled !== null) this.server.pool.give(pooled);
+      this.budget.giveBack(bytes);
       return;
     }
-    this.socket.write(frame, done);
+    let b = this.batch;
+    if (b === null) {
+      b = this.spareBatches.pop() ?? new ReplyBatch(this.batchWritten);
+      b.last = frame;
+      if (pooled !== null) b.pooled.push(pooled);
+      b.bytes = bytes;
+      // The reply of the only request in flight, with no other request received: nothing could
+      // join it this turn, so it leaves at once (a client that waits for each reply, as nbdinfo --map does).
+      if (!this.corked && this.inFlight <= 1 && this.reader.buffered === 0) {
+        socket.write(frame, b.written);
+        return;
+      }
+      this.batch = b;
+      if (!this.corked) {
+        this.corked = true;
+        socket.cork();
+        setImmediate(this.uncork);
+      }
+      return;
+    }
+    // The frame held back so far goes now; the new one waits to carry the batch's callback.
+    if (b.last !== null) socket.write(b.last);
+    b.last = frame;
+    if (pooled !== null) b.pooled.push(pooled);
+    b.bytes += bytes;
+  }
+
+  /** Writes a batch's last frame with the batch's callback (or gives its bytes back if the socket cannot write). */
+  private closeBatch(b: ReplyBatch): void {
+    const last = b.last;
+    if (last !== null && !this.socket.destroyed && this.socket.writable) {
+      this.socket.write(last, b.written);
+      return;
+    }
+    // Frames already given to a socket that has gone may still be referenced: they are not pooled.
+    this.batchWritten(b, last === null ? null : NOT_WRITTEN);
   }
 
   /**
@@ -260,9 +323,6 @@ export class Connection {
    */
   private writableCorked(): boolean {
     if (this.socket.destroyed || !this.socket.writable) return false;
-    // The reply of the only request in flight, with no other request received: nothing could
-    // join it this turn, so it leaves at once (a client that waits for each reply, as nbdinfo --map does).
-    if (!this.corked && this.exp !== null && this.inFlight <= 1 && this.reader.buffered === 0) return true;
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
@@ -322,11 +382,7 @@ export class Connection {
       }
       // READ data and WRITE payloads count against the server-wide budget until their reply is written.
       const bytes = (req.type === P.NBD_CMD_WRITE && req.length <= maxRequest) || (req.type === P.NBD_CMD_READ && req.length <= maxRequest) ? req.length : 0;
-      let hold: { n: number } | null = null;
-      if (bytes > 0) {
-        hold = this.server.budget.tryTake(bytes) ? this.keep(bytes) : await this.reserve(bytes);
-        if (hold === null) return;
-      }
+      if (bytes > 0 && !this.budget.tryTake(bytes) && !(await this.budget.reserve(bytes, this.stopped))) return;
       let payload: Buffer | null = null;
       switch (req.type) {
         case P.NBD_CMD_DISC:
@@ -346,7 +402,8 @@ export class Connection {
       }
       this.inFlight++;
       this.inFlightBytes += bytes;
-      void this.serve(req, payload, hold, bytes);
+      if (req.type === P.NBD_CMD_READ) this.read(req, bytes);
+      else void this.serve(req, payload, bytes);
     }
   }
 
@@ -372,54 +429,7 @@ export class Connection {
     const w = this.slotWaiter;
     this.slotWaiter = null;
     w?.();
-    if (this.stopping || this.closeSeen) this.cancelBudgetWait();
-  }
-
-  /**
-   * Takes `n` bytes of the server's budget for one request; while the budget is spent the
-   * connection reads nothing more (its socket pauses). Null when the connection stops meanwhile.
-   */
-  private async reserve(n: number): Promise<{ n: number } | null> {
-    const budget = this.server.budget;
-    if (!budget.tryTake(n)) {
-      const w = budget.wait(n);
-      let stopped = false;
-      await Promise.race([
-        w.taken,
-        new Promise<void>((resolve) => {
-          this.budgetAbort = () => {
-            stopped = true;
-            resolve();
-          };
-        }),
-      ]);
-      this.budgetAbort = null;
-      if (stopped && w.cancel()) return null;
-      // Taken (perhaps just as the wait was cut short): the bytes are ours to hold or give back.
-    }
-    const hold = this.keep(n);
-    if (this.stopping || this.closeSeen) {
-      this.giveBack(hold);
-      return null;
-    }
-    return hold;
-  }
-
-  /** Records `n` bytes just taken from the budget as this connection's. */
-  private keep(n: number): { n: number } {
-    const hold = { n };
-    this.held.add(hold);
-    return hold;
-  }
-
-  private giveBack(hold: { n: number }): void {
-    if (this.held.delete(hold)) this.server.budget.release(hold.n);
-  }
-
-  private cancelBudgetWait(): void {
-    const abort = this.budgetAbort;
-    this.budgetAbort = null;
-    abort?.();
+    if (this.stopping || this.closeSeen) this.budget.cancelWait();
   }
 
   private idle(): Promise<void> {
@@ -428,16 +438,13 @@ export class Connection {
   }
 
   /**
-   * Runs one request on the drive and sends its reply; the request's budget bytes (`hold`) go
+   * Runs one request on the drive and sends its reply; the request's budget bytes (`bytes`) go
    * back once the reply has been written. Then it leaves the in-flight count. Never rejects.
    */
-  private async serve(req: ServerRequest, payload: Buffer | null, hold: { n: number } | null, bytes: number): Promise<void> {
+  private async serve(req: ServerRequest, payload: Buffer | null, bytes: number): Promise<void> {
     try {
       checkRequest(req, this.exp as NbdExport, this.server.maxRequest, this.meta !== null);
       switch (req.type) {
-        case P.NBD_CMD_READ:
-          await this.read(req, hold);
-          return;
         case P.NBD_CMD_BLOCK_STATUS:
           await this.blockStatus(req);
           return;
@@ -462,15 +469,20 @@ export class Connection {
       }
       const reply = Buffer.allocUnsafe(P.SIMPLE_REPLY_SIZE);
       writeSimpleReply(reply, req, P.NBD_SUCCESS);
-      this.sendOne(reply, hold === null ? undefined : () => this.giveBack(hold));
+      this.reply(reply, null, bytes);
     } catch (e) {
-      this.sendError(req, e, hold === null ? undefined : () => this.giveBack(hold));
+      this.sendError(req, e, bytes);
     } finally {
-      this.inFlight--;
-      this.inFlightBytes -= bytes;
-      this.wakeSlot();
-      if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
+      this.settled(bytes);
     }
+  }
+
+  /** A request has been answered: it leaves the in-flight count and a wait for a slot may end. */
+  private settled(bytes: number): void {
+    this.inFlight--;
+    this.inFlightBytes -= bytes;
+    this.wakeSlot();
+    if (this.inFlight === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
   private get drive(): Drive {
@@ -481,24 +493,55 @@ export class Connection {
    * Reads straight into the reply: one buffer holds the reply header and, behind it, the data the
    * drive fills, so the reply leaves in one socket write. The buffer is reused once written out.
    */
-  private async read(req: ServerRequest, hold: { n: number } | null): Promise<void> {
-    if (req.length === 0) {
-      const done = hold === null ? undefined : () => this.giveBack(hold);
-      if (this.structured) this.sendOne(P.encodeStructuredReplyHeader(req.cookie, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, 0), done);
-      else this.sendOne(P.encodeSimpleReply(req.cookie, P.NBD_SUCCESS), done);
+  private read(req: ServerRequest, bytes: number): void {
+    try {
+      checkRequest(req, this.exp as NbdExport, this.server.maxRequest, this.meta !== null);
+    } catch (e) {
+      this.sendError(req, e, bytes);
+      this.settled(bytes);
       return;
     }
-    const structured = this.structured;
-    const header = readReplyHeaderSize(structured);
-    const pool = this.server.pool;
-    const frame = pool.take(header + req.length);
-    await this.drive.read(req.offset, frame.subarray(header));
-    writeReadReplyHeader(frame, req, structured);
-    this.sendOne(frame, (err?: Error | null) => {
-      if (hold !== null) this.giveBack(hold);
-      // Written out (or never handed to the socket): nothing references the frame any more.
-      if (!err) pool.give(frame);
-    });
+    if (req.length === 0) {
+      if (this.structured) this.reply(P.encodeStructuredReplyHeader(req.cookie, P.NBD_REPLY_FLAG_DONE, P.NBD_REPLY_TYPE_NONE, 0), null, bytes);
+      else this.reply(P.encodeSimpleReply(req.cookie, P.NBD_SUCCESS), null, bytes);
+      this.settled(bytes);
+      return;
+    }
+    const job = this.spareReads.pop() ?? new ReadJob(this);
+    job.req = req;
+    job.bytes = bytes;
+    job.frame = this.server.pool.take(readReplyHeaderSize(this.structured) + req.length);
+    let done: Promise<unknown>;
+    try {
+      done = this.drive.read(req.offset, job.frame.subarray(readReplyHeaderSize(this.structured)));
+    } catch (e) {
+      done = Promise.reject(e);
+    }
+    done.then(job.done, job.failed);
+  }
+
+  /** @internal A READ's data is in its frame: the reply goes, the frame back to the pool once written. */
+  readDone(job: ReadJob): void {
+    const req = job.req as ServerRequest;
+    const { frame, bytes } = job;
+    this.releaseJob(job);
+    writeReadReplyHeader(frame, req, this.structured);
+    this.reply(frame, frame, bytes);
+    this.settled(bytes);
+  }
+
+  /** @internal A READ failed: an error reply; the frame is not reused (a driver may still be using pieces of it). */
+  readFailed(job: ReadJob, e: unknown): void {
+    const req = job.req as ServerRequest;
+    const bytes = job.bytes;
+    this.releaseJob(job);
+    this.sendError(req, e, bytes);
+    this.settled(bytes);
+  }
+
+  private releaseJob(job: ReadJob): void {
+    job.clear();
+    if (this.spareReads.length < MAX_IN_FLIGHT) this.spareReads.push(job);
   }
 
   /**
@@ -517,8 +560,8 @@ export class Connection {
       if (depth !== null) await allocationToExtents(this.drive, offset, length, depth, true);
       // Bitmaps last and without an await between them and the send: the bits are read as they are now.
       let left = meta.count;
-      if (base !== null) this.sendOne(base.frame(req, --left === 0, BASE_ALLOCATION_ID));
-      if (depth !== null) this.sendOne(depth.frame(req, --left === 0, ALLOCATION_DEPTH_ID));
+      if (base !== null) this.reply(base.frame(req, --left === 0, BASE_ALLOCATION_ID), null, 0);
+      if (depth !== null) this.reply(depth.frame(req, --left === 0, ALLOCATION_DEPTH_ID), null, 0);
       const bitmaps = meta.selectedBitmaps;
       if (bitmaps.length > 0) {
         const ea = this.extentArray(max);
@@ -526,7 +569,7 @@ export class Connection {
           const { id, bitmap } = bitmaps[i] as (typeof bitmaps)[number];
           ea.reset(max);
           bitmapToExtents(bitmap, offset, length, ea);
-          this.sendOne(ea.frame(req, --left === 0, id));
+          this.reply(ea.frame(req, --left === 0, id), null, 0);
         }
         this.spareExtents.push(ea);
       }
@@ -542,13 +585,14 @@ export class Connection {
     return ea;
   }
 
-  private sendError(req: P.NbdRequest, e: unknown, done?: () => void): void {
+  /** The error reply of a failed request; `bytes`: budget bytes it holds until the reply is written. */
+  private sendError(req: P.NbdRequest, e: unknown, bytes: number): void {
     const error = replyErrorOf(e);
     if (this.structured) {
       const message = e instanceof Error ? e.message : String(e);
-      this.sendOne(P.encodeErrorChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, error, message), done);
+      this.reply(P.encodeErrorChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, error, message), null, bytes);
     } else {
-      this.sendOne(P.encodeSimpleReply(req.cookie, error), done);
+      this.reply(P.encodeSimpleReply(req.cookie, error), null, bytes);
     }
   }
 }
