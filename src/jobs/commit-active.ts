@@ -32,7 +32,7 @@ export class ActiveCommitWork implements JobWork {
     /** Hops from top to base. */
     private readonly limit: number,
     private readonly onError: JobErrorPolicy,
-    private readonly release: () => void,
+    private readonly release: () => Promise<void>,
     jobId: string,
     /** Makes the base read-only again if the job made it read-write. */
     private readonly restoreBase: () => Promise<void> = async () => {},
@@ -110,14 +110,14 @@ export class ActiveCommitWork implements JobWork {
     if (this.shouldComplete && this.top.readOnly) await this.restoreBase();
   }
 
-  clean(): void {
-    this.dispose();
+  clean(): Promise<void> {
+    return this.dispose();
   }
 
   /** Drops the job's bitmap and lets go of the nodes. */
-  dispose(): void {
+  dispose(): Promise<void> {
     this.top.bitmaps.drop(this.bitmap);
-    this.release();
+    return this.release();
   }
 
   /** Copies one dirty piece; false when it must be tried again (an error under `stop`, the piece marked dirty again). */

@@ -23,7 +23,7 @@ import {
 import type { JobHost } from './host.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 import { type CommonJobSpec, defaultJobId } from './job-spec.js';
-import { addJobFilter, checkFilterName, dropFilterWhenDone, filterName } from './job-filter.js';
+import { addJobFilter, checkFilterName, dropFilterOnClean, filterName } from './job-filter.js';
 import { readWriteForJob } from './reopen-quiet.js';
 
 /** layer.startJob({ type: 'commit', … }): QMP block-commit's arguments. */
@@ -114,13 +114,12 @@ export async function startCommit(host: JobHost, spec: CommitJobSpec): Promise<J
   base.ref();
   overlay?.ref();
   let held = true;
-  const releaseAll = () => {
+  // awaited: a node closed by the last unref lets go of its file (and its lock) before the job concludes
+  const releaseAll = async () => {
     if (!held) return;
     held = false;
     release();
-    void top.unref();
-    void base.unref();
-    void overlay?.unref();
+    await Promise.all([top.unref(), base.unref(), overlay?.unref()]);
   };
   let work: JobWork | undefined;
   let restoreBase = async () => {};
@@ -135,14 +134,13 @@ export async function startCommit(host: JobHost, spec: CommitJobSpec): Promise<J
       : new CommitWork(host, top, base, overlay!, limit, spec.backingFile, onError, releaseAll, restoreBase, users);
     // QEMU: mirror_top above the active layer, commit_top (read-only) above an intermediate top.
     dropFilter = addJobFilter(host, active ? 'mirror_top' : 'commit_top', filterName(spec.filterNodeName), top, active ? top.readOnly : true);
-    const job = host.jobs.start(id, work, { speed: spec.speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
-    dropFilterWhenDone(job, dropFilter);
-    return job;
+    dropFilterOnClean(work, dropFilter);
+    return host.jobs.start(id, work, { speed: spec.speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
   } catch (e) {
     await dropFilter?.();
     await restoreBase();
-    if (work instanceof ActiveCommitWork) work.dispose();
-    else releaseAll();
+    if (work instanceof ActiveCommitWork) await work.dispose();
+    else await releaseAll();
     throw e;
   }
 }
@@ -166,7 +164,7 @@ class CommitWork implements JobWork {
     private readonly limit: number,
     private readonly backingFile: string | undefined,
     private readonly onError: JobErrorPolicy,
-    private readonly release: () => void,
+    private readonly release: () => Promise<void>,
     /** Makes the base read-only again if the job made it read-write. */
     private readonly restoreBase: () => Promise<void>,
     /** The chain above the base (whose drives a reopen drains). */
@@ -261,6 +259,6 @@ class CommitWork implements JobWork {
 
   async clean(): Promise<void> {
     await this.restoreBase();
-    this.release();
+    await this.release();
   }
 }

@@ -12,7 +12,7 @@ import { isWellFormedId } from '../ids.js';
 import { BlockNode } from '../node/node.js';
 import type { BlockStatus, DriverInstance, GenericBlockDriver } from '../node/types.js';
 import type { JobHost } from './host.js';
-import type { Job } from './job.js';
+import type { Job, JobWork } from './job.js';
 import type { JobRegistry } from './registry.js';
 
 /** QEMU's drivers of job filters. */
@@ -137,12 +137,18 @@ export function addJobFilter(host: JobHost, driver: JobFilterDriver, name: strin
   };
 }
 
-/** Drops the filter once the job has concluded (QEMU removes it in the job's prepare or abort). */
-export function dropFilterWhenDone(job: Job, drop: () => Promise<void>): void {
-  const onStatus = (status: string) => {
-    if (status !== 'concluded' && status !== 'null') return;
-    job.off('status-change', onStatus);
-    void drop();
+/**
+ * Drops the filter in the job's clean-up, after the work's own (QEMU removes it in the job's
+ * prepare or abort): before the job concludes, so a node that only the filter still held is
+ * closed, its file and lock let go, by the time the job's waiters wake.
+ */
+export function dropFilterOnClean(work: JobWork, drop: () => Promise<void>): void {
+  const clean = work.clean;
+  work.clean = async (job: Job) => {
+    try {
+      await clean?.call(work, job);
+    } finally {
+      await drop();
+    }
   };
-  job.on('status-change', onStatus);
 }

@@ -6,7 +6,7 @@ import type { BlockNode } from '../node/node.js';
 import type { JobHost } from './host.js';
 import type { Job, JobWork } from './job.js';
 import { mirrorTopNode } from './mirror-top.js';
-import { addJobFilter, checkFilterName, dropFilterWhenDone, filterName, registerFilter, unregisterFilter } from './job-filter.js';
+import { addJobFilter, checkFilterName, dropFilterOnClean, filterName, registerFilter, unregisterFilter } from './job-filter.js';
 import { DEFAULT_MIRROR_BUF_SIZE, MirrorCopy, type MirrorSettings, type SyncMode } from './mirror-copy.js';
 import { type CommonJobSpec, defaultJobId, type JobErrorPolicies, nodeByName } from './job-spec.js';
 
@@ -102,9 +102,8 @@ export async function startMirror(host: JobHost, spec: MirrorJobSpec): Promise<J
   try {
     if (copyMode === 'write-blocking') await work.insertFilter(name);
     else dropFilter = addJobFilter(host, 'mirror_top', name, source, source.readOnly);
-    const job = host.jobs.start(id, work, { speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
-    if (dropFilter !== undefined) dropFilterWhenDone(job, dropFilter);
-    return job;
+    if (dropFilter !== undefined) dropFilterOnClean(work, dropFilter);
+    return host.jobs.start(id, work, { speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
   } catch (e) {
     await dropFilter?.();
     await work.clean();

@@ -8,7 +8,7 @@ import type { JobHost } from './host.js';
 import { CopyGuard } from './stream-guard.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 import { type CommonJobSpec, defaultJobId, nodeByName } from './job-spec.js';
-import { addJobFilter, checkFilterName, dropFilterWhenDone, filterName } from './job-filter.js';
+import { addJobFilter, checkFilterName, dropFilterOnClean, filterName } from './job-filter.js';
 import { readWriteForJob } from './reopen-quiet.js';
 
 /** layer.startJob({ type: 'stream', … }): QMP block-stream's arguments. */
@@ -69,12 +69,12 @@ export async function startStream(host: JobHost, spec: StreamJobSpec): Promise<J
   top.ref();
   base?.ref();
   let held = true;
-  const releaseNodes = () => {
+  // awaited: a node closed by the last unref lets go of its file (and its lock) before the job concludes
+  const releaseNodes = async () => {
     if (!held) return;
     held = false;
     release();
-    void top.unref();
-    void base?.unref();
+    await Promise.all([top.unref(), base?.unref()]);
   };
   let work: StreamWork | undefined;
   let restoreTop = async () => {};
@@ -85,14 +85,13 @@ export async function startStream(host: JobHost, spec: StreamJobSpec): Promise<J
     host.jobs.checkId(id);
     work = new StreamWork(host, top, base, spec.backingFile, spec.onError ?? 'report', releaseNodes, id, restoreTop);
     dropFilter = addJobFilter(host, 'copy-on-read', filterName(spec.filterNodeName), top, top.readOnly);
-    const job = host.jobs.start(id, work, { speed: spec.speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
-    dropFilterWhenDone(job, dropFilter);
-    return job;
+    dropFilterOnClean(work, dropFilter);
+    return host.jobs.start(id, work, { speed: spec.speed, autoFinalize: spec.autoFinalize, autoDismiss: spec.autoDismiss });
   } catch (e) {
     await dropFilter?.();
     await restoreTop();
-    if (work) work.release();
-    else releaseNodes();
+    if (work) await work.release();
+    else await releaseNodes();
     throw e;
   }
 }
@@ -109,7 +108,7 @@ class StreamWork implements JobWork {
     private readonly base: BlockNode | undefined,
     private readonly backingFile: string | undefined,
     private readonly onError: JobErrorPolicy,
-    private readonly releaseNodes: () => void,
+    private readonly releaseNodes: () => Promise<void>,
     jobId: string,
     /** Makes the top read-only again if the job made it read-write (QEMU stream_clean). */
     private readonly restoreTop: () => Promise<void>,
@@ -118,9 +117,9 @@ class StreamWork implements JobWork {
   }
 
   /** Lets go of the nodes, the write hook and the bitmap. */
-  release(): void {
+  release(): Promise<void> {
     this.guard.dispose();
-    this.releaseNodes();
+    return this.releaseNodes();
   }
 
   async run(job: Job): Promise<void> {
@@ -172,6 +171,6 @@ class StreamWork implements JobWork {
 
   async clean(): Promise<void> {
     await this.restoreTop();
-    this.release();
+    await this.release();
   }
 }
