@@ -49,6 +49,7 @@ await optional('idleDrives', './idle-drives.ts', 'idleDrivesBench', full);
 await optional('workerRpc', './worker-rpc.ts', 'workerRpcBench', full);
 await optional('opfs', './opfs.ts', 'opfsBench', full);
 await optional('convert', './convert.ts', 'convertBench', full);
+await optional('snapshotInternal', './snapshot-internal.ts', 'snapshotInternalBench', full);
 
 const dir = path.join(import.meta.dirname, 'results');
 fs.mkdirSync(dir, { recursive: true });
