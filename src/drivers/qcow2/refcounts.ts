@@ -49,7 +49,10 @@ export class Refcounts {
   private readonly blocks = new Map<number, Block>();
   private readonly capacity: number;
   /** Clusters whose refcount drops once the tables that dropped them are on disk (applied by {@link applyReleases}). */
-  private readonly released: number[] = [];
+  private released: Float64Array = new Float64Array(256);
+  private releasedCount = 0;
+  /** The list {@link applyReleases} last emptied, reused by the next call (a typed array: a deleted snapshot releases one entry per cluster of the image, and a growing JS array is slow to push into). */
+  private spare: Float64Array | undefined = new Float64Array(256);
   /**
    * Host byte ranges that data reads are reading right now. A released cluster inside one keeps
    * its reference until the read is done: reused early, the read would return (or a later
@@ -117,7 +120,7 @@ export class Refcounts {
 
   /** Releases are waiting for the next flush. */
   get hasReleases(): boolean {
-    return this.released.length > 0;
+    return this.releasedCount > 0;
   }
 
   /** Refcount of cluster `index`. */
@@ -198,7 +201,16 @@ export class Refcounts {
         if (!this.ensureBlocks(index, 1)) throw this.notAllocated(index);
         blk = await this.block(b);
       }
-      this.changeIn(blk, index - b * E, index, 1, false);
+      // 16-bit entries (QEMU's default) changed in place; other widths through changeIn.
+      if (this.order === 4 && blk) {
+        const d = blk.data;
+        const at = (index - b * E) * 2;
+        const next = ((d[at] << 8) | d[at + 1]) + 1;
+        if (next > 0xffff) this.changeIn(blk, index - b * E, index, 1, false);
+        d[at] = next >> 8;
+        d[at + 1] = next & 0xff;
+        blk.dirty = true;
+      } else this.changeIn(blk, index - b * E, index, 1, false);
     }
   }
 
@@ -213,7 +225,9 @@ export class Refcounts {
         b = Math.floor(index / E);
         blk = await this.block(b);
       }
-      out[i] = blk ? readEntry(blk.data, index - b * E, this.order) : 0;
+      if (!blk) out[i] = 0;
+      else if (this.order === 4) out[i] = (blk.data[(index - b * E) * 2] << 8) | blk.data[(index - b * E) * 2 + 1];
+      else out[i] = readEntry(blk.data, index - b * E, this.order);
     }
   }
 
@@ -224,12 +238,26 @@ export class Refcounts {
    */
   release(offset: number, length: number): void {
     const last = Math.floor((offset + length - 1) / this.cs);
-    for (let i = Math.floor(offset / this.cs); i <= last; i++) this.released.push(i);
+    for (let i = Math.floor(offset / this.cs); i <= last; i++) this.addRelease(i);
   }
 
   /** {@link release} of clusters `list[0..n)` by index. */
   releaseClusters(list: ArrayLike<number>, n: number): void {
-    for (let i = 0; i < n; i++) this.released.push(list[i]);
+    if (this.releasedCount + n > this.released.length) this.growReleased(n);
+    const r = this.released;
+    for (let i = 0; i < n; i++) r[this.releasedCount + i] = list[i];
+    this.releasedCount += n;
+  }
+
+  private addRelease(index: number): void {
+    if (this.releasedCount === this.released.length) this.growReleased(1);
+    this.released[this.releasedCount++] = index;
+  }
+
+  private growReleased(extra: number): void {
+    const next = new Float64Array(Math.max(this.released.length * 2, this.releasedCount + extra));
+    next.set(this.released.subarray(0, this.releasedCount));
+    this.released = next;
   }
 
   /** Marks host bytes [offset, offset+length) as being read until {@link unpin} with the result. */
@@ -253,12 +281,18 @@ export class Refcounts {
    * Clusters still being read stay released-but-referenced until a later call.
    */
   async applyReleases(): Promise<void> {
-    const list = this.released.splice(0);
-    let n = list.length;
+    const list = this.released;
+    let n = this.releasedCount;
+    // New releases (and pinned ones) go to another list meanwhile; a call nested in this one's awaits finds no spare and makes one.
+    this.released = this.spare ?? new Float64Array(256);
+    this.releasedCount = 0;
+    this.spare = undefined;
     if (this.reading.size > 0) {
+      const all = n;
       n = 0;
-      for (const i of list) {
-        if (this.pinned(i)) this.released.push(i);
+      for (let k = 0; k < all; k++) {
+        const i = list[k];
+        if (this.pinned(i)) this.addRelease(i);
         else list[n++] = i;
       }
     }
@@ -272,8 +306,18 @@ export class Refcounts {
         b = Math.floor(index / E);
         blk = await this.block(b);
       }
-      this.changeIn(blk, index - b * E, index, -1, true);
+      if (this.order === 4 && blk) {
+        const d = blk.data;
+        const at = (index - b * E) * 2;
+        const next = ((d[at] << 8) | d[at + 1]) - 1;
+        if (next < 0) this.changeIn(blk, index - b * E, index, -1, true);
+        d[at] = next >> 8;
+        d[at + 1] = next & 0xff;
+        blk.dirty = true;
+        if (next === 0 && index < this.cursor) this.cursor = index;
+      } else this.changeIn(blk, index - b * E, index, -1, true);
     }
+    this.spare = list;
   }
 
   /**
