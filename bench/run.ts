@@ -51,6 +51,7 @@ await optional('opfs', './opfs.ts', 'opfsBench', full);
 await optional('convert', './convert.ts', 'convertBench', full);
 await optional('browserBoot', './browser-boot.ts', 'browserBootBench', full);
 await optional('qcow2Inplace', './qcow2-inplace.ts', 'qcow2InplaceBench', full);
+await optional('snapshotInternal', './snapshot-internal.ts', 'snapshotInternalBench', full);
 
 const dir = path.join(import.meta.dirname, 'results');
 fs.mkdirSync(dir, { recursive: true });

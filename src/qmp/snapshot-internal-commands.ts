@@ -39,27 +39,20 @@ export function parseInternalSnapshotDelete(args: Args): InternalSnapshotDeleteA
   return out;
 }
 
-/** Every node below the drives' roots (the roots themselves excluded). */
+/** Whether a node of the layer (below a drive, or added with blockdev-add) has `name` as a child. */
 function isInnerNode(layer: BlockLayer, name: string): boolean {
-  const seen = new Set<BlockNode>();
-  const stack: BlockNode[] = [];
-  for (const d of layer.listDrives()) if (!d.closed) stack.push(...d.node.children.values());
-  while (stack.length > 0) {
-    const n = stack.pop()!;
-    if (seen.has(n)) continue;
-    seen.add(n);
-    if (n.name === name) return true;
-    stack.push(...n.children.values());
-  }
+  for (const n of layer.listNodes()) for (const child of n.children.values()) if (child.name === name) return true;
   return false;
 }
 
-/** QEMU qmp_get_root_bs: a drive id, else the node name of a drive's root. */
+/** QEMU qmp_get_root_bs: a drive id, else the node name of a root node (a drive's, or one blockdev-add added with no parent). */
 export function findRootNode(layer: BlockLayer, device: string): BlockNode {
   const drive = layer.drive(device);
   if (drive !== undefined && !drive.closed) return drive.node;
   for (const d of layer.listDrives()) if (!d.closed && d.node.name === device) return d.node;
   if (isInnerNode(layer, device)) throw generic('Need a root block node');
+  const added = layer.ownsNode(device) ? layer.findNode(device) : undefined;
+  if (added !== undefined) return added;
   throw generic(`Cannot find device='${device}' nor node-name='${device}'`);
 }
 

@@ -49,7 +49,10 @@ export class Refcounts {
   private readonly blocks = new Map<number, Block>();
   private readonly capacity: number;
   /** Clusters whose refcount drops once the tables that dropped them are on disk (applied by {@link applyReleases}). */
-  private readonly released: number[] = [];
+  private released: Float64Array = new Float64Array(256);
+  private releasedCount = 0;
+  /** The list {@link applyReleases} last emptied, reused by the next call (a typed array: a deleted snapshot releases one entry per cluster of the image, and a growing JS array is slow to push into). */
+  private spare: Float64Array | undefined = new Float64Array(256);
   /**
    * Host byte ranges that data reads are reading right now. A released cluster inside one keeps
    * its reference until the read is done: reused early, the read would return (or a later
@@ -117,7 +120,7 @@ export class Refcounts {
 
   /** Releases are waiting for the next flush. */
   get hasReleases(): boolean {
-    return this.released.length > 0;
+    return this.releasedCount > 0;
   }
 
   /** Refcount of cluster `index`. */
@@ -178,8 +181,54 @@ export class Refcounts {
 
   /** Adds one reference to cluster `index` (compressed clusters sharing a host cluster). */
   async increment(index: number): Promise<void> {
-    if (!this.ensureBlocks(index, 1)) throw new BlockError('EIO', `qcow2: cluster ${index} is not allocated`, { offset: index * this.cs });
+    if (!this.ensureBlocks(index, 1)) throw this.notAllocated(index);
     await this.change(index, 1, false);
+  }
+
+  /**
+   * Adds one reference to each of clusters `list[0..n)` (a cluster listed twice gets two), as
+   * {@link increment} does one by one: a snapshot raises one entry per cluster of the image, so
+   * the block is looked up once per run of clusters it covers, not once per cluster.
+   */
+  async incrementMany(list: ArrayLike<number>, n: number): Promise<void> {
+    const E = this.perBlock;
+    let b = -1;
+    let blk: Block | undefined;
+    for (let i = 0; i < n; i++) {
+      const index = list[i];
+      if (index < b * E || index >= (b + 1) * E) {
+        b = Math.floor(index / E);
+        if (!this.ensureBlocks(index, 1)) throw this.notAllocated(index);
+        blk = await this.block(b);
+      }
+      // 16-bit entries (QEMU's default) changed in place; other widths through changeIn.
+      if (this.order === 4 && blk) {
+        const d = blk.data;
+        const at = (index - b * E) * 2;
+        const next = ((d[at] << 8) | d[at + 1]) + 1;
+        if (next > 0xffff) this.changeIn(blk, index - b * E, index, 1, false);
+        d[at] = next >> 8;
+        d[at + 1] = next & 0xff;
+        blk.dirty = true;
+      } else this.changeIn(blk, index - b * E, index, 1, false);
+    }
+  }
+
+  /** Refcounts of clusters `list[0..n)` into `out` (0 where no block covers one): one block lookup per run in the same block. */
+  async getMany(list: ArrayLike<number>, n: number, out: { [i: number]: number }): Promise<void> {
+    const E = this.perBlock;
+    let b = -1;
+    let blk: Block | undefined;
+    for (let i = 0; i < n; i++) {
+      const index = list[i];
+      if (index < b * E || index >= (b + 1) * E) {
+        b = Math.floor(index / E);
+        blk = await this.block(b);
+      }
+      if (!blk) out[i] = 0;
+      else if (this.order === 4) out[i] = (blk.data[(index - b * E) * 2] << 8) | blk.data[(index - b * E) * 2 + 1];
+      else out[i] = readEntry(blk.data, index - b * E, this.order);
+    }
   }
 
   /**
@@ -189,7 +238,26 @@ export class Refcounts {
    */
   release(offset: number, length: number): void {
     const last = Math.floor((offset + length - 1) / this.cs);
-    for (let i = Math.floor(offset / this.cs); i <= last; i++) this.released.push(i);
+    for (let i = Math.floor(offset / this.cs); i <= last; i++) this.addRelease(i);
+  }
+
+  /** {@link release} of clusters `list[0..n)` by index. */
+  releaseClusters(list: ArrayLike<number>, n: number): void {
+    if (this.releasedCount + n > this.released.length) this.growReleased(n);
+    const r = this.released;
+    for (let i = 0; i < n; i++) r[this.releasedCount + i] = list[i];
+    this.releasedCount += n;
+  }
+
+  private addRelease(index: number): void {
+    if (this.releasedCount === this.released.length) this.growReleased(1);
+    this.released[this.releasedCount++] = index;
+  }
+
+  private growReleased(extra: number): void {
+    const next = new Float64Array(Math.max(this.released.length * 2, this.releasedCount + extra));
+    next.set(this.released.subarray(0, this.releasedCount));
+    this.released = next;
   }
 
   /** Marks host bytes [offset, offset+length) as being read until {@link unpin} with the result. */
@@ -213,11 +281,43 @@ export class Refcounts {
    * Clusters still being read stay released-but-referenced until a later call.
    */
   async applyReleases(): Promise<void> {
-    const list = this.released.splice(0);
-    for (const i of list) {
-      if (this.reading.size > 0 && this.pinned(i)) this.released.push(i);
-      else await this.change(i, -1, true);
+    const list = this.released;
+    let n = this.releasedCount;
+    // New releases (and pinned ones) go to another list meanwhile; a call nested in this one's awaits finds no spare and makes one.
+    this.released = this.spare ?? new Float64Array(256);
+    this.releasedCount = 0;
+    this.spare = undefined;
+    if (this.reading.size > 0) {
+      const all = n;
+      n = 0;
+      for (let k = 0; k < all; k++) {
+        const i = list[k];
+        if (this.pinned(i)) this.addRelease(i);
+        else list[n++] = i;
+      }
     }
+    // One block lookup per run of clusters in the same block (a deleted snapshot frees one per cluster of the image).
+    const E = this.perBlock;
+    let b = -1;
+    let blk: Block | undefined;
+    for (let k = 0; k < n; k++) {
+      const index = list[k];
+      if (index < b * E || index >= (b + 1) * E) {
+        b = Math.floor(index / E);
+        blk = await this.block(b);
+      }
+      if (this.order === 4 && blk) {
+        const d = blk.data;
+        const at = (index - b * E) * 2;
+        const next = ((d[at] << 8) | d[at + 1]) - 1;
+        if (next < 0) this.changeIn(blk, index - b * E, index, -1, true);
+        d[at] = next >> 8;
+        d[at + 1] = next & 0xff;
+        blk.dirty = true;
+        if (next === 0 && index < this.cursor) this.cursor = index;
+      } else this.changeIn(blk, index - b * E, index, -1, true);
+    }
+    this.spare = list;
   }
 
   /**
@@ -327,7 +427,11 @@ export class Refcounts {
 
   private async change(index: number, delta: number, freeing: boolean): Promise<void> {
     const blk = await this.block(Math.floor(index / this.perBlock));
-    const at = index % this.perBlock;
+    this.changeIn(blk, index % this.perBlock, index, delta, freeing);
+  }
+
+  /** Adds `delta` to entry `at` of `blk` (the block of cluster `index`; undefined: no block covers it). */
+  private changeIn(blk: Block | undefined, at: number, index: number, delta: number, freeing: boolean): void {
     const old = blk ? readEntry(blk.data, at, this.order) : 0;
     const next = old + delta;
     if (!blk || next < 0) {
@@ -342,6 +446,10 @@ export class Refcounts {
     writeEntry(blk.data, at, this.order, next);
     blk.dirty = true;
     if (freeing && next === 0 && index < this.cursor) this.cursor = index;
+  }
+
+  private notAllocated(index: number): BlockError {
+    return new BlockError('EIO', `qcow2: cluster ${index} is not allocated`, { offset: index * this.cs });
   }
 
   private async block(b: number): Promise<Block | undefined> {

@@ -1,5 +1,5 @@
 import { BlockError } from '../../errors.js';
-import { COMPRESSED, COPIED, compressedHost, compressedSectors, entryOffset, L1_RESERVED_HI, L1_RESERVED_LO, l2EntryBytes, setCopied } from './entries.js';
+import { COMPRESSED, COPIED, compressedHost, compressedSectors, entryOffset, L1_RESERVED_HI, L1_RESERVED_LO, l2EntryBytes, OFFSET_HI, OFFSET_LO, setCopied } from './entries.js';
 import { type SnapshotContext, writeMetadata } from './snapshot-context.js';
 
 const corrupt = (field: string, offset: number, message: string) => new BlockError('ECORRUPT', `qcow2: ${field} ${message} (at byte ${offset})`, { field, offset });
@@ -18,6 +18,73 @@ function l2OffsetAt(c: SnapshotContext, l1: Buffer, l1At: number, i: number): nu
 }
 
 /**
+ * How an L2 table's entries are decoded in the loops below: read through a DataView, the index
+ * of the cluster computed without byte offsets (small integers throughout, so that a snapshot's
+ * first run, in code not yet optimized, boxes no number per entry).
+ */
+interface Decoder {
+  bits: number;
+  /** 2^(32 - bits): the high word's weight in clusters. */
+  hiWeight: number;
+  /** Low-word bits that must be 0 in a cluster-aligned offset. */
+  unaligned: number;
+  step: number;
+}
+
+function decoder(c: SnapshotContext): Decoder {
+  const bits = c.h.clusterBits;
+  return { bits, hiWeight: 2 ** (32 - bits), unaligned: OFFSET_LO & ((1 << bits) - 1), step: l2EntryBytes(c.h.extendedL2) };
+}
+
+const view = (table: Buffer) => new DataView(table.buffer, table.byteOffset, table.byteLength);
+
+/** The cluster index an entry's offset names (0: none, -1: not cluster aligned). */
+function clusterOf(hi: number, lo: number, d: Decoder): number {
+  if (lo & d.unaligned) return -1;
+  return (hi & OFFSET_HI) * d.hiWeight + ((lo & OFFSET_LO) >>> d.bits);
+}
+
+/**
+ * The host clusters L2 table `table` (at `l2Offset`) maps, data and compressed, into `out` (room
+ * for 3 per entry: a compressed one spans at most 3), checked: aligned; returns how many.
+ * Collected per table so that refcounts change in one pass over the blocks they sit in.
+ */
+function mappedClusters(c: SnapshotContext, d: Decoder, table: Buffer, l2Offset: number, out: Float64Array): number {
+  const cs = c.h.clusterSize;
+  const v = view(table);
+  let n = 0;
+  for (let e = 0; e < cs; e += d.step) {
+    const hi = v.getInt32(e);
+    const lo = v.getInt32(e + 4);
+    if (hi & COMPRESSED) {
+      const start = compressedHost(hi, lo, d.bits);
+      const last = Math.floor((start - (start % 512) + compressedSectors(hi, d.bits) * 512 - 1) / cs);
+      for (let k = Math.floor(start / cs); k <= last; k++) out[n++] = k;
+      continue;
+    }
+    if ((hi & OFFSET_HI) === 0 && (lo & OFFSET_LO) === 0) continue;
+    const k = clusterOf(hi, lo, d);
+    if (k < 0) throw corrupt('L2 entry', l2Offset + e, `points to an unaligned cluster at ${entryOffset(hi, lo)}`);
+    out[n++] = k;
+  }
+  return n;
+}
+
+/** Clears COPIED in every entry of `table` that maps a cluster and has it (a compressed entry never does); returns whether any had. */
+function clearCopied(d: Decoder, table: Buffer): boolean {
+  const v = view(table);
+  let changed = false;
+  for (let e = 0; e < table.length; e += d.step) {
+    const hi = v.getInt32(e);
+    if (hi & COPIED && !(hi & COMPRESSED) && ((hi & OFFSET_HI) !== 0 || (v.getInt32(e + 4) & OFFSET_LO) !== 0)) {
+      v.setInt32(e, hi & ~COPIED);
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+/**
  * Adds one reference (addend 1) to every cluster the L1 table `l1` (read from `l1At`) reaches,
  * its L2 tables and the data and compressed clusters they map, and clears COPIED in those L2
  * tables and in `l1` (all of it is shared now); or (addend -1) drops those references, deferred
@@ -27,41 +94,20 @@ function l2OffsetAt(c: SnapshotContext, l1: Buffer, l1At: number, i: number): nu
  */
 export async function changeReach(c: SnapshotContext, l1: Buffer, l1At: number, addend: 1 | -1): Promise<void> {
   const cs = c.h.clusterSize;
-  const eb = l2EntryBytes(c.h.extendedL2);
   const rc = c.refcounts;
+  const d = decoder(c);
+  // the table's clusters and the table itself
+  const clusters = new Float64Array((3 * cs) / d.step + 1);
   for (let i = 0; i < l1.length / 8; i++) {
     const l2Offset = l2OffsetAt(c, l1, l1At, i);
     if (l2Offset === 0) continue;
     const table = await c.cache.get(l2Offset);
-    let changed = false;
-    for (let e = 0; e < cs; e += eb) {
-      const hi = table.readUInt32BE(e);
-      const lo = table.readUInt32BE(e + 4);
-      if (hi & COMPRESSED) {
-        const host = compressedHost(hi, lo, c.h.clusterBits);
-        const start = host - (host % 512);
-        const bytes = compressedSectors(hi, c.h.clusterBits) * 512;
-        if (addend < 0) rc.release(start, bytes);
-        else for (let k = Math.floor(start / cs); k <= Math.floor((start + bytes - 1) / cs); k++) await rc.increment(k);
-        continue;
-      }
-      const host = entryOffset(hi, lo);
-      if (host === 0) continue;
-      if (host % cs !== 0) throw corrupt('L2 entry', l2Offset + e, `points to an unaligned cluster at ${host}`);
-      if (addend < 0) {
-        rc.release(host, cs);
-        continue;
-      }
-      await rc.increment(host / cs);
-      if (hi & COPIED) {
-        table.writeUInt32BE(setCopied(hi, false), e);
-        changed = true;
-      }
-    }
-    if (changed) c.cache.markDirty(l2Offset, table);
-    if (addend < 0) rc.release(l2Offset, cs);
+    let n = mappedClusters(c, d, table, l2Offset, clusters);
+    clusters[n++] = l2Offset / cs;
+    if (addend < 0) rc.releaseClusters(clusters, n);
     else {
-      await rc.increment(l2Offset / cs);
+      await rc.incrementMany(clusters, n);
+      if (clearCopied(d, table)) c.cache.markDirty(l2Offset, table);
       l1.writeUInt32BE(setCopied(l1.readUInt32BE(i * 8), false), i * 8);
     }
     // Bounded memory: a large image's tables go out in batches (refcounts with them).
@@ -76,8 +122,10 @@ export async function changeReach(c: SnapshotContext, l1: Buffer, l1At: number, 
  */
 export async function fixCopied(c: SnapshotContext): Promise<boolean> {
   const cs = c.h.clusterSize;
-  const eb = l2EntryBytes(c.h.extendedL2);
+  const d = decoder(c);
   const l1 = c.l1;
+  const hosts = new Float64Array(cs / d.step);
+  const counts = new Float64Array(cs / d.step);
   let l1Changed = false;
   for (let i = 0; i < l1.length / 8; i++) {
     const l2Offset = l2OffsetAt(c, l1, c.l1Offset, i);
@@ -89,15 +137,23 @@ export async function fixCopied(c: SnapshotContext): Promise<boolean> {
       l1Changed = true;
     }
     const table = await c.cache.get(l2Offset);
-    let changed = false;
-    for (let e = 0; e < cs; e += eb) {
-      const hi = table.readUInt32BE(e);
+    const v = view(table);
+    let found = 0;
+    // An unaligned offset (-1) counts as no cluster here: changeReach refuses it before.
+    for (let e = 0; e < cs; e += d.step) {
+      const hi = v.getInt32(e);
       if (hi & COMPRESSED) continue;
-      const host = entryOffset(hi, table.readUInt32BE(e + 4));
-      if (host === 0) continue;
-      const alone = (await c.refcounts.get(Math.floor(host / cs))) === 1;
+      const k = clusterOf(hi, v.getInt32(e + 4), d);
+      if (k > 0) hosts[found++] = k;
+    }
+    await c.refcounts.getMany(hosts, found, counts);
+    let changed = false;
+    for (let e = 0, n = 0; e < cs; e += d.step) {
+      const hi = v.getInt32(e);
+      if (hi & COMPRESSED || clusterOf(hi, v.getInt32(e + 4), d) <= 0) continue;
+      const alone = counts[n++] === 1;
       if (((hi & COPIED) !== 0) !== alone) {
-        table.writeUInt32BE(setCopied(hi, alone), e);
+        v.setInt32(e, alone ? hi | COPIED : hi & ~COPIED);
         changed = true;
       }
     }
