@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { describeImages, type ImageInfo } from '../tools/info.js';
 import { INFO_HELP } from './help.js';
+import { printLine } from './print.js';
 import { checkFormat, checkOutput, forceShareOption, formatOption, humanSize, outputOptions, usageLine } from './target.js';
 
 /** A list under "Format specific information", nested as qemu-img prints it ("[0]:", four more spaces a level). */
@@ -62,7 +63,7 @@ export async function infoCommand(args: string[]): Promise<number> {
   const format = checkFormat(values.format);
   const backingChain = values['backing-chain'] ?? false;
   const chain = await describeImages(positionals[0], { format, snapshot: values.snapshot, forceShare: values['force-share'], backingChain });
-  if (output === 'json') console.log(JSON.stringify(backingChain ? chain.map((d) => d.info) : chain[0].info, null, 4));
-  else console.log(chain.map((d) => text(d.info, d.features)).join('\n\n'));
+  if (output === 'json') printLine(JSON.stringify(backingChain ? chain.map((d) => d.info) : chain[0].info, null, 4));
+  else printLine(chain.map((d) => text(d.info, d.features)).join('\n\n'));
   return 0;
 }

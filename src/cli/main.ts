@@ -7,6 +7,7 @@ import { BITMAP_HELP } from './help.js';
 import { RESIZE_HELP } from './help.js';
 import { SNAPSHOT_HELP } from './help.js';
 import { COMPARE_HELP, REBASE_HELP } from './help.js';
+import { printLine } from './print.js';
 
 // Node 22.1+ keeps the compiled code of the verb's modules on disk for the next start (a no-op on Node 20).
 (nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.();
@@ -96,11 +97,11 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   if (verb === '-h' || verb === '--help') {
-    console.log(await topHelp());
+    printLine(await topHelp());
     return 0;
   }
   if (verb === '-V' || verb === '--version') {
-    console.log(`blocklayer version ${version()}`);
+    printLine(`blocklayer version ${version()}`);
     return 0;
   }
   const entry = Object.hasOwn(VERBS, verb) ? VERBS[verb] : undefined;
@@ -109,7 +110,7 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   if (asksHelp(rest)) {
-    console.log(await helpOf(entry));
+    printLine(await helpOf(entry));
     return 0;
   }
   try {

@@ -1,6 +1,6 @@
-import { createRequire } from 'node:module';
 import { getSystemErrorName } from 'node:util';
 import { BlockError, fromErrno } from '../../errors.js';
+import { loadKoffi } from './koffi-load.js';
 import { describeLockHolders } from './lock-holders.js';
 import { flock } from './posix.js';
 
@@ -91,8 +91,7 @@ function loadOfd(): OfdLocks | null {
   ofd = null;
   if (process.platform !== 'linux' || !['x64', 'arm64', 'ppc64', 's390x', 'riscv64', 'loong64'].includes(process.arch)) return ofd;
   try {
-    const require = createRequire(import.meta.url);
-    const koffi = require('koffi') as typeof import('koffi');
+    const koffi = loadKoffi();
     const fcntl = koffi.load('libc.so.6').func('int fcntl(int fd, int cmd, ...)');
     // struct flock on 64-bit Linux: short l_type, short l_whence, off_t l_start (at 8), off_t l_len (at 16), pid_t l_pid (at 24).
     const arg = Buffer.alloc(32);
