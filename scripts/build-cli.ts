@@ -84,6 +84,10 @@ export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<st
     logLevel: 'warning',
   });
   const text = cli.outputFiles[0].text;
+  // The script runs through vm.Script, where import() has no loader: a module left external and
+  // loaded with import() would fail only when that path runs (zstd compression once did).
+  const dynamicImport = /\bimport\((?!\s*\))/.exec(text);
+  if (dynamicImport !== null) throw new Error(`the CLI script has an import() (load it with require): …${text.slice(Math.max(0, dynamicImport.index - 80), dynamicImport.index + 40)}…`);
   fs.mkdirSync(outdir, { recursive: true });
   fs.writeFileSync(path.join(outdir, SCRIPT), text);
   const define = {
