@@ -98,7 +98,10 @@ export function serveWorkerLayer(endpoint: WorkerEndpoint, layer: BlockLayer = n
   const forward = (handle: number, drive: Drive, event: keyof DriveEvents) => {
     if (event === 'closed') return; // the caller's own
     let events = forwarded.get(handle);
-    if (events === undefined) forwarded.set(handle, (events = new Set()));
+    if (events === undefined) {
+      events = new Set();
+      forwarded.set(handle, events);
+    }
     if (events.has(event)) return;
     events.add(event);
     drive.on(event, (...args: unknown[]) => {
