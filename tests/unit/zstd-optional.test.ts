@@ -1,16 +1,24 @@
+import Module from 'node:module';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
+// zstd-napi is loaded with require (the shipped command runs as a script, where import() has no
+// loader), so hiding it means hiding it from Node's module loader.
+type Loader = { _load: (request: string, ...rest: unknown[]) => unknown };
+const loader = Module as unknown as Loader;
+const realLoad = loader._load;
+
 afterEach(() => {
-  vi.doUnmock('zstd-napi');
+  loader._load = realLoad;
   vi.resetModules();
 });
 
 describe('zstd-napi is optional', () => {
   it('without it, a zstd write is a BlockError ENOTSUP naming the package; zlib writes still work', async () => {
     vi.resetModules();
-    vi.doMock('zstd-napi', () => {
-      throw new Error("Cannot find module 'zstd-napi'\nRequire stack: …");
-    });
+    loader._load = function (this: unknown, request: string, ...rest: unknown[]) {
+      if (request === 'zstd-napi') throw new Error("Cannot find module 'zstd-napi'\nRequire stack: …");
+      return realLoad.call(this, request, ...rest);
+    };
     const { zstdCompress, deflateRaw } = await import('../../src/platform/compress.js');
     const { BlockError } = await import('../../src/errors.js');
     const err = await zstdCompress(new Uint8Array(65536)).then(
