@@ -107,8 +107,10 @@ async function expectRecovered(session: Session, opfsPath: string, flushed: numb
   expect(r.error).toBeUndefined();
   expect(r.locking).toBe('web-locks');
   expect(r.check.checkErrors).toBe(0);
-  expect(r.check.leaks - r.check.leaksFixed).toBe(0);
-  expect(r.check.corruptions - r.check.corruptionsFixed).toBe(0);
+  // after a repair, leaks and corruptions count what the second pass still finds (qemu-img's
+  // report); what the first pass fixed is in leaksFixed / corruptionsFixed, which may be any number
+  expect(r.check.leaks).toBe(0);
+  expect(r.check.corruptions).toBe(0);
   expect(r.again).toMatchObject({ corruptions: 0, leaks: 0, checkErrors: 0 });
   expect(r.missing).toEqual([]);
   const file = await copyOut(session, opfsPath, name);
