@@ -3,35 +3,17 @@
 // images qemu-img finds equal, naming the same backing file and format, with the same layer of
 // their own; in our layer a drive on the source is moved to the new image and reads the same
 // guest view through the shared chain.
-import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
-import { type QmpClient, type QmpDaemon, type QmpEvent, startOurQmp, startQsd } from '../helpers/qmp-client.js';
-import { haveProgram } from '../helpers/tools.js';
+import { describe, expect, it } from 'vitest';
+import { qemuImg as img, qemuIo as io } from '../helpers/qemu-images.js';
+import { type QmpClient, type QmpEvent, startOurQmp, startQsd } from '../helpers/qmp-client.js';
+import { haveQsdTools, qsdSuite } from '../helpers/qsd-suite.js';
 
-const can = haveProgram('qemu-storage-daemon') && haveProgram('qemu-img') && haveProgram('qemu-io');
+const can = haveQsdTools;
 const SIZE = 8 << 20;
+const suite = qsdSuite('drive-mirror-new-');
 
-let dir: string;
-const daemons: QmpDaemon[] = [];
-let layer: BlockLayer;
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'drive-mirror-new-'));
-  layer = new BlockLayer();
-});
-
-afterEach(async () => {
-  for (const d of daemons.splice(0)) await d.stop();
-  await layer.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-const img = (...args: string[]) => execFileSync('qemu-img', args, { encoding: 'utf8' });
-const io = (image: string, cmds: string[]) => execFileSync('qemu-io', ['-f', 'qcow2', ...cmds.flatMap((c) => ['-c', c]), image], { stdio: 'ignore' });
 
 /** base ← mid ← top (relative backing names, so a copy of the directory stands alone); top has a zero cluster over mid's data. */
 function makeChain(at: string): void {
@@ -60,7 +42,7 @@ async function runScript(qmp: QmpClient, steps: Step[]): Promise<{ replies: unkn
 
 /** The guest view of an image as raw bytes (qemu-img convert through its chain). */
 function guestView(image: string): Buffer {
-  const out = join(dir, `view-${basename(image)}.raw`);
+  const out = join(suite.dir, `view-${basename(image)}.raw`);
   img('convert', '-O', 'raw', image, out);
   return readFileSync(out);
 }
@@ -81,26 +63,26 @@ function backingOf(image: string): string {
  * image, its backing chain from the header). Ours has a drive on `top`, which the pivot moves.
  */
 async function both(steps: (at: string) => Step[]) {
-  const orig = join(dir, 'orig');
+  const orig = join(suite.dir, 'orig');
   makeChain(orig);
-  const theirsDir = join(dir, 'qsd');
-  const oursDir = join(dir, 'ours');
+  const theirsDir = join(suite.dir, 'qsd');
+  const oursDir = join(suite.dir, 'ours');
   cpSync(orig, theirsDir, { recursive: true });
   cpSync(orig, oursDir, { recursive: true });
-  const qsd = await startQsd(dir, ['--blockdev', `driver=qcow2,node-name=top,file.driver=file,file.node-name=top-file,file.filename=${join(theirsDir, 'top.qcow2')}`]);
-  daemons.push(qsd);
+  const qsd = await startQsd(suite.dir, ['--blockdev', `driver=qcow2,node-name=top,file.driver=file,file.node-name=top-file,file.filename=${join(theirsDir, 'top.qcow2')}`]);
+  suite.daemons.push(qsd);
   const theirs = await runScript(qsd.qmp, steps(theirsDir));
   await qsd.stop();
-  daemons.splice(daemons.indexOf(qsd), 1);
-  await layer.addNode({ driver: 'qcow2', nodeName: 'top', file: { driver: 'file', nodeName: 'top-file', filename: join(oursDir, 'top.qcow2') } });
-  const drive = layer.attachDrive('top', { id: 'disk0' });
-  const ours = await startOurQmp(layer, dir);
-  daemons.push(ours);
+  suite.daemons.splice(suite.daemons.indexOf(qsd), 1);
+  await suite.layer.addNode({ driver: 'qcow2', nodeName: 'top', file: { driver: 'file', nodeName: 'top-file', filename: join(oursDir, 'top.qcow2') } });
+  const drive = suite.layer.attachDrive('top', { id: 'disk0' });
+  const ours = await startOurQmp(suite.layer, suite.dir);
+  suite.daemons.push(ours);
   const mine = await runScript(ours.qmp, steps(oursDir));
   const view = new Uint8Array(SIZE);
   await drive.read(0, view);
   await ours.stop();
-  daemons.splice(daemons.indexOf(ours), 1);
+  suite.daemons.splice(suite.daemons.indexOf(ours), 1);
   return { theirs, mine, theirsDir, oursDir, drive, view: Buffer.from(view), orig };
 }
 
@@ -112,7 +94,7 @@ describe.skipIf(!can)('drive-mirror onto a new image over the source chain, agai
     ]);
     expect(r.mine).toEqual(r.theirs);
     expect(r.drive.node.name).not.toBe('top');
-    await layer.close();
+    await suite.layer.close();
     const [theirs, ours] = [join(r.theirsDir, 'new.qcow2'), join(r.oursDir, 'new.qcow2')];
     expect(backingOf(theirs)).toBe('mid.qcow2:qcow2');
     expect(backingOf(ours)).toBe(backingOf(theirs));
@@ -134,7 +116,7 @@ describe.skipIf(!can)('drive-mirror onto a new image over the source chain, agai
     // New writes land in the new image, not in the source.
     await r.drive.write(0, new Uint8Array(65536).fill(0x55));
     await r.drive.flush();
-    await layer.close();
+    await suite.layer.close();
     const [theirs, ours] = [join(r.theirsDir, 'new.qcow2'), join(r.oursDir, 'new.qcow2')];
     expect(backingOf(theirs)).toBe('top.qcow2:qcow2');
     expect(backingOf(ours)).toBe(backingOf(theirs));
@@ -152,7 +134,7 @@ describe.skipIf(!can)('drive-mirror onto a new image over the source chain, agai
       { cmd: 'job-cancel', args: { id: 'f' }, gone: 'f' },
     ]);
     expect(r.mine).toEqual(r.theirs);
-    await layer.close();
+    await suite.layer.close();
     expect(r.theirs.replies.slice(0, 2)).toEqual([
       { error: { class: 'GenericError', desc: "Backing file not supported for file format 'raw'" } },
       { error: { class: 'GenericError', desc: 'Need a root block node' } },

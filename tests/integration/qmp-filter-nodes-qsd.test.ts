@@ -3,35 +3,17 @@
 // inserts (commit_top, mirror_top, copy-on-read) with the same shape, under `filter-node-name`
 // or a generated `#block…` name; the name is taken while the job runs (the same errors for a
 // job, a blockdev-add, a malformed name) and free again once it is cancelled.
-import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
 import type { BlockNode } from '../../src/node/node.js';
-import { type QmpClient, type QmpDaemon, startOurQmp, startQsd } from '../helpers/qmp-client.js';
-import { haveProgram } from '../helpers/tools.js';
+import { qemuImg as img, qemuIo as io } from '../helpers/qemu-images.js';
+import { type QmpClient, startOurQmp, startQsd } from '../helpers/qmp-client.js';
+import { haveQsdTools, qsdSuite } from '../helpers/qsd-suite.js';
 
-const can = haveProgram('qemu-storage-daemon') && haveProgram('qemu-img') && haveProgram('qemu-io');
+const can = haveQsdTools;
+const suite = qsdSuite('filter-nodes-');
 
-let dir: string;
-const daemons: QmpDaemon[] = [];
-let layer: BlockLayer;
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'filter-nodes-'));
-  layer = new BlockLayer();
-});
-
-afterEach(async () => {
-  for (const d of daemons.splice(0)) await d.stop();
-  await layer.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-const img = (...args: string[]) => execFileSync('qemu-img', args, { encoding: 'utf8' });
-const io = (image: string, cmds: string[]) => execFileSync('qemu-io', ['-f', 'qcow2', ...cmds.flatMap((c) => ['-c', c]), image], { stdio: 'ignore' });
 const NAMES = ['base', 'mid', 'top', 'tgt', 'spare'] as const;
 const BACKING: Record<string, string | null> = { base: null, mid: 'base', top: 'mid', tgt: null, spare: null };
 
@@ -61,9 +43,9 @@ function qsdArgs(at: string): string[] {
 async function ourNodes(at: string): Promise<void> {
   const added = new Map<string, BlockNode>();
   for (const n of NAMES) {
-    const file = await layer.addNode({ driver: 'file', nodeName: `${n}-file`, filename: join(at, `${n}.qcow2`) });
+    const file = await suite.layer.addNode({ driver: 'file', nodeName: `${n}-file`, filename: join(at, `${n}.qcow2`) });
     const backing = BACKING[n];
-    added.set(n, await layer.addNode({ driver: 'qcow2', nodeName: n, file, backing: backing ? added.get(backing)! : null }));
+    added.set(n, await suite.layer.addNode({ driver: 'qcow2', nodeName: n, file, backing: backing ? added.get(backing)! : null }));
   }
 }
 
@@ -103,20 +85,20 @@ async function runScript(qmp: QmpClient, steps: Step[]) {
 
 /** The same script on fresh copies of the same images for QSD and for us. */
 async function both(steps: Step[]) {
-  const orig = join(dir, 'orig');
+  const orig = join(suite.dir, 'orig');
   makeImages(orig);
-  const theirsDir = join(dir, 'qsd');
-  const oursDir = join(dir, 'ours');
+  const theirsDir = join(suite.dir, 'qsd');
+  const oursDir = join(suite.dir, 'ours');
   cpSync(orig, theirsDir, { recursive: true });
   cpSync(orig, oursDir, { recursive: true });
-  const qsd = await startQsd(dir, qsdArgs(theirsDir));
-  daemons.push(qsd);
+  const qsd = await startQsd(suite.dir, qsdArgs(theirsDir));
+  suite.daemons.push(qsd);
   const theirs = await runScript(qsd.qmp, steps);
   await qsd.stop();
-  daemons.splice(daemons.indexOf(qsd), 1);
+  suite.daemons.splice(suite.daemons.indexOf(qsd), 1);
   await ourNodes(oursDir);
-  const ours = await startOurQmp(layer, dir);
-  daemons.push(ours);
+  const ours = await startOurQmp(suite.layer, suite.dir);
+  suite.daemons.push(ours);
   const mine = await runScript(ours.qmp, steps);
   return { theirs, mine, qmp: ours.qmp };
 }
@@ -165,7 +147,7 @@ describe.skipIf(!can)('job filter nodes against qemu-storage-daemon', () => {
       { cmd: 'blockdev-mirror', args: { 'job-id': 'j', device: 'top', target: 'tgt', sync: 'full', speed: 1, 'filter-node-name': '1bad' } },
       { cmd: 'block-stream', args: { 'job-id': 'j', device: 'top', speed: 1, 'filter-node-name': 'bad name' } },
       { cmd: 'block-stream', args: { 'job-id': 'j', device: 'top', speed: 1, 'filter-node-name': '' } },
-      { cmd: 'drive-mirror', args: { 'job-id': 'j', device: 'top', target: join(dir, 'x.qcow2'), sync: 'full', 'filter-node-name': 'fx' } },
+      { cmd: 'drive-mirror', args: { 'job-id': 'j', device: 'top', target: join(suite.dir, 'x.qcow2'), sync: 'full', 'filter-node-name': 'fx' } },
       { cmd: 'block-commit', args: { 'job-id': 'j', device: 'top', speed: 1, 'filter-node-name': 'fc' }, look: true },
       { cmd: 'block-stream', args: { 'job-id': 'j2', device: 'tgt', speed: 1, 'filter-node-name': 'fc' } },
       { cmd: 'blockdev-add', args: { driver: 'null-co', 'node-name': 'fc' } },

@@ -3,36 +3,19 @@
 // target failing writes) or is cancelled: the other is cancelled too. The same script over the
 // same images on both daemons gives the same replies and the same events in the same order.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
-import { type QmpClient, type QmpDaemon, type QmpEvent, startOurQmp, startQsd } from '../helpers/qmp-client.js';
-import { haveProgram } from '../helpers/tools.js';
+import { describe, expect, it } from 'vitest';
+import { qemuImg as img } from '../helpers/qemu-images.js';
+import { type QmpClient, type QmpEvent, startOurQmp, startQsd } from '../helpers/qmp-client.js';
+import { haveQsdTools, qsdSuite } from '../helpers/qsd-suite.js';
 
-const can = haveProgram('qemu-storage-daemon') && haveProgram('qemu-img') && haveProgram('qemu-io');
+const can = haveQsdTools;
+const suite = qsdSuite('grouped-');
 
-let dir: string;
-const daemons: QmpDaemon[] = [];
-let layer: BlockLayer;
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'grouped-'));
-  layer = new BlockLayer();
-});
-
-afterEach(async () => {
-  for (const d of daemons.splice(0)) await d.stop();
-  await layer.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-const img = (...args: string[]) => execFileSync('qemu-img', args, { encoding: 'utf8' });
 
 /** Two sources with 4 MiB of data (a node takes one backup here: one copy-before-write user) and two empty targets (8 MiB qcow2 each) for `who`; blockdev-add steps for them, one target behind blkdebug failing every write. */
 function setup(who: string) {
-  const p = (n: string) => join(dir, `${who}-${n}.qcow2`);
+  const p = (n: string) => join(suite.dir, `${who}-${n}.qcow2`);
   for (const src of ['src', 'src2']) {
     img('create', '-q', '-f', 'qcow2', p(src), '8M');
     execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 4M', p(src)], { stdio: 'ignore' });
@@ -73,17 +56,17 @@ async function runScript(qmp: QmpClient, steps: Step[]): Promise<{ replies: unkn
 }
 
 async function both(script: Step[]) {
-  const qsd = await startQsd(dir, []);
-  daemons.push(qsd);
+  const qsd = await startQsd(suite.dir, []);
+  suite.daemons.push(qsd);
   for (const n of setup('qsd')) await qsd.qmp.ok('blockdev-add', n);
   const theirs = await runScript(qsd.qmp, script);
   await qsd.stop();
-  daemons.splice(daemons.indexOf(qsd), 1);
-  const ours = await startOurQmp(layer, dir);
-  daemons.push(ours);
+  suite.daemons.splice(suite.daemons.indexOf(qsd), 1);
+  const ours = await startOurQmp(suite.layer, suite.dir);
+  suite.daemons.push(ours);
   // Our blockdev-add does not map blkdebug's inject-error: the same failing node through the library.
   for (const n of setup('ours').slice(0, 4)) await ours.qmp.ok('blockdev-add', n);
-  await layer.addNode({ driver: 'blkdebug', nodeName: 'bad', rules: [{ event: 'write', code: 'EIO' }], file: layer.findNode('t2')! } as never);
+  await suite.layer.addNode({ driver: 'blkdebug', nodeName: 'bad', rules: [{ event: 'write', code: 'EIO' }], file: suite.layer.findNode('t2')! } as never);
   const mine = await runScript(ours.qmp, script);
   return { theirs, mine };
 }

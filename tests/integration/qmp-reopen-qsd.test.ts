@@ -2,30 +2,16 @@
 // (added by blockdev-add, base read-only), the same replies, the same read-only flags in
 // query-named-block-nodes along the way; the images stay clean for qemu-img check.
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
-import { type QmpClient, type QmpDaemon, startOurQmp, startQsd } from '../helpers/qmp-client.js';
-import { haveProgram } from '../helpers/tools.js';
+import { describe, expect, it } from 'vitest';
+import { qemuImg as img } from '../helpers/qemu-images.js';
+import { type QmpClient, startOurQmp, startQsd } from '../helpers/qmp-client.js';
+import { haveQsdTools, qsdSuite } from '../helpers/qsd-suite.js';
 
-const can = haveProgram('qemu-storage-daemon') && haveProgram('qemu-img') && haveProgram('qemu-io');
+const can = haveQsdTools;
+const suite = qsdSuite('qmp-reopen-');
 
-let dir: string;
-const daemons: QmpDaemon[] = [];
-let layer: BlockLayer;
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'qmp-reopen-'));
-  layer = new BlockLayer();
-});
-afterEach(async () => {
-  for (const d of daemons.splice(0)) await d.stop();
-  await layer.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-const img = (...args: string[]) => execFileSync('qemu-img', args, { encoding: 'utf8' });
 
 function makeChain(at: string): void {
   mkdirSync(at, { recursive: true });
@@ -86,27 +72,27 @@ async function run(qmp: QmpClient, at: string): Promise<unknown[]> {
 
 describe.skipIf(!can)('blockdev-reopen against qemu-storage-daemon', () => {
   it('the same script: read-only both ways, a dropped backing node, refused changes and bad arguments', { timeout: 120_000 }, async () => {
-    const orig = join(dir, 'orig');
+    const orig = join(suite.dir, 'orig');
     makeChain(orig);
-    const theirsDir = join(dir, 'qsd');
-    const oursDir = join(dir, 'ours');
+    const theirsDir = join(suite.dir, 'qsd');
+    const oursDir = join(suite.dir, 'ours');
     cpSync(orig, theirsDir, { recursive: true });
     cpSync(orig, oursDir, { recursive: true });
-    const qsd = await startQsd(dir, chain(theirsDir).flatMap((o) => ['--blockdev', JSON.stringify(o)]));
-    daemons.push(qsd);
+    const qsd = await startQsd(suite.dir, chain(theirsDir).flatMap((o) => ['--blockdev', JSON.stringify(o)]));
+    suite.daemons.push(qsd);
     const theirs = await run(qsd.qmp, theirsDir);
     await qsd.stop();
-    daemons.splice(0);
-    const ours = await startOurQmp(layer, dir);
-    daemons.push(ours);
+    suite.daemons.splice(0);
+    const ours = await startOurQmp(suite.layer, suite.dir);
+    suite.daemons.push(ours);
     for (const o of chain(oursDir)) expect(await ours.qmp.cmd('blockdev-add', o)).toEqual({ return: {} });
     const mine = await run(ours.qmp, oursDir);
     // backing: null detached the base from mid.
-    expect(layer.findNode('mid')!.child('backing')).toBeUndefined();
-    expect(layer.findNode('base')!.refCount).toBe(1);
+    expect(suite.layer.findNode('mid')!.child('backing')).toBeUndefined();
+    expect(suite.layer.findNode('base')!.refCount).toBe(1);
     await ours.stop();
-    daemons.splice(0);
-    await layer.close();
+    suite.daemons.splice(0);
+    await suite.layer.close();
     const text = (x: unknown[]) => JSON.stringify(x, null, 1).replaceAll(theirsDir, 'DIR').replaceAll(oursDir, 'DIR');
     expect(text(mine)).toBe(text(theirs));
     expect(theirs[0]).toEqual({ return: {} });

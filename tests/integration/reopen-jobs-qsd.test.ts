@@ -3,33 +3,16 @@
 // read-only. QEMU reopens the image the job writes read-write for the job and
 // read-only after it; the same script gives the same replies, events and read-only flags
 // (query-named-block-nodes), and images qemu-img finds equal and clean.
-import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
-import { type QmpClient, type QmpDaemon, type QmpEvent, startOurQmp, startQsd } from '../helpers/qmp-client.js';
-import { haveProgram } from '../helpers/tools.js';
+import { describe, expect, it } from 'vitest';
+import { qemuImg as img, qemuIo as io } from '../helpers/qemu-images.js';
+import { type QmpClient, type QmpEvent, startOurQmp, startQsd } from '../helpers/qmp-client.js';
+import { haveQsdTools, qsdSuite } from '../helpers/qsd-suite.js';
 
-const can = haveProgram('qemu-storage-daemon') && haveProgram('qemu-img') && haveProgram('qemu-io');
+const can = haveQsdTools;
+const suite = qsdSuite('reopen-jobs-');
 
-let dir: string;
-const daemons: QmpDaemon[] = [];
-let layer: BlockLayer;
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'reopen-jobs-'));
-  layer = new BlockLayer();
-});
-afterEach(async () => {
-  for (const d of daemons.splice(0)) await d.stop();
-  await layer.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-const img = (...args: string[]) => execFileSync('qemu-img', args, { encoding: 'utf8' });
-const io = (image: string, cmds: string[]) => execFileSync('qemu-io', ['-f', 'qcow2', ...cmds.flatMap((c) => ['-c', c]), image], { stdio: 'ignore' });
 
 /** base ← mid ← top, 8 MiB, data at every level; the backing files named in the headers. */
 function makeChain(at: string): void {
@@ -79,24 +62,24 @@ async function runScript(qmp: QmpClient, at: string, steps: Step[]) {
 
 /** The same script on copies of one chain, top added with blockdev-add on both daemons. */
 async function both(readOnlyTop: boolean, steps: Step[]) {
-  const orig = join(dir, 'orig');
+  const orig = join(suite.dir, 'orig');
   makeChain(orig);
-  const theirsDir = join(dir, 'qsd');
-  const oursDir = join(dir, 'ours');
+  const theirsDir = join(suite.dir, 'qsd');
+  const oursDir = join(suite.dir, 'ours');
   cpSync(orig, theirsDir, { recursive: true });
   cpSync(orig, oursDir, { recursive: true });
-  const qsd = await startQsd(dir, chainOptions(theirsDir, readOnlyTop).flatMap((o) => ['--blockdev', JSON.stringify(o)]));
-  daemons.push(qsd);
+  const qsd = await startQsd(suite.dir, chainOptions(theirsDir, readOnlyTop).flatMap((o) => ['--blockdev', JSON.stringify(o)]));
+  suite.daemons.push(qsd);
   const theirs = await runScript(qsd.qmp, theirsDir, steps);
   await qsd.stop();
-  daemons.splice(daemons.indexOf(qsd), 1);
-  const ours = await startOurQmp(layer, dir);
-  daemons.push(ours);
+  suite.daemons.splice(suite.daemons.indexOf(qsd), 1);
+  const ours = await startOurQmp(suite.layer, suite.dir);
+  suite.daemons.push(ours);
   for (const o of chainOptions(oursDir, readOnlyTop)) expect(await ours.qmp.cmd('blockdev-add', o)).toEqual({ return: {} });
   const mine = await runScript(ours.qmp, oursDir, steps);
   await ours.stop();
-  daemons.splice(daemons.indexOf(ours), 1);
-  await layer.close();
+  suite.daemons.splice(suite.daemons.indexOf(ours), 1);
+  await suite.layer.close();
   return { theirs, mine, orig, theirsDir, oursDir };
 }
 

@@ -3,34 +3,17 @@
 // the same events (JOB_STATUS_CHANGE sequence, BLOCK_JOB_READY/COMPLETED data), the same
 // argument errors, and images qemu-img finds equal, clean and pointing at the same backing file.
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
 import type { BlockNode } from '../../src/node/node.js';
-import { type QmpClient, type QmpDaemon, type QmpEvent, startOurQmp, startQsd } from '../helpers/qmp-client.js';
-import { haveProgram } from '../helpers/tools.js';
+import { qemuImg as img, qemuIo as io } from '../helpers/qemu-images.js';
+import { type QmpClient, type QmpEvent, startOurQmp, startQsd } from '../helpers/qmp-client.js';
+import { haveQsdTools, qsdSuite } from '../helpers/qsd-suite.js';
 
-const can = haveProgram('qemu-storage-daemon') && haveProgram('qemu-img') && haveProgram('qemu-io');
+const can = haveQsdTools;
+const suite = qsdSuite('stream-commit-');
 
-let dir: string;
-const daemons: QmpDaemon[] = [];
-let layer: BlockLayer;
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'stream-commit-'));
-  layer = new BlockLayer();
-});
-
-afterEach(async () => {
-  for (const d of daemons.splice(0)) await d.stop();
-  await layer.close();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-const img = (...args: string[]) => execFileSync('qemu-img', args, { encoding: 'utf8' });
-const io = (image: string, cmds: string[]) => execFileSync('qemu-io', ['-f', 'qcow2', ...cmds.flatMap((c) => ['-c', c]), image], { stdio: 'ignore' });
 
 /** base ← mid ← top (8 MiB, 64 KiB clusters) in `at`: data at every level, mid's zeroes over base data. */
 function makeChain(at: string): void {
@@ -58,8 +41,8 @@ function qsdChain(at: string): string[] {
 async function ourChain(at: string): Promise<void> {
   let below: BlockNode | null = null;
   for (const n of ['base', 'mid', 'top']) {
-    const file = await layer.addNode({ driver: 'file', nodeName: `${n}-file`, filename: join(at, `${n}.qcow2`) });
-    below = await layer.addNode({ driver: 'qcow2', nodeName: n, file, backing: below });
+    const file = await suite.layer.addNode({ driver: 'file', nodeName: `${n}-file`, filename: join(at, `${n}.qcow2`) });
+    below = await suite.layer.addNode({ driver: 'qcow2', nodeName: n, file, backing: below });
   }
 }
 
@@ -84,24 +67,24 @@ async function runScript(qmp: QmpClient, steps: Step[]): Promise<{ replies: unkn
 
 /** The same script on a fresh chain for QSD and for us; returns both results and the two directories. */
 async function both(steps: Step[]) {
-  const orig = join(dir, 'orig');
+  const orig = join(suite.dir, 'orig');
   makeChain(orig);
-  const theirsDir = join(dir, 'qsd');
-  const oursDir = join(dir, 'ours');
+  const theirsDir = join(suite.dir, 'qsd');
+  const oursDir = join(suite.dir, 'ours');
   cpSync(orig, theirsDir, { recursive: true });
   cpSync(orig, oursDir, { recursive: true });
-  const qsd = await startQsd(dir, qsdChain(theirsDir));
-  daemons.push(qsd);
+  const qsd = await startQsd(suite.dir, qsdChain(theirsDir));
+  suite.daemons.push(qsd);
   const theirs = await runScript(qsd.qmp, steps);
   await qsd.stop();
-  daemons.splice(daemons.indexOf(qsd), 1);
+  suite.daemons.splice(suite.daemons.indexOf(qsd), 1);
   await ourChain(oursDir);
-  const ours = await startOurQmp(layer, dir);
-  daemons.push(ours);
+  const ours = await startOurQmp(suite.layer, suite.dir);
+  suite.daemons.push(ours);
   const mine = await runScript(ours.qmp, steps);
   await ours.stop();
-  daemons.splice(daemons.indexOf(ours), 1);
-  await layer.close();
+  suite.daemons.splice(suite.daemons.indexOf(ours), 1);
+  await suite.layer.close();
   return { theirs, mine, orig, theirsDir, oursDir };
 }
 
