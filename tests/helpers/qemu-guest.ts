@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { V86, type V86Options } from 'v86';
 import { haveProgram, ok } from './tools.js';
-import { baseOptions, BIOS, VGA_BIOS } from './v86-boot.js';
+import { BIOS, baseOptions, GUEST_INCLUDES, VGA_BIOS } from './v86-boot.js';
 import { Wakeups } from './wakeups.js';
 
 export const SECTOR = 512;
@@ -74,7 +74,7 @@ export function writesInclude(phases: GuestPhases): string {
 export async function assembleGuest(dir: string, phases: GuestPhases): Promise<Uint8Array> {
   fs.writeFileSync(path.join(dir, 'writes.inc'), writesInclude(phases));
   const out = path.join(dir, 'guest.bin');
-  await ok('nasm', ['-f', 'bin', '-i', `${dir}/`, '-o', out, GUEST_ASM]);
+  await ok('nasm', ['-f', 'bin', '-i', `${dir}/`, '-i', GUEST_INCLUDES, '-o', out, GUEST_ASM]);
   const sector = new Uint8Array(fs.readFileSync(out));
   if (sector.length !== SECTOR) throw new Error(`${GUEST_ASM} assembled to ${sector.length} bytes, expected ${SECTOR}`);
   return sector;

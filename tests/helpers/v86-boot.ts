@@ -13,6 +13,8 @@ import { ok } from './tools.js';
 export const BOOT_ASM = fileURLToPath(new URL('../fixtures/v86/boot.asm', import.meta.url));
 /** The guest that counts its boots in a marker sector of its disk (the persistent browser example). */
 export const BOOT_COUNT_ASM = fileURLToPath(new URL('../fixtures/guest/boot-count.asm', import.meta.url));
+/** Where the guests' shared nasm includes (serial.inc) live; ends with a slash, as nasm's -i wants. */
+export const GUEST_INCLUDES = fileURLToPath(new URL('../fixtures/guest/', import.meta.url));
 export const SEABIOS_DIR = '/usr/share/seabios';
 export const BIOS = path.join(SEABIOS_DIR, 'bios.bin');
 export const VGA_BIOS = path.join(SEABIOS_DIR, 'vgabios-stdvga.bin');
@@ -41,7 +43,7 @@ export function expectedSumLine(): string {
 /** Assembles boot.asm (or another boot sector's source, `asm`) with nasm into `dir`; returns the 512-byte boot sector. */
 export async function assembleBootSector(dir: string, asm = BOOT_ASM): Promise<Uint8Array> {
   const out = path.join(dir, `${path.basename(asm, '.asm')}.bin`);
-  await ok('nasm', ['-f', 'bin', '-o', out, asm]);
+  await ok('nasm', ['-f', 'bin', '-i', GUEST_INCLUDES, '-o', out, asm]);
   const sector = new Uint8Array(fs.readFileSync(out));
   if (sector.length !== 512) throw new Error(`${path.basename(asm)} assembled to ${sector.length} bytes, expected 512`);
   return sector;
