@@ -43,6 +43,21 @@ export function missingForV86Guest(): string[] {
   return [fs.existsSync(BIOS) && fs.existsSync(VGA_BIOS) ? '' : 'seabios', haveProgram('nasm') ? '' : 'nasm'].filter(Boolean);
 }
 
+/**
+ * What `test` lacks to boot its QEMU guest and its v86 guest, each with the `extra` programs it
+ * also runs. In CI a missing one fails the file (.ci/run installs them all); elsewhere it is logged.
+ */
+export function guestToolsMissing(test: string, extra: { qemu: string[]; v86: string[] }): { qemu: string[]; v86: string[] } {
+  const lacking = (programs: string[]) => programs.filter((p) => !haveProgram(p));
+  const found = { qemu: [...missingForQemuGuest(), ...lacking(extra.qemu)], v86: [...missingForV86Guest(), ...lacking(extra.v86)] };
+  for (const [guest, missing] of [['QEMU', found.qemu], ['v86', found.v86]] as const) {
+    if (missing.length === 0) continue;
+    if (process.env.CI === 'true') throw new Error(`${missing.join(', ')} missing in CI for the ${guest} guest of ${test}: .ci/run must install them`);
+    console.log(`${guest} guest ${test} skipped: missing ${missing.join(', ')}`);
+  }
+  return found;
+}
+
 /** The sector the guest writes at `lba` with `seed`: its LBA in bytes 0..3, then byte i = (i * 7 + seed) & 0xff. */
 export function guestSector(lba: number, seed: number): Uint8Array {
   const s = new Uint8Array(SECTOR);

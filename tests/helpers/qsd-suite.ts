@@ -1,10 +1,8 @@
 // The set-up every "same QMP script against qemu-storage-daemon and us" test shares: a fresh
 // temporary folder and BlockLayer per test, and the daemons it started stopped after it.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
+import { afterEach } from 'vitest';
+import type { BlockLayer } from '../../src/index.js';
+import { layerSuite } from './layer-suite.js';
 import type { QmpDaemon } from './qmp-client.js';
 import { haveProgram } from './tools.js';
 
@@ -21,25 +19,18 @@ export interface QsdSuite {
 
 /** Registers the per-test set-up and tear-down in the calling file; folders are named `prefix…`. */
 export function qsdSuite(prefix: string): QsdSuite {
-  let dir = '';
-  let layer: BlockLayer | undefined;
+  const base = layerSuite(prefix);
   const daemons: QmpDaemon[] = [];
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), prefix));
-    layer = new BlockLayer();
-  });
+  // registered after the layer's tear-down, so it runs before it (vitest runs after-hooks as a stack)
   afterEach(async () => {
     for (const d of daemons.splice(0)) await d.stop();
-    await layer?.close();
-    rmSync(dir, { recursive: true, force: true });
   });
   return {
     get dir() {
-      return dir;
+      return base.dir;
     },
     get layer() {
-      if (!layer) throw new Error('qsdSuite: layer used outside a test');
-      return layer;
+      return base.layer;
     },
     daemons,
   };

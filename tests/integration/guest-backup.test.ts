@@ -9,12 +9,13 @@
 // writing through toV86Disk(drive) and drive.dirtyExtents() walked.
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { toV86Disk, type V86DiskErrorEvent } from '../../src/adapters/v86.js';
-import { BlockLayer, NbdServer } from '../../src/index.js';
+import { NbdServer } from '../../src/index.js';
 import { NbdExportManager } from '../../src/qmp/exports.js';
+import { layerSuite } from '../helpers/layer-suite.js';
+import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import {
   applyGuestWrites,
   assembleGuest,
@@ -24,27 +25,19 @@ import {
   type GuestPhases,
   guestGranules,
   guestSumLine,
-  missingForQemuGuest,
-  missingForV86Guest,
+  guestToolsMissing,
   SECTOR,
 } from '../helpers/qemu-guest.js';
-import { startQemuDaemon, stopPid } from '../helpers/qemu-daemons.js';
 import { type QmpDaemon, startOurQmp } from '../helpers/qmp-client.js';
-import { haveProgram, ok } from '../helpers/tools.js';
+import { ok } from '../helpers/tools.js';
 import { dataByte } from '../helpers/v86-boot.js';
 
-const CI = process.env.CI === 'true';
 const MiB = 1024 * 1024;
 const SIZE = 16 * MiB;
 /** The image holds data in its first DATA_BYTES; the rest reads as zeroes (unallocated in the qcow2). */
 const DATA_BYTES = 4 * MiB;
 
-const missingQemu = [...missingForQemuGuest(), ...['qemu-img', 'qemu-nbd', 'nbdcopy', 'nbdinfo'].filter((p) => !haveProgram(p))];
-const missingV86 = [...missingForV86Guest(), ...(haveProgram('qemu-img') ? [] : ['qemu-img'])];
-if (CI && missingQemu.length > 0) throw new Error(`${missingQemu.join(', ')} missing in CI: .ci/run must install qemu-system-x86, nasm, qemu-utils, libnbd-bin`);
-if (missingQemu.length > 0) console.log(`QEMU guest backup test skipped: missing ${missingQemu.join(', ')}`);
-if (CI && missingV86.length > 0) throw new Error(`${missingV86.join(', ')} missing in CI: .ci/run must install seabios, nasm, qemu-utils`);
-if (missingV86.length > 0) console.log(`v86 guest backup test skipped: missing ${missingV86.join(', ')}`);
+const { qemu: missingQemu, v86: missingV86 } = guestToolsMissing('backup test', { qemu: ['qemu-img', 'qemu-nbd', 'nbdcopy', 'nbdinfo'], v86: ['qemu-img'] });
 
 /** Three phases of scattered runs: across granule edges, over each other, at the disk's last sector, in data and in zeroes. */
 const PHASES: GuestPhases = [
@@ -64,20 +57,7 @@ const PHASES: GuestPhases = [
   ],
 ];
 
-let dir: string;
-let layer: BlockLayer;
-const cleanups: (() => Promise<void>)[] = [];
-
-beforeEach(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'guest-backup-'));
-  layer = new BlockLayer();
-});
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const suite = layerSuite('guest-backup-');
 
 const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
 
@@ -85,14 +65,14 @@ const sha = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('he
 async function guestDisk(): Promise<Uint8Array> {
   const disk = new Uint8Array(SIZE);
   for (let o = SECTOR; o < DATA_BYTES; o++) disk[o] = dataByte(o);
-  disk.set(await assembleGuest(dir, PHASES), 0);
+  disk.set(await assembleGuest(suite.dir, PHASES), 0);
   return disk;
 }
 
 /** `disk` as a qcow2 made by qemu-img (zeroes left unallocated). */
 async function qcow2Of(disk: Uint8Array, name: string): Promise<string> {
-  const raw = path.join(dir, `${name}.raw`);
-  const qcow2 = path.join(dir, `${name}.qcow2`);
+  const raw = path.join(suite.dir, `${name}.raw`);
+  const qcow2 = path.join(suite.dir, `${name}.qcow2`);
   fs.writeFileSync(raw, disk);
   await ok('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2]);
   fs.rmSync(raw);
@@ -123,25 +103,25 @@ describe('incremental backup cycle around a real guest', () => {
       const GRANULARITY = 64 * 1024;
       const original = await guestDisk();
       const image = await qcow2Of(original, 'disk');
-      await layer.openDrive({ id: 'disk0', driver: 'qcow2', nodeName: 'disk', file: { driver: 'file', filename: image } });
+      await suite.layer.openDrive({ id: 'disk0', driver: 'qcow2', nodeName: 'disk', file: { driver: 'file', filename: image } });
       const nbd = new NbdServer();
-      const sock = path.join(dir, 'nbd.sock');
+      const sock = path.join(suite.dir, 'nbd.sock');
       await nbd.listen({ path: sock });
-      cleanups.push(() => nbd.close());
-      const ours: QmpDaemon = await startOurQmp(layer, dir, { exports: new NbdExportManager(layer, nbd) });
-      cleanups.push(() => ours.stop());
+      suite.cleanups.push(() => nbd.close());
+      const ours: QmpDaemon = await startOurQmp(suite.layer, suite.dir, { exports: new NbdExportManager(suite.layer, nbd) });
+      suite.cleanups.push(() => ours.stop());
       const q = ours.qmp;
       await q.ok('block-export-add', { type: 'nbd', id: 'e0', 'node-name': 'disk', name: 'vm', writable: true });
       const vm = `nbd+unix:///vm?socket=${sock}`;
 
       // Full backup, the bitmap started with it (nothing writes in between).
       await q.ok('block-dirty-bitmap-add', { node: 'disk', name: 'b0', granularity: GRANULARITY, persistent: true });
-      const copy = path.join(dir, 'copy.raw');
+      const copy = path.join(suite.dir, 'copy.raw');
       await ok('nbdcopy', [vm, copy]);
       expect(sha(fs.readFileSync(copy))).toBe(sha(original));
 
       const guest = bootQemuGuest(`file=${vm},format=raw,if=ide,cache=writeback`);
-      cleanups.push(() => guest.stop());
+      suite.cleanups.push(() => guest.stop());
       await guest.runToEnd(PHASES.length);
       expect(await guest.exited, guest.stderr()).toBe(0); // powered off after DONE
       expect(guest.serial()).toContain(guestSumLine(original));
@@ -165,7 +145,7 @@ describe('incremental backup cycle around a real guest', () => {
           `${window},file.driver=file,file.filename=${copy}`,
         ]);
       }
-      const whole = path.join(dir, 'whole.raw');
+      const whole = path.join(suite.dir, 'whole.raw');
       await ok('nbdcopy', [vm, whole]);
       const disk = new Uint8Array(fs.readFileSync(whole));
       const expected = applyGuestWrites(original, PHASES);
@@ -175,14 +155,14 @@ describe('incremental backup cycle around a real guest', () => {
 
       await q.ok('block-export-del', { id: 'e1' });
       await q.ok('block-export-del', { id: 'e0' });
-      for (const c of cleanups.splice(0).reverse()) await c();
-      await layer.close();
+      for (const c of suite.cleanups.splice(0).reverse()) await c();
+      await suite.layer.close();
       await ok('qemu-img', ['check', image]);
       expect(await ok('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', image, copy])).toContain('Images are identical');
       // The bitmap went into the image at close: QEMU's own server maps the same extents from it.
-      const qsock = path.join(dir, 'qemu-nbd.sock');
-      const pid = startQemuDaemon('qemu-nbd', ['-r', '-B', 'b0', '-f', 'qcow2', '-k', qsock, image], dir);
-      cleanups.push(() => stopPid(pid));
+      const qsock = path.join(suite.dir, 'qemu-nbd.sock');
+      const pid = startQemuDaemon('qemu-nbd', ['-r', '-B', 'b0', '-f', 'qcow2', '-k', qsock, image], suite.dir);
+      suite.cleanups.push(() => stopPid(pid));
       expect(await dirtyMap(`nbd+unix:///?socket=${qsock}`)).toEqual(dirty);
     },
   );
@@ -194,7 +174,7 @@ describe('incremental backup cycle around a real guest', () => {
       const GRANULARITY = 4096;
       const original = await guestDisk();
       const image = await qcow2Of(original, 'v86');
-      const drive = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: image } });
+      const drive = await suite.layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: image } });
       const full = new Uint8Array(await drive.read(0, SIZE));
       drive.addDirtyBitmap('b', { granularity: GRANULARITY });
       expect(sha(full)).toBe(sha(original));
@@ -203,7 +183,7 @@ describe('incremental backup cycle around a real guest', () => {
       const errors: V86DiskErrorEvent[] = [];
       disk.on('io-error', (e) => errors.push(e));
       const guest: Guest = bootV86Guest(disk);
-      cleanups.push(() => guest.stop());
+      suite.cleanups.push(() => guest.stop());
       await guest.runToEnd(PHASES.length);
       await guest.stop();
       await disk.flush(); // v86's PIO writes tell the guest "done" before the drive has them
@@ -221,7 +201,7 @@ describe('incremental backup cycle around a real guest', () => {
       expect(changesInside(original, now, dirty)).toEqual([]);
 
       await drive.close();
-      const copy = path.join(dir, 'v86-copy.raw');
+      const copy = path.join(suite.dir, 'v86-copy.raw');
       fs.writeFileSync(copy, full);
       await ok('qemu-img', ['check', image]);
       expect(await ok('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', image, copy])).toContain('Images are identical');

@@ -7,12 +7,12 @@
 // NbdServer, a unix socket), once through `blocklayer serve` in its own process (NBD over TCP);
 // and with v86 in process writing through toV86Disk(drive) while layer.startJob mirrors the drive.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockLayer, NbdServer } from '../../src/index.js';
-import { NbdExportManager } from '../../src/qmp/exports.js';
+import { describe, expect, it } from 'vitest';
 import { toV86Disk, type V86DiskErrorEvent } from '../../src/adapters/v86.js';
+import { NbdServer } from '../../src/index.js';
+import { NbdExportManager } from '../../src/qmp/exports.js';
+import { layerSuite } from '../helpers/layer-suite.js';
 import {
   applyGuestWrites,
   assembleGuest,
@@ -20,17 +20,15 @@ import {
   bootV86Guest,
   type GuestPhases,
   guestSumLine,
-  missingForQemuGuest,
-  missingForV86Guest,
+  guestToolsMissing,
   phaseLine,
   SECTOR,
 } from '../helpers/qemu-guest.js';
 import { QmpClient, type QmpDaemon, startOurQmp } from '../helpers/qmp-client.js';
 import { serve } from '../helpers/serve-process.js';
-import { haveProgram, ok, run } from '../helpers/tools.js';
+import { ok, run } from '../helpers/tools.js';
 import { dataByte } from '../helpers/v86-boot.js';
 
-const CI = process.env.CI === 'true';
 const MiB = 1024 * 1024;
 const SIZE = 16 * MiB;
 /** The source holds data in its first DATA_BYTES (what the mirror copies at `speed`); zeroes after. */
@@ -40,12 +38,7 @@ const SLOW_SPEED = 256 * 1024;
 /** The mirror's buffer, below the disk's size: the copy goes in steps, each waiting its turn at `speed`. */
 const BUF_SIZE = 256 * 1024;
 
-const missing = [...missingForQemuGuest(), ...(haveProgram('qemu-img') ? [] : ['qemu-img'])];
-if (CI && missing.length > 0) throw new Error(`${missing.join(', ')} missing in CI: .ci/run must install qemu-system-x86, nasm, qemu-utils`);
-if (missing.length > 0) console.log(`QEMU guest mirror test skipped: missing ${missing.join(', ')}`);
-const missingV86 = [...missingForV86Guest(), ...(haveProgram('qemu-img') ? [] : ['qemu-img'])];
-if (CI && missingV86.length > 0) throw new Error(`${missingV86.join(', ')} missing in CI: .ci/run must install seabios, nasm, qemu-utils`);
-if (missingV86.length > 0) console.log(`v86 guest mirror test skipped: missing ${missingV86.join(', ')}`);
+const { qemu: missing, v86: missingV86 } = guestToolsMissing('mirror test', { qemu: ['qemu-img'], v86: ['qemu-img'] });
 
 /** During the copy, while READY, after the pivot: some runs over earlier ones, in data and in zeroes. */
 const PHASES: GuestPhases = [
@@ -66,24 +59,11 @@ const PHASES: GuestPhases = [
   ],
 ];
 
-let dir: string;
-let layer: BlockLayer;
-const cleanups: (() => Promise<void>)[] = [];
-
-beforeEach(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'guest-mirror-'));
-  layer = new BlockLayer();
-});
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const suite = layerSuite('guest-mirror-');
 
 /** qemu-img compare of a qcow2 against raw bytes written beside it. */
 async function compareWith(qcow2: string, bytes: Uint8Array, name: string): Promise<string> {
-  const raw = path.join(dir, `${name}.raw`);
+  const raw = path.join(suite.dir, `${name}.raw`);
   fs.writeFileSync(raw, bytes);
   const r = await run('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', qcow2, raw]);
   return r.stdout + r.stderr;
@@ -95,10 +75,10 @@ type JobInfo = { device: string; ready: boolean; status: string; offset: number;
 async function images(): Promise<{ original: Uint8Array; src: string; tgt: string }> {
   const original = new Uint8Array(SIZE);
   for (let o = SECTOR; o < DATA_BYTES; o++) original[o] = dataByte(o);
-  original.set(await assembleGuest(dir, PHASES), 0);
-  const raw = path.join(dir, 'original.raw');
-  const src = path.join(dir, 'src.qcow2');
-  const tgt = path.join(dir, 'tgt.qcow2');
+  original.set(await assembleGuest(suite.dir, PHASES), 0);
+  const raw = path.join(suite.dir, 'original.raw');
+  const src = path.join(suite.dir, 'src.qcow2');
+  const tgt = path.join(suite.dir, 'tgt.qcow2');
   fs.writeFileSync(raw, original);
   await ok('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, src]);
   await ok('qemu-img', ['create', '-q', '-f', 'qcow2', tgt, String(SIZE)]);
@@ -112,7 +92,7 @@ async function images(): Promise<{ original: Uint8Array; src: string; tgt: strin
 async function mirrorAroundGuest(q: QmpClient, drive: string, original: Uint8Array): Promise<void> {
   await q.ok('blockdev-mirror', { 'job-id': 'm', device: 'src', target: 'tgt', sync: 'full', speed: SLOW_SPEED, 'buf-size': BUF_SIZE });
   const guest = bootQemuGuest(drive);
-  cleanups.push(() => guest.stop());
+  suite.cleanups.push(() => guest.stop());
 
   // Phase 1 landed while the bulk copy was still under way.
   await guest.waitFor(phaseLine(1));
@@ -156,14 +136,14 @@ async function checkImages(original: Uint8Array, src: string, tgt: string): Prom
 describe('mirror of a disk a real guest boots from', () => {
   it.skipIf(missing.length > 0)('QEMU boots from the NBD export during blockdev-mirror: its writes before READY, while READY and after the pivot end where they belong', { timeout: 90_000 }, async () => {
     const { original, src, tgt } = await images();
-    await layer.openDrive({ id: 'disk0', driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: src } });
-    await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
+    await suite.layer.openDrive({ id: 'disk0', driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: src } });
+    await suite.layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
     const nbd = new NbdServer();
-    const sock = path.join(dir, 'nbd.sock');
+    const sock = path.join(suite.dir, 'nbd.sock');
     await nbd.listen({ path: sock });
-    cleanups.push(() => nbd.close());
-    const ours: QmpDaemon = await startOurQmp(layer, dir, { exports: new NbdExportManager(layer, nbd) });
-    cleanups.push(() => ours.stop());
+    suite.cleanups.push(() => nbd.close());
+    const ours: QmpDaemon = await startOurQmp(suite.layer, suite.dir, { exports: new NbdExportManager(suite.layer, nbd) });
+    suite.cleanups.push(() => ours.stop());
     const q = ours.qmp;
     await q.ok('block-export-add', { type: 'nbd', id: 'e0', 'node-name': 'src', name: 'vm', writable: true });
 
@@ -173,14 +153,14 @@ describe('mirror of a disk a real guest boots from', () => {
     expect(block.find((b) => b.device === 'disk0')?.inserted['node-name']).toBe('tgt');
 
     await q.ok('block-export-del', { id: 'e0' });
-    for (const c of cleanups.splice(0).reverse()) await c();
-    await layer.close();
+    for (const c of suite.cleanups.splice(0).reverse()) await c();
+    await suite.layer.close();
     await checkImages(original, src, tgt);
   });
 
   it.skipIf(missing.length > 0)('the same through `blocklayer serve --blockdev … --export … --qmp`, QEMU on NBD over TCP', { timeout: 90_000 }, async () => {
     const { original, src, tgt } = await images();
-    const qmpSock = path.join(dir, 'serve.qmp');
+    const qmpSock = path.join(suite.dir, 'serve.qmp');
     const served = await serve(
       '--blockdev',
       `driver=qcow2,node-name=src,file.driver=file,file.filename=${src}`,
@@ -195,32 +175,32 @@ describe('mirror of a disk a real guest boots from', () => {
       '--qmp',
       `unix:${qmpSock}`,
     );
-    cleanups.push(async () => {
+    suite.cleanups.push(async () => {
       served.child.kill('SIGTERM');
       await served.exited;
     });
     const q = await QmpClient.connect(qmpSock);
-    cleanups.push(async () => q.close());
+    suite.cleanups.push(async () => q.close());
 
     await mirrorAroundGuest(q, `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${served.port},export=vm,if=ide,cache=writeback`, original);
 
     q.close();
     served.child.kill('SIGTERM');
     expect(await served.exited, served.stderr()).toBe(0);
-    for (const c of cleanups.splice(0).reverse()) await c();
+    for (const c of suite.cleanups.splice(0).reverse()) await c();
     await checkImages(original, src, tgt);
   });
 
-  it.skipIf(missingV86.length > 0)('v86 boots from a drive (toV86Disk) while layer.startJob mirrors it: the drive ends on the target with every write where it belongs', { timeout: 120_000 }, async () => {
+  it.skipIf(missingV86.length > 0)('v86 boots from a drive (toV86Disk) while suite.layer.startJob mirrors it: the drive ends on the target with every write where it belongs', { timeout: 120_000 }, async () => {
     const { original, src, tgt } = await images();
-    const drive = await layer.openDrive({ id: 'disk0', driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: src } });
-    await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
-    const job = await layer.startJob({ type: 'mirror', device: 'disk0', target: 'tgt', sync: 'full', speed: SLOW_SPEED, bufSize: BUF_SIZE });
+    const drive = await suite.layer.openDrive({ id: 'disk0', driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: src } });
+    await suite.layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
+    const job = await suite.layer.startJob({ type: 'mirror', device: 'disk0', target: 'tgt', sync: 'full', speed: SLOW_SPEED, bufSize: BUF_SIZE });
     const disk = toV86Disk(drive);
     const errors: V86DiskErrorEvent[] = [];
     disk.on('io-error', (e) => errors.push(e));
     const guest = bootV86Guest(disk);
-    cleanups.push(() => guest.stop());
+    suite.cleanups.push(() => guest.stop());
 
     await guest.waitFor(phaseLine(1), 60_000);
     await disk.flush(); // v86's PIO writes tell the guest "done" before the drive has them
@@ -246,8 +226,8 @@ describe('mirror of a disk a real guest boots from', () => {
     expect(errors).toEqual([]);
     expect(guest.serial()).not.toContain('IO ERR');
 
-    for (const c of cleanups.splice(0).reverse()) await c();
-    await layer.close();
+    for (const c of suite.cleanups.splice(0).reverse()) await c();
+    await suite.layer.close();
     await checkImages(original, src, tgt);
   });
 });
