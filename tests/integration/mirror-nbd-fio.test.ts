@@ -3,36 +3,17 @@
 // (now served by the target) passes, a second fio pass verifies every block again, a write after
 // the pivot lands in the target only, and qemu-img checks and reads both images afterwards.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
-import { NbdServer } from '../../src/nbd/server.js';
+import { describe, expect, it } from 'vitest';
 import { NbdExportManager } from '../../src/qmp/exports.js';
-import { type QmpDaemon, startOurQmp } from '../helpers/qmp-client.js';
+import { startOurQmp } from '../helpers/qmp-client.js';
+import { qsdSuite } from '../helpers/qsd-suite.js';
 import { haveProgram, run } from '../helpers/tools.js';
 
 const HAVE = haveProgram('fio') && haveProgram('qemu-img') && haveProgram('qemu-io');
 const SIZE = 64 << 20;
 
-let dir: string;
-let layer: BlockLayer;
-let nbd: NbdServer;
-const daemons: QmpDaemon[] = [];
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'mirror-fio-'));
-  layer = new BlockLayer();
-  nbd = new NbdServer();
-});
-
-afterEach(async () => {
-  for (const d of daemons.splice(0)) await d.stop();
-  await nbd.close();
-  await layer.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const suite = qsdSuite('mirror-fio-', { nbd: true });
 
 /** fio over the export; resolves with its exit code and stderr. */
 function fio(uri: string, extra: string[]): Promise<{ code: number | null; err: string }> {
@@ -40,7 +21,7 @@ function fio(uri: string, extra: string[]): Promise<{ code: number | null; err: 
     'fio',
     ['--name=mirror', '--ioengine=nbd', `--uri=${uri}`, '--bs=4k', '--size=16M', '--iodepth=4', '--verify=crc32c', '--randseed=7', '--rw=randwrite', ...extra],
     // fio leaves its verify state file in its working directory: the test's.
-    { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir },
+    { stdio: ['ignore', 'ignore', 'pipe'], cwd: suite.dir },
   );
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
@@ -49,18 +30,18 @@ function fio(uri: string, extra: string[]): Promise<{ code: number | null; err: 
 
 describe('mirror of an NBD-exported qcow2 under fio', () => {
   it.skipIf(!HAVE)('pivots mid-run: fio verifies through the target, later writes land there only', { timeout: 60_000 }, async () => {
-    const src = join(dir, 'src.qcow2');
-    const tgt = join(dir, 'tgt.qcow2');
+    const src = join(suite.dir, 'src.qcow2');
+    const tgt = join(suite.dir, 'tgt.qcow2');
     expect((await run('qemu-img', ['create', '-q', '-f', 'qcow2', src, String(SIZE)])).code).toBe(0);
     expect((await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 32M 4M', src])).code).toBe(0);
     expect((await run('qemu-img', ['create', '-q', '-f', 'qcow2', tgt, String(SIZE)])).code).toBe(0);
     // The export manager finds drives' nodes: the source is a drive's root (a guest's disk).
-    await layer.openDrive({ id: 'disk0', driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: src } });
-    await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
-    const sock = join(dir, 'nbd.sock');
-    await nbd.listen({ path: sock });
-    const ours = await startOurQmp(layer, dir, { exports: new NbdExportManager(layer, nbd) });
-    daemons.push(ours);
+    await suite.layer.openDrive({ id: 'disk0', driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: src } });
+    await suite.layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
+    const sock = join(suite.dir, 'nbd.sock');
+    await suite.nbd.listen({ path: sock });
+    const ours = await startOurQmp(suite.layer, suite.dir, { exports: new NbdExportManager(suite.layer, suite.nbd) });
+    suite.daemons.push(ours);
     const q = ours.qmp;
     await q.ok('block-export-add', { type: 'nbd', id: 'e0', 'node-name': 'src', name: 'disk', writable: true });
     const uri = `nbd+unix:///disk?socket=${sock}`;
@@ -90,9 +71,9 @@ describe('mirror of an NBD-exported qcow2 under fio', () => {
     expect((await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x77 60M 64k', uri])).code).toBe(0);
     await q.ok('block-export-del', { id: 'e0' });
     await ours.stop();
-    daemons.splice(0);
-    await nbd.close();
-    await layer.close();
+    suite.daemons.splice(0);
+    await suite.nbd.close();
+    await suite.layer.close();
 
     expect((await run('qemu-img', ['check', tgt])).code).toBe(0);
     expect((await run('qemu-img', ['check', src])).code).toBe(0);

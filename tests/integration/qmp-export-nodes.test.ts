@@ -1,33 +1,15 @@
 // block-export-add on a node added with blockdev-add, query-block-exports and BLOCK_EXPORT_DELETED,
 // against qemu-storage-daemon: the same script, the same replies and events; the export read and
 // written by qemu-io and nbdinfo.
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
-import { NbdServer } from '../../src/nbd/server.js';
+import { describe, expect, it } from 'vitest';
 import { NbdExportManager } from '../../src/qmp/exports.js';
-import { type QmpClient, type QmpDaemon, startOurQmp, startQsd } from '../helpers/qmp-client.js';
+import { type QmpClient, startOurQmp, startQsd } from '../helpers/qmp-client.js';
+import { qsdSuite } from '../helpers/qsd-suite.js';
 import { haveProgram, ok } from '../helpers/tools.js';
 
-let dir: string;
-const daemons: QmpDaemon[] = [];
-let layer: BlockLayer;
-let nbd: NbdServer;
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'qmp-export-nodes-'));
-  layer = new BlockLayer();
-  nbd = new NbdServer();
-});
-
-afterEach(async () => {
-  for (const d of daemons.splice(0)) await d.stop();
-  await nbd.close();
-  await layer.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const suite = qsdSuite('qmp-export-nodes-', { nbd: true });
 
 const have = haveProgram('qemu-storage-daemon') && haveProgram('qemu-io') && haveProgram('nbdinfo');
 
@@ -63,20 +45,20 @@ describe('exports of added nodes against qemu-storage-daemon', () => {
   it.skipIf(!have)('exports a blockdev-add node, lists it, refuses to delete it while exported, sends BLOCK_EXPORT_DELETED', { timeout: 60_000 }, async () => {
     const images: Record<string, string> = {};
     for (const who of ['qsd', 'ours']) {
-      const at = join(dir, who);
+      const at = join(suite.dir, who);
       mkdirSync(at);
       await ok('qemu-img', ['create', '-q', '-f', 'qcow2', join(at, 'disk.qcow2'), '1M']);
       images[who] = join(at, 'disk.qcow2');
     }
-    const qsdSock = join(dir, 'qsd-nbd.sock');
-    const qsd = await startQsd(dir, ['--nbd-server', `addr.type=unix,addr.path=${qsdSock}`]);
-    daemons.push(qsd);
-    const theirs = await scenario(qsd.qmp, join(dir, 'qsd'), qsdSock);
-    const ourSock = join(dir, 'our-nbd.sock');
-    await nbd.listen({ path: ourSock });
-    const ours = await startOurQmp(layer, dir, { exports: new NbdExportManager(layer, nbd) });
-    daemons.push(ours);
-    const mine = await scenario(ours.qmp, join(dir, 'ours'), ourSock);
+    const qsdSock = join(suite.dir, 'qsd-nbd.sock');
+    const qsd = await startQsd(suite.dir, ['--nbd-server', `addr.type=unix,addr.path=${qsdSock}`]);
+    suite.daemons.push(qsd);
+    const theirs = await scenario(qsd.qmp, join(suite.dir, 'qsd'), qsdSock);
+    const ourSock = join(suite.dir, 'our-nbd.sock');
+    await suite.nbd.listen({ path: ourSock });
+    const ours = await startOurQmp(suite.layer, suite.dir, { exports: new NbdExportManager(suite.layer, suite.nbd) });
+    suite.daemons.push(ours);
+    const mine = await scenario(ours.qmp, join(suite.dir, 'ours'), ourSock);
     expect(mine.out).toEqual(theirs.out);
     expect(mine.events).toEqual(theirs.events);
     expect(mine.seen).toEqual(theirs.seen);

@@ -1,33 +1,15 @@
 // blockdev-snapshot-sync, blockdev-snapshot and transactions of them against qemu-storage-daemon:
 // the same script while an NBD client writes, the same replies, the same chains and layers
 // (qemu-img info --backing-chain, compare, qemu-io reads of the base as of the snapshot).
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
-import { NbdServer } from '../../src/nbd/server.js';
+import { describe, expect, it } from 'vitest';
 import { NbdExportManager } from '../../src/qmp/exports.js';
-import { type QmpClient, type QmpDaemon, startOurQmp, startQsd } from '../helpers/qmp-client.js';
+import { type QmpClient, startOurQmp, startQsd } from '../helpers/qmp-client.js';
+import { qsdSuite } from '../helpers/qsd-suite.js';
 import { haveProgram, ok, run } from '../helpers/tools.js';
 
-let dir: string;
-const daemons: QmpDaemon[] = [];
-let layer: BlockLayer;
-let nbd: NbdServer;
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'qmp-snapshot-'));
-  layer = new BlockLayer();
-  nbd = new NbdServer();
-});
-
-afterEach(async () => {
-  for (const d of daemons.splice(0)) await d.stop();
-  await nbd.close();
-  await layer.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+const suite = qsdSuite('qmp-snapshot-', { nbd: true });
 
 const have = haveProgram('qemu-storage-daemon') && haveProgram('qemu-io') && haveProgram('qemu-img');
 
@@ -98,22 +80,22 @@ const alone = (file: string) => `json:${JSON.stringify({ driver: 'qcow2', backin
 
 describe('external snapshots against qemu-storage-daemon', () => {
   it.skipIf(!have)('takes blockdev-snapshot-sync, blockdev-snapshot and transactions of them as QEMU does', { timeout: 120_000 }, async () => {
-    const qsdAt = join(dir, 'qsd');
-    const ourAt = join(dir, 'ours');
+    const qsdAt = join(suite.dir, 'qsd');
+    const ourAt = join(suite.dir, 'ours');
     await prepareImages(qsdAt);
     await prepareImages(ourAt);
-    const qsdSock = join(dir, 'qsd-nbd.sock');
-    const qsd = await startQsd(dir, ['--nbd-server', `addr.type=unix,addr.path=${qsdSock}`]);
-    daemons.push(qsd);
+    const qsdSock = join(suite.dir, 'qsd-nbd.sock');
+    const qsd = await startQsd(suite.dir, ['--nbd-server', `addr.type=unix,addr.path=${qsdSock}`]);
+    suite.daemons.push(qsd);
     const theirs = await scenario(qsd.qmp, qsdAt, qsdSock);
     await qsd.stop();
-    const ourSock = join(dir, 'our-nbd.sock');
-    await nbd.listen({ path: ourSock });
-    const ours = await startOurQmp(layer, dir, { exports: new NbdExportManager(layer, nbd) });
-    daemons.push(ours);
+    const ourSock = join(suite.dir, 'our-nbd.sock');
+    await suite.nbd.listen({ path: ourSock });
+    const ours = await startOurQmp(suite.layer, suite.dir, { exports: new NbdExportManager(suite.layer, suite.nbd) });
+    suite.daemons.push(ours);
     const mine = await scenario(ours.qmp, ourAt, ourSock);
     await ours.stop();
-    await layer.close();
+    await suite.layer.close();
     const norm = (v: unknown, at: string) => JSON.parse(JSON.stringify(v).replaceAll(at, '@'));
     expect(norm(mine.out, ourAt)).toEqual(norm(theirs.out, qsdAt));
     expect(mine.events).toEqual(theirs.events);
@@ -136,13 +118,13 @@ describe('external snapshots against qemu-storage-daemon', () => {
   });
 
   it.skipIf(!have)('pivots a drive named by device to the overlay: later writes land there, the base keeps the snapshot', { timeout: 60_000 }, async () => {
-    const base = join(dir, 'd.qcow2');
-    const top = join(dir, 'd-top.qcow2');
+    const base = join(suite.dir, 'd.qcow2');
+    const top = join(suite.dir, 'd-top.qcow2');
     await ok('qemu-img', ['create', '-q', '-f', 'qcow2', base, '1M']);
-    const d = await layer.openDrive({ id: 'd0', driver: 'qcow2', nodeName: 'b0', file: { driver: 'file', filename: base } });
+    const d = await suite.layer.openDrive({ id: 'd0', driver: 'qcow2', nodeName: 'b0', file: { driver: 'file', filename: base } });
     await d.write(0, Buffer.alloc(65536, 0xaa));
-    const ours = await startOurQmp(layer, dir);
-    daemons.push(ours);
+    const ours = await startOurQmp(suite.layer, suite.dir);
+    suite.daemons.push(ours);
     expect(await ours.qmp.cmd('blockdev-snapshot-sync', { device: 'd0', 'snapshot-file': top, 'snapshot-node-name': 'o0' })).toEqual({ return: {} });
     expect(d.node.name).toBe('o0');
     await d.write(65536, Buffer.alloc(65536, 0xbb));
@@ -150,7 +132,7 @@ describe('external snapshots against qemu-storage-daemon', () => {
     const blocks = (await ours.qmp.ok('query-block')) as { device: string; inserted: { 'node-name': string; backing_file_depth: number } }[];
     expect(blocks.map((b) => [b.device, b.inserted['node-name'], b.inserted.backing_file_depth])).toEqual([['d0', 'o0', 1]]);
     await ours.stop();
-    daemons.splice(0);
+    suite.daemons.splice(0);
     await d.close();
     const info = JSON.parse(await ok('qemu-img', ['info', '--output=json', '--backing-chain', top])) as { filename: string; 'backing-filename'?: string }[];
     expect(info.map((i) => i.filename)).toEqual([top, base]);
