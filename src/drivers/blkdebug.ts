@@ -7,8 +7,8 @@ type Event = (typeof EVENTS)[number];
 
 const ruleSchema = z
   .object({
-    /** Operation the rule applies to. */
-    event: z.enum(EVENTS),
+    /** Operation (or operations) the rule applies to. */
+    event: z.union([z.enum(EVENTS), z.array(z.enum(EVENTS)).min(1)]),
     /** Error code to fail with (QEMU blkdebug `errno`). */
     code: z.enum(['EIO', 'ENOSPC', 'EROFS', 'EACCES', 'ENOTSUP', 'ECORRUPT']).default('EIO'),
     /** Only requests that touch this byte fail (QEMU `sector`, in bytes here). */
@@ -64,7 +64,7 @@ export const blkdebugDriver = defineDriver({
     };
     const check = (event: Event, offset: number, length: number) => {
       for (const r of rules) {
-        if (r.event !== event) continue;
+        if (r.event !== event && !(Array.isArray(r.event) && r.event.includes(event))) continue;
         if (r.offset !== undefined && (r.offset < offset || r.offset >= offset + Math.max(length, 1))) continue;
         if (++r.seen < r.after) continue;
         if (r.once) rules = rules.filter((x) => x !== r);

@@ -10,12 +10,14 @@ import type { BlockNode } from '../node/node.js';
 import type { NodeOptions } from '../node/driver.js';
 import { isWellFormedId } from '../ids.js';
 import { type Args, dict, generic } from './qapi-args.js';
+import { blkdebugRules } from './blkdebug-rules.js';
 
 /**
  * What a member takes: QAPI's scalar types, an enum's values, a child (BlockdevRef: options or
- * a node name; `ref-or-null` also null), a SocketAddress, or an object of booleans (cache).
+ * a node name; `ref-or-null` also null), a SocketAddress, an object of booleans (cache), or
+ * blkdebug's list of error injections.
  */
-type MemberType = 'str' | 'int' | 'bool' | 'ref' | 'ref-or-null' | 'socket' | 'cache' | readonly string[];
+type MemberType = 'str' | 'int' | 'bool' | 'ref' | 'ref-or-null' | 'socket' | 'cache' | 'inject-error' | 'list' | readonly string[];
 
 /**
  * One member of a driver's options: `to` is our option's name; `effect: 'none'` is a member we
@@ -120,6 +122,10 @@ const DRIVERS: Readonly<Record<string, DriverTable>> = {
       'max-write-zero': none('int'),
       'opt-discard': none('int'),
       'max-discard': none('int'),
+      'inject-error': to('rules', 'inject-error'),
+      'set-state': refused('list'),
+      'take-child-perms': refused('list'),
+      'unshare-child-perms': refused('list'),
     },
   },
   rbd: {
@@ -194,6 +200,10 @@ function checkType(value: unknown, type: MemberType, path: string): void {
       return;
     case 'bool':
       if (typeof value !== 'boolean') throw expected('boolean');
+      return;
+    case 'list':
+      // keyval spells a list as an object keyed 0, 1, …
+      if (typeof value !== 'object' || value === null) throw expected('array');
       return;
     default:
       return;
@@ -293,6 +303,8 @@ function translate(args: Args, prefix: string, lookup: NodeLookup, names: string
       converted = childRef(value, member.type === 'ref-or-null', path, lookup, names, { forceShare, readOnly: (out.readOnly as boolean | undefined) ?? inherited.readOnly });
     } else if (member.type === 'socket') {
       converted = socketAddress(value, path);
+    } else if (member.type === 'inject-error') {
+      converted = blkdebugRules(value, path);
     } else checkType(value, member.type, path);
     if (member.effect === 'none') continue;
     if (member.effect === 'refused') throw generic(`Parameter '${path}' is not supported by this server`);

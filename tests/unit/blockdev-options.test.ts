@@ -34,6 +34,37 @@ describe('translateBlockdevOptions', () => {
     expect(translateBlockdevOptions({ driver: 'blkdebug', 'node-name': 'b', image: { driver: 'null-co' }, 'max-transfer': 4096 }, none).options).toEqual({ driver: 'blkdebug', nodeName: 'b', maxTransfer: 4096, file: { driver: 'null' } });
   });
 
+  it("maps blkdebug's inject-error rules that fire from the node's creation, and refuses the ones it cannot honour", async () => {
+    const bd = (rules: unknown) => ({ driver: 'blkdebug', 'node-name': 'b', image: { driver: 'null-co' }, 'inject-error': rules });
+    expect(translateBlockdevOptions(bd([{ event: 'none', iotype: 'write', errno: 28, sector: 8, once: true, immediately: true }, { event: 'none' }]), none).options).toEqual({
+      driver: 'blkdebug',
+      nodeName: 'b',
+      file: { driver: 'null' },
+      rules: [
+        { event: 'write', code: 'ENOSPC', offset: 4096, once: true },
+        { event: ['read', 'write', 'write-zeroes', 'discard', 'flush'], code: 'EIO', once: false },
+      ],
+    });
+    // keyval (--blockdev inject-error.0.event=none,inject-error.0.errno=5): strings, a list keyed 0, 1, …
+    const keyval = translateBlockdevOptions({ driver: 'blkdebug', 'node-name': 'b', image: { driver: 'null-co' }, 'inject-error': { 0: { event: 'none', errno: '13', once: 'on' } } }, none, true);
+    expect((keyval.options as unknown as { rules: unknown }).rules).toEqual([{ event: ['read', 'write', 'write-zeroes', 'discard', 'flush'], code: 'EACCES', once: true }]);
+    expect(desc(() => translateBlockdevOptions(bd([{ event: 'l2_update' }]), none))).toBe("Parameter 'inject-error[0].event': only 'none' (active from the node's creation) is supported by this server");
+    expect(desc(() => translateBlockdevOptions(bd([{ event: 'nope' }]), none))).toBe("Parameter 'event' does not accept value 'nope'");
+    expect(desc(() => translateBlockdevOptions(bd([{ iotype: 'write' }]), none))).toBe("Parameter 'inject-error[0].event' is missing");
+    expect(desc(() => translateBlockdevOptions(bd([{ event: 'none', errno: 'x' }]), none))).toBe("Invalid parameter type for 'inject-error[0].errno', expected: integer");
+    expect(desc(() => translateBlockdevOptions(bd([{ event: 'none', errno: 22 }]), none))).toMatch(/^Parameter 'inject-error\[0\]\.errno': only 5 \(EIO\)/);
+    expect(desc(() => translateBlockdevOptions(bd([{ event: 'none', state: 1 }]), none))).toBe("Parameter 'inject-error[0].state' is not supported by this server");
+    expect(desc(() => translateBlockdevOptions(bd([{ event: 'none', iotype: 'block-status' }]), none))).toBe("Parameter 'inject-error[0].iotype': 'block-status' is not supported by this server");
+    expect(desc(() => translateBlockdevOptions(bd([{ event: 'none', what: 1 }]), none))).toBe("Parameter 'inject-error[0].what' is unexpected");
+    expect(desc(() => translateBlockdevOptions(bd('none'), none))).toBe("Invalid parameter type for 'inject-error', expected: array");
+    expect(desc(() => translateBlockdevOptions({ ...bd([]), 'set-state': [{ event: 'none', 'new_state': 2 }] }, none))).toBe("Parameter 'set-state' is not supported by this server");
+    // the rules work on the opened node: a write fails, a read passes
+    await using layer = new BlockLayer();
+    const node = await layer.addNode(translateBlockdevOptions(bd([{ event: 'none', iotype: 'write' }]), none).options);
+    await node.read(0, new Uint8Array(512));
+    await expect(node.write(0, new Uint8Array(512))).rejects.toMatchObject({ code: 'EIO' });
+  });
+
   it('passes a child given by name as the node the lookup finds', async () => {
     await using layer = new BlockLayer();
     const n = await layer.addNode({ driver: 'null', nodeName: 'n0' });
