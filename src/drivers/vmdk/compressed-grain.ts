@@ -1,6 +1,6 @@
 import { BlockError } from '../../errors.js';
 import type { BlockNode } from '../../node/node.js';
-import { deflateRaw } from '../../platform/compress.js';
+import { deflateZlib } from '../../platform/compress.js';
 import { inflateRaw } from '../../platform/inflate.js';
 import * as L from './limits.js';
 
@@ -26,32 +26,16 @@ export function inflateGrain(stream: Uint8Array, grainBytes: number, need: numbe
   return out;
 }
 
-/** Adler-32 of `data` (the zlib stream's trailer). */
-function adler32(data: Uint8Array): number {
-  let a = 1;
-  let b = 0;
-  for (let i = 0; i < data.length; ) {
-    // 3800 bytes keep the sums below 2^32 between reductions.
-    const end = Math.min(data.length, i + 3800);
-    for (; i < end; i++) {
-      a += data[i];
-      b += a;
-    }
-    a %= 65521;
-    b %= 65521;
-  }
-  return ((b << 16) | a) >>> 0;
-}
-
-/** The zlib stream of a grain (what QEMU's compress() makes): header, raw deflate (4 KiB window), Adler-32. */
+/**
+ * The zlib stream of a grain (what QEMU's compress() makes): header, raw deflate (4 KiB window),
+ * Adler-32, all made on the thread pool; the header is written as this driver always wrote it
+ * (no level hint).
+ */
 export async function deflateGrain(data: Uint8Array): Promise<Uint8Array> {
-  const body = await deflateRaw(data);
-  const out = new Uint8Array(body.length + 6);
+  const out = await deflateZlib(data);
   const cmf = 0x48; // deflate, 4 KiB window (windowBits 12)
   out[0] = cmf;
   out[1] = 31 - ((cmf << 8) % 31);
-  out.set(body, 2);
-  new DataView(out.buffer).setUint32(body.length + 2, adler32(data));
   return out;
 }
 
