@@ -10,6 +10,12 @@ export function deflateRaw(data: Uint8Array): Promise<Uint8Array> {
   return new Promise((resolve, reject) => zlib.deflateRaw(data, { windowBits: 12 }, (err, r) => (err ? reject(err) : resolve(r))));
 }
 
+/** A zlib stream (2-byte header, DEFLATE with a 4 KiB window, Adler-32: vmdk's grains), on the thread pool. */
+export function deflateZlib(data: Uint8Array): Promise<Uint8Array> {
+  const zlib = loadZlib();
+  return new Promise((resolve, reject) => zlib.deflate(data, { windowBits: 12 }, (err, r) => (err ? reject(err) : resolve(r))));
+}
+
 type ZstdCompress = (data: Uint8Array) => Uint8Array;
 
 let zstd: Promise<ZstdCompress> | undefined;

@@ -18,5 +18,7 @@ export function loadZlib(): Zlib {
  */
 export function inflateRaw(input: Uint8Array, maxOutput: number): Uint8Array {
   const z = loadZlib();
-  return z.inflateRawSync(input, { maxOutputLength: maxOutput, finishFlush: z.constants.Z_SYNC_FLUSH });
+  // One output chunk of the most it may produce: no chunks joined (a copy) afterwards.
+  const chunkSize = Math.max(z.constants.Z_MIN_CHUNK, Math.min(maxOutput, z.constants.Z_MAX_CHUNK));
+  return z.inflateRawSync(input, { maxOutputLength: maxOutput, chunkSize, finishFlush: z.constants.Z_SYNC_FLUSH });
 }

@@ -1,6 +1,6 @@
 import { BlockError } from '../../errors.js';
 import type { BlockNode } from '../../node/node.js';
-import { deflateRaw } from '../../platform/compress.js';
+import { deflateZlib } from '../../platform/compress.js';
 import { inflateRaw } from '../../platform/inflate.js';
 import * as L from './limits.js';
 
@@ -26,84 +26,85 @@ export function inflateGrain(stream: Uint8Array, grainBytes: number, need: numbe
   return out;
 }
 
-/** Adler-32 of `data` (the zlib stream's trailer). */
-function adler32(data: Uint8Array): number {
-  let a = 1;
-  let b = 0;
-  for (let i = 0; i < data.length; ) {
-    // 3800 bytes keep the sums below 2^32 between reductions.
-    const end = Math.min(data.length, i + 3800);
-    for (; i < end; i++) {
-      a += data[i];
-      b += a;
-    }
-    a %= 65521;
-    b %= 65521;
-  }
-  return ((b << 16) | a) >>> 0;
-}
-
-/** The zlib stream of a grain (what QEMU's compress() makes): header, raw deflate (4 KiB window), Adler-32. */
+/**
+ * The zlib stream of a grain (what QEMU's compress() makes): header, raw deflate (4 KiB window),
+ * Adler-32, all made on the thread pool; the header is written as this driver always wrote it
+ * (no level hint).
+ */
 export async function deflateGrain(data: Uint8Array): Promise<Uint8Array> {
-  const body = await deflateRaw(data);
-  const out = new Uint8Array(body.length + 6);
+  const out = await deflateZlib(data);
   const cmf = 0x48; // deflate, 4 KiB window (windowBits 12)
   out[0] = cmf;
   out[1] = 31 - ((cmf << 8) % 31);
-  out.set(body, 2);
-  new DataView(out.buffer).setUint32(body.length + 2, adler32(data));
   return out;
 }
 
+/** Read buffers kept for reuse; reads beyond this many at once get their own. */
+const POOLED_READ_BUFFERS = 16;
+/** Bytes read past a grain's size with its marker: a deflated grain of random data is a little larger than the grain. */
+const READ_SLACK = 1024;
+
 /**
  * Reads compressed grains (streamOptimized), keeping the last one inflated: sequential reads
- * of a stream hit it. Reads queue, as they share the buffers.
+ * of a stream hit it. Reads run side by side: each reads the marker and the deflated data in
+ * one request, into a pooled buffer.
  */
 export class CompressedGrains {
   private cachedHost = -1;
   private cached: Uint8Array = new Uint8Array(0);
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly pool: Uint8Array[] = [];
+  private readonly bufferBytes: number;
 
   constructor(
     private readonly file: BlockNode,
     private readonly grainBytes: number,
     /** Grains sit behind a marker (lba, size); without one, the stream fills the grain's space. */
     private readonly markers: boolean,
-  ) {}
+  ) {
+    this.bufferBytes = L.GRAIN_MARKER_BYTES + grainBytes + READ_SLACK;
+  }
 
   /** Copies bytes [from, from + part.length) of the grain at `host` (which must inflate to at least `need` bytes) into `part`. */
-  read(host: number, need: number, from: number, part: Uint8Array): Promise<void> {
-    const done = this.queue.then(async () => {
-      const grain = await this.inflated(host, need);
-      const end = Math.min(from + part.length, grain.length);
-      if (end > from) part.set(grain.subarray(from, end));
-      if (end - from < part.length) part.fill(0, Math.max(0, end - from));
-    });
-    this.queue = done.catch(() => {});
-    return done;
+  async read(host: number, need: number, from: number, part: Uint8Array): Promise<void> {
+    const grain = this.cachedHost === host ? this.cached : await this.inflated(host, need);
+    const end = Math.min(from + part.length, grain.length);
+    if (end > from) part.set(grain.subarray(from, end));
+    if (end - from < part.length) part.fill(0, Math.max(0, end - from));
   }
 
   private async inflated(host: number, need: number): Promise<Uint8Array> {
-    if (this.cachedHost === host) return this.cached;
     const fileSize = this.file.length;
     const corrupt = (why: string) => new BlockError('ECORRUPT', `vmdk: compressed grain at host offset ${host}: ${why}`, { offset: host, field: 'grain table entry' });
-    let start = host;
-    let size = Math.min(this.grainBytes, fileSize - host);
-    if (this.markers) {
-      if (host + L.GRAIN_MARKER_BYTES > fileSize) throw corrupt(`its marker is beyond the end of the file (${fileSize} bytes)`);
-      const m = new Uint8Array(L.GRAIN_MARKER_BYTES);
-      await this.file.read(host, m);
-      size = new DataView(m.buffer).getUint32(8, true);
-      start = host + L.GRAIN_MARKER_BYTES;
-      // QEMU reads at most two grains of compressed data.
-      if (size === 0 || size > 2 * this.grainBytes) throw corrupt(`marker size ${size} is not in 1 to ${2 * this.grainBytes}`);
-      if (start + size > fileSize) throw corrupt(`its ${size} bytes run past the end of the file (${fileSize} bytes)`);
-    } else if (size <= 0) throw corrupt(`it is beyond the end of the file (${fileSize} bytes)`);
-    const stream = new Uint8Array(size);
-    await this.file.read(start, stream);
-    this.cachedHost = -1;
-    this.cached = inflateGrain(stream, this.grainBytes, need, host);
-    this.cachedHost = host;
-    return this.cached;
+    const pooled = this.pool.pop() ?? new Uint8Array(this.bufferBytes);
+    try {
+      let stream: Uint8Array;
+      if (this.markers) {
+        if (host + L.GRAIN_MARKER_BYTES > fileSize) throw corrupt(`its marker is beyond the end of the file (${fileSize} bytes)`);
+        const first = pooled.subarray(0, Math.min(pooled.length, fileSize - host));
+        await this.file.read(host, first);
+        const size = new DataView(first.buffer, first.byteOffset, L.GRAIN_MARKER_BYTES).getUint32(8, true);
+        const start = host + L.GRAIN_MARKER_BYTES;
+        // QEMU reads at most two grains of compressed data.
+        if (size === 0 || size > 2 * this.grainBytes) throw corrupt(`marker size ${size} is not in 1 to ${2 * this.grainBytes}`);
+        if (start + size > fileSize) throw corrupt(`its ${size} bytes run past the end of the file (${fileSize} bytes)`);
+        if (L.GRAIN_MARKER_BYTES + size <= first.length) stream = first.subarray(L.GRAIN_MARKER_BYTES, L.GRAIN_MARKER_BYTES + size);
+        else {
+          // Larger than the grain and the slack: read on its own (bounded above).
+          stream = new Uint8Array(size);
+          await this.file.read(start, stream);
+        }
+      } else {
+        const size = Math.min(this.grainBytes, fileSize - host);
+        if (size <= 0) throw corrupt(`it is beyond the end of the file (${fileSize} bytes)`);
+        stream = pooled.subarray(0, size);
+        await this.file.read(host, stream);
+      }
+      const grain = inflateGrain(stream, this.grainBytes, need, host);
+      this.cached = grain;
+      this.cachedHost = host;
+      return grain;
+    } finally {
+      if (this.pool.length < POOLED_READ_BUFFERS) this.pool.push(pooled);
+    }
   }
 }

@@ -152,23 +152,68 @@ export class GrainDirectory {
     this.gd[gtIndex] = gt;
   }
 
+  /** Ranges of table entries set in memory but not yet in the file (their tables stay pinned). */
+  private readonly staged: { gtIndex: number; i: number; count: number }[] = [];
+
+  /**
+   * Points entries i, i+1, … of grain table `gtIndex` at `sectors` in memory only; the file
+   * gets them from {@link writeStaged}, once the caller has made their grains durable. Reads
+   * see them at once.
+   */
+  async stageEntries(gtIndex: number, i: number, sectors: Uint32Array): Promise<void> {
+    const at = this.gd[gtIndex] * L.SECTOR;
+    this.pinned.add(at);
+    const t = await this.table(gtIndex);
+    t.set(sectors, i);
+    const last = this.staged.at(-1);
+    if (last && last.gtIndex === gtIndex && last.i + last.count === i) last.count += sectors.length;
+    else this.staged.push({ gtIndex, i, count: sectors.length });
+  }
+
+  /** Entries staged and not yet written. */
+  get hasStaged(): boolean {
+    return this.staged.length > 0;
+  }
+
+  /** Writes the staged entries into the tables in the file (one write per range and table), then unpins the tables. */
+  async writeStaged(): Promise<void> {
+    while (this.staged.length > 0) {
+      const { gtIndex, i, count } = this.staged[0];
+      const at = this.gd[gtIndex] * L.SECTOR;
+      const t = await this.table(gtIndex);
+      await this.writeEntries(gtIndex, i, t.subarray(i, i + count));
+      this.staged.shift();
+      if (!this.staged.some((r) => r.gtIndex === gtIndex)) this.pinned.delete(at);
+    }
+  }
+
   /** Points entries i..i+count-1 of grain table `gtIndex` (and of its redundant twin) at `first`, `first + step`, … */
-  async setEntries(gtIndex: number, i: number, count: number, first: number, step: number): Promise<void> {
+  setEntries(gtIndex: number, i: number, count: number, first: number, step: number): Promise<void> {
+    const sectors = new Uint32Array(count);
+    for (let k = 0; k < count; k++) sectors[k] = first + k * step;
+    return this.setEntryList(gtIndex, i, sectors);
+  }
+
+  /** Points entries i, i+1, … of grain table `gtIndex` (and of its redundant twin) at `sectors` (one table's worth at most). */
+  async setEntryList(gtIndex: number, i: number, sectors: Uint32Array): Promise<void> {
     const at = this.gd[gtIndex] * L.SECTOR;
     this.pinned.add(at);
     try {
       const t = await this.table(gtIndex);
-      const entries = new Uint8Array(count * 4);
-      const v = new DataView(entries.buffer);
-      for (let k = 0; k < count; k++) {
-        v.setUint32(k * 4, first + k * step, true);
-        t[i + k] = first + k * step;
-      }
-      await this.file.write(at + i * 4, entries);
-      const rgt = this.rgd?.[gtIndex] ?? 0;
-      if (rgt !== 0) await this.file.write(rgt * L.SECTOR + i * 4, entries);
+      t.set(sectors, i);
+      await this.writeEntries(gtIndex, i, sectors);
     } finally {
       this.pinned.delete(at);
     }
+  }
+
+  /** Writes `sectors` as entries i, i+1, … of grain table `gtIndex` and of its redundant twin, in the file. */
+  private async writeEntries(gtIndex: number, i: number, sectors: Uint32Array): Promise<void> {
+    const entries = new Uint8Array(sectors.length * 4);
+    const v = new DataView(entries.buffer);
+    for (let k = 0; k < sectors.length; k++) v.setUint32(k * 4, sectors[k], true);
+    await this.file.write(this.gd[gtIndex] * L.SECTOR + i * 4, entries);
+    const rgt = this.rgd?.[gtIndex] ?? 0;
+    if (rgt !== 0) await this.file.write(rgt * L.SECTOR + i * 4, entries);
   }
 }

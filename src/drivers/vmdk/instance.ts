@@ -74,6 +74,8 @@ export function vmdkInstance(d: VmdkDisk): DriverInstance {
   };
 
   const flush = async () => {
+    // A stream's appended grains get their table entries first, then the files make all durable.
+    for (const e of extents) if ('grainBytes' in e.extent) await e.extent.commitAppended();
     const files = new Set(extents.map((e) => e.extent.file));
     for (const f of files) await f.flush();
   };

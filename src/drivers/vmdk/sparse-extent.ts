@@ -6,6 +6,11 @@ import { CompressedGrains, deflateGrain } from './compressed-grain.js';
 import type { SparseHeader, SparseLayout } from './header.js';
 import * as L from './limits.js';
 
+/** Grains of a stream write deflated at once (on the thread pool) before they are appended: at 64 KiB grains, 2 MiB of input in flight. */
+const STREAM_WINDOW_GRAINS = 32;
+/** Bytes of a stream appended between flushes: their grain table entries are written after each (and at every flush of the node). */
+const STREAM_FLUSH_BYTES = 16 * 1024 * 1024;
+
 /** Reads what lies under an unallocated range: the backing file at guest `offset`, or zeros. */
 export type Fallback = (offset: number, target: Uint8Array) => Promise<void>;
 
@@ -170,36 +175,102 @@ export class SparseExtent {
 
   /**
    * A stream (compressed) extent takes whole new grains only, as QEMU: each is deflated behind
-   * a grain marker at the end of the file, flushed, then named in the grain table. Random
-   * writes (part of a grain, a grain written before) are refused.
+   * a grain marker at the end of the file, in guest order, flushed, then named in the grain
+   * table. Random writes (part of a grain, a grain written before) are refused. The grains of
+   * a request deflate in parallel on the thread pool, a window of them at a time (memory stays
+   * bounded); each window is appended with one write and one flush.
    */
   private async appendCompressed(offset: number, data: Uint8Array): Promise<void> {
     const gb = this.grainBytes;
-    const refuse = (code: 'EINVAL' | 'EIO', why: string) => new BlockError(code, `vmdk: a streamOptimized extent ${why}`, { offset: this.start + offset, field: 'createType' });
-    if (offset % gb !== 0 || (data.length % gb !== 0 && offset + data.length !== this.length)) throw refuse('EINVAL', 'takes whole grains only (no random writes)');
-    for (let pos = 0; pos < data.length; pos += gb) {
-      const grain = data.subarray(pos, pos + gb);
-      const at = offset + pos;
-      const packed = await deflateGrain(grain);
-      await this.lock.acquire();
-      try {
-        if ((await this.run(at, grain.length)).kind === 'compressed') throw refuse('EIO', `cannot write grain ${at / gb} again (no random writes)`);
-        const g = at / gb;
-        const gtIndex = Math.floor(g / this.layout.gtEntries);
-        await this.dir.ensureTable(gtIndex);
-        const record = new Uint8Array(L.GRAIN_MARKER_BYTES + packed.length);
-        const v = new DataView(record.buffer);
-        v.setBigUint64(0, BigInt((this.start + at) / L.SECTOR), true);
-        v.setUint32(8, packed.length, true);
-        record.set(packed, L.GRAIN_MARKER_BYTES);
-        const sector = this.dir.take(Math.ceil(record.length / L.SECTOR));
-        await this.file.write(sector * L.SECTOR, record, true);
-        await this.file.flush();
-        await this.dir.setEntries(gtIndex, g % this.layout.gtEntries, 1, sector, 0);
-        this.appended = true;
-      } finally {
-        this.lock.release();
+    if (offset % gb !== 0 || (data.length % gb !== 0 && offset + data.length !== this.length)) throw this.refuseStream('EINVAL', offset, 'takes whole grains only (no random writes)');
+    for (let pos = 0; pos < data.length; pos += STREAM_WINDOW_GRAINS * gb) {
+      const end = Math.min(data.length, pos + STREAM_WINDOW_GRAINS * gb);
+      const deflating: Promise<Uint8Array>[] = [];
+      for (let g = pos; g < end; g += gb) deflating.push(deflateGrain(data.subarray(g, Math.min(end, g + gb))));
+      // Every deflate settles before a failure is thrown: none still reads the caller's buffer.
+      const settled = await Promise.allSettled(deflating);
+      const packed: Uint8Array[] = [];
+      for (const r of settled) {
+        if (r.status === 'rejected') throw r.reason;
+        packed.push(r.value);
       }
+      await this.appendGrains(offset + pos, packed);
+    }
+  }
+
+  private refuseStream(code: 'EINVAL' | 'EIO', offset: number, why: string): BlockError {
+    return new BlockError(code, `vmdk: a streamOptimized extent ${why}`, { offset: this.start + offset, field: 'createType' });
+  }
+
+  /**
+   * Under the lock: the deflated grains from extent offset `at` on, each behind its marker and
+   * starting on a sector, in one write at the end of the file; one flush; then their grain
+   * table entries.
+   */
+  private async appendGrains(at: number, packed: Uint8Array[]): Promise<void> {
+    const gb = this.grainBytes;
+    await this.lock.acquire();
+    try {
+      let sectors = 0;
+      for (let k = 0; k < packed.length; k++) {
+        if ((await this.run(at + k * gb, gb)).kind === 'compressed') throw this.refuseStream('EIO', at + k * gb, `cannot write grain ${at / gb + k} again (no random writes)`);
+        sectors += Math.ceil((L.GRAIN_MARKER_BYTES + packed[k].length) / L.SECTOR);
+      }
+      const firstGrain = at / gb;
+      const lastTable = Math.floor((firstGrain + packed.length - 1) / this.layout.gtEntries);
+      for (let t = Math.floor(firstGrain / this.layout.gtEntries); t <= lastTable; t++) await this.dir.ensureTable(t);
+      const sector0 = this.dir.take(sectors);
+      const records = new Uint8Array(sectors * L.SECTOR);
+      const v = new DataView(records.buffer);
+      const entries = new Uint32Array(packed.length);
+      let sector = sector0;
+      for (let k = 0; k < packed.length; k++) {
+        const from = (sector - sector0) * L.SECTOR;
+        v.setBigUint64(from, BigInt((this.start + at + k * gb) / L.SECTOR), true);
+        v.setUint32(from + 8, packed[k].length, true);
+        records.set(packed[k], from + L.GRAIN_MARKER_BYTES);
+        entries[k] = sector;
+        sector += Math.ceil((L.GRAIN_MARKER_BYTES + packed[k].length) / L.SECTOR);
+      }
+      await this.file.write(sector0 * L.SECTOR, records, true);
+      for (let k = 0; k < packed.length; ) {
+        const g = firstGrain + k;
+        const i = g % this.layout.gtEntries;
+        const n = Math.min(packed.length - k, this.layout.gtEntries - i);
+        await this.dir.stageEntries(Math.floor(g / this.layout.gtEntries), i, entries.subarray(k, k + n));
+        k += n;
+      }
+      this.appended = true;
+      this.unnamedBytes += records.length;
+      if (this.unnamedBytes >= STREAM_FLUSH_BYTES) await this.nameAppended();
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  /** Bytes of grains appended since their entries were last written to the file. */
+  private unnamedBytes = 0;
+
+  /**
+   * Under the lock: the appended grains made durable (one flush), then their grain table
+   * entries written. An entry in the file never names a grain that is not on disk, as QEMU's
+   * data-then-sync-then-table order; the flush is shared by every grain appended since the last.
+   */
+  private async nameAppended(): Promise<void> {
+    this.unnamedBytes = 0;
+    if (!this.dir.hasStaged) return;
+    await this.file.flush();
+    await this.dir.writeStaged();
+  }
+
+  /** Writes the entries of the grains appended so far (the node's flush then makes them durable). */
+  async commitAppended(): Promise<void> {
+    if (!this.dir.hasStaged) return;
+    await this.lock.acquire();
+    try {
+      await this.nameAppended();
+    } finally {
+      this.lock.release();
     }
   }
 
@@ -208,6 +279,7 @@ export class SparseExtent {
 
   /** Ends an appended stream with its end-of-stream marker (a zero sector), as QEMU does on close. */
   async close(): Promise<void> {
+    await this.commitAppended();
     if (!this.appended) return;
     this.appended = false;
     await this.file.write(this.dir.nextSector * L.SECTOR, new Uint8Array(L.SECTOR), true);
