@@ -24,6 +24,8 @@ export interface PipelineOptions {
   stop: () => void;
   /** Called with the guest bytes done so far, in order: strictly increasing, ending at the drive's length. */
   progress: (done: number) => void;
+  /** Makes one buffer of the pool (default: Buffer.allocUnsafeSlow; a direct output wants aligned memory). */
+  allocate?: (bytes: number) => Buffer;
 }
 
 /**
@@ -128,6 +130,7 @@ export async function convertPipeline(drive: Drive, sink: ConvertSink, options: 
   if (chunk > MAX_PIECE) throw new BlockError('EINVAL', `convert: pieces of ${chunk} bytes exceed ${MAX_PIECE}`, { field: 'chunk' });
   const total = drive.length;
   const planner = new Planner(drive, grain, chunk);
+  const allocate = options.allocate ?? Buffer.allocUnsafeSlow;
   const free: Buffer[] = [];
   const queue: Piece[] = [];
   let done = 0;
@@ -149,7 +152,7 @@ export async function convertPipeline(drive: Drive, sink: ConvertSink, options: 
           planned = false;
           break;
         }
-        const buf = free.pop() ?? Buffer.allocUnsafeSlow(chunk);
+        const buf = free.pop() ?? allocate(chunk);
         const view = buf.subarray(0, span.length);
         const read = drive.read(span.offset, view);
         // Handled here; its failure is thrown when the piece's turn to be written comes.
