@@ -133,7 +133,7 @@ async function toRaw(drive: Drive, out: OutputFile, cache: ConvertCache, stop: S
   try {
     if (direct && probe) {
       const allocate = (bytes: number) => alignedBuffer(bytes, DIRECT_ALIGN) ?? Buffer.allocUnsafeSlow(bytes);
-      await convertPipeline(drive, { grain: ZERO_GRAIN, write: (offset, data) => direct.write(offset, data) }, { stop, progress, allocate });
+      await convertPipeline(drive, { grain: ZERO_GRAIN, write: (offset, data) => direct.write(offset, data) }, { stop, progress, allocate, writes: DIRECT_WRITES });
     } else {
       await convertPipeline(drive, { grain: ZERO_GRAIN, write: (offset, data) => out.write(offset, data) }, { stop, progress });
     }
@@ -185,6 +185,8 @@ async function toQcow2(layer: BlockLayer, drive: Drive, out: OutputFile, create:
   }
 }
 
+/** Direct writes at once to a raw output: each waits for the device, so several keep it busy. */
+const DIRECT_WRITES = 4;
 /** Zero runs shorter than this are written rather than skipped (qemu-img convert's default -S 4k). */
 const ZERO_GRAIN = 4096;
 /** The largest output cluster used as the grain (see toFormat). */
