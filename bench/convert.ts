@@ -4,11 +4,13 @@
  * - in process: `convertImage` on a qcow2 of random data (no process start-up on our side);
  * - whole processes: the built CLI (`dist/cli/blocklayer.js`, after `npm run build`) on that qcow2
  *   and on vpc, vhdx, vdi and vmdk images of half data made by `qemu-img convert -O FMT`;
- * - `convert -O vdi` from raw, both whole processes.
+ * - `convert -O vdi` from raw, both whole processes;
+ * - our default (a raw output written past the page cache, O_DIRECT) also against
+ *   `qemu-img convert -t none`, which does the same.
  * Each row prints wall time and CPU time (user + system of the converting process: the in-process
  * row's own process.cpuUsage(), a child's through /usr/bin/time), because on a shared machine the
  * wall clock moves with the neighbours' load and CPU time much less. Every output is compared with
- * qemu-img's byte for byte. `npx tsx bench/convert.ts [MiB]` runs it alone.
+ * qemu-img's byte for byte. `npx tsx bench/convert.ts [MiB] [rounds]` runs it alone.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -94,7 +96,7 @@ async function compareRow(label: string, rounds: number, qemu: () => Cost, ours:
   return { wall, cpu: { ratio: cpuRatio, rounds: cpuRatios, ours: o.map((c) => c.cpu), qemu: q.map((c) => c.cpu) }, same: equal };
 }
 
-export async function convertBench(mib = 256): Promise<Record<string, unknown>> {
+export async function convertBench(mib = 256, rounds = 3): Promise<Record<string, unknown>> {
   try {
     execFileSync('qemu-img', ['--version'], { stdio: 'ignore' });
   } catch {
@@ -104,7 +106,6 @@ export async function convertBench(mib = 256): Promise<Record<string, unknown>> 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-convert-bench-'));
   const p = (f: string) => path.join(dir, f);
   const results: Record<string, unknown> = { mib };
-  const rounds = 3;
   try {
     makeRaw(p('random.raw'), mib, false);
     makeRaw(p('half.raw'), mib, true);
@@ -128,6 +129,8 @@ export async function convertBench(mib = 256): Promise<Record<string, unknown>> 
     }
     const ourRaw = (input: string, out: string) => () => runTimed(out, process.execPath, [CLI, 'convert', '-O', 'raw', input, out]);
     results.qcow2Cli = await compareRow('qcow2 random -> raw, CLI', rounds, qemuRaw(p('random.qcow2'), p('q.raw')), ourRaw(p('random.qcow2'), p('o.raw')), sameRaw);
+    const qemuDirect = () => runTimed(p('q.raw'), 'qemu-img', ['convert', '-t', 'none', '-O', 'raw', p('random.qcow2'), p('q.raw')]);
+    results.qcow2CliVsDirect = await compareRow('qcow2 random -> raw, CLI vs qemu-img -t none', rounds, qemuDirect, ourRaw(p('random.qcow2'), p('o.raw')), sameRaw);
     for (const fmt of ['vpc', 'vhdx', 'vdi', 'vmdk']) {
       const image = p(`half.${fmt}`);
       execFileSync('qemu-img', ['convert', '-O', fmt, p('half.raw'), image]);
@@ -152,4 +155,4 @@ export async function convertBench(mib = 256): Promise<Record<string, unknown>> 
   return results;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) await convertBench(Number(process.argv[2] ?? 256));
+if (import.meta.url === `file://${process.argv[1]}`) await convertBench(Number(process.argv[2] ?? 256), Number(process.argv[3] ?? 3));

@@ -21,6 +21,7 @@ export async function convertCommand(args: string[]): Promise<number> {
       ...formatOption,
       ...forceShareOption,
       'output-format': { type: 'string', short: 'O' },
+      cache: { type: 'string', short: 't' },
       compress: { type: 'boolean', short: 'c' },
       options: { type: 'string', short: 'o', multiple: true },
       progress: { type: 'boolean', short: 'p' },
@@ -48,6 +49,10 @@ export async function convertCommand(args: string[]): Promise<number> {
     if (createOptions[k] !== undefined) throw new BlockError('ENOTSUP', `-o: ${k} is not supported by convert (the output is a standalone image)`, { field: k });
   }
   const { format: _, size: __, ...create } = createOptions;
+  const cache = values.cache;
+  if (cache !== undefined && cache !== 'none' && cache !== 'writeback') {
+    throw new BlockError('EINVAL', `-t: '${cache}' is not a cache mode convert takes (none, writeback)`, { field: 'cache' });
+  }
   // A bar on a terminal; asked with -p where stderr is not one, qemu-img's "    (x.xx/100%)" on stdout.
   const showBar = !values.quiet && (values.progress ?? process.stderr.isTTY) && process.stderr.isTTY;
   const showText = !values.quiet && values.progress === true && !process.stderr.isTTY;
@@ -63,6 +68,7 @@ export async function convertCommand(args: string[]): Promise<number> {
       forceShare: values['force-share'],
       outputFormat,
       compress: values.compress ?? false,
+      ...(cache === undefined ? {} : { cache }),
       ...create,
       ...(formatO ? { formatOptions: formatO.formatOptions } : {}),
       handleSignals: true,

@@ -38,7 +38,7 @@ Exit codes as qemu-img's: 0 clean, 1 check failed, 2 corruptions, 3 leaked clust
   --json               the same as --output=json
   -h, --help           this help`;
 
-export const CONVERT_HELP = `usage: blocklayer convert [-f FMT] [-U] [-O raw|qcow2] [-c] [-o k=v,…] [--snapshot S] [-p] [-q] IMAGE OUTPUT
+export const CONVERT_HELP = `usage: blocklayer convert [-f FMT] [-U] [-O raw|qcow2] [-t none|writeback] [-c] [-o k=v,…] [--snapshot S] [-p] [-q] IMAGE OUTPUT
 The guest view of IMAGE as a sparse raw file or a new image of another format (qcow2, compressed or not; vdi, …), like qemu-img convert.
 The output is written under a temporary name and renamed when complete.
 
@@ -46,6 +46,8 @@ The output is written under a temporary name and renamed when complete.
   -U, --force-share         read the input sharing everything (an image another process holds read-write)
   -O, --output-format FMT   output format: raw (the default), qcow2, or a format whose driver
                             creates images: vdi (an unknown name lists them)
+  -t, --cache MODE          how a raw output is written: none (the default: past the page
+                            cache, O_DIRECT) or writeback (through it); flushed either way
   -c, --compress            compress every data cluster (-O qcow2)
   -o, --options k=v,…       creation options of the output format: qcow2's (cluster_size,
                             compression_type, compat, …), vdi's (static=on|off)

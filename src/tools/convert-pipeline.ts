@@ -24,6 +24,15 @@ export interface PipelineOptions {
   stop: () => void;
   /** Called with the guest bytes done so far, in order: strictly increasing, ending at the drive's length. */
   progress: (done: number) => void;
+  /**
+   * Pieces written at once (default 1: each write ends before the next begins). Pieces still
+   * begin their writes in guest order (a piece's runs one after another) and progress still
+   * counts them in order; more than one suits an output
+   * where a write waits for the device (a raw file written past the page cache).
+   */
+  writes?: number;
+  /** Makes one buffer of the pool (default: Buffer.allocUnsafeSlow; a direct output wants aligned memory). */
+  allocate?: (bytes: number) => Buffer;
 }
 
 /**
@@ -34,6 +43,8 @@ export interface PipelineOptions {
 export const PIECE = 1024 * 1024;
 /** Pieces in flight (qemu-img convert runs 8 coroutines); with PIECE, a pool of 8 MiB. */
 export const DEPTH = 8;
+/** Marks a promise's failure as handled where it is awaited later. */
+const ignore = () => {};
 /** A piece larger than this is refused (a grain this large would be a bug, not an input). */
 const MAX_PIECE = 64 * 1024 * 1024;
 
@@ -44,6 +55,8 @@ interface Piece {
   through: number;
   buf: Buffer;
   read: Promise<unknown>;
+  /** Set once the piece's write has begun. */
+  written: Promise<void> | undefined;
 }
 
 /** The next range of data to read, found from block status; holes and zero extents are stepped over. */
@@ -112,7 +125,7 @@ class Planner {
 /**
  * Copies the guest view of `drive` into `sink`: block status is walked ahead, the ranges that
  * may hold data are read `depth` at a time into a pool of buffers (made once), and written in
- * guest order one after another, each as its runs of non-zero grains (all-zero grains are not
+ * guest order (one after another unless `writes` allows more at once), each as its runs of non-zero grains (all-zero grains are not
  * written). Writing in order keeps an output's allocation order the guest's, as qemu-img
  * convert does without `-W`. On the first failure nothing new is begun; the reads in flight
  * settle before it is thrown.
@@ -125,13 +138,17 @@ export async function convertPipeline(drive: Drive, sink: ConvertSink, options: 
   }
   const chunk = Math.ceil(Math.max(options.chunk ?? PIECE, grain) / grain) * grain;
   const depth = Math.max(1, Math.floor(options.depth ?? DEPTH));
+  const writes = Math.min(depth, Math.max(1, Math.floor(options.writes ?? 1)));
   if (chunk > MAX_PIECE) throw new BlockError('EINVAL', `convert: pieces of ${chunk} bytes exceed ${MAX_PIECE}`, { field: 'chunk' });
   const total = drive.length;
   const planner = new Planner(drive, grain, chunk);
+  const allocate = options.allocate ?? Buffer.allocUnsafeSlow;
   const free: Buffer[] = [];
   const queue: Piece[] = [];
   let done = 0;
   let planned = true;
+  /** queue[0 .. begun) are being written. */
+  let begun = 0;
   const report = (at: number) => {
     if (at > done) {
       done = at;
@@ -149,29 +166,38 @@ export async function convertPipeline(drive: Drive, sink: ConvertSink, options: 
           planned = false;
           break;
         }
-        const buf = free.pop() ?? Buffer.allocUnsafeSlow(chunk);
+        const buf = free.pop() ?? allocate(chunk);
         const view = buf.subarray(0, span.length);
         const read = drive.read(span.offset, view);
         // Handled here; its failure is thrown when the piece's turn to be written comes.
-        read.catch(() => {});
-        queue.push({ offset: span.offset, length: span.length, through: span.offset + span.length, buf, read });
+        read.catch(ignore);
+        queue.push({ offset: span.offset, length: span.length, through: span.offset + span.length, buf, read, written: undefined });
       }
       const head = queue[0];
       if (head === undefined) break;
       // The zeros stepped over before this piece count as done.
-      report(head.offset);
-      await head.read;
-      stop();
-      await writeRuns(sink, head, grain);
+      if (begun === 0) report(head.offset);
+      // Begin the writes whose turn has come, in guest order, up to `writes` at once.
+      while (begun < queue.length && begun < writes) {
+        const piece = queue[begun];
+        await piece.read;
+        stop();
+        piece.written = writeRuns(sink, piece, grain);
+        // Handled here; its failure is thrown when it is the oldest write.
+        piece.written.catch(ignore);
+        begun++;
+      }
+      await head.written;
       queue.shift();
+      begun--;
       free.push(head.buf);
       // With nothing pending, the walk's position is done too (zeros after the last piece).
       report(queue.length > 0 ? head.through : Math.max(head.through, planned ? planner.reached : total));
     }
     report(total);
   } finally {
-    // Whatever happens, no read is left running into a buffer.
-    await Promise.allSettled(queue.map((p) => p.read));
+    // Whatever happens, no read or write is left running on a buffer.
+    await Promise.allSettled(queue.flatMap((p) => (p.written ? [p.read, p.written] : [p.read])));
   }
 }
 

@@ -10,6 +10,8 @@ import type { BlockNode } from '../node/node.js';
 import { inputFiles } from './input-files.js';
 import { canceled, type InputOptions, openInput } from './open-input.js';
 import { convertPipeline } from './convert-pipeline.js';
+import { alignedBuffer } from './aligned-buffer.js';
+import { DIRECT_ALIGN, DirectOutput } from './direct-output.js';
 
 /** qcow2 creation options a converted image takes (qemu-img convert's `-o`); the output is standalone, so no backing or data file. */
 export type ConvertCreateOptions = Omit<CreateOptionsInput, 'format' | 'size' | 'backing' | 'backingFormat' | 'dataFile' | 'dataFileRaw'>;
@@ -20,6 +22,12 @@ export interface ConvertImageOptions extends InputOptions, ConvertCreateOptions 
   outputFormat?: string;
   /** Creation options of an output format other than qcow2 and raw, by qemu-img's `-o` names, checked by its driver's schema. */
   formatOptions?: Record<string, unknown>;
+  /**
+   * How a raw output is written (qemu-img's `-t`): `none` (the default) past the page cache
+   * (O_DIRECT, where the file system has it), `writeback` through it. Either way the output is
+   * flushed before it is renamed into place. Other output formats go through the page cache.
+   */
+  cache?: ConvertCache;
   /** Compress every data cluster of a qcow2 output (`-c`; zlib, or zstd with `compressionType`). */
   compress?: boolean;
   /** Called as the work goes on with the guest bytes done so far (in order, strictly increasing) and the image's size. */
@@ -30,6 +38,10 @@ export interface ConvertImageOptions extends InputOptions, ConvertCreateOptions 
    */
   handleSignals?: boolean;
 }
+
+/** How convert writes a raw output: past the page cache (`none`) or through it (`writeback`). */
+export type ConvertCache = 'none' | 'writeback';
+const CACHE_MODES: readonly string[] = ['none', 'writeback'];
 
 /** What {@link convertImage} wrote. */
 export interface ConvertResult {
@@ -54,7 +66,10 @@ const NOT_STANDALONE = ['backing', 'backingFormat', 'dataFile', 'dataFileRaw'] a
  * that is one of the files the input reads is refused.
  */
 export async function convertImage(input: string | DriveOptions, output: string, options: ConvertImageOptions = {}): Promise<ConvertResult> {
-  const { format, snapshot, forceShare, layer: given, signal, outputFormat = 'raw', formatOptions, compress = false, onProgress, handleSignals = false, ...create } = options;
+  const { format, snapshot, forceShare, layer: given, signal, outputFormat = 'raw', formatOptions, compress = false, onProgress, handleSignals = false, cache = 'none', ...create } = options;
+  if (!CACHE_MODES.includes(cache)) {
+    throw new BlockError('EINVAL', `cache: '${String(cache)}' is not one of ${CACHE_MODES.join(', ')}`, { field: 'cache' });
+  }
   if (typeof outputFormat !== 'string' || outputFormat === '') {
     throw new BlockError('EINVAL', `outputFormat: '${String(outputFormat)}' is not a format name`, { field: 'outputFormat' });
   }
@@ -89,7 +104,7 @@ export async function convertImage(input: string | DriveOptions, output: string,
         };
         stop();
         if (driver) await toFormat(layer, drive, out, driver, outputOptions, stop, progress);
-        else if (outputFormat === 'raw') await toRaw(drive, out, stop, progress);
+        else if (outputFormat === 'raw') await toRaw(drive, out, cache, stop, progress);
         else await toQcow2(layer, drive, out, create, compress, stop, progress);
       },
       { inputs: inputFiles(drive.node), input: typeof input === 'string' ? input : undefined, handleSignals, siblings: driver !== undefined },
@@ -106,10 +121,25 @@ export async function convertImage(input: string | DriveOptions, output: string,
   }
 }
 
-/** Raw output: a sparse file of the guest's size, the data written into it (4 KiB zero runs left as holes). */
-async function toRaw(drive: Drive, out: OutputFile, stop: Stop, progress: Progress): Promise<void> {
+/**
+ * Raw output: a sparse file of the guest's size, the data written into it (4 KiB zero runs left
+ * as holes); with cache `none` from aligned buffers past the page cache (see DirectOutput).
+ */
+async function toRaw(drive: Drive, out: OutputFile, cache: ConvertCache, stop: Stop, progress: Progress): Promise<void> {
   await out.truncate(drive.length);
-  await convertPipeline(drive, { grain: ZERO_GRAIN, write: (offset, data) => out.write(offset, data) }, { stop, progress });
+  const direct = cache === 'none' ? await DirectOutput.open(out) : undefined;
+  // without koffi there is no aligned memory, and so no direct write
+  const probe = direct ? alignedBuffer(DIRECT_ALIGN, DIRECT_ALIGN) : undefined;
+  try {
+    if (direct && probe) {
+      const allocate = (bytes: number) => alignedBuffer(bytes, DIRECT_ALIGN) ?? Buffer.allocUnsafeSlow(bytes);
+      await convertPipeline(drive, { grain: ZERO_GRAIN, write: (offset, data) => direct.write(offset, data) }, { stop, progress, allocate, writes: DIRECT_WRITES });
+    } else {
+      await convertPipeline(drive, { grain: ZERO_GRAIN, write: (offset, data) => out.write(offset, data) }, { stop, progress });
+    }
+  } finally {
+    await direct?.close();
+  }
 }
 
 /** Waits for every promise, then rejects with the first failure (none is left unhandled or still running). */
@@ -155,6 +185,8 @@ async function toQcow2(layer: BlockLayer, drive: Drive, out: OutputFile, create:
   }
 }
 
+/** Direct writes at once to a raw output: each waits for the device, so several keep it busy. */
+const DIRECT_WRITES = 4;
 /** Zero runs shorter than this are written rather than skipped (qemu-img convert's default -S 4k). */
 const ZERO_GRAIN = 4096;
 /** The largest output cluster used as the grain (see toFormat). */
