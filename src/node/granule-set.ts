@@ -5,6 +5,12 @@
 /** Granules per page (2^12): a page is 512 bytes of bits plus its population count. */
 const PAGE_SHIFT = 12;
 const PAGE_GRANULES = 1 << PAGE_SHIFT;
+/**
+ * 1 / PAGE_GRANULES, exact (a power of two): a page index is `Math.floor(g * PER_GRANULE)`.
+ * A multiply, not a division: granule numbers pass 2^32, so no shift, and a float division
+ * costs several times a multiply on the write path.
+ */
+const PER_GRANULE = 1 / PAGE_GRANULES;
 const PAGE_WORDS = PAGE_GRANULES / 32;
 /** The word after the bits holds how many of them are set. */
 const COUNT_WORD = PAGE_WORDS;
@@ -90,21 +96,22 @@ export class GranuleSet {
 
   /** Whether granule `g` is in the set. */
   has(g: number): boolean {
-    const page = this.pages.get(Math.floor(g / PAGE_GRANULES));
+    const index = Math.floor(g * PER_GRANULE);
+    const page = this.pageAt(index);
     if (page === undefined) return false;
-    const bit = g % PAGE_GRANULES;
+    const bit = g - index * PAGE_GRANULES;
     return (page[bit >>> 5]! & (1 << (bit & 31))) !== 0;
   }
 
   /** Adds granules `[first, end)` (clipped to the set's size). */
   add(first: number, end: number): void {
-    if (end === first + 1 && first >= 0 && first < this.sizeValue) {
+    if (end === first + 1) {
       this.addOne(first);
       return;
     }
     end = Math.min(end, this.size);
     for (let g = Math.max(0, first); g < end; ) {
-      const index = Math.floor(g / PAGE_GRANULES);
+      const index = Math.floor(g * PER_GRANULE);
       const pageEnd = Math.min(end, (index + 1) * PAGE_GRANULES);
       const page = this.pages.get(index) ?? this.newPage(index);
       const added = this.changeBits(page, g - index * PAGE_GRANULES, pageEnd - index * PAGE_GRANULES, true);
@@ -114,9 +121,10 @@ export class GranuleSet {
     }
   }
 
-  /** The write path's common case (a write inside one granule): one page lookup, or none when it is the last page, one bit. */
-  private addOne(g: number): void {
-    const index = Math.floor(g / PAGE_GRANULES);
+  /** Adds granule `g` (ignored outside the set): the write path's common case, a write inside one granule; one page lookup, or none when it is the last page, one bit. */
+  addOne(g: number): void {
+    if (!(g >= 0 && g < this.sizeValue)) return;
+    const index = Math.floor(g * PER_GRANULE);
     let page = this.pageAt(index);
     if (page === undefined) {
       page = this.newPage(index);
@@ -144,7 +152,7 @@ export class GranuleSet {
   remove(first: number, end: number): void {
     end = Math.min(end, this.size);
     for (let g = Math.max(0, first); g < end; ) {
-      const index = Math.floor(g / PAGE_GRANULES);
+      const index = Math.floor(g * PER_GRANULE);
       const pageEnd = Math.min(end, (index + 1) * PAGE_GRANULES);
       const page = this.pages.get(index);
       if (page !== undefined) {
@@ -226,7 +234,7 @@ export class GranuleSet {
 
   private nextMember(from: number, limit: number): number {
     // The page of `from` first, without a search when it is the cached one (a walk stays on a page for many runs).
-    const first = Math.floor(from / PAGE_GRANULES);
+    const first = Math.floor(from * PER_GRANULE);
     const page = this.pageAt(first);
     if (page !== undefined) {
       const found = firstBit(page, from - first * PAGE_GRANULES, false);
@@ -242,7 +250,7 @@ export class GranuleSet {
 
   private nextGap(from: number, limit: number): number {
     for (let g = from; g < limit; ) {
-      const index = Math.floor(g / PAGE_GRANULES);
+      const index = Math.floor(g * PER_GRANULE);
       const base = index * PAGE_GRANULES;
       const page = this.pageAt(index);
       if (page === undefined) return g;
