@@ -34,13 +34,14 @@ function lowestBit(w: number): number {
 
 /** The first bit `>= start` of a page that is set (`gap` false) or clear (`gap` true), or -1. */
 function firstBit(page: Uint32Array, start: number, gap: boolean): number {
-  const flip = gap ? 0xffffffff : 0;
+  // In int32 arithmetic throughout (XOR with 0 or -1, a shifted -1 as the mask): no word becomes a double.
+  const flip = gap ? -1 : 0;
   let w = start >>> 5;
-  let word = ((page[w]! ^ flip) & mask(start & 31, 32)) >>> 0;
+  let word = (page[w]! ^ flip) & (-1 << (start & 31));
   for (;;) {
-    if (word !== 0) return w * 32 + lowestBit(word);
+    if (word !== 0) return (w << 5) + lowestBit(word);
     if (++w === PAGE_WORDS) return -1;
-    word = (page[w]! ^ flip) >>> 0;
+    word = page[w]! ^ flip;
   }
 }
 
