@@ -60,14 +60,10 @@ export class ExtentArray {
     b.writeUInt32BE(req.cookieLow, 12);
     b.writeUInt32BE(4 + bytes, 16);
     b.writeUInt32BE(contextId, 20);
+    // Big-endian stores through a DataView: one byte-swapped 32-bit store per value, not four byte stores.
+    const view = new DataView(b.buffer, b.byteOffset + HEAD, bytes);
     const pairs = this.pairs;
-    for (let i = 0, at = HEAD; i < 2 * this.count; i++, at += 4) {
-      const v = pairs[i] as number;
-      b[at] = v >>> 24;
-      b[at + 1] = v >>> 16;
-      b[at + 2] = v >>> 8;
-      b[at + 3] = v;
-    }
+    for (let i = 0, n = 2 * this.count; i < n; i++) view.setUint32(4 * i, pairs[i] as number);
     return b;
   }
 

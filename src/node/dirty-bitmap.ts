@@ -92,6 +92,8 @@ export class DirtyBitmap {
   readonly granularity: number;
   /** log2 of the granularity. */
   private readonly shift: number;
+  /** 1 / granularity, exact (a power of two): granule numbers by a multiply, not a division, on the write path. */
+  private readonly perByte: number;
   /** The dirty granules. */
   readonly granules: GranuleSet;
   private recordingFlag: boolean;
@@ -112,6 +114,7 @@ export class DirtyBitmap {
   ) {
     this.granularity = checkGranularity(state.granularity);
     this.shift = Math.round(Math.log2(this.granularity));
+    this.perByte = 1 / this.granularity;
     const granules = Math.ceil(size / this.granularity);
     if (state.granules !== undefined && state.granules.size !== granules) {
       throw new BlockError('EINVAL', `bitmap '${name}': ${state.granules.size} granules given for a node that needs ${granules}`, { field: 'granules' });
@@ -176,12 +179,16 @@ export class DirtyBitmap {
 
   /** Marks bytes `[offset, offset+length)` dirty if recording (the write path). */
   record(offset: number, length: number): void {
-    if (this.recordingFlag && length > 0) this.granules.add(Math.floor(offset / this.granularity), Math.ceil((offset + length) / this.granularity));
+    if (this.recordingFlag) this.markDirty(offset, length);
   }
 
   /** Marks bytes dirty whether or not recording (merge, set). */
   markDirty(offset: number, length: number): void {
-    if (length > 0) this.granules.add(Math.floor(offset / this.granularity), Math.ceil((offset + length) / this.granularity));
+    if (!(length > 0)) return;
+    const first = Math.floor(offset * this.perByte);
+    const last = Math.floor((offset + length - 1) * this.perByte);
+    if (first === last) this.granules.addOne(first);
+    else this.granules.add(first, last + 1);
   }
 
   /** Marks the granules wholly inside `[offset, offset+length)` clean (a granule only partly covered stays dirty). */
@@ -214,7 +221,7 @@ export class DirtyBitmap {
 
   /** Whether the byte at `offset` is dirty. */
   isDirty(offset: number): boolean {
-    return this.granules.has(Math.floor(offset / this.granularity));
+    return this.granules.has(Math.floor(offset * this.perByte));
   }
 
   /**
@@ -222,9 +229,9 @@ export class DirtyBitmap {
    * status on `qemu:dirty-bitmap:NAME` answers.
    */
   extentAt(offset: number, end: number): { dirty: boolean; length: number } {
-    const g = Math.floor(offset / this.granularity);
+    const g = Math.floor(offset * this.perByte);
     const dirty = this.granules.has(g);
-    const limit = Math.ceil(end / this.granularity);
+    const limit = Math.ceil(end * this.perByte);
     const runEnd = this.granules.next(g + 1, !dirty, limit);
     return { dirty, length: Math.min(end, runEnd * this.granularity) - offset };
   }

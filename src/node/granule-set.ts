@@ -5,6 +5,12 @@
 /** Granules per page (2^12): a page is 512 bytes of bits plus its population count. */
 const PAGE_SHIFT = 12;
 const PAGE_GRANULES = 1 << PAGE_SHIFT;
+/**
+ * 1 / PAGE_GRANULES, exact (a power of two): a page index is `Math.floor(g * PER_GRANULE)`.
+ * A multiply, not a division: granule numbers pass 2^32, so no shift, and a float division
+ * costs several times a multiply on the write path.
+ */
+const PER_GRANULE = 1 / PAGE_GRANULES;
 const PAGE_WORDS = PAGE_GRANULES / 32;
 /** The word after the bits holds how many of them are set. */
 const COUNT_WORD = PAGE_WORDS;
@@ -28,13 +34,14 @@ function lowestBit(w: number): number {
 
 /** The first bit `>= start` of a page that is set (`gap` false) or clear (`gap` true), or -1. */
 function firstBit(page: Uint32Array, start: number, gap: boolean): number {
-  const flip = gap ? 0xffffffff : 0;
+  // In int32 arithmetic throughout (XOR with 0 or -1, a shifted -1 as the mask): no word becomes a double.
+  const flip = gap ? -1 : 0;
   let w = start >>> 5;
-  let word = ((page[w]! ^ flip) & mask(start & 31, 32)) >>> 0;
+  let word = (page[w]! ^ flip) & (-1 << (start & 31));
   for (;;) {
-    if (word !== 0) return w * 32 + lowestBit(word);
+    if (word !== 0) return (w << 5) + lowestBit(word);
     if (++w === PAGE_WORDS) return -1;
-    word = (page[w]! ^ flip) >>> 0;
+    word = page[w]! ^ flip;
   }
 }
 
@@ -90,21 +97,22 @@ export class GranuleSet {
 
   /** Whether granule `g` is in the set. */
   has(g: number): boolean {
-    const page = this.pages.get(Math.floor(g / PAGE_GRANULES));
+    const index = Math.floor(g * PER_GRANULE);
+    const page = this.pageAt(index);
     if (page === undefined) return false;
-    const bit = g % PAGE_GRANULES;
+    const bit = g - index * PAGE_GRANULES;
     return (page[bit >>> 5]! & (1 << (bit & 31))) !== 0;
   }
 
   /** Adds granules `[first, end)` (clipped to the set's size). */
   add(first: number, end: number): void {
-    if (end === first + 1 && first >= 0 && first < this.sizeValue) {
+    if (end === first + 1) {
       this.addOne(first);
       return;
     }
     end = Math.min(end, this.size);
     for (let g = Math.max(0, first); g < end; ) {
-      const index = Math.floor(g / PAGE_GRANULES);
+      const index = Math.floor(g * PER_GRANULE);
       const pageEnd = Math.min(end, (index + 1) * PAGE_GRANULES);
       const page = this.pages.get(index) ?? this.newPage(index);
       const added = this.changeBits(page, g - index * PAGE_GRANULES, pageEnd - index * PAGE_GRANULES, true);
@@ -114,9 +122,10 @@ export class GranuleSet {
     }
   }
 
-  /** The write path's common case (a write inside one granule): one page lookup, or none when it is the last page, one bit. */
-  private addOne(g: number): void {
-    const index = Math.floor(g / PAGE_GRANULES);
+  /** Adds granule `g` (ignored outside the set): the write path's common case, a write inside one granule; one page lookup, or none when it is the last page, one bit. */
+  addOne(g: number): void {
+    if (!(g >= 0 && g < this.sizeValue)) return;
+    const index = Math.floor(g * PER_GRANULE);
     let page = this.pageAt(index);
     if (page === undefined) {
       page = this.newPage(index);
@@ -144,7 +153,7 @@ export class GranuleSet {
   remove(first: number, end: number): void {
     end = Math.min(end, this.size);
     for (let g = Math.max(0, first); g < end; ) {
-      const index = Math.floor(g / PAGE_GRANULES);
+      const index = Math.floor(g * PER_GRANULE);
       const pageEnd = Math.min(end, (index + 1) * PAGE_GRANULES);
       const page = this.pages.get(index);
       if (page !== undefined) {
@@ -226,7 +235,7 @@ export class GranuleSet {
 
   private nextMember(from: number, limit: number): number {
     // The page of `from` first, without a search when it is the cached one (a walk stays on a page for many runs).
-    const first = Math.floor(from / PAGE_GRANULES);
+    const first = Math.floor(from * PER_GRANULE);
     const page = this.pageAt(first);
     if (page !== undefined) {
       const found = firstBit(page, from - first * PAGE_GRANULES, false);
@@ -242,7 +251,7 @@ export class GranuleSet {
 
   private nextGap(from: number, limit: number): number {
     for (let g = from; g < limit; ) {
-      const index = Math.floor(g / PAGE_GRANULES);
+      const index = Math.floor(g * PER_GRANULE);
       const base = index * PAGE_GRANULES;
       const page = this.pageAt(index);
       if (page === undefined) return g;
