@@ -100,6 +100,11 @@ export class BlockNode {
     return this.instance.info?.() ?? {};
   }
 
+  /** Bytes the node's storage takes on disk, or undefined where the driver cannot tell (QEMU bdrv_get_allocated_file_size). */
+  allocatedSize(): Promise<number | undefined> {
+    return this.instance.allocatedSize?.() ?? Promise.resolve(undefined);
+  }
+
   /** References held (by parents, drives, the layer, jobs); the node closes when it drops to 0. */
   get refCount(): number {
     return this.closed ? 0 : this.refs;

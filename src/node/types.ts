@@ -158,6 +158,8 @@ export interface DriverInstance {
   close(): Promise<void>;
   /** Extra facts for `info` (format specific: cluster size, snapshots, …). */
   info?(): Record<string, unknown>;
+  /** Bytes the node's storage takes on disk (QEMU bdrv_get_allocated_file_size: st_blocks × 512 for a file); absent where unknown. */
+  allocatedSize?(): Promise<number>;
   /** Internal snapshots (qcow2), for formats that keep them in the image. */
   snapshots?: InternalSnapshots;
 }

@@ -265,6 +265,7 @@ function fileInstance(io: IoEngine, fd: number, size: number, filename: string, 
       await closeFd();
     },
     info: () => ({ filename, aio: io.name }),
+    allocatedSize: async () => (await fstat(fd)).blocks * 512,
   };
 }
 

@@ -12,6 +12,7 @@ import type { L2Cache } from './l2-cache.js';
 import * as L from './limits.js';
 import { type ImageOpenOptions, readImage } from './open-image.js';
 import { readClamped } from './open-steps.js';
+import { detectMetadataPreallocation } from './prealloc-detect.js';
 import { qcow2SnapshotHooks } from './snapshot-hooks.js';
 import type { Refcounts } from './refcounts.js';
 import type { Qcow2Snapshot } from './snapshots.js';
@@ -133,6 +134,14 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     beforeFirstWrite: lazy ? () => setDirtyBit(true) : undefined,
   };
   const writer = writerContext && new Qcow2Writer(writerContext);
+  // Found on the first block status, as QEMU does, then kept for this open.
+  let preallocated: boolean | undefined;
+  let detecting: Promise<boolean> | undefined;
+  const detectPrealloc = async () => {
+    detecting ??= writer ? writer.exclusive(() => detectMetadataPreallocation(file, h)) : detectMetadataPreallocation(file, h);
+    preallocated = await detecting;
+    return preallocated;
+  };
   const resizeTarget: ResizeTarget | undefined = writer && {
     nodeName,
     h,
@@ -221,17 +230,17 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     async blockStatus(offset, length): Promise<BlockStatus> {
       const m = await tables.map(offset, length);
       if (m.kind === 'data') {
-        // Like QEMU, ask the image file too (not an external data file): preallocated
-        // clusters over holes read as zeros.
+        // Only an image with metadata preallocation asks its file too (QEMU's BDRV_BLOCK_RECURSE):
+        // preallocated clusters over holes read as zeros. Not an external data file.
         let length = m.length;
         let zero = false;
-        if (dataNode) {
-          // external data file: reported as data, as QEMU does
-        } else if (m.host < data.length) {
-          const f = await data.blockStatus(m.host, Math.min(length, data.length - m.host));
-          zero = f.zero;
-          length = f.length;
-        } else zero = true;
+        if (!dataNode && (preallocated ?? (await detectPrealloc()))) {
+          if (m.host < data.length) {
+            const f = await data.blockStatus(m.host, Math.min(length, data.length - m.host));
+            zero = f.zero;
+            length = f.length;
+          } else zero = true;
+        }
         return { offset, length, data: true, zero, allocated: true, depth: 0, hostOffset: m.host, hostNode: data.name };
       }
       if (m.kind === 'compressed') return { offset, length: m.length, data: true, zero: false, allocated: true, depth: 0 };
