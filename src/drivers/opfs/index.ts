@@ -47,19 +47,22 @@ async function openFile(w: Where, readOnly: boolean, createSize?: number): Promi
   const { path, node } = w;
   const ctx = { node, path };
   const create = createSize !== undefined;
+  // The lock, the folder walk and the storage estimate are separate round trips to the browser:
+  // overlapped, not one after the other (only the access handle needs the lock held; persistence
+  // is asked for by a writer that got its lock).
+  const lockWanted = w.locking && w.locks !== undefined;
+  const taking = lockWanted ? takeWebLock(w.locks!, LOCK_PREFIX + path, readOnly ? 'shared' : 'exclusive', ctx) : undefined;
+  const finding = w.storage.getDirectory().then((root) => fileHandle(root, w.names, create, path, node));
+  // its failure is thrown below, or dropped when the lock fails first: never unhandled meanwhile
+  finding.catch(() => undefined);
   let release = async () => {};
-  let locking = 'off';
-  if (w.locking) {
-    if (w.locks) {
-      release = await takeWebLock(w.locks, LOCK_PREFIX + path, readOnly ? 'shared' : 'exclusive', ctx);
-      locking = 'web-locks';
-    } else {
-      locking = 'unavailable';
-    }
-  }
+  const locking = !w.locking ? 'off' : lockWanted ? 'web-locks' : 'unavailable';
+  // the lock decides first, as when it was taken before anything else
+  if (taking !== undefined) release = await taking;
+  const storage = storageFacts(w.storage, !readOnly);
   try {
-    const handle = await fileHandle(await w.storage.getDirectory(), w.names, create, path, node);
-    const info = { path, locking, ...(await storageFacts(w.storage, !readOnly)) };
+    const handle = await finding;
+    const info = { path, locking, ...(await storage) };
     const facts = { path, node, writable: !readOnly, info, release };
     const canSync = typeof handle.createSyncAccessHandle === 'function';
     if (w.mode === 'sync' && !canSync) {
