@@ -21,40 +21,12 @@ import { serveStatic } from '../examples/browser/static-server.js';
 import { buildBrowser } from '../scripts/build-browser.js';
 import { assembleBootSector, BOOT_COUNT_ASM, buildDisk, SEABIOS_DIR } from '../tests/helpers/v86-boot.js';
 import { haveProgram } from '../tests/helpers/tools.js';
+import { childrenCpuMs, TICK_MS } from './browser-cpu.js';
 import { median, row } from './util.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const ROOT = path.resolve(import.meta.dirname, '..');
 const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const TICK_MS = 1000 / 100; // USER_HZ
-
-/** CPU time (ms) of every process descending from this one: the browser's, as playwright starts it under us. */
-function childrenCpuMs(): number {
-  const parent = new Map<number, number>();
-  const ticks = new Map<number, number>();
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      parent.set(Number(name), Number(f[1]));
-      ticks.set(Number(name), Number(f[11]) + Number(f[12]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  let sum = 0;
-  for (const [pid, t] of ticks) {
-    for (let p = parent.get(pid); p !== undefined && p > 1; p = parent.get(p)) {
-      if (p === process.pid) {
-        sum += t;
-        break;
-      }
-    }
-  }
-  return sum * TICK_MS;
-}
-
 interface Boot {
   ms: number;
   serial: string;

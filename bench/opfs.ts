@@ -9,7 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { serveStatic } from '../examples/browser/static-server.js';
 import { buildBrowser } from '../scripts/build-browser.js';
-import { fmtRate, row, sideBySide } from './util.js';
+import { childrenCpuMs, TICK_MS } from './browser-cpu.js';
+import { fmtRate, median, row, sideBySide } from './util.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const FILE_SIZE = 64 << 20;
@@ -122,20 +123,41 @@ export async function opfsBench(rounds = 7): Promise<Record<string, unknown>> {
     const page = context.pages()[0] ?? (await context.newPage());
     await page.goto(`${server.url}/bench/index.html`);
     await page.waitForFunction(() => (globalThis as unknown as { ready?: boolean }).ready === true, undefined, { timeout: 30_000 });
-    const round = (name: string) => () => page.evaluate((n) => (globalThis as unknown as { round: (n: string) => Promise<number> }).round(n), name);
+    // each round's browser CPU (all of chromium's processes: load-independent, unlike the rate), by round name in order
+    const cpu = new Map<string, number[]>();
+    const round = (name: string) => async () => {
+      const cpu0 = childrenCpuMs();
+      const rate = await page.evaluate((n) => (globalThis as unknown as { round: (n: string) => Promise<number> }).round(n), name);
+      const list = cpu.get(name) ?? [];
+      list.push(childrenCpuMs() - cpu0);
+      cpu.set(name, list);
+      return rate;
+    };
+    /** The browser CPU per request of `subject` against `baseline` over their last `rounds` rounds (paired): µs each and the median ratio baseline/subject (≥ 1: cheaper). */
+    const cpuRow = (label: string, baseline: string, subject: string) => {
+      const b = (cpu.get(baseline) ?? []).slice(-rounds);
+      const s = (cpu.get(subject) ?? []).slice(-rounds);
+      const ratios = s.map((x, i) => Math.max(b[i], TICK_MS) / Math.max(x, TICK_MS)).sort((x, y) => x - y);
+      const us = (ms: number) => `${((ms * 1000) / OPS).toFixed(2)} µs`;
+      row(`${label} (browser CPU/op)`, us(median(s)), us(median(b)), median(ratios), ratios);
+      return { subjectCpuMs: median(s), baselineCpuMs: median(b), cpuRatio: median(ratios) };
+    };
     console.log(`opfs driver in Chromium: ${OPS} random ${BS >> 10} KiB requests in a ${FILE_SIZE >> 20} MiB file, a Drive at QD${QD} vs a bare sync-access-handle loop, same worker, median of ${rounds} paired rounds`);
     console.log(`  (load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs)`);
     // one warm-up round each, not counted
     for (const n of ['bareWrite', 'driveWrite', 'bareRead', 'driveRead']) await round(n)();
     const writes = await sideBySide(rounds, round('bareWrite'), round('driveWrite'));
     row('4 KiB random writes (ops/s)', fmtRate(writes.subject), fmtRate(writes.baseline), writes.ratio, writes.rounds);
+    const writesCpu = cpuRow('4 KiB random writes', 'bareWrite', 'driveWrite');
     const reads = await sideBySide(rounds, round('bareRead'), round('driveRead'));
     row('4 KiB random reads (ops/s)', fmtRate(reads.subject), fmtRate(reads.baseline), reads.ratio, reads.rounds);
+    const readsCpu = cpuRow('4 KiB random reads', 'bareRead', 'driveRead');
     const direct = await sideBySide(rounds, round('bareRead'), round('instRead'));
     row('  the driver instance alone, QD1 (ops/s)', fmtRate(direct.subject), fmtRate(direct.baseline), direct.ratio, direct.rounds);
     const nul = await sideBySide(rounds, round('bareRead'), round('nullRead'));
     row('  a Drive on the null driver, QD16 (ops/s)', fmtRate(nul.subject), fmtRate(nul.baseline), nul.ratio, nul.rounds);
-    return { writes, reads, driverAlone: direct, nullDrive: nul };
+    console.log(`  (CPU in ${TICK_MS} ms ticks over ${OPS} requests a round; a ratio is rate-like: bare CPU / drive CPU)`);
+    return { writes, reads, driverAlone: direct, nullDrive: nul, writesCpu, readsCpu };
   } finally {
     await context.close();
     await server.close();

@@ -3,6 +3,7 @@
 import type { EventEmitter } from 'eventemitter3';
 import type { Clock } from '../clock.js';
 import { BlockError, fromErrno } from '../errors.js';
+import { SETTLED } from '../node/driver.js';
 import type { BlockNode } from '../node/node.js';
 import type { StatsAccounting } from '../stats.js';
 import type { Direction } from '../throttle/bucket.js';
@@ -216,6 +217,9 @@ export class RequestPath implements RequestCompletion, QueuedRequestSink, GateOw
         }
       }
     }
+    // A driver that finished before returning: completed now, without a reaction job (the
+    // caller's promise settles a microtask earlier, as a direct await of the driver's would).
+    if (io === SETTLED) return Promise.resolve(this.completed(r));
     // Promise.resolve adopts a native promise as is (a foreign thenable costs the same hop as await).
     return Promise.resolve(io).then(r.fulfilled, r.rejected);
   }

@@ -18,7 +18,14 @@ interface Pending {
   readonly data: Uint8Array;
 }
 
-export async function asyncFileInstance(handle: FileHandle, facts: OpfsFileFacts): Promise<DriverInstance> {
+/** An async instance; `rebind` puts it onto the lock (and mode) `handoff` gives up: a failed reopen released its own. */
+export type AsyncFileInstance = DriverInstance & {
+  rebind(facts: OpfsFileFacts): void;
+  handoff(): OpfsFileFacts;
+};
+
+export async function asyncFileInstance(handle: FileHandle, firstFacts: OpfsFileFacts): Promise<AsyncFileInstance> {
+  let facts = firstFacts;
   const { path, node } = facts;
   const snapshot = async (): Promise<FileSnapshot> => {
     try {
@@ -146,5 +153,9 @@ export async function asyncFileInstance(handle: FileHandle, facts: OpfsFileFacts
       }
     },
     info: () => ({ ...facts.info, mode: 'async', pendingBytes }),
+    rebind(f) {
+      facts = f;
+    },
+    handoff: () => facts,
   };
 }

@@ -2,7 +2,7 @@
 // through a sync access handle in a dedicated Worker, through the async API elsewhere.
 import { BlockError } from '../../errors.js';
 import { defineDriver, type DriverInstance } from '../../node/driver.js';
-import { asyncFileInstance } from './async-file.js';
+import { type AsyncFileInstance, asyncFileInstance } from './async-file.js';
 import { fromDomError } from './dom-errors.js';
 import { opfsFacts, pathComponents } from './facts.js';
 import { storageFacts } from './storage-facts.js';
@@ -47,19 +47,22 @@ async function openFile(w: Where, readOnly: boolean, createSize?: number): Promi
   const { path, node } = w;
   const ctx = { node, path };
   const create = createSize !== undefined;
+  // The lock, the folder walk and the storage estimate are separate round trips to the browser:
+  // overlapped, not one after the other (only the access handle needs the lock held; persistence
+  // is asked for by a writer that got its lock).
+  const lockWanted = w.locking && w.locks !== undefined;
+  const taking = lockWanted ? takeWebLock(w.locks!, LOCK_PREFIX + path, readOnly ? 'shared' : 'exclusive', ctx) : undefined;
+  const finding = w.storage.getDirectory().then((root) => fileHandle(root, w.names, create, path, node));
+  // its failure is thrown below, or dropped when the lock fails first: never unhandled meanwhile
+  finding.catch(() => undefined);
   let release = async () => {};
-  let locking = 'off';
-  if (w.locking) {
-    if (w.locks) {
-      release = await takeWebLock(w.locks, LOCK_PREFIX + path, readOnly ? 'shared' : 'exclusive', ctx);
-      locking = 'web-locks';
-    } else {
-      locking = 'unavailable';
-    }
-  }
+  const locking = !w.locking ? 'off' : lockWanted ? 'web-locks' : 'unavailable';
+  // the lock decides first, as when it was taken before anything else
+  if (taking !== undefined) release = await taking;
+  const storage = storageFacts(w.storage, !readOnly);
   try {
-    const handle = await fileHandle(await w.storage.getDirectory(), w.names, create, path, node);
-    const info = { path, locking, ...(await storageFacts(w.storage, !readOnly)) };
+    const handle = await finding;
+    const info = { path, locking, ...(await storage) };
     const facts = { path, node, writable: !readOnly, info, release };
     const canSync = typeof handle.createSyncAccessHandle === 'function';
     if (w.mode === 'sync' && !canSync) {
@@ -68,6 +71,7 @@ async function openFile(w: Where, readOnly: boolean, createSize?: number): Promi
     if (w.mode === 'async' || !canSync) {
       const instance = await asyncFileInstance(handle, facts);
       if (create && createSize > 0 && instance.length() === 0) await instance.truncate?.(createSize, { shrink: false });
+      instance.reopen = (ro) => reopenInstance(w, instance, ro, (back: AsyncFileInstance) => instance.rebind(back.handoff()));
       return instance;
     }
     let sync: SyncAccessHandle;
@@ -85,7 +89,7 @@ async function openFile(w: Where, readOnly: boolean, createSize?: number): Promi
         throw e;
       }
     }
-    instance.reopen = (ro) => reopenSync(w, instance, ro);
+    instance.reopen = (ro) => reopenInstance(w, instance, ro, (back: SyncFileInstance) => instance.rebind(...back.handoff()));
     return instance;
   } catch (e) {
     await release();
@@ -94,18 +98,19 @@ async function openFile(w: Where, readOnly: boolean, createSize?: number): Promi
 }
 
 /**
- * The node read-only or read-write on a new sync access handle and lock (a commit job writing
- * its base): a read-write handle or an exclusive lock admits no other, so the old ones go
- * first; if the new mode cannot be had, the instance goes back onto a handle in its old mode.
+ * The node read-only or read-write on a new handle and lock (a commit job writing its base): a
+ * read-write sync access handle or an exclusive lock admits no other, so the old ones go first
+ * (the async instance commits its waiting writes at close); if the new mode cannot be had, the
+ * instance goes back onto a handle and lock in its old mode, taken over from a fresh open.
  */
-async function reopenSync(w: Where, instance: SyncFileInstance, readOnly: boolean): Promise<DriverInstance> {
+async function reopenInstance<T extends DriverInstance>(w: Where, instance: T, readOnly: boolean, adopt: (back: T) => void): Promise<DriverInstance> {
   await instance.close();
   try {
     return await openFile(w, readOnly);
   } catch (e) {
     // the old instance serves on, in its old mode, with the handle and lock just taken for it
-    const back = (await openFile(w, !readOnly).catch(() => undefined)) as SyncFileInstance | undefined;
-    if (back) instance.rebind(...back.handoff());
+    const back = (await openFile(w, !readOnly).catch(() => undefined)) as T | undefined;
+    if (back) adopt(back);
     throw e;
   }
 }

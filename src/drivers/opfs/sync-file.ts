@@ -1,13 +1,13 @@
 // An OPFS file through a FileSystemSyncAccessHandle (the fast path, dedicated Workers only):
 // every call completes before it returns, so a request is one synchronous call.
 import { BlockError } from '../../errors.js';
-import type { DriverInstance } from '../../node/driver.js';
+import { type DriverInstance, SETTLED } from '../../node/driver.js';
 import { allData, type OpfsFileFacts, preallocMode } from './common.js';
 import { fromDomError } from './dom-errors.js';
 import type { SyncAccessHandle } from './web-types.js';
 
-/** What every request that succeeded returns: the work is done before the call returns, no promise per request is needed. */
-const DONE: Promise<void> = Promise.resolve();
+/** What every request that succeeded returns: the work is done before the call returns, no promise per request is needed (a Drive completes it at once). */
+const DONE = SETTLED;
 
 /** Zeros are written in pieces of at most this many bytes (one buffer, made on first use). */
 const ZERO_PIECE = 1 << 20;
