@@ -5,7 +5,7 @@
 import type { DirtyBitmap } from '../node/dirty-bitmap.js';
 import type { BlockNode } from '../node/node.js';
 import { allocatedBetween, CHAIN_CHUNK, writeCopied } from './commit-chain.js';
-import { CopyFlights } from './copy-flights.js';
+import { CopyFlights, FLIGHT_PIECE } from './copy-flights.js';
 import type { JobHost } from './host.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 
@@ -14,8 +14,6 @@ const READY_POLL_NS = 100_000_000;
 
 /** Pieces copied at once when an error fails the job (QEMU mirror's MAX_IN_FLIGHT). */
 const PIECES_IN_FLIGHT = 16;
-/** Bytes of one of those pieces at most (QEMU mirror's MAX_IO_BYTES). */
-const ACTIVE_PIECE = 1024 * 1024;
 
 /** Prefix of the job's own bitmap on the top node (QEMU's is anonymous; the layer has only named ones). */
 const BITMAP_PREFIX = '#commit-active-';
@@ -94,7 +92,7 @@ export class ActiveCommitWork implements JobWork {
       top,
       this.base,
       PIECES_IN_FLIGHT,
-      ACTIVE_PIECE,
+      FLIGHT_PIECE,
       (bytes) => {
         job.addProgress(bytes);
         job.setRemaining(bitmap.count + flights.bytesInFlight - bytes);
@@ -107,7 +105,7 @@ export class ActiveCommitWork implements JobWork {
     try {
       while (!flights.failed) {
         if (job.isCancelled) break;
-        const piece = this.nextDirty(bitmap, len, ACTIVE_PIECE);
+        const piece = this.nextDirty(bitmap, len, FLIGHT_PIECE);
         if (piece === null) {
           if (!flights.idle) {
             await flights.settleOldest();

@@ -5,7 +5,7 @@
 import { BlockError } from '../errors.js';
 import type { BlockNode } from '../node/node.js';
 import { ActiveCommitWork } from './commit-active.js';
-import { CopyFlights } from './copy-flights.js';
+import { CopyFlights, FLIGHT_PIECE } from './copy-flights.js';
 import {
   allocatedBetween,
   bottomOf,
@@ -148,8 +148,6 @@ export async function startCommit(host: JobHost, spec: CommitJobSpec): Promise<J
 
 /** Pieces read and written at once while the walk goes on (QEMU's commit has one; overlapping them is most of our speed). */
 const PIECES_IN_FLIGHT = 4;
-/** Bytes of one piece of the overlapped walk. */
-const PIECE_SIZE = CHAIN_CHUNK;
 /** Widest allocation query of the overlapped walk: an extent's answer serves all of its pieces. */
 const STATUS_WINDOW = CHAIN_CHUNK * 64;
 const noProgress = (): void => {};
@@ -213,7 +211,7 @@ class CommitWork implements JobWork {
     const { top, base } = this;
     const len = top.length;
     job.setRemaining(len);
-    const flights = new CopyFlights(top, base, PIECES_IN_FLIGHT, PIECE_SIZE, noProgress, async (_offset, _length, op, e) => {
+    const flights = new CopyFlights(top, base, PIECES_IN_FLIGHT, FLIGHT_PIECE, noProgress, async (_offset, _length, op, e) => {
       await job.onIoError(this.onError, op, e);
     });
     let failure: { reason: unknown } | undefined;
@@ -229,7 +227,7 @@ class CommitWork implements JobWork {
           copy = found.copy;
           extentEnd = offset + found.length;
         }
-        const length = copy ? Math.min(PIECE_SIZE, extentEnd - offset) : extentEnd - offset;
+        const length = copy ? Math.min(FLIGHT_PIECE, extentEnd - offset) : extentEnd - offset;
         if (copy) {
           await flights.slot();
           flights.start(offset, length);

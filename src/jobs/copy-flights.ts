@@ -6,20 +6,25 @@
 import type { BlockNode } from '../node/node.js';
 import { writeCopied } from './commit-chain.js';
 
-/** A piece on its way: its range, and the buffer it holds until it settles. */
+/** Bytes of one piece in flight at most (QEMU mirror's MAX_IO_BYTES): a piece of this size costs half the trips through the formats of QEMU's 512 KiB chunk. */
+export const FLIGHT_PIECE = 1024 * 1024;
+
+/** A piece on its way: its range, and its buffer; one record per buffer, reused piece after piece. */
 interface Flight {
   offset: number;
   length: number;
-  buffer: number;
+  readonly buffer: Uint8Array;
   done: Promise<void>;
 }
+
+const ignore = (): void => {};
 
 /** Decides what a failed piece does: throw to fail it (the job's `report`), return to let it settle. */
 export type FlightFailure = (offset: number, length: number, op: 'read' | 'write', error: unknown) => Promise<void>;
 
 export class CopyFlights {
-  private readonly buffers: Uint8Array[];
-  private readonly freeBuffers: number[];
+  /** Records whose buffer is free. */
+  private readonly free: Flight[];
   /** Oldest first. */
   private readonly flights: Flight[] = [];
   /** The first piece that failed for good (a rejected `done`), kept until {@link settleAll}. */
@@ -36,8 +41,7 @@ export class CopyFlights {
     private readonly onCopied: (bytes: number) => void,
     private readonly onFailure: FlightFailure,
   ) {
-    this.buffers = Array.from({ length: depth }, () => new Uint8Array(pieceSize));
-    this.freeBuffers = this.buffers.map((_, i) => i);
+    this.free = Array.from({ length: depth }, () => ({ offset: 0, length: 0, buffer: new Uint8Array(pieceSize), done: Promise.resolve() }));
   }
 
   /** Bytes of the pieces in flight. */
@@ -58,28 +62,29 @@ export class CopyFlights {
 
   /** Waits until a buffer is free (the oldest piece settled if none is). */
   async slot(): Promise<void> {
-    while (this.freeBuffers.length === 0) await this.settleOldest();
+    while (this.free.length === 0) await this.settleOldest();
   }
 
   /** Waits for the oldest piece in flight, if any. */
   async settleOldest(): Promise<void> {
     const f = this.flights[0];
-    if (f !== undefined) await f.done.catch(() => undefined);
+    if (f !== undefined) await f.done.catch(ignore);
   }
 
   /** The settling of a piece in flight over `[offset, offset+length)`, or null (a copy of the range must not overtake it). */
   overlapping(offset: number, length: number): Promise<void> | null {
-    for (const f of this.flights) if (f.offset < offset + length && offset < f.offset + f.length) return f.done.catch(() => undefined);
+    for (const f of this.flights) if (f.offset < offset + length && offset < f.offset + f.length) return f.done.catch(ignore);
     return null;
   }
 
   /** Starts copying `[offset, offset+length)` (at most a piece); call after {@link slot}. */
   start(offset: number, length: number): void {
-    const buffer = this.freeBuffers.pop()!;
-    const flight: Flight = { offset, length, buffer, done: Promise.resolve() };
+    const flight = this.free.pop()!;
+    flight.offset = offset;
+    flight.length = length;
     flight.done = this.copy(flight);
     // Settled through settleAll or overlapping; a failure meanwhile is not unhandled.
-    flight.done.catch(() => undefined);
+    flight.done.catch(ignore);
     this.flights.push(flight);
   }
 
@@ -93,7 +98,7 @@ export class CopyFlights {
 
   private async copy(flight: Flight): Promise<void> {
     const { offset, length } = flight;
-    const part = this.buffers[flight.buffer].subarray(0, length);
+    const part = length === flight.buffer.length ? flight.buffer : flight.buffer.subarray(0, length);
     let op: 'read' | 'write' = 'read';
     try {
       await this.source.read(offset, part);
@@ -116,6 +121,6 @@ export class CopyFlights {
 
   private release(flight: Flight): void {
     this.flights.splice(this.flights.indexOf(flight), 1);
-    this.freeBuffers.push(flight.buffer);
+    this.free.push(flight);
   }
 }
