@@ -1,12 +1,13 @@
 /**
  * block-stream and block-commit (#24) of the same chain, ours vs qemu-storage-daemon: base ← mid
  * ← top of 1 GiB, mid holding 50 % data (every other MiB), top a few MiB. Stream: top takes mid
- * (base-node=base). Commit: mid goes into base (top-node=mid). Each round starts from fresh
+ * (base-node=base). Commit: mid goes into base (top-node=mid). Active commit: top (and mid) go
+ * into base, READY, then job-complete pivots (timed up to the job's end). Each round starts from fresh
  * copies of the chain; QSD runs as its own process (started before the clock runs), driven over
  * QMP until the job's JOB_STATUS_CHANGE null; ours is the library's job in this process. Both
  * results are checked with qemu-img compare. Ratio = QSD time / ours (above 1: ours is faster).
  *
- *   npx tsx bench/stream-commit.ts [--rounds N]
+ *   npx tsx bench/stream-commit.ts [--rounds N] [--kinds stream,commit,commit-active]
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -36,7 +37,8 @@ function copyChain(from: string, to: string): void {
   for (const n of ['base', 'mid', 'top']) fs.copyFileSync(path.join(from, `${n}.qcow2`), path.join(to, `${n}.qcow2`));
 }
 
-type Kind = 'stream' | 'commit';
+type Kind = 'stream' | 'commit' | 'commit-active';
+const KINDS: readonly Kind[] = ['stream', 'commit', 'commit-active'];
 
 /** CPU ms (user + system) of each side's timed runs, for the CPU-per-job line (load-independent, unlike the times). */
 const cpu = { qsd: [] as number[], ours: [] as number[] };
@@ -61,6 +63,7 @@ function qsdPid(dir: string): number {
 const QMP_ARGS: Record<Kind, Record<string, unknown>> = {
   stream: { 'job-id': 'j', device: 'top', 'base-node': 'base' },
   commit: { 'job-id': 'j', device: 'top', 'top-node': 'mid', 'base-node': 'base' },
+  'commit-active': { 'job-id': 'j', device: 'top', 'base-node': 'base' },
 };
 
 /** ms of one job in qemu-storage-daemon over a fresh copy in `at`. */
@@ -75,7 +78,11 @@ async function qsdOnce(kind: Kind, orig: string, at: string): Promise<number> {
     const pid = qsdPid(at);
     const cpu0 = procCpuMs(pid);
     const t0 = performance.now();
-    await qsd.qmp.ok(`block-${kind}`, QMP_ARGS[kind]);
+    await qsd.qmp.ok(kind === 'stream' ? 'block-stream' : 'block-commit', QMP_ARGS[kind]);
+    if (kind === 'commit-active') {
+      await qsd.qmp.waitJobStatus('j', 'ready', 600_000);
+      await qsd.qmp.ok('block-job-complete', { device: 'j' });
+    }
     await qsd.qmp.waitJobStatus('j', 'null', 600_000);
     const ms = performance.now() - t0;
     cpu.qsd.push(procCpuMs(pid) - cpu0);
@@ -97,7 +104,17 @@ async function oursOnce(kind: Kind, orig: string, at: string): Promise<number> {
     }
     const cpu0 = ownCpuMs();
     const t0 = performance.now();
-    const job = await layer.startJob(kind === 'stream' ? { type: 'stream', jobId: 'j', device: 'top', baseNode: 'base' } : { type: 'commit', jobId: 'j', device: 'top', topNode: 'mid', baseNode: 'base' });
+    const job = await layer.startJob(
+      kind === 'stream'
+        ? { type: 'stream', jobId: 'j', device: 'top', baseNode: 'base' }
+        : kind === 'commit'
+          ? { type: 'commit', jobId: 'j', device: 'top', topNode: 'mid', baseNode: 'base' }
+          : { type: 'commit', jobId: 'j', device: 'top', baseNode: 'base' },
+    );
+    if (kind === 'commit-active') {
+      if (!job.isReady) await new Promise<void>((r) => job.once('ready', () => r()));
+      job.complete();
+    }
     await job.wait();
     const ms = performance.now() - t0;
     cpu.ours.push(ownCpuMs() - cpu0);
@@ -118,14 +135,14 @@ function sameResult(kind: Kind, a: string, b: string): boolean {
   }
 }
 
-export async function streamCommitBench(rounds = 5) {
+export async function streamCommitBench(rounds = 5, kinds: readonly Kind[] = KINDS) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bl-stream-commit-'));
   try {
     const orig = path.join(dir, 'orig');
     fs.mkdirSync(orig);
     makeChain(orig);
     const out: Record<string, unknown> = {};
-    for (const kind of ['stream', 'commit'] as const) {
+    for (const kind of kinds) {
       const q = path.join(dir, 'q');
       const o = path.join(dir, 'o');
       // Times are inverted into rates so that the ratio reads as everywhere else: above 1, ours is faster.
@@ -152,5 +169,7 @@ export async function streamCommitBench(rounds = 5) {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const i = process.argv.indexOf('--rounds');
-  await streamCommitBench(i > 0 ? Number(process.argv[i + 1]) : undefined);
+  const k = process.argv.indexOf('--kinds');
+  const kinds = k > 0 ? (process.argv[k + 1]!.split(',') as Kind[]) : undefined;
+  await streamCommitBench(i > 0 ? Number(process.argv[i + 1]) : undefined, kinds);
 }

@@ -5,11 +5,15 @@
 import type { DirtyBitmap } from '../node/dirty-bitmap.js';
 import type { BlockNode } from '../node/node.js';
 import { allocatedBetween, CHAIN_CHUNK, writeCopied } from './commit-chain.js';
+import { CopyFlights, FLIGHT_PIECE } from './copy-flights.js';
 import type { JobHost } from './host.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 
 /** How long a READY job waits between looks at the bitmap (QEMU BLOCK_JOB_SLICE_TIME, 100 ms). */
 const READY_POLL_NS = 100_000_000;
+
+/** Pieces copied at once when an error fails the job (QEMU mirror's MAX_IN_FLIGHT). */
+const PIECES_IN_FLIGHT = 16;
 
 /** Prefix of the job's own bitmap on the top node (QEMU's is anonymous; the layer has only named ones). */
 const BITMAP_PREFIX = '#commit-active-';
@@ -52,6 +56,7 @@ export class ActiveCommitWork implements JobWork {
       offset += length;
     }
     job.setRemaining(bitmap.count);
+    if (this.onError === 'report' || this.onError === 'auto') return this.runOverlapped(job);
     for (;;) {
       if (job.isCancelled) return;
       const piece = this.nextDirty(bitmap, len);
@@ -72,6 +77,59 @@ export class ActiveCommitWork implements JobWork {
       job.addProgress(length);
       job.setRemaining(bitmap.count);
       await job.throttle(length);
+    }
+  }
+
+  /**
+   * The same loop with up to {@link PIECES_IN_FLIGHT} pieces copied at once (QEMU's mirror:
+   * MAX_IN_FLIGHT operations of at most MAX_IO_BYTES), where an error fails the job. A dirty
+   * piece over one still in flight waits for it, so an older copy never lands after a newer one.
+   */
+  private async runOverlapped(job: Job): Promise<void> {
+    const { bitmap, top } = this;
+    const len = top.length;
+    const flights = new CopyFlights(
+      top,
+      this.base,
+      PIECES_IN_FLIGHT,
+      FLIGHT_PIECE,
+      (bytes) => {
+        job.addProgress(bytes);
+        job.setRemaining(bitmap.count + flights.bytesInFlight - bytes);
+      },
+      async (offset, length, op, e) => {
+        bitmap.markDirty(offset, length);
+        await job.onIoError(this.onError, op, e);
+      },
+    );
+    try {
+      while (!flights.failed) {
+        if (job.isCancelled) break;
+        const piece = this.nextDirty(bitmap, len, FLIGHT_PIECE);
+        if (piece === null) {
+          if (!flights.idle) {
+            await flights.settleOldest();
+            continue;
+          }
+          if (!job.isReady) job.transitionToReady();
+          if (this.shouldComplete || job.cancelRequested) break;
+          await job.sleep(READY_POLL_NS);
+          continue;
+        }
+        const busy = flights.overlapping(piece.offset, piece.length);
+        if (busy !== null) {
+          await busy;
+          continue;
+        }
+        await flights.slot();
+        const { offset, length } = piece;
+        bitmap.markClean(offset, length);
+        this.cursor = offset + length;
+        flights.start(offset, length);
+        await job.throttle(length);
+      }
+    } finally {
+      await flights.settleAll();
     }
   }
 
@@ -137,10 +195,10 @@ export class ActiveCommitWork implements JobWork {
     }
   }
 
-  /** The next dirty piece at or after the cursor (wrapping round), at most one chunk. */
-  private nextDirty(bitmap: DirtyBitmap, len: number): { offset: number; length: number } | null {
+  /** The next dirty piece at or after the cursor (wrapping round), at most `most` bytes. */
+  private nextDirty(bitmap: DirtyBitmap, len: number, most = CHAIN_CHUNK): { offset: number; length: number } | null {
     const found = bitmap.nextDirtyExtent(this.cursor, len) ?? (this.cursor > 0 ? bitmap.nextDirtyExtent(0, len) : null);
     if (found === null) return null;
-    return { offset: found.offset, length: Math.min(found.length, CHAIN_CHUNK) };
+    return { offset: found.offset, length: Math.min(found.length, most) };
   }
 }

@@ -5,6 +5,7 @@
 import { BlockError } from '../errors.js';
 import type { BlockNode } from '../node/node.js';
 import { ActiveCommitWork } from './commit-active.js';
+import { CopyFlights, FLIGHT_PIECE } from './copy-flights.js';
 import {
   allocatedBetween,
   bottomOf,
@@ -146,14 +147,16 @@ export async function startCommit(host: JobHost, spec: CommitJobSpec): Promise<J
 }
 
 /** Pieces read and written at once while the walk goes on (QEMU's commit has one; overlapping them is most of our speed). */
-const WRITES_IN_FLIGHT = 4;
+const PIECES_IN_FLIGHT = 4;
 /** Widest allocation query of the overlapped walk: an extent's answer serves all of its pieces. */
 const STATUS_WINDOW = CHAIN_CHUNK * 64;
+const noProgress = (): void => {};
 
 /** The work of an intermediate commit (QEMU commit_run, commit_prepare). */
 class CommitWork implements JobWork {
   readonly type = 'commit' as const;
-  private readonly buffers = Array.from({ length: WRITES_IN_FLIGHT }, () => new Uint8Array(CHAIN_CHUNK));
+  /** The sequential walk's buffer (the overlapped one has its pieces' own). */
+  private buffer: Uint8Array | null = null;
 
   constructor(
     private readonly host: JobHost,
@@ -182,7 +185,8 @@ class CommitWork implements JobWork {
       if (job.isCancelled) return;
       const { copy, length } = await allocatedBetween(top, offset, Math.min(CHAIN_CHUNK, len - offset), 0, this.limit);
       if (copy) {
-        const part = this.buffers[0].subarray(0, length);
+        this.buffer ??= new Uint8Array(CHAIN_CHUNK);
+        const part = this.buffer.subarray(0, length);
         let op: 'read' | 'write' = 'read';
         try {
           await top.read(offset, part);
@@ -202,40 +206,31 @@ class CommitWork implements JobWork {
     if (ignored !== undefined) throw ignored;
   }
 
-  /** The same walk with up to {@link WRITES_IN_FLIGHT} pieces read and written at once while the next pieces are looked up. */
+  /** The same walk with up to {@link PIECES_IN_FLIGHT} pieces read and written at once while the next pieces are looked up. */
   private async runOverlapped(job: Job): Promise<void> {
     const { top, base } = this;
     const len = top.length;
     job.setRemaining(len);
-    // Oldest first; buffers[i] is free again once the piece that used it has settled.
-    const writing: Promise<void>[] = [];
-    let turn = 0;
+    const flights = new CopyFlights(top, base, PIECES_IN_FLIGHT, FLIGHT_PIECE, noProgress, async (_offset, _length, op, e) => {
+      await job.onIoError(this.onError, op, e);
+    });
     let failure: { reason: unknown } | undefined;
     try {
-      // One allocation query per extent (up to STATUS_WINDOW), copied in pieces of a chunk: the
-      // same pieces as QEMU's query per chunk, with fewer queries (each may reach the image file).
+      // One allocation query per extent (up to STATUS_WINDOW), copied in pieces: fewer queries
+      // than QEMU's one per chunk (each may reach the image file), the same bytes copied.
       let extentEnd = 0;
       let copy = false;
-      for (let offset = 0; offset < len; ) {
+      for (let offset = 0; offset < len && !flights.failed; ) {
         if (job.isCancelled) break;
         if (offset >= extentEnd) {
           const found = await allocatedBetween(top, offset, Math.min(STATUS_WINDOW, len - offset), 0, this.limit);
           copy = found.copy;
           extentEnd = offset + found.length;
         }
-        const length = copy ? Math.min(CHAIN_CHUNK, extentEnd - offset) : extentEnd - offset;
+        const length = copy ? Math.min(FLIGHT_PIECE, extentEnd - offset) : extentEnd - offset;
         if (copy) {
-          if (writing.length === WRITES_IN_FLIGHT) await writing.shift();
-          const part = this.buffers[turn].subarray(0, length);
-          turn = (turn + 1) % this.buffers.length;
-          const at = offset;
-          const w = top.read(at, part).then(
-            () => writeCopied(base, at, part).catch((e: unknown) => job.onIoError(this.onError, 'write', e).then(() => undefined)),
-            (e: unknown) => job.onIoError(this.onError, 'read', e).then(() => undefined),
-          );
-          // Settled in order below; a failure meanwhile is not unhandled.
-          w.catch(() => undefined);
-          writing.push(w);
+          await flights.slot();
+          flights.start(offset, length);
         }
         offset += length;
         job.addProgress(length);
@@ -245,9 +240,12 @@ class CommitWork implements JobWork {
     } catch (e) {
       failure = { reason: e };
     }
-    // Every write settles before the job goes on; the first failure is the job's.
-    const results = await Promise.allSettled(writing.splice(0));
-    failure ??= results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    // Every piece settles before the job goes on; the first failure is the job's.
+    try {
+      await flights.settleAll();
+    } catch (e) {
+      failure ??= { reason: e };
+    }
     if (failure !== undefined) throw failure.reason;
   }
 
