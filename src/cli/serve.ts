@@ -281,7 +281,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   /** One log line per event, whatever a message holds. */
   const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();
   server.on('connect', (c) => log(`${who(c)} connected to '${c.export}'`));
-  server.on('disconnect', (c) => log(`${who(c)} disconnected${c.export !== null ? ` from '${c.export}'` : ''}${c.reason ? ` (${oneLine(c.reason)})` : ''}`));
+  server.on('disconnect', (c) => c.reason !== 'handed to its iothread' && log(`${who(c)} disconnected${c.export !== null ? ` from '${c.export}'` : ''}${c.reason ? ` (${oneLine(c.reason)})` : ''}`));
   server.on('error', ({ error, client }) => log(`${client ? `${who(client)}: ` : ''}${oneLine(error.message)}`));
   for (const t of iothreads) {
     t.on('connect', (c) => log(`${who(c)} connected to '${c.export}' (iothread ${t.id})`));
