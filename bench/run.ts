@@ -52,6 +52,7 @@ await optional('convert', './convert.ts', 'convertBench', full);
 await optional('browserBoot', './browser-boot.ts', 'browserBootBench', full);
 await optional('qcow2Inplace', './qcow2-inplace.ts', 'qcow2InplaceBench', full);
 await optional('snapshotInternal', './snapshot-internal.ts', 'snapshotInternalBench', full);
+await optional('iothreads', './iothreads.ts', 'iothreadsBench', full);
 
 const dir = path.join(import.meta.dirname, 'results');
 fs.mkdirSync(dir, { recursive: true });
