@@ -16,7 +16,7 @@ const LAYERS = [
   ['syntaxes', '^src/options/'],
   // Jobs sit with the Drive: the layer keeps their registry, they work on nodes and drives through JobHost.
   ['drive', '^src/(drive|layer|stats|image-options|temporary-overlay|overlay|overlay\\.browser)\\.ts$|^src/(drive|jobs)/'],
-  ['upper', '^src/(tools|nbd|qmp|adapters|bench|worker)/|^src/unix-listen\\.ts$'],
+  ['upper', '^src/(tools|nbd|qmp|adapters|bench|worker|iothread)/|^src/unix-listen\\.ts$'],
   ['faces', '^src/(index|browser)\\.ts$|^src/cli/'],
 ];
 

@@ -54,6 +54,7 @@ await optional('qcow2Inplace', './qcow2-inplace.ts', 'qcow2InplaceBench', full);
 await optional('snapshotInternal', './snapshot-internal.ts', 'snapshotInternalBench', full);
 await optional('formatsRead', './formats-read.ts', 'formatsReadBench', full);
 await optional('vmdkStream', './vmdk-stream.ts', 'vmdkStreamBench', full);
+await optional('iothreads', './iothreads.ts', 'iothreadsBench', full);
 
 const dir = path.join(import.meta.dirname, 'results');
 fs.mkdirSync(dir, { recursive: true });

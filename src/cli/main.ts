@@ -104,6 +104,11 @@ export async function main(argv: string[]): Promise<number> {
     printLine(`blocklayer version ${version()}`);
     return 0;
   }
+  if (verb === '__iothread') {
+    // serve's iothread, when the command runs as one bundled script: the thread starts it with this argument (src/iothread/iothread.ts).
+    (await import('../iothread/worker-main.js')).runIothread();
+    return 0;
+  }
   const entry = Object.hasOwn(VERBS, verb) ? VERBS[verb] : undefined;
   if (!entry) {
     console.error(`blocklayer: unknown command '${verb}' (commands: ${Object.keys(VERBS).join(', ')}; see 'blocklayer --help')`);

@@ -14,6 +14,9 @@ import type { ThrottleLimits } from '../throttle/limits.js';
 import { LIMIT_FLAGS, num, parseLimitFlags, sizeFlag } from './limit-flags.js';
 import { checkFormat, targetOptions } from './target.js';
 import { applyQsdPlan, hasQsdOptions, parseQsdOptions, QSD_OPTIONS } from './serve-qsd-args.js';
+import type { IoThread } from '../iothread/iothread.js';
+import { placeOnIothreads } from '../iothread/placement.js';
+import { startIothreads } from '../iothread/start.js';
 
 export const SERVE_HELP = `usage: blocklayer serve [-x NAME] [-f FMT] [-r] [-B BITMAP …] [-A] [-p PORT] [-b ADDR] [-k SOCKET] [-e N] [--iops N …] [--drive STR …] [--qmp unix:PATH] [options] [IMAGE]
 An NBD server for IMAGE and every --drive (qemu-nbd's flags where they apply).
@@ -40,6 +43,7 @@ An NBD server for IMAGE and every --drive (qemu-nbd's flags where they apply).
   --export type=nbd,id=…,node-name=…[,name=…][,writable=on][,bitmaps.0=…]   an export, as qemu-storage-daemon
   --nbd-server addr.type=inet,addr.host=…,addr.port=…|addr.type=unix,addr.path=…   where the NBD server listens
   --object throttle-group,id=…,x-iops-total=…   a throttle group
+  --object iothread,id=…    a thread of its own for the exports that name it (--export …,iothread=ID)
   --chardev socket,id=…,path=…,server=on,wait=off --monitor chardev=…   a QMP monitor, as qemu-storage-daemon
   --iops N, --bps SIZE, …   limits of IMAGE by their QEMU names (bps and iops-size take sizes: 1M, 8k)
   -h, --help                this help`;
@@ -185,6 +189,12 @@ export async function serveCommand(args: string[]): Promise<number> {
     throw new BlockError('EINVAL', '-x, -B, -A and limit flags apply to IMAGE, and no IMAGE was given');
   }
 
+  // Exports in iothreads take their graphs there; the rest of the plan stays on this thread.
+  const placement = placeOnIothreads(qsd);
+  Object.assign(qsd, placement.main);
+  if (placement.iothreads.length > 0 && (v['tls-creds'] !== undefined || v['tls-psk'] !== undefined)) {
+    throw new BlockError('ENOTSUP', '--object iothread: TLS connections cannot be handed to an iothread yet', { field: 'object' });
+  }
   const tls = await tlsOptions(v['tls-creds'], v['tls-psk'], v['tls-verify-peer'] ?? false);
   const layer = new BlockLayer();
   let memoryBudget: number | undefined;
@@ -201,6 +211,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   });
   const manager = new NbdExportManager(layer, server);
   let qmp: QmpServer | undefined;
+  let iothreads: IoThread[] = [];
   try {
     if (image !== undefined) {
       const name = cliExportName(v['export-name'] ?? '', '-x/--export-name', 'export-name');
@@ -246,6 +257,7 @@ export async function serveCommand(args: string[]): Promise<number> {
       manager.adopt(p.id ?? drive.id, name, drive);
     }
     await applyQsdPlan(qsd, layer, manager);
+    iothreads = await startIothreads(placement, server, manager, { ...(maxConnections === undefined ? {} : { maxConnections }), ...(memoryBudget === undefined ? {} : { memoryBudget }) });
     const listen = qsd.nbdServer?.listen ?? (v.socket !== undefined ? { path: v.socket } : { host: v.bind ?? '127.0.0.1', port });
     // A socket left by a serve that was killed is replaced; a live one or any other file is not.
     if ('path' in listen) await removeStaleSocket(listen.path);
@@ -260,6 +272,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   } catch (e) {
     await qmp?.close();
     await server.close();
+    for (const t of iothreads) await t.close();
     await layer.close();
     throw e;
   }
@@ -268,8 +281,13 @@ export async function serveCommand(args: string[]): Promise<number> {
   /** One log line per event, whatever a message holds. */
   const oneLine = (text: string) => text.replace(/\s*\n\s*/g, ' ').trim();
   server.on('connect', (c) => log(`${who(c)} connected to '${c.export}'`));
-  server.on('disconnect', (c) => log(`${who(c)} disconnected${c.export !== null ? ` from '${c.export}'` : ''}${c.reason ? ` (${oneLine(c.reason)})` : ''}`));
+  server.on('disconnect', (c) => c.reason !== 'handed to its iothread' && log(`${who(c)} disconnected${c.export !== null ? ` from '${c.export}'` : ''}${c.reason ? ` (${oneLine(c.reason)})` : ''}`));
   server.on('error', ({ error, client }) => log(`${client ? `${who(client)}: ` : ''}${oneLine(error.message)}`));
+  for (const t of iothreads) {
+    t.on('connect', (c) => log(`${who(c)} connected to '${c.export}' (iothread ${t.id})`));
+    t.on('disconnect', (c) => log(`${who(c)} disconnected${c.export !== null ? ` from '${c.export}'` : ''}${c.reason ? ` (${oneLine(c.reason)})` : ''}`));
+    t.on('error', ({ message, client }) => log(`${client ? `${who(client)}: ` : ''}${oneLine(message)}`));
+  }
   server.on('full', (c) => {
     const n = c.maxConnections;
     if (c.waiting) log(`${who(c)} waits for a free connection: ${n} connections at most (-e ${n}); it is served when a client leaves`);
@@ -302,6 +320,7 @@ export async function serveCommand(args: string[]): Promise<number> {
   try {
     await qmp?.close();
     await server.close();
+    for (const t of iothreads) await t.close();
     await layer.close();
   } catch (e) {
     log(`error while shutting down: ${(e as Error).message}`);

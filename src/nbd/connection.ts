@@ -21,6 +21,7 @@ import type { NbdClientInfo, NbdServerEvents } from './server-options.js';
 import { ReadJob, type ReadJobHost } from './read-job.js';
 import { ReplyBatch } from './reply-batch.js';
 import { upgradeToTls } from './tls-upgrade.js';
+import { agreedOf, type HandedConnection, takeConnection } from './handover.js';
 
 /** Unsent option replies past which the server stops reading options until the client takes them. */
 const HANDSHAKE_BACKLOG = 256 * 1024;
@@ -160,7 +161,8 @@ export class Connection implements ReadJobHost {
     return { address: this.address, ...(this.port === undefined ? {} : { port: this.port }), export: this.exportName };
   }
 
-  async run(): Promise<void> {
+  /** `handed`: the connection comes from another thread after its handshake; transmission starts at once. */
+  async run(handed?: HandedConnection): Promise<void> {
     const ms = this.server.handshakeTimeoutMs;
     this.handshakeTimer = this.server.clock.setTimer(this.server.clock.now() + ms * 1e6, () => {
       this.fault(`handshake not finished within ${ms} ms`);
@@ -170,14 +172,16 @@ export class Connection implements ReadJobHost {
       loop = resolve;
     });
     try {
-      this.send(Negotiation.greeting());
-      const selected = await this.handshake();
+      if (handed === undefined) this.send(Negotiation.greeting());
+      const selected = await this.handshake(handed);
       this.handshakeTimer.cancel();
       this.handshakeTimer = null;
       if (!selected) {
         this.end();
         return;
       }
+      const to = this.exp?.handover;
+      if (to !== undefined) return to(await takeConnection(this.socket, this.reader, agreedOf(this.info(), this.structured, this.meta), (why) => (this.faultReason = why)));
       this.server.emit('connect', this.info());
       await this.transmission();
       await this.idle();
@@ -334,7 +338,7 @@ export class Connection implements ReadJobHost {
   // ---- handshake ------------------------------------------------------------------------
 
   /** Drives the option haggling from the socket; true once an export is selected, false when the client aborted. */
-  private async handshake(): Promise<boolean> {
+  private async handshake(handed: HandedConnection | undefined): Promise<boolean> {
     const neg = this.negotiation;
     for (;;) {
       // A client that sends options without reading the replies must not make them pile up here.
@@ -345,7 +349,7 @@ export class Connection implements ReadJobHost {
           });
         }
       }
-      const step = neg.take(await this.reader.read(neg.need));
+      const step = handed !== undefined ? neg.adopt(handed) : neg.take(await this.reader.read(neg.need));
       if (step === 'more') continue;
       if (step === 'starttls') {
         await upgradeToTls(this.socket, this.reader, this.server.tls as NbdTlsSetup, (secure) => {
@@ -588,12 +592,8 @@ export class Connection implements ReadJobHost {
   /** The error reply of a failed request; `bytes`: budget bytes it holds until the reply is written. */
   private sendError(req: P.NbdRequest, e: unknown, bytes: number): void {
     const error = replyErrorOf(e);
-    if (this.structured) {
-      const message = e instanceof Error ? e.message : String(e);
-      this.reply(P.encodeErrorChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, error, message), null, bytes);
-    } else {
-      this.reply(P.encodeSimpleReply(req.cookie, error), null, bytes);
-    }
+    const message = e instanceof Error ? e.message : String(e);
+    this.reply(this.structured ? P.encodeErrorChunk(req.cookie, P.NBD_REPLY_FLAG_DONE, error, message) : P.encodeSimpleReply(req.cookie, error), null, bytes);
   }
 }
 

@@ -1,6 +1,7 @@
 import type { Drive } from '../drive.js';
 import * as P from '../drivers/nbd/protocol.js';
 import type { DirtyBitmap } from '../node/dirty-bitmap.js';
+import type { HandOver } from './handover.js';
 
 /** One export: a name clients ask for and the drive that serves it. */
 export interface NbdExport {
@@ -20,6 +21,8 @@ export interface NbdExport {
   bitmaps?: readonly (string | DirtyBitmap)[];
   /** Serve the `qemu:allocation-depth` meta context (qemu-nbd -A). */
   allocationDepth?: boolean;
+  /** Another thread serves the export: after the handshake each connection is handed to it (src/nbd/handover.ts). */
+  handover?: HandOver;
 }
 
 /** Writes are refused: asked for, or the drive cannot write. */

@@ -3,6 +3,7 @@ import { type NbdExport, transmissionFlags } from './export.js';
 import { contextsOf } from './export-contexts.js';
 import { MetaSelection } from './meta-contexts.js';
 import { ProtocolViolation } from './protocol-violation.js';
+import { agreedSelection, type HandedConnection } from './handover.js';
 
 /** Largest option data accepted during the handshake (names are at most 4 KiB; meta context queries a few). */
 const MAX_OPTION_LENGTH = 64 * 1024;
@@ -67,6 +68,17 @@ export class Negotiation {
   /** base:allocation was negotiated for the selected export. */
   get allocation(): boolean {
     return this.meta?.allocation === true;
+  }
+
+  /** Takes on what another thread's handshake agreed (a connection handed over): the export is selected, or gone. */
+  adopt(c: HandedConnection): NegotiationStep {
+    const e = this.host.findExport(c.exportName);
+    if (e === undefined) return 'abort';
+    this.phase = 'done';
+    this.selected = e;
+    this.structured = c.structured;
+    this.meta = agreedSelection(e, contextsOf(e), c);
+    return 'selected';
   }
 
   /** Consumes exactly {@link need} bytes. */

@@ -10,6 +10,7 @@ import { Connection } from './connection.js';
 import { isReadOnly, type NbdExport } from './export.js';
 import { acquireContexts, releaseContexts, resolveContexts, type ServedExport } from './export-contexts.js';
 import { MemoryBudget } from './memory-budget.js';
+import type { HandedConnection } from './handover.js';
 import type { NbdAddress, NbdListenOptions, NbdServerEvents, NbdServerOptions } from './server-options.js';
 
 export type { NbdExport } from './export.js';
@@ -134,6 +135,22 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   /** The export's bitmaps are no longer busy (once its clients are gone, as QEMU's nbd_export_delete). */
   private release(e: ServedExport): void {
     if (this.holding.delete(e)) releaseContexts(e.contexts);
+  }
+
+  /**
+   * Serves a connection whose handshake another thread did (src/nbd/handover.ts): transmission
+   * starts on the descriptor it passed, with the bytes it had read past the handshake.
+   */
+  adopt(c: HandedConnection): void {
+    const socket = new net.Socket({ fd: c.fd, readable: true, writable: true });
+    if (this.state === 'closing' || this.state === 'closed') {
+      socket.destroy();
+      return;
+    }
+    if (c.head.byteLength > 0) socket.unshift(Buffer.from(c.head.buffer, c.head.byteOffset, c.head.byteLength));
+    const conn = new Connection(this, socket);
+    this.connections.add(conn);
+    void conn.run(c);
   }
 
   /** Names of the exports served. */

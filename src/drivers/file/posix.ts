@@ -1,3 +1,4 @@
+import { isMainThread } from 'node:worker_threads';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { getSystemErrorName } from 'node:util';
@@ -134,7 +135,8 @@ export function loadPosixBackend(name: PosixBackendName): PosixCalls | null {
 let chosen: PosixCalls | undefined;
 
 function calls(): PosixCalls {
-  chosen ??= loadFsExt() ?? loadKoffi() ?? NONE;
+  // fs-ext's addon calls back into V8 from a thread pool without a worker's isolate lock: in a worker thread (an iothread) it aborts the process.
+  chosen ??= (isMainThread ? loadFsExt() : null) ?? loadKoffi() ?? NONE;
   return chosen;
 }
 
