@@ -88,6 +88,9 @@ export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<st
   // loaded with import() would fail only when that path runs (zstd compression once did).
   const dynamicImport = /\bimport\((?!\s*\))/.exec(text);
   if (dynamicImport !== null) throw new Error(`the CLI script has an import() (load it with require): …${text.slice(Math.max(0, dynamicImport.index - 80), dynamicImport.index + 40)}…`);
+  // the launcher reads the script as latin1, which is its text only while every character is ASCII
+  const wide = /[\u0080-\uffff]/.exec(text);
+  if (wide !== null) throw new Error(`the CLI script has a character outside ASCII (the launcher reads it as latin1): …${text.slice(Math.max(0, wide.index - 80), wide.index + 40)}…`);
   fs.mkdirSync(outdir, { recursive: true });
   fs.writeFileSync(path.join(outdir, SCRIPT), text);
   const define = {

@@ -1,4 +1,4 @@
-import fs from 'node:fs/promises';
+import nodeFs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,6 +21,8 @@ export function openWithTemporaryOverlay(openNode: (options: NodeOptions) => Pro
     // import(): the bundled command runs as a script, where import() has no loader)
     const { randomBytes } = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
     const file = path.join(overlayDir(), `blocklayer-snapshot-${randomBytes(6).toString('hex')}.qcow2`);
+    // node:fs/promises read here, not at start (it loads readline and the watchers)
+    const fs = nodeFs.promises;
     try {
       const created = await fs.open(file, 'wx');
       await created.truncate(length).finally(() => created.close());

@@ -1,7 +1,6 @@
 // Host file-system helpers for the portable core. The browser build swaps this module for
 // files.browser.ts (scripts/build-browser.ts), where there are no local files.
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { BlockError, fromErrno } from '../errors.js';
 
@@ -15,12 +14,13 @@ export const fileExists = (p: string): boolean => fs.existsSync(p);
 
 /** The canonical path (symlinks resolved), for telling two names of one file apart. */
 export async function realPath(p: string): Promise<string> {
-  return fsp.realpath(p);
+  // fs.promises read where used: node:fs/promises loads readline and the watchers, costly to start with
+  return fs.promises.realpath(p);
 }
 
 /** Reads the first `n` bytes of a file (fewer if it is shorter). */
 export async function readFileHead(filename: string, n: number): Promise<Uint8Array> {
-  const fh = await fsp.open(filename, 'r').catch((e) => {
+  const fh = await fs.promises.open(filename, 'r').catch((e) => {
     throw fromErrno(e, `could not open '${filename}'`, { path: filename });
   });
   try {

@@ -1,4 +1,4 @@
-import { stat } from 'node:fs/promises';
+import { stat } from 'node:fs';
 import { qapiSnapshotInfo } from '../drivers/qcow2/snapshots.js';
 import type { DriveOptions } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
@@ -117,7 +117,7 @@ async function describe(node: BlockNode): Promise<ImageInfo> {
   // qemu-img gives the dirty flag where the driver answers bdrv_get_info: qcow2, and raw over a file (not nbd, http, rbd)
   if (format === 'qcow2' || proto.driver.name === 'file') out['dirty-flag'] = format === 'qcow2' ? (info.dirty as boolean) : false;
   // qemu-img's "actual-size": the bytes the image file takes on disk (st_blocks * 512)
-  if (proto.driver.name === 'file' && filename !== undefined) out['actual-size'] = (await stat(filename)).blocks * 512;
+  if (proto.driver.name === 'file' && filename !== undefined) out['actual-size'] = (await statBlocks(filename)) * 512;
   out['virtual-size'] = node.length;
   if (format !== 'qcow2') {
     // The other formats (vpc, vhdx, vdi, vmdk) give their block size as qemu-img does, and format-specific data where they have some.
@@ -160,6 +160,11 @@ async function describe(node: BlockNode): Promise<ImageInfo> {
  * directory of the image's name as given (no normalization), an absolute one as it is; only for a
  * local image file.
  */
+/** A file's st_blocks, by callback: node:fs/promises would load readline and the watchers at start. */
+function statBlocks(filename: string): Promise<number> {
+  return new Promise((resolve, reject) => stat(filename, (err, st) => (err ? reject(err) : resolve(st.blocks))));
+}
+
 function fullBackingName(image: string | undefined, backing: string | undefined): string | undefined {
   if (image === undefined || backing === undefined) return undefined;
   if (backing.startsWith('/') || /^[a-z][a-z0-9+.-]*:/i.test(backing)) return backing;

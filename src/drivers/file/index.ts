@@ -57,7 +57,7 @@ export const fileDriver = defineDriver({
     // Look before opening: open(2) on a FIFO without a writer blocks, holding a libuv worker.
     let stats: fs.Stats;
     try {
-      stats = await fs.promises.stat(filename);
+      stats = await statPath(filename);
     } catch (e) {
       throw fromErrno(e, `could not open '${filename}'${how}`, ctx);
     }
@@ -97,6 +97,8 @@ async function openFd(filename: string, readOnly: boolean, how: string, ctx: { n
   }
 }
 
+// callbacks, not fs.promises: node:fs/promises loads readline and the watchers, which a start need not pay for
+const statPath = (filename: string) => new Promise<fs.Stats>((resolve, reject) => fs.stat(filename, (err, st) => (err ? reject(err) : resolve(st))));
 const fstat = (fd: number) => new Promise<fs.Stats>((resolve, reject) => fs.fstat(fd, (err, st) => (err ? reject(err) : resolve(st))));
 
 /** What a reopen of the node needs to know of its open. */

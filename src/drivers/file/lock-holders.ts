@@ -1,4 +1,4 @@
-import fs from 'node:fs/promises';
+import nodeFs from 'node:fs';
 
 /** Processes looked at before giving up: naming holders is a courtesy on an error path, not a scan of a busy host. */
 const MAX_PROCESSES = 4096;
@@ -21,6 +21,8 @@ export function fdinfoLocksByte(fdinfo: string, byte: number): boolean {
  * nothing (another OS, another PID namespace, no permission).
  */
 export async function describeLockHolders(fd: number, byte: number): Promise<string> {
+  // node:fs/promises (readline and the watchers with it) only on this error path, not at start
+  const fs = nodeFs.promises;
   try {
     const self = await fs.stat(`/proc/self/fd/${fd}`, { bigint: true });
     const holders: string[] = [];
