@@ -92,3 +92,5 @@ export async function iothreadsBench(): Promise<unknown> {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
+
+if (import.meta.url === `file://${process.argv[1]}`) await iothreadsBench();

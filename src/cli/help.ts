@@ -46,8 +46,8 @@ The output is written under a temporary name and renamed when complete.
   -U, --force-share         read the input sharing everything (an image another process holds read-write)
   -O, --output-format FMT   output format: raw (the default), qcow2, or a format whose driver
                             creates images: vdi (an unknown name lists them)
-  -t, --cache MODE          how a raw output is written: none (the default: past the page
-                            cache, O_DIRECT) or writeback (through it); flushed either way
+  -t, --cache MODE          how a raw output is written: writeback (the default: through the
+                            page cache) or none (past it, O_DIRECT); flushed either way
   -c, --compress            compress every data cluster (-O qcow2)
   -o, --options k=v,…       creation options of the output format: qcow2's (cluster_size,
                             compression_type, compat, …), vdi's (static=on|off)
