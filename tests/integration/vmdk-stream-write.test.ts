@@ -2,44 +2,15 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as z from 'zod';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockLayer, convertImage, defineDriver, vmdkDriver } from '../../src/index.js';
+import { BlockLayer, convertImage, vmdkDriver } from '../../src/index.js';
 import { haveQemuTools, qemuImg, setQemuCwd } from '../helpers/qemu-images.js';
+import { recordingFilter } from '../helpers/recording-filter.js';
 
 const available = haveQemuTools();
 const MiB = 1024 * 1024;
 
-type Op = { kind: 'write'; offset: number; length: number } | { kind: 'flush' };
-const log: Op[] = [];
-
-/** A filter that records the writes and flushes reaching the image file, in order. */
-const recorder = defineDriver({
-  name: 'stream-recorder',
-  capabilities: { kind: 'filter' },
-  schema: z.object({}).strict(),
-  children: { file: 'required' },
-  async open({ children }) {
-    const f = children.get('file')!;
-    return {
-      alignment: 1,
-      growable: true,
-      length: () => f.length,
-      read: (o, b) => f.read(o, b),
-      write: async (o, d) => {
-        log.push({ kind: 'write', offset: o, length: d.length });
-        await f.write(o, d, true);
-      },
-      flush: async () => {
-        log.push({ kind: 'flush' });
-        await f.flush();
-      },
-      discard: (o, l) => f.discard(o, l),
-      blockStatus: (o, l) => f.blockStatus(o, l),
-      close: async () => {},
-    };
-  },
-});
+const { driver: recorder, log } = recordingFilter('stream-recorder');
 
 let dir: string;
 const p = (name: string) => path.join(dir, name);

@@ -1,40 +1,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as z from 'zod';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockLayer, defineDriver, vmdkDriver } from '../../src/index.js';
+import { BlockLayer, vmdkDriver } from '../../src/index.js';
+import { recordingFilter } from '../helpers/recording-filter.js';
 
-type Op = { kind: 'write'; offset: number; length: number } | { kind: 'flush' };
-const log: Op[] = [];
-
-/** A filter that records the writes and flushes reaching the image file, in order. */
-const recorder = defineDriver({
-  name: 'recorder',
-  capabilities: { kind: 'filter' },
-  schema: z.object({}).strict(),
-  children: { file: 'required' },
-  async open({ children }) {
-    const f = children.get('file')!;
-    return {
-      alignment: 1,
-      growable: true,
-      length: () => f.length,
-      read: (o, b) => f.read(o, b),
-      write: async (o, d) => {
-        log.push({ kind: 'write', offset: o, length: d.length });
-        await f.write(o, d, true);
-      },
-      flush: async () => {
-        log.push({ kind: 'flush' });
-        await f.flush();
-      },
-      discard: (o, l) => f.discard(o, l),
-      blockStatus: (o, l) => f.blockStatus(o, l),
-      close: async () => {},
-    };
-  },
-});
+const { driver: recorder, log } = recordingFilter('recorder');
 
 let dir: string;
 const layer = new BlockLayer();
