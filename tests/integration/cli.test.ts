@@ -64,7 +64,7 @@ describe('blocklayer CLI', () => {
   it('--help gives convert the options it takes (-O qcow2, -c, -o), not a raw-only usage', () => {
     const help = cli('--help');
     expect([help.code, help.err]).toEqual([0, '']);
-    expect(help.out).toMatch(/blocklayer convert \[-f FMT\] (\[-U\] )?\[-O raw\|qcow2\] \[-c\] \[-o k=v,…\] .*IMAGE OUTPUT/);
+    expect(help.out).toMatch(/blocklayer convert \[-f FMT\] (\[-U\] )?\[-O raw\|qcow2\] (\[-t none\|writeback\] )?\[-c\] \[-o k=v,…\] .*IMAGE OUTPUT/);
   });
 });
 
