@@ -1,4 +1,3 @@
-import { isMainThread } from 'node:worker_threads';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { getSystemErrorName } from 'node:util';
@@ -134,9 +133,17 @@ export function loadPosixBackend(name: PosixBackendName): PosixCalls | null {
 
 let chosen: PosixCalls | undefined;
 
+/**
+ * Asked only when a backend is chosen: node:worker_threads loads Node's stream modules with it,
+ * a large share of a short verb's start-up (`blocklayer info` never needs a backend).
+ */
+function onMainThread(): boolean {
+  return (process.getBuiltinModule('node:worker_threads') as typeof import('node:worker_threads')).isMainThread;
+}
+
 function calls(): PosixCalls {
   // fs-ext's addon calls back into V8 from a thread pool without a worker's isolate lock: in a worker thread (an iothread) it aborts the process.
-  chosen ??= (isMainThread ? loadFsExt() : null) ?? loadKoffi() ?? NONE;
+  chosen ??= (onMainThread() ? loadFsExt() : null) ?? loadKoffi() ?? NONE;
   return chosen;
 }
 
