@@ -8,9 +8,9 @@ const LAYERS = [
   ['platform', '^src/platform/'],
   ['clock', '^src/clock\\.ts$'],
   ['throttle', '^src/throttle/'],
-  // Option values (sizes, zod messages) are used by drivers; the option syntaxes (QEMU -drive
+  // Option values (sizes, zod messages, schemas built on first use) are used by drivers; the option syntaxes (QEMU -drive
   // strings, QMP, QOM, libvirt iotune) produce a drive's options, so they sit just below Drive.
-  ['values', '^src/options/(size|zod-error|input)\\.ts$'],
+  ['values', '^src/options/(size|zod-error|input|built-once)\\.ts$'],
   ['graph', '^src/node/'],
   ['drivers', '^src/drivers/'],
   ['syntaxes', '^src/options/'],

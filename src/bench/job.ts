@@ -19,11 +19,11 @@ export const jobSchema = z
     /** Percentage of reads in rw/randrw (fio --rwmixread). */
     rwmixread: z.number().int().min(0).max(100).default(50),
     /** Block size in bytes (fio --bs), at most QEMU's largest request (2 GiB - 512). */
-    bs: sizeSchema.pipe(z.number().min(1, 'must be at least 1 byte').max(MAX_REQUEST, `must be at most ${MAX_REQUEST} bytes (QEMU's largest request)`)).default(4096),
+    bs: sizeSchema().pipe(z.number().min(1, 'must be at least 1 byte').max(MAX_REQUEST, `must be at most ${MAX_REQUEST} bytes (QEMU's largest request)`)).default(4096),
     /** Requests in flight per drive (fio --iodepth). */
     iodepth: z.number().int().min(1).max(65536).default(1),
     /** Bytes to transfer per drive (at least bs); the job ends when every drive has done them. */
-    size: sizeSchema.pipe(z.number().min(1, 'must be at least 1 byte')).optional(),
+    size: sizeSchema().pipe(z.number().min(1, 'must be at least 1 byte')).optional(),
     /** Seconds to run (fio --runtime), at most Node's longest timer. Default 5 when no size is given. */
     runtime: z.number().positive().max(MAX_RUNTIME_S, `must be at most ${MAX_RUNTIME_S} seconds (Node's longest timer)`).optional(),
     /** Number of drives, all opened on the target. */

@@ -1,38 +1,13 @@
-import * as z from 'zod';
+import type * as z from 'zod';
 import { BlockError, type BlockErrorCode } from '../errors.js';
 import { defineDriver, type DriverInstance } from '../node/driver.js';
+import { type BLKDEBUG_EVENTS, blkdebugFacts, blkdebugRuleSchema } from './blkdebug-facts.js';
 
-const EVENTS = ['read', 'write', 'write-zeroes', 'discard', 'flush'] as const;
-type Event = (typeof EVENTS)[number];
-
-const ruleSchema = z
-  .object({
-    /** Operation (or operations) the rule applies to. */
-    event: z.union([z.enum(EVENTS), z.array(z.enum(EVENTS)).min(1)]),
-    /** Error code to fail with (QEMU blkdebug `errno`). */
-    code: z.enum(['EIO', 'ENOSPC', 'EROFS', 'EACCES', 'ENOTSUP', 'ECORRUPT']).default('EIO'),
-    /** Only requests that touch this byte fail (QEMU `sector`, in bytes here). */
-    offset: z.number().int().nonnegative().optional(),
-    /** Fail only once, then the rule is gone (QEMU `once`). */
-    once: z.boolean().default(false),
-    /** Fail only from the n-th matching request on (1 = the first). */
-    after: z.number().int().positive().default(1),
-  })
-  .strict();
-
-const schema = z
-  .object({
-    /** Failure rules (QEMU inject-error). */
-    rules: z.array(ruleSchema).default([]),
-    /** Request alignment to impose (QEMU blkdebug `align`), to exercise read-modify-write. */
-    align: z.number().int().positive().default(1),
-    /** Largest request the node passes down at once (QEMU `max-transfer`). */
-    maxTransfer: z.number().int().nonnegative().default(0),
-  })
-  .strict();
+type Event = (typeof BLKDEBUG_EVENTS)[number];
+type RuleSchema = ReturnType<typeof blkdebugRuleSchema>;
 
 /** A rule, with its count of matching requests so far. */
-interface LiveRule extends z.output<typeof ruleSchema> {
+interface LiveRule extends z.output<RuleSchema> {
   seen: number;
 }
 
@@ -42,10 +17,8 @@ interface LiveRule extends z.output<typeof ruleSchema> {
  * through `info().injector`.
  */
 export const blkdebugDriver = defineDriver({
-  name: 'blkdebug',
-  capabilities: { kind: 'filter' },
-  schema,
-  children: { file: 'required' },
+  ...blkdebugFacts,
+  schema: blkdebugFacts.schema(),
   async open({ options, children, nodeName }): Promise<DriverInstance> {
     const file = children.get('file')!;
     if (options.align & (options.align - 1)) {
@@ -54,8 +27,8 @@ export const blkdebugDriver = defineDriver({
     let rules: LiveRule[] = options.rules.map((r) => ({ ...r, seen: 0 }));
     const injector = {
       /** Adds a rule at run time. */
-      add(rule: z.input<typeof ruleSchema>) {
-        rules.push({ ...ruleSchema.parse(rule), seen: 0 });
+      add(rule: z.input<RuleSchema>) {
+        rules.push({ ...blkdebugRuleSchema().parse(rule), seen: 0 });
       },
       /** Removes every rule. */
       clear() {

@@ -3,7 +3,7 @@
 // loads only the drivers it uses. The order is the registry's, and probing's on a tie.
 import type { BlockDriver } from '../node/driver.js';
 import { lazyDriver } from '../node/lazy-driver.js';
-import { blkdebugDriver } from './blkdebug.js';
+import { blkdebugFacts } from './blkdebug-facts.js';
 import { hostDrivers } from './host.js';
 import { httpFacts } from './http/facts.js';
 import { memoryDriver } from './memory.js';
@@ -15,6 +15,7 @@ import { vhdxFacts } from './vhdx/facts.js';
 import { vmdkFacts } from './vmdk/facts.js';
 import { vpcFacts } from './vpc/facts.js';
 
+const blkdebug = lazyDriver({ ...blkdebugFacts, load: async () => (await import('./blkdebug.js')).blkdebugDriver });
 const qcow2 = lazyDriver({ ...qcow2Facts, load: async () => (await import('./qcow2/index.js')).qcow2Driver });
 const http = lazyDriver({ ...httpFacts, load: async () => (await import('./http/index.js')).httpDriver });
 const vpc = lazyDriver({ ...vpcFacts, load: async () => (await import('./vpc/index.js')).vpcDriver });
@@ -24,5 +25,5 @@ const vmdk = lazyDriver({ ...vmdkFacts, load: async () => (await import('./vmdk/
 
 /** The drivers every BlockLayer starts with: the portable ones, then the host's (file, rbd, nbd in Node). */
 export function builtinDrivers(): BlockDriver[] {
-  return [rawDriver, memoryDriver, nullDriver, blkdebugDriver, qcow2, http, vpc, vhdx, vdi, vmdk, ...hostDrivers()] as BlockDriver[];
+  return [rawDriver, memoryDriver, nullDriver, blkdebug, qcow2, http, vpc, vhdx, vdi, vmdk, ...hostDrivers()] as BlockDriver[];
 }

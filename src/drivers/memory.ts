@@ -11,7 +11,7 @@ const schema = builtOnce(() =>
   z
     .object({
       /** Virtual size in bytes (or '64M'). */
-      size: sizeSchema,
+      size: sizeSchema(),
       /** Request alignment to emulate (power of two), e.g. 512 or 4096 for a sector-based disk. */
       alignment: z.number().int().positive().default(1),
       /** Largest transfer per driver call (0: none), to exercise request splitting. */

@@ -10,7 +10,7 @@ const schema = builtOnce(() =>
   z
     .object({
       /** Virtual size (QEMU null-co default: 1 GiB). */
-      size: sizeSchema.default(2 ** 30),
+      size: sizeSchema().default(2 ** 30),
       /** Fill read buffers with zeros (QEMU `read-zeroes`); otherwise leave them as they are. */
       readZeroes: z.boolean().default(true),
       /** Fixed completion latency per request in nanoseconds (QEMU `latency-ns`). */

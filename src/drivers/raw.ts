@@ -9,9 +9,9 @@ const schema = builtOnce(() =>
   z
     .object({
       /** Start of the window into the child, in bytes (QEMU raw `offset`). */
-      offset: sizeSchema.default(0),
+      offset: sizeSchema().default(0),
       /** Size of the window (QEMU raw `size`); default: up to the child's end. */
-      size: sizeSchema.optional(),
+      size: sizeSchema().optional(),
     })
     .strict(),
 );

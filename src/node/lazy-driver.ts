@@ -7,18 +7,7 @@ import { BlockError } from '../errors.js';
 import type { BlockDriver, DriverCapabilities, FormatCreator } from './driver.js';
 import type { BlockNode } from './node.js';
 
-/** A value built on first call and kept (a zod schema: building one costs, so only when asked). */
-export function builtOnce<T>(build: () => T): () => T {
-  let value: T | undefined;
-  let built = false;
-  return () => {
-    if (!built) {
-      value = build();
-      built = true;
-    }
-    return value as T;
-  };
-}
+export { builtOnce } from '../options/built-once.js';
 
 /** What a stub knows without its driver's module; each member must equal the loaded driver's. */
 export interface LazyDriverSpec<S extends z.ZodType> {

@@ -22,13 +22,13 @@ export const createOptionsSchema = z
     /** Image format to create. */
     format: z.enum(['qcow2', 'raw']),
     /** Virtual size (bytes or '10G'); rounded up to whole 512-byte sectors as qemu-img does. Default: the backing file's size. */
-    size: sizeSchema.optional(),
+    size: sizeSchema().optional(),
     /** Backing file name as stored in the header (relative names are relative to the new image). */
     backing: z.string().min(1, 'must not be empty').max(L.MAX_BACKING_NAME, `must be at most ${L.MAX_BACKING_NAME} bytes`).optional(),
     /** Format of the backing file; probed when omitted (qemu-img create now refuses that: the CLI does too). */
     backingFormat: z.enum(['qcow2', 'raw']).optional(),
     /** qcow2 cluster size (power of two, 512 B … 2 MiB; default 64 KiB: qemu-img `cluster_size`). */
-    clusterSize: sizeSchema.optional(),
+    clusterSize: sizeSchema().optional(),
     /** qcow2 version: `1.1`/`v3` (default) or `0.10`/`v2` (qemu-img `compat`). */
     compat: z.enum(['0.10', '1.1', 'v2', 'v3']).optional(),
     /** Subclusters: 32 per cluster (qemu-img `extended_l2`, v3, clusters of 16 KiB or more). */
@@ -118,7 +118,7 @@ export const formatCreateOptionsSchema = z
     /** The format driver's name (`vdi`, …). */
     format: z.string().min(1, 'must not be empty'),
     /** Virtual size (bytes or '10G'); the format may round it. Default: the backing file's size. */
-    size: sizeSchema.optional(),
+    size: sizeSchema().optional(),
     /** Backing file name as stored in the image (formats with backing files only). */
     backing: z.string().min(1, 'must not be empty').max(L.MAX_BACKING_NAME, `must be at most ${L.MAX_BACKING_NAME} bytes`).optional(),
     /** Format of the backing file; probed when omitted. */

@@ -17,6 +17,8 @@ export const MAX_BURST_LENGTH = 4_294_967_295;
  * (`bps/iops/max values must be within [0, 1e15]`), as the QMP parser does.
  */
 const value = z.number({ error: 'must be a number' }).refine(Number.isInteger, 'must be a whole number');
+/** Every limit field: one instance for all of them (a zod schema is immutable, and each built one costs at start-up). */
+const optionalValue = value.optional();
 
 /**
  * I/O limits, QEMU's ThrottleLimits in camelCase. All optional: a missing avg or max is 0
@@ -25,43 +27,43 @@ const value = z.number({ error: 'must be a number' }).refine(Number.isInteger, '
 export const throttleLimitsSchema = z
   .object({
     /** Sustained limit on bytes read and written, in bytes/s (QEMU `throttling.bps-total`); 0 = off. */
-    bpsTotal: value.optional(),
+    bpsTotal: optionalValue,
     /** Burst rate for `bpsTotal`, in bytes/s (QEMU `throttling.bps-total-max`); 0 = no burst. */
-    bpsTotalMax: value.optional(),
+    bpsTotalMax: optionalValue,
     /** Seconds a burst at `bpsTotalMax` may last (QEMU `throttling.bps-total-max-length`); default 1. */
-    bpsTotalMaxLength: value.optional(),
+    bpsTotalMaxLength: optionalValue,
     /** Sustained limit on bytes read, in bytes/s (QEMU `throttling.bps-read`); 0 = off. */
-    bpsRead: value.optional(),
+    bpsRead: optionalValue,
     /** Burst rate for `bpsRead`, in bytes/s (QEMU `throttling.bps-read-max`); 0 = no burst. */
-    bpsReadMax: value.optional(),
+    bpsReadMax: optionalValue,
     /** Seconds a burst at `bpsReadMax` may last (QEMU `throttling.bps-read-max-length`); default 1. */
-    bpsReadMaxLength: value.optional(),
+    bpsReadMaxLength: optionalValue,
     /** Sustained limit on bytes written, in bytes/s (QEMU `throttling.bps-write`); 0 = off. */
-    bpsWrite: value.optional(),
+    bpsWrite: optionalValue,
     /** Burst rate for `bpsWrite`, in bytes/s (QEMU `throttling.bps-write-max`); 0 = no burst. */
-    bpsWriteMax: value.optional(),
+    bpsWriteMax: optionalValue,
     /** Seconds a burst at `bpsWriteMax` may last (QEMU `throttling.bps-write-max-length`); default 1. */
-    bpsWriteMaxLength: value.optional(),
+    bpsWriteMaxLength: optionalValue,
     /** Sustained limit on requests read and written, in ops/s (QEMU `throttling.iops-total`); 0 = off. */
-    iopsTotal: value.optional(),
+    iopsTotal: optionalValue,
     /** Burst rate for `iopsTotal`, in ops/s (QEMU `throttling.iops-total-max`); 0 = no burst. */
-    iopsTotalMax: value.optional(),
+    iopsTotalMax: optionalValue,
     /** Seconds a burst at `iopsTotalMax` may last (QEMU `throttling.iops-total-max-length`); default 1. */
-    iopsTotalMaxLength: value.optional(),
+    iopsTotalMaxLength: optionalValue,
     /** Sustained limit on requests read, in ops/s (QEMU `throttling.iops-read`); 0 = off. */
-    iopsRead: value.optional(),
+    iopsRead: optionalValue,
     /** Burst rate for `iopsRead`, in ops/s (QEMU `throttling.iops-read-max`); 0 = no burst. */
-    iopsReadMax: value.optional(),
+    iopsReadMax: optionalValue,
     /** Seconds a burst at `iopsReadMax` may last (QEMU `throttling.iops-read-max-length`); default 1. */
-    iopsReadMaxLength: value.optional(),
+    iopsReadMaxLength: optionalValue,
     /** Sustained limit on requests written, in ops/s (QEMU `throttling.iops-write`); 0 = off. */
-    iopsWrite: value.optional(),
+    iopsWrite: optionalValue,
     /** Burst rate for `iopsWrite`, in ops/s (QEMU `throttling.iops-write-max`); 0 = no burst. */
-    iopsWriteMax: value.optional(),
+    iopsWriteMax: optionalValue,
     /** Seconds a burst at `iopsWriteMax` may last (QEMU `throttling.iops-write-max-length`); default 1. */
-    iopsWriteMaxLength: value.optional(),
+    iopsWriteMaxLength: optionalValue,
     /** Requests larger than this many bytes count as size/iopsSize operations (QEMU iops_size). */
-    iopsSize: value.optional(),
+    iopsSize: optionalValue,
   })
   .strict();
 

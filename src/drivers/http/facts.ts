@@ -30,7 +30,7 @@ export const httpFacts = {
         /** The file: an http: or https: URL (user:password@ in it becomes Basic authentication). */
         url: z.string().refine(isHttpUrl, 'must be an absolute http:// or https:// URL'),
         /** Reads shorter than this are extended to it; the extra bytes serve the next reads. 0: no read-ahead. */
-        readahead: sizeSchema.default(HTTP_DEFAULT_READAHEAD),
+        readahead: sizeSchema().default(HTTP_DEFAULT_READAHEAD),
         /** Seconds one request (headers and body) may take before it is abandoned and retried. */
         timeout: z.number().positive('must be a positive number of seconds').max(86400).default(HTTP_DEFAULT_TIMEOUT),
         /** Extra request headers (Authorization, …). */

@@ -36,7 +36,7 @@ export const opfsFacts = {
         /** Make the file (and its folders) when it is missing; a read-only open never does. */
         create: z.boolean().default(false),
         /** Length of a file this open creates (bytes or '8G'). */
-        size: sizeSchema.default(0),
+        size: sizeSchema().default(0),
         /**
          * How to reach the file: `sync` (FileSystemSyncAccessHandle: only in a dedicated Worker, the
          * fast path), `async` (getFile()/createWritable(): anywhere, each commit rewrites a swap

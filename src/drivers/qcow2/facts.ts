@@ -13,9 +13,9 @@ export const qcow2Facts = {
     z
       .object({
         /** Bytes of L2 tables to cache (QEMU l2-cache-size); default 4 MiB. */
-        l2CacheSize: sizeSchema.default(4 * 1024 * 1024),
+        l2CacheSize: sizeSchema().default(4 * 1024 * 1024),
         /** Bytes of refcount blocks to cache (QEMU refcount-cache-size); default 1 MiB. */
-        refcountCacheSize: sizeSchema.default(1024 * 1024),
+        refcountCacheSize: sizeSchema().default(1024 * 1024),
         /** Open this internal snapshot (id or name) instead of the current state. */
         snapshot: z.string().min(1).optional(),
         /** @internal real paths of the overlays above this image, to refuse backing loops. */

@@ -31,9 +31,9 @@ export const vhdxFacts = {
         /** `dynamic` (blocks allocated on write) or `fixed` (every block laid out at once). */
         subformat: z.enum(['dynamic', 'fixed']).default('dynamic'),
         /** Payload block size, rounded up to 1 MiB, at most 256 MiB; 0: chosen by size as QEMU does. */
-        block_size: sizeSchema.default(0),
+        block_size: sizeSchema().default(0),
         /** Log size, rounded up to 1 MiB (at least 1 MiB, below 4 GiB). */
-        log_size: sizeSchema.default(L.DEFAULT_LOG_SIZE),
+        log_size: sizeSchema().default(L.DEFAULT_LOG_SIZE),
         /** New blocks in the ZERO state (QEMU's non-standard default); off: NOT_PRESENT (dynamic) or FULLY_PRESENT (fixed). */
         block_state_zero: z
           .union([z.boolean(), z.enum(['on', 'off'])])
