@@ -1,5 +1,5 @@
 import { BlockError } from '../../errors.js';
-import type { BlockStatus, DriverInstance } from '../../node/driver.js';
+import { type BlockStatus, type DriverInstance, SETTLED } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { AsyncLock } from '../qcow2/async-lock.js';
 import { BlockMap, isAllocated } from './block-map.js';
@@ -67,6 +67,17 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
       else part.fill(0);
       pos += n;
     }
+  };
+
+  /** The common read, within one block: one file read or zeros settled at once, no async frame or sub-array; longer ones take {@link read}. */
+  const readFast = (offset: number, buffer: Uint8Array): Promise<void> => {
+    const b = Math.floor(offset / bs);
+    const inBlock = offset - b * bs;
+    if (inBlock + buffer.length > bs) return read(offset, buffer);
+    const e = map.get(b);
+    if (isAllocated(e)) return file.read(host(e, inBlock), buffer);
+    buffer.fill(0);
+    return SETTLED;
   };
 
   /**
@@ -198,7 +209,7 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
   return {
     alignment: 1,
     length: () => size,
-    read,
+    read: readFast,
     write: o.writable ? write : readOnlyError,
     writeZeroes: o.writable ? writeZeroes : readOnlyError,
     // VDI has no way to give a block back (QEMU's vdi has no discard): a hint that does nothing.

@@ -1,5 +1,5 @@
 import { BlockError } from '../../errors.js';
-import type { BlockStatus } from '../../node/driver.js';
+import { type BlockStatus, SETTLED } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { AsyncLock } from '../qcow2/async-lock.js';
 import { readClamped } from '../qcow2/open-steps.js';
@@ -39,6 +39,8 @@ export class DynamicVhd {
   private freeOffset: number;
   /** Bitmaps by block, as promises so that concurrent readers share one copy. */
   private readonly bitmaps = new Map<number, Promise<Uint8Array>>();
+  /** The bitmaps of {@link bitmaps} that have been read, for the read shortcut (same blocks, same arrays). */
+  private readonly loaded = new Map<number, Uint8Array>();
   /** Bitmaps kept (at least one, else as many as fit in the cache's bytes). */
   private readonly cacheEntries: number;
   /** Allocations and bitmap updates, one at a time (QEMU: s->lock). */
@@ -68,9 +70,16 @@ export class DynamicVhd {
   private bitmap(block: number): Promise<Uint8Array> {
     const cached = this.bitmaps.get(block);
     if (cached) return cached;
-    if (this.bitmaps.size >= this.cacheEntries) this.bitmaps.delete(this.bitmaps.keys().next().value!);
+    if (this.bitmaps.size >= this.cacheEntries) {
+      const oldest = this.bitmaps.keys().next().value!;
+      this.bitmaps.delete(oldest);
+      this.loaded.delete(oldest);
+    }
     const b = new Uint8Array(this.bitmapSize);
-    const p = this.file.read(this.entry(block) * L.SECTOR_SIZE, b).then(() => b);
+    const p: Promise<Uint8Array> = this.file.read(this.entry(block) * L.SECTOR_SIZE, b).then(() => {
+      if (this.bitmaps.get(block) === p) this.loaded.set(block, b);
+      return b;
+    });
     this.bitmaps.set(block, p);
     p.catch(() => this.bitmaps.delete(block));
     return p;
@@ -83,7 +92,31 @@ export class DynamicVhd {
     return Promise.resolve();
   }
 
-  async read(offset: number, buffer: Uint8Array): Promise<void> {
+  /**
+   * Reads [offset, offset + buffer.length) (whole sectors). The common read, within one block whose
+   * bitmap is in memory and marks all its sectors (or one not in the file, without parent), is one
+   * file read (or zeros settled at once) with no async frame; anything else takes {@link readParts}.
+   */
+  read(offset: number, buffer: Uint8Array): Promise<void> {
+    const n = buffer.length;
+    const block = Math.floor(offset / this.blockSize);
+    const inBlock = offset - block * this.blockSize;
+    if (inBlock + n <= this.blockSize) {
+      const e = this.entry(block);
+      if (e === L.BAT_UNALLOCATED) {
+        if (this.parent === undefined) {
+          buffer.fill(0);
+          return SETTLED;
+        }
+      } else {
+        const bitmap = this.loaded.get(block);
+        if (bitmap !== undefined && allSet(bitmap, inBlock / L.SECTOR_SIZE, (inBlock + n) / L.SECTOR_SIZE)) return this.file.read(e * L.SECTOR_SIZE + this.bitmapSize + inBlock, buffer);
+      }
+    }
+    return this.readParts(offset, buffer);
+  }
+
+  private async readParts(offset: number, buffer: Uint8Array): Promise<void> {
     let pos = 0;
     while (pos < buffer.length) {
       const at = offset + pos;
@@ -152,6 +185,7 @@ export class DynamicVhd {
     const to = Math.min(this.bitmapSize, Math.ceil(end / 8 / L.SECTOR_SIZE) * L.SECTOR_SIZE);
     await this.file.write(e * L.SECTOR_SIZE + from, bitmap.subarray(from, to));
     this.bitmaps.set(block, Promise.resolve(bitmap));
+    this.loaded.set(block, bitmap);
   }
 
   /**
@@ -188,6 +222,7 @@ export class DynamicVhd {
     this.freeOffset = footerAt;
     this.bat[block] = sector;
     this.bitmaps.set(block, Promise.resolve(bitmap));
+    this.loaded.set(block, bitmap);
   }
 
   /** Zeros: nothing to do in a dynamic image's blocks that are not stored; elsewhere zeros are written. */
