@@ -123,7 +123,8 @@ export class DirtyBitmap {
     this.persistent = state.persistent;
     this.inconsistent = state.inconsistent ?? false;
     // QEMU loads an inconsistent bitmap disabled: its bits mean nothing, so it records nothing.
-    this.recordingFlag = state.recording && !this.inconsistent;
+    // Always a boolean (the write path tests it with ===, one compare, not a generic truth test).
+    this.recordingFlag = Boolean(state.recording) && !this.inconsistent;
     this.readOnly = state.readOnly ?? false;
   }
 
@@ -179,7 +180,7 @@ export class DirtyBitmap {
 
   /** Marks bytes `[offset, offset+length)` dirty if recording (the write path). */
   record(offset: number, length: number): void {
-    if (this.recordingFlag) this.markDirty(offset, length);
+    if (this.recordingFlag === true) this.markDirty(offset, length);
   }
 
   /** Marks bytes dirty whether or not recording (merge, set). */
@@ -205,7 +206,7 @@ export class DirtyBitmap {
 
   /** Starts (true) or stops recording writes. */
   setRecording(on: boolean): void {
-    this.recordingFlag = on;
+    this.recordingFlag = Boolean(on);
   }
 
   /** Adds the dirty bytes of `source` (any granularity; same node size or smaller). */

@@ -3,6 +3,7 @@
 // driver (QEMU keeps them on the BlockDriverState; qcow2 stores them in the image).
 import { BlockError } from '../errors.js';
 import { checkBitmapName, checkGranularity, defaultGranularity, DirtyBitmap, type DirtyBitmapInfo } from './dirty-bitmap.js';
+import { SETTLED } from './driver.js';
 import type { DriverInstance } from './types.js';
 
 /** How to make a new bitmap (QEMU block-dirty-bitmap-add's optional arguments). */
@@ -13,6 +14,26 @@ export interface AddDirtyBitmapOptions {
   persistent?: boolean;
   /** Create it not recording (QEMU `disabled`). Default false. */
   disabled?: boolean;
+}
+
+/** Records of writes in flight kept for reuse: enough for deep queues, bounded after a burst. */
+const MAX_POOLED_PENDING = 256;
+
+/**
+ * A write in flight that the bitmaps record when it settles: its range and one reaction made
+ * once per record, so a write costs no closure of its own.
+ */
+class PendingRecord {
+  offset = 0;
+  length = 0;
+  readonly settled: () => void;
+
+  constructor(owner: DirtyBitmaps) {
+    this.settled = () => {
+      owner.record(this.offset, this.length);
+      owner.recycle(this);
+    };
+  }
 }
 
 /** The node facts the bitmaps need. */
@@ -31,6 +52,8 @@ export class DirtyBitmaps {
   /** Both lists in one, for the write path (rebuilt when either changes, which is rare). */
   private recorders: DirtyBitmap[] = [];
   private loaded = false;
+  /** Free records of writes in flight (see {@link recordWhenSettled}). */
+  private readonly pendingPool: PendingRecord[] = [];
 
   constructor(
     private readonly node: NodeFacts,
@@ -71,13 +94,27 @@ export class DirtyBitmaps {
     for (const b of this.internal) b.resize(newSize);
   }
 
-  /** Records the range once `done` settles, whether it succeeded or not (a failed write may have written part: QEMU marks it too). */
-  async recordAfter(done: Promise<void>, offset: number, length: number): Promise<void> {
-    try {
-      await done;
-    } finally {
+  /**
+   * Records the range once `done` settles, whether it succeeded or not (a failed write may have
+   * written part: QEMU marks it too), before whoever `done` is handed to next sees it settle: the
+   * reaction attached here runs ahead of those attached later, so the caller gets `done` itself,
+   * with no promise or async hop in between. A `done` already {@link SETTLED} is recorded now.
+   */
+  recordWhenSettled(done: Promise<void>, offset: number, length: number): void {
+    if (done === SETTLED) {
       this.record(offset, length);
+      return;
     }
+    const pending = this.pendingPool.pop() ?? new PendingRecord(this);
+    pending.offset = offset;
+    pending.length = length;
+    // The derived promise never rejects (the reaction handles both outcomes); the caller handles `done`.
+    void done.then(pending.settled, pending.settled);
+  }
+
+  /** A {@link PendingRecord} whose range was recorded, for reuse. @internal */
+  recycle(pending: PendingRecord): void {
+    if (this.pendingPool.length < MAX_POOLED_PENDING) this.pendingPool.push(pending);
   }
 
   /** The bitmaps, in order of creation. */

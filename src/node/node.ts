@@ -288,7 +288,8 @@ export class BlockNode {
     if (this.tracked === null && this.beforeWrite === null && !this.readOnly && this.fits(offset, length) && (this.maxTransfer === 0 || length <= this.maxTransfer)) {
       if (length === 0) return Promise.resolve();
       const done = this.instance.write(offset, data);
-      return record && this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
+      if (record && this.bitmaps.active) this.bitmaps.recordWhenSettled(done, offset, length);
+      return done;
     }
     const refused = this.refused('write', offset, length, true, grow);
     if (refused) return refused;
@@ -298,7 +299,8 @@ export class BlockNode {
         ? this.writeAligned(offset, data)
         : this.serialised(offset, length, () => (this.isAligned(offset, length) ? this.writeAligned(offset, data) : this.writeUnaligned(offset, data)));
     const done = this.afterHook(offset, length, run);
-    return record && this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
+    if (record && this.bitmaps.active) this.bitmaps.recordWhenSettled(done, offset, length);
+    return done;
   }
 
   /**
@@ -314,7 +316,8 @@ export class BlockNode {
     }
     const instance = this.instance as Required<Pick<DriverInstance, 'writeCompressed'>>;
     const done = this.afterHook(offset, data.length, () => instance.writeCompressed(offset, data));
-    return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, data.length) : done;
+    if (this.bitmaps.active) this.bitmaps.recordWhenSettled(done, offset, data.length);
+    return done;
   }
 
   /** Makes a range read as zeros. */
@@ -323,7 +326,8 @@ export class BlockNode {
     if (refused) return refused;
     if (length === 0) return Promise.resolve();
     const done = this.afterHook(offset, length, () => (this.tracked === null ? this.zeroAligned(offset, length) : this.zeroSerialised(offset, length)));
-    return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
+    if (this.bitmaps.active) this.bitmaps.recordWhenSettled(done, offset, length);
+    return done;
   }
 
   private zeroSerialised(offset: number, length: number): Promise<void> {
@@ -352,7 +356,8 @@ export class BlockNode {
       return Promise.resolve();
     }
     const done = this.instance.discard(start, end - start);
-    return this.bitmaps.active ? this.bitmaps.recordAfter(done, offset, length) : done;
+    if (this.bitmaps.active) this.bitmaps.recordWhenSettled(done, offset, length);
+    return done;
   }
 
   /**
