@@ -5,6 +5,7 @@ import type { Drive } from '../drive.js';
 import * as P from '../drivers/nbd/protocol.js';
 import { BlockError } from '../errors.js';
 import type { DirtyBitmap } from '../node/dirty-bitmap.js';
+import type { RunSink } from '../node/granule-set.js';
 import type { ExtentArray } from './extent-array.js';
 import { NBD_STATE_DIRTY } from './meta-contexts.js';
 
@@ -24,25 +25,42 @@ export async function allocationToExtents(drive: Drive, offset: number, length: 
   }
 }
 
+/** Turns the granule runs of a bitmap walk into extents in bytes, clipped to the request. */
+class BitmapExtents implements RunSink {
+  ea: ExtentArray | null = null;
+  granularity = 1;
+  /** Bytes covered so far, and the request's end. */
+  pos = 0;
+  end = 0;
+  /** The array took no more: the walk stopped short. */
+  full = false;
+
+  run(endGranule: number, member: boolean): boolean {
+    const stop = Math.min(this.end, endGranule * this.granularity);
+    if (!(this.ea as ExtentArray).add(stop - this.pos, member ? NBD_STATE_DIRTY : 0)) {
+      this.full = true;
+      return false;
+    }
+    this.pos = stop;
+    return true;
+  }
+}
+
+/** One for all requests: a walk runs synchronously, start to end. */
+const walker = new BitmapExtents();
+
 /** qemu:dirty-bitmap:NAME: dirty runs have flag 1 (NBD_STATE_DIRTY), clean ones 0. Synchronous. */
 export function bitmapToExtents(bitmap: DirtyBitmap, offset: number, length: number, ea: ExtentArray): void {
   const end = offset + length;
   const granularity = bitmap.granularity;
-  const set = bitmap.granules;
-  const limit = Math.ceil(end / granularity);
-  const first = Math.floor(offset / granularity);
-  // Runs alternate: only the first run's dirtiness is looked up, then each run ends where the next begins.
-  let dirty = first < set.size && set.has(first);
-  for (let pos = offset, g = first; pos < end; dirty = !dirty) {
-    // Past the bitmap's end (a node grown since it was made): nothing recorded there.
-    if (g >= set.size) {
-      ea.add(end - pos, 0);
-      return;
-    }
-    const next = set.next(g + 1, !dirty, limit);
-    const stop = Math.min(end, next * granularity);
-    if (!ea.add(stop - pos, dirty ? NBD_STATE_DIRTY : 0)) return;
-    pos = stop;
-    g = next;
-  }
+  const w = walker;
+  w.ea = ea;
+  w.granularity = granularity;
+  w.pos = offset;
+  w.end = end;
+  w.full = false;
+  bitmap.granules.walkRuns(Math.floor(offset / granularity), Math.ceil(end / granularity), w);
+  // Past the bitmap's end (a node grown since it was made): nothing recorded there.
+  if (!w.full && w.pos < end) ea.add(end - w.pos, 0);
+  w.ea = null;
 }

@@ -33,6 +33,11 @@ const MAX_IN_FLIGHT = 64;
 const SPARE_BATCHES = 8;
 /** The error a batch is given back with when its last frame could not be written. */
 const NOT_WRITTEN = new Error('reply not written: the socket has closed');
+/**
+ * What a read pending when the connection ends rejects with: one instance for every connection
+ * (its stack says nothing; an Error's construction, which captures one, is a cost of every connection).
+ */
+const ENDING = new ReaderClosed('connection ending');
 
 /** What a connection needs of its server (the NbdServer; an interface so that the server's file imports this one, not the reverse). */
 export interface ConnectionHost extends NegotiationHost {
@@ -221,7 +226,7 @@ export class Connection implements ReadJobHost {
    * as long as it had for its handshake (handshakeTimeoutMs), then the socket is destroyed.
    */
   end(): void {
-    this.reader.stop(new ReaderClosed('connection ending'));
+    this.reader.stop(ENDING);
     // The replies of this turn go before the end.
     const b = this.batch;
     this.batch = null;
@@ -270,8 +275,9 @@ export class Connection implements ReadJobHost {
   }
 
   /**
-   * Queues one transmission reply, a frame that is one buffer. `pooled`: the frame goes back to the
-   * pool once written (a READ reply's); `bytes`: budget bytes its request holds until then. Replies
+   * Queues one transmission reply, a frame that is one buffer. `pooled`: the buffer the frame lies
+   * in goes back to the pool once written (a READ reply's, a BLOCK_STATUS chunk's); `bytes`: budget
+   * bytes its request holds until then. Replies
    * of one turn leave together, with one write callback for all (see {@link ReplyBatch}).
    */
   private reply(frame: Uint8Array, pooled: Buffer | null, bytes: number): void {
@@ -564,8 +570,9 @@ export class Connection implements ReadJobHost {
       if (depth !== null) await allocationToExtents(this.drive, offset, length, depth, true);
       // Bitmaps last and without an await between them and the send: the bits are read as they are now.
       let left = meta.count;
-      if (base !== null) this.reply(base.frame(req, --left === 0, BASE_ALLOCATION_ID), null, 0);
-      if (depth !== null) this.reply(depth.frame(req, --left === 0, ALLOCATION_DEPTH_ID), null, 0);
+      // Each frame lies in a pooled buffer that goes back to the pool once written.
+      if (base !== null) this.reply(base.frame(req, --left === 0, BASE_ALLOCATION_ID), base.framed, 0);
+      if (depth !== null) this.reply(depth.frame(req, --left === 0, ALLOCATION_DEPTH_ID), depth.framed, 0);
       const bitmaps = meta.selectedBitmaps;
       if (bitmaps.length > 0) {
         const ea = this.extentArray(max);
@@ -573,7 +580,7 @@ export class Connection implements ReadJobHost {
           const { id, bitmap } = bitmaps[i] as (typeof bitmaps)[number];
           ea.reset(max);
           bitmapToExtents(bitmap, offset, length, ea);
-          this.reply(ea.frame(req, --left === 0, id), null, 0);
+          this.reply(ea.frame(req, --left === 0, id), ea.framed, 0);
         }
         this.spareExtents.push(ea);
       }
@@ -584,7 +591,7 @@ export class Connection implements ReadJobHost {
   }
 
   private extentArray(max: number): ExtentArray {
-    const ea = this.spareExtents.pop() ?? new ExtentArray();
+    const ea = this.spareExtents.pop() ?? new ExtentArray(this.server.pool);
     ea.reset(max);
     return ea;
   }

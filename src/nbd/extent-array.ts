@@ -1,7 +1,10 @@
 // The extents of one BLOCK_STATUS chunk, kept in wire form as they are found (QEMU's
-// NBDExtentArray): neighbours with the same flags merge, a full array takes no more. Reused
-// across requests, so the hot path allocates only the reply frame.
+// NBDExtentArray): neighbours with the same flags merge, a full array takes no more. The
+// descriptors are stored big-endian straight into the buffer the chunk goes out in, behind room
+// for its header, so a frame is the header's 24 bytes written and no copy. The buffer comes from
+// a pool in a few size classes; the frame takes it away and it goes back once written.
 import * as P from '../drivers/nbd/protocol.js';
+import type { BufferPool } from './buffer-pool.js';
 import type { ServerRequest } from './request.js';
 
 /** Extents in one chunk, at most (QEMU NBD_MAX_BLOCK_STATUS_EXTENTS: 1 MiB of descriptors). */
@@ -9,15 +12,35 @@ export const MAX_EXTENTS = (1024 * 1024) / 8;
 const MAX_U32 = 0xffffffff;
 /** Chunk header and context id in front of the descriptors. */
 const HEAD = P.STRUCTURED_REPLY_HEADER_SIZE + 4;
+/** Descriptors the smallest buffer holds; buffers hold a power of two of them, up to MAX_EXTENTS. */
+const MIN_CAPACITY = 64;
+
+/** Bytes of a buffer that holds `capacity` descriptors (one of few sizes, so that a pool of exact sizes serves them). */
+function bytesFor(capacity: number): number {
+  return HEAD + 8 * capacity;
+}
 
 export class ExtentArray {
-  /** Descriptors as (length, flags) pairs in native order; grows by doubling up to what `max` needs. */
-  private pairs = new Uint32Array(2 * 64);
+  /** The buffer being filled (header room, then descriptors), or null before the first reset and after a frame took it. */
+  private buf: Buffer | null = null;
+  private view: DataView | null = null;
+  /** Descriptors `buf` holds room for. */
+  private capacity = 0;
+  /** Capacity to start with: what the last request needed (requests of one client look alike). */
+  private wanted = MIN_CAPACITY;
   private max = MAX_EXTENTS;
   /** Descriptors held. */
   count = 0;
   private lastFlags = -1;
   private lastLength = 0;
+  /**
+   * The whole buffer behind the last {@link frame}, now the caller's: given back to the pool
+   * once the frame has been written (it is never reused by this array).
+   */
+  framed: Buffer | null = null;
+
+  /** @param pool Where buffers come from (and where their owners give them back); without one, each is allocated. */
+  constructor(private readonly pool: BufferPool | null = null) {}
 
   /** Empties the array for a request that takes at most `max` extents (1 for REQ_ONE). */
   reset(max: number): void {
@@ -25,6 +48,10 @@ export class ExtentArray {
     this.count = 0;
     this.lastFlags = -1;
     this.lastLength = 0;
+    this.framed = null;
+    let capacity = this.wanted;
+    while (capacity > MIN_CAPACITY && capacity >= 2 * max) capacity >>>= 1;
+    if (this.buf === null || this.capacity !== capacity) this.take(capacity);
   }
 
   /**
@@ -35,41 +62,64 @@ export class ExtentArray {
     if (length === 0) return true;
     if (flags === this.lastFlags && this.lastLength + length <= MAX_U32) {
       this.lastLength += length;
-      this.pairs[2 * (this.count - 1)] = this.lastLength;
+      (this.view as DataView).setUint32(HEAD + 8 * (this.count - 1), this.lastLength);
       return true;
     }
     if (this.count >= this.max) return false;
-    const at = 2 * this.count;
-    if (at + 2 > this.pairs.length) this.grow();
-    this.pairs[at] = length;
-    this.pairs[at + 1] = flags;
+    if (this.count === this.capacity) this.grow();
+    const view = this.view as DataView;
+    const at = HEAD + 8 * this.count;
+    view.setUint32(at, length);
+    view.setUint32(at + 4, flags);
     this.count++;
     this.lastFlags = flags;
     this.lastLength = length;
     return true;
   }
 
-  /** The NBD_REPLY_TYPE_BLOCK_STATUS chunk of these extents for `contextId`. */
+  /**
+   * The NBD_REPLY_TYPE_BLOCK_STATUS chunk of these extents for `contextId`. The frame lies in the
+   * array's buffer, which goes with it ({@link framed}); the next reset starts another.
+   */
   frame(req: ServerRequest, done: boolean, contextId: number): Buffer {
+    const b = this.buf;
+    if (b === null) throw new Error('extent array: framed already (reset it first)');
+    const view = this.view as DataView;
     const bytes = 8 * this.count;
-    const b = Buffer.allocUnsafe(HEAD + bytes);
-    b.writeUInt32BE(P.NBD_STRUCTURED_REPLY_MAGIC, 0);
-    b.writeUInt16BE(done ? P.NBD_REPLY_FLAG_DONE : 0, 4);
-    b.writeUInt16BE(P.NBD_REPLY_TYPE_BLOCK_STATUS, 6);
-    b.writeUInt32BE(req.cookieHigh, 8);
-    b.writeUInt32BE(req.cookieLow, 12);
-    b.writeUInt32BE(4 + bytes, 16);
-    b.writeUInt32BE(contextId, 20);
-    // Big-endian stores through a DataView: one byte-swapped 32-bit store per value, not four byte stores.
-    const view = new DataView(b.buffer, b.byteOffset + HEAD, bytes);
-    const pairs = this.pairs;
-    for (let i = 0, n = 2 * this.count; i < n; i++) view.setUint32(4 * i, pairs[i] as number);
-    return b;
+    view.setUint32(0, P.NBD_STRUCTURED_REPLY_MAGIC);
+    view.setUint16(4, done ? P.NBD_REPLY_FLAG_DONE : 0);
+    view.setUint16(6, P.NBD_REPLY_TYPE_BLOCK_STATUS);
+    view.setUint32(8, req.cookieHigh);
+    view.setUint32(12, req.cookieLow);
+    view.setUint32(16, 4 + bytes);
+    view.setUint32(20, contextId);
+    this.framed = b;
+    this.buf = null;
+    this.view = null;
+    return b.subarray(0, HEAD + bytes);
+  }
+
+  /** A buffer for `capacity` descriptors (the one held, if any, goes back to the pool: nothing else references it). */
+  private take(capacity: number): void {
+    if (this.buf !== null) this.pool?.give(this.buf);
+    const size = bytesFor(capacity);
+    const b = this.pool !== null ? this.pool.take(size) : Buffer.allocUnsafe(size);
+    this.buf = b;
+    this.view = new DataView(b.buffer, b.byteOffset, size);
+    this.capacity = capacity;
   }
 
   private grow(): void {
-    const bigger = new Uint32Array(Math.min(2 * this.pairs.length, 2 * MAX_EXTENTS));
-    bigger.set(this.pairs.subarray(0, 2 * this.count));
-    this.pairs = bigger;
+    const old = this.buf as Buffer;
+    const used = HEAD + 8 * this.count;
+    const capacity = Math.min(2 * this.capacity, MAX_EXTENTS);
+    const size = bytesFor(capacity);
+    const b = this.pool !== null ? this.pool.take(size) : Buffer.allocUnsafe(size);
+    old.copy(b, 0, 0, used);
+    this.pool?.give(old);
+    this.buf = b;
+    this.view = new DataView(b.buffer, b.byteOffset, size);
+    this.capacity = capacity;
+    this.wanted = capacity;
   }
 }

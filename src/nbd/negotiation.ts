@@ -9,6 +9,7 @@ import { agreedSelection, type HandedConnection } from './handover.js';
 const MAX_OPTION_LENGTH = 64 * 1024;
 /** Preferred block size advertised in NBD_INFO_BLOCK_SIZE. */
 const PREFERRED_BLOCK_SIZE = 4096;
+const GREETING = P.encodeServerGreeting(P.NBD_FLAG_FIXED_NEWSTYLE | P.NBD_FLAG_NO_ZEROES);
 
 /** What the option haggling needs to know of the server. */
 export interface NegotiationHost {
@@ -55,9 +56,9 @@ export class Negotiation {
     private readonly send: (frame: Uint8Array) => void,
   ) {}
 
-  /** The server's first bytes: magic, and fixed newstyle with no zeroes offered. */
+  /** The server's first bytes: magic, and fixed newstyle with no zeroes offered (one buffer for every connection: it is only ever written out). */
   static greeting(): Buffer {
-    return P.encodeServerGreeting(P.NBD_FLAG_FIXED_NEWSTYLE | P.NBD_FLAG_NO_ZEROES);
+    return GREETING;
   }
 
   /** The next bytes will be an option header: the moment to hold back a client that does not read its replies. */

@@ -57,6 +57,12 @@ function lowerBound(sorted: readonly number[], key: number): number {
   return lo;
 }
 
+/** Receives the runs of {@link GranuleSet.walkRuns}, one call each. */
+export interface RunSink {
+  /** The run that began where the previous one ended (the first at the walk's start) ends before granule `end`; `member`: its granules are in the set. False stops the walk. */
+  run(end: number, member: boolean): boolean;
+}
+
 /** A sparse set of granules `[0, size)`, with set/reset of ranges, union and an ordered walk. */
 export class GranuleSet {
   private readonly pages = new Map<number, Uint32Array>();
@@ -253,6 +259,75 @@ export class GranuleSet {
       yield [g, end];
       g = this.next(end, true, limit);
     }
+  }
+
+  /**
+   * The runs of members and non-members that make up `[from, limit)`, in order, alternating:
+   * `sink.run(end, member)` for each (the last ends at `limit`, clipped to the set's size). One
+   * pass over the words: the places where a bit differs from the one before it are found a word
+   * at a time (bits XOR bits shifted by one), so a run costs a few operations, not a search.
+   */
+  walkRuns(from: number, limit: number, sink: RunSink): void {
+    limit = Math.min(limit, this.sizeValue);
+    let g = Math.max(0, from);
+    if (!(g < limit)) return;
+    let member = this.has(g);
+    const order = this.order;
+    // Transitions are looked for at granules after `g` (the start, then each page's first).
+    while (g < limit) {
+      const index = Math.floor(g * PER_GRANULE);
+      const base = index * PAGE_GRANULES;
+      const page = this.pages.get(index);
+      if (page === undefined) {
+        // A page with no members: a member run ends where it begins; a gap goes on to the next page there is.
+        if (member) {
+          if (!sink.run(base, true)) return;
+          member = false;
+        }
+        const i = lowerBound(order, index + 1);
+        const next = i === order.length ? limit : Math.min(limit, order[i]! * PAGE_GRANULES);
+        if (next >= limit) break;
+        // The next page's first granule: a transition if it is a member.
+        g = next;
+        if (this.has(g)) {
+          if (!sink.run(g, false)) return;
+          member = true;
+        }
+        continue;
+      }
+      const pageEnd = Math.min(limit, base + PAGE_GRANULES);
+      // Transitions at granules in (g, pageEnd): bit i of t says granule i differs from granule i - 1.
+      let w = (g - base) >>> 5;
+      const lastWord = (pageEnd - 1 - base) >>> 5;
+      // Bits at or below g's are no transitions of this walk.
+      const skip = g - base - (w << 5) + 1;
+      let low = skip === 32 ? 0 : -1 << skip;
+      for (; w <= lastWord; w++) {
+        const bits = page[w]! | 0;
+        let t = (bits ^ ((bits << 1) | (member ? 1 : 0))) & low;
+        low = -1;
+        if (w === lastWord) {
+          const keep = pageEnd - base - (w << 5);
+          if (keep < 32) t &= (1 << keep) - 1;
+        }
+        while (t !== 0) {
+          const end = base + (w << 5) + lowestBit(t);
+          if (!sink.run(end, member)) return;
+          member = !member;
+          t &= t - 1;
+        }
+      }
+      g = pageEnd;
+      if (g >= limit) break;
+      // The next page's first granule against the last of this one.
+      const nextPage = this.pageAt(index + 1);
+      const first = nextPage !== undefined && (nextPage[0]! & 1) !== 0;
+      if (first !== member) {
+        if (!sink.run(g, member)) return;
+        member = first;
+      }
+    }
+    sink.run(limit, member);
   }
 
   private nextMember(from: number, limit: number): number {

@@ -140,7 +140,7 @@ export class Refcounts {
     for (;;) {
       const { start, firstFree } = await this.scan(n);
       if (!this.ensureBlocks(start, n)) continue; // a new refcount block took one of the clusters
-      for (let i = start; i < start + n; i++) await this.change(i, 1, false);
+      await this.incrementRun(start, start + n);
       this.cursor = firstFree === start ? start + n : firstFree;
       this.highWater = Math.max(this.highWater, (start + n) * this.cs);
       return start * this.cs;
@@ -174,7 +174,7 @@ export class Refcounts {
       this.blocks.set(b, { offset: (s + n + i) * this.cs, data: new Uint8Array(this.cs), dirty: true });
     });
     const end = s + n + blocks.length;
-    for (let i = s; i < end; i++) await this.change(i, 1, false);
+    await this.incrementRun(s, end);
     this.highWater = end * this.cs;
     return s * this.cs;
   }
@@ -425,6 +425,24 @@ export class Refcounts {
     return ok;
   }
 
+  /**
+   * Adds one reference to each cluster of [first, end) (a new run: one refcount update per
+   * block the run touches, not one lookup and one await per cluster). A block's entries are all
+   * checked before any of them changes.
+   */
+  private async incrementRun(first: number, end: number): Promise<void> {
+    const E = this.perBlock;
+    for (let i = first; i < end; ) {
+      const b = Math.floor(i / E);
+      const stop = Math.min(end, (b + 1) * E);
+      const blk = await this.block(b);
+      for (let k = i; k < stop; k++) this.checkChange(blk, k - b * E, k, 1);
+      for (let k = i; k < stop; k++) writeEntry(blk!.data, k - b * E, this.order, readEntry(blk!.data, k - b * E, this.order) + 1);
+      blk!.dirty = true;
+      i = stop;
+    }
+  }
+
   private async change(index: number, delta: number, freeing: boolean): Promise<void> {
     const blk = await this.block(Math.floor(index / this.perBlock));
     this.changeIn(blk, index % this.perBlock, index, delta, freeing);
@@ -432,6 +450,14 @@ export class Refcounts {
 
   /** Adds `delta` to entry `at` of `blk` (the block of cluster `index`; undefined: no block covers it). */
   private changeIn(blk: Block | undefined, at: number, index: number, delta: number, freeing: boolean): void {
+    const next = this.checkChange(blk, at, index, delta);
+    writeEntry(blk!.data, at, this.order, next);
+    blk!.dirty = true;
+    if (freeing && next === 0 && index < this.cursor) this.cursor = index;
+  }
+
+  /** The refcount entry `at` of `blk` (cluster `index`) would have after adding `delta`; throws when that is out of range. */
+  private checkChange(blk: Block | undefined, at: number, index: number, delta: number): number {
     const old = blk ? readEntry(blk.data, at, this.order) : 0;
     const next = old + delta;
     if (!blk || next < 0) {
@@ -443,9 +469,7 @@ export class Refcounts {
         field: 'refcount_bits',
       });
     }
-    writeEntry(blk.data, at, this.order, next);
-    blk.dirty = true;
-    if (freeing && next === 0 && index < this.cursor) this.cursor = index;
+    return next;
   }
 
   private notAllocated(index: number): BlockError {
