@@ -6,6 +6,7 @@ import type { DirtyBitmap } from '../node/dirty-bitmap.js';
 import type { BlockNode } from '../node/node.js';
 import { allocatedBetween, CHAIN_CHUNK, writeCopied } from './commit-chain.js';
 import { CopyFlights, FLIGHT_PIECE } from './copy-flights.js';
+import { EarlyWriteback, storageChildren } from './commit-writeback.js';
 import type { JobHost } from './host.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 
@@ -88,12 +89,15 @@ export class ActiveCommitWork implements JobWork {
   private async runOverlapped(job: Job): Promise<void> {
     const { bitmap, top } = this;
     const len = top.length;
+    // The base's files are flushed as the copy goes on: the flush at the pivot then has little left.
+    const writeback = new EarlyWriteback(storageChildren(this.base));
     const flights = new CopyFlights(
       top,
       this.base,
       PIECES_IN_FLIGHT,
       FLIGHT_PIECE,
       (bytes) => {
+        writeback.wrote(bytes);
         job.addProgress(bytes);
         job.setRemaining(bitmap.count + flights.bytesInFlight - bytes);
       },
@@ -102,8 +106,9 @@ export class ActiveCommitWork implements JobWork {
         await job.onIoError(this.onError, op, e);
       },
     );
+    let failure: { reason: unknown } | undefined;
     try {
-      while (!flights.failed) {
+      while (!flights.failed && !writeback.failed) {
         if (job.isCancelled) break;
         const piece = this.nextDirty(bitmap, len, FLIGHT_PIECE);
         if (piece === null) {
@@ -128,9 +133,18 @@ export class ActiveCommitWork implements JobWork {
         flights.start(offset, length);
         await job.throttle(length);
       }
-    } finally {
-      await flights.settleAll();
+    } catch (reason) {
+      failure = { reason };
     }
+    // The pieces and the flush in flight settle before the job goes on; the first failure is the job's.
+    for (const settle of [() => flights.settleAll(), () => writeback.settle()]) {
+      try {
+        await settle();
+      } catch (reason) {
+        failure ??= { reason };
+      }
+    }
+    if (failure !== undefined) throw failure.reason;
   }
 
   complete(job: Job): void {

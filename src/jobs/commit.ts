@@ -6,6 +6,7 @@ import { BlockError } from '../errors.js';
 import type { BlockNode } from '../node/node.js';
 import { ActiveCommitWork } from './commit-active.js';
 import { CopyFlights, FLIGHT_PIECE } from './copy-flights.js';
+import { EarlyWriteback, storageChildren } from './commit-writeback.js';
 import {
   allocatedBetween,
   bottomOf,
@@ -150,7 +151,6 @@ export async function startCommit(host: JobHost, spec: CommitJobSpec): Promise<J
 const PIECES_IN_FLIGHT = 4;
 /** Widest allocation query of the overlapped walk: an extent's answer serves all of its pieces. */
 const STATUS_WINDOW = CHAIN_CHUNK * 64;
-const noProgress = (): void => {};
 
 /** The work of an intermediate commit (QEMU commit_run, commit_prepare). */
 class CommitWork implements JobWork {
@@ -211,7 +211,9 @@ class CommitWork implements JobWork {
     const { top, base } = this;
     const len = top.length;
     job.setRemaining(len);
-    const flights = new CopyFlights(top, base, PIECES_IN_FLIGHT, FLIGHT_PIECE, noProgress, async (_offset, _length, op, e) => {
+    // The base's files are flushed as the copy goes on: the flush before the relink then has little left.
+    const writeback = new EarlyWriteback(storageChildren(base));
+    const flights = new CopyFlights(top, base, PIECES_IN_FLIGHT, FLIGHT_PIECE, (bytes) => writeback.wrote(bytes), async (_offset, _length, op, e) => {
       await job.onIoError(this.onError, op, e);
     });
     let failure: { reason: unknown } | undefined;
@@ -220,7 +222,7 @@ class CommitWork implements JobWork {
       // than QEMU's one per chunk (each may reach the image file), the same bytes copied.
       let extentEnd = 0;
       let copy = false;
-      for (let offset = 0; offset < len && !flights.failed; ) {
+      for (let offset = 0; offset < len && !flights.failed && !writeback.failed; ) {
         if (job.isCancelled) break;
         if (offset >= extentEnd) {
           const found = await allocatedBetween(top, offset, Math.min(STATUS_WINDOW, len - offset), 0, this.limit);
@@ -243,6 +245,11 @@ class CommitWork implements JobWork {
     // Every piece settles before the job goes on; the first failure is the job's.
     try {
       await flights.settleAll();
+    } catch (e) {
+      failure ??= { reason: e };
+    }
+    try {
+      await writeback.settle();
     } catch (e) {
       failure ??= { reason: e };
     }

@@ -138,7 +138,8 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
   let preallocated: boolean | undefined;
   let detecting: Promise<boolean> | undefined;
   const detectPrealloc = async () => {
-    detecting ??= writer ? writer.exclusive(() => detectMetadataPreallocation(file, h)) : detectMetadataPreallocation(file, h);
+    // The refcounts on disk must be current, not durable: no sync (QEMU reads its refcount cache).
+    detecting ??= writer ? writer.withRefcountsWritten(() => detectMetadataPreallocation(file, h)) : detectMetadataPreallocation(file, h);
     preallocated = await detecting;
     return preallocated;
   };

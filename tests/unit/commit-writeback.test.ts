@@ -1,0 +1,113 @@
+// A commit flushes its base's files while it copies (commit-writeback.ts): a flush once enough
+// bytes went, one at a time, and a failed flush is never lost: it fails the job.
+import { describe, expect, it } from 'vitest';
+import { EarlyWriteback, storageChildren } from '../../src/jobs/commit-writeback.js';
+import { BlockLayer } from '../../src/layer.js';
+import type { BlockNode } from '../../src/node/node.js';
+import { fill, memoryQcow2, readAll, threeLayerChain } from '../helpers/memory-chain.js';
+
+const MiB = 1 << 20;
+
+/** A stand-in for a file node: counts its flushes, each settled by hand. */
+function fakeFile() {
+  const pending: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+  const node = {
+    flush: () =>
+      new Promise<void>((resolve, reject) => {
+        pending.push({ resolve, reject });
+      }),
+  } as unknown as BlockNode;
+  return { node, pending };
+}
+
+const turn = () => new Promise((r) => setImmediate(r));
+
+describe('EarlyWriteback', () => {
+  it('flushes once `every` bytes were written, one flush at a time', async () => {
+    const f = fakeFile();
+    const wb = new EarlyWriteback([f.node], 4 * MiB);
+    wb.wrote(3 * MiB);
+    expect(f.pending).toHaveLength(0);
+    wb.wrote(MiB);
+    expect(f.pending).toHaveLength(1);
+    // Another 4 MiB while the first flush runs: no second flush at once.
+    wb.wrote(4 * MiB);
+    expect(f.pending).toHaveLength(1);
+    f.pending[0]!.resolve();
+    await turn();
+    wb.wrote(4 * MiB);
+    expect(f.pending).toHaveLength(2);
+    f.pending[1]!.resolve();
+    await wb.settle();
+    expect(wb.failed).toBe(false);
+  });
+
+  it('keeps a failed flush and throws it from settle, once', async () => {
+    const f = fakeFile();
+    const wb = new EarlyWriteback([f.node], MiB);
+    wb.wrote(MiB);
+    const error = new Error('EIO');
+    f.pending[0]!.reject(error);
+    await turn();
+    expect(wb.failed).toBe(true);
+    await expect(wb.settle()).rejects.toBe(error);
+    await expect(wb.settle()).resolves.toBeUndefined();
+  });
+
+  it('settle waits for the flush in flight', async () => {
+    const f = fakeFile();
+    const wb = new EarlyWriteback([f.node], MiB);
+    wb.wrote(MiB);
+    let settled = false;
+    const s = wb.settle().then(() => {
+      settled = true;
+    });
+    await turn();
+    expect(settled).toBe(false);
+    f.pending[0]!.resolve();
+    await s;
+    expect(settled).toBe(true);
+  });
+
+  it('the storage of a qcow2 is its file child, not its backing chain', async () => {
+    const layer = new BlockLayer();
+    const { base, mid } = await threeLayerChain(layer);
+    expect(storageChildren(mid)).toEqual([mid.child('file')]);
+    expect(storageChildren(mid)).not.toContain(base);
+    await layer.close();
+  });
+});
+
+describe('commit with early write-back', () => {
+  it('an intermediate commit whose base file fails a flush mid-copy fails, the chain unchanged', async () => {
+    const layer = new BlockLayer();
+    const SIZE = 160 * MiB;
+    // The base's first flush fails: the early write-back's (the copy is > 64 MiB).
+    const base = await memoryQcow2(layer, 'base', SIZE, undefined, undefined, [{ event: 'flush', once: true, code: 'EIO' }]);
+    const mid = await memoryQcow2(layer, 'mid', SIZE, base);
+    await fill(mid, 0, 96 * MiB, 0x5a);
+    const top = await memoryQcow2(layer, 'top', SIZE, mid);
+    const job = await layer.startJob({ type: 'commit', jobId: 'c', device: 'top', topNode: 'mid', baseNode: 'base' });
+    await expect(job.wait()).rejects.toThrow(/EIO/);
+    // It stopped copying once the flush failed, before the end of the disk.
+    expect(job.progress.current).toBeLessThan(job.progress.total);
+    expect(top.child('backing')).toBe(mid);
+    await layer.close();
+  });
+
+  it('an intermediate commit of more than one write-back step leaves the base with the mid’s data', async () => {
+    const layer = new BlockLayer();
+    const SIZE = 160 * MiB;
+    const base = await memoryQcow2(layer, 'base', SIZE);
+    await fill(base, 100 * MiB, 8 * MiB, 0x11);
+    const mid = await memoryQcow2(layer, 'mid', SIZE, base);
+    for (let at = 0; at < 150 * MiB; at += 3 * MiB) await fill(mid, at, 2 * MiB, (at / MiB) & 0xff);
+    const top = await memoryQcow2(layer, 'top', SIZE, mid);
+    const expected = await readAll(mid);
+    const job = await layer.startJob({ type: 'commit', jobId: 'c', device: 'top', topNode: 'mid', baseNode: 'base' });
+    await job.wait();
+    expect(top.child('backing')).toBe(base);
+    expect(Buffer.from(await readAll(base)).equals(Buffer.from(expected))).toBe(true);
+    await layer.close();
+  });
+});
