@@ -17,11 +17,14 @@ const FILE_SIZE = 64 << 20;
 const BS = 4096;
 const QD = 16;
 const OPS = 20_000;
+/** Reads are cheap (a few µs of CPU each): a read round does more of them, so its worker CPU spans enough 10 ms ticks to compare. */
+const READ_OPS = 100_000;
 
 // The worker: one bare handle and one drive, opened once; each message runs one timed round.
 const WORKER = `
 const bl = await import('/dist/blocklayer.js');
-const FILE_SIZE = ${FILE_SIZE}, BS = ${BS}, QD = ${QD}, OPS = ${OPS};
+const FILE_SIZE = ${FILE_SIZE}, BS = ${BS}, QD = ${QD}, WRITE_OPS = ${OPS}, READ_OPS = ${READ_OPS};
+const OPS = Math.max(WRITE_OPS, READ_OPS);
 const root = await navigator.storage.getDirectory();
 const dir = await root.getDirectoryHandle('bench', { create: true });
 const bareFile = await dir.getFileHandle('bare.raw', { create: true });
@@ -41,7 +44,7 @@ const nul = await layer.openDrive({ driver: 'null', size: FILE_SIZE, readZeroes:
 const rounds = {
   bareWrite() {
     const at = { at: 0 };
-    for (let i = 0; i < OPS; i++) {
+    for (let i = 0; i < WRITE_OPS; i++) {
       at.at = offsets[i];
       bare.write(data, at);
     }
@@ -50,7 +53,7 @@ const rounds = {
   bareRead() {
     const at = { at: 0 };
     const buf = new Uint8Array(BS);
-    for (let i = 0; i < OPS; i++) {
+    for (let i = 0; i < READ_OPS; i++) {
       at.at = offsets[i];
       bare.read(buf, at);
     }
@@ -58,7 +61,7 @@ const rounds = {
   async driveWrite() {
     let next = 0;
     await Promise.all(Array.from({ length: QD }, async () => {
-      while (next < OPS) await drive.write(offsets[next++], data);
+      while (next < WRITE_OPS) await drive.write(offsets[next++], data);
     }));
     await drive.flush();
   },
@@ -66,7 +69,7 @@ const rounds = {
     let next = 0;
     await Promise.all(Array.from({ length: QD }, async () => {
       const buf = new Uint8Array(BS);
-      while (next < OPS) await drive.read(offsets[next++], buf);
+      while (next < READ_OPS) await drive.read(offsets[next++], buf);
     }));
   },
 };
@@ -75,19 +78,19 @@ rounds.nullRead = async () => {
     let next = 0;
     await Promise.all(Array.from({ length: QD }, async () => {
       const buf = new Uint8Array(BS);
-      while (next < OPS) await nul.read(offsets[next++], buf);
+      while (next < READ_OPS) await nul.read(offsets[next++], buf);
     }));
 };
 // the driver's own instance, under no Drive: where a gap between the two rows above comes from
 const inst = drive.node['instance'];
 rounds.instRead = async () => {
     const buf = new Uint8Array(BS);
-    for (let i = 0; i < OPS; i++) await inst.read(offsets[i], buf);
+    for (let i = 0; i < READ_OPS; i++) await inst.read(offsets[i], buf);
 };
 self.onmessage = async ({ data: name }) => {
   const t0 = performance.now();
   await rounds[name]();
-  self.postMessage(OPS / ((performance.now() - t0) / 1000));
+  self.postMessage((name.endsWith('Write') ? WRITE_OPS : READ_OPS) / ((performance.now() - t0) / 1000));
 };
 self.postMessage('ready');
 `;
@@ -101,6 +104,40 @@ await ready;
 window.round = (name) => new Promise((r) => { pending = r; w.postMessage(name); });
 window.ready = true;
 </script>`;
+
+/** /proc's stat file of the page's dedicated Worker thread (Chromium names it "DedicatedWorker thread"), in a process under this one. */
+function workerThreadStat(): string {
+  const ours = (pid: number) => {
+    for (let p = pid; p > 1; ) {
+      if (p === process.pid) return true;
+      try {
+        const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+        p = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      } catch {
+        return false;
+      }
+    }
+    return false;
+  };
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid) || !ours(Number(pid))) continue;
+    try {
+      for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+        if (fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').startsWith('DedicatedWorker')) return `/proc/${pid}/task/${tid}/stat`;
+      }
+    } catch {
+      // gone meanwhile
+    }
+  }
+  throw new Error('opfs bench: no DedicatedWorker thread found under this process');
+}
+
+/** A thread's CPU time (user + system, ms) from its /proc stat file. */
+function threadCpuMs(statFile: string): number {
+  const stat = fs.readFileSync(statFile, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * TICK_MS;
+}
 
 export async function opfsBench(rounds = 7): Promise<Record<string, unknown>> {
   if (!fs.existsSync(CHROMIUM)) {
@@ -123,41 +160,48 @@ export async function opfsBench(rounds = 7): Promise<Record<string, unknown>> {
     const page = context.pages()[0] ?? (await context.newPage());
     await page.goto(`${server.url}/bench/index.html`);
     await page.waitForFunction(() => (globalThis as unknown as { ready?: boolean }).ready === true, undefined, { timeout: 30_000 });
-    // each round's browser CPU (all of chromium's processes: load-independent, unlike the rate), by round name in order
+    // each round's browser CPU (all of chromium's processes: load-independent, unlike the rate)
+    // and the worker thread's alone (where both sides run: none of the other processes' idle
+    // ticks), by round name in order
     const cpu = new Map<string, number[]>();
+    const workerCpu = new Map<string, number[]>();
+    const worker = workerThreadStat();
+    const push = (into: Map<string, number[]>, name: string, v: number) => into.set(name, [...(into.get(name) ?? []), v]);
     const round = (name: string) => async () => {
       const cpu0 = childrenCpuMs();
+      const w0 = threadCpuMs(worker);
       const rate = await page.evaluate((n) => (globalThis as unknown as { round: (n: string) => Promise<number> }).round(n), name);
-      const list = cpu.get(name) ?? [];
-      list.push(childrenCpuMs() - cpu0);
-      cpu.set(name, list);
+      push(workerCpu, name, threadCpuMs(worker) - w0);
+      push(cpu, name, childrenCpuMs() - cpu0);
       return rate;
     };
-    /** The browser CPU per request of `subject` against `baseline` over their last `rounds` rounds (paired): µs each and the median ratio baseline/subject (≥ 1: cheaper). */
-    const cpuRow = (label: string, baseline: string, subject: string) => {
-      const b = (cpu.get(baseline) ?? []).slice(-rounds);
-      const s = (cpu.get(subject) ?? []).slice(-rounds);
+    /** The CPU per request (of the browser, or of the worker thread) of `subject` against `baseline` over their last `rounds` rounds (paired): µs each and the median ratio baseline/subject (≥ 1: cheaper). */
+    const cpuRow = (label: string, ops: number, baseline: string, subject: string, of = cpu, what = 'browser') => {
+      const b = (of.get(baseline) ?? []).slice(-rounds);
+      const s = (of.get(subject) ?? []).slice(-rounds);
       const ratios = s.map((x, i) => Math.max(b[i], TICK_MS) / Math.max(x, TICK_MS)).sort((x, y) => x - y);
-      const us = (ms: number) => `${((ms * 1000) / OPS).toFixed(2)} µs`;
-      row(`${label} (browser CPU/op)`, us(median(s)), us(median(b)), median(ratios), ratios);
+      const us = (ms: number) => `${((ms * 1000) / ops).toFixed(2)} µs`;
+      row(`${label} (${what} CPU/op)`, us(median(s)), us(median(b)), median(ratios), ratios);
       return { subjectCpuMs: median(s), baselineCpuMs: median(b), cpuRatio: median(ratios) };
     };
-    console.log(`opfs driver in Chromium: ${OPS} random ${BS >> 10} KiB requests in a ${FILE_SIZE >> 20} MiB file, a Drive at QD${QD} vs a bare sync-access-handle loop, same worker, median of ${rounds} paired rounds`);
+    console.log(`opfs driver in Chromium: ${OPS} (writes) or ${READ_OPS} (reads) random ${BS >> 10} KiB requests in a ${FILE_SIZE >> 20} MiB file, a Drive at QD${QD} vs a bare sync-access-handle loop, same worker, median of ${rounds} paired rounds`);
     console.log(`  (load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs)`);
     // one warm-up round each, not counted
     for (const n of ['bareWrite', 'driveWrite', 'bareRead', 'driveRead']) await round(n)();
     const writes = await sideBySide(rounds, round('bareWrite'), round('driveWrite'));
     row('4 KiB random writes (ops/s)', fmtRate(writes.subject), fmtRate(writes.baseline), writes.ratio, writes.rounds);
-    const writesCpu = cpuRow('4 KiB random writes', 'bareWrite', 'driveWrite');
+    const writesCpu = cpuRow('4 KiB random writes', OPS, 'bareWrite', 'driveWrite');
+    const writesWorkerCpu = cpuRow('4 KiB random writes', OPS, 'bareWrite', 'driveWrite', workerCpu, 'worker');
     const reads = await sideBySide(rounds, round('bareRead'), round('driveRead'));
     row('4 KiB random reads (ops/s)', fmtRate(reads.subject), fmtRate(reads.baseline), reads.ratio, reads.rounds);
-    const readsCpu = cpuRow('4 KiB random reads', 'bareRead', 'driveRead');
+    const readsCpu = cpuRow('4 KiB random reads', READ_OPS, 'bareRead', 'driveRead');
+    const readsWorkerCpu = cpuRow('4 KiB random reads', READ_OPS, 'bareRead', 'driveRead', workerCpu, 'worker');
     const direct = await sideBySide(rounds, round('bareRead'), round('instRead'));
     row('  the driver instance alone, QD1 (ops/s)', fmtRate(direct.subject), fmtRate(direct.baseline), direct.ratio, direct.rounds);
     const nul = await sideBySide(rounds, round('bareRead'), round('nullRead'));
     row('  a Drive on the null driver, QD16 (ops/s)', fmtRate(nul.subject), fmtRate(nul.baseline), nul.ratio, nul.rounds);
-    console.log(`  (CPU in ${TICK_MS} ms ticks over ${OPS} requests a round; a ratio is rate-like: bare CPU / drive CPU)`);
-    return { writes, reads, driverAlone: direct, nullDrive: nul, writesCpu, readsCpu };
+    console.log(`  (CPU in ${TICK_MS} ms ticks over the requests of a round; a ratio is rate-like: bare CPU / drive CPU)`);
+    return { writes, reads, driverAlone: direct, nullDrive: nul, writesCpu, readsCpu, writesWorkerCpu, readsWorkerCpu };
   } finally {
     await context.close();
     await server.close();
