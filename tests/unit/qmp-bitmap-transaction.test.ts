@@ -61,7 +61,7 @@ describe('QMP transaction of bitmap actions', () => {
     );
   });
 
-  it('either changes nothing (and fails) or does what the same commands one by one do', async () => {
+  it('either changes nothing (and fails) or does what the same commands one by one do (removes last)', async () => {
     let succeeded = 0;
     await fc.assert(
       fc.asyncProperty(writes, fc.array(action, { minLength: 1, maxLength: 4 }), async (w, actions) => {
@@ -77,7 +77,10 @@ describe('QMP transaction of bitmap actions', () => {
             return;
           }
           succeeded++;
-          for (const a of actions) await runCommand({ execute: a.type, arguments: a.data }, ctx(oneByOne));
+          // QEMU's remove keeps the bitmap, busy, until the transaction commits, so a later action
+          // of the same transaction may still merge from it: one by one, the removes come last
+          const removesLast = [...actions.filter((a) => a.type !== 'block-dirty-bitmap-remove'), ...actions.filter((a) => a.type === 'block-dirty-bitmap-remove')];
+          for (const a of removesLast) await runCommand({ execute: a.type, arguments: a.data }, ctx(oneByOne));
           expect(state(together)).toEqual(state(oneByOne));
         } finally {
           await together.close();
