@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
-import { type BuildOptions, build, type Plugin, transform } from 'esbuild';
+import { type BuildOptions, build, type Plugin } from 'esbuild';
 
 const root = path.resolve(import.meta.dirname, '..');
 
@@ -56,17 +56,18 @@ const mainAsScript: Plugin = {
 /**
  * esbuild wraps each default import of a CommonJS module (`import fs from 'node:fs'`, a dozen
  * sites over Node's modules) in `__toESM`, which copies every property of the module onto a new
- * object, once per importing module. A second import of the same module gets the first's
- * object back (what an ES module namespace is anyway: one per module): a measurable share of
- * a short verb's start-up otherwise. Expects esbuild's unminified helper; fails the build
- * if its shape changed.
+ * object, once per importing module. Here a second import of the same module gets the first's
+ * object back (what an ES module namespace is anyway: one per module). Patched in the minified
+ * script (minifying after a patch of the readable one keeps `const`s that cost a larger code
+ * cache); fails the build when esbuild's helper no longer has the shape looked for.
  */
 function shareEsmWrappers(text: string): string {
-  const helper = 'var __toESM = (mod, isNodeMode, target) => (';
-  const at = text.indexOf(helper);
-  if (at < 0 || text.indexOf(helper, at + 1) >= 0) throw new Error("esbuild's __toESM helper changed: update scripts/build-cli.ts (shareEsmWrappers)");
-  const shared = 'var __esmWrappers = [new WeakMap(), new WeakMap()];\nvar __toESM = (mod, isNodeMode) => {\n  if (mod == null || (typeof mod !== "object" && typeof mod !== "function")) return __toESMOnce(mod, isNodeMode);\n  const seen = __esmWrappers[isNodeMode ? 1 : 0];\n  let wrapper = seen.get(mod);\n  if (wrapper === undefined) seen.set(mod, (wrapper = __toESMOnce(mod, isNodeMode)));\n  return wrapper;\n};\nvar __toESMOnce = (mod, isNodeMode, target) => (';
-  return text.slice(0, at) + shared + text.slice(at + helper.length);
+  const helper = /([\w$]+)=(\(([\w$]+),([\w$]+),([\w$]+)\)=>\(\5=\3!=null\?[\w$]+\([\w$]+\(\3\)\):\{\},[\w$]+\(\4\|\|!\3\|\|!\3\.__esModule\?[\w$]+\(\5,"default",\{value:\3,enumerable:!0\}\):\5,\3\)\))/g;
+  const found = [...text.matchAll(helper)];
+  if (found.length !== 1) throw new Error(`esbuild's __toESM helper found ${found.length} times, not once: update scripts/build-cli.ts (shareEsmWrappers)`);
+  const [whole, name, wrap] = found[0];
+  const shared = `${name}=((w,s)=>(m,n)=>{if(m==null||typeof m!="object"&&typeof m!="function")return w(m,n);const c=s[n?1:0];let x=c.get(m);if(x===void 0)c.set(m,x=w(m,n));return x})(${wrap},[new WeakMap,new WeakMap])`;
+  return text.replace(whole, () => shared);
 }
 
 /** The CLI script beside the launcher (scripts/cli-launcher.ts). */
@@ -90,16 +91,14 @@ export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<st
     // require, where the code that needs them asks
     external: [...builtinModules, 'node:*', 'koffi', 'fs-ext', 'zstd-napi', 'file-disk'],
     define: { 'import.meta.url': '__blocklayer_url' },
-    // minified below, after shareEsmWrappers, which needs esbuild's helpers as written
-    minify: false,
+    // fewer bytes to read, and to compile when there is no cache yet
+    minify: true,
     // no maps: they would point at src/, which is not shipped (and double what is installed)
     sourcemap: false,
     plugins: [mainAsScript],
     logLevel: 'warning',
   });
-  // fewer bytes to read, and to compile when there is no cache yet
-  const minified = await transform(shareEsmWrappers(cli.outputFiles[0].text), { minify: true, treeShaking: true, target: 'node20', legalComments: 'none' });
-  const text = `(function (require, __blocklayer_url) {\n${minified.code}})\n`;
+  const text = `(function (require, __blocklayer_url) {\n${shareEsmWrappers(cli.outputFiles[0].text)}})\n`;
   // The script runs through vm.Script, where import() has no loader: a module left external and
   // loaded with import() would fail only when that path runs (zstd compression once did).
   const dynamicImport = /\bimport\((?!\s*\))/.exec(text);
