@@ -33,10 +33,7 @@ const MAX_IN_FLIGHT = 64;
 const SPARE_BATCHES = 8;
 /** The error a batch is given back with when its last frame could not be written. */
 const NOT_WRITTEN = new Error('reply not written: the socket has closed');
-/**
- * What a read pending when the connection ends rejects with: one instance for every connection
- * (its stack says nothing; an Error's construction, which captures one, is a cost of every connection).
- */
+/** What a read pending at a connection's end rejects with: one for all (an Error's stack costs every connection). */
 const ENDING = new ReaderClosed('connection ending');
 
 /** What a connection needs of its server (the NbdServer; an interface so that the server's file imports this one, not the reverse). */
@@ -277,8 +274,8 @@ export class Connection implements ReadJobHost {
   /**
    * Queues one transmission reply, a frame that is one buffer. `pooled`: the buffer the frame lies
    * in goes back to the pool once written (a READ reply's, a BLOCK_STATUS chunk's); `bytes`: budget
-   * bytes its request holds until then. Replies
-   * of one turn leave together, with one write callback for all (see {@link ReplyBatch}).
+   * bytes its request holds until then. Replies of one turn leave together, with one write
+   * callback for all (see {@link ReplyBatch}).
    */
   private reply(frame: Uint8Array, pooled: Buffer | null, bytes: number): void {
     const socket = this.socket;
@@ -554,11 +551,7 @@ export class Connection implements ReadJobHost {
     if (this.spareReads.length < MAX_IN_FLIGHT) this.spareReads.push(job);
   }
 
-  /**
-   * One BLOCK_STATUS chunk per selected context, in QEMU's order (base:allocation,
-   * qemu:allocation-depth, the bitmaps), the last one flagged DONE. All are gathered before any is
-   * sent, so a failure is answered by one error chunk alone.
-   */
+  /** One BLOCK_STATUS chunk per selected context in QEMU's order (base:allocation, qemu:allocation-depth, the bitmaps), the last flagged DONE; all gathered before any is sent, so a failure is one error chunk alone. */
   private async blockStatus(req: ServerRequest): Promise<void> {
     const meta = this.meta as MetaSelection;
     const max = req.flags & P.NBD_CMD_FLAG_REQ_ONE ? 1 : MAX_EXTENTS;

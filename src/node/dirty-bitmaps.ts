@@ -3,7 +3,7 @@
 // driver (QEMU keeps them on the BlockDriverState; qcow2 stores them in the image).
 import { BlockError } from '../errors.js';
 import { checkBitmapName, checkGranularity, defaultGranularity, DirtyBitmap, type DirtyBitmapInfo } from './dirty-bitmap.js';
-import { SETTLED } from './driver.js';
+import { SETTLED } from './settled.js';
 import type { DriverInstance } from './types.js';
 
 /** How to make a new bitmap (QEMU block-dirty-bitmap-add's optional arguments). */

@@ -11,12 +11,7 @@ export type OpenContext<O> = GenericOpenContext<BlockNode, O>;
 /** A driver: a name, its capabilities, its options schema, the roles of its children, `open` and, for a format, `probe`. */
 export type BlockDriver<S extends z.ZodType = z.ZodType> = GenericBlockDriver<BlockNode, S>;
 
-/**
- * What a driver's read or write may return when the work is done before the call returns (a
- * synchronous handle): a Drive then completes the request at once, one promise reaction fewer
- * per request. Any other resolved promise means the same, only without the shortcut.
- */
-export const SETTLED: Promise<void> = Promise.resolve();
+export { SETTLED } from './settled.js';
 
 /** Helper for driver authors: keeps the schema's type flowing into `open`. */
 export function defineDriver<S extends z.ZodType>(driver: BlockDriver<S>): BlockDriver<S> {

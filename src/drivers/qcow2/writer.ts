@@ -3,30 +3,11 @@ import { AsyncLock, ClusterRangeQueue } from './async-lock.js';
 import { COMPRESSED, COPIED, compressedHiWord, compressedHost, compressedSectors, EXT_L2_ALLOC_BITS, EXT_L2_ZERO_BITS, entryOffset, l2EntryBytes, offsetHiWord, offsetLoWord, SUBCLUSTERS, ZERO_FLAG } from './entries.js';
 import { InPlaceWrites } from './in-place-writes.js';
 import { settleAll } from './refcounts.js';
+import type { ClusterPlan } from './cluster-plan.js';
 import type { WriterContext } from './writer-context.js';
 
 const ZERO_CHUNK = 1 << 20;
 const ONE_ZERO_BYTE = new Uint8Array(1);
-
-/** One guest cluster of a write: written in place, or newly allocated (with its old entry, to release). */
-interface ClusterPlan {
-  /** Guest offset of the cluster. */
-  guest: number;
-  /** Host offset of the cluster (where its bytes go). */
-  host: number;
-  /** A new cluster replaces the old one (released once the new entry is on disk). */
-  alloc: boolean;
-  /** The new cluster lies past everything ever written: its unwritten bytes read as zeros. */
-  fresh: boolean;
-  /** The L2 entry changes once the data is written. */
-  link: boolean;
-  /** Guest range written for this cluster: the data plus what is copied around it. */
-  cowFrom: number;
-  cowTo: number;
-  /** Extended L2: the new allocation and zero bitmaps. */
-  allocBits: number;
-  zeroBits: number;
-}
 
 /**
  * The qcow2 write path (QEMU qcow2-cluster.c / qcow2.c): in-place writes into clusters the
