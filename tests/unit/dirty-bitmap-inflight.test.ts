@@ -4,40 +4,14 @@
 // Drive's requests (marked by the request's completion) and writes straight to the node.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { z } from 'zod';
-import { BlockLayer, defineDriver } from '../../src/index.js';
+import { BlockLayer } from '../../src/index.js';
+import { heldDriver } from '../helpers/held-driver.js';
 
 const SIZE = 16 * 4096;
 const G = 4096;
 
 interface Pending {
   settle: (ok: boolean) => void;
-}
-
-/** A driver whose writes, write-zeroes and discards stay in flight until the test settles them. */
-function heldDriver(pending: Pending[]) {
-  const hold = () =>
-    new Promise<void>((resolve, reject) => {
-      pending.push({ settle: (ok) => (ok ? resolve() : reject(Object.assign(new Error('device error'), { code: 'EIO' }))) });
-    });
-  return defineDriver({
-    name: 'held',
-    capabilities: { kind: 'protocol' },
-    schema: z.object({}).strict(),
-    async open() {
-      return {
-        alignment: 1,
-        length: () => SIZE,
-        read: () => Promise.resolve(),
-        write: hold,
-        writeZeroes: hold,
-        discard: hold,
-        flush: () => Promise.resolve(),
-        blockStatus: async (offset: number, length: number) => ({ offset, length, data: true, zero: false, allocated: true, depth: 0 }),
-        close: async () => {},
-      };
-    },
-  });
 }
 
 const turn = () => new Promise<void>((r) => setImmediate(r));
@@ -58,7 +32,7 @@ describe('dirty bitmaps and writes in flight', () => {
       fc.asyncProperty(fc.array(op, { maxLength: 30 }), async (ops) => {
         await using layer = new BlockLayer();
         const pending: Pending[] = [];
-        layer.registerDriver(heldDriver(pending));
+        layer.registerDriver(heldDriver(SIZE, (settle) => pending.push({ settle })));
         const d = await layer.openDrive({ driver: 'held' });
         d.addDirtyBitmap('b', { granularity: G });
         const bitmap = d.bitmapNode.bitmaps.get('b');

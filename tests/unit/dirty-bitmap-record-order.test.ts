@@ -2,45 +2,19 @@
 // sees it settle, with no promise in between: the caller's own reaction already finds it dirty.
 // And the granule set's remembered page (the write path's shortcut) follows resizes and drops.
 import { describe, expect, it } from 'vitest';
-import { z } from 'zod';
-import { BlockLayer, defineDriver } from '../../src/index.js';
+import { BlockLayer } from '../../src/index.js';
 import { GranuleSet } from '../../src/node/granule-set.js';
+import { heldDriver } from '../helpers/held-driver.js';
 
 const SIZE = 16 * 4096;
 const G = 4096;
-
-/** A driver whose writes, write-zeroes and discards stay in flight until `settle` is called. */
-function heldDriver(pending: ((ok: boolean) => void)[]) {
-  const hold = () =>
-    new Promise<void>((resolve, reject) => {
-      pending.push((ok) => (ok ? resolve() : reject(Object.assign(new Error('device error'), { code: 'EIO' }))));
-    });
-  return defineDriver({
-    name: 'held',
-    capabilities: { kind: 'protocol' },
-    schema: z.object({}).strict(),
-    async open() {
-      return {
-        alignment: 1,
-        length: () => SIZE,
-        read: () => Promise.resolve(),
-        write: hold,
-        writeZeroes: hold,
-        discard: hold,
-        flush: () => Promise.resolve(),
-        blockStatus: async (offset: number, length: number) => ({ offset, length, data: true, zero: false, allocated: true, depth: 0 }),
-        close: async () => {},
-      };
-    },
-  });
-}
 
 describe('recording a write made straight to the node', () => {
   for (const ok of [true, false]) {
     it(`marks it before the caller's reaction runs (${ok ? 'done' : 'failed'}), for write, write-zeroes and discard`, async () => {
       await using layer = new BlockLayer();
       const pending: ((ok: boolean) => void)[] = [];
-      layer.registerDriver(heldDriver(pending));
+      layer.registerDriver(heldDriver(SIZE, (settle) => pending.push(settle)));
       const d = await layer.openDrive({ driver: 'held' });
       d.addDirtyBitmap('b', { granularity: G });
       const node = d.bitmapNode;
