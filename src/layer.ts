@@ -20,7 +20,7 @@ import type { BuiltinDriveOptions, DriveOptions, DriveOwnOptions } from './optio
 import { ID_PATTERN, ID_RULE } from './ids.js';
 import { JobRegistry } from './jobs/registry.js';
 import type { Job } from './jobs/job.js';
-import type { JobSpec } from './jobs/start.js';
+import { type JobSpec, startJob } from './jobs/start.js';
 
 export type { BuiltinDriveOptions, DriveOptions, DriveOwnOptions } from './options/drive-options.js';
 
@@ -281,8 +281,7 @@ export class BlockLayer {
   /** Starts a block job (stream, commit, mirror, backup) on this layer's nodes; see {@link JobSpec}. */
   startJob(spec: JobSpec): Promise<Job> {
     if (this.closed) return Promise.reject(this.closedError('startJob'));
-    // the jobs' code loads with the first job: a program or a CLI verb that starts none (`info`) skips it
-    return import('./jobs/start.js').then(({ startJob }) => (this.closed ? Promise.reject(this.closedError('startJob')) : startJob(this, spec)));
+    return startJob(this, spec);
   }
 
   /** Drives whose root is `node` (internal ones included). */
