@@ -1,6 +1,7 @@
 /**
  * Builds the browser bundle: `npx tsx scripts/build-browser.ts [OUTDIR]` → dist/browser/blocklayer.js
- * and dist/browser/v86.js (the v86 adapter), ESM, minified, with source maps. Every module with a `.browser.ts` twin (src/platform, drivers/host, drivers/http/default-transport)
+ * and dist/browser/v86.js (the v86 adapter), ESM, minified, with source maps (for
+ * the examples and the repository's tests; the npm package leaves them out: package.json's `files`). Every module with a `.browser.ts` twin (src/platform, drivers/host, drivers/http/default-transport)
  * that replaces it here; any `node:` import left in the graph fails the build, so the bundle
  * provably needs nothing from Node. Prints the bundle size (raw and gzip).
  */

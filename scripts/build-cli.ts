@@ -1,7 +1,8 @@
 /**
  * Builds the `blocklayer` command: `npx tsx scripts/build-cli.ts [OUTDIR]` → dist/cli/blocklayer.js
  * (package.json's `bin`, the launcher: scripts/cli-launcher.ts) and dist/cli/blocklayer-script.js,
- * the whole command bundled as one script that the launcher runs through a V8 code cache. One
+ * the whole command bundled as one script that the launcher runs through a V8 code cache (with
+ * blocklayer-image-script.js, the same for the image verbs alone). One
  * file instead of two hundred modules (zod's among them), and compiled code read back instead of
  * compiled again, are most of the command's start-up. Native addons stay outside (loaded with
  * require where they are needed, from the package's node_modules).
@@ -11,6 +12,7 @@ import fs from 'node:fs';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { type BuildOptions, build, type Plugin } from 'esbuild';
+import { IMAGE_VERBS } from '../src/cli/image-verbs.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 
@@ -70,23 +72,23 @@ function shareEsmWrappers(text: string): string {
   return text.replace(whole, () => shared);
 }
 
-/** The CLI script beside the launcher (scripts/cli-launcher.ts). */
+/** The CLI scripts beside the launcher: the whole command, and its image verbs alone. */
 const SCRIPT = 'blocklayer-script.js';
+const IMAGE_SCRIPT = 'blocklayer-image-script.js';
 
-export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<string[]> {
-  // an earlier build's chunks (the command was once an ESM bundle split by verb)
-  fs.rmSync(path.join(outdir, 'chunks'), { recursive: true, force: true });
-  // The whole command as one script: a function of `require` and `import.meta.url` that the
-  // launcher compiles with a V8 code cache (Node 20 has none for modules). Its modules run when
-  // first imported, as before: each verb's only when it runs.
+/**
+ * One entry bundled as a script: a function of `require` and `import.meta.url` that the launcher
+ * compiles with a V8 code cache (Node 20 has none for modules). Its modules run when first
+ * imported, as before: each verb's only when it runs.
+ */
+async function bundleScript(entry: string): Promise<string> {
   const cli = await build({
-    entryPoints: [path.join(root, 'src/cli/main.ts')],
+    entryPoints: [path.join(root, entry)],
     bundle: true,
     format: 'iife',
     platform: 'node',
     target: 'node20',
     write: false,
-    outfile: path.join(outdir, SCRIPT),
     // Node's own modules, native or optional ones: resolved at run time by the launcher's
     // require, where the code that needs them asks
     external: [...builtinModules, 'node:*', 'koffi', 'fs-ext', 'zstd-napi', 'file-disk'],
@@ -102,15 +104,27 @@ export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<st
   // The script runs through vm.Script, where import() has no loader: a module left external and
   // loaded with import() would fail only when that path runs (zstd compression once did).
   const dynamicImport = /\bimport\((?!\s*\))/.exec(text);
-  if (dynamicImport !== null) throw new Error(`the CLI script has an import() (load it with require): …${text.slice(Math.max(0, dynamicImport.index - 80), dynamicImport.index + 40)}…`);
+  if (dynamicImport !== null) throw new Error(`${entry}'s script has an import() (load it with require): …${text.slice(Math.max(0, dynamicImport.index - 80), dynamicImport.index + 40)}…`);
   // the launcher reads the script as latin1, which is its text only while every character is ASCII
   const wide = /[\u0080-\uffff]/.exec(text);
-  if (wide !== null) throw new Error(`the CLI script has a character outside ASCII (the launcher reads it as latin1): …${text.slice(Math.max(0, wide.index - 80), wide.index + 40)}…`);
+  if (wide !== null) throw new Error(`${entry}'s script has a character outside ASCII (the launcher reads it as latin1): …${text.slice(Math.max(0, wide.index - 80), wide.index + 40)}…`);
+  return text;
+}
+
+export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<string[]> {
+  // an earlier build's chunks (the command was once an ESM bundle split by verb)
+  fs.rmSync(path.join(outdir, 'chunks'), { recursive: true, force: true });
+  // The whole command, and a smaller script for the image verbs scripts call most (info, map,
+  // check…): without serve's, bench's, convert's and commit's code, less to read and to cache.
+  const [text, imageText] = await Promise.all([bundleScript('src/cli/main.ts'), bundleScript('src/cli/image-main.ts')]);
   fs.mkdirSync(outdir, { recursive: true });
   fs.writeFileSync(path.join(outdir, SCRIPT), text);
+  fs.writeFileSync(path.join(outdir, IMAGE_SCRIPT), imageText);
   const define = {
     __BLOCKLAYER_SCRIPT__: JSON.stringify(SCRIPT),
-    __BLOCKLAYER_BUILD__: JSON.stringify(createHash('sha256').update(text).digest('hex').slice(0, 16)),
+    __BLOCKLAYER_IMAGE_SCRIPT__: JSON.stringify(IMAGE_SCRIPT),
+    __BLOCKLAYER_IMAGE_VERBS__: JSON.stringify(Object.keys(IMAGE_VERBS)),
+    __BLOCKLAYER_BUILD__: JSON.stringify(createHash('sha256').update(text).update(imageText).digest('hex').slice(0, 16)),
   };
   const launcher: BuildOptions = { entryPoints: [path.join(root, 'scripts/cli-launcher.ts')], bundle: true, platform: 'node', target: 'node20', minify: true, sourcemap: false, logLevel: 'warning' };
   // package.json's bin: CommonJS, so that a start sets up no ES module loader (the script needs none)
@@ -125,7 +139,7 @@ export async function buildCli(outdir = path.join(root, 'dist/cli')): Promise<st
     plugins: [builtinsByRequire],
   });
   for (const f of ['blocklayer.cjs', 'blocklayer.js']) fs.chmodSync(path.join(outdir, f), 0o755);
-  return [path.join(outdir, 'blocklayer.cjs'), path.join(outdir, 'blocklayer.js'), path.join(outdir, SCRIPT)];
+  return [path.join(outdir, 'blocklayer.cjs'), path.join(outdir, 'blocklayer.js'), path.join(outdir, SCRIPT), path.join(outdir, IMAGE_SCRIPT)];
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -1,6 +1,7 @@
 /**
  * The `blocklayer` command as installed (dist/cli/blocklayer.js, built by scripts/build-cli.ts):
- * runs the CLI, one script beside this file, through a V8 code cache. Most of a start without
+ * runs the CLI, one script beside this file (the image verbs' own, or the whole command's),
+ * through a V8 code cache. Most of a start without
  * it is V8 reading and compiling the code; with it, the compiled code of the functions the last
  * run of the same verb used is read back instead (what Node 22's module.enableCompileCache does
  * for modules; Node 20 has no such thing, and a code cache needs a script, not a module).
@@ -20,7 +21,11 @@ import vm from 'node:vm';
 
 /** The CLI script's file name, beside this one (set by the build). */
 declare const __BLOCKLAYER_SCRIPT__: string;
-/** A hash of the CLI script's text (set by the build): a cache of one build never meets another's code. */
+/** The script of the image verbs alone (info, map, check…), beside this one (set by the build). */
+declare const __BLOCKLAYER_IMAGE_SCRIPT__: string;
+/** The verbs the image script runs (set by the build, from src/cli/image-verbs.ts). */
+declare const __BLOCKLAYER_IMAGE_VERBS__: readonly string[];
+/** A hash of the CLI scripts' text (set by the build): a cache of one build never meets another's code. */
 declare const __BLOCKLAYER_BUILD__: string;
 /** This file's directory (`__dirname` in the CommonJS launcher, `import.meta.dirname` in the ES module one). */
 declare const __BLOCKLAYER_DIR__: string;
@@ -66,9 +71,11 @@ function writeCache(script: vm.Script, dir: string, file: string): void {
   }
 }
 
-const scriptPath = path.join(__BLOCKLAYER_DIR__, __BLOCKLAYER_SCRIPT__);
+const verb = process.argv[2];
+// an image verb starts from the smaller script that holds only those verbs (its cache is per verb too)
+const scriptPath = path.join(__BLOCKLAYER_DIR__, verb !== undefined && __BLOCKLAYER_IMAGE_VERBS__.includes(verb) ? __BLOCKLAYER_IMAGE_SCRIPT__ : __BLOCKLAYER_SCRIPT__);
 const dir = cacheDirectory();
-const cacheFile = dir && path.join(dir, `${__BLOCKLAYER_BUILD__}-${verbKey(process.argv[2])}-${process.version}-${process.arch}.bin`);
+const cacheFile = dir && path.join(dir, `${__BLOCKLAYER_BUILD__}-${verbKey(verb)}-${process.version}-${process.arch}.bin`);
 let cachedData: Buffer | undefined;
 if (cacheFile) {
   try {

@@ -85,6 +85,29 @@ describe.skipIf(skip)('the built blocklayer command and its code cache', () => {
     expect(cacheFiles(dir).map((f) => f.split('-')[1])).toEqual(['check', 'info']);
   });
 
+  it('starts the image verbs from their own smaller script and everything else from the whole command', () => {
+    const off = { BLOCKLAYER_COMPILE_CACHE: 'off' };
+    const imageScript = path.join(outdir, 'blocklayer-image-script.js');
+    const whole = path.join(outdir, 'blocklayer-script.js');
+    expect(fs.statSync(imageScript).size).toBeLessThan(fs.statSync(whole).size);
+    const held = `${imageScript}.held`;
+    fs.renameSync(imageScript, held);
+    try {
+      // without the image script the image verbs cannot start; the others (and help, --version) do not miss it
+      for (const verb of ['info', 'map', 'check', 'create', 'bitmap', 'resize', 'snapshot', 'compare', 'rebase']) {
+        const r = blocklayer(off, verb, '--help');
+        expect(r.code, verb).not.toBe(0);
+        expect(r.err, verb).toContain('blocklayer-image-script.js');
+      }
+      for (const args of [['serve', '--help'], ['convert', '--help'], ['--help'], ['--version']]) expect(blocklayer(off, ...args).code, args.join(' ')).toBe(0);
+    } finally {
+      fs.renameSync(held, imageScript);
+    }
+    const r = blocklayer(off, 'info', '--help');
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^usage: blocklayer info /);
+  });
+
   it('runs as without a cache when the cache is garbage, then writes a good one', () => {
     const dir = path.join(tmp, 'cache-2');
     const env = { BLOCKLAYER_COMPILE_CACHE: dir };
