@@ -6,15 +6,36 @@ import path from 'node:path';
 
 const TYPES: Record<string, string> = { '.js': 'text/javascript', '.mjs': 'text/javascript', '.html': 'text/html', '.map': 'application/json', '.css': 'text/css', '.wasm': 'application/wasm' };
 
+/** One request the server answered, with when (ms since the epoch, sub-millisecond: comparable to a page's `performance.timeOrigin + performance.now()`). */
+export interface ServedRequest {
+  /** `METHOD /path range`, as in `requests`. */
+  request: string;
+  start: number;
+  /** When the answer's last byte was handed to the socket (0 until then). */
+  end: number;
+  status: number;
+  /** Content-Length of the answer. */
+  bytes: number;
+}
+
+const now = () => performance.timeOrigin + performance.now();
+
 /**
  * A static file server on 127.0.0.1 for browser tests: files by URL path from `routes`
- * (URL prefix → directory), with HEAD, single byte ranges (206, Content-Range, Accept-Ranges) and an ETag.
+ * (URL prefix → directory), with HEAD, single byte ranges (206, Content-Range, Accept-Ranges) and an ETag; `requests` lists what it was asked, `timeline` also when and what it answered.
  */
-export async function serveStatic(routes: Record<string, string>, listenPort = 0): Promise<{ url: string; requests: string[]; close: () => Promise<void> }> {
+export async function serveStatic(routes: Record<string, string>, listenPort = 0): Promise<{ url: string; requests: string[]; timeline: ServedRequest[]; close: () => Promise<void> }> {
   const requests: string[] = [];
+  const timeline: ServedRequest[] = [];
   const server = http.createServer((req, res) => {
     const urlPath = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     requests.push(`${req.method} ${urlPath} ${req.headers.range ?? ''}`.trim());
+    const served: ServedRequest = { request: requests[requests.length - 1], start: now(), end: 0, status: 0, bytes: 0 };
+    timeline.push(served);
+    res.on('finish', () => {
+      served.end = now();
+      served.status = res.statusCode;
+    });
     const prefix = Object.keys(routes)
       .sort((a, b) => b.length - a.length)
       .find((p) => urlPath.startsWith(p));
@@ -41,6 +62,7 @@ export async function serveStatic(routes: Record<string, string>, listenPort = 0
       headers['Content-Range'] = `bytes ${start}-${end}/${st.size}`;
     }
     headers['Content-Length'] = end - start + 1;
+    if (req.method !== 'HEAD') served.bytes = end - start + 1;
     res.writeHead(status, headers);
     if (req.method === 'HEAD') res.end();
     else fs.createReadStream(file, { start, end }).pipe(res);
@@ -50,6 +72,7 @@ export async function serveStatic(routes: Record<string, string>, listenPort = 0
   return {
     url: `http://127.0.0.1:${port}`,
     requests,
+    timeline,
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();

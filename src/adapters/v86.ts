@@ -3,7 +3,10 @@
  * accepts as-is because it has `get`, `set` and `load` (v86 then never wraps it in its own buffers).
  *
  * The contract, read from v86's own buffers (SyncBuffer, AsyncXHRBuffer, AsyncFileBuffer):
- * - `byteLength` is the disk size; `load()` calls `onload` once the disk is usable.
+ * - `byteLength` is the disk size; `load()` calls `onload` once the disk is usable. v86's starter
+ *   calls `load()` only once its wasm is compiled and its BIOS fetched, and reads `byteLength` only
+ *   after `onload`: a disk made from a drive still opening (a promise) lets the open overlap v86's
+ *   own start-up, as v86's async http disk learns its size in its `load()`.
  * - `get(offset, len, fn, { signal })` calls `fn(Uint8Array)` with `len` bytes; synchronously when
  *   the bytes are cached. The IDE passes an AbortSignal and ignores the answer once it aborted.
  * - `set(offset, data, fn)`: `data` may be a view of guest memory, so it is copied before the call
@@ -37,7 +40,7 @@ export interface V86DiskOptions {
 /** Payload of the `io-error` event. */
 export interface V86DiskErrorEvent {
   /** The v86 request that failed. */
-  operation: 'read' | 'write' | 'get-buffer' | 'flush';
+  operation: 'open' | 'read' | 'write' | 'get-buffer' | 'flush';
   /** Byte offset of the request. */
   offset: number;
   /** Byte length of the request. */
@@ -100,31 +103,51 @@ function callBack<T extends unknown[]>(fn: (...args: T) => void, ...args: T): vo
   }
 }
 
+const isPromiseLike = (x: unknown): x is PromiseLike<V86DiskDrive> => typeof (x as { then?: unknown }).then === 'function';
+
 /** What the disk needs of a drive: a {@link Drive}, or a WorkerDrive whose storage lives in a worker. */
 export type V86DiskDrive = Pick<Drive, 'id' | 'length' | 'read' | 'write' | 'flush'>;
 
 /** A {@link Drive} as a v86 disk image (`hda`, `hdb`, `cdrom`, `fda`); see the module comment for v86's contract. */
 export class V86Disk extends EventEmitter<V86DiskEvents> {
-  /** Disk size in bytes (v86 reads it once, when the disk is attached). */
-  readonly byteLength: number;
+  /** Disk size in bytes (v86 reads it once, when the disk is attached, after {@link load}); 0 while the drive is still opening. */
+  byteLength: number;
   /** Set by v86 before it calls {@link load}. */
   onload: ((event: object) => void) | undefined = undefined;
-  /** Set by v86 to follow a download; never called, as the drive is already open. */
+  /** Set by v86 to follow a download; never called. */
   onprogress: ((event: object) => void) | undefined = undefined;
+  /** Settles once the drive is open: with it, or with the open's error (also emitted as `io-error` when v86 waits for it in {@link load}). */
+  readonly opened: Promise<V86DiskDrive>;
 
   private readonly cache = new Map<number, Uint8Array>();
   private readonly pending: PendingWrite[] = [];
   private readonly fills = new Set<CacheFill>();
   private readonly maxBufferBytes: number;
+  private openDrive: V86DiskDrive | undefined;
 
   constructor(
-    /** The drive whose bytes the disk serves. */
-    readonly drive: V86DiskDrive,
+    /** The drive whose bytes the disk serves, or a drive still opening. */
+    drive: V86DiskDrive | PromiseLike<V86DiskDrive>,
     options: V86DiskOptions = {},
   ) {
     super();
-    this.byteLength = drive.length;
     this.maxBufferBytes = options.maxBufferBytes ?? 256 * 1024 * 1024;
+    if (isPromiseLike(drive)) {
+      this.byteLength = 0;
+      this.opened = Promise.resolve(drive).then((d) => this.attach(d));
+      // its failure reaches whoever awaits `opened`, and v86's load() as an io-error: never unhandled meanwhile
+      this.opened.catch(() => undefined);
+    } else {
+      this.byteLength = drive.length;
+      this.openDrive = drive;
+      this.opened = Promise.resolve(drive);
+    }
+  }
+
+  /** The drive whose bytes the disk serves (EBUSY while it is still opening: await {@link opened}). */
+  get drive(): V86DiskDrive {
+    if (this.openDrive === undefined) throw new BlockError('EBUSY', 'v86 disk: the drive is still opening (await disk.opened)');
+    return this.openDrive;
   }
 
   /**
@@ -134,12 +157,25 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
    * a cast. v86's `set_cdrom`/`set_fda` (swapping media later) take no such objects.
    */
   get url(): string {
-    return `blocklayer:${this.drive.id}`;
+    return `blocklayer:${this.openDrive?.id ?? 'opening'}`;
   }
 
-  /** The drive is already open: ready at once. */
+  /** Calls `onload` once the drive is open: at once when it already is. A failed open is an `io-error` (v86 then waits forever, as for a disk it cannot load). */
   load(): void {
-    this.onload?.(Object.create(null));
+    if (this.openDrive !== undefined) {
+      this.onload?.(Object.create(null));
+      return;
+    }
+    this.opened.then(
+      () => this.onload?.(Object.create(null)),
+      (e: unknown) => this.emit('io-error', { operation: 'open', offset: 0, length: 0, error: toBlockError(e, 'open', 0) }),
+    );
+  }
+
+  private attach(drive: V86DiskDrive): V86DiskDrive {
+    this.openDrive = drive;
+    this.byteLength = drive.length;
+    return drive;
   }
 
   /** Calls `fn` with `len` bytes at `offset`: at once from the cache, else when the drive answers. */
@@ -268,7 +304,7 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
   async flush(): Promise<void> {
     await Promise.all(this.pending.map((w) => w.settled));
     try {
-      await this.drive.flush();
+      await (this.openDrive ?? (await this.opened)).flush();
     } catch (e) {
       const error = toBlockError(e, 'flush', 0);
       this.emit('io-error', { operation: 'flush', offset: 0, length: 0, error });
@@ -312,7 +348,11 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
   }
 }
 
-/** Wraps an open drive as a disk v86 takes as `hda`, `hdb`, `cdrom` or `fda`. */
-export function toV86Disk(drive: V86DiskDrive, options?: V86DiskOptions): V86Disk {
+/**
+ * Wraps a drive as a disk v86 takes as `hda`, `hdb`, `cdrom` or `fda`. Given a drive still opening
+ * (`layer.openDrive(…)` not awaited), v86 starts meanwhile and waits for the open only when it
+ * loads its disks; `disk.opened` settles with the drive or the open's error.
+ */
+export function toV86Disk(drive: V86DiskDrive | PromiseLike<V86DiskDrive>, options?: V86DiskOptions): V86Disk {
   return new V86Disk(drive, options);
 }

@@ -136,6 +136,23 @@ describe.each(['node', 'fetch'] as const)('%s transport', (transport) => {
       expect(gets() - before).toBe(1);
     });
 
+    it('a read longer than the read-ahead window is kept (as QEMU curl keeps its last transfers): a later read inside it sends no request', async () => {
+      const node = await open({ readahead: 64 * KiB });
+      const before = gets();
+      expect((await read(node, 0, 300 * KiB)).equals(DATA.subarray(0, 300 * KiB))).toBe(true);
+      expect(server.requests.at(-1)?.range).toBe(`bytes=0-${300 * KiB - 1}`);
+      // a qcow2 image's L1 table inside the header cluster it read first
+      expect((await read(node, 196 * KiB + 8, 8)).equals(DATA.subarray(196 * KiB + 8, 196 * KiB + 16))).toBe(true);
+      expect((await read(node, 100 * KiB, 200 * KiB)).equals(DATA.subarray(100 * KiB, 300 * KiB))).toBe(true);
+      expect(gets() - before).toBe(1);
+      // without read-ahead nothing is kept
+      const plain = await open({ readahead: 0 });
+      const b2 = gets();
+      await read(plain, 0, 300 * KiB);
+      await read(plain, 8, 8);
+      expect(gets() - b2).toBe(2);
+    });
+
     it('the read-ahead window stops at the end of the file', async () => {
       const node = await open({ readahead: MiB });
       const o = DATA.length - 1000;

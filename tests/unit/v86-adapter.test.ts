@@ -39,6 +39,56 @@ describe('v86 disk adapter', () => {
     expect(loaded).toBe(1);
   });
 
+  it('a drive still opening: load() calls onload once it is open, then byteLength and reads are the drive\'s', async () => {
+    const layer = new BlockLayer();
+    let opened!: (d: Awaited<ReturnType<BlockLayer['openDrive']>>) => void;
+    const opening = new Promise<Awaited<ReturnType<BlockLayer['openDrive']>>>((resolve) => {
+      opened = resolve;
+    });
+    const disk = toV86Disk(opening);
+    expect(disk.byteLength).toBe(0);
+    expect(() => disk.drive).toThrow(expect.objectContaining({ code: 'EBUSY' }));
+    let loaded = 0;
+    disk.onload = () => loaded++;
+    disk.load();
+    await tick();
+    expect(loaded).toBe(0);
+    const drive = await layer.openDrive({ driver: 'memory', size: 64 * 1024 });
+    await drive.write(1024, pattern(512, 5));
+    opened(drive);
+    expect(await disk.opened).toBe(drive);
+    expect(loaded).toBe(1);
+    expect(disk.byteLength).toBe(drive.length);
+    expect(disk.drive).toBe(drive);
+    expect(await got((fn) => disk.get(1024, 512, fn))).toEqual(pattern(512, 5));
+    await layer.close();
+  });
+
+  it('a drive whose open fails: load() emits io-error (operation open) and never calls onload; opened rejects; nothing is unhandled', async () => {
+    const layer = new BlockLayer();
+    const failing = layer.openDrive({ driver: 'qcow2', file: { driver: 'memory', size: 4096 } });
+    const disk = toV86Disk(failing);
+    const errors: V86DiskErrorEvent[] = [];
+    disk.on('io-error', (e) => errors.push(e));
+    let loaded = 0;
+    disk.onload = () => loaded++;
+    disk.load();
+    await expect(disk.opened).rejects.toMatchObject({ code: expect.any(String) });
+    await tick();
+    expect(loaded).toBe(0);
+    expect(errors.map((e) => e.operation)).toEqual(['open']);
+    const code = await failing.then(
+      () => 'opened',
+      (e: { code: string }) => e.code,
+    );
+    expect(errors[0].error.code).toBe(code);
+    // a disk nobody loads or awaits leaves no unhandled rejection either
+    toV86Disk(layer.openDrive({ driver: 'qcow2', file: { driver: 'memory', size: 4096 } })).opened.catch(() => undefined);
+    toV86Disk(Promise.reject(new Error('gone')));
+    await tick();
+    await layer.close();
+  });
+
   it('get answers with the drive bytes', async () => {
     const { disk, drive } = await memoryDisk();
     await drive.write(1024, pattern(1024, 3));

@@ -54,12 +54,17 @@ export const READAHEAD_SLOTS = 8;
 
 /** Largest read that starts a sequential prefetch (bigger ones already keep the connection busy). */
 const MAX_PREFETCH = 4 * 1024 * 1024;
+/** Largest read whose range is kept for the next reads; bigger ones go straight into the caller's buffer. */
+const MAX_KEPT = MAX_PREFETCH;
 
 /**
  * Reads through a {@link ReadaheadCache}. A read shorter than `readahead` fetches a whole window and
- * keeps it for the next reads. A longer read that continues the previous one (a sequential stream,
- * like convert) also starts fetching the next range of the same length, so one request is always on
- * the wire while the caller handles the last one. `readahead` 0 turns both off: one request per read.
+ * keeps it for the next reads. A longer one (up to 4 MiB) is kept too, as QEMU's curl driver serves
+ * later reads from the buffers of its last transfers whatever their size: a qcow2 image opened over
+ * http reads its header cluster and then its L1 table inside it. A longer read that continues the
+ * previous one (a sequential stream, like convert) also starts fetching the next range of the same
+ * length, so one request is always on the wire while the caller handles the last one. `readahead` 0
+ * turns all of this off: one request per read.
  */
 export class ReadaheadReader {
   private readonly cache: ReadaheadCache;
@@ -87,7 +92,7 @@ export class ReadaheadReader {
     const sequential = offset === this.lastEnd;
     this.lastEnd = offset + want;
     const hit = this.cache.find(offset, want);
-    if (hit === undefined && (this.readahead === 0 || want >= this.readahead)) {
+    if (hit === undefined && (this.readahead === 0 || want > MAX_KEPT)) {
       if (sequential) this.prefetch(offset + want, want);
       return this.fetchRange(offset, buffer);
     }
