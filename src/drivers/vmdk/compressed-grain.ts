@@ -2,14 +2,14 @@ import { BlockError } from '../../errors.js';
 import type { BlockNode } from '../../node/node.js';
 import { deflateZlib } from '../../platform/compress.js';
 import { inflateRaw } from '../../platform/inflate.js';
-import { copyStoredBlocks } from '../../platform/inflate-stored.js';
+import { inflateStoredInto } from '../../platform/inflate-stored.js';
 import * as L from './limits.js';
 
 /**
  * Inflates one grain's zlib stream (QEMU compresses grains with zlib's compress(): a 2-byte
  * header, deflate, adler32) into `out` (one grain) and returns its length; `need` bytes must
  * come out (the last grain of a disk may be shorter). A stream that would inflate past the
- * grain is ECORRUPT. A stream of stored blocks (incompressible data) is copied, not decoded.
+ * grain is ECORRUPT. A stream of incompressible data (stored blocks) is copied, not inflated.
  */
 export function inflateGrain(stream: Uint8Array, out: Uint8Array, need: number, host: number): number {
   const fail = (why: string, cause?: unknown) =>
@@ -19,7 +19,7 @@ export function inflateGrain(stream: Uint8Array, out: Uint8Array, need: number, 
   const flg = stream[1];
   if ((cmf & 0x0f) !== 8 || (cmf >> 4) > 7 || ((cmf << 8) | flg) % 31 !== 0 || (flg & 0x20) !== 0) throw fail('no zlib header');
   const deflated = stream.subarray(2);
-  let n = copyStoredBlocks(deflated, out);
+  let n = inflateStoredInto(deflated, out);
   if (n < 0) {
     try {
       const r = inflateRaw(deflated, out.length);
