@@ -2,6 +2,7 @@ import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { inflateGrain } from '../../src/drivers/vmdk/compressed-grain.js';
 import { BlockError } from '../../src/errors.js';
+import { inflateRaw as browserInflateRaw } from '../../src/platform/inflate.browser.js';
 import { inflateStoredInto } from '../../src/platform/inflate-stored.js';
 
 const G = 64 * 1024;
@@ -180,5 +181,27 @@ describe('inflateGrain', () => {
     refused(Buffer.concat([header, stored(noise(40000, 27), true)]).subarray(0, 20000), 40000);
     // No zlib header.
     refused(Buffer.from([0x12, 0x34, 1, 0, 0, 0xff, 0xff]));
+  });
+});
+
+describe('inflateRaw of the browser build (fflate)', () => {
+  const data = [noise(G, 31), Buffer.alloc(G, 0x33), Buffer.from(noise(G / 4, 32).toString('hex')), Buffer.from('x')];
+  const streams = data.flatMap((d) => [zlib.deflateRawSync(d), zlib.deflateRawSync(d, { level: 0 }), zlib.deflateRawSync(d, { windowBits: 12 }), zlib.deflateRawSync(d, { strategy: zlib.constants.Z_FIXED })]);
+
+  it('inflates what zlib inflates, trailing bytes ignored', () => {
+    for (const [i, s] of streams.entries()) {
+      const expected = data[i >> 2];
+      expect(Buffer.from(browserInflateRaw(s, G)).equals(expected)).toBe(true);
+      expect(Buffer.from(browserInflateRaw(Buffer.concat([s, Buffer.from([1, 2, 3, 4])]), G)).equals(expected)).toBe(true);
+    }
+  });
+
+  it('gives what a stream cut short held (a start of the data), and refuses one that inflates past the limit', () => {
+    for (const [i, s] of streams.entries()) {
+      const expected = data[i >> 2];
+      const part = browserInflateRaw(s.subarray(0, s.length >> 1), G);
+      expect(Buffer.from(part).equals(expected.subarray(0, part.length))).toBe(true);
+      if (expected.length > 1) expect(() => browserInflateRaw(s, expected.length - 1)).toThrow(/inflates to more than/);
+    }
   });
 });
