@@ -12,12 +12,10 @@ import * as L from './limits.js';
  * grain is ECORRUPT. A stream of incompressible data (stored blocks) is copied, not inflated.
  */
 export function inflateGrain(stream: Uint8Array, out: Uint8Array, need: number, host: number): number {
-  const fail = (why: string, cause?: unknown) =>
-    new BlockError('ECORRUPT', `vmdk: compressed grain at host offset ${host} is corrupt: ${why}`, { offset: host, field: 'compressed grain', cause });
-  if (stream.length < 2) throw fail('no zlib header');
+  if (stream.length < 2) throw corruptStream(host, 'no zlib header');
   const cmf = stream[0];
   const flg = stream[1];
-  if ((cmf & 0x0f) !== 8 || (cmf >> 4) > 7 || ((cmf << 8) | flg) % 31 !== 0 || (flg & 0x20) !== 0) throw fail('no zlib header');
+  if ((cmf & 0x0f) !== 8 || (cmf >> 4) > 7 || ((cmf << 8) | flg) % 31 !== 0 || (flg & 0x20) !== 0) throw corruptStream(host, 'no zlib header');
   const deflated = stream.subarray(2);
   let n = inflateStoredInto(deflated, out);
   if (n < 0) {
@@ -26,11 +24,19 @@ export function inflateGrain(stream: Uint8Array, out: Uint8Array, need: number, 
       out.set(r);
       n = r.length;
     } catch (e) {
-      throw fail((e as Error).message, e);
+      throw corruptStream(host, (e as Error).message, e);
     }
   }
-  if (n < need) throw fail(`inflated to ${n} bytes, the grain needs ${need}`);
+  if (n < need) throw corruptStream(host, `inflated to ${n} bytes, the grain needs ${need}`);
   return n;
+}
+
+function corruptStream(host: number, why: string, cause?: unknown): BlockError {
+  return new BlockError('ECORRUPT', `vmdk: compressed grain at host offset ${host} is corrupt: ${why}`, { offset: host, field: 'compressed grain', cause });
+}
+
+function corruptEntry(host: number, why: string): BlockError {
+  return new BlockError('ECORRUPT', `vmdk: compressed grain at host offset ${host}: ${why}`, { offset: host, field: 'grain table entry' });
 }
 
 /**
@@ -104,22 +110,22 @@ export class CompressedGrains {
   private async readStream(host: number, pooled: Uint8Array): Promise<Uint8Array> {
     const fileSize = this.file.length;
     const grainBytes = this.grain.length;
-    const corrupt = (why: string) => new BlockError('ECORRUPT', `vmdk: compressed grain at host offset ${host}: ${why}`, { offset: host, field: 'grain table entry' });
     if (!this.markers) {
       const size = Math.min(grainBytes, fileSize - host);
-      if (size <= 0) throw corrupt(`it is beyond the end of the file (${fileSize} bytes)`);
+      if (size <= 0) throw corruptEntry(host, `it is beyond the end of the file (${fileSize} bytes)`);
       const stream = pooled.subarray(0, size);
       await this.file.read(host, stream);
       return stream;
     }
-    if (host + L.GRAIN_MARKER_BYTES > fileSize) throw corrupt(`its marker is beyond the end of the file (${fileSize} bytes)`);
+    if (host + L.GRAIN_MARKER_BYTES > fileSize) throw corruptEntry(host, `its marker is beyond the end of the file (${fileSize} bytes)`);
     const first = pooled.subarray(0, Math.min(pooled.length, fileSize - host));
     await this.file.read(host, first);
-    const size = new DataView(first.buffer, first.byteOffset, L.GRAIN_MARKER_BYTES).getUint32(8, true);
+    // The marker's size field: a little-endian u32 at byte 8 (after the lba).
+    const size = (first[8] | (first[9] << 8) | (first[10] << 16)) + first[11] * 0x1000000;
     const start = host + L.GRAIN_MARKER_BYTES;
     // QEMU reads at most two grains of compressed data.
-    if (size === 0 || size > 2 * grainBytes) throw corrupt(`marker size ${size} is not in 1 to ${2 * grainBytes}`);
-    if (start + size > fileSize) throw corrupt(`its ${size} bytes run past the end of the file (${fileSize} bytes)`);
+    if (size === 0 || size > 2 * grainBytes) throw corruptEntry(host, `marker size ${size} is not in 1 to ${2 * grainBytes}`);
+    if (start + size > fileSize) throw corruptEntry(host, `its ${size} bytes run past the end of the file (${fileSize} bytes)`);
     if (L.GRAIN_MARKER_BYTES + size <= first.length) return first.subarray(L.GRAIN_MARKER_BYTES, L.GRAIN_MARKER_BYTES + size);
     // Larger than the grain and the slack: read on its own (bounded above).
     const stream = new Uint8Array(size);
