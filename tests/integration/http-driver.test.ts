@@ -491,6 +491,29 @@ describe('http targets (CLI and openImage)', () => {
   });
 
 
+  it.skipIf(!haveQemuImg)('opens a qcow2 base over http fetching its header cluster, not the first 2 MiB of the file', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bl-http-qcow2-'));
+    try {
+      const img = path.join(dir, 'base.qcow2');
+      await ok('qemu-img', ['create', '-q', '-f', 'qcow2', img, '16M']);
+      await ok('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 4M', img]);
+      const base = await startRangeServer(fs.readFileSync(img));
+      try {
+        const node = await layer.openNode({ driver: 'qcow2', file: { driver: 'http', url: base.url } });
+        nodes.push(node);
+        // the header cluster read (64 KiB) grows to one read-ahead window (256 KiB), which holds the
+        // refcount table and the L1 table qemu-img put in clusters 1 and 3: one GET for the open
+        const fetched = base.requests.filter((r) => r.method === 'GET').map((r) => r.range);
+        expect(fetched).toEqual(['bytes=0-262143']);
+        expect((await read(node, 3 * MiB, 512)).equals(Buffer.alloc(512, 0x5a))).toBe(true);
+      } finally {
+        await base.close();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it.skipIf(!haveQemuImg)('blocklayer serve exports an http URL over NBD, read-only', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bl-http-serve-'));
     const sock = path.join(dir, 'nbd.sock');

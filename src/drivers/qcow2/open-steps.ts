@@ -31,13 +31,28 @@ function writeRefusal(h: Qcow2Header): { message: string; field: string } | unde
   return undefined;
 }
 
+/** What the first read of an image asks for: the header and its extensions of a cluster up to this size, at once. */
+const FIRST_READ = 64 * 1024;
+
+/**
+ * The header cluster (the header and its extensions live in the first cluster): 64 KiB first and
+ * the rest only for larger clusters, not 2 MiB at once, which over http would fetch up to 2 MiB
+ * of a base for a header of a few hundred bytes. A cluster_bits out of range is parseHeader's to refuse.
+ */
+async function readHeaderCluster(read: MetadataReader, fileLength: number): Promise<Uint8Array> {
+  const first = await read(0, Math.min(fileLength, FIRST_READ));
+  const clusterBits = first.length >= 24 ? new DataView(first.buffer, first.byteOffset, first.byteLength).getUint32(20) : 0;
+  if (clusterBits > L.MAX_CLUSTER_BITS || 2 ** clusterBits <= first.length || fileLength <= first.length) return first;
+  return read(0, Math.min(fileLength, 2 ** clusterBits));
+}
+
 /**
  * Step 1: reads and validates the header. Read-write, also refuses what cannot be written here
  * and repairs a dirty image (lazy refcounts, then a crash) as QEMU does, reading the header again.
  */
 export async function openHeader(file: BlockNode, writable: boolean, nodeName: string): Promise<Qcow2Header> {
   const read = metadataReader(file);
-  const readHeader = async () => parseHeader(await read(0, Math.min(file.length, 2 ** L.MAX_CLUSTER_BITS)), file.length);
+  const readHeader = async () => parseHeader(await readHeaderCluster(read, file.length), file.length);
   const h = await readHeader();
   if (!writable) return h;
   const refusal = writeRefusal(h);
