@@ -86,6 +86,11 @@ export interface DirtyBitmapState {
   granules?: GranuleSet;
 }
 
+/** Told when a bitmap starts or stops recording (its node's bitmaps keep their write path's shortcut up to date). */
+export interface RecordingWatcher {
+  recordingChanged(): void;
+}
+
 /** One named dirty bitmap over a node of `size` bytes. */
 export class DirtyBitmap {
   /** Bytes one bit covers. */
@@ -104,6 +109,7 @@ export class DirtyBitmap {
   /** Bits and flags cannot change (a bitmap of a read-only image; follows a reopen of its node). */
   readOnly: boolean;
   private users = 0;
+  private watcher: RecordingWatcher | null = null;
 
   constructor(
     /** The bitmap's name. */
@@ -206,7 +212,14 @@ export class DirtyBitmap {
 
   /** Starts (true) or stops recording writes. */
   setRecording(on: boolean): void {
+    const was = this.recordingFlag;
     this.recordingFlag = Boolean(on);
+    if (this.recordingFlag !== was) this.watcher?.recordingChanged();
+  }
+
+  /** Tells `watcher` (the node's bitmaps) of every later start or stop of recording. */
+  watchRecording(watcher: RecordingWatcher): void {
+    this.watcher = watcher;
   }
 
   /** Adds the dirty bytes of `source` (any granularity; same node size or smaller). */
