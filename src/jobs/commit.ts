@@ -256,9 +256,13 @@ class CommitWork implements JobWork {
     if (failure !== undefined) throw failure.reason;
   }
 
-  /** The base holds everything: the overlay of top reads from it now (QEMU bdrv_drop_intermediate). */
+  /**
+   * The base holds everything: the overlay of top reads from it now (QEMU bdrv_drop_intermediate).
+   * The overlay's flush, which the relink owes before it writes the header, goes beside the base's:
+   * neither waits for the other, and the relink comes after both.
+   */
   async prepare(): Promise<void> {
-    await this.base.flush();
+    await Promise.all([this.base.flush(), this.overlay.flush()]);
     await relink(this.host, this.overlay, this.base, this.backingFile ?? imageFilename(this.base), this.base.driver.name, this.users);
   }
 
