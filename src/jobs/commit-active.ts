@@ -6,7 +6,7 @@ import type { DirtyBitmap } from '../node/dirty-bitmap.js';
 import type { BlockNode } from '../node/node.js';
 import { allocatedBetween, CHAIN_CHUNK, writeCopied } from './commit-chain.js';
 import { CopyFlights, FLIGHT_PIECE } from './copy-flights.js';
-import { EarlyWriteback, storageChildren } from './commit-writeback.js';
+import { EarlyWriteback } from './commit-writeback.js';
 import type { JobHost } from './host.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 
@@ -90,7 +90,7 @@ export class ActiveCommitWork implements JobWork {
     const { bitmap, top } = this;
     const len = top.length;
     // The base's files are flushed as the copy goes on: the flush at the pivot then has little left.
-    const writeback = new EarlyWriteback(storageChildren(this.base));
+    const writeback = await EarlyWriteback.of(this.base);
     const flights = new CopyFlights(
       top,
       this.base,

@@ -6,7 +6,7 @@ import { BlockError } from '../errors.js';
 import type { BlockNode } from '../node/node.js';
 import { ActiveCommitWork } from './commit-active.js';
 import { CopyFlights, FLIGHT_PIECE } from './copy-flights.js';
-import { EarlyWriteback, storageChildren } from './commit-writeback.js';
+import { EarlyWriteback } from './commit-writeback.js';
 import {
   allocatedBetween,
   bottomOf,
@@ -212,7 +212,7 @@ class CommitWork implements JobWork {
     const len = top.length;
     job.setRemaining(len);
     // The base's files are flushed as the copy goes on: the flush before the relink then has little left.
-    const writeback = new EarlyWriteback(storageChildren(base));
+    const writeback = await EarlyWriteback.of(base);
     const flights = new CopyFlights(top, base, PIECES_IN_FLIGHT, FLIGHT_PIECE, (bytes) => writeback.wrote(bytes), async (_offset, _length, op, e) => {
       await job.onIoError(this.onError, op, e);
     });
@@ -256,9 +256,13 @@ class CommitWork implements JobWork {
     if (failure !== undefined) throw failure.reason;
   }
 
-  /** The base holds everything: the overlay of top reads from it now (QEMU bdrv_drop_intermediate). */
+  /**
+   * The base holds everything: the overlay of top reads from it now (QEMU bdrv_drop_intermediate).
+   * The overlay's flush, which the relink owes before it writes the header, goes beside the base's:
+   * neither waits for the other, and the relink comes after both.
+   */
   async prepare(): Promise<void> {
-    await this.base.flush();
+    await Promise.all([this.base.flush(), this.overlay.flush()]);
     await relink(this.host, this.overlay, this.base, this.backingFile ?? imageFilename(this.base), this.base.driver.name, this.users);
   }
 

@@ -1,9 +1,14 @@
 // A commit flushes its base's files while it copies (commit-writeback.ts): a flush once enough
-// bytes went, one at a time, and a failed flush is never lost: it fails the job.
+// bytes went, one at a time, and a failed flush is never lost: it fails the job. Between the
+// flushes, host files are told to start their write-out (a hint), one hint at a time.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { EarlyWriteback, storageChildren } from '../../src/jobs/commit-writeback.js';
 import { BlockLayer } from '../../src/layer.js';
 import type { BlockNode } from '../../src/node/node.js';
+import { openWritebackHint, type WritebackHint } from '../../src/platform/writeback.js';
 import { fill, memoryQcow2, readAll, threeLayerChain } from '../helpers/memory-chain.js';
 
 const MiB = 1 << 20;
@@ -21,6 +26,22 @@ function fakeFile() {
 }
 
 const turn = () => new Promise((r) => setImmediate(r));
+
+/** A stand-in for a file's write-out hint: counts its starts, each settled by hand, and its closes. */
+function fakeHint() {
+  const started: (() => void)[] = [];
+  let closed = 0;
+  const hint: WritebackHint = {
+    start: () =>
+      new Promise<void>((resolve) => {
+        started.push(resolve);
+      }),
+    close: async () => {
+      closed++;
+    },
+  };
+  return { hint, started, closed: () => closed };
+}
 
 describe('EarlyWriteback', () => {
   it('flushes once `every` bytes were written, one flush at a time', async () => {
@@ -67,6 +88,73 @@ describe('EarlyWriteback', () => {
     f.pending[0]!.resolve();
     await s;
     expect(settled).toBe(true);
+  });
+
+  it('starts a hint once `hintEvery` bytes were written, one at a time, beside the flushes', async () => {
+    const f = fakeFile();
+    const h = fakeHint();
+    const wb = new EarlyWriteback([f.node], 4 * MiB, [h.hint], MiB);
+    wb.wrote(MiB);
+    expect(h.started).toHaveLength(1);
+    expect(f.pending).toHaveLength(0);
+    // Another MiB while the first hint is being started: none more at once.
+    wb.wrote(MiB);
+    expect(h.started).toHaveLength(1);
+    h.started[0]!();
+    await turn();
+    wb.wrote(MiB);
+    expect(h.started).toHaveLength(2);
+    wb.wrote(MiB);
+    // 4 MiB in all: the flush goes too, whatever the hints do.
+    expect(f.pending).toHaveLength(1);
+    h.started[1]!();
+    f.pending[0]!.resolve();
+    await wb.settle();
+    expect(wb.failed).toBe(false);
+  });
+
+  it('settle waits for the hint being started, then closes the hints; none is started after', async () => {
+    const h = fakeHint();
+    const wb = new EarlyWriteback([], 4 * MiB, [h.hint], MiB);
+    wb.wrote(MiB);
+    let settled = false;
+    const s = wb.settle().then(() => {
+      settled = true;
+    });
+    await turn();
+    expect(settled).toBe(false);
+    expect(h.closed()).toBe(0);
+    h.started[0]!();
+    await s;
+    expect(h.closed()).toBe(1);
+    wb.wrote(4 * MiB);
+    expect(h.started).toHaveLength(1);
+    await wb.settle();
+    expect(h.closed()).toBe(1);
+  });
+
+  it('a file node over a host file takes a hint; a memory node does not', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bl-writeback-'));
+    const layer = new BlockLayer();
+    try {
+      const filename = path.join(dir, 'f.raw');
+      fs.writeFileSync(filename, Buffer.alloc(MiB));
+      const file = await layer.addNode({ driver: 'file', nodeName: 'f', filename });
+      const raw = await layer.addNode({ driver: 'raw', nodeName: 'r', file });
+      const onFile = await EarlyWriteback.of(raw);
+      // Where sync_file_range can be called (Linux with koffi) the file takes a hint.
+      const probe = await openWritebackHint(filename);
+      await probe?.close();
+      expect(onFile.hinted).toBe(probe === null ? 0 : 1);
+      await onFile.settle();
+      const { base } = await threeLayerChain(layer);
+      const onMemory = await EarlyWriteback.of(base);
+      expect(onMemory.hinted).toBe(0);
+      await onMemory.settle();
+    } finally {
+      await layer.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('the storage of a qcow2 is its file child, not its backing chain', async () => {
