@@ -4,7 +4,7 @@
 // thread that accepted it lets its own socket go.
 import type net from 'node:net';
 import type { SocketReader } from '../drivers/nbd/reader.js';
-import { loadKoffi } from '../drivers/file/koffi-load.js';
+import { loadKoffi } from '../platform/koffi-load.js';
 import { BlockError } from '../errors.js';
 import { type ExportContexts, MetaSelection } from './meta-contexts.js';
 

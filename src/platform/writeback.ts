@@ -6,7 +6,7 @@
 // the C library's through koffi, on the libuv pool (the call waits when the device's queue is
 // full). The browser build swaps in writeback.browser.ts.
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
+import { loadKoffi } from './koffi-load.js';
 
 /** Starts the write-out of one open file's dirty pages. */
 export interface WritebackHint {
@@ -29,8 +29,7 @@ function bind(): CFunction | null {
   syncFileRange = null;
   if (process.platform !== 'linux') return null;
   try {
-    const koffi = createRequire(import.meta.url)('koffi') as Koffi;
-    syncFileRange = koffi.load('libc.so.6').func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)');
+    syncFileRange = loadKoffi().load('libc.so.6').func('int sync_file_range(int fd, int64_t offset, int64_t nbytes, unsigned int flags)');
   } catch {
     // no koffi (an optional dependency), or a C library without the call (musl has it; others may not)
   }

@@ -1,4 +1,4 @@
-import { loadKoffi } from '../drivers/file/koffi-load.js';
+import { loadKoffi } from '../platform/koffi-load.js';
 
 /**
  * For each buffer handed out by {@link alignedBuffer}: its ArrayBuffer and the byte offset in

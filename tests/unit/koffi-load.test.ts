@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { loadKoffi } from '../../src/drivers/file/koffi-load.js';
+import { loadKoffi } from '../../src/platform/koffi-load.js';
 
 const require = createRequire(import.meta.url);
 

@@ -1,4 +1,4 @@
-import { createRequire } from 'node:module';
+import { loadKoffi } from '../../platform/koffi-load.js';
 import os from 'node:os';
 import { getSystemErrorMap } from 'node:util';
 import { type BlockErrorCode, codeForErrno } from '../../errors.js';
@@ -20,8 +20,7 @@ let fallocateAsync: AsyncCall | null | undefined;
 function load(): AsyncCall | null {
   if (fallocateAsync !== undefined) return fallocateAsync;
   try {
-    const require = createRequire(import.meta.url);
-    const koffi = require('koffi') as typeof import('koffi');
+    const koffi = loadKoffi();
     const libc = koffi.load('libc.so.6');
     const fn = libc.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
     fallocateAsync = (fd, mode, offset, length, cb) => fn.async(fd, mode, offset, length, cb);
@@ -48,8 +47,7 @@ let reserveAsync: ReserveCall | null | undefined;
 function loadReserve(): ReserveCall | null {
   if (reserveAsync !== undefined) return reserveAsync;
   try {
-    const require = createRequire(import.meta.url);
-    const koffi = require('koffi') as typeof import('koffi');
+    const koffi = loadKoffi();
     const libc = koffi.load('libc.so.6');
     const fn = libc.func('int posix_fallocate64(int fd, int64_t offset, int64_t len)');
     reserveAsync = (fd, offset, length, cb) => fn.async(fd, offset, length, cb);

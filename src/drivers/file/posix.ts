@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { getSystemErrorName } from 'node:util';
+import { loadKoffi as koffiModule } from '../../platform/koffi-load.js';
 
 /**
  * lseek(2) and flock(2), which Node does not bind, for the file driver. Three backends, tried in
@@ -83,7 +84,7 @@ function loadKoffi(): PosixCalls | null {
   let lseek: CFunction;
   let flock: CFunction;
   try {
-    koffi = createRequire(import.meta.url)('koffi') as Koffi;
+    koffi = koffiModule();
     const lib = koffi.load(libc.lib);
     lseek = lib.func(`int64_t ${libc.lseek}(int fd, int64_t offset, int whence)`);
     flock = lib.func('int flock(int fd, int operation)');

@@ -1,6 +1,6 @@
 import { getSystemErrorName } from 'node:util';
 import { BlockError, fromErrno } from '../../errors.js';
-import { loadKoffi } from './koffi-load.js';
+import { loadKoffi } from '../../platform/koffi-load.js';
 import { describeLockHolders } from './lock-holders.js';
 import { flock } from './posix.js';
 
