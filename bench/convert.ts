@@ -2,7 +2,7 @@
  * convert → raw speed, side by side with `qemu-img convert -t writeback -O raw` on the same images
  * in the same run (alternating rounds, median of paired ratios), both flushing the output:
  * - in process: `convertImage` on a qcow2 of random data (no process start-up on our side);
- * - whole processes: the built CLI (`dist/cli/blocklayer.js`, after `npm run build`) on that qcow2
+ * - whole processes: the built CLI (`dist/cli/blocklayer.cjs`, package.json's bin, after `npm run build`) on that qcow2
  *   and on vpc, vhdx, vdi and vmdk images of half data made by `qemu-img convert -O FMT`;
  * - `convert -O vdi` from raw, both whole processes;
  * - `convert -t none` (a raw output written past the page cache, O_DIRECT) against
@@ -20,7 +20,8 @@ import path from 'node:path';
 import { convertImage } from '../src/index.js';
 import { median, row, sideBySide } from './util.js';
 
-const CLI = path.join(import.meta.dirname, '..', 'dist', 'cli', 'blocklayer.js');
+// package.json's bin, what `blocklayer` runs once installed (the ES module launcher beside it starts an ES module loader first)
+const CLI = path.join(import.meta.dirname, '..', 'dist', 'cli', 'blocklayer.cjs');
 const TIME = '/usr/bin/time';
 
 /** Wall seconds and CPU seconds (user + system) of one run. */

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import fsp from 'node:fs/promises';
@@ -137,6 +136,15 @@ async function keepOwnership(h: FileHandle, existing: fs.Stats, target: string):
 }
 
 /**
+ * A temporary name's random part. Not node:crypto's: loading it costs a short command (convert)
+ * 36 more modules, and a name needs no secret, since the file is created with O_EXCL ('wx'),
+ * which never opens what someone else put there.
+ */
+function tempSuffix(): string {
+  return `${process.pid.toString(16)}${Math.floor(Math.random() * 0x1_0000_0000).toString(16).padStart(8, '0')}`;
+}
+
+/**
  * Runs `write` on a temporary file beside `target` and renames it onto the target only when
  * `write` resolves (after fsync), so the target is either the complete new content or what it
  * was before: never truncated early, never a silent partial file. Refuses a target that is one
@@ -153,7 +161,7 @@ export async function writeAtomically<T>(target: string, write: (out: OutputFile
   if (existing) await refuseInputs(target, resolved, existing, options.inputs ?? [], options.input);
   const lock = existing ? await lockTarget(target, resolved) : undefined;
 
-  const tempName = path.join(path.dirname(resolved), `.${path.basename(resolved)}.blocklayer-${randomBytes(4).toString('hex')}.tmp`);
+  const tempName = path.join(path.dirname(resolved), `.${path.basename(resolved)}.blocklayer-${tempSuffix()}.tmp`);
   // With siblings, tempName is a directory and what is removed on failure.
   const tempPath = options.siblings ? path.join(tempName, path.basename(resolved)) : tempName;
   const siblings = new Siblings(target, resolved, tempName, options.inputs ?? [], options.input);
