@@ -14,7 +14,7 @@ import type { NbdExport } from './export.js';
 import { ConnectionBudget } from './connection-budget.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { ALLOCATION_DEPTH_ID, BASE_ALLOCATION_ID, type MetaSelection } from './meta-contexts.js';
-import { Negotiation, type NegotiationHost } from './negotiation.js';
+import { Negotiation, type NegotiationHost, type NegotiationStep } from './negotiation.js';
 import { ProtocolViolation } from './protocol-violation.js';
 import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
 import type { NbdClientInfo, NbdServerEvents } from './server-options.js';
@@ -22,9 +22,12 @@ import { ReadJob, type ReadJobHost } from './read-job.js';
 import { ReplyBatch } from './reply-batch.js';
 import { upgradeToTls } from './tls-upgrade.js';
 import { agreedOf, type HandedConnection, takeConnection } from './handover.js';
+import { HandshakeReplies } from './handshake-replies.js';
 
 /** Unsent option replies past which the server stops reading options until the client takes them. */
 const HANDSHAKE_BACKLOG = 256 * 1024;
+/** Handshake reply bytes gathered before they are written even though more options are here already. */
+const HANDSHAKE_FLUSH = 64 * 1024;
 /** Bytes the reader may hold beyond what the parser asked for. */
 const READER_SLACK = 256 * 1024;
 /** Requests in flight per connection before the server stops reading new ones. */
@@ -70,6 +73,8 @@ export class Connection implements ReadJobHost {
   private readonly spareExtents: ExtentArray[] = [];
   private handshakeTimer: ClockTimer | null = null;
   private endTimer: ClockTimer | null = null;
+  /** Handshake replies not written yet. */
+  private readonly pending = new HandshakeReplies();
   /** Replies are being gathered for one write at the end of this event-loop turn. */
   private corked = false;
   private readonly uncork = () => {
@@ -121,7 +126,7 @@ export class Connection implements ReadJobHost {
       this.resolveClosed = resolve;
     });
     this.watch(socket);
-    this.negotiation = new Negotiation(server, (frame) => this.send(frame));
+    this.negotiation = new Negotiation(server, (frame) => this.pending.push(frame));
   }
 
   /** Socket events that end the connection or let it write again (on the plain socket, and on the TLS one). */
@@ -174,7 +179,7 @@ export class Connection implements ReadJobHost {
       loop = resolve;
     });
     try {
-      if (handed === undefined) this.send(Negotiation.greeting());
+      if (handed === undefined) this.pending.push(Negotiation.greeting());
       const selected = await this.handshake(handed);
       this.handshakeTimer.cancel();
       this.handshakeTimer = null;
@@ -251,27 +256,6 @@ export class Connection implements ReadJobHost {
   }
 
   /**
-   * Writes one whole frame. Its parts are written synchronously, so no other reply can come between
-   * them (the socket needs no other lock). Frames sent in the same turn of the event loop are
-   * corked together and leave in one system call.
-   */
-  private send(...parts: Uint8Array[]): void {
-    this.sendFrame(parts);
-  }
-
-  /** {@link send} with a callback once the frame has been handed to the OS (or will never be). */
-  private sendFrame(parts: Uint8Array[], done?: () => void): void {
-    if (!this.writableCorked()) {
-      done?.();
-      return;
-    }
-    const last = parts.length - 1;
-    for (let i = 0; i < last; i++) this.socket.write(parts[i] as Uint8Array);
-    if (last >= 0) this.socket.write(parts[last] as Uint8Array, done);
-    else done?.();
-  }
-
-  /**
    * Queues one transmission reply, a frame that is one buffer. `pooled`: the buffer the frame lies
    * in goes back to the pool once written (a READ reply's, a BLOCK_STATUS chunk's); `bytes`: budget
    * bytes its request holds until then. Replies of one turn leave together, with one write
@@ -323,21 +307,6 @@ export class Connection implements ReadJobHost {
     this.batchWritten(b, last === null ? null : NOT_WRITTEN);
   }
 
-  /**
-   * False when the socket can no longer write. Otherwise corks it for this turn: frames sent in the
-   * same turn leave together. setImmediate runs after the poll phase has delivered every completion
-   * ready in this turn (drive reads finishing together), so their replies leave in one writev.
-   */
-  private writableCorked(): boolean {
-    if (this.socket.destroyed || !this.socket.writable) return false;
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      setImmediate(this.uncork);
-    }
-    return true;
-  }
-
   // ---- handshake ------------------------------------------------------------------------
 
   /** Drives the option haggling from the socket; true once an export is selected, false when the client aborted. */
@@ -346,13 +315,25 @@ export class Connection implements ReadJobHost {
     for (;;) {
       // A client that sends options without reading the replies must not make them pile up here.
       if (neg.awaitingOption) {
+        if (this.pending.bytes >= HANDSHAKE_FLUSH) this.pending.flush(this.socket);
         while (!this.stopping && !this.socket.destroyed && this.socket.writableLength > HANDSHAKE_BACKLOG) {
           await new Promise<void>((resolve) => {
             this.slotWaiter = resolve;
           });
         }
       }
-      const step = handed !== undefined ? neg.adopt(handed) : neg.take(await this.reader.read(neg.need));
+      let step: NegotiationStep;
+      if (handed !== undefined) step = neg.adopt(handed);
+      else {
+        // The bytes of options sent together are here already: their replies wait for the next flush.
+        let bytes = this.reader.readNow(neg.need);
+        if (bytes === null) {
+          this.pending.flush(this.socket);
+          bytes = await this.reader.read(neg.need);
+        }
+        step = neg.take(bytes);
+      }
+      if (step !== 'more') this.pending.flush(this.socket);
       if (step === 'more') continue;
       if (step === 'starttls') {
         await upgradeToTls(this.socket, this.reader, this.server.tls as NbdTlsSetup, (secure) => {
