@@ -184,7 +184,7 @@ export class Connection implements ReadJobHost {
       this.handshakeTimer.cancel();
       this.handshakeTimer = null;
       if (!selected) {
-        this.end();
+        this.end(true);
         return;
       }
       const to = this.exp?.handover;
@@ -192,12 +192,12 @@ export class Connection implements ReadJobHost {
       this.server.emit('connect', this.info());
       await this.transmission();
       await this.idle();
-      if (!this.stopping) this.end();
+      if (!this.stopping) this.end(true);
     } catch (e) {
       if (e instanceof ReaderClosed) {
         // The peer went away or the server stopped reading: in-flight replies still go out if they can.
         await this.idle();
-        if (!this.stopping) this.end();
+        if (!this.stopping) this.end(true);
       } else {
         this.fault(e instanceof Error ? e.message : String(e), e);
       }
@@ -226,21 +226,29 @@ export class Connection implements ReadJobHost {
   /**
    * Ends the connection after the replies already queued. A peer that does not take them gets
    * as long as it had for its handshake (handshakeTimeoutMs), then the socket is destroyed.
+   * `asked`: the client ended it (NBD_CMD_DISC, NBD_OPT_ABORT, or the end of its stream).
    */
-  end(): void {
+  end(asked = false): void {
     this.reader.stop(ENDING);
     // The replies of this turn go before the end.
     const b = this.batch;
     this.batch = null;
     if (b !== null) this.closeBatch(b);
-    if (this.socket.destroyed || this.endTimer) return;
+    const socket = this.socket;
+    if (socket.destroyed || this.endTimer) return;
+    // Every reply is with the kernel already, which still delivers it after the close: no shutdown
+    // round and no timer, as qemu-nbd closes (a TLS session still ends with its close_notify).
+    if (asked && socket.writableLength === 0 && !(socket instanceof tls.TLSSocket)) {
+      socket.destroy();
+      return;
+    }
     const ms = this.server.handshakeTimeoutMs;
     this.endTimer = this.server.clock.setTimer(this.server.clock.now() + ms * 1e6, () => {
       this.faultReason ??= `replies not taken within ${ms} ms of the end`;
-      this.socket.destroy();
+      socket.destroy();
     });
     // Once the queued replies are flushed the socket is released even if the peer keeps its side open.
-    this.socket.end(() => this.socket.destroy());
+    socket.end(() => socket.destroy());
   }
 
   /** Drops the connection for a protocol violation or a timeout. */
