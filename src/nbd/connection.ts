@@ -12,6 +12,7 @@ import { checkRequest, replyErrorOf, trim, writeZeroes } from './commands.js';
 import { ExtentArray, MAX_EXTENTS } from './extent-array.js';
 import type { NbdExport } from './export.js';
 import { ConnectionBudget } from './connection-budget.js';
+import type { Deadlines, Expiring } from './deadlines.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { ALLOCATION_DEPTH_ID, BASE_ALLOCATION_ID, type MetaSelection } from './meta-contexts.js';
 import { Negotiation, type NegotiationHost, type NegotiationStep } from './negotiation.js';
@@ -42,6 +43,8 @@ const ENDING = new ReaderClosed('connection ending');
 /** What a connection needs of its server (the NbdServer; an interface so that the server's file imports this one, not the reverse). */
 export interface ConnectionHost extends NegotiationHost {
   readonly handshakeTimeoutMs: number;
+  /** Handshakes in progress, each cut off after handshakeTimeoutMs. */
+  readonly handshakeDeadlines: Deadlines;
   readonly maxRequest: number;
   readonly clock: Clock;
   /** Bytes all connections together may hold for requests. */
@@ -55,7 +58,7 @@ export interface ConnectionHost extends NegotiationHost {
 }
 
 /** Per-connection state: handshake, then requests in flight and replies as they complete. */
-export class Connection implements ReadJobHost {
+export class Connection implements ReadJobHost, Expiring {
   private reader: SocketReader;
   /** The plain socket, then the TLS socket over it once NBD_OPT_STARTTLS succeeded. */
   private socket: net.Socket;
@@ -71,7 +74,8 @@ export class Connection implements ReadJobHost {
   private meta: MetaSelection | null = null;
   /** Extent arrays of finished BLOCK_STATUS requests, for reuse. */
   private readonly spareExtents: ExtentArray[] = [];
-  private handshakeTimer: ClockTimer | null = null;
+  /** The handshake's deadline in the server's queue, or -1 once the handshake is over. */
+  private handshakeTicket = -1;
   private endTimer: ClockTimer | null = null;
   /** Handshake replies not written yet. */
   private readonly pending = new HandshakeReplies();
@@ -142,7 +146,7 @@ export class Connection implements ReadJobHost {
     socket.on('close', () => {
       if (this.closeSeen) return;
       this.closeSeen = true;
-      this.handshakeTimer?.cancel();
+      this.handshakeOver();
       this.endTimer?.cancel();
       // Replies that will never be written give their bytes back; a pending wait leaves the queue.
       this.budget.close();
@@ -170,10 +174,7 @@ export class Connection implements ReadJobHost {
 
   /** `handed`: the connection comes from another thread after its handshake; transmission starts at once. */
   async run(handed?: HandedConnection): Promise<void> {
-    const ms = this.server.handshakeTimeoutMs;
-    this.handshakeTimer = this.server.clock.setTimer(this.server.clock.now() + ms * 1e6, () => {
-      this.fault(`handshake not finished within ${ms} ms`);
-    });
+    this.handshakeTicket = this.server.handshakeDeadlines.add(this);
     let loop: () => void = () => {};
     this.loopDone = new Promise<void>((resolve) => {
       loop = resolve;
@@ -181,8 +182,7 @@ export class Connection implements ReadJobHost {
     try {
       if (handed === undefined) this.pending.push(Negotiation.greeting());
       const selected = await this.handshake(handed);
-      this.handshakeTimer.cancel();
-      this.handshakeTimer = null;
+      this.handshakeOver();
       if (!selected) {
         this.end(true);
         return;
@@ -204,6 +204,17 @@ export class Connection implements ReadJobHost {
     } finally {
       loop();
     }
+  }
+
+  /** @internal The handshake took longer than handshakeTimeoutMs. */
+  expire(): void {
+    this.handshakeTicket = -1;
+    this.fault(`handshake not finished within ${this.server.handshakeTimeoutMs} ms`);
+  }
+
+  private handshakeOver(): void {
+    if (this.handshakeTicket >= 0) this.server.handshakeDeadlines.cancel(this.handshakeTicket);
+    this.handshakeTicket = -1;
   }
 
   /** Stops reading requests and resolves once every request in flight has replied. */
