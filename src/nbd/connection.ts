@@ -12,9 +12,10 @@ import { checkRequest, replyErrorOf, trim, writeZeroes } from './commands.js';
 import { ExtentArray, MAX_EXTENTS } from './extent-array.js';
 import type { NbdExport } from './export.js';
 import { ConnectionBudget } from './connection-budget.js';
+import type { Deadlines, Expiring } from './deadlines.js';
 import type { MemoryBudget } from './memory-budget.js';
 import { ALLOCATION_DEPTH_ID, BASE_ALLOCATION_ID, type MetaSelection } from './meta-contexts.js';
-import { Negotiation, type NegotiationHost } from './negotiation.js';
+import { Negotiation, type NegotiationHost, type NegotiationStep } from './negotiation.js';
 import { ProtocolViolation } from './protocol-violation.js';
 import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
 import type { NbdClientInfo, NbdServerEvents } from './server-options.js';
@@ -22,9 +23,12 @@ import { ReadJob, type ReadJobHost } from './read-job.js';
 import { ReplyBatch } from './reply-batch.js';
 import { upgradeToTls } from './tls-upgrade.js';
 import { agreedOf, type HandedConnection, takeConnection } from './handover.js';
+import { HandshakeReplies } from './handshake-replies.js';
 
 /** Unsent option replies past which the server stops reading options until the client takes them. */
 const HANDSHAKE_BACKLOG = 256 * 1024;
+/** Handshake reply bytes gathered before they are written even though more options are here already. */
+const HANDSHAKE_FLUSH = 64 * 1024;
 /** Bytes the reader may hold beyond what the parser asked for. */
 const READER_SLACK = 256 * 1024;
 /** Requests in flight per connection before the server stops reading new ones. */
@@ -39,6 +43,8 @@ const ENDING = new ReaderClosed('connection ending');
 /** What a connection needs of its server (the NbdServer; an interface so that the server's file imports this one, not the reverse). */
 export interface ConnectionHost extends NegotiationHost {
   readonly handshakeTimeoutMs: number;
+  /** Handshakes in progress, each cut off after handshakeTimeoutMs. */
+  readonly handshakeDeadlines: Deadlines;
   readonly maxRequest: number;
   readonly clock: Clock;
   /** Bytes all connections together may hold for requests. */
@@ -52,7 +58,7 @@ export interface ConnectionHost extends NegotiationHost {
 }
 
 /** Per-connection state: handshake, then requests in flight and replies as they complete. */
-export class Connection implements ReadJobHost {
+export class Connection implements ReadJobHost, Expiring {
   private reader: SocketReader;
   /** The plain socket, then the TLS socket over it once NBD_OPT_STARTTLS succeeded. */
   private socket: net.Socket;
@@ -68,8 +74,11 @@ export class Connection implements ReadJobHost {
   private meta: MetaSelection | null = null;
   /** Extent arrays of finished BLOCK_STATUS requests, for reuse. */
   private readonly spareExtents: ExtentArray[] = [];
-  private handshakeTimer: ClockTimer | null = null;
+  /** The handshake's deadline in the server's queue, or -1 once the handshake is over. */
+  private handshakeTicket = -1;
   private endTimer: ClockTimer | null = null;
+  /** Handshake replies not written yet. */
+  private readonly pending = new HandshakeReplies();
   /** Replies are being gathered for one write at the end of this event-loop turn. */
   private corked = false;
   private readonly uncork = () => {
@@ -121,7 +130,7 @@ export class Connection implements ReadJobHost {
       this.resolveClosed = resolve;
     });
     this.watch(socket);
-    this.negotiation = new Negotiation(server, (frame) => this.send(frame));
+    this.negotiation = new Negotiation(server, (frame) => this.pending.push(frame));
   }
 
   /** Socket events that end the connection or let it write again (on the plain socket, and on the TLS one). */
@@ -137,7 +146,7 @@ export class Connection implements ReadJobHost {
     socket.on('close', () => {
       if (this.closeSeen) return;
       this.closeSeen = true;
-      this.handshakeTimer?.cancel();
+      this.handshakeOver();
       this.endTimer?.cancel();
       // Replies that will never be written give their bytes back; a pending wait leaves the queue.
       this.budget.close();
@@ -165,21 +174,17 @@ export class Connection implements ReadJobHost {
 
   /** `handed`: the connection comes from another thread after its handshake; transmission starts at once. */
   async run(handed?: HandedConnection): Promise<void> {
-    const ms = this.server.handshakeTimeoutMs;
-    this.handshakeTimer = this.server.clock.setTimer(this.server.clock.now() + ms * 1e6, () => {
-      this.fault(`handshake not finished within ${ms} ms`);
-    });
+    this.handshakeTicket = this.server.handshakeDeadlines.add(this);
     let loop: () => void = () => {};
     this.loopDone = new Promise<void>((resolve) => {
       loop = resolve;
     });
     try {
-      if (handed === undefined) this.send(Negotiation.greeting());
+      if (handed === undefined) this.pending.push(Negotiation.greeting());
       const selected = await this.handshake(handed);
-      this.handshakeTimer.cancel();
-      this.handshakeTimer = null;
+      this.handshakeOver();
       if (!selected) {
-        this.end();
+        this.end(true);
         return;
       }
       const to = this.exp?.handover;
@@ -187,18 +192,29 @@ export class Connection implements ReadJobHost {
       this.server.emit('connect', this.info());
       await this.transmission();
       await this.idle();
-      if (!this.stopping) this.end();
+      if (!this.stopping) this.end(true);
     } catch (e) {
       if (e instanceof ReaderClosed) {
         // The peer went away or the server stopped reading: in-flight replies still go out if they can.
         await this.idle();
-        if (!this.stopping) this.end();
+        if (!this.stopping) this.end(true);
       } else {
         this.fault(e instanceof Error ? e.message : String(e), e);
       }
     } finally {
       loop();
     }
+  }
+
+  /** @internal The handshake took longer than handshakeTimeoutMs. */
+  expire(): void {
+    this.handshakeTicket = -1;
+    this.fault(`handshake not finished within ${this.server.handshakeTimeoutMs} ms`);
+  }
+
+  private handshakeOver(): void {
+    if (this.handshakeTicket >= 0) this.server.handshakeDeadlines.cancel(this.handshakeTicket);
+    this.handshakeTicket = -1;
   }
 
   /** Stops reading requests and resolves once every request in flight has replied. */
@@ -221,21 +237,29 @@ export class Connection implements ReadJobHost {
   /**
    * Ends the connection after the replies already queued. A peer that does not take them gets
    * as long as it had for its handshake (handshakeTimeoutMs), then the socket is destroyed.
+   * `asked`: the client ended it (NBD_CMD_DISC, NBD_OPT_ABORT, or the end of its stream).
    */
-  end(): void {
+  end(asked = false): void {
     this.reader.stop(ENDING);
     // The replies of this turn go before the end.
     const b = this.batch;
     this.batch = null;
     if (b !== null) this.closeBatch(b);
-    if (this.socket.destroyed || this.endTimer) return;
+    const socket = this.socket;
+    if (socket.destroyed || this.endTimer) return;
+    // Every reply is with the kernel already, which still delivers it after the close: no shutdown
+    // round and no timer, as qemu-nbd closes (a TLS session still ends with its close_notify).
+    if (asked && socket.writableLength === 0 && !(socket instanceof tls.TLSSocket)) {
+      socket.destroy();
+      return;
+    }
     const ms = this.server.handshakeTimeoutMs;
     this.endTimer = this.server.clock.setTimer(this.server.clock.now() + ms * 1e6, () => {
       this.faultReason ??= `replies not taken within ${ms} ms of the end`;
-      this.socket.destroy();
+      socket.destroy();
     });
     // Once the queued replies are flushed the socket is released even if the peer keeps its side open.
-    this.socket.end(() => this.socket.destroy());
+    socket.end(() => socket.destroy());
   }
 
   /** Drops the connection for a protocol violation or a timeout. */
@@ -248,27 +272,6 @@ export class Connection implements ReadJobHost {
     const err = error instanceof Error ? error : new ProtocolViolation(reason);
     this.server.emit('error', { error: err, client: this.info() });
     this.socket.destroy();
-  }
-
-  /**
-   * Writes one whole frame. Its parts are written synchronously, so no other reply can come between
-   * them (the socket needs no other lock). Frames sent in the same turn of the event loop are
-   * corked together and leave in one system call.
-   */
-  private send(...parts: Uint8Array[]): void {
-    this.sendFrame(parts);
-  }
-
-  /** {@link send} with a callback once the frame has been handed to the OS (or will never be). */
-  private sendFrame(parts: Uint8Array[], done?: () => void): void {
-    if (!this.writableCorked()) {
-      done?.();
-      return;
-    }
-    const last = parts.length - 1;
-    for (let i = 0; i < last; i++) this.socket.write(parts[i] as Uint8Array);
-    if (last >= 0) this.socket.write(parts[last] as Uint8Array, done);
-    else done?.();
   }
 
   /**
@@ -323,21 +326,6 @@ export class Connection implements ReadJobHost {
     this.batchWritten(b, last === null ? null : NOT_WRITTEN);
   }
 
-  /**
-   * False when the socket can no longer write. Otherwise corks it for this turn: frames sent in the
-   * same turn leave together. setImmediate runs after the poll phase has delivered every completion
-   * ready in this turn (drive reads finishing together), so their replies leave in one writev.
-   */
-  private writableCorked(): boolean {
-    if (this.socket.destroyed || !this.socket.writable) return false;
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      setImmediate(this.uncork);
-    }
-    return true;
-  }
-
   // ---- handshake ------------------------------------------------------------------------
 
   /** Drives the option haggling from the socket; true once an export is selected, false when the client aborted. */
@@ -346,13 +334,25 @@ export class Connection implements ReadJobHost {
     for (;;) {
       // A client that sends options without reading the replies must not make them pile up here.
       if (neg.awaitingOption) {
+        if (this.pending.bytes >= HANDSHAKE_FLUSH) this.pending.flush(this.socket);
         while (!this.stopping && !this.socket.destroyed && this.socket.writableLength > HANDSHAKE_BACKLOG) {
           await new Promise<void>((resolve) => {
             this.slotWaiter = resolve;
           });
         }
       }
-      const step = handed !== undefined ? neg.adopt(handed) : neg.take(await this.reader.read(neg.need));
+      let step: NegotiationStep;
+      if (handed !== undefined) step = neg.adopt(handed);
+      else {
+        // The bytes of options sent together are here already: their replies wait for the next flush.
+        let bytes = this.reader.readNow(neg.need);
+        if (bytes === null) {
+          this.pending.flush(this.socket);
+          bytes = await this.reader.read(neg.need);
+        }
+        step = neg.take(bytes);
+      }
+      if (step !== 'more') this.pending.flush(this.socket);
       if (step === 'more') continue;
       if (step === 'starttls') {
         await upgradeToTls(this.socket, this.reader, this.server.tls as NbdTlsSetup, (secure) => {

@@ -7,6 +7,7 @@ import { BlockError } from '../errors.js';
 import { unixListenCause } from '../unix-listen.js';
 import { BufferPool } from './buffer-pool.js';
 import { Connection } from './connection.js';
+import { Deadlines } from './deadlines.js';
 import { isReadOnly, type NbdExport } from './export.js';
 import { acquireContexts, releaseContexts, resolveContexts, type ServedExport } from './export-contexts.js';
 import { MemoryBudget } from './memory-budget.js';
@@ -44,6 +45,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   private closing: Promise<void> | null = null;
   /** @internal */ readonly maxConnections: number;
   /** @internal */ readonly handshakeTimeoutMs: number;
+  /** @internal One timer for every handshake in progress (they all have the same timeout). */ readonly handshakeDeadlines: Deadlines;
   /** @internal */ readonly maxRequest: number;
   /** @internal */ readonly clock: Clock;
   /** @internal */ readonly budget: MemoryBudget;
@@ -69,6 +71,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     this.budget = new MemoryBudget(memoryBudget);
     this.pool = new BufferPool(Math.min(POOL_LIMIT, memoryBudget >> 2));
     this.clock = options.clock ?? new RealClock();
+    this.handshakeDeadlines = new Deadlines(this.clock, this.handshakeTimeoutMs * 1e6, () => this.state === 'listening');
     this.tls = options.tls === undefined ? null : prepareTls(options.tls);
     if (options.tlsRequired === true && this.tls === null) throw new BlockError('EINVAL', 'tlsRequired: needs tls credentials', { field: 'tlsRequired' });
     this.tlsRequired = this.tls !== null && options.tlsRequired !== false;
@@ -207,6 +210,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
     await Promise.all(conns.map((c) => c.closed));
     await stopped;
     for (const e of this.exports.values()) this.release(e);
+    this.handshakeDeadlines.clear();
     this.state = 'closed';
   }
 
