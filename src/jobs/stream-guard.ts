@@ -43,11 +43,7 @@ export class CopyGuard {
     node.setBeforeWrite(this.hook);
     const bitmap = node.bitmaps.add(unique);
     // Every write that passed the hook is recorded in the node's bitmaps once it settles: that is where it leaves the in-flight list.
-    const record = bitmap.record.bind(bitmap);
-    bitmap.record = (offset: number, length: number) => {
-      record(offset, length);
-      this.settle(offset, offset + length);
-    };
+    bitmap.onRecord((offset, length) => this.settle(offset, offset + length));
     this.bitmap = bitmap;
   }
 

@@ -110,6 +110,7 @@ export class DirtyBitmap {
   readOnly: boolean;
   private users = 0;
   private watcher: RecordingWatcher | null = null;
+  private recorded: ((offset: number, length: number) => void) | null = null;
 
   constructor(
     /** The bitmap's name. */
@@ -187,6 +188,21 @@ export class DirtyBitmap {
   /** Marks bytes `[offset, offset+length)` dirty if recording (the write path). */
   record(offset: number, length: number): void {
     if (this.recordingFlag === true) this.markDirty(offset, length);
+    if (this.recorded !== null) this.recorded(offset, length);
+  }
+
+  /**
+   * Calls `fn` after every write this bitmap is told of (recording or not), once the write
+   * settled: a job's own bookkeeping of writes in flight (a stream's copy guard). Null removes it.
+   */
+  onRecord(fn: ((offset: number, length: number) => void) | null): void {
+    this.recorded = fn;
+    this.watcher?.recordingChanged();
+  }
+
+  /** Whether something listens to this bitmap's records ({@link onRecord}): then every write must go through {@link record}. */
+  get listened(): boolean {
+    return this.recorded !== null;
   }
 
   /** Marks bytes dirty whether or not recording (merge, set). */

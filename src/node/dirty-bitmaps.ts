@@ -121,14 +121,18 @@ export class DirtyBitmaps implements RecordingWatcher {
   recordingChanged(): void {
     let only: DirtyBitmap | null = null;
     let recording = 0;
+    // a bitmap with a listener on its records (a stream's guard) is told of every write through record()
+    let plain = true;
     for (const b of this.recorders) {
       if (b.recording) {
         only = b;
         recording++;
       }
+      if (b.listened) plain = false;
     }
-    this.solo = recording === 1 ? only!.granules : null;
-    this.soloPerByte = recording === 1 ? 1 / only!.granularity : 0;
+    const solo = recording === 1 && plain ? only : null;
+    this.solo = solo !== null ? solo.granules : null;
+    this.soloPerByte = solo !== null ? 1 / solo.granularity : 0;
   }
 
   /** Every bitmap (internal ones too) follows a resize of the node to `newSize` bytes. */

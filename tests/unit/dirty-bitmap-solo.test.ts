@@ -28,6 +28,24 @@ describe('dirty bitmaps: one recording bitmap', () => {
     expect(granulesOf(b)).toEqual([0, 1, 10, Math.floor((SIZE - 1) / 4096)]);
   });
 
+  it('a listener on the only recording bitmap (a stream guard) hears every write, and the writes are recorded', async () => {
+    await using layer = new BlockLayer();
+    const d = await layer.openDrive({ driver: 'memory', size: SIZE });
+    d.addDirtyBitmap('b', { granularity: 4096 });
+    const b = d.bitmapNode.bitmaps.get('b');
+    const heard: [number, number][] = [];
+    b.onRecord((offset, length) => heard.push([offset, length]));
+    await d.write(5000, new Uint8Array(100));
+    await d.write(40_960, new Uint8Array(8192));
+    b.onRecord(null);
+    await d.write(81_920, new Uint8Array(1));
+    expect(heard).toEqual([
+      [5000, 100],
+      [40_960, 8192],
+    ]);
+    expect(granulesOf(b)).toEqual([1, 10, 11, 20]);
+  });
+
   it('a bitmap disabled and enabled directly (as a transaction does) stops and starts recording', async () => {
     await using layer = new BlockLayer();
     const d = await layer.openDrive({ driver: 'memory', size: SIZE });
