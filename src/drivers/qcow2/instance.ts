@@ -60,13 +60,25 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
 
   // Host clusters under a read are not reused until it is done (see Refcounts.pin); only a
   // writable image frees clusters.
-  const pinnedRead = (host: number, part: Uint8Array): Promise<void> => {
-    if (!refcounts || dataNode) return readClamped(data, host, part);
+  const pinnedRead = async (host: number, part: Uint8Array): Promise<void> => {
+    const inFile = host + part.length <= data.length;
+    if (!refcounts || dataNode) return inFile ? data.read(host, part) : readClamped(data, host, part);
     const pin = refcounts.pin(host, part.length);
-    return readClamped(data, host, part).finally(() => refcounts.unpin(pin));
+    try {
+      await (inFile ? data.read(host, part) : readClamped(data, host, part));
+    } finally {
+      refcounts.unpin(pin);
+    }
   };
 
-  const readGuest = async (offset: number, buffer: Uint8Array): Promise<void> => {
+  // A request that is one run of data clusters contiguous on the host, with its L2 table
+  // cached, is one read of the data file, found without an await (tables.dataRunNow).
+  const readGuest = (offset: number, buffer: Uint8Array): Promise<void> => {
+    const host = tables.dataRunNow(offset, buffer.length);
+    return host >= 0 ? pinnedRead(host, buffer) : readGuestParts(offset, buffer);
+  };
+
+  const readGuestParts = async (offset: number, buffer: Uint8Array): Promise<void> => {
     // Data reads run in parallel; each gets a handler at once so a failure is never unhandled
     // while later extents are being mapped. After a failure no further read is issued, and
     // the request settles only when every issued read has (QEMU: after all of its parts).

@@ -20,10 +20,11 @@ export function maxRefcount(order: number): number {
 
 /** Reads entry `index` of a refcount block. 64-bit values above 2^53 lose precision (they are corrupt anyway). */
 export function readEntry(block: Uint8Array, index: number, order: number): number {
-  const bits = 2 ** order;
+  // Shifts, not `**`: a variable exponent is a call to pow per entry (order is 0..6).
+  const bits = 1 << order;
   if (bits < 8) {
     const bit = index * bits;
-    return (block[bit >> 3] >> (bit & 7)) & (2 ** bits - 1);
+    return (block[bit >> 3] >> (bit & 7)) & ((1 << bits) - 1);
   }
   const at = (index * bits) / 8;
   // Byte arithmetic, no DataView: a snapshot of a large image reads one entry per cluster.
@@ -36,10 +37,10 @@ export function readEntry(block: Uint8Array, index: number, order: number): numb
 
 /** Writes entry `index` of a refcount block (`value` must fit the width). */
 export function writeEntry(block: Uint8Array, index: number, order: number, value: number): void {
-  const bits = 2 ** order;
+  const bits = 1 << order;
   if (bits < 8) {
     const bit = index * bits;
-    const mask = (2 ** bits - 1) << (bit & 7);
+    const mask = ((1 << bits) - 1) << (bit & 7);
     block[bit >> 3] = (block[bit >> 3] & ~mask) | ((value << (bit & 7)) & mask);
     return;
   }

@@ -436,6 +436,20 @@ export class Refcounts {
       const b = Math.floor(i / E);
       const stop = Math.min(end, (b + 1) * E);
       const blk = await this.block(b);
+      if (this.order === 4 && blk) {
+        // 16-bit entries (QEMU's default) in place, as incrementMany does; an overflow throws as checkChange does.
+        const d = blk.data;
+        for (let k = i; k < stop; k++) {
+          const at = (k - b * E) * 2;
+          const next = ((d[at] << 8) | d[at + 1]) + 1;
+          if (next > 0xffff) this.checkChange(blk, k - b * E, k, 1);
+          d[at] = next >> 8;
+          d[at + 1] = next & 0xff;
+        }
+        blk.dirty = true;
+        i = stop;
+        continue;
+      }
       for (let k = i; k < stop; k++) this.checkChange(blk, k - b * E, k, 1);
       for (let k = i; k < stop; k++) writeEntry(blk!.data, k - b * E, this.order, readEntry(blk!.data, k - b * E, this.order) + 1);
       blk!.dirty = true;

@@ -5,6 +5,7 @@ import { InPlaceWrites } from './in-place-writes.js';
 import { settleAll } from './refcounts.js';
 import type { ClusterPlan } from './cluster-plan.js';
 import type { WriterContext } from './writer-context.js';
+import { l2EntryAt, ownedHost, touchedBits } from './writer-entries.js';
 
 const ZERO_CHUNK = 1 << 20;
 const ONE_ZERO_BYTE = new Uint8Array(1);
@@ -103,7 +104,7 @@ export class Qcow2Writer {
       await this.lock.acquire();
       try {
         const l2 = await this.c.cache.get(await this.ownedL2(l1Index));
-        const x = this.entry(l2, offset);
+        const x = l2EntryAt(this.c, l2, offset);
         if (x.hostValid || x.hi & COMPRESSED || (this.c.h.extendedL2 && x.allocBits !== 0)) {
           throw new BlockError('EINVAL', `qcow2: write-compressed: the cluster at guest offset ${offset} already holds data (compressed writes only go to empty clusters)`, {
             offset,
@@ -260,60 +261,45 @@ export class Qcow2Writer {
 
   /** Writes within one L2 table. */
   private async writeSlice(offset: number, data: Uint8Array): Promise<void> {
-    const fast = await this.inPlaceHost(offset, data.length);
+    let fast = this.inPlaceHostNow(offset, data.length);
+    if (fast === -2) fast = await this.inPlaceHost(offset, data.length);
     if (fast >= 0) return this.c.data.write(fast, data, true);
     const plans = await this.plan(offset, data.length);
     const end = offset + data.length;
-    const writes: Promise<void>[] = [];
+    // Runs of clusters contiguous on the host (in place, or new) go out as one write; the
+    // common case, one run, without a list.
+    let single: Promise<void> | undefined;
+    let writes: Promise<void>[] | undefined;
+    let linked = false;
     for (let i = 0; i < plans.length; ) {
-      // Runs of clusters contiguous on the host (in place, or new) go out as one write.
       let j = i + 1;
       while (j < plans.length && plans[j].alloc === plans[i].alloc && plans[j].host === plans[j - 1].host + this.cs) j++;
       const from = Math.max(offset, plans[i].guest);
       const to = Math.min(end, plans[j - 1].guest + this.cs);
-      writes.push(this.writeRun(plans[i], plans[j - 1], from, to, data.subarray(from - offset, to - offset)));
+      const w = this.writeRun(plans[i], plans[j - 1], from, to, data.subarray(from - offset, to - offset));
+      if (single === undefined) single = w;
+      else if (writes === undefined) writes = [single, w];
+      else writes.push(w);
       i = j;
     }
+    for (const p of plans) if (p.link) linked = true;
     try {
-      await settleAll(writes);
+      if (writes !== undefined) await settleAll(writes);
+      else await single;
     } catch (e) {
       // Never map unwritten data: the new clusters go back (nothing references them).
       if (!this.c.externalData) for (const p of plans) if (p.alloc) this.c.refcounts.release(p.host, this.cs);
       throw e;
     }
-    const links = plans.filter((p) => p.link);
-    if (links.length > 0) await this.link(offset, links);
+    if (linked) await this.link(offset, plans);
   }
 
-  /** Entry `index` of an L2 table: the standard word, the host offset and (extended L2) the bitmaps. */
-  private entry(l2: Buffer, g: number) {
-    const e = (Math.floor(g / this.cs) % this.l2Entries) * this.entryBytes;
-    const hi = l2.readUInt32BE(e);
-    const lo = l2.readUInt32BE(e + 4);
-    const host = entryOffset(hi, lo);
-    // In an external data file, offset 0 is a real offset (every entry there has COPIED).
-    const hostValid = host !== 0 || (this.c.externalData && (hi & COPIED) !== 0);
-    const ext = this.c.h.extendedL2;
-    // A raw data file holds each guest cluster at its guest offset: a cluster mapped elsewhere is
-    // not written in place but moved there (copied whole, then linked).
-    const inRawPlace = !this.c.dataRaw || host === this.floor(g);
-    return {
-      e,
-      hi,
-      lo,
-      host,
-      owned: (hi & COPIED) !== 0 && !(hi & COMPRESSED) && hostValid && (ext || !(lo & ZERO_FLAG)) && inRawPlace,
-      allocBits: ext ? l2.readUInt32BE(e + EXT_L2_ALLOC_BITS) : 0,
-      zeroBits: ext ? l2.readUInt32BE(e + EXT_L2_ZERO_BITS) : 0,
-      hostValid,
-    };
-  }
-
-  /** Bits of the subclusters [from, to) of the cluster at `g` touch. */
-  private touched(g: number, from: number, to: number): { first: number; last: number; mask: number } {
-    const first = Math.floor((from - g) / this.sc);
-    const last = Math.floor((to - 1 - g) / this.sc);
-    return { first, last, mask: (2 ** (last + 1) - 2 ** first) >>> 0 };
+  /** {@link inPlaceHost} without an await: -2 when the L2 table is not cached (ask inPlaceHost). */
+  private inPlaceHostNow(offset: number, length: number): number {
+    const l1Index = Math.floor(offset / (this.cs * this.l2Entries));
+    if (!(this.c.l1.readUInt32BE(l1Index * 8) & COPIED)) return -1;
+    const l2 = this.c.cache.peek(this.l1Entry(l1Index));
+    return l2 === undefined ? -2 : this.inPlace.hostIn(l2, offset, length);
   }
 
   /** {@link InPlaceWrites.hostIn} for a request holding its queue ticket (no lock needed: the ticket owns these entries). */
@@ -341,13 +327,16 @@ export class Qcow2Writer {
       for (let g = this.floor(offset); g < end; g += this.cs) {
         const from = Math.max(g, offset);
         const to = Math.min(g + this.cs, end);
-        const x = this.entry(l2, g);
-        const p: ClusterPlan = { guest: g, host: x.host, alloc: !x.owned, fresh: false, link: !x.owned, cowFrom: g, cowTo: g + this.cs, allocBits: 0, zeroBits: 0 };
-        if (x.owned && !ext) {
-          p.cowFrom = from;
-          p.cowTo = to;
-        } else if (ext) {
-          const t = this.touched(g, from, to);
+        let p: ClusterPlan;
+        if (!ext) {
+          // Standard entries: written in place when owned alone, else into a new cluster copied whole.
+          const host = ownedHost(this.c, l2, g);
+          const owned = host >= 0;
+          p = { guest: g, host: owned ? host : 0, alloc: !owned, fresh: false, link: !owned, cowFrom: owned ? from : g, cowTo: owned ? to : g + this.cs, allocBits: 0, zeroBits: 0 };
+        } else {
+          const x = l2EntryAt(this.c, l2, g);
+          p = { guest: g, host: x.host, alloc: !x.owned, fresh: false, link: !x.owned, cowFrom: g, cowTo: g + this.cs, allocBits: 0, zeroBits: 0 };
+          const t = touchedBits(this.sc, g, from, to);
           // A raw data file gets every new cluster whole: its untouched subclusters hold whatever
           // the data file had there, which must become what the guest reads.
           if (x.owned || (!x.hostValid && !(x.hi & COMPRESSED) && !this.c.dataRaw)) {
@@ -396,22 +385,22 @@ export class Qcow2Writer {
     if (fresh && start < from && (await this.readsZero(first.guest))) start = from;
     if (fresh && stop > to && (await this.readsZero(last.guest))) stop = to;
     const at = first.host + (start - first.guest);
-    const writes: Promise<void>[] = [];
-    if (start === from && stop === to) writes.push(this.c.data.write(at, part, true));
+    let written: Promise<void>;
+    if (start === from && stop === to) written = this.c.data.write(at, part, true);
     else {
       const buf = new Uint8Array(stop - start);
       if (start < from) await this.c.readGuest(start, buf.subarray(0, from - start));
       if (stop > to) await this.c.readGuest(to, buf.subarray(to - start));
       buf.set(part, from - start);
-      writes.push(this.c.data.write(at, buf, true));
+      written = this.c.data.write(at, buf, true);
     }
     // A new cluster at the end of the file ending in a hole: extend the file over all of it
     // (qemu-img check wants every cluster inside the file).
     const clusterEnd = last.host + this.cs;
     if (first.alloc && first.fresh && stop < last.guest + this.cs && clusterEnd > this.c.data.length) {
-      writes.push(this.c.data.write(clusterEnd - 1, ONE_ZERO_BYTE, true));
+      return settleAll([written, this.c.data.write(clusterEnd - 1, ONE_ZERO_BYTE, true)]);
     }
-    return settleAll(writes);
+    return written;
   }
 
   /** Whether the guest cluster at `guest` reads as zeros now (unallocated without backing, or a zero cluster). */
@@ -428,13 +417,14 @@ export class Qcow2Writer {
     return !this.c.hasBacking && entryOffset(hi, lo) === 0;
   }
 
-  /** Under the lock, once the data is written: points the L2 entries at the new clusters (or marks subclusters allocated) and releases the old clusters. */
+  /** Under the lock, once the data is written: points the L2 entries of the plans that link at the new clusters (or marks subclusters allocated) and releases the old clusters. */
   private async link(offset: number, plans: ClusterPlan[]): Promise<void> {
     await this.lock.acquire();
     try {
       const l2Offset = this.l1Entry(Math.floor(offset / (this.cs * this.l2Entries)));
       const l2 = await this.c.cache.get(l2Offset);
       for (const p of plans) {
+        if (!p.link) continue;
         const e = (Math.floor(p.guest / this.cs) % this.l2Entries) * this.entryBytes;
         if (p.alloc) {
           this.releaseEntry(l2, e);
