@@ -27,6 +27,17 @@ function fakeFile() {
 
 const turn = () => new Promise((r) => setImmediate(r));
 
+/** `p` and whether it has settled yet. */
+function watched(p: Promise<unknown>): { readonly settled: boolean; done: Promise<void> } {
+  const w = {
+    settled: false,
+    done: p.then(() => {
+      w.settled = true;
+    }),
+  };
+  return w;
+}
+
 /** A stand-in for a file's write-out hint: counts its starts, each settled by hand, and its closes. */
 function fakeHint() {
   const started: (() => void)[] = [];
@@ -79,15 +90,12 @@ describe('EarlyWriteback', () => {
     const f = fakeFile();
     const wb = new EarlyWriteback([f.node], MiB);
     wb.wrote(MiB);
-    let settled = false;
-    const s = wb.settle().then(() => {
-      settled = true;
-    });
+    const s = watched(wb.settle());
     await turn();
-    expect(settled).toBe(false);
+    expect(s.settled).toBe(false);
     f.pending[0]!.resolve();
-    await s;
-    expect(settled).toBe(true);
+    await s.done;
+    expect(s.settled).toBe(true);
   });
 
   it('starts a hint once `hintEvery` bytes were written, one at a time, beside the flushes', async () => {
@@ -117,15 +125,12 @@ describe('EarlyWriteback', () => {
     const h = fakeHint();
     const wb = new EarlyWriteback([], 4 * MiB, [h.hint], MiB);
     wb.wrote(MiB);
-    let settled = false;
-    const s = wb.settle().then(() => {
-      settled = true;
-    });
+    const s = watched(wb.settle());
     await turn();
-    expect(settled).toBe(false);
+    expect(s.settled).toBe(false);
     expect(h.closed()).toBe(0);
     h.started[0]!();
-    await s;
+    await s.done;
     expect(h.closed()).toBe(1);
     wb.wrote(4 * MiB);
     expect(h.started).toHaveLength(1);
