@@ -1,9 +1,7 @@
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
-import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { describe, expect, it } from 'vitest';
+import { imageSuite } from '../helpers/image-suite.js';
+import { haveQemuTools, qemuImg, qemuIo } from '../helpers/qemu-images.js';
 
 // Small reads (the 4 KiB random reads of a guest, and odd ones) take the drivers' one-block
 // shortcut when they can; these compare each with the bytes qemu-img convert -O raw makes.
@@ -12,18 +10,8 @@ const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 
 const MiB = 1 << 20;
-let dir: string;
-const p = (name: string) => path.join(dir, name);
-const layer = new BlockLayer();
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-small-reads-'));
-  setQemuCwd(dir);
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const suite = imageSuite('blocklayer-small-reads-');
+const { p, layer } = suite;
 
 /** Data in some blocks and not others, and pieces across block boundaries (all below 31 MiB, the smallest size below). */
 const WRITES = ['write -P 0xab 0 64k', 'write -P 0x11 1020k 8k', 'write -P 0x22 3M 2560k', 'write -P 0x33 9M 512', 'write -P 0x44 17M 3M', 'write -P 0x55 30M 1M'];

@@ -1,26 +1,14 @@
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
-import { driveHash, haveQemuTools, ourMap, qemuImg, qemuIo, referenceHash, referenceMap, setQemuCwd } from '../helpers/qemu-images.js';
+import { describe, expect, it } from 'vitest';
+import { imageSuite } from '../helpers/image-suite.js';
+import { driveHash, haveQemuTools, ourMap, qemuImg, qemuIo, referenceHash, referenceMap } from '../helpers/qemu-images.js';
 
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 if (!available) console.log('qcow2 qemu-img comparisons skipped: install qemu-utils (apt-get install qemu-utils) to run them');
 
-let dir: string;
-const p = (name: string) => path.join(dir, name);
-const layer = new BlockLayer();
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-qcow2-'));
-  setQemuCwd(dir);
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const suite = imageSuite('blocklayer-qcow2-');
+const { p, layer } = suite;
 
 /** Opens an image through our qcow2 driver and checks content and map against qemu-img. */
 async function compare(image: string, opts: { snapshot?: string; map?: boolean } = {}) {

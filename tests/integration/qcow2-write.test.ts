@@ -1,34 +1,23 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockLayer, type Drive } from '../../src/index.js';
-import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { describe, expect, it } from 'vitest';
+import type { Drive } from '../../src/index.js';
+import { imageSuite } from '../helpers/image-suite.js';
+import { haveQemuTools, qemuImg, qemuIo } from '../helpers/qemu-images.js';
 
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 if (!available) console.log('qcow2 write tests skipped: install qemu-utils (apt-get install qemu-utils) to run them');
 
-let dir: string;
-const p = (name: string) => path.join(dir, name);
-const layer = new BlockLayer();
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-qcow2-write-'));
-  setQemuCwd(dir);
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const suite = imageSuite('blocklayer-qcow2-write-');
+const { p, layer } = suite;
 
 const open = (image: string, extra: Record<string, unknown> = {}) =>
   layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: image }, ...extra });
 
 /** qemu-img check's verdict: corruptions and leaks (0 when absent from the JSON); -U (force share) as for any image in use, which it may be. */
 function check(image: string): { corruptions: number; leaks: number; errors: number } {
-  const r = spawnSync('qemu-img', ['check', '-U', '--output=json', image], { encoding: 'utf8', cwd: dir });
+  const r = spawnSync('qemu-img', ['check', '-U', '--output=json', image], { encoding: 'utf8', cwd: suite.dir });
   const j = JSON.parse(r.stdout) as Record<string, number>;
   return { corruptions: j.corruptions ?? 0, leaks: j.leaks ?? 0, errors: j['check-errors'] ?? 0 };
 }

@@ -1,11 +1,10 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { vdiDriver } from '../../src/drivers/vdi/index.js';
-import { BlockError, BlockLayer, checkImage, imageMap } from '../../src/index.js';
-import { haveQemuTools, ourMap, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { BlockError, checkImage, imageMap } from '../../src/index.js';
+import { imageSuite } from '../helpers/image-suite.js';
+import { haveQemuTools, ourMap, qemuImg, qemuIo } from '../helpers/qemu-images.js';
 
 const creator = vdiDriver.create!;
 
@@ -15,18 +14,8 @@ if (!available) console.log('vdi tests skipped: install qemu-utils (apt-get inst
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
-let dir: string;
-const p = (name: string) => path.join(dir, name);
-const layer = new BlockLayer();
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-vdi-'));
-  setQemuCwd(dir);
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const suite = imageSuite('blocklayer-vdi-');
+const { p, layer } = suite;
 
 const openVdi = (filename: string, readOnly = false) => layer.openDrive({ driver: 'vdi', readOnly, file: { driver: 'file', filename, readOnly } });
 const qemuMap = (image: string) => JSON.parse(qemuImg('map', '--output=json', '-f', 'vdi', image)) as Record<string, unknown>[];
@@ -34,7 +23,7 @@ const virtualSize = (image: string) => (JSON.parse(qemuImg('info', '--output=jso
 
 /** qemu-img check -f vdi: its exit code and output (0: clean). */
 function check(image: string): { code: number | null; out: string } {
-  const r = spawnSync('qemu-img', ['check', '-f', 'vdi', image], { encoding: 'utf8', cwd: dir });
+  const r = spawnSync('qemu-img', ['check', '-f', 'vdi', image], { encoding: 'utf8', cwd: suite.dir });
   return { code: r.status, out: r.stdout + r.stderr };
 }
 /** The guest content according to qemu-img convert -O raw. */

@@ -1,13 +1,13 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { checksumWithField } from '../../src/drivers/vhdx/crc32c.js';
-import { BlockLayer, checkImage, type Drive, isBlockError, vhdxDriver } from '../../src/index.js';
-import { driveHash, haveQemuTools, qemuImg, qemuIo, referenceHash, setQemuCwd } from '../helpers/qemu-images.js';
+import { checkImage, type Drive, isBlockError, vhdxDriver } from '../../src/index.js';
+import { imageSuite } from '../helpers/image-suite.js';
+import { driveHash, haveQemuTools, qemuImg, qemuIo, referenceHash } from '../helpers/qemu-images.js';
 import { buildLogEntry } from '../helpers/vhdx-log.js';
 
 const available = haveQemuTools();
@@ -15,18 +15,8 @@ if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io m
 if (!available) console.log('vhdx: qemu-img comparisons skipped: install qemu-utils (apt-get install qemu-utils) to run them');
 
 const MiB = 1 << 20;
-let dir: string;
-const p = (name: string) => path.join(dir, name);
-const layer = new BlockLayer();
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-vhdx-'));
-  setQemuCwd(dir);
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const suite = imageSuite('blocklayer-vhdx-');
+const { p, layer } = suite;
 
 const open = (image: string, readOnly = true) => layer.openDrive({ driver: 'vhdx', readOnly, file: { driver: 'file', filename: image } });
 

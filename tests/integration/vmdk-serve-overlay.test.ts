@@ -1,10 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
-import { driveHash, haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { describe, expect, it } from 'vitest';
+import { imageSuite } from '../helpers/image-suite.js';
+import { driveHash, haveQemuTools, qemuImg, qemuIo } from '../helpers/qemu-images.js';
 import { serve } from '../helpers/serve-process.js';
 import { haveProgram, ok } from '../helpers/tools.js';
 
@@ -14,18 +12,8 @@ if (process.env.CI === 'true' && !(available && haveLibnbd)) throw new Error('qe
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
-let dir: string;
-const p = (name: string) => path.join(dir, name);
-const layer = new BlockLayer();
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-vmdk-serve-'));
-  setQemuCwd(dir);
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const suite = imageSuite('blocklayer-vmdk-serve-');
+const { p, layer } = suite;
 
 /** The virtual size of the bases: past 2 GiB for the split vmdk (its extent boundary), small for the rest. */
 const sizeOf = (name: string) => (name.includes('split') ? 2 * GiB + MiB : 64 * MiB);
@@ -78,7 +66,7 @@ describe.skipIf(!available)('a qcow2 overlay (qemu-img create -b BASE -F FMT) ov
         await w.close();
       }
       expect(qemuImg('check', top)).toContain('No errors');
-      const read = execFileSync('qemu-io', ['-f', 'qcow2', '-c', `read -P 0x55 ${mid + MiB} 64k`, '-c', 'read -P 0x11 0 512k', '-c', `read -P 0x44 ${mid - 4096} 8k`, p(top)], { cwd: dir, encoding: 'utf8' });
+      const read = execFileSync('qemu-io', ['-f', 'qcow2', '-c', `read -P 0x55 ${mid + MiB} 64k`, '-c', 'read -P 0x11 0 512k', '-c', `read -P 0x44 ${mid - 4096} 8k`, p(top)], { cwd: suite.dir, encoding: 'utf8' });
       expect(read).not.toMatch(/Pattern verification failed/);
       // The base is untouched: qemu-img check of it is clean.
       if (format === 'vmdk') expect(qemuImg('check', name)).toContain('No errors');

@@ -3,12 +3,12 @@
 // differencing chains (built by tests/helpers/vhd-differencing.ts: no tool here makes them) read as their model.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockError, BlockLayer } from '../../src/index.js';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { vpcDriver } from '../../src/drivers/index.js';
-import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { BlockError } from '../../src/index.js';
+import { imageSuite } from '../helpers/image-suite.js';
+import { haveQemuTools, qemuImg, qemuIo } from '../helpers/qemu-images.js';
 import { rejection } from '../helpers/rejection.js';
 import { writeDifferencingVhd } from '../helpers/vhd-differencing.js';
 
@@ -16,18 +16,8 @@ const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 if (!available) console.log('vpc tests skipped: install qemu-utils (apt-get install qemu-utils) to run them');
 
-let dir: string;
-const p = (name: string) => path.join(dir, name);
-const layer = new BlockLayer();
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-vpc-'));
-  setQemuCwd(dir);
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const suite = imageSuite('blocklayer-vpc-');
+const { p, layer } = suite;
 
 const openVpc = (image: string, extra: Record<string, unknown> = {}) => layer.openNode({ driver: 'vpc', file: { driver: 'file', filename: image }, ...extra });
 
@@ -45,7 +35,7 @@ function qemuRaw(image: string): Buffer {
 
 /** qemu-img compare of an image against a raw file: exit status 0 when identical. */
 function qemuCompare(image: string, raw: string): { code: number | null; out: string } {
-  const r = spawnSync('qemu-img', ['compare', '-U', '-f', 'vpc', '-F', 'raw', image, raw], { encoding: 'utf8', cwd: dir });
+  const r = spawnSync('qemu-img', ['compare', '-U', '-f', 'vpc', '-F', 'raw', image, raw], { encoding: 'utf8', cwd: suite.dir });
   return { code: r.status, out: r.stdout + r.stderr };
 }
 
