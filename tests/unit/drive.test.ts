@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { BlockError, BlockLayer, defineDriver, type IoErrorEvent, openDrive, VirtualClock } from '../../src/index.js';
+import { testProtocolDriver } from '../helpers/test-protocol-driver.js';
 
 describe('Drive', () => {
   it('closing with requests in flight settles every one exactly once, then emits closed once', async () => {
@@ -65,23 +66,10 @@ describe('Drive', () => {
     const clock = new VirtualClock();
     const layer = new BlockLayer({ clock });
     layer.registerDriver(
-      defineDriver({
-        name: 'failing-writes',
-        capabilities: { kind: 'protocol' },
-        schema: z.object({}).strict(),
-        async open() {
-          return {
-            alignment: 1,
-            length: () => 1 << 20,
-            read: async (_o, b) => void b.fill(1),
-            write: async () => {
-              throw Object.assign(new Error('disk on fire'), { code: 'EIO' });
-            },
-            flush: async () => {},
-            discard: async () => {},
-            blockStatus: async (offset, length) => ({ offset, length, data: true, zero: false, allocated: true, depth: 0 }),
-            close: async () => {},
-          };
+      testProtocolDriver('failing-writes', 1 << 20, {
+        read: async (_o, b) => void b.fill(1),
+        write: async () => {
+          throw Object.assign(new Error('disk on fire'), { code: 'EIO' });
         },
       }),
     );

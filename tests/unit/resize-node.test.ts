@@ -1,26 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import * as z from 'zod';
-import { BlockLayer, defineDriver } from '../../src/index.js';
+import { BlockLayer } from '../../src/index.js';
+import { testProtocolDriver } from '../helpers/test-protocol-driver.js';
 
 const MiB = 2 ** 20;
 
 /** A protocol driver without the truncate hook. */
-const fixed = defineDriver({
-  name: 'fixed',
-  capabilities: { kind: 'protocol' },
-  schema: z.object({}).strict(),
-  async open() {
-    return {
-      alignment: 1,
-      length: () => MiB,
-      read: async (_o, b) => void b.fill(0),
-      write: async () => {},
-      flush: async () => {},
-      discard: async () => {},
-      blockStatus: async (offset, length) => ({ offset, length, data: false, zero: true, allocated: true, depth: 0 }),
-      close: async () => {},
-    };
-  },
+const fixed = testProtocolDriver('fixed', MiB, {
+  read: async (_o, b) => void b.fill(0),
+  blockStatus: async (offset, length) => ({ offset, length, data: false, zero: true, allocated: true, depth: 0 }),
 });
 
 describe('BlockNode.truncate and Drive.resize', () => {
