@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { z } from 'zod';
-import { BlockLayer, checkImage, createImage, defineDriver } from '../../src/index.js';
+import { BlockLayer, checkImage, createImage } from '../../src/index.js';
+import { testFilterDriver } from '../helpers/test-filter-driver.js';
 
 /**
  * A cluster freed by a discard must not be handed to another guest cluster while a read of it is
@@ -22,35 +22,18 @@ interface Gate {
 }
 const gate: Gate = { armAt: -1 };
 
-const gateDriver = defineDriver({
-  name: 'test-gate',
-  capabilities: { kind: 'filter' },
-  schema: z.object({}).strict(),
-  children: { file: 'required' },
-  async open({ children }) {
-    const file = children.get('file')!;
-    return {
-      alignment: 1,
-      growable: true,
-      length: () => file.length,
-      read: async (offset, buffer) => {
-        if (gate.armAt >= 0 && offset <= gate.armAt && gate.armAt < offset + buffer.length) {
-          gate.armAt = -1;
-          await new Promise<void>((resolve) => {
-            gate.held = resolve;
-            gate.heldSeen?.();
-          });
-        }
-        await file.read(offset, buffer);
-      },
-      write: (offset, data) => file.write(offset, data, true),
-      flush: () => file.flush(),
-      discard: (offset, length) => file.discard(offset, length),
-      blockStatus: (offset, length) => file.blockStatus(offset, length),
-      close: async () => {},
-    };
+const gateDriver = testFilterDriver('test-gate', (file) => ({
+  read: async (offset, buffer) => {
+    if (gate.armAt >= 0 && offset <= gate.armAt && gate.armAt < offset + buffer.length) {
+      gate.armAt = -1;
+      await new Promise<void>((resolve) => {
+        gate.held = resolve;
+        gate.heldSeen?.();
+      });
+    }
+    await file.read(offset, buffer);
   },
-});
+}));
 
 let dir: string;
 beforeAll(() => {
