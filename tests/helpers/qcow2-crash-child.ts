@@ -7,9 +7,9 @@
  * It exits when stdin closes (the parent is gone).
  */
 import { BlockLayer } from '../../src/index.js';
+import { patternBytes } from './pattern-bytes.js';
 import { type CrashChildArgs, crashWrite } from './qcow2-crash-plan.js';
 import { openKind, qemuNbdPids } from './qcow2-judge.js';
-import { patternBytes } from './qcow2-model.js';
 
 // On Linux, writes to a pipe are synchronous: a printed line reaches the parent before the next round starts.
 const say = (o: object) => process.stdout.write(`${JSON.stringify(o)}\n`);

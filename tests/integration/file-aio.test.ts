@@ -3,8 +3,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
 import { sharedUring } from '../../src/drivers/file/uring.js';
+import { BlockLayer } from '../../src/index.js';
+import { patternBytes } from '../helpers/pattern-bytes.js';
 
 // io_uring can be refused by the kernel (sysctl kernel.io_uring_disabled, a container's
 // seccomp profile): then 'io_uring' must fall back to threads, and these tests check that.
@@ -21,23 +22,10 @@ beforeEach(() => {
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-/** Deterministic pseudo-random bytes. */
-function pattern(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
-
 describe("file driver, aio: 'io_uring'", () => {
   it('reports the engine in use: io_uring where the kernel allows it, else threads after a warning', async () => {
     const file = path.join(dir, 'a.img');
-    fs.writeFileSync(file, pattern(64 * KiB, 1));
+    fs.writeFileSync(file, patternBytes(1, 64 * KiB));
     const layer = new BlockLayer();
     const d = await layer.openDrive({ driver: 'file', filename: file, aio: 'io_uring' });
     expect(d.node.info()).toMatchObject({ filename: file, aio: haveUring ? 'io_uring' : 'threads' });
@@ -50,7 +38,7 @@ describe("file driver, aio: 'io_uring'", () => {
   it('keeps data intact under 1000 concurrent random reads and writes (more than the ring holds), as the threads engine sees it', async () => {
     const size = 8 * MiB;
     const file = path.join(dir, 'b.img');
-    const model = pattern(size, 2);
+    const model = patternBytes(2, size);
     fs.writeFileSync(file, model);
     const layer = new BlockLayer();
     const d = await layer.openDrive({ driver: 'file', filename: file, aio: 'io_uring' });
@@ -68,7 +56,7 @@ describe("file driver, aio: 'io_uring'", () => {
       const length = 1 + (next() % (4 * KiB));
       if (i % 3 === 0) {
         const offset = block * 2 * 4 * KiB;
-        const data = pattern(length, i + 7);
+        const data = patternBytes(i + 7, length);
         model.set(data, offset);
         ops.push(d.write(offset, data));
       } else {
@@ -97,7 +85,7 @@ describe("file driver, aio: 'io_uring'", () => {
     fs.writeFileSync(file, new Uint8Array(64 * KiB));
     const layer = new BlockLayer();
     const d = await layer.openDrive({ driver: 'file', filename: file, aio: 'io_uring' });
-    const backing = pattern(16 * KiB, 9);
+    const backing = patternBytes(9, 16 * KiB);
     await d.write(4 * KiB, backing.subarray(1000, 1000 + 3 * KiB));
     await d.write(20 * KiB, Buffer.from('hello, pooled buffer'));
     const big = new Uint8Array(10 * KiB).fill(0xee);
@@ -111,7 +99,7 @@ describe("file driver, aio: 'io_uring'", () => {
 
   it('lets the event loop run while a reader keeps the ring busy with page-cache hits (a timer fires while it reads)', async () => {
     const file = path.join(dir, 'busy.img');
-    fs.writeFileSync(file, pattern(4 * MiB, 7));
+    fs.writeFileSync(file, patternBytes(7, 4 * MiB));
     const layer = new BlockLayer();
     const d = await layer.openDrive({ driver: 'file', filename: file, aio: 'io_uring' });
     fs.readFileSync(file); // in the page cache: reads complete inside the submit
@@ -141,13 +129,13 @@ describe("file driver, aio: 'io_uring'", () => {
 
   it('reads zeros past a shrunken end (a short read, then EOF)', async () => {
     const file = path.join(dir, 'c.img');
-    fs.writeFileSync(file, pattern(4 * MiB, 3));
+    fs.writeFileSync(file, patternBytes(3, 4 * MiB));
     const layer = new BlockLayer();
     const d = await layer.openDrive({ driver: 'file', filename: file, aio: 'io_uring', locking: 'off' });
     fs.truncateSync(file, 1 * MiB + 100);
     const buffer = new Uint8Array(2 * MiB).fill(0xee);
     await d.read(0, buffer);
-    expect(Buffer.compare(buffer.subarray(0, MiB + 100), pattern(4 * MiB, 3).subarray(0, MiB + 100))).toBe(0);
+    expect(Buffer.compare(buffer.subarray(0, MiB + 100), patternBytes(3, 4 * MiB).subarray(0, MiB + 100))).toBe(0);
     expect(buffer.subarray(MiB + 100).every((b) => b === 0)).toBe(true);
     await d.close();
   });
@@ -164,7 +152,7 @@ describe("file driver, aio: 'io_uring'", () => {
 
   it('falls back to threads with one BLOCKLAYER_AIO_FALLBACK warning when io_uring cannot be loaded', () => {
     const file = path.join(dir, 'f.img');
-    fs.writeFileSync(file, pattern(64 * KiB, 5));
+    fs.writeFileSync(file, patternBytes(5, 64 * KiB));
     // The child cannot load koffi (as on a platform without it): io_uring is unavailable there.
     const noKoffi = path.join(dir, 'no-koffi.cjs');
     fs.writeFileSync(
@@ -190,7 +178,7 @@ describe("file driver, aio: 'io_uring'", () => {
     const out = execFileSync(process.execPath, ['--require', noKoffi, '--import', 'tsx', scriptFile], { timeout: 20_000, encoding: 'utf8' });
     const got = JSON.parse(out.trim().split('\n').pop() as string);
     expect(got.engines).toEqual(['threads', 'threads']);
-    expect(got.bytes).toEqual([...pattern(64 * KiB, 5).subarray(100, 104)]);
+    expect(got.bytes).toEqual([...patternBytes(5, 64 * KiB).subarray(100, 104)]);
     expect(got.warnings).toHaveLength(1);
     expect(got.warnings[0]).toMatch(/^BLOCKLAYER_AIO_FALLBACK: .*io_uring.*threads.*koffi hidden by the test/);
   });

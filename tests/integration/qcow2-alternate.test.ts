@@ -3,9 +3,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { BlockLayer } from '../../src/index.js';
+import { patternBytes } from '../helpers/pattern-bytes.js';
 import { assertChecksClean, convertedDifference, driveDifference, modelOfImage, openKind, qemuIo, requireQemuTools } from '../helpers/qcow2-judge.js';
 import { type ImageKind, KINDS } from '../helpers/qcow2-kinds.js';
-import { type DiskModel, patternBytes } from '../helpers/qcow2-model.js';
+import type { DiskModel } from '../helpers/qcow2-model.js';
 
 /**
  * QEMU (qemu-io) and our driver take turns writing the same image: each must read what the

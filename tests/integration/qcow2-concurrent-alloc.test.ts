@@ -3,9 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer } from '../../src/index.js';
+import { patternBytes } from '../helpers/pattern-bytes.js';
 import { assertChecksClean, convertedDifference, driveDifference, modelOfImage, openKind, requireQemuTools } from '../helpers/qcow2-judge.js';
 import { type ImageKind, KINDS } from '../helpers/qcow2-kinds.js';
-import { patternBytes } from '../helpers/qcow2-model.js';
 import { ok } from '../helpers/tools.js';
 
 /**

@@ -4,10 +4,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer } from '../../src/index.js';
+import { patternBytes } from '../helpers/pattern-bytes.js';
 import { type CrashChildArgs, crashWrite } from '../helpers/qcow2-crash-plan.js';
 import { assertChecksClean, driveDifference, modelOfImage, openKind, requireQemuTools, waitForExit } from '../helpers/qcow2-judge.js';
 import { type ImageKind, KINDS } from '../helpers/qcow2-kinds.js';
-import { type DiskModel, patternBytes } from '../helpers/qcow2-model.js';
+import type { DiskModel } from '../helpers/qcow2-model.js';
 
 /**
  * A child process writes and flushes in a loop and is killed with SIGKILL at random moments;

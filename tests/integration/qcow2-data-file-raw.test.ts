@@ -4,7 +4,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer, createImage, type Drive } from '../../src/index.js';
-import { patternBytes } from '../helpers/qcow2-model.js';
+import { patternBytes } from '../helpers/pattern-bytes.js';
 import { COPIED, Qcow2Patcher } from '../helpers/qcow2-patch.js';
 import { haveProgram, ok, run } from '../helpers/tools.js';
 

@@ -4,9 +4,9 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockLayer } from '../../src/index.js';
+import { patternBytes } from '../helpers/pattern-bytes.js';
 import { assertChecksClean, convertedDifference, modelOfImage, requireQemuTools } from '../helpers/qcow2-judge.js';
 import type { ImageKind } from '../helpers/qcow2-kinds.js';
-import { patternBytes } from '../helpers/qcow2-model.js';
 import { ok } from '../helpers/tools.js';
 
 /**

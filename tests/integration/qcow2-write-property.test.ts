@@ -4,9 +4,10 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { BlockLayer, type Drive } from '../../src/index.js';
+import { patternBytes } from '../helpers/pattern-bytes.js';
 import { assertChecksClean, convertedDifference, driveDifference, modelOfImage, openKind, ordersOverlappingWrites, qemuIo, requireQemuTools } from '../helpers/qcow2-judge.js';
 import { type ImageKind, KINDS } from '../helpers/qcow2-kinds.js';
-import { type DiskModel, patternBytes } from '../helpers/qcow2-model.js';
+import type { DiskModel } from '../helpers/qcow2-model.js';
 
 /**
  * Random operation sequences on writable images, judged by a memory model, by qemu-img check

@@ -4,21 +4,9 @@ import { inflateGrain } from '../../src/drivers/vmdk/compressed-grain.js';
 import { BlockError } from '../../src/errors.js';
 import { inflateRaw as browserInflateRaw } from '../../src/platform/inflate.browser.js';
 import { inflateStoredInto } from '../../src/platform/inflate-stored.js';
+import { patternBytes } from '../helpers/pattern-bytes.js';
 
 const G = 64 * 1024;
-
-/** Deterministic bytes that do not compress (xorshift32 from `seed`). */
-function noise(n: number, seed: number): Buffer {
-  const b = Buffer.alloc(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 /** A stored block by hand: header byte (BFINAL, BTYPE 00), LEN, NLEN, the data. */
 function stored(data: Uint8Array, final: boolean, nlen = ~data.length & 0xffff): Buffer {
@@ -53,7 +41,7 @@ describe('inflateStoredInto', () => {
     for (const size of [0, 1, 2, 100, 4096, 16 * 1024 - 1, 16 * 1024, 16 * 1024 + 3, 3 * 16 * 1024, G - 1, G]) {
       for (const level of [0, 1, 6, 9]) {
         for (let k = 0; k < 4; k++) {
-          const data = noise(size, seed++);
+          const data = patternBytes(seed++, size);
           // With the zlib header and the Adler-32 trailer after the final block (ignored).
           decodes(zlib.deflateSync(data, { level }).subarray(2), data);
         }
@@ -62,7 +50,7 @@ describe('inflateStoredInto', () => {
   });
 
   it('decodes fixed-code blocks after stored ones: literals, lengths 3 to 258, distances up to 32 KiB', () => {
-    const prefix = noise(40_000, 7);
+    const prefix = patternBytes(7, 40_000);
     const tails = [
       Buffer.from('a'),
       Buffer.alloc(300, 0x61),
@@ -82,14 +70,14 @@ describe('inflateStoredInto', () => {
   });
 
   it('turns away what it does not decode: the caller inflates those in full', () => {
-    const data = noise(1000, 3);
+    const data = patternBytes(3, 1000);
     const out = new Uint8Array(2000);
     expect(inflateStoredInto(Buffer.concat([stored(data, false), stored(data, true)]), out)).toBe(2000);
     // A dynamic-code block, and a fixed-code block longer than a short tail.
-    const dynamic = zlib.deflateRawSync(noise(500, 9).toString('hex'));
+    const dynamic = zlib.deflateRawSync(patternBytes(9, 500).toString('hex'));
     expect(dynamic[0] & 0b111).toBe(0b101);
     expect(inflateStoredInto(dynamic, out)).toBe(-1);
-    const longFixed = zlib.deflateRawSync(noise(500, 9).toString('hex'), { strategy: zlib.constants.Z_FIXED });
+    const longFixed = zlib.deflateRawSync(patternBytes(9, 500).toString('hex'), { strategy: zlib.constants.Z_FIXED });
     expect(longFixed[0] & 0b111).toBe(0b011);
     expect(inflateStoredInto(longFixed, out)).toBe(-1);
     // A non-final fixed-code block.
@@ -115,9 +103,9 @@ describe('inflateStoredInto', () => {
 
   it('never decodes a damaged stream differently from zlib, nor one zlib refuses', () => {
     const streams = [
-      zlib.deflateSync(noise(G, 11)).subarray(2),
+      zlib.deflateSync(patternBytes(11, G)).subarray(2),
       zlib.deflateRawSync(Buffer.from('abcabcabcabc hello hello'), { strategy: zlib.constants.Z_FIXED }),
-      Buffer.concat([stored(noise(3000, 5), false), zlib.deflateRawSync(Buffer.from('0123012301230123'), { strategy: zlib.constants.Z_FIXED, dictionary: noise(3000, 5) })]),
+      Buffer.concat([stored(patternBytes(5, 3000), false), zlib.deflateRawSync(Buffer.from('0123012301230123'), { strategy: zlib.constants.Z_FIXED, dictionary: patternBytes(5, 3000) })]),
     ];
     let x = 12345;
     const rand = (n: number) => {
@@ -157,13 +145,13 @@ describe('inflateGrain', () => {
   };
 
   it('inflates incompressible and compressible grains alike into the grain buffer', () => {
-    for (const data of [noise(G, 21), Buffer.alloc(G, 0x5a), Buffer.concat([noise(G / 2, 22), Buffer.alloc(G / 2)])]) {
+    for (const data of [patternBytes(21, G), Buffer.alloc(G, 0x5a), Buffer.concat([patternBytes(22, G / 2), Buffer.alloc(G / 2)])]) {
       const out = new Uint8Array(G);
       expect(inflateGrain(zlib.deflateSync(data), out, G, 0)).toBe(G);
       expect(Buffer.from(out).equals(data)).toBe(true);
     }
     // The last grain of a disk may be shorter than a grain.
-    const tail = noise(5000, 23);
+    const tail = patternBytes(23, 5000);
     const out = new Uint8Array(G);
     expect(inflateGrain(zlib.deflateSync(tail), out, 5000, 0)).toBe(5000);
     expect(Buffer.from(out.subarray(0, 5000)).equals(tail)).toBe(true);
@@ -172,20 +160,20 @@ describe('inflateGrain', () => {
   it('refuses incompressible grains that are too long, too short or inconsistent with ECORRUPT, as compressed ones', () => {
     const header = Buffer.from([0x78, 0x9c]);
     // Two grains of data: past the grain.
-    refused(zlib.deflateSync(noise(2 * G, 24)));
+    refused(zlib.deflateSync(patternBytes(24, 2 * G)));
     refused(zlib.deflateSync(Buffer.alloc(2 * G)));
     // Fewer bytes than the grain needs.
-    refused(zlib.deflateSync(noise(G - 1, 25)));
+    refused(zlib.deflateSync(patternBytes(25, G - 1)));
     // A stored block whose NLEN disagrees with LEN, or cut short.
-    refused(Buffer.concat([header, stored(noise(G / 2, 26), true, 0x1234)]), G / 2);
-    refused(Buffer.concat([header, stored(noise(40000, 27), true)]).subarray(0, 20000), 40000);
+    refused(Buffer.concat([header, stored(patternBytes(26, G / 2), true, 0x1234)]), G / 2);
+    refused(Buffer.concat([header, stored(patternBytes(27, 40000), true)]).subarray(0, 20000), 40000);
     // No zlib header.
     refused(Buffer.from([0x12, 0x34, 1, 0, 0, 0xff, 0xff]));
   });
 });
 
 describe('inflateRaw of the browser build (fflate)', () => {
-  const data = [noise(G, 31), Buffer.alloc(G, 0x33), Buffer.from(noise(G / 4, 32).toString('hex')), Buffer.from('x')];
+  const data = [patternBytes(31, G), Buffer.alloc(G, 0x33), Buffer.from(patternBytes(32, G / 4).toString('hex')), Buffer.from('x')];
   const streams = data.flatMap((d) => [zlib.deflateRawSync(d), zlib.deflateRawSync(d, { level: 0 }), zlib.deflateRawSync(d, { windowBits: 12 }), zlib.deflateRawSync(d, { strategy: zlib.constants.Z_FIXED })]);
 
   it('inflates what zlib inflates, trailing bytes ignored', () => {

@@ -7,21 +7,10 @@ import { VirtualClock } from '../../src/clock.js';
 import { BlockLayer } from '../../src/index.js';
 import type { Job, JobStatus } from '../../src/jobs/job.js';
 import type { BlockNode } from '../../src/node/node.js';
+import { patternBytes } from '../helpers/pattern-bytes.js';
 
 const MiB = 1 << 20;
 const CLUSTER = 64 * 1024;
-
-function pattern(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 async function setup(size = MiB, target: Record<string, unknown> = { driver: 'memory', size }) {
   const clock = new VirtualClock();
@@ -66,7 +55,7 @@ describe('backup job', () => {
   it('sync=full copies every byte and runs through QEMU statuses', async () => {
     const { layer, src, tgt } = await setup();
     const seen = statuses(layer);
-    await src.write(0, pattern(MiB, 1));
+    await src.write(0, patternBytes(1, MiB));
     await src.writeZeroes(256 * 1024, 128 * 1024);
     const job = await layer.startJob({ type: 'backup', jobId: 'j', device: 'src', target: 'tgt', sync: 'full' });
     await job.wait();
@@ -90,7 +79,7 @@ describe('backup job', () => {
         fc.integer({ min: 1, max: 1000 }),
         async (writes, seed) => {
           const { clock, layer, src, tgt } = await setup(size);
-          await src.write(0, pattern(size, seed));
+          await src.write(0, patternBytes(seed, size));
           const before = await content(src);
           const expected = before.slice();
           // One cluster per copy at 512 KiB/s: the sweep takes two seconds, so the writes land in the middle of it.
@@ -103,7 +92,7 @@ describe('backup job', () => {
             t = w.afterMs;
             const len = Math.min(w.len, size - w.at);
             if (w.kind === 'write') {
-              const data = pattern(len, seed + i + 7);
+              const data = patternBytes(seed + i + 7, len);
               expected.set(data, w.at);
               await src.write(w.at, data);
             } else if (w.kind === 'zero') {
@@ -115,7 +104,7 @@ describe('backup job', () => {
           }
           // The last writes go over every cluster.
           for (let off = 0; off < size; off += CLUSTER) {
-            const data = pattern(CLUSTER, seed + off + 3);
+            const data = patternBytes(seed + off + 3, CLUSTER);
             expected.set(data, off);
             await src.write(off, data);
           }
@@ -134,7 +123,7 @@ describe('backup job', () => {
 
   it('incremental cycle: full backup + bitmap, writes, incremental = exactly the changed clusters, bitmap cleared, repeated', async () => {
     const { layer, src, tgt } = await setup(2 * MiB);
-    await src.write(0, pattern(2 * MiB, 5));
+    await src.write(0, patternBytes(5, 2 * MiB));
     // The bitmap and the full backup start together (as in a transaction: no write between).
     src.bitmaps.add('b0', { granularity: CLUSTER });
     const full = await layer.startJob({ type: 'backup', jobId: 'full', device: 'src', target: 'tgt', sync: 'full' });
@@ -142,7 +131,7 @@ describe('backup job', () => {
     expect(firstDifference(await content(tgt), await content(src))).toBe(-1);
     for (let round = 0; round < 3; round++) {
       const changed = [round * 3 * CLUSTER + 100, 17 * CLUSTER + round, 30 * CLUSTER - 1];
-      for (const at of changed) await src.write(at, pattern(10, at + round));
+      for (const at of changed) await src.write(at, patternBytes(at + round, 10));
       const dirtyClusters = new Set(changed.flatMap((at) => [Math.floor(at / CLUSTER), Math.floor((at + 9) / CLUSTER)]));
       expect(src.bitmaps.get('b0').count).toBe(dirtyClusters.size * CLUSTER);
       const inc = await layer.addNode({ driver: 'memory', size: 2 * MiB, nodeName: `inc${round}` });
@@ -166,8 +155,8 @@ describe('backup job', () => {
   it('a failed incremental backup loses no bit; writes during a successful one stay dirty', async () => {
     const { clock, layer, src } = await setup(MiB);
     src.bitmaps.add('b0', { granularity: CLUSTER });
-    await src.write(0, pattern(CLUSTER, 1));
-    await src.write(5 * CLUSTER, pattern(CLUSTER, 2));
+    await src.write(0, patternBytes(1, CLUSTER));
+    await src.write(5 * CLUSTER, patternBytes(2, CLUSTER));
     await layer.addNode({ driver: 'blkdebug', nodeName: 'bad', rules: [{ event: 'write' }], file: { driver: 'memory', size: MiB } });
     const failed = await layer.startJob({ type: 'backup', jobId: 'f', device: 'src', target: 'bad', sync: 'incremental', bitmap: 'b0' });
     await expect(failed.wait()).rejects.toMatchObject({ code: 'EIO' });
@@ -176,7 +165,7 @@ describe('backup job', () => {
     // Success, with a guest write while the job runs: only that write stays dirty.
     const job = await layer.startJob({ type: 'backup', jobId: 'ok', device: 'src', target: 'tgt', sync: 'incremental', bitmap: 'b0', speed: CLUSTER * 10 });
     await clock.advance(50);
-    await src.write(9 * CLUSTER, pattern(100, 3));
+    await src.write(9 * CLUSTER, patternBytes(3, 100));
     await runOut(clock, job);
     await job.wait();
     expect(src.bitmaps.get('b0').count).toBe(CLUSTER);
@@ -187,7 +176,7 @@ describe('backup job', () => {
   it("bitmap-mode 'always' after a failure keeps what was not copied and what was written; 'never' leaves the bitmap to grow", async () => {
     const { layer, src } = await setup(MiB);
     src.bitmaps.add('b0', { granularity: CLUSTER });
-    await src.write(0, pattern(2 * CLUSTER, 1));
+    await src.write(0, patternBytes(1, 2 * CLUSTER));
     await layer.addNode({ driver: 'blkdebug', nodeName: 'bad', rules: [{ event: 'write', offset: CLUSTER }], file: { driver: 'memory', size: MiB } });
     const job = await layer.startJob({ type: 'backup', jobId: 'a', device: 'src', target: 'bad', sync: 'bitmap', bitmap: 'b0', bitmapMode: 'always', perf: { maxChunk: CLUSTER } });
     await expect(job.wait()).rejects.toMatchObject({ code: 'EIO' });
@@ -217,7 +206,7 @@ describe('backup job', () => {
 
   it('sync=none copies only what the guest overwrites and runs until cancelled; cancel leaves the target and the source as they are', async () => {
     const { clock, layer, src, tgt } = await setup(MiB);
-    await src.write(0, pattern(MiB, 4));
+    await src.write(0, patternBytes(4, MiB));
     const before = await content(src);
     const job = await layer.startJob({ type: 'backup', jobId: 'n', device: 'src', target: 'tgt', sync: 'none' });
     const events: string[] = [];
@@ -225,8 +214,8 @@ describe('backup job', () => {
     job.on('completed', () => events.push('completed'));
     await clock.advance(1000);
     expect(job.status).toBe('running');
-    await src.write(3 * CLUSTER + 5, pattern(10, 1));
-    await src.write(7 * CLUSTER, pattern(CLUSTER + 1, 2));
+    await src.write(3 * CLUSTER + 5, patternBytes(1, 10));
+    await src.write(7 * CLUSTER, patternBytes(2, CLUSTER + 1));
     expect(job.progress.current).toBe(3 * CLUSTER);
     expect(job.progress.total).toBe(MiB);
     job.cancel();
@@ -236,17 +225,17 @@ describe('backup job', () => {
     for (const c of [3, 7, 8]) expect(firstDifference(got.subarray(c * CLUSTER, (c + 1) * CLUSTER), before.subarray(c * CLUSTER, (c + 1) * CLUSTER))).toBe(-1);
     expect(got.subarray(0, 3 * CLUSTER).every((b) => b === 0)).toBe(true);
     // The hook is gone: a write now is not copied.
-    await src.write(0, pattern(10, 3));
+    await src.write(0, patternBytes(3, 10));
     expect((await content(tgt)).subarray(0, 10).every((b) => b === 0)).toBe(true);
     await layer.close();
   });
 
   it('concurrent guest writes to one cluster wait for a single copy of it, holding the old data', async () => {
     const { layer, src, tgt } = await setup(MiB);
-    await src.write(0, pattern(MiB, 12));
+    await src.write(0, patternBytes(12, MiB));
     const before = await content(src);
     const job = await layer.startJob({ type: 'backup', jobId: 'n', device: 'src', target: 'tgt', sync: 'none' });
-    const writes = Array.from({ length: 10 }, (_, i) => src.write(3 * CLUSTER + i * 1000, pattern(500, i)));
+    const writes = Array.from({ length: 10 }, (_, i) => src.write(3 * CLUSTER + i * 1000, patternBytes(i, 500)));
     await Promise.all(writes);
     // Each copy adds its bytes to the progress: one cluster, copied once.
     expect(job.progress.current).toBe(CLUSTER);
@@ -258,7 +247,7 @@ describe('backup job', () => {
 
   it('a cancelled full backup stops; the target keeps what was copied and the source is untouched', async () => {
     const { clock, layer, src, tgt } = await setup(4 * MiB);
-    await src.write(0, pattern(4 * MiB, 8));
+    await src.write(0, patternBytes(8, 4 * MiB));
     const before = await content(src);
     const job = await layer.startJob({ type: 'backup', jobId: 'c', device: 'src', target: 'tgt', sync: 'full', speed: MiB });
     await clock.advance(1500);
@@ -276,7 +265,7 @@ describe('backup job', () => {
   it('on-target-error: report fails the job, stop pauses it until resumed, ignore retries, enospc stops on ENOSPC only', async () => {
     for (const policy of ['report', 'stop', 'ignore', 'enospc'] as const) {
       const { clock, layer, src } = await setup(MiB);
-      await src.write(0, pattern(MiB, 6));
+      await src.write(0, patternBytes(6, MiB));
       const bad = await layer.addNode({
         driver: 'blkdebug',
         nodeName: 'bad',
@@ -308,7 +297,7 @@ describe('backup job', () => {
   it('on-source-error applies to read errors', async () => {
     const { clock, layer } = await setup(MiB);
     const badsrc = await layer.addNode({ driver: 'blkdebug', nodeName: 'badsrc', rules: [{ event: 'read', offset: 0, once: true }], file: { driver: 'memory', size: MiB } });
-    await badsrc.write(0, pattern(MiB, 2));
+    await badsrc.write(0, patternBytes(2, MiB));
     const job = await layer.startJob({ type: 'backup', jobId: 's', device: 'badsrc', target: 'tgt', sync: 'full', onSourceError: 'ignore', onTargetError: 'report' });
     const errors: string[] = [];
     job.on('io-error', (e) => errors.push(`${e.operation}:${e.action}`));
@@ -321,7 +310,7 @@ describe('backup job', () => {
 
   it('a huge max-chunk still copies through a bounded buffer', async () => {
     const { layer, src, tgt } = await setup(2 * MiB);
-    await src.write(0, pattern(2 * MiB, 21));
+    await src.write(0, patternBytes(21, 2 * MiB));
     const job = await layer.startJob({ type: 'backup', jobId: 'h', device: 'src', target: 'tgt', sync: 'full', perf: { maxChunk: 2 ** 50 } });
     await job.wait();
     expect(firstDifference(await content(tgt), await content(src))).toBe(-1);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CHUNK, DiskModel, firstDifference, patternBytes } from '../helpers/qcow2-model.js';
+import { patternBytes } from '../helpers/pattern-bytes.js';
+import { CHUNK, DiskModel, firstDifference } from '../helpers/qcow2-model.js';
 
 describe('DiskModel (the memory model the qcow2 write tests judge against)', () => {
   it('reads back writes across chunk boundaries and zeros elsewhere', () => {
