@@ -3,9 +3,12 @@
  * ← top of 1 GiB, mid holding 50 % data (every other MiB), top a few MiB. Stream: top takes mid
  * (base-node=base). Commit: mid goes into base (top-node=mid). Active commit: top (and mid) go
  * into base, READY, then job-complete pivots (timed up to the job's end). Each round starts from fresh
- * copies of the chain, on the disk before the clock starts (see `settled`); QSD runs as its own process (started before the clock runs), driven over
- * QMP until the job's JOB_STATUS_CHANGE null; ours is the library's job in this process. Both
- * results are checked with qemu-img compare. Ratio = QSD time / ours (above 1: ours is faster).
+ * copies of the chain, on the disk before the clock starts (see `settled`); QSD runs as its own
+ * process (started before the clock runs), driven over QMP until the job's JOB_STATUS_CHANGE
+ * null; ours is the library's job in this process. Both results are checked with qemu-img
+ * compare. Ratio = QSD time / ours (above 1: ours is faster). Ours makes the base durable before
+ * the relink and QSD does not (its own qcow2 cache flushes aside), so on a busy or slow device
+ * the commit figures follow the device's write rate more than either copy loop.
  *
  *   npx tsx bench/stream-commit.ts [--rounds N] [--kinds stream,commit,commit-active] [--unsettled]
  */
