@@ -215,13 +215,11 @@ export async function iothreadsBench(): Promise<unknown> {
   const cpu = { one: cpuLog(), two: cpuLog() };
   try {
     const one = () => measure(() => together([serveOne(0)], ['a']), cpu.one, 0);
-    const two = async () => {
-      const start = () => startServe(['--object', 'iothread,id=io0', '--object', 'iothread,id=io1', ...blockdev(0), ...blockdev(1), ...server, '--export', 'type=nbd,id=e0,node-name=n0,name=a,iothread=io0', '--export', 'type=nbd,id=e1,node-name=n1,name=b,iothread=io1']);
-      return measure(async () => {
-        const s = await start();
-        return { pids: [s.pid], uris: [`nbd://127.0.0.1:${s.port}/a`, `nbd://127.0.0.1:${s.port}/b`], stop: s.stop, output: s.output };
-      }, cpu.two, 0);
+    const iothreads = async (): Promise<Started> => {
+      const s = await startServe(['--object', 'iothread,id=io0', '--object', 'iothread,id=io1', ...blockdev(0), ...blockdev(1), ...server, '--export', 'type=nbd,id=e0,node-name=n0,name=a,iothread=io0', '--export', 'type=nbd,id=e1,node-name=n1,name=b,iothread=io1']);
+      return { pids: [s.pid], uris: [`nbd://127.0.0.1:${s.port}/a`, `nbd://127.0.0.1:${s.port}/b`], stop: s.stop, output: s.output };
     };
+    const two = () => measure(iothreads, cpu.two, 0);
     console.log(`\niothreads: fio nbd 4 KiB randread QD32, ${SECONDS} s per side, ${ROUNDS} paired rounds (load average ${os.loadavg()[0]!.toFixed(2)})`);
     const r = await sideBySide(ROUNDS, one, two);
     row('two exports in two iothreads vs one on main', `${fmtRate(r.subject)} IOPS`, `${fmtRate(r.baseline)} IOPS`, r.ratio, r.rounds);
@@ -236,11 +234,18 @@ export async function iothreadsBench(): Promise<unknown> {
     if (!CEILING) return result;
     console.log(`  the machine's ceiling, the same fio load (load average ${os.loadavg()[0]!.toFixed(2)}):`);
     const ceilings: Record<string, unknown> = {};
-    ceilings.serveProcesses = await ceilingRow(
-      'ceiling: two serve processes vs one',
-      () => together([serveOne(0)], ['a']),
-      () => together([serveOne(0), serveOne(1)], ['a', 'b']),
+    const serveTwo = () => together([serveOne(0), serveOne(1)], ['a', 'b']);
+    ceilings.serveProcesses = await ceilingRow('ceiling: two serve processes vs one', () => together([serveOne(0)], ['a']), serveTwo);
+    // What threads in one process lose (or gain) against two processes, paired: 1.0 is parity.
+    const vs = { procs: cpuLog(), threads: cpuLog() };
+    const p = await sideBySide(
+      ROUNDS,
+      () => measure(serveTwo, vs.procs),
+      () => measure(iothreads, vs.threads),
     );
+    row('two iothreads vs two serve processes', `${fmtRate(p.subject)} IOPS`, `${fmtRate(p.baseline)} IOPS`, p.ratio, p.rounds);
+    console.log(`    CPU per request, µs: server ${us(vs.threads.server)} + fio ${us(vs.threads.fio)} (iothreads) vs server ${us(vs.procs.server)} + fio ${us(vs.procs.fio)} (processes)`);
+    ceilings.iothreadsVsProcesses = { ...p, cpuUsPerRequest: { iothreads: { server: median(vs.threads.server), fio: median(vs.threads.fio) }, processes: { server: median(vs.procs.server), fio: median(vs.procs.fio) } } };
     if (hasCommand('qemu-nbd')) {
       const qemuNbd = (i: number) => () => startQemu('qemu-nbd', (port) => ['-f', 'raw', '-x', 'ab'[i]!, '-b', '127.0.0.1', '-p', String(port), '-t', '-e', '4', files[i]!]);
       ceilings.qemuNbd = await ceilingRow(
