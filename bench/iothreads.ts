@@ -7,7 +7,9 @@
  *
  * The ceiling rows say what "both cores" can give on this machine, measured the same way: two
  * `blocklayer serve` processes vs one, two qemu-nbd vs one, one qemu-storage-daemon with two
- * iothreads vs one export on its main loop. The fio clients run on the same CPUs as the server,
+ * iothreads vs one export on its main loop (QEMU 7.2's daemon aborts when a client of an export in
+ * an iothread leaves: that row then says so and has no figure), and, paired, two iothreads vs two
+ * serve processes (1.0: threads cost what processes do). The fio clients run on the same CPUs as the server,
  * so none of them reaches 2.0. Each side's CPU per request is printed: the server's (for ours,
  * with its main thread's share) and fio's (its usr+sys over its runtime). IOTHREADS_BENCH_CEILING=0
  * leaves the ceiling rows out.
