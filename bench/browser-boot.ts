@@ -6,7 +6,7 @@
  * async http disk (`{ url, async: true, size }`). Each round reloads the page (a second visit), boots
  * v86 once from an in-memory copy of the image (v86's own start-up after a reload, its wasm compiled
  * and BIOS fetched, is neither side's), then runs one boot of each side, alternating which goes
- * first; the overlay side's lazily loaded modules (opfs, qcow2, http) stay in its time. A boot is timed in the page from its
+ * first; whatever modules the overlay side loads on its first open stay in its time (none now: the browser bundle has its drivers in the chunks the worker loads at start). A boot is timed in the page from its
  * start (the overlay's open included) to the guest's DONE; as in the example, v86 starts on the drive
  * still opening (toV86Disk of the open's promise) and waits for it when it loads its disk, as it
  * waits for its own http disk's load(). Also the CPU time of the browser's
