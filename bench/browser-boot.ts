@@ -6,20 +6,23 @@
  * async http disk (`{ url, async: true, size }`). Each round reloads the page (a second visit), boots
  * v86 once from an in-memory copy of the image (v86's own start-up after a reload, its wasm compiled
  * and BIOS fetched, is neither side's), then runs one boot of each side, alternating which goes
- * first; the overlay side's lazily loaded modules (opfs, qcow2, http) stay in its time. A boot is timed in the page from its
+ * first; whatever modules the overlay side loads on its first open stay in its time (none now: the browser bundle has its drivers in the chunks the worker loads at start). A boot is timed in the page from its
  * start (the overlay's open included) to the guest's DONE; as in the example, v86 starts on the drive
  * still opening (toV86Disk of the open's promise) and waits for it when it loads its disk, as it
  * waits for its own http disk's load(). Also the CPU time of the browser's
  * processes per boot (utime + stime of every chromium process under this one, from /proc) and the
  * guest instructions v86 counted. Ratio = time of ours / v86's. Goal: ≤ 1.1.
  *
- *   npx tsx bench/browser-boot.ts [--rounds N]
+ *   npx tsx bench/browser-boot.ts [--rounds N] [--trace]
+ *
+ * --trace prints each boot's marks (v86's load() of the disk, its first read) and the static
+ * server's requests during it, with when they started and ended.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { makeBootImage } from '../examples/browser/serve.js';
-import { serveStatic } from '../examples/browser/static-server.js';
+import { type ServedRequest, serveStatic } from '../examples/browser/static-server.js';
 import { buildBrowser } from '../scripts/build-browser.js';
 import { assembleBootSector, BOOT_COUNT_ASM, buildDisk, SEABIOS_DIR } from '../tests/helpers/v86-boot.js';
 import { haveProgram } from '../tests/helpers/tools.js';
@@ -36,9 +39,24 @@ interface Boot {
   created?: boolean;
   /** Of `ms`, the time until the overlay was found and open (its modules loaded in the worker, the base's header read over http). */
   openMs?: number;
+  /** With --trace: ms since the boot's start when v86 called the disk's load() and its first get, how many gets and their summed wait. */
+  marks?: { load?: number; firstGet?: number; reads: number; readMs: number };
+  /** The boot's start and end, ms since the epoch (the static server's clock). */
+  t0Abs: number;
+  endAbs: number;
 }
 
-export async function browserBootBench(rounds = 5): Promise<Record<string, unknown> | null> {
+/** With --trace: one line per boot, what happened when (ms since its start), and the requests the static server answered meanwhile. */
+function traceBoot(side: string, r: Boot, timeline: ServedRequest[]): void {
+  const at = (t: number) => (t - r.t0Abs).toFixed(0);
+  const during = timeline.filter((q) => q.start >= r.t0Abs - 1 && q.start <= r.endAbs);
+  const m = r.marks;
+  const marks = m === undefined ? '' : ` load() ${m.load?.toFixed(0)}, first get ${m.firstGet?.toFixed(0)}, ${m.reads} gets waiting ${m.readMs.toFixed(0)} ms,`;
+  console.log(`  [trace] ${side}: ${r.ms.toFixed(0)} ms,${r.openMs === undefined ? '' : ` open ${r.openMs.toFixed(0)},`}${marks} ${during.length} requests`);
+  for (const q of during) console.log(`    ${at(q.start).padStart(5)}–${at(q.end).padStart(5)} ${q.status} ${q.request} (${q.bytes} B)`);
+}
+
+export async function browserBootBench(rounds = 5, trace = false): Promise<Record<string, unknown> | null> {
   console.log('browser second boot: v86 from an http qcow2 base + qcow2 overlay in OPFS (worker) vs v86 own async http disk (raw), goal ratio ≤ 1.1');
   if (!fs.existsSync(CHROMIUM) || !fs.existsSync(path.join(SEABIOS_DIR, 'bios.bin')) || !haveProgram('nasm')) {
     console.log('  skipped: needs Debian chromium, seabios and nasm');
@@ -61,7 +79,7 @@ export async function browserBootBench(rounds = 5): Promise<Record<string, unkno
     '/': path.join(ROOT, 'examples/browser'),
   });
   const context = await chromium.launchPersistentContext(path.join(dir, 'profile'), { executablePath: CHROMIUM, headless: true, args: ARGS });
-  const url = `${server.url}/page/persist-bench.html?base=/images/boot-count.qcow2&raw=/images/boot-count.raw&size=${disk.length}`;
+  const url = `${server.url}/page/persist-bench.html?base=/images/boot-count.qcow2&raw=/images/boot-count.raw&size=${disk.length}${trace ? '&trace' : ''}`;
   try {
     const page = context.pages()[0] ?? (await context.newPage());
     const load = async () => {
@@ -73,6 +91,7 @@ export async function browserBootBench(rounds = 5): Promise<Record<string, unkno
       const cpu0 = childrenCpuMs();
       const r = await page.evaluate((f) => (globalThis as unknown as Record<string, () => Promise<Boot>>)[f](), fn);
       if (!r.serial.includes('DONE') || r.serial.includes('IO ERR')) throw new Error(`${fn}: the guest failed: ${JSON.stringify(r.serial)}`);
+      if (trace && fn !== 'warmUp') traceBoot(fn, r, server.timeline);
       return { ...r, cpuMs: childrenCpuMs() - cpu0 };
     };
     await load();
@@ -120,5 +139,5 @@ export async function browserBootBench(rounds = 5): Promise<Record<string, unkno
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const i = process.argv.indexOf('--rounds');
-  await browserBootBench(i > 0 ? Number(process.argv[i + 1]) : undefined);
+  await browserBootBench(i > 0 ? Number(process.argv[i + 1]) : undefined, process.argv.includes('--trace'));
 }

@@ -62,24 +62,29 @@ async function openFile(w: Where, readOnly: boolean, createSize?: number): Promi
   const storage = storageFacts(w.storage, !readOnly);
   try {
     const handle = await finding;
-    const info = { path, locking, ...(await storage) };
-    const facts = { path, node, writable: !readOnly, info, release };
     const canSync = typeof handle.createSyncAccessHandle === 'function';
     if (w.mode === 'sync' && !canSync) {
       throw new BlockError('ENOTSUP', `opfs: mode 'sync' needs FileSystemSyncAccessHandle, which exists only in a dedicated Worker`, { ...ctx, field: 'mode' });
     }
     if (w.mode === 'async' || !canSync) {
+      const facts = { path, node, writable: !readOnly, info: { path, locking, ...(await storage) }, release };
       const instance = await asyncFileInstance(handle, facts);
       if (create && createSize > 0 && instance.length() === 0) await instance.truncate?.(createSize, { shrink: false });
       instance.reopen = (ro) => reopenInstance(w, instance, ro, (back: AsyncFileInstance) => instance.rebind(back.handoff()));
       return instance;
     }
-    let sync: SyncAccessHandle;
-    try {
-      sync = await handle.createSyncAccessHandle!({ mode: readOnly ? 'read-only' : 'readwrite' });
-    } catch (e) {
-      throw fromDomError(e, `opfs: could not open '${path}'${readOnly ? '' : ' read-write'}`, ctx);
-    }
+    // the access handle and the storage estimate are two round trips to the browser: overlapped
+    // (storageFacts never rejects; the handle's failure is the open's)
+    const [opened, estimate] = await Promise.all([
+      handle.createSyncAccessHandle!({ mode: readOnly ? 'read-only' : 'readwrite' }).then(
+        (sync) => ({ sync }),
+        (e: unknown) => ({ error: e }),
+      ),
+      storage,
+    ]);
+    if ('error' in opened) throw fromDomError(opened.error, `opfs: could not open '${path}'${readOnly ? '' : ' read-write'}`, ctx);
+    const sync: SyncAccessHandle = opened.sync;
+    const facts = { path, node, writable: !readOnly, info: { path, locking, ...estimate }, release };
     const instance = syncFileInstance(sync, facts);
     if (create && createSize > 0 && instance.length() === 0) {
       try {
