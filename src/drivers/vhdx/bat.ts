@@ -64,6 +64,23 @@ export class Bat {
     return i;
   }
 
+  /**
+   * Guest blocks from `block` on (at least 1, at most `max`, within the disk) that are fully
+   * present and each right after the one before in the file: a range over them is one file range.
+   * The caller has checked that `block` is fully present.
+   */
+  presentRun(block: number, max: number): number {
+    const last = Math.min(this.g.payloadBlocks, block + max);
+    let host = this.fileOffset(block);
+    let b = block + 1;
+    for (; b < last; b++) {
+      const next = this.fileOffset(b);
+      if (this.state(b) !== L.PAYLOAD_BLOCK_FULLY_PRESENT || next !== host + this.g.blockSize || !Number.isFinite(next)) break;
+      host = next;
+    }
+    return b - block;
+  }
+
   /** The BAT index of the sector bitmap entry of chunk `chunk` (it follows the chunk's payload entries). */
   bitmapIndex(chunk: number): number {
     return chunk * (this.g.chunkRatio + 1) + this.g.chunkRatio;

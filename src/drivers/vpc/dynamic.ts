@@ -252,9 +252,11 @@ export class DynamicVhd {
       n = Math.min(n, (first + runLength(bitmap, first, Math.ceil((inBlock + n) / L.SECTOR_SIZE))) * L.SECTOR_SIZE - inBlock);
       if (bitSet(bitmap, first)) {
         const host = e * L.SECTOR_SIZE + this.bitmapSize + inBlock;
-        // As QEMU asks the file under a block: a hole there reads as zeros.
-        const f = await this.file.blockStatus(host, Math.min(n, this.file.length - host));
-        return { offset, length: f.length, data: true, zero: f.zero, allocated: true, depth: 0, hostOffset: host, hostNode: this.file.name };
+        // Data for the run of marked sectors, the file not asked for holes under it, as QEMU's vpc
+        // does (no BDRV_BLOCK_RECURSE): a block's data starts 512 bytes past a 4 KiB boundary, so
+        // the file's holes cut each block into data slivers around them (a 1 GiB convert asked
+        // four statuses, five lseeks and two 4 KiB reads more per block than it read holes).
+        return { offset, length: n, data: true, zero: false, allocated: true, depth: 0, hostOffset: host, hostNode: this.file.name };
       }
     }
     if (this.parent && offset < this.parent.length) {
