@@ -234,11 +234,7 @@ export class Connection implements ReadJobHost, Expiring {
     return this.quiesced;
   }
 
-  /**
-   * Ends the connection after the replies already queued. A peer that does not take them gets
-   * as long as it had for its handshake (handshakeTimeoutMs), then the socket is destroyed.
-   * `asked`: the client ended it (NBD_CMD_DISC, NBD_OPT_ABORT, or the end of its stream).
-   */
+  /** Ends the connection after the replies already queued. A peer that does not take them gets as long as it had for its handshake (handshakeTimeoutMs), then the socket is destroyed. `asked`: the client ended it (NBD_CMD_DISC, NBD_OPT_ABORT, or the end of its stream). */
   end(asked = false): void {
     this.reader.stop(ENDING);
     // The replies of this turn go before the end.
@@ -274,12 +270,7 @@ export class Connection implements ReadJobHost, Expiring {
     this.socket.destroy();
   }
 
-  /**
-   * Queues one transmission reply, a frame that is one buffer. `pooled`: the buffer the frame lies
-   * in goes back to the pool once written (a READ reply's, a BLOCK_STATUS chunk's); `bytes`: budget
-   * bytes its request holds until then. Replies of one turn leave together, with one write
-   * callback for all (see {@link ReplyBatch}).
-   */
+  /** Queues one transmission reply, a frame that is one buffer. `pooled`: the buffer the frame lies in goes back to the pool once written (a READ reply's, a BLOCK_STATUS chunk's); `bytes`: budget bytes its request holds until then. Replies of one turn leave together, with one write callback for all (see {@link ReplyBatch}). */
   private reply(frame: Uint8Array, pooled: Buffer | null, bytes: number): void {
     const socket = this.socket;
     if (socket.destroyed || !socket.writable) {
@@ -410,15 +401,12 @@ export class Connection implements ReadJobHost, Expiring {
       this.inFlight++;
       this.inFlightBytes += bytes;
       if (req.type === P.NBD_CMD_READ) this.read(req, bytes);
+      else if (req.type === P.NBD_CMD_BLOCK_STATUS && this.meta !== null && !this.meta.allocation && !this.meta.depth) this.bitmapStatus(req);
       else void this.serve(req, payload, bytes);
     }
   }
 
-  /**
-   * Waits until another request may be read: few enough requests and bytes in flight, and the
-   * socket not backed up by a client that does not read its replies. What a connection holds stays
-   * bounded by about 2 × maxRequest of requests plus maxRequest of unsent replies.
-   */
+  /** Waits until another request may be read: few enough requests and bytes in flight, and the socket not backed up by a client that does not read its replies. What a connection holds stays bounded by about 2 × maxRequest of requests plus maxRequest of unsent replies. */
   private async slot(): Promise<void> {
     while (this.mustWait()) {
       await new Promise<void>((resolve) => {
@@ -444,10 +432,7 @@ export class Connection implements ReadJobHost, Expiring {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /**
-   * Runs one request on the drive and sends its reply; the request's budget bytes (`bytes`) go
-   * back once the reply has been written. Then it leaves the in-flight count. Never rejects.
-   */
+  /** Runs one request on the drive and sends its reply; the request's budget bytes (`bytes`) go back once the reply has been written. Then it leaves the in-flight count. Never rejects. */
   private async serve(req: ServerRequest, payload: Buffer | null, bytes: number): Promise<void> {
     try {
       checkRequest(req, this.exp as NbdExport, this.server.maxRequest, this.meta !== null);
@@ -561,26 +546,41 @@ export class Connection implements ReadJobHost, Expiring {
     try {
       if (base !== null) await allocationToExtents(this.drive, offset, length, base, false);
       if (depth !== null) await allocationToExtents(this.drive, offset, length, depth, true);
-      // Bitmaps last and without an await between them and the send: the bits are read as they are now.
       let left = meta.count;
       // Each frame lies in a pooled buffer that goes back to the pool once written.
       if (base !== null) this.reply(base.frame(req, --left === 0, BASE_ALLOCATION_ID), base.framed, 0);
       if (depth !== null) this.reply(depth.frame(req, --left === 0, ALLOCATION_DEPTH_ID), depth.framed, 0);
-      const bitmaps = meta.selectedBitmaps;
-      if (bitmaps.length > 0) {
-        const ea = this.extentArray(max);
-        for (let i = 0; i < bitmaps.length; i++) {
-          const { id, bitmap } = bitmaps[i] as (typeof bitmaps)[number];
-          ea.reset(max);
-          bitmapToExtents(bitmap, offset, length, ea);
-          this.reply(ea.frame(req, --left === 0, id), ea.framed, 0);
-        }
-        this.spareExtents.push(ea);
-      }
+      this.bitmapChunks(req, max, left);
     } finally {
       if (base !== null) this.spareExtents.push(base);
       if (depth !== null) this.spareExtents.push(depth);
     }
+  }
+
+  /** BLOCK_STATUS when only bitmaps are selected: served synchronously, with no promise or turn of its own (nbdinfo --map asks for one range after another). */
+  private bitmapStatus(req: ServerRequest): void {
+    try {
+      checkRequest(req, this.exp as NbdExport, this.server.maxRequest, true);
+      this.bitmapChunks(req, req.flags & P.NBD_CMD_FLAG_REQ_ONE ? 1 : MAX_EXTENTS, (this.meta as MetaSelection).count);
+    } catch (e) {
+      this.sendError(req, e, 0);
+    } finally {
+      this.settled(0);
+    }
+  }
+
+  /** The selected bitmaps' chunks, the last `left` of the request's, read and sent with no await between: the bits as they are now. */
+  private bitmapChunks(req: ServerRequest, max: number, left: number): void {
+    const bitmaps = (this.meta as MetaSelection).selectedBitmaps;
+    if (bitmaps.length === 0) return;
+    const ea = this.extentArray(max);
+    for (let i = 0; i < bitmaps.length; i++) {
+      const { id, bitmap } = bitmaps[i] as (typeof bitmaps)[number];
+      ea.reset(max);
+      bitmapToExtents(bitmap, req.offset, req.length, ea);
+      this.reply(ea.frame(req, --left === 0, id), ea.framed, 0);
+    }
+    this.spareExtents.push(ea);
   }
 
   private extentArray(max: number): ExtentArray {
