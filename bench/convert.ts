@@ -11,7 +11,8 @@
  * row's own process.cpuUsage(), a child's through /usr/bin/time), because on a shared machine the
  * wall clock moves with the neighbours' load and CPU time much less; a third line gives the
  * medians of user and system time apart (user time is the program's own work, system time mostly
- * the kernel's page-cache copy and the flush, the part that moves with the machine).
+ * the kernel's page-cache copy and the flush, the part that moves with the machine) and the
+ * load average (1 minute) when the row began and ended.
  *
  * Every timed run, ours or qemu-img's, starts from the same state, so that no run pays for the
  * one before it (the noise of earlier versions: one qemu-img command took 400 to 1320 ms of CPU):
@@ -115,6 +116,7 @@ function makeRaw(file: string, mib: number, half: boolean): void {
 async function compareRow(label: string, rounds: number, qemu: () => Cost, ours: () => Promise<Cost> | Cost, same: () => boolean): Promise<Record<string, unknown>> {
   const q: Cost[] = [];
   const o: Cost[] = [];
+  const loadBefore = os.loadavg()[0];
   const wall = await sideBySide(
     rounds,
     async () => {
@@ -134,11 +136,12 @@ async function compareRow(label: string, rounds: number, qemu: () => Cost, ours:
   const part = (cs: Cost[], k: 'user' | 'sys') => ms(median(cs.map((c) => c[k])));
   row(`${label} (wall)`, ms(median(o.map((c) => c.wall))), ms(median(q.map((c) => c.wall))), wall.ratio, wall.rounds);
   row(`${label} (cpu)`, ms(median(o.map((c) => c.cpu))), ms(median(q.map((c) => c.cpu))), cpuRatio, cpuRatios);
-  console.log(`  ${''.padEnd(46)} user ${part(o, 'user')} vs ${part(q, 'user')}, system ${part(o, 'sys')} vs ${part(q, 'sys')}`);
+  const load = [loadBefore, os.loadavg()[0]];
+  console.log(`  ${''.padEnd(46)} user ${part(o, 'user')} vs ${part(q, 'user')}, system ${part(o, 'sys')} vs ${part(q, 'sys')}; load average ${load.map((l) => l.toFixed(1)).join(' → ')}`);
   const equal = same();
   if (!equal) console.log(`  ${label}: OUTPUTS DIFFER`);
   const costs = (cs: Cost[]) => cs.map(({ wall, user, sys }) => ({ wall, user, sys }));
-  return { wall, cpu: { ratio: cpuRatio, rounds: cpuRatios }, ours: costs(o), qemu: costs(q), same: equal };
+  return { wall, cpu: { ratio: cpuRatio, rounds: cpuRatios }, ours: costs(o), qemu: costs(q), load, same: equal };
 }
 
 export async function convertBench(mib = 256, rounds = 3, rows?: string): Promise<Record<string, unknown>> {
