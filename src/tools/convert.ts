@@ -12,6 +12,7 @@ import { canceled, type InputOptions, openInput } from './open-input.js';
 import { convertPipeline } from './convert-pipeline.js';
 import { alignedBuffer } from './aligned-buffer.js';
 import { DIRECT_ALIGN, DirectOutput } from './direct-output.js';
+import { WriteOut } from './convert-writeout.js';
 
 /** qcow2 creation options a converted image takes (qemu-img convert's `-o`); the output is standalone, so no backing or data file. */
 export type ConvertCreateOptions = Omit<CreateOptionsInput, 'format' | 'size' | 'backing' | 'backingFormat' | 'dataFile' | 'dataFileRaw'>;
@@ -124,7 +125,8 @@ export async function convertImage(input: string | DriveOptions, output: string,
 
 /**
  * Raw output: a sparse file of the guest's size, the data written into it (4 KiB zero runs left
- * as holes); with cache `none` from aligned buffers past the page cache (see DirectOutput).
+ * as holes); with cache `none` from aligned buffers past the page cache (see DirectOutput), with
+ * `writeback` through it, the write-out started as the copy goes (see WriteOut).
  */
 async function toRaw(drive: Drive, out: OutputFile, cache: ConvertCache, stop: Stop, progress: Progress): Promise<void> {
   await out.truncate(drive.length);
@@ -136,7 +138,18 @@ async function toRaw(drive: Drive, out: OutputFile, cache: ConvertCache, stop: S
       const allocate = (bytes: number) => alignedBuffer(bytes, DIRECT_ALIGN) ?? Buffer.allocUnsafeSlow(bytes);
       await convertPipeline(drive, { grain: ZERO_GRAIN, write: (offset, data) => direct.write(offset, data) }, { stop, progress, allocate, writes: DIRECT_WRITES });
     } else {
-      await convertPipeline(drive, { grain: ZERO_GRAIN, write: (offset, data) => out.write(offset, data) }, { stop, progress });
+      const writeOut = await WriteOut.open(out.tempPath);
+      try {
+        const write = writeOut
+          ? async (offset: number, data: Uint8Array) => {
+              await out.write(offset, data);
+              writeOut.wrote(offset + data.length);
+            }
+          : (offset: number, data: Uint8Array) => out.write(offset, data);
+        await convertPipeline(drive, { grain: ZERO_GRAIN, write }, { stop, progress });
+      } finally {
+        await writeOut?.close();
+      }
     }
   } finally {
     await direct?.close();
