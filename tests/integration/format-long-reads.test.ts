@@ -1,9 +1,8 @@
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockLayer, convertImage } from '../../src/index.js';
-import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { describe, expect, it } from 'vitest';
+import { convertImage } from '../../src/index.js';
+import { imageSuite } from '../helpers/image-suite.js';
+import { haveQemuTools, qemuImg, qemuIo } from '../helpers/qemu-images.js';
 
 // Reads of several MiB (a convert's pieces and longer) that cross block boundaries, over blocks
 // with data, without, and with data whose blocks lie out of guest order in the file; each is
@@ -13,18 +12,8 @@ const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 
 const MiB = 1 << 20;
-let dir: string;
-const p = (name: string) => path.join(dir, name);
-const layer = new BlockLayer();
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-long-reads-'));
-  setQemuCwd(dir);
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const suite = imageSuite('blocklayer-long-reads-');
+const { p, layer } = suite;
 
 /**
  * Blocks with data and without; runs written in one request (blocks one after another in the

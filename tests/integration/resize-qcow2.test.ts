@@ -1,46 +1,34 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockLayer } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { imageSuite } from '../helpers/image-suite.js';
 import { Qcow2Patcher } from '../helpers/qcow2-patch.js';
-import { haveQemuTools, qemuImg, qemuIo, setQemuCwd } from '../helpers/qemu-images.js';
+import { haveQemuTools, qemuImg, qemuIo } from '../helpers/qemu-images.js';
 
 const available = haveQemuTools();
 if (!available) console.log('resize tests skipped: install qemu-utils to run them');
 
-let dir: string;
-const p = (name: string) => path.join(dir, name);
-const layer = new BlockLayer();
+const suite = imageSuite('blocklayer-resize-');
+const { p, layer } = suite;
 const TiB = 2 ** 40;
 const MiB = 2 ** 20;
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-resize-'));
-  setQemuCwd(dir);
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
 
 const open = (image: string, format = 'qcow2', readOnly = false) => layer.openDrive({ driver: format, readOnly, file: { driver: 'file', filename: image } });
 
 /** qemu-img check's verdict (corruptions, leaks, errors). */
 function check(image: string): { corruptions: number; leaks: number; errors: number } {
-  const r = spawnSync('qemu-img', ['check', '--output=json', image], { encoding: 'utf8', cwd: dir });
+  const r = spawnSync('qemu-img', ['check', '--output=json', image], { encoding: 'utf8', cwd: suite.dir });
   const j = JSON.parse(r.stdout) as Record<string, number>;
   return { corruptions: j.corruptions ?? 0, leaks: j.leaks ?? 0, errors: j['check-errors'] ?? 0 };
 }
 const virtualSize = (image: string) => (JSON.parse(qemuImg('info', '-U', '--output=json', image)) as { 'virtual-size': number })['virtual-size'];
 /** qemu-io read -P: exits 0 and prints no "Pattern verification failed" when the bytes match. */
 function qemuReads(image: string, pattern: number, offset: number, length: number, format = 'qcow2'): boolean {
-  const r = spawnSync('qemu-io', ['-f', format, '-c', `read -P ${pattern} ${offset} ${length}`, image], { encoding: 'utf8', cwd: dir });
+  const r = spawnSync('qemu-io', ['-f', format, '-c', `read -P ${pattern} ${offset} ${length}`, image], { encoding: 'utf8', cwd: suite.dir });
   return r.status === 0 && !r.stdout.includes('failed') && !r.stderr.includes('failed');
 }
 function compareRaw(reference: string, image: string): { code: number | null; out: string } {
-  const r = spawnSync('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', reference, image], { encoding: 'utf8', cwd: dir });
+  const r = spawnSync('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', reference, image], { encoding: 'utf8', cwd: suite.dir });
   return { code: r.status, out: r.stdout + r.stderr };
 }
 

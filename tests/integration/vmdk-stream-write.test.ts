@@ -1,10 +1,9 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockLayer, convertImage, vmdkDriver } from '../../src/index.js';
-import { haveQemuTools, qemuImg, setQemuCwd } from '../helpers/qemu-images.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { convertImage, vmdkDriver } from '../../src/index.js';
+import { imageSuite } from '../helpers/image-suite.js';
+import { haveQemuTools, qemuImg } from '../helpers/qemu-images.js';
 import { recordingFilter } from '../helpers/recording-filter.js';
 
 const available = haveQemuTools();
@@ -12,17 +11,11 @@ const MiB = 1024 * 1024;
 
 const { driver: recorder, log } = recordingFilter('stream-recorder');
 
-let dir: string;
-const p = (name: string) => path.join(dir, name);
-const layer = new BlockLayer();
+const suite = imageSuite('blocklayer-vmdk-stream-');
+const { p, layer } = suite;
+
 beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-vmdk-stream-'));
-  setQemuCwd(dir);
   layer.registerDriver(recorder);
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 /** 40 MiB (past a grain table's 32 MiB and several append flushes): random, repeating and zero MiBs, and an odd tail. */

@@ -1,30 +1,20 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BlockLayer, type Drive, vmdkDriver } from '../../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { type Drive, vmdkDriver } from '../../src/index.js';
+import { imageSuite } from '../helpers/image-suite.js';
+import { haveQemuTools, ourMap, qemuImg, qemuIo, referenceMap } from '../helpers/qemu-images.js';
 import { run } from '../helpers/tools.js';
-import { haveQemuTools, ourMap, qemuImg, qemuIo, referenceMap, setQemuCwd } from '../helpers/qemu-images.js';
 
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
 if (!available) console.log('vmdk qemu-img comparisons skipped: install qemu-utils to run them');
 
-let dir: string;
-const p = (name: string) => path.join(dir, name);
-const layer = new BlockLayer();
+const suite = imageSuite('blocklayer-vmdk-');
+const { p, layer } = suite;
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
-
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-vmdk-'));
-  setQemuCwd(dir);
-});
-afterAll(async () => {
-  await layer.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
 
 const openVmdk = (image: string, readOnly = true) => layer.openDrive({ driver: 'vmdk', readOnly, file: { driver: 'file', filename: image } });
 
