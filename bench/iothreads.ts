@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { waitForPort } from './port.js';
 import { fmtRate, median, row, sideBySide } from './util.js';
 
 const ROOT = path.join(import.meta.dirname, '..');
@@ -103,19 +104,7 @@ function freePort(): Promise<number> {
 async function accepting(port: number, exited: Promise<void>, output: () => string): Promise<void> {
   let gone = false;
   void exited.then(() => (gone = true));
-  for (let i = 0; i < 500; i++) {
-    if (gone) throw new Error(`server exited: ${output()}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`server on port ${port} never accepted: ${output()}`);
+  await waitForPort(port, 10_000, () => gone, output);
 }
 
 async function startQemu(cmd: string, args: (port: number) => string[]): Promise<Server> {

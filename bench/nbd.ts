@@ -22,6 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { BlockLayer, NbdServer } from '../src/index.js';
+import { waitForPort } from './port.js';
 import { fmtRate, median } from './util.js';
 
 const run = promisify(execFile);
@@ -48,22 +49,6 @@ function freePort(): Promise<number> {
     });
     s.on('error', reject);
   });
-}
-
-async function waitForPort(port: number, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = net.connect(port, '127.0.0.1', () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > end) throw new Error(`nothing listens on port ${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 type Aio = 'threads' | 'io_uring';
@@ -128,7 +113,7 @@ async function withQemuNbd<T>(file: string, aio: Aio, fn: (uri: string, cpu: Cpu
   const port = await freePort();
   const p = spawn('qemu-nbd', ['-f', 'raw', '-x', 'disk', '-b', '127.0.0.1', '-p', String(port), '--persistent', '--shared=8', '--cache=writeback', `--aio=${aio}`, file], { stdio: 'ignore' });
   try {
-    await waitForPort(port);
+    await waitForPort(port, 5000);
     const pid = p.pid as number;
     return await fn(`nbd://127.0.0.1:${port}/disk`, { all: () => procCpuSeconds(pid), main: () => procCpuSeconds(pid, true) });
   } finally {
