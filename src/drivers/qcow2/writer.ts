@@ -1,5 +1,5 @@
 import { BlockError } from '../../errors.js';
-import { AsyncLock, ClusterRangeQueue } from './async-lock.js';
+import { AsyncLock, ClusterRangeQueue, type RangeTicket } from './async-lock.js';
 import { COMPRESSED, COPIED, compressedHiWord, compressedHost, compressedSectors, EXT_L2_ALLOC_BITS, EXT_L2_ZERO_BITS, entryOffset, l2EntryBytes, offsetHiWord, offsetLoWord, SUBCLUSTERS, ZERO_FLAG } from './entries.js';
 import { InPlaceWrites } from './in-place-writes.js';
 import { settleAll } from './refcounts.js';
@@ -49,8 +49,14 @@ export class Qcow2Writer {
     return host >= 0 ? this.inPlace.write(host, offset, data) : this.writeQueued(offset, data);
   }
 
-  private async writeQueued(offset: number, data: Uint8Array): Promise<void> {
-    const ticket = await this.admit(this.floor(offset), this.ceil(offset + data.length));
+  /** Through the queue: without an await before the write starts when nothing holds its clusters. */
+  private writeQueued(offset: number, data: Uint8Array): Promise<void> {
+    const ticket = this.admit(this.floor(offset), this.ceil(offset + data.length));
+    if (ticket instanceof Promise) return ticket.then((t) => this.writeAdmitted(t, offset, data));
+    return this.writeAdmitted(ticket, offset, data);
+  }
+
+  private async writeAdmitted(ticket: RangeTicket, offset: number, data: Uint8Array): Promise<void> {
     try {
       await this.writeRange(offset, data);
     } finally {
@@ -204,10 +210,19 @@ export class Qcow2Writer {
     }
   }
 
-  /** Takes the request's place in the queue before any await (arrival order decides overlapping requests), then waits its turn and for in-place writes there. */
-  private async admit(start: number, end: number) {
+  /**
+   * Takes the request's place in the queue before any await (arrival order decides overlapping
+   * requests), then waits its turn and for in-place writes there: the ticket at once when there
+   * is nothing to wait for, else a promise of it.
+   */
+  private admit(start: number, end: number): RangeTicket | Promise<RangeTicket> {
     const clear = this.inPlace.whenClear(start, end);
     const entered = this.queue.enter(start, end);
+    if (clear === null && this.started && !(entered instanceof Promise)) return entered;
+    return this.admitLater(clear, entered);
+  }
+
+  private async admitLater(clear: Promise<void> | null, entered: RangeTicket | Promise<RangeTicket>): Promise<RangeTicket> {
     if (clear) await clear;
     if (!this.started) {
       try {
@@ -248,7 +263,13 @@ export class Qcow2Writer {
   }
 
   /** Writes a range whose clusters this request owns (its queue ticket is held), one L2 table at a time. */
-  private async writeRange(offset: number, data: Uint8Array): Promise<void> {
+  private writeRange(offset: number, data: Uint8Array): Promise<void> {
+    const span = this.cs * this.l2Entries;
+    // Within one L2 table (the common case): the slice is the whole range.
+    return offset + data.length <= (Math.floor(offset / span) + 1) * span ? this.writeSlice(offset, data) : this.writeSlices(offset, data);
+  }
+
+  private async writeSlices(offset: number, data: Uint8Array): Promise<void> {
     const span = this.cs * this.l2Entries;
     let pos = 0;
     while (pos < data.length) {
