@@ -15,6 +15,13 @@ export class AsyncLock {
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
+  /** Takes the lock if it is free (then no one waits either: the order holds); false when it is held. */
+  tryAcquire(): boolean {
+    if (this.held) return false;
+    this.held = true;
+    return true;
+  }
+
   /** Hands the lock to the next waiter, in arrival order. */
   release(): void {
     const next = this.waiters.shift();

@@ -337,10 +337,13 @@ export class Qcow2Writer {
    * whole (or, with extended L2 over an unallocated cluster, only the touched subclusters).
    */
   private async plan(offset: number, length: number): Promise<ClusterPlan[]> {
-    await this.lock.acquire();
+    // Without an await where nothing waits: the lock free, the table owned and cached.
+    if (!this.lock.tryAcquire()) await this.lock.acquire();
     try {
-      const l2Offset = await this.ownedL2(Math.floor(offset / (this.cs * this.l2Entries)));
-      const l2 = await this.c.cache.get(l2Offset);
+      const l1Index = Math.floor(offset / (this.cs * this.l2Entries));
+      let l2Offset = this.ownedL2Now(l1Index);
+      if (l2Offset < 0) l2Offset = await this.ownedL2(l1Index);
+      const l2 = this.c.cache.peek(l2Offset) ?? (await this.c.cache.get(l2Offset));
       const plans: ClusterPlan[] = [];
       const end = offset + length;
       const ext = this.c.h.extendedL2;
@@ -440,10 +443,10 @@ export class Qcow2Writer {
 
   /** Under the lock, once the data is written: points the L2 entries of the plans that link at the new clusters (or marks subclusters allocated) and releases the old clusters. */
   private async link(offset: number, plans: ClusterPlan[]): Promise<void> {
-    await this.lock.acquire();
+    if (!this.lock.tryAcquire()) await this.lock.acquire();
     try {
       const l2Offset = this.l1Entry(Math.floor(offset / (this.cs * this.l2Entries)));
-      const l2 = await this.c.cache.get(l2Offset);
+      const l2 = this.c.cache.peek(l2Offset) ?? (await this.c.cache.get(l2Offset));
       for (const p of plans) {
         if (!p.link) continue;
         const e = (Math.floor(p.guest / this.cs) % this.l2Entries) * this.entryBytes;
@@ -458,7 +461,7 @@ export class Qcow2Writer {
         }
       }
       this.c.cache.markDirty(l2Offset, l2);
-      await this.writeBackIfFull();
+      if (this.c.cache.overfull || this.c.refcounts.overfull) await this.writeBack(false);
     } finally {
       this.lock.release();
     }
@@ -542,6 +545,12 @@ export class Qcow2Writer {
       });
     }
     return off;
+  }
+
+  /** {@link ownedL2} when the active L1 owns the table already (no await), else -1. */
+  private ownedL2Now(l1Index: number): number {
+    const old = this.l1Entry(l1Index);
+    return old !== 0 && this.c.l1.readUInt32BE(l1Index * 8) & COPIED ? old : -1;
   }
 
   /** Under the lock: the L2 table of `l1Index`, allocated (empty) or copied (shared with a snapshot) so that the active L1 owns it alone. */
