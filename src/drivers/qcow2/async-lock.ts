@@ -15,6 +15,13 @@ export class AsyncLock {
     return new Promise((resolve) => this.waiters.push(resolve));
   }
 
+  /** Takes the lock if it is free (then no one waits either: the order holds); false when it is held. */
+  tryAcquire(): boolean {
+    if (this.held) return false;
+    this.held = true;
+    return true;
+  }
+
   /** Hands the lock to the next waiter, in arrival order. */
   release(): void {
     const next = this.waiters.shift();
@@ -23,11 +30,14 @@ export class AsyncLock {
   }
 }
 
-interface InFlight {
-  start: number;
-  end: number;
-  done: Promise<void>;
-  finish: () => void;
+/** A request in a {@link ClusterRangeQueue}: its cluster range, until it leaves. */
+export interface RangeTicket {
+  readonly start: number;
+  readonly end: number;
+  /** Its index in the queue's list while it is there (-1 once it left), for an O(1) removal. */
+  at: number;
+  /** Called when it leaves: one per later overlapping request that waits for it (made only then). */
+  onLeave: (() => void)[] | null;
 }
 
 /**
@@ -35,20 +45,37 @@ interface InFlight {
  * serialising requests): a request waits for every earlier one whose cluster range overlaps
  * its own, so two writes never allocate one cluster twice and overlapping writes land in
  * their order of arrival. Requests on other clusters run in parallel.
+ *
+ * Entering takes the request's place at once (arrival order decides); only a request that
+ * overlaps an earlier one gets a promise to wait on. Leaving is O(1): the order of the list
+ * does not matter, since a new request looks at every earlier one in it.
  */
 export class ClusterRangeQueue {
-  private readonly inFlight: InFlight[] = [];
+  private readonly inFlight: RangeTicket[] = [];
 
-  /** Waits for the earlier overlapping requests; the returned ticket must be passed to {@link leave}. */
-  async enter(start: number, end: number): Promise<InFlight> {
-    let finish!: () => void;
-    const done = new Promise<void>((r) => (finish = r));
-    const me: InFlight = { start, end, done, finish };
-    const earlier: Promise<void>[] = [];
-    for (const t of this.inFlight) if (t.start < end && start < t.end) earlier.push(t.done);
+  /**
+   * Takes the request's place in the queue: its ticket when no earlier request overlaps
+   * [start, end) (it may go now), else a promise of the ticket that settles once every earlier
+   * overlapping request has left. The ticket must be passed to {@link leave}.
+   */
+  enter(start: number, end: number): RangeTicket | Promise<RangeTicket> {
+    const me: RangeTicket = { start, end, at: this.inFlight.length, onLeave: null };
+    let pending = 0;
+    for (const t of this.inFlight) if (t.start < end && start < t.end) pending++;
     this.inFlight.push(me);
-    for (const p of earlier) await p;
-    return me;
+    if (pending === 0) return me;
+    return new Promise((resolve) => {
+      const one = () => {
+        if (--pending === 0) resolve(me);
+      };
+      // Only the earlier ones (the list held `me.at` of them before `me` joined).
+      for (let i = 0; i < me.at; i++) {
+        const t = this.inFlight[i]!;
+        if (!(t.start < end && start < t.end)) continue;
+        if (t.onLeave === null) t.onLeave = [one];
+        else t.onLeave.push(one);
+      }
+    });
   }
 
   /** Whether a request in the queue (waiting or running) overlaps [start, end). */
@@ -58,9 +85,18 @@ export class ClusterRangeQueue {
   }
 
   /** Ends a request: later overlapping ones may go. */
-  leave(ticket: InFlight): void {
-    const i = this.inFlight.indexOf(ticket);
-    if (i >= 0) this.inFlight.splice(i, 1);
-    ticket.finish();
+  leave(ticket: RangeTicket): void {
+    const i = ticket.at;
+    if (i < 0) return;
+    ticket.at = -1;
+    const last = this.inFlight.pop()!;
+    if (last !== ticket) {
+      this.inFlight[i] = last;
+      last.at = i;
+    }
+    const waiting = ticket.onLeave;
+    if (waiting === null) return;
+    ticket.onLeave = null;
+    for (const f of waiting) f();
   }
 }

@@ -51,7 +51,29 @@ async function countOnDisk(file: BlockNode, h: Qcow2Header, end: number, thresho
       blockAt = at;
     }
     const n = Math.min(per, end - b * per);
-    for (let i = 0; i < n; i++) if (readEntry(block, i, h.refcountOrder) !== 0) count++;
+    count += nonZeroEntries(block, n, h.refcountOrder);
   }
+  return count;
+}
+
+/**
+ * Entries of the first `n` of a refcount block that are not 0. Widths of whole bytes count the
+ * zero entries through the typed array's indexOf (native, no per-entry step in JS: the block of
+ * a large image has 32,768 entries, and a per-entry loop here costs an optimizing compile at
+ * every first block status); a zero entry is all zero bytes whatever the byte order.
+ */
+function nonZeroEntries(block: Uint8Array, n: number, order: number): number {
+  const words =
+    order === 3 ? block
+    : order === 4 ? new Uint16Array(block.buffer, block.byteOffset, block.length / 2)
+    : order === 5 ? new Uint32Array(block.buffer, block.byteOffset, block.length / 4)
+    : undefined;
+  if (words !== undefined && block.byteOffset % 4 === 0) {
+    let zeros = 0;
+    for (let i = words.indexOf(0); i !== -1 && i < n; i = words.indexOf(0, i + 1)) zeros++;
+    return n - zeros;
+  }
+  let count = 0;
+  for (let i = 0; i < n; i++) if (readEntry(block, i, order) !== 0) count++;
   return count;
 }

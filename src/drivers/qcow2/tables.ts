@@ -67,18 +67,38 @@ export class ClusterMap {
     if (l2Offset + cs > this.fileLimit()) throw corrupt('L1 entry', at, `points to an L2 table at ${l2Offset} beyond the end of the file`);
     const l2 = await this.cache.get(l2Offset);
 
-    let first: Mapping | undefined;
-    let pos = guest;
+    const first = this.entry(l2, l2Offset, guest, limit);
+    let pos = guest + first.length;
+    if (first.kind === 'compressed') return first;
+    // Standard entries that plainly continue the run are read without a Mapping each; any
+    // other entry (another kind, reserved bits, corruption) goes through entry(), as before.
+    const fast = !this.h.extendedL2;
+    const expectZero = first.kind === 'zero';
+    const expectUnallocated = first.kind === 'unallocated';
+    const dataBase = first.kind === 'data' ? first.host - guest : -1;
     while (pos < limit) {
+      if (fast) {
+        const e = (Math.floor(pos / cs) % this.l2Entries) * 8;
+        const hi = l2.readUInt32BE(e);
+        const lo = l2.readUInt32BE(e + 4);
+        let same = false;
+        if (expectUnallocated) same = hi === 0 && lo === 0;
+        else if (!(hi & (COMPRESSED | L2_RESERVED_HI) || lo & L2_RESERVED_LO)) {
+          const host = entryOffset(hi, lo);
+          if (expectZero) same = (lo & ZERO_FLAG) !== 0 && host % cs === 0;
+          else same = !(lo & ZERO_FLAG) && host !== 0 && host === dataBase + pos;
+        }
+        if (same) {
+          pos += Math.min(cs, limit - pos);
+          continue;
+        }
+      }
       const m = this.entry(l2, l2Offset, pos, limit);
-      if (!first) first = m;
-      else if (!continues(first, m, pos - guest)) break;
+      if (!continues(first, m, pos - guest)) break;
       pos += m.length;
-      if (first.kind === 'compressed') break;
     }
-    const out = first!;
-    out.length = Math.min(pos, limit) - guest;
-    return out;
+    first.length = Math.min(pos, limit) - guest;
+    return first;
   }
 
   /**

@@ -1,5 +1,6 @@
 // How the qcow2 writer (writer.ts) reads one L2 entry of the active table when it plans a write.
-import { COMPRESSED, COPIED, EXT_L2_ALLOC_BITS, EXT_L2_ZERO_BITS, entryOffset, l2EntryBytes, ZERO_FLAG } from './entries.js';
+import { BlockError } from '../../errors.js';
+import { COMPRESSED, COPIED, compressedHost, compressedSectors, EXT_L2_ALLOC_BITS, EXT_L2_ZERO_BITS, entryOffset, l2EntryBytes, ZERO_FLAG } from './entries.js';
 import type { WriterContext } from './writer-context.js';
 
 /** Byte offset, in its L2 table, of the entry of the guest cluster at `g`. */
@@ -53,4 +54,30 @@ export function touchedBits(sc: number, g: number, from: number, to: number): { 
   const first = Math.floor((from - g) / sc);
   const last = Math.floor((to - 1 - g) / sc);
   return { first, last, mask: (2 ** (last + 1) - 2 ** first) >>> 0 };
+}
+
+/** L2 table offset from the active L1 entry `index` (0: none); an unaligned one is corrupt. */
+export function l1Entry(c: WriterContext, index: number): number {
+  const off = entryOffset(c.l1.readUInt32BE(index * 8), c.l1.readUInt32BE(index * 8 + 4));
+  if (off % c.h.clusterSize !== 0) {
+    throw new BlockError('ECORRUPT', `qcow2: L1 entry ${index} points to an unaligned L2 table at ${off}`, {
+      field: 'L1 entry',
+      offset: c.l1Offset + index * 8,
+    });
+  }
+  return off;
+}
+
+/** Releases the host cluster(s) the L2 entry at byte `e` of `l2` references (after the next table write-back). */
+export function releaseEntry(c: WriterContext, l2: Buffer, e: number): void {
+  const hi = l2.readUInt32BE(e);
+  const lo = l2.readUInt32BE(e + 4);
+  if (hi & COMPRESSED) {
+    const host = compressedHost(hi, lo, c.h.clusterBits);
+    c.refcounts.release(host - (host % 512), compressedSectors(hi, c.h.clusterBits) * 512);
+    return;
+  }
+  const host = entryOffset(hi, lo);
+  // Clusters of an external data file have no refcounts.
+  if (host !== 0 && !c.externalData) c.refcounts.release(host, c.h.clusterSize);
 }

@@ -1,11 +1,11 @@
 import { BlockError } from '../../errors.js';
-import { AsyncLock, ClusterRangeQueue } from './async-lock.js';
-import { COMPRESSED, COPIED, compressedHiWord, compressedHost, compressedSectors, EXT_L2_ALLOC_BITS, EXT_L2_ZERO_BITS, entryOffset, l2EntryBytes, offsetHiWord, offsetLoWord, SUBCLUSTERS, ZERO_FLAG } from './entries.js';
+import { AsyncLock, ClusterRangeQueue, type RangeTicket } from './async-lock.js';
+import { COMPRESSED, COPIED, compressedHiWord, EXT_L2_ALLOC_BITS, EXT_L2_ZERO_BITS, entryOffset, l2EntryBytes, offsetHiWord, offsetLoWord, SUBCLUSTERS, ZERO_FLAG } from './entries.js';
 import { InPlaceWrites } from './in-place-writes.js';
 import { settleAll } from './refcounts.js';
 import type { ClusterPlan } from './cluster-plan.js';
 import type { WriterContext } from './writer-context.js';
-import { l2EntryAt, ownedHost, touchedBits } from './writer-entries.js';
+import { l1Entry, l2EntryAt, ownedHost, releaseEntry, touchedBits } from './writer-entries.js';
 
 const ZERO_CHUNK = 1 << 20;
 const ONE_ZERO_BYTE = new Uint8Array(1);
@@ -49,8 +49,14 @@ export class Qcow2Writer {
     return host >= 0 ? this.inPlace.write(host, offset, data) : this.writeQueued(offset, data);
   }
 
-  private async writeQueued(offset: number, data: Uint8Array): Promise<void> {
-    const ticket = await this.admit(this.floor(offset), this.ceil(offset + data.length));
+  /** Through the queue: without an await before the write starts when nothing holds its clusters. */
+  private writeQueued(offset: number, data: Uint8Array): Promise<void> {
+    const ticket = this.admit(this.floor(offset), this.ceil(offset + data.length));
+    if (ticket instanceof Promise) return ticket.then((t) => this.writeAdmitted(t, offset, data));
+    return this.writeAdmitted(ticket, offset, data);
+  }
+
+  private async writeAdmitted(ticket: RangeTicket, offset: number, data: Uint8Array): Promise<void> {
     try {
       await this.writeRange(offset, data);
     } finally {
@@ -122,10 +128,10 @@ export class Qcow2Writer {
       }
       await this.lock.acquire();
       try {
-        const l2Offset = this.l1Entry(l1Index);
+        const l2Offset = l1Entry(this.c, l1Index);
         const l2 = await this.c.cache.get(l2Offset);
         const e = (Math.floor(offset / this.cs) % this.l2Entries) * this.entryBytes;
-        this.releaseEntry(l2, e);
+        releaseEntry(this.c, l2, e);
         l2.writeUInt32BE(compressedHiWord(host, bytes.length, this.c.h.clusterBits), e);
         l2.writeUInt32BE(host >>> 0, e + 4);
         if (this.c.h.extendedL2) {
@@ -204,10 +210,19 @@ export class Qcow2Writer {
     }
   }
 
-  /** Takes the request's place in the queue before any await (arrival order decides overlapping requests), then waits its turn and for in-place writes there. */
-  private async admit(start: number, end: number) {
+  /**
+   * Takes the request's place in the queue before any await (arrival order decides overlapping
+   * requests), then waits its turn and for in-place writes there: the ticket at once when there
+   * is nothing to wait for, else a promise of it.
+   */
+  private admit(start: number, end: number): RangeTicket | Promise<RangeTicket> {
     const clear = this.inPlace.whenClear(start, end);
     const entered = this.queue.enter(start, end);
+    if (clear === null && this.started && !(entered instanceof Promise)) return entered;
+    return this.admitLater(clear, entered);
+  }
+
+  private async admitLater(clear: Promise<void> | null, entered: RangeTicket | Promise<RangeTicket>): Promise<RangeTicket> {
     if (clear) await clear;
     if (!this.started) {
       try {
@@ -248,7 +263,13 @@ export class Qcow2Writer {
   }
 
   /** Writes a range whose clusters this request owns (its queue ticket is held), one L2 table at a time. */
-  private async writeRange(offset: number, data: Uint8Array): Promise<void> {
+  private writeRange(offset: number, data: Uint8Array): Promise<void> {
+    const span = this.cs * this.l2Entries;
+    // Within one L2 table (the common case): the slice is the whole range.
+    return offset + data.length <= (Math.floor(offset / span) + 1) * span ? this.writeSlice(offset, data) : this.writeSlices(offset, data);
+  }
+
+  private async writeSlices(offset: number, data: Uint8Array): Promise<void> {
     const span = this.cs * this.l2Entries;
     let pos = 0;
     while (pos < data.length) {
@@ -298,7 +319,7 @@ export class Qcow2Writer {
   private inPlaceHostNow(offset: number, length: number): number {
     const l1Index = Math.floor(offset / (this.cs * this.l2Entries));
     if (!(this.c.l1.readUInt32BE(l1Index * 8) & COPIED)) return -1;
-    const l2 = this.c.cache.peek(this.l1Entry(l1Index));
+    const l2 = this.c.cache.peek(l1Entry(this.c, l1Index));
     return l2 === undefined ? -2 : this.inPlace.hostIn(l2, offset, length);
   }
 
@@ -306,7 +327,7 @@ export class Qcow2Writer {
   private async inPlaceHost(offset: number, length: number): Promise<number> {
     const l1Index = Math.floor(offset / (this.cs * this.l2Entries));
     if (!(this.c.l1.readUInt32BE(l1Index * 8) & COPIED)) return -1;
-    return this.inPlace.hostIn(await this.c.cache.get(this.l1Entry(l1Index)), offset, length);
+    return this.inPlace.hostIn(await this.c.cache.get(l1Entry(this.c, l1Index)), offset, length);
   }
 
   /**
@@ -316,10 +337,13 @@ export class Qcow2Writer {
    * whole (or, with extended L2 over an unallocated cluster, only the touched subclusters).
    */
   private async plan(offset: number, length: number): Promise<ClusterPlan[]> {
-    await this.lock.acquire();
+    // Without an await where nothing waits: the lock free, the table owned and cached.
+    if (!this.lock.tryAcquire()) await this.lock.acquire();
     try {
-      const l2Offset = await this.ownedL2(Math.floor(offset / (this.cs * this.l2Entries)));
-      const l2 = await this.c.cache.get(l2Offset);
+      const l1Index = Math.floor(offset / (this.cs * this.l2Entries));
+      let l2Offset = this.ownedL2Now(l1Index);
+      if (l2Offset < 0) l2Offset = await this.ownedL2(l1Index);
+      const l2 = this.c.cache.peek(l2Offset) ?? (await this.c.cache.get(l2Offset));
       const plans: ClusterPlan[] = [];
       const end = offset + length;
       const ext = this.c.h.extendedL2;
@@ -406,7 +430,7 @@ export class Qcow2Writer {
   /** Whether the guest cluster at `guest` reads as zeros now (unallocated without backing, or a zero cluster). */
   private async readsZero(guest: number): Promise<boolean> {
     const l1Index = Math.floor(guest / (this.cs * this.l2Entries));
-    const l2Offset = this.l1Entry(l1Index);
+    const l2Offset = l1Entry(this.c, l1Index);
     if (l2Offset === 0) return !this.c.hasBacking;
     const l2 = await this.c.cache.get(l2Offset);
     const e = (Math.floor(guest / this.cs) % this.l2Entries) * this.entryBytes;
@@ -419,15 +443,15 @@ export class Qcow2Writer {
 
   /** Under the lock, once the data is written: points the L2 entries of the plans that link at the new clusters (or marks subclusters allocated) and releases the old clusters. */
   private async link(offset: number, plans: ClusterPlan[]): Promise<void> {
-    await this.lock.acquire();
+    if (!this.lock.tryAcquire()) await this.lock.acquire();
     try {
-      const l2Offset = this.l1Entry(Math.floor(offset / (this.cs * this.l2Entries)));
-      const l2 = await this.c.cache.get(l2Offset);
+      const l2Offset = l1Entry(this.c, Math.floor(offset / (this.cs * this.l2Entries)));
+      const l2 = this.c.cache.peek(l2Offset) ?? (await this.c.cache.get(l2Offset));
       for (const p of plans) {
         if (!p.link) continue;
         const e = (Math.floor(p.guest / this.cs) % this.l2Entries) * this.entryBytes;
         if (p.alloc) {
-          this.releaseEntry(l2, e);
+          releaseEntry(this.c, l2, e);
           l2.writeUInt32BE(offsetHiWord(p.host, true), e);
           l2.writeUInt32BE(offsetLoWord(p.host, false), e + 4);
         }
@@ -437,7 +461,7 @@ export class Qcow2Writer {
         }
       }
       this.c.cache.markDirty(l2Offset, l2);
-      await this.writeBackIfFull();
+      if (this.c.cache.overfull || this.c.refcounts.overfull) await this.writeBack(false);
     } finally {
       this.lock.release();
     }
@@ -465,7 +489,7 @@ export class Qcow2Writer {
       await this.lock.acquire();
       try {
         const l1Index = Math.floor(pos / span);
-        if (this.l1Entry(l1Index) === 0 && !zero) {
+        if (l1Entry(this.c, l1Index) === 0 && !zero) {
           pos = sliceEnd;
           continue;
         }
@@ -478,7 +502,7 @@ export class Qcow2Writer {
           const hi = raw ? offsetHiWord(g, true) : 0;
           const lo = offsetLoWord(raw ? g : 0, zero && !ext);
           if (l2.readUInt32BE(e) === hi && l2.readUInt32BE(e + 4) === lo && (!ext || (l2.readUInt32BE(e + EXT_L2_ZERO_BITS) === zeroBits && l2.readUInt32BE(e + EXT_L2_ALLOC_BITS) === 0))) continue;
-          this.releaseEntry(l2, e);
+          releaseEntry(this.c, l2, e);
           l2.writeUInt32BE(hi, e);
           l2.writeUInt32BE(lo, e + 4);
           if (ext) {
@@ -495,37 +519,15 @@ export class Qcow2Writer {
     }
   }
 
-  /** Releases the host cluster(s) an L2 entry references (after the next table write-back). */
-  private releaseEntry(l2: Buffer, e: number): void {
-    const hi = l2.readUInt32BE(e);
-    const lo = l2.readUInt32BE(e + 4);
-    if (hi & COMPRESSED) {
-      const host = compressedHost(hi, lo, this.c.h.clusterBits);
-      this.c.refcounts.release(host - (host % 512), compressedSectors(hi, this.c.h.clusterBits) * 512);
-      return;
-    }
-    const host = entryOffset(hi, lo);
-    // Clusters of an external data file have no refcounts.
-    if (host !== 0 && !this.c.externalData) this.c.refcounts.release(host, this.cs);
-  }
-
-  /** L2 table offset from the L1 entry (0: none). */
-  private l1Entry(index: number): number {
-    const hi = this.c.l1.readUInt32BE(index * 8);
-    const lo = this.c.l1.readUInt32BE(index * 8 + 4);
-    const off = entryOffset(hi, lo);
-    if (off % this.cs !== 0) {
-      throw new BlockError('ECORRUPT', `qcow2: L1 entry ${index} points to an unaligned L2 table at ${off}`, {
-        field: 'L1 entry',
-        offset: this.c.l1Offset + index * 8,
-      });
-    }
-    return off;
+  /** {@link ownedL2} when the active L1 owns the table already (no await), else -1. */
+  private ownedL2Now(l1Index: number): number {
+    const old = l1Entry(this.c, l1Index);
+    return old !== 0 && this.c.l1.readUInt32BE(l1Index * 8) & COPIED ? old : -1;
   }
 
   /** Under the lock: the L2 table of `l1Index`, allocated (empty) or copied (shared with a snapshot) so that the active L1 owns it alone. */
   private async ownedL2(l1Index: number): Promise<number> {
-    const old = this.l1Entry(l1Index);
+    const old = l1Entry(this.c, l1Index);
     if (old !== 0 && this.c.l1.readUInt32BE(l1Index * 8) & COPIED) return old;
     const source = old !== 0 ? await this.c.cache.get(old) : undefined;
     const host = await this.c.refcounts.allocate(1);
