@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BlockLayer } from '../../src/index.js';
 import { convertPipeline } from '../../src/tools/convert-pipeline.js';
+import { countPiped } from '../helpers/count-piped.js';
 import { dataRuns, zeroRange } from '../../src/tools/convert-zeros.js';
 
 const KiB = 1024;
@@ -122,94 +123,79 @@ describe('convertPipeline', () => {
   });
 
   it('holes are not read: 1 MiB of data in a 256 MiB drive reads 1 MiB, with at most `depth` reads in flight', async () => {
-    const layer = new BlockLayer();
-    try {
-      const drive = await layer.openDrive({ driver: 'memory', size: 256 * MiB });
-      await drive.write(100 * MiB, Buffer.alloc(512 * KiB, 1));
-      await drive.write(200 * MiB, Buffer.alloc(512 * KiB, 2));
-      let bytesRead = 0;
-      let inFlight = 0;
-      let most = 0;
-      const read = drive.read.bind(drive);
-      drive.read = (async (offset: number, target: Uint8Array) => {
-        bytesRead += target.length;
-        most = Math.max(most, ++inFlight);
-        try {
-          return await read(offset, target);
-        } finally {
-          inFlight--;
-        }
-      }) as typeof drive.read;
-      let written = 0;
-      await convertPipeline(drive, { grain: 4096, write: async (_o, d) => {
-            written += d.length;
-          } }, { chunk: 128 * KiB, depth: 3, stop: () => {}, progress: () => {} });
-      expect(bytesRead).toBe(1 * MiB);
-      expect(written).toBe(1 * MiB);
-      expect(most).toBeGreaterThan(1);
-      expect(most).toBeLessThanOrEqual(3);
-    } finally {
-      await layer.close();
-    }
+    await using layer = new BlockLayer();
+    const drive = await layer.openDrive({ driver: 'memory', size: 256 * MiB });
+    await drive.write(100 * MiB, Buffer.alloc(512 * KiB, 1));
+    await drive.write(200 * MiB, Buffer.alloc(512 * KiB, 2));
+    let bytesRead = 0;
+    let inFlight = 0;
+    let most = 0;
+    const read = drive.read.bind(drive);
+    drive.read = (async (offset: number, target: Uint8Array) => {
+      bytesRead += target.length;
+      most = Math.max(most, ++inFlight);
+      try {
+        return await read(offset, target);
+      } finally {
+        inFlight--;
+      }
+    }) as typeof drive.read;
+    const written = await countPiped(drive, 128 * KiB, 3);
+    expect(bytesRead).toBe(1 * MiB);
+    expect(written).toBe(1 * MiB);
+    expect(most).toBeGreaterThan(1);
+    expect(most).toBeLessThanOrEqual(3);
   });
 
   it('a stop that throws rejects with its error once the reads in flight have settled; nothing is written after it', async () => {
-    const layer = new BlockLayer();
-    try {
-      const drive = await layer.openDrive({ driver: 'memory', size: 16 * MiB });
-      await drive.write(0, Buffer.alloc(16 * MiB, 3));
-      let inFlight = 0;
-      const read = drive.read.bind(drive);
-      drive.read = (async (offset: number, target: Uint8Array) => {
-        inFlight++;
-        try {
-          return await read(offset, target);
-        } finally {
-          inFlight--;
-        }
-      }) as typeof drive.read;
-      const reason = new Error('enough');
-      let writes = 0;
-      let stopped = false;
-      const e = await convertPipeline(
-        drive,
-        {
-          grain: 4096,
-          write: async () => {
-            expect(stopped).toBe(false);
-            writes++;
-          },
+    await using layer = new BlockLayer();
+    const drive = await layer.openDrive({ driver: 'memory', size: 16 * MiB });
+    await drive.write(0, Buffer.alloc(16 * MiB, 3));
+    let inFlight = 0;
+    const read = drive.read.bind(drive);
+    drive.read = (async (offset: number, target: Uint8Array) => {
+      inFlight++;
+      try {
+        return await read(offset, target);
+      } finally {
+        inFlight--;
+      }
+    }) as typeof drive.read;
+    const reason = new Error('enough');
+    let writes = 0;
+    let stopped = false;
+    const e = await convertPipeline(
+      drive,
+      {
+        grain: 4096,
+        write: async () => {
+          expect(stopped).toBe(false);
+          writes++;
         },
-        {
-          chunk: 1 * MiB,
-          depth: 4,
-          stop: () => {
-            if (stopped) throw reason;
-          },
-          progress: (done) => {
-            if (done >= 3 * MiB) stopped = true;
-          },
+      },
+      {
+        chunk: 1 * MiB,
+        depth: 4,
+        stop: () => {
+          if (stopped) throw reason;
         },
-      ).catch((x: unknown) => x);
-      expect(e).toBe(reason);
-      expect(writes).toBe(3);
-      expect(inFlight).toBe(0);
-    } finally {
-      await layer.close();
-    }
+        progress: (done) => {
+          if (done >= 3 * MiB) stopped = true;
+        },
+      },
+    ).catch((x: unknown) => x);
+    expect(e).toBe(reason);
+    expect(writes).toBe(3);
+    expect(inFlight).toBe(0);
   });
 
   it('a failed read (blkdebug EIO) rejects with it; the pieces before it are written, none after', async () => {
-    const layer = new BlockLayer();
-    try {
-      const drive = await layer.openDrive({ driver: 'blkdebug', rules: [{ event: 'read', code: 'EIO', offset: 5 * MiB + 10 }], file: { driver: 'memory', size: 8 * MiB } });
-      await drive.write(0, Buffer.alloc(8 * MiB, 9));
-      const offsets: number[] = [];
-      const e = await convertPipeline(drive, { grain: 4096, write: async (o) => void offsets.push(o) }, { chunk: 1 * MiB, depth: 4, stop: () => {}, progress: () => {} }).catch((x: unknown) => x);
-      expect(e).toMatchObject({ code: 'EIO' });
-      expect(offsets).toEqual([0, 1, 2, 3, 4].map((m) => m * MiB));
-    } finally {
-      await layer.close();
-    }
+    await using layer = new BlockLayer();
+    const drive = await layer.openDrive({ driver: 'blkdebug', rules: [{ event: 'read', code: 'EIO', offset: 5 * MiB + 10 }], file: { driver: 'memory', size: 8 * MiB } });
+    await drive.write(0, Buffer.alloc(8 * MiB, 9));
+    const offsets: number[] = [];
+    const e = await convertPipeline(drive, { grain: 4096, write: async (o) => void offsets.push(o) }, { chunk: 1 * MiB, depth: 4, stop: () => {}, progress: () => {} }).catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: 'EIO' });
+    expect(offsets).toEqual([0, 1, 2, 3, 4].map((m) => m * MiB));
   });
 });
