@@ -7,20 +7,19 @@ import * as P from '../drivers/nbd/protocol.js';
 import { ReaderClosed, SocketReader } from '../drivers/nbd/reader.js';
 import { isTlsError, type NbdTlsSetup, tlsErrorText } from '../drivers/nbd/tls.js';
 import type { BufferPool } from './buffer-pool.js';
-import { allocationToExtents, bitmapToExtents } from './block-status.js';
 import { checkRequest, replyErrorOf, trim, writeZeroes } from './commands.js';
-import { ExtentArray, MAX_EXTENTS } from './extent-array.js';
 import type { NbdExport } from './export.js';
 import { ConnectionBudget } from './connection-budget.js';
 import type { Deadlines, Expiring } from './deadlines.js';
 import type { MemoryBudget } from './memory-budget.js';
-import { ALLOCATION_DEPTH_ID, BASE_ALLOCATION_ID, type MetaSelection } from './meta-contexts.js';
+import type { MetaSelection } from './meta-contexts.js';
 import { Negotiation, type NegotiationHost, type NegotiationStep } from './negotiation.js';
 import { ProtocolViolation } from './protocol-violation.js';
 import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
 import type { NbdClientInfo, NbdServerEvents } from './server-options.js';
 import { ReadJob, type ReadJobHost } from './read-job.js';
 import { ReplyBatch } from './reply-batch.js';
+import { StatusChunks } from './status-chunks.js';
 import { upgradeToTls } from './tls-upgrade.js';
 import { agreedOf, type HandedConnection, takeConnection } from './handover.js';
 import { HandshakeReplies } from './handshake-replies.js';
@@ -72,8 +71,8 @@ export class Connection implements ReadJobHost, Expiring {
   private exp: NbdExport | null = null;
   private structured = false;
   private meta: MetaSelection | null = null;
-  /** Extent arrays of finished BLOCK_STATUS requests, for reuse. */
-  private readonly spareExtents: ExtentArray[] = [];
+  /** Builds and sends BLOCK_STATUS chunks, keeping their extent arrays for the next request. */
+  private readonly status: StatusChunks;
   /** The handshake's deadline in the server's queue, or -1 once the handshake is over. */
   private handshakeTicket = -1;
   private endTimer: ClockTimer | null = null;
@@ -125,6 +124,7 @@ export class Connection implements ReadJobHost, Expiring {
     this.port = socket.remotePort;
     this.reader = new SocketReader(socket, READER_SLACK);
     this.budget = new ConnectionBudget(server.budget);
+    this.status = new StatusChunks(server.pool, (frame, pooled) => this.reply(frame, pooled, 0));
     socket.setNoDelay(true);
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
@@ -234,7 +234,11 @@ export class Connection implements ReadJobHost, Expiring {
     return this.quiesced;
   }
 
-  /** Ends the connection after the replies already queued. A peer that does not take them gets as long as it had for its handshake (handshakeTimeoutMs), then the socket is destroyed. `asked`: the client ended it (NBD_CMD_DISC, NBD_OPT_ABORT, or the end of its stream). */
+  /**
+   * Ends the connection after the replies already queued. A peer that does not take them gets
+   * as long as it had for its handshake (handshakeTimeoutMs), then the socket is destroyed.
+   * `asked`: the client ended it (NBD_CMD_DISC, NBD_OPT_ABORT, or the end of its stream).
+   */
   end(asked = false): void {
     this.reader.stop(ENDING);
     // The replies of this turn go before the end.
@@ -270,7 +274,12 @@ export class Connection implements ReadJobHost, Expiring {
     this.socket.destroy();
   }
 
-  /** Queues one transmission reply, a frame that is one buffer. `pooled`: the buffer the frame lies in goes back to the pool once written (a READ reply's, a BLOCK_STATUS chunk's); `bytes`: budget bytes its request holds until then. Replies of one turn leave together, with one write callback for all (see {@link ReplyBatch}). */
+  /**
+   * Queues one transmission reply, a frame that is one buffer. `pooled`: the buffer the frame lies
+   * in goes back to the pool once written (a READ reply's, a BLOCK_STATUS chunk's); `bytes`: budget
+   * bytes its request holds until then. Replies of one turn leave together, with one write
+   * callback for all (see {@link ReplyBatch}).
+   */
   private reply(frame: Uint8Array, pooled: Buffer | null, bytes: number): void {
     const socket = this.socket;
     if (socket.destroyed || !socket.writable) {
@@ -406,7 +415,11 @@ export class Connection implements ReadJobHost, Expiring {
     }
   }
 
-  /** Waits until another request may be read: few enough requests and bytes in flight, and the socket not backed up by a client that does not read its replies. What a connection holds stays bounded by about 2 × maxRequest of requests plus maxRequest of unsent replies. */
+  /**
+   * Waits until another request may be read: few enough requests and bytes in flight, and the
+   * socket not backed up by a client that does not read its replies. What a connection holds stays
+   * bounded by about 2 × maxRequest of requests plus maxRequest of unsent replies.
+   */
   private async slot(): Promise<void> {
     while (this.mustWait()) {
       await new Promise<void>((resolve) => {
@@ -432,13 +445,16 @@ export class Connection implements ReadJobHost, Expiring {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Runs one request on the drive and sends its reply; the request's budget bytes (`bytes`) go back once the reply has been written. Then it leaves the in-flight count. Never rejects. */
+  /**
+   * Runs one request on the drive and sends its reply; the request's budget bytes (`bytes`) go
+   * back once the reply has been written. Then it leaves the in-flight count. Never rejects.
+   */
   private async serve(req: ServerRequest, payload: Buffer | null, bytes: number): Promise<void> {
     try {
       checkRequest(req, this.exp as NbdExport, this.server.maxRequest, this.meta !== null);
       switch (req.type) {
         case P.NBD_CMD_BLOCK_STATUS:
-          await this.blockStatus(req);
+          await this.status.all(req, this.drive, this.meta as MetaSelection);
           return;
         case P.NBD_CMD_WRITE:
           await this.drive.write(req.offset, payload as Buffer);
@@ -536,57 +552,16 @@ export class Connection implements ReadJobHost, Expiring {
     if (this.spareReads.length < MAX_IN_FLIGHT) this.spareReads.push(job);
   }
 
-  /** One BLOCK_STATUS chunk per selected context in QEMU's order (base:allocation, qemu:allocation-depth, the bitmaps), the last flagged DONE; all gathered before any is sent, so a failure is one error chunk alone. */
-  private async blockStatus(req: ServerRequest): Promise<void> {
-    const meta = this.meta as MetaSelection;
-    const max = req.flags & P.NBD_CMD_FLAG_REQ_ONE ? 1 : MAX_EXTENTS;
-    const { offset, length } = req;
-    const base = meta.allocation ? this.extentArray(max) : null;
-    const depth = meta.depth ? this.extentArray(max) : null;
-    try {
-      if (base !== null) await allocationToExtents(this.drive, offset, length, base, false);
-      if (depth !== null) await allocationToExtents(this.drive, offset, length, depth, true);
-      let left = meta.count;
-      // Each frame lies in a pooled buffer that goes back to the pool once written.
-      if (base !== null) this.reply(base.frame(req, --left === 0, BASE_ALLOCATION_ID), base.framed, 0);
-      if (depth !== null) this.reply(depth.frame(req, --left === 0, ALLOCATION_DEPTH_ID), depth.framed, 0);
-      this.bitmapChunks(req, max, left);
-    } finally {
-      if (base !== null) this.spareExtents.push(base);
-      if (depth !== null) this.spareExtents.push(depth);
-    }
-  }
-
-  /** BLOCK_STATUS when only bitmaps are selected: served synchronously, with no promise or turn of its own (nbdinfo --map asks for one range after another). */
+  /** BLOCK_STATUS when only bitmaps are selected: served synchronously (see StatusChunks.bitmapsOnly). */
   private bitmapStatus(req: ServerRequest): void {
     try {
       checkRequest(req, this.exp as NbdExport, this.server.maxRequest, true);
-      this.bitmapChunks(req, req.flags & P.NBD_CMD_FLAG_REQ_ONE ? 1 : MAX_EXTENTS, (this.meta as MetaSelection).count);
+      this.status.bitmapsOnly(req, this.meta as MetaSelection);
     } catch (e) {
       this.sendError(req, e, 0);
     } finally {
       this.settled(0);
     }
-  }
-
-  /** The selected bitmaps' chunks, the last `left` of the request's, read and sent with no await between: the bits as they are now. */
-  private bitmapChunks(req: ServerRequest, max: number, left: number): void {
-    const bitmaps = (this.meta as MetaSelection).selectedBitmaps;
-    if (bitmaps.length === 0) return;
-    const ea = this.extentArray(max);
-    for (let i = 0; i < bitmaps.length; i++) {
-      const { id, bitmap } = bitmaps[i] as (typeof bitmaps)[number];
-      ea.reset(max);
-      bitmapToExtents(bitmap, req.offset, req.length, ea);
-      this.reply(ea.frame(req, --left === 0, id), ea.framed, 0);
-    }
-    this.spareExtents.push(ea);
-  }
-
-  private extentArray(max: number): ExtentArray {
-    const ea = this.spareExtents.pop() ?? new ExtentArray(this.server.pool);
-    ea.reset(max);
-    return ea;
   }
 
   /** The error reply of a failed request; `bytes`: budget bytes it holds until the reply is written. */
