@@ -148,6 +148,33 @@ export class Refcounts {
   }
 
   /**
+   * {@link allocate} without an await, for the common case: the refcount blocks the search looks
+   * at are cached (or not on disk yet). The host offset, or -1 when a block would have to be
+   * read or the run is taken at the end: the caller then awaits {@link allocate}, which finds
+   * the same run (blocks made here meanwhile are the ones it would make).
+   */
+  allocateNow(n: number): number {
+    if (n * 2 >= this.perBlock) return -1;
+    for (;;) {
+      const run = this.scanNow(n);
+      if (run === null) return -1;
+      const { start, firstFree } = run;
+      if (!this.ensureBlocks(start, n)) continue; // a new refcount block took one of the clusters
+      // The scan saw every block of [start, start+n), and ensureBlocks made the missing ones: all cached.
+      const E = this.perBlock;
+      for (let i = start; i < start + n; ) {
+        const b = Math.floor(i / E);
+        const stop = Math.min(start + n, (b + 1) * E);
+        this.incrementIn(this.blocks.get(b), b, i, stop);
+        i = stop;
+      }
+      this.cursor = firstFree === start ? start + n : firstFree;
+      this.highWater = Math.max(this.highWater, (start + n) * this.cs);
+      return start * this.cs;
+    }
+  }
+
+  /**
    * `n` clusters past everything allocated (all free there), followed by the refcount blocks
    * that are missing for them and for themselves (QEMU puts new blocks after the data too).
    */
@@ -378,6 +405,29 @@ export class Refcounts {
   }
 
   /** First run of `n` free clusters from the cursor, a refcount block at a time; clusters no block covers are free. */
+  /** {@link scan} where every block it looks at is cached or not on disk; null at the first that would be read. */
+  private scanNow(n: number): FreeRun | null {
+    const E = this.perBlock;
+    const run = newFreeRun(this.cursor, this.run);
+    const view = this.blockView;
+    view.order = this.order;
+    for (let i = this.cursor; run.length < n; ) {
+      const b = Math.floor(i / E);
+      const blockEnd = (b + 1) * E;
+      const blk = this.blocks.get(b);
+      if (blk === undefined) {
+        if (b < this.table.length && this.table[b] !== 0) return null;
+        extendFreeRunFree(i, blockEnd, run);
+        i = blockEnd;
+        continue;
+      }
+      view.data = blk.data;
+      view.base = b * E;
+      i = extendFreeRun(view, i, blockEnd, n, run);
+    }
+    return run;
+  }
+
   private async scan(n: number): Promise<FreeRun> {
     const E = this.perBlock;
     const run = newFreeRun(this.cursor, this.run);
@@ -435,26 +485,30 @@ export class Refcounts {
     for (let i = first; i < end; ) {
       const b = Math.floor(i / E);
       const stop = Math.min(end, (b + 1) * E);
-      const blk = await this.block(b);
-      if (this.order === 4 && blk) {
-        // 16-bit entries (QEMU's default) in place, as incrementMany does; an overflow throws as checkChange does.
-        const d = blk.data;
-        for (let k = i; k < stop; k++) {
-          const at = (k - b * E) * 2;
-          const next = ((d[at] << 8) | d[at + 1]) + 1;
-          if (next > 0xffff) this.checkChange(blk, k - b * E, k, 1);
-          d[at] = next >> 8;
-          d[at + 1] = next & 0xff;
-        }
-        blk.dirty = true;
-        i = stop;
-        continue;
-      }
-      for (let k = i; k < stop; k++) this.checkChange(blk, k - b * E, k, 1);
-      for (let k = i; k < stop; k++) writeEntry(blk!.data, k - b * E, this.order, readEntry(blk!.data, k - b * E, this.order) + 1);
-      blk!.dirty = true;
+      this.incrementIn(await this.block(b), b, i, stop);
       i = stop;
     }
+  }
+
+  /** Adds one reference to clusters [i, stop), all in block `b` (`blk`, undefined when not on disk: checkChange throws). */
+  private incrementIn(blk: Block | undefined, b: number, i: number, stop: number): void {
+    const E = this.perBlock;
+    if (this.order === 4 && blk) {
+      // 16-bit entries (QEMU's default) in place, as incrementMany does; an overflow throws as checkChange does.
+      const d = blk.data;
+      for (let k = i; k < stop; k++) {
+        const at = (k - b * E) * 2;
+        const next = ((d[at] << 8) | d[at + 1]) + 1;
+        if (next > 0xffff) this.checkChange(blk, k - b * E, k, 1);
+        d[at] = next >> 8;
+        d[at + 1] = next & 0xff;
+      }
+      blk.dirty = true;
+      return;
+    }
+    for (let k = i; k < stop; k++) this.checkChange(blk, k - b * E, k, 1);
+    for (let k = i; k < stop; k++) writeEntry(blk!.data, k - b * E, this.order, readEntry(blk!.data, k - b * E, this.order) + 1);
+    blk!.dirty = true;
   }
 
   private async change(index: number, delta: number, freeing: boolean): Promise<void> {

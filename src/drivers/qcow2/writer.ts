@@ -382,7 +382,8 @@ export class Qcow2Writer {
       if (need > 0 && !this.c.externalData) {
         // One contiguous run for all new clusters of this request (QEMU allocates runs too).
         const before = this.c.refcounts.end;
-        let host = await this.c.refcounts.allocate(need);
+        let host = this.c.refcounts.allocateNow(need);
+        if (host < 0) host = await this.c.refcounts.allocate(need);
         const fresh = host >= before;
         for (const p of plans) {
           if (!p.alloc) continue;
