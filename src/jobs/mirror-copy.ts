@@ -111,7 +111,14 @@ export class MirrorCopy {
   /** Where the next search for a dirty chunk starts (QEMU's bitmap iterator). */
   private cursor = 0;
   private length = 0;
-  private opDone: (() => void) | null = null;
+  /** What {@link waitForOp} handed out since the last op ended, shared by every waiter (null: nobody waits). */
+  private opEnded: Promise<void> | null = null;
+  /** Resolves {@link opEnded}. */
+  private wakeWaiters: (() => void) | null = null;
+  /** The executor of {@link opEnded}, made once: waiting costs no closure. */
+  private readonly keepWake = (resolve: () => void): void => {
+    this.wakeWaiters = resolve;
+  };
   private released = false;
   /** Where the mirror wrote the target, when the target read zeroes throughout at the start (else null: always write zeroes). */
   private written: DirtyBitmap | null = null;
@@ -344,9 +351,16 @@ export class MirrorCopy {
   private end(op: CopyOp): void {
     removeOp(this.ops, op);
     this.bytesInFlight -= op.bytes;
-    const wake = this.opDone;
-    this.opDone = null;
-    wake?.();
+    this.opFinished();
+  }
+
+  /** Wakes whoever waits for an op to end. */
+  private opFinished(): void {
+    const wake = this.wakeWaiters;
+    if (wake === null) return;
+    this.wakeWaiters = null;
+    this.opEnded = null;
+    wake();
   }
 
   private async copyOp(offset: number, bytes: number, buffer: Uint8Array): Promise<void> {
@@ -421,9 +435,7 @@ export class MirrorCopy {
     } finally {
       this.activeBytes -= length;
       removeOp(this.active, op);
-      const wake = this.opDone;
-      this.opDone = null;
-      wake?.();
+      this.opFinished();
     }
   }
 
@@ -464,13 +476,8 @@ export class MirrorCopy {
   /** Resolves when the next op in flight (a copy or an active write) ends (at once when none is). */
   private waitForOp(): Promise<void> {
     if (this.ops.length === 0 && this.active.length === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const before = this.opDone;
-      this.opDone = () => {
-        before?.();
-        resolve();
-      };
-    });
+    this.opEnded ??= new Promise<void>(this.keepWake);
+    return this.opEnded;
   }
 
   private async waitAllIo(): Promise<void> {
