@@ -146,6 +146,9 @@ async function main(): Promise<void> {
     /** Time to READY and CPU time of each side (medians), then clears them for the next scenario. */
     const details = () => {
       console.log(`    until READY: ours ${med(trace.ready.ours).toFixed(0)} ms, QSD ${med(trace.ready.qsd).toFixed(0)} ms; CPU: ours ${med(trace.cpu.ours).toFixed(0)} ms, QSD ${med(trace.cpu.qsd).toFixed(0)} ms`);
+      // Round by round (ours runs in this process: its first rounds pay V8's warm-up, the later ones not).
+      const perRound = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(' ');
+      console.log(`    CPU per round (ms): ours ${perRound(trace.cpu.ours)}; QSD ${perRound(trace.cpu.qsd)}`);
       for (const k of ['ready', 'cpu'] as const) for (const side of ['qsd', 'ours'] as const) trace[k][side].length = 0;
     };
     if (!process.argv.includes('--no-idle')) {
