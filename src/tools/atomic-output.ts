@@ -234,8 +234,14 @@ export async function writeAtomically<T>(target: string, write: (out: OutputFile
     };
     const result = await write(out);
     controller.signal.throwIfAborted();
+    // Two flushes make the output atomic and durable, and no more are needed (qemu-img, which
+    // writes in place, makes the first only): (1) the file's data before the rename, or a crash
+    // could leave the target's name on a file whose data never reached the disk; fdatasync, as
+    // qemu-img's, since it writes the size and block map the data needs (only the times are
+    // left to the journal); (2) the directory after the rename (syncDir), or the new name may
+    // not survive a crash. Siblings get (1) each before any rename; their renames share (2).
     try {
-      await h.sync();
+      await h.datasync();
       handle = undefined;
       await h.close();
     } catch (e) {
@@ -353,13 +359,13 @@ class Siblings {
     return temp;
   }
 
-  /** Makes every sibling's data durable before any is renamed. */
+  /** Makes every sibling's data durable before any is renamed (fdatasync: see writeAtomically). */
   async sync(): Promise<void> {
     for (const f of this.files.values()) {
       let h: FileHandle | undefined;
       try {
         h = await fsp.open(f.temp, 'r+');
-        await h.sync();
+        await h.datasync();
       } catch (e) {
         throw fromErrno(e, `could not write '${f.final}'`, { path: f.final, field: 'output' });
       } finally {
