@@ -75,7 +75,10 @@ const cpu = { qsd: [] as number[], ours: [] as number[] };
  * flushes the base before the relink and leaves little; QSD's commit flushes only when its qcow2
  * metadata needs it, and leaves the rest to the kernel.
  */
-const disk = { qsd: { mib: [] as number[], left: [] as number[] }, ours: { mib: [] as number[], left: [] as number[] } };
+const disk = {
+  qsd: { mib: [] as number[], left: [] as number[], ms: [] as number[] },
+  ours: { mib: [] as number[], left: [] as number[], ms: [] as number[] },
+};
 
 /** The /sys stat file of the block device holding `dir`, or null (not Linux, no such device). */
 function deviceStat(dir: string): string | null {
@@ -156,6 +159,7 @@ async function qsdOnce(kind: Kind, orig: string, at: string): Promise<number> {
     disk.qsd.mib.push((deviceWritten(stat) - dev0) / 2 ** 20);
     // Before QSD stops: its exit flushes every image.
     disk.qsd.left.push(leftToFlush(path.join(at, changedImage(kind))));
+    disk.qsd.ms.push(ms);
     return ms;
   } finally {
     await qsd.stop();
@@ -193,6 +197,7 @@ async function oursOnce(kind: Kind, orig: string, at: string): Promise<number> {
     cpu.ours.push(ownCpuMs() - cpu0);
     disk.ours.mib.push((deviceWritten(stat) - dev0) / 2 ** 20);
     disk.ours.left.push(leftToFlush(path.join(at, changedImage(kind))));
+    disk.ours.ms.push(ms);
     return ms;
   } finally {
     await layer.close();
@@ -236,11 +241,15 @@ export async function streamCommitBench(rounds = 5, kinds: readonly Kind[] = KIN
         `    disk per job (median): device writes while it ran ours ${med(disk.ours.mib).toFixed(0)} MiB, QSD ${med(disk.qsd.mib).toFixed(0)} MiB; ` +
           `left to flush after it ours ${med(disk.ours.left).toFixed(0)} ms, QSD ${med(disk.qsd.left).toFixed(0)} ms`,
       );
+      // Each side's job and the flush of what it left, paired by round as the ratio above: both images on the disk.
+      const durable = disk.ours.ms.map((ms, i) => (disk.qsd.ms[i]! + disk.qsd.left[i]!) / (ms + disk.ours.left[i]!));
+      if (durable.every(Number.isFinite)) console.log(`    job + flush of what it left, QSD / ours (median of rounds): ratio ${med(durable).toFixed(3)}`);
       cpu.ours.length = 0;
       cpu.qsd.length = 0;
       for (const side of [disk.ours, disk.qsd]) {
         side.mib.length = 0;
         side.left.length = 0;
+        side.ms.length = 0;
       }
       if (!same) throw new Error(`the ${kind} results differ`);
       out[kind] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio, rounds: r.rounds, unit: 'jobs per second (higher is better)' };
