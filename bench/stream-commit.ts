@@ -68,6 +68,49 @@ const KINDS: readonly Kind[] = ['stream', 'commit', 'commit-active'];
 /** CPU ms (user + system) of each side's timed runs, for the CPU-per-job line (load-independent, unlike the times). */
 const cpu = { qsd: [] as number[], ours: [] as number[] };
 
+/**
+ * What reaches the disk, per side and per run: bytes the device wrote while the job ran (the
+ * whole device's count, so other processes' writes are in it too), and how long an fdatasync of
+ * the changed image takes right after the job ends (untimed): what the job left unwritten. Ours
+ * flushes the base before the relink and leaves little; QSD's commit flushes only when its qcow2
+ * metadata needs it, and leaves the rest to the kernel.
+ */
+const disk = {
+  qsd: { mib: [] as number[], left: [] as number[], ms: [] as number[] },
+  ours: { mib: [] as number[], left: [] as number[], ms: [] as number[] },
+};
+
+/** The /sys stat file of the block device holding `dir`, or null (not Linux, no such device). */
+function deviceStat(dir: string): string | null {
+  const dev = fs.statSync(dir).dev;
+  const major = Math.floor(dev / 256) & 0xfff;
+  const minor = (dev & 0xff) | (Math.floor(dev / 4096) & 0xfff00);
+  const file = `/sys/dev/block/${major}:${minor}/stat`;
+  return fs.existsSync(file) ? file : null;
+}
+
+/** Bytes the device has written since boot (sectors of 512 bytes), or NaN without a stat file. */
+function deviceWritten(stat: string | null): number {
+  if (stat === null) return NaN;
+  return Number(fs.readFileSync(stat, 'utf8').trim().split(/\s+/)[6]) * 512;
+}
+
+/** ms of an fdatasync of `file` (what was left to write); NaN with --unsettled (the copies' own write-back would be in it). */
+function leftToFlush(file: string): number {
+  if (!settled) return NaN;
+  const fd = fs.openSync(file, 'r');
+  try {
+    const t0 = performance.now();
+    fs.fdatasyncSync(fd);
+    return performance.now() - t0;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The image a job of `kind` changes. */
+const changedImage = (kind: Kind) => (kind === 'stream' ? 'top.qcow2' : 'base.qcow2');
+
 /** CPU time (ms) of a process from /proc (clock ticks of 10 ms). */
 function procCpuMs(pid: number): number {
   const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
@@ -101,7 +144,9 @@ async function qsdOnce(kind: Kind, orig: string, at: string): Promise<number> {
   const qsd = await startQsd(at, args);
   try {
     const pid = qsdPid(at);
+    const stat = deviceStat(at);
     const cpu0 = procCpuMs(pid);
+    const dev0 = deviceWritten(stat);
     const t0 = performance.now();
     await qsd.qmp.ok(kind === 'stream' ? 'block-stream' : 'block-commit', QMP_ARGS[kind]);
     if (kind === 'commit-active') {
@@ -111,6 +156,10 @@ async function qsdOnce(kind: Kind, orig: string, at: string): Promise<number> {
     await qsd.qmp.waitJobStatus('j', 'null', 600_000);
     const ms = performance.now() - t0;
     cpu.qsd.push(procCpuMs(pid) - cpu0);
+    disk.qsd.mib.push((deviceWritten(stat) - dev0) / 2 ** 20);
+    // Before QSD stops: its exit flushes every image.
+    disk.qsd.left.push(leftToFlush(path.join(at, changedImage(kind))));
+    disk.qsd.ms.push(ms);
     return ms;
   } finally {
     await qsd.stop();
@@ -128,7 +177,9 @@ async function oursOnce(kind: Kind, orig: string, at: string): Promise<number> {
       const file = await layer.addNode({ driver: 'file', nodeName: `${n}-file`, filename: path.join(at, `${n}.qcow2`) });
       below = await layer.addNode({ driver: 'qcow2', nodeName: n, file, backing: below });
     }
+    const stat = deviceStat(at);
     const cpu0 = ownCpuMs();
+    const dev0 = deviceWritten(stat);
     const t0 = performance.now();
     const job = await layer.startJob(
       kind === 'stream'
@@ -144,6 +195,9 @@ async function oursOnce(kind: Kind, orig: string, at: string): Promise<number> {
     await job.wait();
     const ms = performance.now() - t0;
     cpu.ours.push(ownCpuMs() - cpu0);
+    disk.ours.mib.push((deviceWritten(stat) - dev0) / 2 ** 20);
+    disk.ours.left.push(leftToFlush(path.join(at, changedImage(kind))));
+    disk.ours.ms.push(ms);
     return ms;
   } finally {
     await layer.close();
@@ -153,7 +207,7 @@ async function oursOnce(kind: Kind, orig: string, at: string): Promise<number> {
 
 /** qemu-img compare of the two results (the image that changed). */
 function sameResult(kind: Kind, a: string, b: string): boolean {
-  const image = kind === 'stream' ? 'top.qcow2' : 'base.qcow2';
+  const image = changedImage(kind);
   try {
     execFileSync('qemu-img', ['compare', '-q', path.join(a, image), path.join(b, image)]);
     return true;
@@ -183,8 +237,20 @@ export async function streamCommitBench(rounds = 5, kinds: readonly Kind[] = KIN
       row(`block-${kind} jobs per second: ours vs QSD`, r.subject.toFixed(3), r.baseline.toFixed(3), r.ratio, r.rounds);
       const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
       console.log(`    CPU per job (user + system, median): ours ${med(cpu.ours).toFixed(0)} ms, QSD ${med(cpu.qsd).toFixed(0)} ms`);
+      console.log(
+        `    disk per job (median): device writes while it ran ours ${med(disk.ours.mib).toFixed(0)} MiB, QSD ${med(disk.qsd.mib).toFixed(0)} MiB; ` +
+          `left to flush after it ours ${med(disk.ours.left).toFixed(0)} ms, QSD ${med(disk.qsd.left).toFixed(0)} ms`,
+      );
+      // Each side's job and the flush of what it left, paired by round as the ratio above: both images on the disk.
+      const durable = disk.ours.ms.map((ms, i) => (disk.qsd.ms[i]! + disk.qsd.left[i]!) / (ms + disk.ours.left[i]!));
+      if (durable.every(Number.isFinite)) console.log(`    job + flush of what it left, QSD / ours (median of rounds): ratio ${med(durable).toFixed(3)}`);
       cpu.ours.length = 0;
       cpu.qsd.length = 0;
+      for (const side of [disk.ours, disk.qsd]) {
+        side.mib.length = 0;
+        side.left.length = 0;
+        side.ms.length = 0;
+      }
       if (!same) throw new Error(`the ${kind} results differ`);
       out[kind] = { subject: r.subject, baseline: r.baseline, ratio: r.ratio, rounds: r.rounds, unit: 'jobs per second (higher is better)' };
     }

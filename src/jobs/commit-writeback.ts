@@ -9,8 +9,15 @@
 import type { BlockNode } from '../node/node.js';
 import { openWritebackHint, type WritebackHint } from '../platform/writeback.js';
 
-/** Bytes copied between two early flushes. */
+/** Bytes copied between two early flushes (an active commit's). */
 export const WRITEBACK_EVERY = 64 * 1024 * 1024;
+/**
+ * Bytes copied between two early flushes of an intermediate commit: half as many flushes as
+ * {@link WRITEBACK_EVERY} (each an fdatasync and a cache flush of the device), the hints keeping
+ * the device busy between them. 16 paired rounds of a 512 MiB commit at load 19-21: a median
+ * 1.30x faster (12 of 16 rounds), CPU even; the active commit showed no gain and keeps 64 MiB.
+ */
+export const COMMIT_WRITEBACK_EVERY = 128 * 1024 * 1024;
 /** Bytes copied between two write-out hints. */
 export const HINT_EVERY = 8 * 1024 * 1024;
 
@@ -55,13 +62,13 @@ export class EarlyWriteback {
     private readonly hintEvery = HINT_EVERY,
   ) {}
 
-  /** The early write-back of `target`'s files: flushes of them all, and a hint for each that takes one. */
-  static async of(target: BlockNode): Promise<EarlyWriteback> {
+  /** The early write-back of `target`'s files: flushes of them all every `every` bytes, and a hint for each that takes one. */
+  static async of(target: BlockNode, every = WRITEBACK_EVERY): Promise<EarlyWriteback> {
     const files = storageChildren(target);
     const hints = await Promise.all(files.map(hintFor));
     return new EarlyWriteback(
       files,
-      WRITEBACK_EVERY,
+      every,
       hints.filter((h) => h !== null),
     );
   }

@@ -6,7 +6,7 @@ import { BlockError } from '../errors.js';
 import type { BlockNode } from '../node/node.js';
 import { ActiveCommitWork } from './commit-active.js';
 import { CopyFlights, FLIGHT_PIECE } from './copy-flights.js';
-import { EarlyWriteback } from './commit-writeback.js';
+import { COMMIT_WRITEBACK_EVERY, EarlyWriteback } from './commit-writeback.js';
 import {
   allocatedBetween,
   bottomOf,
@@ -212,7 +212,7 @@ class CommitWork implements JobWork {
     const len = top.length;
     job.setRemaining(len);
     // The base's files are flushed as the copy goes on: the flush before the relink then has little left.
-    const writeback = await EarlyWriteback.of(base);
+    const writeback = await EarlyWriteback.of(base, COMMIT_WRITEBACK_EVERY);
     const flights = new CopyFlights(top, base, PIECES_IN_FLIGHT, FLIGHT_PIECE, (bytes) => writeback.wrote(bytes), async (_offset, _length, op, e) => {
       await job.onIoError(this.onError, op, e);
     });

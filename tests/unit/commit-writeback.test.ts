@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { EarlyWriteback, storageChildren } from '../../src/jobs/commit-writeback.js';
+import { COMMIT_WRITEBACK_EVERY, EarlyWriteback, storageChildren } from '../../src/jobs/commit-writeback.js';
 import { BlockLayer } from '../../src/layer.js';
 import type { BlockNode } from '../../src/node/node.js';
 import { openWritebackHint, type WritebackHint } from '../../src/platform/writeback.js';
@@ -70,6 +70,28 @@ describe('EarlyWriteback', () => {
     wb.wrote(4 * MiB);
     expect(f.pending).toHaveLength(2);
     f.pending[1]!.resolve();
+    await wb.settle();
+    expect(wb.failed).toBe(false);
+  });
+
+  it('of(target, every) flushes the target\'s files (not its backing chain) every `every` bytes', async () => {
+    const f = fakeFile();
+    const below = fakeFile();
+    const storage = Object.assign(f.node, { driver: { name: 'fake' }, readOnly: false, options: {} });
+    const target = {
+      children: new Map<string, BlockNode>([
+        ['file', storage],
+        ['backing', below.node],
+      ]),
+    } as unknown as BlockNode;
+    const wb = await EarlyWriteback.of(target, 8 * MiB);
+    expect(wb.hinted).toBe(0);
+    wb.wrote(4 * MiB);
+    expect(f.pending).toHaveLength(0);
+    wb.wrote(4 * MiB);
+    expect(f.pending).toHaveLength(1);
+    expect(below.pending).toHaveLength(0);
+    f.pending[0]!.resolve();
     await wb.settle();
     expect(wb.failed).toBe(false);
   });
@@ -174,11 +196,11 @@ describe('EarlyWriteback', () => {
 describe('commit with early write-back', () => {
   it('an intermediate commit whose base file fails a flush mid-copy fails, the chain unchanged', async () => {
     const layer = new BlockLayer();
-    const SIZE = 160 * MiB;
-    // The base's first flush fails: the early write-back's (the copy is > 64 MiB).
+    const SIZE = 2.5 * COMMIT_WRITEBACK_EVERY;
+    // The base's first flush fails: the early write-back's (the copy is 1.5 early flush steps).
     const base = await memoryQcow2(layer, 'base', SIZE, undefined, undefined, [{ event: 'flush', once: true, code: 'EIO' }]);
     const mid = await memoryQcow2(layer, 'mid', SIZE, base);
-    await fill(mid, 0, 96 * MiB, 0x5a);
+    await fill(mid, 0, 1.5 * COMMIT_WRITEBACK_EVERY, 0x5a);
     const top = await memoryQcow2(layer, 'top', SIZE, mid);
     const job = await layer.startJob({ type: 'commit', jobId: 'c', device: 'top', topNode: 'mid', baseNode: 'base' });
     await expect(job.wait()).rejects.toThrow(/EIO/);
@@ -190,11 +212,12 @@ describe('commit with early write-back', () => {
 
   it('an intermediate commit of more than one write-back step leaves the base with the mid’s data', async () => {
     const layer = new BlockLayer();
-    const SIZE = 160 * MiB;
+    const SIZE = 2.5 * COMMIT_WRITEBACK_EVERY;
     const base = await memoryQcow2(layer, 'base', SIZE);
     await fill(base, 100 * MiB, 8 * MiB, 0x11);
     const mid = await memoryQcow2(layer, 'mid', SIZE, base);
-    for (let at = 0; at < 150 * MiB; at += 3 * MiB) await fill(mid, at, 2 * MiB, (at / MiB) & 0xff);
+    // Two thirds of 2.3 steps hold data: more than one early flush step is copied.
+    for (let at = 0; at < 2.3 * COMMIT_WRITEBACK_EVERY; at += 3 * MiB) await fill(mid, at, 2 * MiB, (at / MiB) & 0xff);
     const top = await memoryQcow2(layer, 'top', SIZE, mid);
     const expected = await readAll(mid);
     const job = await layer.startJob({ type: 'commit', jobId: 'c', device: 'top', topNode: 'mid', baseNode: 'base' });
