@@ -9,14 +9,16 @@
  * first; whatever modules the overlay side loads on its first open stay in its time (none now: the browser bundle has its drivers in the chunks the worker loads at start). A boot is timed in the page from its
  * start (the overlay's open included) to the guest's DONE; as in the example, v86 starts on the drive
  * still opening (toV86Disk of the open's promise) and waits for it when it loads its disk, as it
- * waits for its own http disk's load(). Also the CPU time of the browser's
+ * waits for its own http disk's load(); its reads shorter than 64 KiB fetch the 64 KiB chunk around
+ * them, kept in the page (toV86Disk's `readahead`, as in the example). Also the CPU time of the browser's
  * processes per boot (utime + stime of every chromium process under this one, from /proc) and the
  * guest instructions v86 counted. Ratio = time of ours / v86's. Goal: ≤ 1.1.
  *
- *   npx tsx bench/browser-boot.ts [--rounds N] [--trace]
+ *   npx tsx bench/browser-boot.ts [--rounds N] [--trace] [--readahead BYTES]
  *
- * --trace prints each boot's marks (v86's load() of the disk, its first read) and the static
- * server's requests during it, with when they started and ended.
+ * --trace prints each boot's marks (v86's load() of the disk, its first read), each read of v86
+ * with how long it waited and how many reached the drive in the worker, and the static server's
+ * requests during it, with when they started and ended. --readahead sets the page's read-ahead (0: off).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -39,8 +41,11 @@ interface Boot {
   created?: boolean;
   /** Of `ms`, the time until the overlay was found and open (its modules loaded in the worker, the base's header read over http). */
   openMs?: number;
-  /** With --trace: ms since the boot's start when v86 called the disk's load() and its first get, how many gets and their summed wait. */
-  marks?: { load?: number; firstGet?: number; reads: number; readMs: number };
+  /**
+   * With --trace: ms since the boot's start when v86 called the disk's load() and its first get, how
+   * many reads (get_and_cache and get) and their summed wait, each of them, and how many reached the drive.
+   */
+  marks?: { load?: number; firstGet?: number; reads: number; readMs: number; list: { op: string; offset: number; len: number; at: number; ms: number }[]; driveReads?: number };
   /** The boot's start and end, ms since the epoch (the static server's clock). */
   t0Abs: number;
   endAbs: number;
@@ -51,12 +56,14 @@ function traceBoot(side: string, r: Boot, timeline: ServedRequest[]): void {
   const at = (t: number) => (t - r.t0Abs).toFixed(0);
   const during = timeline.filter((q) => q.start >= r.t0Abs - 1 && q.start <= r.endAbs);
   const m = r.marks;
-  const marks = m === undefined ? '' : ` load() ${m.load?.toFixed(0)}, first get ${m.firstGet?.toFixed(0)}, ${m.reads} gets waiting ${m.readMs.toFixed(0)} ms,`;
+  const reached = m?.driveReads === undefined ? '' : ` (${m.driveReads} reached the drive)`;
+  const marks = m === undefined ? '' : ` load() ${m.load?.toFixed(0)}, first get ${m.firstGet?.toFixed(0)}, ${m.reads} reads${reached} waiting ${m.readMs.toFixed(1)} ms,`;
   console.log(`  [trace] ${side}: ${r.ms.toFixed(0)} ms,${r.openMs === undefined ? '' : ` open ${r.openMs.toFixed(0)},`}${marks} ${during.length} requests`);
+  for (const g of m?.list ?? []) console.log(`    ${g.at.toFixed(0).padStart(5)} ${g.op} ${g.offset}+${g.len}: answered in ${g.ms.toFixed(1)} ms`);
   for (const q of during) console.log(`    ${at(q.start).padStart(5)}–${at(q.end).padStart(5)} ${q.status} ${q.request} (${q.bytes} B)`);
 }
 
-export async function browserBootBench(rounds = 5, trace = false): Promise<Record<string, unknown> | null> {
+export async function browserBootBench(rounds = 5, trace = false, readahead?: number): Promise<Record<string, unknown> | null> {
   console.log('browser second boot: v86 from an http qcow2 base + qcow2 overlay in OPFS (worker) vs v86 own async http disk (raw), goal ratio ≤ 1.1');
   if (!fs.existsSync(CHROMIUM) || !fs.existsSync(path.join(SEABIOS_DIR, 'bios.bin')) || !haveProgram('nasm')) {
     console.log('  skipped: needs Debian chromium, seabios and nasm');
@@ -79,7 +86,7 @@ export async function browserBootBench(rounds = 5, trace = false): Promise<Recor
     '/': path.join(ROOT, 'examples/browser'),
   });
   const context = await chromium.launchPersistentContext(path.join(dir, 'profile'), { executablePath: CHROMIUM, headless: true, args: ARGS });
-  const url = `${server.url}/page/persist-bench.html?base=/images/boot-count.qcow2&raw=/images/boot-count.raw&size=${disk.length}${trace ? '&trace' : ''}`;
+  const url = `${server.url}/page/persist-bench.html?base=/images/boot-count.qcow2&raw=/images/boot-count.raw&size=${disk.length}${trace ? '&trace' : ''}${readahead === undefined ? '' : `&readahead=${readahead}`}`;
   try {
     const page = context.pages()[0] ?? (await context.newPage());
     const load = async () => {
@@ -139,5 +146,6 @@ export async function browserBootBench(rounds = 5, trace = false): Promise<Recor
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const i = process.argv.indexOf('--rounds');
-  await browserBootBench(i > 0 ? Number(process.argv[i + 1]) : undefined, process.argv.includes('--trace'));
+  const ra = process.argv.indexOf('--readahead');
+  await browserBootBench(i > 0 ? Number(process.argv[i + 1]) : undefined, process.argv.includes('--trace'), ra > 0 ? Number(process.argv[ra + 1]) : undefined);
 }

@@ -17,6 +17,12 @@
  * - `get_state`/`set_state` go into v86 state snapshots; `get_buffer(fn)` hands over the whole disk
  *   (v86's own async buffers answer `fn()` — nothing — and so does this one above `maxBufferBytes`).
  *
+ * Read-ahead (option `readahead`, off by default): a read shorter than it fetches the aligned chunk of
+ * that many bytes around it and keeps it, as v86's own http disk does with its `fixed_chunk_size`, so
+ * the guest's next reads nearby are answered synchronously instead of costing a round trip each (a
+ * WorkerDrive's reply crosses two threads). The disk's own writes patch the chunks, so they stay
+ * right as long as nothing else writes the drive meanwhile.
+ *
  * Failed requests: v86's own async buffers never call back on a failed read (the browser retries,
  * Node leaves a rejected promise), so the guest's disk command times out. This adapter does the same
  * — the guest sees a timeout, never zeros posing as data, never a write reported as done — and emits
@@ -30,11 +36,19 @@ import { BlockError, isBlockError } from '../errors.js';
 
 /** v86 caches in blocks of this many bytes (its smallest transfer). */
 const CACHE_BLOCK = 256;
+/** Read-ahead chunks kept (the least recently used goes first). */
+const READAHEAD_CHUNKS = 32;
 
 /** Options of {@link V86Disk}. */
 export interface V86DiskOptions {
   /** Largest disk `get_buffer` reads whole into memory (default 256 MiB); above it, `fn()` gets nothing. */
   maxBufferBytes?: number;
+  /**
+   * Bytes of read-ahead (a multiple of 256; default 0, off): a read shorter than this fetches the
+   * aligned chunk around it and later reads inside it answer at once, from memory (the last 32
+   * chunks are kept). Assumes the disk is the drive's only writer while it is used.
+   */
+  readahead?: number;
 }
 
 /** Payload of the `io-error` event. */
@@ -73,6 +87,12 @@ interface CacheFill {
   offset: number;
   length: number;
   laterWrites: PendingWrite[];
+}
+
+/** One chunk of the read-ahead cache: its bytes once read (writes of the disk applied), and the read in flight until then. */
+interface Chunk {
+  data: Uint8Array | undefined;
+  ready: Promise<Uint8Array>;
 }
 
 const overlaps = (aOffset: number, aLength: number, bOffset: number, bLength: number) => aOffset < bOffset + bLength && bOffset < aOffset + aLength;
@@ -123,6 +143,9 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
   private readonly pending: PendingWrite[] = [];
   private readonly fills = new Set<CacheFill>();
   private readonly maxBufferBytes: number;
+  private readonly readahead: number;
+  /** Read-ahead chunks by index (offset / readahead), least recently used first. */
+  private readonly chunks = new Map<number, Chunk>();
   private openDrive: V86DiskDrive | undefined;
 
   constructor(
@@ -132,6 +155,11 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
   ) {
     super();
     this.maxBufferBytes = options.maxBufferBytes ?? 256 * 1024 * 1024;
+    const readahead = options.readahead ?? 0;
+    if (!Number.isSafeInteger(readahead) || readahead < 0 || readahead % CACHE_BLOCK !== 0) {
+      throw new BlockError('EINVAL', `v86 disk: readahead must be 0 or a positive multiple of ${CACHE_BLOCK} bytes, not ${String(readahead)}`, { field: 'readahead' });
+    }
+    this.readahead = readahead;
     if (isPromiseLike(drive)) {
       this.byteLength = 0;
       this.opened = Promise.resolve(drive).then((d) => this.attach(d));
@@ -185,6 +213,10 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
       callBack(fn, cached);
       return;
     }
+    if (len > 0 && len < this.readahead && offset >= 0 && offset + len <= this.byteLength) {
+      this.readAhead(offset, len, options?.signal, fn);
+      return;
+    }
     this.readThrough(offset, len, options?.signal, (data) => callBack(fn, data));
   }
 
@@ -193,6 +225,14 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
     const cached = this.get_from_cache(offset, len);
     if (cached !== undefined) {
       callBack(fn, cached);
+      return;
+    }
+    if (len > 0 && len < this.readahead && offset >= 0 && offset + len <= this.byteLength) {
+      // the chunks have the disk's writes applied already
+      this.readAhead(offset, len, options?.signal, (data) => {
+        this.storeInCache(offset, data, []);
+        fn(data);
+      });
       return;
     }
     const fill: CacheFill = { offset, length: len, laterWrites: [] };
@@ -215,6 +255,7 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
     if (len <= 0 || this.cache.size === 0) return undefined;
     const first = Math.floor(offset / CACHE_BLOCK);
     const end = Math.ceil((offset + len) / CACHE_BLOCK);
+    for (let b = first; b < end; b++) if (!this.cache.has(b)) return undefined;
     const out = new Uint8Array((end - first) * CACHE_BLOCK);
     for (let b = first; b < end; b++) {
       const block = this.cache.get(b);
@@ -230,6 +271,7 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
     // v86 may hand a view of guest memory that changes as soon as we return.
     const copy = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
     for (const [b, block] of this.cache) applyWrite(block, b * CACHE_BLOCK, { offset, data: copy });
+    if (this.readahead > 0) this.patchChunks(offset, copy);
     const earlier = this.pending.filter((w) => overlaps(w.offset, w.data.length, offset, copy.length)).map((w) => w.settled);
     const entry: PendingWrite = { offset, data: copy, settled: Promise.resolve() };
     for (const fill of this.fills) if (overlaps(fill.offset, fill.length, offset, copy.length)) fill.laterWrites.push(entry);
@@ -244,6 +286,8 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
         },
         (e: unknown) => {
           this.forget(entry);
+          // the chunks hold bytes the drive did not take: the next reads there ask the drive again
+          if (this.readahead > 0) this.dropChunks(offset, copy.length);
           this.emit('io-error', { operation: 'write', offset, length: copy.length, error: toBlockError(e, 'write', offset) });
         },
       );
@@ -328,6 +372,101 @@ export class V86Disk extends EventEmitter<V86DiskEvents> {
         this.emit('io-error', { operation: 'read', offset, length: len, error: toBlockError(e, 'read', offset) });
       },
     );
+  }
+
+  /**
+   * Answers a read shorter than the read-ahead from its chunks: synchronously when they are in
+   * memory, else once their reads (started here if needed) are done. A failed chunk is an io-error
+   * of this read; a read v86 aborted meanwhile is dropped.
+   */
+  private readAhead(offset: number, len: number, signal: AbortSignal | undefined, fn: (data: Uint8Array) => void): void {
+    const size = this.readahead;
+    const first = Math.floor(offset / size);
+    const last = Math.floor((offset + len - 1) / size);
+    if (first === last) {
+      const chunk = this.chunks.get(first);
+      if (chunk?.data !== undefined) {
+        // most recently used goes last
+        this.chunks.delete(first);
+        this.chunks.set(first, chunk);
+        const at = offset - first * size;
+        callBack(fn, chunk.data.slice(at, at + len));
+        return;
+      }
+    }
+    const parts: Promise<Uint8Array>[] = [];
+    for (let i = first; i <= last; i++) parts.push(this.chunk(i).ready);
+    Promise.all(parts).then(
+      (datas) => {
+        if (signal?.aborted) return;
+        const out = new Uint8Array(len);
+        for (let i = 0; i < datas.length; i++) applyWrite(out, offset, { offset: (first + i) * size, data: datas[i] });
+        callBack(fn, out);
+      },
+      (e: unknown) => {
+        if (signal?.aborted) return;
+        this.emit('io-error', { operation: 'read', offset, length: len, error: toBlockError(e, 'read', offset) });
+      },
+    );
+  }
+
+  /** Chunk `index` of the read-ahead cache, its read started when it is not there; evicts the least recently used read chunk past the limit. */
+  private chunk(index: number): Chunk {
+    const known = this.chunks.get(index);
+    if (known !== undefined) {
+      this.chunks.delete(index);
+      this.chunks.set(index, known);
+      return known;
+    }
+    const offset = index * this.readahead;
+    const length = Math.min(this.readahead, this.byteLength - offset);
+    const fill: CacheFill = { offset, length, laterWrites: [] };
+    const inFlight = this.pending.filter((w) => overlaps(w.offset, w.data.length, offset, length));
+    this.fills.add(fill);
+    const chunk: Chunk = { data: undefined, ready: Promise.resolve(new Uint8Array(0)) };
+    chunk.ready = Promise.resolve()
+      .then(() => this.drive.read(offset, Math.max(0, length)))
+      .then(
+        (answer) => {
+          this.fills.delete(fill);
+          const data = plain(answer);
+          for (const w of inFlight) applyWrite(data, offset, w);
+          for (const w of fill.laterWrites) applyWrite(data, offset, w);
+          chunk.data = data;
+          return data;
+        },
+        (e: unknown) => {
+          this.fills.delete(fill);
+          if (this.chunks.get(index) === chunk) this.chunks.delete(index);
+          throw e;
+        },
+      );
+    // its failure reaches the reads waiting for it; never unhandled meanwhile
+    chunk.ready.catch(() => undefined);
+    this.chunks.set(index, chunk);
+    if (this.chunks.size > READAHEAD_CHUNKS) {
+      for (const [i, c] of this.chunks) {
+        if (c.data === undefined) continue;
+        this.chunks.delete(i);
+        break;
+      }
+    }
+    return chunk;
+  }
+
+  /** Applies a write of the disk to the read chunks it overlaps (chunks still reading get it from their fill). */
+  private patchChunks(offset: number, data: Uint8Array): void {
+    const last = Math.floor((offset + data.length - 1) / this.readahead);
+    for (let i = Math.floor(offset / this.readahead); i <= last; i++) {
+      const chunk = this.chunks.get(i);
+      if (chunk?.data !== undefined) applyWrite(chunk.data, i * this.readahead, { offset, data });
+    }
+  }
+
+  /** Forgets the chunks overlapping a range. */
+  private dropChunks(offset: number, length: number): void {
+    const last = Math.floor((offset + length - 1) / this.readahead);
+    for (let i = Math.floor(offset / this.readahead); i <= last; i++) this.chunks.delete(i);
   }
 
   private storeInCache(offset: number, data: Uint8Array, laterWrites: PendingWrite[]): void {

@@ -273,6 +273,167 @@ describe('v86 disk adapter', () => {
     expect(none).toBeUndefined();
   });
 
+  describe('read-ahead', () => {
+    /** A disk with read-ahead over a memory drive of 256 KiB holding a known pattern. */
+    async function readaheadDisk(readahead = 64 * 1024) {
+      const layer = new BlockLayer();
+      const drive = await layer.openDrive({ driver: 'memory', size: 256 * 1024 });
+      await drive.write(0, pattern(256 * 1024, 1));
+      return { layer, drive, disk: toV86Disk(drive, { readahead }), reads: () => drive.stats().rdOperations };
+    }
+
+    it('a short read fetches the aligned chunk around it once; later reads inside it answer synchronously from memory', async () => {
+      const { disk, reads } = await readaheadDisk();
+      const before = reads();
+      expect(await got((fn) => disk.get(70_000 & ~511, 512, fn))).toEqual(pattern(256 * 1024, 1).subarray(70_000 & ~511, (70_000 & ~511) + 512));
+      expect(reads() - before).toBe(1);
+      let sync: Uint8Array | undefined;
+      disk.get(65536 + 16384, 16384, (d) => {
+        sync = d;
+      });
+      expect(sync).toEqual(pattern(256 * 1024, 1).subarray(65536 + 16384, 65536 + 32768));
+      expect(reads() - before).toBe(1);
+      // the answer is a copy: changing it does not change the chunk
+      sync?.fill(0);
+      expect(await got((fn) => disk.get(65536 + 16384, 512, fn))).toEqual(pattern(256 * 1024, 1).subarray(65536 + 16384, 65536 + 16384 + 512));
+    });
+
+    it('reads as long as the read-ahead, or longer, go straight to the drive', async () => {
+      const { disk, reads } = await readaheadDisk(4096);
+      const before = reads();
+      await got((fn) => disk.get(0, 4096, fn));
+      await got((fn) => disk.get(0, 512, fn));
+      expect(reads() - before).toBe(2);
+    });
+
+    it('a read across two chunks reads both and answers with its bytes', async () => {
+      const { disk, reads } = await readaheadDisk(4096);
+      const before = reads();
+      expect(await got((fn) => disk.get(4096 - 512, 1024, fn))).toEqual(pattern(256 * 1024, 1).subarray(4096 - 512, 4096 + 512));
+      expect(reads() - before).toBe(2);
+    });
+
+    it('reads of a chunk still reading wait for it instead of reading again', async () => {
+      const { disk, reads } = await readaheadDisk();
+      const before = reads();
+      const [a, b] = await Promise.all([got((fn) => disk.get(0, 512, fn)), got((fn) => disk.get(8192, 512, fn))]);
+      expect(a).toEqual(pattern(512, 1));
+      expect(b).toEqual(pattern(256 * 1024, 1).subarray(8192, 8704));
+      expect(reads() - before).toBe(1);
+    });
+
+    it("the disk's writes reach the chunks: a later read from memory sees them, and the drive has them", async () => {
+      const { disk, drive } = await readaheadDisk();
+      await got((fn) => disk.get(0, 512, fn));
+      await new Promise<void>((resolve) => disk.set(1024, pattern(512, 9), resolve));
+      let sync: Uint8Array | undefined;
+      disk.get(1024, 512, (d) => {
+        sync = d;
+      });
+      expect(sync).toEqual(pattern(512, 9));
+      expect(await bytes(drive.read(1024, 512))).toEqual(pattern(512, 9));
+    });
+
+    it('a write issued while its chunk is reading is not lost from the chunk', async () => {
+      // a drive whose reads answer with the bytes it held when they started, when the test says so
+      const held = new Uint8Array(64 * 1024).fill(1);
+      const answers: (() => void)[] = [];
+      const drive = {
+        id: 'slow',
+        length: held.length,
+        read: (offset: number, length: number) =>
+          new Promise<Uint8Array>((resolve) => {
+            const snapshot = held.slice(offset, offset + length);
+            answers.push(() => resolve(snapshot));
+          }),
+        write: async (offset: number, data: Uint8Array) => {
+          held.set(data, offset);
+        },
+        flush: async () => undefined,
+      } as unknown as Parameters<typeof toV86Disk>[0];
+      const disk = toV86Disk(drive, { readahead: 4096 });
+      const first = got((fn) => disk.get(0, 512, fn));
+      await tick(); // the chunk's read has taken its snapshot
+      await new Promise<void>((resolve) => disk.set(512, pattern(512, 2), resolve));
+      for (const answer of answers) answer();
+      expect(await first).toEqual(new Uint8Array(512).fill(1));
+      let sync: Uint8Array | undefined;
+      disk.get(512, 512, (d) => {
+        sync = d;
+      });
+      expect(sync).toEqual(pattern(512, 2));
+    });
+
+    it('get_and_cache reads through the chunks and still fills the cache get_from_cache answers from', async () => {
+      const { disk, reads } = await readaheadDisk();
+      const before = reads();
+      expect(await got((fn) => disk.get_and_cache(0, 512, fn))).toEqual(pattern(512, 1));
+      expect(disk.get_from_cache(0, 512)).toEqual(pattern(512, 1));
+      expect(await got((fn) => disk.get(512, 16384, fn))).toEqual(pattern(256 * 1024, 1).subarray(512, 16896));
+      expect(reads() - before).toBe(1);
+    });
+
+    it('a failed chunk read is an io-error of each read waiting for it (no callback); the next read asks the drive again', async () => {
+      const layer = new BlockLayer();
+      const drive = await layer.openDrive({ driver: 'blkdebug', rules: [{ event: 'read', code: 'EIO', once: true }], file: { driver: 'memory', size: '64K' } });
+      const disk = toV86Disk(drive, { readahead: 4096 });
+      const errors: V86DiskErrorEvent[] = [];
+      disk.on('io-error', (e) => errors.push(e));
+      let called = 0;
+      disk.get(512, 512, () => called++);
+      disk.get(1024, 1024, () => called++);
+      await tick();
+      expect(called).toBe(0);
+      expect(errors.map((e) => [e.operation, e.offset, e.length, e.error.code])).toEqual([
+        ['read', 512, 512, 'EIO'],
+        ['read', 1024, 1024, 'EIO'],
+      ]);
+      expect(await got((fn) => disk.get(512, 512, fn))).toEqual(new Uint8Array(512));
+    });
+
+    it('a failed write drops the chunks it patched: the next read there asks the drive', async () => {
+      const layer = new BlockLayer();
+      const drive = await layer.openDrive({ driver: 'blkdebug', rules: [{ event: 'write', code: 'EIO' }], file: { driver: 'memory', size: '64K' } });
+      const disk = toV86Disk(drive, { readahead: 4096 });
+      disk.on('io-error', () => undefined);
+      await got((fn) => disk.get(0, 512, fn));
+      disk.set(0, pattern(512, 3), () => {});
+      await tick();
+      expect(disk.pendingWrites).toBe(0);
+      expect(await got((fn) => disk.get(0, 512, fn))).toEqual(new Uint8Array(512));
+    });
+
+    it('a read past the end is still an io-error, and a read v86 aborted meanwhile is dropped', async () => {
+      const { disk } = await readaheadDisk();
+      const errors: V86DiskErrorEvent[] = [];
+      disk.on('io-error', (e) => errors.push(e));
+      disk.get(256 * 1024, 512, () => {});
+      const abort = new AbortController();
+      let called = 0;
+      disk.get(0, 512, () => called++, { signal: abort.signal });
+      abort.abort();
+      await tick();
+      expect(called).toBe(0);
+      expect(errors.map((e) => e.error.code)).toEqual(['EINVAL']);
+    });
+
+    it('keeps the last 32 chunks: an older one is read again', async () => {
+      const { disk, reads } = await readaheadDisk(4096);
+      for (let i = 0; i < 33; i++) await got((fn) => disk.get(i * 4096, 512, fn));
+      const before = reads();
+      await got((fn) => disk.get(32 * 4096, 512, fn));
+      expect(reads() - before).toBe(0);
+      await got((fn) => disk.get(0, 512, fn));
+      expect(reads() - before).toBe(1);
+    });
+
+    it('refuses a read-ahead that is not a multiple of 256 bytes', async () => {
+      const { drive } = await memoryDisk();
+      expect(() => toV86Disk(drive, { readahead: 1000 })).toThrow(expect.objectContaining({ code: 'EINVAL', field: 'readahead' }));
+      expect(() => toV86Disk(drive, { readahead: -256 })).toThrow(expect.objectContaining({ code: 'EINVAL' }));
+    });
+  });
+
   it('imports nothing from node: (it goes in browser builds)', () => {
     const source = (file: string) => fs.readFileSync(new URL(file, import.meta.url), 'utf8');
     const runtimeImports = (text: string) => [...text.matchAll(/^import (?!type )[^;]*? from '([^']+)'/gm)].map((m) => m[1]);
