@@ -43,8 +43,6 @@ export class DynamicVhd {
   private readonly loaded = new Map<number, Uint8Array>();
   /** Bitmaps kept (at least one, else as many as fit in the cache's bytes). */
   private readonly cacheEntries: number;
-  /** Following blocks whose bitmaps a block status reads ahead. */
-  private readonly readAheadBlocks: number;
   /** Allocations and bitmap updates, one at a time (QEMU: s->lock). */
   private readonly metadata = new AsyncLock();
 
@@ -56,8 +54,6 @@ export class DynamicVhd {
     this.parent = m.parent;
     this.freeOffset = m.freeOffset;
     this.cacheEntries = Math.max(1, Math.floor(L.BITMAP_CACHE_BYTES / m.bitmapSize));
-    // A quarter of the cache at most: bitmaps read ahead never push out the one being used.
-    this.readAheadBlocks = Math.min(L.BITMAP_READ_AHEAD, Math.floor(this.cacheEntries / 4));
   }
 
   /** Blocks in the file (for info). */
@@ -87,19 +83,6 @@ export class DynamicVhd {
     this.bitmaps.set(block, p);
     p.catch(() => this.bitmaps.delete(block));
     return p;
-  }
-
-  /**
-   * Begins reading the bitmaps of the stored blocks in [from, to) not yet cached (at most
-   * {@link readAheadBlocks}), all at once: a walk of block status (a convert's) then waits once
-   * for a window of blocks, not once per block behind the data reads queued before it. Failures
-   * are left for the read or status that needs the bitmap (it reads it again).
-   */
-  private readAhead(from: number, to: number): void {
-    const end = Math.min(to, this.bat.length, from + this.readAheadBlocks);
-    for (let b = from; b < end; b++) {
-      if (this.bat[b] !== L.BAT_UNALLOCATED && !this.bitmaps.has(b)) void this.bitmap(b);
-    }
   }
 
   /** Bytes not in this image: from the parent (zeros past its end), or zeros. */
@@ -263,9 +246,7 @@ export class DynamicVhd {
     let n = Math.min(length, this.blockSize - inBlock);
     const e = this.entry(block);
     if (e !== L.BAT_UNALLOCATED) {
-      const pending = this.bitmap(block);
-      this.readAhead(block + 1, Math.ceil((offset + length) / this.blockSize));
-      const bitmap = await pending;
+      const bitmap = await this.bitmap(block);
       // A caller may ask from inside a sector: the run is counted in whole sectors from there.
       const first = Math.floor(inBlock / L.SECTOR_SIZE);
       n = Math.min(n, (first + runLength(bitmap, first, Math.ceil((inBlock + n) / L.SECTOR_SIZE))) * L.SECTOR_SIZE - inBlock);

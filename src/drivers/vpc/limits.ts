@@ -49,5 +49,3 @@ export const MAX_CHAIN_DEPTH = 64;
 export const VHD_EPOCH = 946684800;
 /** Bytes of sector bitmaps cached per open image (a 2 MiB block's bitmap is one sector: 8192 of them). */
 export const BITMAP_CACHE_BYTES = 4 * 1024 * 1024;
-/** Bitmaps of the following stored blocks a block status reads ahead, within the range asked (16 blocks of 2 MiB: 32 MiB). */
-export const BITMAP_READ_AHEAD = 16;
