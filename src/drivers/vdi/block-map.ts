@@ -42,6 +42,21 @@ export class BlockMap {
   }
 }
 
+/**
+ * The byte ranges [from, to) of the map that the sectors starting at `starts` (byte offsets, any
+ * order) cover, sectors that follow each other joined into one range, in ascending order.
+ */
+export function sectorRuns(starts: Iterable<number>): [number, number][] {
+  const sorted = [...starts].sort((x, y) => x - y);
+  const runs: [number, number][] = [];
+  for (const at of sorted) {
+    const last = runs.at(-1);
+    if (last !== undefined && last[1] === at) last[1] = at + L.SECTOR_SIZE;
+    else if (last === undefined || last[1] < at) runs.push([at, at + L.SECTOR_SIZE]); // (a repeated start adds nothing)
+  }
+  return runs;
+}
+
 /** True when an entry points at a block of data (not unallocated, not zero). */
 export const isAllocated = (entry: number): boolean => entry < L.BLOCK_ZERO;
 

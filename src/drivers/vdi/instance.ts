@@ -2,7 +2,7 @@ import { BlockError } from '../../errors.js';
 import { type BlockStatus, type DriverInstance, SETTLED } from '../../node/driver.js';
 import type { BlockNode } from '../../node/node.js';
 import { AsyncLock } from '../qcow2/async-lock.js';
-import { BlockMap, isAllocated } from './block-map.js';
+import { BlockMap, isAllocated, sectorRuns } from './block-map.js';
 import { encodeVdiHeader, uuidText, type VdiHeader, virtualSize } from './header.js';
 import * as L from './limits.js';
 
@@ -102,7 +102,8 @@ export function vdiInstance(o: OpenedVdi): DriverInstance {
         }
         const recorded = Math.max(top, onDiskCount);
         await file.write(0, encodeVdiHeader({ ...h, blocksAllocated: recorded }));
-        for (const at of [...sectors].sort((x, y) => x - y)) await file.write(h.offsetBmap + at, onDisk.bytes.subarray(at, at + L.SECTOR_SIZE));
+        // Changed sectors that follow each other go as one write (a convert changes them all: one write, not one per sector).
+        for (const [from, to] of sectorRuns(sectors)) await file.write(h.offsetBmap + from, onDisk.bytes.subarray(from, to));
         await file.flush();
         onDiskCount = recorded;
       } catch (error) {
