@@ -212,11 +212,15 @@ interface CpuLog {
   /** The server's main thread alone (ours only: its exports in iothreads should leave it idle). */
   main: number[];
   client: number[];
-  /** The server's busiest threads, % of one core over the run, busiest first (ours only). */
+  /** The servers' busiest threads, % of one core over the run, busiest first. */
   busiest: number[][];
+  /** The servers' busiest thread's CPU per request (µs): the bound one core puts on the side. */
+  bottleneck: number[];
+  /** Clients run at once (one per export). */
+  clients: number;
 }
 
-const cpuLog = (): CpuLog => ({ server: [], main: [], client: [], busiest: [] });
+const cpuLog = (): CpuLog => ({ server: [], main: [], client: [], busiest: [], bottleneck: [], clients: 1 });
 
 /** Starts a side, runs the client on each of its exports at once, logs CPU per request; total requests per second. */
 async function measure(client: Client, start: () => Promise<Started>, log: CpuLog, threadsOf?: number): Promise<number> {
@@ -224,7 +228,7 @@ async function measure(client: Client, start: () => Promise<Started>, log: CpuLo
   try {
     const c0 = s.pids.map((p) => cpuSeconds(p));
     const own = threadsOf === undefined ? undefined : s.pids[threadsOf]!;
-    const t0 = own === undefined ? undefined : threadCpu(own);
+    const t0 = s.pids.map(threadCpu);
     const k0 = childrenCpuSeconds();
     const w0 = performance.now();
     const runs = await Promise.all(s.targets.map((t) => client.run(t))).catch((e: Error) => {
@@ -236,12 +240,13 @@ async function measure(client: Client, start: () => Promise<Started>, log: CpuLo
     const server = s.pids.reduce((a, p, i) => a + cpuSeconds(p) - c0[i]!, 0);
     log.server.push((server / requests) * 1e6);
     log.client.push((clientCpu / requests) * 1e6);
-    if (own !== undefined && t0 !== undefined) {
-      const t1 = threadCpu(own);
-      log.main.push((((t1.get(own) ?? 0) - (t0.get(own) ?? 0)) / requests) * 1e6);
-      const used = [...t1].map(([tid, c]) => ((c - (t0.get(tid) ?? 0)) / wall) * 100).sort((a, b) => b - a);
-      log.busiest.push(used.slice(0, 3));
-    }
+    const t1 = s.pids.map(threadCpu);
+    // Thread ids are unique across processes: one list of every server thread's CPU over the run.
+    const used = t1.flatMap((m, i) => [...m].map(([tid, c]) => c - (t0[i]!.get(tid) ?? 0))).sort((a, b) => b - a);
+    log.busiest.push(used.slice(0, 3).map((c) => (c / wall) * 100));
+    log.bottleneck.push(((used[0] ?? 0) / requests) * 1e6);
+    log.clients = s.targets.length;
+    if (own !== undefined) log.main.push((((t1[threadsOf!]!.get(own) ?? 0) - (t0[threadsOf!]!.get(own) ?? 0)) / requests) * 1e6);
     return runs.reduce((a, r) => a + r.requests / r.seconds, 0);
   } finally {
     await s.stop();
@@ -274,6 +279,18 @@ function busiest(log: CpuLog): string {
   return Array.from({ length: n }, (_, i) => `${median(log.busiest.map((b) => b[i]!)).toFixed(0)} %`).join(' / ');
 }
 
+/**
+ * Requests per second a side could reach on two otherwise idle CPUs, from its CPU per request
+ * alone: no more than two cores' worth of server and client CPU, no more than one core for the
+ * server's busiest thread, no more than one core per client. Wall-clock rates on a loaded machine
+ * measure the scheduler's share as much as the server; this does not depend on the load.
+ */
+function idleBound(log: CpuLog): number {
+  const s = median(log.server);
+  const f = median(log.client);
+  return Math.min(2 / (s + f), 1 / median(log.bottleneck), log.clients / f) * 1e6;
+}
+
 /** One paired row (`two` vs `one`) and its CPU line; the result for the JSON. */
 async function pairedRow(client: Client, label: string, one: () => Promise<Started>, two: () => Promise<Started>, threadsOf?: number): Promise<Record<string, unknown>> {
   const c = { one: cpuLog(), two: cpuLog() };
@@ -283,10 +300,16 @@ async function pairedRow(client: Client, label: string, one: () => Promise<Start
     () => measure(client, two, c.two, threadsOf),
   );
   row(label, `${fmtRate(r.subject)} IOPS`, `${fmtRate(r.baseline)} IOPS`, r.ratio, r.rounds);
-  console.log(`    CPU per request, µs: server ${us(c.two.server)} + client ${us(c.two.client)} (two) vs server ${us(c.one.server)} + client ${us(c.one.client)} (one)`);
-  const result: Record<string, unknown> = { ...r, cpuUsPerRequest: { two: { server: median(c.two.server), client: median(c.two.client) }, one: { server: median(c.one.server), client: median(c.one.client) } } };
+  const bound = { two: idleBound(c.two), one: idleBound(c.one) };
+  console.log(`    CPU per request, µs: server ${us(c.two.server)} + client ${us(c.two.client)} (two) vs server ${us(c.one.server)} + client ${us(c.one.client)} (one); busiest server thread ${us(c.two.bottleneck)} vs ${us(c.one.bottleneck)}`);
+  console.log(`    busiest server threads, % of a core: ${busiest(c.two)} (two) vs ${busiest(c.one)} (one); on 2 idle CPUs that CPU allows ${fmtRate(bound.two)} vs ${fmtRate(bound.one)} IOPS, ratio ${(bound.two / bound.one).toFixed(3)}`);
+  const result: Record<string, unknown> = {
+    ...r,
+    cpuUsPerRequest: { two: { server: median(c.two.server), client: median(c.two.client), busiestThread: median(c.two.bottleneck) }, one: { server: median(c.one.server), client: median(c.one.client), busiestThread: median(c.one.bottleneck) } },
+    idleBound: { ...bound, ratio: bound.two / bound.one },
+  };
   if (threadsOf !== undefined) {
-    console.log(`    server main thread ${us(c.two.main)} vs ${us(c.one.main)} µs per request; busiest server threads, % of a core: ${busiest(c.two)} (two) vs ${busiest(c.one)} (one)`);
+    console.log(`    of which the main thread, µs per request: ${us(c.two.main)} (two) vs ${us(c.one.main)} (one)`);
     result.mainThreadUsPerRequest = { two: median(c.two.main), one: median(c.one.main) };
   }
   return result;
