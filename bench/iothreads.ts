@@ -19,6 +19,8 @@ const ROUNDS = Number(process.env.IOTHREADS_BENCH_ROUNDS ?? 3);
 const CEILING = process.env.IOTHREADS_BENCH_CEILING !== '0';
 /** Which sections run: `cost` (each client's CPU per request), `fio` (the rows with fio), `cheap` (the rows with the cheapest client). */
 const SECTIONS = (process.env.IOTHREADS_BENCH_SECTIONS ?? 'cost,fio,cheap').split(',');
+/** The file driver's engine (QEMU `aio=`) for every server, ours and QEMU's: threads (the default) or io_uring. */
+const AIO = process.env.IOTHREADS_BENCH_AIO ?? 'threads';
 const SIZE = 64 * 1024 * 1024;
 const BS = 4096;
 const DEPTH = 32;
@@ -370,7 +372,7 @@ export async function iothreadsBench(): Promise<unknown> {
   const files = ['a.raw', 'b.raw'].map((f) => path.join(dir, f));
   for (const f of files) fs.writeFileSync(f, Buffer.alloc(SIZE, 1));
   const server = ['--nbd-server', 'addr.type=inet,addr.host=127.0.0.1,addr.port=0'];
-  const blockdev = (i: number) => ['--blockdev', `driver=file,node-name=f${i},filename=${files[i]}`, '--blockdev', `driver=raw,node-name=n${i},file=f${i}`];
+  const blockdev = (i: number) => ['--blockdev', `driver=file,node-name=f${i},filename=${files[i]},aio=${AIO}`, '--blockdev', `driver=raw,node-name=n${i},file=f${i}`];
   const serveOne = (i: number) => () => startServe([...blockdev(i), ...server, '--export', `type=nbd,id=e${i},node-name=n${i},name=${'ab'[i]}`]);
   try {
     const sides: Sides = {
@@ -382,7 +384,7 @@ export async function iothreadsBench(): Promise<unknown> {
       serveTwo: () => together([serveOne(0), serveOne(1)], ['a', 'b']),
     };
     if (hasCommand('qemu-nbd')) {
-      const qemuNbd = (i: number) => () => startQemu('qemu-nbd', (port) => ['-f', 'raw', '-x', 'ab'[i]!, '-b', '127.0.0.1', '-p', String(port), '-t', '-e', '4', files[i]!]);
+      const qemuNbd = (i: number) => () => startQemu('qemu-nbd', (port) => ['-f', 'raw', `--aio=${AIO}`, '-x', 'ab'[i]!, '-b', '127.0.0.1', '-p', String(port), '-t', '-e', '4', files[i]!]);
       sides.qemuNbd = { one: () => together([qemuNbd(0)], ['a']), two: () => together([qemuNbd(0), qemuNbd(1)], ['a', 'b']) };
     }
     if (hasCommand('qemu-storage-daemon')) {
@@ -402,7 +404,7 @@ export async function iothreadsBench(): Promise<unknown> {
     const fio = hasCommand('fio') ? fioClient(false) : undefined;
     const nbdLoad = await nbdLoadClient(dir);
     const clients = [fio, hasCommand('fio') ? fioClient(true) : undefined, hasCommand('nbdcopy') ? nbdcopyClient : undefined, nbdLoad].filter((c): c is Client => c !== undefined);
-    console.log(`\niothreads: two exports in two iothreads vs one export on the main thread (load average ${load()}; clients: ${clients.map((c) => c.name).join(', ')})`);
+    console.log(`\niothreads: two exports in two iothreads vs one export on the main thread (aio=${AIO}, load average ${load()}; clients: ${clients.map((c) => c.name).join(', ')})`);
     const result: Record<string, unknown> = {};
     if (SECTIONS.includes('cost')) result.clientCost = await clientCost(clients, sides.one);
     if (SECTIONS.includes('fio') && fio) result.fio = await rows(fio, sides, true);
