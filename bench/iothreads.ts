@@ -2,7 +2,38 @@
  * Both cores (issue #27): `blocklayer serve` with two exports, each in its own iothread, vs one
  * export alone on the main thread; each export gets its own client doing 4 KiB reads at QD32;
  * total IOPS. Paired rounds, alternating, median of the ratios (goal ≥ 1.7× on 2 CPUs).
- * (Header completed below with the measured figures.)
+ *
+ * Sections (IOTHREADS_BENCH_SECTIONS, default all three):
+ * - `cost`: what each client costs, against one export on the main thread: fio's nbd engine as
+ *   before; fio with its own bookkeeping cut (gtod_reduce, no random map, no latency stats,
+ *   thread mode, batched submit); nbdcopy to null: (libnbd, sequential, re-run until the time is
+ *   up); bench/nbd-load.c, a small C client built here with `cc` that writes the requests a batch
+ *   of replies frees in one write(2) and reads replies in large chunks. Client CPU is this
+ *   process's children's CPU (cutime+cstime) over the run, the same for all four.
+ * - `fio`: the rows with fio as before: ours (two iothreads vs one export on main), two serve
+ *   processes vs one, two iothreads vs two processes (1.0: threads cost what processes do), two
+ *   qemu-nbd vs one, qemu-storage-daemon with two iothreads (QEMU 7.2's daemon aborts when a
+ *   client of an export in an iothread leaves: that row says so and has no figure).
+ * - `cheap`: the same rows with the cheapest client (nbd-load; nbdcopy without a C compiler).
+ * Every row prints the server's and the client's CPU per request, the server's busiest threads
+ * (% of a core; for ours, the main thread's share), and the rate that CPU per request allows on
+ * two otherwise idle CPUs: server + client within two cores, the busiest server thread within one.
+ * On a loaded machine (seven helpers on 2 CPUs, load average 14–26 during these runs) wall-clock
+ * ratios measure the scheduler's share as much as the server (round ratios 0.5–4.3); the
+ * CPU-derived bound does not move with the load as much.
+ *
+ * Why the client matters: one export is bounded by its busiest server thread (b µs per request)
+ * and two exports by two cores' worth of server and client CPU, so two can give at most
+ * (2/(s2 + f)) / (1/b1). Measured (aio=threads, load 14–26): fio costs f = 30–44 µs per request,
+ * fio lean 19–25, nbdcopy 17–21 (all libnbd, one send and receive per request), nbd-load 1.5–3.4;
+ * the server s = 23–40 µs. With fio the client takes the second core: 2s/(s+f) ≈ 1.2. With
+ * nbd-load the client is out of the way, and what is left is the server itself: one export on the
+ * main thread spends b1 ≈ 12–20 µs per request on its main thread and about as much again in
+ * libuv's thread pool (the file driver's preads, their wake-ups and completions), so at its bound
+ * it already keeps ~1.8 cores busy; two iothreads cost s2 ≈ 20–29 µs per request together, and
+ * the bound ratio is 1.1–1.3. IOTHREADS_BENCH_AIO=io_uring takes the pool off the path (every
+ * server, qemu-nbd too).
+ * IOTHREADS_BENCH_CEILING=0 leaves the ceiling rows out.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
