@@ -32,7 +32,11 @@
  * libuv's thread pool (the file driver's preads, their wake-ups and completions), so at its bound
  * it already keeps ~1.8 cores busy; two iothreads cost s2 ≈ 20–29 µs per request together, and
  * the bound ratio is 1.1–1.3. IOTHREADS_BENCH_AIO=io_uring takes the pool off the path (every
- * server, qemu-nbd too).
+ * server, qemu-nbd too): one export then costs 4.4 µs per request (4.1 on its main thread), two
+ * iothreads 4.8, nbd-load 1.0, so the bound is 2 × 4.1 / (4.8 + 1.0) ≈ 1.4 (wall clock 123k vs
+ * 166k IOPS, ratio 1.65, rounds 0.78–3.27, load 14). Even a server whose two threads cost what
+ * one does would give 2 × 4.1 / (4.4 + 1.0) ≈ 1.5: at 1.0 µs the client is still a fifth of the
+ * server, and 1.7 needs it below 0.8 µs.
  * IOTHREADS_BENCH_CEILING=0 leaves the ceiling rows out.
  */
 import { spawn } from 'node:child_process';
