@@ -278,8 +278,7 @@ export class Connection implements ReadJobHost, Expiring {
    * Queues one transmission reply, a frame that is one buffer. `pooled`: the buffer the frame lies
    * in goes back to the pool once written (a READ reply's, a BLOCK_STATUS chunk's); `bytes`: budget
    * bytes its request holds until then. Replies of one turn leave together, with one write
-   * callback for all (see {@link ReplyBatch}); a reply that leaves alone and holds no budget
-   * bytes has no callback at all.
+   * callback for all (see {@link ReplyBatch}).
    */
   private reply(frame: Uint8Array, pooled: Buffer | null, bytes: number): void {
     const socket = this.socket;
@@ -290,22 +289,14 @@ export class Connection implements ReadJobHost, Expiring {
       return;
     }
     let b = this.batch;
-    // The reply of the only request in flight, with no other request received: nothing could
-    // join it this turn, so it leaves at once (a client that waits for each reply, as nbdinfo --map does).
-    const alone = b === null && !this.corked && this.inFlight <= 1 && this.reader.buffered === 0;
-    if (alone && bytes === 0) {
-      // No budget bytes to give back: written without a callback (Node then schedules nothing
-      // after the write). The kernel took it all when nothing is left queued: the buffer is free.
-      socket.write(frame);
-      if (pooled !== null && socket.writableLength === 0) this.server.pool.give(pooled);
-      return;
-    }
     if (b === null) {
       b = this.spareBatches.pop() ?? new ReplyBatch(this.batchWritten);
       b.last = frame;
       if (pooled !== null) b.pooled.push(pooled);
       b.bytes = bytes;
-      if (alone) {
+      // The reply of the only request in flight, with no other request received: nothing could
+      // join it this turn, so it leaves at once (a client that waits for each reply, as nbdinfo --map does).
+      if (!this.corked && this.inFlight <= 1 && this.reader.buffered === 0) {
         socket.write(frame, b.written);
         return;
       }
