@@ -404,49 +404,45 @@ export class Refcounts {
     this.evictClean();
   }
 
-  /** First run of `n` free clusters from the cursor, a refcount block at a time; clusters no block covers are free. */
   /** {@link scan} where every block it looks at is cached or not on disk; null at the first that would be read. */
   private scanNow(n: number): FreeRun | null {
     const E = this.perBlock;
     const run = newFreeRun(this.cursor, this.run);
-    const view = this.blockView;
-    view.order = this.order;
+    this.blockView.order = this.order;
     for (let i = this.cursor; run.length < n; ) {
       const b = Math.floor(i / E);
-      const blockEnd = (b + 1) * E;
       const blk = this.blocks.get(b);
-      if (blk === undefined) {
-        if (b < this.table.length && this.table[b] !== 0) return null;
-        extendFreeRunFree(i, blockEnd, run);
-        i = blockEnd;
-        continue;
-      }
-      view.data = blk.data;
-      view.base = b * E;
-      i = extendFreeRun(view, i, blockEnd, n, run);
+      if (blk === undefined && b < this.table.length && this.table[b] !== 0) return null;
+      i = this.scanBlock(run, i, b, n, blk === undefined ? null : blk.data);
     }
     return run;
   }
 
+  /** First run of `n` free clusters from the cursor, a refcount block at a time; clusters no block covers are free. */
   private async scan(n: number): Promise<FreeRun> {
     const E = this.perBlock;
     const run = newFreeRun(this.cursor, this.run);
-    const view = this.blockView;
-    view.order = this.order;
+    this.blockView.order = this.order;
     for (let i = this.cursor; run.length < n; ) {
       const b = Math.floor(i / E);
-      const blockEnd = (b + 1) * E;
       const blk = await this.block(b);
-      if (!blk) {
-        extendFreeRunFree(i, blockEnd, run);
-        i = blockEnd;
-        continue;
-      }
-      view.data = blk.data;
-      view.base = b * E;
-      i = extendFreeRun(view, i, blockEnd, n, run);
+      i = this.scanBlock(run, i, b, n, blk ? blk.data : null);
     }
     return run;
+  }
+
+  /** One step of a scan: extends `run` from cluster `i` over refcount block `b` (`data` null: no block, all free); the next cluster to look at. */
+  private scanBlock(run: FreeRun, i: number, b: number, n: number, data: Uint8Array | null): number {
+    const E = this.perBlock;
+    const blockEnd = (b + 1) * E;
+    if (data === null) {
+      extendFreeRunFree(i, blockEnd, run);
+      return blockEnd;
+    }
+    const view = this.blockView;
+    view.data = data;
+    view.base = b * E;
+    return extendFreeRun(view, i, blockEnd, n, run);
   }
 
   /**
