@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type V86DiskErrorEvent, toV86Disk } from '../../src/adapters/v86.js';
+import { type V86DiskErrorEvent, type V86DiskOptions, toV86Disk } from '../../src/adapters/v86.js';
 import { VirtualClock } from '../../src/clock.js';
 import { BlockLayer } from '../../src/index.js';
 
@@ -26,6 +26,16 @@ async function memoryDisk(size = 64 * 1024) {
   const layer = new BlockLayer();
   const drive = await layer.openDrive({ driver: 'memory', size });
   return { layer, drive, disk: toV86Disk(drive) };
+}
+
+/** A disk on a 64 KiB memory drive whose blkdebug rule fails requests with EIO, and the io-errors it emitted. */
+async function failingDisk(rule: { event: 'read' | 'write'; once?: boolean }, options: V86DiskOptions = {}) {
+  const layer = new BlockLayer();
+  const drive = await layer.openDrive({ driver: 'blkdebug', rules: [{ ...rule, code: 'EIO' }], file: { driver: 'memory', size: '64K' } });
+  const disk = toV86Disk(drive, options);
+  const errors: V86DiskErrorEvent[] = [];
+  disk.on('io-error', (e) => errors.push(e));
+  return { disk, errors };
 }
 
 describe('v86 disk adapter', () => {
@@ -169,11 +179,7 @@ describe('v86 disk adapter', () => {
   });
 
   it('a failed read emits io-error and never calls back (the guest times out instead of reading zeros)', async () => {
-    const layer = new BlockLayer();
-    const drive = await layer.openDrive({ driver: 'blkdebug', rules: [{ event: 'read', code: 'EIO' }], file: { driver: 'memory', size: '64K' } });
-    const disk = toV86Disk(drive);
-    const errors: V86DiskErrorEvent[] = [];
-    disk.on('io-error', (e) => errors.push(e));
+    const { disk, errors } = await failingDisk({ event: 'read' });
     let called = 0;
     disk.get(512, 512, () => called++);
     disk.get_and_cache(0, 512, () => called++);
@@ -374,11 +380,7 @@ describe('v86 disk adapter', () => {
     });
 
     it('a failed chunk read is an io-error of each read waiting for it (no callback); the next read asks the drive again', async () => {
-      const layer = new BlockLayer();
-      const drive = await layer.openDrive({ driver: 'blkdebug', rules: [{ event: 'read', code: 'EIO', once: true }], file: { driver: 'memory', size: '64K' } });
-      const disk = toV86Disk(drive, { readahead: 4096 });
-      const errors: V86DiskErrorEvent[] = [];
-      disk.on('io-error', (e) => errors.push(e));
+      const { disk, errors } = await failingDisk({ event: 'read', once: true }, { readahead: 4096 });
       let called = 0;
       disk.get(512, 512, () => called++);
       disk.get(1024, 1024, () => called++);
@@ -392,10 +394,7 @@ describe('v86 disk adapter', () => {
     });
 
     it('a failed write drops the chunks it patched: the next read there asks the drive', async () => {
-      const layer = new BlockLayer();
-      const drive = await layer.openDrive({ driver: 'blkdebug', rules: [{ event: 'write', code: 'EIO' }], file: { driver: 'memory', size: '64K' } });
-      const disk = toV86Disk(drive, { readahead: 4096 });
-      disk.on('io-error', () => undefined);
+      const { disk } = await failingDisk({ event: 'write' }, { readahead: 4096 });
       await got((fn) => disk.get(0, 512, fn));
       disk.set(0, pattern(512, 3), () => {});
       await tick();
