@@ -4,7 +4,8 @@
  * median of the rounds' ratios printed. The goal: at most 1.5×. The command is the bundle
  * `npm run build` makes (scripts/build-cli.ts), built here from the current sources into a
  * temporary directory; its code cache (scripts/cli-launcher.ts) goes to another, written by a
- * first run (timed and printed too). Run: `npx tsx bench/cli-startup.ts [--rounds N]`.
+ * first run (timed and printed too). Both sides run in bench/util.ts's commandEnv() (a user's
+ * environment: without NODE_EXTRA_CA_CERTS, which this machine sets). Run: `npx tsx bench/cli-startup.ts [--rounds N]`.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -12,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { buildCli } from '../scripts/build-cli.js';
 import { createImage } from '../src/index.js';
-import { row, sideBySide } from './util.js';
+import { caCertsCost, commandEnv, row, sideBySide } from './util.js';
 
 /** Wall-clock milliseconds of one process from spawn to exit; throws when it fails. */
 function timed(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -36,7 +37,7 @@ export async function cliStartupBench(rounds = 15) {
     // package.json's bin
     const [cli] = await buildCli(outdir);
     // the command's code cache in a directory of its own, made by the first run (scripts/cli-launcher.ts)
-    const env = { ...process.env, BLOCKLAYER_COMPILE_CACHE: path.join(dir, 'compile-cache') };
+    const env = { ...commandEnv(), BLOCKLAYER_COMPILE_CACHE: path.join(dir, 'compile-cache') };
     const image = path.join(dir, 'small.qcow2');
     await createImage(image, { format: 'qcow2', size: 64 * 2 ** 20 });
     try {
@@ -44,12 +45,14 @@ export async function cliStartupBench(rounds = 15) {
       const first = await timed([cli, 'info', image], env);
       const r = await sideBySide(
         rounds,
-        () => timed(['-e', '0']),
+        () => timed(['-e', '0'], commandEnv()),
         () => timed([cli, 'info', image], env),
       );
       console.log(`cli start-up: blocklayer info of a 64 MiB qcow2 vs node -e 0, median of ${rounds} rounds (goal: ratio ≤ 1.5)`);
       row('blocklayer info (ms, lower is better)', r.subject.toFixed(1), r.baseline.toFixed(1), r.ratio, r.rounds);
       console.log(`  first run, without a code cache yet: ${first.toFixed(1)} ms`);
+      const certs = caCertsCost();
+      if (certs !== undefined) console.log(`  ${certs} (both sides run without it)`);
       return { infoMs: r.subject, nodeMs: r.baseline, ratio: r.ratio, firstMs: first, unit: 'ms (lower is better)' };
     } finally {
       fs.rmSync(outdir, { recursive: true, force: true });

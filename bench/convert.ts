@@ -29,6 +29,9 @@
  * then the run is timed, flush (fsync of the output) included. After it, untimed, its output is
  * compared byte for byte with qemu-img's, made once before the row's rounds by the same command
  * (a vdi output as guest data: qemu-img's raw of it); the next run's step 1 removes it.
+ * Every command runs in bench/util.ts's commandEnv(): without NODE_EXTRA_CA_CERTS, which this
+ * machine sets and which would add Node's parsing of a certificate bundle to our start-up only
+ * (the line after the title says how much).
  * Each row gives the median of the rounds' paired ratios and their range. Run it with 5 or more
  * rounds for a ratio to judge by (3 are still taken when unsaid). No global page-cache drop:
  * other processes of the machine keep theirs.
@@ -42,7 +45,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { convertImage } from '../src/index.js';
-import { median, row, sideBySide } from './util.js';
+import { caCertsCost, commandEnv, median, row, sideBySide } from './util.js';
 
 // package.json's bin, what `blocklayer` runs once installed (the ES module launcher beside it starts an ES module loader first)
 const CLI = path.join(import.meta.dirname, '..', 'dist', 'cli', 'blocklayer.cjs');
@@ -85,7 +88,9 @@ function runTimed(inputs: readonly string[], cmd: string, args: string[]): Cost 
   prepare(inputs);
   const timed = fs.existsSync(TIME);
   const t0 = performance.now();
-  const r = timed ? spawnSync(TIME, ['-f', '%U %S', cmd, ...args], { encoding: 'utf8' }) : spawnSync(cmd, args, { encoding: 'utf8' });
+  // both sides run in commandEnv() (qemu-img does not read what it leaves out)
+  const env = commandEnv();
+  const r = timed ? spawnSync(TIME, ['-f', '%U %S', cmd, ...args], { encoding: 'utf8', env }) : spawnSync(cmd, args, { encoding: 'utf8', env });
   const wall = (performance.now() - t0) / 1000;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr}`);
   const last = timed ? r.stderr.trim().split('\n').at(-1)!.split(' ').map(Number) : [Number.NaN, Number.NaN];
@@ -187,6 +192,8 @@ export async function convertBench(mib = 256, rounds = 3, rows?: string): Promis
     const qemuRaw = (input: string) => () => runTimed([input], 'qemu-img', ['convert', '-t', 'writeback', '-O', 'raw', input, out]);
     const sameRaw = () => sameFile(out, ref);
     console.log(`convert: ${mib} MiB images to raw, ours vs qemu-img convert -t writeback (speed ratios: > 1 is faster; wall and CPU time), ${rounds} rounds`);
+    const certs = caCertsCost();
+    if (certs !== undefined) console.log(`  ${certs}`);
 
     const inProcess = 'qcow2 random -> raw, convertImage';
     if (wanted(inProcess)) {

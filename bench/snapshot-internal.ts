@@ -13,7 +13,8 @@
  * summed over the rounds, then divided). Ratio = ours / QSD (below 1: ours is faster).
  *
  * CLI: `blocklayer snapshot -c/-d` vs `qemu-img snapshot -c/-d`, each a fresh process (start-up
- * included), CPU time of the child (user + system) beside the wall time.
+ * included), CPU time of the child (user + system) beside the wall time. Our processes run in
+ * bench/util.ts's commandEnv() (without NODE_EXTRA_CA_CERTS, which this machine sets).
  *
  * Both images must pass qemu-img check at the end.
  *
@@ -26,7 +27,7 @@ import path from 'node:path';
 import { buildCli } from '../scripts/build-cli.js';
 import { startQemuDaemon, stopPid } from '../tests/helpers/qemu-daemons.js';
 import { QmpClient } from '../tests/helpers/qmp-client.js';
-import { median, row } from './util.js';
+import { commandEnv, median, row } from './util.js';
 
 const SIZE = 10 * 2 ** 30;
 const MiB = 2 ** 20;
@@ -148,7 +149,7 @@ export async function snapshotInternalBench(rounds = 7) {
   const outdir = path.join(import.meta.dirname, '..', 'dist', `.snapshot-bench-${process.pid}`);
   try {
     const [cli] = await buildCli(outdir);
-    const env = { ...process.env, BLOCKLAYER_COMPILE_CACHE: path.join(dir, 'compile-cache') };
+    const env = { ...commandEnv(), BLOCKLAYER_COMPILE_CACHE: path.join(dir, 'compile-cache') };
     const orig = path.join(dir, 'orig.qcow2');
     makeImage(orig);
     const mine = path.join(dir, 'ours.qcow2');
