@@ -35,7 +35,11 @@ export class WriteOut {
     return hint === null ? undefined : new WriteOut(hint, every);
   }
 
-  /** Tells that the output is written up to `end` (writes go in guest order): past the next mark, a hint is started. */
+  /**
+   * Tells that a write ending at `end` is done: past the next mark, a hint is started. Writes may
+   * end out of order (several at once); a hint covers the whole file, so that only moves a hint
+   * by a piece or two.
+   */
   wrote(end: number): void {
     if (end < this.next || this.pending !== undefined) return;
     this.next = end + this.every;

@@ -146,7 +146,7 @@ async function toRaw(drive: Drive, out: OutputFile, cache: ConvertCache, stop: S
               writeOut.wrote(offset + data.length);
             }
           : (offset: number, data: Uint8Array) => out.write(offset, data);
-        await convertPipeline(drive, { grain: ZERO_GRAIN, write }, { stop, progress });
+        await convertPipeline(drive, { grain: ZERO_GRAIN, write }, { stop, progress, writes: BUFFERED_WRITES });
       } finally {
         await writeOut?.close();
       }
@@ -201,6 +201,14 @@ async function toQcow2(layer: BlockLayer, drive: Drive, out: OutputFile, create:
 
 /** Direct writes at once to a raw output: each waits for the device, so several keep it busy. */
 const DIRECT_WRITES = 4;
+/**
+ * Writes at once to a raw output through the page cache. Each is a copy into the page cache on
+ * the libuv pool; one at a time, every piece also waited for the trip to a pool thread and back
+ * before the next began (measured, 1 GiB vdi and qcow2 → raw, CLI, alternating, quiet machine:
+ * the copy phase took 0.33–0.42 s with one write, 0.32–0.38 s with four). ext4 allocates blocks
+ * at write-out (delayed allocation), so the order in which the pieces land changes no layout.
+ */
+const BUFFERED_WRITES = 4;
 /** Zero runs shorter than this are written rather than skipped (qemu-img convert's default -S 4k). */
 const ZERO_GRAIN = 4096;
 /** The largest output cluster used as the grain (see toFormat). */
