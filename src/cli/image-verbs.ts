@@ -1,4 +1,4 @@
-import { BITMAP_HELP, CHECK_HELP, COMPARE_HELP, CREATE_HELP, INFO_HELP, MAP_HELP, REBASE_HELP, RESIZE_HELP, SNAPSHOT_HELP } from './help.js';
+import { BITMAP_HELP, CHECK_HELP, COMPARE_HELP, CONVERT_HELP, CREATE_HELP, INFO_HELP, MAP_HELP, REBASE_HELP, RESIZE_HELP, SNAPSHOT_HELP } from './help.js';
 
 /** A verb: runs with its own arguments and returns an exit code. */
 export type Run = (args: string[]) => Promise<number>;
@@ -14,15 +14,17 @@ export interface Verb {
 }
 
 /**
- * The verbs that inspect or change one image and exit, as qemu-img's do. Scripts run them often,
- * so the installed command starts them from a script of their own (scripts/build-cli.ts:
- * src/cli/image-main.ts), without the code of the long-running verbs (serve, bench, convert,
- * commit) that the command's main script (src/cli/main.ts) adds.
+ * The verbs that inspect, change or copy one image and exit, as qemu-img's do. Scripts run them
+ * often, so the installed command starts them from a script of their own (scripts/build-cli.ts:
+ * src/cli/image-main.ts), without the code of the long-running verbs (serve, bench, commit) that
+ * the command's main script (src/cli/main.ts) adds. convert is one of them: its whole run is
+ * often shorter than a second, and the main script's extra code is start-up it would pay.
  */
 export const IMAGE_VERBS = {
   info: { load: async () => (await import('./info.js')).infoCommand, help: INFO_HELP },
   map: { load: async () => (await import('./map.js')).mapCommand, help: MAP_HELP },
   check: { load: async () => (await import('./check.js')).checkCommand, help: CHECK_HELP },
+  convert: { load: async () => (await import('./convert.js')).convertCommand, help: CONVERT_HELP },
   create: { load: async () => (await import('./create.js')).createCommand, help: CREATE_HELP },
   bitmap: { load: async () => (await import('./bitmap.js')).bitmapCommand, help: BITMAP_HELP },
   resize: { load: async () => (await import('./resize.js')).resizeCommand, help: RESIZE_HELP },

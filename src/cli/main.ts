@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import nodeModule from 'node:module';
-import { BENCH_HELP, COMMIT_HELP, CONVERT_HELP } from './help.js';
+import { BENCH_HELP, COMMIT_HELP } from './help.js';
 import { IMAGE_VERBS, type Verb } from './image-verbs.js';
 import { printLine } from './print.js';
 import { helpOf, runVerb } from './run-verb.js';
@@ -9,14 +9,14 @@ import { helpOf, runVerb } from './run-verb.js';
 // Node 22.1+ keeps the compiled code of the verb's modules on disk for the next start (a no-op on Node 20).
 (nodeModule as { enableCompileCache?: () => unknown }).enableCompileCache?.();
 
-const { info, map, check, create, bitmap, resize, snapshot, compare, rebase } = IMAGE_VERBS;
+const { info, map, check, convert, create, bitmap, resize, snapshot, compare, rebase } = IMAGE_VERBS;
 
 /** Every verb of the `blocklayer` command, in the order of its help: the image verbs and the long-running ones. */
 const VERBS: Record<string, Verb> = {
   info,
   map,
   check,
-  convert: { load: async () => (await import('./convert.js')).convertCommand, help: CONVERT_HELP },
+  convert,
   create,
   commit: { load: async () => (await import('./commit.js')).commitCommand, help: COMMIT_HELP },
   bench: { load: async () => (await import('./bench.js')).benchCommand, help: BENCH_HELP },

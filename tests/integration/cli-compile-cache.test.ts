@@ -94,12 +94,12 @@ describe.skipIf(skip)('the built blocklayer command and its code cache', () => {
     fs.renameSync(imageScript, held);
     try {
       // without the image script the image verbs cannot start; the others (and help, --version) do not miss it
-      for (const verb of ['info', 'map', 'check', 'create', 'bitmap', 'resize', 'snapshot', 'compare', 'rebase']) {
+      for (const verb of ['info', 'map', 'check', 'convert', 'create', 'bitmap', 'resize', 'snapshot', 'compare', 'rebase']) {
         const r = blocklayer(off, verb, '--help');
         expect(r.code, verb).not.toBe(0);
         expect(r.err, verb).toContain('blocklayer-image-script.js');
       }
-      for (const args of [['serve', '--help'], ['convert', '--help'], ['--help'], ['--version']]) expect(blocklayer(off, ...args).code, args.join(' ')).toBe(0);
+      for (const args of [['serve', '--help'], ['commit', '--help'], ['--help'], ['--version']]) expect(blocklayer(off, ...args).code, args.join(' ')).toBe(0);
     } finally {
       fs.renameSync(held, imageScript);
     }
