@@ -21,7 +21,7 @@ const GRANULE = 65536;
 const SIZE = 64 * 2 ** 30;
 
 /** A 64 GiB qcow2 with a persistent bitmap b0 that qemu-io dirtied at 10,000 random granules (a fixed seed). */
-function makeImage(file: string): void {
+export function makeImage(file: string): void {
   execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', file, String(SIZE)]);
   execFileSync('qemu-img', ['bitmap', '--add', file, 'b0']);
   let x = 7;
@@ -34,7 +34,7 @@ function makeImage(file: string): void {
 }
 
 /** Waits until a unix socket exists (the server is listening). */
-async function listening(socket: string, server: ChildProcess): Promise<void> {
+export async function listening(socket: string, server: ChildProcess): Promise<void> {
   for (let i = 0; i < 200; i++) {
     if (fs.existsSync(socket)) return;
     if (server.exitCode !== null) throw new Error(`server exited with ${server.exitCode}`);
@@ -44,7 +44,7 @@ async function listening(socket: string, server: ChildProcess): Promise<void> {
 }
 
 /** CPU ms a process has used so far (utime + stime of /proc/PID/stat), or NaN off Linux. */
-function cpuMs(pid: number | undefined): number {
+export function cpuMs(pid: number | undefined): number {
   try {
     const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
@@ -58,7 +58,7 @@ function cpuMs(pid: number | undefined): number {
  * 10 ms clock ticks), or NaN off Linux. The main thread is where a map's requests wait; the rest
  * of a server's CPU is its helper threads (V8's compiler and GC, libuv's pool).
  */
-function mainCpuMs(pid: number | undefined): number {
+export function mainCpuMs(pid: number | undefined): number {
   try {
     return Number(fs.readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6;
   } catch {
@@ -67,7 +67,7 @@ function mainCpuMs(pid: number | undefined): number {
 }
 
 /** Wall-clock ms of one nbdinfo --map over `socket`; its output in `out`. */
-function mapOnce(socket: string, out: string): Promise<number> {
+export function mapOnce(socket: string, out: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const p = spawn('nbdinfo', ['--map=qemu:dirty-bitmap:b0', `nbd+unix:///?socket=${socket}`], { stdio: ['ignore', fs.openSync(out, 'w'), 'inherit'] });

@@ -42,6 +42,11 @@ export class ExtentArray {
   /** @param pool Where buffers come from (and where their owners give them back); without one, each is allocated. */
   constructor(private readonly pool: BufferPool | null = null) {}
 
+  /** Extents the current request takes at most (1 for REQ_ONE). */
+  get limit(): number {
+    return this.max;
+  }
+
   /** Empties the array for a request that takes at most `max` extents (1 for REQ_ONE). */
   reset(max: number): void {
     this.max = max;
@@ -75,6 +80,32 @@ export class ExtentArray {
     this.lastFlags = flags;
     this.lastLength = length;
     return true;
+  }
+
+  /** The descriptors held, in wire form (a view of the array's buffer: valid until the next reset or frame). */
+  descriptors(): Uint8Array {
+    return (this.buf as Buffer).subarray(HEAD, HEAD + 8 * this.count);
+  }
+
+  /**
+   * Makes the array hold `count` descriptors copied from `wire` (what {@link descriptors} gave for
+   * the same request): no more than the request takes, as a reset left it.
+   */
+  setDescriptors(wire: Uint8Array, count: number): void {
+    if (this.count !== 0 || count > this.max || wire.byteLength !== 8 * count) throw new Error('extent array: descriptors do not fit this request');
+    if (count === 0) return;
+    let capacity = this.capacity;
+    while (capacity < count) capacity = Math.min(2 * capacity, MAX_EXTENTS);
+    if (capacity !== this.capacity) {
+      this.take(capacity);
+      this.wanted = capacity;
+    }
+    const b = this.buf as Buffer;
+    b.set(wire, HEAD);
+    this.count = count;
+    const at = HEAD + 8 * (count - 1);
+    this.lastLength = b.readUInt32BE(at);
+    this.lastFlags = b.readUInt32BE(at + 4);
   }
 
   /**

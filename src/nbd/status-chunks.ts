@@ -5,7 +5,8 @@
 import type { Drive } from '../drive.js';
 import * as P from '../drivers/nbd/protocol.js';
 import type { BufferPool } from './buffer-pool.js';
-import { allocationToExtents, bitmapToExtents } from './block-status.js';
+import { allocationToExtents } from './block-status.js';
+import { bitmapStatus } from './bitmap-replies.js';
 import { ExtentArray, MAX_EXTENTS } from './extent-array.js';
 import { ALLOCATION_DEPTH_ID, BASE_ALLOCATION_ID, type MetaSelection } from './meta-contexts.js';
 import type { ServerRequest } from './request.js';
@@ -58,7 +59,7 @@ export class StatusChunks {
     for (let i = 0; i < bitmaps.length; i++) {
       const { id, bitmap } = bitmaps[i] as (typeof bitmaps)[number];
       ea.reset(max);
-      bitmapToExtents(bitmap, req.offset, req.length, ea);
+      bitmapStatus(bitmap, req.offset, req.length, ea);
       this.send(ea.frame(req, --left === 0, id), ea.framed);
     }
     this.spare.push(ea);

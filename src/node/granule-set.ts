@@ -77,6 +77,12 @@ export class GranuleSet {
   private lastSpan = 0;
 
   private sizeValue: number;
+  /**
+   * Bumped by every change of the members or the size (not by an add of granules already in
+   * the set): a reader that saw the same value twice saw the same set (what caches of a walk's
+   * result key on). Safe as an integer for 2^53 changes.
+   */
+  version = 0;
 
   /** @param size Number of granules the set ranges over. */
   constructor(size: number) {
@@ -90,6 +96,7 @@ export class GranuleSet {
 
   /** Changes the range to `[0, size)`: granules past a smaller size leave the set; a larger one adds none. */
   resize(size: number): void {
+    this.version++;
     if (size < this.sizeValue) this.remove(size, this.sizeValue);
     this.sizeValue = size;
     // The remembered page's span inside the set depends on the size.
@@ -122,6 +129,7 @@ export class GranuleSet {
       return;
     }
     end = Math.min(end, this.size);
+    this.version++;
     for (let g = Math.max(0, first); g < end; ) {
       const index = Math.floor(g * PER_GRANULE);
       const pageEnd = Math.min(end, (index + 1) * PAGE_GRANULES);
@@ -168,6 +176,7 @@ export class GranuleSet {
     page[w] = word;
     page[COUNT_WORD]!++;
     this.setCount++;
+    this.version++;
   }
 
   private newPage(index: number): Uint32Array {
@@ -180,6 +189,7 @@ export class GranuleSet {
   /** Removes granules `[first, end)`. */
   remove(first: number, end: number): void {
     end = Math.min(end, this.size);
+    this.version++;
     for (let g = Math.max(0, first); g < end; ) {
       const index = Math.floor(g * PER_GRANULE);
       const pageEnd = Math.min(end, (index + 1) * PAGE_GRANULES);
@@ -196,6 +206,7 @@ export class GranuleSet {
 
   /** Empties the set. */
   clear(): void {
+    this.version++;
     this.forgetLast();
     this.pages.clear();
     this.order.length = 0;
@@ -204,6 +215,7 @@ export class GranuleSet {
 
   /** Adds every granule of `other` (same granule size; granules past this set's size are ignored). */
   unionWith(other: GranuleSet): void {
+    this.version++;
     for (const index of other.order) {
       if (index * PAGE_GRANULES >= this.size) break;
       const from = other.pages.get(index)!;
