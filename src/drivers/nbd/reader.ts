@@ -25,8 +25,9 @@ export class SocketReader {
     if (this.size > this.want + this.slack) this.socket.pause();
     if (this.waiter && this.size >= this.want) this.wake();
   };
-  private readonly onEnd = () => this.stop(new ReaderClosed('peer closed the connection'));
-  private readonly onClose = () => this.stop(new ReaderClosed('connection closed'));
+  // 'end' and 'close' both come at the end of most connections: an Error (its stack) only for the first
+  private readonly onEnd = () => this.ended === null && this.stop(new ReaderClosed('peer closed the connection'));
+  private readonly onClose = () => this.ended === null && this.stop(new ReaderClosed('connection closed'));
 
   constructor(
     private readonly socket: Socket,
