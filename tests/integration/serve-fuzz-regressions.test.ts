@@ -1,0 +1,106 @@
+// Cases scripts/fuzz-serve.ts found against a live `blocklayer serve`, each cut down to the few
+// messages that show it, with the reply QEMU (qemu-storage-daemon 7.2) gives.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type Served, serve } from '../helpers/serve-process.js';
+
+type Reply = { return?: unknown; error?: { class: string; desc: string } };
+
+/** QMP over raw lines: what is sent is exactly what the test writes. */
+class Lines {
+  private buffer = '';
+  private readonly replies: Reply[] = [];
+  private waiter: (() => void) | null = null;
+  closed = false;
+  private constructor(private readonly socket: net.Socket) {
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => {
+      this.buffer += d;
+      for (let at = this.buffer.indexOf('\n'); at >= 0; at = this.buffer.indexOf('\n')) {
+        const m = JSON.parse(this.buffer.slice(0, at)) as Reply & { event?: string; QMP?: unknown };
+        this.buffer = this.buffer.slice(at + 1);
+        if (m.event === undefined && m.QMP === undefined) this.replies.push(m);
+      }
+      this.wake();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+  }
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+  static async connect(file: string): Promise<Lines> {
+    const s = net.connect(file);
+    await new Promise<void>((resolve, reject) => {
+      s.once('connect', resolve);
+      s.once('error', reject);
+    });
+    const q = new Lines(s);
+    expect(await q.send('{"execute":"qmp_capabilities"}')).toEqual({ return: {} });
+    return q;
+  }
+  async send(line: string): Promise<Reply> {
+    this.socket.write(`${line}\n`);
+    while (this.replies.length === 0) {
+      if (this.closed) throw new Error(`connection closed after ${line}`);
+      await new Promise<void>((r) => (this.waiter = r));
+    }
+    return this.replies.shift()!;
+  }
+  cmd(execute: string, args?: Record<string, unknown>): Promise<Reply> {
+    return this.send(JSON.stringify(args === undefined ? { execute } : { execute, arguments: args }));
+  }
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+let dir: string;
+let served: Served | undefined;
+let qmp: Lines | undefined;
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'serve-fuzz-'));
+});
+
+afterEach(async () => {
+  qmp?.close();
+  qmp = undefined;
+  if (served) {
+    served.child.kill('SIGKILL');
+    await served.exited;
+    served = undefined;
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** `blocklayer serve` on a 1 MiB qcow2 image d0 (and `extra` arguments), with a QMP monitor. */
+async function start(...extra: string[]): Promise<Lines> {
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(dir, 'd0.qcow2'), '1M']);
+  const sock = path.join(dir, 'qmp.sock');
+  served = await serve('-k', path.join(dir, 'nbd.sock'), '--qmp', `unix:${sock}`, '--drive', `file=${path.join(dir, 'd0.qcow2')},format=qcow2,id=d0`, ...extra);
+  qmp = await Lines.connect(sock);
+  return qmp;
+}
+
+describe('QMP input', () => {
+  it('refuses a JSON object with a member twice (the last one is not run): "JSON parse error, duplicate key"', async () => {
+    const q = await start();
+    const dup = { error: { class: 'GenericError', desc: 'JSON parse error, duplicate key' } };
+    expect(await q.send('{"execute":"query-block","execute":"quit"}')).toEqual(dup);
+    expect(await q.send('{"execute":"block_resize","arguments":{"device":"d0","size":2097152,"size":512}}')).toEqual(dup);
+    // Names are compared decoded; the same name in two objects is no duplicate.
+    expect(await q.send('{"execute":"query-block","\\u0065xecute":"quit"}')).toEqual(dup);
+    expect(await q.send('{"execute":"query-named-block-nodes","arguments":{"flat":true},"id":{"flat":1}}')).toMatchObject({ return: expect.any(Array) });
+    expect(await q.cmd('query-block')).toMatchObject({ return: [{ device: 'd0' }] });
+    expect(served!.child.exitCode).toBe(null);
+  });
+});
