@@ -552,10 +552,16 @@ class NbdConn {
       if (h.type === P.NBD_REP_ACK || h.type >= 0x80000000) return replies;
     }
   }
-  /** Fixed newstyle, then (if asked) structured replies and meta contexts, then GO. */
-  async negotiate(name: string, structured: boolean, contexts: string[]): Promise<{ size: number; flags: number }> {
+  /** Fixed newstyle, then random options (hex data), then (if asked) structured replies and meta contexts, then GO. */
+  async negotiate(name: string, structured: boolean, contexts: string[], options: [number, string][] = []): Promise<{ size: number; flags: number }> {
     await this.read(P.SERVER_GREETING_SIZE);
     this.write(Buffer.from([0, 0, 0, P.NBD_FLAG_C_FIXED_NEWSTYLE | P.NBD_FLAG_C_NO_ZEROES]));
+    for (const [option, hex] of options) {
+      if (option === P.NBD_OPT_EXPORT_NAME || option === P.NBD_OPT_ABORT) throw new Error('options ended');
+      const replies = await this.option(option, Buffer.from(hex, 'hex'));
+      // A GO that succeeded ended the haggling: what follows is transmission.
+      if (option === P.NBD_OPT_GO && replies[replies.length - 1]?.type === P.NBD_REP_ACK) throw new Error('options ended');
+    }
     if (structured) await this.option(P.NBD_OPT_STRUCTURED_REPLY);
     if (contexts.length > 0) await this.option(P.NBD_OPT_SET_META_CONTEXT, P.encodeMetaContextRequest(name, contexts));
     const go = await this.option(P.NBD_OPT_GO, P.encodeInfoRequest(name));
@@ -596,6 +602,36 @@ interface NbdCase {
   /** Requests as [type, flags, offset, length, payload bytes sent (may be short)], and whether the client hangs up at the end. */
   requests: [number, number, number, number, number][];
   cut: boolean;
+  /** Options sent before the usual ones: [option, data in hex]. */
+  options: [number, string][];
+}
+
+/** Random option haggling: well-formed and malformed LIST, INFO, GO, meta context queries, unknown options. */
+function nbdOptions(rng: Rng): [number, string][] {
+  const u32 = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(n >>> 0);
+    return b;
+  };
+  const name = () => rng.pick(['known', 'd0', 'e0', '', 'nope', 'x'.repeat(rng.pick([100, 4096, 5000]))]);
+  const query = () => rng.pick(['base:allocation', 'base:', 'qemu:dirty-bitmap:b0', 'qemu:dirty-bitmap:', 'qemu:allocation-depth', 'qemu:', '', 'qemu:dirty-bitmap:nope', 'x'.repeat(5000)]);
+  const gens: (() => [number, Buffer])[] = [
+    () => [P.NBD_OPT_LIST, rng.chance(0.8) ? Buffer.alloc(0) : Buffer.from('junk')],
+    () => [rng.pick([P.NBD_OPT_INFO, P.NBD_OPT_GO]), P.encodeInfoRequest(name(), Array.from({ length: rng.int(4) }, () => rng.pick([0, 1, 2, 3, 4, 0xffff])))],
+    () => [rng.pick([P.NBD_OPT_LIST_META_CONTEXT, P.NBD_OPT_SET_META_CONTEXT]), P.encodeMetaContextRequest(name(), Array.from({ length: rng.int(4) }, query))],
+    () => [P.NBD_OPT_STRUCTURED_REPLY, rng.chance(0.7) ? Buffer.alloc(0) : Buffer.from([1, 2, 3])],
+    () => [P.NBD_OPT_EXTENDED_HEADERS, Buffer.alloc(0)],
+    () => [P.NBD_OPT_STARTTLS, Buffer.alloc(0)],
+    () => [rng.pick([0, 12, 13, 0xffff, 0x7fffffff]), Buffer.alloc(rng.int(64), 0x41)],
+    // Lengths inside the data that lie: a name longer than the option, a query count too big.
+    () => [rng.pick([P.NBD_OPT_INFO, P.NBD_OPT_GO]), Buffer.concat([u32(rng.pick([100, 0xffffffff])), Buffer.from('known')])],
+    () => [rng.pick([P.NBD_OPT_LIST_META_CONTEXT, P.NBD_OPT_SET_META_CONTEXT]), Buffer.concat([u32(5), Buffer.from('known'), u32(rng.pick([3, 0xffffffff])), u32(15), Buffer.from('base:allocation')])],
+    () => [rng.pick([P.NBD_OPT_LIST_META_CONTEXT, P.NBD_OPT_SET_META_CONTEXT, P.NBD_OPT_INFO]), Buffer.from(Array.from({ length: rng.int(40) }, () => rng.int(256)))],
+  ];
+  return Array.from({ length: rng.chance(0.7) ? 0 : 1 + rng.int(4) }, () => {
+    const [o, d] = rng.pick(gens)();
+    return [o, d.toString('hex')];
+  });
 }
 
 function nbdCase(rng: Rng): NbdCase {
@@ -619,7 +655,7 @@ function nbdCase(rng: Rng): NbdCase {
     requests.push([type, rng.pick(flags), offsets(), length, payload]);
   }
   if (rng.chance(0.1)) requests.push([P.NBD_CMD_DISC, 0, 0, 0, 0]);
-  return { export: exp, structured, contexts, requests, cut: rng.chance(0.3) };
+  return { export: exp, structured, contexts, requests, cut: rng.chance(0.3), options: nbdOptions(rng) };
 }
 
 /** Runs an NBD case; returns a problem seen in the replies (a cookie answered twice, a reply to no request), if any. */
@@ -627,9 +663,10 @@ async function runNbd(file: string, k: NbdCase, rng: Rng): Promise<string | unde
   const c = await NbdConn.connect(file);
   try {
     try {
-      await c.negotiate(k.export, k.structured, k.contexts);
-    } catch {
-      return undefined; // refused: fine
+      await c.negotiate(k.export, k.structured, k.contexts, k.options);
+    } catch (e) {
+      // Refused or hung up on: fine. No answer at all is not.
+      return /timed out/.test((e as Error).message) ? `negotiation: ${(e as Error).message} after options ${JSON.stringify(k.options).slice(0, 200)}` : undefined;
     }
     const asked = new Map<bigint, number>();
     const answered = new Set<bigint>();
@@ -681,6 +718,9 @@ async function runNbd(file: string, k: NbdCase, rng: Rng): Promise<string | unde
         if (flags & P.NBD_REPLY_FLAG_DONE) answered.add(id);
       } else return `reply magic 0x${magic.toString(16)}`;
     }
+    // Every request whose bytes were all sent is answered, unless the server hung up (on a protocol violation).
+    const whole = k.requests.every(([type, , , length, payload]) => type !== P.NBD_CMD_WRITE || payload === length);
+    if (whole && !c.closed && answered.size < asked.size) return `${asked.size - answered.size} of ${asked.size} requests unanswered after 3 s, connection open`;
     return undefined;
   } finally {
     c.close();
@@ -729,17 +769,22 @@ async function main(): Promise<void> {
   let runs = 0;
   let server = await startServer(root, runs++);
   let health = await Qmp.connect(server.qmpPath);
-  let fuzz = await Qmp.connect(server.qmpPath);
+  /** The fuzzing connections (the health check has its own). */
+  const conns: Qmp[] = [];
+  const connectAll = async () => {
+    for (let i = 0; i < 3; i++) conns[i] = await Qmp.connect(server.qmpPath);
+  };
+  await connectAll();
   const gen = new QmpGen(rng);
   let history: string[] = [];
 
   const restart = async () => {
     health.close();
-    fuzz.close();
+    for (const q of conns) q.close();
     await stopServer(server);
     server = await startServer(root, runs++);
     health = await Qmp.connect(server.qmpPath);
-    fuzz = await Qmp.connect(server.qmpPath);
+    await connectAll();
     history = [];
     counts.restarts++;
   };
@@ -759,13 +804,10 @@ async function main(): Promise<void> {
   while (Date.now() < deadline && !stop) {
     cases++;
     const problems: [string, string, string][] = [];
-    const kind = rng.chance(0.6) ? 'qmp' : 'nbd';
-    if (kind === 'qmp') {
-      counts.qmp++;
-      if (fuzz.closed) fuzz = await Qmp.connect(server.qmpPath).catch(() => fuzz);
-      const lines = gen.lines();
-      history.push(JSON.stringify({ qmp: lines }));
-      if (history.length > HISTORY) history.shift();
+    /** Sends lines on connection `slot` and checks each gets one reply. */
+    const qmpLines = async (slot: number, lines: string[]) => {
+      if (conns[slot]!.closed) conns[slot] = await Qmp.connect(server.qmpPath).catch(() => conns[slot]!);
+      const q = conns[slot]!;
       // Raw bytes: sometimes a line split in two writes, sometimes no newline at the end (a partial line: no reply).
       const partial = rng.chance(0.03);
       const text = lines.join('\n') + (partial ? '' : '\n');
@@ -778,22 +820,22 @@ async function main(): Promise<void> {
       });
       if (rng.chance(0.2)) {
         const cut = rng.int(text.length);
-        fuzz.send(text.slice(0, cut));
+        q.send(text.slice(0, cut));
         await sleep(rng.int(5));
-        fuzz.send(text.slice(cut));
-      } else fuzz.send(text);
+        q.send(text.slice(cut));
+      } else q.send(text);
       const expect = partial ? lines.length - 1 : lines.length;
+      let timedOut = false;
       for (let i = 0; i < expect; i++) {
-        const r = await fuzz.next(CASE_MS);
+        const r = await q.next(CASE_MS);
         if (r === 'closed') {
           if (!garbage) problems.push(['qmp-closed', 'closed', `QMP connection closed after ${JSON.stringify(lines).slice(0, 300)}`]);
           break;
         }
         if (r === 'timeout') {
-          // Garbage (an open bracket, a partial line) may hold the rest of the input back: reconnect.
+          // Garbage (an open bracket, a partial line) may hold the rest of the input back.
           if (!garbage) problems.push(['qmp-hang', lines[i]!.slice(0, 60), `no reply in ${CASE_MS} ms to ${lines[i]!.slice(0, 300)}`]);
-          fuzz.close();
-          fuzz = await Qmp.connect(server.qmpPath).catch(() => fuzz);
+          timedOut = true;
           break;
         }
         counts.commands++;
@@ -801,15 +843,26 @@ async function main(): Promise<void> {
         const cmd = named !== undefined && QMP_NAMES.includes(named) ? named : 'other';
         const outcome = r.error ? `${cmd}:${r.error.class}` : `${cmd}:ok`;
         outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+        if (r.error && args.verbose) console.log(`  ${cmd}: ${r.error.desc.slice(0, 160)}`);
         if (r.error && JS_INTERNAL.test(r.error.desc)) problems.push(['qmp-internal', `${cmd}|${pattern(r.error.desc)}`, `${cmd}: ${r.error.desc.slice(0, 300)}`]);
       }
-      // Garbage and partial lines leave the reader inside a text: the next case starts on a fresh connection.
-      if ((partial || garbage) && !fuzz.closed) {
-        fuzz.close();
-        fuzz = await Qmp.connect(server.qmpPath).catch(() => fuzz);
+      if (q.junk.length > 0) problems.push(['qmp-junk', 'junk', `not a QMP message: ${q.junk.splice(0).join(' | ').slice(0, 300)}`]);
+      // Garbage, partial lines and silence leave the reader inside a text: the next case starts on a fresh connection.
+      if (partial || garbage || timedOut || q.replies.length > 0) {
+        q.close();
+        conns[slot] = await Qmp.connect(server.qmpPath).catch(() => q);
       }
-      if (fuzz.junk.length > 0) problems.push(['qmp-junk', 'junk', `not a QMP message: ${fuzz.junk.splice(0).join(' | ').slice(0, 300)}`]);
-    } else {
+    };
+    const qmpCase = async () => {
+      counts.qmp++;
+      // Most cases on one connection (commands in order); some spread over three (commands from several clients at once).
+      const parallel = rng.chance(0.25);
+      const groups = parallel ? [gen.lines(), gen.lines(), gen.lines()] : [gen.lines()];
+      history.push(JSON.stringify(parallel ? { qmpParallel: groups } : { qmp: groups[0] }));
+      if (history.length > HISTORY) history.shift();
+      await Promise.all(groups.map((lines, slot) => qmpLines(slot, lines)));
+    };
+    const nbdRun = async () => {
       counts.nbd++;
       const several = 1 + (rng.chance(0.3) ? rng.int(4) : 0);
       const ks = Array.from({ length: several }, () => nbdCase(rng));
@@ -824,7 +877,12 @@ async function main(): Promise<void> {
           else problems.push(['nbd-reply', pattern(r), r]);
         }
       }
-    }
+    };
+    // Most cases one kind at a time; some both at once (exports, nodes and jobs changing under clients' I/O).
+    const pick = rng.int(10);
+    if (pick < 5) await qmpCase();
+    else if (pick < 8) await nbdRun();
+    else await Promise.all([qmpCase(), nbdRun()]);
 
     // Health: alive, QMP answers, known reads back, stderr clean.
     let unhealthy = false;
@@ -852,7 +910,6 @@ async function main(): Promise<void> {
     server.mark = server.stderr.length;
     if (BAD_STDERR.test(err)) problems.push(['stderr', firstFrame(err) || pattern(BAD_STDERR.exec(err)![0]), err.slice(0, 2000)]);
     for (const [k, key, summary] of problems) found(k, key, summary);
-    if (args.verbose && problems.length > 0) console.log(problems);
     if (cases % RSS_EVERY === 0) {
       rss.push(rssOf(server.child.pid!));
       process.stdout.write(`fuzz-serve: ${cases} cases, ${findings.length} findings, rss ${(rss[rss.length - 1]! / 2 ** 20).toFixed(0)} MiB\n`);
@@ -860,7 +917,7 @@ async function main(): Promise<void> {
     if (unhealthy) await restart();
   }
   health.close();
-  fuzz.close();
+  for (const q of conns) q.close();
   await stopServer(server);
   fs.rmSync(root, { recursive: true, force: true });
   console.log('\n==== fuzz-serve summary ====');
