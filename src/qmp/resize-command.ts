@@ -34,6 +34,9 @@ function lookup(layer: BlockLayer, device: string | undefined, nodeName: string 
   };
   if (found === undefined && nodeName !== undefined) found = drives.find((d) => d.node.name === nodeName)?.node;
   for (const d of drives) visit(d.node);
+  // Nodes added with blockdev-add (and exports' graphs): QEMU finds any named node.
+  if (found === undefined && nodeName !== undefined) found = layer.findNode(nodeName);
+  for (const n of layer.listNodes()) visit(n);
   if (found === undefined) return undefined;
   const drive = byDevice ?? drives.find((d) => d.node === found);
   return { node: found, drive, parent };

@@ -104,3 +104,24 @@ describe('QMP input', () => {
     expect(served!.child.exitCode).toBe(null);
   });
 });
+
+describe('block_resize', () => {
+  it('resizes a node added with blockdev-add (not under a drive), as QEMU; its file child stays refused', async () => {
+    const q = await start();
+    const t0 = path.join(dir, 't0.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', t0, '1M']);
+    expect(await q.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'n0', file: { driver: 'file', filename: t0, 'node-name': 'f0' } })).toEqual({ return: {} });
+    expect(await q.cmd('block_resize', { 'node-name': 'n0', size: 2 << 20 })).toEqual({ return: {} });
+    expect(await q.cmd('block_resize', { 'node-name': 'f0', size: 4 << 20 })).toEqual({
+      error: {
+        class: 'GenericError',
+        desc: "Permission conflict on node 'f0': permissions 'resize' are both required by an unnamed block device (uses node 'f0' as 'root' child) and unshared by node 'n0' (uses node 'f0' as 'file' child).",
+      },
+    });
+    expect(await q.cmd('block_resize', { 'node-name': 'nope', size: 2 << 20 })).toEqual({ error: { class: 'GenericError', desc: "Cannot find device='' nor node-name='nope'" } });
+    const nodes = (await q.cmd('query-named-block-nodes')).return as { 'node-name': string; image: { 'virtual-size': number } }[];
+    expect(nodes.find((n) => n['node-name'] === 'n0')?.image['virtual-size']).toBe(2 << 20);
+    const info = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', t0], { encoding: 'utf8' })) as { 'virtual-size': number };
+    expect(info['virtual-size']).toBe(2 << 20);
+  });
+});
