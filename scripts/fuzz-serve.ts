@@ -336,7 +336,8 @@ class QmpGen {
     const r = this.rng;
     const jobCommon = () => ({
       ...(r.chance(0.7) ? { 'job-id': this.job() } : {}),
-      ...(r.chance(0.3) ? { speed: r.pick([0, 1, 1 << 20, -1, 2 ** 62]) } : {}),
+      // Slow jobs stay running, for the job commands (and node changes) to meet them.
+      ...(r.chance(0.5) ? { speed: r.pick([0, 1, 4096, 65536, 1 << 20, -1, 2 ** 62]) } : {}),
       ...(r.chance(0.4) ? { 'auto-finalize': this.bool() } : {}),
       ...(r.chance(0.4) ? { 'auto-dismiss': this.bool() } : {}),
     });
@@ -351,7 +352,7 @@ class QmpGen {
       'query-commands': () => undefined,
       cont: () => undefined,
       'blockdev-add': () => this.nodeTree(),
-      'blockdev-del': () => ({ 'node-name': this.name() }),
+      'blockdev-del': () => ({ 'node-name': r.chance(0.6) ? r.pick(NODES) : this.name() }),
       'blockdev-reopen': () => ({ options: [this.nodeTree()] }),
       'block-dirty-bitmap-add': () => ({
         ...bitmapRef(),
@@ -392,7 +393,7 @@ class QmpGen {
       'blockdev-backup': () => ({ ...jobCommon(), device: this.name(), target: this.name(), sync: r.pick(['full', 'top', 'none', 'incremental', 'bitmap']), ...(r.chance(0.3) ? { bitmap: r.pick(BITMAPS), 'bitmap-mode': r.pick(['on-success', 'always', 'never']) } : {}), ...(r.chance(0.2) ? { 'x-perf': { 'max-workers': r.pick([1, 0, -1, 64]), 'max-chunk': this.size() } } : {}) }),
       'drive-backup': () => ({ ...jobCommon(), device: r.pick(DRIVES), target: r.pick(FILES), sync: r.pick(['full', 'top', 'none']), ...(r.chance(0.5) ? { mode: r.pick(['existing', 'absolute-paths']) } : {}), ...(r.chance(0.5) ? { format: r.pick(['qcow2', 'raw']) } : {}) }),
       'block-stream': () => ({ ...jobCommon(), device: r.pick([...DRIVES, this.name()]), ...(r.chance(0.3) ? { 'base-node': this.name() } : {}), ...(r.chance(0.2) ? { 'filter-node-name': 'flt0' } : {}), ...(r.chance(0.2) ? { 'on-error': r.pick(['report', 'ignore', 'stop']) } : {}) }),
-      'block-commit': () => ({ ...jobCommon(), device: r.pick([...DRIVES, this.name()]), ...(r.chance(0.3) ? { 'top-node': this.name() } : {}), ...(r.chance(0.3) ? { 'base-node': this.name() } : {}), ...(r.chance(0.2) ? { 'filter-node-name': 'flt0' } : {}) }),
+      'block-commit': () => ({ ...jobCommon(), device: r.chance(0.5) ? 'top' : r.pick([...DRIVES, this.name()]), ...(r.chance(0.3) ? { 'top-node': this.name() } : {}), ...(r.chance(0.3) ? { 'base-node': this.name() } : {}), ...(r.chance(0.2) ? { 'filter-node-name': 'flt0' } : {}) }),
       'job-pause': () => ({ id: this.job() }),
       'job-resume': () => ({ id: this.job() }),
       'job-cancel': () => ({ id: this.job() }),
