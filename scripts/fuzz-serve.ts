@@ -19,6 +19,12 @@
  * ("Cannot read properties…"). A finding is saved under --out, one directory per (kind, first stack
  * frame or message pattern), with the case and the cases before it since the server started; the
  * server is then restarted on fresh images. RSS is sampled every 100 cases.
+ *
+ * `--qemu`: differential mode. The same QMP cases go, one command at a time, to our serve and to
+ * qemu-storage-daemon, both started with the same qemu-storage-daemon command line (--blockdev,
+ * --export, --nbd-server, --monitor) on copies of the same images; a command one accepts and the
+ * other refuses is a finding (`qmp-diff`, grouped by command and error pattern), after which both
+ * restart on fresh images. Timing-dependent answers (job commands) are expected noise there.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -37,6 +43,7 @@ const { values: args } = parseArgs({
     out: { type: 'string', default: path.join(os.tmpdir(), 'blocklayer-fuzz-serve-out') },
     verbose: { type: 'boolean', default: false },
     cli: { type: 'string' },
+    qemu: { type: 'boolean', default: false },
   },
 });
 
@@ -97,19 +104,32 @@ function makeImages(dir: string): void {
   fs.writeFileSync(path.join(dir, 't2.raw'), Buffer.alloc(4 << 20));
 }
 
-async function startServer(root: string, n: number): Promise<Server> {
+/** A qemu-storage-daemon command line over the same images (relative paths: run in the image directory). */
+function qsdArgs(): string[] {
+  const fmt = (node: string, driver: string, file: string, extra = '') => ['--blockdev', `driver=${driver},node-name=${node},file.driver=file,file.filename=${file}${extra}`];
+  const exp = (id: string, extra = '') => ['--export', `type=nbd,id=${id},node-name=${id},name=${id}${extra}`];
+  return [
+    ...fmt('known', 'qcow2', 'known.qcow2', ',read-only=on'),
+    ...fmt('d0', 'qcow2', 'd0.qcow2'),
+    ...fmt('d1', 'raw', 'd1.raw'),
+    ...fmt('top', 'qcow2', 'top.qcow2'),
+    '--nbd-server', 'addr.type=unix,addr.path=nbd.sock',
+    ...exp('known', ',bitmaps.0=b0,allocation-depth=on'),
+    ...exp('d0', ',writable=on'),
+    ...exp('d1', ',writable=on'),
+    ...exp('top', ',writable=on'),
+    '--chardev', 'socket,id=m,path=qmp.sock,server=on,wait=off', '--monitor', 'chardev=m',
+  ];
+}
+
+async function startServer(root: string, n: number, flavour: 'ours' | 'ours-qsd' | 'qemu' = 'ours'): Promise<Server> {
   const dir = path.join(root, `run${n}`);
   fs.mkdirSync(dir);
   makeImages(dir);
   const qmpPath = path.join(dir, 'qmp.sock');
   const nbdPath = path.join(dir, 'nbd.sock');
-  const argv = [
-    CLI, 'serve', '-k', nbdPath, '--qmp', `unix:${qmpPath}`, '-r', '-x', 'known', '-B', 'b0', '-A', '-f', 'qcow2', path.join(dir, 'known.qcow2'),
-    '--drive', `file=${path.join(dir, 'd0.qcow2')},format=qcow2,id=d0`,
-    '--drive', `file=${path.join(dir, 'd1.raw')},format=raw,id=d1`,
-    '--drive', `file=${path.join(dir, 'top.qcow2')},format=qcow2,id=top`,
-  ];
-  const child = spawn(process.execPath, argv, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const [command, argv] = flavour === 'qemu' ? ['qemu-storage-daemon', qsdArgs()] : flavour === 'ours-qsd' ? [process.execPath, [CLI, 'serve', ...qsdArgs()]] : [process.execPath, ourArgs(dir, qmpPath, nbdPath)];
+  const child = spawn(command, argv, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
   const s: Server = { child, dir, qmpPath, nbdPath, stderr: '', mark: 0, exited: false };
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (d: string) => {
@@ -124,12 +144,23 @@ async function startServer(root: string, n: number): Promise<Server> {
   child.on('exit', () => {
     s.exited = true;
   });
-  for (let i = 0; i < 400 && !/listening on/.test(s.stderr); i++) {
+  // qemu-storage-daemon says nothing when it is ready: its sockets appear.
+  const ready = () => (flavour === 'qemu' ? fs.existsSync(qmpPath) && fs.existsSync(nbdPath) : /listening on/.test(s.stderr));
+  for (let i = 0; i < 400 && !ready(); i++) {
     if (s.exited) throw new Error(`serve exited before listening: ${s.stderr}`);
     await sleep(25);
   }
-  if (!/listening on/.test(s.stderr)) throw new Error(`serve did not listen: ${s.stderr}`);
+  if (!ready()) throw new Error(`serve did not listen: ${s.stderr}`);
   return s;
+}
+
+function ourArgs(dir: string, qmpPath: string, nbdPath: string): string[] {
+  return [
+    CLI, 'serve', '-k', nbdPath, '--qmp', `unix:${qmpPath}`, '-r', '-x', 'known', '-B', 'b0', '-A', '-f', 'qcow2', path.join(dir, 'known.qcow2'),
+    '--drive', `file=${path.join(dir, 'd0.qcow2')},format=qcow2,id=d0`,
+    '--drive', `file=${path.join(dir, 'd1.raw')},format=raw,id=d1`,
+    '--drive', `file=${path.join(dir, 'top.qcow2')},format=qcow2,id=top`,
+  ];
 }
 
 async function stopServer(s: Server): Promise<void> {
@@ -929,4 +960,72 @@ async function main(): Promise<void> {
   if (rss.length > 0) console.log(`rss samples (MiB, every ${RSS_EVERY} cases, reset on restart): ${rss.map((r) => (r / 2 ** 20).toFixed(0)).join(' ')}`);
 }
 
-await main();
+/** Differential mode: each QMP command to our serve and to qemu-storage-daemon; a different verdict is a finding. */
+async function differential(): Promise<void> {
+  const out = path.resolve(args.out!);
+  fs.mkdirSync(out, { recursive: true });
+  const seconds = Number(args.seconds);
+  const seed = args.seed !== undefined ? Number(args.seed) : Date.now() & 0x7fffffff;
+  const rng = new Rng(seed);
+  const gen = new QmpGen(rng);
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'blocklayer-fuzz-serve-'));
+  console.log(`fuzz-serve --qemu: seed ${seed}, ${seconds} s, findings in ${out}`);
+  const deadline = Date.now() + seconds * 1000;
+  let runs = 0;
+  let stop = false;
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => (stop = true));
+  const findings: string[] = [];
+  const verdicts: Record<string, number> = {};
+  let commands = 0;
+  let restarts = 0;
+  while (Date.now() < deadline && !stop) {
+    const ours = await startServer(root, runs++, 'ours-qsd');
+    const qemu = await startServer(root, runs++, 'qemu');
+    const qa = await Qmp.connect(ours.qmpPath);
+    const qb = await Qmp.connect(qemu.qmpPath);
+    const history: string[] = [];
+    let diverged = false;
+    while (!diverged && Date.now() < deadline && !stop) {
+      const cmd = gen.command(rng.pick(QMP_NAMES))!;
+      if (cmd.arguments && rng.chance(0.35)) gen.mutate(cmd.arguments);
+      const line = JSON.stringify(cmd);
+      history.push(line);
+      qa.send(`${line}\n`);
+      qb.send(`${line}\n`);
+      const [a, b] = await Promise.all([qa.next(CASE_MS), qb.next(CASE_MS)]);
+      commands++;
+      if (typeof a === 'string' || typeof b === 'string') {
+        const dir = saveFinding(out, 'qmp-diff', `${cmd.execute}|${String(a)}|${String(b)}`, `${cmd.execute}: ours ${JSON.stringify(a).slice(0, 300)}, qemu ${JSON.stringify(b).slice(0, 300)}`, history, ours.stderr);
+        if (dir) findings.push(dir);
+        break;
+      }
+      const va = a.error ? 'error' : 'ok';
+      const vb = b.error ? 'error' : 'ok';
+      verdicts[`${va}/${vb}`] = (verdicts[`${va}/${vb}`] ?? 0) + 1;
+      // Known differences that change no state: QSD has no `cont`; per-node statistics are not kept here.
+      const known = cmd.execute === 'cont' || (cmd.execute === 'query-blockstats' && va === 'error');
+      if (va !== vb && !known) {
+        const key = `${cmd.execute}|${va}|${pattern(a.error?.desc ?? b.error?.desc ?? '')}`;
+        const summary = `${cmd.execute}: ours ${JSON.stringify(a.error ?? a.return).slice(0, 300)}, qemu ${JSON.stringify(b.error ?? b.return).slice(0, 300)}`;
+        const dir = saveFinding(out, 'qmp-diff', key, summary, history, ours.stderr);
+        if (dir) {
+          findings.push(dir);
+          console.log(`fuzz-serve: new finding ${dir}`);
+        }
+        diverged = true;
+      }
+    }
+    qa.close();
+    qb.close();
+    await stopServer(ours);
+    await stopServer(qemu);
+    restarts++;
+  }
+  fs.rmSync(root, { recursive: true, force: true });
+  console.log('\n==== fuzz-serve --qemu summary ====');
+  console.log(`seed ${seed}, ${commands} commands, ${restarts} server pairs, verdicts (ours/qemu) ${JSON.stringify(verdicts)}`);
+  console.log(`distinct new findings: ${findings.length}`);
+  for (const f of findings) console.log(`  ${f}`);
+}
+
+await (args.qemu ? differential() : main());
