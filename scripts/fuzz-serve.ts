@@ -4,6 +4,8 @@
  *
  *   npm run build
  *   nice -n 19 npx tsx scripts/fuzz-serve.ts --seconds 600 [--seed N] [--out DIR]   (DIR default: $TMPDIR/blocklayer-fuzz-serve-out)
+ *   nice -n 19 npx tsx scripts/fuzz-serve.ts --replay DIR --verbose   (a finding's cases again, in order)
+ *   nice -n 19 npx tsx scripts/fuzz-serve.ts --qemu --seconds 600   (differential, against qemu-storage-daemon)
  *
  * The supervisor (this process) makes small qcow2/raw images in a temp dir, starts
  * `node dist/cli/blocklayer.cjs serve` on them (a read-only export `known` with a pattern, a dirty
@@ -44,6 +46,7 @@ const { values: args } = parseArgs({
     verbose: { type: 'boolean', default: false },
     cli: { type: 'string' },
     qemu: { type: 'boolean', default: false },
+    replay: { type: 'string' },
   },
 });
 
@@ -720,8 +723,8 @@ async function runNbd(file: string, k: NbdCase, rng: Rng): Promise<string | unde
       await sleep(rng.int(20));
       return undefined;
     }
-    // Read replies until every request is answered, the server hangs up, or 3 s pass.
-    const deadline = Date.now() + 3000;
+    // Read replies until every request is answered, the server hangs up, or 5 s pass.
+    const deadline = Date.now() + 5000;
     while (answered.size < asked.size && !c.closed && Date.now() < deadline) {
       let magic: number;
       try {
@@ -752,7 +755,10 @@ async function runNbd(file: string, k: NbdCase, rng: Rng): Promise<string | unde
     }
     // Every request whose bytes were all sent is answered, unless the server hung up (on a protocol violation).
     const whole = k.requests.every(([type, , , length, payload]) => type !== P.NBD_CMD_WRITE || payload === length);
-    if (whole && !c.closed && answered.size < asked.size) return `${asked.size - answered.size} of ${asked.size} requests unanswered after 3 s, connection open`;
+    if (whole && !c.closed && answered.size < asked.size) {
+      const open = k.requests.filter((_, i) => !answered.has(BigInt(i + 1))).map(([type, flags, offset, length]) => `${type}/${flags}@${offset}+${length}`);
+      return `${open.length} of ${asked.size} requests unanswered after 5 s, connection open: ${open.join(' ')}`;
+    }
     return undefined;
   } finally {
     c.close();
@@ -832,6 +838,9 @@ async function main(): Promise<void> {
   // Interrupted: the summary is printed as at the deadline, and the server does not outlive us.
   let stop = false;
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => (stop = true));
+  // --replay DIR: the cases of a finding's history, in order (cases that ran at once run one after the other).
+  type Entry = { qmp?: string[]; qmpParallel?: string[][]; nbd?: NbdCase[] };
+  const replay = args.replay === undefined ? undefined : (fs.readFileSync(path.join(args.replay, 'history.jsonl'), 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l)) as Entry[]);
   let cases = 0;
   while (Date.now() < deadline && !stop) {
     cases++;
@@ -885,19 +894,19 @@ async function main(): Promise<void> {
         conns[slot] = await Qmp.connect(server.qmpPath).catch(() => q);
       }
     };
-    const qmpCase = async () => {
+    const qmpCase = async (given?: string[][]) => {
       counts.qmp++;
       // Most cases on one connection (commands in order); some spread over three (commands from several clients at once).
-      const parallel = rng.chance(0.25);
-      const groups = parallel ? [gen.lines(), gen.lines(), gen.lines()] : [gen.lines()];
+      const parallel = given ? given.length > 1 : rng.chance(0.25);
+      const groups = given ?? (parallel ? [gen.lines(), gen.lines(), gen.lines()] : [gen.lines()]);
       history.push(JSON.stringify(parallel ? { qmpParallel: groups } : { qmp: groups[0] }));
       if (history.length > HISTORY) history.shift();
       await Promise.all(groups.map((lines, slot) => qmpLines(slot, lines)));
     };
-    const nbdRun = async () => {
+    const nbdRun = async (given?: NbdCase[]) => {
       counts.nbd++;
       const several = 1 + (rng.chance(0.3) ? rng.int(4) : 0);
-      const ks = Array.from({ length: several }, () => nbdCase(rng));
+      const ks = given ?? Array.from({ length: several }, () => nbdCase(rng));
       history.push(JSON.stringify({ nbd: ks }));
       if (history.length > HISTORY) history.shift();
       const results = await withTimeout(Promise.all(ks.map((k) => runNbd(server.nbdPath, k, rng).catch((e: Error) => `client: ${e.message}`))), CASE_MS);
@@ -912,7 +921,13 @@ async function main(): Promise<void> {
     };
     // Most cases one kind at a time; some both at once (exports, nodes and jobs changing under clients' I/O).
     const pick = rng.int(10);
-    if (pick < 5) await qmpCase();
+    if (replay) {
+      const e = replay.shift();
+      if (e === undefined) break;
+      if (e.qmp) await qmpCase([e.qmp]);
+      else if (e.qmpParallel) await qmpCase(e.qmpParallel);
+      else if (e.nbd) await nbdRun(e.nbd);
+    } else if (pick < 5) await qmpCase();
     else if (pick < 8) await nbdRun();
     else await Promise.all([qmpCase(), nbdRun()]);
 
