@@ -125,3 +125,19 @@ describe('block_resize', () => {
     expect(info['virtual-size']).toBe(2 << 20);
   });
 });
+
+describe('block_resize during a mirror', () => {
+  it("refuses to resize a running mirror's source or target, as QEMU's op blocker: \"Device '…' is in use\"", async () => {
+    const q = await start();
+    const t0 = path.join(dir, 't0.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', t0, '1M']);
+    expect(await q.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'n0', file: { driver: 'file', filename: t0 } })).toEqual({ return: {} });
+    // One byte a second: the job is still running when the resizes come.
+    expect(await q.cmd('blockdev-mirror', { 'job-id': 'j0', device: 'd0', target: 'n0', sync: 'full', speed: 1 })).toEqual({ return: {} });
+    expect(await q.cmd('block_resize', { device: 'd0', size: 2 << 20 })).toEqual({ error: { class: 'GenericError', desc: "Device 'd0' is in use" } });
+    expect(await q.cmd('block_resize', { 'node-name': 'n0', size: 2 << 20 })).toEqual({ error: { class: 'GenericError', desc: "Device '(null)' is in use" } });
+    const nodes = (await q.cmd('query-named-block-nodes')).return as { 'node-name': string; image: { 'virtual-size': number } }[];
+    expect(nodes.find((n) => n['node-name'] === 'n0')?.image['virtual-size']).toBe(1 << 20);
+    expect(await q.cmd('job-cancel', { id: 'j0' })).toEqual({ return: {} });
+  });
+});
