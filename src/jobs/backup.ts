@@ -15,6 +15,7 @@ import { BlockCopy, CopyFailure, compressUnsupported, copyClusterSize } from './
 import type { JobHost } from './host.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 import { type CommonJobSpec, defaultJobId, type JobErrorPolicies, nodeByName } from './job-spec.js';
+import { isMirrorNode } from './mirror.js';
 
 export type { BitmapSyncMode } from './backup-bitmap.js';
 
@@ -100,6 +101,10 @@ function checkBitmapArgs(source: BlockNode, spec: BackupJobSpec): { sync: Backup
 function planBackup(host: JobHost, spec: BackupJobSpec): BackupPlan {
   const source = nodeByName(host, spec.device, 'device');
   const target = typeof spec.target === 'string' ? nodeByName(host, spec.target, 'target') : spec.target;
+  // QEMU's op blockers: a running mirror's nodes are neither source nor target of a backup.
+  for (const [n, field] of [[source, 'device'], [target, 'target']] as const) {
+    if (isMirrorNode(n)) throw new BlockError('EBUSY', `Node '${n.name}' is busy: block device is in use by block job: mirror`, { field });
+  }
   const { sync, bitmap, mode } = checkBitmapArgs(source, spec);
   if (source === target) throw invalid('Source and target cannot be the same', 'target');
   const compress = spec.compress === true;

@@ -141,3 +141,20 @@ describe('block_resize during a mirror', () => {
     expect(await q.cmd('job-cancel', { id: 'j0' })).toEqual({ return: {} });
   });
 });
+
+describe('jobs on a running mirror', () => {
+  it("refuses a stream or backup on a running mirror's source or target, as QEMU's op blockers", async () => {
+    const q = await start();
+    for (const name of ['t0', 't1']) execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(dir, `${name}.qcow2`), '1M']);
+    for (const name of ['t0', 't1']) {
+      expect(await q.cmd('blockdev-add', { driver: 'qcow2', 'node-name': `n${name[1]}`, file: { driver: 'file', filename: path.join(dir, `${name}.qcow2`) } })).toEqual({ return: {} });
+    }
+    const busy = (node: string) => ({ error: { class: 'GenericError', desc: `Node '${node}' is busy: block device is in use by block job: mirror` } });
+    expect(await q.cmd('blockdev-mirror', { 'job-id': 'j0', device: 'n0', target: 'n1', sync: 'full', speed: 1 })).toEqual({ return: {} });
+    expect(await q.cmd('block-stream', { 'job-id': 'j1', device: 'n1' })).toEqual(busy('n1'));
+    expect(await q.cmd('blockdev-backup', { 'job-id': 'j2', device: 'n1', target: 'd0', sync: 'full' })).toEqual(busy('n1'));
+    expect(await q.cmd('blockdev-backup', { 'job-id': 'j3', device: 'd0', target: 'n1', sync: 'full' })).toEqual(busy('n1'));
+    expect(((await q.cmd('query-jobs')).return as { id: string }[]).map((j) => j.id)).toEqual(['j0']);
+    expect(await q.cmd('job-cancel', { id: 'j0' })).toEqual({ return: {} });
+  });
+});
