@@ -708,7 +708,8 @@ async function runNbd(file: string, k: NbdCase, rng: Rng): Promise<string | unde
     let cookie = 1n;
     for (const [type, flags, offset, length, payload] of k.requests) {
       const id = cookie++;
-      asked.set(id, type === P.NBD_CMD_READ ? length : 0);
+      // NBD_CMD_DISC has no reply.
+      if (type !== P.NBD_CMD_DISC) asked.set(id, type === P.NBD_CMD_READ ? length : 0);
       const h = Buffer.alloc(28);
       h.writeUInt32BE(P.NBD_REQUEST_MAGIC, 0);
       h.writeUInt16BE(flags, 4);
@@ -756,7 +757,7 @@ async function runNbd(file: string, k: NbdCase, rng: Rng): Promise<string | unde
     // Every request whose bytes were all sent is answered, unless the server hung up (on a protocol violation).
     const whole = k.requests.every(([type, , , length, payload]) => type !== P.NBD_CMD_WRITE || payload === length);
     if (whole && !c.closed && answered.size < asked.size) {
-      const open = k.requests.filter((_, i) => !answered.has(BigInt(i + 1))).map(([type, flags, offset, length]) => `${type}/${flags}@${offset}+${length}`);
+      const open = k.requests.filter(([type], i) => type !== P.NBD_CMD_DISC && !answered.has(BigInt(i + 1))).map(([type, flags, offset, length]) => `${type}/${flags}@${offset}+${length}`);
       return `${open.length} of ${asked.size} requests unanswered after 5 s, connection open: ${open.join(' ')}`;
     }
     return undefined;
