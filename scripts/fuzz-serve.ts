@@ -924,7 +924,14 @@ async function main(): Promise<void> {
     const pick = rng.int(10);
     if (replay) {
       const e = replay.shift();
-      if (e === undefined) break;
+      if (e === undefined) {
+        // The state the history left, for triage.
+        for (const what of ['query-jobs', 'query-block-jobs', 'query-block-exports']) {
+          health.send(`{"execute":"${what}"}\n`);
+          console.log(`${what}: ${JSON.stringify(await health.next(HEALTH_MS)).slice(0, 2000)}`);
+        }
+        break;
+      }
       if (e.qmp) await qmpCase([e.qmp]);
       else if (e.qmpParallel) await qmpCase(e.qmpParallel);
       else if (e.nbd) await nbdRun(e.nbd);
