@@ -158,3 +158,22 @@ describe('jobs on a running mirror', () => {
     expect(await q.cmd('job-cancel', { id: 'j0' })).toEqual({ return: {} });
   });
 });
+
+describe('backup into a parent of its source', () => {
+  it("refuses a backup whose target is above its source (QEMU's permission conflict); a write to that node hung forever", async () => {
+    const raw = path.join(dir, 'r.raw');
+    fs.writeFileSync(raw, Buffer.alloc(1 << 20));
+    const q = await start();
+    expect(await q.cmd('blockdev-add', { driver: 'raw', 'node-name': 'r', file: { driver: 'file', filename: raw, 'node-name': 'rf' } })).toEqual({ return: {} });
+    expect(await q.cmd('blockdev-backup', { 'job-id': 'j0', device: 'rf', target: 'r', sync: 'none', 'filter-node-name': 'cbw' })).toEqual({
+      error: {
+        class: 'GenericError',
+        desc: "Permission conflict on node 'rf': permissions 'write' are both required by node 'r' (uses node 'rf' as 'file' child) and unshared by node 'cbw' (uses node 'rf' as 'file' child).",
+      },
+    });
+    expect((await q.cmd('query-jobs')).return).toEqual([]);
+    // Nothing of the refused job is left on the nodes.
+    expect(await q.cmd('block-export-add', { type: 'nbd', id: 'er', 'node-name': 'r', writable: true })).toEqual({ return: {} });
+    expect(await q.cmd('block_resize', { 'node-name': 'r', size: 2 << 20 })).toEqual({ return: {} });
+  });
+});
