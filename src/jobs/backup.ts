@@ -15,6 +15,8 @@ import { BlockCopy, CopyFailure, compressUnsupported, copyClusterSize } from './
 import type { JobHost } from './host.js';
 import type { Job, JobErrorPolicy, JobWork } from './job.js';
 import { type CommonJobSpec, defaultJobId, type JobErrorPolicies, nodeByName } from './job-spec.js';
+import { filterName } from './job-filter.js';
+import { isMirrorNode } from './mirror.js';
 
 export type { BitmapSyncMode } from './backup-bitmap.js';
 
@@ -96,10 +98,41 @@ function checkBitmapArgs(source: BlockNode, spec: BackupJobSpec): { sync: Backup
   return { sync, bitmap, mode };
 }
 
+/**
+ * The parent of `node` on a path down from `top` through children written through (not `backing`:
+ * a target backed by its source, image fleecing, is fine), and its child role.
+ */
+function parentOnPath(top: BlockNode, node: BlockNode, seen = new Set<BlockNode>()): { node: BlockNode; role: string } | undefined {
+  if (seen.has(top)) return undefined;
+  seen.add(top);
+  for (const [role, child] of top.children) {
+    if (role === 'backing') continue;
+    if (child === node) return { node: top, role };
+    const found = parentOnPath(child, node, seen);
+    if (found !== undefined) return found;
+  }
+  return undefined;
+}
+
 /** Checks a backup as QEMU does, in its order; nothing is changed. */
 function planBackup(host: JobHost, spec: BackupJobSpec): BackupPlan {
   const source = nodeByName(host, spec.device, 'device');
   const target = typeof spec.target === 'string' ? nodeByName(host, spec.target, 'target') : spec.target;
+  // QEMU's op blockers: a running mirror's nodes are neither source nor target of a backup.
+  for (const [n, field] of [[source, 'device'], [target, 'target']] as const) {
+    if (isMirrorNode(n)) throw new BlockError('EBUSY', `Node '${n.name}' is busy: block device is in use by block job: mirror`, { field });
+  }
+  // A target above the source would copy into itself: each write to it, on its way down to the
+  // source, would first copy the old data into it again (a write that never ends). QEMU refuses
+  // the copy-before-write filter's permissions.
+  const above = parentOnPath(target, source);
+  if (above !== undefined) {
+    throw new BlockError(
+      'EINVAL',
+      `Permission conflict on node '${source.name}': permissions 'write' are both required by node '${above.node.name}' (uses node '${source.name}' as '${above.role}' child) and unshared by node '${filterName(spec.filterNodeName)}' (uses node '${source.name}' as 'file' child).`,
+      { field: 'target' },
+    );
+  }
   const { sync, bitmap, mode } = checkBitmapArgs(source, spec);
   if (source === target) throw invalid('Source and target cannot be the same', 'target');
   const compress = spec.compress === true;

@@ -5,6 +5,7 @@ import { BlockError } from '../errors.js';
 import type { BlockNode } from '../node/node.js';
 import { dirName, isAbsolutePath, joinPath } from '../platform/files.js';
 import type { JobHost } from './host.js';
+import { isMirrorNode } from './mirror.js';
 import { reopenQuiet } from './reopen-quiet.js';
 
 /** Bytes one step of stream or commit moves (QEMU STREAM_CHUNK, COMMIT_BUFFER_SIZE: 512 KiB). */
@@ -96,7 +97,7 @@ const busyNodes = new WeakMap<BlockNode, string>();
 /** Marks `nodes` as used by a job of `type`, or refuses with QEMU's "is busy" error if one already is. Returns the release. */
 export function claimNodes(nodes: readonly BlockNode[], type: string): () => void {
   for (const n of nodes) {
-    const user = busyNodes.get(n);
+    const user = busyNodes.get(n) ?? (isMirrorNode(n) ? 'mirror' : undefined);
     if (user !== undefined) throw new BlockError('EBUSY', `Node '${n.name}' is busy: block device is in use by block job: ${user}`, { node: n.name });
   }
   for (const n of nodes) busyNodes.set(n, type);

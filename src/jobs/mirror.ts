@@ -46,6 +46,11 @@ const mirrored = new WeakSet<BlockNode>();
 /** Sources and targets of running mirrors (QEMU's op blockers on a job's nodes). */
 const inUse = new WeakSet<BlockNode>();
 
+/** Whether a running mirror copies from or to `node` (QEMU's op blockers: block_resize refuses it). */
+export function isMirrorNode(node: BlockNode): boolean {
+  return inUse.has(node);
+}
+
 /** Checks a granularity as blockdev-mirror does (QEMU's messages). */
 function checkMirrorGranularity(g: number): number {
   if (!Number.isSafeInteger(g) || g < MIN_MIRROR_GRANULARITY || g > MAX_MIRROR_GRANULARITY) {

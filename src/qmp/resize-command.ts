@@ -6,6 +6,8 @@ import type { Drive } from '../drive.js';
 import { isBlockError } from '../errors.js';
 import type { BlockLayer } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
+import { jobFilterNodes } from '../jobs/job-filter.js';
+import { isMirrorNode } from '../jobs/mirror.js';
 import { type Args, generic, only, str } from './qapi-args.js';
 
 /** What block_resize resizes: a drive's root (resized through the drive: drained, its event), or any node. */
@@ -34,6 +36,9 @@ function lookup(layer: BlockLayer, device: string | undefined, nodeName: string 
   };
   if (found === undefined && nodeName !== undefined) found = drives.find((d) => d.node.name === nodeName)?.node;
   for (const d of drives) visit(d.node);
+  // Nodes added with blockdev-add (and exports' graphs): QEMU finds any named node.
+  if (found === undefined && nodeName !== undefined) found = layer.findNode(nodeName);
+  for (const n of layer.listNodes()) visit(n);
   if (found === undefined) return undefined;
   const drive = byDevice ?? drives.find((d) => d.node === found);
   return { node: found, drive, parent };
@@ -51,6 +56,11 @@ export async function blockResize(layer: BlockLayer, args: Args): Promise<Record
   if (subject === undefined) throw generic(`Cannot find device='${device ?? ''}' nor node-name='${nodeName ?? ''}'`);
   if (size < 0) throw generic("Parameter 'size' expects a >0 size");
   const { node, drive, parent } = subject;
+  // A running mirror's source or target (the source may sit below the job's filter, the drive's root):
+  // QEMU's op blocker, and its message, which prints an absent device as glibc prints NULL.
+  if (isMirrorNode(node) || (jobFilterNodes(layer.jobs).includes(node) && [...node.children.values()].some(isMirrorNode))) {
+    throw generic(`Device '${device ?? '(null)'}' is in use`);
+  }
   if (node.readOnly) throw generic('Image is read-only');
   if (parent) {
     throw generic(

@@ -266,6 +266,45 @@ function parseDetail(e: unknown): string {
 }
 
 /**
+ * A member name that appears twice in one object of a valid JSON text, if any (names compared
+ * decoded, so `"a"` and `"\u0061"` are the same). JSON.parse keeps the last one silently; QEMU's
+ * parser refuses the text ("duplicate key").
+ */
+function duplicateKey(text: string): string | undefined {
+  // One entry per open container: the names seen (objects), or null (arrays).
+  const open: (Set<string> | null)[] = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      let escaped = false;
+      for (; j < text.length; j++) {
+        const d = text.charCodeAt(j);
+        if (escaped) escaped = false;
+        else if (d === 0x5c) escaped = true;
+        else if (d === 0x22) break;
+      }
+      if (expectKey) {
+        const raw = text.slice(i, j + 1);
+        const name = raw.includes('\\') ? (JSON.parse(raw) as string) : raw.slice(1, -1);
+        const names = open[open.length - 1]!;
+        if (names.has(name)) return name;
+        names.add(name);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b) {
+      open.push(new Set());
+      expectKey = true;
+    } else if (c === 0x5b) open.push(null);
+    else if (c === 0x7d || c === 0x5d) open.pop();
+    else if (c === 0x2c) expectKey = open[open.length - 1] != null;
+  }
+  return undefined;
+}
+
+/**
  * Parses one JSON text and checks it as QEMU's dispatcher does: an object, whose members are
  * `execute` (a string, required), `arguments` (an object) and `id` (anything); any other
  * member is refused. `exec-oob` is refused like any unknown member (no `oob` capability).
@@ -277,6 +316,8 @@ export function parseRequest(text: string): ParsedRequest {
   } catch (e) {
     return { error: new QmpError('GenericError', `JSON parse error, ${parseDetail(e)}`) };
   }
+  // A repeated member would otherwise run the last one: {"execute":"query-block","execute":"quit"} quit.
+  if (duplicateKey(text) !== undefined) return { error: new QmpError('GenericError', 'JSON parse error, duplicate key') };
   if (!isObject(value)) return { error: new QmpError('GenericError', 'QMP input must be a JSON object') };
   const id = Object.hasOwn(value, 'id') ? { value: value.id } : undefined;
   const fail = (desc: string): ParsedRequest => ({ error: new QmpError('GenericError', desc), id });
