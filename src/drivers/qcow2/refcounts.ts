@@ -59,8 +59,8 @@ export class Refcounts {
    * allocation's data would be mixed with) another guest cluster's bytes.
    */
   private readonly reading = new Set<ReadPin>();
-  /** First cluster that may be free. */
-  private cursor = 0;
+  /** First cluster that may be free: never 0, the header's cluster (free only in a corrupt image). */
+  private cursor = 1;
   /** The free-cluster search's state and its view of one refcount block (reused: no allocation per search). */
   private readonly run = newFreeRun(0);
   private readonly blockView = {
@@ -341,7 +341,7 @@ export class Refcounts {
         d[at] = next >> 8;
         d[at + 1] = next & 0xff;
         blk.dirty = true;
-        if (next === 0 && index < this.cursor) this.cursor = index;
+        if (next === 0 && index < this.cursor && index > 0) this.cursor = index;
       } else this.changeIn(blk, index - b * E, index, -1, true);
     }
     this.spare = list;
@@ -455,6 +455,8 @@ export class Refcounts {
     let ok = true;
     for (let b = Math.floor(start / E); b <= Math.floor((start + n - 1) / E); b++) {
       if (b < this.table.length && this.table[b] !== 0) continue;
+      // Block 0 counts the header: a new one would take the header's cluster (QEMU's overlap check refuses that write).
+      if (b === 0) throw headerBlockMissing(this.tableOffset);
       if ((b + 1) * 8 > L.MAX_REFTABLE_BYTES) {
         throw new BlockError('ENOSPC', `qcow2: the refcount table would exceed ${L.MAX_REFTABLE_BYTES} bytes`, { field: 'refcount_table_clusters' });
       }
@@ -517,7 +519,7 @@ export class Refcounts {
     const next = this.checkChange(blk, at, index, delta);
     writeEntry(blk!.data, at, this.order, next);
     blk!.dirty = true;
-    if (freeing && next === 0 && index < this.cursor) this.cursor = index;
+    if (freeing && next === 0 && index < this.cursor && index > 0) this.cursor = index;
   }
 
   /** The refcount entry `at` of `blk` (cluster `index`) would have after adding `delta`; throws when that is out of range. */
@@ -582,6 +584,10 @@ export class Refcounts {
       for (let i = 0; i < clusters; i++) await this.change(offset / this.cs + i, -1, true);
     }
   }
+}
+
+function headerBlockMissing(tableOffset: number): BlockError {
+  return new BlockError('ECORRUPT', 'qcow2: refcount table entry 0 is empty: a new refcount block would overwrite the header (preventing invalid write on metadata: overlaps with qcow2_header)', { field: 'refcount table', offset: tableOffset });
 }
 
 /** Waits for every promise, then rethrows the first failure. */
