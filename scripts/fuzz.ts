@@ -7,7 +7,7 @@
  *
  * A supervisor process runs the fuzz loop in a child and restarts it if it dies (crash) or stops
  * answering (hang in synchronous code); the input of the case in flight is saved as the finding.
- * Findings (anything but a BlockError, unhandled rejections, cases over 1 s (half of it CPU time), RSS growth) go to
+ * Findings (anything but a BlockError, a node's range guard refusing a driver's own request, unhandled rejections, cases over 1 s (half of it CPU time), RSS growth) go to
  * --out, one directory per (kind, error class, message pattern, top stack frame).
  */
 import { execFileSync, fork } from 'node:child_process';
@@ -39,6 +39,8 @@ const { values: args } = parseArgs({
 });
 
 const SLOW_MS = 1000;
+/** Messages of BlockNode's request guards (node names start with '#'). */
+const INTERNAL_GUARD = /must be non-negative safe integers|is beyond the end of #/;
 const HANG_MS = 10_000;
 const WATCHDOG_MS = 60_000;
 const RSS_EVERY = 200;
@@ -47,7 +49,7 @@ const READ_CAP = 64 * 1024 * 1024;
 const CHUNK = 1024 * 1024;
 
 type Kind = 'image' | 'options' | 'parser';
-type FindingKind = 'error' | 'unhandled' | 'slow' | 'hang' | 'crash' | 'rss';
+type FindingKind = 'error' | 'guard' | 'unhandled' | 'slow' | 'hang' | 'crash' | 'rss';
 
 interface Stats {
   image: number;
@@ -722,6 +724,8 @@ async function child(): Promise<void> {
   };
   const check = (e: unknown, phase: string) => {
     if (!(e instanceof BlockError)) report('error', e, phase);
+    // A node's own range guard firing in an image case: the fuzzer's requests are in range, so a driver made a bad one.
+    else if (current.kind === 'image' && INTERNAL_GUARD.test(e.message)) report('guard', e, phase);
     outcome(e instanceof BlockError ? `${phase}:${e.code}` : `${phase}:other`);
     if (e instanceof BlockError && (process.env.FUZZ_SAMPLES === 'all' || ['EIO', 'ENOENT', 'EACCES', 'EBUSY', 'ELOCKED'].includes(e.code))) {
       stats.samples[`${current.kind}:${phase}:${e.code}`] ??= `${e.message.slice(0, 200)} [${current.label.slice(0, 120)}]`;
