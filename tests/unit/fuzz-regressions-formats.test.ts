@@ -63,4 +63,25 @@ describe.skipIf(!available)('qcow2 write paths', () => {
     expect(closed === undefined || closed instanceof BlockError, String(closed)).toBe(true);
     expect(fs.readFileSync(file).subarray(0, 512).equals(header)).toBe(true);
   });
+
+  for (const [what, entry] of [
+    ['past the end of the file', 0x100000n],
+    ['beyond 2^53 (fuzz: zstd.qcow2 "table 65536", EINVAL from the file node range guard at the write-back at close)', 0xfffffe00020000n],
+  ] as const) {
+    it(`a refcount table entry pointing ${what} refuses the first allocation with ECORRUPT and leaves the metadata alone`, async () => {
+      // Its zeros would free every cluster; QEMU: "Preventing invalid allocation of L2 table at offset 0", EIO.
+      const file = mutant(`refblock-${entry}.qcow2`, '1M', (b) => {
+        b.writeBigUInt64BE(entry, 65536); // the refcount table's entry 0 (the table is at 64 KiB)
+      });
+      const before = fs.readFileSync(file);
+      const drive = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: file } });
+      const e = await settled(drive.write(0, new Uint8Array(4096).fill(1)));
+      expect(e, String(e)).toBeInstanceOf(BlockError);
+      expect((e as BlockError).code).toBe('ECORRUPT');
+      expect((e as BlockError).field).toBe('refcount table');
+      expect((e as BlockError).message).toMatch(/refcount table entry 0 points to a refcount block at \d+, past the end of the image/);
+      expect(await settled(drive.close())).toBeUndefined();
+      expect(fs.readFileSync(file).equals(before)).toBe(true);
+    });
+  }
 });

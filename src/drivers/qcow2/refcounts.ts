@@ -2,7 +2,7 @@ import { BlockError } from '../../errors.js';
 import { entryOffset } from './entries.js';
 import { extendFreeRun, extendFreeRunFree, type FreeRun, newFreeRun } from './free-run.js';
 import * as L from './limits.js';
-import { entriesPerBlock, maxRefcount, readEntry, writeEntry } from './refcount-entries.js';
+import { entriesPerBlock, maxRefcount, readEntry, refcountTableEntryError, writeEntry } from './refcount-entries.js';
 
 /** Raw access to the image file for metadata. */
 export interface MetadataIO {
@@ -456,7 +456,7 @@ export class Refcounts {
     for (let b = Math.floor(start / E); b <= Math.floor((start + n - 1) / E); b++) {
       if (b < this.table.length && this.table[b] !== 0) continue;
       // Block 0 counts the header: a new one would take the header's cluster (QEMU's overlap check refuses that write).
-      if (b === 0) throw headerBlockMissing(this.tableOffset);
+      if (b === 0) throw refcountTableEntryError(0, this.tableOffset, 'is empty: a new refcount block would overwrite the header (preventing invalid write on metadata: overlaps with qcow2_header)');
       if ((b + 1) * 8 > L.MAX_REFTABLE_BYTES) {
         throw new BlockError('ENOSPC', `qcow2: the refcount table would exceed ${L.MAX_REFTABLE_BYTES} bytes`, { field: 'refcount_table_clusters' });
       }
@@ -551,12 +551,10 @@ export class Refcounts {
     }
     const offset = b < this.table.length ? this.table[b] : 0;
     if (offset === 0) return undefined;
-    if (offset % this.cs !== 0) {
-      throw new BlockError('ECORRUPT', `qcow2: refcount table entry ${b} points to an unaligned refcount block at ${offset}`, {
-        field: 'refcount table',
-        offset: this.tableOffset + b * 8,
-      });
-    }
+    if (offset % this.cs !== 0) throw refcountTableEntryError(b, this.tableOffset, `points to an unaligned refcount block at ${offset}`);
+    // Blocks are written before the table points at them: one past every allocated cluster is a truncated or hostile image
+    // (its zeros would free the header, tables and data for new allocations, which QEMU's overlap check then refuses).
+    if (offset + this.cs > this.highWater) throw refcountTableEntryError(b, this.tableOffset, `points to a refcount block at ${offset}, past the end of the image (${this.highWater} bytes)`);
     const data = await this.io.read(offset, this.cs);
     const blk: Block = { offset, data, dirty: false };
     this.blocks.set(b, blk);
@@ -584,10 +582,6 @@ export class Refcounts {
       for (let i = 0; i < clusters; i++) await this.change(offset / this.cs + i, -1, true);
     }
   }
-}
-
-function headerBlockMissing(tableOffset: number): BlockError {
-  return new BlockError('ECORRUPT', 'qcow2: refcount table entry 0 is empty: a new refcount block would overwrite the header (preventing invalid write on metadata: overlaps with qcow2_header)', { field: 'refcount table', offset: tableOffset });
 }
 
 /** Waits for every promise, then rethrows the first failure. */
