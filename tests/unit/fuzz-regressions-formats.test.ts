@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BlockError, BlockLayer } from '../../src/index.js';
-import { haveQemuTools, qemuImg } from '../helpers/qemu-images.js';
+import { BlockError, BlockLayer, checkImage } from '../../src/index.js';
+import { haveQemuTools, qemuImg, qemuIo } from '../helpers/qemu-images.js';
 
 const available = haveQemuTools();
 if (!available && process.env.CI === 'true') throw new Error('qemu-img/qemu-io missing in CI: .ci/run must install qemu-utils');
@@ -84,4 +84,29 @@ describe.skipIf(!available)('qcow2 write paths', () => {
       expect(fs.readFileSync(file).equals(before)).toBe(true);
     });
   }
+});
+
+describe.skipIf(!available)('qcow2 check repairs', () => {
+  it('check -r all rewrites an L2 table that ends past the end of the file whole, growing the file as qemu-img does (not a range refusal)', async () => {
+    // fuzz: snap.qcow2 truncated mid-cluster, then check -r all: the OFLAG_COPIED repair wrote the
+    // L2 cluster back past the end of the file and the file node refused it with EINVAL.
+    // 1 MiB, 64 KiB clusters: header, refcount table, refcount block, L1, the L2 at 256 KiB, data at 320 KiB.
+    const file = path.join(dir, 'l2-past-eof.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', file, '1M');
+    qemuIo(file, ['write -P 0x5a 0 4k']);
+    const b = fs.readFileSync(file);
+    expect(b.readBigUInt64BE(262144)).toBe(0x8000000000050000n); // L2 entry 0: the data at 320 KiB, COPIED
+    b[262144] &= 0x7f; // COPIED off: the repair rewrites the L2 table
+    const theirs = `${file}.qemu`;
+    fs.writeFileSync(file, b.subarray(0, 262144 + 100)); // and the file ends 100 bytes into it
+    fs.copyFileSync(file, theirs);
+    const r = await checkImage(file, { format: 'qcow2', repair: 'all', log: () => {} });
+    expect([r.corruptionsFixed, r.corruptions, r.imageEndOffset]).toEqual([1, 1, 327680]);
+    try {
+      qemuImg('check', '-q', '-r', 'all', theirs);
+    } catch {
+      // exit 2: the corruption left (the data cluster past the end) is reported
+    }
+    expect(fs.readFileSync(file).equals(fs.readFileSync(theirs))).toBe(true);
+  });
 });

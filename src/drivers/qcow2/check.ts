@@ -319,7 +319,7 @@ class Checker {
             // A zero cluster needs no host cluster: it becomes a plain zero cluster (QEMU does the same).
             const entry = Buffer.alloc(8);
             if (!h.extendedL2) entry.writeUInt32BE(ZERO_FLAG, 4);
-            await this.file.write(l2Offset + e, entry);
+            await this.file.write(l2Offset + e, entry, true);
             await this.file.flush();
             res.corruptionsFixed++;
             continue;
@@ -520,7 +520,7 @@ class Checker {
         if (repair) {
           const entry = Buffer.alloc(4);
           entry.writeUInt32BE(setCopied(hi, l2Refcount === 1));
-          await this.file.write(h.l1TableOffset + i * 8, entry);
+          await this.file.write(h.l1TableOffset + i * 8, entry, true);
           wrote = true;
           res.corruptionsFixed++;
         } else res.corruptions++;
@@ -545,7 +545,7 @@ class Checker {
         } else res.corruptions++;
       }
       if (dirty > 0) {
-        await this.file.write(l2Offset, l2);
+        await this.file.write(l2Offset, l2, true);
         wrote = true;
         res.corruptionsFixed += dirty;
       }
