@@ -110,3 +110,45 @@ describe.skipIf(!available)('qcow2 check repairs', () => {
     expect(fs.readFileSync(file).equals(fs.readFileSync(theirs))).toBe(true);
   });
 });
+
+describe.skipIf(!available)('qcow2 persistent bitmaps', () => {
+  /** The fuzzer's bitmaps-1k seed: 1 KiB clusters, two bitmaps with dirty granules; qemu-io stores the directory last, at the end of the file. */
+  function bitmapsSeed(name: string): { file: string; nameAt: number } {
+    const file = path.join(dir, name);
+    qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=1024', file, '16M');
+    qemuImg('bitmap', '--add', '-g', '512', file, 'fine');
+    qemuImg('bitmap', '--add', '-g', '4k', file, 'coarse');
+    qemuIo(file, ['write -P 0xab 0 8k', 'write -P 0x21 5M 1k']);
+    const b = fs.readFileSync(file);
+    const nameAt = b.lastIndexOf('fine');
+    expect(b.length - nameAt).toBeLessThan(64); // the directory ends the file
+    return { file, nameAt };
+  }
+
+  it('a bitmap name that is not UTF-8 is written back byte for byte when a read-write open marks the bitmaps in use', async () => {
+    // fuzz: bitmaps-1k.qcow2 "table 95252" (ff ff ff ff over the name 'fine'): the name came back
+    // as four U+FFFD, 12 bytes, and the in-place rewrite ran past the directory and the file (EINVAL).
+    const { file, nameAt } = bitmapsSeed('name-not-utf8.qcow2');
+    const b = fs.readFileSync(file);
+    b.fill(0xff, nameAt, nameAt + 4);
+    fs.writeFileSync(file, b);
+    const drive = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: file } });
+    expect(drive.dirtyBitmaps().map((x) => x.name)).toEqual(['\ufffd\ufffd\ufffd\ufffd', 'coarse']);
+    const opened = fs.readFileSync(file);
+    expect(opened.length).toBe(b.length);
+    expect(opened.subarray(nameAt, nameAt + 4)).toEqual(Buffer.alloc(4, 0xff));
+    await drive.close();
+    expect(qemuImg('check', file)).toMatch(/No errors were found/);
+  });
+
+  it('a bitmap name with a NUL byte inside, whose directory would shrink when written back in place, refuses a read-write open with EINVAL and leaves the file alone', async () => {
+    const { file, nameAt } = bitmapsSeed('name-nul.qcow2');
+    const b = fs.readFileSync(file);
+    b.writeUInt32BE(1, nameAt); // the name: 00 00 00 01
+    fs.writeFileSync(file, b);
+    const e = await settled(layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: file } }));
+    expect(e, String(e)).toBeInstanceOf(BlockError);
+    expect([(e as BlockError).code, (e as BlockError).field]).toEqual(['EINVAL', 'bitmap directory']);
+    expect(fs.readFileSync(file).equals(b)).toBe(true);
+  });
+});
