@@ -471,30 +471,34 @@ class Checker {
   private async compare(rc: RefcountArray, state: { rebuild: boolean; highest: number }, fixLeaks: boolean, fixErrors: boolean): Promise<void> {
     const res = this.res;
     state.highest = 0;
-    for (let i = 0; i < rc.size; i++) {
-      // One refcount block read per block, then its entries without awaiting each.
-      const at = this.refblockOf(i);
-      const disk = typeof at === 'string' ? at : at === 0 ? 0 : readEntry(this.refblocks.get(at) ?? (await this.refblock(at)), i % this.rbEntries, this.order);
-      if (typeof disk === 'string') {
-        this.log(`Can't get refcount for cluster ${i}: ${disk}`);
-        res.checkErrors++;
-        continue;
+    const E = this.rbEntries;
+    // A refcount block at a time: its reftable entry and its bytes looked up once (a file grown by a repair has millions of clusters).
+    for (let first = 0; first < rc.size; first += E) {
+      const at = this.refblockOf(first);
+      const block = typeof at === 'string' || at === 0 ? null : (this.refblocks.get(at) ?? (await this.refblock(at)));
+      for (let i = first, end = Math.min(rc.size, first + E); i < end; i++) {
+        const disk = typeof at === 'string' ? at : block === null ? 0 : readEntry(block, i - first, this.order);
+        if (typeof disk === 'string') {
+          this.log(`Can't get refcount for cluster ${i}: ${disk}`);
+          res.checkErrors++;
+          continue;
+        }
+        const want = rc.get(i);
+        if (disk > 0 || want > 0) state.highest = i;
+        if (disk === want) continue;
+        let fixed: 'leaksFixed' | 'corruptionsFixed' | undefined;
+        if (disk === 0) state.rebuild = true;
+        else if (disk > want && fixLeaks) fixed = 'leaksFixed';
+        else if (disk < want && fixErrors) fixed = 'corruptionsFixed';
+        this.log(`${fixed ? 'Repairing' : disk < want ? 'ERROR' : 'Leaked'} cluster ${i} refcount=${disk} reference=${want}`);
+        if (fixed) {
+          await this.setDiskRefcount(i, want);
+          res[fixed]++;
+          continue;
+        }
+        if (disk < want) res.corruptions++;
+        else res.leaks++;
       }
-      const want = rc.get(i);
-      if (disk > 0 || want > 0) state.highest = i;
-      if (disk === want) continue;
-      let fixed: 'leaksFixed' | 'corruptionsFixed' | undefined;
-      if (disk === 0) state.rebuild = true;
-      else if (disk > want && fixLeaks) fixed = 'leaksFixed';
-      else if (disk < want && fixErrors) fixed = 'corruptionsFixed';
-      this.log(`${fixed ? 'Repairing' : disk < want ? 'ERROR' : 'Leaked'} cluster ${i} refcount=${disk} reference=${want}`);
-      if (fixed) {
-        await this.setDiskRefcount(i, want);
-        res[fixed]++;
-        continue;
-      }
-      if (disk < want) res.corruptions++;
-      else res.leaks++;
     }
     await this.flushRefblocks();
   }
