@@ -3,6 +3,7 @@
  * multi-file images: each mutant is made here from a qemu-img seed with the fuzzer's few byte
  * changes, and must end in data or a BlockError naming the field, as QEMU would refuse it.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -150,5 +151,29 @@ describe.skipIf(!available)('qcow2 persistent bitmaps', () => {
     expect(e, String(e)).toBeInstanceOf(BlockError);
     expect([(e as BlockError).code, (e as BlockError).field]).toEqual(['EINVAL', 'bitmap directory']);
     expect(fs.readFileSync(file).equals(b)).toBe(true);
+  });
+});
+
+describe.skipIf(!available)('qcow2 check counts', () => {
+  it('an L1 table grown over the rest of the file (L2 offsets past its end, by the thousand) is counted as qemu-img check counts it', async () => {
+    // fuzz slow case: bitmaps.qcow2 "header 36/4" (l1_size 65536): every L2 table past the end of the
+    // file was read and walked twice, zeros included. They hold nothing to count; the result is qemu-img's.
+    const file = path.join(dir, 'l1-over-file.qcow2');
+    qemuImg('create', '-q', '-f', 'qcow2', file, '4M');
+    qemuIo(file, ['write -P 0xab 0 1M', 'write -P 0x01 2M 64k']);
+    const b = fs.readFileSync(file);
+    b.writeUInt32BE(65536, 36);
+    fs.writeFileSync(file, b);
+    // exit 2 (corruptions found): the JSON is on stdout all the same
+    const theirs = JSON.parse(spawnSync('qemu-img', ['check', '--output=json', file], { encoding: 'utf8', maxBuffer: 1 << 26 }).stdout) as Record<string, number>;
+    const ours = await checkImage(file, { format: 'qcow2', log: () => {} });
+    expect(theirs.corruptions).toBeGreaterThan(0);
+    expect([ours.corruptions, ours.leaks, ours.checkErrors, ours.allocatedClusters, ours.imageEndOffset]).toEqual([
+      theirs.corruptions,
+      theirs.leaks ?? 0,
+      theirs['check-errors'],
+      theirs['allocated-clusters'],
+      theirs['image-end-offset'],
+    ]);
   });
 });

@@ -276,6 +276,8 @@ class Checker {
   private async checkL2(rc: RefcountArray, l2Offset: number, active: boolean): Promise<void> {
     const h = this.h;
     const res = this.res;
+    // A table wholly past the end of the file reads as zeros: no entry to count (a hostile L1 has thousands of these).
+    if (l2Offset >= this.file.length) return;
     const l2 = await readClamped(this.file, l2Offset, this.cs);
     let nextContiguous = 0;
     for (let i = 0; i < this.l2Entries; i++) {
@@ -529,6 +531,7 @@ class Checker {
           res.corruptionsFixed++;
         } else res.corruptions++;
       }
+      if (l2Offset >= this.file.length) continue; // all zeros: no COPIED flag to check
       const l2 = await readClamped(this.file, l2Offset, this.cs);
       let dirty = 0;
       for (let j = 0; j < this.l2Entries; j++) {
