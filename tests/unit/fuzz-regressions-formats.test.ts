@@ -177,3 +177,19 @@ describe.skipIf(!available)('qcow2 check counts', () => {
     ]);
   });
 });
+
+describe.skipIf(!available)('vmdk flat extents', () => {
+  it('write-zeroes past the end of a flat extent file shorter than its extent grows the file, as writes do (not a range refusal)', async () => {
+    // fuzz: flat.vmdk "line= 8" (RW 4294967295 FLAT "flat-flat.vmdk" 0): a 2 TiB extent over a 1 MiB file.
+    const file = path.join(dir, 'short-flat.vmdk');
+    qemuImg('create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', file, '1M');
+    const extent = path.join(dir, 'short-flat-flat.vmdk');
+    fs.writeFileSync(extent, Buffer.alloc(1 << 20, 0x11));
+    fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace(/RW 2048 FLAT/, 'RW 4096 FLAT'));
+    const drive = await layer.openDrive({ driver: 'vmdk', file: { driver: 'file', filename: file } });
+    expect(drive.length).toBe(2 << 20);
+    await drive.writeZeroes((1 << 20) - 4096, 8192);
+    expect(fs.statSync(extent).size).toBe((1 << 20) + 4096);
+    expect(Buffer.from(await drive.read((1 << 20) - 8192, 16384))).toEqual(Buffer.concat([Buffer.alloc(4096, 0x11), Buffer.alloc(12288)]));
+  });
+});
