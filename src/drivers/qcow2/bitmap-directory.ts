@@ -9,26 +9,29 @@ export const BITMAP_FLAG_AUTO = 2;
 
 /** Bytes one directory entry takes: the fixed part and the name, padded to 8 (no extra data). */
 export function directoryEntryBytes(name: string): number {
-  return Math.ceil((L.BITMAP_ENTRY_BYTES + Buffer.byteLength(name)) / 8) * 8;
+  return entryBytes(Buffer.byteLength(name));
 }
+
+const entryBytes = (nameBytes: number) => Math.ceil((L.BITMAP_ENTRY_BYTES + nameBytes) / 8) * 8;
 
 /** The directory of `entries`, ready to be written. */
 export function encodeDirectory(entries: readonly Qcow2BitmapEntry[]): Buffer {
-  const out = Buffer.alloc(entries.reduce((n, e) => n + directoryEntryBytes(e.name), 0));
+  const names = entries.map((e) => e.nameBytes ?? Buffer.from(e.name));
+  const out = Buffer.alloc(names.reduce((n, name) => n + entryBytes(name.length), 0));
   let at = 0;
-  for (const e of entries) {
+  entries.forEach((e, i) => {
     out.writeUInt32BE(Math.floor(e.tableOffset / 2 ** 32), at);
     out.writeUInt32BE(e.tableOffset >>> 0, at + 4);
     out.writeUInt32BE(e.tableSize, at + 8);
     out.writeUInt32BE(e.flags, at + 12);
     out[at + 16] = L.BITMAP_TYPE_DIRTY_TRACKING;
     out[at + 17] = e.granularityBits;
-    const name = Buffer.from(e.name);
+    const name = names[i];
     out.writeUInt16BE(name.length, at + 18);
     out.writeUInt32BE(0, at + 20);
-    name.copy(out, at + L.BITMAP_ENTRY_BYTES);
-    at += directoryEntryBytes(e.name);
-  }
+    out.set(name, at + L.BITMAP_ENTRY_BYTES);
+    at += entryBytes(name.length);
+  });
   return out;
 }
 

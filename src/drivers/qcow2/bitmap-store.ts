@@ -241,8 +241,13 @@ export class Qcow2BitmapStore {
       await file.write(92, b);
       await file.flush();
     };
+    const dir = encodeDirectory(entries);
+    // QEMU bitmap_list_store refuses a directory that outgrows its place; one that shrank would leave the header's size stale.
+    if (dir.length !== ext.directorySize) {
+      throw new BlockError('EINVAL', `qcow2: Can't update bitmap directory: its entries take ${dir.length} bytes written back, the directory has ${ext.directorySize} (a name that holds a NUL byte)`, { field: 'bitmap directory', offset: ext.directoryOffset });
+    }
     await autoclear(false);
-    await file.write(ext.directoryOffset, encodeDirectory(entries));
+    await file.write(ext.directoryOffset, dir);
     await file.flush();
     await autoclear(true);
   }

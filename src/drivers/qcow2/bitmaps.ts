@@ -19,6 +19,8 @@ export interface Qcow2BitmapEntry extends Qcow2Bitmap {
   tableSize: number;
   /** An in-use entry with the name of an earlier one: never loaded, kept in the directory as it is (QEMU). */
   shadowed: boolean;
+  /** The name's bytes as stored (up to a NUL) when they are not `name` in UTF-8: written back as they are (QEMU's names are bytes). */
+  nameBytes?: Uint8Array;
 }
 
 type Reader = (offset: number, length: number) => Promise<Uint8Array>;
@@ -49,7 +51,7 @@ export async function readBitmapDirectory(h: Qcow2Header, read: Reader): Promise
   const ext = h.bitmaps;
   if (!ext) return [];
   const dir = Buffer.from(await read(ext.directoryOffset, ext.directorySize));
-  const entries: (DirEntry & { name: string; at: number })[] = [];
+  const entries: (DirEntry & { name: string; nameBytes?: Uint8Array; at: number })[] = [];
   for (let e = 0; e < dir.length; ) {
     const at = ext.directoryOffset + e;
     if (e + L.BITMAP_ENTRY_BYTES > dir.length) throw corrupt('entry', at, 'runs past the end of the directory');
@@ -70,9 +72,12 @@ export async function readBitmapDirectory(h: Qcow2Header, read: Reader): Promise
       throw new BlockError('ENOTSUP', `qcow2 bitmap directory: extra data in bitmap entries is not supported (at byte ${at + 20})`, { field: 'extra_data_size', offset: at + 20 });
     }
     const name = cString(dir, e + L.BITMAP_ENTRY_BYTES, d.nameSize);
+    const stored = dir.subarray(e + L.BITMAP_ENTRY_BYTES, e + L.BITMAP_ENTRY_BYTES + d.nameSize);
+    const nul = stored.indexOf(0);
+    const raw = nul === -1 ? stored : stored.subarray(0, nul);
     const why = entryProblem(h, d);
     if (why) throw corrupt(`bitmap '${name}'`, at, why);
-    entries.push({ ...d, name, at });
+    entries.push({ ...d, name, ...(Buffer.from(name).equals(raw) ? {} : { nameBytes: Buffer.from(raw) }), at });
     e = next;
   }
   if (entries.length !== ext.count) {
@@ -82,8 +87,9 @@ export async function readBitmapDirectory(h: Qcow2Header, read: Reader): Promise
   // Then each bitmap is loaded as QEMU loads it: its table entries, its name, its table size.
   const out: Qcow2BitmapEntry[] = [];
   const seen = new Set<string>();
-  const entry = (d: DirEntry & { name: string }, shadowed: boolean): Qcow2BitmapEntry => ({
+  const entry = (d: DirEntry & { name: string; nameBytes?: Uint8Array }, shadowed: boolean): Qcow2BitmapEntry => ({
     name: d.name,
+    ...(d.nameBytes ? { nameBytes: d.nameBytes } : {}),
     granularity: 2 ** d.granularityBits,
     flags: d.flags,
     granularityBits: d.granularityBits,

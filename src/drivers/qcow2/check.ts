@@ -276,6 +276,8 @@ class Checker {
   private async checkL2(rc: RefcountArray, l2Offset: number, active: boolean): Promise<void> {
     const h = this.h;
     const res = this.res;
+    // A table wholly past the end of the file reads as zeros: no entry to count (a hostile L1 has thousands of these).
+    if (l2Offset >= this.file.length) return;
     const l2 = await readClamped(this.file, l2Offset, this.cs);
     let nextContiguous = 0;
     for (let i = 0; i < this.l2Entries; i++) {
@@ -319,7 +321,7 @@ class Checker {
             // A zero cluster needs no host cluster: it becomes a plain zero cluster (QEMU does the same).
             const entry = Buffer.alloc(8);
             if (!h.extendedL2) entry.writeUInt32BE(ZERO_FLAG, 4);
-            await this.file.write(l2Offset + e, entry);
+            await this.file.write(l2Offset + e, entry, true);
             await this.file.flush();
             res.corruptionsFixed++;
             continue;
@@ -471,30 +473,34 @@ class Checker {
   private async compare(rc: RefcountArray, state: { rebuild: boolean; highest: number }, fixLeaks: boolean, fixErrors: boolean): Promise<void> {
     const res = this.res;
     state.highest = 0;
-    for (let i = 0; i < rc.size; i++) {
-      // One refcount block read per block, then its entries without awaiting each.
-      const at = this.refblockOf(i);
-      const disk = typeof at === 'string' ? at : at === 0 ? 0 : readEntry(this.refblocks.get(at) ?? (await this.refblock(at)), i % this.rbEntries, this.order);
-      if (typeof disk === 'string') {
-        this.log(`Can't get refcount for cluster ${i}: ${disk}`);
-        res.checkErrors++;
-        continue;
+    const E = this.rbEntries;
+    // A refcount block at a time: its reftable entry and its bytes looked up once (a file grown by a repair has millions of clusters).
+    for (let first = 0; first < rc.size; first += E) {
+      const at = this.refblockOf(first);
+      const block = typeof at === 'string' || at === 0 ? null : (this.refblocks.get(at) ?? (await this.refblock(at)));
+      for (let i = first, end = Math.min(rc.size, first + E); i < end; i++) {
+        const disk = typeof at === 'string' ? at : block === null ? 0 : readEntry(block, i - first, this.order);
+        if (typeof disk === 'string') {
+          this.log(`Can't get refcount for cluster ${i}: ${disk}`);
+          res.checkErrors++;
+          continue;
+        }
+        const want = rc.get(i);
+        if (disk > 0 || want > 0) state.highest = i;
+        if (disk === want) continue;
+        let fixed: 'leaksFixed' | 'corruptionsFixed' | undefined;
+        if (disk === 0) state.rebuild = true;
+        else if (disk > want && fixLeaks) fixed = 'leaksFixed';
+        else if (disk < want && fixErrors) fixed = 'corruptionsFixed';
+        this.log(`${fixed ? 'Repairing' : disk < want ? 'ERROR' : 'Leaked'} cluster ${i} refcount=${disk} reference=${want}`);
+        if (fixed) {
+          await this.setDiskRefcount(i, want);
+          res[fixed]++;
+          continue;
+        }
+        if (disk < want) res.corruptions++;
+        else res.leaks++;
       }
-      const want = rc.get(i);
-      if (disk > 0 || want > 0) state.highest = i;
-      if (disk === want) continue;
-      let fixed: 'leaksFixed' | 'corruptionsFixed' | undefined;
-      if (disk === 0) state.rebuild = true;
-      else if (disk > want && fixLeaks) fixed = 'leaksFixed';
-      else if (disk < want && fixErrors) fixed = 'corruptionsFixed';
-      this.log(`${fixed ? 'Repairing' : disk < want ? 'ERROR' : 'Leaked'} cluster ${i} refcount=${disk} reference=${want}`);
-      if (fixed) {
-        await this.setDiskRefcount(i, want);
-        res[fixed]++;
-        continue;
-      }
-      if (disk < want) res.corruptions++;
-      else res.leaks++;
     }
     await this.flushRefblocks();
   }
@@ -520,11 +526,12 @@ class Checker {
         if (repair) {
           const entry = Buffer.alloc(4);
           entry.writeUInt32BE(setCopied(hi, l2Refcount === 1));
-          await this.file.write(h.l1TableOffset + i * 8, entry);
+          await this.file.write(h.l1TableOffset + i * 8, entry, true);
           wrote = true;
           res.corruptionsFixed++;
         } else res.corruptions++;
       }
+      if (l2Offset >= this.file.length) continue; // all zeros: no COPIED flag to check
       const l2 = await readClamped(this.file, l2Offset, this.cs);
       let dirty = 0;
       for (let j = 0; j < this.l2Entries; j++) {
@@ -545,7 +552,7 @@ class Checker {
         } else res.corruptions++;
       }
       if (dirty > 0) {
-        await this.file.write(l2Offset, l2);
+        await this.file.write(l2Offset, l2, true);
         wrote = true;
         res.corruptionsFixed += dirty;
       }

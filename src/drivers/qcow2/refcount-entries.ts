@@ -2,6 +2,7 @@
  * Refcount entries of width 2^order bits (qcow2 refcount_order 0..6), packed into refcount
  * blocks: widths below a byte are stored least significant bits first, wider ones big-endian.
  */
+import { BlockError } from '../../errors.js';
 
 /** Entries one refcount block of `clusterSize` bytes holds. */
 export function entriesPerBlock(clusterSize: number, order: number): number {
@@ -75,6 +76,11 @@ export function entryBytes(index: number, order: number): { start: number; end: 
  * In-memory refcounts of every host cluster (QEMU's check builds one to compare with the
  * file's). Grows on demand; counts saturate at the entry width's maximum.
  */
+/** ECORRUPT for refcount table entry `b` (at `tableOffset + 8b`) that cannot be used, and `why`. */
+export function refcountTableEntryError(b: number, tableOffset: number, why: string): BlockError {
+  return new BlockError('ECORRUPT', `qcow2: refcount table entry ${b} ${why}`, { field: 'refcount table', offset: tableOffset + b * 8 });
+}
+
 export class RefcountArray {
   private counts: Float64Array;
   /** Clusters covered (QEMU's nb_clusters); may grow past the end of the file. */

@@ -2,7 +2,7 @@ import { BlockError } from '../../errors.js';
 import { entryOffset } from './entries.js';
 import { extendFreeRun, extendFreeRunFree, type FreeRun, newFreeRun } from './free-run.js';
 import * as L from './limits.js';
-import { entriesPerBlock, maxRefcount, readEntry, writeEntry } from './refcount-entries.js';
+import { entriesPerBlock, maxRefcount, readEntry, refcountTableEntryError, writeEntry } from './refcount-entries.js';
 
 /** Raw access to the image file for metadata. */
 export interface MetadataIO {
@@ -59,8 +59,8 @@ export class Refcounts {
    * allocation's data would be mixed with) another guest cluster's bytes.
    */
   private readonly reading = new Set<ReadPin>();
-  /** First cluster that may be free. */
-  private cursor = 0;
+  /** First cluster that may be free: never 0, the header's cluster (free only in a corrupt image). */
+  private cursor = 1;
   /** The free-cluster search's state and its view of one refcount block (reused: no allocation per search). */
   private readonly run = newFreeRun(0);
   private readonly blockView = {
@@ -341,7 +341,7 @@ export class Refcounts {
         d[at] = next >> 8;
         d[at + 1] = next & 0xff;
         blk.dirty = true;
-        if (next === 0 && index < this.cursor) this.cursor = index;
+        if (next === 0 && index < this.cursor && index > 0) this.cursor = index;
       } else this.changeIn(blk, index - b * E, index, -1, true);
     }
     this.spare = list;
@@ -455,6 +455,8 @@ export class Refcounts {
     let ok = true;
     for (let b = Math.floor(start / E); b <= Math.floor((start + n - 1) / E); b++) {
       if (b < this.table.length && this.table[b] !== 0) continue;
+      // Block 0 counts the header: a new one would take the header's cluster (QEMU's overlap check refuses that write).
+      if (b === 0) throw refcountTableEntryError(0, this.tableOffset, 'is empty: a new refcount block would overwrite the header (preventing invalid write on metadata: overlaps with qcow2_header)');
       if ((b + 1) * 8 > L.MAX_REFTABLE_BYTES) {
         throw new BlockError('ENOSPC', `qcow2: the refcount table would exceed ${L.MAX_REFTABLE_BYTES} bytes`, { field: 'refcount_table_clusters' });
       }
@@ -517,7 +519,7 @@ export class Refcounts {
     const next = this.checkChange(blk, at, index, delta);
     writeEntry(blk!.data, at, this.order, next);
     blk!.dirty = true;
-    if (freeing && next === 0 && index < this.cursor) this.cursor = index;
+    if (freeing && next === 0 && index < this.cursor && index > 0) this.cursor = index;
   }
 
   /** The refcount entry `at` of `blk` (cluster `index`) would have after adding `delta`; throws when that is out of range. */
@@ -549,12 +551,10 @@ export class Refcounts {
     }
     const offset = b < this.table.length ? this.table[b] : 0;
     if (offset === 0) return undefined;
-    if (offset % this.cs !== 0) {
-      throw new BlockError('ECORRUPT', `qcow2: refcount table entry ${b} points to an unaligned refcount block at ${offset}`, {
-        field: 'refcount table',
-        offset: this.tableOffset + b * 8,
-      });
-    }
+    if (offset % this.cs !== 0) throw refcountTableEntryError(b, this.tableOffset, `points to an unaligned refcount block at ${offset}`);
+    // Blocks are written before the table points at them: one past every allocated cluster is a truncated or hostile image
+    // (its zeros would free the header, tables and data for new allocations, which QEMU's overlap check then refuses).
+    if (offset + this.cs > this.highWater) throw refcountTableEntryError(b, this.tableOffset, `points to a refcount block at ${offset}, past the end of the image (${this.highWater} bytes)`);
     const data = await this.io.read(offset, this.cs);
     const blk: Block = { offset, data, dirty: false };
     this.blocks.set(b, blk);

@@ -2,6 +2,8 @@ import type { BlockNode } from '../../node/node.js';
 import type { GrainRun } from './grain-directory.js';
 import { readClamped } from './sparse-extent.js';
 
+const ONE_ZERO_BYTE = new Uint8Array(1);
+
 /** A flat extent: the guest's bytes as they are, from `fileOffset` of its file (FLAT, VMFS). */
 export class FlatExtent {
   constructor(
@@ -26,8 +28,12 @@ export class FlatExtent {
     return this.file.write(this.fileOffset + offset, data, true);
   }
 
-  writeZeroes(offset: number, length: number): Promise<void> {
-    return this.file.writeZeroes(this.fileOffset + offset, length);
+  /** Past the end of a short file, the file grows (its new bytes read as zeros), as QEMU's write-zeroes to a file does. */
+  async writeZeroes(offset: number, length: number): Promise<void> {
+    const at = this.fileOffset + offset;
+    const size = this.file.length;
+    if (at + length > size) await this.file.write(at + length - 1, ONE_ZERO_BYTE, true);
+    if (at < size) await this.file.writeZeroes(at, Math.min(length, size - at));
   }
 
   info(filename: string | undefined, type: string): Record<string, unknown> {
