@@ -35,7 +35,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { prngU32 } from '../src/bench/prng.js';
+import { Rng } from './fuzz-rng.js';
 import * as P from '../src/drivers/nbd/protocol.js';
 
 const { values: args } = parseArgs({
@@ -60,21 +60,6 @@ const KNOWN_SIZE = 1 << 20;
 /** What `known` holds: 0x5a in its first 64 KiB, 0xa5 at 512 KiB for 4 KiB, zeroes elsewhere. */
 const knownByte = (at: number) => (at < 65536 ? 0x5a : at >= 524288 && at < 524288 + 4096 ? 0xa5 : 0);
 
-class Rng {
-  readonly u32: () => number;
-  constructor(seed: number) {
-    this.u32 = prngU32(seed);
-  }
-  int(n: number): number {
-    return n <= 0 ? 0 : Math.floor((this.u32() / 2 ** 32) * n);
-  }
-  chance(p: number): boolean {
-    return this.u32() / 2 ** 32 < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)] as T;
-  }
-}
 
 // ---------------------------------------------------------------- the server
 

@@ -25,7 +25,7 @@ import { fromLibvirtIotune, parseIotuneXml } from '../src/options/libvirt.js';
 import { parseBlockSetIoThrottle } from '../src/options/qmp.js';
 import { parseThrottleGroupObject } from '../src/options/qom.js';
 import type { Drive } from '../src/drive.js';
-import { prngU32 } from '../src/bench/prng.js';
+import { Rng } from './fuzz-rng.js';
 import { bitmapOffsets, COMPANIONS, embeddedDescriptor, FORMAT_SEEDS, makeFormatCorpus, mutateText, toolOp, writeOps, bitmapOps } from './fuzz-formats.js';
 
 const { values: args } = parseArgs({
@@ -62,25 +62,6 @@ interface Stats {
   outcomes: Record<string, number>;
   /** One message for each outcome of a rare error code (EIO, ENOENT, EACCES, EBUSY, ELOCKED; every code with FUZZ_SAMPLES=all), to triage. */
   samples: Record<string, string>;
-}
-
-// ---------------------------------------------------------------- random numbers
-
-/** A small seeded PRNG (mulberry32). */
-class Rng {
-  readonly u32: () => number;
-  constructor(seed: number) {
-    this.u32 = prngU32(seed);
-  }
-  int(n: number): number {
-    return n <= 0 ? 0 : Math.floor((this.u32() / 2 ** 32) * n);
-  }
-  chance(p: number): boolean {
-    return this.u32() / 2 ** 32 < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
 }
 
 // ---------------------------------------------------------------- supervisor
