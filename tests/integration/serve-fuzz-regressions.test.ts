@@ -1,11 +1,11 @@
 // Cases scripts/fuzz-serve.ts found against a live `blocklayer serve`, each cut down to the few
 // messages that show it, with the reply QEMU (qemu-storage-daemon 7.2) gives.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createImage, type ImageInfo, imageInfo } from '../../src/index.js';
 import { type Served, serve } from '../helpers/serve-process.js';
 
 type Reply = { return?: unknown; error?: { class: string; desc: string } };
@@ -82,9 +82,12 @@ afterEach(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
+/** A new 1 MiB qcow2 image (our creator: these tests run where qemu-img is not installed too). */
+const qcow2 = (file: string) => createImage(file, { format: 'qcow2', size: 1 << 20 });
+
 /** `blocklayer serve` on a 1 MiB qcow2 image d0 (and `extra` arguments), with a QMP monitor. */
 async function start(...extra: string[]): Promise<Lines> {
-  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(dir, 'd0.qcow2'), '1M']);
+  await qcow2(path.join(dir, 'd0.qcow2'));
   const sock = path.join(dir, 'qmp.sock');
   served = await serve('-k', path.join(dir, 'nbd.sock'), '--qmp', `unix:${sock}`, '--drive', `file=${path.join(dir, 'd0.qcow2')},format=qcow2,id=d0`, ...extra);
   qmp = await Lines.connect(sock);
@@ -109,7 +112,7 @@ describe('block_resize', () => {
   it('resizes a node added with blockdev-add (not under a drive), as QEMU; its file child stays refused', async () => {
     const q = await start();
     const t0 = path.join(dir, 't0.qcow2');
-    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', t0, '1M']);
+    await qcow2(t0);
     expect(await q.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'n0', file: { driver: 'file', filename: t0, 'node-name': 'f0' } })).toEqual({ return: {} });
     expect(await q.cmd('block_resize', { 'node-name': 'n0', size: 2 << 20 })).toEqual({ return: {} });
     expect(await q.cmd('block_resize', { 'node-name': 'f0', size: 4 << 20 })).toEqual({
@@ -121,7 +124,7 @@ describe('block_resize', () => {
     expect(await q.cmd('block_resize', { 'node-name': 'nope', size: 2 << 20 })).toEqual({ error: { class: 'GenericError', desc: "Cannot find device='' nor node-name='nope'" } });
     const nodes = (await q.cmd('query-named-block-nodes')).return as { 'node-name': string; image: { 'virtual-size': number } }[];
     expect(nodes.find((n) => n['node-name'] === 'n0')?.image['virtual-size']).toBe(2 << 20);
-    const info = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', t0], { encoding: 'utf8' })) as { 'virtual-size': number };
+    const info = (await imageInfo(t0, { forceShare: true })) as ImageInfo;
     expect(info['virtual-size']).toBe(2 << 20);
   });
 });
@@ -130,7 +133,7 @@ describe('block_resize during a mirror', () => {
   it("refuses to resize a running mirror's source or target, as QEMU's op blocker: \"Device '…' is in use\"", async () => {
     const q = await start();
     const t0 = path.join(dir, 't0.qcow2');
-    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', t0, '1M']);
+    await qcow2(t0);
     expect(await q.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'n0', file: { driver: 'file', filename: t0 } })).toEqual({ return: {} });
     // One byte a second: the job is still running when the resizes come.
     expect(await q.cmd('blockdev-mirror', { 'job-id': 'j0', device: 'd0', target: 'n0', sync: 'full', speed: 1 })).toEqual({ return: {} });
@@ -145,7 +148,7 @@ describe('block_resize during a mirror', () => {
 describe('jobs on a running mirror', () => {
   it("refuses a stream or backup on a running mirror's source or target, as QEMU's op blockers", async () => {
     const q = await start();
-    for (const name of ['t0', 't1']) execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(dir, `${name}.qcow2`), '1M']);
+    for (const name of ['t0', 't1']) await qcow2(path.join(dir, `${name}.qcow2`));
     for (const name of ['t0', 't1']) {
       expect(await q.cmd('blockdev-add', { driver: 'qcow2', 'node-name': `n${name[1]}`, file: { driver: 'file', filename: path.join(dir, `${name}.qcow2`) } })).toEqual({ return: {} });
     }
