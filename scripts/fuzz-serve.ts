@@ -35,7 +35,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Rng } from './fuzz-rng.js';
+import { Rng, withTimeout } from './fuzz-util.js';
 import * as P from '../src/drivers/nbd/protocol.js';
 
 const { values: args } = parseArgs({
@@ -169,18 +169,6 @@ function rssOf(pid: number): number {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), ms);
-  });
-  try {
-    return await Promise.race([p, t]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 // ---------------------------------------------------------------- a QMP connection
 

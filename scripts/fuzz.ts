@@ -25,7 +25,7 @@ import { fromLibvirtIotune, parseIotuneXml } from '../src/options/libvirt.js';
 import { parseBlockSetIoThrottle } from '../src/options/qmp.js';
 import { parseThrottleGroupObject } from '../src/options/qom.js';
 import type { Drive } from '../src/drive.js';
-import { Rng } from './fuzz-rng.js';
+import { Rng, withTimeout } from './fuzz-util.js';
 import { bitmapOffsets, COMPANIONS, embeddedDescriptor, FORMAT_SEEDS, makeFormatCorpus, mutateText, toolOp, writeOps, bitmapOps } from './fuzz-formats.js';
 
 const { values: args } = parseArgs({
@@ -626,18 +626,6 @@ function saveFinding(out: string, kind: FindingKind, key: string, summary: strin
 }
 
 // ---------------------------------------------------------------- the fuzz loop (child)
-
-async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), ms);
-  });
-  try {
-    return await Promise.race([p, t]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 async function exercise(drive: Drive, rng: Rng): Promise<void> {
   drive.node.info();

@@ -18,3 +18,16 @@ export class Rng {
     return xs[this.int(xs.length)] as T;
   }
 }
+
+/** `p`'s value, or 'timeout' once `ms` have passed first (the timer is cleared either way). */
+export async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), ms);
+  });
+  try {
+    return await Promise.race([p, t]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
