@@ -14,7 +14,7 @@ import { ConnectionBudget } from './connection-budget.js';
 import type { Deadlines, Expiring } from './deadlines.js';
 import type { MemoryBudget } from './memory-budget.js';
 import type { MetaSelection } from './meta-contexts.js';
-import { Negotiation, type NegotiationHost, type NegotiationStep } from './negotiation.js';
+import { Negotiation, type NegotiationHost } from './negotiation.js';
 import { ProtocolViolation } from './protocol-violation.js';
 import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
 import type { NbdClientInfo, NbdServerEvents } from './server-options.js';
@@ -24,11 +24,8 @@ import { StatusChunks } from './status-chunks.js';
 import { upgradeToTls } from './tls-upgrade.js';
 import { agreedOf, type HandedConnection, takeConnection } from './handover.js';
 import { HandshakeReplies } from './handshake-replies.js';
+import { HANDSHAKE_BACKLOG, type OptionsOutcome, stepOptions } from './option-steps.js';
 
-/** Unsent option replies past which the server stops reading options until the client takes them. */
-const HANDSHAKE_BACKLOG = 256 * 1024;
-/** Handshake reply bytes gathered before they are written even though more options are here already. */
-const HANDSHAKE_FLUSH = 64 * 1024;
 /** Bytes the reader may hold beyond what the parser asked for. */
 const READER_SLACK = 256 * 1024;
 /** Requests in flight per connection before the server stops reading new ones. */
@@ -91,9 +88,10 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
   private txOver: ((e: Error | null) => void) | null = null;
   /** The pump is running (a call from inside it returns at once: the running one goes on). */
   private pumping = false;
-  /** {@link pump} as the reader's and the slot's callback (made when transmission starts). */
-  private pumpNow: (() => void) | null = null;
-  private pumpWaiter: ReadWaiter | null = null;
+  /** The option haggling's end, while it waits for the reader (see {@link options}). */
+  private optionsDone: ((step: OptionsOutcome | null, e: unknown) => void) | null = null;
+  /** The reader's callback once the bytes waited for are here (or it has ended): the option haggling's, then the pump's. */
+  private readonly onBytes: ReadWaiter;
   private stopping = false;
   private readonly stopped = () => this.stopping || this.closeSeen;
   private quiesced: Promise<void> | null = null;
@@ -117,6 +115,8 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
     });
     this.watch(socket);
     this.negotiation = new Negotiation(server, (frame) => this.pending.push(frame));
+    const go = () => (this.optionsDone !== null ? this.stepOptions() : this.pump());
+    this.onBytes = { resolve: go, reject: go };
   }
 
   /** Socket events that end the connection or let it write again (on the plain socket, and on the TLS one). */
@@ -284,28 +284,15 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
   private async handshake(handed: HandedConnection | undefined): Promise<boolean> {
     const neg = this.negotiation;
     for (;;) {
-      // A client that sends options without reading the replies must not make them pile up here.
-      if (neg.awaitingOption) {
-        if (this.pending.bytes >= HANDSHAKE_FLUSH) this.pending.flush(this.socket);
+      const step = handed !== undefined ? (neg.adopt(handed) as OptionsOutcome) : await this.options();
+      if (step === 'backlog') {
         while (!this.stopping && !this.socket.destroyed && this.socket.writableLength > HANDSHAKE_BACKLOG) {
           await new Promise<void>((resolve) => {
             this.slotWaiter = resolve;
           });
         }
+        continue;
       }
-      let step: NegotiationStep;
-      if (handed !== undefined) step = neg.adopt(handed);
-      else {
-        // The bytes of options sent together are here already: their replies wait for the next flush.
-        let bytes = this.reader.readNow(neg.need);
-        if (bytes === null) {
-          this.pending.flush(this.socket);
-          bytes = await this.reader.read(neg.need);
-        }
-        step = neg.take(bytes);
-      }
-      if (step !== 'more') this.pending.flush(this.socket);
-      if (step === 'more') continue;
       if (step === 'starttls') {
         await upgradeToTls(this.socket, this.reader, this.server.tls as NbdTlsSetup, (secure) => {
           this.socket = secure;
@@ -321,6 +308,29 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
       this.meta = neg.meta !== null && neg.meta.count > 0 ? neg.meta : null;
       return true;
     }
+  }
+
+  /** The option haggling until it needs more than the bytes the reader calls back with (one promise, not one per option). */
+  private options(): Promise<OptionsOutcome> {
+    return new Promise((resolve, reject) => {
+      this.optionsDone = (step, e) => (step !== null ? resolve(step) : reject(e));
+      this.stepOptions();
+    });
+  }
+
+  private stepOptions(): void {
+    const done = this.optionsDone as NonNullable<typeof this.optionsDone>;
+    let step: OptionsOutcome | null;
+    try {
+      step = stepOptions(this.negotiation, this.reader, this.pending, this.socket, this.stopping, this.onBytes);
+    } catch (e) {
+      step = null;
+      this.optionsDone = null;
+      done(null, e);
+    }
+    if (step === null) return;
+    this.optionsDone = null;
+    done(step, null);
   }
 
   // ---- transmission ---------------------------------------------------------------------
@@ -339,9 +349,6 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
       };
       this.replies = new ReplyWriter(this.socket, this);
       this.status = new StatusChunks(this.server.pool, (frame, pooled) => this.reply(frame, pooled, 0));
-      const pump = () => this.pump();
-      this.pumpNow = pump;
-      this.pumpWaiter = { resolve: pump, reject: pump };
       this.pump();
     });
   }
@@ -360,7 +367,7 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
       const maxRequest = this.server.maxRequest;
       for (;;) {
         if (this.mustWait()) {
-          this.slotWaiter = this.pumpNow;
+          this.slotWaiter = this.onBytes.resolve;
           return;
         }
         if (this.stopping) {
@@ -370,7 +377,7 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
         const req = this.nextRequest();
         if (req === null) {
           // Nothing more received: the reader calls back once the next header is here (it throws if it has ended).
-          if (!this.reader.whenBuffered(P.REQUEST_SIZE, this.pumpWaiter as ReadWaiter)) return;
+          if (!this.reader.whenBuffered(P.REQUEST_SIZE, this.onBytes)) return;
           continue;
         }
         // READ data and WRITE payloads count against the server-wide budget until their reply is written.
