@@ -56,7 +56,9 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
   /** The plain socket, then the TLS socket over it once NBD_OPT_STARTTLS succeeded. */
   private socket: net.Socket;
   private closeSeen = false;
-  private resolveClosed: () => void = () => {};
+  /** {@link closed} and its resolve, made when something first waits for the close. */
+  private closedPromise: Promise<void> | null = null;
+  private resolveClosed: (() => void) | null = null;
   private readonly address: string;
   private readonly port: number | undefined;
   /** The option haggling, until an export is selected. */
@@ -76,8 +78,6 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
   private readonly pending = new HandshakeReplies();
   /** Records of finished READs, for reuse. */
   private readonly spareReads: ReadJob[] = [];
-  /** Resolves once the socket has closed and 'disconnect' was emitted. */
-  readonly closed: Promise<void>;
   private inFlight = 0;
   /** Bytes held for requests in flight: WRITE payloads and READ buffers. */
   private inFlightBytes = 0;
@@ -110,9 +110,6 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
     this.reader = new SocketReader(socket, READER_SLACK);
     this.budget = new ConnectionBudget(server.budget);
     socket.setNoDelay(true);
-    this.closed = new Promise((resolve) => {
-      this.resolveClosed = resolve;
-    });
     this.watch(socket);
     this.negotiation = new Negotiation(server, (frame) => this.pending.push(frame));
     const go = () => (this.optionsDone !== null ? this.stepOptions() : this.pump());
@@ -138,9 +135,15 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
       this.budget.close();
       this.wakeSlot();
       this.server.forget(this, this.faultReason);
-      this.resolveClosed();
+      this.resolveClosed?.();
     });
     socket.on('drain', () => this.wakeSlot());
+  }
+
+  /** Resolves once the socket has closed and 'disconnect' was emitted. */
+  get closed(): Promise<void> {
+    this.closedPromise ??= this.closeSeen ? Promise.resolve() : new Promise((resolve) => (this.resolveClosed = resolve));
+    return this.closedPromise;
   }
 
   get exportName(): string | null {
@@ -162,9 +165,7 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
   async run(handed?: HandedConnection): Promise<void> {
     this.handshakeTicket = this.server.handshakeDeadlines.add(this);
     let loop: () => void = () => {};
-    this.loopDone = new Promise<void>((resolve) => {
-      loop = resolve;
-    });
+    this.loopDone = new Promise<void>((resolve) => (loop = resolve));
     try {
       if (handed === undefined) this.pending.push(Negotiation.greeting());
       const selected = await this.handshake(handed);
@@ -268,12 +269,11 @@ export class Connection implements ReadJobHost, ReplyOwner, Expiring {
     (this.replies as ReplyWriter).reply(frame, pooled, bytes, this.inFlight <= 1 && this.reader.buffered === 0);
   }
 
-  /** @internal A written reply's pooled frame goes back to the pool. */
+  /** @internal A written reply's pooled frame goes back to the pool (and its budget bytes, {@link giveBack}). */
   give(pooled: Buffer): void {
     this.server.pool.give(pooled);
   }
-
-  /** @internal A written reply's budget bytes go back. */
+  /** @internal */
   giveBack(bytes: number): void {
     this.budget.giveBack(bytes);
   }
