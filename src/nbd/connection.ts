@@ -4,38 +4,32 @@ import type { EventEmitter } from 'eventemitter3';
 import type { Clock, ClockTimer } from '../clock.js';
 import type { Drive } from '../drive.js';
 import * as P from '../drivers/nbd/protocol.js';
-import { ReaderClosed, SocketReader } from '../drivers/nbd/reader.js';
+import { ReaderClosed, type ReadWaiter, SocketReader } from '../drivers/nbd/reader.js';
 import { isTlsError, type NbdTlsSetup, tlsErrorText } from '../drivers/nbd/tls.js';
 import type { BufferPool } from './buffer-pool.js';
-import { checkRequest, replyErrorOf, trim, writeZeroes } from './commands.js';
+import { checkRequest, replyErrorOf } from './commands.js';
+import { driveCommand } from './drive-command.js';
 import type { NbdExport } from './export.js';
 import { ConnectionBudget } from './connection-budget.js';
 import type { Deadlines, Expiring } from './deadlines.js';
 import type { MemoryBudget } from './memory-budget.js';
 import type { MetaSelection } from './meta-contexts.js';
-import { Negotiation, type NegotiationHost, type NegotiationStep } from './negotiation.js';
+import { Negotiation, type NegotiationHost } from './negotiation.js';
 import { ProtocolViolation } from './protocol-violation.js';
 import { decodeServerRequest, readReplyHeaderSize, type ServerRequest, writeReadReplyHeader, writeSimpleReply } from './request.js';
 import type { NbdClientInfo, NbdServerEvents } from './server-options.js';
 import { ReadJob, type ReadJobHost } from './read-job.js';
-import { ReplyBatch } from './reply-batch.js';
+import { type ReplyOwner, ReplyWriter } from './reply-batch.js';
 import { StatusChunks } from './status-chunks.js';
 import { upgradeToTls } from './tls-upgrade.js';
 import { agreedOf, type HandedConnection, takeConnection } from './handover.js';
 import { HandshakeReplies } from './handshake-replies.js';
+import { HANDSHAKE_BACKLOG, type OptionsOutcome, stepOptions } from './option-steps.js';
 
-/** Unsent option replies past which the server stops reading options until the client takes them. */
-const HANDSHAKE_BACKLOG = 256 * 1024;
-/** Handshake reply bytes gathered before they are written even though more options are here already. */
-const HANDSHAKE_FLUSH = 64 * 1024;
 /** Bytes the reader may hold beyond what the parser asked for. */
 const READER_SLACK = 256 * 1024;
 /** Requests in flight per connection before the server stops reading new ones. */
 const MAX_IN_FLIGHT = 64;
-/** Reply batch objects kept for reuse per connection. */
-const SPARE_BATCHES = 8;
-/** The error a batch is given back with when its last frame could not be written. */
-const NOT_WRITTEN = new Error('reply not written: the socket has closed');
 /** What a read pending at a connection's end rejects with: one for all (an Error's stack costs every connection). */
 const ENDING = new ReaderClosed('connection ending');
 
@@ -57,12 +51,14 @@ export interface ConnectionHost extends NegotiationHost {
 }
 
 /** Per-connection state: handshake, then requests in flight and replies as they complete. */
-export class Connection implements ReadJobHost, Expiring {
+export class Connection implements ReadJobHost, ReplyOwner, Expiring {
   private reader: SocketReader;
   /** The plain socket, then the TLS socket over it once NBD_OPT_STARTTLS succeeded. */
   private socket: net.Socket;
   private closeSeen = false;
-  private resolveClosed: () => void = () => {};
+  /** {@link closed} and its resolve, made when something first waits for the close. */
+  private closedPromise: Promise<void> | null = null;
+  private resolveClosed: (() => void) | null = null;
   private readonly address: string;
   private readonly port: number | undefined;
   /** The option haggling, until an export is selected. */
@@ -71,42 +67,31 @@ export class Connection implements ReadJobHost, Expiring {
   private exp: NbdExport | null = null;
   private structured = false;
   private meta: MetaSelection | null = null;
-  /** Builds and sends BLOCK_STATUS chunks, keeping their extent arrays for the next request. */
-  private readonly status: StatusChunks;
+  /** Builds and sends BLOCK_STATUS chunks, keeping their extent arrays for the next request (made when transmission starts). */
+  private status: StatusChunks | null = null;
+  /** Transmission replies on their way to the socket (made when transmission starts). */
+  private replies: ReplyWriter | null = null;
   /** The handshake's deadline in the server's queue, or -1 once the handshake is over. */
   private handshakeTicket = -1;
   private endTimer: ClockTimer | null = null;
   /** Handshake replies not written yet. */
   private readonly pending = new HandshakeReplies();
-  /** Replies are being gathered for one write at the end of this event-loop turn. */
-  private corked = false;
-  private readonly uncork = () => {
-    this.corked = false;
-    const b = this.batch;
-    this.batch = null;
-    if (b !== null) this.closeBatch(b);
-    this.socket.uncork();
-  };
-  /** Transmission replies gathered in this turn (written when the socket is uncorked), or null. */
-  private batch: ReplyBatch | null = null;
-  private readonly spareBatches: ReplyBatch[] = [];
   /** Records of finished READs, for reuse. */
   private readonly spareReads: ReadJob[] = [];
-  /** A batch has been handed to the OS (or never will be: `err`): its frames and budget bytes come back. */
-  private readonly batchWritten = (b: ReplyBatch, err: Error | null | undefined): void => {
-    this.budget.giveBack(b.bytes);
-    // Written out: nothing references the frames any more (after an error the socket may still).
-    if (!err) for (let i = 0; i < b.pooled.length; i++) this.server.pool.give(b.pooled[i] as Buffer);
-    b.reset();
-    if (this.spareBatches.length < SPARE_BATCHES) this.spareBatches.push(b);
-  };
-  /** Resolves once the socket has closed and 'disconnect' was emitted. */
-  readonly closed: Promise<void>;
   private inFlight = 0;
   /** Bytes held for requests in flight: WRITE payloads and READ buffers. */
   private inFlightBytes = 0;
   private idleWaiters: (() => void)[] = [];
+  /** Called when a slot may have freed (a reply went, the socket drained, the connection stops): the handshake's wait, or the pump. */
   private slotWaiter: (() => void) | null = null;
+  /** Transmission's end, while requests are read: see {@link transmission}. */
+  private txOver: ((e: Error | null) => void) | null = null;
+  /** The pump is running (a call from inside it returns at once: the running one goes on). */
+  private pumping = false;
+  /** The option haggling's end, while it waits for the reader (see {@link options}). */
+  private optionsDone: ((step: OptionsOutcome | null, e: unknown) => void) | null = null;
+  /** The reader's callback once the bytes waited for are here (or it has ended): the option haggling's, then the pump's. */
+  private readonly onBytes: ReadWaiter;
   private stopping = false;
   private readonly stopped = () => this.stopping || this.closeSeen;
   private quiesced: Promise<void> | null = null;
@@ -124,13 +109,11 @@ export class Connection implements ReadJobHost, Expiring {
     this.port = socket.remotePort;
     this.reader = new SocketReader(socket, READER_SLACK);
     this.budget = new ConnectionBudget(server.budget);
-    this.status = new StatusChunks(server.pool, (frame, pooled) => this.reply(frame, pooled, 0));
     socket.setNoDelay(true);
-    this.closed = new Promise((resolve) => {
-      this.resolveClosed = resolve;
-    });
     this.watch(socket);
     this.negotiation = new Negotiation(server, (frame) => this.pending.push(frame));
+    const go = () => (this.optionsDone !== null ? this.stepOptions() : this.pump());
+    this.onBytes = { resolve: go, reject: go };
   }
 
   /** Socket events that end the connection or let it write again (on the plain socket, and on the TLS one). */
@@ -152,9 +135,15 @@ export class Connection implements ReadJobHost, Expiring {
       this.budget.close();
       this.wakeSlot();
       this.server.forget(this, this.faultReason);
-      this.resolveClosed();
+      this.resolveClosed?.();
     });
     socket.on('drain', () => this.wakeSlot());
+  }
+
+  /** Resolves once the socket has closed and 'disconnect' was emitted. */
+  get closed(): Promise<void> {
+    this.closedPromise ??= this.closeSeen ? Promise.resolve() : new Promise((resolve) => (this.resolveClosed = resolve));
+    return this.closedPromise;
   }
 
   get exportName(): string | null {
@@ -176,9 +165,7 @@ export class Connection implements ReadJobHost, Expiring {
   async run(handed?: HandedConnection): Promise<void> {
     this.handshakeTicket = this.server.handshakeDeadlines.add(this);
     let loop: () => void = () => {};
-    this.loopDone = new Promise<void>((resolve) => {
-      loop = resolve;
-    });
+    this.loopDone = new Promise<void>((resolve) => (loop = resolve));
     try {
       if (handed === undefined) this.pending.push(Negotiation.greeting());
       const selected = await this.handshake(handed);
@@ -242,9 +229,7 @@ export class Connection implements ReadJobHost, Expiring {
   end(asked = false): void {
     this.reader.stop(ENDING);
     // The replies of this turn go before the end.
-    const b = this.batch;
-    this.batch = null;
-    if (b !== null) this.closeBatch(b);
+    this.replies?.flush();
     const socket = this.socket;
     if (socket.destroyed || this.endTimer) return;
     // Every reply is with the kernel already, which still delivers it after the close: no shutdown
@@ -277,53 +262,20 @@ export class Connection implements ReadJobHost, Expiring {
   /**
    * Queues one transmission reply, a frame that is one buffer. `pooled`: the buffer the frame lies
    * in goes back to the pool once written (a READ reply's, a BLOCK_STATUS chunk's); `bytes`: budget
-   * bytes its request holds until then. Replies of one turn leave together, with one write
-   * callback for all (see {@link ReplyBatch}).
+   * bytes its request holds until then. The reply of the only request in flight, with no other
+   * received, leaves at once; others of one turn leave together (see {@link ReplyWriter}).
    */
   private reply(frame: Uint8Array, pooled: Buffer | null, bytes: number): void {
-    const socket = this.socket;
-    if (socket.destroyed || !socket.writable) {
-      // Never handed to the socket: nothing references the frame.
-      if (pooled !== null) this.server.pool.give(pooled);
-      this.budget.giveBack(bytes);
-      return;
-    }
-    let b = this.batch;
-    if (b === null) {
-      b = this.spareBatches.pop() ?? new ReplyBatch(this.batchWritten);
-      b.last = frame;
-      if (pooled !== null) b.pooled.push(pooled);
-      b.bytes = bytes;
-      // The reply of the only request in flight, with no other request received: nothing could
-      // join it this turn, so it leaves at once (a client that waits for each reply, as nbdinfo --map does).
-      if (!this.corked && this.inFlight <= 1 && this.reader.buffered === 0) {
-        socket.write(frame, b.written);
-        return;
-      }
-      this.batch = b;
-      if (!this.corked) {
-        this.corked = true;
-        socket.cork();
-        setImmediate(this.uncork);
-      }
-      return;
-    }
-    // The frame held back so far goes now; the new one waits to carry the batch's callback.
-    if (b.last !== null) socket.write(b.last);
-    b.last = frame;
-    if (pooled !== null) b.pooled.push(pooled);
-    b.bytes += bytes;
+    (this.replies as ReplyWriter).reply(frame, pooled, bytes, this.inFlight <= 1 && this.reader.buffered === 0);
   }
 
-  /** Writes a batch's last frame with the batch's callback (or gives its bytes back if the socket cannot write). */
-  private closeBatch(b: ReplyBatch): void {
-    const last = b.last;
-    if (last !== null && !this.socket.destroyed && this.socket.writable) {
-      this.socket.write(last, b.written);
-      return;
-    }
-    // Frames already given to a socket that has gone may still be referenced: they are not pooled.
-    this.batchWritten(b, last === null ? null : NOT_WRITTEN);
+  /** @internal A written reply's pooled frame goes back to the pool (and its budget bytes, {@link giveBack}). */
+  give(pooled: Buffer): void {
+    this.server.pool.give(pooled);
+  }
+  /** @internal */
+  giveBack(bytes: number): void {
+    this.budget.giveBack(bytes);
   }
 
   // ---- handshake ------------------------------------------------------------------------
@@ -332,28 +284,15 @@ export class Connection implements ReadJobHost, Expiring {
   private async handshake(handed: HandedConnection | undefined): Promise<boolean> {
     const neg = this.negotiation;
     for (;;) {
-      // A client that sends options without reading the replies must not make them pile up here.
-      if (neg.awaitingOption) {
-        if (this.pending.bytes >= HANDSHAKE_FLUSH) this.pending.flush(this.socket);
+      const step = handed !== undefined ? (neg.adopt(handed) as OptionsOutcome) : await this.options();
+      if (step === 'backlog') {
         while (!this.stopping && !this.socket.destroyed && this.socket.writableLength > HANDSHAKE_BACKLOG) {
           await new Promise<void>((resolve) => {
             this.slotWaiter = resolve;
           });
         }
+        continue;
       }
-      let step: NegotiationStep;
-      if (handed !== undefined) step = neg.adopt(handed);
-      else {
-        // The bytes of options sent together are here already: their replies wait for the next flush.
-        let bytes = this.reader.readNow(neg.need);
-        if (bytes === null) {
-          this.pending.flush(this.socket);
-          bytes = await this.reader.read(neg.need);
-        }
-        step = neg.take(bytes);
-      }
-      if (step !== 'more') this.pending.flush(this.socket);
-      if (step === 'more') continue;
       if (step === 'starttls') {
         await upgradeToTls(this.socket, this.reader, this.server.tls as NbdTlsSetup, (secure) => {
           this.socket = secure;
@@ -371,63 +310,171 @@ export class Connection implements ReadJobHost, Expiring {
     }
   }
 
+  /** The option haggling until it needs more than the bytes the reader calls back with (one promise, not one per option). */
+  private options(): Promise<OptionsOutcome> {
+    return new Promise((resolve, reject) => {
+      this.optionsDone = (step, e) => (step !== null ? resolve(step) : reject(e));
+      this.stepOptions();
+    });
+  }
+
+  private stepOptions(): void {
+    const done = this.optionsDone as NonNullable<typeof this.optionsDone>;
+    let step: OptionsOutcome | null;
+    try {
+      step = stepOptions(this.negotiation, this.reader, this.pending, this.socket, this.stopping, this.onBytes);
+    } catch (e) {
+      step = null;
+      this.optionsDone = null;
+      done(null, e);
+    }
+    if (step === null) return;
+    this.optionsDone = null;
+    done(step, null);
+  }
+
   // ---- transmission ---------------------------------------------------------------------
 
-  private async transmission(): Promise<void> {
-    const maxRequest = this.server.maxRequest;
-    for (;;) {
-      // The awaits are skipped when nothing needs waiting for: requests already received are parsed in one go.
-      if (this.mustWait()) await this.slot();
-      if (this.stopping) return;
-      let req: ServerRequest;
-      try {
-        // Decoded where it lies in the received chunk when it is all here (the usual case at depth).
-        req = this.reader.decodeNow(P.REQUEST_SIZE, decodeServerRequest) ?? decodeServerRequest(await this.reader.read(P.REQUEST_SIZE), 0);
-      } catch (e) {
-        if (e instanceof P.NbdProtocolError) throw new ProtocolViolation(e.message);
-        throw e;
-      }
-      // READ data and WRITE payloads count against the server-wide budget until their reply is written.
-      const bytes = (req.type === P.NBD_CMD_WRITE && req.length <= maxRequest) || (req.type === P.NBD_CMD_READ && req.length <= maxRequest) ? req.length : 0;
-      if (bytes > 0 && !this.budget.tryTake(bytes) && !(await this.budget.reserve(bytes, this.stopped))) return;
-      let payload: Buffer | null = null;
-      switch (req.type) {
-        case P.NBD_CMD_DISC:
-          // No reply: in-flight requests finish, then the connection ends.
+  /**
+   * Serves requests until the client disconnects, the connection stops or fails. Driven by the
+   * reader and by replies: see {@link pump}. Resolves when no more requests will be read (in-flight
+   * ones may still be running); rejects with what ended it otherwise (ReaderClosed: the stream ended).
+   */
+  private transmission(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.txOver = (e) => {
+        this.txOver = null;
+        if (e === null) resolve();
+        else reject(e);
+      };
+      this.replies = new ReplyWriter(this.socket, this);
+      this.status = new StatusChunks(this.server.pool, (frame, pooled) => this.reply(frame, pooled, 0));
+      this.pump();
+    });
+  }
+
+  /**
+   * Takes the requests received so far, with no promise per request: each is answered at once
+   * (BLOCK_STATUS of bitmaps) or started (READ, and the rest on the drive). When it must wait it
+   * leaves itself to be called again: by the reader once the next request's bytes are here, by
+   * {@link wakeSlot} once a request in flight has replied or the socket drained. Only a request that
+   * waits for budget bytes or for the rest of its WRITE payload takes the async path ({@link slowRequest}).
+   */
+  private pump(): void {
+    if (this.pumping || this.txOver === null) return;
+    this.pumping = true;
+    try {
+      const maxRequest = this.server.maxRequest;
+      for (;;) {
+        if (this.mustWait()) {
+          this.slotWaiter = this.onBytes.resolve;
           return;
-        case P.NBD_CMD_WRITE:
-          // The payload cannot be skipped safely when it is larger than we accept: drop the client.
-          if (req.length > maxRequest) throw new ProtocolViolation(`NBD_CMD_WRITE of ${req.length} bytes exceeds the maximum ${maxRequest}`);
-          // Copied out of the received chunks into a reused buffer (the copy a fresh buffer needed too).
-          payload = this.server.pool.take(req.length);
-          if (!this.reader.fillNow(payload)) await this.reader.fill(payload);
-          break;
-        default:
-          // No payload, as QEMU reads it: only WRITE carries one of the commands we offer (an
-          // unknown command is answered EINVAL by serve(); its length says nothing about a payload).
-          break;
+        }
+        if (this.stopping) {
+          this.endTransmission(null);
+          return;
+        }
+        const req = this.nextRequest();
+        if (req === null) {
+          // Nothing more received: the reader calls back once the next header is here (it throws if it has ended).
+          if (!this.reader.whenBuffered(P.REQUEST_SIZE, this.onBytes)) return;
+          continue;
+        }
+        // READ data and WRITE payloads count against the server-wide budget until their reply is written.
+        const bytes = (req.type === P.NBD_CMD_WRITE || req.type === P.NBD_CMD_READ) && req.length <= maxRequest ? req.length : 0;
+        if (bytes > 0 && !this.budget.tryTake(bytes)) {
+          void this.slowRequest(req, bytes, false);
+          return;
+        }
+        if (!this.take(req, bytes)) return;
       }
-      this.inFlight++;
-      this.inFlightBytes += bytes;
-      if (req.type === P.NBD_CMD_READ) this.read(req, bytes);
-      else if (req.type === P.NBD_CMD_BLOCK_STATUS && this.meta !== null && !this.meta.allocation && !this.meta.depth) this.bitmapStatus(req);
-      else void this.serve(req, payload, bytes);
+    } catch (e) {
+      this.endTransmission(e);
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** The next request if its header is here, else null. */
+  private nextRequest(): ServerRequest | null {
+    try {
+      // Decoded where it lies in the received chunk when it is all here (the usual case).
+      return this.reader.decodeNow(P.REQUEST_SIZE, decodeServerRequest);
+    } catch (e) {
+      if (e instanceof P.NbdProtocolError) throw new ProtocolViolation(e.message);
+      throw e;
     }
   }
 
   /**
-   * Waits until another request may be read: few enough requests and bytes in flight, and the
-   * socket not backed up by a client that does not read its replies. What a connection holds stays
-   * bounded by about 2 × maxRequest of requests plus maxRequest of unsent replies.
+   * Takes a request whose budget bytes are held: its payload, then it is started. False when the
+   * pump stops here: the transmission ended (NBD_CMD_DISC), or the payload is not all here yet
+   * (the async path reads it and starts the pump again).
    */
-  private async slot(): Promise<void> {
-    while (this.mustWait()) {
-      await new Promise<void>((resolve) => {
-        this.slotWaiter = resolve;
-      });
+  private take(req: ServerRequest, bytes: number): boolean {
+    if (req.type === P.NBD_CMD_DISC) {
+      // No reply: in-flight requests finish, then the connection ends.
+      this.endTransmission(null);
+      return false;
     }
+    let payload: Buffer | null = null;
+    if (req.type === P.NBD_CMD_WRITE) {
+      const maxRequest = this.server.maxRequest;
+      // The payload cannot be skipped safely when it is larger than we accept: drop the client.
+      if (req.length > maxRequest) throw new ProtocolViolation(`NBD_CMD_WRITE of ${req.length} bytes exceeds the maximum ${maxRequest}`);
+      // Copied out of the received chunks into a reused buffer (the copy a fresh buffer needed too).
+      payload = this.server.pool.take(req.length);
+      if (!this.reader.fillNow(payload)) {
+        void this.slowRequest(req, bytes, true, payload);
+        return false;
+      }
+    }
+    // No payload otherwise, as QEMU reads it: only WRITE carries one of the commands we offer (an
+    // unknown command is answered EINVAL by serve(); its length says nothing about a payload).
+    this.start(req, payload, bytes);
+    return true;
   }
 
+  /** A request that waits: for its budget bytes (`held` false), or for the rest of its WRITE payload. Then the pump goes on. */
+  private async slowRequest(req: ServerRequest, bytes: number, held: boolean, payload?: Buffer): Promise<void> {
+    try {
+      if (!held) {
+        if (!(await this.budget.reserve(bytes, this.stopped))) {
+          this.endTransmission(null);
+          return;
+        }
+        if (!this.take(req, bytes)) return;
+      } else {
+        await this.reader.fill(payload as Buffer);
+        this.start(req, payload as Buffer, bytes);
+      }
+    } catch (e) {
+      this.endTransmission(e);
+      return;
+    }
+    this.pump();
+  }
+
+  /** No more requests will be read: `e` null when the client or the server ended it, else why it failed. */
+  private endTransmission(e: unknown): void {
+    this.slotWaiter = null;
+    this.txOver?.(e === null ? null : e instanceof Error ? e : new Error(String(e)));
+  }
+
+  /** Starts a request that has been read whole. */
+  private start(req: ServerRequest, payload: Buffer | null, bytes: number): void {
+    this.inFlight++;
+    this.inFlightBytes += bytes;
+    if (req.type === P.NBD_CMD_READ) this.read(req, bytes);
+    else if (req.type === P.NBD_CMD_BLOCK_STATUS && this.meta !== null && !this.meta.allocation && !this.meta.depth) this.bitmapStatus(req);
+    else void this.serve(req, payload, bytes);
+  }
+
+  /**
+   * Whether the pump must wait before it reads another request: too many requests or bytes in
+   * flight, or the socket backed up by a client that does not read its replies. What a connection
+   * holds stays bounded by about 2 × maxRequest of requests plus maxRequest of unsent replies.
+   */
   private mustWait(): boolean {
     const max = this.server.maxRequest;
     return !this.stopping && (this.inFlight >= MAX_IN_FLIGHT || (this.inFlight > 0 && this.inFlightBytes >= 2 * max) || this.socket.writableLength > max);
@@ -452,29 +499,7 @@ export class Connection implements ReadJobHost, Expiring {
   private async serve(req: ServerRequest, payload: Buffer | null, bytes: number): Promise<void> {
     try {
       checkRequest(req, this.exp as NbdExport, this.server.maxRequest, this.meta !== null);
-      switch (req.type) {
-        case P.NBD_CMD_BLOCK_STATUS:
-          await this.status.all(req, this.drive, this.meta as MetaSelection);
-          return;
-        case P.NBD_CMD_WRITE:
-          await this.drive.write(req.offset, payload as Buffer);
-          // The drive is done with the payload once the write succeeded (a failed one may leave pieces running).
-          this.server.pool.give(payload as Buffer);
-          if (req.flags & P.NBD_CMD_FLAG_FUA) await this.drive.flush();
-          break;
-        case P.NBD_CMD_FLUSH:
-          await this.drive.flush();
-          break;
-        case P.NBD_CMD_TRIM:
-          await trim(this.drive, req);
-          break;
-        case P.NBD_CMD_WRITE_ZEROES:
-          await writeZeroes(this.drive, req);
-          break;
-        case P.NBD_CMD_CACHE:
-          // Advisory: nothing to prefetch into (the drive has its own caches, if any).
-          break;
-      }
+      if (!(await driveCommand(req, this.drive, payload, this.server.pool, this.status as StatusChunks, this.meta))) return;
       const reply = Buffer.allocUnsafe(P.SIMPLE_REPLY_SIZE);
       writeSimpleReply(reply, req, P.NBD_SUCCESS);
       this.reply(reply, null, bytes);
@@ -556,7 +581,7 @@ export class Connection implements ReadJobHost, Expiring {
   private bitmapStatus(req: ServerRequest): void {
     try {
       checkRequest(req, this.exp as NbdExport, this.server.maxRequest, true);
-      this.status.bitmapsOnly(req, this.meta as MetaSelection);
+      (this.status as StatusChunks).bitmapsOnly(req, this.meta as MetaSelection);
     } catch (e) {
       this.sendError(req, e, 0);
     } finally {

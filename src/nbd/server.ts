@@ -255,8 +255,8 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   }
 
   private accept(socket: net.Socket): void {
-    socket.on('error', ignore);
     if (this.state !== 'listening') {
+      socket.on('error', ignore);
       socket.destroy();
       return;
     }
@@ -264,6 +264,8 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
       this.start(socket);
       return;
     }
+    // Until it is greeted (or dropped), its errors go nowhere.
+    socket.on('error', ignore);
     // Every slot taken: like qemu-nbd, which stops accepting until a client leaves (its clients
     // wait in the listen backlog), the connection waits without a greeting; a bounded number do.
     const peer = { address: socket.remoteAddress ?? 'unix', ...(socket.remotePort === undefined ? {} : { port: socket.remotePort }) };
@@ -295,6 +297,7 @@ export class NbdServer extends EventEmitter<NbdServerEvents> {
   }
 
   private start(socket: net.Socket): void {
+    // A connection's own listener takes its errors from here on (a waiting one's are ignored until now).
     socket.off('error', ignore);
     const c = new Connection(this, socket);
     this.connections.add(c);

@@ -5,6 +5,12 @@ export class ReaderClosed extends Error {
   override readonly name = 'ReaderClosed';
 }
 
+/** Who waits for bytes: `resolve` once they are here, `reject` once the reader has ended first. */
+export interface ReadWaiter {
+  resolve(): void;
+  reject(e: Error): void;
+}
+
 /**
  * Reads exact byte counts from a socket for a sequential parser. It holds at most what the
  * current read needs plus `slack` bytes: past that the socket is paused (TCP backpressure
@@ -16,7 +22,7 @@ export class SocketReader {
   private head = 0;
   private size = 0;
   private want = 0;
-  private waiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  private waiter: ReadWaiter | null = null;
   private ended: Error | null = null;
   private readonly onData = (chunk: Buffer) => {
     if (this.ended) return;
@@ -101,6 +107,21 @@ export class SocketReader {
     }
     if (this.socket.isPaused() && this.size <= this.slack) this.socket.resume();
     return out;
+  }
+
+  /**
+   * A wait for `n` bytes without a promise: `w.resolve` is called from the socket's 'data' event
+   * once they are buffered (then {@link decodeNow}, {@link readNow} and {@link fillNow} find them),
+   * `w.reject` once the reader ends first. True, and no call, if they are here already; throws the
+   * reason if the reader has ended. One wait at a time, as for {@link read}.
+   */
+  whenBuffered(n: number, w: ReadWaiter): boolean {
+    if (this.ended) throw this.ended;
+    if (this.size >= n) return true;
+    this.want = n;
+    if (this.socket.isPaused() && this.size <= n + this.slack) this.socket.resume();
+    this.waiter = w;
+    return false;
   }
 
   /** Waits until `n` bytes are buffered. */
