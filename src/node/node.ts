@@ -1,4 +1,4 @@
-import { BlockError, valueText } from '../errors.js';
+import { BlockError, fromErrno, valueText } from '../errors.js';
 import { DirtyBitmaps } from './dirty-bitmaps.js';
 import type { BlockStatus, DriverInstance, GenericBlockDriver, InternalSnapshots, TruncateOptions } from './types.js';
 import { mergedExtents } from './extents.js';
@@ -51,6 +51,10 @@ export class BlockNode {
   private readonly tracked: TrackedWrite[] | null;
   /** Runs before a write of any kind reaches the driver (copy-before-write of a backup job); null: none. */
   private beforeWrite: BeforeWriteHook | null = null;
+  /** A flush's failure as a BlockError (made once per node, not per flush). */
+  private readonly flushFailed = (e: unknown): never => {
+    throw this.driverError(e, 'flush');
+  };
 
   constructor(
     name: string,
@@ -148,15 +152,25 @@ export class BlockNode {
     if (--this.refs > 0) return;
     this.closed = true;
     this.onClosed?.();
-    try {
-      // The bitmaps go into the image before it closes; the image closes even if that fails (reported after).
-      let failed: unknown = null;
-      if (!this.readOnly) await this.bitmaps.store().catch((e: unknown) => (failed = e));
-      await this.instance.close();
-      if (failed !== null) throw failed;
-    } finally {
-      for (const child of this.children.values()) await child.unref();
-    }
+    // The bitmaps go into the image before it closes; the image closes even if that fails, and
+    // every child is released even if the image or another child fails: the first error is reported after.
+    let failed: unknown = null;
+    const note = (e: unknown) => {
+      failed ??= e;
+    };
+    if (!this.readOnly) await this.bitmaps.store().catch(note);
+    await this.instance.close().catch(note);
+    for (const child of this.children.values()) await child.unref().catch(note);
+    if (failed !== null) throw this.driverError(failed, 'close');
+  }
+
+  /**
+   * What the driver threw (an errno error from a file, anything) as a BlockError naming this node;
+   * a BlockError passes as it is. Every error out of a driver's close, flush, reopen, resize goes
+   * through here, so the public API only rejects with BlockErrors.
+   */
+  private driverError(e: unknown, op: string): BlockError {
+    return fromErrno(e, `${op}: node ${this.name}`, { node: this.name });
   }
 
   /**
@@ -167,7 +181,13 @@ export class BlockNode {
    * flushes first. EROFS for a read-only driver, ENOTSUP for a driver that cannot reopen; on a
    * failure the nodes already switched are switched back.
    */
-  async reopen(readOnly: boolean): Promise<void> {
+  reopen(readOnly: boolean): Promise<void> {
+    return this.reopenNode(readOnly).catch((e: unknown) => {
+      throw this.driverError(e, 'reopen');
+    });
+  }
+
+  private async reopenNode(readOnly: boolean): Promise<void> {
     this.assertOpen();
     if (readOnly === this.ro) return;
     if (!readOnly && this.driver.capabilities.readOnly) throw new BlockError('EROFS', `Node '${this.name}' is read-only`, { node: this.name, field: 'read-only' });
@@ -378,7 +398,9 @@ export class BlockNode {
     const old = this.instance.length();
     if (size < old && !options.shrink) throw new BlockError('EINVAL', `resize: shrinking ${this.name} from ${old} to ${size} bytes needs the shrink option`, ctx);
     if (size < old && (options.prealloc ?? 'off') !== 'off') throw new BlockError('EINVAL', 'Preallocation can only be used for growing images', { node: this.name, field: 'prealloc' });
-    await this.instance.truncate(size, options);
+    await this.instance.truncate(size, options).catch((e: unknown) => {
+      throw this.driverError(e, 'resize');
+    });
     // The bitmaps follow the node (QEMU bdrv_dirty_bitmap_truncate).
     if (this.bitmaps.active) this.bitmaps.resize(this.instance.length());
   }
@@ -387,7 +409,7 @@ export class BlockNode {
   flush(): Promise<void> {
     if (this.closed) return Promise.reject(this.closedError());
     if (this.readOnly) return Promise.resolve();
-    return this.instance.flush();
+    return this.instance.flush().catch(this.flushFailed);
   }
 
   /**
@@ -402,7 +424,9 @@ export class BlockNode {
     if (!this.instance.changeBackingFile) {
       return Promise.reject(new BlockError('ENOTSUP', `the ${this.driver.name} format does not support changing the backing file`, { node: this.name, field: 'backing_file' }));
     }
-    return this.instance.changeBackingFile(name, format);
+    return this.instance.changeBackingFile(name, format).catch((e: unknown) => {
+      throw this.driverError(e, 'change-backing-file');
+    });
   }
 
   /**
