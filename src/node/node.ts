@@ -104,6 +104,21 @@ export class BlockNode {
     return this.instance.info?.() ?? {};
   }
 
+  /**
+   * The read-only node a write on this one would reach (this node, or one below it through a
+   * child other than `backing`), or undefined when writes can go all the way down (QEMU: taking
+   * the WRITE permission here would fail with "Block node is read-only").
+   */
+  writeBlocker(): BlockNode | undefined {
+    if (this.ro) return this;
+    for (const [role, child] of this.children) {
+      if (role === 'backing') continue;
+      const blocker = child.writeBlocker();
+      if (blocker !== undefined) return blocker;
+    }
+    return undefined;
+  }
+
   /** Bytes the node's storage takes on disk, or undefined where the driver cannot tell (QEMU bdrv_get_allocated_file_size). */
   allocatedSize(): Promise<number | undefined> {
     return this.instance.allocatedSize?.() ?? Promise.resolve(undefined);
@@ -213,7 +228,12 @@ export class BlockNode {
         await c.reopen(readOnly);
         switched.push(c);
       }
-      if (!readOnly) await this.switchInstance(false);
+      if (!readOnly) {
+        // A format that writes metadata into its file needs writes to reach it all the way down, as at open (open.ts).
+        const blocker = this.driver.capabilities.keepsMetadata === true ? this.children.get('file')?.writeBlocker() : undefined;
+        if (blocker !== undefined) throw new BlockError('EROFS', 'Block node is read-only', { node: blocker.name, field: 'read-only' });
+        await this.switchInstance(false);
+      }
     } catch (e) {
       await undo();
       if (readOnly) await this.switchInstance(false).catch(() => undefined);
