@@ -4,12 +4,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BlockLayer, createImage } from '../../src/index.js';
+import { BlockLayer, createImage, NbdServer } from '../../src/index.js';
+import { NbdExportManager } from '../../src/qmp/exports.js';
 import { type QmpDaemon, startOurQmp } from '../helpers/qmp-client.js';
 
 let dir: string;
 let layer: BlockLayer;
 let ours: QmpDaemon | undefined;
+let nbd: NbdServer | undefined;
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'qmp-graph-rules-'));
@@ -19,12 +21,16 @@ beforeEach(() => {
 afterEach(async () => {
   await ours?.stop();
   ours = undefined;
+  await nbd?.close();
+  nbd = undefined;
   await layer.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
 async function qmp() {
-  ours = await startOurQmp(layer, dir);
+  nbd = new NbdServer();
+  await nbd.listen({ path: join(dir, 'nbd.sock') });
+  ours = await startOurQmp(layer, dir, { exports: new NbdExportManager(layer, nbd) });
   return ours.qmp;
 }
 
@@ -57,5 +63,14 @@ describe('read-only in the node graph (blockdev-add read-only)', () => {
     expect(await q.cmd('blockdev-add', { driver: 'raw', 'node-name': 'r3', file: { driver: 'file', 'node-name': 'f3', filename: join(dir, 'b.img'), 'read-only': true } })).toEqual({ return: {} });
     const ro = Object.fromEntries(((await q.cmd('query-named-block-nodes', { flat: true })).return as { 'node-name': string; ro: boolean }[]).map((n) => [n['node-name'], n.ro]));
     expect(ro).toMatchObject({ r1: true, f1: false, r2: true, n2: false, r3: false, f3: true });
+  });
+
+  it('refuses a writable export of a read-write raw over a read-only file ("Block node is read-only"); a read-only one is fine', async () => {
+    const q = await qmp();
+    writeFileSync(join(dir, 'a.img'), Buffer.alloc(1 << 20));
+    expect(await q.cmd('blockdev-add', { driver: 'raw', 'node-name': 'r', file: { driver: 'file', filename: join(dir, 'a.img'), 'read-only': true } })).toEqual({ return: {} });
+    expect(await q.cmd('block-export-add', { type: 'nbd', id: 'e1', 'node-name': 'r', writable: true })).toEqual(readOnlyNode);
+    expect(await q.cmd('block-export-add', { type: 'nbd', id: 'e2', 'node-name': 'r', writable: false })).toEqual({ return: {} });
+    expect(((await q.cmd('query-block-exports')).return as { id: string }[]).map((e) => e.id)).toEqual(['e2']);
   });
 });
