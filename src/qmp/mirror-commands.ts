@@ -60,7 +60,7 @@ function finalizeArgs(args: Args, spec: Partial<MirrorJobSpec>): void {
 
 /** QEMU qmp_get_root_bs: a mirror's device has no parent node. */
 function checkRoot(layer: BlockLayer, node: BlockNode): void {
-  if (layer.listNodes().some((n) => [...n.children.values()].includes(node))) throw generic('Need a root block node');
+  if (!layer.isRootNode(node)) throw generic('Need a root block node');
 }
 
 /** blockdev-mirror: mirrors `device` onto the existing node `target`. */

@@ -57,7 +57,7 @@ export async function blockCommit(args: Args, layer: BlockLayer): Promise<Record
   const spec = { type: 'commit' as const, ...common(args), top: str(args, 'top', false), topNode: str(args, 'top-node', false) };
   // QEMU qmp_get_root_bs: the device must be a root (no node above it).
   const node = layer.findNode(spec.device) ?? layer.drive(spec.device)?.node;
-  if (node !== undefined && layer.listNodes().some((n) => [...n.children.values()].includes(node))) throw generic('Need a root block node');
+  if (node !== undefined && !layer.isRootNode(node)) throw generic('Need a root block node');
   try {
     await layer.startJob(spec);
   } catch (e) {

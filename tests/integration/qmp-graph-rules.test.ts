@@ -74,3 +74,64 @@ describe('read-only in the node graph (blockdev-add read-only)', () => {
     expect(((await q.cmd('query-block-exports')).return as { id: string }[]).map((e) => e.id)).toEqual(['e2']);
   });
 });
+
+describe('root nodes ("Need a root block node")', () => {
+  const needRoot = { error: { class: 'GenericError', desc: 'Need a root block node' } };
+
+  async function withImages(q: Awaited<ReturnType<typeof qmp>>, names: string[]) {
+    for (const name of names) {
+      const file = join(dir, `${name}.qcow2`);
+      await createImage(file, { format: 'qcow2', size: 1 << 20 });
+      expect(await q.cmd('blockdev-add', { driver: 'qcow2', 'node-name': name, file: { driver: 'file', filename: file } })).toEqual({ return: {} });
+    }
+  }
+
+  it("refuses a running backup's source and target as the device of a mirror, commit or internal snapshot, as QSD; roots again once it ends", async () => {
+    const q = await qmp();
+    await withImages(q, ['n0', 'n1', 'n2']);
+    expect(await q.cmd('blockdev-backup', { 'job-id': 'b0', device: 'n0', target: 'n1', sync: 'full', speed: 1 })).toEqual({ return: {} });
+    for (const device of ['n0', 'n1']) {
+      expect(await q.cmd('blockdev-mirror', { 'job-id': 'm1', device, target: 'n2', sync: 'full', speed: 1 })).toEqual(needRoot);
+      expect(await q.cmd('drive-mirror', { 'job-id': 'm2', device, target: join(dir, 'x.qcow2'), format: 'qcow2', sync: 'full', speed: 1 })).toEqual(needRoot);
+      expect(await q.cmd('block-commit', { 'job-id': 'c1', device })).toEqual(needRoot);
+      expect(await q.cmd('blockdev-snapshot-internal-sync', { device, name: 's1' })).toEqual(needRoot);
+    }
+    expect(await q.cmd('job-cancel', { id: 'b0' })).toEqual({ return: {} });
+    await q.waitEvent('JOB_STATUS_CHANGE', (d) => d.id === 'b0' && d.status === 'null');
+    expect(await q.cmd('blockdev-snapshot-internal-sync', { device: 'n1', name: 's1' })).toEqual({ return: {} });
+  });
+
+  it("refuses a running mirror's target (and its source) as the device of another mirror or an internal snapshot, as QSD", async () => {
+    const q = await qmp();
+    await withImages(q, ['n0', 'n1', 'n2']);
+    expect(await q.cmd('blockdev-mirror', { 'job-id': 'm0', device: 'n0', target: 'n1', sync: 'full', speed: 1 })).toEqual({ return: {} });
+    for (const device of ['n0', 'n1']) {
+      expect(await q.cmd('blockdev-mirror', { 'job-id': 'm1', device, target: 'n2', sync: 'full', speed: 1 })).toEqual(needRoot);
+      expect(await q.cmd('blockdev-snapshot-internal-sync', { device, name: 's1' })).toEqual(needRoot);
+    }
+    expect(await q.cmd('block-commit', { 'job-id': 'c1', device: 'n1' })).toEqual(needRoot);
+    expect(await q.cmd('job-cancel', { id: 'm0' })).toEqual({ return: {} });
+    await q.waitEvent('JOB_STATUS_CHANGE', (d) => d.id === 'm0' && d.status === 'null');
+  });
+
+  it('refuses a node under a running stream (below its copy-on-read filter), as QSD', async () => {
+    const q = await qmp();
+    await withImages(q, ['n2']);
+    // Data in the base: the stream has something to copy, and is still copying when the commands come.
+    const baseFile = join(dir, 'base.qcow2');
+    await createImage(baseFile, { format: 'qcow2', size: 1 << 20 });
+    const writer = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: baseFile } });
+    await writer.write(0, new Uint8Array(1 << 20).fill(7));
+    await writer.close();
+    expect(await q.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 'base', file: { driver: 'file', filename: baseFile } })).toEqual({ return: {} });
+    const top = join(dir, 'top.qcow2');
+    await createImage(top, { format: 'qcow2', size: 1 << 20 });
+    expect(await q.cmd('blockdev-add', { driver: 'qcow2', 'node-name': 't', file: { driver: 'file', filename: top }, backing: 'base' })).toEqual({ return: {} });
+    expect(await q.cmd('block-stream', { 'job-id': 's0', device: 't', speed: 1, 'filter-node-name': 'cor' })).toEqual({ return: {} });
+    expect(await q.cmd('blockdev-mirror', { 'job-id': 'm1', device: 't', target: 'n2', sync: 'full', speed: 1 })).toEqual(needRoot);
+    expect(await q.cmd('blockdev-snapshot-internal-sync', { device: 't', name: 's1' })).toEqual(needRoot);
+    expect(await q.cmd('block-commit', { 'job-id': 'c1', device: 't' })).toEqual(needRoot);
+    expect(await q.cmd('job-cancel', { id: 's0' })).toEqual({ return: {} });
+    await q.waitEvent('JOB_STATUS_CHANGE', (d) => d.id === 's0' && d.status === 'null');
+  });
+});
