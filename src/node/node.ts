@@ -2,13 +2,9 @@ import { BlockError, fromErrno, valueText } from '../errors.js';
 import { DirtyBitmaps } from './dirty-bitmaps.js';
 import type { BlockStatus, DriverInstance, GenericBlockDriver, InternalSnapshots, TruncateOptions } from './types.js';
 import { mergedExtents } from './extents.js';
+import { OverlapQueue } from './overlap-queue.js';
 import { runPieces } from './pieces.js';
-
-interface TrackedWrite {
-  start: number;
-  end: number;
-  done: Promise<void>;
-}
+import { writeBlocker } from './write-blocker.js';
 
 /** A copy-before-write hook: resolves when the range may be overwritten. */
 export type BeforeWriteHook = (offset: number, length: number) => Promise<void>;
@@ -48,7 +44,7 @@ export class BlockNode {
   private closed = false;
   private readonly alignMask: number;
   private readonly maxTransfer: number;
-  private readonly tracked: TrackedWrite[] | null;
+  private readonly tracked: OverlapQueue | null;
   /** Runs before a write of any kind reaches the driver (copy-before-write of a backup job); null: none. */
   private beforeWrite: BeforeWriteHook | null = null;
   /** A flush's failure as a BlockError (made once per node, not per flush). */
@@ -80,7 +76,7 @@ export class BlockNode {
     this.alignMask = align - 1;
     this.maxTransfer = instance.maxTransfer && instance.maxTransfer > 0 ? instance.maxTransfer : 0;
     // Overlapping writes only need ordering when read-modify-write can happen.
-    this.tracked = align > 1 ? [] : null;
+    this.tracked = align > 1 ? new OverlapQueue() : null;
     this.bitmaps = new DirtyBitmaps(this, instance);
   }
 
@@ -104,19 +100,9 @@ export class BlockNode {
     return this.instance.info?.() ?? {};
   }
 
-  /**
-   * The read-only node a write on this one would reach (this node, or one below it through a
-   * child other than `backing`), or undefined when writes can go all the way down (QEMU: taking
-   * the WRITE permission here would fail with "Block node is read-only").
-   */
+  /** The read-only node a write on this one would reach, if any (QEMU's "Block node is read-only"; see write-blocker.ts). */
   writeBlocker(): BlockNode | undefined {
-    if (this.ro) return this;
-    for (const [role, child] of this.children) {
-      if (role === 'backing') continue;
-      const blocker = child.writeBlocker();
-      if (blocker !== undefined) return blocker;
-    }
-    return undefined;
+    return writeBlocker<BlockNode>(this);
   }
 
   /** Bytes the node's storage takes on disk, or undefined where the driver cannot tell (QEMU bdrv_get_allocated_file_size). */
@@ -167,8 +153,7 @@ export class BlockNode {
     if (--this.refs > 0) return;
     this.closed = true;
     this.onClosed?.();
-    // The bitmaps go into the image before it closes; the image closes even if that fails, and
-    // every child is released even if the image or another child fails: the first error is reported after.
+    // Bitmaps, image, then every child, each even if one before failed: the first error is reported after.
     let failed: unknown = null;
     const note = (e: unknown) => {
       failed ??= e;
@@ -179,11 +164,7 @@ export class BlockNode {
     if (failed !== null) throw this.driverError(failed, 'close');
   }
 
-  /**
-   * What the driver threw (an errno error from a file, anything) as a BlockError naming this node;
-   * a BlockError passes as it is. Every error out of a driver's close, flush, reopen, resize goes
-   * through here, so the public API only rejects with BlockErrors.
-   */
+  /** What the driver's close, flush, reopen, resize threw (an errno error, anything) as a BlockError naming this node. */
   private driverError(e: unknown, op: string): BlockError {
     return fromErrno(e, `${op}: node ${this.name}`, { node: this.name });
   }
@@ -197,9 +178,7 @@ export class BlockNode {
    * failure the nodes already switched are switched back.
    */
   reopen(readOnly: boolean): Promise<void> {
-    return this.reopenNode(readOnly).catch((e: unknown) => {
-      throw this.driverError(e, 'reopen');
-    });
+    return this.reopenNode(readOnly).catch((e: unknown) => Promise.reject(this.driverError(e, 'reopen')));
   }
 
   private async reopenNode(readOnly: boolean): Promise<void> {
@@ -418,9 +397,7 @@ export class BlockNode {
     const old = this.instance.length();
     if (size < old && !options.shrink) throw new BlockError('EINVAL', `resize: shrinking ${this.name} from ${old} to ${size} bytes needs the shrink option`, ctx);
     if (size < old && (options.prealloc ?? 'off') !== 'off') throw new BlockError('EINVAL', 'Preallocation can only be used for growing images', { node: this.name, field: 'prealloc' });
-    await this.instance.truncate(size, options).catch((e: unknown) => {
-      throw this.driverError(e, 'resize');
-    });
+    await this.instance.truncate(size, options).catch((e: unknown) => Promise.reject(this.driverError(e, 'resize')));
     // The bitmaps follow the node (QEMU bdrv_dirty_bitmap_truncate).
     if (this.bitmaps.active) this.bitmaps.resize(this.instance.length());
   }
@@ -444,9 +421,7 @@ export class BlockNode {
     if (!this.instance.changeBackingFile) {
       return Promise.reject(new BlockError('ENOTSUP', `the ${this.driver.name} format does not support changing the backing file`, { node: this.name, field: 'backing_file' }));
     }
-    return this.instance.changeBackingFile(name, format).catch((e: unknown) => {
-      throw this.driverError(e, 'change-backing-file');
-    });
+    return this.instance.changeBackingFile(name, format).catch((e: unknown) => Promise.reject(this.driverError(e, 'change-backing-file')));
   }
 
   /**
@@ -616,24 +591,9 @@ export class BlockNode {
     await this.writeAligned(start, bounce);
   }
 
-  /**
-   * Orders overlapping writes in their order of arrival (QEMU: serialising requests) when
-   * read-modify-write can happen, so an RMW never reads old data around a concurrent write
-   * and then overwrites it, and a later write is never overtaken by an earlier one still waiting.
-   */
-  private async serialised(offset: number, length: number, op: () => Promise<void>): Promise<void> {
-    const tracked = this.tracked!;
+  /** Runs `op` after the overlapping writes that came earlier (see OverlapQueue). */
+  private serialised(offset: number, length: number, op: () => Promise<void>): Promise<void> {
     const [start, end] = this.window(offset, length);
-    const earlier = tracked.filter((t) => t.start < end && start < t.end);
-    let finish!: () => void;
-    const entry: TrackedWrite = { start, end, done: new Promise<void>((r) => (finish = r)) };
-    tracked.push(entry);
-    try {
-      for (const t of earlier) await t.done;
-      await op();
-    } finally {
-      tracked.splice(tracked.indexOf(entry), 1);
-      finish();
-    }
+    return this.tracked!.run(start, end, op);
   }
 }
