@@ -483,7 +483,7 @@ function validTree(rng: Rng, env: TreeEnv, depth = 0): Record<string, unknown> {
     case 2:
       return { driver: 'blkdebug', file, ...(rng.chance(0.5) ? { align: 512, rules: [{ event: 'read_aio', code: 'EIO', once: true }] } : {}) };
     default:
-      return { driver: 'qcow2', file: { driver: 'file', filename: env.qcow2, readOnly: true }, ...(rng.chance(0.3) ? { backing: null } : {}) };
+      return { driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: env.qcow2, readOnly: true }, ...(rng.chance(0.3) ? { backing: null } : {}) };
   }
 }
 

@@ -19,6 +19,7 @@ import { throttleFilterDriver } from './drivers/throttle.js';
 import type { BuiltinDriveOptions, DriveOptions, DriveOwnOptions } from './options/drive-options.js';
 import { ID_PATTERN, ID_RULE } from './ids.js';
 import { JobRegistry } from './jobs/registry.js';
+import { isRootNode } from './jobs/root-node.js';
 import type { Job } from './jobs/job.js';
 import { type JobSpec, startJob } from './jobs/start.js';
 
@@ -282,6 +283,15 @@ export class BlockLayer {
   startJob(spec: JobSpec): Promise<Job> {
     if (this.closed) return Promise.reject(this.closedError('startJob'));
     return startJob(this, spec);
+  }
+
+  /**
+   * Whether `node` is a root node (QEMU bdrv_is_root_node): no node of the layer, job filter or
+   * running job (its source, target or chain) above it. Mirror, commit and internal snapshots
+   * need one ("Need a root block node").
+   */
+  isRootNode(node: BlockNode): boolean {
+    return isRootNode(this, node);
   }
 
   /** Drives whose root is `node` (internal ones included). */

@@ -17,6 +17,7 @@ import type { Job, JobErrorPolicy, JobWork } from './job.js';
 import { type CommonJobSpec, defaultJobId, type JobErrorPolicies, nodeByName } from './job-spec.js';
 import { filterName } from './job-filter.js';
 import { isMirrorNode } from './mirror.js';
+import { holdForJob } from './root-node.js';
 
 export type { BitmapSyncMode } from './backup-bitmap.js';
 
@@ -178,6 +179,7 @@ class BackupWork implements JobWork {
   private readonly syncBitmap: BackupSyncBitmap | null;
   private job: Job | null = null;
   private hooked = false;
+  private readonly unhold: () => void;
 
   constructor(private readonly plan: BackupPlan) {
     this.copy = new BlockCopy(plan.source, plan.target, {
@@ -197,6 +199,8 @@ class BackupWork implements JobWork {
     }
     plan.source.ref();
     plan.target.ref();
+    // Neither is a root node while the job runs (QEMU: the copy-before-write filter above the source, the job above the target).
+    this.unhold = holdForJob([plan.source, plan.target]);
     plan.source.setBeforeWrite(this.beforeWrite);
     this.hooked = true;
   }
@@ -297,6 +301,7 @@ class BackupWork implements JobWork {
       // A job that copied nothing (cancelled before it ran) has nothing to make durable.
       if (this.job !== null && this.job.progress.current > 0) await this.plan.target.flush();
     } finally {
+      this.unhold();
       await this.plan.target.unref();
       await this.plan.source.unref();
     }

@@ -7,6 +7,7 @@ import { dirName, isAbsolutePath, joinPath } from '../platform/files.js';
 import type { JobHost } from './host.js';
 import { isMirrorNode } from './mirror.js';
 import { reopenQuiet } from './reopen-quiet.js';
+import { holdForJob } from './root-node.js';
 
 /** Bytes one step of stream or commit moves (QEMU STREAM_CHUNK, COMMIT_BUFFER_SIZE: 512 KiB). */
 export const CHAIN_CHUNK = 512 * 1024;
@@ -101,7 +102,9 @@ export function claimNodes(nodes: readonly BlockNode[], type: string): () => voi
     if (user !== undefined) throw new BlockError('EBUSY', `Node '${n.name}' is busy: block device is in use by block job: ${user}`, { node: n.name });
   }
   for (const n of nodes) busyNodes.set(n, type);
+  const unhold = holdForJob(nodes);
   return () => {
+    unhold();
     for (const n of nodes) if (busyNodes.get(n) === type) busyNodes.delete(n);
   };
 }

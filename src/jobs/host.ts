@@ -25,6 +25,8 @@ export interface JobHost {
   isListedDrive(drive: Drive): boolean;
   /** The root node of the listed drive with that id. */
   driveRoot(id: string): BlockNode | undefined;
+  /** Whether `node` is a root node: no node, job filter or running job above it (QEMU bdrv_is_root_node; see root-node.ts). */
+  isRootNode(node: BlockNode): boolean;
   /** Opens a node graph the caller owns. */
   openNode(options: NodeOptions): Promise<BlockNode>;
 }

@@ -64,7 +64,7 @@ function checkMirrorGranularity(g: number): number {
 export async function startMirror(host: JobHost, spec: MirrorJobSpec): Promise<Job> {
   const source = nodeByName(host, spec.device, 'device');
   const target = typeof spec.target === 'string' ? nodeByName(host, spec.target, 'target') : spec.target;
-  if (mirrored.has(source)) throw new BlockError('EBUSY', 'Need a root block node', { field: 'device' });
+  if (!host.isRootNode(source)) throw new BlockError('EBUSY', 'Need a root block node', { field: 'device' });
   let replaces: BlockNode | undefined;
   if (spec.replaces !== undefined) {
     replaces = host.findNode(spec.replaces);

@@ -1,14 +1,10 @@
-import { BlockError, valueText } from '../errors.js';
+import { BlockError, fromErrno, valueText } from '../errors.js';
 import { DirtyBitmaps } from './dirty-bitmaps.js';
 import type { BlockStatus, DriverInstance, GenericBlockDriver, InternalSnapshots, TruncateOptions } from './types.js';
 import { mergedExtents } from './extents.js';
+import { OverlapQueue } from './overlap-queue.js';
 import { runPieces } from './pieces.js';
-
-interface TrackedWrite {
-  start: number;
-  end: number;
-  done: Promise<void>;
-}
+import { writeBlocker } from './write-blocker.js';
 
 /** A copy-before-write hook: resolves when the range may be overwritten. */
 export type BeforeWriteHook = (offset: number, length: number) => Promise<void>;
@@ -48,9 +44,13 @@ export class BlockNode {
   private closed = false;
   private readonly alignMask: number;
   private readonly maxTransfer: number;
-  private readonly tracked: TrackedWrite[] | null;
+  private readonly tracked: OverlapQueue | null;
   /** Runs before a write of any kind reaches the driver (copy-before-write of a backup job); null: none. */
   private beforeWrite: BeforeWriteHook | null = null;
+  /** A flush's failure as a BlockError (made once per node, not per flush). */
+  private readonly flushFailed = (e: unknown): never => {
+    throw this.driverError(e, 'flush');
+  };
 
   constructor(
     name: string,
@@ -76,7 +76,7 @@ export class BlockNode {
     this.alignMask = align - 1;
     this.maxTransfer = instance.maxTransfer && instance.maxTransfer > 0 ? instance.maxTransfer : 0;
     // Overlapping writes only need ordering when read-modify-write can happen.
-    this.tracked = align > 1 ? [] : null;
+    this.tracked = align > 1 ? new OverlapQueue() : null;
     this.bitmaps = new DirtyBitmaps(this, instance);
   }
 
@@ -98,6 +98,11 @@ export class BlockNode {
   /** Format-specific facts from the driver (cluster size, snapshots, …). */
   info(): Record<string, unknown> {
     return this.instance.info?.() ?? {};
+  }
+
+  /** The read-only node a write on this one would reach, if any (QEMU's "Block node is read-only"; see write-blocker.ts). */
+  writeBlocker(): BlockNode | undefined {
+    return writeBlocker<BlockNode>(this);
   }
 
   /** Bytes the node's storage takes on disk, or undefined where the driver cannot tell (QEMU bdrv_get_allocated_file_size). */
@@ -148,15 +153,20 @@ export class BlockNode {
     if (--this.refs > 0) return;
     this.closed = true;
     this.onClosed?.();
-    try {
-      // The bitmaps go into the image before it closes; the image closes even if that fails (reported after).
-      let failed: unknown = null;
-      if (!this.readOnly) await this.bitmaps.store().catch((e: unknown) => (failed = e));
-      await this.instance.close();
-      if (failed !== null) throw failed;
-    } finally {
-      for (const child of this.children.values()) await child.unref();
-    }
+    // Bitmaps, image, then every child, each even if one before failed: the first error is reported after.
+    let failed: unknown = null;
+    const note = (e: unknown) => {
+      failed ??= e;
+    };
+    if (!this.readOnly) await this.bitmaps.store().catch(note);
+    await this.instance.close().catch(note);
+    for (const child of this.children.values()) await child.unref().catch(note);
+    if (failed !== null) throw this.driverError(failed, 'close');
+  }
+
+  /** What the driver's close, flush, reopen, resize threw (an errno error, anything) as a BlockError naming this node. */
+  private driverError(e: unknown, op: string): BlockError {
+    return fromErrno(e, `${op}: node ${this.name}`, { node: this.name });
   }
 
   /**
@@ -167,7 +177,11 @@ export class BlockNode {
    * flushes first. EROFS for a read-only driver, ENOTSUP for a driver that cannot reopen; on a
    * failure the nodes already switched are switched back.
    */
-  async reopen(readOnly: boolean): Promise<void> {
+  reopen(readOnly: boolean): Promise<void> {
+    return this.reopenNode(readOnly).catch((e: unknown) => Promise.reject(this.driverError(e, 'reopen')));
+  }
+
+  private async reopenNode(readOnly: boolean): Promise<void> {
     this.assertOpen();
     if (readOnly === this.ro) return;
     if (!readOnly && this.driver.capabilities.readOnly) throw new BlockError('EROFS', `Node '${this.name}' is read-only`, { node: this.name, field: 'read-only' });
@@ -193,7 +207,12 @@ export class BlockNode {
         await c.reopen(readOnly);
         switched.push(c);
       }
-      if (!readOnly) await this.switchInstance(false);
+      if (!readOnly) {
+        // A format that writes metadata into its file needs writes to reach it all the way down, as at open (open.ts).
+        const blocker = this.driver.capabilities.keepsMetadata === true ? this.children.get('file')?.writeBlocker() : undefined;
+        if (blocker !== undefined) throw new BlockError('EROFS', 'Block node is read-only', { node: blocker.name, field: 'read-only' });
+        await this.switchInstance(false);
+      }
     } catch (e) {
       await undo();
       if (readOnly) await this.switchInstance(false).catch(() => undefined);
@@ -378,7 +397,7 @@ export class BlockNode {
     const old = this.instance.length();
     if (size < old && !options.shrink) throw new BlockError('EINVAL', `resize: shrinking ${this.name} from ${old} to ${size} bytes needs the shrink option`, ctx);
     if (size < old && (options.prealloc ?? 'off') !== 'off') throw new BlockError('EINVAL', 'Preallocation can only be used for growing images', { node: this.name, field: 'prealloc' });
-    await this.instance.truncate(size, options);
+    await this.instance.truncate(size, options).catch((e: unknown) => Promise.reject(this.driverError(e, 'resize')));
     // The bitmaps follow the node (QEMU bdrv_dirty_bitmap_truncate).
     if (this.bitmaps.active) this.bitmaps.resize(this.instance.length());
   }
@@ -387,7 +406,7 @@ export class BlockNode {
   flush(): Promise<void> {
     if (this.closed) return Promise.reject(this.closedError());
     if (this.readOnly) return Promise.resolve();
-    return this.instance.flush();
+    return this.instance.flush().catch(this.flushFailed);
   }
 
   /**
@@ -402,7 +421,7 @@ export class BlockNode {
     if (!this.instance.changeBackingFile) {
       return Promise.reject(new BlockError('ENOTSUP', `the ${this.driver.name} format does not support changing the backing file`, { node: this.name, field: 'backing_file' }));
     }
-    return this.instance.changeBackingFile(name, format);
+    return this.instance.changeBackingFile(name, format).catch((e: unknown) => Promise.reject(this.driverError(e, 'change-backing-file')));
   }
 
   /**
@@ -572,24 +591,9 @@ export class BlockNode {
     await this.writeAligned(start, bounce);
   }
 
-  /**
-   * Orders overlapping writes in their order of arrival (QEMU: serialising requests) when
-   * read-modify-write can happen, so an RMW never reads old data around a concurrent write
-   * and then overwrites it, and a later write is never overtaken by an earlier one still waiting.
-   */
-  private async serialised(offset: number, length: number, op: () => Promise<void>): Promise<void> {
-    const tracked = this.tracked!;
+  /** Runs `op` after the overlapping writes that came earlier (see OverlapQueue). */
+  private serialised(offset: number, length: number, op: () => Promise<void>): Promise<void> {
     const [start, end] = this.window(offset, length);
-    const earlier = tracked.filter((t) => t.start < end && start < t.end);
-    let finish!: () => void;
-    const entry: TrackedWrite = { start, end, done: new Promise<void>((r) => (finish = r)) };
-    tracked.push(entry);
-    try {
-      for (const t of earlier) await t.done;
-      await op();
-    } finally {
-      tracked.splice(tracked.indexOf(entry), 1);
-      finish();
-    }
+    return this.tracked!.run(start, end, op);
   }
 }

@@ -113,6 +113,7 @@ async function openInTree(
       }
       children.set(role, await openChildInTree(env, childOptions, role, at(role), readOnly, below(role)));
     }
+    if (!readOnly) checkMetadataChild(driver, children, at('file'));
     const ctx: OpenContext<unknown> = {
       options: driverOptions,
       children,
@@ -199,14 +200,30 @@ function takesOption(driver: BlockDriver, key: string): boolean {
 }
 
 /**
+ * A read-write format that keeps metadata in its file (qcow2, vmdk, …) writes that file whether
+ * or not anyone writes the format node (QEMU: it takes the WRITE permission on its file child at
+ * open, bdrv_default_perms_for_storage): a file child that refuses writes (read-only itself or
+ * through a node below it) refuses the format node, with QEMU's "Block node is read-only". A
+ * format without metadata (raw) and a filter only write their file when written: QEMU accepts
+ * them over a read-only file, and so do we (their writes fail with EROFS there).
+ */
+function checkMetadataChild(driver: BlockDriver, children: ReadonlyMap<string, BlockNode>, field: string): void {
+  if (driver.capabilities.keepsMetadata !== true) return;
+  const blocker = children.get('file')?.writeBlocker();
+  if (blocker !== undefined) throw new BlockError('EROFS', 'Block node is read-only', { node: blocker.name, field });
+}
+
+/**
  * A child given as options is opened; one given as an open BlockNode (QEMU: a reference to an
  * existing node) is shared: it gains a reference, released when the parent closes. A shared node
  * keeps its own mode, but a read-write parent cannot write through a read-only child (other than its backing).
  */
 async function openChildInTree(env: OpenEnvironment, childOptions: unknown, role: string, field: string, readOnly: boolean, below: TreePosition): Promise<BlockNode> {
   if (childOptions instanceof BlockNode) {
-    // A backing node is only ever read; every other role of a read-write node is written.
+    // A backing node is only ever read; every other role of a read-write node is written. A
+    // format that keeps metadata refuses with QEMU's text (see checkMetadataChild).
     if (!readOnly && childOptions.readOnly && role !== 'backing') {
+      if (role === 'file' && below.parent?.capabilities.keepsMetadata === true) throw new BlockError('EROFS', 'Block node is read-only', { node: childOptions.name, field });
       throw new BlockError('EINVAL', `${field}: node '${childOptions.name}' is read-only but its parent is read-write`, { field });
     }
     return childOptions.ref();
@@ -230,11 +247,7 @@ function resolveReadOnly(driver: BlockDriver, asked: boolean | undefined, parent
     }
     return true;
   }
-  if (asked !== undefined) {
-    if (parent === true && asked === false) {
-      throw new BlockError('EINVAL', `${field}: a child of a read-only node cannot be read-write`, { field });
-    }
-    return asked;
-  }
-  return parent ?? false;
+  // A child inherits its parent's mode unless told otherwise: a read-write child under a read-only
+  // parent is opened read-write (QEMU too: the parent just never writes it).
+  return asked ?? parent ?? false;
 }

@@ -9,7 +9,7 @@ import { prepareBackup } from '../jobs/backup.js';
 import type { Job, JobErrorPolicy } from '../jobs/job.js';
 import type { BlockLayer } from '../layer.js';
 import type { PreparedAction } from './bitmap-commands.js';
-import { type Args, dict, generic, only, optBool, str } from './qapi-args.js';
+import { type Args, dict, generic, only, optBool, optInt, optSpeed, str } from './qapi-args.js';
 
 const SYNC_MODES: readonly BackupSync[] = ['top', 'full', 'none', 'incremental', 'bitmap'];
 const BITMAP_MODES: readonly BitmapSyncMode[] = ['on-success', 'never', 'always'];
@@ -20,13 +20,6 @@ function optEnum<T extends string>(args: Args, key: string, values: readonly T[]
   if (v === undefined) return undefined;
   if (!(values as readonly string[]).includes(v)) throw generic(`Parameter '${path}${key}' does not accept value '${v}'`);
   return v as T;
-}
-
-function optInt(args: Args, key: string, path: string): number | undefined {
-  const v = args[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw generic(`Invalid parameter type for '${path}${key}', expected: integer`);
-  return v;
 }
 
 function parsePerf(value: unknown, path: string): BackupPerf {
@@ -56,7 +49,7 @@ export function parseBackupCommon(args: Args, path: string, extra: readonly stri
   const jobId = str(args, 'job-id', false, path);
   const device = str(args, 'device', true, path);
   const sync = optEnum(args, 'sync', SYNC_MODES, true, path)!;
-  const speed = optInt(args, 'speed', path);
+  const speed = optSpeed(args, 'speed', path);
   const bitmap = str(args, 'bitmap', false, path);
   const bitmapMode = optEnum(args, 'bitmap-mode', BITMAP_MODES, false, path);
   const compress = optBool(args, 'compress', path);

@@ -9,7 +9,7 @@
 import type { BlockNode } from '../node/node.js';
 import type { NodeOptions } from '../node/driver.js';
 import { isWellFormedId } from '../ids.js';
-import { type Args, dict, generic } from './qapi-args.js';
+import { type Args, dict, generic, int64Value } from './qapi-args.js';
 import { blkdebugRules } from './blkdebug-rules.js';
 
 /**
@@ -196,7 +196,7 @@ function checkType(value: unknown, type: MemberType, path: string): void {
       if (typeof value !== 'string') throw expected('string');
       return;
     case 'int':
-      if (typeof value !== 'number' || !Number.isInteger(value)) throw expected('integer');
+      if (int64Value(value) === undefined) throw expected('integer');
       return;
     case 'bool':
       if (typeof value !== 'boolean') throw expected('boolean');
@@ -305,7 +305,14 @@ function translate(args: Args, prefix: string, lookup: NodeLookup, names: string
       converted = socketAddress(value, path);
     } else if (member.type === 'inject-error') {
       converted = blkdebugRules(value, path);
-    } else checkType(value, member.type, path);
+    } else {
+      checkType(value, member.type, path);
+      // An int64 past 2^53 goes on only where a double holds it exactly (a power of two); the options take numbers.
+      if (typeof value === 'bigint') {
+        converted = Number(value);
+        if (BigInt(converted as number) !== value) throw generic(`Parameter '${path}': ${value} is beyond 2^53 and not exact as a double, which this server cannot hold`);
+      }
+    }
     if (member.effect === 'none') continue;
     if (member.effect === 'refused') throw generic(`Parameter '${path}' is not supported by this server`);
     const v = member.value ? member.value(converted) : converted;

@@ -122,6 +122,8 @@ export class NbdExportManager implements ExportManager {
     const node = listed?.node ?? this.layer.findNode(nodeName);
     if (node === undefined) throw generic(`Cannot find device='' nor node-name='${nodeName}'`);
     if (writable && node.readOnly) throw generic('Cannot export read-only node as writable');
+    // A read-write node whose writes would end in a read-only node below (raw over a read-only file): QEMU's WRITE permission fails there.
+    if (writable && node.writeBlocker() !== undefined) throw generic('Block node is read-only');
     if (this.server.exportNames.includes(name)) throw generic(`NBD server already has export named '${name}'`);
     const bitmaps = wanted?.map((w) => (typeof w === 'string' ? w : this.lookupBitmap(w)));
     // A node no listed drive serves gets a drive of its own (QEMU's export BlockBackend), closed with the export.

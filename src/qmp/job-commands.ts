@@ -6,7 +6,7 @@
  */
 import type { BlockLayer } from '../layer.js';
 import type { Job } from '../jobs/job.js';
-import { type Args, generic, only, optBool, str } from './qapi-args.js';
+import { type Args, generic, only, optBool, optSpeed, str } from './qapi-args.js';
 import { QmpError } from './wire.js';
 
 /** A job by `id` for the job-* commands (QEMU: "Job not found", GenericError). */
@@ -59,9 +59,8 @@ export function blockJobInfo(job: Job): Record<string, unknown> {
 
 /** QMP speed argument: an int (QAPI 'int'), QEMU refuses a negative one. */
 function speedArg(args: Args): number {
-  const v = args.speed;
+  const v = optSpeed(args);
   if (v === undefined) throw generic(`Parameter 'speed' is missing`);
-  if (typeof v !== 'number' || !Number.isInteger(v)) throw generic(`Invalid parameter type for 'speed', expected: integer`);
   if (v < 0) throw generic(`Parameter 'speed' expects a non-negative value`);
   return v;
 }

@@ -11,7 +11,7 @@ import type { NodeOptions } from '../node/driver.js';
 import type { BlockNode } from '../node/node.js';
 import { imageFilename } from '../jobs/commit-chain.js';
 import { createImage } from '../tools/create.js';
-import { type Args, generic, only, optBool, optUint32, str } from './qapi-args.js';
+import { type Args, generic, only, optBool, optInt, optSpeed, optUint32, str } from './qapi-args.js';
 
 const SYNC_MODES = ['top', 'full', 'none', 'incremental', 'bitmap'] as const;
 const ERROR_POLICIES = ['report', 'ignore', 'enospc', 'stop', 'auto'] as const;
@@ -26,22 +26,14 @@ function enumArg<T extends string>(args: Args, key: string, values: readonly T[]
   return v as T;
 }
 
-/** An optional QAPI 'int' member. */
-function intArg(args: Args, key: string): number | undefined {
-  const v = args[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw generic(`Invalid parameter type for '${key}', expected: integer`);
-  return v;
-}
-
 /** The members both commands share after `sync`, in QAPI order. */
 function commonTail(args: Args): Omit<MirrorJobSpec, 'type' | 'device' | 'target' | 'sync' | 'jobId' | 'replaces'> {
   const spec: Omit<MirrorJobSpec, 'type' | 'device' | 'target' | 'sync' | 'jobId' | 'replaces'> = {};
-  const speed = intArg(args, 'speed');
+  const speed = optSpeed(args);
   if (speed !== undefined) spec.speed = speed;
   const granularity = optUint32(args, 'granularity');
   if (granularity !== undefined) spec.granularity = granularity;
-  const bufSize = intArg(args, 'buf-size');
+  const bufSize = optInt(args, 'buf-size');
   if (bufSize !== undefined) spec.bufSize = bufSize;
   const onSourceError = enumArg(args, 'on-source-error', ERROR_POLICIES, false);
   if (onSourceError !== undefined) spec.onSourceError = onSourceError;
@@ -60,7 +52,7 @@ function finalizeArgs(args: Args, spec: Partial<MirrorJobSpec>): void {
 
 /** QEMU qmp_get_root_bs: a mirror's device has no parent node. */
 function checkRoot(layer: BlockLayer, node: BlockNode): void {
-  if (layer.listNodes().some((n) => [...n.children.values()].includes(node))) throw generic('Need a root block node');
+  if (!layer.isRootNode(node)) throw generic('Need a root block node');
 }
 
 /** blockdev-mirror: mirrors `device` onto the existing node `target`. */

@@ -29,6 +29,41 @@ export function str(args: Args, key: string, required: boolean, path = ''): stri
   return v;
 }
 
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/**
+ * A QAPI int64 as it comes off the wire: a safe integer, or a bigint (wire.ts parses integers
+ * past 2^53 exactly) inside int64; undefined for anything else (QEMU: "expected: integer", also
+ * for an integer outside int64, which its parser reads as a double).
+ */
+export function int64Value(v: unknown): number | bigint | undefined {
+  if (typeof v === 'number') return Number.isSafeInteger(v) ? v : undefined;
+  if (typeof v === 'bigint') return v >= INT64_MIN && v <= INT64_MAX ? v : undefined;
+  return undefined;
+}
+
+/**
+ * An optional QAPI int64 argument as a number: exact up to 2^53, the nearest double past it
+ * (callers that need an exact value check Number.isSafeInteger).
+ */
+export function optInt(args: Args, key: string, path = ''): number | undefined {
+  const v = args[key];
+  if (v === undefined) return undefined;
+  const n = int64Value(v);
+  if (n === undefined) throw generic(`Invalid parameter type for '${path}${key}', expected: integer`);
+  return Number(n);
+}
+
+/**
+ * An optional rate in bytes per second (QAPI int64 `speed`): past 2^53 (8 PiB/s, no limit in
+ * effect) it is capped there, as the jobs take safe integers.
+ */
+export function optSpeed(args: Args, key = 'speed', path = ''): number | undefined {
+  const v = optInt(args, key, path);
+  return v === undefined ? undefined : Math.min(v, Number.MAX_SAFE_INTEGER);
+}
+
 /** An optional boolean argument. */
 export function optBool(args: Args, key: string, path = ''): boolean | undefined {
   const v = args[key];
@@ -44,9 +79,10 @@ export function optBool(args: Args, key: string, path = ''): boolean | undefined
 export function optUint32(args: Args, key: string): number | undefined {
   const v = args[key];
   if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isInteger(v)) throw generic(`Parameter '${key}' expects uint64`);
-  if (v < 0 || v > 0xffffffff) throw generic(`Parameter '${key}' expects uint32_t`);
-  return v;
+  const n = int64Value(v);
+  if (n === undefined) throw generic(`Parameter '${key}' expects uint64`);
+  if (n < 0 || n > 0xffffffff) throw generic(`Parameter '${key}' expects uint32_t`);
+  return Number(n);
 }
 
 /** A required array argument. */

@@ -8,7 +8,7 @@ import type { BlockLayer } from '../layer.js';
 import type { BlockNode } from '../node/node.js';
 import { jobFilterNodes } from '../jobs/job-filter.js';
 import { isMirrorNode } from '../jobs/mirror.js';
-import { type Args, generic, only, str } from './qapi-args.js';
+import { type Args, generic, only, optInt, str } from './qapi-args.js';
 
 /** What block_resize resizes: a drive's root (resized through the drive: drained, its event), or any node. */
 interface ResizeSubject {
@@ -48,9 +48,9 @@ function lookup(layer: BlockLayer, device: string | undefined, nodeName: string 
 export async function blockResize(layer: BlockLayer, args: Args): Promise<Record<string, never>> {
   const device = str(args, 'device', false);
   const nodeName = str(args, 'node-name', false);
-  const size = args.size;
+  // QAPI int: past 2^53 the nearest double, which the node then refuses as not a safe integer.
+  const size = optInt(args, 'size');
   if (size === undefined) throw generic("Parameter 'size' is missing");
-  if (typeof size !== 'number' || !Number.isInteger(size)) throw generic("Invalid parameter type for 'size', expected: integer");
   only(args, ['device', 'node-name', 'size']);
   const subject = lookup(layer, device, nodeName);
   if (subject === undefined) throw generic(`Cannot find device='${device ?? ''}' nor node-name='${nodeName ?? ''}'`);

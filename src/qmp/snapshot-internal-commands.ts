@@ -39,21 +39,13 @@ export function parseInternalSnapshotDelete(args: Args): InternalSnapshotDeleteA
   return out;
 }
 
-/** Whether a node of the layer (below a drive, or added with blockdev-add) has `name` as a child. */
-function isInnerNode(layer: BlockLayer, name: string): boolean {
-  for (const n of layer.listNodes()) for (const child of n.children.values()) if (child.name === name) return true;
-  return false;
-}
-
 /** QEMU qmp_get_root_bs: a drive id, else the node name of a root node (a drive's, or one blockdev-add added with no parent). */
 export function findRootNode(layer: BlockLayer, device: string): BlockNode {
   const drive = layer.drive(device);
-  if (drive !== undefined && !drive.closed) return drive.node;
-  for (const d of layer.listDrives()) if (!d.closed && d.node.name === device) return d.node;
-  if (isInnerNode(layer, device)) throw generic('Need a root block node');
-  const added = layer.ownsNode(device) ? layer.findNode(device) : undefined;
-  if (added !== undefined) return added;
-  throw generic(`Cannot find device='${device}' nor node-name='${device}'`);
+  const found = drive !== undefined && !drive.closed ? drive.node : layer.findNode(device);
+  if (found === undefined) throw generic(`Cannot find device='${device}' nor node-name='${device}'`);
+  if (!layer.isRootNode(found)) throw generic('Need a root block node');
+  return found;
 }
 
 /** The node that keeps the snapshots: the root, or the first node below its filters that has them. */

@@ -6,18 +6,10 @@
 import { isBlockError } from '../errors.js';
 import type { JobErrorPolicy } from '../jobs/job.js';
 import type { BlockLayer } from '../layer.js';
-import { type Args, generic, only, optBool, str } from './qapi-args.js';
+import { type Args, generic, only, optBool, optSpeed, str } from './qapi-args.js';
 import { QmpError } from './wire.js';
 
 const ON_ERROR: readonly JobErrorPolicy[] = ['report', 'ignore', 'enospc', 'stop', 'auto'];
-
-/** An optional QAPI 'int'. */
-function optInt(args: Args, key: string): number | undefined {
-  const v = args[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw generic(`Invalid parameter type for '${key}', expected: integer`);
-  return v;
-}
 
 /** An optional BlockdevOnError. */
 function onError(args: Args): JobErrorPolicy | undefined {
@@ -32,7 +24,7 @@ function common(args: Args) {
   return {
     jobId: str(args, 'job-id', false),
     device: str(args, 'device', true),
-    speed: optInt(args, 'speed'),
+    speed: optSpeed(args),
     onError: onError(args),
     filterNodeName: str(args, 'filter-node-name', false),
     autoFinalize: optBool(args, 'auto-finalize'),
@@ -57,7 +49,7 @@ export async function blockCommit(args: Args, layer: BlockLayer): Promise<Record
   const spec = { type: 'commit' as const, ...common(args), top: str(args, 'top', false), topNode: str(args, 'top-node', false) };
   // QEMU qmp_get_root_bs: the device must be a root (no node above it).
   const node = layer.findNode(spec.device) ?? layer.drive(spec.device)?.node;
-  if (node !== undefined && layer.listNodes().some((n) => [...n.children.values()].includes(node))) throw generic('Need a root block node');
+  if (node !== undefined && !layer.isRootNode(node)) throw generic('Need a root block node');
   try {
     await layer.startJob(spec);
   } catch (e) {

@@ -34,9 +34,22 @@ export function greeting(version: { major: number; minor: number; micro: number 
   return { QMP: { version: { qemu: { major: version.major, minor: version.minor, micro: version.micro }, package: pkg }, capabilities: [] } };
 }
 
-/** One message out: a JSON text and QMP's `\r\n` terminator. */
+/** One message out: a JSON text and QMP's `\r\n` terminator. A bigint (an id echoed as sent) is written with all its digits. */
 export function frame(message: unknown): string {
-  return `${JSON.stringify(message)}\r\n`;
+  try {
+    return `${JSON.stringify(message)}\r\n`;
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e;
+    // JSON.stringify refuses bigints: each goes out as a marked string, then as its digits.
+    const mark = bigIntegerMark();
+    const text = JSON.stringify(message, (_key, v: unknown) => (typeof v === 'bigint' ? `${mark}${v}` : v));
+    return `${text.replace(new RegExp(`"${mark}(-?\\d+)"`, 'g'), '$1')}\r\n`;
+  }
+}
+
+/** A prefix no client can predict, for a bigint's stand-in string while JSON.parse or JSON.stringify run. */
+function bigIntegerMark(): string {
+  return `bigint-${globalThis.crypto.randomUUID()}:`;
 }
 
 /** A success response; `id` is echoed when the request had one. */
@@ -265,35 +278,69 @@ function parseDetail(e: unknown): string {
   return m.length > 0 ? m[0].toLowerCase() + m.slice(1) : 'invalid input';
 }
 
+/** What {@link scan} found in a text. */
+const DUPLICATE_KEY = 1;
+const BIG_INTEGER = 2;
+
+/** The end of the string that starts (with its quote) at `i`: the index of its closing quote. */
+function stringEnd(text: string, i: number): number {
+  let escaped = false;
+  for (let j = i + 1; j < text.length; j++) {
+    const d = text.charCodeAt(j);
+    if (escaped) escaped = false;
+    else if (d === 0x5c) escaped = true;
+    else if (d === 0x22) return j;
+  }
+  return text.length;
+}
+
+/** The end of the number token that starts at `i`, negated when the token is an integer (no fraction, no exponent). */
+function numberEnd(text: string, i: number): number {
+  let integer = true;
+  let j = i + 1;
+  for (; j < text.length; j++) {
+    const d = text.charCodeAt(j);
+    if (d >= 0x30 && d <= 0x39) continue;
+    if (d !== 0x2e && d !== 0x65 && d !== 0x45 && d !== 0x2b && d !== 0x2d) break;
+    integer = false;
+  }
+  return integer ? -j : j;
+}
+
+/** Whether text[start, end) is an integer JSON.parse would round (past 2^53); a cheap length test first. */
+function isBigInteger(text: string, start: number, end: number): boolean {
+  return end - start > 15 && !Number.isSafeInteger(Number(text.slice(start, end)));
+}
+
 /**
- * A member name that appears twice in one object of a valid JSON text, if any (names compared
- * decoded, so `"a"` and `"\u0061"` are the same). JSON.parse keeps the last one silently; QEMU's
- * parser refuses the text ("duplicate key").
+ * Looks through a valid JSON text once for what JSON.parse hides: a member name that appears
+ * twice in one object (names compared decoded, so `"a"` and `"\u0061"` are the same; JSON.parse
+ * keeps the last one silently, QEMU's parser refuses the text, "duplicate key"), and an integer
+ * past 2^53 (JSON.parse rounds it; QEMU reads every int64 exactly). Returns DUPLICATE_KEY (at the
+ * first duplicate) or the BIG_INTEGER flag, 0 for neither.
  */
-function duplicateKey(text: string): string | undefined {
+function scan(text: string): number {
   // One entry per open container: the names seen (objects), or null (arrays).
   const open: (Set<string> | null)[] = [];
   let expectKey = false;
+  let found = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22) {
-      let j = i + 1;
-      let escaped = false;
-      for (; j < text.length; j++) {
-        const d = text.charCodeAt(j);
-        if (escaped) escaped = false;
-        else if (d === 0x5c) escaped = true;
-        else if (d === 0x22) break;
-      }
+      const j = stringEnd(text, i);
       if (expectKey) {
         const raw = text.slice(i, j + 1);
         const name = raw.includes('\\') ? (JSON.parse(raw) as string) : raw.slice(1, -1);
         const names = open[open.length - 1]!;
-        if (names.has(name)) return name;
+        if (names.has(name)) return DUPLICATE_KEY;
         names.add(name);
         expectKey = false;
       }
       i = j;
+    } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      const end = numberEnd(text, i);
+      if (end < 0 && isBigInteger(text, i, -end)) found |= BIG_INTEGER;
+      i = Math.abs(end) - 1;
     } else if (c === 0x7b) {
       open.push(new Set());
       expectKey = true;
@@ -301,11 +348,32 @@ function duplicateKey(text: string): string | undefined {
     else if (c === 0x7d || c === 0x5d) open.pop();
     else if (c === 0x2c) expectKey = open[open.length - 1] != null;
   }
-  return undefined;
+  return found;
+}
+
+/** JSON.parse of a valid text, with every integer past 2^53 as an exact bigint (the rest as JSON.parse gives it). */
+function parseWithBigIntegers(text: string): unknown {
+  const mark = bigIntegerMark();
+  let out = '';
+  let from = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) i = stringEnd(text, i);
+    else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      const end = numberEnd(text, i);
+      if (end < 0 && isBigInteger(text, i, -end)) {
+        out += `${text.slice(from, i)}"${mark}${text.slice(i, -end)}"`;
+        from = -end;
+      }
+      i = Math.abs(end) - 1;
+    }
+  }
+  out += text.slice(from);
+  return JSON.parse(out, (_key, v: unknown) => (typeof v === 'string' && v.startsWith(mark) ? BigInt(v.slice(mark.length)) : v));
 }
 
 /**
- * Parses one JSON text and checks it as QEMU's dispatcher does: an object, whose members are
+ * Parses one JSON text and checks it as QEMU's dispatcher does (integers past 2^53 as bigints): an object, whose members are
  * `execute` (a string, required), `arguments` (an object) and `id` (anything); any other
  * member is refused. `exec-oob` is refused like any unknown member (no `oob` capability).
  */
@@ -316,8 +384,11 @@ export function parseRequest(text: string): ParsedRequest {
   } catch (e) {
     return { error: new QmpError('GenericError', `JSON parse error, ${parseDetail(e)}`) };
   }
+  const found = scan(text);
   // A repeated member would otherwise run the last one: {"execute":"query-block","execute":"quit"} quit.
-  if (duplicateKey(text) !== undefined) return { error: new QmpError('GenericError', 'JSON parse error, duplicate key') };
+  if (found === DUPLICATE_KEY) return { error: new QmpError('GenericError', 'JSON parse error, duplicate key') };
+  // Integers past 2^53 arrive exact, as bigints: the commands take what fits QAPI's int64 (qapi-args.ts).
+  if (found === BIG_INTEGER) value = parseWithBigIntegers(text);
   if (!isObject(value)) return { error: new QmpError('GenericError', 'QMP input must be a JSON object') };
   const id = Object.hasOwn(value, 'id') ? { value: value.id } : undefined;
   const fail = (desc: string): ParsedRequest => ({ error: new QmpError('GenericError', desc), id });

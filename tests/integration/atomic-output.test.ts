@@ -127,7 +127,7 @@ describe('inputFiles', () => {
     for (const f of ['base.qcow2', 'over.qcow2']) fs.copyFileSync(path.join(import.meta.dirname, '../fixtures/qcow2', f), path.join(dir, f));
     const layer = new BlockLayer();
     const over = path.join(dir, 'over.qcow2');
-    const drive = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: over, readOnly: true } });
+    const drive = await layer.openDrive({ driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: over, readOnly: true } });
     try {
       expect(inputFiles(drive.node)).toEqual([over, path.join(dir, 'base.qcow2')]);
     } finally {

@@ -82,24 +82,24 @@ afterEach(async () => {
 
 describe('images', () => {
   it('a backing file name without a format that names a directory is refused with EISDIR (qemu-io: not a regular file)', async () => {
-    const e = await rejection(layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: path.join(FIXTURES, 'backing-is-directory.qcow2'), readOnly: true } }));
+    const e = await rejection(layer.openDrive({ driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: path.join(FIXTURES, 'backing-is-directory.qcow2'), readOnly: true } }));
     expectBlockError(e, 'EISDIR', /directory/);
   });
 
   it('a raw backing file that names a directory is refused at open with EISDIR, not read later as EIO', async () => {
-    const e = await rejection(layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: path.join(FIXTURES, 'backing-raw-is-directory.qcow2'), readOnly: true } }));
+    const e = await rejection(layer.openDrive({ driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: path.join(FIXTURES, 'backing-raw-is-directory.qcow2'), readOnly: true } }));
     expectBlockError(e, 'EISDIR', /directory/);
   });
 
   it('a data file name with a NUL byte in the header ends at the NUL, as in QEMU (qemu-io reads 0x5a from data-file-name-nul.raw)', async () => {
-    const drive = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: path.join(FIXTURES, 'data-file-name-nul.qcow2'), readOnly: true } });
+    const drive = await layer.openDrive({ driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: path.join(FIXTURES, 'data-file-name-nul.qcow2'), readOnly: true } });
     expect(drive.node.info().dataFile).toBe('data-file-name-nul.raw');
     expect(Buffer.from(await drive.read(0, 4096))).toEqual(Buffer.alloc(4096, 0x5a));
     expect(Buffer.from(await drive.read(4096, 61440))).toEqual(Buffer.alloc(61440));
   });
 
   it('a backing file name with a NUL byte ends at the NUL, as in QEMU (qemu-io reads 0x5a through it)', async () => {
-    const drive = await layer.openDrive({ driver: 'qcow2', file: { driver: 'file', filename: path.join(FIXTURES, 'backing-name-nul.qcow2'), readOnly: true } });
+    const drive = await layer.openDrive({ driver: 'qcow2', readOnly: true, file: { driver: 'file', filename: path.join(FIXTURES, 'backing-name-nul.qcow2'), readOnly: true } });
     expect(drive.node.info().backingFile).toBe('data-file-name-nul.raw');
     expect(Buffer.from(await drive.read(0, 4096))).toEqual(Buffer.alloc(4096, 0x5a));
   });
