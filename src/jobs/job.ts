@@ -114,6 +114,8 @@ export class Job extends EventEmitter<JobEvents> {
   private pausedFlag = true;
   private busyFlag = false;
   private cancelRequestedFlag = false;
+  /** The job's end under way (finalize or abort), so that it runs once. */
+  private ending: Promise<void> | null = null;
   private forceCancelFlag = false;
   private started = false;
   /** The run has ended and finalization was handed on (QEMU deferred_to_main_loop). */
@@ -435,6 +437,8 @@ export class Job extends EventEmitter<JobEvents> {
       this.dismissNow();
       return;
     }
+    // Finalizing or aborting already: QEMU does that without yielding, so no cancel can come between.
+    if (this.ending !== null) return;
     const really = this.work.cancel ? this.work.cancel(this, force) : true;
     if (this.userPausedFlag) {
       this.userPausedFlag = false;
@@ -489,13 +493,23 @@ export class Job extends EventEmitter<JobEvents> {
     this.transition('aborting');
   }
 
-  private async abortNow(): Promise<void> {
+  /** Aborts, once: a job's end (abort or finalize) runs one time however many callers ask for it. */
+  private abortNow(): Promise<void> {
+    return (this.ending ??= this.abortSteps());
+  }
+
+  private async abortSteps(): Promise<void> {
     if (this.currentStatus !== 'aborting') this.fail(new BlockError('ECANCELED', 'Operation canceled'));
     await this.settleHook(this.work.abort);
     await this.concludeAfterHooks();
   }
 
-  private async finalizeNow(): Promise<void> {
+  /** Finalizes (commit, or abort when prepare fails), once; see {@link abortNow}. */
+  private finalizeNow(): Promise<void> {
+    return (this.ending ??= this.finalizeSteps());
+  }
+
+  private async finalizeSteps(): Promise<void> {
     if (this.work.prepare) {
       try {
         await this.work.prepare(this);

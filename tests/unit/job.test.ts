@@ -148,6 +148,44 @@ describe('Job (QEMU job.c semantics)', () => {
     expect(jobs.list()).toEqual([]);
   });
 
+  it('a cancel or a second finalize while the job finalizes changes nothing: the job ends once, completed (found by the serve fuzzer: it quit the server)', async () => {
+    const jobs = new JobRegistry(new VirtualClock());
+    const order: string[] = [];
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    const prepare = async () => {
+      order.push('prepare');
+      await held;
+    };
+    const work = copier(4, 1, { prepare, commit: () => void order.push('commit'), abort: () => void order.push('abort'), clean: () => void order.push('clean') });
+    let ev: ReturnType<typeof record> = { statuses: [], events: [] };
+    jobs.on('created', (j) => (ev = record(j)));
+    const job = jobs.start('f', work, { autoDismiss: false });
+    await flush();
+    expect(job.status).toBe('pending');
+    expect(order).toEqual(['prepare']);
+    job.cancel();
+    job.cancel(true);
+    release();
+    await job.wait();
+    expect(order).toEqual(['prepare', 'commit', 'clean']);
+    expect(ev.statuses).toEqual(['created', 'running', 'waiting', 'pending', 'concluded']);
+    expect(ev.events).toEqual(['completed']);
+
+    const manual: string[] = [];
+    let go = () => {};
+    const gate = new Promise<void>((r) => (go = r));
+    const m = jobs.start('g', copier(4, 1, { prepare: () => gate, commit: () => void manual.push('commit'), clean: () => void manual.push('clean') }), { autoFinalize: false });
+    await flush();
+    expect(m.status).toBe('pending');
+    const first = m.finalize();
+    const second = m.finalize();
+    go();
+    await Promise.all([first, second]);
+    expect(manual).toEqual(['commit', 'clean']);
+    expect(m.status).toBe('null');
+  });
+
   it('a failing prepare turns success into failure: abort runs instead of commit', async () => {
     const jobs = new JobRegistry(new VirtualClock());
     const order: string[] = [];
