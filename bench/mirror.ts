@@ -39,6 +39,8 @@ const trace = {
   ready: { qsd: [] as number[], ours: [] as number[] },
   pivot: { qsd: [] as number[], ours: [] as number[] },
   cpu: { qsd: [] as number[], ours: [] as number[] },
+  /** The system part of `cpu` (the kernel's page-cache copies, write-out, wake-ups). */
+  sys: { qsd: [] as number[], ours: [] as number[] },
   flush: { qsd: [] as number[], ours: [] as number[] },
 };
 type Side = 'qsd' | 'ours';
@@ -58,14 +60,14 @@ function timeFlushes(node: BlockNode): void {
   };
 }
 
-/** CPU time (user + system, ms) of a process: ours from process.cpuUsage, QSD's from /proc (clock ticks of 10 ms). */
-function cpuMs(pid: number | null): number {
+/** CPU time (ms) of a process, user and system: ours from process.cpuUsage, QSD's from /proc (clock ticks of 10 ms). */
+function cpuMs(pid: number | null): { user: number; sys: number } {
   if (pid === null) {
     const u = process.cpuUsage();
-    return (u.user + u.system) / 1000;
+    return { user: u.user / 1000, sys: u.system / 1000 };
   }
   const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+  return { user: Number(fields[11]) * 10, sys: Number(fields[12]) * 10 };
 }
 
 /** The pid of the qemu-storage-daemon started last in `dir` (its pid file). */
@@ -94,7 +96,9 @@ async function mirrorScript(qmp: QmpClient, side: Side, pid: number | null): Pro
   await qmp.waitEvent('JOB_STATUS_CHANGE', (d) => d.id === 'm' && d.status === 'null', 600_000, from);
   const ms = performance.now() - t0;
   trace.pivot[side].push(performance.now() - ready);
-  trace.cpu[side].push(cpuMs(pid) - cpu0);
+  const cpu1 = cpuMs(pid);
+  trace.cpu[side].push(cpu1.user + cpu1.sys - cpu0.user - cpu0.sys);
+  trace.sys[side].push(cpu1.sys - cpu0.sys);
   const completed = qmp.events.slice(from).find((e) => e.event === 'BLOCK_JOB_COMPLETED');
   if (completed?.data?.error !== undefined) throw new Error(`mirror failed: ${String(completed.data.error)}`);
   return ms;
@@ -176,12 +180,12 @@ async function main(): Promise<void> {
     const med = (xs: number[]) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[xs.length >> 1]!);
     /** Time to READY and CPU time of each side (medians), then clears them for the next scenario. */
     const details = () => {
-      console.log(`    until READY: ours ${med(trace.ready.ours).toFixed(0)} ms, QSD ${med(trace.ready.qsd).toFixed(0)} ms; CPU: ours ${med(trace.cpu.ours).toFixed(0)} ms, QSD ${med(trace.cpu.qsd).toFixed(0)} ms`);
+      console.log(`    until READY: ours ${med(trace.ready.ours).toFixed(0)} ms, QSD ${med(trace.ready.qsd).toFixed(0)} ms; CPU: ours ${med(trace.cpu.ours).toFixed(0)} ms (system ${med(trace.sys.ours).toFixed(0)}), QSD ${med(trace.cpu.qsd).toFixed(0)} ms (system ${med(trace.sys.qsd).toFixed(0)})`);
       console.log(`    READY → end (last copy, flush, pivot): ours ${med(trace.pivot.ours).toFixed(0)} ms, QSD ${med(trace.pivot.qsd).toFixed(0)} ms; our flush before READY ${med(trace.flush.ours).toFixed(0)} ms (rounds ${trace.flush.ours.map((x) => x.toFixed(0)).join(' ')})`);
       // Round by round (ours runs in this process: its first rounds pay V8's warm-up, the later ones not).
       const perRound = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(' ');
       console.log(`    CPU per round (ms): ours ${perRound(trace.cpu.ours)}; QSD ${perRound(trace.cpu.qsd)}`);
-      for (const k of ['ready', 'pivot', 'cpu', 'flush'] as const) for (const side of ['qsd', 'ours'] as const) trace[k][side].length = 0;
+      for (const k of ['ready', 'pivot', 'cpu', 'sys', 'flush'] as const) for (const side of ['qsd', 'ours'] as const) trace[k][side].length = 0;
     };
     if (!process.argv.includes('--no-idle')) {
     const r = await sideBySide(rounds, qsd, ours);
