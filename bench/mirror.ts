@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { BlockLayer } from '../src/index.js';
+import type { BlockNode } from '../src/node/node.js';
 import { NbdServer } from '../src/nbd/server.js';
 import { NbdExportManager } from '../src/qmp/exports.js';
 import { type QmpClient, startOurQmp, startQsd } from '../tests/helpers/qmp-client.js';
@@ -29,18 +30,44 @@ function makeSource(file: string): void {
   execFileSync('qemu-io', ['-f', 'qcow2', file], { input: `${cmds}\n`, stdio: ['pipe', 'ignore', 'inherit'] });
 }
 
-/** Per side: ms until BLOCK_JOB_READY and CPU ms of the daemon (ours: this process) over each timed run. */
-const trace = { ready: { qsd: [] as number[], ours: [] as number[] }, cpu: { qsd: [] as number[], ours: [] as number[] } };
+/**
+ * Per side and timed run: ms until BLOCK_JOB_READY, ms from job-complete to the job's end (the
+ * last copy, its flush and the pivot), CPU ms of the daemon (ours: this process); ours also the
+ * ms of the target's flush before READY (QEMU's mirror_flush), timed on the node.
+ */
+const trace = {
+  ready: { qsd: [] as number[], ours: [] as number[] },
+  pivot: { qsd: [] as number[], ours: [] as number[] },
+  cpu: { qsd: [] as number[], ours: [] as number[] },
+  /** The system part of `cpu` (the kernel's page-cache copies, write-out, wake-ups). */
+  sys: { qsd: [] as number[], ours: [] as number[] },
+  flush: { qsd: [] as number[], ours: [] as number[] },
+};
 type Side = 'qsd' | 'ours';
+/** Our target's flushes of the current run: when each began and ended (performance.now()). */
+const flushes: { start: number; end: number }[] = [];
 
-/** CPU time (user + system, ms) of a process: ours from process.cpuUsage, QSD's from /proc (clock ticks of 10 ms). */
-function cpuMs(pid: number | null): number {
+/** Times every flush of our target node (the bench's own wrapper, on the instance). */
+function timeFlushes(node: BlockNode): void {
+  const flush = node.flush.bind(node);
+  node.flush = async () => {
+    const start = performance.now();
+    try {
+      await flush();
+    } finally {
+      flushes.push({ start, end: performance.now() });
+    }
+  };
+}
+
+/** CPU time (ms) of a process, user and system: ours from process.cpuUsage, QSD's from /proc (clock ticks of 10 ms). */
+function cpuMs(pid: number | null): { user: number; sys: number } {
   if (pid === null) {
     const u = process.cpuUsage();
-    return (u.user + u.system) / 1000;
+    return { user: u.user / 1000, sys: u.system / 1000 };
   }
   const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+  return { user: Number(fields[11]) * 10, sys: Number(fields[12]) * 10 };
 }
 
 /** The pid of the qemu-storage-daemon started last in `dir` (its pid file). */
@@ -58,12 +85,20 @@ async function mirrorScript(qmp: QmpClient, side: Side, pid: number | null): Pro
   const t0 = performance.now();
   const r = await qmp.cmd('blockdev-mirror', { 'job-id': 'm', device: 'src', target: 'tgt', sync: 'full' });
   if (r.error) throw new Error(`blockdev-mirror: ${r.error.desc}`);
+  flushes.length = 0;
   await qmp.waitEvent('BLOCK_JOB_READY', () => true, 600_000, from);
-  trace.ready[side].push(performance.now() - t0);
+  const ready = performance.now();
+  trace.ready[side].push(ready - t0);
+  // The flush before READY: the last one that began before the event came.
+  const before = flushes.filter((f) => f.start < ready).at(-1);
+  if (side === 'ours' && before !== undefined) trace.flush.ours.push(before.end - before.start);
   await qmp.ok('job-complete', { id: 'm' });
   await qmp.waitEvent('JOB_STATUS_CHANGE', (d) => d.id === 'm' && d.status === 'null', 600_000, from);
   const ms = performance.now() - t0;
-  trace.cpu[side].push(cpuMs(pid) - cpu0);
+  trace.pivot[side].push(performance.now() - ready);
+  const cpu1 = cpuMs(pid);
+  trace.cpu[side].push(cpu1.user + cpu1.sys - cpu0.user - cpu0.sys);
+  trace.sys[side].push(cpu1.sys - cpu0.sys);
   const completed = qmp.events.slice(from).find((e) => e.event === 'BLOCK_JOB_COMPLETED');
   if (completed?.data?.error !== undefined) throw new Error(`mirror failed: ${String(completed.data.error)}`);
   return ms;
@@ -131,7 +166,7 @@ async function main(): Promise<void> {
       const tgt = freshTarget('tgt-ours.qcow2');
       const layer = new BlockLayer();
       await layer.addNode({ driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: src } });
-      await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
+      timeFlushes(await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } }));
       const d = await startOurQmp(layer, dir);
       try {
         return await mirrorScript(d.qmp, 'ours', null);
@@ -142,14 +177,15 @@ async function main(): Promise<void> {
       }
     };
     console.log(`blockdev-mirror, 1 GiB qcow2, 50 % data → new qcow2 (${rounds} rounds, alternating)`);
-    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+    const med = (xs: number[]) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[xs.length >> 1]!);
     /** Time to READY and CPU time of each side (medians), then clears them for the next scenario. */
     const details = () => {
-      console.log(`    until READY: ours ${med(trace.ready.ours).toFixed(0)} ms, QSD ${med(trace.ready.qsd).toFixed(0)} ms; CPU: ours ${med(trace.cpu.ours).toFixed(0)} ms, QSD ${med(trace.cpu.qsd).toFixed(0)} ms`);
+      console.log(`    until READY: ours ${med(trace.ready.ours).toFixed(0)} ms, QSD ${med(trace.ready.qsd).toFixed(0)} ms; CPU: ours ${med(trace.cpu.ours).toFixed(0)} ms (system ${med(trace.sys.ours).toFixed(0)}), QSD ${med(trace.cpu.qsd).toFixed(0)} ms (system ${med(trace.sys.qsd).toFixed(0)})`);
+      console.log(`    READY → end (last copy, flush, pivot): ours ${med(trace.pivot.ours).toFixed(0)} ms, QSD ${med(trace.pivot.qsd).toFixed(0)} ms; our flush before READY ${med(trace.flush.ours).toFixed(0)} ms (rounds ${trace.flush.ours.map((x) => x.toFixed(0)).join(' ')})`);
       // Round by round (ours runs in this process: its first rounds pay V8's warm-up, the later ones not).
       const perRound = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(' ');
       console.log(`    CPU per round (ms): ours ${perRound(trace.cpu.ours)}; QSD ${perRound(trace.cpu.qsd)}`);
-      for (const k of ['ready', 'cpu'] as const) for (const side of ['qsd', 'ours'] as const) trace[k][side].length = 0;
+      for (const k of ['ready', 'pivot', 'cpu', 'sys', 'flush'] as const) for (const side of ['qsd', 'ours'] as const) trace[k][side].length = 0;
     };
     if (!process.argv.includes('--no-idle')) {
     const r = await sideBySide(rounds, qsd, ours);
@@ -182,7 +218,7 @@ async function main(): Promise<void> {
       const nbd = new NbdServer();
       await nbd.listen({ path: sock });
       await layer.openDrive({ id: 'disk0', driver: 'qcow2', nodeName: 'src', file: { driver: 'file', filename: src } });
-      await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } });
+      timeFlushes(await layer.addNode({ driver: 'qcow2', nodeName: 'tgt', file: { driver: 'file', filename: tgt } }));
       const d = await startOurQmp(layer, dir, { exports: new NbdExportManager(layer, nbd) });
       try {
         return await underLoad(d.qmp, sock, ourIops, 'ours', null);

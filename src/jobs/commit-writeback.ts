@@ -1,6 +1,7 @@
-// Early write-back of a commit's target: the copied bytes are made durable while the copy goes
-// on, so that the flush the job owes before the chain is relinked (the base holds everything
-// before anything points at it) finds little left to write. The files under the target are
+// Early write-back of a commit's or a mirror's target: the copied bytes are made durable while
+// the copy goes on, so that the flush the job owes (a commit's before the chain is relinked: the
+// base holds everything before anything points at it; a mirror's before READY and before the
+// pivot, QEMU's mirror_flush) finds little left to write. The files under the target are
 // flushed every so often (a plain fdatasync: it adds durability and never reorders what the
 // format writes); between two flushes, host files are told to start writing their dirty pages
 // (sync_file_range, a hint that neither waits nor flushes the disk's cache), so that a flush
@@ -109,6 +110,18 @@ export class EarlyWriteback {
     );
   }
 
+  /**
+   * Waits for the flush in flight; throws the first failure of any flush since the last call
+   * (once: it is then the caller's). The write-back goes on after (a mirror's, while it follows
+   * new writes); the caller's own flush of the target comes next and finds little left.
+   */
+  async drain(): Promise<void> {
+    if (this.pending !== null) await this.pending;
+    const failure = this.failure;
+    this.failure = undefined;
+    if (failure !== undefined) throw failure.reason;
+  }
+
   /** Waits for the flush and the hint in flight and closes the hints (no more of them after); throws the first failure of any flush. */
   async settle(): Promise<void> {
     if (this.pending !== null) await this.pending;
@@ -117,9 +130,7 @@ export class EarlyWriteback {
     const hints = this.hints;
     this.hints = [];
     for (const h of hints) await h.close();
-    const failure = this.failure;
-    this.failure = undefined;
-    if (failure !== undefined) throw failure.reason;
+    await this.drain();
   }
 
   private async startHints(): Promise<void> {

@@ -7,6 +7,7 @@ import { BlockError } from '../errors.js';
 import { DirtyBitmap } from '../node/dirty-bitmap.js';
 import type { BlockNode } from '../node/node.js';
 import { loopTurn } from '../platform/event-loop.js';
+import { EarlyWriteback } from './commit-writeback.js';
 import type { Job, JobErrorPolicy } from './job.js';
 
 /** What a mirror copies before following new writes. */
@@ -20,6 +21,14 @@ const MAX_IO_BYTES = 1 << 20;
 export const DEFAULT_MIRROR_BUF_SIZE = MAX_IN_FLIGHT * MAX_IO_BYTES;
 /** How long a READY mirror with nothing dirty sleeps before it looks again (QEMU BLOCK_JOB_SLICE_TIME). */
 const READY_POLL_NS = 100_000_000;
+/**
+ * Bytes written to the target between two early flushes of its files ({@link EarlyWriteback}:
+ * write-out hints every 8 MiB between them), so that the flush before READY finds little left.
+ * bench/mirror.ts (1 GiB, 512 MiB copied onto a new qcow2): that flush took a median 426 ms
+ * without, 40-80 ms with. Flushes every 16, 32 or 128 MiB and hints every 4 or 16 MiB were within
+ * the noise of this spacing (10 paired rounds each at load 7-8: medians 1.03-1.09x, spreads 0.7-1.45x).
+ */
+export const MIRROR_WRITEBACK_EVERY = 64 * 1024 * 1024;
 /** Widest block-status query while marking what a sync=top mirror copies. */
 const STATUS_STEP = 1 << 30;
 
@@ -124,6 +133,8 @@ export class MirrorCopy {
   private written: DirtyBitmap | null = null;
   /** The job whose progress finished copies count in. */
   private job: Job | null = null;
+  /** The target's files written out as the copy goes on (while {@link run} runs). */
+  private writeback: EarlyWriteback | null = null;
 
   constructor(
     private readonly source: BlockNode,
@@ -157,12 +168,18 @@ export class MirrorCopy {
       while (!finish.shouldComplete() && !job.isCancelled) await job.idle();
       return;
     }
+    this.writeback = await EarlyWriteback.of(this.target, MIRROR_WRITEBACK_EVERY);
     try {
       if (this.settings.sync !== 'none') await this.markInitial(job);
       if (job.isCancelled) return;
       await this.loop(job, finish);
     } finally {
       await this.waitAllIo();
+      const writeback = this.writeback;
+      this.writeback = null;
+      // A failure left here is of an early flush after the last flush the job owed: the job
+      // was cancelled or failed already (a completed mirror flushed the target after its last write).
+      await writeback.settle().catch(() => undefined);
     }
   }
 
@@ -372,6 +389,7 @@ export class MirrorCopy {
       stage = 'write';
       this.written?.markDirty(offset, bytes);
       await this.target.write(offset, data);
+      this.writeback?.wrote(bytes);
       this.job?.addProgress(bytes);
     } catch (error) {
       this.failed(offset, bytes, stage, error);
@@ -421,8 +439,10 @@ export class MirrorCopy {
       await this.writeSource(kind, offset, length, data);
       this.written?.markDirty(offset, length);
       try {
-        if (kind === 'data') await this.target.write(offset, data!);
-        else await this.target.writeZeroes(offset, length);
+        if (kind === 'data') {
+          await this.target.write(offset, data!);
+          this.writeback?.wrote(length);
+        } else await this.target.writeZeroes(offset, length);
       } catch (error) {
         // The guest's write succeeded on the source; the target's failure is the job's (on-target-error).
         this.failed(offset, length, 'write', error);
@@ -462,9 +482,14 @@ export class MirrorCopy {
     await job.onIoError(policy, first.operation, first.error);
   }
 
-  /** Flushes the target; false when that failed and the job should look again (QEMU mirror_flush). */
+  /**
+   * Flushes the target; false when that failed and the job should look again (QEMU mirror_flush).
+   * A failed early flush of its files is this flush's failure: an fdatasync error is reported
+   * once, so the flush that follows could succeed over data that never reached the disk.
+   */
   private async flushTarget(job: Job): Promise<boolean> {
     try {
+      await this.writeback?.drain();
       await this.target.flush();
       return true;
     } catch (error) {
