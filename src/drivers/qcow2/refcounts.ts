@@ -110,9 +110,7 @@ export class Refcounts {
   }
 
   /** Host offset of every refcount block by index (0: none). */
-  get blockOffsets(): readonly number[] {
-    return this.table;
-  }
+  get blockOffsets(): readonly number[] { return this.table; }
 
   /** Whether cached blocks or table entries wait to be written. */
   get dirty(): boolean {
