@@ -110,6 +110,17 @@ describe('qcow2 metadata overlap check', () => {
     await expectRefused(image, snapshots, 'snapshot table', (d) => d.write(9 * CS, Buffer.alloc(CS, 0xdd)));
   });
 
+  it("refuses data allocated over a snapshot's L1 table whose refcount reads 0", async () => {
+    const image = await fresh('snap-l1.qcow2', async (d) => {
+      await d.write(0, Buffer.alloc(CS, 1));
+      await d.node.snapshots!.create({ name: 's1' });
+    });
+    const { snapshots } = layout(image);
+    const snapL1 = Number(fs.readFileSync(image).readBigUInt64BE(snapshots));
+    patch(image, (x) => x.setRefcount(snapL1 / CS, 0));
+    await expectRefused(image, snapL1, 'inactive L1 table', (d) => d.write(9 * CS, Buffer.alloc(CS, 0xdd)));
+  });
+
   it('refuses an in-place write whose L2 entry points (COPIED) at the active L1 table', async () => {
     const image = await fresh('inplace.qcow2', (d) => d.write(0, Buffer.alloc(CS, 1)));
     const { l1 } = layout(image);

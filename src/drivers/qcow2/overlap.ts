@@ -158,11 +158,13 @@ export class MetadataOverlap {
   refuseNow(kinds: number, offset: number, length: number): BlockError {
     if (this.refusal !== undefined) return kinds === OL_REFUSED ? this.refusal : this.error(kinds, offset, length);
     const e = this.error(kinds, offset, length);
-    this.refusal = new BlockError('ECORRUPT', `qcow2: the image is marked corrupt and takes no more writes (repair it with qemu-img check -r all): ${e.message}`, {
+    this.refusal = new BlockError('ECORRUPT', `qcow2: the image is marked corrupt and takes no more writes (repair it with qemu-img check -r all): ${overlapWhat(kinds)}`, {
       node: this.nodeName,
     });
-    // QEMU reports "qcow2: Marking image as corrupt: …; further corruption events will be suppressed" once.
-    process.emitWarning(`qcow2: Marking image as corrupt: ${overlapWhat(kinds)}; further corruption events will be suppressed`, { code: 'QCOW2_CORRUPT' });
+    // QEMU's report, once; a warning where the host has them (not the browser build's process).
+    (globalThis.process as Partial<NodeJS.Process> | undefined)?.emitWarning?.(`qcow2: Marking image as corrupt: ${overlapWhat(kinds)}; further corruption events will be suppressed`, {
+      code: 'QCOW2_CORRUPT',
+    });
     this.marking = this.markCorrupt().catch(() => {});
     return e;
   }
