@@ -60,6 +60,8 @@ async function expectRefused(image: string, at: number, what: string, write: (d:
   await expect(d.write(0, Buffer.alloc(512, 1))).rejects.toMatchObject({ code: 'ECORRUPT', message: /marked corrupt and takes no more writes/ });
   await expect(d.writeZeroes(CS, CS)).rejects.toMatchObject({ code: 'ECORRUPT' });
   await expect(d.discard(CS, CS)).rejects.toMatchObject({ code: 'ECORRUPT' });
+  // Nothing more is written: a flush is refused (it cannot make earlier writes durable), a close writes nothing.
+  await expect(d.flush()).rejects.toMatchObject({ code: 'ECORRUPT' });
   await d.close();
   expect(clusterBytes(image, at)).toEqual(before);
   expect(corruptBit(image)).toBe(CORRUPT_BIT);
@@ -129,6 +131,17 @@ describe('qcow2 metadata overlap check', () => {
       // Reads are not refused: the guest sees the L1 table's bytes as data, as it does in QEMU.
       await d.read(CS, 512);
       await d.write(CS + 512, Buffer.alloc(512, 0xee));
+    });
+  });
+
+  it('refuses to write back an L2 table that an L1 entry (COPIED) places over the refcount table', async () => {
+    const image = await fresh('l2-on-reftable.qcow2');
+    const { l1, refcountTable } = layout(image);
+    patch(image, (x) => x.buf.writeBigUInt64BE(COPIED | BigInt(refcountTable), l1));
+    await expectRefused(image, refcountTable, 'refcount table', async (d) => {
+      // The write lands in a new data cluster and its entry goes into the "L2 table" in the cache; the write-back is refused.
+      await d.write(0, Buffer.alloc(CS, 0x5a));
+      await d.flush();
     });
   });
 

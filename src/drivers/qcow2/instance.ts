@@ -310,14 +310,18 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     },
     async reopen(readOnly) {
       if (!readOnly && o.snapshot !== undefined) throw new BlockError('EROFS', `qcow2: snapshot '${o.snapshot}' is open read-only`, { node: nodeName, field: 'snapshot' });
-      // The writer's state goes to disk as at a close; the image is read again in the new mode (a writable one gets its refcounts and writer).
-      await writer?.flush();
-      if (dirtyOnDisk) await setDirtyBit(false);
+      // The writer's state goes to disk as at a close (not once marked corrupt); the image is read again in the new mode (a writable one gets its refcounts and writer).
+      if (!overlap?.corrupt) {
+        await writer?.flush();
+        if (dirtyOnDisk) await setDirtyBit(false);
+      }
       const image = await readImage(file, !readOnly, nodeName, o.options);
       return qcow2Instance({ ...o, ...image, backing: backing as BlockNode | undefined });
     },
     async close() {
-      await overlap?.settled();
+      // Marked corrupt: nothing more is written (QEMU drops the node's caches too); the tables
+      // on disk are as a crash would leave them, the dirty bit (lazy refcounts) stays set.
+      if (overlap?.corrupt) return overlap.settled();
       await writer?.flush();
       if (dirtyOnDisk) await setDirtyBit(false);
     },

@@ -163,8 +163,9 @@ export class Qcow2Writer {
     return at;
   }
 
-  /** Writes every dirty table back in dependency order and syncs the file. */
+  /** Writes every dirty table back in dependency order and syncs the file; refused once the image is marked corrupt (nothing more is written). */
   async flush(): Promise<void> {
+    if (this.c.overlap.corrupt) return this.c.overlap.refused();
     await this.lock.acquire();
     try {
       await this.writeBack(true);
@@ -175,6 +176,7 @@ export class Qcow2Writer {
 
   /** Runs `fn` holding the metadata lock, once every pending metadata write is on disk (persistent bitmaps allocate beside the tables). */
   async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.c.overlap.corrupt) return this.c.overlap.refused();
     await this.lock.acquire();
     try {
       await this.writeBack(true);
