@@ -47,6 +47,11 @@ export class Qcow2BitmapStore {
     return this.entries.filter((e) => !e.shadowed).map((e) => ({ name: e.name, granularity: e.granularity, flags: e.flags }));
   }
 
+  /** Calls `add` with the host offset and size in bytes of every bitmap table of the directory (the overlap check's map). */
+  forEachTable(add: (offset: number, bytes: number) => void): void {
+    for (const e of this.entries) add(e.tableOffset, e.tableSize * 8);
+  }
+
   /** QEMU qcow2_load_dirty_bitmaps: the bits of every bitmap not in use; read-write, then every one is marked in use on disk. */
   async load(): Promise<StoredBitmap[]> {
     const out: StoredBitmap[] = [];

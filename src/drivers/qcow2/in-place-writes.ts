@@ -97,10 +97,19 @@ export class InPlaceWrites {
   async write(host: number, offset: number, data: Uint8Array): Promise<void> {
     const slot = this.add(offset, offset + data.length);
     try {
-      await this.c.data.write(host, data, true);
+      await this.writeHost(host, data);
     } finally {
       this.remove(slot);
     }
+  }
+
+  /**
+   * Writes guest data at `host` of the data file, refused where the image file's metadata is
+   * (QEMU's overlap check before every data write; not in an external data file).
+   */
+  writeHost(host: number, data: Uint8Array): Promise<void> {
+    const hit = this.c.externalData ? 0 : this.c.overlap.hits(host, data.length, 0);
+    return hit === 0 ? this.c.data.write(host, data, true) : this.c.overlap.refuse(hit, host, data.length);
   }
 
   /** Settles once every in-place write now in flight over guest [start, end) has; null when there is none. */

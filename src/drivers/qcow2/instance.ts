@@ -12,6 +12,7 @@ import type { L2Cache } from './l2-cache.js';
 import * as L from './limits.js';
 import { type ImageOpenOptions, readImage } from './open-image.js';
 import { readClamped } from './open-steps.js';
+import { MetadataOverlap } from './overlap.js';
 import { detectMetadataPreallocation } from './prealloc-detect.js';
 import { qcow2SnapshotHooks } from './snapshot-hooks.js';
 import type { Refcounts } from './refcounts.js';
@@ -129,6 +130,34 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     await file.flush();
     dirtyOnDisk = on;
   };
+  // QEMU's overlap check (overlap.ts): the map of the metadata, read live from the open image.
+  const overlap =
+    refcounts &&
+    new MetadataOverlap(
+      h.clusterSize,
+      {
+        h,
+        get l1() {
+          return o.l1;
+        },
+        get l1Offset() {
+          return o.l1Offset;
+        },
+        refcountBlocks: refcounts.blockOffsets,
+        snapshots: o.snapshots,
+        bitmapTables: (add) => bitmaps.forEachTable(add),
+      },
+      async () => {
+        // The corrupt bit (QEMU qcow2_mark_corrupt), kept by every later header write (h.incompatible).
+        h.incompatible = (h.incompatible | L.INCOMPAT_CORRUPT) >>> 0;
+        const b = Buffer.alloc(4);
+        b.writeUInt32BE((dirtyOnDisk ? h.incompatible | L.INCOMPAT_DIRTY : h.incompatible) >>> 0);
+        await file.write(76, b);
+        await file.flush();
+      },
+      nodeName,
+    );
+  if (refcounts) refcounts.guard = overlap;
   const writerContext: WriterContext | undefined = refcounts && {
     h,
     file,
@@ -144,6 +173,7 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     externalData: dataNode !== undefined,
     dataRaw: (h.autoclear & L.AUTOCLEAR_DATA_FILE_RAW) !== 0,
     beforeFirstWrite: lazy ? () => setDirtyBit(true) : undefined,
+    overlap: overlap!,
   };
   const writer = writerContext && new Qcow2Writer(writerContext);
   // Found on the first block status, as QEMU does, then kept for this open.
@@ -177,6 +207,7 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     onNewL1(l1, at) {
       o.l1 = l1;
       o.l1Offset = at;
+      overlap!.invalidate();
     },
   };
   const bitmaps = new Qcow2BitmapStore({ file, h, entries: o.bitmaps, refcounts, exclusive: writer ? (fn) => writer.exclusive(fn) : undefined });
@@ -203,7 +234,10 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
       : undefined,
     drained: writer ? (fn) => writer.drained(fn) : undefined,
     refusal: dataNode ? new BlockError('ENOTSUP', 'qcow2: internal snapshots are not supported with an external data file', { field: 'data-file', node: nodeName }) : undefined,
-    changed: () => compressed.invalidate(),
+    changed: () => {
+      compressed.invalidate();
+      overlap?.invalidate();
+    },
     nodeName,
   });
   const readOnlyError = () =>
@@ -264,11 +298,11 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
       }
       return { offset, length: m.length, data: false, zero: true, allocated: false, depth: 0 };
     },
-    truncate: resizeTarget ? (newSize, options) => resizeQcow2(resizeTarget, newSize, options) : readOnlyError,
+    truncate: resizeTarget ? (newSize, options) => (overlap!.corrupt ? overlap!.refused() : resizeQcow2(resizeTarget, newSize, options).finally(() => overlap!.invalidate())) : readOnlyError,
     loadBitmaps: () => bitmaps.load(),
     canStoreBitmap: (name, granularity) => bitmaps.canStore(name, granularity),
-    storeBitmaps: (list) => bitmaps.store(list),
-    removeStoredBitmap: (name) => bitmaps.remove(name),
+    storeBitmaps: (list) => bitmaps.store(list).finally(() => overlap?.invalidate()),
+    removeStoredBitmap: (name) => bitmaps.remove(name).finally(() => overlap?.invalidate()),
     snapshots,
     changeBackingFile: (name, format) => changeBackingFile({ h, file, nodeName, exclusive: writer ? (fn) => writer.exclusive(fn) : undefined }, name, format),
     replaceBacking(next) {
@@ -276,13 +310,18 @@ export function qcow2Instance(o: OpenedImage): DriverInstance {
     },
     async reopen(readOnly) {
       if (!readOnly && o.snapshot !== undefined) throw new BlockError('EROFS', `qcow2: snapshot '${o.snapshot}' is open read-only`, { node: nodeName, field: 'snapshot' });
-      // The writer's state goes to disk as at a close; the image is read again in the new mode (a writable one gets its refcounts and writer).
-      await writer?.flush();
-      if (dirtyOnDisk) await setDirtyBit(false);
+      // The writer's state goes to disk as at a close (not once marked corrupt); the image is read again in the new mode (a writable one gets its refcounts and writer).
+      if (!overlap?.corrupt) {
+        await writer?.flush();
+        if (dirtyOnDisk) await setDirtyBit(false);
+      }
       const image = await readImage(file, !readOnly, nodeName, o.options);
       return qcow2Instance({ ...o, ...image, backing: backing as BlockNode | undefined });
     },
     async close() {
+      // Marked corrupt: nothing more is written (QEMU drops the node's caches too); the tables
+      // on disk are as a crash would leave them, the dirty bit (lazy refcounts) stays set.
+      if (overlap?.corrupt) return overlap.settled();
       await writer?.flush();
       if (dirtyOnDisk) await setDirtyBit(false);
     },

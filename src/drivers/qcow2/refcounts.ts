@@ -2,6 +2,8 @@ import { BlockError } from '../../errors.js';
 import { entryOffset } from './entries.js';
 import { extendFreeRun, extendFreeRunFree, type FreeRun, newFreeRun } from './free-run.js';
 import * as L from './limits.js';
+import { type MetadataOverlap, OL_REFCOUNT_BLOCK } from './overlap.js';
+import { settleAll } from './settle.js';
 import { entriesPerBlock, maxRefcount, readEntry, refcountTableEntryError, writeEntry } from './refcount-entries.js';
 
 /** Raw access to the image file for metadata. */
@@ -20,6 +22,11 @@ interface Block {
   dirty: boolean;
 }
 
+/** Clusters [first, last] under an in-flight data read. */
+export interface ReadPin {
+  first: number;
+  last: number;
+}
 
 /**
  * The refcount table and refcount blocks of an image (QEMU qcow2-refcount.c), with a bounded
@@ -30,12 +37,6 @@ interface Block {
  * a block back is always safe; a new block reaches the disk before the table entry that points
  * to it; a larger table is written and synced before the header points to it.
  */
-/** Clusters [first, last] under an in-flight data read. */
-export interface ReadPin {
-  first: number;
-  last: number;
-}
-
 export class Refcounts {
   private readonly cs: number;
   private readonly perBlock: number;
@@ -73,6 +74,8 @@ export class Refcounts {
   };
   /** End (bytes) of the highest cluster ever allocated or present: nothing past it was ever written. */
   private highWater: number;
+  /** The overlap check (overlap.ts): no cluster holding metadata is handed out, no block read from one. */
+  guard: MetadataOverlap | undefined;
 
   constructor(
     private readonly io: MetadataIO,
@@ -105,6 +108,9 @@ export class Refcounts {
   get end(): number {
     return this.highWater;
   }
+
+  /** Host offset of every refcount block by index (0: none). */
+  get blockOffsets(): readonly number[] { return this.table; }
 
   /** Whether cached blocks or table entries wait to be written. */
   get dirty(): boolean {
@@ -139,6 +145,7 @@ export class Refcounts {
     if (n * 2 >= this.perBlock) return this.allocateAtEnd(n);
     for (;;) {
       const { start, firstFree } = await this.scan(n);
+      await this.guard?.check(start, n, 0);
       if (!this.ensureBlocks(start, n)) continue; // a new refcount block took one of the clusters
       await this.incrementRun(start, start + n);
       this.cursor = firstFree === start ? start + n : firstFree;
@@ -159,6 +166,7 @@ export class Refcounts {
       const run = this.scanNow(n);
       if (run === null) return -1;
       const { start, firstFree } = run;
+      if (this.guard && this.guard.clusters(start, n, 0) !== 0) return -1; // allocate() refuses it
       if (!this.ensureBlocks(start, n)) continue; // a new refcount block took one of the clusters
       // The scan saw every block of [start, start+n), and ensureBlocks made the missing ones: all cached.
       const E = this.perBlock;
@@ -194,7 +202,9 @@ export class Refcounts {
     if ((blocks[blocks.length - 1] ?? 0) * 8 >= L.MAX_REFTABLE_BYTES) {
       throw new BlockError('ENOSPC', `qcow2: the refcount table would exceed ${L.MAX_REFTABLE_BYTES} bytes`, { field: 'refcount_table_clusters' });
     }
+    await this.guard?.check(s, n + blocks.length, 0);
     blocks.forEach((b, i) => {
+      this.guard?.addBlock((s + n + i) * this.cs);
       while (this.table.length <= b) this.table.push(0);
       this.table[b] = (s + n + i) * this.cs;
       this.tableDirty.add(b);
@@ -460,8 +470,10 @@ export class Refcounts {
       if ((b + 1) * 8 > L.MAX_REFTABLE_BYTES) {
         throw new BlockError('ENOSPC', `qcow2: the refcount table would exceed ${L.MAX_REFTABLE_BYTES} bytes`, { field: 'refcount_table_clusters' });
       }
-      while (this.table.length <= b) this.table.push(0);
       const k = b * E;
+      this.guard?.checkNow(k, 1);
+      while (this.table.length <= b) this.table.push(0);
+      this.guard?.addBlock(k * this.cs);
       const data = new Uint8Array(this.cs);
       writeEntry(data, 0, this.order, 1);
       this.table[b] = k * this.cs;
@@ -555,6 +567,7 @@ export class Refcounts {
     // Blocks are written before the table points at them: one past every allocated cluster is a truncated or hostile image
     // (its zeros would free the header, tables and data for new allocations, which QEMU's overlap check then refuses).
     if (offset + this.cs > this.highWater) throw refcountTableEntryError(b, this.tableOffset, `points to a refcount block at ${offset}, past the end of the image (${this.highWater} bytes)`);
+    await this.guard?.check(offset / this.cs, 1, OL_REFCOUNT_BLOCK); // its write-back would overwrite other metadata
     const data = await this.io.read(offset, this.cs);
     const blk: Block = { offset, data, dirty: false };
     this.blocks.set(b, blk);
@@ -582,10 +595,4 @@ export class Refcounts {
       for (let i = 0; i < clusters; i++) await this.change(offset / this.cs + i, -1, true);
     }
   }
-}
-
-/** Waits for every promise, then rethrows the first failure. */
-export async function settleAll(list: Promise<void>[]): Promise<void> {
-  const results = await Promise.allSettled(list);
-  for (const r of results) if (r.status === 'rejected') throw r.reason;
 }

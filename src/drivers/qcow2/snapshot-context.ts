@@ -3,7 +3,7 @@ import { loopTurn } from '../../platform/event-loop.js';
 import type { Qcow2Header } from './header.js';
 import type { L2Cache } from './l2-cache.js';
 import type { Refcounts } from './refcounts.js';
-import { settleAll } from './refcounts.js';
+import { settleAll } from './settle.js';
 import type { Qcow2Snapshot } from './snapshots.js';
 
 /**

@@ -1,6 +1,7 @@
 import type { BlockNode } from '../../node/node.js';
 import type { Qcow2Header } from './header.js';
 import type { L2Cache } from './l2-cache.js';
+import type { MetadataOverlap } from './overlap.js';
 import type { Refcounts } from './refcounts.js';
 
 /** What the writer needs from the driver. */
@@ -22,6 +23,8 @@ export interface WriterContext {
   readonly externalData: boolean;
   /** The external data file must stay a valid raw image (data_file_raw). */
   readonly dataRaw: boolean;
+  /** The metadata overlap check: data and metadata writes never land on other metadata. */
+  readonly overlap: MetadataOverlap;
   /** Called once before the first change to the image (sets the dirty bit with lazy refcounts). */
   readonly beforeFirstWrite?: () => Promise<void>;
 }

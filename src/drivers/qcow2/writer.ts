@@ -2,7 +2,8 @@ import { BlockError } from '../../errors.js';
 import { AsyncLock, ClusterRangeQueue, type RangeTicket } from './async-lock.js';
 import { COMPRESSED, COPIED, compressedHiWord, EXT_L2_ALLOC_BITS, EXT_L2_ZERO_BITS, entryOffset, l2EntryBytes, offsetHiWord, offsetLoWord, SUBCLUSTERS, ZERO_FLAG } from './entries.js';
 import { InPlaceWrites } from './in-place-writes.js';
-import { settleAll } from './refcounts.js';
+import { OL_ACTIVE_L1, OL_ACTIVE_L2 } from './overlap.js';
+import { settleAll } from './settle.js';
 import type { ClusterPlan } from './cluster-plan.js';
 import type { WriterContext } from './writer-context.js';
 import { l1Entry, l2EntryAt, ownedHost, releaseEntry, touchedBits } from './writer-entries.js';
@@ -162,8 +163,9 @@ export class Qcow2Writer {
     return at;
   }
 
-  /** Writes every dirty table back in dependency order and syncs the file. */
+  /** Writes every dirty table back in dependency order and syncs the file; refused once the image is marked corrupt (nothing more is written). */
   async flush(): Promise<void> {
+    if (this.c.overlap.corrupt) return this.c.overlap.refused();
     await this.lock.acquire();
     try {
       await this.writeBack(true);
@@ -174,6 +176,7 @@ export class Qcow2Writer {
 
   /** Runs `fn` holding the metadata lock, once every pending metadata write is on disk (persistent bitmaps allocate beside the tables). */
   async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.c.overlap.corrupt) return this.c.overlap.refused();
     await this.lock.acquire();
     try {
       await this.writeBack(true);
@@ -216,6 +219,7 @@ export class Qcow2Writer {
    * is nothing to wait for, else a promise of it.
    */
   private admit(start: number, end: number): RangeTicket | Promise<RangeTicket> {
+    if (this.c.overlap.corrupt) return this.c.overlap.refused();
     const clear = this.inPlace.whenClear(start, end);
     const entered = this.queue.enter(start, end);
     if (clear === null && this.started && !(entered instanceof Promise)) return entered;
@@ -284,7 +288,7 @@ export class Qcow2Writer {
   private async writeSlice(offset: number, data: Uint8Array): Promise<void> {
     let fast = this.inPlaceHostNow(offset, data.length);
     if (fast === -2) fast = await this.inPlaceHost(offset, data.length);
-    if (fast >= 0) return this.c.data.write(fast, data, true);
+    if (fast >= 0) return this.inPlace.writeHost(fast, data);
     const plans = await this.plan(offset, data.length);
     const end = offset + data.length;
     // Runs of clusters contiguous on the host (in place, or new) go out as one write; the
@@ -411,13 +415,13 @@ export class Qcow2Writer {
     if (fresh && stop > to && (await this.readsZero(last.guest))) stop = to;
     const at = first.host + (start - first.guest);
     let written: Promise<void>;
-    if (start === from && stop === to) written = this.c.data.write(at, part, true);
+    if (start === from && stop === to) written = this.inPlace.writeHost(at, part);
     else {
       const buf = new Uint8Array(stop - start);
       if (start < from) await this.c.readGuest(start, buf.subarray(0, from - start));
       if (stop > to) await this.c.readGuest(to, buf.subarray(to - start));
       buf.set(part, from - start);
-      written = this.c.data.write(at, buf, true);
+      written = this.inPlace.writeHost(at, buf);
     }
     // A new cluster at the end of the file ending in a hole: extend the file over all of it
     // (qemu-img check wants every cluster inside the file).
@@ -538,6 +542,7 @@ export class Qcow2Writer {
       this.c.refcounts.release(old, this.cs);
     }
     this.c.cache.markDirty(host, table);
+    this.c.overlap.add(host, this.cs, OL_ACTIVE_L2);
     this.c.l1.writeUInt32BE(offsetHiWord(host, true), l1Index * 8);
     this.c.l1.writeUInt32BE(offsetLoWord(host, false), l1Index * 8 + 4);
     if (this.l1DirtyFirst < 0 || l1Index < this.l1DirtyFirst) this.l1DirtyFirst = l1Index;
@@ -557,7 +562,7 @@ export class Qcow2Writer {
     await refcounts.writeBack();
     await file.flush();
     const tables = await cache.dirtyTables();
-    await settleAll(tables.map(([offset, table]) => file.write(offset, table, true).then(() => cache.markClean(offset))));
+    await settleAll(tables.map(([offset, table]) => this.c.overlap.write(file, offset, table, OL_ACTIVE_L2).then(() => cache.markClean(offset))));
     if (!full) return;
     let synced = tables.length === 0;
     if (this.l1DirtyFirst >= 0) {
@@ -566,7 +571,7 @@ export class Qcow2Writer {
       const last = this.l1DirtyLast;
       this.l1DirtyFirst = this.l1DirtyLast = -1;
       try {
-        await file.write(this.c.l1Offset + first * 8, this.c.l1.subarray(first * 8, (last + 1) * 8), true);
+        await this.c.overlap.write(file, this.c.l1Offset + first * 8, this.c.l1.subarray(first * 8, (last + 1) * 8), OL_ACTIVE_L1);
       } catch (e) {
         if (this.l1DirtyFirst < 0 || first < this.l1DirtyFirst) this.l1DirtyFirst = first;
         if (last > this.l1DirtyLast) this.l1DirtyLast = last;
