@@ -495,7 +495,8 @@ export class Job extends EventEmitter<JobEvents> {
 
   /** Aborts, once: a job's end (abort or finalize) runs one time however many callers ask for it. */
   private abortNow(): Promise<void> {
-    return (this.ending ??= this.abortSteps());
+    this.ending ??= this.abortSteps();
+    return this.ending;
   }
 
   private async abortSteps(): Promise<void> {
@@ -506,7 +507,8 @@ export class Job extends EventEmitter<JobEvents> {
 
   /** Finalizes (commit, or abort when prepare fails), once; see {@link abortNow}. */
   private finalizeNow(): Promise<void> {
-    return (this.ending ??= this.finalizeSteps());
+    this.ending ??= this.finalizeSteps();
+    return this.ending;
   }
 
   private async finalizeSteps(): Promise<void> {
