@@ -73,7 +73,7 @@ async function openInTree(
   if (options.nodeName !== undefined && (typeof options.nodeName !== 'string' || options.nodeName === '')) {
     throw new BlockError('EINVAL', `${at('nodeName')}: must be a non-empty string`, { field: at('nodeName') });
   }
-  const readOnly = resolveReadOnly(driver, options.readOnly as boolean | undefined, parentReadOnly, at('readOnly'));
+  let readOnly = resolveReadOnly(driver, options.readOnly as boolean | undefined, parentReadOnly, at('readOnly'));
 
   const roles = driver.children ?? {};
   // Own properties only: a key named like an Object.prototype member (`constructor`, `toString`)
@@ -113,7 +113,7 @@ async function openInTree(
       }
       children.set(role, await openChildInTree(env, childOptions, role, at(role), readOnly, below(role)));
     }
-    if (!readOnly) checkMetadataChild(driver, children, at('file'));
+    if (!readOnly) readOnly = checkMetadataChild(driver, children, at('file'), options.readOnly === undefined);
     const ctx: OpenContext<unknown> = {
       options: driverOptions,
       children,
@@ -205,12 +205,18 @@ function takesOption(driver: BlockDriver, key: string): boolean {
  * open, bdrv_default_perms_for_storage): a file child that refuses writes (read-only itself or
  * through a node below it) refuses the format node, with QEMU's "Block node is read-only". A
  * format without metadata (raw) and a filter only write their file when written: QEMU accepts
- * them over a read-only file, and so do we (their writes fail with EROFS there).
+ * them over a read-only file, and so do we (their writes fail with EROFS there). Returns whether
+ * the format opens read-only instead (`modeFree`: its options left the mode to us).
  */
-function checkMetadataChild(driver: BlockDriver, children: ReadonlyMap<string, BlockNode>, field: string): void {
-  if (driver.capabilities.keepsMetadata !== true) return;
+function checkMetadataChild(driver: BlockDriver, children: ReadonlyMap<string, BlockNode>, field: string, modeFree: boolean): boolean {
+  if (driver.capabilities.keepsMetadata !== true) return false;
   const blocker = children.get('file')?.writeBlocker();
-  if (blocker !== undefined) throw new BlockError('EROFS', 'Block node is read-only', { node: blocker.name, field });
+  if (blocker === undefined) return false;
+  // Over a driver that never writes (http), a format whose mode nobody set opens read-only: an
+  // image served over http is read, not refused. (QEMU's auto-read-only stops at the protocol node
+  // and refuses the format; an explicit read-write here is refused as QEMU does.)
+  if (modeFree && blocker.driver.capabilities.readOnly === true) return true;
+  throw new BlockError('EROFS', 'Block node is read-only', { node: blocker.name, field });
 }
 
 /**

@@ -20,6 +20,12 @@ describe('a qcow2 image over http with a backing file', () => {
         .digest('hex');
       expect(h).toBe(expected['over.qcow2']);
       expect(server.requests.some((r) => r.startsWith('GET /img/base.qcow2 bytes='))).toBe(true);
+      // Its mode left open, a format over http opens read-only; asked read-write, it is refused as QEMU refuses it.
+      expect(d.readOnly).toBe(true);
+      await expect(layer.openDrive({ driver: 'qcow2', readOnly: false, file: { driver: 'http', url: `${server.url}/img/over.qcow2` } })).rejects.toMatchObject({
+        code: 'EROFS',
+        message: 'Block node is read-only',
+      });
     } finally {
       await layer.close();
       await server.close();
